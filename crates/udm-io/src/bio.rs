@@ -1,0 +1,302 @@
+//! `Bio`: one block I/O with an owned buffer and a completion that runs exactly once.
+
+use crate::{IoBuf, IoError, Sectors, SECTOR_SIZE};
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// What a bio does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Read,
+    Write,
+    /// Empty flush: everything completed before it reaches stable storage.
+    Flush,
+    /// Discard (TRIM) a range; reads after it return unspecified data.
+    Discard,
+    /// Write zeroes to a range without a data buffer.
+    WriteZeroes,
+}
+
+impl Op {
+    /// True for ops that change data.
+    pub fn is_write(self) -> bool {
+        matches!(self, Op::Write | Op::Discard | Op::WriteZeroes)
+    }
+    /// True for ops that carry a data buffer.
+    pub fn has_data(self) -> bool {
+        matches!(self, Op::Read | Op::Write)
+    }
+}
+
+/// Request flags, as the kernel's `REQ_*` bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct BioFlags(pub u32);
+
+impl BioFlags {
+    pub const NONE: BioFlags = BioFlags(0);
+    /// Forced unit access: the write is durable when it completes.
+    pub const FUA: BioFlags = BioFlags(1);
+    /// Flush the device's cache before this bio.
+    pub const PREFLUSH: BioFlags = BioFlags(2);
+    /// For write-zeroes: do not deallocate (NBD_CMD_FLAG_NO_HOLE).
+    pub const NOUNMAP: BioFlags = BioFlags(4);
+
+    pub fn contains(self, o: BioFlags) -> bool {
+        self.0 & o.0 == o.0
+    }
+    pub fn with(self, o: BioFlags) -> BioFlags {
+        BioFlags(self.0 | o.0)
+    }
+    pub fn without(self, o: BioFlags) -> BioFlags {
+        BioFlags(self.0 & !o.0)
+    }
+}
+
+/// Called once when a bio ends: the result and the buffer, handed back in all cases.
+pub type Completion = Box<dyn FnOnce(Result<(), IoError>, IoBuf) + Send>;
+
+/// One block I/O. Whoever holds it owns the buffer and must complete it exactly once
+/// (dropping an uncompleted bio completes it with `IoError::Io`, so no caller waits forever).
+pub struct Bio {
+    pub op: Op,
+    pub flags: BioFlags,
+    /// First sector, relative to whatever device the bio is currently aimed at.
+    pub sector: Sectors,
+    len: Sectors,
+    buf: IoBuf,
+    done: Option<Completion>,
+}
+
+impl std::fmt::Debug for Bio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bio({:?} {:?} @{} +{})", self.op, self.flags, self.sector, self.len)
+    }
+}
+
+impl Bio {
+    fn new(op: Op, sector: Sectors, len: Sectors, buf: IoBuf, done: Completion) -> Bio {
+        Bio { op, flags: BioFlags::NONE, sector, len, buf, done: Some(done) }
+    }
+    /// Read `buf.len()` bytes (a whole number of sectors) at `sector` into `buf`.
+    pub fn read(sector: Sectors, buf: IoBuf, done: Completion) -> Bio {
+        debug_assert_eq!(buf.len() as u64 % SECTOR_SIZE, 0);
+        let len = Sectors(buf.len() as u64 / SECTOR_SIZE);
+        Bio::new(Op::Read, sector, len, buf, done)
+    }
+    /// Write `buf` at `sector`.
+    pub fn write(sector: Sectors, buf: IoBuf, done: Completion) -> Bio {
+        debug_assert_eq!(buf.len() as u64 % SECTOR_SIZE, 0);
+        let len = Sectors(buf.len() as u64 / SECTOR_SIZE);
+        Bio::new(Op::Write, sector, len, buf, done)
+    }
+    /// An empty flush.
+    pub fn flush(done: Completion) -> Bio {
+        Bio::new(Op::Flush, Sectors(0), Sectors(0), IoBuf::empty(), done)
+    }
+    /// Discard `len` sectors at `sector`.
+    pub fn discard(sector: Sectors, len: Sectors, done: Completion) -> Bio {
+        Bio::new(Op::Discard, sector, len, IoBuf::empty(), done)
+    }
+    /// Write zeroes to `len` sectors at `sector`.
+    pub fn write_zeroes(sector: Sectors, len: Sectors, done: Completion) -> Bio {
+        Bio::new(Op::WriteZeroes, sector, len, IoBuf::empty(), done)
+    }
+    /// Same bio with flags added.
+    pub fn with_flags(mut self, f: BioFlags) -> Bio {
+        self.flags = self.flags.with(f);
+        self
+    }
+
+    /// Length in sectors (0 for a flush).
+    pub fn len(&self) -> Sectors {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len.0 == 0
+    }
+    /// One past the last sector.
+    pub fn end(&self) -> Sectors {
+        self.sector + self.len
+    }
+    pub fn buf(&self) -> &IoBuf {
+        &self.buf
+    }
+    pub fn buf_mut(&mut self) -> &mut IoBuf {
+        &mut self.buf
+    }
+
+    /// End the bio: hands the buffer back to whoever submitted it.
+    pub fn complete(mut self, res: Result<(), IoError>) {
+        let done = self.done.take().expect("bio completed twice");
+        let buf = std::mem::take(&mut self.buf);
+        done(res, buf);
+    }
+
+    /// Split the bio's buffer out and keep its completion: for targets that do the I/O
+    /// themselves and complete later with `finish`.
+    pub fn take_buf(&mut self) -> IoBuf {
+        std::mem::take(&mut self.buf)
+    }
+    /// Put a buffer back (the same length it had) before completing.
+    pub fn set_buf(&mut self, buf: IoBuf) {
+        self.buf = buf;
+    }
+
+    /// Run `f` when the bio ends, before its submitter sees the result; `f` may inspect and
+    /// change the buffer and the result (a stripe marks a leg dead, crypt decrypts a read).
+    pub fn on_end<F>(mut self, f: F) -> Bio
+    where
+        F: FnOnce(Result<(), IoError>, &mut IoBuf) -> Result<(), IoError> + Send + 'static,
+    {
+        let inner = self.done.take().expect("bio already completed");
+        self.done = Some(Box::new(move |res, mut buf| {
+            let res = f(res, &mut buf);
+            inner(res, buf)
+        }));
+        self
+    }
+
+    /// Split into pieces of the given lengths (which must sum to `len`); the parent completes
+    /// once when all pieces have, with the first error seen. Buffers are split without copying
+    /// and joined back in order.
+    pub fn split(mut self, lens: &[Sectors]) -> Vec<Bio> {
+        debug_assert_eq!(lens.iter().map(|l| l.0).sum::<u64>(), self.len.0);
+        if lens.len() <= 1 {
+            return vec![self];
+        }
+        let n = lens.len();
+        let parent = self.done.take().expect("bio already completed");
+        let has_data = self.op.has_data();
+        let join = Arc::new(Join {
+            remaining: AtomicUsize::new(n),
+            inner: Mutex::new(JoinInner {
+                err: None,
+                pieces: (0..n).map(|_| None).collect(),
+                parent: Some(parent),
+                whole: None,
+            }),
+        });
+        let mut rest = std::mem::take(&mut self.buf);
+        let mut sector = self.sector;
+        let mut out = Vec::with_capacity(n);
+        for (i, &l) in lens.iter().enumerate() {
+            let piece = if has_data {
+                let tail = rest.split_off((l.0 * SECTOR_SIZE) as usize);
+                std::mem::replace(&mut rest, tail)
+            } else {
+                IoBuf::empty()
+            };
+            let j = join.clone();
+            let flags = if i == 0 { self.flags } else { self.flags.without(BioFlags::PREFLUSH) };
+            out.push(Bio {
+                op: self.op,
+                flags,
+                sector,
+                len: l,
+                buf: piece,
+                done: Some(Box::new(move |res, buf| j.child_done(i, res, buf))),
+            });
+            sector += l;
+        }
+        out
+    }
+
+    /// Split at `at` sectors from the start into two bios sharing one parent completion.
+    pub fn split_at(self, at: Sectors) -> (Bio, Bio) {
+        let len = self.len;
+        assert!(at.0 > 0 && at < len, "split_at {at} outside 1..{len}");
+        let mut v = self.split(&[at, len - at]);
+        let b = v.pop().expect("two pieces");
+        let a = v.pop().expect("two pieces");
+        (a, b)
+    }
+
+    /// `n` copies of this bio for `n` devices (flush, discard, write-zeroes, or writes, whose
+    /// data is copied); the parent completes once when all have, first error wins. The parent's
+    /// buffer is kept aside and handed back unchanged.
+    pub fn fan_out(mut self, n: usize) -> Vec<Bio> {
+        assert!(n > 0);
+        assert!(self.op != Op::Read, "reads cannot fan out");
+        if n == 1 {
+            return vec![self];
+        }
+        let parent = self.done.take().expect("bio already completed");
+        let whole = std::mem::take(&mut self.buf);
+        let join = Arc::new(Join {
+            remaining: AtomicUsize::new(n),
+            inner: Mutex::new(JoinInner { err: None, pieces: Vec::new(), parent: Some(parent), whole: None }),
+        });
+        let out = (0..n)
+            .map(|i| {
+                let j = join.clone();
+                let buf = if self.op == Op::Write { IoBuf::from_slice(&whole) } else { IoBuf::empty() };
+                Bio {
+                    op: self.op,
+                    flags: self.flags,
+                    sector: self.sector,
+                    len: self.len,
+                    buf,
+                    done: Some(Box::new(move |res, _buf| j.child_done(usize::MAX - i, res, IoBuf::empty()))),
+                }
+            })
+            .collect();
+        join.inner.lock().whole = Some(whole);
+        out
+    }
+}
+
+impl Drop for Bio {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            tracing::warn!("bio {:?} @{} dropped without completion; failing it", self.op, self.sector);
+            done(Err(IoError::Io), std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+struct Join {
+    remaining: AtomicUsize,
+    inner: Mutex<JoinInner>,
+}
+
+struct JoinInner {
+    err: Option<IoError>,
+    pieces: Vec<Option<IoBuf>>,
+    parent: Option<Completion>,
+    /// Fan-out keeps the parent's buffer here.
+    whole: Option<IoBuf>,
+}
+
+impl Join {
+    fn child_done(&self, i: usize, res: Result<(), IoError>, buf: IoBuf) {
+        let mut g = self.inner.lock();
+        if let Err(e) = res {
+            g.err.get_or_insert(e);
+        }
+        if let Some(slot) = g.pieces.get_mut(i) {
+            *slot = Some(buf);
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let parent = g.parent.take().expect("join completed twice");
+        let res = match g.err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
+        let buf = match g.whole.take() {
+            Some(w) => w,
+            None => {
+                let mut it = g.pieces.drain(..).map(|p| p.unwrap_or_default());
+                let mut whole = it.next().unwrap_or_default();
+                for p in it {
+                    whole.unsplit(p);
+                }
+                whole
+            }
+        };
+        drop(g);
+        parent(res, buf)
+    }
+}

@@ -1,0 +1,256 @@
+//! `FileDevice`: a regular file or a real block device as backing, via pread/pwrite on the I/O pool.
+
+use crate::device::Extent;
+use crate::{Bio, BioFlags, BlockDevice, DevId, IoError, Limits, Op, Sectors, WorkerPool, SECTOR_SIZE};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Backing store on a file or block device. Cheap to clone (shared handle).
+#[derive(Clone)]
+pub struct FileDevice(Arc<Inner>);
+
+struct Inner {
+    file: File,
+    size: Sectors,
+    id: DevId,
+    read_only: bool,
+    block: bool,
+    limits: Limits,
+}
+
+// BLKGETSIZE64 = _IOR(0x12, 114, size_t); BLKSSZGET = _IO(0x12, 104); BLKPBSZGET = _IO(0x12,123)
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+const BLKSSZGET: libc::c_ulong = 0x1268;
+const BLKPBSZGET: libc::c_ulong = 0x127b;
+const BLKDISCARD: libc::c_ulong = 0x1277;
+const BLKZEROOUT: libc::c_ulong = 0x127f;
+
+impl FileDevice {
+    /// Open `path` (a regular file or a block device). `label` is how it prints in tables
+    /// for regular files; block devices print as their `major:minor`.
+    pub fn open(path: &Path, read_only: bool) -> io::Result<FileDevice> {
+        let file = match OpenOptions::new().read(true).write(!read_only).custom_flags(libc::O_CLOEXEC).open(path) {
+            Ok(f) => f,
+            // A file we may only read still makes a read-only backing device.
+            Err(e) if !read_only && matches!(e.raw_os_error(), Some(libc::EROFS) | Some(libc::EACCES)) => {
+                return FileDevice::open(path, true);
+            }
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        let ft = meta.file_type();
+        let (size, id, block, limits) = if ft.is_block_device() {
+            let fd = file.as_raw_fd();
+            let mut bytes: u64 = 0;
+            // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which is valid for the call.
+            let r = unsafe { libc::ioctl(fd, BLKGETSIZE64, &mut bytes as *mut u64) };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut lbs: libc::c_int = 512;
+            let mut pbs: libc::c_uint = 512;
+            // SAFETY: BLKSSZGET writes one int through the pointer, valid for the call.
+            unsafe { libc::ioctl(fd, BLKSSZGET, &mut lbs as *mut libc::c_int) };
+            // SAFETY: BLKPBSZGET writes one unsigned int through the pointer, valid for the call.
+            unsafe { libc::ioctl(fd, BLKPBSZGET, &mut pbs as *mut libc::c_uint) };
+            let rdev = meta.rdev();
+            let id = DevId::Num(libc::major(rdev), libc::minor(rdev));
+            let lbs = lbs.max(512) as u32;
+            (
+                Bytes64(bytes).sectors(),
+                id,
+                true,
+                Limits { logical_block_size: lbs, physical_block_size: pbs.max(lbs), io_min: pbs.max(lbs) },
+            )
+        } else if ft.is_file() {
+            let label = path.to_string_lossy().into_owned();
+            (Bytes64(meta.len()).sectors(), DevId::Path(label), false, Limits::default())
+        } else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file or block device"));
+        };
+        let ro = read_only || file_is_read_only(&file);
+        Ok(FileDevice(Arc::new(Inner { file, size, id, read_only: ro, block, limits })))
+    }
+
+    /// (st_dev, st_ino) identity, so one file opened twice is shared.
+    pub fn identity(path: &Path) -> io::Result<(u64, u64)> {
+        let m = std::fs::metadata(path)?;
+        if m.file_type().is_block_device() {
+            Ok((0, m.rdev()))
+        } else {
+            Ok((m.dev(), m.ino()))
+        }
+    }
+
+    fn run(inner: &Inner, bio: &mut Bio) -> Result<(), IoError> {
+        let off = bio.sector.0 * SECTOR_SIZE;
+        if bio.op != Op::Flush && bio.end() > inner.size {
+            return Err(IoError::Io);
+        }
+        if bio.op.is_write() && inner.read_only {
+            return Err(IoError::ReadOnly);
+        }
+        if bio.flags.contains(BioFlags::PREFLUSH) {
+            inner.file.sync_data()?;
+        }
+        match bio.op {
+            Op::Read => {
+                let buf = bio.buf_mut();
+                let mut done = 0;
+                while done < buf.len() {
+                    match inner.file.read_at(&mut buf[done..], off + done as u64) {
+                        Ok(0) => {
+                            buf[done..].fill(0);
+                            break;
+                        }
+                        Ok(n) => done += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Op::Write => inner.file.write_all_at(bio.buf(), off)?,
+            Op::Flush => inner.file.sync_data()?,
+            Op::Discard => inner.deallocate(off, bio.len().bytes().0, false)?,
+            Op::WriteZeroes => {
+                let len = bio.len().bytes().0;
+                let keep = bio.flags.contains(BioFlags::NOUNMAP);
+                inner.deallocate(off, len, true).or_else(|_| inner.zero_fill(off, len))?;
+                if keep && !inner.block {
+                    // NOUNMAP: the range must stay allocated.
+                    inner.zero_fill(off, len)?;
+                }
+            }
+        }
+        if bio.flags.contains(BioFlags::FUA) && bio.op.is_write() {
+            inner.file.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+struct Bytes64(u64);
+impl Bytes64 {
+    fn sectors(self) -> Sectors {
+        Sectors(self.0 / SECTOR_SIZE)
+    }
+}
+
+fn file_is_read_only(f: &File) -> bool {
+    let fd = f.as_raw_fd();
+    // SAFETY: F_GETFL takes no pointer argument; fd is a valid open descriptor.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    fl >= 0 && fl & libc::O_ACCMODE == libc::O_RDONLY
+}
+
+impl Inner {
+    /// Discard a byte range (`zero`: it must read back as zeroes afterwards). Files punch a
+    /// hole, which reads as zeroes; block devices use BLKDISCARD or BLKZEROOUT.
+    fn deallocate(&self, off: u64, len: u64, zero: bool) -> io::Result<()> {
+        let fd = self.file.as_raw_fd();
+        let r = if self.block {
+            let range = [off, len];
+            let req = if zero { BLKZEROOUT } else { BLKDISCARD };
+            // SAFETY: both ioctls read two u64 from the pointer, which is valid for the call.
+            unsafe { libc::ioctl(fd, req, range.as_ptr()) }
+        } else {
+            let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+            // SAFETY: fallocate takes plain integers; fd is valid.
+            unsafe { libc::fallocate(fd, mode, off as libc::off_t, len as libc::off_t) }
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn zero_fill(&self, mut off: u64, len: u64) -> io::Result<()> {
+        let end = off + len;
+        let zeros = vec![0u8; (1 << 20).min(len as usize)];
+        while off < end {
+            let n = (end - off).min(zeros.len() as u64) as usize;
+            self.file.write_all_at(&zeros[..n], off)?;
+            off += n as u64;
+        }
+        Ok(())
+    }
+}
+
+impl BlockDevice for FileDevice {
+    fn submit(&self, mut bio: Bio) {
+        let inner = self.0.clone();
+        WorkerPool::io().spawn(move || {
+            let r = FileDevice::run(&inner, &mut bio);
+            bio.complete(r);
+        });
+    }
+    fn size(&self) -> Sectors {
+        self.0.size
+    }
+    fn id(&self) -> DevId {
+        self.0.id.clone()
+    }
+    fn limits(&self) -> Limits {
+        self.0.limits
+    }
+    fn read_only(&self) -> bool {
+        self.0.read_only
+    }
+    fn extents(&self, sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
+        if self.0.block {
+            return vec![(len, Extent::Data)];
+        }
+        file_extents(&self.0.file, sector, len)
+    }
+}
+
+/// Data/hole runs of a regular file via SEEK_DATA/SEEK_HOLE.
+fn file_extents(file: &File, sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
+    let fd = file.as_raw_fd();
+    let start = sector.0 * SECTOR_SIZE;
+    let end = (sector + len).0 * SECTOR_SIZE;
+    let mut out: Vec<(Sectors, Extent)> = Vec::new();
+    let mut push = |bytes: u64, e: Extent| {
+        let s = Sectors(bytes / SECTOR_SIZE);
+        if s.0 == 0 {
+            return;
+        }
+        match out.last_mut() {
+            Some((l, le)) if *le == e => *l += s,
+            _ => out.push((s, e)),
+        }
+    };
+    let mut pos = start;
+    while pos < end {
+        // SAFETY: lseek takes plain integers; fd is valid.
+        let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            // ENXIO: no data after pos (hole to EOF); anything else: say data.
+            let e = io::Error::last_os_error().raw_os_error();
+            push(end - pos, if e == Some(libc::ENXIO) { Extent::Hole } else { Extent::Data });
+            break;
+        }
+        let data = (data as u64).min(end);
+        if data > pos {
+            push(data - pos, Extent::Hole);
+            pos = data;
+            continue;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_HOLE) };
+        let hole = if hole < 0 { end } else { (hole as u64).min(end) };
+        let hole = hole.max(pos + SECTOR_SIZE).min(end);
+        push(hole - pos, Extent::Data);
+        pos = hole;
+    }
+    // Sector rounding may leave the total short; pad with data.
+    let total: u64 = out.iter().map(|(l, _)| l.0).sum();
+    if total < len.0 {
+        out.push((Sectors(len.0 - total), Extent::Data));
+    }
+    out
+}

@@ -1,0 +1,21 @@
+//! udm-io: the block I/O model shared by every udm crate — units, owned buffers, bios,
+//! the `BlockDevice` trait, a worker pool, and the file/RAM/pattern backends.
+
+pub mod bio;
+pub mod buf;
+pub mod device;
+pub mod error;
+pub mod file;
+pub mod mem;
+pub mod pool;
+pub mod sync;
+pub mod units;
+
+pub use bio::{Bio, BioFlags, Completion, Op};
+pub use buf::IoBuf;
+pub use device::{BlockDevice, DevId, Limits};
+pub use error::IoError;
+pub use file::FileDevice;
+pub use mem::{MemDevice, PatternDevice};
+pub use pool::WorkerPool;
+pub use units::{Bytes, Sectors, SECTOR_SIZE};

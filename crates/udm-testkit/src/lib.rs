@@ -1,0 +1,49 @@
+//! udm-testkit: helpers shared by udm's tests — outside-tool probes that obey
+//! `UDM_REQUIRE_TOOLS`, and image-file helpers.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// True when `tool` is on PATH. When it is missing: with `UDM_REQUIRE_TOOLS=1` (CI) this
+/// panics so the run fails; otherwise it prints a SKIP line and returns false.
+pub fn require_tool(tool: &str) -> bool {
+    if which(tool).is_some() {
+        return true;
+    }
+    if std::env::var("UDM_REQUIRE_TOOLS").map(|v| v == "1").unwrap_or(false) {
+        panic!("required tool `{tool}` is missing (UDM_REQUIRE_TOOLS=1)");
+    }
+    eprintln!("SKIP: `{tool}` not installed");
+    false
+}
+
+/// Full path of `tool` on PATH (also /sbin and /usr/sbin).
+pub fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/sbin", "/usr/sbin", "/usr/local/sbin"])
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
+}
+
+/// Create a sparse image file of `bytes` bytes.
+pub fn image(dir: &Path, name: &str, bytes: u64) -> PathBuf {
+    let p = dir.join(name);
+    let f = std::fs::File::create(&p).expect("create image");
+    f.set_len(bytes).expect("size image");
+    p
+}
+
+/// Run a command, panic with its stderr if it fails, return stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
