@@ -20,10 +20,12 @@ pub fn require_tool(tool: &str) -> bool {
 /// Full path of `tool` on PATH (also /sbin and /usr/sbin).
 pub fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
+    let found = path
+        .split(':')
         .chain(["/sbin", "/usr/sbin", "/usr/local/sbin"])
         .map(|d| Path::new(d).join(tool))
-        .find(|p| p.is_file())
+        .find(|p| p.is_file());
+    found
 }
 
 /// Create a sparse image file of `bytes` bytes.
