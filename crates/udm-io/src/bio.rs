@@ -70,13 +70,24 @@ pub struct Bio {
 
 impl std::fmt::Debug for Bio {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Bio({:?} {:?} @{} +{})", self.op, self.flags, self.sector, self.len)
+        write!(
+            f,
+            "Bio({:?} {:?} @{} +{})",
+            self.op, self.flags, self.sector, self.len
+        )
     }
 }
 
 impl Bio {
     fn new(op: Op, sector: Sectors, len: Sectors, buf: IoBuf, done: Completion) -> Bio {
-        Bio { op, flags: BioFlags::NONE, sector, len, buf, done: Some(done) }
+        Bio {
+            op,
+            flags: BioFlags::NONE,
+            sector,
+            len,
+            buf,
+            done: Some(done),
+        }
     }
     /// Read `buf.len()` bytes (a whole number of sectors) at `sector` into `buf`.
     pub fn read(sector: Sectors, buf: IoBuf, done: Completion) -> Bio {
@@ -188,7 +199,11 @@ impl Bio {
                 IoBuf::empty()
             };
             let j = join.clone();
-            let flags = if i == 0 { self.flags } else { self.flags.without(BioFlags::PREFLUSH) };
+            let flags = if i == 0 {
+                self.flags
+            } else {
+                self.flags.without(BioFlags::PREFLUSH)
+            };
             out.push(Bio {
                 op: self.op,
                 flags,
@@ -225,19 +240,30 @@ impl Bio {
         let whole = std::mem::take(&mut self.buf);
         let join = Arc::new(Join {
             remaining: AtomicUsize::new(n),
-            inner: Mutex::new(JoinInner { err: None, pieces: Vec::new(), parent: Some(parent), whole: None }),
+            inner: Mutex::new(JoinInner {
+                err: None,
+                pieces: Vec::new(),
+                parent: Some(parent),
+                whole: None,
+            }),
         });
         let out = (0..n)
             .map(|i| {
                 let j = join.clone();
-                let buf = if self.op == Op::Write { IoBuf::from_slice(&whole) } else { IoBuf::empty() };
+                let buf = if self.op == Op::Write {
+                    IoBuf::from_slice(&whole)
+                } else {
+                    IoBuf::empty()
+                };
                 Bio {
                     op: self.op,
                     flags: self.flags,
                     sector: self.sector,
                     len: self.len,
                     buf,
-                    done: Some(Box::new(move |res, _buf| j.child_done(usize::MAX - i, res, IoBuf::empty()))),
+                    done: Some(Box::new(move |res, _buf| {
+                        j.child_done(usize::MAX - i, res, IoBuf::empty())
+                    })),
                 }
             })
             .collect();
@@ -249,7 +275,11 @@ impl Bio {
 impl Drop for Bio {
     fn drop(&mut self) {
         if let Some(done) = self.done.take() {
-            tracing::warn!("bio {:?} @{} dropped without completion; failing it", self.op, self.sector);
+            tracing::warn!(
+                "bio {:?} @{} dropped without completion; failing it",
+                self.op,
+                self.sector
+            );
             done(Err(IoError::Io), std::mem::take(&mut self.buf));
         }
     }

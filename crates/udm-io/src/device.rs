@@ -32,7 +32,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { logical_block_size: 512, physical_block_size: 512, io_min: 512 }
+        Limits {
+            logical_block_size: 512,
+            physical_block_size: 512,
+            io_min: 512,
+        }
     }
 }
 

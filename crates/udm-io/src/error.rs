@@ -57,6 +57,8 @@ impl IoError {
 
 impl From<std::io::Error> for IoError {
     fn from(e: std::io::Error) -> IoError {
-        e.raw_os_error().map(IoError::from_errno).unwrap_or(IoError::Io)
+        e.raw_os_error()
+            .map(IoError::from_errno)
+            .unwrap_or(IoError::Io)
     }
 }

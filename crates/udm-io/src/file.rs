@@ -1,7 +1,9 @@
 //! `FileDevice`: a regular file or a real block device as backing, via pread/pwrite on the I/O pool.
 
 use crate::device::Extent;
-use crate::{Bio, BioFlags, BlockDevice, DevId, IoError, Limits, Op, Sectors, WorkerPool, SECTOR_SIZE};
+use crate::{
+    Bio, BioFlags, BlockDevice, DevId, IoError, Limits, Op, Sectors, WorkerPool, SECTOR_SIZE,
+};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -33,10 +35,18 @@ impl FileDevice {
     /// Open `path` (a regular file or a block device). `label` is how it prints in tables
     /// for regular files; block devices print as their `major:minor`.
     pub fn open(path: &Path, read_only: bool) -> io::Result<FileDevice> {
-        let file = match OpenOptions::new().read(true).write(!read_only).custom_flags(libc::O_CLOEXEC).open(path) {
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+        {
             Ok(f) => f,
             // A file we may only read still makes a read-only backing device.
-            Err(e) if !read_only && matches!(e.raw_os_error(), Some(libc::EROFS) | Some(libc::EACCES)) => {
+            Err(e)
+                if !read_only
+                    && matches!(e.raw_os_error(), Some(libc::EROFS) | Some(libc::EACCES)) =>
+            {
                 return FileDevice::open(path, true);
             }
             Err(e) => return Err(e),
@@ -64,16 +74,35 @@ impl FileDevice {
                 Bytes64(bytes).sectors(),
                 id,
                 true,
-                Limits { logical_block_size: lbs, physical_block_size: pbs.max(lbs), io_min: pbs.max(lbs) },
+                Limits {
+                    logical_block_size: lbs,
+                    physical_block_size: pbs.max(lbs),
+                    io_min: pbs.max(lbs),
+                },
             )
         } else if ft.is_file() {
             let label = path.to_string_lossy().into_owned();
-            (Bytes64(meta.len()).sectors(), DevId::Path(label), false, Limits::default())
+            (
+                Bytes64(meta.len()).sectors(),
+                DevId::Path(label),
+                false,
+                Limits::default(),
+            )
         } else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file or block device"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file or block device",
+            ));
         };
         let ro = read_only || file_is_read_only(&file);
-        Ok(FileDevice(Arc::new(Inner { file, size, id, read_only: ro, block, limits })))
+        Ok(FileDevice(Arc::new(Inner {
+            file,
+            size,
+            id,
+            read_only: ro,
+            block,
+            limits,
+        })))
     }
 
     /// (st_dev, st_ino) identity, so one file opened twice is shared.
@@ -119,7 +148,9 @@ impl FileDevice {
             Op::WriteZeroes => {
                 let len = bio.len().bytes().0;
                 let keep = bio.flags.contains(BioFlags::NOUNMAP);
-                inner.deallocate(off, len, true).or_else(|_| inner.zero_fill(off, len))?;
+                inner
+                    .deallocate(off, len, true)
+                    .or_else(|_| inner.zero_fill(off, len))?;
                 if keep && !inner.block {
                     // NOUNMAP: the range must stay allocated.
                     inner.zero_fill(off, len)?;
@@ -231,7 +262,14 @@ fn file_extents(file: &File, sector: Sectors, len: Sectors) -> Vec<(Sectors, Ext
         if data < 0 {
             // ENXIO: no data after pos (hole to EOF); anything else: say data.
             let e = io::Error::last_os_error().raw_os_error();
-            push(end - pos, if e == Some(libc::ENXIO) { Extent::Hole } else { Extent::Data });
+            push(
+                end - pos,
+                if e == Some(libc::ENXIO) {
+                    Extent::Hole
+                } else {
+                    Extent::Data
+                },
+            );
             break;
         }
         let data = (data as u64).min(end);
@@ -242,7 +280,11 @@ fn file_extents(file: &File, sector: Sectors, len: Sectors) -> Vec<(Sectors, Ext
         }
         // SAFETY: as above.
         let hole = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_HOLE) };
-        let hole = if hole < 0 { end } else { (hole as u64).min(end) };
+        let hole = if hole < 0 {
+            end
+        } else {
+            (hole as u64).min(end)
+        };
         let hole = hole.max(pos + SECTOR_SIZE).min(end);
         push(hole - pos, Extent::Data);
         pos = hole;

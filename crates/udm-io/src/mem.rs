@@ -12,7 +12,10 @@ pub struct MemDevice {
 
 impl MemDevice {
     pub fn new(name: &str, size: Sectors) -> MemDevice {
-        MemDevice { data: RwLock::new(vec![0; (size.0 * SECTOR_SIZE) as usize]), name: name.to_string() }
+        MemDevice {
+            data: RwLock::new(vec![0; (size.0 * SECTOR_SIZE) as usize]),
+            name: name.to_string(),
+        }
     }
     /// A copy of the whole contents.
     pub fn snapshot(&self) -> Vec<u8> {
@@ -28,7 +31,9 @@ impl BlockDevice for MemDevice {
         let off = (bio.sector.0 * SECTOR_SIZE) as usize;
         let len = (bio.len().0 * SECTOR_SIZE) as usize;
         match bio.op {
-            Op::Read => bio.buf_mut().copy_from_slice(&self.data.read()[off..off + len]),
+            Op::Read => bio
+                .buf_mut()
+                .copy_from_slice(&self.data.read()[off..off + len]),
             Op::Write => self.data.write()[off..off + len].copy_from_slice(bio.buf()),
             Op::Discard | Op::WriteZeroes => self.data.write()[off..off + len].fill(0),
             Op::Flush => {}

@@ -39,7 +39,10 @@ impl WorkerPool {
     pub fn io() -> &'static WorkerPool {
         static IO: OnceLock<WorkerPool> = OnceLock::new();
         IO.get_or_init(|| {
-            let n = std::env::var("UDM_IO_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(32);
+            let n = std::env::var("UDM_IO_THREADS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(32);
             WorkerPool::new("udm-io", n)
         })
     }
@@ -48,7 +51,9 @@ impl WorkerPool {
     pub fn cpu() -> &'static WorkerPool {
         static CPU: OnceLock<WorkerPool> = OnceLock::new();
         CPU.get_or_init(|| {
-            let n = thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+            let n = thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2);
             WorkerPool::new("udm-cpu", n)
         })
     }

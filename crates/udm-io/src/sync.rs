@@ -29,7 +29,10 @@ pub fn write_at(dev: &dyn BlockDevice, sector: Sectors, data: &[u8]) -> Result<(
 
 /// Write with FUA.
 pub fn write_fua_at(dev: &dyn BlockDevice, sector: Sectors, data: &[u8]) -> Result<(), IoError> {
-    submit_wait(dev, |d| Bio::write(sector, IoBuf::from_slice(data), d).with_flags(BioFlags::FUA)).0
+    submit_wait(dev, |d| {
+        Bio::write(sector, IoBuf::from_slice(data), d).with_flags(BioFlags::FUA)
+    })
+    .0
 }
 
 /// Flush the device.

@@ -32,7 +32,7 @@ impl Bytes {
     }
     /// True when this is a whole number of sectors.
     pub fn is_sector_aligned(self) -> bool {
-        self.0 % SECTOR_SIZE == 0
+        self.0.is_multiple_of(SECTOR_SIZE)
     }
 }
 

@@ -1,0 +1,413 @@
+//! `MappedDevice`: one dm device — live table behind an atomic pointer, inactive slot,
+//! suspend/resume with a deferred queue, in-flight accounting, events and open counts.
+
+use crate::error::DmError;
+use crate::table::Table;
+use crate::DM_MAJOR;
+use arc_swap::ArcSwapOption;
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+use udm_io::device::Extent;
+use udm_io::{Bio, BlockDevice, DevId, IoError, Limits, Sectors};
+
+/// What `info` reports about a device.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DevInfo {
+    pub name: String,
+    pub uuid: String,
+    pub major: u32,
+    pub minor: u32,
+    pub open_count: i32,
+    pub event_nr: u32,
+    pub suspended: bool,
+    pub read_only: bool,
+    pub live_table: bool,
+    pub inactive_table: bool,
+    pub target_count: u32,
+    pub deferred_remove: bool,
+}
+
+struct Held {
+    suspended: bool,
+    deferred: VecDeque<Bio>,
+}
+
+/// In-flight bio counter that suspend waits on.
+struct Inflight {
+    n: AtomicUsize,
+    parked: AtomicUsize,
+    lock: Mutex<()>,
+    cv: Condvar,
+}
+
+impl Inflight {
+    fn end(&self) {
+        if self.n.fetch_sub(1, SeqCst) == 1 {
+            let _g = self.lock.lock();
+            self.cv.notify_all();
+        }
+    }
+    fn wait_drained(&self) {
+        let mut g = self.lock.lock();
+        while self.n.load(SeqCst) > self.parked.load(SeqCst) {
+            self.cv.wait_for(&mut g, Duration::from_millis(50));
+        }
+    }
+}
+
+/// Geometry set by `setgeometry`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Geometry {
+    pub cylinders: u32,
+    pub heads: u32,
+    pub sectors: u32,
+    pub start: u64,
+}
+
+/// A mapped device. Frontends hold it as `Arc<dyn BlockDevice>`.
+pub struct MappedDevice {
+    pub(crate) name: Mutex<String>,
+    pub(crate) uuid: Mutex<String>,
+    minor: u32,
+    live: ArcSwapOption<Table>,
+    pub(crate) inactive: Mutex<Option<Arc<Table>>>,
+    /// Fast-path copy of `held.suspended`.
+    suspended: AtomicBool,
+    held: Mutex<Held>,
+    inflight: Arc<Inflight>,
+    event_nr: AtomicU32,
+    event_lock: Mutex<()>,
+    event_cv: Condvar,
+    open_count: AtomicI32,
+    pub(crate) deferred_remove: AtomicBool,
+    pub(crate) removed: AtomicBool,
+    read_only: AtomicBool,
+    /// Serialises suspend/resume/load on this device.
+    pub(crate) control: Mutex<()>,
+    pub(crate) geometry: Mutex<Option<Geometry>>,
+}
+
+impl MappedDevice {
+    pub(crate) fn new(name: &str, uuid: &str, minor: u32) -> MappedDevice {
+        MappedDevice {
+            name: Mutex::new(name.to_string()),
+            uuid: Mutex::new(uuid.to_string()),
+            minor,
+            live: ArcSwapOption::empty(),
+            inactive: Mutex::new(None),
+            suspended: AtomicBool::new(false),
+            held: Mutex::new(Held {
+                suspended: false,
+                deferred: VecDeque::new(),
+            }),
+            inflight: Arc::new(Inflight {
+                n: AtomicUsize::new(0),
+                parked: AtomicUsize::new(0),
+                lock: Mutex::new(()),
+                cv: Condvar::new(),
+            }),
+            event_nr: AtomicU32::new(0),
+            event_lock: Mutex::new(()),
+            event_cv: Condvar::new(),
+            open_count: AtomicI32::new(0),
+            deferred_remove: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+            read_only: AtomicBool::new(false),
+            control: Mutex::new(()),
+            geometry: Mutex::new(None),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        self.name.lock().clone()
+    }
+    pub fn uuid(&self) -> String {
+        self.uuid.lock().clone()
+    }
+    pub fn minor(&self) -> u32 {
+        self.minor
+    }
+    pub fn devno(&self) -> (u32, u32) {
+        (DM_MAJOR, self.minor)
+    }
+    pub fn is_suspended(&self) -> bool {
+        self.suspended.load(SeqCst)
+    }
+    pub fn open_count(&self) -> i32 {
+        self.open_count.load(SeqCst)
+    }
+    pub fn event_nr(&self) -> u32 {
+        self.event_nr.load(SeqCst)
+    }
+    pub fn live_table(&self) -> Option<Arc<Table>> {
+        self.live.load_full()
+    }
+    pub fn inactive_table(&self) -> Option<Arc<Table>> {
+        self.inactive.lock().clone()
+    }
+    /// Bios currently being processed.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.n.load(SeqCst)
+    }
+
+    pub fn info(&self, query_inactive: bool) -> DevInfo {
+        let live = self.live_table();
+        let inactive = self.inactive_table();
+        let shown = if query_inactive {
+            inactive.clone()
+        } else {
+            live.clone()
+        };
+        DevInfo {
+            name: self.name(),
+            uuid: self.uuid(),
+            major: DM_MAJOR,
+            minor: self.minor,
+            open_count: self.open_count(),
+            event_nr: self.event_nr(),
+            suspended: self.is_suspended(),
+            read_only: if query_inactive {
+                inactive.as_ref().map(|t| t.read_only()).unwrap_or(false)
+            } else {
+                self.read_only.load(SeqCst)
+            },
+            live_table: live.is_some(),
+            inactive_table: inactive.is_some(),
+            target_count: shown.map(|t| t.num_targets() as u32).unwrap_or(0),
+            deferred_remove: self.deferred_remove.load(SeqCst),
+        }
+    }
+
+    /// Note an event: bump the counter and wake waiters.
+    pub fn raise_event(&self) {
+        self.event_nr.fetch_add(1, SeqCst);
+        let _g = self.event_lock.lock();
+        self.event_cv.notify_all();
+    }
+
+    /// Block until the event counter differs from `nr` (or the device is removed, or `timeout`).
+    pub fn wait_event(&self, nr: u32, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let mut g = self.event_lock.lock();
+        while self.event_nr() == nr && !self.removed.load(SeqCst) {
+            let step = Duration::from_millis(200);
+            let step = match deadline {
+                Some(d) => {
+                    let now = std::time::Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    step.min(d - now)
+                }
+                None => step,
+            };
+            self.event_cv.wait_for(&mut g, step);
+        }
+        true
+    }
+
+    pub(crate) fn open(&self) {
+        self.open_count.fetch_add(1, SeqCst);
+    }
+    /// Drop an open; true when this was the last open.
+    pub(crate) fn close(&self) -> bool {
+        self.open_count.fetch_sub(1, SeqCst) == 1
+    }
+
+    /// Stage a table in the inactive slot (replacing any previous one).
+    pub(crate) fn load(&self, t: Table) {
+        *self.inactive.lock() = Some(Arc::new(t));
+    }
+
+    /// Suspend: hold new I/O, wait for in-flight I/O, run the hooks. Idempotent.
+    pub fn suspend(&self) {
+        let _c = self.control.lock();
+        self.suspend_locked();
+    }
+
+    fn suspend_locked(&self) {
+        if self.is_suspended() {
+            return;
+        }
+        let live = self.live_table();
+        if let Some(t) = &live {
+            t.for_each_target(|t| t.presuspend());
+        }
+        {
+            let mut h = self.held.lock();
+            h.suspended = true;
+            self.suspended.store(true, SeqCst);
+        }
+        self.inflight.wait_drained();
+        if let Some(t) = &live {
+            t.for_each_target(|t| t.postsuspend());
+        }
+    }
+
+    /// Resume: swap in the inactive table if there is one (suspending first), run the hooks,
+    /// release held I/O. On a failed preresume the old table stays live and the new one is
+    /// put back into the inactive slot.
+    pub fn resume(self: &Arc<Self>) -> Result<bool, DmError> {
+        let _c = self.control.lock();
+        let new = self.inactive.lock().take();
+        let swapped = new.is_some();
+        if let Some(new) = new {
+            self.suspend_locked();
+            if let Err(e) = preresume(&new) {
+                *self.inactive.lock() = Some(new);
+                return Err(DmError::Errno {
+                    errno: e.errno,
+                    msg: e.msg,
+                });
+            }
+            self.read_only.store(new.read_only(), SeqCst);
+            self.live.store(Some(new));
+        } else if !self.is_suspended() {
+            return Ok(false);
+        } else if let Some(t) = self.live_table() {
+            if let Err(e) = preresume(&t) {
+                return Err(DmError::Errno {
+                    errno: e.errno,
+                    msg: e.msg,
+                });
+            }
+        }
+        if let Some(t) = self.live_table() {
+            t.for_each_target(|t| t.resume());
+        }
+        let held: Vec<Bio> = {
+            let mut h = self.held.lock();
+            h.suspended = false;
+            self.suspended.store(false, SeqCst);
+            h.deferred.drain(..).collect()
+        };
+        self.inflight.parked.store(0, SeqCst);
+        for b in held {
+            self.submit(b);
+        }
+        Ok(swapped)
+    }
+
+    /// Replace the live table directly (used by `remove --force` through load+resume and tests).
+    pub(crate) fn clear_inactive(&self) -> bool {
+        self.inactive.lock().take().is_some()
+    }
+
+    /// Drop every table (device removal) and fail any held I/O.
+    pub(crate) fn teardown(&self) {
+        self.removed.store(true, SeqCst);
+        self.live.store(None);
+        self.inactive.lock().take();
+        let held: Vec<Bio> = {
+            let mut h = self.held.lock();
+            h.suspended = false;
+            self.suspended.store(false, SeqCst);
+            h.deferred.drain(..).collect()
+        };
+        for b in held {
+            b.complete(Err(IoError::NoDevice));
+        }
+        let _g = self.event_lock.lock();
+        self.event_cv.notify_all();
+    }
+
+    fn requeue_fn(self: &Arc<Self>) -> Arc<dyn Fn(Bio) + Send + Sync> {
+        let me = Arc::downgrade(self);
+        Arc::new(move |bio: Bio| match me.upgrade() {
+            Some(d) => d.park(bio),
+            None => bio.complete(Err(IoError::NoDevice)),
+        })
+    }
+
+    /// A target asked to requeue: hold the bio until resume.
+    fn park(self: &Arc<Self>, bio: Bio) {
+        self.inflight.parked.fetch_add(1, SeqCst);
+        let mut h = self.held.lock();
+        h.deferred.push_back(bio);
+        drop(h);
+        let _g = self.inflight.lock.lock();
+        self.inflight.cv.notify_all();
+    }
+
+    /// Submit through an `Arc` (so requeued bios can find their way back).
+    pub fn submit_arc(self: &Arc<Self>, bio: Bio) {
+        self.inflight.n.fetch_add(1, SeqCst);
+        if self.suspended.load(SeqCst) {
+            self.inflight.end();
+            let mut h = self.held.lock();
+            if h.suspended {
+                h.deferred.push_back(bio);
+                return;
+            }
+            drop(h);
+            return self.submit_arc(bio);
+        }
+        let Some(table) = self.live.load_full() else {
+            self.inflight.end();
+            return bio.complete(Err(IoError::Io));
+        };
+        if bio.end() > table.size() {
+            self.inflight.end();
+            return bio.complete(Err(IoError::Io));
+        }
+        if bio.op.is_write() && self.read_only.load(SeqCst) {
+            self.inflight.end();
+            return bio.complete(Err(IoError::ReadOnly));
+        }
+        let inflight = self.inflight.clone();
+        let keep = table.clone();
+        let bio = bio.on_end(move |r, _| {
+            drop(keep);
+            inflight.end();
+            r
+        });
+        table.dispatch(bio, &self.requeue_fn());
+    }
+}
+
+fn preresume(t: &Table) -> Result<(), crate::target::TargetError> {
+    let mut res = Ok(());
+    t.for_each_target(|t| {
+        if res.is_ok() {
+            res = t.preresume();
+        }
+    });
+    res
+}
+
+/// `Arc<MappedDevice>` as a block device (stacking and frontends).
+pub struct DmBlockDevice(pub Arc<MappedDevice>);
+
+impl BlockDevice for DmBlockDevice {
+    fn submit(&self, bio: Bio) {
+        self.0.submit_arc(bio)
+    }
+    fn size(&self) -> Sectors {
+        self.0.live_table().map(|t| t.size()).unwrap_or_default()
+    }
+    fn id(&self) -> DevId {
+        DevId::Num(DM_MAJOR, self.0.minor)
+    }
+    fn limits(&self) -> Limits {
+        self.0.live_table().map(|t| t.limits()).unwrap_or_default()
+    }
+    fn read_only(&self) -> bool {
+        self.0.read_only.load(SeqCst)
+    }
+    fn extents(&self, sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
+        match self.0.live_table() {
+            Some(t) => t.extents(sector, len),
+            None => vec![(len, Extent::Data)],
+        }
+    }
+}
+
+impl MappedDevice {
+    /// Plain `submit` for callers holding `&MappedDevice` inside an `Arc` elsewhere.
+    fn submit(self: &Arc<Self>, bio: Bio) {
+        self.submit_arc(bio)
+    }
+}

@@ -1,0 +1,587 @@
+//! `Registry`: the control plane — every mapped device by name/uuid/minor and the dm ioctl set
+//! (create, load, clear, suspend, resume, remove, rename, info, deps, status, message, wait …).
+
+use crate::device::{DevInfo, DmBlockDevice, Geometry, MappedDevice};
+use crate::error::DmError;
+use crate::resolve::{parse_devno, DevHandle, FileCache, Resolver};
+use crate::table::{Table, TableLine};
+use crate::target::{StatusType, TargetError, TargetTypes};
+use crate::DM_MAJOR;
+use parking_lot::{Mutex, RwLock};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use udm_io::{BlockDevice, DevId, Sectors};
+
+/// How a request names a device (the kernel's lookup precedence: uuid, then name, then dev).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum DevSel {
+    Name(String),
+    Uuid(String),
+    Dev(u32, u32),
+}
+
+/// One target's status line.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TargetStatus {
+    pub start: u64,
+    pub len: u64,
+    pub ttype: String,
+    pub params: String,
+}
+
+/// Something frontends want to know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryEvent {
+    Created(String),
+    /// A table went live (first table, or a reload that may change the size).
+    Resumed(String),
+    Renamed {
+        old: String,
+        new: String,
+    },
+    Removed(String),
+}
+
+type Listener = Box<dyn Fn(&RegistryEvent) + Send + Sync>;
+
+/// A device used by a table, as `deps` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Dep {
+    /// `major:minor` or a path.
+    pub id: String,
+    /// Device number when it has one.
+    pub devno: Option<(u32, u32)>,
+    /// Name of the mapped device when it is one.
+    pub dm_name: Option<String>,
+}
+
+struct Inner {
+    devices: RwLock<BTreeMap<String, Arc<MappedDevice>>>,
+    types: TargetTypes,
+    files: FileCache,
+    global_event: AtomicU32,
+    listeners: Mutex<Vec<Listener>>,
+    /// Serialises create/remove/rename so names stay unique.
+    ns: Mutex<()>,
+}
+
+/// The set of mapped devices and the operations on them. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+/// Driver interface version udm reports (`dmsetup version`).
+pub const DM_VERSION: [u32; 3] = [4, 47, 0];
+
+fn check_name(name: &str) -> Result<(), DmError> {
+    if name.is_empty()
+        || name.contains('/')
+        || name == "."
+        || name == ".."
+        || name == "control"
+        || name.len() > 127
+    {
+        return Err(DmError::invalid(format!("Invalid device name: {name:?}")));
+    }
+    Ok(())
+}
+
+impl Registry {
+    pub fn new(types: TargetTypes) -> Registry {
+        Registry {
+            inner: Arc::new(Inner {
+                devices: RwLock::new(BTreeMap::new()),
+                types,
+                files: FileCache::default(),
+                global_event: AtomicU32::new(0),
+                listeners: Mutex::new(Vec::new()),
+                ns: Mutex::new(()),
+            }),
+        }
+    }
+
+    pub fn target_types(&self) -> &TargetTypes {
+        &self.inner.types
+    }
+
+    /// Register a callback for device lifecycle events.
+    pub fn subscribe(&self, f: impl Fn(&RegistryEvent) + Send + Sync + 'static) {
+        self.inner.listeners.lock().push(Box::new(f));
+    }
+
+    fn notify(&self, ev: RegistryEvent) {
+        for l in self.inner.listeners.lock().iter() {
+            l(&ev);
+        }
+    }
+
+    pub fn version(&self) -> [u32; 3] {
+        DM_VERSION
+    }
+
+    /// Look a device up.
+    pub fn get(&self, sel: &DevSel) -> Result<Arc<MappedDevice>, DmError> {
+        let g = self.inner.devices.read();
+        let found = match sel {
+            DevSel::Name(n) => g.get(n).cloned(),
+            DevSel::Uuid(u) => g
+                .values()
+                .find(|d| !u.is_empty() && d.uuid() == *u)
+                .cloned(),
+            DevSel::Dev(ma, mi) => g
+                .values()
+                .find(|d| *ma == DM_MAJOR && d.minor() == *mi)
+                .cloned(),
+        };
+        found.ok_or(DmError::NoDevice)
+    }
+
+    /// All devices, sorted by name: (name, major, minor, event_nr, uuid).
+    pub fn list(&self) -> Vec<DevInfo> {
+        self.inner
+            .devices
+            .read()
+            .values()
+            .map(|d| d.info(false))
+            .collect()
+    }
+
+    /// Create an empty device (no tables).
+    pub fn create(&self, name: &str, uuid: &str) -> Result<DevInfo, DmError> {
+        check_name(name)?;
+        if uuid.len() > 128 {
+            return Err(DmError::invalid("uuid too long"));
+        }
+        let _ns = self.inner.ns.lock();
+        let mut g = self.inner.devices.write();
+        if g.contains_key(name) {
+            return Err(DmError::Busy(format!("Device {name} already exists")));
+        }
+        if !uuid.is_empty() && g.values().any(|d| d.uuid() == uuid) {
+            return Err(DmError::Busy(format!("uuid {uuid} is already in use")));
+        }
+        let used: std::collections::BTreeSet<u32> = g.values().map(|d| d.minor()).collect();
+        let minor = (0..).find(|m| !used.contains(m)).unwrap_or(0);
+        let d = Arc::new(MappedDevice::new(name, uuid, minor));
+        g.insert(name.to_string(), d.clone());
+        drop(g);
+        self.inner.global_event.fetch_add(1, SeqCst);
+        self.notify(RegistryEvent::Created(name.to_string()));
+        Ok(d.info(false))
+    }
+
+    /// Build a table and stage it in the device's inactive slot.
+    pub fn load(
+        &self,
+        sel: &DevSel,
+        lines: &[TableLine],
+        read_only: bool,
+    ) -> Result<DevInfo, DmError> {
+        let d = self.get(sel)?;
+        let resolver = RegResolver {
+            reg: self,
+            me: d.minor(),
+        };
+        let t = Table::build(lines, &self.inner.types, &resolver, read_only)?;
+        if let Some(live) = d.live_table() {
+            // Immutable types can only be replaced by the same type.
+            let old = live.target_types();
+            for ty in &old {
+                if self
+                    .inner
+                    .types
+                    .get(ty)
+                    .map(|t| t.features().immutable)
+                    .unwrap_or(false)
+                    && t.target_types() != old
+                {
+                    return Err(DmError::invalid(format!(
+                        "can't replace immutable target type {ty}"
+                    )));
+                }
+            }
+        }
+        d.load(t);
+        Ok(d.info(false))
+    }
+
+    /// Drop the inactive table.
+    pub fn clear(&self, sel: &DevSel) -> Result<DevInfo, DmError> {
+        let d = self.get(sel)?;
+        d.clear_inactive();
+        Ok(d.info(false))
+    }
+
+    /// Suspend (`noflush`/`nolockfs` are accepted; udm has no filesystem to freeze and no
+    /// target that keeps I/O queued differently yet).
+    pub fn suspend(
+        &self,
+        sel: &DevSel,
+        _noflush: bool,
+        _nolockfs: bool,
+    ) -> Result<DevInfo, DmError> {
+        let d = self.get(sel)?;
+        d.suspend();
+        Ok(d.info(false))
+    }
+
+    /// Resume, swapping in the inactive table if present.
+    pub fn resume(&self, sel: &DevSel) -> Result<DevInfo, DmError> {
+        let d = self.get(sel)?;
+        let swapped = d.resume()?;
+        if swapped {
+            d.raise_event();
+            self.notify(RegistryEvent::Resumed(d.name()));
+        }
+        Ok(d.info(false))
+    }
+
+    /// Remove a device. Open → EBUSY, unless `deferred`, which marks it for removal on last close.
+    pub fn remove(&self, sel: &DevSel, deferred: bool) -> Result<DevInfo, DmError> {
+        let d = self.get(sel)?;
+        let _ns = self.inner.ns.lock();
+        if d.open_count() > 0 {
+            if deferred {
+                d.deferred_remove.store(true, SeqCst);
+                return Ok(d.info(false));
+            }
+            return Err(DmError::Busy("Device or resource busy".into()));
+        }
+        let info = d.info(false);
+        self.inner.devices.write().remove(&d.name());
+        d.raise_event();
+        d.teardown();
+        self.inner.global_event.fetch_add(1, SeqCst);
+        self.notify(RegistryEvent::Removed(info.name.clone()));
+        Ok(info)
+    }
+
+    /// Remove every device not open, repeating while that makes progress (stacks); with
+    /// `deferred`, open ones are marked. Returns how many remain.
+    pub fn remove_all(&self, deferred: bool) -> usize {
+        loop {
+            let names: Vec<String> = self.inner.devices.read().keys().cloned().collect();
+            let mut progress = false;
+            for n in &names {
+                if self.remove(&DevSel::Name(n.clone()), false).is_ok() {
+                    progress = true;
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        let left: Vec<Arc<MappedDevice>> = self.inner.devices.read().values().cloned().collect();
+        if deferred {
+            for d in &left {
+                d.deferred_remove.store(true, SeqCst);
+            }
+        }
+        self.inner.global_event.fetch_add(1, SeqCst);
+        left.len()
+    }
+
+    /// `@cancel_deferred_remove`.
+    pub fn cancel_deferred_remove(&self, sel: &DevSel) -> Result<(), DmError> {
+        let d = self.get(sel)?;
+        if !d.deferred_remove.swap(false, SeqCst) {
+            return Err(DmError::invalid("device is not pending deferred removal"));
+        }
+        Ok(())
+    }
+
+    /// Rename a device.
+    pub fn rename(&self, sel: &DevSel, new: &str) -> Result<DevInfo, DmError> {
+        check_name(new)?;
+        let d = self.get(sel)?;
+        let _ns = self.inner.ns.lock();
+        let mut g = self.inner.devices.write();
+        let old = d.name();
+        if g.contains_key(new) {
+            return Err(DmError::Busy(format!("Device {new} already exists")));
+        }
+        g.remove(&old);
+        *d.name.lock() = new.to_string();
+        g.insert(new.to_string(), d.clone());
+        drop(g);
+        d.raise_event();
+        self.inner.global_event.fetch_add(1, SeqCst);
+        self.notify(RegistryEvent::Renamed {
+            old,
+            new: new.to_string(),
+        });
+        Ok(d.info(false))
+    }
+
+    /// Set the uuid of a device that has none.
+    pub fn set_uuid(&self, sel: &DevSel, uuid: &str) -> Result<DevInfo, DmError> {
+        if uuid.is_empty() || uuid.len() > 128 {
+            return Err(DmError::invalid("Invalid new uuid"));
+        }
+        let d = self.get(sel)?;
+        let _ns = self.inner.ns.lock();
+        if !d.uuid().is_empty() {
+            return Err(DmError::invalid(format!(
+                "Unable to change uuid of mapped device {} to {uuid}",
+                d.name()
+            )));
+        }
+        if self.inner.devices.read().values().any(|o| o.uuid() == uuid) {
+            return Err(DmError::Busy(format!("uuid {uuid} is already in use")));
+        }
+        *d.uuid.lock() = uuid.to_string();
+        d.raise_event();
+        self.inner.global_event.fetch_add(1, SeqCst);
+        Ok(d.info(false))
+    }
+
+    pub fn info(&self, sel: &DevSel, inactive: bool) -> Result<DevInfo, DmError> {
+        Ok(self.get(sel)?.info(inactive))
+    }
+
+    fn table_of(d: &MappedDevice, inactive: bool) -> Option<Arc<Table>> {
+        if inactive {
+            d.inactive_table()
+        } else {
+            d.live_table()
+        }
+    }
+
+    /// Devices used by the live (or inactive) table, in the kernel's order.
+    pub fn deps(&self, sel: &DevSel, inactive: bool) -> Result<(DevInfo, Vec<Dep>), DmError> {
+        let d = self.get(sel)?;
+        let deps = Self::table_of(&d, inactive)
+            .map(|t| {
+                t.deps()
+                    .iter()
+                    .map(|h| Dep {
+                        id: h.id.to_string(),
+                        devno: match h.id {
+                            DevId::Num(a, b) => Some((a, b)),
+                            DevId::Path(_) => None,
+                        },
+                        dm_name: h.dm_name.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((d.info(inactive), deps))
+    }
+
+    /// Status (INFO) or table (TABLE) strings of the live (or inactive) table.
+    pub fn status(
+        &self,
+        sel: &DevSel,
+        inactive: bool,
+        ty: StatusType,
+    ) -> Result<(DevInfo, Vec<TargetStatus>), DmError> {
+        let d = self.get(sel)?;
+        let st = Self::table_of(&d, inactive)
+            .map(|t| {
+                t.status(ty)
+                    .into_iter()
+                    .map(|(s, l, ty, p)| TargetStatus {
+                        start: s.0,
+                        len: l.0,
+                        ttype: ty,
+                        params: p,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((d.info(inactive), st))
+    }
+
+    /// Send a message to the target at `sector`, or to the core for `@…` words.
+    pub fn message(
+        &self,
+        sel: &DevSel,
+        sector: u64,
+        argv: &[String],
+    ) -> Result<Option<String>, DmError> {
+        let d = self.get(sel)?;
+        if argv.first().map(|a| a.as_str()) == Some("@cancel_deferred_remove") {
+            self.cancel_deferred_remove(sel)?;
+            return Ok(None);
+        }
+        let Some(t) = d.live_table() else {
+            return Err(DmError::invalid("Target message sector outside device."));
+        };
+        if argv.is_empty() {
+            return Err(DmError::invalid("Empty message received."));
+        }
+        t.message(Sectors(sector), argv)
+            .map_err(|e| DmError::Errno {
+                errno: e.errno,
+                msg: e.msg,
+            })
+    }
+
+    /// Registered target types, newest first.
+    pub fn list_versions(&self) -> Vec<(String, [u32; 3])> {
+        self.inner.types.list()
+    }
+
+    /// Wait until the device's event number differs from `event_nr`.
+    pub fn wait(
+        &self,
+        sel: &DevSel,
+        event_nr: u32,
+        timeout: Option<Duration>,
+    ) -> Result<DevInfo, DmError> {
+        let d = self.get(sel)?;
+        if !d.wait_event(event_nr, timeout) {
+            return Err(DmError::Errno {
+                errno: libc::ETIMEDOUT,
+                msg: "timed out".into(),
+            });
+        }
+        Ok(d.info(false))
+    }
+
+    pub fn set_geometry(
+        &self,
+        sel: &DevSel,
+        c: u32,
+        h: u32,
+        s: u32,
+        start: u64,
+    ) -> Result<(), DmError> {
+        if c > 65535 || h > 255 || s > 255 {
+            return Err(DmError::invalid("Invalid geometry"));
+        }
+        let d = self.get(sel)?;
+        *d.geometry.lock() = Some(Geometry {
+            cylinders: c,
+            heads: h,
+            sectors: s,
+            start,
+        });
+        Ok(())
+    }
+
+    /// Open a device for I/O (what a frontend or stacked table does). The guard closes it; the
+    /// last close of a device marked for deferred removal removes it.
+    pub fn open(&self, sel: &DevSel) -> Result<(Arc<dyn BlockDevice>, OpenGuard), DmError> {
+        let d = self.get(sel)?;
+        d.open();
+        let dev: Arc<dyn BlockDevice> = Arc::new(DmBlockDevice(d.clone()));
+        Ok((
+            dev,
+            OpenGuard {
+                dev: d,
+                reg: Arc::downgrade(&self.inner),
+            },
+        ))
+    }
+
+    /// Resolve a device argument as a table would (for tools that open devices directly).
+    pub fn resolve(&self, spec: &str, read_only: bool) -> Result<Arc<DevHandle>, TargetError> {
+        RegResolver {
+            reg: self,
+            me: u32::MAX,
+        }
+        .resolve(spec, read_only)
+    }
+}
+
+/// Keeps a mapped device open.
+pub struct OpenGuard {
+    dev: Arc<MappedDevice>,
+    reg: Weak<Inner>,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if self.dev.close() && self.dev.deferred_remove.load(SeqCst) {
+            if let Some(inner) = self.reg.upgrade() {
+                let reg = Registry { inner };
+                let name = self.dev.name();
+                // Remove on another thread: we may be inside a table teardown holding locks.
+                std::thread::spawn(move || {
+                    let _ = reg.remove(&DevSel::Name(name), false);
+                });
+            }
+        }
+    }
+}
+
+struct RegResolver<'a> {
+    reg: &'a Registry,
+    me: u32,
+}
+
+impl Resolver for RegResolver<'_> {
+    fn resolve(&self, spec: &str, read_only: bool) -> Result<Arc<DevHandle>, TargetError> {
+        let lookup_failed = |why: String| {
+            TargetError::with_errno(libc::ENODEV, format!("Device lookup failed: {spec}: {why}"))
+        };
+        let mapped = |sel: DevSel| -> Result<Arc<DevHandle>, TargetError> {
+            let d = self
+                .reg
+                .get(&sel)
+                .map_err(|_| lookup_failed("no such mapped device".into()))?;
+            if d.minor() == self.me {
+                return Err(TargetError::invalid("table references its own device"));
+            }
+            let (dev, guard) = self
+                .reg
+                .open(&sel)
+                .map_err(|e| lookup_failed(e.to_string()))?;
+            Ok(Arc::new(DevHandle::new(
+                DevId::Num(DM_MAJOR, d.minor()),
+                dev,
+                Some(d.name()),
+                Some(Box::new(guard)),
+            )))
+        };
+        if let Some((ma, mi)) = parse_devno(spec) {
+            if ma == DM_MAJOR {
+                return mapped(DevSel::Dev(ma, mi));
+            }
+            let uevent = std::fs::read_to_string(format!("/sys/dev/block/{ma}:{mi}/uevent"))
+                .map_err(|_| lookup_failed("no such block device".into()))?;
+            let name = uevent
+                .lines()
+                .find_map(|l| l.strip_prefix("DEVNAME="))
+                .ok_or_else(|| lookup_failed("no DEVNAME".into()))?;
+            return self.open_path(&format!("/dev/{name}"), read_only);
+        }
+        if spec.contains(':')
+            && spec
+                .split(':')
+                .all(|p| p.chars().all(|c| c.is_ascii_digit()))
+        {
+            return Err(TargetError::with_errno(
+                libc::EOVERFLOW,
+                format!("Device number out of range: {spec}"),
+            ));
+        }
+        if let Some(name) = spec.strip_prefix("/dev/mapper/") {
+            if let Ok(d) = self.reg.get(&DevSel::Name(name.to_string())) {
+                let _ = d;
+                return mapped(DevSel::Name(name.to_string()));
+            }
+        }
+        self.open_path(spec, read_only)
+    }
+}
+
+impl RegResolver<'_> {
+    fn open_path(&self, spec: &str, read_only: bool) -> Result<Arc<DevHandle>, TargetError> {
+        let path = Path::new(spec);
+        let d = self.reg.inner.files.open(path, read_only).map_err(|e| {
+            TargetError::with_errno(
+                e.raw_os_error().unwrap_or(libc::ENODEV),
+                format!("Device lookup failed: {spec}: {e}"),
+            )
+        })?;
+        let id = d.id();
+        let dev: Arc<dyn BlockDevice> = d;
+        Ok(Arc::new(DevHandle::new(id, dev, None, None)))
+    }
+}

@@ -1,0 +1,369 @@
+//! Tables: the kernel's text form, construction with the kernel's validation rules, and
+//! dispatching bios to targets (splitting at target boundaries and `max_io_len`).
+
+use crate::args::{parse_num, split_args};
+use crate::error::DmError;
+use crate::resolve::{DevHandle, Resolver};
+use crate::target::{MapResult, StatusType, Target, TargetCtx, TargetError, TargetTypes};
+use std::sync::Arc;
+use udm_io::device::Extent;
+use udm_io::{Bio, BioFlags, IoError, Limits, Op, Sectors};
+
+/// One `<start> <length> <type> <params>` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableLine {
+    pub start: Sectors,
+    pub len: Sectors,
+    pub ttype: String,
+    pub params: String,
+}
+
+impl std::fmt::Display for TableLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} {}",
+            self.start, self.len, self.ttype, self.params
+        )
+    }
+}
+
+/// Parse table text as dmsetup does: blank lines and `#` comments skipped, each line
+/// `<start> <length> <type> [params]`. Errors name the 1-based line.
+pub fn parse_table_text(text: &str) -> Result<Vec<TableLine>, usize> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (Some(a), Some(b), Some(t)) = (words.next(), words.next(), words.next()) else {
+            return Err(i + 1);
+        };
+        // The params are the rest of the line after the type word.
+        let type_pos = line.find(a).unwrap_or(0) + a.len();
+        let type_pos = line[type_pos..]
+            .find(b)
+            .map(|p| p + type_pos + b.len())
+            .unwrap_or(type_pos);
+        let type_pos = line[type_pos..]
+            .find(t)
+            .map(|p| p + type_pos + t.len())
+            .unwrap_or(line.len());
+        let params = line[type_pos..].trim().to_string();
+        let (Some(start), Some(len)) = (parse_num::<u64>(a), parse_num::<u64>(b)) else {
+            return Err(i + 1);
+        };
+        out.push(TableLine {
+            start: Sectors(start),
+            len: Sectors(len),
+            ttype: t.to_string(),
+            params,
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) struct Entry {
+    pub start: Sectors,
+    pub len: Sectors,
+    pub type_name: String,
+    pub target: Box<dyn Target>,
+    max_io: Option<Sectors>,
+}
+
+/// A constructed table: its targets in order, the devices they use, its limits.
+pub struct Table {
+    pub(crate) entries: Vec<Entry>,
+    size: Sectors,
+    devices: Vec<Arc<DevHandle>>,
+    read_only: bool,
+    limits: Limits,
+}
+
+fn line_err(line: usize, msg: impl Into<String>) -> DmError {
+    DmError::Table {
+        line,
+        err: TargetError::invalid(msg),
+    }
+}
+
+impl Table {
+    /// Build a table: run every constructor and apply the kernel's checks.
+    pub fn build(
+        lines: &[TableLine],
+        types: &TargetTypes,
+        resolver: &dyn Resolver,
+        read_only: bool,
+    ) -> Result<Table, DmError> {
+        if lines.is_empty() {
+            return Err(DmError::invalid("table: no targets specified"));
+        }
+        let mut devices = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut next = Sectors(0);
+        let mut limits = Limits::default();
+        for (i, l) in lines.iter().enumerate() {
+            let n = i + 1;
+            if l.len.0 == 0 {
+                return Err(line_err(n, "zero-length target"));
+            }
+            let Some(tt) = types.get(&l.ttype) else {
+                return Err(line_err(n, format!("{}: unknown target type", l.ttype)));
+            };
+            let f = tt.features();
+            if f.singleton && lines.len() > 1 {
+                return Err(line_err(
+                    n,
+                    format!("target type {} must appear alone in table", l.ttype),
+                ));
+            }
+            if f.always_writeable && read_only {
+                return Err(line_err(
+                    n,
+                    format!(
+                        "target type {} may not be included in a read-only table",
+                        l.ttype
+                    ),
+                ));
+            }
+            if l.start != next {
+                return Err(line_err(n, "Gap in table"));
+            }
+            let Some(end) = l.start.checked_add(l.len) else {
+                return Err(line_err(n, "target length overflows"));
+            };
+            let args = split_args(&l.params);
+            let mut ctx = TargetCtx::new(l.start, l.len, read_only, resolver, &mut devices);
+            let target = tt.construct(&mut ctx, &args).map_err(|e| DmError::Table {
+                line: n,
+                err: TargetError {
+                    msg: format!("{}: {}", l.ttype, e.msg),
+                    errno: e.errno,
+                },
+            })?;
+            for (h, start, len) in std::mem::take(&mut ctx.areas) {
+                check_area(n, &h, start, len)?;
+                let dl = h.dev.limits();
+                limits.logical_block_size = limits.logical_block_size.max(dl.logical_block_size);
+                limits.physical_block_size = limits.physical_block_size.max(dl.physical_block_size);
+                limits.io_min = limits.io_min.max(dl.io_min);
+            }
+            target.io_hints(&mut limits);
+            let max_io = target.max_io_len();
+            entries.push(Entry {
+                start: l.start,
+                len: l.len,
+                type_name: l.ttype.clone(),
+                target,
+                max_io,
+            });
+            next = end;
+        }
+        // Every boundary must be aligned to the table's logical block size.
+        let lbs = Sectors(limits.logical_block_size as u64 / 512);
+        for (i, e) in entries.iter().enumerate() {
+            if e.start.0 % lbs.0 != 0 || e.len.0 % lbs.0 != 0 {
+                return Err(line_err(
+                    i + 1,
+                    format!(
+                        "table line {} (start sect {} len {}) not aligned to h/w logical block size {}",
+                        i,
+                        e.start,
+                        e.len,
+                        limits.logical_block_size
+                    ),
+                ));
+            }
+        }
+        Ok(Table {
+            entries,
+            size: next,
+            devices,
+            read_only,
+            limits,
+        })
+    }
+
+    pub fn size(&self) -> Sectors {
+        self.size
+    }
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+    pub fn num_targets(&self) -> usize {
+        self.entries.len()
+    }
+    /// Devices in the order the kernel lists them for `deps` (most recently first referenced first).
+    pub fn deps(&self) -> Vec<Arc<DevHandle>> {
+        self.devices.iter().rev().cloned().collect()
+    }
+    /// Target type names, in order.
+    pub fn target_types(&self) -> Vec<String> {
+        self.entries.iter().map(|e| e.type_name.clone()).collect()
+    }
+
+    /// Per target: start, length, type, status string.
+    pub fn status(&self, ty: StatusType) -> Vec<(Sectors, Sectors, String, String)> {
+        self.entries
+            .iter()
+            .map(|e| (e.start, e.len, e.type_name.clone(), e.target.status(ty)))
+            .collect()
+    }
+
+    fn index_of(&self, sector: Sectors) -> usize {
+        self.entries.partition_point(|e| e.start + e.len <= sector)
+    }
+
+    /// Send a message to the target covering `sector`.
+    pub fn message(&self, sector: Sectors, argv: &[String]) -> Result<Option<String>, TargetError> {
+        if sector >= self.size {
+            return Err(TargetError::invalid(
+                "Target message sector outside device.",
+            ));
+        }
+        self.entries[self.index_of(sector)].target.message(argv)
+    }
+
+    pub(crate) fn for_each_target(&self, mut f: impl FnMut(&dyn Target)) {
+        for e in &self.entries {
+            f(e.target.as_ref())
+        }
+    }
+
+    /// Allocation map of `[sector, sector+len)`.
+    pub fn extents(&self, sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
+        let mut out: Vec<(Sectors, Extent)> = Vec::new();
+        let end = (sector + len).min(self.size);
+        let mut pos = sector;
+        while pos < end {
+            let e = &self.entries[self.index_of(pos)];
+            let piece_end = (e.start + e.len).min(end);
+            for (l, x) in e.target.extents(pos - e.start, piece_end - pos) {
+                match out.last_mut() {
+                    Some((ol, ox)) if *ox == x => *ol += l,
+                    _ => out.push((l, x)),
+                }
+            }
+            pos = piece_end;
+        }
+        out
+    }
+
+    /// Route a bio (sectors relative to the device) to the targets. `requeue` receives bios a
+    /// target parked, with sectors made device-relative again.
+    pub fn dispatch(self: &Arc<Self>, bio: Bio, requeue: &Arc<dyn Fn(Bio) + Send + Sync>) {
+        if bio.op == Op::Flush {
+            let n = self.entries.len();
+            for (i, b) in bio.fan_out(n).into_iter().enumerate() {
+                self.map_one(i, b, requeue);
+            }
+            return;
+        }
+        if bio.flags.contains(BioFlags::PREFLUSH) && !bio.is_empty() {
+            // A data bio with PREFLUSH: flush every device first, then the data.
+            let me = self.clone();
+            let rq = requeue.clone();
+            let mut data = bio;
+            data.flags = data.flags.without(BioFlags::PREFLUSH);
+            let flush = Bio::flush(Box::new(move |res, _| match res {
+                Ok(()) => me.dispatch(data, &rq),
+                Err(e) => data.complete(Err(e)),
+            }));
+            return self.dispatch(flush, requeue);
+        }
+        let lens = self.piece_lens(bio.sector, bio.len());
+        if lens.len() == 1 {
+            let i = self.index_of(bio.sector);
+            return self.map_one(i, bio, requeue);
+        }
+        for b in bio.split(&lens) {
+            let i = self.index_of(b.sector);
+            self.map_one(i, b, requeue);
+        }
+    }
+
+    /// Lengths of the pieces a bio must be cut into.
+    fn piece_lens(&self, sector: Sectors, len: Sectors) -> Vec<Sectors> {
+        let end = sector + len;
+        let mut pos = sector;
+        let mut out = Vec::with_capacity(1);
+        while pos < end {
+            let e = &self.entries[self.index_of(pos)];
+            let mut stop = (e.start + e.len).min(end);
+            if let Some(m) = e.max_io {
+                let rel = (pos - e.start).0;
+                let boundary = e.start.0 + (rel / m.0 + 1) * m.0;
+                stop = stop.min(Sectors(boundary));
+            }
+            out.push(stop - pos);
+            pos = stop;
+        }
+        out
+    }
+
+    fn map_one(&self, i: usize, mut bio: Bio, requeue: &Arc<dyn Fn(Bio) + Send + Sync>) {
+        let e = &self.entries[i];
+        if bio.op != Op::Flush {
+            bio.sector -= e.start;
+        }
+        match e.target.map(bio) {
+            MapResult::Remap(dev, b) => dev.submit(b),
+            MapResult::Submitted => {}
+            MapResult::Requeue(mut b) => {
+                if b.op != Op::Flush {
+                    b.sector += e.start;
+                }
+                requeue(b)
+            }
+            MapResult::Kill(b, err) => b.complete(Err(err)),
+        }
+    }
+}
+
+fn check_area(line: usize, h: &DevHandle, start: Sectors, len: Sectors) -> Result<(), DmError> {
+    let size = h.dev.size();
+    let lbs = h.dev.limits().logical_block_size as u64 / 512;
+    let end = start.checked_add(len);
+    if end.map(|e| e > size).unwrap_or(true) {
+        return Err(line_err(
+            line,
+            format!(
+                "{} too small for target: start={}, len={}, dev_size={}",
+                h.id, start, len, size
+            ),
+        ));
+    }
+    if lbs > 1 && !start.0.is_multiple_of(lbs) {
+        return Err(line_err(
+            line,
+            format!(
+                "start={} not aligned to h/w logical block size {} of {}",
+                start,
+                lbs * 512,
+                h.id
+            ),
+        ));
+    }
+    if lbs > 1 && !len.0.is_multiple_of(lbs) {
+        return Err(line_err(
+            line,
+            format!(
+                "len={} not aligned to h/w logical block size {} of {}",
+                len,
+                lbs * 512,
+                h.id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Fail a bio with EIO (for callers that have no table).
+pub fn fail(bio: Bio) {
+    bio.complete(Err(IoError::Io))
+}

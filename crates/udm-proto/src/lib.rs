@@ -1,0 +1,260 @@
+//! udm-proto: the control protocol between `udm` CLI and `udm daemon` — requests that mirror
+//! the dm ioctls, length-prefixed JSON frames, default socket paths and a blocking client.
+
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+pub use udm_core::device::DevInfo;
+pub use udm_core::registry::{Dep, DevSel, TargetStatus};
+
+/// Protocol version carried in every frame.
+pub const PROTO_VERSION: u32 = 1;
+/// Largest frame accepted (a table with many lines fits easily).
+pub const MAX_FRAME: u32 = 64 << 20;
+
+/// One table line as sent over the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub start: u64,
+    pub len: u64,
+    pub ttype: String,
+    pub params: String,
+}
+
+/// A control request (one per dm ioctl, plus daemon queries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Version,
+    RemoveAll {
+        deferred: bool,
+    },
+    List,
+    Create {
+        name: String,
+        uuid: String,
+    },
+    Remove {
+        dev: DevSel,
+        deferred: bool,
+    },
+    Rename {
+        dev: DevSel,
+        new_name: String,
+    },
+    SetUuid {
+        dev: DevSel,
+        uuid: String,
+    },
+    Suspend {
+        dev: DevSel,
+        noflush: bool,
+        nolockfs: bool,
+    },
+    Resume {
+        dev: DevSel,
+        noflush: bool,
+        nolockfs: bool,
+    },
+    Info {
+        dev: DevSel,
+        inactive: bool,
+    },
+    /// Wait until the event number differs from `event_nr`; `timeout_ms` 0 = forever.
+    Wait {
+        dev: DevSel,
+        event_nr: u32,
+        inactive: bool,
+        timeout_ms: u64,
+    },
+    Load {
+        dev: DevSel,
+        table: Vec<Line>,
+        read_only: bool,
+    },
+    Clear {
+        dev: DevSel,
+    },
+    Deps {
+        dev: DevSel,
+        inactive: bool,
+    },
+    /// Status strings (`table: false`) or table strings (`table: true`).
+    Status {
+        dev: DevSel,
+        inactive: bool,
+        table: bool,
+    },
+    ListVersions,
+    Message {
+        dev: DevSel,
+        sector: u64,
+        argv: Vec<String>,
+    },
+    SetGeometry {
+        dev: DevSel,
+        cylinders: u32,
+        heads: u32,
+        sectors: u32,
+        start: u64,
+    },
+    /// Where the daemon exports devices.
+    DaemonInfo,
+}
+
+/// A successful reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Ok,
+    Version([u32; 3]),
+    Info(DevInfo),
+    List(Vec<DevInfo>),
+    Deps {
+        info: DevInfo,
+        deps: Vec<Dep>,
+    },
+    Status {
+        info: DevInfo,
+        targets: Vec<TargetStatus>,
+    },
+    Versions(Vec<(String, [u32; 3])>),
+    Message(Option<String>),
+    /// Devices still present after remove_all.
+    Remaining(usize),
+    Daemon {
+        pid: u32,
+        nbd_socket: Option<String>,
+        nbd_tcp: Option<String>,
+        fuse_dir: Option<String>,
+    },
+}
+
+/// A failure as the daemon reports it: errno, a kind word, and the kernel-style reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct RemoteError {
+    pub errno: i32,
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RequestFrame {
+    pub v: u32,
+    pub req: Request,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReplyFrame {
+    pub v: u32,
+    pub reply: Result<Reply, RemoteError>,
+}
+
+/// Client-side failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to udm daemon at {path}: {err}")]
+    Connect { path: String, err: io::Error },
+    #[error("control socket: {0}")]
+    Io(#[from] io::Error),
+    #[error("bad frame: {0}")]
+    Frame(String),
+    #[error("{0}")]
+    Remote(#[from] RemoteError),
+}
+
+impl ClientError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            ClientError::Connect { err, .. } | ClientError::Io(err) => {
+                err.raw_os_error().unwrap_or(libc::EIO)
+            }
+            ClientError::Frame(_) => libc::EPROTO,
+            ClientError::Remote(e) => e.errno,
+        }
+    }
+}
+
+/// Write one frame: u32 big-endian length, then JSON.
+pub fn write_frame<T: Serialize>(w: &mut impl Write, v: &T) -> io::Result<()> {
+    let body = serde_json::to_vec(v).map_err(io::Error::other)?;
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    w.write_all(&out)?;
+    w.flush()
+}
+
+/// Read one frame; `Ok(None)` on clean EOF before a frame.
+pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len);
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes is too large"),
+        ));
+    }
+    let mut body = vec![0; len as usize];
+    r.read_exact(&mut body)?;
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// The control socket path: `UDM_SOCKET`, else `$XDG_RUNTIME_DIR/udm/control`, else
+/// `/run/udm/control` for root, else `/tmp/udm-<uid>/control`.
+pub fn default_socket() -> PathBuf {
+    if let Some(p) = std::env::var_os("UDM_SOCKET").filter(|s| !s.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|s| !s.is_empty()) {
+        return Path::new(&d).join("udm/control");
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if uid == 0 {
+        PathBuf::from("/run/udm/control")
+    } else {
+        PathBuf::from(format!("/tmp/udm-{uid}/control"))
+    }
+}
+
+/// A connection to the daemon.
+pub struct Client {
+    stream: UnixStream,
+}
+
+impl Client {
+    pub fn connect(path: &Path) -> Result<Client, ClientError> {
+        let stream = UnixStream::connect(path).map_err(|err| ClientError::Connect {
+            path: path.display().to_string(),
+            err,
+        })?;
+        Ok(Client { stream })
+    }
+    /// Send one request and wait for its reply.
+    pub fn call(&mut self, req: Request) -> Result<Reply, ClientError> {
+        write_frame(
+            &mut self.stream,
+            &RequestFrame {
+                v: PROTO_VERSION,
+                req,
+            },
+        )?;
+        let frame: ReplyFrame = read_frame(&mut self.stream)?
+            .ok_or_else(|| ClientError::Frame("daemon closed the connection".into()))?;
+        if frame.v != PROTO_VERSION {
+            return Err(ClientError::Frame(format!(
+                "protocol version {} (expected {PROTO_VERSION})",
+                frame.v
+            )));
+        }
+        Ok(frame.reply?)
+    }
+}

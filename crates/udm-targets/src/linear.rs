@@ -1,0 +1,87 @@
+//! `linear`: map a range onto a contiguous range of another device.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use udm_core::{
+    ArgReader, DevHandle, MapResult, StatusType, Target, TargetCtx, TargetError, TargetType,
+};
+use udm_io::device::Extent;
+use udm_io::{Bio, Op, Sectors};
+
+/// `linear <dev> <offset>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinearParams {
+    pub dev: String,
+    pub offset: Sectors,
+}
+
+impl FromStr for LinearParams {
+    type Err = TargetError;
+    fn from_str(s: &str) -> Result<Self, TargetError> {
+        let args = udm_core::split_args(s);
+        if args.len() != 2 {
+            return Err(TargetError::invalid("Invalid argument count"));
+        }
+        let mut r = ArgReader::new(&args);
+        let dev = r.next("Invalid argument count")?.to_string();
+        let offset = Sectors(r.num("Invalid device sector")?);
+        Ok(LinearParams { dev, offset })
+    }
+}
+
+impl fmt::Display for LinearParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.dev, self.offset)
+    }
+}
+
+pub struct LinearType;
+
+impl TargetType for LinearType {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+    fn version(&self) -> [u32; 3] {
+        [1, 4, 0]
+    }
+    fn construct(
+        &self,
+        ctx: &mut TargetCtx<'_>,
+        args: &[String],
+    ) -> Result<Box<dyn Target>, TargetError> {
+        let p: LinearParams = args.join(" ").parse()?;
+        let dev = ctx.get_device_area(&p.dev, p.offset, ctx.len)?;
+        Ok(Box::new(Linear {
+            dev,
+            offset: p.offset,
+        }))
+    }
+}
+
+pub struct Linear {
+    dev: Arc<DevHandle>,
+    offset: Sectors,
+}
+
+impl Target for Linear {
+    fn map(&self, mut bio: Bio) -> MapResult {
+        if bio.op != Op::Flush {
+            bio.sector += self.offset;
+        }
+        MapResult::Remap(self.dev.dev.clone(), bio)
+    }
+    fn status(&self, ty: StatusType) -> String {
+        match ty {
+            StatusType::Info => String::new(),
+            StatusType::Table => LinearParams {
+                dev: self.dev.id.to_string(),
+                offset: self.offset,
+            }
+            .to_string(),
+        }
+    }
+    fn extents(&self, sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
+        self.dev.dev.extents(sector + self.offset, len)
+    }
+}
