@@ -13,7 +13,7 @@ pub mod units;
 
 pub use bio::{Bio, BioFlags, Completion, Op};
 pub use buf::IoBuf;
-pub use device::{BlockDevice, DevId, Limits};
+pub use device::{BlockDevice, DevId, Extent, Limits};
 pub use error::IoError;
 pub use file::FileDevice;
 pub use mem::{MemDevice, PatternDevice};

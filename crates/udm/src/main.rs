@@ -1,0 +1,52 @@
+//! udm: the multi-call binary — `udm daemon`, `udm <dmsetup command>`, and `dmsetup` when
+//! invoked through a link of that name; with no arguments it runs the quickstart daemon.
+
+mod daemon;
+mod dmsetup;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let prog = args
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
+        .unwrap_or_else(|| "udm".into());
+    let code = match prog.as_str() {
+        "dmsetup" => dmsetup::run("dmsetup", &args[1..]),
+        _ => match args.get(1).map(|s| s.as_str()) {
+            Some("daemon") => report(daemon::main(&args[2..], false)),
+            None => report(daemon::main(&[], true)),
+            Some("--help") if args.len() == 2 => {
+                print!("{}", USAGE);
+                0
+            }
+            Some(_) => dmsetup::run("udm", &args[1..]),
+        },
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn report(r: anyhow::Result<()>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("udm: {e:#}");
+            1
+        }
+    }
+}
+
+const USAGE: &str = "\
+udm: userspace device-mapper
+
+Usage:
+  udm                     start the daemon with defaults and an image-backed demo device `udm0`
+  udm daemon [options]    run the daemon in the foreground
+      --socket PATH         control socket (default: $UDM_SOCKET, $XDG_RUNTIME_DIR/udm/control,
+                            /run/udm/control for root)
+      --nbd-socket PATH     NBD unix socket (default: nbd.sock beside the control socket)
+      --nbd-listen HOST:PORT  also serve NBD over TCP (off by default)
+  udm <dmsetup command>   any dmsetup command (create, ls, info, table, status, remove, …);
+                          `udm help` lists them. A link named `dmsetup` behaves as dmsetup.
+";
