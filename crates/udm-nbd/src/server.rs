@@ -1,0 +1,302 @@
+//! `NbdServer` and `ServerHandle`: listening sockets, the accept thread, per-connection
+//! threads, and orderly shutdown.
+
+use crate::sock::Sock;
+use crate::{handshake, transmission, Exports};
+use parking_lot::{Condvar, Mutex};
+use std::collections::HashMap;
+use std::io::{self, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A client must finish option haggling within this long.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown lets connections finish their in-flight replies before it closes
+/// their sockets outright.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// An NBD server over a set of exports. Cheap: each `serve_*` call starts its own listener.
+pub struct NbdServer {
+    exports: Arc<dyn Exports>,
+}
+
+impl NbdServer {
+    pub fn new(exports: Arc<dyn Exports>) -> NbdServer {
+        NbdServer { exports }
+    }
+
+    /// Listen on a Unix socket at `path` (a stale socket file there is replaced).
+    pub fn serve_unix(&self, path: &Path) -> io::Result<ServerHandle> {
+        let listener = match UnixListener::bind(path) {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && is_stale_socket(path) => {
+                std::fs::remove_file(path)?;
+                UnixListener::bind(path)?
+            }
+            Err(e) => return Err(e),
+        };
+        listener.set_nonblocking(true)?;
+        // The fd stays valid while the accept closure (which owns the listener) lives.
+        let fd = listener.as_raw_fd();
+        let accept = move || {
+            let (s, _) = listener.accept()?;
+            s.set_nonblocking(false)?;
+            Ok(Sock::Unix(s))
+        };
+        self.start(fd, accept, None, Some(path.to_path_buf()))
+    }
+
+    /// Listen on a TCP address (port 0 picks a free port; see `ServerHandle::local_addr`).
+    pub fn serve_tcp(&self, addr: SocketAddr) -> io::Result<ServerHandle> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let local = listener.local_addr()?;
+        let fd = listener.as_raw_fd();
+        let accept = move || {
+            let (s, _) = listener.accept()?;
+            s.set_nonblocking(false)?;
+            Ok(Sock::Tcp(s))
+        };
+        self.start(fd, accept, Some(local), None)
+    }
+
+    fn start<F>(
+        &self,
+        listen_fd: RawFd,
+        accept: F,
+        tcp: Option<SocketAddr>,
+        unix: Option<PathBuf>,
+    ) -> io::Result<ServerHandle>
+    where
+        F: FnMut() -> io::Result<Sock> + Send + 'static,
+    {
+        let (wake_tx, wake_rx) = UnixStream::pair()?;
+        let shared = Arc::new(Shared {
+            exports: self.exports.clone(),
+            stopping: AtomicBool::new(false),
+            conns: Mutex::new(Conns {
+                next: 0,
+                socks: HashMap::new(),
+            }),
+            cv: Condvar::new(),
+        });
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("nbd-accept".into())
+            .spawn(move || accept_loop(sh, listen_fd, wake_rx, accept))?;
+        Ok(ServerHandle {
+            shared,
+            wake: wake_tx,
+            accept: Mutex::new(Some(thread)),
+            tcp,
+            unix,
+        })
+    }
+}
+
+/// True when `path` is a socket nobody is listening on.
+fn is_stale_socket(path: &Path) -> bool {
+    let is_sock = std::fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_socket())
+        .unwrap_or(false);
+    is_sock
+        && matches!(UnixStream::connect(path), Err(e) if e.kind() == io::ErrorKind::ConnectionRefused)
+}
+
+struct Conns {
+    next: u64,
+    /// A handle on every live connection's socket, to shut it down.
+    socks: HashMap<u64, Sock>,
+}
+
+struct Shared {
+    exports: Arc<dyn Exports>,
+    stopping: AtomicBool,
+    conns: Mutex<Conns>,
+    cv: Condvar,
+}
+
+/// A running listener. `shutdown` (or dropping the handle) stops accepting, lets every
+/// connection finish the replies for requests already in flight, and closes them.
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+    wake: UnixStream,
+    accept: Mutex<Option<JoinHandle<()>>>,
+    tcp: Option<SocketAddr>,
+    unix: Option<PathBuf>,
+}
+
+impl ServerHandle {
+    /// The bound TCP address (useful after binding port 0); `None` for Unix sockets.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.tcp
+    }
+
+    /// The Unix socket path; `None` for TCP.
+    pub fn socket_path(&self) -> Option<&Path> {
+        self.unix.as_deref()
+    }
+
+    /// Number of open client connections.
+    pub fn connections(&self) -> usize {
+        self.shared.conns.lock().socks.len()
+    }
+
+    /// Stop accepting, stop reading new requests, wait for in-flight requests to be
+    /// answered, then close every connection. Idempotent. Requests held by a device (for
+    /// example while it is suspended) are waited for: connections close once they complete.
+    pub fn shutdown(&self) {
+        let Some(thread) = self.accept.lock().take() else {
+            return;
+        };
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let _ = (&self.wake).write_all(&[1]);
+        let _ = thread.join();
+        if let Some(p) = &self.unix {
+            let _ = std::fs::remove_file(p);
+        }
+        let mut conns = self.shared.conns.lock();
+        for s in conns.socks.values() {
+            let _ = s.shutdown(Shutdown::Read);
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while !conns.socks.is_empty() {
+            if self.shared.cv.wait_until(&mut conns, deadline).timed_out() {
+                break;
+            }
+        }
+        // Clients that do not read their replies lose them now.
+        for s in conns.socks.values() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        while !conns.socks.is_empty() {
+            self.shared.cv.wait(&mut conns);
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn poll_in(fds: &mut [libc::pollfd]) -> io::Result<()> {
+    // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd for the whole call and
+    // its length is passed alongside.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+fn accept_loop<F>(shared: Arc<Shared>, listen_fd: RawFd, wake: UnixStream, mut accept: F)
+where
+    F: FnMut() -> io::Result<Sock>,
+{
+    let mut fds = [
+        libc::pollfd {
+            fd: listen_fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        if let Err(e) = poll_in(&mut fds) {
+            tracing::error!("nbd: poll on listener failed: {e}");
+            return;
+        }
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        match accept() {
+            Ok(sock) => spawn_conn(&shared, sock),
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                tracing::warn!("nbd: accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn spawn_conn(shared: &Arc<Shared>, sock: Sock) {
+    let Ok(handle) = sock.try_clone() else { return };
+    let id = {
+        let mut c = shared.conns.lock();
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        c.next += 1;
+        let id = c.next;
+        c.socks.insert(id, handle);
+        id
+    };
+    let sh = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("nbd-conn-{id}"))
+        .spawn(move || {
+            let _done = ConnDone {
+                shared: sh.clone(),
+                id,
+            };
+            if let Err(e) = connection(&sh, sock) {
+                tracing::debug!("nbd: connection {id} ended: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("nbd: cannot start connection thread: {e}");
+        remove_conn(shared, id);
+    }
+}
+
+fn remove_conn(shared: &Shared, id: u64) {
+    shared.conns.lock().socks.remove(&id);
+    shared.cv.notify_all();
+}
+
+/// Unregisters a connection when its thread ends, even by panic.
+struct ConnDone {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for ConnDone {
+    fn drop(&mut self) {
+        remove_conn(&self.shared, self.id);
+    }
+}
+
+fn connection(shared: &Shared, mut sock: Sock) -> io::Result<()> {
+    sock.tune();
+    sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    let peer = sock.peer();
+    let mut reader = BufReader::with_capacity(128 << 10, sock.try_clone()?);
+    let Some(neg) = handshake::negotiate(&mut reader, &mut sock, &*shared.exports)? else {
+        return Ok(());
+    };
+    tracing::info!("nbd: {peer} opened export {:?}", neg.name);
+    sock.set_read_timeout(None)?;
+    let res = transmission::serve(reader, &sock, neg);
+    let _ = sock.shutdown(Shutdown::Both);
+    res
+}

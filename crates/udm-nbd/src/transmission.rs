@@ -1,0 +1,548 @@
+//! Server transmission phase: a reader loop that validates requests and submits bios without
+//! waiting, and a writer thread that sends replies as bios complete.
+
+use crate::handshake::Negotiated;
+use crate::proto::*;
+use crate::sock::Sock;
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+use std::io::{self, BufWriter, Read, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+use udm_io::{Bio, BioFlags, BlockDevice, Extent, IoBuf, IoError, Sectors, SECTOR_SIZE};
+
+/// Most requests one connection may have in flight (replies not yet written).
+const MAX_INFLIGHT_REQS: usize = 1024;
+/// Most payload bytes one connection may hold in flight.
+const MAX_INFLIGHT_BYTES: u64 = 128 << 20;
+/// Most descriptors in one block status reply.
+const MAX_EXTENTS: usize = 1024;
+/// Replies written before the writer flushes even if more are queued.
+const WRITE_BATCH: usize = 64;
+
+/// Bounds what one connection holds in memory: the reader waits for room before taking
+/// on another request, and the writer gives room back as replies go out.
+struct Budget {
+    state: Mutex<(usize, u64)>,
+    cv: Condvar,
+}
+
+impl Budget {
+    fn acquire(&self, bytes: u64) {
+        let mut st = self.state.lock();
+        while st.0 >= MAX_INFLIGHT_REQS || (st.0 > 0 && st.1 + bytes > MAX_INFLIGHT_BYTES) {
+            self.cv.wait(&mut st);
+        }
+        st.0 += 1;
+        st.1 += bytes;
+    }
+    fn release(&self, bytes: u64) {
+        let mut st = self.state.lock();
+        st.0 = st.0.saturating_sub(1);
+        st.1 = st.1.saturating_sub(bytes);
+        drop(st);
+        self.cv.notify_all();
+    }
+}
+
+/// One reply for the writer; `cost` is the budget it gives back once written.
+enum Msg {
+    /// A fully encoded reply.
+    Bytes { data: Vec<u8>, cost: u64 },
+    /// A reply header followed by read data.
+    Data {
+        head: Vec<u8>,
+        buf: IoBuf,
+        cost: u64,
+    },
+}
+
+/// What the reader does after a request.
+enum Next {
+    Continue,
+    Stop,
+}
+
+struct Conn {
+    dev: Arc<dyn BlockDevice>,
+    read_only: bool,
+    structured: bool,
+    base_allocation: Option<u32>,
+    size: u64,
+    min_block: u64,
+    tx: Sender<Msg>,
+    budget: Arc<Budget>,
+}
+
+/// Serve requests until the client disconnects, sends garbage, or the socket is shut down.
+/// Returns once every in-flight bio has completed and its reply was written (or the socket
+/// failed); the export handle is dropped after that.
+pub(crate) fn serve(mut reader: impl Read, sock: &Sock, n: Negotiated) -> io::Result<()> {
+    let (tx, rx) = unbounded();
+    let budget = Arc::new(Budget {
+        state: Mutex::new((0, 0)),
+        cv: Condvar::new(),
+    });
+    let wsock = sock.try_clone()?;
+    let wbudget = budget.clone();
+    let writer = std::thread::Builder::new()
+        .name("nbd-writer".into())
+        .spawn(move || writer_loop(rx, wsock, wbudget))?;
+    let conn = Conn {
+        dev: n.handle.dev.clone(),
+        read_only: n.read_only,
+        structured: n.structured,
+        base_allocation: n.base_allocation,
+        size: n.size,
+        min_block: n.min_block as u64,
+        tx,
+        budget,
+    };
+    tracing::debug!(
+        "nbd: {} entering transmission (structured={})",
+        n.name,
+        n.structured
+    );
+    let res = reader_loop(&conn, &mut reader);
+    // The writer ends when every sender is gone: ours here, and one per in-flight bio.
+    drop(conn);
+    let _ = writer.join();
+    drop(n);
+    res
+}
+
+fn reader_loop(conn: &Conn, r: &mut impl Read) -> io::Result<()> {
+    loop {
+        let mut hdr = [0u8; REQUEST_LEN];
+        match r.read_exact(&mut hdr) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let Some(req) = Request::decode(&hdr) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bad request magic",
+            ));
+        };
+        match conn.request(r, req)? {
+            Next::Continue => {}
+            Next::Stop => return Ok(()),
+        }
+    }
+}
+
+fn writer_loop(rx: Receiver<Msg>, sock: Sock, budget: Arc<Budget>) {
+    let shut = sock.try_clone().ok();
+    let mut w = BufWriter::with_capacity(256 << 10, sock);
+    let mut broken = false;
+    let write = |w: &mut BufWriter<Sock>, msg: Msg, broken: &mut bool| {
+        let (res, cost) = match msg {
+            Msg::Bytes { data, cost } => (if *broken { Ok(()) } else { w.write_all(&data) }, cost),
+            Msg::Data { head, buf, cost } => (
+                if *broken {
+                    Ok(())
+                } else {
+                    w.write_all(&head).and_then(|_| w.write_all(&buf))
+                },
+                cost,
+            ),
+        };
+        if res.is_err() {
+            *broken = true;
+        }
+        budget.release(cost);
+    };
+    while let Ok(msg) = rx.recv() {
+        write(&mut w, msg, &mut broken);
+        for _ in 1..WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(m) => write(&mut w, m, &mut broken),
+                Err(_) => break,
+            }
+        }
+        if !broken && w.flush().is_err() {
+            broken = true;
+        }
+        if broken {
+            // Wake the reader: nobody will read our replies any more.
+            if let Some(s) = &shut {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+    if !broken {
+        let _ = w.flush();
+    }
+}
+
+/// Why a request is refused, with the NBD error and a message for structured replies.
+type Refusal = (u32, &'static str);
+
+impl Conn {
+    fn send(&self, msg: Msg) {
+        // The writer lives until every sender (including ours) is gone.
+        let _ = self.tx.send(msg);
+    }
+
+    /// Reply to a request that failed before reaching the device.
+    fn refuse(&self, handle: u64, (err, msg): Refusal) {
+        self.budget.acquire(0);
+        self.send(Msg::Bytes {
+            data: err_reply(self.structured, handle, err, msg),
+            cost: 0,
+        });
+    }
+
+    fn ok(&self, handle: u64) {
+        self.budget.acquire(0);
+        self.send(Msg::Bytes {
+            data: simple_reply(handle, 0).to_vec(),
+            cost: 0,
+        });
+    }
+
+    /// Check flags, range and alignment; `range_err` is the error for a range past the end.
+    fn check(&self, req: &Request, allowed: u16, range_err: u32) -> Result<(), Refusal> {
+        if req.flags & !allowed != 0 {
+            return Err((NBD_EINVAL, "command flag not valid here"));
+        }
+        match req.offset.checked_add(req.len as u64) {
+            Some(end) if end <= self.size => {}
+            _ => return Err((range_err, "request beyond the end of the export")),
+        }
+        if req.offset % self.min_block != 0 || req.len as u64 % self.min_block != 0 {
+            return Err((NBD_EINVAL, "request not aligned to the minimum block size"));
+        }
+        Ok(())
+    }
+
+    fn request(&self, r: &mut impl Read, req: Request) -> io::Result<Next> {
+        let h = req.handle;
+        match req.cmd {
+            CMD_READ => {
+                let res = self
+                    .check(&req, CMD_FLAG_FUA | CMD_FLAG_DF, NBD_EINVAL)
+                    .and_then(|_| {
+                        if req.len > MAX_BLOCK {
+                            Err((NBD_EINVAL, "read longer than the maximum block size"))
+                        } else {
+                            Ok(())
+                        }
+                    });
+                match res {
+                    Err(e) => self.refuse(h, e),
+                    Ok(()) if req.len == 0 => self.empty_read(h),
+                    Ok(()) => self.read(req),
+                }
+            }
+            CMD_WRITE => {
+                if req.len > MAX_DRAIN {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "write payload absurdly long",
+                    ));
+                }
+                let res = if self.read_only {
+                    Err((NBD_EPERM, "export is read-only"))
+                } else if req.len > MAX_BLOCK {
+                    Err((NBD_EINVAL, "write longer than the maximum block size"))
+                } else {
+                    self.check(&req, CMD_FLAG_FUA, NBD_ENOSPC)
+                };
+                match res {
+                    Err(e) => {
+                        drain(r, req.len as u64)?;
+                        self.refuse(h, e);
+                    }
+                    Ok(()) if req.len == 0 => self.ok(h),
+                    Ok(()) => self.write(r, req)?,
+                }
+            }
+            CMD_FLUSH => {
+                if req.flags & !CMD_FLAG_FUA != 0 {
+                    self.refuse(h, (NBD_EINVAL, "command flag not valid here"));
+                } else {
+                    self.submit(h, 0, Bio::flush);
+                }
+            }
+            CMD_TRIM | CMD_WRITE_ZEROES => {
+                let zero = req.cmd == CMD_WRITE_ZEROES;
+                let res = if self.read_only {
+                    Err((NBD_EPERM, "export is read-only"))
+                } else if zero {
+                    self.check(&req, CMD_FLAG_FUA | CMD_FLAG_NO_HOLE, NBD_ENOSPC)
+                } else {
+                    self.check(&req, CMD_FLAG_FUA, NBD_EINVAL)
+                };
+                match res {
+                    Err(e) => self.refuse(h, e),
+                    Ok(()) if req.len == 0 => self.ok(h),
+                    Ok(()) => {
+                        let sector = Sectors(req.offset / SECTOR_SIZE);
+                        let len = Sectors(req.len as u64 / SECTOR_SIZE);
+                        let mut flags = BioFlags::NONE;
+                        if req.flags & CMD_FLAG_FUA != 0 {
+                            flags = flags.with(BioFlags::FUA);
+                        }
+                        if req.flags & CMD_FLAG_NO_HOLE != 0 {
+                            flags = flags.with(BioFlags::NOUNMAP);
+                        }
+                        if zero {
+                            self.submit(h, 0, |d| {
+                                Bio::write_zeroes(sector, len, d).with_flags(flags)
+                            });
+                        } else {
+                            self.submit(h, 0, |d| Bio::discard(sector, len, d).with_flags(flags));
+                        }
+                    }
+                }
+            }
+            CMD_BLOCK_STATUS => {
+                let res = match self.base_allocation {
+                    None => Err((NBD_EINVAL, "no metadata context negotiated")),
+                    Some(_) if req.len == 0 => Err((NBD_EINVAL, "zero-length block status")),
+                    Some(_) => self.check(&req, CMD_FLAG_FUA | CMD_FLAG_REQ_ONE, NBD_EINVAL),
+                };
+                match res {
+                    Err(e) => self.refuse(h, e),
+                    Ok(()) => self.block_status(req),
+                }
+            }
+            CMD_DISC => return Ok(Next::Stop),
+            _ => self.refuse(h, (NBD_EINVAL, "unknown command")),
+        }
+        Ok(Next::Continue)
+    }
+
+    fn empty_read(&self, h: u64) {
+        self.budget.acquire(0);
+        let data = if self.structured {
+            chunk_header(REPLY_FLAG_DONE, REPLY_TYPE_NONE, h, 0).to_vec()
+        } else {
+            simple_reply(h, 0).to_vec()
+        };
+        self.send(Msg::Bytes { data, cost: 0 });
+    }
+
+    fn read(&self, req: Request) {
+        let len = req.len as u64;
+        self.budget.acquire(len);
+        let tx = self.tx.clone();
+        let structured = self.structured;
+        let (h, off) = (req.handle, req.offset);
+        let done = Box::new(move |res: Result<(), IoError>, buf: IoBuf| {
+            let msg = match res {
+                Ok(()) => {
+                    let head = if structured {
+                        let mut v = chunk_header(
+                            REPLY_FLAG_DONE,
+                            REPLY_TYPE_OFFSET_DATA,
+                            h,
+                            8 + buf.len() as u32,
+                        )
+                        .to_vec();
+                        v.extend_from_slice(&off.to_be_bytes());
+                        v
+                    } else {
+                        simple_reply(h, 0).to_vec()
+                    };
+                    Msg::Data {
+                        head,
+                        buf,
+                        cost: len,
+                    }
+                }
+                Err(e) => {
+                    let data = err_reply(structured, h, errno_to_nbd(e.errno()), "read failed");
+                    Msg::Bytes { data, cost: len }
+                }
+            };
+            let _ = tx.send(msg);
+        });
+        self.dev.submit(Bio::read(
+            Sectors(off / SECTOR_SIZE),
+            IoBuf::zeroed(len as usize),
+            done,
+        ));
+    }
+
+    fn write(&self, r: &mut impl Read, req: Request) -> io::Result<()> {
+        let len = req.len as u64;
+        self.budget.acquire(len);
+        let mut buf = IoBuf::zeroed(len as usize);
+        if let Err(e) = r.read_exact(buf.as_mut_slice()) {
+            self.budget.release(len);
+            return Err(e);
+        }
+        let sector = Sectors(req.offset / SECTOR_SIZE);
+        let flags = if req.flags & CMD_FLAG_FUA != 0 {
+            BioFlags::FUA
+        } else {
+            BioFlags::NONE
+        };
+        // The budget taken above is handed back by the writer with the reply.
+        self.submit_costed(req.handle, len, |d| {
+            Bio::write(sector, buf, d).with_flags(flags)
+        });
+        Ok(())
+    }
+
+    /// Submit a bio whose reply carries no data.
+    fn submit(&self, h: u64, cost: u64, make: impl FnOnce(udm_io::Completion) -> Bio) {
+        self.budget.acquire(cost);
+        self.submit_costed(h, cost, make)
+    }
+
+    /// As `submit`, with the budget already taken.
+    fn submit_costed(&self, h: u64, cost: u64, make: impl FnOnce(udm_io::Completion) -> Bio) {
+        let tx = self.tx.clone();
+        let structured = self.structured;
+        let bio = make(Box::new(move |res: Result<(), IoError>, _buf: IoBuf| {
+            let data = match res {
+                Ok(()) => simple_reply(h, 0).to_vec(),
+                Err(e) => err_reply(structured, h, errno_to_nbd(e.errno()), "I/O failed"),
+            };
+            let _ = tx.send(Msg::Bytes { data, cost });
+        }));
+        self.dev.submit(bio);
+    }
+
+    fn block_status(&self, req: Request) {
+        let Some(ctx) = self.base_allocation else {
+            return;
+        };
+        let raw = self.dev.extents(
+            Sectors(req.offset / SECTOR_SIZE),
+            Sectors(req.len as u64 / SECTOR_SIZE),
+        );
+        let mut ext = extents_to_descriptors(&raw, req.len, self.min_block as u32);
+        if req.flags & CMD_FLAG_REQ_ONE != 0 {
+            ext.truncate(1);
+        }
+        let mut v = Vec::with_capacity(CHUNK_HEADER_LEN + 4 + 8 * ext.len());
+        v.extend_from_slice(&chunk_header(
+            REPLY_FLAG_DONE,
+            REPLY_TYPE_BLOCK_STATUS,
+            req.handle,
+            4 + 8 * ext.len() as u32,
+        ));
+        v.extend_from_slice(&ctx.to_be_bytes());
+        for (len, flags) in ext {
+            v.extend_from_slice(&len.to_be_bytes());
+            v.extend_from_slice(&flags.to_be_bytes());
+        }
+        self.budget.acquire(0);
+        self.send(Msg::Bytes { data: v, cost: 0 });
+    }
+}
+
+/// An error reply: a structured error chunk if negotiated, else a simple reply.
+fn err_reply(structured: bool, handle: u64, err: u32, msg: &str) -> Vec<u8> {
+    if structured {
+        error_chunk(handle, err, msg)
+    } else {
+        simple_reply(handle, err).to_vec()
+    }
+}
+
+fn state_flags(e: Extent) -> u32 {
+    match e {
+        Extent::Data => 0,
+        Extent::Zero => STATE_ZERO,
+        Extent::Hole => STATE_HOLE | STATE_ZERO,
+    }
+}
+
+/// Turn device extents into `base:allocation` descriptors: nonzero lengths that are
+/// multiples of `min_block`, merged when equal, summing to at most `want` bytes, never
+/// empty. A run shorter than `min_block` is merged into its neighbour keeping only the
+/// flags both share (clearing status bits is always safe).
+pub(crate) fn extents_to_descriptors(
+    raw: &[(Sectors, Extent)],
+    want: u32,
+    min_block: u32,
+) -> Vec<(u32, u32)> {
+    let min = min_block.max(1) as u64;
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    let mut total: u64 = 0;
+    let mut pending: Option<(u64, u32)> = None;
+    let push = |out: &mut Vec<(u32, u32)>, len: u64, flags: u32| match out.last_mut() {
+        Some((l, f)) if *f == flags => *l += len as u32,
+        _ => out.push((len as u32, flags)),
+    };
+    for &(len, e) in raw {
+        let mut bytes = len.0.saturating_mul(SECTOR_SIZE).min(want as u64 - total);
+        if bytes == 0 {
+            continue;
+        }
+        total += bytes;
+        let flags = state_flags(e);
+        // First complete a partial block left over from earlier runs.
+        if let Some((plen, pflags)) = pending.take() {
+            let take = (min - plen).min(bytes);
+            let (plen, pflags) = (plen + take, pflags & flags);
+            bytes -= take;
+            if plen == min {
+                push(&mut out, plen, pflags);
+            } else {
+                pending = Some((plen, pflags));
+            }
+        }
+        let whole = bytes / min * min;
+        if whole > 0 {
+            push(&mut out, whole, flags);
+        }
+        if bytes > whole {
+            pending = Some((bytes - whole, flags));
+        }
+        if total >= want as u64 || out.len() >= MAX_EXTENTS {
+            break;
+        }
+    }
+    if out.is_empty() {
+        out.push((want, 0));
+    }
+    out.truncate(MAX_EXTENTS);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_merge_and_clamp() {
+        let raw = [
+            (Sectors(8), Extent::Data),
+            (Sectors(8), Extent::Data),
+            (Sectors(16), Extent::Hole),
+        ];
+        assert_eq!(
+            extents_to_descriptors(&raw, 32 * 512, 512),
+            vec![(8192, 0), (8192, 3)]
+        );
+        assert_eq!(extents_to_descriptors(&raw, 16 * 512, 512), vec![(8192, 0)]);
+        // Clamped to the request.
+        assert_eq!(extents_to_descriptors(&raw, 4096, 512), vec![(4096, 0)]);
+        // Empty input still gives one descriptor.
+        assert_eq!(extents_to_descriptors(&[], 4096, 512), vec![(4096, 0)]);
+    }
+
+    #[test]
+    fn descriptors_respect_min_block() {
+        // 1 sector of data then 15 of hole, with 4 KiB blocks: first block mixes → flags 0.
+        let raw = [(Sectors(1), Extent::Data), (Sectors(15), Extent::Hole)];
+        let d = extents_to_descriptors(&raw, 8192, 4096);
+        assert_eq!(d, vec![(4096, 0), (4096, 3)]);
+        for (l, _) in d {
+            assert_eq!(l % 4096, 0);
+        }
+        // Zero and hole mix to zero only.
+        let raw = [(Sectors(4), Extent::Zero), (Sectors(4), Extent::Hole)];
+        assert_eq!(
+            extents_to_descriptors(&raw, 4096, 4096),
+            vec![(4096, STATE_ZERO)]
+        );
+    }
+}
