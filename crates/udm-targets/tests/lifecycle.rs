@@ -1,0 +1,239 @@
+//! Device lifecycle under I/O: suspend holds bios and resume releases them with nothing lost,
+//! reloads swap atomically under concurrent readers, open devices can't be removed, stacking.
+
+mod common;
+use common::*;
+use crossbeam_channel::unbounded;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use udm_core::DmError;
+use udm_io::{Bio, IoBuf, Sectors};
+
+#[test]
+fn suspend_holds_io_and_resume_releases_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = image(dir.path(), "a.img", 2048, 0);
+    let reg = registry();
+    create(&reg, "d", &format!("0 2048 linear {} 0", a.display())).unwrap();
+    let (dev, _g) = open(&reg, "d");
+    reg.suspend(&sel("d"), false, false).unwrap();
+    assert!(reg.info(&sel("d"), false).unwrap().suspended);
+    let (tx, rx) = unbounded();
+    for i in 0..16u64 {
+        let tx = tx.clone();
+        dev.submit(Bio::write(
+            Sectors(i * 8),
+            IoBuf::from_slice(&[i as u8 + 1; 4096]),
+            Box::new(move |r, _| tx.send((i, r)).unwrap()),
+        ));
+    }
+    // Held, not failed.
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "I/O completed while suspended"
+    );
+    reg.resume(&sel("d")).unwrap();
+    let mut done: Vec<_> = (0..16)
+        .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+        .collect();
+    done.sort_by_key(|d| d.0);
+    assert!(done.iter().all(|(_, r)| r.is_ok()));
+    let file = std::fs::read(&a).unwrap();
+    for i in 0..16usize {
+        assert!(
+            file[i * 4096..(i + 1) * 4096]
+                .iter()
+                .all(|&b| b == i as u8 + 1),
+            "block {i}"
+        );
+    }
+}
+
+#[test]
+fn suspend_waits_for_in_flight_io() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = image(dir.path(), "a.img", 8192, 0);
+    let reg = registry();
+    create(&reg, "d", &format!("0 8192 linear {} 0", a.display())).unwrap();
+    let (dev, _g) = open(&reg, "d");
+    let (tx, rx) = unbounded();
+    for i in 0..64u64 {
+        let tx = tx.clone();
+        dev.submit(Bio::write(
+            Sectors(i * 128),
+            IoBuf::from_slice(&[9; 65536]),
+            Box::new(move |r, _| tx.send(r).unwrap()),
+        ));
+    }
+    reg.suspend(&sel("d"), false, false).unwrap();
+    // Everything submitted before suspend has completed by the time suspend returns.
+    let n = rx.try_iter().count();
+    assert_eq!(n, 64);
+    reg.resume(&sel("d")).unwrap();
+}
+
+#[test]
+fn reload_swaps_atomically_under_concurrent_io() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = image(dir.path(), "a.img", 4096, 0xaa);
+    let b = image(dir.path(), "b.img", 4096, 0xbb);
+    let reg = registry();
+    create(&reg, "d", &format!("0 4096 linear {} 0", a.display())).unwrap();
+    let (dev, _g) = open(&reg, "d");
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen_b = Arc::new(AtomicUsize::new(0));
+    let readers: Vec<_> = (0..4)
+        .map(|t| {
+            let (dev, stop, seen_b) = (dev.clone(), stop.clone(), seen_b.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // A 1 MiB read: one bio, so it must come wholly from one table.
+                    let s = (n * 7 + t) % 2048;
+                    let data = read(dev.as_ref(), s, 1 << 20);
+                    let first = data[0];
+                    assert!(first == 0xaa || first == 0xbb);
+                    assert!(data.iter().all(|&x| x == first), "a read mixed two tables");
+                    if first == 0xbb {
+                        seen_b.fetch_add(1, Ordering::Relaxed);
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    reg.load(
+        &sel("d"),
+        &lines(&format!("0 4096 linear {} 0", b.display())),
+        false,
+    )
+    .unwrap();
+    // Loading alone changes nothing.
+    assert_eq!(read(dev.as_ref(), 0, 512)[0], 0xaa);
+    reg.resume(&sel("d")).unwrap();
+    assert_eq!(read(dev.as_ref(), 0, 512)[0], 0xbb);
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert!(seen_b.load(Ordering::Relaxed) > 0);
+    assert_eq!(
+        reg.info(&sel("d"), false).unwrap().event_nr,
+        2,
+        "create's and the reload's resume"
+    );
+}
+
+#[test]
+fn open_devices_cannot_be_removed_and_deferred_remove_waits_for_close() {
+    let reg = registry();
+    create(&reg, "d", "0 64 zero").unwrap();
+    let (dev, g) = open(&reg, "d");
+    assert_eq!(reg.info(&sel("d"), false).unwrap().open_count, 1);
+    let e = reg.remove(&sel("d"), false).unwrap_err();
+    assert!(matches!(e, DmError::Busy(_)));
+    assert_eq!(e.errno(), 16);
+    // Still usable.
+    assert_eq!(read(dev.as_ref(), 0, 512), vec![0; 512]);
+    reg.remove(&sel("d"), true).unwrap();
+    assert!(reg.info(&sel("d"), false).unwrap().deferred_remove);
+    drop(g);
+    for _ in 0..100 {
+        if reg.info(&sel("d"), false).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("deferred remove did not happen on last close");
+}
+
+#[test]
+fn stacking_two_levels() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = image(dir.path(), "a.img", 1024, 0);
+    let b = image(dir.path(), "b.img", 1024, 0);
+    let reg = registry();
+    create(
+        &reg,
+        "st",
+        &format!("0 2048 striped 2 8 {} 0 {} 0", a.display(), b.display()),
+    )
+    .unwrap();
+    // Level 1 by name, level 2 by major:minor.
+    create(&reg, "mid", "0 1024 linear /dev/mapper/st 1024").unwrap();
+    let mid = reg.info(&sel("mid"), false).unwrap();
+    create(
+        &reg,
+        "top",
+        &format!("0 512 linear {}:{} 256", mid.major, mid.minor),
+    )
+    .unwrap();
+    assert_eq!(reg.info(&sel("st"), false).unwrap().open_count, 1);
+    let (_, deps) = reg.deps(&sel("top"), false).unwrap();
+    assert_eq!(deps[0].dm_name.as_deref(), Some("mid"));
+    let (_, t) = reg
+        .status(&sel("top"), false, udm_core::StatusType::Table)
+        .unwrap();
+    assert_eq!(t[0].params, format!("253:{} 256", mid.minor));
+    let (dev, _g) = open(&reg, "top");
+    let data: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+    write(dev.as_ref(), 0, &data);
+    // top 0 = mid 256 = st 1280 → chunk 160: leg 0, row 80 → leg sector 640.
+    let fa = std::fs::read(&a).unwrap();
+    assert_eq!(&fa[640 * 512..640 * 512 + 4096], &data[..]);
+    // The lower device is busy while the upper exists.
+    assert!(matches!(
+        reg.remove(&sel("st"), false),
+        Err(DmError::Busy(_))
+    ));
+    drop(_g);
+    drop(dev);
+    reg.remove(&sel("top"), false).unwrap();
+    reg.remove(&sel("mid"), false).unwrap();
+    reg.remove(&sel("st"), false).unwrap();
+}
+
+#[test]
+fn remove_all_unwinds_stacks() {
+    let reg = registry();
+    create(&reg, "a", "0 64 zero").unwrap();
+    create(&reg, "b", "0 64 linear /dev/mapper/a 0").unwrap();
+    create(&reg, "c", "0 64 linear /dev/mapper/b 0").unwrap();
+    assert_eq!(reg.remove_all(false), 0);
+    assert!(reg.list().is_empty());
+}
+
+#[test]
+fn io_beyond_the_end_and_writes_to_read_only_fail() {
+    let reg = registry();
+    reg.create("ro", "").unwrap();
+    reg.load(&sel("ro"), &lines("0 64 zero"), true).unwrap();
+    reg.resume(&sel("ro")).unwrap();
+    assert!(reg.info(&sel("ro"), false).unwrap().read_only);
+    let (dev, _g) = open(&reg, "ro");
+    assert!(udm_io::sync::write_at(dev.as_ref(), Sectors(0), &[1; 512]).is_err());
+    assert!(udm_io::sync::read_at(dev.as_ref(), Sectors(64), 512).is_err());
+    assert!(udm_io::sync::read_at(dev.as_ref(), Sectors(60), 4096).is_err());
+    assert_eq!(read(dev.as_ref(), 56, 4096), vec![0; 4096]);
+}
+
+#[test]
+fn error_target_fails_its_range_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = image(dir.path(), "a.img", 204800, 0x5a);
+    let reg = registry();
+    let p = a.display();
+    create(
+        &reg,
+        "bad_disk",
+        &format!("0 8 linear {p} 0\n8 1 error\n9 204791 linear {p} 9"),
+    )
+    .unwrap();
+    let (dev, _g) = open(&reg, "bad_disk");
+    assert_eq!(read(dev.as_ref(), 0, 4096), vec![0x5a; 4096]);
+    assert!(udm_io::sync::read_at(dev.as_ref(), Sectors(0), 5120).is_err());
+    assert_eq!(read(dev.as_ref(), 9, 4096), vec![0x5a; 4096]);
+}
