@@ -92,3 +92,75 @@ pub fn refvm_run(run: &Path, disks: &[&Path], share: Option<&Path>, script: &str
         out.status.code().unwrap_or(-1),
     )
 }
+
+/// A `udm daemon` on temporary sockets, stopped with SIGTERM when dropped.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub nbd_socket: PathBuf,
+}
+
+impl Daemon {
+    /// Start `bin daemon --socket DIR/control --nbd-socket DIR/nbd.sock` and wait for both sockets.
+    pub fn start(bin: &Path) -> Daemon {
+        Daemon::start_with(bin, &[])
+    }
+
+    /// As `start`, with extra daemon arguments.
+    pub fn start_with(bin: &Path, extra: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("control");
+        let nbd_socket = dir.path().join("nbd.sock");
+        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
+        let child = Command::new(bin)
+            .arg("daemon")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--nbd-socket")
+            .arg(&nbd_socket)
+            .args(extra)
+            .env("UDM_LOG", "debug")
+            .stderr(log)
+            .spawn()
+            .expect("spawn udm daemon");
+        let d = Daemon { child, dir, socket, nbd_socket };
+        for _ in 0..500 {
+            if d.socket.exists() && d.nbd_socket.exists() {
+                return d;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("udm daemon did not start: {}", d.log());
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// `nbd+unix:///NAME?socket=…` for an export.
+    pub fn uri(&self, name: &str) -> String {
+        format!("nbd+unix:///{name}?socket={}", self.nbd_socket.display())
+    }
+
+    /// Send SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill with a valid pid and signal number has no memory-safety preconditions.
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        self.child.wait().expect("wait for daemon")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
