@@ -153,6 +153,12 @@ impl ServerHandle {
     /// answered, then close every connection. Idempotent. Requests held by a device (for
     /// example while it is suspended) are waited for: connections close once they complete.
     pub fn shutdown(&self) {
+        self.shutdown_with_grace(SHUTDOWN_GRACE)
+    }
+
+    /// `shutdown`, giving connections `grace` to finish before their sockets are closed
+    /// under them (a client that stopped reading replies would otherwise hold things up).
+    pub fn shutdown_with_grace(&self, grace: Duration) {
         let Some(thread) = self.accept.lock().take() else {
             return;
         };
@@ -166,7 +172,7 @@ impl ServerHandle {
         for s in conns.socks.values() {
             let _ = s.shutdown(Shutdown::Read);
         }
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let deadline = Instant::now() + grace;
         while !conns.socks.is_empty() {
             if self.shared.cv.wait_until(&mut conns, deadline).timed_out() {
                 break;

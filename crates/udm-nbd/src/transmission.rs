@@ -221,15 +221,11 @@ impl Conn {
         let h = req.handle;
         match req.cmd {
             CMD_READ => {
-                let res = self
-                    .check(&req, CMD_FLAG_FUA | CMD_FLAG_DF, NBD_EINVAL)
-                    .and_then(|_| {
-                        if req.len > MAX_BLOCK {
-                            Err((NBD_EINVAL, "read longer than the maximum block size"))
-                        } else {
-                            Ok(())
-                        }
-                    });
+                let res = if req.len > MAX_BLOCK {
+                    Err((NBD_EINVAL, "read longer than the maximum block size"))
+                } else {
+                    self.check(&req, CMD_FLAG_FUA | CMD_FLAG_DF, NBD_EINVAL)
+                };
                 match res {
                     Err(e) => self.refuse(h, e),
                     Ok(()) if req.len == 0 => self.empty_read(h),

@@ -27,7 +27,10 @@ fn read_write_roundtrip_mem() {
     assert!(!c.read_only());
     let info = c.info();
     assert!(info.structured);
-    assert_eq!((info.min_block, info.preferred_block, info.max_block), (512, 4096, 32 << 20));
+    assert_eq!(
+        (info.min_block, info.preferred_block, info.max_block),
+        (512, 4096, 32 << 20)
+    );
     assert!(info.base_allocation.is_some());
     assert_ne!(info.flags & proto::TF_CAN_MULTI_CONN, 0);
     let data = noise(256 << 10, 1);
@@ -89,15 +92,36 @@ fn error_paths_keep_connection() {
     assert_eq!(errno(c.write_zeroes(size, 512, false, false)), libc::ENOSPC);
     // Misaligned.
     assert_eq!(errno(c.read(1, &mut buf[..512])), libc::EINVAL);
-    assert_eq!(errno(c.raw_request(proto::CMD_WRITE, 0, 0, 100, Some(&[0; 100]))), libc::EINVAL);
+    assert_eq!(
+        errno(c.raw_request(proto::CMD_WRITE, 0, 0, 100, Some(&[0; 100]))),
+        libc::EINVAL
+    );
     // Too long for one request (payload drained, connection kept).
     let big = vec![0u8; (32 << 20) + 512];
-    assert_eq!(errno(c.raw_request(proto::CMD_WRITE, 0, 0, big.len() as u32, Some(&big))), libc::EINVAL);
-    assert_eq!(errno(c.raw_request(proto::CMD_READ, 0, 0, (32 << 20) + 512, None)), libc::EINVAL);
+    assert_eq!(
+        errno(c.raw_request(proto::CMD_WRITE, 0, 0, big.len() as u32, Some(&big))),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(c.raw_request(proto::CMD_READ, 0, 0, (32 << 20) + 512, None)),
+        libc::EINVAL
+    );
     // Unknown command and flags.
     assert_eq!(errno(c.raw_request(42, 0, 0, 0, None)), libc::EINVAL);
-    assert_eq!(errno(c.raw_request(proto::CMD_READ, 1 << 9, 0, 512, None)), libc::EINVAL);
-    assert_eq!(errno(c.raw_request(proto::CMD_WRITE_ZEROES, proto::CMD_FLAG_FAST_ZERO, 0, 512, None)), libc::EINVAL);
+    assert_eq!(
+        errno(c.raw_request(proto::CMD_READ, 1 << 9, 0, 512, None)),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(c.raw_request(
+            proto::CMD_WRITE_ZEROES,
+            proto::CMD_FLAG_FAST_ZERO,
+            0,
+            512,
+            None
+        )),
+        libc::EINVAL
+    );
     // Zero-length requests are harmless no-ops.
     c.raw_request(proto::CMD_READ, 0, 0, 0, None).unwrap();
     c.raw_request(proto::CMD_WRITE, 0, 0, 0, Some(&[])).unwrap();
@@ -123,9 +147,14 @@ fn block_status_on_sparse_file() {
     c.trim(1 << 20, 64 << 10, false).unwrap();
     let ext = c.block_status(1 << 20, 64 << 10).unwrap();
     assert_eq!(ext[0].1 & STATE_ZERO, STATE_ZERO);
-    assert!(read_file(&img)[1 << 20..(1 << 20) + (64 << 10)].iter().all(|&b| b == 0));
+    assert!(read_file(&img)[1 << 20..(1 << 20) + (64 << 10)]
+        .iter()
+        .all(|&b| b == 0));
     // Out of range and empty.
-    assert_eq!(c.block_status(8 << 20, 512).unwrap_err().errno(), libc::EINVAL);
+    assert_eq!(
+        c.block_status(8 << 20, 512).unwrap_err().errno(),
+        libc::EINVAL
+    );
     assert_eq!(c.block_status(0, 0).unwrap_err().errno(), libc::EINVAL);
 }
 
@@ -138,11 +167,21 @@ fn list_and_default_export() {
     let c = NbdClient::connect(&addr, "").unwrap();
     assert_eq!(c.info().name, "only");
     drop(c);
-    s.add("second", Arc::new(MemDevice::new("second", Sectors(16))), false);
-    assert_eq!(NbdClient::list(&addr).unwrap(), vec!["only".to_string(), "second".to_string()]);
+    s.add(
+        "second",
+        Arc::new(MemDevice::new("second", Sectors(16))),
+        false,
+    );
+    assert_eq!(
+        NbdClient::list(&addr).unwrap(),
+        vec!["only".to_string(), "second".to_string()]
+    );
     match NbdClient::connect(&addr, "") {
         Err(NbdError::Refused { reply, .. }) => assert_eq!(reply, proto::REP_ERR_UNKNOWN),
-        r => panic!("default export with two exports: {:?}", r.map(|c| c.info().clone())),
+        r => panic!(
+            "default export with two exports: {:?}",
+            r.map(|c| c.info().clone())
+        ),
     }
     assert!(NbdClient::connect(&addr, "nope").is_err());
     let c = NbdClient::connect_uri(&s.uri("second")).unwrap();
@@ -206,7 +245,9 @@ fn tcp_listener_works() {
     let exports = Arc::new(TestExports::default());
     let mem = Arc::new(MemDevice::new("t", Sectors(128)));
     exports.devs.lock().insert("t".into(), (mem.clone(), false));
-    let h = udm_nbd::NbdServer::new(exports).serve_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let h = udm_nbd::NbdServer::new(exports)
+        .serve_tcp("127.0.0.1:0".parse().unwrap())
+        .unwrap();
     let addr = h.local_addr().unwrap();
     let c = NbdClient::connect_uri(&format!("nbd://{addr}/t")).unwrap();
     c.write(512, &[9; 1024], true).unwrap();
@@ -252,7 +293,11 @@ fn nbdkit(args: &[&str]) -> Nbdkit {
         .spawn()
         .expect("spawn nbdkit");
     wait_for(|| sock.exists());
-    Nbdkit { child, _dir: dir, sock }
+    Nbdkit {
+        child,
+        _dir: dir,
+        sock,
+    }
 }
 
 #[test]
@@ -279,7 +324,10 @@ fn client_against_nbdkit() {
     c.write_zeroes(1 << 20, 4096, false, false).unwrap();
     c.trim(1 << 20, 4096, false).unwrap();
     c.flush().unwrap();
-    assert_eq!(c.read(4 << 20, &mut [0; 512]).unwrap_err().errno(), libc::EINVAL);
+    assert_eq!(
+        c.read(4 << 20, &mut [0; 512]).unwrap_err().errno(),
+        libc::EINVAL
+    );
     c.disconnect().unwrap();
 }
 
@@ -301,7 +349,10 @@ fn client_against_nbdkit_read_only() {
 pub fn wait_for(mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
-        assert!(t.elapsed() < Duration::from_secs(5), "condition not reached in time");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "condition not reached in time"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -28,7 +28,8 @@ fn fio(uri: &str, extra: &[&str]) -> String {
 
 fn check(out: &str) {
     let start = out.find('{').unwrap_or(0);
-    let v: serde_json::Value = serde_json::from_str(&out[start..]).unwrap_or_else(|e| panic!("fio JSON {e}: {out}"));
+    let v: serde_json::Value =
+        serde_json::from_str(&out[start..]).unwrap_or_else(|e| panic!("fio JSON {e}: {out}"));
     let job = &v["jobs"][0];
     assert_eq!(job["error"], 0, "{out}");
     assert!(job["write"]["io_bytes"].as_u64().unwrap() > 0, "{out}");
@@ -50,7 +51,10 @@ fn fio_randrw_verify_file_mixed_sizes() {
         return;
     }
     let (s, _, _) = serve_standard();
-    check(&fio(&s.uri("file"), &["--bsrange=4k-256k", "--size=8m", "--iodepth=32"]));
+    check(&fio(
+        &s.uri("file"),
+        &["--bsrange=4k-256k", "--size=8m", "--iodepth=32"],
+    ));
 }
 
 /// A RAM disk that corrupts one byte of every read, to prove the verification bites.
@@ -84,7 +88,15 @@ fn fio_verify_catches_corruption() {
     s.add("bad", std::sync::Arc::new(dev), false);
     let out = output(
         Command::new("fio")
-            .args(["--name=bad", "--ioengine=nbd", "--rw=randrw", "--bs=4k", "--size=1m", "--verify=crc32c", "--do_verify=1"])
+            .args([
+                "--name=bad",
+                "--ioengine=nbd",
+                "--rw=randrw",
+                "--bs=4k",
+                "--size=1m",
+                "--verify=crc32c",
+                "--do_verify=1",
+            ])
             .arg(format!("--uri={}", s.uri("bad"))),
     );
     assert!(!out.status.success(), "fio did not notice corrupted reads");

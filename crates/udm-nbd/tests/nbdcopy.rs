@@ -18,8 +18,14 @@ fn nbdcopy_local_to_export_and_back() {
     let mut data = noise(8 << 20, 21);
     data[2 << 20..5 << 20].fill(0); // a zero run nbdcopy may send as write-zeroes
     std::fs::write(&src, &data).unwrap();
-    run(Command::new("nbdcopy").arg("--flush").arg(&src).arg(s.uri("file")));
-    assert!(read_file(&img) == data, "backing file differs after nbdcopy in");
+    run(Command::new("nbdcopy")
+        .arg("--flush")
+        .arg(&src)
+        .arg(s.uri("file")));
+    assert!(
+        read_file(&img) == data,
+        "backing file differs after nbdcopy in"
+    );
     let dst = s.path("dst.img");
     run(Command::new("nbdcopy").arg(s.uri("file")).arg(&dst));
     assert!(read_file(&dst) == data, "copy out differs");
@@ -31,7 +37,10 @@ fn nbdcopy_export_to_export() {
         return;
     }
     let (s, mem, _) = serve_standard();
-    run(Command::new("nbdcopy").args(["--connections=4", "--requests=16"]).arg(s.uri("pattern")).arg(s.uri("mem")));
+    run(Command::new("nbdcopy")
+        .args(["--connections=4", "--requests=16"])
+        .arg(s.uri("pattern"))
+        .arg(s.uri("mem")));
     let mut want = vec![0u8; 4 << 20];
     PatternDevice::fill(&mut want, 0);
     assert!(mem.snapshot() == want, "pattern copy differs");
@@ -43,6 +52,13 @@ fn nbdcopy_into_read_only_fails() {
         return;
     }
     let (s, _, _) = serve_standard();
-    let out = output(Command::new("nbdcopy").arg(s.uri("mem")).arg(s.uri("pattern")));
-    assert!(!out.status.success(), "copy into a read-only export succeeded");
+    let out = output(
+        Command::new("nbdcopy")
+            .arg(s.uri("mem"))
+            .arg(s.uri("pattern")),
+    );
+    assert!(
+        !out.status.success(),
+        "copy into a read-only export succeeded"
+    );
 }

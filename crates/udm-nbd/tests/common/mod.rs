@@ -9,10 +9,13 @@ use std::sync::Arc;
 use udm_io::{BlockDevice, FileDevice, MemDevice, PatternDevice, Sectors};
 use udm_nbd::{ExportHandle, Exports, NbdServer, ServerHandle};
 
+/// Export name -> (device, read-only).
+pub type ExportMap = BTreeMap<String, (Arc<dyn BlockDevice>, bool)>;
+
 /// Exports from a fixed map; counts opens that are still held.
 #[derive(Default)]
 pub struct TestExports {
-    pub devs: parking_lot::Mutex<BTreeMap<String, (Arc<dyn BlockDevice>, bool)>>,
+    pub devs: parking_lot::Mutex<ExportMap>,
     pub open: Arc<AtomicUsize>,
 }
 
@@ -30,7 +33,11 @@ impl Exports for TestExports {
     fn open(&self, name: &str) -> Option<ExportHandle> {
         let (dev, ro) = self.devs.lock().get(name).cloned()?;
         self.open.fetch_add(1, Ordering::SeqCst);
-        Some(ExportHandle { dev, read_only: ro, guard: Box::new(OpenGuard(self.open.clone())) })
+        Some(ExportHandle {
+            dev,
+            read_only: ro,
+            guard: Box::new(OpenGuard(self.open.clone())),
+        })
     }
 }
 
@@ -59,8 +66,15 @@ pub fn serve() -> Served {
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("nbd.sock");
     let exports = Arc::new(TestExports::default());
-    let handle = NbdServer::new(exports.clone()).serve_unix(&sock).expect("serve_unix");
-    Served { handle, exports, sock, dir }
+    let handle = NbdServer::new(exports.clone())
+        .serve_unix(&sock)
+        .expect("serve_unix");
+    Served {
+        handle,
+        exports,
+        sock,
+        dir,
+    }
 }
 
 /// The usual set: `mem` (RAM, 4 MiB), `pattern` (read-only, 4 MiB) and `file` (sparse
@@ -69,9 +83,17 @@ pub fn serve_standard() -> (Served, Arc<MemDevice>, PathBuf) {
     let s = serve();
     let mem = Arc::new(MemDevice::new("mem", Sectors(8192)));
     s.add("mem", mem.clone(), false);
-    s.add("pattern", Arc::new(PatternDevice::new(Sectors(8192))), false);
+    s.add(
+        "pattern",
+        Arc::new(PatternDevice::new(Sectors(8192))),
+        false,
+    );
     let img = udm_testkit::image(s.dir.path(), "disk.img", 8 << 20);
-    s.add("file", Arc::new(FileDevice::open(&img, false).expect("open image")), false);
+    s.add(
+        "file",
+        Arc::new(FileDevice::open(&img, false).expect("open image")),
+        false,
+    );
     (s, mem, img)
 }
 
@@ -90,7 +112,8 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 
 /// Run a tool and return its output whatever the exit status.
 pub fn output(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
 }
 
 /// `nbdsh` is a Python program: make sure the system python (which has the nbd module) is

@@ -1,0 +1,394 @@
+//! Hostile clients on raw sockets: garbage, truncated messages, lying lengths, huge
+//! payloads, clients that never read. The server must not panic, must not let one
+//! connection hurt another, and a well-behaved client must work afterwards.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use udm_nbd::proto::*;
+use udm_nbd::NbdClient;
+
+fn wait_for(mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(4),
+            "condition not reached in time"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The server still serves a good client correctly, and no connection or open leaked.
+fn healthy(s: &Served) {
+    let c = NbdClient::connect_unix(&s.sock, "mem").expect("good client after abuse");
+    c.write(4096, &[0x5a; 4096], true).unwrap();
+    let mut b = vec![0; 4096];
+    c.read(4096, &mut b).unwrap();
+    assert!(b.iter().all(|&x| x == 0x5a));
+    c.disconnect().unwrap();
+    wait_for(|| s.handle.connections() == 0 && s.exports.open.load(Ordering::SeqCst) == 0);
+}
+
+fn connect(s: &Served) -> UnixStream {
+    let c = UnixStream::connect(&s.sock).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    c
+}
+
+/// Read until the server closes; true if it did (rather than timing out).
+fn closed_by_server(c: &mut UnixStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn greeting(c: &mut UnixStream) {
+    let mut g = [0u8; 18];
+    c.read_exact(&mut g).unwrap();
+    assert_eq!(be64(&g[0..8]), NBDMAGIC);
+    assert_eq!(be64(&g[8..16]), IHAVEOPT);
+    c.write_all(&(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).to_be_bytes())
+        .unwrap();
+}
+
+fn option(c: &mut UnixStream, opt: u32, data: &[u8]) {
+    let mut v = IHAVEOPT.to_be_bytes().to_vec();
+    v.extend_from_slice(&opt.to_be_bytes());
+    v.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    v.extend_from_slice(data);
+    c.write_all(&v).unwrap();
+}
+
+/// Read one option reply: (option, type, data).
+fn opt_reply(c: &mut UnixStream) -> (u32, u32, Vec<u8>) {
+    let mut h = [0u8; 20];
+    c.read_exact(&mut h).unwrap();
+    assert_eq!(be64(&h[0..8]), REPLY_MAGIC);
+    let mut d = vec![0; be32(&h[16..20]) as usize];
+    c.read_exact(&mut d).unwrap();
+    (be32(&h[8..12]), be32(&h[12..16]), d)
+}
+
+/// Handshake to transmission on export `mem`, with structured replies if asked.
+fn go(s: &Served, structured: bool) -> UnixStream {
+    let mut c = connect(s);
+    greeting(&mut c);
+    if structured {
+        option(&mut c, OPT_STRUCTURED_REPLY, &[]);
+        assert_eq!(opt_reply(&mut c).1, REP_ACK);
+    }
+    let mut d = 3u32.to_be_bytes().to_vec();
+    d.extend_from_slice(b"mem");
+    d.extend_from_slice(&0u16.to_be_bytes());
+    option(&mut c, OPT_GO, &d);
+    loop {
+        let (_, t, _) = opt_reply(&mut c);
+        if t == REP_ACK {
+            return c;
+        }
+        assert_eq!(t, REP_INFO);
+    }
+}
+
+fn request(c: &mut UnixStream, cmd: u16, flags: u16, handle: u64, offset: u64, len: u32) {
+    c.write_all(
+        &Request {
+            flags,
+            cmd,
+            handle,
+            offset,
+            len,
+        }
+        .encode(),
+    )
+    .unwrap();
+}
+
+/// Read a simple reply: (error, handle).
+fn simple(c: &mut UnixStream) -> (u32, u64) {
+    let mut h = [0u8; 16];
+    c.read_exact(&mut h).unwrap();
+    assert_eq!(be32(&h[0..4]), SIMPLE_REPLY_MAGIC);
+    (be32(&h[4..8]), be64(&h[8..16]))
+}
+
+#[test]
+fn garbage_during_handshake() {
+    let (s, _, _) = serve_standard();
+    for seed in 0..16u64 {
+        let mut c = connect(&s);
+        let junk = noise(4 + (seed as usize * 97) % 3000, seed);
+        let _ = c.write_all(&junk);
+        assert!(
+            closed_by_server(&mut c),
+            "seed {seed}: server kept a garbage connection"
+        );
+    }
+    // Truncated client flags, then hang up.
+    let mut c = connect(&s);
+    let mut g = [0u8; 18];
+    c.read_exact(&mut g).unwrap();
+    c.write_all(&[0, 0]).unwrap();
+    drop(c);
+    // Unknown client flags.
+    let mut c = connect(&s);
+    c.read_exact(&mut g).unwrap();
+    c.write_all(&0x8000_0001u32.to_be_bytes()).unwrap();
+    assert!(closed_by_server(&mut c));
+    // Bad option magic.
+    let mut c = connect(&s);
+    greeting(&mut c);
+    c.write_all(&[0xff; 16]).unwrap();
+    assert!(closed_by_server(&mut c));
+    healthy(&s);
+}
+
+#[test]
+fn malformed_options_get_errors() {
+    let (s, _, _) = serve_standard();
+    let mut c = connect(&s);
+    greeting(&mut c);
+    option(&mut c, 999, b"whatever");
+    assert_eq!(
+        opt_reply(&mut c),
+        (999, REP_ERR_UNSUP, b"unsupported option".to_vec())
+    );
+    option(&mut c, OPT_STARTTLS, &[]);
+    assert_eq!(opt_reply(&mut c).1, REP_ERR_UNSUP);
+    // Name length lies about the payload.
+    option(&mut c, OPT_GO, &[0, 0, 1, 0, b'm']);
+    assert_eq!(opt_reply(&mut c).1, REP_ERR_INVALID);
+    option(&mut c, OPT_INFO, &[0, 0, 0, 3, b'm', b'e', b'm', 0, 9, 0]);
+    assert_eq!(opt_reply(&mut c).1, REP_ERR_INVALID);
+    option(&mut c, OPT_GO, &[0, 0, 0, 2, 0xff, 0xfe, 0, 0]);
+    assert_eq!(opt_reply(&mut c).1, REP_ERR_INVALID);
+    option(&mut c, OPT_LIST, b"x");
+    assert_eq!(opt_reply(&mut c).1, REP_ERR_INVALID);
+    // Meta contexts need structured replies first.
+    option(&mut c, OPT_SET_META_CONTEXT, &[0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(opt_reply(&mut c).1, REP_ERR_INVALID);
+    option(&mut c, OPT_STRUCTURED_REPLY, &[1]);
+    assert_eq!(opt_reply(&mut c).1, REP_ERR_INVALID);
+    option(&mut c, OPT_STRUCTURED_REPLY, &[]);
+    assert_eq!(opt_reply(&mut c).1, REP_ACK);
+    option(
+        &mut c,
+        OPT_LIST_META_CONTEXT,
+        &[0, 0, 0, 3, b'm', b'e', b'm', 0, 0, 0, 5],
+    );
+    assert_eq!(opt_reply(&mut c).1, REP_ERR_INVALID);
+    // Too long to read in, short enough to skip.
+    option(&mut c, OPT_INFO, &vec![7u8; 100 << 10]);
+    assert_eq!(opt_reply(&mut c).1, REP_ERR_TOO_BIG);
+    option(&mut c, OPT_GO, &[0, 0, 0, 4, b'n', b'o', b'p', b'e', 0, 0]);
+    assert_eq!(opt_reply(&mut c).1, REP_ERR_UNKNOWN);
+    // Still negotiating fine.
+    option(&mut c, OPT_ABORT, &[]);
+    assert_eq!(opt_reply(&mut c).1, REP_ACK);
+    assert!(closed_by_server(&mut c));
+
+    // An absurd option length closes without reading it.
+    let mut c = connect(&s);
+    greeting(&mut c);
+    c.write_all(&IHAVEOPT.to_be_bytes()).unwrap();
+    c.write_all(&OPT_GO.to_be_bytes()).unwrap();
+    c.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    assert!(closed_by_server(&mut c));
+    // EXPORT_NAME of a missing export cannot be answered with an error: closed.
+    let mut c = connect(&s);
+    greeting(&mut c);
+    option(&mut c, OPT_EXPORT_NAME, b"missing");
+    assert!(closed_by_server(&mut c));
+    healthy(&s);
+}
+
+#[test]
+fn export_name_old_style_entry() {
+    let (s, _, _) = serve_standard();
+    let mut c = connect(&s);
+    let mut g = [0u8; 18];
+    c.read_exact(&mut g).unwrap();
+    c.write_all(&FLAG_C_FIXED_NEWSTYLE.to_be_bytes()).unwrap(); // no NO_ZEROES
+    option(&mut c, OPT_EXPORT_NAME, b"mem");
+    let mut r = [0u8; 10 + 124];
+    c.read_exact(&mut r).unwrap();
+    assert_eq!(be64(&r[0..8]), 4 << 20);
+    assert_ne!(be16(&r[8..10]) & TF_HAS_FLAGS, 0);
+    assert!(r[10..].iter().all(|&b| b == 0));
+    request(&mut c, CMD_READ, 0, 77, 0, 512);
+    assert_eq!(simple(&mut c), (0, 77));
+    let mut d = [1u8; 512];
+    c.read_exact(&mut d).unwrap();
+    assert_eq!(d, [0; 512]);
+    request(&mut c, CMD_DISC, 0, 78, 0, 0);
+    assert!(closed_by_server(&mut c));
+}
+
+#[test]
+fn bad_requests_in_transmission() {
+    let (s, _, _) = serve_standard();
+    let mut c = go(&s, false);
+    // Huge read: refused, connection kept.
+    request(&mut c, CMD_READ, 0, 1, 0, u32::MAX);
+    assert_eq!(simple(&mut c), (NBD_EINVAL, 1));
+    request(&mut c, CMD_READ, 0, 2, u64::MAX - 511, 512);
+    assert_eq!(simple(&mut c), (NBD_EINVAL, 2));
+    request(&mut c, CMD_WRITE_ZEROES, 0, 3, u64::MAX - 511, 1024);
+    assert_eq!(simple(&mut c), (NBD_ENOSPC, 3));
+    request(&mut c, 0xffff, 0xffff, 4, 0, 0);
+    assert_eq!(simple(&mut c), (NBD_EINVAL, 4));
+    request(&mut c, CMD_BLOCK_STATUS, 0, 5, 0, 512);
+    assert_eq!(simple(&mut c), (NBD_EINVAL, 5));
+    // A write just over the maximum is drained and refused.
+    request(&mut c, CMD_WRITE, 0, 6, 0, (40 << 20) as u32);
+    let junk = vec![0xeeu8; 1 << 20];
+    for _ in 0..40 {
+        c.write_all(&junk).unwrap();
+    }
+    assert_eq!(simple(&mut c), (NBD_EINVAL, 6));
+    request(&mut c, CMD_FLUSH, 0, 7, 0, 0);
+    assert_eq!(simple(&mut c), (0, 7));
+    // A write claiming 4 GiB ends the connection without reading (or allocating) it.
+    request(&mut c, CMD_WRITE, 0, 8, 0, u32::MAX);
+    assert!(closed_by_server(&mut c));
+
+    // Garbage magic closes.
+    let mut c = go(&s, true);
+    c.write_all(&[0x42; 28]).unwrap();
+    assert!(closed_by_server(&mut c));
+    // Truncated header, then hang up.
+    let mut c = go(&s, true);
+    c.write_all(
+        &Request {
+            flags: 0,
+            cmd: CMD_READ,
+            handle: 1,
+            offset: 0,
+            len: 512,
+        }
+        .encode()[..13],
+    )
+    .unwrap();
+    drop(c);
+    // Hang up half way through a write payload.
+    let mut c = go(&s, true);
+    request(&mut c, CMD_WRITE, 0, 9, 0, 1 << 20);
+    c.write_all(&[1; 1000]).unwrap();
+    drop(c);
+    healthy(&s);
+}
+
+#[test]
+fn random_requests_after_handshake() {
+    let (s, _, _) = serve_standard();
+    for seed in 0..24u64 {
+        let mut c = go(&s, seed % 2 == 0);
+        let r = noise(28 * 8, seed + 100);
+        for (i, h) in r.chunks(28).enumerate() {
+            let mut hdr = [0u8; 28];
+            hdr.copy_from_slice(h);
+            hdr[0..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
+            // Mostly small lengths and known commands, sometimes anything.
+            if i % 3 != 0 {
+                let cmd = (hdr[7] % 9) as u16;
+                let len = (be32(&hdr[24..28]) % 8192) & !511;
+                hdr[6..8].copy_from_slice(&cmd.to_be_bytes());
+                hdr[24..28].copy_from_slice(&len.to_be_bytes());
+            }
+            if be16(&hdr[6..8]) == CMD_WRITE {
+                // Lengths above the drain limit close the connection; others need payload.
+                let len = be32(&hdr[24..28]);
+                if c.write_all(&hdr).is_err() {
+                    break;
+                }
+                if len <= MAX_DRAIN {
+                    let _ = c.write_all(&vec![0u8; len as usize]);
+                }
+                continue;
+            }
+            if c.write_all(&hdr).is_err() {
+                break;
+            }
+        }
+        // Let replies flow, then leave without reading them.
+        std::thread::sleep(Duration::from_millis(5));
+        drop(c);
+    }
+    healthy(&s);
+}
+
+#[test]
+fn client_that_never_reads_does_not_block_others() {
+    let (s, _, _) = serve_standard();
+    let mut bad = go(&s, true);
+    bad.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    // Thousands of 1 MiB reads with no one reading the replies: the server's sends block
+    // and it stops reading from us; our sends then time out.
+    let mut sent = 0;
+    for h in 0..4000u64 {
+        let hdr = Request {
+            flags: 0,
+            cmd: CMD_READ,
+            handle: h,
+            offset: 0,
+            len: 1 << 20,
+        }
+        .encode();
+        if bad.write_all(&hdr).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(sent > 0);
+    // Meanwhile another client is served normally.
+    let t = Instant::now();
+    let c = NbdClient::connect_unix(&s.sock, "mem").unwrap();
+    let mut buf = vec![0; 1 << 20];
+    for i in 0..8 {
+        c.read(i << 20 & ((4 << 20) - 1), &mut buf).unwrap();
+    }
+    assert!(t.elapsed() < Duration::from_secs(2));
+    drop(c);
+    // Shutdown gives up on the stuck client after the grace period.
+    let t = Instant::now();
+    s.handle.shutdown_with_grace(Duration::from_millis(300));
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert_eq!(s.handle.connections(), 0);
+    assert_eq!(s.exports.open.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn many_connections_at_once() {
+    let (s, _, _) = serve_standard();
+    let idle: Vec<_> = (0..32).map(|_| connect(&s)).collect();
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let sock = s.sock.clone();
+            std::thread::spawn(move || {
+                let c = NbdClient::connect_unix(&sock, "mem").unwrap();
+                let data = noise(65536, t);
+                c.write(t * 65536, &data, false).unwrap();
+                let mut b = vec![0; 65536];
+                c.read(t * 65536, &mut b).unwrap();
+                assert_eq!(b, data);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    drop(idle);
+    healthy(&s);
+}
