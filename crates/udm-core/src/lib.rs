@@ -2,6 +2,7 @@
 //! `MappedDevice` (the data plane) and `Registry` (the control plane, mirroring the dm ioctls).
 
 pub mod args;
+pub mod clock;
 pub mod device;
 pub mod error;
 pub mod registry;

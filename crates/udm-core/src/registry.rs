@@ -518,7 +518,8 @@ struct RegResolver<'a> {
 impl Resolver for RegResolver<'_> {
     fn resolve(&self, spec: &str, read_only: bool) -> Result<Arc<DevHandle>, TargetError> {
         let lookup_failed = |why: String| {
-            TargetError::with_errno(libc::ENODEV, format!("Device lookup failed: {spec}: {why}"))
+            TargetError::with_errno(libc::ENXIO, "Device lookup failed")
+                .with_detail(format!("{spec}: {why}"))
         };
         let mapped = |sel: DevSel| -> Result<Arc<DevHandle>, TargetError> {
             let d = self
@@ -574,11 +575,10 @@ impl Resolver for RegResolver<'_> {
 impl RegResolver<'_> {
     fn open_path(&self, spec: &str, read_only: bool) -> Result<Arc<DevHandle>, TargetError> {
         let path = Path::new(spec);
+        // The kernel says ENODEV for a path it cannot use; the detail says why.
         let d = self.reg.inner.files.open(path, read_only).map_err(|e| {
-            TargetError::with_errno(
-                e.raw_os_error().unwrap_or(libc::ENODEV),
-                format!("Device lookup failed: {spec}: {e}"),
-            )
+            TargetError::with_errno(libc::ENODEV, "Device lookup failed")
+                .with_detail(format!("{spec}: {e}"))
         })?;
         let id = d.id();
         let dev: Arc<dyn BlockDevice> = d;

@@ -129,7 +129,7 @@ impl Table {
                 ));
             }
             if l.start != next {
-                return Err(line_err(n, "Gap in table"));
+                return Err(line_err(n, format!("{}: Gap in table (-EINVAL)", l.ttype)));
             }
             let Some(end) = l.start.checked_add(l.len) else {
                 return Err(line_err(n, "target length overflows"));
@@ -139,8 +139,9 @@ impl Table {
             let target = tt.construct(&mut ctx, &args).map_err(|e| DmError::Table {
                 line: n,
                 err: TargetError {
-                    msg: format!("{}: {}", l.ttype, e.msg),
+                    msg: format!("{}: {} ({})", l.ttype, e.msg, errno_name(e.errno)),
                     errno: e.errno,
+                    detail: e.detail,
                 },
             })?;
             for (h, start, len) in std::mem::take(&mut ctx.areas) {
@@ -325,6 +326,45 @@ impl Table {
     }
 }
 
+/// The kernel's `%pe` rendering of an errno.
+pub fn errno_name(e: i32) -> String {
+    let name = match e {
+        libc::EINVAL => "EINVAL",
+        libc::ENXIO => "ENXIO",
+        libc::ENODEV => "ENODEV",
+        libc::ENOENT => "ENOENT",
+        libc::ENOMEM => "ENOMEM",
+        libc::EBUSY => "EBUSY",
+        libc::EIO => "EIO",
+        libc::EOVERFLOW => "EOVERFLOW",
+        libc::EACCES => "EACCES",
+        libc::EPERM => "EPERM",
+        libc::EROFS => "EROFS",
+        libc::ENOTBLK => "ENOTBLK",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        _ => return format!("{}", -e),
+    };
+    format!("-{name}")
+}
+
+/// How the kernel names a device in its messages (`%pg`): `vda`, `loop0`, `dm-3`; image
+/// files by their path.
+fn kname(h: &DevHandle) -> String {
+    match &h.id {
+        udm_io::DevId::Path(p) => p.clone(),
+        udm_io::DevId::Num(ma, mi) if *ma == crate::DM_MAJOR => format!("dm-{mi}"),
+        udm_io::DevId::Num(ma, mi) => {
+            std::fs::read_to_string(format!("/sys/dev/block/{ma}:{mi}/uevent"))
+                .ok()
+                .and_then(|u| {
+                    u.lines()
+                        .find_map(|l| l.strip_prefix("DEVNAME=").map(str::to_string))
+                })
+                .unwrap_or_else(|| format!("{ma}:{mi}"))
+        }
+    }
+}
+
 fn check_area(line: usize, h: &DevHandle, start: Sectors, len: Sectors) -> Result<(), DmError> {
     let size = h.dev.size();
     let lbs = h.dev.limits().logical_block_size as u64 / 512;
@@ -334,7 +374,10 @@ fn check_area(line: usize, h: &DevHandle, start: Sectors, len: Sectors) -> Resul
             line,
             format!(
                 "{} too small for target: start={}, len={}, dev_size={}",
-                h.id, start, len, size
+                kname(h),
+                start,
+                len,
+                size
             ),
         ));
     }

@@ -29,10 +29,13 @@ pub enum StatusType {
 
 /// A constructor or message failure: the kernel's `ti->error` text and an errno.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{msg}")]
+#[error("{msg}{}", .detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
 pub struct TargetError {
     pub msg: String,
     pub errno: i32,
+    /// What the kernel would not say but a user needs (which file, why), shown after the
+    /// kernel-style message.
+    pub detail: Option<String>,
 }
 
 impl TargetError {
@@ -40,13 +43,20 @@ impl TargetError {
         TargetError {
             msg: msg.into(),
             errno: libc::EINVAL,
+            detail: None,
         }
     }
     pub fn with_errno(errno: i32, msg: impl Into<String>) -> TargetError {
         TargetError {
             msg: msg.into(),
             errno,
+            detail: None,
         }
+    }
+    /// Add detail for the user.
+    pub fn with_detail(mut self, d: impl Into<String>) -> TargetError {
+        self.detail = Some(d.into());
+        self
     }
 }
 

@@ -10,7 +10,7 @@ impl TargetType for ErrorType {
         "error"
     }
     fn version(&self) -> [u32; 3] {
-        [1, 6, 0]
+        [1, 5, 0]
     }
     fn construct(
         &self,

@@ -11,11 +11,12 @@ use udm_core::TargetTypes;
 /// Register every built-in target. Registration order is the reverse of `dmsetup targets`
 /// order (the kernel lists the most recently registered first).
 pub fn register_builtin(types: &TargetTypes) {
-    // Module targets first (they print first), then the core ones, as a fresh kernel lists them.
-    types.register(Arc::new(zero::ZeroType));
-    types.register(Arc::new(striped::StripedType));
-    types.register(Arc::new(linear::LinearType));
+    // The kernel registers error, linear, striped at init, then module targets as they load;
+    // `dmsetup targets` on 6.1 with dm-zero loaded prints zero, striped, linear, error.
     types.register(Arc::new(error::ErrorType));
+    types.register(Arc::new(linear::LinearType));
+    types.register(Arc::new(striped::StripedType));
+    types.register(Arc::new(zero::ZeroType));
 }
 
 /// A `TargetTypes` with every built-in target registered.

@@ -11,7 +11,7 @@ impl TargetType for ZeroType {
         "zero"
     }
     fn version(&self) -> [u32; 3] {
-        [1, 2, 0]
+        [1, 1, 0]
     }
     fn construct(
         &self,

@@ -23,9 +23,17 @@ fn each_rule_names_its_line() {
     let a = a.display();
     let reg = registry();
     let cases: Vec<(String, usize, &str)> = vec![
-        ("8 8 zero".into(), 1, "Gap in table"),
-        ("0 8 zero\n9 8 zero".into(), 2, "Gap in table"),
-        ("0 8 zero\n8 8 zero\n8 8 zero".into(), 3, "Gap in table"),
+        ("8 8 zero".into(), 1, "zero: Gap in table (-EINVAL)"),
+        (
+            "0 8 zero\n9 8 zero".into(),
+            2,
+            "zero: Gap in table (-EINVAL)",
+        ),
+        (
+            "0 8 zero\n8 8 zero\n8 8 zero".into(),
+            3,
+            "zero: Gap in table (-EINVAL)",
+        ),
         ("0 8 zero\n8 0 zero".into(), 2, "zero-length target"),
         (
             "0 8 zero\n8 8 frobnicate".into(),
