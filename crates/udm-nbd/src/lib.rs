@@ -13,7 +13,7 @@ mod server;
 mod sock;
 mod transmission;
 
-pub use client::{ExportInfo, NbdAddr, NbdClient, NbdError};
+pub use client::{Cmd, ExportInfo, NbdAddr, NbdClient, NbdError};
 pub use server::{NbdServer, ServerHandle};
 
 use std::sync::Arc;

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 /// A client must finish option haggling within this long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections beyond this many are closed at once (each costs two threads).
+const MAX_CONNECTIONS: usize = 1024;
 /// How long shutdown lets connections finish their in-flight replies before it closes
 /// their sockets outright.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -250,6 +252,10 @@ fn spawn_conn(shared: &Arc<Shared>, sock: Sock) {
     let id = {
         let mut c = shared.conns.lock();
         if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        if c.socks.len() >= MAX_CONNECTIONS {
+            tracing::warn!("nbd: too many connections; refusing {}", sock.peer());
             return;
         }
         c.next += 1;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use udm_io::{sync, FileDevice, MemDevice, PatternDevice, Sectors};
 use udm_nbd::proto::{self, STATE_HOLE, STATE_ZERO};
-use udm_nbd::{NbdAddr, NbdClient, NbdError};
+use udm_nbd::{Cmd, NbdAddr, NbdClient, NbdError};
 
 fn errno(r: Result<(), NbdError>) -> i32 {
     match r {
@@ -355,4 +355,105 @@ pub fn wait_for(mut f: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+#[test]
+fn submit_pipelines_many_requests() {
+    let (s, mem, _) = serve_standard();
+    let c = NbdClient::connect_unix(&s.sock, "mem").unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for i in 0..256u64 {
+        let data = noise(4096, i);
+        let tx = tx.clone();
+        c.submit(
+            Cmd::Write {
+                offset: i * 4096,
+                data: &data,
+                fua: false,
+            },
+            move |r| tx.send(r.map(|v| v.len())).unwrap(),
+        );
+    }
+    for _ in 0..256 {
+        assert_eq!(rx.recv_timeout(Duration::from_secs(3)).unwrap().unwrap(), 0);
+    }
+    let tx2 = tx.clone();
+    c.submit(Cmd::Flush, move |r| tx2.send(r.map(|v| v.len())).unwrap());
+    assert_eq!(rx.recv_timeout(Duration::from_secs(3)).unwrap().unwrap(), 0);
+    let (dtx, drx) = crossbeam_channel::unbounded();
+    for i in 0..256u64 {
+        let dtx = dtx.clone();
+        c.submit(
+            Cmd::Read {
+                offset: i * 4096,
+                len: 4096,
+            },
+            move |r| dtx.send((i, r)).unwrap(),
+        );
+    }
+    for _ in 0..256 {
+        let (i, r) = drx.recv_timeout(Duration::from_secs(3)).unwrap();
+        assert_eq!(r.unwrap(), noise(4096, i));
+    }
+    assert_eq!(&mem.snapshot()[4096..8192], &noise(4096, 1)[..]);
+    let (etx, erx) = crossbeam_channel::unbounded();
+    c.submit(
+        Cmd::Read {
+            offset: 4 << 20,
+            len: 512,
+        },
+        move |r| etx.send(r).unwrap(),
+    );
+    assert_eq!(
+        erx.recv_timeout(Duration::from_secs(3))
+            .unwrap()
+            .unwrap_err()
+            .errno(),
+        libc::EINVAL
+    );
+    c.submit(
+        Cmd::Trim {
+            offset: 0,
+            len: 4096,
+            fua: false,
+        },
+        |r| assert!(r.is_ok()),
+    );
+    c.submit(
+        Cmd::WriteZeroes {
+            offset: 0,
+            len: 4096,
+            no_hole: true,
+            fua: true,
+        },
+        |r| assert!(r.is_ok()),
+    );
+    // In-flight callbacks still get answers on disconnect.
+    let (ftx, frx) = crossbeam_channel::unbounded();
+    for i in 0..32u64 {
+        let ftx = ftx.clone();
+        c.submit(
+            Cmd::Read {
+                offset: i * 4096,
+                len: 4096,
+            },
+            move |r| ftx.send(r.is_ok()).unwrap(),
+        );
+    }
+    c.disconnect().unwrap();
+    drop(ftx);
+    let answered: Vec<bool> = frx.iter().collect();
+    assert_eq!(answered.len(), 32);
+    assert!(answered.iter().all(|&ok| ok));
+}
+
+#[test]
+fn submit_after_server_gone_fails_fast() {
+    let (s, _, _) = serve_standard();
+    let c = NbdClient::connect_unix(&s.sock, "mem").unwrap();
+    s.handle.shutdown();
+    wait_for(|| c.flush().is_err());
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    c.submit(Cmd::Flush, move |r| tx.send(r.is_err()).unwrap());
+    assert!(rx.recv_timeout(Duration::from_secs(1)).unwrap());
 }
