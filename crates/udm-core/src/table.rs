@@ -365,6 +365,17 @@ fn kname(h: &DevHandle) -> String {
     }
 }
 
+/// Find the /dev node with this device number (when sysfs is not mounted).
+fn dev_node_name(ma: u32, mi: u32) -> Option<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    std::fs::read_dir("/dev").ok()?.flatten().find_map(|e| {
+        let m = e.metadata().ok()?;
+        let r = m.rdev();
+        (m.file_type().is_block_device() && libc::major(r) == ma && libc::minor(r) == mi)
+            .then(|| e.file_name().to_string_lossy().into_owned())
+    })
+}
+
 fn check_area(line: usize, h: &DevHandle, start: Sectors, len: Sectors) -> Result<(), DmError> {
     let size = h.dev.size();
     let lbs = h.dev.limits().logical_block_size as u64 / 512;
@@ -388,7 +399,7 @@ fn check_area(line: usize, h: &DevHandle, start: Sectors, len: Sectors) -> Resul
                 "start={} not aligned to h/w logical block size {} of {}",
                 start,
                 lbs * 512,
-                h.id
+                kname(h)
             ),
         ));
     }
@@ -399,7 +410,7 @@ fn check_area(line: usize, h: &DevHandle, start: Sectors, len: Sectors) -> Resul
                 "len={} not aligned to h/w logical block size {} of {}",
                 len,
                 lbs * 512,
-                h.id
+                kname(h)
             ),
         ));
     }
