@@ -360,6 +360,7 @@ fn kname(h: &DevHandle) -> String {
                     u.lines()
                         .find_map(|l| l.strip_prefix("DEVNAME=").map(str::to_string))
                 })
+                .or_else(|| dev_node_name(*ma, *mi))
                 .unwrap_or_else(|| format!("{ma}:{mi}"))
         }
     }
