@@ -457,3 +457,46 @@ fn submit_after_server_gone_fails_fast() {
     c.submit(Cmd::Flush, move |r| tx.send(r.is_err()).unwrap());
     assert!(rx.recv_timeout(Duration::from_secs(1)).unwrap());
 }
+
+#[test]
+fn callbacks_may_submit_more_requests() {
+    let (s, _, _) = serve_standard();
+    let c = Arc::new(NbdClient::connect_unix(&s.sock, "mem").unwrap());
+    let (tx, rx) = crossbeam_channel::unbounded();
+    // Each completed write submits a read of what it wrote: a chain 64 deep per seed.
+    fn step(c: Arc<NbdClient>, i: u64, tx: crossbeam_channel::Sender<bool>) {
+        let data = noise(4096, i);
+        let c2 = c.clone();
+        c.submit(
+            Cmd::Write {
+                offset: (i % 512) * 4096,
+                data: &data,
+                fua: false,
+            },
+            move |r| {
+                assert!(r.is_ok());
+                let c3 = c2.clone();
+                c2.submit(
+                    Cmd::Read {
+                        offset: (i % 512) * 4096,
+                        len: 4096,
+                    },
+                    move |r| {
+                        let ok = r.map(|d| d == noise(4096, i)).unwrap_or(false);
+                        if i % 64 == 63 || !ok {
+                            tx.send(ok).unwrap();
+                        } else {
+                            step(c3, i + 1, tx);
+                        }
+                    },
+                );
+            },
+        );
+    }
+    for seed in 0..8u64 {
+        step(c.clone(), seed * 64, tx.clone());
+    }
+    for _ in 0..8 {
+        assert!(rx.recv_timeout(Duration::from_secs(4)).unwrap());
+    }
+}

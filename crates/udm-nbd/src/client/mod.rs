@@ -8,7 +8,7 @@ mod wire;
 
 use crate::proto::*;
 use crate::sock::Sock;
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 use replies::{Done, Kind, Slot};
 use std::collections::HashMap;
@@ -183,7 +183,12 @@ struct Inner {
     ctl: Sock,
     pending: Mutex<Pending>,
     next: AtomicU64,
+    /// Runs `submit` callbacks off the reader thread, so they may submit more requests
+    /// without stalling the replies those requests need.
+    completer: Sender<Job>,
 }
+
+type Job = Box<dyn FnOnce() + Send>;
 
 /// A connection to one export.
 pub struct NbdClient {
@@ -213,6 +218,15 @@ impl NbdClient {
         let mut w = sock;
         let no_zeroes = hello(&mut r, &mut w)?;
         let info = go(&mut r, &mut w, export, no_zeroes)?;
+        let (completer, jobs) = unbounded::<Job>();
+        std::thread::Builder::new()
+            .name("nbd-client-done".into())
+            .spawn(move || {
+                // Ends when the client and every pending request are gone.
+                for job in jobs {
+                    job();
+                }
+            })?;
         let inner = Arc::new(Inner {
             ctl: w.try_clone()?,
             writer: Mutex::new(w),
@@ -221,6 +235,7 @@ impl NbdClient {
                 dead: false,
             }),
             next: AtomicU64::new(1),
+            completer,
         });
         let ri = inner.clone();
         let structured = info.structured;
@@ -287,19 +302,25 @@ impl NbdClient {
     }
 
     /// Start one request; `done` gets the data for a read and an empty vector otherwise.
-    /// `done` runs on the client's reader thread (or inline if the request cannot be
-    /// sent), so it must not wait for another request on this client. A write's payload is
-    /// sent before `submit` returns. Lengths are not split: keep them within
-    /// `info().max_block`.
+    /// `done` runs on the client's completion thread (inline when the connection is already
+    /// gone): it may `submit` more requests but must not wait for one (a blocking call on
+    /// this client would deadlock). A write's payload is sent before `submit` returns.
+    /// Lengths are not split: keep them within `info().max_block`.
     pub fn submit<F>(&self, cmd: Cmd<'_>, done: F)
     where
         F: FnOnce(Result<Vec<u8>, NbdError>) + Send + 'static,
     {
+        let completer = self.inner.completer.clone();
         let done: Done = Box::new(move |res| {
-            done(res.map(|k| match k {
+            let res = res.map(|k| match k {
                 Kind::Read { buf, .. } => buf,
                 _ => Vec::new(),
-            }))
+            });
+            let job: Job = Box::new(move || done(res));
+            // The completion thread outlives every sender; should it be gone, run here.
+            if let Err(e) = completer.send(job) {
+                (e.0)();
+            }
         });
         let (code, flags, offset, len, payload, kind) = match cmd {
             Cmd::Read { offset, len } => (
@@ -528,7 +549,10 @@ impl NbdClient {
         if let Err(RecvTimeoutError::Timeout) = self.reader_gone.recv_timeout(CLOSE_TIMEOUT) {
             let _ = self.inner.ctl.shutdown(Shutdown::Both);
         }
-        let _ = reader.join();
+        // The last reference may be dropped by a callback on the reader thread itself.
+        if reader.thread().id() != std::thread::current().id() {
+            let _ = reader.join();
+        }
         res.map_err(NbdError::from)
     }
 }
