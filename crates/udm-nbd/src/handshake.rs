@@ -160,7 +160,9 @@ fn option<W: Write>(
                 reply_err(w, opt, REP_ERR_INVALID, "NBD_OPT_LIST takes no data")?;
                 return Ok(None);
             }
-            for name in st.exports.list() {
+            let mut names = st.exports.list();
+            names.sort();
+            for name in names {
                 let mut v = Vec::with_capacity(4 + name.len());
                 v.extend_from_slice(&(name.len() as u32).to_be_bytes());
                 v.extend_from_slice(name.as_bytes());

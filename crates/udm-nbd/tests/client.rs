@@ -500,3 +500,37 @@ fn callbacks_may_submit_more_requests() {
         assert!(rx.recv_timeout(Duration::from_secs(4)).unwrap());
     }
 }
+
+/// A RAM disk advertising 4 KiB logical blocks.
+struct FourK(MemDevice);
+
+impl udm_io::BlockDevice for FourK {
+    fn submit(&self, bio: udm_io::Bio) {
+        self.0.submit(bio)
+    }
+    fn size(&self) -> Sectors {
+        self.0.size()
+    }
+    fn id(&self) -> udm_io::DevId {
+        self.0.id()
+    }
+    fn limits(&self) -> udm_io::Limits {
+        udm_io::Limits { logical_block_size: 4096, physical_block_size: 4096, io_min: 4096 }
+    }
+}
+
+#[test]
+fn four_k_logical_blocks_are_enforced() {
+    let s = serve();
+    s.add("4k", Arc::new(FourK(MemDevice::new("4k", Sectors(256)))), false);
+    let c = NbdClient::connect_unix(&s.sock, "4k").unwrap();
+    assert_eq!((c.info().min_block, c.info().preferred_block), (4096, 4096));
+    let mut buf = vec![0; 4096];
+    c.read(4096, &mut buf).unwrap();
+    c.write(8192, &[1; 4096], false).unwrap();
+    assert_eq!(errno(c.read(512, &mut buf)), libc::EINVAL);
+    assert_eq!(errno(c.write(0, &[1; 512], false)), libc::EINVAL);
+    assert_eq!(errno(c.trim(4096, 512, false)), libc::EINVAL);
+    assert_eq!(c.block_status(0, 4096).unwrap(), vec![(4096, 0)]);
+    c.trim(4096, 4096, false).unwrap();
+}
