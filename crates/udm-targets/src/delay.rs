@@ -52,7 +52,8 @@ impl FromStr for DelayParams {
         }
         let mut classes = Vec::new();
         for t in args.chunks(3) {
-            let offset = scan_u64(&t[1]).ok_or_else(|| TargetError::invalid("Invalid device sector"))?;
+            let offset =
+                scan_u64(&t[1]).ok_or_else(|| TargetError::invalid("Invalid device sector"))?;
             let delay_ms = scan_u32(&t[2]).ok_or_else(|| TargetError::invalid("Invalid delay"))?;
             classes.push(DelayClassParams {
                 dev: t[0].clone(),
@@ -138,7 +139,9 @@ impl TargetType for DelayType {
         std::thread::Builder::new()
             .name("udm-delay".into())
             .spawn(move || th.run_timer())
-            .map_err(|e| TargetError::with_errno(libc::ENOMEM, format!("Couldn't start kdelayd: {e}")))?;
+            .map_err(|e| {
+                TargetError::with_errno(libc::ENOMEM, format!("Couldn't start kdelayd: {e}"))
+            })?;
         Ok(Box::new(Delay {
             inner,
             nclasses: p.classes.len(),

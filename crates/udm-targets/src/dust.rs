@@ -145,7 +145,9 @@ impl Dust {
         drop(st);
         self.log(
             q,
-            format!("dust_add_block: badblock added at block {block} with write fail count {wr_fail}"),
+            format!(
+                "dust_add_block: badblock added at block {block} with write fail count {wr_fail}"
+            ),
         );
         Ok(None)
     }
@@ -179,7 +181,10 @@ impl Target for Dust {
                 st.bad.remove(&block);
                 let q = !st.quiet;
                 drop(st);
-                self.log(q, format!("block {block} removed from badblocklist by write"));
+                self.log(
+                    q,
+                    format!("block {block} removed from badblocklist by write"),
+                );
             }
             None => {}
         }
@@ -214,7 +219,10 @@ impl Target for Dust {
     }
 
     fn message(&self, argv: &[String]) -> Result<Option<String>, TargetError> {
-        let cmd = argv.first().map(|s| s.to_ascii_lowercase()).unwrap_or_default();
+        let cmd = argv
+            .first()
+            .map(|s| s.to_ascii_lowercase())
+            .unwrap_or_default();
         match argv.len() {
             1 => match cmd.as_str() {
                 "addbadblock" | "removebadblock" | "queryblock" => Err(einval(format!(
@@ -255,7 +263,10 @@ impl Target for Dust {
                     }
                     Ok(Some(st.bad.keys().map(|b| format!("{b}\n")).collect()))
                 }
-                _ => Err(einval(format!("unrecognized message '{}' received", argv[0]))),
+                _ => Err(einval(format!(
+                    "unrecognized message '{}' received",
+                    argv[0]
+                ))),
             },
             2 => {
                 let block = self.block_arg(&argv[1])?;
@@ -270,7 +281,10 @@ impl Target for Dust {
                         }
                         let q = !st.quiet;
                         drop(st);
-                        self.log(q, format!("dust_remove_block: badblock removed at block {block}"));
+                        self.log(
+                            q,
+                            format!("dust_remove_block: badblock removed at block {block}"),
+                        );
                         Ok(None)
                     }
                     "queryblock" => {
@@ -280,7 +294,10 @@ impl Target for Dust {
                             if found { "" } else { "not " }
                         )))
                     }
-                    _ => Err(einval(format!("unrecognized message '{}' received", argv[0]))),
+                    _ => Err(einval(format!(
+                        "unrecognized message '{}' received",
+                        argv[0]
+                    ))),
                 }
             }
             3 => {
@@ -296,7 +313,10 @@ impl Target for Dust {
                 if cmd == "addbadblock" {
                     self.add(block, cnt as u8)
                 } else {
-                    Err(einval(format!("unrecognized message '{}' received", argv[0])))
+                    Err(einval(format!(
+                        "unrecognized message '{}' received",
+                        argv[0]
+                    )))
                 }
             }
             n => Err(einval(format!("invalid number of arguments '{n}'"))),

@@ -132,7 +132,9 @@ fn parse_features(a: &mut ArgSet<'_>) -> Result<FlakeyFeatures, TargetError> {
                     return Err(inval("Feature drop_writes duplicated"));
                 }
                 if f.error_writes {
-                    return Err(inval("Feature drop_writes conflicts with feature error_writes"));
+                    return Err(inval(
+                        "Feature drop_writes conflicts with feature error_writes",
+                    ));
                 }
             }
             "error_writes" => {
@@ -140,7 +142,9 @@ fn parse_features(a: &mut ArgSet<'_>) -> Result<FlakeyFeatures, TargetError> {
                     return Err(inval("Feature error_writes duplicated"));
                 }
                 if f.drop_writes {
-                    return Err(inval("Feature error_writes conflicts with feature drop_writes"));
+                    return Err(inval(
+                        "Feature error_writes conflicts with feature drop_writes",
+                    ));
                 }
             }
             "corrupt_bio_byte" => {
@@ -193,13 +197,17 @@ fn parse_features(a: &mut ArgSet<'_>) -> Result<FlakeyFeatures, TargetError> {
         return Err(inval("drop_writes is incompatible with random_write_corrupt or corrupt_bio_byte with the WRITE flag set"));
     }
     if f.drop_writes && cw {
-        return Err(inval("drop_writes is incompatible with corrupt_bio_byte with the WRITE flag set"));
+        return Err(inval(
+            "drop_writes is incompatible with corrupt_bio_byte with the WRITE flag set",
+        ));
     }
     if f.error_writes && f.random_write_corrupt > 0 {
         return Err(inval("error_writes is incompatible with random_write_corrupt or corrupt_bio_byte with the WRITE flag set"));
     }
     if f.error_writes && cw {
-        return Err(inval("error_writes is incompatible with corrupt_bio_byte with the WRITE flag set"));
+        return Err(inval(
+            "error_writes is incompatible with corrupt_bio_byte with the WRITE flag set",
+        ));
     }
     if f.error_reads && (cr || f.random_read_corrupt > 0) {
         return Err(inval("error_reads is incompatible with random_read_corrupt or corrupt_bio_byte with the READ flag set"));
@@ -505,15 +513,20 @@ mod tests {
     fn table_round_trips_in_kernel_order() {
         let t = p("/d 0 5 1 7 corrupt_bio_byte 32 W 1 0 error_writes error_reads").unwrap_err();
         assert!(t.msg.contains("error_writes is incompatible"), "{t}");
-        let t = p("/d 8 5 1 3 error_writes error_reads random_read_corrupt 1000").unwrap_err();
+        let t = p("/d 8 5 1 4 error_writes error_reads random_read_corrupt 1000").unwrap_err();
         assert!(t.msg.contains("error_reads is incompatible"));
-        let t = p("/d 8 5 1 6 random_read_corrupt 1000 drop_writes corrupt_bio_byte").unwrap_err();
+        let t = p("/d 8 5 1 4 random_read_corrupt 1000 drop_writes corrupt_bio_byte").unwrap_err();
         assert_eq!(t.msg, "Feature corrupt_bio_byte requires parameters");
         let ok = p("/d 8 5 1 3 drop_writes random_read_corrupt 1000").unwrap();
-        assert_eq!(ok.to_string(), "/d 8 5 1 3 drop_writes random_read_corrupt 1000 ");
+        assert_eq!(
+            ok.to_string(),
+            "/d 8 5 1 3 drop_writes random_read_corrupt 1000 "
+        );
         assert_eq!(p("/d 0 1 1").unwrap().to_string(), "/d 0 1 1 0 ");
         assert_eq!(
-            p("/d 0 1 1 5 corrupt_bio_byte 1 r 255 0").unwrap().to_string(),
+            p("/d 0 1 1 5 corrupt_bio_byte 1 r 255 0")
+                .unwrap()
+                .to_string(),
             "/d 0 1 1 5 corrupt_bio_byte 1 r 255 0 "
         );
     }
@@ -522,11 +535,20 @@ mod tests {
     fn constructor_errors() {
         assert_eq!(p("/d 0 1").unwrap_err().msg, "Invalid argument count");
         assert_eq!(p("/d x 1 1").unwrap_err().msg, "Invalid device sector");
-        assert_eq!(p("/d 0 0 0").unwrap_err().msg, "Total (up + down) interval is zero");
+        assert_eq!(
+            p("/d 0 0 0").unwrap_err().msg,
+            "Total (up + down) interval is zero"
+        );
         assert_eq!(p("/d 0 4294967295 1").unwrap_err().msg, "Interval overflow");
         assert_eq!(p("/d 0 1 x").unwrap_err().msg, "Invalid up interval");
-        assert_eq!(p("/d 0 1 1 2 drop_writes").unwrap_err().msg, "Invalid number of feature args");
-        assert_eq!(p("/d 0 1 1 1 bogus").unwrap_err().msg, "Unrecognised flakey feature requested");
+        assert_eq!(
+            p("/d 0 1 1 2 drop_writes").unwrap_err().msg,
+            "Invalid number of feature args"
+        );
+        assert_eq!(
+            p("/d 0 1 1 1 bogus").unwrap_err().msg,
+            "Unrecognised flakey feature requested"
+        );
         assert_eq!(
             p("/d 0 1 1 2 drop_writes error_writes").unwrap_err().msg,
             "Feature error_writes conflicts with feature drop_writes"

@@ -75,9 +75,7 @@ impl<'a> ArgSet<'a> {
     fn validate(&mut self, a: &DmArg, grouped: bool) -> Result<u32, TargetError> {
         let v = self.shift().and_then(scan_u32);
         match v {
-            Some(v) if v >= a.min && v <= a.max && (!grouped || self.argc() >= v as usize) => {
-                Ok(v)
-            }
+            Some(v) if v >= a.min && v <= a.max && (!grouped || self.argc() >= v as usize) => Ok(v),
             _ => Err(TargetError::invalid(a.error)),
         }
     }

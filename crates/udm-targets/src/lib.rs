@@ -1,8 +1,16 @@
 //! udm-targets: the device-mapper targets, one module per target, and `register_builtin`.
 
+pub mod delay;
+pub mod dust;
+pub mod ebs;
 pub mod error;
+pub mod flakey;
+pub mod kscan;
 pub mod linear;
+pub mod log_writes;
 pub mod striped;
+pub mod switch;
+pub mod unstriped;
 pub mod zero;
 
 use std::sync::Arc;
@@ -17,6 +25,14 @@ pub fn register_builtin(types: &TargetTypes) {
     types.register(Arc::new(linear::LinearType));
     types.register(Arc::new(striped::StripedType));
     types.register(Arc::new(zero::ZeroType));
+    // Fault-injection and test targets (modules in the kernel), newest first when listed.
+    types.register(Arc::new(unstriped::UnstripedType));
+    types.register(Arc::new(switch::SwitchType));
+    types.register(Arc::new(ebs::EbsType));
+    types.register(Arc::new(dust::DustType));
+    types.register(Arc::new(log_writes::LogWritesType));
+    types.register(Arc::new(flakey::FlakeyType::new()));
+    types.register(Arc::new(delay::DelayType::new()));
 }
 
 /// A `TargetTypes` with every built-in target registered.

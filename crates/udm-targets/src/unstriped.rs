@@ -39,8 +39,8 @@ impl FromStr for UnstripedParams {
                 "Please provide stripe between [0, # of stripes]",
             ));
         }
-        let offset = scan_u64(&a[4])
-            .ok_or_else(|| TargetError::invalid("Invalid striped device offset"))?;
+        let offset =
+            scan_u64(&a[4]).ok_or_else(|| TargetError::invalid("Invalid striped device offset"))?;
         Ok(UnstripedParams {
             stripes,
             chunk,
@@ -86,8 +86,9 @@ impl TargetType for UnstripedType {
         let p: UnstripedParams = args.join(" ").parse()?;
         let dev = ctx
             .get_device_area(&p.dev, p.offset, ctx.len)
-            .map_err(|e| {
-                TargetError::with_errno(e.errno, format!("Couldn't get striped device ({})", e.msg))
+            .map_err(|e| TargetError {
+                msg: "Couldn't get striped device".into(),
+                ..e
             })?;
         if !ctx.len.0.is_multiple_of(p.chunk as u64) {
             return Err(TargetError::invalid(
@@ -142,8 +143,11 @@ mod tests {
                 for idx in 0..stripes {
                     for s in 0..64u64 {
                         let dev = map_sector(s, stripes, chunk, idx);
-                        let (i, on) =
-                            striped::map_sector(Sectors(dev), stripes as u64, Sectors(chunk as u64));
+                        let (i, on) = striped::map_sector(
+                            Sectors(dev),
+                            stripes as u64,
+                            Sectors(chunk as u64),
+                        );
                         assert_eq!(i as u32, idx);
                         assert_eq!(on.0, s);
                     }
@@ -159,7 +163,10 @@ mod tests {
         assert_eq!(e("0 8 0 /d 0"), "Invalid stripe count");
         assert_eq!(e("2 0 0 /d 0"), "Invalid chunk_size");
         assert_eq!(e("2 8 x /d 0"), "Invalid stripe number");
-        assert_eq!(e("2 8 3 /d 0"), "Please provide stripe between [0, # of stripes]");
+        assert_eq!(
+            e("2 8 3 /d 0"),
+            "Please provide stripe between [0, # of stripes]"
+        );
         assert_eq!(e("2 8 1 /d -1"), "Invalid striped device offset");
         assert!("2 8 2 /d 0".parse::<UnstripedParams>().is_ok());
     }
