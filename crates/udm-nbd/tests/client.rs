@@ -292,7 +292,8 @@ fn nbdkit(args: &[&str]) -> Nbdkit {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn nbdkit");
-    wait_for(|| sock.exists());
+    // The socket file appears at bind(), a moment before nbdkit listens.
+    wait_for(|| std::os::unix::net::UnixStream::connect(&sock).is_ok());
     Nbdkit {
         child,
         _dir: dir,
@@ -515,14 +516,22 @@ impl udm_io::BlockDevice for FourK {
         self.0.id()
     }
     fn limits(&self) -> udm_io::Limits {
-        udm_io::Limits { logical_block_size: 4096, physical_block_size: 4096, io_min: 4096 }
+        udm_io::Limits {
+            logical_block_size: 4096,
+            physical_block_size: 4096,
+            io_min: 4096,
+        }
     }
 }
 
 #[test]
 fn four_k_logical_blocks_are_enforced() {
     let s = serve();
-    s.add("4k", Arc::new(FourK(MemDevice::new("4k", Sectors(256)))), false);
+    s.add(
+        "4k",
+        Arc::new(FourK(MemDevice::new("4k", Sectors(256)))),
+        false,
+    );
     let c = NbdClient::connect_unix(&s.sock, "4k").unwrap();
     assert_eq!((c.info().min_block, c.info().preferred_block), (4096, 4096));
     let mut buf = vec![0; 4096];
