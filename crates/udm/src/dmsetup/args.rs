@@ -1,0 +1,466 @@
+//! Command-line switches: a GNU `getopt_long` work-alike (permutation, `--opt=value`, bundled
+//! short options, unique-prefix long options, glibc's exact error texts) over dmsetup's options.
+
+use std::collections::HashMap;
+
+/// Every dmsetup switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum O {
+    AddNodeOnCreate,
+    AddNodeOnResume,
+    Alias,
+    AllDevices,
+    AllPrograms,
+    AllRegions,
+    Area,
+    Areas,
+    AreaSize,
+    Bounds,
+    Checks,
+    Clear,
+    Columns,
+    Concise,
+    Count,
+    Deferred,
+    Exec,
+    Filemap,
+    Follow,
+    Force,
+    Foreground,
+    Gid,
+    Group,
+    GroupId,
+    Help,
+    Histogram,
+    Inactive,
+    Interval,
+    Length,
+    Major,
+    MangleName,
+    Minor,
+    Mode,
+    NamePrefixes,
+    NoFlush,
+    NoGroup,
+    NoHeadings,
+    NoLockfs,
+    NoMonitor,
+    NoOpenCount,
+    NoSuffix,
+    NoTable,
+    NoTimeSuffix,
+    NoUdevRules,
+    NoUdevSync,
+    Options,
+    Precise,
+    ProgramId,
+    Raw,
+    ReadAhead,
+    ReadOnly,
+    Region,
+    RegionId,
+    Regions,
+    Relative,
+    Retry,
+    Rows,
+    Segments,
+    Select,
+    Separator,
+    SetUuid,
+    ShowKeys,
+    Sort,
+    Start,
+    Table,
+    Target,
+    Tree,
+    UdevCookie,
+    Uid,
+    Unbuffered,
+    Units,
+    Unquoted,
+    UserData,
+    Uuid,
+    Verbose,
+    VerifyUdev,
+    Version,
+    Yes,
+}
+
+/// Long options in the order of the Debian 1.02.185 binary's table (glibc lists ambiguous
+/// candidates in table order, so the order is visible in error messages).
+const LONG: &[(&str, bool, O)] = &[
+    ("alias", true, O::Alias),
+    ("alldevices", false, O::AllDevices),
+    ("allprograms", false, O::AllPrograms),
+    ("allregions", false, O::AllRegions),
+    ("area", false, O::Area),
+    ("areas", true, O::Areas),
+    ("areasize", true, O::AreaSize),
+    ("addnodeonresume", false, O::AddNodeOnResume),
+    ("addnodeoncreate", false, O::AddNodeOnCreate),
+    ("bounds", true, O::Bounds),
+    ("checks", false, O::Checks),
+    ("clear", false, O::Clear),
+    ("columns", false, O::Columns),
+    ("concise", false, O::Concise),
+    ("count", true, O::Count),
+    ("deferred", false, O::Deferred),
+    ("exec", true, O::Exec),
+    ("filemap", false, O::Filemap),
+    ("follow", true, O::Follow),
+    ("force", false, O::Force),
+    ("foreground", false, O::Foreground),
+    ("gid", true, O::Gid),
+    ("group", false, O::Group),
+    ("groupid", true, O::GroupId),
+    ("help", false, O::Help),
+    ("histogram", false, O::Histogram),
+    ("inactive", false, O::Inactive),
+    ("interval", true, O::Interval),
+    ("length", true, O::Length),
+    ("manglename", true, O::MangleName),
+    ("major", true, O::Major),
+    ("minor", true, O::Minor),
+    ("mode", true, O::Mode),
+    ("nameprefixes", false, O::NamePrefixes),
+    ("nogroup", false, O::NoGroup),
+    ("noflush", false, O::NoFlush),
+    ("noheadings", false, O::NoHeadings),
+    ("nolockfs", false, O::NoLockfs),
+    ("noopencount", false, O::NoOpenCount),
+    ("nosuffix", false, O::NoSuffix),
+    ("notable", false, O::NoTable),
+    ("notimesuffix", false, O::NoTimeSuffix),
+    ("nomonitor", false, O::NoMonitor),
+    ("noudevrules", false, O::NoUdevRules),
+    ("noudevsync", false, O::NoUdevSync),
+    ("options", true, O::Options),
+    ("precise", false, O::Precise),
+    ("programid", true, O::ProgramId),
+    ("readonly", false, O::ReadOnly),
+    ("raw", false, O::Raw),
+    ("readahead", true, O::ReadAhead),
+    ("region", false, O::Region),
+    ("regions", true, O::Regions),
+    ("regionid", true, O::RegionId),
+    ("relative", false, O::Relative),
+    ("retry", false, O::Retry),
+    ("rows", false, O::Rows),
+    ("select", true, O::Select),
+    ("segments", false, O::Segments),
+    ("separator", true, O::Separator),
+    ("setuuid", false, O::SetUuid),
+    ("showkeys", false, O::ShowKeys),
+    ("sort", true, O::Sort),
+    ("start", true, O::Start),
+    ("table", true, O::Table),
+    ("target", true, O::Target),
+    ("tree", false, O::Tree),
+    ("udevcookie", true, O::UdevCookie),
+    ("uid", true, O::Uid),
+    ("units", true, O::Units),
+    ("uuid", true, O::Uuid),
+    ("unbuffered", false, O::Unbuffered),
+    ("unquoted", false, O::Unquoted),
+    ("userdata", true, O::UserData),
+    ("verbose", true, O::Verbose),
+    ("verifyudev", false, O::VerifyUdev),
+    ("version", false, O::Version),
+    ("yes", false, O::Yes),
+];
+
+/// `getopt` short option string of dmsetup: "cCfG:hj:m:M:no:O:rS:u:U:vy".
+fn short(c: char) -> Option<(bool, O)> {
+    Some(match c {
+        'c' | 'C' => (false, O::Columns),
+        'f' => (false, O::Force),
+        'G' => (true, O::Gid),
+        'h' => (false, O::Help),
+        'j' => (true, O::Major),
+        'm' => (true, O::Minor),
+        'M' => (true, O::Mode),
+        'n' => (false, O::NoTable),
+        'o' => (true, O::Options),
+        'O' => (true, O::Sort),
+        'r' => (false, O::ReadOnly),
+        'S' => (true, O::Select),
+        'u' => (true, O::Uuid),
+        'U' => (true, O::Uid),
+        'v' => (false, O::Verbose),
+        'y' => (false, O::Yes),
+        _ => return None,
+    })
+}
+
+/// Parsed switches: how often each was given and the last value of those with an argument.
+#[derive(Debug, Default, Clone)]
+pub struct Opts {
+    counts: HashMap<O, u32>,
+    values: HashMap<O, String>,
+    /// Non-option arguments, in order.
+    pub args: Vec<String>,
+}
+
+impl Opts {
+    pub fn has(&self, o: O) -> bool {
+        self.count(o) > 0
+    }
+    pub fn count(&self, o: O) -> u32 {
+        self.counts.get(&o).copied().unwrap_or(0)
+    }
+    pub fn str(&self, o: O) -> Option<&str> {
+        self.values.get(&o).map(|s| s.as_str())
+    }
+    /// `atoi` of the option's value (0 when absent).
+    pub fn int(&self, o: O) -> i32 {
+        self.str(o).map(atoi).unwrap_or(0)
+    }
+    pub fn set(&mut self, o: O, on: bool) {
+        if on {
+            *self.counts.entry(o).or_insert(0) += 1;
+        } else {
+            self.counts.remove(&o);
+        }
+    }
+    pub fn set_value(&mut self, o: O, v: &str) {
+        self.set(o, true);
+        self.values.insert(o, v.to_string());
+    }
+    fn add(&mut self, o: O, v: Option<String>) {
+        *self.counts.entry(o).or_insert(0) += 1;
+        if let Some(v) = v {
+            self.values.insert(o, v);
+        }
+    }
+}
+
+/// C `atoi`: optional leading space and sign, then digits; anything else stops the number.
+pub fn atoi(s: &str) -> i32 {
+    let t = s.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let (neg, digits) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let mut v: i64 = 0;
+    for b in digits.bytes() {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        v = (v * 10 + (b - b'0') as i64).min(i64::from(i32::MAX) + 1);
+    }
+    let v = if neg { -v } else { v };
+    v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+}
+
+/// C `strtoul(s, &end, base)` requiring the whole string to be consumed; `None` on junk,
+/// empty input or overflow. Base 0 accepts `0x` (hex) and leading-`0` (octal) forms.
+pub fn strtoul_full(s: &str, base: u32) -> Option<u64> {
+    let t = s.trim_start();
+    let (neg, t) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let (radix, digits) =
+        if (base == 0 || base == 16) && (t.starts_with("0x") || t.starts_with("0X")) && t.len() > 2
+        {
+            (16, &t[2..])
+        } else if base == 0 && t.starts_with('0') && t.len() > 1 {
+            (8, &t[1..])
+        } else if base == 0 {
+            (10, t)
+        } else {
+            (base, t)
+        };
+    if digits.is_empty() {
+        return None;
+    }
+    let v = u64::from_str_radix(digits, radix).ok()?;
+    Some(if neg { v.wrapping_neg() } else { v })
+}
+
+/// Parse `argv` (without the program name) like `getopt_long` with dmsetup's option table.
+/// On error returns the glibc diagnostic line (without the trailing newline).
+pub fn parse(prog: &str, argv: &[String]) -> Result<Opts, String> {
+    let mut o = Opts::default();
+    let mut i = 0;
+    while i < argv.len() {
+        let a = &argv[i];
+        i += 1;
+        if a == "--" {
+            o.args.extend(argv[i..].iter().cloned());
+            break;
+        }
+        if let Some(body) = a.strip_prefix("--") {
+            let (name, inline) = match body.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (body, None),
+            };
+            let (lname, has_arg, id) = match find_long(name) {
+                Ok(x) => x,
+                Err(cands) if cands.is_empty() => {
+                    return Err(format!("{prog}: unrecognized option '--{body}'"));
+                }
+                Err(cands) => {
+                    let list: Vec<String> = cands.iter().map(|c| format!(" '--{c}'")).collect();
+                    return Err(format!(
+                        "{prog}: option '--{body}' is ambiguous; possibilities:{}",
+                        list.concat()
+                    ));
+                }
+            };
+            if has_arg {
+                let v = match inline {
+                    Some(v) => v,
+                    None if i < argv.len() => {
+                        i += 1;
+                        argv[i - 1].clone()
+                    }
+                    None => return Err(format!("{prog}: option '--{lname}' requires an argument")),
+                };
+                o.add(id, Some(v));
+            } else {
+                if inline.is_some() {
+                    return Err(format!(
+                        "{prog}: option '--{lname}' doesn't allow an argument"
+                    ));
+                }
+                o.add(id, None);
+            }
+            continue;
+        }
+        if a.len() > 1 && a.starts_with('-') {
+            let chars: Vec<char> = a[1..].chars().collect();
+            let mut j = 0;
+            while j < chars.len() {
+                let c = chars[j];
+                j += 1;
+                let Some((has_arg, id)) = short(c) else {
+                    return Err(format!("{prog}: invalid option -- '{c}'"));
+                };
+                if !has_arg {
+                    o.add(id, None);
+                    continue;
+                }
+                let rest: String = chars[j..].iter().collect();
+                let v = if !rest.is_empty() {
+                    rest
+                } else if i < argv.len() {
+                    i += 1;
+                    argv[i - 1].clone()
+                } else {
+                    return Err(format!("{prog}: option requires an argument -- '{c}'"));
+                };
+                o.add(id, Some(v));
+                break;
+            }
+            continue;
+        }
+        o.args.push(a.clone());
+    }
+    Ok(o)
+}
+
+/// Exact match, else the unique prefix match; `Err(candidates)` otherwise.
+fn find_long(name: &str) -> Result<(&'static str, bool, O), Vec<&'static str>> {
+    if let Some(&(n, a, id)) = LONG.iter().find(|(n, _, _)| *n == name) {
+        return Ok((n, a, id));
+    }
+    let cands: Vec<&(&str, bool, O)> = LONG
+        .iter()
+        .filter(|(n, _, _)| n.starts_with(name))
+        .collect();
+    match cands.as_slice() {
+        [one] => Ok((one.0, one.1, one.2)),
+        _ => Err(cands.iter().map(|c| c.0).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(v: &[&str]) -> Result<Opts, String> {
+        parse(
+            "dmsetup",
+            &v.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn permutation_and_values() {
+        let o = p(&[
+            "info",
+            "-c",
+            "dev",
+            "--separator=,",
+            "-o",
+            "name",
+            "--noheadings",
+        ])
+        .unwrap();
+        assert_eq!(o.args, vec!["info", "dev"]);
+        assert!(o.has(O::Columns));
+        assert_eq!(o.str(O::Separator), Some(","));
+        assert_eq!(o.str(O::Options), Some("name"));
+        assert!(o.has(O::NoHeadings));
+    }
+
+    #[test]
+    fn bundled_short_options() {
+        let o = p(&["-cvv", "-oname", "info"]).unwrap();
+        assert_eq!(o.count(O::Verbose), 2);
+        assert!(o.has(O::Columns));
+        assert_eq!(o.str(O::Options), Some("name"));
+        let o = p(&["-vj", "253", "-m0", "info"]).unwrap();
+        assert_eq!(o.int(O::Major), 253);
+        assert_eq!(o.int(O::Minor), 0);
+    }
+
+    #[test]
+    fn prefixes_and_errors() {
+        assert!(p(&["--nohead", "ls"]).unwrap().has(O::NoHeadings));
+        assert_eq!(
+            p(&["--nou"]).unwrap_err(),
+            "dmsetup: option '--nou' is ambiguous; possibilities: '--noudevrules' '--noudevsync'"
+        );
+        assert_eq!(
+            p(&["--foo=1"]).unwrap_err(),
+            "dmsetup: unrecognized option '--foo=1'"
+        );
+        assert_eq!(p(&["-Z"]).unwrap_err(), "dmsetup: invalid option -- 'Z'");
+        assert_eq!(
+            p(&["ls", "-o"]).unwrap_err(),
+            "dmsetup: option requires an argument -- 'o'"
+        );
+        assert_eq!(
+            p(&["--opt"]).unwrap_err(),
+            "dmsetup: option '--options' requires an argument"
+        );
+        assert_eq!(
+            p(&["--noheadings=1"]).unwrap_err(),
+            "dmsetup: option '--noheadings' doesn't allow an argument"
+        );
+        // --verbose takes an argument in dmsetup's table.
+        let o = p(&["--verbose", "version"]).unwrap();
+        assert!(o.args.is_empty());
+    }
+
+    #[test]
+    fn double_dash_ends_options() {
+        let o = p(&["message", "--", "dev", "0", "-x"]).unwrap();
+        assert_eq!(o.args, vec!["message", "dev", "0", "-x"]);
+    }
+
+    #[test]
+    fn c_number_helpers() {
+        assert_eq!(atoi(" 12abc"), 12);
+        assert_eq!(atoi("-3"), -3);
+        assert_eq!(atoi("x"), 0);
+        assert_eq!(strtoul_full("0x00410000", 0), Some(0x0041_0000));
+        assert_eq!(strtoul_full("010", 0), Some(8));
+        assert_eq!(strtoul_full("12abc", 0), None);
+        assert_eq!(strtoul_full("", 0), None);
+    }
+}

@@ -1,0 +1,326 @@
+//! Offline and housekeeping commands: help, splitname, the udev cookie helpers (udm has no
+//! udev handshake, so these are exact offline outputs or harmless no-ops), mknodes, mangle, stats.
+
+use super::args::{strtoul_full, O};
+use super::ctl::DevArg;
+use super::fields::{self, SplitName};
+use super::report::{self, Report};
+use super::{usage, Cmd, Ctx};
+use std::io::{BufRead, Write};
+use udm_proto::{DevInfo, Reply, Request};
+
+pub fn help(ctx: &mut Ctx, _c: &Cmd, _a: &[String], _n: Option<&DevInfo>, _m: bool) -> bool {
+    usage();
+    if ctx.o.has(O::Columns) {
+        ctx.report = None;
+        let flags = report::Flags {
+            headings: false,
+            ..report::Flags::default()
+        };
+        let _ = Report::new(fields::FIELDS, fields::TYPES, 0, "help", "", flags, None);
+    }
+    true
+}
+
+pub fn splitname(ctx: &mut Ctx, _c: &Cmd, args: &[String], _n: Option<&DevInfo>, _m: bool) -> bool {
+    let sub = args.get(1).map(|s| s.as_str()).unwrap_or("LVM");
+    let split = SplitName::new(sub, &args[0]);
+    let obj = fields::InfoObj {
+        info: None,
+        read_ahead: 0,
+        deps: None,
+        tree: None,
+        split: Some(&split),
+    };
+    let Some(rep) = ctx.report.as_mut() else {
+        return false;
+    };
+    for (i, f) in fields::FIELDS.iter().enumerate() {
+        if f.ty & (fields::DR_NAME) == 0 && rep_uses(rep, i) {
+            eprintln!("_do_report_object: no data assigned to field {}", f.id);
+            return false;
+        }
+    }
+    rep.object(&obj, true);
+    true
+}
+
+/// Whether the report shows or sorts by a non-name field (splitname has no device data).
+fn rep_uses(rep: &Report, i: usize) -> bool {
+    rep.uses_field(i)
+}
+
+/// `strtoul(s, 0)` cookie, non-zero and within 32 bits.
+pub fn cookie_value(s: &str) -> Option<u32> {
+    strtoul_full(s, 0)
+        .filter(|v| *v != 0 && *v <= u64::from(u32::MAX))
+        .map(|v| v as u32)
+}
+
+fn cookie_arg(s: &str) -> Option<u32> {
+    let v = cookie_value(s);
+    if v.is_none() {
+        eprintln!("Incorrect cookie value.");
+    }
+    v
+}
+
+pub fn udevflags(
+    _ctx: &mut Ctx,
+    _c: &Cmd,
+    args: &[String],
+    _n: Option<&DevInfo>,
+    _m: bool,
+) -> bool {
+    const NAMES: [&str; 7] = [
+        "DISABLE_DM_RULES",
+        "DISABLE_SUBSYSTEM_RULES",
+        "DISABLE_DISK_RULES",
+        "DISABLE_OTHER_RULES",
+        "LOW_PRIORITY",
+        "DISABLE_LIBRARY_FALLBACK",
+        "PRIMARY_SOURCE",
+    ];
+    let Some(cookie) = cookie_arg(&args[0]) else {
+        return false;
+    };
+    let flags = cookie >> 16;
+    let mut s = String::new();
+    for i in 0..16 {
+        if flags & (1 << i) == 0 {
+            continue;
+        }
+        if i < 8 && i < NAMES.len() {
+            s.push_str(&format!("DM_UDEV_{}_FLAG='1'\n", NAMES[i]));
+        } else if i < 8 {
+            s.push_str(&format!("DM_UDEV_FLAG{i}='1'\n"));
+        } else {
+            s.push_str(&format!("DM_SUBSYSTEM_UDEV_FLAG{}='1'\n", i - 8));
+        }
+    }
+    print!("{s}");
+    true
+}
+
+pub fn udevcomplete(
+    _ctx: &mut Ctx,
+    _c: &Cmd,
+    args: &[String],
+    _n: Option<&DevInfo>,
+    _m: bool,
+) -> bool {
+    let Some(cookie) = cookie_arg(&args[0]) else {
+        return false;
+    };
+    println!("DM_COOKIE_COMPLETED=0x{cookie:<10x}");
+    true
+}
+
+pub fn udevcreatecookie(
+    _ctx: &mut Ctx,
+    _c: &Cmd,
+    _a: &[String],
+    _n: Option<&DevInfo>,
+    _m: bool,
+) -> bool {
+    // udm sends no uevents, so there is no transaction to wait for: no cookie is made.
+    true
+}
+
+pub fn udevreleasecookie(
+    ctx: &mut Ctx,
+    _c: &Cmd,
+    args: &[String],
+    _n: Option<&DevInfo>,
+    _m: bool,
+) -> bool {
+    let cookie = match args.first() {
+        Some(a) => match cookie_arg(a) {
+            Some(c) => Some(c),
+            None => return false,
+        },
+        None => ctx.o.str(O::UdevCookie).and_then(cookie_value).or_else(|| {
+            std::env::var("DM_UDEV_COOKIE")
+                .ok()
+                .and_then(|v| cookie_value(&v))
+        }),
+    };
+    if cookie.is_none() {
+        eprintln!("No udev transaction cookie given.");
+        return false;
+    }
+    true
+}
+
+pub fn udevcomplete_all(
+    ctx: &mut Ctx,
+    _c: &Cmd,
+    args: &[String],
+    _n: Option<&DevInfo>,
+    _m: bool,
+) -> bool {
+    let mut age = 0u32;
+    if let Some(a) = args.first() {
+        match a.trim().parse::<u32>() {
+            Ok(v) => age = v,
+            Err(_) => {
+                eprintln!("Failed to read age_in_minutes parameter.");
+                return false;
+            }
+        }
+    }
+    if !ctx.o.has(O::Yes) {
+        let older = if age > 0 {
+            format!("older than {age} minutes ")
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "WARNING: This operation will destroy all semaphores {older}with keys that have a prefix 3405 (0xd4d)."
+        );
+        if yes_no("Do you really want to continue? [y/n]: ") == 'n' {
+            println!("Semaphores with keys prefixed by 3405 (0xd4d) NOT destroyed.");
+            return true;
+        }
+    }
+    println!("0 semaphores with keys prefixed by 3405 (0xd4d) destroyed. 0 skipped.");
+    true
+}
+
+/// `_yes_no_prompt`: repeat the prompt per line until a line holding y or n.
+fn yes_no(prompt: &str) -> char {
+    let stdin = std::io::stdin();
+    let mut lock = stdin.lock();
+    loop {
+        print!("{prompt}");
+        let _ = std::io::stdout().flush();
+        let mut line = String::new();
+        match lock.read_line(&mut line) {
+            Ok(0) | Err(_) => {
+                println!();
+                return 'n';
+            }
+            Ok(_) => {}
+        }
+        let mut ans = None;
+        for ch in line.chars() {
+            let c = ch.to_ascii_lowercase();
+            if c == 'y' || c == 'n' {
+                ans = Some(c);
+            }
+        }
+        if let Some(a) = ans {
+            return a;
+        }
+    }
+}
+
+pub fn udevcookies(
+    _ctx: &mut Ctx,
+    _c: &Cmd,
+    _a: &[String],
+    _n: Option<&DevInfo>,
+    _m: bool,
+) -> bool {
+    println!("Cookie       Semid      Value      Last semop time           Last change time");
+    true
+}
+
+pub fn mknodes(ctx: &mut Ctx, _c: &Cmd, args: &[String], _n: Option<&DevInfo>, _m: bool) -> bool {
+    // udm keeps no /dev/mapper nodes; checking the daemon is reachable is all there is to do.
+    let _ = args;
+    ctx.ctl.list().is_some()
+}
+
+const MANGLE_OK: &str = "#+-.:=@_";
+
+/// libdm's name mangling (`auto`): bytes outside `0-9 A-Z a-z #+-.:=@_` become `\xNN`;
+/// existing `\xNN` sequences are kept.
+pub fn mangle(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut o = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_alphanumeric() || MANGLE_OK.as_bytes().contains(&c) {
+            o.push(c as char);
+        } else if c == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1] == b'x'
+            && b[i + 2].is_ascii_hexdigit()
+            && b[i + 3].is_ascii_hexdigit()
+        {
+            o.push_str(&s[i..i + 4]);
+            i += 3;
+        } else {
+            o.push_str(&format!("\\x{c:02x}"));
+        }
+        i += 1;
+    }
+    o
+}
+
+pub fn mangle_cmd(ctx: &mut Ctx, c: &Cmd, args: &[String], n: Option<&DevInfo>, _m: bool) -> bool {
+    if n.is_none() && args.is_empty() && !ctx.o.has(O::Uuid) && !ctx.o.has(O::Major) {
+        return ctx.process_all(c, args, false, mangle_cmd);
+    }
+    let dev = match n {
+        Some(d) => Some(DevArg::name(&d.name)),
+        None => ctx.dev_arg(args.first().map(|s| s.as_str())),
+    };
+    let Some(dev) = dev else { return false };
+    let info = match ctx.ctl.call(
+        "info",
+        &dev,
+        Request::Info {
+            dev: dev.sel(),
+            inactive: false,
+        },
+    ) {
+        Ok(Reply::Info(i)) => i,
+        _ => return false,
+    };
+    let name = info.name.clone();
+    let new_name = mangle(&name);
+    if mangle(&info.uuid) != info.uuid {
+        eprintln!("{name}: {}: UUID in incorrect form. ", info.uuid);
+        eprintln!("Unable to change device UUID. The device must be deactivated first.");
+        return false;
+    }
+    if new_name == name {
+        let (u, and) = if info.uuid.is_empty() {
+            ("[no UUID]".to_string(), "")
+        } else {
+            (info.uuid.clone(), "and UUID ")
+        };
+        println!("{name}: {u}: name {and}already in correct form");
+        return true;
+    }
+    println!("{name}: renaming to {new_name}");
+    let by_name = DevArg::name(&name);
+    let req = Request::Rename {
+        dev: by_name.sel(),
+        new_name,
+    };
+    ctx.ctl.call("rename", &by_name, req).is_ok()
+}
+
+pub fn stats(_ctx: &mut Ctx, _c: &Cmd, _a: &[String], _n: Option<&DevInfo>, _m: bool) -> bool {
+    eprintln!("udm: dmsetup stats is not supported yet.");
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mangling() {
+        assert_eq!(mangle("vg-lv_1.x"), "vg-lv_1.x");
+        assert_eq!(mangle("a b"), "a\\x20b");
+        assert_eq!(mangle("a\\x20b"), "a\\x20b");
+        assert_eq!(cookie_value("0x0d4d0001"), Some(0x0d4d_0001));
+        assert_eq!(cookie_value("0"), None);
+        assert_eq!(cookie_value("0x100000000"), None);
+    }
+}
