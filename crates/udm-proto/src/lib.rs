@@ -258,3 +258,52 @@ impl Client {
         Ok(frame.reply?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let mut buf = Vec::new();
+        let req = RequestFrame {
+            v: PROTO_VERSION,
+            req: Request::Info {
+                dev: DevSel::Name("a".into()),
+                inactive: true,
+            },
+        };
+        write_frame(&mut buf, &req).unwrap();
+        let back: RequestFrame = read_frame(&mut &buf[..]).unwrap().unwrap();
+        assert_eq!(back.req, req.req);
+    }
+
+    #[test]
+    fn oversized_and_garbage_frames_are_errors() {
+        let huge = [0xffu8, 0xff, 0xff, 0xff];
+        assert!(read_frame::<RequestFrame>(&mut &huge[..]).is_err());
+        let junk = [0, 0, 0, 3, b'x', b'y', b'z'];
+        assert!(read_frame::<RequestFrame>(&mut &junk[..]).is_err());
+        let short = [0, 0, 0, 9, b'{'];
+        assert!(read_frame::<RequestFrame>(&mut &short[..]).is_err());
+        assert!(read_frame::<RequestFrame>(&mut &[][..]).unwrap().is_none());
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        // A small deterministic generator: no extra dependency for a fuzz loop.
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for _ in 0..20000 {
+            let mut v = Vec::new();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let n = (x % 64) as usize;
+            v.extend_from_slice(&(n as u32).to_be_bytes());
+            for i in 0..n {
+                v.push((x >> (i % 8 * 8)) as u8 ^ b"{\"v\":1,\"req\":\"Version\"}"[i % 24]);
+            }
+            let _ = read_frame::<RequestFrame>(&mut &v[..]);
+        }
+    }
+}

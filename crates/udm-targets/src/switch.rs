@@ -171,9 +171,11 @@ impl Switch {
                 }
                 match idx.checked_add(num) {
                     Some(end) if end < nr_regions => {}
-                    _ => return Err(TargetError::invalid(format!(
+                    _ => {
+                        return Err(TargetError::invalid(format!(
                         "invalid set_region_mappings region number: {idx} + {num} >= {nr_regions}"
-                    ))),
+                    )))
+                    }
                 }
                 for _ in 0..num {
                     idx += 1;
