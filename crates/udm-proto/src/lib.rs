@@ -300,8 +300,9 @@ mod tests {
             x ^= x << 17;
             let n = (x % 64) as usize;
             v.extend_from_slice(&(n as u32).to_be_bytes());
+            let seed = br#"{"v":1,"req":"Version"}"#;
             for i in 0..n {
-                v.push((x >> (i % 8 * 8)) as u8 ^ b"{\"v\":1,\"req\":\"Version\"}"[i % 24]);
+                v.push((x >> (i % 8 * 8)) as u8 ^ seed[i % seed.len()]);
             }
             let _ = read_frame::<RequestFrame>(&mut &v[..]);
         }
