@@ -164,8 +164,13 @@ fn create_one(ctx: &mut Ctx, name: &str, file: Option<&str>) -> bool {
         read_only: ctx.o.has(O::ReadOnly),
     };
     if let Err(e) = ctx.ctl.raw(load) {
+        // libdm loads the new device's table by name and device number.
+        let with_devno = DevArg {
+            devno: created.as_ref().map(|i| (i.major, i.minor)),
+            ..by_name.clone()
+        };
         ctx.ctl
-            .report("reload", &by_name, &e, created.as_ref().map(|i| i.minor));
+            .report("reload", &with_devno, &e, created.as_ref().map(|i| i.minor));
         revert(ctx, &by_name);
         return false;
     }

@@ -214,9 +214,33 @@ impl Ctx {
             // udm keeps no statistics regions: nothing to report for this device.
             return true;
         }
+        let rep_uses = |id: &str| {
+            let i = fields::FIELDS.iter().position(|f| f.id == id);
+            self.report
+                .as_ref()
+                .zip(i)
+                .map(|(r, i)| r.uses_field(i))
+                .unwrap_or(false)
+        };
+        if rep_uses("blkdevname") && !show::has_disk(info) {
+            eprintln!("Could not resolve block device name for {key}.");
+            eprintln!("_do_report_object: report function failed for field blkdevname");
+            return false;
+        }
+        let read_ahead = if rep_uses("read_ahead") {
+            if !show::has_disk(info) {
+                eprintln!(
+                    "{}: open failed: No such file or directory",
+                    show::node_path(&info.name)
+                );
+            }
+            show::read_ahead(self, info)
+        } else {
+            0
+        };
         let obj = InfoObj {
             info: Some(info),
-            read_ahead: show::read_ahead(info),
+            read_ahead,
             deps: deps.as_deref(),
             tree: tree_node.and_then(|n| self.dtree.as_ref().map(|t| (t, n))),
             split: split.as_ref(),

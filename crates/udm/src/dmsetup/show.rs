@@ -4,15 +4,95 @@
 use super::args::O;
 use super::ctl::DevArg;
 use super::{tree, Cmd, Ctx, DevName, LIB_VERSION};
-use udm_proto::{Dep, DevInfo, Reply, Request};
+use udm_proto::{Dep, DevInfo, DevSel, Reply, Request};
 
-/// Read-ahead in sectors as the kernel would set it for a dm device (the 128 KiB default).
-pub fn read_ahead(_info: &DevInfo) -> u32 {
-    256
+/// Whether the kernel would have a gendisk for the device (it gets one with its first table).
+pub fn has_disk(i: &DevInfo) -> bool {
+    i.live_table || i.inactive_table
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// `lcm_not_zero`, as the block layer stacks `io_opt`.
+fn lcm(a: u64, b: u64) -> u64 {
+    match (a, b) {
+        (0, x) | (x, 0) => x,
+        _ => a / gcd(a, b) * b,
+    }
+}
+
+/// Optimal I/O size (sectors) of a mapped device's table, as the kernel stacks queue limits:
+/// striped sets chunk × stripes, other targets inherit it from the mapped devices they use.
+fn io_opt(ctx: &mut Ctx, dev: DevSel, depth: u32) -> u64 {
+    if depth > 16 {
+        return 0;
+    }
+    let mut targets = Vec::new();
+    for inactive in [false, true] {
+        if let Ok(Reply::Status { targets: t, .. }) = ctx.ctl.raw(Request::Status {
+            dev: dev.clone(),
+            inactive,
+            table: true,
+        }) {
+            if !t.is_empty() {
+                targets = t;
+                break;
+            }
+        }
+    }
+    let mut opt = 0;
+    for t in targets {
+        let w: Vec<&str> = t.params.split_whitespace().collect();
+        let v = if t.ttype == "striped" {
+            let n = w.first().and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+            let chunk = w.get(1).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+            n * chunk
+        } else {
+            let mut o = 0;
+            for word in w {
+                if let Some((a, b)) = word.split_once(':') {
+                    if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
+                        if a == udm_core::DM_MAJOR {
+                            o = lcm(o, io_opt(ctx, DevSel::Dev(a, b), depth + 1));
+                        }
+                    }
+                }
+            }
+            o
+        };
+        opt = lcm(opt, v);
+    }
+    opt
+}
+
+/// Read-ahead in sectors as the kernel sets it for a dm device: twice the optimal I/O size,
+/// at least the 128 KiB default; 0 when there is no gendisk yet.
+pub fn read_ahead(ctx: &mut Ctx, i: &DevInfo) -> u32 {
+    if !has_disk(i) {
+        return 0;
+    }
+    let opt = io_opt(ctx, DevSel::Dev(i.major, i.minor), 0);
+    let pages = (opt * 512 * 2 / 4096).max(32);
+    u32::try_from(pages * 8).unwrap_or(u32::MAX)
+}
+
+/// The node path libdm would open (`$DM_DEV_DIR/mapper/NAME`).
+pub fn node_path(name: &str) -> String {
+    let dir = std::env::var("DM_DEV_DIR")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "/dev".into());
+    format!("{}/mapper/{name}", dir.trim_end_matches('/'))
 }
 
 /// `_display_info_long`.
-pub fn display_info_long(ctx: &Ctx, i: &DevInfo) {
+pub fn display_info_long(ctx: &mut Ctx, i: &DevInfo) {
     let mut s = String::new();
     s.push_str(&format!("Name:              {}\n", i.name));
     s.push_str(&format!(
@@ -25,7 +105,14 @@ pub fn display_info_long(ctx: &Ctx, i: &DevInfo) {
             ""
         }
     ));
-    s.push_str(&format!("Read Ahead:        {}\n", read_ahead(i)));
+    if has_disk(i) {
+        s.push_str(&format!("Read Ahead:        {}\n", read_ahead(ctx, i)));
+    } else {
+        eprintln!(
+            "{}: open failed: No such file or directory",
+            node_path(&i.name)
+        );
+    }
     if !i.live_table && !i.inactive_table {
         s.push_str("Tables present:    None\n");
     } else {
@@ -40,7 +127,7 @@ pub fn display_info_long(ctx: &Ctx, i: &DevInfo) {
             if i.inactive_table { "INACTIVE" } else { "" }
         ));
     }
-    if !ctx.o.has(O::NoOpenCount) {
+    if i.open_count != -1 {
         s.push_str(&format!("Open count:        {}\n", i.open_count));
     }
     s.push_str(&format!("Event number:      {}\n", i.event_nr));
@@ -88,12 +175,7 @@ pub fn info(ctx: &mut Ctx, c: &Cmd, args: &[String], n: Option<&DevInfo>, m: boo
     };
     let _ = m;
     match ctx.ctl.raw(req) {
-        Ok(Reply::Info(mut i)) => {
-            if ctx.o.has(O::NoOpenCount) {
-                i.open_count = -1;
-            }
-            display_info(ctx, &i)
-        }
+        Ok(Reply::Info(i)) => display_info(ctx, &i),
         Ok(_) => false,
         Err(e) if e.errno == libc::ENXIO => {
             eprintln!("Device does not exist.");
@@ -279,8 +361,7 @@ fn exec_command(cmdline: &str, name: &str) {
     let Some((prog, rest)) = words.split_first() else {
         return;
     };
-    let dir = std::env::var("DM_DEV_DIR").unwrap_or_else(|_| "/dev".into());
-    let path = format!("{}/mapper/{name}", dir.trim_end_matches('/'));
+    let path = node_path(name);
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::process::Command::new(prog)
@@ -342,9 +423,9 @@ pub fn deps(ctx: &mut Ctx, c: &Cmd, args: &[String], n: Option<&DevInfo>, multip
 fn display_name(ctx: &mut Ctx, _c: &Cmd, _a: &[String], n: Option<&DevInfo>, _m: bool) -> bool {
     let Some(d) = n else { return true };
     match ctx.dev_name {
-        DevName::Blk => println!("{}\t(dm-{})", d.name, d.minor),
-        DevName::Map => println!("{}\t({})", d.name, d.name),
-        DevName::DevNo => println!("{}\t({}:{})", d.name, d.major, d.minor),
+        DevName::Blk if has_disk(d) => println!("{}\t(dm-{})", d.name, d.minor),
+        DevName::Map if has_disk(d) => println!("{}\t({})", d.name, d.name),
+        _ => println!("{}\t({}:{})", d.name, d.major, d.minor),
     }
     true
 }
@@ -354,6 +435,10 @@ pub fn ls(ctx: &mut Ctx, c: &Cmd, args: &[String], _n: Option<&DevInfo>, _m: boo
         return status(ctx, c, args, None, false);
     }
     if ctx.o.has(O::Tree) {
+        if ctx.ctl.list().map(|l| l.is_empty()).unwrap_or(false) {
+            println!("No devices found");
+            return true;
+        }
         let opts = ctx.tree.clone().unwrap_or_else(|| {
             tree::TreeOpts::parse(None).unwrap_or_else(|_| unreachable!("default tree options"))
         });

@@ -461,7 +461,10 @@ impl Drawer<'_> {
 
 /// The kernel block device name of a node (`dm-N`, a sysfs name, or nothing for files).
 pub fn blk_name(n: &Node) -> Option<String> {
-    if n.info.is_some() {
+    if let Some(i) = &n.info {
+        if !super::show::has_disk(i) {
+            return None;
+        }
         return n.devno.map(|(_, m)| format!("dm-{m}"));
     }
     let (a, b) = n.devno?;
