@@ -1,0 +1,7 @@
+//! udm-formats: pure on-disk formats — layouts, encoders and parsers with no I/O policy.
+//! Callers read and write the bytes; these modules say what the bytes mean.
+//!
+//! - [`verity`]: dm-verity / veritysetup — superblock, hash-tree geometry, block hashing,
+//!   Reed-Solomon FEC layout and codec.
+
+pub mod verity;
