@@ -290,7 +290,9 @@ fn run_inner(prog: &str, argv: &[String]) -> i32 {
             }
         }
     } else {
-        match args::parse(prog, argv).and_then(check_switches) {
+        // getopt names the program by argv[0] exactly as invoked.
+        let argv0 = std::env::args().next().unwrap_or_else(|| prog.to_string());
+        match args::parse(&argv0, argv).and_then(check_switches) {
             Ok(o) => o,
             Err(m) => {
                 if !m.is_empty() {

@@ -521,8 +521,14 @@ impl Report {
 
     /// `dm_report_output`: print (and drop) the buffered rows.
     pub fn output(&mut self) {
+        let out = self.render();
+        print!("{out}");
+    }
+
+    /// The text `output` prints.
+    pub fn render(&mut self) -> String {
         if self.rows.is_empty() {
-            return;
+            return String::new();
         }
         for row in &self.rows {
             if row.selected || self.shows_selected() {
@@ -617,7 +623,7 @@ impl Report {
         for (p, w) in self.props.iter_mut().zip(widths) {
             p.width = w;
         }
-        print!("{out}");
+        out
     }
 
     fn def_width(&self, f: FieldRef) -> usize {
@@ -626,3 +632,152 @@ impl Report {
 }
 
 const SELECTION_HELP: &str = include_str!("select_help_ops.txt");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static F: &[FieldDef] = &[
+        FieldDef {
+            ty: 1,
+            kind: Kind::Str,
+            heading: "Name",
+            width: 6,
+            id: "name",
+            desc: "Name.",
+        },
+        FieldDef {
+            ty: 1,
+            kind: Kind::Num,
+            heading: "Num",
+            width: 3,
+            id: "some_num",
+            desc: "A number.",
+        },
+        FieldDef {
+            ty: 2,
+            kind: Kind::Str,
+            heading: "Other",
+            width: 2,
+            id: "other",
+            desc: "Other.",
+        },
+    ];
+    static T: &[TypeDef] = &[
+        TypeDef {
+            id: 1,
+            desc: "First",
+            prefix: "first_",
+        },
+        TypeDef {
+            id: 2,
+            desc: "Second",
+            prefix: "second_",
+        },
+    ];
+
+    struct Row3(&'static str, i64, &'static str);
+    impl Obj for Row3 {
+        fn value(&self, f: usize) -> Value {
+            match f {
+                0 => Value::Str(self.0.into()),
+                1 => Value::num(self.1),
+                _ => Value::Str(self.2.into()),
+            }
+        }
+    }
+
+    fn render(opts: &str, keys: &str, flags: Flags, sel: Option<&str>) -> String {
+        let mut r = Report::new(F, T, 0, opts, keys, flags, sel).expect("report");
+        for row in [
+            Row3("b", 7, "x"),
+            Row3("a-long-name", 12345, ""),
+            Row3("c", 0, "yy"),
+        ] {
+            r.object(&row, true);
+        }
+        r.render()
+    }
+
+    #[test]
+    fn aligned_columns_grow_and_pad_the_last_one() {
+        let out = render("name,some_num,other", "", Flags::default(), None);
+        // Widths: max(minimum, longest value); headings are cut to the width ("Other" → "Ot").
+        assert_eq!(
+            out,
+            "Name        Num   Ot\n\
+             b               7 x \n\
+             a-long-name 12345   \n\
+             c               0 yy\n"
+        );
+    }
+
+    #[test]
+    fn separators_noheadings_prefixes_rows() {
+        let f = Flags {
+            aligned: false,
+            separator: ",".into(),
+            ..Flags::default()
+        };
+        assert_eq!(
+            render("name,somenum", "", f, None),
+            "Name,Num\nb,7\na-long-name,12345\nc,0\n"
+        );
+        let f = Flags {
+            aligned: false,
+            headings: false,
+            separator: ":".into(),
+            ..Flags::default()
+        };
+        assert_eq!(
+            render("name,other", "", f, None),
+            "b:x\na-long-name:\nc:yy\n"
+        );
+        let f = Flags {
+            aligned: false,
+            prefixes: true,
+            ..Flags::default()
+        };
+        assert_eq!(
+            render("NAME,some_num", "", f.clone(), Some("some_num>100")),
+            "Name Num\nDM_NAME='a-long-name' DM_SOME_NUM='12345'\n"
+        );
+        let f = Flags { quoted: false, ..f };
+        assert_eq!(
+            render("other", "", f, Some("name=c")),
+            "Other\nDM_OTHER=yy\n"
+        );
+        let f = Flags {
+            rows: true,
+            ..Flags::default()
+        };
+        assert_eq!(
+            render("name,other", "", f, None),
+            "Name b a-long-name c\nOther x  yy\n"
+        );
+    }
+
+    #[test]
+    fn sorting_groups_and_selected() {
+        let f = Flags::default();
+        assert_eq!(
+            render("name", "-some_num", f.clone(), None),
+            "Name       \na-long-name\nb          \nc          \n"
+        );
+        assert_eq!(
+            render("name", "other,name", f.clone(), None),
+            "Name       \na-long-name\nb          \nc          \n"
+        );
+        // `first_all` = every field of type 1; `+` after the prefix-less default is the caller's.
+        assert_eq!(
+            render("first_all", "", f.clone(), Some("name=b")),
+            "Name   Num\nb        7\n"
+        );
+        assert_eq!(
+            render("name,selected", "", f.clone(), Some("some_num<10")),
+            "Name        Selected\nb                  1\na-long-name        0\nc                  1\n"
+        );
+        assert!(Report::new(F, T, 0, "bogus", "", f.clone(), None).is_none());
+        assert!(Report::new(F, T, 0, "name", "-bogus", f, None).is_none());
+    }
+}
