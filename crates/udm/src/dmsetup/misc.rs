@@ -90,8 +90,8 @@ pub fn udevflags(
         if flags & (1 << i) == 0 {
             continue;
         }
-        if i < 8 && i < NAMES.len() {
-            s.push_str(&format!("DM_UDEV_{}_FLAG='1'\n", NAMES[i]));
+        if let Some(n) = NAMES.get(i).filter(|_| i < 8) {
+            s.push_str(&format!("DM_UDEV_{n}_FLAG='1'\n"));
         } else if i < 8 {
             s.push_str(&format!("DM_UDEV_FLAG{i}='1'\n"));
         } else {

@@ -251,7 +251,7 @@ impl Ctx {
         };
         let selected = rep.object(&obj, output);
         if let (Some(sc), true) = (self.selection_cmd, selected) {
-            return (sc.f)(self, sc, &[info.name.clone()], None, true);
+            return (sc.f)(self, sc, std::slice::from_ref(&info.name), None, true);
         }
         true
     }

@@ -583,7 +583,7 @@ impl Report {
                 out.push('\n');
             }
         } else {
-            if self.flags.headings && !(self.headings_printed && !self.flags.buffered) {
+            if self.flags.headings && (self.flags.buffered || !self.headings_printed) {
                 let hs: Vec<String> = self
                     .props
                     .iter()
