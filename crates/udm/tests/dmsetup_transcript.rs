@@ -374,7 +374,22 @@ fn kernel_transcript() {
         let want_rc: i32 = read("rc").unwrap_or_default().trim().parse().unwrap_or(0);
         let want_dmesg = read("dmesg").unwrap_or_default();
         let mut out = normalise(&env, cmd, &got.out);
-        let all_err = normalise(&env, cmd, &got.err);
+        // Reason lines name the disk the way the kernel log does (`vda`), other lines as usual.
+        let tmp = env.dir.path().display().to_string();
+        let raw_err: String = got
+            .err
+            .lines()
+            .map(|l| {
+                if is_reason_line(l) {
+                    l.replace(&format!("{tmp}/vda.img"), "vda")
+                        .replace(&format!("{tmp}/vdb.img"), "vdb")
+                } else {
+                    l.to_string()
+                }
+            })
+            .map(|l| l + "\n")
+            .collect();
+        let all_err = normalise(&env, cmd, &raw_err);
         let mut err: String = all_err
             .lines()
             .filter(|l| !is_reason_line(l))
