@@ -25,14 +25,16 @@ pub fn register_builtin(types: &TargetTypes) {
     types.register(Arc::new(linear::LinearType));
     types.register(Arc::new(striped::StripedType));
     types.register(Arc::new(zero::ZeroType));
-    // Fault-injection and test targets (modules in the kernel), newest first when listed.
+    // Fault-injection and test targets (modules in the kernel), in the order
+    // `modprobe -a dm-delay dm-flakey dm-dust dm-log-writes dm-unstripe dm-switch dm-ebs`
+    // registers them (so `dmsetup targets` lists ebs first).
+    types.register(Arc::new(delay::DelayType::new()));
+    types.register(Arc::new(flakey::FlakeyType::new()));
+    types.register(Arc::new(dust::DustType));
+    types.register(Arc::new(log_writes::LogWritesType));
     types.register(Arc::new(unstriped::UnstripedType));
     types.register(Arc::new(switch::SwitchType));
     types.register(Arc::new(ebs::EbsType));
-    types.register(Arc::new(dust::DustType));
-    types.register(Arc::new(log_writes::LogWritesType));
-    types.register(Arc::new(flakey::FlakeyType::new()));
-    types.register(Arc::new(delay::DelayType::new()));
 }
 
 /// A `TargetTypes` with every built-in target registered.

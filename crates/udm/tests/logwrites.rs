@@ -1,0 +1,299 @@
+//! `udm log-writes` replay tooling and the log-writes target, end to end: udm's log replays to
+//! every flush with the bytes the device had; a log written by the kernel's dm-log-writes
+//! (refvm) is byte-identical to udm's for the same bios and replays to the kernel's image;
+//! and ext4 recorded in refvm replays to every flush point with `e2fsck -fn` clean.
+
+#[path = "../src/logwrites.rs"]
+#[allow(dead_code)]
+mod logwrites;
+#[path = "../../udm-targets/tests/t4/mod.rs"]
+mod t4;
+
+use std::path::Path;
+use std::sync::Arc;
+use t4::*;
+use udm_io::{sync, Bio, BioFlags, BlockDevice, FileDevice, IoBuf, Sectors};
+use udm_targets::log_writes::reader::{replay, LogReader, Next, ReplayOptions};
+
+fn s(v: &str) -> Vec<String> {
+    v.split_whitespace().map(String::from).collect()
+}
+
+fn file_dev(p: &Path) -> Arc<dyn BlockDevice> {
+    Arc::new(FileDevice::open(p, false).unwrap())
+}
+
+fn write_fua(d: &dyn BlockDevice, sector: u64, data: &[u8]) {
+    let (r, _) = sync::submit_wait(d, |done| {
+        Bio::write(Sectors(sector), IoBuf::from_slice(data), done).with_flags(BioFlags::FUA)
+    });
+    r.unwrap();
+}
+
+/// The fixed bio workload of logwrites.sh part 1, on udm. Returns (status before, after).
+fn workload1(data: &Path, log: &Path) -> (String, String, String) {
+    let reg = reg();
+    let size = std::fs::metadata(data).unwrap().len() / 512;
+    let table = format!("0 {size} log-writes {} {}", data.display(), log.display());
+    create(&reg, "lw", &table).unwrap();
+    let st0 = status(&reg, "lw");
+    let p = pat();
+    {
+        let (d, _g) = open(&reg, "lw");
+        write(&*d, 8, &p[0..4096]).unwrap();
+        write(&*d, 16, &p[4096..8192]).unwrap();
+        write(&*d, 10, &p[9 * 512..10 * 512]).unwrap();
+        sync::flush(&*d).unwrap();
+        message(&reg, "lw", "mark one").unwrap();
+        write_fua(&*d, 40, &p[5 * 4096..6 * 4096]);
+        sync::discard(&*d, Sectors(2048), Sectors(128)).unwrap();
+        write(&*d, 3000, &p[3 * 1024..4 * 1024]).unwrap();
+        message(&reg, "lw", "mark two").unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let st1 = status(&reg, "lw");
+    let tb = table_of(&reg, "lw", data, log);
+    reg.remove(&sel("lw"), false).unwrap();
+    (st0, st1, tb)
+}
+
+fn table_of(reg: &udm_core::Registry, name: &str, data: &Path, log: &Path) -> String {
+    table(reg, name)
+        .replace(&data.display().to_string(), "$D")
+        .replace(&log.display().to_string(), "$L")
+}
+
+#[test]
+fn udm_log_describes_the_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = zero_image(dir.path(), "d.img", 32768);
+    let log = zero_image(dir.path(), "l.img", 131072);
+    let (st0, st1, tb) = workload1(&data, &log);
+    assert_eq!(st0, "0 32768 log-writes 0 0\n");
+    // flush entry + 3 writes + mark one + FUA write + mark two, all logged before removal.
+    assert_eq!(st1, "0 32768 log-writes 7 32\n");
+    assert_eq!(tb, "0 32768 log-writes $D $L\n");
+    let mut out = Vec::new();
+    logwrites::dump(&log.display().to_string(), &mut out).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    let want = "\
+Log version=1, sectorsize=512, entries=10
+0@1: sector 8, size 4096, flags 0x0(NONE)
+1@10: sector 16, size 4096, flags 0x0(NONE)
+2@19: sector 10, size 512, flags 0x0(NONE)
+3@21: sector 0, size 0, flags 0x1(FLUSH)
+4@22: sector 0, size 0, flags 0x8(MARK), mark \"one\"
+5@23: sector 40, size 4096, flags 0x2(FUA)
+6@32: sector 0, size 0, flags 0x8(MARK), mark \"two\"
+7@33: sector 2048, size 65536, flags 0x4(DISCARD)
+8@34: sector 3000, size 1024, flags 0x0(NONE)
+9@37: sector 0, size 0, flags 0x8(MARK), mark \"dm-log-writes-end\"
+";
+    assert_eq!(out, want);
+    // Replaying everything gives the data disk; replaying to "one" only the first writes.
+    let img = zero_image(dir.path(), "r.img", 32768);
+    let a = logwrites::parse_replay(&s(&format!("{} {}", log.display(), img.display()))).unwrap();
+    let rep = logwrites::do_replay(&a, &mut Vec::new()).unwrap();
+    assert_eq!(rep.replayed, 10);
+    assert!(std::fs::read(&img).unwrap() == std::fs::read(&data).unwrap());
+    let img1 = zero_image(dir.path(), "r1.img", 32768);
+    let a = logwrites::parse_replay(&s(&format!(
+        "{} {} --end-mark one",
+        log.display(),
+        img1.display()
+    )))
+    .unwrap();
+    assert_eq!(
+        logwrites::do_replay(&a, &mut Vec::new()).unwrap().replayed,
+        5
+    );
+    let got = std::fs::read(&img1).unwrap();
+    let p = pat();
+    assert!(got[8 * 512..10 * 512] == p[0..1024], "first write");
+    assert!(
+        got[10 * 512..11 * 512] == p[9 * 512..10 * 512],
+        "512-byte write over it"
+    );
+    assert!(
+        got[11 * 512..16 * 512] == p[1536..4096],
+        "rest of the first write"
+    );
+    assert!(
+        got[40 * 512..48 * 512].iter().all(|&b| b == 0),
+        "FUA write is after mark one"
+    );
+    // --limit and --start-mark.
+    let img2 = zero_image(dir.path(), "r2.img", 32768);
+    let a = logwrites::parse_replay(&s(&format!(
+        "{} {} --start-mark two --limit 2",
+        log.display(),
+        img2.display()
+    )))
+    .unwrap();
+    assert_eq!(
+        logwrites::do_replay(&a, &mut Vec::new()).unwrap().replayed,
+        2
+    );
+    let got = std::fs::read(&img2).unwrap();
+    assert!(got[3000 * 512..3002 * 512] == p[3 * 1024..4 * 1024]);
+    assert!(got[8 * 512..16 * 512].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn replay_reaches_every_flush_with_the_bytes_written_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = zero_image(dir.path(), "d.img", 2048);
+    let log = zero_image(dir.path(), "l.img", 65536);
+    let reg = reg();
+    create(
+        &reg,
+        "lw",
+        &format!("0 2048 log-writes {} {}", data.display(), log.display()),
+    )
+    .unwrap();
+    let mut snaps = Vec::new();
+    {
+        let (d, _g) = open(&reg, "lw");
+        let mut x: u64 = 0x1234_5678;
+        for round in 0..12u64 {
+            for _ in 0..5 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let sector = x % 2040;
+                let n = 1 + (x >> 20) % 8;
+                let n = n.min(2048 - sector);
+                let buf = vec![(x >> 40) as u8 | 1; (n * 512) as usize];
+                if x % 7 == 0 {
+                    sync::discard(&*d, Sectors(sector), Sectors(n)).unwrap();
+                } else {
+                    write(&*d, sector, &buf).unwrap();
+                }
+            }
+            if round % 3 == 2 {
+                write_fua(&*d, round, &[round as u8; 512]);
+            }
+            sync::flush(&*d).unwrap();
+            snaps.push(std::fs::read(&data).unwrap());
+        }
+    }
+    reg.remove(&sel("lw"), false).unwrap();
+    // Walk the log: at each flush entry the replayed image equals the snapshot (a FUA entry
+    // only promises itself: writes before it wait for the next flush).
+    let mut r = LogReader::open(file_dev(&log)).unwrap();
+    let out = zero_image(dir.path(), "o.img", 2048);
+    let dev = file_dev(&out);
+    let mut seen = 0;
+    replay(&mut r, &*dev, &ReplayOptions::default(), |e, _| {
+        if e.is_flush() {
+            let got = std::fs::read(&out).unwrap();
+            assert!(got == snaps[seen], "replay differs at sync point {seen}");
+            seen += 1;
+        }
+        Ok(Next::Continue)
+    })
+    .unwrap();
+    assert_eq!(seen, snaps.len());
+}
+
+#[test]
+fn logging_stops_when_the_log_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = zero_image(dir.path(), "d.img", 2048);
+    let log = zero_image(dir.path(), "l.img", 64);
+    let reg = reg();
+    create(
+        &reg,
+        "lw",
+        &format!("0 2048 log-writes {} {}", data.display(), log.display()),
+    )
+    .unwrap();
+    {
+        let (d, _g) = open(&reg, "lw");
+        for i in 0..10 {
+            write_fua(&*d, i * 8, &[7u8; 4096]);
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // 9 sectors per entry: entries end at 10, 19, 28, 37, 46, 55; the 7th reaches 64, the
+    // end of the log, so it is dropped and logging stops (next_sector stays advanced).
+    assert_eq!(
+        status(&reg, "lw"),
+        "0 2048 log-writes 6 63 logging_disabled\n"
+    );
+    assert!(message(&reg, "lw", "mark x y").is_err());
+    assert!(message(&reg, "lw", "bogus x").is_err());
+    reg.remove(&sel("lw"), false).unwrap();
+    let mut r = LogReader::open(file_dev(&log)).unwrap();
+    assert_eq!(r.sup.nr_entries, 6);
+    assert_eq!(r.entries().unwrap().len(), 6);
+}
+
+fn cmp_images(a: &Path, b: &Path) {
+    let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    assert_eq!(x.len(), y.len());
+    if let Some(i) = x.iter().zip(&y).position(|(p, q)| p != q) {
+        panic!("{} and {} differ at byte {i}", a.display(), b.display());
+    }
+}
+
+#[test]
+fn kernel_log_writes_both_ways_and_ext4_replays_clean() {
+    let Some(run) = refvm() else { return };
+    if !udm_testkit_e2fsck() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let kd = zero_image(dir.path(), "kd.img", 32768);
+    let kl = zero_image(dir.path(), "kl.img", 131072);
+    let ke = zero_image(dir.path(), "ke.img", 131072);
+    let kel = zero_image(dir.path(), "kel.img", 524288);
+    std::fs::write(share.join("pat.bin"), pat()).unwrap();
+    let script = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../udm-targets/tests/kernel4/logwrites.sh"),
+    )
+    .unwrap();
+    std::fs::write(share.join("logwrites.sh"), script).unwrap();
+    run_vm(&run, &[&kd, &kl, &ke, &kel], &share, "bash ./logwrites.sh");
+    let rd = |n: &str| std::fs::read_to_string(share.join(n)).unwrap();
+
+    // 1. The same bios on udm: same status lines, same data disk, the same log bytes.
+    let ud = zero_image(dir.path(), "ud.img", 32768);
+    let ul = zero_image(dir.path(), "ul.img", 131072);
+    let (st0, st1, tb) = workload1(&ud, &ul);
+    assert_eq!(st0, rd("st0"));
+    assert_eq!(st1, rd("st1"));
+    assert_eq!(tb, rd("table"));
+    cmp_images(&kd, &ud);
+    cmp_images(&kl, &ul);
+    // The kernel's log replays (with udm) to the kernel's data disk.
+    let rk = zero_image(dir.path(), "rk.img", 32768);
+    let a = logwrites::parse_replay(&s(&format!("{} {}", kl.display(), rk.display()))).unwrap();
+    logwrites::do_replay(&a, &mut Vec::new()).unwrap();
+    cmp_images(&rk, &kd);
+
+    // 2. ext4: replay to the mkfs mark, then on to every flush/FUA/mark with e2fsck -fn.
+    let re = zero_image(dir.path(), "re.img", 131072);
+    let (log, img) = (kel.display().to_string(), re.display().to_string());
+    let a = logwrites::parse_replay(&s(&format!("{log} {img} --end-mark mkfs"))).unwrap();
+    logwrites::do_replay(&a, &mut Vec::new()).unwrap();
+    let mut a = logwrites::parse_replay(&s(&format!("{log} {img} --start-mark mkfs"))).unwrap();
+    a.check = Some((format!("e2fsck -fn {img} >/dev/null 2>&1"), false));
+    let mut out = Vec::new();
+    let rep = logwrites::do_replay(&a, &mut out).unwrap();
+    assert!(rep.checks >= 5, "only {} check points", rep.checks);
+    assert!(rep.failed.is_empty(), "{}", String::from_utf8_lossy(&out));
+    cmp_images(&re, &ke);
+}
+
+fn udm_testkit_e2fsck() -> bool {
+    let found = ["/sbin/e2fsck", "/usr/sbin/e2fsck", "/usr/bin/e2fsck"]
+        .iter()
+        .any(|p| Path::new(p).is_file());
+    if !found && std::env::var("UDM_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
+        panic!("e2fsck missing (UDM_REQUIRE_TOOLS=1)");
+    }
+    found
+}
