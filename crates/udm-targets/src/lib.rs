@@ -11,6 +11,7 @@ pub mod log_writes;
 pub mod striped;
 pub mod switch;
 pub mod unstriped;
+pub mod verity;
 pub mod zero;
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub fn register_builtin(types: &TargetTypes) {
     types.register(Arc::new(unstriped::UnstripedType));
     types.register(Arc::new(switch::SwitchType));
     types.register(Arc::new(ebs::EbsType));
+    types.register(Arc::new(verity::VerityType));
 }
 
 /// A `TargetTypes` with every built-in target registered.

@@ -1,0 +1,325 @@
+//! The running `verity` target: reads go to the data device; when they complete, the blocks
+//! are verified on the CPU pool against the hash tree (verified hash blocks are cached), and
+//! failures are corrected with FEC when configured, or handled by the corruption mode.
+
+use super::cache::HashCache;
+use super::fec::FecRuntime;
+use super::params::{Mode, VerityParams};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use udm_core::{DevHandle, MapResult, StatusType, Target};
+use udm_formats::verity::{BlockHasher, Digest, Geometry};
+use udm_io::{Bio, IoBuf, IoError, Limits, Op, Sectors, WorkerPool};
+
+/// The kernel stops logging (but keeps counting) after this many corrupted blocks.
+const MAX_CORRUPTED_ERRS: u32 = 100;
+
+/// Which kind of block failed (the `type` of `DM_VERITY_ERR_BLOCK_NR=type,block`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockType {
+    Data = 0,
+    Metadata = 1,
+}
+
+/// Shared state of one verity target.
+pub struct Inner {
+    pub(crate) params: VerityParams,
+    pub(crate) geo: Geometry,
+    pub(crate) hasher: BlockHasher,
+    pub(crate) root: Digest,
+    pub(crate) zero_digest: Option<Digest>,
+    pub(crate) data: Arc<DevHandle>,
+    pub(crate) hash: Arc<DevHandle>,
+    pub(crate) fec: Option<FecRuntime>,
+    pub(crate) cache: HashCache,
+    validated: Option<Vec<AtomicU64>>,
+    hash_failed: AtomicBool,
+    /// Set by `restart_on_corruption` / `panic_on_corruption`: every later I/O fails.
+    dead: AtomicBool,
+    corrupted_errs: AtomicU32,
+    /// Every corruption event (the kernel's uevents), counted even after logging stops.
+    events: AtomicU64,
+}
+
+impl Inner {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        params: VerityParams,
+        geo: Geometry,
+        hasher: BlockHasher,
+        root: Digest,
+        data: Arc<DevHandle>,
+        hash: Arc<DevHandle>,
+        fec: Option<FecRuntime>,
+    ) -> Inner {
+        let zero_digest = params
+            .ignore_zero_blocks
+            .then(|| hasher.digest(&vec![0u8; geo.data_block_size as usize]));
+        let validated = params.check_at_most_once.then(|| {
+            (0..geo.data_blocks.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect()
+        });
+        // Enough for the upper levels and a few MiB of level 0.
+        let cap = (geo.tree_blocks() as usize).clamp(16, 4096);
+        Inner {
+            params,
+            geo,
+            hasher,
+            root,
+            zero_digest,
+            data,
+            hash,
+            fec,
+            cache: HashCache::new(cap),
+            validated,
+            hash_failed: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
+            corrupted_errs: AtomicU32::new(0),
+            events: AtomicU64::new(0),
+        }
+    }
+
+    fn is_validated(&self, b: u64) -> bool {
+        self.validated
+            .as_ref()
+            .is_some_and(|v| v[(b / 64) as usize].load(Ordering::Relaxed) & (1 << (b % 64)) != 0)
+    }
+    fn set_validated(&self, b: u64) {
+        if let Some(v) = &self.validated {
+            v[(b / 64) as usize].fetch_or(1 << (b % 64), Ordering::Relaxed);
+        }
+    }
+
+    /// True once corruption was seen (status `C`).
+    pub fn corrupted(&self) -> bool {
+        self.hash_failed.load(Ordering::Relaxed)
+    }
+
+    /// The kernel's `verity_handle_err`: record the failure; true when the I/O must fail.
+    fn handle_err(&self, ty: BlockType, block: u64) -> bool {
+        self.hash_failed.store(true, Ordering::Relaxed);
+        self.events.fetch_add(1, Ordering::Relaxed);
+        let n = self.corrupted_errs.load(Ordering::Relaxed);
+        if n < MAX_CORRUPTED_ERRS {
+            let n = self.corrupted_errs.fetch_add(1, Ordering::Relaxed) + 1;
+            let kind = match ty {
+                BlockType::Data => "data",
+                BlockType::Metadata => "metadata",
+            };
+            tracing::error!(
+                "verity: {}: {kind} block {block} is corrupted (DM_VERITY_ERR_BLOCK_NR={},{block})",
+                self.data.id,
+                ty as u32
+            );
+            if n == MAX_CORRUPTED_ERRS {
+                tracing::error!("verity: {}: reached maximum errors", self.data.id);
+            }
+        }
+        match self.params.mode {
+            Mode::Logging => false,
+            Mode::Eio => true,
+            Mode::Restart | Mode::Panic => {
+                self.dead.store(true, Ordering::Relaxed);
+                tracing::error!(
+                    "verity: {}: dm-verity device corrupted ({}): failing all further I/O",
+                    self.data.id,
+                    self.params.mode.keyword().unwrap_or_default()
+                );
+                true
+            }
+        }
+    }
+
+    /// Read one hash block (blocking; worker-pool code only).
+    fn read_hash_block(&self, hb: u64) -> Result<Vec<u8>, IoError> {
+        let hbs = self.geo.hash_block_size as u64;
+        udm_io::sync::read_at(
+            self.hash.dev.as_ref(),
+            Sectors(hb * hbs / 512),
+            hbs as usize,
+        )
+        .map(|b| b.into_vec())
+    }
+
+    /// A hash block whose digest must equal `want`: from the cache, or read, checked (and
+    /// corrected with FEC) and cached. `quiet` checks without side effects (for FEC's erasure
+    /// search) and fails instead of handling corruption.
+    fn verified_hash_block(
+        &self,
+        hb: u64,
+        want: &Digest,
+        quiet: bool,
+    ) -> Result<Arc<[u8]>, IoError> {
+        if let Some(b) = self.cache.get(hb) {
+            return Ok(b);
+        }
+        let data = self.read_hash_block(hb);
+        if let Ok(d) = &data {
+            if self.hasher.digest(d) == *want {
+                let a: Arc<[u8]> = Arc::from(d.as_slice());
+                self.cache.insert(hb, a.clone());
+                return Ok(a);
+            }
+        }
+        if quiet {
+            return Err(IoError::Io);
+        }
+        if let Some(fec) = &self.fec {
+            if let Some(vb) = fec.layout.virtual_of_hash(hb) {
+                if let Some(fixed) = fec.correct(self, vb, want) {
+                    let a: Arc<[u8]> = Arc::from(fixed);
+                    self.cache.insert(hb, a.clone());
+                    return Ok(a);
+                }
+            }
+        }
+        let data = data?;
+        if self.handle_err(BlockType::Metadata, hb) {
+            return Err(IoError::Io);
+        }
+        // Logging mode: use the unverified block (not cached as verified).
+        Ok(Arc::from(data))
+    }
+
+    /// The expected digest of data block `block` (the kernel's `verity_hash_for_block`).
+    pub(crate) fn want_digest(&self, block: u64, quiet: bool) -> Result<Digest, IoError> {
+        let levels = self.geo.levels();
+        let ds = self.geo.digest_size();
+        if levels > 0 {
+            let (hb, off) = self.geo.position(block, 0);
+            if let Some(b) = self.cache.get(hb) {
+                return Ok(Digest::from_slice(&b[off..off + ds]));
+            }
+        }
+        let mut want = self.root;
+        for level in (0..levels).rev() {
+            let (hb, off) = self.geo.position(block, level);
+            let b = self.verified_hash_block(hb, &want, quiet)?;
+            want = Digest::from_slice(&b[off..off + ds]);
+        }
+        Ok(want)
+    }
+
+    /// Verify (and correct) `buf`, which holds data blocks `first..` as read; `read_ok` is
+    /// whether the read itself succeeded.
+    pub(crate) fn verify_io(
+        &self,
+        first: u64,
+        buf: &mut [u8],
+        read_ok: bool,
+    ) -> Result<(), IoError> {
+        let bs = self.geo.data_block_size as usize;
+        for (i, chunk) in buf.chunks_mut(bs).enumerate() {
+            let b = first + i as u64;
+            if read_ok && self.is_validated(b) {
+                continue;
+            }
+            let want = self.want_digest(b, false)?;
+            if self.zero_digest == Some(want) {
+                chunk.fill(0);
+                continue;
+            }
+            if read_ok && self.hasher.digest(chunk) == want {
+                self.set_validated(b);
+                continue;
+            }
+            if let Some(fec) = &self.fec {
+                if let Some(fixed) = fec.correct(self, b, &want) {
+                    chunk.copy_from_slice(&fixed);
+                    continue;
+                }
+            }
+            if !read_ok {
+                return Err(IoError::Io);
+            }
+            if self.handle_err(BlockType::Data, b) {
+                return Err(IoError::Io);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One `verity` table line.
+pub struct Verity {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Verity {
+    /// Corruption events so far (each would have been a uevent in the kernel).
+    pub fn events(&self) -> u64 {
+        self.inner.events.load(Ordering::Relaxed)
+    }
+}
+
+impl Target for Verity {
+    fn map(&self, mut bio: Bio) -> MapResult {
+        let inner = &self.inner;
+        match bio.op {
+            // dm-verity takes no flushes (num_flush_bios = 0): they succeed at once.
+            Op::Flush => {
+                bio.complete(Ok(()));
+                return MapResult::Submitted;
+            }
+            Op::Discard | Op::WriteZeroes => return MapResult::Kill(bio, IoError::NotSupported),
+            Op::Read | Op::Write => {}
+        }
+        let spb = (inner.geo.data_block_size / 512) as u64;
+        if (bio.sector.0 | bio.len().0) & (spb - 1) != 0 {
+            tracing::error!("verity: unaligned io");
+            return MapResult::Kill(bio, IoError::Io);
+        }
+        if bio.end().0 / spb > inner.geo.data_blocks {
+            tracing::error!("verity: io out of range");
+            return MapResult::Kill(bio, IoError::Io);
+        }
+        if bio.op == Op::Write || inner.dead.load(Ordering::Relaxed) {
+            return MapResult::Kill(bio, IoError::Io);
+        }
+        let first = bio.sector.0 / spb;
+        let sector = bio.sector;
+        let buf = bio.take_buf();
+        let me = self.inner.clone();
+        let read = Bio::read(
+            sector,
+            buf,
+            Box::new(move |res: Result<(), IoError>, buf: IoBuf| {
+                if res.is_err() && me.fec.is_none() {
+                    bio.set_buf(buf);
+                    return bio.complete(res);
+                }
+                WorkerPool::cpu().spawn(move || {
+                    let mut buf = buf;
+                    let r = me.verify_io(first, &mut buf, res.is_ok());
+                    bio.set_buf(buf);
+                    bio.complete(r);
+                });
+            }),
+        );
+        self.inner.data.dev.submit(read);
+        MapResult::Submitted
+    }
+
+    fn status(&self, ty: StatusType) -> String {
+        match ty {
+            StatusType::Info => if self.inner.corrupted() { "C" } else { "V" }.to_string(),
+            StatusType::Table => {
+                let mut p = self.inner.params.clone();
+                p.data_dev = self.inner.data.id.to_string();
+                p.hash_dev = self.inner.hash.id.to_string();
+                if let Some(f) = &self.inner.fec {
+                    p.fec.dev = Some(f.dev.id.to_string());
+                }
+                p.to_string()
+            }
+        }
+    }
+
+    fn io_hints(&self, limits: &mut Limits) {
+        let bs = self.inner.geo.data_block_size;
+        limits.logical_block_size = limits.logical_block_size.max(bs);
+        limits.physical_block_size = limits.physical_block_size.max(bs);
+        limits.io_min = limits.io_min.max(limits.logical_block_size);
+    }
+}

@@ -1,0 +1,443 @@
+//! `verity` target: reads verify against trees built by udm-formats and by real veritysetup;
+//! flipped bytes in data, hash blocks or the superblock are detected (EIO, status `C`) or
+//! corrected by FEC; corruption modes; table round trip; constructor errors.
+
+mod common;
+use common::*;
+use proptest::prelude::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use udm_core::StatusType;
+use udm_formats::verity::fec::FecSource;
+use udm_formats::verity::{BlockHasher, FecLayout, Geometry, HashAlg, HashType, ReedSolomon};
+
+/// A verity image made in-process: data file, hash file (no superblock, tree at block 0 or a
+/// superblock-sized gap), optional FEC file.
+struct Img {
+    data: PathBuf,
+    hash: PathBuf,
+    fec: Option<(PathBuf, u64)>, // (file, fec_blocks)
+    bs: u32,
+    blocks: u64,
+    hash_start: u64,
+    root: String,
+    content: Vec<u8>,
+}
+
+fn pseudo(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn make(dir: &Path, bs: u32, blocks: u64, zero_blocks: &[u64], fec_roots: Option<u32>) -> Img {
+    let mut content = pseudo((bs as u64 * blocks) as usize, blocks * 31 + bs as u64);
+    for &z in zero_blocks {
+        let o = (z * bs as u64) as usize;
+        content[o..o + bs as usize].fill(0);
+    }
+    let hash_start = 1;
+    let geo = Geometry::new(
+        HashType::Normal,
+        HashAlg::Sha256,
+        bs,
+        bs,
+        blocks,
+        hash_start,
+    )
+    .unwrap();
+    let hasher = BlockHasher::new(HashAlg::Sha256, HashType::Normal, &[0xab, 0xcd]);
+    let leaves: Vec<_> = content
+        .chunks(bs as usize)
+        .map(|c| hasher.digest(c))
+        .collect();
+    let (tree, root) = geo.build_from_leaves(&hasher, &leaves);
+    let mut hash_img = vec![0u8; bs as usize]; // where a superblock would be
+    hash_img.extend_from_slice(&tree);
+    let data = dir.join("data.img");
+    let hash = dir.join("hash.img");
+    std::fs::write(&data, &content).unwrap();
+    std::fs::write(&hash, &hash_img).unwrap();
+    let fec = fec_roots.map(|roots| {
+        let fec_blocks = blocks + geo.tree_blocks();
+        let l = FecLayout::new(roots, bs, fec_blocks, blocks, hash_start).unwrap();
+        let rs = ReedSolomon::new(roots as usize);
+        let zero = vec![0u8; bs as usize];
+        let mut out = vec![0u8; l.parity_bytes() as usize];
+        let per = bs as usize * roots as usize;
+        for n in 0..l.rounds {
+            let blks: Vec<&[u8]> = l
+                .round_blocks(n)
+                .map(|vb| match l.source(vb) {
+                    FecSource::Data(b) => &content[(b * bs as u64) as usize..][..bs as usize],
+                    FecSource::Hash(h) => &hash_img[(h * bs as u64) as usize..][..bs as usize],
+                    FecSource::Zero => &zero[..],
+                })
+                .collect();
+            l.encode_round(&rs, &blks, &mut out[n as usize * per..][..per]);
+        }
+        let f = dir.join("fec.img");
+        std::fs::write(&f, &out).unwrap();
+        (f, fec_blocks)
+    });
+    Img {
+        data,
+        hash,
+        fec,
+        bs,
+        blocks,
+        hash_start,
+        root: root.hex(),
+        content,
+    }
+}
+
+impl Img {
+    fn table(&self, opts: &str) -> String {
+        let sectors = self.blocks * self.bs as u64 / 512;
+        let mut t = format!(
+            "0 {sectors} verity 1 {} {} {} {} {} {} sha256 {} abcd",
+            self.data.display(),
+            self.hash.display(),
+            self.bs,
+            self.bs,
+            self.blocks,
+            self.hash_start,
+            self.root
+        );
+        let mut words: Vec<String> = opts.split_whitespace().map(String::from).collect();
+        if let Some((f, n)) = &self.fec {
+            words.extend(
+                format!(
+                    "use_fec_from_device {} fec_roots 2 fec_blocks {n}",
+                    f.display()
+                )
+                .split(' ')
+                .map(String::from),
+            );
+        }
+        if !words.is_empty() {
+            t.push_str(&format!(" {} {}", words.len(), words.join(" ")));
+        }
+        t
+    }
+}
+
+fn create_ro(reg: &udm_core::Registry, name: &str, table: &str) -> Result<(), udm_core::DmError> {
+    reg.create(name, "")?;
+    let r = reg
+        .load(&sel(name), &lines(table), true)
+        .and_then(|_| reg.resume(&sel(name)).map(|_| ()));
+    if r.is_err() {
+        let _ = reg.remove(&sel(name), false);
+    }
+    r
+}
+
+fn info(reg: &udm_core::Registry, name: &str) -> String {
+    reg.status(&sel(name), false, StatusType::Info).unwrap().1[0]
+        .params
+        .clone()
+}
+
+/// Read every block; return the indices that fail.
+fn failing_blocks(dev: &dyn udm_io::BlockDevice, bs: u32, blocks: u64) -> Vec<u64> {
+    (0..blocks)
+        .filter(|b| {
+            udm_io::sync::read_at(dev, udm_io::Sectors(b * bs as u64 / 512), bs as usize).is_err()
+        })
+        .collect()
+}
+
+fn flip(path: &Path, off: u64, mask: u8) {
+    let mut v = std::fs::read(path).unwrap();
+    v[off as usize] ^= mask;
+    std::fs::write(path, v).unwrap();
+}
+
+#[test]
+fn reads_verify_and_table_round_trips() {
+    let d = tempfile::tempdir().unwrap();
+    let img = make(d.path(), 4096, 300, &[], None);
+    let reg = registry();
+    let t = img.table("");
+    create_ro(&reg, "v", &t).unwrap();
+    let (dev, _g) = open(&reg, "v");
+    assert!(read(dev.as_ref(), 0, img.content.len()) == img.content);
+    assert_eq!(info(&reg, "v"), "V");
+    let table = reg.status(&sel("v"), false, StatusType::Table).unwrap().1[0]
+        .params
+        .clone();
+    assert_eq!(format!("0 2400 verity {table}"), t);
+    // Writes fail; unaligned and out-of-range reads fail.
+    assert!(udm_io::sync::write_at(dev.as_ref(), udm_io::Sectors(0), &[0u8; 4096]).is_err());
+    assert!(udm_io::sync::read_at(dev.as_ref(), udm_io::Sectors(1), 4096).is_err());
+    assert_eq!(dev.limits().logical_block_size, 4096);
+}
+
+#[test]
+fn writable_table_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let img = make(d.path(), 4096, 8, &[], None);
+    let reg = registry();
+    let e = create(&reg, "v", &img.table("")).unwrap_err();
+    assert!(e.to_string().contains("Device must be readonly"), "{e}");
+}
+
+#[test]
+fn constructor_errors_as_kernel() {
+    let d = tempfile::tempdir().unwrap();
+    let img = make(d.path(), 4096, 16, &[], None);
+    let reg = registry();
+    let base = img.table("");
+    let cases = [
+        (
+            base.replace(" 16 1 sha256", " 16 300 sha256"),
+            "Hash device is too small",
+        ),
+        (
+            base.replace("sha256", "md5"),
+            "Cannot initialize hash function (-ENOENT)",
+        ),
+        (
+            base.replace("sha256", "sha512"),
+            "Invalid root digest (-EINVAL)",
+        ),
+        (
+            base.replace(" 16 1 ", " 15 1 "),
+            "Data device is too small (-EINVAL)",
+        ),
+        (
+            format!("{base} 2 root_hash_sig_key_desc k"),
+            "DM Verity Sig Verification Invalid key specified",
+        ),
+        (
+            format!(
+                "{base} 4 use_fec_from_device {} fec_roots 2",
+                img.hash.display()
+            ),
+            "Missing fec_blocks (-EINVAL)",
+        ),
+        (
+            format!(
+                "{base} 6 use_fec_from_device {} fec_roots 2 fec_blocks 3",
+                img.hash.display()
+            ),
+            "Invalid fec_blocks (-EINVAL)",
+        ),
+    ];
+    for (t, want) in cases {
+        let e = create_ro(&reg, "bad", &t).unwrap_err().to_string();
+        assert!(e.contains(want), "{t}\n=> {e}");
+    }
+}
+
+#[test]
+fn corrupt_data_gives_eio_and_status_c() {
+    let d = tempfile::tempdir().unwrap();
+    let img = make(d.path(), 1024, 200, &[], None);
+    flip(&img.data, 5 * 1024 + 17, 0x01);
+    flip(&img.data, 150 * 1024 + 1023, 0x80);
+    let reg = registry();
+    create_ro(&reg, "v", &img.table("")).unwrap();
+    let (dev, _g) = open(&reg, "v");
+    assert_eq!(info(&reg, "v"), "V");
+    assert_eq!(failing_blocks(dev.as_ref(), 1024, 200), vec![5, 150]);
+    assert_eq!(info(&reg, "v"), "C");
+}
+
+#[test]
+fn corrupt_hash_block_fails_the_blocks_it_covers() {
+    let d = tempfile::tempdir().unwrap();
+    // 1024-byte hash blocks hold 32 sha256 digests: 100 blocks -> level 0 of 4 blocks.
+    let img = make(d.path(), 1024, 100, &[], None);
+    let geo = Geometry::new(HashType::Normal, HashAlg::Sha256, 1024, 1024, 100, 1).unwrap();
+    let (hb, _) = geo.position(40, 0);
+    flip(&img.hash, hb * 1024 + 3, 0x10);
+    let reg = registry();
+    create_ro(&reg, "v", &img.table("")).unwrap();
+    let (dev, _g) = open(&reg, "v");
+    assert_eq!(
+        failing_blocks(dev.as_ref(), 1024, 100),
+        (32..64).collect::<Vec<_>>()
+    );
+    assert_eq!(info(&reg, "v"), "C");
+}
+
+#[test]
+fn modes_logging_restart_zero_blocks_at_most_once() {
+    let d = tempfile::tempdir().unwrap();
+    let img = make(d.path(), 4096, 32, &[3], None);
+    flip(&img.data, 7 * 4096, 0xff);
+    let reg = registry();
+    create_ro(&reg, "log", &img.table("ignore_corruption")).unwrap();
+    let (dev, _g) = open(&reg, "log");
+    assert!(failing_blocks(dev.as_ref(), 4096, 32).is_empty());
+    assert_eq!(info(&reg, "log"), "C");
+
+    create_ro(&reg, "rs", &img.table("restart_on_corruption")).unwrap();
+    let (dev, _g2) = open(&reg, "rs");
+    assert!(udm_io::sync::read_at(dev.as_ref(), udm_io::Sectors(0), 4096).is_ok());
+    assert!(udm_io::sync::read_at(dev.as_ref(), udm_io::Sectors(7 * 8), 4096).is_err());
+    // After the corruption the device errors out entirely.
+    assert!(udm_io::sync::read_at(dev.as_ref(), udm_io::Sectors(0), 4096).is_err());
+
+    // ignore_zero_blocks: a block expected to be zero reads as zeroes without being read.
+    flip(&img.data, 3 * 4096 + 9, 0x42);
+    create_ro(
+        &reg,
+        "z",
+        &img.table("ignore_zero_blocks check_at_most_once"),
+    )
+    .unwrap();
+    let (dev, _g3) = open(&reg, "z");
+    assert_eq!(read(dev.as_ref(), 3 * 8, 4096), vec![0u8; 4096]);
+    assert!(udm_io::sync::read_at(dev.as_ref(), udm_io::Sectors(7 * 8), 4096).is_err());
+    let table = reg.status(&sel("z"), false, StatusType::Table).unwrap().1[0]
+        .params
+        .clone();
+    assert!(
+        table.ends_with(" 2 ignore_zero_blocks check_at_most_once"),
+        "{table}"
+    );
+}
+
+#[test]
+fn fec_corrects_data_and_hash_blocks() {
+    let d = tempfile::tempdir().unwrap();
+    let img = make(d.path(), 4096, 600, &[], Some(2));
+    // 606 protected blocks in 3 rounds: block 1 alone in round 1, blocks 17 and 599 both in
+    // round 2 (two errors per codeword: corrected only with erasures), and the top hash block
+    // (virtual block 600) in round 0.
+    let mut v = std::fs::read(&img.data).unwrap();
+    for b in [1usize, 17, 599] {
+        v[b * 4096..(b + 1) * 4096]
+            .iter_mut()
+            .for_each(|x| *x ^= 0x5a);
+    }
+    std::fs::write(&img.data, v).unwrap();
+    flip(&img.hash, 4096 + 100, 0x01); // the top hash block
+    let reg = registry();
+    create_ro(&reg, "v", &img.table("")).unwrap();
+    let (dev, _g) = open(&reg, "v");
+    assert!(read(dev.as_ref(), 0, img.content.len()) == img.content);
+    assert_eq!(info(&reg, "v"), "V");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// Any single flipped byte in the data or the tree is detected: exactly the blocks whose
+    /// verification depends on it fail, and every other block reads back unchanged.
+    #[test]
+    fn any_flip_is_detected(in_data in any::<bool>(), pos in any::<u64>(), mask in 1u8..=255) {
+        let d = tempfile::tempdir().unwrap();
+        let img = make(d.path(), 512, 64, &[], None);
+        let geo = Geometry::new(HashType::Normal, HashAlg::Sha256, 512, 512, 64, 1).unwrap();
+        let reg = registry();
+        let expected: Vec<u64> = if in_data {
+            let off = pos % img.content.len() as u64;
+            flip(&img.data, off, mask);
+            vec![off / 512]
+        } else {
+            let tree = geo.tree_blocks() * 512;
+            let off = 512 + pos % tree;
+            flip(&img.hash, off, mask);
+            let hb = off / 512;
+            (0..64u64).filter(|&b| (0..geo.levels()).any(|l| geo.position(b, l).0 == hb)).collect()
+        };
+        create_ro(&reg, "v", &img.table("")).unwrap();
+        let (dev, _g) = open(&reg, "v");
+        let bad = failing_blocks(dev.as_ref(), 512, 64);
+        // A flip in a digest slot's padding or unused tail of a hash block still fails the
+        // whole hash block, as in the kernel.
+        prop_assert_eq!(&bad, &expected);
+        prop_assert_eq!(info(&reg, "v"), if expected.is_empty() { "V" } else { "C" });
+        for b in 0..64u64 {
+            if !bad.contains(&b) {
+                let got = read(dev.as_ref(), b, 512);
+                prop_assert!(got == img.content[(b * 512) as usize..][..512]);
+            }
+        }
+    }
+}
+
+// ---- with real veritysetup ----
+
+fn veritysetup(args: &[&str]) -> String {
+    udm_testkit::run(Command::new("veritysetup").args(args))
+}
+
+fn root_of(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("Root hash:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn veritysetup_trees_and_fec_open_in_udm() {
+    if !udm_testkit::require_tool("veritysetup") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let bs = 4096u64;
+    let blocks = 700u64;
+    let content = pseudo((bs * blocks) as usize, 99);
+    let data = d.path().join("data.img");
+    let hash = d.path().join("hash.img");
+    let fec = d.path().join("fec.img");
+    std::fs::write(&data, &content).unwrap();
+    let out = veritysetup(&[
+        "format",
+        data.to_str().unwrap(),
+        hash.to_str().unwrap(),
+        "--fec-device",
+        fec.to_str().unwrap(),
+        "--fec-roots",
+        "4",
+        "--salt",
+        "0123",
+    ]);
+    let root = root_of(&out);
+    let hash_blocks = std::fs::metadata(&hash).unwrap().len() / bs;
+    let fec_blocks = blocks + hash_blocks - 1;
+    let table = format!(
+        "0 {} verity 1 {} {} 4096 4096 {blocks} 1 sha256 {root} 0123 8 use_fec_from_device {} fec_roots 4 fec_blocks {fec_blocks} fec_start 0",
+        blocks * 8,
+        data.display(),
+        hash.display(),
+        fec.display()
+    );
+    // Corrupt 2 whole blocks in the same FEC round (roots 4 corrects 2 errors per codeword
+    // without erasures) and one hash block.
+    let rounds = fec_blocks.div_ceil(251);
+    let mut v = std::fs::read(&data).unwrap();
+    for b in [5u64, 5 + rounds] {
+        for k in (0..bs).step_by(7) {
+            v[(b * bs + k) as usize] ^= 0xa5;
+        }
+    }
+    std::fs::write(&data, v).unwrap();
+    flip(&hash, bs + 9, 0x01);
+    let reg = registry();
+    create_ro(&reg, "v", &table).unwrap();
+    let (dev, _g) = open(&reg, "v");
+    assert!(read(dev.as_ref(), 0, content.len()) == content);
+    assert_eq!(info(&reg, "v"), "V");
+    drop(dev);
+
+    // Without FEC the same image fails exactly in the corrupted places.
+    let plain = table.split(" 8 use_fec").next().unwrap().to_string();
+    create_ro(&reg, "p", &plain).unwrap();
+    let (dev, _g2) = open(&reg, "p");
+    let bad = failing_blocks(dev.as_ref(), 4096, blocks);
+    assert!(!bad.is_empty() && bad.contains(&5), "{bad:?}");
+    assert_eq!(info(&reg, "p"), "C");
+}
