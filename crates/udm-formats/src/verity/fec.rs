@@ -185,8 +185,14 @@ mod tests {
 
     #[test]
     fn bad_parameters() {
-        assert_eq!(FecLayout::new(1, 4096, 10, 5, 1), Err(VerityError::BadRoots));
-        assert_eq!(FecLayout::new(25, 4096, 10, 5, 1), Err(VerityError::BadRoots));
+        assert_eq!(
+            FecLayout::new(1, 4096, 10, 5, 1),
+            Err(VerityError::BadRoots)
+        );
+        assert_eq!(
+            FecLayout::new(25, 4096, 10, 5, 1),
+            Err(VerityError::BadRoots)
+        );
         assert_eq!(
             FecLayout::new(2, 4096, 4, 5, 1),
             Err(VerityError::BadFecBlocks)

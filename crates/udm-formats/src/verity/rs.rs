@@ -99,8 +99,8 @@ impl ReedSolomon {
         for &d in data {
             let feedback = gf.index_of[(d ^ parity[0]) as usize];
             if feedback != A0 {
-                for j in 1..nr {
-                    parity[j] ^= gf.alpha_to[modnn(feedback + self.genpoly[nr - j])];
+                for (j, p) in parity.iter_mut().enumerate().skip(1) {
+                    *p ^= gf.alpha_to[modnn(feedback + self.genpoly[nr - j])];
                 }
             }
             parity.copy_within(1.., 0);

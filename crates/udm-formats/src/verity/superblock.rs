@@ -214,20 +214,32 @@ mod tests {
         assert_eq!(Superblock::parse(&b), Err(VerityError::BadSignature));
         let mut b = good;
         b[8] = 2;
-        assert_eq!(Superblock::parse(&b), Err(VerityError::UnsupportedVersion(2)));
+        assert_eq!(
+            Superblock::parse(&b),
+            Err(VerityError::UnsupportedVersion(2))
+        );
         let mut b = good;
         b[12] = 7;
-        assert_eq!(Superblock::parse(&b), Err(VerityError::UnsupportedHashType(7)));
+        assert_eq!(
+            Superblock::parse(&b),
+            Err(VerityError::UnsupportedHashType(7))
+        );
         let mut b = good;
         b[65] = 0x11;
         assert_eq!(Superblock::parse(&b), Err(VerityError::BadBlockSize));
         let mut b = good;
         b[32] = b'x';
-        assert!(matches!(Superblock::parse(&b), Err(VerityError::UnsupportedHash(_))));
+        assert!(matches!(
+            Superblock::parse(&b),
+            Err(VerityError::UnsupportedHash(_))
+        ));
         let mut b = good;
         b[81] = 1;
         assert_eq!(Superblock::parse(&b), Err(VerityError::Corrupted));
-        assert_eq!(Superblock::parse(&good[..100]), Err(VerityError::BadSignature));
+        assert_eq!(
+            Superblock::parse(&good[..100]),
+            Err(VerityError::BadSignature)
+        );
     }
 
     #[test]
