@@ -338,7 +338,7 @@ fn switch_routes_regions_by_message() {
     let w = read(&*d, 60, 8 * 512).unwrap();
     assert_eq!(
         u64::from_le_bytes(w[..8].try_into().unwrap()),
-        60 * 512 ^ B_XOR ^ (1024 * 512)
+        ((60 + 1024) * 512) ^ B_XOR
     );
 }
 

@@ -164,7 +164,7 @@ fn replay_reaches_every_flush_with_the_bytes_written_before_it() {
                 let n = 1 + (x >> 20) % 8;
                 let n = n.min(2048 - sector);
                 let buf = vec![(x >> 40) as u8 | 1; (n * 512) as usize];
-                if x % 7 == 0 {
+                if x.is_multiple_of(7) {
                     sync::discard(&*d, Sectors(sector), Sectors(n)).unwrap();
                 } else {
                     write(&*d, sector, &buf).unwrap();
