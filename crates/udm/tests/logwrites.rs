@@ -306,3 +306,41 @@ fn udm_testkit_e2fsck() -> bool {
     }
     found
 }
+
+#[test]
+fn a_failing_check_stops_the_replay_unless_told_to_keep_going() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = zero_image(dir.path(), "d.img", 32768);
+    let log = zero_image(dir.path(), "l.img", 131072);
+    workload1(&data, &log);
+    let img = zero_image(dir.path(), "r.img", 32768);
+    let (l, i) = (log.display(), img.display());
+    // Checks run after entries 3 (flush), 4 (mark), 5 (FUA), 6 (flush), 7 (mark), 10 (mark).
+    let a = logwrites::parse_replay(&s(&format!("{l} {i} --check false"))).unwrap();
+    let mut out = Vec::new();
+    let rep = logwrites::do_replay(&a, &mut out).unwrap();
+    assert_eq!(
+        (rep.replayed, rep.checks, rep.failed.clone()),
+        (4, 1, vec![3])
+    );
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "check failed after entry 3\n"
+    );
+    let a = logwrites::parse_replay(&s(&format!("{l} {i} --check false --keep-going"))).unwrap();
+    let rep = logwrites::do_replay(&a, &mut Vec::new()).unwrap();
+    assert_eq!(rep.failed, vec![3, 4, 5, 6, 7, 10]);
+    // The device path is appended to the command.
+    let mut args = s(&format!("{l} {i}"));
+    args.extend(["--check".to_string(), "test -f".to_string()]);
+    let a = logwrites::parse_replay(&args).unwrap();
+    assert_eq!(a.check, Some(("test -f".into(), true)));
+    assert!(logwrites::do_replay(&a, &mut Vec::new())
+        .unwrap()
+        .failed
+        .is_empty());
+    // replay-log style: --fsck CMD --check N runs CMD (as given) every N entries.
+    let a = logwrites::parse_replay(&s(&format!("{l} {i} --fsck true --check 4"))).unwrap();
+    let rep = logwrites::do_replay(&a, &mut Vec::new()).unwrap();
+    assert_eq!((rep.replayed, rep.checks), (11, 2));
+}
