@@ -423,3 +423,47 @@ fn ebs_read_modify_writes_partial_blocks() {
         "{e}"
     );
 }
+
+#[test]
+fn faults_switch_by_table_reload_while_io_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = img(dir.path(), "a.img", 2048, 0);
+    let clock = ManualClock::new();
+    let reg = manual_reg(&clock);
+    create(&reg, "f", &format!("0 1024 delay {a} 0 0")).unwrap();
+    let (d, _g) = open(&reg, "f");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let worker = {
+        let (d, stop, errors) = (d.clone(), stop.clone(), errors.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if read(&*d, n % 1024, 512).is_err() {
+                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                n += 1;
+            }
+        })
+    };
+    let reload = |t: String| {
+        let l = udm_core::parse_table_text(&t).unwrap();
+        reg.load(&sel("f"), &l, false).unwrap();
+        reg.resume(&sel("f")).unwrap();
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(errors.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // Into an always-down flakey: reads start failing.
+    reload(format!("0 1024 flakey {a} 0 0 1"));
+    std::thread::sleep(Duration::from_millis(50));
+    let failing = errors.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(failing > 0);
+    // Back to a healthy mapping: the errors stop.
+    reload(format!("0 1024 flakey {a} 0 1 0"));
+    std::thread::sleep(Duration::from_millis(20));
+    let settled = errors.load(std::sync::atomic::Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(errors.load(std::sync::atomic::Ordering::Relaxed), settled);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    worker.join().unwrap();
+}
