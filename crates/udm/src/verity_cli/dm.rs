@@ -1,0 +1,318 @@
+//! The veritysetup actions that talk to the device-mapper — here the udm daemon: `open`
+//! (create + load a read-only `verity` table + resume), `close`, `status`.
+
+use super::actions::{self, fail, open_ro, Hdr};
+use super::{Failed, Io, Opts};
+use std::io::Write;
+use udm_formats::verity::{to_hex, Digest};
+use udm_proto::{Client, ClientError, DevSel, Line, Reply, Request};
+use udm_targets::verity::VerityParams;
+
+fn connect(io: &mut Io<'_>) -> Result<Client, Failed> {
+    Client::connect(&io.socket).map_err(|e| {
+        let _ = writeln!(
+            io.err,
+            "Cannot initialize device-mapper. Is the udm daemon running? ({e})"
+        );
+        Failed(libc::EINVAL)
+    })
+}
+
+fn strerror(errno: i32) -> String {
+    let s = std::io::Error::from_raw_os_error(errno).to_string();
+    match s.rfind(" (os error ") {
+        Some(p) => s[..p].to_string(),
+        None => s,
+    }
+}
+
+/// Print a daemon failure as libdm would (the kernel-style reason, then the ioctl line).
+fn report(io: &mut Io<'_>, op: &str, name: &str, e: &ClientError) -> Failed {
+    let errno = e.errno();
+    if let ClientError::Remote(r) = e {
+        if !r.message.is_empty() && r.message != strerror(errno) {
+            let msg = r
+                .message
+                .strip_prefix("line 1: ")
+                .unwrap_or(&r.message)
+                .to_string();
+            let _ = writeln!(io.err, "device-mapper: {msg}");
+        }
+    }
+    let _ = writeln!(
+        io.err,
+        "device-mapper: {op} ioctl on {name}  failed: {}",
+        strerror(errno)
+    );
+    Failed(errno)
+}
+
+fn abs(path: &str) -> String {
+    std::fs::canonicalize(path)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| path.to_string())
+}
+
+/// The `verity` table line veritysetup would load.
+fn table_line(o: &Opts, h: &Hdr, data: &str, hash: &str, root: &Digest, hash_size: u64) -> Line {
+    let mut words: Vec<String> = Vec::new();
+    if o.ignore_corruption {
+        words.push("ignore_corruption".into());
+    } else if o.restart_on_corruption {
+        words.push("restart_on_corruption".into());
+    } else if o.panic_on_corruption {
+        words.push("panic_on_corruption".into());
+    }
+    if o.ignore_zero_blocks {
+        words.push("ignore_zero_blocks".into());
+    }
+    if o.check_at_most_once {
+        words.push("check_at_most_once".into());
+    }
+    if o.use_tasklets {
+        words.push("try_verify_in_tasklet".into());
+    }
+    if let Some(f) = &o.fec_device {
+        let hash_start = h.hash_start();
+        let bs = h.data_block_size as u64;
+        let end = if actions::same_file(hash, f) {
+            o.fec_offset
+        } else {
+            hash_size
+        };
+        let blocks = h.data_blocks + (end / bs).saturating_sub(hash_start);
+        words.extend([
+            "use_fec_from_device".to_string(),
+            abs(f),
+            "fec_roots".into(),
+            o.fec_roots.unwrap_or(2).to_string(),
+            "fec_blocks".into(),
+            blocks.to_string(),
+            "fec_start".into(),
+            (o.fec_offset / bs).to_string(),
+        ]);
+    }
+    let salt = if h.salt.is_empty() {
+        "-".to_string()
+    } else {
+        to_hex(&h.salt)
+    };
+    let mut params = format!(
+        "{} {} {} {} {} {} {} {} {} {salt}",
+        h.hash_type.as_u32(),
+        abs(data),
+        abs(hash),
+        h.data_block_size,
+        h.hash_block_size,
+        h.data_blocks,
+        h.hash_start(),
+        h.alg.name(),
+        root.hex()
+    );
+    if !words.is_empty() {
+        params.push_str(&format!(" {} {}", words.len(), words.join(" ")));
+    }
+    Line {
+        start: 0,
+        len: h.data_blocks * h.data_block_size as u64 / 512,
+        ttype: "verity".into(),
+        params,
+    }
+}
+
+/// `open <data_device> <name> <hash_device> [<root_hash>]`.
+pub fn open(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
+    if pos.len() < 4 && o.root_hash_file.is_none() {
+        return Err(fail(
+            io,
+            libc::EINVAL,
+            "Command requires <root_hash> or --root-hash-file option as argument.",
+        ));
+    }
+    let (data_path, name, hash_path) = (&pos[0], &pos[1], &pos[2]);
+    let _data = open_ro(io, data_path)?;
+    let hash = open_ro(io, hash_path)?;
+    let h = actions::load_hdr(io, o, hash_path, &hash)?;
+    let root = actions::root_arg(io, o, pos.get(3), &h)?;
+    if o.root_hash_signature.is_some() {
+        return Err(fail(
+            io,
+            libc::EINVAL,
+            "Root hash signatures are not supported by udm yet (no trusted key store).",
+        ));
+    }
+    let line = table_line(o, &h, data_path, hash_path, &root, actions::dev_size(&hash));
+    let uuid = match h.uuid {
+        Some(u) => format!("CRYPT-VERITY-{}-{name}", to_hex(&u)),
+        None => format!("CRYPT-VERITY-{name}"),
+    };
+    let mut c = connect(io)?;
+    let sel = DevSel::Name(name.clone());
+    c.call(Request::Create {
+        name: name.clone(),
+        uuid,
+    })
+    .map_err(|e| report(io, "create", name, &e))?;
+    let loaded = c
+        .call(Request::Load {
+            dev: sel.clone(),
+            table: vec![line],
+            read_only: true,
+        })
+        .map_err(|e| report(io, "reload", name, &e))
+        .and_then(|_| {
+            c.call(Request::Resume {
+                dev: sel.clone(),
+                noflush: false,
+                nolockfs: false,
+            })
+            .map_err(|e| report(io, "resume", name, &e))
+        });
+    if let Err(e) = loaded {
+        let _ = c.call(Request::Remove {
+            dev: sel,
+            deferred: false,
+        });
+        return Err(e);
+    }
+    if let Ok(Reply::Status { targets, .. }) = c.call(Request::Status {
+        dev: sel,
+        inactive: false,
+        table: false,
+    }) {
+        if targets.first().is_some_and(|t| t.params.starts_with('C')) {
+            let _ = writeln!(
+                io.err,
+                "Verity device detected corruption after activation."
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `close <name>`.
+pub fn close(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
+    let name = &pos[0];
+    let mut c = connect(io)?;
+    let sel = DevSel::Name(name.clone());
+    if o.cancel_deferred {
+        // udm removes at once or fails while open; nothing is ever pending.
+        return Ok(());
+    }
+    match c.call(Request::Remove {
+        dev: sel,
+        deferred: o.deferred,
+    }) {
+        Ok(_) => Ok(()),
+        Err(e) if e.errno() == libc::ENXIO => Err(fail(
+            io,
+            libc::ENODEV,
+            format!("Device {name} is not active."),
+        )),
+        Err(e) if e.errno() == libc::EBUSY => Err(fail(
+            io,
+            libc::EBUSY,
+            format!("Device {name} is still in use."),
+        )),
+        Err(e) => Err(report(io, "remove", name, &e)),
+    }
+}
+
+/// `status <name>`.
+pub fn status(io: &mut Io<'_>, _o: &Opts, pos: &[String]) -> Result<(), Failed> {
+    let name = pos[0].trim_start_matches("/dev/mapper/").to_string();
+    let shown = if pos[0].contains('/') {
+        pos[0].clone()
+    } else {
+        format!("/dev/mapper/{name}")
+    };
+    let mut c = connect(io)?;
+    let sel = DevSel::Name(name.clone());
+    let info = match c.call(Request::Info {
+        dev: sel.clone(),
+        inactive: false,
+    }) {
+        Ok(Reply::Info(i)) => i,
+        _ => {
+            let _ = writeln!(io.out, "{shown} is inactive.");
+            return Err(Failed(libc::ENODEV));
+        }
+    };
+    let busy = if info.open_count > 0 {
+        " and is in use"
+    } else {
+        ""
+    };
+    let _ = writeln!(io.out, "{shown} is active{busy}.");
+    let is_verity = info.uuid.starts_with("CRYPT-VERITY-");
+    let _ = writeln!(
+        io.out,
+        "  type:        {}",
+        if is_verity { "VERITY" } else { "n/a" }
+    );
+    let get = |c: &mut Client, table: bool| match c.call(Request::Status {
+        dev: sel.clone(),
+        inactive: false,
+        table,
+    }) {
+        Ok(Reply::Status { targets, .. }) => targets.into_iter().next(),
+        _ => None,
+    };
+    let (Some(t), Some(st)) = (get(&mut c, true), get(&mut c, false)) else {
+        return Ok(());
+    };
+    if t.ttype != "verity" {
+        return Ok(());
+    }
+    let Ok(p) = t.params.parse::<VerityParams>() else {
+        return Ok(());
+    };
+    let o = &mut io.out;
+    let state = if st.params.starts_with('C') {
+        "corrupted"
+    } else {
+        "verified"
+    };
+    let _ = writeln!(o, "  status:      {state}");
+    let _ = writeln!(o, "  hash type:   {}", p.version);
+    let _ = writeln!(o, "  data block:  {}", p.data_block_size);
+    let _ = writeln!(o, "  hash block:  {}", p.hash_block_size);
+    let _ = writeln!(o, "  hash name:   {}", p.alg);
+    let salt = if p.salt.is_empty() {
+        "-".to_string()
+    } else {
+        to_hex(&p.salt)
+    };
+    let _ = writeln!(o, "  salt:        {salt}");
+    let _ = writeln!(o, "  data device: {}", p.data_dev);
+    let _ = writeln!(o, "  size:        {} sectors", t.len);
+    let mode = if info.read_only {
+        "readonly"
+    } else {
+        "read/write"
+    };
+    let _ = writeln!(o, "  mode:        {mode}");
+    let _ = writeln!(o, "  hash device: {}", p.hash_dev);
+    let hbs = p.hash_block_size as u64;
+    let _ = writeln!(o, "  hash offset: {} sectors", p.hash_start * hbs / 512);
+    if let Some(f) = &p.fec.dev {
+        let _ = writeln!(o, "  FEC device:  {f}");
+        let _ = writeln!(o, "  FEC offset:  {} sectors", p.fec.start * hbs / 512);
+        let _ = writeln!(o, "  FEC roots:   {}", p.fec.roots.unwrap_or(0));
+    }
+    let _ = writeln!(o, "  root hash:   {}", to_hex(&p.root_digest));
+    use udm_targets::verity::Mode;
+    let flags = [
+        (p.mode == Mode::Logging, "ignore_corruption "),
+        (p.mode == Mode::Restart, "restart_on_corruption "),
+        (p.mode == Mode::Panic, "panic_on_corruption "),
+        (p.ignore_zero_blocks, "ignore_zero_blocks "),
+        (p.check_at_most_once, "check_at_most_once"),
+        (p.try_verify_in_tasklet, "try_verify_in_tasklet"),
+    ];
+    if flags.iter().any(|f| f.0) {
+        let s: String = flags.iter().filter(|f| f.0).map(|f| f.1).collect();
+        let _ = writeln!(o, "  flags:       {s}");
+    }
+    Ok(())
+}

@@ -1,0 +1,410 @@
+//! `udm verity` against real veritysetup: the same root hash, output and byte-identical hash
+//! and FEC devices for the same inputs; each tool verifies the other's trees; a flipped byte
+//! anywhere gives the same verdict and message from both; open/status/close via the daemon.
+
+#[allow(dead_code)]
+#[path = "../src/verity_cli.rs"]
+mod verity_cli;
+
+use proptest::prelude::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (exit code, stdout, stderr) of `udm verity ARGS` run in-process.
+fn udm(args: &[&str], socket: Option<&Path>) -> (i32, String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut io = verity_cli::Io {
+        out: &mut out,
+        err: &mut err,
+        socket: socket.map(Path::to_path_buf).unwrap_or_default(),
+    };
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let code = verity_cli::run(&mut io, "veritysetup", &args);
+    (
+        code,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+/// The same with the real veritysetup.
+fn real(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new("veritysetup")
+        .args(args)
+        .output()
+        .expect("run veritysetup");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn pseudo(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const UUID: &str = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0";
+
+/// Format the same data with both tools (options `opts`, FEC when `fec`) and check outputs and
+/// files are identical. Returns the directory and the root hash.
+fn same_format(data: &[u8], opts: &[&str], fec: bool) -> (tempfile::TempDir, String) {
+    let d = tempfile::tempdir().unwrap();
+    let data_path = d.path().join("data.img");
+    std::fs::write(&data_path, data).unwrap();
+    let mut outs = Vec::new();
+    for who in ["real", "udm"] {
+        let hash = d.path().join(format!("{who}.hash"));
+        let fecp = d.path().join(format!("{who}.fec"));
+        let mut a = vec!["format", s(&data_path), s(&hash)];
+        a.extend_from_slice(opts);
+        if fec {
+            a.extend_from_slice(&["--fec-device", s(&fecp)]);
+        }
+        let (code, out, err) = if who == "real" {
+            real(&a)
+        } else {
+            udm(&a, None)
+        };
+        assert_eq!(code, 0, "{who} format {opts:?} failed: {err}");
+        outs.push(out.replace(s(&hash), "HASH"));
+    }
+    assert_eq!(outs[0], outs[1], "format output differs for {opts:?}");
+    let read = |n: &str| std::fs::read(d.path().join(n)).unwrap();
+    assert!(
+        read("real.hash") == read("udm.hash"),
+        "hash device differs for {opts:?}"
+    );
+    if fec {
+        assert!(
+            read("real.fec") == read("udm.fec"),
+            "FEC device differs for {opts:?}"
+        );
+    }
+    let root = outs[1]
+        .lines()
+        .find_map(|l| l.strip_prefix("Root hash:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    (d, root)
+}
+
+#[test]
+fn format_is_byte_identical_to_veritysetup() {
+    if !udm_testkit::require_tool("veritysetup") {
+        return;
+    }
+    let salt = ["--salt", "5eed00112233445566778899aabbccddeeff"];
+    let uuid = ["--uuid", UUID];
+    let cases: Vec<(usize, Vec<&str>, bool)> = vec![
+        (1 << 20, vec![], false),
+        (
+            300 << 10,
+            vec![
+                "--data-block-size",
+                "512",
+                "--hash-block-size",
+                "512",
+                "-h",
+                "sha1",
+            ],
+            false,
+        ),
+        (
+            256 << 10,
+            vec![
+                "--data-block-size",
+                "1024",
+                "--hash",
+                "sha512",
+                "--no-superblock",
+            ],
+            false,
+        ),
+        (
+            200 << 10,
+            vec!["--hash-block-size", "512", "--format", "0"],
+            false,
+        ),
+        (4096, vec!["--no-superblock"], false), // a single block: no tree levels
+        (777 << 12, vec!["--fec-roots", "2"], true),
+        (300 << 12, vec!["--fec-roots", "7", "--no-superblock"], true),
+        (64 << 10, vec!["--data-blocks", "10"], false),
+    ];
+    for (i, (len, extra, fec)) in cases.into_iter().enumerate() {
+        let mut opts: Vec<&str> = extra;
+        opts.extend_from_slice(&salt);
+        if !opts.contains(&"--no-superblock") {
+            opts.extend_from_slice(&uuid);
+        }
+        same_format(&pseudo(len, i as u64 + 1), &opts, fec);
+    }
+    // No salt at all.
+    same_format(
+        &pseudo(50 << 12, 9),
+        &["--salt", "-", "--uuid", UUID],
+        false,
+    );
+}
+
+#[test]
+fn hash_offset_on_the_data_device_is_identical() {
+    if !udm_testkit::require_tool("veritysetup") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let mut img = pseudo(100 << 12, 5);
+    img.resize(120 << 12, 0);
+    let mut roots = Vec::new();
+    for who in ["real", "udm"] {
+        let p = d.path().join(format!("{who}.img"));
+        std::fs::write(&p, &img).unwrap();
+        let a = [
+            "format",
+            s(&p),
+            s(&p),
+            "--data-blocks",
+            "100",
+            "--hash-offset",
+            "409600",
+            "--salt",
+            "abcd",
+            "--uuid",
+            UUID,
+        ];
+        let (code, out, err) = if who == "real" {
+            real(&a)
+        } else {
+            udm(&a, None)
+        };
+        assert_eq!(code, 0, "{err}");
+        roots.push(out.replace(s(&p), "IMG"));
+    }
+    assert_eq!(roots[0], roots[1]);
+    assert!(
+        std::fs::read(d.path().join("real.img")).unwrap()
+            == std::fs::read(d.path().join("udm.img")).unwrap()
+    );
+    // Both verify it.
+    let p = d.path().join("udm.img");
+    let root = roots[1]
+        .lines()
+        .find_map(|l| l.strip_prefix("Root hash:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let a = ["verify", s(&p), s(&p), &root, "--hash-offset", "409600"];
+    assert_eq!(real(&a).0, 0);
+    assert_eq!(udm(&a, None).0, 0);
+}
+
+#[test]
+fn each_tool_verifies_the_others_trees_and_dump_agrees() {
+    if !udm_testkit::require_tool("veritysetup") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data.img");
+    std::fs::write(&data, pseudo(500 << 12, 77)).unwrap();
+    for (maker, checker) in [("real", "udm"), ("udm", "real")] {
+        let hash = d.path().join(format!("{maker}.hash"));
+        let a = ["format", s(&data), s(&hash), "--hash", "sha512"];
+        let (code, out, _) = if maker == "real" {
+            real(&a)
+        } else {
+            udm(&a, None)
+        };
+        assert_eq!(code, 0);
+        let root = out
+            .lines()
+            .find_map(|l| l.strip_prefix("Root hash:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let v = ["verify", s(&data), s(&hash), &root];
+        let got = if checker == "real" {
+            real(&v)
+        } else {
+            udm(&v, None)
+        };
+        assert_eq!(got.0, 0, "{checker} rejects {maker}'s tree: {}", got.2);
+        let dump = ["dump", s(&hash)];
+        assert_eq!(real(&dump), udm(&dump, None));
+    }
+}
+
+#[test]
+fn errors_match_veritysetup() {
+    if !udm_testkit::require_tool("veritysetup") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data.img");
+    std::fs::write(&data, pseudo(100 << 12, 3)).unwrap();
+    let hx = d.path().join("hx");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["format", s(&data), s(&hx), "--data-block-size", "3000"],
+        vec!["format", s(&data), s(&hx), "--salt", "zz"],
+        vec!["format", s(&data), s(&hx), "-h", "md5x"],
+        vec!["format", s(&data), s(&hx), "--format", "3"],
+        vec!["format", s(&data), s(&hx), "--hash-offset", "100"],
+        vec!["format", s(&data), s(&hx), "--data-blocks", "1000"],
+        vec!["format", s(&data)],
+        vec!["bogus"],
+        vec![],
+        vec!["verify", s(&data), s(&hx)],
+        vec!["dump", s(&data)],
+        vec!["verify", s(&data), "/nonexistent", "00"],
+    ];
+    for a in cases {
+        let _ = std::fs::remove_file(&hx);
+        let r = real(&a);
+        let _ = std::fs::remove_file(&hx);
+        let u = udm(&a, None);
+        assert_eq!(u.0, r.0, "exit code of {a:?}: {}", u.2);
+        assert_eq!(u.2, r.2, "stderr of {a:?}");
+    }
+}
+
+#[derive(Debug)]
+struct Flip {
+    target: u8,
+    pos: u64,
+    mask: u8,
+}
+
+fn flip(p: &Path, pos: u64, mask: u8) {
+    let mut v = std::fs::read(p).unwrap();
+    let i = (pos % v.len() as u64) as usize;
+    v[i] ^= mask;
+    std::fs::write(p, v).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// Flip one byte of the data, the tree or the superblock: udm verify and veritysetup
+    /// verify give the same exit code and the same messages.
+    #[test]
+    fn any_flip_same_verdict_as_veritysetup(f in (0u8..3, any::<u64>(), 1u8..=255)
+        .prop_map(|(target, pos, mask)| Flip { target, pos, mask })) {
+        if !udm_testkit::require_tool("veritysetup") {
+            return Ok(());
+        }
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("data.img");
+        let hash = d.path().join("hash.img");
+        std::fs::write(&data, pseudo(300 << 10, 11)).unwrap();
+        let (code, out, _) = udm(&["format", s(&data), s(&hash), "--data-block-size", "1024",
+            "--hash-block-size", "1024", "--salt", "01", "--uuid", UUID], None);
+        prop_assert_eq!(code, 0);
+        let root = out.lines().find_map(|l| l.strip_prefix("Root hash:")).unwrap().trim().to_string();
+        match f.target {
+            0 => flip(&data, f.pos, f.mask),
+            1 => flip(&hash, 1024 + f.pos % (std::fs::metadata(&hash).unwrap().len() - 1024), f.mask),
+            _ => flip(&hash, f.pos % 512, f.mask),
+        }
+        let v = ["verify", s(&data), s(&hash), &root];
+        let (r, u) = (real(&v), udm(&v, None));
+        prop_assert_eq!(&u, &r);
+        if f.target < 2 {
+            prop_assert_ne!(u.0, 0, "a flipped data or tree byte must fail verification");
+        }
+    }
+}
+
+fn udm_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_udm"))
+}
+
+#[test]
+fn open_status_close_through_the_daemon() {
+    let mut dmn = udm_testkit::Daemon::start(&udm_bin());
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data.img");
+    let hash = d.path().join("hash.img");
+    let fec = d.path().join("fec.img");
+    std::fs::write(&data, pseudo(64 << 12, 21)).unwrap();
+    let (code, out, err) = udm(
+        &[
+            "format",
+            s(&data),
+            s(&hash),
+            "--salt",
+            "0011",
+            "--uuid",
+            UUID,
+            "--fec-device",
+            s(&fec),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let root = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Root hash:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let sock = Some(dmn.socket.as_path());
+    let (code, _, err) = udm(
+        &[
+            "open",
+            s(&data),
+            "vt",
+            s(&hash),
+            &root,
+            "--fec-device",
+            s(&fec),
+            "--ignore-zero-blocks",
+        ],
+        sock,
+    );
+    assert_eq!(code, 0, "{err}\n{}", dmn.log());
+    let (code, out, _) = udm(&["status", "vt"], sock);
+    assert_eq!(code, 0);
+    let want = format!(
+        "/dev/mapper/vt is active.
+  type:        VERITY
+  status:      verified
+  hash type:   1
+  data block:  4096
+  hash block:  4096
+  hash name:   sha256
+  salt:        0011
+  data device: {data}
+  size:        512 sectors
+  mode:        readonly
+  hash device: {hash}
+  hash offset: 8 sectors
+  FEC device:  {fec}
+  FEC offset:  0 sectors
+  FEC roots:   2
+  root hash:   {root}
+  flags:       ignore_zero_blocks 
+",
+        data = std::fs::canonicalize(&data).unwrap().display(),
+        hash = std::fs::canonicalize(&hash).unwrap().display(),
+        fec = std::fs::canonicalize(&fec).unwrap().display(),
+    );
+    assert_eq!(out, want);
+    // A wrong root hash opens (the kernel checks lazily) but reads fail; close works.
+    assert_eq!(udm(&["close", "vt"], sock).0, 0);
+    let (code, out, _) = udm(&["status", "vt"], sock);
+    assert_eq!((code, out.as_str()), (4, "/dev/mapper/vt is inactive.\n"));
+    let (code, _, err) = udm(&["close", "vt"], sock);
+    assert_eq!((code, err.as_str()), (4, "Device vt is not active.\n"));
+    dmn.stop();
+}
