@@ -1,0 +1,128 @@
+//! Differential test against the kernel's dm-verity (refvm, kernel 6.1): the same verity image
+//! with the same corrupted data and hash blocks, opened with the same tables (plain, with FEC,
+//! with `ignore_zero_blocks`, with `ignore_corruption`), gives the same status (`V` before any
+//! read, then `V`/`C`), the same set of blocks that fail to read, and the same bytes.
+
+mod common;
+mod verity_img;
+use common::*;
+use verity_img::*;
+
+const BS: u64 = 4096;
+const BLOCKS: u64 = 512;
+
+/// (name, options, uses FEC).
+const TABLES: [(&str, &str, bool); 4] = [
+    ("plain", "", false),
+    ("fec", "", true),
+    ("zero", "ignore_zero_blocks", false),
+    ("log", "ignore_corruption", false),
+];
+
+#[test]
+fn kernel_verity_same_failures_and_status() {
+    let Some(run) = udm_testkit::refvm() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let img = make(&share, BS as u32, BLOCKS, &[10, 11], Some(2));
+    // 512 data + 5 tree blocks under FEC: 3 rounds, round r = virtual block % 3.
+    let mut data = std::fs::read(&img.data).unwrap();
+    let mut hit = |b: u64, at: u64| data[(b * BS + at) as usize] ^= 0x5a;
+    hit(3, 0); // round 0, alone: FEC corrects it
+    for b in [100, 103, 106] {
+        hit(b, 17); // round 1, three bad blocks: beyond FEC with roots 2
+    }
+    hit(290, 4095); // round 2, two bad blocks: FEC corrects them with erasures
+    hit(293, 1);
+    hit(10, 9); // an all-zero block, corrupted
+    std::fs::write(&img.data, &data).unwrap();
+    // Level-0 hash block 3 (covering data blocks 128..255) gets a bad digest byte.
+    flip(&img.hash, 3 * BS + 5 * 32 + 1, 0x01);
+
+    let tables: Vec<(String, String)> = TABLES
+        .iter()
+        .map(|(n, o, fec)| (n.to_string(), img.table_fec(o, *fec)))
+        .collect();
+
+    // The kernel: the files as /dev/vda (data), vdb (hash), vdc (fec).
+    let mut script = String::from("set -e\nmodprobe dm-verity\n");
+    for (name, t) in &tables {
+        let kt = t
+            .replace(&img.data.display().to_string(), "/dev/vda")
+            .replace(&img.hash.display().to_string(), "/dev/vdb")
+            .replace(
+                &img.fec.as_ref().unwrap().0.display().to_string(),
+                "/dev/vdc",
+            );
+        script.push_str(&format!(
+            "dmsetup create {name} --readonly --table '{kt}'\n\
+             dmsetup status {name} | cut -d' ' -f4- > {name}.before\n\
+             dd if=/dev/mapper/{name} of={name}.bin bs={BS} iflag=direct conv=noerror,sync 2> {name}.dd || true\n\
+             dmsetup status {name} | cut -d' ' -f4- > {name}.after\n\
+             dmsetup remove {name}\n"
+        ));
+    }
+    let fec_path = img.fec.as_ref().unwrap().0.clone();
+    let (out, err, code) = udm_testkit::refvm_run(
+        &run,
+        &[&img.data, &img.hash, &fec_path],
+        Some(&share),
+        &script,
+    );
+    assert_eq!(code, 0, "refvm failed:\n{out}\n{err}");
+
+    let reg = registry();
+    for (name, t) in &tables {
+        let k = |ext: &str| std::fs::read_to_string(share.join(format!("{name}.{ext}"))).unwrap();
+        create_ro(&reg, name, t).unwrap();
+        assert_eq!(
+            format!("{}\n", info(&reg, name)),
+            k("before"),
+            "{name}: status before"
+        );
+        let (dev, _g) = open(&reg, name);
+        let mut bytes = vec![0u8; (BS * BLOCKS) as usize];
+        let mut fails = Vec::new();
+        for b in 0..BLOCKS {
+            match udm_io::sync::read_at(dev.as_ref(), udm_io::Sectors(b * BS / 512), BS as usize) {
+                Ok(buf) => bytes[(b * BS) as usize..][..BS as usize].copy_from_slice(&buf),
+                Err(_) => fails.push(b),
+            }
+        }
+        let kfails = dd_failures(&k("dd"));
+        assert_eq!(
+            fails, kfails,
+            "{name}: failing blocks differ from the kernel's"
+        );
+        assert_eq!(
+            format!("{}\n", info(&reg, name)),
+            k("after"),
+            "{name}: status after"
+        );
+        // Every block both could read has the same bytes.
+        let kbytes = std::fs::read(share.join(format!("{name}.bin"))).unwrap();
+        for b in (0..BLOCKS).filter(|b| !fails.contains(b)) {
+            let r = (b * BS) as usize..((b + 1) * BS) as usize;
+            assert!(bytes[r.clone()] == kbytes[r], "{name}: block {b} differs");
+        }
+    }
+}
+
+/// Blocks GNU dd (`conv=noerror,sync`, one block per record) failed to read: after each
+/// "dd: error reading" it prints its counters, and "N+0 records out" is the failed block.
+fn dd_failures(log: &str) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut after_error = false;
+    for l in log.lines() {
+        if l.starts_with("dd: error reading") {
+            after_error = true;
+        } else if after_error && l.ends_with("records out") {
+            out.push(l.split('+').next().unwrap().parse().unwrap());
+            after_error = false;
+        }
+    }
+    out
+}
