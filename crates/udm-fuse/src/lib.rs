@@ -100,7 +100,7 @@ pub struct FuseExport {
 
 /// How long shutdown waits for files still open (a loop device) before aborting the
 /// connection, which fails their I/O instead of hanging.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 impl FuseExport {
     /// Mount the export on `dir` (created if missing; a stale FUSE mount left there by a
@@ -181,7 +181,12 @@ impl FuseExport {
         };
         self.state.stop();
         if let Err(e) = u.unmount() {
-            tracing::warn!("fuse: unmount {}: {e}", self.dir.display());
+            // EBUSY with a file open (a loop device): detach the mount from the tree; the
+            // connection lives on until the files close or it is aborted below.
+            tracing::info!("fuse: unmount {}: {e}; detaching", self.dir.display());
+            if let Err(e) = detach(&self.dir) {
+                tracing::warn!("fuse: detach {}: {e}", self.dir.display());
+            }
         }
         let Some(t) = self.session.take() else { return };
         let deadline = Instant::now() + SHUTDOWN_GRACE;
@@ -216,15 +221,22 @@ fn minor(dev: u64) -> u32 {
     (((dev >> 12) & 0xffff_ff00) | (dev & 0xff)) as u32
 }
 
+/// `umount -l DIR`.
+fn detach(dir: &Path) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Detach a dead FUSE mount on `dir` (ENOTCONN on stat) left by a daemon that was killed.
 fn detach_stale(dir: &Path) {
     if let Err(e) = std::fs::metadata(dir) {
         if e.raw_os_error() == Some(libc::ENOTCONN) {
-            if let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) {
-                // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
-                let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-                tracing::info!("fuse: detached stale mount {} ({r})", dir.display());
-            }
+            let r = detach(dir);
+            tracing::info!("fuse: detached stale mount {}: {r:?}", dir.display());
         }
     }
 }

@@ -22,6 +22,10 @@ struct Opts {
     socket: Option<PathBuf>,
     nbd_socket: Option<PathBuf>,
     nbd_listen: Option<String>,
+    /// `--fuse DIR`, `--no-fuse`, `--fuse-buffered` (page cache instead of direct I/O).
+    fuse: Option<PathBuf>,
+    no_fuse: bool,
+    fuse_buffered: bool,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
@@ -45,6 +49,9 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--socket" => o.socket = Some(val()?.into()),
             "--nbd-socket" => o.nbd_socket = Some(val()?.into()),
             "--nbd-listen" => o.nbd_listen = Some(val()?),
+            "--fuse" => o.fuse = Some(val()?.into()),
+            "--no-fuse" => o.no_fuse = true,
+            "--fuse-buffered" => o.fuse_buffered = true,
             "--foreground" | "-f" => {}
             "-h" | "--help" => {
                 print!("{}", super::USAGE);
@@ -122,10 +129,22 @@ pub fn main(args: &[String], quickstart: bool) -> Result<()> {
 
     let registry = Registry::new(udm_targets::builtin());
     let listener = bind_socket(&socket)?;
-    let exports = exports::Exports::start(&registry, &nbd_socket, opts.nbd_listen.as_deref())?;
+    let fuse = exports::fuse_where(opts.fuse.clone(), opts.no_fuse, &socket);
+    let fuse_opts = udm_fuse::FuseOpts {
+        direct_io: !opts.fuse_buffered,
+        ..Default::default()
+    };
+    let exports = exports::Exports::start(
+        &registry,
+        &nbd_socket,
+        opts.nbd_listen.as_deref(),
+        fuse,
+        fuse_opts,
+    )?;
     let info = Arc::new(DaemonInfo {
         nbd_socket: Some(nbd_socket.display().to_string()),
         nbd_tcp: exports.tcp_addr(),
+        fuse_dir: exports.fuse_dir().map(|d| d.display().to_string()),
     });
     eprintln!("udm daemon: control socket {}", socket.display());
     eprintln!(
@@ -134,6 +153,9 @@ pub fn main(args: &[String], quickstart: bool) -> Result<()> {
     );
     if let Some(a) = &info.nbd_tcp {
         eprintln!("udm daemon: NBD exports on nbd://{a}/NAME");
+    }
+    if let Some(d) = &info.fuse_dir {
+        eprintln!("udm daemon: devices as files in {d}/NAME");
     }
     tracing::info!(pid = std::process::id(), "udm daemon started");
 
@@ -184,6 +206,7 @@ pub fn main(args: &[String], quickstart: bool) -> Result<()> {
 struct DaemonInfo {
     nbd_socket: Option<String>,
     nbd_tcp: Option<String>,
+    fuse_dir: Option<String>,
 }
 
 /// The quickstart: an image file in the state directory and a linear device `udm0` over it.
@@ -370,7 +393,7 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
             pid: std::process::id(),
             nbd_socket: info.nbd_socket.clone(),
             nbd_tcp: info.nbd_tcp.clone(),
-            fuse_dir: None,
+            fuse_dir: info.fuse_dir.clone(),
         },
     })
 }

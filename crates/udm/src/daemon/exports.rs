@@ -1,7 +1,8 @@
-//! The daemon's frontends: every mapped device with a table is an NBD export named after it.
+//! The daemon's frontends: every mapped device with a table is an NBD export named after it
+//! and, when FUSE is available, a file of that name in the FUSE directory.
 
 use anyhow::{Context, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use udm_core::{DevSel, Registry};
 
@@ -32,14 +33,58 @@ impl udm_nbd::Exports for RegistryExports {
     }
 }
 
+/// Where (and whether) to mount the FUSE export.
+#[derive(Debug, Clone)]
+pub enum FuseWhere {
+    Off,
+    /// `--fuse DIR`: failing to mount is an error.
+    Dir(PathBuf),
+    /// The default: mount here when FUSE is usable, else go on without it.
+    Default(PathBuf),
+}
+
 /// Running export servers.
 pub struct Exports {
     unix: udm_nbd::ServerHandle,
     tcp: Option<(udm_nbd::ServerHandle, String)>,
+    fuse: Option<udm_fuse::FuseExport>,
+}
+
+fn start_fuse(
+    reg: &Registry,
+    at: FuseWhere,
+    opts: udm_fuse::FuseOpts,
+) -> Result<Option<udm_fuse::FuseExport>> {
+    match at {
+        FuseWhere::Off => Ok(None),
+        FuseWhere::Dir(d) => Ok(Some(
+            udm_fuse::FuseExport::mount(reg, &d, opts)
+                .with_context(|| format!("--fuse {}", d.display()))?,
+        )),
+        FuseWhere::Default(d) if udm_fuse::usable() => {
+            match udm_fuse::FuseExport::mount(reg, &d, opts) {
+                Ok(f) => Ok(Some(f)),
+                Err(e) => {
+                    tracing::warn!("FUSE export not started: {e}");
+                    Ok(None)
+                }
+            }
+        }
+        FuseWhere::Default(_) => {
+            tracing::info!("FUSE is not usable here; no FUSE export");
+            Ok(None)
+        }
+    }
 }
 
 impl Exports {
-    pub fn start(reg: &Registry, nbd_socket: &Path, tcp: Option<&str>) -> Result<Exports> {
+    pub fn start(
+        reg: &Registry,
+        nbd_socket: &Path,
+        tcp: Option<&str>,
+        fuse: FuseWhere,
+        fuse_opts: udm_fuse::FuseOpts,
+    ) -> Result<Exports> {
         let server = udm_nbd::NbdServer::new(Arc::new(RegistryExports(reg.clone())));
         if nbd_socket.exists() {
             std::fs::remove_file(nbd_socket)
@@ -62,16 +107,36 @@ impl Exports {
             }
             None => None,
         };
-        Ok(Exports { unix, tcp })
+        let fuse = start_fuse(reg, fuse, fuse_opts)?;
+        Ok(Exports { unix, tcp, fuse })
+    }
+    /// The FUSE directory, when mounted.
+    pub fn fuse_dir(&self) -> Option<PathBuf> {
+        self.fuse.as_ref().map(|f| f.dir().to_path_buf())
     }
     pub fn tcp_addr(&self) -> Option<String> {
         self.tcp.as_ref().map(|(_, a)| a.clone())
     }
-    /// Stop accepting, finish in-flight replies and close every connection.
+    /// Stop accepting, finish in-flight replies and close every connection; unmount FUSE.
     pub fn shutdown(self) {
+        if let Some(f) = self.fuse {
+            f.shutdown();
+        }
         self.unix.shutdown();
         if let Some((t, _)) = self.tcp {
             t.shutdown();
+        }
+    }
+}
+
+/// `--fuse DIR` wins; `--no-fuse` turns it off; the default is `mapper` beside the control
+/// socket, mounted when FUSE is usable.
+pub fn fuse_where(dir: Option<PathBuf>, off: bool, socket: &Path) -> FuseWhere {
+    match (dir, off) {
+        (_, true) => FuseWhere::Off,
+        (Some(d), false) => FuseWhere::Dir(d),
+        (None, false) => {
+            FuseWhere::Default(socket.parent().unwrap_or(Path::new(".")).join("mapper"))
         }
     }
 }
