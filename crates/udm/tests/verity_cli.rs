@@ -279,6 +279,70 @@ fn errors_match_veritysetup() {
     }
 }
 
+#[test]
+fn absurd_superblocks_and_sizes_match_veritysetup() {
+    if !udm_testkit::require_tool("veritysetup") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data.img");
+    let hash = d.path().join("hash.img");
+    std::fs::write(&data, pseudo(100 << 12, 4)).unwrap();
+    let (_, out, _) = udm(
+        &["format", s(&data), s(&hash), "--salt", "00", "--uuid", UUID],
+        None,
+    );
+    let root = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Root hash:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let good = std::fs::read(&hash).unwrap();
+    // data_blocks (offset 72) overflowing, larger than the data, zero; salt_size too big; a
+    // bad hash block size.
+    for (off, bytes) in [
+        (72usize, (1u64 << 60).to_le_bytes().to_vec()),
+        (72, 1000u64.to_le_bytes().to_vec()),
+        (72, 0u64.to_le_bytes().to_vec()),
+        (80, 300u16.to_le_bytes().to_vec()),
+        (68, 3000u32.to_le_bytes().to_vec()),
+    ] {
+        let mut b = good.clone();
+        b[off..off + bytes.len()].copy_from_slice(&bytes);
+        std::fs::write(&hash, &b).unwrap();
+        for a in [
+            vec!["verify", s(&data), s(&hash), &root],
+            vec!["dump", s(&hash)],
+        ] {
+            let u = udm(&a, None);
+            let r = real(&a);
+            assert_eq!(
+                (u.0, &u.2),
+                (r.0, &r.2),
+                "{a:?} with bytes {off}: {bytes:?}"
+            );
+            assert_eq!(u.1.replace(s(&hash), "H"), r.1.replace(s(&hash), "H"));
+        }
+    }
+    std::fs::write(&hash, &good).unwrap();
+    for blocks in ["18446744073709551615", "4503599627370496", "0"] {
+        let a = [
+            "format",
+            s(&data),
+            s(&hash),
+            "--data-blocks",
+            blocks,
+            "--salt",
+            "00",
+            "--uuid",
+            UUID,
+        ];
+        let (u, r) = (udm(&a, None), real(&a));
+        assert_eq!((u.0, &u.2), (r.0, &r.2), "--data-blocks {blocks}");
+    }
+}
+
 #[derive(Debug)]
 struct Flip {
     target: u8,

@@ -164,7 +164,7 @@ pub fn parse_uuid(s: &str) -> Result<[u8; 16], VerityError> {
 pub fn hash_start_block(offset: u64, hash_block_size: u32, superblock: bool) -> u64 {
     let hbs = hash_block_size as u64;
     if superblock {
-        (offset + SB_SIZE as u64).div_ceil(hbs)
+        offset.saturating_add(SB_SIZE as u64).div_ceil(hbs)
     } else {
         offset / hbs
     }

@@ -160,9 +160,9 @@ pub fn hdr_from_opts(
         return Err(fail(io, libc::EINVAL, "Unsupported VERITY FEC offset."));
     }
     let data_blocks = match (o.data_blocks, data) {
-        (Some(n), _) => n,
-        (None, Some(f)) => dev_size(f) / dbs as u64,
-        (None, None) => 0,
+        (Some(n), _) if n > 0 => n,
+        (_, Some(f)) => dev_size(f) / dbs as u64,
+        (_, None) => 0,
     };
     let name = o.hash.as_deref().unwrap_or("sha256");
     let alg = HashAlg::from_name(name).map_err(|e| fail(io, libc::EINVAL, e))?;
@@ -244,6 +244,24 @@ pub fn fec_layout(
     .map_err(|e| fail(io, libc::EINVAL, e))
 }
 
+/// veritysetup's "Device offset overflow." check: the data area and the tree must have byte
+/// sizes that fit in 64 bits.
+pub fn check_offsets(io: &mut Io<'_>, h: &Hdr, geo: &Geometry) -> Result<(), Failed> {
+    let ok = h
+        .data_blocks
+        .checked_mul(h.data_block_size as u64)
+        .is_some()
+        && geo
+            .hash_end()
+            .checked_mul(h.hash_block_size as u64)
+            .is_some();
+    if ok {
+        Ok(())
+    } else {
+        Err(fail(io, libc::EINVAL, "Device offset overflow."))
+    }
+}
+
 /// The header lines veritysetup prints for `format` and `dump`.
 #[allow(clippy::too_many_arguments)]
 fn print_hdr(
@@ -282,7 +300,7 @@ fn print_hdr(
         let _ = writeln!(o, "Root hash:      \t{}", r.hex());
     }
     if h.hash_offset == 0 {
-        let size = geo.hash_end() * h.hash_block_size as u64;
+        let size = geo.hash_end().wrapping_mul(h.hash_block_size as u64); // as C computes it
         let _ = writeln!(o, "Hash device size: \t{size} [bytes]");
     }
     if let (Some(f), 0) = (fec, fec_offset) {
@@ -323,12 +341,8 @@ pub fn format(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
     let geo = h
         .geometry()
         .map_err(|_| fail(io, libc::EINVAL, "Unsupported VERITY block size."))?;
-    if h.data_blocks == 0
-        || h.data_blocks
-            .checked_mul(h.data_block_size as u64)
-            .is_none()
-        || dev_size(&data) < h.data_blocks * h.data_block_size as u64
-    {
+    check_offsets(io, &h, &geo)?;
+    if h.data_blocks == 0 || dev_size(&data) < h.data_blocks * h.data_block_size as u64 {
         return Err(fail(
             io,
             libc::EIO,
@@ -448,6 +462,15 @@ pub fn verify(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
     let geo = h
         .geometry()
         .map_err(|_| fail(io, libc::EINVAL, "Unsupported VERITY block size."))?;
+    check_offsets(io, &h, &geo)?;
+    if h.data_blocks == 0 {
+        return Ok(());
+    }
+    let short = dev_size(&data) < h.data_blocks * h.data_block_size as u64
+        || dev_size(&hash) < geo.hash_end() * h.hash_block_size as u64;
+    if short {
+        return Err(fail(io, libc::EIO, "Verification of data area failed."));
+    }
     let hasher = h.hasher();
     let (tree, computed_root) =
         engine::build_tree(&data, &geo, &hasher).map_err(|_| io_err(io, "verifying hash area"))?;

@@ -134,6 +134,10 @@ pub fn open(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
     let hash = open_ro(io, hash_path)?;
     let h = actions::load_hdr(io, o, hash_path, &hash)?;
     let root = actions::root_arg(io, o, pos.get(3), &h)?;
+    let geo = h
+        .geometry()
+        .map_err(|_| fail(io, libc::EINVAL, "Unsupported VERITY block size."))?;
+    actions::check_offsets(io, &h, &geo)?;
     if o.root_hash_signature.is_some() {
         return Err(fail(
             io,
