@@ -517,6 +517,12 @@ impl Resolver for RegResolver<'_> {
             TargetError::with_errno(libc::ENXIO, "Device lookup failed")
                 .with_detail(format!("{spec}: {why}"))
         };
+        if udm_nbd::remote::is_remote_spec(spec) {
+            // A remote NBD export (shared by every table naming the same URI).
+            let d = udm_nbd::RemoteDevice::open(spec, read_only)
+                .map_err(|e| lookup_failed(e.to_string()))?;
+            return Ok(Arc::new(DevHandle::new(d.id(), d, None, None)));
+        }
         let mapped = |sel: DevSel| -> Result<Arc<DevHandle>, TargetError> {
             let d = self
                 .reg

@@ -9,11 +9,13 @@
 mod client;
 mod handshake;
 pub mod proto;
+pub mod remote;
 mod server;
 mod sock;
 mod transmission;
 
 pub use client::{Cmd, ExportInfo, NbdAddr, NbdClient, NbdError};
+pub use remote::{RemoteDevice, RemoteSpec};
 pub use server::{NbdServer, ServerHandle};
 
 use std::sync::Arc;

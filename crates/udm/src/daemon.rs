@@ -26,6 +26,8 @@ struct Opts {
     fuse: Option<PathBuf>,
     no_fuse: bool,
     fuse_buffered: bool,
+    /// `--nbd-outage-limit SECS`: how long I/O to an unreachable `nbd://` device waits.
+    nbd_outage_limit: Option<f64>,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
@@ -52,6 +54,15 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--fuse" => o.fuse = Some(val()?.into()),
             "--no-fuse" => o.no_fuse = true,
             "--fuse-buffered" => o.fuse_buffered = true,
+            "--nbd-outage-limit" => {
+                let v = val()?;
+                let s: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s| (0.0..=86_400.0).contains(s))
+                    .with_context(|| format!("--nbd-outage-limit {v}: expected seconds"))?;
+                o.nbd_outage_limit = Some(s);
+            }
             "--foreground" | "-f" => {}
             "-h" | "--help" => {
                 print!("{}", super::USAGE);
@@ -127,6 +138,9 @@ pub fn main(args: &[String], quickstart: bool) -> Result<()> {
         .clone()
         .unwrap_or_else(|| socket.parent().unwrap_or(Path::new(".")).join("nbd.sock"));
 
+    if let Some(s) = opts.nbd_outage_limit {
+        udm_nbd::remote::set_default_outage_limit(Duration::from_secs_f64(s));
+    }
     let registry = Registry::new(udm_targets::builtin());
     let listener = bind_socket(&socket)?;
     let fuse = exports::fuse_where(opts.fuse.clone(), opts.no_fuse, &socket);

@@ -114,8 +114,19 @@ impl NbdAddr {
         let s = match self {
             NbdAddr::Unix(p) => Sock::Unix(UnixStream::connect(p)?),
             NbdAddr::Tcp(a) => {
-                let addrs: Vec<_> = a.to_socket_addrs()?.collect();
-                Sock::Tcp(TcpStream::connect(&addrs[..])?)
+                // A host that is down must not hold a reconnect for minutes.
+                let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+                let mut sock = None;
+                for addr in a.to_socket_addrs()? {
+                    match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+                        Ok(s) => {
+                            sock = Some(s);
+                            break;
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                Sock::Tcp(sock.ok_or(last)?)
             }
         };
         s.tune();
@@ -201,6 +212,8 @@ pub struct NbdClient {
 
 /// How long closing waits for the server to answer requests still in flight.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a TCP connect and the handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn fua_flag(fua: bool) -> u16 {
     if fua {
@@ -214,10 +227,12 @@ impl NbdClient {
     /// Connect to `export` at `addr`.
     pub fn connect(addr: &NbdAddr, export: &str) -> Result<NbdClient, NbdError> {
         let sock = addr.connect()?;
+        sock.set_read_timeout(Some(CONNECT_TIMEOUT))?;
         let mut r = BufReader::new(sock.try_clone()?);
         let mut w = sock;
         let no_zeroes = hello(&mut r, &mut w)?;
         let info = go(&mut r, &mut w, export, no_zeroes)?;
+        w.set_read_timeout(None)?;
         let (completer, jobs) = unbounded::<Job>();
         std::thread::Builder::new()
             .name("nbd-client-done".into())
@@ -523,6 +538,17 @@ impl NbdClient {
             tracing::debug!("nbd client: send failed: {e}");
             let _ = self.inner.ctl.shutdown(Shutdown::Both);
         }
+    }
+
+    /// Cut the connection at once (a server that stopped answering): every request in
+    /// flight fails with `Closed`, and so does every later one.
+    pub fn abort(&self) {
+        let _ = self.inner.ctl.shutdown(Shutdown::Both);
+    }
+
+    /// True once the connection has failed or closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.pending.lock().dead
     }
 
     /// Send NBD_CMD_DISC and close. Requests still in flight (from `submit`) get their
