@@ -291,3 +291,63 @@ fn veritysetup_trees_and_fec_open_in_udm() {
     assert!(!bad.is_empty() && bad.contains(&5), "{bad:?}");
     assert_eq!(info(&reg, "p"), "C");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+    /// FEC up to its limit: with `roots` parity bytes, a round survives as many bad data
+    /// blocks as `roots` (they are located as erasures by their hashes); blocks of rounds with
+    /// more stay unreadable; every block that reads has its original content.
+    #[test]
+    fn fec_corrects_up_to_its_limit(bad in proptest::collection::btree_set(0u64..300, 0..14)) {
+        let d = tempfile::tempdir().unwrap();
+        let roots = 4u32;
+        let img = make(d.path(), 512, 300, &[], Some(roots));
+        let mut v = std::fs::read(&img.data).unwrap();
+        for &b in &bad {
+            v[(b * 512) as usize..][..512].iter_mut().for_each(|x| *x = !*x);
+        }
+        std::fs::write(&img.data, v).unwrap();
+        let fec_blocks = img.fec.as_ref().unwrap().1;
+        let rounds = fec_blocks.div_ceil(255 - roots as u64);
+        let per_round = |r: u64| bad.iter().filter(|&&b| b % rounds == r).count();
+        let expected: Vec<u64> = bad
+            .iter()
+            .copied()
+            .filter(|&b| per_round(b % rounds) > roots as usize)
+            .collect();
+        let reg = registry();
+        let t = img.table("").replace("fec_roots 2", &format!("fec_roots {roots}"));
+        create_ro(&reg, "v", &t).unwrap();
+        let (dev, _g) = open(&reg, "v");
+        prop_assert_eq!(failing_blocks(dev.as_ref(), 512, 300), expected.clone());
+        for b in (0..300u64).filter(|b| !expected.contains(b)) {
+            prop_assert!(read(dev.as_ref(), b, 512) == img.content[(b * 512) as usize..][..512]);
+        }
+    }
+
+    /// Random words after the ten positional arguments never panic the constructor.
+    #[test]
+    fn absurd_tables_are_errors_not_panics(
+        dbs in prop_oneof![Just(512u64), Just(4096), any::<u64>()],
+        hbs in prop_oneof![Just(512u64), Just(4096), any::<u64>()],
+        blocks in prop_oneof![Just(8u64), any::<u64>()],
+        start in prop_oneof![Just(1u64), any::<u64>()],
+        opts in proptest::collection::vec(prop_oneof![
+            Just("ignore_corruption".to_string()), Just("check_at_most_once".to_string()),
+            Just("use_fec_from_device".to_string()), Just("fec_roots".to_string()),
+            Just("fec_blocks".to_string()), Just("fec_start".to_string()),
+            Just("ignore_zero_blocks".to_string()), any::<u64>().prop_map(|n| n.to_string()),
+        ], 0..8),
+    ) {
+        let d = tempfile::tempdir().unwrap();
+        let img = make(d.path(), 4096, 8, &[], None);
+        let h = img.hash.display().to_string();
+        let opts: Vec<String> = opts.into_iter().map(|o| if o == "use_fec_from_device" { format!("{o} {h}") } else { o }).collect();
+        let t = format!(
+            "0 64 verity 1 {} {h} {dbs} {hbs} {blocks} {start} sha256 {} - {} {}",
+            img.data.display(), img.root, opts.len(), opts.join(" ")
+        );
+        let reg = registry();
+        let _ = create_ro(&reg, "v", &t);
+    }
+}
