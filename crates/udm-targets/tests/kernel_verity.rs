@@ -48,7 +48,9 @@ fn kernel_verity_same_failures_and_status() {
         .collect();
 
     // The kernel: the files as /dev/vda (data), vdb (hash), vdc (fec).
-    let mut script = String::from("set -e\nmodprobe dm-verity\n");
+    let mut script = String::from(
+        "set -e\nmodprobe dm-verity\nstat -c '%t:%T' /dev/vda /dev/vdb /dev/vdc > devs.txt\n",
+    );
     for (name, t) in &tables {
         let kt = t
             .replace(&img.data.display().to_string(), "/dev/vda")
@@ -60,6 +62,7 @@ fn kernel_verity_same_failures_and_status() {
         script.push_str(&format!(
             "dmsetup create {name} --readonly --table '{kt}'\n\
              dmsetup status {name} | cut -d' ' -f4- > {name}.before\n\
+             dmsetup table {name} | cut -d' ' -f4- > {name}.table\n\
              dd if=/dev/mapper/{name} of={name}.bin bs={BS} iflag=direct conv=noerror,sync 2> {name}.dd || true\n\
              dmsetup status {name} | cut -d' ' -f4- > {name}.after\n\
              dmsetup remove {name}\n"
@@ -74,6 +77,22 @@ fn kernel_verity_same_failures_and_status() {
     );
     assert_eq!(code, 0, "refvm failed:\n{out}\n{err}");
 
+    // Kernel device numbers (hex from stat) -> the files udm was given.
+    let devs = std::fs::read_to_string(share.join("devs.txt")).unwrap();
+    let files = [img.data.clone(), img.hash.clone(), fec_path.clone()];
+    let norm = |t: &str| {
+        let mut t = t.to_string();
+        for (l, f) in devs.lines().zip(&files) {
+            let (a, b) = l.split_once(':').unwrap();
+            let num = format!(
+                "{}:{}",
+                u32::from_str_radix(a, 16).unwrap(),
+                u32::from_str_radix(b, 16).unwrap()
+            );
+            t = t.replace(&format!(" {num} "), &format!(" {} ", f.display()));
+        }
+        t
+    };
     let reg = registry();
     for (name, t) in &tables {
         let k = |ext: &str| std::fs::read_to_string(share.join(format!("{name}.{ext}"))).unwrap();
@@ -82,6 +101,17 @@ fn kernel_verity_same_failures_and_status() {
             format!("{}\n", info(&reg, name)),
             k("before"),
             "{name}: status before"
+        );
+        let table = reg
+            .status(&sel(name), false, udm_core::StatusType::Table)
+            .unwrap()
+            .1[0]
+            .params
+            .clone();
+        assert_eq!(
+            format!("{table}\n"),
+            norm(&k("table")),
+            "{name}: table line"
         );
         let (dev, _g) = open(&reg, name);
         let mut bytes = vec![0u8; (BS * BLOCKS) as usize];
