@@ -27,9 +27,10 @@ pub enum VerityError {
     /// The superblock signature is not `verity\0\0`.
     #[error("not a VERITY superblock (bad signature)")]
     BadSignature,
-    #[error("Unsupported VERITY version {0}.")]
+    /// (Printed signed, as veritysetup's `%d` does.)
+    #[error("Unsupported VERITY version {}.", *.0 as i32)]
     UnsupportedVersion(u32),
-    #[error("Unsupported VERITY hash type {0}.")]
+    #[error("Unsupported VERITY hash type {}.", *.0 as i32)]
     UnsupportedHashType(u32),
     #[error("Unsupported VERITY block size.")]
     BadBlockSize,

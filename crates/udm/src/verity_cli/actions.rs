@@ -145,7 +145,7 @@ pub fn hdr_from_opts(
         return Err(fail(
             io,
             libc::EINVAL,
-            format!("Unsupported VERITY hash type {ty}."),
+            format!("Unsupported VERITY hash type {}.", ty as i32),
         ));
     };
     let dbs = o.data_block_size.unwrap_or(4096);
