@@ -2,6 +2,7 @@
 //! suspend/resume with a deferred queue, in-flight accounting, events and open counts.
 
 use crate::error::DmError;
+use crate::stats::IoStats;
 use crate::table::Table;
 use crate::DM_MAJOR;
 use arc_swap::ArcSwapOption;
@@ -88,6 +89,8 @@ pub struct MappedDevice {
     /// Serialises suspend/resume/load on this device.
     pub(crate) control: Mutex<()>,
     pub(crate) geometry: Mutex<Option<Geometry>>,
+    /// I/O counters (diskstats and dm-stats regions).
+    stats: Arc<IoStats>,
 }
 
 impl MappedDevice {
@@ -118,6 +121,7 @@ impl MappedDevice {
             read_only: AtomicBool::new(false),
             control: Mutex::new(()),
             geometry: Mutex::new(None),
+            stats: Arc::new(IoStats::default()),
         }
     }
 
@@ -147,6 +151,10 @@ impl MappedDevice {
     }
     pub fn inactive_table(&self) -> Option<Arc<Table>> {
         self.inactive.lock().clone()
+    }
+    /// The device's I/O counters.
+    pub fn stats(&self) -> &IoStats {
+        &self.stats
     }
     /// Bios currently being processed.
     pub fn in_flight(&self) -> usize {
@@ -359,7 +367,9 @@ impl MappedDevice {
         }
         let inflight = self.inflight.clone();
         let keep = table.clone();
+        let (stats, acct) = (self.stats.clone(), self.stats.start(&bio));
         let bio = bio.on_end(move |r, _| {
+            stats.end(acct, &r);
             drop(keep);
             inflight.end();
             r

@@ -7,6 +7,7 @@ pub mod device;
 pub mod error;
 pub mod registry;
 pub mod resolve;
+pub mod stats;
 pub mod table;
 pub mod target;
 

@@ -404,6 +404,13 @@ impl Registry {
             self.cancel_deferred_remove(sel)?;
             return Ok(None);
         }
+        if argv
+            .first()
+            .is_some_and(|a| a.starts_with("@stats_") || a == "@diskstats")
+        {
+            let size = d.live_table().map(|t| t.size().0).unwrap_or(0);
+            return d.stats().message(size, argv).map(Some);
+        }
         let Some(t) = d.live_table() else {
             return Err(DmError::invalid("Target message sector outside device."));
         };

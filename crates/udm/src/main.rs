@@ -3,6 +3,7 @@
 
 mod daemon;
 mod dmsetup;
+mod stats_cli;
 
 use std::process::ExitCode;
 
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
         "dmsetup" => dmsetup::run("dmsetup", &args[1..]),
         _ => match args.get(1).map(|s| s.as_str()) {
             Some("daemon") => report(daemon::main(&args[2..], false)),
+            Some("stats") => stats_cli::main(&args[2..]),
             None => report(daemon::main(&[], true)),
             Some("--help") if args.len() == 2 => {
                 print!("{}", USAGE);
@@ -47,6 +49,10 @@ Usage:
                             /run/udm/control for root)
       --nbd-socket PATH     NBD unix socket (default: nbd.sock beside the control socket)
       --nbd-listen HOST:PORT  also serve NBD over TCP (off by default)
+      --fuse DIR            devices as files in DIR (default: `mapper` beside the control
+                            socket when FUSE is usable); --no-fuse; --fuse-buffered
+      --nbd-outage-limit SECS  how long I/O to an unreachable nbd:// device waits (30)
+  udm stats create|list|print|clear|delete|report|device …   I/O counters (dmstats)
   udm <dmsetup command>   any dmsetup command (create, ls, info, table, status, remove, …);
                           `udm help` lists them. A link named `dmsetup` behaves as dmsetup.
 ";
