@@ -351,3 +351,56 @@ proptest! {
         let _ = create_ro(&reg, "v", &t);
     }
 }
+
+#[test]
+fn formats_algorithms_and_block_sizes() {
+    use udm_formats::verity::BlockHasher;
+    let combos = [
+        (HashType::ChromeOs, HashAlg::Sha1, 4096u32, 1024u32),
+        (HashType::Normal, HashAlg::Sha512, 1024, 4096),
+        (HashType::Normal, HashAlg::Sha1, 512, 512),
+        (HashType::ChromeOs, HashAlg::Sha256, 4096, 512),
+        (HashType::Normal, HashAlg::Sha384, 2048, 2048),
+    ];
+    for (ty, alg, dbs, hbs) in combos {
+        let d = tempfile::tempdir().unwrap();
+        let blocks = 300u64;
+        let content = pseudo((blocks * dbs as u64) as usize, dbs as u64 ^ hbs as u64);
+        let salt = [9u8, 8, 7];
+        let hasher = BlockHasher::new(alg, ty, &salt);
+        let geo = Geometry::new(ty, alg, dbs, hbs, blocks, 2).unwrap();
+        let leaves: Vec<_> = content
+            .chunks(dbs as usize)
+            .map(|c| hasher.digest(c))
+            .collect();
+        let (tree, root) = geo.build_from_leaves(&hasher, &leaves);
+        let mut hash_img = vec![0u8; 2 * hbs as usize];
+        hash_img.extend_from_slice(&tree);
+        let (dp, hp) = (d.path().join("d"), d.path().join("h"));
+        std::fs::write(&dp, &content).unwrap();
+        std::fs::write(&hp, &hash_img).unwrap();
+        let t = format!(
+            "0 {} verity {} {} {} {dbs} {hbs} {blocks} 2 {} {} 090807",
+            blocks * dbs as u64 / 512,
+            ty.as_u32(),
+            dp.display(),
+            hp.display(),
+            alg.name(),
+            root.hex()
+        );
+        let reg = registry();
+        create_ro(&reg, "v", &t).unwrap();
+        let (dev, _g) = open(&reg, "v");
+        assert!(read(dev.as_ref(), 0, content.len()) == content, "{t}");
+        drop(dev);
+        // One flipped byte in the last data block fails exactly that block.
+        flip(&dp, content.len() as u64 - 1, 1);
+        create_ro(&reg, "w", &t).unwrap();
+        let (dev, _g) = open(&reg, "w");
+        assert_eq!(
+            failing_blocks(dev.as_ref(), dbs, blocks),
+            vec![blocks - 1],
+            "{t}"
+        );
+    }
+}
