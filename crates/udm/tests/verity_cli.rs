@@ -470,5 +470,52 @@ fn open_status_close_through_the_daemon() {
     assert_eq!((code, out.as_str()), (4, "/dev/mapper/vt is inactive.\n"));
     let (code, _, err) = udm(&["close", "vt"], sock);
     assert_eq!((code, err.as_str()), (4, "Device vt is not active.\n"));
+    // Data and tree on one file without a superblock, options from the command line.
+    let one = d.path().join("one.img");
+    let mut img = pseudo(40 << 12, 8);
+    img.resize(48 << 12, 0);
+    std::fs::write(&one, &img).unwrap();
+    let common = [
+        "--no-superblock",
+        "--data-blocks",
+        "40",
+        "--hash-offset",
+        "163840",
+        "--salt",
+        "ab",
+        "--hash",
+        "sha1",
+        "--data-block-size",
+        "1024",
+    ];
+    let mut a = vec!["format", s(&one), s(&one)];
+    a.extend_from_slice(&common);
+    let (code, out, err) = udm(&a, None);
+    assert_eq!(code, 0, "{err}");
+    let root = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Root hash:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut a = vec![
+        "open",
+        s(&one),
+        "one",
+        s(&one),
+        &root,
+        "--check-at-most-once",
+    ];
+    a.extend_from_slice(&common);
+    let (code, _, err) = udm(&a, sock);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = udm(&["status", "one"], sock);
+    assert!(out.contains("  hash offset: 320 sectors\n"), "{out}");
+    assert!(out.contains("  size:        80 sectors\n"), "{out}");
+    assert!(
+        out.ends_with("  flags:       check_at_most_once\n"),
+        "{out}"
+    );
+    assert_eq!(udm(&["remove", "one"], sock).0, 0);
     dmn.stop();
 }
