@@ -304,6 +304,16 @@ impl MappedDevice {
         self.inactive.lock().take().is_some()
     }
 
+    /// Fail every bio held by a suspended device (daemon shutdown); stays suspended.
+    pub fn abort_held(&self) -> usize {
+        let held: Vec<Bio> = self.held.lock().deferred.drain(..).collect();
+        let n = held.len();
+        for b in held {
+            b.complete(Err(IoError::Io));
+        }
+        n
+    }
+
     /// Drop every table (device removal) and fail any held I/O.
     pub(crate) fn teardown(&self) {
         self.removed.store(true, SeqCst);

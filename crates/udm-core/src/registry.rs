@@ -229,8 +229,9 @@ impl Registry {
     pub fn resume(&self, sel: &DevSel) -> Result<DevInfo, DmError> {
         let d = self.get(sel)?;
         let swapped = d.resume()?;
+        // The kernel does not bump the event number on a resume (only targets, rename and
+        // removal do); frontends still hear about the new table.
         if swapped {
-            d.raise_event();
             self.notify(RegistryEvent::Resumed(d.name()));
         }
         Ok(d.info(false))
@@ -284,9 +285,8 @@ impl Registry {
     /// `@cancel_deferred_remove`.
     pub fn cancel_deferred_remove(&self, sel: &DevSel) -> Result<(), DmError> {
         let d = self.get(sel)?;
-        if !d.deferred_remove.swap(false, SeqCst) {
-            return Err(DmError::invalid("device is not pending deferred removal"));
-        }
+        // Cancelling when nothing is pending succeeds, as in the kernel.
+        d.deferred_remove.store(false, SeqCst);
         Ok(())
     }
 
@@ -298,7 +298,9 @@ impl Registry {
         let mut g = self.inner.devices.write();
         let old = d.name();
         if g.contains_key(new) {
-            return Err(DmError::Busy(format!("Device {new} already exists")));
+            return Err(DmError::Busy(format!(
+                "Unable to change name on mapped device {old} to one that already exists: {new}"
+            )));
         }
         g.remove(&old);
         *d.name.lock() = new.to_string();
@@ -320,14 +322,17 @@ impl Registry {
         }
         let d = self.get(sel)?;
         let _ns = self.inner.ns.lock();
-        if !d.uuid().is_empty() {
-            return Err(DmError::invalid(format!(
-                "Unable to change uuid of mapped device {} to {uuid}",
-                d.name()
+        let name = d.name();
+        if self.inner.devices.read().values().any(|o| o.uuid() == uuid) {
+            return Err(DmError::Busy(format!(
+                "Unable to change uuid on mapped device {name} to one that already exists: {uuid}"
             )));
         }
-        if self.inner.devices.read().values().any(|o| o.uuid() == uuid) {
-            return Err(DmError::Busy(format!("uuid {uuid} is already in use")));
+        let old = d.uuid();
+        if !old.is_empty() {
+            return Err(DmError::invalid(format!(
+                "Unable to change uuid of mapped device {name} to {uuid} because uuid is already set to {old}"
+            )));
         }
         *d.uuid.lock() = uuid.to_string();
         d.raise_event();
@@ -455,7 +460,7 @@ impl Registry {
         start: u64,
     ) -> Result<(), DmError> {
         if c > 65535 || h > 255 || s > 255 {
-            return Err(DmError::invalid("Invalid geometry"));
+            return Err(DmError::invalid("Geometry exceeds range limits."));
         }
         let d = self.get(sel)?;
         *d.geometry.lock() = Some(Geometry {

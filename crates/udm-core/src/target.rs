@@ -82,7 +82,9 @@ pub trait Target: Send + Sync {
     }
     /// Handle `dmsetup message`; `Ok(Some(text))` returns text to the caller.
     fn message(&self, _argv: &[String]) -> Result<Option<String>, TargetError> {
-        Err(TargetError::invalid("Target message not supported"))
+        Err(TargetError::invalid(
+            "Target type does not support messages",
+        ))
     }
     /// Split bios so none crosses a multiple of this length (relative to the target start).
     fn max_io_len(&self) -> Option<Sectors> {

@@ -3,6 +3,7 @@
 
 mod daemon;
 mod dmsetup;
+mod logwrites;
 mod stats_cli;
 
 use std::process::ExitCode;
@@ -14,10 +15,11 @@ fn main() -> ExitCode {
         .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
         .unwrap_or_else(|| "udm".into());
     let code = match prog.as_str() {
-        "dmsetup" => dmsetup::run("dmsetup", &args[1..]),
+        "dmsetup" | "devmap_name" | "dmstats" => dmsetup::run(&prog, &args[1..]),
         _ => match args.get(1).map(|s| s.as_str()) {
             Some("daemon") => report(daemon::main(&args[2..], false)),
             Some("stats") => stats_cli::main(&args[2..]),
+            Some("log-writes") => logwrites::main(&args[2..]),
             None => report(daemon::main(&[], true)),
             Some("--help") if args.len() == 2 => {
                 print!("{}", USAGE);
@@ -53,6 +55,7 @@ Usage:
                             socket when FUSE is usable); --no-fuse; --fuse-buffered
       --nbd-outage-limit SECS  how long I/O to an unreachable nbd:// device waits (30)
   udm stats create|list|print|clear|delete|report|device …   I/O counters (dmstats)
+  udm log-writes replay|dump …   replay a dm-log-writes log onto a device or image, or list it
   udm <dmsetup command>   any dmsetup command (create, ls, info, table, status, remove, …);
                           `udm help` lists them. A link named `dmsetup` behaves as dmsetup.
 ";
