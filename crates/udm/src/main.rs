@@ -15,7 +15,8 @@ fn main() -> ExitCode {
         .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
         .unwrap_or_else(|| "udm".into());
     let code = match prog.as_str() {
-        "dmsetup" | "devmap_name" | "dmstats" => dmsetup::run(&prog, &args[1..]),
+        "dmsetup" | "devmap_name" => dmsetup::run(&prog, &args[1..]),
+        "dmstats" => stats_cli::main(&args[1..]),
         _ => match args.get(1).map(|s| s.as_str()) {
             Some("daemon") => report(daemon::main(&args[2..], false)),
             Some("stats") => stats_cli::main(&args[2..]),
