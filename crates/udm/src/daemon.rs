@@ -28,6 +28,8 @@ struct Opts {
     fuse_buffered: bool,
     /// `--nbd-outage-limit SECS`: how long I/O to an unreachable `nbd://` device waits.
     nbd_outage_limit: Option<f64>,
+    /// `--nbd-allow NAMES`, `--nbd-read-only NAMES` (comma lists; `PREFIX*` matches).
+    nbd_policy: exports::NbdPolicy,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
@@ -54,6 +56,18 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--fuse" => o.fuse = Some(val()?.into()),
             "--no-fuse" => o.no_fuse = true,
             "--fuse-buffered" => o.fuse_buffered = true,
+            "--nbd-allow" => o.nbd_policy.allow.get_or_insert_with(Vec::new).extend(
+                val()?
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+            ),
+            "--nbd-read-only" => o.nbd_policy.read_only.extend(
+                val()?
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+            ),
             "--nbd-outage-limit" => {
                 let v = val()?;
                 let s: f64 = v
@@ -154,6 +168,7 @@ pub fn main(args: &[String], quickstart: bool) -> Result<()> {
         opts.nbd_listen.as_deref(),
         fuse,
         fuse_opts,
+        opts.nbd_policy.clone(),
     )?;
     let info = Arc::new(DaemonInfo {
         nbd_socket: Some(nbd_socket.display().to_string()),

@@ -188,6 +188,7 @@ fn fio(uri: &str, extra: &[&str]) -> std::process::Output {
             "--verify=crc32c",
             "--verify_fatal=1",
             "--randseed=7",
+            "--verify_state_save=0",
         ])
         .args(extra)
         .output()

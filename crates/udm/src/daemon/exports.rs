@@ -6,19 +6,45 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use udm_core::{DevSel, Registry};
 
+/// Which devices NBD clients may see, and which of them only read-only
+/// (`--nbd-allow`, `--nbd-read-only`: names, or a prefix ending in `*`).
+#[derive(Debug, Clone, Default)]
+pub struct NbdPolicy {
+    /// `None`: every device is exported.
+    pub allow: Option<Vec<String>>,
+    pub read_only: Vec<String>,
+}
+
+fn matches(pats: &[String], name: &str) -> bool {
+    pats.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => p == name,
+    })
+}
+
+impl NbdPolicy {
+    fn allowed(&self, name: &str) -> bool {
+        self.allow.as_ref().is_none_or(|a| matches(a, name))
+    }
+}
+
 /// Registry devices as NBD exports; an NBD connection counts as an open of the device.
-struct RegistryExports(Registry);
+struct RegistryExports(Registry, NbdPolicy);
 
 impl udm_nbd::Exports for RegistryExports {
     fn list(&self) -> Vec<String> {
         self.0
             .list()
             .into_iter()
-            .filter(|d| d.live_table)
+            .filter(|d| d.live_table && self.1.allowed(&d.name))
             .map(|d| d.name)
             .collect()
     }
     fn open(&self, name: &str) -> Option<udm_nbd::ExportHandle> {
+        if !self.1.allowed(name) {
+            tracing::info!("nbd: export {name:?} is not in the allowlist");
+            return None;
+        }
         let sel = DevSel::Name(name.to_string());
         let info = self.0.info(&sel, false).ok()?;
         if !info.live_table {
@@ -27,7 +53,7 @@ impl udm_nbd::Exports for RegistryExports {
         let (dev, guard) = self.0.open(&sel).ok()?;
         Some(udm_nbd::ExportHandle {
             dev,
-            read_only: info.read_only,
+            read_only: info.read_only || matches(&self.1.read_only, name),
             guard: Box::new(guard),
         })
     }
@@ -84,8 +110,9 @@ impl Exports {
         tcp: Option<&str>,
         fuse: FuseWhere,
         fuse_opts: udm_fuse::FuseOpts,
+        policy: NbdPolicy,
     ) -> Result<Exports> {
-        let server = udm_nbd::NbdServer::new(Arc::new(RegistryExports(reg.clone())));
+        let server = udm_nbd::NbdServer::new(Arc::new(RegistryExports(reg.clone(), policy)));
         if nbd_socket.exists() {
             std::fs::remove_file(nbd_socket)
                 .with_context(|| format!("remove stale {}", nbd_socket.display()))?;
