@@ -5,6 +5,7 @@ mod daemon;
 mod dmsetup;
 mod logwrites;
 mod stats_cli;
+mod verity_cli;
 
 use std::process::ExitCode;
 
@@ -17,10 +18,12 @@ fn main() -> ExitCode {
     let code = match prog.as_str() {
         "dmsetup" | "devmap_name" => dmsetup::run(&prog, &args[1..]),
         "dmstats" => stats_cli::main(&args[1..]),
+        "veritysetup" => verity_cli::main("veritysetup", &args[1..]),
         _ => match args.get(1).map(|s| s.as_str()) {
             Some("daemon") => report(daemon::main(&args[2..], false)),
             Some("stats") => stats_cli::main(&args[2..]),
             Some("log-writes") => logwrites::main(&args[2..]),
+            Some("verity") => verity_cli::main("udm verity", &args[2..]),
             None => report(daemon::main(&[], true)),
             Some("--help") if args.len() == 2 => {
                 print!("{}", USAGE);
@@ -56,6 +59,7 @@ Usage:
                             socket when FUSE is usable); --no-fuse; --fuse-buffered
       --nbd-outage-limit SECS  how long I/O to an unreachable nbd:// device waits (30)
   udm stats create|list|print|clear|delete|report|device …   I/O counters (dmstats)
+  udm verity format|verify|open|close|status|dump …   dm-verity (a `veritysetup` link too)
   udm log-writes replay|dump …   replay a dm-log-writes log onto a device or image, or list it
   udm <dmsetup command>   any dmsetup command (create, ls, info, table, status, remove, …);
                           `udm help` lists them. A link named `dmsetup` behaves as dmsetup.
