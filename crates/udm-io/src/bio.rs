@@ -330,3 +330,88 @@ impl Join {
         parent(res, buf)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::unbounded;
+
+    fn catcher() -> (
+        Completion,
+        crossbeam_channel::Receiver<(Result<(), IoError>, IoBuf)>,
+    ) {
+        let (tx, rx) = unbounded();
+        (Box::new(move |r, b| tx.send((r, b)).unwrap()), rx)
+    }
+
+    #[test]
+    fn split_rejoins_the_same_buffer_once() {
+        let (done, rx) = catcher();
+        let data: Vec<u8> = (0..4096u32).map(|i| i as u8).collect();
+        let bio = Bio::read(Sectors(10), IoBuf::from_slice(&data), done);
+        let mut parts = bio.split(&[Sectors(1), Sectors(5), Sectors(2)]);
+        assert_eq!(
+            parts
+                .iter()
+                .map(|p| (p.sector.0, p.len().0))
+                .collect::<Vec<_>>(),
+            vec![(10, 1), (11, 5), (16, 2)]
+        );
+        parts[1].buf_mut().fill(0xee);
+        // Complete out of order; the parent completes once, after the last.
+        let last = parts.remove(0);
+        for p in parts {
+            p.complete(Ok(()));
+            assert!(rx.try_recv().is_err());
+        }
+        last.complete(Ok(()));
+        let (r, buf) = rx.try_recv().unwrap();
+        assert!(r.is_ok());
+        assert_eq!(&buf[..512], &data[..512]);
+        assert!(buf[512..3072].iter().all(|&b| b == 0xee));
+        assert_eq!(&buf[3072..], &data[3072..]);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn first_error_wins_and_dropped_bios_fail() {
+        let (done, rx) = catcher();
+        let bio = Bio::write(Sectors(0), IoBuf::zeroed(2048), done);
+        let (a, b) = bio.split_at(Sectors(1));
+        a.complete(Err(IoError::NoSpace));
+        drop(b); // never completed: fails with EIO instead of hanging the parent
+        let (r, buf) = rx.try_recv().unwrap();
+        assert_eq!(r, Err(IoError::NoSpace));
+        assert_eq!(buf.len(), 2048);
+    }
+
+    #[test]
+    fn fan_out_hands_back_the_parent_buffer() {
+        let (done, rx) = catcher();
+        let bio =
+            Bio::write(Sectors(3), IoBuf::from_slice(&[7; 512]), done).with_flags(BioFlags::FUA);
+        let kids = bio.fan_out(3);
+        assert!(kids
+            .iter()
+            .all(|k| k.buf()[..] == [7; 512] && k.flags.contains(BioFlags::FUA)));
+        for k in kids {
+            k.complete(Ok(()));
+        }
+        let (r, buf) = rx.try_recv().unwrap();
+        assert!(r.is_ok());
+        assert_eq!(&buf[..], &[7; 512]);
+    }
+
+    #[test]
+    fn on_end_sees_and_changes_the_result() {
+        let (done, rx) = catcher();
+        let bio = Bio::read(Sectors(0), IoBuf::zeroed(512), done).on_end(|r, buf| {
+            assert!(r.is_ok());
+            buf[0] = 9;
+            Err(IoError::Io)
+        });
+        bio.complete(Ok(()));
+        let (r, buf) = rx.try_recv().unwrap();
+        assert_eq!((r, buf[0]), (Err(IoError::Io), 9));
+    }
+}
