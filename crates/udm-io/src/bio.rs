@@ -336,10 +336,9 @@ mod tests {
     use super::*;
     use crossbeam_channel::unbounded;
 
-    fn catcher() -> (
-        Completion,
-        crossbeam_channel::Receiver<(Result<(), IoError>, IoBuf)>,
-    ) {
+    type Done = crossbeam_channel::Receiver<(Result<(), IoError>, IoBuf)>;
+
+    fn catcher() -> (Completion, Done) {
         let (tx, rx) = unbounded();
         (Box::new(move |r, b| tx.send((r, b)).unwrap()), rx)
     }
