@@ -18,6 +18,7 @@ fn fio(uri: &str, extra: &[&str]) -> String {
         "--iodepth=16",
         "--verify=crc32c",
         "--do_verify=1",
+        "--verify_state_save=0",
         "--randrepeat=1",
         "--output-format=json",
     ])
@@ -90,6 +91,7 @@ fn fio_verify_catches_corruption() {
         Command::new("fio")
             .args([
                 "--name=bad",
+                "--verify_state_save=0",
                 "--ioengine=nbd",
                 "--rw=randrw",
                 "--bs=4k",
