@@ -92,7 +92,7 @@ impl FecRuntime {
                     continue;
                 }
                 if let FecSource::Data(d) = l.source(b) {
-                    let bad = match v.want_digest(d, true) {
+                    let bad = match v.want_digest(d, true, true) {
                         Ok(w) => v.hasher.digest(&blocks[i]) != w,
                         Err(_) => false,
                     };

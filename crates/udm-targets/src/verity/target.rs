@@ -14,6 +14,32 @@ use udm_io::{Bio, IoBuf, IoError, Limits, Op, Sectors, WorkerPool};
 /// The kernel stops logging (but keeps counting) after this many corrupted blocks.
 const MAX_CORRUPTED_ERRS: u32 = 100;
 
+/// Why verification stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The I/O fails with this error.
+    Fail(IoError),
+    /// Going on needs blocking I/O (a hash block not in the cache, or FEC), which the CPU
+    /// pool must not do: start again on the I/O pool.
+    NeedIo,
+}
+
+impl Stop {
+    /// The error the bio ends with.
+    fn errno(self) -> IoError {
+        match self {
+            Stop::Fail(e) => e,
+            Stop::NeedIo => IoError::Io,
+        }
+    }
+}
+
+impl From<IoError> for Stop {
+    fn from(e: IoError) -> Stop {
+        Stop::Fail(e)
+    }
+}
+
 /// Which kind of block failed (the `type` of `DM_VERITY_ERR_BLOCK_NR=type,block`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockType {
@@ -144,15 +170,20 @@ impl Inner {
 
     /// A hash block whose digest must equal `want`: from the cache, or read, checked (and
     /// corrected with FEC) and cached. `quiet` checks without side effects (for FEC's erasure
-    /// search) and fails instead of handling corruption.
+    /// search) and fails instead of handling corruption. Without `may_block`, a cache miss
+    /// stops with `NeedIo`.
     fn verified_hash_block(
         &self,
         hb: u64,
         want: &Digest,
         quiet: bool,
-    ) -> Result<Arc<[u8]>, IoError> {
+        may_block: bool,
+    ) -> Result<Arc<[u8]>, Stop> {
         if let Some(b) = self.cache.get(hb) {
             return Ok(b);
+        }
+        if !may_block {
+            return Err(Stop::NeedIo);
         }
         let data = self.read_hash_block(hb);
         if let Ok(d) = &data {
@@ -163,7 +194,7 @@ impl Inner {
             }
         }
         if quiet {
-            return Err(IoError::Io);
+            return Err(Stop::Fail(IoError::Io));
         }
         if let Some(fec) = &self.fec {
             if let Some(vb) = fec.layout.virtual_of_hash(hb) {
@@ -176,14 +207,19 @@ impl Inner {
         }
         let data = data?;
         if self.handle_err(BlockType::Metadata, hb) {
-            return Err(IoError::Io);
+            return Err(Stop::Fail(IoError::Io));
         }
         // Logging mode: use the unverified block (not cached as verified).
         Ok(Arc::from(data))
     }
 
     /// The expected digest of data block `block` (the kernel's `verity_hash_for_block`).
-    pub(crate) fn want_digest(&self, block: u64, quiet: bool) -> Result<Digest, IoError> {
+    pub(crate) fn want_digest(
+        &self,
+        block: u64,
+        quiet: bool,
+        may_block: bool,
+    ) -> Result<Digest, Stop> {
         let levels = self.geo.levels();
         let ds = self.geo.digest_size();
         if levels > 0 {
@@ -195,47 +231,62 @@ impl Inner {
         let mut want = self.root;
         for level in (0..levels).rev() {
             let (hb, off) = self.geo.position(block, level);
-            let b = self.verified_hash_block(hb, &want, quiet)?;
+            let b = self.verified_hash_block(hb, &want, quiet, may_block)?;
             want = Digest::from_slice(&b[off..off + ds]);
         }
         Ok(want)
     }
 
-    /// Verify (and correct) `buf`, which holds data blocks `first..` as read; `read_ok` is
-    /// whether the read itself succeeded.
+    /// Verify (and correct) `buf`, which holds data blocks `first..` as read, starting at
+    /// block index `*done` of it and advancing `*done` past every block settled; `read_ok` is
+    /// whether the read itself succeeded. Without `may_block` it stops with `NeedIo` where
+    /// blocking I/O would be needed, so the rest can go on elsewhere.
     pub(crate) fn verify_io(
         &self,
         first: u64,
         buf: &mut [u8],
         read_ok: bool,
-    ) -> Result<(), IoError> {
+        may_block: bool,
+        done: &mut usize,
+    ) -> Result<(), Stop> {
         let bs = self.geo.data_block_size as usize;
-        for (i, chunk) in buf.chunks_mut(bs).enumerate() {
+        for (i, chunk) in buf.chunks_mut(bs).enumerate().skip(*done) {
             let b = first + i as u64;
-            if read_ok && self.is_validated(b) {
-                continue;
+            if !(read_ok && self.is_validated(b)) {
+                self.verify_block(b, chunk, read_ok, may_block)?;
             }
-            let want = self.want_digest(b, false)?;
-            if self.zero_digest == Some(want) {
-                chunk.fill(0);
-                continue;
+            *done = i + 1;
+        }
+        Ok(())
+    }
+
+    fn verify_block(
+        &self,
+        b: u64,
+        chunk: &mut [u8],
+        read_ok: bool,
+        may_block: bool,
+    ) -> Result<(), Stop> {
+        let want = self.want_digest(b, false, may_block)?;
+        if self.zero_digest == Some(want) {
+            chunk.fill(0);
+            return Ok(());
+        }
+        if read_ok && self.hasher.digest(chunk) == want {
+            self.set_validated(b);
+            return Ok(());
+        }
+        if let Some(fec) = &self.fec {
+            if !may_block {
+                return Err(Stop::NeedIo);
             }
-            if read_ok && self.hasher.digest(chunk) == want {
-                self.set_validated(b);
-                continue;
+            if let Some(fixed) = fec.correct(self, b, &want) {
+                chunk.copy_from_slice(&fixed);
+                return Ok(());
             }
-            if let Some(fec) = &self.fec {
-                if let Some(fixed) = fec.correct(self, b, &want) {
-                    chunk.copy_from_slice(&fixed);
-                    continue;
-                }
-            }
-            if !read_ok {
-                return Err(IoError::Io);
-            }
-            if self.handle_err(BlockType::Data, b) {
-                return Err(IoError::Io);
-            }
+        }
+        if !read_ok || self.handle_err(BlockType::Data, b) {
+            return Err(Stop::Fail(IoError::Io));
         }
         Ok(())
     }
@@ -289,11 +340,29 @@ impl Target for Verity {
                     bio.set_buf(buf);
                     return bio.complete(res);
                 }
+                // Hashing runs on the CPU pool; if a hash block is missing from the cache or FEC
+                // is needed, the rest moves to the I/O pool, where blocking reads are allowed.
+                let read_ok = res.is_ok();
+                let finish = move |me: Arc<Inner>, mut bio: Bio, mut buf: IoBuf, mut done| {
+                    let r = me.verify_io(first, &mut buf, read_ok, true, &mut done);
+                    bio.set_buf(buf);
+                    bio.complete(r.map_err(Stop::errno));
+                };
+                if !read_ok {
+                    return WorkerPool::io().spawn(move || finish(me, bio, buf, 0));
+                }
                 WorkerPool::cpu().spawn(move || {
                     let mut buf = buf;
-                    let r = me.verify_io(first, &mut buf, res.is_ok());
-                    bio.set_buf(buf);
-                    bio.complete(r);
+                    let mut done = 0;
+                    match me.verify_io(first, &mut buf, true, false, &mut done) {
+                        Err(Stop::NeedIo) => {
+                            WorkerPool::io().spawn(move || finish(me, bio, buf, done))
+                        }
+                        r => {
+                            bio.set_buf(buf);
+                            bio.complete(r.map_err(Stop::errno));
+                        }
+                    }
                 });
             }),
         );
