@@ -17,6 +17,28 @@ pub(crate) struct Negotiated {
     pub min_block: u32,
 }
 
+/// How a handshake ended.
+pub(crate) enum Outcome {
+    /// Transmission starts (`Some`) or the connection closes (`None`).
+    Done(Option<Negotiated>),
+    /// The client asked for TLS and got the ACK: run the TLS handshake, then call
+    /// `negotiate` again with `Tls::active` set.
+    StartTls { no_zeroes: bool },
+}
+
+/// The TLS side of a handshake.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Tls {
+    /// The server has a certificate (NBD_OPT_STARTTLS is accepted).
+    pub offered: bool,
+    /// Plaintext option haggling is refused (NBD_REP_ERR_TLS_REQD).
+    pub required: bool,
+    /// TLS is running: no greeting, option haggling goes on.
+    pub active: bool,
+    /// The client's NO_ZEROES flag from the greeting (when `active`).
+    pub no_zeroes: bool,
+}
+
 /// Context id we hand out for `base:allocation`.
 const BASE_ALLOCATION_ID: u32 = 1;
 /// Options a client may send before we give up on it.
@@ -67,6 +89,7 @@ fn reply_err(w: &mut impl Write, opt: u32, typ: u32, msg: &str) -> io::Result<()
 
 struct State<'a> {
     exports: &'a dyn Exports,
+    tls: Tls,
     structured: bool,
     no_zeroes: bool,
     /// Export name the last SET_META_CONTEXT referred to, and whether it selected
@@ -80,22 +103,29 @@ pub(crate) fn negotiate<R: Read, W: Write>(
     r: &mut R,
     w: &mut W,
     exports: &dyn Exports,
-) -> io::Result<Option<Negotiated>> {
-    let mut hello = [0u8; 18];
-    hello[0..8].copy_from_slice(&NBDMAGIC.to_be_bytes());
-    hello[8..16].copy_from_slice(&IHAVEOPT.to_be_bytes());
-    hello[16..18].copy_from_slice(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes());
-    w.write_all(&hello)?;
-    w.flush()?;
-
-    let cflags = read_u32(r)?;
-    if cflags & !(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES) != 0 {
-        return Err(bad("unknown client flags"));
-    }
+    tls: Tls,
+) -> io::Result<Outcome> {
+    let no_zeroes = if tls.active {
+        tls.no_zeroes
+    } else {
+        let mut hello = [0u8; 18];
+        hello[0..8].copy_from_slice(&NBDMAGIC.to_be_bytes());
+        hello[8..16].copy_from_slice(&IHAVEOPT.to_be_bytes());
+        hello[16..18].copy_from_slice(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes());
+        w.write_all(&hello)?;
+        w.flush()?;
+        let cflags = read_u32(r)?;
+        if cflags & !(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES) != 0 {
+            return Err(bad("unknown client flags"));
+        }
+        cflags & FLAG_C_NO_ZEROES != 0
+    };
+    // Nothing negotiated before STARTTLS survives it.
     let mut st = State {
         exports,
+        tls,
         structured: false,
-        no_zeroes: cflags & FLAG_C_NO_ZEROES != 0,
+        no_zeroes,
         meta: None,
     };
 
@@ -111,7 +141,7 @@ pub(crate) fn negotiate<R: Read, W: Write>(
         if len > MAX_OPTION {
             drain(r, len as u64)?;
             if opt == OPT_EXPORT_NAME {
-                return Ok(None);
+                return Ok(Outcome::Done(None));
             }
             reply_err(w, opt, REP_ERR_TOO_BIG, "option payload too long")?;
             continue;
@@ -131,13 +161,26 @@ fn option<W: Write>(
     w: &mut W,
     opt: u32,
     data: &[u8],
-) -> io::Result<Option<Option<Negotiated>>> {
+) -> io::Result<Option<Outcome>> {
+    if st.tls.required && !st.tls.active && opt != OPT_STARTTLS && opt != OPT_ABORT {
+        if opt == OPT_EXPORT_NAME {
+            // No way to answer with an error: disconnect.
+            return Ok(Some(Outcome::Done(None)));
+        }
+        reply_err(
+            w,
+            opt,
+            REP_ERR_TLS_REQD,
+            "TLS is required: send NBD_OPT_STARTTLS",
+        )?;
+        return Ok(None);
+    }
     match opt {
         OPT_EXPORT_NAME => {
             let name = String::from_utf8_lossy(data).into_owned();
             let Some((name, handle)) = open(st.exports, &name) else {
                 tracing::debug!("nbd: EXPORT_NAME {name:?}: no such export");
-                return Ok(Some(None));
+                return Ok(Some(Outcome::Done(None)));
             };
             let n = finish(st, name, handle);
             let mut v = Vec::with_capacity(134);
@@ -148,12 +191,12 @@ fn option<W: Write>(
             }
             w.write_all(&v)?;
             w.flush()?;
-            Ok(Some(Some(n)))
+            Ok(Some(Outcome::Done(Some(n))))
         }
         OPT_ABORT => {
             // The client may already have gone; a failed ACK is fine.
             let _ = reply(w, opt, REP_ACK, &[]).and_then(|_| w.flush());
-            Ok(Some(None))
+            Ok(Some(Outcome::Done(None)))
         }
         OPT_LIST => {
             if !data.is_empty() {
@@ -192,9 +235,29 @@ fn option<W: Write>(
             meta_context(st, w, opt, data)?;
             Ok(None)
         }
-        OPT_STARTTLS => {
-            reply_err(w, opt, REP_ERR_UNSUP, "TLS is not supported")?;
+        OPT_STARTTLS if !st.tls.offered => {
+            reply_err(
+                w,
+                opt,
+                REP_ERR_UNSUP,
+                "TLS is not configured on this server",
+            )?;
             Ok(None)
+        }
+        OPT_STARTTLS if st.tls.active => {
+            reply_err(w, opt, REP_ERR_INVALID, "TLS is already running")?;
+            Ok(None)
+        }
+        OPT_STARTTLS if !data.is_empty() => {
+            reply_err(w, opt, REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data")?;
+            Ok(None)
+        }
+        OPT_STARTTLS => {
+            reply(w, opt, REP_ACK, &[])?;
+            w.flush()?;
+            Ok(Some(Outcome::StartTls {
+                no_zeroes: st.no_zeroes,
+            }))
         }
         _ => {
             reply_err(w, opt, REP_ERR_UNSUP, "unsupported option")?;
@@ -247,7 +310,7 @@ fn info_or_go<W: Write>(
     w: &mut W,
     opt: u32,
     data: &[u8],
-) -> io::Result<Option<Option<Negotiated>>> {
+) -> io::Result<Option<Outcome>> {
     let mut c = Cursor::new(data);
     let parsed = (|| {
         let name = c.string()?;
@@ -303,7 +366,7 @@ fn info_or_go<W: Write>(
     reply(w, opt, REP_ACK, &[])?;
     w.flush()?;
     if opt == OPT_GO {
-        Ok(Some(Some(n)))
+        Ok(Some(Outcome::Done(Some(n))))
     } else {
         // NBD_OPT_INFO: the handle (and its open count) goes away here.
         Ok(None)

@@ -12,11 +12,13 @@ pub mod proto;
 pub mod remote;
 mod server;
 mod sock;
+pub mod tls;
 mod transmission;
 
 pub use client::{Cmd, ExportInfo, NbdAddr, NbdClient, NbdError};
 pub use remote::{RemoteDevice, RemoteSpec};
 pub use server::{NbdServer, ServerHandle};
+pub use tls::{TlsClient, TlsError, TlsServer};
 
 use std::sync::Arc;
 use udm_io::BlockDevice;

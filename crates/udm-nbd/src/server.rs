@@ -1,7 +1,9 @@
 //! `NbdServer` and `ServerHandle`: listening sockets, the accept thread, per-connection
 //! threads, and orderly shutdown.
 
+use crate::handshake::{Outcome, Tls};
 use crate::sock::Sock;
+use crate::tls::TlsServer;
 use crate::{handshake, transmission, Exports};
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
@@ -27,11 +29,19 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// An NBD server over a set of exports. Cheap: each `serve_*` call starts its own listener.
 pub struct NbdServer {
     exports: Arc<dyn Exports>,
+    tls: Option<Arc<TlsServer>>,
 }
 
 impl NbdServer {
     pub fn new(exports: Arc<dyn Exports>) -> NbdServer {
-        NbdServer { exports }
+        NbdServer { exports, tls: None }
+    }
+
+    /// Offer TLS (NBD_OPT_STARTTLS) on the listeners started after this; with
+    /// `tls.required`, clients that do not start TLS are refused (NBD_REP_ERR_TLS_REQD).
+    pub fn with_tls(mut self, tls: TlsServer) -> NbdServer {
+        self.tls = Some(Arc::new(tls));
+        self
     }
 
     /// Listen on a Unix socket at `path` (a stale socket file there is replaced).
@@ -82,6 +92,7 @@ impl NbdServer {
         let (wake_tx, wake_rx) = UnixStream::pair()?;
         let shared = Arc::new(Shared {
             exports: self.exports.clone(),
+            tls: self.tls.clone(),
             stopping: AtomicBool::new(false),
             conns: Mutex::new(Conns {
                 next: 0,
@@ -120,6 +131,7 @@ struct Conns {
 
 struct Shared {
     exports: Arc<dyn Exports>,
+    tls: Option<Arc<TlsServer>>,
     stopping: AtomicBool,
     conns: Mutex<Conns>,
     cv: Condvar,
@@ -302,13 +314,49 @@ fn connection(shared: &Shared, mut sock: Sock) -> io::Result<()> {
     sock.tune();
     sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     let peer = sock.peer();
+    // The network socket (under TLS, `sock` becomes the plaintext end of the pump).
+    let net = sock.try_clone()?;
     let mut reader = BufReader::with_capacity(128 << 10, sock.try_clone()?);
-    let Some(neg) = handshake::negotiate(&mut reader, &mut sock, &*shared.exports)? else {
-        return Ok(());
+    let mut tls = Tls {
+        offered: shared.tls.is_some(),
+        required: shared.tls.as_ref().is_some_and(|t| t.required),
+        ..Tls::default()
     };
-    tracing::info!("nbd: {peer} opened export {:?}", neg.name);
+    let neg = loop {
+        match handshake::negotiate(&mut reader, &mut sock, &*shared.exports, tls)? {
+            Outcome::Done(None) => return Ok(()),
+            Outcome::Done(Some(n)) => break n,
+            Outcome::StartTls { no_zeroes } => {
+                let cfg = shared
+                    .tls
+                    .as_ref()
+                    .ok_or_else(|| io::Error::other("no TLS"))?;
+                if !reader.buffer().is_empty() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "client sent data before the TLS handshake",
+                    ));
+                }
+                let plain = crate::tls::accept(sock, cfg)?;
+                plain.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+                reader = BufReader::with_capacity(128 << 10, plain.try_clone()?);
+                sock = plain;
+                tls = Tls {
+                    active: true,
+                    no_zeroes,
+                    ..tls
+                };
+            }
+        }
+    };
+    let how = if tls.active { "over TLS " } else { "" };
+    tracing::info!("nbd: {peer} opened export {:?} {how}", neg.name);
     sock.set_read_timeout(None)?;
     let res = transmission::serve(reader, &sock, neg);
     let _ = sock.shutdown(Shutdown::Both);
+    if tls.active {
+        // Ends the TLS pump's receive side even if the client never closes.
+        let _ = net.shutdown(Shutdown::Read);
+    }
     res
 }

@@ -30,6 +30,11 @@ struct Opts {
     nbd_outage_limit: Option<f64>,
     /// `--nbd-allow NAMES`, `--nbd-read-only NAMES` (comma lists; `PREFIX*` matches).
     nbd_policy: exports::NbdPolicy,
+    /// `--tls DIR` (server-cert.pem, server-key.pem, ca-cert.pem), `--tls-optional`,
+    /// `--tls-verify-peer`.
+    tls: Option<PathBuf>,
+    tls_optional: bool,
+    tls_verify_peer: bool,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
@@ -56,6 +61,9 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--fuse" => o.fuse = Some(val()?.into()),
             "--no-fuse" => o.no_fuse = true,
             "--fuse-buffered" => o.fuse_buffered = true,
+            "--tls" => o.tls = Some(val()?.into()),
+            "--tls-optional" => o.tls_optional = true,
+            "--tls-verify-peer" => o.tls_verify_peer = true,
             "--nbd-allow" => o.nbd_policy.allow.get_or_insert_with(Vec::new).extend(
                 val()?
                     .split(',')
@@ -157,6 +165,13 @@ pub fn main(args: &[String], quickstart: bool) -> Result<()> {
     }
     let registry = Registry::new(udm_targets::builtin());
     let listener = bind_socket(&socket)?;
+    let tls = match &opts.tls {
+        Some(dir) => Some(
+            udm_nbd::TlsServer::from_dir(dir, opts.tls_verify_peer, !opts.tls_optional)
+                .with_context(|| format!("--tls {}", dir.display()))?,
+        ),
+        None => None,
+    };
     let fuse = exports::fuse_where(opts.fuse.clone(), opts.no_fuse, &socket);
     let fuse_opts = udm_fuse::FuseOpts {
         direct_io: !opts.fuse_buffered,
@@ -169,6 +184,7 @@ pub fn main(args: &[String], quickstart: bool) -> Result<()> {
         fuse,
         fuse_opts,
         opts.nbd_policy.clone(),
+        tls,
     )?;
     let info = Arc::new(DaemonInfo {
         nbd_socket: Some(nbd_socket.display().to_string()),

@@ -226,11 +226,39 @@ fn fua_flag(fua: bool) -> u16 {
 impl NbdClient {
     /// Connect to `export` at `addr`.
     pub fn connect(addr: &NbdAddr, export: &str) -> Result<NbdClient, NbdError> {
+        NbdClient::connect_with(addr, export, None)
+    }
+
+    /// Connect to `export` at `addr` over TLS (NBD_OPT_STARTTLS first).
+    pub fn connect_tls(
+        addr: &NbdAddr,
+        export: &str,
+        tls: &crate::tls::TlsClient,
+    ) -> Result<NbdClient, NbdError> {
+        NbdClient::connect_with(addr, export, Some(tls))
+    }
+
+    fn connect_with(
+        addr: &NbdAddr,
+        export: &str,
+        tls: Option<&crate::tls::TlsClient>,
+    ) -> Result<NbdClient, NbdError> {
         let sock = addr.connect()?;
         sock.set_read_timeout(Some(CONNECT_TIMEOUT))?;
         let mut r = BufReader::new(sock.try_clone()?);
         let mut w = sock;
         let no_zeroes = hello(&mut r, &mut w)?;
+        if let Some(t) = tls {
+            send_option(&mut w, OPT_STARTTLS, &[])?;
+            let (typ, data) = option_reply(&mut r, OPT_STARTTLS)?;
+            if typ != REP_ACK {
+                return Err(refused(OPT_STARTTLS, typ, &data));
+            }
+            let plain = crate::tls::connect(w, t)?;
+            plain.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+            r = BufReader::new(plain.try_clone()?);
+            w = plain;
+        }
         let info = go(&mut r, &mut w, export, no_zeroes)?;
         w.set_read_timeout(None)?;
         let (completer, jobs) = unbounded::<Job>();

@@ -111,8 +111,12 @@ impl Exports {
         fuse: FuseWhere,
         fuse_opts: udm_fuse::FuseOpts,
         policy: NbdPolicy,
+        tls: Option<udm_nbd::TlsServer>,
     ) -> Result<Exports> {
-        let server = udm_nbd::NbdServer::new(Arc::new(RegistryExports(reg.clone(), policy)));
+        let mut server = udm_nbd::NbdServer::new(Arc::new(RegistryExports(reg.clone(), policy)));
+        if let Some(t) = tls {
+            server = server.with_tls(t);
+        }
         if nbd_socket.exists() {
             std::fs::remove_file(nbd_socket)
                 .with_context(|| format!("remove stale {}", nbd_socket.display()))?;

@@ -1,0 +1,137 @@
+//! `udm daemon --tls DIR`: exports are served over TLS only (plaintext is refused with
+//! NBD_REP_ERR_TLS_REQD); `--tls-optional` also lets plaintext clients in.
+
+use std::path::Path;
+use std::process::Command;
+use udm_nbd::proto::REP_ERR_TLS_REQD;
+use udm_nbd::{NbdAddr, NbdClient, NbdError, TlsClient};
+use udm_proto::{Client, DevSel, Line, Request};
+use udm_testkit::{require_tool, run, Daemon};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_udm"))
+}
+
+/// A CA and a server certificate for localhost, as `--tls DIR` expects.
+fn pki(dir: &Path) {
+    let ossl = |args: &[&str]| {
+        run(Command::new("openssl").args(args).current_dir(dir));
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    ossl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca-key.pem",
+                "-out",
+                "ca-cert.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=udm test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(dir.join("s.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+    ossl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server-key.pem",
+                "-out",
+                "s.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+    );
+    ossl(&[
+        "x509",
+        "-req",
+        "-in",
+        "s.csr",
+        "-CA",
+        "ca-cert.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-out",
+        "server-cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "s.ext",
+    ]);
+}
+
+fn zero(d: &Daemon, name: &str) {
+    let mut c = Client::connect(&d.socket).unwrap();
+    let sel = DevSel::Name(name.into());
+    c.call(Request::Create {
+        name: name.into(),
+        uuid: String::new(),
+    })
+    .unwrap();
+    let table = vec![Line {
+        start: 0,
+        len: 2048,
+        ttype: "zero".into(),
+        params: String::new(),
+    }];
+    c.call(Request::Load {
+        dev: sel.clone(),
+        table,
+        read_only: false,
+    })
+    .unwrap();
+    c.call(Request::Resume {
+        dev: sel,
+        noflush: false,
+        nolockfs: false,
+    })
+    .unwrap();
+}
+
+#[test]
+fn daemon_serves_tls_and_refuses_plaintext_unless_optional() {
+    if !require_tool("openssl") {
+        return;
+    }
+    let pkidir = tempfile::tempdir().unwrap();
+    pki(pkidir.path());
+    let dir = pkidir.path().to_str().unwrap();
+    let tls = TlsClient::new(&pkidir.path().join("ca-cert.pem"), "localhost", None).unwrap();
+    let d = Daemon::start_with(bin(), &["--no-fuse", "--tls", dir]);
+    zero(&d, "z");
+    let addr = NbdAddr::Unix(d.nbd_socket.clone());
+    match NbdClient::connect(&addr, "z") {
+        Err(NbdError::Refused { reply, .. }) => assert_eq!(reply, REP_ERR_TLS_REQD),
+        r => panic!("plaintext not refused: {:?}", r.is_ok()),
+    }
+    let c = NbdClient::connect_tls(&addr, "z", &tls).unwrap();
+    let mut b = vec![1u8; 4096];
+    c.read(0, &mut b).unwrap();
+    assert!(b.iter().all(|&x| x == 0));
+    drop(c);
+    let d2 = Daemon::start_with(bin(), &["--no-fuse", "--tls", dir, "--tls-optional"]);
+    zero(&d2, "z");
+    let addr2 = NbdAddr::Unix(d2.nbd_socket.clone());
+    NbdClient::connect(&addr2, "z").unwrap();
+    NbdClient::connect_tls(&addr2, "z", &tls).unwrap();
+}
