@@ -59,6 +59,8 @@ impl Inflight {
     }
 }
 
+type Requeue = Arc<dyn Fn(Bio) + Send + Sync>;
+
 /// Geometry set by `setgeometry`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Geometry {
@@ -91,6 +93,7 @@ pub struct MappedDevice {
     pub(crate) geometry: Mutex<Option<Geometry>>,
     /// I/O counters (diskstats and dm-stats regions).
     stats: Arc<IoStats>,
+    requeue: std::sync::OnceLock<Requeue>,
 }
 
 impl MappedDevice {
@@ -122,6 +125,7 @@ impl MappedDevice {
             control: Mutex::new(()),
             geometry: Mutex::new(None),
             stats: Arc::new(IoStats::default()),
+            requeue: std::sync::OnceLock::new(),
         }
     }
 
@@ -332,11 +336,14 @@ impl MappedDevice {
         self.event_cv.notify_all();
     }
 
-    fn requeue_fn(self: &Arc<Self>) -> Arc<dyn Fn(Bio) + Send + Sync> {
-        let me = Arc::downgrade(self);
-        Arc::new(move |bio: Bio| match me.upgrade() {
-            Some(d) => d.park(bio),
-            None => bio.complete(Err(IoError::NoDevice)),
+    /// Where targets' requeued bios go: made once per device, not per bio.
+    fn requeue_fn(self: &Arc<Self>) -> &Requeue {
+        self.requeue.get_or_init(|| {
+            let me = Arc::downgrade(self);
+            Arc::new(move |bio: Bio| match me.upgrade() {
+                Some(d) => d.park(bio),
+                None => bio.complete(Err(IoError::NoDevice)),
+            })
         })
     }
 
@@ -384,7 +391,7 @@ impl MappedDevice {
             inflight.end();
             r
         });
-        table.dispatch(bio, &self.requeue_fn());
+        table.dispatch(bio, self.requeue_fn());
     }
 }
 
