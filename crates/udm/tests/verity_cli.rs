@@ -437,6 +437,8 @@ fn open_status_close_through_the_daemon() {
         sock,
     );
     assert_eq!(code, 0, "{err}\n{}", dmn.log());
+    let (code, _, err) = udm(&["open", s(&data), "vt", s(&hash), &root], sock);
+    assert_eq!((code, err.as_str()), (5, "Device vt already exists.\n"));
     let (code, out, _) = udm(&["status", "vt"], sock);
     assert_eq!(code, 0);
     let want = format!(

@@ -152,11 +152,20 @@ pub fn open(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
     };
     let mut c = connect(io)?;
     let sel = DevSel::Name(name.clone());
-    c.call(Request::Create {
+    match c.call(Request::Create {
         name: name.clone(),
         uuid,
-    })
-    .map_err(|e| report(io, "create", name, &e))?;
+    }) {
+        Ok(_) => {}
+        Err(e) if e.errno() == libc::EBUSY || e.errno() == libc::EEXIST => {
+            return Err(fail(
+                io,
+                libc::EEXIST,
+                format!("Device {name} already exists."),
+            ))
+        }
+        Err(e) => return Err(report(io, "create", name, &e)),
+    }
     let loaded = c
         .call(Request::Load {
             dev: sel.clone(),
