@@ -466,7 +466,30 @@ fn open_status_close_through_the_daemon() {
         fec = std::fs::canonicalize(&fec).unwrap().display(),
     );
     assert_eq!(out, want);
-    // A wrong root hash opens (the kernel checks lazily) but reads fail; close works.
+    // Reads over NBD: the whole image; then a corrupted block is corrected through FEC on
+    // `vt`, and fails (status `corrupted`) on a second device without FEC.
+    let content = std::fs::read(&data).unwrap();
+    let nbd = udm_nbd::NbdClient::connect_uri(&dmn.uri("vt")).unwrap();
+    let mut got = vec![0u8; content.len()];
+    nbd.read(0, &mut got).unwrap();
+    assert!(got == content);
+    let mut bad = content.clone();
+    bad[5 * 4096 + 7] ^= 0x20;
+    std::fs::write(&data, &bad).unwrap();
+    let mut blk = vec![0u8; 4096];
+    nbd.read(5 * 4096, &mut blk).unwrap();
+    assert!(blk[..] == content[5 * 4096..6 * 4096]);
+    let _ = nbd.disconnect();
+    let (code, _, err) = udm(&["open", s(&data), "plain", s(&hash), &root], sock);
+    assert_eq!(code, 0, "{err}");
+    let nbd = udm_nbd::NbdClient::connect_uri(&dmn.uri("plain")).unwrap();
+    assert!(nbd.read(5 * 4096, &mut blk).is_err());
+    nbd.read(6 * 4096, &mut blk).unwrap();
+    let _ = nbd.disconnect();
+    let (_, out, _) = udm(&["status", "plain"], sock);
+    assert!(out.contains("  status:      corrupted\n"), "{out}");
+    assert_eq!(udm(&["close", "plain"], sock).0, 0);
+    std::fs::write(&data, &content).unwrap();
     assert_eq!(udm(&["close", "vt"], sock).0, 0);
     let (code, out, _) = udm(&["status", "vt"], sock);
     assert_eq!((code, out.as_str()), (4, "/dev/mapper/vt is inactive.\n"));
