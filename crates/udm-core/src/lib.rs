@@ -18,7 +18,8 @@ pub use registry::{DevSel, Registry, RegistryEvent, TargetStatus};
 pub use resolve::DevHandle;
 pub use table::{parse_table_text, Table, TableLine};
 pub use target::{
-    MapResult, StatusType, Target, TargetCtx, TargetError, TargetFeatures, TargetType, TargetTypes,
+    EventTrigger, MapResult, StatusType, Target, TargetCtx, TargetError, TargetFeatures,
+    TargetType, TargetTypes,
 };
 
 /// The major number udm gives mapped devices (what the kernel's dm commonly gets).

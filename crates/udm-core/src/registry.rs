@@ -182,7 +182,13 @@ impl Registry {
             reg: self,
             me: d.minor(),
         };
-        let t = Table::build(lines, &self.inner.types, &resolver, read_only)?;
+        let weak = Arc::downgrade(&d);
+        let events: crate::target::EventTrigger = Arc::new(move || {
+            if let Some(d) = weak.upgrade() {
+                d.raise_event();
+            }
+        });
+        let t = Table::build_for(lines, &self.inner.types, &resolver, read_only, Some(events))?;
         if let Some(live) = d.live_table() {
             // Immutable types can only be replaced by the same type.
             let old = live.target_types();

@@ -4,7 +4,9 @@
 use crate::args::{parse_num, split_args};
 use crate::error::DmError;
 use crate::resolve::{DevHandle, Resolver};
-use crate::target::{MapResult, StatusType, Target, TargetCtx, TargetError, TargetTypes};
+use crate::target::{
+    EventTrigger, MapResult, StatusType, Target, TargetCtx, TargetError, TargetTypes,
+};
 use std::sync::Arc;
 use udm_io::device::Extent;
 use udm_io::{Bio, BioFlags, IoError, Limits, Op, Sectors};
@@ -97,6 +99,17 @@ impl Table {
         resolver: &dyn Resolver,
         read_only: bool,
     ) -> Result<Table, DmError> {
+        Table::build_for(lines, types, resolver, read_only, None)
+    }
+
+    /// As `build`, for a device whose targets may raise events through `events`.
+    pub fn build_for(
+        lines: &[TableLine],
+        types: &TargetTypes,
+        resolver: &dyn Resolver,
+        read_only: bool,
+        events: Option<EventTrigger>,
+    ) -> Result<Table, DmError> {
         if lines.is_empty() {
             return Err(DmError::invalid("table: no targets specified"));
         }
@@ -135,7 +148,8 @@ impl Table {
                 return Err(line_err(n, "target length overflows"));
             };
             let args = split_args(&l.params);
-            let mut ctx = TargetCtx::new(l.start, l.len, read_only, resolver, &mut devices);
+            let mut ctx = TargetCtx::new(l.start, l.len, read_only, resolver, &mut devices)
+                .with_events(events.clone());
             let target = tt.construct(&mut ctx, &args).map_err(|e| DmError::Table {
                 line: n,
                 err: TargetError {
@@ -342,6 +356,11 @@ pub fn errno_name(e: i32) -> String {
         libc::EROFS => "EROFS",
         libc::ENOTBLK => "ENOTBLK",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::E2BIG => "E2BIG",
+        libc::ENOKEY => "ENOKEY",
+        libc::ENOSPC => "ENOSPC",
+        libc::ERANGE => "ERANGE",
+        libc::EKEYREJECTED => "EKEYREJECTED",
         _ => return format!("{}", -e),
     };
     format!("-{name}")

@@ -119,12 +119,17 @@ pub trait TargetType: Send + Sync {
     ) -> Result<Box<dyn Target>, TargetError>;
 }
 
+/// Raises a dm event on the device a target belongs to (the kernel's `dm_table_event`):
+/// bumps its event number and wakes `dmsetup wait`.
+pub type EventTrigger = Arc<dyn Fn() + Send + Sync>;
+
 /// What a constructor gets: its place in the table and a way to open devices.
 pub struct TargetCtx<'a> {
     pub begin: Sectors,
     pub len: Sectors,
     pub read_only: bool,
     resolver: &'a dyn Resolver,
+    events: Option<EventTrigger>,
     pub(crate) devices: &'a mut Vec<Arc<DevHandle>>,
     pub(crate) areas: Vec<(Arc<DevHandle>, Sectors, Sectors)>,
 }
@@ -142,9 +147,20 @@ impl<'a> TargetCtx<'a> {
             len,
             read_only,
             resolver,
+            events: None,
             devices,
             areas: Vec::new(),
         }
+    }
+
+    pub(crate) fn with_events(mut self, events: Option<EventTrigger>) -> TargetCtx<'a> {
+        self.events = events;
+        self
+    }
+
+    /// A handle the target keeps to signal events (thin low-water, verity corruption, …).
+    pub fn event_trigger(&self) -> EventTrigger {
+        self.events.clone().unwrap_or_else(|| Arc::new(|| {}))
     }
 
     /// Open a device named in the table (`/path`, `major:minor`, `/dev/mapper/NAME`), shared

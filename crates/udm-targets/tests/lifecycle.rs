@@ -120,7 +120,11 @@ fn reload_swaps_atomically_under_concurrent_io() {
         r.join().unwrap();
     }
     assert!(seen_b.load(Ordering::Relaxed) > 0);
-    assert_eq!(reg.info(&sel("d"), false).unwrap().event_nr, 0, "resumes raise no events");
+    assert_eq!(
+        reg.info(&sel("d"), false).unwrap().event_nr,
+        0,
+        "resumes raise no events"
+    );
 }
 
 #[test]
@@ -232,4 +236,58 @@ fn error_target_fails_its_range_only() {
     assert_eq!(read(dev.as_ref(), 0, 4096), vec![0x5a; 4096]);
     assert!(udm_io::sync::read_at(dev.as_ref(), Sectors(0), 5120).is_err());
     assert_eq!(read(dev.as_ref(), 9, 4096), vec![0x5a; 4096]);
+}
+
+/// A test target that raises a dm event when sent `poke`.
+struct Poker;
+struct PokerTarget(udm_core::EventTrigger);
+impl udm_core::Target for PokerTarget {
+    fn map(&self, bio: Bio) -> udm_core::MapResult {
+        bio.complete(Ok(()));
+        udm_core::MapResult::Submitted
+    }
+    fn message(&self, argv: &[String]) -> Result<Option<String>, udm_core::TargetError> {
+        if argv == ["poke"] {
+            (self.0)();
+            return Ok(None);
+        }
+        Err(udm_core::TargetError::invalid("unknown"))
+    }
+}
+impl udm_core::TargetType for Poker {
+    fn name(&self) -> &'static str {
+        "poker"
+    }
+    fn version(&self) -> [u32; 3] {
+        [1, 0, 0]
+    }
+    fn construct(
+        &self,
+        ctx: &mut udm_core::TargetCtx<'_>,
+        _: &[String],
+    ) -> Result<Box<dyn udm_core::Target>, udm_core::TargetError> {
+        Ok(Box::new(PokerTarget(ctx.event_trigger())))
+    }
+}
+
+#[test]
+fn target_events_bump_the_event_number_and_wake_waiters() {
+    let types = udm_targets::builtin();
+    types.register(Arc::new(Poker));
+    let reg = udm_core::Registry::new(types);
+    create(&reg, "p", "0 8 poker").unwrap();
+    assert_eq!(reg.info(&sel("p"), false).unwrap().event_nr, 0);
+    let r2 = reg.clone();
+    let waiter = std::thread::spawn(move || {
+        r2.wait(&sel("p"), 0, Some(Duration::from_secs(5)))
+            .map(|i| i.event_nr)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    reg.message(&sel("p"), 0, &["poke".to_string()]).unwrap();
+    assert_eq!(waiter.join().unwrap().unwrap(), 1);
+    assert!(
+        reg.wait(&sel("p"), 1, Some(Duration::from_millis(100)))
+            .is_err(),
+        "no new event: times out"
+    );
 }
