@@ -135,8 +135,9 @@ fn modes_logging_restart_zero_blocks_at_most_once() {
     let (dev, _g2) = open(&reg, "rs");
     assert!(udm_io::sync::read_at(dev.as_ref(), udm_io::Sectors(0), 4096).is_ok());
     assert!(udm_io::sync::read_at(dev.as_ref(), udm_io::Sectors(7 * 8), 4096).is_err());
-    // After the corruption the device errors out entirely.
+    // After the corruption the device errors out entirely, and that is a visible dm event.
     assert!(udm_io::sync::read_at(dev.as_ref(), udm_io::Sectors(0), 4096).is_err());
+    assert_eq!(reg.info(&sel("rs"), false).unwrap().event_nr, 1);
 
     // ignore_zero_blocks: a block expected to be zero reads as zeroes without being read.
     flip(&img.data, 3 * 4096 + 9, 0x42);

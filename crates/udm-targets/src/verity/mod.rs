@@ -162,7 +162,8 @@ impl TargetType for VerityType {
         };
         let hasher = BlockHasher::new(alg, ty, &p.salt);
         let root = Digest::from_slice(&p.root_digest);
-        let inner = target::Inner::new(p, geo, hasher, root, data, hash, fec);
+        let mut inner = target::Inner::new(p, geo, hasher, root, data, hash, fec);
+        inner.event = Some(ctx.event_trigger());
         Ok(Box::new(Verity {
             inner: Arc::new(inner),
         }))

@@ -65,6 +65,8 @@ pub struct Inner {
     corrupted_errs: AtomicU32,
     /// Every corruption event (the kernel's uevents), counted even after logging stops.
     events: AtomicU64,
+    /// Raises a dm event on the device when restart/panic mode kills it.
+    pub(crate) event: Option<udm_core::EventTrigger>,
 }
 
 impl Inner {
@@ -103,6 +105,7 @@ impl Inner {
             dead: AtomicBool::new(false),
             corrupted_errs: AtomicU32::new(0),
             events: AtomicU64::new(0),
+            event: None,
         }
     }
 
@@ -146,7 +149,12 @@ impl Inner {
             Mode::Logging => false,
             Mode::Eio => true,
             Mode::Restart | Mode::Panic => {
-                self.dead.store(true, Ordering::Relaxed);
+                if !self.dead.swap(true, Ordering::Relaxed) {
+                    // Visible to `dmsetup wait`/`info` as a new event number.
+                    if let Some(ev) = &self.event {
+                        ev();
+                    }
+                }
                 tracing::error!(
                     "verity: {}: dm-verity device corrupted ({}): failing all further I/O",
                     self.data.id,
