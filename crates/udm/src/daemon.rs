@@ -232,15 +232,34 @@ pub fn main(args: &[String], quickstart: bool) -> Result<()> {
         signal = sig,
         "shutting down: closing exports, draining and flushing devices"
     );
-    exports.shutdown();
-    for d in registry.list() {
-        let sel = DevSel::Name(d.name.clone());
-        if let Ok((dev, _guard)) = registry.open(&sel) {
-            if let Err(e) = udm_io::sync::flush(dev.as_ref()) {
-                tracing::warn!(device = %d.name, "flush at shutdown failed: {e}");
+    // Closing exports waits for their in-flight bios; bios held by a suspended device would
+    // wait forever, so keep failing those until the exports are closed.
+    let closing = std::thread::spawn(move || exports.shutdown());
+    while !closing.is_finished() {
+        for d in registry.list().iter().filter(|d| d.suspended) {
+            if let Ok(dev) = registry.get(&DevSel::Name(d.name.clone())) {
+                let n = dev.abort_held();
+                if n > 0 {
+                    tracing::warn!(device = %d.name, held = n, "suspended at shutdown: failing held I/O");
+                }
             }
         }
-        let _ = registry.suspend(&sel, false, false);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = closing.join();
+    // Flush what every live table writes to, underneath the devices (a suspended device would
+    // hold a flush submitted to it).
+    for d in registry.list() {
+        let Ok(dev) = registry.get(&DevSel::Name(d.name.clone())) else {
+            continue;
+        };
+        // Mapped devices underneath are flushed by their own turn of this loop.
+        let deps = dev.live_table().map(|t| t.deps()).unwrap_or_default();
+        for h in deps.iter().filter(|h| h.dm_name.is_none()) {
+            if let Err(e) = udm_io::sync::flush(h.dev.as_ref()) {
+                tracing::warn!(device = %d.name, backing = %h.id, "flush at shutdown failed: {e}");
+            }
+        }
     }
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&nbd_socket);

@@ -258,3 +258,39 @@ fn errors_carry_errno_and_reason() {
         .unwrap_err();
     assert_eq!(e.errno(), 6); // ENXIO
 }
+
+#[test]
+fn sigterm_with_a_client_held_by_a_suspended_device_still_exits() {
+    if !require_tool("qemu-io") {
+        return;
+    }
+    let mut d = Daemon::start(bin());
+    let img = d.dir.path().join("a.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    create(
+        &d,
+        "s",
+        &format!("0 2048 linear {} 0", img.display()),
+        false,
+    );
+    call(
+        &d,
+        Request::Suspend {
+            dev: sel("s"),
+            noflush: false,
+            nolockfs: false,
+        },
+    );
+    let mut client = Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "read 0 4k"])
+        .arg(d.uri("s"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    assert!(d.stop().success(), "{}", d.log());
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    let _ = client.wait();
+}
