@@ -15,6 +15,8 @@ use udm_proto::{
 };
 
 mod exports;
+#[cfg(feature = "ublk")]
+mod ublk;
 
 /// Daemon settings (the command-line contract scripts rely on).
 #[derive(Debug, Default)]
@@ -35,6 +37,8 @@ struct Opts {
     tls: Option<PathBuf>,
     tls_optional: bool,
     tls_verify_peer: bool,
+    /// `--ublk`: every device also as /dev/ublkbN (cargo feature `ublk`).
+    ublk: bool,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
@@ -61,6 +65,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--fuse" => o.fuse = Some(val()?.into()),
             "--no-fuse" => o.no_fuse = true,
             "--fuse-buffered" => o.fuse_buffered = true,
+            "--ublk" => o.ublk = true,
             "--tls" => o.tls = Some(val()?.into()),
             "--tls-optional" => o.tls_optional = true,
             "--tls-verify-peer" => o.tls_verify_peer = true,
@@ -186,6 +191,18 @@ pub fn main(args: &[String], quickstart: bool) -> Result<()> {
         opts.nbd_policy.clone(),
         tls,
     )?;
+    #[cfg(feature = "ublk")]
+    let ublk = match opts.ublk {
+        true if !udm_ublk::available() => {
+            bail!("--ublk: the kernel has no ublk (/dev/ublk-control; modprobe ublk_drv)")
+        }
+        true => Some(ublk::UblkExports::start(&registry)),
+        false => None,
+    };
+    #[cfg(not(feature = "ublk"))]
+    if opts.ublk {
+        bail!("--ublk: this udm was built without the `ublk` feature");
+    }
     let info = Arc::new(DaemonInfo {
         nbd_socket: Some(nbd_socket.display().to_string()),
         nbd_tcp: exports.tcp_addr(),
@@ -232,6 +249,10 @@ pub fn main(args: &[String], quickstart: bool) -> Result<()> {
         signal = sig,
         "shutting down: closing exports, draining and flushing devices"
     );
+    #[cfg(feature = "ublk")]
+    if let Some(u) = ublk {
+        u.shutdown();
+    }
     // Closing exports waits for their in-flight bios; bios held by a suspended device would
     // wait forever, so keep failing those until the exports are closed.
     let closing = std::thread::spawn(move || exports.shutdown());

@@ -1,0 +1,63 @@
+//! ublk in refvm (the real kernel's ublk_drv): `udm daemon --ublk` turns a udm linear
+//! device into /dev/ublkb0; mkfs.ext4, mount, fio with verify, umount, e2fsck clean, and
+//! `udm remove` makes the block device go away.
+
+use std::path::Path;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_udm"))
+}
+
+#[cfg(feature = "ublk")]
+#[test]
+fn kernel_ublk_mkfs_mount_fio_verify_remove() {
+    let Some(run) = udm_testkit::refvm() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    std::fs::copy(bin(), share.join("udm")).unwrap();
+    let disk = udm_testkit::image(dir.path(), "disk.img", 96 << 20);
+    let script = r#"set -e
+modprobe ublk_drv
+./udm daemon --socket /tmp/udm.ctl --nbd-socket /tmp/udm.nbd --no-fuse --ublk 2> daemon.log &
+for i in $(seq 300); do [ -S /tmp/udm.ctl ] && break; sleep 0.1; done
+export UDM_SOCKET=/tmp/udm.ctl
+./udm create u --table "0 196608 linear /dev/vda 0"
+for i in $(seq 300); do [ -b /dev/ublkb0 ] && break; sleep 0.1; done
+echo "size $(blockdev --getsize64 /dev/ublkb0)"
+mkfs.ext4 -q /dev/ublkb0
+mkdir -p /mnt/u
+mount /dev/ublkb0 /mnt/u
+fio --name=v --filename=/mnt/u/f --size=16m --rw=randwrite --bs=4k --iodepth=1 \
+  --ioengine=psync --direct=1 --verify=crc32c --verify_fatal=1 --verify_state_save=0 \
+  --output=fio.txt
+echo "fio $?"
+umount /mnt/u
+e2fsck -fn /dev/ublkb0 > fsck.txt 2>&1
+echo "fsck $?"
+./udm remove u
+for i in $(seq 100); do [ -b /dev/ublkb0 ] || break; sleep 0.1; done
+[ -b /dev/ublkb0 ] || echo gone
+kill %1
+wait %1 || true
+"#;
+    let (out, err, code) = udm_testkit::refvm_run(&run, &[&disk], Some(&share), script);
+    let log = std::fs::read_to_string(share.join("daemon.log")).unwrap_or_default();
+    eprintln!("{out}");
+    assert_eq!(code, 0, "refvm failed:\n{out}\n{err}\n{log}");
+    assert!(out.contains(&format!("size {}", 96u64 << 20)), "{out}\n{log}");
+    assert!(out.contains("fio 0"), "{out}");
+    assert!(out.contains("fsck 0"), "{out}");
+    assert!(out.contains("gone"), "{out}\n{log}");
+    let fio = std::fs::read_to_string(share.join("fio.txt")).unwrap_or_default();
+    assert!(!fio.contains("verify: bad"), "{fio}");
+}
+
+#[cfg(not(feature = "ublk"))]
+#[test]
+fn kernel_ublk_needs_the_feature() {
+    let _ = bin();
+    eprintln!("SKIP: udm built without the `ublk` feature");
+}
