@@ -1,5 +1,6 @@
 //! udm-targets: the device-mapper targets, one module per target, and `register_builtin`.
 
+pub mod crypt;
 pub mod delay;
 pub mod dust;
 pub mod ebs;
@@ -37,6 +38,7 @@ pub fn register_builtin(types: &TargetTypes) {
     types.register(Arc::new(switch::SwitchType));
     types.register(Arc::new(ebs::EbsType));
     types.register(Arc::new(verity::VerityType));
+    types.register(Arc::new(crypt::CryptType));
 }
 
 /// A `TargetTypes` with every built-in target registered.

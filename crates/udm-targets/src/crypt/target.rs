@@ -1,0 +1,339 @@
+//! The running `crypt` target. Reads go to the lower device and are decrypted in place when
+//! they complete; writes are encrypted into a new buffer (the caller's data is never changed)
+//! and then written. The cipher work runs on the CPU pool, a large bio split across cores, or
+//! inline with `no_read_workqueue` / `no_write_workqueue`.
+
+use super::cipher::SectorCipher;
+use super::params::{format_table, to_hex, Features, KeySpec};
+use super::spec::CipherSpec;
+use parking_lot::{Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use udm_core::{DevHandle, MapResult, StatusType, Target, TargetError};
+use udm_io::{Bio, BioFlags, IoBuf, IoError, Limits, Op, Sectors, WorkerPool};
+use zeroize::Zeroizing;
+
+/// The smallest piece of a bio worth a job of its own on the CPU pool.
+const PIECE_MIN: usize = 64 << 10;
+/// Write-zeroes are written as encrypted zeroes, this many bytes at a time.
+const ZERO_CHUNK: u64 = 1 << 20;
+
+fn cpus() -> usize {
+    static N: OnceLock<usize> = OnceLock::new();
+    *N.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    })
+}
+
+/// The key as the table shows it and the cipher keyed with it (`None` after `key wipe`).
+pub(crate) struct KeyState {
+    pub(crate) shown: KeySpec,
+    pub(crate) engine: Option<Arc<SectorCipher>>,
+}
+
+/// Shared state of one crypt table line.
+pub(crate) struct Inner {
+    pub(crate) cipher: String,
+    pub(crate) spec: CipherSpec,
+    pub(crate) key: RwLock<KeyState>,
+    pub(crate) iv_offset: u64,
+    pub(crate) dev: Arc<DevHandle>,
+    pub(crate) offset: Sectors,
+    pub(crate) feats: Features,
+    pub(crate) suspended: AtomicBool,
+}
+
+/// One `crypt` table line.
+pub struct Crypt {
+    pub(crate) inner: Arc<Inner>,
+}
+
+type Done = Box<dyn FnOnce(IoBuf, IoBuf) + Send>;
+
+/// Pieces of a split bio coming back from the CPU pool.
+struct PieceJoin {
+    left: AtomicUsize,
+    slots: Mutex<Vec<Option<(IoBuf, IoBuf)>>>,
+    done: Mutex<Option<Done>>,
+}
+
+impl PieceJoin {
+    fn put(&self, i: usize, input: IoBuf, output: IoBuf) {
+        self.slots.lock()[i] = Some((input, output));
+        if self.left.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let mut slots = std::mem::take(&mut *self.slots.lock());
+        let (mut a, mut b) = (IoBuf::empty(), IoBuf::empty());
+        for (x, y) in slots.drain(..).flatten() {
+            a.unsplit(x);
+            b.unsplit(y);
+        }
+        if let Some(d) = self.done.lock().take() {
+            d(a, b)
+        }
+    }
+}
+
+/// Run `f(byte_offset, piece)` over `buf` cut into pieces of whole crypt sectors (`unit`
+/// bytes), on the CPU pool or inline; `f` changes its piece in place and may return a new
+/// buffer. `done` gets the rejoined pieces and the rejoined outputs.
+fn run<F, D>(buf: IoBuf, unit: usize, inline: bool, f: F, done: D)
+where
+    F: Fn(usize, &mut IoBuf) -> IoBuf + Send + Sync + 'static,
+    D: FnOnce(IoBuf, IoBuf) + Send + 'static,
+{
+    let len = buf.len();
+    let n = if inline {
+        1
+    } else {
+        (len / PIECE_MIN).clamp(1, cpus())
+    };
+    if n == 1 {
+        let job = move || {
+            let mut b = buf;
+            let o = f(0, &mut b);
+            done(b, o)
+        };
+        if inline {
+            job()
+        } else {
+            WorkerPool::cpu().spawn(job)
+        }
+        return;
+    }
+    let per = len.div_ceil(n).div_ceil(unit) * unit;
+    let mut pieces = Vec::new();
+    let mut rest = buf;
+    while rest.len() > per {
+        let tail = rest.split_off(per);
+        pieces.push(std::mem::replace(&mut rest, tail));
+    }
+    pieces.push(rest);
+    let join = Arc::new(PieceJoin {
+        left: AtomicUsize::new(pieces.len()),
+        slots: Mutex::new((0..pieces.len()).map(|_| None).collect()),
+        done: Mutex::new(Some(Box::new(done))),
+    });
+    let f = Arc::new(f);
+    for (i, mut p) in pieces.into_iter().enumerate() {
+        let (j, f) = (join.clone(), f.clone());
+        WorkerPool::cpu().spawn(move || {
+            let o = f(i * per, &mut p);
+            j.put(i, p, o);
+        });
+    }
+}
+
+impl Inner {
+    fn engine(&self) -> Option<Arc<SectorCipher>> {
+        self.key.read().engine.clone()
+    }
+
+    /// Write `bio` (a write-zeroes) as encrypted zero sectors, `ZERO_CHUNK` at a time, from
+    /// sector `done` of it on.
+    fn write_zeroes(self: Arc<Self>, engine: Arc<SectorCipher>, bio: Bio, done: u64) {
+        let len = bio.len().0;
+        if done >= len {
+            return bio.complete(Ok(()));
+        }
+        let n = (len - done).min(ZERO_CHUNK / 512);
+        WorkerPool::cpu().spawn(move || {
+            let mut z = IoBuf::zeroed((n * 512) as usize);
+            engine.encrypt(&mut z, bio.sector.0 + done + self.iv_offset);
+            let at = bio.sector + self.offset + Sectors(done);
+            let flags = bio.flags.without(BioFlags::NOUNMAP);
+            let me = self.clone();
+            let w = Bio::write(
+                at,
+                z,
+                Box::new(move |r, _| match r {
+                    Err(e) => bio.complete(Err(e)),
+                    Ok(()) => me.write_zeroes(engine, bio, done + n),
+                }),
+            )
+            .with_flags(flags);
+            self.dev.dev.submit(w);
+        });
+    }
+}
+
+impl Target for Crypt {
+    fn map(&self, mut bio: Bio) -> MapResult {
+        let inner = &self.inner;
+        match bio.op {
+            Op::Flush => return MapResult::Remap(inner.dev.dev.clone(), bio),
+            Op::Discard => {
+                if !inner.feats.allow_discards {
+                    return MapResult::Kill(bio, IoError::NotSupported);
+                }
+                bio.sector += inner.offset;
+                return MapResult::Remap(inner.dev.dev.clone(), bio);
+            }
+            Op::Read | Op::Write | Op::WriteZeroes => {}
+        }
+        let unit = inner.feats.sector_size as usize;
+        let spb = (unit / 512) as u64;
+        if (bio.sector.0 | bio.len().0) & (spb - 1) != 0 {
+            return MapResult::Kill(bio, IoError::Io);
+        }
+        let Some(engine) = inner.engine() else {
+            return MapResult::Kill(bio, IoError::Io);
+        };
+        let iv_sector = bio.sector.0 + inner.iv_offset;
+        let lower = bio.sector + inner.offset;
+        let flags = bio.flags;
+        let dev = inner.dev.dev.clone();
+        match bio.op {
+            Op::WriteZeroes => {
+                inner.clone().write_zeroes(engine, bio, 0);
+            }
+            Op::Read => {
+                let buf = bio.take_buf();
+                let inline = inner.feats.no_read_workqueue;
+                let read = Bio::read(
+                    lower,
+                    buf,
+                    Box::new(move |r: Result<(), IoError>, buf: IoBuf| {
+                        if r.is_err() {
+                            bio.set_buf(buf);
+                            return bio.complete(r);
+                        }
+                        run(
+                            buf,
+                            unit,
+                            inline,
+                            move |off, p| {
+                                engine.decrypt(p, iv_sector + (off / 512) as u64);
+                                IoBuf::empty()
+                            },
+                            move |buf, _| {
+                                bio.set_buf(buf);
+                                bio.complete(Ok(()))
+                            },
+                        )
+                    }),
+                )
+                .with_flags(flags);
+                dev.submit(read);
+            }
+            _ => {
+                let plain = bio.take_buf();
+                run(
+                    plain,
+                    unit,
+                    inner.feats.no_write_workqueue,
+                    move |off, p| {
+                        let mut o = IoBuf::from_slice(p);
+                        engine.encrypt(&mut o, iv_sector + (off / 512) as u64);
+                        o
+                    },
+                    move |plain, cipher| {
+                        bio.set_buf(plain);
+                        let w = Bio::write(lower, cipher, Box::new(move |r, _| bio.complete(r)))
+                            .with_flags(flags);
+                        dev.submit(w);
+                    },
+                );
+            }
+        }
+        MapResult::Submitted
+    }
+
+    fn status(&self, ty: StatusType) -> String {
+        let inner = &self.inner;
+        match ty {
+            StatusType::Info => String::new(),
+            StatusType::Table => {
+                let key = match &inner.key.read().shown {
+                    KeySpec::Empty => "-".to_string(),
+                    KeySpec::Hex(k) if k.is_empty() => "-".to_string(),
+                    KeySpec::Hex(k) => to_hex(k),
+                    KeySpec::Keyring { size, ktype, desc } => format!(":{size}:{ktype}:{desc}"),
+                };
+                format_table(
+                    &inner.cipher,
+                    &key,
+                    inner.iv_offset,
+                    &inner.dev.id.to_string(),
+                    inner.offset,
+                    &inner.feats,
+                )
+            }
+        }
+    }
+
+    fn message(&self, argv: &[String]) -> Result<Option<String>, TargetError> {
+        let inner = &self.inner;
+        let unrecognised = || TargetError::invalid("unrecognised message received.");
+        if argv.len() < 2 || !argv[0].eq_ignore_ascii_case("key") {
+            return Err(unrecognised());
+        }
+        if !inner.suspended.load(Ordering::Acquire) {
+            return Err(TargetError::invalid(
+                "not suspended during key manipulation.",
+            ));
+        }
+        if argv.len() == 3 && argv[1].eq_ignore_ascii_case("set") {
+            let size = super::params::key_size(&argv[2])?;
+            let cur = inner.key.read().shown.size();
+            if size != cur {
+                return Err(TargetError::invalid("Error decoding and setting key"));
+            }
+            let shown = super::params::parse_key(&argv[2])?;
+            let bytes = super::resolve_key(&shown)?;
+            let engine = SectorCipher::new(
+                &inner.spec,
+                &bytes,
+                inner.feats.sector_size,
+                inner.feats.iv_large_sectors,
+            )
+            .map_err(|e| TargetError::with_errno(e.errno(), e.to_string()))?;
+            *inner.key.write() = KeyState {
+                shown,
+                engine: Some(Arc::new(engine)),
+            };
+            return Ok(None);
+        }
+        if argv.len() == 2 && argv[1].eq_ignore_ascii_case("wipe") {
+            let mut k = inner.key.write();
+            let size = k.shown.size();
+            k.shown = if size == 0 {
+                KeySpec::Empty
+            } else {
+                KeySpec::Hex(Zeroizing::new(vec![0; size]))
+            };
+            k.engine = None;
+            return Ok(None);
+        }
+        Err(unrecognised())
+    }
+
+    fn io_hints(&self, limits: &mut Limits) {
+        let ss = self.inner.feats.sector_size;
+        limits.logical_block_size = limits.logical_block_size.max(ss);
+        limits.physical_block_size = limits.physical_block_size.max(ss);
+        limits.io_min = limits.io_min.max(ss);
+    }
+
+    fn postsuspend(&self) {
+        self.inner.suspended.store(true, Ordering::Release);
+    }
+
+    fn preresume(&self) -> Result<(), TargetError> {
+        if self.inner.key.read().engine.is_none() {
+            tracing::error!("crypt: aborting resume - crypt key is not set.");
+            return Err(TargetError::with_errno(
+                libc::EAGAIN,
+                "aborting resume - crypt key is not set.",
+            ));
+        }
+        Ok(())
+    }
+
+    fn resume(&self) {
+        self.inner.suspended.store(false, Ordering::Release);
+    }
+}
