@@ -47,7 +47,10 @@ wait %1 || true
     let log = std::fs::read_to_string(share.join("daemon.log")).unwrap_or_default();
     eprintln!("{out}");
     assert_eq!(code, 0, "refvm failed:\n{out}\n{err}\n{log}");
-    assert!(out.contains(&format!("size {}", 96u64 << 20)), "{out}\n{log}");
+    assert!(
+        out.contains(&format!("size {}", 96u64 << 20)),
+        "{out}\n{log}"
+    );
     assert!(out.contains("fio 0"), "{out}");
     assert!(out.contains("fsck 0"), "{out}");
     assert!(out.contains("gone"), "{out}\n{log}");
