@@ -9,6 +9,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// Backing store on a file or block device. Cheap to clone (shared handle).
@@ -22,6 +23,8 @@ struct Inner {
     read_only: bool,
     block: bool,
     limits: Limits,
+    /// Whether RWF_NOWAIT works here, for [reads, writes].
+    nowait: [AtomicBool; 2],
 }
 
 // BLKGETSIZE64 = _IOR(0x12, 114, size_t); BLKSSZGET = _IO(0x12, 104); BLKPBSZGET = _IO(0x12,123)
@@ -102,6 +105,7 @@ impl FileDevice {
             read_only: ro,
             block,
             limits,
+            nowait: [AtomicBool::new(true), AtomicBool::new(true)],
         })))
     }
 
@@ -179,6 +183,57 @@ fn file_is_read_only(f: &File) -> bool {
 }
 
 impl Inner {
+    /// Try the bio with RWF_NOWAIT; true when it completed in full (the caller completes it).
+    /// Partial or refused attempts leave nothing that the pool's full retry would not redo.
+    fn try_nowait(&self, bio: &mut Bio) -> bool {
+        if self.block
+            || !matches!(bio.op, Op::Read | Op::Write)
+            || bio.flags != BioFlags::NONE
+            || !self.nowait[(bio.op == Op::Write) as usize].load(Relaxed)
+        {
+            return false;
+        }
+        if bio.end() > self.size || (bio.op == Op::Write && self.read_only) {
+            return false;
+        }
+        let off = (bio.sector.0 * SECTOR_SIZE) as libc::off_t;
+        let fd = self.file.as_raw_fd();
+        let (ptr, len) = match bio.op {
+            Op::Read => {
+                let b = bio.buf_mut();
+                (b.as_mut_ptr(), b.len())
+            }
+            _ => {
+                let b = bio.buf();
+                (b.as_ptr() as *mut u8, b.len())
+            }
+        };
+        let iov = libc::iovec {
+            iov_base: ptr.cast(),
+            iov_len: len,
+        };
+        // SAFETY: the iovec points into the bio's buffer, which we own for the whole call and
+        // which is `len` bytes long; preadv2/pwritev2 only access that range.
+        let n = unsafe {
+            if bio.op == Op::Read {
+                libc::preadv2(fd, &iov, 1, off, libc::RWF_NOWAIT)
+            } else {
+                libc::pwritev2(fd, &iov, 1, off, libc::RWF_NOWAIT)
+            }
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error().raw_os_error();
+            if matches!(
+                e,
+                Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOSYS)
+            ) {
+                // This file system can't do it: stop trying for this direction.
+                self.nowait[(bio.op == Op::Write) as usize].store(false, Relaxed);
+            }
+        }
+        n >= 0 && n as usize == len
+    }
+
     /// Discard a byte range (`zero`: it must read back as zeroes afterwards). Files punch a
     /// hole, which reads as zeroes; block devices use BLKDISCARD or BLKZEROOUT.
     fn deallocate(&self, off: u64, len: u64, zero: bool) -> io::Result<()> {
@@ -213,6 +268,12 @@ impl Inner {
 
 impl BlockDevice for FileDevice {
     fn submit(&self, mut bio: Bio) {
+        // Fast path: data already in the page cache (or a write that needs no waiting) is
+        // served inline with RWF_NOWAIT, saving the thread hop; anything that would block
+        // goes to the I/O pool.
+        if self.0.try_nowait(&mut bio) {
+            return bio.complete(Ok(()));
+        }
         let inner = self.0.clone();
         WorkerPool::io().spawn(move || {
             let r = FileDevice::run(&inner, &mut bio);
