@@ -8,6 +8,7 @@ pub mod keyring;
 pub mod params;
 pub mod spec;
 mod target;
+mod xts_ni;
 
 pub use cipher::{CipherError, SectorCipher};
 pub use params::{Features, KeySpec};
