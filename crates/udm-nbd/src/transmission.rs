@@ -70,8 +70,96 @@ struct Conn {
     base_allocation: Option<u32>,
     size: u64,
     min_block: u64,
-    tx: Sender<Msg>,
+    out: Replier,
     budget: Arc<Budget>,
+}
+
+/// A handle for sending replies: the shared output plus a sender to the writer thread (the
+/// writer ends once every `Replier` — the reader's and one per in-flight bio — is gone).
+#[derive(Clone)]
+struct Replier {
+    out: Arc<Out>,
+    tx: Sender<Msg>,
+}
+
+impl Replier {
+    fn send(&self, msg: Msg) {
+        if std::thread::current().id() == self.out.reader {
+            let mut w = self.out.w.lock();
+            self.out.write(&mut w, msg);
+            self.out
+                .dirty
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            let _ = self.tx.send(msg);
+        }
+    }
+}
+
+/// Where replies go. A reply produced on the connection's own reader thread (a bio that
+/// completed inline, e.g. a page-cache hit) is written straight to the socket and flushed
+/// before the reader next waits for input; replies from other threads go to the writer
+/// thread, so a client that stops reading never blocks a shared I/O thread.
+struct Out {
+    w: Mutex<BufWriter<Sock>>,
+    /// Set when a write failed: later replies are dropped and the socket is shut down.
+    broken: std::sync::atomic::AtomicBool,
+    /// The reader wrote replies that are not flushed yet.
+    dirty: std::sync::atomic::AtomicBool,
+    reader: std::thread::ThreadId,
+    budget: Arc<Budget>,
+    shut: Option<Sock>,
+}
+
+impl Out {
+    /// Flush what the reader wrote itself (before it blocks on the socket).
+    fn flush_local(&self) {
+        if self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            let mut w = self.w.lock();
+            if !self.is_broken() && w.flush().is_err() {
+                self.set_broken();
+            }
+        }
+    }
+
+    fn is_broken(&self) -> bool {
+        self.broken.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_broken(&self) {
+        self.broken
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wake the reader: nobody will read our replies any more.
+        if let Some(s) = &self.shut {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Write one reply (dropped if the socket already failed) and give back its budget.
+    fn write(&self, w: &mut BufWriter<Sock>, msg: Msg) {
+        let (res, cost) = match msg {
+            Msg::Bytes { data, cost } => (
+                if self.is_broken() {
+                    Ok(())
+                } else {
+                    w.write_all(&data)
+                },
+                cost,
+            ),
+            Msg::Data { head, buf, cost } => (
+                if self.is_broken() {
+                    Ok(())
+                } else {
+                    w.write_all(&head).and_then(|_| w.write_all(&buf))
+                },
+                cost,
+            ),
+        };
+        if res.is_err() {
+            self.set_broken();
+        }
+        self.budget.release(cost);
+    }
 }
 
 /// Serve requests until the client disconnects, sends garbage, or the socket is shut down.
@@ -83,11 +171,18 @@ pub(crate) fn serve(mut reader: impl Read, sock: &Sock, n: Negotiated) -> io::Re
         state: Mutex::new((0, 0)),
         cv: Condvar::new(),
     });
-    let wsock = sock.try_clone()?;
-    let wbudget = budget.clone();
+    let out = Arc::new(Out {
+        w: Mutex::new(BufWriter::with_capacity(256 << 10, sock.try_clone()?)),
+        broken: std::sync::atomic::AtomicBool::new(false),
+        dirty: std::sync::atomic::AtomicBool::new(false),
+        reader: std::thread::current().id(),
+        budget: budget.clone(),
+        shut: sock.try_clone().ok(),
+    });
+    let wout = out.clone();
     let writer = std::thread::Builder::new()
         .name("nbd-writer".into())
-        .spawn(move || writer_loop(rx, wsock, wbudget))?;
+        .spawn(move || writer_loop(rx, wout))?;
     let conn = Conn {
         dev: n.handle.dev.clone(),
         read_only: n.read_only,
@@ -95,7 +190,7 @@ pub(crate) fn serve(mut reader: impl Read, sock: &Sock, n: Negotiated) -> io::Re
         base_allocation: n.base_allocation,
         size: n.size,
         min_block: n.min_block as u64,
-        tx,
+        out: Replier { out, tx },
         budget,
     };
     tracing::debug!(
@@ -104,6 +199,7 @@ pub(crate) fn serve(mut reader: impl Read, sock: &Sock, n: Negotiated) -> io::Re
         n.structured
     );
     let res = reader_loop(&conn, &mut reader);
+    conn.out.out.flush_local();
     // The writer ends when every sender is gone: ours here, and one per in-flight bio.
     drop(conn);
     let _ = writer.join();
@@ -113,6 +209,7 @@ pub(crate) fn serve(mut reader: impl Read, sock: &Sock, n: Negotiated) -> io::Re
 
 fn reader_loop(conn: &Conn, r: &mut impl Read) -> io::Result<()> {
     loop {
+        conn.out.out.flush_local();
         let mut hdr = [0u8; REQUEST_LEN];
         match r.read_exact(&mut hdr) {
             Ok(()) => {}
@@ -132,46 +229,22 @@ fn reader_loop(conn: &Conn, r: &mut impl Read) -> io::Result<()> {
     }
 }
 
-fn writer_loop(rx: Receiver<Msg>, sock: Sock, budget: Arc<Budget>) {
-    let shut = sock.try_clone().ok();
-    let mut w = BufWriter::with_capacity(256 << 10, sock);
-    let mut broken = false;
-    let write = |w: &mut BufWriter<Sock>, msg: Msg, broken: &mut bool| {
-        let (res, cost) = match msg {
-            Msg::Bytes { data, cost } => (if *broken { Ok(()) } else { w.write_all(&data) }, cost),
-            Msg::Data { head, buf, cost } => (
-                if *broken {
-                    Ok(())
-                } else {
-                    w.write_all(&head).and_then(|_| w.write_all(&buf))
-                },
-                cost,
-            ),
-        };
-        if res.is_err() {
-            *broken = true;
-        }
-        budget.release(cost);
-    };
+fn writer_loop(rx: Receiver<Msg>, out: Arc<Out>) {
     while let Ok(msg) = rx.recv() {
-        write(&mut w, msg, &mut broken);
+        let mut w = out.w.lock();
+        out.write(&mut w, msg);
         for _ in 1..WRITE_BATCH {
             match rx.try_recv() {
-                Ok(m) => write(&mut w, m, &mut broken),
+                Ok(m) => out.write(&mut w, m),
                 Err(_) => break,
             }
         }
-        if !broken && w.flush().is_err() {
-            broken = true;
-        }
-        if broken {
-            // Wake the reader: nobody will read our replies any more.
-            if let Some(s) = &shut {
-                let _ = s.shutdown(Shutdown::Both);
-            }
+        if !out.is_broken() && w.flush().is_err() {
+            out.set_broken();
         }
     }
-    if !broken {
+    let mut w = out.w.lock();
+    if !out.is_broken() {
         let _ = w.flush();
     }
 }
@@ -181,8 +254,7 @@ type Refusal = (u32, &'static str);
 
 impl Conn {
     fn send(&self, msg: Msg) {
-        // The writer lives until every sender (including ours) is gone.
-        let _ = self.tx.send(msg);
+        self.out.send(msg);
     }
 
     /// Reply to a request that failed before reaching the device.
@@ -324,7 +396,7 @@ impl Conn {
     fn read(&self, req: Request) {
         let len = req.len as u64;
         self.budget.acquire(len);
-        let tx = self.tx.clone();
+        let out = self.out.clone();
         let structured = self.structured;
         let (h, off) = (req.handle, req.offset);
         let done = Box::new(move |res: Result<(), IoError>, buf: IoBuf| {
@@ -354,7 +426,7 @@ impl Conn {
                     Msg::Bytes { data, cost: len }
                 }
             };
-            let _ = tx.send(msg);
+            out.send(msg);
         });
         self.dev.submit(Bio::read(
             Sectors(off / SECTOR_SIZE),
@@ -392,14 +464,14 @@ impl Conn {
 
     /// As `submit`, with the budget already taken.
     fn submit_costed(&self, h: u64, cost: u64, make: impl FnOnce(udm_io::Completion) -> Bio) {
-        let tx = self.tx.clone();
+        let out = self.out.clone();
         let structured = self.structured;
         let bio = make(Box::new(move |res: Result<(), IoError>, _buf: IoBuf| {
             let data = match res {
                 Ok(()) => simple_reply(h, 0).to_vec(),
                 Err(e) => err_reply(structured, h, errno_to_nbd(e.errno()), "I/O failed"),
             };
-            let _ = tx.send(Msg::Bytes { data, cost });
+            out.send(Msg::Bytes { data, cost });
         }));
         self.dev.submit(bio);
     }
