@@ -8,6 +8,10 @@
 //! `outage=SECS`, else the process default, 30 s) fails the held I/O with EIO, and new I/O
 //! fails at once until the server is back. A server that stops answering is cut off when
 //! its oldest request is older than the limit, which turns it into an outage.
+//!
+//! `nbds://` and `nbds+unix://` use TLS: `tls-certificates=DIR` names a directory laid out
+//! as libnbd expects (`ca-cert.pem`, optionally `client-cert.pem` + `client-key.pem`), and
+//! `tls-hostname=NAME` overrides the name checked in the server's certificate.
 
 use crate::client::{Cmd, NbdAddr, NbdClient, NbdError};
 use crate::proto::{STATE_HOLE, STATE_ZERO};
@@ -32,7 +36,28 @@ pub fn default_outage_limit() -> Duration {
 
 /// True when a table's device argument names a remote export.
 pub fn is_remote_spec(spec: &str) -> bool {
-    spec.starts_with("nbd://") || spec.starts_with("nbd+unix://")
+    ["nbd://", "nbd+unix://", "nbds://", "nbds+unix://"]
+        .iter()
+        .any(|p| spec.starts_with(p))
+}
+
+/// TLS settings of an `nbds://` URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteTls {
+    /// `tls-certificates=DIR`.
+    pub certificates: std::path::PathBuf,
+    /// The name the server's certificate must carry.
+    pub hostname: String,
+}
+
+impl RemoteTls {
+    fn client(&self) -> Result<crate::tls::TlsClient, NbdError> {
+        let d = &self.certificates;
+        let (cc, ck) = (d.join("client-cert.pem"), d.join("client-key.pem"));
+        let mine = (cc.exists() && ck.exists()).then_some((cc.as_path(), ck.as_path()));
+        crate::tls::TlsClient::new(&d.join("ca-cert.pem"), &self.hostname, mine)
+            .map_err(|e| NbdError::Protocol(e.to_string()))
+    }
 }
 
 /// Where a remote device lives and how long it may be away.
@@ -41,6 +66,7 @@ pub struct RemoteSpec {
     pub addr: NbdAddr,
     pub export: String,
     pub outage_limit: Duration,
+    pub tls: Option<RemoteTls>,
 }
 
 impl RemoteSpec {
@@ -48,10 +74,21 @@ impl RemoteSpec {
     pub fn parse(uri: &str) -> Result<RemoteSpec, NbdError> {
         let bad = || NbdError::BadUri(uri.to_string());
         let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
+        let (base, secure) = match base.strip_prefix("nbds") {
+            Some(rest) => (format!("nbd{rest}"), true),
+            None => (base.to_string(), false),
+        };
         let mut keep = Vec::new();
         let mut outage = default_outage_limit();
+        let (mut certs, mut hostname) = (None, None);
         for kv in query.split('&').filter(|s| !s.is_empty()) {
             match kv.split_once('=') {
+                Some(("tls-certificates", v)) if secure && !v.is_empty() => {
+                    certs = Some(std::path::PathBuf::from(v))
+                }
+                Some(("tls-hostname", v)) if secure && !v.is_empty() => {
+                    hostname = Some(v.to_string())
+                }
                 Some(("outage", v)) => {
                     let s: f64 = v.parse().map_err(|_| bad())?;
                     if !(0.0..=86_400.0).contains(&s) {
@@ -69,11 +106,37 @@ impl RemoteSpec {
             format!("{base}?{}", keep.join("&"))
         };
         let (addr, export) = NbdAddr::parse_uri(&rebuilt)?;
+        let tls = match (secure, certs) {
+            (false, _) => None,
+            (true, None) => return Err(bad()),
+            (true, Some(certificates)) => {
+                let host = match &addr {
+                    NbdAddr::Unix(_) => "localhost".to_string(),
+                    NbdAddr::Tcp(hp) => {
+                        let h = hp.rsplit_once(':').map_or(hp.as_str(), |(h, _)| h);
+                        h.trim_start_matches('[').trim_end_matches(']').to_string()
+                    }
+                };
+                Some(RemoteTls {
+                    certificates,
+                    hostname: hostname.unwrap_or(host),
+                })
+            }
+        };
         Ok(RemoteSpec {
             addr,
             export,
             outage_limit: outage,
+            tls,
         })
+    }
+
+    /// Connect once (with TLS when the URI asks for it).
+    fn dial(&self, tls: Option<&crate::tls::TlsClient>) -> Result<NbdClient, NbdError> {
+        match tls {
+            Some(t) => NbdClient::connect_tls(&self.addr, &self.export, t),
+            None => NbdClient::connect(&self.addr, &self.export),
+        }
     }
 }
 
@@ -85,6 +148,7 @@ pub struct RemoteDevice {
 struct Shared {
     uri: String,
     spec: RemoteSpec,
+    tls: Option<crate::tls::TlsClient>,
     size: u64,
     read_only: bool,
     limits: Limits,
@@ -146,7 +210,8 @@ impl RemoteDevice {
     /// A new, unshared connection.
     pub fn connect(uri: &str, read_only: bool) -> Result<RemoteDevice, NbdError> {
         let spec = RemoteSpec::parse(uri)?;
-        let client = NbdClient::connect(&spec.addr, &spec.export)?;
+        let tls = spec.tls.as_ref().map(RemoteTls::client).transpose()?;
+        let client = spec.dial(tls.as_ref())?;
         let info = client.info().clone();
         if info.size % 512 != 0 {
             return Err(NbdError::Protocol(format!(
@@ -168,6 +233,7 @@ impl RemoteDevice {
             max_len: max / u64::from(block) * u64::from(block),
             base_allocation: info.base_allocation.is_some(),
             spec,
+            tls,
             st: Mutex::new(State {
                 client: Some(Arc::new(client)),
                 gen: 1,
@@ -462,7 +528,7 @@ fn supervise(sh: Arc<Shared>) {
             drop(st);
         }
         drop(graves);
-        match NbdClient::connect(&sh.spec.addr, &sh.spec.export) {
+        match sh.spec.dial(sh.tls.as_ref()) {
             Ok(c) if c.size() == sh.size => {
                 let mut st = sh.st.lock();
                 if st.closed {
@@ -527,5 +593,20 @@ mod tests {
         assert!(RemoteSpec::parse("nbd://h/e?outage=x").is_err());
         assert!(RemoteSpec::parse("nbd://h/e?bogus=1").is_err());
         assert!(is_remote_spec("nbd+unix:///e?socket=/s") && !is_remote_spec("/dev/sda"));
+        let s = RemoteSpec::parse("nbds://h.example:7000/e?tls-certificates=/pki").unwrap();
+        assert_eq!(s.addr, NbdAddr::Tcp("h.example:7000".into()));
+        let t = s.tls.unwrap();
+        assert_eq!(
+            (t.certificates.to_str(), t.hostname.as_str()),
+            (Some("/pki"), "h.example")
+        );
+        let s = RemoteSpec::parse("nbds+unix:///e?socket=/s&tls-certificates=/p&tls-hostname=x")
+            .unwrap();
+        assert_eq!(s.tls.unwrap().hostname, "x");
+        assert!(
+            RemoteSpec::parse("nbds://h/e").is_err(),
+            "certificates are required"
+        );
+        assert!(RemoteSpec::parse("nbd://h/e?tls-certificates=/p").is_err());
     }
 }

@@ -199,3 +199,30 @@ fn nbdinfo_over_tls_to_udm() {
         .unwrap();
     assert!(!plain.status.success());
 }
+
+#[test]
+fn remote_device_over_nbds() {
+    if !require_tool("openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    let sock = dir.path().join("r.sock");
+    let server = TlsServer::from_dir(dir.path(), false, true).unwrap();
+    let _h = NbdServer::new(exports())
+        .with_tls(server)
+        .serve_unix(&sock)
+        .unwrap();
+    let uri = format!(
+        "nbds+unix:///m?socket={}&tls-certificates={}",
+        sock.display(),
+        dir.path().display()
+    );
+    let dev = udm_nbd::RemoteDevice::connect(&uri, false).unwrap();
+    udm_io::sync::write_at(&dev, Sectors(8), &[7u8; 4096]).unwrap();
+    let back = udm_io::sync::read_at(&dev, Sectors(8), 4096).unwrap();
+    assert!(back.iter().all(|&b| b == 7));
+    // The same export without TLS is refused.
+    let plain = format!("nbd+unix:///m?socket={}", sock.display());
+    assert!(udm_nbd::RemoteDevice::connect(&plain, false).is_err());
+}
