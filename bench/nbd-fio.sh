@@ -3,13 +3,13 @@
 # with nbdkit's file plugin and qemu-nbd on the same file, and fio on the file itself (the
 # ceiling). Prints IOPS and MiB/s per job and udm/peer ratios. Not part of CI.
 #
-#   bench/nbd-fio.sh [RUNTIME_SECONDS]      (default 10 per job)
+#   bench/nbd-fio.sh [RUNTIME_SECONDS]      (default 10 per job; UDM_BIN=path skips the build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RT=${1:-10}
 for t in fio nbdkit qemu-nbd python3; do command -v $t >/dev/null || { echo "need $t"; exit 1; }; done
-cargo build --release -q -p udm
-UDM=$PWD/target/release/udm
+if [ -z "${UDM_BIN:-}" ]; then cargo build --release -q -p udm; fi
+UDM=${UDM_BIN:-$PWD/target/release/udm}
 W=$(mktemp -d /tmp/udm-bench.XXXXXX)
 IMG=$W/disk.img
 cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"; }
@@ -18,7 +18,7 @@ trap cleanup EXIT
 dd if=/dev/urandom of="$IMG" bs=1M count=1024 status=none
 
 export UDM_SOCKET=$W/control
-"$UDM" daemon --socket "$W/control" --nbd-socket "$W/udm.sock" 2>"$W/udm.log" &
+"$UDM" daemon --socket "$W/control" --nbd-socket "$W/udm.sock" --no-fuse 2>"$W/udm.log" &
 nbdkit -U "$W/nbdkit.sock" -f file "$IMG" &
 qemu-nbd -k "$W/qemu.sock" -f raw -t --cache=writeback --aio=threads --shared=16 "$IMG" &
 for s in udm.sock nbdkit.sock qemu.sock control; do
@@ -35,7 +35,7 @@ JOBS=("randread 4k 16" "randwrite 4k 16" "read 1m 16" "write 1m 16")
 run_job() { # name rw bs depth -> json file
   local who=$1 rw=$2 bs=$3 qd=$4 out=$W/$1-$2-$3.json
   if [ "$who" = raw ]; then
-    fio --name=j --filename="$IMG" --ioengine=libaio --direct=0 --rw=$rw --bs=$bs --iodepth=$qd \
+    fio --name=j --filename="$IMG" --ioengine=io_uring --direct=0 --rw=$rw --bs=$bs --iodepth=$qd \
       --size=1g --time_based --runtime=$RT --output-format=json >"$out" 2>/dev/null
   else
     fio --name=j --ioengine=nbd --uri="${URI[$who]}" --rw=$rw --bs=$bs --iodepth=$qd \
@@ -53,7 +53,8 @@ w = sys.argv[1]
 jobs = [("randread","4k"),("randwrite","4k"),("read","1m"),("write","1m")]
 peers = ["udm","nbdkit","qemu-nbd","raw"]
 def get(who, rw, bs):
-    d = json.load(open(os.path.join(w, f"{who}-{rw}-{bs}.json")))["jobs"][0]
+    t = open(os.path.join(w, f"{who}-{rw}-{bs}.json")).read()
+    d = json.loads(t[t.index("{"):])["jobs"][0]
     s = d["read"] if "read" in rw else d["write"]
     return s["iops"], s["bw_bytes"] / 2**20
 print(f"{'job':<16}" + "".join(f"{p:>22}" for p in peers) + f"{'udm/nbdkit':>12}{'udm/qemu':>10}{'udm/raw':>9}")

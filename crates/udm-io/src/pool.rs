@@ -35,14 +35,20 @@ impl WorkerPool {
         let _ = self.tx.send(Box::new(f));
     }
 
-    /// The process-wide pool for blocking I/O (sized for I/O concurrency, not CPU count).
+    /// The process-wide pool for blocking I/O: 4 threads per core, 8 to 64 (`UDM_IO_THREADS`
+    /// overrides). Page-cache hits never get here (RWF_NOWAIT inline); more threads than this
+    /// mostly add contention on the backing file's locks (measured: 32 threads write 4 KiB
+    /// blocks ~20% slower than 8 on 2 cores).
     pub fn io() -> &'static WorkerPool {
         static IO: OnceLock<WorkerPool> = OnceLock::new();
         IO.get_or_init(|| {
+            let cores = thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2);
             let n = std::env::var("UDM_IO_THREADS")
                 .ok()
                 .and_then(|s| s.parse().ok())
-                .unwrap_or(32);
+                .unwrap_or((4 * cores).clamp(8, 64));
             WorkerPool::new("udm-io", n)
         })
     }
