@@ -27,6 +27,10 @@ struct Inner {
     nowait: [AtomicBool; 2],
 }
 
+/// Largest bio tried inline: bigger copies are better spread over the pool's threads (and
+/// the submitter, e.g. an NBD connection, keeps reading requests meanwhile).
+const NOWAIT_MAX_SECTORS: u64 = 256;
+
 // BLKGETSIZE64 = _IOR(0x12, 114, size_t); BLKSSZGET = _IO(0x12, 104); BLKPBSZGET = _IO(0x12,123)
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
 const BLKSSZGET: libc::c_ulong = 0x1268;
@@ -190,6 +194,7 @@ impl Inner {
             || !matches!(bio.op, Op::Read | Op::Write)
             || bio.flags != BioFlags::NONE
             || !self.nowait[(bio.op == Op::Write) as usize].load(Relaxed)
+            || bio.len().0 > NOWAIT_MAX_SECTORS
         {
             return false;
         }
