@@ -96,6 +96,9 @@ pub struct FuseExport {
     /// FUSE connection number (the mount's device minor), for aborting it.
     conn: Option<u32>,
     state: Arc<fs::State>,
+    /// Unmounts if this process dies without `shutdown` (SIGKILL): a shell blocked reading
+    /// a pipe only we write to; when we are gone it reads EOF and detaches the mount.
+    watcher: Option<std::process::Child>,
 }
 
 /// How long shutdown waits for files still open (a loop device) before aborting the
@@ -161,6 +164,7 @@ impl FuseExport {
             session: Some(thread),
             conn,
             state,
+            watcher: watch(dir),
         })
     }
 
@@ -180,6 +184,10 @@ impl FuseExport {
             return;
         };
         self.state.stop();
+        if let Some(mut w) = self.watcher.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
         if let Err(e) = u.unmount() {
             // EBUSY with a file open (a loop device): detach the mount from the tree; the
             // connection lives on until the files close or it is aborted below.
@@ -219,6 +227,32 @@ impl Drop for FuseExport {
 
 fn minor(dev: u64) -> u32 {
     (((dev >> 12) & 0xffff_ff00) | (dev & 0xff)) as u32
+}
+
+/// Start the watcher that detaches `dir` once this process has died.
+fn watch(dir: &Path) -> Option<std::process::Child> {
+    use std::process::{Command, Stdio};
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let script = if unsafe { libc::geteuid() } == 0 {
+        r#"read _ ; exec umount -l "$0""#
+    } else {
+        r#"read _ ; fusermount3 -uz "$0" || exec fusermount -uz "$0""#
+    };
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    match child {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("fuse: no unmount watcher for {}: {e}", dir.display());
+            None
+        }
+    }
 }
 
 /// `umount -l DIR`.

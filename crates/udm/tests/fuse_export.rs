@@ -142,3 +142,24 @@ fn fuse_flags_choose_the_dir_or_turn_it_off() {
     assert_eq!(fuse_dir(&d), None);
     assert!(!d.dir.path().join("mapper").exists());
 }
+
+#[test]
+fn a_killed_daemon_leaves_no_dead_mount() {
+    if !fuse_ok() {
+        return;
+    }
+    let mut d = Daemon::start(bin());
+    let dir = fuse_dir(&d).expect("FUSE on by default");
+    assert!(mounted(&dir));
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    let t = Instant::now();
+    while mounted(&dir) {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{} still mounted",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
