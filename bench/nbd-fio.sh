@@ -3,10 +3,14 @@
 # with nbdkit's file plugin and qemu-nbd on the same file, and fio on the file itself (the
 # ceiling). Prints IOPS and MiB/s per job and udm/peer ratios. Not part of CI.
 #
-#   bench/nbd-fio.sh [RUNTIME_SECONDS]      (default 10 per job; UDM_BIN=path skips the build)
+#   bench/nbd-fio.sh [RUNTIME_SECONDS] [REPEATS]   (default 10 s per job, 3 rounds; UDM_BIN=path
+#                                                   skips the build)
+# Peers run interleaved (every peer once per job per round) and the median round is shown, so
+# background load hits all of them alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RT=${1:-10}
+REPS=${2:-3}
 for t in fio nbdkit qemu-nbd python3; do command -v $t >/dev/null || { echo "need $t"; exit 1; }; done
 if [ -z "${UDM_BIN:-}" ]; then cargo build --release -q -p udm; fi
 UDM=${UDM_BIN:-$PWD/target/release/udm}
@@ -32,8 +36,8 @@ declare -A URI=(
   [qemu-nbd]="nbd+unix:///?socket=$W/qemu.sock"
 )
 JOBS=("randread 4k 16" "randwrite 4k 16" "read 1m 16" "write 1m 16")
-run_job() { # name rw bs depth -> json file
-  local who=$1 rw=$2 bs=$3 qd=$4 out=$W/$1-$2-$3.json
+run_job() { # name rw bs depth round -> json file
+  local who=$1 rw=$2 bs=$3 qd=$4 out=$W/$1-$2-$3-$5.json
   if [ "$who" = raw ]; then
     fio --name=j --filename="$IMG" --ioengine=io_uring --direct=0 --rw=$rw --bs=$bs --iodepth=$qd \
       --size=1g --time_based --runtime=$RT --output-format=json >"$out" 2>/dev/null
@@ -43,20 +47,25 @@ run_job() { # name rw bs depth -> json file
   fi
   echo "$out"
 }
-for j in "${JOBS[@]}"; do
-  set -- $j
-  for who in udm nbdkit qemu-nbd raw; do run_job $who "$@" >/dev/null; done
+for r in $(seq "$REPS"); do
+  for j in "${JOBS[@]}"; do
+    set -- $j
+    for who in udm nbdkit qemu-nbd raw; do run_job $who "$@" "$r" >/dev/null; done
+  done
 done
-python3 - "$W" <<'PY'
-import json, sys, os
-w = sys.argv[1]
+python3 - "$W" "$REPS" <<'PY'
+import json, sys, os, statistics
+w, reps = sys.argv[1], int(sys.argv[2])
 jobs = [("randread","4k"),("randwrite","4k"),("read","1m"),("write","1m")]
 peers = ["udm","nbdkit","qemu-nbd","raw"]
-def get(who, rw, bs):
-    t = open(os.path.join(w, f"{who}-{rw}-{bs}.json")).read()
+def one(who, rw, bs, r):
+    t = open(os.path.join(w, f"{who}-{rw}-{bs}-{r}.json")).read()
     d = json.loads(t[t.index("{"):])["jobs"][0]
     s = d["read"] if "read" in rw else d["write"]
     return s["iops"], s["bw_bytes"] / 2**20
+def get(who, rw, bs):
+    runs = sorted(one(who, rw, bs, r) for r in range(1, reps + 1))
+    return runs[len(runs) // 2]
 print(f"{'job':<16}" + "".join(f"{p:>22}" for p in peers) + f"{'udm/nbdkit':>12}{'udm/qemu':>10}{'udm/raw':>9}")
 for rw, bs in jobs:
     r = {p: get(p, rw, bs) for p in peers}
