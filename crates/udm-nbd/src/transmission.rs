@@ -6,7 +6,7 @@ use crate::proto::*;
 use crate::sock::Sock;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
 use udm_io::{Bio, BioFlags, BlockDevice, Extent, IoBuf, IoError, Sectors, SECTOR_SIZE};
@@ -165,7 +165,11 @@ impl Out {
 /// Serve requests until the client disconnects, sends garbage, or the socket is shut down.
 /// Returns once every in-flight bio has completed and its reply was written (or the socket
 /// failed); the export handle is dropped after that.
-pub(crate) fn serve(mut reader: impl Read, sock: &Sock, n: Negotiated) -> io::Result<()> {
+pub(crate) fn serve<R: Read>(
+    mut reader: BufReader<R>,
+    sock: &Sock,
+    n: Negotiated,
+) -> io::Result<()> {
     let (tx, rx) = unbounded();
     let budget = Arc::new(Budget {
         state: Mutex::new((0, 0)),
@@ -207,9 +211,13 @@ pub(crate) fn serve(mut reader: impl Read, sock: &Sock, n: Negotiated) -> io::Re
     res
 }
 
-fn reader_loop(conn: &Conn, r: &mut impl Read) -> io::Result<()> {
+fn reader_loop<R: Read>(conn: &Conn, r: &mut BufReader<R>) -> io::Result<()> {
     loop {
-        conn.out.out.flush_local();
+        // Replies written on this thread go out when no further request is already buffered
+        // (so pipelined requests get their replies batched), i.e. before we would block.
+        if r.buffer().len() < REQUEST_LEN {
+            conn.out.out.flush_local();
+        }
         let mut hdr = [0u8; REQUEST_LEN];
         match r.read_exact(&mut hdr) {
             Ok(()) => {}
