@@ -3,5 +3,7 @@
 //!
 //! - [`verity`]: dm-verity / veritysetup — superblock, hash-tree geometry, block hashing,
 //!   Reed-Solomon FEC layout and codec.
+//! - [`luks`]: LUKS1/LUKS2 headers, the AF splitter, key derivation and digests.
 
+pub mod luks;
 pub mod verity;

@@ -100,6 +100,31 @@ pub enum Request {
     },
     /// Where the daemon exports devices.
     DaemonInfo,
+    /// Store a key in the daemon's key store, for crypt tables' `:<size>:<type>:<desc>` keys
+    /// (`udm key add`; the key never travels on a command line).
+    KeyAdd {
+        ktype: String,
+        desc: String,
+        key: SecretBytes,
+    },
+}
+
+/// Key material in a request: never printed (`Debug` says how long it is), wiped when dropped.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretBytes(pub Vec<u8>);
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} secret bytes>", self.0.len())
+    }
+}
+
+impl Drop for SecretBytes {
+    fn drop(&mut self) {
+        self.0.fill(0);
+        std::hint::black_box(&self.0);
+    }
 }
 
 /// A successful reply.

@@ -463,6 +463,13 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
             Reply::Status { info, targets }
         }
         Request::ListVersions => Reply::Versions(reg.list_versions()),
+        Request::KeyAdd { ktype, desc, key } => {
+            udm_targets::crypt::keyring::add(&ktype, &desc, &key.0).map_err(|e| DmError::Errno {
+                errno: e.errno(),
+                msg: e.to_string(),
+            })?;
+            Reply::Ok
+        }
         Request::Message { dev, sector, argv } => Reply::Message(reg.message(&dev, sector, &argv)?),
         Request::SetGeometry {
             dev,

@@ -14,6 +14,7 @@ pub use cipher::{CipherError, SectorCipher};
 pub use params::{Features, KeySpec};
 pub use spec::{Chain, CipherSpec, IvMode};
 pub use target::Crypt;
+pub use zeroize::{Zeroize, Zeroizing};
 
 use parking_lot::RwLock;
 use std::sync::atomic::AtomicBool;
@@ -21,7 +22,6 @@ use std::sync::Arc;
 use target::{Inner, KeyState};
 use udm_core::{Target, TargetCtx, TargetError, TargetType};
 use udm_io::Sectors;
-use zeroize::Zeroizing;
 
 pub struct CryptType;
 

@@ -1,0 +1,505 @@
+//! The actions that talk to the device-mapper — here the udm daemon: `open` (LUKS1, LUKS2,
+//! plain; or only `--test-passphrase`), `close`, `status`, `resize`.
+
+use super::hdr::{self, Header};
+use super::{fail, pass, Failed, Io, Opts};
+use std::io::Write;
+use udm_formats::luks::Zeroizing;
+use udm_proto::{Client, ClientError, DevSel, Line, Reply, Request};
+use udm_targets::crypt::params::to_hex;
+
+fn connect(io: &mut Io<'_>) -> Result<Client, Failed> {
+    Client::connect(&io.socket).map_err(|e| {
+        let _ = writeln!(
+            io.err,
+            "Cannot initialize device-mapper. Is the udm daemon running? ({e})"
+        );
+        Failed(libc::ENOTSUP)
+    })
+}
+
+fn strerror(errno: i32) -> String {
+    let s = std::io::Error::from_raw_os_error(errno).to_string();
+    match s.rfind(" (os error ") {
+        Some(p) => s[..p].to_string(),
+        None => s,
+    }
+}
+
+/// Print a daemon failure as libdm would (the kernel-style reason, then the ioctl line).
+fn report(io: &mut Io<'_>, op: &str, name: &str, e: &ClientError) -> Failed {
+    let errno = e.errno();
+    if let ClientError::Remote(r) = e {
+        if !r.message.is_empty() && r.message != strerror(errno) {
+            let msg = r.message.strip_prefix("line 1: ").unwrap_or(&r.message);
+            let _ = writeln!(io.err, "device-mapper: {msg}");
+        }
+    }
+    let _ = writeln!(
+        io.err,
+        "device-mapper: {op} ioctl on {name}  failed: {}",
+        strerror(errno)
+    );
+    Failed(errno)
+}
+
+fn abs(path: &str) -> String {
+    std::fs::canonicalize(path)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| path.to_string())
+}
+
+/// What a crypt mapping needs.
+struct Mapping {
+    cipher: String,
+    key: Zeroizing<Vec<u8>>,
+    iv_offset: u64,
+    offset: u64,
+    sectors: u64,
+    sector_size: u32,
+    uuid: String,
+}
+
+/// The optional-argument words cryptsetup passes, in the kernel's order.
+fn features(o: &Opts, sector_size: u32) -> Vec<String> {
+    let mut w = Vec::new();
+    if o.allow_discards {
+        w.push("allow_discards".to_string());
+    }
+    for p in [
+        "same_cpu_crypt",
+        "submit_from_crypt_cpus",
+        "no_read_workqueue",
+        "no_write_workqueue",
+    ] {
+        if o.perf.iter().any(|x| x == p) {
+            w.push(p.to_string());
+        }
+    }
+    if sector_size != 512 {
+        w.push(format!("sector_size:{sector_size}"));
+    }
+    if o.iv_large_sectors {
+        w.push("iv_large_sectors".into());
+    }
+    w
+}
+
+fn table(o: &Opts, m: &Mapping, dev: &str) -> Zeroizing<String> {
+    let mut s = Zeroizing::new(format!(
+        "{} {} {} {} {}",
+        m.cipher,
+        if m.key.is_empty() {
+            "-".to_string()
+        } else {
+            to_hex(&m.key)
+        },
+        m.iv_offset,
+        abs(dev),
+        m.offset
+    ));
+    let w = features(o, m.sector_size);
+    if !w.is_empty() {
+        s.push_str(&format!(" {} {}", w.len(), w.join(" ")));
+    }
+    s
+}
+
+/// Create, load and resume `name` (removing it again if any step fails).
+fn activate(io: &mut Io<'_>, o: &Opts, name: &str, dev: &str, m: &Mapping) -> Result<(), Failed> {
+    let mut c = connect(io)?;
+    let sel = DevSel::Name(name.to_string());
+    if c.call(Request::Info {
+        dev: sel.clone(),
+        inactive: false,
+    })
+    .is_ok()
+    {
+        return Err(fail(
+            io,
+            libc::EEXIST,
+            format!("Device {name} already exists."),
+        ));
+    }
+    if m.sectors == 0 {
+        return Err(fail(
+            io,
+            libc::EINVAL,
+            format!("Device {dev} is too small."),
+        ));
+    }
+    c.call(Request::Create {
+        name: name.to_string(),
+        uuid: m.uuid.clone(),
+    })
+    .map_err(|e| report(io, "create", name, &e))?;
+    let params = table(o, m, dev);
+    let r = c
+        .call(Request::Load {
+            dev: sel.clone(),
+            table: vec![Line {
+                start: 0,
+                len: m.sectors,
+                ttype: "crypt".into(),
+                params: params.to_string(),
+            }],
+            read_only: o.readonly,
+        })
+        .map_err(|e| report(io, "reload", name, &e))
+        .and_then(|_| {
+            c.call(Request::Resume {
+                dev: sel.clone(),
+                noflush: false,
+                nolockfs: false,
+            })
+            .map_err(|e| report(io, "resume", name, &e))
+        });
+    if let Err(e) = r {
+        let _ = c.call(Request::Remove {
+            dev: sel,
+            deferred: false,
+        });
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// cryptsetup's plain-mode passphrase hashing: round i hashes i 'A's then the passphrase.
+fn plain_hash(
+    io: &mut Io<'_>,
+    hash: &str,
+    pass: &[u8],
+    len: usize,
+) -> Result<Zeroizing<Vec<u8>>, Failed> {
+    if hash == "plain" {
+        let mut k = Zeroizing::new(pass.to_vec());
+        k.resize(len, 0);
+        return Ok(k);
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(len));
+    let mut round = 0;
+    while out.len() < len {
+        let mut input = Zeroizing::new(vec![b'A'; round]);
+        input.extend_from_slice(pass);
+        let Some(d) = udm_targets::crypt::cipher::hash(hash, &input) else {
+            return Err(fail(
+                io,
+                libc::EINVAL,
+                format!("Couldn't find hash algorithm {hash}."),
+            ));
+        };
+        let n = d.len().min(len - out.len());
+        out.extend_from_slice(&d[..n]);
+        round += 1;
+    }
+    Ok(out)
+}
+
+fn open_plain(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
+    let path = &pos[0];
+    let dev = hdr::open_dev(io, path, !o.readonly)?;
+    let cipher = o.cipher.clone().unwrap_or("aes-cbc-essiv:sha256".into());
+    let key_len = (o.key_size.unwrap_or(256) / 8) as usize;
+    let key = if let Some(kf) = &o.key_file {
+        if o.hash.is_some() {
+            let _ = writeln!(
+                io.err,
+                "WARNING: The --hash parameter is being ignored in plain mode with keyfile specified."
+            );
+        }
+        let k = pass::read_key_file(
+            io,
+            kf,
+            o.keyfile_offset,
+            Some(o.keyfile_size.unwrap_or(key_len)),
+        )?;
+        Zeroizing::new(k[..key_len.min(k.len())].to_vec())
+    } else {
+        let prompt = "Enter passphrase for ".to_string() + path + ": ";
+        let p = pass::get(io, None, 0, None, &prompt, false)?;
+        plain_hash(io, o.hash.as_deref().unwrap_or("ripemd160"), &p, key_len)?
+    };
+    let offset = o.offset.unwrap_or(0);
+    let sectors = match o.size {
+        Some(s) => s,
+        None => (dev.size / 512).saturating_sub(offset),
+    };
+    let name = &pos[1];
+    let m = Mapping {
+        cipher,
+        key,
+        iv_offset: o.skip.unwrap_or(0),
+        offset,
+        sectors,
+        sector_size: o.sector_size.unwrap_or(512),
+        uuid: format!("CRYPT-PLAIN-{name}"),
+    };
+    activate(io, o, name, path, &m)
+}
+
+/// `open <device> [<name>]`.
+pub fn open(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
+    match o.ty.as_deref() {
+        None | Some("luks") | Some("luks1") | Some("luks2") => {}
+        Some("plain") => return open_plain(io, o, pos),
+        Some(t) => {
+            return Err(fail(
+                io,
+                libc::EINVAL,
+                format!("Unknown or unsupported device type {t} requested (udm: luks, luks1, luks2, plain)."),
+            ))
+        }
+    }
+    let path = &pos[0];
+    let dev = hdr::open_dev(io, path, false)?;
+    let h = hdr::load(io, &dev, hdr::wanted(o))?;
+    let prompt = format!("Enter passphrase for {path}: ");
+    let p = pass::get(
+        io,
+        o.key_file.as_deref(),
+        o.keyfile_offset,
+        o.keyfile_size,
+        &prompt,
+        false,
+    )?;
+    let (slot, vk) = hdr::unlock(io, &dev, &h, &p, o.key_slot)?;
+    if o.verbose {
+        let _ = writeln!(io.out, "Key slot {slot} unlocked.");
+    }
+    if o.test_passphrase {
+        return Ok(());
+    }
+    let name = &pos[1];
+    let nodash: String = h.uuid().chars().filter(|c| *c != '-').collect();
+    let dev_sectors = dev.size / 512;
+    let m = match &h {
+        Header::L1(h) => Mapping {
+            cipher: h.cipher_spec(),
+            key: vk,
+            iv_offset: 0,
+            offset: h.payload_offset as u64,
+            sectors: dev_sectors.saturating_sub(h.payload_offset as u64),
+            sector_size: 512,
+            uuid: format!("CRYPT-LUKS1-{nodash}-{name}"),
+        },
+        Header::L2(md) => {
+            let Some(s) = md.segment() else {
+                return Err(fail(
+                    io,
+                    libc::EINVAL,
+                    "No data segment in the LUKS2 header.",
+                ));
+            };
+            let off = s.offset / 512;
+            let spb = (s.sector_size / 512) as u64;
+            let sectors = match s.size {
+                Some(b) => b / 512,
+                None => dev_sectors.saturating_sub(off),
+            };
+            Mapping {
+                cipher: s.encryption.clone(),
+                key: vk,
+                iv_offset: s.iv_tweak,
+                offset: off,
+                sectors: sectors / spb * spb,
+                sector_size: s.sector_size,
+                uuid: format!("CRYPT-LUKS2-{nodash}-{name}"),
+            }
+        }
+    };
+    activate(io, o, name, path, &m)
+}
+
+/// `close <name>`.
+pub fn close(io: &mut Io<'_>, _o: &Opts, pos: &[String]) -> Result<(), Failed> {
+    let name = pos[0].trim_start_matches("/dev/mapper/").to_string();
+    let mut c = connect(io)?;
+    match c.call(Request::Remove {
+        dev: DevSel::Name(name.clone()),
+        deferred: false,
+    }) {
+        Ok(_) => Ok(()),
+        Err(e) if e.errno() == libc::ENXIO => Err(fail(
+            io,
+            libc::ENODEV,
+            format!("Device {name} is not active."),
+        )),
+        Err(e) if e.errno() == libc::EBUSY => Err(fail(
+            io,
+            libc::EBUSY,
+            format!("Device {name} is still in use."),
+        )),
+        Err(e) => Err(report(io, "remove", &name, &e)),
+    }
+}
+
+/// The live crypt table line of `name`: (info, line).
+fn live(c: &mut Client, name: &str) -> Option<(udm_proto::DevInfo, udm_proto::TargetStatus)> {
+    match c.call(Request::Status {
+        dev: DevSel::Name(name.to_string()),
+        inactive: false,
+        table: true,
+    }) {
+        Ok(Reply::Status { info, targets }) => targets.into_iter().next().map(|t| (info, t)),
+        _ => None,
+    }
+}
+
+/// `status <name>`.
+pub fn status(io: &mut Io<'_>, _o: &Opts, pos: &[String]) -> Result<(), Failed> {
+    let name = pos[0].trim_start_matches("/dev/mapper/").to_string();
+    let shown = format!("/dev/mapper/{name}");
+    let mut c = connect(io)?;
+    let Some((info, t)) = live(&mut c, &name) else {
+        let _ = writeln!(io.out, "{shown} is inactive.");
+        return Err(Failed(libc::ENODEV));
+    };
+    let busy = if info.open_count > 0 {
+        " and is in use"
+    } else {
+        ""
+    };
+    let _ = writeln!(io.out, "{shown} is active{busy}.");
+    let ty = ["LUKS1", "LUKS2", "PLAIN"]
+        .into_iter()
+        .find(|p| info.uuid.starts_with(&format!("CRYPT-{p}-")))
+        .unwrap_or("n/a");
+    let _ = writeln!(io.out, "  type:    {ty}");
+    if t.ttype != "crypt" {
+        return Ok(());
+    }
+    let w: Vec<&str> = t.params.split(' ').collect();
+    if w.len() < 5 {
+        return Ok(());
+    }
+    let key_bits = if w[1].starts_with(':') {
+        w[1].split(':')
+            .nth(1)
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 8
+    } else {
+        w[1].len() as u64 * 4
+    };
+    let ss = w
+        .iter()
+        .find_map(|x| x.strip_prefix("sector_size:"))
+        .unwrap_or("512");
+    let o = &mut io.out;
+    let _ = writeln!(o, "  cipher:  {}", w[0]);
+    let _ = writeln!(o, "  keysize: {key_bits} bits");
+    let _ = writeln!(o, "  key location: dm-crypt");
+    let _ = writeln!(o, "  device:  {}", w[3]);
+    let _ = writeln!(o, "  sector size:  {ss}");
+    let _ = writeln!(o, "  offset:  {} sectors", w[4]);
+    if w[2] != "0" {
+        let _ = writeln!(o, "  skipped: {} sectors", w[2]);
+    }
+    let _ = writeln!(o, "  size:    {} sectors", t.len);
+    let mode = if info.read_only {
+        "readonly"
+    } else {
+        "read/write"
+    };
+    let _ = writeln!(o, "  mode:    {mode}");
+    let flags: Vec<&str> = w
+        .iter()
+        .skip(6)
+        .filter(|x| {
+            matches!(
+                **x,
+                "allow_discards"
+                    | "same_cpu_crypt"
+                    | "submit_from_crypt_cpus"
+                    | "no_read_workqueue"
+                    | "no_write_workqueue"
+            )
+        })
+        .map(|x| {
+            if *x == "allow_discards" {
+                "discards"
+            } else {
+                x
+            }
+        })
+        .collect();
+    if !flags.is_empty() {
+        let _ = writeln!(o, "  flags:   {} ", flags.join(" "));
+    }
+    Ok(())
+}
+
+/// `resize <name> [--size N]`: reload the mapping with the backing device's new size.
+pub fn resize(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
+    let name = pos[0].trim_start_matches("/dev/mapper/").to_string();
+    let mut c = connect(io)?;
+    let Some((info, t)) = live(&mut c, &name) else {
+        return Err(fail(
+            io,
+            libc::ENODEV,
+            format!("Device {name} is not active."),
+        ));
+    };
+    let w: Vec<String> = t.params.split(' ').map(String::from).collect();
+    if t.ttype != "crypt" || w.len() < 5 {
+        return Err(fail(
+            io,
+            libc::EINVAL,
+            format!("Device {name} is not a crypt device."),
+        ));
+    }
+    let offset: u64 = w[4].parse().unwrap_or(0);
+    let ss: u64 = w
+        .iter()
+        .find_map(|x| x.strip_prefix("sector_size:"))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(512);
+    let sectors = match o.size {
+        Some(s) => s,
+        None => {
+            let Ok(f) = std::fs::File::open(&w[3]) else {
+                return Err(fail(
+                    io,
+                    libc::ENODEV,
+                    format!("Device {} does not exist or access denied.", w[3]),
+                ));
+            };
+            (hdr::block_size(&f) / 512).saturating_sub(offset)
+        }
+    };
+    let spb = ss / 512;
+    if sectors == 0 || sectors % spb != 0 {
+        return Err(fail(
+            io,
+            libc::EINVAL,
+            "Device size is not aligned to requested sector size.",
+        ));
+    }
+    let sel = DevSel::Name(name.clone());
+    let params = Zeroizing::new(t.params.clone());
+    c.call(Request::Load {
+        dev: sel.clone(),
+        table: vec![Line {
+            start: 0,
+            len: sectors,
+            ttype: "crypt".into(),
+            params: params.to_string(),
+        }],
+        read_only: info.read_only,
+    })
+    .map_err(|e| report(io, "reload", &name, &e))?;
+    c.call(Request::Suspend {
+        dev: sel.clone(),
+        noflush: false,
+        nolockfs: false,
+    })
+    .and_then(|_| {
+        c.call(Request::Resume {
+            dev: sel,
+            noflush: false,
+            nolockfs: false,
+        })
+    })
+    .map_err(|e| report(io, "resume", &name, &e))?;
+    Ok(())
+}

@@ -1,0 +1,387 @@
+//! `udm luks` against real cryptsetup and qemu: volumes made by `cryptsetup luksFormat`
+//! (LUKS1/LUKS2, pbkdf2/argon2id) open in udm; luksDump, isLuks, luksUUID and the volume key
+//! match cryptsetup's; wrong passphrases fail as cryptsetup does; damaged headers fall back
+//! to the secondary copy; data written by qemu's LUKS driver reads back through udm and back.
+
+#[allow(dead_code)]
+#[path = "../src/luks_cli.rs"]
+mod luks_cli;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (exit code, stdout, stderr) of `udm luks ARGS` run in-process with `stdin` as input.
+fn udm(args: &[&str], stdin: &[u8], socket: Option<&Path>) -> (i32, String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut input = stdin;
+    let mut io = luks_cli::Io {
+        out: &mut out,
+        err: &mut err,
+        input: &mut input,
+        tty: false,
+        socket: socket.map(Path::to_path_buf).unwrap_or_default(),
+    };
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let code = luks_cli::run(&mut io, "cryptsetup", &args);
+    (
+        code,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+/// The same with the real cryptsetup.
+fn real(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    use std::io::Write;
+    let mut c = Command::new("cryptsetup")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run cryptsetup");
+    c.stdin.take().unwrap().write_all(stdin).unwrap();
+    let o = c.wait_with_output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A 24 MiB image formatted by cryptsetup with `opts`, passphrase "secret" (key file on stdin).
+fn cs_format(dir: &Path, name: &str, opts: &[&str]) -> PathBuf {
+    let p = udm_testkit::image(dir, name, 24 << 20);
+    let mut a = vec!["luksFormat", "-q", "--key-file", "-"];
+    a.extend_from_slice(opts);
+    a.push(s(&p));
+    let (code, _, err) = real(&a, b"secret");
+    assert_eq!(code, 0, "cryptsetup luksFormat {opts:?}: {err}");
+    p
+}
+
+const KINDS: [(&str, &[&str]); 4] = [
+    (
+        "luks1",
+        &["--type", "luks1", "--pbkdf-force-iterations", "1000"],
+    ),
+    (
+        "luks2-argon2id",
+        &[
+            "--type",
+            "luks2",
+            "--pbkdf",
+            "argon2id",
+            "--pbkdf-memory",
+            "64",
+            "--pbkdf-force-iterations",
+            "4",
+        ],
+    ),
+    (
+        "luks2-pbkdf2",
+        &[
+            "--type",
+            "luks2",
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--sector-size",
+            "512",
+        ],
+    ),
+    (
+        "luks2-argon2i-cbc",
+        &[
+            "--type",
+            "luks2",
+            "--pbkdf",
+            "argon2i",
+            "--pbkdf-memory",
+            "32",
+            "--pbkdf-force-iterations",
+            "4",
+            "--cipher",
+            "aes-cbc-essiv:sha256",
+            "--key-size",
+            "256",
+            "--hash",
+            "sha512",
+        ],
+    ),
+];
+
+#[test]
+fn cryptsetup_volumes_unlock_and_dump_the_same() {
+    if !udm_testkit::require_tool("cryptsetup") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    for (name, opts) in KINDS {
+        let img = cs_format(d.path(), name, opts);
+        let p = s(&img);
+        // Right and wrong passphrases, from a key file on stdin and as a line of stdin.
+        let (code, _, err) = udm(
+            &["open", "--test-passphrase", p, "--key-file", "-"],
+            b"secret",
+            None,
+        );
+        assert_eq!(code, 0, "{name}: {err}");
+        let (code, _, err) = udm(&["open", "--test-passphrase", p], b"secret\n", None);
+        assert_eq!(code, 0, "{name}: {err}");
+        let want = real(
+            &["open", "--test-passphrase", p, "--key-file", "-"],
+            b"wrong",
+        );
+        let got = udm(
+            &["open", "--test-passphrase", p, "--key-file", "-"],
+            b"wrong",
+            None,
+        );
+        assert_eq!(got, want, "{name}: wrong passphrase");
+        assert_eq!(got.0, 2);
+        // Dumps, UUID, isLuks.
+        for args in [
+            vec!["luksDump", p],
+            vec!["luksUUID", p],
+            vec!["isLuks", p],
+            vec!["isLuks", "--type", "luks1", p],
+            vec!["luksDump", "--dump-volume-key", "-q", "--key-file", "-", p],
+        ] {
+            assert_eq!(
+                udm(&args, b"secret", None),
+                real(&args, b"secret"),
+                "{name}: {args:?}"
+            );
+        }
+    }
+    // Not LUKS at all.
+    let plain = udm_testkit::image(d.path(), "zero.img", 1 << 20);
+    for args in [vec!["isLuks", s(&plain)], vec!["luksUUID", s(&plain)]] {
+        assert_eq!(udm(&args, b"", None).0, real(&args, b"").0, "{args:?}");
+    }
+}
+
+#[test]
+fn damaged_luks2_headers() {
+    if !udm_testkit::require_tool("cryptsetup") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let img = cs_format(d.path(), "l2.img", KINDS[2].1);
+    let p = s(&img);
+    let before = std::fs::read(&img).unwrap();
+    // Primary damaged (its JSON): the secondary opens it.
+    let mut b = before.clone();
+    b[4096 + 10] ^= 0xff;
+    std::fs::write(&img, &b).unwrap();
+    let (code, _, err) = udm(
+        &["open", "--test-passphrase", p, "--key-file", "-"],
+        b"secret",
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read(&img).unwrap(),
+        b,
+        "a test-passphrase changed the disk"
+    );
+    // Both damaged: a clear error, exit 1, nothing written.
+    b[16384 + 4096 + 10] ^= 0xff;
+    std::fs::write(&img, &b).unwrap();
+    let (code, _, err) = udm(
+        &["open", "--test-passphrase", p, "--key-file", "-"],
+        b"secret",
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("is not a valid LUKS device"), "{err}");
+    assert_eq!(std::fs::read(&img).unwrap(), b);
+    // A truncated image.
+    std::fs::write(&img, &before[..3000]).unwrap();
+    let (code, _, _) = udm(&["luksDump", p], b"", None);
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn qemu_and_udm_read_each_others_data() {
+    for t in ["cryptsetup", "qemu-img"] {
+        if !udm_testkit::require_tool(t) {
+            return;
+        }
+    }
+    let d = tempfile::tempdir().unwrap();
+    let img = cs_format(d.path(), "q.img", KINDS[0].1);
+    let plain: Vec<u8> = (0..(4u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let plain_path = d.path().join("plain.raw");
+    std::fs::write(&plain_path, &plain).unwrap();
+    let secret = "secret,id=s0,data=secret";
+    // qemu writes plaintext into the LUKS1 volume.
+    let st = Command::new("qemu-img")
+        .args([
+            "convert",
+            "-n",
+            "-f",
+            "raw",
+            "--object",
+            secret,
+            "--target-image-opts",
+            s(&plain_path),
+            &format!("driver=luks,key-secret=s0,file.filename={}", s(&img)),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    // udm opens it and reads it over NBD.
+    let daemon = udm_testkit::Daemon::start(Path::new(env!("CARGO_BIN_EXE_udm")));
+    let (code, _, err) = udm(
+        &["open", s(&img), "q1", "--key-file", "-"],
+        b"secret",
+        Some(&daemon.socket),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = udm(&["status", "q1"], b"", Some(&daemon.socket));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("type:    LUKS1") && out.contains("cipher:  aes-xts-plain64"),
+        "{out}"
+    );
+    let back = d.path().join("back.raw");
+    let st = Command::new("qemu-img")
+        .args([
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            &daemon.uri("q1"),
+            s(&back),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert!(
+        std::fs::read(&back).unwrap()[..plain.len()] == plain[..],
+        "udm read qemu's data wrong"
+    );
+    // udm writes new data; qemu reads it back through its LUKS driver.
+    let plain2: Vec<u8> = plain.iter().map(|b| b ^ 0xa5).collect();
+    std::fs::write(&plain_path, &plain2).unwrap();
+    let st = Command::new("qemu-img")
+        .args([
+            "convert",
+            "-n",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            s(&plain_path),
+            &daemon.uri("q1"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert_eq!(udm(&["close", "q1"], b"", Some(&daemon.socket)).0, 0);
+    assert_eq!(udm(&["close", "q1"], b"", Some(&daemon.socket)).0, 4);
+    let st = Command::new("qemu-img")
+        .args([
+            "convert",
+            "--object",
+            secret,
+            "--image-opts",
+            &format!("driver=luks,key-secret=s0,file.filename={}", s(&img)),
+            "-O",
+            "raw",
+            s(&back),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert!(
+        std::fs::read(&back).unwrap()[..plain2.len()] == plain2[..],
+        "qemu read udm's data wrong"
+    );
+}
+
+#[allow(dead_code)]
+#[path = "../src/key_cli.rs"]
+mod key_cli;
+
+#[test]
+fn key_store_keys_from_stdin() {
+    use udm_proto::{Client, DevSel, Line, Request};
+    let d = tempfile::tempdir().unwrap();
+    let img = udm_testkit::image(d.path(), "k.img", 1 << 20);
+    let daemon = udm_testkit::Daemon::start(Path::new(env!("CARGO_BIN_EXE_udm")));
+    let add = |args: &[&str], key: &[u8]| {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut err = Vec::new();
+        let mut input = key;
+        let c = key_cli::run(&args, &mut input, &mut err, &daemon.socket);
+        (c, String::from_utf8_lossy(&err).into_owned())
+    };
+    assert_eq!(add(&["add", "logon", "udm:k"], &[7u8; 32]).0, 0);
+    assert_eq!(add(&["add", "--hex", "user", "udm:h"], b"00ff\n").0, 0);
+    assert_ne!(add(&["add", "bogus", "udm:k"], &[7u8; 32]).0, 0);
+    assert_ne!(add(&["add", "--hex", "user", "x"], b"0g").0, 0);
+    let mut c = Client::connect(&daemon.socket).unwrap();
+    let sel = DevSel::Name("k".into());
+    c.call(Request::Create {
+        name: "k".into(),
+        uuid: String::new(),
+    })
+    .unwrap();
+    let params = format!("aes-xts-plain64 :32:logon:udm:k 0 {} 0", s(&img));
+    c.call(Request::Load {
+        dev: sel.clone(),
+        table: vec![Line {
+            start: 0,
+            len: 2048,
+            ttype: "crypt".into(),
+            params: params.clone(),
+        }],
+        read_only: false,
+    })
+    .unwrap();
+    c.call(Request::Resume {
+        dev: sel.clone(),
+        noflush: false,
+        nolockfs: false,
+    })
+    .unwrap();
+    match c
+        .call(Request::Status {
+            dev: sel,
+            inactive: false,
+            table: true,
+        })
+        .unwrap()
+    {
+        udm_proto::Reply::Status { targets, .. } => assert_eq!(targets[0].params, params),
+        r => panic!("{r:?}"),
+    }
+    assert!(!daemon.log().contains("\\u{7}"), "key bytes in the log");
+}
