@@ -60,7 +60,8 @@ declare -A URI=(
   [nbdkit]="nbd+unix:///?socket=$W/nbdkit.sock"
   [qemu-nbd]="nbd+unix:///?socket=$W/qemu.sock"
 )
-JOBS=("randread 4k 16" "randwrite 4k 16" "read 1m 16" "write 1m 16")
+# iodepth 1 vs 16 shows what parallel requests bring.
+JOBS=("randread 4k 1" "randread 4k 16" "randwrite 4k 1" "randwrite 4k 16" "read 1m 16" "write 1m 16")
 FUSE_PEERS=(udm-fuse udm-fuse-buffered raw)
 [ $HAVE_NBDFUSE = 1 ] && FUSE_PEERS=(udm-fuse udm-fuse-buffered nbdfuse raw)
 NBD_PEERS=(udm nbdkit qemu-nbd)
@@ -69,22 +70,22 @@ for j in "${JOBS[@]}"; do
   for who in "${FUSE_PEERS[@]}"; do
     fio --name=j --filename="${FILE[$who]}" --ioengine=libaio --direct=1 --rw=$1 --bs=$2 \
       --iodepth=$3 --size=1g --time_based --runtime=$RT --output-format=json \
-      >"$W/fuse-$who-$1-$2.json" 2>"$W/fuse-$who-$1-$2.err" || echo "fio failed: $who $1 $2" >&2
+      >"$W/fuse-$who-$1-$2-$3.json" 2>"$W/fuse-$who-$1-$2-$3.err" || echo "fio failed: $who $1 $2" >&2
   done
   for who in "${NBD_PEERS[@]}"; do
     fio --name=j --ioengine=nbd --uri="${URI[$who]}" --rw=$1 --bs=$2 --iodepth=$3 --numjobs=4 \
       --group_reporting --size=1g --time_based --runtime=$RT --output-format=json \
-      >"$W/nbd-$who-$1-$2.json" 2>/dev/null || echo "fio failed: $who $1 $2" >&2
+      >"$W/nbd-$who-$1-$2-$3.json" 2>/dev/null || echo "fio failed: $who $1 $2" >&2
   done
 done
-python3 - "$W" "${FUSE_PEERS[*]}" "${NBD_PEERS[*]}" <<'PY'
+python3 - "$W" "${FUSE_PEERS[*]}" "${NBD_PEERS[*]}" "${JOBS[@]}" <<'PY'
 import json, sys, os
 w, fuse_peers, nbd_peers = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
-jobs = [("randread","4k"),("randwrite","4k"),("read","1m"),("write","1m")]
-def get(kind, who, rw, bs):
+jobs = [tuple(j.split()) for j in sys.argv[4:]]
+def get(kind, who, rw, bs, qd):
     try:
         # fio's nbd engine prints "connected" lines before the JSON.
-        t = open(os.path.join(w, f"{kind}-{who}-{rw}-{bs}.json")).read()
+        t = open(os.path.join(w, f"{kind}-{who}-{rw}-{bs}-{qd}.json")).read()
         d = json.loads(t[t.index("{"):])["jobs"][0]
     except Exception:
         return (0.0, 0.0)
@@ -92,17 +93,17 @@ def get(kind, who, rw, bs):
     return s["iops"], s["bw_bytes"] / 2**20
 def table(title, kind, peers, base, others):
     print(title)
-    print(f"{'job':<14}" + "".join(f"{p:>24}" for p in peers)
+    print(f"{'job':<19}" + "".join(f"{p:>24}" for p in peers)
           + "".join(f"{base+'/'+o:>{max(12, len(base)+len(o)+3)}}" for o in others))
-    for rw, bs in jobs:
-        r = {p: get(kind, p, rw, bs) for p in peers}
+    for rw, bs, qd in jobs:
+        r = {p: get(kind, p, rw, bs, qd) for p in peers}
         cells = "".join(f"{r[p][0]:>11.0f} IOPS {r[p][1]:>6.0f}MiB/s" for p in peers)
         ratios = "".join(f"{(r[base][0]/r[o][0] if r[o][0] else float('nan')):>{max(12, len(base)+len(o)+3)}.2f}"
                          for o in others)
-        print(f"{rw+' '+bs:<14}{cells}{ratios}")
+        print(f"{rw+' '+bs+' qd'+qd:<19}{cells}{ratios}")
     print()
-table("FUSE file (fio libaio, O_DIRECT, iodepth 16)", "fuse", fuse_peers, "udm-fuse",
+table("FUSE file (fio libaio, O_DIRECT)", "fuse", fuse_peers, "udm-fuse",
       [p for p in fuse_peers if p != "udm-fuse"])
-table("NBD multi-conn (fio nbd engine, 4 connections x iodepth 16)", "nbd", nbd_peers, "udm",
+table("NBD multi-conn (fio nbd engine, 4 connections x iodepth qd)", "nbd", nbd_peers, "udm",
       [p for p in nbd_peers if p != "udm"])
 PY
