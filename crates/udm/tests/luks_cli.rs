@@ -215,8 +215,32 @@ fn qemu_and_udm_read_each_others_data() {
             return;
         }
     }
+    for who in ["cryptsetup", "udm"] {
+        qemu_round_trip(who);
+    }
+}
+
+/// qemu writes into a LUKS1 volume formatted by `who`, udm reads it; udm writes, qemu reads.
+fn qemu_round_trip(who: &str) {
     let d = tempfile::tempdir().unwrap();
-    let img = cs_format(d.path(), "q.img", KINDS[0].1);
+    let img = if who == "udm" {
+        let p = udm_testkit::image(d.path(), "q.img", 24 << 20);
+        let a = [
+            "luksFormat",
+            "-q",
+            "--type",
+            "luks1",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--key-file",
+            "-",
+            s(&p),
+        ];
+        assert_eq!(udm(&a, b"secret", None).0, 0);
+        p
+    } else {
+        cs_format(d.path(), "q.img", KINDS[0].1)
+    };
     let plain: Vec<u8> = (0..(4u32 << 20))
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
@@ -384,4 +408,129 @@ fn key_store_keys_from_stdin() {
         r => panic!("{r:?}"),
     }
     assert!(!daemon.log().contains("\\u{7}"), "key bytes in the log");
+}
+
+#[test]
+fn udm_format_passes_cryptsetup() {
+    if !udm_testkit::require_tool("cryptsetup") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let vk: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(29) ^ 0x5c).collect();
+    let vkf = d.path().join("vk.bin");
+    std::fs::write(&vkf, &vk).unwrap();
+    let kinds: [&[&str]; 4] = [
+        &["--type", "luks1", "--pbkdf-force-iterations", "1000"],
+        &[
+            "--pbkdf",
+            "argon2id",
+            "--pbkdf-memory",
+            "64",
+            "--pbkdf-force-iterations",
+            "4",
+            "--label",
+            "udmlabel",
+        ],
+        &[
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--sector-size",
+            "4096",
+        ],
+        &[
+            "--type",
+            "luks1",
+            "--cipher",
+            "aes-cbc-essiv:sha256",
+            "--key-size",
+            "256",
+            "--hash",
+            "sha1",
+            "--pbkdf-force-iterations",
+            "1000",
+        ],
+    ];
+    for opts in kinds {
+        let img = udm_testkit::image(d.path(), "f.img", 24 << 20);
+        let p = s(&img);
+        let key_bits = if opts.contains(&"256") { 256 } else { 512 };
+        let vkf2 = d.path().join("vk2.bin");
+        std::fs::write(&vkf2, &vk[..key_bits / 8]).unwrap();
+        let uuid = "12345678-9abc-4def-8123-456789abcdef";
+        let mut a = vec![
+            "luksFormat",
+            "-q",
+            "--key-file",
+            "-",
+            "--uuid",
+            uuid,
+            "--volume-key-file",
+            s(&vkf2),
+        ];
+        a.extend_from_slice(opts);
+        a.push(p);
+        let (code, _, err) = udm(&a, b"pass phrase", None);
+        assert_eq!(code, 0, "{opts:?}: {err}");
+        assert_eq!(real(&["isLuks", p], b"").0, 0, "{opts:?}");
+        assert_eq!(real(&["luksUUID", p], b"").1.trim(), uuid);
+        let (code, out, err) = real(&["luksDump", p], b"");
+        assert_eq!(code, 0, "{opts:?}: {err}");
+        assert_eq!(
+            (code, out),
+            (
+                udm(&["luksDump", p], b"", None).0,
+                udm(&["luksDump", p], b"", None).1
+            )
+        );
+        let (code, _, err) = real(
+            &["open", "--test-passphrase", p, "--key-file", "-"],
+            b"pass phrase",
+        );
+        assert_eq!(code, 0, "{opts:?}: {err}");
+        assert_eq!(
+            real(
+                &["open", "--test-passphrase", p, "--key-file", "-"],
+                b"wrong"
+            )
+            .0,
+            2
+        );
+        let (code, out, _) = real(
+            &["luksDump", "--dump-volume-key", "-q", "--key-file", "-", p],
+            b"pass phrase",
+        );
+        assert_eq!(code, 0);
+        let hex: String = vk[..key_bits / 8]
+            .iter()
+            .map(|b| format!("{b:02x} "))
+            .collect();
+        let dumped: String = out
+            .split("MK dump:")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .map(|w| format!("{w} "))
+            .collect();
+        assert_eq!(dumped, hex, "{opts:?}");
+    }
+    // A failed format (bad key size for the cipher) leaves the disk as it was.
+    let img = udm_testkit::image(d.path(), "bad.img", 24 << 20);
+    std::fs::write(&img, vec![0x77; 24 << 20]).unwrap();
+    let (code, _, _) = udm(
+        &[
+            "luksFormat",
+            "-q",
+            "--key-file",
+            "-",
+            "--key-size",
+            "128",
+            s(&img),
+        ],
+        b"x",
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(std::fs::read(&img).unwrap().iter().all(|&b| b == 0x77));
 }
