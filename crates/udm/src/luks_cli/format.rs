@@ -133,7 +133,7 @@ pub fn format(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
     let bits = o
         .key_size
         .unwrap_or(if mode.starts_with("xts") { 512 } else { 256 });
-    if bits % 8 != 0 || bits == 0 {
+    if !bits.is_multiple_of(8) || bits == 0 {
         return Err(fail(
             io,
             libc::EINVAL,
