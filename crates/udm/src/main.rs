@@ -58,6 +58,11 @@ Usage:
       --fuse DIR            devices as files in DIR (default: `mapper` beside the control
                             socket when FUSE is usable); --no-fuse; --fuse-buffered
       --nbd-outage-limit SECS  how long I/O to an unreachable nbd:// device waits (30)
+      --nbd-allow NAMES     only export these (comma list; PREFIX* matches)
+      --nbd-read-only NAMES export these read-only
+      --tls DIR [--tls-optional] [--tls-verify-peer]   NBD over TLS (DIR: ca-cert.pem,
+                            server-cert.pem, server-key.pem); plaintext refused unless optional
+      --ublk                also export every device as /dev/ublkbN (kernel ublk_drv)
   udm stats create|list|print|clear|delete|report|device …   I/O counters (dmstats)
   udm verity format|verify|open|close|status|dump …   dm-verity (a `veritysetup` link too)
   udm log-writes replay|dump …   replay a dm-log-writes log onto a device or image, or list it
