@@ -369,7 +369,7 @@ fn serve_client(c: UnixStream, registry: &Registry, info: &DaemonInfo) {
                 ),
             })
         } else {
-            tracing::debug!(req = ?frame.req, "control request");
+            tracing::debug!(req = %loggable(&frame.req), "control request");
             handle(registry, info, frame.req).map_err(remote)
         };
         if write_frame(
@@ -383,6 +383,37 @@ fn serve_client(c: UnixStream, registry: &Registry, info: &DaemonInfo) {
         {
             return;
         }
+    }
+}
+
+/// A request as it may appear in the log: crypt keys in tables and `key set` messages masked
+/// (as `dmsetup table` masks them), key-store payloads never shown.
+fn loggable(req: &Request) -> String {
+    match req {
+        Request::Load {
+            dev,
+            table,
+            read_only,
+        } => {
+            let lines: Vec<String> = table
+                .iter()
+                .map(|l| {
+                    let p = if l.ttype == "crypt" {
+                        udm_targets::crypt::mask_key(&l.params)
+                    } else {
+                        l.params.clone()
+                    };
+                    format!("{} {} {} {p}", l.start, l.len, l.ttype)
+                })
+                .collect();
+            format!("Load {{ dev: {dev:?}, read_only: {read_only}, table: {lines:?} }}")
+        }
+        Request::Message { dev, sector, argv }
+            if argv.first().map(String::as_str) == Some("key") =>
+        {
+            format!("Message {{ dev: {dev:?}, sector: {sector}, argv: [\"key\", …] }}")
+        }
+        other => format!("{other:?}"),
     }
 }
 
@@ -464,9 +495,11 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
         }
         Request::ListVersions => Reply::Versions(reg.list_versions()),
         Request::KeyAdd { ktype, desc, key } => {
-            udm_targets::crypt::keyring::add(&ktype, &desc, &key.0).map_err(|e| DmError::Errno {
-                errno: e.errno(),
-                msg: e.to_string(),
+            udm_targets::crypt::keyring::add(&ktype, &desc, &key.0).map_err(|e| {
+                DmError::Errno {
+                    errno: e.errno(),
+                    msg: e.to_string(),
+                }
             })?;
             Reply::Ok
         }

@@ -3,7 +3,9 @@
 
 mod daemon;
 mod dmsetup;
+mod key_cli;
 mod logwrites;
+mod luks_cli;
 mod stats_cli;
 mod verity_cli;
 
@@ -19,11 +21,14 @@ fn main() -> ExitCode {
         "dmsetup" | "devmap_name" => dmsetup::run(&prog, &args[1..]),
         "dmstats" => stats_cli::main(&args[1..]),
         "veritysetup" => verity_cli::main("veritysetup", &args[1..]),
+        "cryptsetup" => luks_cli::main("cryptsetup", &args[1..]),
         _ => match args.get(1).map(|s| s.as_str()) {
             Some("daemon") => report(daemon::main(&args[2..], false)),
             Some("stats") => stats_cli::main(&args[2..]),
             Some("log-writes") => logwrites::main(&args[2..]),
             Some("verity") => verity_cli::main("udm verity", &args[2..]),
+            Some("luks") => luks_cli::main("udm luks", &args[2..]),
+            Some("key") => key_cli::main(&args[2..]),
             None => report(daemon::main(&[], true)),
             Some("--help") if args.len() == 2 => {
                 print!("{}", USAGE);
@@ -64,6 +69,9 @@ Usage:
                             server-cert.pem, server-key.pem); plaintext refused unless optional
       --ublk                also export every device as /dev/ublkbN (kernel ublk_drv)
   udm stats create|list|print|clear|delete|report|device …   I/O counters (dmstats)
+  udm luks luksFormat|open|close|status|luksDump|isLuks|luksUUID|… LUKS1/2 (a `cryptsetup` link too)
+  udm key add [--hex] logon|user DESC < KEY   put a key in the daemon's key store (crypt
+                          tables name it as :LEN:logon:DESC); never on the command line
   udm verity format|verify|open|close|status|dump …   dm-verity (a `veritysetup` link too)
   udm log-writes replay|dump …   replay a dm-log-writes log onto a device or image, or list it
   udm <dmsetup command>   any dmsetup command (create, ls, info, table, status, remove, …);
