@@ -74,6 +74,9 @@ pub struct Registry {
     inner: Arc<Inner>,
 }
 
+/// How long `remove` waits for opens that are being released before it says EBUSY.
+const REMOVE_GRACE: Duration = Duration::from_millis(300);
+
 /// Driver interface version udm reports (`dmsetup version`).
 pub const DM_VERSION: [u32; 3] = [4, 47, 0];
 
@@ -246,6 +249,15 @@ impl Registry {
     /// Remove a device. Open → EBUSY, unless `deferred`, which marks it for removal on last close.
     pub fn remove(&self, sel: &DevSel, deferred: bool) -> Result<DevInfo, DmError> {
         let d = self.get(sel)?;
+        if !deferred {
+            // A client that just disconnected (an NBD client that sent DISC and exited, a
+            // closed FUSE file) is released by its connection thread a moment later: give
+            // that a short grace so `qemu-img … && dmsetup remove` is not a race.
+            let until = std::time::Instant::now() + REMOVE_GRACE;
+            while d.open_count() > 0 && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         let _ns = self.inner.ns.lock();
         if d.open_count() > 0 {
             if deferred {

@@ -5,6 +5,8 @@
 
 #[path = "luks_cli/dm.rs"]
 mod dm;
+#[path = "dmctl.rs"]
+mod dmctl;
 #[path = "luks_cli/dump.rs"]
 mod dump;
 #[path = "luks_cli/format.rs"]

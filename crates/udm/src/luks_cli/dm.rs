@@ -1,6 +1,7 @@
 //! The actions that talk to the device-mapper — here the udm daemon: `open` (LUKS1, LUKS2,
 //! plain; or only `--test-passphrase`), `close`, `status`, `resize`.
 
+use super::dmctl::{self, abs};
 use super::hdr::{self, Header};
 use super::{fail, pass, Failed, Io, Opts};
 use std::io::Write;
@@ -9,44 +10,11 @@ use udm_proto::{Client, ClientError, DevSel, Line, Reply, Request};
 use udm_targets::crypt::params::to_hex;
 
 fn connect(io: &mut Io<'_>) -> Result<Client, Failed> {
-    Client::connect(&io.socket).map_err(|e| {
-        let _ = writeln!(
-            io.err,
-            "Cannot initialize device-mapper. Is the udm daemon running? ({e})"
-        );
-        Failed(libc::ENOTSUP)
-    })
+    dmctl::connect(&io.socket, io.err).ok_or(Failed(libc::ENOTSUP))
 }
 
-fn strerror(errno: i32) -> String {
-    let s = std::io::Error::from_raw_os_error(errno).to_string();
-    match s.rfind(" (os error ") {
-        Some(p) => s[..p].to_string(),
-        None => s,
-    }
-}
-
-/// Print a daemon failure as libdm would (the kernel-style reason, then the ioctl line).
 fn report(io: &mut Io<'_>, op: &str, name: &str, e: &ClientError) -> Failed {
-    let errno = e.errno();
-    if let ClientError::Remote(r) = e {
-        if !r.message.is_empty() && r.message != strerror(errno) {
-            let msg = r.message.strip_prefix("line 1: ").unwrap_or(&r.message);
-            let _ = writeln!(io.err, "device-mapper: {msg}");
-        }
-    }
-    let _ = writeln!(
-        io.err,
-        "device-mapper: {op} ioctl on {name}  failed: {}",
-        strerror(errno)
-    );
-    Failed(errno)
-}
-
-fn abs(path: &str) -> String {
-    std::fs::canonicalize(path)
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| path.to_string())
+    Failed(dmctl::report(io.err, op, name, e))
 }
 
 /// What a crypt mapping needs.
