@@ -10,6 +10,8 @@ pub(crate) struct Negotiated {
     pub name: String,
     pub handle: ExportHandle,
     pub structured: bool,
+    /// NBD_OPT_EXTENDED_HEADERS was negotiated: 32-byte requests and replies only.
+    pub extended: bool,
     /// Context id of `base:allocation` if the client selected it for this export.
     pub base_allocation: Option<u32>,
     pub read_only: bool,
@@ -91,6 +93,7 @@ struct State<'a> {
     exports: &'a dyn Exports,
     tls: Tls,
     structured: bool,
+    extended: bool,
     no_zeroes: bool,
     /// Export name the last SET_META_CONTEXT referred to, and whether it selected
     /// `base:allocation`.
@@ -125,6 +128,7 @@ pub(crate) fn negotiate<R: Read, W: Write>(
         exports,
         tls,
         structured: false,
+        extended: false,
         no_zeroes,
         meta: None,
     };
@@ -225,6 +229,41 @@ fn option<W: Write>(
                 )?;
                 return Ok(None);
             }
+            if st.extended {
+                reply_err(
+                    w,
+                    opt,
+                    REP_ERR_EXT_HEADER_REQD,
+                    "extended headers already negotiated",
+                )?;
+                return Ok(None);
+            }
+            st.structured = true;
+            reply(w, opt, REP_ACK, &[])?;
+            w.flush()?;
+            Ok(None)
+        }
+        OPT_EXTENDED_HEADERS => {
+            if !data.is_empty() {
+                reply_err(
+                    w,
+                    opt,
+                    REP_ERR_INVALID,
+                    "NBD_OPT_EXTENDED_HEADERS takes no data",
+                )?;
+                return Ok(None);
+            }
+            if st.extended {
+                reply_err(
+                    w,
+                    opt,
+                    REP_ERR_INVALID,
+                    "extended headers already negotiated",
+                )?;
+                return Ok(None);
+            }
+            // Extended headers imply structured replies.
+            st.extended = true;
             st.structured = true;
             reply(w, opt, REP_ACK, &[])?;
             w.flush()?;
@@ -298,6 +337,7 @@ fn finish(st: &State, name: String, handle: ExportHandle) -> Negotiated {
         name,
         handle,
         structured: st.structured,
+        extended: st.extended,
         base_allocation,
         read_only,
         size,

@@ -15,6 +15,10 @@ pub const REQUEST_MAGIC: u32 = 0x2560_9513;
 pub const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
 /// Structured reply chunk magic.
 pub const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
+/// Extended (64-bit) request magic, once NBD_OPT_EXTENDED_HEADERS is negotiated.
+pub const EXTENDED_REQUEST_MAGIC: u32 = 0x21e4_1c71;
+/// Extended reply chunk magic, once NBD_OPT_EXTENDED_HEADERS is negotiated.
+pub const EXTENDED_REPLY_MAGIC: u32 = 0x6e8a_278c;
 
 // Handshake flags (server) and client flags.
 pub const FLAG_FIXED_NEWSTYLE: u16 = 1 << 0;
@@ -45,6 +49,7 @@ pub const OPT_GO: u32 = 7;
 pub const OPT_STRUCTURED_REPLY: u32 = 8;
 pub const OPT_LIST_META_CONTEXT: u32 = 9;
 pub const OPT_SET_META_CONTEXT: u32 = 10;
+pub const OPT_EXTENDED_HEADERS: u32 = 11;
 
 // Option reply types.
 pub const REP_ACK: u32 = 1;
@@ -60,6 +65,7 @@ pub const REP_ERR_UNKNOWN: u32 = 0x8000_0006;
 pub const REP_ERR_SHUTDOWN: u32 = 0x8000_0007;
 pub const REP_ERR_BLOCK_SIZE_REQD: u32 = 0x8000_0008;
 pub const REP_ERR_TOO_BIG: u32 = 0x8000_0009;
+pub const REP_ERR_EXT_HEADER_REQD: u32 = 0x8000_000a;
 
 // NBD_INFO types.
 pub const INFO_EXPORT: u16 = 0;
@@ -83,6 +89,8 @@ pub const CMD_FLAG_NO_HOLE: u16 = 1 << 1;
 pub const CMD_FLAG_DF: u16 = 1 << 2;
 pub const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
 pub const CMD_FLAG_FAST_ZERO: u16 = 1 << 4;
+/// Extended headers only: the request carries `length` bytes of payload.
+pub const CMD_FLAG_PAYLOAD_LEN: u16 = 1 << 5;
 
 // Structured reply flags and chunk types.
 pub const REPLY_FLAG_DONE: u16 = 1 << 0;
@@ -90,6 +98,7 @@ pub const REPLY_TYPE_NONE: u16 = 0;
 pub const REPLY_TYPE_OFFSET_DATA: u16 = 1;
 pub const REPLY_TYPE_OFFSET_HOLE: u16 = 2;
 pub const REPLY_TYPE_BLOCK_STATUS: u16 = 5;
+pub const REPLY_TYPE_BLOCK_STATUS_EXT: u16 = 6;
 pub const REPLY_TYPE_ERROR: u16 = 0x8001;
 pub const REPLY_TYPE_ERROR_OFFSET: u16 = 0x8002;
 
@@ -128,6 +137,8 @@ pub const REQUEST_LEN: usize = 28;
 pub const SIMPLE_REPLY_LEN: usize = 16;
 /// Size of a structured reply chunk header.
 pub const CHUNK_HEADER_LEN: usize = 20;
+/// Size of an extended request header and of an extended reply header.
+pub const EXT_HEADER_LEN: usize = 32;
 
 /// Map an errno from the device to one of the NBD error values.
 pub fn errno_to_nbd(e: i32) -> u32 {
@@ -196,6 +207,76 @@ impl Request {
     }
 }
 
+/// A request with a 64-bit length: what an extended header carries (a compact one
+/// widens to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtRequest {
+    pub flags: u16,
+    pub cmd: u16,
+    pub handle: u64,
+    pub offset: u64,
+    /// Effect length, or payload length when `CMD_FLAG_PAYLOAD_LEN` is set (and always
+    /// for `CMD_WRITE`).
+    pub len: u64,
+}
+
+impl From<Request> for ExtRequest {
+    fn from(r: Request) -> ExtRequest {
+        ExtRequest {
+            flags: r.flags,
+            cmd: r.cmd,
+            handle: r.handle,
+            offset: r.offset,
+            len: r.len as u64,
+        }
+    }
+}
+
+impl ExtRequest {
+    /// Decode an extended header; `None` if the magic is wrong.
+    pub fn decode(b: &[u8; EXT_HEADER_LEN]) -> Option<ExtRequest> {
+        if be32(&b[0..4]) != EXTENDED_REQUEST_MAGIC {
+            return None;
+        }
+        Some(ExtRequest {
+            flags: be16(&b[4..6]),
+            cmd: be16(&b[6..8]),
+            handle: be64(&b[8..16]),
+            offset: be64(&b[16..24]),
+            len: be64(&b[24..32]),
+        })
+    }
+
+    pub fn encode(&self) -> [u8; EXT_HEADER_LEN] {
+        let mut b = [0u8; EXT_HEADER_LEN];
+        b[0..4].copy_from_slice(&EXTENDED_REQUEST_MAGIC.to_be_bytes());
+        b[4..6].copy_from_slice(&self.flags.to_be_bytes());
+        b[6..8].copy_from_slice(&self.cmd.to_be_bytes());
+        b[8..16].copy_from_slice(&self.handle.to_be_bytes());
+        b[16..24].copy_from_slice(&self.offset.to_be_bytes());
+        b[24..32].copy_from_slice(&self.len.to_be_bytes());
+        b
+    }
+}
+
+/// An extended reply chunk header: `offset` echoes the request's, `len` is the payload.
+pub fn ext_reply_header(
+    flags: u16,
+    typ: u16,
+    handle: u64,
+    offset: u64,
+    len: u64,
+) -> [u8; EXT_HEADER_LEN] {
+    let mut b = [0u8; EXT_HEADER_LEN];
+    b[0..4].copy_from_slice(&EXTENDED_REPLY_MAGIC.to_be_bytes());
+    b[4..6].copy_from_slice(&flags.to_be_bytes());
+    b[6..8].copy_from_slice(&typ.to_be_bytes());
+    b[8..16].copy_from_slice(&handle.to_be_bytes());
+    b[16..24].copy_from_slice(&offset.to_be_bytes());
+    b[24..32].copy_from_slice(&len.to_be_bytes());
+    b
+}
+
 /// A simple reply header.
 pub fn simple_reply(handle: u64, error: u32) -> [u8; SIMPLE_REPLY_LEN] {
     let mut b = [0u8; SIMPLE_REPLY_LEN];
@@ -226,10 +307,29 @@ pub fn error_chunk(handle: u64, error: u32, msg: &str) -> Vec<u8> {
         handle,
         6 + msg.len() as u32,
     ));
+    error_payload(&mut v, error, msg);
+    v
+}
+
+/// The same error chunk with an extended header (`offset`: the request's).
+pub fn ext_error_chunk(handle: u64, offset: u64, error: u32, msg: &str) -> Vec<u8> {
+    let msg = &msg.as_bytes()[..msg.len().min(MAX_STRING)];
+    let mut v = Vec::with_capacity(EXT_HEADER_LEN + 6 + msg.len());
+    v.extend_from_slice(&ext_reply_header(
+        REPLY_FLAG_DONE,
+        REPLY_TYPE_ERROR,
+        handle,
+        offset,
+        6 + msg.len() as u64,
+    ));
+    error_payload(&mut v, error, msg);
+    v
+}
+
+fn error_payload(v: &mut Vec<u8>, error: u32, msg: &[u8]) {
     v.extend_from_slice(&error.to_be_bytes());
     v.extend_from_slice(&(msg.len() as u16).to_be_bytes());
     v.extend_from_slice(msg);
-    v
 }
 
 pub fn be16(b: &[u8]) -> u16 {
@@ -322,6 +422,27 @@ mod tests {
         let mut bad = r.encode();
         bad[0] ^= 1;
         assert_eq!(Request::decode(&bad), None);
+    }
+
+    #[test]
+    fn ext_request_roundtrip() {
+        let r = ExtRequest {
+            flags: CMD_FLAG_FUA,
+            cmd: CMD_TRIM,
+            handle: 9,
+            offset: 1 << 40,
+            len: 5 << 30,
+        };
+        assert_eq!(ExtRequest::decode(&r.encode()), Some(r));
+        let mut bad = r.encode();
+        bad[3] ^= 1;
+        assert_eq!(ExtRequest::decode(&bad), None);
+        let h = ext_reply_header(REPLY_FLAG_DONE, REPLY_TYPE_NONE, 9, 1 << 40, 0);
+        assert_eq!(be32(&h[0..4]), EXTENDED_REPLY_MAGIC);
+        assert_eq!(be64(&h[16..24]), 1 << 40);
+        let e = ext_error_chunk(9, 0, NBD_EIO, "x");
+        assert_eq!(e.len(), EXT_HEADER_LEN + 7);
+        assert_eq!(be64(&e[24..32]), 7);
     }
 
     #[test]

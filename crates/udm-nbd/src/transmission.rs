@@ -67,6 +67,8 @@ struct Conn {
     dev: Arc<dyn BlockDevice>,
     read_only: bool,
     structured: bool,
+    /// 32-byte extended requests and replies (64-bit lengths).
+    extended: bool,
     base_allocation: Option<u32>,
     size: u64,
     min_block: u64,
@@ -191,6 +193,7 @@ pub(crate) fn serve<R: Read>(
         dev: n.handle.dev.clone(),
         read_only: n.read_only,
         structured: n.structured,
+        extended: n.extended,
         base_allocation: n.base_allocation,
         size: n.size,
         min_block: n.min_block as u64,
@@ -198,9 +201,10 @@ pub(crate) fn serve<R: Read>(
         budget,
     };
     tracing::debug!(
-        "nbd: {} entering transmission (structured={})",
+        "nbd: {} entering transmission (structured={}, extended={})",
         n.name,
-        n.structured
+        n.structured,
+        n.extended
     );
     let res = reader_loop(&conn, &mut reader);
     conn.out.out.flush_local();
@@ -212,19 +216,33 @@ pub(crate) fn serve<R: Read>(
 }
 
 fn reader_loop<R: Read>(conn: &Conn, r: &mut BufReader<R>) -> io::Result<()> {
+    let hlen = if conn.extended {
+        EXT_HEADER_LEN
+    } else {
+        REQUEST_LEN
+    };
     loop {
         // Replies written on this thread go out when no further request is already buffered
         // (so pipelined requests get their replies batched), i.e. before we would block.
-        if r.buffer().len() < REQUEST_LEN {
+        if r.buffer().len() < hlen {
             conn.out.out.flush_local();
         }
-        let mut hdr = [0u8; REQUEST_LEN];
-        match r.read_exact(&mut hdr) {
+        let mut hdr = [0u8; EXT_HEADER_LEN];
+        match r.read_exact(&mut hdr[..hlen]) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         }
-        let Some(req) = Request::decode(&hdr) else {
+        // Once extended headers are negotiated only they are valid, and before only
+        // compact ones.
+        let req = if conn.extended {
+            ExtRequest::decode(&hdr)
+        } else {
+            let mut compact = [0u8; REQUEST_LEN];
+            compact.copy_from_slice(&hdr[..REQUEST_LEN]);
+            Request::decode(&compact).map(ExtRequest::from)
+        };
+        let Some(req) = req else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "bad request magic",
@@ -265,43 +283,67 @@ impl Conn {
         self.out.send(msg);
     }
 
+    fn style(&self) -> Style {
+        Style {
+            structured: self.structured,
+            extended: self.extended,
+        }
+    }
+
     /// Reply to a request that failed before reaching the device.
-    fn refuse(&self, handle: u64, (err, msg): Refusal) {
+    fn refuse(&self, req: &ExtRequest, (err, msg): Refusal) {
         self.budget.acquire(0);
         self.send(Msg::Bytes {
-            data: err_reply(self.structured, handle, err, msg),
+            data: self.style().error(req.handle, req.offset, err, msg),
             cost: 0,
         });
     }
 
-    fn ok(&self, handle: u64) {
+    fn ok(&self, req: &ExtRequest) {
         self.budget.acquire(0);
         self.send(Msg::Bytes {
-            data: simple_reply(handle, 0).to_vec(),
+            data: self.style().done(req.handle, req.offset),
             cost: 0,
         });
     }
 
     /// Check flags, range and alignment; `range_err` is the error for a range past the end.
-    fn check(&self, req: &Request, allowed: u16, range_err: u32) -> Result<(), Refusal> {
+    fn check(&self, req: &ExtRequest, allowed: u16, range_err: u32) -> Result<(), Refusal> {
         if req.flags & !allowed != 0 {
             return Err((NBD_EINVAL, "command flag not valid here"));
         }
-        match req.offset.checked_add(req.len as u64) {
+        match req.offset.checked_add(req.len) {
             Some(end) if end <= self.size => {}
             _ => return Err((range_err, "request beyond the end of the export")),
         }
-        if req.offset % self.min_block != 0 || req.len as u64 % self.min_block != 0 {
+        if req.offset % self.min_block != 0 || req.len % self.min_block != 0 {
             return Err((NBD_EINVAL, "request not aligned to the minimum block size"));
         }
         Ok(())
     }
 
-    fn request(&self, r: &mut impl Read, req: Request) -> io::Result<Next> {
-        let h = req.handle;
+    fn request(&self, r: &mut impl Read, mut req: ExtRequest) -> io::Result<Next> {
+        if self.extended && req.flags & CMD_FLAG_PAYLOAD_LEN != 0 {
+            if req.cmd == CMD_WRITE {
+                // Required on writes with extended headers; the length is the payload.
+                req.flags &= !CMD_FLAG_PAYLOAD_LEN;
+            } else {
+                // No other command takes a payload here: consume it, then refuse.
+                if req.len > MAX_BLOCK as u64 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "request payload absurdly long",
+                    ));
+                }
+                drain(r, req.len)?;
+                self.refuse(&req, (NBD_EINVAL, "this command takes no payload"));
+                return Ok(Next::Continue);
+            }
+        }
+        let h = &req;
         match req.cmd {
             CMD_READ => {
-                let res = if req.len > MAX_BLOCK {
+                let res = if req.len > MAX_BLOCK as u64 {
                     Err((NBD_EINVAL, "read longer than the maximum block size"))
                 } else {
                     self.check(&req, CMD_FLAG_FUA | CMD_FLAG_DF, NBD_EINVAL)
@@ -313,7 +355,7 @@ impl Conn {
                 }
             }
             CMD_WRITE => {
-                if req.len > MAX_DRAIN {
+                if req.len > MAX_DRAIN as u64 {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "write payload absurdly long",
@@ -321,14 +363,14 @@ impl Conn {
                 }
                 let res = if self.read_only {
                     Err((NBD_EPERM, "export is read-only"))
-                } else if req.len > MAX_BLOCK {
+                } else if req.len > MAX_BLOCK as u64 {
                     Err((NBD_EINVAL, "write longer than the maximum block size"))
                 } else {
                     self.check(&req, CMD_FLAG_FUA, NBD_ENOSPC)
                 };
                 match res {
                     Err(e) => {
-                        drain(r, req.len as u64)?;
+                        drain(r, req.len)?;
                         self.refuse(h, e);
                     }
                     Ok(()) if req.len == 0 => self.ok(h),
@@ -356,7 +398,7 @@ impl Conn {
                     Ok(()) if req.len == 0 => self.ok(h),
                     Ok(()) => {
                         let sector = Sectors(req.offset / SECTOR_SIZE);
-                        let len = Sectors(req.len as u64 / SECTOR_SIZE);
+                        let len = Sectors(req.len / SECTOR_SIZE);
                         let mut flags = BioFlags::NONE;
                         if req.flags & CMD_FLAG_FUA != 0 {
                             flags = flags.with(BioFlags::FUA);
@@ -391,9 +433,12 @@ impl Conn {
         Ok(Next::Continue)
     }
 
-    fn empty_read(&self, h: u64) {
+    fn empty_read(&self, req: &ExtRequest) {
         self.budget.acquire(0);
-        let data = if self.structured {
+        let (h, off) = (req.handle, req.offset);
+        let data = if self.extended {
+            ext_reply_header(REPLY_FLAG_DONE, REPLY_TYPE_NONE, h, off, 0).to_vec()
+        } else if self.structured {
             chunk_header(REPLY_FLAG_DONE, REPLY_TYPE_NONE, h, 0).to_vec()
         } else {
             simple_reply(h, 0).to_vec()
@@ -401,16 +446,27 @@ impl Conn {
         self.send(Msg::Bytes { data, cost: 0 });
     }
 
-    fn read(&self, req: Request) {
-        let len = req.len as u64;
+    fn read(&self, req: ExtRequest) {
+        let len = req.len;
         self.budget.acquire(len);
         let out = self.out.clone();
-        let structured = self.structured;
+        let style = self.style();
         let (h, off) = (req.handle, req.offset);
         let done = Box::new(move |res: Result<(), IoError>, buf: IoBuf| {
             let msg = match res {
                 Ok(()) => {
-                    let head = if structured {
+                    let head = if style.extended {
+                        let mut v = ext_reply_header(
+                            REPLY_FLAG_DONE,
+                            REPLY_TYPE_OFFSET_DATA,
+                            h,
+                            off,
+                            8 + buf.len() as u64,
+                        )
+                        .to_vec();
+                        v.extend_from_slice(&off.to_be_bytes());
+                        v
+                    } else if style.structured {
                         let mut v = chunk_header(
                             REPLY_FLAG_DONE,
                             REPLY_TYPE_OFFSET_DATA,
@@ -430,7 +486,7 @@ impl Conn {
                     }
                 }
                 Err(e) => {
-                    let data = err_reply(structured, h, errno_to_nbd(e.errno()), "read failed");
+                    let data = style.error(h, off, errno_to_nbd(e.errno()), "read failed");
                     Msg::Bytes { data, cost: len }
                 }
             };
@@ -443,8 +499,8 @@ impl Conn {
         ));
     }
 
-    fn write(&self, r: &mut impl Read, req: Request) -> io::Result<()> {
-        let len = req.len as u64;
+    fn write(&self, r: &mut impl Read, req: ExtRequest) -> io::Result<()> {
+        let len = req.len;
         self.budget.acquire(len);
         let mut buf = IoBuf::zeroed(len as usize);
         if let Err(e) = r.read_exact(buf.as_mut_slice()) {
@@ -458,67 +514,115 @@ impl Conn {
             BioFlags::NONE
         };
         // The budget taken above is handed back by the writer with the reply.
-        self.submit_costed(req.handle, len, |d| {
-            Bio::write(sector, buf, d).with_flags(flags)
-        });
+        self.submit_costed(&req, len, |d| Bio::write(sector, buf, d).with_flags(flags));
         Ok(())
     }
 
     /// Submit a bio whose reply carries no data.
-    fn submit(&self, h: u64, cost: u64, make: impl FnOnce(udm_io::Completion) -> Bio) {
+    fn submit(&self, req: &ExtRequest, cost: u64, make: impl FnOnce(udm_io::Completion) -> Bio) {
         self.budget.acquire(cost);
-        self.submit_costed(h, cost, make)
+        self.submit_costed(req, cost, make)
     }
 
     /// As `submit`, with the budget already taken.
-    fn submit_costed(&self, h: u64, cost: u64, make: impl FnOnce(udm_io::Completion) -> Bio) {
+    fn submit_costed(
+        &self,
+        req: &ExtRequest,
+        cost: u64,
+        make: impl FnOnce(udm_io::Completion) -> Bio,
+    ) {
         let out = self.out.clone();
-        let structured = self.structured;
+        let style = self.style();
+        let (h, off) = (req.handle, req.offset);
         let bio = make(Box::new(move |res: Result<(), IoError>, _buf: IoBuf| {
             let data = match res {
-                Ok(()) => simple_reply(h, 0).to_vec(),
-                Err(e) => err_reply(structured, h, errno_to_nbd(e.errno()), "I/O failed"),
+                Ok(()) => style.done(h, off),
+                Err(e) => style.error(h, off, errno_to_nbd(e.errno()), "I/O failed"),
             };
             out.send(Msg::Bytes { data, cost });
         }));
         self.dev.submit(bio);
     }
 
-    fn block_status(&self, req: Request) {
+    fn block_status(&self, req: ExtRequest) {
         let Some(ctx) = self.base_allocation else {
             return;
         };
         let raw = self.dev.extents(
             Sectors(req.offset / SECTOR_SIZE),
-            Sectors(req.len as u64 / SECTOR_SIZE),
+            Sectors(req.len / SECTOR_SIZE),
         );
         let mut ext = extents_to_descriptors(&raw, req.len, self.min_block as u32);
         if req.flags & CMD_FLAG_REQ_ONE != 0 {
             ext.truncate(1);
         }
-        let mut v = Vec::with_capacity(CHUNK_HEADER_LEN + 4 + 8 * ext.len());
-        v.extend_from_slice(&chunk_header(
-            REPLY_FLAG_DONE,
-            REPLY_TYPE_BLOCK_STATUS,
-            req.handle,
-            4 + 8 * ext.len() as u32,
-        ));
-        v.extend_from_slice(&ctx.to_be_bytes());
-        for (len, flags) in ext {
-            v.extend_from_slice(&len.to_be_bytes());
-            v.extend_from_slice(&flags.to_be_bytes());
-        }
+        let v = if self.extended {
+            // NBD_REPLY_TYPE_BLOCK_STATUS_EXT: context id, descriptor count, then
+            // (u64 length, u64 flags) pairs.
+            let mut v = Vec::with_capacity(EXT_HEADER_LEN + 8 + 16 * ext.len());
+            v.extend_from_slice(&ext_reply_header(
+                REPLY_FLAG_DONE,
+                REPLY_TYPE_BLOCK_STATUS_EXT,
+                req.handle,
+                req.offset,
+                8 + 16 * ext.len() as u64,
+            ));
+            v.extend_from_slice(&ctx.to_be_bytes());
+            v.extend_from_slice(&(ext.len() as u32).to_be_bytes());
+            for (len, flags) in ext {
+                v.extend_from_slice(&len.to_be_bytes());
+                v.extend_from_slice(&u64::from(flags).to_be_bytes());
+            }
+            v
+        } else {
+            // The request length was 32 bits, so every descriptor fits in 32 bits.
+            let mut v = Vec::with_capacity(CHUNK_HEADER_LEN + 4 + 8 * ext.len());
+            v.extend_from_slice(&chunk_header(
+                REPLY_FLAG_DONE,
+                REPLY_TYPE_BLOCK_STATUS,
+                req.handle,
+                4 + 8 * ext.len() as u32,
+            ));
+            v.extend_from_slice(&ctx.to_be_bytes());
+            for (len, flags) in ext {
+                v.extend_from_slice(&(len as u32).to_be_bytes());
+                v.extend_from_slice(&flags.to_be_bytes());
+            }
+            v
+        };
         self.budget.acquire(0);
         self.send(Msg::Bytes { data: v, cost: 0 });
     }
 }
 
-/// An error reply: a structured error chunk if negotiated, else a simple reply.
-fn err_reply(structured: bool, handle: u64, err: u32, msg: &str) -> Vec<u8> {
-    if structured {
-        error_chunk(handle, err, msg)
-    } else {
-        simple_reply(handle, err).to_vec()
+/// Which reply headers the connection negotiated.
+#[derive(Debug, Clone, Copy)]
+struct Style {
+    structured: bool,
+    extended: bool,
+}
+
+impl Style {
+    /// A data-less success reply: a simple reply, or with extended headers a final
+    /// NBD_REPLY_TYPE_NONE chunk (simple replies are not allowed there).
+    fn done(self, handle: u64, offset: u64) -> Vec<u8> {
+        if self.extended {
+            ext_reply_header(REPLY_FLAG_DONE, REPLY_TYPE_NONE, handle, offset, 0).to_vec()
+        } else {
+            simple_reply(handle, 0).to_vec()
+        }
+    }
+
+    /// An error reply: an error chunk if structured replies (or extended headers) were
+    /// negotiated, else a simple reply.
+    fn error(self, handle: u64, offset: u64, err: u32, msg: &str) -> Vec<u8> {
+        if self.extended {
+            ext_error_chunk(handle, offset, err, msg)
+        } else if self.structured {
+            error_chunk(handle, err, msg)
+        } else {
+            simple_reply(handle, err).to_vec()
+        }
     }
 }
 
@@ -536,19 +640,19 @@ fn state_flags(e: Extent) -> u32 {
 /// flags both share (clearing status bits is always safe).
 pub(crate) fn extents_to_descriptors(
     raw: &[(Sectors, Extent)],
-    want: u32,
+    want: u64,
     min_block: u32,
-) -> Vec<(u32, u32)> {
+) -> Vec<(u64, u32)> {
     let min = min_block.max(1) as u64;
-    let mut out: Vec<(u32, u32)> = Vec::new();
+    let mut out: Vec<(u64, u32)> = Vec::new();
     let mut total: u64 = 0;
     let mut pending: Option<(u64, u32)> = None;
-    let push = |out: &mut Vec<(u32, u32)>, len: u64, flags: u32| match out.last_mut() {
-        Some((l, f)) if *f == flags => *l += len as u32,
-        _ => out.push((len as u32, flags)),
+    let push = |out: &mut Vec<(u64, u32)>, len: u64, flags: u32| match out.last_mut() {
+        Some((l, f)) if *f == flags => *l += len,
+        _ => out.push((len, flags)),
     };
     for &(len, e) in raw {
-        let mut bytes = len.0.saturating_mul(SECTOR_SIZE).min(want as u64 - total);
+        let mut bytes = len.0.saturating_mul(SECTOR_SIZE).min(want - total);
         if bytes == 0 {
             continue;
         }
@@ -572,7 +676,7 @@ pub(crate) fn extents_to_descriptors(
         if bytes > whole {
             pending = Some((bytes - whole, flags));
         }
-        if total >= want as u64 || out.len() >= MAX_EXTENTS {
+        if total >= want || out.len() >= MAX_EXTENTS {
             break;
         }
     }

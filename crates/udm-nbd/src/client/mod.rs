@@ -1,5 +1,5 @@
 //! `NbdClient`: a small NBD client (fixed newstyle, OPT_GO, structured replies,
-//! `base:allocation`). It is `Sync`: requests from many threads are pipelined on one
+//! `base:allocation`, and on request extended headers with 64-bit lengths). It is `Sync`: requests from many threads are pipelined on one
 //! connection and a reader thread routes replies by handle. Each request is available
 //! blocking (`read`, `write`, …) or with a completion callback (`submit`).
 
@@ -145,6 +145,8 @@ pub struct ExportInfo {
     pub preferred_block: u32,
     pub max_block: u32,
     pub structured: bool,
+    /// Extended headers (NBD_OPT_EXTENDED_HEADERS) are in use: 64-bit request lengths.
+    pub extended: bool,
     /// Context id of `base:allocation`, if the server has it.
     pub base_allocation: Option<u32>,
 }
@@ -226,7 +228,13 @@ fn fua_flag(fua: bool) -> u16 {
 impl NbdClient {
     /// Connect to `export` at `addr`.
     pub fn connect(addr: &NbdAddr, export: &str) -> Result<NbdClient, NbdError> {
-        NbdClient::connect_with(addr, export, None)
+        NbdClient::connect_opts(addr, export, None, false)
+    }
+
+    /// Connect to `export` at `addr` asking for extended headers (64-bit lengths); a
+    /// server without them gives a compact connection (see `info().extended`).
+    pub fn connect_extended(addr: &NbdAddr, export: &str) -> Result<NbdClient, NbdError> {
+        NbdClient::connect_opts(addr, export, None, true)
     }
 
     /// Connect to `export` at `addr` over TLS (NBD_OPT_STARTTLS first).
@@ -235,13 +243,16 @@ impl NbdClient {
         export: &str,
         tls: &crate::tls::TlsClient,
     ) -> Result<NbdClient, NbdError> {
-        NbdClient::connect_with(addr, export, Some(tls))
+        NbdClient::connect_opts(addr, export, Some(tls), false)
     }
 
-    fn connect_with(
+    /// Connect with every choice spelled out: TLS if `tls`, and `extended` to ask for
+    /// extended headers.
+    pub fn connect_opts(
         addr: &NbdAddr,
         export: &str,
         tls: Option<&crate::tls::TlsClient>,
+        extended: bool,
     ) -> Result<NbdClient, NbdError> {
         let sock = addr.connect()?;
         sock.set_read_timeout(Some(CONNECT_TIMEOUT))?;
@@ -259,7 +270,7 @@ impl NbdClient {
             r = BufReader::new(plain.try_clone()?);
             w = plain;
         }
-        let info = go(&mut r, &mut w, export, no_zeroes)?;
+        let info = go(&mut r, &mut w, export, no_zeroes, extended)?;
         w.set_read_timeout(None)?;
         let (completer, jobs) = unbounded::<Job>();
         std::thread::Builder::new()
@@ -281,13 +292,13 @@ impl NbdClient {
             completer,
         });
         let ri = inner.clone();
-        let structured = info.structured;
+        let (structured, extended) = (info.structured, info.extended);
         let (gone_tx, reader_gone) = bounded::<()>(0);
         let reader = std::thread::Builder::new()
             .name("nbd-client".into())
             .spawn(move || {
                 let _gone = gone_tx;
-                replies::reader_loop(ri, r, structured)
+                replies::reader_loop(ri, r, structured, extended)
             })?;
         Ok(NbdClient {
             inner,
@@ -404,7 +415,7 @@ impl NbdClient {
                 (CMD_WRITE_ZEROES, flags, offset, len, None, Kind::Other)
             }
         };
-        self.start(code, flags, offset, len, payload, kind, done)
+        self.start(code, flags, offset, len.into(), payload, kind, done)
     }
 
     /// Read `buf.len()` bytes at `offset` (split into maximum-block-size requests).
@@ -416,7 +427,7 @@ impl NbdClient {
                 offset,
                 buf: vec![0; piece.len()],
             };
-            match self.wait(CMD_READ, 0, offset, piece.len() as u32, None, kind)? {
+            match self.wait(CMD_READ, 0, offset, piece.len() as u64, None, kind)? {
                 Kind::Read { buf, .. } => piece.copy_from_slice(&buf),
                 _ => return proto_err("read reply without data"),
             }
@@ -433,7 +444,7 @@ impl NbdClient {
                 CMD_WRITE,
                 fua_flag(fua),
                 off,
-                piece.len() as u32,
+                piece.len() as u64,
                 Some(piece),
                 Kind::Other,
             )?;
@@ -447,8 +458,38 @@ impl NbdClient {
 
     /// Discard `len` bytes at `offset`.
     pub fn trim(&self, offset: u64, len: u32, fua: bool) -> Result<(), NbdError> {
-        self.wait(CMD_TRIM, fua_flag(fua), offset, len, None, Kind::Other)
-            .map(|_| ())
+        self.trim64(offset, len.into(), fua)
+    }
+
+    /// Discard `len` bytes at `offset`: one request with extended headers, else split
+    /// into pieces a 32-bit length can carry.
+    pub fn trim64(&self, offset: u64, len: u64, fua: bool) -> Result<(), NbdError> {
+        self.each_piece(offset, len, |off, n| {
+            self.wait(CMD_TRIM, fua_flag(fua), off, n, None, Kind::Other)
+                .map(|_| ())
+        })
+    }
+
+    /// Run `f` over `[offset, offset + len)` in one piece with extended headers, else in
+    /// pieces of at most 4 GiB less one block (and at least one call, for `len == 0`).
+    fn each_piece(
+        &self,
+        offset: u64,
+        len: u64,
+        mut f: impl FnMut(u64, u64) -> Result<(), NbdError>,
+    ) -> Result<(), NbdError> {
+        if self.info.extended || len <= u64::from(u32::MAX) {
+            return f(offset, len);
+        }
+        let min = u64::from(self.info.min_block.max(1)).next_power_of_two();
+        let max = u64::from(u32::MAX) / min * min;
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(max);
+            f(offset + done, n)?;
+            done += n;
+        }
+        Ok(())
     }
 
     /// Zero `len` bytes at `offset`; `no_hole`: keep the range allocated.
@@ -459,13 +500,44 @@ impl NbdClient {
         no_hole: bool,
         fua: bool,
     ) -> Result<(), NbdError> {
+        self.write_zeroes64(offset, len.into(), no_hole, fua)
+    }
+
+    /// Zero `len` bytes at `offset` (one request with extended headers, else split).
+    pub fn write_zeroes64(
+        &self,
+        offset: u64,
+        len: u64,
+        no_hole: bool,
+        fua: bool,
+    ) -> Result<(), NbdError> {
         let flags = fua_flag(fua) | if no_hole { CMD_FLAG_NO_HOLE } else { 0 };
-        self.wait(CMD_WRITE_ZEROES, flags, offset, len, None, Kind::Other)
-            .map(|_| ())
+        self.each_piece(offset, len, |off, n| {
+            self.wait(CMD_WRITE_ZEROES, flags, off, n, None, Kind::Other)
+                .map(|_| ())
+        })
     }
 
     /// `base:allocation` status from `offset`: `(length, proto::STATE_* flags)` runs.
     pub fn block_status(&self, offset: u64, len: u32) -> Result<Vec<(u32, u32)>, NbdError> {
+        // Runs sum to at most `len`, so each fits; flags above 32 bits are not defined.
+        Ok(self
+            .block_status64(offset, len.into())?
+            .into_iter()
+            .map(|(l, f)| (l.min(u64::from(len)) as u32, f as u32))
+            .collect())
+    }
+
+    /// As `block_status` with a 64-bit length (one request with extended headers; a
+    /// compact connection asks for at most 4 GiB less one block, and the server may
+    /// always answer for less than asked).
+    pub fn block_status64(&self, offset: u64, len: u64) -> Result<Vec<(u64, u64)>, NbdError> {
+        let len = if self.info.extended {
+            len
+        } else {
+            let min = u64::from(self.info.min_block.max(1)).next_power_of_two();
+            len.min(u64::from(u32::MAX) / min * min)
+        };
         if self.info.base_allocation.is_none() {
             return Err(NbdError::Invalid("server has no base:allocation context"));
         }
@@ -495,7 +567,7 @@ impl NbdClient {
         } else {
             Kind::Other
         };
-        self.wait(cmd, flags, offset, len, payload, kind)
+        self.wait(cmd, flags, offset, len.into(), payload, kind)
             .map(|_| ())
     }
 
@@ -505,7 +577,7 @@ impl NbdClient {
         cmd: u16,
         flags: u16,
         offset: u64,
-        len: u32,
+        len: u64,
         payload: Option<&[u8]>,
         kind: Kind,
     ) -> Result<Kind, NbdError> {
@@ -524,11 +596,18 @@ impl NbdClient {
         cmd: u16,
         flags: u16,
         offset: u64,
-        len: u32,
+        len: u64,
         payload: Option<&[u8]>,
         kind: Kind,
         done: Done,
     ) {
+        // Compact headers carry 32-bit lengths only.
+        let compact_len = u32::try_from(len);
+        if !self.info.extended && compact_len.is_err() {
+            return done(Err(NbdError::Invalid(
+                "length above 4 GiB needs extended headers",
+            )));
+        }
         let handle = self.inner.next.fetch_add(1, Ordering::Relaxed);
         {
             let mut p = self.inner.pending.lock();
@@ -545,17 +624,39 @@ impl NbdClient {
                 },
             );
         }
-        let req = Request {
-            flags,
-            cmd,
-            handle,
-            offset,
-            len,
-        }
-        .encode();
+        let mut hdr = [0u8; EXT_HEADER_LEN];
+        let req: &[u8] = if self.info.extended {
+            // Extended writes must say their length is a payload length.
+            let flags = if payload.is_some() {
+                flags | CMD_FLAG_PAYLOAD_LEN
+            } else {
+                flags
+            };
+            hdr = ExtRequest {
+                flags,
+                cmd,
+                handle,
+                offset,
+                len,
+            }
+            .encode();
+            &hdr
+        } else {
+            hdr[..REQUEST_LEN].copy_from_slice(
+                &Request {
+                    flags,
+                    cmd,
+                    handle,
+                    offset,
+                    len: compact_len.unwrap_or(0),
+                }
+                .encode(),
+            );
+            &hdr[..REQUEST_LEN]
+        };
         let sent = {
             let mut w = self.inner.writer.lock();
-            w.write_all(&req).and_then(|_| match payload {
+            w.write_all(req).and_then(|_| match payload {
                 Some(p) => w.write_all(p),
                 None => Ok(()),
             })
@@ -589,14 +690,26 @@ impl NbdClient {
         let Some(reader) = self.reader.take() else {
             return Ok(());
         };
-        let req = Request {
+        let disc = ExtRequest {
             flags: 0,
             cmd: CMD_DISC,
             handle: 0,
             offset: 0,
             len: 0,
-        }
-        .encode();
+        };
+        let req = if self.info.extended {
+            disc.encode().to_vec()
+        } else {
+            Request {
+                flags: 0,
+                cmd: CMD_DISC,
+                handle: 0,
+                offset: 0,
+                len: 0,
+            }
+            .encode()
+            .to_vec()
+        };
         let res = self.inner.writer.lock().write_all(&req);
         // The server answers what is in flight, then closes; the reader sees EOF.
         let _ = self.inner.ctl.shutdown(Shutdown::Write);

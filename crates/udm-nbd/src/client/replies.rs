@@ -9,12 +9,18 @@ use std::net::Shutdown;
 use std::sync::Arc;
 
 /// Longest non-data structured chunk the client reads.
-const MAX_CHUNK: u32 = 1 << 20;
+const MAX_CHUNK: u64 = 1 << 20;
 
 /// What a request's reply carries.
 pub(super) enum Kind {
-    Read { offset: u64, buf: Vec<u8> },
-    BlockStatus { extents: Vec<(u32, u32)> },
+    Read {
+        offset: u64,
+        buf: Vec<u8>,
+    },
+    /// `(length, flags)` runs, widened to 64 bits whichever reply type carried them.
+    BlockStatus {
+        extents: Vec<(u64, u64)>,
+    },
     Other,
 }
 
@@ -37,9 +43,14 @@ impl Drop for Slot {
     }
 }
 
-pub(super) fn reader_loop(inner: Arc<Inner>, mut r: BufReader<Sock>, structured: bool) {
+pub(super) fn reader_loop(
+    inner: Arc<Inner>,
+    mut r: BufReader<Sock>,
+    structured: bool,
+    extended: bool,
+) {
     let err = loop {
-        if let Err(e) = read_reply(&inner, &mut r, structured) {
+        if let Err(e) = read_reply(&inner, &mut r, structured, extended) {
             break e;
         }
     };
@@ -86,10 +97,31 @@ fn take_slot(inner: &Inner, handle: u64) -> Result<Slot, NbdError> {
     }
 }
 
-fn read_reply(inner: &Inner, r: &mut impl Read, structured: bool) -> Result<(), NbdError> {
+fn read_reply(
+    inner: &Inner,
+    r: &mut impl Read,
+    structured: bool,
+    extended: bool,
+) -> Result<(), NbdError> {
     let magic = read_u32(r)?;
     match magic {
-        SIMPLE_REPLY_MAGIC => {
+        // With extended headers every reply is an extended chunk.
+        EXTENDED_REPLY_MAGIC if extended => {
+            let flags = read_u16(r)?;
+            let typ = read_u16(r)?;
+            let handle = read_u64(r)?;
+            let _offset = read_u64(r)?;
+            let len = read_u64(r)?;
+            let mut slot = take_slot(inner, handle)?;
+            chunk(&mut slot, r, typ, len)?;
+            if flags & REPLY_FLAG_DONE != 0 {
+                complete(slot);
+            } else {
+                inner.pending.lock().map.insert(handle, slot);
+            }
+            Ok(())
+        }
+        SIMPLE_REPLY_MAGIC if !extended => {
             let error = read_u32(r)?;
             let handle = read_u64(r)?;
             let mut slot = take_slot(inner, handle)?;
@@ -106,11 +138,11 @@ fn read_reply(inner: &Inner, r: &mut impl Read, structured: bool) -> Result<(), 
             complete(slot);
             Ok(())
         }
-        STRUCTURED_REPLY_MAGIC if structured => {
+        STRUCTURED_REPLY_MAGIC if structured && !extended => {
             let flags = read_u16(r)?;
             let typ = read_u16(r)?;
             let handle = read_u64(r)?;
-            let len = read_u32(r)?;
+            let len = u64::from(read_u32(r)?);
             let mut slot = take_slot(inner, handle)?;
             chunk(&mut slot, r, typ, len)?;
             if flags & REPLY_FLAG_DONE != 0 {
@@ -124,15 +156,15 @@ fn read_reply(inner: &Inner, r: &mut impl Read, structured: bool) -> Result<(), 
     }
 }
 
-fn chunk(slot: &mut Slot, r: &mut impl Read, typ: u16, len: u32) -> Result<(), NbdError> {
+fn chunk(slot: &mut Slot, r: &mut impl Read, typ: u16, len: u64) -> Result<(), NbdError> {
     match (typ, &mut slot.kind) {
         (REPLY_TYPE_NONE, _) if len == 0 => {}
         (REPLY_TYPE_OFFSET_DATA, Kind::Read { offset, buf }) if len > 8 => {
             let off = read_u64(r)?;
-            let n = (len - 8) as u64;
+            let n = len - 8;
             let start = off
                 .checked_sub(*offset)
-                .filter(|s| s + n <= buf.len() as u64);
+                .filter(|s| s.checked_add(n).is_some_and(|e| e <= buf.len() as u64));
             let Some(start) = start else {
                 return proto_err("data chunk outside the request");
             };
@@ -140,10 +172,10 @@ fn chunk(slot: &mut Slot, r: &mut impl Read, typ: u16, len: u32) -> Result<(), N
         }
         (REPLY_TYPE_OFFSET_HOLE, Kind::Read { offset, buf }) if len == 12 => {
             let off = read_u64(r)?;
-            let n = read_u32(r)? as u64;
+            let n = u64::from(read_u32(r)?);
             let start = off
                 .checked_sub(*offset)
-                .filter(|s| s + n <= buf.len() as u64);
+                .filter(|s| s.checked_add(n).is_some_and(|e| e <= buf.len() as u64));
             let Some(start) = start else {
                 return proto_err("hole chunk outside the request");
             };
@@ -159,6 +191,25 @@ fn chunk(slot: &mut Slot, r: &mut impl Read, typ: u16, len: u32) -> Result<(), N
             for _ in 0..(len - 4) / 8 {
                 let l = read_u32(r)?;
                 let f = read_u32(r)?;
+                extents.push((l.into(), f.into()));
+            }
+        }
+        (REPLY_TYPE_BLOCK_STATUS_EXT, Kind::BlockStatus { extents })
+            if len >= 24 && (len - 8) % 16 == 0 =>
+        {
+            if len > MAX_CHUNK {
+                return proto_err("block status chunk too long");
+            }
+            let _ctx = read_u32(r)?;
+            let count = read_u32(r)?;
+            let n = (len - 8) / 16;
+            // The count may be 0 (unset); otherwise it must match the length.
+            if count != 0 && u64::from(count) != n {
+                return proto_err("block status descriptor count disagrees with length");
+            }
+            for _ in 0..n {
+                let l = read_u64(r)?;
+                let f = read_u64(r)?;
                 extents.push((l, f));
             }
         }

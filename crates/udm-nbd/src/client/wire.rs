@@ -86,15 +86,33 @@ pub(super) fn go(
     w: &mut impl Write,
     export: &str,
     no_zeroes: bool,
+    want_extended: bool,
 ) -> Result<ExportInfo, NbdError> {
-    send_option(w, OPT_STRUCTURED_REPLY, &[])?;
-    let structured = match option_reply(r, OPT_STRUCTURED_REPLY)? {
-        (REP_ACK, _) => true,
-        (t, _) if t & 0x8000_0000 != 0 => false,
-        (t, _) => {
-            return proto_err(format!(
-                "unexpected reply {t:#x} to NBD_OPT_STRUCTURED_REPLY"
-            ))
+    let mut extended = false;
+    if want_extended {
+        send_option(w, OPT_EXTENDED_HEADERS, &[])?;
+        extended = match option_reply(r, OPT_EXTENDED_HEADERS)? {
+            (REP_ACK, _) => true,
+            // Servers without them: compact headers and structured replies instead.
+            (t, _) if t & 0x8000_0000 != 0 => false,
+            (t, _) => {
+                return proto_err(format!(
+                    "unexpected reply {t:#x} to NBD_OPT_EXTENDED_HEADERS"
+                ))
+            }
+        };
+    }
+    // Extended headers imply structured replies (asking again is an error).
+    let structured = extended || {
+        send_option(w, OPT_STRUCTURED_REPLY, &[])?;
+        match option_reply(r, OPT_STRUCTURED_REPLY)? {
+            (REP_ACK, _) => true,
+            (t, _) if t & 0x8000_0000 != 0 => false,
+            (t, _) => {
+                return proto_err(format!(
+                    "unexpected reply {t:#x} to NBD_OPT_STRUCTURED_REPLY"
+                ))
+            }
         }
     };
     let mut base_allocation = None;
@@ -135,6 +153,7 @@ pub(super) fn go(
         preferred_block: 4096,
         max_block: MAX_BLOCK,
         structured,
+        extended,
         base_allocation,
     };
     let mut have_export = false;
