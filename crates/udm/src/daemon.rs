@@ -69,6 +69,13 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--tls" => o.tls = Some(val()?.into()),
             "--tls-optional" => o.tls_optional = true,
             "--tls-verify-peer" => o.tls_verify_peer = true,
+            "--verity-trusted-certs" => {
+                let dir = val()?;
+                let subjects = udm_targets::verity::sig::load_trusted_dir(Path::new(&dir))
+                    .map_err(anyhow::Error::msg)
+                    .context("--verity-trusted-certs")?;
+                tracing::info!("verity: trusting {subjects:?} from {dir}");
+            }
             "--nbd-allow" => o.nbd_policy.allow.get_or_insert_with(Vec::new).extend(
                 val()?
                     .split(',')

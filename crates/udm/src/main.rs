@@ -68,6 +68,8 @@ Usage:
       --tls DIR [--tls-optional] [--tls-verify-peer]   NBD over TLS (DIR: ca-cert.pem,
                             server-cert.pem, server-key.pem); plaintext refused unless optional
       --ublk                also export every device as /dev/ublkbN (kernel ublk_drv)
+      --verity-trusted-certs DIR  trust the X.509 certificates (PEM/DER files) in DIR for
+                            verity root hash signatures (root_hash_sig_key_desc)
   udm stats create|list|print|clear|delete|report|device …   I/O counters (dmstats)
   udm luks luksFormat|open|close|status|luksDump|isLuks|luksUUID|… LUKS1/2 (a `cryptsetup` link too)
   udm key add [--hex] logon|user DESC < KEY   put a key in the daemon's key store (crypt

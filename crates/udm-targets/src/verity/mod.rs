@@ -5,6 +5,7 @@
 mod cache;
 mod fec;
 pub mod params;
+pub mod sig;
 mod target;
 
 pub use params::{FecParams, Mode, VerityParams};
@@ -27,6 +28,23 @@ fn lookup_err(msg: &str) -> impl FnOnce(TargetError) -> TargetError + '_ {
         let detail = e.to_string();
         TargetError::with_errno(e.errno, msg).with_detail(detail)
     }
+}
+
+/// `root_hash_sig_key_desc DESC`: the `user` key DESC holds a PKCS#7 signature of the root
+/// digest text that must verify against the daemon's trusted certificates.
+fn verify_root_hash_sig(desc: &str, root_hex: &str) -> Result<(), TargetError> {
+    let blob = crate::crypt::keyring::lookup("user", desc).ok_or_else(|| {
+        TargetError::with_errno(
+            libc::ENOKEY,
+            "DM Verity Sig Verification Invalid key specified",
+        )
+        .with_detail(format!(
+            "no key user:{desc} in the daemon's key store (add the signature with `udm key add user {desc}`)"
+        ))
+    })?;
+    sig::verify_pkcs7(root_hex.as_bytes(), &blob).map_err(|e| {
+        TargetError::with_errno(e.errno, "Root hash verification failed").with_detail(e.msg)
+    })
 }
 
 impl TargetType for VerityType {
@@ -84,13 +102,10 @@ impl TargetType for VerityType {
             ),
             None => None,
         };
-        if p.sig_key_desc.is_some() {
-            // udm has no trusted key store yet, so every key lookup fails as it does in a
-            // kernel without the named key.
-            return Err(TargetError::with_errno(
-                libc::ENOKEY,
-                "DM Verity Sig Verification Invalid key specified",
-            ));
+        if let Some(desc) = &p.sig_key_desc {
+            // The kernel signs and checks the root digest as written in the table.
+            let words = udm_core::split_args(&args.join(" "));
+            verify_root_hash_sig(desc, words.get(8).map_or("", String::as_str))?;
         }
         let ty = HashType::from_u32(p.version).unwrap_or(HashType::Normal);
         let geo = Geometry::new(
