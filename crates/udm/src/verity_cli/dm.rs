@@ -4,8 +4,9 @@
 use super::actions::{self, fail, open_ro, Hdr};
 use super::{Failed, Io, Opts};
 use std::io::Write;
+use udm_formats::verity::superblock;
 use udm_formats::verity::{to_hex, Digest};
-use udm_proto::{Client, ClientError, DevSel, Line, Reply, Request};
+use udm_proto::{Client, ClientError, DevSel, Line, Reply, Request, SecretBytes};
 use udm_targets::verity::VerityParams;
 
 fn connect(io: &mut Io<'_>) -> Result<Client, Failed> {
@@ -54,7 +55,14 @@ fn abs(path: &str) -> String {
 }
 
 /// The `verity` table line veritysetup would load.
-fn table_line(o: &Opts, h: &Hdr, data: &str, hash: &str, root: &Digest, hash_size: u64) -> Line {
+fn table_line(
+    o: &Opts,
+    h: &Hdr,
+    (data, hash): (&str, &str),
+    root: &Digest,
+    hash_size: u64,
+    sig_desc: Option<&str>,
+) -> Line {
     let mut words: Vec<String> = Vec::new();
     if o.ignore_corruption {
         words.push("ignore_corruption".into());
@@ -92,6 +100,9 @@ fn table_line(o: &Opts, h: &Hdr, data: &str, hash: &str, root: &Digest, hash_siz
             (o.fec_offset / bs).to_string(),
         ]);
     }
+    if let Some(d) = sig_desc {
+        words.extend(["root_hash_sig_key_desc".to_string(), d.to_string()]);
+    }
     let salt = if h.salt.is_empty() {
         "-".to_string()
     } else {
@@ -120,6 +131,19 @@ fn table_line(o: &Opts, h: &Hdr, data: &str, hash: &str, root: &Digest, hash_siz
     }
 }
 
+/// The `--root-hash-signature` file, with veritysetup's errors.
+fn read_signature(io: &mut Io<'_>, f: &str) -> Result<Vec<u8>, Failed> {
+    let ok = std::fs::metadata(f).is_ok_and(|m| m.is_file() && m.len() > 0);
+    if !ok {
+        return Err(fail(
+            io,
+            libc::EINVAL,
+            format!("Invalid signature file {f}."),
+        ));
+    }
+    std::fs::read(f).map_err(|_| fail(io, libc::EINVAL, format!("Cannot read signature file {f}.")))
+}
+
 /// `open <data_device> <name> <hash_device> [<root_hash>]`.
 pub fn open(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
     if pos.len() < 4 && o.root_hash_file.is_none() {
@@ -138,19 +162,37 @@ pub fn open(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
         .geometry()
         .map_err(|_| fail(io, libc::EINVAL, "Unsupported VERITY block size."))?;
     actions::check_offsets(io, &h, &geo)?;
-    if o.root_hash_signature.is_some() {
-        return Err(fail(
-            io,
-            libc::EINVAL,
-            "Root hash signatures are not supported by udm yet (no trusted key store).",
-        ));
-    }
-    let line = table_line(o, &h, data_path, hash_path, &root, actions::dev_size(&hash));
+    let sig = match &o.root_hash_signature {
+        Some(f) => Some(read_signature(io, f)?),
+        None => None,
+    };
+    // veritysetup puts the signature in the keyring as a `user` key and names it in the
+    // table; here the key goes to the daemon's key store.
+    let sig_desc = sig.as_ref().map(|_| match h.uuid {
+        Some(u) => format!("cryptsetup:{}-{name}", superblock::format_uuid(&u)),
+        None => format!("cryptsetup:{name}"),
+    });
+    let line = table_line(
+        o,
+        &h,
+        (data_path, hash_path),
+        &root,
+        actions::dev_size(&hash),
+        sig_desc.as_deref(),
+    );
     let uuid = match h.uuid {
         Some(u) => format!("CRYPT-VERITY-{}-{name}", to_hex(&u)),
         None => format!("CRYPT-VERITY-{name}"),
     };
     let mut c = connect(io)?;
+    if let (Some(sig), Some(desc)) = (sig, &sig_desc) {
+        c.call(Request::KeyAdd {
+            ktype: "user".into(),
+            desc: desc.clone(),
+            key: SecretBytes(sig),
+        })
+        .map_err(|e| report(io, "key add", name, &e))?;
+    }
     let sel = DevSel::Name(name.clone());
     match c.call(Request::Create {
         name: name.clone(),
