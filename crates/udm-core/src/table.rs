@@ -361,6 +361,8 @@ pub fn errno_name(e: i32) -> String {
         libc::ENOSPC => "ENOSPC",
         libc::ERANGE => "ERANGE",
         libc::EKEYREJECTED => "EKEYREJECTED",
+        libc::EBADMSG => "EBADMSG",
+        libc::ENOPKG => "ENOPKG",
         _ => return format!("{}", -e),
     };
     format!("-{name}")

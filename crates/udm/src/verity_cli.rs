@@ -5,6 +5,8 @@
 mod actions;
 #[path = "verity_cli/dm.rs"]
 mod dm;
+#[path = "dmctl.rs"]
+mod dmctl;
 #[path = "verity_cli/engine.rs"]
 mod engine;
 

@@ -301,11 +301,33 @@ fn crypt_keys_never_reach_the_log() {
     let img = d.dir.path().join("c.img");
     std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
     let key = "0123456789abcdeffedcba98765432100123456789abcdeffedcba9876543210";
-    create(&d, "c", &format!("0 2048 crypt aes-xts-plain64 {key} 0 {} 0", img.display()), false);
-    call(&d, Request::Suspend { dev: sel("c"), noflush: false, nolockfs: false });
+    create(
+        &d,
+        "c",
+        &format!("0 2048 crypt aes-xts-plain64 {key} 0 {} 0", img.display()),
+        false,
+    );
+    call(
+        &d,
+        Request::Suspend {
+            dev: sel("c"),
+            noflush: false,
+            nolockfs: false,
+        },
+    );
     let argv = ["key", "set", key].map(String::from).to_vec();
-    call(&d, Request::Message { dev: sel("c"), sector: 0, argv });
+    call(
+        &d,
+        Request::Message {
+            dev: sel("c"),
+            sector: 0,
+            argv,
+        },
+    );
     let log = d.log();
-    assert!(log.contains("crypt aes-xts-plain64 0000"), "table logged masked:\n{log}");
+    assert!(
+        log.contains("crypt aes-xts-plain64 0000"),
+        "table logged masked:\n{log}"
+    );
     assert!(!log.contains(key), "key leaked into the log:\n{log}");
 }

@@ -2,6 +2,7 @@
 //! (create + load a read-only `verity` table + resume), `close`, `status`.
 
 use super::actions::{self, fail, open_ro, Hdr};
+use super::dmctl::{self, abs};
 use super::{Failed, Io, Opts};
 use std::io::Write;
 use udm_formats::verity::superblock;
@@ -10,48 +11,11 @@ use udm_proto::{Client, ClientError, DevSel, Line, Reply, Request, SecretBytes};
 use udm_targets::verity::VerityParams;
 
 fn connect(io: &mut Io<'_>) -> Result<Client, Failed> {
-    Client::connect(&io.socket).map_err(|e| {
-        let _ = writeln!(
-            io.err,
-            "Cannot initialize device-mapper. Is the udm daemon running? ({e})"
-        );
-        Failed(libc::EINVAL)
-    })
+    dmctl::connect(&io.socket, io.err).ok_or(Failed(libc::EINVAL))
 }
 
-fn strerror(errno: i32) -> String {
-    let s = std::io::Error::from_raw_os_error(errno).to_string();
-    match s.rfind(" (os error ") {
-        Some(p) => s[..p].to_string(),
-        None => s,
-    }
-}
-
-/// Print a daemon failure as libdm would (the kernel-style reason, then the ioctl line).
 fn report(io: &mut Io<'_>, op: &str, name: &str, e: &ClientError) -> Failed {
-    let errno = e.errno();
-    if let ClientError::Remote(r) = e {
-        if !r.message.is_empty() && r.message != strerror(errno) {
-            let msg = r
-                .message
-                .strip_prefix("line 1: ")
-                .unwrap_or(&r.message)
-                .to_string();
-            let _ = writeln!(io.err, "device-mapper: {msg}");
-        }
-    }
-    let _ = writeln!(
-        io.err,
-        "device-mapper: {op} ioctl on {name}  failed: {}",
-        strerror(errno)
-    );
-    Failed(errno)
-}
-
-fn abs(path: &str) -> String {
-    std::fs::canonicalize(path)
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| path.to_string())
+    Failed(dmctl::report(io.err, op, name, e))
 }
 
 /// The `verity` table line veritysetup would load.
