@@ -70,6 +70,8 @@ pub enum O {
     ShowKeys,
     Sort,
     Start,
+    /// udm's own `status --stats`: print the device's I/O counters too.
+    Stats,
     Table,
     Target,
     Tree,
@@ -168,6 +170,10 @@ const LONG: &[(&str, bool, O)] = &[
     ("version", false, O::Version),
     ("yes", false, O::Yes),
 ];
+
+/// udm's additions to dmsetup's switches. They match only when spelled in full, so every
+/// abbreviation (and glibc's ambiguity message listing candidates) stays dmsetup's.
+const UDM_LONG: &[(&str, bool, O)] = &[("stats", false, O::Stats)];
 
 /// `getopt` short option string of dmsetup: "cCfG:hj:m:M:no:O:rS:u:U:vy".
 fn short(c: char) -> Option<(bool, O)> {
@@ -364,7 +370,7 @@ pub fn parse(prog: &str, argv: &[String]) -> Result<Opts, String> {
 
 /// Exact match, else the unique prefix match; `Err(candidates)` otherwise.
 fn find_long(name: &str) -> Result<(&'static str, bool, O), Vec<&'static str>> {
-    if let Some(&(n, a, id)) = LONG.iter().find(|(n, _, _)| *n == name) {
+    if let Some(&(n, a, id)) = LONG.iter().chain(UDM_LONG).find(|(n, _, _)| *n == name) {
         return Ok((n, a, id));
     }
     let cands: Vec<&(&str, bool, O)> = LONG
@@ -386,6 +392,19 @@ mod tests {
             "dmsetup",
             &v.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         )
+    }
+
+    #[test]
+    fn udm_switches_match_only_in_full() {
+        assert!(p(&["status", "--stats", "x"]).unwrap().has(O::Stats));
+        // Abbreviations keep dmsetup's meaning and messages.
+        assert!(p(&["--sta", "1"]).unwrap().has(O::Start));
+        assert!(p(&["--st", "1"]).unwrap().has(O::Start));
+        assert_eq!(
+            p(&["--s"]).unwrap_err(),
+            "dmsetup: option '--s' is ambiguous; possibilities: '--select' '--segments' \
+             '--separator' '--setuuid' '--showkeys' '--sort' '--start'"
+        );
     }
 
     #[test]

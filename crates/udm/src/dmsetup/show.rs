@@ -347,12 +347,87 @@ pub fn status(
         out.push('\n');
     }
     print!("{out}");
+    if matched && c.name == "status" && ctx.o.has(O::Stats) {
+        let prefix = if multiple && !verbose {
+            format!("{name}: ")
+        } else {
+            String::new()
+        };
+        if !print_stats(ctx, &dev, &prefix) {
+            return false;
+        }
+    }
     if matched {
         if let Some(cmdline) = exec {
             exec_command(&cmdline, &name);
         }
     }
     true
+}
+
+/// Names of the 17 `/proc/diskstats` fields after the device name, in order.
+const DISKSTATS_FIELDS: [&str; 17] = [
+    "reads",
+    "rd_merges",
+    "rd_sectors",
+    "rd_ms",
+    "writes",
+    "wr_merges",
+    "wr_sectors",
+    "wr_ms",
+    "in_flight",
+    "io_ms",
+    "queue_ms",
+    "discards",
+    "dc_merges",
+    "dc_sectors",
+    "dc_ms",
+    "flushes",
+    "fl_ms",
+];
+
+/// Lay out a diskstats line (the daemon's `@diskstats` answer) under a header of field
+/// names, each column right-aligned to the wider of name and value, both lines starting
+/// with `prefix`. `None` if the line does not hold 17 numbers.
+pub(crate) fn format_diskstats(line: &str, prefix: &str) -> Option<String> {
+    let vals: Vec<&str> = line.split_whitespace().collect();
+    if vals.len() < DISKSTATS_FIELDS.len() || vals.iter().any(|v| v.parse::<u64>().is_err()) {
+        return None;
+    }
+    let (mut head, mut row) = (prefix.to_string(), prefix.to_string());
+    for (i, (h, v)) in DISKSTATS_FIELDS.iter().zip(&vals).enumerate() {
+        let w = h.len().max(v.len());
+        let sep = if i == 0 { "" } else { " " };
+        head.push_str(&format!("{sep}{h:>w$}"));
+        row.push_str(&format!("{sep}{v:>w$}"));
+    }
+    Some(format!("{head}\n{row}\n"))
+}
+
+/// `status --stats`: the device's I/O counters (udm's `@diskstats` message).
+fn print_stats(ctx: &mut Ctx, dev: &DevArg, prefix: &str) -> bool {
+    let req = Request::Message {
+        dev: dev.sel(),
+        sector: 0,
+        argv: vec!["@diskstats".to_string()],
+    };
+    match ctx.ctl.call("message", dev, req) {
+        Ok(Reply::Message(Some(line))) => match format_diskstats(&line, prefix) {
+            Some(s) => {
+                print!("{s}");
+                true
+            }
+            None => {
+                eprintln!("Bad I/O counters from the daemon: {line:?}");
+                false
+            }
+        },
+        Ok(_) => {
+            eprintln!("No I/O counters from the daemon.");
+            false
+        }
+        Err(_) => false,
+    }
 }
 
 /// `--exec`: run the command with the device node path appended.
@@ -545,5 +620,19 @@ mod tests {
         );
         assert_eq!(mask_keys("linear", "8:0 0"), "8:0 0");
         assert_eq!(quoted("a,b;c\\"), "a\\,b\\;c\\\\");
+    }
+    #[test]
+    fn diskstats_layout() {
+        let line = "3 0 48 1 1 0 16 0 0 2 3 0 0 0 0 1 0";
+        let s = format_diskstats(line, "z: ").unwrap();
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("z: reads rd_merges rd_sectors"));
+        assert!(lines[1].starts_with("z:     3         0         48"));
+        assert_eq!(lines[0].len(), lines[1].len());
+        let vals: Vec<&str> = lines[1][3..].split_whitespace().collect();
+        assert_eq!(vals.join(" "), line);
+        assert!(format_diskstats("1 2 3", "").is_none());
+        assert!(format_diskstats(&"x ".repeat(17), "").is_none());
     }
 }
