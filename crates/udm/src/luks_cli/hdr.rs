@@ -202,12 +202,14 @@ pub fn unlock(
     slot: Option<u32>,
 ) -> Result<(u32, Zeroizing<Vec<u8>>), Failed> {
     let mut last_err = None;
+    let mut tried = 0;
     match h {
         Header::L1(h) => {
             for i in 0..luks1::SLOTS {
                 if !h.slots[i].active || slot.is_some_and(|s| s as usize != i) {
                     continue;
                 }
+                tried += 1;
                 match try_slot1(dev, h, i, pass) {
                     Ok(Some(vk)) => return Ok((i as u32, vk)),
                     Ok(None) => {}
@@ -223,6 +225,7 @@ pub fn unlock(
                 .collect();
             order.sort_by_key(|k| std::cmp::Reverse(k.priority.unwrap_or(1)));
             for ks in order {
+                tried += 1;
                 match try_slot2(dev, m, ks, pass) {
                     Ok(Some(vk)) => return Ok((ks.id, vk)),
                     Ok(None) => {}
@@ -230,6 +233,9 @@ pub fn unlock(
                 }
             }
         }
+    }
+    if tried == 0 {
+        return Err(fail(io, libc::ENOENT, "No usable keyslot is available."));
     }
     if let Some(e) = last_err {
         if !matches!(e, LuksError::Corrupt(_)) {
