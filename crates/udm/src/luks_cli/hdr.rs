@@ -313,6 +313,22 @@ pub fn header_area(h: &Header) -> u64 {
     }
 }
 
+/// Bytes cryptsetup puts in a header backup: LUKS1 up to the end of the last keyslot area
+/// (4 KiB rounded), LUKS2 both header copies and the keyslots area.
+pub fn backup_size(h: &Header) -> u64 {
+    match h {
+        Header::L1(h) => {
+            let end = h
+                .slots
+                .iter()
+                .map(|s| s.offset as u64 + af::area_bytes(h.key_bytes as usize, s.stripes) / 512)
+                .fold(8, u64::max);
+            (end * 512).div_ceil(4096) * 4096
+        }
+        Header::L2(m) => 2 * m.bin.hdr_size + m.keyslots_size,
+    }
+}
+
 /// `luksHeaderBackup <device> --header-backup-file <file>`.
 pub fn backup(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
     let Some(file) = &o.header_backup_file else {
@@ -331,7 +347,7 @@ pub fn backup(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
             format!("Requested header backup file {file} already exists."),
         ));
     }
-    let n = header_area(&h).min(dev.size);
+    let n = backup_size(&h).min(dev.size);
     let b = dev.read_at(0, n as usize).map_err(|e| {
         fail(
             io,
@@ -339,13 +355,21 @@ pub fn backup(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
             format!("Cannot read device {}: {e}", dev.path),
         )
     })?;
-    std::fs::write(file, &b).map_err(|e| {
-        fail(
-            io,
-            libc::EIO,
-            format!("Cannot create header backup file {file}: {e}"),
-        )
-    })
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o400)
+        .open(file)
+        .and_then(|mut f| f.write_all(&b))
+        .map_err(|e| {
+            fail(
+                io,
+                libc::EIO,
+                format!("Cannot create header backup file {file}: {e}"),
+            )
+        })
 }
 
 /// `luksHeaderRestore <device> --header-backup-file <file>`.
@@ -370,7 +394,7 @@ pub fn restore(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> 
         size: img.len() as u64,
     };
     let h = load(io, &bdev, None)?;
-    let need = header_area(&h);
+    let need = backup_size(&h);
     if (img.len() as u64) < need {
         return Err(fail(
             io,
