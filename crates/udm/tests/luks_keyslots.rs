@@ -264,7 +264,10 @@ fn keyslot_commands_interoperate_with_cryptsetup() {
         );
         assert_eq!(code, 0, "{n}: {err}");
         assert!(
-            out.contains("Key slot 1 unlocked.") && out.contains("Key slot 5 created."),
+            out.contains("Key slot 1 unlocked.")
+                && out.contains("Key slot 5 created.")
+                && out
+                    .contains("WARNING: The --key-slot parameter is used for new keyslot number."),
             "{n}: {out}"
         );
         assert_eq!(cs_test(&img, b"line pass", Some("5")), 0, "{n}");
@@ -300,6 +303,12 @@ fn keyslot_commands_interoperate_with_cryptsetup() {
         let (code, _, err) = udm(&["luksKillSlot", "-q", s(&img), "3"], b"");
         assert_eq!(code, 1, "{n}");
         assert!(err.contains("Keyslot 3 is not active."), "{n}: {err}");
+        let (code, _, err) = udm(&["luksKillSlot", "-q", s(&img), "99"], b"");
+        assert_eq!(
+            (code, err.as_str()),
+            (1, ""),
+            "{n}: as cryptsetup, silently"
+        );
         let (code, _, _) = udm(&["luksRemoveKey", s(&img)], b"wrong\n");
         assert_eq!(code, 2, "{n}");
         let (code, _, _) = udm_ks(

@@ -369,12 +369,18 @@ fn header2(io: &mut Io<'_>, m: &mut luks2::Metadata) -> Result<Zeroizing<Vec<u8>
 
 /// `luksAddKey <device> [<new key file>]`.
 pub fn add_key(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
+    if o.key_slot.is_some() {
+        let _ = writeln!(
+            io.out,
+            "WARNING: The --key-slot parameter is used for new keyslot number."
+        );
+    }
     let (dev, h) = load(io, o, &pos[0])?;
-    let new = pick_free(io, &h, o.key_slot)?;
     let pw = old_pass(io, o, "Enter any existing passphrase: ")?;
     let (via, vk) = hdr::unlock(io, &dev, &h, &pw, None)?;
     drop(pw);
     verbose(io, o, format!("Key slot {via} unlocked."));
+    let new = pick_free(io, &h, o.key_slot)?;
     let npw = new_pass(io, o, pos.get(1), "Enter new passphrase for key slot: ")?;
     let writes = match h {
         Header::L1(mut h) => {
@@ -438,20 +444,36 @@ pub fn remove_key(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Faile
     Ok(())
 }
 
+/// C's `atoi`: optional sign and leading digits, 0 when there are none.
+fn atoi(a: &str) -> i64 {
+    let t = a.trim_start();
+    let (neg, t) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let n = t
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .take(10)
+        .fold(0i64, |n, d| n * 10 + (d - b'0') as i64);
+    if neg {
+        -n
+    } else {
+        n
+    }
+}
+
 /// `luksKillSlot <device> <key slot>`.
 pub fn kill_slot(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
     let (dev, h) = load(io, o, &pos[0])?;
     let max = slot_max(&h);
-    let s = match pos[1].parse::<u32>() {
-        Ok(s) if s < max => s,
-        _ => {
-            let _ = writeln!(
-                io.err,
-                "Usage: cryptsetup [OPTION...] <action> <action-specific>"
-            );
-            return Err(fail(io, libc::EINVAL, "Key slot is invalid."));
-        }
-    };
+    // cryptsetup reads the number with atoi(): junk is slot 0, a bad number fails silently.
+    let s = atoi(&pos[1]);
+    if s < 0 || s >= max as i64 {
+        return Err(Failed(libc::EINVAL));
+    }
+    let s = s as u32;
     if !slot_active(&h, s) {
         return Err(fail(
             io,
