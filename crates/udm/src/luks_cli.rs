@@ -63,6 +63,8 @@ pub struct Opts {
     pub keyfile_size: Option<usize>,
     pub keyfile_offset: u64,
     pub new_keyfile_size: Option<usize>,
+    pub new_keyfile_offset: u64,
+    pub new_key_slot: Option<u32>,
     pub readonly: bool,
     pub test_passphrase: bool,
     pub allow_discards: bool,
@@ -139,12 +141,14 @@ fn usage_fail(io: &mut Io<'_>, prog: &str, msg: &str) -> Parsed {
     Parsed::Exit(1)
 }
 
-const TAKES_VALUE: [&str; 25] = [
+const TAKES_VALUE: [&str; 27] = [
     "type",
     "key-file",
     "keyfile-size",
     "keyfile-offset",
     "new-keyfile-size",
+    "new-keyfile-offset",
+    "new-key-slot",
     "cipher",
     "key-size",
     "hash",
@@ -243,6 +247,8 @@ fn parse(io: &mut Io<'_>, prog: &str, args: &[String]) -> Parsed {
             "keyfile-size" => o.keyfile_size = Some(num!()),
             "keyfile-offset" => o.keyfile_offset = num!(),
             "new-keyfile-size" => o.new_keyfile_size = Some(num!()),
+            "new-keyfile-offset" => o.new_keyfile_offset = num!(),
+            "new-key-slot" => o.new_key_slot = Some(num!()),
             "new-keyfile" => pos.push(val),
             "readonly" => o.readonly = true,
             "test-passphrase" => o.test_passphrase = true,

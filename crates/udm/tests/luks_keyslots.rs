@@ -473,3 +473,46 @@ fn luks1_all_slots_full_and_last_slot() {
     let (code, _, err) = udm(&["open", "--test-passphrase", s(&img)], b"secret\n");
     assert_eq!((code, err.trim()), (1, "No usable keyslot is available."));
 }
+
+#[test]
+fn new_key_slot_and_new_keyfile_window_as_cryptsetup() {
+    if !udm_testkit::require_tool("cryptsetup") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let kf = keyfile(d.path(), "window.key", b"0123456789abcdefXYZ");
+    for k in [&KINDS[0], &KINDS[1]] {
+        let img = make(d.path(), k);
+        let a = [
+            "--key-file",
+            "-",
+            "--new-key-slot",
+            "6",
+            "--new-keyfile-offset",
+            "10",
+            "--new-keyfile-size",
+            "6",
+        ];
+        let (code, out, err) = udm_ks(k, "luksAddKey", &a, &img, &[s(&kf)], b"secret");
+        assert_eq!(code, 0, "{}: {err}", k.name);
+        assert!(!out.contains("WARNING"), "{out}");
+        assert_eq!(cs_test(&img, b"abcdef", Some("6")), 0, "{}", k.name);
+        // --key-slot with --new-key-slot selects the slot to unlock: an empty one fails
+        // the same way in both tools, and nothing is written.
+        let before = std::fs::read(&img).unwrap();
+        let a = ["--key-file", "-", "--key-slot", "3", "--new-key-slot", "4"];
+        let ours = udm_ks(k, "luksAddKey", &a, &img, &[s(&kf)], b"secret");
+        assert!(std::fs::read(&img).unwrap() == before);
+        let mut ra = vec!["luksAddKey"];
+        ra.extend_from_slice(k.pbkdf);
+        ra.extend_from_slice(&a);
+        ra.extend([s(&img), s(&kf)]);
+        let theirs = real(&ra, b"secret");
+        assert_eq!(
+            (ours.0, ours.2.trim()),
+            (theirs.0, theirs.2.trim()),
+            "{}",
+            k.name
+        );
+    }
+}

@@ -73,7 +73,7 @@ fn new_pass(
     prompt: &str,
 ) -> Result<Zeroizing<Vec<u8>>, Failed> {
     match file {
-        Some(f) => pass::read_key_file(io, f, 0, o.new_keyfile_size),
+        Some(f) => pass::read_key_file(io, f, o.new_keyfile_offset, o.new_keyfile_size),
         None => pass::get(io, None, 0, None, prompt, true),
     }
 }
@@ -369,7 +369,13 @@ fn header2(io: &mut Io<'_>, m: &mut luks2::Metadata) -> Result<Zeroizing<Vec<u8>
 
 /// `luksAddKey <device> [<new key file>]`.
 pub fn add_key(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
-    if o.key_slot.is_some() {
+    // cryptsetup 2.6: --new-key-slot names the new slot and --key-slot the one to unlock;
+    // --key-slot alone names the new slot.
+    let (want, from) = match o.new_key_slot {
+        Some(n) => (Some(n), o.key_slot),
+        None => (o.key_slot, None),
+    };
+    if o.new_key_slot.is_none() && o.key_slot.is_some() {
         let _ = writeln!(
             io.out,
             "WARNING: The --key-slot parameter is used for new keyslot number."
@@ -377,10 +383,14 @@ pub fn add_key(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> 
     }
     let (dev, h) = load(io, o, &pos[0])?;
     let pw = old_pass(io, o, "Enter any existing passphrase: ")?;
-    let (via, vk) = hdr::unlock(io, &dev, &h, &pw, None)?;
+    if from.is_some_and(|f| !slot_active(&h, f)) {
+        // cryptsetup fails here without a message.
+        return Err(Failed(libc::EINVAL));
+    }
+    let (via, vk) = hdr::unlock(io, &dev, &h, &pw, from)?;
     drop(pw);
     verbose(io, o, format!("Key slot {via} unlocked."));
-    let new = pick_free(io, &h, o.key_slot)?;
+    let new = pick_free(io, &h, want)?;
     let npw = new_pass(io, o, pos.get(1), "Enter new passphrase for key slot: ")?;
     let writes = match h {
         Header::L1(mut h) => {
