@@ -2,7 +2,9 @@
 //! 2.6's prompts, messages and exit codes. Every change is prepared in memory; new key
 //! material is written to a free area before the header that points at it, and a header that
 //! drops a keyslot is written before its area is wiped — a failed command leaves the old
-//! keyslots usable. LUKS2 writes both header copies (new checksums, seqid + 1).
+//! keyslots usable. (The one exception is cryptsetup's too: luksChangeKey on a LUKS1 header
+//! with all eight slots in use rewrites the slot in place.) LUKS2 writes both header copies
+//! (new checksums, seqid + 1).
 
 use super::format::{keyslot_kdf, make_area};
 use super::hdr::{self, Dev, Header};
