@@ -50,12 +50,16 @@ pub struct FileCache {
 
 impl FileCache {
     /// Open (or share) `path`. A read-write request upgrades a read-only shared handle.
+    /// A file that grew or shrank since it was opened gets a fresh handle with the new size
+    /// (the old tables keep theirs), as a resized block device shows its new capacity.
     pub fn open(&self, path: &Path, read_only: bool) -> std::io::Result<Arc<FileDevice>> {
         let key = FileDevice::identity(path)?;
+        let now = std::fs::metadata(path)?;
         let mut g = self.open.lock();
         if let Some((w, ro)) = g.get(&key) {
             if let Some(d) = w.upgrade() {
-                if read_only || !*ro {
+                let same_size = !now.is_file() || d.size().0 == now.len() / 512;
+                if (read_only || !*ro) && same_size {
                     return Ok(d);
                 }
             }

@@ -291,3 +291,25 @@ fn target_events_bump_the_event_number_and_wake_waiters() {
         "no new event: times out"
     );
 }
+
+#[test]
+fn a_grown_image_file_shows_its_new_size_to_the_next_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = image(dir.path(), "a.img", 1024, 1);
+    let reg = registry();
+    let p = a.display();
+    create(&reg, "g", &format!("0 1024 linear {p} 0")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&a)
+        .unwrap()
+        .set_len(2048 * 512)
+        .unwrap();
+    reg.load(&sel("g"), &lines(&format!("0 2048 linear {p} 0")), false)
+        .unwrap();
+    reg.resume(&sel("g")).unwrap();
+    let (dev, _g) = open(&reg, "g");
+    assert_eq!(dev.size(), Sectors(2048));
+    write(dev.as_ref(), 2000, &[7; 512]);
+    assert_eq!(read(dev.as_ref(), 0, 512), vec![1; 512]);
+}
