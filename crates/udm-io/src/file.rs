@@ -9,7 +9,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// Backing store on a file or block device. Cheap to clone (shared handle).
@@ -25,6 +25,19 @@ struct Inner {
     limits: Limits,
     /// Whether RWF_NOWAIT works here, for [reads, writes].
     nowait: [AtomicBool; 2],
+    /// `now_ns()` before which timed inline writes are off (after a slow one).
+    inline_writes_after: AtomicU64,
+}
+
+/// An inline write slower than this counts as having blocked.
+const INLINE_WRITE_SLOW: std::time::Duration = std::time::Duration::from_millis(2);
+/// How long inline writes stay off after a slow one.
+const INLINE_WRITE_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Nanoseconds since the first call (a cheap monotonic clock for the back-off).
+fn now_ns() -> u64 {
+    static T0: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    T0.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
 }
 
 /// Largest bio tried inline: bigger copies are better spread over the pool's threads (and
@@ -110,6 +123,7 @@ impl FileDevice {
             block,
             limits,
             nowait: [AtomicBool::new(true), AtomicBool::new(true)],
+            inline_writes_after: AtomicU64::new(0),
         })))
     }
 
@@ -187,18 +201,31 @@ fn file_is_read_only(f: &File) -> bool {
 }
 
 impl Inner {
-    /// Try the bio with RWF_NOWAIT; true when it completed in full (the caller completes it).
-    /// Partial or refused attempts leave nothing that the pool's full retry would not redo.
+    /// Try the bio inline; true when it completed in full (the caller completes it). Partial
+    /// or refused attempts leave nothing that the pool's full retry would not redo.
+    ///
+    /// Reads use RWF_NOWAIT: the kernel serves them only from the page cache. Buffered writes
+    /// use RWF_NOWAIT where the file system supports it; where it does not (EOPNOTSUPP, as
+    /// ext4 on many kernels), page-aligned writes are tried with a plain pwrite, timed: one
+    /// that took long (dirty-page throttling, a contended inode lock) turns inline writes off
+    /// for a while, so a submitter is held up at most once per back-off period.
     fn try_nowait(&self, bio: &mut Bio) -> bool {
         if self.block
             || !matches!(bio.op, Op::Read | Op::Write)
             || bio.flags != BioFlags::NONE
-            || !self.nowait[(bio.op == Op::Write) as usize].load(Relaxed)
             || bio.len().0 > NOWAIT_MAX_SECTORS
+            || bio.end() > self.size
+            || (bio.op == Op::Write && self.read_only)
         {
             return false;
         }
-        if bio.end() > self.size || (bio.op == Op::Write && self.read_only) {
+        let write = bio.op == Op::Write;
+        let nowait = self.nowait[write as usize].load(Relaxed);
+        let timed = write && !nowait;
+        if timed && !self.timed_writes_allowed(bio) {
+            return false;
+        }
+        if !write && !nowait {
             return false;
         }
         let off = (bio.sector.0 * SECTOR_SIZE) as libc::off_t;
@@ -217,26 +244,43 @@ impl Inner {
             iov_base: ptr.cast(),
             iov_len: len,
         };
+        let t0 = timed.then(std::time::Instant::now);
+        let flags = if timed { 0 } else { libc::RWF_NOWAIT };
         // SAFETY: the iovec points into the bio's buffer, which we own for the whole call and
         // which is `len` bytes long; preadv2/pwritev2 only access that range.
         let n = unsafe {
-            if bio.op == Op::Read {
-                libc::preadv2(fd, &iov, 1, off, libc::RWF_NOWAIT)
+            if write {
+                libc::pwritev2(fd, &iov, 1, off, flags)
             } else {
-                libc::pwritev2(fd, &iov, 1, off, libc::RWF_NOWAIT)
+                libc::preadv2(fd, &iov, 1, off, flags)
             }
         };
-        if n < 0 {
+        if let Some(t0) = t0 {
+            if t0.elapsed() > INLINE_WRITE_SLOW {
+                self.inline_writes_after
+                    .store(now_ns() + INLINE_WRITE_BACKOFF.as_nanos() as u64, Relaxed);
+            }
+        }
+        if n < 0 && !timed {
             let e = io::Error::last_os_error().raw_os_error();
             if matches!(
                 e,
                 Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOSYS)
             ) {
                 // This file system can't do it: stop trying for this direction.
-                self.nowait[(bio.op == Op::Write) as usize].store(false, Relaxed);
+                self.nowait[write as usize].store(false, Relaxed);
             }
         }
         n >= 0 && n as usize == len
+    }
+
+    /// Timed inline writes: whole pages only (no read-modify-write of a page), and not during
+    /// a back-off after a slow one.
+    fn timed_writes_allowed(&self, bio: &Bio) -> bool {
+        let page = 4096 / SECTOR_SIZE;
+        bio.sector.0.is_multiple_of(page)
+            && bio.len().0.is_multiple_of(page)
+            && now_ns() >= self.inline_writes_after.load(Relaxed)
     }
 
     /// Discard a byte range (`zero`: it must read back as zeroes afterwards). Files punch a
