@@ -63,20 +63,33 @@ pub fn refvm() -> Option<PathBuf> {
     let run = std::env::var_os("UDM_REFVM")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("../shared/refvm/run.sh"));
-    let cache = std::env::var_os("REFVM_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/refvm"));
+    let cache = std::env::var_os("REFVM_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/refvm"));
     let built = cache.join("stamps").is_dir();
     if run.is_file() && built {
         return Some(run);
     }
-    if std::env::var("UDM_REQUIRE_TOOLS").map(|v| v == "1").unwrap_or(false) {
-        panic!("refvm is not available ({} built: {built}); run ../shared/refvm/build.sh", run.display());
+    if std::env::var("UDM_REQUIRE_TOOLS")
+        .map(|v| v == "1")
+        .unwrap_or(false)
+    {
+        panic!(
+            "refvm is not available ({} built: {built}); run ../shared/refvm/build.sh",
+            run.display()
+        );
     }
     eprintln!("SKIP: refvm not available ({})", run.display());
     None
 }
 
 /// Run a script in refvm with the given disks and shared dir; returns (stdout, stderr, code).
-pub fn refvm_run(run: &Path, disks: &[&Path], share: Option<&Path>, script: &str) -> (String, String, i32) {
+pub fn refvm_run(
+    run: &Path,
+    disks: &[&Path],
+    share: Option<&Path>,
+    script: &str,
+) -> (String, String, i32) {
     let mut cmd = Command::new(run);
     for d in disks {
         cmd.arg("--disk").arg(d);
@@ -124,7 +137,12 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("spawn udm daemon");
-        let d = Daemon { child, dir, socket, nbd_socket };
+        let d = Daemon {
+            child,
+            dir,
+            socket,
+            nbd_socket,
+        };
         for _ in 0..500 {
             if d.socket.exists() && d.nbd_socket.exists() {
                 return d;
