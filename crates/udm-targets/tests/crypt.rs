@@ -351,6 +351,12 @@ fn constructor_errors_as_kernel() {
             format!("aes-xts-random {k32} 0 {p} 0"),
             "Integrity profile not supported.",
         ),
+        // As the kernel: random IVs live in integrity tags (dm-integrity below, DM-DIF-EXT-TAG),
+        // so even with integrity:N:none the table needs a device udm cannot provide.
+        (
+            format!("aes-xts-random {k32} 0 {p} 0 1 integrity:16:none"),
+            "Integrity profile not supported.",
+        ),
         (
             format!("aes-xts-plain64 {k32} 0 {p} 0 1 bogus"),
             "Invalid feature arguments",
