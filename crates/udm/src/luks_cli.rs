@@ -16,6 +16,8 @@ mod format;
 mod hdr;
 #[path = "luks_cli/pass.rs"]
 mod pass;
+#[path = "luks_cli/progress.rs"]
+mod progress;
 #[path = "luks_cli/slots.rs"]
 mod slots;
 
@@ -390,6 +392,7 @@ pub fn main(prog: &str, args: &[String]) -> i32 {
     let mut input = std::io::stdin();
     // SAFETY: isatty only inspects the file descriptor.
     let tty = unsafe { libc::isatty(0) } == 1;
+    progress::enable_on_tty();
     let mut io = Io {
         out: &mut out,
         err: &mut err,

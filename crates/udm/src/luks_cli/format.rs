@@ -106,7 +106,10 @@ pub fn make_area(
     cipher: &str,
     af_hash: &str,
 ) -> Result<Zeroizing<Vec<u8>>, Failed> {
-    let key = kdf::derive(kdf, pass, salt, vk.len()).map_err(|e| kerr(io, e))?;
+    let key = {
+        let _p = super::progress::start(kdf);
+        kdf::derive(kdf, pass, salt, vk.len()).map_err(|e| kerr(io, e))?
+    };
     let material = af::split(vk, STRIPES, af_hash).map_err(|e| kerr(io, e))?;
     seal(io, cipher, &key, &material)
 }

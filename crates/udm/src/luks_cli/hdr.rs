@@ -158,7 +158,10 @@ fn try_slot1(
         hash: h.hash.clone(),
         iterations: s.iterations,
     };
-    let key = kdf::derive(&k, pass, &s.salt, h.key_bytes as usize)?;
+    let key = {
+        let _p = super::progress::start(&k);
+        kdf::derive(&k, pass, &s.salt, h.key_bytes as usize)?
+    };
     let len = af::area_bytes(h.key_bytes as usize, s.stripes);
     let area = read_area(dev, &h.cipher_spec(), &key, s.offset as u64 * 512, len)?;
     let n = h.key_bytes as usize * s.stripes as usize;
@@ -185,7 +188,10 @@ fn try_slot2(
     let Some(d) = m.digest_for_keyslot(ks.id) else {
         return Ok(None);
     };
-    let key = kdf::derive(&ks.kdf, pass, &ks.salt, ks.area_key_size)?;
+    let key = {
+        let _p = super::progress::start(&ks.kdf);
+        kdf::derive(&ks.kdf, pass, &ks.salt, ks.area_key_size)?
+    };
     let len = af::area_bytes(ks.key_size, ks.af_stripes);
     let area = read_area(dev, &ks.area_encryption, &key, ks.area_offset, len)?;
     let n = ks.key_size * ks.af_stripes as usize;

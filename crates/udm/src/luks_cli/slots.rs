@@ -270,7 +270,10 @@ fn seal2(
         kdf: kdf.clone(),
         salt: salt.to_vec(),
     };
-    let key = udm_formats::luks::kdf::derive(&kdf, pw, &salt, enc_len).map_err(|e| kerr(io, e))?;
+    let key = {
+        let _p = super::progress::start(&kdf);
+        udm_formats::luks::kdf::derive(&kdf, pw, &salt, enc_len).map_err(|e| kerr(io, e))?
+    };
     let area = seal_with_key(io, &enc, &key, vk, &af_hash)?;
     Ok((luks2::keyslot_json(&ks), (offset, area)))
 }
