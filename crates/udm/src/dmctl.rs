@@ -1,6 +1,6 @@
-//! Shared by the tools that drive the daemon the way libdm drives the kernel (`udm luks`,
-//! `udm verity`): connecting, reporting a failed request in libdm's words, and absolute
-//! paths for table arguments (the daemon resolves them, not the caller's directory).
+//! Shared by the cryptsetup-family tools (`udm luks`, `udm verity`): connecting to the daemon,
+//! reporting a failed request in libdm's words, absolute paths for table arguments (the daemon
+//! resolves them, not the caller's directory), and cryptsetup's exit codes and `-v` summary.
 
 use std::io::Write;
 use std::path::Path;
@@ -52,4 +52,38 @@ pub fn abs(path: &str) -> String {
     std::fs::canonicalize(path)
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| path.to_string())
+}
+
+/// cryptsetup's exit code for an errno (0 ok, 1 bad parameters, 2 no permission or bad
+/// passphrase, 3 out of memory, 4 wrong device, 5 busy or exists).
+pub fn exit_code(errno: i32) -> i32 {
+    match errno {
+        0 => 0,
+        libc::EEXIST | libc::EBUSY => 5,
+        libc::ENOTBLK | libc::ENODEV => 4,
+        libc::ENOMEM => 3,
+        libc::EPERM => 2,
+        _ => 1,
+    }
+}
+
+/// The exit code for an action's result, with cryptsetup's `-v` summary line on `out`.
+pub fn finish(out: &mut dyn Write, verbose: bool, errno: i32) -> i32 {
+    let code = exit_code(errno);
+    if verbose {
+        if code == 0 {
+            let _ = writeln!(out, "Command successful.");
+        } else {
+            let why = match code {
+                1 => "wrong or missing parameters",
+                2 => "no permission or bad passphrase",
+                3 => "out of memory",
+                4 => "wrong device or file specified",
+                5 => "device already exists or device is busy",
+                _ => "unknown error",
+            };
+            let _ = writeln!(out, "Command failed with code -{code} ({why}).");
+        }
+    }
+    code
 }

@@ -45,18 +45,6 @@ pub fn fail(io: &mut Io<'_>, errno: i32, msg: impl std::fmt::Display) -> Failed 
     Failed(errno)
 }
 
-/// cryptsetup's `translate_errno`: errno → exit code.
-pub fn exit_code(errno: i32) -> i32 {
-    match errno {
-        0 => 0,
-        libc::EEXIST | libc::EBUSY => 5,
-        libc::ENOTBLK | libc::ENODEV => 4,
-        libc::ENOMEM => 3,
-        libc::EPERM => 2,
-        _ => 1,
-    }
-}
-
 /// Parsed options (cryptsetup's popt table, the part udm implements).
 #[derive(Debug, Default, Clone)]
 pub struct Opts {
@@ -363,26 +351,11 @@ pub fn run(io: &mut Io<'_>, prog: &str, args: &[String]) -> i32 {
         "luksChangeKey" => slots::change_key(io, &opts, &pos),
         _ => slots::kill_slot(io, &opts, &pos),
     };
-    let code = match r {
+    let errno = match r {
         Ok(()) => 0,
-        Err(Failed(e)) => exit_code(e),
+        Err(Failed(e)) => e,
     };
-    if opts.verbose {
-        if code == 0 {
-            let _ = writeln!(io.out, "Command successful.");
-        } else {
-            let why = match code {
-                1 => "wrong or missing parameters",
-                2 => "no permission or bad passphrase",
-                3 => "out of memory",
-                4 => "wrong device or file specified",
-                5 => "device already exists or device is busy",
-                _ => "unknown error",
-            };
-            let _ = writeln!(io.out, "Command failed with code -{code} ({why}).");
-        }
-    }
-    code
+    dmctl::finish(io.out, opts.verbose, errno)
 }
 
 /// Entry point: `udm luks ARGS…` (prog "udm luks") or a link named `cryptsetup`.
