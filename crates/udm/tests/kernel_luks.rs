@@ -6,42 +6,10 @@
 #[allow(dead_code)]
 #[path = "../src/luks_cli.rs"]
 mod luks_cli;
+mod luks_common;
+use luks_common::{qemu_img, s, udm};
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// (exit code, stdout, stderr) of `udm luks ARGS` run in-process with `stdin` as input.
-fn udm(args: &[&str], stdin: &[u8], socket: Option<&Path>) -> (i32, String, String) {
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let mut input = stdin;
-    let mut io = luks_cli::Io {
-        out: &mut out,
-        err: &mut err,
-        input: &mut input,
-        tty: false,
-        socket: socket.map(Path::to_path_buf).unwrap_or_default(),
-    };
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let code = luks_cli::run(&mut io, "cryptsetup", &args);
-    (
-        code,
-        String::from_utf8_lossy(&out).into_owned(),
-        String::from_utf8_lossy(&err).into_owned(),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn qemu_img(args: &[&str]) {
-    let o = Command::new("qemu-img").args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "qemu-img {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 fn pseudo(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;

@@ -6,53 +6,11 @@
 #[allow(dead_code)]
 #[path = "../src/luks_cli.rs"]
 mod luks_cli;
+mod luks_common;
+use luks_common::{real, s, udm};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// (exit code, stdout, stderr) of `udm luks ARGS` run in-process with `stdin` as input.
-fn udm(args: &[&str], stdin: &[u8], socket: Option<&Path>) -> (i32, String, String) {
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let mut input = stdin;
-    let mut io = luks_cli::Io {
-        out: &mut out,
-        err: &mut err,
-        input: &mut input,
-        tty: false,
-        socket: socket.map(Path::to_path_buf).unwrap_or_default(),
-    };
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let code = luks_cli::run(&mut io, "cryptsetup", &args);
-    (
-        code,
-        String::from_utf8_lossy(&out).into_owned(),
-        String::from_utf8_lossy(&err).into_owned(),
-    )
-}
-
-/// The same with the real cryptsetup.
-fn real(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
-    use std::io::Write;
-    let mut c = Command::new("cryptsetup")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run cryptsetup");
-    // The tool may exit without reading its stdin (an error, or no passphrase needed).
-    let _ = c.stdin.take().unwrap().write_all(stdin);
-    let o = c.wait_with_output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A 24 MiB image formatted by cryptsetup with `opts`, passphrase "secret" (key file on stdin).
 fn cs_format(dir: &Path, name: &str, opts: &[&str]) -> PathBuf {

@@ -6,52 +6,15 @@
 #[allow(dead_code)]
 #[path = "../src/luks_cli.rs"]
 mod luks_cli;
+mod luks_common;
+use luks_common::{real, s};
+
+/// udm's cryptsetup with no daemon (the keyslot commands work on the image alone).
+fn udm(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    luks_common::udm(args, stdin, None)
+}
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// (exit code, stdout, stderr) of `cryptsetup ARGS` run by udm in-process.
-fn udm(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let mut input = stdin;
-    let mut io = luks_cli::Io {
-        out: &mut out,
-        err: &mut err,
-        input: &mut input,
-        tty: false,
-        socket: PathBuf::new(),
-    };
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let code = luks_cli::run(&mut io, "cryptsetup", &args);
-    (
-        code,
-        String::from_utf8_lossy(&out).into_owned(),
-        String::from_utf8_lossy(&err).into_owned(),
-    )
-}
-
-/// The same with the real cryptsetup.
-fn real(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
-    use std::io::Write;
-    let mut c = Command::new("cryptsetup")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run cryptsetup");
-    let _ = c.stdin.take().unwrap().write_all(stdin);
-    let o = c.wait_with_output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A key file holding `pass` (no newline).
 fn keyfile(dir: &Path, name: &str, pass: &[u8]) -> PathBuf {
