@@ -5,93 +5,12 @@
 mod common;
 
 use common::TestExports;
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use udm_io::{BlockDevice, MemDevice, Sectors};
 use udm_nbd::proto::REP_ERR_TLS_REQD;
 use udm_nbd::{NbdAddr, NbdClient, NbdError, NbdServer, TlsClient, TlsServer};
 use udm_testkit::{require_tool, run};
-
-/// A CA, a server certificate for localhost/127.0.0.1 and a client certificate, laid out as
-/// nbdkit, qemu and libnbd expect (`ca-cert.pem`, `server-*.pem`, `client-*.pem`).
-fn pki(dir: &Path) {
-    let ossl = |args: &[&str]| {
-        run(Command::new("openssl").args(args).current_dir(dir));
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    ossl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca-key.pem",
-                "-out",
-                "ca-cert.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=udm test CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-        ]
-        .concat(),
-    );
-    for (who, ext) in [
-        (
-            "server",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        ),
-        (
-            "client",
-            "subjectAltName=DNS:client\nextendedKeyUsage=clientAuth\n",
-        ),
-    ] {
-        std::fs::write(dir.join(format!("{who}.ext")), ext).unwrap();
-        ossl(
-            &[
-                &["req"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    &format!("{who}-key.pem"),
-                    "-out",
-                    &format!("{who}.csr"),
-                    "-subj",
-                    &format!("/CN={who}"),
-                ],
-            ]
-            .concat(),
-        );
-        ossl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{who}.csr"),
-            "-CA",
-            "ca-cert.pem",
-            "-CAkey",
-            "ca-key.pem",
-            "-CAcreateserial",
-            "-out",
-            &format!("{who}-cert.pem"),
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{who}.ext"),
-        ]);
-    }
-}
 
 fn exports() -> Arc<TestExports> {
     let e = Arc::new(TestExports::default());
@@ -106,7 +25,7 @@ fn tls_between_udm_client_and_server_and_plaintext_refused() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    pki(dir.path());
+    udm_testkit::test_pki(dir.path());
     let sock = dir.path().join("tls.sock");
     let server = TlsServer::from_dir(dir.path(), false, true).unwrap();
     let _h = NbdServer::new(exports())
@@ -138,7 +57,7 @@ fn tls_between_udm_client_and_server_and_plaintext_refused() {
     c.disconnect().unwrap();
     // A client trusting another CA fails the handshake; the server goes on serving.
     let other = tempfile::tempdir().unwrap();
-    pki(other.path());
+    udm_testkit::test_pki(other.path());
     let wrong = TlsClient::new(&other.path().join("ca-cert.pem"), "localhost", None).unwrap();
     assert!(NbdClient::connect_tls(&addr, "m", &wrong).is_err());
     let c = NbdClient::connect_tls(&addr, "m", &tls).unwrap();
@@ -151,7 +70,7 @@ fn client_certificates_are_checked_when_asked_for() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    pki(dir.path());
+    udm_testkit::test_pki(dir.path());
     let sock = dir.path().join("mtls.sock");
     let server = TlsServer::from_dir(dir.path(), true, true).unwrap();
     let _h = NbdServer::new(exports())
@@ -177,7 +96,7 @@ fn nbdinfo_over_tls_to_udm() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    pki(dir.path());
+    udm_testkit::test_pki(dir.path());
     let server = TlsServer::from_dir(dir.path(), false, true).unwrap();
     let h = NbdServer::new(exports())
         .with_tls(server)
@@ -206,7 +125,7 @@ fn remote_device_over_nbds() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    pki(dir.path());
+    udm_testkit::test_pki(dir.path());
     let sock = dir.path().join("r.sock");
     let server = TlsServer::from_dir(dir.path(), false, true).unwrap();
     let _h = NbdServer::new(exports())

@@ -2,82 +2,13 @@
 //! NBD_REP_ERR_TLS_REQD); `--tls-optional` also lets plaintext clients in.
 
 use std::path::Path;
-use std::process::Command;
 use udm_nbd::proto::REP_ERR_TLS_REQD;
 use udm_nbd::{NbdAddr, NbdClient, NbdError, TlsClient};
 use udm_proto::{Client, DevSel, Line, Request};
-use udm_testkit::{require_tool, run, Daemon};
+use udm_testkit::{require_tool, Daemon};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_udm"))
-}
-
-/// A CA and a server certificate for localhost, as `--tls DIR` expects.
-fn pki(dir: &Path) {
-    let ossl = |args: &[&str]| {
-        run(Command::new("openssl").args(args).current_dir(dir));
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    ossl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca-key.pem",
-                "-out",
-                "ca-cert.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=udm test CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(dir.join("s.ext"), "subjectAltName=DNS:localhost\n").unwrap();
-    ossl(
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "server-key.pem",
-                "-out",
-                "s.csr",
-                "-subj",
-                "/CN=localhost",
-            ],
-        ]
-        .concat(),
-    );
-    ossl(&[
-        "x509",
-        "-req",
-        "-in",
-        "s.csr",
-        "-CA",
-        "ca-cert.pem",
-        "-CAkey",
-        "ca-key.pem",
-        "-CAcreateserial",
-        "-out",
-        "server-cert.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "s.ext",
-    ]);
 }
 
 fn zero(d: &Daemon, name: &str) {
@@ -114,7 +45,7 @@ fn daemon_serves_tls_and_refuses_plaintext_unless_optional() {
         return;
     }
     let pkidir = tempfile::tempdir().unwrap();
-    pki(pkidir.path());
+    udm_testkit::test_pki(pkidir.path());
     let dir = pkidir.path().to_str().unwrap();
     let tls = TlsClient::new(&pkidir.path().join("ca-cert.pem"), "localhost", None).unwrap();
     let d = Daemon::start_with(bin(), &["--no-fuse", "--tls", dir]);
