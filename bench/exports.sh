@@ -8,13 +8,13 @@
 #                    and qemu-nbd (--shared=16).
 # Prints IOPS and MiB/s per job and udm/peer ratios. Not part of CI. Needs root (FUSE).
 #
-#   bench/exports.sh [RUNTIME_SECONDS]      (default 5 per job)
+#   bench/exports.sh [RUNTIME_SECONDS]      (default 5 per job; UDM_BIN=path skips the build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RT=${1:-5}
 for t in fio nbdkit qemu-nbd python3; do command -v $t >/dev/null || { echo "need $t"; exit 1; }; done
-cargo build --release -q -p udm
-UDM=${CARGO_TARGET_DIR:-$PWD/target}/release/udm
+if [ -z "${UDM_BIN:-}" ]; then cargo build --release -q -p udm; fi
+UDM=${UDM_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/udm}
 W=$(mktemp -d /tmp/udm-exports-bench.XXXXXX)
 IMG=$W/disk.img
 cleanup() {
