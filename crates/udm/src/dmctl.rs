@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use udm_proto::{Client, ClientError};
+use udm_proto::{Client, ClientError, DevSel, Line, Request};
 
 /// Connect to the daemon, or say why not on `err`.
 pub fn connect(socket: &Path, err: &mut dyn Write) -> Option<Client> {
@@ -86,4 +86,38 @@ pub fn finish(out: &mut dyn Write, verbose: bool, errno: i32) -> i32 {
         }
     }
     code
+}
+
+/// libdm's second half of `create`: load `table` into the new device `name` and resume it;
+/// if either fails the device is removed again. Returns the errno reported on `err`.
+pub fn load_and_resume(
+    c: &mut Client,
+    err: &mut dyn Write,
+    name: &str,
+    table: Vec<Line>,
+    read_only: bool,
+) -> Result<(), i32> {
+    let sel = DevSel::Name(name.to_string());
+    let r = c
+        .call(Request::Load {
+            dev: sel.clone(),
+            table,
+            read_only,
+        })
+        .map_err(|e| report(err, "reload", name, &e))
+        .and_then(|_| {
+            c.call(Request::Resume {
+                dev: sel.clone(),
+                noflush: false,
+                nolockfs: false,
+            })
+            .map_err(|e| report(err, "resume", name, &e))
+        });
+    if r.is_err() {
+        let _ = c.call(Request::Remove {
+            dev: sel,
+            deferred: false,
+        });
+    }
+    r.map(|_| ())
 }

@@ -102,33 +102,13 @@ fn activate(io: &mut Io<'_>, o: &Opts, name: &str, dev: &str, m: &Mapping) -> Re
     })
     .map_err(|e| report(io, "create", name, &e))?;
     let params = table(o, m, dev);
-    let r = c
-        .call(Request::Load {
-            dev: sel.clone(),
-            table: vec![Line {
-                start: 0,
-                len: m.sectors,
-                ttype: "crypt".into(),
-                params: params.to_string(),
-            }],
-            read_only: o.readonly,
-        })
-        .map_err(|e| report(io, "reload", name, &e))
-        .and_then(|_| {
-            c.call(Request::Resume {
-                dev: sel.clone(),
-                noflush: false,
-                nolockfs: false,
-            })
-            .map_err(|e| report(io, "resume", name, &e))
-        });
-    if let Err(e) = r {
-        let _ = c.call(Request::Remove {
-            dev: sel,
-            deferred: false,
-        });
-        return Err(e);
-    }
+    let line = Line {
+        start: 0,
+        len: m.sectors,
+        ttype: "crypt".into(),
+        params: params.to_string(),
+    };
+    dmctl::load_and_resume(&mut c, io.err, name, vec![line], o.readonly).map_err(Failed)?;
     Ok(())
 }
 

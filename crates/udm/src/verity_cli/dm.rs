@@ -172,28 +172,7 @@ pub fn open(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
         }
         Err(e) => return Err(report(io, "create", name, &e)),
     }
-    let loaded = c
-        .call(Request::Load {
-            dev: sel.clone(),
-            table: vec![line],
-            read_only: true,
-        })
-        .map_err(|e| report(io, "reload", name, &e))
-        .and_then(|_| {
-            c.call(Request::Resume {
-                dev: sel.clone(),
-                noflush: false,
-                nolockfs: false,
-            })
-            .map_err(|e| report(io, "resume", name, &e))
-        });
-    if let Err(e) = loaded {
-        let _ = c.call(Request::Remove {
-            dev: sel,
-            deferred: false,
-        });
-        return Err(e);
-    }
+    dmctl::load_and_resume(&mut c, io.err, name, vec![line], true).map_err(Failed)?;
     if let Ok(Reply::Status { targets, .. }) = c.call(Request::Status {
         dev: sel,
         inactive: false,
