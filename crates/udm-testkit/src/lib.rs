@@ -112,6 +112,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub nbd_socket: PathBuf,
+    /// The udm binary, for `udm` commands against this daemon.
+    pub bin: PathBuf,
 }
 
 impl Daemon {
@@ -138,6 +140,7 @@ impl Daemon {
             .spawn()
             .expect("spawn udm daemon");
         let d = Daemon {
+            bin: bin.to_path_buf(),
             child,
             dir,
             socket,
@@ -150,6 +153,13 @@ impl Daemon {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         panic!("udm daemon did not start: {}", d.log());
+    }
+
+    /// `udm create NAME --table TABLE` against this daemon (must succeed).
+    pub fn create(&self, name: &str, table: &str) {
+        run(Command::new(&self.bin)
+            .args(["create", name, "--table", table])
+            .env("UDM_SOCKET", &self.socket));
     }
 
     /// The daemon's log so far.

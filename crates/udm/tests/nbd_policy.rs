@@ -3,39 +3,10 @@
 
 use std::path::Path;
 use udm_nbd::{NbdAddr, NbdClient};
-use udm_proto::{Client, DevSel, Line, Request};
 use udm_testkit::Daemon;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_udm"))
-}
-
-fn zero(d: &Daemon, name: &str) {
-    let mut c = Client::connect(&d.socket).unwrap();
-    let sel = DevSel::Name(name.into());
-    c.call(Request::Create {
-        name: name.into(),
-        uuid: String::new(),
-    })
-    .unwrap();
-    let table = vec![Line {
-        start: 0,
-        len: 2048,
-        ttype: "zero".into(),
-        params: String::new(),
-    }];
-    c.call(Request::Load {
-        dev: sel.clone(),
-        table,
-        read_only: false,
-    })
-    .unwrap();
-    c.call(Request::Resume {
-        dev: sel,
-        noflush: false,
-        nolockfs: false,
-    })
-    .unwrap();
 }
 
 #[test]
@@ -51,7 +22,7 @@ fn allowlist_and_read_only_exports() {
         ],
     );
     for n in ["a", "b", "pub1", "pubro"] {
-        zero(&d, n);
+        d.create(n, "0 2048 zero");
     }
     let names = NbdClient::list(&NbdAddr::Unix(d.nbd_socket.clone())).unwrap();
     assert_eq!(names, ["a", "pub1", "pubro"]);

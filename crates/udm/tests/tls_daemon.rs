@@ -4,39 +4,10 @@
 use std::path::Path;
 use udm_nbd::proto::REP_ERR_TLS_REQD;
 use udm_nbd::{NbdAddr, NbdClient, NbdError, TlsClient};
-use udm_proto::{Client, DevSel, Line, Request};
 use udm_testkit::{require_tool, Daemon};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_udm"))
-}
-
-fn zero(d: &Daemon, name: &str) {
-    let mut c = Client::connect(&d.socket).unwrap();
-    let sel = DevSel::Name(name.into());
-    c.call(Request::Create {
-        name: name.into(),
-        uuid: String::new(),
-    })
-    .unwrap();
-    let table = vec![Line {
-        start: 0,
-        len: 2048,
-        ttype: "zero".into(),
-        params: String::new(),
-    }];
-    c.call(Request::Load {
-        dev: sel.clone(),
-        table,
-        read_only: false,
-    })
-    .unwrap();
-    c.call(Request::Resume {
-        dev: sel,
-        noflush: false,
-        nolockfs: false,
-    })
-    .unwrap();
 }
 
 #[test]
@@ -49,7 +20,7 @@ fn daemon_serves_tls_and_refuses_plaintext_unless_optional() {
     let dir = pkidir.path().to_str().unwrap();
     let tls = TlsClient::new(&pkidir.path().join("ca-cert.pem"), "localhost", None).unwrap();
     let d = Daemon::start_with(bin(), &["--no-fuse", "--tls", dir]);
-    zero(&d, "z");
+    d.create("z", "0 2048 zero");
     let addr = NbdAddr::Unix(d.nbd_socket.clone());
     match NbdClient::connect(&addr, "z") {
         Err(NbdError::Refused { reply, .. }) => assert_eq!(reply, REP_ERR_TLS_REQD),
@@ -61,7 +32,7 @@ fn daemon_serves_tls_and_refuses_plaintext_unless_optional() {
     assert!(b.iter().all(|&x| x == 0));
     drop(c);
     let d2 = Daemon::start_with(bin(), &["--no-fuse", "--tls", dir, "--tls-optional"]);
-    zero(&d2, "z");
+    d2.create("z", "0 2048 zero");
     let addr2 = NbdAddr::Unix(d2.nbd_socket.clone());
     NbdClient::connect(&addr2, "z").unwrap();
     NbdClient::connect_tls(&addr2, "z", &tls).unwrap();
