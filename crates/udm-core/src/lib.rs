@@ -11,7 +11,7 @@ pub mod stats;
 pub mod table;
 pub mod target;
 
-pub use args::{split_args, ArgReader};
+pub use args::{escape_arg, split_args, ArgReader, Escaped};
 pub use device::{DevInfo, MappedDevice};
 pub use error::DmError;
 pub use registry::{DevSel, Registry, RegistryEvent, TargetStatus};

@@ -1,7 +1,7 @@
 //! Tables: the kernel's text form, construction with the kernel's validation rules, and
 //! dispatching bios to targets (splitting at target boundaries and `max_io_len`).
 
-use crate::args::{parse_num, split_args};
+use crate::args::{is_arg_space, parse_num, split_args};
 use crate::error::DmError;
 use crate::resolve::{DevHandle, Resolver};
 use crate::target::{
@@ -30,41 +30,51 @@ impl std::fmt::Display for TableLine {
     }
 }
 
-/// Parse table text as dmsetup does: blank lines and `#` comments skipped, each line
-/// `<start> <length> <type> [params]`. Errors name the 1-based line.
+/// Parse table text as dmsetup does: blank lines and lines starting with `#` skipped, each line
+/// `<start> <length> <type> [params]`, params cut at a `#`. Backslashes are left alone for the
+/// targets' `split_args`, and trailing whitespace is dropped unless a backslash escapes it.
+/// Errors name the 1-based line.
 pub fn parse_table_text(text: &str) -> Result<Vec<TableLine>, usize> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
-        let line = raw.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
+        let line = raw.trim_matches(is_arg_space);
+        if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let mut words = line.split_whitespace();
-        let (Some(a), Some(b), Some(t)) = (words.next(), words.next(), words.next()) else {
+        let mut rest = line;
+        let mut word = || {
+            let end = rest.find(is_arg_space).unwrap_or(rest.len());
+            let w = &rest[..end];
+            rest = rest[end..].trim_start_matches(is_arg_space);
+            w
+        };
+        let (a, b, t) = (word(), word(), word());
+        let (Some(start), Some(len), false) = (parse_num::<u64>(a), parse_num::<u64>(b), t.is_empty())
+        else {
             return Err(i + 1);
         };
-        // The params are the rest of the line after the type word.
-        let type_pos = line.find(a).unwrap_or(0) + a.len();
-        let type_pos = line[type_pos..]
-            .find(b)
-            .map(|p| p + type_pos + b.len())
-            .unwrap_or(type_pos);
-        let type_pos = line[type_pos..]
-            .find(t)
-            .map(|p| p + type_pos + t.len())
-            .unwrap_or(line.len());
-        let params = line[type_pos..].trim().to_string();
-        let (Some(start), Some(len)) = (parse_num::<u64>(a), parse_num::<u64>(b)) else {
-            return Err(i + 1);
-        };
+        let params = rest.split('#').next().unwrap_or("");
         out.push(TableLine {
             start: Sectors(start),
             len: Sectors(len),
             ttype: t.to_string(),
-            params,
+            params: trim_end_unescaped(params).to_string(),
         });
     }
     Ok(out)
+}
+
+/// `s` without trailing whitespace, keeping a whitespace character a backslash escapes.
+fn trim_end_unescaped(mut s: &str) -> &str {
+    while let Some(c) = s.chars().next_back().filter(|&c| is_arg_space(c)) {
+        let body = &s[..s.len() - c.len_utf8()];
+        let slashes = body.len() - body.trim_end_matches('\\').len();
+        if slashes % 2 == 1 {
+            break;
+        }
+        s = body;
+    }
+    s
 }
 
 pub(crate) struct Entry {
@@ -442,4 +452,29 @@ fn check_area(line: usize, h: &DevHandle, start: Sectors, len: Sectors) -> Resul
 /// Fail a bio with EIO (for callers that have no table).
 pub fn fail(bio: Bio) {
     bio.complete(Err(IoError::Io))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_text_keeps_escapes_for_the_targets() {
+        let t = parse_table_text(
+            "0 8 linear /tmp/my\\ disk\\\\\\ f.img 0\n\
+             8 8 linear /a\\  # c\n\
+             16 8 linear /b\\\\ \t \n\
+             24 8\tzero\t#x",
+        )
+        .unwrap();
+        assert_eq!(t[0].params, "/tmp/my\\ disk\\\\\\ f.img 0");
+        assert_eq!(split_args(&t[0].params), ["/tmp/my disk\\ f.img", "0"]);
+        // An escaped trailing space stays; an escaped backslash does not escape the space.
+        assert_eq!(t[1].params, "/a\\ ");
+        assert_eq!(split_args(&t[1].params), ["/a "]);
+        assert_eq!(t[2].params, "/b\\\\");
+        assert_eq!((t[3].ttype.as_str(), t[3].params.as_str()), ("zero", ""));
+        assert_eq!(parse_table_text("0 8"), Err(1));
+        assert_eq!(parse_table_text("\n0 x zero"), Err(2));
+    }
 }
