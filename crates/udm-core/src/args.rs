@@ -131,7 +131,10 @@ mod tests {
             split_args("a\tb\nc\x0bd\x0ce\rf"),
             vec!["a", "b", "c", "d", "e", "f"]
         );
-        assert_eq!(split_args("a\u{a0}b\u{2003}c\u{85}d"), vec!["a\u{a0}b\u{2003}c\u{85}d"]);
+        assert_eq!(
+            split_args("a\u{a0}b\u{2003}c\u{85}d"),
+            vec!["a\u{a0}b\u{2003}c\u{85}d"]
+        );
         // A backslash before any other character stands for that character.
         assert_eq!(split_args("\\a\\:b \\\tc"), vec!["a:b", "\tc"]);
         assert_eq!(split_args("\\é"), vec!["é"]);
@@ -144,7 +147,16 @@ mod tests {
     }
     #[test]
     fn escaping_round_trips() {
-        let words = ["plain", "my disk", "a\\b", "tab\there", " ", "\\", "end\\", "\r\n"];
+        let words = [
+            "plain",
+            "my disk",
+            "a\\b",
+            "tab\there",
+            " ",
+            "\\",
+            "end\\",
+            "\r\n",
+        ];
         let line: Vec<String> = words.iter().map(|w| escape_arg(w).into_owned()).collect();
         assert_eq!(split_args(&line.join(" ")), words);
         assert!(matches!(escape_arg("8:16"), Cow::Borrowed("8:16")));

@@ -49,7 +49,8 @@ pub fn parse_table_text(text: &str) -> Result<Vec<TableLine>, usize> {
             w
         };
         let (a, b, t) = (word(), word(), word());
-        let (Some(start), Some(len), false) = (parse_num::<u64>(a), parse_num::<u64>(b), t.is_empty())
+        let (Some(start), Some(len), false) =
+            (parse_num::<u64>(a), parse_num::<u64>(b), t.is_empty())
         else {
             return Err(i + 1);
         };

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use udm_core::clock::{Clock, RealClock};
-use udm_core::{DevHandle, MapResult, StatusType, Target, TargetCtx, TargetError, TargetType};
+use udm_core::{
+    DevHandle, Escaped, MapResult, StatusType, Target, TargetCtx, TargetError, TargetType,
+};
 use udm_io::{Bio, BioFlags, Op, Sectors};
 
 use crate::kscan::{scan_u32, scan_u64};
@@ -43,10 +45,9 @@ impl DelayParams {
     }
 }
 
-impl FromStr for DelayParams {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self, TargetError> {
-        let args = udm_core::split_args(s);
+impl DelayParams {
+    /// Parse the words the table gave (as split by `split_args`).
+    pub fn from_args(args: &[String]) -> Result<Self, TargetError> {
         if !matches!(args.len(), 3 | 6 | 9) {
             return Err(TargetError::invalid("Requires exactly 3, 6 or 9 arguments"));
         }
@@ -65,13 +66,20 @@ impl FromStr for DelayParams {
     }
 }
 
+impl FromStr for DelayParams {
+    type Err = TargetError;
+    fn from_str(s: &str) -> Result<Self, TargetError> {
+        DelayParams::from_args(&udm_core::split_args(s))
+    }
+}
+
 impl fmt::Display for DelayParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, c) in self.classes.iter().enumerate() {
             if i > 0 {
                 f.write_str(" ")?;
             }
-            write!(f, "{} {} {}", c.dev, c.offset, c.delay_ms)?;
+            write!(f, "{} {} {}", Escaped(&c.dev), c.offset, c.delay_ms)?;
         }
         Ok(())
     }
@@ -111,7 +119,7 @@ impl TargetType for DelayType {
         ctx: &mut TargetCtx<'_>,
         args: &[String],
     ) -> Result<Box<dyn Target>, TargetError> {
-        let p: DelayParams = args.join(" ").parse()?;
+        let p = DelayParams::from_args(args)?;
         let len = ctx.len;
         let mut mk = |c: &DelayClassParams| -> Result<Class, TargetError> {
             Ok(Class {

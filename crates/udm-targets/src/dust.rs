@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use udm_core::{DevHandle, MapResult, StatusType, Target, TargetCtx, TargetError, TargetType};
+use udm_core::{
+    DevHandle, Escaped, MapResult, StatusType, Target, TargetCtx, TargetError, TargetType,
+};
 use udm_io::{Bio, IoError, Op, Sectors};
 
 use crate::kscan::{kstrtou32, scan_u32, scan_u64};
@@ -24,9 +26,9 @@ pub struct DustParams {
 }
 
 impl DustParams {
-    /// Parse and check against the target length (the block may not exceed it).
-    pub fn parse(s: &str, target_len: Sectors) -> Result<DustParams, TargetError> {
-        let args = udm_core::split_args(s);
+    /// Parse the table's words and check against the target length (the block may not
+    /// exceed it).
+    pub fn parse(args: &[String], target_len: Sectors) -> Result<DustParams, TargetError> {
         if args.len() != 3 {
             return Err(TargetError::invalid("Invalid argument count"));
         }
@@ -56,13 +58,13 @@ impl FromStr for DustParams {
     type Err = TargetError;
     /// Parse without a target length (the size check is left to `construct`).
     fn from_str(s: &str) -> Result<Self, TargetError> {
-        DustParams::parse(s, Sectors(DUST_MAX_BLKSZ_SECTORS))
+        DustParams::parse(&udm_core::split_args(s), Sectors(DUST_MAX_BLKSZ_SECTORS))
     }
 }
 
 impl fmt::Display for DustParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.dev, self.offset, self.blksz)
+        write!(f, "{} {} {}", Escaped(&self.dev), self.offset, self.blksz)
     }
 }
 
@@ -80,7 +82,7 @@ impl TargetType for DustType {
         ctx: &mut TargetCtx<'_>,
         args: &[String],
     ) -> Result<Box<dyn Target>, TargetError> {
-        let p = DustParams::parse(&args.join(" "), ctx.len)?;
+        let p = DustParams::parse(args, ctx.len)?;
         let dev = ctx.get_device_area(&p.dev, p.offset, ctx.len)?;
         let spb = (p.blksz >> 9) as u64;
         Ok(Box::new(Dust {
@@ -201,7 +203,7 @@ impl Target for Dust {
                 let st = self.st.lock();
                 format!(
                     "{} {} {}",
-                    self.dev.id,
+                    Escaped(&self.dev.id.to_string()),
                     if st.fail_read_on_bb {
                         "fail_read_on_bad_block"
                     } else {

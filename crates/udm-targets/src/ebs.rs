@@ -7,7 +7,9 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use udm_core::{DevHandle, MapResult, StatusType, Target, TargetCtx, TargetError, TargetType};
+use udm_core::{
+    DevHandle, Escaped, MapResult, StatusType, Target, TargetCtx, TargetError, TargetType,
+};
 use udm_io::{sync, Bio, BioFlags, BlockDevice, IoError, Limits, Op, Sectors, WorkerPool};
 
 use crate::kscan::scan_u64;
@@ -32,10 +34,9 @@ fn bs_ok(bs: u32) -> bool {
     bs != 0 && bs.is_power_of_two()
 }
 
-impl FromStr for EbsParams {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self, TargetError> {
-        let a = udm_core::split_args(s);
+impl EbsParams {
+    /// Parse the words the table gave (as split by `split_args`).
+    pub fn from_args(a: &[String]) -> Result<Self, TargetError> {
         if !(3..=4).contains(&a.len()) {
             return Err(TargetError::invalid("Invalid argument count"));
         }
@@ -61,9 +62,16 @@ impl FromStr for EbsParams {
     }
 }
 
+impl FromStr for EbsParams {
+    type Err = TargetError;
+    fn from_str(s: &str) -> Result<Self, TargetError> {
+        EbsParams::from_args(&udm_core::split_args(s))
+    }
+}
+
 impl fmt::Display for EbsParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.dev, self.offset, self.e_bs)?;
+        write!(f, "{} {} {}", Escaped(&self.dev), self.offset, self.e_bs)?;
         if let Some(u) = self.u_bs {
             write!(f, " {u}")?;
         }
@@ -85,7 +93,7 @@ impl TargetType for EbsType {
         ctx: &mut TargetCtx<'_>,
         args: &[String],
     ) -> Result<Box<dyn Target>, TargetError> {
-        let p: EbsParams = args.join(" ").parse()?;
+        let p = EbsParams::from_args(args)?;
         let dev = ctx.get_device_area(&p.dev, p.offset, ctx.len)?;
         let u_bs = match p.u_bs {
             Some(u) => u,

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use udm_core::clock::{Clock, RealClock};
-use udm_core::{DevHandle, MapResult, StatusType, Target, TargetCtx, TargetError, TargetType};
+use udm_core::{
+    DevHandle, Escaped, MapResult, StatusType, Target, TargetCtx, TargetError, TargetType,
+};
 use udm_io::{Bio, BioFlags, IoBuf, IoError, Op, Sectors};
 
 use crate::kscan::{scan_u64, ArgSet, DmArg};
@@ -215,14 +217,13 @@ fn parse_features(a: &mut ArgSet<'_>) -> Result<FlakeyFeatures, TargetError> {
     Ok(f)
 }
 
-impl FromStr for FlakeyParams {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self, TargetError> {
-        let args = udm_core::split_args(s);
+impl FlakeyParams {
+    /// Parse the words the table gave (as split by `split_args`).
+    pub fn from_args(args: &[String]) -> Result<Self, TargetError> {
         if args.len() < 4 {
             return Err(inval("Invalid argument count"));
         }
-        let mut a = ArgSet::new(&args);
+        let mut a = ArgSet::new(args);
         let dev = a.shift().unwrap_or_default().to_string();
         let offset = a
             .shift()
@@ -253,10 +254,24 @@ impl FromStr for FlakeyParams {
     }
 }
 
+impl FromStr for FlakeyParams {
+    type Err = TargetError;
+    fn from_str(s: &str) -> Result<Self, TargetError> {
+        FlakeyParams::from_args(&udm_core::split_args(s))
+    }
+}
+
 impl fmt::Display for FlakeyParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let x = &self.features;
-        write!(f, "{} {} {} {} ", self.dev, self.offset, self.up, self.down)?;
+        write!(
+            f,
+            "{} {} {} {} ",
+            Escaped(&self.dev),
+            self.offset,
+            self.up,
+            self.down
+        )?;
         write!(f, "{} ", x.words())?;
         if x.error_reads {
             f.write_str("error_reads ")?;
@@ -320,7 +335,7 @@ impl TargetType for FlakeyType {
         ctx: &mut TargetCtx<'_>,
         args: &[String],
     ) -> Result<Box<dyn Target>, TargetError> {
-        let p: FlakeyParams = args.join(" ").parse()?;
+        let p = FlakeyParams::from_args(args)?;
         let dev = ctx.get_device_area(&p.dev, p.offset, ctx.len)?;
         let start_time = self.clock.now();
         Ok(Box::new(Flakey {

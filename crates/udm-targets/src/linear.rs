@@ -4,7 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 use udm_core::{
-    ArgReader, DevHandle, MapResult, StatusType, Target, TargetCtx, TargetError, TargetType,
+    ArgReader, DevHandle, Escaped, MapResult, StatusType, Target, TargetCtx, TargetError,
+    TargetType,
 };
 use udm_io::device::Extent;
 use udm_io::{Bio, Op, Sectors};
@@ -16,23 +17,29 @@ pub struct LinearParams {
     pub offset: Sectors,
 }
 
-impl FromStr for LinearParams {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self, TargetError> {
-        let args = udm_core::split_args(s);
+impl LinearParams {
+    /// Parse the words the table gave (as split by `split_args`).
+    pub fn from_args(args: &[String]) -> Result<Self, TargetError> {
         if args.len() != 2 {
             return Err(TargetError::invalid("Invalid argument count"));
         }
-        let mut r = ArgReader::new(&args);
+        let mut r = ArgReader::new(args);
         let dev = r.next("Invalid argument count")?.to_string();
         let offset = Sectors(r.num("Invalid device sector")?);
         Ok(LinearParams { dev, offset })
     }
 }
 
+impl FromStr for LinearParams {
+    type Err = TargetError;
+    fn from_str(s: &str) -> Result<Self, TargetError> {
+        LinearParams::from_args(&udm_core::split_args(s))
+    }
+}
+
 impl fmt::Display for LinearParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.dev, self.offset)
+        write!(f, "{} {}", Escaped(&self.dev), self.offset)
     }
 }
 
@@ -50,7 +57,7 @@ impl TargetType for LinearType {
         ctx: &mut TargetCtx<'_>,
         args: &[String],
     ) -> Result<Box<dyn Target>, TargetError> {
-        let p: LinearParams = args.join(" ").parse()?;
+        let p = LinearParams::from_args(args)?;
         let dev = ctx.get_device_area(&p.dev, p.offset, ctx.len)?;
         Ok(Box::new(Linear {
             dev,

@@ -5,7 +5,8 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use udm_core::{
-    ArgReader, DevHandle, MapResult, StatusType, Target, TargetCtx, TargetError, TargetType,
+    ArgReader, DevHandle, Escaped, MapResult, StatusType, Target, TargetCtx, TargetError,
+    TargetType,
 };
 use udm_io::device::Extent;
 use udm_io::{Bio, IoError, Op, Sectors};
@@ -17,14 +18,13 @@ pub struct StripedParams {
     pub legs: Vec<(String, Sectors)>,
 }
 
-impl FromStr for StripedParams {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self, TargetError> {
-        let args = udm_core::split_args(s);
+impl StripedParams {
+    /// Parse the words the table gave (as split by `split_args`).
+    pub fn from_args(args: &[String]) -> Result<Self, TargetError> {
         if args.len() < 2 {
             return Err(TargetError::invalid("Not enough arguments"));
         }
-        let mut r = ArgReader::new(&args);
+        let mut r = ArgReader::new(args);
         let stripes: u32 = r.num("Invalid stripe count")?;
         if stripes == 0 {
             return Err(TargetError::invalid("Invalid stripe count"));
@@ -49,11 +49,18 @@ impl FromStr for StripedParams {
     }
 }
 
+impl FromStr for StripedParams {
+    type Err = TargetError;
+    fn from_str(s: &str) -> Result<Self, TargetError> {
+        StripedParams::from_args(&udm_core::split_args(s))
+    }
+}
+
 impl fmt::Display for StripedParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.legs.len(), self.chunk)?;
         for (d, o) in &self.legs {
-            write!(f, " {d} {o}")?;
+            write!(f, " {} {o}", Escaped(d))?;
         }
         Ok(())
     }
@@ -83,7 +90,7 @@ impl TargetType for StripedType {
         ctx: &mut TargetCtx<'_>,
         args: &[String],
     ) -> Result<Box<dyn Target>, TargetError> {
-        let p: StripedParams = args.join(" ").parse()?;
+        let p = StripedParams::from_args(args)?;
         let n = p.legs.len() as u64;
         if !ctx.len.0.is_multiple_of(n) {
             return Err(TargetError::invalid(
@@ -159,7 +166,7 @@ impl Target for Striped {
             StatusType::Info => {
                 let mut s = format!("{}", self.legs.len());
                 for l in &self.legs {
-                    s.push_str(&format!(" {}", l.dev.id));
+                    s.push_str(&format!(" {}", Escaped(&l.dev.id.to_string())));
                 }
                 s.push_str(" 1 ");
                 for l in &self.legs {

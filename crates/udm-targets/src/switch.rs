@@ -6,7 +6,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use udm_core::{DevHandle, MapResult, StatusType, Target, TargetCtx, TargetError, TargetType};
+use udm_core::{
+    DevHandle, Escaped, MapResult, StatusType, Target, TargetCtx, TargetError, TargetType,
+};
 use udm_io::{Bio, Op, Sectors};
 
 use crate::kscan::{kstrtou64, ArgSet, DmArg};
@@ -21,11 +23,10 @@ pub struct SwitchParams {
     pub paths: Vec<(String, Sectors)>,
 }
 
-impl FromStr for SwitchParams {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self, TargetError> {
-        let args = udm_core::split_args(s);
-        let mut a = ArgSet::new(&args);
+impl SwitchParams {
+    /// Parse the words the table gave (as split by `split_args`).
+    pub fn from_args(args: &[String]) -> Result<Self, TargetError> {
+        let mut a = ArgSet::new(args);
         let n = a.read_arg(&DmArg {
             min: 1,
             max: MAX_PATHS,
@@ -54,11 +55,18 @@ impl FromStr for SwitchParams {
     }
 }
 
+impl FromStr for SwitchParams {
+    type Err = TargetError;
+    fn from_str(s: &str) -> Result<Self, TargetError> {
+        SwitchParams::from_args(&udm_core::split_args(s))
+    }
+}
+
 impl fmt::Display for SwitchParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {} 0", self.paths.len(), self.region)?;
         for (d, o) in &self.paths {
-            write!(f, " {d} {o}")?;
+            write!(f, " {} {o}", Escaped(d))?;
         }
         Ok(())
     }
@@ -78,7 +86,7 @@ impl TargetType for SwitchType {
         ctx: &mut TargetCtx<'_>,
         args: &[String],
     ) -> Result<Box<dyn Target>, TargetError> {
-        let p: SwitchParams = args.join(" ").parse()?;
+        let p = SwitchParams::from_args(args)?;
         let mut paths = Vec::with_capacity(p.paths.len());
         for (d, o) in &p.paths {
             paths.push((ctx.get_device_area(d, *o, ctx.len)?, *o));

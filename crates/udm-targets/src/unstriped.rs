@@ -3,7 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use udm_core::{DevHandle, MapResult, StatusType, Target, TargetCtx, TargetError, TargetType};
+use udm_core::{
+    DevHandle, Escaped, MapResult, StatusType, Target, TargetCtx, TargetError, TargetType,
+};
 use udm_io::{Bio, Op, Sectors};
 
 use crate::kscan::{kstrtou32, scan_u64};
@@ -18,10 +20,9 @@ pub struct UnstripedParams {
     pub offset: Sectors,
 }
 
-impl FromStr for UnstripedParams {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self, TargetError> {
-        let a = udm_core::split_args(s);
+impl UnstripedParams {
+    /// Parse the words the table gave (as split by `split_args`).
+    pub fn from_args(a: &[String]) -> Result<Self, TargetError> {
         if a.len() != 5 {
             return Err(TargetError::invalid("Invalid number of arguments"));
         }
@@ -51,13 +52,24 @@ impl FromStr for UnstripedParams {
     }
 }
 
+impl FromStr for UnstripedParams {
+    type Err = TargetError;
+    fn from_str(s: &str) -> Result<Self, TargetError> {
+        UnstripedParams::from_args(&udm_core::split_args(s))
+    }
+}
+
 impl fmt::Display for UnstripedParams {
     /// As the kernel prints it: stripes and stripe index as signed ints.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "{} {} {} {} {}",
-            self.stripes as i32, self.chunk, self.stripe as i32, self.dev, self.offset
+            self.stripes as i32,
+            self.chunk,
+            self.stripe as i32,
+            Escaped(&self.dev),
+            self.offset
         )
     }
 }
@@ -83,7 +95,7 @@ impl TargetType for UnstripedType {
         ctx: &mut TargetCtx<'_>,
         args: &[String],
     ) -> Result<Box<dyn Target>, TargetError> {
-        let p: UnstripedParams = args.join(" ").parse()?;
+        let p = UnstripedParams::from_args(args)?;
         let dev = ctx
             .get_device_area(&p.dev, p.offset, ctx.len)
             .map_err(|e| TargetError {

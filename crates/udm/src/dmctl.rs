@@ -47,11 +47,13 @@ pub fn report(err: &mut dyn Write, op: &str, name: &str, e: &ClientError) -> i32
     errno
 }
 
-/// The absolute form of a path argument (unchanged if it does not exist).
+/// The absolute form of a path argument (unchanged if it does not exist), escaped as one
+/// word of a table line (`udm_core::escape_arg`).
 pub fn abs(path: &str) -> String {
-    std::fs::canonicalize(path)
+    let p = std::fs::canonicalize(path)
         .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| path.to_string())
+        .unwrap_or_else(|_| path.to_string());
+    udm_core::escape_arg(&p).into_owned()
 }
 
 /// cryptsetup's exit code for an errno (0 ok, 1 bad parameters, 2 no permission or bad

@@ -205,7 +205,8 @@ impl Features {
     }
 }
 
-/// Format a table line's params: `cipher key iv_offset dev offset [n opts…]`.
+/// Format a table line's params: `cipher key iv_offset dev offset [n opts…]`, the device
+/// escaped for `split_args`.
 pub fn format_table(
     cipher: &str,
     key: &str,
@@ -214,6 +215,7 @@ pub fn format_table(
     offset: Sectors,
     f: &Features,
 ) -> String {
+    let dev = udm_core::Escaped(dev);
     let mut s = format!("{cipher} {key} {iv_offset} {dev} {offset}");
     let w = f.words();
     if !w.is_empty() {

@@ -16,7 +16,9 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use udm_core::{DevHandle, MapResult, StatusType, Target, TargetCtx, TargetError, TargetType};
+use udm_core::{
+    DevHandle, Escaped, MapResult, StatusType, Target, TargetCtx, TargetError, TargetType,
+};
 use udm_io::{sync, Bio, BioFlags, Limits, Op, Sectors};
 
 /// `log-writes <dev> <log_dev>` (further words are ignored, as by the kernel).
@@ -26,10 +28,9 @@ pub struct LogWritesParams {
     pub log_dev: String,
 }
 
-impl FromStr for LogWritesParams {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self, TargetError> {
-        let a = udm_core::split_args(s);
+impl LogWritesParams {
+    /// Parse the words the table gave (as split by `split_args`).
+    pub fn from_args(a: &[String]) -> Result<Self, TargetError> {
         if a.len() < 2 {
             return Err(TargetError::invalid("Invalid argument count"));
         }
@@ -40,9 +41,16 @@ impl FromStr for LogWritesParams {
     }
 }
 
+impl FromStr for LogWritesParams {
+    type Err = TargetError;
+    fn from_str(s: &str) -> Result<Self, TargetError> {
+        LogWritesParams::from_args(&udm_core::split_args(s))
+    }
+}
+
 impl fmt::Display for LogWritesParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.dev, self.log_dev)
+        write!(f, "{} {}", Escaped(&self.dev), Escaped(&self.log_dev))
     }
 }
 
@@ -60,7 +68,7 @@ impl TargetType for LogWritesType {
         ctx: &mut TargetCtx<'_>,
         args: &[String],
     ) -> Result<Box<dyn Target>, TargetError> {
-        let p: LogWritesParams = args.join(" ").parse()?;
+        let p = LogWritesParams::from_args(args)?;
         let dev = ctx
             .get_device_area(&p.dev, Sectors(0), ctx.len)
             .map_err(|e| TargetError {

@@ -68,7 +68,7 @@ impl TargetType for VerityType {
         if !ctx.read_only {
             return Err(TargetError::invalid("Device must be readonly"));
         }
-        let mut p: VerityParams = args.join(" ").parse()?;
+        let mut p = VerityParams::from_args(args)?;
         let data = ctx
             .get_device_area(&p.data_dev, udm_io::Sectors(0), ctx.len)
             .map_err(lookup_err("Data device lookup failed"))?;
@@ -104,8 +104,7 @@ impl TargetType for VerityType {
         };
         if let Some(desc) = &p.sig_key_desc {
             // The kernel signs and checks the root digest as written in the table.
-            let words = udm_core::split_args(&args.join(" "));
-            verify_root_hash_sig(desc, words.get(8).map_or("", String::as_str))?;
+            verify_root_hash_sig(desc, args.get(8).map_or("", String::as_str))?;
         }
         let ty = HashType::from_u32(p.version).unwrap_or(HashType::Normal);
         let geo = Geometry::new(

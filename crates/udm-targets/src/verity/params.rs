@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 use udm_core::args::parse_num;
-use udm_core::TargetError;
+use udm_core::{escape_arg, Escaped, TargetError};
 use udm_formats::verity::{from_hex, to_hex};
 
 /// Most optional words the kernel accepts (4 flags + 8 FEC words + 2 signature words).
@@ -98,7 +98,7 @@ impl VerityParams {
         }
         if let Some(d) = &self.fec.dev {
             w.push("use_fec_from_device".into());
-            w.push(d.clone());
+            w.push(escape_arg(d).into_owned());
             w.push("fec_blocks".into());
             w.push(self.fec.blocks.unwrap_or(0).to_string());
             w.push("fec_start".into());
@@ -186,10 +186,9 @@ impl VerityParams {
     }
 }
 
-impl FromStr for VerityParams {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self, TargetError> {
-        let a = udm_core::split_args(s);
+impl VerityParams {
+    /// Parse the words the table gave (as split by `split_args`).
+    pub fn from_args(a: &[String]) -> Result<Self, TargetError> {
         if a.len() < 10 {
             return Err(inval("Not enough arguments"));
         }
@@ -241,14 +240,21 @@ impl FromStr for VerityParams {
     }
 }
 
+impl FromStr for VerityParams {
+    type Err = TargetError;
+    fn from_str(s: &str) -> Result<Self, TargetError> {
+        VerityParams::from_args(&udm_core::split_args(s))
+    }
+}
+
 impl fmt::Display for VerityParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "{} {} {} {} {} {} {} {} {} {}",
             self.version,
-            self.data_dev,
-            self.hash_dev,
+            Escaped(&self.data_dev),
+            Escaped(&self.hash_dev),
             self.data_block_size,
             self.hash_block_size,
             self.data_blocks,

@@ -316,7 +316,7 @@ pub fn status(io: &mut Io<'_>, _o: &Opts, pos: &[String]) -> Result<(), Failed> 
     if t.ttype != "crypt" {
         return Ok(());
     }
-    let w: Vec<&str> = t.params.split(' ').collect();
+    let w = udm_core::split_args(&t.params);
     if w.len() < 5 {
         return Ok(());
     }
@@ -352,10 +352,11 @@ pub fn status(io: &mut Io<'_>, _o: &Opts, pos: &[String]) -> Result<(), Failed> 
     let _ = writeln!(o, "  mode:    {mode}");
     let flags: Vec<&str> = w
         .iter()
+        .map(String::as_str)
         .skip(6)
         .filter(|x| {
             matches!(
-                **x,
+                *x,
                 "allow_discards"
                     | "same_cpu_crypt"
                     | "submit_from_crypt_cpus"
@@ -363,13 +364,7 @@ pub fn status(io: &mut Io<'_>, _o: &Opts, pos: &[String]) -> Result<(), Failed> 
                     | "no_write_workqueue"
             )
         })
-        .map(|x| {
-            if *x == "allow_discards" {
-                "discards"
-            } else {
-                x
-            }
-        })
+        .map(|x| if x == "allow_discards" { "discards" } else { x })
         .collect();
     if !flags.is_empty() {
         let _ = writeln!(o, "  flags:   {} ", flags.join(" "));
@@ -388,7 +383,7 @@ pub fn resize(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
             format!("Device {name} is not active."),
         ));
     };
-    let w: Vec<String> = t.params.split(' ').map(String::from).collect();
+    let w = udm_core::split_args(&t.params);
     if t.ttype != "crypt" || w.len() < 5 {
         return Err(fail(
             io,
