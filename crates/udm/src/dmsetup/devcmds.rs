@@ -31,6 +31,11 @@ fn scan_u64(s: &str) -> Option<(u64, &str)> {
 }
 
 /// `_parse_line`: one table line into `out`; false (after logging) on a bad line.
+///
+/// Backslashes pass through unchanged to the daemon, which splits params as the kernel's
+/// `dm_split_args` does, so `\ ` keeps a space inside a device path and `\\` is a backslash.
+/// (libdm instead doubles every backslash before its ioctl: with the real dmsetup a backslash
+/// is always literal and no table word can hold a space.)
 pub fn parse_line(buf: &str, file: &str, line: usize, out: &mut Vec<Line>) -> bool {
     let p = buf.trim_matches(is_space);
     if p.is_empty() || p.starts_with('#') {
