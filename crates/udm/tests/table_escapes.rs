@@ -32,9 +32,16 @@ fn word(p: &Path) -> String {
         .replace(' ', "\\ ")
 }
 
-/// qemu-io's output for `cmd` on the export `name` (fails the test if a command failed).
+/// qemu-io's output for `cmd` on the export `name` (fails the test if a command failed);
+/// reads open the export read-only.
 fn qemu_io(d: &Daemon, name: &str, cmd: &str) -> String {
+    let ro: &[&str] = if cmd.starts_with("read") {
+        &["-r"]
+    } else {
+        &[]
+    };
     let out = run(Command::new("qemu-io")
+        .args(ro)
         .args(["-f", "raw", "-c", cmd])
         .arg(d.uri(name)));
     assert!(
@@ -120,4 +127,29 @@ fn table_files_keep_escapes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn verity_open_names_awkward_image_paths() {
+    if !require_tool("qemu-io") {
+        return;
+    }
+    let d = Daemon::start(bin());
+    let dir = d.dir.path().join("v \\ w");
+    let data = image(&dir, "data 1.img", 0x33);
+    let hash = dir.join("hash\\.img");
+    let (ds, hs) = (data.to_str().unwrap(), hash.to_str().unwrap());
+    let out = udm(&d, &["verity", "format", ds, hs]);
+    let root = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Root hash:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    udm(&d, &["verity", "open", ds, "v", hs, &root]);
+    let t = udm(&d, &["table", "v"]);
+    let head = format!("0 2048 verity 1 {} {} 4096 ", word(&data), word(&hash));
+    assert!(t.starts_with(&head), "{t}");
+    qemu_io(&d, "v", "read -P 0x33 0 1048576");
+    udm(&d, &["verity", "close", "v"]);
 }
