@@ -251,7 +251,7 @@ impl fuser::Filesystem for UdmFs {
         // change is ignored, as a block device ignores O_TRUNC; truncate(2) by path is EINVAL
         // as on a block device. Mode, owner and time changes are accepted and ignored.
         match self.0.attr(ino.0, fh) {
-            Ok(a) if size.is_none_or(|s| s == a.size) || fh.is_some() => reply.attr(&TTL, &a),
+            Ok(a) if size.map_or(true, |s| s == a.size) || fh.is_some() => reply.attr(&TTL, &a),
             Ok(_) => reply.error(Errno::EINVAL),
             Err(e) => reply.error(e),
         }
