@@ -382,6 +382,31 @@ impl fuser::Filesystem for UdmFs {
         }
     }
 
+    /// Block-device ioctls on a device file: `BLKGETSIZE64` answers the device size (as on
+    /// a block device); everything else is "not a typewriter", quietly (a debug line, not
+    /// fuser's warning: tools probe ioctls all the time).
+    fn ioctl(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        cmd: u32,
+        _in_data: &[u8],
+        out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        const BLKGETSIZE64: u32 = 0x8008_1272;
+        if cmd == BLKGETSIZE64 && out_size as usize >= 8 {
+            return match self.0.file(fh) {
+                Ok(f) => reply.ioctl(0, &f.dev.size().bytes().0.to_ne_bytes()),
+                Err(e) => reply.error(e),
+            };
+        }
+        tracing::debug!("fuse: ioctl {cmd:#x} on inode {} not supported", ino.0);
+        reply.error(Errno::ENOTTY);
+    }
+
     fn readdir(
         &self,
         _req: &Request,

@@ -424,3 +424,28 @@ impl Drop for Mounted {
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// `BLKGETSIZE64` on a device file gives the device size, as on a block device; other
+/// ioctls are ENOTTY.
+#[test]
+fn blkgetsize64_answers_the_size() {
+    if !fuse_ok() {
+        return;
+    }
+    let fx = Fixture::new(FuseOpts::default());
+    fx.linear("sz", 3, false);
+    let f = File::open(fx.mnt().join("sz")).unwrap();
+    let mut size = 0u64;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which outlives the call.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), 0x8008_1272, &mut size as *mut u64) };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    assert_eq!(size, 3 << 20);
+    let mut x = 0u64;
+    // SAFETY: FS_IOC_GETVERSION (_IOR('v', 1, long)) writes at most 8 bytes into `x`.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), 0x8008_7601, &mut x as *mut u64) };
+    assert_eq!(r, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENOTTY)
+    );
+}
