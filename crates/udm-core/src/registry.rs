@@ -447,9 +447,20 @@ impl Registry {
             })
     }
 
-    /// Registered target types, newest first.
+    /// Registered target types, newest first (modules not loaded yet are not listed).
     pub fn list_versions(&self) -> Vec<(String, [u32; 3])> {
         self.inner.types.list()
+    }
+
+    /// The version of target type `name`, loading its module first as the kernel's
+    /// `DM_GET_TARGET_VERSION` does (`request_module`); `None` if there is no such type.
+    pub fn target_version(&self, name: &str) -> Option<[u32; 3]> {
+        self.inner.types.get(name).map(|t| t.version())
+    }
+
+    /// `modprobe dm-<module>`: register a target module's types now. False if unknown.
+    pub fn load_module(&self, module: &str) -> bool {
+        self.inner.types.load_module(module)
     }
 
     /// Wait until the device's event number differs from `event_nr`.

@@ -188,31 +188,96 @@ impl<'a> TargetCtx<'a> {
     }
 }
 
-/// A type and its registration sequence number.
-type Registered = (u64, Arc<dyn TargetType>);
-
-/// The set of registered target types.
+/// The set of target types: those registered (listed by `targets`, newest first, as the
+/// kernel lists them) and the "modules" that register more types on first use.
+///
+/// The kernel has error, linear and striped built into dm-mod; every other target is a module
+/// (`dm-zero`, `dm-crypt`, `dm-snapshot` …) that `request_module("dm-<type>")` loads when a
+/// table or `target-version` first names one of its types. udm keeps that behaviour so
+/// `dmsetup targets` prints what the kernel prints after the same commands.
 #[derive(Clone, Default)]
 pub struct TargetTypes {
-    types: Arc<RwLock<BTreeMap<String, Registered>>>,
+    inner: Arc<RwLock<Types>>,
+}
+
+#[derive(Default)]
+struct Types {
+    /// Registered types with their registration sequence numbers.
+    loaded: BTreeMap<String, (u64, Arc<dyn TargetType>)>,
+    /// Modules not loaded yet: (module name, the types it registers in order).
+    modules: Vec<(String, Vec<Arc<dyn TargetType>>)>,
+    next: u64,
+}
+
+impl Types {
+    fn add(&mut self, t: Arc<dyn TargetType>) {
+        let seq = self.next;
+        self.next += 1;
+        self.loaded.insert(t.name().to_string(), (seq, t));
+    }
+    /// Load the module providing type `name` (or named `name`); true if one was loaded.
+    fn autoload(&mut self, name: &str) -> bool {
+        let Some(i) = self
+            .modules
+            .iter()
+            .position(|(m, ts)| m == name || ts.iter().any(|t| t.name() == name))
+        else {
+            return false;
+        };
+        let (_, ts) = self.modules.remove(i);
+        for t in ts {
+            self.add(t);
+        }
+        true
+    }
 }
 
 impl TargetTypes {
     pub fn new() -> TargetTypes {
         TargetTypes::default()
     }
+    /// Register a type now (a type built into the core, or a module loaded by hand).
     pub fn register(&self, t: Arc<dyn TargetType>) {
-        let mut g = self.types.write();
-        let seq = g.len() as u64;
-        g.insert(t.name().to_string(), (seq, t));
+        self.inner.write().add(t);
     }
+    /// Make a module available: its types register, in the given order, the first time one
+    /// of them is named (`get`) or the module is loaded with `load_module`.
+    pub fn register_module(&self, module: &str, types: Vec<Arc<dyn TargetType>>) {
+        self.inner.write().modules.push((module.to_string(), types));
+    }
+    /// Load a module (`modprobe dm-<name>`, or by one of its type names) if it is not loaded.
+    /// False if there is no such module (already loaded counts as loaded: true).
+    pub fn load_module(&self, module: &str) -> bool {
+        let module = module.strip_prefix("dm-").unwrap_or(module);
+        let mut g = self.inner.write();
+        g.autoload(module)
+            || g.loaded.contains_key(module)
+            || g.loaded.values().any(|(_, t)| t.name() == module)
+    }
+    /// Load every module still unloaded, in the order they were made available.
+    pub fn load_all(&self) {
+        let mut g = self.inner.write();
+        for (_, ts) in std::mem::take(&mut g.modules) {
+            for t in ts {
+                g.add(t);
+            }
+        }
+    }
+    /// The type called `name`, loading its module first if needed (`request_module`).
     pub fn get(&self, name: &str) -> Option<Arc<dyn TargetType>> {
-        self.types.read().get(name).map(|(_, t)| t.clone())
+        if let Some((_, t)) = self.inner.read().loaded.get(name) {
+            return Some(t.clone());
+        }
+        let mut g = self.inner.write();
+        g.autoload(name);
+        g.loaded.get(name).map(|(_, t)| t.clone())
     }
-    /// Name and version of every type, most recently registered first (as the kernel lists them).
+    /// Name and version of every registered type, most recently registered first (as the
+    /// kernel lists them). Modules not loaded yet are not listed.
     pub fn list(&self) -> Vec<(String, [u32; 3])> {
-        let g = self.types.read();
+        let g = self.inner.read();
         let mut v: Vec<_> = g
+            .loaded
             .values()
             .map(|(seq, t)| (*seq, t.name().to_string(), t.version()))
             .collect();

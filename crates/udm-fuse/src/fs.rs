@@ -5,8 +5,8 @@ use crate::io::{self, OpenFile};
 use crate::FuseOpts;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -46,7 +46,6 @@ pub(crate) struct State {
 /// What a device file looks like right now.
 struct DevView {
     size: u64,
-    read_only: bool,
 }
 
 impl State {
@@ -111,14 +110,15 @@ impl State {
         }
     }
 
-    /// The device behind a name, if it has a live table.
+    /// The device behind a name (size 0 while it has no live table).
     fn view(&self, name: &str) -> Option<DevView> {
         let d = self.reg.get(&DevSel::Name(name.to_string())).ok()?;
-        d.live_table()?;
+        if d.live_table().is_none() {
+            return Some(DevView { size: 0 });
+        }
         let b = DmBlockDevice(d);
         Some(DevView {
             size: b.size().bytes().0,
-            read_only: b.read_only(),
         })
     }
 
@@ -132,7 +132,7 @@ impl State {
             ctime: self.born,
             crtime: self.born,
             kind: FileType::RegularFile,
-            perm: if v.read_only { 0o400 } else { 0o600 },
+            perm: 0o600,
             nlink: 1,
             uid: self.uid,
             gid: self.gid,
@@ -171,7 +171,6 @@ impl State {
         if let Some(f) = fh.and_then(|fh| self.files.lock().get(&fh.0).cloned()) {
             let v = DevView {
                 size: f.dev.size().bytes().0,
-                read_only: f.dev.read_only(),
             };
             return Ok(self.file_attr(ino, &v));
         }
@@ -190,7 +189,11 @@ pub(crate) struct UdmFs(pub(crate) Arc<State>);
 
 impl fuser::Filesystem for UdmFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let want = InitFlags::FUSE_ASYNC_DIO | InitFlags::FUSE_PARALLEL_DIROPS;
+        // ATOMIC_O_TRUNC: O_TRUNC arrives as an open flag (ignored, as a block device ignores
+        // it) instead of a truncating setattr.
+        let want = InitFlags::FUSE_ASYNC_DIO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC;
         if let Err(missing) = config.add_capabilities(want) {
             let _ = config.add_capabilities(want & !missing);
         }
@@ -243,11 +246,13 @@ impl fuser::Filesystem for UdmFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        // A device file's size is its table's: truncating (O_TRUNC too) is refused, and
-        // mode, owner and time changes are accepted and ignored.
+        // A device file's size is its table's. Through an open file (ftruncate, or O_TRUNC
+        // from a kernel without ATOMIC_O_TRUNC: `dd` without conv=notrunc, `cp`, `>`) a size
+        // change is ignored, as a block device ignores O_TRUNC; truncate(2) by path is EINVAL
+        // as on a block device. Mode, owner and time changes are accepted and ignored.
         match self.0.attr(ino.0, fh) {
-            Ok(a) if size.map_or(true, |s| s == a.size) => reply.attr(&TTL, &a),
-            Ok(_) => reply.error(Errno::EPERM),
+            Ok(a) if size.map_or(true, |s| s == a.size) || fh.is_some() => reply.attr(&TTL, &a),
+            Ok(_) => reply.error(Errno::EINVAL),
             Err(e) => reply.error(e),
         }
     }
@@ -256,17 +261,23 @@ impl fuser::Filesystem for UdmFs {
         let Some(name) = self.0.name_of(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
-        let writing = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let sel = DevSel::Name(name.clone());
         let Ok((dev, guard)) = self.0.reg.open(&sel) else {
             return reply.error(Errno::ENOENT);
         };
-        if dev.size().0 == 0 && self.0.view(&name).is_none() {
+        // A device with no live table (never loaded, or resumed without one) has a file,
+        // as the kernel has a node, but opening it fails with ENXIO.
+        if self
+            .0
+            .reg
+            .get(&sel)
+            .map_or(true, |d| d.live_table().is_none())
+        {
             return reply.error(Errno::ENXIO);
         }
-        if writing && dev.read_only() {
-            return reply.error(Errno::EROFS);
-        }
+        // A read-only device opens for writing too; its writes fail with EPERM (as the
+        // kernel's). O_TRUNC is ignored.
+        let _ = flags;
         let fh = self.0.next_fh.fetch_add(1, Ordering::Relaxed);
         let file = Arc::new(OpenFile::new(dev, Box::new(guard), name));
         self.0.files.lock().insert(fh, file);
@@ -371,6 +382,31 @@ impl fuser::Filesystem for UdmFs {
         }
     }
 
+    /// Block-device ioctls on a device file: `BLKGETSIZE64` answers the device size (as on
+    /// a block device); everything else is "not a typewriter", quietly (a debug line, not
+    /// fuser's warning: tools probe ioctls all the time).
+    fn ioctl(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        cmd: u32,
+        _in_data: &[u8],
+        out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        const BLKGETSIZE64: u32 = 0x8008_1272;
+        if cmd == BLKGETSIZE64 && out_size as usize >= 8 {
+            return match self.0.file(fh) {
+                Ok(f) => reply.ioctl(0, &f.dev.size().bytes().0.to_ne_bytes()),
+                Err(e) => reply.error(e),
+            };
+        }
+        tracing::debug!("fuse: ioctl {cmd:#x} on inode {} not supported", ino.0);
+        reply.error(Errno::ENOTTY);
+    }
+
     fn readdir(
         &self,
         _req: &Request,
@@ -386,7 +422,7 @@ impl fuser::Filesystem for UdmFs {
             (ROOT, FileType::Directory, ".".into()),
             (ROOT, FileType::Directory, "..".into()),
         ];
-        for d in self.0.reg.list().into_iter().filter(|d| d.live_table) {
+        for d in self.0.reg.list() {
             let ino = self.0.ino_for(&d.name);
             entries.push((ino, FileType::RegularFile, d.name));
         }

@@ -92,7 +92,7 @@ pub(crate) fn read(f: Arc<OpenFile>, offset: u64, size: u32, reply: ReplyData) {
 /// Write `data` at `offset`: short at the end of the device, ENOSPC past it.
 pub(crate) fn write(f: Arc<OpenFile>, offset: u64, data: &[u8], sync: bool, reply: ReplyWrite) {
     if f.dev.read_only() {
-        return reply.error(Errno::EROFS);
+        return reply.error(Errno::EPERM);
     }
     let dev_size = f.size();
     if offset >= dev_size && !data.is_empty() {
@@ -228,7 +228,7 @@ pub(crate) fn fallocate(f: Arc<OpenFile>, offset: u64, len: u64, mode: i32, repl
         return reply.error(Errno::EOPNOTSUPP);
     }
     if f.dev.read_only() {
-        return reply.error(Errno::EROFS);
+        return reply.error(Errno::EPERM);
     }
     if end > size && mode & KEEP == 0 {
         return reply.error(Errno::ENOSPC);

@@ -101,15 +101,25 @@ fn files_follow_devices() {
     fx.reg.create("empty", "").unwrap();
     fx.linear("a", 4, false);
     fx.linear("ro", 2, true);
-    // A device without a table has no file.
-    assert_eq!(names(&mnt), ["a", "ro"]);
+    // A device without a table has a file (the kernel has a node) that cannot be opened.
+    assert_eq!(names(&mnt), ["a", "empty", "ro"]);
+    assert_eq!(std::fs::metadata(mnt.join("empty")).unwrap().len(), 0);
+    let e = File::open(mnt.join("empty")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENXIO), "{e}");
+    // Resuming it without a table leaves it so.
+    fx.reg.resume(&DevSel::Name("empty".into())).unwrap();
+    let e = File::open(mnt.join("empty")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENXIO), "{e}");
+    fx.reg.remove(&DevSel::Name("empty".into()), false).unwrap();
+    wait_for("empty removed", || names(&mnt) == ["a", "ro"]);
     let md = std::fs::metadata(mnt.join("a")).unwrap();
     assert!(md.is_file());
     assert_eq!(md.len(), 4 << 20);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(md.permissions().mode() & 0o777, 0o600);
+    // A read-only device's node is no different (its writes fail, not its opens).
     let ro = std::fs::metadata(mnt.join("ro")).unwrap();
-    assert_eq!(ro.permissions().mode() & 0o777, 0o400);
+    assert_eq!(ro.permissions().mode() & 0o777, 0o600);
     // Growing the table shows at once (the event invalidates the cached size).
     let img = udm_testkit::image(fx.dir.path(), "bigger.img", 8 << 20);
     fx.table("a", &format!("0 16384 linear {} 0", img.display()), false);
@@ -160,8 +170,9 @@ fn io_maps_onto_the_device() {
         assert_eq!(f.read_at(&mut tail, 4 << 20).unwrap(), 0);
         let e = f.write_at(b"x", 4 << 20).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
-        // Truncation is refused: the size is the table's.
-        assert_eq!(f.set_len(0).unwrap_err().raw_os_error(), Some(libc::EPERM));
+        // ftruncate is ignored (dd does it on regular files): the size is the table's.
+        f.set_len(0).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 4 << 20);
     }
 }
 
@@ -218,15 +229,103 @@ fn read_only_devices_refuse_writes() {
         return;
     }
     let fx = Fixture::new(FuseOpts::default());
-    fx.linear("ro", 1, true);
+    let img = fx.linear("ro", 1, true);
     let p = fx.mnt().join("ro");
-    // Root passes permission checks, so the file system itself says EROFS.
-    let e = OpenOptions::new().write(true).open(&p).unwrap_err();
-    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
-    let f = File::open(&p).unwrap();
+    // As the kernel: the open for writing succeeds, every write fails with EPERM.
+    let f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+    let e = f.write_all_at(&[1u8; 4096], 0).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+    assert_eq!(
+        fallocate(
+            &f,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            0,
+            4096
+        )
+        .unwrap_err()
+        .raw_os_error(),
+        Some(libc::EPERM)
+    );
     let mut b = [1u8; 512];
     f.read_exact_at(&mut b, 0).unwrap();
     assert_eq!(b, [0; 512]);
+    let out = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4096", "count=1", "conv=notrunc"])
+        .arg(format!("of={}", p.display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read(&img).unwrap().iter().all(|&b| b == 0));
+}
+
+/// `dd` without conv=notrunc, `cp` and a shell `>` open with O_TRUNC (and dd ftruncates):
+/// a block device ignores that, so the device files do too, keeping their size and the data
+/// past what was written.
+#[test]
+fn truncating_opens_write_like_a_block_device() {
+    if !fuse_ok() {
+        return;
+    }
+    let fx = Fixture::new(FuseOpts::default());
+    let img = fx.linear("t", 1, false);
+    let p = fx.mnt().join("t");
+    std::fs::write(&img, vec![0x77u8; 1 << 20]).unwrap();
+    let src = fx.dir.path().join("src.bin");
+    std::fs::write(&src, vec![0x11u8; 8192]).unwrap();
+    let dd = Command::new("dd")
+        .arg(format!("if={}", src.display()))
+        .arg(format!("of={}", p.display()))
+        .args(["bs=4096", "status=none"])
+        .output()
+        .unwrap();
+    assert!(
+        dd.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dd.stderr)
+    );
+    // dd seek=N ftruncates to N blocks: ignored as well.
+    let dd = Command::new("dd")
+        .arg(format!("if={}", src.display()))
+        .arg(format!("of={}", p.display()))
+        .args(["bs=4096", "seek=4", "count=1", "status=none"])
+        .output()
+        .unwrap();
+    assert!(
+        dd.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dd.stderr)
+    );
+    let small = fx.dir.path().join("small.bin");
+    std::fs::write(&small, [0x22u8; 512]).unwrap();
+    let cp = Command::new("cp").arg(&small).arg(&p).output().unwrap();
+    assert!(
+        cp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cp.stderr)
+    );
+    let sh = Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf abc > '{}'", p.display()))
+        .output()
+        .unwrap();
+    assert!(
+        sh.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sh.stderr)
+    );
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), 1 << 20);
+    let back = std::fs::read(&img).unwrap();
+    assert_eq!(&back[..3], b"abc");
+    assert!(back[3..512].iter().all(|&b| b == 0x22));
+    assert!(back[512..8192].iter().all(|&b| b == 0x11));
+    assert!(back[8192..16384].iter().all(|&b| b == 0x77));
+    assert!(back[16384..20480].iter().all(|&b| b == 0x11));
+    assert!(back[20480..].iter().all(|&b| b == 0x77));
 }
 
 #[test]
@@ -324,4 +423,29 @@ impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
     }
+}
+
+/// `BLKGETSIZE64` on a device file gives the device size, as on a block device; other
+/// ioctls are ENOTTY.
+#[test]
+fn blkgetsize64_answers_the_size() {
+    if !fuse_ok() {
+        return;
+    }
+    let fx = Fixture::new(FuseOpts::default());
+    fx.linear("sz", 3, false);
+    let f = File::open(fx.mnt().join("sz")).unwrap();
+    let mut size = 0u64;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which outlives the call.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), 0x8008_1272, &mut size as *mut u64) };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    assert_eq!(size, 3 << 20);
+    let mut x = 0u64;
+    // SAFETY: FS_IOC_GETVERSION (_IOR('v', 1, long)) writes at most 8 bytes into `x`.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), 0x8008_7601, &mut x as *mut u64) };
+    assert_eq!(r, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENOTTY)
+    );
 }

@@ -16,29 +16,27 @@ pub mod verity;
 pub mod zero;
 
 use std::sync::Arc;
-use udm_core::TargetTypes;
+use udm_core::{TargetType, TargetTypes};
 
-/// Register every built-in target. Registration order is the reverse of `dmsetup targets`
-/// order (the kernel lists the most recently registered first).
+/// Register every built-in target the way the kernel has them: error, linear and striped
+/// in the core (dm-mod registers them at init, so `dmsetup targets` on a fresh 6.1 kernel
+/// prints striped, linear, error), every other target as a module that registers its types
+/// when a table first names one (the kernel's `request_module("dm-<type>")`).
 pub fn register_builtin(types: &TargetTypes) {
-    // The kernel registers error, linear, striped at init, then module targets as they load;
-    // `dmsetup targets` on 6.1 with dm-zero loaded prints zero, striped, linear, error.
     types.register(Arc::new(error::ErrorType));
     types.register(Arc::new(linear::LinearType));
     types.register(Arc::new(striped::StripedType));
-    types.register(Arc::new(zero::ZeroType));
-    // Fault-injection and test targets (modules in the kernel), in the order
-    // `modprobe -a dm-delay dm-flakey dm-dust dm-log-writes dm-unstripe dm-switch dm-ebs`
-    // registers them (so `dmsetup targets` lists ebs first).
-    types.register(Arc::new(delay::DelayType::new()));
-    types.register(Arc::new(flakey::FlakeyType::new()));
-    types.register(Arc::new(dust::DustType));
-    types.register(Arc::new(log_writes::LogWritesType));
-    types.register(Arc::new(unstriped::UnstripedType));
-    types.register(Arc::new(switch::SwitchType));
-    types.register(Arc::new(ebs::EbsType));
-    types.register(Arc::new(verity::VerityType));
-    types.register(Arc::new(crypt::CryptType));
+    let module = |name: &str, t: Arc<dyn TargetType>| types.register_module(name, vec![t]);
+    module("zero", Arc::new(zero::ZeroType));
+    module("delay", Arc::new(delay::DelayType::new()));
+    module("flakey", Arc::new(flakey::FlakeyType::new()));
+    module("dust", Arc::new(dust::DustType));
+    module("log-writes", Arc::new(log_writes::LogWritesType));
+    module("unstripe", Arc::new(unstriped::UnstripedType));
+    module("switch", Arc::new(switch::SwitchType));
+    module("ebs", Arc::new(ebs::EbsType));
+    module("verity", Arc::new(verity::VerityType));
+    module("crypt", Arc::new(crypt::CryptType));
 }
 
 /// A `TargetTypes` with every built-in target registered.

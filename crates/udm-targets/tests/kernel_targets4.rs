@@ -74,8 +74,22 @@ struct Udm {
 
 impl Udm {
     fn new(a: &Path, b: &Path) -> Udm {
+        let reg = reg();
+        // As steps.sh: `modprobe -a dm-delay dm-flakey dm-dust dm-log-writes dm-unstripe
+        // dm-switch dm-ebs` before the first step.
+        for m in [
+            "dm-delay",
+            "dm-flakey",
+            "dm-dust",
+            "dm-log-writes",
+            "dm-unstripe",
+            "dm-switch",
+            "dm-ebs",
+        ] {
+            assert!(reg.load_module(m), "{m}");
+        }
         Udm {
-            reg: reg(),
+            reg,
             a: a.to_path_buf(),
             b: b.to_path_buf(),
             pat: pat(),
@@ -173,20 +187,14 @@ impl Udm {
                 self.reg.remove(&sel(a1), false).expect("remove");
             }
             "targets" => {
-                let mine = [
-                    "delay",
-                    "flakey",
-                    "dust",
-                    "log-writes",
-                    "unstriped",
-                    "switch",
-                    "ebs",
-                ];
+                // Only the modules loaded above and the core's own targets are registered,
+                // so the list is the kernel's (its capture shows the modules' part).
+                let core = ["striped", "linear", "error"];
                 let out = self
                     .reg
                     .list_versions()
                     .into_iter()
-                    .filter(|(n, _)| mine.contains(&n.as_str()))
+                    .filter(|(n, _)| !core.contains(&n.as_str()))
                     .map(|(n, v)| format!("{n:<16} v{}.{}.{}\n", v[0], v[1], v[2]))
                     .collect();
                 self.rec(a1, 0, out, String::new());

@@ -68,10 +68,35 @@ fn kernel_verity_same_failures_and_status() {
              dmsetup remove {name}\n"
         ));
     }
+    // Same boot: FEC past its limit (512-byte blocks, roots 4, eight whole blocks inverted in
+    // one round). RS then miscorrects every codeword the same way (same error positions and
+    // magnitudes); the hash check rejects the wrong blocks, but a block whose miscorrection
+    // happens to restore it reads back (block 123 here, in the kernel too).
+    let beyond_dir = share.join("beyond");
+    std::fs::create_dir(&beyond_dir).unwrap();
+    let (beyond, beyond_table) = beyond_limit_image(&beyond_dir);
+    let beyond_fec = beyond.fec.as_ref().unwrap().0.clone();
+    let kt = beyond_table
+        .replace(&beyond.data.display().to_string(), "/dev/vdd")
+        .replace(&beyond.hash.display().to_string(), "/dev/vde")
+        .replace(&beyond_fec.display().to_string(), "/dev/vdf");
+    script.push_str(&format!(
+        "dmsetup create beyond --readonly --table '{kt}'\n\
+         for b in $(seq 0 {}); do dd if=/dev/mapper/beyond of=/dev/null bs=512 skip=$b count=1 iflag=direct 2>/dev/null || echo $b; done > beyond.fails\n\
+         dmsetup remove beyond\n",
+        beyond.blocks - 1
+    ));
     let fec_path = img.fec.as_ref().unwrap().0.clone();
     let (out, err, code) = udm_testkit::refvm_run(
         &run,
-        &[&img.data, &img.hash, &fec_path],
+        &[
+            &img.data,
+            &img.hash,
+            &fec_path,
+            &beyond.data,
+            &beyond.hash,
+            &beyond_fec,
+        ],
         Some(&share),
         &script,
     );
@@ -139,6 +164,41 @@ fn kernel_verity_same_failures_and_status() {
             assert!(bytes[r.clone()] == kbytes[r], "{name}: block {b} differs");
         }
     }
+
+    let kfails: Vec<u64> = std::fs::read_to_string(share.join("beyond.fails"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    create_ro(&reg, "beyond", &beyond_table).unwrap();
+    let (dev, _g) = open(&reg, "beyond");
+    let fails = failing_blocks(dev.as_ref(), 512, beyond.blocks);
+    assert_eq!(
+        fails, kfails,
+        "beyond: failing blocks differ from the kernel's"
+    );
+    for b in (0..beyond.blocks).filter(|b| !fails.contains(b)) {
+        let want = &beyond.content[(b * 512) as usize..][..512];
+        assert!(
+            read(dev.as_ref(), b, 512) == want,
+            "beyond: block {b} differs"
+        );
+    }
+}
+
+/// The image and table of the FEC-past-its-limit case (proptest `fec_corrects_up_to_its_limit`
+/// once expected block 123 to fail here).
+fn beyond_limit_image(dir: &std::path::Path) -> (Img, String) {
+    let img = make(dir, 512, 300, &[], Some(4));
+    let mut v = std::fs::read(&img.data).unwrap();
+    for b in [75u64, 111, 121, 123, 173, 217, 219, 289] {
+        v[(b * 512) as usize..][..512]
+            .iter_mut()
+            .for_each(|x| *x = !*x);
+    }
+    std::fs::write(&img.data, v).unwrap();
+    let t = img.table("").replace("fec_roots 2", "fec_roots 4");
+    (img, t)
 }
 
 /// Blocks GNU dd (`conv=noerror,sync`, one block per record) failed to read: after each

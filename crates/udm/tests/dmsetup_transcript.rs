@@ -51,8 +51,6 @@ const SKIP: &[(&str, &str)] = &[
 
 /// Cases run but not compared, with the reason the output differs.
 const KNOWN_GAPS: &[(&str, &str)] = &[
-    ("targets_fresh", "udm registers all its built-in targets at start (no modules)"),
-    ("targets_after", "udm registers all its built-in targets at start (no modules)"),
     (
         "val_self_reference",
         "kernel 6.1 accepts a table using its own device; udm rejects it (I/O would recurse forever)",
