@@ -4,6 +4,7 @@
 mod daemon;
 mod dmsetup;
 mod key_cli;
+mod kpartx;
 mod logwrites;
 mod luks_cli;
 mod stats_cli;
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
         "dmstats" => stats_cli::main(&args[1..]),
         "veritysetup" => verity_cli::main("veritysetup", &args[1..]),
         "cryptsetup" => luks_cli::main("cryptsetup", &args[1..]),
+        "kpartx" => kpartx::main(&args[1..]),
         _ => match args.get(1).map(|s| s.as_str()) {
             Some("daemon") => report(daemon::main(&args[2..], false)),
             Some("stats") => stats_cli::main(&args[2..]),
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
             Some("verity") => verity_cli::main("udm verity", &args[2..]),
             Some("luks") => luks_cli::main("udm luks", &args[2..]),
             Some("key") => key_cli::main(&args[2..]),
+            Some("kpartx") => kpartx::main(&args[2..]),
             None => report(daemon::main(&[], true)),
             Some("--help") if args.len() == 2 => {
                 print!("{}", USAGE);

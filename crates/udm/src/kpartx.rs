@@ -1,0 +1,681 @@
+//! `udm kpartx` and `kpartx`: partition mappings through the udm daemon, as multipath-tools'
+//! kpartx makes them. `-l` lists, `-a` adds, `-u` updates, `-d` deletes; `-p` delimiter,
+//! `-r` read-only, `-v` verbose, `-g` force GPT, `-t` table type, `-s`/`-n`/`-f` accepted.
+//!
+//! The whole disk is an image file (mapped by its path; the partition names use its base
+//! name where kpartx would use a loop device's), a block device such as a loop device (`7:N`
+//! in the tables, as kpartx), or a udm device `/dev/mapper/NAME` (read through the daemon's
+//! NBD export, `253:N` in the tables, the partitions' UUIDs `part<N>-<its UUID>`).
+//!
+//! Names are `<disk name><delimiter><N>`, the delimiter `p` when the disk name ends in a
+//! digit. Logical partitions are mapped onto the whole disk at their absolute offsets; the
+//! extended partition as its first two sectors. Without a parent UUID the partitions get
+//! kpartx's made-up one, `part<N>-devnode_<MAJ>:<MIN>_Wh5pYvM` (image files:
+//! `part<N>-file_<DEVMAJ>:<DEVMIN>:<INODE>_Wh5pYvM`).
+
+#[allow(clippy::duplicate_mod)] // also in luks_cli and verity_cli
+#[allow(dead_code)]
+#[path = "dmctl.rs"]
+mod dmctl;
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use udm_formats::part::{self, Disk, Kind, ScanOpts, Slice, MAX_SLICES};
+use udm_proto::{Client, DevInfo, DevSel, Line, Reply, Request};
+
+const NONDM_SUFFIX: &str = "Wh5pYvM";
+
+const USAGE: &str = "\
+multipath-tools v0.9.4 (12/19, 2022)
+Usage:
+  kpartx [-a|-d|-u|-l] [-r] [-p] [-f] [-g] [-s|-n] [-v] wholedisk
+\t-a add partition devmappings
+\t-r devmappings will be readonly
+\t-d del partition devmappings
+\t-u update partition devmappings
+\t-l list partitions devmappings that would be added by -a
+\t-p set device name-partition number delimiter
+\t-g force GUID partition table (GPT)
+\t-f force devmap create
+\t-v verbose
+\t-n nosync mode. Return before the partitions are created
+\t-s sync mode (Default). Don't return until the partitions are created
+";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    List,
+    Add,
+    Delete,
+    Update,
+}
+
+struct Opts {
+    action: Action,
+    ro: bool,
+    verbose: bool,
+    force_gpt: bool,
+    force_devmap: bool,
+    delim: Option<String>,
+    /// `-t TYPE`: only this table type.
+    only: Option<String>,
+    device: String,
+}
+
+/// getopt("rladfgvp:t:snu") over `args`; `None` means print the usage and exit 1.
+fn parse(args: &[String], err: &mut dyn Write) -> Option<Opts> {
+    let mut o = Opts {
+        action: Action::List,
+        ro: false,
+        verbose: false,
+        force_gpt: false,
+        force_devmap: false,
+        delim: None,
+        only: None,
+        device: String::new(),
+    };
+    let mut pos = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        i += 1;
+        if a == "--" {
+            pos.extend(args[i..].iter().cloned());
+            break;
+        }
+        if !a.starts_with('-') || a.len() == 1 {
+            pos.push(a.clone());
+            continue;
+        }
+        let chars: Vec<char> = a[1..].chars().collect();
+        let mut k = 0;
+        while k < chars.len() {
+            let c = chars[k];
+            k += 1;
+            match c {
+                'r' => o.ro = true,
+                'l' => o.action = Action::List,
+                'a' => o.action = Action::Add,
+                'd' => o.action = Action::Delete,
+                'u' => o.action = Action::Update,
+                'f' => o.force_devmap = true,
+                'g' => o.force_gpt = true,
+                'v' => o.verbose = true,
+                's' | 'n' => {}
+                'p' | 't' => {
+                    let val: String = if k < chars.len() {
+                        let v = chars[k..].iter().collect();
+                        k = chars.len();
+                        v
+                    } else if i < args.len() {
+                        i += 1;
+                        args[i - 1].clone()
+                    } else {
+                        let _ = writeln!(err, "kpartx: option requires an argument -- '{c}'");
+                        return None;
+                    };
+                    if c == 'p' {
+                        o.delim = Some(val);
+                    } else {
+                        o.only = Some(val);
+                    }
+                }
+                _ => {
+                    let _ = writeln!(err, "kpartx: invalid option -- '{c}'");
+                    return None;
+                }
+            }
+        }
+    }
+    // `kpartx [opts] device [diskdevice]`: the first names the disk.
+    match pos.len() {
+        1 | 2 => o.device = pos[0].clone(),
+        _ => return None,
+    }
+    Some(o)
+}
+
+/// A disk read from a file or block device.
+struct FileDisk {
+    file: File,
+    size: u64,
+    sector: u32,
+}
+
+impl Disk for FileDisk {
+    fn sector_size(&self) -> u32 {
+        self.sector
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+}
+
+/// A udm device read through the daemon's NBD export.
+struct NbdDisk(udm_nbd::NbdClient);
+
+impl Disk for NbdDisk {
+    fn sector_size(&self) -> u32 {
+        512
+    }
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.0
+            .read(offset, buf)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+    }
+}
+
+/// The whole disk: what names, tables and UUIDs are made from.
+struct Parent {
+    /// As printed by `-l` (the argument; an image file's real path).
+    shown: String,
+    /// The name partitions are named after.
+    mapname: String,
+    /// The parent UUID the partitions' `part<N>-` UUIDs extend.
+    uuid: String,
+    /// The device word in the partitions' tables.
+    devarg: String,
+    /// A udm device's own name (never deleted as one of its partitions).
+    udm_name: Option<String>,
+    disk: Option<Box<dyn Disk>>,
+}
+
+fn devno(rdev: u64) -> (u32, u32) {
+    (libc::major(rdev), libc::minor(rdev))
+}
+
+/// `BLKGETSIZE64` and `BLKSSZGET` of an open block device.
+fn blockdev_geometry(f: &File) -> (u64, u32) {
+    use std::os::fd::AsRawFd;
+    let mut bytes: u64 = 0;
+    let mut ss: libc::c_int = 512;
+    // SAFETY: the fd is open for the duration of the calls; BLKGETSIZE64 writes one u64 and
+    // BLKSSZGET one int into the valid, properly aligned locals passed.
+    unsafe {
+        if libc::ioctl(f.as_raw_fd(), 0x8008_1272, &mut bytes as *mut u64) != 0 {
+            bytes = 0;
+        }
+        if libc::ioctl(f.as_raw_fd(), 0x1268, &mut ss as *mut libc::c_int) != 0 || ss <= 0 {
+            ss = 512;
+        }
+    }
+    (bytes, ss as u32)
+}
+
+fn basename(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+/// Look a udm device up (`/dev/mapper/NAME`), with a reader over NBD when `read` is set.
+fn udm_parent(c: &mut Client, dev: &str, name: &str, read: bool) -> Result<Parent, String> {
+    let info = match c.call(Request::Info {
+        dev: DevSel::Name(name.into()),
+        inactive: false,
+    }) {
+        Ok(Reply::Info(i)) => i,
+        _ => return Err(format!("failed to stat() {dev}")),
+    };
+    let uuid = if info.uuid.is_empty() {
+        format!("devnode_{}:{}_{NONDM_SUFFIX}", info.major, info.minor)
+    } else {
+        info.uuid.clone()
+    };
+    let disk: Option<Box<dyn Disk>> = if read {
+        let sock = match c.call(Request::DaemonInfo) {
+            Ok(Reply::Daemon {
+                nbd_socket: Some(s),
+                ..
+            }) => s,
+            _ => return Err(format!("{dev}: the daemon exports no NBD socket to read it")),
+        };
+        let nbd = udm_nbd::NbdClient::connect_unix(Path::new(&sock), name)
+            .map_err(|e| format!("{dev}: {e}"))?;
+        Some(Box::new(NbdDisk(nbd)))
+    } else {
+        None
+    };
+    Ok(Parent {
+        shown: dev.to_string(),
+        mapname: name.to_string(),
+        uuid,
+        devarg: format!("{}:{}", info.major, info.minor),
+        udm_name: Some(name.to_string()),
+        disk,
+    })
+}
+
+/// Resolve the disk argument. Errors are printed as kpartx prints them (`Err(true)`: on stdout).
+fn open_parent(
+    o: &Opts,
+    client: &mut Option<Client>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<Parent, ()> {
+    let dev = o.device.as_str();
+    let read = o.action != Action::Delete;
+    let meta = std::fs::metadata(dev);
+    if let Some(name) = dev.strip_prefix("/dev/mapper/") {
+        let host_block = meta.as_ref().is_ok_and(|m| m.file_type().is_block_device());
+        if !host_block {
+            if client.is_none() {
+                *client = dmctl::connect(&udm_proto::default_socket(), err);
+            }
+            let Some(c) = client.as_mut() else {
+                return Err(());
+            };
+            return udm_parent(c, dev, name, read).map_err(|m| {
+                let _ = writeln!(out, "{m}");
+            });
+        }
+    }
+    let Ok(meta) = meta else {
+        let _ = writeln!(out, "failed to stat() {dev}");
+        return Err(());
+    };
+    let ft = meta.file_type();
+    if ft.is_file() {
+        let real: PathBuf = std::fs::canonicalize(dev).map_err(|e| {
+            let _ = writeln!(err, "Error: {dev}: {e}");
+        })?;
+        let shown = real.display().to_string();
+        let disk: Option<Box<dyn Disk>> = if read {
+            let file = open(&real, err)?;
+            Some(Box::new(FileDisk {
+                file,
+                size: meta.len(),
+                sector: 512,
+            }))
+        } else {
+            None
+        };
+        let (ma, mi) = devno(meta.dev());
+        return Ok(Parent {
+            mapname: basename(&shown).to_string(),
+            uuid: format!("file_{ma}:{mi}:{}_{NONDM_SUFFIX}", meta.ino()),
+            devarg: udm_core::escape_arg(&shown).into_owned(),
+            shown,
+            udm_name: None,
+            disk,
+        });
+    }
+    if !ft.is_block_device() {
+        let _ = writeln!(err, "invalid device: {dev}");
+        return Err(());
+    }
+    let (ma, mi) = devno(meta.rdev());
+    let disk: Option<Box<dyn Disk>> = if read {
+        let file = open(Path::new(dev), err)?;
+        let (size, sector) = blockdev_geometry(&file);
+        Some(Box::new(FileDisk { file, size, sector }))
+    } else {
+        None
+    };
+    Ok(Parent {
+        shown: dev.to_string(),
+        mapname: basename(dev).to_string(),
+        uuid: format!("devnode_{ma}:{mi}_{NONDM_SUFFIX}"),
+        devarg: format!("{ma}:{mi}"),
+        udm_name: None,
+        disk,
+    })
+}
+
+fn open(p: &Path, err: &mut dyn Write) -> Result<File, ()> {
+    File::open(p).map_err(|e| {
+        let _ = writeln!(err, "{}: {e}", p.display());
+    })
+}
+
+/// kpartx's partition name: `/` after the first character becomes `!`.
+fn partname(mapname: &str, delim: &str, n: usize) -> String {
+    let s = format!("{mapname}{delim}{n}");
+    s.char_indices()
+        .map(|(i, c)| if i > 0 && c == '/' { '!' } else { c })
+        .collect()
+}
+
+/// The order kpartx handles slices in: non-empty uncontained ones, then contained ones.
+fn order(slices: &[Slice]) -> (Vec<usize>, Vec<usize>) {
+    let used = || (0..slices.len()).filter(|&i| slices[i].size != 0);
+    (
+        used().filter(|&i| slices[i].container.is_none()).collect(),
+        used().filter(|&i| slices[i].container.is_some()).collect(),
+    )
+}
+
+/// `-l`: kpartx's listing; contained slices relative to their container, which is named
+/// `/dev/dm-<its position among the listed slices>` as kpartx prints it.
+fn list(p: &Parent, delim: &str, slices: &[Slice], out: &mut dyn Write) {
+    let (outer, inner) = order(slices);
+    let mut minor = vec![None; slices.len()];
+    for (m, &j) in outer.iter().enumerate() {
+        minor[j] = Some(m);
+        let s = &slices[j];
+        let name = format!("{}{delim}{}", p.mapname, j + 1);
+        let _ = writeln!(out, "{name} : 0 {} {} {}", s.size, p.shown, s.start);
+    }
+    for &j in &inner {
+        let s = &slices[j];
+        let k = s.container.unwrap_or(0);
+        let cstart = slices.get(k).map_or(0, |c| c.start);
+        let cminor = minor.get(k).copied().flatten().unwrap_or(0);
+        let name = format!("{}{delim}{}", p.mapname, j + 1);
+        let _ = writeln!(
+            out,
+            "{name} : 0 {} /dev/dm-{cminor} {}",
+            s.size,
+            s.start.wrapping_sub(cstart)
+        );
+    }
+}
+
+/// kpartx's `check_uuid`: is `part_uuid` a kpartx partition UUID of `uuid`?
+fn check_uuid(uuid: &str, part_uuid: &str) -> Result<(), &'static str> {
+    match part_uuid.split_once('-') {
+        Some((_, rest)) if part_uuid.starts_with("part") => {
+            if rest == uuid {
+                Ok(())
+            } else {
+                Err("a partition of a different device")
+            }
+        }
+        _ => Err("not a kpartx partition"),
+    }
+}
+
+/// The first table line of a device, when it has exactly one.
+fn single_line(c: &mut Client, name: &str) -> Option<(String, String)> {
+    match c.call(Request::Status {
+        dev: DevSel::Name(name.into()),
+        inactive: false,
+        table: true,
+    }) {
+        Ok(Reply::Status { targets, .. }) if targets.len() == 1 => {
+            let t = &targets[0];
+            Some((t.ttype.clone(), t.params.clone()))
+        }
+        _ => None,
+    }
+}
+
+fn maps_over(params: &str, devarg: &str) -> bool {
+    params.split(' ').next() == Some(devarg)
+}
+
+fn list_devices(c: &mut Client) -> Vec<DevInfo> {
+    match c.call(Request::List) {
+        Ok(Reply::List(l)) => l,
+        _ => Vec::new(),
+    }
+}
+
+fn info(c: &mut Client, name: &str) -> Option<DevInfo> {
+    match c.call(Request::Info {
+        dev: DevSel::Name(name.into()),
+        inactive: false,
+    }) {
+        Ok(Reply::Info(i)) => Some(i),
+        _ => None,
+    }
+}
+
+/// kpartx's `dm_find_part`: the partition map `name` if present; else one carrying
+/// `part<N>-<uuid>` over the same disk, renamed to `name`.
+fn find_part(c: &mut Client, p: &Parent, name: &str, n: usize, verbose: bool, err: &mut dyn Write) -> Option<DevInfo> {
+    if let Some(i) = info(c, name) {
+        return Some(i);
+    }
+    let want = format!("part{n}-{}", p.uuid);
+    let other = list_devices(c).into_iter().find(|d| d.uuid == want)?;
+    let (ttype, params) = single_line(c, &other.name)?;
+    if ttype != "linear" || !maps_over(&params, &p.devarg) {
+        return None;
+    }
+    if verbose {
+        let _ = writeln!(err, "found map {} for uuid {want}, renaming to {name}", other.name);
+    }
+    match c.call(Request::Rename {
+        dev: DevSel::Name(other.name.clone()),
+        new_name: name.into(),
+    }) {
+        Ok(_) => info(c, name),
+        Err(_) => {
+            if verbose {
+                let _ = writeln!(err, "renaming {}->{name} failed", other.name);
+            }
+            None
+        }
+    }
+}
+
+/// `-a`/`-u`: create or reload every partition map. Returns the failure count.
+#[allow(clippy::too_many_arguments)]
+fn add(c: &mut Client, p: &Parent, o: &Opts, delim: &str, slices: &[Slice], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let mut r = 0;
+    let (outer, inner) = order(slices);
+    for (j, contained) in outer.iter().map(|&j| (j, false)).chain(inner.iter().map(|&j| (j, true))) {
+        let s = &slices[j];
+        let n = j + 1;
+        let name = partname(&p.mapname, delim, n);
+        let params = format!("{} {}", p.devarg, s.start);
+        let existing = find_part(c, p, &name, n, o.verbose, err);
+        if let Some(e) = &existing {
+            if !e.uuid.is_empty() {
+                if let Err(why) = check_uuid(&p.uuid, &e.uuid) {
+                    let _ = writeln!(err, "{name} is already in use, and {why}");
+                    if !contained {
+                        r += 1;
+                    }
+                    continue;
+                }
+            }
+        }
+        let line = Line {
+            start: 0,
+            len: s.size,
+            ttype: "linear".into(),
+            params: params.clone(),
+        };
+        let sel = DevSel::Name(name.clone());
+        let ok = if existing.is_some() {
+            c.call(Request::Load {
+                dev: sel.clone(),
+                table: vec![line],
+                read_only: o.ro,
+            })
+            .is_ok()
+                && c.call(Request::Resume {
+                    dev: sel,
+                    noflush: true,
+                    nolockfs: true,
+                })
+                .is_ok()
+        } else {
+            c.call(Request::Create {
+                name: name.clone(),
+                uuid: format!("part{n}-{}", p.uuid),
+            })
+            .map_err(|e| dmctl::report(err, "create", &name, &e))
+            .is_ok()
+                && dmctl::load_and_resume(c, err, &name, vec![line], o.ro).is_ok()
+        };
+        if !ok {
+            let _ = writeln!(err, "create/reload failed on {name}");
+            if !contained {
+                r += 1;
+            }
+            continue;
+        }
+        if o.verbose {
+            let (ma, mi) = info(c, &name).map_or((0, 0), |i| (i.major, i.minor));
+            let _ = writeln!(out, "add map {name} ({ma}:{mi}): 0 {} linear {params}", s.size);
+        }
+    }
+    if o.action == Action::Update {
+        for j in (0..MAX_SLICES).rev() {
+            if slices.get(j).is_some_and(|s| s.size != 0) {
+                continue;
+            }
+            let name = partname(&p.mapname, delim, j + 1);
+            let Some(e) = find_part(c, p, &name, j + 1, o.verbose, err) else {
+                continue;
+            };
+            if !e.uuid.is_empty() {
+                if let Err(why) = check_uuid(&p.uuid, &e.uuid) {
+                    let _ = writeln!(err, "{name} is {why}. Not removing");
+                    continue;
+                }
+            }
+            let gone = c.call(Request::Remove {
+                dev: DevSel::Name(name.clone()),
+                deferred: false,
+            });
+            if gone.is_err() {
+                let _ = writeln!(err, "failed to remove {name}");
+                r += 1;
+                continue;
+            }
+            if o.verbose {
+                let _ = writeln!(out, "del devmap : {name}");
+            }
+        }
+    }
+    r
+}
+
+/// kpartx's `dm_compare_uuid`: `part<digits>-<uuid>`.
+fn is_part_of(uuid: &str, part_uuid: &str) -> bool {
+    let Some(rest) = part_uuid.strip_prefix("part") else {
+        return false;
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    digits > 0 && rest[digits..].strip_prefix('-') == Some(uuid)
+}
+
+/// `-d`: remove every linear map over the disk that is one of its kpartx partitions.
+fn delete(c: &mut Client, p: &Parent, o: &Opts, out: &mut dyn Write) -> i32 {
+    for d in list_devices(c) {
+        if p.udm_name.as_deref() == Some(d.name.as_str()) {
+            continue;
+        }
+        let Some((ttype, params)) = single_line(c, &d.name) else {
+            continue;
+        };
+        if !maps_over(&params, &p.devarg) {
+            continue;
+        }
+        if ttype != "linear" {
+            if o.verbose {
+                let _ = writeln!(out, "{}: is not a linear target. Not removing", d.name);
+            }
+            continue;
+        }
+        if !o.force_devmap && !is_part_of(&p.uuid, &d.uuid) {
+            if o.verbose {
+                let _ = writeln!(out, "{}: is not a kpartx partition. Not removing", d.name);
+            }
+            continue;
+        }
+        if d.open_count > 0 {
+            if o.verbose {
+                let _ = writeln!(out, "{} is in use. Not removing", d.name);
+            }
+            return 1;
+        }
+        let gone = c.call(Request::Remove {
+            dev: DevSel::Name(d.name.clone()),
+            deferred: false,
+        });
+        if gone.is_err() {
+            if o.verbose {
+                let _ = writeln!(out, "{}: failed to remove", d.name);
+            }
+            return 1;
+        }
+        if o.verbose {
+            let _ = writeln!(out, "del devmap : {}", d.name);
+        }
+    }
+    0
+}
+
+/// Run kpartx with `args` (after the program name); returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    run(args, &mut stdout.lock(), &mut stderr.lock())
+}
+
+fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let Some(o) = (if args.is_empty() { None } else { parse(args, err) }) else {
+        let _ = out.write_all(USAGE.as_bytes());
+        return 1;
+    };
+    let mut client = None;
+    if o.action != Action::List {
+        client = dmctl::connect(&udm_proto::default_socket(), err);
+        if client.is_none() {
+            let _ = writeln!(err, "device mapper prerequisites not met");
+            return 1;
+        }
+    }
+    let Ok(mut p) = open_parent(&o, &mut client, out, err) else {
+        return 1;
+    };
+    let delim = o.delim.clone().unwrap_or_else(|| {
+        if p.mapname.ends_with(|c: char| c.is_ascii_digit()) {
+            "p".into()
+        } else {
+            String::new()
+        }
+    });
+    if o.action == Action::Delete {
+        let c = client.as_mut().expect("connected above");
+        return delete(c, &p, &o, out);
+    }
+    let Some(disk) = p.disk.as_mut() else {
+        return 1;
+    };
+    let only = match o.only.as_deref() {
+        None => None,
+        Some("gpt") => Some(Kind::Gpt),
+        Some("dos") => Some(Kind::Dos),
+        // A type udm does not read (bsd, sun, mac, …): nothing found.
+        Some(_) => return 0,
+    };
+    let opts = ScanOpts {
+        force_gpt: o.force_gpt,
+        only,
+    };
+    let scan = match part::read_slices(disk.as_mut(), opts) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(err, "{}: {e}", p.shown);
+            return 1;
+        }
+    };
+    let Some(scan) = scan else {
+        return 0;
+    };
+    for w in &scan.warnings {
+        let _ = writeln!(err, "{w}");
+    }
+    match o.action {
+        Action::List => {
+            list(&p, &delim, &scan.slices, out);
+            0
+        }
+        _ => {
+            let c = client.as_mut().expect("connected above");
+            add(c, &p, &o, &delim, &scan.slices, out, err)
+        }
+    }
+}
