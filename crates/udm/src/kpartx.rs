@@ -214,6 +214,34 @@ fn basename(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
 }
 
+/// A reader for a udm device: its NBD export, else its FUSE file.
+fn udm_reader(c: &mut Client, dev: &str, name: &str) -> Result<Box<dyn Disk>, String> {
+    let (nbd, fuse) = match c.call(Request::DaemonInfo) {
+        Ok(Reply::Daemon {
+            nbd_socket,
+            fuse_dir,
+            ..
+        }) => (nbd_socket, fuse_dir),
+        _ => (None, None),
+    };
+    if let Some(sock) = nbd {
+        let nbd = udm_nbd::NbdClient::connect_unix(Path::new(&sock), name)
+            .map_err(|e| format!("{dev}: {e}"))?;
+        return Ok(Box::new(NbdDisk(nbd)));
+    }
+    if let Some(dir) = fuse {
+        let path = Path::new(&dir).join(name);
+        let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let size = file.metadata().map_err(|e| format!("{dev}: {e}"))?.len();
+        return Ok(Box::new(FileDisk {
+            file,
+            size,
+            sector: 512,
+        }));
+    }
+    Err(format!("{dev}: the daemon exports it neither over NBD nor as a file"))
+}
+
 /// Look a udm device up (`/dev/mapper/NAME`), with a reader over NBD when `read` is set.
 fn udm_parent(c: &mut Client, dev: &str, name: &str, read: bool) -> Result<Parent, String> {
     let info = match c.call(Request::Info {
@@ -229,16 +257,7 @@ fn udm_parent(c: &mut Client, dev: &str, name: &str, read: bool) -> Result<Paren
         info.uuid.clone()
     };
     let disk: Option<Box<dyn Disk>> = if read {
-        let sock = match c.call(Request::DaemonInfo) {
-            Ok(Reply::Daemon {
-                nbd_socket: Some(s),
-                ..
-            }) => s,
-            _ => return Err(format!("{dev}: the daemon exports no NBD socket to read it")),
-        };
-        let nbd = udm_nbd::NbdClient::connect_unix(Path::new(&sock), name)
-            .map_err(|e| format!("{dev}: {e}"))?;
-        Some(Box::new(NbdDisk(nbd)))
+        Some(udm_reader(c, dev, name)?)
     } else {
         None
     };
@@ -429,7 +448,14 @@ fn info(c: &mut Client, name: &str) -> Option<DevInfo> {
 
 /// kpartx's `dm_find_part`: the partition map `name` if present; else one carrying
 /// `part<N>-<uuid>` over the same disk, renamed to `name`.
-fn find_part(c: &mut Client, p: &Parent, name: &str, n: usize, verbose: bool, err: &mut dyn Write) -> Option<DevInfo> {
+fn find_part(
+    c: &mut Client,
+    p: &Parent,
+    name: &str,
+    n: usize,
+    verbose: bool,
+    err: &mut dyn Write,
+) -> Option<DevInfo> {
     if let Some(i) = info(c, name) {
         return Some(i);
     }
@@ -440,7 +466,11 @@ fn find_part(c: &mut Client, p: &Parent, name: &str, n: usize, verbose: bool, er
         return None;
     }
     if verbose {
-        let _ = writeln!(err, "found map {} for uuid {want}, renaming to {name}", other.name);
+        let _ = writeln!(
+            err,
+            "found map {} for uuid {want}, renaming to {name}",
+            other.name
+        );
     }
     match c.call(Request::Rename {
         dev: DevSel::Name(other.name.clone()),
@@ -458,10 +488,22 @@ fn find_part(c: &mut Client, p: &Parent, name: &str, n: usize, verbose: bool, er
 
 /// `-a`/`-u`: create or reload every partition map. Returns the failure count.
 #[allow(clippy::too_many_arguments)]
-fn add(c: &mut Client, p: &Parent, o: &Opts, delim: &str, slices: &[Slice], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+fn add(
+    c: &mut Client,
+    p: &Parent,
+    o: &Opts,
+    delim: &str,
+    slices: &[Slice],
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
     let mut r = 0;
     let (outer, inner) = order(slices);
-    for (j, contained) in outer.iter().map(|&j| (j, false)).chain(inner.iter().map(|&j| (j, true))) {
+    for (j, contained) in outer
+        .iter()
+        .map(|&j| (j, false))
+        .chain(inner.iter().map(|&j| (j, true)))
+    {
         let s = &slices[j];
         let n = j + 1;
         let name = partname(&p.mapname, delim, n);
@@ -516,7 +558,11 @@ fn add(c: &mut Client, p: &Parent, o: &Opts, delim: &str, slices: &[Slice], out:
         }
         if o.verbose {
             let (ma, mi) = info(c, &name).map_or((0, 0), |i| (i.major, i.minor));
-            let _ = writeln!(out, "add map {name} ({ma}:{mi}): 0 {} linear {params}", s.size);
+            let _ = writeln!(
+                out,
+                "add map {name} ({ma}:{mi}): 0 {} linear {params}",
+                s.size
+            );
         }
     }
     if o.action == Action::Update {
@@ -615,7 +661,11 @@ pub fn main(args: &[String]) -> i32 {
 }
 
 fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let Some(o) = (if args.is_empty() { None } else { parse(args, err) }) else {
+    let Some(o) = (if args.is_empty() {
+        None
+    } else {
+        parse(args, err)
+    }) else {
         let _ = out.write_all(USAGE.as_bytes());
         return 1;
     };

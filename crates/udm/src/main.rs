@@ -78,6 +78,7 @@ Usage:
   udm key add [--hex] logon|user DESC < KEY   put a key in the daemon's key store (crypt
                           tables name it as :LEN:logon:DESC); never on the command line
   udm verity format|verify|open|close|status|dump …   dm-verity (a `veritysetup` link too)
+  udm kpartx -l|-a|-u|-d [-p DELIM] [-r] [-v] DISK   partition mappings (a `kpartx` link too)
   udm log-writes replay|dump …   replay a dm-log-writes log onto a device or image, or list it
   udm <dmsetup command>   any dmsetup command (create, ls, info, table, status, remove, …);
                           `udm help` lists them. A link named `dmsetup` behaves as dmsetup.

@@ -13,7 +13,8 @@ fn bin() -> &'static Path {
 }
 
 /// The MBR layout: two primaries, an extended partition with two logicals.
-const MBR_LAYOUT: &str = "label: dos\n2048,8192,83\n10240,20480,83\n30720,,5\n32768,4096,83\n38912,8192,82\n";
+const MBR_LAYOUT: &str =
+    "label: dos\n2048,8192,83\n10240,20480,83\n30720,,5\n32768,4096,83\n38912,8192,82\n";
 /// The GPT layout: three partitions.
 const GPT_LAYOUT: &str = "label: gpt\n2048,8192\n10240,20480\n,4096\n";
 
@@ -129,7 +130,9 @@ impl Loop {
             eprintln!("SKIP: cannot attach a loop device: {why}");
             return None;
         }
-        Some(Loop(String::from_utf8(o.stdout).unwrap().trim().to_string()))
+        Some(Loop(
+            String::from_utf8(o.stdout).unwrap().trim().to_string(),
+        ))
     }
     fn name(&self) -> &str {
         self.0.trim_start_matches("/dev/")
@@ -162,6 +165,101 @@ fn udm_list(dev: &Path) -> String {
         .unwrap();
     assert!(o.status.success(), "udm kpartx -l: {o:?}");
     String::from_utf8(o.stdout).unwrap()
+}
+
+/// (stdout, stderr) of real `kpartx -l` and of `udm kpartx -l`; libdevmapper's lines about
+/// the missing kernel driver are dropped from the real stderr.
+fn both_lists(dev: &Path) -> ((String, String), (String, String)) {
+    let real = Command::new("kpartx").arg("-l").arg(dev).output().unwrap();
+    let ours = Command::new(bin())
+        .args(["kpartx", "-l"])
+        .arg(dev)
+        .output()
+        .unwrap();
+    assert_eq!(real.status.code(), ours.status.code());
+    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let real_err: String = s(&real.stderr)
+        .lines()
+        .filter(|l| !l.contains("device-mapper") && !l.contains("libdevmapper"))
+        .filter(|l| !l.starts_with("/dev/mapper/control"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    (
+        (s(&real.stdout), real_err),
+        (s(&ours.stdout), s(&ours.stderr)),
+    )
+}
+
+/// Damaged and unusual disks: a corrupt primary GPT header (the backup is used, with the
+/// same warning), a grown disk (the backup not at the end: the same warnings), and 4096-byte
+/// sectors (GPT and DOS with a logical partition) — stdout and warnings as real kpartx.
+#[test]
+fn list_backup_gpt_grown_disk_and_4k_sectors_match_real_kpartx() {
+    if !tools(&["sfdisk", "kpartx", "losetup"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = partitioned(dir.path(), "c", GPT_LAYOUT);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.write_all_at(&[0xff], 512 + 40).unwrap(); // primary header CRC now wrong
+    }
+    let Some(lo) = Loop::attach(&img) else {
+        return;
+    };
+    let (real, ours) = both_lists(Path::new(&lo.0));
+    assert_eq!(real.1, "Primary GPT is invalid, using alternate GPT.\n");
+    assert_eq!(real.0.lines().count(), 3);
+    assert_eq!(ours, real);
+    drop(lo);
+
+    let img = partitioned(dir.path(), "g", GPT_LAYOUT);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(80 << 20)
+        .unwrap();
+    let lo = Loop::attach(&img).unwrap();
+    let (real, ours) = both_lists(Path::new(&lo.0));
+    assert!(
+        real.1.contains("GPT:Alternate GPT header not at the end"),
+        "{}",
+        real.1
+    );
+    assert_eq!(ours, real);
+    drop(lo);
+
+    for layout in [
+        "label: gpt\n256,1024\n2048,\n",
+        "label: dos\n256,1024,83\n2048,4096,5\n2304,512,83\n",
+    ] {
+        let img = udm_testkit::image(dir.path(), "s4k", 64 << 20);
+        let o = Command::new("losetup")
+            .args(["-b", "4096", "-f", "--show"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let lo = Loop(String::from_utf8(o.stdout).unwrap().trim().to_string());
+        let mut c = Command::new("sfdisk")
+            .args(["-q", "--no-reread", &lo.0])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(layout.as_bytes())
+            .unwrap();
+        c.wait().unwrap();
+        let (real, ours) = both_lists(Path::new(&lo.0));
+        assert!(real.0.contains(" 2048\n"), "{}", real.0); // 256 × 8
+        assert_eq!(ours, real, "{layout}");
+    }
 }
 
 fn list_same_as_real(layout: &str) {
@@ -207,7 +305,15 @@ fn list_gpt_matches_real_kpartx() {
 fn uuids(d: &Daemon) -> Vec<(String, String)> {
     let out = ok(
         d,
-        &["info", "-c", "--noheadings", "-o", "name,uuid", "--separator", " "],
+        &[
+            "info",
+            "-c",
+            "--noheadings",
+            "-o",
+            "name,uuid",
+            "--separator",
+            " ",
+        ],
     );
     let mut v: Vec<(String, String)> = out
         .lines()
@@ -272,7 +378,12 @@ fn add_mbr_image_tables_data_and_delete() {
     ok(&d, &["kpartx", "-a", &path]);
     assert_eq!(ok(&d, &["table"]), want);
     let out = ok(&d, &["kpartx", "-dv", &path]);
-    assert_eq!(out.lines().filter(|l| l.starts_with("del devmap : ")).count(), 5);
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("del devmap : "))
+            .count(),
+        5
+    );
     assert_eq!(ok(&d, &["ls"]), "No devices found\n");
 }
 
@@ -290,7 +401,11 @@ fn gpt_update_removes_deleted_partitions() {
         expected_tables(&img, "gdisk0-part", &path)
     );
     assert!(ok(&d, &["table"]).contains("gdisk0-part3: 0 4096 linear"));
-    run(Command::new("sfdisk").arg("-q").arg("--delete").arg(&img).arg("2"));
+    run(Command::new("sfdisk")
+        .arg("-q")
+        .arg("--delete")
+        .arg(&img)
+        .arg("2"));
     let out = ok(&d, &["kpartx", "-uv", "-p", "-part", &path]);
     assert!(out.contains("del devmap : gdisk0-part2\n"), "{out}");
     let t = ok(&d, &["table"]);
@@ -332,7 +447,10 @@ fn udm_device_parent_uuid_readonly_and_delete() {
     assert!(t.contains("whole5: 0 4096 linear 253:0 32768\n"), "{t}");
     assert!(t.contains("whole3: 0 2 linear 253:0 30720\n"), "{t}");
     let u = uuids(&d);
-    assert!(u.contains(&("whole5".into(), "part5-WHOLE-UUID-1".into())), "{u:?}");
+    assert!(
+        u.contains(&("whole5".into(), "part5-WHOLE-UUID-1".into())),
+        "{u:?}"
+    );
     let info = ok(&d, &["info", "whole1"]);
     assert!(info.contains("READ-ONLY"), "{info}");
     ok(&d, &["kpartx", "-d", "/dev/mapper/whole"]);
@@ -353,7 +471,10 @@ fn loop_device_parent_maps_by_device_number() {
     use std::os::unix::fs::MetadataExt;
     let devarg = format!("{}:{}", libc::major(st.rdev()), libc::minor(st.rdev()));
     ok(&d, &["kpartx", "-a", &lo.0]);
-    assert_eq!(ok(&d, &["table"]), expected_tables(&img, lo.name(), &devarg));
+    assert_eq!(
+        ok(&d, &["table"]),
+        expected_tables(&img, lo.name(), &devarg)
+    );
     let u = uuids(&d);
     let p1 = format!("{}p1", lo.name());
     assert!(
@@ -411,7 +532,9 @@ fn kernel_add_tables_match_real_kpartx() {
         let (out, err, code) = udm_testkit::refvm_run(&vm, &[&img], Some(&share), script);
         assert_eq!(code, 0, "refvm: {out}\n{err}");
         let path = img.display().to_string();
-        let at = out.find("vda1 part1-").unwrap_or_else(|| panic!("refvm: {out}\n{err}"));
+        let at = out
+            .find("vda1 part1-")
+            .unwrap_or_else(|| panic!("refvm: {out}\n{err}"));
         let (tables, rest) = out.split_at(at);
         let kernel = tables.replace("254:0", &path).replace("vda", name);
         assert!(rest.ends_with("No devices found\n"), "{rest}");

@@ -184,7 +184,10 @@ pub fn read_table(d: &mut dyn Disk, lba: u64) -> Result<Table, GptFault> {
             computed,
         });
     }
-    let entries = raw.chunks_exact(ENTRY_SIZE as usize).map(Entry::parse).collect();
+    let entries = raw
+        .chunks_exact(ENTRY_SIZE as usize)
+        .map(Entry::parse)
+        .collect();
     Ok(Table { header, entries })
 }
 
@@ -265,7 +268,11 @@ fn last_lba(d: &mut dyn Disk) -> Result<u64, PartError> {
 }
 
 /// As [`find_valid`], saying why no GPT was chosen; also tells whether the backup was used.
-pub fn choose(d: &mut dyn Disk, force: bool, w: &mut Vec<String>) -> Result<(Table, bool), PartError> {
+pub fn choose(
+    d: &mut dyn Disk,
+    force: bool,
+    w: &mut Vec<String>,
+) -> Result<(Table, bool), PartError> {
     let last = last_lba(d)?;
     let primary = read_table(d, 1);
     let backup = match &primary {

@@ -139,7 +139,7 @@ pub struct ScanOpts {
 /// Find the partition table as kpartx does: GPT first, then DOS. `Ok(None)`: neither.
 pub fn read_slices(d: &mut dyn Disk, opts: ScanOpts) -> Result<Option<Scan>, PartError> {
     let ss = d.sector_size();
-    if ss == 0 || ss % 512 != 0 {
+    if ss == 0 || !ss.is_multiple_of(512) {
         return Err(PartError::BadSectorSize(ss));
     }
     let mut warnings = Vec::new();

@@ -262,10 +262,18 @@ fn fuzz_random_and_corrupted_sectors_never_panic() {
         let mut d = bases[round % 2].clone();
         // Corrupt the interesting sectors: MBR, GPT header and entries, EBRs, the backup.
         let len = d.len();
-        let hot: Vec<usize> = [0, 512, 1024, 30720 * 512, 36864 * 512, len - 512, len - 33 * 512]
-            .into_iter()
-            .filter(|&o| o + 512 <= len)
-            .collect();
+        let hot: Vec<usize> = [
+            0,
+            512,
+            1024,
+            30720 * 512,
+            36864 * 512,
+            len - 512,
+            len - 33 * 512,
+        ]
+        .into_iter()
+        .filter(|&o| o + 512 <= len)
+        .collect();
         for _ in 0..1 + rng.next() % 24 {
             let base = hot[(rng.next() % hot.len() as u64) as usize];
             let off = base + (rng.next() % 512) as usize;
@@ -285,7 +293,7 @@ fn fuzz_random_and_corrupted_sectors_never_panic() {
             for b in &mut d[..4096] {
                 *b = rng.next() as u8;
             }
-            if rng.next() % 2 == 0 {
+            if rng.next().is_multiple_of(2) {
                 d[510] = 0x55;
                 d[511] = 0xaa;
             }
