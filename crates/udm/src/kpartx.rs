@@ -239,7 +239,9 @@ fn udm_reader(c: &mut Client, dev: &str, name: &str) -> Result<Box<dyn Disk>, St
             sector: 512,
         }));
     }
-    Err(format!("{dev}: the daemon exports it neither over NBD nor as a file"))
+    Err(format!(
+        "{dev}: the daemon exports it neither over NBD nor as a file"
+    ))
 }
 
 /// Look a udm device up (`/dev/mapper/NAME`), with a reader over NBD when `read` is set.

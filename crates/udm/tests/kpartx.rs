@@ -470,7 +470,7 @@ fn loop_device_parent_maps_by_device_number() {
     let st = std::fs::metadata(&lo.0).unwrap();
     use std::os::unix::fs::MetadataExt;
     let devarg = format!("{}:{}", libc::major(st.rdev()), libc::minor(st.rdev()));
-    ok(&d, &["kpartx", "-a", &lo.0]);
+    ok(&d, &["kpartx", "-sa", &lo.0]);
     assert_eq!(
         ok(&d, &["table"]),
         expected_tables(&img, lo.name(), &devarg)

@@ -79,7 +79,7 @@ impl Header {
             return Err(GptFault::BadSignature);
         }
         let header_size = le32(sector, 12);
-        if header_size < HEADER_MIN || header_size as usize > sector.len().min(512) {
+        if header_size < HEADER_MIN || header_size as usize > sector.len() {
             return Err(GptFault::HeaderSize(header_size));
         }
         let found = le32(sector, 16);

@@ -325,3 +325,47 @@ fn fuzz_random_and_corrupted_sectors_never_panic() {
     // The corruption must not be so heavy that nothing parses, nor so light that all does.
     assert!(found.iter().all(|&n| n > 0), "{found:?}");
 }
+
+/// Set a primary-header field and fix the header CRC so the field's own check is reached.
+fn patch_primary(d: &mut [u8], off: usize, bytes: &[u8]) {
+    d[512 + off..512 + off + bytes.len()].copy_from_slice(bytes);
+    let size = u32::from_le_bytes(d[512 + 12..512 + 16].try_into().unwrap()) as usize;
+    d[512 + 16..512 + 20].fill(0);
+    let c = crc32(&d[512..512 + size.min(512)]);
+    d[512 + 16..512 + 20].copy_from_slice(&c.to_le_bytes());
+}
+
+#[test]
+fn gpt_hostile_header_fields_rejected() {
+    let base = gpt_disk(&[(2048, 10239)]);
+    let cases: [(usize, Vec<u8>, GptFault); 4] = [
+        (
+            12,
+            0xffff_ffffu32.to_le_bytes().to_vec(),
+            GptFault::HeaderSize(0xffff_ffff),
+        ),
+        (
+            80,
+            0x1000_0000u32.to_le_bytes().to_vec(),
+            GptFault::TooManyEntries(0x1000_0000),
+        ),
+        (84, 64u32.to_le_bytes().to_vec(), GptFault::EntrySize(64)),
+        (24, 5u64.to_le_bytes().to_vec(), GptFault::MyLba(5)),
+    ];
+    for (off, bytes, want) in cases {
+        let mut d = base.clone();
+        patch_primary(&mut d, off, &bytes);
+        assert_eq!(gpt::read_table(&mut d, 1).unwrap_err(), want);
+        // The backup still serves.
+        let (t, backup) = gpt::choose(&mut d, false, &mut Vec::new()).unwrap();
+        assert!(backup);
+        assert_eq!(t.entries[0].last_lba, 10239);
+    }
+    // Entries beyond the end of the disk.
+    let mut d = base.clone();
+    patch_primary(&mut d, 72, &u64::MAX.to_le_bytes());
+    assert_eq!(
+        gpt::read_table(&mut d, 1).unwrap_err(),
+        GptFault::EntriesUnreadable
+    );
+}
