@@ -273,7 +273,7 @@ fn udm_parent(c: &mut Client, dev: &str, name: &str, read: bool) -> Result<Paren
     })
 }
 
-/// Resolve the disk argument. Errors are printed as kpartx prints them (`Err(true)`: on stdout).
+/// Resolve the disk argument; failures are printed as kpartx prints them.
 fn open_parent(
     o: &Opts,
     client: &mut Option<Client>,
