@@ -98,6 +98,7 @@ impl FileDevice {
                     logical_block_size: lbs,
                     physical_block_size: pbs.max(lbs),
                     io_min: pbs.max(lbs),
+                    ..Limits::default()
                 },
             )
         } else if ft.is_file() {

@@ -228,7 +228,7 @@ impl Target for Ebs {
         limits.io_min = limits.io_min.max(limits.logical_block_size);
     }
 
-    fn status(&self, ty: StatusType) -> String {
+    fn status(&self, ty: StatusType, _flags: udm_core::StatusFlags) -> String {
         match ty {
             StatusType::Info => String::new(),
             StatusType::Table => EbsParams {

@@ -491,13 +491,15 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
             dev,
             inactive,
             table,
+            noflush,
         } => {
             let ty = if table {
                 StatusType::Table
             } else {
                 StatusType::Info
             };
-            let (info, targets) = reg.status(&dev, inactive, ty)?;
+            let flags = udm_core::StatusFlags { noflush };
+            let (info, targets) = reg.status_with(&dev, inactive, ty, flags)?;
             Reply::Status { info, targets }
         }
         Request::ListVersions => Reply::Versions(reg.list_versions()),
