@@ -104,7 +104,10 @@ pub struct Copier {
 impl Copier {
     /// A copier moving `chunk` sectors per I/O with at most `buffers` chunks in flight.
     pub fn new(chunk: Sectors, buffers: usize) -> Copier {
-        assert!(chunk.0 > 0 && buffers > 0, "copier needs a chunk size and a buffer");
+        assert!(
+            chunk.0 > 0 && buffers > 0,
+            "copier needs a chunk size and a buffer"
+        );
         Copier {
             inner: Arc::new(Inner {
                 chunk,

@@ -15,10 +15,10 @@ pub mod target;
 pub mod worker;
 
 pub use args::{split_args, ArgReader};
-pub use copier::{CopyOutcome, Copier, Loc};
+pub use copier::{Copier, CopyOutcome, Loc};
 pub use device::{DevInfo, MappedDevice, SuspendOpts};
-pub use lookup::{Publication, Published};
 pub use error::DmError;
+pub use lookup::{Publication, Published};
 pub use registry::{DevSel, Registry, RegistryEvent, TargetStatus};
 pub use resolve::DevHandle;
 pub use table::{parse_table_text, Table, TableLine};

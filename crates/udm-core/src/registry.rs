@@ -2,8 +2,8 @@
 //! (create, load, clear, suspend, resume, remove, rename, info, deps, status, message, wait …).
 
 use crate::device::{DevInfo, DmBlockDevice, Geometry, MappedDevice, SuspendOpts};
-use crate::lookup::Published;
 use crate::error::DmError;
+use crate::lookup::Published;
 use crate::resolve::{parse_devno, DevHandle, FileCache, Resolver};
 use crate::table::{Table, TableLine};
 use crate::target::{DeviceLink, StatusFlags, StatusType, TargetError, TargetTypes};

@@ -151,8 +151,8 @@ impl Table {
                 return Err(line_err(n, "target length overflows"));
             };
             let args = split_args(&l.params);
-            let mut ctx = TargetCtx::new(l.start, l.len, read_only, resolver, &mut devices)
-                .with_link(link);
+            let mut ctx =
+                TargetCtx::new(l.start, l.len, read_only, resolver, &mut devices).with_link(link);
             let target = tt.construct(&mut ctx, &args).map_err(|e| DmError::Table {
                 line: n,
                 err: TargetError {
@@ -236,7 +236,14 @@ impl Table {
     ) -> Vec<(Sectors, Sectors, String, String)> {
         self.entries
             .iter()
-            .map(|e| (e.start, e.len, e.type_name.clone(), e.target.status(ty, flags)))
+            .map(|e| {
+                (
+                    e.start,
+                    e.len,
+                    e.type_name.clone(),
+                    e.target.status(ty, flags),
+                )
+            })
             .collect()
     }
 

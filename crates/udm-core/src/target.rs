@@ -276,9 +276,10 @@ impl<'a> TargetCtx<'a> {
     /// its thin devices). Found while the returned `Publication` lives (keep it in the
     /// target: reloading or removing the device drops it) and `obj` is alive.
     pub fn publish<T: Any + Send + Sync>(&self, obj: &Arc<T>) -> Result<Publication, TargetError> {
-        let key = self.owner().cloned().ok_or_else(|| {
-            TargetError::invalid("target needs a mapped device to publish under")
-        })?;
+        let key = self
+            .owner()
+            .cloned()
+            .ok_or_else(|| TargetError::invalid("target needs a mapped device to publish under"))?;
         self.publish_as(key, obj)
     }
 
@@ -289,9 +290,10 @@ impl<'a> TargetCtx<'a> {
         key: DevId,
         obj: &Arc<T>,
     ) -> Result<Publication, TargetError> {
-        let p = self.link.published.as_ref().ok_or_else(|| {
-            TargetError::invalid("no registry to publish in (standalone table)")
-        })?;
+        let p =
+            self.link.published.as_ref().ok_or_else(|| {
+                TargetError::invalid("no registry to publish in (standalone table)")
+            })?;
         Ok(p.publish(key, obj))
     }
 

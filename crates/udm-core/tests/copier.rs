@@ -6,7 +6,7 @@ use crossbeam_channel::unbounded;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
-use udm_core::{CopyOutcome, Copier, Loc};
+use udm_core::{Copier, CopyOutcome, Loc};
 use udm_io::{Bio, BlockDevice, DevId, IoError, MemDevice, Op, Sectors, WorkerPool};
 use udm_testkit::gate::GateDevice;
 
@@ -123,9 +123,16 @@ fn copies_match_a_model() {
     }
     let outcomes: Vec<CopyOutcome> = (0..jobs).map(|_| rx.recv_timeout(GUARD).unwrap()).collect();
     assert!(outcomes.iter().all(|o| o.is_ok()));
-    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err(), "one completion per job");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(50)).is_err(),
+        "one completion per job"
+    );
     for (d, m) in dsts.iter().zip(&model) {
-        assert!(d.snapshot() == *m, "destination {} differs from the model", d.id());
+        assert!(
+            d.snapshot() == *m,
+            "destination {} differs from the model",
+            d.id()
+        );
     }
     assert!(copier.buffers_allocated() <= 4);
     assert!(copier.peak_in_flight() <= 4);
@@ -143,10 +150,19 @@ fn zeroing_uses_write_zeroes_or_falls_back_to_writing_zeroes() {
     let copier = Copier::new(Sectors(8), 2);
     let before_a = a.snapshot();
     let o = copier.zero_wait(
-        vec![Loc::new(a.clone(), Sectors(10)), Loc::new(b_dev, Sectors(100))],
+        vec![
+            Loc::new(a.clone(), Sectors(10)),
+            Loc::new(b_dev, Sectors(100)),
+        ],
         Sectors(37),
     );
-    assert_eq!(o, CopyOutcome { read: Ok(()), writes: vec![Ok(()), Ok(())] });
+    assert_eq!(
+        o,
+        CopyOutcome {
+            read: Ok(()),
+            writes: vec![Ok(()), Ok(())]
+        }
+    );
     let (sa, sb) = (a.snapshot(), b.snapshot());
     assert!(sa[10 * 512..47 * 512].iter().all(|&x| x == 0));
     assert_eq!(&sa[..10 * 512], &before_a[..10 * 512]);

@@ -116,15 +116,18 @@ fn table_limits_stack_over_targets_and_split_discards() {
     assert_eq!(seen, vec![(3, 5), (8, 8), (16, 7)]);
 }
 
+/// (op, target_bio_nr, sector, len) of each bio a `fan` target saw.
+type Seen = Arc<Mutex<Vec<(Op, u32, u64, u64)>>>;
+
 /// Records the flushes and discards it receives and which copy each was.
 struct FanType;
 struct Fan {
     flushes: u32,
     discards: u32,
-    seen: Arc<Mutex<Vec<(Op, u32, u64, u64)>>>,
+    seen: Seen,
 }
 
-static SEEN: std::sync::OnceLock<Arc<Mutex<Vec<(Op, u32, u64, u64)>>>> = std::sync::OnceLock::new();
+static SEEN: std::sync::OnceLock<Seen> = std::sync::OnceLock::new();
 
 impl Target for Fan {
     fn map(&self, bio: Bio) -> MapResult {
@@ -183,7 +186,11 @@ fn flush_and_discard_fan_out_as_targets_ask() {
     sync::flush(dev.as_ref()).unwrap();
     assert_eq!(
         *seen.lock(),
-        vec![(Op::Flush, 0, 0, 0), (Op::Flush, 1, 0, 0), (Op::Flush, 2, 0, 0)]
+        vec![
+            (Op::Flush, 0, 0, 0),
+            (Op::Flush, 1, 0, 0),
+            (Op::Flush, 2, 0, 0)
+        ]
     );
     seen.lock().clear();
     sync::discard(dev.as_ref(), Sectors(2), Sectors(4)).unwrap();
@@ -219,6 +226,12 @@ fn status_flags_reach_every_target() {
             .map(|t| t.params)
             .collect::<Vec<_>>()
     };
-    assert_eq!(params(StatusFlags::NOFLUSH), ["noflush=true", "noflush=true"]);
-    assert_eq!(params(StatusFlags::NONE), ["noflush=false", "noflush=false"]);
+    assert_eq!(
+        params(StatusFlags::NOFLUSH),
+        ["noflush=true", "noflush=true"]
+    );
+    assert_eq!(
+        params(StatusFlags::NONE),
+        ["noflush=false", "noflush=false"]
+    );
 }

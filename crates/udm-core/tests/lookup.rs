@@ -154,7 +154,10 @@ fn lookup_finds_the_pool_and_follows_reload_clear_and_remove() {
     assert_eq!(client_gen(&reg, "c"), "gen 1");
 
     // Removing the pool device unpublishes; clients hold it open until they go.
-    assert_eq!(reg.remove(&sel("p"), false).unwrap_err().errno(), libc::EBUSY);
+    assert_eq!(
+        reg.remove(&sel("p"), false).unwrap_err().errno(),
+        libc::EBUSY
+    );
     reg.remove(&sel("c"), false).unwrap();
     reg.remove(&sel("c2"), false).unwrap();
     reg.remove(&sel("p"), false).unwrap();

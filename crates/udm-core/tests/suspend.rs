@@ -39,18 +39,27 @@ fn create(reg: &Registry, name: &str, table: &str) {
 
 type Done = Receiver<(u64, Result<(), IoError>)>;
 
-fn write(dev: &dyn BlockDevice, sector: u64, byte: u8, tx: &crossbeam_channel::Sender<(u64, Result<(), IoError>)>) {
+fn write(
+    dev: &dyn BlockDevice,
+    sector: u64,
+    byte: u8,
+    tx: &crossbeam_channel::Sender<(u64, Result<(), IoError>)>,
+) {
     let tx = tx.clone();
     dev.submit(Bio::write(
         Sectors(sector),
         IoBuf::from_slice(&[byte; 512]),
-        Box::new(move |r, _| { let _ = tx.send((sector, r)); }),
+        Box::new(move |r, _| {
+            let _ = tx.send((sector, r));
+        }),
     ));
 }
 
 fn in_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Receiver<T> {
     let (tx, rx) = unbounded();
-    std::thread::spawn(move || { let _ = tx.send(f()); });
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
     rx
 }
 
@@ -77,8 +86,13 @@ fn suspend_drain_waits_for_io_held_below() {
     assert!(suspended.recv_timeout(Duration::from_millis(300)).is_err());
     assert!(reg.info(&sel("d"), false).unwrap().suspended);
     assert_eq!(gate.release_all(), 4);
-    let data = suspended.recv_timeout(GUARD).expect("suspend returns after the drain");
-    assert!(data[..4 * 512].iter().all(|&b| b == 7), "drained before the writes landed");
+    let data = suspended
+        .recv_timeout(GUARD)
+        .expect("suspend returns after the drain");
+    assert!(
+        data[..4 * 512].iter().all(|&b| b == 7),
+        "drained before the writes landed"
+    );
     for _ in 0..4 {
         assert!(rx.recv_timeout(GUARD).unwrap().1.is_ok());
     }
@@ -158,7 +172,10 @@ fn noflush_suspend_requeues_held_io_and_resubmits_it_after_resume() {
         .expect("a noflush suspend does not wait for I/O the target gave back")
         .unwrap();
     assert!(held.lock().is_empty());
-    assert!(rx.try_recv().is_err(), "requeued I/O must not complete or fail");
+    assert!(
+        rx.try_recv().is_err(),
+        "requeued I/O must not complete or fail"
+    );
     // New I/O while suspended is held by the core.
     write(dev.as_ref(), 12, 12, &tx);
 
@@ -172,13 +189,13 @@ fn noflush_suspend_requeues_held_io_and_resubmits_it_after_resume() {
     reg.resume(&sel("d")).unwrap();
     let mut done: Vec<_> = (0..5).map(|_| rx.recv_timeout(GUARD).unwrap()).collect();
     done.sort_by_key(|d| d.0);
-    assert_eq!(
-        done,
-        (8..13).map(|s| (s, Ok(()))).collect::<Vec<_>>()
-    );
+    assert_eq!(done, (8..13).map(|s| (s, Ok(()))).collect::<Vec<_>>());
     let data = mem.snapshot();
     for s in 8..13usize {
-        assert!(data[s * 512..(s + 1) * 512].iter().all(|&b| b == s as u8), "sector {s}");
+        assert!(
+            data[s * 512..(s + 1) * 512].iter().all(|&b| b == s as u8),
+            "sector {s}"
+        );
     }
 }
 
@@ -256,7 +273,11 @@ fn abandoned_suspend_calls_presuspend_undo_and_stays_live() {
         .unwrap_err();
     assert_eq!(e.errno(), libc::EINTR);
     let c = |i: usize| counts[i].load(SeqCst);
-    assert_eq!((c(0), c(1), c(2)), (1, 1, 0), "presuspend, presuspend_undo, postsuspend");
+    assert_eq!(
+        (c(0), c(1), c(2)),
+        (1, 1, 0),
+        "presuspend, presuspend_undo, postsuspend"
+    );
     assert!(!reg.info(&sel("d"), false).unwrap().suspended);
     // The device is live: new I/O goes straight down, behind the first.
     write(dev.as_ref(), 2, 2, &tx);
@@ -284,7 +305,9 @@ fn preflush_reaches_the_device_before_the_data() {
         Bio::write(
             Sectors(3),
             IoBuf::from_slice(&[5; 1024]),
-            Box::new(move |r, _| { let _ = tx.send(r); }),
+            Box::new(move |r, _| {
+                let _ = tx.send(r);
+            }),
         )
         .with_flags(BioFlags::PREFLUSH.with(BioFlags::FUA)),
     );
@@ -296,7 +319,10 @@ fn preflush_reaches_the_device_before_the_data() {
     assert_eq!(gate.release(1), 1);
     assert!(gate.wait_held(1, GUARD));
     let data = gate.held_records()[0];
-    assert_eq!((data.op, data.sector, data.len), (Op::Write, Sectors(3), Sectors(2)));
+    assert_eq!(
+        (data.op, data.sector, data.len),
+        (Op::Write, Sectors(3), Sectors(2))
+    );
     assert!(data.flags.contains(BioFlags::FUA) && !data.flags.contains(BioFlags::PREFLUSH));
     assert!(rx.try_recv().is_err());
     gate.release_all();
@@ -324,16 +350,22 @@ fn submit_returns_without_waiting_for_held_io() {
         d2.submit(Bio::write(
             Sectors(120),
             IoBuf::from_slice(&[2; 8192]),
-            Box::new(move |r, _| { let _ = t.send((120, r)); }),
+            Box::new(move |r, _| {
+                let _ = t.send((120, r));
+            }),
         ));
         let t = tx2.clone();
-        d2.submit(Bio::flush(Box::new(move |r, _| { let _ = t.send((1000, r)); })));
+        d2.submit(Bio::flush(Box::new(move |r, _| {
+            let _ = t.send((1000, r));
+        })));
         let t = tx2.clone();
         d2.submit(
             Bio::write(
                 Sectors(200),
                 IoBuf::from_slice(&[3; 512]),
-                Box::new(move |r, _| { let _ = t.send((200, r)); }),
+                Box::new(move |r, _| {
+                    let _ = t.send((200, r));
+                }),
             )
             .with_flags(BioFlags::PREFLUSH),
         );
@@ -357,6 +389,9 @@ fn submit_returns_without_waiting_for_held_io() {
     gate.open();
     sus.recv_timeout(GUARD).unwrap().unwrap();
     reg.resume(&sel("d")).unwrap();
-    let n = (0..104).map(|_| rx.recv_timeout(GUARD).unwrap()).filter(|(_, r)| r.is_ok()).count();
+    let n = (0..104)
+        .map(|_| rx.recv_timeout(GUARD).unwrap())
+        .filter(|(_, r)| r.is_ok())
+        .count();
     assert_eq!(n, 104);
 }

@@ -107,14 +107,12 @@ impl Limits {
             .physical_block_size
             .max(bottom.physical_block_size)
             .max(self.logical_block_size);
-        self.io_min = self
-            .io_min
-            .max(bottom.io_min)
-            .max(self.physical_block_size);
+        self.io_min = self.io_min.max(bottom.io_min).max(self.physical_block_size);
         self.io_opt = lcm_not_zero(self.io_opt, bottom.io_opt);
         self.max_sectors = min_not_zero(self.max_sectors, bottom.max_sectors);
         self.discard_granularity = self.discard_granularity.max(bottom.discard_granularity);
-        self.max_discard_sectors = min_not_zero(self.max_discard_sectors, bottom.max_discard_sectors);
+        self.max_discard_sectors =
+            min_not_zero(self.max_discard_sectors, bottom.max_discard_sectors);
     }
 }
 

@@ -101,6 +101,12 @@ fn striped_stacks_limits_and_flushes_every_stripe() {
     }
     // Data still goes to the right stripe.
     write(dev.as_ref(), 128, &[9; 4096]);
-    assert_eq!(b.log().last().map(|r| (r.op, r.sector)), Some((Op::Write, Sectors(0))));
-    assert_eq!(sync::read_at(dev.as_ref(), Sectors(128), 4096).unwrap()[..], [9; 4096]);
+    assert_eq!(
+        b.log().last().map(|r| (r.op, r.sector)),
+        Some((Op::Write, Sectors(0)))
+    );
+    assert_eq!(
+        sync::read_at(dev.as_ref(), Sectors(128), 4096).unwrap()[..],
+        [9; 4096]
+    );
 }
