@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 use udm_core::{DevHandle, MapResult, StatusType, Target, TargetCtx, TargetError, TargetType};
-use udm_io::{sync, Bio, BioFlags, BlockDevice, IoError, Limits, Op, Sectors, WorkerPool};
+use udm_io::{sync, Bio, BioFlags, BlockDevice, IoError, Limits, Op, Sectors};
 
 use crate::kscan::scan_u64;
 
@@ -114,6 +114,7 @@ impl TargetType for EbsType {
                 dev,
                 u_bs: u_bs as u64,
                 queue: Mutex::new((VecDeque::new(), false)),
+                worker: ctx.worker("ebs"),
             }),
             p,
         }))
@@ -125,6 +126,8 @@ struct Inner {
     u_bs: u64,
     /// Bios waiting for the ordered worker, and whether a worker is running.
     queue: Mutex<(VecDeque<Bio>, bool)>,
+    /// Its own thread for the blocking read-modify-write (never the shared I/O pool).
+    worker: Arc<udm_core::Worker>,
 }
 
 impl Inner {
@@ -217,7 +220,7 @@ impl Target for Ebs {
         if !q.1 {
             q.1 = true;
             let me = inner.clone();
-            WorkerPool::io().spawn(move || me.drain());
+            inner.worker.spawn(move || me.drain());
         }
         MapResult::Submitted
     }
