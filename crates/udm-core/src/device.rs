@@ -331,11 +331,17 @@ impl MappedDevice {
     /// release held I/O. On a failed preresume the old table stays live and the new one is
     /// put back into the inactive slot.
     pub fn resume(self: &Arc<Self>) -> Result<bool, DmError> {
+        self.resume_with(SuspendOpts::default())
+    }
+
+    /// As `resume`; `opts` apply to the suspend that precedes a table swap on a live device
+    /// (`dmsetup resume --noflush`).
+    pub fn resume_with(self: &Arc<Self>, opts: SuspendOpts) -> Result<bool, DmError> {
         let _c = self.control.lock();
         let new = self.inactive.lock().take();
         let swapped = new.is_some();
         if let Some(new) = new {
-            if let Err(e) = self.suspend_locked(SuspendOpts::default()) {
+            if let Err(e) = self.suspend_locked(opts) {
                 *self.inactive.lock() = Some(new);
                 return Err(e);
             }

@@ -263,8 +263,13 @@ impl Registry {
 
     /// Resume, swapping in the inactive table if present.
     pub fn resume(&self, sel: &DevSel) -> Result<DevInfo, DmError> {
+        self.resume_with(sel, SuspendOpts::default())
+    }
+
+    /// Resume; `opts` (noflush) apply to the suspend a table swap on a live device needs.
+    pub fn resume_with(&self, sel: &DevSel, opts: SuspendOpts) -> Result<DevInfo, DmError> {
         let d = self.get(sel)?;
-        let swapped = d.resume()?;
+        let swapped = d.resume_with(opts)?;
         // The kernel does not bump the event number on a resume (only targets, rename and
         // removal do); frontends still hear about the new table.
         if swapped {

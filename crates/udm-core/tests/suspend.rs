@@ -199,6 +199,43 @@ fn noflush_suspend_requeues_held_io_and_resubmits_it_after_resume() {
     }
 }
 
+#[test]
+fn noflush_resume_swaps_tables_under_held_io() {
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let h2 = held.clone();
+    let (reg, remap) = setup(move |t| t.register(Arc::new(HolderType { held: h2 })));
+    let mem = Arc::new(MemDevice::new("m", Sectors(16)));
+    remap.insert("m", mem.clone());
+    create(&reg, "d", "0 16 holder");
+    let (dev, _g) = reg.open(&sel("d")).unwrap();
+    let (tx, rx): (_, Done) = unbounded();
+    for s in 0..3 {
+        write(dev.as_ref(), s, 0x30 + s as u8, &tx);
+    }
+    assert_eq!(held.lock().len(), 3);
+    // Reload and resume a live device with noflush: the swap's suspend takes the held bios
+    // back instead of waiting for them, and the new table does them.
+    reg.load(
+        &sel("d"),
+        &parse_table_text("0 16 testdev m").unwrap(),
+        false,
+    )
+    .unwrap();
+    let r2 = reg.clone();
+    let opts = SuspendOpts {
+        noflush: true,
+        ..Default::default()
+    };
+    in_thread(move || r2.resume_with(&sel("d"), opts))
+        .recv_timeout(GUARD)
+        .expect("a noflush resume does not wait for held I/O")
+        .unwrap();
+    let mut done: Vec<_> = (0..3).map(|_| rx.recv_timeout(GUARD).unwrap()).collect();
+    done.sort_by_key(|d| d.0);
+    assert_eq!(done, (0..3).map(|s| (s, Ok(()))).collect::<Vec<_>>());
+    assert_eq!(mem.snapshot()[2 * 512], 0x32);
+}
+
 /// Counts suspend hooks and passes bios to a device.
 struct ProbeType {
     dev: Arc<dyn BlockDevice>,

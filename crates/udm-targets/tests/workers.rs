@@ -62,7 +62,13 @@ fn ebs_progresses_with_the_io_pool_saturated() {
     let data = mem.snapshot();
     for i in 0..POOL {
         let s = (1 + 16 * i) * 512;
-        assert!(data[s..s + 512].iter().all(|&b| b == i as u8 + 1), "write {i}");
-        assert!(data[s - 512..s].iter().all(|&b| b == 0), "neighbour of write {i}");
+        assert!(
+            data[s..s + 512].iter().all(|&b| b == i as u8 + 1),
+            "write {i}"
+        );
+        assert!(
+            data[s - 512..s].iter().all(|&b| b == 0),
+            "neighbour of write {i}"
+        );
     }
 }

@@ -453,7 +453,13 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
             noflush,
             nolockfs,
         } => Reply::Info(reg.suspend(&dev, noflush, nolockfs)?),
-        Request::Resume { dev, .. } => Reply::Info(reg.resume(&dev)?),
+        Request::Resume { dev, noflush, .. } => {
+            let opts = udm_core::SuspendOpts {
+                noflush,
+                ..Default::default()
+            };
+            Reply::Info(reg.resume_with(&dev, opts)?)
+        }
         Request::Info { dev, inactive } => Reply::Info(reg.info(&dev, inactive)?),
         Request::Wait {
             dev,
