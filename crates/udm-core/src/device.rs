@@ -4,6 +4,7 @@
 use crate::error::DmError;
 use crate::stats::IoStats;
 use crate::table::Table;
+use crate::target::DeviceState;
 use crate::DM_MAJOR;
 use arc_swap::ArcSwapOption;
 use parking_lot::{Condvar, Mutex};
@@ -51,15 +52,39 @@ impl Inflight {
             self.cv.notify_all();
         }
     }
-    fn wait_drained(&self) {
+    /// Wait until every bio in flight has ended or been parked; false if `timeout` passed
+    /// first.
+    fn wait_drained(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
         let mut g = self.lock.lock();
         while self.n.load(SeqCst) > self.parked.load(SeqCst) {
-            self.cv.wait_for(&mut g, Duration::from_millis(50));
+            let step = Duration::from_millis(50);
+            let step = match deadline {
+                Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+                    Some(left) if !left.is_zero() => step.min(left),
+                    _ => return false,
+                },
+                None => step,
+            };
+            self.cv.wait_for(&mut g, step);
         }
+        true
     }
 }
 
 type Requeue = Arc<dyn Fn(Bio) + Send + Sync>;
+
+/// How to suspend (the `DM_DEV_SUSPEND` flags udm acts on).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SuspendOpts {
+    /// `--noflush`: targets that keep bios requeue them (resubmitted after resume) instead of
+    /// finishing or failing them.
+    pub noflush: bool,
+    /// Give up when in-flight I/O has not drained after this long (the kernel's interrupted
+    /// suspend): targets get `presuspend_undo`, held I/O is released, the device stays live
+    /// and the suspend fails with EINTR. `None` waits for as long as it takes.
+    pub drain_timeout: Option<Duration>,
+}
 
 /// Geometry set by `setgeometry`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -94,6 +119,8 @@ pub struct MappedDevice {
     /// I/O counters (diskstats and dm-stats regions).
     stats: Arc<IoStats>,
     requeue: std::sync::OnceLock<Requeue>,
+    /// What targets see of a suspend in progress (`noflush_suspending`).
+    state: DeviceState,
 }
 
 impl MappedDevice {
@@ -126,7 +153,13 @@ impl MappedDevice {
             geometry: Mutex::new(None),
             stats: Arc::new(IoStats::default()),
             requeue: std::sync::OnceLock::new(),
+            state: DeviceState::default(),
         }
+    }
+
+    /// The handle targets of this device's tables query (`TargetCtx::device_state`).
+    pub(crate) fn device_state(&self) -> DeviceState {
+        self.state.clone()
     }
 
     pub fn name(&self) -> String {
@@ -235,16 +268,24 @@ impl MappedDevice {
     }
 
     /// Suspend: hold new I/O, wait for in-flight I/O, run the hooks. Idempotent.
-    pub fn suspend(&self) {
-        let _c = self.control.lock();
-        self.suspend_locked();
+    pub fn suspend(self: &Arc<Self>) {
+        // Without a drain timeout a suspend cannot be abandoned.
+        let _ = self.suspend_with(SuspendOpts::default());
     }
 
-    fn suspend_locked(&self) {
+    /// Suspend with options (noflush, a drain timeout). Idempotent.
+    pub fn suspend_with(self: &Arc<Self>, opts: SuspendOpts) -> Result<(), DmError> {
+        let _c = self.control.lock();
+        self.suspend_locked(opts)
+    }
+
+    fn suspend_locked(self: &Arc<Self>, opts: SuspendOpts) -> Result<(), DmError> {
         if self.is_suspended() {
-            return;
+            return Ok(());
         }
         let live = self.live_table();
+        // As the kernel: targets see `noflush_suspending` from presuspend until the drain ends.
+        self.state.0.store(opts.noflush, SeqCst);
         if let Some(t) = &live {
             t.for_each_target(|t| t.presuspend());
         }
@@ -253,9 +294,36 @@ impl MappedDevice {
             h.suspended = true;
             self.suspended.store(true, SeqCst);
         }
-        self.inflight.wait_drained();
+        let drained = self.inflight.wait_drained(opts.drain_timeout);
+        self.state.0.store(false, SeqCst);
+        if !drained {
+            // Abandon: undo presuspend, let held and requeued I/O go again.
+            if let Some(t) = &live {
+                t.for_each_target(|t| t.presuspend_undo());
+            }
+            self.release_held();
+            return Err(DmError::Errno {
+                errno: libc::EINTR,
+                msg: "suspend abandoned: in-flight I/O did not drain".into(),
+            });
+        }
         if let Some(t) = &live {
             t.for_each_target(|t| t.postsuspend());
+        }
+        Ok(())
+    }
+
+    /// Leave the suspended state and resubmit every held or requeued bio.
+    fn release_held(self: &Arc<Self>) {
+        let held: Vec<Bio> = {
+            let mut h = self.held.lock();
+            h.suspended = false;
+            self.suspended.store(false, SeqCst);
+            h.deferred.drain(..).collect()
+        };
+        self.inflight.parked.store(0, SeqCst);
+        for b in held {
+            self.submit(b);
         }
     }
 
@@ -263,11 +331,20 @@ impl MappedDevice {
     /// release held I/O. On a failed preresume the old table stays live and the new one is
     /// put back into the inactive slot.
     pub fn resume(self: &Arc<Self>) -> Result<bool, DmError> {
+        self.resume_with(SuspendOpts::default())
+    }
+
+    /// As `resume`; `opts` apply to the suspend that precedes a table swap on a live device
+    /// (`dmsetup resume --noflush`).
+    pub fn resume_with(self: &Arc<Self>, opts: SuspendOpts) -> Result<bool, DmError> {
         let _c = self.control.lock();
         let new = self.inactive.lock().take();
         let swapped = new.is_some();
         if let Some(new) = new {
-            self.suspend_locked();
+            if let Err(e) = self.suspend_locked(opts) {
+                *self.inactive.lock() = Some(new);
+                return Err(e);
+            }
             if let Err(e) = preresume(&new) {
                 *self.inactive.lock() = Some(new);
                 return Err(DmError::Errno {
@@ -290,16 +367,7 @@ impl MappedDevice {
         if let Some(t) = self.live_table() {
             t.for_each_target(|t| t.resume());
         }
-        let held: Vec<Bio> = {
-            let mut h = self.held.lock();
-            h.suspended = false;
-            self.suspended.store(false, SeqCst);
-            h.deferred.drain(..).collect()
-        };
-        self.inflight.parked.store(0, SeqCst);
-        for b in held {
-            self.submit(b);
-        }
+        self.release_held();
         Ok(swapped)
     }
 
@@ -337,7 +405,7 @@ impl MappedDevice {
     }
 
     /// Where targets' requeued bios go: made once per device, not per bio.
-    fn requeue_fn(self: &Arc<Self>) -> &Requeue {
+    pub(crate) fn requeue_fn(self: &Arc<Self>) -> &Requeue {
         self.requeue.get_or_init(|| {
             let me = Arc::downgrade(self);
             Arc::new(move |bio: Bio| match me.upgrade() {

@@ -3,24 +3,30 @@
 
 pub mod args;
 pub mod clock;
+pub mod copier;
 pub mod device;
 pub mod error;
+pub mod lookup;
 pub mod registry;
 pub mod resolve;
 pub mod stats;
 pub mod table;
 pub mod target;
+pub mod worker;
 
 pub use args::{escape_arg, split_args, ArgReader, Escaped};
-pub use device::{DevInfo, MappedDevice};
+pub use copier::{Copier, CopyOutcome, Loc};
+pub use device::{DevInfo, MappedDevice, SuspendOpts};
 pub use error::DmError;
+pub use lookup::{Publication, Published};
 pub use registry::{DevSel, Registry, RegistryEvent, TargetStatus};
 pub use resolve::DevHandle;
 pub use table::{parse_table_text, Table, TableLine};
 pub use target::{
-    EventTrigger, MapResult, StatusType, Target, TargetCtx, TargetError, TargetFeatures,
-    TargetType, TargetTypes,
+    DeviceLink, DeviceState, EventTrigger, MapResult, Requeuer, StatusFlags, StatusType, Target,
+    TargetCtx, TargetError, TargetFeatures, TargetType, TargetTypes,
 };
+pub use worker::Worker;
 
 /// The major number udm gives mapped devices (what the kernel's dm commonly gets).
 pub const DM_MAJOR: u32 = 253;

@@ -1,11 +1,12 @@
 //! `Registry`: the control plane — every mapped device by name/uuid/minor and the dm ioctl set
 //! (create, load, clear, suspend, resume, remove, rename, info, deps, status, message, wait …).
 
-use crate::device::{DevInfo, DmBlockDevice, Geometry, MappedDevice};
+use crate::device::{DevInfo, DmBlockDevice, Geometry, MappedDevice, SuspendOpts};
 use crate::error::DmError;
+use crate::lookup::Published;
 use crate::resolve::{parse_devno, DevHandle, FileCache, Resolver};
 use crate::table::{Table, TableLine};
-use crate::target::{StatusType, TargetError, TargetTypes};
+use crate::target::{DeviceLink, StatusFlags, StatusType, TargetError, TargetTypes};
 use crate::DM_MAJOR;
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
@@ -66,6 +67,8 @@ struct Inner {
     listeners: Mutex<Vec<Listener>>,
     /// Serialises create/remove/rename so names stay unique.
     ns: Mutex<()>,
+    /// Objects targets publish for other tables to find (pools, origins).
+    published: Published,
 }
 
 /// The set of mapped devices and the operations on them. Cheap to clone.
@@ -99,12 +102,18 @@ impl Registry {
                 global_event: AtomicU32::new(0),
                 listeners: Mutex::new(Vec::new()),
                 ns: Mutex::new(()),
+                published: Published::new(),
             }),
         }
     }
 
     pub fn target_types(&self) -> &TargetTypes {
         &self.inner.types
+    }
+
+    /// The objects targets have published (see `TargetCtx::publish`).
+    pub fn published(&self) -> &Published {
+        &self.inner.published
     }
 
     /// Register a callback for device lifecycle events.
@@ -191,7 +200,14 @@ impl Registry {
                 d.raise_event();
             }
         });
-        let t = Table::build_for(lines, &self.inner.types, &resolver, read_only, Some(events))?;
+        let link = DeviceLink {
+            events: Some(events),
+            owner: Some(DevId::Num(DM_MAJOR, d.minor())),
+            published: Some(self.inner.published.clone()),
+            state: d.device_state(),
+            requeue: Some(d.requeue_fn().clone()),
+        };
+        let t = Table::build_for(lines, &self.inner.types, &resolver, read_only, &link)?;
         if let Some(live) = d.live_table() {
             // Immutable types can only be replaced by the same type.
             let old = live.target_types();
@@ -221,23 +237,39 @@ impl Registry {
         Ok(d.info(false))
     }
 
-    /// Suspend (`noflush`/`nolockfs` are accepted; udm has no filesystem to freeze and no
-    /// target that keeps I/O queued differently yet).
+    /// Suspend. `noflush` lets targets requeue the I/O they hold (resubmitted after resume);
+    /// `nolockfs` is accepted (udm has no filesystem to freeze).
     pub fn suspend(
         &self,
         sel: &DevSel,
-        _noflush: bool,
+        noflush: bool,
         _nolockfs: bool,
     ) -> Result<DevInfo, DmError> {
+        self.suspend_with(
+            sel,
+            SuspendOpts {
+                noflush,
+                ..SuspendOpts::default()
+            },
+        )
+    }
+
+    /// Suspend with every option (a drain timeout makes it abandonable).
+    pub fn suspend_with(&self, sel: &DevSel, opts: SuspendOpts) -> Result<DevInfo, DmError> {
         let d = self.get(sel)?;
-        d.suspend();
+        d.suspend_with(opts)?;
         Ok(d.info(false))
     }
 
     /// Resume, swapping in the inactive table if present.
     pub fn resume(&self, sel: &DevSel) -> Result<DevInfo, DmError> {
+        self.resume_with(sel, SuspendOpts::default())
+    }
+
+    /// Resume; `opts` (noflush) apply to the suspend a table swap on a live device needs.
+    pub fn resume_with(&self, sel: &DevSel, opts: SuspendOpts) -> Result<DevInfo, DmError> {
         let d = self.get(sel)?;
-        let swapped = d.resume()?;
+        let swapped = d.resume_with(opts)?;
         // The kernel does not bump the event number on a resume (only targets, rename and
         // removal do); frontends still hear about the new table.
         if swapped {
@@ -398,10 +430,21 @@ impl Registry {
         inactive: bool,
         ty: StatusType,
     ) -> Result<(DevInfo, Vec<TargetStatus>), DmError> {
+        self.status_with(sel, inactive, ty, StatusFlags::NONE)
+    }
+
+    /// As `status`, passing `flags` (`--noflush`) to every target.
+    pub fn status_with(
+        &self,
+        sel: &DevSel,
+        inactive: bool,
+        ty: StatusType,
+        flags: StatusFlags,
+    ) -> Result<(DevInfo, Vec<TargetStatus>), DmError> {
         let d = self.get(sel)?;
         let st = Self::table_of(&d, inactive)
             .map(|t| {
-                t.status(ty)
+                t.status(ty, flags)
                     .into_iter()
                     .map(|(s, l, ty, p)| TargetStatus {
                         start: s.0,

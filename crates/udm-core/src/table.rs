@@ -5,7 +5,7 @@ use crate::args::{is_arg_space, parse_num, split_args};
 use crate::error::DmError;
 use crate::resolve::{DevHandle, Resolver};
 use crate::target::{
-    EventTrigger, MapResult, StatusType, Target, TargetCtx, TargetError, TargetTypes,
+    DeviceLink, MapResult, StatusFlags, StatusType, Target, TargetCtx, TargetError, TargetTypes,
 };
 use std::sync::Arc;
 use udm_io::device::Extent;
@@ -84,6 +84,8 @@ pub(crate) struct Entry {
     pub type_name: String,
     pub target: Box<dyn Target>,
     max_io: Option<Sectors>,
+    flush_bios: u32,
+    discard_bios: u32,
 }
 
 /// A constructed table: its targets in order, the devices they use, its limits.
@@ -110,16 +112,17 @@ impl Table {
         resolver: &dyn Resolver,
         read_only: bool,
     ) -> Result<Table, DmError> {
-        Table::build_for(lines, types, resolver, read_only, None)
+        Table::build_for(lines, types, resolver, read_only, &DeviceLink::default())
     }
 
-    /// As `build`, for a device whose targets may raise events through `events`.
+    /// As `build`, for a mapped device whose targets reach it through `link` (events,
+    /// requeue, published objects).
     pub fn build_for(
         lines: &[TableLine],
         types: &TargetTypes,
         resolver: &dyn Resolver,
         read_only: bool,
-        events: Option<EventTrigger>,
+        link: &DeviceLink,
     ) -> Result<Table, DmError> {
         if lines.is_empty() {
             return Err(DmError::invalid("table: no targets specified"));
@@ -127,7 +130,7 @@ impl Table {
         let mut devices = Vec::new();
         let mut entries: Vec<Entry> = Vec::new();
         let mut next = Sectors(0);
-        let mut limits = Limits::default();
+        let mut limits = Limits::stacking();
         for (i, l) in lines.iter().enumerate() {
             let n = i + 1;
             if l.len.0 == 0 {
@@ -159,8 +162,8 @@ impl Table {
                 return Err(line_err(n, "target length overflows"));
             };
             let args = split_args(&l.params);
-            let mut ctx = TargetCtx::new(l.start, l.len, read_only, resolver, &mut devices)
-                .with_events(events.clone());
+            let mut ctx =
+                TargetCtx::new(l.start, l.len, read_only, resolver, &mut devices).with_link(link);
             let target = tt.construct(&mut ctx, &args).map_err(|e| DmError::Table {
                 line: n,
                 err: TargetError {
@@ -169,19 +172,22 @@ impl Table {
                     detail: e.detail,
                 },
             })?;
+            // As the kernel's dm_calculate_queue_limits: the target's devices stack into its
+            // own limits, the target adjusts them (io_hints), and those stack into the table's.
+            let mut tl = Limits::stacking();
             for (h, start, len) in std::mem::take(&mut ctx.areas) {
                 check_area(n, &h, start, len)?;
-                let dl = h.dev.limits();
-                limits.logical_block_size = limits.logical_block_size.max(dl.logical_block_size);
-                limits.physical_block_size = limits.physical_block_size.max(dl.physical_block_size);
-                limits.io_min = limits.io_min.max(dl.io_min);
+                tl.stack(&h.dev.limits());
             }
-            target.io_hints(&mut limits);
+            target.io_hints(&mut tl);
+            limits.stack(&tl);
             let max_io = target.max_io_len();
             entries.push(Entry {
                 start: l.start,
                 len: l.len,
                 type_name: l.ttype.clone(),
+                flush_bios: target.num_flush_bios(),
+                discard_bios: target.num_discard_bios(),
                 target,
                 max_io,
             });
@@ -233,11 +239,22 @@ impl Table {
         self.entries.iter().map(|e| e.type_name.clone()).collect()
     }
 
-    /// Per target: start, length, type, status string.
-    pub fn status(&self, ty: StatusType) -> Vec<(Sectors, Sectors, String, String)> {
+    /// Per target: start, length, type, status string (`flags` go to every target).
+    pub fn status(
+        &self,
+        ty: StatusType,
+        flags: StatusFlags,
+    ) -> Vec<(Sectors, Sectors, String, String)> {
         self.entries
             .iter()
-            .map(|e| (e.start, e.len, e.type_name.clone(), e.target.status(ty)))
+            .map(|e| {
+                (
+                    e.start,
+                    e.len,
+                    e.type_name.clone(),
+                    e.target.status(ty, flags),
+                )
+            })
             .collect()
     }
 
@@ -284,9 +301,32 @@ impl Table {
     /// target parked, with sectors made device-relative again.
     pub fn dispatch(self: &Arc<Self>, bio: Bio, requeue: &Arc<dyn Fn(Bio) + Send + Sync>) {
         if bio.op == Op::Flush {
-            let n = self.entries.len();
-            for (i, b) in bio.fan_out(n).into_iter().enumerate() {
-                self.map_one(i, b, requeue);
+            // Each target gets as many copies as it asks for, numbered per target.
+            let total: u32 = self.entries.iter().map(|e| e.flush_bios).sum();
+            if total == 0 {
+                return bio.complete(Ok(()));
+            }
+            let mut copies = bio.fan_out(total as usize).into_iter();
+            for (i, e) in self.entries.iter().enumerate() {
+                for nr in 0..e.flush_bios {
+                    let mut b = copies.next().expect("one copy per flush bio");
+                    b.set_target_bio_nr(nr);
+                    self.map_one(i, b, requeue);
+                }
+            }
+            return;
+        }
+        let max_discard = self.limits.max_discard_sectors.0;
+        if bio.op == Op::Discard && max_discard > 0 && bio.len().0 > max_discard {
+            // Cut at multiples of the largest discard the devices below take.
+            let (mut lens, mut pos) = (Vec::new(), bio.sector.0);
+            while pos < bio.end().0 {
+                let stop = ((pos / max_discard + 1) * max_discard).min(bio.end().0);
+                lens.push(Sectors(stop - pos));
+                pos = stop;
+            }
+            for b in bio.split(&lens) {
+                self.dispatch(b, requeue);
             }
             return;
         }
@@ -332,8 +372,22 @@ impl Table {
         out
     }
 
-    fn map_one(&self, i: usize, mut bio: Bio, requeue: &Arc<dyn Fn(Bio) + Send + Sync>) {
+    fn map_one(&self, i: usize, bio: Bio, requeue: &Arc<dyn Fn(Bio) + Send + Sync>) {
         let e = &self.entries[i];
+        if bio.op == Op::Discard && e.discard_bios != 1 {
+            if e.discard_bios == 0 {
+                return bio.complete(Err(IoError::NotSupported));
+            }
+            for (nr, mut b) in bio.fan_out(e.discard_bios as usize).into_iter().enumerate() {
+                b.set_target_bio_nr(nr as u32);
+                self.map_target(e, b, requeue);
+            }
+            return;
+        }
+        self.map_target(e, bio, requeue)
+    }
+
+    fn map_target(&self, e: &Entry, mut bio: Bio, requeue: &Arc<dyn Fn(Bio) + Send + Sync>) {
         if bio.op != Op::Flush {
             bio.sector -= e.start;
         }

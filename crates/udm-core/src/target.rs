@@ -1,9 +1,13 @@
 //! Target contracts: `TargetType` (the constructor, like a kernel `target_type`) and `Target`
 //! (one table line: `map`, status, messages and optional hooks with pass-through defaults).
 
+use crate::lookup::{Publication, Published};
 use crate::resolve::{DevHandle, Resolver};
+use crate::worker::Worker;
 use parking_lot::RwLock;
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use udm_io::device::Extent;
 use udm_io::{Bio, BlockDevice, DevId, IoError, Limits, Sectors};
@@ -25,6 +29,18 @@ pub enum MapResult {
 pub enum StatusType {
     Info,
     Table,
+}
+
+/// Flags a status request carries (`dmsetup status --noflush` sets `noflush`, the ioctl's
+/// `DM_NOFLUSH_FLAG`: a thin pool then reports without committing its metadata first).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StatusFlags {
+    pub noflush: bool,
+}
+
+impl StatusFlags {
+    pub const NONE: StatusFlags = StatusFlags { noflush: false };
+    pub const NOFLUSH: StatusFlags = StatusFlags { noflush: true };
 }
 
 /// A constructor or message failure: the kernel's `ti->error` text and an errno.
@@ -72,12 +88,15 @@ pub struct TargetFeatures {
 }
 
 /// One table line's mapping logic. `map` sees sectors relative to the target's start and must
-/// not block; anything blocking goes to `udm_io::WorkerPool`.
+/// not block (the `BlockDevice::submit` contract: no waiting beyond an inline fast path);
+/// anything blocking goes to the target's own `Worker` (`TargetCtx::worker`), never to the
+/// shared I/O pool.
 pub trait Target: Send + Sync {
     fn map(&self, bio: Bio) -> MapResult;
 
-    /// The status string (INFO) or the canonical table params (TABLE).
-    fn status(&self, _ty: StatusType) -> String {
+    /// The status string (INFO) or the canonical table params (TABLE). `flags.noflush`: the
+    /// caller asked not to flush/commit anything to produce it.
+    fn status(&self, _ty: StatusType, _flags: StatusFlags) -> String {
         String::new()
     }
     /// Handle `dmsetup message`; `Ok(Some(text))` returns text to the caller.
@@ -96,7 +115,23 @@ pub trait Target: Send + Sync {
     fn extents(&self, _sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
         vec![(len, Extent::Data)]
     }
+    /// How many copies of each flush this target receives, told apart by
+    /// `Bio::target_bio_nr` (striped: one per stripe). 0: the target gets no flushes.
+    fn num_flush_bios(&self) -> u32 {
+        1
+    }
+    /// How many copies of each discard (a piece within this target) it receives, told apart
+    /// by `Bio::target_bio_nr`. 0: discards fail with `NotSupported`.
+    fn num_discard_bios(&self) -> u32 {
+        1
+    }
+    /// First step of a suspend, before new I/O is held. With `DeviceState::noflush_suspending`
+    /// a target that keeps bios hands them back with `Requeuer::requeue` (and returns
+    /// `MapResult::Requeue` from `map`) instead of finishing or failing them.
     fn presuspend(&self) {}
+    /// The suspend that ran `presuspend` was abandoned (its I/O did not drain in time): undo
+    /// whatever `presuspend` did; the device stays live.
+    fn presuspend_undo(&self) {}
     fn postsuspend(&self) {}
     fn preresume(&self) -> Result<(), TargetError> {
         Ok(())
@@ -123,6 +158,57 @@ pub trait TargetType: Send + Sync {
 /// bumps its event number and wakes `dmsetup wait`.
 pub type EventTrigger = Arc<dyn Fn() + Send + Sync>;
 
+/// Parks a bio on its mapped device until the next resume (device-relative sectors).
+pub type RequeueFn = Arc<dyn Fn(Bio) + Send + Sync>;
+
+/// A target's view of its device's suspend state (the kernel's `dm_noflush_suspending`).
+#[derive(Clone, Default)]
+pub struct DeviceState(pub(crate) Arc<AtomicBool>);
+
+impl DeviceState {
+    /// True from just before `presuspend` until in-flight I/O has drained, during a suspend
+    /// asked for with `noflush`.
+    pub fn noflush_suspending(&self) -> bool {
+        self.0.load(SeqCst)
+    }
+}
+
+/// What a table loaded into a mapped device can reach of that device. `Default` is a
+/// standalone table (no device: events go nowhere, requeued bios fail).
+#[derive(Clone, Default)]
+pub struct DeviceLink {
+    pub events: Option<EventTrigger>,
+    /// The device the table is loaded into (`253:N`).
+    pub owner: Option<DevId>,
+    /// Where targets publish objects others find (`TargetCtx::publish` / `lookup`).
+    pub published: Option<Published>,
+    pub state: DeviceState,
+    pub requeue: Option<RequeueFn>,
+}
+
+/// Hands bios a target holds back to its device, to be resubmitted after resume.
+#[derive(Clone)]
+pub struct Requeuer {
+    begin: Sectors,
+    f: Option<RequeueFn>,
+}
+
+impl Requeuer {
+    /// Requeue a bio this target holds (sectors relative to the target, as `map` saw it).
+    /// On a table that belongs to no device the bio fails with EIO.
+    pub fn requeue(&self, mut bio: Bio) {
+        match &self.f {
+            Some(f) => {
+                if bio.op != udm_io::Op::Flush {
+                    bio.sector += self.begin;
+                }
+                f(bio)
+            }
+            None => bio.complete(Err(IoError::Io)),
+        }
+    }
+}
+
 /// What a constructor gets: its place in the table and a way to open devices.
 pub struct TargetCtx<'a> {
     pub begin: Sectors,
@@ -130,6 +216,7 @@ pub struct TargetCtx<'a> {
     pub read_only: bool,
     resolver: &'a dyn Resolver,
     events: Option<EventTrigger>,
+    link: DeviceLink,
     pub(crate) devices: &'a mut Vec<Arc<DevHandle>>,
     pub(crate) areas: Vec<(Arc<DevHandle>, Sectors, Sectors)>,
 }
@@ -148,14 +235,81 @@ impl<'a> TargetCtx<'a> {
             read_only,
             resolver,
             events: None,
+            link: DeviceLink::default(),
             devices,
             areas: Vec::new(),
         }
     }
 
-    pub(crate) fn with_events(mut self, events: Option<EventTrigger>) -> TargetCtx<'a> {
-        self.events = events;
+    pub(crate) fn with_link(mut self, link: &DeviceLink) -> TargetCtx<'a> {
+        self.events = link.events.clone();
+        self.link = link.clone();
         self
+    }
+
+    /// The mapped device this table is being loaded into (`253:N`), if any.
+    pub fn owner(&self) -> Option<&DevId> {
+        self.link.owner.as_ref()
+    }
+
+    /// Whether the device is suspending with `noflush`, for `map` and `presuspend`.
+    pub fn device_state(&self) -> DeviceState {
+        self.link.state.clone()
+    }
+
+    /// A handle to give held bios back to the device (noflush suspend, no path).
+    pub fn requeuer(&self) -> Requeuer {
+        Requeuer {
+            begin: self.begin,
+            f: self.link.requeue.clone(),
+        }
+    }
+
+    /// A dedicated worker for this target's blocking work (metadata reads, copies, commits),
+    /// so it never runs on, starves or waits for the shared I/O pool. Its thread ends when
+    /// the last handle is dropped.
+    pub fn worker(&self, name: &str) -> Arc<Worker> {
+        Arc::new(Worker::new(name))
+    }
+
+    /// Publish `obj` under this table's device so other tables can find it (a thin pool for
+    /// its thin devices). Found while the returned `Publication` lives (keep it in the
+    /// target: reloading or removing the device drops it) and `obj` is alive.
+    pub fn publish<T: Any + Send + Sync>(&self, obj: &Arc<T>) -> Result<Publication, TargetError> {
+        let key = self
+            .owner()
+            .cloned()
+            .ok_or_else(|| TargetError::invalid("target needs a mapped device to publish under"))?;
+        self.publish_as(key, obj)
+    }
+
+    /// Publish `obj` under another key, e.g. a backing device (a snapshot registers with its
+    /// origin's device, as the kernel's origin hash).
+    pub fn publish_as<T: Any + Send + Sync>(
+        &self,
+        key: DevId,
+        obj: &Arc<T>,
+    ) -> Result<Publication, TargetError> {
+        let p =
+            self.link.published.as_ref().ok_or_else(|| {
+                TargetError::invalid("no registry to publish in (standalone table)")
+            })?;
+        Ok(p.publish(key, obj))
+    }
+
+    /// The newest live object of type `T` published under `key` (e.g. the id of a device
+    /// opened with `get_device`).
+    pub fn lookup<T: Any + Send + Sync>(&self, key: &DevId) -> Option<Arc<T>> {
+        self.link.published.as_ref()?.lookup(key)
+    }
+
+    /// Every live object of type `T` under `key`, oldest first.
+    pub fn lookup_all<T: Any + Send + Sync>(&self, key: &DevId) -> Vec<Arc<T>> {
+        self.link
+            .published
+            .as_ref()
+            .map(|p| p.lookup_all(key))
+            .unwrap_or_default()
     }
 
     /// A handle the target keeps to signal events (thin low-water, verity corruption, …).

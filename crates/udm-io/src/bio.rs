@@ -66,6 +66,8 @@ pub struct Bio {
     len: Sectors,
     buf: IoBuf,
     done: Option<Completion>,
+    /// Which of a target's `num_flush_bios` / `num_discard_bios` copies this is.
+    target_bio_nr: u32,
 }
 
 impl std::fmt::Debug for Bio {
@@ -87,6 +89,7 @@ impl Bio {
             len,
             buf,
             done: Some(done),
+            target_bio_nr: 0,
         }
     }
     /// Read `buf.len()` bytes (a whole number of sectors) at `sector` into `buf`.
@@ -117,6 +120,17 @@ impl Bio {
     pub fn with_flags(mut self, f: BioFlags) -> Bio {
         self.flags = self.flags.with(f);
         self
+    }
+
+    /// Which copy this is when the core fans a flush or discard out to a target that asked
+    /// for several (`Target::num_flush_bios`, the kernel's `dm_bio_get_target_bio_nr`); 0
+    /// otherwise.
+    pub fn target_bio_nr(&self) -> u32 {
+        self.target_bio_nr
+    }
+    /// Set by whoever fans the bio out (the core's table dispatch).
+    pub fn set_target_bio_nr(&mut self, nr: u32) {
+        self.target_bio_nr = nr;
     }
 
     /// Length in sectors (0 for a flush).
@@ -211,6 +225,7 @@ impl Bio {
                 len: l,
                 buf: piece,
                 done: Some(Box::new(move |res, buf| j.child_done(i, res, buf))),
+                target_bio_nr: self.target_bio_nr,
             });
             sector += l;
         }
@@ -264,6 +279,7 @@ impl Bio {
                     done: Some(Box::new(move |res, _buf| {
                         j.child_done(usize::MAX - i, res, IoBuf::empty())
                     })),
+                    target_bio_nr: i as u32,
                 }
             })
             .collect();

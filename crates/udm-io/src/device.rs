@@ -21,6 +21,9 @@ impl fmt::Display for DevId {
 }
 
 /// I/O limits a device advertises (the kernel's `queue_limits`, the parts udm uses).
+/// Byte sizes are bytes, lengths are sectors; for the `max_*` fields and `io_opt`, 0 means
+/// "no limit" / "no preference" (stacking takes the smallest / least common multiple of the
+/// non-zero values, as the kernel's `min_not_zero` / `lcm_not_zero`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Smallest addressable unit, bytes (512 or 4096 …).
@@ -28,6 +31,14 @@ pub struct Limits {
     pub physical_block_size: u32,
     /// Preferred minimum I/O, bytes.
     pub io_min: u32,
+    /// Optimal I/O size, bytes (a full stripe); 0: none.
+    pub io_opt: u32,
+    /// Largest bio, sectors; 0: no limit.
+    pub max_sectors: Sectors,
+    /// Discards are done in units of this many bytes; 0: the logical block size.
+    pub discard_granularity: u32,
+    /// Largest discard, sectors; 0: no limit.
+    pub max_discard_sectors: Sectors,
 }
 
 impl Default for Limits {
@@ -36,13 +47,89 @@ impl Default for Limits {
             logical_block_size: 512,
             physical_block_size: 512,
             io_min: 512,
+            io_opt: 0,
+            max_sectors: Sectors(0),
+            discard_granularity: 0,
+            max_discard_sectors: Sectors(0),
         }
     }
 }
 
-/// A block device: accepts bios and completes them. `submit` never blocks the caller for I/O.
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Least common multiple, ignoring zeroes (the kernel's `lcm_not_zero`).
+pub fn lcm_not_zero(a: u32, b: u32) -> u32 {
+    match (a, b) {
+        (0, x) | (x, 0) => x,
+        (a, b) => {
+            let l = (a as u64 / gcd(a as u64, b as u64)) * b as u64;
+            u32::try_from(l).unwrap_or(0)
+        }
+    }
+}
+
+/// Smaller of two, ignoring zeroes (the kernel's `min_not_zero`).
+pub fn min_not_zero(a: Sectors, b: Sectors) -> Sectors {
+    match (a.0, b.0) {
+        (0, _) => b,
+        (_, 0) => a,
+        _ => a.min(b),
+    }
+}
+
+impl Limits {
+    /// Limits with nothing to say yet, to stack lower devices into (the kernel's
+    /// `blk_set_stacking_limits`): everything as permissive as possible.
+    pub fn stacking() -> Limits {
+        Limits {
+            logical_block_size: 512,
+            physical_block_size: 512,
+            io_min: 0,
+            io_opt: 0,
+            max_sectors: Sectors(0),
+            discard_granularity: 0,
+            max_discard_sectors: Sectors(0),
+        }
+    }
+
+    /// Combine `bottom` (a device below, or a target's limits) into `self` as the kernel's
+    /// `blk_stack_limits` does: block sizes, `io_min` and discard granularity take the
+    /// largest, `io_opt` the least common multiple, the `max_*` sizes the smallest.
+    pub fn stack(&mut self, bottom: &Limits) {
+        self.logical_block_size = self.logical_block_size.max(bottom.logical_block_size);
+        self.physical_block_size = self
+            .physical_block_size
+            .max(bottom.physical_block_size)
+            .max(self.logical_block_size);
+        self.io_min = self.io_min.max(bottom.io_min).max(self.physical_block_size);
+        self.io_opt = lcm_not_zero(self.io_opt, bottom.io_opt);
+        self.max_sectors = min_not_zero(self.max_sectors, bottom.max_sectors);
+        self.discard_granularity = self.discard_granularity.max(bottom.discard_granularity);
+        self.max_discard_sectors =
+            min_not_zero(self.max_discard_sectors, bottom.max_discard_sectors);
+    }
+}
+
+/// A block device: accepts bios and completes them.
+///
+/// # The `submit` contract
+/// `submit` never blocks the caller: it never waits for the bio, for another bio, for a
+/// suspended device to resume, for a lock held across I/O, or for a worker thread. The one
+/// exception is the *inline fast path*: an implementation may do the I/O on the caller's
+/// thread when that cannot wait (a RAM copy, a page-cache hit with `RWF_NOWAIT`, a timed
+/// page-aligned write that turns itself off after one slow attempt) and complete the bio
+/// before returning. Everything else is queued (to a worker pool, a target's worker, a
+/// device's deferred list) and completed later, possibly on another thread. Code that must
+/// wait uses `udm_io::sync` helpers, and only on a thread it owns (never on the I/O pool).
 pub trait BlockDevice: Send + Sync {
-    /// Start the bio; its completion runs later (possibly on another thread, possibly inline).
+    /// Start the bio; its completion runs later (possibly on another thread, possibly inline
+    /// on the fast path). Never blocks; see the trait documentation.
     fn submit(&self, bio: Bio);
     /// Size in sectors.
     fn size(&self) -> Sectors;

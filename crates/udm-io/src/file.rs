@@ -94,11 +94,7 @@ impl FileDevice {
                 Bytes64(bytes).sectors(),
                 id,
                 true,
-                Limits {
-                    logical_block_size: lbs,
-                    physical_block_size: pbs.max(lbs),
-                    io_min: pbs.max(lbs),
-                },
+                queue_limits(libc::major(rdev), libc::minor(rdev), lbs, pbs.max(lbs)),
             )
         } else if ft.is_file() {
             let label = path.to_string_lossy().into_owned();
@@ -183,6 +179,31 @@ impl FileDevice {
             inner.file.sync_data()?;
         }
         Ok(())
+    }
+}
+
+/// A block device's limits: sizes from the ioctls, the rest from its sysfs queue directory
+/// (a partition's is its disk's); what sysfs does not say keeps the defaults.
+fn queue_limits(major: u32, minor: u32, lbs: u32, pbs: u32) -> Limits {
+    let base = format!("/sys/dev/block/{major}:{minor}");
+    let read = |name: &str| -> Option<u64> {
+        ["queue", "../queue"].iter().find_map(|q| {
+            std::fs::read_to_string(format!("{base}/{q}/{name}"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        })
+    };
+    let u32_of = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    Limits {
+        logical_block_size: lbs,
+        physical_block_size: pbs,
+        io_min: read("minimum_io_size").map(u32_of).unwrap_or(pbs).max(pbs),
+        io_opt: read("optimal_io_size").map(u32_of).unwrap_or(0),
+        max_sectors: Sectors(read("max_sectors_kb").unwrap_or(0) * 2),
+        discard_granularity: read("discard_granularity").map(u32_of).unwrap_or(0),
+        max_discard_sectors: Sectors(read("discard_max_bytes").unwrap_or(0) / SECTOR_SIZE),
     }
 }
 

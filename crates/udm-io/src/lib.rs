@@ -13,7 +13,7 @@ pub mod units;
 
 pub use bio::{Bio, BioFlags, Completion, Op};
 pub use buf::IoBuf;
-pub use device::{BlockDevice, DevId, Extent, Limits};
+pub use device::{lcm_not_zero, min_not_zero, BlockDevice, DevId, Extent, Limits};
 pub use error::IoError;
 pub use file::FileDevice;
 pub use mem::{MemDevice, PatternDevice};

@@ -229,6 +229,7 @@ impl RemoteDevice {
                 logical_block_size: block,
                 physical_block_size: block,
                 io_min: info.preferred_block.clamp(block, 1 << 20),
+                ..Limits::default()
             },
             max_len: max / u64::from(block) * u64::from(block),
             base_allocation: info.base_allocation.is_some(),

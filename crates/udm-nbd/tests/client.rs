@@ -520,6 +520,7 @@ impl udm_io::BlockDevice for FourK {
             logical_block_size: 4096,
             physical_block_size: 4096,
             io_min: 4096,
+            ..Default::default()
         }
     }
 }

@@ -79,11 +79,14 @@ pub enum Request {
         dev: DevSel,
         inactive: bool,
     },
-    /// Status strings (`table: false`) or table strings (`table: true`).
+    /// Status strings (`table: false`) or table strings (`table: true`); `noflush` is passed
+    /// to every target (`dmsetup status --noflush`, `DM_NOFLUSH_FLAG`).
     Status {
         dev: DevSel,
         inactive: bool,
         table: bool,
+        #[serde(default)]
+        noflush: bool,
     },
     ListVersions,
     Message {

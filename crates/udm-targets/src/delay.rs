@@ -307,7 +307,7 @@ impl Target for Delay {
         MapResult::Submitted
     }
 
-    fn status(&self, ty: StatusType) -> String {
+    fn status(&self, ty: StatusType, _flags: udm_core::StatusFlags) -> String {
         let c = &self.inner.classes;
         match ty {
             StatusType::Info => format!(

@@ -197,7 +197,7 @@ impl Target for Dust {
         Some(Sectors(self.spb))
     }
 
-    fn status(&self, ty: StatusType) -> String {
+    fn status(&self, ty: StatusType, _flags: udm_core::StatusFlags) -> String {
         match ty {
             StatusType::Info => {
                 let st = self.st.lock();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use udm_core::{
     DevHandle, Escaped, MapResult, StatusType, Target, TargetCtx, TargetError, TargetType,
 };
-use udm_io::{sync, Bio, BioFlags, BlockDevice, IoError, Limits, Op, Sectors, WorkerPool};
+use udm_io::{sync, Bio, BioFlags, BlockDevice, IoError, Limits, Op, Sectors};
 
 use crate::kscan::scan_u64;
 
@@ -122,6 +122,7 @@ impl TargetType for EbsType {
                 dev,
                 u_bs: u_bs as u64,
                 queue: Mutex::new((VecDeque::new(), false)),
+                worker: ctx.worker("ebs"),
             }),
             p,
         }))
@@ -133,6 +134,8 @@ struct Inner {
     u_bs: u64,
     /// Bios waiting for the ordered worker, and whether a worker is running.
     queue: Mutex<(VecDeque<Bio>, bool)>,
+    /// Its own thread for the blocking read-modify-write (never the shared I/O pool).
+    worker: Arc<udm_core::Worker>,
 }
 
 impl Inner {
@@ -225,7 +228,7 @@ impl Target for Ebs {
         if !q.1 {
             q.1 = true;
             let me = inner.clone();
-            WorkerPool::io().spawn(move || me.drain());
+            inner.worker.spawn(move || me.drain());
         }
         MapResult::Submitted
     }
@@ -236,7 +239,7 @@ impl Target for Ebs {
         limits.io_min = limits.io_min.max(limits.logical_block_size);
     }
 
-    fn status(&self, ty: StatusType) -> String {
+    fn status(&self, ty: StatusType, _flags: udm_core::StatusFlags) -> String {
         match ty {
             StatusType::Info => String::new(),
             StatusType::Table => EbsParams {

@@ -504,7 +504,7 @@ impl Target for Flakey {
         self.remap(bio)
     }
 
-    fn status(&self, ty: StatusType) -> String {
+    fn status(&self, ty: StatusType, _flags: udm_core::StatusFlags) -> String {
         match ty {
             StatusType::Info => String::new(),
             StatusType::Table => FlakeyParams {

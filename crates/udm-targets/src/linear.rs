@@ -78,7 +78,7 @@ impl Target for Linear {
         }
         MapResult::Remap(self.dev.dev.clone(), bio)
     }
-    fn status(&self, ty: StatusType) -> String {
+    fn status(&self, ty: StatusType, _flags: udm_core::StatusFlags) -> String {
         match ty {
             StatusType::Info => String::new(),
             StatusType::Table => LinearParams {

@@ -138,10 +138,9 @@ pub struct Striped {
 impl Target for Striped {
     fn map(&self, mut bio: Bio) -> MapResult {
         if bio.op == Op::Flush {
-            for (leg, b) in self.legs.iter().zip(bio.fan_out(self.legs.len())) {
-                leg.dev.dev.submit(b);
-            }
-            return MapResult::Submitted;
+            // The core sends one flush per stripe (`num_flush_bios`).
+            let leg = &self.legs[bio.target_bio_nr() as usize % self.legs.len()];
+            return MapResult::Remap(leg.dev.dev.clone(), bio);
         }
         // The core split the bio at chunk boundaries, so it lies within one chunk.
         let (i, s) = map_sector(bio.sector, self.legs.len() as u64, self.chunk);
@@ -161,7 +160,18 @@ impl Target for Striped {
         Some(self.chunk)
     }
 
-    fn status(&self, ty: StatusType) -> String {
+    fn num_flush_bios(&self) -> u32 {
+        self.legs.len() as u32
+    }
+
+    /// As the kernel's stripe_io_hints: a chunk is the minimum I/O, a full stripe the optimal.
+    fn io_hints(&self, limits: &mut udm_io::Limits) {
+        let chunk = self.chunk.bytes().0 as u32;
+        limits.io_min = chunk;
+        limits.io_opt = chunk.saturating_mul(self.legs.len() as u32);
+    }
+
+    fn status(&self, ty: StatusType, _flags: udm_core::StatusFlags) -> String {
         match ty {
             StatusType::Info => {
                 let mut s = format!("{}", self.legs.len());

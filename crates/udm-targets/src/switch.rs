@@ -253,7 +253,7 @@ impl Target for Switch {
         Some(Sectors(self.region as u64))
     }
 
-    fn status(&self, ty: StatusType) -> String {
+    fn status(&self, ty: StatusType, _flags: udm_core::StatusFlags) -> String {
         match ty {
             StatusType::Info => String::new(),
             StatusType::Table => SwitchParams {

@@ -131,7 +131,7 @@ impl Target for Unstriped {
         Some(Sectors(self.p.chunk as u64))
     }
 
-    fn status(&self, ty: StatusType) -> String {
+    fn status(&self, ty: StatusType, _flags: udm_core::StatusFlags) -> String {
         match ty {
             StatusType::Info => String::new(),
             StatusType::Table => UnstripedParams {

@@ -52,10 +52,17 @@ fn suspend_holds_io_and_resume_releases_it() {
 
 #[test]
 fn suspend_waits_for_in_flight_io() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = image(dir.path(), "a.img", 8192, 0);
+    // `linear` over a device whose bios wait at a gate: they stay in flight until released,
+    // so a suspend that did not drain would return while they are still held.
     let reg = registry();
-    create(&reg, "d", &format!("0 8192 linear {} 0", a.display())).unwrap();
+    let remap = udm_testkit::gate::RemapType::new();
+    reg.target_types().register(Arc::new(remap.clone()));
+    let mem = Arc::new(udm_io::MemDevice::new("m", Sectors(8192)));
+    let gate = udm_testkit::gate::GateDevice::new(mem.clone());
+    remap.insert("g", gate.clone());
+    create(&reg, "g", "0 8192 testdev g").unwrap();
+    let g_minor = reg.info(&sel("g"), false).unwrap().minor;
+    create(&reg, "d", &format!("0 8192 linear 253:{g_minor} 0")).unwrap();
     let (dev, _g) = open(&reg, "d");
     let (tx, rx) = unbounded();
     for i in 0..64u64 {
@@ -63,13 +70,32 @@ fn suspend_waits_for_in_flight_io() {
         dev.submit(Bio::write(
             Sectors(i * 128),
             IoBuf::from_slice(&[9; 65536]),
-            Box::new(move |r, _| tx.send(r).unwrap()),
+            Box::new(move |r, _| tx.send(("io", r)).unwrap()),
         ));
     }
-    reg.suspend(&sel("d"), false, false).unwrap();
-    // Everything submitted before suspend has completed by the time suspend returns.
-    let n = rx.try_iter().count();
-    assert_eq!(n, 64);
+    assert!(gate.wait_held(64, Duration::from_secs(20)));
+    let reg2 = reg.clone();
+    let (sus_tx, sus_rx) = unbounded();
+    let suspender = std::thread::spawn(move || {
+        reg2.suspend(&sel("d"), false, false).unwrap();
+        // What the device below holds the moment the suspend returns.
+        sus_tx.send(mem.snapshot()).unwrap();
+    });
+    // Held below, so the suspend cannot have finished.
+    assert!(
+        sus_rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "suspend returned while writes were in flight"
+    );
+    assert!(rx.try_recv().is_err());
+    assert_eq!(gate.release_all(), 64);
+    suspender.join().unwrap();
+    // Every write had reached the device by the time the suspend returned.
+    let data = sus_rx.recv().unwrap();
+    assert!(data.iter().all(|&b| b == 9), "a write was still in flight");
+    let done: Vec<_> = (0..64)
+        .map(|_| rx.recv_timeout(Duration::from_secs(20)).unwrap())
+        .collect();
+    assert!(done.iter().all(|(_, r)| r.is_ok()));
     reg.resume(&sel("d")).unwrap();
 }
 

@@ -453,7 +453,13 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
             noflush,
             nolockfs,
         } => Reply::Info(reg.suspend(&dev, noflush, nolockfs)?),
-        Request::Resume { dev, .. } => Reply::Info(reg.resume(&dev)?),
+        Request::Resume { dev, noflush, .. } => {
+            let opts = udm_core::SuspendOpts {
+                noflush,
+                ..Default::default()
+            };
+            Reply::Info(reg.resume_with(&dev, opts)?)
+        }
         Request::Info { dev, inactive } => Reply::Info(reg.info(&dev, inactive)?),
         Request::Wait {
             dev,
@@ -491,13 +497,15 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
             dev,
             inactive,
             table,
+            noflush,
         } => {
             let ty = if table {
                 StatusType::Table
             } else {
                 StatusType::Info
             };
-            let (info, targets) = reg.status(&dev, inactive, ty)?;
+            let flags = udm_core::StatusFlags { noflush };
+            let (info, targets) = reg.status_with(&dev, inactive, ty, flags)?;
             Reply::Status { info, targets }
         }
         Request::ListVersions => Reply::Versions(reg.list_versions()),

@@ -418,6 +418,7 @@ fn single_line(c: &mut Client, name: &str) -> Option<(String, String)> {
         dev: DevSel::Name(name.into()),
         inactive: false,
         table: true,
+        noflush: false,
     }) {
         Ok(Reply::Status { targets, .. }) if targets.len() == 1 => {
             let t = &targets[0];

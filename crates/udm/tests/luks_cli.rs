@@ -360,6 +360,7 @@ fn key_store_keys_from_stdin() {
             dev: sel,
             inactive: false,
             table: true,
+            noflush: false,
         })
         .unwrap()
     {

@@ -95,6 +95,7 @@ fn table(socket: &Path, name: &str) -> String {
             dev: DevSel::Name(name.into()),
             inactive: false,
             table: true,
+            noflush: false,
         })
         .unwrap()
     {

@@ -242,7 +242,7 @@ impl Target for Crypt {
         MapResult::Submitted
     }
 
-    fn status(&self, ty: StatusType) -> String {
+    fn status(&self, ty: StatusType, _flags: udm_core::StatusFlags) -> String {
         let inner = &self.inner;
         match ty {
             StatusType::Info => String::new(),

@@ -312,7 +312,7 @@ impl Target for LogWrites {
         self.remap(bio)
     }
 
-    fn status(&self, ty: StatusType) -> String {
+    fn status(&self, ty: StatusType, _flags: udm_core::StatusFlags) -> String {
         match ty {
             StatusType::Info => {
                 let st = self.inner.st.lock();

@@ -378,7 +378,7 @@ impl Target for Verity {
         MapResult::Submitted
     }
 
-    fn status(&self, ty: StatusType) -> String {
+    fn status(&self, ty: StatusType, _flags: udm_core::StatusFlags) -> String {
         match ty {
             StatusType::Info => if self.inner.corrupted() { "C" } else { "V" }.to_string(),
             StatusType::Table => {

@@ -498,6 +498,7 @@ fn device_size(ctx: &mut Ctx, name: &str) -> u64 {
         dev: dev.sel(),
         inactive: ctx.o.has(O::Inactive),
         table: true,
+        noflush: false,
     };
     match ctx.ctl.call("table", &dev, req) {
         Ok(Reply::Status { targets, .. }) => targets.iter().map(|t| t.len).sum(),

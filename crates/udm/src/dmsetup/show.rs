@@ -39,6 +39,7 @@ fn io_opt(ctx: &mut Ctx, dev: DevSel, depth: u32) -> u64 {
             dev: dev.clone(),
             inactive,
             table: true,
+            noflush: false,
         }) {
             if !t.is_empty() {
                 targets = t;
@@ -259,6 +260,7 @@ pub fn status(
         dev: dev.sel(),
         inactive: ctx.o.has(O::Inactive),
         table,
+        noflush: ctx.o.has(O::NoFlush),
     };
     let (info, targets) = match ctx.ctl.raw(req) {
         Ok(Reply::Status { info, targets }) => (info, targets),

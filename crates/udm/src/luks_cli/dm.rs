@@ -287,6 +287,7 @@ fn live(c: &mut Client, name: &str) -> Option<(udm_proto::DevInfo, udm_proto::Ta
         dev: DevSel::Name(name.to_string()),
         inactive: false,
         table: true,
+        noflush: false,
     }) {
         Ok(Reply::Status { info, targets }) => targets.into_iter().next().map(|t| (info, t)),
         _ => None,

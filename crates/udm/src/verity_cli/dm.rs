@@ -177,6 +177,7 @@ pub fn open(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
         dev: sel,
         inactive: false,
         table: false,
+        noflush: false,
     }) {
         if targets.first().is_some_and(|t| t.params.starts_with('C')) {
             let _ = writeln!(
@@ -252,6 +253,7 @@ pub fn status(io: &mut Io<'_>, _o: &Opts, pos: &[String]) -> Result<(), Failed> 
         dev: sel.clone(),
         inactive: false,
         table,
+        noflush: false,
     }) {
         Ok(Reply::Status { targets, .. }) => targets.into_iter().next(),
         _ => None,
