@@ -1,6 +1,10 @@
 //! udm-testkit: helpers shared by udm's tests — outside-tool probes that obey
 //! `UDM_REQUIRE_TOOLS`, and image-file helpers.
 
+pub mod conformance;
+pub mod prop;
+pub mod rng;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
