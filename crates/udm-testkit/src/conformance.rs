@@ -232,7 +232,9 @@ impl Model {
                 n += 1;
             }
             let got = read(dev, spec, start, n)?;
-            let want: Vec<u8> = (start..start + n).flat_map(|s| self.0[&s].clone()).collect();
+            let want: Vec<u8> = (start..start + n)
+                .flat_map(|s| self.0[&s].clone())
+                .collect();
             expect_eq("re-reading everything written", &got, &want, start)?;
             i += n as usize;
         }
@@ -243,32 +245,55 @@ impl Model {
 /// Size, block size and read-only flag as promised; limits consistent.
 pub fn size_and_limits(dev: &dyn BlockDevice, spec: &Spec) -> Result<(), String> {
     if dev.size() != spec.size {
-        return Err(format!("size {} sectors, expected {}", dev.size(), spec.size));
+        return Err(format!(
+            "size {} sectors, expected {}",
+            dev.size(),
+            spec.size
+        ));
     }
     let l: Limits = dev.limits();
     let lbs = l.logical_block_size;
     if lbs != spec.logical_block_size {
-        return Err(format!("logical block size {lbs}, expected {}", spec.logical_block_size));
+        return Err(format!(
+            "logical block size {lbs}, expected {}",
+            spec.logical_block_size
+        ));
     }
     if !lbs.is_power_of_two() || lbs < 512 {
-        return Err(format!("logical block size {lbs} is not a power of two >= 512"));
+        return Err(format!(
+            "logical block size {lbs} is not a power of two >= 512"
+        ));
     }
     if l.physical_block_size < lbs || l.physical_block_size % lbs != 0 {
-        return Err(format!("physical block size {} vs logical {lbs}", l.physical_block_size));
+        return Err(format!(
+            "physical block size {} vs logical {lbs}",
+            l.physical_block_size
+        ));
     }
     if l.io_min < lbs || l.io_min % lbs != 0 {
-        return Err(format!("io_min {} is not a multiple of the block size {lbs}", l.io_min));
+        return Err(format!(
+            "io_min {} is not a multiple of the block size {lbs}",
+            l.io_min
+        ));
     }
     if dev.size().0 % spec.bs() != 0 {
         return Err(format!("size {} is not whole logical blocks", dev.size()));
     }
     if dev.read_only() != spec.read_only {
-        return Err(format!("read_only() is {}, expected {}", dev.read_only(), spec.read_only));
+        return Err(format!(
+            "read_only() is {}, expected {}",
+            dev.read_only(),
+            spec.read_only
+        ));
     }
     if !spec.read_only && spec.size.0 < 32768 {
         return Err("the suite needs a writable device of at least 16 MiB".into());
     }
-    let ext: u64 = dev.extents(Sectors(0), dev.size()).iter().map(|(l, _)| l.0).sum();
+    let ext: u64 = dev
+        .extents(Sectors(0), dev.size())
+        .iter()
+        .map(|(l, _)| l.0)
+        .sum();
     if ext != dev.size().0 {
         return Err(format!("extents() covers {ext} sectors of {}", dev.size()));
     }
@@ -331,7 +356,11 @@ pub fn read_after_write(dev: &dyn BlockDevice, spec: &Spec) -> Result<(), String
     let bs = spec.bs();
     let mut model = Model::default();
     for (i, (s, n)) in shapes(spec).into_iter().enumerate() {
-        let before = if s >= bs { Some(read(dev, spec, s - bs, bs)?) } else { None };
+        let before = if s >= bs {
+            Some(read(dev, spec, s - bs, bs)?)
+        } else {
+            None
+        };
         let after = if s + n + bs <= size {
             Some(read(dev, spec, s + n, bs)?)
         } else {
@@ -369,9 +398,13 @@ pub fn fua_and_flush(dev: &dyn BlockDevice, spec: &Spec) -> Result<(), String> {
         return Ok(());
     }
     let bs = spec.bs();
-    for (i, flags) in [BioFlags::FUA, BioFlags::PREFLUSH, BioFlags::FUA.with(BioFlags::PREFLUSH)]
-        .into_iter()
-        .enumerate()
+    for (i, flags) in [
+        BioFlags::FUA,
+        BioFlags::PREFLUSH,
+        BioFlags::FUA.with(BioFlags::PREFLUSH),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let s = spec.up(3000 + 40 * i as u64);
         let data = crate::rng::noise((bs * 512 * 3) as usize, 200 + i as u64);
@@ -411,7 +444,11 @@ pub fn write_zeroes_and_discard(dev: &dyn BlockDevice, spec: &Spec) -> Result<()
             };
             b.with_flags(flags)
         })?;
-        let promised = if discard { spec.discard } else { spec.write_zeroes };
+        let promised = if discard {
+            spec.discard
+        } else {
+            spec.write_zeroes
+        };
         match r {
             Ok(()) => {}
             Err(IoError::NotSupported) if !promised => continue,
@@ -419,7 +456,12 @@ pub fn write_zeroes_and_discard(dev: &dyn BlockDevice, spec: &Spec) -> Result<()
         }
         let got = read(dev, spec, s, n)?;
         let edge = (bs * 512) as usize;
-        expect_eq(&format!("block before a {what}"), &got[..edge], &data[..edge], s)?;
+        expect_eq(
+            &format!("block before a {what}"),
+            &got[..edge],
+            &data[..edge],
+            s,
+        )?;
         let tail = got.len() - edge;
         expect_eq(
             &format!("block after a {what}"),
@@ -446,33 +488,81 @@ pub fn out_of_range(dev: &dyn BlockDevice, spec: &Spec) -> Result<(), String> {
     let len = (2 * bs * 512) as usize;
     type Make = Box<dyn Fn(udm_io::Completion) -> Bio>;
     let cases: Vec<(String, bool, Make)> = vec![
-        ("read at the end".into(), false, Box::new(move |d| Bio::read(Sectors(size), IoBuf::zeroed(len), d))),
-        ("read across the end".into(), false, Box::new(move |d| Bio::read(Sectors(size - bs), IoBuf::zeroed(len), d))),
-        ("read far past the end".into(), false, Box::new(move |d| Bio::read(Sectors(far), IoBuf::zeroed(len), d))),
-        ("read at sector u64::MAX".into(), false, Box::new(move |d| Bio::read(Sectors(huge), IoBuf::zeroed(len), d))),
-        ("write across the end".into(), true, Box::new(move |d| Bio::write(Sectors(size - bs), IoBuf::zeroed(len), d))),
-        ("FUA write past the end".into(), true, Box::new(move |d| Bio::write(Sectors(size), IoBuf::zeroed(len), d).with_flags(BioFlags::FUA))),
-        ("write at sector u64::MAX".into(), true, Box::new(move |d| Bio::write(Sectors(huge), IoBuf::zeroed(len), d))),
-        ("discard across the end".into(), true, Box::new(move |d| Bio::discard(Sectors(size - bs), Sectors(2 * bs), d))),
-        ("write-zeroes past the end".into(), true, Box::new(move |d| Bio::write_zeroes(Sectors(size), Sectors(bs), d))),
-        ("write-zeroes far past the end".into(), true, Box::new(move |d| Bio::write_zeroes(Sectors(far), Sectors(bs), d))),
+        (
+            "read at the end".into(),
+            false,
+            Box::new(move |d| Bio::read(Sectors(size), IoBuf::zeroed(len), d)),
+        ),
+        (
+            "read across the end".into(),
+            false,
+            Box::new(move |d| Bio::read(Sectors(size - bs), IoBuf::zeroed(len), d)),
+        ),
+        (
+            "read far past the end".into(),
+            false,
+            Box::new(move |d| Bio::read(Sectors(far), IoBuf::zeroed(len), d)),
+        ),
+        (
+            "read at sector u64::MAX".into(),
+            false,
+            Box::new(move |d| Bio::read(Sectors(huge), IoBuf::zeroed(len), d)),
+        ),
+        (
+            "write across the end".into(),
+            true,
+            Box::new(move |d| Bio::write(Sectors(size - bs), IoBuf::zeroed(len), d)),
+        ),
+        (
+            "FUA write past the end".into(),
+            true,
+            Box::new(move |d| {
+                Bio::write(Sectors(size), IoBuf::zeroed(len), d).with_flags(BioFlags::FUA)
+            }),
+        ),
+        (
+            "write at sector u64::MAX".into(),
+            true,
+            Box::new(move |d| Bio::write(Sectors(huge), IoBuf::zeroed(len), d)),
+        ),
+        (
+            "discard across the end".into(),
+            true,
+            Box::new(move |d| Bio::discard(Sectors(size - bs), Sectors(2 * bs), d)),
+        ),
+        (
+            "write-zeroes past the end".into(),
+            true,
+            Box::new(move |d| Bio::write_zeroes(Sectors(size), Sectors(bs), d)),
+        ),
+        (
+            "write-zeroes far past the end".into(),
+            true,
+            Box::new(move |d| Bio::write_zeroes(Sectors(far), Sectors(bs), d)),
+        ),
     ];
     for (what, writes, make) in cases {
         let (r, _) = io(dev, spec, make).map_err(|e| format!("{what}: {e}"))?;
         let ok = match r {
             Err(e) if e == spec.out_of_range => true,
             // A read-only device may refuse a write before looking at its range.
-            Err(IoError::ReadOnly) | Err(IoError::Os(libc::EPERM)) => {
-                writes && spec.read_only
-            }
+            Err(IoError::ReadOnly) | Err(IoError::Os(libc::EPERM)) => writes && spec.read_only,
             _ => false,
         };
         if !ok {
-            return Err(format!("{what}: {r:?}, expected Err({:?})", spec.out_of_range));
+            return Err(format!(
+                "{what}: {r:?}, expected Err({:?})",
+                spec.out_of_range
+            ));
         }
     }
     let now = read(dev, spec, size - bs, bs)?;
-    expect_eq("last block after writes past the end", &now, &last, size - bs)
+    expect_eq(
+        "last block after writes past the end",
+        &now,
+        &last,
+        size - bs,
+    )
 }
 
 /// Many bios in flight at once (reads, writes, flushes, one past the end): each completes
@@ -501,9 +591,17 @@ pub fn exactly_once(dev: &dyn BlockDevice, spec: &Spec) -> Result<(), String> {
             1 | 4 | 6 if !spec.read_only && i < 16 => {
                 let data = crate::rng::noise(len, 500 + i as u64);
                 model.write(s, &data);
-                (Bio::write(Sectors(s), IoBuf::from_vec(data), done), true, len)
+                (
+                    Bio::write(Sectors(s), IoBuf::from_vec(data), done),
+                    true,
+                    len,
+                )
             }
-            _ => (Bio::read(Sectors(s + 64 * bs), IoBuf::zeroed(len), done), true, len),
+            _ => (
+                Bio::read(Sectors(s + 64 * bs), IoBuf::zeroed(len), done),
+                true,
+                len,
+            ),
         };
         expect.push((ok, buf));
         catch_unwind(AssertUnwindSafe(|| dev.submit(bio)))
@@ -523,7 +621,10 @@ pub fn exactly_once(dev: &dyn BlockDevice, spec: &Spec) -> Result<(), String> {
         }
     }
     if let Some(i) = counts.iter().position(|c| c.load(SeqCst) != 1) {
-        return Err(format!("bio {i} completed {} times", counts[i].load(SeqCst)));
+        return Err(format!(
+            "bio {i} completed {} times",
+            counts[i].load(SeqCst)
+        ));
     }
     model.verify(dev, spec)
 }
@@ -601,15 +702,32 @@ pub fn read_only_refuses_writes(dev: &dyn BlockDevice, spec: &Spec) -> Result<()
     let before = read(dev, spec, s, 4 * bs)?;
     let len = (4 * bs * 512) as usize;
     let tries: Vec<(&str, Box<dyn FnOnce(udm_io::Completion) -> Bio>)> = vec![
-        ("write", Box::new(move |d| Bio::write(Sectors(s), IoBuf::from_vec(vec![0xa5; len]), d))),
-        ("FUA write", Box::new(move |d| Bio::write(Sectors(s), IoBuf::from_vec(vec![0x5a; len]), d).with_flags(BioFlags::FUA))),
-        ("discard", Box::new(move |d| Bio::discard(Sectors(s), Sectors(4 * bs), d))),
-        ("write-zeroes", Box::new(move |d| Bio::write_zeroes(Sectors(s), Sectors(4 * bs), d))),
+        (
+            "write",
+            Box::new(move |d| Bio::write(Sectors(s), IoBuf::from_vec(vec![0xa5; len]), d)),
+        ),
+        (
+            "FUA write",
+            Box::new(move |d| {
+                Bio::write(Sectors(s), IoBuf::from_vec(vec![0x5a; len]), d)
+                    .with_flags(BioFlags::FUA)
+            }),
+        ),
+        (
+            "discard",
+            Box::new(move |d| Bio::discard(Sectors(s), Sectors(4 * bs), d)),
+        ),
+        (
+            "write-zeroes",
+            Box::new(move |d| Bio::write_zeroes(Sectors(s), Sectors(4 * bs), d)),
+        ),
     ];
     for (what, make) in tries {
         let (r, _) = io(dev, spec, make)?;
         if !matches!(r, Err(IoError::ReadOnly) | Err(IoError::Os(libc::EPERM))) {
-            return Err(format!("{what} on a read-only device: {r:?}, expected EROFS/EPERM"));
+            return Err(format!(
+                "{what} on a read-only device: {r:?}, expected EROFS/EPERM"
+            ));
         }
     }
     let after = read(dev, spec, s, 4 * bs)?;

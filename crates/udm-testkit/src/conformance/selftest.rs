@@ -95,7 +95,11 @@ fn spec() -> Spec {
 }
 
 fn check(name: &str) -> Check {
-    CHECKS.iter().find(|(n, _)| *n == name).expect("check exists").1
+    CHECKS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .expect("check exists")
+        .1
 }
 
 /// `fault` fails `name`, and (when given) still passes `passes`.
@@ -119,7 +123,11 @@ fn a_healthy_ram_disk_passes() {
 #[test]
 fn the_pattern_device_passes_read_only_and_a_wrong_content_fails() {
     let dev = PatternDevice::new(Sectors(20000));
-    run("pattern", &dev, &Spec::read_only(Sectors(20000), PatternDevice::fill));
+    run(
+        "pattern",
+        &dev,
+        &Spec::read_only(Sectors(20000), PatternDevice::fill),
+    );
     let wrong = Spec::read_only(Sectors(20000), zeroes);
     assert!(initial_content(&dev, &wrong).is_err());
     assert!(concurrent(&dev, &wrong).is_err());
@@ -127,22 +135,47 @@ fn the_pattern_device_passes_read_only_and_a_wrong_content_fails() {
 
 #[test]
 fn lost_and_misplaced_writes_fail() {
-    caught(Fault::DropWrites, "read_after_write", &spec(), &["out_of_range"]);
+    caught(
+        Fault::DropWrites,
+        "read_after_write",
+        &spec(),
+        &["out_of_range"],
+    );
     caught(Fault::DropWrites, "exactly_once", &spec(), &[]);
     caught(Fault::MisplaceWrites, "read_after_write", &spec(), &[]);
-    caught(Fault::IgnoreWriteZeroes, "write_zeroes_and_discard", &spec(), &["read_after_write"]);
+    caught(
+        Fault::IgnoreWriteZeroes,
+        "write_zeroes_and_discard",
+        &spec(),
+        &["read_after_write"],
+    );
     let no_promise = Spec {
         write_zeroes: false,
         ..spec()
     };
-    caught(Fault::IgnoreWriteZeroes, "write_zeroes_and_discard", &no_promise, &[]);
+    caught(
+        Fault::IgnoreWriteZeroes,
+        "write_zeroes_and_discard",
+        &no_promise,
+        &[],
+    );
 }
 
 #[test]
 fn wrong_size_and_bad_ends_fail() {
     caught(Fault::WrongSize, "size_and_limits", &spec(), &[]);
-    caught(Fault::PanicPastEnd, "out_of_range", &spec(), &["read_after_write"]);
-    caught(Fault::WrongErrorPastEnd, "out_of_range", &spec(), &["read_after_write"]);
+    caught(
+        Fault::PanicPastEnd,
+        "out_of_range",
+        &spec(),
+        &["read_after_write"],
+    );
+    caught(
+        Fault::WrongErrorPastEnd,
+        "out_of_range",
+        &spec(),
+        &["read_after_write"],
+    );
     let wrong_block = Spec {
         logical_block_size: 4096,
         ..spec()
@@ -152,7 +185,12 @@ fn wrong_size_and_bad_ends_fail() {
 
 #[test]
 fn lost_bios_and_short_buffers_fail() {
-    caught(Fault::LoseFlushes, "fua_and_flush", &spec(), &["read_after_write"]);
+    caught(
+        Fault::LoseFlushes,
+        "fua_and_flush",
+        &spec(),
+        &["read_after_write"],
+    );
     caught(Fault::LoseFlushes, "exactly_once", &spec(), &[]);
     caught(Fault::ShrinkReadBuffers, "exactly_once", &spec(), &[]);
 }
@@ -163,6 +201,16 @@ fn read_only_liars_and_thread_unsafe_devices_fail() {
         read_only: true,
         ..spec()
     };
-    caught(Fault::ClaimReadOnlyButWrite, "read_only_refuses_writes", &ro, &["initial_content"]);
-    caught(Fault::DropWriteOnThreadSwitch, "concurrent", &spec(), &["read_after_write", "exactly_once"]);
+    caught(
+        Fault::ClaimReadOnlyButWrite,
+        "read_only_refuses_writes",
+        &ro,
+        &["initial_content"],
+    );
+    caught(
+        Fault::DropWriteOnThreadSwitch,
+        "concurrent",
+        &spec(),
+        &["read_after_write", "exactly_once"],
+    );
 }
