@@ -9,6 +9,7 @@ mod verity_cli;
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use udm_testkit::rng::pseudo;
 
 /// (exit code, stdout, stderr) of `udm verity ARGS` run in-process.
 fn udm(args: &[&str], socket: Option<&Path>) -> (i32, String, String) {
@@ -38,18 +39,6 @@ fn real(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
-}
-
-fn pseudo(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn s(p: &Path) -> &str {

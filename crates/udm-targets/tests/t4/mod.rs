@@ -1,38 +1,17 @@
-//! Helpers for the fault-injection target tests: registries, the pattern images the refvm
-//! captures use, POSIX `cksum`, and a runner that gates refvm tests.
+//! Helpers for the fault-injection target tests, on top of `common`'s registry helpers: the
+//! pattern images the refvm captures use, POSIX `cksum`, and a runner that gates refvm tests.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use udm_core::registry::OpenGuard;
-use udm_core::{DevSel, DmError, Registry, StatusType, TargetTypes};
+use udm_core::{DmError, Registry, StatusType, TargetTypes};
 use udm_io::{BlockDevice, Sectors};
 
-pub fn reg() -> Registry {
-    Registry::new(udm_targets::builtin())
-}
+pub use super::common::{create, open, registry as reg, sel};
 
 pub fn reg_with(types: TargetTypes) -> Registry {
     Registry::new(types)
-}
-
-pub fn sel(n: &str) -> DevSel {
-    DevSel::Name(n.to_string())
-}
-
-/// `dmsetup create NAME --table TABLE`.
-pub fn create(reg: &Registry, name: &str, table: &str) -> Result<(), DmError> {
-    reg.create(name, "")?;
-    let lines = udm_core::parse_table_text(table).expect("table parses");
-    let r = reg
-        .load(&sel(name), &lines, false)
-        .and_then(|_| reg.resume(&sel(name)).map(|_| ()));
-    if r.is_err() {
-        let _ = reg.remove(&sel(name), false);
-    }
-    r
 }
 
 /// `dmsetup table|status NAME` as dmsetup prints it.
@@ -60,10 +39,6 @@ pub fn message(reg: &Registry, name: &str, words: &str) -> Result<String, DmErro
         Some(t) => t + "\n",
         None => String::new(),
     })
-}
-
-pub fn open(reg: &Registry, name: &str) -> (Arc<dyn BlockDevice>, OpenGuard) {
-    reg.open(&sel(name)).expect("open")
 }
 
 pub fn read(dev: &dyn BlockDevice, sector: u64, bytes: usize) -> Result<Vec<u8>, udm_io::IoError> {
