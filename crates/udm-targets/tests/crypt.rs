@@ -358,7 +358,7 @@ fn constructor_errors_as_kernel() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(udm_testkit::prop::config(200))]
     #[test]
     fn absurd_tables_never_panic(words in prop::collection::vec(
         prop::sample::select(vec![

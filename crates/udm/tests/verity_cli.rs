@@ -347,7 +347,7 @@ fn flip(p: &Path, pos: u64, mask: u8) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(udm_testkit::prop::config(32))]
     /// Flip one byte of the data, the tree or the superblock: udm verify and veritysetup
     /// verify give the same exit code and the same messages.
     #[test]
