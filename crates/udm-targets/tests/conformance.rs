@@ -4,13 +4,13 @@
 
 mod common;
 
-use common::{registry, sel};
+use common::{create_with, registry, sel};
 use udm_io::{PatternDevice, Sectors};
 use udm_testkit::conformance::{run, zeroes, Spec};
 
 const SIZE: u64 = 65536;
 
-/// create + load (`read_only`) + resume.
+/// `dmsetup create [--readonly]` and open the device.
 fn mapped(
     reg: &udm_core::Registry,
     name: &str,
@@ -20,10 +20,7 @@ fn mapped(
     std::sync::Arc<dyn udm_io::BlockDevice>,
     udm_core::registry::OpenGuard,
 ) {
-    reg.create(name, "").unwrap();
-    let lines = udm_core::parse_table_text(table).unwrap();
-    reg.load(&sel(name), &lines, read_only).unwrap();
-    reg.resume(&sel(name)).unwrap();
+    create_with(reg, name, table, read_only).unwrap();
     reg.open(&sel(name)).unwrap()
 }
 

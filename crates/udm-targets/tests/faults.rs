@@ -1,7 +1,6 @@
 //! Behaviour of the fault-injection and test targets on udm: data, errors and timing (with a
 //! manual test clock where time matters), status lines, and messages.
 
-mod common;
 mod t4;
 
 use std::sync::Arc;

@@ -6,7 +6,6 @@
 //! `udm_matches_kernel_goldens` replays full.steps against the goldens recorded by
 //! tests/kernel4/capture.sh; `kernel_quick_steps_live` runs quick.steps in refvm and on udm now.
 
-mod common;
 mod t4;
 
 use std::collections::BTreeMap;

@@ -13,10 +13,13 @@
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
-use udm_io::{Bio, BioFlags, BlockDevice, DevId, Extent, IoBuf, IoError, Limits, Sectors};
+use udm_io::{Bio, BioFlags, BlockDevice, IoBuf, IoError, Limits, Sectors};
+
+mod sites;
+pub use sites::CompletionSites;
 
 #[cfg(test)]
 mod selftest;
@@ -264,19 +267,19 @@ pub fn size_and_limits(dev: &dyn BlockDevice, spec: &Spec) -> Result<(), String>
             "logical block size {lbs} is not a power of two >= 512"
         ));
     }
-    if l.physical_block_size < lbs || l.physical_block_size % lbs != 0 {
+    if l.physical_block_size < lbs || !l.physical_block_size.is_multiple_of(lbs) {
         return Err(format!(
             "physical block size {} vs logical {lbs}",
             l.physical_block_size
         ));
     }
-    if l.io_min < lbs || l.io_min % lbs != 0 {
+    if l.io_min < lbs || !l.io_min.is_multiple_of(lbs) {
         return Err(format!(
             "io_min {} is not a multiple of the block size {lbs}",
             l.io_min
         ));
     }
-    if dev.size().0 % spec.bs() != 0 {
+    if !dev.size().0.is_multiple_of(spec.bs()) {
         return Err(format!("size {} is not whole logical blocks", dev.size()));
     }
     if dev.read_only() != spec.read_only {
@@ -477,6 +480,29 @@ pub fn write_zeroes_and_discard(dev: &dyn BlockDevice, spec: &Spec) -> Result<()
     Ok(())
 }
 
+/// Builds a bio around a completion.
+type MakeBio = Box<dyn FnOnce(udm_io::Completion) -> Bio>;
+
+/// A read, or a write of 0xa5 bytes, of `len` bytes at `sector` with `flags`.
+fn make_rw(write: bool, sector: u64, len: usize, flags: BioFlags) -> MakeBio {
+    Box::new(move |d| {
+        let b = if write {
+            Bio::write(Sectors(sector), IoBuf::from_vec(vec![0xa5; len]), d)
+        } else {
+            Bio::read(Sectors(sector), IoBuf::zeroed(len), d)
+        };
+        b.with_flags(flags)
+    })
+}
+
+/// A discard, or a write-zeroes, of `n` sectors at `sector`.
+fn make_trim(discard: bool, sector: u64, n: u64) -> MakeBio {
+    Box::new(move |d| match discard {
+        true => Bio::discard(Sectors(sector), Sectors(n), d),
+        false => Bio::write_zeroes(Sectors(sector), Sectors(n), d),
+    })
+}
+
 /// I/O that reaches past the end fails with the promised error, never panics, and a write
 /// that straddles the end changes nothing.
 pub fn out_of_range(dev: &dyn BlockDevice, spec: &Spec) -> Result<(), String> {
@@ -486,59 +512,53 @@ pub fn out_of_range(dev: &dyn BlockDevice, spec: &Spec) -> Result<(), String> {
     let far = (u64::MAX >> 9) - 4 * bs;
     let huge = u64::MAX - bs;
     let len = (2 * bs * 512) as usize;
-    type Make = Box<dyn Fn(udm_io::Completion) -> Bio>;
-    let cases: Vec<(String, bool, Make)> = vec![
+    let none = BioFlags::NONE;
+    let cases: Vec<(&str, bool, MakeBio)> = vec![
+        ("read at the end", false, make_rw(false, size, len, none)),
         (
-            "read at the end".into(),
+            "read across the end",
             false,
-            Box::new(move |d| Bio::read(Sectors(size), IoBuf::zeroed(len), d)),
+            make_rw(false, size - bs, len, none),
         ),
         (
-            "read across the end".into(),
+            "read far past the end",
             false,
-            Box::new(move |d| Bio::read(Sectors(size - bs), IoBuf::zeroed(len), d)),
+            make_rw(false, far, len, none),
         ),
         (
-            "read far past the end".into(),
+            "read at sector u64::MAX",
             false,
-            Box::new(move |d| Bio::read(Sectors(far), IoBuf::zeroed(len), d)),
+            make_rw(false, huge, len, none),
         ),
         (
-            "read at sector u64::MAX".into(),
-            false,
-            Box::new(move |d| Bio::read(Sectors(huge), IoBuf::zeroed(len), d)),
-        ),
-        (
-            "write across the end".into(),
+            "write across the end",
             true,
-            Box::new(move |d| Bio::write(Sectors(size - bs), IoBuf::zeroed(len), d)),
+            make_rw(true, size - bs, len, none),
         ),
         (
-            "FUA write past the end".into(),
+            "FUA write past the end",
             true,
-            Box::new(move |d| {
-                Bio::write(Sectors(size), IoBuf::zeroed(len), d).with_flags(BioFlags::FUA)
-            }),
+            make_rw(true, size, len, BioFlags::FUA),
         ),
         (
-            "write at sector u64::MAX".into(),
+            "write at sector u64::MAX",
             true,
-            Box::new(move |d| Bio::write(Sectors(huge), IoBuf::zeroed(len), d)),
+            make_rw(true, huge, len, none),
         ),
         (
-            "discard across the end".into(),
+            "discard across the end",
             true,
-            Box::new(move |d| Bio::discard(Sectors(size - bs), Sectors(2 * bs), d)),
+            make_trim(true, size - bs, 2 * bs),
         ),
         (
-            "write-zeroes past the end".into(),
+            "write-zeroes past the end",
             true,
-            Box::new(move |d| Bio::write_zeroes(Sectors(size), Sectors(bs), d)),
+            make_trim(false, size, bs),
         ),
         (
-            "write-zeroes far past the end".into(),
+            "write-zeroes far past the end",
             true,
-            Box::new(move |d| Bio::write_zeroes(Sectors(far), Sectors(bs), d)),
+            make_trim(false, far, bs),
         ),
     ];
     for (what, writes, make) in cases {
@@ -701,26 +721,11 @@ pub fn read_only_refuses_writes(dev: &dyn BlockDevice, spec: &Spec) -> Result<()
     let s = spec.up(8).min(spec.size.0 - 4 * bs);
     let before = read(dev, spec, s, 4 * bs)?;
     let len = (4 * bs * 512) as usize;
-    let tries: Vec<(&str, Box<dyn FnOnce(udm_io::Completion) -> Bio>)> = vec![
-        (
-            "write",
-            Box::new(move |d| Bio::write(Sectors(s), IoBuf::from_vec(vec![0xa5; len]), d)),
-        ),
-        (
-            "FUA write",
-            Box::new(move |d| {
-                Bio::write(Sectors(s), IoBuf::from_vec(vec![0x5a; len]), d)
-                    .with_flags(BioFlags::FUA)
-            }),
-        ),
-        (
-            "discard",
-            Box::new(move |d| Bio::discard(Sectors(s), Sectors(4 * bs), d)),
-        ),
-        (
-            "write-zeroes",
-            Box::new(move |d| Bio::write_zeroes(Sectors(s), Sectors(4 * bs), d)),
-        ),
+    let tries: Vec<(&str, MakeBio)> = vec![
+        ("write", make_rw(true, s, len, BioFlags::NONE)),
+        ("FUA write", make_rw(true, s, len, BioFlags::FUA)),
+        ("discard", make_trim(true, s, 4 * bs)),
+        ("write-zeroes", make_trim(false, s, 4 * bs)),
     ];
     for (what, make) in tries {
         let (r, _) = io(dev, spec, make)?;
@@ -732,58 +737,4 @@ pub fn read_only_refuses_writes(dev: &dyn BlockDevice, spec: &Spec) -> Result<()
     }
     let after = read(dev, spec, s, 4 * bs)?;
     expect_eq("read-only data after refused writes", &after, &before, s)
-}
-
-/// Wraps a device and counts where completions ran: on the submitting thread, inside
-/// `submit` (inline), or later on another thread (queued). Lets a test prove which of a
-/// device's paths the suite exercised.
-pub struct CompletionSites {
-    inner: Arc<dyn BlockDevice>,
-    inline: Arc<AtomicU64>,
-    queued: Arc<AtomicU64>,
-}
-
-impl CompletionSites {
-    pub fn new(inner: Arc<dyn BlockDevice>) -> CompletionSites {
-        CompletionSites {
-            inner,
-            inline: Arc::default(),
-            queued: Arc::default(),
-        }
-    }
-    /// (inline, queued) completions so far.
-    pub fn counts(&self) -> (u64, u64) {
-        (self.inline.load(SeqCst), self.queued.load(SeqCst))
-    }
-}
-
-impl BlockDevice for CompletionSites {
-    fn submit(&self, bio: Bio) {
-        let me = std::thread::current().id();
-        let (inline, queued) = (self.inline.clone(), self.queued.clone());
-        let bio = bio.on_end(move |r, _| {
-            if std::thread::current().id() == me {
-                inline.fetch_add(1, SeqCst);
-            } else {
-                queued.fetch_add(1, SeqCst);
-            }
-            r
-        });
-        self.inner.submit(bio)
-    }
-    fn size(&self) -> Sectors {
-        self.inner.size()
-    }
-    fn id(&self) -> DevId {
-        self.inner.id()
-    }
-    fn limits(&self) -> Limits {
-        self.inner.limits()
-    }
-    fn read_only(&self) -> bool {
-        self.inner.read_only()
-    }
-    fn extents(&self, sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
-        self.inner.extents(sector, len)
-    }
 }

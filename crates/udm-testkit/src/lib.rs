@@ -3,6 +3,8 @@
 
 pub mod conformance;
 pub mod prop;
+#[cfg(feature = "registry")]
+pub mod registry;
 pub mod rng;
 
 use std::path::{Path, PathBuf};

@@ -1,14 +1,22 @@
-//! Helpers for the fault-injection target tests, on top of `common`'s registry helpers: the
-//! pattern images the refvm captures use, POSIX `cksum`, and a runner that gates refvm tests.
+//! Helpers for the fault-injection target tests: registries (devices are created with
+//! `udm_testkit::registry::create`), the pattern images the refvm captures use, POSIX
+//! `cksum`, and a runner that gates refvm tests.
 
-#![allow(dead_code)]
+// Each test binary uses a different part of these helpers (and of the re-exports).
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use udm_core::registry::OpenGuard;
 use udm_core::{DmError, Registry, StatusType, TargetTypes};
 use udm_io::{BlockDevice, Sectors};
 
-pub use super::common::{create, open, registry as reg, sel};
+pub use udm_testkit::registry::{create, sel};
+
+pub fn reg() -> Registry {
+    Registry::new(udm_targets::builtin())
+}
 
 pub fn reg_with(types: TargetTypes) -> Registry {
     Registry::new(types)
@@ -39,6 +47,10 @@ pub fn message(reg: &Registry, name: &str, words: &str) -> Result<String, DmErro
         Some(t) => t + "\n",
         None => String::new(),
     })
+}
+
+pub fn open(reg: &Registry, name: &str) -> (Arc<dyn BlockDevice>, OpenGuard) {
+    reg.open(&sel(name)).expect("open")
 }
 
 pub fn read(dev: &dyn BlockDevice, sector: u64, bytes: usize) -> Result<Vec<u8>, udm_io::IoError> {

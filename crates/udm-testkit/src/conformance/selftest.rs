@@ -4,7 +4,7 @@
 use super::*;
 use std::sync::Mutex;
 use std::thread::ThreadId;
-use udm_io::{MemDevice, Op, PatternDevice};
+use udm_io::{DevId, MemDevice, Op, PatternDevice};
 
 const SIZE: Sectors = Sectors(65536);
 
