@@ -41,6 +41,13 @@ impl Default for Limits {
 }
 
 /// A block device: accepts bios and completes them. `submit` never blocks the caller for I/O.
+///
+/// The contract every implementation keeps (checked for each one by the conformance suite in
+/// `udm_testkit::conformance`): every bio completes exactly once and hands its buffer back;
+/// I/O reaching past `size()` fails with `IoError::Io` (EIO, as the kernel's end-of-device
+/// check) and never panics; a `read_only()` device fails writes, discards and write-zeroes
+/// with `IoError::ReadOnly` (EROFS) and keeps its data; a write-zeroes that succeeds leaves
+/// the range reading as zeroes.
 pub trait BlockDevice: Send + Sync {
     /// Start the bio; its completion runs later (possibly on another thread, possibly inline).
     fn submit(&self, bio: Bio);
