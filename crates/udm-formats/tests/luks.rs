@@ -58,7 +58,7 @@ fn valid_headers_parse_and_secondary_takes_over() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(udm_testkit::prop::config(300))]
     #[test]
     fn random_bytes_never_panic(tail in prop::collection::vec(any::<u8>(), 0..5000), v in 0u8..4) {
         let mut b = b"LUKS\xba\xbe\x00".to_vec();

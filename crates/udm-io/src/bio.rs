@@ -140,9 +140,10 @@ impl Bio {
     pub fn is_empty(&self) -> bool {
         self.len.0 == 0
     }
-    /// One past the last sector.
+    /// One past the last sector (saturating: a bio aimed near `u64::MAX` is simply past the
+    /// end of every device, never an overflow panic).
     pub fn end(&self) -> Sectors {
-        self.sector + self.len
+        Sectors(self.sector.0.saturating_add(self.len.0))
     }
     pub fn buf(&self) -> &IoBuf {
         &self.buf

@@ -127,6 +127,13 @@ impl Limits {
 /// before returning. Everything else is queued (to a worker pool, a target's worker, a
 /// device's deferred list) and completed later, possibly on another thread. Code that must
 /// wait uses `udm_io::sync` helpers, and only on a thread it owns (never on the I/O pool).
+///
+/// The contract every implementation keeps (checked for each one by the conformance suite in
+/// `udm_testkit::conformance`): every bio completes exactly once and hands its buffer back;
+/// I/O reaching past `size()` fails with `IoError::Io` (EIO, as the kernel's end-of-device
+/// check) and never panics; a `read_only()` device fails writes, discards and write-zeroes
+/// with `IoError::ReadOnly` (EROFS) and keeps its data; a write-zeroes that succeeds leaves
+/// the range reading as zeroes.
 pub trait BlockDevice: Send + Sync {
     /// Start the bio; its completion runs later (possibly on another thread, possibly inline
     /// on the fast path). Never blocks; see the trait documentation.

@@ -27,6 +27,8 @@ struct Inner {
     nowait: [AtomicBool; 2],
     /// `now_ns()` before which timed inline writes are off (after a slow one).
     inline_writes_after: AtomicU64,
+    /// The inline fast path is allowed at all (`set_inline`).
+    inline: AtomicBool,
 }
 
 /// An inline write slower than this counts as having blocked.
@@ -120,7 +122,14 @@ impl FileDevice {
             limits,
             nowait: [AtomicBool::new(true), AtomicBool::new(true)],
             inline_writes_after: AtomicU64::new(0),
+            inline: AtomicBool::new(true),
         })))
+    }
+
+    /// Allow or forbid the inline fast path (allowed by default). Forbidden, every bio goes
+    /// through the I/O pool: for tests that must cover that path, and for benchmarks.
+    pub fn set_inline(&self, allowed: bool) {
+        self.0.inline.store(allowed, Relaxed);
     }
 
     /// (st_dev, st_ino) identity, so one file opened twice is shared.
@@ -134,10 +143,10 @@ impl FileDevice {
     }
 
     fn run(inner: &Inner, bio: &mut Bio) -> Result<(), IoError> {
-        let off = bio.sector.0 * SECTOR_SIZE;
         if bio.op != Op::Flush && bio.end() > inner.size {
             return Err(IoError::Io);
         }
+        let off = bio.sector.0 * SECTOR_SIZE;
         if bio.op.is_write() && inner.read_only {
             return Err(IoError::ReadOnly);
         }
@@ -232,6 +241,7 @@ impl Inner {
     /// for a while, so a submitter is held up at most once per back-off period.
     fn try_nowait(&self, bio: &mut Bio) -> bool {
         if self.block
+            || !self.inline.load(Relaxed)
             || !matches!(bio.op, Op::Read | Op::Write)
             || bio.flags != BioFlags::NONE
             || bio.len().0 > NOWAIT_MAX_SECTORS

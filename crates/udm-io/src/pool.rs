@@ -21,7 +21,10 @@ impl WorkerPool {
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
                     while let Ok(job) = rx.recv() {
-                        job();
+                        // A panicking job must not take its worker with it: once every
+                        // worker had died, all later jobs would be dropped unrun. (A bio
+                        // the job held fails with EIO as it unwinds.)
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                     }
                 })
                 .expect("spawn worker thread");

@@ -16,9 +16,10 @@ pub struct Bytes(pub u64);
 
 impl Sectors {
     pub const ZERO: Sectors = Sectors(0);
-    /// Bytes covered by this many sectors.
+    /// Bytes covered by this many sectors (saturating at `u64::MAX`, which is past the end
+    /// of any device).
     pub fn bytes(self) -> Bytes {
-        Bytes(self.0 * SECTOR_SIZE)
+        Bytes(self.0.saturating_mul(SECTOR_SIZE))
     }
     pub fn checked_add(self, o: Sectors) -> Option<Sectors> {
         self.0.checked_add(o.0).map(Sectors)

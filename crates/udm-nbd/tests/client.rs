@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -267,40 +266,6 @@ fn file_device_and_sync_helpers_agree() {
 }
 
 /// A real server nobody here wrote, to check the client side.
-struct Nbdkit {
-    child: Child,
-    _dir: tempfile::TempDir,
-    sock: std::path::PathBuf,
-}
-
-impl Drop for Nbdkit {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn nbdkit(args: &[&str]) -> Nbdkit {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("nbdkit.sock");
-    let child = Command::new("nbdkit")
-        .arg("-f")
-        .arg("-U")
-        .arg(&sock)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn nbdkit");
-    // The socket file appears at bind(), a moment before nbdkit listens.
-    wait_for(|| std::os::unix::net::UnixStream::connect(&sock).is_ok());
-    Nbdkit {
-        child,
-        _dir: dir,
-        sock,
-    }
-}
-
 #[test]
 fn client_against_nbdkit() {
     if !udm_testkit::require_tool("nbdkit") {
@@ -345,17 +310,6 @@ fn client_against_nbdkit_read_only() {
     // nbdkit's pattern plugin: big-endian u64 offsets.
     assert_eq!(&buf[..8], &8192u64.to_be_bytes());
     assert!(c.write(0, &[0; 512], false).is_err());
-}
-
-pub fn wait_for(mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "condition not reached in time"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

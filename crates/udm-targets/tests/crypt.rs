@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use udm_core::StatusType;
 use udm_io::Sectors;
+use udm_testkit::rng::{hex_key, pseudo};
 
 const PY: &str = r#"
 import sys, hashlib
@@ -57,22 +58,6 @@ fn python() -> Option<&'static str> {
     }
     eprintln!("SKIP: python3 cryptography not installed");
     None
-}
-
-fn pseudo(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn hexkey(n: usize, seed: u64) -> String {
-    pseudo(n, seed).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Expected ciphertext of `plain` from the Python oracle.
@@ -125,7 +110,7 @@ fn ciphertext_matches_independent_aes() {
         ("aes-ecb", 16, 512, 0, 0, false),
     ];
     for (i, &(mode, klen, ss, iv_offset, offset, large)) in cases.iter().enumerate() {
-        let key = hexkey(klen, i as u64 + 1);
+        let key = hex_key(klen, i as u64 + 1);
         let sectors = 64u64;
         let img = image(d.path(), &format!("c{i}.img"), sectors + offset, 0);
         let mut opts = Vec::new();
@@ -165,7 +150,7 @@ fn ciphertext_matches_independent_aes() {
 fn table_status_and_masking() {
     let d = tempfile::tempdir().unwrap();
     let img = image(d.path(), "a.img", 2048, 0);
-    let key = hexkey(64, 5);
+    let key = hex_key(64, 5);
     let reg = registry();
     let t = format!(
         "0 1024 crypt aes-xts-plain64 {} 8 {} 16 4 ALLOW_DISCARDS iv_large_sectors sector_size:4096 same_cpu_crypt",
@@ -207,7 +192,7 @@ fn discards_refused_without_allow_discards() {
         "c",
         &format!(
             "0 64 crypt aes-cbc-essiv:sha256 {} 0 {} 0",
-            hexkey(16, 1),
+            hex_key(16, 1),
             img.display()
         ),
     )
@@ -221,7 +206,7 @@ fn discards_refused_without_allow_discards() {
 fn key_messages_need_suspend_and_wipe_blocks_resume() {
     let d = tempfile::tempdir().unwrap();
     let img = image(d.path(), "a.img", 64, 0);
-    let key = hexkey(32, 8);
+    let key = hex_key(32, 8);
     let reg = registry();
     create(
         &reg,
@@ -246,7 +231,7 @@ fn key_messages_need_suspend_and_wipe_blocks_resume() {
     assert!(st[0].params.contains(&format!(" {} 0 ", "0".repeat(64))));
     assert!(reg.resume(&sel("c")).is_err(), "resume without a key");
     assert!(
-        msg(&format!("key set {}", hexkey(16, 1))).is_err(),
+        msg(&format!("key set {}", hex_key(16, 1))).is_err(),
         "wrong size"
     );
     assert!(msg("key frob").is_err());
@@ -302,7 +287,7 @@ fn constructor_errors_as_kernel() {
     let d = tempfile::tempdir().unwrap();
     let img = image(d.path(), "a.img", 64, 0);
     let p = img.display().to_string();
-    let k32 = hexkey(32, 1);
+    let k32 = hex_key(32, 1);
     let reg = registry();
     let cases = [
         (
@@ -320,7 +305,7 @@ fn constructor_errors_as_kernel() {
             "Error allocating crypto tfm",
         ),
         (
-            format!("aes-xts-plain64 {} 0 {p} 0", hexkey(31, 1)),
+            format!("aes-xts-plain64 {} 0 {p} 0", hex_key(31, 1)),
             "Error decoding and setting key",
         ),
         (
@@ -373,7 +358,7 @@ fn constructor_errors_as_kernel() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(udm_testkit::prop::config(200))]
     #[test]
     fn absurd_tables_never_panic(words in prop::collection::vec(
         prop::sample::select(vec![

@@ -25,7 +25,7 @@ fn word() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
+    #![proptest_config(udm_testkit::prop::config(400))]
     #[test]
     fn table_text_never_panics(text in "\\PC{0,300}") {
         let _ = parse_table_text(&text);

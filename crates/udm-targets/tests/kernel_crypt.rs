@@ -5,30 +5,15 @@
 
 mod common;
 use common::*;
+use udm_testkit::rng::{hex_key, pseudo};
 
 const REGION: u64 = 2048; // sectors per table on the shared disk
 const DATA: u64 = 256; // sectors written per table
 
-fn pseudo(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn hexkey(n: usize, seed: u64) -> String {
-    pseudo(n, seed).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// (cipher, key bytes, iv_offset, offset within the region, options).
 fn tables() -> Vec<(String, String, u64, u64, String)> {
     let t = |c: &str, k: usize, iv: u64, off: u64, o: &str, seed: u64| {
-        (c.to_string(), hexkey(k, seed), iv, off, o.to_string())
+        (c.to_string(), hex_key(k, seed), iv, off, o.to_string())
     };
     vec![
         t("aes-xts-plain64", 64, 0, 0, "", 1),
@@ -110,7 +95,7 @@ fn kernel_crypt_same_ciphertext_and_tables() {
         ));
     }
     script.push_str("set +e\n");
-    let k32 = hexkey(32, 99);
+    let k32 = hex_key(32, 99);
     for (i, b) in BAD.iter().enumerate() {
         let t = b.replace("KEY", &k32).replace("DEV", "/dev/vda");
         script.push_str(&format!(

@@ -10,7 +10,7 @@ use udm_targets::linear::LinearParams;
 use udm_targets::striped::StripedParams;
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(udm_testkit::prop::config(32))]
     #[test]
     fn linear_round_trips(off in 0u64..1000, len in 1u64..1000) {
         let dir = tempfile::tempdir().unwrap();

@@ -26,6 +26,7 @@ fn model(stripes: u64, chunk: u64, len: u64) -> Vec<(usize, u64)> {
 }
 
 proptest! {
+    #![proptest_config(udm_testkit::prop::config(256))]
     #[test]
     fn map_sector_matches_model(stripes in 1u64..7, chunk in 1u64..40, rows in 1u64..6) {
         let len = stripes * chunk * rows;
@@ -38,7 +39,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(udm_testkit::prop::config(24))]
     #[test]
     fn io_through_the_device_lands_per_model(
         stripes in 1u64..5,

@@ -182,7 +182,7 @@ fn fec_corrects_data_and_hash_blocks() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(udm_testkit::prop::config(24))]
     /// Any single flipped byte in the data or the tree is detected: exactly the blocks whose
     /// verification depends on it fail, and every other block reads back unchanged.
     #[test]
@@ -294,7 +294,7 @@ fn veritysetup_trees_and_fec_open_in_udm() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(16))]
+    #![proptest_config(udm_testkit::prop::config(16))]
     /// FEC up to its limit: with `roots` parity bytes, a round survives as many bad data
     /// blocks as `roots` (they are located as erasures by their hashes). Past the limit the
     /// Reed-Solomon decoder miscorrects; the hash check rejects what it got wrong, but a block

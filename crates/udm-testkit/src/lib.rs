@@ -1,7 +1,12 @@
 //! udm-testkit: helpers shared by udm's tests — outside-tool probes that obey
 //! `UDM_REQUIRE_TOOLS`, and image-file helpers.
 
+pub mod conformance;
 pub mod gate;
+pub mod prop;
+#[cfg(feature = "registry")]
+pub mod registry;
+pub mod rng;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -108,6 +113,16 @@ pub fn refvm_run(
     )
 }
 
+/// `bin create NAME [ARGS…] --table TABLE` against the daemon on `socket` (must succeed):
+/// create, load and resume, as dmsetup does.
+pub fn create_on(bin: &Path, socket: &Path, name: &str, table: &str, args: &[&str]) {
+    run(Command::new(bin)
+        .args(["create", name])
+        .args(args)
+        .args(["--table", table])
+        .env("UDM_SOCKET", socket));
+}
+
 /// A `udm daemon` on temporary sockets, stopped with SIGTERM when dropped.
 pub struct Daemon {
     pub child: std::process::Child,
@@ -159,9 +174,12 @@ impl Daemon {
 
     /// `udm create NAME --table TABLE` against this daemon (must succeed).
     pub fn create(&self, name: &str, table: &str) {
-        run(Command::new(&self.bin)
-            .args(["create", name, "--table", table])
-            .env("UDM_SOCKET", &self.socket));
+        create_on(&self.bin, &self.socket, name, table, &[]);
+    }
+
+    /// `udm create NAME --readonly --table TABLE` against this daemon (must succeed).
+    pub fn create_read_only(&self, name: &str, table: &str) {
+        create_on(&self.bin, &self.socket, name, table, &["--readonly"]);
     }
 
     /// The daemon's log so far.

@@ -25,42 +25,6 @@ fn sel(n: &str) -> DevSel {
     DevSel::Name(n.into())
 }
 
-fn create(d: &Daemon, name: &str, table: &str, read_only: bool) {
-    call(
-        d,
-        Request::Create {
-            name: name.into(),
-            uuid: String::new(),
-        },
-    );
-    let table = udm_core::parse_table_text(table)
-        .unwrap()
-        .into_iter()
-        .map(|l| Line {
-            start: l.start.0,
-            len: l.len.0,
-            ttype: l.ttype,
-            params: l.params,
-        })
-        .collect();
-    call(
-        d,
-        Request::Load {
-            dev: sel(name),
-            table,
-            read_only,
-        },
-    );
-    call(
-        d,
-        Request::Resume {
-            dev: sel(name),
-            noflush: false,
-            nolockfs: false,
-        },
-    );
-}
-
 fn nbdinfo_size(d: &Daemon, name: &str) -> Option<u64> {
     let out = Command::new("nbdinfo")
         .arg("--size")
@@ -101,7 +65,7 @@ fn exports_follow_the_device_lifecycle() {
         None,
         "a device without a table is not exported"
     );
-    create(&d, "z", "0 2048 zero", false);
+    d.create("z", "0 2048 zero");
     assert_eq!(nbdinfo_size(&d, "z"), Some(1 << 20));
     let list = Command::new("nbdinfo")
         .arg("--list")
@@ -129,12 +93,7 @@ fn suspend_holds_a_real_clients_io_until_resume() {
     let d = Daemon::start(bin());
     let img = d.dir.path().join("a.img");
     std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
-    create(
-        &d,
-        "s",
-        &format!("0 2048 linear {} 0", img.display()),
-        false,
-    );
+    d.create("s", &format!("0 2048 linear {} 0", img.display()));
     call(
         &d,
         Request::Suspend {
@@ -181,7 +140,7 @@ fn read_only_devices_export_read_only() {
     let d = Daemon::start(bin());
     let img = d.dir.path().join("a.img");
     std::fs::write(&img, vec![7u8; 1 << 20]).unwrap();
-    create(&d, "r", &format!("0 2048 linear {} 0", img.display()), true);
+    d.create_read_only("r", &format!("0 2048 linear {} 0", img.display()));
     let out = Command::new("nbdinfo")
         .arg("--json")
         .arg(d.uri("r"))
@@ -208,7 +167,7 @@ fn garbage_on_the_control_socket_is_survived() {
         let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
         let _ = s.write_all(junk);
     }
-    create(&d, "ok", "0 8 zero", false);
+    d.create("ok", "0 8 zero");
     assert!(
         matches!(call(&d, Request::Info { dev: sel("ok"), inactive: false }), Reply::Info(i) if i.live_table)
     );
@@ -217,7 +176,7 @@ fn garbage_on_the_control_socket_is_survived() {
 #[test]
 fn sigterm_flushes_and_exits_cleanly() {
     let mut d = Daemon::start(bin());
-    create(&d, "z", "0 8 zero", false);
+    d.create("z", "0 8 zero");
     let st = d.stop();
     assert!(st.success(), "daemon exit: {st:?}\n{}", d.log());
     assert!(!d.socket.exists() && !d.nbd_socket.exists());
@@ -267,12 +226,7 @@ fn sigterm_with_a_client_held_by_a_suspended_device_still_exits() {
     let mut d = Daemon::start(bin());
     let img = d.dir.path().join("a.img");
     std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
-    create(
-        &d,
-        "s",
-        &format!("0 2048 linear {} 0", img.display()),
-        false,
-    );
+    d.create("s", &format!("0 2048 linear {} 0", img.display()));
     call(
         &d,
         Request::Suspend {
@@ -301,11 +255,9 @@ fn crypt_keys_never_reach_the_log() {
     let img = d.dir.path().join("c.img");
     std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
     let key = "0123456789abcdeffedcba98765432100123456789abcdeffedcba9876543210";
-    create(
-        &d,
+    d.create(
         "c",
         &format!("0 2048 crypt aes-xts-plain64 {key} 0 {} 0", img.display()),
-        false,
     );
     call(
         &d,

@@ -5,7 +5,7 @@
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use udm_proto::{Client, DevSel, Line, Reply, Request};
+use udm_proto::{Client, Reply, Request};
 use udm_testkit::Daemon;
 
 fn bin() -> &'static Path {
@@ -28,43 +28,6 @@ fn call(d: &Daemon, r: Request) -> Reply {
         .unwrap()
         .call(r)
         .unwrap_or_else(|e| panic!("request failed: {e}"))
-}
-
-fn create(d: &Daemon, name: &str, table: &str) {
-    let sel = DevSel::Name(name.into());
-    call(
-        d,
-        Request::Create {
-            name: name.into(),
-            uuid: String::new(),
-        },
-    );
-    let table = udm_core::parse_table_text(table)
-        .unwrap()
-        .into_iter()
-        .map(|l| Line {
-            start: l.start.0,
-            len: l.len.0,
-            ttype: l.ttype,
-            params: l.params,
-        })
-        .collect();
-    call(
-        d,
-        Request::Load {
-            dev: sel.clone(),
-            table,
-            read_only: false,
-        },
-    );
-    call(
-        d,
-        Request::Resume {
-            dev: sel,
-            noflush: false,
-            nolockfs: false,
-        },
-    );
 }
 
 fn fuse_dir(d: &Daemon) -> Option<PathBuf> {
@@ -101,7 +64,7 @@ fn default_fuse_dir_serves_devices_and_unmounts_on_sigterm() {
     let dir = fuse_dir(&d).expect("FUSE on by default");
     assert_eq!(dir, d.dir.path().join("mapper"));
     let img = udm_testkit::image(d.dir.path(), "a.img", 2 << 20);
-    create(&d, "a", &format!("0 4096 linear {} 0", img.display()));
+    d.create("a", &format!("0 4096 linear {} 0", img.display()));
     let file = dir.join("a");
     wait_file(&file);
     let f = std::fs::OpenOptions::new()

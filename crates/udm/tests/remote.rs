@@ -8,45 +8,11 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use udm_proto::{Client, DevSel, Line, Request};
+use udm_proto::Client;
 use udm_testkit::{require_tool, Daemon};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_udm"))
-}
-
-fn create(socket: &Path, name: &str, table: &str) {
-    let call = |r: Request| {
-        Client::connect(socket)
-            .unwrap()
-            .call(r)
-            .unwrap_or_else(|e| panic!("request failed: {e}"))
-    };
-    let sel = DevSel::Name(name.into());
-    call(Request::Create {
-        name: name.into(),
-        uuid: String::new(),
-    });
-    let table = udm_core::parse_table_text(table)
-        .unwrap()
-        .into_iter()
-        .map(|l| Line {
-            start: l.start.0,
-            len: l.len.0,
-            ttype: l.ttype,
-            params: l.params,
-        })
-        .collect();
-    call(Request::Load {
-        dev: sel.clone(),
-        table,
-        read_only: false,
-    });
-    call(Request::Resume {
-        dev: sel,
-        noflush: false,
-        nolockfs: false,
-    });
 }
 
 /// A test host: a network namespace with a veth link to this one, or loopback.
@@ -156,10 +122,12 @@ impl Server {
             std::thread::sleep(Duration::from_millis(10));
         }
         let sectors = std::fs::metadata(img).unwrap().len() / 512;
-        create(
+        udm_testkit::create_on(
+            bin(),
             &socket,
             "leg",
             &format!("0 {sectors} linear {} 0", img.display()),
+            &[],
         );
         Server { child }
     }
@@ -208,8 +176,7 @@ fn striped_over_two_servers_survives_a_restart_and_fails_after_the_limit() {
     let b = Server::start(&hb, work.path(), "b", &img_b);
     eprintln!("servers at {}:{} and {}:{}", ha.ip, ha.port, hb.ip, hb.port);
     let c = Daemon::start_with(bin(), &["--no-fuse"]);
-    create(
-        &c.socket,
+    c.create(
         "s",
         &format!("0 131072 striped 2 128 {} 0 {} 0", ha.uri(2), hb.uri(2)),
     );

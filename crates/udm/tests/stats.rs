@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use udm_proto::{Client, DevSel, Line, Request};
 use udm_testkit::Daemon;
 
 fn bin() -> &'static Path {
@@ -25,42 +24,10 @@ fn udm(d: &Daemon, args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
-fn create(d: &Daemon, name: &str, table: &str) {
-    let mut c = Client::connect(&d.socket).unwrap();
-    let sel = DevSel::Name(name.into());
-    c.call(Request::Create {
-        name: name.into(),
-        uuid: String::new(),
-    })
-    .unwrap();
-    let table = udm_core::parse_table_text(table)
-        .unwrap()
-        .into_iter()
-        .map(|l| Line {
-            start: l.start.0,
-            len: l.len.0,
-            ttype: l.ttype,
-            params: l.params,
-        })
-        .collect();
-    c.call(Request::Load {
-        dev: sel.clone(),
-        table,
-        read_only: false,
-    })
-    .unwrap();
-    c.call(Request::Resume {
-        dev: sel,
-        noflush: false,
-        nolockfs: false,
-    })
-    .unwrap();
-}
-
 #[test]
 fn counters_and_regions_follow_io() {
     let d = Daemon::start_with(bin(), &["--no-fuse"]);
-    create(&d, "z", "0 8192 zero");
+    d.create("z", "0 8192 zero");
     let out = udm(&d, &["stats", "create", "z", "--areas", "4"]);
     assert_eq!(
         out.trim(),

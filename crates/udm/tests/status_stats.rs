@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use udm_proto::{Client, DevSel, Line, Request};
 use udm_testkit::Daemon;
 
 fn bin() -> &'static Path {
@@ -29,34 +28,6 @@ fn ok(d: &Daemon, args: &[&str]) -> String {
     out
 }
 
-fn create(d: &Daemon, name: &str, start: u64, len: u64, ttype: &str) {
-    let mut c = Client::connect(&d.socket).unwrap();
-    let sel = DevSel::Name(name.into());
-    c.call(Request::Create {
-        name: name.into(),
-        uuid: String::new(),
-    })
-    .unwrap();
-    let table = vec![Line {
-        start,
-        len,
-        ttype: ttype.into(),
-        params: String::new(),
-    }];
-    c.call(Request::Load {
-        dev: sel.clone(),
-        table,
-        read_only: false,
-    })
-    .unwrap();
-    c.call(Request::Resume {
-        dev: sel,
-        noflush: false,
-        nolockfs: false,
-    })
-    .unwrap();
-}
-
 /// The numbers on a counters line (after an optional `name: ` prefix).
 fn numbers(line: &str) -> Vec<u64> {
     let line = line.split_once(": ").map_or(line, |(_, r)| r);
@@ -68,8 +39,8 @@ fn numbers(line: &str) -> Vec<u64> {
 #[test]
 fn status_stats_prints_counters() {
     let d = Daemon::start_with(bin(), &["--no-fuse"]);
-    create(&d, "z", 0, 8192, "zero");
-    create(&d, "y", 0, 4096, "zero");
+    d.create("z", "0 8192 zero");
+    d.create("y", "0 4096 zero");
     let c = udm_nbd::NbdClient::connect_uri(&d.uri("z")).unwrap();
     let mut buf = vec![0u8; 8192];
     for i in 0..3 {

@@ -9,6 +9,7 @@ mod verity_cli;
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use udm_testkit::rng::pseudo;
 
 /// (exit code, stdout, stderr) of `udm verity ARGS` run in-process.
 fn udm(args: &[&str], socket: Option<&Path>) -> (i32, String, String) {
@@ -38,18 +39,6 @@ fn real(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
-}
-
-fn pseudo(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn s(p: &Path) -> &str {
@@ -358,7 +347,7 @@ fn flip(p: &Path, pos: u64, mask: u8) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(udm_testkit::prop::config(32))]
     /// Flip one byte of the data, the tree or the superblock: udm verify and veritysetup
     /// verify give the same exit code and the same messages.
     #[test]

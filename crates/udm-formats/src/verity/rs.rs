@@ -312,6 +312,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(udm_testkit::prop::config(256))]
         #[test]
         fn corrects_up_to_half_the_roots(
             roots in 2usize..=24, seed in any::<u64>(),

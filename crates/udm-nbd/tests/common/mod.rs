@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use udm_io::{BlockDevice, FileDevice, MemDevice, PatternDevice, Sectors};
 use udm_nbd::{ExportHandle, Exports, NbdServer, ServerHandle};
 
@@ -97,17 +98,9 @@ pub fn serve_standard() -> (Served, Arc<MemDevice>, PathBuf) {
     (s, mem, img)
 }
 
-/// Deterministic pseudo-random bytes.
+/// Deterministic pseudo-random bytes (the testkit's shared generator).
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    udm_testkit::rng::noise(len, seed)
 }
 
 /// Run a tool and return its output whatever the exit status.
@@ -127,4 +120,52 @@ pub fn nbdsh() -> Command {
 
 pub fn read_file(p: &Path) -> Vec<u8> {
     std::fs::read(p).expect("read file")
+}
+
+/// An `nbdkit -f -U SOCK ARGS…` server, killed when dropped.
+pub struct Nbdkit {
+    child: Child,
+    _dir: tempfile::TempDir,
+    pub sock: std::path::PathBuf,
+}
+
+impl Drop for Nbdkit {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start nbdkit on a unix socket in a temp dir and wait until it accepts.
+pub fn nbdkit(args: &[&str]) -> Nbdkit {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("nbdkit.sock");
+    let child = Command::new("nbdkit")
+        .arg("-f")
+        .arg("-U")
+        .arg(&sock)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn nbdkit");
+    // The socket file appears at bind(), a moment before nbdkit listens.
+    wait_for(|| std::os::unix::net::UnixStream::connect(&sock).is_ok());
+    Nbdkit {
+        child,
+        _dir: dir,
+        sock,
+    }
+}
+
+/// Wait (up to 5 s) for `f` to hold.
+pub fn wait_for(mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "condition not reached in time"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

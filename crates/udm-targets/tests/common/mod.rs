@@ -1,35 +1,21 @@
 //! Shared helpers for engine tests: a registry with the built-in targets and image files.
 
-#![allow(dead_code)]
+// Each test binary uses a different part of these helpers (and of the re-exports).
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use udm_core::{DevSel, DmError, Registry, TableLine};
+use udm_core::{Registry, TableLine};
 use udm_io::{BlockDevice, Sectors};
+pub use udm_testkit::registry::{create, create_with, sel};
 
 pub fn registry() -> Registry {
     Registry::new(udm_targets::builtin())
 }
 
-pub fn sel(n: &str) -> DevSel {
-    DevSel::Name(n.to_string())
-}
-
 /// Parse table text (panics on a parse error).
 pub fn lines(t: &str) -> Vec<TableLine> {
     udm_core::parse_table_text(t).expect("table text parses")
-}
-
-/// create + load + resume, like `dmsetup create`.
-pub fn create(reg: &Registry, name: &str, table: &str) -> Result<(), DmError> {
-    reg.create(name, "")?;
-    let r = reg
-        .load(&sel(name), &lines(table), false)
-        .and_then(|_| reg.resume(&sel(name)).map(|_| ()));
-    if r.is_err() {
-        let _ = reg.remove(&sel(name), false);
-    }
-    r
 }
 
 /// An image file of `sectors` sectors filled with `byte`.

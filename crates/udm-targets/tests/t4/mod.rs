@@ -1,14 +1,18 @@
-//! Helpers for the fault-injection target tests: registries, the pattern images the refvm
-//! captures use, POSIX `cksum`, and a runner that gates refvm tests.
+//! Helpers for the fault-injection target tests: registries (devices are created with
+//! `udm_testkit::registry::create`), the pattern images the refvm captures use, POSIX
+//! `cksum`, and a runner that gates refvm tests.
 
-#![allow(dead_code)]
+// Each test binary uses a different part of these helpers (and of the re-exports).
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use udm_core::registry::OpenGuard;
-use udm_core::{DevSel, DmError, Registry, StatusType, TargetTypes};
+use udm_core::{DmError, Registry, StatusType, TargetTypes};
 use udm_io::{BlockDevice, Sectors};
+
+pub use udm_testkit::registry::{create, sel};
 
 pub fn reg() -> Registry {
     Registry::new(udm_targets::builtin())
@@ -16,23 +20,6 @@ pub fn reg() -> Registry {
 
 pub fn reg_with(types: TargetTypes) -> Registry {
     Registry::new(types)
-}
-
-pub fn sel(n: &str) -> DevSel {
-    DevSel::Name(n.to_string())
-}
-
-/// `dmsetup create NAME --table TABLE`.
-pub fn create(reg: &Registry, name: &str, table: &str) -> Result<(), DmError> {
-    reg.create(name, "")?;
-    let lines = udm_core::parse_table_text(table).expect("table parses");
-    let r = reg
-        .load(&sel(name), &lines, false)
-        .and_then(|_| reg.resume(&sel(name)).map(|_| ()));
-    if r.is_err() {
-        let _ = reg.remove(&sel(name), false);
-    }
-    r
 }
 
 /// `dmsetup table|status NAME` as dmsetup prints it.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use udm_core::StatusType;
 use udm_formats::verity::fec::FecSource;
 use udm_formats::verity::{BlockHasher, FecLayout, Geometry, HashAlg, HashType, ReedSolomon};
+pub use udm_testkit::rng::pseudo;
 
 /// A verity image made in-process: data file, hash file (no superblock, tree at block 0 or a
 /// superblock-sized gap), optional FEC file.
@@ -20,18 +21,6 @@ pub struct Img {
     pub hash_start: u64,
     pub root: String,
     pub content: Vec<u8>,
-}
-
-pub fn pseudo(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 pub fn make(dir: &Path, bs: u32, blocks: u64, zero_blocks: &[u64], fec_roots: Option<u32>) -> Img {
