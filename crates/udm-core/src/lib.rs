@@ -14,7 +14,7 @@ pub mod target;
 pub use args::{split_args, ArgReader};
 pub use device::{DevInfo, MappedDevice};
 pub use error::DmError;
-pub use registry::{DevSel, Registry, RegistryEvent, TargetStatus};
+pub use registry::{DevSel, DeviceProvider, ProviderError, Registry, RegistryEvent, TargetStatus};
 pub use resolve::DevHandle;
 pub use table::{parse_table_text, Table, TableLine};
 pub use target::{

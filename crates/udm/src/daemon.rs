@@ -176,6 +176,7 @@ pub fn main(args: &[String], quickstart: bool) -> Result<()> {
         udm_nbd::remote::set_default_outage_limit(Duration::from_secs_f64(s));
     }
     let registry = Registry::new(udm_targets::builtin());
+    registry.register_provider(Arc::new(exports::NbdProvider));
     let listener = bind_socket(&socket)?;
     let tls = match &opts.tls {
         Some(dir) => Some(

@@ -59,6 +59,23 @@ impl udm_nbd::Exports for RegistryExports {
     }
 }
 
+/// Remote NBD exports (`nbd://`, `nbd+unix://`, `nbds://`, `nbds+unix://`) as table
+/// devices: the core's device-provider hook, registered by the daemon.
+pub struct NbdProvider;
+
+impl udm_core::DeviceProvider for NbdProvider {
+    fn claims(&self, spec: &str) -> bool {
+        udm_nbd::remote::is_remote_spec(spec)
+    }
+    fn open(
+        &self,
+        spec: &str,
+        read_only: bool,
+    ) -> Result<Arc<dyn udm_io::BlockDevice>, udm_core::ProviderError> {
+        Ok(udm_nbd::RemoteDevice::open(spec, read_only)?)
+    }
+}
+
 /// Where (and whether) to mount the FUSE export.
 #[derive(Debug, Clone)]
 pub enum FuseWhere {
