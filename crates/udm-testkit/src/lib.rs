@@ -1,6 +1,9 @@
 //! udm-testkit: helpers shared by udm's tests — outside-tool probes that obey
 //! `UDM_REQUIRE_TOOLS`, and image-file helpers.
 
+pub mod dm;
+pub mod tool;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

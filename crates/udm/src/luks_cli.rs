@@ -3,23 +3,15 @@
 //! devices (luksFormat, luksDump, isLuks, luksUUID, keyslots, header backup) and activation
 //! through the udm daemon (open, close, status, resize).
 
-#[path = "luks_cli/dm.rs"]
 mod dm;
-#[allow(clippy::duplicate_mod)] // also in verity_cli; tests include each file on its own
-#[path = "dmctl.rs"]
-mod dmctl;
-#[path = "luks_cli/dump.rs"]
 mod dump;
-#[path = "luks_cli/format.rs"]
 mod format;
-#[path = "luks_cli/hdr.rs"]
 mod hdr;
-#[path = "luks_cli/pass.rs"]
 mod pass;
-#[path = "luks_cli/progress.rs"]
 mod progress;
-#[path = "luks_cli/slots.rs"]
 mod slots;
+
+use crate::dmctl;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;

@@ -2,6 +2,7 @@
 //! invoked through a link of that name; with no arguments it runs the quickstart daemon.
 
 mod daemon_cli;
+mod dmctl;
 mod dmsetup;
 mod key_cli;
 mod logwrites;

@@ -1,14 +1,11 @@
 //! `udm verity …` and `veritysetup`: format, verify, dump (offline, on files) and open, close,
 //! status (through the udm daemon), with veritysetup 2.6's options, output and exit codes.
 
-#[path = "verity_cli/actions.rs"]
 mod actions;
-#[path = "verity_cli/dm.rs"]
 mod dm;
-#[path = "dmctl.rs"]
-mod dmctl;
-#[path = "verity_cli/engine.rs"]
-mod engine;
+mod progress;
+
+use crate::dmctl;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,9 +1,9 @@
 //! The actions that talk to the device-mapper — here the udm daemon: `open` (LUKS1, LUKS2,
 //! plain; or only `--test-passphrase`), `close`, `status`, `resize`.
 
-use super::dmctl::{self, abs};
 use super::hdr::{self, Header};
 use super::{fail, pass, Failed, Io, Opts};
+use crate::dmctl::{self, abs};
 use std::io::Write;
 use udm_formats::luks::Zeroizing;
 use udm_proto::{Client, ClientError, DevSel, Line, Reply, Request};
@@ -129,7 +129,7 @@ fn plain_hash(
     while out.len() < len {
         let mut input = Zeroizing::new(vec![b'A'; round]);
         input.extend_from_slice(pass);
-        let Some(d) = udm_targets::crypt::cipher::hash(hash, &input) else {
+        let Some(d) = udm_crypto::hash(hash, &input) else {
             return Err(fail(
                 io,
                 libc::EINVAL,

@@ -1,7 +1,6 @@
-//! Helpers for the fault-injection target tests: registries, the pattern images the refvm
+//! Helpers for target tests on an in-process Registry (the fault-injection targets,
+//! log-writes): dmsetup-like create/table/status/message, the pattern images the refvm
 //! captures use, POSIX `cksum`, and a runner that gates refvm tests.
-
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
