@@ -12,6 +12,7 @@ mod quickstart;
 mod serve;
 #[cfg(feature = "ublk")]
 pub mod ublk;
+mod wire;
 
 pub use error::DaemonError;
 pub use exports::{FuseWhere, NbdPolicy, NbdProvider};

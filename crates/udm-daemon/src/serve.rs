@@ -1,11 +1,11 @@
 //! Serving the control socket: one thread per client, length-prefixed JSON frames, each
 //! request dispatched onto the Registry (the dm ioctl set) or the key store.
 
+use crate::wire::Wire;
 use std::io::{BufReader, BufWriter};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 use udm_core::{DmError, Registry, StatusType, TableLine};
-use udm_io::Sectors;
 use udm_proto::{
     read_frame, write_frame, RemoteError, Reply, ReplyFrame, Request, RequestFrame, PROTO_VERSION,
 };
@@ -103,7 +103,7 @@ fn remote(e: DmError) -> RemoteError {
         DmError::Busy(_) => "busy",
         DmError::Invalid(_) => "invalid",
         DmError::Table { .. } => "table",
-        DmError::Errno { .. } => "errno",
+        _ => "errno",
     };
     RemoteError {
         errno: e.errno(),
@@ -116,49 +116,50 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
     Ok(match req {
         Request::Version => Reply::Version(reg.version()),
         Request::RemoveAll { deferred } => Reply::Remaining(reg.remove_all(deferred)),
-        Request::List => Reply::List(reg.list()),
-        Request::Create { name, uuid } => Reply::Info(reg.create(&name, &uuid)?),
-        Request::Remove { dev, deferred } => Reply::Info(reg.remove(&dev, deferred)?),
-        Request::Rename { dev, new_name } => Reply::Info(reg.rename(&dev, &new_name)?),
-        Request::SetUuid { dev, uuid } => Reply::Info(reg.set_uuid(&dev, &uuid)?),
+        Request::List => Reply::List(reg.list().wire()),
+        Request::Create { name, uuid } => Reply::Info(reg.create(&name, &uuid)?.wire()),
+        Request::Remove { dev, deferred } => Reply::Info(reg.remove(&dev.wire(), deferred)?.wire()),
+        Request::Rename { dev, new_name } => {
+            Reply::Info(reg.rename(&dev.wire(), &new_name)?.wire())
+        }
+        Request::SetUuid { dev, uuid } => Reply::Info(reg.set_uuid(&dev.wire(), &uuid)?.wire()),
         Request::Suspend {
             dev,
             noflush,
             nolockfs,
-        } => Reply::Info(reg.suspend(&dev, noflush, nolockfs)?),
-        Request::Resume { dev, .. } => Reply::Info(reg.resume(&dev)?),
-        Request::Info { dev, inactive } => Reply::Info(reg.info(&dev, inactive)?),
+        } => Reply::Info(reg.suspend(&dev.wire(), noflush, nolockfs)?.wire()),
+        Request::Resume { dev, .. } => Reply::Info(reg.resume(&dev.wire())?.wire()),
+        Request::Info { dev, inactive } => Reply::Info(reg.info(&dev.wire(), inactive)?.wire()),
         Request::Wait {
             dev,
             event_nr,
             inactive,
             timeout_ms,
         } => {
+            let dev = dev.wire();
             let t = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
             reg.wait(&dev, event_nr, t)?;
             let (info, targets) = reg.status(&dev, inactive, StatusType::Info)?;
-            Reply::Status { info, targets }
+            Reply::Status {
+                info: info.wire(),
+                targets: targets.wire(),
+            }
         }
         Request::Load {
             dev,
             table,
             read_only,
         } => {
-            let lines: Vec<TableLine> = table
-                .into_iter()
-                .map(|l| TableLine {
-                    start: Sectors(l.start),
-                    len: Sectors(l.len),
-                    ttype: l.ttype,
-                    params: l.params,
-                })
-                .collect();
-            Reply::Info(reg.load(&dev, &lines, read_only)?)
+            let lines: Vec<TableLine> = table.wire();
+            Reply::Info(reg.load(&dev.wire(), &lines, read_only)?.wire())
         }
-        Request::Clear { dev } => Reply::Info(reg.clear(&dev)?),
+        Request::Clear { dev } => Reply::Info(reg.clear(&dev.wire())?.wire()),
         Request::Deps { dev, inactive } => {
-            let (info, deps) = reg.deps(&dev, inactive)?;
-            Reply::Deps { info, deps }
+            let (info, deps) = reg.deps(&dev.wire(), inactive)?;
+            Reply::Deps {
+                info: info.wire(),
+                deps: deps.wire(),
+            }
         }
         Request::Status {
             dev,
@@ -170,8 +171,11 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
             } else {
                 StatusType::Info
             };
-            let (info, targets) = reg.status(&dev, inactive, ty)?;
-            Reply::Status { info, targets }
+            let (info, targets) = reg.status(&dev.wire(), inactive, ty)?;
+            Reply::Status {
+                info: info.wire(),
+                targets: targets.wire(),
+            }
         }
         Request::ListVersions => Reply::Versions(reg.list_versions()),
         Request::KeyAdd { ktype, desc, key } => {
@@ -183,7 +187,9 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
             })?;
             Reply::Ok
         }
-        Request::Message { dev, sector, argv } => Reply::Message(reg.message(&dev, sector, &argv)?),
+        Request::Message { dev, sector, argv } => {
+            Reply::Message(reg.message(&dev.wire(), sector, &argv)?)
+        }
         Request::SetGeometry {
             dev,
             cylinders,
@@ -191,7 +197,7 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
             sectors,
             start,
         } => {
-            reg.set_geometry(&dev, cylinders, heads, sectors, start)?;
+            reg.set_geometry(&dev.wire(), cylinders, heads, sectors, start)?;
             Reply::Ok
         }
         Request::DaemonInfo => Reply::Daemon {
@@ -200,5 +206,11 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
             nbd_tcp: info.nbd_tcp.clone(),
             fuse_dir: info.fuse_dir.clone(),
         },
+        other => {
+            return Err(DmError::Errno {
+                errno: libc::EOPNOTSUPP,
+                msg: format!("request not supported by this daemon: {other:?}"),
+            })
+        }
     })
 }

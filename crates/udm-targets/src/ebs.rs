@@ -191,6 +191,7 @@ impl Inner {
                 Ok(())
             }
             Op::Flush => sync::flush(dev),
+            _ => Err(IoError::NotSupported),
         }
     }
 }
