@@ -13,6 +13,7 @@ mod slots;
 
 use crate::dmctl;
 
+use crate::optparse::{Item, Parser, PoptSpec};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
@@ -176,42 +177,20 @@ fn short(c: char) -> Option<&'static str> {
 }
 
 fn parse(io: &mut Io<'_>, prog: &str, args: &[String]) -> Parsed {
+    let spec = PoptSpec {
+        takes_value: &TAKES_VALUE,
+        short,
+    };
     let mut o = Opts::default();
     let mut pos = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let a = &args[i];
-        i += 1;
-        if a == "--" {
-            pos.extend(args[i..].iter().cloned());
-            break;
-        }
-        let (name, inline): (String, Option<String>) = if let Some(l) = a.strip_prefix("--") {
-            match l.split_once('=') {
-                Some((n, v)) => (n.to_string(), Some(v.to_string())),
-                None => (l.to_string(), None),
+    for item in Parser::new(&spec, args) {
+        let (name, val) = match item {
+            Ok(Item::Arg(a)) => {
+                pos.push(a);
+                continue;
             }
-        } else if a.len() >= 2 && a.starts_with('-') {
-            let c = a[1..].chars().next().unwrap_or('?');
-            match short(c) {
-                Some(l) => (l.to_string(), (a.len() > 2).then(|| a[2..].to_string())),
-                None => return usage_fail(io, prog, &format!("{a}: unknown option")),
-            }
-        } else {
-            pos.push(a.clone());
-            continue;
-        };
-        let val = if TAKES_VALUE.contains(&name.as_str()) {
-            match inline.or_else(|| {
-                let v = args.get(i).cloned();
-                i += 1;
-                v
-            }) {
-                Some(v) => v,
-                None => return usage_fail(io, prog, &format!("--{name}: missing argument")),
-            }
-        } else {
-            String::new()
+            Ok(Item::Opt { name, value, .. }) => (name, value.unwrap_or_default()),
+            Err(e) => return usage_fail(io, prog, &e.popt_message()),
         };
         macro_rules! num {
             () => {

@@ -7,6 +7,7 @@ mod dmsetup;
 mod key_cli;
 mod logwrites;
 mod luks_cli;
+mod optparse;
 mod stats_cli;
 mod verity_cli;
 
