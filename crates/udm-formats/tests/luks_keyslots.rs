@@ -155,3 +155,17 @@ fn format_refuses_small_devices_and_bad_options() {
         "Requested PBKDF type argon2id is not supported for LUKS1."
     );
 }
+
+#[test]
+fn plain_mode_key_is_hash_rounds_of_a_prefixes() {
+    use sha2::Digest;
+    let k = create::plain_key("sha256", b"pw", 48).unwrap();
+    let mut want = sha2::Sha256::digest(b"pw").to_vec();
+    want.extend_from_slice(&sha2::Sha256::digest(b"Apw")[..16]);
+    assert_eq!(&k[..], &want[..]);
+    assert_eq!(
+        &create::plain_key("plain", b"pw", 4).unwrap()[..],
+        b"pw\0\0"
+    );
+    assert!(create::plain_key("md4", b"pw", 16).is_none());
+}

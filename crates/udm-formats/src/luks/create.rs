@@ -294,3 +294,25 @@ fn format2(
         (2 * L2_HDR, area),
     ])
 }
+
+/// cryptsetup's plain-mode key from a passphrase: round i hashes i `A`s then the passphrase,
+/// the digests concatenated to `len` bytes (`plain`: the passphrase itself, zero-padded).
+/// `None` for an unknown hash.
+pub fn plain_key(hash: &str, pass: &[u8], len: usize) -> Option<Zeroizing<Vec<u8>>> {
+    if hash == "plain" {
+        let mut k = Zeroizing::new(pass.to_vec());
+        k.resize(len, 0);
+        return Some(k);
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(len));
+    let mut round = 0;
+    while out.len() < len {
+        let mut input = Zeroizing::new(vec![b'A'; round]);
+        input.extend_from_slice(pass);
+        let d = udm_crypto::hash(hash, &input)?;
+        let n = d.len().min(len - out.len());
+        out.extend_from_slice(&d[..n]);
+        round += 1;
+    }
+    Some(out)
+}
