@@ -3,6 +3,7 @@
 use crate::target::TargetError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DmError {
     /// ENXIO: no such device.
     #[error("No such device or address")]

@@ -48,6 +48,19 @@ pub enum RegistryEvent {
 
 type Listener = Box<dyn Fn(&RegistryEvent) + Send + Sync>;
 
+/// Why a [`DeviceProvider`] could not open a device (its message goes into the table error).
+pub type ProviderError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Opens device arguments the core itself does not know, such as remote `nbd://` exports.
+/// An embedder (the daemon) registers providers with [`Registry::register_provider`]; the
+/// first provider that claims a table's device argument opens it.
+pub trait DeviceProvider: Send + Sync {
+    /// True when `spec` is this provider's to open.
+    fn claims(&self, spec: &str) -> bool;
+    /// Open (or share) the device `spec` names.
+    fn open(&self, spec: &str, read_only: bool) -> Result<Arc<dyn BlockDevice>, ProviderError>;
+}
+
 /// A device used by a table, as `deps` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Dep {
@@ -65,6 +78,7 @@ struct Inner {
     files: FileCache,
     global_event: AtomicU32,
     listeners: Mutex<Vec<Listener>>,
+    providers: RwLock<Vec<Arc<dyn DeviceProvider>>>,
     /// Serialises create/remove/rename so names stay unique.
     ns: Mutex<()>,
     /// Objects targets publish for other tables to find (pools, origins).
@@ -101,6 +115,7 @@ impl Registry {
                 files: FileCache::default(),
                 global_event: AtomicU32::new(0),
                 listeners: Mutex::new(Vec::new()),
+                providers: RwLock::new(Vec::new()),
                 ns: Mutex::new(()),
                 published: Published::new(),
             }),
@@ -119,6 +134,12 @@ impl Registry {
     /// Register a callback for device lifecycle events.
     pub fn subscribe(&self, f: impl Fn(&RegistryEvent) + Send + Sync + 'static) {
         self.inner.listeners.lock().push(Box::new(f));
+    }
+
+    /// Let `p` open the device arguments it claims (tried in registration order, before
+    /// mapped devices and paths).
+    pub fn register_provider(&self, p: Arc<dyn DeviceProvider>) {
+        self.inner.providers.write().push(p);
     }
 
     fn notify(&self, ev: RegistryEvent) {
@@ -601,9 +622,13 @@ impl Resolver for RegResolver<'_> {
             TargetError::with_errno(libc::ENXIO, "Device lookup failed")
                 .with_detail(format!("{spec}: {why}"))
         };
-        if udm_nbd::remote::is_remote_spec(spec) {
-            // A remote NBD export (shared by every table naming the same URI).
-            let d = udm_nbd::RemoteDevice::open(spec, read_only)
+        let provider = (self.reg.inner.providers.read().iter())
+            .find(|p| p.claims(spec))
+            .cloned();
+        if let Some(p) = provider {
+            // e.g. a remote NBD export (shared by every table naming the same URI).
+            let d = p
+                .open(spec, read_only)
                 .map_err(|e| lookup_failed(e.to_string()))?;
             return Ok(Arc::new(DevHandle::new(d.id(), d, None, None)));
         }

@@ -13,6 +13,7 @@ use udm_io::device::Extent;
 use udm_io::{Bio, BlockDevice, DevId, IoError, Limits, Sectors};
 
 /// What `Target::map` decided.
+#[non_exhaustive]
 pub enum MapResult {
     /// Send the (modified) bio to a lower device; the core submits it.
     Remap(Arc<dyn BlockDevice>, Bio),

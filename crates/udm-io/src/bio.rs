@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 /// What a bio does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Op {
     Read,
     Write,

@@ -2,6 +2,7 @@
 
 /// The result of a failed I/O. Every variant maps to one errno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum IoError {
     #[error("Input/output error")]
     Io,

@@ -287,6 +287,7 @@ impl BlockDevice for RemoteDevice {
             Op::Read | Op::Write => self.sh.max_len,
             Op::Discard | Op::WriteZeroes => MAX_TRIM,
             Op::Flush => u64::MAX,
+            _ => return bio.complete(Err(IoError::NotSupported)),
         };
         let total = bio.len().bytes().0;
         if total <= step {
@@ -431,6 +432,8 @@ impl Shared {
                 };
                 c.submit(cmd, move |res| sh.finish(gen, id, bio, res.map(|_| ())))
             }
+            // `submit` refuses ops NBD cannot carry before they get here.
+            _ => sh.finish(gen, id, bio, Err(NbdError::Invalid("unsupported op"))),
         }
     }
 

@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-pub use udm_core::device::DevInfo;
-pub use udm_core::registry::{Dep, DevSel, TargetStatus};
+
+mod types;
+pub use types::{Dep, DevInfo, DevSel, TargetStatus};
 
 /// Protocol version carried in every frame.
 pub const PROTO_VERSION: u32 = 1;
@@ -24,6 +25,7 @@ pub struct Line {
 
 /// A control request (one per dm ioctl, plus daemon queries).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Request {
     Version,
     RemoveAll {
@@ -132,6 +134,7 @@ impl Drop for SecretBytes {
 
 /// A successful reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Reply {
     Ok,
     Version([u32; 3]),

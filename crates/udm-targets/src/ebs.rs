@@ -202,6 +202,7 @@ impl Inner {
                 Ok(())
             }
             Op::Flush => sync::flush(dev),
+            _ => Err(IoError::NotSupported),
         }
     }
 }

@@ -402,6 +402,8 @@ pub fn bio_opf(bio: &Bio) -> u32 {
         Op::Write | Op::Flush => 1,
         Op::Discard => 3,
         Op::WriteZeroes => 9,
+        // An op added later: plain read or write.
+        op => u32::from(op.is_write()),
     };
     let mut opf = op;
     if bio.flags.contains(BioFlags::FUA) {

@@ -1,14 +1,12 @@
 //! Behaviour of the fault-injection and test targets on udm: data, errors and timing (with a
 //! manual test clock where time matters), status lines, and messages.
 
-mod t4;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use t4::*;
 use udm_core::clock::{Clock, ManualClock};
 use udm_io::{sync, Bio, BlockDevice, IoBuf, IoError, Sectors};
 use udm_targets::{delay::DelayType, flakey::FlakeyType};
+use udm_testkit::dm::*;
 
 fn manual_reg(clock: &ManualClock) -> udm_core::Registry {
     let types = udm_targets::builtin();

@@ -6,15 +6,13 @@
 //! `udm_matches_kernel_goldens` replays full.steps against the goldens recorded by
 //! tests/kernel4/capture.sh; `kernel_quick_steps_live` runs quick.steps in refvm and on udm now.
 
-mod t4;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use t4::*;
 use udm_core::{DmError, Registry};
 use udm_io::{sync, Bio, BioFlags, BlockDevice, IoBuf, Sectors};
+use udm_testkit::dm::*;
 
 /// One case's outcome: exit status, stdout, kernel log (empty on the udm side, which gives
 /// its error text instead).

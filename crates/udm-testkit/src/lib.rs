@@ -2,11 +2,12 @@
 //! `UDM_REQUIRE_TOOLS`, and image-file helpers.
 
 pub mod conformance;
+pub mod dm;
 pub mod gate;
 pub mod prop;
-#[cfg(feature = "registry")]
 pub mod registry;
 pub mod rng;
+pub mod tool;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,14 +1,12 @@
 //! `udm log-writes replay|dump`: replay a dm-log-writes log (written by the kernel target or by
 //! udm's) onto a device or image file, to any entry, flush or mark, optionally running a check
 //! command (such as `e2fsck -fn`) at every flush, FUA write and mark — crash-consistency
-//! testing in the spirit of xfstests' replay-log.
+//! testing in the spirit of xfstests' replay-log. The work is
+//! `udm_targets::log_writes::checked`; this is its command line.
 
-use std::path::Path;
-use std::process::Command;
-use std::sync::Arc;
-use udm_io::{BlockDevice, FileDevice};
-use udm_targets::log_writes::format::{flags_str, LogError, LOG_FLUSH_FLAG, LOG_FUA_FLAG};
-use udm_targets::log_writes::reader::{replay, LogEntry, LogReader, Next, ReplayOptions};
+use udm_targets::log_writes::checked::{dump, replay_checked, CheckWhen, CheckedReplay};
+use udm_targets::log_writes::format::{LOG_FLUSH_FLAG, LOG_FUA_FLAG};
+use udm_targets::log_writes::reader::ReplayOptions;
 
 const USAGE: &str = "\
 Usage:
@@ -31,53 +29,6 @@ Usage:
 LOG and DEV may be block devices or image files.
 ";
 
-/// When to run the check command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckWhen {
-    /// After every flush, FUA write and mark.
-    Sync,
-    Flush,
-    Fua,
-    Every(u64),
-}
-
-/// Parsed `replay` arguments.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplayArgs {
-    pub log: String,
-    pub dev: String,
-    pub opts: ReplayOptionsLite,
-    /// The check command, and whether the device path is appended to it.
-    pub check: Option<(String, bool)>,
-    pub when: CheckWhen,
-    pub keep_going: bool,
-    pub verbose: bool,
-}
-
-/// `ReplayOptions` fields, comparable.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ReplayOptionsLite {
-    pub start_entry: u64,
-    pub start_mark: Option<String>,
-    pub limit: Option<u64>,
-    pub end_mark: Option<String>,
-    pub stop_flags: u64,
-    pub no_discard: bool,
-}
-
-impl ReplayOptionsLite {
-    fn to_opts(&self) -> ReplayOptions {
-        ReplayOptions {
-            start_entry: self.start_entry,
-            start_mark: self.start_mark.clone(),
-            limit: self.limit,
-            end_mark: self.end_mark.clone(),
-            stop_flags: self.stop_flags,
-            no_discard: self.no_discard,
-        }
-    }
-}
-
 fn num(flag: &str, v: Option<&String>) -> Result<u64, String> {
     let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
     v.parse()
@@ -85,9 +36,9 @@ fn num(flag: &str, v: Option<&String>) -> Result<u64, String> {
 }
 
 /// Parse the arguments after `replay`.
-pub fn parse_replay(args: &[String]) -> Result<ReplayArgs, String> {
+pub fn parse_replay(args: &[String]) -> Result<CheckedReplay, String> {
     let mut pos = Vec::new();
-    let mut o = ReplayOptionsLite::default();
+    let mut o = ReplayOptions::default();
     let (mut check, mut fsck, mut keep_going, mut verbose) = (None, None, false, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -131,7 +82,7 @@ pub fn parse_replay(args: &[String]) -> Result<ReplayArgs, String> {
         (None, Some(cmd)) => (Some((cmd, true)), CheckWhen::Sync),
         (None, None) => (None, CheckWhen::Sync),
     };
-    Ok(ReplayArgs {
+    Ok(CheckedReplay {
         log,
         dev,
         opts: o,
@@ -140,112 +91,6 @@ pub fn parse_replay(args: &[String]) -> Result<ReplayArgs, String> {
         keep_going,
         verbose,
     })
-}
-
-fn open(path: &str, read_only: bool) -> Result<Arc<dyn BlockDevice>, String> {
-    FileDevice::open(Path::new(path), read_only)
-        .map(|d| Arc::new(d) as Arc<dyn BlockDevice>)
-        .map_err(|e| format!("{path}: {e}"))
-}
-
-/// Run a check command; true when it succeeded.
-pub fn run_check(cmd: &str, append_dev: bool, dev: &str) -> bool {
-    let mut c = Command::new("sh");
-    if append_dev {
-        c.arg("-c")
-            .arg(format!("{cmd} \"$1\""))
-            .arg("udm-check")
-            .arg(dev);
-    } else {
-        c.arg("-c").arg(cmd);
-    }
-    c.status().map(|s| s.success()).unwrap_or(false)
-}
-
-/// One line of `dump` / `-v` output, as replay-log prints entries.
-pub fn entry_line(e: &LogEntry, sectorsize: u64) -> String {
-    let mut s = format!(
-        "{}@{}: sector {}, size {}, flags 0x{:x}({})",
-        e.index,
-        e.block,
-        e.header.sector,
-        e.header.nr_sectors * sectorsize,
-        e.header.flags,
-        flags_str(e.header.flags)
-    );
-    if let Some(m) = &e.mark {
-        s.push_str(&format!(", mark {m:?}"));
-    }
-    s
-}
-
-/// The result of a replay with checks.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ReplayReport {
-    pub replayed: u64,
-    pub checks: u64,
-    /// Entries after which the check failed.
-    pub failed: Vec<u64>,
-}
-
-/// Replay per `a`, running checks; errors are reported as text.
-pub fn do_replay(a: &ReplayArgs, out: &mut dyn std::io::Write) -> Result<ReplayReport, String> {
-    let log = open(&a.log, true)?;
-    let dev = open(&a.dev, false)?;
-    let mut r = LogReader::open(log).map_err(|e: LogError| format!("{}: {e}", a.log))?;
-    let ss = r.sectorsize();
-    let mut rep = ReplayReport::default();
-    let mut n = 0u64;
-    let sum = replay(&mut r, &*dev, &a.opts.to_opts(), |e, d| {
-        n += 1;
-        if a.verbose {
-            let _ = writeln!(out, "replaying {}", entry_line(e, ss));
-        }
-        let Some((cmd, append)) = &a.check else {
-            return Ok(Next::Continue);
-        };
-        let due = match a.when {
-            CheckWhen::Sync => e.is_flush() || e.is_fua() || e.is_mark(),
-            CheckWhen::Flush => e.is_flush(),
-            CheckWhen::Fua => e.is_fua(),
-            CheckWhen::Every(k) => n.is_multiple_of(k),
-        };
-        if !due {
-            return Ok(Next::Continue);
-        }
-        udm_io::sync::flush(d)?;
-        rep.checks += 1;
-        if run_check(cmd, *append, &a.dev) {
-            return Ok(Next::Continue);
-        }
-        let _ = writeln!(out, "check failed after entry {}", e.index);
-        rep.failed.push(e.index);
-        Ok(if a.keep_going {
-            Next::Continue
-        } else {
-            Next::Stop
-        })
-    })
-    .map_err(|e| format!("{}: {e}", a.log))?;
-    rep.replayed = sum.replayed;
-    Ok(rep)
-}
-
-/// `dump LOG`: the super block and every entry.
-pub fn dump(log: &str, out: &mut dyn std::io::Write) -> Result<(), String> {
-    let dev = open(log, true)?;
-    let mut r = LogReader::open(dev).map_err(|e| format!("{log}: {e}"))?;
-    let _ = writeln!(
-        out,
-        "Log version=1, sectorsize={}, entries={}",
-        r.sectorsize(),
-        r.sup.nr_entries
-    );
-    let ss = r.sectorsize();
-    while let Some(e) = r.next_entry().map_err(|e| format!("{log}: {e}"))? {
-        let _ = writeln!(out, "{}", entry_line(&e, ss));
-    }
-    Ok(())
 }
 
 /// Entry point: `udm log-writes ARGS...`.
@@ -267,7 +112,7 @@ pub fn main(args: &[String]) -> i32 {
                     return 2;
                 }
             };
-            match do_replay(&a, &mut out) {
+            match replay_checked(&a, &mut out) {
                 Ok(rep) => {
                     if a.verbose || a.check.is_some() {
                         println!(

@@ -3,24 +3,17 @@
 //! devices (luksFormat, luksDump, isLuks, luksUUID, keyslots, header backup) and activation
 //! through the udm daemon (open, close, status, resize).
 
-#[path = "luks_cli/dm.rs"]
 mod dm;
-#[allow(clippy::duplicate_mod)] // also in verity_cli; tests include each file on its own
-#[path = "dmctl.rs"]
-mod dmctl;
-#[path = "luks_cli/dump.rs"]
 mod dump;
-#[path = "luks_cli/format.rs"]
 mod format;
-#[path = "luks_cli/hdr.rs"]
 mod hdr;
-#[path = "luks_cli/pass.rs"]
 mod pass;
-#[path = "luks_cli/progress.rs"]
 mod progress;
-#[path = "luks_cli/slots.rs"]
 mod slots;
 
+use crate::dmctl;
+
+use crate::optparse::{Item, Parser, PoptSpec};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
@@ -184,42 +177,20 @@ fn short(c: char) -> Option<&'static str> {
 }
 
 fn parse(io: &mut Io<'_>, prog: &str, args: &[String]) -> Parsed {
+    let spec = PoptSpec {
+        takes_value: &TAKES_VALUE,
+        short,
+    };
     let mut o = Opts::default();
     let mut pos = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let a = &args[i];
-        i += 1;
-        if a == "--" {
-            pos.extend(args[i..].iter().cloned());
-            break;
-        }
-        let (name, inline): (String, Option<String>) = if let Some(l) = a.strip_prefix("--") {
-            match l.split_once('=') {
-                Some((n, v)) => (n.to_string(), Some(v.to_string())),
-                None => (l.to_string(), None),
+    for item in Parser::new(&spec, args) {
+        let (name, val) = match item {
+            Ok(Item::Arg(a)) => {
+                pos.push(a);
+                continue;
             }
-        } else if a.len() >= 2 && a.starts_with('-') {
-            let c = a[1..].chars().next().unwrap_or('?');
-            match short(c) {
-                Some(l) => (l.to_string(), (a.len() > 2).then(|| a[2..].to_string())),
-                None => return usage_fail(io, prog, &format!("{a}: unknown option")),
-            }
-        } else {
-            pos.push(a.clone());
-            continue;
-        };
-        let val = if TAKES_VALUE.contains(&name.as_str()) {
-            match inline.or_else(|| {
-                let v = args.get(i).cloned();
-                i += 1;
-                v
-            }) {
-                Some(v) => v,
-                None => return usage_fail(io, prog, &format!("--{name}: missing argument")),
-            }
-        } else {
-            String::new()
+            Ok(Item::Opt { name, value, .. }) => (name, value.unwrap_or_default()),
+            Err(e) => return usage_fail(io, prog, &e.popt_message()),
         };
         macro_rules! num {
             () => {

@@ -1,12 +1,14 @@
 //! udm: the multi-call binary — `udm daemon`, `udm <dmsetup command>`, and `dmsetup` when
 //! invoked through a link of that name; with no arguments it runs the quickstart daemon.
 
-mod daemon;
+mod daemon_cli;
+mod dmctl;
 mod dmsetup;
 mod key_cli;
 mod kpartx;
 mod logwrites;
 mod luks_cli;
+mod optparse;
 mod stats_cli;
 mod verity_cli;
 
@@ -25,14 +27,14 @@ fn main() -> ExitCode {
         "cryptsetup" => luks_cli::main("cryptsetup", &args[1..]),
         "kpartx" => kpartx::main(&args[1..]),
         _ => match args.get(1).map(|s| s.as_str()) {
-            Some("daemon") => report(daemon::main(&args[2..], false)),
+            Some("daemon") => report(daemon_cli::main(&args[2..], false)),
             Some("stats") => stats_cli::main(&args[2..]),
             Some("log-writes") => logwrites::main(&args[2..]),
             Some("verity") => verity_cli::main("udm verity", &args[2..]),
             Some("luks") => luks_cli::main("udm luks", &args[2..]),
             Some("key") => key_cli::main(&args[2..]),
             Some("kpartx") => kpartx::main(&args[2..]),
-            None => report(daemon::main(&[], true)),
+            None => report(daemon_cli::main(&[], true)),
             Some("--help") if args.len() == 2 => {
                 print!("{}", USAGE);
                 0

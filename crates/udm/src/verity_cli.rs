@@ -1,15 +1,13 @@
 //! `udm verity …` and `veritysetup`: format, verify, dump (offline, on files) and open, close,
 //! status (through the udm daemon), with veritysetup 2.6's options, output and exit codes.
 
-#[path = "verity_cli/actions.rs"]
 mod actions;
-#[path = "verity_cli/dm.rs"]
 mod dm;
-#[path = "dmctl.rs"]
-mod dmctl;
-#[path = "verity_cli/engine.rs"]
-mod engine;
+mod progress;
 
+use crate::dmctl;
+
+use crate::optparse::{Item, Parser, PoptSpec};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -94,65 +92,48 @@ fn usage_fail(io: &mut Io<'_>, prog: &str, msg: &str) -> Parsed {
     Parsed::Exit(1)
 }
 
+const TAKES_VALUE: [&str; 13] = [
+    "hash",
+    "salt",
+    "uuid",
+    "data-block-size",
+    "hash-block-size",
+    "data-blocks",
+    "hash-offset",
+    "fec-device",
+    "fec-offset",
+    "fec-roots",
+    "format",
+    "root-hash-file",
+    "root-hash-signature",
+];
+
+fn short(c: char) -> Option<&'static str> {
+    Some(match c {
+        'h' => "hash",
+        's' => "salt",
+        'v' => "verbose",
+        'V' => "version",
+        '?' => "help",
+        _ => return None,
+    })
+}
+
 fn parse(io: &mut Io<'_>, prog: &str, args: &[String]) -> Parsed {
+    let spec = PoptSpec {
+        takes_value: &TAKES_VALUE,
+        short,
+    };
     let mut o = Opts::default();
     let mut pos = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let a = &args[i];
-        i += 1;
-        if a == "--" {
-            pos.extend(args[i..].iter().cloned());
-            break;
-        }
-        let (name, inline): (String, Option<String>) = if let Some(l) = a.strip_prefix("--") {
-            match l.split_once('=') {
-                Some((n, v)) => (n.to_string(), Some(v.to_string())),
-                None => (l.to_string(), None),
+    for item in Parser::new(&spec, args) {
+        let (name, val) = match item {
+            Ok(Item::Arg(a)) => {
+                pos.push(a);
+                continue;
             }
-        } else if a.len() >= 2 && a.starts_with('-') {
-            let c = &a[1..2];
-            let rest = (a.len() > 2).then(|| a[2..].to_string());
-            let long = match c {
-                "h" => "hash",
-                "s" => "salt",
-                "v" => "verbose",
-                "V" => "version",
-                "?" => "help",
-                _ => return usage_fail(io, prog, &format!("{a}: unknown option")),
-            };
-            (long.to_string(), rest)
-        } else {
-            pos.push(a.clone());
-            continue;
-        };
-        let takes_value = matches!(
-            name.as_str(),
-            "hash"
-                | "salt"
-                | "uuid"
-                | "data-block-size"
-                | "hash-block-size"
-                | "data-blocks"
-                | "hash-offset"
-                | "fec-device"
-                | "fec-offset"
-                | "fec-roots"
-                | "format"
-                | "root-hash-file"
-                | "root-hash-signature"
-        );
-        let val = if takes_value {
-            match inline.or_else(|| {
-                let v = args.get(i).cloned();
-                i += 1;
-                v
-            }) {
-                Some(v) => v,
-                None => return usage_fail(io, prog, &format!("--{name}: missing argument")),
-            }
-        } else {
-            String::new()
+            Ok(Item::Opt { name, value, .. }) => (name, value.unwrap_or_default()),
+            Err(e) => return usage_fail(io, prog, &e.popt_message()),
         };
         macro_rules! num {
             () => {

@@ -3,9 +3,6 @@
 //! back through udm, and udm writes the same ciphertext for the same plaintext at the same
 //! sectors. Data udm writes reads back through the kernel. One VM boot covers both directions.
 
-#[allow(dead_code)]
-#[path = "../src/luks_cli.rs"]
-mod luks_cli;
 mod luks_common;
 use luks_common::{qemu_img, s, udm};
 

@@ -3,20 +3,18 @@
 //! (refvm) is byte-identical to udm's for the same bios and replays to the kernel's image;
 //! and ext4 recorded in refvm replays to every flush point with `e2fsck -fn` clean.
 
-#[path = "../src/logwrites.rs"]
-#[allow(dead_code)]
-mod logwrites;
-#[path = "../../udm-targets/tests/t4/mod.rs"]
-mod t4;
-
 use std::path::Path;
 use std::sync::Arc;
-use t4::*;
 use udm_io::{sync, Bio, BioFlags, BlockDevice, FileDevice, IoBuf, Sectors};
+use udm_targets::log_writes::checked::{self, replay_checked, CheckWhen, CheckedReplay};
 use udm_targets::log_writes::reader::{replay, LogReader, Next, ReplayOptions};
+use udm_testkit::dm::*;
 
-fn s(v: &str) -> Vec<String> {
-    v.split_whitespace().map(String::from).collect()
+/// A replay of `log` onto `dev`, adjusted by `f`.
+fn rp(log: &Path, dev: &Path, f: impl FnOnce(&mut CheckedReplay)) -> CheckedReplay {
+    let mut a = CheckedReplay::new(log.display().to_string(), dev.display().to_string());
+    f(&mut a);
+    a
 }
 
 fn file_dev(p: &Path) -> Arc<dyn BlockDevice> {
@@ -76,7 +74,7 @@ fn udm_log_describes_the_workload() {
     assert_eq!(st1, "0 32768 log-writes 8 33\n");
     assert_eq!(tb, "0 32768 log-writes $D $L\n");
     let mut out = Vec::new();
-    logwrites::dump(&log.display().to_string(), &mut out).unwrap();
+    checked::dump(&log.display().to_string(), &mut out).unwrap();
     let out = String::from_utf8(out).unwrap();
     let want = "\
 Log version=1, sectorsize=512, entries=11
@@ -95,21 +93,12 @@ Log version=1, sectorsize=512, entries=11
     assert_eq!(out, want);
     // Replaying everything gives the data disk; replaying to "one" only the first writes.
     let img = zero_image(dir.path(), "r.img", 32768);
-    let a = logwrites::parse_replay(&s(&format!("{} {}", log.display(), img.display()))).unwrap();
-    let rep = logwrites::do_replay(&a, &mut Vec::new()).unwrap();
+    let rep = replay_checked(&rp(&log, &img, |_| {}), &mut Vec::new()).unwrap();
     assert_eq!(rep.replayed, 11);
     assert!(std::fs::read(&img).unwrap() == std::fs::read(&data).unwrap());
     let img1 = zero_image(dir.path(), "r1.img", 32768);
-    let a = logwrites::parse_replay(&s(&format!(
-        "{} {} --end-mark one",
-        log.display(),
-        img1.display()
-    )))
-    .unwrap();
-    assert_eq!(
-        logwrites::do_replay(&a, &mut Vec::new()).unwrap().replayed,
-        5
-    );
+    let a = rp(&log, &img1, |a| a.opts.end_mark = Some("one".into()));
+    assert_eq!(replay_checked(&a, &mut Vec::new()).unwrap().replayed, 5);
     let got = std::fs::read(&img1).unwrap();
     let p = pat();
     assert!(got[8 * 512..10 * 512] == p[0..1024], "first write");
@@ -127,16 +116,11 @@ Log version=1, sectorsize=512, entries=11
     );
     // --limit and --start-mark.
     let img2 = zero_image(dir.path(), "r2.img", 32768);
-    let a = logwrites::parse_replay(&s(&format!(
-        "{} {} --start-mark two --limit 2",
-        log.display(),
-        img2.display()
-    )))
-    .unwrap();
-    assert_eq!(
-        logwrites::do_replay(&a, &mut Vec::new()).unwrap().replayed,
-        2
-    );
+    let a = rp(&log, &img2, |a| {
+        a.opts.start_mark = Some("two".into());
+        a.opts.limit = Some(2);
+    });
+    assert_eq!(replay_checked(&a, &mut Vec::new()).unwrap().replayed, 2);
     let got = std::fs::read(&img2).unwrap();
     assert!(got[3000 * 512..3002 * 512] == p[3 * 1024..4 * 1024]);
     assert!(got[8 * 512..16 * 512].iter().all(|&b| b == 0));
@@ -273,19 +257,20 @@ fn kernel_log_writes_both_ways_and_ext4_replays_clean() {
     cmp_images(&kl, &ul);
     // The kernel's log replays (with udm) to the kernel's data disk.
     let rk = zero_image(dir.path(), "rk.img", 32768);
-    let a = logwrites::parse_replay(&s(&format!("{} {}", kl.display(), rk.display()))).unwrap();
-    logwrites::do_replay(&a, &mut Vec::new()).unwrap();
+    replay_checked(&rp(&kl, &rk, |_| {}), &mut Vec::new()).unwrap();
     cmp_images(&rk, &kd);
 
     // 2. ext4: replay to the mkfs mark, then on to every flush/FUA/mark with e2fsck -fn.
     let re = zero_image(dir.path(), "re.img", 131072);
-    let (log, img) = (kel.display().to_string(), re.display().to_string());
-    let a = logwrites::parse_replay(&s(&format!("{log} {img} --end-mark mkfs"))).unwrap();
-    logwrites::do_replay(&a, &mut Vec::new()).unwrap();
-    let mut a = logwrites::parse_replay(&s(&format!("{log} {img} --start-mark mkfs"))).unwrap();
-    a.check = Some((format!("e2fsck -fn {img} >/dev/null 2>&1"), false));
+    let img = re.display().to_string();
+    let a = rp(&kel, &re, |a| a.opts.end_mark = Some("mkfs".into()));
+    replay_checked(&a, &mut Vec::new()).unwrap();
+    let a = rp(&kel, &re, |a| {
+        a.opts.start_mark = Some("mkfs".into());
+        a.check = Some((format!("e2fsck -fn {img} >/dev/null 2>&1"), false));
+    });
     let mut out = Vec::new();
-    let rep = logwrites::do_replay(&a, &mut out).unwrap();
+    let rep = replay_checked(&a, &mut out).unwrap();
     eprintln!(
         "ext4: {} entries replayed after mkfs, e2fsck -fn at {} points, {} failed",
         rep.replayed,
@@ -314,11 +299,11 @@ fn a_failing_check_stops_the_replay_unless_told_to_keep_going() {
     let log = zero_image(dir.path(), "l.img", 131072);
     workload1(&data, &log);
     let img = zero_image(dir.path(), "r.img", 32768);
-    let (l, i) = (log.display(), img.display());
+    let check = |cmd: &str, append: bool| Some((cmd.to_string(), append));
     // Checks run after entries 3 (flush), 4 (mark), 5 (FUA), 6 (flush), 7 (mark), 10 (mark).
-    let a = logwrites::parse_replay(&s(&format!("{l} {i} --check false"))).unwrap();
+    let a = rp(&log, &img, |a| a.check = check("false", true));
     let mut out = Vec::new();
-    let rep = logwrites::do_replay(&a, &mut out).unwrap();
+    let rep = replay_checked(&a, &mut out).unwrap();
     assert_eq!(
         (rep.replayed, rep.checks, rep.failed.clone()),
         (4, 1, vec![3])
@@ -327,20 +312,67 @@ fn a_failing_check_stops_the_replay_unless_told_to_keep_going() {
         String::from_utf8(out).unwrap(),
         "check failed after entry 3\n"
     );
-    let a = logwrites::parse_replay(&s(&format!("{l} {i} --check false --keep-going"))).unwrap();
-    let rep = logwrites::do_replay(&a, &mut Vec::new()).unwrap();
+    let a = rp(&log, &img, |a| {
+        a.check = check("false", true);
+        a.keep_going = true;
+    });
+    let rep = replay_checked(&a, &mut Vec::new()).unwrap();
     assert_eq!(rep.failed, vec![3, 4, 5, 6, 7, 10]);
     // The device path is appended to the command.
-    let mut args = s(&format!("{l} {i}"));
-    args.extend(["--check".to_string(), "test -f".to_string()]);
-    let a = logwrites::parse_replay(&args).unwrap();
-    assert_eq!(a.check, Some(("test -f".into(), true)));
-    assert!(logwrites::do_replay(&a, &mut Vec::new())
+    let a = rp(&log, &img, |a| a.check = check("test -f", true));
+    assert!(replay_checked(&a, &mut Vec::new())
         .unwrap()
         .failed
         .is_empty());
     // replay-log style: --fsck CMD --check N runs CMD (as given) every N entries.
-    let a = logwrites::parse_replay(&s(&format!("{l} {i} --fsck true --check 4"))).unwrap();
-    let rep = logwrites::do_replay(&a, &mut Vec::new()).unwrap();
+    let a = rp(&log, &img, |a| {
+        a.check = check("true", false);
+        a.when = CheckWhen::Every(4);
+    });
+    let rep = replay_checked(&a, &mut Vec::new()).unwrap();
     assert_eq!((rep.replayed, rep.checks), (11, 2));
+}
+
+#[test]
+fn the_command_line_replays_with_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = zero_image(dir.path(), "d.img", 32768);
+    let log = zero_image(dir.path(), "l.img", 131072);
+    workload1(&data, &log);
+    let img = zero_image(dir.path(), "r.img", 32768);
+    let bin = Path::new(env!("CARGO_BIN_EXE_udm"));
+    let (l, i) = (log.display().to_string(), img.display().to_string());
+    let args = ["log-writes", "replay", &l, &i, "--check", "test -f"];
+    let (code, out, err) = udm_testkit::tool::run_as(bin, "udm", &args, b"", None);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "replayed 11 entries, 6 checks, 0 failed\n"),
+        "{err}"
+    );
+    assert!(std::fs::read(&img).unwrap() == std::fs::read(&data).unwrap());
+    let args = [
+        "log-writes",
+        "replay",
+        &l,
+        &i,
+        "--fsck",
+        "false",
+        "--check",
+        "4",
+    ];
+    let (code, out, _) = udm_testkit::tool::run_as(bin, "udm", &args, b"", None);
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            1,
+            "check failed after entry 3\nreplayed 4 entries, 1 checks, 1 failed\n"
+        )
+    );
+    let (code, _, err) =
+        udm_testkit::tool::run_as(bin, "udm", &["log-writes", "replay", &l], b"", None);
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with("udm log-writes: need LOG and DEV\n"),
+        "{err}"
+    );
 }

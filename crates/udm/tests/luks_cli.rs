@@ -3,9 +3,6 @@
 //! match cryptsetup's; wrong passphrases fail as cryptsetup does; damaged headers fall back
 //! to the secondary copy; data written by qemu's LUKS driver reads back through udm and back.
 
-#[allow(dead_code)]
-#[path = "../src/luks_cli.rs"]
-mod luks_cli;
 mod luks_common;
 use luks_common::{real, s, udm};
 
@@ -309,10 +306,6 @@ fn qemu_round_trip(who: &str) {
     );
 }
 
-#[allow(dead_code)]
-#[path = "../src/key_cli.rs"]
-mod key_cli;
-
 #[test]
 fn key_store_keys_from_stdin() {
     use udm_proto::{Client, DevSel, Line, Request};
@@ -320,11 +313,10 @@ fn key_store_keys_from_stdin() {
     let img = udm_testkit::image(d.path(), "k.img", 1 << 20);
     let daemon = udm_testkit::Daemon::start(Path::new(env!("CARGO_BIN_EXE_udm")));
     let add = |args: &[&str], key: &[u8]| {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let mut err = Vec::new();
-        let mut input = key;
-        let c = key_cli::run(&args, &mut input, &mut err, &daemon.socket);
-        (c, String::from_utf8_lossy(&err).into_owned())
+        let args: Vec<&str> = ["key"].iter().chain(args).copied().collect();
+        let bin = Path::new(env!("CARGO_BIN_EXE_udm"));
+        let (c, _, err) = udm_testkit::tool::run_as(bin, "udm", &args, key, Some(&daemon.socket));
+        (c, err)
     };
     assert_eq!(add(&["add", "logon", "udm:k"], &[7u8; 32]).0, 0);
     assert_eq!(add(&["add", "--hex", "user", "udm:h"], b"00ff\n").0, 0);

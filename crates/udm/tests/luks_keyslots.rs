@@ -3,9 +3,6 @@
 //! by cryptsetup and by udm), keys cryptsetup adds open in udm, and failed commands leave
 //! the image byte for byte as it was.
 
-#[allow(dead_code)]
-#[path = "../src/luks_cli.rs"]
-mod luks_cli;
 mod luks_common;
 use luks_common::{real, s};
 

@@ -3,9 +3,6 @@
 //! `resize` of an active mapping, and `luksHeaderBackup`/`luksHeaderRestore` exchanged with
 //! real cryptsetup.
 
-#[allow(dead_code)]
-#[path = "../src/luks_cli.rs"]
-mod luks_cli;
 mod luks_common;
 use luks_common::{qemu_img, real, s, udm};
 

@@ -235,3 +235,21 @@ fn striped_over_two_servers_survives_a_restart_and_fails_after_the_limit() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The daemon registers the NBD device provider: a table naming `nbd://` opens the remote
+/// export (without the provider the core would take the URI for a path and fail).
+#[test]
+fn linear_over_a_remote_export_writes_through_to_the_server() {
+    let work = tempfile::tempdir().unwrap();
+    let h = Host::new(3);
+    let img = udm_testkit::image(work.path(), "r.img", 4 << 20);
+    let _s = Server::start(&h, work.path(), "r", &img);
+    let c = Daemon::start_with(bin(), &["--no-fuse"]);
+    c.create("r", &format!("0 8192 linear {} 0", h.uri(2)));
+    let client = udm_nbd::NbdClient::connect_uri(&c.uri("r")).unwrap();
+    let data: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 251) as u8).collect();
+    client.write(1 << 20, &data, false).unwrap();
+    client.flush().unwrap();
+    let on_disk = std::fs::read(&img).unwrap();
+    assert_eq!(&on_disk[1 << 20..(1 << 20) + data.len()], &data[..]);
+}

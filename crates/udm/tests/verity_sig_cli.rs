@@ -2,29 +2,14 @@
 //! `--verity-trusted-certs DIR`, signatures made by `openssl smime`; a good one opens (the table
 //! names the signature key as veritysetup does), bad ones fail with the kernel's reason.
 
-#[allow(dead_code)]
-#[path = "../src/verity_cli.rs"]
-mod verity_cli;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use udm_proto::{Client, DevSel, Reply, Request};
 
-/// (exit code, stdout, stderr) of `udm verity ARGS` run in-process.
+/// (exit code, stdout, stderr) of the built udm run as `veritysetup ARGS`.
 fn udm(args: &[&str], socket: Option<&Path>) -> (i32, String, String) {
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let mut io = verity_cli::Io {
-        out: &mut out,
-        err: &mut err,
-        socket: socket.map(Path::to_path_buf).unwrap_or_default(),
-    };
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let code = verity_cli::run(&mut io, "veritysetup", &args);
-    (
-        code,
-        String::from_utf8_lossy(&out).into_owned(),
-        String::from_utf8_lossy(&err).into_owned(),
-    )
+    let bin = Path::new(env!("CARGO_BIN_EXE_udm"));
+    udm_testkit::tool::run_as(bin, "veritysetup", args, b"", socket)
 }
 
 fn s(p: &Path) -> &str {

@@ -1,11 +1,19 @@
 //! LUKS (cryptsetup's on-disk format), versions 1 and 2: header layouts, the anti-forensic
-//! splitter, key derivation and volume-key digests. Callers read and write the bytes and do
-//! the keyslot-area encryption (the same sector cipher as the data).
+//! splitter, key derivation and volume-key digests; keyslot unlock ([`volume`]), luksFormat
+//! and keyslot creation ([`create`]) and keyslot changes ([`edit`]), which encrypt keyslot
+//! areas with `udm-crypto`'s sector cipher. Callers do the I/O: they hand in a [`ReadAt`]
+//! and write the returned [`Writes`] in order.
 
 pub mod af;
+pub mod create;
+pub mod edit;
 pub mod kdf;
 pub mod luks1;
 pub mod luks2;
+pub mod volume;
+
+pub use create::{FormatParams, KdfParams, Writes};
+pub use volume::{Header, KdfWatch, KeyslotError, ReadAt};
 
 pub use zeroize::{Zeroize, Zeroizing};
 

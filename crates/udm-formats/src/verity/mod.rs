@@ -8,6 +8,7 @@
 //! - [`fec`] and [`rs`]: the interleaved Reed-Solomon(255, 255-roots) forward error correction
 //!   veritysetup writes with `--fec-device` and dm-verity reads with `use_fec_from_device`.
 
+pub mod build;
 pub mod fec;
 pub mod geometry;
 pub mod hash;

@@ -1,14 +1,13 @@
 //! `crypt`: transparent sector encryption (dm-crypt, target version 1.24.0 as in kernel 6.1).
 //! Table: `<cipher> <key> <iv_offset> <dev> <offset> [<#opts> <opt>…]` with the kernel's
 //! cipher specs, hex / `-` / key-store keys, optional args, status and `key set|wipe`
-//! messages. The sector cipher (`cipher::SectorCipher`) is public for LUKS keyslot areas.
+//! messages. The ciphers themselves live in `udm-crypto` (re-exported here as `cipher`, `spec`).
 
-pub mod cipher;
 pub mod keyring;
 pub mod params;
-pub mod spec;
 mod target;
-mod xts_ni;
+
+pub use udm_crypto::{cipher, spec};
 
 pub use cipher::{CipherError, SectorCipher};
 pub use params::{Features, KeySpec};

@@ -173,6 +173,7 @@ impl Target for Crypt {
                 return MapResult::Remap(inner.dev.dev.clone(), bio);
             }
             Op::Read | Op::Write | Op::WriteZeroes => {}
+            _ => return MapResult::Kill(bio, IoError::NotSupported),
         }
         let unit = inner.feats.sector_size as usize;
         let spb = (unit / 512) as u64;

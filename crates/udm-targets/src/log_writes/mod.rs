@@ -7,6 +7,7 @@
 //! marks go to the queue directly. A logger thread writes the queue out in order and rewrites
 //! the super block after every FUA write and mark.
 
+pub mod checked;
 pub mod format;
 pub mod reader;
 

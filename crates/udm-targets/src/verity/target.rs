@@ -323,6 +323,7 @@ impl Target for Verity {
             }
             Op::Discard | Op::WriteZeroes => return MapResult::Kill(bio, IoError::NotSupported),
             Op::Read | Op::Write => {}
+            _ => return MapResult::Kill(bio, IoError::NotSupported),
         }
         let spb = (inner.geo.data_block_size / 512) as u64;
         if (bio.sector.0 | bio.len().0) & (spb - 1) != 0 {

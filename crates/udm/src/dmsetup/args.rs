@@ -1,6 +1,8 @@
-//! Command-line switches: a GNU `getopt_long` work-alike (permutation, `--opt=value`, bundled
-//! short options, unique-prefix long options, glibc's exact error texts) over dmsetup's options.
+//! Command-line switches: dmsetup's option table for the shared `getopt_long` work-alike
+//! (`crate::optparse`: permutation, `--opt=value`, bundled short options, unique-prefix long
+//! options, glibc's exact error texts).
 
+use crate::optparse::{Item, Parser, Spec, Style};
 use std::collections::HashMap;
 
 /// Every dmsetup switch.
@@ -286,84 +288,31 @@ pub fn strtoul_full(s: &str, base: u32) -> Option<u64> {
     Some(if neg { v.wrapping_neg() } else { v })
 }
 
+/// dmsetup's switches for the shared getopt tokenizer.
+struct DmsetupSpec;
+
+impl Spec for DmsetupSpec {
+    type Key = O;
+    const STYLE: Style = Style::Getopt;
+    fn long(&self, name: &str) -> Result<(O, String, bool), Vec<String>> {
+        find_long(name)
+            .map(|(n, a, id)| (id, n.to_string(), a))
+            .map_err(|c| c.into_iter().map(String::from).collect())
+    }
+    fn short(&self, c: char) -> Option<(O, String, bool)> {
+        short(c).map(|(a, id)| (id, c.to_string(), a))
+    }
+}
+
 /// Parse `argv` (without the program name) like `getopt_long` with dmsetup's option table.
 /// On error returns the glibc diagnostic line (without the trailing newline).
 pub fn parse(prog: &str, argv: &[String]) -> Result<Opts, String> {
     let mut o = Opts::default();
-    let mut i = 0;
-    while i < argv.len() {
-        let a = &argv[i];
-        i += 1;
-        if a == "--" {
-            o.args.extend(argv[i..].iter().cloned());
-            break;
+    for item in Parser::new(&DmsetupSpec, argv) {
+        match item.map_err(|e| e.getopt_message(prog))? {
+            Item::Opt { key, value, .. } => o.add(key, value),
+            Item::Arg(a) => o.args.push(a),
         }
-        if let Some(body) = a.strip_prefix("--") {
-            let (name, inline) = match body.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_string())),
-                None => (body, None),
-            };
-            let (lname, has_arg, id) = match find_long(name) {
-                Ok(x) => x,
-                Err(cands) if cands.is_empty() => {
-                    return Err(format!("{prog}: unrecognized option '--{body}'"));
-                }
-                Err(cands) => {
-                    let list: Vec<String> = cands.iter().map(|c| format!(" '--{c}'")).collect();
-                    return Err(format!(
-                        "{prog}: option '--{body}' is ambiguous; possibilities:{}",
-                        list.concat()
-                    ));
-                }
-            };
-            if has_arg {
-                let v = match inline {
-                    Some(v) => v,
-                    None if i < argv.len() => {
-                        i += 1;
-                        argv[i - 1].clone()
-                    }
-                    None => return Err(format!("{prog}: option '--{lname}' requires an argument")),
-                };
-                o.add(id, Some(v));
-            } else {
-                if inline.is_some() {
-                    return Err(format!(
-                        "{prog}: option '--{lname}' doesn't allow an argument"
-                    ));
-                }
-                o.add(id, None);
-            }
-            continue;
-        }
-        if a.len() > 1 && a.starts_with('-') {
-            let chars: Vec<char> = a[1..].chars().collect();
-            let mut j = 0;
-            while j < chars.len() {
-                let c = chars[j];
-                j += 1;
-                let Some((has_arg, id)) = short(c) else {
-                    return Err(format!("{prog}: invalid option -- '{c}'"));
-                };
-                if !has_arg {
-                    o.add(id, None);
-                    continue;
-                }
-                let rest: String = chars[j..].iter().collect();
-                let v = if !rest.is_empty() {
-                    rest
-                } else if i < argv.len() {
-                    i += 1;
-                    argv[i - 1].clone()
-                } else {
-                    return Err(format!("{prog}: option requires an argument -- '{c}'"));
-                };
-                o.add(id, Some(v));
-                break;
-            }
-            continue;
-        }
-        o.args.push(a.clone());
     }
     Ok(o)
 }

@@ -1,9 +1,9 @@
 //! The actions that talk to the device-mapper — here the udm daemon: `open` (LUKS1, LUKS2,
 //! plain; or only `--test-passphrase`), `close`, `status`, `resize`.
 
-use super::dmctl::{self, abs};
 use super::hdr::{self, Header};
 use super::{fail, pass, Failed, Io, Opts};
+use crate::dmctl::{self, abs};
 use std::io::Write;
 use udm_formats::luks::Zeroizing;
 use udm_proto::{Client, ClientError, DevSel, Line, Reply, Request};
@@ -112,35 +112,20 @@ fn activate(io: &mut Io<'_>, o: &Opts, name: &str, dev: &str, m: &Mapping) -> Re
     Ok(())
 }
 
-/// cryptsetup's plain-mode passphrase hashing: round i hashes i 'A's then the passphrase.
+/// cryptsetup's plain-mode passphrase hashing, with its message for an unknown hash.
 fn plain_hash(
     io: &mut Io<'_>,
     hash: &str,
     pass: &[u8],
     len: usize,
 ) -> Result<Zeroizing<Vec<u8>>, Failed> {
-    if hash == "plain" {
-        let mut k = Zeroizing::new(pass.to_vec());
-        k.resize(len, 0);
-        return Ok(k);
-    }
-    let mut out = Zeroizing::new(Vec::with_capacity(len));
-    let mut round = 0;
-    while out.len() < len {
-        let mut input = Zeroizing::new(vec![b'A'; round]);
-        input.extend_from_slice(pass);
-        let Some(d) = udm_targets::crypt::cipher::hash(hash, &input) else {
-            return Err(fail(
-                io,
-                libc::EINVAL,
-                format!("Couldn't find hash algorithm {hash}."),
-            ));
-        };
-        let n = d.len().min(len - out.len());
-        out.extend_from_slice(&d[..n]);
-        round += 1;
-    }
-    Ok(out)
+    udm_formats::luks::create::plain_key(hash, pass, len).ok_or_else(|| {
+        fail(
+            io,
+            libc::EINVAL,
+            format!("Couldn't find hash algorithm {hash}."),
+        )
+    })
 }
 
 fn open_plain(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {

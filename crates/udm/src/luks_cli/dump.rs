@@ -181,7 +181,7 @@ pub fn dump(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
         let _ = writeln!(out, "LUKS header information for {}", pos[0]);
         let _ = writeln!(out, "Cipher name:   \t{cipher}");
         let _ = writeln!(out, "Cipher mode:   \t{mode}");
-        let _ = writeln!(out, "Payload offset:\t{}", hdr::header_area(&h) / 512);
+        let _ = writeln!(out, "Payload offset:\t{}", h.header_area() / 512);
         let _ = writeln!(out, "UUID:          \t{}", h.uuid());
         let _ = writeln!(out, "MK bits:       \t{}", vk.len() * 8);
         let _ = writeln!(out, "MK dump:\t{}", hexdump(&vk, 16, "\t\t"));

@@ -1,15 +1,12 @@
-//! Reading a LUKS header from a device or file, unlocking a keyslot (KDF → keyslot area
-//! decryption → AF merge → digest check), and the header commands: isLuks, luksUUID,
-//! luksHeaderBackup, luksHeaderRestore.
+//! Opening a LUKS device or image, reading its header and unlocking a keyslot with
+//! cryptsetup's messages (the work is `udm_formats::luks`), and the header commands: isLuks,
+//! luksUUID, luksHeaderBackup, luksHeaderRestore.
 
-use super::{fail, Failed, Io, Opts};
+use super::{fail, progress, Failed, Io, Opts};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use udm_formats::luks::{self, af, kdf, luks1, luks2, LuksError, Zeroizing};
-use udm_targets::crypt::{CipherSpec, SectorCipher};
-
-/// Bytes read for header parsing: the largest primary plus secondary copy.
-const HDR_READ: u64 = 8 << 20;
+pub use udm_formats::luks::Header;
+use udm_formats::luks::{self, KeyslotError, LuksError, ReadAt, Zeroizing};
 
 /// An open device or image.
 pub struct Dev {
@@ -19,10 +16,19 @@ pub struct Dev {
 }
 
 impl Dev {
-    pub fn read_at(&self, off: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    pub fn read_vec(&self, off: u64, len: usize) -> std::io::Result<Vec<u8>> {
         let mut b = vec![0u8; len];
         self.file.read_exact_at(&mut b, off)?;
         Ok(b)
+    }
+}
+
+impl ReadAt for Dev {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, off)
     }
 }
 
@@ -54,49 +60,9 @@ pub fn block_size(f: &File) -> u64 {
     f.seek(SeekFrom::End(0)).unwrap_or(0)
 }
 
-/// A parsed header of either version.
-pub enum Header {
-    L1(Box<luks1::Header>),
-    L2(Box<luks2::Metadata>),
-}
-
-impl Header {
-    pub fn uuid(&self) -> &str {
-        match self {
-            Header::L1(h) => &h.uuid,
-            Header::L2(m) => &m.bin.uuid,
-        }
-    }
-    pub fn version(&self) -> u32 {
-        match self {
-            Header::L1(_) => 1,
-            Header::L2(_) => 2,
-        }
-    }
-}
-
-/// Read and check the header; `Err(None)` (silently) when there is no LUKS header at all.
-pub fn try_load(dev: &Dev) -> Result<Header, LuksError> {
-    let n = dev.size.min(HDR_READ) as usize;
-    let b = dev.read_at(0, n).map_err(|_| LuksError::NotLuks)?;
-    // A damaged primary (no magic) may still have a good LUKS2 secondary.
-    match luks::version(&b) {
-        Ok(1) => Ok(Header::L1(Box::new(luks1::Header::parse(
-            &b,
-            Some(dev.size / 512),
-        )?))),
-        Ok(2) | Err(LuksError::NotLuks) => {
-            let (m, _) = luks2::Metadata::read(&b)?;
-            Ok(Header::L2(Box::new(m)))
-        }
-        Ok(v) => Err(LuksError::Version(v)),
-        Err(e) => Err(e),
-    }
-}
-
-/// `try_load` with cryptsetup's messages; `want` restricts the version (`--type`).
+/// The header with cryptsetup's messages; `want` restricts the version (`--type`).
 pub fn load(io: &mut Io<'_>, dev: &Dev, want: Option<u32>) -> Result<Header, Failed> {
-    match try_load(dev) {
+    match Header::load(dev) {
         Ok(h) if want.is_none_or(|w| w == h.version()) => Ok(h),
         Ok(_) | Err(LuksError::NotLuks) => Err(fail(
             io,
@@ -120,83 +86,18 @@ pub fn wanted(o: &Opts) -> Option<u32> {
     }
 }
 
-/// Decrypt a keyslot area (`len` bytes at `off`) with `cipher` keyed by `key`.
-fn read_area(
-    dev: &Dev,
-    cipher: &str,
-    key: &[u8],
-    off: u64,
-    len: u64,
-) -> Result<Zeroizing<Vec<u8>>, LuksError> {
-    let spec: CipherSpec = cipher
-        .parse()
-        .map_err(|_| LuksError::Unsupported(format!("cipher {cipher}")))?;
-    let c = SectorCipher::new(&spec, key, 512, false)
-        .map_err(|e| LuksError::Unsupported(format!("cipher {cipher}: {e}")))?;
-    if off.checked_add(len).is_none_or(|end| end > dev.size) {
-        return Err(LuksError::Corrupt(
-            "keyslot area beyond the device end".into(),
-        ));
+/// Shows key-derivation progress on a terminal.
+pub struct Progress;
+
+impl luks::KdfWatch for Progress {
+    fn begin(&self, kdf: &luks::kdf::Kdf) -> Box<dyn std::any::Any> {
+        Box::new(progress::start(kdf))
     }
-    let mut b = Zeroizing::new(
-        dev.read_at(off, len as usize)
-            .map_err(|e| LuksError::Invalid(format!("cannot read the keyslot area: {e}")))?,
-    );
-    c.decrypt(&mut b, 0);
-    Ok(b)
 }
 
-/// Try one LUKS1 keyslot.
-fn try_slot1(
-    dev: &Dev,
-    h: &luks1::Header,
-    i: usize,
-    pass: &[u8],
-) -> Result<Option<Zeroizing<Vec<u8>>>, LuksError> {
-    let s = &h.slots[i];
-    let k = kdf::Kdf::Pbkdf2 {
-        hash: h.hash.clone(),
-        iterations: s.iterations,
-    };
-    let key = {
-        let _p = super::progress::start(&k);
-        kdf::derive(&k, pass, &s.salt, h.key_bytes as usize)?
-    };
-    let len = af::area_bytes(h.key_bytes as usize, s.stripes);
-    let area = read_area(dev, &h.cipher_spec(), &key, s.offset as u64 * 512, len)?;
-    let n = h.key_bytes as usize * s.stripes as usize;
-    let vk = af::merge(&area[..n], h.key_bytes as usize, s.stripes, &h.hash)?;
-    Ok(h.verify_key(&vk)?.then_some(vk))
-}
-
-/// Check a candidate LUKS2 volume key against a digest.
-pub fn digest_ok(d: &luks2::DigestEntry, vk: &[u8]) -> Result<bool, LuksError> {
-    let k = kdf::Kdf::Pbkdf2 {
-        hash: d.hash.clone(),
-        iterations: d.iterations,
-    };
-    Ok(kdf::derive(&k, vk, &d.salt, d.digest.len())?[..] == d.digest[..])
-}
-
-/// Try one LUKS2 keyslot.
-fn try_slot2(
-    dev: &Dev,
-    m: &luks2::Metadata,
-    ks: &luks2::Keyslot,
-    pass: &[u8],
-) -> Result<Option<Zeroizing<Vec<u8>>>, LuksError> {
-    let Some(d) = m.digest_for_keyslot(ks.id) else {
-        return Ok(None);
-    };
-    let key = {
-        let _p = super::progress::start(&ks.kdf);
-        kdf::derive(&ks.kdf, pass, &ks.salt, ks.area_key_size)?
-    };
-    let len = af::area_bytes(ks.key_size, ks.af_stripes);
-    let area = read_area(dev, &ks.area_encryption, &key, ks.area_offset, len)?;
-    let n = ks.key_size * ks.af_stripes as usize;
-    let vk = af::merge(&area[..n], ks.key_size, ks.af_stripes, &ks.af_hash)?;
-    Ok(digest_ok(d, &vk)?.then_some(vk))
+/// A keyslot error as cryptsetup prints it.
+pub fn kerr(io: &mut Io<'_>, e: KeyslotError) -> Failed {
+    fail(io, e.errno(), e)
 }
 
 /// Find the keyslot `pass` opens (only `slot` if given): (slot, volume key).
@@ -207,58 +108,20 @@ pub fn unlock(
     pass: &[u8],
     slot: Option<u32>,
 ) -> Result<(u32, Zeroizing<Vec<u8>>), Failed> {
-    let mut last_err = None;
-    let mut tried = 0;
-    match h {
-        Header::L1(h) => {
-            for i in 0..luks1::SLOTS {
-                if !h.slots[i].active || slot.is_some_and(|s| s as usize != i) {
-                    continue;
-                }
-                tried += 1;
-                match try_slot1(dev, h, i, pass) {
-                    Ok(Some(vk)) => return Ok((i as u32, vk)),
-                    Ok(None) => {}
-                    Err(e) => last_err = Some(e),
-                }
+    h.unlock(dev, pass, slot, &Progress).map_err(|e| {
+        if let KeyslotError::WrongPassphrase { last: Some(l) } = &e {
+            if !matches!(l, LuksError::Corrupt(_)) {
+                let _ = writeln!(io.err, "Keyslot open failed: {l}");
             }
         }
-        Header::L2(m) => {
-            let mut order: Vec<&luks2::Keyslot> = m
-                .keyslots
-                .iter()
-                .filter(|k| slot.map_or(k.priority != Some(0), |s| s == k.id))
-                .collect();
-            order.sort_by_key(|k| std::cmp::Reverse(k.priority.unwrap_or(1)));
-            for ks in order {
-                tried += 1;
-                match try_slot2(dev, m, ks, pass) {
-                    Ok(Some(vk)) => return Ok((ks.id, vk)),
-                    Ok(None) => {}
-                    Err(e) => last_err = Some(e),
-                }
-            }
-        }
-    }
-    if tried == 0 {
-        return Err(fail(io, libc::ENOENT, "No usable keyslot is available."));
-    }
-    if let Some(e) = last_err {
-        if !matches!(e, LuksError::Corrupt(_)) {
-            let _ = writeln!(io.err, "Keyslot open failed: {e}");
-        }
-    }
-    Err(fail(
-        io,
-        libc::EPERM,
-        "No key available with this passphrase.",
-    ))
+        kerr(io, e)
+    })
 }
 
 /// `isLuks <device>`: exit 0 for a LUKS header (of `--type`), 1 otherwise, silently.
 pub fn is_luks(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
     let dev = open_dev(io, &pos[0], false)?;
-    match try_load(&dev) {
+    match Header::load(&dev) {
         Ok(h) if wanted(o).is_none_or(|w| w == h.version()) => Ok(()),
         _ => {
             if o.verbose {
@@ -308,33 +171,6 @@ pub fn write_all(io: &mut Io<'_>, dev: &Dev, off: u64, b: &[u8]) -> Result<(), F
         })
 }
 
-/// Bytes of the header and keyslot areas (everything before the data).
-pub fn header_area(h: &Header) -> u64 {
-    match h {
-        Header::L1(h) => h.payload_offset as u64 * 512,
-        Header::L2(m) => m
-            .segment()
-            .map(|s| s.offset)
-            .unwrap_or(2 * m.bin.hdr_size + m.keyslots_size),
-    }
-}
-
-/// Bytes cryptsetup puts in a header backup: LUKS1 up to the end of the last keyslot area
-/// (4 KiB rounded), LUKS2 both header copies and the keyslots area.
-pub fn backup_size(h: &Header) -> u64 {
-    match h {
-        Header::L1(h) => {
-            let end = h
-                .slots
-                .iter()
-                .map(|s| s.offset as u64 + af::area_bytes(h.key_bytes as usize, s.stripes) / 512)
-                .fold(8, u64::max);
-            (end * 512).div_ceil(4096) * 4096
-        }
-        Header::L2(m) => 2 * m.bin.hdr_size + m.keyslots_size,
-    }
-}
-
 /// `luksHeaderBackup <device> --header-backup-file <file>`.
 pub fn backup(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
     let Some(file) = &o.header_backup_file else {
@@ -353,8 +189,8 @@ pub fn backup(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
             format!("Requested header backup file {file} already exists."),
         ));
     }
-    let n = backup_size(&h).min(dev.size);
-    let b = dev.read_at(0, n as usize).map_err(|e| {
+    let n = h.backup_size().min(dev.size);
+    let b = dev.read_vec(0, n as usize).map_err(|e| {
         fail(
             io,
             libc::EIO,
@@ -400,7 +236,7 @@ pub fn restore(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> 
         size: img.len() as u64,
     };
     let h = load(io, &bdev, None)?;
-    let need = backup_size(&h);
+    let need = h.backup_size();
     if (img.len() as u64) < need {
         return Err(fail(
             io,

@@ -1,22 +1,12 @@
 //! Keyslot commands: luksAddKey, luksRemoveKey, luksChangeKey, luksKillSlot, with cryptsetup
-//! 2.6's prompts, messages and exit codes. Every change is prepared in memory; new key
-//! material is written to a free area before the header that points at it, and a header that
-//! drops a keyslot is written before its area is wiped — a failed command leaves the old
-//! keyslots usable. (The one exception is cryptsetup's too: luksChangeKey on a LUKS1 header
-//! with all eight slots in use rewrites the slot in place.) LUKS2 writes both header copies
-//! (new checksums, seqid + 1).
+//! 2.6's prompts, messages and exit codes. The keyslot changes themselves (ordered so that a
+//! failed command leaves the old keyslots usable) are `udm_formats::luks::edit`.
 
-use super::format::{keyslot_kdf, make_area};
-use super::hdr::{self, Dev, Header};
+use super::format::kdf_params;
+use super::hdr::{self, kerr, Dev, Header, Progress};
 use super::{fail, pass, Failed, Io, Opts};
-use serde_json::Value;
-use udm_formats::luks::kdf::Kdf;
-use udm_formats::luks::{self, af, luks1, luks2, Zeroizing};
-
-/// AF stripes of new keyslots.
-const STRIPES: u32 = 4000;
-/// Keyslots a LUKS2 header may hold.
-const L2_SLOTS: u32 = 32;
+use udm_formats::luks::edit::{self, active_count, slot_active, slot_max};
+use udm_formats::luks::{Writes, Zeroizing};
 
 fn verbose(io: &mut Io<'_>, o: &Opts, msg: impl std::fmt::Display) {
     if o.verbose {
@@ -80,296 +70,11 @@ fn new_pass(
     }
 }
 
-fn kerr(io: &mut Io<'_>, e: luks::LuksError) -> Failed {
-    fail(io, e.errno(), e)
-}
-
-fn slot_max(h: &Header) -> u32 {
-    match h {
-        Header::L1(_) => luks1::SLOTS as u32,
-        Header::L2(_) => L2_SLOTS,
-    }
-}
-
-fn slot_active(h: &Header, s: u32) -> bool {
-    match h {
-        Header::L1(h) => h.slots.get(s as usize).is_some_and(|x| x.active),
-        Header::L2(m) => m.json["keyslots"].get(s.to_string()).is_some(),
-    }
-}
-
-fn active_count(h: &Header) -> usize {
-    (0..slot_max(h)).filter(|&s| slot_active(h, s)).count()
-}
-
-/// cryptsetup's `keyslot_verify_or_find_empty`.
-fn pick_free(io: &mut Io<'_>, h: &Header, want: Option<u32>) -> Result<u32, Failed> {
-    let max = slot_max(h);
-    match want {
-        None => (0..max)
-            .find(|&s| !slot_active(h, s))
-            .ok_or_else(|| fail(io, libc::EINVAL, "All key slots full.")),
-        Some(s) if s >= max => Err(fail(
-            io,
-            libc::EINVAL,
-            format!(
-                "Key slot {s} is invalid, please select between 0 and {}.",
-                max - 1
-            ),
-        )),
-        Some(s) if slot_active(h, s) => Err(fail(
-            io,
-            libc::EINVAL,
-            format!("Key slot {s} is full, please select another one."),
-        )),
-        Some(s) => Ok(s),
-    }
-}
-
-/// One disk write: offset and bytes.
-type Write1 = (u64, Zeroizing<Vec<u8>>);
-/// Disk writes of one command, in order.
-type Writes = Vec<Write1>;
-
 fn apply(io: &mut Io<'_>, dev: &Dev, w: Writes) -> Result<(), Failed> {
     for (off, b) in &w {
         hdr::write_all(io, dev, *off, b)?;
     }
     Ok(())
-}
-
-/// LUKS1: key material for slot `s` and the slot fields (not yet in `h`).
-fn seal1(
-    io: &mut Io<'_>,
-    o: &Opts,
-    h: &mut luks1::Header,
-    s: usize,
-    vk: &[u8],
-    pw: &[u8],
-) -> Result<Write1, Failed> {
-    let Kdf::Pbkdf2 { iterations, .. } = keyslot_kdf(io, o, true, vk.len())? else {
-        return Err(fail(io, libc::EINVAL, "LUKS1 keyslots use PBKDF2 only."));
-    };
-    let salt = luks::random_bytes(luks1::SALT_SIZE);
-    let kdf = Kdf::Pbkdf2 {
-        hash: h.hash.clone(),
-        iterations,
-    };
-    let area = make_area(io, &kdf, pw, &salt, vk, &h.cipher_spec(), &h.hash)?;
-    let slot = &mut h.slots[s];
-    slot.active = true;
-    slot.iterations = iterations;
-    slot.salt.copy_from_slice(&salt);
-    slot.stripes = STRIPES;
-    Ok((slot.offset as u64 * 512, area))
-}
-
-/// LUKS1: mark slot `s` free; returns the (offset, random bytes) that wipe its area.
-fn drop1(h: &mut luks1::Header, s: usize) -> Write1 {
-    let slot = &mut h.slots[s];
-    let len = af::area_bytes(h.key_bytes as usize, slot.stripes.max(1)).div_ceil(512) * 512;
-    slot.active = false;
-    slot.iterations = 0;
-    slot.salt = [0; luks1::SALT_SIZE];
-    (slot.offset as u64 * 512, luks::random_bytes(len as usize))
-}
-
-fn header1(io: &mut Io<'_>, h: &luks1::Header) -> Result<Zeroizing<Vec<u8>>, Failed> {
-    h.validate(None).map_err(|e| kerr(io, e))?;
-    h.to_bytes().map(Zeroizing::new).map_err(|e| kerr(io, e))
-}
-
-/// LUKS2: (offset, size) of every keyslot area in the JSON, of any keyslot type.
-fn used_areas(m: &luks2::Metadata) -> Vec<(u64, u64)> {
-    let mut v = Vec::new();
-    if let Some(obj) = m.json["keyslots"].as_object() {
-        for k in obj.values() {
-            let a = &k["area"];
-            if let (Some(off), Some(size)) = (
-                a.get("offset").and_then(luks2::num),
-                a.get("size").and_then(luks2::num),
-            ) {
-                v.push((off, size));
-            }
-        }
-    }
-    v
-}
-
-/// LUKS2: the lowest 4 KiB-aligned gap of `size` bytes in the keyslots area.
-fn alloc_area(m: &luks2::Metadata, size: u64) -> Option<u64> {
-    let start = 2 * m.bin.hdr_size;
-    let end = start + m.keyslots_size;
-    let used = used_areas(m);
-    let mut cands: Vec<u64> = used
-        .iter()
-        .map(|(o, s)| (o + s).div_ceil(4096) * 4096)
-        .collect();
-    cands.push(start);
-    cands.sort_unstable();
-    cands.into_iter().find(|&c| {
-        c >= start && c + size <= end && used.iter().all(|&(o, s)| c + size <= o || c >= o + s)
-    })
-}
-
-/// LUKS2: a keyslot `id` for `vk` sealed by `pw` (area allocated anew; `reuse` is the area
-/// of the keyslot being replaced, used only when there is no free room). Returns its JSON
-/// and the area write.
-fn seal2(
-    io: &mut Io<'_>,
-    o: &Opts,
-    m: &luks2::Metadata,
-    id: u32,
-    vk: &[u8],
-    pw: &[u8],
-    reuse: Option<(u64, u64)>,
-) -> Result<(Value, Write1), Failed> {
-    let template = m.keyslots.iter().find(|k| k.key_size == vk.len());
-    let (enc, enc_len, af_hash) = match template {
-        Some(t) => (
-            t.area_encryption.clone(),
-            t.area_key_size,
-            t.af_hash.clone(),
-        ),
-        None => {
-            let enc = m
-                .segment()
-                .map(|s| s.encryption.clone())
-                .unwrap_or("aes-xts-plain64".into());
-            (enc, vk.len(), "sha256".to_string())
-        }
-    };
-    let af_hash = o.hash.clone().unwrap_or(af_hash);
-    if af::hash_size(&af_hash).is_none() {
-        return Err(fail(
-            io,
-            libc::EINVAL,
-            format!("Hash algorithm {af_hash} not supported."),
-        ));
-    }
-    let size = af::area_bytes(vk.len(), STRIPES).div_ceil(4096) * 4096;
-    let offset = match alloc_area(m, size) {
-        Some(off) => off,
-        None => match reuse {
-            Some((off, s)) if s >= size => off,
-            _ => return Err(fail(io, libc::ENOSPC, "No space for new keyslot.")),
-        },
-    };
-    let kdf = keyslot_kdf(io, o, false, vk.len())?;
-    let salt = luks::random_bytes(32);
-    let ks = luks2::Keyslot {
-        id,
-        key_size: vk.len(),
-        priority: None,
-        af_stripes: STRIPES,
-        af_hash: af_hash.clone(),
-        area_offset: offset,
-        area_size: size,
-        area_encryption: enc.clone(),
-        area_key_size: enc_len,
-        kdf: kdf.clone(),
-        salt: salt.to_vec(),
-    };
-    let key = {
-        let _p = super::progress::start(&kdf);
-        udm_formats::luks::kdf::derive(&kdf, pw, &salt, enc_len).map_err(|e| kerr(io, e))?
-    };
-    let area = seal_with_key(io, &enc, &key, vk, &af_hash)?;
-    Ok((luks2::keyslot_json(&ks), (offset, area)))
-}
-
-/// AF-split `vk` and encrypt it with an already derived keyslot key.
-fn seal_with_key(
-    io: &mut Io<'_>,
-    cipher: &str,
-    key: &[u8],
-    vk: &[u8],
-    af_hash: &str,
-) -> Result<Zeroizing<Vec<u8>>, Failed> {
-    use udm_targets::crypt::{CipherSpec, SectorCipher};
-    let material = af::split(vk, STRIPES, af_hash).map_err(|e| kerr(io, e))?;
-    let spec: CipherSpec = cipher.parse().map_err(|e| {
-        fail(
-            io,
-            libc::EINVAL,
-            format!("Cipher {cipher} is not available: {e}."),
-        )
-    })?;
-    let c = SectorCipher::new(&spec, key, 512, false).map_err(|_| {
-        fail(
-            io,
-            libc::EINVAL,
-            format!("Cipher {cipher} is not available."),
-        )
-    })?;
-    let mut b = Zeroizing::new(material.to_vec());
-    let n = b.len().div_ceil(512) * 512;
-    b.resize(n, 0);
-    c.encrypt(&mut b, 0);
-    Ok(b)
-}
-
-fn ids_without(v: &Value, id: u32) -> Value {
-    let id = id.to_string();
-    Value::Array(
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|x| x.as_str() != Some(&id))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default(),
-    )
-}
-
-/// LUKS2: drop keyslot `id` from keyslots, digests and tokens; the area to wipe.
-fn drop2(m: &mut luks2::Metadata, id: u32) -> Option<Write1> {
-    let key = id.to_string();
-    let ks = m.json["keyslots"].as_object_mut()?.remove(&key)?;
-    for sect in ["digests", "tokens"] {
-        if let Some(obj) = m.json[sect].as_object_mut() {
-            for e in obj.values_mut() {
-                if e.get("keyslots").is_some() {
-                    e["keyslots"] = ids_without(&e["keyslots"], id);
-                }
-            }
-        }
-    }
-    let a = &ks["area"];
-    let off = a.get("offset").and_then(luks2::num)?;
-    let size = a.get("size").and_then(luks2::num)?;
-    Some((off, luks::random_bytes(size as usize)))
-}
-
-/// LUKS2: bind keyslot `id` to the digest of the volume key (the one keyslot `via` uses).
-fn bind2(m: &mut luks2::Metadata, id: u32, via: u32) {
-    let via = via.to_string();
-    if let Some(obj) = m.json["digests"].as_object_mut() {
-        for d in obj.values_mut() {
-            let Some(a) = d["keyslots"].as_array() else {
-                continue;
-            };
-            if a.iter().any(|x| x.as_str() == Some(&via)) {
-                let mut ids: Vec<u32> = a
-                    .iter()
-                    .filter_map(|x| x.as_str()?.parse().ok())
-                    .filter(|&x| x != id)
-                    .collect();
-                ids.push(id);
-                ids.sort_unstable();
-                d["keyslots"] =
-                    Value::Array(ids.iter().map(|x| Value::String(x.to_string())).collect());
-                return;
-            }
-        }
-    }
-}
-
-/// LUKS2: both header copies for the changed JSON, checked by parsing it again.
-fn header2(io: &mut Io<'_>, m: &mut luks2::Metadata) -> Result<Zeroizing<Vec<u8>>, Failed> {
-    luks2::Metadata::from_json(m.bin.clone(), m.json.clone()).map_err(|e| kerr(io, e))?;
-    m.to_bytes().map(Zeroizing::new).map_err(|e| kerr(io, e))
 }
 
 /// `luksAddKey <device> [<new key file>]`.
@@ -395,20 +100,10 @@ pub fn add_key(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> 
     let (via, vk) = hdr::unlock(io, &dev, &h, &pw, from)?;
     drop(pw);
     verbose(io, o, format!("Key slot {via} unlocked."));
-    let new = pick_free(io, &h, want)?;
+    let new = edit::pick_free(&h, want).map_err(|e| kerr(io, e))?;
     let npw = new_pass(io, o, pos.get(1), "Enter new passphrase for key slot: ")?;
-    let writes = match h {
-        Header::L1(mut h) => {
-            let area = seal1(io, o, &mut h, new as usize, &vk, &npw)?;
-            vec![area, (0, header1(io, &h)?)]
-        }
-        Header::L2(mut m) => {
-            let (js, area) = seal2(io, o, &m, new, &vk, &npw, None)?;
-            m.json["keyslots"][new.to_string()] = js;
-            bind2(&mut m, new, via);
-            vec![area, (0, header2(io, &mut m)?)]
-        }
-    };
+    let writes = edit::add_key(h, via, new, &vk, &npw, &kdf_params(o), &Progress)
+        .map_err(|e| kerr(io, e))?;
     apply(io, &dev, writes)?;
     verbose(io, o, format!("Key slot {new} created."));
     Ok(())
@@ -416,18 +111,7 @@ pub fn add_key(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> 
 
 /// Destroy keyslot `s` of a loaded header: header first, then the area wipe.
 fn destroy(io: &mut Io<'_>, dev: &Dev, h: Header, s: u32) -> Result<(), Failed> {
-    let writes = match h {
-        Header::L1(mut h) => {
-            let wipe = drop1(&mut h, s as usize);
-            vec![(0, header1(io, &h)?), wipe]
-        }
-        Header::L2(mut m) => {
-            let wipe = drop2(&mut m, s);
-            let mut w = vec![(0, header2(io, &mut m)?)];
-            w.extend(wipe);
-            w
-        }
-    };
+    let writes = edit::destroy(h, s).map_err(|e| kerr(io, e))?;
     apply(io, dev, writes)
 }
 
@@ -514,18 +198,9 @@ pub fn kill_slot(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed
             let ok = if last {
                 hdr::unlock(io, &dev, &h, &pw, Some(s)).is_ok()
             } else {
-                (0..max).filter(|&x| x != s && slot_active(&h, x)).any(|x| {
-                    let mut sink = Vec::new();
-                    let mut empty: &[u8] = &[];
-                    let mut quiet = Io {
-                        out: &mut sink,
-                        err: &mut Vec::new(),
-                        input: &mut empty,
-                        tty: false,
-                        socket: io.socket.clone(),
-                    };
-                    hdr::unlock(&mut quiet, &dev, &h, &pw, Some(x)).is_ok()
-                })
+                (0..max)
+                    .filter(|&x| x != s && slot_active(&h, x))
+                    .any(|x| h.unlock(&dev, &pw, Some(x), &Progress).is_ok())
             };
             if !ok {
                 if last {
@@ -556,44 +231,8 @@ pub fn change_key(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Faile
     drop(pw);
     verbose(io, o, format!("Key slot {old} unlocked."));
     let npw = new_pass(io, o, pos.get(1), "Enter new passphrase: ")?;
-    let (new, writes) = match h {
-        Header::L1(mut h) => {
-            let new = (0..luks1::SLOTS).find(|&s| !h.slots[s].active);
-            match new {
-                Some(new) => {
-                    let area = seal1(io, o, &mut h, new, &vk, &npw)?;
-                    let wipe = drop1(&mut h, old as usize);
-                    (new as u32, vec![area, (0, header1(io, &h)?), wipe])
-                }
-                None => {
-                    let area = seal1(io, o, &mut h, old as usize, &vk, &npw)?;
-                    (old, vec![area, (0, header1(io, &h)?)])
-                }
-            }
-        }
-        Header::L2(mut m) => {
-            let key = old.to_string();
-            let prev = m.json["keyslots"][&key].clone();
-            let area_of = |k: &Value| {
-                Some((
-                    luks2::num(k["area"].get("offset")?)?,
-                    luks2::num(k["area"].get("size")?)?,
-                ))
-            };
-            let prev_area = area_of(&prev);
-            let (mut js, area) = seal2(io, o, &m, old, &vk, &npw, prev_area)?;
-            if let Some(p) = prev.get("priority") {
-                js["priority"] = p.clone();
-            }
-            let moved = prev_area.is_some_and(|(off, _)| off != area.0);
-            m.json["keyslots"][&key] = js;
-            let mut w = vec![area, (0, header2(io, &mut m)?)];
-            if let (true, Some((off, size))) = (moved, prev_area) {
-                w.push((off, luks::random_bytes(size as usize)));
-            }
-            (old, w)
-        }
-    };
+    let (new, writes) =
+        edit::change_key(h, old, &vk, &npw, &kdf_params(o), &Progress).map_err(|e| kerr(io, e))?;
     apply(io, &dev, writes)?;
     verbose(io, o, format!("Key slot {new} created."));
     Ok(())

@@ -1,11 +1,12 @@
 //! The offline veritysetup actions — `format`, `verify`, `dump` — and the parameter loading
 //! they share with `open` (superblock or command line), with veritysetup's messages.
 
-use super::engine::{self, FecInputs};
+use super::progress::Progress;
 use super::{Failed, Io, Opts};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use udm_formats::verity::build::{self, FecInputs};
 use udm_formats::verity::superblock::{self, block_size_ok, Superblock, SB_SIZE};
 use udm_formats::verity::{
     from_hex, to_hex, BlockHasher, Digest, FecLayout, Geometry, HashAlg, HashType, VerityError,
@@ -355,8 +356,9 @@ pub fn format(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
         .open(hash_path)
         .map_err(|_| fail(io, libc::EINVAL, format!("Cannot open device {hash_path}.")))?;
     let hasher = h.hasher();
-    let (tree, root) =
-        engine::build_tree(&data, &geo, &hasher).map_err(|_| io_err(io, "creating hash area"))?;
+    let (tree, root) = Progress::new(geo.data_blocks)
+        .run("Hashing", |p| build::build_tree(&data, &geo, &hasher, p))
+        .map_err(|_| io_err(io, "creating hash area"))?;
     hash.write_all_at(&tree, geo.hash_start * h.hash_block_size as u64)
         .map_err(|_| io_err(io, "creating hash area"))?;
     if h.superblock {
@@ -390,7 +392,10 @@ pub fn format(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
             data: &data,
             hash: &hash,
         };
-        engine::write_fec(l, &inputs, &out, o.fec_offset)
+        Progress::new(l.rounds)
+            .run("Encoding", |p| {
+                build::write_fec(l, &inputs, &out, o.fec_offset, p)
+            })
             .map_err(|_| io_err(io, "creating FEC area"))?;
     }
     print_hdr(
@@ -472,12 +477,13 @@ pub fn verify(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
         return Err(fail(io, libc::EIO, "Verification of data area failed."));
     }
     let hasher = h.hasher();
-    let (tree, computed_root) =
-        engine::build_tree(&data, &geo, &hasher).map_err(|_| io_err(io, "verifying hash area"))?;
+    let (tree, computed_root) = Progress::new(geo.data_blocks)
+        .run("Hashing", |p| build::build_tree(&data, &geo, &hasher, p))
+        .map_err(|_| io_err(io, "verifying hash area"))?;
     let mut disk = vec![0u8; tree.len()];
     hash.read_exact_at(&mut disk, geo.hash_start * h.hash_block_size as u64)
         .map_err(|_| io_err(io, "verifying hash area"))?;
-    if let Err(m) = engine::compare_tree(&geo, &tree, &disk) {
+    if let Err(m) = build::compare_tree(&geo, &tree, &disk) {
         let _ = writeln!(io.err, "{m}");
         return Err(fail(io, libc::EPERM, "Verification of data area failed."));
     }

@@ -1,29 +1,20 @@
-//! Helpers shared by the `udm luks` tests: run udm's cryptsetup in-process (the test crate
-//! includes `src/luks_cli.rs` as `crate::luks_cli`) or the real cryptsetup, and path text.
+//! Helpers shared by the `udm luks` tests: run the built udm as `cryptsetup` or the real
+//! cryptsetup, and path text.
 
 #![allow(dead_code)]
 
 use std::path::Path;
 use std::process::Command;
 
-/// (exit code, stdout, stderr) of `cryptsetup ARGS` run by udm in-process, talking to the
+/// (exit code, stdout, stderr) of the built udm run as `cryptsetup ARGS`, talking to the
 /// daemon on `socket` for commands that need one.
 pub fn udm(args: &[&str], stdin: &[u8], socket: Option<&Path>) -> (i32, String, String) {
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let mut input = stdin;
-    let mut io = crate::luks_cli::Io {
-        out: &mut out,
-        err: &mut err,
-        input: &mut input,
-        tty: false,
-        socket: socket.map(Path::to_path_buf).unwrap_or_default(),
-    };
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let code = crate::luks_cli::run(&mut io, "cryptsetup", &args);
-    (
-        code,
-        String::from_utf8_lossy(&out).into_owned(),
-        String::from_utf8_lossy(&err).into_owned(),
+    udm_testkit::tool::run_as(
+        Path::new(env!("CARGO_BIN_EXE_udm")),
+        "cryptsetup",
+        args,
+        stdin,
+        socket,
     )
 }
 

@@ -125,7 +125,7 @@ impl FromStr for CipherSpec {
         let (cipher, keycount) = match head.split_once(':') {
             None => (head, 1),
             Some((c, n)) => {
-                let n: u32 = udm_core::args::parse_num(n).ok_or(SpecError::KeyCount)?;
+                let n: u32 = parse_num(n).ok_or(SpecError::KeyCount)?;
                 if !n.is_power_of_two() {
                     return Err(SpecError::KeyCount);
                 }
@@ -195,6 +195,14 @@ fn parse_capi(rest: &str) -> Result<CipherSpec, SpecError> {
         iv,
         keycount: 1,
     })
+}
+
+/// A plain decimal number (digits only, as the kernel's `kstrtouint` with base 10 takes it).
+fn parse_num<T: FromStr>(s: &str) -> Option<T> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 #[cfg(test)]

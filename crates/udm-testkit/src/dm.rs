@@ -1,9 +1,6 @@
-//! Helpers for the fault-injection target tests: registries (devices are created with
-//! `udm_testkit::registry::create`), the pattern images the refvm captures use, POSIX
-//! `cksum`, and a runner that gates refvm tests.
-
-// Each test binary uses a different part of these helpers (and of the re-exports).
-#![allow(dead_code, unused_imports)]
+//! Helpers for target tests on an in-process Registry (the fault-injection targets,
+//! log-writes): dmsetup-like create/table/status/message, the pattern images the refvm
+//! captures use, POSIX `cksum`, and a runner that gates refvm tests.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,7 +9,7 @@ use udm_core::registry::OpenGuard;
 use udm_core::{DmError, Registry, StatusType, TargetTypes};
 use udm_io::{BlockDevice, Sectors};
 
-pub use udm_testkit::registry::{create, sel};
+pub use crate::registry::{create, sel};
 
 pub fn reg() -> Registry {
     Registry::new(udm_targets::builtin())

@@ -3,8 +3,8 @@
 //! essiv, benbi, null), applied sector by sector. XTS runs a batched loop over the cipher's
 //! multi-block `encrypt_blocks`, which keeps AES-NI's pipeline full.
 
-use super::spec::{Chain, CipherSpec, IvMode};
-use super::xts_ni::AesNiXts;
+use crate::spec::{Chain, CipherSpec, IvMode};
+use crate::xts_ni::AesNiXts;
 use aes::cipher::generic_array::GenericArray;
 use aes::cipher::typenum::U16;
 use aes::cipher::{BlockDecrypt, BlockEncrypt, BlockSizeUser, KeyInit};

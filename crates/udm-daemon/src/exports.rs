@@ -1,7 +1,7 @@
 //! The daemon's frontends: every mapped device with a table is an NBD export named after it
 //! and, when FUSE is available, a file of that name in the FUSE directory.
 
-use anyhow::{Context, Result};
+use crate::DaemonError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use udm_core::{DevSel, Registry};
@@ -27,6 +27,8 @@ impl NbdPolicy {
         self.allow.as_ref().is_none_or(|a| matches(a, name))
     }
 }
+
+type Result<T> = std::result::Result<T, DaemonError>;
 
 /// Registry devices as NBD exports; an NBD connection counts as an open of the device.
 struct RegistryExports(Registry, NbdPolicy);
@@ -59,6 +61,23 @@ impl udm_nbd::Exports for RegistryExports {
     }
 }
 
+/// Remote NBD exports (`nbd://`, `nbd+unix://`, `nbds://`, `nbds+unix://`) as table
+/// devices: the core's device-provider hook, registered by the daemon.
+pub struct NbdProvider;
+
+impl udm_core::DeviceProvider for NbdProvider {
+    fn claims(&self, spec: &str) -> bool {
+        udm_nbd::remote::is_remote_spec(spec)
+    }
+    fn open(
+        &self,
+        spec: &str,
+        read_only: bool,
+    ) -> std::result::Result<Arc<dyn udm_io::BlockDevice>, udm_core::ProviderError> {
+        Ok(udm_nbd::RemoteDevice::open(spec, read_only)?)
+    }
+}
+
 /// Where (and whether) to mount the FUSE export.
 #[derive(Debug, Clone)]
 pub enum FuseWhere {
@@ -85,7 +104,7 @@ fn start_fuse(
         FuseWhere::Off => Ok(None),
         FuseWhere::Dir(d) => Ok(Some(
             udm_fuse::FuseExport::mount(reg, &d, opts)
-                .with_context(|| format!("--fuse {}", d.display()))?,
+                .map_err(DaemonError::ctx(format!("--fuse {}", d.display())))?,
         )),
         FuseWhere::Default(d) if udm_fuse::usable() => {
             match udm_fuse::FuseExport::mount(reg, &d, opts) {
@@ -118,21 +137,26 @@ impl Exports {
             server = server.with_tls(t);
         }
         if nbd_socket.exists() {
-            std::fs::remove_file(nbd_socket)
-                .with_context(|| format!("remove stale {}", nbd_socket.display()))?;
+            std::fs::remove_file(nbd_socket).map_err(DaemonError::io(format!(
+                "remove stale {}",
+                nbd_socket.display()
+            )))?;
         }
         let unix = server
             .serve_unix(nbd_socket)
-            .with_context(|| format!("NBD socket {}", nbd_socket.display()))?;
+            .map_err(DaemonError::io(format!(
+                "NBD socket {}",
+                nbd_socket.display()
+            )))?;
         let tcp = match tcp {
             Some(a) => {
-                let addr: std::net::SocketAddr = a
-                    .parse()
-                    .with_context(|| format!("--nbd-listen {a}: expected HOST:PORT"))?;
+                let addr: std::net::SocketAddr = a.parse().map_err(DaemonError::ctx(format!(
+                    "--nbd-listen {a}: expected HOST:PORT"
+                )))?;
                 Some((
                     server
                         .serve_tcp(addr)
-                        .with_context(|| format!("NBD listen on {a}"))?,
+                        .map_err(DaemonError::io(format!("NBD listen on {a}")))?,
                     a.to_string(),
                 ))
             }

@@ -1,14 +1,27 @@
-//! The offline work of `udm verity` (veritysetup): hashing the data on all cores into a tree,
-//! writing the tree and superblock, computing FEC parity, and verifying an existing tree with
-//! veritysetup's messages. Plain files and block devices, positioned reads and writes.
+//! Building verity metadata from a data file: hashing the data on all cores into a hash
+//! tree, computing FEC parity, and comparing an on-disk tree with the computed one (with
+//! veritysetup's messages). Plain files and block devices, positioned reads and writes;
+//! progress is reported in units done through a callback.
 
+use super::fec::FecSource;
+use super::{BlockHasher, Digest, FecLayout, Geometry, ReedSolomon};
 use std::fs::File;
-use std::io::IsTerminal;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
-use udm_formats::verity::fec::FecSource;
-use udm_formats::verity::{BlockHasher, Digest, FecLayout, Geometry, ReedSolomon};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Told how many more units (data blocks hashed, FEC rounds encoded) are done.
+pub type OnProgress<'a> = &'a (dyn Fn(u64) + Sync);
+
+/// Where an on-disk tree differs from the computed one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeMismatch {
+    /// A wrong digest; `pos` is the byte position of the block it covers.
+    #[error("Verification failed at position {pos}.")]
+    Digest { pos: u64 },
+    /// Nonzero padding at byte `pos` of the hash device.
+    #[error("Spare area is not zeroed at position {pos}.")]
+    Spare { pos: u64 },
+}
 
 /// Bytes each worker reads at a time.
 const CHUNK: usize = 1 << 20;
@@ -17,46 +30,6 @@ fn threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-}
-
-/// A progress line on stderr while `total` units are processed, only when stderr is a
-/// terminal.
-pub struct Progress {
-    done: AtomicU64,
-    total: u64,
-    stop: AtomicBool,
-}
-
-impl Progress {
-    pub fn new(total: u64) -> Progress {
-        Progress {
-            done: AtomicU64::new(0),
-            total: total.max(1),
-            stop: AtomicBool::new(false),
-        }
-    }
-    pub fn add(&self, n: u64) {
-        self.done.fetch_add(n, Ordering::Relaxed);
-    }
-    /// Run `f` while showing progress labelled `what`.
-    pub fn run<T>(&self, what: &str, f: impl FnOnce() -> T) -> T {
-        if !std::io::stderr().is_terminal() {
-            return f();
-        }
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                while !self.stop.load(Ordering::Relaxed) {
-                    let pct = self.done.load(Ordering::Relaxed) * 100 / self.total;
-                    eprint!("\r{what}: {pct:3}%");
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                eprint!("\r\x1b[K");
-            });
-            let r = f();
-            self.stop.store(true, Ordering::Relaxed);
-            r
-        })
-    }
 }
 
 /// Read exactly `buf.len()` bytes at `off`; a short file is an error.
@@ -72,7 +45,7 @@ fn hash_level0(
     geo: &Geometry,
     hasher: &BlockHasher,
     tree: &mut [u8],
-    progress: &Progress,
+    progress: OnProgress<'_>,
 ) -> std::io::Result<Option<Digest>> {
     let n = geo.data_blocks;
     let dbs = geo.data_block_size as usize;
@@ -82,7 +55,7 @@ fn hash_level0(
     if geo.levels() == 0 {
         let mut b = vec![0u8; dbs];
         read_at(data, &mut b, 0)?;
-        progress.add(1);
+        progress(1);
         return Ok(Some(hasher.digest(&b)));
     }
     let hbs = geo.hash_block_size as usize;
@@ -111,7 +84,7 @@ fn hash_level0(
                         let slot = (e / per_hb as usize) * hbs + (e % per_hb as usize) * stride;
                         part[slot..slot + d.len()].copy_from_slice(d.as_slice());
                     }
-                    progress.add(cnt);
+                    progress(cnt);
                     b += cnt;
                 }
                 Ok(())
@@ -125,17 +98,16 @@ fn hash_level0(
     Ok(None)
 }
 
-/// Compute the whole tree of `data` (bytes from `hash_start`) and the root digest.
+/// Compute the whole tree of `data` (bytes from `hash_start`) and the root digest;
+/// `progress` counts data blocks hashed.
 pub fn build_tree(
     data: &File,
     geo: &Geometry,
     hasher: &BlockHasher,
+    progress: OnProgress<'_>,
 ) -> std::io::Result<(Vec<u8>, Digest)> {
     let mut tree = vec![0u8; geo.tree_bytes() as usize];
-    let progress = Progress::new(geo.data_blocks);
-    let first = progress.run("Hashing", || {
-        hash_level0(data, geo, hasher, &mut tree, &progress)
-    })?;
+    let first = hash_level0(data, geo, hasher, &mut tree, progress)?;
     let root = match geo.build_upper_levels(hasher, &mut tree) {
         Some(r) => r,
         None => first.unwrap_or(Digest::from_slice(&[])),
@@ -147,7 +119,7 @@ pub fn build_tree(
 /// digest reports the byte position of the block it covers, nonzero padding the position of
 /// the padding), then upwards. `hash_base` is the byte offset of block 0 of the hash device
 /// numbering (0 for a hash device of its own).
-pub fn compare_tree(geo: &Geometry, computed: &[u8], disk: &[u8]) -> Result<(), String> {
+pub fn compare_tree(geo: &Geometry, computed: &[u8], disk: &[u8]) -> Result<(), TreeMismatch> {
     let hbs = geo.hash_block_size as u64;
     let ds = geo.digest_size();
     let stride = geo.stride();
@@ -176,17 +148,17 @@ pub fn compare_tree(geo: &Geometry, computed: &[u8], disk: &[u8]) -> Result<(), 
                 }
                 let o = blk + e * stride;
                 if computed[o..o + ds] != disk[o..o + ds] {
-                    return Err(format!("Verification failed at position {}.", input_pos(j)));
+                    return Err(TreeMismatch::Digest { pos: input_pos(j) });
                 }
                 if disk[o + ds..o + stride].iter().any(|&x| x != 0) {
                     let pos = (geo.hash_start * hbs) as usize + o + ds;
-                    return Err(format!("Spare area is not zeroed at position {pos}."));
+                    return Err(TreeMismatch::Spare { pos: pos as u64 });
                 }
                 used = (e + 1) * stride;
             }
             if disk[blk + used..blk + hbs as usize].iter().any(|&x| x != 0) {
                 let pos = (geo.hash_start * hbs) as usize + blk + used;
-                return Err(format!("Spare area is not zeroed at position {pos}."));
+                return Err(TreeMismatch::Spare { pos: pos as u64 });
             }
         }
     }
@@ -200,19 +172,19 @@ pub struct FecInputs<'a> {
 }
 
 /// Compute FEC parity for `layout` (all rounds, on all cores) and write it at `offset` of
-/// `out`.
+/// `out`; `progress` counts rounds.
 pub fn write_fec(
     layout: &FecLayout,
     inputs: &FecInputs<'_>,
     out: &File,
     offset: u64,
+    progress: OnProgress<'_>,
 ) -> std::io::Result<()> {
     let rs = ReedSolomon::new(layout.roots as usize);
     let bs = layout.block_size as usize;
     let per = bs * layout.roots as usize;
     let next = AtomicU64::new(0);
-    let progress = Progress::new(layout.rounds);
-    progress.run("Encoding", || {
+    {
         std::thread::scope(|s| {
             let mut hs = Vec::new();
             for _ in 0..threads() {
@@ -236,7 +208,7 @@ pub fn write_fec(
                         let refs: Vec<&[u8]> = blocks.iter().map(|b| b.as_slice()).collect();
                         layout.encode_round(&rs, &refs, &mut parity);
                         out.write_all_at(&parity, offset + layout.round_parity_offset(n))?;
-                        progress.add(1);
+                        progress(1);
                     }
                 }));
             }
@@ -245,5 +217,5 @@ pub fn write_fec(
             }
             Ok(())
         })
-    })
+    }
 }

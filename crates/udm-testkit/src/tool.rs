@@ -1,0 +1,42 @@
+//! Running the built `udm` binary as one of its tool personalities (`cryptsetup`,
+//! `veritysetup`, `dmsetup` …) with given stdin and control socket, for CLI tests that used
+//! to call the binary's modules in-process.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// A control socket path that does not exist (commands that need the daemon fail to reach it).
+pub const NO_DAEMON: &str = "/nonexistent/udm-test/control";
+
+/// (exit code, stdout, stderr) of `bin` run as `arg0` (the name a multi-call binary
+/// dispatches on) with `args`, `stdin` piped in, and `UDM_SOCKET` set to `socket` (or to
+/// [`NO_DAEMON`]).
+pub fn run_as(
+    bin: &Path,
+    arg0: &str,
+    args: &[&str],
+    stdin: &[u8],
+    socket: Option<&Path>,
+) -> (i32, String, String) {
+    let mut c = Command::new(bin)
+        .arg0(arg0)
+        .args(args)
+        .env("UDM_SOCKET", socket.unwrap_or(Path::new(NO_DAEMON)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
+    // The tool may exit without reading its stdin (an error, or no passphrase needed).
+    let mut input = c.stdin.take().expect("piped stdin");
+    let _ = input.write_all(stdin);
+    drop(input);
+    let o = c.wait_with_output().expect("wait for the tool");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
