@@ -119,15 +119,15 @@ impl TransactionManager {
     }
 
     /// Get a writable copy of block `b` (validated as `kind`): `b` itself when it is
-    /// already this transaction's, else a new block holding `b`'s contents, with `b`'s
+    /// already this transaction's and not shared, else a new block holding `b`'s contents, with `b`'s
     /// count dropped. The flag says whether `b` was shared (count > 1), in which case the
     /// caller must add a reference to everything the block points to.
     pub fn shadow(&mut self, b: u64, kind: BlockKind) -> Result<(u64, Arc<BlockBuf>, bool)> {
         let data = self.bm.read(b, kind)?;
-        if self.is_shadow(b) {
+        let shared = self.sm.get(b) > 1;
+        if self.is_shadow(b) && !shared {
             return Ok((b, data, false));
         }
-        let shared = self.sm.get(b) > 1;
         let new = self.sm.alloc()?;
         self.sm.dec(b)?;
         Ok((new, data, shared))

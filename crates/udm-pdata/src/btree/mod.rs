@@ -17,6 +17,13 @@ use crate::le64;
 use crate::tm::{BlockReader, TransactionManager};
 use std::collections::HashMap;
 
+/// Deepest tree accepted; deeper means a corrupt (probably cyclic) tree.
+pub const MAX_DEPTH: usize = 32;
+
+fn too_deep(b: u64) -> PdataError {
+    PdataError::corrupt(BlockKind::Node, b, format!("btree deeper than {MAX_DEPTH} levels (cycle?)"))
+}
+
 /// Reference counting of the values a tree holds (block numbers, subtree roots …).
 pub trait RefCounter {
     /// A new reference to `value` was made (a node holding it was copied).
@@ -79,7 +86,7 @@ pub fn lookup<R: BlockReader + ?Sized>(
     value_size: u32,
 ) -> Result<Option<Vec<u8>>> {
     let mut b = root;
-    loop {
+    for _ in 0..MAX_DEPTH {
         let node = read_node(r, b, value_size)?;
         if node.leaf {
             return Ok(node.search(key).ok().map(|i| node.value(i).to_vec()));
@@ -92,6 +99,7 @@ pub fn lookup<R: BlockReader + ?Sized>(
         }
         b = node.child(node.child_index(key));
     }
+    Err(too_deep(b))
 }
 
 /// Insert or overwrite `key`; the caller's reference to `value` passes to the tree and an
@@ -122,7 +130,7 @@ pub fn insert_full<H: RefCounter + ?Sized>(
         node = split_beneath(tm, node)?;
     }
     let new_root = node.blocknr;
-    loop {
+    for _ in 0..MAX_DEPTH {
         if node.leaf {
             let old = match node.search(key) {
                 Ok(i) => {
@@ -168,6 +176,7 @@ pub fn insert_full<H: RefCounter + ?Sized>(
         tm.write(node.blocknr, node.encode())?;
         node = child;
     }
+    Err(too_deep(node.blocknr))
 }
 
 /// Move a full root's entries into two new children; the root becomes internal.
@@ -197,7 +206,7 @@ pub fn remove<H: RefCounter + ?Sized>(
     if lookup(tm, root, key, value_size)?.is_none() {
         return Ok((root, None));
     }
-    let (mut node, removed) = remove_rec(tm, root, key, value_size, hooks)?;
+    let (mut node, removed) = remove_rec(tm, root, key, value_size, hooks, 0)?;
     while !node.leaf && node.len() == 1 {
         let child = node.child(0);
         tm.dec(node.blocknr)?;
@@ -213,7 +222,11 @@ fn remove_rec<H: RefCounter + ?Sized>(
     key: u64,
     vs: u32,
     hooks: &mut H,
+    depth: usize,
 ) -> Result<(Node, Vec<u8>)> {
+    if depth >= MAX_DEPTH {
+        return Err(too_deep(b));
+    }
     let mut node = shadow_node(tm, b, vs, hooks)?;
     if node.leaf {
         let i = node.search(key).map_err(|_| {
@@ -224,7 +237,7 @@ fn remove_rec<H: RefCounter + ?Sized>(
         return Ok((node, v));
     }
     let i = node.child_index(key);
-    let (child, v) = remove_rec(tm, node.child(i), key, vs, hooks)?;
+    let (child, v) = remove_rec(tm, node.child(i), key, vs, hooks, depth + 1)?;
     node.set_value(i, &child.blocknr.to_le_bytes());
     if child.len() < child.min_entries() && node.len() > 1 {
         rebalance(tm, &mut node, i, child, vs, hooks)?;
@@ -287,6 +300,19 @@ pub fn del<H: RefCounter + ?Sized>(
     value_size: u32,
     hooks: &mut H,
 ) -> Result<()> {
+    del_rec(tm, root, value_size, hooks, 0)
+}
+
+fn del_rec<H: RefCounter + ?Sized>(
+    tm: &mut TransactionManager,
+    root: u64,
+    value_size: u32,
+    hooks: &mut H,
+    depth: usize,
+) -> Result<()> {
+    if depth >= MAX_DEPTH {
+        return Err(too_deep(root));
+    }
     let node = read_node(tm, root, value_size)?;
     if tm.dec(root)? > 0 {
         return Ok(());
@@ -295,7 +321,7 @@ pub fn del<H: RefCounter + ?Sized>(
         if node.leaf {
             hooks.dec(tm, node.value(i))?;
         } else {
-            del(tm, node.child(i), value_size, hooks)?;
+            del_rec(tm, node.child(i), value_size, hooks, depth + 1)?;
         }
     }
     Ok(())
@@ -308,6 +334,17 @@ where
     R: BlockReader + ?Sized,
     F: FnMut(u64, &[u8]) -> Result<bool>,
 {
+    walk_rec(r, root, value_size, from, f, 0)
+}
+
+fn walk_rec<R, F>(r: &mut R, root: u64, value_size: u32, from: u64, f: &mut F, depth: usize) -> Result<bool>
+where
+    R: BlockReader + ?Sized,
+    F: FnMut(u64, &[u8]) -> Result<bool>,
+{
+    if depth >= MAX_DEPTH {
+        return Err(too_deep(root));
+    }
     let node = read_node(r, root, value_size)?;
     if node.leaf {
         let start = node.search(from).unwrap_or_else(|i| i);
@@ -319,7 +356,7 @@ where
         return Ok(true);
     }
     for i in node.child_index(from)..node.len() {
-        if !walk_from(r, node.child(i), value_size, from, f)? {
+        if !walk_rec(r, node.child(i), value_size, from, f, depth + 1)? {
             return Ok(false);
         }
     }
