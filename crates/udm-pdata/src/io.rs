@@ -68,6 +68,8 @@ struct MemState {
     latest: HashMap<u64, usize>,
     /// Write/flush operations left before the simulated crash.
     budget: Option<u64>,
+    /// Crash when this block is written.
+    crash_block: Option<u64>,
     crashed: bool,
     writes: u64,
     flushes: u64,
@@ -108,6 +110,11 @@ impl MemIo {
     /// Crash after `ops` more writes or flushes: later ones are silently dropped.
     pub fn crash_after(&self, ops: u64) {
         self.lock().budget = Some(ops);
+    }
+
+    /// Crash when block `b` is next written (that write and all later ones are dropped).
+    pub fn crash_on_write(&self, b: u64) {
+        self.lock().crash_block = Some(b);
     }
 
     /// Whether the simulated crash point has been reached.
@@ -263,6 +270,9 @@ impl MetaIo for MemIo {
         let mut s = self.lock();
         if b >= s.nr_blocks {
             return Err(out_of_range(b));
+        }
+        if s.crash_block == Some(b) {
+            s.crashed = true;
         }
         if s.spend() {
             s.writes += 1;
