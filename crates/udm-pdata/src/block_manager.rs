@@ -60,7 +60,10 @@ impl BlockManager {
     fn check_range(&self, b: u64) -> Result<()> {
         let nr_blocks = self.io.nr_blocks();
         if b >= nr_blocks {
-            return Err(PdataError::OutOfRange { block: b, nr_blocks });
+            return Err(PdataError::OutOfRange {
+                block: b,
+                nr_blocks,
+            });
         }
         Ok(())
     }
@@ -182,10 +185,9 @@ impl BlockManager {
 
     /// Flush the device's volatile cache.
     pub fn flush(&mut self) -> Result<()> {
-        self.io.flush().map_err(|source| PdataError::Io {
-            block: 0,
-            source,
-        })
+        self.io
+            .flush()
+            .map_err(|source| PdataError::Io { block: 0, source })
     }
 
     /// Drop every cached and dirty block (used after a failed transaction).

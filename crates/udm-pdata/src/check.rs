@@ -89,7 +89,11 @@ impl RefWalker {
     pub fn disk_sm(&mut self, bm: &mut BlockManager, sm_root: &[u8]) -> Result<DiskSpaceMap> {
         let root = SmRoot::unpack(sm_root)?;
         let sm = DiskSpaceMap::open(bm, sm_root)?;
-        self.tree(bm, root.bitmap_root, &Leaves::Plain(INDEX_ENTRY_SIZE as u32))?;
+        self.tree(
+            bm,
+            root.bitmap_root,
+            &Leaves::Plain(INDEX_ENTRY_SIZE as u32),
+        )?;
         self.tree(bm, root.ref_count_root, &Leaves::Plain(4))?;
         for e in &sm.core().index {
             self.meta_ref(e.blocknr);
@@ -103,19 +107,27 @@ pub fn compare(name: &str, expected: &HashMap<u64, u32>, sm: &SmCore) -> Vec<Str
     let mut out = Vec::new();
     for &b in expected.keys() {
         if b >= sm.nr_blocks() {
-            out.push(format!("{name} block {b} referenced but beyond the map's {} blocks", sm.nr_blocks()));
+            out.push(format!(
+                "{name} block {b} referenced but beyond the map's {} blocks",
+                sm.nr_blocks()
+            ));
         }
     }
     for b in 0..sm.nr_blocks() {
         let want = expected.get(&b).copied().unwrap_or(0);
         let have = sm.get(b);
         if want != have {
-            out.push(format!("{name} block {b}: {want} references found, space map says {have}"));
+            out.push(format!(
+                "{name} block {b}: {want} references found, space map says {have}"
+            ));
         }
     }
     let used = (0..sm.nr_blocks()).filter(|&b| sm.get(b) != 0).count() as u64;
     if used != sm.nr_allocated() {
-        out.push(format!("{name} space map: {used} blocks in use, root says {}", sm.nr_allocated()));
+        out.push(format!(
+            "{name} space map: {used} blocks in use, root says {}",
+            sm.nr_allocated()
+        ));
     }
     out
 }
@@ -142,7 +154,11 @@ pub fn check_thin(io: Arc<dyn MetaIo>) -> Result<ThinCheck> {
     let meta_root = SmRoot::unpack(&sb.metadata_sm_root)?;
     let meta_sm = w.metadata_sm(&mut bm, &meta_root)?;
     let data_sm = w.disk_sm(&mut bm, &sb.data_sm_root)?;
-    w.tree(&mut bm, sb.device_details_root, &Leaves::Plain(DETAILS_SIZE))?;
+    w.tree(
+        &mut bm,
+        sb.device_details_root,
+        &Leaves::Plain(DETAILS_SIZE),
+    )?;
     let mapping = Leaves::Subtrees(Box::new(Leaves::DataBlocks));
     w.tree(&mut bm, sb.data_mapping_root, &mapping)?;
     let devices = crate::btree::collect(&mut bm, sb.device_details_root, DETAILS_SIZE)?.len();
@@ -163,6 +179,8 @@ pub fn check_thin(io: Arc<dyn MetaIo>) -> Result<ThinCheck> {
 pub fn blocks_of_kind(io: &dyn MetaIo, kind: BlockKind) -> Vec<u64> {
     let mut buf = [0u8; BLOCK_SIZE];
     (0..io.nr_blocks())
-        .filter(|&b| io.read_block(b, &mut buf).is_ok() && crate::checksum::verify(&buf, kind, b).is_ok())
+        .filter(|&b| {
+            io.read_block(b, &mut buf).is_ok() && crate::checksum::verify(&buf, kind, b).is_ok()
+        })
         .collect()
 }

@@ -39,7 +39,12 @@ impl FileIo {
 
     /// Open `path` read-write.
     pub fn open(path: &std::path::Path) -> std::io::Result<FileIo> {
-        FileIo::new(std::fs::OpenOptions::new().read(true).write(true).open(path)?)
+        FileIo::new(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)?,
+        )
     }
 }
 

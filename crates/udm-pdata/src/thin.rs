@@ -175,7 +175,11 @@ pub struct ThinMetadata {
 impl ThinMetadata {
     /// Format `io` for a pool of `nr_data_blocks` blocks of `data_block_size` sectors and
     /// commit the empty pool.
-    pub fn format(io: Arc<dyn MetaIo>, data_block_size: u32, nr_data_blocks: u64) -> Result<ThinMetadata> {
+    pub fn format(
+        io: Arc<dyn MetaIo>,
+        data_block_size: u32,
+        nr_data_blocks: u64,
+    ) -> Result<ThinMetadata> {
         let mut tm = TransactionManager::format(io)?;
         let data_sm = DiskSpaceMap::format(&mut tm, nr_data_blocks)?;
         let mapping = btree::empty(&mut tm, 8)?;
@@ -207,7 +211,10 @@ impl ThinMetadata {
     pub fn open(io: Arc<dyn MetaIo>) -> Result<ThinMetadata> {
         let mut buf = [0u8; BLOCK_SIZE];
         io.read_block(SUPERBLOCK, &mut buf)
-            .map_err(|source| PdataError::Io { block: SUPERBLOCK, source })?;
+            .map_err(|source| PdataError::Io {
+                block: SUPERBLOCK,
+                source,
+            })?;
         let sb = ThinSuperblock::decode(&buf, SUPERBLOCK)?;
         let mut tm = TransactionManager::open(io, &sb.metadata_sm_root)?;
         let data_sm = DiskSpaceMap::open(&mut tm, &sb.data_sm_root)?;
@@ -247,21 +254,30 @@ impl ThinMetadata {
 
     /// Details of device `dev`.
     pub fn details(&mut self, dev: u64) -> Result<Option<DeviceDetails>> {
-        Ok(btree::lookup(&mut self.tm, self.sb.device_details_root, dev, DETAILS_SIZE)?
-            .map(|v| DeviceDetails::unpack(&v)))
+        Ok(
+            btree::lookup(&mut self.tm, self.sb.device_details_root, dev, DETAILS_SIZE)?
+                .map(|v| DeviceDetails::unpack(&v)),
+        )
     }
 
     /// Every device id with its details.
     pub fn devices(&mut self) -> Result<Vec<(u64, DeviceDetails)>> {
-        Ok(btree::collect(&mut self.tm, self.sb.device_details_root, DETAILS_SIZE)?
-            .into_iter()
-            .map(|(k, v)| (k, DeviceDetails::unpack(&v)))
-            .collect())
+        Ok(
+            btree::collect(&mut self.tm, self.sb.device_details_root, DETAILS_SIZE)?
+                .into_iter()
+                .map(|(k, v)| (k, DeviceDetails::unpack(&v)))
+                .collect(),
+        )
     }
 
     fn put_details(&mut self, dev: u64, d: DeviceDetails) -> Result<()> {
-        self.sb.device_details_root =
-            btree::insert(&mut self.tm, self.sb.device_details_root, dev, &d.pack(), &mut btree::NoRefs)?;
+        self.sb.device_details_root = btree::insert(
+            &mut self.tm,
+            self.sb.device_details_root,
+            dev,
+            &d.pack(),
+            &mut btree::NoRefs,
+        )?;
         Ok(())
     }
 
@@ -272,7 +288,9 @@ impl ThinMetadata {
     /// Create an empty thin device.
     pub fn create_thin(&mut self, dev: u64) -> Result<()> {
         if self.exists(dev)? {
-            return Err(PdataError::Invalid(format!("thin device {dev} already exists")));
+            return Err(PdataError::Invalid(format!(
+                "thin device {dev} already exists"
+            )));
         }
         let root = btree::empty(&mut self.tm, 8)?;
         self.sb.data_mapping_root = btree::insert(
@@ -294,13 +312,16 @@ impl ThinMetadata {
     /// Create `dev` as a snapshot of `origin` (sharing its mapping tree).
     pub fn create_snap(&mut self, dev: u64, origin: u64) -> Result<()> {
         if self.exists(dev)? {
-            return Err(PdataError::Invalid(format!("thin device {dev} already exists")));
+            return Err(PdataError::Invalid(format!(
+                "thin device {dev} already exists"
+            )));
         }
         let mut od = self
             .details(origin)?
             .ok_or_else(|| PdataError::Invalid(format!("origin device {origin} does not exist")))?;
-        let root = btree::lookup(&mut self.tm, self.sb.data_mapping_root, origin, 8)?
-            .ok_or_else(|| PdataError::Inconsistent(format!("device {origin} has no mapping tree")))?;
+        let root = btree::lookup(&mut self.tm, self.sb.data_mapping_root, origin, 8)?.ok_or_else(
+            || PdataError::Inconsistent(format!("device {origin} has no mapping tree")),
+        )?;
         let root = le64(&root, 0);
         self.tm.inc(root)?;
         self.sb.data_mapping_root = btree::insert(
@@ -325,7 +346,9 @@ impl ThinMetadata {
     /// Delete device `dev` and release what only it used.
     pub fn delete(&mut self, dev: u64) -> Result<()> {
         if !self.exists(dev)? {
-            return Err(PdataError::Invalid(format!("thin device {dev} does not exist")));
+            return Err(PdataError::Invalid(format!(
+                "thin device {dev} does not exist"
+            )));
         }
         let mut data = DataRefs(&mut self.data_sm);
         let mut hooks = SubtreeRefs {
@@ -347,8 +370,10 @@ impl ThinMetadata {
 
     /// The data block `vblock` of `dev` maps to, with its time.
     pub fn lookup(&mut self, dev: u64, vblock: u64) -> Result<Option<(u64, u32)>> {
-        Ok(lookup_nested(&mut self.tm, self.sb.data_mapping_root, &[dev, vblock], 8)?
-            .map(|v| unpack_block_time(le64(&v, 0))))
+        Ok(
+            lookup_nested(&mut self.tm, self.sb.data_mapping_root, &[dev, vblock], 8)?
+                .map(|v| unpack_block_time(le64(&v, 0))),
+        )
     }
 
     /// Allocate a data block (count 1, owned by the caller until passed to [`Self::insert`]).
@@ -390,7 +415,7 @@ impl ThinMetadata {
         self.sb.data_mapping_root = root;
         if old.is_some() {
             if let Some(mut d) = self.details(dev)? {
-                d.mapped_blocks -= 1;
+                d.mapped_blocks = d.mapped_blocks.saturating_sub(1);
                 self.put_details(dev, d)?;
             }
         }

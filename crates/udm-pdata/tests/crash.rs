@@ -61,7 +61,6 @@ proptest! {
         prop_assert!(ok, "reopened state is neither the last commit nor the in-flight one");
         state.verify(&mut md);
         // The recovered pool keeps working.
-        let mut state = state;
         for o in [Op::Create(9), Op::Insert(9, 0, 300), Op::Commit] {
             state.apply(&mut md, &o);
         }
@@ -83,7 +82,11 @@ fn uncommitted_writes_never_touch_committed_blocks() {
         model.apply(&mut md, &o);
     }
     // A second transaction rewrites most of the tree; its commit loses the superblock.
-    for o in [Op::Remove(1, 0, 2000, 2), Op::Insert(1, 5000, 500), Op::Snap(2, 1)] {
+    for o in [
+        Op::Remove(1, 0, 2000, 2),
+        Op::Insert(1, 5000, 500),
+        Op::Snap(2, 1),
+    ] {
         model.apply(&mut md, &o);
     }
     io.crash_on_write(0);
@@ -97,6 +100,8 @@ fn uncommitted_writes_never_touch_committed_blocks() {
     assert_eq!(got.len(), 2000);
     assert!(md.details(2).unwrap().is_none());
     let mut first = Model::default();
-    first.devs.insert(1, got.iter().map(|&(v, b, _)| (v, b)).collect());
+    first
+        .devs
+        .insert(1, got.iter().map(|&(v, b, _)| (v, b)).collect());
     assert!(first.devs[&1].keys().copied().eq(0..2000));
 }

@@ -54,6 +54,9 @@ fn fill_then_drain_one_device() {
     md.commit().unwrap();
     let empty = check_thin(Arc::new(io.clone())).unwrap();
     assert_eq!(empty.data_used, 0);
-    assert!(empty.metadata_used < full.metadata_used / 4, "{empty:?} vs {full:?}");
+    assert!(
+        empty.metadata_used < full.metadata_used / 4,
+        "{empty:?} vs {full:?}"
+    );
     assert!(md.mappings(7).unwrap().is_empty());
 }

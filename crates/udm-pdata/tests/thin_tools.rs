@@ -42,7 +42,11 @@ fn attr(line: &str, name: &str) -> Option<u64> {
 /// Parse `thin_dump` XML into devices → (vblock → data block).
 fn thin_dump(path: &Path) -> Devs {
     let out = Command::new("thin_dump").arg(path).output().unwrap();
-    assert!(out.status.success(), "thin_dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "thin_dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let mut devs = Devs::new();
     let mut cur = None;
@@ -54,7 +58,10 @@ fn thin_dump(path: &Path) -> Devs {
             cur = Some(d);
         } else if l.starts_with("<single_mapping ") {
             let m = devs.get_mut(&cur.unwrap()).unwrap();
-            m.insert(attr(l, "origin_block").unwrap(), attr(l, "data_block").unwrap());
+            m.insert(
+                attr(l, "origin_block").unwrap(),
+                attr(l, "data_block").unwrap(),
+            );
         } else if l.starts_with("<range_mapping ") {
             let m = devs.get_mut(&cur.unwrap()).unwrap();
             let (o, d, n) = (
@@ -73,7 +80,12 @@ fn thin_dump(path: &Path) -> Devs {
 fn udm_devs(md: &mut ThinMetadata) -> Devs {
     let mut devs = Devs::new();
     for (d, _) in md.devices().unwrap() {
-        let m = md.mappings(d).unwrap().into_iter().map(|(v, b, _)| (v, b)).collect();
+        let m = md
+            .mappings(d)
+            .unwrap()
+            .into_iter()
+            .map(|(v, b, _)| (v, b))
+            .collect();
         devs.insert(d, m);
     }
     devs
@@ -110,7 +122,7 @@ fn udm_metadata_passes_thin_check_and_dumps_exactly() {
     if !tools() {
         return;
     }
-    let seed = 0x5eed_0f_7417u64;
+    let seed = 0x5eed_0f17_u64;
     eprintln!("workload seed {seed}");
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
@@ -128,7 +140,10 @@ fn udm_metadata_passes_thin_check_and_dumps_exactly() {
                     model.insert(dev, BTreeMap::new());
                 }
                 1 if !model.contains_key(&dev) && !model.is_empty() => {
-                    let origin = *model.keys().nth(rng.below(model.len() as u64) as usize).unwrap();
+                    let origin = *model
+                        .keys()
+                        .nth(rng.below(model.len() as u64) as usize)
+                        .unwrap();
                     md.create_snap(dev, origin).unwrap();
                     let m = model[&origin].clone();
                     model.insert(dev, m);
@@ -161,7 +176,10 @@ fn udm_metadata_passes_thin_check_and_dumps_exactly() {
         assert_eq!(thin_dump(&path), model, "thin_dump after commit {round}");
         check_thin(io.clone()).unwrap();
     }
-    assert!(model.values().map(|m| m.len()).sum::<usize>() > 1000, "workload too small");
+    assert!(
+        model.values().map(|m| m.len()).sum::<usize>() > 1000,
+        "workload too small"
+    );
 }
 
 #[test]
@@ -181,7 +199,11 @@ fn thin_restore_metadata_opens_and_reads_back_in_udm() {
     for v in 0..6000u64 {
         dev1.insert(v * 2, 10_000 + v);
     }
-    let mut dev2: BTreeMap<u64, u64> = dev1.iter().filter(|(v, _)| **v < 6000).map(|(a, b)| (*a, *b)).collect();
+    let mut dev2: BTreeMap<u64, u64> = dev1
+        .iter()
+        .filter(|(v, _)| **v < 6000)
+        .map(|(a, b)| (*a, *b))
+        .collect();
     for v in 0..3000u64 {
         dev2.insert(20_000 + v, 30_000 + v);
     }
@@ -192,7 +214,9 @@ fn thin_restore_metadata_opens_and_reads_back_in_udm() {
             m.len()
         ));
         for (v, b) in m {
-            xml.push_str(&format!("    <single_mapping origin_block=\"{v}\" data_block=\"{b}\" time=\"1\"/>\n"));
+            xml.push_str(&format!(
+                "    <single_mapping origin_block=\"{v}\" data_block=\"{b}\" time=\"1\"/>\n"
+            ));
         }
         xml.push_str("  </device>\n");
         expect.insert(id, m.clone());
@@ -207,20 +231,34 @@ fn thin_restore_metadata_opens_and_reads_back_in_udm() {
         .arg(&meta)
         .output()
         .unwrap();
-    assert!(out.status.success(), "thin_restore: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "thin_restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     thin_check(&meta);
 
     let io = Arc::new(FileIo::open(&meta).unwrap());
     let report = check_thin(io.clone()).unwrap();
     assert_eq!(report.devices, 3);
     let shared = dev1.keys().filter(|v| **v < 6000).count() as u64;
-    assert_eq!(report.data_used, (dev1.len() + dev2.len() + dev5.len()) as u64 - shared);
+    assert_eq!(
+        report.data_used,
+        (dev1.len() + dev2.len() + dev5.len()) as u64 - shared
+    );
     let mut md = ThinMetadata::open(io.clone()).unwrap();
     assert_eq!(md.superblock().trans_id, 7);
     assert_eq!(md.superblock().data_block_size, 128);
     assert_eq!(udm_devs(&mut md), expect);
-    assert_eq!(md.details(2).unwrap().unwrap().mapped_blocks, dev2.len() as u64);
-    assert_eq!(md.data_sm().get(10_000), 2, "block shared by devices 1 and 2");
+    assert_eq!(
+        md.details(2).unwrap().unwrap().mapped_blocks,
+        dev2.len() as u64
+    );
+    assert_eq!(
+        md.data_sm().get(10_000),
+        2,
+        "block shared by devices 1 and 2"
+    );
 
     // udm changes the restored pool; the real tools still accept it and agree.
     md.remove(1, 0).unwrap();

@@ -21,7 +21,11 @@ use std::collections::HashMap;
 pub const MAX_DEPTH: usize = 32;
 
 fn too_deep(b: u64) -> PdataError {
-    PdataError::corrupt(BlockKind::Node, b, format!("btree deeper than {MAX_DEPTH} levels (cycle?)"))
+    PdataError::corrupt(
+        BlockKind::Node,
+        b,
+        format!("btree deeper than {MAX_DEPTH} levels (cycle?)"),
+    )
 }
 
 /// Reference counting of the values a tree holds (block numbers, subtree roots …).
@@ -92,7 +96,11 @@ pub fn lookup<R: BlockReader + ?Sized>(
             return Ok(node.search(key).ok().map(|i| node.value(i).to_vec()));
         }
         if node.is_empty() {
-            return Err(PdataError::corrupt(BlockKind::Node, b, "empty internal node"));
+            return Err(PdataError::corrupt(
+                BlockKind::Node,
+                b,
+                "empty internal node",
+            ));
         }
         if key < node.keys[0] {
             return Ok(None);
@@ -152,7 +160,11 @@ pub fn insert_full<H: RefCounter + ?Sized>(
             return Ok((new_root, old));
         }
         if node.is_empty() {
-            return Err(PdataError::corrupt(BlockKind::Node, node.blocknr, "empty internal node"));
+            return Err(PdataError::corrupt(
+                BlockKind::Node,
+                node.blocknr,
+                "empty internal node",
+            ));
         }
         let mut i = node.child_index(key);
         if key < node.keys[i] {
@@ -337,7 +349,14 @@ where
     walk_rec(r, root, value_size, from, f, 0)
 }
 
-fn walk_rec<R, F>(r: &mut R, root: u64, value_size: u32, from: u64, f: &mut F, depth: usize) -> Result<bool>
+fn walk_rec<R, F>(
+    r: &mut R,
+    root: u64,
+    value_size: u32,
+    from: u64,
+    f: &mut F,
+    depth: usize,
+) -> Result<bool>
 where
     R: BlockReader + ?Sized,
     F: FnMut(u64, &[u8]) -> Result<bool>,

@@ -42,7 +42,9 @@ impl RefCounter for RootMove {
 
 fn check_keys(keys: &[u64]) -> Result<()> {
     if keys.is_empty() {
-        return Err(PdataError::Invalid("nested tree operation without keys".into()));
+        return Err(PdataError::Invalid(
+            "nested tree operation without keys".into(),
+        ));
     }
     Ok(())
 }
@@ -81,13 +83,24 @@ pub fn insert_nested(
     if keys.len() == 1 {
         return insert_full(tm, root, keys[0], value, leaf_hooks, true);
     }
-    let sub_vs = if keys.len() == 2 { value.len() as u32 } else { 8 };
+    let sub_vs = if keys.len() == 2 {
+        value.len() as u32
+    } else {
+        8
+    };
     let sub = match lookup(tm, root, keys[0], 8)? {
         Some(v) => le64(&v, 0),
         None => empty(tm, sub_vs)?,
     };
     let (new_sub, old) = insert_nested(tm, sub, &keys[1..], value, leaf_hooks)?;
-    let (new_root, _) = insert_full(tm, root, keys[0], &new_sub.to_le_bytes(), &mut RootMove, false)?;
+    let (new_root, _) = insert_full(
+        tm,
+        root,
+        keys[0],
+        &new_sub.to_le_bytes(),
+        &mut RootMove,
+        false,
+    )?;
     Ok((new_root, old))
 }
 
@@ -111,6 +124,13 @@ pub fn remove_nested(
     if removed.is_none() {
         return Ok((root, None));
     }
-    let (new_root, _) = insert_full(tm, root, keys[0], &new_sub.to_le_bytes(), &mut RootMove, false)?;
+    let (new_root, _) = insert_full(
+        tm,
+        root,
+        keys[0],
+        &new_sub.to_le_bytes(),
+        &mut RootMove,
+        false,
+    )?;
     Ok((new_root, removed))
 }

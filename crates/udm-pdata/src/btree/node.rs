@@ -111,7 +111,11 @@ impl Node {
     /// Encode and seal.
     pub fn encode(&self) -> BlockBuf {
         let mut buf = [0u8; BLOCK_SIZE];
-        put32(&mut buf, 4, if self.leaf { LEAF_NODE } else { INTERNAL_NODE });
+        put32(
+            &mut buf,
+            4,
+            if self.leaf { LEAF_NODE } else { INTERNAL_NODE },
+        );
         put64(&mut buf, 8, self.blocknr);
         put32(&mut buf, 16, self.keys.len() as u32);
         put32(&mut buf, 20, self.max_entries);

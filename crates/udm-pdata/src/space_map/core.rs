@@ -227,8 +227,7 @@ impl SmCore {
         let n = nr_bitmaps(nr_blocks);
         self.index.resize(n, IndexEntry::default());
         // The last old bitmap may cover new blocks too; rewrite it.
-        self.dirty_bitmaps
-            .extend(old_bitmaps.saturating_sub(1)..n);
+        self.dirty_bitmaps.extend(old_bitmaps.saturating_sub(1)..n);
         Ok(())
     }
 

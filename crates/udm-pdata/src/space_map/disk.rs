@@ -114,7 +114,8 @@ impl DiskSpaceMap {
             self.core.index[i] = entry;
             let mut v = [0u8; INDEX_ENTRY_SIZE];
             entry.pack(&mut v);
-            self.core.bitmap_root = btree::insert(tm, self.core.bitmap_root, i as u64, &v, &mut NoRefs)?;
+            self.core.bitmap_root =
+                btree::insert(tm, self.core.bitmap_root, i as u64, &v, &mut NoRefs)?;
         }
         Ok(self.core.root())
     }

@@ -3,8 +3,8 @@
 //! locations), so a commit relocates until nothing new is dirtied, then writes.
 
 use super::{
-    decode_bitmap, decode_metadata_index, encode_bitmap, encode_metadata_index, nr_bitmaps,
-    SmCore, SmRoot, MAX_METADATA_BLOCKS,
+    decode_bitmap, decode_metadata_index, encode_bitmap, encode_metadata_index, nr_bitmaps, SmCore,
+    SmRoot, MAX_METADATA_BLOCKS,
 };
 use crate::block_manager::BlockManager;
 use crate::btree::{self, NoRefs};

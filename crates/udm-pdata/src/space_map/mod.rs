@@ -158,7 +158,11 @@ pub fn encode_metadata_index(blocknr: u64, entries: &[IndexEntry]) -> Result<Blo
 }
 
 /// Decode the first `nr_bitmaps` entries of a verified metadata index block.
-pub fn decode_metadata_index(buf: &BlockBuf, block: u64, nr_bitmaps: usize) -> Result<Vec<IndexEntry>> {
+pub fn decode_metadata_index(
+    buf: &BlockBuf,
+    block: u64,
+    nr_bitmaps: usize,
+) -> Result<Vec<IndexEntry>> {
     if nr_bitmaps > MAX_METADATA_BITMAPS {
         return Err(PdataError::corrupt(
             BlockKind::Index,

@@ -17,7 +17,9 @@ pub fn config(cases: u32) -> Config {
     Config {
         cases,
         rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
         ..Config::default()
     }
 }
@@ -60,11 +62,14 @@ impl Model {
         match *op {
             Op::Create(d) => {
                 let r = md.create_thin(d);
-                if self.devs.contains_key(&d) {
-                    assert!(r.is_err(), "create of existing device {d} succeeded");
-                } else {
-                    r.unwrap();
-                    self.devs.insert(d, BTreeMap::new());
+                match self.devs.entry(d) {
+                    std::collections::btree_map::Entry::Occupied(_) => {
+                        assert!(r.is_err(), "create of existing device {d} succeeded")
+                    }
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        r.unwrap();
+                        e.insert(BTreeMap::new());
+                    }
                 }
             }
             Op::Snap(d, o) => {
@@ -113,7 +118,11 @@ impl Model {
     /// Assert udm's metadata holds exactly the model.
     pub fn verify(&self, md: &mut ThinMetadata) {
         let devs: Vec<u64> = md.devices().unwrap().into_iter().map(|(d, _)| d).collect();
-        assert_eq!(devs, self.devs.keys().copied().collect::<Vec<_>>(), "device list");
+        assert_eq!(
+            devs,
+            self.devs.keys().copied().collect::<Vec<_>>(),
+            "device list"
+        );
         for (&d, m) in &self.devs {
             let got: BTreeMap<u64, u64> = md
                 .mappings(d)
@@ -134,7 +143,10 @@ impl Model {
                     m.len()
                 );
             }
-            assert_eq!(md.details(d).unwrap().unwrap().mapped_blocks, m.len() as u64);
+            assert_eq!(
+                md.details(d).unwrap().unwrap().mapped_blocks,
+                m.len() as u64
+            );
             for (&v, &b) in m.iter().step_by(97) {
                 assert_eq!(md.lookup(d, v).unwrap().map(|x| x.0), Some(b));
             }
