@@ -161,10 +161,10 @@ proptest! {
             io.corrupt(b, off, mask);
             let mut buf = *io.block(b);
             seal(&mut buf, kind);
-            for i in 0..4 {
-                let x = io.block(b)[i] ^ buf[i];
-                if x != 0 {
-                    io.corrupt(b, i, x);
+            let cur = io.block(b);
+            for (i, (x, y)) in cur[..4].iter().zip(&buf[..4]).enumerate() {
+                if x != y {
+                    io.corrupt(b, i, x ^ y);
                 }
             }
         }
