@@ -110,9 +110,9 @@ impl Trees {
 }
 
 fn verify(trees: &mut Trees, models: &[BTreeMap<u64, u64>; 2]) {
-    for t in 0..2 {
+    for (t, model) in models.iter().enumerate() {
         let got = btree::collect(&mut trees.tm, trees.roots[t], trees.vs).unwrap();
-        let want: Vec<(u64, Vec<u8>)> = models[t]
+        let want: Vec<(u64, Vec<u8>)> = model
             .iter()
             .map(|(k, v)| (*k, value(*v, trees.vs)))
             .collect();
