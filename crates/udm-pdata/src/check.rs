@@ -23,6 +23,8 @@ pub enum Leaves {
     DataBlocks,
     /// Roots of subtrees whose leaves are described by the inner value.
     Subtrees(Box<Leaves>),
+    /// dm-array blocks (of values that refer to nothing).
+    ArrayBlocks,
 }
 
 impl Leaves {
@@ -69,6 +71,7 @@ impl RefWalker {
                     *self.data.entry(b).or_default() += 1;
                 }
                 Leaves::Subtrees(inner) => self.tree(bm, le64(node.value(i), 0), inner)?,
+                Leaves::ArrayBlocks => self.meta_ref(le64(node.value(i), 0)),
             }
         }
         Ok(())

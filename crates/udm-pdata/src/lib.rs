@@ -14,8 +14,10 @@
 //!   btree of `u32` counts) and their 128-byte `sm_root` blobs;
 //! - [`thin`]: the dm-thin superblock, device details and mapping values, a small
 //!   metadata front end used by tests and by the thin-pool target;
+//! - [`array`]: dm-array and the bitset on top of it (cache and era metadata);
 //! - [`check`]: a checker that walks all reachable blocks and compares reference counts.
 
+pub mod array;
 pub mod block_manager;
 pub mod btree;
 pub mod check;
