@@ -254,7 +254,7 @@ pub fn resize(
         return Ok(root);
     }
     let mut len = old_len;
-    if old_len % per != 0 && new_len > old_len {
+    if !old_len.is_multiple_of(per) && new_len > old_len {
         let (r, mut block) = shadow_block(tm, root, value_size, old_blocks - 1, inner)?;
         root = r;
         while (block.len() as u64) < per && len < new_len {

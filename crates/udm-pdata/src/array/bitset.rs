@@ -32,7 +32,7 @@ pub fn resize(
         &mut NoRefs,
     )?;
     // Bits of a partial word gained or lost take the default / are cleared.
-    if new_bits > old_bits && old_bits % 64 != 0 {
+    if new_bits > old_bits && !old_bits.is_multiple_of(64) {
         let w = old_bits / 64;
         let mut word = get_word(tm, root, w)?;
         let end = ((w + 1) * 64).min(new_bits);
@@ -41,7 +41,7 @@ pub fn resize(
         }
         root = super::set(tm, root, 8, w, &word.to_le_bytes(), &mut NoRefs)?;
     }
-    if new_bits < old_bits && new_bits % 64 != 0 {
+    if new_bits < old_bits && !new_bits.is_multiple_of(64) {
         let w = new_bits / 64;
         let word = get_word(tm, root, w)? & ((1u64 << (new_bits % 64)) - 1);
         root = super::set(tm, root, 8, w, &word.to_le_bytes(), &mut NoRefs)?;
