@@ -164,6 +164,17 @@ pub fn check_thin(io: Arc<dyn MetaIo>) -> Result<ThinCheck> {
     )?;
     let mapping = Leaves::Subtrees(Box::new(Leaves::DataBlocks));
     w.tree(&mut bm, sb.data_mapping_root, &mapping)?;
+    if sb.metadata_snap != 0 {
+        let held: BlockBuf = *bm.read(sb.metadata_snap, BlockKind::ThinSuperblock)?;
+        let held = ThinSuperblock::decode(&held, sb.metadata_snap)?;
+        w.meta_ref(sb.metadata_snap);
+        w.tree(
+            &mut bm,
+            held.device_details_root,
+            &Leaves::Plain(DETAILS_SIZE),
+        )?;
+        w.tree(&mut bm, held.data_mapping_root, &mapping)?;
+    }
     let devices = crate::btree::collect(&mut bm, sb.device_details_root, DETAILS_SIZE)?.len();
     let mut problems = compare("metadata", &w.meta, &meta_sm);
     problems.extend(compare("data", &w.data, data_sm.core()));

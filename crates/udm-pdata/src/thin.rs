@@ -47,9 +47,14 @@ pub struct ThinSuperblock {
 impl ThinSuperblock {
     /// Encode and seal for block 0.
     pub fn encode(&self) -> BlockBuf {
+        self.encode_at(SUPERBLOCK)
+    }
+
+    /// Encode and seal for block `at` (a metadata snapshot's copy lives elsewhere).
+    pub fn encode_at(&self, at: u64) -> BlockBuf {
         let mut b = [0u8; BLOCK_SIZE];
         put32(&mut b, 4, self.flags);
-        put64(&mut b, 8, SUPERBLOCK);
+        put64(&mut b, 8, at);
         b[16..32].copy_from_slice(&self.uuid);
         put64(&mut b, 32, THIN_MAGIC);
         put32(&mut b, 40, self.version);
@@ -285,6 +290,24 @@ impl ThinMetadata {
         Ok(self.details(dev)?.is_some())
     }
 
+    /// Add `dev → root` to the top level of the mapping tree (whose values are subtree
+    /// roots: copying a shared top-level node adds a reference to each).
+    fn insert_subtree(&mut self, dev: u64, root: u64) -> Result<()> {
+        let mut data = DataRefs(&mut self.data_sm);
+        let mut hooks = SubtreeRefs {
+            leaf_value_size: 8,
+            inner: &mut data,
+        };
+        self.sb.data_mapping_root = btree::insert(
+            &mut self.tm,
+            self.sb.data_mapping_root,
+            dev,
+            &root.to_le_bytes(),
+            &mut hooks,
+        )?;
+        Ok(())
+    }
+
     /// Create an empty thin device.
     pub fn create_thin(&mut self, dev: u64) -> Result<()> {
         if self.exists(dev)? {
@@ -293,13 +316,7 @@ impl ThinMetadata {
             )));
         }
         let root = btree::empty(&mut self.tm, 8)?;
-        self.sb.data_mapping_root = btree::insert(
-            &mut self.tm,
-            self.sb.data_mapping_root,
-            dev,
-            &root.to_le_bytes(),
-            &mut btree::NoRefs,
-        )?;
+        self.insert_subtree(dev, root)?;
         let d = DeviceDetails {
             transaction_id: self.sb.trans_id,
             creation_time: self.sb.time,
@@ -324,13 +341,7 @@ impl ThinMetadata {
         )?;
         let root = le64(&root, 0);
         self.tm.inc(root)?;
-        self.sb.data_mapping_root = btree::insert(
-            &mut self.tm,
-            self.sb.data_mapping_root,
-            dev,
-            &root.to_le_bytes(),
-            &mut btree::NoRefs,
-        )?;
+        self.insert_subtree(dev, root)?;
         self.sb.time += 1;
         od.snapshotted_time = self.sb.time;
         self.put_details(origin, od)?;
@@ -434,6 +445,52 @@ impl ThinMetadata {
                 (k, b, t)
             })
             .collect())
+    }
+
+    /// Hold a metadata snapshot of the current state: a copy of the superblock (without
+    /// space map roots) in a new block, holding a reference to the mapping and details
+    /// trees; its location goes into `metadata_snap`, and all of it is committed (in one
+    /// transaction) before this returns.
+    pub fn reserve_metadata_snap(&mut self) -> Result<u64> {
+        if self.sb.metadata_snap != 0 {
+            return Err(PdataError::Invalid(
+                "a metadata snapshot is already held".into(),
+            ));
+        }
+        let b = self.tm.alloc()?;
+        let mut copy = self.sb.clone();
+        copy.data_sm_root = [0; SM_ROOT_SIZE];
+        copy.metadata_sm_root = [0; SM_ROOT_SIZE];
+        self.tm.write(b, copy.encode_at(b))?;
+        self.tm.inc(self.sb.data_mapping_root)?;
+        self.tm.inc(self.sb.device_details_root)?;
+        self.sb.metadata_snap = b;
+        self.commit()?;
+        Ok(b)
+    }
+
+    /// Drop the held metadata snapshot and everything only it references.
+    pub fn release_metadata_snap(&mut self) -> Result<()> {
+        let b = self.sb.metadata_snap;
+        if b == 0 {
+            return Err(PdataError::Invalid("no metadata snapshot is held".into()));
+        }
+        let copy = ThinSuperblock::decode(&*self.tm.read(b, BlockKind::ThinSuperblock)?, b)?;
+        self.tm.dec(b)?;
+        let mut data = DataRefs(&mut self.data_sm);
+        let mut hooks = SubtreeRefs {
+            leaf_value_size: 8,
+            inner: &mut data,
+        };
+        btree::del(&mut self.tm, copy.data_mapping_root, 8, &mut hooks)?;
+        btree::del(
+            &mut self.tm,
+            copy.device_details_root,
+            DETAILS_SIZE,
+            &mut btree::NoRefs,
+        )?;
+        self.sb.metadata_snap = 0;
+        Ok(())
     }
 
     /// Data space map root as of the last commit.

@@ -56,8 +56,9 @@ proptest! {
             let m = md.mappings(d).unwrap().into_iter().map(|(v, b, _)| (v, b)).collect();
             state.devs.insert(d, m);
         }
-        let ok = state == committed
-            || (keep != CrashKeep::Nothing && in_flight.as_ref() == Some(&state));
+        state.held = Model::read_held(&mut md);
+        let same = |m: &Model| m.devs == state.devs && m.held.is_some() == state.held.is_some();
+        let ok = same(&committed) || (keep != CrashKeep::Nothing && in_flight.as_ref().is_some_and(same));
         prop_assert!(ok, "reopened state is neither the last commit nor the in-flight one");
         state.verify(&mut md);
         // The recovered pool keeps working.

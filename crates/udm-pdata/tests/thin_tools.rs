@@ -41,7 +41,15 @@ fn attr(line: &str, name: &str) -> Option<u64> {
 
 /// Parse `thin_dump` XML into devices → (vblock → data block).
 fn thin_dump(path: &Path) -> Devs {
-    let out = Command::new("thin_dump").arg(path).output().unwrap();
+    thin_dump_args(path, &[])
+}
+
+fn thin_dump_args(path: &Path, args: &[&str]) -> Devs {
+    let out = Command::new("thin_dump")
+        .args(args)
+        .arg(path)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "thin_dump failed: {}",
@@ -330,4 +338,49 @@ fn snapshots_of_snapshots_pass_thin_check() {
     thin_check(&path);
     assert_eq!(thin_dump(&path), model);
     check_thin(io).unwrap();
+}
+
+/// A held metadata snapshot: `thin_dump -m` shows the pool as it was when reserved while
+/// the live metadata moves on, `thin_check` counts the shared trees, and releasing it
+/// frees what only it used.
+#[test]
+fn metadata_snapshot_is_dumped_and_released() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta");
+    let io = sparse_file(&path, 4096);
+    let mut md = ThinMetadata::format(io.clone(), 128, 50_000).unwrap();
+    md.create_thin(4).unwrap();
+    let mut before = BTreeMap::new();
+    for v in 0..1500 {
+        let b = md.alloc_data_block().unwrap();
+        md.insert(4, v, b).unwrap();
+        before.insert(v, b);
+    }
+    let held = md.reserve_metadata_snap().unwrap();
+    let mut after = before.clone();
+    for v in (0..1500).step_by(2) {
+        md.remove(4, v).unwrap();
+        after.remove(&v);
+    }
+    md.create_thin(5).unwrap();
+    md.commit().unwrap();
+    assert_eq!(md.superblock().metadata_snap, held);
+    thin_check(&path);
+    check_thin(io.clone()).unwrap();
+    assert_eq!(
+        thin_dump(&path),
+        Devs::from([(4, after.clone()), (5, BTreeMap::new())])
+    );
+    assert_eq!(thin_dump_args(&path, &["-m"]), Devs::from([(4, before)]));
+    let used_with_snap = check_thin(io.clone()).unwrap();
+    md.release_metadata_snap().unwrap();
+    md.commit().unwrap();
+    thin_check(&path);
+    let used = check_thin(io.clone()).unwrap();
+    assert_eq!(used.data_used, after.len() as u64);
+    assert!(used.metadata_used < used_with_snap.metadata_used);
+    assert_eq!(used_with_snap.data_used, 1500);
 }

@@ -88,10 +88,8 @@ pub fn insert_nested(
     } else {
         8
     };
-    let sub = match lookup(tm, root, keys[0], 8)? {
-        Some(v) => le64(&v, 0),
-        None => empty(tm, sub_vs)?,
-    };
+    let (root, sub) = shadow_upper(tm, root, keys[0], Some(sub_vs))?;
+    let sub = sub.expect("created when missing");
     let (new_sub, old) = insert_nested(tm, sub, &keys[1..], value, leaf_hooks)?;
     let (new_root, _) = insert_full(
         tm,
@@ -102,6 +100,25 @@ pub fn insert_nested(
         false,
     )?;
     Ok((new_root, old))
+}
+
+/// Shadow the path to `key` in an upper-level tree before its subtree is touched, so a
+/// shared upper node hands its extra reference down to the subtree root first (top-down,
+/// as the subtree's own shadowing then sees it shared). Returns the new root and the
+/// subtree root (created empty with `create` value size when missing).
+fn shadow_upper(
+    tm: &mut TransactionManager,
+    root: u64,
+    key: u64,
+    create: Option<u32>,
+) -> Result<(u64, Option<u64>)> {
+    let sub = match (lookup(tm, root, key, 8)?, create) {
+        (Some(v), _) => le64(&v, 0),
+        (None, Some(vs)) => empty(tm, vs)?,
+        (None, None) => return Ok((root, None)),
+    };
+    let (root, _) = insert_full(tm, root, key, &sub.to_le_bytes(), &mut RootMove, false)?;
+    Ok((root, Some(sub)))
 }
 
 /// Remove the value under `keys` (dec'ed through `leaf_hooks`). Emptied subtrees stay.
@@ -116,14 +133,12 @@ pub fn remove_nested(
     if keys.len() == 1 {
         return super::remove(tm, root, keys[0], leaf_value_size, leaf_hooks);
     }
-    let Some(v) = lookup(tm, root, keys[0], 8)? else {
-        return Ok((root, None));
-    };
-    let sub = le64(&v, 0);
-    let (new_sub, removed) = remove_nested(tm, sub, &keys[1..], leaf_value_size, leaf_hooks)?;
-    if removed.is_none() {
+    if lookup_nested(tm, root, keys, leaf_value_size)?.is_none() {
         return Ok((root, None));
     }
+    let (root, sub) = shadow_upper(tm, root, keys[0], None)?;
+    let sub = sub.expect("the key exists");
+    let (new_sub, removed) = remove_nested(tm, sub, &keys[1..], leaf_value_size, leaf_hooks)?;
     let (new_root, _) = insert_full(
         tm,
         root,

@@ -35,6 +35,8 @@ pub enum Op {
     /// Unmap `n` blocks from `start`, every `step`th.
     Remove(u64, u64, u64, u64),
     Commit,
+    /// Reserve a metadata snapshot (committing), or release the held one.
+    MetaSnap,
 }
 
 /// Operations over up to four devices and a virtual range that makes trees split.
@@ -46,6 +48,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         5 => (0u64..4, 0u64..3000, 1u64..400).prop_map(|(d, s, n)| Op::Insert(d, s, n)),
         3 => (0u64..4, 0u64..3000, 1u64..400, 1u64..4).prop_map(|(d, s, n, k)| Op::Remove(d, s, n, k)),
         2 => Just(Op::Commit),
+        1 => Just(Op::MetaSnap),
     ]
 }
 
@@ -53,6 +56,8 @@ pub fn op() -> impl Strategy<Value = Op> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Model {
     pub devs: BTreeMap<u64, BTreeMap<u64, u64>>,
+    /// The devices as the held metadata snapshot saw them.
+    pub held: Option<BTreeMap<u64, BTreeMap<u64, u64>>>,
 }
 
 impl Model {
@@ -111,12 +116,49 @@ impl Model {
                 md.commit().unwrap();
                 return true;
             }
+            Op::MetaSnap => {
+                if self.held.take().is_some() {
+                    md.release_metadata_snap().unwrap();
+                } else {
+                    md.reserve_metadata_snap().unwrap();
+                    self.held = Some(self.devs.clone());
+                    return true;
+                }
+            }
         }
         false
     }
 
+    /// Devices → mappings as the held metadata snapshot of `md` records them.
+    pub fn read_held(md: &mut ThinMetadata) -> Option<BTreeMap<u64, BTreeMap<u64, u64>>> {
+        use udm_pdata::btree;
+        use udm_pdata::checksum::BlockKind;
+        use udm_pdata::thin::{unpack_block_time, ThinSuperblock};
+        let b = md.superblock().metadata_snap;
+        if b == 0 {
+            return None;
+        }
+        let tm = md.tm();
+        let sb =
+            ThinSuperblock::decode(&tm.read(b, BlockKind::ThinSuperblock).unwrap(), b).unwrap();
+        let mut out = BTreeMap::new();
+        for (dev, root) in btree::collect(tm, sb.data_mapping_root, 8).unwrap() {
+            let m = btree::collect(tm, btree::value_u64(&root), 8)
+                .unwrap()
+                .into_iter()
+                .map(|(v, x)| (v, unpack_block_time(btree::value_u64(&x)).0))
+                .collect();
+            out.insert(dev, m);
+        }
+        Some(out)
+    }
+
     /// Assert udm's metadata holds exactly the model.
     pub fn verify(&self, md: &mut ThinMetadata) {
+        assert!(
+            Model::read_held(md) == self.held,
+            "held metadata snapshot differs"
+        );
         let devs: Vec<u64> = md.devices().unwrap().into_iter().map(|(d, _)| d).collect();
         assert_eq!(
             devs,
