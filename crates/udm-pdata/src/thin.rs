@@ -257,6 +257,18 @@ impl ThinMetadata {
         Ok(())
     }
 
+    /// Grow the data device to `nr_blocks` blocks (at the next commit).
+    pub fn resize_data(&mut self, nr_blocks: u64) -> Result<()> {
+        self.data_sm.extend(nr_blocks)
+    }
+
+    /// Grow the metadata space map to `nr_blocks` (the device must already be that big).
+    pub fn resize_metadata(&mut self, nr_blocks: u64) -> Result<()> {
+        self.tm.extend(nr_blocks)?;
+        self.sb.metadata_nr_blocks = nr_blocks;
+        Ok(())
+    }
+
     /// Details of device `dev`.
     pub fn details(&mut self, dev: u64) -> Result<Option<DeviceDetails>> {
         Ok(

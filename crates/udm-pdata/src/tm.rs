@@ -89,6 +89,18 @@ impl TransactionManager {
         self.bm.read(b, kind)
     }
 
+    /// Grow the metadata space map to `nr_blocks` (the device must already be that big).
+    pub fn extend(&mut self, nr_blocks: u64) -> Result<()> {
+        if nr_blocks > self.bm.nr_blocks() || nr_blocks > crate::space_map::MAX_METADATA_BLOCKS {
+            return Err(PdataError::Invalid(format!(
+                "cannot grow metadata to {nr_blocks} blocks (device {}, format limit {})",
+                self.bm.nr_blocks(),
+                crate::space_map::MAX_METADATA_BLOCKS
+            )));
+        }
+        self.sm.extend(nr_blocks)
+    }
+
     /// Allocate a new block for this transaction (count 1).
     pub fn alloc(&mut self) -> Result<u64> {
         self.sm.alloc()

@@ -384,3 +384,54 @@ fn metadata_snapshot_is_dumped_and_released() {
     assert!(used.metadata_used < used_with_snap.metadata_used);
     assert_eq!(used_with_snap.data_used, 1500);
 }
+
+/// Growing the data and metadata devices (across space map bitmap boundaries) gives
+/// metadata the tools accept, with the new sizes and the new blocks usable.
+#[test]
+fn grown_pool_passes_thin_check() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta");
+    let small = Arc::new(udm_pdata::io::MemIo::new(1000));
+    // Format on a 1000-block view, then reopen on the whole 20000-block file.
+    let mut md = ThinMetadata::format(small.clone(), 128, 16_000).unwrap();
+    md.create_thin(1).unwrap();
+    for v in 0..16_000 {
+        let b = md.alloc_data_block().unwrap();
+        md.insert(1, v, b).unwrap();
+    }
+    assert!(md.alloc_data_block().is_err(), "data device full");
+    md.commit().unwrap();
+    let bytes = small.to_bytes();
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(20_000 * 4096)
+        .unwrap();
+    thin_check(&path);
+    let io = Arc::new(FileIo::open(&path).unwrap());
+    let mut md = ThinMetadata::open(io.clone()).unwrap();
+    md.resize_data(40_000).unwrap();
+    md.resize_metadata(20_000).unwrap();
+    for v in 16_000..30_000 {
+        let b = md.alloc_data_block().unwrap();
+        md.insert(1, v, b).unwrap();
+    }
+    md.commit().unwrap();
+    thin_check(&path);
+    let dump = thin_dump(&path);
+    assert_eq!(dump[&1].len(), 30_000);
+    let report = check_thin(io).unwrap();
+    assert_eq!(report.data_used, 30_000);
+    let out = Command::new("thin_dump").arg(&path).output().unwrap();
+    let head = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    assert!(head.contains("nr_data_blocks=\"40000\""), "{head}");
+}
