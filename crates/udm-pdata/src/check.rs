@@ -52,23 +52,62 @@ impl RefWalker {
         *self.meta.entry(b).or_default() += 1;
     }
 
-    /// Count the tree at `root` (one reference to the root).
+    /// Count the tree at `root` (one reference to the root), checking its shape: keys
+    /// inside the range the parent gives, non-root nodes at least a third full, all leaves
+    /// at one depth.
     pub fn tree(&mut self, bm: &mut BlockManager, root: u64, leaves: &Leaves) -> Result<()> {
-        self.meta_ref(root);
-        if !self.seen.insert(root) {
+        let mut leaf_depth = None;
+        self.node(bm, root, leaves, (0, u64::MAX), 0, &mut leaf_depth)
+    }
+
+    fn node(
+        &mut self,
+        bm: &mut BlockManager,
+        b: u64,
+        leaves: &Leaves,
+        range: (u64, u64),
+        depth: usize,
+        leaf_depth: &mut Option<usize>,
+    ) -> Result<()> {
+        self.meta_ref(b);
+        if !self.seen.insert(b) {
             return Ok(());
         }
-        let node = read_node(bm, root, leaves.value_size())?;
+        let bad = |r: String| PdataError::corrupt(BlockKind::Node, b, r);
+        if depth > crate::btree::MAX_DEPTH {
+            return Err(bad("tree too deep".into()));
+        }
+        let node = read_node(bm, b, leaves.value_size())?;
+        if depth > 0 && node.len() < node.min_entries() {
+            return Err(bad(format!(
+                "{} entries, a non-root node needs at least {}",
+                node.len(),
+                node.min_entries()
+            )));
+        }
+        if let (Some(&first), Some(&last)) = (node.keys.first(), node.keys.last()) {
+            if first < range.0 || last >= range.1 {
+                return Err(bad(format!(
+                    "keys {first}..={last} outside the parent's range {}..{}",
+                    range.0, range.1
+                )));
+            }
+        }
+        if node.leaf && *leaf_depth.get_or_insert(depth) != depth {
+            return Err(bad("leaves at different depths".into()));
+        }
         for i in 0..node.len() {
             if !node.leaf {
-                self.tree(bm, node.child(i), leaves)?;
+                let hi = node.keys.get(i + 1).copied().unwrap_or(range.1);
+                let lo = if i == 0 { range.0 } else { node.keys[i] };
+                self.node(bm, node.child(i), leaves, (lo, hi), depth + 1, leaf_depth)?;
                 continue;
             }
             match leaves {
                 Leaves::Plain(_) => {}
                 Leaves::DataBlocks => {
-                    let (b, _) = unpack_block_time(le64(node.value(i), 0));
-                    *self.data.entry(b).or_default() += 1;
+                    let (d, _) = unpack_block_time(le64(node.value(i), 0));
+                    *self.data.entry(d).or_default() += 1;
                 }
                 Leaves::Subtrees(inner) => self.tree(bm, le64(node.value(i), 0), inner)?,
                 Leaves::ArrayBlocks => self.meta_ref(le64(node.value(i), 0)),
