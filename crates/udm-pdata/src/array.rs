@@ -84,13 +84,19 @@ impl ArrayBlock {
 
     /// Encode and seal.
     pub fn encode(&self) -> BlockBuf {
+        let mut b = self.encode_unsealed();
+        seal(&mut b, BlockKind::Array);
+        b
+    }
+
+    /// Encode without the checksum (the block manager seals dirty blocks at write-back).
+    pub fn encode_unsealed(&self) -> BlockBuf {
         let mut b = [0u8; BLOCK_SIZE];
         put32(&mut b, 4, self.max_entries);
         put32(&mut b, 8, self.len() as u32);
         put32(&mut b, 12, self.value_size);
         put64(&mut b, 16, self.blocknr);
         b[ARRAY_HEADER_SIZE..ARRAY_HEADER_SIZE + self.values.len()].copy_from_slice(&self.values);
-        seal(&mut b, BlockKind::Array);
         b
     }
 }
@@ -211,7 +217,7 @@ pub fn set(
     let vs = value_size as usize;
     let old = block.value(off).to_vec();
     block.values[off * vs..(off + 1) * vs].copy_from_slice(value);
-    tm.write(block.blocknr, block.encode())?;
+    tm.write_unsealed(block.blocknr, block.encode_unsealed(), BlockKind::Array)?;
     if old != value {
         inner.dec(tm, &old)?;
     }
@@ -246,7 +252,7 @@ pub fn resize(
             let (r, mut block) = shadow_block(tm, root, value_size, new_blocks - 1, inner)?;
             root = r;
             let dropped: Vec<u8> = block.values.split_off(keep * vs);
-            tm.write(block.blocknr, block.encode())?;
+            tm.write_unsealed(block.blocknr, block.encode_unsealed(), BlockKind::Array)?;
             for v in dropped.chunks(vs) {
                 inner.dec(tm, v)?;
             }
@@ -262,7 +268,7 @@ pub fn resize(
             inner.inc(tm, default)?;
             len += 1;
         }
-        tm.write(block.blocknr, block.encode())?;
+        tm.write_unsealed(block.blocknr, block.encode_unsealed(), BlockKind::Array)?;
     }
     while len < new_len {
         let bi = len / per;
@@ -278,7 +284,7 @@ pub fn resize(
             block.values.extend_from_slice(default);
             inner.inc(tm, default)?;
         }
-        tm.write(b, block.encode())?;
+        tm.write_unsealed(b, block.encode_unsealed(), BlockKind::Array)?;
         root = btree::insert(tm, root, bi, &b.to_le_bytes(), &mut btree::NoRefs)?;
         len += n;
     }

@@ -5,7 +5,7 @@
 //! writing needs `&mut BlockManager`, which the transaction manager owns alone. The
 //! transaction manager decides which blocks may be written; this layer only buffers.
 
-use crate::checksum::{verify, BlockKind};
+use crate::checksum::{seal, verify, BlockKind};
 use crate::error::{PdataError, Result};
 use crate::io::MetaIo;
 use crate::BlockBuf;
@@ -22,6 +22,9 @@ struct Cached {
     tick: u64,
 }
 
+/// A dirty block and the kind to seal it as at write-back (None: sealed already).
+type Dirty = (Arc<BlockBuf>, Option<BlockKind>);
+
 /// Reads, caches and writes 4096-byte metadata blocks.
 pub struct BlockManager {
     io: Arc<dyn MetaIo>,
@@ -29,7 +32,8 @@ pub struct BlockManager {
     lru: BTreeMap<u64, u64>,
     tick: u64,
     capacity: usize,
-    dirty: HashMap<u64, Arc<BlockBuf>>,
+    /// Dirty blocks, with the kind to seal them as at write-back (None: sealed already).
+    dirty: HashMap<u64, Dirty>,
     dirty_limit: usize,
 }
 
@@ -79,10 +83,14 @@ impl BlockManager {
     }
 
     fn read_inner(&mut self, b: u64, kind: Option<BlockKind>) -> Result<Arc<BlockBuf>> {
-        if let Some(d) = self.dirty.get(&b) {
+        if let Some((d, sealed_as)) = self.dirty.get(&b) {
             let d = d.clone();
-            if let Some(k) = kind {
-                verify(&d, k, b)?;
+            match (kind, *sealed_as) {
+                (Some(k), Some(s)) if k != s => {
+                    return Err(PdataError::corrupt(k, b, format!("block holds a {s}")));
+                }
+                (Some(k), None) => verify(&d, k, b)?,
+                _ => {}
             }
             return Ok(d);
         }
@@ -144,9 +152,18 @@ impl BlockManager {
     /// Buffer new contents for block `b` (already sealed with its checksum). They reach
     /// the device on [`BlockManager::write_back`] or when too many blocks are dirty.
     pub fn write(&mut self, b: u64, data: BlockBuf) -> Result<()> {
+        self.buffer(b, data, None)
+    }
+
+    /// Buffer contents for block `b` whose checksum (as `kind`) is computed at write-back.
+    pub fn write_unsealed(&mut self, b: u64, data: BlockBuf, kind: BlockKind) -> Result<()> {
+        self.buffer(b, data, Some(kind))
+    }
+
+    fn buffer(&mut self, b: u64, data: BlockBuf, kind: Option<BlockKind>) -> Result<()> {
         self.check_range(b)?;
         self.drop_clean(b);
-        self.dirty.insert(b, Arc::new(data));
+        self.dirty.insert(b, (Arc::new(data), kind));
         if self.dirty.len() > self.dirty_limit {
             self.write_back()?;
         }
@@ -161,13 +178,16 @@ impl BlockManager {
 
     /// Write every dirty block to the device (no flush), in block order.
     pub fn write_back(&mut self) -> Result<()> {
-        let mut blocks: Vec<(u64, Arc<BlockBuf>)> = self.dirty.drain().collect();
+        let mut blocks: Vec<(u64, Dirty)> = self.dirty.drain().collect();
         blocks.sort_unstable_by_key(|(b, _)| *b);
-        for (b, data) in blocks {
+        for (b, (mut data, kind)) in blocks {
+            if let Some(k) = kind {
+                seal(Arc::make_mut(&mut data), k);
+            }
             self.io
                 .write_block(b, &data)
                 .map_err(|source| PdataError::Io { block: b, source })?;
-            self.insert_clean(b, data, None);
+            self.insert_clean(b, data, kind);
         }
         Ok(())
     }

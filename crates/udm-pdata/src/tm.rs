@@ -155,6 +155,17 @@ impl TransactionManager {
         self.bm.write(b, data)
     }
 
+    /// Write `data` to `b` like [`TransactionManager::write`], leaving the checksum of a
+    /// block of `kind` to be computed once, when the block leaves the cache.
+    pub fn write_unsealed(&mut self, b: u64, data: BlockBuf, kind: BlockKind) -> Result<()> {
+        if !self.is_shadow(b) {
+            return Err(PdataError::Invalid(format!(
+                "write to metadata block {b}, which the committed state may still use"
+            )));
+        }
+        self.bm.write_unsealed(b, data, kind)
+    }
+
     /// Write the metadata space map's own structures and return its root, to be put in
     /// the superblock passed to [`TransactionManager::commit`]. No allocation may happen
     /// between the two calls.

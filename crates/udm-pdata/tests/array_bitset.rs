@@ -100,7 +100,7 @@ fn read_all(tm: &mut TransactionManager, root: u64, vs: u32) -> Vec<Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(common::config(16))]
+    #![proptest_config(common::config(48))]
     #[test]
     fn arrays_match_models(vs in prop_oneof![Just(4u32), Just(8), Just(12), Just(64)], ops in prop::collection::vec(op(), 1..30)) {
         let io = MemIo::new(2048);

@@ -126,7 +126,7 @@ fn verify(trees: &mut Trees, models: &[BTreeMap<u64, u64>; 2]) {
 }
 
 proptest! {
-    #![proptest_config(common::config(16))]
+    #![proptest_config(common::config(48))]
     #[test]
     fn btrees_match_models(vs in prop_oneof![Just(4u32), Just(8), Just(16), Just(24)], ops in prop::collection::vec(op(), 1..40)) {
         let io = MemIo::new(2048);

@@ -22,7 +22,7 @@ fn keep() -> impl Strategy<Value = CrashKeep> {
 }
 
 proptest! {
-    #![proptest_config(common::config(24))]
+    #![proptest_config(common::config(96))]
     #[test]
     fn reopen_after_crash_gives_last_commit(
         ops in prop::collection::vec(op(), 1..30),

@@ -65,7 +65,7 @@ fn reopen(io: &MemIo) -> (TransactionManager, DiskSpaceMap) {
 }
 
 proptest! {
-    #![proptest_config(common::config(16))]
+    #![proptest_config(common::config(48))]
     #[test]
     fn disk_space_map_matches_model(ops in prop::collection::vec(op(DATA_BLOCKS), 1..40)) {
         let io = MemIo::new(1024);

@@ -12,7 +12,7 @@ use udm_pdata::io::MemIo;
 use udm_pdata::thin::ThinMetadata;
 
 proptest! {
-    #![proptest_config(common::config(12))]
+    #![proptest_config(common::config(48))]
     #[test]
     fn thin_metadata_matches_model(ops in prop::collection::vec(op(), 1..40)) {
         let io = MemIo::new(4096);

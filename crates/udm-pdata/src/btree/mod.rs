@@ -57,7 +57,11 @@ pub fn read_node<R: BlockReader + ?Sized>(r: &mut R, b: u64, value_size: u32) ->
 /// Create an empty tree (one empty leaf); returns its root.
 pub fn empty(tm: &mut TransactionManager, value_size: u32) -> Result<u64> {
     let b = tm.alloc()?;
-    tm.write(b, Node::new(b, true, value_size).encode())?;
+    tm.write_unsealed(
+        b,
+        Node::new(b, true, value_size).encode_unsealed(),
+        BlockKind::Node,
+    )?;
     Ok(b)
 }
 
@@ -151,7 +155,7 @@ pub fn insert_full<H: RefCounter + ?Sized>(
                     None
                 }
             };
-            tm.write(node.blocknr, node.encode())?;
+            tm.write_unsealed(node.blocknr, node.encode_unsealed(), BlockKind::Node)?;
             if let Some(o) = &old {
                 if dec_old && o.as_slice() != value {
                     hooks.dec(tm, o)?;
@@ -177,15 +181,15 @@ pub fn insert_full<H: RefCounter + ?Sized>(
             let right = child.split_off(child.len() / 2, right_b);
             node.insert_at(i + 1, right.keys[0], &right_b.to_le_bytes());
             if key >= right.keys[0] {
-                tm.write(child.blocknr, child.encode())?;
+                tm.write_unsealed(child.blocknr, child.encode_unsealed(), BlockKind::Node)?;
                 child = right;
                 i += 1;
             } else {
-                tm.write(right_b, right.encode())?;
+                tm.write_unsealed(right_b, right.encode_unsealed(), BlockKind::Node)?;
             }
         }
         debug_assert_eq!(node.child(i), child.blocknr);
-        tm.write(node.blocknr, node.encode())?;
+        tm.write_unsealed(node.blocknr, node.encode_unsealed(), BlockKind::Node)?;
         node = child;
     }
     Err(too_deep(node.blocknr))
@@ -198,8 +202,8 @@ fn split_beneath(tm: &mut TransactionManager, mut node: Node) -> Result<Node> {
     let root_b = node.blocknr;
     node.blocknr = left_b;
     let right = node.split_off(node.len() / 2, right_b);
-    tm.write(left_b, node.encode())?;
-    tm.write(right_b, right.encode())?;
+    tm.write_unsealed(left_b, node.encode_unsealed(), BlockKind::Node)?;
+    tm.write_unsealed(right_b, right.encode_unsealed(), BlockKind::Node)?;
     let mut root = Node::new(root_b, false, 8);
     root.insert_at(0, node.keys[0], &left_b.to_le_bytes());
     root.insert_at(1, right.keys[0], &right_b.to_le_bytes());
@@ -245,7 +249,7 @@ fn remove_rec<H: RefCounter + ?Sized>(
             PdataError::Inconsistent(format!("key {key} vanished from leaf {b} during remove"))
         })?;
         let v = node.remove_at(i);
-        tm.write(node.blocknr, node.encode())?;
+        tm.write_unsealed(node.blocknr, node.encode_unsealed(), BlockKind::Node)?;
         return Ok((node, v));
     }
     let i = node.child_index(key);
@@ -254,7 +258,7 @@ fn remove_rec<H: RefCounter + ?Sized>(
     if child.len() < child.min_entries() && node.len() > 1 {
         rebalance(tm, &mut node, i, child, vs, hooks)?;
     }
-    tm.write(node.blocknr, node.encode())?;
+    tm.write_unsealed(node.blocknr, node.encode_unsealed(), BlockKind::Node)?;
     Ok((node, v))
 }
 
@@ -281,7 +285,7 @@ fn rebalance<H: RefCounter + ?Sized>(
         tm.dec(right.blocknr)?;
         node.remove_at(li + 1);
         node.set_value(li, &left.blocknr.to_le_bytes());
-        tm.write(left.blocknr, left.encode())?;
+        tm.write_unsealed(left.blocknr, left.encode_unsealed(), BlockKind::Node)?;
         return Ok(());
     }
     let target = total / 2;
@@ -299,8 +303,8 @@ fn rebalance<H: RefCounter + ?Sized>(
     node.keys[li + 1] = right.keys[0];
     node.set_value(li, &left.blocknr.to_le_bytes());
     node.set_value(li + 1, &right.blocknr.to_le_bytes());
-    tm.write(left.blocknr, left.encode())?;
-    tm.write(right.blocknr, right.encode())?;
+    tm.write_unsealed(left.blocknr, left.encode_unsealed(), BlockKind::Node)?;
+    tm.write_unsealed(right.blocknr, right.encode_unsealed(), BlockKind::Node)?;
     Ok(())
 }
 

@@ -110,6 +110,13 @@ impl Node {
 
     /// Encode and seal.
     pub fn encode(&self) -> BlockBuf {
+        let mut buf = self.encode_unsealed();
+        seal(&mut buf, BlockKind::Node);
+        buf
+    }
+
+    /// Encode without the checksum (the block manager seals dirty blocks at write-back).
+    pub fn encode_unsealed(&self) -> BlockBuf {
         let mut buf = [0u8; BLOCK_SIZE];
         put32(
             &mut buf,
@@ -125,7 +132,6 @@ impl Node {
         }
         let voff = NODE_HEADER_SIZE + 8 * self.max_entries as usize;
         buf[voff..voff + self.values.len()].copy_from_slice(&self.values);
-        seal(&mut buf, BlockKind::Node);
         buf
     }
 
