@@ -6,6 +6,7 @@
 //!    the kernel activates the pool on udm's metadata, reports the used data blocks udm
 //!    counted, reads udm's device mappings back (the data blocks udm chose) and writes a
 //!    new device; udm opens the result consistent again.
+//!
 //! Skips without refvm, fails then under `UDM_REQUIRE_TOOLS=1`.
 
 use std::collections::BTreeMap;
