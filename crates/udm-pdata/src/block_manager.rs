@@ -51,6 +51,23 @@ impl BlockManager {
         }
     }
 
+    /// Change how many clean (and, before an early write-back, dirty) blocks are kept.
+    pub fn set_capacity(&mut self, blocks: usize) -> Result<()> {
+        self.capacity = blocks.max(16);
+        self.dirty_limit = blocks.max(16);
+        while self.clean.len() > self.capacity {
+            let Some((&t, &victim)) = self.lru.iter().next() else {
+                break;
+            };
+            self.lru.remove(&t);
+            self.clean.remove(&victim);
+        }
+        if self.dirty.len() > self.dirty_limit {
+            self.write_back()?;
+        }
+        Ok(())
+    }
+
     /// The device underneath.
     pub fn io(&self) -> &Arc<dyn MetaIo> {
         &self.io

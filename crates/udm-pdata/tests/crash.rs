@@ -26,11 +26,14 @@ proptest! {
     #[test]
     fn reopen_after_crash_gives_last_commit(
         ops in prop::collection::vec(op(), 1..30),
-        crash_at in 0u64..48,
+        crash_at in 0u64..160,
         keep in keep(),
+        cache in prop_oneof![Just(16usize), Just(4096)],
     ) {
         let io = MemIo::new(4096);
         let mut md = ThinMetadata::format(Arc::new(io.clone()), 128, 40_000).unwrap();
+        // A small cache writes uncommitted blocks out early, before their commit.
+        md.tm().bm().set_capacity(cache).unwrap();
         io.crash_after(crash_at);
         let mut model = Model::default();
         let mut committed = model.clone();

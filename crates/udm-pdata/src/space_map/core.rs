@@ -211,6 +211,9 @@ impl SmCore {
     pub fn begin(&mut self) {
         self.new_this_txn.clear();
         self.pending_free.clear();
+        // Each transaction allocates from the lowest free block, reusing what the last
+        // one freed and keeping the metadata compact.
+        self.cursor = 0;
     }
 
     /// Grow to `nr_blocks` (new blocks free, new bitmaps dirty).
