@@ -95,21 +95,17 @@ pub fn lookup<R: BlockReader + ?Sized>(
 ) -> Result<Option<Vec<u8>>> {
     let mut b = root;
     for _ in 0..MAX_DEPTH {
-        let node = read_node(r, b, value_size)?;
+        let buf = r.read_block(b, BlockKind::Node)?;
+        let node = node::NodeView::new(&buf, b, Some(value_size))?;
         if node.leaf {
             return Ok(node.search(key).ok().map(|i| node.value(i).to_vec()));
         }
-        if node.is_empty() {
-            return Err(PdataError::corrupt(
-                BlockKind::Node,
-                b,
-                "empty internal node",
-            ));
-        }
-        if key < node.keys[0] {
-            return Ok(None);
-        }
-        b = node.child(node.child_index(key));
+        let i = match node.search(key) {
+            Ok(i) => i,
+            Err(0) => return Ok(None),
+            Err(i) => i - 1,
+        };
+        b = le64(node.value(i), 0);
     }
     Err(too_deep(b))
 }

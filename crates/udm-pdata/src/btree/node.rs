@@ -52,6 +52,44 @@ impl Node {
     /// Decode a node read from `block` whose checksum was verified. `value_size`, when
     /// given, is what a leaf of this tree must hold.
     pub fn decode(buf: &BlockBuf, block: u64, value_size: Option<u32>) -> Result<Node> {
+        let view = NodeView::new(buf, block, value_size)?;
+        let keys: Vec<u64> = (0..view.len()).map(|i| view.key(i)).collect();
+        if keys.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(PdataError::corrupt(
+                BlockKind::Node,
+                block,
+                "keys out of order",
+            ));
+        }
+        let vs = view.value_size as usize;
+        let voff = view.values_offset();
+        Ok(Node {
+            blocknr: block,
+            leaf: view.leaf,
+            max_entries: view.max_entries,
+            value_size: view.value_size,
+            keys,
+            values: buf[voff..voff + view.len() * vs].to_vec(),
+        })
+    }
+}
+
+/// A validated, zero-copy view of a node block (header checked; keys not checked for
+/// order, which lookups do not need).
+pub struct NodeView<'a> {
+    buf: &'a BlockBuf,
+    /// Leaf or internal.
+    pub leaf: bool,
+    nr: usize,
+    /// Capacity.
+    pub max_entries: u32,
+    /// Bytes per value.
+    pub value_size: u32,
+}
+
+impl<'a> NodeView<'a> {
+    /// Check the header of a node read from `block` (see [`Node::decode`]).
+    pub fn new(buf: &'a BlockBuf, block: u64, value_size: Option<u32>) -> Result<NodeView<'a>> {
         let bad = |r: String| PdataError::corrupt(BlockKind::Node, block, r);
         let flags = le32(buf, 4);
         let blocknr = le64(buf, 8);
@@ -89,25 +127,57 @@ impl Node {
         if !leaf && nr == 0 {
             return Err(bad("internal node without entries".into()));
         }
-        let nr = nr as usize;
-        let keys: Vec<u64> = (0..nr)
-            .map(|i| le64(buf, NODE_HEADER_SIZE + 8 * i))
-            .collect();
-        if keys.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(bad("keys out of order".into()));
-        }
-        let voff = NODE_HEADER_SIZE + 8 * max as usize;
-        let values = buf[voff..voff + nr * vs as usize].to_vec();
-        Ok(Node {
-            blocknr,
+        Ok(NodeView {
+            buf,
             leaf,
+            nr: nr as usize,
             max_entries: max,
             value_size: vs,
-            keys,
-            values,
         })
     }
 
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.nr
+    }
+
+    /// Whether the node has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.nr == 0
+    }
+
+    /// Key `i`.
+    pub fn key(&self, i: usize) -> u64 {
+        le64(self.buf, NODE_HEADER_SIZE + 8 * i)
+    }
+
+    fn values_offset(&self) -> usize {
+        NODE_HEADER_SIZE + 8 * self.max_entries as usize
+    }
+
+    /// Value bytes of entry `i`.
+    pub fn value(&self, i: usize) -> &'a [u8] {
+        let vs = self.value_size as usize;
+        let off = self.values_offset() + i * vs;
+        &self.buf[off..off + vs]
+    }
+
+    /// Position of `key` (Ok) or where it would go (Err), by binary search.
+    pub fn search(&self, key: u64) -> std::result::Result<usize, usize> {
+        let (mut lo, mut hi) = (0, self.nr);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.key(mid).cmp(&key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(lo)
+    }
+}
+
+impl Node {
     /// Encode and seal.
     pub fn encode(&self) -> BlockBuf {
         let mut buf = self.encode_unsealed();
