@@ -1,6 +1,9 @@
 //! udm-testkit: helpers shared by udm's tests — outside-tool probes that obey
 //! `UDM_REQUIRE_TOOLS`, and image-file helpers.
 
+pub mod loopdev;
+pub mod lvm2;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -134,19 +134,29 @@ impl PvHeader {
         for (i, list) in lists.iter().enumerate() {
             if i == 2 {
                 if o + 8 > 512 {
-                    return Err(LvmError::BadPvHeader("too many areas for one sector".into()));
+                    return Err(LvmError::BadPvHeader(
+                        "too many areas for one sector".into(),
+                    ));
                 }
                 s[o..o + 4].copy_from_slice(&self.ext_version.to_le_bytes());
                 s[o + 4..o + 8].copy_from_slice(&self.ext_flags.to_le_bytes());
                 o += 8;
             }
-            let list = if i == 2 { &self.bootloader_areas[..] } else { list };
+            let list = if i == 2 {
+                &self.bootloader_areas[..]
+            } else {
+                list
+            };
             if o + 16 * (list.len() + 1) > 512 {
-                return Err(LvmError::BadPvHeader("too many areas for one sector".into()));
+                return Err(LvmError::BadPvHeader(
+                    "too many areas for one sector".into(),
+                ));
             }
             for a in list {
                 if a.offset == 0 {
-                    return Err(LvmError::BadPvHeader("an area cannot start at offset 0".into()));
+                    return Err(LvmError::BadPvHeader(
+                        "an area cannot start at offset 0".into(),
+                    ));
                 }
                 s[o..o + 8].copy_from_slice(&a.offset.to_le_bytes());
                 s[o + 8..o + 16].copy_from_slice(&a.size.to_le_bytes());
@@ -269,7 +279,9 @@ mod tests {
         assert_eq!(&id.0, b"vMHcLQ7Hlf5pbq7EmkW007sonMxF4DPV");
         assert_eq!(id.to_string(), "vMHcLQ-7Hlf-5pbq-7Emk-W007-sonM-xF4DPV");
         assert!("short".parse::<LvmId>().is_err());
-        assert!("vMHcLQ-7Hlf-5pbq-7Emk-W007-sonM-xF4DP?".parse::<LvmId>().is_err());
+        assert!("vMHcLQ-7Hlf-5pbq-7Emk-W007-sonM-xF4DP?"
+            .parse::<LvmId>()
+            .is_err());
     }
 
     #[test]
@@ -278,8 +290,14 @@ mod tests {
             label_sector: 1,
             pv_uuid: LvmId::random(),
             device_size: 64 << 20,
-            data_areas: vec![DiskLocn { offset: 1 << 20, size: 0 }],
-            metadata_areas: vec![DiskLocn { offset: 4096, size: (1 << 20) - 4096 }],
+            data_areas: vec![DiskLocn {
+                offset: 1 << 20,
+                size: 0,
+            }],
+            metadata_areas: vec![DiskLocn {
+                offset: 4096,
+                size: (1 << 20) - 4096,
+            }],
             ext_version: 2,
             ext_flags: PV_EXT_USED,
             bootloader_areas: vec![],
@@ -288,6 +306,9 @@ mod tests {
         head[512..1024].copy_from_slice(&h.encode().unwrap());
         assert_eq!(PvHeader::find(&head).unwrap(), h);
         head[600] ^= 1;
-        assert!(matches!(PvHeader::find(&head), Err(LvmError::BadLabel { sector: 1, .. })));
+        assert!(matches!(
+            PvHeader::find(&head),
+            Err(LvmError::BadLabel { sector: 1, .. })
+        ));
     }
 }

@@ -221,7 +221,12 @@ mod tests {
     #[test]
     fn header_round_trips_and_rejects_damage() {
         let mut h = MdaHeader::new(4096, 1044480);
-        h.raw_locns[0] = RawLocn { offset: 3072, size: 1544, checksum: 0xcc2f_a778, flags: 0 };
+        h.raw_locns[0] = RawLocn {
+            offset: 3072,
+            size: 1544,
+            checksum: 0xcc2f_a778,
+            flags: 0,
+        };
         let b = h.encode();
         assert_eq!(MdaHeader::decode(4096, &b).unwrap(), h);
         assert!(MdaHeader::decode(8192, &b).is_err());
@@ -235,15 +240,35 @@ mod tests {
         let mut h = MdaHeader::new(4096, 8192);
         assert_eq!(h.next_offset(), 512);
         // 512..2055 used → next is 2560; exactly aligned end still steps a full sector.
-        h.raw_locns[0] = RawLocn { offset: 512, size: 1544, checksum: 0, flags: 0 };
+        h.raw_locns[0] = RawLocn {
+            offset: 512,
+            size: 1544,
+            checksum: 0,
+            flags: 0,
+        };
         assert_eq!(h.next_offset(), 2560);
-        h.raw_locns[0] = RawLocn { offset: 512, size: 1536, checksum: 0, flags: 0 };
+        h.raw_locns[0] = RawLocn {
+            offset: 512,
+            size: 1536,
+            checksum: 0,
+            flags: 0,
+        };
         assert_eq!(h.next_offset(), 2560);
         // Near the end: back to the start of the buffer.
-        h.raw_locns[0] = RawLocn { offset: 7168, size: 600, checksum: 0, flags: 0 };
+        h.raw_locns[0] = RawLocn {
+            offset: 7168,
+            size: 600,
+            checksum: 0,
+            flags: 0,
+        };
         assert_eq!(h.next_offset(), 512);
         // A wrapped copy: the next goes after its tail.
-        h.raw_locns[0] = RawLocn { offset: 7680, size: 1000, checksum: 0, flags: 0 };
+        h.raw_locns[0] = RawLocn {
+            offset: 7680,
+            size: 1000,
+            checksum: 0,
+            flags: 0,
+        };
         assert_eq!(h.pieces(&h.raw_locns[0]), [(7680, 512), (512, 488)]);
         assert_eq!(h.next_offset(), 1024);
         assert_eq!(h.max_text_size(), 3328);

@@ -9,6 +9,7 @@
 //! - [`model`]: typed VG/PV/LV/segment model over the tree (unknown keys survive).
 //! - [`ops`]: `pvcreate`, write and commit a VG to every PV, read a VG from a set of PVs.
 
+pub mod build;
 pub mod label;
 pub mod mda;
 pub mod model;
@@ -33,7 +34,11 @@ pub fn calc_crc(initial: u32, data: &[u8]) -> u32 {
         for (i, e) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *e = c;
         }
@@ -77,7 +82,11 @@ pub enum LvmError {
     #[error("{0}")]
     NotFound(String),
     #[error("I/O error on {what}: {reason}")]
-    Io { what: String, reason: String, errno: i32 },
+    Io {
+        what: String,
+        reason: String,
+        errno: i32,
+    },
 }
 
 impl LvmError {

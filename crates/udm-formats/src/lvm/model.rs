@@ -101,7 +101,9 @@ fn req<'a>(items: &'a [Item], key: &str, what: &str) -> Result<&'a Value, LvmErr
 fn req_u64(items: &[Item], key: &str, what: &str) -> Result<u64, LvmError> {
     match req(items, key, what)? {
         Value::Int(i) if *i >= 0 => Ok(*i as u64),
-        _ => Err(invalid(format!("{what}: {key} must be a non-negative integer"))),
+        _ => Err(invalid(format!(
+            "{what}: {key} must be a non-negative integer"
+        ))),
     }
 }
 fn opt_u64(items: &[Item], key: &str, what: &str) -> Result<Option<u64>, LvmError> {
@@ -172,7 +174,9 @@ impl Metadata {
         let top = &doc.items;
         let comment = |key: &str| {
             top.iter().find_map(|i| match i {
-                Item::Pair { key: k, comment, .. } if k == key => comment.clone(),
+                Item::Pair {
+                    key: k, comment, ..
+                } if k == key => comment.clone(),
                 _ => None,
             })
         };
@@ -189,10 +193,18 @@ impl Metadata {
             generated,
             contents: contents.to_string(),
             version,
-            description: get(top, "description").and_then(Value::as_str).unwrap_or("").into(),
-            creation_host: get(top, "creation_host").and_then(Value::as_str).unwrap_or("").into(),
+            description: get(top, "description")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .into(),
+            creation_host: get(top, "creation_host")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .into(),
             creation_host_comment: comment("creation_host"),
-            creation_time: get(top, "creation_time").and_then(Value::as_int).unwrap_or(0),
+            creation_time: get(top, "creation_time")
+                .and_then(Value::as_int)
+                .unwrap_or(0),
             creation_time_comment: comment("creation_time"),
         })
     }
@@ -297,8 +309,16 @@ impl Vg {
             }
         }
         let known = [
-            "id", "seqno", "format", "status", "flags", "tags", "extent_size", "max_lv",
-            "max_pv", "metadata_copies",
+            "id",
+            "seqno",
+            "format",
+            "status",
+            "flags",
+            "tags",
+            "extent_size",
+            "max_lv",
+            "max_pv",
+            "metadata_copies",
         ];
         let extra_sections = items
             .iter()
@@ -312,7 +332,10 @@ impl Vg {
             name: name.to_string(),
             id: id_of(items, &what)?,
             seqno: req_u64(items, "seqno", &what)?,
-            format: get(items, "format").and_then(Value::as_str).unwrap_or("lvm2").into(),
+            format: get(items, "format")
+                .and_then(Value::as_str)
+                .unwrap_or("lvm2")
+                .into(),
             status: strs(items, "status", &what)?,
             flags: strs(items, "flags", &what)?,
             tags: strs(items, "tags", &what)?,
@@ -338,7 +361,10 @@ impl Vg {
         }
         let mut used: Vec<Vec<Option<&str>>> = Vec::new();
         for (i, pv) in self.pvs.iter().enumerate() {
-            if self.pvs[..i].iter().any(|p| p.name == pv.name || p.id == pv.id) {
+            if self.pvs[..i]
+                .iter()
+                .any(|p| p.name == pv.name || p.id == pv.id)
+            {
                 return Err(invalid(format!("{what}: duplicate PV {}", pv.name)));
             }
             used.push(vec![None; pv.pe_count.min(1 << 24) as usize]);
@@ -494,7 +520,9 @@ impl Pv {
         Ok(Pv {
             name: name.into(),
             id: id_of(items, &what)?,
-            device: get(items, "device").and_then(Value::as_str).map(str::to_string),
+            device: get(items, "device")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             status: strs(items, "status", &what)?,
             flags: strs(items, "flags", &what)?,
             tags: strs(items, "tags", &what)?,
@@ -531,7 +559,13 @@ impl Lv {
     fn from_items(name: &str, items: &[Item]) -> Result<Lv, LvmError> {
         let what = format!("LV {name}");
         let known = [
-            "id", "status", "flags", "tags", "creation_time", "creation_host", "segment_count",
+            "id",
+            "status",
+            "flags",
+            "tags",
+            "creation_time",
+            "creation_host",
+            "segment_count",
         ];
         let mut segments = Vec::new();
         for (n, it) in sections(items) {
@@ -551,7 +585,9 @@ impl Lv {
             flags: strs(items, "flags", &what)?,
             tags: strs(items, "tags", &what)?,
             creation_time: get(items, "creation_time").and_then(Value::as_int),
-            creation_host: get(items, "creation_host").and_then(Value::as_str).map(Into::into),
+            creation_host: get(items, "creation_host")
+                .and_then(Value::as_str)
+                .map(Into::into),
             segments,
             extra: extra_pairs(items, &known),
         })
@@ -575,7 +611,9 @@ impl Lv {
         }
         it.push(Item::pair("segment_count", int(self.segments.len() as u64)));
         for (i, s) in self.segments.iter().enumerate() {
-            it.push(Item::Blank);
+            if i == 0 {
+                it.push(Item::Blank);
+            }
             it.push(s.to_item(i + 1));
         }
         Item::Section {
@@ -654,12 +692,19 @@ impl Segment {
 
     /// `stripe_size` in sectors (absent for a single stripe).
     pub fn stripe_size(&self) -> Option<u64> {
-        self.get("stripe_size").and_then(Value::as_int).map(|i| i as u64)
+        self.get("stripe_size")
+            .and_then(Value::as_int)
+            .map(|i| i as u64)
     }
 
     /// The `stripes` areas as (PV name, first extent on it) pairs.
     pub fn stripes(&self) -> Result<Vec<(String, u64)>, LvmError> {
-        let bad = || invalid(format!("segment at extent {}: bad stripes", self.start_extent));
+        let bad = || {
+            invalid(format!(
+                "segment at extent {}: bad stripes",
+                self.start_extent
+            ))
+        };
         let Some(Value::Array(v, _)) = self.get("stripes") else {
             return Err(bad());
         };

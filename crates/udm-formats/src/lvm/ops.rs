@@ -91,7 +91,9 @@ impl Disk for MemDisk {
         Ok(self.0.len() as u64)
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), LvmError> {
-        let end = offset.checked_add(buf.len() as u64).filter(|&e| e <= self.0.len() as u64);
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.0.len() as u64);
         let Some(end) = end else {
             return Err(LvmError::Io {
                 what: "memory".into(),
@@ -151,8 +153,7 @@ pub fn read_label(disk: &dyn Disk) -> Result<PvHeader, LvmError> {
 pub fn pvcreate(disk: &mut dyn Disk, opts: &PvcreateOptions) -> Result<PvHeader, LvmError> {
     let size = disk.size()?;
     let need = opts.data_offset + (1 << 20);
-    if opts.data_offset < MDA_OFFSET + 2 * MDA_HEADER_SIZE || opts.data_offset % SECTOR_SIZE != 0
-    {
+    if opts.data_offset < MDA_OFFSET + 2 * MDA_HEADER_SIZE || opts.data_offset % SECTOR_SIZE != 0 {
         return Err(LvmError::Invalid(format!(
             "data offset {} leaves no room for metadata",
             opts.data_offset
@@ -327,7 +328,11 @@ pub fn read_vg(disks: &[&dyn Disk], vgname: Option<&str>) -> Result<ReadVg, LvmE
         .vg
         .pvs
         .iter()
-        .map(|p| labels.iter().position(|l| l.as_ref().is_some_and(|l| l.pv_uuid == p.id)))
+        .map(|p| {
+            labels
+                .iter()
+                .position(|l| l.as_ref().is_some_and(|l| l.pv_uuid == p.id))
+        })
         .collect();
     Ok(ReadVg {
         metadata: best.0.clone(),

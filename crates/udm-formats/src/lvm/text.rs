@@ -227,7 +227,10 @@ impl<'a> Parser<'a> {
                             self.pos += 1;
                             self.end_of_line()?;
                             let sub = self.items(depth + 1)?;
-                            items.push(Item::Section { name: key, items: sub });
+                            items.push(Item::Section {
+                                name: key,
+                                items: sub,
+                            });
                         }
                         Some(b'=') => {
                             self.pos += 1;
@@ -457,8 +460,18 @@ mod tests {
         let vg = section(&d.items, "vg").unwrap();
         assert_eq!(get(vg, "id").unwrap().as_str(), Some("a\"b"));
         assert_eq!(get(vg, "seqno").unwrap().as_int(), Some(3));
-        assert_eq!(get(vg, "stripes"), Some(&Value::Array(vec![
-            Value::str("pv0"), Value::Int(0), Value::str("pv1"), Value::Int(0)], 2)));
+        assert_eq!(
+            get(vg, "stripes"),
+            Some(&Value::Array(
+                vec![
+                    Value::str("pv0"),
+                    Value::Int(0),
+                    Value::str("pv1"),
+                    Value::Int(0)
+                ],
+                2
+            ))
+        );
         let indented = d.print(true);
         assert!(indented.contains("\tseqno = 3\n"));
         assert!(indented.contains("\tstripes = [\n\t\t\"pv0\", 0,\n\t\t\"pv1\", 0\n\t]\n"));
