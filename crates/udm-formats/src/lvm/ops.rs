@@ -153,7 +153,9 @@ pub fn read_label(disk: &dyn Disk) -> Result<PvHeader, LvmError> {
 pub fn pvcreate(disk: &mut dyn Disk, opts: &PvcreateOptions) -> Result<PvHeader, LvmError> {
     let size = disk.size()?;
     let need = opts.data_offset + (1 << 20);
-    if opts.data_offset < MDA_OFFSET + 2 * MDA_HEADER_SIZE || opts.data_offset % SECTOR_SIZE != 0 {
+    if opts.data_offset < MDA_OFFSET + 2 * MDA_HEADER_SIZE
+        || !opts.data_offset.is_multiple_of(SECTOR_SIZE)
+    {
         return Err(LvmError::Invalid(format!(
             "data offset {} leaves no room for metadata",
             opts.data_offset
