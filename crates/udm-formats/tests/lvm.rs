@@ -549,3 +549,64 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn bad_references_are_refused_and_unknown_segments_survive() {
+    let (_, vg) = mem_vg(4, MIB);
+    let text =
+        String::from_utf8(Metadata::new(vg.clone(), "t", "h", "Linux h", 1).to_bytes()).unwrap();
+    let cases = [
+        (
+            text.replacen("\"pv1\", 0", "\"pv9\", 0", 1),
+            "unknown PV pv9",
+        ),
+        (
+            text.replacen("segment_count = 1", "segment_count = 2", 1),
+            "segment_count 2 but 1",
+        ),
+        (
+            text.replacen("seqno = 1", "seqno = \"one\"", 1),
+            "seqno must be a non-negative integer",
+        ),
+        (
+            text.replacen("extent_size = 128", "extent_size = 0", 1),
+            "extent_size is 0",
+        ),
+        (
+            text.replacen(
+                "contents = \"Text Format Volume Group\"",
+                "contents = \"x\"",
+                1,
+            ),
+            "unknown contents",
+        ),
+    ];
+    for (bad, want) in cases {
+        assert_ne!(bad, text, "{want}: the edit applied");
+        let e = Metadata::parse(bad.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains(want), "{e} lacks {want}");
+        assert_eq!(e.errno(), 22);
+    }
+    let mut overlap = vg.clone();
+    overlap.lvs[1].segments[0] =
+        udm_formats::lvm::Segment::striped(0, 4, 128, &[("pv0", 1), ("pv1", 0)]);
+    let e = overlap.validate().unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("extent 1 of pv0 used by both lin and str"),
+        "{e}"
+    );
+
+    // A thin pool written the way lvm2 writes one: the typed model keeps its keys.
+    let thin = text.replacen(
+        "type = \"striped\"\nstripe_count = 1\n\nstripes = [\n\"pv0\", 0\n]\n",
+        "type = \"thin-pool\"\nmetadata = \"pool_tmeta\"\npool = \"pool_tdata\"\ntransaction_id = 3\nchunk_size = 128\ndiscards = \"passdown\"\nzero_new_blocks = 1\nfuture_key = [1, 2.5, \"x\"]\n",
+        1,
+    );
+    assert_ne!(thin, text);
+    let m = Metadata::parse(thin.as_bytes()).unwrap();
+    let seg = &m.vg.lv("lin").unwrap().segments[0];
+    assert_eq!(seg.seg_type, "thin-pool");
+    assert_eq!(seg.get("transaction_id").and_then(|v| v.as_int()), Some(3));
+    assert_eq!(String::from_utf8(m.to_bytes()).unwrap(), thin);
+}

@@ -359,7 +359,8 @@ impl Vg {
         if self.extent_size == 0 {
             return Err(invalid(format!("{what}: extent_size is 0")));
         }
-        let mut used: Vec<Vec<Option<&str>>> = Vec::new();
+        // (PV index, first extent, end extent, LV name) of every striped area.
+        let mut used: Vec<(usize, u64, u64, &str)> = Vec::new();
         for (i, pv) in self.pvs.iter().enumerate() {
             if self.pvs[..i]
                 .iter()
@@ -367,7 +368,6 @@ impl Vg {
             {
                 return Err(invalid(format!("{what}: duplicate PV {}", pv.name)));
             }
-            used.push(vec![None; pv.pe_count.min(1 << 24) as usize]);
         }
         for (i, lv) in self.lvs.iter().enumerate() {
             if self.lvs[..i].iter().any(|l| l.name == lv.name) {
@@ -408,17 +408,18 @@ impl Vg {
                             lv.name
                         )));
                     };
-                    for e in pe..end {
-                        let slot = &mut used[pi][e as usize];
-                        if let Some(other) = slot {
-                            return Err(invalid(format!(
-                                "{what}: extent {e} of {pvname} used by both {other} and {}",
-                                lv.name
-                            )));
-                        }
-                        *slot = Some(&lv.name);
-                    }
+                    used.push((pi, pe, end, &lv.name));
                 }
+            }
+        }
+        used.sort();
+        for w in used.windows(2) {
+            let ((pa, _, ea, la), (pb, sb, _, lb)) = (w[0], w[1]);
+            if pa == pb && sb < ea {
+                return Err(invalid(format!(
+                    "{what}: extent {sb} of {} used by both {la} and {lb}",
+                    self.pvs[pa].name
+                )));
             }
         }
         Ok(())

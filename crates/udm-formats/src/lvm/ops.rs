@@ -195,8 +195,24 @@ pub fn pvcreate(disk: &mut dyn Disk, opts: &PvcreateOptions) -> Result<PvHeader,
     Ok(hdr)
 }
 
+/// Largest metadata text read (lvm2's text for thousands of LVs stays far below).
+pub const MAX_TEXT: u64 = 256 << 20;
+
 /// One metadata area's copy of the text, read and checked.
 fn read_copy(disk: &dyn Disk, area: &DiskLocn) -> Result<Option<(Vec<u8>, u32)>, LvmError> {
+    let disk_size = disk.size()?;
+    if area
+        .offset
+        .checked_add(area.size)
+        .is_none_or(|end| end > disk_size)
+    {
+        return Err(LvmError::BadPvHeader(format!(
+            "metadata area {}+{} lies beyond the end of {}",
+            area.offset,
+            area.size,
+            disk.name()
+        )));
+    }
     let mut hb = [0u8; MDA_HEADER_SIZE as usize];
     disk.read_at(area.offset, &mut hb)?;
     let h = MdaHeader::decode(area.offset, &hb)?;
@@ -209,6 +225,12 @@ fn read_copy(disk: &dyn Disk, area: &DiskLocn) -> Result<Option<(Vec<u8>, u32)>,
     let r = h.raw_locns[0];
     if r.is_empty() || r.is_ignored() {
         return Ok(None);
+    }
+    if r.size > MAX_TEXT {
+        return Err(LvmError::BadMetadata {
+            offset: area.offset + r.offset,
+            reason: format!("metadata size {} is implausibly large", r.size),
+        });
     }
     let mut text = Vec::with_capacity(r.size as usize);
     for (off, len) in h.pieces(&r) {
