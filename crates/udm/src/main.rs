@@ -6,6 +6,7 @@ mod dmsetup;
 mod key_cli;
 mod logwrites;
 mod luks_cli;
+mod lvm;
 mod stats_cli;
 mod verity_cli;
 
@@ -22,12 +23,14 @@ fn main() -> ExitCode {
         "dmstats" => stats_cli::main(&args[1..]),
         "veritysetup" => verity_cli::main("veritysetup", &args[1..]),
         "cryptsetup" => luks_cli::main("cryptsetup", &args[1..]),
+        "pvs" | "vgs" | "lvs" => lvm::run(&prog, &args[1..]),
         _ => match args.get(1).map(|s| s.as_str()) {
             Some("daemon") => report(daemon::main(&args[2..], false)),
             Some("stats") => stats_cli::main(&args[2..]),
             Some("log-writes") => logwrites::main(&args[2..]),
             Some("verity") => verity_cli::main("udm verity", &args[2..]),
             Some("luks") => luks_cli::main("udm luks", &args[2..]),
+            Some("lvm") => lvm::main(&args[2..]),
             Some("key") => key_cli::main(&args[2..]),
             None => report(daemon::main(&[], true)),
             Some("--help") if args.len() == 2 => {

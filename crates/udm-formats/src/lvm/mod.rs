@@ -19,7 +19,7 @@ pub mod text;
 pub use label::{LvmId, PvHeader};
 pub use mda::{MdaHeader, RawLocn};
 pub use model::{Lv, Metadata, Pv, Segment, Vg};
-pub use ops::{pvcreate, read_vg, write_vg, Disk, PvcreateOptions, ReadVg};
+pub use ops::{pvcreate, read_vg, scan_pv, write_vg, Disk, PvScan, PvcreateOptions, ReadVg};
 pub use text::{Document, Item, Value};
 
 /// Bytes per sector in every LVM2 offset that counts sectors.

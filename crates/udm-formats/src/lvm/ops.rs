@@ -468,3 +468,45 @@ impl Staged {
 pub fn write_vg(meta: &Metadata, disks: &mut [&mut dyn Disk]) -> Result<(), LvmError> {
     stage_vg(meta, disks)?.commit(disks)
 }
+
+/// What one device holds: its PV header and the VG its newest metadata copy names (None
+/// for an orphan PV, one with no metadata yet).
+#[derive(Debug, Clone)]
+pub struct PvScan {
+    pub header: PvHeader,
+    pub vg: Option<String>,
+    /// Damaged copies seen, said plainly.
+    pub warnings: Vec<String>,
+}
+
+/// Scan one device: label, then every metadata copy; the newest valid copy names the VG.
+/// No label is [`LvmError::NoLabel`]; damaged copies are warnings unless none is valid.
+pub fn scan_pv(disk: &dyn Disk) -> Result<PvScan, LvmError> {
+    let header = read_label(disk)?;
+    let mut best: Option<(u64, String)> = None;
+    let mut warnings = Vec::new();
+    for (i, area) in header.metadata_areas.iter().enumerate() {
+        let parsed = read_copy(disk, area).and_then(|c| match c {
+            None => Ok(None),
+            Some((text, _)) => Metadata::parse(&text).map(Some),
+        });
+        match parsed {
+            Ok(Some(m)) if best.as_ref().is_none_or(|b| m.vg.seqno > b.0) => {
+                best = Some((m.vg.seqno, m.vg.name))
+            }
+            Ok(_) => {}
+            Err(e) => warnings.push(format!("{} mda{}: {e}", disk.name(), i + 1)),
+        }
+    }
+    if best.is_none() && !warnings.is_empty() {
+        return Err(LvmError::NoValidMetadata {
+            vg: "(unknown)".into(),
+            reasons: warnings.join("; "),
+        });
+    }
+    Ok(PvScan {
+        header,
+        vg: best.map(|b| b.1),
+        warnings,
+    })
+}
