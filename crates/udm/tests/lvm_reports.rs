@@ -1,0 +1,157 @@
+//! `udm lvm pvs/vgs/lvs` (and the `pvs`/`vgs`/`lvs` links) print byte-for-byte what lvm2's
+//! default reports print for the same PVs: VGs made by lvm2 (full, rounded `<` sizes,
+//! linear, striped, multi-segment, an orphan PV) and a VG made by udm's library.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use udm_formats::lvm::ops::ImageFile;
+use udm_formats::lvm::{pvcreate, write_vg, Disk, Metadata, PvcreateOptions, Vg};
+use udm_testkit::loopdev::LoopDev;
+use udm_testkit::lvm2::Lvm2;
+
+fn udm() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_udm"))
+}
+
+/// Run `prog args…`, return (stdout, stderr, exit code).
+fn run(prog: &Path, args: &[&str]) -> (String, String, i32) {
+    let o = Command::new(prog).args(args).output().expect("spawn");
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+        o.status.code().unwrap_or(-1),
+    )
+}
+
+/// lvm2's stdout for `cmd args…` and udm's for `udm lvm cmd --devices … args…` must match.
+fn same(lvm: &Lvm2, devs: &str, cmd: &str, args: &[&str]) -> String {
+    let real = lvm.ok(cmd, args);
+    let mut a = vec!["lvm", cmd, "--devices", devs];
+    a.extend_from_slice(args);
+    let (ours, err, code) = run(&udm(), &a);
+    assert_eq!(code, 0, "udm lvm {cmd} {args:?}: {err}");
+    assert_eq!(ours, real, "udm lvm {cmd} {args:?} differs from lvm2");
+    real
+}
+
+fn images(dir: &Path, sizes_mib: &[u64]) -> Vec<PathBuf> {
+    sizes_mib
+        .iter()
+        .enumerate()
+        .map(|(i, m)| udm_testkit::image(dir, &format!("pv{i}.img"), m << 20))
+        .collect()
+}
+
+#[test]
+fn lvm2_made_vgs_report_identically() {
+    if !udm_testkit::require_tool("lvm") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = images(dir.path(), &[64, 64, 3000, 100, 100]);
+    let Some(loops) = imgs
+        .iter()
+        .map(|i| LoopDev::attach(i))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return;
+    };
+    let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
+    let lvm = Lvm2::new(&d).unwrap();
+    lvm.ok("pvcreate", &d);
+    lvm.ok("vgcreate", &["vg1", d[0]]);
+    lvm.ok("lvcreate", &["-n", "full", "-l", "100%FREE", "vg1"]);
+    lvm.ok("vgcreate", &["-s", "1M", "vg2", d[2]]);
+    lvm.ok("lvcreate", &["-n", "odd", "-L", "2043M", "vg2"]);
+    lvm.ok("vgcreate", &["--addtag", "t", "data", d[3], d[4]]);
+    lvm.ok("lvcreate", &["-n", "lin", "-L", "12M", "data"]);
+    lvm.ok(
+        "lvcreate",
+        &[
+            "-n",
+            "striped_lv",
+            "-L",
+            "40M",
+            "-i",
+            "2",
+            "-I",
+            "64K",
+            "data",
+        ],
+    );
+    lvm.ok("lvextend", &["-L", "+20M", "data/lin"]);
+    lvm.ok("lvcreate", &["-n", "ro", "-l", "1", "-p", "r", "data"]);
+    let devs = d.join(",");
+    for cmd in ["pvs", "vgs", "lvs"] {
+        let out = same(&lvm, &devs, cmd, &[]);
+        assert!(out.lines().count() > 2, "{out}");
+        same(&lvm, &devs, cmd, &["--noheadings"]);
+    }
+    same(&lvm, &devs, "lvs", &["-a"]);
+    same(&lvm, &devs, "lvs", &["data"]);
+    same(&lvm, &devs, "lvs", &["data/lin", "vg2"]);
+    same(&lvm, &devs, "vgs", &["vg2", "data"]);
+    let pvs_some = lvm.ok("pvs", &[d[1], d[3]]);
+    let (ours, _, code) = run(&udm(), &["lvm", "pvs", d[1], d[3]]);
+    assert_eq!((ours, code), (pvs_some, 0));
+    // As a link named `vgs`.
+    let link = dir.path().join("vgs");
+    std::os::unix::fs::symlink(udm(), &link).unwrap();
+    let (ours, _, _) = run(&link, &["--devices", &devs]);
+    assert_eq!(ours, lvm.ok("vgs", &[]));
+    // Errors as lvm2 words them, with its exit status.
+    let (_, err, code) = run(&udm(), &["lvm", "vgs", "--devices", &devs, "nosuch"]);
+    assert_eq!(code, 5);
+    assert!(err.contains("Volume group \"nosuch\" not found"), "{err}");
+    let (_, err, code) = run(&udm(), &["lvm", "lvs"]);
+    assert_eq!(code, 5);
+    assert!(err.contains("--devices"), "{err}");
+}
+
+#[test]
+fn udm_made_vg_reports_as_lvm2_does() {
+    if !udm_testkit::require_tool("lvm") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = images(dir.path(), &[200, 200, 200]);
+    {
+        let mut files: Vec<ImageFile> = imgs
+            .iter()
+            .map(|p| ImageFile::open(p, true).unwrap())
+            .collect();
+        let hdrs: Vec<_> = files
+            .iter_mut()
+            .map(|f| (pvcreate(f, &PvcreateOptions::default()).unwrap(), None))
+            .collect();
+        let mut vg = Vg::create("vg_data", 8192, &hdrs).unwrap();
+        vg.create_lv("db_lv", 10, 1, 0, "h", 1_700_000_000).unwrap();
+        vg.create_lv("striped_lv", 30, 3, 128, "h", 1_700_000_000)
+            .unwrap();
+        vg.create_lv("spill", 60, 1, 0, "h", 1_700_000_000).unwrap();
+        let m = Metadata::new(vg, "udm", "h", "Linux h", 1_700_000_000);
+        let mut disks: Vec<&mut dyn Disk> = files.iter_mut().map(|f| f as &mut dyn Disk).collect();
+        write_vg(&m, &mut disks).unwrap();
+    }
+    let Some(loops) = imgs
+        .iter()
+        .map(|i| LoopDev::attach(i))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return;
+    };
+    let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
+    let lvm = Lvm2::new(&d).unwrap();
+    let devs = d.join(",");
+    for cmd in ["pvs", "vgs", "lvs"] {
+        same(&lvm, &devs, cmd, &[]);
+    }
+    // The same report from the image files themselves (no loop devices needed by udm).
+    let files = imgs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (ours, _, code) = run(&udm(), &["lvm", "lvs", "--devices", &files]);
+    assert_eq!((ours, code), (lvm.ok("lvs", &[]), 0));
+}
