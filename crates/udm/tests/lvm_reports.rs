@@ -155,3 +155,119 @@ fn udm_made_vg_reports_as_lvm2_does() {
     let (ours, _, code) = run(&udm(), &["lvm", "lvs", "--devices", &files]);
     assert_eq!((ours, code), (lvm.ok("lvs", &[]), 0));
 }
+
+/// An LV with one segment of `seg_type` whose keys are given as they appear in metadata.
+fn generic_lv(
+    name: &str,
+    visible: bool,
+    extents: u64,
+    seg_type: &str,
+    body: Vec<(&str, udm_formats::lvm::Value)>,
+) -> udm_formats::lvm::Lv {
+    let mut status = vec!["READ".to_string(), "WRITE".to_string()];
+    if visible {
+        status.push("VISIBLE".into());
+    }
+    udm_formats::lvm::Lv {
+        name: name.into(),
+        id: udm_formats::lvm::LvmId::random(),
+        status,
+        flags: vec![],
+        tags: vec![],
+        creation_time: Some(1_700_000_000),
+        creation_host: Some("h".into()),
+        segments: vec![udm_formats::lvm::Segment {
+            start_extent: 0,
+            extent_count: extents,
+            seg_type: seg_type.into(),
+            body: body
+                .into_iter()
+                .map(|(k, v)| udm_formats::lvm::Item::pair(k, v))
+                .collect(),
+        }],
+        extra: vec![],
+    }
+}
+
+#[test]
+fn thin_and_snapshot_lvs_report_as_lvm2_does() {
+    use udm_formats::lvm::Value;
+    if !udm_testkit::require_tool("lvm") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = images(dir.path(), &[200]);
+    {
+        let mut f = ImageFile::open(&imgs[0], true).unwrap();
+        let hdr = pvcreate(&mut f, &PvcreateOptions::default()).unwrap();
+        let mut vg = Vg::create("vgt", 8192, &[(hdr, None)]).unwrap();
+        for (n, e) in [
+            ("pool_tmeta", 1),
+            ("pool_tdata", 10),
+            ("lvol0_pmspare", 1),
+            ("lin", 5),
+            ("snap", 2),
+        ] {
+            vg.create_lv(n, e, 1, 0, "h", 1_700_000_000).unwrap();
+        }
+        for l in vg.lvs.iter_mut().filter(|l| l.name != "lin") {
+            l.status.retain(|s| s != "VISIBLE");
+        }
+        vg.lvs.push(generic_lv(
+            "pool",
+            true,
+            10,
+            "thin-pool",
+            vec![
+                ("metadata", Value::str("pool_tmeta")),
+                ("pool", Value::str("pool_tdata")),
+                ("transaction_id", Value::Int(1)),
+                ("chunk_size", Value::Int(128)),
+                ("discards", Value::str("passdown")),
+                ("zero_new_blocks", Value::Int(1)),
+            ],
+        ));
+        vg.lvs.push(generic_lv(
+            "thin1",
+            true,
+            25,
+            "thin",
+            vec![
+                ("thin_pool", Value::str("pool")),
+                ("transaction_id", Value::Int(0)),
+                ("device_id", Value::Int(1)),
+            ],
+        ));
+        vg.lvs.push(generic_lv(
+            "snapshot0",
+            true,
+            5,
+            "snapshot",
+            vec![
+                ("chunk_size", Value::Int(8)),
+                ("origin", Value::str("lin")),
+                ("cow_store", Value::str("snap")),
+            ],
+        ));
+        let m = Metadata::new(vg, "udm", "h", "Linux h", 1_700_000_000);
+        write_vg(&m, &mut [&mut f as &mut dyn Disk]).unwrap();
+    }
+    let Some(lp) = LoopDev::attach(&imgs[0]) else {
+        return;
+    };
+    let lvm = Lvm2::new(&[lp.path()]).unwrap();
+    let ck = lvm.cmd("vgck", &["vgt"]);
+    assert!(
+        ck.status.success(),
+        "vgck: {}",
+        String::from_utf8_lossy(&ck.stderr)
+    );
+    for cmd in ["pvs", "vgs", "lvs"] {
+        same(&lvm, lp.path(), cmd, &[]);
+    }
+    let all = same(&lvm, lp.path(), "lvs", &["-a"]);
+    assert!(
+        all.contains("[pool_tdata]") && all.contains("thin1"),
+        "{all}"
+    );
+}

@@ -382,7 +382,12 @@ fn lv_attr(vg: &Vg, lv: &Lv) -> String {
         _ if snapshot_of(&lv.name) => 's',
         _ if is_origin => 'o',
         _ if lv.name.ends_with("_tdata") || lv.name.contains("_cdata") => 'T',
-        _ if lv.name.ends_with("_tmeta") || lv.name.contains("_rmeta_") => 'e',
+        _ if lv.name.ends_with("_tmeta")
+            || lv.name.ends_with("_pmspare")
+            || lv.name.contains("_rmeta_") =>
+        {
+            'e'
+        }
         _ if lv.name.contains("_mimage_") || lv.name.contains("_rimage_") => 'i',
         _ if lv.name.ends_with("_mlog") => 'l',
         _ => '-',
@@ -404,18 +409,25 @@ fn lv_attr(vg: &Vg, lv: &Lv) -> String {
         policy
     };
     let target = match kind {
-        't' | 'V' | 'T' => 't',
+        't' | 'V' => 't',
         's' | 'o' => 's',
-        'm' | 'i' | 'l' if ty == "mirror" || lv.name.contains("_mimage_") => 'm',
+        'm' => 'm',
         'r' => 'r',
         'C' => 'C',
         _ => '-',
     };
-    let zero = ty == "thin-pool"
-        && lv.segments[0]
-            .get("zero_new_blocks")
-            .and_then(|v| v.as_int())
-            == Some(1);
+    // Zeroing shows on a thin pool and on its thin volumes.
+    let pool = match ty {
+        "thin" => seg_str(lv, "thin_pool").and_then(|p| vg.lv(p)),
+        _ => Some(lv),
+    };
+    let zero = pool.is_some_and(|p| {
+        seg_type(p) == "thin-pool"
+            && p.segments[0]
+                .get("zero_new_blocks")
+                .and_then(|v| v.as_int())
+                == Some(1)
+    });
     format!(
         "{kind}{}{policy}{}XX{target}{}-{}",
         if has("WRITE") { 'w' } else { 'r' },
@@ -427,6 +439,15 @@ fn lv_attr(vg: &Vg, lv: &Lv) -> String {
             '-'
         },
     )
+}
+
+/// True when lvm2 lists `lv` without `-a`: visible LVs, and a snapshot's COW store when its
+/// `snapshotN` LV is visible (lvm2 shows the COW as the snapshot).
+fn shown(vg: &Vg, lv: &Lv) -> bool {
+    lv.visible()
+        || vg.lvs.iter().any(|l| {
+            seg_type(l) == "snapshot" && seg_str(l, "cow_store") == Some(&lv.name) && l.visible()
+        })
 }
 
 fn lv_rows(
@@ -461,11 +482,12 @@ fn lv_rows(
         let mut lvs: Vec<&Lv> = vg
             .lvs
             .iter()
-            .filter(|l| (all || l.visible()) && wanted(&vg.name, &l.name))
+            .filter(|l| seg_type(l) != "snapshot")
+            .filter(|l| (all || shown(vg, l)) && wanted(&vg.name, &l.name))
             .collect();
         lvs.sort_by(|a, b| a.name.cmp(&b.name));
         for lv in lvs {
-            let name = if lv.visible() {
+            let name = if shown(vg, lv) {
                 lv.name.clone()
             } else {
                 format!("[{}]", lv.name)
