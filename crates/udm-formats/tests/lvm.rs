@@ -224,7 +224,39 @@ fn lvm2_made_vg_reads_in_udm() {
     );
 }
 
-/// udm makes PVs (the third with a small metadata area) and a VG with linear, striped and
+#[test]
+fn lvm2_second_metadata_area_is_a_fallback() {
+    let Some(r) = rig(2, 64, |_| {}) else { return };
+    let (d0, d1) = (r.dev(0), r.dev(1));
+    r.lvm.ok("pvcreate", &["--metadatacopies", "2", d0, d1]);
+    r.lvm.ok("vgcreate", &["vg_2", d0, d1]);
+    r.lvm.ok("lvcreate", &["-n", "lin", "-l", "3", "vg_2"]);
+    let good = r.read();
+    assert!(good.warnings.is_empty(), "{:?}", good.warnings);
+    check_reports(&r, &good.metadata.vg);
+    // Damage the first area's text on the first PV, then its second area's header.
+    let hdr = read_label(&ImageFile::open(&r.imgs[0], false).unwrap()).unwrap();
+    assert_eq!(hdr.metadata_areas.len(), 2);
+    let mut f = ImageFile::open(&r.imgs[0], true).unwrap();
+    let mut hb = [0u8; 512];
+    f.read_at(4096, &mut hb).unwrap();
+    let h = MdaHeader::decode(4096, &hb).unwrap();
+    f.write_at(4096 + h.raw_locns[0].offset + 10, b"#").unwrap();
+    let got = r.read();
+    assert_eq!(got.metadata, good.metadata);
+    assert_eq!(got.warnings.len(), 1, "{:?}", got.warnings);
+    assert!(got.warnings[0].contains("mda1") && got.warnings[0].contains("checksum"));
+    f.write_at(hdr.metadata_areas[1].offset + 8, b"XXXX")
+        .unwrap();
+    let got = r.read();
+    assert_eq!(got.metadata, good.metadata);
+    assert!(got
+        .warnings
+        .iter()
+        .any(|w| w.contains("mda2") && w.contains("metadata area header")));
+}
+
+/// udm makes PVs (the third with a small metadata area, the second with two areas) and a VG with linear, striped and
 /// multi-PV LVs, rewriting until the small area's text wraps around its end.
 fn udm_vg(imgs: &[PathBuf]) {
     let mut files: Vec<ImageFile> = imgs
@@ -235,6 +267,7 @@ fn udm_vg(imgs: &[PathBuf]) {
     for (i, f) in files.iter_mut().enumerate() {
         let opts = PvcreateOptions {
             data_offset: if i == 2 { 12288 } else { MIB },
+            metadata_copies: if i == 1 { 2 } else { 1 },
             ..Default::default()
         };
         hdrs.push((
@@ -277,7 +310,9 @@ fn udm_made_vg_passes_lvm2() {
     for i in 0..3 {
         let out = r.lvm.ok("pvck", &["--dump", "headers", r.dev(i)]);
         assert!(!out.contains("CHECK"), "pvck {}:\n{out}", r.dev(i));
-        assert!(out.contains(&format!("seqno {}", vg.seqno)), "{out}");
+        // Every metadata area (two on the second PV) holds the current copy.
+        let copies = out.matches(&format!("seqno {}", vg.seqno)).count();
+        assert_eq!(copies, if i == 1 { 2 } else { 1 }, "{out}");
     }
     check_reports(&r, &vg);
     // lvm2 says nothing about udm's metadata beyond its own activation notice.

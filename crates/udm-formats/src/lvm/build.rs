@@ -45,7 +45,14 @@ impl Vg {
                 .ok_or_else(|| LvmError::Invalid(format!("PV {} has no data area", h.pv_uuid)))?;
             let pe_start = data.offset / SECTOR_SIZE;
             let dev_size = h.device_size / SECTOR_SIZE;
-            let pe_count = dev_size.saturating_sub(pe_start) / extent_size;
+            // Extents end where the device or a metadata area after the data start ends.
+            let data_end = h
+                .metadata_areas
+                .iter()
+                .map(|m| m.offset / SECTOR_SIZE)
+                .filter(|&m| m > pe_start)
+                .fold(dev_size, u64::min);
+            let pe_count = data_end.saturating_sub(pe_start) / extent_size;
             if pe_count == 0 {
                 return Err(LvmError::TooSmall {
                     size: h.device_size,

@@ -126,6 +126,9 @@ pub struct PvcreateOptions {
     /// Where the data area starts (`--dataalignment`), bytes; the metadata area fills the
     /// space between 4 KiB and here.
     pub data_offset: u64,
+    /// Metadata areas (`--metadatacopies`): 1, or 2 for a second area at the end of the
+    /// device (its size rounded up to 1 MiB, its start aligned down to 1 MiB, as lvm2 does).
+    pub metadata_copies: u32,
 }
 
 impl Default for PvcreateOptions {
@@ -133,6 +136,7 @@ impl Default for PvcreateOptions {
         PvcreateOptions {
             uuid: None,
             data_offset: 1 << 20,
+            metadata_copies: 1,
         }
     }
 }
@@ -152,7 +156,17 @@ pub fn read_label(disk: &dyn Disk) -> Result<PvHeader, LvmError> {
 /// data area from `data_offset` to the end. Other LVM labels in the first sectors are wiped.
 pub fn pvcreate(disk: &mut dyn Disk, opts: &PvcreateOptions) -> Result<PvHeader, LvmError> {
     let size = disk.size()?;
-    let need = opts.data_offset + (1 << 20);
+    let mda1_size = opts.data_offset.saturating_sub(MDA_OFFSET);
+    let mda2_size = mda1_size.div_ceil(1 << 20) << 20;
+    let mut need = opts.data_offset + (1 << 20);
+    if opts.metadata_copies == 2 {
+        need += mda2_size + (1 << 20);
+    } else if opts.metadata_copies != 1 {
+        return Err(LvmError::Invalid(format!(
+            "metadata copies must be 1 or 2, not {}",
+            opts.metadata_copies
+        )));
+    }
     if opts.data_offset < MDA_OFFSET + 2 * MDA_HEADER_SIZE
         || !opts.data_offset.is_multiple_of(SECTOR_SIZE)
     {
@@ -174,14 +188,21 @@ pub fn pvcreate(disk: &mut dyn Disk, opts: &PvcreateOptions) -> Result<PvHeader,
         }],
         metadata_areas: vec![DiskLocn {
             offset: MDA_OFFSET,
-            size: opts.data_offset - MDA_OFFSET,
+            size: mda1_size,
         }],
         ext_version: PV_HEADER_EXTENSION_VSN,
         ext_flags: 0,
         bootloader_areas: vec![],
     };
+    let mut hdr = hdr;
+    if opts.metadata_copies == 2 {
+        let start = (size - mda2_size) & !((1 << 20) - 1);
+        hdr.metadata_areas.push(DiskLocn {
+            offset: start,
+            size: mda2_size,
+        });
+    }
     let label = hdr.encode()?;
-    let mda = MdaHeader::new(MDA_OFFSET, opts.data_offset - MDA_OFFSET).encode();
     let mut head = [0u8; 2048];
     disk.read_at(0, &mut head)?;
     for s in 0..4u64 {
@@ -189,7 +210,9 @@ pub fn pvcreate(disk: &mut dyn Disk, opts: &PvcreateOptions) -> Result<PvHeader,
             disk.write_at(s * 512, &[0u8; 512])?;
         }
     }
-    disk.write_at(MDA_OFFSET, &mda)?;
+    for a in &hdr.metadata_areas {
+        disk.write_at(a.offset, &MdaHeader::new(a.offset, a.size).encode())?;
+    }
     disk.write_at(LABEL_SECTOR * SECTOR_SIZE, &label)?;
     disk.flush()?;
     Ok(hdr)
