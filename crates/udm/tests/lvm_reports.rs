@@ -1,5 +1,5 @@
 //! `udm lvm pvs/vgs/lvs` (and the `pvs`/`vgs`/`lvs` links) print byte-for-byte what lvm2's
-//! default reports print for the same PVs: VGs made by lvm2 (full, rounded `<` sizes,
+//! reports print for the same PVs (defaults, -o fields, units, separators, segments, JSON): VGs made by lvm2 (full, rounded `<` sizes,
 //! linear, striped, multi-segment, an orphan PV) and a VG made by udm's library.
 
 use std::path::{Path, PathBuf};
@@ -88,6 +88,77 @@ fn lvm2_made_vgs_report_identically() {
         same(&lvm, &devs, cmd, &["--noheadings"]);
     }
     same(&lvm, &devs, "lvs", &["-a"]);
+    // Report options: fields, units, suffixes, separators, segments, JSON.
+    let variants: &[(&str, &[&str])] = &[
+        ("lvs", &["-a", "-o+devices,seg_type,stripes,stripe_size"]),
+        ("lvs", &["-o", "lv_name,lv_dm_path,seg_type"]),
+        ("lvs", &["--reportformat", "json"]),
+        (
+            "lvs",
+            &[
+                "-o+devices",
+                "--separator",
+                ":",
+                "--units",
+                "m",
+                "--nosuffix",
+            ],
+        ),
+        (
+            "lvs",
+            &[
+                "-o",
+                "name,lv_path,lv_tags,seg_start,seg_size,stripe_size",
+                "--units",
+                "k",
+            ],
+        ),
+        ("lvs", &["--segments"]),
+        (
+            "lvs",
+            &["--segments", "--reportformat", "json", "--units", "s"],
+        ),
+        (
+            "lvs",
+            &[
+                "-o",
+                "lv_full_name,seg_count,lv_uuid,seg_pe_ranges,seg_start_pe,seg_size_pe",
+            ],
+        ),
+        ("pvs", &["-o+pe_start,dev_size,pv_used", "--units", "s"]),
+        (
+            "pvs",
+            &[
+                "-o",
+                "pv_name,pv_uuid,pv_pe_count,pv_pe_alloc_count,pv_mda_count,pv_ext_vsn",
+            ],
+        ),
+        ("pvs", &["--reportformat", "json", "--units", "H"]),
+        (
+            "vgs",
+            &[
+                "-o+vg_extent_size,vg_seqno",
+                "--units",
+                "b",
+                "--nosuffix",
+                "--noheadings",
+            ],
+        ),
+        (
+            "vgs",
+            &[
+                "-o",
+                "vg_name,vg_uuid,vg_extent_count,vg_free_count,max_lv,vg_tags,vg_fmt",
+            ],
+        ),
+        ("vgs", &["--units", "g", "--separator", ","]),
+    ];
+    for (cmd, args) in variants {
+        same(&lvm, &devs, cmd, args);
+    }
+    let (_, err, code) = run(&udm(), &["lvm", "lvs", "--devices", &devs, "-o", "nofield"]);
+    assert_eq!(code, 3);
+    assert!(err.contains("Unrecognised field: nofield"), "{err}");
     same(&lvm, &devs, "lvs", &["data"]);
     same(&lvm, &devs, "lvs", &["data/lin", "vg2"]);
     same(&lvm, &devs, "vgs", &["vg2", "data"]);
@@ -266,6 +337,18 @@ fn thin_and_snapshot_lvs_report_as_lvm2_does() {
         same(&lvm, lp.path(), cmd, &[]);
     }
     let all = same(&lvm, lp.path(), "lvs", &["-a"]);
+    same(
+        &lvm,
+        lp.path(),
+        "lvs",
+        &["-a", "-o+devices,segtype,data_lv,metadata_lv,chunk_size"],
+    );
+    same(
+        &lvm,
+        lp.path(),
+        "lvs",
+        &["-o", "name,transaction_id,thin_id,pool_lv,origin"],
+    );
     assert!(
         all.contains("[pool_tdata]") && all.contains("thin1"),
         "{all}"

@@ -4,12 +4,15 @@
 //! yet, so the LV state and open columns show `X` (unknown), as lvm2 does without a
 //! device-mapper driver.
 
+mod attrs;
+mod fields;
 mod report;
 
+use fields::{Ctx, Field, Obj, PvInfo};
 use std::collections::BTreeMap;
 use std::io::Write;
 use udm_formats::lvm::ops::ImageFile;
-use udm_formats::lvm::{read_vg, scan_pv, Disk, Lv, LvmError, ReadVg, Vg};
+use udm_formats::lvm::{read_vg, scan_pv, Disk, LvmError, PvHeader, ReadVg};
 
 /// lvm2's exit status for a command that failed.
 const ECMD_FAILED: i32 = 5;
@@ -17,7 +20,9 @@ const ECMD_FAILED: i32 = 5;
 const EINVALID_CMD_LINE: i32 = 3;
 
 const USAGE: &str = "\
-Usage: udm lvm pvs|vgs|lvs [--devices PV[,PV…]]… [--noheadings] [-a] [NAME…]
+Usage: udm lvm pvs|vgs|lvs [--devices PV[,PV…]]… [-o [+]FIELD[,FIELD…]] [--units UNIT]
+         [--nosuffix] [--noheadings] [--separator SEP] [--reportformat basic|json]
+         [-a] [--segments] [NAME…]
   (also as the `pvs`, `vgs` and `lvs` links). PVs are image files or block devices,
   listed with --devices; `pvs PV…` reads the PVs it names.
 ";
@@ -60,43 +65,76 @@ pub fn run(cmd: &str, args: &[String]) -> i32 {
 #[derive(Default)]
 struct Opts {
     devices: Vec<String>,
-    noheadings: bool,
+    options: Vec<String>,
     all: bool,
+    segments: bool,
     names: Vec<String>,
+    style: report::Style,
 }
 
 impl Opts {
     fn parse(args: &[String]) -> Result<Opts, String> {
-        let mut o = Opts::default();
+        let mut o = Opts {
+            style: report::Style {
+                headings: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (mut units, mut suffix) = (None, true);
         let mut it = args.iter();
         while let Some(a) = it.next() {
-            match a.as_str() {
-                "--devices" => {
-                    let v = it.next().ok_or("--devices needs a value")?;
-                    o.devices
-                        .extend(v.split(',').filter(|s| !s.is_empty()).map(String::from));
+            let (flag, inline) = match a.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+                _ => (a.as_str(), None),
+            };
+            let mut val = |name: &str| -> Result<String, String> {
+                match &inline {
+                    Some(v) => Ok(v.clone()),
+                    None => it.next().cloned().ok_or(format!("{name} needs a value")),
                 }
-                s if s.starts_with("--devices=") => o.devices.extend(
-                    s["--devices=".len()..]
+            };
+            match flag {
+                "--devices" => o.devices.extend(
+                    val(flag)?
                         .split(',')
                         .filter(|s| !s.is_empty())
                         .map(String::from),
                 ),
-                "--noheadings" => o.noheadings = true,
+                "-o" | "--options" => o.options.push(val(flag)?),
+                s if s.starts_with("-o") && s.len() > 2 => o.options.push(s[2..].to_string()),
+                "--units" => units = Some(val(flag)?),
+                "--nosuffix" => suffix = false,
+                "--noheadings" => o.style.headings = false,
+                "--separator" => o.style.separator = Some(val(flag)?),
+                "--reportformat" => match val(flag)?.as_str() {
+                    "json" => o.style.json = true,
+                    "basic" => o.style.json = false,
+                    f => return Err(format!("Invalid report format {f}")),
+                },
                 "-a" | "--all" => o.all = true,
+                "--segments" => o.segments = true,
                 s if s.starts_with('-') => return Err(format!("unrecognised option {s}")),
                 s => o.names.push(s.to_string()),
             }
         }
+        o.style.units = match units {
+            None => report::Units {
+                suffix,
+                ..Default::default()
+            },
+            Some(u) => report::Units::parse(&u, suffix).ok_or(format!("Invalid units {u}"))?,
+        };
         Ok(o)
     }
 }
 
 /// Everything read from the devices: labelled PVs and the VGs they make up.
 struct Scan {
-    /// (device path, device size in sectors, VG name) of every labelled device.
-    pvs: Vec<(String, u64, Option<String>, udm_formats::lvm::LvmId)>,
-    vgs: BTreeMap<String, ReadVg>,
+    /// Labelled devices (path, size in sectors, header) and the VG each names.
+    pvs: Vec<(String, u64, PvHeader, Option<String>)>,
+    /// Each VG with, per PV of the VG, its device path (`[unknown]` when missing).
+    vgs: BTreeMap<String, (ReadVg, Vec<String>)>,
     failed: bool,
 }
 
@@ -123,7 +161,7 @@ fn scan(devices: &[String], err: &mut dyn Write) -> Scan {
                 }
                 let size = f.size().unwrap_or(0) / 512;
                 s.pvs
-                    .push((d.clone(), size, p.vg.clone(), p.header.pv_uuid));
+                    .push((d.clone(), size, p.header.clone(), p.vg.clone()));
                 files.push((d.clone(), f, p.vg));
             }
             Err(LvmError::NoLabel) => {}
@@ -136,17 +174,22 @@ fn scan(devices: &[String], err: &mut dyn Write) -> Scan {
     let names: std::collections::BTreeSet<String> =
         files.iter().filter_map(|f| f.2.clone()).collect();
     for name in names {
-        let group: Vec<&dyn Disk> = files
+        let group: Vec<&(String, ImageFile, Option<String>)> = files
             .iter()
             .filter(|f| f.2.as_deref() == Some(&name))
-            .map(|f| &f.1 as &dyn Disk)
             .collect();
-        match read_vg(&group, Some(&name)) {
+        let disks: Vec<&dyn Disk> = group.iter().map(|f| &f.1 as &dyn Disk).collect();
+        match read_vg(&disks, Some(&name)) {
             Ok(r) => {
                 for w in &r.warnings {
                     let _ = writeln!(err, "  WARNING: {w}");
                 }
-                s.vgs.insert(name, r);
+                let paths = r
+                    .pv_disks
+                    .iter()
+                    .map(|d| d.map_or("[unknown]".to_string(), |i| group[i].0.clone()))
+                    .collect();
+                s.vgs.insert(name, (r, paths));
             }
             Err(e) => {
                 let _ = writeln!(err, "  Volume group \"{name}\" not found: {e}");
@@ -157,7 +200,61 @@ fn scan(devices: &[String], err: &mut dyn Write) -> Scan {
     s
 }
 
+/// The fields `-o` selects (`+` appends to the defaults), among those `cmd` reports.
+fn select(cmd: &str, o: &Opts) -> Result<Vec<&'static Field>, String> {
+    let (default, prefix, allowed): (&str, &str, &[Obj]) = match cmd {
+        "pvs" => (
+            "pv_name,vg_name,pv_fmt,pv_attr,pv_size,pv_free",
+            "pv_",
+            &[Obj::Pv, Obj::Vg],
+        ),
+        "vgs" => (
+            "vg_name,pv_count,lv_count,snap_count,vg_attr,vg_size,vg_free",
+            "vg_",
+            &[Obj::Vg],
+        ),
+        _ if o.segments => (
+            "lv_name,vg_name,lv_attr,stripes,segtype,seg_size",
+            "lv_",
+            &[Obj::Lv, Obj::Seg, Obj::Vg],
+        ),
+        _ => (
+            "lv_name,vg_name,lv_attr,lv_size,pool_lv,origin,data_percent,metadata_percent,\
+             move_pv,mirror_log,copy_percent,convert_lv",
+            "lv_",
+            &[Obj::Lv, Obj::Seg, Obj::Vg],
+        ),
+    };
+    let mut names: Vec<String> = Vec::new();
+    if o.options.is_empty() {
+        names.extend(default.split(',').map(String::from));
+    }
+    for opt in &o.options {
+        let list = match opt.strip_prefix('+') {
+            Some(rest) => {
+                if names.is_empty() {
+                    names.extend(default.split(',').map(String::from));
+                }
+                rest
+            }
+            None => opt.as_str(),
+        };
+        names.extend(list.split(',').filter(|s| !s.is_empty()).map(String::from));
+    }
+    names
+        .iter()
+        .map(|n| fields::lookup(n, prefix, allowed).ok_or(format!("Unrecognised field: {n}")))
+        .collect()
+}
+
 fn report_cmd(cmd: &str, o: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let sel = match select(cmd, o) {
+        Ok(f) => f,
+        Err(m) => {
+            let _ = writeln!(err, "  {m}");
+            return EINVALID_CMD_LINE;
+        }
+    };
     let devices = if o.devices.is_empty() && cmd == "pvs" {
         o.names.clone()
     } else {
@@ -172,7 +269,17 @@ fn report_cmd(cmd: &str, o: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> 
     }
     let s = scan(&devices, err);
     let mut failed = s.failed;
-    let (cols, rows): (&[report::Column], Vec<Vec<String>>) = match cmd {
+    let infos: Vec<PvInfo> = s
+        .pvs
+        .iter()
+        .map(|(path, size, header, _)| PvInfo {
+            path,
+            dev_size: *size,
+            header,
+        })
+        .collect();
+    let mut ctxs: Vec<Ctx> = Vec::new();
+    let name = match cmd {
         "pvs" => {
             for n in &o.names {
                 if !s.pvs.iter().any(|p| &p.0 == n) {
@@ -180,7 +287,35 @@ fn report_cmd(cmd: &str, o: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> 
                     failed = true;
                 }
             }
-            (&report::PVS, pv_rows(&s, &o.names))
+            for (info, (path, _, header, vgname)) in infos.iter().zip(&s.pvs) {
+                if !o.names.is_empty() && !o.names.contains(path) {
+                    continue;
+                }
+                let vg = vgname.as_ref().and_then(|n| s.vgs.get(n));
+                let pv =
+                    vg.and_then(|v| v.0.metadata.vg.pvs.iter().find(|p| p.id == header.pv_uuid));
+                ctxs.push(Ctx {
+                    pv_dev: Some(info),
+                    pv,
+                    vg: vg.filter(|_| pv.is_some()).map(|v| &v.0),
+                    ..Default::default()
+                });
+            }
+            if o.names.is_empty() {
+                for (r, paths) in s.vgs.values() {
+                    for (pv, p) in r.metadata.vg.pvs.iter().zip(paths) {
+                        if p == "[unknown]" {
+                            ctxs.push(Ctx {
+                                pv: Some(pv),
+                                vg: Some(r),
+                                ..Default::default()
+                            });
+                        }
+                    }
+                }
+            }
+            ctxs.sort_by_key(|c| c.pv_dev.map_or("[unknown]", |d| d.path));
+            "pv"
         }
         "vgs" => {
             for n in &o.names {
@@ -189,12 +324,31 @@ fn report_cmd(cmd: &str, o: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> 
                     failed = true;
                 }
             }
-            (&report::VGS, vg_rows(&s, &o.names))
+            for (r, _) in s.vgs.values() {
+                if o.names.is_empty() || o.names.contains(&r.metadata.vg.name) {
+                    ctxs.push(Ctx {
+                        vg: Some(r),
+                        ..Default::default()
+                    });
+                }
+            }
+            "vg"
         }
-        _ => (&report::LVS, lv_rows(&s, &o.names, o.all, err, &mut failed)),
+        _ => {
+            lv_ctxs(&s, o, &sel, &mut ctxs, err, &mut failed);
+            if o.segments {
+                "seg"
+            } else {
+                "lv"
+            }
+        }
     };
-    if !rows.is_empty() {
-        let _ = out.write_all(report::render(cols, &rows, !o.noheadings).as_bytes());
+    let rows: Vec<Vec<fields::Val>> = ctxs
+        .iter()
+        .map(|c| sel.iter().map(|f| fields::value(f.id, c)).collect())
+        .collect();
+    if !rows.is_empty() || o.style.json {
+        let _ = out.write_all(report::render(&sel, &rows, &o.style, name).as_bytes());
     }
     if failed {
         ECMD_FAILED
@@ -203,261 +357,16 @@ fn report_cmd(cmd: &str, o: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> 
     }
 }
 
-fn free_extents(vg: &Vg, pv: &str) -> u64 {
-    vg.free_runs(pv).iter().map(|r| r.1).sum()
-}
-
-fn pv_rows(s: &Scan, only: &[String]) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    for (path, size, vgname, id) in &s.pvs {
-        if !only.is_empty() && !only.contains(path) {
-            continue;
-        }
-        let vg = vgname
-            .as_ref()
-            .and_then(|n| s.vgs.get(n))
-            .map(|r| &r.metadata.vg);
-        let pv = vg.and_then(|v| v.pvs.iter().find(|p| p.id == *id));
-        match (vg, pv) {
-            (Some(vg), Some(pv)) => {
-                let attr = format!(
-                    "{}{}{}",
-                    if pv.status.iter().any(|x| x == "ALLOCATABLE") {
-                        'a'
-                    } else {
-                        '-'
-                    },
-                    if vg.status.iter().any(|x| x == "EXPORTED") {
-                        'x'
-                    } else {
-                        '-'
-                    },
-                    if pv.flags.iter().any(|x| x == "MISSING") {
-                        'm'
-                    } else {
-                        '-'
-                    },
-                );
-                rows.push(vec![
-                    path.clone(),
-                    vg.name.clone(),
-                    "lvm2".into(),
-                    attr,
-                    report::size(pv.pe_count * vg.extent_size),
-                    report::size(free_extents(vg, &pv.name) * vg.extent_size),
-                ]);
-            }
-            _ => rows.push(vec![
-                path.clone(),
-                String::new(),
-                "lvm2".into(),
-                "---".into(),
-                report::size(*size),
-                report::size(*size),
-            ]),
-        }
-    }
-    if only.is_empty() {
-        for r in s.vgs.values() {
-            let vg = &r.metadata.vg;
-            for (pv, disk) in vg.pvs.iter().zip(&r.pv_disks) {
-                if disk.is_none() {
-                    rows.push(vec![
-                        "[unknown]".into(),
-                        vg.name.clone(),
-                        "lvm2".into(),
-                        "a-m".into(),
-                        report::size(pv.pe_count * vg.extent_size),
-                        report::size(free_extents(vg, &pv.name) * vg.extent_size),
-                    ]);
-                }
-            }
-        }
-    }
-    rows.sort_by(|a, b| a[0].cmp(&b[0]));
-    rows
-}
-
-fn vg_attr(r: &ReadVg) -> String {
-    let vg = &r.metadata.vg;
-    let has = |f: &str| vg.status.iter().any(|x| x == f);
-    let alloc = vg
-        .extra
-        .iter()
-        .find_map(|i| match i {
-            udm_formats::lvm::Item::Pair { key, value, .. } if key == "allocation_policy" => {
-                value.as_str().map(alloc_char)
-            }
-            _ => None,
-        })
-        .unwrap_or('n');
-    let lock = vg
-        .extra
-        .iter()
-        .any(|i| matches!(i, udm_formats::lvm::Item::Pair { key, .. } if key == "lock_type"));
-    format!(
-        "{}{}{}{}{}{}",
-        if has("WRITE") { 'w' } else { 'r' },
-        if has("RESIZEABLE") { 'z' } else { '-' },
-        if has("EXPORTED") { 'x' } else { '-' },
-        if r.pv_disks.iter().any(Option::is_none) {
-            'p'
-        } else {
-            '-'
-        },
-        alloc,
-        if has("CLUSTERED") {
-            'c'
-        } else if lock {
-            's'
-        } else {
-            '-'
-        },
-    )
-}
-
-fn alloc_char(p: &str) -> char {
-    match p {
-        "contiguous" => 'c',
-        "cling" | "cling_by_tags" => 'l',
-        "normal" => 'n',
-        "anywhere" => 'a',
-        _ => 'i',
-    }
-}
-
-fn vg_rows(s: &Scan, only: &[String]) -> Vec<Vec<String>> {
-    s.vgs
-        .values()
-        .filter(|r| only.is_empty() || only.contains(&r.metadata.vg.name))
-        .map(|r| {
-            let vg = &r.metadata.vg;
-            let total: u64 = vg.pvs.iter().map(|p| p.pe_count).sum();
-            let snaps = vg.lvs.iter().filter(|l| seg_type(l) == "snapshot").count();
-            vec![
-                vg.name.clone(),
-                vg.pvs.len().to_string(),
-                vg.lvs.iter().filter(|l| l.visible()).count().to_string(),
-                snaps.to_string(),
-                vg_attr(r),
-                report::size(total * vg.extent_size),
-                report::size(vg.free_extents() * vg.extent_size),
-            ]
-        })
-        .collect()
-}
-
-fn seg_type(lv: &Lv) -> &str {
-    lv.segments
-        .first()
-        .map(|s| s.seg_type.as_str())
-        .unwrap_or("")
-}
-
-fn seg_str<'a>(lv: &'a Lv, key: &str) -> Option<&'a str> {
-    lv.segments
-        .first()
-        .and_then(|s| s.get(key))
-        .and_then(|v| v.as_str())
-}
-
-/// lvm2's 10-character LV attribute string (state and open as `X`: not consulted).
-fn lv_attr(vg: &Vg, lv: &Lv) -> String {
-    let ty = seg_type(lv);
-    let snapshot_of = |name: &str| {
-        vg.lvs
-            .iter()
-            .any(|l| seg_type(l) == "snapshot" && seg_str(l, "cow_store") == Some(name))
-    };
-    let is_origin = vg
-        .lvs
-        .iter()
-        .any(|l| seg_type(l) == "snapshot" && seg_str(l, "origin") == Some(&lv.name));
-    let kind = match ty {
-        "thin-pool" => 't',
-        "thin" => 'V',
-        "cache" | "cache-pool" => 'C',
-        "mirror" => 'm',
-        t if t.starts_with("raid") => 'r',
-        _ if snapshot_of(&lv.name) => 's',
-        _ if is_origin => 'o',
-        _ if lv.name.ends_with("_tdata") || lv.name.contains("_cdata") => 'T',
-        _ if lv.name.ends_with("_tmeta")
-            || lv.name.ends_with("_pmspare")
-            || lv.name.contains("_rmeta_") =>
-        {
-            'e'
-        }
-        _ if lv.name.contains("_mimage_") || lv.name.contains("_rimage_") => 'i',
-        _ if lv.name.ends_with("_mlog") => 'l',
-        _ => '-',
-    };
-    let has = |f: &str| lv.status.iter().any(|x| x == f);
-    let policy = lv
-        .extra
-        .iter()
-        .find_map(|i| match i {
-            udm_formats::lvm::Item::Pair { key, value, .. } if key == "allocation_policy" => {
-                value.as_str().map(alloc_char)
-            }
-            _ => None,
-        })
-        .unwrap_or('i');
-    let policy = if has("LOCKED") {
-        policy.to_ascii_uppercase()
-    } else {
-        policy
-    };
-    let target = match kind {
-        't' | 'V' => 't',
-        's' | 'o' => 's',
-        'm' => 'm',
-        'r' => 'r',
-        'C' => 'C',
-        _ => '-',
-    };
-    // Zeroing shows on a thin pool and on its thin volumes.
-    let pool = match ty {
-        "thin" => seg_str(lv, "thin_pool").and_then(|p| vg.lv(p)),
-        _ => Some(lv),
-    };
-    let zero = pool.is_some_and(|p| {
-        seg_type(p) == "thin-pool"
-            && p.segments[0]
-                .get("zero_new_blocks")
-                .and_then(|v| v.as_int())
-                == Some(1)
-    });
-    format!(
-        "{kind}{}{policy}{}XX{target}{}-{}",
-        if has("WRITE") { 'w' } else { 'r' },
-        if has("FIXED_MINOR") { 'm' } else { '-' },
-        if zero { 'z' } else { '-' },
-        if lv.flags.iter().any(|f| f == "ACTIVATION_SKIP") {
-            'k'
-        } else {
-            '-'
-        },
-    )
-}
-
-/// True when lvm2 lists `lv` without `-a`: visible LVs, and a snapshot's COW store when its
-/// `snapshotN` LV is visible (lvm2 shows the COW as the snapshot).
-fn shown(vg: &Vg, lv: &Lv) -> bool {
-    lv.visible()
-        || vg.lvs.iter().any(|l| {
-            seg_type(l) == "snapshot" && seg_str(l, "cow_store") == Some(&lv.name) && l.visible()
-        })
-}
-
-fn lv_rows(
-    s: &Scan,
-    only: &[String],
-    all: bool,
+/// lvs rows: LVs of each VG by name, one per segment when a segment field is shown.
+fn lv_ctxs<'a>(
+    s: &'a Scan,
+    o: &Opts,
+    sel: &[&Field],
+    ctxs: &mut Vec<Ctx<'a>>,
     err: &mut dyn Write,
     failed: &mut bool,
-) -> Vec<Vec<String>> {
-    for n in only {
+) {
+    for n in &o.names {
         let (vgn, lvn) = n
             .split_once('/')
             .map_or((n.as_str(), None), |(a, b)| (a, Some(b)));
@@ -466,70 +375,46 @@ fn lv_rows(
                 let _ = writeln!(err, "  Volume group \"{vgn}\" not found");
                 *failed = true;
             }
-            (Some(r), Some(l)) if r.metadata.vg.lv(l).is_none() => {
+            (Some((r, _)), Some(l)) if r.metadata.vg.lv(l).is_none() => {
                 let _ = writeln!(err, "  Failed to find logical volume \"{n}\"");
                 *failed = true;
             }
             _ => {}
         }
     }
-    let wanted = |vg: &str, lv: &str| {
-        only.is_empty() || only.iter().any(|n| n == vg || *n == format!("{vg}/{lv}"))
-    };
-    let mut rows = Vec::new();
-    for r in s.vgs.values() {
+    let per_seg = o.segments || sel.iter().any(|f| f.obj == Obj::Seg);
+    for (r, paths) in s.vgs.values() {
         let vg = &r.metadata.vg;
-        let mut lvs: Vec<&Lv> = vg
+        let wanted = |lv: &str| {
+            o.names.is_empty()
+                || o.names
+                    .iter()
+                    .any(|n| *n == vg.name || *n == format!("{}/{lv}", vg.name))
+        };
+        let mut lvs: Vec<_> = vg
             .lvs
             .iter()
-            .filter(|l| seg_type(l) != "snapshot")
-            .filter(|l| (all || shown(vg, l)) && wanted(&vg.name, &l.name))
+            .filter(|l| attrs::seg_type(l) != "snapshot")
+            .filter(|l| (o.all || attrs::shown(vg, l)) && wanted(&l.name))
             .collect();
         lvs.sort_by(|a, b| a.name.cmp(&b.name));
         for lv in lvs {
-            let name = if shown(vg, lv) {
-                lv.name.clone()
-            } else {
-                format!("[{}]", lv.name)
+            let base = Ctx {
+                vg: Some(r),
+                lv: Some(lv),
+                pv_paths: Some(paths),
+                ..Default::default()
             };
-            let origin = vg
-                .lvs
-                .iter()
-                .find(|l| seg_type(l) == "snapshot" && seg_str(l, "cow_store") == Some(&lv.name))
-                .and_then(|l| seg_str(l, "origin"))
-                .or_else(|| {
-                    if seg_type(lv) == "thin" {
-                        seg_str(lv, "origin")
-                    } else {
-                        None
-                    }
-                })
-                .unwrap_or("");
-            let pool = if seg_type(lv) == "thin" {
-                seg_str(lv, "thin_pool")
+            if per_seg {
+                for seg in &lv.segments {
+                    ctxs.push(Ctx {
+                        seg: Some(seg),
+                        ..base
+                    });
+                }
             } else {
-                None
-            };
-            let log = if seg_type(lv) == "mirror" {
-                seg_str(lv, "mirror_log")
-            } else {
-                None
-            };
-            rows.push(vec![
-                name,
-                vg.name.clone(),
-                lv_attr(vg, lv),
-                report::size(lv.extents() * vg.extent_size),
-                pool.unwrap_or("").into(),
-                origin.into(),
-                String::new(),
-                String::new(),
-                String::new(),
-                log.map(|l| format!("[{l}]")).unwrap_or_default(),
-                String::new(),
-                String::new(),
-            ]);
+                ctxs.push(base);
+            }
         }
     }
-    rows
 }
