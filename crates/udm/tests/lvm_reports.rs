@@ -156,6 +156,23 @@ fn lvm2_made_vgs_report_identically() {
     for (cmd, args) in variants {
         same(&lvm, &devs, cmd, args);
     }
+    // A VG with a PV missing: lvm2's [unknown] rows, partial attributes and warnings.
+    let part = Lvm2::new(&[d[3]]).unwrap();
+    for (cmd, args) in [
+        ("vgs", &[][..]),
+        ("pvs", &[][..]),
+        ("lvs", &["-o+devices"][..]),
+    ] {
+        let out = same(&part, d[3], cmd, args);
+        assert!(out.contains("[unknown]") || out.contains("wz-pn-"), "{out}");
+    }
+    let (_, err, _) = run(&udm(), &["lvm", "vgs", "--devices", d[3]]);
+    let real = String::from_utf8_lossy(&part.cmd("vgs", &[]).stderr).into_owned();
+    let real: Vec<&str> = real
+        .lines()
+        .filter(|l| !l.contains("Activation disabled"))
+        .collect();
+    assert_eq!(err.lines().collect::<Vec<_>>(), real);
     let (_, err, code) = run(&udm(), &["lvm", "lvs", "--devices", &devs, "-o", "nofield"]);
     assert_eq!(code, 3);
     assert!(err.contains("Unrecognised field: nofield"), "{err}");

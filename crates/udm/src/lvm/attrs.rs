@@ -89,8 +89,18 @@ pub fn seg_str<'a>(lv: &'a Lv, key: &str) -> Option<&'a str> {
 }
 
 /// lvm2's 10-character LV attribute string (state and open as `X`: not consulted).
-pub fn lv_attr(vg: &Vg, lv: &Lv) -> String {
+pub fn lv_attr(r: &ReadVg, lv: &Lv) -> String {
+    let vg = &r.metadata.vg;
     let ty = seg_type(lv);
+    // Partial: a segment lies on a PV that was not found.
+    let partial = lv.segments.iter().any(|s| {
+        s.stripes().unwrap_or_default().iter().any(|(pv, _)| {
+            vg.pvs
+                .iter()
+                .position(|p| &p.name == pv)
+                .is_some_and(|i| r.pv_disks.get(i).is_some_and(Option::is_none))
+        })
+    });
     let snapshot_of = |name: &str| {
         vg.lvs
             .iter()
@@ -156,10 +166,11 @@ pub fn lv_attr(vg: &Vg, lv: &Lv) -> String {
                 == Some(1)
     });
     format!(
-        "{kind}{}{policy}{}XX{target}{}-{}",
+        "{kind}{}{policy}{}XX{target}{}{}{}",
         if has("WRITE") { 'w' } else { 'r' },
         if has("FIXED_MINOR") { 'm' } else { '-' },
         if zero { 'z' } else { '-' },
+        if partial { 'p' } else { '-' },
         if lv.flags.iter().any(|f| f == "ACTIVATION_SKIP") {
             'k'
         } else {

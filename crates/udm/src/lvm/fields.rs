@@ -227,7 +227,7 @@ pub fn value(id: &str, c: &Ctx) -> Val {
             "lv_dm_path" => {
                 return Val::Str(format!("/dev/mapper/{}", dm_name(&vg.name, &lv.name)))
             }
-            "lv_attr" => return Val::Str(attrs::lv_attr(vg, lv)),
+            "lv_attr" => return Val::Str(attrs::lv_attr(c.vg.expect("an LV row has its VG"), lv)),
             "lv_size" => return Val::Size(lv.extents() * ext),
             "seg_count" => return Val::Num(lv.segments.len() as u64),
             "origin" => return s(attrs::origin(vg, lv)),

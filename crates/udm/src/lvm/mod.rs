@@ -184,6 +184,18 @@ fn scan(devices: &[String], err: &mut dyn Write) -> Scan {
                 for w in &r.warnings {
                     let _ = writeln!(err, "  WARNING: {w}");
                 }
+                for (pv, d) in r.metadata.vg.pvs.iter().zip(&r.pv_disks) {
+                    if d.is_none() {
+                        let _ =
+                            writeln!(err, "  WARNING: Couldn't find device with uuid {}.", pv.id);
+                        let _ = writeln!(
+                            err,
+                            "  WARNING: VG {name} is missing PV {} (last written to {}).",
+                            pv.id,
+                            pv.device.as_deref().unwrap_or("[unknown]")
+                        );
+                    }
+                }
                 let paths = r
                     .pv_disks
                     .iter()
