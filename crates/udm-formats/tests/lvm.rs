@@ -645,3 +645,51 @@ fn bad_references_are_refused_and_unknown_segments_survive() {
     assert_eq!(seg.get("transaction_id").and_then(|v| v.as_int()), Some(3));
     assert_eq!(String::from_utf8(m.to_bytes()).unwrap(), thin);
 }
+
+#[test]
+fn ignored_metadata_area_is_left_alone() {
+    let Some(r) = rig(2, 64, |_| {}) else { return };
+    let (d0, d1) = (r.dev(0), r.dev(1));
+    r.lvm.ok("pvcreate", &[d0, d1]);
+    r.lvm.ok("vgcreate", &["vg_i", d0, d1]);
+    r.lvm.ok("pvchange", &["--metadataignore", "y", d1]);
+    r.lvm.ok("lvcreate", &["-n", "a", "-l", "2", "vg_i"]);
+    let area = |i: usize| {
+        let mut b = vec![0u8; 8192];
+        ImageFile::open(&r.imgs[i], false)
+            .unwrap()
+            .read_at(4096, &mut b)
+            .unwrap();
+        b
+    };
+    let before = area(1);
+    let got = r.read();
+    assert!(
+        got.pv_disks.iter().all(Option::is_some),
+        "the ignored PV is still found"
+    );
+    let mut vg = got.metadata.vg;
+    vg.seqno += 1;
+    vg.create_lv("b", 3, 2, 128, "h", 1).unwrap();
+    {
+        let mut files: Vec<ImageFile> = r
+            .imgs
+            .iter()
+            .map(|p| ImageFile::open(p, true).unwrap())
+            .collect();
+        let mut disks: Vec<&mut dyn Disk> = files.iter_mut().map(|f| f as &mut dyn Disk).collect();
+        write_vg(
+            &Metadata::new(vg.clone(), "t", "h", "Linux h", 1),
+            &mut disks,
+        )
+        .unwrap();
+    }
+    assert_eq!(area(1), before, "the ignored area is untouched");
+    let out = r.lvm.ok("pvck", &["--dump", "headers", d1]);
+    assert!(
+        out.contains("RAW_LOCN_IGNORED") && !out.contains("CHECK"),
+        "{out}"
+    );
+    assert!(r.lvm.cmd("vgck", &["vg_i"]).status.success());
+    check_reports(&r, &vg);
+}

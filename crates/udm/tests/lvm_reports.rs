@@ -371,3 +371,30 @@ fn thin_and_snapshot_lvs_report_as_lvm2_does() {
         "{all}"
     );
 }
+
+#[test]
+fn pv_with_ignored_metadata_reports_as_lvm2_does() {
+    if !udm_testkit::require_tool("lvm") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = images(dir.path(), &[64, 64]);
+    let Some(loops) = imgs
+        .iter()
+        .map(|i| LoopDev::attach(i))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return;
+    };
+    let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
+    let lvm = Lvm2::new(&d).unwrap();
+    lvm.ok("pvcreate", &d);
+    lvm.ok("vgcreate", &["vgi", d[0], d[1]]);
+    lvm.ok("pvchange", &["--metadataignore", "y", d[1]]);
+    lvm.ok("lvcreate", &["-n", "s", "-l", "4", "-i", "2", "vgi"]);
+    let devs = d.join(",");
+    same(&lvm, &devs, "pvs", &[]);
+    same(&lvm, &devs, "vgs", &[]);
+    let out = same(&lvm, &devs, "lvs", &["-o+devices"]);
+    assert!(out.contains(&format!("{}(0),{}(0)", d[0], d[1])), "{out}");
+}

@@ -209,7 +209,7 @@ impl MdaHeader {
             offset: self.next_offset(),
             size,
             checksum: calc_crc(INITIAL_CRC, text),
-            flags: self.raw_locns[0].flags & RAW_LOCN_IGNORED,
+            flags: 0,
         })
     }
 }

@@ -393,8 +393,9 @@ pub fn read_vg(disks: &[&dyn Disk], vgname: Option<&str>) -> Result<ReadVg, LvmE
 /// the current copy. Until then readers see the previous copy.
 #[derive(Debug)]
 pub struct Staged {
-    /// Per disk: its label (to be marked in use) and each area's new header.
-    plan: Vec<(PvHeader, Vec<MdaHeader>)>,
+    /// Per disk: its label (to be marked in use) and each area's new header (None for an
+    /// ignored area).
+    plan: Vec<(PvHeader, Vec<Option<MdaHeader>>)>,
 }
 
 /// Write `meta` to every metadata area of `disks` (which must be exactly the VG's PVs, by
@@ -426,16 +427,18 @@ pub fn stage_vg(meta: &Metadata, disks: &mut [&mut dyn Disk]) -> Result<Staged, 
             // A damaged header is rewritten empty (as lvm2 repairs it): the text goes first.
             let mut h = MdaHeader::decode(area.offset, &hb)
                 .unwrap_or_else(|_| MdaHeader::new(area.offset, area.size));
+            // An ignored area (`--metadataignore y`) is left as it is, as lvm2 leaves it.
+            if h.raw_locns[0].is_ignored() {
+                heads.push(None);
+                continue;
+            }
             h.size = area.size;
             let new = h.place(&vg.name, &text)?;
-            if h.raw_locns[0].is_empty() || h.raw_locns[0].is_ignored() {
-                h.raw_locns[0] = RawLocn {
-                    flags: h.raw_locns[0].flags,
-                    ..RawLocn::default()
-                };
+            if h.raw_locns[0].is_empty() {
+                h.raw_locns[0] = RawLocn::default();
             }
             h.raw_locns[1] = new;
-            heads.push(h);
+            heads.push(Some(h));
         }
         plan.push((hdr, heads));
     }
@@ -446,10 +449,7 @@ pub fn stage_vg(meta: &Metadata, disks: &mut [&mut dyn Disk]) -> Result<Staged, 
         )));
     }
     for (d, (_, heads)) in disks.iter_mut().zip(&plan) {
-        for h in heads {
-            if h.raw_locns[1].is_ignored() {
-                continue;
-            }
+        for h in heads.iter().flatten() {
             let [(off, len), (woff, wlen)] = h.pieces(&h.raw_locns[1]);
             d.write_at(h.start + off, &text[..len as usize])?;
             if wlen > 0 {
@@ -459,7 +459,7 @@ pub fn stage_vg(meta: &Metadata, disks: &mut [&mut dyn Disk]) -> Result<Staged, 
         d.flush()?;
     }
     for (d, (_, heads)) in disks.iter_mut().zip(&plan) {
-        for h in heads {
+        for h in heads.iter().flatten() {
             d.write_at(h.start, &h.encode())?;
         }
         d.flush()?;
@@ -472,7 +472,7 @@ impl Staged {
     /// marked as belonging to a VG. `disks` in the same order as for [`stage_vg`].
     pub fn commit(self, disks: &mut [&mut dyn Disk]) -> Result<(), LvmError> {
         for (d, (mut hdr, heads)) in disks.iter_mut().zip(self.plan) {
-            for mut h in heads {
+            for mut h in heads.into_iter().flatten() {
                 h.raw_locns[0] = h.raw_locns[1];
                 h.raw_locns[1] = RawLocn::default();
                 d.write_at(h.start, &h.encode())?;

@@ -174,9 +174,10 @@ fn scan(devices: &[String], err: &mut dyn Write) -> Scan {
     let names: std::collections::BTreeSet<String> =
         files.iter().filter_map(|f| f.2.clone()).collect();
     for name in names {
+        // PVs without metadata of their own (ignored or no areas) may belong to this VG.
         let group: Vec<&(String, ImageFile, Option<String>)> = files
             .iter()
-            .filter(|f| f.2.as_deref() == Some(&name))
+            .filter(|f| f.2.is_none() || f.2.as_deref() == Some(&name))
             .collect();
         let disks: Vec<&dyn Disk> = group.iter().map(|f| &f.1 as &dyn Disk).collect();
         match read_vg(&disks, Some(&name)) {
@@ -196,11 +197,16 @@ fn scan(devices: &[String], err: &mut dyn Write) -> Scan {
                         );
                     }
                 }
-                let paths = r
+                let paths: Vec<String> = r
                     .pv_disks
                     .iter()
                     .map(|d| d.map_or("[unknown]".to_string(), |i| group[i].0.clone()))
                     .collect();
+                for p in s.pvs.iter_mut().filter(|p| p.3.is_none()) {
+                    if paths.contains(&p.0) {
+                        p.3 = Some(name.clone());
+                    }
+                }
                 s.vgs.insert(name, (r, paths));
             }
             Err(e) => {
