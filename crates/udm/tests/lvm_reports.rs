@@ -398,3 +398,80 @@ fn pv_with_ignored_metadata_reports_as_lvm2_does() {
     let out = same(&lvm, &devs, "lvs", &["-o+devices"]);
     assert!(out.contains(&format!("{}(0),{}(0)", d[0], d[1])), "{out}");
 }
+
+/// The seed walkthrough: `lvcreate -n striped_lv -L 90G -i 3 -I 64K vg_data` over three
+/// sparse 40 GiB PVs, then `lvs -o lv_name,lv_dm_path,seg_type` — made by lvm2 and read by
+/// udm, and made by udm's library and read by lvm2.
+#[test]
+fn seed_striped_walkthrough_both_ways() {
+    if !udm_testkit::require_tool("lvm") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let by_lvm = images(dir.path(), &[40 << 10, 40 << 10, 40 << 10]);
+    let sub = dir.path().join("udm");
+    std::fs::create_dir(&sub).unwrap();
+    let by_udm = images(&sub, &[40 << 10, 40 << 10, 40 << 10]);
+    {
+        let mut files: Vec<ImageFile> = by_udm
+            .iter()
+            .map(|p| ImageFile::open(p, true).unwrap())
+            .collect();
+        let hdrs: Vec<_> = files
+            .iter_mut()
+            .map(|f| (pvcreate(f, &PvcreateOptions::default()).unwrap(), None))
+            .collect();
+        let mut vg = Vg::create("vg_data", 8192, &hdrs).unwrap();
+        // 90 GiB in 4 MiB extents, 3 stripes of 64 KiB (128 sectors).
+        vg.create_lv("striped_lv", 90 * 256, 3, 128, "h", 1_700_000_000)
+            .unwrap();
+        let m = Metadata::new(vg, "udm", "h", "Linux h", 1_700_000_000);
+        let mut disks: Vec<&mut dyn Disk> = files.iter_mut().map(|f| f as &mut dyn Disk).collect();
+        write_vg(&m, &mut disks).unwrap();
+    }
+    for (made_by_lvm, imgs) in [(true, &by_lvm), (false, &by_udm)] {
+        let Some(loops) = imgs
+            .iter()
+            .map(|i| LoopDev::attach(i))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return;
+        };
+        let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
+        let lvm = Lvm2::new(&d).unwrap();
+        if made_by_lvm {
+            lvm.ok("pvcreate", &d);
+            lvm.ok("vgcreate", &[&["vg_data"][..], &d].concat());
+            lvm.ok(
+                "lvcreate",
+                &[
+                    "-n",
+                    "striped_lv",
+                    "-L",
+                    "90G",
+                    "-i",
+                    "3",
+                    "-I",
+                    "64K",
+                    "vg_data",
+                ],
+            );
+        } else {
+            assert!(lvm.cmd("vgck", &["vg_data"]).status.success());
+        }
+        let devs = d.join(",");
+        let out = same(&lvm, &devs, "lvs", &["-o", "lv_name,lv_dm_path,seg_type"]);
+        let dm_path = "/dev/mapper/vg_data-striped_lv";
+        assert_eq!(
+            out,
+            format!(
+                "  LV         {:<30} Type   \n  striped_lv {dm_path} striped\n",
+                "DMPath"
+            )
+        );
+        let out = same(&lvm, &devs, "lvs", &["-o+devices,stripes,stripe_size"]);
+        assert!(out.contains(" 90.00g ") && out.contains("64.00k"), "{out}");
+        same(&lvm, &devs, "vgs", &[]);
+        same(&lvm, &devs, "pvs", &[]);
+    }
+}
