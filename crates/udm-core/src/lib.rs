@@ -19,9 +19,7 @@ pub use copier::{Copier, CopyOutcome, Loc};
 pub use device::{DevInfo, MappedDevice, SuspendOpts};
 pub use error::DmError;
 pub use lookup::{Publication, Published};
-pub use registry::{
-    DevSel, DeviceProvider, ProviderError, Registry, RegistryEvent, TargetStatus,
-};
+pub use registry::{DevSel, DeviceProvider, ProviderError, Registry, RegistryEvent, TargetStatus};
 pub use resolve::DevHandle;
 pub use table::{parse_table_text, Table, TableLine};
 pub use target::{

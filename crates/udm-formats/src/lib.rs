@@ -6,5 +6,6 @@
 //! - [`luks`]: LUKS1/LUKS2 headers, the AF splitter, key derivation and digests.
 
 pub mod luks;
+pub mod lvm;
 pub mod part;
 pub mod verity;

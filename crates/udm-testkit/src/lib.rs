@@ -4,6 +4,8 @@
 pub mod conformance;
 pub mod dm;
 pub mod gate;
+pub mod loopdev;
+pub mod lvm2;
 pub mod prop;
 pub mod registry;
 pub mod rng;

@@ -8,6 +8,7 @@ mod key_cli;
 mod kpartx;
 mod logwrites;
 mod luks_cli;
+mod lvm;
 mod optparse;
 mod stats_cli;
 mod verity_cli;
@@ -26,12 +27,14 @@ fn main() -> ExitCode {
         "veritysetup" => verity_cli::main("veritysetup", &args[1..]),
         "cryptsetup" => luks_cli::main("cryptsetup", &args[1..]),
         "kpartx" => kpartx::main(&args[1..]),
+        "pvs" | "vgs" | "lvs" => lvm::run(&prog, &args[1..]),
         _ => match args.get(1).map(|s| s.as_str()) {
             Some("daemon") => report(daemon_cli::main(&args[2..], false)),
             Some("stats") => stats_cli::main(&args[2..]),
             Some("log-writes") => logwrites::main(&args[2..]),
             Some("verity") => verity_cli::main("udm verity", &args[2..]),
             Some("luks") => luks_cli::main("udm luks", &args[2..]),
+            Some("lvm") => lvm::main(&args[2..]),
             Some("key") => key_cli::main(&args[2..]),
             Some("kpartx") => kpartx::main(&args[2..]),
             None => report(daemon_cli::main(&[], true)),

@@ -1,0 +1,54 @@
+//! Real lvm2 as a test oracle, confined to given devices: every command runs with
+//! activation off, no backups or archives, no devices file and a filter accepting only the
+//! test's devices, so it never touches the host's disks or the kernel's device-mapper.
+
+use std::process::{Command, Output};
+
+/// lvm2 commands limited to a set of devices.
+pub struct Lvm2 {
+    config: String,
+}
+
+impl Lvm2 {
+    /// lvm2 restricted to `devices`; None (SKIP) without the `lvm` tool, a panic under
+    /// `UDM_REQUIRE_TOOLS=1`.
+    pub fn new(devices: &[&str]) -> Option<Lvm2> {
+        if !crate::require_tool("lvm") {
+            return None;
+        }
+        let accept: Vec<String> = devices.iter().map(|d| format!("\"a|^{d}$|\"")).collect();
+        let config = format!(
+            "global{{activation=0}} backup{{backup=0 archive=0}} \
+             devices{{use_devicesfile=0 scan_lvs=0 obtain_device_list_from_udev=0 \
+             filter=[{},\"r|.*|\"]}}",
+            accept.join(",")
+        );
+        Some(Lvm2 { config })
+    }
+
+    /// Run `lvm CMD ARGS…` and return its output whatever the exit status.
+    pub fn cmd(&self, cmd: &str, args: &[&str]) -> Output {
+        Command::new("lvm")
+            .arg(cmd)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+            .output()
+            .unwrap_or_else(|e| panic!("spawn lvm {cmd}: {e}"))
+    }
+
+    /// Run `lvm CMD ARGS…`, panic with its output unless it succeeds; return stdout.
+    pub fn ok(&self, cmd: &str, args: &[&str]) -> String {
+        let out = self.cmd(cmd, args);
+        if !out.status.success() {
+            panic!(
+                "lvm {cmd} {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}

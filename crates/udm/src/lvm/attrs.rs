@@ -1,0 +1,213 @@
+//! lvm2's attribute strings and the LV relations reports show: `pv_attr`, `vg_attr`,
+//! `lv_attr` (the LV state and open columns are `X`: udm's activation is not consulted yet),
+//! which LVs are listed, snapshot origins and thin pools.
+
+use udm_formats::lvm::{Item, Lv, Pv, ReadVg, Vg};
+
+/// The 3-character PV attribute (allocatable, exported, missing).
+pub fn pv_attr(vg: &Vg, pv: &Pv) -> String {
+    format!(
+        "{}{}{}",
+        if pv.status.iter().any(|x| x == "ALLOCATABLE") {
+            'a'
+        } else {
+            '-'
+        },
+        if vg.status.iter().any(|x| x == "EXPORTED") {
+            'x'
+        } else {
+            '-'
+        },
+        if pv.flags.iter().any(|x| x == "MISSING") {
+            'm'
+        } else {
+            '-'
+        },
+    )
+}
+
+pub fn vg_attr(r: &ReadVg) -> String {
+    let vg = &r.metadata.vg;
+    let has = |f: &str| vg.status.iter().any(|x| x == f);
+    let alloc = vg
+        .extra
+        .iter()
+        .find_map(|i| match i {
+            Item::Pair { key, value, .. } if key == "allocation_policy" => {
+                value.as_str().map(alloc_char)
+            }
+            _ => None,
+        })
+        .unwrap_or('n');
+    let lock = vg
+        .extra
+        .iter()
+        .any(|i| matches!(i, Item::Pair { key, .. } if key == "lock_type"));
+    format!(
+        "{}{}{}{}{}{}",
+        if has("WRITE") { 'w' } else { 'r' },
+        if has("RESIZEABLE") { 'z' } else { '-' },
+        if has("EXPORTED") { 'x' } else { '-' },
+        if r.pv_disks.iter().any(Option::is_none) {
+            'p'
+        } else {
+            '-'
+        },
+        alloc,
+        if has("CLUSTERED") {
+            'c'
+        } else if lock {
+            's'
+        } else {
+            '-'
+        },
+    )
+}
+
+fn alloc_char(p: &str) -> char {
+    match p {
+        "contiguous" => 'c',
+        "cling" | "cling_by_tags" => 'l',
+        "normal" => 'n',
+        "anywhere" => 'a',
+        _ => 'i',
+    }
+}
+
+pub fn seg_type(lv: &Lv) -> &str {
+    lv.segments
+        .first()
+        .map(|s| s.seg_type.as_str())
+        .unwrap_or("")
+}
+
+pub fn seg_str<'a>(lv: &'a Lv, key: &str) -> Option<&'a str> {
+    lv.segments
+        .first()
+        .and_then(|s| s.get(key))
+        .and_then(|v| v.as_str())
+}
+
+/// lvm2's 10-character LV attribute string (state and open as `X`: not consulted).
+pub fn lv_attr(r: &ReadVg, lv: &Lv) -> String {
+    let vg = &r.metadata.vg;
+    let ty = seg_type(lv);
+    // Partial: a segment lies on a PV that was not found.
+    let partial = lv.segments.iter().any(|s| {
+        s.stripes().unwrap_or_default().iter().any(|(pv, _)| {
+            vg.pvs
+                .iter()
+                .position(|p| &p.name == pv)
+                .is_some_and(|i| r.pv_disks.get(i).is_some_and(Option::is_none))
+        })
+    });
+    let snapshot_of = |name: &str| {
+        vg.lvs
+            .iter()
+            .any(|l| seg_type(l) == "snapshot" && seg_str(l, "cow_store") == Some(name))
+    };
+    let is_origin = vg
+        .lvs
+        .iter()
+        .any(|l| seg_type(l) == "snapshot" && seg_str(l, "origin") == Some(&lv.name));
+    let kind = match ty {
+        "thin-pool" => 't',
+        "thin" => 'V',
+        "cache" | "cache-pool" => 'C',
+        "mirror" => 'm',
+        t if t.starts_with("raid") => 'r',
+        _ if snapshot_of(&lv.name) => 's',
+        _ if is_origin => 'o',
+        _ if lv.name.ends_with("_tdata") || lv.name.contains("_cdata") => 'T',
+        _ if lv.name.ends_with("_tmeta")
+            || lv.name.ends_with("_pmspare")
+            || lv.name.contains("_rmeta_") =>
+        {
+            'e'
+        }
+        _ if lv.name.contains("_mimage_") || lv.name.contains("_rimage_") => 'i',
+        _ if lv.name.ends_with("_mlog") => 'l',
+        _ => '-',
+    };
+    let has = |f: &str| lv.status.iter().any(|x| x == f);
+    let policy = lv
+        .extra
+        .iter()
+        .find_map(|i| match i {
+            Item::Pair { key, value, .. } if key == "allocation_policy" => {
+                value.as_str().map(alloc_char)
+            }
+            _ => None,
+        })
+        .unwrap_or('i');
+    let policy = if has("LOCKED") {
+        policy.to_ascii_uppercase()
+    } else {
+        policy
+    };
+    let target = match kind {
+        't' | 'V' => 't',
+        's' | 'o' => 's',
+        'm' => 'm',
+        'r' => 'r',
+        'C' => 'C',
+        _ => '-',
+    };
+    // Zeroing shows on a thin pool and on its thin volumes.
+    let pool = match ty {
+        "thin" => seg_str(lv, "thin_pool").and_then(|p| vg.lv(p)),
+        _ => Some(lv),
+    };
+    let zero = pool.is_some_and(|p| {
+        seg_type(p) == "thin-pool"
+            && p.segments[0]
+                .get("zero_new_blocks")
+                .and_then(|v| v.as_int())
+                == Some(1)
+    });
+    format!(
+        "{kind}{}{policy}{}XX{target}{}{}{}",
+        if has("WRITE") { 'w' } else { 'r' },
+        if has("FIXED_MINOR") { 'm' } else { '-' },
+        if zero { 'z' } else { '-' },
+        if partial { 'p' } else { '-' },
+        if lv.flags.iter().any(|f| f == "ACTIVATION_SKIP") {
+            'k'
+        } else {
+            '-'
+        },
+    )
+}
+
+/// True when lvm2 lists `lv` without `-a`: visible LVs, and a snapshot's COW store when its
+/// `snapshotN` LV is visible (lvm2 shows the COW as the snapshot).
+pub fn shown(vg: &Vg, lv: &Lv) -> bool {
+    lv.visible()
+        || vg.lvs.iter().any(|l| {
+            seg_type(l) == "snapshot" && seg_str(l, "cow_store") == Some(&lv.name) && l.visible()
+        })
+}
+
+/// The origin column: a snapshot's origin (for its COW store) or a thin snapshot's origin.
+pub fn origin<'a>(vg: &'a Vg, lv: &'a Lv) -> &'a str {
+    vg.lvs
+        .iter()
+        .find(|l| seg_type(l) == "snapshot" && seg_str(l, "cow_store") == Some(&lv.name))
+        .and_then(|l| seg_str(l, "origin"))
+        .or_else(|| {
+            if seg_type(lv) == "thin" {
+                seg_str(lv, "origin")
+            } else {
+                None
+            }
+        })
+        .unwrap_or("")
+}
+
+/// The LVs `vgs` counts in `#LV` and `lvs` lists (a snapshot counts as its COW store).
+pub fn counted(vg: &Vg) -> usize {
+    vg.lvs
+        .iter()
+        .filter(|l| seg_type(l) != "snapshot" && shown(vg, l))
+        .count()
+}
