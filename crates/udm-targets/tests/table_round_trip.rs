@@ -549,7 +549,10 @@ fn printed(reg: &udm_core::Registry, name: &str) -> (Vec<String>, String) {
 
 #[test]
 fn the_generator_covers_every_registered_target() {
-    let registered: BTreeSet<String> = udm_targets::builtin()
+    // Every type, the modules' too (they register on first use otherwise).
+    let types = udm_targets::builtin();
+    types.load_all();
+    let registered: BTreeSet<String> = types
         .list()
         .into_iter()
         .map(|(n, _)| n)
