@@ -41,10 +41,7 @@ fn fill_then_drain_one_device() {
     let io = MemIo::new(4096);
     let mut md = ThinMetadata::format(Arc::new(io.clone()), 128, 100_000).unwrap();
     md.create_thin(7).unwrap();
-    for v in 0..20_000 {
-        let b = md.alloc_data_block().unwrap();
-        md.insert(7, v, b).unwrap();
-    }
+    common::fill(&mut md, 7, 0..20_000);
     md.commit().unwrap();
     let full = check_thin(Arc::new(io.clone())).unwrap();
     assert_eq!(full.data_used, 20_000);

@@ -124,20 +124,27 @@ pub fn reopen_scratch(io: &MemIo) -> (TransactionManager, ThinSuperblock) {
     (tm, sb)
 }
 
-/// Walk both trees of the scratch superblock on `io` (their leaves hold `leaves`) and the
-/// metadata space map from disk; the counts must agree.
-pub fn check_scratch_counts(io: &MemIo, leaves: &Leaves) {
-    let sb = ThinSuperblock::decode(&io.block(SUPERBLOCK), SUPERBLOCK).unwrap();
-    let mut bm = BlockManager::new(Arc::new(io.clone()) as Arc<dyn MetaIo>, 256);
+/// Walk the trees at `roots` (their leaves hold `leaves`) and the metadata space map at
+/// `sm_root` from disk, counting the superblock too; the counts must agree.
+pub fn check_counts(io: Arc<dyn MetaIo>, sm_root: &[u8], roots: &[u64], leaves: &Leaves) {
+    let mut bm = BlockManager::new(io, 256);
     let mut w = RefWalker::default();
     w.meta_ref(SUPERBLOCK);
     let sm = w
-        .metadata_sm(&mut bm, &SmRoot::unpack(&sb.metadata_sm_root).unwrap())
+        .metadata_sm(&mut bm, &SmRoot::unpack(sm_root).unwrap())
         .unwrap();
-    w.tree(&mut bm, sb.data_mapping_root, leaves).unwrap();
-    w.tree(&mut bm, sb.device_details_root, leaves).unwrap();
+    for &root in roots {
+        w.tree(&mut bm, root, leaves).unwrap();
+    }
     let problems = compare("metadata", &w.meta, &sm);
     assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// [`check_counts`] for both trees of the scratch superblock on `io`.
+pub fn check_scratch_counts(io: &MemIo, leaves: &Leaves) {
+    let sb = ThinSuperblock::decode(&io.block(SUPERBLOCK), SUPERBLOCK).unwrap();
+    let roots = [sb.data_mapping_root, sb.device_details_root];
+    check_counts(Arc::new(io.clone()), &sb.metadata_sm_root, &roots, leaves);
 }
 
 /// One operation on thin metadata.
