@@ -140,12 +140,18 @@ impl TargetType for FanType {
     }
 }
 
-#[test]
-fn flush_and_discard_fan_out_as_targets_ask() {
+/// A registry with the `fan` type and device `name` made from `table`.
+fn fans(name: &str, table: &str) -> Registry {
     let types = TargetTypes::new();
     types.register(Arc::new(FanType));
     let reg = Registry::new(types);
-    create(&reg, "d", "0 8 fan 3 2\n8 8 fan 0 0").unwrap();
+    create(&reg, name, table).unwrap();
+    reg
+}
+
+#[test]
+fn flush_and_discard_fan_out_as_targets_ask() {
+    let reg = fans("d", "0 8 fan 3 2\n8 8 fan 0 0");
     let (dev, _g) = reg.open(&sel("d")).unwrap();
     let seen = SEEN.get_or_init(Default::default).clone();
     sync::flush(dev.as_ref()).unwrap();
@@ -172,10 +178,7 @@ fn flush_and_discard_fan_out_as_targets_ask() {
 
 #[test]
 fn status_flags_reach_every_target() {
-    let types = TargetTypes::new();
-    types.register(Arc::new(FanType));
-    let reg = Registry::new(types);
-    create(&reg, "s", "0 8 fan 1 1\n8 8 fan 1 1").unwrap();
+    let reg = fans("s", "0 8 fan 1 1\n8 8 fan 1 1");
     let params = |flags| {
         reg.status_with(&sel("s"), false, StatusType::Info, flags)
             .unwrap()

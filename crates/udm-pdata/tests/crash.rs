@@ -63,9 +63,7 @@ proptest! {
         for o in [Op::Create(9), Op::Insert(9, 0, 300), Op::Commit] {
             state.apply(&mut md, &o);
         }
-        check_thin(Arc::new(image.clone())).unwrap();
-        let mut md = ThinMetadata::open(Arc::new(image)).unwrap();
-        state.verify(&mut md);
+        state.verify_reopened(&image);
     }
 }
 

@@ -20,17 +20,14 @@ proptest! {
         let mut model = Model::default();
         for o in &ops {
             if model.apply(&mut md, o) {
-                check_thin(Arc::new(io.clone())).unwrap();
-                md = ThinMetadata::open(Arc::new(io.clone())).unwrap();
-                model.verify(&mut md);
+                md = model.verify_reopened(&io);
             }
         }
         model.verify(&mut md);
         md.commit().unwrap();
         let report = check_thin(Arc::new(io.clone())).unwrap();
         prop_assert_eq!(report.devices, model.devs.len());
-        let mut md = ThinMetadata::open(Arc::new(io)).unwrap();
-        model.verify(&mut md);
+        model.verify_reopened(&io);
     }
 }
 
@@ -81,6 +78,5 @@ fn metadata_snapshot_cycles_keep_counts() {
         check_thin(Arc::new(io.clone())).unwrap_or_else(|e| panic!("after {o:?}: {e}"));
         model.verify(&mut md);
     }
-    let mut md = ThinMetadata::open(Arc::new(io)).unwrap();
-    model.verify(&mut md);
+    model.verify_reopened(&io);
 }

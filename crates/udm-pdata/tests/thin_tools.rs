@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use tempfile::TempDir;
 use udm_pdata::check::check_thin;
 use udm_pdata::io::FileIo;
 use udm_pdata::thin::ThinMetadata;
@@ -76,12 +77,13 @@ fn thin_dump_args(path: &Path, args: &[&str]) -> Devs {
 }
 
 /// A fresh pool with `data_blocks` data blocks, its metadata on a sparse file of
-/// `meta_blocks` blocks in `dir`: the file, its io, the metadata.
-fn pool(dir: &Path, meta_blocks: u64, data_blocks: u64) -> (PathBuf, Arc<FileIo>, ThinMetadata) {
-    let path = udm_testkit::image(dir, "meta", meta_blocks * BLOCK_SIZE as u64);
+/// `meta_blocks` blocks in a new temp dir: the dir, the file, its io, the metadata.
+fn pool(meta_blocks: u64, data_blocks: u64) -> (TempDir, PathBuf, Arc<FileIo>, ThinMetadata) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = udm_testkit::image(dir.path(), "meta", meta_blocks * BLOCK_SIZE as u64);
     let io = Arc::new(FileIo::open(&path).unwrap());
     let md = ThinMetadata::format(io.clone(), 128, data_blocks).unwrap();
-    (path, io, md)
+    (dir, path, io, md)
 }
 
 #[test]
@@ -92,8 +94,7 @@ fn udm_metadata_passes_thin_check_and_dumps_exactly() {
     let seed = 0x5eed_0f17_u64;
     eprintln!("workload seed {seed}");
     let mut rng = XorShift::new(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let (path, io, mut md) = pool(dir.path(), 8192, 100_000);
+    let (_dir, path, io, mut md) = pool(8192, 100_000);
     thin_check(&path);
     let mut model = Devs::new();
     for round in 0..12 {
@@ -239,8 +240,7 @@ fn snapshots_of_snapshots_pass_thin_check() {
     if !tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (path, io, mut md) = pool(dir.path(), 4096, 50_000);
+    let (_dir, path, io, mut md) = pool(4096, 50_000);
     md.create_thin(0).unwrap();
     let mut model = Devs::new();
     model.insert(0, fill(&mut md, 0, 0..2000));
@@ -285,8 +285,7 @@ fn metadata_snapshot_is_dumped_and_released() {
     if !tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (path, io, mut md) = pool(dir.path(), 4096, 50_000);
+    let (_dir, path, io, mut md) = pool(4096, 50_000);
     md.create_thin(4).unwrap();
     let before = fill(&mut md, 4, 0..1500);
     let held = md.reserve_metadata_snap().unwrap();
@@ -367,8 +366,7 @@ fn drained_device_passes_thin_check() {
     if !tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (path, io, mut md) = pool(dir.path(), 4096, 50_000);
+    let (_dir, path, io, mut md) = pool(4096, 50_000);
     md.create_thin(3).unwrap();
     let mut model = fill(&mut md, 3, 0..12_000);
     md.commit().unwrap();

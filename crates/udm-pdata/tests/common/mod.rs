@@ -9,7 +9,7 @@ use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use udm_pdata::block_manager::BlockManager;
-use udm_pdata::check::{compare, Leaves, RefWalker};
+use udm_pdata::check::{check_thin, compare, Leaves, RefWalker};
 use udm_pdata::io::{MemIo, MetaIo};
 use udm_pdata::space_map::{SmRoot, SM_ROOT_SIZE};
 use udm_pdata::thin::{ThinMetadata, ThinSuperblock};
@@ -270,6 +270,15 @@ impl Model {
             out.insert(dev, m);
         }
         Some(out)
+    }
+
+    /// udm's checker passes on `io`, and the metadata reopened from it holds exactly the
+    /// model; returns the reopened metadata.
+    pub fn verify_reopened(&self, io: &MemIo) -> ThinMetadata {
+        check_thin(Arc::new(io.clone())).unwrap();
+        let mut md = ThinMetadata::open(Arc::new(io.clone())).unwrap();
+        self.verify(&mut md);
+        md
     }
 
     /// Assert udm's metadata holds exactly the model.
