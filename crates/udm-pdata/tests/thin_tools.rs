@@ -152,7 +152,6 @@ fn thin_restore_metadata_opens_and_reads_back_in_udm() {
     }
     let dir = tempfile::tempdir().unwrap();
     let xml_path = dir.path().join("in.xml");
-    let meta = dir.path().join("meta");
     // Three devices; 2 is a snapshot-like copy sharing device 1's first half.
     let mut expect = Devs::new();
     let mut xml = String::from(
@@ -186,7 +185,7 @@ fn thin_restore_metadata_opens_and_reads_back_in_udm() {
     }
     xml.push_str("</superblock>\n");
     std::fs::write(&xml_path, xml).unwrap();
-    udm_testkit::image(dir.path(), "meta", 4096 * BLOCK_SIZE as u64);
+    let meta = udm_testkit::image(dir.path(), "meta", 4096 * BLOCK_SIZE as u64);
     udm_testkit::run(
         Command::new("thin_restore")
             .arg("-i")
