@@ -28,6 +28,9 @@ fn setup(extra: impl FnOnce(&TargetTypes)) -> (Registry, RemapType) {
     (Registry::new(types), remap)
 }
 
+/// A registry, a device opened in it, and the guard that keeps it open.
+type Opened = (Registry, Arc<dyn BlockDevice>, OpenGuard);
+
 /// A registry with `testdev` (and what `extra` registers) where `testdev <key>` reaches
 /// `below`, and device `d` made from `table`, opened.
 fn device(
@@ -35,7 +38,7 @@ fn device(
     key: &str,
     below: Arc<dyn BlockDevice>,
     table: &str,
-) -> (Registry, Arc<dyn BlockDevice>, OpenGuard) {
+) -> Opened {
     let (reg, remap) = setup(extra);
     remap.insert(key, below);
     create(&reg, "d", table).unwrap();
@@ -162,14 +165,7 @@ type Held = Arc<Mutex<Vec<Bio>>>;
 
 /// Device `d` from `table` over `holder` lines and `testdev m`, a RAM device of `sectors`;
 /// returns what the holders keep, the RAM device, and the opened device.
-fn holding(
-    sectors: u64,
-    table: &str,
-) -> (
-    Held,
-    Arc<MemDevice>,
-    (Registry, Arc<dyn BlockDevice>, OpenGuard),
-) {
+fn holding(sectors: u64, table: &str) -> (Held, Arc<MemDevice>, Opened) {
     let held = Held::default();
     let mem = Arc::new(MemDevice::new("m", Sectors(sectors)));
     let h2 = held.clone();
