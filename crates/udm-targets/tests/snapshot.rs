@@ -1,0 +1,217 @@
+//! Snapshots on an in-process registry: an origin with two snapshots against a model, the
+//! COW format after reopening, status accounting, a full COW, bad headers, and merging.
+
+use std::path::Path;
+use udm_io::{sync, Sectors};
+use udm_targets::snapshot::{Store, StoreKind};
+use udm_testkit::dm::{create, open, read, reg, sel, status, table, write, zero_image};
+use udm_testkit::rng::XorShift;
+
+const SECTORS: u64 = 8192; // 4 MiB origin
+
+fn origin_image(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("origin.img");
+    std::fs::write(&p, udm_testkit::rng::pseudo((SECTORS * 512) as usize, 7)).unwrap();
+    p
+}
+
+#[test]
+fn origin_and_two_snapshots_follow_a_model() {
+    let seed = udm_testkit::prop::seed();
+    eprintln!("snapshot model: seed {seed:#x} (UDM_PROPTEST_SEED overrides)");
+    let dir = tempfile::tempdir().unwrap();
+    let o = origin_image(dir.path());
+    let c1 = zero_image(dir.path(), "cow1.img", 8192);
+    let c2 = zero_image(dir.path(), "cow2.img", 8192);
+    let reg = reg();
+    let (o, c1, c2) = (o.display(), c1.display(), c2.display());
+    create(&reg, "s1", &format!("0 {SECTORS} snapshot {o} {c1} P 8")).unwrap();
+    create(&reg, "s2", &format!("0 {SECTORS} snapshot {o} {c2} N 16")).unwrap();
+    create(&reg, "orig", &format!("0 {SECTORS} snapshot-origin {o}")).unwrap();
+    assert_eq!(table(&reg, "s1"), format!("0 {SECTORS} snapshot {o} {c1} P 8\n"));
+    assert_eq!(table(&reg, "orig"), format!("0 {SECTORS} snapshot-origin {o}\n"));
+    assert_eq!(status(&reg, "s1"), format!("0 {SECTORS} snapshot 16/8192 16\n"));
+    assert_eq!(status(&reg, "s2"), format!("0 {SECTORS} snapshot 0/8192 0\n"));
+
+    let base = std::fs::read(dir.path().join("origin.img")).unwrap();
+    let mut model = [base.clone(), base.clone(), base];
+    let names = ["orig", "s1", "s2"];
+    let devs: Vec<_> = names.iter().map(|n| open(&reg, n)).collect();
+    let mut rng = XorShift::new(seed);
+    for step in 0..400 {
+        let which = rng.below(3) as usize;
+        let sector = rng.below(SECTORS - 40);
+        let len = 1 + rng.below(40) as usize;
+        if rng.below(3) == 0 {
+            let got = read(&*devs[which].0, sector, len * 512).unwrap();
+            let off = sector as usize * 512;
+            assert!(
+                got == model[which][off..off + len * 512],
+                "step {step}: read {} @{sector}+{len} differs from the model",
+                names[which]
+            );
+        } else {
+            let data = rng.bytes(len * 512);
+            write(&*devs[which].0, sector, &data).unwrap();
+            let off = sector as usize * 512;
+            model[which][off..off + len * 512].copy_from_slice(&data);
+        }
+    }
+    for (i, n) in names.iter().enumerate() {
+        let got = read(&*devs[i].0, 0, (SECTORS * 512) as usize).unwrap();
+        assert!(got == model[i], "{n} differs from the model at the end");
+    }
+    // The persistent COW reopens with the same contents after the snapshot is torn down.
+    let s1_status = status(&reg, "s1");
+    drop(devs);
+    reg.remove(&sel("s1"), false).unwrap();
+    create(&reg, "s1", &format!("0 {SECTORS} snapshot {o} {c1} P 8")).unwrap();
+    assert_eq!(status(&reg, "s1"), s1_status);
+    let (d, _g) = open(&reg, "s1");
+    let got = read(&*d, 0, (SECTORS * 512) as usize).unwrap();
+    assert!(got == model[1], "reopened s1 differs from the model");
+}
+
+#[test]
+fn status_counts_chunks_and_metadata_areas_as_the_kernel() {
+    // chunk 1 sector: 32 exceptions per area, so 40 copied chunks need two areas:
+    // allocated = header + 2 areas + 40 data chunks, metadata = header + 2 areas.
+    let dir = tempfile::tempdir().unwrap();
+    let o = origin_image(dir.path());
+    let c = zero_image(dir.path(), "cow.img", 1024);
+    let reg = reg();
+    let (o, c) = (o.display(), c.display());
+    create(&reg, "s", &format!("0 {SECTORS} snapshot {o} {c} P 1")).unwrap();
+    create(&reg, "orig", &format!("0 {SECTORS} snapshot-origin {o}")).unwrap();
+    let (d, _g) = open(&reg, "orig");
+    for i in 0..40u64 {
+        write(&*d, i * 3, &[0xAB; 512]).unwrap();
+    }
+    assert_eq!(status(&reg, "s"), format!("0 {SECTORS} snapshot 43/1024 3\n"));
+    // The on-disk table: pairs in copy order, area 0 full, area 1 with the rest.
+    let cow = udm_io::FileDevice::open(Path::new(&c.to_string()), false).unwrap();
+    let area0 = sync::read_at(&cow, Sectors(1), 512).unwrap().into_vec();
+    let e = udm_targets::snapshot::cow::area_entry(&area0, 0);
+    assert_eq!(e, (0, 2));
+    let e = udm_targets::snapshot::cow::area_entry(&area0, 31);
+    assert_eq!(e, (93, 33));
+    let area1 = sync::read_at(&cow, Sectors(34), 512).unwrap().into_vec();
+    assert_eq!(udm_targets::snapshot::cow::area_entry(&area1, 0), (96, 35));
+    assert_eq!(udm_targets::snapshot::cow::area_entry(&area1, 8), (0, 0));
+    let hdr = sync::read_at(&cow, Sectors(0), 512).unwrap().into_vec();
+    assert_eq!(&hdr[..16], &[0x53, 0x6e, 0x41, 0x70, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0]);
+}
+
+#[test]
+fn a_full_cow_invalidates_the_snapshot_and_spares_the_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = origin_image(dir.path());
+    let c = zero_image(dir.path(), "cow.img", 64); // header + area + 6 data chunks of 8
+    let reg = reg();
+    let (o, c) = (o.display(), c.display());
+    create(&reg, "s", &format!("0 {SECTORS} snapshot {o} {c} P 8")).unwrap();
+    create(&reg, "orig", &format!("0 {SECTORS} snapshot-origin {o}")).unwrap();
+    let (d, _g) = open(&reg, "orig");
+    for i in 0..6u64 {
+        write(&*d, i * 8, &[1; 4096]).unwrap();
+    }
+    assert_eq!(status(&reg, "s"), format!("0 {SECTORS} snapshot 64/64 16\n"));
+    write(&*d, 6 * 8, &[2; 4096]).unwrap();
+    assert_eq!(status(&reg, "s"), format!("0 {SECTORS} snapshot Invalid\n"));
+    assert_eq!(read(&*d, 48, 4096).unwrap(), vec![2; 4096]);
+    let (s, g2) = open(&reg, "s");
+    assert!(read(&*s, 0, 512).is_err(), "an invalid snapshot fails reads");
+    // The header on disk says invalid; reopening keeps it invalid.
+    let hdr = std::fs::read(c.to_string()).unwrap();
+    assert_eq!(&hdr[4..8], &[0, 0, 0, 0]);
+    drop((s, g2));
+    reg.remove(&sel("s"), false).unwrap();
+    create(&reg, "s", &format!("0 {SECTORS} snapshot {o} {c} P 8")).unwrap();
+    assert_eq!(status(&reg, "s"), format!("0 {SECTORS} snapshot Invalid\n"));
+}
+
+#[test]
+fn po_snapshot_overflows_on_its_own_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = origin_image(dir.path());
+    let c = zero_image(dir.path(), "cow.img", 24); // header + area + 1 data chunk
+    let reg = reg();
+    let (o, c) = (o.display(), c.display());
+    create(&reg, "s", &format!("0 {SECTORS} snapshot {o} {c} PO 8")).unwrap();
+    let (s, _g) = open(&reg, "s");
+    write(&*s, 0, &[5; 512]).unwrap();
+    assert!(write(&*s, 8, &[6; 512]).is_err());
+    assert_eq!(status(&reg, "s"), format!("0 {SECTORS} snapshot Overflow\n"));
+    assert_eq!(read(&*s, 0, 512).unwrap(), vec![5; 512]);
+}
+
+#[test]
+fn bad_headers_are_refused_and_the_header_chunk_size_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = origin_image(dir.path());
+    let c = zero_image(dir.path(), "cow.img", 1024);
+    let cow = udm_io::FileDevice::open(&c, false).unwrap();
+    let opened = Store::open(&cow, StoreKind::Persistent { overflow: false }, 16).unwrap();
+    assert!(opened.valid && opened.overridden.is_none());
+    let reg = reg();
+    let (od, cd) = (o.display(), c.display());
+    create(&reg, "s", &format!("0 {SECTORS} snapshot {od} {cd} P 8")).unwrap();
+    assert_eq!(table(&reg, "s"), format!("0 {SECTORS} snapshot {od} {cd} P 16\n"));
+    reg.remove(&sel("s"), false).unwrap();
+    let mut img = std::fs::read(&c).unwrap();
+    img[8] = 2; // version 2
+    std::fs::write(&c, &img).unwrap();
+    let e = create(&reg, "s", &format!("0 {SECTORS} snapshot {od} {cd} P 16")).unwrap_err();
+    assert!(e.to_string().contains("Failed to read snapshot metadata"), "{e}");
+    img[0] = 0x99; // wrong magic
+    std::fs::write(&c, &img).unwrap();
+    let e = create(&reg, "s", &format!("0 {SECTORS} snapshot {od} {cd} P 16")).unwrap_err();
+    assert!(e.to_string().contains("Failed to read snapshot metadata"), "{e}");
+    for (args, msg) in [
+        ("P 8 1 bogus", "Unrecognised feature requested"),
+        ("P 8 1 discard_passdown_origin", "depends on discard_zeroes_cow"),
+        ("P 12", "Chunk size is not a power of 2"),
+        ("X 8", "Exception store type is not P or N"),
+    ] {
+        let e = create(&reg, "t", &format!("0 {SECTORS} snapshot {od} {cd} {args}")).unwrap_err();
+        assert!(e.to_string().contains(msg), "{args}: {e}");
+    }
+}
+
+#[test]
+fn merge_copies_the_cow_back_and_counts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = origin_image(dir.path());
+    let c = zero_image(dir.path(), "cow.img", 4096);
+    let reg = reg();
+    let (od, cd) = (o.display(), c.display());
+    create(&reg, "s", &format!("0 {SECTORS} snapshot {od} {cd} P 8")).unwrap();
+    create(&reg, "orig", &format!("0 {SECTORS} snapshot-origin {od}")).unwrap();
+    let mut rng = XorShift::new(udm_testkit::prop::seed());
+    {
+        let (d, _g) = open(&reg, "orig");
+        let (s, _g2) = open(&reg, "s");
+        for i in 0..50u64 {
+            write(&*d, rng.below(SECTORS - 8), &rng.bytes(4096)).unwrap();
+            write(&*s, (i * 37) % SECTORS, &rng.bytes(512)).unwrap();
+        }
+    }
+    let want = read(&*open(&reg, "s").0, 0, (SECTORS * 512) as usize).unwrap();
+    reg.remove(&sel("s"), false).unwrap();
+    reg.remove(&sel("orig"), false).unwrap();
+    create(&reg, "m", &format!("0 {SECTORS} snapshot-merge {od} {cd} P 8")).unwrap();
+    let (m, _g) = open(&reg, "m");
+    // Readable (the snapshot's view) while merging.
+    assert!(read(&*m, 0, (SECTORS * 512) as usize).unwrap() == want);
+    let done = format!("0 {SECTORS} snapshot-merge 16/4096 16\n");
+    for _ in 0..500 {
+        if status(&reg, "m") == done {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(status(&reg, "m"), done);
+    assert!(std::fs::read(&o).unwrap() == want, "origin holds the snapshot after merge");
+    let s = Store::open(&udm_io::FileDevice::open(&c, false).unwrap(), StoreKind::Persistent { overflow: false }, 8).unwrap();
+    assert!(s.store.is_empty(), "the merged COW holds no exceptions");
+}
