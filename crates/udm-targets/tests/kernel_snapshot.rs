@@ -71,6 +71,18 @@ fn wait_merged(reg: &udm_core::Registry, name: &str) -> String {
     panic!("merge did not finish: {}", status(reg, name));
 }
 
+/// `KEY <status line>` lines the VM script wrote, by key.
+fn keyed(text: &str) -> std::collections::HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn bytes(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
 #[test]
 fn kernel_snapshot_cow_format_status_and_merge() {
     let Some(run) = udm_testkit::refvm() else {
@@ -79,122 +91,182 @@ fn kernel_snapshot_cow_format_status_and_merge() {
     let seed = udm_testkit::prop::seed();
     eprintln!("kernel_snapshot: seed {seed:#x} (UDM_PROPTEST_SEED overrides)");
     let dir = tempfile::tempdir().unwrap();
-    let share = dir.path().join("share");
+    let d = dir.path();
+    let share = d.join("share");
     std::fs::create_dir(&share).unwrap();
     let data = udm_testkit::rng::pseudo(128 * 512, seed ^ 1);
     std::fs::write(share.join("data.bin"), &data).unwrap();
-    let base = dir.path().join("base.img");
+    let base = d.join("base.img");
     std::fs::write(&base, udm_testkit::rng::pseudo((SECTORS * 512) as usize, seed)).unwrap();
     let ops = ops(seed, 60);
-
-    // udm: the workload on its own copy (B).
-    let ob = copy(dir.path(), &base, "ob.img");
-    let cb = zero_image(dir.path(), "cb.img", 2048);
     let reg = reg();
-    let (obd, cbd) = (ob.display().to_string(), cb.display().to_string());
+    let mut us = std::collections::HashMap::new();
+    let st = |reg: &udm_core::Registry, n: &str| status(reg, n).trim().to_string();
+
+    // udm: the workload on its own copy (B): origin + snapshot P 8 + snapshot P 16.
+    let ob = copy(d, &base, "ob.img");
+    let cb = zero_image(d, "cb.img", 2048);
+    let cb2 = zero_image(d, "cb2.img", 2048);
+    let (obd, cbd, cb2d) = (ob.display(), cb.display(), cb2.display());
     create(&reg, "s", &format!("0 {SECTORS} snapshot {obd} {cbd} P {CHUNK}")).unwrap();
+    create(&reg, "s2", &format!("0 {SECTORS} snapshot {obd} {cb2d} P 16")).unwrap();
     create(&reg, "o", &format!("0 {SECTORS} snapshot-origin {obd}")).unwrap();
-    let mut udm_status = Vec::new();
     {
         let (o, _g) = open(&reg, "o");
         let (s, _g2) = open(&reg, "s");
         for op in &ops {
-            let d = &data[(op.data * 512) as usize..((op.data + op.len) * 512) as usize];
-            write(if op.snap { &*s } else { &*o }, op.sector, d).unwrap();
+            let b = &data[(op.data * 512) as usize..((op.data + op.len) * 512) as usize];
+            write(if op.snap { &*s } else { &*o }, op.sector, b).unwrap();
         }
-        udm_status.push(status(&reg, "s"));
     }
+    us.insert("main", st(&reg, "s"));
+    us.insert("main2", st(&reg, "s2"));
     let udm_snap = read(&*open(&reg, "s").0, 0, (SECTORS * 512) as usize).unwrap();
-    reg.remove(&sel("o"), false).unwrap();
-    reg.remove(&sel("s"), false).unwrap();
+    for n in ["o", "s", "s2"] {
+        reg.remove(&sel(n), false).unwrap();
+    }
 
-    // udm: a small COW filling up (I).
-    let oi_u = copy(dir.path(), &base, "oi_u.img");
-    let ci_u = zero_image(dir.path(), "ci_u.img", 64);
-    let (oid, cid) = (oi_u.display().to_string(), ci_u.display().to_string());
+    // udm: a small COW filling up (I), then a transient snapshot of that origin (N).
+    let oi_u = copy(d, &base, "oi_u.img");
+    let ci_u = zero_image(d, "ci_u.img", 64);
+    let cn_u = zero_image(d, "cn_u.img", 64);
+    let (oid, cid, cnd) = (oi_u.display(), ci_u.display(), cn_u.display());
     create(&reg, "si", &format!("0 {SECTORS} snapshot {oid} {cid} P {CHUNK}")).unwrap();
     create(&reg, "oi", &format!("0 {SECTORS} snapshot-origin {oid}")).unwrap();
+    let mut small = Vec::new();
     {
         let (o, _g) = open(&reg, "oi");
         for i in 0..7u64 {
             write(&*o, i * CHUNK, &data[..4096]).unwrap();
-            udm_status.push(status(&reg, "si"));
+            small.push(st(&reg, "si"));
         }
     }
     reg.remove(&sel("oi"), false).unwrap();
     reg.remove(&sel("si"), false).unwrap();
+    create(&reg, "sn", &format!("0 {SECTORS} snapshot {oid} {cnd} N {CHUNK}")).unwrap();
+    create(&reg, "on", &format!("0 {SECTORS} snapshot-origin {oid}")).unwrap();
+    {
+        let (o, _g) = open(&reg, "on");
+        for i in 0..3u64 {
+            write(&*o, 100 + i * 16, &data[4096..8192]).unwrap();
+        }
+    }
+    us.insert("transient", st(&reg, "sn"));
+    reg.remove(&sel("on"), false).unwrap();
+    reg.remove(&sel("sn"), false).unwrap();
+
+    // udm starts merging a copy of B (P) and is suspended at once; the kernel finishes it.
+    let op_ = copy(d, &ob, "op.img");
+    let cp = copy(d, &cb, "cp.img");
+    let merge_p = format!("0 {SECTORS} snapshot-merge {} {} P {CHUNK}", op_.display(), cp.display());
+    create(&reg, "mp", &merge_p).unwrap();
+    reg.suspend(&sel("mp"), false, false).unwrap();
+    eprintln!("udm's merge stopped at: {}", st(&reg, "mp"));
+    reg.remove(&sel("mp"), false).unwrap();
 
     // Inputs for the kernel: fresh A, udm's B, a small I, and a copy of B to merge (M).
-    let oa = copy(dir.path(), &base, "oa.img");
-    let ca = zero_image(dir.path(), "ca.img", 2048);
-    let oi = copy(dir.path(), &base, "oi.img");
-    let ci = zero_image(dir.path(), "ci.img", 64);
-    let om = copy(dir.path(), &ob, "om.img");
-    let cm = copy(dir.path(), &cb, "cm.img");
+    let oa = copy(d, &base, "oa.img");
+    let ca = zero_image(d, "ca.img", 2048);
+    let ca2 = zero_image(d, "ca2.img", 2048);
+    let oi = copy(d, &base, "oi.img");
+    let ci = zero_image(d, "ci.img", 64);
+    let cn = zero_image(d, "cn.img", 64);
+    let om = copy(d, &ob, "om.img");
+    let cm = copy(d, &cb, "cm.img");
+    let merged = |dev: &str| {
+        format!(
+            "for i in $(seq 600); do\n\
+               set -- $(dmsetup status {dev})\n\
+               [ \"${{4%%/*}}\" = \"$5\" ] && break\n\
+               sleep 0.1\n\
+             done\n"
+        )
+    };
     let mut script = format!(
-        "set -e\nmodprobe dm-snapshot\n\
+        "set -e\nmodprobe dm-snapshot\nS() {{ echo \"$1 $(dmsetup status $2)\" >> status.txt; }}\n\
          dmsetup create sa --table '0 {SECTORS} snapshot /dev/vda /dev/vdb P {CHUNK}'\n\
+         dmsetup create sa2 --table '0 {SECTORS} snapshot /dev/vda /dev/vdc P 16'\n\
          dmsetup create oa --table '0 {SECTORS} snapshot-origin /dev/vda'\n"
     );
     script += &vm_writes(&ops, "oa", "sa");
-    script += "dmsetup status sa > status.txt\n";
+    script += "S main sa\nS main2 sa2\n";
     script += "dd if=/dev/mapper/sa of=ksnap.bin bs=1M status=none\n";
-    script += "dmsetup remove oa sa\n";
+    script += "dmsetup remove oa sa sa2\n";
     script += &format!(
-        "dmsetup create sb --table '0 {SECTORS} snapshot /dev/vdc /dev/vdd P {CHUNK}'\n\
+        "dmsetup create sx --table '0 {SECTORS} snapshot /dev/vda /dev/vdb P 16'\n\
+         echo \"override $(dmsetup table sx)\" >> status.txt\n\
+         dmsetup remove sx\n\
+         dmsetup create sb --table '0 {SECTORS} snapshot /dev/vdd /dev/vde P {CHUNK}'\n\
          dd if=/dev/mapper/sb of=kopen.bin bs=1M status=none\n\
          dmsetup remove sb\n\
-         dmsetup create si --table '0 {SECTORS} snapshot /dev/vde /dev/vdf P {CHUNK}'\n\
-         dmsetup create oi --table '0 {SECTORS} snapshot-origin /dev/vde'\n\
+         dmsetup create si --table '0 {SECTORS} snapshot /dev/vdf /dev/vdg P {CHUNK}'\n\
+         dmsetup create oi --table '0 {SECTORS} snapshot-origin /dev/vdf'\n\
          for i in 0 1 2 3 4 5 6; do\n\
            dd if=data.bin of=/dev/mapper/oi bs=4096 count=1 seek=$i oflag=direct conv=notrunc status=none\n\
-           dmsetup status si >> status.txt\n\
+           S small$i si\n\
          done\n\
          dmsetup remove oi si\n\
-         dmsetup create m --table '0 {SECTORS} snapshot-merge /dev/vdg /dev/vdh P {CHUNK}'\n\
-         for i in $(seq 600); do\n\
-           set -- $(dmsetup status m)\n\
-           [ \"${{4%%/*}}\" = \"$5\" ] && break\n\
-           sleep 0.1\n\
+         dmsetup create sn --table '0 {SECTORS} snapshot /dev/vdf /dev/vdh N {CHUNK}'\n\
+         dmsetup create on --table '0 {SECTORS} snapshot-origin /dev/vdf'\n\
+         for i in 0 1 2; do\n\
+           dd if=data.bin of=/dev/mapper/on bs=4096 count=1 skip=1 seek=$((51200 + i * 8192)) \
+              oflag=seek_bytes,direct conv=notrunc status=none\n\
          done\n\
-         dmsetup status m >> status.txt\n\
-         dmsetup remove m\n"
+         S transient sn\n\
+         dmsetup remove on sn\n\
+         dmsetup create m --table '0 {SECTORS} snapshot-merge /dev/vdi /dev/vdj P {CHUNK}'\n\
+         {}S merge m\ndmsetup remove m\n\
+         dmsetup create mp --table '0 {SECTORS} snapshot-merge /dev/vdk /dev/vdl P {CHUNK}'\n\
+         {}S mergep mp\ndmsetup remove mp\n",
+        merged("m"),
+        merged("mp")
     );
-    let disks: Vec<&Path> = vec![&oa, &ca, &ob, &cb, &oi, &ci, &om, &cm];
+    let disks: Vec<&Path> = vec![&oa, &ca, &ca2, &ob, &cb, &oi, &ci, &cn, &om, &cm, &op_, &cp];
     let (out, err, code) = udm_testkit::refvm_run(&run, &disks, Some(&share), &script);
     assert_eq!(code, 0, "refvm failed: {out}\n{err}");
-    let kstatus = std::fs::read_to_string(share.join("status.txt")).unwrap();
-    let kstatus: Vec<&str> = kstatus.lines().collect();
-    eprintln!("kernel status lines: {kstatus:#?}");
+    let ks = keyed(&std::fs::read_to_string(share.join("status.txt")).unwrap());
+    eprintln!("kernel status lines: {ks:#?}");
 
-    // Same workload: byte-identical COW and origin, same status.
-    assert_eq!(kstatus[0].trim(), udm_status[0].trim(), "status after the workload");
-    assert!(std::fs::read(&ca).unwrap() == std::fs::read(&cb).unwrap(), "COW bytes differ");
-    assert!(std::fs::read(&oa).unwrap() == std::fs::read(&ob).unwrap(), "origin bytes differ");
-    let ksnap = std::fs::read(share.join("ksnap.bin")).unwrap();
+    // Same workload: byte-identical COWs and origin, same status lines.
+    assert_eq!(ks["main"], us["main"], "status after the workload");
+    assert_eq!(ks["main2"], us["main2"], "second snapshot's status");
+    assert!(bytes(&ca) == bytes(&cb), "COW bytes differ");
+    assert!(bytes(&ca2) == bytes(&cb2), "second COW's bytes differ");
+    assert!(bytes(&oa) == bytes(&ob), "origin bytes differ");
+    let ksnap = bytes(&share.join("ksnap.bin"));
     assert!(ksnap == udm_snap, "snapshot contents differ");
     // udm's COW in the kernel.
-    assert!(std::fs::read(share.join("kopen.bin")).unwrap() == udm_snap, "kernel reading udm's COW");
-    // The kernel's COW in udm.
-    let (oad, cad) = (oa.display().to_string(), ca.display().to_string());
-    create(&reg, "ka", &format!("0 {SECTORS} snapshot {oad} {cad} P {CHUNK}")).unwrap();
-    assert_eq!(status(&reg, "ka").trim(), kstatus[0].trim());
+    assert!(bytes(&share.join("kopen.bin")) == udm_snap, "kernel reading udm's COW");
+    // The kernel's COW in udm, and the header's chunk size overriding the table's.
+    let (oad, cad) = (oa.display(), ca.display());
+    create(&reg, "ka", &format!("0 {SECTORS} snapshot {oad} {cad} P 16")).unwrap();
+    assert_eq!(st(&reg, "ka"), ks["main"]);
+    let t = udm_testkit::dm::table(&reg, "ka");
+    // Devices print differently (files here, major:minor there): compare what follows.
+    let tail = |l: &str| l.split_whitespace().skip(5).collect::<Vec<_>>().join(" ");
+    assert_eq!(tail(&t), "P 8");
+    assert_eq!(tail(&ks["override"]), "P 8", "{}", ks["override"]);
     assert!(read(&*open(&reg, "ka").0, 0, (SECTORS * 512) as usize).unwrap() == ksnap);
     reg.remove(&sel("ka"), false).unwrap();
     // Filling a small COW: the same status after every write, Invalid at the same one.
-    for i in 0..7 {
-        assert_eq!(kstatus[1 + i].trim(), udm_status[1 + i].trim(), "small COW, write {i}");
+    for (i, u) in small.iter().enumerate() {
+        assert_eq!(&ks[&format!("small{i}")], u, "small COW, write {i}");
     }
-    assert!(kstatus[7].ends_with("Invalid"), "{}", kstatus[7]);
-    assert!(std::fs::read(&ci).unwrap() == std::fs::read(&ci_u).unwrap(), "invalidated COW bytes");
-    assert!(std::fs::read(&oi).unwrap() == std::fs::read(&oi_u).unwrap(), "origin after Invalid");
+    assert!(small[6].ends_with("Invalid"), "{}", small[6]);
+    assert!(bytes(&ci) == bytes(&ci_u), "invalidated COW bytes");
+    assert_eq!(ks["transient"], us["transient"], "transient status");
+    assert!(bytes(&cn) == bytes(&cn_u), "transient COW bytes");
+    assert!(bytes(&oi) == bytes(&oi_u), "origin after Invalid and transient");
     // Merge the same COW in udm: same origin, COW and final status as the kernel.
-    let (obd2, cbd2) = (ob.display().to_string(), cb.display().to_string());
-    create(&reg, "m", &format!("0 {SECTORS} snapshot-merge {obd2} {cbd2} P {CHUNK}")).unwrap();
-    let st = wait_merged(&reg, "m");
-    assert_eq!(kstatus[8].trim(), st.trim(), "merged status");
+    let merge_b = format!("0 {SECTORS} snapshot-merge {} {} P {CHUNK}", ob.display(), cb.display());
+    create(&reg, "m", &merge_b).unwrap();
+    let fin = wait_merged(&reg, "m");
+    assert_eq!(ks["merge"], fin.trim(), "merged status");
     reg.remove(&sel("m"), false).unwrap();
-    assert!(std::fs::read(&om).unwrap() == std::fs::read(&ob).unwrap(), "merged origin");
-    assert!(std::fs::read(&om).unwrap() == udm_snap, "merged origin is the snapshot");
-    assert!(std::fs::read(&cm).unwrap() == std::fs::read(&cb).unwrap(), "merged COW bytes");
+    assert!(bytes(&om) == bytes(&ob), "merged origin");
+    assert!(bytes(&om) == udm_snap, "merged origin is the snapshot");
+    assert!(bytes(&cm) == bytes(&cb), "merged COW bytes");
+    // The merge udm started and the kernel finished.
+    assert_eq!(ks["mergep"], ks["merge"]);
+    assert!(bytes(&op_) == udm_snap && bytes(&cp) == bytes(&cb), "merge handed over");
 }
