@@ -97,7 +97,11 @@ fn kernel_snapshot_cow_format_status_and_merge() {
     let data = udm_testkit::rng::pseudo(128 * 512, seed ^ 1);
     std::fs::write(share.join("data.bin"), &data).unwrap();
     let base = d.join("base.img");
-    std::fs::write(&base, udm_testkit::rng::pseudo((SECTORS * 512) as usize, seed)).unwrap();
+    std::fs::write(
+        &base,
+        udm_testkit::rng::pseudo((SECTORS * 512) as usize, seed),
+    )
+    .unwrap();
     let ops = ops(seed, 60);
     let reg = reg();
     let mut us = std::collections::HashMap::new();
@@ -108,8 +112,18 @@ fn kernel_snapshot_cow_format_status_and_merge() {
     let cb = zero_image(d, "cb.img", 2048);
     let cb2 = zero_image(d, "cb2.img", 2048);
     let (obd, cbd, cb2d) = (ob.display(), cb.display(), cb2.display());
-    create(&reg, "s", &format!("0 {SECTORS} snapshot {obd} {cbd} P {CHUNK}")).unwrap();
-    create(&reg, "s2", &format!("0 {SECTORS} snapshot {obd} {cb2d} P 16")).unwrap();
+    create(
+        &reg,
+        "s",
+        &format!("0 {SECTORS} snapshot {obd} {cbd} P {CHUNK}"),
+    )
+    .unwrap();
+    create(
+        &reg,
+        "s2",
+        &format!("0 {SECTORS} snapshot {obd} {cb2d} P 16"),
+    )
+    .unwrap();
     create(&reg, "o", &format!("0 {SECTORS} snapshot-origin {obd}")).unwrap();
     {
         let (o, _g) = open(&reg, "o");
@@ -131,7 +145,12 @@ fn kernel_snapshot_cow_format_status_and_merge() {
     let ci_u = zero_image(d, "ci_u.img", 64);
     let cn_u = zero_image(d, "cn_u.img", 64);
     let (oid, cid, cnd) = (oi_u.display(), ci_u.display(), cn_u.display());
-    create(&reg, "si", &format!("0 {SECTORS} snapshot {oid} {cid} P {CHUNK}")).unwrap();
+    create(
+        &reg,
+        "si",
+        &format!("0 {SECTORS} snapshot {oid} {cid} P {CHUNK}"),
+    )
+    .unwrap();
     create(&reg, "oi", &format!("0 {SECTORS} snapshot-origin {oid}")).unwrap();
     let mut small = Vec::new();
     {
@@ -143,7 +162,12 @@ fn kernel_snapshot_cow_format_status_and_merge() {
     }
     reg.remove(&sel("oi"), false).unwrap();
     reg.remove(&sel("si"), false).unwrap();
-    create(&reg, "sn", &format!("0 {SECTORS} snapshot {oid} {cnd} N {CHUNK}")).unwrap();
+    create(
+        &reg,
+        "sn",
+        &format!("0 {SECTORS} snapshot {oid} {cnd} N {CHUNK}"),
+    )
+    .unwrap();
     create(&reg, "on", &format!("0 {SECTORS} snapshot-origin {oid}")).unwrap();
     {
         let (o, _g) = open(&reg, "on");
@@ -158,7 +182,11 @@ fn kernel_snapshot_cow_format_status_and_merge() {
     // udm starts merging a copy of B (P) and is suspended at once; the kernel finishes it.
     let op_ = copy(d, &ob, "op.img");
     let cp = copy(d, &cb, "cp.img");
-    let merge_p = format!("0 {SECTORS} snapshot-merge {} {} P {CHUNK}", op_.display(), cp.display());
+    let merge_p = format!(
+        "0 {SECTORS} snapshot-merge {} {} P {CHUNK}",
+        op_.display(),
+        cp.display()
+    );
     create(&reg, "mp", &merge_p).unwrap();
     reg.suspend(&sel("mp"), false, false).unwrap();
     eprintln!("udm's merge stopped at: {}", st(&reg, "mp"));
@@ -236,10 +264,18 @@ fn kernel_snapshot_cow_format_status_and_merge() {
     let ksnap = bytes(&share.join("ksnap.bin"));
     assert!(ksnap == udm_snap, "snapshot contents differ");
     // udm's COW in the kernel.
-    assert!(bytes(&share.join("kopen.bin")) == udm_snap, "kernel reading udm's COW");
+    assert!(
+        bytes(&share.join("kopen.bin")) == udm_snap,
+        "kernel reading udm's COW"
+    );
     // The kernel's COW in udm, and the header's chunk size overriding the table's.
     let (oad, cad) = (oa.display(), ca.display());
-    create(&reg, "ka", &format!("0 {SECTORS} snapshot {oad} {cad} P 16")).unwrap();
+    create(
+        &reg,
+        "ka",
+        &format!("0 {SECTORS} snapshot {oad} {cad} P 16"),
+    )
+    .unwrap();
     assert_eq!(st(&reg, "ka"), ks["main"]);
     let t = udm_testkit::dm::table(&reg, "ka");
     // Devices print differently (files here, major:minor there): compare what follows.
@@ -256,9 +292,16 @@ fn kernel_snapshot_cow_format_status_and_merge() {
     assert!(bytes(&ci) == bytes(&ci_u), "invalidated COW bytes");
     assert_eq!(ks["transient"], us["transient"], "transient status");
     assert!(bytes(&cn) == bytes(&cn_u), "transient COW bytes");
-    assert!(bytes(&oi) == bytes(&oi_u), "origin after Invalid and transient");
+    assert!(
+        bytes(&oi) == bytes(&oi_u),
+        "origin after Invalid and transient"
+    );
     // Merge the same COW in udm: same origin, COW and final status as the kernel.
-    let merge_b = format!("0 {SECTORS} snapshot-merge {} {} P {CHUNK}", ob.display(), cb.display());
+    let merge_b = format!(
+        "0 {SECTORS} snapshot-merge {} {} P {CHUNK}",
+        ob.display(),
+        cb.display()
+    );
     create(&reg, "m", &merge_b).unwrap();
     let fin = wait_merged(&reg, "m");
     assert_eq!(ks["merge"], fin.trim(), "merged status");
@@ -268,5 +311,8 @@ fn kernel_snapshot_cow_format_status_and_merge() {
     assert!(bytes(&cm) == bytes(&cb), "merged COW bytes");
     // The merge udm started and the kernel finished.
     assert_eq!(ks["mergep"], ks["merge"]);
-    assert!(bytes(&op_) == udm_snap && bytes(&cp) == bytes(&cb), "merge handed over");
+    assert!(
+        bytes(&op_) == udm_snap && bytes(&cp) == bytes(&cb),
+        "merge handed over"
+    );
 }

@@ -28,10 +28,22 @@ fn origin_and_two_snapshots_follow_a_model() {
     create(&reg, "s1", &format!("0 {SECTORS} snapshot {o} {c1} P 8")).unwrap();
     create(&reg, "s2", &format!("0 {SECTORS} snapshot {o} {c2} N 16")).unwrap();
     create(&reg, "orig", &format!("0 {SECTORS} snapshot-origin {o}")).unwrap();
-    assert_eq!(table(&reg, "s1"), format!("0 {SECTORS} snapshot {o} {c1} P 8\n"));
-    assert_eq!(table(&reg, "orig"), format!("0 {SECTORS} snapshot-origin {o}\n"));
-    assert_eq!(status(&reg, "s1"), format!("0 {SECTORS} snapshot 16/8192 16\n"));
-    assert_eq!(status(&reg, "s2"), format!("0 {SECTORS} snapshot 0/8192 0\n"));
+    assert_eq!(
+        table(&reg, "s1"),
+        format!("0 {SECTORS} snapshot {o} {c1} P 8\n")
+    );
+    assert_eq!(
+        table(&reg, "orig"),
+        format!("0 {SECTORS} snapshot-origin {o}\n")
+    );
+    assert_eq!(
+        status(&reg, "s1"),
+        format!("0 {SECTORS} snapshot 16/8192 16\n")
+    );
+    assert_eq!(
+        status(&reg, "s2"),
+        format!("0 {SECTORS} snapshot 0/8192 0\n")
+    );
 
     let base = std::fs::read(dir.path().join("origin.img")).unwrap();
     let mut model = [base.clone(), base.clone(), base];
@@ -87,7 +99,10 @@ fn status_counts_chunks_and_metadata_areas_as_the_kernel() {
     for i in 0..40u64 {
         write(&*d, i * 3, &[0xAB; 512]).unwrap();
     }
-    assert_eq!(status(&reg, "s"), format!("0 {SECTORS} snapshot 43/1024 3\n"));
+    assert_eq!(
+        status(&reg, "s"),
+        format!("0 {SECTORS} snapshot 43/1024 3\n")
+    );
     // The on-disk table: pairs in copy order, area 0 full, area 1 with the rest.
     let cow = udm_io::FileDevice::open(Path::new(&c.to_string()), false).unwrap();
     let area0 = sync::read_at(&cow, Sectors(1), 512).unwrap().into_vec();
@@ -99,7 +114,10 @@ fn status_counts_chunks_and_metadata_areas_as_the_kernel() {
     assert_eq!(udm_targets::snapshot::cow::area_entry(&area1, 0), (96, 35));
     assert_eq!(udm_targets::snapshot::cow::area_entry(&area1, 8), (0, 0));
     let hdr = sync::read_at(&cow, Sectors(0), 512).unwrap().into_vec();
-    assert_eq!(&hdr[..16], &[0x53, 0x6e, 0x41, 0x70, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0]);
+    assert_eq!(
+        &hdr[..16],
+        &[0x53, 0x6e, 0x41, 0x70, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0]
+    );
 }
 
 #[test]
@@ -115,12 +133,18 @@ fn a_full_cow_invalidates_the_snapshot_and_spares_the_origin() {
     for i in 0..6u64 {
         write(&*d, i * 8, &[1; 4096]).unwrap();
     }
-    assert_eq!(status(&reg, "s"), format!("0 {SECTORS} snapshot 64/64 16\n"));
+    assert_eq!(
+        status(&reg, "s"),
+        format!("0 {SECTORS} snapshot 64/64 16\n")
+    );
     write(&*d, 6 * 8, &[2; 4096]).unwrap();
     assert_eq!(status(&reg, "s"), format!("0 {SECTORS} snapshot Invalid\n"));
     assert_eq!(read(&*d, 48, 4096).unwrap(), vec![2; 4096]);
     let (s, g2) = open(&reg, "s");
-    assert!(read(&*s, 0, 512).is_err(), "an invalid snapshot fails reads");
+    assert!(
+        read(&*s, 0, 512).is_err(),
+        "an invalid snapshot fails reads"
+    );
     // The header on disk says invalid; reopening keeps it invalid.
     let hdr = std::fs::read(c.to_string()).unwrap();
     assert_eq!(&hdr[4..8], &[0, 0, 0, 0]);
@@ -141,7 +165,10 @@ fn po_snapshot_overflows_on_its_own_writes() {
     let (s, _g) = open(&reg, "s");
     write(&*s, 0, &[5; 512]).unwrap();
     assert!(write(&*s, 8, &[6; 512]).is_err());
-    assert_eq!(status(&reg, "s"), format!("0 {SECTORS} snapshot Overflow\n"));
+    assert_eq!(
+        status(&reg, "s"),
+        format!("0 {SECTORS} snapshot Overflow\n")
+    );
     assert_eq!(read(&*s, 0, 512).unwrap(), vec![5; 512]);
 }
 
@@ -156,20 +183,32 @@ fn bad_headers_are_refused_and_the_header_chunk_size_wins() {
     let reg = reg();
     let (od, cd) = (o.display(), c.display());
     create(&reg, "s", &format!("0 {SECTORS} snapshot {od} {cd} P 8")).unwrap();
-    assert_eq!(table(&reg, "s"), format!("0 {SECTORS} snapshot {od} {cd} P 16\n"));
+    assert_eq!(
+        table(&reg, "s"),
+        format!("0 {SECTORS} snapshot {od} {cd} P 16\n")
+    );
     reg.remove(&sel("s"), false).unwrap();
     let mut img = std::fs::read(&c).unwrap();
     img[8] = 2; // version 2
     std::fs::write(&c, &img).unwrap();
     let e = create(&reg, "s", &format!("0 {SECTORS} snapshot {od} {cd} P 16")).unwrap_err();
-    assert!(e.to_string().contains("Failed to read snapshot metadata"), "{e}");
+    assert!(
+        e.to_string().contains("Failed to read snapshot metadata"),
+        "{e}"
+    );
     img[0] = 0x99; // wrong magic
     std::fs::write(&c, &img).unwrap();
     let e = create(&reg, "s", &format!("0 {SECTORS} snapshot {od} {cd} P 16")).unwrap_err();
-    assert!(e.to_string().contains("Failed to read snapshot metadata"), "{e}");
+    assert!(
+        e.to_string().contains("Failed to read snapshot metadata"),
+        "{e}"
+    );
     for (args, msg) in [
         ("P 8 1 bogus", "Unrecognised feature requested"),
-        ("P 8 1 discard_passdown_origin", "depends on discard_zeroes_cow"),
+        (
+            "P 8 1 discard_passdown_origin",
+            "depends on discard_zeroes_cow",
+        ),
         ("P 12", "Chunk size is not a power of 2"),
         ("X 8", "Exception store type is not P or N"),
     ] {
@@ -199,7 +238,12 @@ fn merge_copies_the_cow_back_and_counts_down() {
     let want = read(&*open(&reg, "s").0, 0, (SECTORS * 512) as usize).unwrap();
     reg.remove(&sel("s"), false).unwrap();
     reg.remove(&sel("orig"), false).unwrap();
-    create(&reg, "m", &format!("0 {SECTORS} snapshot-merge {od} {cd} P 8")).unwrap();
+    create(
+        &reg,
+        "m",
+        &format!("0 {SECTORS} snapshot-merge {od} {cd} P 8"),
+    )
+    .unwrap();
     let (m, _g) = open(&reg, "m");
     // Readable (the snapshot's view) while merging.
     assert!(read(&*m, 0, (SECTORS * 512) as usize).unwrap() == want);
@@ -211,7 +255,107 @@ fn merge_copies_the_cow_back_and_counts_down() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert_eq!(status(&reg, "m"), done);
-    assert!(std::fs::read(&o).unwrap() == want, "origin holds the snapshot after merge");
-    let s = Store::open(&udm_io::FileDevice::open(&c, false).unwrap(), StoreKind::Persistent { overflow: false }, 8).unwrap();
+    assert!(
+        std::fs::read(&o).unwrap() == want,
+        "origin holds the snapshot after merge"
+    );
+    let s = Store::open(
+        &udm_io::FileDevice::open(&c, false).unwrap(),
+        StoreKind::Persistent { overflow: false },
+        8,
+    )
+    .unwrap();
     assert!(s.store.is_empty(), "the merged COW holds no exceptions");
+}
+
+#[test]
+fn discard_zeroes_cow_and_passes_down_to_the_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = origin_image(dir.path());
+    let c = zero_image(dir.path(), "cow.img", 1024);
+    let reg = reg();
+    let (od, cd) = (o.display(), c.display());
+    let t =
+        format!("0 {SECTORS} snapshot {od} {cd} P 8 2 discard_zeroes_cow discard_passdown_origin");
+    create(&reg, "s", &t).unwrap();
+    assert_eq!(table(&reg, "s"), format!("{t}\n"));
+    let (s, _g) = open(&reg, "s");
+    write(&*s, 16, &[7; 4096]).unwrap();
+    sync::discard(&*s, Sectors(16), Sectors(8)).unwrap();
+    assert_eq!(
+        read(&*s, 16, 4096).unwrap(),
+        vec![0; 4096],
+        "a discarded exception reads zeroes"
+    );
+    // The second copy of the discard went to the origin (a file: the range is punched out).
+    let orig = std::fs::read(&o).unwrap();
+    assert!(
+        orig[16 * 512..24 * 512].iter().all(|&b| b == 0),
+        "origin not discarded"
+    );
+    // Without the feature the snapshot takes no discards.
+    create(
+        &reg,
+        "p",
+        &format!(
+            "0 {SECTORS} snapshot {od} {} N 8",
+            zero_image(dir.path(), "c2.img", 1024).display()
+        ),
+    )
+    .unwrap();
+    let (p, _g2) = open(&reg, "p");
+    assert!(sync::discard(&*p, Sectors(0), Sectors(8)).is_err());
+}
+
+proptest::proptest! {
+    #![proptest_config(udm_testkit::prop::config(48))]
+    /// A damaged COW (random header fields and exception areas) opens or is refused, and a
+    /// snapshot, origin writes and a merge over it never panic or hang.
+    #[test]
+    fn damaged_cow_never_panics(
+        chunk_pow in 0u32..5,
+        good_magic in proptest::bool::ANY,
+        version in 0u32..3,
+        areas in proptest::collection::vec(proptest::num::u64::ANY, 0..64),
+        small in proptest::collection::vec(0u64..40, 0..64),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let o = origin_image(dir.path());
+        let chunk = 1u64 << chunk_pow;
+        let mut img = vec![0u8; 128 * 512];
+        let magic = if good_magic { 0x7041_6e53u32 } else { 0x1234_5678 };
+        for (i, v) in [magic, 1, version, chunk as u32].into_iter().enumerate() {
+            img[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        let area = (chunk * 512) as usize;
+        for (i, (big, sm)) in areas.iter().zip(small.iter().chain(std::iter::repeat(&3))).enumerate() {
+            let v = if i % 3 == 0 { *big } else { *sm };
+            let at = area + i * 8;
+            img[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        let c = dir.path().join("cow.img");
+        std::fs::write(&c, &img).unwrap();
+        let reg = reg();
+        let (od, cd) = (o.display(), c.display());
+        if create(&reg, "s", &format!("0 {SECTORS} snapshot {od} {cd} P {chunk}")).is_ok() {
+            create(&reg, "o", &format!("0 {SECTORS} snapshot-origin {od}")).unwrap();
+            let _ = status(&reg, "s");
+            {
+                let (d, _g) = open(&reg, "o");
+                let (s, _g2) = open(&reg, "s");
+                for i in 0..4u64 {
+                    write(&*d, i * 40, &[1; 512]).unwrap();
+                    let _ = read(&*s, i * 8, 4096);
+                    let _ = write(&*s, i * 16 + 3, &[2; 512]);
+                }
+            }
+            reg.remove(&sel("o"), false).unwrap();
+            reg.remove(&sel("s"), false).unwrap();
+            if create(&reg, "m", &format!("0 {SECTORS} snapshot-merge {od} {cd} P {chunk}")).is_ok() {
+                let _ = read(&*open(&reg, "m").0, 0, 4096);
+                let _ = status(&reg, "m");
+                reg.remove(&sel("m"), false).unwrap();
+            }
+        }
+    }
 }

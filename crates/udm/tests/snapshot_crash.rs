@@ -41,8 +41,24 @@ fn block(op: usize, b: u64) -> Vec<u8> {
 
 fn create_pair(d: &Daemon, origin: &str, cow: &str) {
     let n = BLOCKS * 8;
-    udm(d, &["create", "s", "--table", &format!("0 {n} snapshot {origin} {cow} P {CHUNK}")]);
-    udm(d, &["create", "o", "--table", &format!("0 {n} snapshot-origin {origin}")]);
+    udm(
+        d,
+        &[
+            "create",
+            "s",
+            "--table",
+            &format!("0 {n} snapshot {origin} {cow} P {CHUNK}"),
+        ],
+    );
+    udm(
+        d,
+        &[
+            "create",
+            "o",
+            "--table",
+            &format!("0 {n} snapshot-origin {origin}"),
+        ],
+    );
 }
 
 fn kill(d: &mut Daemon) {
@@ -68,7 +84,10 @@ fn killed_daemon_keeps_acknowledged_snapshot_state() {
         let base = udm_testkit::rng::pseudo((BLOCKS * 4096) as usize, seed ^ round);
         std::fs::write(&origin, &base).unwrap();
         let cow = work.path().join("cow.img");
-        std::fs::File::create(&cow).unwrap().set_len(4 << 20).unwrap();
+        std::fs::File::create(&cow)
+            .unwrap()
+            .set_len(4 << 20)
+            .unwrap();
         let (od, cd) = (origin.display().to_string(), cow.display().to_string());
         let ops: Vec<(bool, u64)> = (0..200)
             .map(|_| (rng.below(2) == 0, rng.below(BLOCKS)))
@@ -105,13 +124,20 @@ fn killed_daemon_keeps_acknowledged_snapshot_state() {
         kill(&mut d);
         writer.join().unwrap();
         let acked = acked.load(SeqCst);
-        assert!(acked >= kill_at, "round {round}: the writer failed after {acked} writes");
+        assert!(
+            acked >= kill_at,
+            "round {round}: the writer failed after {acked} writes"
+        );
 
         // What must hold: the acknowledged prefix; the op after it may or may not have landed.
         let mut snap_want = base.clone();
         let mut orig_want = base.clone();
         for (i, (snap, b)) in ops[..acked].iter().enumerate() {
-            let w = if *snap { &mut snap_want } else { &mut orig_want };
+            let w = if *snap {
+                &mut snap_want
+            } else {
+                &mut orig_want
+            };
             w[(*b * 4096) as usize..(*b + 1) as usize * 4096].copy_from_slice(&block(i, *b));
         }
         let maybe = ops.get(acked).copied();
@@ -122,7 +148,10 @@ fn killed_daemon_keeps_acknowledged_snapshot_state() {
                     continue;
                 }
                 let landed = maybe == Some((snap, b)) && got[r.clone()] == block(acked, b)[..];
-                assert!(landed, "round {round}: {what} block {b} lost (acked {acked})");
+                assert!(
+                    landed,
+                    "round {round}: {what} block {b} lost (acked {acked})"
+                );
             }
         };
 
@@ -156,7 +185,10 @@ fn killed_daemon_keeps_acknowledged_snapshot_state() {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        assert!(st.ends_with(" 16/8192 16\n"), "round {round}: merge did not finish: {st}");
+        assert!(
+            st.ends_with(" 16/8192 16\n"),
+            "round {round}: merge did not finish: {st}"
+        );
         udm(&d3, &["remove", "m"]);
         assert!(
             std::fs::read(&origin).unwrap() == snap_now,

@@ -129,7 +129,10 @@ fn fake_8tb_disk_with_a_snapshot_holds_ext4() {
     std::fs::write(&host, b"written on a fake 8 TB disk\n".repeat(100)).unwrap();
     debugfs_write(&lo.0, &host, "/hello.txt");
     e2fsck_clean(&lo.0);
-    assert_eq!(debugfs_cat(&lo.0, "/hello.txt"), std::fs::read(&host).unwrap());
+    assert_eq!(
+        debugfs_cat(&lo.0, "/hello.txt"),
+        std::fs::read(&host).unwrap()
+    );
     drop(lo);
     // Status: allocated = whole chunks copied plus metadata, as the kernel counts them; the
     // sparse COW file holds no more than that.
@@ -144,7 +147,10 @@ fn fake_8tb_disk_with_a_snapshot_holds_ext4() {
         use std::os::unix::fs::MetadataExt;
         m.blocks() * 512
     });
-    assert!(used.unwrap() <= alloc * 512, "COW file holds more than allocated: {st}");
+    assert!(
+        used.unwrap() <= alloc * 512,
+        "COW file holds more than allocated: {st}"
+    );
     udm(&d, &["remove", "snap"]);
     udm(&d, &["remove", "fake_disk"]);
 }
@@ -160,7 +166,15 @@ fn lvm_style_stack_snapshot_then_merge() {
     let cowf = sparse(&dir.join("cow.img"), 16 << 20);
     let sectors = 65536u64;
     // The origin LV, with ext4 and a file.
-    udm(&d, &["create", "vg-lv", "--table", &format!("0 {sectors} linear {pv} 0")]);
+    udm(
+        &d,
+        &[
+            "create",
+            "vg-lv",
+            "--table",
+            &format!("0 {sectors} linear {pv} 0"),
+        ],
+    );
     let host = dir.join("f.txt");
     std::fs::write(&host, b"before the snapshot\n".repeat(500)).unwrap();
     {
@@ -170,12 +184,33 @@ fn lvm_style_stack_snapshot_then_merge() {
     }
     // lvcreate -s: -real takes the origin's table, -cow maps the COW, the origin becomes
     // snapshot-origin over -real (loaded while suspended), the snapshot names -real and -cow.
-    udm(&d, &["create", "vg-lv-real", "--table", &format!("0 {sectors} linear {pv} 0")]);
-    udm(&d, &["create", "vg-snap-cow", "--table", &format!("0 32768 linear {cowf} 0")]);
+    udm(
+        &d,
+        &[
+            "create",
+            "vg-lv-real",
+            "--table",
+            &format!("0 {sectors} linear {pv} 0"),
+        ],
+    );
+    udm(
+        &d,
+        &[
+            "create",
+            "vg-snap-cow",
+            "--table",
+            &format!("0 32768 linear {cowf} 0"),
+        ],
+    );
     udm(&d, &["suspend", "vg-lv"]);
     udm(
         &d,
-        &["load", "vg-lv", "--table", &format!("0 {sectors} snapshot-origin /dev/mapper/vg-lv-real")],
+        &[
+            "load",
+            "vg-lv",
+            "--table",
+            &format!("0 {sectors} snapshot-origin /dev/mapper/vg-lv-real"),
+        ],
     );
     udm(
         &d,
@@ -213,7 +248,9 @@ fn lvm_style_stack_snapshot_then_merge() {
             "load",
             "vg-lv",
             "--table",
-            &format!("0 {sectors} snapshot-merge /dev/mapper/vg-lv-real /dev/mapper/vg-snap-cow P 8"),
+            &format!(
+                "0 {sectors} snapshot-merge /dev/mapper/vg-lv-real /dev/mapper/vg-snap-cow P 8"
+            ),
         ],
     );
     udm(&d, &["resume", "vg-lv"]);

@@ -263,7 +263,7 @@ impl Store {
                     break;
                 }
                 if self.next_free <= new {
-                    self.next_free = new + 1;
+                    self.next_free = new.saturating_add(1);
                 }
                 self.map.insert(old, new);
             }
@@ -303,7 +303,7 @@ impl Store {
     pub fn prepare(&mut self) -> Result<u64, StoreError> {
         match self.kind {
             StoreKind::Transient => {
-                if self.cow_size < self.next_free + self.chunk {
+                if self.cow_size < self.next_free.saturating_add(self.chunk) {
                     return Err(StoreError::Full);
                 }
                 let c = self.next_free / self.chunk;
@@ -311,7 +311,11 @@ impl Store {
                 Ok(c)
             }
             StoreKind::Persistent { .. } => {
-                if self.cow_size < (self.next_free + 1) * self.chunk {
+                let end = self
+                    .next_free
+                    .checked_add(1)
+                    .and_then(|n| n.checked_mul(self.chunk));
+                if end.is_none_or(|e| self.cow_size < e) {
                     return Err(StoreError::Full);
                 }
                 let c = self.next_free;
@@ -356,7 +360,7 @@ impl Store {
         match self.kind {
             StoreKind::Transient => (self.next_free, self.cow_size, 0),
             StoreKind::Persistent { .. } => (
-                self.next_free * self.chunk,
+                self.next_free.wrapping_mul(self.chunk),
                 self.cow_size,
                 (self.current_area + 1 + HDR_CHUNKS) * self.chunk,
             ),
@@ -387,7 +391,7 @@ impl Store {
             }
             n += 1;
         }
-        Ok(Some((lo + 1 - n, ln + 1 - n, n)))
+        Ok(Some((lo.wrapping_sub(n - 1), ln.wrapping_sub(n - 1), n)))
     }
 
     /// Remove the last `n` exceptions (just merged) from the area on disk and in memory.

@@ -6,7 +6,7 @@
 //! the area on disk. A merge cut short (daemon killed, suspend) resumes from what the COW
 //! says.
 
-use super::snap::{copy_out, open_shared, rw_sync, OriginHub, SnapShared};
+use super::snap::{at, copy_out, open_shared, rw_sync, OriginHub, SnapShared};
 use super::{SnapshotParams, StoreKind};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -107,12 +107,17 @@ fn merge_loop(sh: &SnapShared, hub: &OriginHub, stop: &AtomicBool) {
             }
         };
         let cs = g.store.chunk;
-        let dest = old * cs;
-        let count = (n * cs).min(sh.origin.size().0.saturating_sub(dest));
+        let osize = sh.origin.size().0;
+        let (Some(dest), Some(src)) = (old.checked_mul(cs), new.checked_mul(cs)) else {
+            tracing::error!("Read error in exception store: shutting down merge");
+            g.merge_failed = true;
+            return;
+        };
+        let count = (n * cs).min(osize.saturating_sub(dest));
         // Other snapshots of the origin keep the data the merge overwrites.
         copy_out(hub, dest, n * cs, Some(sh));
         let out = sh.copier.copy_wait(
-            Loc::new(sh.cow.clone(), Sectors(new * cs)),
+            Loc::new(sh.cow.clone(), Sectors(src)),
             vec![Loc::new(sh.origin.clone(), Sectors(dest))],
             Sectors(count),
         );
@@ -148,8 +153,10 @@ fn merge_io(sh: &SnapShared, hub: &OriginHub, mut bio: Bio) {
     let c = bio.sector.0 / cs;
     let off = bio.sector.0 % cs;
     let res = match g.store.lookup(c) {
-        Some(n) if bio.op == Op::Discard => sync::discard(&*sh.cow, Sectors(n * cs + off), bio.len()),
-        Some(n) => rw_sync(&*sh.cow, &mut bio, n * cs + off),
+        Some(n) if bio.op == Op::Discard => {
+            sync::discard(&*sh.cow, Sectors(at(n, cs, off)), bio.len())
+        }
+        Some(n) => rw_sync(&*sh.cow, &mut bio, at(n, cs, off)),
         None => {
             if bio.op.is_write() {
                 copy_out(hub, bio.sector.0, bio.len().0, Some(sh));
@@ -157,7 +164,10 @@ fn merge_io(sh: &SnapShared, hub: &OriginHub, mut bio: Bio) {
             if bio.op == Op::Discard {
                 sync::discard(&*sh.origin, bio.sector, bio.len())
             } else {
-                { let s = bio.sector.0; rw_sync(&*sh.origin, &mut bio, s) }
+                {
+                    let s = bio.sector.0;
+                    rw_sync(&*sh.origin, &mut bio, s)
+                }
             }
         }
     };

@@ -133,7 +133,9 @@ impl FromStr for OriginParams {
     fn from_str(s: &str) -> Result<Self, TargetError> {
         let a = udm_core::split_args(s);
         if a.len() != 1 {
-            return Err(TargetError::invalid("origin: incorrect number of arguments"));
+            return Err(TargetError::invalid(
+                "origin: incorrect number of arguments",
+            ));
         }
         Ok(OriginParams {
             origin: a[0].clone(),

@@ -43,7 +43,11 @@ impl OriginHub {
     }
     /// Live snapshots, oldest first.
     pub(crate) fn snapshots(&self) -> Vec<Arc<SnapShared>> {
-        self.snaps.lock().iter().filter_map(|w| w.upgrade()).collect()
+        self.snaps
+            .lock()
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .collect()
     }
     /// True if some snapshot could need a copy-out.
     pub(crate) fn any_active(&self) -> bool {
@@ -157,7 +161,7 @@ pub(crate) fn copy_out(hub: &OriginHub, sector: u64, len: u64, skip: Option<&Sna
         let mut g = s.st.lock();
         let cs = g.store.chunk;
         let slen = s.len.load(SeqCst);
-        for c in sector / cs..=(sector + len - 1) / cs {
+        for c in sector / cs..=sector.saturating_add(len - 1) / cs {
             if c * cs >= slen || !s.copy_chunk(&mut g, c) {
                 break;
             }
@@ -281,6 +285,12 @@ pub struct Snapshot {
     _pubs: [Publication; 2],
 }
 
+/// Sector `off` of COW chunk `n` (a chunk number read from a damaged COW may point past any
+/// device: the I/O then fails, nothing overflows).
+pub(crate) fn at(n: u64, cs: u64, off: u64) -> u64 {
+    n.wrapping_mul(cs).wrapping_add(off)
+}
+
 /// Synchronous I/O of a bio's data at `sector` of `dev`.
 pub(crate) fn rw_sync(dev: &dyn BlockDevice, bio: &mut Bio, sector: u64) -> Result<(), IoError> {
     match bio.op {
@@ -314,14 +324,17 @@ fn snap_io(sh: &SnapShared, mut bio: Bio, p: &SnapshotParams) {
             return sh.origin.submit(bio);
         }
         match g.store.lookup(c) {
-            Some(n) if whole => sync::write_zeroes(&*sh.cow, Sectors(n * cs), Sectors(cs)),
-            Some(n) => sync::discard(&*sh.cow, Sectors(n * cs + off), bio.len()),
+            Some(n) if whole => sync::write_zeroes(&*sh.cow, Sectors(at(n, cs, 0)), Sectors(cs)),
+            Some(n) => sync::discard(&*sh.cow, Sectors(at(n, cs, off)), bio.len()),
             None => Ok(()),
         }
     } else if let Some(n) = g.store.lookup(c) {
-        rw_sync(&*sh.cow, &mut bio, n * cs + off)
+        rw_sync(&*sh.cow, &mut bio, at(n, cs, off))
     } else if bio.op == Op::Read {
-        { let s = bio.sector.0; rw_sync(&*sh.origin, &mut bio, s) }
+        {
+            let s = bio.sector.0;
+            rw_sync(&*sh.origin, &mut bio, s)
+        }
     } else if g.overflow {
         Err(IoError::Io)
     } else {
