@@ -184,7 +184,7 @@ impl Target for Merge {
     }
     fn status(&self, ty: StatusType, _flags: StatusFlags) -> String {
         match ty {
-            StatusType::Info => self.shared.status(self.p.kind),
+            StatusType::Info => self.shared.status(),
             StatusType::Table => {
                 let chunk = self.shared.st.lock().store.chunk;
                 SnapshotParams {

@@ -132,8 +132,7 @@ impl SnapShared {
         true
     }
 
-    pub(crate) fn status(&self, kind: StoreKind) -> String {
-        let _ = kind;
+    pub(crate) fn status(&self) -> String {
         let g = self.st.lock();
         if !g.valid {
             "Invalid".into()
@@ -185,7 +184,7 @@ pub(crate) fn open_shared(
         ));
     }
     let lbs = cow.dev.limits().logical_block_size as u64 / 512;
-    if p.chunk != 0 && p.chunk % lbs.max(1) != 0 {
+    if p.chunk != 0 && !p.chunk.is_multiple_of(lbs.max(1)) {
         return Err(TargetError::invalid(
             "Chunk size is not a multiple of device blocksize",
         ));
@@ -385,7 +384,7 @@ impl Target for Snapshot {
     }
     fn status(&self, ty: StatusType, _flags: StatusFlags) -> String {
         match ty {
-            StatusType::Info => self.shared.status(self.p.kind),
+            StatusType::Info => self.shared.status(),
             StatusType::Table => {
                 let chunk = self.shared.st.lock().store.chunk;
                 SnapshotParams {
@@ -400,9 +399,6 @@ impl Target for Snapshot {
     }
     fn max_io_len(&self) -> Option<Sectors> {
         Some(Sectors(self.shared.st.lock().store.chunk))
-    }
-    fn num_flush_bios(&self) -> u32 {
-        1
     }
     fn num_discard_bios(&self) -> u32 {
         match (self.p.discard_zeroes_cow, self.p.discard_passdown_origin) {
