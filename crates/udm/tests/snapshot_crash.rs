@@ -159,6 +159,16 @@ fn killed_daemon_keeps_acknowledged_snapshot_state() {
         create_pair(&d2, &od, &cd);
         let st = udm(&d2, &["status", "s"]);
         assert!(!st.contains("Invalid"), "round {round}: {st}");
+        // The dump lists as many exceptions as the status accounts data chunks for.
+        let dump = run(Command::new(bin()).args(["snapshot", "dump", &cd]));
+        let w: Vec<&str> = st.split_whitespace().collect();
+        let alloc: u64 = w[3].split('/').next().unwrap().parse().unwrap();
+        let meta: u64 = w[4].parse().unwrap();
+        assert!(
+            dump.starts_with("magic 0x70416e53 valid 1 version 1 chunk_size 8\n")
+                && dump.ends_with(&format!("\n{} exceptions\n", (alloc - meta) / CHUNK)),
+            "round {round}: {st}\n{dump}"
+        );
         check(&read_dev(&d2, "s"), &snap_want, true, "snapshot");
         check(&read_dev(&d2, "o"), &orig_want, false, "origin");
         let snap_now = read_dev(&d2, "s");

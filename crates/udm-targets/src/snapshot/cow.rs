@@ -415,3 +415,59 @@ impl Store {
         v
     }
 }
+
+/// The header and exception table of a persistent COW, in on-disk order, as text (for
+/// `udm snapshot dump`). Reads only; a COW that was never written says so.
+pub fn dump(cow: &dyn BlockDevice) -> Result<String, StoreError> {
+    use std::fmt::Write;
+    let hdr = DiskHeader::decode(sync::read_at(cow, Sectors(0), 512)?.as_slice());
+    let mut out = String::new();
+    if hdr.magic == 0 {
+        return Ok("no snapshot header (a new, unformatted COW)\n".into());
+    }
+    let _ = writeln!(
+        out,
+        "magic {:#010x} valid {} version {} chunk_size {}",
+        hdr.magic, hdr.valid, hdr.version, hdr.chunk_size
+    );
+    if hdr.magic != SNAP_MAGIC {
+        return Err(StoreError::BadMagic);
+    }
+    if hdr.version != SNAPSHOT_DISK_VERSION {
+        return Err(StoreError::BadVersion(hdr.version));
+    }
+    let chunk = hdr.chunk_size as u64;
+    if chunk == 0 || !chunk.is_power_of_two() || chunk > (i32::MAX as u64 >> 9) {
+        return Err(StoreError::BadChunk(hdr.chunk_size));
+    }
+    let epa = exceptions_per_area(chunk) as usize;
+    let mut total = 0usize;
+    for area in 0.. {
+        let loc = area_location(chunk, area);
+        if (loc + 1).saturating_mul(chunk) > cow.size().0 {
+            break;
+        }
+        let b = sync::read_at(cow, Sectors(loc * chunk), (chunk * 512) as usize)?;
+        let n = (0..epa)
+            .position(|i| area_entry(b.as_slice(), i).1 == 0)
+            .unwrap_or(epa);
+        let _ = writeln!(out, "area {area} (chunk {loc}): {n} exceptions");
+        for i in 0..n {
+            let (old, new) = area_entry(b.as_slice(), i);
+            let _ = writeln!(out, "  {old} -> {new}");
+        }
+        total += n;
+        if n < epa {
+            break;
+        }
+    }
+    let _ = writeln!(out, "{total} exceptions");
+    Ok(out)
+}
+
+/// `dump` of a COW given by path (image file or block device), opened read-only.
+pub fn dump_file(path: &std::path::Path) -> Result<String, StoreError> {
+    let dev = udm_io::FileDevice::open(path, true)
+        .map_err(|e| StoreError::Io(IoError::Os(e.raw_os_error().unwrap_or(libc::EIO))))?;
+    dump(&dev)
+}
