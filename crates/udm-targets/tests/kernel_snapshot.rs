@@ -249,9 +249,75 @@ fn kernel_snapshot_cow_format_status_and_merge() {
         merged("m"),
         merged("mp")
     );
-    let disks: Vec<&Path> = vec![&oa, &ca, &ca2, &ob, &cb, &oi, &ci, &cn, &om, &cm, &op_, &cp];
+    // Two damaged COWs: a wrong magic and version 2.
+    let bad_magic = zero_image(d, "bm.img", 64);
+    let bad_version = zero_image(d, "bv.img", 64);
+    let mut h = vec![0u8; 512];
+    for (i, v) in [0x1234_5678u32, 1, 1, 8].into_iter().enumerate() {
+        h[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(&bad_magic, [h.clone(), vec![0; 63 * 512]].concat()).unwrap();
+    h[..4].copy_from_slice(&0x7041_6e53u32.to_le_bytes());
+    h[8..12].copy_from_slice(&2u32.to_le_bytes());
+    std::fs::write(&bad_version, [h, vec![0; 63 * 512]].concat()).unwrap();
+    for (n, dev) in [("bm", "/dev/vdm"), ("bv", "/dev/vdn")] {
+        script += &format!(
+            "dmesg -c > /dev/null\n\
+             if dmsetup create {n} --table '0 {SECTORS} snapshot /dev/vdf {dev} P 8' 2>/dev/null; \
+             then exit 9; fi\n\
+             dmesg > dmesg_{n}.txt\n"
+        );
+    }
+    let disks: Vec<&Path> = vec![
+        &oa,
+        &ca,
+        &ca2,
+        &ob,
+        &cb,
+        &oi,
+        &ci,
+        &cn,
+        &om,
+        &cm,
+        &op_,
+        &cp,
+        &bad_magic,
+        &bad_version,
+    ];
     let (out, err, code) = udm_testkit::refvm_run(&run, &disks, Some(&share), &script);
     assert_eq!(code, 0, "refvm failed: {out}\n{err}");
+    // The kernel's words for damaged COWs are udm's.
+    create(
+        &reg,
+        "base",
+        &format!("0 {SECTORS} linear {} 0", base.display()),
+    )
+    .unwrap();
+    for (n, errno, word) in [
+        ("bm", libc::ENXIO, "-ENXIO"),
+        ("bv", libc::EINVAL, "-EINVAL"),
+    ] {
+        let k = std::fs::read_to_string(share.join(format!("dmesg_{n}.txt"))).unwrap();
+        eprintln!("kernel on {n}: {k}");
+        assert!(
+            k.contains("snapshot: Failed to read snapshot metadata"),
+            "{k}"
+        );
+        let cow = d.join(format!("{n}.img"));
+        let t = format!(
+            "0 {SECTORS} snapshot {} {} P 8",
+            base.display(),
+            cow.display()
+        );
+        assert!(
+            k.contains(&format!("Failed to read snapshot metadata ({word})")),
+            "{k}"
+        );
+        let e = create(&reg, n, &t).unwrap_err();
+        assert_eq!(e.errno(), errno, "{e}");
+        let e = e.to_string();
+        assert!(e.contains("Failed to read snapshot metadata"), "{e}");
+    }
     let ks = keyed(&std::fs::read_to_string(share.join("status.txt")).unwrap());
     eprintln!("kernel status lines: {ks:#?}");
 
