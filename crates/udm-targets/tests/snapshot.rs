@@ -359,3 +359,51 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_merge_that_cannot_write_the_origin_reports_merge_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = origin_image(dir.path());
+    let c = zero_image(dir.path(), "cow.img", 1024);
+    let reg = reg();
+    let (od, cd) = (o.display(), c.display());
+    let half = SECTORS / 2;
+    create(&reg, "od", &format!("0 {SECTORS} linear {od} 0")).unwrap();
+    create(
+        &reg,
+        "s",
+        &format!("0 {SECTORS} snapshot /dev/mapper/od {cd} P 8"),
+    )
+    .unwrap();
+    write(&*open(&reg, "s").0, half + 8, &[3; 4096]).unwrap();
+    reg.remove(&sel("s"), false).unwrap();
+    // The origin's upper half now fails: merging the exception there cannot succeed.
+    let broken = format!("0 {half} linear {od} 0\n{half} {half} error");
+    reg.suspend(&sel("od"), false, false).unwrap();
+    reg.load(
+        &sel("od"),
+        &udm_core::parse_table_text(&broken).unwrap(),
+        false,
+    )
+    .unwrap();
+    reg.resume(&sel("od")).unwrap();
+    create(
+        &reg,
+        "m",
+        &format!("0 {SECTORS} snapshot-merge /dev/mapper/od {cd} P 8"),
+    )
+    .unwrap();
+    let want = format!("0 {SECTORS} snapshot-merge Merge failed\n");
+    for _ in 0..500 {
+        if status(&reg, "m") == want {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(status(&reg, "m"), want);
+    // The exception stays in the COW: the data is still readable through the merge target.
+    assert_eq!(
+        read(&*open(&reg, "m").0, half + 8, 4096).unwrap(),
+        vec![3; 4096]
+    );
+}
