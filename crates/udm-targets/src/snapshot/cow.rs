@@ -130,6 +130,8 @@ pub struct Store {
     current_area: u64,
     current_committed: u64,
     area: Vec<u8>,
+    /// Exceptions added to `area` but not written yet.
+    dirty: bool,
     cow_size: u64,
 }
 
@@ -154,6 +156,7 @@ impl Store {
             current_area: 0,
             current_committed: 0,
             area: Vec::new(),
+            dirty: false,
             cow_size,
         };
         if kind == StoreKind::Transient {
@@ -326,8 +329,10 @@ impl Store {
         }
     }
 
-    /// Record `old → new` (its data already on the COW) durably.
-    pub fn commit(&mut self, cow: &dyn BlockDevice, old: u64, new: u64) -> Result<(), IoError> {
+    /// Add `old → new` (its data already on the COW) to the table. On disk it is written when
+    /// its metadata area fills or by the next `commit_pending`, so exceptions made together
+    /// share one metadata write (the kernel's batching of pending exceptions).
+    pub fn add(&mut self, cow: &dyn BlockDevice, old: u64, new: u64) -> Result<(), IoError> {
         self.map.insert(old, new);
         if self.kind == StoreKind::Transient {
             return Ok(());
@@ -335,16 +340,31 @@ impl Store {
         let epa = exceptions_per_area(self.chunk);
         set_area_entry(&mut self.area, self.current_committed as usize, old, new);
         self.current_committed += 1;
+        self.dirty = true;
         if self.current_committed == epa {
             self.zero_disk_area(cow, self.current_area + 1)?;
-        }
-        self.write_area(cow)?;
-        if self.current_committed == epa {
+            self.write_area(cow)?;
+            self.dirty = false;
             self.current_committed = 0;
             self.current_area += 1;
             self.area.fill(0);
         }
         Ok(())
+    }
+
+    /// Write the metadata area if exceptions were added since it was last written.
+    pub fn commit_pending(&mut self, cow: &dyn BlockDevice) -> Result<(), IoError> {
+        if self.dirty {
+            self.write_area(cow)?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Record `old → new` durably now.
+    pub fn commit(&mut self, cow: &dyn BlockDevice, old: u64, new: u64) -> Result<(), IoError> {
+        self.add(cow, old, new)?;
+        self.commit_pending(cow)
     }
 
     /// Mark the snapshot invalid on disk (a full or failing COW).

@@ -115,7 +115,7 @@ fn merge_loop(sh: &SnapShared, hub: &OriginHub, stop: &AtomicBool) {
         };
         let count = (n * cs).min(osize.saturating_sub(dest));
         // Other snapshots of the origin keep the data the merge overwrites.
-        copy_out(hub, dest, n * cs, Some(sh));
+        copy_out(hub, &[(dest, n * cs)], Some(sh));
         let out = sh.copier.copy_wait(
             Loc::new(sh.cow.clone(), Sectors(src)),
             vec![Loc::new(sh.origin.clone(), Sectors(dest))],
@@ -159,7 +159,7 @@ fn merge_io(sh: &SnapShared, hub: &OriginHub, mut bio: Bio) {
         Some(n) => rw_sync(&*sh.cow, &mut bio, at(n, cs, off)),
         None => {
             if bio.op.is_write() {
-                copy_out(hub, bio.sector.0, bio.len().0, Some(sh));
+                copy_out(hub, &[(bio.sector.0, bio.len().0)], Some(sh));
             }
             if bio.op == Op::Discard {
                 sync::discard(&*sh.origin, bio.sector, bio.len())

@@ -3,7 +3,7 @@
 //! that has not copied it yet (on the origin's worker, in arrival order, so no write
 //! overtakes the copy of its chunk), then goes to the origin.
 
-use super::snap::{copy_out, OriginHub};
+use super::snap::{copy_out, Batch, OriginHub};
 use super::OriginParams;
 use std::sync::Arc;
 use udm_core::{
@@ -40,6 +40,7 @@ impl TargetType for OriginType {
             dev,
             hub,
             worker: ctx.worker("snapshot-origin"),
+            batch: Arc::default(),
             _pub: publication,
         }))
     }
@@ -49,6 +50,7 @@ pub struct Origin {
     dev: Arc<DevHandle>,
     hub: Arc<OriginHub>,
     worker: Arc<Worker>,
+    batch: Arc<Batch>,
     _pub: Publication,
 }
 
@@ -59,9 +61,12 @@ impl Target for Origin {
         }
         let hub = self.hub.clone();
         let dev = self.dev.dev.clone();
-        self.worker.spawn(move || {
-            copy_out(&hub, bio.sector.0, bio.len().0, None);
-            dev.submit(bio);
+        self.batch.push(&self.worker, bio, move |bios| {
+            let ranges: Vec<_> = bios.iter().map(|b| (b.sector.0, b.len().0)).collect();
+            copy_out(&hub, &ranges, None);
+            for b in bios {
+                dev.submit(b);
+            }
         });
         MapResult::Submitted
     }

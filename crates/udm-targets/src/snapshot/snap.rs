@@ -100,7 +100,8 @@ impl SnapShared {
     }
 
     /// Copy origin chunk `c` into this snapshot if it has not been; false if the snapshot
-    /// became invalid. Holds `g` throughout.
+    /// became invalid. Holds `g` throughout; the exception is on disk after the caller's
+    /// `commit`.
     pub(crate) fn copy_chunk(&self, g: &mut SnapInner, c: u64) -> bool {
         if !g.valid || g.store.lookup(c).is_some() {
             return g.valid;
@@ -121,11 +122,23 @@ impl SnapShared {
             Sectors(count),
         );
         let r = if out.is_ok() {
-            g.store.commit(&*self.cow, c, new)
+            g.store.add(&*self.cow, c, new)
         } else {
             Err(IoError::Io)
         };
         if let Err(e) = r {
+            self.invalidate(g, &e);
+            return false;
+        }
+        true
+    }
+
+    /// Write the exceptions made since the last commit (invalidating on failure).
+    pub(crate) fn commit(&self, g: &mut SnapInner) -> bool {
+        if !g.valid {
+            return false;
+        }
+        if let Err(e) = g.store.commit_pending(&*self.cow) {
             self.invalidate(g, &e);
             return false;
         }
@@ -147,12 +160,10 @@ impl SnapShared {
     }
 }
 
-/// The kernel's `__origin_write`: before `[sector, sector+len)` of the origin changes, copy
-/// every chunk it touches into each active snapshot that has not copied it (except `skip`).
-pub(crate) fn copy_out(hub: &OriginHub, sector: u64, len: u64, skip: Option<&SnapShared>) {
-    if len == 0 {
-        return;
-    }
+/// The kernel's `__origin_write`: before the origin ranges `(sector, len)` change, copy every
+/// chunk they touch into each active snapshot that has not copied it (except `skip`), and
+/// commit each snapshot's new exceptions together.
+pub(crate) fn copy_out(hub: &OriginHub, ranges: &[(u64, u64)], skip: Option<&SnapShared>) {
     for s in hub.snapshots() {
         if !s.takes_copies() || skip.is_some_and(|k| std::ptr::eq(k, &*s)) {
             continue;
@@ -160,10 +171,43 @@ pub(crate) fn copy_out(hub: &OriginHub, sector: u64, len: u64, skip: Option<&Sna
         let mut g = s.st.lock();
         let cs = g.store.chunk;
         let slen = s.len.load(SeqCst);
-        for c in sector / cs..=sector.saturating_add(len - 1) / cs {
-            if c * cs >= slen || !s.copy_chunk(&mut g, c) {
-                break;
+        'ranges: for &(sector, len) in ranges.iter().filter(|r| r.1 > 0) {
+            for c in sector / cs..=sector.saturating_add(len - 1) / cs {
+                if c * cs >= slen {
+                    break;
+                }
+                if !s.copy_chunk(&mut g, c) {
+                    break 'ranges;
+                }
             }
+        }
+        s.commit(&mut g);
+    }
+}
+
+/// Bios a target's worker takes in batches: all that queued up while it was busy.
+#[derive(Default)]
+pub(crate) struct Batch {
+    q: Mutex<Vec<Bio>>,
+    scheduled: AtomicBool,
+}
+
+impl Batch {
+    /// Queue `bio`; make sure a job on `worker` will hand the queue to `run`.
+    pub(crate) fn push<F>(self: &Arc<Self>, worker: &Worker, bio: Bio, run: F)
+    where
+        F: FnOnce(Vec<Bio>) + Send + 'static,
+    {
+        self.q.lock().push(bio);
+        if !self.scheduled.swap(true, SeqCst) {
+            let me = self.clone();
+            worker.spawn(move || {
+                me.scheduled.store(false, SeqCst);
+                let bios = std::mem::take(&mut *me.q.lock());
+                if !bios.is_empty() {
+                    run(bios);
+                }
+            });
         }
     }
 }
@@ -269,6 +313,7 @@ impl TargetType for SnapshotType {
             shared,
             hub,
             worker: ctx.worker("snapshot"),
+            batch: Arc::default(),
             _pubs: [hub_pub, me_pub],
         }))
     }
@@ -281,6 +326,7 @@ pub struct Snapshot {
     shared: Arc<SnapShared>,
     hub: Arc<OriginHub>,
     worker: Arc<Worker>,
+    batch: Arc<Batch>,
     _pubs: [Publication; 2],
 }
 
@@ -304,14 +350,16 @@ pub(crate) fn rw_sync(dev: &dyn BlockDevice, bio: &mut Bio, sector: u64) -> Resu
     }
 }
 
-fn snap_io(sh: &SnapShared, mut bio: Bio, p: &SnapshotParams) {
-    if bio.op == Op::Flush {
-        return sh.cow.submit(bio);
-    }
-    let mut g = sh.st.lock();
+/// Handle one bio of a batch with the lock held. `None`: the bio went elsewhere. Otherwise
+/// the bio, its result, and whether that result waits for the batch's commit.
+fn snap_one(
+    sh: &SnapShared,
+    g: &mut SnapInner,
+    mut bio: Bio,
+    p: &SnapshotParams,
+) -> Option<(Bio, Result<(), IoError>, bool)> {
     if !g.valid {
-        drop(g);
-        return bio.complete(Err(IoError::Io));
+        return Some((bio, Err(IoError::Io), false));
     }
     let cs = g.store.chunk;
     let c = bio.sector.0 / cs;
@@ -319,8 +367,8 @@ fn snap_io(sh: &SnapShared, mut bio: Bio, p: &SnapshotParams) {
     let whole = off == 0 && bio.len().0 == cs;
     let res = if bio.op == Op::Discard {
         if bio.target_bio_nr() == 1 && p.discard_passdown_origin {
-            drop(g);
-            return sh.origin.submit(bio);
+            sh.origin.submit(bio);
+            return None;
         }
         match g.store.lookup(c) {
             Some(n) if whole => sync::write_zeroes(&*sh.cow, Sectors(at(n, cs, 0)), Sectors(cs)),
@@ -330,56 +378,80 @@ fn snap_io(sh: &SnapShared, mut bio: Bio, p: &SnapshotParams) {
     } else if let Some(n) = g.store.lookup(c) {
         rw_sync(&*sh.cow, &mut bio, at(n, cs, off))
     } else if bio.op == Op::Read {
-        {
-            let s = bio.sector.0;
-            rw_sync(&*sh.origin, &mut bio, s)
-        }
+        let s = bio.sector.0;
+        rw_sync(&*sh.origin, &mut bio, s)
     } else if g.overflow {
         Err(IoError::Io)
     } else {
-        match g.store.prepare() {
+        let n = match g.store.prepare() {
+            Ok(n) => n,
             Err(_) => {
                 if matches!(g.store.kind, StoreKind::Persistent { overflow: true }) {
                     tracing::error!("Snapshot overflowed: Unable to allocate exception.");
                     g.overflow = true;
                 } else {
-                    sh.invalidate(&mut g, &IoError::NoSpace);
+                    sh.invalidate(g, &IoError::NoSpace);
                 }
-                Err(IoError::Io)
+                return Some((bio, Err(IoError::Io), false));
             }
-            Ok(n) => {
-                let mut r = Ok(());
-                if !whole {
-                    let osize = sh.origin.size().0;
-                    let count = cs.min(osize.saturating_sub(c * cs));
-                    let out = sh.copier.copy_wait(
-                        Loc::new(sh.origin.clone(), Sectors(c * cs)),
-                        vec![Loc::new(sh.cow.clone(), Sectors(n * cs))],
-                        Sectors(count),
-                    );
-                    if !out.is_ok() {
-                        r = Err(IoError::Io);
-                    }
-                }
-                let r = r
-                    .and_then(|_| rw_sync(&*sh.cow, &mut bio, n * cs + off))
-                    .and_then(|_| g.store.commit(&*sh.cow, c, n));
-                if let Err(e) = &r {
-                    sh.invalidate(&mut g, e);
-                }
-                r
+        };
+        let mut r = Ok(());
+        if !whole {
+            // A partial write: the rest of the chunk comes from the origin first.
+            let count = cs.min(sh.origin.size().0.saturating_sub(c * cs));
+            let out = sh.copier.copy_wait(
+                Loc::new(sh.origin.clone(), Sectors(c * cs)),
+                vec![Loc::new(sh.cow.clone(), Sectors(n * cs))],
+                Sectors(count),
+            );
+            if !out.is_ok() {
+                r = Err(IoError::Io);
             }
         }
+        let r = r
+            .and_then(|_| rw_sync(&*sh.cow, &mut bio, n * cs + off))
+            .and_then(|_| g.store.add(&*sh.cow, c, n));
+        if let Err(e) = &r {
+            sh.invalidate(g, e);
+        }
+        return Some((bio, r, true));
     };
+    Some((bio, res, false))
+}
+
+/// A batch of snapshot bios: handled in order under the lock, the new exceptions committed
+/// once, then every bio completed (flushes last, after the commit).
+fn snap_batch(sh: &SnapShared, bios: Vec<Bio>, p: &SnapshotParams) {
+    let mut flushes = Vec::new();
+    let mut done = Vec::new();
+    let mut g = sh.st.lock();
+    for bio in bios {
+        if bio.op == Op::Flush {
+            flushes.push(bio);
+        } else if let Some(d) = snap_one(sh, &mut g, bio, p) {
+            done.push(d);
+        }
+    }
+    let committed = !done.iter().any(|d| d.2) || sh.commit(&mut g);
     drop(g);
-    bio.complete(res);
+    for (bio, res, waits) in done {
+        bio.complete(if waits && !committed {
+            Err(IoError::Io)
+        } else {
+            res
+        });
+    }
+    for f in flushes {
+        sh.cow.submit(f);
+    }
 }
 
 impl Target for Snapshot {
     fn map(&self, bio: Bio) -> MapResult {
         let sh = self.shared.clone();
         let p = self.p.clone();
-        self.worker.spawn(move || snap_io(&sh, bio, &p));
+        self.batch
+            .push(&self.worker, bio, move |bios| snap_batch(&sh, bios, &p));
         MapResult::Submitted
     }
     fn status(&self, ty: StatusType, _flags: StatusFlags) -> String {
