@@ -407,3 +407,52 @@ fn a_merge_that_cannot_write_the_origin_reports_merge_failed() {
         vec![3; 4096]
     );
 }
+
+#[test]
+fn racing_origin_writes_never_overtake_the_copy_of_their_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = origin_image(dir.path());
+    let base = std::fs::read(&o).unwrap();
+    let c1 = zero_image(dir.path(), "c1.img", 8192);
+    let c2 = zero_image(dir.path(), "c2.img", 8192);
+    let reg = reg();
+    let (od, c1d, c2d) = (o.display(), c1.display(), c2.display());
+    create(&reg, "s1", &format!("0 {SECTORS} snapshot {od} {c1d} P 8")).unwrap();
+    create(&reg, "s2", &format!("0 {SECTORS} snapshot {od} {c2d} P 32")).unwrap();
+    create(&reg, "o", &format!("0 {SECTORS} snapshot-origin {od}")).unwrap();
+    let seed = udm_testkit::prop::seed();
+    eprintln!("racing writes: seed {seed:#x}");
+    std::thread::scope(|sc| {
+        for t in 0..4u64 {
+            let reg = &reg;
+            sc.spawn(move || {
+                let (d, _g) = open(reg, "o");
+                let mut rng = XorShift::new(seed ^ t);
+                for _ in 0..150 {
+                    let sector = rng.below(256);
+                    let n = 1 + rng.below(16) as usize;
+                    write(&*d, sector, &rng.bytes(512 * n)).unwrap();
+                }
+            });
+        }
+        for name in ["s1", "s2"] {
+            let (reg, base) = (&reg, &base);
+            sc.spawn(move || {
+                let (s, _g) = open(reg, name);
+                for i in 0..100u64 {
+                    let at = (i * 8) % 256;
+                    let got = read(&*s, at, 4096).unwrap();
+                    let off = at as usize * 512;
+                    assert!(
+                        got == base[off..off + 4096],
+                        "{name} saw a new write at {at}"
+                    );
+                }
+            });
+        }
+    });
+    for name in ["s1", "s2"] {
+        let got = read(&*open(&reg, name).0, 0, (SECTORS * 512) as usize).unwrap();
+        assert!(got == base, "{name} lost its point-in-time image");
+    }
+}
