@@ -456,3 +456,50 @@ fn racing_origin_writes_never_overtake_the_copy_of_their_chunk() {
         assert!(got == base, "{name} lost its point-in-time image");
     }
 }
+
+#[test]
+fn snapshot_of_a_crypt_origin_with_its_cow_on_crypt_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = zero_image(dir.path(), "o.img", SECTORS);
+    let c = zero_image(dir.path(), "c.img", 4096);
+    let key = udm_testkit::rng::hex_key(64, 9);
+    let reg = reg();
+    for (name, file, len) in [("co", &o, SECTORS), ("cc", &c, 4096)] {
+        let t = format!("0 {len} crypt aes-xts-plain64 {key} 0 {} 0", file.display());
+        create(&reg, name, &t).unwrap();
+    }
+    let (co, _g) = open(&reg, "co");
+    let before = udm_testkit::rng::pseudo(64 * 512, 3);
+    write(&*co, 0, &before).unwrap();
+    drop((co, _g));
+    // A zero file reads as noise through crypt: clear the COW's header through it, as
+    // lvcreate wipes the start of a new COW volume.
+    write(&*open(&reg, "cc").0, 0, &[0; 8192]).unwrap();
+    create(
+        &reg,
+        "s",
+        &format!("0 {SECTORS} snapshot /dev/mapper/co /dev/mapper/cc P 16"),
+    )
+    .unwrap();
+    create(
+        &reg,
+        "o",
+        &format!("0 {SECTORS} snapshot-origin /dev/mapper/co"),
+    )
+    .unwrap();
+    let (d, _g) = open(&reg, "o");
+    let after = udm_testkit::rng::pseudo(64 * 512, 4);
+    write(&*d, 0, &after).unwrap();
+    assert_eq!(read(&*d, 0, 64 * 512).unwrap(), after);
+    let (s, _g2) = open(&reg, "s");
+    assert_eq!(read(&*s, 0, 64 * 512).unwrap(), before);
+    assert_eq!(
+        status(&reg, "s"),
+        format!("0 {SECTORS} snapshot 96/4096 32\n")
+    );
+    // The COW's header is only visible through the crypt layer.
+    let raw = std::fs::read(&c).unwrap();
+    assert_ne!(&raw[..4], &0x7041_6e53u32.to_le_bytes());
+    let cc = read(&*open(&reg, "cc").0, 0, 512).unwrap();
+    assert_eq!(&cc[..4], &0x7041_6e53u32.to_le_bytes());
+}

@@ -78,7 +78,7 @@ fn killed_daemon_keeps_acknowledged_snapshot_state() {
     let seed = udm_testkit::prop::seed();
     eprintln!("snapshot crash: seed {seed:#x} (UDM_PROPTEST_SEED overrides)");
     let mut rng = XorShift::new(seed);
-    for round in 0..8 {
+    for round in 0..40 {
         let work = tempfile::tempdir().unwrap();
         let origin = work.path().join("origin.img");
         let base = udm_testkit::rng::pseudo((BLOCKS * 4096) as usize, seed ^ round);
