@@ -503,3 +503,20 @@ fn snapshot_of_a_crypt_origin_with_its_cow_on_crypt_too() {
     let cc = read(&*open(&reg, "cc").0, 0, 512).unwrap();
     assert_eq!(&cc[..4], &0x7041_6e53u32.to_le_bytes());
 }
+
+#[test]
+fn table_params_round_trip() {
+    use udm_targets::snapshot::SnapshotParams;
+    for t in [
+        "253:1 253:2 P 8",
+        "/a /b PO 16",
+        "253:1 253:2 N 32",
+        "253:1 253:2 P 8 1 discard_zeroes_cow",
+        "253:1 253:2 P 8 2 discard_zeroes_cow discard_passdown_origin",
+    ] {
+        let p: SnapshotParams = t.parse().unwrap();
+        assert_eq!(p.to_string(), t);
+    }
+    assert!("253:1 253:2 P".parse::<SnapshotParams>().is_err());
+    assert!("253:1 253:2 P 8 3 a b c".parse::<SnapshotParams>().is_err());
+}

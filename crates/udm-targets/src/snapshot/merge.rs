@@ -84,6 +84,22 @@ impl Merge {
     }
 }
 
+impl Merge {
+    /// Start the background merge unless it is running.
+    fn start_merge(&self) {
+        let mut m = self.merger.lock();
+        if m.is_none() {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (sh, hub, st) = (self.shared.clone(), self.hub.clone(), stop.clone());
+            let thread = std::thread::Builder::new()
+                .name("udm-snap-merge".into())
+                .spawn(move || merge_loop(&sh, &hub, &st))
+                .expect("spawn merge thread");
+            *m = Some(Merger { stop, thread });
+        }
+    }
+}
+
 impl Drop for Merge {
     fn drop(&mut self) {
         self.stop_merge();
@@ -206,19 +222,13 @@ impl Target for Merge {
     fn presuspend(&self) {
         self.stop_merge();
     }
+    fn presuspend_undo(&self) {
+        self.start_merge();
+    }
     fn resume(&self) {
         self.shared.merging.store(true, SeqCst);
         self.shared.active.store(true, SeqCst);
         self.hub.add(&self.shared);
-        let mut m = self.merger.lock();
-        if m.is_none() {
-            let stop = Arc::new(AtomicBool::new(false));
-            let (sh, hub, st) = (self.shared.clone(), self.hub.clone(), stop.clone());
-            let thread = std::thread::Builder::new()
-                .name("udm-snap-merge".into())
-                .spawn(move || merge_loop(&sh, &hub, &st))
-                .expect("spawn merge thread");
-            *m = Some(Merger { stop, thread });
-        }
+        self.start_merge();
     }
 }
