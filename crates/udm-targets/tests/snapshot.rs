@@ -520,3 +520,23 @@ fn table_params_round_trip() {
     assert!("253:1 253:2 P".parse::<SnapshotParams>().is_err());
     assert!("253:1 253:2 P 8 3 a b c".parse::<SnapshotParams>().is_err());
 }
+
+#[test]
+fn the_module_registers_three_types_in_the_kernels_order() {
+    // 6.1's `modprobe dm-snapshot; dmsetup targets` lists, newest first:
+    // snapshot-merge v1.5.0, snapshot-origin v1.9.0, snapshot v1.16.0.
+    let reg = reg();
+    assert!(reg.load_module("dm-snapshot"));
+    let v = reg.list_versions();
+    let want = [
+        ("snapshot-merge", [1, 5, 0]),
+        ("snapshot-origin", [1, 9, 0]),
+        ("snapshot", [1, 16, 0]),
+    ];
+    let got: Vec<_> = v
+        .iter()
+        .take(3)
+        .map(|(n, ver)| (n.as_str(), *ver))
+        .collect();
+    assert_eq!(got, want);
+}
