@@ -10,6 +10,7 @@ mod logwrites;
 mod luks_cli;
 mod lvm;
 mod optparse;
+mod snapshot_cli;
 mod stats_cli;
 mod verity_cli;
 
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
             Some("lvm") => lvm::main(&args[2..]),
             Some("key") => key_cli::main(&args[2..]),
             Some("kpartx") => kpartx::main(&args[2..]),
+            Some("snapshot") => snapshot_cli::main(&args[2..]),
             None => report(daemon_cli::main(&[], true)),
             Some("--help") if args.len() == 2 => {
                 print!("{}", USAGE);
@@ -85,6 +87,7 @@ Usage:
   udm verity format|verify|open|close|status|dump …   dm-verity (a `veritysetup` link too)
   udm kpartx -l|-a|-u|-d [-p DELIM] [-r] [-v] DISK   partition mappings (a `kpartx` link too)
   udm log-writes replay|dump …   replay a dm-log-writes log onto a device or image, or list it
+  udm snapshot dump COW           print a snapshot COW's header and exception table
   udm <dmsetup command>   any dmsetup command (create, ls, info, table, status, remove, …);
                           `udm help` lists them. A link named `dmsetup` behaves as dmsetup.
 ";
