@@ -11,6 +11,7 @@ pub mod linear;
 pub mod log_writes;
 pub mod striped;
 pub mod switch;
+pub mod thin;
 pub mod unstriped;
 pub mod verity;
 pub mod zero;
@@ -37,6 +38,14 @@ pub fn register_builtin(types: &TargetTypes) {
     module("ebs", Arc::new(ebs::EbsType));
     module("verity", Arc::new(verity::VerityType));
     module("crypt", Arc::new(crypt::CryptType));
+    // dm-thin-pool registers `thin` then `thin-pool`, so `targets` lists the pool first.
+    types.register_module(
+        "thin-pool",
+        vec![
+            Arc::new(thin::ThinType),
+            Arc::new(thin::ThinPoolType::default()),
+        ],
+    );
 }
 
 /// A `TargetTypes` with every built-in target registered.
