@@ -75,9 +75,13 @@ pub fn pool_info(pool: &Pool, meta_dev_blocks: u64) -> Result<PoolInfo, PdataErr
             super::pool::MdError::Pdata(p) => p,
             super::pool::MdError::Mode(m) => PdataError::Invalid(format!("pool in {m:?} mode")),
         })?;
+    // The kernel keeps a tenth of the metadata (at most 16 MiB) in reserve and reports it
+    // as used (`metadata_reserve`).
+    let reserve = (meta.1 / 10).min(4096);
+    let free_meta = (meta.1 - meta.0).saturating_sub(reserve);
     Ok(PoolInfo {
         transaction_id: sb.trans_id,
-        used_meta: meta.0,
+        used_meta: meta.1 - free_meta,
         total_meta: meta.1,
         used_data: data.0,
         total_data: data.1,
