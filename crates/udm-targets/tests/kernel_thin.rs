@@ -31,6 +31,8 @@ enum Step {
     Status(&'static str),
     Table(&'static str),
     Remove(&'static str),
+    /// Read all of thin `id` (kernel: into `k<id>.bin`).
+    Read(u64),
 }
 
 use Step::*;
@@ -93,7 +95,29 @@ const WORKLOAD: &[Step] = &[
     Status("pool"),
     Status("thin0"),
     Status("thin1"),
+    Table("thin1"),
+    Read(0),
+    Read(1),
+    Remove("thin0"),
+    Remove("thin1"),
+    Remove("pool"),
+    // The same metadata under a pool table with every feature but ignore_discard/read_only.
+    Pool("10 3 error_if_no_space no_discard_passdown skip_block_zeroing"),
+    Status("pool"),
+    Table("pool"),
+    Thin(0),
+    Status("thin0"),
+    Remove("thin0"),
+    Remove("pool"),
+    Pool("20 1 read_only"),
+    Status("pool"),
+    Table("pool"),
+    Msg("create_thin 3"),
+    Remove("pool"),
 ];
+
+/// Where the last thin statuses are in the workload: (step of thin0's, step of thin1's).
+const LAST_THIN_STATUS: (usize, usize) = (52, 53);
 
 fn file_data(n: usize) -> Vec<u8> {
     XorShift::mixed(0x7417 + n as u64).bytes(FILES[n])
@@ -135,6 +159,9 @@ fn script(steps: &[Step]) -> String {
             Status(n) => format!("echo \"R|{i}|$(dmsetup status {n})\""),
             Table(n) => format!("echo \"R|{i}|$(dmsetup table {n})\""),
             Remove(n) => format!("dmsetup remove {n}; echo \"R|{i}|$?\""),
+            Read(id) => format!(
+                "dd if=/dev/mapper/thin{id} of=k{id}.bin bs=64k iflag=direct status=none; echo \"R|{i}|$?\""
+            ),
         };
         s.push_str(&line);
         s.push('\n');
@@ -170,7 +197,13 @@ fn norm(step: &Step, line: &str) -> String {
 }
 
 /// The same steps on udm; returns the `R|…` lines the kernel script prints.
-fn run_udm(reg: &Registry, meta: &str, data: &str, steps: &[Step], dir: &std::path::Path) -> Vec<String> {
+fn run_udm(
+    reg: &Registry,
+    meta: &str,
+    data: &str,
+    steps: &[Step],
+    reads: &mut Vec<Vec<u8>>,
+) -> Vec<String> {
     let mut out = Vec::new();
     let one = |name: &str, ty| {
         let l = lines(reg, name, ty).unwrap();
@@ -208,10 +241,13 @@ fn run_udm(reg: &Registry, meta: &str, data: &str, steps: &[Step], dir: &std::pa
             Status(n) => one(n, StatusType::Info),
             Table(n) => one(n, StatusType::Table),
             Remove(n) => rc(reg.remove(&sel(n), false).map(|_| ())),
+            Read(id) => {
+                reads.push(read_thin(reg, id));
+                "0".into()
+            }
         };
         out.push(format!("R|{i}|{text}"));
     }
-    let _ = dir;
     out
 }
 
@@ -250,30 +286,25 @@ fn kernel_thin_differential() {
 
     // udm runs the workload on its own images.
     let reg_u = reg();
+    let mut udm_data = Vec::new();
     let udm_lines = run_udm(
         &reg_u,
         meta_u.to_str().unwrap(),
         data_u.to_str().unwrap(),
         WORKLOAD,
-        share,
+        &mut udm_data,
     );
     for l in &udm_lines {
         eprintln!("udm {l}");
     }
-    let udm_data: Vec<Vec<u8>> = (0..2).map(|id| read_thin(&reg_u, id)).collect();
-    for n in ["thin0", "thin1", "pool"] {
-        reg_u.remove(&sel(n), false).unwrap();
-    }
+    assert_eq!(udm_data.len(), 2);
     drop(reg_u);
 
     // One boot: the kernel runs the workload on its images, reads its devices back, then
     // opens udm's pool and reads those devices.
     let mut s = script(WORKLOAD);
     s.push_str(&format!(
-        "dd if=/dev/mapper/thin0 of=k0.bin bs=64k iflag=direct status=none
-dd if=/dev/mapper/thin1 of=k1.bin bs=64k iflag=direct status=none
-dmsetup remove thin0; dmsetup remove thin1; dmsetup remove pool
-dmsetup create upool --table '{}'
+        "dmsetup create upool --table '{}'
 echo \"U|pool|$(dmsetup status upool)\"
 dmsetup create uthin0 --table '0 {THIN_LEN} thin /dev/mapper/upool 0'
 dmsetup create uthin1 --table '0 {THIN_LEN} thin /dev/mapper/upool 1'
@@ -316,19 +347,15 @@ dmsetup remove uthin0; dmsetup remove uthin1; dmsetup remove upool
         assert!(k == udm_data[id as usize], "thin{id}: kernel and udm data differ");
         assert!(u == udm_data[id as usize], "thin{id}: udm's pool reads differently in the kernel");
     }
-    let final_udm: Vec<&String> = udm_lines.iter().rev().take(3).collect();
+    let (s0, s1) = LAST_THIN_STATUS;
+    assert!(matches!(WORKLOAD[s0], Status("thin0")) && matches!(WORKLOAD[s1], Status("thin1")));
     let upool: Vec<&str> = out.lines().filter(|l| l.starts_with("U|")).collect();
     eprintln!("udm pool in the kernel: {upool:?}");
     assert_eq!(upool.len(), 3, "{out}");
     // Thin statuses of udm's pool in the kernel equal udm's own last ones.
-    assert_eq!(
-        upool[1].split('|').nth(2).unwrap(),
-        final_udm[1].split('|').nth(2).unwrap()
-    );
-    assert_eq!(
-        upool[2].split('|').nth(2).unwrap(),
-        final_udm[0].split('|').nth(2).unwrap()
-    );
+    let field = |l: &str| l.split('|').nth(2).unwrap().to_string();
+    assert_eq!(field(upool[1]), field(&udm_lines[s0]));
+    assert_eq!(field(upool[2]), field(&udm_lines[s1]));
 
     // The kernel's pool opens in udm with the kernel's data and statuses.
     let reg_k = reg();
@@ -343,11 +370,7 @@ dmsetup remove uthin0; dmsetup remove uthin1; dmsetup remove upool
         let k = std::fs::read(share.join(format!("k{id}.bin"))).unwrap();
         assert!(read_thin(&reg_k, id) == k, "kernel pool: thin{id} reads differently in udm");
         let st = lines(&reg_k, &format!("thin{id}"), StatusType::Info).unwrap();
-        let want = kernel_lines[WORKLOAD.len() - 2 + id as usize]
-            .split('|')
-            .nth(2)
-            .unwrap()
-            .to_string();
+        let want = field(&kernel_lines[if id == 0 { s0 } else { s1 }]);
         assert_eq!(st.trim_end(), want, "kernel pool: thin{id} status in udm");
     }
 }
