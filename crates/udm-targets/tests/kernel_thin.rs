@@ -186,10 +186,8 @@ fn norm(step: &Step, line: &str) -> String {
             w[4] = "D";
         }
         (Table(_), Some(&"thin")) if w.len() > 3 => w[3] = "P",
-        (Status(_), Some(&"thin-pool")) if w.len() > 6 && w[6] != "-" => {
-            if w[6].parse::<u64>().is_ok() {
-                w[6] = "HELD";
-            }
+        (Status(_), Some(&"thin-pool")) if w.len() > 6 && w[6].parse::<u64>().is_ok() => {
+            w[6] = "HELD";
         }
         _ => {}
     }
@@ -223,9 +221,10 @@ fn run_udm(
             Write(id, off, n) => {
                 let (dev, _g) = open(reg, &format!("thin{id}"));
                 let d = file_data(n);
-                let r = d.chunks(4096).enumerate().try_for_each(|(k, c)| {
-                    write(dev.as_ref(), off / 512 + k as u64 * 8, c)
-                });
+                let r = d
+                    .chunks(4096)
+                    .enumerate()
+                    .try_for_each(|(k, c)| write(dev.as_ref(), off / 512 + k as u64 * 8, c));
                 rc_io(r)
             }
             Discard(id, off, len) => {
@@ -281,8 +280,14 @@ fn kernel_thin_differential() {
         std::fs::write(share.join(format!("w{n}.bin")), file_data(n)).unwrap();
     }
     let img = |n: &str, bytes: u64| udm_testkit::image(share, n, bytes);
-    let (meta_k, data_k) = (img("meta_k.img", 8 << 20), img("data_k.img", POOL_LEN * 512));
-    let (meta_u, data_u) = (img("meta_u.img", 8 << 20), img("data_u.img", POOL_LEN * 512));
+    let (meta_k, data_k) = (
+        img("meta_k.img", 8 << 20),
+        img("data_k.img", POOL_LEN * 512),
+    );
+    let (meta_u, data_u) = (
+        img("meta_u.img", 8 << 20),
+        img("data_u.img", POOL_LEN * 512),
+    );
 
     // udm runs the workload on its own images.
     let reg_u = reg();
@@ -316,12 +321,8 @@ dmsetup remove uthin0; dmsetup remove uthin1; dmsetup remove upool
 ",
         pool_table("/dev/vdc", "/dev/vdd", "10")
     ));
-    let (out, err, code) = udm_testkit::refvm_run(
-        &run,
-        &[&meta_k, &data_k, &meta_u, &data_u],
-        Some(share),
-        &s,
-    );
+    let (out, err, code) =
+        udm_testkit::refvm_run(&run, &[&meta_k, &data_k, &meta_u, &data_u], Some(share), &s);
     assert_eq!(code, 0, "refvm failed\n{out}\n{err}");
     let kernel_lines: Vec<String> = out
         .lines()
@@ -331,7 +332,11 @@ dmsetup remove uthin0; dmsetup remove uthin1; dmsetup remove upool
     for l in &kernel_lines {
         eprintln!("kernel {l}");
     }
-    assert_eq!(kernel_lines.len(), WORKLOAD.len(), "kernel output:\n{out}\n{err}");
+    assert_eq!(
+        kernel_lines.len(),
+        WORKLOAD.len(),
+        "kernel output:\n{out}\n{err}"
+    );
     let mut diffs = Vec::new();
     for ((k, u), step) in kernel_lines.iter().zip(&udm_lines).zip(WORKLOAD) {
         if norm(step, k) != norm(step, u) {
@@ -344,8 +349,14 @@ dmsetup remove uthin0; dmsetup remove uthin1; dmsetup remove upool
     for id in 0..2u64 {
         let k = std::fs::read(share.join(format!("k{id}.bin"))).unwrap();
         let u = std::fs::read(share.join(format!("u{id}.bin"))).unwrap();
-        assert!(k == udm_data[id as usize], "thin{id}: kernel and udm data differ");
-        assert!(u == udm_data[id as usize], "thin{id}: udm's pool reads differently in the kernel");
+        assert!(
+            k == udm_data[id as usize],
+            "thin{id}: kernel and udm data differ"
+        );
+        assert!(
+            u == udm_data[id as usize],
+            "thin{id}: udm's pool reads differently in the kernel"
+        );
     }
     let (s0, s1) = LAST_THIN_STATUS;
     assert!(matches!(WORKLOAD[s0], Status("thin0")) && matches!(WORKLOAD[s1], Status("thin1")));
@@ -368,7 +379,10 @@ dmsetup remove uthin0; dmsetup remove uthin1; dmsetup remove upool
     for id in 0..2u64 {
         create(&reg_k, &format!("thin{id}"), &thin_table(id)).unwrap();
         let k = std::fs::read(share.join(format!("k{id}.bin"))).unwrap();
-        assert!(read_thin(&reg_k, id) == k, "kernel pool: thin{id} reads differently in udm");
+        assert!(
+            read_thin(&reg_k, id) == k,
+            "kernel pool: thin{id} reads differently in udm"
+        );
         let st = lines(&reg_k, &format!("thin{id}"), StatusType::Info).unwrap();
         let want = field(&kernel_lines[if id == 0 { s0 } else { s1 }]);
         assert_eq!(st.trim_end(), want, "kernel pool: thin{id} status in udm");

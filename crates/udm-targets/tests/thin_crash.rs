@@ -213,7 +213,8 @@ fn run_once(seed: u64, kill_after: usize, dir: &Path) {
             _ => {}
         }
     }
-    thin_check(&files.meta).unwrap_or_else(|e| panic!("seed {seed:#x} kill after {kill_after}: {e}"));
+    thin_check(&files.meta)
+        .unwrap_or_else(|e| panic!("seed {seed:#x} kill after {kill_after}: {e}"));
     if !created.contains(&0) {
         return; // killed before the first device existed
     }

@@ -89,7 +89,10 @@ fn thin_model_random_ops() {
             40..=64 => {
                 let (dev, _g) = open(&reg, &name(id));
                 let got = read(dev.as_ref(), sector, n).unwrap();
-                assert!(got == devs[&id].bytes[off..off + n], "step {step}: read thin {id} @{sector}+{len}");
+                assert!(
+                    got == devs[&id].bytes[off..off + n],
+                    "step {step}: read thin {id} @{sector}+{len}"
+                );
             }
             65..=74 => {
                 let (dev, _g) = open(&reg, &name(id));

@@ -27,7 +27,11 @@ fn reg_timeout(t: Duration) -> Registry {
 }
 
 fn pool_field(reg: &Registry, i: usize) -> String {
-    status(reg, "pool").split(' ').nth(3 + i).unwrap().to_string()
+    status(reg, "pool")
+        .split(' ')
+        .nth(3 + i)
+        .unwrap()
+        .to_string()
 }
 
 /// Poll `f` (up to 20 s) until it is true.
@@ -67,8 +71,13 @@ fn queue_until_the_pool_grows_by_reload() {
     assert_eq!(pool_field(&reg, 2), "4/4");
     let t2 = thin.clone();
     let pending = std::thread::spawn(move || write(t2.as_ref(), 9 * BS, &block(0x99)));
-    eventually("out_of_data_space", || pool_field(&reg, 4) == "out_of_data_space");
-    assert!(!pending.is_finished(), "the write must be queued, not failed");
+    eventually("out_of_data_space", || {
+        pool_field(&reg, 4) == "out_of_data_space"
+    });
+    assert!(
+        !pending.is_finished(),
+        "the write must be queued, not failed"
+    );
     // Grow the data device and reload the pool with the new length.
     std::fs::OpenOptions::new()
         .write(true)
@@ -85,7 +94,10 @@ fn queue_until_the_pool_grows_by_reload() {
     assert_eq!(pool_field(&reg, 2), "5/8");
     assert_eq!(pool_field(&reg, 4), "rw");
     for b in 0..4 {
-        assert_eq!(read(thin.as_ref(), b * BS, BLOCK).unwrap(), block(b as u8 + 1));
+        assert_eq!(
+            read(thin.as_ref(), b * BS, BLOCK).unwrap(),
+            block(b as u8 + 1)
+        );
     }
 }
 
@@ -148,7 +160,11 @@ fn metadata_grows_by_reload() {
     let files = PoolFiles::new(dir.path(), 1, BS, 8);
     let reg = reg();
     let _thin = setup(&reg, &files, "0", 8);
-    assert!(pool_field(&reg, 1).ends_with("/256"), "{}", status(&reg, "pool"));
+    assert!(
+        pool_field(&reg, 1).ends_with("/256"),
+        "{}",
+        status(&reg, "pool")
+    );
     std::fs::OpenOptions::new()
         .write(true)
         .open(&files.meta)
@@ -158,7 +174,11 @@ fn metadata_grows_by_reload() {
     let lines = udm_core::parse_table_text(&files.table("0")).unwrap();
     reg.load(&sel("pool"), &lines, false).unwrap();
     reg.resume(&sel("pool")).unwrap();
-    assert!(pool_field(&reg, 1).ends_with("/512"), "{}", status(&reg, "pool"));
+    assert!(
+        pool_field(&reg, 1).ends_with("/512"),
+        "{}",
+        status(&reg, "pool")
+    );
     udm_testkit::thin::thin_check(&files.meta).unwrap();
 }
 
@@ -192,7 +212,10 @@ fn external_origin_supplies_unprovisioned_blocks() {
     message(&reg, "pool", "create_thin 3").unwrap();
     let t = format!("0 {} thin /dev/mapper/pool 3 {}", 4 * BS, origin.display());
     create(&reg, "thin", &t).unwrap();
-    assert_eq!(table(&reg, "thin"), format!("{t}\n").replace("/dev/mapper/pool", "253:0"));
+    assert_eq!(
+        table(&reg, "thin"),
+        format!("{t}\n").replace("/dev/mapper/pool", "253:0")
+    );
     let (thin, _g) = open(&reg, "thin");
     let mut want = odata.clone();
     want.resize(4 * BLOCK, 0);
@@ -201,7 +224,11 @@ fn external_origin_supplies_unprovisioned_blocks() {
     write(thin.as_ref(), 2 * BS + 8, &[0x5A; 512]).unwrap();
     want[2 * BLOCK + 4096..2 * BLOCK + 4608].fill(0x5A);
     assert!(read(thin.as_ref(), 0, 4 * BLOCK).unwrap() == want);
-    assert_eq!(std::fs::read(&origin).unwrap(), odata, "the origin is never written");
+    assert_eq!(
+        std::fs::read(&origin).unwrap(),
+        odata,
+        "the origin is never written"
+    );
     // Block status: block 2 is provisioned, block 3 is a hole, blocks 0-1 come from the origin.
     let ext = thin.extents(Sectors(0), Sectors(4 * BS));
     assert_eq!(
@@ -244,7 +271,11 @@ fn constructor_and_message_errors() {
     assert!(err("p", &files.table("")).contains("Invalid argument count"));
     assert!(err("p", &files.table("0 1 bogus")).contains("Unrecognised pool feature requested"));
     assert!(err("p", &files.table("0 1 read_only")).contains("Error creating metadata object"));
-    let t = format!("0 8 thin-pool {} {} 100 0", files.meta.display(), files.data.display());
+    let t = format!(
+        "0 8 thin-pool {} {} 100 0",
+        files.meta.display(),
+        files.data.display()
+    );
     assert!(err("p", &t).contains("Invalid block size"));
     create(&reg, "pool", &files.table("0")).unwrap();
     assert!(err("t", "0 8 thin /dev/mapper/pool 1").contains("Couldn't open thin internal device"));
@@ -266,8 +297,14 @@ fn constructor_and_message_errors() {
     assert_eq!(pool_field(&reg, 0), "4");
     // The pool cannot be reloaded with discards turned off.
     let lines = udm_core::parse_table_text(&files.table("0 1 ignore_discard")).unwrap();
-    let e = reg.load(&sel("pool"), &lines, false).unwrap_err().to_string();
-    assert!(e.contains("Discard support cannot be disabled once enabled"), "{e}");
+    let e = reg
+        .load(&sel("pool"), &lines, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("Discard support cannot be disabled once enabled"),
+        "{e}"
+    );
     // `targets` after the module loaded lists the pool first, as the kernel does.
     let v = reg.list_versions();
     let names: Vec<&str> = v.iter().map(|(n, _)| n.as_str()).collect();

@@ -51,7 +51,11 @@ fn thin_restore_metadata_opens_in_udm() {
         .arg(&files.meta)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut data = Vec::with_capacity(DATA_BLOCKS as usize * BLOCK);
     for b in 0..DATA_BLOCKS {
         data.extend(fill(b));
@@ -75,7 +79,10 @@ fn thin_restore_metadata_opens_in_udm() {
         let (dev, _g) = open(&reg, &format!("t{id}"));
         for v in 0..32 {
             let got = read(dev.as_ref(), v * BS, BLOCK).unwrap();
-            let exp = want[&id].get(&v).map(|&b| fill(b)).unwrap_or(vec![0; BLOCK]);
+            let exp = want[&id]
+                .get(&v)
+                .map(|&b| fill(b))
+                .unwrap_or(vec![0; BLOCK]);
             assert!(got == exp, "device {id} block {v}");
         }
     }
@@ -98,7 +105,10 @@ fn thin_restore_metadata_opens_in_udm() {
     thin_check(&files.meta).unwrap();
     let (_, dump) = thin_dump(&files.meta);
     let new1 = dump[&1][&2];
-    assert!(new1 != 2 && new1 != 30 && new1 != 31 && new1 >= 10, "block {new1}");
+    assert!(
+        new1 != 2 && new1 != 30 && new1 != 31 && new1 >= 10,
+        "block {new1}"
+    );
     let new0 = dump[&0][&15];
     assert!(new0 != new1 && new0 >= 10);
     want.get_mut(&1).unwrap().insert(2, new1);
@@ -111,5 +121,8 @@ fn thin_restore_metadata_opens_in_udm() {
     reg.remove(&sel("pool"), false).unwrap();
     drop(reg);
     thin_check(&files.meta).unwrap();
-    assert_eq!(thin_dump(&files.meta).1.keys().copied().collect::<Vec<_>>(), vec![0]);
+    assert_eq!(
+        thin_dump(&files.meta).1.keys().copied().collect::<Vec<_>>(),
+        vec![0]
+    );
 }

@@ -19,14 +19,21 @@ fn udm(d: &Daemon, args: &[&str]) -> String {
 }
 
 fn fuse_file(d: &Daemon, name: &str) -> Option<PathBuf> {
-    let dir = match Client::connect(&d.socket).unwrap().call(Request::DaemonInfo) {
+    let dir = match Client::connect(&d.socket)
+        .unwrap()
+        .call(Request::DaemonInfo)
+    {
         Ok(Reply::Daemon { fuse_dir, .. }) => fuse_dir.map(PathBuf::from)?,
         r => panic!("unexpected reply {r:?}"),
     };
     let p = dir.join(name);
     let t = Instant::now();
     while !p.exists() {
-        assert!(t.elapsed() < Duration::from_secs(5), "{} never appeared", p.display());
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{} never appeared",
+            p.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Some(p)
@@ -76,14 +83,25 @@ fn thin_walkthrough_ext4_snapshot_and_holes() {
     );
     udm(&d, &["message", "pool", "0", "create_thin", "0"]);
     // 2 GiB of thin device on a 1 GiB pool.
-    udm(&d, &["create", "thin", "--table", "0 4194304 thin /dev/mapper/pool 0"]);
+    udm(
+        &d,
+        &[
+            "create",
+            "thin",
+            "--table",
+            "0 4194304 thin /dev/mapper/pool 0",
+        ],
+    );
     assert_eq!(udm(&d, &["status", "thin"]), "0 4194304 thin 0 -\n");
     let f = fuse_file(&d, "thin").expect("FUSE dir");
     ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&f));
     ok(Command::new("e2fsck").args(["-f", "-n"]).arg(&f));
     let st = udm(&d, &["status", "thin"]);
     let mapped: u64 = st.split(' ').nth(3).unwrap().parse().unwrap();
-    assert!(mapped > 0 && mapped < 4194304 / 4, "ext4 provisions a little: {st}");
+    assert!(
+        mapped > 0 && mapped < 4194304 / 4,
+        "ext4 provisions a little: {st}"
+    );
     // NBD block status: most of the device is a hole.
     let map = udm_testkit::run(Command::new("nbdinfo").arg("--map").arg(d.uri("thin")));
     let holes: u64 = map
@@ -96,11 +114,21 @@ fn thin_walkthrough_ext4_snapshot_and_holes() {
     udm(&d, &["suspend", "thin"]);
     udm(&d, &["message", "pool", "0", "create_snap", "1", "0"]);
     udm(&d, &["resume", "thin"]);
-    udm(&d, &["create", "snap", "--table", "0 4194304 thin /dev/mapper/pool 1"]);
+    udm(
+        &d,
+        &[
+            "create",
+            "snap",
+            "--table",
+            "0 4194304 thin /dev/mapper/pool 1",
+        ],
+    );
     let s = fuse_file(&d, "snap").unwrap();
     ok(Command::new("e2fsck").args(["-f", "-n"]).arg(&s));
     // Writes to the origin break sharing; the snapshot stays clean.
-    ok(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "again"]).arg(&f));
+    ok(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "again"])
+        .arg(&f));
     ok(Command::new("e2fsck").args(["-f", "-n"]).arg(&s));
     let pst = udm(&d, &["status", "pool"]);
     assert!(pst.starts_with("0 2097152 thin-pool 0 "), "{pst}");

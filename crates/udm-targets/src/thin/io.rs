@@ -85,11 +85,7 @@ fn read_unmapped(t: &Arc<ThinShared>, mut bio: Bio) {
 
 /// Whether `(b, time)` of `dev` may be shared with a snapshot: mapped before the device
 /// was last snapshotted (the kernel's time test), or referenced more than once.
-fn lookup_for_write(
-    pool: &Pool,
-    dev: u64,
-    v: u64,
-) -> Result<Option<(u64, bool)>, MdError> {
+fn lookup_for_write(pool: &Pool, dev: u64, v: u64) -> Result<Option<(u64, bool)>, MdError> {
     pool.inspect(|md| {
         let Some((b, time)) = md.lookup(dev, v)? else {
             return Ok(None);
@@ -174,7 +170,8 @@ fn out_of_space(t: &Arc<ThinShared>, bio: Bio) {
         drop(st);
         return bio.complete(Err(IoError::NoSpace));
     }
-    st.out_of_space_since.get_or_insert_with(std::time::Instant::now);
+    st.out_of_space_since
+        .get_or_insert_with(std::time::Instant::now);
     st.retry.push((t.clone(), bio));
 }
 

@@ -112,7 +112,8 @@ impl PoolParams {
 pub fn parse_block_size(w: &str) -> Result<u64, TargetError> {
     let bad = || TargetError::invalid("Invalid block size");
     let b: u64 = parse_num(w).ok_or_else(bad)?;
-    if !(MIN_BLOCK_SECTORS..=MAX_BLOCK_SECTORS).contains(&b) || b % MIN_BLOCK_SECTORS != 0 {
+    if !(MIN_BLOCK_SECTORS..=MAX_BLOCK_SECTORS).contains(&b) || !b.is_multiple_of(MIN_BLOCK_SECTORS)
+    {
         return Err(bad());
     }
     Ok(b)
@@ -135,11 +136,7 @@ fn parse_features(rest: &[String]) -> Result<PoolFeatures, TargetError> {
             "no_discard_passdown" => f.discard_passdown = false,
             "read_only" => f.read_only = true,
             "error_if_no_space" => f.error_if_no_space = true,
-            _ => {
-                return Err(TargetError::invalid(
-                    "Unrecognised pool feature requested",
-                ))
-            }
+            _ => return Err(TargetError::invalid("Unrecognised pool feature requested")),
         }
     }
     Ok(f)
@@ -243,7 +240,10 @@ mod tests {
         assert_eq!(e("/m /d 64 0"), "Invalid block size");
         assert_eq!(e("/m /d 4194304 0"), "Invalid block size");
         assert_eq!(e("/m /d 128 x"), "Invalid low water mark");
-        assert_eq!(e("/m /d 128 0 1 bogus"), "Unrecognised pool feature requested");
+        assert_eq!(
+            e("/m /d 128 0 1 bogus"),
+            "Unrecognised pool feature requested"
+        );
         assert_eq!(
             e("/m /d 128 0 5 a b c d e"),
             "Invalid number of pool feature arguments"

@@ -107,9 +107,8 @@ impl Pool {
         no_space_timeout: Duration,
     ) -> Result<Arc<Pool>, TargetError> {
         let io = Arc::new(DevMetaIo::new(meta.dev.clone()));
-        let create_err = |e: String| {
-            TargetError::invalid("Error creating metadata object").with_detail(e)
-        };
+        let create_err =
+            |e: String| TargetError::invalid("Error creating metadata object").with_detail(e);
         let first = udm_io::sync::read_at(meta.dev.as_ref(), udm_io::Sectors(0), 4096)
             .map_err(|e| create_err(format!("reading the superblock: {e}")))?;
         let md = if first.iter().all(|&b| b == 0) {

@@ -147,7 +147,12 @@ impl PoolTarget {
     fn create_thin(&self, argv: &[String]) -> Result<(), TargetError> {
         Self::arg_count(argv, 2)?;
         let id = Self::dev_id(&argv[1])?;
-        let fail = || format!("Creation of new thinly-provisioned device with id {} failed.", argv[1]);
+        let fail = || {
+            format!(
+                "Creation of new thinly-provisioned device with id {} failed.",
+                argv[1]
+            )
+        };
         let exists = self
             .pool
             .inspect(|md| Ok(md.details(id)?.is_some()))
@@ -364,7 +369,10 @@ impl Target for PoolTarget {
             "release_metadata_snap" => self.release_metadata_snap(argv),
             _ => Err(msg_err(
                 libc::EINVAL,
-                format!("Unrecognised thin pool target message received: {}", argv[0]),
+                format!(
+                    "Unrecognised thin pool target message received: {}",
+                    argv[0]
+                ),
             )),
         };
         if r.is_ok() {
@@ -380,7 +388,7 @@ impl Target for PoolTarget {
 
     fn io_hints(&self, limits: &mut Limits) {
         let bytes = (self.pool.block_size * 512) as u32;
-        if limits.io_opt == 0 || limits.io_opt % bytes != 0 {
+        if limits.io_opt == 0 || !limits.io_opt.is_multiple_of(bytes) {
             limits.io_min = limits.io_min.max(bytes);
             limits.io_opt = bytes;
         }

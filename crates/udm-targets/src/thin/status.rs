@@ -54,7 +54,11 @@ impl std::fmt::Display for PoolInfo {
         } else {
             "queue_if_no_space "
         })?;
-        f.write_str(if self.needs_check { "needs_check " } else { "- " })?;
+        f.write_str(if self.needs_check {
+            "needs_check "
+        } else {
+            "- "
+        })?;
         write!(f, "{} ", self.meta_threshold)
     }
 }

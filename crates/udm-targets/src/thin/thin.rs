@@ -82,9 +82,7 @@ pub(crate) fn construct(
     }
     let exists = pool
         .inspect(|md| Ok(md.details(p.dev_id)?.is_some()))
-        .map_err(|e| {
-            TargetError::with_errno(e.errno(), "Couldn't open thin internal device")
-        })?;
+        .map_err(|e| TargetError::with_errno(e.errno(), "Couldn't open thin internal device"))?;
     if !exists {
         return Err(TargetError::with_errno(
             libc::ENODATA,
