@@ -312,3 +312,22 @@ fn constructor_and_message_errors() {
     assert_eq!(names[i + 1], "thin");
     assert_eq!(v[i].1, [1, 22, 0]);
 }
+
+#[test]
+fn thin_device_passes_the_block_device_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = PoolFiles::new(dir.path(), 4, BS, 512);
+    let reg = reg();
+    let thin = setup(&reg, &files, "0", 512);
+    let spec = udm_testkit::conformance::Spec {
+        write_zeroes: false,
+        ..udm_testkit::conformance::Spec::writable(Sectors(512 * BS))
+    };
+    udm_testkit::conformance::run("thin", thin.as_ref(), &spec);
+    // Every check's writes are in the metadata the real tools read.
+    drop(thin);
+    for n in ["thin", "pool"] {
+        reg.remove(&sel(n), false).unwrap();
+    }
+    udm_testkit::thin::thin_check(&files.meta).unwrap();
+}
