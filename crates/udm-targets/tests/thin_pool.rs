@@ -331,3 +331,40 @@ fn thin_device_passes_the_block_device_conformance_suite() {
     }
     udm_testkit::thin::thin_check(&files.meta).unwrap();
 }
+
+#[test]
+fn corrupt_mapping_tree_makes_the_pool_read_only_with_needs_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = PoolFiles::new(dir.path(), 4, BS, 16);
+    {
+        let reg = reg();
+        let thin = setup(&reg, &files, "0", 8);
+        write(thin.as_ref(), 0, &block(1)).unwrap();
+        drop(thin);
+        for n in ["thin", "pool"] {
+            reg.remove(&sel(n), false).unwrap();
+        }
+    }
+    // Flip a byte in device 1's mapping tree root (a leaf): its checksum no longer matches.
+    let root = {
+        let io = std::sync::Arc::new(udm_pdata::io::FileIo::open(&files.meta).unwrap());
+        let mut md = udm_pdata::thin::ThinMetadata::open(io).unwrap();
+        udm_targets::thin::status::dev_root(&mut md, 1).unwrap().unwrap()
+    };
+    let mut meta = std::fs::read(&files.meta).unwrap();
+    meta[root as usize * 4096 + 100] ^= 0xff;
+    std::fs::write(&files.meta, &meta).unwrap();
+
+    let reg = reg();
+    create(&reg, "pool", &files.table("0")).unwrap();
+    create(&reg, "thin", &format!("0 {} thin /dev/mapper/pool 1", 8 * BS)).unwrap();
+    let (thin, _g) = open(&reg, "thin");
+    assert_eq!(read(thin.as_ref(), 0, BLOCK), Err(udm_io::IoError::Io));
+    let st = status(&reg, "pool");
+    assert!(st.contains(" ro ") && st.contains(" needs_check "), "{st}");
+    assert_eq!(
+        message(&reg, "pool", "create_thin 2").map_err(|e| e.errno()),
+        Err(libc::EOPNOTSUPP)
+    );
+    assert_eq!(write(thin.as_ref(), 2 * BS, &block(2)), Err(udm_io::IoError::Io));
+}
