@@ -349,7 +349,9 @@ fn corrupt_mapping_tree_makes_the_pool_read_only_with_needs_check() {
     let root = {
         let io = std::sync::Arc::new(udm_pdata::io::FileIo::open(&files.meta).unwrap());
         let mut md = udm_pdata::thin::ThinMetadata::open(io).unwrap();
-        udm_targets::thin::status::dev_root(&mut md, 1).unwrap().unwrap()
+        udm_targets::thin::status::dev_root(&mut md, 1)
+            .unwrap()
+            .unwrap()
     };
     let mut meta = std::fs::read(&files.meta).unwrap();
     meta[root as usize * 4096 + 100] ^= 0xff;
@@ -357,7 +359,12 @@ fn corrupt_mapping_tree_makes_the_pool_read_only_with_needs_check() {
 
     let reg = reg();
     create(&reg, "pool", &files.table("0")).unwrap();
-    create(&reg, "thin", &format!("0 {} thin /dev/mapper/pool 1", 8 * BS)).unwrap();
+    create(
+        &reg,
+        "thin",
+        &format!("0 {} thin /dev/mapper/pool 1", 8 * BS),
+    )
+    .unwrap();
     let (thin, _g) = open(&reg, "thin");
     assert_eq!(read(thin.as_ref(), 0, BLOCK), Err(udm_io::IoError::Io));
     let st = status(&reg, "pool");
@@ -366,5 +373,8 @@ fn corrupt_mapping_tree_makes_the_pool_read_only_with_needs_check() {
         message(&reg, "pool", "create_thin 2").map_err(|e| e.errno()),
         Err(libc::EOPNOTSUPP)
     );
-    assert_eq!(write(thin.as_ref(), 2 * BS, &block(2)), Err(udm_io::IoError::Io));
+    assert_eq!(
+        write(thin.as_ref(), 2 * BS, &block(2)),
+        Err(udm_io::IoError::Io)
+    );
 }

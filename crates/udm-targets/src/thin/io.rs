@@ -57,6 +57,9 @@ fn read(t: &Arc<ThinShared>, mut bio: Bio) {
     match pool.inspect(|md| md.lookup(t.dev_id, v)) {
         Err(e) => bio.complete(Err(e.io())),
         Ok(Some((b, _))) => {
+            if pool.cached(t.dev_id, v).is_none() {
+                pool.remember(t.dev_id, v, b, false);
+            }
             bio.sector = Sectors(b * pool.block_size + off);
             t.pool_dev.dev.submit(bio);
         }
@@ -108,6 +111,7 @@ fn write(t: &Arc<ThinShared>, mut bio: Bio) {
     match lookup_for_write(pool, t.dev_id, v) {
         Err(e) => bio.complete(Err(e.io())),
         Ok(Some((b, false))) => {
+            pool.remember(t.dev_id, v, b, true);
             bio.sector = Sectors(b * pool.block_size + off);
             remap_write(t, bio)
         }
@@ -219,6 +223,7 @@ fn provision(t: &Arc<ThinShared>, mut bio: Bio, v: u64, old: Option<u64>) {
     if let Err(e) = pool.with_md(true, |md| md.insert(t.dev_id, v, new)) {
         return bio.complete(Err(e.io()));
     }
+    pool.remember(t.dev_id, v, new, true);
     if bio.flags.contains(BioFlags::FUA) {
         let r = flush_all(pool);
         return bio.complete(r);
@@ -274,6 +279,7 @@ fn discard(t: &Arc<ThinShared>, bio: Bio) {
     let end = bio.end().0 / bs;
     let mut freed = Vec::new();
     for v in first..end {
+        pool.forget(t.dev_id, v);
         let r = pool.with_md(true, |md| {
             let Some((b, _)) = md.lookup(t.dev_id, v)? else {
                 return Ok(None);

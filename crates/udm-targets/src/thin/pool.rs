@@ -6,7 +6,7 @@
 use super::metaio::DevMetaIo;
 use super::params::PoolFeatures;
 use super::thin::ThinShared;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
@@ -61,7 +61,15 @@ pub struct Pool {
     /// Open thin devices by id (delete refuses them).
     open: Mutex<HashMap<u64, usize>>,
     pub(crate) no_space_timeout: Duration,
+    /// Mappings the worker looked up or made: (device, virtual block) → (data block,
+    /// exclusive). `map` remaps reads of them, and writes of exclusive ones, without the
+    /// hop to the worker. Entries go before the mapping changes (discard, delete,
+    /// snapshot, aborted transaction).
+    cache: RwLock<HashMap<(u64, u64), (u64, bool)>>,
 }
+
+/// Entries kept in the mapping cache before it starts over.
+const CACHE_MAX: usize = 1 << 20;
 
 /// Why a metadata operation failed.
 #[derive(Debug)]
@@ -156,6 +164,7 @@ impl Pool {
             }),
             dirty: AtomicBool::new(false),
             open: Mutex::new(HashMap::new()),
+            cache: RwLock::new(HashMap::new()),
             no_space_timeout,
         });
         start_ticker(Arc::downgrade(&pool));
@@ -221,6 +230,7 @@ impl Pool {
     /// Drop the uncommitted transaction: reopen at the last commit, with needs_check set
     /// when that can be recorded.
     fn abort(&self, g: &mut Option<ThinMetadata>) {
+        self.cache.write().clear();
         self.dirty.store(false, SeqCst);
         match ThinMetadata::open(self.meta_io.clone()) {
             Ok(mut md) => {
@@ -272,6 +282,40 @@ impl Pool {
             return Err(e.into());
         }
         Ok(())
+    }
+
+    /// The cached mapping of `(dev, v)`, if `map` can use it now (never waits).
+    pub(crate) fn cached(&self, dev: u64, v: u64) -> Option<(u64, bool)> {
+        self.cache.try_read()?.get(&(dev, v)).copied()
+    }
+
+    /// Remember a mapping the worker saw or made.
+    pub(crate) fn remember(&self, dev: u64, v: u64, block: u64, exclusive: bool) {
+        let mut c = self.cache.write();
+        if c.len() >= CACHE_MAX {
+            c.clear();
+        }
+        c.insert((dev, v), (block, exclusive));
+    }
+
+    /// Forget `(dev, v)` (before it is unmapped).
+    pub(crate) fn forget(&self, dev: u64, v: u64) {
+        self.cache.write().remove(&(dev, v));
+    }
+
+    /// Forget every mapping of `dev` (deleted), or only that they are exclusive (`dev` is
+    /// about to be snapshotted).
+    pub(crate) fn forget_dev(&self, dev: u64, only_exclusive: bool) {
+        let mut c = self.cache.write();
+        if only_exclusive {
+            for ((d, _), (_, excl)) in c.iter_mut() {
+                if *d == dev {
+                    *excl = false;
+                }
+            }
+        } else {
+            c.retain(|(d, _), _| *d != dev);
+        }
     }
 
     /// A data block was allocated: raise the low-water event once free blocks fall to the

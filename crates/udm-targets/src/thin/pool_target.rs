@@ -185,6 +185,7 @@ impl PoolTarget {
         if !origin_exists {
             return Err(msg_err(libc::ENODATA, fail()));
         }
+        self.pool.forget_dev(origin, true);
         self.pool
             .with_md(true, |md| md.create_snap(id, origin))
             .map_err(|e| md_err(e, fail()))
@@ -204,6 +205,7 @@ impl PoolTarget {
         if !exists {
             return Err(msg_err(libc::ENODATA, fail()));
         }
+        self.pool.forget_dev(id, false);
         self.pool
             .with_md(true, |md| md.delete(id))
             .map_err(|e| md_err(e, fail()))

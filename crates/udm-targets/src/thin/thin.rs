@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use udm_core::{DevHandle, MapResult, StatusFlags, StatusType, Target, TargetCtx, TargetError};
 use udm_io::device::Extent;
-use udm_io::{Bio, IoError, Limits, Op, Sectors};
+use udm_io::{Bio, BioFlags, IoError, Limits, Op, Sectors};
 use udm_pdata::btree;
 
 /// What a thin device's I/O needs, shared with the jobs on the pool's worker.
@@ -113,6 +113,27 @@ pub(crate) fn construct(
 }
 
 impl ThinTarget {
+    /// Remap a read of a cached mapping, or a plain write to a cached exclusive one, to its
+    /// data block (`Ok`); anything else goes back for the worker (`Err`). Never waits.
+    fn fast_path(&self, mut bio: Bio) -> Result<Bio, Bio> {
+        let special = BioFlags::FUA.with(BioFlags::PREFLUSH);
+        let write = match bio.op {
+            Op::Read => false,
+            Op::Write if bio.flags.0 & special.0 == 0 => true,
+            _ => return Err(bio),
+        };
+        let pool = &self.t.pool;
+        let bs = pool.block_size;
+        let v = bio.sector.0 / bs;
+        match pool.cached(self.t.dev_id, v) {
+            Some((b, excl)) if !write || excl => {
+                bio.sector = Sectors(b * bs + bio.sector.0 % bs);
+                Ok(bio)
+            }
+            _ => Err(bio),
+        }
+    }
+
     /// Runs of mapped (`true`) and unmapped blocks in `[first, end)`.
     fn block_runs(&self, first: u64, end: u64) -> Option<Vec<(u64, u64, bool)>> {
         let dev = self.t.dev_id;
@@ -164,8 +185,13 @@ impl Target for ThinTarget {
             Op::Discard if self.t.pool.features().discard_enabled => {}
             _ => return MapResult::Kill(bio, IoError::NotSupported),
         }
-        self.t.defer(bio);
-        MapResult::Submitted
+        match self.fast_path(bio) {
+            Ok(remapped) => MapResult::Remap(self.t.pool_dev.dev.clone(), remapped),
+            Err(bio) => {
+                self.t.defer(bio);
+                MapResult::Submitted
+            }
+        }
     }
 
     fn status(&self, ty: StatusType, _flags: StatusFlags) -> String {
