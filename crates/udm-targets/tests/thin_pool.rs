@@ -378,3 +378,60 @@ fn corrupt_mapping_tree_makes_the_pool_read_only_with_needs_check() {
         Err(udm_io::IoError::Io)
     );
 }
+
+#[test]
+fn thin_devices_and_snapshots_written_concurrently() {
+    use udm_testkit::rng::XorShift;
+    let dir = tempfile::tempdir().unwrap();
+    let files = PoolFiles::new(dir.path(), 8, BS, 256);
+    let reg = reg();
+    let base = setup(&reg, &files, "0", 32);
+    let origin: Vec<u8> = XorShift::new(99).bytes(32 * BLOCK);
+    write(base.as_ref(), 0, &origin).unwrap();
+    drop(base);
+    // Snapshots 2 and 3 of 1, and 4 of snapshot 2; then all four written at once.
+    for (new, of) in [(2, 1), (3, 1), (4, 2)] {
+        message(&reg, "pool", &format!("create_snap {new} {of}")).unwrap();
+    }
+    let names: Vec<String> = (1..=4).map(|i| format!("t{i}")).collect();
+    for (i, n) in names.iter().enumerate() {
+        if i > 0 {
+            create(
+                &reg,
+                n,
+                &format!("0 {} thin /dev/mapper/pool {}", 32 * BS, i + 1),
+            )
+            .unwrap();
+        }
+    }
+    reg.rename(&sel("thin"), "t1").unwrap();
+    let devs: Vec<_> = names.iter().map(|n| reg.open(&sel(n)).unwrap()).collect();
+    let handles: Vec<_> = devs
+        .iter()
+        .enumerate()
+        .map(|(i, (d, _))| {
+            let d = d.clone();
+            let mut model = origin.clone();
+            std::thread::spawn(move || {
+                let mut rng = XorShift::mixed(i as u64);
+                for _ in 0..150 {
+                    let s = rng.below(32 * BS - 16);
+                    let n = 1 + rng.below(16) as usize;
+                    let data = rng.bytes(n * 512);
+                    write(d.as_ref(), s, &data).unwrap();
+                    model[s as usize * 512..s as usize * 512 + n * 512].copy_from_slice(&data);
+                }
+                model
+            })
+        })
+        .collect();
+    for ((d, _), h) in devs.iter().zip(handles) {
+        let model = h.join().unwrap();
+        assert!(read(d.as_ref(), 0, 32 * BLOCK).unwrap() == model);
+    }
+    drop(devs);
+    for n in names.iter().chain([&"pool".to_string()]) {
+        reg.remove(&sel(n), false).unwrap();
+    }
+    udm_testkit::thin::thin_check(&files.meta).unwrap();
+}
