@@ -404,6 +404,17 @@ impl ThinMetadata {
         self.data_sm.alloc()
     }
 
+    /// Give back a block from [`Self::alloc_data_block`] that was never mapped (its
+    /// copy or write failed).
+    pub fn free_data_block(&mut self, data_block: u64) -> Result<()> {
+        self.data_sm.dec(data_block).map(|_| ())
+    }
+
+    /// Set the superblock's needs_check flag (written at the next commit).
+    pub fn set_needs_check(&mut self) {
+        self.sb.flags |= NEEDS_CHECK;
+    }
+
     /// Map `vblock` of `dev` to `data_block` (whose reference passes to the mapping); a
     /// previous mapping's block is released.
     pub fn insert(&mut self, dev: u64, vblock: u64, data_block: u64) -> Result<()> {

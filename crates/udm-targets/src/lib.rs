@@ -12,6 +12,7 @@ pub mod log_writes;
 pub mod snapshot;
 pub mod striped;
 pub mod switch;
+pub mod thin;
 pub mod unstriped;
 pub mod verity;
 pub mod zero;
@@ -44,6 +45,14 @@ pub fn register_builtin(types: &TargetTypes) {
             Arc::new(snapshot::SnapshotType),
             Arc::new(snapshot::OriginType),
             Arc::new(snapshot::MergeType),
+        ],
+    );
+    // dm-thin-pool registers `thin` then `thin-pool`, so `targets` lists the pool first.
+    types.register_module(
+        "thin-pool",
+        vec![
+            Arc::new(thin::ThinType),
+            Arc::new(thin::ThinPoolType::default()),
         ],
     );
 }

@@ -9,6 +9,7 @@ pub mod lvm2;
 pub mod prop;
 pub mod registry;
 pub mod rng;
+pub mod thin;
 pub mod tool;
 
 use std::path::{Path, PathBuf};
