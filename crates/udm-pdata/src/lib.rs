@@ -15,11 +15,13 @@
 //! - [`thin`]: the dm-thin superblock, device details and mapping values, a small
 //!   metadata front end used by tests and by the thin-pool target;
 //! - [`array`]: dm-array and the bitset on top of it (cache and era metadata);
+//! - [`cache`]: the dm-cache superblock, mapping/hint arrays, dirty and discard bitsets;
 //! - [`check`]: a checker that walks all reachable blocks and compares reference counts.
 
 pub mod array;
 pub mod block_manager;
 pub mod btree;
+pub mod cache;
 pub mod check;
 pub mod checksum;
 pub mod error;
