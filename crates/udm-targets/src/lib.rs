@@ -1,5 +1,6 @@
 //! udm-targets: the device-mapper targets, one module per target, and `register_builtin`.
 
+pub mod cache;
 pub mod crypt;
 pub mod delay;
 pub mod dust;
@@ -37,6 +38,7 @@ pub fn register_builtin(types: &TargetTypes) {
     module("ebs", Arc::new(ebs::EbsType));
     module("verity", Arc::new(verity::VerityType));
     module("crypt", Arc::new(crypt::CryptType));
+    module("cache", Arc::new(cache::CacheType));
 }
 
 /// A `TargetTypes` with every built-in target registered.
