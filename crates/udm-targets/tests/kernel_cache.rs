@@ -6,10 +6,12 @@
 //! 2. the kernel builds a cache the same way and is suspended with dirty blocks; a copy of
 //!    that state opens in udm with the kernel's resident/dirty counts and data, and udm's
 //!    `cleaner` flushes it to an origin byte-identical to the kernel's own cleaner flush.
+//!
 //! The status lines are compared field by field where they are deterministic; hits, misses,
 //! promotions and demotions depend on each side's policy (the kernel's smq is stochastic and
 //! time driven, udm's is a simpler stand-in) and used metadata blocks on each side's
-//! allocation order, so those are printed, not compared.
+//! allocation order, so those are printed, not compared (the saved hit/miss counters each
+//! side loads from the other's superblock are compared).
 //!
 //! Skips without refvm, fails then under `UDM_REQUIRE_TOOLS=1`.
 
