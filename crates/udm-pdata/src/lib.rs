@@ -16,6 +16,7 @@
 //!   metadata front end used by tests and by the thin-pool target;
 //! - [`array`]: dm-array and the bitset on top of it (cache and era metadata);
 //! - [`cache`]: the dm-cache superblock, mapping/hint arrays, dirty and discard bitsets;
+//! - [`era`]: the dm-era superblock, writeset tree and era array;
 //! - [`check`]: a checker that walks all reachable blocks and compares reference counts.
 
 pub mod array;
@@ -24,6 +25,7 @@ pub mod btree;
 pub mod cache;
 pub mod check;
 pub mod checksum;
+pub mod era;
 pub mod error;
 pub mod io;
 pub mod space_map;
