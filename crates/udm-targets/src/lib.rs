@@ -5,6 +5,7 @@ pub mod crypt;
 pub mod delay;
 pub mod dust;
 pub mod ebs;
+pub mod era;
 pub mod error;
 pub mod flakey;
 pub mod kscan;
@@ -39,6 +40,7 @@ pub fn register_builtin(types: &TargetTypes) {
     module("verity", Arc::new(verity::VerityType));
     module("crypt", Arc::new(crypt::CryptType));
     module("cache", Arc::new(cache::CacheType));
+    module("era", Arc::new(era::EraType));
 }
 
 /// A `TargetTypes` with every built-in target registered.

@@ -12,6 +12,7 @@ mod meta_io;
 mod policy;
 
 pub use self::core::IoMode;
+pub use meta_io::DevMetaIo;
 pub use policy::PolicyName;
 
 use self::core::Core;
