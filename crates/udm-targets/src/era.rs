@@ -85,6 +85,7 @@ impl TargetType for EraType {
             nr_blocks: ctx.len.0.div_ceil(bs as u64),
             devs: [dev_label(&meta), dev_label(&origin)],
             shared,
+            suspended: AtomicBool::new(true),
             _meta: meta,
         }))
     }
@@ -95,7 +96,18 @@ pub struct EraTarget {
     shared: Arc<Shared>,
     nr_blocks: u64,
     devs: [DevId; 2],
+    /// Postsuspend ran (the current era is archived) and no resume since.
+    suspended: AtomicBool,
     _meta: Arc<DevHandle>,
+}
+
+impl Drop for EraTarget {
+    /// Removing a live device suspends it first in the kernel: archive the current era.
+    fn drop(&mut self) {
+        if !self.suspended.load(SeqCst) {
+            self.postsuspend();
+        }
+    }
 }
 
 impl Shared {
@@ -270,10 +282,12 @@ impl Target for EraTarget {
         if let Err(e) = r {
             tracing::error!("era: couldn't archive current era: {e}");
         }
+        self.suspended.store(true, SeqCst);
     }
 
     fn preresume(&self) -> Result<(), TargetError> {
         let n = self.nr_blocks;
+        self.suspended.store(false, SeqCst);
         self.shared
             .on_worker(move |s| {
                 {
