@@ -326,3 +326,80 @@ fn table_status_and_messages() {
         assert!(e.to_string().contains(why), "{bad}: {e}");
     }
 }
+
+#[test]
+fn cache_grows_by_reload_and_passthrough_invalidates() {
+    let seed = udm_testkit::prop::seed() ^ 4;
+    eprintln!("cache resize: seed {seed:#x}");
+    let mut rng = XorShift::mixed(seed);
+    let (f, mut model) = files(seed);
+    let reg = registry();
+    create(&reg, "c", &table(&f, "1 writethrough", "smq")).unwrap();
+    let (dev, g) = open(&reg, "c");
+    workload(&*dev, &mut model, &mut rng, 400);
+    assert_eq!(
+        status(&reg, "c")[3],
+        format!("{CACHE_BLOCKS}/{CACHE_BLOCKS}")
+    );
+    // Grow the cache device and reload: the metadata follows at resume.
+    let grown = CACHE_BLOCKS + 16;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f.cache)
+        .unwrap()
+        .set_len(grown * BS * 512)
+        .unwrap();
+    reg.load(
+        &sel("c"),
+        &lines(&table(&f, "1 writethrough", "smq")),
+        false,
+    )
+    .unwrap();
+    reg.suspend(&sel("c"), false, false).unwrap();
+    reg.resume(&sel("c")).unwrap();
+    let st = status(&reg, "c");
+    assert_eq!(st[3], format!("{CACHE_BLOCKS}/{grown}"), "{st:?}");
+    workload(&*dev, &mut model, &mut rng, 400);
+    check_all(&*dev, &model);
+    drop(g);
+    drop(dev);
+    reg.remove(&sel("c"), false).unwrap();
+    cache_check(&f.meta);
+    // Passthrough (the cache is clean): invalidate cache blocks by message.
+    create(&reg, "c", &table(&f, "1 passthrough", "smq")).unwrap();
+    let resident = |reg: &udm_core::Registry| -> u64 {
+        status(reg, "c")[3]
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let before = resident(&reg);
+    assert!(before > 0);
+    let msg = |a: &[&str]| {
+        reg.message(
+            &sel("c"),
+            0,
+            &a.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+    };
+    assert!(msg(&["invalidate_cblocks", &format!("{grown}")]).is_err());
+    assert!(msg(&["invalidate_cblocks", "5-5"]).is_err());
+    msg(&["invalidate_cblocks", "0-8", "9"]).unwrap();
+    let after = resident(&reg);
+    assert!(
+        after < before && after + 10 >= before,
+        "{before} -> {after}"
+    );
+    {
+        let (dev, _g) = open(&reg, "c");
+        check_all(&*dev, &model);
+        // Writes in passthrough reach the origin and drop stale cache copies.
+        workload(&*dev, &mut model, &mut rng, 300);
+        check_all(&*dev, &model);
+    }
+    reg.remove(&sel("c"), false).unwrap();
+    assert!(std::fs::read(&f.origin).unwrap() == model);
+    cache_check(&f.meta);
+}
