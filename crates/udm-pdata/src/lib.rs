@@ -17,6 +17,7 @@
 //! - [`array`]: dm-array and the bitset on top of it (cache and era metadata);
 //! - [`cache`]: the dm-cache superblock, mapping/hint arrays, dirty and discard bitsets;
 //! - [`era`]: the dm-era superblock, writeset tree and era array;
+//! - [`clone`]: the dm-clone superblock and its hydrated-region bitset;
 //! - [`check`]: a checker that walks all reachable blocks and compares reference counts.
 
 pub mod array;
@@ -25,6 +26,7 @@ pub mod btree;
 pub mod cache;
 pub mod check;
 pub mod checksum;
+pub mod clone;
 pub mod era;
 pub mod error;
 pub mod io;

@@ -1,6 +1,7 @@
 //! udm-targets: the device-mapper targets, one module per target, and `register_builtin`.
 
 pub mod cache;
+pub mod clone;
 pub mod crypt;
 pub mod delay;
 pub mod dust;
@@ -41,6 +42,7 @@ pub fn register_builtin(types: &TargetTypes) {
     module("crypt", Arc::new(crypt::CryptType));
     module("cache", Arc::new(cache::CacheType));
     module("era", Arc::new(era::EraType));
+    module("clone", Arc::new(clone::CloneType));
 }
 
 /// A `TargetTypes` with every built-in target registered.
