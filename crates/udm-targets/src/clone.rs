@@ -432,6 +432,16 @@ impl Target for CloneTarget {
         Some(Sectors(self.shared.region))
     }
 
+    /// As the kernel: unless the stacked optimal I/O is a multiple of the region size, the
+    /// region size becomes the minimum and optimal I/O.
+    fn io_hints(&self, limits: &mut udm_io::Limits) {
+        let bytes = (self.shared.region * 512) as u32;
+        if limits.io_opt < bytes || limits.io_opt % bytes != 0 {
+            limits.io_min = bytes;
+            limits.io_opt = bytes;
+        }
+    }
+
     fn status(&self, ty: StatusType, flags: StatusFlags) -> String {
         let s = &self.shared;
         match ty {
@@ -469,7 +479,13 @@ impl Target for CloneTarget {
                 out
             }
             StatusType::Table => {
-                let mut out = format!("{} {} {}", self.devs[0], self.devs[1], self.devs[2]);
+                let e = |d: &DevId| udm_core::escape_arg(&d.to_string()).into_owned();
+                let mut out = format!(
+                    "{} {} {}",
+                    e(&self.devs[0]),
+                    e(&self.devs[1]),
+                    e(&self.devs[2])
+                );
                 for a in &self.args {
                     out.push(' ');
                     out.push_str(a);

@@ -211,6 +211,16 @@ impl Target for EraTarget {
         Some(Sectors(self.shared.bs))
     }
 
+    /// As the kernel: unless the stacked optimal I/O is a multiple of the block size, the
+    /// block size becomes the optimal I/O (and the minimum falls back to the block size).
+    fn io_hints(&self, limits: &mut udm_io::Limits) {
+        let bytes = (self.shared.bs * 512) as u32;
+        if limits.io_opt < bytes || limits.io_opt % bytes != 0 {
+            limits.io_min = limits.physical_block_size.max(limits.logical_block_size);
+            limits.io_opt = bytes;
+        }
+    }
+
     fn status(&self, ty: StatusType, _flags: StatusFlags) -> String {
         match ty {
             StatusType::Info => {
@@ -237,7 +247,15 @@ impl Target for EraTarget {
                     Err(_) => "Error".into(),
                 }
             }
-            StatusType::Table => format!("{} {} {}", self.devs[0], self.devs[1], self.shared.bs),
+            StatusType::Table => {
+                let e = |d: &DevId| udm_core::escape_arg(&d.to_string()).into_owned();
+                format!(
+                    "{} {} {}",
+                    e(&self.devs[0]),
+                    e(&self.devs[1]),
+                    self.shared.bs
+                )
+            }
         }
     }
 

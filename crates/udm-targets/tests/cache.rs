@@ -288,6 +288,15 @@ fn table_status_and_messages() {
             &a.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         )
     };
+    {
+        let (dev, _g) = open(&reg, "c");
+        let l = dev.limits();
+        assert_eq!(
+            (l.io_min, l.io_opt),
+            (BS as u32 * 512, BS as u32 * 512),
+            "io hints"
+        );
+    }
     msg(&["migration_threshold", "4096"]).unwrap();
     assert_eq!(status(&reg, "c")[16], "4096");
     msg(&["sequential_threshold", "7"]).unwrap();

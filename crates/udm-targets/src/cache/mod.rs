@@ -411,6 +411,16 @@ impl Target for CacheTarget {
         Some(Sectors(self.core.bs))
     }
 
+    /// As the kernel: unless the stacked optimal I/O is a multiple of the block size, the
+    /// block size becomes the minimum and optimal I/O.
+    fn io_hints(&self, limits: &mut udm_io::Limits) {
+        let bytes = (self.core.bs * 512) as u32;
+        if limits.io_opt < bytes || limits.io_opt % bytes != 0 {
+            limits.io_min = bytes;
+            limits.io_opt = bytes;
+        }
+    }
+
     fn status(&self, ty: StatusType, flags: StatusFlags) -> String {
         match ty {
             StatusType::Info => {
@@ -420,7 +430,13 @@ impl Target for CacheTarget {
                 self.info()
             }
             StatusType::Table => {
-                let mut s = format!("{} {} {}", self.devs[0], self.devs[1], self.devs[2]);
+                let e = |d: &DevId| udm_core::escape_arg(&d.to_string()).into_owned();
+                let mut s = format!(
+                    "{} {} {}",
+                    e(&self.devs[0]),
+                    e(&self.devs[1]),
+                    e(&self.devs[2])
+                );
                 for a in &self.table_args {
                     s.push(' ');
                     s.push_str(a);
