@@ -215,7 +215,7 @@ impl Target for EraTarget {
     /// block size becomes the optimal I/O (and the minimum falls back to the block size).
     fn io_hints(&self, limits: &mut udm_io::Limits) {
         let bytes = (self.shared.bs * 512) as u32;
-        if limits.io_opt < bytes || limits.io_opt % bytes != 0 {
+        if limits.io_opt < bytes || !limits.io_opt.is_multiple_of(bytes) {
             limits.io_min = limits.physical_block_size.max(limits.logical_block_size);
             limits.io_opt = bytes;
         }

@@ -415,7 +415,7 @@ impl Target for CacheTarget {
     /// block size becomes the minimum and optimal I/O.
     fn io_hints(&self, limits: &mut udm_io::Limits) {
         let bytes = (self.core.bs * 512) as u32;
-        if limits.io_opt < bytes || limits.io_opt % bytes != 0 {
+        if limits.io_opt < bytes || !limits.io_opt.is_multiple_of(bytes) {
             limits.io_min = bytes;
             limits.io_opt = bytes;
         }
