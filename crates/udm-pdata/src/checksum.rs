@@ -16,6 +16,8 @@ pub enum BlockKind {
     CacheSuperblock,
     /// dm-era superblock.
     EraSuperblock,
+    /// dm-clone superblock.
+    CloneSuperblock,
     /// btree node.
     Node,
     /// space map bitmap.
@@ -33,6 +35,7 @@ impl BlockKind {
             BlockKind::ThinSuperblock => 160774,
             BlockKind::CacheSuperblock => 9031977,
             BlockKind::EraSuperblock => 146538381,
+            BlockKind::CloneSuperblock => 257649492,
             BlockKind::Node => 121107,
             BlockKind::Bitmap => 240779,
             BlockKind::Index => 160478,
@@ -57,6 +60,7 @@ impl std::fmt::Display for BlockKind {
             BlockKind::ThinSuperblock => "thin superblock",
             BlockKind::CacheSuperblock => "cache superblock",
             BlockKind::EraSuperblock => "era superblock",
+            BlockKind::CloneSuperblock => "clone superblock",
             BlockKind::Node => "btree node",
             BlockKind::Bitmap => "space map bitmap",
             BlockKind::Index => "space map index",
@@ -170,6 +174,7 @@ pub fn identify(buf: &BlockBuf) -> Option<BlockKind> {
         BlockKind::ThinSuperblock,
         BlockKind::CacheSuperblock,
         BlockKind::EraSuperblock,
+        BlockKind::CloneSuperblock,
         BlockKind::Node,
         BlockKind::Bitmap,
         BlockKind::Index,

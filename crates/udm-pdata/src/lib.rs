@@ -15,13 +15,19 @@
 //! - [`thin`]: the dm-thin superblock, device details and mapping values, a small
 //!   metadata front end used by tests and by the thin-pool target;
 //! - [`array`]: dm-array and the bitset on top of it (cache and era metadata);
+//! - [`cache`]: the dm-cache superblock, mapping/hint arrays, dirty and discard bitsets;
+//! - [`era`]: the dm-era superblock, writeset tree and era array;
+//! - [`clone`]: the dm-clone superblock and its hydrated-region bitset;
 //! - [`check`]: a checker that walks all reachable blocks and compares reference counts.
 
 pub mod array;
 pub mod block_manager;
 pub mod btree;
+pub mod cache;
 pub mod check;
 pub mod checksum;
+pub mod clone;
+pub mod era;
 pub mod error;
 pub mod io;
 pub mod space_map;

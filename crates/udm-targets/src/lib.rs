@@ -1,9 +1,12 @@
 //! udm-targets: the device-mapper targets, one module per target, and `register_builtin`.
 
+pub mod cache;
+pub mod clone;
 pub mod crypt;
 pub mod delay;
 pub mod dust;
 pub mod ebs;
+pub mod era;
 pub mod error;
 pub mod flakey;
 pub mod kscan;
@@ -55,6 +58,9 @@ pub fn register_builtin(types: &TargetTypes) {
             Arc::new(thin::ThinPoolType::default()),
         ],
     );
+    module("cache", Arc::new(cache::CacheType));
+    module("era", Arc::new(era::EraType));
+    module("clone", Arc::new(clone::CloneType));
 }
 
 /// A `TargetTypes` with every built-in target registered.

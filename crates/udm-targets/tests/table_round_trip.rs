@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use udm_core::{parse_table_text, StatusType, TableLine};
+use udm_core::{parse_table_text, Escaped, StatusType, TableLine};
 use udm_formats::verity::{FecLayout, Geometry, HashAlg, HashType};
 use udm_io::Sectors;
 use udm_targets::crypt::params::{format_table, Features};
@@ -100,7 +100,40 @@ enum Spec {
         len: u64,
     },
     Verity(VeritySpec),
+    Cache {
+        features: usize,
+        policy: usize,
+        len: u64,
+    },
+    Era {
+        bs: u64,
+        len: u64,
+    },
+    Clone {
+        region: u64,
+        args: usize,
+        len: u64,
+    },
 }
+
+const CACHE_FEATURES: &[&str] = &[
+    "0",
+    "1 writethrough",
+    "2 metadata2 writeback",
+    "3 passthrough metadata2 no_discard_passdown",
+];
+const CACHE_POLICIES: &[&str] = &[
+    "smq 0",
+    "mq 2 sequential_threshold 7",
+    "cleaner 0",
+    "default 2 migration_threshold 512",
+];
+const CLONE_ARGS: &[&str] = &[
+    "",
+    " 1 no_hydration",
+    " 2 no_hydration no_discard_passdown 2 hydration_threshold 3",
+    " 0 4 hydration_batch_size 2 hydration_threshold 0",
+];
 
 #[derive(Debug, Clone)]
 struct VeritySpec {
@@ -132,6 +165,9 @@ const COVERED: &[&str] = &[
     "ebs",
     "crypt",
     "verity",
+    "cache",
+    "era",
+    "clone",
 ];
 
 const CIPHERS: &[(&str, usize)] = &[
@@ -303,6 +339,19 @@ fn spec() -> impl Strategy<Value = Spec> {
                 }
             }),
         verity_spec().prop_map(Spec::Verity),
+        (0..CACHE_FEATURES.len(), 0..CACHE_POLICIES.len(), len8()).prop_map(
+            |(features, policy, len)| Spec::Cache {
+                features,
+                policy,
+                len
+            }
+        ),
+        (1u64..4, len8()).prop_map(|(k, len)| Spec::Era { bs: 8 * k, len }),
+        (0u32..3, 0..CLONE_ARGS.len(), len8()).prop_map(|(k, args, len)| Spec::Clone {
+            region: 8 << k,
+            args,
+            len
+        }),
     ]
 }
 
@@ -440,6 +489,37 @@ fn render(s: &Spec, f: &mut Files<'_>) -> (&'static str, u64, String) {
                 features: *feat,
             };
             ("flakey", *len, p.to_string())
+        }
+        Spec::Cache {
+            features,
+            policy,
+            len,
+        } => {
+            let (m, c, o) = (f.image(1024), f.image(256), f.image(*len));
+            let p = format!(
+                "{} {} {} 64 {} {}",
+                Escaped(&m),
+                Escaped(&c),
+                Escaped(&o),
+                CACHE_FEATURES[*features],
+                CACHE_POLICIES[*policy]
+            );
+            ("cache", *len, p)
+        }
+        Spec::Era { bs, len } => {
+            let (m, o) = (f.image(1024), f.image(*len));
+            ("era", *len, format!("{} {} {bs}", Escaped(&m), Escaped(&o)))
+        }
+        Spec::Clone { region, args, len } => {
+            let (m, d, src) = (f.image(1024), f.image(*len), f.image(*len));
+            let p = format!(
+                "{} {} {} {region}{}",
+                Escaped(&m),
+                Escaped(&d),
+                Escaped(&src),
+                CLONE_ARGS[*args]
+            );
+            ("clone", *len, p)
         }
         Spec::Dust { off, shift, len } => {
             let p = DustParams {
@@ -604,7 +684,11 @@ proptest! {
     #![proptest_config(config())]
     #[test]
     fn every_target_round_trips_its_table_line(
-        specs in proptest::collection::vec(spec(), 1..4),
+        specs in proptest::collection::vec(spec(), 1..4).prop_filter(
+            "verity makes the table read-only; cache, era and clone need write access",
+            |v| !(v.iter().any(|s| matches!(s, Spec::Verity(_)))
+                && v.iter().any(|s| matches!(s, Spec::Cache { .. } | Spec::Era { .. } | Spec::Clone { .. })))
+        ),
         names in proptest::collection::vec(awkward_name(), 1..6),
         dir_name in awkward_name(),
     ) {
