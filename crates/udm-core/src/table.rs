@@ -116,7 +116,9 @@ impl Table {
     }
 
     /// As `build`, for a mapped device whose targets reach it through `link` (events,
-    /// requeue, published objects).
+    /// requeue, published objects). A failure is logged as the kernel logs it
+    /// (`crate::klog`): constructor errors as `table: 253:N: …` + `ioctl: error adding
+    /// target to table`, queue-limit errors with `core: Cannot calculate initial queue limits`.
     pub fn build_for(
         lines: &[TableLine],
         types: &TargetTypes,
@@ -124,63 +126,94 @@ impl Table {
         read_only: bool,
         link: &DeviceLink,
     ) -> Result<Table, DmError> {
+        let r = Table::build_staged(lines, types, resolver, read_only, link);
+        if let Err((stage, e)) = &r {
+            let msg = match e {
+                DmError::Table { err, .. } => err.msg.clone(),
+                other => other.to_string(),
+            };
+            let table_line = match &link.owner {
+                Some(udm_io::DevId::Num(ma, mi)) => format!("{ma}:{mi}: {msg}"),
+                _ => msg,
+            };
+            crate::klog::err("table", &table_line);
+            match stage {
+                Stage::Construct => crate::klog::err("ioctl", "error adding target to table"),
+                Stage::Limits => {
+                    crate::klog::err("core", "Cannot calculate initial queue limits");
+                    crate::klog::err("ioctl", "unable to set up device queue for new table.");
+                }
+            }
+        }
+        r.map_err(|(_, e)| e)
+    }
+
+    fn build_staged(
+        lines: &[TableLine],
+        types: &TargetTypes,
+        resolver: &dyn Resolver,
+        read_only: bool,
+        link: &DeviceLink,
+    ) -> Result<Table, (Stage, DmError)> {
+        let ctr = |e: DmError| (Stage::Construct, e);
         if lines.is_empty() {
-            return Err(DmError::invalid("table: no targets specified"));
+            return Err(ctr(DmError::invalid("table: no targets specified")));
         }
         let mut devices = Vec::new();
         let mut entries: Vec<Entry> = Vec::new();
+        let mut areas = Vec::new();
         let mut next = Sectors(0);
-        let mut limits = Limits::stacking();
+        // As the kernel's table load: every constructor runs first (dm_table_add_target)...
         for (i, l) in lines.iter().enumerate() {
             let n = i + 1;
             if l.len.0 == 0 {
-                return Err(line_err(n, "zero-length target"));
+                return Err(ctr(line_err(n, "zero-length target")));
             }
             let Some(tt) = types.get(&l.ttype) else {
-                return Err(line_err(n, format!("{}: unknown target type", l.ttype)));
+                return Err(ctr(line_err(
+                    n,
+                    format!("{}: unknown target type", l.ttype),
+                )));
             };
             let f = tt.features();
             if f.singleton && lines.len() > 1 {
-                return Err(line_err(
+                return Err(ctr(line_err(
                     n,
                     format!("target type {} must appear alone in table", l.ttype),
-                ));
+                )));
             }
             if f.always_writeable && read_only {
-                return Err(line_err(
+                return Err(ctr(line_err(
                     n,
                     format!(
                         "target type {} may not be included in a read-only table",
                         l.ttype
                     ),
-                ));
+                )));
             }
             if l.start != next {
-                return Err(line_err(n, format!("{}: Gap in table (-EINVAL)", l.ttype)));
+                return Err(ctr(line_err(
+                    n,
+                    format!("{}: Gap in table (-EINVAL)", l.ttype),
+                )));
             }
             let Some(end) = l.start.checked_add(l.len) else {
-                return Err(line_err(n, "target length overflows"));
+                return Err(ctr(line_err(n, "target length overflows")));
             };
             let args = split_args(&l.params);
             let mut ctx =
                 TargetCtx::new(l.start, l.len, read_only, resolver, &mut devices).with_link(link);
-            let target = tt.construct(&mut ctx, &args).map_err(|e| DmError::Table {
-                line: n,
-                err: TargetError {
-                    msg: format!("{}: {} ({})", l.ttype, e.msg, errno_name(e.errno)),
-                    errno: e.errno,
-                    detail: e.detail,
-                },
+            let target = tt.construct(&mut ctx, &args).map_err(|e| {
+                ctr(DmError::Table {
+                    line: n,
+                    err: TargetError {
+                        msg: format!("{}: {} ({})", l.ttype, e.msg, errno_name(e.errno)),
+                        errno: e.errno,
+                        detail: e.detail,
+                    },
+                })
             })?;
-            // As the kernel's dm_calculate_queue_limits: the target's devices stack into its
-            // own limits, the target adjusts them (io_hints), and those stack into the table's.
-            let mut tl = Limits::stacking();
-            for (h, start, len) in std::mem::take(&mut ctx.areas) {
-                check_area(n, &h, start, len)?;
-                tl.stack(&h.dev.limits());
-            }
-            target.io_hints(&mut tl);
-            limits.stack(&tl);
+            areas.push(std::mem::take(&mut ctx.areas));
             let max_io = target.max_io_len();
             entries.push(Entry {
                 start: l.start,
@@ -193,11 +226,27 @@ impl Table {
             });
             next = end;
         }
+        // ... then dm_calculate_queue_limits: a target's devices stack into its own limits,
+        // the target adjusts them (io_hints), every area it maps must fit and be aligned to
+        // the result, and that stacks into the table's limits.
+        let lim = |e: DmError| (Stage::Limits, e);
+        let mut limits = Limits::stacking();
+        for (i, (e, areas)) in entries.iter().zip(&areas).enumerate() {
+            let mut tl = Limits::stacking();
+            for (h, _, _) in areas {
+                tl.stack(&h.dev.limits());
+            }
+            e.target.io_hints(&mut tl);
+            for (h, start, len) in areas {
+                check_area(i + 1, h, *start, *len, &tl).map_err(lim)?;
+            }
+            limits.stack(&tl);
+        }
         // Every boundary must be aligned to the table's logical block size.
         let lbs = Sectors(limits.logical_block_size as u64 / 512);
         for (i, e) in entries.iter().enumerate() {
             if e.start.0 % lbs.0 != 0 || e.len.0 % lbs.0 != 0 {
-                return Err(line_err(
+                return Err(lim(line_err(
                     i + 1,
                     format!(
                         "table line {} (start sect {} len {}) not aligned to h/w logical block size {}",
@@ -206,7 +255,7 @@ impl Table {
                         e.len,
                         limits.logical_block_size
                     ),
-                ));
+                )));
             }
         }
         Ok(Table {
@@ -260,6 +309,11 @@ impl Table {
 
     fn index_of(&self, sector: Sectors) -> usize {
         self.entries.partition_point(|e| e.start + e.len <= sector)
+    }
+
+    /// The type of the target covering `sector`.
+    pub fn type_at(&self, sector: Sectors) -> Option<String> {
+        (sector < self.size).then(|| self.entries[self.index_of(sector)].type_name.clone())
     }
 
     /// Send a message to the target covering `sector`.
@@ -463,9 +517,24 @@ fn dev_node_name(ma: u32, mi: u32) -> Option<String> {
     })
 }
 
-fn check_area(line: usize, h: &DevHandle, start: Sectors, len: Sectors) -> Result<(), DmError> {
+/// Which step of a table load failed (the kernel logs them differently).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Construct,
+    Limits,
+}
+
+/// The kernel's `device_area_is_invalid`: the area must fit on the device and be aligned to
+/// the target's logical block size (`limits`: the device's, after the target's `io_hints`).
+fn check_area(
+    line: usize,
+    h: &DevHandle,
+    start: Sectors,
+    len: Sectors,
+    limits: &Limits,
+) -> Result<(), DmError> {
     let size = h.dev.size();
-    let lbs = h.dev.limits().logical_block_size as u64 / 512;
+    let lbs = limits.logical_block_size as u64 / 512;
     let end = start.checked_add(len);
     if end.map(|e| e > size).unwrap_or(true) {
         return Err(line_err(

@@ -186,6 +186,11 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
             }
         }
         Request::ListVersions => Reply::Versions(reg.list_versions()),
+        Request::Dmesg { clear } => Reply::Dmesg(if clear {
+            udm_core::klog::take()
+        } else {
+            udm_core::klog::lines()
+        }),
         Request::KeyAdd { ktype, desc, key } => {
             udm_targets::crypt::keyring::add(&ktype, &desc, &key.0).map_err(|e| {
                 DmError::Errno {
@@ -206,6 +211,10 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
             start,
         } => {
             reg.set_geometry(&dev.wire(), cylinders, heads, sectors, start)?;
+            Reply::Ok
+        }
+        Request::SetGeometryText { dev, geometry } => {
+            reg.set_geometry_str(&dev.wire(), &geometry)?;
             Reply::Ok
         }
         Request::DaemonInfo => Reply::Daemon {

@@ -103,6 +103,12 @@ pub enum Request {
         sectors: u32,
         start: u64,
     },
+    /// `SetGeometry` with the four numbers as the user typed them (the daemon parses them
+    /// as the kernel does, and logs why it refuses).
+    SetGeometryText {
+        dev: DevSel,
+        geometry: String,
+    },
     /// Where the daemon exports devices.
     DaemonInfo,
     /// Store a key in the daemon's key store, for crypt tables' `:<size>:<type>:<desc>` keys
@@ -111,6 +117,11 @@ pub enum Request {
         ktype: String,
         desc: String,
         key: SecretBytes,
+    },
+    /// The daemon's kernel-style log (`udm dmesg`); `clear` empties it after reading
+    /// (`dmesg -c`).
+    Dmesg {
+        clear: bool,
     },
 }
 
@@ -152,6 +163,8 @@ pub enum Reply {
     Message(Option<String>),
     /// Devices still present after remove_all.
     Remaining(usize),
+    /// Kernel-style log lines, oldest first.
+    Dmesg(Vec<String>),
     Daemon {
         pid: u32,
         nbd_socket: Option<String>,

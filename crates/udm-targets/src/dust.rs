@@ -118,7 +118,7 @@ fn einval(m: impl Into<String>) -> TargetError {
 impl Dust {
     fn log(&self, quiet_ok: bool, msg: String) {
         if quiet_ok {
-            tracing::info!("dust: {msg}");
+            udm_core::klog::info("dust", &msg);
         }
     }
 
@@ -233,12 +233,12 @@ impl Target for Dust {
                 ))),
                 "disable" => {
                     self.st.lock().fail_read_on_bb = false;
-                    tracing::info!("dust: disabling read failures on bad sectors");
+                    udm_core::klog::info("dust", "disabling read failures on bad sectors");
                     Ok(None)
                 }
                 "enable" => {
                     self.st.lock().fail_read_on_bb = true;
-                    tracing::info!("dust: enabling read failures on bad sectors");
+                    udm_core::klog::info("dust", "enabling read failures on bad sectors");
                     Ok(None)
                 }
                 "countbadblocks" => Ok(Some(format!(

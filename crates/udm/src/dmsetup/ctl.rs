@@ -1,8 +1,8 @@
 //! The daemon connection as libdm's ioctl layer: one call per dm "ioctl", failures printed the
 //! way libdm prints them (`device-mapper: <op> ioctl on <name> <uuid> failed: <strerror>`),
-//! preceded by the daemon's reason in the form the kernel would have logged it.
+//! followed, on a terminal only, by the daemon's reason in the form the kernel logged it.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use udm_core::DM_MAJOR;
 use udm_proto::{Client, ClientError, DevInfo, DevSel, RemoteError, Reply, Request};
@@ -103,17 +103,21 @@ impl Ctl {
     /// Print the failure of `op` on `dev`. `minor` is the device's minor when known (for the
     /// kernel-style `table: 253:N:` reason line).
     pub fn report(&mut self, op: &str, dev: &DevArg, e: &RemoteError, minor: Option<u32>) {
-        if let Some(line) = self.reason_line(dev, e, minor) {
-            eprintln!("{line}");
-        }
         eprintln!(
             "device-mapper: {op} ioctl on {} failed: {}",
             dev.describe(),
             strerror(e.errno)
         );
+        // The kernel's reason goes to its log (`udm dmesg`), never into a script's stderr;
+        // a person at a terminal is spared the trip there.
+        if std::io::stderr().is_terminal() {
+            if let Some(line) = self.reason_line(dev, e, minor) {
+                eprintln!("{line}");
+            }
+        }
     }
 
-    /// The kernel log line udm shows in place of dmesg, if the reason adds anything.
+    /// The kernel log line shown on a terminal, if the reason adds anything.
     fn reason_line(&mut self, dev: &DevArg, e: &RemoteError, minor: Option<u32>) -> Option<String> {
         if e.message.is_empty() || e.message == strerror(e.errno) {
             return None;
