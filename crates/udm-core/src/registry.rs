@@ -298,6 +298,7 @@ impl Registry {
     pub fn resume_with(&self, sel: &DevSel, opts: SuspendOpts) -> Result<DevInfo, DmError> {
         let d = self.get(sel)?;
         let swapped = d.resume_with(opts)?;
+        d.resumed.store(true, SeqCst);
         // The kernel does not bump the event number on a resume (only targets, rename and
         // removal do); frontends still hear about the new table.
         if swapped {

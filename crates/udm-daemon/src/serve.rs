@@ -186,6 +186,10 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
             }
         }
         Request::ListVersions => Reply::Versions(reg.list_versions()),
+        Request::TargetVersion { name } => match reg.target_version(&name) {
+            Some(v) => Reply::Versions(vec![(name, v)]),
+            None => return Err(DmError::invalid(format!("{name}: no such target type"))),
+        },
         Request::Dmesg { clear } => Reply::Dmesg(if clear {
             udm_core::klog::take()
         } else {

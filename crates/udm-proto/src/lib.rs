@@ -91,6 +91,11 @@ pub enum Request {
         noflush: bool,
     },
     ListVersions,
+    /// `DM_GET_TARGET_VERSION`: one type's version, loading its module as the kernel's
+    /// `request_module` does; EINVAL if there is no such type. Replies `Versions` (one entry).
+    TargetVersion {
+        name: String,
+    },
     Message {
         dev: DevSel,
         sector: u64,

@@ -229,10 +229,7 @@ impl Ctx {
         }
         let read_ahead = if rep_uses("read_ahead") {
             if !show::has_disk(info) {
-                eprintln!(
-                    "{}: open failed: No such file or directory",
-                    show::node_path(&info.name)
-                );
+                show::open_failed(info);
             }
             show::read_ahead(self, info)
         } else {

@@ -509,6 +509,7 @@ mod tests {
             inactive_table: false,
             target_count: 1,
             deferred_remove: false,
+            resumed: false,
         }
     }
 
