@@ -204,6 +204,15 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
             })?;
             Reply::Ok
         }
+        Request::KeyRemove { ktype, desc } => {
+            if !udm_targets::crypt::keyring::remove(&ktype, &desc) {
+                return Err(DmError::Errno {
+                    errno: libc::ENOKEY,
+                    msg: format!("no key {ktype}:{desc}"),
+                });
+            }
+            Reply::Ok
+        }
         Request::Message { dev, sector, argv } => {
             Reply::Message(reg.message(&dev.wire(), sector, &argv)?)
         }

@@ -123,6 +123,11 @@ pub enum Request {
         desc: String,
         key: SecretBytes,
     },
+    /// Drop a key from the key store (cryptsetup unlinks a LUKS2 volume key on close).
+    KeyRemove {
+        ktype: String,
+        desc: String,
+    },
     /// The daemon's kernel-style log (`udm dmesg`); `clear` empties it after reading
     /// (`dmesg -c`).
     Dmesg {
