@@ -5,6 +5,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use udm_core::DM_MAJOR;
+use super::mangle::Mode;
 use udm_proto::{Client, ClientError, DevInfo, DevSel, RemoteError, Reply, Request};
 
 /// How a task names its device (what libdm put into the ioctl header).
@@ -58,13 +59,16 @@ pub fn strerror(errno: i32) -> String {
 pub struct Ctl {
     path: PathBuf,
     client: Option<Client>,
+    /// How names and uuids are sent and shown (`--manglename`).
+    pub mangling: Mode,
 }
 
 impl Ctl {
-    pub fn new() -> Ctl {
+    pub fn new(mangling: Mode) -> Ctl {
         Ctl {
             path: udm_proto::default_socket(),
             client: None,
+            mangling,
         }
     }
 
@@ -80,8 +84,18 @@ impl Ctl {
 
     /// Send a request; transport failures end the process (there is nothing to retry).
     pub fn raw(&mut self, req: Request) -> Result<Reply, RemoteError> {
-        match self.client().call(req) {
-            Ok(r) => Ok(r),
+        let mode = self.mangling;
+        match self.client().call(super::mangle::request(req, mode)) {
+            Ok(r) => match super::mangle::reply(r, mode) {
+                Ok(r) => Ok(r),
+                // libdm cannot name the device: the command fails there.
+                Err(msg) => {
+                    let _ = std::io::stdout().flush();
+                    eprintln!("{msg}");
+                    eprintln!("Command failed.");
+                    std::process::exit(1);
+                }
+            },
             Err(ClientError::Remote(e)) => Err(e),
             Err(e) => {
                 let _ = std::io::stdout().flush();

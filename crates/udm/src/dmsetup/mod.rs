@@ -5,6 +5,7 @@ mod args;
 mod ctl;
 mod devcmds;
 mod fields;
+mod mangle;
 mod misc;
 mod report;
 mod select;
@@ -178,8 +179,7 @@ impl Ctx {
     pub fn deptree(&mut self) -> Option<&DepTree> {
         if self.dtree.is_none() {
             let list = self.ctl.list()?;
-            let inactive = self.o.has(O::Inactive);
-            self.dtree = Some(DepTree::build(&mut self.ctl, &list, inactive));
+            self.dtree = Some(DepTree::build(&mut self.ctl, &list));
         }
         self.dtree.as_ref()
     }
@@ -301,9 +301,10 @@ fn run_inner(prog: &str, argv: &[String]) -> i32 {
         }
     };
     let forced_ok = o.has(O::Help) || o.has(O::Version);
+    let mangling = mangle::Mode::from_opt(o.str(O::MangleName));
     let mut ctx = Ctx {
         o,
-        ctl: Ctl::new(),
+        ctl: Ctl::new(mangling),
         report: None,
         report_type: 0,
         dev_name: DevName::DevNo,
