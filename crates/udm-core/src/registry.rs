@@ -218,10 +218,7 @@ impl Registry {
         read_only: bool,
     ) -> Result<DevInfo, DmError> {
         let d = self.get(sel)?;
-        let resolver = RegResolver {
-            reg: self,
-            me: d.minor(),
-        };
+        let resolver = RegResolver { reg: self };
         let weak = Arc::downgrade(&d);
         let events: crate::target::EventTrigger = Arc::new(move || {
             if let Some(d) = weak.upgrade() {
@@ -297,6 +294,14 @@ impl Registry {
     /// Resume; `opts` (noflush) apply to the suspend a table swap on a live device needs.
     pub fn resume_with(&self, sel: &DevSel, opts: SuspendOpts) -> Result<DevInfo, DmError> {
         let d = self.get(sel)?;
+        // The kernel loads a table that maps onto its own device (it holds itself open) and
+        // would then loop on its first I/O; udm loads it too but will not make it live.
+        let me = DevId::Num(DM_MAJOR, d.minor());
+        if d.inactive_table().is_some_and(|t| t.deps().iter().any(|h| h.id == me)) {
+            return Err(DmError::invalid(
+                "table references its own device: refusing to make it live",
+            ));
+        }
         let swapped = d.resume_with(opts)?;
         d.resumed.store(true, SeqCst);
         // The kernel does not bump the event number on a resume (only targets, rename and
@@ -631,11 +636,7 @@ impl Registry {
 
     /// Resolve a device argument as a table would (for tools that open devices directly).
     pub fn resolve(&self, spec: &str, read_only: bool) -> Result<Arc<DevHandle>, TargetError> {
-        RegResolver {
-            reg: self,
-            me: u32::MAX,
-        }
-        .resolve(spec, read_only)
+        RegResolver { reg: self }.resolve(spec, read_only)
     }
 }
 
@@ -662,7 +663,6 @@ impl Drop for OpenGuard {
 
 struct RegResolver<'a> {
     reg: &'a Registry,
-    me: u32,
 }
 
 impl Resolver for RegResolver<'_> {
@@ -686,9 +686,6 @@ impl Resolver for RegResolver<'_> {
                 .reg
                 .get(&sel)
                 .map_err(|_| lookup_failed("no such mapped device".into()))?;
-            if d.minor() == self.me {
-                return Err(TargetError::invalid("table references its own device"));
-            }
             let (dev, guard) = self
                 .reg
                 .open(&sel)

@@ -132,10 +132,7 @@ impl Table {
                 DmError::Table { err, .. } => err.msg.clone(),
                 other => other.to_string(),
             };
-            let table_line = match &link.owner {
-                Some(udm_io::DevId::Num(ma, mi)) => format!("{ma}:{mi}: {msg}"),
-                _ => msg,
-            };
+            let table_line = format!("{}{msg}", owner_prefix(link));
             crate::klog::err("table", &table_line);
             match stage {
                 Stage::Construct => crate::klog::err("ioctl", "error adding target to table"),
@@ -231,32 +228,66 @@ impl Table {
         // the result, and that stacks into the table's limits.
         let lim = |e: DmError| (Stage::Limits, e);
         let mut limits = Limits::stacking();
+        let mut target_lbs = Vec::with_capacity(entries.len());
         for (i, (e, areas)) in entries.iter().zip(&areas).enumerate() {
             let mut tl = Limits::stacking();
-            for (h, _, _) in areas {
-                tl.stack(&h.dev.limits());
+            for (h, start, _) in areas {
+                let dl = h.dev.limits();
+                tl.stack(&dl);
+                // blk_stack_limits: the area's offset within the device's physical blocks
+                // must fall on a logical block of the result, else dm warns (and goes on).
+                let gran = dl.physical_block_size.max(dl.io_min).max(1) as u64;
+                let start_b = start.0 * 512;
+                let alignment = (gran - start_b % gran) % gran;
+                if alignment % (tl.logical_block_size.max(1) as u64) != 0 {
+                    crate::klog::warn(
+                        "table",
+                        &format!(
+                            "{}adding target device {} caused an alignment inconsistency: \
+                             physical_block_size={}, logical_block_size={}, \
+                             alignment_offset=0, start={start_b}",
+                            owner_prefix(link),
+                            kname(h),
+                            dl.physical_block_size,
+                            dl.logical_block_size
+                        ),
+                    );
+                }
             }
+            target_lbs.push(tl.logical_block_size);
             e.target.io_hints(&mut tl);
             for (h, start, len) in areas {
                 check_area(i + 1, h, *start, *len, &tl).map_err(lim)?;
             }
             limits.stack(&tl);
         }
-        // Every boundary must be aligned to the table's logical block size.
-        let lbs = Sectors(limits.logical_block_size as u64 / 512);
-        for (i, e) in entries.iter().enumerate() {
-            if e.start.0 % lbs.0 != 0 || e.len.0 % lbs.0 != 0 {
-                return Err(lim(line_err(
-                    i + 1,
-                    format!(
-                        "table line {} (start sect {} len {}) not aligned to h/w logical block size {}",
-                        i,
-                        e.start,
-                        e.len,
-                        limits.logical_block_size
-                    ),
-                )));
+        // validate_hardware_logical_block_alignment: walking the targets, the sectors left
+        // to fill the table's current logical block must fit the next target's own block size.
+        let dev_lbs = (limits.logical_block_size as u64 / 512).max(1);
+        let (mut pos, mut remaining) = (0u64, 0u64);
+        let mut bad = None;
+        for (i, (e, t_lbs)) in entries.iter().zip(&target_lbs).enumerate() {
+            let t_lbs = (*t_lbs as u64 / 512).max(1);
+            if remaining < e.len.0 && remaining % t_lbs != 0 {
+                bad = Some(i);
+                break;
             }
+            pos = (pos + e.len.0) % dev_lbs;
+            remaining = if pos == 0 { 0 } else { dev_lbs - pos };
+        }
+        if remaining != 0 {
+            let i = bad.unwrap_or(entries.len() - 1);
+            let e = &entries[i];
+            return Err(lim(line_err(
+                i + 1,
+                format!(
+                    "table line {} (start sect {} len {}) not aligned to h/w logical block size {}",
+                    bad.unwrap_or(entries.len()),
+                    e.start,
+                    e.len,
+                    limits.logical_block_size
+                ),
+            )));
         }
         Ok(Table {
             entries,
@@ -515,6 +546,14 @@ fn dev_node_name(ma: u32, mi: u32) -> Option<String> {
         (m.file_type().is_block_device() && libc::major(r) == ma && libc::minor(r) == mi)
             .then(|| e.file_name().to_string_lossy().into_owned())
     })
+}
+
+/// `dm_device_name` as the kernel's table messages start: `253:N: `.
+fn owner_prefix(link: &DeviceLink) -> String {
+    match &link.owner {
+        Some(udm_io::DevId::Num(ma, mi)) => format!("{ma}:{mi}: "),
+        _ => String::new(),
+    }
 }
 
 /// Which step of a table load failed (the kernel logs them differently).

@@ -469,6 +469,10 @@ fn render(s: &Spec, f: &mut Files<'_>) -> (&'static str, u64, String) {
             ss4k,
             len,
         } => {
+            // The device area must be aligned to the target's sector size (as the kernel's
+            // device_area_is_invalid checks after io_hints).
+            let off = if *ss4k { off / 8 * 8 } else { *off };
+            let off = &off;
             let dev = f.image(off + len);
             let feats = Features {
                 allow_discards: flags[0],
@@ -549,7 +553,10 @@ fn printed(reg: &udm_core::Registry, name: &str) -> (Vec<String>, String) {
 
 #[test]
 fn the_generator_covers_every_registered_target() {
-    let registered: BTreeSet<String> = udm_targets::builtin()
+    // Every module, loaded or not (the registry lists only loaded ones, as the kernel).
+    let types = udm_targets::builtin();
+    types.load_all();
+    let registered: BTreeSet<String> = types
         .list()
         .into_iter()
         .map(|(n, _)| n)

@@ -187,3 +187,22 @@ fn crypt_area_must_be_aligned_to_its_sector_size() {
         &format!("0 8 crypt aes-xts-plain64 {key} 0 {} 8 1 sector_size:4096", p(&img)),
     );
 }
+
+#[test]
+fn self_referencing_table_loads_but_never_goes_live() {
+    let d = Daemon::start(&bin());
+    d.create("ro", "0 8 zero");
+    // As the kernel: the load succeeds and the inactive table holds the device open.
+    let o = udm(&d, &["load", "ro", "--table", "0 8 linear 253:0 0"]);
+    assert!(o.status.success(), "{o:?}");
+    let info = text(&udm(&d, &["info", "ro"]).stdout);
+    assert!(info.contains("Tables present:    LIVE & INACTIVE"), "{info}");
+    assert!(info.contains("Open count:        1"), "{info}");
+    // Its first I/O would loop forever: udm refuses to make it live.
+    let o = udm(&d, &["resume", "ro"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(udm(&d, &["clear", "ro"]).status.success());
+    let info = text(&udm(&d, &["info", "ro"]).stdout);
+    assert!(info.contains("Open count:        0"), "{info}");
+    assert!(udm(&d, &["remove", "ro"]).status.success());
+}
