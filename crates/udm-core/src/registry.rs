@@ -538,7 +538,10 @@ impl Registry {
                 Some(ty) if e.msg != crate::target::NO_MESSAGES && sector < t.size().0 => ty,
                 _ => "ioctl".to_string(),
             };
-            klog::err(&prefix, &e.msg);
+            // An empty message: the target refused without a word (as kernel targets do).
+            if !e.msg.is_empty() {
+                klog::err(&prefix, &e.msg);
+            }
             DmError::Errno {
                 errno: e.errno,
                 msg: e.msg,
