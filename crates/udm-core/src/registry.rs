@@ -1,9 +1,9 @@
 //! `Registry`: the control plane — every mapped device by name/uuid/minor and the dm ioctl set
 //! (create, load, clear, suspend, resume, remove, rename, info, deps, status, message, wait …).
 
-use crate::klog;
 use crate::device::{DevInfo, DmBlockDevice, Geometry, MappedDevice, SuspendOpts};
 use crate::error::DmError;
+use crate::klog;
 use crate::lookup::Published;
 use crate::resolve::{parse_devno, DevHandle, FileCache, Resolver};
 use crate::table::{Table, TableLine};
@@ -297,7 +297,9 @@ impl Registry {
         // The kernel loads a table that maps onto its own device (it holds itself open) and
         // would then loop on its first I/O; udm loads it too but will not make it live.
         let me = DevId::Num(DM_MAJOR, d.minor());
-        if d.inactive_table().is_some_and(|t| t.deps().iter().any(|h| h.id == me)) {
+        if d.inactive_table()
+            .is_some_and(|t| t.deps().iter().any(|h| h.id == me))
+        {
             return Err(DmError::invalid(
                 "table references its own device: refusing to make it live",
             ));

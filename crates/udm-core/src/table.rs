@@ -239,7 +239,7 @@ impl Table {
                 let gran = dl.physical_block_size.max(dl.io_min).max(1) as u64;
                 let start_b = start.0 * 512;
                 let alignment = (gran - start_b % gran) % gran;
-                if alignment % (tl.logical_block_size.max(1) as u64) != 0 {
+                if !alignment.is_multiple_of(tl.logical_block_size.max(1) as u64) {
                     crate::klog::warn(
                         "table",
                         &format!(
@@ -268,7 +268,7 @@ impl Table {
         let mut bad = None;
         for (i, (e, t_lbs)) in entries.iter().zip(&target_lbs).enumerate() {
             let t_lbs = (*t_lbs as u64 / 512).max(1);
-            if remaining < e.len.0 && remaining % t_lbs != 0 {
+            if remaining < e.len.0 && !remaining.is_multiple_of(t_lbs) {
                 bad = Some(i);
                 break;
             }

@@ -119,7 +119,8 @@ impl Udm {
             .map(|l| format!("{}\n", l.strip_prefix("device-mapper: ").unwrap_or(l)))
             .collect();
         let log = self.subst(&log);
-        self.recs.push((name.to_string(), Rec { rc, out, log, err }));
+        self.recs
+            .push((name.to_string(), Rec { rc, out, log, err }));
     }
     fn rec_res(&mut self, name: &str, r: Result<String, DmError>) {
         match r {

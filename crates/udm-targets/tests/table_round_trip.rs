@@ -556,11 +556,7 @@ fn the_generator_covers_every_registered_target() {
     // Every module, loaded or not (the registry lists only loaded ones, as the kernel).
     let types = udm_targets::builtin();
     types.load_all();
-    let registered: BTreeSet<String> = types
-        .list()
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let registered: BTreeSet<String> = types.list().into_iter().map(|(n, _)| n).collect();
     let covered: BTreeSet<String> = COVERED.iter().map(|s| s.to_string()).collect();
     assert_eq!(registered, covered);
 }

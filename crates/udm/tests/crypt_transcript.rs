@@ -153,7 +153,9 @@ fn udm_dmesg(env: &Env, args: &[&str]) -> String {
 fn dm_lines(log: &str) -> String {
     log.lines()
         .filter(|l| l.starts_with("device-mapper: "))
-        .filter(|l| !(l.starts_with("device-mapper: verity: ") && l.contains(" using implementation \"")))
+        .filter(|l| {
+            !(l.starts_with("device-mapper: verity: ") && l.contains(" using implementation \""))
+        })
         .map(|l| format!("{l}\n"))
         .collect()
 }

@@ -359,7 +359,8 @@ fn kernel_transcript() {
         match case {
             "setup_loop4k" => {
                 let img = udm_testkit::image(env.dir.path(), "l4k.img", 16 << 20);
-                loop4k = udm_testkit::loopdev::LoopDev::attach_with(&img, &["--sector-size", "4096"]);
+                loop4k =
+                    udm_testkit::loopdev::LoopDev::attach_with(&img, &["--sector-size", "4096"]);
                 assert!(loop4k.is_some(), "no 4096-byte-sector loop device");
                 continue;
             }

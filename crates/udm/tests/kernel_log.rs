@@ -47,7 +47,12 @@ fn table_failure_reason_goes_to_the_log_not_stderr() {
     dmesg(&d, &["-C"]);
     let o = udm(
         &d,
-        &["create", "v", "--table", &format!("0 8 linear {} 0 0", p(&img))],
+        &[
+            "create",
+            "v",
+            "--table",
+            &format!("0 8 linear {} 0 0", p(&img)),
+        ],
     );
     assert_eq!(o.status.code(), Some(1));
     // As dmsetup's stderr when it is not a terminal: libdm's lines only.
@@ -62,7 +67,10 @@ fn table_failure_reason_goes_to_the_log_not_stderr() {
         lines[0],
         "device-mapper: table: 253:0: linear: Invalid argument count (-EINVAL)"
     );
-    assert_eq!(lines[1], "device-mapper: ioctl: error adding target to table");
+    assert_eq!(
+        lines[1],
+        "device-mapper: ioctl: error adding target to table"
+    );
     // The daemon logs the same lines.
     assert!(d.log().contains("linear: Invalid argument count (-EINVAL)"));
     // -c prints and clears; -C only clears.
@@ -184,7 +192,10 @@ fn crypt_area_must_be_aligned_to_its_sector_size() {
     // The same table at an aligned offset loads.
     d.create(
         "c",
-        &format!("0 8 crypt aes-xts-plain64 {key} 0 {} 8 1 sector_size:4096", p(&img)),
+        &format!(
+            "0 8 crypt aes-xts-plain64 {key} 0 {} 8 1 sector_size:4096",
+            p(&img)
+        ),
     );
 }
 
@@ -196,7 +207,10 @@ fn self_referencing_table_loads_but_never_goes_live() {
     let o = udm(&d, &["load", "ro", "--table", "0 8 linear 253:0 0"]);
     assert!(o.status.success(), "{o:?}");
     let info = text(&udm(&d, &["info", "ro"]).stdout);
-    assert!(info.contains("Tables present:    LIVE & INACTIVE"), "{info}");
+    assert!(
+        info.contains("Tables present:    LIVE & INACTIVE"),
+        "{info}"
+    );
     assert!(info.contains("Open count:        1"), "{info}");
     // Its first I/O would loop forever: udm refuses to make it live.
     let o = udm(&d, &["resume", "ro"]);

@@ -50,8 +50,17 @@ fn status_names_loop_devices_and_their_files() {
         &d,
         "cryptsetup",
         &[
-            "open", "--type", "plain", "--cipher", "aes-xts-plain64", "--key-size", "256",
-            "--key-file", &p(&key), l0.path(), "pl",
+            "open",
+            "--type",
+            "plain",
+            "--cipher",
+            "aes-xts-plain64",
+            "--key-size",
+            "256",
+            "--key-file",
+            &p(&key),
+            l0.path(),
+            "pl",
         ],
     ));
     let st = ok(tool(&d, "cryptsetup", &["status", "pl"]));

@@ -144,7 +144,10 @@ impl Inner {
                 ),
             );
             if n == MAX_CORRUPTED_ERRS {
-                udm_core::klog::err("verity", &format!("{}: reached maximum errors", self.data.id));
+                udm_core::klog::err(
+                    "verity",
+                    &format!("{}: reached maximum errors", self.data.id),
+                );
             }
         }
         match self.params.mode {

@@ -2,10 +2,10 @@
 //! way libdm prints them (`device-mapper: <op> ioctl on <name> <uuid> failed: <strerror>`),
 //! followed, on a terminal only, by the daemon's reason in the form the kernel logged it.
 
+use super::mangle::Mode;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use udm_core::DM_MAJOR;
-use super::mangle::Mode;
 use udm_proto::{Client, ClientError, DevInfo, DevSel, RemoteError, Reply, Request};
 
 /// How a task names its device (what libdm put into the ioctl header).

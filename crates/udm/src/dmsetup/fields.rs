@@ -755,6 +755,11 @@ impl Obj for InfoObj<'_> {
     }
 }
 
+/// A name or uuid with any `\xNN` sequences decoded.
+fn unmangled(s: &str) -> String {
+    mangle::unmangle(s, "name", mangle::Mode::Hex).unwrap_or_else(|_| s.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -778,9 +783,4 @@ mod tests {
         assert_eq!(SplitName::new("c", "a-b").vg, "");
         assert_eq!(SplitName::for_device("LVM-abc", "vg-lv").lv, "lv");
     }
-}
-
-/// A name or uuid with any `\xNN` sequences decoded.
-fn unmangled(s: &str) -> String {
-    mangle::unmangle(s, "name", mangle::Mode::Hex).unwrap_or_else(|_| s.to_string())
 }

@@ -99,13 +99,7 @@ impl DepTree {
         self.link(parent, child);
     }
 
-    fn add_dm(
-        &mut self,
-        ctl: &mut Ctl,
-        devs: &[DevInfo],
-        parent: usize,
-        d: &DevInfo,
-    ) {
+    fn add_dm(&mut self, ctl: &mut Ctl, devs: &[DevInfo], parent: usize, d: &DevInfo) {
         let key = format!("{}:{}", d.major, d.minor);
         if let Some(n) = self.find(&key) {
             self.link_tree(parent, n);
