@@ -220,3 +220,31 @@ fn self_referencing_table_loads_but_never_goes_live() {
     assert!(info.contains("Open count:        0"), "{info}");
     assert!(udm(&d, &["remove", "ro"]).status.success());
 }
+
+#[test]
+fn on_a_terminal_the_reason_follows_dmsetups_lines() {
+    if !udm_testkit::require_tool("script") {
+        return;
+    }
+    let d = Daemon::start(&bin());
+    let img = disk(&d);
+    // `script` gives the command a terminal; its output is what the terminal showed.
+    let cmd = format!(
+        "{} create v --table '0 8 linear {} 0 0'",
+        bin().display(),
+        p(&img)
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("UDM_SOCKET", &d.socket)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert_eq!(
+        text(&o.stdout).replace("\r\n", "\n"),
+        "device-mapper: reload ioctl on v (253:0) failed: Invalid argument\n\
+         Command failed.\n\
+         device-mapper: table: 253:0: linear: Invalid argument count (-EINVAL)\n"
+    );
+}

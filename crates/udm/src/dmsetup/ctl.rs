@@ -61,6 +61,8 @@ pub struct Ctl {
     client: Option<Client>,
     /// How names and uuids are sent and shown (`--manglename`).
     pub mangling: Mode,
+    /// Kernel-style reasons for failures, shown after dmsetup's own lines on a terminal.
+    reasons: Vec<String>,
 }
 
 impl Ctl {
@@ -69,6 +71,14 @@ impl Ctl {
             path: udm_proto::default_socket(),
             client: None,
             mangling,
+            reasons: Vec::new(),
+        }
+    }
+
+    /// Print the reasons gathered so far (only ever gathered when stderr is a terminal).
+    pub fn flush_reasons(&mut self) {
+        for r in std::mem::take(&mut self.reasons) {
+            eprintln!("{r}");
         }
     }
 
@@ -126,7 +136,7 @@ impl Ctl {
         // a person at a terminal is spared the trip there.
         if std::io::stderr().is_terminal() {
             if let Some(line) = self.reason_line(dev, e, minor) {
-                eprintln!("{line}");
+                self.reasons.push(line);
             }
         }
     }

@@ -583,8 +583,10 @@ fn perform(ctx: &mut Ctx, cmd: &Cmd, args: &[String], multiple: bool) -> bool {
         let rest = if i < args.len() { &args[i..] } else { &[][..] };
         if !(cmd.f)(ctx, cmd, rest, None, multiple) {
             eprintln!("Command failed.");
+            ctx.ctl.flush_reasons();
             return false;
         }
+        ctx.ctl.flush_reasons();
         i += 1;
         if !(cmd.repeatable != 0 && args.len() > i) {
             return true;
