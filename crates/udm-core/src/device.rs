@@ -30,6 +30,9 @@ pub struct DevInfo {
     pub inactive_table: bool,
     pub target_count: u32,
     pub deferred_remove: bool,
+    /// Resumed at least once: libdm has made its `/dev/mapper` node (opening it gives ENXIO
+    /// while there is no table, ENOENT before).
+    pub resumed: bool,
 }
 
 struct Held {
@@ -111,6 +114,8 @@ pub struct MappedDevice {
     event_cv: Condvar,
     open_count: AtomicI32,
     pub(crate) deferred_remove: AtomicBool,
+    /// Set by the first resume (see `DevInfo::resumed`).
+    pub(crate) resumed: AtomicBool,
     pub(crate) removed: AtomicBool,
     read_only: AtomicBool,
     /// Serialises suspend/resume/load on this device.
@@ -147,6 +152,7 @@ impl MappedDevice {
             event_cv: Condvar::new(),
             open_count: AtomicI32::new(0),
             deferred_remove: AtomicBool::new(false),
+            resumed: AtomicBool::new(false),
             removed: AtomicBool::new(false),
             read_only: AtomicBool::new(false),
             control: Mutex::new(()),
@@ -223,6 +229,7 @@ impl MappedDevice {
             inactive_table: inactive.is_some(),
             target_count: shown.map(|t| t.num_targets() as u32).unwrap_or(0),
             deferred_remove: self.deferred_remove.load(SeqCst),
+            resumed: self.resumed.load(SeqCst),
         }
     }
 

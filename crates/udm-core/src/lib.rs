@@ -6,6 +6,7 @@ pub mod clock;
 pub mod copier;
 pub mod device;
 pub mod error;
+pub mod klog;
 pub mod lookup;
 pub mod registry;
 pub mod resolve;

@@ -3,6 +3,7 @@
 
 use crate::device::{DevInfo, DmBlockDevice, Geometry, MappedDevice, SuspendOpts};
 use crate::error::DmError;
+use crate::klog;
 use crate::lookup::Published;
 use crate::resolve::{parse_devno, DevHandle, FileCache, Resolver};
 use crate::table::{Table, TableLine};
@@ -89,6 +90,12 @@ struct Inner {
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
+}
+
+/// Log an ioctl refusal the kernel logs (`device-mapper: ioctl: <msg>`), and return it.
+fn logged(e: DmError) -> DmError {
+    klog::err("ioctl", &e.to_string());
+    e
 }
 
 /// How long `remove` waits for opens that are being released before it says EBUSY.
@@ -211,10 +218,7 @@ impl Registry {
         read_only: bool,
     ) -> Result<DevInfo, DmError> {
         let d = self.get(sel)?;
-        let resolver = RegResolver {
-            reg: self,
-            me: d.minor(),
-        };
+        let resolver = RegResolver { reg: self };
         let weak = Arc::downgrade(&d);
         let events: crate::target::EventTrigger = Arc::new(move || {
             if let Some(d) = weak.upgrade() {
@@ -241,9 +245,9 @@ impl Registry {
                     .unwrap_or(false)
                     && t.target_types() != old
                 {
-                    return Err(DmError::invalid(format!(
+                    return Err(logged(DmError::invalid(format!(
                         "can't replace immutable target type {ty}"
-                    )));
+                    ))));
                 }
             }
         }
@@ -290,7 +294,18 @@ impl Registry {
     /// Resume; `opts` (noflush) apply to the suspend a table swap on a live device needs.
     pub fn resume_with(&self, sel: &DevSel, opts: SuspendOpts) -> Result<DevInfo, DmError> {
         let d = self.get(sel)?;
+        // The kernel loads a table that maps onto its own device (it holds itself open) and
+        // would then loop on its first I/O; udm loads it too but will not make it live.
+        let me = DevId::Num(DM_MAJOR, d.minor());
+        if d.inactive_table()
+            .is_some_and(|t| t.deps().iter().any(|h| h.id == me))
+        {
+            return Err(DmError::invalid(
+                "table references its own device: refusing to make it live",
+            ));
+        }
         let swapped = d.resume_with(opts)?;
+        d.resumed.store(true, SeqCst);
         // The kernel does not bump the event number on a resume (only targets, rename and
         // removal do); frontends still hear about the new table.
         if swapped {
@@ -350,6 +365,12 @@ impl Registry {
             }
         }
         self.inner.global_event.fetch_add(1, SeqCst);
+        if !left.is_empty() {
+            klog::err(
+                "ioctl",
+                &format!("remove_all left {} open device(s)", left.len()),
+            );
+        }
         left.len()
     }
 
@@ -364,14 +385,21 @@ impl Registry {
     /// Rename a device.
     pub fn rename(&self, sel: &DevSel, new: &str) -> Result<DevInfo, DmError> {
         check_name(new)?;
-        let d = self.get(sel)?;
+        let d = self.get(sel).inspect_err(|_| {
+            if let DevSel::Name(old) = sel {
+                klog::err(
+                    "ioctl",
+                    &format!("Unable to rename non-existent device, {old} to {new}"),
+                );
+            }
+        })?;
         let _ns = self.inner.ns.lock();
         let mut g = self.inner.devices.write();
         let old = d.name();
         if g.contains_key(new) {
-            return Err(DmError::Busy(format!(
+            return Err(logged(DmError::Busy(format!(
                 "Unable to change name on mapped device {old} to one that already exists: {new}"
-            )));
+            ))));
         }
         g.remove(&old);
         *d.name.lock() = new.to_string();
@@ -395,15 +423,15 @@ impl Registry {
         let _ns = self.inner.ns.lock();
         let name = d.name();
         if self.inner.devices.read().values().any(|o| o.uuid() == uuid) {
-            return Err(DmError::Busy(format!(
+            return Err(logged(DmError::Busy(format!(
                 "Unable to change uuid on mapped device {name} to one that already exists: {uuid}"
-            )));
+            ))));
         }
         let old = d.uuid();
         if !old.is_empty() {
-            return Err(DmError::invalid(format!(
+            return Err(logged(DmError::invalid(format!(
                 "Unable to change uuid of mapped device {name} to {uuid} because uuid is already set to {old}"
-            )));
+            ))));
         }
         *d.uuid.lock() = uuid.to_string();
         d.raise_event();
@@ -499,16 +527,28 @@ impl Registry {
             return d.stats().message(size, argv).map(Some);
         }
         let Some(t) = d.live_table() else {
-            return Err(DmError::invalid("Target message sector outside device."));
+            return Err(logged(DmError::invalid(
+                "Target message sector outside device.",
+            )));
         };
         if argv.is_empty() {
-            return Err(DmError::invalid("Empty message received."));
+            return Err(logged(DmError::invalid("Empty message received.")));
         }
-        t.message(Sectors(sector), argv)
-            .map_err(|e| DmError::Errno {
+        t.message(Sectors(sector), argv).map_err(|e| {
+            // The core's own refusals come from dm-ioctl; a target's from the target.
+            let prefix = match t.type_at(Sectors(sector)) {
+                Some(ty) if e.msg != crate::target::NO_MESSAGES && sector < t.size().0 => ty,
+                _ => "ioctl".to_string(),
+            };
+            // An empty message: the target refused without a word (as kernel targets do).
+            if !e.msg.is_empty() {
+                klog::err(&prefix, &e.msg);
+            }
+            DmError::Errno {
                 errno: e.errno,
                 msg: e.msg,
-            })
+            }
+        })
     }
 
     /// Registered target types, newest first (modules not loaded yet are not listed).
@@ -544,6 +584,25 @@ impl Registry {
         Ok(d.info(false))
     }
 
+    /// `DM_DEV_SET_GEO` with the geometry as text (`"<cyl> <heads> <sectors> <start>"`),
+    /// parsed as the kernel parses it (`%lu` each: blanks, an optional `+`, digits).
+    pub fn set_geometry_str(&self, sel: &DevSel, text: &str) -> Result<(), DmError> {
+        let num = |w: &str| -> Option<u64> {
+            let w = w.strip_prefix('+').unwrap_or(w);
+            (!w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| w.parse().ok())
+                .flatten()
+        };
+        let v: Vec<Option<u64>> = text.split_ascii_whitespace().take(4).map(num).collect();
+        let [Some(c), Some(h), Some(s), Some(start)] = v[..] else {
+            return Err(logged(DmError::invalid(
+                "Unable to interpret geometry settings.",
+            )));
+        };
+        let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        self.set_geometry(sel, clamp(c), clamp(h), clamp(s), start)
+    }
+
     pub fn set_geometry(
         &self,
         sel: &DevSel,
@@ -553,7 +612,7 @@ impl Registry {
         start: u64,
     ) -> Result<(), DmError> {
         if c > 65535 || h > 255 || s > 255 {
-            return Err(DmError::invalid("Geometry exceeds range limits."));
+            return Err(logged(DmError::invalid("Geometry exceeds range limits.")));
         }
         let d = self.get(sel)?;
         *d.geometry.lock() = Some(Geometry {
@@ -582,11 +641,7 @@ impl Registry {
 
     /// Resolve a device argument as a table would (for tools that open devices directly).
     pub fn resolve(&self, spec: &str, read_only: bool) -> Result<Arc<DevHandle>, TargetError> {
-        RegResolver {
-            reg: self,
-            me: u32::MAX,
-        }
-        .resolve(spec, read_only)
+        RegResolver { reg: self }.resolve(spec, read_only)
     }
 }
 
@@ -613,7 +668,6 @@ impl Drop for OpenGuard {
 
 struct RegResolver<'a> {
     reg: &'a Registry,
-    me: u32,
 }
 
 impl Resolver for RegResolver<'_> {
@@ -637,9 +691,6 @@ impl Resolver for RegResolver<'_> {
                 .reg
                 .get(&sel)
                 .map_err(|_| lookup_failed("no such mapped device".into()))?;
-            if d.minor() == self.me {
-                return Err(TargetError::invalid("table references its own device"));
-            }
             let (dev, guard) = self
                 .reg
                 .open(&sel)

@@ -116,7 +116,9 @@ impl Table {
     }
 
     /// As `build`, for a mapped device whose targets reach it through `link` (events,
-    /// requeue, published objects).
+    /// requeue, published objects). A failure is logged as the kernel logs it
+    /// (`crate::klog`): constructor errors as `table: 253:N: …` + `ioctl: error adding
+    /// target to table`, queue-limit errors with `core: Cannot calculate initial queue limits`.
     pub fn build_for(
         lines: &[TableLine],
         types: &TargetTypes,
@@ -124,63 +126,91 @@ impl Table {
         read_only: bool,
         link: &DeviceLink,
     ) -> Result<Table, DmError> {
+        let r = Table::build_staged(lines, types, resolver, read_only, link);
+        if let Err((stage, e)) = &r {
+            let msg = match e {
+                DmError::Table { err, .. } => err.msg.clone(),
+                other => other.to_string(),
+            };
+            let table_line = format!("{}{msg}", owner_prefix(link));
+            crate::klog::err("table", &table_line);
+            match stage {
+                Stage::Construct => crate::klog::err("ioctl", "error adding target to table"),
+                Stage::Limits => {
+                    crate::klog::err("core", "Cannot calculate initial queue limits");
+                    crate::klog::err("ioctl", "unable to set up device queue for new table.");
+                }
+            }
+        }
+        r.map_err(|(_, e)| e)
+    }
+
+    fn build_staged(
+        lines: &[TableLine],
+        types: &TargetTypes,
+        resolver: &dyn Resolver,
+        read_only: bool,
+        link: &DeviceLink,
+    ) -> Result<Table, (Stage, DmError)> {
+        let ctr = |e: DmError| (Stage::Construct, e);
         if lines.is_empty() {
-            return Err(DmError::invalid("table: no targets specified"));
+            return Err(ctr(DmError::invalid("table: no targets specified")));
         }
         let mut devices = Vec::new();
         let mut entries: Vec<Entry> = Vec::new();
+        let mut areas = Vec::new();
         let mut next = Sectors(0);
-        let mut limits = Limits::stacking();
+        // As the kernel's table load: every constructor runs first (dm_table_add_target)...
         for (i, l) in lines.iter().enumerate() {
             let n = i + 1;
             if l.len.0 == 0 {
-                return Err(line_err(n, "zero-length target"));
+                return Err(ctr(line_err(n, "zero-length target")));
             }
             let Some(tt) = types.get(&l.ttype) else {
-                return Err(line_err(n, format!("{}: unknown target type", l.ttype)));
+                return Err(ctr(line_err(
+                    n,
+                    format!("{}: unknown target type", l.ttype),
+                )));
             };
             let f = tt.features();
             if f.singleton && lines.len() > 1 {
-                return Err(line_err(
+                return Err(ctr(line_err(
                     n,
                     format!("target type {} must appear alone in table", l.ttype),
-                ));
+                )));
             }
             if f.always_writeable && read_only {
-                return Err(line_err(
+                return Err(ctr(line_err(
                     n,
                     format!(
                         "target type {} may not be included in a read-only table",
                         l.ttype
                     ),
-                ));
+                )));
             }
             if l.start != next {
-                return Err(line_err(n, format!("{}: Gap in table (-EINVAL)", l.ttype)));
+                return Err(ctr(line_err(
+                    n,
+                    format!("{}: Gap in table (-EINVAL)", l.ttype),
+                )));
             }
             let Some(end) = l.start.checked_add(l.len) else {
-                return Err(line_err(n, "target length overflows"));
+                return Err(ctr(line_err(n, "target length overflows")));
             };
             let args = split_args(&l.params);
             let mut ctx =
                 TargetCtx::new(l.start, l.len, read_only, resolver, &mut devices).with_link(link);
-            let target = tt.construct(&mut ctx, &args).map_err(|e| DmError::Table {
-                line: n,
-                err: TargetError {
-                    msg: format!("{}: {} ({})", l.ttype, e.msg, errno_name(e.errno)),
-                    errno: e.errno,
-                    detail: e.detail,
-                },
+            let target = tt.construct(&mut ctx, &args).map_err(|e| {
+                ctr(DmError::Table {
+                    line: n,
+                    err: TargetError {
+                        msg: format!("{}: {} ({})", l.ttype, e.msg, errno_name(e.errno)),
+                        errno: e.errno,
+                        detail: e.detail,
+                    },
+                })
             })?;
-            // As the kernel's dm_calculate_queue_limits: the target's devices stack into its
-            // own limits, the target adjusts them (io_hints), and those stack into the table's.
-            let mut tl = Limits::stacking();
-            for (h, start, len) in std::mem::take(&mut ctx.areas) {
-                check_area(n, &h, start, len)?;
-                tl.stack(&h.dev.limits());
-            }
-            target.io_hints(&mut tl);
-            limits.stack(&tl);
+            areas.push(std::mem::take(&mut ctx.areas));
             let max_io = target.max_io_len();
             entries.push(Entry {
                 start: l.start,
@@ -193,21 +223,71 @@ impl Table {
             });
             next = end;
         }
-        // Every boundary must be aligned to the table's logical block size.
-        let lbs = Sectors(limits.logical_block_size as u64 / 512);
-        for (i, e) in entries.iter().enumerate() {
-            if e.start.0 % lbs.0 != 0 || e.len.0 % lbs.0 != 0 {
-                return Err(line_err(
-                    i + 1,
-                    format!(
-                        "table line {} (start sect {} len {}) not aligned to h/w logical block size {}",
-                        i,
-                        e.start,
-                        e.len,
-                        limits.logical_block_size
-                    ),
-                ));
+        // ... then dm_calculate_queue_limits: a target's devices stack into its own limits,
+        // the target adjusts them (io_hints), every area it maps must fit and be aligned to
+        // the result, and that stacks into the table's limits.
+        let lim = |e: DmError| (Stage::Limits, e);
+        let mut limits = Limits::stacking();
+        let mut target_lbs = Vec::with_capacity(entries.len());
+        for (i, (e, areas)) in entries.iter().zip(&areas).enumerate() {
+            let mut tl = Limits::stacking();
+            for (h, start, _) in areas {
+                let dl = h.dev.limits();
+                tl.stack(&dl);
+                // blk_stack_limits: the area's offset within the device's physical blocks
+                // must fall on a logical block of the result, else dm warns (and goes on).
+                let gran = dl.physical_block_size.max(dl.io_min).max(1) as u64;
+                let start_b = start.0 * 512;
+                let alignment = (gran - start_b % gran) % gran;
+                if !alignment.is_multiple_of(tl.logical_block_size.max(1) as u64) {
+                    crate::klog::warn(
+                        "table",
+                        &format!(
+                            "{}adding target device {} caused an alignment inconsistency: \
+                             physical_block_size={}, logical_block_size={}, \
+                             alignment_offset=0, start={start_b}",
+                            owner_prefix(link),
+                            kname(h),
+                            dl.physical_block_size,
+                            dl.logical_block_size
+                        ),
+                    );
+                }
             }
+            target_lbs.push(tl.logical_block_size);
+            e.target.io_hints(&mut tl);
+            for (h, start, len) in areas {
+                check_area(i + 1, h, *start, *len, &tl).map_err(lim)?;
+            }
+            limits.stack(&tl);
+        }
+        // validate_hardware_logical_block_alignment: walking the targets, the sectors left
+        // to fill the table's current logical block must fit the next target's own block size.
+        let dev_lbs = (limits.logical_block_size as u64 / 512).max(1);
+        let (mut pos, mut remaining) = (0u64, 0u64);
+        let mut bad = None;
+        for (i, (e, t_lbs)) in entries.iter().zip(&target_lbs).enumerate() {
+            let t_lbs = (*t_lbs as u64 / 512).max(1);
+            if remaining < e.len.0 && !remaining.is_multiple_of(t_lbs) {
+                bad = Some(i);
+                break;
+            }
+            pos = (pos + e.len.0) % dev_lbs;
+            remaining = if pos == 0 { 0 } else { dev_lbs - pos };
+        }
+        if remaining != 0 {
+            let i = bad.unwrap_or(entries.len() - 1);
+            let e = &entries[i];
+            return Err(lim(line_err(
+                i + 1,
+                format!(
+                    "table line {} (start sect {} len {}) not aligned to h/w logical block size {}",
+                    bad.unwrap_or(entries.len()),
+                    e.start,
+                    e.len,
+                    limits.logical_block_size
+                ),
+            )));
         }
         Ok(Table {
             entries,
@@ -260,6 +340,11 @@ impl Table {
 
     fn index_of(&self, sector: Sectors) -> usize {
         self.entries.partition_point(|e| e.start + e.len <= sector)
+    }
+
+    /// The type of the target covering `sector`.
+    pub fn type_at(&self, sector: Sectors) -> Option<String> {
+        (sector < self.size).then(|| self.entries[self.index_of(sector)].type_name.clone())
     }
 
     /// Send a message to the target covering `sector`.
@@ -463,9 +548,32 @@ fn dev_node_name(ma: u32, mi: u32) -> Option<String> {
     })
 }
 
-fn check_area(line: usize, h: &DevHandle, start: Sectors, len: Sectors) -> Result<(), DmError> {
+/// `dm_device_name` as the kernel's table messages start: `253:N: `.
+fn owner_prefix(link: &DeviceLink) -> String {
+    match &link.owner {
+        Some(udm_io::DevId::Num(ma, mi)) => format!("{ma}:{mi}: "),
+        _ => String::new(),
+    }
+}
+
+/// Which step of a table load failed (the kernel logs them differently).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Construct,
+    Limits,
+}
+
+/// The kernel's `device_area_is_invalid`: the area must fit on the device and be aligned to
+/// the target's logical block size (`limits`: the device's, after the target's `io_hints`).
+fn check_area(
+    line: usize,
+    h: &DevHandle,
+    start: Sectors,
+    len: Sectors,
+    limits: &Limits,
+) -> Result<(), DmError> {
     let size = h.dev.size();
-    let lbs = h.dev.limits().logical_block_size as u64 / 512;
+    let lbs = limits.logical_block_size as u64 / 512;
     let end = start.checked_add(len);
     if end.map(|e| e > size).unwrap_or(true) {
         return Err(line_err(

@@ -77,6 +77,9 @@ impl TargetError {
     }
 }
 
+/// What the core answers a message to a target that takes none (`Target::message`).
+pub const NO_MESSAGES: &str = "Target type does not support messages";
+
 /// Table-validation properties of a target type.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TargetFeatures {
@@ -102,9 +105,7 @@ pub trait Target: Send + Sync {
     }
     /// Handle `dmsetup message`; `Ok(Some(text))` returns text to the caller.
     fn message(&self, _argv: &[String]) -> Result<Option<String>, TargetError> {
-        Err(TargetError::invalid(
-            "Target type does not support messages",
-        ))
+        Err(TargetError::invalid(NO_MESSAGES))
     }
     /// Split bios so none crosses a multiple of this length (relative to the target start).
     fn max_io_len(&self) -> Option<Sectors> {

@@ -186,6 +186,15 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
             }
         }
         Request::ListVersions => Reply::Versions(reg.list_versions()),
+        Request::TargetVersion { name } => match reg.target_version(&name) {
+            Some(v) => Reply::Versions(vec![(name, v)]),
+            None => return Err(DmError::invalid(format!("{name}: no such target type"))),
+        },
+        Request::Dmesg { clear } => Reply::Dmesg(if clear {
+            udm_core::klog::take()
+        } else {
+            udm_core::klog::lines()
+        }),
         Request::KeyAdd { ktype, desc, key } => {
             udm_targets::crypt::keyring::add(&ktype, &desc, &key.0).map_err(|e| {
                 DmError::Errno {
@@ -193,6 +202,15 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
                     msg: e.to_string(),
                 }
             })?;
+            Reply::Ok
+        }
+        Request::KeyRemove { ktype, desc } => {
+            if !udm_targets::crypt::keyring::remove(&ktype, &desc) {
+                return Err(DmError::Errno {
+                    errno: libc::ENOKEY,
+                    msg: format!("no key {ktype}:{desc}"),
+                });
+            }
             Reply::Ok
         }
         Request::Message { dev, sector, argv } => {
@@ -206,6 +224,10 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
             start,
         } => {
             reg.set_geometry(&dev.wire(), cylinders, heads, sectors, start)?;
+            Reply::Ok
+        }
+        Request::SetGeometryText { dev, geometry } => {
+            reg.set_geometry_str(&dev.wire(), &geometry)?;
             Reply::Ok
         }
         Request::DaemonInfo => Reply::Daemon {

@@ -36,6 +36,7 @@ impl Wire<proto::DevInfo> for udm_core::DevInfo {
             inactive_table: self.inactive_table,
             target_count: self.target_count,
             deferred_remove: self.deferred_remove,
+            resumed: self.resumed,
         }
     }
 }

@@ -91,6 +91,11 @@ pub enum Request {
         noflush: bool,
     },
     ListVersions,
+    /// `DM_GET_TARGET_VERSION`: one type's version, loading its module as the kernel's
+    /// `request_module` does; EINVAL if there is no such type. Replies `Versions` (one entry).
+    TargetVersion {
+        name: String,
+    },
     Message {
         dev: DevSel,
         sector: u64,
@@ -103,6 +108,12 @@ pub enum Request {
         sectors: u32,
         start: u64,
     },
+    /// `SetGeometry` with the four numbers as the user typed them (the daemon parses them
+    /// as the kernel does, and logs why it refuses).
+    SetGeometryText {
+        dev: DevSel,
+        geometry: String,
+    },
     /// Where the daemon exports devices.
     DaemonInfo,
     /// Store a key in the daemon's key store, for crypt tables' `:<size>:<type>:<desc>` keys
@@ -111,6 +122,16 @@ pub enum Request {
         ktype: String,
         desc: String,
         key: SecretBytes,
+    },
+    /// Drop a key from the key store (cryptsetup unlinks a LUKS2 volume key on close).
+    KeyRemove {
+        ktype: String,
+        desc: String,
+    },
+    /// The daemon's kernel-style log (`udm dmesg`); `clear` empties it after reading
+    /// (`dmesg -c`).
+    Dmesg {
+        clear: bool,
     },
 }
 
@@ -152,6 +173,8 @@ pub enum Reply {
     Message(Option<String>),
     /// Devices still present after remove_all.
     Remaining(usize),
+    /// Kernel-style log lines, oldest first.
+    Dmesg(Vec<String>),
     Daemon {
         pid: u32,
         nbd_socket: Option<String>,

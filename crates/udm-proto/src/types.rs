@@ -27,6 +27,9 @@ pub struct DevInfo {
     pub inactive_table: bool,
     pub target_count: u32,
     pub deferred_remove: bool,
+    /// Resumed at least once (a device node exists, even without a table).
+    #[serde(default)]
+    pub resumed: bool,
 }
 
 /// A device used by a table, as `deps` reports it.

@@ -118,7 +118,7 @@ fn einval(m: impl Into<String>) -> TargetError {
 impl Dust {
     fn log(&self, quiet_ok: bool, msg: String) {
         if quiet_ok {
-            tracing::info!("dust: {msg}");
+            udm_core::klog::info("dust", &msg);
         }
     }
 
@@ -128,7 +128,8 @@ impl Dust {
     }
 
     fn block_arg(&self, s: &str) -> Result<u64, TargetError> {
-        let b = scan_u64(s).ok_or_else(|| einval(format!("invalid block number '{s}'")))?;
+        // An unparsable number fails with EINVAL and no log line, as the kernel's kstrtoull.
+        let b = scan_u64(s).ok_or_else(|| einval(""))?;
         if b > self.dev_blocks() {
             return Err(einval("selected block value out of range"));
         }
@@ -183,9 +184,14 @@ impl Target for Dust {
                 st.bad.remove(&block);
                 let q = !st.quiet;
                 drop(st);
+                // dm-dust divides the block number by the sectors per block once more before
+                // printing it (kernel 6.1); the log reads as the kernel's.
                 self.log(
                     q,
-                    format!("block {block} removed from badblocklist by write"),
+                    format!(
+                        "block {} removed from badblocklist by write",
+                        block >> self.shift
+                    ),
                 );
             }
             None => {}
@@ -233,12 +239,12 @@ impl Target for Dust {
                 ))),
                 "disable" => {
                     self.st.lock().fail_read_on_bb = false;
-                    tracing::info!("dust: disabling read failures on bad sectors");
+                    udm_core::klog::info("dust", "disabling read failures on bad sectors");
                     Ok(None)
                 }
                 "enable" => {
                     self.st.lock().fail_read_on_bb = true;
-                    tracing::info!("dust: enabling read failures on bad sectors");
+                    udm_core::klog::info("dust", "enabling read failures on bad sectors");
                     Ok(None)
                 }
                 "countbadblocks" => Ok(Some(format!(

@@ -105,8 +105,9 @@ impl TargetType for EbsType {
                     ));
                 }
                 if u == p.e_bs {
-                    tracing::info!(
-                        "ebs: Emulation superfluous: emulated equal to underlying block size"
+                    udm_core::klog::info(
+                        "ebs",
+                        "Emulation superfluous: emulated equal to underlying block size",
                     );
                 }
                 u

@@ -592,6 +592,10 @@ fn render(s: &Spec, f: &mut Files<'_>) -> (&'static str, u64, String) {
             ss4k,
             len,
         } => {
+            // The device area must be aligned to the target's sector size (as the kernel's
+            // device_area_is_invalid checks after io_hints).
+            let off = if *ss4k { off / 8 * 8 } else { *off };
+            let off = &off;
             let dev = f.image(off + len);
             let feats = Features {
                 allow_discards: flags[0],

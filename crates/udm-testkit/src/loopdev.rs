@@ -13,11 +13,17 @@ impl LoopDev {
     /// Attach `image` to a free loop device. None (with a SKIP line) when losetup or loop
     /// devices are unavailable; under `UDM_REQUIRE_TOOLS=1` that panics instead.
     pub fn attach(image: &Path) -> Option<LoopDev> {
+        LoopDev::attach_with(image, &[])
+    }
+
+    /// As `attach`, with extra `losetup` options (e.g. `--sector-size 4096`).
+    pub fn attach_with(image: &Path, opts: &[&str]) -> Option<LoopDev> {
         if !crate::require_tool("losetup") {
             return None;
         }
         let out = Command::new("losetup")
             .args(["-f", "--show"])
+            .args(opts)
             .arg(image)
             .output()
             .expect("spawn losetup");

@@ -10,6 +10,7 @@ mod hdr;
 mod pass;
 mod progress;
 mod slots;
+pub use dm::shown_device;
 
 use crate::dmctl;
 
@@ -42,6 +43,8 @@ pub fn fail(io: &mut Io<'_>, errno: i32, msg: impl std::fmt::Display) -> Failed 
 #[derive(Debug, Default, Clone)]
 pub struct Opts {
     pub ty: Option<String>,
+    /// Put a LUKS2 volume key into the table, not into the key store.
+    pub disable_keyring: bool,
     pub key_file: Option<String>,
     pub keyfile_size: Option<usize>,
     pub keyfile_offset: u64,
@@ -237,7 +240,8 @@ fn parse(io: &mut Io<'_>, prog: &str, args: &[String]) -> Parsed {
             "skip" => o.skip = Some(num!()),
             "size" => o.size = Some(num!()),
             "iv-large-sectors" => o.iv_large_sectors = true,
-            "disable-keyring" | "disable-locks" | "disable-external-tokens" | "force-password" => {}
+            "disable-keyring" => o.disable_keyring = true,
+            "disable-locks" | "disable-external-tokens" | "force-password" => {}
             p if p.starts_with("perf-") => o.perf.push(p[5..].replace('-', "_")),
             "version" => {
                 let _ = writeln!(

@@ -3,6 +3,7 @@
 
 mod daemon_cli;
 mod dmctl;
+mod dmesg_cli;
 mod dmsetup;
 mod key_cli;
 mod kpartx;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
             Some("luks") => luks_cli::main("udm luks", &args[2..]),
             Some("lvm") => lvm::main(&args[2..]),
             Some("key") => key_cli::main(&args[2..]),
+            Some("dmesg") => dmesg_cli::main(&args[2..]),
             Some("kpartx") => kpartx::main(&args[2..]),
             Some("snapshot") => snapshot_cli::main(&args[2..]),
             None => report(daemon_cli::main(&[], true)),
@@ -84,6 +86,8 @@ Usage:
   udm luks luksFormat|open|close|status|luksDump|isLuks|luksUUID|… LUKS1/2 (a `cryptsetup` link too)
   udm key add [--hex] logon|user DESC < KEY   put a key in the daemon's key store (crypt
                           tables name it as :LEN:logon:DESC); never on the command line
+  udm dmesg [-c|-C]       the kernel-style log (`device-mapper: …` reasons for failures, target
+                          messages); -c clears it after printing, -C only clears
   udm verity format|verify|open|close|status|dump …   dm-verity (a `veritysetup` link too)
   udm kpartx -l|-a|-u|-d [-p DELIM] [-r] [-v] DISK   partition mappings (a `kpartx` link too)
   udm log-writes replay|dump …   replay a dm-log-writes log onto a device or image, or list it

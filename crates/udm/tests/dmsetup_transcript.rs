@@ -10,11 +10,12 @@
 //!   `ls --tree` shows `(254:0)` (and `<vda>` with `blkdevname`), everything else `254:0`.
 //!   For the few aligned reports whose column widths depend on those values, runs of spaces
 //!   are collapsed before comparing (listed in `LOOSE_SPACING`).
-//! * udm prints the daemon's reason for a failure (what the kernel would log in dmesg) as an
-//!   extra `device-mapper: table: …` / `device-mapper: ioctl: …` stderr line; those lines are
-//!   removed before comparing stderr and checked against the case's `.dmesg` instead
-//!   (mismatches are listed at the end; they do not fail the test).
-//! * Shell steps that inspect `/dev`, `/sys` or need a 4 KiB-sector loop device are skipped;
+//! * The kernel log: `udm dmesg -C` runs before every case (as the capture ran `dmesg -C`)
+//!   and `udm dmesg` after it; its lines must equal the case's `.dmesg` file, with the image
+//!   paths in them named as the kernel names the disks (`vda`, `vdb`).
+//! * Shell steps that inspect `/dev` or `/sys` are skipped. `setup_loop4k`/`teardown_loop4k`
+//!   attach and detach a 4096-byte-sector loop device on a free loop number here; commands
+//!   get it for `/dev/loop0`, and its kernel name (`loopN`) reads `loop0` in the log;
 //!   `exec N</dev/mapper/X` (holding a device open) is done with an NBD connection to the
 //!   daemon's export of X, which counts as an open like the kernel's.
 //! * `KNOWN_GAPS` lists cases whose output still differs, each with the reason; they are run
@@ -40,28 +41,10 @@ const SKIP: &[(&str, &str)] = &[
         "libdm node clash with /dev/mapper/control; udm reserves the name",
     ),
     ("create_control_remove", "see create_control"),
-    ("setup_loop4k", "needs a 4096-byte-sector loop device"),
-    ("val_4k_ok", "needs a 4096-byte-sector loop device"),
-    ("val_4k_ok_cleanup", "needs a 4096-byte-sector loop device"),
-    ("val_4k_length", "needs a 4096-byte-sector loop device"),
-    ("val_4k_offset", "needs a 4096-byte-sector loop device"),
-    ("val_4k_table_line", "needs a 4096-byte-sector loop device"),
-    ("teardown_loop4k", "needs a 4096-byte-sector loop device"),
 ];
 
 /// Cases run but not compared, with the reason the output differs.
-const KNOWN_GAPS: &[(&str, &str)] = &[
-    (
-        "val_self_reference",
-        "kernel 6.1 accepts a table using its own device; udm rejects it (I/O would recurse forever)",
-    ),
-    ("val_self_reference_info", "see val_self_reference"),
-    ("val_self_reference_clear", "see val_self_reference"),
-    (
-        "resume_empty_info",
-        "kernel: node exists after resume but open gives ENXIO; udm cannot tell a resumed empty device apart",
-    ),
-];
+const KNOWN_GAPS: &[(&str, &str)] = &[];
 
 /// Set if udm's event numbers ever diverge from the kernel's again: event numbers are then
 /// masked in both outputs and `wait` cases that depend on them are not compared.
@@ -70,7 +53,7 @@ const EVENT_NR_CASES: &[&str] = &["wait_blocks", "wait_returns"];
 
 /// Cases compared byte for byte today (the transcript minus `SKIP`, `KNOWN_GAPS` and the
 /// `exec` steps): fewer means cases silently stopped being checked.
-const MIN_COMPARED: usize = 226;
+const MIN_COMPARED: usize = 269;
 
 /// Aligned reports whose widths depend on device names/paths (compared with spaces collapsed).
 const LOOSE_SPACING: &[&str] = &["info_c_deps", "info_c_deps_fields", "info_c_tree"];
@@ -166,8 +149,22 @@ struct Outcome {
     rc: i32,
 }
 
-fn run_case(env: &Env, cmd: &str) -> Outcome {
+/// `udm dmesg [args]` against the test daemon.
+fn dmesg(env: &Env, args: &[&str]) -> String {
+    let o = Command::new(env.bin.join("dmsetup").canonicalize().unwrap())
+        .arg("dmesg")
+        .args(args)
+        .env("UDM_SOCKET", &env.socket)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "udm dmesg failed: {o:?}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn run_case(env: &Env, cmd: &str, loop4k: Option<&str>) -> Outcome {
     let tmp = env.dir.path().display().to_string();
+    let cmd = cmd.replace("/dev/loop0", loop4k.unwrap_or("/dev/loop0"));
     let cmd = cmd
         .replace("/dev/vda", &format!("{tmp}/vda.img"))
         .replace("/dev/vdb", &format!("{tmp}/vdb.img"))
@@ -311,10 +308,6 @@ fn mask_events(s: &str) -> String {
     out
 }
 
-fn is_reason_line(l: &str) -> bool {
-    l.starts_with("device-mapper: table: ") || l.starts_with("device-mapper: ioctl: ")
-}
-
 fn collapse(s: &str) -> String {
     s.lines()
         .map(|l| {
@@ -343,8 +336,8 @@ fn kernel_transcript() {
     }
     let env = start();
     let mut held: HashMap<String, UnixStream> = HashMap::new();
+    let mut loop4k: Option<udm_testkit::loopdev::LoopDev> = None;
     let mut failures = Vec::new();
-    let mut dmesg_gaps = Vec::new();
     let mut compared = 0;
     for line in cases.lines().filter(|l| !l.trim().is_empty()) {
         let (case, cmd) = line.split_once('\t').expect("case<TAB>command");
@@ -363,7 +356,33 @@ fn kernel_transcript() {
             }
             continue;
         }
-        let got = run_case(&env, cmd);
+        match case {
+            "setup_loop4k" => {
+                let img = udm_testkit::image(env.dir.path(), "l4k.img", 16 << 20);
+                loop4k =
+                    udm_testkit::loopdev::LoopDev::attach_with(&img, &["--sector-size", "4096"]);
+                assert!(loop4k.is_some(), "no 4096-byte-sector loop device");
+                continue;
+            }
+            "teardown_loop4k" => {
+                loop4k = None;
+                continue;
+            }
+            _ => {}
+        }
+        let loop_path = loop4k.as_ref().map(|l| l.path().to_string());
+        dmesg(&env, &["-C"]);
+        let got = run_case(&env, cmd, loop_path.as_deref());
+        let tmp = env.dir.path().display().to_string();
+        let mut got_dmesg = dmesg(&env, &[])
+            .replace(&format!("{tmp}/vda.img"), "vda")
+            .replace(&format!("{tmp}/vdb.img"), "vdb");
+        if let Some(l) = &loop_path {
+            let kname = l.trim_start_matches("/dev/");
+            got_dmesg = got_dmesg
+                .replace(&format!("{kname} "), "loop0 ")
+                .replace(&format!("{kname}\n"), "loop0\n");
+        }
         if KNOWN_GAPS.iter().any(|(c, _)| *c == case)
             || (EVENT_NR_GAP && EVENT_NR_CASES.contains(&case))
         {
@@ -375,35 +394,7 @@ fn kernel_transcript() {
         let want_rc: i32 = read("rc").unwrap_or_default().trim().parse().unwrap_or(0);
         let want_dmesg = read("dmesg").unwrap_or_default();
         let mut out = normalise(&env, cmd, &got.out);
-        // Reason lines name the disk the way the kernel log does (`vda`), other lines as usual.
-        let tmp = env.dir.path().display().to_string();
-        let raw_err: String = got
-            .err
-            .lines()
-            .map(|l| {
-                if is_reason_line(l) {
-                    l.replace(&format!("{tmp}/vda.img"), "vda")
-                        .replace(&format!("{tmp}/vdb.img"), "vdb")
-                } else {
-                    l.to_string()
-                }
-            })
-            .map(|l| l + "\n")
-            .collect();
-        let all_err = normalise(&env, cmd, &raw_err);
-        let mut err: String = all_err
-            .lines()
-            .filter(|l| !is_reason_line(l))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        for r in all_err.lines().filter(|l| is_reason_line(l)) {
-            if !want_dmesg.lines().any(|k| k == r) {
-                dmesg_gaps.push(format!(
-                    "{case}: udm `{r}` / kernel `{}`",
-                    want_dmesg.trim_end().replace('\n', " | ")
-                ));
-            }
-        }
+        let mut err = normalise(&env, cmd, &got.err);
         let (mut want_out, mut want_err) = (want_out, want_err);
         if EVENT_NR_GAP {
             out = mask_events(&out);
@@ -416,9 +407,9 @@ fn kernel_transcript() {
             want_err = collapse(&want_err);
         }
         compared += 1;
-        if out != want_out || err != want_err || got.rc != want_rc {
+        if out != want_out || err != want_err || got.rc != want_rc || got_dmesg != want_dmesg {
             failures.push(format!(
-                "--- {case}: {cmd}\nrc: udm {} / kernel {want_rc}\nstdout udm:\n{out}stdout kernel:\n{want_out}stderr udm:\n{err}stderr kernel:\n{want_err}",
+                "--- {case}: {cmd}\nrc: udm {} / kernel {want_rc}\nstdout udm:\n{out}stdout kernel:\n{want_out}stderr udm:\n{err}stderr kernel:\n{want_err}dmesg udm:\n{got_dmesg}dmesg kernel:\n{want_dmesg}",
                 got.rc
             ));
         }
@@ -429,15 +420,6 @@ fn kernel_transcript() {
         compared >= MIN_COMPARED,
         "only {compared} transcript cases were compared, expected at least {MIN_COMPARED}"
     );
-    if !dmesg_gaps.is_empty() {
-        eprintln!(
-            "{} reason lines differ from the kernel log:",
-            dmesg_gaps.len()
-        );
-        for g in &dmesg_gaps {
-            eprintln!("  {g}");
-        }
-    }
     assert!(
         failures.is_empty(),
         "{} of {compared} cases differ:\n{}",

@@ -122,10 +122,16 @@ fn table_files_keep_escapes() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    // The reason is in the kernel-style log, not on dmsetup's stderr.
+    let log = Command::new(&d.bin)
+        .arg("dmesg")
+        .env("UDM_SOCKET", &d.socket)
+        .output()
+        .unwrap();
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Invalid argument count"),
+        String::from_utf8_lossy(&log.stdout).contains("linear: Invalid argument count"),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&log.stdout)
     );
 }
 

@@ -325,7 +325,7 @@ impl Target for Crypt {
 
     fn preresume(&self) -> Result<(), TargetError> {
         if self.inner.key.read().engine.is_none() {
-            tracing::error!("crypt: aborting resume - crypt key is not set.");
+            udm_core::klog::err("crypt", "aborting resume - crypt key is not set.");
             return Err(TargetError::with_errno(
                 libc::EAGAIN,
                 "aborting resume - crypt key is not set.",

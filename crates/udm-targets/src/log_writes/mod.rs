@@ -180,7 +180,7 @@ impl Inner {
             }
             st.next_sector += self.blocks_to_sectors(1);
             if st.next_sector >= st.end_sector {
-                tracing::error!("log-writes: Ran out of space on the logdev");
+                udm_core::klog::err("log-writes", "Ran out of space on the logdev");
                 st.logging_enabled = false;
                 continue;
             }
@@ -196,7 +196,7 @@ impl Inner {
             st = self.st.lock();
             st.busy = false;
             if !ok {
-                tracing::error!("log-writes: Error writing log block");
+                udm_core::klog::err("log-writes", "Error writing log block");
                 st.logging_enabled = false;
             }
         }

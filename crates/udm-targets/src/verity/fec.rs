@@ -104,7 +104,10 @@ impl FecRuntime {
             attempt(&eras)
         })?;
         self.corrected.fetch_add(1, Ordering::Relaxed);
-        tracing::info!("verity: {}: FEC corrected block {vb}", v.data.id);
+        udm_core::klog::info(
+            "verity-fec",
+            &format!("{}: FEC corrected block {vb}", v.data.id),
+        );
         Some(fixed)
     }
 }

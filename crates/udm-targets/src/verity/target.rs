@@ -136,13 +136,18 @@ impl Inner {
                 BlockType::Data => "data",
                 BlockType::Metadata => "metadata",
             };
-            tracing::error!(
-                "verity: {}: {kind} block {block} is corrupted (DM_VERITY_ERR_BLOCK_NR={},{block})",
-                self.data.id,
-                ty as u32
+            udm_core::klog::err(
+                "verity",
+                &format!(
+                    "{}: {kind} block {block} is corrupted (DM_VERITY_ERR_BLOCK_NR={},{block})",
+                    self.data.id, ty as u32
+                ),
             );
             if n == MAX_CORRUPTED_ERRS {
-                tracing::error!("verity: {}: reached maximum errors", self.data.id);
+                udm_core::klog::err(
+                    "verity",
+                    &format!("{}: reached maximum errors", self.data.id),
+                );
             }
         }
         match self.params.mode {
@@ -155,10 +160,13 @@ impl Inner {
                         ev();
                     }
                 }
-                tracing::error!(
-                    "verity: {}: dm-verity device corrupted ({}): failing all further I/O",
-                    self.data.id,
-                    self.params.mode.keyword().unwrap_or_default()
+                udm_core::klog::err(
+                    "verity",
+                    &format!(
+                        "{}: dm-verity device corrupted ({}): failing all further I/O",
+                        self.data.id,
+                        self.params.mode.keyword().unwrap_or_default()
+                    ),
                 );
                 true
             }
@@ -327,11 +335,11 @@ impl Target for Verity {
         }
         let spb = (inner.geo.data_block_size / 512) as u64;
         if (bio.sector.0 | bio.len().0) & (spb - 1) != 0 {
-            tracing::error!("verity: unaligned io");
+            udm_core::klog::err("verity", "unaligned io");
             return MapResult::Kill(bio, IoError::Io);
         }
         if bio.end().0 / spb > inner.geo.data_blocks {
-            tracing::error!("verity: io out of range");
+            udm_core::klog::err("verity", "io out of range");
             return MapResult::Kill(bio, IoError::Io);
         }
         if bio.op == Op::Write || inner.dead.load(Ordering::Relaxed) {

@@ -1,8 +1,9 @@
 //! The daemon connection as libdm's ioctl layer: one call per dm "ioctl", failures printed the
 //! way libdm prints them (`device-mapper: <op> ioctl on <name> <uuid> failed: <strerror>`),
-//! preceded by the daemon's reason in the form the kernel would have logged it.
+//! followed, on a terminal only, by the daemon's reason in the form the kernel logged it.
 
-use std::io::Write;
+use super::mangle::Mode;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use udm_core::DM_MAJOR;
 use udm_proto::{Client, ClientError, DevInfo, DevSel, RemoteError, Reply, Request};
@@ -58,13 +59,26 @@ pub fn strerror(errno: i32) -> String {
 pub struct Ctl {
     path: PathBuf,
     client: Option<Client>,
+    /// How names and uuids are sent and shown (`--manglename`).
+    pub mangling: Mode,
+    /// Kernel-style reasons for failures, shown after dmsetup's own lines on a terminal.
+    reasons: Vec<String>,
 }
 
 impl Ctl {
-    pub fn new() -> Ctl {
+    pub fn new(mangling: Mode) -> Ctl {
         Ctl {
             path: udm_proto::default_socket(),
             client: None,
+            mangling,
+            reasons: Vec::new(),
+        }
+    }
+
+    /// Print the reasons gathered so far (only ever gathered when stderr is a terminal).
+    pub fn flush_reasons(&mut self) {
+        for r in std::mem::take(&mut self.reasons) {
+            eprintln!("{r}");
         }
     }
 
@@ -80,8 +94,18 @@ impl Ctl {
 
     /// Send a request; transport failures end the process (there is nothing to retry).
     pub fn raw(&mut self, req: Request) -> Result<Reply, RemoteError> {
-        match self.client().call(req) {
-            Ok(r) => Ok(r),
+        let mode = self.mangling;
+        match self.client().call(super::mangle::request(req, mode)) {
+            Ok(r) => match super::mangle::reply(r, mode) {
+                Ok(r) => Ok(r),
+                // libdm cannot name the device: the command fails there.
+                Err(msg) => {
+                    let _ = std::io::stdout().flush();
+                    eprintln!("{msg}");
+                    eprintln!("Command failed.");
+                    std::process::exit(1);
+                }
+            },
             Err(ClientError::Remote(e)) => Err(e),
             Err(e) => {
                 let _ = std::io::stdout().flush();
@@ -103,17 +127,21 @@ impl Ctl {
     /// Print the failure of `op` on `dev`. `minor` is the device's minor when known (for the
     /// kernel-style `table: 253:N:` reason line).
     pub fn report(&mut self, op: &str, dev: &DevArg, e: &RemoteError, minor: Option<u32>) {
-        if let Some(line) = self.reason_line(dev, e, minor) {
-            eprintln!("{line}");
-        }
         eprintln!(
             "device-mapper: {op} ioctl on {} failed: {}",
             dev.describe(),
             strerror(e.errno)
         );
+        // The kernel's reason goes to its log (`udm dmesg`), never into a script's stderr;
+        // a person at a terminal is spared the trip there.
+        if std::io::stderr().is_terminal() {
+            if let Some(line) = self.reason_line(dev, e, minor) {
+                self.reasons.push(line);
+            }
+        }
     }
 
-    /// The kernel log line udm shows in place of dmesg, if the reason adds anything.
+    /// The kernel log line shown on a terminal, if the reason adds anything.
     fn reason_line(&mut self, dev: &DevArg, e: &RemoteError, minor: Option<u32>) -> Option<String> {
         if e.message.is_empty() || e.message == strerror(e.errno) {
             return None;

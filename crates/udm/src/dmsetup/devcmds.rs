@@ -6,7 +6,7 @@ use super::args::O;
 use super::ctl::DevArg;
 use super::{show, Cmd, Ctx};
 use std::io::Read;
-use udm_proto::{DevInfo, Line, RemoteError, Reply, Request};
+use udm_proto::{DevInfo, Line, Reply, Request};
 
 const DM_NAME_LEN: usize = 128;
 
@@ -682,30 +682,10 @@ pub fn setgeometry(
     let Some(dev) = dev else {
         return false;
     };
-    let num = |i: usize| -> Option<u64> {
-        let s = rest.get(i)?.trim_start();
-        let s = s.strip_prefix('+').unwrap_or(s);
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    let vals = (num(0), num(1), num(2), num(3));
-    let (Some(c), Some(h), Some(s), Some(start)) = vals else {
-        let e = RemoteError {
-            errno: libc::EINVAL,
-            kind: "invalid".into(),
-            message: "Unable to interpret geometry settings.".into(),
-        };
-        ctx.ctl.report("setgeometry", &dev, &e, None);
-        return false;
-    };
-    let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
-    let req = Request::SetGeometry {
+    // libdm passes the four words on as one string; the kernel parses (and refuses) it.
+    let req = Request::SetGeometryText {
         dev: dev.sel(),
-        cylinders: clamp(c),
-        heads: clamp(h),
-        sectors: clamp(s),
-        start,
+        geometry: rest.iter().take(4).cloned().collect::<Vec<_>>().join(" "),
     };
     ctx.ctl.call("setgeometry", &dev, req).is_ok()
 }

@@ -1,6 +1,7 @@
 //! dmsetup's report fields (`help -c` lists them) and the object `info -c`/`splitname` report:
 //! device info, deps, its place in the dependency tree and the LVM name split.
 
+use super::mangle;
 use super::report::{FieldDef, Kind, Obj, TypeDef, Value};
 use super::tree::{self, DepTree};
 use udm_proto::{Dep, DevInfo};
@@ -713,10 +714,12 @@ impl Obj for InfoObj<'_> {
             };
         };
         match id {
-            "name" | "unmangled_name" => s(&i.name),
-            "mangled_name" => s(&super::misc::mangle(&i.name)),
-            "uuid" | "unmangled_uuid" => s(&i.uuid),
-            "mangled_uuid" => s(&super::misc::mangle(&i.uuid)),
+            "name" => s(&i.name),
+            "unmangled_name" => s(&unmangled(&i.name)),
+            "mangled_name" => s(&mangle::mangle(&i.name, mangle::Mode::Auto)),
+            "uuid" => s(&i.uuid),
+            "unmangled_uuid" => s(&unmangled(&i.uuid)),
+            "mangled_uuid" => s(&mangle::mangle(&i.uuid, mangle::Mode::Auto)),
             "read_ahead" => Value::num(i64::from(self.read_ahead)),
             "blkdevname" => Value::Str(format!("dm-{}", i.minor)),
             "attr" => Value::Str(format!(
@@ -750,6 +753,11 @@ impl Obj for InfoObj<'_> {
             },
         }
     }
+}
+
+/// A name or uuid with any `\xNN` sequences decoded.
+fn unmangled(s: &str) -> String {
+    mangle::unmangle(s, "name", mangle::Mode::Hex).unwrap_or_else(|_| s.to_string())
 }
 
 #[cfg(test)]

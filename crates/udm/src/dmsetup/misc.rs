@@ -232,35 +232,14 @@ pub fn mknodes(ctx: &mut Ctx, _c: &Cmd, args: &[String], _n: Option<&DevInfo>, _
     ctx.ctl.list().is_some()
 }
 
-const MANGLE_OK: &str = "#+-.:=@_";
-
-/// libdm's name mangling (`auto`): bytes outside `0-9 A-Z a-z #+-.:=@_` become `\xNN`;
-/// existing `\xNN` sequences are kept.
-pub fn mangle(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut o = String::new();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if c.is_ascii_alphanumeric() || MANGLE_OK.as_bytes().contains(&c) {
-            o.push(c as char);
-        } else if c == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1] == b'x'
-            && b[i + 2].is_ascii_hexdigit()
-            && b[i + 3].is_ascii_hexdigit()
-        {
-            o.push_str(&s[i..i + 4]);
-            i += 3;
-        } else {
-            o.push_str(&format!("\\x{c:02x}"));
-        }
-        i += 1;
-    }
-    o
+/// The auto-mode mangled form (what `mangle` renames a device to).
+fn mangle(s: &str) -> String {
+    super::mangle::mangle(s, super::mangle::Mode::Auto)
 }
 
 pub fn mangle_cmd(ctx: &mut Ctx, c: &Cmd, args: &[String], n: Option<&DevInfo>, _m: bool) -> bool {
+    // `mangle` works on the names as the kernel holds them.
+    ctx.ctl.mangling = super::mangle::Mode::None;
     if n.is_none() && args.is_empty() && !ctx.o.has(O::Uuid) && !ctx.o.has(O::Major) {
         return ctx.process_all(c, args, false, mangle_cmd);
     }
@@ -315,10 +294,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mangling() {
-        assert_eq!(mangle("vg-lv_1.x"), "vg-lv_1.x");
-        assert_eq!(mangle("a b"), "a\\x20b");
-        assert_eq!(mangle("a\\x20b"), "a\\x20b");
+    fn cookies() {
         assert_eq!(cookie_value("0x0d4d0001"), Some(0x0d4d_0001));
         assert_eq!(cookie_value("0"), None);
         assert_eq!(cookie_value("0x100000000"), None);

@@ -5,6 +5,7 @@ mod args;
 mod ctl;
 mod devcmds;
 mod fields;
+mod mangle;
 mod misc;
 mod report;
 mod select;
@@ -178,8 +179,7 @@ impl Ctx {
     pub fn deptree(&mut self) -> Option<&DepTree> {
         if self.dtree.is_none() {
             let list = self.ctl.list()?;
-            let inactive = self.o.has(O::Inactive);
-            self.dtree = Some(DepTree::build(&mut self.ctl, &list, inactive));
+            self.dtree = Some(DepTree::build(&mut self.ctl, &list));
         }
         self.dtree.as_ref()
     }
@@ -229,10 +229,7 @@ impl Ctx {
         }
         let read_ahead = if rep_uses("read_ahead") {
             if !show::has_disk(info) {
-                eprintln!(
-                    "{}: open failed: No such file or directory",
-                    show::node_path(&info.name)
-                );
+                show::open_failed(info);
             }
             show::read_ahead(self, info)
         } else {
@@ -304,9 +301,10 @@ fn run_inner(prog: &str, argv: &[String]) -> i32 {
         }
     };
     let forced_ok = o.has(O::Help) || o.has(O::Version);
+    let mangling = mangle::Mode::from_opt(o.str(O::MangleName));
     let mut ctx = Ctx {
         o,
-        ctl: Ctl::new(),
+        ctl: Ctl::new(mangling),
         report: None,
         report_type: 0,
         dev_name: DevName::DevNo,
@@ -585,8 +583,10 @@ fn perform(ctx: &mut Ctx, cmd: &Cmd, args: &[String], multiple: bool) -> bool {
         let rest = if i < args.len() { &args[i..] } else { &[][..] };
         if !(cmd.f)(ctx, cmd, rest, None, multiple) {
             eprintln!("Command failed.");
+            ctx.ctl.flush_reasons();
             return false;
         }
+        ctx.ctl.flush_reasons();
         i += 1;
         if !(cmd.repeatable != 0 && args.len() > i) {
             return true;

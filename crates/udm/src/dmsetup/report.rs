@@ -503,13 +503,7 @@ impl Report {
             }
         }
         if self.flags.aligned {
-            let w = p.width;
-            let t: String = v.text().chars().take(w).collect();
-            if def.kind != Kind::Str {
-                s.push_str(&format!("{t:>w$}"));
-            } else {
-                s.push_str(&format!("{t:<w$}"));
-            }
+            s.push_str(&pad_bytes(v.text(), p.width, def.kind != Kind::Str));
         } else {
             s.push_str(v.text());
         }
@@ -591,9 +585,7 @@ impl Report {
                     .map(|p| {
                         let h = self.def(p.field).heading;
                         if self.flags.aligned {
-                            let w = p.width;
-                            let t: String = h.chars().take(w).collect();
-                            format!("{t:<w$}")
+                            pad_bytes(h, p.width, false)
                         } else {
                             h.to_string()
                         }
@@ -779,5 +771,28 @@ mod tests {
         );
         assert!(Report::new(F, T, 0, "bogus", "", f.clone(), None).is_none());
         assert!(Report::new(F, T, 0, "name", "-bogus", f, None).is_none());
+    }
+}
+
+/// libdm's `%-*.*s` / `%*.*s`: cut to `w` bytes and pad with spaces to `w` bytes (so a
+/// UTF-8 name takes as many columns as it has bytes, as with dmsetup).
+fn pad_bytes(t: &str, w: usize, right: bool) -> String {
+    let b = &t.as_bytes()[..t.len().min(w)];
+    let text = String::from_utf8_lossy(b);
+    let fill = " ".repeat(w - b.len());
+    if right {
+        format!("{fill}{text}")
+    } else {
+        format!("{text}{fill}")
+    }
+}
+
+#[cfg(test)]
+mod pad_tests {
+    #[test]
+    fn pads_by_bytes() {
+        assert_eq!(super::pad_bytes("ñämé", 10, false), "ñämé   ");
+        assert_eq!(super::pad_bytes("12", 4, true), "  12");
+        assert_eq!(super::pad_bytes("Name", 2, false), "Na");
     }
 }

@@ -92,6 +92,17 @@ pub fn node_path(name: &str) -> String {
     format!("{}/mapper/{name}", dir.trim_end_matches('/'))
 }
 
+/// libdm's complaint when it cannot open a device without a disk to read its read-ahead:
+/// no node before the first resume (ENOENT), a node without a disk after it (ENXIO).
+pub fn open_failed(i: &DevInfo) {
+    let errno = if i.resumed { libc::ENXIO } else { libc::ENOENT };
+    eprintln!(
+        "{}: open failed: {}",
+        node_path(&i.name),
+        super::ctl::strerror(errno)
+    );
+}
+
 /// `_display_info_long`.
 pub fn display_info_long(ctx: &mut Ctx, i: &DevInfo) {
     let mut s = String::new();
@@ -109,10 +120,7 @@ pub fn display_info_long(ctx: &mut Ctx, i: &DevInfo) {
     if has_disk(i) {
         s.push_str(&format!("Read Ahead:        {}\n", read_ahead(ctx, i)));
     } else {
-        eprintln!(
-            "{}: open failed: No such file or directory",
-            node_path(&i.name)
-        );
+        open_failed(i);
     }
     if !i.live_table && !i.inactive_table {
         s.push_str("Tables present:    None\n");
@@ -562,25 +570,20 @@ pub fn target_version(
         return false;
     };
     let dev = DevArg::name(want);
-    match ctx
-        .ctl
-        .call("versions", &DevArg::default(), Request::ListVersions)
-    {
-        Ok(Reply::Versions(v)) => match v.iter().find(|(n, _)| n == want) {
-            Some(found) => {
-                print_versions(std::slice::from_ref(found));
-                true
-            }
-            None => {
-                eprintln!(
-                    "device-mapper: target-version ioctl on {} failed: {}",
-                    dev.describe(),
-                    super::ctl::strerror(libc::EINVAL)
-                );
-                false
-            }
-        },
-        _ => false,
+    let req = Request::TargetVersion { name: want.clone() };
+    match ctx.ctl.raw(req) {
+        Ok(Reply::Versions(v)) if v.len() == 1 => {
+            print_versions(&v);
+            true
+        }
+        _ => {
+            eprintln!(
+                "device-mapper: target-version ioctl on {} failed: {}",
+                dev.describe(),
+                super::ctl::strerror(libc::EINVAL)
+            );
+            false
+        }
     }
 }
 

@@ -28,8 +28,10 @@ pub struct DepTree {
 const ROOT: usize = 0;
 
 impl DepTree {
-    /// Build the tree over all devices (`_build_whole_deptree`).
-    pub fn build(ctl: &mut Ctl, devs: &[DevInfo], inactive: bool) -> DepTree {
+    /// Build the tree over all devices (`_build_whole_deptree`). Like libdm's
+    /// `dm_tree_add_dev` it follows the live tables, also under `--inactive` (captured in
+    /// refvm: `ls --tree --inactive` shows the live dependencies).
+    pub fn build(ctl: &mut Ctl, devs: &[DevInfo]) -> DepTree {
         let mut t = DepTree {
             nodes: vec![Node {
                 key: "0:0".into(),
@@ -37,7 +39,7 @@ impl DepTree {
             }],
         };
         for d in devs {
-            t.add_dm(ctl, devs, ROOT, d, inactive);
+            t.add_dm(ctl, devs, ROOT, d);
         }
         t
     }
@@ -97,14 +99,7 @@ impl DepTree {
         self.link(parent, child);
     }
 
-    fn add_dm(
-        &mut self,
-        ctl: &mut Ctl,
-        devs: &[DevInfo],
-        parent: usize,
-        d: &DevInfo,
-        inactive: bool,
-    ) {
+    fn add_dm(&mut self, ctl: &mut Ctl, devs: &[DevInfo], parent: usize, d: &DevInfo) {
         let key = format!("{}:{}", d.major, d.minor);
         if let Some(n) = self.find(&key) {
             self.link_tree(parent, n);
@@ -112,7 +107,7 @@ impl DepTree {
         }
         let deps = match ctl.raw(Request::Deps {
             dev: DevArg::name(&d.name).sel(),
-            inactive,
+            inactive: false,
         }) {
             Ok(Reply::Deps { deps, .. }) => deps,
             _ => Vec::new(),
@@ -136,7 +131,7 @@ impl DepTree {
                 .as_ref()
                 .and_then(|name| devs.iter().find(|x| &x.name == name));
             match sub {
-                Some(sd) => self.add_dm(ctl, devs, n, sd, inactive),
+                Some(sd) => self.add_dm(ctl, devs, n, sd),
                 None => self.add_other(n, &dep.id, dep.devno),
             }
         }
@@ -509,6 +504,7 @@ mod tests {
             inactive_table: false,
             target_count: 1,
             deferred_remove: false,
+            resumed: false,
         }
     }
 

@@ -26,6 +26,15 @@ struct Mapping {
     sectors: u64,
     sector_size: u32,
     uuid: String,
+    /// LUKS2: the key goes into the daemon's key store as `logon` key `cryptsetup:<uuid>-d0`
+    /// and the table names it (`:64:logon:cryptsetup:…`), as cryptsetup uses the kernel
+    /// keyring.
+    key_desc: Option<String>,
+}
+
+/// The logon-key description cryptsetup gives a LUKS2 volume key (segment 0).
+fn keyring_desc(uuid: &str) -> String {
+    format!("cryptsetup:{uuid}-d0")
 }
 
 /// The optional-argument words cryptsetup passes, in the kernel's order.
@@ -57,10 +66,10 @@ fn table(o: &Opts, m: &Mapping, dev: &str) -> Zeroizing<String> {
     let mut s = Zeroizing::new(format!(
         "{} {} {} {} {}",
         m.cipher,
-        if m.key.is_empty() {
-            "-".to_string()
-        } else {
-            to_hex(&m.key)
+        match &m.key_desc {
+            Some(d) => format!(":{}:logon:{d}", m.key.len()),
+            None if m.key.is_empty() => "-".to_string(),
+            None => to_hex(&m.key),
         },
         m.iv_offset,
         abs(dev),
@@ -101,6 +110,20 @@ fn activate(io: &mut Io<'_>, o: &Opts, name: &str, dev: &str, m: &Mapping) -> Re
         uuid: m.uuid.clone(),
     })
     .map_err(|e| report(io, "create", name, &e))?;
+    if let Some(desc) = &m.key_desc {
+        let added = c.call(Request::KeyAdd {
+            ktype: "logon".into(),
+            desc: desc.clone(),
+            key: udm_proto::SecretBytes(m.key.to_vec()),
+        });
+        if let Err(e) = added {
+            let _ = c.call(Request::Remove {
+                dev: sel.clone(),
+                deferred: false,
+            });
+            return Err(report(io, "key add", name, &e));
+        }
+    }
     let params = table(o, m, dev);
     let line = Line {
         start: 0,
@@ -108,8 +131,16 @@ fn activate(io: &mut Io<'_>, o: &Opts, name: &str, dev: &str, m: &Mapping) -> Re
         ttype: "crypt".into(),
         params: params.to_string(),
     };
-    dmctl::load_and_resume(&mut c, io.err, name, vec![line], o.readonly).map_err(Failed)?;
-    Ok(())
+    let r = dmctl::load_and_resume(&mut c, io.err, name, vec![line], o.readonly).map_err(Failed);
+    if r.is_err() {
+        if let Some(desc) = &m.key_desc {
+            let _ = c.call(Request::KeyRemove {
+                ktype: "logon".into(),
+                desc: desc.clone(),
+            });
+        }
+    }
+    r
 }
 
 /// cryptsetup's plain-mode passphrase hashing, with its message for an unknown hash.
@@ -135,8 +166,9 @@ fn open_plain(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
     let key_len = (o.key_size.unwrap_or(256) / 8) as usize;
     let key = if let Some(kf) = &o.key_file {
         if o.hash.is_some() {
+            // cryptsetup prints it with log_std: on stdout.
             let _ = writeln!(
-                io.err,
+                io.out,
                 "WARNING: The --hash parameter is being ignored in plain mode with keyfile specified."
             );
         }
@@ -166,6 +198,7 @@ fn open_plain(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
         sectors,
         sector_size: o.sector_size.unwrap_or(512),
         uuid: format!("CRYPT-PLAIN-{name}"),
+        key_desc: None,
     };
     activate(io, o, name, path, &m)
 }
@@ -214,6 +247,7 @@ pub fn open(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
             sectors: dev_sectors.saturating_sub(h.payload_offset as u64),
             sector_size: 512,
             uuid: format!("CRYPT-LUKS1-{nodash}-{name}"),
+            key_desc: None,
         },
         Header::L2(md) => {
             let Some(s) = md.segment() else {
@@ -237,6 +271,7 @@ pub fn open(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
                 sectors: sectors / spb * spb,
                 sector_size: s.sector_size,
                 uuid: format!("CRYPT-LUKS2-{nodash}-{name}"),
+                key_desc: (!o.disable_keyring).then(|| keyring_desc(h.uuid())),
             }
         }
     };
@@ -247,11 +282,26 @@ pub fn open(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
 pub fn close(io: &mut Io<'_>, _o: &Opts, pos: &[String]) -> Result<(), Failed> {
     let name = pos[0].trim_start_matches("/dev/mapper/").to_string();
     let mut c = connect(io)?;
+    // A volume key in the key store goes with the mapping, as cryptsetup unlinks it.
+    let key_desc = live(&mut c, &name).and_then(|(_, t)| {
+        let w = udm_core::split_args(&t.params);
+        let key = w.get(1)?;
+        let desc = key.splitn(4, ':').nth(3)?;
+        (key.starts_with(':') && desc.starts_with("cryptsetup:")).then(|| desc.to_string())
+    });
     match c.call(Request::Remove {
         dev: DevSel::Name(name.clone()),
         deferred: false,
     }) {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            if let Some(desc) = key_desc {
+                let _ = c.call(Request::KeyRemove {
+                    ktype: "logon".into(),
+                    desc,
+                });
+            }
+            Ok(())
+        }
         Err(e) if e.errno() == libc::ENXIO => Err(fail(
             io,
             libc::ENODEV,
@@ -322,14 +372,23 @@ pub fn status(io: &mut Io<'_>, _o: &Opts, pos: &[String]) -> Result<(), Failed> 
     let o = &mut io.out;
     let _ = writeln!(o, "  cipher:  {}", w[0]);
     let _ = writeln!(o, "  keysize: {key_bits} bits");
-    let _ = writeln!(o, "  key location: dm-crypt");
-    let _ = writeln!(o, "  device:  {}", w[3]);
+    let location = if w[1].starts_with(':') {
+        "keyring"
+    } else {
+        "dm-crypt"
+    };
+    let _ = writeln!(o, "  key location: {location}");
+    let (device, backing) = shown_device(&w[3]);
+    let _ = writeln!(o, "  device:  {device}");
+    if let Some(file) = backing {
+        let _ = writeln!(o, "  loop:    {file}");
+    }
     let _ = writeln!(o, "  sector size:  {ss}");
     let _ = writeln!(o, "  offset:  {} sectors", w[4]);
+    let _ = writeln!(o, "  size:    {} sectors", t.len);
     if w[2] != "0" {
         let _ = writeln!(o, "  skipped: {} sectors", w[2]);
     }
-    let _ = writeln!(o, "  size:    {} sectors", t.len);
     let mode = if info.read_only {
         "readonly"
     } else {
@@ -356,6 +415,35 @@ pub fn status(io: &mut Io<'_>, _o: &Opts, pos: &[String]) -> Result<(), Failed> 
         let _ = writeln!(o, "  flags:   {} ", flags.join(" "));
     }
     Ok(())
+}
+
+/// How cryptsetup/veritysetup name a table's device: its `/dev` node (from `maj:min` or a
+/// path), and for a loop device the file behind it (the `loop:` line).
+pub fn shown_device(dev: &str) -> (String, Option<String>) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let devno = match udm_core::resolve::parse_devno(dev) {
+        Some(n) => Some(n),
+        None => std::fs::metadata(dev)
+            .ok()
+            .filter(|m| m.file_type().is_block_device())
+            .map(|m| (libc::major(m.rdev()), libc::minor(m.rdev()))),
+    };
+    let Some((ma, mi)) = devno else {
+        return (dev.to_string(), None);
+    };
+    let kname = std::fs::read_to_string(format!("/sys/dev/block/{ma}:{mi}/uevent"))
+        .ok()
+        .and_then(|u| {
+            u.lines()
+                .find_map(|l| l.strip_prefix("DEVNAME=").map(str::to_string))
+        });
+    let Some(kname) = kname else {
+        return (dev.to_string(), None);
+    };
+    let backing = std::fs::read_to_string(format!("/sys/block/{kname}/loop/backing_file"))
+        .ok()
+        .map(|s| s.trim_end().to_string());
+    (format!("/dev/{kname}"), backing)
 }
 
 /// `resize <name> [--size N]`: reload the mapping with the backing device's new size.

@@ -78,10 +78,17 @@ pub fn same_file(a: &str, b: &str) -> bool {
 }
 
 /// Load the header: from the superblock at `--hash-offset`, or from the options with
-/// `--no-superblock`.
-pub fn load_hdr(io: &mut Io<'_>, o: &Opts, hash_path: &str, hash: &File) -> Result<Hdr, Failed> {
+/// `--no-superblock` (then without `--data-blocks` the data device, when given, is
+/// covered whole, as veritysetup does).
+pub fn load_hdr(
+    io: &mut Io<'_>,
+    o: &Opts,
+    hash_path: &str,
+    hash: &File,
+    data: Option<&File>,
+) -> Result<Hdr, Failed> {
     if o.no_superblock {
-        return hdr_from_opts(io, o, hash_path, None);
+        return hdr_from_opts(io, o, hash_path, data);
     }
     if !o.hash_offset.is_multiple_of(512) {
         return Err(fail(io, libc::EINVAL, "Unsupported VERITY hash offset."));
@@ -462,7 +469,7 @@ pub fn verify(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
     }
     let data = open_ro(io, &pos[0])?;
     let hash = open_ro(io, &pos[1])?;
-    let h = load_hdr(io, o, &pos[1], &hash)?;
+    let h = load_hdr(io, o, &pos[1], &hash, Some(&data))?;
     let root = root_arg(io, o, pos.get(2), &h)?;
     let geo = h
         .geometry()
@@ -503,7 +510,7 @@ pub fn dump(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
             format!("Device {} is not a valid VERITY device.", pos[0]),
         ));
     }
-    let h = load_hdr(io, o, &pos[0], &hash)?;
+    let h = load_hdr(io, o, &pos[0], &hash, None)?;
     let geo = h.geometry().map_err(|_| {
         fail(
             io,

@@ -118,9 +118,9 @@ pub fn open(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
         ));
     }
     let (data_path, name, hash_path) = (&pos[0], &pos[1], &pos[2]);
-    let _data = open_ro(io, data_path)?;
+    let data = open_ro(io, data_path)?;
     let hash = open_ro(io, hash_path)?;
-    let h = actions::load_hdr(io, o, hash_path, &hash)?;
+    let h = actions::load_hdr(io, o, hash_path, &hash, Some(&data))?;
     let root = actions::root_arg(io, o, pos.get(3), &h)?;
     let geo = h
         .geometry()
@@ -284,7 +284,11 @@ pub fn status(io: &mut Io<'_>, _o: &Opts, pos: &[String]) -> Result<(), Failed> 
         to_hex(&p.salt)
     };
     let _ = writeln!(o, "  salt:        {salt}");
-    let _ = writeln!(o, "  data device: {}", p.data_dev);
+    let (data_dev, data_loop) = crate::luks_cli::shown_device(&p.data_dev.to_string());
+    let _ = writeln!(o, "  data device: {data_dev}");
+    if let Some(f) = data_loop {
+        let _ = writeln!(o, "  data loop:   {f}");
+    }
     let _ = writeln!(o, "  size:        {} sectors", t.len);
     let mode = if info.read_only {
         "readonly"
@@ -292,7 +296,11 @@ pub fn status(io: &mut Io<'_>, _o: &Opts, pos: &[String]) -> Result<(), Failed> 
         "read/write"
     };
     let _ = writeln!(o, "  mode:        {mode}");
-    let _ = writeln!(o, "  hash device: {}", p.hash_dev);
+    let (hash_dev, hash_loop) = crate::luks_cli::shown_device(&p.hash_dev.to_string());
+    let _ = writeln!(o, "  hash device: {hash_dev}");
+    if let Some(f) = hash_loop {
+        let _ = writeln!(o, "  hash loop:   {f}");
+    }
     let hbs = p.hash_block_size as u64;
     let _ = writeln!(o, "  hash offset: {} sectors", p.hash_start * hbs / 512);
     if let Some(f) = &p.fec.dev {
