@@ -46,6 +46,12 @@ fn config() -> ProptestConfig {
 /// One table line to build: its type, length and the choices its params need.
 #[derive(Debug, Clone)]
 enum Spec {
+    /// A thin-pool (a singleton: its table has only this line): (log2 block size in
+    /// sectors 7..=9, low water mark, feature flags, data blocks).
+    ThinPool(u32, u64, [bool; 5], u64),
+    /// A thin device of the pool the test makes first (`253:0`): (device id, external
+    /// origin, len).
+    Thin(u64, bool, u64),
     SnapOrigin(u64),
     /// (store code P/PO/N, log2 chunk in sectors, feature count 0..=2, merge, len)
     Snapshot(&'static str, u32, u8, bool, u64),
@@ -149,6 +155,8 @@ struct VeritySpec {
 
 /// Every type the generator covers; the test checks this is every registered type.
 const COVERED: &[&str] = &[
+    "thin-pool",
+    "thin",
     "snapshot-origin",
     "snapshot",
     "snapshot-merge",
@@ -247,6 +255,9 @@ fn verity_spec() -> impl Strategy<Value = VeritySpec> {
 
 fn spec() -> impl Strategy<Value = Spec> {
     prop_oneof![
+        (7u32..10, 0u64..100, any::<[bool; 5]>(), 1u64..8)
+            .prop_map(|(bs, lwm, f, blocks)| Spec::ThinPool(bs, lwm, f, blocks)),
+        (0u64..4, any::<bool>(), len8()).prop_map(|(id, o, len)| Spec::Thin(id, o, len)),
         len8().prop_map(Spec::SnapOrigin),
         (
             prop_oneof![Just("P"), Just("PO"), Just("N")],
@@ -404,6 +415,33 @@ fn hex(b: &[u8]) -> String {
 /// The line's type, length and canonical params (what `status(Table)` must print).
 fn render(s: &Spec, f: &mut Files<'_>) -> (&'static str, u64, String) {
     match s {
+        Spec::ThinPool(bs, lwm, feats, blocks) => {
+            let len = blocks << bs;
+            let p = udm_targets::thin::params::PoolParams {
+                meta_dev: f.image(4096),
+                data_dev: f.image(len),
+                block_size: 1 << bs,
+                low_water: *lwm,
+                features: udm_targets::thin::params::PoolFeatures {
+                    zero_new_blocks: feats[0],
+                    discard_enabled: feats[1],
+                    // passdown is only printed (and only meaningful) with discards on
+                    discard_passdown: feats[2] || !feats[1],
+                    // read_only needs metadata that is already formatted
+                    read_only: false,
+                    error_if_no_space: feats[4],
+                },
+            };
+            ("thin-pool", len, p.to_string())
+        }
+        Spec::Thin(id, origin, len) => {
+            let p = udm_targets::thin::params::ThinParams {
+                pool_dev: "253:0".into(),
+                dev_id: *id,
+                origin: origin.then(|| f.image(*len)),
+            };
+            ("thin", *len, p.to_string())
+        }
         Spec::SnapOrigin(len) => {
             let p = udm_targets::snapshot::OriginParams {
                 origin: f.image(*len),
@@ -696,6 +734,11 @@ proptest! {
         names in proptest::collection::vec(awkward_name(), 1..6),
         dir_name in awkward_name(),
     ) {
+        // thin-pool must be alone in its table (a singleton, as in the kernel).
+        let specs = match specs.iter().find(|s| matches!(s, Spec::ThinPool(..))) {
+            Some(p) => vec![p.clone()],
+            None => specs,
+        };
         // A verity line makes the table read-only, where a persistent snapshot cannot write
         // its COW header (refused, as by the kernel): not a round-trip case.
         prop_assume!(!(specs.iter().any(|s| matches!(s, Spec::Verity(_)))
@@ -716,6 +759,24 @@ proptest! {
         let read_only = specs.iter().any(|s| matches!(s, Spec::Verity(_)));
         let lines: Vec<TableLine> = parse_table_text(&text).unwrap();
         let reg = registry();
+        if specs.iter().any(|s| matches!(s, Spec::Thin(..))) {
+            // The pool the thin lines name (253:0), with devices 0..4.
+            let meta = dir.join("pool meta");
+            let data = dir.join("pool data");
+            std::fs::File::create(&meta).unwrap().set_len(4 << 20).unwrap();
+            std::fs::File::create(&data).unwrap().set_len(8 << 20).unwrap();
+            let pool = format!(
+                "0 16384 thin-pool {} {} 128 0",
+                udm_core::Escaped(meta.to_str().unwrap()),
+                udm_core::Escaped(data.to_str().unwrap())
+            );
+            reg.create("pool", "").unwrap();
+            reg.load(&sel("pool"), &parse_table_text(&pool).unwrap(), false).unwrap();
+            reg.resume(&sel("pool")).unwrap();
+            for id in 0..4 {
+                reg.message(&sel("pool"), 0, &["create_thin".into(), id.to_string()]).unwrap();
+            }
+        }
         reg.create("a", "").unwrap();
         reg.load(&sel("a"), &lines, read_only).unwrap_or_else(|e| panic!("{text}: {e}"));
         reg.resume(&sel("a")).unwrap();
