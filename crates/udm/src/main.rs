@@ -27,7 +27,8 @@ fn main() -> ExitCode {
         "veritysetup" => verity_cli::main("veritysetup", &args[1..]),
         "cryptsetup" => luks_cli::main("cryptsetup", &args[1..]),
         "kpartx" => kpartx::main(&args[1..]),
-        "pvs" | "vgs" | "lvs" => lvm::run(&prog, &args[1..]),
+        "pvs" | "vgs" | "lvs" | "lvm" => lvm::run(&prog, &args[1..]),
+        p if lvm::COMMANDS.contains(&p) => lvm::run(p, &args[1..]),
         _ => match args.get(1).map(|s| s.as_str()) {
             Some("daemon") => report(daemon_cli::main(&args[2..], false)),
             Some("stats") => stats_cli::main(&args[2..]),

@@ -4,9 +4,14 @@
 //! yet, so the LV state and open columns show `X` (unknown), as lvm2 does without a
 //! device-mapper driver.
 
+mod activate;
 mod attrs;
+pub mod devices;
 mod fields;
+mod lvcmds;
 mod report;
+mod session;
+mod vgcmds;
 
 use fields::{Ctx, Field, Obj, PvInfo};
 use std::collections::BTreeMap;
@@ -26,6 +31,13 @@ Usage: udm lvm pvs|vgs|lvs [--devices PV[,PV…]]… [-o [+]FIELD[,FIELD…]] [-
   (also as the `pvs`, `vgs` and `lvs` links). PVs are image files or block devices,
   listed with --devices; `pvs PV…` reads the PVs it names.
 ";
+
+/// The commands besides the reports (also the names the binary answers to).
+pub const COMMANDS: &[&str] = &[
+    "pvcreate", "pvremove", "vgcreate", "vgextend", "vgreduce", "vgremove", "vgrename",
+    "vgchange", "lvcreate", "lvremove", "lvrename", "lvextend", "lvreduce", "lvresize",
+    "lvchange",
+];
 
 /// `udm lvm COMMAND ARGS…`.
 pub fn main(args: &[String]) -> i32 {
@@ -47,6 +59,7 @@ pub fn run(cmd: &str, args: &[String]) -> i32 {
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let (mut out, mut err) = (stdout.lock(), stderr.lock());
+    let cmd = if cmd == "lvm" { return main(args) } else { cmd };
     match cmd {
         "pvs" | "vgs" | "lvs" => match Opts::parse(args) {
             Ok(o) => report_cmd(cmd, &o, &mut out, &mut err),
@@ -55,8 +68,33 @@ pub fn run(cmd: &str, args: &[String]) -> i32 {
                 EINVALID_CMD_LINE
             }
         },
+        c if COMMANDS.contains(&c) => match session::Cmdline::parse(c, args) {
+            Ok(cl) => match c {
+                "pvcreate" => vgcmds::pvcreate_cmd(&cl, &mut out, &mut err),
+                "pvremove" => vgcmds::pvremove_cmd(&cl, &mut out, &mut err),
+                "vgcreate" => vgcmds::vgcreate_cmd(&cl, &mut out, &mut err),
+                "vgextend" => vgcmds::vgextend_cmd(&cl, &mut out, &mut err),
+                "vgreduce" => vgcmds::vgreduce_cmd(&cl, &mut out, &mut err),
+                "vgremove" => vgcmds::vgremove_cmd(&cl, &mut out, &mut err),
+                "vgrename" => vgcmds::vgrename_cmd(&cl, &mut out, &mut err),
+                "vgchange" => vgcmds::vgchange_cmd(&cl, &mut out, &mut err),
+                "lvcreate" => lvcmds::lvcreate_cmd(&cl, &mut out, &mut err),
+                "lvremove" => lvcmds::lvremove_cmd(&cl, &mut out, &mut err),
+                "lvrename" => lvcmds::lvrename_cmd(&cl, &mut out, &mut err),
+                "lvchange" => lvcmds::lvchange_cmd(&cl, &mut out, &mut err),
+                _ => lvcmds::lvresize_cmd(c, &cl, &mut out, &mut err),
+            },
+            Err(m) => {
+                let _ = writeln!(err, "  {m}");
+                EINVALID_CMD_LINE
+            }
+        },
         _ => {
-            let _ = writeln!(err, "  udm lvm: no such command '{cmd}' (pvs, vgs, lvs)");
+            let _ = writeln!(
+                err,
+                "  udm lvm: no such command '{cmd}' ({})",
+                COMMANDS.join(", ")
+            );
             EINVALID_CMD_LINE
         }
     }

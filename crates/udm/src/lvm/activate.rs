@@ -1,0 +1,221 @@
+//! Activation through the daemon: the devices and tables lvm2 would load for each LV
+//! (`udm_formats::lvm::dmplan`), created lower devices first; deactivation removes them top
+//! first; a resized active LV has its live tables reloaded. Under
+//! `--config 'global{activation=0}'` nothing is sent, as lvm2 does.
+
+use super::session::{Cmdline, Found, VgHandle};
+use crate::dmctl;
+use std::io::Write;
+use udm_formats::lvm::dmplan::{activation_order, dm_name, plan, DmDev, Mode};
+use udm_formats::lvm::Vg;
+use udm_proto::{Client, DevSel, Line, Reply, Request};
+
+fn client() -> Option<Client> {
+    Client::connect(&udm_proto::default_socket()).ok()
+}
+
+fn exists(c: &mut Client, name: &str) -> bool {
+    matches!(
+        c.call(Request::Info {
+            dev: DevSel::Name(name.into()),
+            inactive: false,
+        }),
+        Ok(Reply::Info(_))
+    )
+}
+
+/// The visible LVs of `vg` whose device exists in the daemon (none without a daemon).
+pub fn active_lvs(vg: &Vg) -> Vec<String> {
+    let Some(mut c) = client() else {
+        return Vec::new();
+    };
+    activation_order(vg)
+        .into_iter()
+        .filter(|lv| exists(&mut c, &dm_name(&vg.name, lv, None)))
+        .collect()
+}
+
+fn lines(d: &DmDev) -> Vec<Line> {
+    d.table
+        .iter()
+        .map(|l| Line {
+            start: l.start,
+            len: l.len,
+            ttype: l.ttype.clone(),
+            params: l.params.clone(),
+        })
+        .collect()
+}
+
+/// The devices of one LV as planned from `h`'s metadata and the PVs found.
+pub fn devices_of(
+    h: &VgHandle,
+    found: &[Found],
+    lv: &str,
+    mode: Mode,
+) -> Result<Vec<DmDev>, String> {
+    let paths = h.pv_paths(found);
+    let dev = |pv: &str| -> Option<String> {
+        paths
+            .iter()
+            .find(|(n, _)| n == pv)
+            .and_then(|(_, p)| p.clone())
+            .map(|p| udm_core::escape_arg(&p).into_owned())
+    };
+    plan(&h.meta.vg, lv, &dev, mode, &|n| format!("/dev/mapper/{n}")).map_err(|e| e.to_string())
+}
+
+fn mode_of(cl: &Cmdline, err: &mut dyn Write) -> Option<Mode> {
+    match cl.val("--activationmode") {
+        None | Some("complete") | Some("degraded") => Some(Mode::Complete),
+        Some("partial") => Some(Mode::Partial),
+        Some(m) => {
+            let _ = writeln!(err, "  Invalid argument for --activationmode: {m}");
+            None
+        }
+    }
+}
+
+/// Activate (`on`) or deactivate every LV of the VG, or only `only`; prints lvm2's count
+/// line for a whole VG. Returns the exit status.
+pub fn change_vg(
+    cl: &Cmdline,
+    h: &VgHandle,
+    found: &[Found],
+    on: bool,
+    only: Option<&str>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let vg = &h.meta.vg;
+    let Some(mode) = mode_of(cl, err) else {
+        return 3;
+    };
+    let mut lvs = match only {
+        Some(l) => vec![l.to_string()],
+        None => activation_order(vg),
+    };
+    let count_line = |out: &mut dyn Write, n: usize| {
+        if only.is_none() {
+            let _ = writeln!(
+                out,
+                "  {n} logical volume(s) in volume group \"{}\" now active",
+                vg.name
+            );
+        }
+    };
+    if !cl.activation() {
+        let _ = writeln!(
+            err,
+            "  WARNING: Activation disabled. No device-mapper interaction will be attempted."
+        );
+        count_line(out, 0);
+        return 0;
+    }
+    let Some(mut c) = dmctl::connect(&udm_proto::default_socket(), err) else {
+        return super::vgcmds::ECMD_FAILED;
+    };
+    let mut rc = 0;
+    if on {
+        for lv in &lvs {
+            let devs = match devices_of(h, found, lv, mode) {
+                Ok(d) => d,
+                Err(m) => {
+                    let _ = writeln!(err, "  {m}");
+                    rc = super::vgcmds::ECMD_FAILED;
+                    continue;
+                }
+            };
+            for d in &devs {
+                if exists(&mut c, &d.name) {
+                    continue;
+                }
+                let made = c
+                    .call(Request::Create {
+                        name: d.name.clone(),
+                        uuid: d.uuid.clone(),
+                    })
+                    .map_err(|e| dmctl::report(err, "create", &d.name, &e))
+                    .and_then(|_| dmctl::load_and_resume(&mut c, err, &d.name, lines(d), d.read_only));
+                if made.is_err() {
+                    rc = super::vgcmds::ECMD_FAILED;
+                    break;
+                }
+            }
+        }
+    } else {
+        lvs.reverse();
+        for lv in &lvs {
+            let devs = match devices_of(h, found, lv, Mode::Partial) {
+                Ok(d) => d,
+                Err(m) => {
+                    let _ = writeln!(err, "  {m}");
+                    rc = super::vgcmds::ECMD_FAILED;
+                    continue;
+                }
+            };
+            // A snapshot leaves its origin's -real to the origin.
+            let own = if devs.len() == 3 { &devs[1..] } else { &devs[..] };
+            for d in own.iter().rev() {
+                if !exists(&mut c, &d.name) {
+                    continue;
+                }
+                if let Err(e) = c.call(Request::Remove {
+                    dev: DevSel::Name(d.name.clone()),
+                    deferred: false,
+                }) {
+                    dmctl::report(err, "remove", &d.name, &e);
+                    rc = super::vgcmds::ECMD_FAILED;
+                    break;
+                }
+            }
+        }
+    }
+    let n = activation_order(vg)
+        .iter()
+        .filter(|l| exists(&mut c, &dm_name(&vg.name, l, None)))
+        .count();
+    count_line(out, n);
+    rc
+}
+
+/// Reload the live tables of an active LV after its size changed (lower devices first).
+pub fn reload(
+    cl: &Cmdline,
+    h: &VgHandle,
+    found: &[Found],
+    lv: &str,
+    err: &mut dyn Write,
+) -> Result<(), String> {
+    if !cl.activation() {
+        return Ok(());
+    }
+    let Some(mut c) = client() else {
+        return Ok(());
+    };
+    if !exists(&mut c, &dm_name(&h.meta.vg.name, lv, None)) {
+        return Ok(());
+    }
+    for d in devices_of(h, found, lv, Mode::Complete)? {
+        let sel = DevSel::Name(d.name.clone());
+        let r = c
+            .call(Request::Load {
+                dev: sel.clone(),
+                table: lines(&d),
+                read_only: d.read_only,
+            })
+            .map_err(|e| dmctl::report(err, "reload", &d.name, &e))
+            .and_then(|_| {
+                c.call(Request::Resume {
+                    dev: sel,
+                    noflush: false,
+                    nolockfs: false,
+                })
+                .map_err(|e| dmctl::report(err, "resume", &d.name, &e))
+            });
+        if r.is_err() {
+            return Err(format!("Failed to reload {}", d.name));
+        }
+    }
+    Ok(())
+}
