@@ -126,6 +126,8 @@ pub fn change_vg(
                     continue;
                 }
             };
+            // Devices made for this LV, removed again if a later one fails (as lvm2 does).
+            let mut made_here: Vec<&str> = Vec::new();
             for d in &devs {
                 if exists(&mut c, &d.name) {
                     continue;
@@ -139,8 +141,15 @@ pub fn change_vg(
                     .and_then(|_| dmctl::load_and_resume(&mut c, err, &d.name, lines(d), d.read_only));
                 if made.is_err() {
                     rc = super::vgcmds::ECMD_FAILED;
+                    for n in made_here.iter().rev() {
+                        let _ = c.call(Request::Remove {
+                            dev: DevSel::Name(n.to_string()),
+                            deferred: false,
+                        });
+                    }
                     break;
                 }
+                made_here.push(&d.name);
             }
         }
     } else {
