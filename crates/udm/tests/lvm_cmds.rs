@@ -163,3 +163,148 @@ fn udm_made_vg_passes_lvm2_checks() {
     lvm.ok("vgcreate", &["back", d[0], d[1], d[2]]);
     lvm.ok("vgck", &["back"]);
 }
+
+/// A directory of links named as lvm commands (`pvcreate`, `lvs`, …) to the udm binary.
+fn links(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for n in ["pvcreate", "vgcreate", "lvcreate", "lvs", "vgchange", "lvm"] {
+        std::os::unix::fs::symlink(udm(), bin.join(n)).unwrap();
+    }
+    bin
+}
+
+/// The seed walkthrough, run as written with image files: three sparse PVs, `lvcreate -n
+/// striped_lv -L 90G -i 3 -I 64K vg_data`, the striped map in `dmsetup table`, and
+/// `lvs -o lv_name,lv_dm_path,seg_type`; the PVs come from udm's devices file.
+#[test]
+fn seed_striped_90g_walkthrough() {
+    let d = Daemon::start(&udm());
+    let dir = tempfile::tempdir().unwrap();
+    let e = Env {
+        socket: d.socket.clone(),
+        state: dir.path().join("state"),
+    };
+    let bin = links(dir.path());
+    let imgs: Vec<String> = (0..3)
+        .map(|i| {
+            udm_testkit::image(dir.path(), &format!("disk{i}.img"), 31 << 30)
+                .display()
+                .to_string()
+        })
+        .collect();
+    let img: Vec<&str> = imgs.iter().map(String::as_str).collect();
+    let (o, er, c) = e.run_prog(&bin.join("pvcreate"), &img);
+    assert_eq!(c, 0, "{er}");
+    assert_eq!(
+        o,
+        img.iter()
+            .map(|p| format!("  Physical volume \"{p}\" successfully created.\n"))
+            .collect::<String>()
+    );
+    let (o, er, c) = e.run_prog(&bin.join("vgcreate"), &[&["vg_data"][..], &img].concat());
+    assert_eq!((o.as_str(), c), ("  Volume group \"vg_data\" successfully created\n", 0), "{er}");
+    let (o, er, c) = e.run_prog(
+        &bin.join("lvcreate"),
+        &["-n", "striped_lv", "-L", "90G", "-i", "3", "-I", "64K", "vg_data"],
+    );
+    assert_eq!((o.as_str(), c), ("  Logical volume \"striped_lv\" created.\n", 0), "{er}");
+    let table = e.dm(&["table"]);
+    assert_eq!(
+        table,
+        format!(
+            "vg_data-striped_lv: 0 188743680 striped 3 128 {} 2048 {} 2048 {} 2048\n",
+            img[0], img[1], img[2]
+        )
+    );
+    let info = e.dm(&["info", "-c", "--noheadings", "-o", "name,uuid"]);
+    assert!(info.starts_with("vg_data-striped_lv:LVM-"), "{info}");
+    let (o, er, c) = e.run_prog(
+        &bin.join("lvs"),
+        &["-o", "lv_name,lv_dm_path,seg_type", "vg_data"],
+    );
+    assert_eq!(c, 0, "{er}");
+    assert_eq!(
+        o,
+        "  LV         DMPath                         Type   \n  striped_lv /dev/mapper/vg_data-striped_lv striped\n"
+    );
+    let (o, er, c) = e.run_prog(&bin.join("vgchange"), &["-an", "vg_data"]);
+    assert_eq!(
+        (o.as_str(), c),
+        ("  0 logical volume(s) in volume group \"vg_data\" now active\n", 0),
+        "{er}"
+    );
+    assert_eq!(e.dm(&["ls"]), "No devices found\n");
+}
+
+fn file_hashes(paths: &[&Path]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|p| udm_testkit::dm::cksum(&std::fs::read(p).unwrap()))
+        .collect()
+}
+
+/// A missing PV: partial LVs are refused (the others activate) unless `--activationmode
+/// partial`, which maps the missing extents to `error`; commands that change the VG fail
+/// and write nothing; so do failed lvcreates and a pvcreate on a too-small file.
+#[test]
+fn missing_pv_and_failed_commands_write_nothing() {
+    let d = Daemon::start(&udm());
+    let dir = tempfile::tempdir().unwrap();
+    let e = Env {
+        socket: d.socket.clone(),
+        state: dir.path().join("state"),
+    };
+    let a = udm_testkit::image(dir.path(), "a.img", 16 << 20);
+    let b = udm_testkit::image(dir.path(), "b.img", 16 << 20);
+    let (sa, sb) = (a.display().to_string(), b.display().to_string());
+    let both = format!("{sa},{sb}");
+    e.ok("vgcreate", &["--devices", &both, "vg", &sa, &sb]);
+    e.ok("lvcreate", &["--devices", &both, "-a", "n", "-n", "first", "-l", "2", "vg"]);
+    e.ok("lvcreate", &["--devices", &both, "-a", "n", "-n", "span", "-l", "100%FREE", "vg"]);
+    let before = file_hashes(&[&a, &b]);
+    // b is missing.
+    let (o, er, c) = e.lvm("vgchange", &["--devices", &sa, "-ay", "vg"]);
+    assert_eq!(c, 5, "{o}{er}");
+    assert!(
+        er.contains("  Refusing activation of partial LV vg/span.  Use '--activationmode partial' to override.\n"),
+        "{er}"
+    );
+    assert_eq!(o, "  1 logical volume(s) in volume group \"vg\" now active\n");
+    assert_eq!(e.dm(&["ls"]).split_whitespace().next(), Some("vg-first"));
+    assert_eq!(e.dm(&["ls"]).lines().count(), 1);
+    let o = e.ok(
+        "vgchange",
+        &["--devices", &sa, "-ay", "--activationmode", "partial", "vg"],
+    );
+    assert_eq!(o, "  2 logical volume(s) in volume group \"vg\" now active\n");
+    let t = e.dm(&["table", "vg-span"]);
+    assert_eq!(
+        t,
+        format!("0 8192 linear {sa} 18432\n8192 24576 error \n"),
+        "span: the rest of a, then b's extents as errors"
+    );
+    assert_eq!(
+        e.ok("vgchange", &["--devices", &sa, "-an", "vg"]),
+        "  0 logical volume(s) in volume group \"vg\" now active\n"
+    );
+    let (_, er, c) = e.lvm("lvcreate", &["--devices", &sa, "-a", "n", "-n", "x", "-l", "1", "vg"]);
+    assert_eq!(c, 5);
+    assert_eq!(er, "  Cannot change VG vg while PVs are missing.\n");
+    // Failures with every PV present.
+    let (_, er, c) = e.lvm("lvcreate", &["--devices", &both, "-n", "big", "-L", "1G", "vg"]);
+    assert_eq!((er.as_str(), c), ("  Volume group \"vg\" has insufficient free space (0 extents): 256 required.\n", 5));
+    let (_, er, c) = e.lvm("lvcreate", &["--devices", &both, "-n", "first", "-l", "1", "vg"]);
+    assert_eq!((er.as_str(), c), ("  Logical Volume \"first\" already exists in volume group \"vg\"\n", 5));
+    let (_, _, c) = e.lvm("lvrename", &["--devices", &both, "vg", "first", "span"]);
+    assert_eq!(c, 5);
+    let (_, _, c) = e.lvm("vgreduce", &["--devices", &both, "vg", &sb]);
+    assert_eq!(c, 5, "b holds extents of span");
+    assert_eq!(file_hashes(&[&a, &b]), before, "a failed command wrote");
+    let tiny = udm_testkit::image(dir.path(), "tiny.img", 1 << 20);
+    let (_, er, c) = e.lvm("pvcreate", &["--devices", "", tiny.to_str().unwrap()]);
+    assert_eq!(c, 5, "{er}");
+    assert!(er.contains("device is too small"), "{er}");
+    assert!(std::fs::read(&tiny).unwrap().iter().all(|&x| x == 0));
+    assert_eq!(e.dm(&["ls"]), "No devices found\n");
+}

@@ -3,7 +3,7 @@
 //! reloaded, removed ones deactivated first.
 
 use super::activate;
-use super::session::{commit, confirm, find_vg, hostname, long_size, now, scan, Cmdline};
+use super::session::{commit, confirm, find_vg, find_vg_rw, hostname, long_size, now, scan, Cmdline};
 use super::vgcmds::ECMD_FAILED;
 use std::io::Write;
 use udm_formats::lvm::edit::{parse_extents, parse_size, SizeArg};
@@ -88,7 +88,7 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
         }
     }
     let mut found = scan(&devs, true, err);
-    let h = match find_vg(&found, &vgname) {
+    let h = match find_vg_rw(&found, &vgname) {
         Ok(h) => h,
         Err(m) => return fail(err, &m),
     };
@@ -181,7 +181,7 @@ pub fn lvremove_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
     let mut found = scan(&cl.devices(), true, err);
     let mut rc = 0;
     for (vgname, lv) in lvs {
-        let h = match find_vg(&found, &vgname) {
+        let h = match find_vg_rw(&found, &vgname) {
             Ok(h) => h,
             Err(m) => {
                 rc = fail(err, &m);
@@ -243,7 +243,7 @@ pub fn lvrename_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
         _ => return fail(err, "Old and new logical volume names required"),
     };
     let mut found = scan(&cl.devices(), true, err);
-    let h = match find_vg(&found, &vgname) {
+    let h = match find_vg_rw(&found, &vgname) {
         Ok(h) => h,
         Err(m) => return fail(err, &m),
     };
@@ -282,7 +282,7 @@ pub fn lvresize_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn 
         }
     }
     let mut found = scan(&devs, true, err);
-    let h = match find_vg(&found, &vgname) {
+    let h = match find_vg_rw(&found, &vgname) {
         Ok(h) => h,
         Err(m) => return fail(err, &m),
     };

@@ -103,6 +103,7 @@ pub fn run(cmd: &str, args: &[String]) -> i32 {
 #[derive(Default)]
 struct Opts {
     devices: Vec<String>,
+    devicesfile: Option<String>,
     options: Vec<String>,
     all: bool,
     segments: bool,
@@ -133,6 +134,10 @@ impl Opts {
                 }
             };
             match flag {
+                "--devicesfile" => o.devicesfile = Some(val(flag)?),
+                "--config" => {
+                    val(flag)?;
+                }
                 "--devices" => o.devices.extend(
                     val(flag)?
                         .split(',')
@@ -311,11 +316,19 @@ fn report_cmd(cmd: &str, o: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> 
             return EINVALID_CMD_LINE;
         }
     };
-    let devices = if o.devices.is_empty() && cmd == "pvs" {
+    let mut devices = if o.devices.is_empty() && cmd == "pvs" {
         o.names.clone()
     } else {
         o.devices.clone()
     };
+    if devices.is_empty() {
+        let file = o
+            .devicesfile
+            .as_ref()
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(devices::default_devices_file);
+        devices = devices::read_devices_file(&file);
+    }
     if devices.is_empty() {
         let _ = writeln!(
             err,

@@ -229,6 +229,15 @@ pub fn find_vg(found: &[Found], name: &str) -> Result<VgHandle, String> {
     })
 }
 
+/// [`find_vg`] for a command that changes the VG: every PV must be present.
+pub fn find_vg_rw(found: &[Found], name: &str) -> Result<VgHandle, String> {
+    let h = find_vg(found, name)?;
+    if h.missing() {
+        return Err(format!("Cannot change VG {name} while PVs are missing."));
+    }
+    Ok(h)
+}
+
 impl VgHandle {
     /// The table form of each PV's device, by PV name (None when missing).
     pub fn pv_paths(&self, found: &[Found]) -> Vec<(String, Option<String>)> {

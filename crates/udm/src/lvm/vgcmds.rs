@@ -3,7 +3,7 @@
 
 use super::activate;
 use super::devices;
-use super::session::{commit, confirm, find_vg, scan, Cmdline, Found};
+use super::session::{commit, confirm, find_vg, find_vg_rw, scan, Cmdline, Found};
 use std::io::Write;
 use udm_formats::lvm::edit::{parse_size, SizeArg};
 use udm_formats::lvm::{pvcreate, PvcreateOptions, Vg};
@@ -216,7 +216,7 @@ pub fn vgextend_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
     };
     let devs = with_named(cl, pvs);
     let mut found = scan(&devs, true, err);
-    let h = match find_vg(&found, name) {
+    let h = match find_vg_rw(&found, name) {
         Ok(h) => h,
         Err(m) => return fail(err, &m),
     };
@@ -248,7 +248,7 @@ pub fn vgreduce_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
     };
     let devs = with_named(cl, pvs);
     let mut found = scan(&devs, true, err);
-    let h = match find_vg(&found, name) {
+    let h = match find_vg_rw(&found, name) {
         Ok(h) => h,
         Err(m) => return fail(err, &m),
     };
@@ -365,7 +365,7 @@ pub fn vgrename_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
     if found.iter().any(|f| f.vg.as_deref() == Some(new)) {
         return fail(err, &format!("New volume group \"{new}\" already exists"));
     }
-    let h = match find_vg(&found, old) {
+    let h = match find_vg_rw(&found, old) {
         Ok(h) => h,
         Err(m) => return fail(err, &m),
     };
