@@ -9,6 +9,7 @@ mod kpartx;
 mod logwrites;
 mod luks_cli;
 mod lvm;
+mod open_cli;
 mod optparse;
 mod stats_cli;
 mod verity_cli;
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
             Some("lvm") => lvm::main(&args[2..]),
             Some("key") => key_cli::main(&args[2..]),
             Some("kpartx") => kpartx::main(&args[2..]),
+            Some(c @ ("open" | "close")) => open_cli::main(c, &args[2..]),
             None => report(daemon_cli::main(&[], true)),
             Some("--help") if args.len() == 2 => {
                 print!("{}", USAGE);
@@ -85,6 +87,10 @@ Usage:
                           tables name it as :LEN:logon:DESC); never on the command line
   udm verity format|verify|open|close|status|dump …   dm-verity (a `veritysetup` link too)
   udm kpartx -l|-a|-u|-d [-p DELIM] [-r] [-v] DISK   partition mappings (a `kpartx` link too)
+  udm open [--key-file F] IMAGE   partitions, LUKS volumes and LVM VGs inside an image, as
+                          devices (listed with FUSE paths and NBD URIs); udm close IMAGE
+  udm lvm COMMAND …       lvm2's commands (pvcreate, vgcreate, lvcreate, vgchange, lvs, …;
+                          also as links of those names)
   udm log-writes replay|dump …   replay a dm-log-writes log onto a device or image, or list it
   udm <dmsetup command>   any dmsetup command (create, ls, info, table, status, remove, …);
                           `udm help` lists them. A link named `dmsetup` behaves as dmsetup.

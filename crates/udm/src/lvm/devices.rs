@@ -99,6 +99,16 @@ fn nbd_err(what: &str, e: udm_nbd::NbdError) -> LvmError {
     }
 }
 
+impl NbdPv {
+    /// The aligned byte range covering `offset..offset+len` (the export's minimum block).
+    fn span(&self, offset: u64, len: usize) -> (u64, usize) {
+        let b = u64::from(self.c.info().min_block.max(1));
+        let start = offset / b * b;
+        let end = (offset + len as u64).div_ceil(b) * b;
+        (start, (end - start) as usize)
+    }
+}
+
 impl Disk for NbdPv {
     fn name(&self) -> String {
         self.name.clone()
@@ -107,11 +117,31 @@ impl Disk for NbdPv {
         Ok(self.c.size())
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), LvmError> {
-        self.c.read(offset, buf).map_err(|e| nbd_err(&self.name, e))
+        let (start, len) = self.span(offset, buf.len());
+        if (start, len) == (offset, buf.len()) {
+            return self.c.read(offset, buf).map_err(|e| nbd_err(&self.name, e));
+        }
+        let mut b = vec![0u8; len];
+        self.c.read(start, &mut b).map_err(|e| nbd_err(&self.name, e))?;
+        let at = (offset - start) as usize;
+        buf.copy_from_slice(&b[at..at + buf.len()]);
+        Ok(())
     }
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), LvmError> {
+        let (start, len) = self.span(offset, buf.len());
+        if (start, len) == (offset, buf.len()) {
+            return self
+                .c
+                .write(offset, buf, false)
+                .map_err(|e| nbd_err(&self.name, e));
+        }
+        // Read, modify, write the whole blocks.
+        let mut b = vec![0u8; len];
+        self.c.read(start, &mut b).map_err(|e| nbd_err(&self.name, e))?;
+        let at = (offset - start) as usize;
+        b[at..at + buf.len()].copy_from_slice(buf);
         self.c
-            .write(offset, buf, false)
+            .write(start, &b, false)
             .map_err(|e| nbd_err(&self.name, e))
     }
     fn flush(&mut self) -> Result<(), LvmError> {
