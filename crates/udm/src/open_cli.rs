@@ -99,7 +99,11 @@ pub fn main(cmd: &str, args: &[String]) -> i32 {
         let _ = std::fs::create_dir_all(d);
     }
     if let Err(e) = std::fs::write(&rec, text) {
-        let _ = writeln!(err, "udm open: cannot record the devices in {}: {e}", rec.display());
+        let _ = writeln!(
+            err,
+            "udm open: cannot record the devices in {}: {e}",
+            rec.display()
+        );
     }
     let (nbd, fuse) = match c.call(Request::DaemonInfo) {
         Ok(Reply::Daemon {
@@ -110,7 +114,9 @@ pub fn main(cmd: &str, args: &[String]) -> i32 {
         _ => (None, None),
     };
     for (n, k) in &made {
-        let f = fuse.as_ref().map_or("-".to_string(), |d| format!("{d}/{n}"));
+        let f = fuse
+            .as_ref()
+            .map_or("-".to_string(), |d| format!("{d}/{n}"));
         let u = nbd
             .as_ref()
             .map_or("-".to_string(), |s| format!("nbd+unix:///{n}?socket={s}"));
@@ -133,7 +139,10 @@ fn open(
     if r != 0 {
         return Err(format!("partitions of {image} could not be mapped"));
     }
-    let parts: Vec<String> = names(c).into_iter().filter(|n| !before.contains(n)).collect();
+    let parts: Vec<String> = names(c)
+        .into_iter()
+        .filter(|n| !before.contains(n))
+        .collect();
     made.extend(parts.iter().map(|n| (n.clone(), "partition")));
     let mut layer: Vec<String> = if parts.is_empty() {
         vec![image.to_string()]
@@ -196,7 +205,10 @@ fn open(
         let mut args = vec!["-ay".to_string(), "--devices".into(), pvs.join(",")];
         args.extend(vgs.iter().cloned());
         let code = lvm::run("vgchange", &args);
-        let lvs: Vec<String> = names(c).into_iter().filter(|n| !before.contains(n)).collect();
+        let lvs: Vec<String> = names(c)
+            .into_iter()
+            .filter(|n| !before.contains(n))
+            .collect();
         made.extend(lvs.into_iter().map(|n| (n, "lvm")));
         if code != 0 {
             return Err(format!("volume groups {} did not activate", vgs.join(", ")));

@@ -64,8 +64,8 @@ fn no_daemon(dir: &Path) -> Env {
 
 const NOACT: &str = "global{activation=0}";
 
-/// udm makes and changes a VG; after every step lvm2's vgck and pvck pass and lvm2's `lvs`
-/// shows what udm's shows.
+/// udm makes and changes a VG; after every step lvm2's vgck and pvck pass, lvm2's `lvs`
+/// shows what udm's shows, and `pvdisplay`/`vgdisplay`/`lvdisplay` print what lvm2's do.
 #[test]
 fn udm_made_vg_passes_lvm2_checks() {
     if !udm_testkit::require_tool("lvm") {
@@ -109,22 +109,46 @@ fn udm_made_vg_passes_lvm2_checks() {
         };
         assert_eq!(squeeze(&ours), squeeze(&real), "lvs after {step}");
         assert!(real.lines().count() > 1, "{real}");
+        // The long forms, byte for byte (device paths aside).
+        for cmd in ["vgdisplay", "lvdisplay", "pvdisplay"] {
+            let real = lvm.ok(cmd, &[]);
+            let mut ours = e.ok(cmd, &["--devices", &devs]);
+            for (p, l) in paths.iter().zip(&d) {
+                ours = ours.replace(p.as_str(), l);
+            }
+            assert_eq!(ours, real, "{cmd} after {step}");
+        }
     };
     let call = |cmd: &str, args: Vec<String>| {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         e.ok(cmd, &a)
     };
-    let out = call("pvcreate", [&paths[..], &["--devices".into(), devs.clone()]].concat());
+    let out = call(
+        "pvcreate",
+        [&paths[..], &["--devices".into(), devs.clone()]].concat(),
+    );
     assert!(out.contains("successfully created"), "{out}");
     let mut a = with(&[]);
     a.extend(["vg".into(), paths[0].clone(), paths[1].clone()]);
-    assert_eq!(call("vgcreate", a), "  Volume group \"vg\" successfully created\n");
+    assert_eq!(
+        call("vgcreate", a),
+        "  Volume group \"vg\" successfully created\n"
+    );
     let mut a = with(&[]);
     a.extend(["vg".into(), paths[2].clone()]);
-    assert_eq!(call("vgextend", a), "  Volume group \"vg\" successfully extended\n");
-    assert_eq!(call("lvcreate", with(&["-n", "lin", "-L", "20M", "vg"])), "  Logical volume \"lin\" created.\n");
+    assert_eq!(
+        call("vgextend", a),
+        "  Volume group \"vg\" successfully extended\n"
+    );
+    assert_eq!(
+        call("lvcreate", with(&["-n", "lin", "-L", "20M", "vg"])),
+        "  Logical volume \"lin\" created.\n"
+    );
     check("lvcreate linear");
-    let out = call("lvcreate", with(&["-n", "st", "-L", "30M", "-i", "3", "-I", "64K", "vg"]));
+    let out = call(
+        "lvcreate",
+        with(&["-n", "st", "-L", "30M", "-i", "3", "-I", "64K", "vg"]),
+    );
     assert_eq!(
         out,
         "  Rounding up size to full physical extent 32.00 MiB\n  Rounding size 32.00 MiB (8 extents) up to stripe boundary size 36.00 MiB (9 extents).\n  Logical volume \"st\" created.\n"
@@ -137,7 +161,10 @@ fn udm_made_vg_passes_lvm2_checks() {
     check("lvextend");
     call("lvextend", with(&["-l", "+3", "vg/st"]));
     check("lvextend striped");
-    assert_eq!(call("lvrename", with(&["vg", "st", "st2"])), "  Renamed \"st\" to \"st2\" in volume group \"vg\"\n");
+    assert_eq!(
+        call("lvrename", with(&["vg", "st", "st2"])),
+        "  Renamed \"st\" to \"st2\" in volume group \"vg\"\n"
+    );
     check("lvrename");
     call("lvremove", with(&["-y", "vg/sn"]));
     check("lvremove snapshot");
@@ -149,11 +176,20 @@ fn udm_made_vg_passes_lvm2_checks() {
     check("lvremove");
     let mut a = with(&[]);
     a.extend(["vg".into(), paths[2].clone()]);
-    assert_eq!(call("vgreduce", a), format!("  Removed \"{}\" from volume group \"vg\"\n", paths[2]));
+    assert_eq!(
+        call("vgreduce", a),
+        format!("  Removed \"{}\" from volume group \"vg\"\n", paths[2])
+    );
     check("vgreduce");
     let pvs = lvm.ok("pvs", &["--noheadings", "-o", "pv_name,vg_name"]);
-    assert!(pvs.lines().any(|l| l.trim() == d[2]), "orphan after vgreduce: {pvs}");
-    assert_eq!(call("vgrename", with(&["vg", "vg2"])), "  Volume group \"vg\" successfully renamed to \"vg2\"\n");
+    assert!(
+        pvs.lines().any(|l| l.trim() == d[2]),
+        "orphan after vgreduce: {pvs}"
+    );
+    assert_eq!(
+        call("vgrename", with(&["vg", "vg2"])),
+        "  Volume group \"vg\" successfully renamed to \"vg2\"\n"
+    );
     lvm.ok("vgck", &["vg2"]);
     let out = call("vgremove", with(&["-f", "vg2"]));
     assert_eq!(out, "  Logical volume \"lin\" successfully removed.\n  Volume group \"vg2\" successfully removed\n");
@@ -203,12 +239,30 @@ fn seed_striped_90g_walkthrough() {
             .collect::<String>()
     );
     let (o, er, c) = e.run_prog(&bin.join("vgcreate"), &[&["vg_data"][..], &img].concat());
-    assert_eq!((o.as_str(), c), ("  Volume group \"vg_data\" successfully created\n", 0), "{er}");
+    assert_eq!(
+        (o.as_str(), c),
+        ("  Volume group \"vg_data\" successfully created\n", 0),
+        "{er}"
+    );
     let (o, er, c) = e.run_prog(
         &bin.join("lvcreate"),
-        &["-n", "striped_lv", "-L", "90G", "-i", "3", "-I", "64K", "vg_data"],
+        &[
+            "-n",
+            "striped_lv",
+            "-L",
+            "90G",
+            "-i",
+            "3",
+            "-I",
+            "64K",
+            "vg_data",
+        ],
     );
-    assert_eq!((o.as_str(), c), ("  Logical volume \"striped_lv\" created.\n", 0), "{er}");
+    assert_eq!(
+        (o.as_str(), c),
+        ("  Logical volume \"striped_lv\" created.\n", 0),
+        "{er}"
+    );
     let table = e.dm(&["table"]);
     assert_eq!(
         table,
@@ -231,7 +285,10 @@ fn seed_striped_90g_walkthrough() {
     let (o, er, c) = e.run_prog(&bin.join("vgchange"), &["-an", "vg_data"]);
     assert_eq!(
         (o.as_str(), c),
-        ("  0 logical volume(s) in volume group \"vg_data\" now active\n", 0),
+        (
+            "  0 logical volume(s) in volume group \"vg_data\" now active\n",
+            0
+        ),
         "{er}"
     );
     assert_eq!(e.dm(&["ls"]), "No devices found\n");
@@ -260,8 +317,34 @@ fn missing_pv_and_failed_commands_write_nothing() {
     let (sa, sb) = (a.display().to_string(), b.display().to_string());
     let both = format!("{sa},{sb}");
     e.ok("vgcreate", &["--devices", &both, "vg", &sa, &sb]);
-    e.ok("lvcreate", &["--devices", &both, "-a", "n", "-n", "first", "-l", "2", "vg"]);
-    e.ok("lvcreate", &["--devices", &both, "-a", "n", "-n", "span", "-l", "100%FREE", "vg"]);
+    e.ok(
+        "lvcreate",
+        &[
+            "--devices",
+            &both,
+            "-a",
+            "n",
+            "-n",
+            "first",
+            "-l",
+            "2",
+            "vg",
+        ],
+    );
+    e.ok(
+        "lvcreate",
+        &[
+            "--devices",
+            &both,
+            "-a",
+            "n",
+            "-n",
+            "span",
+            "-l",
+            "100%FREE",
+            "vg",
+        ],
+    );
     let before = file_hashes(&[&a, &b]);
     // b is missing.
     let (o, er, c) = e.lvm("vgchange", &["--devices", &sa, "-ay", "vg"]);
@@ -270,14 +353,20 @@ fn missing_pv_and_failed_commands_write_nothing() {
         er.contains("  Refusing activation of partial LV vg/span.  Use '--activationmode partial' to override.\n"),
         "{er}"
     );
-    assert_eq!(o, "  1 logical volume(s) in volume group \"vg\" now active\n");
+    assert_eq!(
+        o,
+        "  1 logical volume(s) in volume group \"vg\" now active\n"
+    );
     assert_eq!(e.dm(&["ls"]).split_whitespace().next(), Some("vg-first"));
     assert_eq!(e.dm(&["ls"]).lines().count(), 1);
     let o = e.ok(
         "vgchange",
         &["--devices", &sa, "-ay", "--activationmode", "partial", "vg"],
     );
-    assert_eq!(o, "  2 logical volume(s) in volume group \"vg\" now active\n");
+    assert_eq!(
+        o,
+        "  2 logical volume(s) in volume group \"vg\" now active\n"
+    );
     let t = e.dm(&["table", "vg-span"]);
     assert_eq!(
         t,
@@ -288,14 +377,35 @@ fn missing_pv_and_failed_commands_write_nothing() {
         e.ok("vgchange", &["--devices", &sa, "-an", "vg"]),
         "  0 logical volume(s) in volume group \"vg\" now active\n"
     );
-    let (_, er, c) = e.lvm("lvcreate", &["--devices", &sa, "-a", "n", "-n", "x", "-l", "1", "vg"]);
+    let (_, er, c) = e.lvm(
+        "lvcreate",
+        &["--devices", &sa, "-a", "n", "-n", "x", "-l", "1", "vg"],
+    );
     assert_eq!(c, 5);
     assert_eq!(er, "  Cannot change VG vg while PVs are missing.\n");
     // Failures with every PV present.
-    let (_, er, c) = e.lvm("lvcreate", &["--devices", &both, "-n", "big", "-L", "1G", "vg"]);
-    assert_eq!((er.as_str(), c), ("  Volume group \"vg\" has insufficient free space (0 extents): 256 required.\n", 5));
-    let (_, er, c) = e.lvm("lvcreate", &["--devices", &both, "-n", "first", "-l", "1", "vg"]);
-    assert_eq!((er.as_str(), c), ("  Logical Volume \"first\" already exists in volume group \"vg\"\n", 5));
+    let (_, er, c) = e.lvm(
+        "lvcreate",
+        &["--devices", &both, "-n", "big", "-L", "1G", "vg"],
+    );
+    assert_eq!(
+        (er.as_str(), c),
+        (
+            "  Volume group \"vg\" has insufficient free space (0 extents): 256 required.\n",
+            5
+        )
+    );
+    let (_, er, c) = e.lvm(
+        "lvcreate",
+        &["--devices", &both, "-n", "first", "-l", "1", "vg"],
+    );
+    assert_eq!(
+        (er.as_str(), c),
+        (
+            "  Logical Volume \"first\" already exists in volume group \"vg\"\n",
+            5
+        )
+    );
     let (_, _, c) = e.lvm("lvrename", &["--devices", &both, "vg", "first", "span"]);
     assert_eq!(c, 5);
     let (_, _, c) = e.lvm("vgreduce", &["--devices", &both, "vg", &sb]);
@@ -312,7 +422,10 @@ fn missing_pv_and_failed_commands_write_nothing() {
 /// Sections of a refvm transcript split at `=== NAME` lines.
 fn section<'a>(out: &'a str, name: &str) -> &'a str {
     let tag = format!("=== {name}\n");
-    let start = out.find(&tag).unwrap_or_else(|| panic!("no {name} in:\n{out}")) + tag.len();
+    let start = out
+        .find(&tag)
+        .unwrap_or_else(|| panic!("no {name} in:\n{out}"))
+        + tag.len();
     let rest = &out[start..];
     &rest[..rest.find("=== ").unwrap_or(rest.len())]
 }
@@ -422,7 +535,11 @@ echo "=== end"
     use udm_formats::lvm::dmplan::{plan, Mode};
     let mut planned = Vec::new();
     for lv in ["orig", "sn"] {
-        for dd in plan(&r.metadata.vg, lv, &dev, Mode::Complete, &|n| format!("/dev/mapper/{n}")).unwrap() {
+        for dd in plan(&r.metadata.vg, lv, &dev, Mode::Complete, &|n| {
+            format!("/dev/mapper/{n}")
+        })
+        .unwrap()
+        {
             let t: String = dd
                 .table
                 .iter()

@@ -56,7 +56,14 @@ fn open_partition_luks_lvm_ext4_and_close() {
     assert!(child.wait().unwrap().success(), "sfdisk");
     sh(Command::new("cryptsetup")
         .args(["luksFormat", "-q", "--type", "luks2", "--pbkdf", "argon2id"])
-        .args(["--pbkdf-memory", "32", "--pbkdf-parallel", "1", "--pbkdf-force-iterations", "4"])
+        .args([
+            "--pbkdf-memory",
+            "32",
+            "--pbkdf-parallel",
+            "1",
+            "--pbkdf-force-iterations",
+            "4",
+        ])
         .arg("--key-file")
         .arg(&key)
         .arg(&part));
@@ -66,7 +73,14 @@ fn open_partition_luks_lvm_ext4_and_close() {
     let (_, e, c) = udm_on(
         &d,
         &state,
-        &["luks", "open", part.to_str().unwrap(), "pc", "--key-file", key.to_str().unwrap()],
+        &[
+            "luks",
+            "open",
+            part.to_str().unwrap(),
+            "pc",
+            "--key-file",
+            key.to_str().unwrap(),
+        ],
     );
     assert_eq!(c, 0, "{e}");
     let fuse = d.dir.path().join("mapper");
@@ -78,13 +92,29 @@ fn open_partition_luks_lvm_ext4_and_close() {
         lvm.ok("pvcreate", &[lo.path()]);
         lvm.ok("vgcreate", &["vgx", lo.path()]);
         lvm.ok("lvcreate", &["-n", "data", "-L", "40M", "vgx"]);
-        let pe = lvm.ok("pvs", &["--noheadings", "--units", "s", "--nosuffix", "-o", "pe_start"]);
+        let pe = lvm.ok(
+            "pvs",
+            &[
+                "--noheadings",
+                "--units",
+                "s",
+                "--nosuffix",
+                "-o",
+                "pe_start",
+            ],
+        );
         let seek: u64 = pe.trim().parse().unwrap();
         let devs = lvm.ok("lvs", &["--noheadings", "-o", "devices", "vgx/data"]);
-        assert_eq!(devs.trim(), format!("{}(0)", lo.path()), "the LV starts at the first extent");
+        assert_eq!(
+            devs.trim(),
+            format!("{}(0)", lo.path()),
+            "the LV starts at the first extent"
+        );
         let fs = dir.path().join("fs.img");
         let _ = udm_testkit::image(dir.path(), "fs.img", 40 << 20);
-        sh(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "inside"]).arg(&fs));
+        sh(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "inside"])
+            .arg(&fs));
         sh(Command::new("dd")
             .arg(format!("if={}", fs.display()))
             .arg(format!("of={}", lo.path()))
@@ -102,7 +132,12 @@ fn open_partition_luks_lvm_ext4_and_close() {
     let (o, e, c) = udm_on(
         &d,
         &state,
-        &["open", "--key-file", key.to_str().unwrap(), disk.to_str().unwrap()],
+        &[
+            "open",
+            "--key-file",
+            key.to_str().unwrap(),
+            disk.to_str().unwrap(),
+        ],
     );
     eprintln!("udm open took {:?}", t0.elapsed());
     assert_eq!(c, 0, "{o}\n{e}");
@@ -114,7 +149,11 @@ fn open_partition_luks_lvm_ext4_and_close() {
     let kinds: Vec<(&str, &str)> = rows.iter().map(|r| (r[0], r[1])).collect();
     assert_eq!(
         kinds,
-        [("disk.img1", "partition"), ("disk.img1_crypt", "crypt"), ("vgx-data", "lvm")],
+        [
+            ("disk.img1", "partition"),
+            ("disk.img1_crypt", "crypt"),
+            ("vgx-data", "lvm")
+        ],
         "{o}"
     );
     let lv_file = fuse.join("vgx-data");
@@ -127,7 +166,16 @@ fn open_partition_luks_lvm_ext4_and_close() {
     let (mm, _, _) = udm_on(
         &d,
         &state,
-        &["info", "-c", "--noheadings", "--separator", ":", "-o", "major,minor", "disk.img1_crypt"],
+        &[
+            "info",
+            "-c",
+            "--noheadings",
+            "--separator",
+            ":",
+            "-o",
+            "major,minor",
+            "disk.img1_crypt",
+        ],
     );
     assert_eq!(t, format!("0 81920 linear {} 2048\n", mm.trim()));
     sh(Command::new("e2fsck").arg("-fn").arg(&lv_file));

@@ -61,13 +61,7 @@ pub enum Mode {
     Partial,
 }
 
-fn seg_lines(
-    vg: &Vg,
-    lv: &Lv,
-    seg: &Segment,
-    dev: PvDev,
-    mode: Mode,
-) -> Result<DmLine, LvmError> {
+fn seg_lines(vg: &Vg, lv: &Lv, seg: &Segment, dev: PvDev, mode: Mode) -> Result<DmLine, LvmError> {
     let es = vg.extent_size;
     let start = seg.start_extent * es;
     let len = seg.extent_count * es;
@@ -178,7 +172,11 @@ pub fn plan(
                 dm_uuid(vg, origin, Some("real")),
                 plain(vg, origin, dev, mode)?,
             ),
-            dmdev(cow.clone(), dm_uuid(vg, lv, Some("cow")), plain(vg, lv, dev, mode)?),
+            dmdev(
+                cow.clone(),
+                dm_uuid(vg, lv, Some("cow")),
+                plain(vg, lv, dev, mode)?,
+            ),
             dmdev(
                 dm_name(&vg.name, name, None),
                 dm_uuid(vg, lv, None),
@@ -191,9 +189,11 @@ pub fn plan(
             ),
         ]);
     }
-    let has_snaps = vg.lvs.iter().flat_map(|l| &l.segments).any(|s| {
-        s.seg_type == "snapshot" && seg_str(s, "origin") == Some(name)
-    });
+    let has_snaps = vg
+        .lvs
+        .iter()
+        .flat_map(|l| &l.segments)
+        .any(|s| s.seg_type == "snapshot" && seg_str(s, "origin") == Some(name));
     if has_snaps {
         let real = dm_name(&vg.name, name, Some("real"));
         return Ok(vec![

@@ -158,7 +158,9 @@ impl Vg {
     /// Rename an LV, and the snapshot segments that name it.
     pub fn rename_lv(&mut self, old: &str, new: &str) -> Result<(), LvmError> {
         if !valid_name(new) || new.starts_with("snapshot") || new.starts_with("pvmove") {
-            return Err(invalid(format!("New logical volume name \"{new}\" is invalid.")));
+            return Err(invalid(format!(
+                "New logical volume name \"{new}\" is invalid."
+            )));
         }
         if self.lv(new).is_some() {
             return Err(invalid(format!(
@@ -241,7 +243,9 @@ impl Vg {
         stripes: Option<(usize, u64)>,
     ) -> Result<(), LvmError> {
         let Some(i) = self.lvs.iter().position(|l| l.name == name) else {
-            return Err(LvmError::NotFound(format!("Logical volume {name} not found")));
+            return Err(LvmError::NotFound(format!(
+                "Logical volume {name} not found"
+            )));
         };
         let cur = self.lvs[i].extents();
         if extents <= cur {
@@ -316,7 +320,9 @@ impl Vg {
     /// Shrink `name` to `extents` (at least 1), cutting its last segments.
     pub fn reduce_lv(&mut self, name: &str, extents: u64) -> Result<(), LvmError> {
         let Some(lv) = self.lvs.iter_mut().find(|l| l.name == name) else {
-            return Err(LvmError::NotFound(format!("Logical volume {name} not found")));
+            return Err(LvmError::NotFound(format!(
+                "Logical volume {name} not found"
+            )));
         };
         let cur = lv.extents();
         if extents >= cur {
@@ -337,7 +343,7 @@ impl Vg {
             if end > extents {
                 let n = s.stripes()?.len() as u64;
                 let keep = extents - s.start_extent;
-                if keep % n != 0 {
+                if !keep.is_multiple_of(n) {
                     return Err(invalid(format!(
                         "Size must be a multiple of the stripe count {n}"
                     )));
@@ -375,7 +381,9 @@ impl Vg {
             )));
         }
         if !chunk.is_power_of_two() || !(8..=1024).contains(&chunk) {
-            return Err(invalid("Chunk size must be a power of 2 in the range 4K to 512K."));
+            return Err(invalid(
+                "Chunk size must be a power of 2 in the range 4K to 512K.",
+            ));
         }
         let origin_extents = o.extents();
         let before = self.clone();
@@ -437,7 +445,10 @@ impl Vg {
     /// them when it writes.
     pub fn remove_pv(&mut self, id: &LvmId) -> Result<Pv, LvmError> {
         let Some(i) = self.pvs.iter().position(|p| &p.id == id) else {
-            return Err(LvmError::NotFound(format!("PV {id} is not in VG {}", self.name)));
+            return Err(LvmError::NotFound(format!(
+                "PV {id} is not in VG {}",
+                self.name
+            )));
         };
         let pname = self.pvs[i].name.clone();
         let used = self
@@ -445,7 +456,10 @@ impl Vg {
             .iter()
             .flat_map(|l| &l.segments)
             .filter(|s| s.seg_type == "striped")
-            .any(|s| s.stripes().is_ok_and(|v| v.iter().any(|(p, _)| *p == pname)));
+            .any(|s| {
+                s.stripes()
+                    .is_ok_and(|v| v.iter().any(|(p, _)| *p == pname))
+            });
         if used {
             return Err(invalid(format!(
                 "Physical volume \"{}\" still in use",
@@ -481,7 +495,9 @@ impl Vg {
                 {
                     if key == "stripes" {
                         for x in v.iter_mut() {
-                            if let Some((_, new)) = map.iter().find(|m| Some(m.0.as_str()) == x.as_str()) {
+                            if let Some((_, new)) =
+                                map.iter().find(|m| Some(m.0.as_str()) == x.as_str())
+                            {
                                 *x = Value::str(new);
                             }
                         }
@@ -539,9 +555,9 @@ fn merge_segments(lv: &mut Lv) {
                     && s.seg_type == "striped"
                     && a.len() == b.len()
                     && prev.stripe_size() == s.stripe_size()
-                    && a.iter().zip(&b).all(|(x, y)| {
-                        x.0 == y.0 && x.1 + prev.extent_count / a.len() as u64 == y.1
-                    })
+                    && a.iter()
+                        .zip(&b)
+                        .all(|(x, y)| x.0 == y.0 && x.1 + prev.extent_count / a.len() as u64 == y.1)
                 {
                     let refs: Vec<(&str, u64)> = a.iter().map(|(p, e)| (p.as_str(), *e)).collect();
                     *prev = Segment::striped(

@@ -138,7 +138,9 @@ pub fn change_vg(
                         uuid: d.uuid.clone(),
                     })
                     .map_err(|e| dmctl::report(err, "create", &d.name, &e))
-                    .and_then(|_| dmctl::load_and_resume(&mut c, err, &d.name, lines(d), d.read_only));
+                    .and_then(|_| {
+                        dmctl::load_and_resume(&mut c, err, &d.name, lines(d), d.read_only)
+                    });
                 if made.is_err() {
                     rc = super::vgcmds::ECMD_FAILED;
                     for n in made_here.iter().rev() {
@@ -164,7 +166,11 @@ pub fn change_vg(
                 }
             };
             // A snapshot leaves its origin's -real to the origin.
-            let own = if devs.len() == 3 { &devs[1..] } else { &devs[..] };
+            let own = if devs.len() == 3 {
+                &devs[1..]
+            } else {
+                &devs[..]
+            };
             for d in own.iter().rev() {
                 if !exists(&mut c, &d.name) {
                     continue;

@@ -122,7 +122,9 @@ impl Disk for NbdPv {
             return self.c.read(offset, buf).map_err(|e| nbd_err(&self.name, e));
         }
         let mut b = vec![0u8; len];
-        self.c.read(start, &mut b).map_err(|e| nbd_err(&self.name, e))?;
+        self.c
+            .read(start, &mut b)
+            .map_err(|e| nbd_err(&self.name, e))?;
         let at = (offset - start) as usize;
         buf.copy_from_slice(&b[at..at + buf.len()]);
         Ok(())
@@ -137,7 +139,9 @@ impl Disk for NbdPv {
         }
         // Read, modify, write the whole blocks.
         let mut b = vec![0u8; len];
-        self.c.read(start, &mut b).map_err(|e| nbd_err(&self.name, e))?;
+        self.c
+            .read(start, &mut b)
+            .map_err(|e| nbd_err(&self.name, e))?;
         let at = (offset - start) as usize;
         b[at..at + buf.len()].copy_from_slice(buf);
         self.c

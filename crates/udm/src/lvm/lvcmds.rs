@@ -3,7 +3,9 @@
 //! reloaded, removed ones deactivated first.
 
 use super::activate;
-use super::session::{commit, confirm, find_vg, find_vg_rw, hostname, long_size, now, scan, Cmdline};
+use super::session::{
+    commit, confirm, find_vg, find_vg_rw, hostname, long_size, now, scan, Cmdline,
+};
 use super::vgcmds::ECMD_FAILED;
 use std::io::Write;
 use udm_formats::lvm::edit::{parse_extents, parse_size, SizeArg};
@@ -60,7 +62,12 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
     };
     let stripes = match ty {
         None | Some("linear") | Some("striped") | Some("snapshot") => stripes,
-        Some(t) => return fail(err, &format!("Segment type {t} is not supported by udm lvm")),
+        Some(t) => {
+            return fail(
+                err,
+                &format!("Segment type {t} is not supported by udm lvm"),
+            )
+        }
     };
     if ty == Some("linear") && stripes > 1 {
         return fail(err, "Linear segment type does not support stripes.");
@@ -99,7 +106,11 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
         Err(e) => return fail(err, &e.to_string()),
     };
     if let Some(r) = rnd.to_extent {
-        let _ = writeln!(out, "  Rounding up size to full physical extent {}", long_size(r));
+        let _ = writeln!(
+            out,
+            "  Rounding up size to full physical extent {}",
+            long_size(r)
+        );
     }
     if extents % stripes as u64 != 0 {
         let up = extents.div_ceil(stripes as u64) * stripes as u64;
@@ -163,7 +174,12 @@ fn lv_args(cl: &Cmdline, err: &mut dyn Write) -> Result<Vec<(String, String)>, i
     for a in &cl.pos {
         match split_lv(a) {
             Some(x) => v.push(x),
-            None => return Err(fail(err, &format!("\"{a}\": Invalid path for Logical Volume."))),
+            None => {
+                return Err(fail(
+                    err,
+                    &format!("\"{a}\": Invalid path for Logical Volume."),
+                ))
+            }
         }
     }
     if v.is_empty() {
@@ -190,7 +206,10 @@ pub fn lvremove_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
         };
         let mut vg = h.meta.vg.clone();
         if vg.lv(&lv).is_none() {
-            rc = fail(err, &format!("Failed to find logical volume \"{vgname}/{lv}\""));
+            rc = fail(
+                err,
+                &format!("Failed to find logical volume \"{vgname}/{lv}\""),
+            );
             continue;
         }
         let active = cl.activation() && activate::active_lvs(&vg).contains(&lv);
@@ -238,7 +257,12 @@ pub fn lvrename_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
         [o, n] => match (split_lv(o), split_lv(n)) {
             (Some((v1, o)), Some((v2, n))) if v1 == v2 => (v1, o, n),
             (Some((v1, o)), None) => (v1, o, n.clone()),
-            _ => return fail(err, "Old and new logical volume names must be in the same volume group"),
+            _ => {
+                return fail(
+                    err,
+                    "Old and new logical volume names must be in the same volume group",
+                )
+            }
         },
         _ => return fail(err, "Old and new logical volume names required"),
     };
@@ -250,7 +274,12 @@ pub fn lvrename_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
     if cl.activation() && !activate::active_lvs(&h.meta.vg).is_empty() {
         let act = activate::active_lvs(&h.meta.vg);
         if act.contains(&old) {
-            return fail(err, &format!("Cannot rename active logical volume {vgname}/{old} (deactivate it first)."));
+            return fail(
+                err,
+                &format!(
+                    "Cannot rename active logical volume {vgname}/{old} (deactivate it first)."
+                ),
+            );
         }
     }
     let mut vg = h.meta.vg.clone();
@@ -260,7 +289,10 @@ pub fn lvrename_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
     if let Err(m) = commit(&mut found, &h.slots, vg, cl) {
         return fail(err, &m);
     }
-    let _ = writeln!(out, "  Renamed \"{old}\" to \"{new}\" in volume group \"{vgname}\"");
+    let _ = writeln!(
+        out,
+        "  Renamed \"{old}\" to \"{new}\" in volume group \"{vgname}\""
+    );
     0
 }
 
@@ -288,23 +320,41 @@ pub fn lvresize_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn 
     };
     let mut vg = h.meta.vg.clone();
     let Some(cur) = vg.lv(&lv).map(|l| l.extents()) else {
-        return fail(err, &format!("Logical volume {lv} not found in volume group {vgname}."));
+        return fail(
+            err,
+            &format!("Logical volume {lv} not found in volume group {vgname}."),
+        );
     };
     let (new, rnd) = match vg.extents_for(size, cur, None) {
         Ok(x) => x,
         Err(e) => return fail(err, &e.to_string()),
     };
     if let Some(r) = rnd.to_extent {
-        let _ = writeln!(out, "  Rounding size to boundary between physical extents: {}.", long_size(r));
+        let _ = writeln!(
+            out,
+            "  Rounding size to boundary between physical extents: {}.",
+            long_size(r)
+        );
     }
     if new == cur {
-        return fail(err, &format!("New size ({new} extents) matches existing size ({cur} extents)."));
+        return fail(
+            err,
+            &format!("New size ({new} extents) matches existing size ({cur} extents)."),
+        );
     }
     if cmd == "lvextend" && new < cur {
-        return fail(err, &format!("New size given ({new} extents) not larger than existing size ({cur} extents)"));
+        return fail(
+            err,
+            &format!(
+                "New size given ({new} extents) not larger than existing size ({cur} extents)"
+            ),
+        );
     }
     if cmd == "lvreduce" && new > cur {
-        return fail(err, &format!("New size given ({new} extents) not less than existing size ({cur} extents)"));
+        return fail(
+            err,
+            &format!("New size given ({new} extents) not less than existing size ({cur} extents)"),
+        );
     }
     let r = if new > cur {
         let stripes = cl.val("-i").and_then(|i| i.parse().ok()).map(|n: usize| {
@@ -316,9 +366,17 @@ pub fn lvresize_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn 
         });
         vg.extend_lv(&lv, new, stripes)
     } else {
-        let _ = writeln!(err, "  WARNING: Reducing active logical volume to {}.", long_size(new * vg.extent_size));
+        let _ = writeln!(
+            err,
+            "  WARNING: Reducing active logical volume to {}.",
+            long_size(new * vg.extent_size)
+        );
         let _ = writeln!(err, "  THIS MAY DESTROY YOUR DATA (filesystem etc.)");
-        if !confirm(out, &format!("Do you really want to reduce {vgname}/{lv}?"), cl.yes()) {
+        if !confirm(
+            out,
+            &format!("Do you really want to reduce {vgname}/{lv}?"),
+            cl.yes(),
+        ) {
             let _ = writeln!(out, "  Logical volume {vgname}/{lv} NOT reduced.");
             return ECMD_FAILED;
         }
@@ -372,7 +430,10 @@ pub fn lvchange_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
             }
         };
         if h.meta.vg.lv(&lv).is_none() {
-            rc = fail(err, &format!("Failed to find logical volume \"{vgname}/{lv}\""));
+            rc = fail(
+                err,
+                &format!("Failed to find logical volume \"{vgname}/{lv}\""),
+            );
             continue;
         }
         let r = activate::change_vg(cl, &h, &found, on, Some(&lv), out, err);

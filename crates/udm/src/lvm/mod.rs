@@ -7,6 +7,7 @@
 mod activate;
 mod attrs;
 pub mod devices;
+mod display;
 mod fields;
 mod lvcmds;
 mod report;
@@ -34,9 +35,24 @@ Usage: udm lvm pvs|vgs|lvs [--devices PV[,PV…]]… [-o [+]FIELD[,FIELD…]] [-
 
 /// The commands besides the reports (also the names the binary answers to).
 pub const COMMANDS: &[&str] = &[
-    "pvcreate", "pvremove", "vgcreate", "vgextend", "vgreduce", "vgremove", "vgrename",
-    "vgchange", "lvcreate", "lvremove", "lvrename", "lvextend", "lvreduce", "lvresize",
+    "pvcreate",
+    "pvremove",
+    "vgcreate",
+    "vgextend",
+    "vgreduce",
+    "vgremove",
+    "vgrename",
+    "vgchange",
+    "lvcreate",
+    "lvremove",
+    "lvrename",
+    "lvextend",
+    "lvreduce",
+    "lvresize",
     "lvchange",
+    "pvdisplay",
+    "vgdisplay",
+    "lvdisplay",
 ];
 
 /// `udm lvm COMMAND ARGS…`.
@@ -82,6 +98,9 @@ pub fn run(cmd: &str, args: &[String]) -> i32 {
                 "lvremove" => lvcmds::lvremove_cmd(&cl, &mut out, &mut err),
                 "lvrename" => lvcmds::lvrename_cmd(&cl, &mut out, &mut err),
                 "lvchange" => lvcmds::lvchange_cmd(&cl, &mut out, &mut err),
+                "pvdisplay" | "vgdisplay" | "lvdisplay" => {
+                    display::display_cmd(c, &cl, &mut out, &mut err)
+                }
                 _ => lvcmds::lvresize_cmd(c, &cl, &mut out, &mut err),
             },
             Err(m) => {

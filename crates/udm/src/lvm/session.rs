@@ -21,6 +21,7 @@ pub struct Cmdline {
 /// letters differ (`-s` is a snapshot for lvcreate, the extent size for vgcreate).
 fn canonical_opt(cmd: &str, o: &str) -> Option<(&'static str, bool)> {
     let r = match o {
+        "-a" | "--all" if cmd.ends_with("display") => ("--all", false),
         "-L" | "--size" => ("-L", true),
         "-l" | "--extents" => ("-l", true),
         "-n" | "--name" => ("-n", true),
@@ -143,7 +144,11 @@ impl Cmdline {
             .vals
             .iter()
             .filter(|(k, _)| k == "--devices")
-            .flat_map(|(_, v)| v.split(',').filter(|s| !s.is_empty()).map(devices::canonical))
+            .flat_map(|(_, v)| {
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(devices::canonical)
+            })
             .collect();
         if !given.is_empty() {
             return given;
@@ -314,8 +319,11 @@ pub fn commit(
     write_vg(&meta, &mut disks).map_err(|e| format!("Failed to write VG {name}: {e}"))
 }
 
-/// lvm2's long size display: `20.00 MiB`.
+/// lvm2's long size display: `20.00 MiB` (`0   ` for nothing).
 pub fn long_size(sectors: u64) -> String {
+    if sectors == 0 {
+        return "0   ".into();
+    }
     let bytes = sectors as f64 * 512.0;
     let units = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let mut v = bytes / 1024.0;

@@ -64,14 +64,20 @@ pub fn pvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
         if size < need {
             return fail(
                 err,
-                &format!("Cannot use {shown}: device is too small (< {}).", need / 1024),
+                &format!(
+                    "Cannot use {shown}: device is too small (< {}).",
+                    need / 1024
+                ),
             );
         }
         disks.push(disk);
     }
     for (mut disk, shown) in disks.into_iter().zip(&cl.pos) {
         if let Err(e) = pvcreate(&mut *disk, &opts) {
-            return fail(err, &format!("Failed to setup physical volume \"{shown}\": {e}"));
+            return fail(
+                err,
+                &format!("Failed to setup physical volume \"{shown}\": {e}"),
+            );
         }
         let _ = writeln!(out, "  Physical volume \"{shown}\" successfully created.");
     }
@@ -100,10 +106,17 @@ pub fn pvremove_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
     }
     for (mut f, shown) in found.into_iter().zip(&cl.pos) {
         let at = f.header.label_sector * 512;
-        if let Err(e) = f.disk.write_at(at, &[0u8; 512]).and_then(|_| f.disk.flush()) {
+        if let Err(e) = f
+            .disk
+            .write_at(at, &[0u8; 512])
+            .and_then(|_| f.disk.flush())
+        {
             return fail(err, &format!("Failed to wipe {shown}: {e}"));
         }
-        let _ = writeln!(out, "  Labels on physical volume \"{shown}\" successfully wiped.");
+        let _ = writeln!(
+            out,
+            "  Labels on physical volume \"{shown}\" successfully wiped."
+        );
     }
     if cl.val("--devices").is_none() {
         let _ = devices::update_devices_file(&cl.devices_file(), &[], &devs);
@@ -161,7 +174,10 @@ pub fn vgcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
     let devs = with_named(cl, pvs);
     let mut found = scan(&devs, true, err);
     if found.iter().any(|f| f.vg.as_deref() == Some(name)) {
-        return fail(err, &format!("A volume group called {name} already exists."));
+        return fail(
+            err,
+            &format!("A volume group called {name} already exists."),
+        );
     }
     // Unlabelled named devices become PVs (lvm2 does this implicitly).
     let mut fresh = Vec::new();
@@ -244,7 +260,10 @@ pub fn vgextend_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
 /// `vgreduce VG PV…`: the PVs must hold no extents; their metadata is cleared.
 pub fn vgreduce_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let Some((name, pvs)) = cl.pos.split_first() else {
-        return fail(err, "Please give volume group name and physical volume paths");
+        return fail(
+            err,
+            "Please give volume group name and physical volume paths",
+        );
     };
     let devs = with_named(cl, pvs);
     let mut found = scan(&devs, true, err);
@@ -319,15 +338,15 @@ pub fn vgremove_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
         }
         if cl.activation() {
             if let Some(active) = activate::active_lvs(vg).into_iter().next() {
-                rc = fail(
-                    err,
-                    &format!("Logical volume {name}/{active} in use.", ),
-                );
+                rc = fail(err, &format!("Logical volume {name}/{active} in use.",));
                 continue;
             }
         }
         if h.missing() {
-            rc = fail(err, &format!("Cannot change VG {name} while PVs are missing."));
+            rc = fail(
+                err,
+                &format!("Cannot change VG {name} while PVs are missing."),
+            );
             continue;
         }
         for lv in vg
@@ -335,7 +354,11 @@ pub fn vgremove_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
             .iter()
             .filter(|l| super::attrs::seg_type(l) != "snapshot" && super::attrs::shown(vg, l))
         {
-            let _ = writeln!(out, "  Logical volume \"{}\" successfully removed.", lv.name);
+            let _ = writeln!(
+                out,
+                "  Logical volume \"{}\" successfully removed.",
+                lv.name
+            );
         }
         for i in h.slots.iter().flatten() {
             let f = &mut found[*i];
@@ -377,7 +400,10 @@ pub fn vgrename_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
     if let Err(m) = commit(&mut found, &h.slots, vg, cl) {
         return fail(err, &m);
     }
-    let _ = writeln!(out, "  Volume group \"{old}\" successfully renamed to \"{new}\"");
+    let _ = writeln!(
+        out,
+        "  Volume group \"{old}\" successfully renamed to \"{new}\""
+    );
     0
 }
 
