@@ -234,3 +234,45 @@ pub fn reload(
     }
     Ok(())
 }
+
+/// After `lvrename`: the devices of an active LV (its snapshot layers too) take the names
+/// the renamed metadata gives them; their UUIDs do not change.
+pub fn rename(
+    cl: &Cmdline,
+    h: &VgHandle,
+    new_vg: &Vg,
+    found: &[Found],
+    old: &str,
+    new: &str,
+    err: &mut dyn Write,
+) -> Result<(), String> {
+    if !cl.activation() {
+        return Ok(());
+    }
+    let Some(mut c) = client() else {
+        return Ok(());
+    };
+    let before = devices_of(h, found, old, Mode::Partial)?;
+    let renamed = VgHandle {
+        meta: udm_formats::lvm::Metadata {
+            vg: new_vg.clone(),
+            ..h.meta.clone()
+        },
+        slots: h.slots.clone(),
+    };
+    let after = devices_of(&renamed, found, new, Mode::Partial)?;
+    for (b, a) in before.iter().zip(&after) {
+        if b.name == a.name || !exists(&mut c, &b.name) {
+            continue;
+        }
+        c.call(Request::Rename {
+            dev: DevSel::Name(b.name.clone()),
+            new_name: a.name.clone(),
+        })
+        .map_err(|e| {
+            dmctl::report(err, "rename", &b.name, &e);
+            format!("Failed to rename {}", b.name)
+        })?;
+    }
+    Ok(())
+}

@@ -271,22 +271,15 @@ pub fn lvrename_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
         Ok(h) => h,
         Err(m) => return fail(err, &m),
     };
-    if cl.activation() && !activate::active_lvs(&h.meta.vg).is_empty() {
-        let act = activate::active_lvs(&h.meta.vg);
-        if act.contains(&old) {
-            return fail(
-                err,
-                &format!(
-                    "Cannot rename active logical volume {vgname}/{old} (deactivate it first)."
-                ),
-            );
-        }
-    }
     let mut vg = h.meta.vg.clone();
     if let Err(e) = vg.rename_lv(&old, &new) {
         return fail(err, &e.to_string());
     }
-    if let Err(m) = commit(&mut found, &h.slots, vg, cl) {
+    if let Err(m) = commit(&mut found, &h.slots, vg.clone(), cl) {
+        return fail(err, &m);
+    }
+    // An active LV keeps running under its new device names.
+    if let Err(m) = activate::rename(cl, &h, &vg, &found, &old, &new, err) {
         return fail(err, &m);
     }
     let _ = writeln!(

@@ -1,7 +1,9 @@
-//! `udm lvm pvs|vgs|lvs` and the `pvs`/`vgs`/`lvs` links: lvm2's default reports, byte for
-//! byte, read from the devices or image files named by `--devices` (or, for `pvs`, its
-//! arguments) — never from a scan of the host's disks. Activation state is not consulted
-//! yet, so the LV state and open columns show `X` (unknown), as lvm2 does without a
+//! `udm lvm COMMAND` and the `lvm`, `pvs`, `lvcreate`, … links: lvm2's reports byte for
+//! byte (`pvs`/`vgs`/`lvs` here, the `*display` long forms in [`display`]), and the commands
+//! that change PVs, VGs and LVs ([`vgcmds`], [`lvcmds`]) and activate them through the
+//! daemon ([`activate`]). Devices come from `--devices`, a devices file, or (for `pvs`) the
+//! arguments — never from a scan of the host's disks. Reports do not consult activation
+//! state, so the LV state and open columns show `X` (unknown), as lvm2 does without a
 //! device-mapper driver.
 
 mod activate;
@@ -26,11 +28,19 @@ const ECMD_FAILED: i32 = 5;
 const EINVALID_CMD_LINE: i32 = 3;
 
 const USAGE: &str = "\
-Usage: udm lvm pvs|vgs|lvs [--devices PV[,PV…]]… [-o [+]FIELD[,FIELD…]] [--units UNIT]
-         [--nosuffix] [--noheadings] [--separator SEP] [--reportformat basic|json]
-         [-a] [--segments] [NAME…]
-  (also as the `pvs`, `vgs` and `lvs` links). PVs are image files or block devices,
-  listed with --devices; `pvs PV…` reads the PVs it names.
+Usage: udm lvm COMMAND [ARGS…]   (also as `lvm` and as links named after each command)
+  reports:  pvs|vgs|lvs [-o [+]FIELD,…] [--units U] [--nosuffix] [--noheadings]
+            [--separator S] [--reportformat basic|json] [-a] [--segments] [NAME…]
+            pvdisplay|vgdisplay|lvdisplay [-a] [NAME…]
+  PVs, VGs: pvcreate|pvremove DEV…; vgcreate [-s SIZE] VG PV…; vgextend|vgreduce VG PV…;
+            vgremove [-f] VG…; vgrename OLD NEW; vgchange -a y|n [--activationmode partial] [VG…]
+  LVs:      lvcreate -L SIZE|-l N[%VG|%FREE|%PVS|%ORIGIN] [-n NAME] [-i N [-I SIZE]]
+            [--type linear|striped|snapshot] [-s VG/ORIGIN] [-a y|n] VG [PV…];
+            lvremove|lvchange -a y|n VG/LV…; lvrename VG OLD NEW;
+            lvextend|lvreduce|lvresize -L|-l [+|-]SIZE VG/LV
+  common:   --devices PV[,PV…] (image files, block devices, /dev/mapper/NAME udm devices),
+            --devicesfile FILE (default: lvm.devices in udm's state directory, kept by
+            pvcreate/vgcreate), --config STRING (global{activation=0}: metadata only), -y, -f
 ";
 
 /// The commands besides the reports (also the names the binary answers to).

@@ -337,8 +337,14 @@ pub fn vgremove_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
             }
         }
         if cl.activation() {
-            if let Some(active) = activate::active_lvs(vg).into_iter().next() {
-                rc = fail(err, &format!("Logical volume {name}/{active} in use.",));
+            // Active LVs are deactivated first (snapshots before their origins).
+            let mut active = activate::active_lvs(vg);
+            active.reverse();
+            let down = active
+                .iter()
+                .all(|lv| activate::change_vg(cl, &h, &found, false, Some(lv), out, err) == 0);
+            if !down {
+                rc = fail(err, &format!("Volume group \"{name}\" not removed"));
                 continue;
             }
         }
