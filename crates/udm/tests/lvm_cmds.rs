@@ -581,20 +581,33 @@ fn online_resize_rename_and_remove() {
         socket: d.socket.clone(),
         state: dir.path().join("state"),
     };
-    let a = udm_testkit::image(dir.path(), "a.img", 64 << 20).display().to_string();
-    let b = udm_testkit::image(dir.path(), "b.img", 64 << 20).display().to_string();
+    let a = udm_testkit::image(dir.path(), "a.img", 64 << 20)
+        .display()
+        .to_string();
+    let b = udm_testkit::image(dir.path(), "b.img", 64 << 20)
+        .display()
+        .to_string();
     let devs = format!("{a},{b}");
     let dv = ["--devices", devs.as_str()];
     e.ok("vgcreate", &[&dv[..], &["vg-1", &a, &b]].concat());
-    let o = e.ok("lvcreate", &[&dv[..], &["-n", "data", "-L", "8M", "vg-1"]].concat());
+    let o = e.ok(
+        "lvcreate",
+        &[&dv[..], &["-n", "data", "-L", "8M", "vg-1"]].concat(),
+    );
     assert_eq!(o, "  Logical volume \"data\" created.\n");
-    assert_eq!(e.dm(&["table", "vg--1-data"]), format!("0 16384 linear {a} 2048\n"));
+    assert_eq!(
+        e.dm(&["table", "vg--1-data"]),
+        format!("0 16384 linear {a} 2048\n")
+    );
     let pattern: Vec<u8> = (0..8u32 << 20).map(|i| (i / 512 % 251) as u8).collect();
     {
         let c = udm_nbd::NbdClient::connect_unix(&d.nbd_socket, "vg--1-data").unwrap();
         c.write(0, &pattern, true).unwrap();
     }
-    e.ok("lvcreate", &[&dv[..], &["-n", "blocker", "-L", "4M", "vg-1"]].concat());
+    e.ok(
+        "lvcreate",
+        &[&dv[..], &["-n", "blocker", "-L", "4M", "vg-1"]].concat(),
+    );
     let o = e.ok("lvextend", &[&dv[..], &["-L", "+8M", "vg-1/data"]].concat());
     assert_eq!(o, "  Size of logical volume vg-1/data changed from 8.00 MiB (2 extents) to 16.00 MiB (4 extents).\n  Logical volume vg-1/data successfully resized.\n");
     assert_eq!(
@@ -604,11 +617,23 @@ fn online_resize_rename_and_remove() {
     let now = read_all(&d, "vg--1-data");
     assert_eq!(now.len(), 16 << 20);
     assert!(now[..8 << 20] == pattern[..], "data kept across the reload");
-    e.ok("lvreduce", &[&dv[..], &["-y", "-l", "2", "vg-1/data"]].concat());
-    assert_eq!(e.dm(&["table", "vg--1-data"]), format!("0 16384 linear {a} 2048\n"));
+    e.ok(
+        "lvreduce",
+        &[&dv[..], &["-y", "-l", "2", "vg-1/data"]].concat(),
+    );
+    assert_eq!(
+        e.dm(&["table", "vg--1-data"]),
+        format!("0 16384 linear {a} 2048\n")
+    );
     let uuid = e.dm(&["info", "-c", "--noheadings", "-o", "uuid", "vg--1-data"]);
-    let o = e.ok("lvrename", &[&dv[..], &["vg-1/data", "vg-1/renamed"]].concat());
-    assert_eq!(o, "  Renamed \"data\" to \"renamed\" in volume group \"vg-1\"\n");
+    let o = e.ok(
+        "lvrename",
+        &[&dv[..], &["vg-1/data", "vg-1/renamed"]].concat(),
+    );
+    assert_eq!(
+        o,
+        "  Renamed \"data\" to \"renamed\" in volume group \"vg-1\"\n"
+    );
     assert_eq!(
         e.dm(&["info", "-c", "--noheadings", "-o", "uuid", "vg--1-renamed"]),
         uuid
@@ -616,7 +641,10 @@ fn online_resize_rename_and_remove() {
     assert!(read_all(&d, "vg--1-renamed")[..] == pattern[..]);
     let o = e.ok("lvremove", &[&dv[..], &["-y", "vg-1/blocker"]].concat());
     assert_eq!(o, "  Logical volume \"blocker\" successfully removed.\n");
-    assert_eq!(e.dm(&["ls"]).split_whitespace().next(), Some("vg--1-renamed"));
+    assert_eq!(
+        e.dm(&["ls"]).split_whitespace().next(),
+        Some("vg--1-renamed")
+    );
     let o = e.ok("vgremove", &[&dv[..], &["-f", "vg-1"]].concat());
     assert_eq!(o, "  Logical volume \"renamed\" successfully removed.\n  Volume group \"vg-1\" successfully removed\n");
     assert_eq!(e.dm(&["ls"]), "No devices found\n");

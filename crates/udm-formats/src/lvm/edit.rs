@@ -574,3 +574,137 @@ fn merge_segments(lv: &mut Lv) {
     }
     lv.segments = out;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lvm::label::DiskLocn;
+
+    fn hdr(mib: u64) -> (PvHeader, Option<String>) {
+        let h = PvHeader {
+            label_sector: 1,
+            pv_uuid: LvmId::random(),
+            device_size: mib << 20,
+            data_areas: vec![DiskLocn {
+                offset: 1 << 20,
+                size: 0,
+            }],
+            metadata_areas: vec![DiskLocn {
+                offset: 4096,
+                size: (1 << 20) - 4096,
+            }],
+            ext_version: 2,
+            ext_flags: 0,
+            bootloader_areas: vec![],
+        };
+        (h, None)
+    }
+
+    #[test]
+    fn sizes_and_extents_parse_as_lvm2_reads_them() {
+        assert_eq!(
+            parse_size("20").unwrap(),
+            SizeArg::Sectors(Sign::Set, 40960)
+        );
+        assert_eq!(
+            parse_size("+1.5g").unwrap(),
+            SizeArg::Sectors(Sign::Plus, 3 << 20)
+        );
+        assert_eq!(
+            parse_size("-4M").unwrap(),
+            SizeArg::Sectors(Sign::Minus, 8192)
+        );
+        assert_eq!(parse_size("64K").unwrap(), SizeArg::Sectors(Sign::Set, 128));
+        assert_eq!(parse_size("1000b").unwrap(), SizeArg::Sectors(Sign::Set, 2));
+        assert!(parse_size("12Q").is_err() && parse_size("x").is_err());
+        assert_eq!(
+            parse_extents("100%FREE").unwrap(),
+            SizeArg::Percent(Sign::Set, 100, PercentOf::Free)
+        );
+        assert_eq!(
+            parse_extents("+3").unwrap(),
+            SizeArg::Extents(Sign::Plus, 3)
+        );
+        assert!(parse_extents("150%VG").is_err());
+        let mut vg = Vg::create("vg", 8192, &[hdr(101), hdr(101)]).unwrap();
+        assert_eq!(vg.free_extents(), 50);
+        let (e, r) = vg.extents_for(parse_size("30M").unwrap(), 0, None).unwrap();
+        assert_eq!((e, r.to_extent), (8, Some(8 * 8192)));
+        vg.create_lv("a", 10, 1, 0, "h", 0).unwrap();
+        let (e, _) = vg
+            .extents_for(parse_extents("50%FREE").unwrap(), 0, None)
+            .unwrap();
+        assert_eq!(e, 20);
+        let (e, _) = vg
+            .extents_for(parse_extents("50%VG").unwrap(), 0, None)
+            .unwrap();
+        assert_eq!(e, 25);
+        assert!(vg
+            .extents_for(parse_extents("-11").unwrap(), 10, None)
+            .is_err());
+    }
+
+    #[test]
+    fn extend_continues_then_allocates_and_reduce_cuts() {
+        let mut vg = Vg::create("vg", 8192, &[hdr(41), hdr(41)]).unwrap();
+        vg.create_lv("a", 2, 1, 0, "h", 0).unwrap();
+        vg.extend_lv("a", 4, None).unwrap();
+        // Contiguous growth merges into one segment.
+        assert_eq!(vg.lv("a").unwrap().segments.len(), 1);
+        vg.create_lv("b", 1, 1, 0, "h", 0).unwrap();
+        vg.extend_lv("a", 12, None).unwrap();
+        let a = vg.lv("a").unwrap();
+        let areas: Vec<_> = a.segments.iter().map(|s| s.stripes().unwrap()).collect();
+        assert_eq!(
+            areas,
+            [
+                vec![("pv0".to_string(), 0)],
+                vec![("pv0".to_string(), 5)],
+                vec![("pv1".to_string(), 0)]
+            ]
+        );
+        assert_eq!(a.extents(), 12);
+        let before = vg.clone();
+        assert!(vg.extend_lv("a", 100, None).is_err());
+        assert_eq!(vg, before, "a failed extend changes nothing");
+        vg.reduce_lv("a", 3).unwrap();
+        assert_eq!(vg.lv("a").unwrap().extents(), 3);
+        assert_eq!(vg.lv("a").unwrap().segments.len(), 1);
+    }
+
+    #[test]
+    fn snapshots_rename_remove_and_pv_removal() {
+        let mut vg = Vg::create("vg", 8192, &[hdr(41), hdr(41), hdr(41)]).unwrap();
+        vg.create_lv("o", 2, 1, 0, "h", 0).unwrap();
+        vg.create_snapshot("s", "o", 1, 8, "h", 0).unwrap();
+        assert!(!vg.lv("s").unwrap().visible());
+        let snap = vg.lv("snapshot0").unwrap();
+        assert!(snap.visible());
+        assert_eq!(seg_str(&snap.segments[0], "cow_store"), Some("s"));
+        assert_eq!(snap.segments[0].extent_count, 2);
+        vg.rename_lv("o", "origin").unwrap();
+        let snap = vg.lv("snapshot0").unwrap();
+        assert_eq!(seg_str(&snap.segments[0], "origin"), Some("origin"));
+        assert!(vg.rename_lv("origin", "snapshot9").is_err());
+        assert!(vg.remove_lv("origin", false).is_err());
+        assert_eq!(vg.remove_lv("s", false).unwrap(), ["s"]);
+        assert!(vg.lv("snapshot0").is_none());
+        // A PV in the middle goes: the others become pv0, pv1 and segments follow.
+        vg.remove_lv("origin", false).unwrap();
+        vg.create_lv("x", 2, 1, 0, "h", 0).unwrap();
+        vg.create_lv("y", 12, 1, 0, "h", 0).unwrap();
+        let third = vg.pvs[2].id;
+        let second = vg.pvs[1].id;
+        assert!(vg.remove_pv(&second).is_err(), "pv1 holds y");
+        vg.remove_lv("y", false).unwrap();
+        let mut w = vg.lv("x").unwrap().clone();
+        w.name = "w".into();
+        w.segments = vec![Segment::striped(0, 1, 0, &[("pv2", 3)])];
+        vg.lvs.push(w);
+        vg.remove_pv(&second).unwrap();
+        assert_eq!(vg.pvs[1].id, third);
+        assert_eq!(vg.pvs[1].name, "pv1");
+        let w = vg.lv("w").unwrap();
+        assert_eq!(w.segments[0].stripes().unwrap(), [("pv1".to_string(), 3)]);
+    }
+}
