@@ -649,3 +649,71 @@ fn online_resize_rename_and_remove() {
     assert_eq!(o, "  Logical volume \"renamed\" successfully removed.\n  Volume group \"vg-1\" successfully removed\n");
     assert_eq!(e.dm(&["ls"]), "No devices found\n");
 }
+
+/// The fake 8 TB disk seed, as far as linear LVs go: a udm device (1024 real sectors, then
+/// `zero`) becomes a PV through the daemon, and a 100%FREE LV on it (<8.00t) maps onto it.
+#[test]
+fn seed_fake_8tb_pv_on_udm_device() {
+    let d = Daemon::start(&udm());
+    let dir = tempfile::tempdir().unwrap();
+    let e = Env {
+        socket: d.socket.clone(),
+        state: dir.path().join("state"),
+    };
+    let small = udm_testkit::image(dir.path(), "sdb1.img", 1 << 20);
+    e.dm(&[
+        "create",
+        "pv_8tb",
+        "--table",
+        &format!("0 1024 linear {} 0\n1024 17179868160 zero", small.display()),
+    ]);
+    let o = e.ok("pvcreate", &["/dev/mapper/pv_8tb"]);
+    assert_eq!(
+        o,
+        "  Physical volume \"/dev/mapper/pv_8tb\" successfully created.\n"
+    );
+    e.ok("vgcreate", &["vg_8tb", "/dev/mapper/pv_8tb"]);
+    let o = e.ok(
+        "lvcreate",
+        &[
+            "-n",
+            "lv_fake_8tb",
+            "-l",
+            "100%FREE",
+            "vg_8tb",
+            "/dev/mapper/pv_8tb",
+        ],
+    );
+    assert_eq!(o, "  Logical volume \"lv_fake_8tb\" created.\n");
+    let mm = e.dm(&[
+        "info",
+        "-c",
+        "--noheadings",
+        "--separator",
+        ":",
+        "-o",
+        "major,minor",
+        "pv_8tb",
+    ]);
+    assert_eq!(
+        e.dm(&["table", "vg_8tb-lv_fake_8tb"]),
+        format!("0 17179860992 linear {} 2048\n", mm.trim())
+    );
+    let lvs = e.ok("lvs", &["--noheadings", "-o", "lv_name,lv_size,devices"]);
+    assert_eq!(
+        lvs.split_whitespace().collect::<Vec<_>>(),
+        ["lv_fake_8tb", "<8.00t", "/dev/mapper/pv_8tb(0)"]
+    );
+    // A PV argument the VG does not have is refused, and nothing is written.
+    let other = udm_testkit::image(dir.path(), "sdh1.img", 64 << 20);
+    let (_, er, c) = e.lvm(
+        "lvcreate",
+        &["-n", "x", "-l", "1", "vg_8tb", other.to_str().unwrap()],
+    );
+    assert_eq!(c, 5, "{er}");
+    assert_eq!(
+        e.ok("vgchange", &["-a", "n", "vg_8tb"]),
+        "  0 logical volume(s) in volume group \"vg_8tb\" now active\n"
+    );
+    assert_eq!(e.dm(&["ls"]).split_whitespace().next(), Some("pv_8tb"));
+}

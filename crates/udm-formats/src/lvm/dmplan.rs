@@ -2,7 +2,7 @@
 //! UUIDs (`LVM-<vg id><lv id>[-layer]`, ids without dashes), and tables (one `linear` or
 //! `striped` line per segment; a snapshot origin as `snapshot-origin` over its hidden
 //! `-real` device, a snapshot as `snapshot` over the origin's `-real` and its `-cow`),
-//! listed lower devices first.
+//! listed lower devices first (a snapshot's plan ends with its origin switched over).
 
 use super::edit::seg_str;
 use super::model::{Lv, Segment, Vg};
@@ -26,6 +26,9 @@ pub struct DmDev {
     pub read_only: bool,
     /// The visible LV this device belongs to.
     pub lv: String,
+    /// Load this table over the device when it is already active (an origin that becomes
+    /// `snapshot-origin` when its first snapshot comes up).
+    pub replace: bool,
 }
 
 /// `vg-lv[-layer]` with every dash inside a name doubled.
@@ -155,6 +158,7 @@ pub fn plan(
         table,
         read_only: ro,
         lv: name.into(),
+        replace: false,
     };
     // A snapshot: its origin's -real, its own -cow, then the snapshot itself.
     if let Some(seg) = snapshot_seg(vg, name) {
@@ -166,6 +170,22 @@ pub fn plan(
         let real = dm_name(&vg.name, origin_name, Some("real"));
         let cow = dm_name(&vg.name, name, Some("cow"));
         let osize = origin.extents() * vg.extent_size;
+        let origin_top = DmDev {
+            replace: true,
+            lv: origin_name.into(),
+            read_only: !origin.status.iter().any(|s| s == "WRITE"),
+            ..dmdev(
+                dm_name(&vg.name, origin_name, None),
+                dm_uuid(vg, origin, None),
+                vec![DmLine {
+                    start: 0,
+                    len: osize,
+                    ttype: "snapshot-origin".into(),
+                    params: mapper(&real),
+                }],
+            )
+        };
+        // The origin is switched over last, once its snapshot is up.
         return Ok(vec![
             dmdev(
                 real.clone(),
@@ -187,6 +207,7 @@ pub fn plan(
                     params: format!("{} {} P {chunk}", mapper(&real), mapper(&cow)),
                 }],
             ),
+            origin_top,
         ]);
     }
     let has_snaps = vg
@@ -202,16 +223,19 @@ pub fn plan(
                 dm_uuid(vg, lv, Some("real")),
                 plain(vg, lv, dev, mode)?,
             ),
-            dmdev(
-                dm_name(&vg.name, name, None),
-                dm_uuid(vg, lv, None),
-                vec![DmLine {
-                    start: 0,
-                    len: size,
-                    ttype: "snapshot-origin".into(),
-                    params: mapper(&real),
-                }],
-            ),
+            DmDev {
+                replace: true,
+                ..dmdev(
+                    dm_name(&vg.name, name, None),
+                    dm_uuid(vg, lv, None),
+                    vec![DmLine {
+                        start: 0,
+                        len: size,
+                        ttype: "snapshot-origin".into(),
+                        params: mapper(&real),
+                    }],
+                )
+            },
         ]);
     }
     Ok(vec![dmdev(

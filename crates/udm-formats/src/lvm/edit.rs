@@ -509,6 +509,43 @@ impl Vg {
         Ok(gone)
     }
 
+    /// Run an allocation `f` that may only use the PVs named in `pvs` (all when empty):
+    /// the free extents of the others are held meanwhile. Unchanged when `f` fails.
+    pub fn allocate_on<T>(
+        &mut self,
+        pvs: &[String],
+        f: impl FnOnce(&mut Vg) -> Result<T, LvmError>,
+    ) -> Result<T, LvmError> {
+        if pvs.is_empty() {
+            return f(self);
+        }
+        let mut tmp = self.clone();
+        let mut segments = Vec::new();
+        let mut at = 0;
+        for p in self.pvs.iter().filter(|p| !pvs.contains(&p.name)) {
+            for (start, len) in self.free_runs(&p.name) {
+                segments.push(Segment::striped(at, len, 0, &[(&p.name, start)]));
+                at += len;
+            }
+        }
+        let hold = "udm\u{1}held";
+        tmp.lvs.push(Lv {
+            name: hold.into(),
+            id: LvmId::random(),
+            status: vec![],
+            flags: vec![],
+            tags: vec![],
+            creation_time: None,
+            creation_host: None,
+            segments,
+            extra: vec![],
+        });
+        let r = f(&mut tmp)?;
+        tmp.lvs.retain(|l| l.name != hold);
+        *self = tmp;
+        Ok(r)
+    }
+
     /// [`Vg::create_lv`] with no name checks (internal scratch allocations).
     fn create_lv_unchecked(
         &mut self,

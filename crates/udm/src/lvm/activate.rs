@@ -130,6 +130,16 @@ pub fn change_vg(
             let mut made_here: Vec<&str> = Vec::new();
             for d in &devs {
                 if exists(&mut c, &d.name) {
+                    if d.replace && reload_one(&mut c, d, err).is_err() {
+                        rc = super::vgcmds::ECMD_FAILED;
+                        for n in made_here.iter().rev() {
+                            let _ = c.call(Request::Remove {
+                                dev: DevSel::Name(n.to_string()),
+                                deferred: false,
+                            });
+                        }
+                        break;
+                    }
                     continue;
                 }
                 let made = c
@@ -165,9 +175,9 @@ pub fn change_vg(
                     continue;
                 }
             };
-            // A snapshot leaves its origin's -real to the origin.
-            let own = if devs.len() == 3 {
-                &devs[1..]
+            // A snapshot takes down its -cow and itself; the origin's layers stay.
+            let own = if devs.len() == 4 {
+                &devs[1..3]
             } else {
                 &devs[..]
             };
@@ -212,26 +222,29 @@ pub fn reload(
         return Ok(());
     }
     for d in devices_of(h, found, lv, Mode::Complete)? {
-        let sel = DevSel::Name(d.name.clone());
-        let r = c
-            .call(Request::Load {
-                dev: sel.clone(),
-                table: lines(&d),
-                read_only: d.read_only,
-            })
-            .map_err(|e| dmctl::report(err, "reload", &d.name, &e))
-            .and_then(|_| {
-                c.call(Request::Resume {
-                    dev: sel,
-                    noflush: false,
-                    nolockfs: false,
-                })
-                .map_err(|e| dmctl::report(err, "resume", &d.name, &e))
-            });
-        if r.is_err() {
-            return Err(format!("Failed to reload {}", d.name));
+        if d.lv != lv || !exists(&mut c, &d.name) {
+            continue;
         }
+        reload_one(&mut c, &d, err).map_err(|_| format!("Failed to reload {}", d.name))?;
     }
+    Ok(())
+}
+
+/// Load `d`'s table over its live one and resume it.
+fn reload_one(c: &mut Client, d: &DmDev, err: &mut dyn Write) -> Result<(), i32> {
+    let sel = DevSel::Name(d.name.clone());
+    c.call(Request::Load {
+        dev: sel.clone(),
+        table: lines(d),
+        read_only: d.read_only,
+    })
+    .map_err(|e| dmctl::report(err, "reload", &d.name, &e))?;
+    c.call(Request::Resume {
+        dev: sel,
+        noflush: false,
+        nolockfs: false,
+    })
+    .map_err(|e| dmctl::report(err, "resume", &d.name, &e))?;
     Ok(())
 }
 

@@ -144,12 +144,28 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
             ),
         );
     }
-    let made = match &origin {
-        Some(o) if snapshot => vg.create_snapshot(&name, o, extents, chunk, &hostname(), now()),
+    // PVs named after the VG restrict where the extents come from.
+    let paths = h.pv_paths(&found);
+    let mut only = Vec::new();
+    for p in &cl.pos[1..] {
+        let c = super::devices::canonical(p);
+        match paths.iter().find(|(_, d)| d.as_deref() == Some(c.as_str())) {
+            Some((n, _)) => only.push(n.clone()),
+            None => {
+                return fail(
+                    err,
+                    &format!("Physical Volume \"{p}\" not found in Volume Group \"{vgname}\"."),
+                )
+            }
+        }
+    }
+    let (host, time) = (hostname(), now());
+    let made = vg.allocate_on(&only, |vg| match &origin {
+        Some(o) if snapshot => vg.create_snapshot(&name, o, extents, chunk, &host, time),
         _ => vg
-            .create_lv(&name, extents, stripes, stripe_size, &hostname(), now())
+            .create_lv(&name, extents, stripes, stripe_size, &host, time)
             .map(|_| ()),
-    };
+    });
     if let Err(e) = made {
         return fail(err, &e.to_string());
     }
@@ -157,10 +173,18 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
         return fail(err, &m);
     }
     if activate_it {
+        let mut back = h.meta.vg.clone();
+        let slots = h.slots.clone();
         let mut h2 = h;
         h2.meta.vg = vg;
         let r = activate::change_vg(cl, &h2, &found, true, Some(&name), out, err);
         if r != 0 {
+            // As lvm2: an LV that cannot be activated is not kept.
+            let _ = writeln!(err, "  Failed to activate new LV {vgname}/{name}.");
+            back.seqno += 1;
+            if let Err(m) = commit(&mut found, &slots, back, cl) {
+                let _ = writeln!(err, "  {m}");
+            }
             return r;
         }
     }

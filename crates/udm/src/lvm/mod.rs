@@ -19,7 +19,6 @@ mod vgcmds;
 use fields::{Ctx, Field, Obj, PvInfo};
 use std::collections::BTreeMap;
 use std::io::Write;
-use udm_formats::lvm::ops::ImageFile;
 use udm_formats::lvm::{read_vg, scan_pv, Disk, LvmError, PvHeader, ReadVg};
 
 /// lvm2's exit status for a command that failed.
@@ -216,9 +215,9 @@ fn scan(devices: &[String], err: &mut dyn Write) -> Scan {
         vgs: BTreeMap::new(),
         failed: false,
     };
-    let mut files: Vec<(String, ImageFile, Option<String>)> = Vec::new();
+    let mut files: Vec<(String, Box<dyn Disk>, Option<String>)> = Vec::new();
     for d in devices {
-        let f = match ImageFile::open(std::path::Path::new(d), false) {
+        let f = match devices::open(d, false) {
             Ok(f) => f,
             Err(e) => {
                 let _ = writeln!(err, "  Cannot use {d}: {e}");
@@ -226,7 +225,7 @@ fn scan(devices: &[String], err: &mut dyn Write) -> Scan {
                 continue;
             }
         };
-        match scan_pv(&f) {
+        match scan_pv(&*f) {
             Ok(p) => {
                 for w in &p.warnings {
                     let _ = writeln!(err, "  WARNING: {w}");
@@ -247,11 +246,11 @@ fn scan(devices: &[String], err: &mut dyn Write) -> Scan {
         files.iter().filter_map(|f| f.2.clone()).collect();
     for name in names {
         // PVs without metadata of their own (ignored or no areas) may belong to this VG.
-        let group: Vec<&(String, ImageFile, Option<String>)> = files
+        let group: Vec<&(String, Box<dyn Disk>, Option<String>)> = files
             .iter()
             .filter(|f| f.2.is_none() || f.2.as_deref() == Some(&name))
             .collect();
-        let disks: Vec<&dyn Disk> = group.iter().map(|f| &f.1 as &dyn Disk).collect();
+        let disks: Vec<&dyn Disk> = group.iter().map(|f| &*f.1).collect();
         match read_vg(&disks, Some(&name)) {
             Ok(r) => {
                 for w in &r.warnings {
