@@ -434,7 +434,9 @@ fn section<'a>(out: &'a str, name: &str) -> &'a str {
 /// snapshot), activates it with the kernel's dm and writes data; udm then activates the
 /// linear and striped LVs from the same images with the tables lvm2 loaded there (names,
 /// UUIDs; devices as paths) and reads the kernel's data back, and plans the snapshot stack
-/// (`-real`, `-cow`, snapshot-origin, snapshot) exactly as lvm2 loaded it. One VM boot.
+/// (`-real`, `-cow`, snapshot-origin, snapshot) exactly as lvm2 loaded it. The other way
+/// round, a VG udm made (two-segment linear, striped) with data udm wrote passes `vgck` in
+/// refvm and the kernel activates it with udm's tables and reads udm's data. One VM boot.
 #[test]
 fn kernel_lvm_activation_matches_lvm2() {
     let Some(run) = udm_testkit::refvm() else {
@@ -443,6 +445,51 @@ fn kernel_lvm_activation_matches_lvm2() {
     let dir = tempfile::tempdir().unwrap();
     let r0 = udm_testkit::image(dir.path(), "r0.img", 64 << 20);
     let r1 = udm_testkit::image(dir.path(), "r1.img", 64 << 20);
+    // udm's own VG, with data written through udm, for lvm2 and the kernel to activate.
+    let d = Daemon::start(&udm());
+    let e = Env {
+        socket: d.socket.clone(),
+        state: dir.path().join("state"),
+    };
+    let r2 = udm_testkit::image(dir.path(), "r2.img", 64 << 20);
+    let r3 = udm_testkit::image(dir.path(), "r3.img", 64 << 20);
+    let udevs = format!("{},{}", r2.display(), r3.display());
+    let ud = ["--devices", udevs.as_str()];
+    e.ok(
+        "vgcreate",
+        &[
+            &ud[..],
+            &["uvg", r2.to_str().unwrap(), r3.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    e.ok(
+        "lvcreate",
+        &[&ud[..], &["-n", "lin", "-L", "8M", "uvg"]].concat(),
+    );
+    e.ok(
+        "lvcreate",
+        &[
+            &ud[..],
+            &["-n", "st", "-L", "16M", "-i", "2", "-I", "64K", "uvg"],
+        ]
+        .concat(),
+    );
+    e.ok("lvextend", &[&ud[..], &["-L", "+8M", "uvg/lin"]].concat());
+    let mut udm_side = Vec::new();
+    for name in ["uvg-lin", "uvg-st"] {
+        let c = udm_nbd::NbdClient::connect_unix(&d.nbd_socket, name).unwrap();
+        let data: Vec<u8> = (0..c.size()).map(|i| ((i / 7) ^ (i >> 13)) as u8).collect();
+        c.write(0, &data, true).unwrap();
+        udm_side.push((name, e.dm(&["table", name]), udm_testkit::dm::cksum(&data)));
+    }
+    assert_eq!(
+        udm_side[0].1.lines().count(),
+        2,
+        "two segments: {}",
+        udm_side[0].1
+    );
+    e.ok("vgchange", &[&ud[..], &["-an", "uvg"]].concat());
     let script = r#"set -e
 pvcreate -q /dev/vda /dev/vdb
 vgcreate -q vg /dev/vda /dev/vdb
@@ -460,12 +507,24 @@ echo "=== table"; dmsetup table
 echo "=== info"; dmsetup info -c --noheadings --separator ' ' -o name,uuid,major,minor
 echo "=== cksum"; for lv in lin st; do cksum < /dev/vg/$lv; done
 vgchange -an vg >/dev/null
+vgck uvg
+vgchange -ay uvg >/dev/null
+echo "=== utable"; dmsetup table
+echo "=== usum"; for lv in lin st; do cksum < /dev/uvg/$lv; done
+vgchange -an uvg >/dev/null
+echo "=== udevs"; cat /sys/block/vdc/dev /sys/block/vdd/dev
 echo "=== end"
 "#;
-    let (out, err, code) = udm_testkit::refvm_run(&run, &[&r0, &r1], None, script);
+    let (out, err, code) = udm_testkit::refvm_run(&run, &[&r0, &r1, &r2, &r3], None, script);
     assert_eq!(code, 0, "refvm failed:\n{out}\n{err}");
-    let devs: Vec<&str> = section(&out, "devs").lines().collect();
-    let paths = [r0.display().to_string(), r1.display().to_string()];
+    let mut devs: Vec<&str> = section(&out, "devs").lines().collect();
+    devs.extend(section(&out, "udevs").lines());
+    let paths = [
+        r0.display().to_string(),
+        r1.display().to_string(),
+        r2.display().to_string(),
+        r3.display().to_string(),
+    ];
     // dm minors → names, for snapshot tables that refer to their layers.
     let info: Vec<Vec<&str>> = section(&out, "info")
         .lines()
@@ -501,12 +560,25 @@ echo "=== end"
     };
     let uuid_of = |name: &str| info.iter().find(|r| r[0] == name).map(|r| r[1]).unwrap();
 
-    // udm activates the linear and striped LVs through its daemon.
-    let d = Daemon::start(&udm());
-    let e = Env {
-        socket: d.socket.clone(),
-        state: dir.path().join("state"),
-    };
+    // The kernel, with lvm2, activates udm's VG with udm's tables and reads udm's data.
+    let utables: Vec<(String, String)> = section(&out, "utable")
+        .lines()
+        .map(|l| {
+            let (n, t) = l.split_once(": ").unwrap();
+            (n.to_string(), host_form(t))
+        })
+        .collect();
+    let usums: Vec<&str> = section(&out, "usum").lines().collect();
+    for ((name, table, sum), ksum) in udm_side.iter().zip(&usums) {
+        let k: String = utables
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, t)| format!("{t}\n"))
+            .collect();
+        assert_eq!(&k, table, "kernel table of udm's {name}");
+        assert_eq!(sum, ksum, "kernel reads udm's data in {name}");
+    }
+    // udm activates the linear and striped LVs lvm2 made through its daemon.
     let both = paths.join(",");
     let o = e.ok("lvchange", &["--devices", &both, "-ay", "vg/lin", "vg/st"]);
     assert_eq!(o, "");
