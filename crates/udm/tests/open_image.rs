@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use udm_testkit::loopdev::LoopDev;
 use udm_testkit::lvm2::Lvm2;
+use udm_testkit::udmcli::UdmCli;
 use udm_testkit::Daemon;
 
 fn udm() -> PathBuf {
@@ -19,18 +20,12 @@ fn sh(cmd: &mut Command) -> String {
 }
 
 fn udm_on(d: &Daemon, state: &Path, args: &[&str]) -> (String, String, i32) {
-    let o = Command::new(udm())
-        .args(args)
-        .env("UDM_SOCKET", &d.socket)
-        .env("UDM_STATE_DIR", state)
-        .stdin(Stdio::null())
-        .output()
-        .expect("spawn udm");
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-        o.status.code().unwrap_or(-1),
-    )
+    UdmCli {
+        bin: udm(),
+        socket: d.socket.clone(),
+        state: state.to_path_buf(),
+    }
+    .run(args)
 }
 
 #[test]
