@@ -525,3 +525,77 @@ fn seed_fake_8tb_pv_on_udm_device() {
     );
     assert_eq!(e.dm(&["ls"]).split_whitespace().next(), Some("pv_8tb"));
 }
+
+/// Refused commands print what lvm2 prints (its activation/backup warnings aside) and exit
+/// as lvm2 does, on a VG lvm2 made.
+#[test]
+fn refusals_match_lvm2() {
+    if !udm_testkit::require_tool("lvm") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let imgs: Vec<PathBuf> = (0..3)
+        .map(|i| udm_testkit::image(dir.path(), &format!("pv{i}.img"), 100 << 20))
+        .collect();
+    let Some(loops) = imgs
+        .iter()
+        .map(|i| LoopDev::attach(i))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return;
+    };
+    let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
+    let lvm = Lvm2::new(&d).unwrap();
+    lvm.ok("vgcreate", &["vg", d[0], d[1], d[2]]);
+    lvm.ok("lvcreate", &["-n", "lin", "-L", "28M", "vg"]);
+    lvm.ok("lvcreate", &["-n", "st", "-L", "12M", "-i", "3", "vg"]);
+    let e = no_daemon(dir.path());
+    let devs = imgs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let cases: &[&[&str]] = &[
+        &["lvcreate", "-n", "x", "-L", "4M", "nope"],
+        &["lvremove", "-y", "vg/nope"],
+        &["lvextend", "-L", "1M", "vg/lin"],
+        &["lvrename", "vg", "lin", "st"],
+        &["lvcreate", "-n", "lin", "-L", "4M", "vg"],
+        &["lvcreate", "-n", "y", "-L", "4M", "-i", "5", "vg"],
+        &["lvreduce", "-y", "-L", "+4M", "vg/lin"],
+        &["lvextend", "-l", "-1", "vg/lin"],
+        &["lvcreate", "-n", "z", "-L", "400M", "vg"],
+        &["vgremove", "nope"],
+        &["vgcreate", "vg", d[0]],
+    ];
+    let quiet = |s: &str| -> String {
+        s.lines()
+            .filter(|l| !l.contains("WARNING"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let before: Vec<Vec<u8>> = imgs.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    for c in cases {
+        let real = lvm.cmd(c[0], &c[1..]);
+        let mut args = vec!["--config", NOACT, "--devices", &devs];
+        let mut rest: Vec<&str> = c[1..].to_vec();
+        // udm names the same PV by its image file.
+        for r in rest.iter_mut() {
+            if let Some(i) = d.iter().position(|x| x == r) {
+                *r = imgs[i].to_str().unwrap();
+            }
+        }
+        args.extend(rest);
+        let (o, er, code) = e.lvm(c[0], &args);
+        assert_eq!(code, real.status.code().unwrap(), "{c:?}: {er}");
+        let real_out = String::from_utf8_lossy(&real.stdout);
+        let real_err = String::from_utf8_lossy(&real.stderr);
+        assert_eq!(
+            quiet(&(o + &er)),
+            quiet(&format!("{real_out}{real_err}")),
+            "{c:?}"
+        );
+    }
+    let after: Vec<Vec<u8>> = imgs.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert!(before == after, "a refused command wrote");
+}

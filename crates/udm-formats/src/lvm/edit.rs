@@ -9,7 +9,7 @@ use super::text::{Item, Value};
 use super::{build::valid_name, LvmError};
 
 fn invalid(m: impl Into<String>) -> LvmError {
-    LvmError::Invalid(m.into())
+    LvmError::Refused(m.into())
 }
 
 /// Whether a size argument sets, adds or takes away.
@@ -164,7 +164,7 @@ impl Vg {
         }
         if self.lv(new).is_some() {
             return Err(invalid(format!(
-                "Logical volume \"{new}\" already exists in volume group \"{}\"",
+                "Logical Volume \"{new}\" already exists in volume group \"{}\"",
                 self.name
             )));
         }

@@ -85,6 +85,9 @@ pub enum LvmError {
     Inconsistent(String),
     #[error("{0}")]
     NotFound(String),
+    /// A request lvm2 would refuse, in lvm2's words.
+    #[error("{0}")]
+    Refused(String),
     #[error("I/O error on {what}: {reason}")]
     Io {
         what: String,

@@ -8,7 +8,7 @@ use super::session::{
 };
 use super::vgcmds::ECMD_FAILED;
 use std::io::Write;
-use udm_formats::lvm::edit::{parse_extents, parse_size, SizeArg};
+use udm_formats::lvm::edit::{parse_extents, parse_size, Sign, SizeArg};
 
 fn fail(err: &mut dyn Write, m: &str) -> i32 {
     let _ = writeln!(err, "  {m}");
@@ -72,6 +72,9 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
     if ty == Some("linear") && stripes > 1 {
         return fail(err, "Linear segment type does not support stripes.");
     }
+    if stripes > 1 && cl.val("-I").is_none() {
+        let _ = writeln!(out, "  Using default stripesize 64.00 KiB.");
+    }
     let stripe_size = match cl.val("-I").map(parse_size) {
         None => 128,
         Some(Ok(SizeArg::Sectors(_, s))) if s >= 8 && s.is_power_of_two() => s,
@@ -133,6 +136,15 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
         return fail(
             err,
             &format!("Logical Volume \"{name}\" already exists in volume group \"{vgname}\""),
+        );
+    }
+    if stripes > vg.pvs.len() {
+        return fail(
+            err,
+            &format!(
+                "Number of stripes ({stripes}) must not exceed number of physical volumes ({})",
+                vg.pvs.len()
+            ),
         );
     }
     let free = vg.free_extents();
@@ -320,6 +332,25 @@ pub fn lvresize_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn 
         Ok(None) => return fail(err, "Please specify either size or extents but not both."),
         Err(m) => return fail(err, &m),
     };
+    let bad_sign = match (cmd, size) {
+        ("lvreduce", SizeArg::Sectors(Sign::Plus, _) | SizeArg::Extents(Sign::Plus, _)) => {
+            Some("positive")
+        }
+        ("lvextend", SizeArg::Sectors(Sign::Minus, _) | SizeArg::Extents(Sign::Minus, _)) => {
+            Some("negative")
+        }
+        _ => None,
+    };
+    if let Some(what) = bad_sign {
+        let (opt, noun, v) = match cl.val("-L") {
+            Some(v) => ("--size", "Size", v),
+            None => ("--extents", "Extents", cl.val("-l").unwrap_or("")),
+        };
+        let _ = writeln!(err, "  {noun} may not be {what}.");
+        let _ = writeln!(err, "  Invalid argument for {opt}: {v}");
+        let _ = writeln!(err, "  Error during parsing of command line.");
+        return 3;
+    }
     let Some((vgname, lv)) = cl.pos.first().and_then(|a| split_lv(a)) else {
         return fail(err, "Please provide the logical volume name");
     };

@@ -223,7 +223,9 @@ pub fn find_vg(found: &[Found], name: &str) -> Result<VgHandle, String> {
         .filter(|&i| found[i].vg.is_none() || found[i].vg.as_deref() == Some(name))
         .collect();
     if !idx.iter().any(|&i| found[i].vg.as_deref() == Some(name)) {
-        return Err(format!("Volume group \"{name}\" not found"));
+        return Err(format!(
+            "Volume group \"{name}\" not found\n  Cannot process volume group {name}"
+        ));
     }
     let disks: Vec<&dyn Disk> = idx.iter().map(|&i| &*found[i].disk).collect();
     let r = read_vg(&disks, Some(name)).map_err(|e| format!("Volume group \"{name}\": {e}"))?;
