@@ -315,6 +315,11 @@ fn missing_pv_and_failed_commands_write_nothing() {
         o,
         "  1 logical volume(s) in volume group \"vg\" now active\n"
     );
+    assert!(
+        er.starts_with("  WARNING: Couldn't find device with uuid "),
+        "{er}"
+    );
+    assert!(er.contains(&format!("(last written to {sb}).\n")), "{er}");
     assert_eq!(e.dm(&["ls"]).split_whitespace().next(), Some("vg-first"));
     assert_eq!(e.dm(&["ls"]).lines().count(), 1);
     let o = e.ok(

@@ -91,6 +91,13 @@ pub fn change_vg(
     let Some(mode) = mode_of(cl, err) else {
         return 3;
     };
+    h.warn_missing(err);
+    if mode == Mode::Partial {
+        let _ = writeln!(
+            err,
+            "  PARTIAL MODE. Incomplete logical volumes will be processed."
+        );
+    }
     let mut lvs = match only {
         Some(l) => vec![l.to_string()],
         None => activation_order(vg),

@@ -257,6 +257,22 @@ impl VgHandle {
             .collect()
     }
 
+    /// lvm2's warnings for each PV of the VG that was not found.
+    pub fn warn_missing(&self, err: &mut dyn Write) {
+        for (p, s) in self.meta.vg.pvs.iter().zip(&self.slots) {
+            if s.is_none() {
+                let _ = writeln!(err, "  WARNING: Couldn't find device with uuid {}.", p.id);
+                let _ = writeln!(
+                    err,
+                    "  WARNING: VG {} is missing PV {} (last written to {}).",
+                    self.meta.vg.name,
+                    p.id,
+                    p.device.as_deref().unwrap_or("[unknown]")
+                );
+            }
+        }
+    }
+
     /// True when a PV of the VG was not found.
     pub fn missing(&self) -> bool {
         self.slots.iter().any(Option::is_none)
