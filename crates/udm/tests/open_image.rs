@@ -184,3 +184,83 @@ fn open_partition_luks_lvm_ext4_and_close() {
     let (_, _, c) = udm_on(&d, &state, &["close", disk.to_str().unwrap()]);
     assert_eq!(c, 1);
 }
+
+/// An unpartitioned image holding a VG opens as its LVs; a LUKS image with the wrong
+/// passphrase opens nothing and leaves nothing behind.
+#[test]
+fn open_bare_vg_and_bad_passphrase() {
+    if !udm_testkit::require_tool("cryptsetup") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&udm());
+    let state = dir.path().join("state");
+    let cli = UdmCli {
+        bin: udm(),
+        socket: d.socket.clone(),
+        state: state.clone(),
+    };
+    let img = udm_testkit::image(dir.path(), "vg.img", 32 << 20);
+    let p = img.to_str().unwrap();
+    let dv = ["--devices", p, "--config", "global{activation=0}"];
+    cli.ok("vgcreate", &[&dv[..], &["bare", p]].concat());
+    cli.ok(
+        "lvcreate",
+        &[&dv[..], &["-n", "one", "-L", "8M", "bare"]].concat(),
+    );
+    cli.ok(
+        "lvcreate",
+        &[&dv[..], &["-n", "two", "-L", "4M", "bare"]].concat(),
+    );
+    assert_eq!(cli.dm(&["ls"]), "No devices found\n");
+    let (o, e, c) = udm_on(&d, &state, &["open", p]);
+    assert_eq!(c, 0, "{e}");
+    let names: Vec<(&str, &str)> = o
+        .lines()
+        .filter(|l| l.contains('\t'))
+        .map(|l| {
+            let w: Vec<&str> = l.split('\t').collect();
+            (w[0], w[1])
+        })
+        .collect();
+    assert_eq!(names, [("bare-one", "lvm"), ("bare-two", "lvm")]);
+    assert_eq!(
+        cli.dm(&["table", "bare-two"]),
+        format!("0 8192 linear {p} 18432\n")
+    );
+    let (_, e, c) = udm_on(&d, &state, &["open", p]);
+    assert_eq!(c, 1, "already open: {e}");
+    let (_, e, c) = udm_on(&d, &state, &["close", p]);
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(cli.dm(&["ls"]), "No devices found\n");
+
+    let luks = udm_testkit::image(dir.path(), "luks.img", 32 << 20);
+    let key = dir.path().join("key");
+    std::fs::write(&key, b"right").unwrap();
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, b"wrong").unwrap();
+    sh(Command::new("cryptsetup")
+        .args(["luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2"])
+        .args(["--pbkdf-force-iterations", "1000", "--key-file"])
+        .arg(&key)
+        .arg(&luks));
+    let l = luks.to_str().unwrap();
+    let (_, e, c) = udm_on(
+        &d,
+        &state,
+        &["open", "--key-file", bad.to_str().unwrap(), l],
+    );
+    assert_eq!(c, 1, "{e}");
+    assert!(e.contains("No key available with this passphrase."), "{e}");
+    assert_eq!(cli.dm(&["ls"]), "No devices found\n");
+    let (o, e, c) = udm_on(
+        &d,
+        &state,
+        &["open", "--key-file", key.to_str().unwrap(), l],
+    );
+    assert_eq!(c, 0, "{e}");
+    assert!(o.starts_with("luks.img_crypt\tcrypt\t"), "{o}");
+    let (_, e, c) = udm_on(&d, &state, &["close", l]);
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(cli.dm(&["ls"]), "No devices found\n");
+}
