@@ -26,8 +26,9 @@ fn section<'a>(out: &'a str, name: &str) -> &'a str {
 /// linear and striped LVs from the same images with the tables lvm2 loaded there (names,
 /// UUIDs; devices as paths) and reads the kernel's data back, and plans the snapshot stack
 /// (`-real`, `-cow`, snapshot-origin, snapshot) exactly as lvm2 loaded it. The other way
-/// round, a VG udm made (two-segment linear, striped) with data udm wrote passes `vgck` in
-/// refvm and the kernel activates it with udm's tables and reads udm's data. One VM boot.
+/// round, a VG udm made (two-segment linear, striped, an origin with a udm-made snapshot)
+/// with data udm wrote passes `vgck` in refvm, and the kernel activates it with udm's tables
+/// (the snapshot stack as udm plans it) and reads udm's data. One VM boot.
 #[test]
 fn kernel_lvm_activation_matches_lvm2() {
     let Some(run) = udm_testkit::refvm() else {
@@ -81,6 +82,27 @@ fn kernel_lvm_activation_matches_lvm2() {
         "two segments: {}",
         udm_side[0].1
     );
+    // An origin with data, and a snapshot of it made by udm (metadata only here).
+    e.ok(
+        "lvcreate",
+        &[&ud[..], &["-n", "orig", "-L", "8M", "uvg"]].concat(),
+    );
+    let orig_sum = {
+        let c = udm_nbd::NbdClient::connect_unix(&d.nbd_socket, "uvg-orig").unwrap();
+        let data: Vec<u8> = (0..c.size()).map(|i| (i % 253) as u8).collect();
+        c.write(0, &data, true).unwrap();
+        udm_testkit::dm::cksum(&data)
+    };
+    let noact = ["--config", "global{activation=0}"];
+    e.ok(
+        "lvcreate",
+        &[
+            &ud[..],
+            &noact[..],
+            &["-n", "osn", "-s", "-L", "4M", "uvg/orig"],
+        ]
+        .concat(),
+    );
     e.ok("vgchange", &[&ud[..], &["-an", "uvg"]].concat());
     let script = r#"set -e
 pvcreate -q /dev/vda /dev/vdb
@@ -102,7 +124,8 @@ vgchange -an vg >/dev/null
 vgck uvg
 vgchange -ay uvg >/dev/null
 echo "=== utable"; dmsetup table
-echo "=== usum"; for lv in lin st; do cksum < /dev/uvg/$lv; done
+echo "=== usum"; for lv in lin st orig osn; do cksum < /dev/uvg/$lv; done
+echo "=== uinfo"; dmsetup info -c --noheadings --separator ' ' -o name,uuid,major,minor
 vgchange -an uvg >/dev/null
 echo "=== udevs"; cat /sys/block/vdc/dev /sys/block/vdd/dev
 echo "=== end"
@@ -122,7 +145,13 @@ echo "=== end"
         .lines()
         .map(|l| l.split_whitespace().collect())
         .collect();
-    let host_form = |line: &str| -> String {
+    let uinfo: Vec<Vec<&str>> = section(&out, "uinfo")
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    // Kernel device numbers as udm's tables name them: disks as paths, dm devices as
+    // /dev/mapper/NAME (by the minors of the activation the line comes from).
+    let host_with = |line: &str, info: &[Vec<&str>]| -> String {
         line.split(' ')
             .map(|w| {
                 if let Some(i) = devs.iter().position(|d| *d == w) {
@@ -136,6 +165,7 @@ echo "=== end"
             .collect::<Vec<_>>()
             .join(" ")
     };
+    let host_form = |line: &str| host_with(line, &info);
     let kernel_tables: Vec<(String, String)> = section(&out, "table")
         .lines()
         .map(|l| {
@@ -157,7 +187,7 @@ echo "=== end"
         .lines()
         .map(|l| {
             let (n, t) = l.split_once(": ").unwrap();
-            (n.to_string(), host_form(t))
+            (n.to_string(), host_with(t, &uinfo))
         })
         .collect();
     let usums: Vec<&str> = section(&out, "usum").lines().collect();
@@ -169,6 +199,41 @@ echo "=== end"
             .collect();
         assert_eq!(&k, table, "kernel table of udm's {name}");
         assert_eq!(sum, ksum, "kernel reads udm's data in {name}");
+    }
+    // udm's snapshot: the kernel loads the stack udm plans, and reads the origin's data in it.
+    assert_eq!(usums[2], orig_sum, "origin data");
+    assert_eq!(usums[3], orig_sum, "a fresh snapshot reads as its origin");
+    let u2 = udm_formats::lvm::ops::ImageFile::open(&r2, false).unwrap();
+    let u3 = udm_formats::lvm::ops::ImageFile::open(&r3, false).unwrap();
+    let udisks: Vec<&dyn udm_formats::lvm::Disk> = vec![&u2, &u3];
+    let ur = udm_formats::lvm::read_vg(&udisks, Some("uvg")).unwrap();
+    let udev = |pv: &str| -> Option<String> {
+        let i = ur.metadata.vg.pvs.iter().position(|p| p.name == pv)?;
+        ur.pv_disks[i].map(|k| paths[2 + k].clone())
+    };
+    let mapper = |n: &str| format!("/dev/mapper/{n}");
+    for dd in udm_formats::lvm::dmplan::plan(
+        &ur.metadata.vg,
+        "osn",
+        &udev,
+        udm_formats::lvm::dmplan::Mode::Complete,
+        &mapper,
+    )
+    .unwrap()
+    {
+        let t: String = dd
+            .table
+            .iter()
+            .map(|l| format!("{} {} {} {}\n", l.start, l.len, l.ttype, l.params))
+            .collect();
+        let k: String = utables
+            .iter()
+            .filter(|(n, _)| *n == dd.name)
+            .map(|(_, t)| format!("{t}\n"))
+            .collect();
+        assert_eq!(t, k, "kernel table of udm's {}", dd.name);
+        let ku = uinfo.iter().find(|r| r[0] == dd.name).map(|r| r[1]);
+        assert_eq!(Some(dd.uuid.as_str()), ku, "{}", dd.name);
     }
     // udm activates the linear and striped LVs lvm2 made through its daemon.
     let both = paths.join(",");

@@ -181,6 +181,13 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
     if let Err(e) = made {
         return fail(err, &e.to_string());
     }
+    // A new COW store starts with a zeroed header chunk (as lvm2 wipes it), so the
+    // snapshot target sees a fresh exception store.
+    if snapshot {
+        if let Err(m) = zero_start(&vg, &name, &h.slots, &mut found) {
+            return fail(err, &m);
+        }
+    }
     if let Err(m) = commit(&mut found, &h.slots, vg.clone(), cl) {
         return fail(err, &m);
     }
@@ -202,6 +209,35 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
     }
     let _ = writeln!(out, "  Logical volume \"{name}\" created.");
     0
+}
+
+/// Zero the first 4 KiB of LV `name` on its PV.
+fn zero_start(
+    vg: &udm_formats::lvm::Vg,
+    name: &str,
+    slots: &[Option<usize>],
+    found: &mut [super::session::Found],
+) -> Result<(), String> {
+    let lv = vg.lv(name).ok_or("new LV missing")?;
+    let seg = lv.segments.first().ok_or("new LV has no segments")?;
+    let (pv, pe) = seg
+        .stripes()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .next()
+        .ok_or("new LV has no areas")?;
+    let i = vg
+        .pvs
+        .iter()
+        .position(|p| p.name == pv)
+        .ok_or("unknown PV")?;
+    let p = &vg.pvs[i];
+    let f = slots[i].ok_or("PV missing")?;
+    let at = (p.pe_start + pe * vg.extent_size) * 512;
+    let disk = &mut found[f].disk;
+    disk.write_at(at, &[0u8; 4096])
+        .and_then(|_| disk.flush())
+        .map_err(|e| format!("Failed to wipe the start of {}/{name}: {e}", vg.name))
 }
 
 /// The LVs named by `VG/LV` arguments, grouped per VG.
