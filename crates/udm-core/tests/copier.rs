@@ -9,6 +9,7 @@ use std::time::Duration;
 use udm_core::{Copier, CopyOutcome, Loc};
 use udm_io::{Bio, BlockDevice, DevId, IoError, MemDevice, Op, Sectors, WorkerPool};
 use udm_testkit::gate::GateDevice;
+use udm_testkit::rng::{pseudo, XorShift};
 
 const GUARD: Duration = Duration::from_secs(20);
 
@@ -53,36 +54,17 @@ impl BlockDevice for Faulty {
     }
 }
 
-/// A fixed-seed generator (xorshift), so runs are reproducible.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn filled(name: &str, sectors: u64, seed: u64) -> Arc<MemDevice> {
     let m = Arc::new(MemDevice::new(name, Sectors(sectors)));
-    let mut r = Rng(seed | 1);
-    let data: Vec<u8> = (0..sectors * 512).map(|_| r.next() as u8).collect();
+    let data = pseudo(sectors as usize * 512, seed);
     udm_io::sync::write_at(m.as_ref(), Sectors(0), &data).unwrap();
     m
 }
 
 #[test]
 fn copies_match_a_model() {
-    let seed = std::env::var("UDM_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_c0b1_u64);
-    println!("seed {seed:#x} (UDM_TEST_SEED)");
-    let mut rng = Rng(seed);
+    let seed = udm_testkit::rng::seed("UDM_TEST_SEED", 0x5eed_c0b1);
+    let mut rng = XorShift::new(seed);
     const N: u64 = 2048;
     let src = filled("src", N, seed);
     let model_src = src.snapshot();

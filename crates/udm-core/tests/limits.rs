@@ -4,33 +4,12 @@
 use parking_lot::Mutex;
 use std::sync::Arc;
 use udm_core::{
-    parse_table_text, DevSel, MapResult, Registry, StatusFlags, StatusType, Target, TargetCtx,
-    TargetError, TargetType, TargetTypes,
+    MapResult, Registry, StatusFlags, StatusType, Target, TargetCtx, TargetError, TargetType,
+    TargetTypes,
 };
-use udm_io::{sync, Bio, BlockDevice, DevId, Limits, MemDevice, Op, Sectors};
-use udm_testkit::gate::{GateDevice, RemapType};
-
-fn sel(n: &str) -> DevSel {
-    DevSel::Name(n.into())
-}
-
-/// A RAM device with chosen limits.
-struct Limited(MemDevice, Limits);
-
-impl BlockDevice for Limited {
-    fn submit(&self, bio: Bio) {
-        self.0.submit(bio)
-    }
-    fn size(&self) -> Sectors {
-        self.0.size()
-    }
-    fn id(&self) -> DevId {
-        self.0.id()
-    }
-    fn limits(&self) -> Limits {
-        self.1
-    }
-}
+use udm_io::{sync, Bio, Limits, MemDevice, Op, Sectors};
+use udm_testkit::gate::{GateDevice, Limited, RemapType};
+use udm_testkit::registry::{create, sel};
 
 #[test]
 fn stack_follows_blk_stack_limits() {
@@ -93,14 +72,7 @@ fn table_limits_stack_over_targets_and_split_discards() {
         "b",
         Arc::new(Limited(MemDevice::new("b", Sectors(64)), lim(6 * 4096, 0))),
     );
-    reg.create("d", "").unwrap();
-    reg.load(
-        &sel("d"),
-        &parse_table_text("0 64 testdev a\n64 64 testdev b").unwrap(),
-        false,
-    )
-    .unwrap();
-    reg.resume(&sel("d")).unwrap();
+    create(&reg, "d", "0 64 testdev a\n64 64 testdev b").unwrap();
     let (dev, _g) = reg.open(&sel("d")).unwrap();
     let l = dev.limits();
     assert_eq!((l.io_opt, l.max_discard_sectors), (12 * 4096, Sectors(8)));
@@ -168,19 +140,18 @@ impl TargetType for FanType {
     }
 }
 
-#[test]
-fn flush_and_discard_fan_out_as_targets_ask() {
+/// A registry with the `fan` type and device `name` made from `table`.
+fn fans(name: &str, table: &str) -> Registry {
     let types = TargetTypes::new();
     types.register(Arc::new(FanType));
     let reg = Registry::new(types);
-    reg.create("d", "").unwrap();
-    reg.load(
-        &sel("d"),
-        &parse_table_text("0 8 fan 3 2\n8 8 fan 0 0").unwrap(),
-        false,
-    )
-    .unwrap();
-    reg.resume(&sel("d")).unwrap();
+    create(&reg, name, table).unwrap();
+    reg
+}
+
+#[test]
+fn flush_and_discard_fan_out_as_targets_ask() {
+    let reg = fans("d", "0 8 fan 3 2\n8 8 fan 0 0");
     let (dev, _g) = reg.open(&sel("d")).unwrap();
     let seen = SEEN.get_or_init(Default::default).clone();
     sync::flush(dev.as_ref()).unwrap();
@@ -207,17 +178,7 @@ fn flush_and_discard_fan_out_as_targets_ask() {
 
 #[test]
 fn status_flags_reach_every_target() {
-    let types = TargetTypes::new();
-    types.register(Arc::new(FanType));
-    let reg = Registry::new(types);
-    reg.create("s", "").unwrap();
-    reg.load(
-        &sel("s"),
-        &parse_table_text("0 8 fan 1 1\n8 8 fan 1 1").unwrap(),
-        false,
-    )
-    .unwrap();
-    reg.resume(&sel("s")).unwrap();
+    let reg = fans("s", "0 8 fan 1 1\n8 8 fan 1 1");
     let params = |flags| {
         reg.status_with(&sel("s"), false, StatusType::Info, flags)
             .unwrap()

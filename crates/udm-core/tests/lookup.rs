@@ -5,10 +5,11 @@
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use udm_core::{
-    parse_table_text, DevSel, MapResult, Publication, Registry, StatusFlags, StatusType, Target,
-    TargetCtx, TargetError, TargetType, TargetTypes,
+    parse_table_text, MapResult, Publication, Registry, StatusFlags, StatusType, Target, TargetCtx,
+    TargetError, TargetType, TargetTypes,
 };
 use udm_io::{Bio, DevId};
+use udm_testkit::registry::sel;
 
 /// What a pool publishes: a generation number telling its loads apart.
 struct PoolObj {
@@ -97,10 +98,6 @@ fn registry() -> Registry {
     }));
     types.register(Arc::new(ClientType));
     Registry::new(types)
-}
-
-fn sel(n: &str) -> DevSel {
-    DevSel::Name(n.into())
 }
 
 fn load(reg: &Registry, name: &str, table: &str) -> Result<(), udm_core::DmError> {

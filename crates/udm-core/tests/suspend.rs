@@ -8,19 +8,17 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
+use udm_core::registry::OpenGuard;
 use udm_core::{
-    parse_table_text, DevSel, DeviceState, MapResult, Registry, Requeuer, SuspendOpts, Target,
-    TargetCtx, TargetError, TargetType, TargetTypes,
+    parse_table_text, DeviceState, MapResult, Registry, Requeuer, SuspendOpts, Target, TargetCtx,
+    TargetError, TargetType, TargetTypes,
 };
 use udm_io::{Bio, BioFlags, BlockDevice, IoBuf, IoError, MemDevice, Op, Sectors};
 use udm_testkit::gate::{GateDevice, RemapType};
+use udm_testkit::registry::{create, sel};
 
 /// Failure guard for waits that must end (never the pass condition).
 const GUARD: Duration = Duration::from_secs(20);
-
-fn sel(n: &str) -> DevSel {
-    DevSel::Name(n.into())
-}
 
 fn setup(extra: impl FnOnce(&TargetTypes)) -> (Registry, RemapType) {
     let types = TargetTypes::new();
@@ -30,14 +28,32 @@ fn setup(extra: impl FnOnce(&TargetTypes)) -> (Registry, RemapType) {
     (Registry::new(types), remap)
 }
 
-fn create(reg: &Registry, name: &str, table: &str) {
-    reg.create(name, "").unwrap();
-    reg.load(&sel(name), &parse_table_text(table).unwrap(), false)
-        .unwrap();
-    reg.resume(&sel(name)).unwrap();
+/// A registry, a device opened in it, and the guard that keeps it open.
+type Opened = (Registry, Arc<dyn BlockDevice>, OpenGuard);
+
+/// A registry with `testdev` (and what `extra` registers) where `testdev <key>` reaches
+/// `below`, and device `d` made from `table`, opened.
+fn device(
+    extra: impl FnOnce(&TargetTypes),
+    key: &str,
+    below: Arc<dyn BlockDevice>,
+    table: &str,
+) -> Opened {
+    let (reg, remap) = setup(extra);
+    remap.insert(key, below);
+    create(&reg, "d", table).unwrap();
+    let (dev, guard) = reg.open(&sel("d")).unwrap();
+    (reg, dev, guard)
 }
 
 type Done = Receiver<(u64, Result<(), IoError>)>;
+
+/// The next `n` completions, by sector.
+fn completions(rx: &Done, n: usize) -> Vec<(u64, Result<(), IoError>)> {
+    let mut done: Vec<_> = (0..n).map(|_| rx.recv_timeout(GUARD).unwrap()).collect();
+    done.sort_by_key(|d| d.0);
+    done
+}
 
 fn write(
     dev: &dyn BlockDevice,
@@ -65,12 +81,9 @@ fn in_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Recei
 
 #[test]
 fn suspend_drain_waits_for_io_held_below() {
-    let (reg, remap) = setup(|_| {});
     let mem = Arc::new(MemDevice::new("m", Sectors(64)));
     let gate = GateDevice::new(mem.clone());
-    remap.insert("g", gate.clone());
-    create(&reg, "d", "0 64 testdev g");
-    let (dev, _g) = reg.open(&sel("d")).unwrap();
+    let (reg, dev, _g) = device(|_| {}, "g", gate.clone(), "0 64 testdev g");
     let (tx, rx): (_, Done) = unbounded();
     for s in 0..4 {
         write(dev.as_ref(), s, 7, &tx);
@@ -102,11 +115,11 @@ fn suspend_drain_waits_for_io_held_below() {
 /// A target that keeps bios (as multipath with no path and `queue_if_no_path`, or a thin
 /// pool out of space): on a noflush suspend it hands them back, and requeues new ones.
 struct HolderType {
-    held: Arc<Mutex<Vec<Bio>>>,
+    held: Held,
 }
 
 struct Holder {
-    held: Arc<Mutex<Vec<Bio>>>,
+    held: Held,
     state: DeviceState,
     requeuer: Requeuer,
 }
@@ -148,17 +161,24 @@ impl TargetType for HolderType {
     }
 }
 
+type Held = Arc<Mutex<Vec<Bio>>>;
+
+/// Device `d` from `table` over `holder` lines and `testdev m`, a RAM device of `sectors`;
+/// returns what the holders keep, the RAM device, and the opened device.
+fn holding(sectors: u64, table: &str) -> (Held, Arc<MemDevice>, Opened) {
+    let held = Held::default();
+    let mem = Arc::new(MemDevice::new("m", Sectors(sectors)));
+    let h2 = held.clone();
+    let holder = move |t: &TargetTypes| t.register(Arc::new(HolderType { held: h2 }));
+    let opened = device(holder, "m", mem.clone(), table);
+    (held, mem, opened)
+}
+
 #[test]
 fn noflush_suspend_requeues_held_io_and_resubmits_it_after_resume() {
-    let held = Arc::new(Mutex::new(Vec::new()));
-    let h2 = held.clone();
-    let (reg, remap) = setup(move |t| t.register(Arc::new(HolderType { held: h2 })));
-    let mem = Arc::new(MemDevice::new("m", Sectors(64)));
-    remap.insert("m", mem.clone());
     // The holder sits at sectors 8..16, after a plain line, so requeued sectors must be
     // made device-relative again.
-    create(&reg, "d", "0 8 testdev m\n8 8 holder");
-    let (dev, _g) = reg.open(&sel("d")).unwrap();
+    let (held, mem, (reg, dev, _g)) = holding(64, "0 8 testdev m\n8 8 holder");
     let (tx, rx): (_, Done) = unbounded();
     for s in 8..12 {
         write(dev.as_ref(), s, s as u8, &tx);
@@ -187,9 +207,10 @@ fn noflush_suspend_requeues_held_io_and_resubmits_it_after_resume() {
     )
     .unwrap();
     reg.resume(&sel("d")).unwrap();
-    let mut done: Vec<_> = (0..5).map(|_| rx.recv_timeout(GUARD).unwrap()).collect();
-    done.sort_by_key(|d| d.0);
-    assert_eq!(done, (8..13).map(|s| (s, Ok(()))).collect::<Vec<_>>());
+    assert_eq!(
+        completions(&rx, 5),
+        (8..13).map(|s| (s, Ok(()))).collect::<Vec<_>>()
+    );
     let data = mem.snapshot();
     for s in 8..13usize {
         assert!(
@@ -201,13 +222,7 @@ fn noflush_suspend_requeues_held_io_and_resubmits_it_after_resume() {
 
 #[test]
 fn noflush_resume_swaps_tables_under_held_io() {
-    let held = Arc::new(Mutex::new(Vec::new()));
-    let h2 = held.clone();
-    let (reg, remap) = setup(move |t| t.register(Arc::new(HolderType { held: h2 })));
-    let mem = Arc::new(MemDevice::new("m", Sectors(16)));
-    remap.insert("m", mem.clone());
-    create(&reg, "d", "0 16 holder");
-    let (dev, _g) = reg.open(&sel("d")).unwrap();
+    let (held, mem, (reg, dev, _g)) = holding(16, "0 16 holder");
     let (tx, rx): (_, Done) = unbounded();
     for s in 0..3 {
         write(dev.as_ref(), s, 0x30 + s as u8, &tx);
@@ -230,9 +245,10 @@ fn noflush_resume_swaps_tables_under_held_io() {
         .recv_timeout(GUARD)
         .expect("a noflush resume does not wait for held I/O")
         .unwrap();
-    let mut done: Vec<_> = (0..3).map(|_| rx.recv_timeout(GUARD).unwrap()).collect();
-    done.sort_by_key(|d| d.0);
-    assert_eq!(done, (0..3).map(|s| (s, Ok(()))).collect::<Vec<_>>());
+    assert_eq!(
+        completions(&rx, 3),
+        (0..3).map(|s| (s, Ok(()))).collect::<Vec<_>>()
+    );
     assert_eq!(mem.snapshot()[2 * 512], 0x32);
 }
 
@@ -293,7 +309,7 @@ fn abandoned_suspend_calls_presuspend_undo_and_stays_live() {
             counts: c2,
         }))
     });
-    create(&reg, "d", "0 64 probe");
+    create(&reg, "d", "0 64 probe").unwrap();
     let (dev, _g) = reg.open(&sel("d")).unwrap();
     let (tx, rx): (_, Done) = unbounded();
     write(dev.as_ref(), 1, 1, &tx);
@@ -320,9 +336,7 @@ fn abandoned_suspend_calls_presuspend_undo_and_stays_live() {
     write(dev.as_ref(), 2, 2, &tx);
     assert!(gate.wait_held(2, GUARD));
     gate.open();
-    let mut done: Vec<_> = (0..2).map(|_| rx.recv_timeout(GUARD).unwrap()).collect();
-    done.sort_by_key(|d| d.0);
-    assert_eq!(done, vec![(1, Ok(())), (2, Ok(()))]);
+    assert_eq!(completions(&rx, 2), vec![(1, Ok(())), (2, Ok(()))]);
     // A suspend that drains runs the normal hooks.
     reg.suspend(&sel("d"), false, false).unwrap();
     assert_eq!((c(0), c(1), c(2)), (2, 1, 1));
@@ -331,12 +345,8 @@ fn abandoned_suspend_calls_presuspend_undo_and_stays_live() {
 
 #[test]
 fn preflush_reaches_the_device_before_the_data() {
-    let (reg, remap) = setup(|_| {});
-    let mem = Arc::new(MemDevice::new("m", Sectors(64)));
-    let gate = GateDevice::new(mem.clone());
-    remap.insert("g", gate.clone());
-    create(&reg, "d", "0 64 testdev g");
-    let (dev, _g) = reg.open(&sel("d")).unwrap();
+    let gate = GateDevice::new(Arc::new(MemDevice::new("m", Sectors(64))));
+    let (_reg, dev, _g) = device(|_| {}, "g", gate.clone(), "0 64 testdev g");
     let (tx, rx) = unbounded();
     dev.submit(
         Bio::write(
@@ -369,12 +379,9 @@ fn preflush_reaches_the_device_before_the_data() {
 
 #[test]
 fn submit_returns_without_waiting_for_held_io() {
-    let (reg, remap) = setup(|_| {});
-    let mem = Arc::new(MemDevice::new("m", Sectors(256)));
-    let gate = GateDevice::new(mem.clone());
-    remap.insert("g", gate.clone());
-    create(&reg, "d", "0 128 testdev g\n128 128 testdev g");
-    let (dev, _g) = reg.open(&sel("d")).unwrap();
+    let gate = GateDevice::new(Arc::new(MemDevice::new("m", Sectors(256))));
+    let table = "0 128 testdev g\n128 128 testdev g";
+    let (reg, dev, _g) = device(|_| {}, "g", gate.clone(), table);
     let (tx, rx): (_, Done) = unbounded();
     // Below: the gate holds everything (plain writes, a write crossing the two targets, a
     // flush, and a PREFLUSH write whose data waits for its flush).

@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 use udm_core::{
-    parse_table_text, DevSel, MapResult, Registry, Target, TargetCtx, TargetError, TargetType,
-    TargetTypes, Worker,
+    MapResult, Registry, Target, TargetCtx, TargetError, TargetType, TargetTypes, Worker,
 };
 use udm_io::{sync, Bio, IoBuf, MemDevice, Sectors, WorkerPool};
+use udm_testkit::registry::{create, sel};
 
 const POOL: usize = 8;
 const GUARD: Duration = Duration::from_secs(20);
@@ -70,12 +70,8 @@ fn blocking_target_work_progresses_with_the_io_pool_saturated() {
     let types = TargetTypes::new();
     types.register(Arc::new(MetaType { meta }));
     let reg = Registry::new(types);
-    let sel = DevSel::Name("m".into());
-    reg.create("m", "").unwrap();
-    reg.load(&sel, &parse_table_text("0 64 meta").unwrap(), false)
-        .unwrap();
-    reg.resume(&sel).unwrap();
-    let (dev, _g) = reg.open(&sel).unwrap();
+    create(&reg, "m", "0 64 meta").unwrap();
+    let (dev, _g) = reg.open(&sel("m")).unwrap();
 
     // Occupy every I/O pool thread with a job that blocks until the target's I/O completes.
     let started = Arc::new(AtomicUsize::new(0));

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use udm_core::{DevSel, Registry, TableLine};
 use udm_fuse::{FuseExport, FuseOpts};
+use udm_testkit::run;
 
 /// FUSE must work here (root, /dev/fuse). Outside CI a machine without it skips.
 fn fuse_ok() -> bool {
@@ -53,6 +54,14 @@ impl Fixture {
             read_only,
         );
         img
+    }
+    /// Device `name`'s file, opened for reading and writing.
+    fn open_rw(&self, name: &str) -> File {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.mnt().join(name))
+            .unwrap()
     }
     fn table(&self, name: &str, line: &str, read_only: bool) {
         let sel = DevSel::Name(name.into());
@@ -144,11 +153,7 @@ fn io_maps_onto_the_device() {
             ..FuseOpts::default()
         });
         let img = fx.linear("d", 4, false);
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(fx.mnt().join("d"))
-            .unwrap();
+        let f = fx.open_rw("d");
         let data: Vec<u8> = (0..65536u32).map(|i| (i * 7 + 3) as u8).collect();
         f.write_all_at(&data, 1 << 20).unwrap();
         // Unaligned: read-modify-write inside one sector and across sectors.
@@ -193,11 +198,7 @@ fn fallocate_punches_and_zeroes() {
     }
     let fx = Fixture::new(FuseOpts::default());
     let img = fx.linear("z", 4, false);
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(fx.mnt().join("z"))
-        .unwrap();
+    let f = fx.open_rw("z");
     f.write_all_at(&vec![0x5a; 1 << 20], 0).unwrap();
     let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
     fallocate(&f, punch, 4096, 65536).unwrap();
@@ -232,7 +233,7 @@ fn read_only_devices_refuse_writes() {
     let img = fx.linear("ro", 1, true);
     let p = fx.mnt().join("ro");
     // As the kernel: the open for writing succeeds, every write fails with EPERM.
-    let f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+    let f = fx.open_rw("ro");
     let e = f.write_all_at(&[1u8; 4096], 0).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
     assert_eq!(
@@ -277,47 +278,21 @@ fn truncating_opens_write_like_a_block_device() {
     std::fs::write(&img, vec![0x77u8; 1 << 20]).unwrap();
     let src = fx.dir.path().join("src.bin");
     std::fs::write(&src, vec![0x11u8; 8192]).unwrap();
-    let dd = Command::new("dd")
-        .arg(format!("if={}", src.display()))
-        .arg(format!("of={}", p.display()))
-        .args(["bs=4096", "status=none"])
-        .output()
-        .unwrap();
-    assert!(
-        dd.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dd.stderr)
-    );
+    let dd = |args: &[&str]| {
+        run(Command::new("dd")
+            .arg(format!("if={}", src.display()))
+            .arg(format!("of={}", p.display()))
+            .args(args))
+    };
+    dd(&["bs=4096", "status=none"]);
     // dd seek=N ftruncates to N blocks: ignored as well.
-    let dd = Command::new("dd")
-        .arg(format!("if={}", src.display()))
-        .arg(format!("of={}", p.display()))
-        .args(["bs=4096", "seek=4", "count=1", "status=none"])
-        .output()
-        .unwrap();
-    assert!(
-        dd.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dd.stderr)
-    );
+    dd(&["bs=4096", "seek=4", "count=1", "status=none"]);
     let small = fx.dir.path().join("small.bin");
     std::fs::write(&small, [0x22u8; 512]).unwrap();
-    let cp = Command::new("cp").arg(&small).arg(&p).output().unwrap();
-    assert!(
-        cp.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cp.stderr)
-    );
-    let sh = Command::new("sh")
+    run(Command::new("cp").arg(&small).arg(&p));
+    run(Command::new("sh")
         .arg("-c")
-        .arg(format!("printf abc > '{}'", p.display()))
-        .output()
-        .unwrap();
-    assert!(
-        sh.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sh.stderr)
-    );
+        .arg(format!("printf abc > '{}'", p.display())));
     assert_eq!(std::fs::metadata(&p).unwrap().len(), 1 << 20);
     let back = std::fs::read(&img).unwrap();
     assert_eq!(&back[..3], b"abc");
@@ -336,11 +311,7 @@ fn suspend_holds_io_and_remove_while_open_is_refused() {
     let fx = Fixture::new(FuseOpts::default());
     fx.linear("s", 1, false);
     let sel = DevSel::Name("s".into());
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(fx.mnt().join("s"))
-        .unwrap();
+    let f = fx.open_rw("s");
     assert_eq!(fx.reg.info(&sel, false).unwrap().open_count, 1);
     fx.reg.suspend(&sel, false, false).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -385,29 +356,29 @@ fn losetup_mkfs_mount_e2fsck() {
     let fx = Fixture::new(FuseOpts::default());
     fx.linear("fs", 64, false);
     let file = fx.mnt().join("fs");
-    let out = udm_testkit::run(Command::new("losetup").args(["-f", "--show"]).arg(&file));
+    let out = run(Command::new("losetup").args(["-f", "--show"]).arg(&file));
     let loopdev = out.trim().to_string();
     assert!(loopdev.starts_with("/dev/loop"), "{out}");
     let cleanup = Loop(loopdev.clone());
-    udm_testkit::run(Command::new("mkfs.ext4").args(["-q", "-F", &loopdev]));
+    run(Command::new("mkfs.ext4").args(["-q", "-F", &loopdev]));
     let mp = fx.dir.path().join("mnt");
     std::fs::create_dir(&mp).unwrap();
-    udm_testkit::run(Command::new("mount").arg(&loopdev).arg(&mp));
+    run(Command::new("mount").arg(&loopdev).arg(&mp));
     let mounted = Mounted(mp.clone());
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     for i in 0..5 {
         std::fs::write(mp.join(format!("f{i}")), &data).unwrap();
     }
-    udm_testkit::run(&mut Command::new("sync"));
+    run(&mut Command::new("sync"));
     drop(mounted);
     // Read the files back through a fresh mount, then check the file system.
-    udm_testkit::run(Command::new("mount").arg(&loopdev).arg(&mp));
+    run(Command::new("mount").arg(&loopdev).arg(&mp));
     let mounted = Mounted(mp.clone());
     for i in 0..5 {
         assert!(std::fs::read(mp.join(format!("f{i}"))).unwrap() == data);
     }
     drop(mounted);
-    udm_testkit::run(Command::new("e2fsck").args(["-fn", &loopdev]));
+    run(Command::new("e2fsck").args(["-fn", &loopdev]));
     drop(cleanup);
 }
 

@@ -8,11 +8,11 @@ mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use udm_io::{Bio, BlockDevice, DevId, Extent, FileDevice, Limits, Op, Sectors};
+use udm_io::{FileDevice, Op};
 use udm_nbd::proto::{self, *};
 use udm_nbd::{NbdAddr, NbdClient, NbdError};
+use udm_testkit::gate::GateDevice;
 
 const GIB: u64 = 1 << 30;
 
@@ -20,38 +20,6 @@ fn errno<T>(r: Result<T, NbdError>) -> i32 {
     match r {
         Err(e) => e.errno(),
         Ok(_) => 0,
-    }
-}
-
-/// A device that forwards to another and remembers the longest discard / write-zeroes
-/// bio, to prove a > 4 GiB request reached it whole.
-struct Longest {
-    inner: FileDevice,
-    discard: Arc<AtomicU64>,
-    zeroes: Arc<AtomicU64>,
-}
-
-impl BlockDevice for Longest {
-    fn submit(&self, bio: Bio) {
-        let len = bio.len().bytes().0;
-        match bio.op {
-            Op::Discard => self.discard.fetch_max(len, Ordering::SeqCst),
-            Op::WriteZeroes => self.zeroes.fetch_max(len, Ordering::SeqCst),
-            _ => 0,
-        };
-        self.inner.submit(bio)
-    }
-    fn size(&self) -> Sectors {
-        self.inner.size()
-    }
-    fn id(&self) -> DevId {
-        self.inner.id()
-    }
-    fn limits(&self) -> Limits {
-        self.inner.limits()
-    }
-    fn extents(&self, sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
-        self.inner.extents(sector, len)
     }
 }
 
@@ -130,17 +98,19 @@ fn trim_and_zero_beyond_4g_on_sparse_file() {
     let f = std::fs::File::create(&img).unwrap();
     f.set_len(16 * GIB).unwrap();
     drop(f);
-    let discard = Arc::new(AtomicU64::new(0));
-    let zeroes = Arc::new(AtomicU64::new(0));
-    s.add(
-        "big",
-        Arc::new(Longest {
-            inner: FileDevice::open(&img, false).unwrap(),
-            discard: discard.clone(),
-            zeroes: zeroes.clone(),
-        }),
-        false,
-    );
+    // The gate (open: it only records) proves a > 4 GiB request reached the device whole.
+    let gate = GateDevice::new(Arc::new(FileDevice::open(&img, false).unwrap()));
+    gate.open();
+    s.add("big", gate.clone(), false);
+    // The longest `op` bio the device saw, after the first `from` bios.
+    let longest = |op: Op, from: usize| {
+        gate.log()[from..]
+            .iter()
+            .filter(|r| r.op == op)
+            .map(|r| r.len.bytes().0)
+            .max()
+            .unwrap_or(0)
+    };
     let c = NbdClient::connect_extended(&NbdAddr::Unix(s.sock.clone()), "big").unwrap();
     assert!(c.info().extended);
     assert_eq!(c.size(), 16 * GIB);
@@ -171,7 +141,7 @@ fn trim_and_zero_beyond_4g_on_sparse_file() {
 
     // Trim 8 GiB in one request.
     c.trim64(0, 8 * GIB, false).unwrap();
-    assert_eq!(discard.load(Ordering::SeqCst), 8 * GIB);
+    assert_eq!(longest(Op::Discard, 0), 8 * GIB);
     let mut buf = vec![0; 1 << 20];
     c.read(GIB, &mut buf).unwrap();
     assert!(
@@ -186,7 +156,7 @@ fn trim_and_zero_beyond_4g_on_sparse_file() {
 
     // Zero 6 GiB in one request; the data past it survives.
     c.write_zeroes64(8 * GIB, 6 * GIB, false, true).unwrap();
-    assert_eq!(zeroes.load(Ordering::SeqCst), 6 * GIB);
+    assert_eq!(longest(Op::WriteZeroes, 0), 6 * GIB);
     c.read(9 * GIB, &mut buf).unwrap();
     assert!(buf.iter().all(|&x| x == 0));
     c.read(15 * GIB, &mut buf).unwrap();
@@ -194,11 +164,11 @@ fn trim_and_zero_beyond_4g_on_sparse_file() {
     c.disconnect().unwrap();
 
     // A compact client gets the same result in pieces below 4 GiB each.
-    zeroes.store(0, Ordering::SeqCst);
+    let seen = gate.log().len();
     let c = NbdClient::connect_unix(&s.sock, "big").unwrap();
     assert!(!c.info().extended);
     c.write_zeroes64(0, 9 * GIB, false, false).unwrap();
-    let z = zeroes.load(Ordering::SeqCst);
+    let z = longest(Op::WriteZeroes, seen);
     assert!(z > 0 && z <= u64::from(u32::MAX), "{z}");
     c.read(15 * GIB, &mut buf).unwrap();
     assert_eq!(buf, d);

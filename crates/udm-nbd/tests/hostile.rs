@@ -12,17 +12,6 @@ use std::time::{Duration, Instant};
 use udm_nbd::proto::*;
 use udm_nbd::NbdClient;
 
-fn wait_for(mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < Duration::from_secs(4),
-            "condition not reached in time"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// The server still serves a good client correctly, and no connection or open leaked.
 fn healthy(s: &Served) {
     let c = NbdClient::connect_unix(&s.sock, "mem").expect("good client after abuse");

@@ -4,80 +4,40 @@
 mod common;
 
 use common::*;
-use parking_lot::Mutex;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use udm_io::{Bio, BlockDevice, DevId, MemDevice, Sectors};
+use std::time::Duration;
+use udm_io::{MemDevice, Sectors};
 use udm_nbd::proto::*;
 use udm_nbd::{Cmd, NbdClient};
+use udm_testkit::gate::GateDevice;
 
-/// Holds every bio while `held`; `release` lets them (and later ones) through.
-struct Holding {
-    inner: MemDevice,
-    held: AtomicBool,
-    queue: Mutex<Vec<Bio>>,
+/// Failure guard for waits that must end (never the pass condition).
+const GUARD: Duration = Duration::from_secs(20);
+
+/// A RAM device behind a closed gate (holding every bio until opened), exported as `held`.
+fn held_export(s: &Served) -> (Arc<MemDevice>, Arc<GateDevice>) {
+    let mem = Arc::new(MemDevice::new("held", Sectors(2048)));
+    let gate = GateDevice::new(mem.clone());
+    s.add("held", gate.clone(), false);
+    (mem, gate)
 }
 
-impl Holding {
-    fn new() -> Arc<Holding> {
-        Arc::new(Holding {
-            inner: MemDevice::new("held", Sectors(2048)),
-            held: AtomicBool::new(true),
-            queue: Mutex::new(Vec::new()),
-        })
-    }
-    fn release(&self) {
-        let q = {
-            let mut q = self.queue.lock();
-            self.held.store(false, Ordering::SeqCst);
-            std::mem::take(&mut *q)
-        };
-        for bio in q {
-            self.inner.submit(bio);
-        }
-    }
-    fn queued(&self) -> usize {
-        self.queue.lock().len()
-    }
-}
-
-impl BlockDevice for Holding {
-    fn submit(&self, bio: Bio) {
-        let mut q = self.queue.lock();
-        if self.held.load(Ordering::SeqCst) {
-            q.push(bio);
-            return;
-        }
-        drop(q);
-        self.inner.submit(bio)
-    }
-    fn size(&self) -> Sectors {
-        self.inner.size()
-    }
-    fn id(&self) -> DevId {
-        self.inner.id()
-    }
-}
-
-fn wait_for(mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < Duration::from_secs(4),
-            "condition not reached in time"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+/// Wait until the gate holds exactly `n` bios.
+fn wait_held(gate: &GateDevice, n: usize) {
+    assert!(
+        gate.wait_held(n, GUARD),
+        "fewer than {n} bios reached the device"
+    );
+    assert_eq!(gate.held(), n);
 }
 
 #[test]
 fn held_requests_are_answered_on_release() {
     let s = serve();
-    let dev = Holding::new();
-    s.add("held", dev.clone(), false);
+    let (mem, gate) = held_export(&s);
     let c = NbdClient::connect_unix(&s.sock, "held").unwrap();
     let (tx, rx) = crossbeam_channel::unbounded();
     let data = noise(8192, 4);
@@ -97,26 +57,25 @@ fn held_requests_are_answered_on_release() {
         },
         move |r| tx.send(("r", r)).unwrap(),
     );
-    wait_for(|| dev.queued() == 2);
+    wait_held(&gate, 2);
     assert!(
         rx.recv_timeout(Duration::from_millis(300)).is_err(),
         "answered while held"
     );
-    dev.release();
+    gate.open();
     let mut got: Vec<_> = (0..2)
         .map(|_| rx.recv_timeout(Duration::from_secs(2)).unwrap())
         .collect();
     got.sort_by_key(|g| g.0);
     assert_eq!(got[0].1.as_ref().unwrap(), &vec![0u8; 4096]);
     assert!(got[1].1.is_ok());
-    assert_eq!(&dev.inner.snapshot()[..8192], &data[..]);
+    assert_eq!(&mem.snapshot()[..8192], &data[..]);
 }
 
 #[test]
 fn disc_answers_in_flight_requests_first() {
     let s = serve();
-    let dev = Holding::new();
-    s.add("held", dev.clone(), false);
+    let (mem, gate) = held_export(&s);
     let mut c = UnixStream::connect(&s.sock).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let mut g = [0u8; 18];
@@ -163,9 +122,9 @@ fn disc_answers_in_flight_requests_first() {
         .encode(),
     )
     .unwrap();
-    wait_for(|| dev.queued() == 2);
+    wait_held(&gate, 2);
     std::thread::sleep(Duration::from_millis(100));
-    dev.release();
+    gate.open();
     let mut replies = Vec::new();
     let mut r = [0u8; 16];
     for _ in 0..2 {
@@ -180,14 +139,13 @@ fn disc_answers_in_flight_requests_first() {
         0,
         "connection must close after DISC"
     );
-    assert_eq!(&dev.inner.snapshot()[..512], &[0x77; 512][..]);
+    assert_eq!(&mem.snapshot()[..512], &[0x77; 512][..]);
 }
 
 /// Shut down with a write held by the device; returns whether the client got its reply.
 fn shutdown_with_held_write(grace: Duration) -> bool {
     let s = serve();
-    let dev = Holding::new();
-    s.add("held", dev.clone(), false);
+    let (mem, gate) = held_export(&s);
     let c = NbdClient::connect_unix(&s.sock, "held").unwrap();
     let (tx, rx) = crossbeam_channel::unbounded();
     c.submit(
@@ -198,7 +156,7 @@ fn shutdown_with_held_write(grace: Duration) -> bool {
         },
         move |r| tx.send(r.is_ok()).unwrap(),
     );
-    wait_for(|| dev.queued() == 1);
+    wait_held(&gate, 1);
     let done = Arc::new(AtomicBool::new(false));
     let handle = Arc::new(s.handle);
     let (d2, h2) = (done.clone(), handle.clone());
@@ -211,11 +169,11 @@ fn shutdown_with_held_write(grace: Duration) -> bool {
         !done.load(Ordering::SeqCst),
         "shutdown returned with a bio still held"
     );
-    dev.release();
+    gate.open();
     t.join().unwrap();
     assert_eq!(handle.connections(), 0);
     assert_eq!(s.exports.open.load(Ordering::SeqCst), 0);
-    assert_eq!(&dev.inner.snapshot()[512..1024], &[3; 512][..]);
+    assert_eq!(&mem.snapshot()[512..1024], &[3; 512][..]);
     rx.recv_timeout(Duration::from_secs(1)).unwrap_or(false)
 }
 

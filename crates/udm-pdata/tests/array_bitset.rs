@@ -5,16 +5,15 @@
 
 mod common;
 
+use common::{check_scratch_counts, commit_scratch, reopen_scratch, value};
 use proptest::prelude::*;
 use std::sync::Arc;
 use udm_pdata::array::{self, bitset};
-use udm_pdata::block_manager::BlockManager;
 use udm_pdata::btree::NoRefs;
-use udm_pdata::check::{compare, Leaves, RefWalker};
-use udm_pdata::io::{MemIo, MetaIo};
-use udm_pdata::space_map::{SmRoot, SM_ROOT_SIZE};
-use udm_pdata::thin::ThinSuperblock;
-use udm_pdata::tm::{TransactionManager, SUPERBLOCK};
+use udm_pdata::check::Leaves;
+use udm_pdata::io::MemIo;
+use udm_pdata::space_map::SM_ROOT_SIZE;
+use udm_pdata::tm::TransactionManager;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -33,59 +32,14 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn val(v: u64, vs: u32) -> Vec<u8> {
-    v.to_le_bytes()
-        .iter()
-        .cycle()
-        .take(vs as usize)
-        .copied()
-        .collect()
-}
-
-/// Commit with the two roots (and a length/value size) in a scratch superblock.
+/// Commit with the two roots in a scratch superblock.
 fn commit(tm: &mut TransactionManager, roots: [u64; 2]) {
-    let m = tm.pre_commit().unwrap();
-    let sb = ThinSuperblock {
-        flags: 0,
-        uuid: [0; 16],
-        version: 2,
-        time: 0,
-        trans_id: 0,
-        metadata_snap: 0,
-        data_sm_root: [0; SM_ROOT_SIZE],
-        metadata_sm_root: m.pack(),
-        data_mapping_root: roots[0],
-        device_details_root: roots[1],
-        data_block_size: 128,
-        metadata_block_size: 8,
-        metadata_nr_blocks: m.nr_blocks,
-        compat_flags: 0,
-        compat_ro_flags: 0,
-        incompat_flags: 0,
-    };
-    tm.commit(sb.encode()).unwrap();
+    commit_scratch(tm, [0; SM_ROOT_SIZE], roots, 0);
 }
 
 fn reopen(io: &MemIo) -> (TransactionManager, [u64; 2]) {
-    let sb = ThinSuperblock::decode(&io.block(SUPERBLOCK), SUPERBLOCK).unwrap();
-    let tm = TransactionManager::open(Arc::new(io.clone()), &sb.metadata_sm_root).unwrap();
+    let (tm, sb) = reopen_scratch(io);
     (tm, [sb.data_mapping_root, sb.device_details_root])
-}
-
-fn check_counts(io: &MemIo) {
-    let sb = ThinSuperblock::decode(&io.block(SUPERBLOCK), SUPERBLOCK).unwrap();
-    let mut bm = BlockManager::new(Arc::new(io.clone()) as Arc<dyn MetaIo>, 256);
-    let mut w = RefWalker::default();
-    w.meta_ref(SUPERBLOCK);
-    let sm = w
-        .metadata_sm(&mut bm, &SmRoot::unpack(&sb.metadata_sm_root).unwrap())
-        .unwrap();
-    w.tree(&mut bm, sb.data_mapping_root, &Leaves::ArrayBlocks)
-        .unwrap();
-    w.tree(&mut bm, sb.device_details_root, &Leaves::ArrayBlocks)
-        .unwrap();
-    let problems = compare("metadata", &w.meta, &sm);
-    assert!(problems.is_empty(), "{problems:?}");
 }
 
 fn read_all(tm: &mut TransactionManager, root: u64, vs: u32) -> Vec<Vec<u8>> {
@@ -112,8 +66,8 @@ proptest! {
                 Op::Resize(t, n, d) => {
                     let t = t as usize;
                     let old = models[t].len() as u64;
-                    roots[t] = array::resize(&mut tm, roots[t], vs, old, n, &val(d, vs), &mut NoRefs).unwrap();
-                    models[t].resize(n as usize, val(d, vs));
+                    roots[t] = array::resize(&mut tm, roots[t], vs, old, n, &value(d, vs), &mut NoRefs).unwrap();
+                    models[t].resize(n as usize, value(d, vs));
                 }
                 Op::Set(t, i, v) => {
                     let t = t as usize;
@@ -121,9 +75,9 @@ proptest! {
                         continue;
                     }
                     let i = i % models[t].len() as u64;
-                    roots[t] = array::set(&mut tm, roots[t], vs, i, &val(v, vs), &mut NoRefs).unwrap();
-                    models[t][i as usize] = val(v, vs);
-                    prop_assert_eq!(array::get(&mut tm, roots[t], vs, i).unwrap(), Some(val(v, vs)));
+                    roots[t] = array::set(&mut tm, roots[t], vs, i, &value(v, vs), &mut NoRefs).unwrap();
+                    models[t][i as usize] = value(v, vs);
+                    prop_assert_eq!(array::get(&mut tm, roots[t], vs, i).unwrap(), Some(value(v, vs)));
                 }
                 Op::Clone => {
                     array::del(&mut tm, roots[1], vs, &mut NoRefs).unwrap();
@@ -133,7 +87,7 @@ proptest! {
                 }
                 Op::Commit => {
                     commit(&mut tm, roots);
-                    check_counts(&io);
+                    check_scratch_counts(&io, &Leaves::ArrayBlocks);
                     let (t, r) = reopen(&io);
                     tm = t;
                     roots = r;
@@ -148,7 +102,7 @@ proptest! {
             prop_assert_eq!(array::get(&mut tm, roots[k], vs, model.len() as u64).unwrap(), None);
         }
         commit(&mut tm, roots);
-        check_counts(&io);
+        check_scratch_counts(&io, &Leaves::ArrayBlocks);
     }
 
     #[test]

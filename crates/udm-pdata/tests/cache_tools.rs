@@ -4,20 +4,21 @@
 //! cache superblock pass `cache_check` and `cache_dump` lists exactly udm's mappings.
 //! Skips when the tools are missing, fails then under `UDM_REQUIRE_TOOLS=1`.
 
+mod common;
+
+use common::attr;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use udm_pdata::array::{self, bitset};
-use udm_pdata::block_manager::BlockManager;
 use udm_pdata::btree::NoRefs;
-use udm_pdata::check::{compare, Leaves, RefWalker};
+use udm_pdata::check::Leaves;
 use udm_pdata::checksum::{seal, verify, BlockKind};
 use udm_pdata::io::{FileIo, MetaIo};
-use udm_pdata::space_map::SmRoot;
 use udm_pdata::tm::{TransactionManager, SUPERBLOCK};
 use udm_pdata::BLOCK_SIZE;
-use udm_testkit::require_tool;
+use udm_testkit::{require_tool, run};
 
 /// The cache superblock magic (an octal literal in the kernel).
 const CACHE_MAGIC: u64 = 0o6142003;
@@ -63,26 +64,8 @@ fn tools() -> bool {
         .all(|t| require_tool(t))
 }
 
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn attr(line: &str, name: &str) -> Option<u64> {
-    let pat = format!(" {name}=\"");
-    let start = line.find(&pat)? + pat.len();
-    let end = line[start..].find('"')? + start;
-    line[start..end].parse().ok()
-}
-
 fn dumped_mappings(path: &Path) -> BTreeMap<u64, u64> {
-    run_ok(Command::new("cache_dump").arg(path))
+    run(Command::new("cache_dump").arg(path))
         .lines()
         .filter(|l| l.trim_start().starts_with("<mapping "))
         .map(|l| {
@@ -94,9 +77,9 @@ fn dumped_mappings(path: &Path) -> BTreeMap<u64, u64> {
         .collect()
 }
 
-fn file(path: &Path, blocks: u64) {
-    let f = std::fs::File::create(path).unwrap();
-    f.set_len(blocks * BLOCK_SIZE as u64).unwrap();
+/// A sparse metadata file of 2048 blocks in `dir`.
+fn meta_file(dir: &Path) -> std::path::PathBuf {
+    udm_testkit::image(dir, "meta", 2048 * BLOCK_SIZE as u64)
 }
 
 #[test]
@@ -105,7 +88,7 @@ fn cache_restore_arrays_read_back_in_udm() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (xml, meta) = (dir.path().join("c.xml"), dir.path().join("meta"));
+    let (xml, meta) = (dir.path().join("c.xml"), meta_file(dir.path()));
     let nr = 5000u64;
     let mut expect = BTreeMap::new();
     let mut text = format!(
@@ -120,16 +103,13 @@ fn cache_restore_arrays_read_back_in_udm() {
     }
     text.push_str("  </mappings>\n  <hints>\n    <hint cache_block=\"3\" data=\"AQIDBA==\"/>\n  </hints>\n</superblock>\n");
     std::fs::write(&xml, text).unwrap();
-    file(&meta, 2048);
-    run_ok(
-        Command::new("cache_restore")
-            .arg("-i")
-            .arg(&xml)
-            .arg("-o")
-            .arg(&meta)
-            .args(["--metadata-version", "2"]),
-    );
-    run_ok(Command::new("cache_check").arg(&meta));
+    run(Command::new("cache_restore")
+        .arg("-i")
+        .arg(&xml)
+        .arg("-o")
+        .arg(&meta)
+        .args(["--metadata-version", "2"]));
+    run(Command::new("cache_check").arg(&meta));
 
     let io: Arc<dyn MetaIo> = Arc::new(FileIo::open(&meta).unwrap());
     let roots = read_cache_sb(&*io);
@@ -164,17 +144,8 @@ fn cache_restore_arrays_read_back_in_udm() {
 
 /// Reference counts: superblock, metadata space map, every array's btree and blocks.
 fn check_counts(io: &Arc<dyn MetaIo>, roots: &CacheRoots) {
-    let mut bm = BlockManager::new(io.clone(), 256);
-    let mut w = RefWalker::default();
-    w.meta_ref(SUPERBLOCK);
-    let sm = w
-        .metadata_sm(&mut bm, &SmRoot::unpack(&roots.sm_root).unwrap())
-        .unwrap();
-    for root in [roots.mapping, roots.hint, roots.discard, roots.dirty] {
-        w.tree(&mut bm, root, &Leaves::ArrayBlocks).unwrap();
-    }
-    let problems = compare("metadata", &w.meta, &sm);
-    assert!(problems.is_empty(), "{problems:?}");
+    let trees = [roots.mapping, roots.hint, roots.discard, roots.dirty];
+    common::check_counts(io.clone(), &roots.sm_root, &trees, &Leaves::ArrayBlocks);
 }
 
 #[test]
@@ -183,8 +154,7 @@ fn udm_arrays_pass_cache_check() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let meta = dir.path().join("meta");
-    file(&meta, 2048);
+    let meta = meta_file(dir.path());
     let io: Arc<dyn MetaIo> = Arc::new(FileIo::open(&meta).unwrap());
     let mut tm = TransactionManager::format(io.clone()).unwrap();
     let nr = 3000u64;
@@ -235,7 +205,7 @@ fn udm_arrays_pass_cache_check() {
     b[284..292].copy_from_slice(&dirty.to_le_bytes());
     seal(&mut b, BlockKind::CacheSuperblock);
     tm.commit(b).unwrap();
-    run_ok(Command::new("cache_check").arg(&meta));
+    run(Command::new("cache_check").arg(&meta));
     assert_eq!(dumped_mappings(&meta), expect);
     let roots = read_cache_sb(&*io);
     check_counts(&io, &roots);

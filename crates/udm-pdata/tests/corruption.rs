@@ -3,7 +3,10 @@
 //! EILSEQ) naming the block kind, and a block moved to the wrong place is caught by its
 //! self-reported location.
 
+mod common;
+
 use std::sync::Arc;
+use udm_pdata::btree::Node;
 use udm_pdata::check::{blocks_of_kind, check_thin};
 use udm_pdata::checksum::BlockKind;
 use udm_pdata::io::MemIo;
@@ -15,12 +18,20 @@ fn pool() -> MemIo {
     let io = MemIo::new(2048);
     let mut md = ThinMetadata::format(Arc::new(io.clone()), 128, 50_000).unwrap();
     md.create_thin(1).unwrap();
-    for v in 0..3000 {
-        let b = md.alloc_data_block().unwrap();
-        md.insert(1, v, b).unwrap();
-    }
+    common::fill(&mut md, 1, 0..3000);
     md.commit().unwrap();
     io
+}
+
+/// The root node of device 1's mapping tree.
+fn dev1_root(io: &MemIo) -> Node {
+    let mut md = ThinMetadata::open(Arc::new(io.clone())).unwrap();
+    let top = md.superblock().data_mapping_root;
+    let sub = udm_pdata::btree::lookup(md.tm(), top, 1, 8)
+        .unwrap()
+        .unwrap();
+    let sub = u64::from_le_bytes(sub[..8].try_into().unwrap());
+    udm_pdata::btree::read_node(md.tm(), sub, 8).unwrap()
 }
 
 fn assert_checksum(r: Result<impl std::fmt::Debug, PdataError>, want: BlockKind) {
@@ -85,16 +96,9 @@ fn corrupt_bitmap_is_detected() {
 #[test]
 fn corrupt_mapping_leaf_is_detected_on_read() {
     let io = pool();
-    let mut md = ThinMetadata::open(Arc::new(io.clone())).unwrap();
-    let top = md.superblock().data_mapping_root;
-    let sub = udm_pdata::btree::lookup(md.tm(), top, 1, 8)
-        .unwrap()
-        .unwrap();
-    let sub = u64::from_le_bytes(sub[..8].try_into().unwrap());
-    let root = udm_pdata::btree::read_node(md.tm(), sub, 8).unwrap();
+    let root = dev1_root(&io);
     assert!(!root.leaf, "3000 mappings need an internal node");
     let leaf = root.child(1);
-    drop(md);
     io.corrupt(leaf, 3000, 0x04);
     assert_checksum(open_and_read(&io).map(|_| ()), BlockKind::Node);
     // Lookups outside the bad leaf still work; the checker reports the damage.
@@ -106,15 +110,8 @@ fn corrupt_mapping_leaf_is_detected_on_read() {
 #[test]
 fn misplaced_block_is_detected() {
     let io = pool();
-    let mut md = ThinMetadata::open(Arc::new(io.clone())).unwrap();
-    let top = md.superblock().data_mapping_root;
-    let sub = udm_pdata::btree::lookup(md.tm(), top, 1, 8)
-        .unwrap()
-        .unwrap();
-    let sub = u64::from_le_bytes(sub[..8].try_into().unwrap());
-    let root = udm_pdata::btree::read_node(md.tm(), sub, 8).unwrap();
+    let root = dev1_root(&io);
     let (a, b) = (root.child(0), root.child(1));
-    drop(md);
     // Copy leaf `a` over leaf `b`: checksums are fine, the location is not.
     let copy = io.block(a);
     for (i, (&x, &y)) in copy.iter().zip(io.block(b).iter()).enumerate() {

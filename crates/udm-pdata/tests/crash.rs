@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{op, Model, Op};
+use common::{devices, op, Model, Op};
 use proptest::prelude::*;
 use std::sync::Arc;
 use udm_pdata::check::check_thin;
@@ -54,12 +54,7 @@ proptest! {
         let image = io.crash_image(keep);
         check_thin(Arc::new(image.clone())).unwrap();
         let mut md = ThinMetadata::open(Arc::new(image.clone())).unwrap();
-        let mut state = Model::default();
-        for (d, _) in md.devices().unwrap() {
-            let m = md.mappings(d).unwrap().into_iter().map(|(v, b, _)| (v, b)).collect();
-            state.devs.insert(d, m);
-        }
-        state.held = Model::read_held(&mut md);
+        let mut state = Model { devs: devices(&mut md), held: Model::read_held(&mut md) };
         let same = |m: &Model| m.devs == state.devs && m.held.is_some() == state.held.is_some();
         let ok = same(&committed) || (keep != CrashKeep::Nothing && in_flight.as_ref().is_some_and(same));
         prop_assert!(ok, "reopened state is neither the last commit nor the in-flight one");
@@ -68,9 +63,7 @@ proptest! {
         for o in [Op::Create(9), Op::Insert(9, 0, 300), Op::Commit] {
             state.apply(&mut md, &o);
         }
-        check_thin(Arc::new(image.clone())).unwrap();
-        let mut md = ThinMetadata::open(Arc::new(image)).unwrap();
-        state.verify(&mut md);
+        state.verify_reopened(&image);
     }
 }
 

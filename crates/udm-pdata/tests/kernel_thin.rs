@@ -9,34 +9,22 @@
 //!
 //! Skips without refvm, fails then under `UDM_REQUIRE_TOOLS=1`.
 
-use std::collections::BTreeMap;
+mod common;
+
+use common::mappings;
 use std::path::Path;
 use std::sync::Arc;
 use udm_pdata::check::check_thin;
 use udm_pdata::io::FileIo;
 use udm_pdata::thin::ThinMetadata;
+use udm_testkit::rng::XorShift;
 
 const BLOCK: usize = 64 << 10; // data block: 128 sectors
 const DATA_BLOCKS: u64 = 1024;
 
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-fn mappings(md: &mut ThinMetadata, dev: u64) -> BTreeMap<u64, u64> {
-    md.mappings(dev)
-        .unwrap()
-        .into_iter()
-        .map(|(v, b, _)| (v, b))
-        .collect()
+    let mut x = XorShift::new(seed);
+    (0..len).map(|_| (x.next_u64() >> 24) as u8).collect()
 }
 
 fn data_block(data: &[u8], b: u64) -> &[u8] {

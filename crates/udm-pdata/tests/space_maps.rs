@@ -5,13 +5,13 @@
 
 mod common;
 
+use common::{commit_scratch, reopen_scratch};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
 use udm_pdata::io::MemIo;
 use udm_pdata::space_map::DiskSpaceMap;
-use udm_pdata::thin::ThinSuperblock;
-use udm_pdata::tm::{TransactionManager, SUPERBLOCK};
+use udm_pdata::tm::TransactionManager;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -34,32 +34,12 @@ const DATA_BLOCKS: u32 = 40_000;
 
 fn commit(tm: &mut TransactionManager, data: &mut DiskSpaceMap) {
     let d = data.commit(tm).unwrap();
-    let m = tm.pre_commit().unwrap();
-    let sb = ThinSuperblock {
-        flags: 0,
-        uuid: [0; 16],
-        version: 2,
-        time: 0,
-        trans_id: 0,
-        metadata_snap: 0,
-        data_sm_root: d.pack(),
-        metadata_sm_root: m.pack(),
-        data_mapping_root: 0,
-        device_details_root: 0,
-        data_block_size: 128,
-        metadata_block_size: 8,
-        metadata_nr_blocks: m.nr_blocks,
-        compat_flags: 0,
-        compat_ro_flags: 0,
-        incompat_flags: 0,
-    };
-    tm.commit(sb.encode()).unwrap();
+    commit_scratch(tm, d.pack(), [0, 0], 0);
     data.begin();
 }
 
 fn reopen(io: &MemIo) -> (TransactionManager, DiskSpaceMap) {
-    let sb = ThinSuperblock::decode(&io.block(SUPERBLOCK), SUPERBLOCK).unwrap();
-    let mut tm = TransactionManager::open(Arc::new(io.clone()), &sb.metadata_sm_root).unwrap();
+    let (mut tm, sb) = reopen_scratch(io);
     let data = DiskSpaceMap::open(&mut tm, &sb.data_sm_root).unwrap();
     (tm, data)
 }

@@ -20,17 +20,14 @@ proptest! {
         let mut model = Model::default();
         for o in &ops {
             if model.apply(&mut md, o) {
-                check_thin(Arc::new(io.clone())).unwrap();
-                md = ThinMetadata::open(Arc::new(io.clone())).unwrap();
-                model.verify(&mut md);
+                md = model.verify_reopened(&io);
             }
         }
         model.verify(&mut md);
         md.commit().unwrap();
         let report = check_thin(Arc::new(io.clone())).unwrap();
         prop_assert_eq!(report.devices, model.devs.len());
-        let mut md = ThinMetadata::open(Arc::new(io)).unwrap();
-        model.verify(&mut md);
+        model.verify_reopened(&io);
     }
 }
 
@@ -41,10 +38,7 @@ fn fill_then_drain_one_device() {
     let io = MemIo::new(4096);
     let mut md = ThinMetadata::format(Arc::new(io.clone()), 128, 100_000).unwrap();
     md.create_thin(7).unwrap();
-    for v in 0..20_000 {
-        let b = md.alloc_data_block().unwrap();
-        md.insert(7, v, b).unwrap();
-    }
+    common::fill(&mut md, 7, 0..20_000);
     md.commit().unwrap();
     let full = check_thin(Arc::new(io.clone())).unwrap();
     assert_eq!(full.data_used, 20_000);
@@ -84,6 +78,5 @@ fn metadata_snapshot_cycles_keep_counts() {
         check_thin(Arc::new(io.clone())).unwrap_or_else(|e| panic!("after {o:?}: {e}"));
         model.verify(&mut md);
     }
-    let mut md = ThinMetadata::open(Arc::new(io)).unwrap();
-    model.verify(&mut md);
+    model.verify_reopened(&io);
 }

@@ -5,16 +5,20 @@
 //! after udm modifies it still passes `thin_check`.
 //! Skips when the tools are missing, fails then under `UDM_REQUIRE_TOOLS=1`.
 
+mod common;
+
+use common::{attr, devices, fill, Devs};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use tempfile::TempDir;
 use udm_pdata::check::check_thin;
 use udm_pdata::io::FileIo;
 use udm_pdata::thin::ThinMetadata;
+use udm_pdata::BLOCK_SIZE;
 use udm_testkit::require_tool;
-
-type Devs = BTreeMap<u64, BTreeMap<u64, u64>>;
+use udm_testkit::rng::XorShift;
 
 fn tools() -> bool {
     ["thin_check", "thin_dump", "thin_restore"]
@@ -23,20 +27,7 @@ fn tools() -> bool {
 }
 
 fn thin_check(path: &Path) {
-    let out = Command::new("thin_check").arg(path).output().unwrap();
-    assert!(
-        out.status.success(),
-        "thin_check failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn attr(line: &str, name: &str) -> Option<u64> {
-    let pat = format!(" {name}=\"");
-    let start = line.find(&pat)? + pat.len();
-    let end = line[start..].find('"')? + start;
-    line[start..end].parse().ok()
+    udm_testkit::run(Command::new("thin_check").arg(path));
 }
 
 /// Parse `thin_dump` XML into devices → (vblock → data block).
@@ -85,44 +76,14 @@ fn thin_dump_args(path: &Path, args: &[&str]) -> Devs {
     devs
 }
 
-fn udm_devs(md: &mut ThinMetadata) -> Devs {
-    let mut devs = Devs::new();
-    for (d, _) in md.devices().unwrap() {
-        let m = md
-            .mappings(d)
-            .unwrap()
-            .into_iter()
-            .map(|(v, b, _)| (v, b))
-            .collect();
-        devs.insert(d, m);
-    }
-    devs
-}
-
-fn sparse_file(path: &Path, blocks: u64) -> Arc<FileIo> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .unwrap();
-    f.set_len(blocks * 4096).unwrap();
-    Arc::new(FileIo::new(f).unwrap())
-}
-
-/// Small deterministic generator (seed printed).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+/// A fresh pool with `data_blocks` data blocks, its metadata on a sparse file of
+/// `meta_blocks` blocks in a new temp dir: the dir, the file, its io, the metadata.
+fn pool(meta_blocks: u64, data_blocks: u64) -> (TempDir, PathBuf, Arc<FileIo>, ThinMetadata) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = udm_testkit::image(dir.path(), "meta", meta_blocks * BLOCK_SIZE as u64);
+    let io = Arc::new(FileIo::open(&path).unwrap());
+    let md = ThinMetadata::format(io.clone(), 128, data_blocks).unwrap();
+    (dir, path, io, md)
 }
 
 #[test]
@@ -132,11 +93,8 @@ fn udm_metadata_passes_thin_check_and_dumps_exactly() {
     }
     let seed = 0x5eed_0f17_u64;
     eprintln!("workload seed {seed}");
-    let mut rng = Rng(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("meta");
-    let io = sparse_file(&path, 8192);
-    let mut md = ThinMetadata::format(io.clone(), 128, 100_000).unwrap();
+    let mut rng = XorShift::new(seed);
+    let (_dir, path, io, mut md) = pool(8192, 100_000);
     thin_check(&path);
     let mut model = Devs::new();
     for round in 0..12 {
@@ -162,11 +120,8 @@ fn udm_metadata_passes_thin_check_and_dumps_exactly() {
                 }
                 3..=6 if model.contains_key(&dev) => {
                     let start = rng.below(20_000);
-                    for v in start..start + rng.below(700) {
-                        let b = md.alloc_data_block().unwrap();
-                        md.insert(dev, v, b).unwrap();
-                        model.get_mut(&dev).unwrap().insert(v, b);
-                    }
+                    let new = fill(&mut md, dev, start..start + rng.below(700));
+                    model.get_mut(&dev).unwrap().extend(new);
                 }
                 7..=9 if model.contains_key(&dev) => {
                     let start = rng.below(20_000);
@@ -197,7 +152,6 @@ fn thin_restore_metadata_opens_and_reads_back_in_udm() {
     }
     let dir = tempfile::tempdir().unwrap();
     let xml_path = dir.path().join("in.xml");
-    let meta = dir.path().join("meta");
     // Three devices; 2 is a snapshot-like copy sharing device 1's first half.
     let mut expect = Devs::new();
     let mut xml = String::from(
@@ -231,18 +185,13 @@ fn thin_restore_metadata_opens_and_reads_back_in_udm() {
     }
     xml.push_str("</superblock>\n");
     std::fs::write(&xml_path, xml).unwrap();
-    sparse_file(&meta, 4096);
-    let out = Command::new("thin_restore")
-        .arg("-i")
-        .arg(&xml_path)
-        .arg("-o")
-        .arg(&meta)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "thin_restore: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let meta = udm_testkit::image(dir.path(), "meta", 4096 * BLOCK_SIZE as u64);
+    udm_testkit::run(
+        Command::new("thin_restore")
+            .arg("-i")
+            .arg(&xml_path)
+            .arg("-o")
+            .arg(&meta),
     );
     thin_check(&meta);
 
@@ -257,7 +206,7 @@ fn thin_restore_metadata_opens_and_reads_back_in_udm() {
     let mut md = ThinMetadata::open(io.clone()).unwrap();
     assert_eq!(md.superblock().trans_id, 7);
     assert_eq!(md.superblock().data_block_size, 128);
-    assert_eq!(udm_devs(&mut md), expect);
+    assert_eq!(devices(&mut md), expect);
     assert_eq!(
         md.details(2).unwrap().unwrap().mapped_blocks,
         dev2.len() as u64
@@ -290,30 +239,17 @@ fn snapshots_of_snapshots_pass_thin_check() {
     if !tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("meta");
-    let io = sparse_file(&path, 4096);
-    let mut md = ThinMetadata::format(io.clone(), 128, 50_000).unwrap();
+    let (_dir, path, io, mut md) = pool(4096, 50_000);
     md.create_thin(0).unwrap();
     let mut model = Devs::new();
-    let mut m0 = BTreeMap::new();
-    for v in 0..2000 {
-        let b = md.alloc_data_block().unwrap();
-        md.insert(0, v, b).unwrap();
-        m0.insert(v, b);
-    }
-    model.insert(0, m0);
+    model.insert(0, fill(&mut md, 0, 0..2000));
     md.commit().unwrap();
     // A chain of snapshots, each taken from the previous and then written a little,
     // plus untouched snapshots of the origin sharing its whole tree.
     for dev in 1..6u64 {
         md.create_snap(dev, dev - 1).unwrap();
         let mut m = model[&(dev - 1)].clone();
-        for v in [dev, dev * 300] {
-            let b = md.alloc_data_block().unwrap();
-            md.insert(dev, v, b).unwrap();
-            m.insert(v, b);
-        }
+        m.extend(fill(&mut md, dev, [dev, dev * 300]));
         model.insert(dev, m);
     }
     for dev in 10..14u64 {
@@ -348,17 +284,9 @@ fn metadata_snapshot_is_dumped_and_released() {
     if !tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("meta");
-    let io = sparse_file(&path, 4096);
-    let mut md = ThinMetadata::format(io.clone(), 128, 50_000).unwrap();
+    let (_dir, path, io, mut md) = pool(4096, 50_000);
     md.create_thin(4).unwrap();
-    let mut before = BTreeMap::new();
-    for v in 0..1500 {
-        let b = md.alloc_data_block().unwrap();
-        md.insert(4, v, b).unwrap();
-        before.insert(v, b);
-    }
+    let before = fill(&mut md, 4, 0..1500);
     let held = md.reserve_metadata_snap().unwrap();
     let mut after = before.clone();
     for v in (0..1500).step_by(2) {
@@ -398,10 +326,7 @@ fn grown_pool_passes_thin_check() {
     // Format on a 1000-block view, then reopen on the whole 20000-block file.
     let mut md = ThinMetadata::format(small.clone(), 128, 16_000).unwrap();
     md.create_thin(1).unwrap();
-    for v in 0..16_000 {
-        let b = md.alloc_data_block().unwrap();
-        md.insert(1, v, b).unwrap();
-    }
+    fill(&mut md, 1, 0..16_000);
     assert!(md.alloc_data_block().is_err(), "data device full");
     md.commit().unwrap();
     let bytes = small.to_bytes();
@@ -417,10 +342,7 @@ fn grown_pool_passes_thin_check() {
     let mut md = ThinMetadata::open(io.clone()).unwrap();
     md.resize_data(40_000).unwrap();
     md.resize_metadata(20_000).unwrap();
-    for v in 16_000..30_000 {
-        let b = md.alloc_data_block().unwrap();
-        md.insert(1, v, b).unwrap();
-    }
+    fill(&mut md, 1, 16_000..30_000);
     md.commit().unwrap();
     thin_check(&path);
     let dump = thin_dump(&path);
@@ -443,19 +365,11 @@ fn drained_device_passes_thin_check() {
     if !tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("meta");
-    let io = sparse_file(&path, 4096);
-    let mut md = ThinMetadata::format(io.clone(), 128, 50_000).unwrap();
+    let (_dir, path, io, mut md) = pool(4096, 50_000);
     md.create_thin(3).unwrap();
-    let mut model = BTreeMap::new();
-    for v in 0..12_000 {
-        let b = md.alloc_data_block().unwrap();
-        md.insert(3, v, b).unwrap();
-        model.insert(v, b);
-    }
+    let mut model = fill(&mut md, 3, 0..12_000);
     md.commit().unwrap();
-    let mut rng = Rng(0xd7a1_0bad);
+    let mut rng = XorShift::new(0xd7a1_0bad);
     for _ in 0..11_000 {
         let v = rng.below(12_000);
         assert_eq!(md.remove(3, v).unwrap(), model.remove(&v).is_some());

@@ -9,6 +9,7 @@ pub mod flakey;
 pub mod kscan;
 pub mod linear;
 pub mod log_writes;
+pub mod snapshot;
 pub mod striped;
 pub mod switch;
 pub mod unstriped;
@@ -37,6 +38,14 @@ pub fn register_builtin(types: &TargetTypes) {
     module("ebs", Arc::new(ebs::EbsType));
     module("verity", Arc::new(verity::VerityType));
     module("crypt", Arc::new(crypt::CryptType));
+    types.register_module(
+        "snapshot",
+        vec![
+            Arc::new(snapshot::SnapshotType),
+            Arc::new(snapshot::OriginType),
+            Arc::new(snapshot::MergeType),
+        ],
+    );
 }
 
 /// A `TargetTypes` with every built-in target registered.

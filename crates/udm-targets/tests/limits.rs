@@ -6,26 +6,8 @@ mod common;
 use common::*;
 use std::sync::Arc;
 use std::time::Duration;
-use udm_io::{sync, Bio, BlockDevice, DevId, Limits, MemDevice, Op, Sectors};
-use udm_testkit::gate::{GateDevice, RemapType};
-
-/// A RAM device with chosen limits.
-struct Limited(MemDevice, Limits);
-
-impl BlockDevice for Limited {
-    fn submit(&self, bio: Bio) {
-        self.0.submit(bio)
-    }
-    fn size(&self) -> Sectors {
-        self.0.size()
-    }
-    fn id(&self) -> DevId {
-        self.0.id()
-    }
-    fn limits(&self) -> Limits {
-        self.1
-    }
-}
+use udm_io::{sync, Bio, Limits, MemDevice, Op, Sectors};
+use udm_testkit::gate::{GateDevice, Limited, RemapType};
 
 #[test]
 fn striped_stacks_limits_and_flushes_every_stripe() {

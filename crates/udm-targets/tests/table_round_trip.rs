@@ -46,6 +46,9 @@ fn config() -> ProptestConfig {
 /// One table line to build: its type, length and the choices its params need.
 #[derive(Debug, Clone)]
 enum Spec {
+    SnapOrigin(u64),
+    /// (store code P/PO/N, log2 chunk in sectors, feature count 0..=2, merge, len)
+    Snapshot(&'static str, u32, u8, bool, u64),
     Error(u64),
     Zero(u64),
     Linear(u64, u64),
@@ -113,6 +116,9 @@ struct VeritySpec {
 
 /// Every type the generator covers; the test checks this is every registered type.
 const COVERED: &[&str] = &[
+    "snapshot-origin",
+    "snapshot",
+    "snapshot-merge",
     "error",
     "zero",
     "linear",
@@ -205,6 +211,19 @@ fn verity_spec() -> impl Strategy<Value = VeritySpec> {
 
 fn spec() -> impl Strategy<Value = Spec> {
     prop_oneof![
+        len8().prop_map(Spec::SnapOrigin),
+        (
+            prop_oneof![Just("P"), Just("PO"), Just("N")],
+            3u32..7,
+            0u8..3,
+            any::<bool>(),
+            len8()
+        )
+            .prop_map(|(k, c, f, merge, l)| {
+                // snapshot-merge takes persistent stores and no features.
+                let merge = merge && k != "N";
+                Spec::Snapshot(k, c, if merge { 0 } else { f }, merge, l)
+            }),
         len8().prop_map(Spec::Error),
         len8().prop_map(Spec::Zero),
         (0u64..64, len8()).prop_map(|(o, l)| Spec::Linear(o, l)),
@@ -336,6 +355,30 @@ fn hex(b: &[u8]) -> String {
 /// The line's type, length and canonical params (what `status(Table)` must print).
 fn render(s: &Spec, f: &mut Files<'_>) -> (&'static str, u64, String) {
     match s {
+        Spec::SnapOrigin(len) => {
+            let p = udm_targets::snapshot::OriginParams {
+                origin: f.image(*len),
+            };
+            ("snapshot-origin", *len, p.to_string())
+        }
+        Spec::Snapshot(kind, chunk, feats, merge, len) => {
+            let origin = f.image(*len);
+            let cow = f.image(4096);
+            let line = format!(
+                "{} {} {kind} {}{}",
+                udm_core::Escaped(&origin),
+                udm_core::Escaped(&cow),
+                1u64 << chunk,
+                match feats {
+                    0 => "",
+                    1 => " 1 discard_zeroes_cow",
+                    _ => " 2 discard_zeroes_cow discard_passdown_origin",
+                }
+            );
+            let p: udm_targets::snapshot::SnapshotParams = line.parse().unwrap();
+            let ty = if *merge { "snapshot-merge" } else { "snapshot" };
+            (ty, *len, p.to_string())
+        }
         Spec::Error(l) => ("error", *l, String::new()),
         Spec::Zero(l) => ("zero", *l, String::new()),
         Spec::Linear(off, len) => {
@@ -549,11 +592,10 @@ fn printed(reg: &udm_core::Registry, name: &str) -> (Vec<String>, String) {
 
 #[test]
 fn the_generator_covers_every_registered_target() {
-    let registered: BTreeSet<String> = udm_targets::builtin()
-        .list()
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    // Every type, the modules' too (they register on first use otherwise).
+    let types = udm_targets::builtin();
+    types.load_all();
+    let registered: BTreeSet<String> = types.list().into_iter().map(|(n, _)| n).collect();
     let covered: BTreeSet<String> = COVERED.iter().map(|s| s.to_string()).collect();
     assert_eq!(registered, covered);
 }
@@ -566,6 +608,10 @@ proptest! {
         names in proptest::collection::vec(awkward_name(), 1..6),
         dir_name in awkward_name(),
     ) {
+        // A verity line makes the table read-only, where a persistent snapshot cannot write
+        // its COW header (refused, as by the kernel): not a round-trip case.
+        prop_assume!(!(specs.iter().any(|s| matches!(s, Spec::Verity(_)))
+            && specs.iter().any(|s| matches!(s, Spec::Snapshot(k, ..) if *k != "N"))));
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join(format!("d {dir_name}\\"));
         std::fs::create_dir(&dir).unwrap();

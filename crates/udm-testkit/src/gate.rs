@@ -1,6 +1,6 @@
 //! A gate/recording block device for ordering tests: it records every bio in arrival order
 //! and, while closed, holds them until the test releases them (to the backing device, in
-//! arrival order). Also `RemapType`, a test target type (`testdev <key>`) that sends a whole
+//! arrival order). Also `Limited`, a RAM device with chosen limits, and `RemapType`, a test target type (`testdev <key>`) that sends a whole
 //! table line to a `BlockDevice` the test registered under `key`, so a gate (or any test
 //! device) can sit under a mapped device.
 
@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use udm_core::{MapResult, Target, TargetCtx, TargetError, TargetType};
-use udm_io::{Bio, BioFlags, BlockDevice, DevId, Limits, Op, Sectors};
+use udm_io::{Bio, BioFlags, BlockDevice, DevId, Extent, Limits, MemDevice, Op, Sectors};
 
 /// One bio as the gate saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +137,27 @@ impl BlockDevice for GateDevice {
     }
     fn read_only(&self) -> bool {
         self.backing.read_only()
+    }
+    fn extents(&self, sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
+        self.backing.extents(sector, len)
+    }
+}
+
+/// A RAM device with chosen limits (for limits-stacking tests).
+pub struct Limited(pub MemDevice, pub Limits);
+
+impl BlockDevice for Limited {
+    fn submit(&self, bio: Bio) {
+        self.0.submit(bio)
+    }
+    fn size(&self) -> Sectors {
+        self.0.size()
+    }
+    fn id(&self) -> DevId {
+        self.0.id()
+    }
+    fn limits(&self) -> Limits {
+        self.1
     }
 }
 

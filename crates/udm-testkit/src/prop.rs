@@ -9,17 +9,7 @@ pub const DEFAULT_SEED: u64 = 0x0075_646d; // "udm"
 /// The seed from `UDM_PROPTEST_SEED` (decimal or `0x` hex), else [`DEFAULT_SEED`].
 /// Panics on a malformed value rather than silently falling back.
 pub fn seed() -> u64 {
-    match std::env::var("UDM_PROPTEST_SEED") {
-        Ok(v) => {
-            let v = v.trim();
-            let parsed = match v.strip_prefix("0x") {
-                Some(h) => u64::from_str_radix(h, 16),
-                None => v.parse(),
-            };
-            parsed.unwrap_or_else(|_| panic!("UDM_PROPTEST_SEED={v:?} is not a number"))
-        }
-        Err(_) => DEFAULT_SEED,
-    }
+    crate::rng::env_u64("UDM_PROPTEST_SEED").unwrap_or(DEFAULT_SEED)
 }
 
 /// A proptest config running `cases` cases from the fixed seed; prints the seed to stderr.

@@ -50,6 +50,26 @@ impl XorShift {
     }
 }
 
+/// The number in the environment variable `var` (decimal or `0x` hex), if it is set.
+/// Panics on a malformed value rather than silently falling back.
+pub fn env_u64(var: &str) -> Option<u64> {
+    let v = std::env::var(var).ok()?;
+    let v = v.trim();
+    let parsed = match v.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => v.parse(),
+    };
+    Some(parsed.unwrap_or_else(|_| panic!("{var}={v:?} is not a number")))
+}
+
+/// A test's seed: `var` from the environment ([`env_u64`]) or `default`, printed to
+/// stderr so that a failing run can be replayed.
+pub fn seed(var: &str, default: u64) -> u64 {
+    let seed = env_u64(var).unwrap_or(default);
+    eprintln!("seed {seed:#x} (set {var} to change)");
+    seed
+}
+
 /// `n` pseudo-random bytes from `seed` (`XorShift::new(seed)`).
 pub fn pseudo(n: usize, seed: u64) -> Vec<u8> {
     XorShift::new(seed).bytes(n)
@@ -82,5 +102,16 @@ mod tests {
         assert_eq!(hex_key(4, 1).len(), 8);
         let mut r = XorShift::new(3);
         assert!((0..1000).all(|_| r.below(10) < 10));
+    }
+
+    #[test]
+    fn seeds_come_from_the_environment_or_the_default() {
+        assert_eq!(seed("UDM_TESTKIT_SEED_UNSET", 42), 42);
+        std::env::set_var("UDM_TESTKIT_SEED_HEX", "0x2a");
+        assert_eq!(env_u64("UDM_TESTKIT_SEED_HEX"), Some(42));
+        std::env::set_var("UDM_TESTKIT_SEED_DEC", "42");
+        assert_eq!(seed("UDM_TESTKIT_SEED_DEC", 7), 42);
+        std::env::set_var("UDM_TESTKIT_SEED_BAD", "4x2");
+        assert!(std::panic::catch_unwind(|| env_u64("UDM_TESTKIT_SEED_BAD")).is_err());
     }
 }

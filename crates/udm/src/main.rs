@@ -11,6 +11,7 @@ mod luks_cli;
 mod lvm;
 mod open_cli;
 mod optparse;
+mod snapshot_cli;
 mod stats_cli;
 mod verity_cli;
 
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
             Some("key") => key_cli::main(&args[2..]),
             Some("kpartx") => kpartx::main(&args[2..]),
             Some(c @ ("open" | "close")) => open_cli::main(c, &args[2..]),
+            Some("snapshot") => snapshot_cli::main(&args[2..]),
             None => report(daemon_cli::main(&[], true)),
             Some("--help") if args.len() == 2 => {
                 print!("{}", USAGE);
@@ -92,6 +94,7 @@ Usage:
   udm lvm COMMAND …       lvm2's commands (pvcreate, vgcreate, lvcreate, vgchange, lvs, …;
                           also as links of those names)
   udm log-writes replay|dump …   replay a dm-log-writes log onto a device or image, or list it
+  udm snapshot dump COW           print a snapshot COW's header and exception table
   udm <dmsetup command>   any dmsetup command (create, ls, info, table, status, remove, …);
                           `udm help` lists them. A link named `dmsetup` behaves as dmsetup.
 ";

@@ -237,25 +237,11 @@ fn gpt_header_mismatch_warns() {
     );
 }
 
-/// xorshift64*: a fixed, printed seed makes every run the same.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 #[test]
 fn fuzz_random_and_corrupted_sectors_never_panic() {
-    let seed = std::env::var("UDM_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x6b70_6172_7478_u64);
-    eprintln!("fuzz seed {seed} (UDM_FUZZ_SEED)");
-    let mut rng = Rng(seed);
+    // A fixed, printed seed makes every run the same.
+    let seed = udm_testkit::rng::seed("UDM_FUZZ_SEED", 0x6b70_6172_7478);
+    let mut rng = udm_testkit::rng::XorShift::new(seed);
     let bases = [dos_disk(), gpt_disk(&[(2048, 10239), (10240, 20479)])];
     let mut found = [0usize; 3];
     for round in 0..200 {
@@ -274,10 +260,10 @@ fn fuzz_random_and_corrupted_sectors_never_panic() {
         .into_iter()
         .filter(|&o| o + 512 <= len)
         .collect();
-        for _ in 0..1 + rng.next() % 24 {
-            let base = hot[(rng.next() % hot.len() as u64) as usize];
-            let off = base + (rng.next() % 512) as usize;
-            let v = rng.next();
+        for _ in 0..1 + rng.next_u64() % 24 {
+            let base = hot[(rng.next_u64() % hot.len() as u64) as usize];
+            let off = base + (rng.next_u64() % 512) as usize;
+            let v = rng.next_u64();
             match v % 3 {
                 0 => d[off] = v as u8,
                 1 => d[off] ^= 1 << (v % 8),
@@ -291,15 +277,15 @@ fn fuzz_random_and_corrupted_sectors_never_panic() {
         if round % 5 == 0 {
             // Fully random first sectors, with a valid signature now and then.
             for b in &mut d[..4096] {
-                *b = rng.next() as u8;
+                *b = rng.next_u64() as u8;
             }
-            if rng.next().is_multiple_of(2) {
+            if rng.next_u64().is_multiple_of(2) {
                 d[510] = 0x55;
                 d[511] = 0xaa;
             }
         }
         if round % 7 == 0 {
-            d.truncate((rng.next() % (len as u64)) as usize);
+            d.truncate((rng.next_u64() % (len as u64)) as usize);
         }
         for force in [false, true] {
             let opts = ScanOpts {

@@ -1,11 +1,22 @@
 //! Shared by udm-pdata's tests: a model of thin metadata (devices → mappings) driven by
-//! the same operations as [`ThinMetadata`], and the fixed, printed proptest seed.
+//! the same operations as [`ThinMetadata`], the fixed, printed proptest seed, pool and
+//! mapping helpers, and a scratch superblock for tests of single structures (btrees,
+//! arrays, space maps) that commits their roots and checks their reference counts.
 #![allow(dead_code)]
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
 use std::collections::BTreeMap;
-use udm_pdata::thin::ThinMetadata;
+use std::sync::Arc;
+use udm_pdata::block_manager::BlockManager;
+use udm_pdata::check::{check_thin, compare, Leaves, RefWalker};
+use udm_pdata::io::{MemIo, MetaIo};
+use udm_pdata::space_map::{SmRoot, SM_ROOT_SIZE};
+use udm_pdata::thin::{ThinMetadata, ThinSuperblock};
+use udm_pdata::tm::{TransactionManager, SUPERBLOCK};
+
+/// Devices → (virtual block → data block).
+pub type Devs = BTreeMap<u64, BTreeMap<u64, u64>>;
 
 /// The proptest seed: `UDM_PDATA_SEED` or a fixed default; printed so a run can be replayed.
 pub fn config(cases: u32) -> Config {
@@ -22,6 +33,118 @@ pub fn config(cases: u32) -> Config {
         ))),
         ..Config::default()
     }
+}
+
+/// Map each of `vblocks` of `dev` to a freshly allocated data block; returns the new
+/// mappings.
+pub fn fill(
+    md: &mut ThinMetadata,
+    dev: u64,
+    vblocks: impl IntoIterator<Item = u64>,
+) -> BTreeMap<u64, u64> {
+    let mut m = BTreeMap::new();
+    for v in vblocks {
+        let b = md.alloc_data_block().unwrap();
+        md.insert(dev, v, b).unwrap();
+        m.insert(v, b);
+    }
+    m
+}
+
+/// Device `dev`'s mappings as udm reads them (vblock → data block).
+pub fn mappings(md: &mut ThinMetadata, dev: u64) -> BTreeMap<u64, u64> {
+    md.mappings(dev)
+        .unwrap()
+        .into_iter()
+        .map(|(v, b, _)| (v, b))
+        .collect()
+}
+
+/// Every device's mappings as udm reads them.
+pub fn devices(md: &mut ThinMetadata) -> Devs {
+    let mut devs = Devs::new();
+    for (d, _) in md.devices().unwrap() {
+        devs.insert(d, mappings(md, d));
+    }
+    devs
+}
+
+/// The number in attribute `name` of one line of a tool's XML dump.
+pub fn attr(line: &str, name: &str) -> Option<u64> {
+    let pat = format!(" {name}=\"");
+    let start = line.find(&pat)? + pat.len();
+    let end = line[start..].find('"')? + start;
+    line[start..end].parse().ok()
+}
+
+/// A value of `vs` bytes made from `v` (its little-endian bytes, repeated).
+pub fn value(v: u64, vs: u32) -> Vec<u8> {
+    v.to_le_bytes()
+        .iter()
+        .cycle()
+        .take(vs as usize)
+        .copied()
+        .collect()
+}
+
+/// Commit with a scratch superblock holding the metadata space map, `data_sm_root`, two
+/// tree roots (as the mapping and details roots) and `tag` (as `incompat_flags`).
+pub fn commit_scratch(
+    tm: &mut TransactionManager,
+    data_sm_root: [u8; SM_ROOT_SIZE],
+    roots: [u64; 2],
+    tag: u32,
+) {
+    let meta = tm.pre_commit().unwrap();
+    let sb = ThinSuperblock {
+        flags: 0,
+        uuid: [0; 16],
+        version: 2,
+        time: 0,
+        trans_id: 0,
+        metadata_snap: 0,
+        data_sm_root,
+        metadata_sm_root: meta.pack(),
+        data_mapping_root: roots[0],
+        device_details_root: roots[1],
+        data_block_size: 128,
+        metadata_block_size: 8,
+        metadata_nr_blocks: meta.nr_blocks,
+        compat_flags: 0,
+        compat_ro_flags: 0,
+        incompat_flags: tag,
+    };
+    tm.commit(sb.encode()).unwrap();
+}
+
+/// Reopen what [`commit_scratch`] committed: the transaction manager and the superblock.
+pub fn reopen_scratch(io: &MemIo) -> (TransactionManager, ThinSuperblock) {
+    let sb = ThinSuperblock::decode(&io.block(SUPERBLOCK), SUPERBLOCK).unwrap();
+    let tm = TransactionManager::open(Arc::new(io.clone()), &sb.metadata_sm_root).unwrap();
+    (tm, sb)
+}
+
+/// Walk the trees at `roots` (their leaves hold `leaves`) and the metadata space map at
+/// `sm_root` from disk, counting the superblock too; the counts must agree.
+pub fn check_counts(io: Arc<dyn MetaIo>, sm_root: &[u8], roots: &[u64], leaves: &Leaves) {
+    let mut bm = BlockManager::new(io, 256);
+    let mut w = RefWalker::default();
+    w.meta_ref(SUPERBLOCK);
+    let sm = w
+        .metadata_sm(&mut bm, &SmRoot::unpack(sm_root).unwrap())
+        .unwrap();
+    for &root in roots {
+        w.tree(&mut bm, root, leaves).unwrap();
+    }
+    let problems = compare("metadata", &w.meta, &sm);
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// [`check_counts`] for both trees of the scratch superblock on `io`.
+pub fn check_scratch_counts(io: &MemIo, leaves: &Leaves) {
+    let sb = ThinSuperblock::decode(&io.block(SUPERBLOCK), SUPERBLOCK).unwrap();
+    let roots = [sb.data_mapping_root, sb.device_details_root];
+    check_counts(Arc::new(io.clone()), &sb.metadata_sm_root, &roots, leaves);
 }
 
 /// One operation on thin metadata.
@@ -55,9 +178,9 @@ pub fn op() -> impl Strategy<Value = Op> {
 /// Devices → (virtual block → data block).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Model {
-    pub devs: BTreeMap<u64, BTreeMap<u64, u64>>,
+    pub devs: Devs,
     /// The devices as the held metadata snapshot saw them.
-    pub held: Option<BTreeMap<u64, BTreeMap<u64, u64>>>,
+    pub held: Option<Devs>,
 }
 
 impl Model {
@@ -97,11 +220,7 @@ impl Model {
             }
             Op::Insert(d, s, n) => {
                 if let Some(m) = self.devs.get_mut(&d) {
-                    for v in s..s + n {
-                        let b = md.alloc_data_block().unwrap();
-                        md.insert(d, v, b).unwrap();
-                        m.insert(v, b);
-                    }
+                    m.extend(fill(md, d, s..s + n));
                 }
             }
             Op::Remove(d, s, n, k) => {
@@ -130,7 +249,7 @@ impl Model {
     }
 
     /// Devices → mappings as the held metadata snapshot of `md` records them.
-    pub fn read_held(md: &mut ThinMetadata) -> Option<BTreeMap<u64, BTreeMap<u64, u64>>> {
+    pub fn read_held(md: &mut ThinMetadata) -> Option<Devs> {
         use udm_pdata::btree;
         use udm_pdata::checksum::BlockKind;
         use udm_pdata::thin::{unpack_block_time, ThinSuperblock};
@@ -153,6 +272,15 @@ impl Model {
         Some(out)
     }
 
+    /// udm's checker passes on `io`, and the metadata reopened from it holds exactly the
+    /// model; returns the reopened metadata.
+    pub fn verify_reopened(&self, io: &MemIo) -> ThinMetadata {
+        check_thin(Arc::new(io.clone())).unwrap();
+        let mut md = ThinMetadata::open(Arc::new(io.clone())).unwrap();
+        self.verify(&mut md);
+        md
+    }
+
     /// Assert udm's metadata holds exactly the model.
     pub fn verify(&self, md: &mut ThinMetadata) {
         assert!(
@@ -166,12 +294,7 @@ impl Model {
             "device list"
         );
         for (&d, m) in &self.devs {
-            let got: BTreeMap<u64, u64> = md
-                .mappings(d)
-                .unwrap()
-                .into_iter()
-                .map(|(v, b, _)| (v, b))
-                .collect();
+            let got = mappings(md, d);
             if &got != m {
                 let diff = got
                     .iter()

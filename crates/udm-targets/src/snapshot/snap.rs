@@ -1,0 +1,486 @@
+//! `snapshot`: a point-in-time view of an origin. Reads of copied chunks come from the COW,
+//! others from the origin; writes to the snapshot allocate COW chunks. The state shared with
+//! the origin (`SnapShared`) and the origin write's copy-out (`copy_out`) live here too.
+//!
+//! Locking: each snapshot's state sits behind one mutex held across its I/O, on worker
+//! threads only. A snapshot reading an uncopied chunk from the origin holds it, and the
+//! origin's copy-out takes it before copying a chunk, so an origin write never overtakes the
+//! copy of its chunk nor a snapshot read of the old data.
+
+use super::cow::{Store, StoreError, StoreKind};
+use super::SnapshotParams;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Weak};
+use udm_core::{
+    Copier, DevHandle, EventTrigger, Loc, MapResult, Publication, StatusFlags, StatusType, Target,
+    TargetCtx, TargetError, TargetType, Worker,
+};
+use udm_io::{sync, Bio, BlockDevice, DevId, IoError, Op, Sectors};
+
+/// The meeting point of an origin and its snapshots, published under the origin's id.
+#[derive(Default)]
+pub(crate) struct OriginHub {
+    snaps: Mutex<Vec<Weak<SnapShared>>>,
+}
+
+impl OriginHub {
+    /// Find (or make) the hub for `key` and keep it published while the guard lives.
+    pub(crate) fn join(
+        ctx: &TargetCtx<'_>,
+        key: &DevId,
+    ) -> Result<(Arc<OriginHub>, Publication), TargetError> {
+        let hub = ctx.lookup::<OriginHub>(key).unwrap_or_default();
+        let p = ctx.publish_as(key.clone(), &hub)?;
+        Ok((hub, p))
+    }
+    pub(crate) fn add(&self, s: &Arc<SnapShared>) {
+        let mut g = self.snaps.lock();
+        g.retain(|w| w.strong_count() > 0);
+        if !g.iter().any(|w| w.as_ptr() == Arc::as_ptr(s)) {
+            g.push(Arc::downgrade(s));
+        }
+    }
+    /// Live snapshots, oldest first.
+    pub(crate) fn snapshots(&self) -> Vec<Arc<SnapShared>> {
+        self.snaps
+            .lock()
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .collect()
+    }
+    /// True if some snapshot could need a copy-out.
+    pub(crate) fn any_active(&self) -> bool {
+        self.snapshots().iter().any(|s| s.takes_copies())
+    }
+}
+
+pub(crate) struct SnapInner {
+    pub store: Store,
+    pub valid: bool,
+    pub overflow: bool,
+    pub merge_failed: bool,
+}
+
+/// One snapshot's state, shared by its table line(s), the origin and a merge.
+pub(crate) struct SnapShared {
+    pub origin: Arc<dyn BlockDevice>,
+    pub cow: Arc<dyn BlockDevice>,
+    pub cow_id: DevId,
+    pub st: Mutex<SnapInner>,
+    /// Resumed at least once (an inactive table's snapshot takes no copies).
+    pub active: AtomicBool,
+    /// This store is being merged into the origin.
+    pub merging: AtomicBool,
+    /// The snapshot's length in sectors (chunks past it are not copied).
+    pub len: AtomicU64,
+    pub copier: Copier,
+    pub events: Mutex<EventTrigger>,
+}
+
+impl SnapShared {
+    fn takes_copies(&self) -> bool {
+        self.active.load(SeqCst) && !self.merging.load(SeqCst)
+    }
+
+    pub(crate) fn invalidate(&self, g: &mut SnapInner, err: &IoError) {
+        if !g.valid {
+            return;
+        }
+        if *err == IoError::NoSpace {
+            tracing::error!("Invalidating snapshot: Unable to allocate exception.");
+        } else {
+            tracing::error!("Invalidating snapshot: Error reading/writing.");
+        }
+        if let Err(e) = g.store.drop_snapshot(&*self.cow) {
+            tracing::warn!("write header failed: {e}");
+        }
+        g.valid = false;
+        (self.events.lock())();
+    }
+
+    /// Copy origin chunk `c` into this snapshot if it has not been; false if the snapshot
+    /// became invalid. Holds `g` throughout; the exception is on disk after the caller's
+    /// `commit`.
+    pub(crate) fn copy_chunk(&self, g: &mut SnapInner, c: u64) -> bool {
+        if !g.valid || g.store.lookup(c).is_some() {
+            return g.valid;
+        }
+        let cs = g.store.chunk;
+        let new = match g.store.prepare() {
+            Ok(n) => n,
+            Err(_) => {
+                self.invalidate(g, &IoError::NoSpace);
+                return false;
+            }
+        };
+        let osize = self.origin.size().0;
+        let count = cs.min(osize.saturating_sub(c * cs));
+        let out = self.copier.copy_wait(
+            Loc::new(self.origin.clone(), Sectors(c * cs)),
+            vec![Loc::new(self.cow.clone(), Sectors(new * cs))],
+            Sectors(count),
+        );
+        let r = if out.is_ok() {
+            g.store.add(&*self.cow, c, new)
+        } else {
+            Err(IoError::Io)
+        };
+        if let Err(e) = r {
+            self.invalidate(g, &e);
+            return false;
+        }
+        true
+    }
+
+    /// Write the exceptions made since the last commit (invalidating on failure).
+    pub(crate) fn commit(&self, g: &mut SnapInner) -> bool {
+        if !g.valid {
+            return false;
+        }
+        if let Err(e) = g.store.commit_pending(&*self.cow) {
+            self.invalidate(g, &e);
+            return false;
+        }
+        true
+    }
+
+    pub(crate) fn status(&self) -> String {
+        let g = self.st.lock();
+        if !g.valid {
+            "Invalid".into()
+        } else if g.merge_failed {
+            "Merge failed".into()
+        } else if g.overflow {
+            "Overflow".into()
+        } else {
+            let (a, t, m) = g.store.usage();
+            format!("{a}/{t} {m}")
+        }
+    }
+}
+
+/// The kernel's `__origin_write`: before the origin ranges `(sector, len)` change, copy every
+/// chunk they touch into each active snapshot that has not copied it (except `skip`), and
+/// commit each snapshot's new exceptions together.
+pub(crate) fn copy_out(hub: &OriginHub, ranges: &[(u64, u64)], skip: Option<&SnapShared>) {
+    for s in hub.snapshots() {
+        if !s.takes_copies() || skip.is_some_and(|k| std::ptr::eq(k, &*s)) {
+            continue;
+        }
+        let mut g = s.st.lock();
+        let cs = g.store.chunk;
+        let slen = s.len.load(SeqCst);
+        'ranges: for &(sector, len) in ranges.iter().filter(|r| r.1 > 0) {
+            for c in sector / cs..=sector.saturating_add(len - 1) / cs {
+                if c * cs >= slen {
+                    break;
+                }
+                if !s.copy_chunk(&mut g, c) {
+                    break 'ranges;
+                }
+            }
+        }
+        s.commit(&mut g);
+    }
+}
+
+/// Bios a target's worker takes in batches: all that queued up while it was busy.
+#[derive(Default)]
+pub(crate) struct Batch {
+    q: Mutex<Vec<Bio>>,
+    scheduled: AtomicBool,
+}
+
+impl Batch {
+    /// Queue `bio`; make sure a job on `worker` will hand the queue to `run`.
+    pub(crate) fn push<F>(self: &Arc<Self>, worker: &Worker, bio: Bio, run: F)
+    where
+        F: FnOnce(Vec<Bio>) + Send + 'static,
+    {
+        self.q.lock().push(bio);
+        if !self.scheduled.swap(true, SeqCst) {
+            let me = self.clone();
+            worker.spawn(move || {
+                me.scheduled.store(false, SeqCst);
+                let bios = std::mem::take(&mut *me.q.lock());
+                if !bios.is_empty() {
+                    run(bios);
+                }
+            });
+        }
+    }
+}
+
+/// Open the COW store for a table line (shared with a live line on the same COW).
+pub(crate) fn open_shared(
+    ctx: &mut TargetCtx<'_>,
+    p: &SnapshotParams,
+    key: &DevId,
+    origin: &Arc<DevHandle>,
+) -> Result<(Arc<SnapShared>, Arc<DevHandle>), TargetError> {
+    let cow = ctx
+        .get_device(&p.cow)
+        .map_err(|e| TargetError::invalid("Cannot get COW device").with_detail(e.to_string()))?;
+    if cow.id == origin.id {
+        return Err(TargetError::invalid(
+            "COW device cannot be the same as origin device",
+        ));
+    }
+    let lbs = cow.dev.limits().logical_block_size as u64 / 512;
+    if p.chunk != 0 && !p.chunk.is_multiple_of(lbs.max(1)) {
+        return Err(TargetError::invalid(
+            "Chunk size is not a multiple of device blocksize",
+        ));
+    }
+    if let Some(s) = ctx
+        .lookup_all::<SnapShared>(key)
+        .into_iter()
+        .find(|s| s.cow_id == cow.id)
+    {
+        s.len.store(ctx.len.0, SeqCst);
+        return Ok((s, cow));
+    }
+    let opened = Store::open(&*cow.dev, p.kind, p.chunk).map_err(|e| match e {
+        StoreError::BadMagic | StoreError::BadVersion(_) | StoreError::Io(_) => {
+            if let StoreError::BadVersion(v) = e {
+                tracing::warn!("unable to handle snapshot disk version {v}");
+            } else if e == StoreError::BadMagic {
+                tracing::warn!("Invalid or corrupt snapshot");
+            }
+            TargetError::with_errno(e.errno(), "Failed to read snapshot metadata")
+                .with_detail(e.to_string())
+        }
+        e => TargetError::with_errno(e.errno(), "Couldn't create exception store")
+            .with_detail(e.to_string()),
+    })?;
+    if let Some(t) = opened.overridden {
+        tracing::warn!(
+            "chunk size {} in device metadata overrides table chunk size of {t}.",
+            opened.store.chunk
+        );
+    }
+    if !opened.valid {
+        tracing::warn!("Snapshot is marked invalid.");
+    }
+    let chunk = opened.store.chunk;
+    let shared = Arc::new(SnapShared {
+        origin: origin.dev.clone(),
+        cow: cow.dev.clone(),
+        cow_id: cow.id.clone(),
+        st: Mutex::new(SnapInner {
+            store: opened.store,
+            valid: opened.valid,
+            overflow: false,
+            merge_failed: false,
+        }),
+        active: AtomicBool::new(false),
+        merging: AtomicBool::new(false),
+        len: AtomicU64::new(ctx.len.0),
+        copier: Copier::new(Sectors(chunk), 4),
+        events: Mutex::new(ctx.event_trigger()),
+    });
+    Ok((shared, cow))
+}
+
+pub struct SnapshotType;
+
+impl TargetType for SnapshotType {
+    fn name(&self) -> &'static str {
+        "snapshot"
+    }
+    fn version(&self) -> [u32; 3] {
+        [1, 16, 0]
+    }
+    fn construct(
+        &self,
+        ctx: &mut TargetCtx<'_>,
+        args: &[String],
+    ) -> Result<Box<dyn Target>, TargetError> {
+        let p = SnapshotParams::from_args(args)?;
+        let origin = ctx.get_device(&p.origin).map_err(|e| {
+            TargetError::invalid("Cannot get origin device").with_detail(e.to_string())
+        })?;
+        let key = origin.id.clone();
+        let (shared, cow) = open_shared(ctx, &p, &key, &origin)?;
+        *shared.events.lock() = ctx.event_trigger();
+        let (hub, hub_pub) = OriginHub::join(ctx, &key)?;
+        let me_pub = ctx.publish_as(key, &shared)?;
+        Ok(Box::new(Snapshot {
+            p,
+            origin,
+            cow,
+            shared,
+            hub,
+            worker: ctx.worker("snapshot"),
+            batch: Arc::default(),
+            _pubs: [hub_pub, me_pub],
+        }))
+    }
+}
+
+pub struct Snapshot {
+    p: SnapshotParams,
+    origin: Arc<DevHandle>,
+    cow: Arc<DevHandle>,
+    shared: Arc<SnapShared>,
+    hub: Arc<OriginHub>,
+    worker: Arc<Worker>,
+    batch: Arc<Batch>,
+    _pubs: [Publication; 2],
+}
+
+/// Sector `off` of COW chunk `n` (a chunk number read from a damaged COW may point past any
+/// device: the I/O then fails, nothing overflows).
+pub(crate) fn at(n: u64, cs: u64, off: u64) -> u64 {
+    n.wrapping_mul(cs).wrapping_add(off)
+}
+
+/// Synchronous I/O of a bio's data at `sector` of `dev`.
+pub(crate) fn rw_sync(dev: &dyn BlockDevice, bio: &mut Bio, sector: u64) -> Result<(), IoError> {
+    match bio.op {
+        Op::Read => {
+            let b = sync::read_at(dev, Sectors(sector), bio.buf().len())?;
+            bio.buf_mut().as_mut_slice().copy_from_slice(b.as_slice());
+            Ok(())
+        }
+        Op::Write => sync::write_at(dev, Sectors(sector), bio.buf().as_slice()),
+        Op::WriteZeroes => sync::write_zeroes(dev, Sectors(sector), bio.len()),
+        _ => Err(IoError::NotSupported),
+    }
+}
+
+/// Handle one bio of a batch with the lock held. `None`: the bio went elsewhere. Otherwise
+/// the bio, its result, and whether that result waits for the batch's commit.
+fn snap_one(
+    sh: &SnapShared,
+    g: &mut SnapInner,
+    mut bio: Bio,
+    p: &SnapshotParams,
+) -> Option<(Bio, Result<(), IoError>, bool)> {
+    if !g.valid {
+        return Some((bio, Err(IoError::Io), false));
+    }
+    let cs = g.store.chunk;
+    let c = bio.sector.0 / cs;
+    let off = bio.sector.0 % cs;
+    let whole = off == 0 && bio.len().0 == cs;
+    let res = if bio.op == Op::Discard {
+        if bio.target_bio_nr() == 1 && p.discard_passdown_origin {
+            sh.origin.submit(bio);
+            return None;
+        }
+        match g.store.lookup(c) {
+            Some(n) if whole => sync::write_zeroes(&*sh.cow, Sectors(at(n, cs, 0)), Sectors(cs)),
+            Some(n) => sync::discard(&*sh.cow, Sectors(at(n, cs, off)), bio.len()),
+            None => Ok(()),
+        }
+    } else if let Some(n) = g.store.lookup(c) {
+        rw_sync(&*sh.cow, &mut bio, at(n, cs, off))
+    } else if bio.op == Op::Read {
+        let s = bio.sector.0;
+        rw_sync(&*sh.origin, &mut bio, s)
+    } else if g.overflow {
+        Err(IoError::Io)
+    } else {
+        let n = match g.store.prepare() {
+            Ok(n) => n,
+            Err(_) => {
+                if matches!(g.store.kind, StoreKind::Persistent { overflow: true }) {
+                    tracing::error!("Snapshot overflowed: Unable to allocate exception.");
+                    g.overflow = true;
+                } else {
+                    sh.invalidate(g, &IoError::NoSpace);
+                }
+                return Some((bio, Err(IoError::Io), false));
+            }
+        };
+        let mut r = Ok(());
+        if !whole {
+            // A partial write: the rest of the chunk comes from the origin first.
+            let count = cs.min(sh.origin.size().0.saturating_sub(c * cs));
+            let out = sh.copier.copy_wait(
+                Loc::new(sh.origin.clone(), Sectors(c * cs)),
+                vec![Loc::new(sh.cow.clone(), Sectors(n * cs))],
+                Sectors(count),
+            );
+            if !out.is_ok() {
+                r = Err(IoError::Io);
+            }
+        }
+        let r = r
+            .and_then(|_| rw_sync(&*sh.cow, &mut bio, n * cs + off))
+            .and_then(|_| g.store.add(&*sh.cow, c, n));
+        if let Err(e) = &r {
+            sh.invalidate(g, e);
+        }
+        return Some((bio, r, true));
+    };
+    Some((bio, res, false))
+}
+
+/// A batch of snapshot bios: handled in order under the lock, the new exceptions committed
+/// once, then every bio completed (flushes last, after the commit).
+fn snap_batch(sh: &SnapShared, bios: Vec<Bio>, p: &SnapshotParams) {
+    let mut flushes = Vec::new();
+    let mut done = Vec::new();
+    let mut g = sh.st.lock();
+    for bio in bios {
+        if bio.op == Op::Flush {
+            flushes.push(bio);
+        } else if let Some(d) = snap_one(sh, &mut g, bio, p) {
+            done.push(d);
+        }
+    }
+    let committed = !done.iter().any(|d| d.2) || sh.commit(&mut g);
+    drop(g);
+    for (bio, res, waits) in done {
+        bio.complete(if waits && !committed {
+            Err(IoError::Io)
+        } else {
+            res
+        });
+    }
+    for f in flushes {
+        sh.cow.submit(f);
+    }
+}
+
+impl Target for Snapshot {
+    fn map(&self, bio: Bio) -> MapResult {
+        let sh = self.shared.clone();
+        let p = self.p.clone();
+        self.batch
+            .push(&self.worker, bio, move |bios| snap_batch(&sh, bios, &p));
+        MapResult::Submitted
+    }
+    fn status(&self, ty: StatusType, _flags: StatusFlags) -> String {
+        match ty {
+            StatusType::Info => self.shared.status(),
+            StatusType::Table => {
+                let chunk = self.shared.st.lock().store.chunk;
+                SnapshotParams {
+                    origin: self.origin.id.to_string(),
+                    cow: self.cow.id.to_string(),
+                    chunk,
+                    ..self.p.clone()
+                }
+                .to_string()
+            }
+        }
+    }
+    fn max_io_len(&self) -> Option<Sectors> {
+        Some(Sectors(self.shared.st.lock().store.chunk))
+    }
+    fn num_discard_bios(&self) -> u32 {
+        match (self.p.discard_zeroes_cow, self.p.discard_passdown_origin) {
+            (false, _) => 0,
+            (true, false) => 1,
+            (true, true) => 2,
+        }
+    }
+    fn resume(&self) {
+        self.hub.add(&self.shared);
+        self.shared.active.store(true, SeqCst);
+    }
+}
