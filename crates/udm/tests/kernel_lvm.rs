@@ -111,7 +111,7 @@ lvcreate -q -y -n lin -L 8M vg
 lvcreate -q -y -n st -L 16M -i 2 -I 64K vg
 lvextend -q -L +8M vg/lin
 lvcreate -q -y -n orig -L 8M vg
-lvcreate -q -y -n sn -s -L 4M vg/orig
+lvcreate -q -y -n sn -s -L 12M vg/orig
 for lv in lin st orig; do
   seq -w 100000000 199999999 | head -c $(blockdev --getsize64 /dev/vg/$lv) > /dev/vg/$lv
 done
@@ -119,7 +119,7 @@ sync
 echo "=== devs"; cat /sys/block/vda/dev /sys/block/vdb/dev
 echo "=== table"; dmsetup table
 echo "=== info"; dmsetup info -c --noheadings --separator ' ' -o name,uuid,major,minor
-echo "=== cksum"; for lv in lin st; do cksum < /dev/vg/$lv; done
+echo "=== cksum"; for lv in lin st sn orig; do cksum < /dev/vg/$lv; done
 vgchange -an vg >/dev/null
 vgck uvg
 vgchange -ay uvg >/dev/null
@@ -285,8 +285,64 @@ echo "=== end"
         assert_eq!(*t, kernel_of(n), "{n}");
         assert_eq!(u, uuid_of(n), "{n}");
     }
+    // udm activates lvm2's snapshot (and so its origin) on its snapshot target: the same
+    // tables, and the kernel's exception store read back (the snapshot still shows what
+    // the origin held before the kernel wrote to it).
+    let o = e.ok("lvchange", &["--devices", &both, "-ay", "vg/sn"]);
+    assert_eq!(o, "");
+    let ours_info = e.dm(&[
+        "info",
+        "-c",
+        "--noheadings",
+        "--separator",
+        " ",
+        "-o",
+        "name,major,minor",
+    ]);
+    let ours: Vec<Vec<&str>> = ours_info
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    for n in ["vg-orig-real", "vg-orig", "vg-sn-cow", "vg-sn"] {
+        let t: String = e
+            .dm(&["table", n])
+            .lines()
+            .map(|l| {
+                let words: Vec<String> = l
+                    .split(' ')
+                    .map(
+                        |w| match ours.iter().find(|r| format!("{}:{}", r[1], r[2]) == w) {
+                            Some(r) => format!("/dev/mapper/{}", r[0]),
+                            None => w.to_string(),
+                        },
+                    )
+                    .collect();
+                format!("{}\n", words.join(" "))
+            })
+            .collect();
+        assert_eq!(t, kernel_of(n), "udm's live {n}");
+    }
+    for (name, want) in ["vg-sn", "vg-orig"].iter().zip(&sums[2..]) {
+        let c = udm_nbd::NbdClient::connect_unix(&d.nbd_socket, name).unwrap();
+        let mut buf = vec![0u8; c.size() as usize];
+        c.read(0, &mut buf).unwrap();
+        assert_eq!(udm_testkit::dm::cksum(&buf), *want, "data of {name}");
+    }
+    assert_ne!(
+        sums[2], sums[3],
+        "the kernel wrote to the origin after the snapshot"
+    );
+    e.ok("lvchange", &["--devices", &both, "-an", "vg/sn"]);
     assert_eq!(
-        e.ok("lvchange", &["--devices", &both, "-an", "vg/lin", "vg/st"]),
+        e.dm(&["table", "vg-orig"]),
+        kernel_of("vg-orig-real"),
+        "the origin back on its own table"
+    );
+    assert_eq!(
+        e.ok(
+            "lvchange",
+            &["--devices", &both, "-an", "vg/lin", "vg/st", "vg/orig"]
+        ),
         ""
     );
     assert_eq!(e.dm(&["ls"]), "No devices found\n");

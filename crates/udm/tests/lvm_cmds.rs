@@ -604,3 +604,106 @@ fn refusals_match_lvm2() {
     let after: Vec<Vec<u8>> = imgs.iter().map(|p| std::fs::read(p).unwrap()).collect();
     assert!(before == after, "a refused command wrote");
 }
+
+/// `major:minor` of a udm device, as tables print it.
+fn devno(e: &UdmCli, name: &str) -> String {
+    let s = e.dm(&[
+        "info",
+        "-c",
+        "--noheadings",
+        "--separator",
+        ":",
+        "-o",
+        "major,minor",
+        name,
+    ]);
+    s.trim().to_string()
+}
+
+/// Snapshot LVs on the daemon's snapshot target: `lvcreate -s` on an active origin loads
+/// lvm2's stack (`-real`, `-cow`, `snapshot`, the origin switched to `snapshot-origin`);
+/// the snapshot keeps the data the origin had; lvremove takes the snapshot away and the
+/// origin back to its linear table.
+#[test]
+fn snapshot_lv_activation() {
+    let d = Daemon::start(&udm());
+    let dir = tempfile::tempdir().unwrap();
+    let e = env(&d.socket, dir.path().join("state"));
+    let a = udm_testkit::image(dir.path(), "a.img", 64 << 20);
+    let a = a.to_str().unwrap();
+    let dv = ["--devices", a];
+    e.ok("vgcreate", &[&dv[..], &["vg", a]].concat());
+    e.ok(
+        "lvcreate",
+        &[&dv[..], &["-n", "orig", "-L", "8M", "vg"]].concat(),
+    );
+    let before: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+    udm_nbd::NbdClient::connect_unix(&d.nbd_socket, "vg-orig")
+        .unwrap()
+        .write(0, &before, true)
+        .unwrap();
+    let o = e.ok(
+        "lvcreate",
+        &[&dv[..], &["-n", "sn", "-s", "-L", "4M", "vg/orig"]].concat(),
+    );
+    assert_eq!(o, "  Logical volume \"sn\" created.\n");
+    let (real, cow) = (devno(&e, "vg-orig-real"), devno(&e, "vg-sn-cow"));
+    assert_eq!(
+        e.dm(&["table", "vg-orig-real"]),
+        format!("0 16384 linear {a} 2048\n")
+    );
+    assert_eq!(
+        e.dm(&["table", "vg-sn-cow"]),
+        format!("0 8192 linear {a} 18432\n")
+    );
+    assert_eq!(
+        e.dm(&["table", "vg-sn"]),
+        format!("0 16384 snapshot {real} {cow} P 8\n")
+    );
+    assert_eq!(
+        e.dm(&["table", "vg-orig"]),
+        format!("0 16384 snapshot-origin {real}\n")
+    );
+    let after = vec![0x5au8; 1 << 20];
+    udm_nbd::NbdClient::connect_unix(&d.nbd_socket, "vg-orig")
+        .unwrap()
+        .write(0, &after, true)
+        .unwrap();
+    assert!(
+        read_all(&d, "vg-sn") == before,
+        "the snapshot keeps the old data"
+    );
+    let now = read_all(&d, "vg-orig");
+    assert!(now[..1 << 20] == after[..] && now[1 << 20..] == before[1 << 20..]);
+    // Down and up again: the persistent exception store brings the old data back.
+    assert_eq!(
+        e.ok("vgchange", &[&dv[..], &["-an", "vg"]].concat()),
+        "  0 logical volume(s) in volume group \"vg\" now active\n"
+    );
+    assert_eq!(e.dm(&["ls"]), "No devices found\n");
+    assert_eq!(
+        e.ok("vgchange", &[&dv[..], &["-ay", "vg"]].concat()),
+        "  2 logical volume(s) in volume group \"vg\" now active\n"
+    );
+    assert_eq!(e.dm(&["ls"]).lines().count(), 4);
+    assert!(
+        read_all(&d, "vg-sn") == before,
+        "the snapshot survives deactivation"
+    );
+    assert!(read_all(&d, "vg-orig")[..1 << 20] == after[..]);
+    let o = e.ok("lvremove", &[&dv[..], &["-y", "vg/sn"]].concat());
+    assert_eq!(o, "  Logical volume \"sn\" successfully removed.\n");
+    // The origin goes back to its own table; its -real layer goes.
+    assert_eq!(
+        e.dm(&["ls"]).split_whitespace().collect::<Vec<_>>()[0],
+        "vg-orig"
+    );
+    assert_eq!(e.dm(&["ls"]).lines().count(), 1);
+    assert_eq!(
+        e.dm(&["table", "vg-orig"]),
+        format!("0 16384 linear {a} 2048\n")
+    );
+    assert!(read_all(&d, "vg-orig")[..1 << 20] == after[..]);
+    e.ok("vgchange", &[&dv[..], &["-an", "vg"]].concat());
+    assert_eq!(e.dm(&["ls"]), "No devices found\n");
+}

@@ -127,6 +127,18 @@ fn plain(vg: &Vg, lv: &Lv, dev: PvDev, mode: Mode) -> Result<Vec<DmLine>, LvmErr
         .collect()
 }
 
+/// The plain (linear/striped) table of LV `name`, whatever snapshots it has: what an
+/// origin goes back to when its last snapshot goes.
+pub fn plain_table(vg: &Vg, name: &str, dev: PvDev, mode: Mode) -> Result<Vec<DmLine>, LvmError> {
+    let lv = vg.lv(name).ok_or_else(|| {
+        LvmError::NotFound(format!(
+            "Failed to find logical volume \"{}/{name}\"",
+            vg.name
+        ))
+    })?;
+    plain(vg, lv, dev, mode)
+}
+
 /// The snapshot segment of `snapshotN` whose COW store is `lv`, if any.
 fn snapshot_seg<'a>(vg: &'a Vg, lv: &str) -> Option<&'a Segment> {
     vg.lvs

@@ -55,14 +55,59 @@ pub fn devices_of(
     mode: Mode,
 ) -> Result<Vec<DmDev>, String> {
     let paths = h.pv_paths(found);
-    let dev = |pv: &str| -> Option<String> {
-        paths
-            .iter()
-            .find(|(n, _)| n == pv)
-            .and_then(|(_, p)| p.clone())
-            .map(|p| udm_core::escape_arg(&p).into_owned())
-    };
+    let dev = |pv: &str| pv_dev(&paths, pv);
     plan(&h.meta.vg, lv, &dev, mode, &|n| format!("/dev/mapper/{n}")).map_err(|e| e.to_string())
+}
+
+/// A PV's device as tables name it.
+fn pv_dev(paths: &[(String, Option<String>)], pv: &str) -> Option<String> {
+    paths
+        .iter()
+        .find(|(n, _)| n == pv)
+        .and_then(|(_, p)| p.clone())
+        .map(|p| udm_core::escape_arg(&p).into_owned())
+}
+
+/// After a snapshot went: when no other snapshot of `origin` is active, the origin goes
+/// back to its plain table and its `-real` layer is removed, as lvm2 does.
+fn drop_origin_layer(
+    c: &mut Client,
+    h: &VgHandle,
+    found: &[Found],
+    gone: &str,
+    origin: &DmDev,
+    real: &str,
+    err: &mut dyn Write,
+) -> Result<(), i32> {
+    let vg = &h.meta.vg;
+    let still = vg
+        .snapshots_of(&origin.lv)
+        .iter()
+        .flat_map(|s| &s.segments)
+        .filter_map(|s| udm_formats::lvm::edit::seg_str(s, "cow_store"))
+        .filter(|cow| *cow != gone && *cow != origin.lv)
+        .any(|cow| exists(c, &dm_name(&vg.name, cow, None)));
+    if still || !exists(c, &origin.name) || !exists(c, real) {
+        return Ok(());
+    }
+    let paths = h.pv_paths(found);
+    let dev = |pv: &str| pv_dev(&paths, pv);
+    let table = udm_formats::lvm::dmplan::plain_table(vg, &origin.lv, &dev, Mode::Partial)
+        .map_err(|e| {
+            let _ = writeln!(err, "  {e}");
+            super::vgcmds::ECMD_FAILED
+        })?;
+    let plain = DmDev {
+        table,
+        ..origin.clone()
+    };
+    reload_one(c, &plain, err)?;
+    c.call(Request::Remove {
+        dev: DevSel::Name(real.into()),
+        deferred: false,
+    })
+    .map_err(|e| dmctl::report(err, "remove", real, &e))?;
+    Ok(())
 }
 
 fn mode_of(cl: &Cmdline, err: &mut dyn Write) -> Option<Mode> {
@@ -200,6 +245,12 @@ pub fn change_vg(
                     rc = super::vgcmds::ECMD_FAILED;
                     break;
                 }
+            }
+            if devs.len() == 4
+                && rc == 0
+                && drop_origin_layer(&mut c, h, found, lv, &devs[3], &devs[0].name, err).is_err()
+            {
+                rc = super::vgcmds::ECMD_FAILED;
             }
         }
     }
