@@ -466,8 +466,9 @@ fn online_resize_rename_and_remove() {
     assert_eq!(e.dm(&["ls"]), "No devices found\n");
 }
 
-/// The fake 8 TB disk seed, as far as linear LVs go: a udm device (1024 real sectors, then
-/// `zero`) becomes a PV through the daemon, and a 100%FREE LV on it (<8.00t) maps onto it.
+/// The fake 8 TB disk seed as written: a udm device (1024 real sectors, then `zero`) becomes
+/// a PV through the daemon, a 100%FREE LV on it (<8.00t) maps onto it, and a snapshot of
+/// that LV on a real PV can be written anywhere in its 8 TB; `vgchange -a n` cleans up.
 #[test]
 fn seed_fake_8tb_pv_on_udm_device() {
     let d = Daemon::start(&udm());
@@ -524,11 +525,51 @@ fn seed_fake_8tb_pv_on_udm_device() {
         &["-n", "x", "-l", "1", "vg_8tb", other.to_str().unwrap()],
     );
     assert_eq!(c, 5, "{er}");
+    // The snapshot over the fake disk, on a real PV: writable anywhere in its 8 TB.
+    let sdh1 = other.to_str().unwrap();
+    e.ok("pvcreate", &[sdh1]);
+    e.ok("vgextend", &["vg_8tb", sdh1]);
+    let o = e.ok(
+        "lvcreate",
+        &[
+            "-n",
+            "lv_real_8tb",
+            "-s",
+            "-l",
+            "100%FREE",
+            "vg_8tb/lv_fake_8tb",
+            sdh1,
+        ],
+    );
+    assert_eq!(o, "  Logical volume \"lv_real_8tb\" created.\n");
+    assert_eq!(
+        e.dm(&["table", "vg_8tb-lv_real_8tb-cow"]),
+        format!("0 122880 linear {sdh1} 2048\n")
+    );
+    let snap = udm_nbd::NbdClient::connect_unix(&d.nbd_socket, "vg_8tb-lv_real_8tb").unwrap();
+    assert_eq!(snap.size(), 17179860992 * 512);
+    let far = 5u64 << 40;
+    snap.write(far, &[0xa5u8; 4096], true).unwrap();
+    let mut back = vec![0u8; 8192];
+    snap.read(far - 4096, &mut back).unwrap();
+    assert!(back[..4096].iter().all(|&b| b == 0) && back[4096..].iter().all(|&b| b == 0xa5));
+    drop(snap);
     assert_eq!(
         e.ok("vgchange", &["-a", "n", "vg_8tb"]),
         "  0 logical volume(s) in volume group \"vg_8tb\" now active\n"
     );
     assert_eq!(e.dm(&["ls"]).split_whitespace().next(), Some("pv_8tb"));
+    assert_eq!(e.dm(&["ls"]).lines().count(), 1);
+    let o = e.ok("lvremove", &["vg_8tb/lv_real_8tb"]);
+    assert_eq!(
+        o,
+        "  Logical volume \"lv_real_8tb\" successfully removed.\n"
+    );
+    let o = e.ok("lvremove", &["vg_8tb/lv_fake_8tb"]);
+    assert_eq!(
+        o,
+        "  Logical volume \"lv_fake_8tb\" successfully removed.\n"
+    );
 }
 
 /// Refused commands print what lvm2 prints (its activation/backup warnings aside) and exit
