@@ -11,6 +11,7 @@ pub mod registry;
 pub mod rng;
 pub mod thin;
 pub mod tool;
+pub mod udmcli;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

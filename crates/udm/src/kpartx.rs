@@ -663,7 +663,7 @@ pub fn main(args: &[String]) -> i32 {
     run(args, &mut stdout.lock(), &mut stderr.lock())
 }
 
-fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let Some(o) = (if args.is_empty() {
         None
     } else {

@@ -10,6 +10,7 @@ mod kpartx;
 mod logwrites;
 mod luks_cli;
 mod lvm;
+mod open_cli;
 mod optparse;
 mod snapshot_cli;
 mod stats_cli;
@@ -29,7 +30,8 @@ fn main() -> ExitCode {
         "veritysetup" => verity_cli::main("veritysetup", &args[1..]),
         "cryptsetup" => luks_cli::main("cryptsetup", &args[1..]),
         "kpartx" => kpartx::main(&args[1..]),
-        "pvs" | "vgs" | "lvs" => lvm::run(&prog, &args[1..]),
+        "pvs" | "vgs" | "lvs" | "lvm" => lvm::run(&prog, &args[1..]),
+        p if lvm::COMMANDS.contains(&p) => lvm::run(p, &args[1..]),
         _ => match args.get(1).map(|s| s.as_str()) {
             Some("daemon") => report(daemon_cli::main(&args[2..], false)),
             Some("stats") => stats_cli::main(&args[2..]),
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
             Some("key") => key_cli::main(&args[2..]),
             Some("dmesg") => dmesg_cli::main(&args[2..]),
             Some("kpartx") => kpartx::main(&args[2..]),
+            Some(c @ ("open" | "close")) => open_cli::main(c, &args[2..]),
             Some("snapshot") => snapshot_cli::main(&args[2..]),
             None => report(daemon_cli::main(&[], true)),
             Some("--help") if args.len() == 2 => {
@@ -90,6 +93,10 @@ Usage:
                           messages); -c clears it after printing, -C only clears
   udm verity format|verify|open|close|status|dump …   dm-verity (a `veritysetup` link too)
   udm kpartx -l|-a|-u|-d [-p DELIM] [-r] [-v] DISK   partition mappings (a `kpartx` link too)
+  udm open [--key-file F] IMAGE   partitions, LUKS volumes and LVM VGs inside an image, as
+                          devices (listed with FUSE paths and NBD URIs); udm close IMAGE
+  udm lvm COMMAND …       lvm2's commands (pvcreate, vgcreate, lvcreate, vgchange, lvs, …;
+                          also as links of those names)
   udm log-writes replay|dump …   replay a dm-log-writes log onto a device or image, or list it
   udm snapshot dump COW           print a snapshot COW's header and exception table
   udm <dmsetup command>   any dmsetup command (create, ls, info, table, status, remove, …);

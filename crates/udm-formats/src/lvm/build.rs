@@ -114,11 +114,13 @@ impl Vg {
         time: i64,
     ) -> Result<&Lv, LvmError> {
         if !valid_name(name) || name.starts_with("snapshot") || name.starts_with("pvmove") {
-            return Err(LvmError::Invalid(format!("invalid LV name {name:?}")));
+            return Err(LvmError::Refused(format!(
+                "Logical volume name \"{name}\" is invalid."
+            )));
         }
         if self.lv(name).is_some() {
-            return Err(LvmError::Invalid(format!(
-                "logical volume {name} already exists in volume group {}",
+            return Err(LvmError::Refused(format!(
+                "Logical Volume \"{name}\" already exists in volume group \"{}\"",
                 self.name
             )));
         }
@@ -126,8 +128,8 @@ impl Vg {
             return Err(LvmError::Invalid("an LV needs at least one extent".into()));
         }
         let insufficient = |free: u64| {
-            LvmError::Invalid(format!(
-                "insufficient suitable allocatable extents for logical volume {name}: \
+            LvmError::Refused(format!(
+                "Insufficient suitable allocatable extents for logical volume {name}: \
                  {extents} required, {free} free"
             ))
         };

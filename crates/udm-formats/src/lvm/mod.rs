@@ -8,8 +8,12 @@
 //! - [`text`]: the text metadata grammar as a generic tree: parse and print, byte-exact.
 //! - [`model`]: typed VG/PV/LV/segment model over the tree (unknown keys survive).
 //! - [`ops`]: `pvcreate`, write and commit a VG to every PV, read a VG from a set of PVs.
+//! - [`build`], [`edit`]: vgcreate/lvcreate allocation and the other VG and LV edits.
+//! - [`dmplan`]: the device-mapper devices and tables lvm2 activates for an LV.
 
 pub mod build;
+pub mod dmplan;
+pub mod edit;
 pub mod label;
 pub mod mda;
 pub mod model;
@@ -81,6 +85,9 @@ pub enum LvmError {
     Inconsistent(String),
     #[error("{0}")]
     NotFound(String),
+    /// A request lvm2 would refuse, in lvm2's words.
+    #[error("{0}")]
+    Refused(String),
     #[error("I/O error on {what}: {reason}")]
     Io {
         what: String,

@@ -37,7 +37,7 @@ pub fn open_dev(io: &mut Io<'_>, path: &str, write: bool) -> Result<Dev, Failed>
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(write)
-        .open(path);
+        .open(udm_file(&io.socket, path));
     let Ok(file) = f else {
         return Err(fail(
             io,
@@ -51,6 +51,27 @@ pub fn open_dev(io: &mut Io<'_>, path: &str, write: bool) -> Result<Dev, Failed>
         file,
         size,
     })
+}
+
+/// A udm device (`/dev/mapper/NAME` not on the host) is read through the daemon's file
+/// export; anything else is opened as given.
+fn udm_file(socket: &std::path::Path, path: &str) -> std::path::PathBuf {
+    let plain = std::path::PathBuf::from(path);
+    let Some(name) = path.strip_prefix("/dev/mapper/") else {
+        return plain;
+    };
+    if plain.exists() {
+        return plain;
+    }
+    let Ok(mut c) = udm_proto::Client::connect(socket) else {
+        return plain;
+    };
+    match c.call(udm_proto::Request::DaemonInfo) {
+        Ok(udm_proto::Reply::Daemon {
+            fuse_dir: Some(d), ..
+        }) => std::path::Path::new(&d).join(name),
+        _ => plain,
+    }
 }
 
 /// Size of a file or block device in bytes.

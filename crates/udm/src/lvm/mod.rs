@@ -1,17 +1,24 @@
-//! `udm lvm pvs|vgs|lvs` and the `pvs`/`vgs`/`lvs` links: lvm2's default reports, byte for
-//! byte, read from the devices or image files named by `--devices` (or, for `pvs`, its
-//! arguments) — never from a scan of the host's disks. Activation state is not consulted
-//! yet, so the LV state and open columns show `X` (unknown), as lvm2 does without a
+//! `udm lvm COMMAND` and the `lvm`, `pvs`, `lvcreate`, … links: lvm2's reports byte for
+//! byte (`pvs`/`vgs`/`lvs` here, the `*display` long forms in [`display`]), and the commands
+//! that change PVs, VGs and LVs ([`vgcmds`], [`lvcmds`]) and activate them through the
+//! daemon ([`activate`]). Devices come from `--devices`, a devices file, or (for `pvs`) the
+//! arguments — never from a scan of the host's disks. Reports do not consult activation
+//! state, so the LV state and open columns show `X` (unknown), as lvm2 does without a
 //! device-mapper driver.
 
+mod activate;
 mod attrs;
+pub mod devices;
+mod display;
 mod fields;
+mod lvcmds;
 mod report;
+mod session;
+mod vgcmds;
 
 use fields::{Ctx, Field, Obj, PvInfo};
 use std::collections::BTreeMap;
 use std::io::Write;
-use udm_formats::lvm::ops::ImageFile;
 use udm_formats::lvm::{read_vg, scan_pv, Disk, LvmError, PvHeader, ReadVg};
 
 /// lvm2's exit status for a command that failed.
@@ -20,12 +27,42 @@ const ECMD_FAILED: i32 = 5;
 const EINVALID_CMD_LINE: i32 = 3;
 
 const USAGE: &str = "\
-Usage: udm lvm pvs|vgs|lvs [--devices PV[,PV…]]… [-o [+]FIELD[,FIELD…]] [--units UNIT]
-         [--nosuffix] [--noheadings] [--separator SEP] [--reportformat basic|json]
-         [-a] [--segments] [NAME…]
-  (also as the `pvs`, `vgs` and `lvs` links). PVs are image files or block devices,
-  listed with --devices; `pvs PV…` reads the PVs it names.
+Usage: udm lvm COMMAND [ARGS…]   (also as `lvm` and as links named after each command)
+  reports:  pvs|vgs|lvs [-o [+]FIELD,…] [--units U] [--nosuffix] [--noheadings]
+            [--separator S] [--reportformat basic|json] [-a] [--segments] [NAME…]
+            pvdisplay|vgdisplay|lvdisplay [-a] [NAME…]
+  PVs, VGs: pvcreate|pvremove DEV…; vgcreate [-s SIZE] VG PV…; vgextend|vgreduce VG PV…;
+            vgremove [-f] VG…; vgrename OLD NEW; vgchange -a y|n [--activationmode partial] [VG…]
+  LVs:      lvcreate -L SIZE|-l N[%VG|%FREE|%PVS|%ORIGIN] [-n NAME] [-i N [-I SIZE]]
+            [--type linear|striped|snapshot] [-s VG/ORIGIN] [-a y|n] VG [PV…];
+            lvremove|lvchange -a y|n VG/LV…; lvrename VG OLD NEW;
+            lvextend|lvreduce|lvresize -L|-l [+|-]SIZE VG/LV
+  common:   --devices PV[,PV…] (image files, block devices, /dev/mapper/NAME udm devices),
+            --devicesfile FILE (default: lvm.devices in udm's state directory, kept by
+            pvcreate/vgcreate), --config STRING (global{activation=0}: metadata only), -y, -f
 ";
+
+/// The commands besides the reports (also the names the binary answers to).
+pub const COMMANDS: &[&str] = &[
+    "pvcreate",
+    "pvremove",
+    "vgcreate",
+    "vgextend",
+    "vgreduce",
+    "vgremove",
+    "vgrename",
+    "vgchange",
+    "lvcreate",
+    "lvremove",
+    "lvrename",
+    "lvextend",
+    "lvreduce",
+    "lvresize",
+    "lvchange",
+    "pvdisplay",
+    "vgdisplay",
+    "lvdisplay",
+];
 
 /// `udm lvm COMMAND ARGS…`.
 pub fn main(args: &[String]) -> i32 {
@@ -47,6 +84,7 @@ pub fn run(cmd: &str, args: &[String]) -> i32 {
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let (mut out, mut err) = (stdout.lock(), stderr.lock());
+    let cmd = if cmd == "lvm" { return main(args) } else { cmd };
     match cmd {
         "pvs" | "vgs" | "lvs" => match Opts::parse(args) {
             Ok(o) => report_cmd(cmd, &o, &mut out, &mut err),
@@ -55,8 +93,36 @@ pub fn run(cmd: &str, args: &[String]) -> i32 {
                 EINVALID_CMD_LINE
             }
         },
+        c if COMMANDS.contains(&c) => match session::Cmdline::parse(c, args) {
+            Ok(cl) => match c {
+                "pvcreate" => vgcmds::pvcreate_cmd(&cl, &mut out, &mut err),
+                "pvremove" => vgcmds::pvremove_cmd(&cl, &mut out, &mut err),
+                "vgcreate" => vgcmds::vgcreate_cmd(&cl, &mut out, &mut err),
+                "vgextend" => vgcmds::vgextend_cmd(&cl, &mut out, &mut err),
+                "vgreduce" => vgcmds::vgreduce_cmd(&cl, &mut out, &mut err),
+                "vgremove" => vgcmds::vgremove_cmd(&cl, &mut out, &mut err),
+                "vgrename" => vgcmds::vgrename_cmd(&cl, &mut out, &mut err),
+                "vgchange" => vgcmds::vgchange_cmd(&cl, &mut out, &mut err),
+                "lvcreate" => lvcmds::lvcreate_cmd(&cl, &mut out, &mut err),
+                "lvremove" => lvcmds::lvremove_cmd(&cl, &mut out, &mut err),
+                "lvrename" => lvcmds::lvrename_cmd(&cl, &mut out, &mut err),
+                "lvchange" => lvcmds::lvchange_cmd(&cl, &mut out, &mut err),
+                "pvdisplay" | "vgdisplay" | "lvdisplay" => {
+                    display::display_cmd(c, &cl, &mut out, &mut err)
+                }
+                _ => lvcmds::lvresize_cmd(c, &cl, &mut out, &mut err),
+            },
+            Err(m) => {
+                let _ = writeln!(err, "  {m}");
+                EINVALID_CMD_LINE
+            }
+        },
         _ => {
-            let _ = writeln!(err, "  udm lvm: no such command '{cmd}' (pvs, vgs, lvs)");
+            let _ = writeln!(
+                err,
+                "  udm lvm: no such command '{cmd}' ({})",
+                COMMANDS.join(", ")
+            );
             EINVALID_CMD_LINE
         }
     }
@@ -65,6 +131,7 @@ pub fn run(cmd: &str, args: &[String]) -> i32 {
 #[derive(Default)]
 struct Opts {
     devices: Vec<String>,
+    devicesfile: Option<String>,
     options: Vec<String>,
     all: bool,
     segments: bool,
@@ -95,6 +162,10 @@ impl Opts {
                 }
             };
             match flag {
+                "--devicesfile" => o.devicesfile = Some(val(flag)?),
+                "--config" => {
+                    val(flag)?;
+                }
                 "--devices" => o.devices.extend(
                     val(flag)?
                         .split(',')
@@ -144,9 +215,9 @@ fn scan(devices: &[String], err: &mut dyn Write) -> Scan {
         vgs: BTreeMap::new(),
         failed: false,
     };
-    let mut files: Vec<(String, ImageFile, Option<String>)> = Vec::new();
+    let mut files: Vec<(String, Box<dyn Disk>, Option<String>)> = Vec::new();
     for d in devices {
-        let f = match ImageFile::open(std::path::Path::new(d), false) {
+        let f = match devices::open(d, false) {
             Ok(f) => f,
             Err(e) => {
                 let _ = writeln!(err, "  Cannot use {d}: {e}");
@@ -154,7 +225,7 @@ fn scan(devices: &[String], err: &mut dyn Write) -> Scan {
                 continue;
             }
         };
-        match scan_pv(&f) {
+        match scan_pv(&*f) {
             Ok(p) => {
                 for w in &p.warnings {
                     let _ = writeln!(err, "  WARNING: {w}");
@@ -175,11 +246,11 @@ fn scan(devices: &[String], err: &mut dyn Write) -> Scan {
         files.iter().filter_map(|f| f.2.clone()).collect();
     for name in names {
         // PVs without metadata of their own (ignored or no areas) may belong to this VG.
-        let group: Vec<&(String, ImageFile, Option<String>)> = files
+        let group: Vec<&(String, Box<dyn Disk>, Option<String>)> = files
             .iter()
             .filter(|f| f.2.is_none() || f.2.as_deref() == Some(&name))
             .collect();
-        let disks: Vec<&dyn Disk> = group.iter().map(|f| &f.1 as &dyn Disk).collect();
+        let disks: Vec<&dyn Disk> = group.iter().map(|f| &*f.1).collect();
         match read_vg(&disks, Some(&name)) {
             Ok(r) => {
                 for w in &r.warnings {
@@ -273,11 +344,19 @@ fn report_cmd(cmd: &str, o: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> 
             return EINVALID_CMD_LINE;
         }
     };
-    let devices = if o.devices.is_empty() && cmd == "pvs" {
+    let mut devices = if o.devices.is_empty() && cmd == "pvs" {
         o.names.clone()
     } else {
         o.devices.clone()
     };
+    if devices.is_empty() {
+        let file = o
+            .devicesfile
+            .as_ref()
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(devices::default_devices_file);
+        devices = devices::read_devices_file(&file);
+    }
     if devices.is_empty() {
         let _ = writeln!(
             err,

@@ -1,0 +1,349 @@
+//! Activation through the daemon: the devices and tables lvm2 would load for each LV
+//! (`udm_formats::lvm::dmplan`), created lower devices first; deactivation removes them top
+//! first; a resized active LV has its live tables reloaded. Under
+//! `--config 'global{activation=0}'` nothing is sent, as lvm2 does.
+
+use super::session::{Cmdline, Found, VgHandle};
+use crate::dmctl;
+use std::io::Write;
+use udm_formats::lvm::dmplan::{activation_order, dm_name, plan, DmDev, Mode};
+use udm_formats::lvm::Vg;
+use udm_proto::{Client, DevSel, Line, Reply, Request};
+
+fn client() -> Option<Client> {
+    Client::connect(&udm_proto::default_socket()).ok()
+}
+
+fn exists(c: &mut Client, name: &str) -> bool {
+    matches!(
+        c.call(Request::Info {
+            dev: DevSel::Name(name.into()),
+            inactive: false,
+        }),
+        Ok(Reply::Info(_))
+    )
+}
+
+/// The visible LVs of `vg` whose device exists in the daemon (none without a daemon).
+pub fn active_lvs(vg: &Vg) -> Vec<String> {
+    let Some(mut c) = client() else {
+        return Vec::new();
+    };
+    activation_order(vg)
+        .into_iter()
+        .filter(|lv| exists(&mut c, &dm_name(&vg.name, lv, None)))
+        .collect()
+}
+
+fn lines(d: &DmDev) -> Vec<Line> {
+    d.table
+        .iter()
+        .map(|l| Line {
+            start: l.start,
+            len: l.len,
+            ttype: l.ttype.clone(),
+            params: l.params.clone(),
+        })
+        .collect()
+}
+
+/// The devices of one LV as planned from `h`'s metadata and the PVs found.
+pub fn devices_of(
+    h: &VgHandle,
+    found: &[Found],
+    lv: &str,
+    mode: Mode,
+) -> Result<Vec<DmDev>, String> {
+    let paths = h.pv_paths(found);
+    let dev = |pv: &str| pv_dev(&paths, pv);
+    plan(&h.meta.vg, lv, &dev, mode, &|n| format!("/dev/mapper/{n}")).map_err(|e| e.to_string())
+}
+
+/// A PV's device as tables name it.
+fn pv_dev(paths: &[(String, Option<String>)], pv: &str) -> Option<String> {
+    paths
+        .iter()
+        .find(|(n, _)| n == pv)
+        .and_then(|(_, p)| p.clone())
+        .map(|p| udm_core::escape_arg(&p).into_owned())
+}
+
+/// After a snapshot went: when no other snapshot of `origin` is active, the origin goes
+/// back to its plain table and its `-real` layer is removed, as lvm2 does.
+fn drop_origin_layer(
+    c: &mut Client,
+    h: &VgHandle,
+    found: &[Found],
+    gone: &str,
+    origin: &DmDev,
+    real: &str,
+    err: &mut dyn Write,
+) -> Result<(), i32> {
+    let vg = &h.meta.vg;
+    let still = vg
+        .snapshots_of(&origin.lv)
+        .iter()
+        .flat_map(|s| &s.segments)
+        .filter_map(|s| udm_formats::lvm::edit::seg_str(s, "cow_store"))
+        .filter(|cow| *cow != gone && *cow != origin.lv)
+        .any(|cow| exists(c, &dm_name(&vg.name, cow, None)));
+    if still || !exists(c, &origin.name) || !exists(c, real) {
+        return Ok(());
+    }
+    let paths = h.pv_paths(found);
+    let dev = |pv: &str| pv_dev(&paths, pv);
+    let table = udm_formats::lvm::dmplan::plain_table(vg, &origin.lv, &dev, Mode::Partial)
+        .map_err(|e| {
+            let _ = writeln!(err, "  {e}");
+            super::vgcmds::ECMD_FAILED
+        })?;
+    let plain = DmDev {
+        table,
+        ..origin.clone()
+    };
+    reload_one(c, &plain, err)?;
+    c.call(Request::Remove {
+        dev: DevSel::Name(real.into()),
+        deferred: false,
+    })
+    .map_err(|e| dmctl::report(err, "remove", real, &e))?;
+    Ok(())
+}
+
+fn mode_of(cl: &Cmdline, err: &mut dyn Write) -> Option<Mode> {
+    match cl.val("--activationmode") {
+        None | Some("complete") | Some("degraded") => Some(Mode::Complete),
+        Some("partial") => Some(Mode::Partial),
+        Some(m) => {
+            let _ = writeln!(err, "  Invalid argument for --activationmode: {m}");
+            None
+        }
+    }
+}
+
+/// Activate (`on`) or deactivate every LV of the VG, or only `only`; prints lvm2's count
+/// line for a whole VG. Returns the exit status.
+pub fn change_vg(
+    cl: &Cmdline,
+    h: &VgHandle,
+    found: &[Found],
+    on: bool,
+    only: Option<&str>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let vg = &h.meta.vg;
+    let Some(mode) = mode_of(cl, err) else {
+        return 3;
+    };
+    h.warn_missing(err);
+    if mode == Mode::Partial {
+        let _ = writeln!(
+            err,
+            "  PARTIAL MODE. Incomplete logical volumes will be processed."
+        );
+    }
+    let mut lvs = match only {
+        Some(l) => vec![l.to_string()],
+        None => activation_order(vg),
+    };
+    let count_line = |out: &mut dyn Write, n: usize| {
+        if only.is_none() {
+            let _ = writeln!(
+                out,
+                "  {n} logical volume(s) in volume group \"{}\" now active",
+                vg.name
+            );
+        }
+    };
+    if !cl.activation() {
+        let _ = writeln!(
+            err,
+            "  WARNING: Activation disabled. No device-mapper interaction will be attempted."
+        );
+        count_line(out, 0);
+        return 0;
+    }
+    let Some(mut c) = dmctl::connect(&udm_proto::default_socket(), err) else {
+        return super::vgcmds::ECMD_FAILED;
+    };
+    let mut rc = 0;
+    if on {
+        for lv in &lvs {
+            let devs = match devices_of(h, found, lv, mode) {
+                Ok(d) => d,
+                Err(m) => {
+                    let _ = writeln!(err, "  {m}");
+                    rc = super::vgcmds::ECMD_FAILED;
+                    continue;
+                }
+            };
+            // Devices made for this LV, removed again if a later one fails (as lvm2 does).
+            let mut made_here: Vec<&str> = Vec::new();
+            for d in &devs {
+                if exists(&mut c, &d.name) {
+                    if d.replace && reload_one(&mut c, d, err).is_err() {
+                        rc = super::vgcmds::ECMD_FAILED;
+                        for n in made_here.iter().rev() {
+                            let _ = c.call(Request::Remove {
+                                dev: DevSel::Name(n.to_string()),
+                                deferred: false,
+                            });
+                        }
+                        break;
+                    }
+                    continue;
+                }
+                let made = c
+                    .call(Request::Create {
+                        name: d.name.clone(),
+                        uuid: d.uuid.clone(),
+                    })
+                    .map_err(|e| dmctl::report(err, "create", &d.name, &e))
+                    .and_then(|_| {
+                        dmctl::load_and_resume(&mut c, err, &d.name, lines(d), d.read_only)
+                    });
+                if made.is_err() {
+                    rc = super::vgcmds::ECMD_FAILED;
+                    for n in made_here.iter().rev() {
+                        let _ = c.call(Request::Remove {
+                            dev: DevSel::Name(n.to_string()),
+                            deferred: false,
+                        });
+                    }
+                    break;
+                }
+                made_here.push(&d.name);
+            }
+        }
+    } else {
+        lvs.reverse();
+        for lv in &lvs {
+            let devs = match devices_of(h, found, lv, Mode::Partial) {
+                Ok(d) => d,
+                Err(m) => {
+                    let _ = writeln!(err, "  {m}");
+                    rc = super::vgcmds::ECMD_FAILED;
+                    continue;
+                }
+            };
+            // A snapshot takes down its -cow and itself; the origin's layers stay.
+            let own = if devs.len() == 4 {
+                &devs[1..3]
+            } else {
+                &devs[..]
+            };
+            for d in own.iter().rev() {
+                if !exists(&mut c, &d.name) {
+                    continue;
+                }
+                if let Err(e) = c.call(Request::Remove {
+                    dev: DevSel::Name(d.name.clone()),
+                    deferred: false,
+                }) {
+                    dmctl::report(err, "remove", &d.name, &e);
+                    rc = super::vgcmds::ECMD_FAILED;
+                    break;
+                }
+            }
+            if devs.len() == 4
+                && rc == 0
+                && drop_origin_layer(&mut c, h, found, lv, &devs[3], &devs[0].name, err).is_err()
+            {
+                rc = super::vgcmds::ECMD_FAILED;
+            }
+        }
+    }
+    let n = activation_order(vg)
+        .iter()
+        .filter(|l| exists(&mut c, &dm_name(&vg.name, l, None)))
+        .count();
+    count_line(out, n);
+    rc
+}
+
+/// Reload the live tables of an active LV after its size changed (lower devices first).
+pub fn reload(
+    cl: &Cmdline,
+    h: &VgHandle,
+    found: &[Found],
+    lv: &str,
+    err: &mut dyn Write,
+) -> Result<(), String> {
+    if !cl.activation() {
+        return Ok(());
+    }
+    let Some(mut c) = client() else {
+        return Ok(());
+    };
+    if !exists(&mut c, &dm_name(&h.meta.vg.name, lv, None)) {
+        return Ok(());
+    }
+    for d in devices_of(h, found, lv, Mode::Complete)? {
+        if d.lv != lv || !exists(&mut c, &d.name) {
+            continue;
+        }
+        reload_one(&mut c, &d, err).map_err(|_| format!("Failed to reload {}", d.name))?;
+    }
+    Ok(())
+}
+
+/// Load `d`'s table over its live one and resume it.
+fn reload_one(c: &mut Client, d: &DmDev, err: &mut dyn Write) -> Result<(), i32> {
+    let sel = DevSel::Name(d.name.clone());
+    c.call(Request::Load {
+        dev: sel.clone(),
+        table: lines(d),
+        read_only: d.read_only,
+    })
+    .map_err(|e| dmctl::report(err, "reload", &d.name, &e))?;
+    c.call(Request::Resume {
+        dev: sel,
+        noflush: false,
+        nolockfs: false,
+    })
+    .map_err(|e| dmctl::report(err, "resume", &d.name, &e))?;
+    Ok(())
+}
+
+/// After `lvrename`: the devices of an active LV (its snapshot layers too) take the names
+/// the renamed metadata gives them; their UUIDs do not change.
+pub fn rename(
+    cl: &Cmdline,
+    h: &VgHandle,
+    new_vg: &Vg,
+    found: &[Found],
+    old: &str,
+    new: &str,
+    err: &mut dyn Write,
+) -> Result<(), String> {
+    if !cl.activation() {
+        return Ok(());
+    }
+    let Some(mut c) = client() else {
+        return Ok(());
+    };
+    let before = devices_of(h, found, old, Mode::Partial)?;
+    let renamed = VgHandle {
+        meta: udm_formats::lvm::Metadata {
+            vg: new_vg.clone(),
+            ..h.meta.clone()
+        },
+        slots: h.slots.clone(),
+    };
+    let after = devices_of(&renamed, found, new, Mode::Partial)?;
+    for (b, a) in before.iter().zip(&after) {
+        if b.name == a.name || !exists(&mut c, &b.name) {
+            continue;
+        }
+        c.call(Request::Rename {
+            dev: DevSel::Name(b.name.clone()),
+            new_name: a.name.clone(),
+        })
+        .map_err(|e| {
+            dmctl::report(err, "rename", &b.name, &e);
+            format!("Failed to rename {}", b.name)
+        })?;
+    }
+    Ok(())
+}
