@@ -131,19 +131,15 @@ impl Exports {
         fuse_opts: udm_fuse::FuseOpts,
         policy: NbdPolicy,
         tls: Option<udm_nbd::TlsServer>,
+        nbd_gid: Option<u32>,
     ) -> Result<Exports> {
         let mut server = udm_nbd::NbdServer::new(Arc::new(RegistryExports(reg.clone(), policy)));
         if let Some(t) = tls {
             server = server.with_tls(t);
         }
-        if nbd_socket.exists() {
-            std::fs::remove_file(nbd_socket).map_err(DaemonError::io(format!(
-                "remove stale {}",
-                nbd_socket.display()
-            )))?;
-        }
+        // The caller checked that nothing but a stale socket is there.
         let unix = server
-            .serve_unix(nbd_socket)
+            .serve_unix_private(nbd_socket, nbd_gid)
             .map_err(DaemonError::io(format!(
                 "NBD socket {}",
                 nbd_socket.display()

@@ -65,6 +65,47 @@ impl NbdServer {
         self.start(fd, accept, None, Some(path.to_path_buf()))
     }
 
+    /// Listen on a Unix socket at `path` that only this user (mode 0600) or, with `gid`,
+    /// also that group (0660) may connect to, whatever the umask: the socket is bound under
+    /// a temporary name, given its mode and group, then renamed into place. Only a stale
+    /// socket at `path` is replaced.
+    pub fn serve_unix_private(&self, path: &Path, gid: Option<u32>) -> io::Result<ServerHandle> {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::symlink_metadata(path) {
+            if !m.file_type().is_socket() || !is_stale_socket(path) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a stale socket", path.display()),
+                ));
+            }
+        }
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".new{}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let listener = UnixListener::bind(&tmp)?;
+        let placed = (|| {
+            let mode = if gid.is_some() { 0o660 } else { 0o600 };
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+            if let Some(g) = gid {
+                std::os::unix::fs::chown(&tmp, None, Some(g))?;
+            }
+            std::fs::rename(&tmp, path)
+        })();
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        listener.set_nonblocking(true)?;
+        let fd = listener.as_raw_fd();
+        let accept = move || {
+            let (s, _) = listener.accept()?;
+            s.set_nonblocking(false)?;
+            Ok(Sock::Unix(s))
+        };
+        self.start(fd, accept, None, Some(path.to_path_buf()))
+    }
+
     /// Listen on a TCP address (port 0 picks a free port; see `ServerHandle::local_addr`).
     pub fn serve_tcp(&self, addr: SocketAddr) -> io::Result<ServerHandle> {
         let listener = TcpListener::bind(addr)?;
