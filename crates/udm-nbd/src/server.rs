@@ -2,7 +2,7 @@
 //! threads, and orderly shutdown.
 
 use crate::handshake::{Outcome, Tls};
-use crate::sock::Sock;
+use crate::sock::{PeerKey, Sock};
 use crate::tls::TlsServer;
 use crate::{handshake, transmission, Exports};
 use parking_lot::{Condvar, Mutex};
@@ -19,9 +19,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// A client must finish option haggling within this long.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections beyond this many are closed at once (each costs two threads).
 const MAX_CONNECTIONS: usize = 1024;
+/// Connections one client (uid of a unix peer, address of a TCP peer) may hold.
+const MAX_PER_PEER: usize = 256;
+/// Connections one client may have in the handshake at once: a new one closes that
+/// client's oldest, so idle connections never lock a well-behaved client out.
+const MAX_HANDSHAKES_PER_PEER: usize = 16;
 /// How long shutdown lets connections finish their in-flight replies before it closes
 /// their sockets outright.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -138,6 +143,7 @@ impl NbdServer {
             conns: Mutex::new(Conns {
                 next: 0,
                 socks: HashMap::new(),
+                handshaking: Vec::new(),
             }),
             cv: Condvar::new(),
         });
@@ -166,8 +172,16 @@ fn is_stale_socket(path: &Path) -> bool {
 
 struct Conns {
     next: u64,
-    /// A handle on every live connection's socket, to shut it down.
-    socks: HashMap<u64, Sock>,
+    /// A handle on every live connection's socket, to shut it down, and its client.
+    socks: HashMap<u64, (Sock, PeerKey)>,
+    /// Connections still in the handshake, oldest first.
+    handshaking: Vec<(u64, PeerKey)>,
+}
+
+impl Conns {
+    fn handshake_done(&mut self, id: u64) {
+        self.handshaking.retain(|(i, _)| *i != id);
+    }
 }
 
 struct Shared {
@@ -224,7 +238,7 @@ impl ServerHandle {
             let _ = std::fs::remove_file(p);
         }
         let mut conns = self.shared.conns.lock();
-        for s in conns.socks.values() {
+        for (s, _) in conns.socks.values() {
             let _ = s.shutdown(Shutdown::Read);
         }
         let deadline = Instant::now() + grace;
@@ -234,7 +248,7 @@ impl ServerHandle {
             }
         }
         // Clients that do not read their replies lose them now.
-        for s in conns.socks.values() {
+        for (s, _) in conns.socks.values() {
             let _ = s.shutdown(Shutdown::Both);
         }
         while !conns.socks.is_empty() {
@@ -302,18 +316,36 @@ where
 
 fn spawn_conn(shared: &Arc<Shared>, sock: Sock) {
     let Ok(handle) = sock.try_clone() else { return };
+    let key = sock.peer_key();
     let id = {
         let mut c = shared.conns.lock();
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        if c.socks.len() >= MAX_CONNECTIONS {
+        let same = |k: &PeerKey| *k == key;
+        let waiting: Vec<u64> = (c.handshaking.iter())
+            .filter(|(_, k)| same(k))
+            .map(|(i, _)| *i)
+            .collect();
+        if waiting.len() >= MAX_HANDSHAKES_PER_PEER {
+            // This client's oldest connection still in the handshake makes room.
+            let oldest = waiting[0];
+            if let Some((s, _)) = c.socks.get(&oldest) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            c.handshake_done(oldest);
+            tracing::debug!("nbd: {key:?} has too many handshakes; closed the oldest");
+        }
+        if c.socks.len() >= MAX_CONNECTIONS
+            || c.socks.values().filter(|(_, k)| same(k)).count() >= MAX_PER_PEER
+        {
             tracing::warn!("nbd: too many connections; refusing {}", sock.peer());
             return;
         }
         c.next += 1;
         let id = c.next;
-        c.socks.insert(id, handle);
+        c.socks.insert(id, (handle, key.clone()));
+        c.handshaking.push((id, key));
         id
     };
     let sh = shared.clone();
@@ -324,7 +356,7 @@ fn spawn_conn(shared: &Arc<Shared>, sock: Sock) {
                 shared: sh.clone(),
                 id,
             };
-            if let Err(e) = connection(&sh, sock) {
+            if let Err(e) = connection(&sh, sock, id) {
                 tracing::debug!("nbd: connection {id} ended: {e}");
             }
         });
@@ -335,7 +367,10 @@ fn spawn_conn(shared: &Arc<Shared>, sock: Sock) {
 }
 
 fn remove_conn(shared: &Shared, id: u64) {
-    shared.conns.lock().socks.remove(&id);
+    let mut c = shared.conns.lock();
+    c.socks.remove(&id);
+    c.handshake_done(id);
+    drop(c);
     shared.cv.notify_all();
 }
 
@@ -351,7 +386,7 @@ impl Drop for ConnDone {
     }
 }
 
-fn connection(shared: &Shared, mut sock: Sock) -> io::Result<()> {
+fn connection(shared: &Shared, mut sock: Sock, id: u64) -> io::Result<()> {
     sock.tune();
     sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     let peer = sock.peer();
@@ -390,6 +425,7 @@ fn connection(shared: &Shared, mut sock: Sock) -> io::Result<()> {
             }
         }
     };
+    shared.conns.lock().handshake_done(id);
     let how = if tls.active { "over TLS " } else { "" };
     tracing::info!("nbd: {peer} opened export {:?} {how}", neg.name);
     sock.set_read_timeout(None)?;

@@ -108,6 +108,7 @@ impl Server {
             .arg("--nbd-socket")
             .arg(&nbd)
             .arg("--no-fuse")
+            .arg("--nbd-insecure")
             .arg("--nbd-listen")
             .arg(format!("{}:{}", host.ip, host.port))
             .stderr(log)
