@@ -10,6 +10,7 @@ pub mod prop;
 pub mod registry;
 pub mod rng;
 pub mod tool;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
