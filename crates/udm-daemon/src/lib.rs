@@ -100,8 +100,10 @@ pub struct Daemon {
 /// can write there can put their own socket where clients look for ours.
 fn check_private_dir(dir: &Path) -> Result<(), DaemonError> {
     use std::os::unix::fs::MetadataExt;
-    let m = std::fs::symlink_metadata(dir)
-        .map_err(DaemonError::io(format!("socket directory {}", dir.display())))?;
+    let m = std::fs::symlink_metadata(dir).map_err(DaemonError::io(format!(
+        "socket directory {}",
+        dir.display()
+    )))?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
     if !m.is_dir() || m.uid() != me || m.mode() & 0o022 != 0 {
@@ -198,13 +200,15 @@ impl Daemon {
         };
         let exports = exports::Exports::start(
             &registry,
-            &nbd_socket,
+            exports::NbdUnix {
+                path: &nbd_socket,
+                gid: nbd_gid(cfg.nbd_group.as_deref())?,
+            },
             cfg.nbd_listen.as_deref(),
             fuse,
             fuse_opts,
             cfg.nbd_policy.clone(),
             tls,
-            nbd_gid(cfg.nbd_group.as_deref())?,
         )?;
         #[cfg(feature = "ublk")]
         let ublk = match cfg.ublk {
@@ -222,7 +226,10 @@ impl Daemon {
                 "--ublk: this udm was built without the `ublk` feature".into(),
             ));
         }
-        let state_dir = cfg.state_dir.clone().unwrap_or_else(state::default_state_dir);
+        let state_dir = cfg
+            .state_dir
+            .clone()
+            .unwrap_or_else(state::default_state_dir);
         let state = Arc::new(state::State::new(
             state::state_file(&state_dir, &socket),
             &socket,
@@ -284,7 +291,11 @@ impl Daemon {
             ublk,
             stop,
         };
-        if cfg.quickstart && d.registry.info(&DevSel::Name("udm0".into()), false).is_err() {
+        if cfg.quickstart
+            && d.registry
+                .info(&DevSel::Name("udm0".into()), false)
+                .is_err()
+        {
             quickstart::device(&d.registry, &d.nbd_socket, &state_dir)?;
             d.info.state.save(&d.registry);
         }
@@ -394,7 +405,9 @@ fn nbd_gid(group: Option<&str>) -> Result<Option<u32>, DaemonError> {
     // static record that we read at once (the daemon does not call getgr* elsewhere).
     let gr = unsafe { libc::getgrnam(c.as_ptr()) };
     if gr.is_null() {
-        return Err(DaemonError::Config(format!("--nbd-group {g}: no such group")));
+        return Err(DaemonError::Config(format!(
+            "--nbd-group {g}: no such group"
+        )));
     }
     // SAFETY: non-null result of getgrnam, read immediately.
     Ok(Some(unsafe { (*gr).gr_gid }))

@@ -12,7 +12,7 @@ pub(crate) fn device(
     nbd_socket: &Path,
     dir: &Path,
 ) -> Result<(), DaemonError> {
-    std::fs::create_dir_all(&dir).map_err(DaemonError::io(format!("create {}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(DaemonError::io(format!("create {}", dir.display())))?;
     let img = dir.join("udm0.img");
     if !img.exists() {
         std::fs::File::create(&img)?.set_len(1 << 30)?;

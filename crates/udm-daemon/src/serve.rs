@@ -3,9 +3,9 @@
 
 use crate::state::State;
 use crate::wire::Wire;
-use std::sync::{Arc, OnceLock};
 use std::io::{BufReader, BufWriter};
 use std::os::unix::net::UnixStream;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use udm_core::{DmError, Registry, StatusType, TableLine};
 use udm_proto::{

@@ -129,7 +129,9 @@ impl State {
     /// Devices waiting to come back, with the reason.
     pub fn pending(&self) -> Vec<(String, String)> {
         let p = self.pending.lock();
-        p.iter().map(|p| (p.dev.name.clone(), p.why.clone())).collect()
+        p.iter()
+            .map(|p| (p.dev.name.clone(), p.why.clone()))
+            .collect()
     }
 
     /// Forget a waiting device (its name was created anew, e.g. by `udm luks open`).
@@ -385,13 +387,19 @@ mod tests {
     #[test]
     fn keys_are_recognised_and_references_are_not() {
         assert!(holds_key("crypt", "aes-xts-plain64 00ff 0 /dev/x 0"));
-        assert!(!holds_key("crypt", "aes-xts-plain64 :32:logon:d 0 /dev/x 0"));
+        assert!(!holds_key(
+            "crypt",
+            "aes-xts-plain64 :32:logon:d 0 /dev/x 0"
+        ));
         assert!(!holds_key("crypt", "aes-cbc-essiv:sha256 - 0 /dev/x 0"));
         assert!(holds_key(
             "integrity",
             "/dev/x 0 32 J 1 internal_hash:hmac(sha256):00ff"
         ));
-        assert!(!holds_key("integrity", "/dev/x 0 32 J 1 internal_hash:crc32c"));
+        assert!(!holds_key(
+            "integrity",
+            "/dev/x 0 32 J 1 internal_hash:crc32c"
+        ));
         assert!(!holds_key("linear", "/dev/x 0"));
     }
 

@@ -116,7 +116,9 @@ pub enum Request {
     Pending,
     /// Shut the daemon down (drain and flush, as SIGTERM); refused while a device is open
     /// unless `force`.
-    Stop { force: bool },
+    Stop {
+        force: bool,
+    },
 }
 
 /// Key material in a request: never printed (`Debug` says how long it is), wiped when dropped.
@@ -200,7 +202,9 @@ pub enum ClientError {
     #[error("{0}")]
     Remote(#[from] RemoteError),
     /// The daemon at the socket runs as another user (neither ours nor root): nothing was sent.
-    #[error("refusing to talk to the daemon at {path}: it runs as uid {uid}, not as uid {me} or root")]
+    #[error(
+        "refusing to talk to the daemon at {path}: it runs as uid {uid}, not as uid {me} or root"
+    )]
     NotTrusted { path: String, uid: u32, me: u32 },
     /// A request too large for one frame: nothing was sent.
     #[error("request of {len} bytes is over the control protocol's limit of {} MiB", MAX_FRAME >> 20)]

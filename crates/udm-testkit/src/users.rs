@@ -34,7 +34,10 @@ pub fn second_user() -> Option<(u32, u32)> {
 
 fn id_of_self() -> u32 {
     let o = Command::new("id").arg("-u").output().expect("id -u");
-    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(u32::MAX)
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(u32::MAX)
 }
 
 /// `setpriv --reuid udmtest --regid udmtest --init-groups PROGRAM`: a command run as the

@@ -91,7 +91,10 @@ fn stop(args: &[String]) -> Result<()> {
     let t = std::time::Instant::now();
     while socket.exists() && udm_proto::Client::connect(&socket).is_ok() {
         if t.elapsed() > Duration::from_secs(60) {
-            bail!("the daemon at {} is still running after 60 s", socket.display());
+            bail!(
+                "the daemon at {} is still running after 60 s",
+                socket.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -61,7 +61,9 @@ fn nbd(d: &Daemon, name: &str) -> RemoteDevice {
 }
 
 fn pattern(seed: u8) -> Vec<u8> {
-    (0..4096u32).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+    (0..4096u32)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
 }
 
 #[test]
@@ -98,7 +100,10 @@ fn devices_come_back_after_kill_9_and_keys_are_never_saved() {
     let (a, b) = (img("a.img"), img("b.img"));
     d.create("la", &format!("0 8192 linear {a} 0"));
     d.create("lb", &format!("0 8192 linear {b} 0"));
-    d.create("s", "0 16384 striped 2 16 /dev/mapper/la 0 /dev/mapper/lb 0");
+    d.create(
+        "s",
+        "0 16384 striped 2 16 /dev/mapper/la 0 /dev/mapper/lb 0",
+    );
     let key = [0x5au8; 32];
     key_add(&d, "state-test", &key);
     d.create(
@@ -110,7 +115,18 @@ fn devices_come_back_after_kill_9_and_keys_are_never_saved() {
         "lit",
         &format!("0 1024 crypt aes-xts-plain64 {hex} 0 /dev/mapper/s 12288"),
     );
-    udm_ok(&d, &["create", "ro", "--readonly", "-u", "UUID-RO", "--table", "0 64 zero"]);
+    udm_ok(
+        &d,
+        &[
+            "create",
+            "ro",
+            "--readonly",
+            "-u",
+            "UUID-RO",
+            "--table",
+            "0 64 zero",
+        ],
+    );
     udm_ok(&d, &["create", "held", "--table", "0 64 zero"]);
     udm_ok(&d, &["suspend", "held"]);
     // Data through the striped device and through the crypt device above it.
@@ -127,12 +143,18 @@ fn devices_come_back_after_kill_9_and_keys_are_never_saved() {
     let text: String = state
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
         .collect();
-    assert!(!text.contains(&hex), "key material in the state file:\n{text}");
+    assert!(
+        !text.contains(&hex),
+        "key material in the state file:\n{text}"
+    );
 
     d.kill_and_restart(None);
 
     for n in ["la", "lb", "s"] {
-        assert!(info(&d, n).is_some_and(|i| i.live_table), "{n} not restored");
+        assert!(
+            info(&d, n).is_some_and(|i| i.live_table),
+            "{n} not restored"
+        );
     }
     let ro = info(&d, "ro").unwrap();
     assert!(ro.read_only && ro.uuid == "UUID-RO" && ro.live_table);
@@ -186,9 +208,15 @@ fn daemon_stop_refuses_open_devices_unless_forced() {
     let st = d.child.wait().unwrap();
     assert!(st.success(), "{st:?}");
     let log = d.log();
-    assert!(log.contains("closing an open device") && log.contains("busy"), "{log}");
+    assert!(
+        log.contains("closing an open device") && log.contains("busy"),
+        "{log}"
+    );
     assert!(log.contains("udm daemon stopped"));
-    assert!(!log.contains('\x1b'), "ANSI colour in a log that is not a terminal");
+    assert!(
+        !log.contains('\x1b'),
+        "ANSI colour in a log that is not a terminal"
+    );
     drop(held);
 }
 
@@ -213,10 +241,22 @@ fn version_and_luks_help_say_what_they_are() {
     let v = udm_ok(&d, &["--version"]);
     let first = v.lines().next().unwrap();
     assert_eq!(first, format!("udm {}", env!("CARGO_PKG_VERSION")));
-    assert!(v.contains("Library version:") && v.contains("Driver version:"), "{v}");
-    let o = Command::new(bin()).args(["luks", "--help"]).output().unwrap();
+    assert!(
+        v.contains("Library version:") && v.contains("Driver version:"),
+        "{v}"
+    );
+    let o = Command::new(bin())
+        .args(["luks", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&o.stdout);
-    for opt in ["--key-file", "-q, --batch-mode", "--type", "--readonly", "--sector-size"] {
+    for opt in [
+        "--key-file",
+        "-q, --batch-mode",
+        "--type",
+        "--readonly",
+        "--sector-size",
+    ] {
         assert!(help.contains(opt), "luks --help lacks {opt}:\n{help}");
     }
 }

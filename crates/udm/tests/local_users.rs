@@ -58,9 +58,40 @@ fn daemon_cmd(mut cmd: Command, dir: &Path, extra: &[&str]) -> Command {
     cmd
 }
 
-fn stop(mut child: Child) {
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let _ = child.wait();
+/// Run a command that must exit by itself (a daemon that refuses to start); one still
+/// running after 20 s is killed and the test fails.
+fn exits(cmd: &mut Command) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not exit: it should have refused to start");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A daemon child, stopped with SIGTERM when dropped (also when an assertion fails first).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn stop(child: Running) {
+    drop(child);
 }
 
 #[test]
@@ -70,11 +101,16 @@ fn a_squatters_daemon_never_receives_a_request() {
     };
     let dir = tempfile::tempdir().unwrap();
     std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
-    let mut child = daemon_cmd(as_second_user(bin()), dir.path(), &[])
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        daemon_cmd(as_second_user(bin()), dir.path(), &[])
+            .spawn()
+            .unwrap(),
+    );
     let socket = dir.path().join("control");
-    assert!(wait_up(&mut child, &socket).is_none(), "squatter did not start");
+    assert!(
+        wait_up(&mut child.0, &socket).is_none(),
+        "squatter did not start"
+    );
     let mut key = Command::new(bin())
         .args(["key", "add", "logon", "victim"])
         .env("UDM_SOCKET", &socket)
@@ -86,7 +122,11 @@ fn a_squatters_daemon_never_receives_a_request() {
     let _ = key.stdin.take().unwrap().write_all(&[0x42; 32]);
     let o = key.wait_with_output().unwrap();
     assert!(!o.status.success());
-    assert!(text(&o).contains(&format!("runs as uid {uid}")), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("runs as uid {uid}")),
+        "{}",
+        text(&o)
+    );
     let ls = Command::new(bin())
         .arg("ls")
         .env("UDM_SOCKET", &socket)
@@ -96,7 +136,10 @@ fn a_squatters_daemon_never_receives_a_request() {
     stop(child);
     let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
     assert!(log.contains("udm daemon started"), "{log}");
-    assert!(!log.contains("control request"), "a request reached it:\n{log}");
+    assert!(
+        !log.contains("control request"),
+        "a request reached it:\n{log}"
+    );
 }
 
 #[test]
@@ -120,14 +163,14 @@ fn the_per_user_socket_directory_is_private() {
     // A directory someone else made (and anyone may write) is refused.
     std::fs::create_dir(&run_dir).unwrap();
     std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let o = daemon().output().unwrap();
+    let o = exits(&mut daemon());
     assert!(!o.status.success(), "daemon used {}", run_dir.display());
     assert!(text(&o).contains("no one else may"), "{}", text(&o));
     std::fs::remove_dir(&run_dir).unwrap();
     // Missing: the daemon creates it, 0700 and its own; the user's CLI finds it there.
-    let mut child = daemon().stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Running(daemon().stderr(Stdio::null()).spawn().unwrap());
     let socket = run_dir.join("control");
-    let st = wait_up(&mut child, &socket);
+    let st = wait_up(&mut child.0, &socket);
     let m = std::fs::metadata(&run_dir).unwrap();
     let ls = as_second_user(bin())
         .arg("ls")
@@ -157,9 +200,9 @@ fn the_nbd_socket_is_private_whatever_the_umask() {
         let extra: Vec<&str> = group.map(|g| vec!["--nbd-group", g]).unwrap_or_default();
         let mut sh = Command::new("sh");
         sh.args(["-c", "umask 000; exec \"$0\" \"$@\""]).arg(bin());
-        let mut child = daemon_cmd(sh, dir.path(), &extra).spawn().unwrap();
+        let mut child = Running(daemon_cmd(sh, dir.path(), &extra).spawn().unwrap());
         let socket = dir.path().join("control");
-        assert!(wait_up(&mut child, &socket).is_none());
+        assert!(wait_up(&mut child.0, &socket).is_none());
         let nbd = dir.path().join("nbd.sock");
         let m = std::fs::metadata(&nbd).unwrap();
         Command::new(bin())
@@ -190,21 +233,25 @@ fn the_nbd_socket_is_private_whatever_the_umask() {
 #[test]
 fn nbd_over_tcp_needs_tls_or_nbd_insecure() {
     let dir = tempfile::tempdir().unwrap();
-    let o = daemon_cmd(Command::new(bin()), dir.path(), &["--nbd-listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
+    let o = exits(&mut daemon_cmd(
+        Command::new(bin()),
+        dir.path(),
+        &["--nbd-listen", "127.0.0.1:0"],
+    ));
     assert!(!o.status.success());
     let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
     assert!(log.contains("--nbd-insecure"), "{log}");
     assert!(!dir.path().join("control").exists());
-    let mut child = daemon_cmd(
-        Command::new(bin()),
-        dir.path(),
-        &["--nbd-listen", "127.0.0.1:0", "--nbd-insecure"],
-    )
-    .spawn()
-    .unwrap();
-    let st = wait_up(&mut child, &dir.path().join("control"));
+    let mut child = Running(
+        daemon_cmd(
+            Command::new(bin()),
+            dir.path(),
+            &["--nbd-listen", "127.0.0.1:0", "--nbd-insecure"],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    let st = wait_up(&mut child.0, &dir.path().join("control"));
     stop(child);
     assert!(st.is_none(), "daemon exited: {st:?}");
     let help = Command::new(bin()).arg("--help").output().unwrap();
@@ -220,31 +267,39 @@ fn sockets_never_replace_files_or_live_daemons() {
     for which in ["--socket", "--nbd-socket"] {
         let f = dir.path().join("precious");
         std::fs::write(&f, b"data").unwrap();
-        let other = if which == "--socket" { "nbd.sock" } else { "control" };
-        let o = Command::new(bin())
-            .args(["daemon", "--no-fuse", which])
-            .arg(&f)
-            .arg(if which == "--socket" { "--nbd-socket" } else { "--socket" })
-            .arg(dir.path().join(other))
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .output()
-            .unwrap();
+        let other = if which == "--socket" {
+            "nbd.sock"
+        } else {
+            "control"
+        };
+        let o = exits(
+            Command::new(bin())
+                .args(["daemon", "--no-fuse", which])
+                .arg(&f)
+                .arg(if which == "--socket" {
+                    "--nbd-socket"
+                } else {
+                    "--socket"
+                })
+                .arg(dir.path().join(other))
+                .arg("--state-dir")
+                .arg(dir.path().join("state")),
+        );
         assert!(!o.status.success(), "{which}: daemon started");
         assert!(text(&o).contains("not a socket"), "{}", text(&o));
         assert_eq!(std::fs::read(&f).unwrap(), b"data");
         std::fs::remove_file(&f).unwrap();
     }
     // The live daemon's NBD socket is not taken over by a second daemon.
-    let o = Command::new(bin())
-        .args(["daemon", "--no-fuse", "--socket"])
-        .arg(dir.path().join("control2"))
-        .arg("--nbd-socket")
-        .arg(&d.nbd_socket)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .output()
-        .unwrap();
+    let o = exits(
+        Command::new(bin())
+            .args(["daemon", "--no-fuse", "--socket"])
+            .arg(dir.path().join("control2"))
+            .arg("--nbd-socket")
+            .arg(&d.nbd_socket)
+            .arg("--state-dir")
+            .arg(dir.path().join("state")),
+    );
     assert!(!o.status.success(), "second daemon took the NBD socket");
     assert!(text(&o).contains("already listening"), "{}", text(&o));
     if require_tool("nbdinfo") {
@@ -303,7 +358,11 @@ fn an_oversized_table_is_refused_and_leaves_no_device() {
         .unwrap();
     std::fs::remove_file(&table).unwrap();
     assert!(!o.status.success());
-    assert!(text(&o).contains("over the control protocol's limit"), "{}", text(&o));
+    assert!(
+        text(&o).contains("over the control protocol's limit"),
+        "{}",
+        text(&o)
+    );
     let ls = Command::new(bin())
         .arg("ls")
         .env("UDM_SOCKET", &d.socket)
