@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections beyond this many are closed at once (each costs two threads).
 const MAX_CONNECTIONS: usize = 1024;
-/// Connections one client (uid of a unix peer, address of a TCP peer) may hold.
+/// Connections past the handshake one client (uid of a unix peer, address of a TCP peer)
+/// may hold.
 const MAX_PER_PEER: usize = 256;
 /// Connections one client may have in the handshake at once: a new one closes that
 /// client's oldest, so idle connections never lock a well-behaved client out.
@@ -172,15 +173,24 @@ fn is_stale_socket(path: &Path) -> bool {
 
 struct Conns {
     next: u64,
-    /// A handle on every live connection's socket, to shut it down, and its client.
-    socks: HashMap<u64, (Sock, PeerKey)>,
+    /// A handle on every live connection's socket, to shut it down, its client, and whether
+    /// it finished the handshake.
+    socks: HashMap<u64, (Sock, PeerKey, bool)>,
     /// Connections still in the handshake, oldest first.
     handshaking: Vec<(u64, PeerKey)>,
 }
 
 impl Conns {
+    /// No longer in the handshake (finished, closed, or closed to make room).
     fn handshake_done(&mut self, id: u64) {
         self.handshaking.retain(|(i, _)| *i != id);
+    }
+    /// The handshake finished: the connection now counts against its client's cap.
+    fn established(&mut self, id: u64) {
+        self.handshake_done(id);
+        if let Some(c) = self.socks.get_mut(&id) {
+            c.2 = true;
+        }
     }
 }
 
@@ -238,7 +248,7 @@ impl ServerHandle {
             let _ = std::fs::remove_file(p);
         }
         let mut conns = self.shared.conns.lock();
-        for (s, _) in conns.socks.values() {
+        for (s, _, _) in conns.socks.values() {
             let _ = s.shutdown(Shutdown::Read);
         }
         let deadline = Instant::now() + grace;
@@ -248,7 +258,7 @@ impl ServerHandle {
             }
         }
         // Clients that do not read their replies lose them now.
-        for (s, _) in conns.socks.values() {
+        for (s, _, _) in conns.socks.values() {
             let _ = s.shutdown(Shutdown::Both);
         }
         while !conns.socks.is_empty() {
@@ -330,21 +340,24 @@ fn spawn_conn(shared: &Arc<Shared>, sock: Sock) {
         if waiting.len() >= MAX_HANDSHAKES_PER_PEER {
             // This client's oldest connection still in the handshake makes room.
             let oldest = waiting[0];
-            if let Some((s, _)) = c.socks.get(&oldest) {
+            if let Some((s, _, _)) = c.socks.get(&oldest) {
                 let _ = s.shutdown(Shutdown::Both);
             }
             c.handshake_done(oldest);
             tracing::debug!("nbd: {key:?} has too many handshakes; closed the oldest");
         }
         if c.socks.len() >= MAX_CONNECTIONS
-            || c.socks.values().filter(|(_, k)| same(k)).count() >= MAX_PER_PEER
+            || (c.socks.values())
+                .filter(|(_, k, established)| *established && same(k))
+                .count()
+                >= MAX_PER_PEER
         {
             tracing::warn!("nbd: too many connections; refusing {}", sock.peer());
             return;
         }
         c.next += 1;
         let id = c.next;
-        c.socks.insert(id, (handle, key.clone()));
+        c.socks.insert(id, (handle, key.clone(), false));
         c.handshaking.push((id, key));
         id
     };
@@ -425,7 +438,7 @@ fn connection(shared: &Shared, mut sock: Sock, id: u64) -> io::Result<()> {
             }
         }
     };
-    shared.conns.lock().handshake_done(id);
+    shared.conns.lock().established(id);
     let how = if tls.active { "over TLS " } else { "" };
     tracing::info!("nbd: {peer} opened export {:?} {how}", neg.name);
     sock.set_read_timeout(None)?;

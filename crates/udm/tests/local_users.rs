@@ -239,8 +239,7 @@ fn nbd_over_tcp_needs_tls_or_nbd_insecure() {
         &["--nbd-listen", "127.0.0.1:0"],
     ));
     assert!(!o.status.success());
-    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
-    assert!(log.contains("--nbd-insecure"), "{log}");
+    assert!(text(&o).contains("--nbd-insecure"), "{}", text(&o));
     assert!(!dir.path().join("control").exists());
     let mut child = Running(
         daemon_cmd(
