@@ -94,6 +94,34 @@ pub struct Daemon {
     #[cfg(feature = "ublk")]
     ublk: Option<ublk::UblkExports>,
     stop: Arc<AtomicBool>,
+    /// Wakes the state saver (`false`: save; `true`: quit).
+    saver: crossbeam_channel::Sender<bool>,
+}
+
+/// Save the state file after every registry event too (a deferred remove finishing when
+/// its last user closes, …), on a thread of its own: events come from inside the registry.
+fn start_saver(
+    registry: &Registry,
+    state: Arc<state::State>,
+) -> std::io::Result<crossbeam_channel::Sender<bool>> {
+    let (tx, rx) = crossbeam_channel::unbounded::<bool>();
+    let reg = registry.clone();
+    std::thread::Builder::new()
+        .name("udm-state".into())
+        .spawn(move || {
+            while let Ok(quit) = rx.recv() {
+                // One save for a burst of events.
+                if quit || rx.try_iter().any(|q| q) {
+                    return;
+                }
+                state.save(&reg);
+            }
+        })?;
+    let events = tx.clone();
+    registry.subscribe(move |_| {
+        let _ = events.send(false);
+    });
+    Ok(tx)
 }
 
 /// A directory only its owner (this user) may change: refuse anything else, since whoever
@@ -239,6 +267,7 @@ impl Daemon {
         } else {
             state.restore(&registry);
         }
+        let saver = start_saver(&registry, state.clone())?;
         let info = Arc::new(DaemonInfo {
             nbd_socket: Some(nbd_socket.display().to_string()),
             nbd_tcp: exports.tcp_addr(),
@@ -290,6 +319,7 @@ impl Daemon {
             #[cfg(feature = "ublk")]
             ublk,
             stop,
+            saver,
         };
         if cfg.quickstart
             && d.registry
@@ -334,7 +364,8 @@ impl Daemon {
             stop,
             #[cfg(feature = "ublk")]
             ublk,
-            ..
+            saver,
+            info,
         } = self;
         stop.store(true, Ordering::SeqCst);
         for d in registry.list().iter().filter(|d| d.open_count > 0) {
@@ -379,6 +410,8 @@ impl Daemon {
                 }
             }
         }
+        info.state.save(&registry);
+        let _ = saver.send(true);
         let _ = std::fs::remove_file(&socket);
         let _ = std::fs::remove_file(&nbd_socket);
         tracing::info!("udm daemon stopped");

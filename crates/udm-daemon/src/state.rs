@@ -232,39 +232,40 @@ impl State {
         self.retry(reg);
     }
 
-    /// Bring back every waiting device that can come back now, in dependency order.
+    /// Set why `name` still waits.
+    fn set_why(&self, name: &str, why: String) {
+        if let Some(p) = self.pending.lock().iter_mut().find(|p| p.dev.name == name) {
+            p.why = why;
+        }
+    }
+
+    /// Bring back every waiting device that can come back now, in dependency order. A
+    /// device leaves the waiting list only once it exists again, so a state file written
+    /// meanwhile never loses it.
     pub fn retry(&self, reg: &Registry) {
         loop {
             let mut progressed = false;
-            let todo: Vec<Pending> = std::mem::take(&mut *self.pending.lock());
-            let mut left = Vec::new();
-            for mut p in todo {
-                let missing = p
-                    .dev
-                    .deps
-                    .iter()
+            let todo: Vec<SavedDevice> = self.pending.lock().iter().map(|p| p.dev.clone()).collect();
+            for dev in todo {
+                let missing = (dev.deps.iter())
                     .find(|n| reg.info(&DevSel::Name((*n).clone()), false).is_err())
                     .cloned();
-                if p.dev.keyed {
-                    p.why = "its table holds a key: open it again (udm luks open)".into();
-                    left.push(p);
+                if dev.keyed {
+                    let why = "its table holds a key: open it again (udm luks open)";
+                    self.set_why(&dev.name, why.into());
                 } else if let Some(m) = missing {
-                    p.why = format!("waiting for {m}");
-                    left.push(p);
+                    self.set_why(&dev.name, format!("waiting for {m}"));
                 } else {
-                    match bring_back(reg, &p.dev) {
+                    match bring_back(reg, &dev) {
                         Ok(()) => {
-                            tracing::info!(device = %p.dev.name, "restored");
+                            tracing::info!(device = %dev.name, "restored");
+                            self.forget(&dev.name);
                             progressed = true;
                         }
-                        Err(e) => {
-                            p.why = e;
-                            left.push(p);
-                        }
+                        Err(e) => self.set_why(&dev.name, e),
                     }
                 }
             }
-            self.pending.lock().extend(left);
             if !progressed {
                 break;
             }
@@ -276,18 +277,14 @@ impl State {
 
     /// Restore the waiting device `name` now (`resume NAME` after `udm key add`).
     pub fn resume_pending(&self, reg: &Registry, name: &str) -> Option<Result<(), String>> {
-        let p = {
-            let mut g = self.pending.lock();
-            let i = g.iter().position(|p| p.dev.name == name && !p.dev.keyed)?;
-            g.remove(i)
-        };
-        let r = bring_back(reg, &p.dev);
+        let dev = (self.pending.lock().iter())
+            .find(|p| p.dev.name == name && !p.dev.keyed)
+            .map(|p| p.dev.clone())?;
+        let r = bring_back(reg, &dev);
         if let Err(e) = &r {
-            self.pending.lock().push(Pending {
-                why: e.clone(),
-                dev: p.dev,
-            });
+            self.set_why(name, e.clone());
         } else {
+            self.forget(name);
             // Devices stacked on this one may come back now too.
             self.retry(reg);
         }

@@ -323,3 +323,33 @@ fn quickstart_works_in_a_state_dir_with_a_space() {
     let words = udm_core::split_args(table.trim());
     assert_eq!(words[3], img.to_str().unwrap(), "{table}");
 }
+
+#[test]
+fn a_deferred_remove_is_saved_when_it_completes() {
+    let mut d = Daemon::start_with(bin(), &["--no-fuse"]);
+    d.create("def", "0 64 zero");
+    d.create("stays", "0 64 zero");
+    let held = nbd(&d, "def");
+    udm_ok(&d, &["remove", "--deferred", "def"]);
+    assert!(info(&d, "def").is_some());
+    drop(held);
+    let t = std::time::Instant::now();
+    while info(&d, "def").is_some() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "never removed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The removal reached the state file without any further request.
+    let dir = d.dir.path().join("state");
+    let t = std::time::Instant::now();
+    let saved = || -> String {
+        (std::fs::read_dir(&dir).unwrap())
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+            .collect()
+    };
+    while saved().contains("\"def\"") {
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "not saved");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    d.kill_and_restart(None);
+    assert!(info(&d, "def").is_none() && info(&d, "stays").is_some());
+}
