@@ -245,7 +245,8 @@ impl State {
     pub fn retry(&self, reg: &Registry) {
         loop {
             let mut progressed = false;
-            let todo: Vec<SavedDevice> = self.pending.lock().iter().map(|p| p.dev.clone()).collect();
+            let todo: Vec<SavedDevice> =
+                self.pending.lock().iter().map(|p| p.dev.clone()).collect();
             for dev in todo {
                 let missing = (dev.deps.iter())
                     .find(|n| reg.info(&DevSel::Name((*n).clone()), false).is_err())

@@ -335,7 +335,10 @@ fn a_deferred_remove_is_saved_when_it_completes() {
     drop(held);
     let t = std::time::Instant::now();
     while info(&d, "def").is_some() {
-        assert!(t.elapsed() < std::time::Duration::from_secs(10), "never removed");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "never removed"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     // The removal reached the state file without any further request.
@@ -347,7 +350,10 @@ fn a_deferred_remove_is_saved_when_it_completes() {
             .collect()
     };
     while saved().contains("\"def\"") {
-        assert!(t.elapsed() < std::time::Duration::from_secs(10), "not saved");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "not saved"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     d.kill_and_restart(None);
