@@ -69,7 +69,8 @@ Usage:
   udm                     start the daemon with defaults and an image-backed demo device `udm0`
   udm daemon [options]    run the daemon in the foreground
       --socket PATH         control socket (default: $UDM_SOCKET, $XDG_RUNTIME_DIR/udm/control,
-                            /run/udm/control for root)
+                            /run/udm/control for root, else /tmp/udm-UID/control in a
+                            directory the daemon creates 0700 and refuses if others can write)
       --nbd-socket PATH     NBD unix socket (default: nbd.sock beside the control socket)
       --nbd-group GROUP     let GROUP use the NBD unix socket too (mode 0660; else 0600)
       --nbd-listen HOST:PORT  also serve NBD over TCP (off by default); needs --tls DIR,
