@@ -88,6 +88,13 @@ pub enum FuseWhere {
     Default(PathBuf),
 }
 
+/// The NBD unix socket: where, and which group may use it besides its owner.
+#[derive(Debug, Clone, Copy)]
+pub struct NbdUnix<'a> {
+    pub path: &'a Path,
+    pub gid: Option<u32>,
+}
+
 /// Running export servers.
 pub struct Exports {
     unix: udm_nbd::ServerHandle,
@@ -125,25 +132,21 @@ fn start_fuse(
 impl Exports {
     pub fn start(
         reg: &Registry,
-        nbd_socket: &Path,
+        nbd_unix: NbdUnix<'_>,
         tcp: Option<&str>,
         fuse: FuseWhere,
         fuse_opts: udm_fuse::FuseOpts,
         policy: NbdPolicy,
         tls: Option<udm_nbd::TlsServer>,
     ) -> Result<Exports> {
+        let nbd_socket = nbd_unix.path;
         let mut server = udm_nbd::NbdServer::new(Arc::new(RegistryExports(reg.clone(), policy)));
         if let Some(t) = tls {
             server = server.with_tls(t);
         }
-        if nbd_socket.exists() {
-            std::fs::remove_file(nbd_socket).map_err(DaemonError::io(format!(
-                "remove stale {}",
-                nbd_socket.display()
-            )))?;
-        }
+        // The caller checked that nothing but a stale socket is there.
         let unix = server
-            .serve_unix(nbd_socket)
+            .serve_unix_private(nbd_socket, nbd_unix.gid)
             .map_err(DaemonError::io(format!(
                 "NBD socket {}",
                 nbd_socket.display()

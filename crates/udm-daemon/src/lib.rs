@@ -10,6 +10,7 @@ mod error;
 pub mod exports;
 mod quickstart;
 mod serve;
+pub mod state;
 #[cfg(feature = "ublk")]
 pub mod ublk;
 mod wire;
@@ -34,8 +35,16 @@ pub struct DaemonConfig {
     pub socket: Option<PathBuf>,
     /// NBD unix socket (default: `nbd.sock` beside the control socket).
     pub nbd_socket: Option<PathBuf>,
-    /// Also serve NBD over TCP on `HOST:PORT`.
+    /// Also serve NBD over TCP on `HOST:PORT` (needs `tls`, or `nbd_insecure`).
     pub nbd_listen: Option<String>,
+    /// Allow plaintext NBD over TCP (every local user can then read every device).
+    pub nbd_insecure: bool,
+    /// Group that may use the NBD unix socket (mode 0660 then; 0600 otherwise).
+    pub nbd_group: Option<String>,
+    /// Where the state file lives (default: `state::default_state_dir()`).
+    pub state_dir: Option<PathBuf>,
+    /// Do not restore the saved devices on start.
+    pub no_restore: bool,
     /// FUSE directory (default: `mapper` beside the control socket, when FUSE is usable).
     pub fuse: Option<PathBuf>,
     pub no_fuse: bool,
@@ -85,26 +94,94 @@ pub struct Daemon {
     #[cfg(feature = "ublk")]
     ublk: Option<ublk::UblkExports>,
     stop: Arc<AtomicBool>,
+    /// Wakes the state saver (`false`: save; `true`: quit).
+    saver: crossbeam_channel::Sender<bool>,
 }
 
-/// Bind the control socket: parent dir 0700, socket 0600, stale sockets replaced.
-fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
+/// Save the state file after every registry event too (a deferred remove finishing when
+/// its last user closes, …), on a thread of its own: events come from inside the registry.
+fn start_saver(
+    registry: &Registry,
+    state: Arc<state::State>,
+) -> std::io::Result<crossbeam_channel::Sender<bool>> {
+    let (tx, rx) = crossbeam_channel::unbounded::<bool>();
+    let reg = registry.clone();
+    std::thread::Builder::new()
+        .name("udm-state".into())
+        .spawn(move || {
+            while let Ok(quit) = rx.recv() {
+                // One save for a burst of events.
+                if quit || rx.try_iter().any(|q| q) {
+                    return;
+                }
+                state.save(&reg);
+            }
+        })?;
+    let events = tx.clone();
+    registry.subscribe(move |_| {
+        let _ = events.send(false);
+    });
+    Ok(tx)
+}
+
+/// A directory only its owner (this user) may change: refuse anything else, since whoever
+/// can write there can put their own socket where clients look for ours.
+fn check_private_dir(dir: &Path) -> Result<(), DaemonError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(dir).map_err(DaemonError::io(format!(
+        "socket directory {}",
+        dir.display()
+    )))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !m.is_dir() || m.uid() != me || m.mode() & 0o022 != 0 {
+        return Err(DaemonError::Config(format!(
+            "socket directory {} must be a directory owned by uid {me} that no one else may \
+             write to (it is owned by uid {}, mode {:o}); remove it or pass --socket",
+            dir.display(),
+            m.uid(),
+            m.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Refuse to replace anything at a socket path but a stale socket: not a file, not a
+/// socket another daemon listens on.
+pub(crate) fn clear_stale_socket(path: &Path) -> Result<(), DaemonError> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(m) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !m.file_type().is_socket() {
+        return Err(DaemonError::Config(format!(
+            "{} exists and is not a socket: not replacing it",
+            path.display()
+        )));
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(DaemonError::AlreadyRunning(path.to_path_buf()));
+    }
+    std::fs::remove_file(path).map_err(DaemonError::io(format!(
+        "remove stale socket {}",
+        path.display()
+    )))
+}
+
+/// Bind the control socket: parent dir 0700, socket 0600, stale sockets replaced. `private`
+/// (the default per-user directory) also refuses a directory others own or may write.
+fn bind_socket(path: &Path, private: bool) -> Result<UnixListener, DaemonError> {
     if let Some(dir) = path.parent() {
         if !dir.exists() {
             std::fs::create_dir_all(dir)
                 .map_err(DaemonError::io(format!("create {}", dir.display())))?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         }
-    }
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(DaemonError::AlreadyRunning(path.to_path_buf()));
+        if private {
+            check_private_dir(dir)?;
         }
-        std::fs::remove_file(path).map_err(DaemonError::io(format!(
-            "remove stale socket {}",
-            path.display()
-        )))?;
     }
+    clear_stale_socket(path)?;
     let l =
         UnixListener::bind(path).map_err(DaemonError::io(format!("bind {}", path.display())))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
@@ -127,7 +204,16 @@ impl Daemon {
         }
         let registry = Registry::new(udm_targets::builtin());
         registry.register_provider(Arc::new(NbdProvider));
-        let listener = bind_socket(&socket)?;
+        if cfg.nbd_listen.is_some() && (cfg.tls.is_none() || cfg.tls_optional) && !cfg.nbd_insecure
+        {
+            return Err(DaemonError::Config(
+                "--nbd-listen without TLS lets anyone who can reach the port read and write \
+                 every device: give --tls DIR, or --nbd-insecure to accept that"
+                    .into(),
+            ));
+        }
+        let listener = bind_socket(&socket, cfg.socket.is_none() && default_is_per_user())?;
+        clear_stale_socket(&nbd_socket)?;
         let tls = match &cfg.tls {
             Some(dir) => Some(
                 udm_nbd::TlsServer::from_dir(dir, cfg.tls_verify_peer, !cfg.tls_optional)
@@ -142,7 +228,10 @@ impl Daemon {
         };
         let exports = exports::Exports::start(
             &registry,
-            &nbd_socket,
+            exports::NbdUnix {
+                path: &nbd_socket,
+                gid: nbd_gid(cfg.nbd_group.as_deref())?,
+            },
             cfg.nbd_listen.as_deref(),
             fuse,
             fuse_opts,
@@ -165,10 +254,26 @@ impl Daemon {
                 "--ublk: this udm was built without the `ublk` feature".into(),
             ));
         }
+        let state_dir = cfg
+            .state_dir
+            .clone()
+            .unwrap_or_else(state::default_state_dir);
+        let state = Arc::new(state::State::new(
+            state::state_file(&state_dir, &socket),
+            &socket,
+        ));
+        if cfg.no_restore {
+            tracing::info!("--no-restore: saved devices are not restored");
+        } else {
+            state.restore(&registry);
+        }
+        let saver = start_saver(&registry, state.clone())?;
         let info = Arc::new(DaemonInfo {
             nbd_socket: Some(nbd_socket.display().to_string()),
             nbd_tcp: exports.tcp_addr(),
             fuse_dir: exports.fuse_dir().map(|d| d.display().to_string()),
+            state,
+            stop: std::sync::OnceLock::new(),
         });
         eprintln!("udm daemon: control socket {}", socket.display());
         eprintln!(
@@ -214,9 +319,15 @@ impl Daemon {
             #[cfg(feature = "ublk")]
             ublk,
             stop,
+            saver,
         };
-        if cfg.quickstart {
-            quickstart::device(&d.registry, &d.nbd_socket)?;
+        if cfg.quickstart
+            && d.registry
+                .info(&DevSel::Name("udm0".into()), false)
+                .is_err()
+        {
+            quickstart::device(&d.registry, &d.nbd_socket, &state_dir)?;
+            d.info.state.save(&d.registry);
         }
         Ok(d)
     }
@@ -253,9 +364,17 @@ impl Daemon {
             stop,
             #[cfg(feature = "ublk")]
             ublk,
-            ..
+            saver,
+            info,
         } = self;
         stop.store(true, Ordering::SeqCst);
+        for d in registry.list().iter().filter(|d| d.open_count > 0) {
+            tracing::warn!(
+                device = %d.name,
+                open_count = d.open_count,
+                "closing an open device: its NBD, FUSE and ublk users lose it"
+            );
+        }
         // Wake the accept loop so it sees `stop`.
         let _ = UnixStream::connect(&socket);
         #[cfg(feature = "ublk")]
@@ -291,10 +410,40 @@ impl Daemon {
                 }
             }
         }
+        info.state.save(&registry);
+        let _ = saver.send(true);
         let _ = std::fs::remove_file(&socket);
         let _ = std::fs::remove_file(&nbd_socket);
         tracing::info!("udm daemon stopped");
     }
+}
+
+/// True when the default control socket is in the per-user fallback directory (not
+/// `UDM_SOCKET`, `$XDG_RUNTIME_DIR` or root's `/run/udm`).
+fn default_is_per_user() -> bool {
+    let set = |v: &str| std::env::var_os(v).is_some_and(|s| !s.is_empty());
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    !set("UDM_SOCKET") && !set("XDG_RUNTIME_DIR") && unsafe { libc::geteuid() } != 0
+}
+
+/// The group id for `--nbd-group`.
+fn nbd_gid(group: Option<&str>) -> Result<Option<u32>, DaemonError> {
+    let Some(g) = group else { return Ok(None) };
+    if let Ok(n) = g.parse::<u32>() {
+        return Ok(Some(n));
+    }
+    let c = std::ffi::CString::new(g)
+        .map_err(|_| DaemonError::Config(format!("--nbd-group {g:?}: bad name")))?;
+    // SAFETY: `c` is a valid NUL-terminated string; getgrnam returns NULL or a pointer to a
+    // static record that we read at once (the daemon does not call getgr* elsewhere).
+    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+    if gr.is_null() {
+        return Err(DaemonError::Config(format!(
+            "--nbd-group {g}: no such group"
+        )));
+    }
+    // SAFETY: non-null result of getgrnam, read immediately.
+    Ok(Some(unsafe { (*gr).gr_gid }))
 }
 
 /// Block the shutdown signals in every thread, so one thread can `sigwait` for them.
@@ -325,6 +474,11 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
 pub fn run(cfg: &DaemonConfig) -> Result<(), DaemonError> {
     let sigs = block_signals();
     let d = Daemon::start(cfg)?;
+    let _ = d.info.stop.set(Box::new(|| {
+        // SAFETY: raising a signal at our own process has no memory-safety preconditions;
+        // it is blocked in every thread and picked up by the sigwait below.
+        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    }));
     let sig = wait_signal(&sigs);
     tracing::info!(
         signal = sig,

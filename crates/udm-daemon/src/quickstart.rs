@@ -2,18 +2,17 @@
 //! linear device `udm0` over it.
 
 use crate::DaemonError;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use udm_core::{DevSel, Registry, TableLine};
 use udm_io::Sectors;
 
 /// Create `udm0`: a linear device over `udm0.img` in the state directory.
-pub(crate) fn device(registry: &Registry, nbd_socket: &Path) -> Result<(), DaemonError> {
-    let dir = std::env::var_os("UDM_STATE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_DATA_HOME").map(|d| PathBuf::from(d).join("udm")))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/udm")))
-        .unwrap_or_else(|| PathBuf::from("/var/lib/udm"));
-    std::fs::create_dir_all(&dir).map_err(DaemonError::io(format!("create {}", dir.display())))?;
+pub(crate) fn device(
+    registry: &Registry,
+    nbd_socket: &Path,
+    dir: &Path,
+) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(dir).map_err(DaemonError::io(format!("create {}", dir.display())))?;
     let img = dir.join("udm0.img");
     if !img.exists() {
         std::fs::File::create(&img)?.set_len(1 << 30)?;
@@ -28,7 +27,8 @@ pub(crate) fn device(registry: &Registry, nbd_socket: &Path) -> Result<(), Daemo
         start: Sectors(0),
         len: Sectors(size),
         ttype: "linear".into(),
-        params: format!("{} 0", img.display()),
+        // Escaped: a state directory with a space in its path is one table word.
+        params: format!("{} 0", udm_core::escape_arg(&img.display().to_string())),
     };
     registry
         .load(&sel, &[line], false)

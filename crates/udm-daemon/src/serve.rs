@@ -1,20 +1,25 @@
 //! Serving the control socket: one thread per client, length-prefixed JSON frames, each
 //! request dispatched onto the Registry (the dm ioctl set) or the key store.
 
+use crate::state::State;
 use crate::wire::Wire;
 use std::io::{BufReader, BufWriter};
 use std::os::unix::net::UnixStream;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use udm_core::{DmError, Registry, StatusType, TableLine};
 use udm_proto::{
     read_frame, write_frame, RemoteError, Reply, ReplyFrame, Request, RequestFrame, PROTO_VERSION,
 };
 
-/// What `DaemonInfo` requests report about the exports.
+/// What `DaemonInfo` requests report about the exports, the state file, and how to stop.
 pub(crate) struct DaemonInfo {
     pub nbd_socket: Option<String>,
     pub nbd_tcp: Option<String>,
     pub fuse_dir: Option<String>,
+    pub state: Arc<State>,
+    /// Set by `run`: starts the orderly shutdown (`Stop` requests).
+    pub stop: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 pub(crate) fn serve_client(c: UnixStream, registry: &Registry, info: &DaemonInfo) {
@@ -50,7 +55,12 @@ pub(crate) fn serve_client(c: UnixStream, registry: &Registry, info: &DaemonInfo
             })
         } else {
             tracing::debug!(req = %loggable(&frame.req), "control request");
-            handle(registry, info, frame.req).map_err(remote)
+            let changes = changes_devices(&frame.req);
+            let r = handle(registry, info, frame.req).map_err(remote);
+            if changes {
+                info.state.save(registry);
+            }
+            r
         };
         if write_frame(
             &mut w,
@@ -97,6 +107,31 @@ fn loggable(req: &Request) -> String {
     }
 }
 
+/// Requests after which the state file is written again.
+fn changes_devices(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::Create { .. }
+            | Request::Remove { .. }
+            | Request::RemoveAll { .. }
+            | Request::Rename { .. }
+            | Request::SetUuid { .. }
+            | Request::Suspend { .. }
+            | Request::Resume { .. }
+    )
+}
+
+/// Names become FUSE file and NBD export names: no control characters (NUL included, as
+/// the kernel's names are C strings).
+fn check_name(name: &str) -> Result<(), DmError> {
+    if name.chars().any(char::is_control) {
+        return Err(DmError::invalid(format!(
+            "Invalid device name {name:?}: control characters are not allowed"
+        )));
+    }
+    Ok(())
+}
+
 fn remote(e: DmError) -> RemoteError {
     let kind = match &e {
         DmError::NoDevice => "nodev",
@@ -117,9 +152,16 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
         Request::Version => Reply::Version(reg.version()),
         Request::RemoveAll { deferred } => Reply::Remaining(reg.remove_all(deferred)),
         Request::List => Reply::List(reg.list().wire()),
-        Request::Create { name, uuid } => Reply::Info(reg.create(&name, &uuid)?.wire()),
+        Request::Create { name, uuid } => {
+            check_name(&name)?;
+            let created = reg.create(&name, &uuid)?;
+            // Created anew (e.g. `udm luks open`): no longer waiting to be restored.
+            info.state.forget(&name);
+            Reply::Info(created.wire())
+        }
         Request::Remove { dev, deferred } => Reply::Info(reg.remove(&dev.wire(), deferred)?.wire()),
         Request::Rename { dev, new_name } => {
+            check_name(&new_name)?;
             Reply::Info(reg.rename(&dev.wire(), &new_name)?.wire())
         }
         Request::SetUuid { dev, uuid } => Reply::Info(reg.set_uuid(&dev.wire(), &uuid)?.wire()),
@@ -129,6 +171,17 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
             nolockfs,
         } => Reply::Info(reg.suspend(&dev.wire(), noflush, nolockfs)?.wire()),
         Request::Resume { dev, noflush, .. } => {
+            // A saved device waiting for its key comes back on `resume NAME`.
+            if let udm_proto::DevSel::Name(n) = &dev {
+                if reg.info(&dev.clone().wire(), false).is_err() {
+                    if let Some(r) = info.state.resume_pending(reg, n) {
+                        r.map_err(|m| DmError::Errno {
+                            errno: libc::ENOKEY,
+                            msg: format!("{n}: {m}"),
+                        })?;
+                    }
+                }
+            }
             let opts = udm_core::SuspendOpts {
                 noflush,
                 ..Default::default()
@@ -236,6 +289,30 @@ fn handle(reg: &Registry, info: &DaemonInfo, req: Request) -> Result<Reply, DmEr
             nbd_tcp: info.nbd_tcp.clone(),
             fuse_dir: info.fuse_dir.clone(),
         },
+        Request::Pending => Reply::Pending(info.state.pending()),
+        Request::Stop { force } => {
+            let open: Vec<String> = reg
+                .list()
+                .into_iter()
+                .filter(|d| d.open_count > 0)
+                .map(|d| format!("{} (open count {})", d.name, d.open_count))
+                .collect();
+            if !open.is_empty() && !force {
+                return Err(DmError::Busy(format!(
+                    "devices are open: {} (stop --force closes them)",
+                    open.join(", ")
+                )));
+            }
+            let Some(stop) = info.stop.get() else {
+                return Err(DmError::Errno {
+                    errno: libc::EOPNOTSUPP,
+                    msg: "this daemon is embedded: its embedder stops it".into(),
+                });
+            };
+            tracing::info!("stop requested by a client");
+            stop();
+            Reply::Ok
+        }
         other => {
             return Err(DmError::Errno {
                 errno: libc::EOPNOTSUPP,

@@ -11,6 +11,7 @@ fn embedded_daemon_serves_its_registry_and_shuts_down() {
     let mut cfg = DaemonConfig::default();
     cfg.socket = Some(dir.path().join("control"));
     cfg.no_fuse = true;
+    cfg.state_dir = Some(dir.path().join("state"));
     let d = Daemon::start(&cfg).unwrap();
     assert_eq!(d.nbd_socket(), dir.path().join("nbd.sock"));
     let mut c = Client::connect(d.socket()).unwrap();

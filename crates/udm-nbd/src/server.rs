@@ -2,7 +2,7 @@
 //! threads, and orderly shutdown.
 
 use crate::handshake::{Outcome, Tls};
-use crate::sock::Sock;
+use crate::sock::{PeerKey, Sock};
 use crate::tls::TlsServer;
 use crate::{handshake, transmission, Exports};
 use parking_lot::{Condvar, Mutex};
@@ -19,9 +19,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// A client must finish option haggling within this long.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections beyond this many are closed at once (each costs two threads).
 const MAX_CONNECTIONS: usize = 1024;
+/// Connections past the handshake one client (uid of a unix peer, address of a TCP peer)
+/// may hold.
+const MAX_PER_PEER: usize = 256;
+/// Connections one client may have in the handshake at once: a new one closes that
+/// client's oldest, so idle connections never lock a well-behaved client out.
+const MAX_HANDSHAKES_PER_PEER: usize = 16;
 /// How long shutdown lets connections finish their in-flight replies before it closes
 /// their sockets outright.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -65,6 +71,47 @@ impl NbdServer {
         self.start(fd, accept, None, Some(path.to_path_buf()))
     }
 
+    /// Listen on a Unix socket at `path` that only this user (mode 0600) or, with `gid`,
+    /// also that group (0660) may connect to, whatever the umask: the socket is bound under
+    /// a temporary name, given its mode and group, then renamed into place. Only a stale
+    /// socket at `path` is replaced.
+    pub fn serve_unix_private(&self, path: &Path, gid: Option<u32>) -> io::Result<ServerHandle> {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::symlink_metadata(path) {
+            if !m.file_type().is_socket() || !is_stale_socket(path) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a stale socket", path.display()),
+                ));
+            }
+        }
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".new{}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let listener = UnixListener::bind(&tmp)?;
+        let placed = (|| {
+            let mode = if gid.is_some() { 0o660 } else { 0o600 };
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+            if let Some(g) = gid {
+                std::os::unix::fs::chown(&tmp, None, Some(g))?;
+            }
+            std::fs::rename(&tmp, path)
+        })();
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        listener.set_nonblocking(true)?;
+        let fd = listener.as_raw_fd();
+        let accept = move || {
+            let (s, _) = listener.accept()?;
+            s.set_nonblocking(false)?;
+            Ok(Sock::Unix(s))
+        };
+        self.start(fd, accept, None, Some(path.to_path_buf()))
+    }
+
     /// Listen on a TCP address (port 0 picks a free port; see `ServerHandle::local_addr`).
     pub fn serve_tcp(&self, addr: SocketAddr) -> io::Result<ServerHandle> {
         let listener = TcpListener::bind(addr)?;
@@ -97,6 +144,7 @@ impl NbdServer {
             conns: Mutex::new(Conns {
                 next: 0,
                 socks: HashMap::new(),
+                handshaking: Vec::new(),
             }),
             cv: Condvar::new(),
         });
@@ -125,8 +173,25 @@ fn is_stale_socket(path: &Path) -> bool {
 
 struct Conns {
     next: u64,
-    /// A handle on every live connection's socket, to shut it down.
-    socks: HashMap<u64, Sock>,
+    /// A handle on every live connection's socket, to shut it down, its client, and whether
+    /// it finished the handshake.
+    socks: HashMap<u64, (Sock, PeerKey, bool)>,
+    /// Connections still in the handshake, oldest first.
+    handshaking: Vec<(u64, PeerKey)>,
+}
+
+impl Conns {
+    /// No longer in the handshake (finished, closed, or closed to make room).
+    fn handshake_done(&mut self, id: u64) {
+        self.handshaking.retain(|(i, _)| *i != id);
+    }
+    /// The handshake finished: the connection now counts against its client's cap.
+    fn established(&mut self, id: u64) {
+        self.handshake_done(id);
+        if let Some(c) = self.socks.get_mut(&id) {
+            c.2 = true;
+        }
+    }
 }
 
 struct Shared {
@@ -183,7 +248,7 @@ impl ServerHandle {
             let _ = std::fs::remove_file(p);
         }
         let mut conns = self.shared.conns.lock();
-        for s in conns.socks.values() {
+        for (s, _, _) in conns.socks.values() {
             let _ = s.shutdown(Shutdown::Read);
         }
         let deadline = Instant::now() + grace;
@@ -193,7 +258,7 @@ impl ServerHandle {
             }
         }
         // Clients that do not read their replies lose them now.
-        for s in conns.socks.values() {
+        for (s, _, _) in conns.socks.values() {
             let _ = s.shutdown(Shutdown::Both);
         }
         while !conns.socks.is_empty() {
@@ -261,18 +326,39 @@ where
 
 fn spawn_conn(shared: &Arc<Shared>, sock: Sock) {
     let Ok(handle) = sock.try_clone() else { return };
+    let key = sock.peer_key();
     let id = {
         let mut c = shared.conns.lock();
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        if c.socks.len() >= MAX_CONNECTIONS {
+        let same = |k: &PeerKey| *k == key;
+        let waiting: Vec<u64> = (c.handshaking.iter())
+            .filter(|(_, k)| same(k))
+            .map(|(i, _)| *i)
+            .collect();
+        if waiting.len() >= MAX_HANDSHAKES_PER_PEER {
+            // This client's oldest connection still in the handshake makes room.
+            let oldest = waiting[0];
+            if let Some((s, _, _)) = c.socks.get(&oldest) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            c.handshake_done(oldest);
+            tracing::debug!("nbd: {key:?} has too many handshakes; closed the oldest");
+        }
+        if c.socks.len() >= MAX_CONNECTIONS
+            || (c.socks.values())
+                .filter(|(_, k, established)| *established && same(k))
+                .count()
+                >= MAX_PER_PEER
+        {
             tracing::warn!("nbd: too many connections; refusing {}", sock.peer());
             return;
         }
         c.next += 1;
         let id = c.next;
-        c.socks.insert(id, handle);
+        c.socks.insert(id, (handle, key.clone(), false));
+        c.handshaking.push((id, key));
         id
     };
     let sh = shared.clone();
@@ -283,7 +369,7 @@ fn spawn_conn(shared: &Arc<Shared>, sock: Sock) {
                 shared: sh.clone(),
                 id,
             };
-            if let Err(e) = connection(&sh, sock) {
+            if let Err(e) = connection(&sh, sock, id) {
                 tracing::debug!("nbd: connection {id} ended: {e}");
             }
         });
@@ -294,7 +380,10 @@ fn spawn_conn(shared: &Arc<Shared>, sock: Sock) {
 }
 
 fn remove_conn(shared: &Shared, id: u64) {
-    shared.conns.lock().socks.remove(&id);
+    let mut c = shared.conns.lock();
+    c.socks.remove(&id);
+    c.handshake_done(id);
+    drop(c);
     shared.cv.notify_all();
 }
 
@@ -310,7 +399,7 @@ impl Drop for ConnDone {
     }
 }
 
-fn connection(shared: &Shared, mut sock: Sock) -> io::Result<()> {
+fn connection(shared: &Shared, mut sock: Sock, id: u64) -> io::Result<()> {
     sock.tune();
     sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     let peer = sock.peer();
@@ -349,6 +438,7 @@ fn connection(shared: &Shared, mut sock: Sock) -> io::Result<()> {
             }
         }
     };
+    shared.conns.lock().established(id);
     let how = if tls.active { "over TLS " } else { "" };
     tracing::info!("nbd: {peer} opened export {:?} {how}", neg.name);
     sock.set_read_timeout(None)?;

@@ -51,6 +51,46 @@ impl Sock {
     }
 }
 
+/// Who is at the other end, for per-client limits: the uid of a unix peer (SO_PEERCRED),
+/// the address of a TCP peer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PeerKey {
+    Uid(u32),
+    Ip(std::net::IpAddr),
+    Unknown,
+}
+
+impl Sock {
+    pub fn peer_key(&self) -> PeerKey {
+        match self {
+            Sock::Unix(s) => {
+                // SAFETY: ucred is plain data; getsockopt writes at most `len` bytes into it
+                // and `len` is its size; the fd is valid while `s` is borrowed.
+                unsafe {
+                    let mut cred: libc::ucred = std::mem::zeroed();
+                    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+                    let r = libc::getsockopt(
+                        s.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_PEERCRED,
+                        (&mut cred as *mut libc::ucred).cast(),
+                        &mut len,
+                    );
+                    if r == 0 {
+                        PeerKey::Uid(cred.uid)
+                    } else {
+                        PeerKey::Unknown
+                    }
+                }
+            }
+            Sock::Tcp(s) => s
+                .peer_addr()
+                .map(|a| PeerKey::Ip(a.ip()))
+                .unwrap_or(PeerKey::Unknown),
+        }
+    }
+}
+
 impl AsRawFd for Sock {
     fn as_raw_fd(&self) -> RawFd {
         match self {

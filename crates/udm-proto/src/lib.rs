@@ -133,6 +133,13 @@ pub enum Request {
     Dmesg {
         clear: bool,
     },
+    /// Devices the daemon saved but could not restore yet, and why (`udm ls`).
+    Pending,
+    /// Shut the daemon down (drain and flush, as SIGTERM); refused while a device is open
+    /// unless `force`.
+    Stop {
+        force: bool,
+    },
 }
 
 /// Key material in a request: never printed (`Debug` says how long it is), wiped when dropped.
@@ -181,6 +188,8 @@ pub enum Reply {
         nbd_tcp: Option<String>,
         fuse_dir: Option<String>,
     },
+    /// Waiting devices: (name, why).
+    Pending(Vec<(String, String)>),
 }
 
 /// A failure as the daemon reports it: errno, a kind word, and the kernel-style reason.
@@ -215,6 +224,14 @@ pub enum ClientError {
     Frame(String),
     #[error("{0}")]
     Remote(#[from] RemoteError),
+    /// The daemon at the socket runs as another user (neither ours nor root): nothing was sent.
+    #[error(
+        "refusing to talk to the daemon at {path}: it runs as uid {uid}, not as uid {me} or root"
+    )]
+    NotTrusted { path: String, uid: u32, me: u32 },
+    /// A request too large for one frame: nothing was sent.
+    #[error("request of {len} bytes is over the control protocol's limit of {} MiB", MAX_FRAME >> 20)]
+    TooLarge { len: usize },
 }
 
 impl ClientError {
@@ -225,13 +242,30 @@ impl ClientError {
             }
             ClientError::Frame(_) => libc::EPROTO,
             ClientError::Remote(e) => e.errno,
+            ClientError::NotTrusted { .. } => libc::EPERM,
+            ClientError::TooLarge { .. } => libc::E2BIG,
         }
     }
+}
+
+/// The encoded length of a request's frame body (what `MAX_FRAME` limits).
+pub fn request_len(req: &Request) -> usize {
+    let frame = RequestFrame {
+        v: PROTO_VERSION,
+        req: req.clone(),
+    };
+    serde_json::to_vec(&frame).map(|b| b.len()).unwrap_or(0)
 }
 
 /// Write one frame: u32 big-endian length, then JSON.
 pub fn write_frame<T: Serialize>(w: &mut impl Write, v: &T) -> io::Result<()> {
     let body = serde_json::to_vec(v).map_err(io::Error::other)?;
+    if body.len() > MAX_FRAME as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("frame of {} bytes is too large", body.len()),
+        ));
+    }
     let mut out = Vec::with_capacity(body.len() + 4);
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
     out.extend_from_slice(&body);
@@ -262,7 +296,8 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> io::Result
 }
 
 /// The control socket path: `UDM_SOCKET`, else `$XDG_RUNTIME_DIR/udm/control`, else
-/// `/run/udm/control` for root, else `/tmp/udm-<uid>/control`.
+/// `/run/udm/control` for root, else `/tmp/udm-<uid>/control` (a per-user directory the
+/// daemon creates mode 0700, and refuses when another user owns it or others may write it).
 pub fn default_socket() -> PathBuf {
     if let Some(p) = std::env::var_os("UDM_SOCKET").filter(|s| !s.is_empty()) {
         return PathBuf::from(p);
@@ -285,15 +320,34 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connect to the daemon at `path`, and check (SO_PEERCRED) that it runs as this user or
+    /// root before anything is sent: a socket another user put there never gets a request.
     pub fn connect(path: &Path) -> Result<Client, ClientError> {
         let stream = UnixStream::connect(path).map_err(|err| ClientError::Connect {
             path: path.display().to_string(),
             err,
         })?;
+        let uid = peer_uid(&stream).map_err(|err| ClientError::Connect {
+            path: path.display().to_string(),
+            err,
+        })?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if uid != me && uid != 0 {
+            return Err(ClientError::NotTrusted {
+                path: path.display().to_string(),
+                uid,
+                me,
+            });
+        }
         Ok(Client { stream })
     }
     /// Send one request and wait for its reply.
     pub fn call(&mut self, req: Request) -> Result<Reply, ClientError> {
+        let len = request_len(&req);
+        if len > MAX_FRAME as usize {
+            return Err(ClientError::TooLarge { len });
+        }
         write_frame(
             &mut self.stream,
             &RequestFrame {
@@ -310,6 +364,28 @@ impl Client {
             )));
         }
         Ok(frame.reply?)
+    }
+}
+
+/// The uid of the process at the other end of a unix socket (SO_PEERCRED).
+pub fn peer_uid(s: &UnixStream) -> io::Result<u32> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: ucred is plain data; getsockopt writes at most `len` bytes into it and `len`
+    // is its size; the fd is valid for the borrow of `s`.
+    unsafe {
+        let mut cred: libc::ucred = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        let r = libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        );
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(cred.uid)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod rng;
 pub mod thin;
 pub mod tool;
 pub mod udmcli;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -136,6 +137,8 @@ pub struct Daemon {
     pub nbd_socket: PathBuf,
     /// The udm binary, for `udm` commands against this daemon.
     pub bin: PathBuf,
+    /// The extra daemon arguments it was started with (kept for `restart`).
+    pub extra: Vec<String>,
 }
 
 impl Daemon {
@@ -144,37 +147,74 @@ impl Daemon {
         Daemon::start_with(bin, &[])
     }
 
-    /// As `start`, with extra daemon arguments.
+    /// As `start`, with extra daemon arguments. Its state file lives in `DIR/state`.
     pub fn start_with(bin: &Path, extra: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("control");
         let nbd_socket = dir.path().join("nbd.sock");
-        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
-        let child = Command::new(bin)
-            .arg("daemon")
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--nbd-socket")
-            .arg(&nbd_socket)
-            .args(extra)
-            .env("UDM_LOG", "debug")
-            .stderr(log)
-            .spawn()
-            .expect("spawn udm daemon");
+        let child = Daemon::spawn(bin, dir.path(), extra);
         let d = Daemon {
             bin: bin.to_path_buf(),
             child,
             dir,
             socket,
             nbd_socket,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        for _ in 0..500 {
-            if d.socket.exists() && d.nbd_socket.exists() {
-                return d;
+        d.wait_ready();
+        d
+    }
+
+    fn spawn(bin: &Path, dir: &Path, extra: &[&str]) -> std::process::Child {
+        let log = (std::fs::OpenOptions::new().create(true).append(true))
+            .open(dir.join("daemon.log"))
+            .expect("log file");
+        Command::new(bin)
+            .arg("daemon")
+            .arg("--socket")
+            .arg(dir.join("control"))
+            .arg("--nbd-socket")
+            .arg(dir.join("nbd.sock"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(extra)
+            .env("UDM_LOG", "debug")
+            .stderr(log)
+            .spawn()
+            .expect("spawn udm daemon")
+    }
+
+    fn wait_ready(&self) {
+        for _ in 0..1000 {
+            if self.socket.exists() && self.nbd_socket.exists() {
+                return;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        panic!("udm daemon did not start: {}", d.log());
+        panic!("udm daemon did not start: {}", self.log());
+    }
+
+    /// Kill the daemon with SIGKILL (no shutdown at all), then start it again on the same
+    /// sockets and state directory (with `extra` in place of the first start's arguments,
+    /// when given). The log goes on in the same file.
+    pub fn kill_and_restart(&mut self, extra: Option<&[&str]>) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(e) = extra {
+            self.extra = e.iter().map(|s| s.to_string()).collect();
+        }
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        self.child = Daemon::spawn(&self.bin, self.dir.path(), &extra);
+        // The killed daemon's sockets are still there; wait until the new one answers.
+        for _ in 0..1000 {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
+                && std::os::unix::net::UnixStream::connect(&self.nbd_socket).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("udm daemon did not restart: {}", self.log());
     }
 
     /// `udm create NAME --table TABLE` against this daemon (must succeed).

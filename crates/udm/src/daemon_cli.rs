@@ -26,6 +26,10 @@ fn parse_opts(args: &[String]) -> Result<DaemonConfig> {
             "--socket" => o.socket = Some(val()?.into()),
             "--nbd-socket" => o.nbd_socket = Some(val()?.into()),
             "--nbd-listen" => o.nbd_listen = Some(val()?),
+            "--nbd-insecure" => o.nbd_insecure = true,
+            "--nbd-group" => o.nbd_group = Some(val()?),
+            "--state-dir" => o.state_dir = Some(val()?.into()),
+            "--no-restore" => o.no_restore = true,
             "--fuse" => o.fuse = Some(val()?.into()),
             "--no-fuse" => o.no_fuse = true,
             "--fuse-buffered" => o.fuse_buffered = true,
@@ -66,9 +70,46 @@ fn parse_opts(args: &[String]) -> Result<DaemonConfig> {
     Ok(o)
 }
 
+/// `udm daemon stop [--force] [--socket PATH]`: ask the daemon to shut down (drain, flush,
+/// close the exports, as SIGTERM) and wait until it is gone. Refused while devices are open,
+/// unless `--force`.
+fn stop(args: &[String]) -> Result<()> {
+    let mut force = false;
+    let mut socket = udm_proto::default_socket();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--force" | "-f" => force = true,
+            "--socket" => socket = it.next().context("--socket needs a value")?.into(),
+            s if s.starts_with("--socket=") => socket = s["--socket=".len()..].into(),
+            other => bail!("unknown option {other:?} (udm daemon stop [--force] [--socket PATH])"),
+        }
+    }
+    let mut c = udm_proto::Client::connect(&socket)?;
+    c.call(udm_proto::Request::Stop { force })?;
+    // The daemon removes its socket last; wait for that (a hang guard, not a timing check).
+    let t = std::time::Instant::now();
+    while socket.exists() && udm_proto::Client::connect(&socket).is_ok() {
+        if t.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "the daemon at {} is still running after 60 s",
+                socket.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("udm: daemon stopped");
+    Ok(())
+}
+
 /// Entry point: `udm daemon ARGS…`; `quickstart` also creates the demo device `udm0`.
 pub fn main(args: &[String], quickstart: bool) -> Result<()> {
+    if args.first().map(String::as_str) == Some("stop") {
+        return stop(&args[1..]);
+    }
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("UDM_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

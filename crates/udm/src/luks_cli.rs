@@ -81,6 +81,51 @@ pub struct Opts {
 
 const USAGE: &str = "[OPTION...] <action> <action-specific>";
 
+/// The options udm implements, in cryptsetup's `--help` layout.
+const OPTIONS: &str = "
+Help options:
+  -?, --help                           Show this help message
+      --usage                          Display brief usage
+  -V, --version                        Print package version
+
+Options:
+  -M, --type=STRING                    Type of device metadata: luks, luks1, luks2, plain
+  -c, --cipher=STRING                  The cipher used to encrypt the disk (see /proc/crypto)
+  -h, --hash=STRING                    The hash used to create the encryption key from the
+                                       passphrase
+  -s, --key-size=BITS                  The size of the encryption key
+  -d, --key-file=STRING                Read the key from a file
+  -l, --keyfile-size=bytes             Limits the read from keyfile
+      --keyfile-offset=bytes           Number of bytes to skip in keyfile
+      --new-keyfile-size=bytes         Limits the read from newly added keyfile
+      --new-keyfile-offset=bytes       Number of bytes to skip in newly added keyfile
+      --new-key-slot=INT               Slot number for new key (default is first free)
+  -S, --key-slot=INT                   Slot number for new key (default is first free)
+      --volume-key-file=STRING         Use the volume key from (or, with luksDump, save it
+                                       to) a file
+      --dump-volume-key                Dump volume key instead of keyslots info
+      --header-backup-file=STRING      File with LUKS header and keyslots backup
+  -o, --offset=SECTORS                 The start offset in the backend device
+  -p, --skip=SECTORS                   How many sectors of the encrypted data to skip
+  -b, --size=SECTORS                   The size of the device
+      --sector-size=INT                Encryption sector size (default: 512 bytes)
+      --iv-large-sectors               Use IV counted in sector size (not in 512 bytes)
+      --pbkdf=STRING                   PBKDF algorithm (for LUKS2): argon2i, argon2id, pbkdf2
+      --pbkdf-memory=kilobytes         PBKDF memory cost limit
+      --pbkdf-parallel=threads         PBKDF parallel cost
+  -i, --iter-time=msecs                PBKDF iteration time for LUKS (in ms)
+      --pbkdf-force-iterations=LONG    PBKDF iterations cost (forced, disables benchmark)
+      --uuid=STRING                    UUID for device to use
+      --label=STRING                   Set label for the LUKS2 device
+      --subsystem=STRING               Set subsystem label for the LUKS2 device
+  -r, --readonly                       Create a readonly mapping
+      --allow-discards                 Allow discards (aka TRIM) requests for device
+      --test-passphrase                Do not activate device, just check passphrase
+  -q, --batch-mode                     Do not ask for confirmation (scripted luksFormat)
+  -v, --verbose                        Shows more detailed error messages
+      --debug                          Show debug messages
+";
+
 const HELP: &str = "
 <action> is one of:
 \topen <device> [--type <type>] [<name>] - open device as <name>
@@ -253,7 +298,7 @@ fn parse(io: &mut Io<'_>, prog: &str, args: &[String]) -> Parsed {
             }
             "help" => {
                 let _ = writeln!(io.out, "Usage: {prog} {USAGE}");
-                let _ = write!(io.out, "{HELP}");
+                let _ = write!(io.out, "{OPTIONS}{HELP}");
                 return Parsed::Exit(0);
             }
             "usage" => {
@@ -313,7 +358,8 @@ pub fn run(io: &mut Io<'_>, prog: &str, args: &[String]) -> i32 {
     let r = match action.as_str() {
         "open" => dm::open(io, &opts, &pos),
         "close" => dm::close(io, &opts, &pos),
-        "status" => dm::status(io, &opts, &pos),
+        // `udm luks status` names the device file that exists; `cryptsetup` keeps its text.
+        "status" => dm::status(io, &opts, &pos, prog != "cryptsetup"),
         "resize" => dm::resize(io, &opts, &pos),
         "luksFormat" => format::format(io, &opts, &pos),
         "luksDump" => dump::dump(io, &opts, &pos),

@@ -49,6 +49,10 @@ fn main() -> ExitCode {
                 print!("{}", USAGE);
                 0
             }
+            Some("--version") | Some("-V") if args.len() == 2 => {
+                println!("udm {}", env!("CARGO_PKG_VERSION"));
+                dmsetup::run("udm", &args[1..])
+            }
             Some(_) => dmsetup::run("udm", &args[1..]),
         },
     };
@@ -72,9 +76,14 @@ Usage:
   udm                     start the daemon with defaults and an image-backed demo device `udm0`
   udm daemon [options]    run the daemon in the foreground
       --socket PATH         control socket (default: $UDM_SOCKET, $XDG_RUNTIME_DIR/udm/control,
-                            /run/udm/control for root)
+                            /run/udm/control for root, else /tmp/udm-UID/control in a
+                            directory the daemon creates 0700 and refuses if others can write)
       --nbd-socket PATH     NBD unix socket (default: nbd.sock beside the control socket)
-      --nbd-listen HOST:PORT  also serve NBD over TCP (off by default)
+      --nbd-group GROUP     let GROUP use the NBD unix socket too (mode 0660; else 0600)
+      --nbd-listen HOST:PORT  also serve NBD over TCP (off by default); needs --tls DIR,
+                            since plain TCP lets anyone who reaches the port read and write
+                            every device, decrypted ones included
+      --nbd-insecure        allow --nbd-listen without TLS (or with --tls-optional)
       --fuse DIR            devices as files in DIR (default: `mapper` beside the control
                             socket when FUSE is usable); --no-fuse; --fuse-buffered
       --nbd-outage-limit SECS  how long I/O to an unreachable nbd:// device waits (30)
@@ -83,8 +92,17 @@ Usage:
       --tls DIR [--tls-optional] [--tls-verify-peer]   NBD over TLS (DIR: ca-cert.pem,
                             server-cert.pem, server-key.pem); plaintext refused unless optional
       --ublk                also export every device as /dev/ublkbN (kernel ublk_drv)
+      --state-dir DIR       where the state file lives (default: $UDM_STATE_DIR,
+                            $XDG_DATA_HOME/udm, ~/.local/share/udm); devices come back when
+                            the daemon starts again; keys are never saved, so devices whose
+                            tables hold keys wait (`udm ls`) for `udm luks open` or
+                            `udm key add` then `udm resume NAME`
+      --no-restore          do not restore the saved devices
       --verity-trusted-certs DIR  trust the X.509 certificates (PEM/DER files) in DIR for
                             verity root hash signatures (root_hash_sig_key_desc)
+  udm daemon stop [--force]  stop the daemon (drain, flush); refused while devices are
+                          open unless --force
+  udm --version           udm's version, then the dmsetup-style version lines
   udm stats create|list|print|clear|delete|report|device …   I/O counters (dmstats)
   udm luks luksFormat|open|close|status|luksDump|isLuks|luksUUID|… LUKS1/2 (a `cryptsetup` link too)
   udm key add [--hex] logon|user DESC < KEY   put a key in the daemon's key store (crypt

@@ -89,6 +89,7 @@ fn start() -> Env {
         .arg("--nbd-socket")
         .arg(&nbd)
         .env("UDM_LOG", "warn")
+        .env("UDM_STATE_DIR", dir.path().join("state"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -108,6 +108,11 @@ impl Server {
             .arg("--nbd-socket")
             .arg(&nbd)
             .arg("--no-fuse")
+            // A restarted server starts empty here: the test recreates its export.
+            .arg("--no-restore")
+            .arg("--state-dir")
+            .arg(dir.join(format!("{tag}.state")))
+            .arg("--nbd-insecure")
             .arg("--nbd-listen")
             .arg(format!("{}:{}", host.ip, host.port))
             .stderr(log)

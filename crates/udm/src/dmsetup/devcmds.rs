@@ -63,7 +63,8 @@ pub fn parse_line(buf: &str, file: &str, line: usize, out: &mut Vec<Line>) -> bo
         start,
         len,
         ttype: ttype.to_string(),
-        params: params.to_string(),
+        // Relative paths name files in our directory, not the daemon's.
+        params: crate::dmctl::absolute_words(params),
     });
     true
 }
@@ -142,6 +143,20 @@ fn create_one(ctx: &mut Ctx, name: &str, file: Option<&str>) -> bool {
             None => return false,
         }
     };
+    // A table too large for one control frame is refused before the device is created, so
+    // no empty device is left behind.
+    let len = udm_proto::request_len(&Request::Load {
+        dev: DevArg::name(name).sel(),
+        table: lines.clone(),
+        read_only: false,
+    });
+    if len > udm_proto::MAX_FRAME as usize {
+        eprintln!(
+            "udm: the table for {name} is {len} bytes, over the control protocol's limit of {} MiB",
+            udm_proto::MAX_FRAME >> 20
+        );
+        return false;
+    }
     let uuid = ctx.o.str(O::Uuid).unwrap_or("").to_string();
     let dev = DevArg {
         name: name.to_string(),

@@ -535,7 +535,16 @@ pub fn ls(ctx: &mut Ctx, c: &Cmd, args: &[String], _n: Option<&DevInfo>, _m: boo
         let _ = std::io::stdout().write_all(&out);
         return true;
     }
-    ctx.process_all(c, args, false, display_name)
+    let ok = ctx.process_all(c, args, false, display_name);
+    if args.is_empty() {
+        // Saved devices the daemon could not bring back yet (none on a fresh daemon).
+        if let Ok(udm_proto::Reply::Pending(p)) = ctx.ctl.raw(Request::Pending) {
+            for (name, why) in p {
+                println!("{name}\t(not restored: {why})");
+            }
+        }
+    }
+    ok
 }
 
 fn print_versions(v: &[(String, [u32; 3])]) {

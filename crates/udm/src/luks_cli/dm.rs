@@ -330,10 +330,19 @@ fn live(c: &mut Client, name: &str) -> Option<(udm_proto::DevInfo, udm_proto::Ta
 }
 
 /// `status <name>`.
-pub fn status(io: &mut Io<'_>, _o: &Opts, pos: &[String]) -> Result<(), Failed> {
+pub fn status(io: &mut Io<'_>, _o: &Opts, pos: &[String], real: bool) -> Result<(), Failed> {
     let name = pos[0].trim_start_matches("/dev/mapper/").to_string();
-    let shown = format!("/dev/mapper/{name}");
+    let mut shown = format!("/dev/mapper/{name}");
     let mut c = connect(io)?;
+    if real && !std::path::Path::new(&shown).exists() {
+        // The daemon's FUSE file, when /dev/mapper has no such node.
+        if let Ok(Reply::Daemon {
+            fuse_dir: Some(d), ..
+        }) = c.call(Request::DaemonInfo)
+        {
+            shown = format!("{d}/{name}");
+        }
+    }
     let Some((info, t)) = live(&mut c, &name) else {
         let _ = writeln!(io.out, "{shown} is inactive.");
         return Err(Failed(libc::ENODEV));
