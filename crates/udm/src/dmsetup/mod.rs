@@ -7,8 +7,7 @@ mod devcmds;
 mod fields;
 mod mangle;
 mod misc;
-mod report;
-mod select;
+use udm_report::report;
 mod show;
 mod tree;
 
@@ -615,7 +614,7 @@ mod tests {
         want.truncate(want.len() - 2);
         assert_eq!(rep.fields_help(true, false), want);
         let sel = include_str!("select_help.txt");
-        let ops = include_str!("select_help_ops.txt");
+        let ops = udm_report::report::SELECTION_HELP;
         let typed = format!("{} \n{ops}", rep.fields_help(false, true));
         assert_eq!(typed, sel);
         assert!(USAGE.starts_with("Usage:\n\ndmsetup\n"));

@@ -1,7 +1,7 @@
 //! `-S/--select`: libdm's selection grammar (comparisons joined by `&&` `,` `||` `#`, `!`,
 //! parentheses) over report fields, with a small regular-expression matcher for `=~`/`!~`.
 
-use super::report::{FieldRef, Value};
+use crate::report::{FieldRef, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {

@@ -1,7 +1,7 @@
 //! The column report engine (libdm's `dm_report`): field lists with `all` groups, sort keys,
 //! implicit `selected`/`help` fields, aligned/unaligned/name-prefixed/rows output, `-S` filtering.
 
-use super::select::Selection;
+use crate::select::Selection;
 
 /// Field value kinds (libdm `DM_REPORT_FIELD_TYPE_*` that dmsetup uses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -623,7 +623,7 @@ impl Report {
     }
 }
 
-const SELECTION_HELP: &str = include_str!("select_help_ops.txt");
+pub const SELECTION_HELP: &str = include_str!("select_help_ops.txt");
 
 #[cfg(test)]
 mod tests {
