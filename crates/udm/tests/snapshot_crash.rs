@@ -1,8 +1,8 @@
 //! Crash safety of persistent snapshots (100 seeded rounds): a daemon killed with SIGKILL in
 //! the middle of writes to an origin and its snapshot (kill points from a fixed, printed
-//! seed), then reopened by a new daemon: the COW opens valid, every write acknowledged by an fsync is in the snapshot
-//! (snapshot writes) or left the snapshot's old data intact (origin writes); a merge killed
-//! midway resumes and leaves the origin equal to the snapshot.
+//! seed), then reopened by a new daemon: the COW opens valid, every write acknowledged by an
+//! fsync is in the snapshot (snapshot writes) or left the snapshot's old data intact (origin
+//! writes); a merge killed midway resumes and leaves the origin equal to the snapshot.
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
