@@ -42,7 +42,8 @@ mk() { u create "$1" --table "$2" >/dev/null; }
 now() { date +%s.%N; }
 mibs() { python3 -c "print(f'{$SIZE / ($2 - $1):.1f}')"; }
 # One fio pass over SIZE MiB; prints MiB/s.
-pass() { # uri rw
+pass() { # uri rw   (after a sync, so no pass pays for the previous one's writeback)
+  sync -f "$W/origin.img"
   fio --name=j --ioengine=nbd --uri="$1" --rw="$2" --bs=64k --iodepth=16 --size=${SIZE}m \
     --output-format=json 2>/dev/null | python3 -c '
 import json, sys
@@ -73,6 +74,7 @@ u remove o4
 for c in s4a s4b s4c s4d; do u remove $c; rm -f "$W/$c.cow"; done
 
 # Merge the 1-snapshot COW (SIZE MiB of exceptions) back into the origin.
+sync -f "$W/origin.img"
 t0=$(now)
 mk m "0 $SECT snapshot-merge $O $W/s1.cow P $CHUNK"
 while :; do
