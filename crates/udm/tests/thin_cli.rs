@@ -1,0 +1,338 @@
+//! udm's thin tools against thin-provisioning-tools 0.9 on the same metadata: `thin_dump`
+//! output (XML and human readable, with `--skip-mappings`, `--dev-id`, `-m`) byte for
+//! byte, `thin_check` stdout, stderr and exit code for clean and corrupted metadata with
+//! the options LVM passes, and `thin_restore` output that the real tools accept and dump
+//! identically. Metadata comes from the real `thin_restore` and from udm's own writer.
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use udm_pdata::io::FileIo;
+use udm_pdata::thin::ThinMetadata;
+use udm_pdata::BLOCK_SIZE;
+use udm_testkit::require_tool;
+use udm_testkit::rng::XorShift;
+
+fn tools() -> bool {
+    ["thin_check", "thin_dump", "thin_restore"]
+        .iter()
+        .all(|t| require_tool(t))
+}
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_udm"))
+}
+
+fn out(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+}
+
+/// Run the real `tool` and udm's (`udm thin <short>`) with `args`; both outputs.
+fn both(tool: &str, args: &[&str]) -> (Output, Output) {
+    let real = out(Command::new(tool).args(args));
+    let short = tool.trim_start_matches("thin_");
+    let ours = out(Command::new(bin()).arg("thin").arg(short).args(args));
+    (real, ours)
+}
+
+fn same(tool: &str, args: &[&str]) -> Output {
+    let (real, ours) = both(tool, args);
+    let show = |o: &Output| {
+        format!(
+            "rc {:?}\nstdout:\n{}\nstderr:\n{}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let (l, r) = (show(&real), show(&ours));
+    if l != r {
+        let at = l.lines().zip(r.lines()).position(|(a, b)| a != b);
+        let at = at.unwrap_or(l.lines().count().min(r.lines().count()));
+        let near = |s: &str| {
+            s.lines()
+                .skip(at.saturating_sub(3))
+                .take(6)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        panic!(
+            "{tool} {args:?}: real and udm differ at line {at}\nreal:\n{}\nudm:\n{}\nreal head:\n{}\nudm head:\n{}",
+            near(&l),
+            near(&r),
+            l.lines().take(4).collect::<Vec<_>>().join("\n"),
+            r.lines().take(4).collect::<Vec<_>>().join("\n")
+        );
+    }
+    real
+}
+
+/// XML with several devices, shared blocks (a snapshot), runs broken by time and by
+/// data-block gaps, and an empty device.
+fn sample_xml(rng: &mut XorShift) -> String {
+    let mut s = String::from("<superblock uuid=\"\" time=\"5\" transaction=\"42\" version=\"2\" data_block_size=\"128\" nr_data_blocks=\"20000\">\n");
+    let mut next = 0u64;
+    let mut origin_map = Vec::new();
+    for dev in [1u64, 7, 9] {
+        let mut maps = Vec::new();
+        let mut v = 0u64;
+        while maps.len() < 1500 {
+            v += 1 + rng.below(3);
+            let data = if dev == 7 && !origin_map.is_empty() && rng.below(2) == 0 {
+                let (ov, od): (u64, u64) = origin_map[rng.below(origin_map.len() as u64) as usize];
+                v = v.max(ov);
+                od
+            } else {
+                next += 1 + rng.below(2) * rng.below(4);
+                next
+            };
+            if maps.iter().any(|&(mv, _, _)| mv == v) {
+                continue;
+            }
+            maps.push((v, data, rng.below(3) as u32));
+        }
+        maps.sort();
+        if dev == 1 {
+            origin_map = maps.iter().map(|&(v, d, _)| (v, d)).collect();
+        }
+        s += &format!(
+            "  <device dev_id=\"{dev}\" mapped_blocks=\"{}\" transaction=\"{}\" creation_time=\"{}\" snap_time=\"{}\">\n",
+            maps.len(), dev * 3, dev % 4, 4
+        );
+        for (v, d, t) in maps {
+            s += &format!(
+                "    <single_mapping origin_block=\"{v}\" data_block=\"{d}\" time=\"{t}\"/>\n"
+            );
+        }
+        s += "  </device>\n";
+    }
+    s += "  <device dev_id=\"12\" mapped_blocks=\"0\" transaction=\"1\" creation_time=\"5\" snap_time=\"5\">\n  </device>\n</superblock>\n";
+    s
+}
+
+fn image(dir: &Path, name: &str, blocks: u64) -> PathBuf {
+    udm_testkit::image(dir, name, blocks * BLOCK_SIZE as u64)
+}
+
+/// Metadata written by udm: thin devices, snapshots, overwrites, a delete, a held
+/// metadata snapshot, over several commits.
+fn udm_metadata(dir: &Path) -> PathBuf {
+    let path = image(dir, "udm-meta", 2048);
+    let io = Arc::new(FileIo::open(&path).unwrap());
+    let mut md = ThinMetadata::format(io, 256, 50_000).unwrap();
+    let mut rng = XorShift::new(0x7417_c11);
+    for dev in 0..3 {
+        md.create_thin(dev).unwrap();
+    }
+    let mut live = vec![0u64, 1, 2];
+    for round in 0..6u64 {
+        for _ in 0..400 {
+            let dev = live[rng.below(live.len() as u64) as usize];
+            let b = md.alloc_data_block().unwrap();
+            md.insert(dev, rng.below(3000), b).unwrap();
+        }
+        if round == 2 {
+            md.create_snap(10, 1).unwrap();
+            live.push(10);
+        }
+        if round == 3 {
+            md.delete(2).unwrap();
+            live.retain(|&d| d != 2);
+            md.reserve_metadata_snap().unwrap();
+        }
+        md.set_transaction_id(round + 1);
+        md.commit().unwrap();
+    }
+    path
+}
+
+#[test]
+fn thin_dump_matches_real_on_restored_and_udm_metadata() {
+    if !tools() {
+        return;
+    }
+    let seed = 0xd0_11_u64;
+    eprintln!("seed {seed}");
+    let dir = tempfile::tempdir().unwrap();
+    let xml = dir.path().join("in.xml");
+    std::fs::write(&xml, sample_xml(&mut XorShift::new(seed))).unwrap();
+    let real_meta = image(dir.path(), "real-meta", 2048);
+    udm_testkit::run(
+        Command::new("thin_restore")
+            .arg("-i")
+            .arg(&xml)
+            .arg("-o")
+            .arg(&real_meta),
+    );
+    let udm_meta = udm_metadata(dir.path());
+    for meta in [&real_meta, &udm_meta] {
+        let m = meta.to_str().unwrap();
+        let full = same("thin_dump", &[m]);
+        assert!(full.stdout.len() > 10_000, "dump too small to mean much");
+        same("thin_dump", &["-f", "human_readable", m]);
+        same("thin_dump", &["--skip-mappings", m]);
+        same("thin_dump", &["--dev-id", "1", m]);
+        same("thin_dump", &["--dev-id", "1000", m]);
+    }
+    // The held metadata snapshot of udm's metadata (taken before later writes).
+    let m = udm_meta.to_str().unwrap();
+    let snap = same("thin_dump", &["-m", m]);
+    assert_ne!(snap.stdout, out(Command::new("thin_dump").arg(m)).stdout);
+    // Invoked as `thin_dump` through a link.
+    let link = dir.path().join("thin_dump");
+    symlink(bin(), &link).unwrap();
+    let via_link = out(Command::new(&link).arg(&real_meta));
+    let real = out(Command::new("thin_dump").arg(&real_meta));
+    assert_eq!(via_link.stdout, real.stdout);
+    // -o writes the same bytes to a file.
+    let o = dir.path().join("o.xml");
+    udm_testkit::run(
+        Command::new(bin())
+            .args(["thin", "dump", "-o"])
+            .arg(&o)
+            .arg(&real_meta),
+    );
+    assert_eq!(std::fs::read(&o).unwrap(), real.stdout);
+}
+
+#[test]
+fn thin_restore_output_passes_real_check_and_dumps_identically() {
+    if !tools() {
+        return;
+    }
+    let seed = 0x4e57_u64;
+    eprintln!("seed {seed}");
+    let dir = tempfile::tempdir().unwrap();
+    let xml = dir.path().join("in.xml");
+    std::fs::write(&xml, sample_xml(&mut XorShift::new(seed))).unwrap();
+    let ours = image(dir.path(), "ours", 2048);
+    let theirs = image(dir.path(), "theirs", 2048);
+    udm_testkit::run(
+        Command::new(bin())
+            .args(["thin", "restore", "-i"])
+            .arg(&xml)
+            .arg("-o")
+            .arg(&ours),
+    );
+    udm_testkit::run(
+        Command::new("thin_restore")
+            .arg("-i")
+            .arg(&xml)
+            .arg("-o")
+            .arg(&theirs),
+    );
+    udm_testkit::run(Command::new("thin_check").arg(&ours));
+    let a = udm_testkit::run(Command::new("thin_dump").arg(&ours));
+    let b = udm_testkit::run(Command::new("thin_dump").arg(&theirs));
+    assert_eq!(a, b);
+    // Round trip through udm's own dump, with the real restore of that.
+    let again = dir.path().join("again.xml");
+    std::fs::write(
+        &again,
+        udm_testkit::run(Command::new(bin()).args(["thin", "dump"]).arg(&ours)),
+    )
+    .unwrap();
+    let third = image(dir.path(), "third", 2048);
+    udm_testkit::run(
+        Command::new("thin_restore")
+            .arg("-i")
+            .arg(&again)
+            .arg("-o")
+            .arg(&third),
+    );
+    assert_eq!(udm_testkit::run(Command::new("thin_dump").arg(&third)), b);
+    // Bad input: both fail.
+    std::fs::write(&again, "<superblock uuid=\"\" time=\"0\">\n").unwrap();
+    let (r, u) = both(
+        "thin_restore",
+        &["-i", again.to_str().unwrap(), "-o", third.to_str().unwrap()],
+    );
+    assert!(!r.status.success() && !u.status.success());
+}
+
+#[test]
+fn thin_check_matches_real_on_clean_and_corrupt_metadata() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let meta = udm_metadata(dir.path());
+    let m = meta.to_str().unwrap();
+    for opts in [
+        &[][..],
+        &["-q"],
+        &["--super-block-only"],
+        &["--skip-mappings"],
+        &["--clear-needs-check-flag"],
+        &["-q", "--clear-needs-check-flag"],
+        &["--ignore-non-fatal-errors"],
+    ] {
+        let mut a = opts.to_vec();
+        a.push(m);
+        let o = same("thin_check", &a);
+        assert!(o.status.success());
+    }
+    let o = same(
+        "thin_check",
+        &["-q", "--clear-needs-check-flag", "--skip-mappings", m],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    // needs_check set: reported the same way, and udm clears it as thin_check does.
+    let mut md = ThinMetadata::open(Arc::new(FileIo::open(&meta).unwrap())).unwrap();
+    md.set_needs_check();
+    md.commit().unwrap();
+    drop(md);
+    let flags = |p: &Path| {
+        let x = udm_testkit::run(Command::new("thin_dump").arg("--skip-mappings").arg(p));
+        x.lines()
+            .next()
+            .unwrap()
+            .split("flags=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(flags(&meta), "1");
+    same("thin_check", &[m]);
+    same("thin_check", &["-q", m]);
+    same("thin_dump", &[m]);
+    let o = out(Command::new(bin()).args(["thin", "check", "-q", "--clear-needs-check-flag", m]));
+    assert!(o.status.success());
+    assert_eq!(flags(&meta), "0");
+    udm_testkit::run(Command::new("thin_check").arg(&meta));
+    same(
+        "thin_check",
+        &[dir.path().join("nothing").to_str().unwrap()],
+    );
+    same("thin_check", &[]);
+    // Corrupt superblock: same messages, exit code 1.
+    let bad = dir.path().join("bad");
+    std::fs::copy(&meta, &bad).unwrap();
+    let mut bytes = std::fs::read(&bad).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&bad, &bytes).unwrap();
+    let b = bad.to_str().unwrap();
+    for opts in [&[][..], &["-q"], &["--super-block-only"]] {
+        let mut a = opts.to_vec();
+        a.push(b);
+        assert_eq!(same("thin_check", &a).status.code(), Some(1));
+    }
+    // A corrupt top-level mapping node: both fail (exit 1), the superblock passes.
+    let root = ThinMetadata::open(Arc::new(FileIo::open(&meta).unwrap()))
+        .unwrap()
+        .superblock()
+        .data_mapping_root;
+    std::fs::copy(&meta, &bad).unwrap();
+    let mut bytes = std::fs::read(&bad).unwrap();
+    bytes[root as usize * BLOCK_SIZE + 200] ^= 0xff;
+    std::fs::write(&bad, &bytes).unwrap();
+    let (r, u) = both("thin_check", &["-q", b]);
+    assert_eq!((r.status.code(), u.status.code()), (Some(1), Some(1)));
+    let (r, u) = both("thin_check", &["--super-block-only", b]);
+    assert_eq!((r.status.code(), u.status.code()), (Some(0), Some(0)));
+}
