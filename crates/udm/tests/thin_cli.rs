@@ -336,3 +336,64 @@ fn thin_check_matches_real_on_clean_and_corrupt_metadata() {
     let (r, u) = both("thin_check", &["--super-block-only", b]);
     assert_eq!((r.status.code(), u.status.code()), (Some(0), Some(0)));
 }
+
+#[test]
+fn thin_metadata_size_matches_real() {
+    if !require_tool("thin_metadata_size") {
+        return;
+    }
+    let fixed: &[&[&str]] = &[
+        &["-b", "64k", "-s", "1t", "-m", "100"],
+        &["-b", "64k", "-s", "1t", "-m", "100", "-n"],
+        &["-b", "64k", "-s", "1t", "-m", "1", "-nshort"],
+        &[
+            "-b",
+            "64k",
+            "-s",
+            "1t",
+            "-m",
+            "1",
+            "--numeric-only=long",
+            "-u",
+            "m",
+        ],
+        &["-b", "64k", "-s", "1t", "-m", "1000000", "-u", "t"],
+        &["-b", "64k", "-s", "1t", "-m", "3k"],
+        &[
+            "--block-size",
+            "1m",
+            "--pool-size",
+            "3000000k",
+            "--max-thins",
+            "5",
+            "--unit",
+            "b",
+        ],
+        &["-b", "60k", "-s", "1g", "-m", "1"],
+        &["-b", "64k", "-s", "64k", "-m", "1"],
+        &["-b", "64x", "-s", "1t", "-m", "1"],
+        &["-b", "64k", "-s", "1t", "-m", "3", "-u", "x"],
+        &["-b", "64k", "-s", "1t", "-m", "1", "-u"],
+        &["-b", "64k", "-s", "1g"],
+        &["-s", "1g", "-m", "2"],
+        &["-h"],
+    ];
+    for a in fixed {
+        same("thin_metadata_size", a);
+    }
+    let seed = 0x512e_u64;
+    eprintln!("seed {seed}");
+    let mut rng = XorShift::new(seed);
+    let units = ["", "b", "s", "k", "K", "m", "M", "g", "G", "t", "T", "p"];
+    for _ in 0..60 {
+        let pick = |rng: &mut XorShift| units[rng.below(units.len() as u64) as usize];
+        let b = format!("{}{}", 1u64 << rng.below(12), pick(&mut rng));
+        let s = format!("{}{}", 1 + rng.below(5000), pick(&mut rng));
+        let m = format!("{}", 1 + rng.below(2000));
+        let u = pick(&mut rng).chars().next().unwrap_or('s').to_string();
+        same(
+            "thin_metadata_size",
+            &["-b", &b, "-s", &s, "-m", &m, "-u", &u],
+        );
+    }
+}

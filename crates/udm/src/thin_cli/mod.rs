@@ -2,6 +2,8 @@
 //! `thin_restore`): argv handling and printing over `udm_pdata::thin_xml` and
 //! `udm_pdata::check`, with the real tools' options, output and exit codes.
 
+mod size;
+
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
@@ -13,7 +15,12 @@ use udm_pdata::thin_xml::{parse_xml, read_dump, restore, write_human, write_xml,
 use udm_pdata::{PdataError, BLOCK_SIZE};
 
 /// The tools, by their thin-provisioning-tools names.
-pub const TOOLS: &[&str] = &["thin_dump", "thin_check", "thin_restore"];
+pub const TOOLS: &[&str] = &[
+    "thin_dump",
+    "thin_check",
+    "thin_restore",
+    "thin_metadata_size",
+];
 
 const VERSION: &str = "0.9.0";
 
@@ -25,7 +32,7 @@ pub fn main(args: &[String]) -> i32 {
         }
         Some(t) if TOOLS.contains(&t) => run(t, &args[1..]),
         _ => {
-            eprintln!("Usage: udm thin {{dump|check|restore}} [options] …");
+            eprintln!("Usage: udm thin {{dump|check|restore|metadata_size}} [options] …");
             1
         }
     }
@@ -37,6 +44,7 @@ pub fn run(tool: &str, args: &[String]) -> i32 {
         "thin_dump" => dump(args),
         "thin_check" => check(args),
         "thin_restore" => restore_cmd(args),
+        "thin_metadata_size" => size::main(args),
         _ => 1,
     }
 }
