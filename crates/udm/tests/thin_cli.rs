@@ -397,3 +397,48 @@ fn thin_metadata_size_matches_real() {
         );
     }
 }
+
+const LS_ALL: &str = "DEV,MAPPED_BLOCKS,EXCLUSIVE_BLOCKS,SHARED_BLOCKS,MAPPED_SECTORS,\
+EXCLUSIVE_SECTORS,SHARED_SECTORS,MAPPED_BYTES,EXCLUSIVE_BYTES,SHARED_BYTES,MAPPED,EXCLUSIVE,\
+SHARED,TRANSACTION,CREATE_TIME,SNAP_TIME";
+
+#[test]
+fn thin_ls_matches_real_on_restored_and_udm_metadata() {
+    if !tools() || !require_tool("thin_ls") {
+        return;
+    }
+    let seed = 0x15_u64;
+    eprintln!("seed {seed}");
+    let dir = tempfile::tempdir().unwrap();
+    let xml = dir.path().join("in.xml");
+    std::fs::write(&xml, sample_xml(&mut XorShift::new(seed))).unwrap();
+    let real_meta = image(dir.path(), "real-meta", 2048);
+    udm_testkit::run(
+        Command::new("thin_restore")
+            .arg("-i")
+            .arg(&xml)
+            .arg("-o")
+            .arg(&real_meta),
+    );
+    let udm_meta = udm_metadata(dir.path());
+    for meta in [&real_meta, &udm_meta] {
+        let m = meta.to_str().unwrap();
+        let o = same("thin_ls", &[m]);
+        assert!(o.status.success());
+        let all = same("thin_ls", &["-o", LS_ALL, m]);
+        // Shared blocks exist (a snapshot / shared data), so the columns mean something.
+        let text = String::from_utf8(all.stdout).unwrap();
+        assert!(
+            text.lines()
+                .skip(1)
+                .any(|l| l.split_whitespace().nth(3) != Some("0")),
+            "{text}"
+        );
+        same(
+            "thin_ls",
+            &["--no-headers", "-o", "SNAP_TIME,DEV,SHARED", m],
+        );
+        same("thin_ls", &["-o", "DEV,NOPE", m]);
+    }
+    same("thin_ls", &["-m", "-o", LS_ALL, udm_meta.to_str().unwrap()]);
+}

@@ -2,6 +2,7 @@
 //! `thin_restore`): argv handling and printing over `udm_pdata::thin_xml` and
 //! `udm_pdata::check`, with the real tools' options, output and exit codes.
 
+mod ls;
 mod size;
 
 use std::fs::OpenOptions;
@@ -20,6 +21,7 @@ pub const TOOLS: &[&str] = &[
     "thin_check",
     "thin_restore",
     "thin_metadata_size",
+    "thin_ls",
 ];
 
 const VERSION: &str = "0.9.0";
@@ -32,7 +34,7 @@ pub fn main(args: &[String]) -> i32 {
         }
         Some(t) if TOOLS.contains(&t) => run(t, &args[1..]),
         _ => {
-            eprintln!("Usage: udm thin {{dump|check|restore|metadata_size}} [options] …");
+            eprintln!("Usage: udm thin {{dump|check|restore|ls|metadata_size}} [options] …");
             1
         }
     }
@@ -45,11 +47,12 @@ pub fn run(tool: &str, args: &[String]) -> i32 {
         "thin_check" => check(args),
         "thin_restore" => restore_cmd(args),
         "thin_metadata_size" => size::main(args),
+        "thin_ls" => ls::main(args),
         _ => 1,
     }
 }
 
-fn open_io(path: &str, write: bool) -> std::io::Result<Arc<dyn MetaIo>> {
+pub(crate) fn open_io(path: &str, write: bool) -> std::io::Result<Arc<dyn MetaIo>> {
     let f = OpenOptions::new().read(true).write(write).open(path)?;
     Ok(Arc::new(FileIo::new(f)?))
 }
