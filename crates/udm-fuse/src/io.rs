@@ -280,20 +280,6 @@ pub(crate) fn fallocate(f: Arc<OpenFile>, offset: u64, len: u64, mode: i32, repl
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::cover;
-
-    #[test]
-    fn cover_rounds_out_within_the_device() {
-        assert_eq!(cover(0, 512, 512, 4096), (0, 512));
-        assert_eq!(cover(100, 700, 512, 4096), (0, 1024));
-        assert_eq!(cover(5000, 6000, 4096, 16384), (4096, 8192));
-        // A 4 KiB-block device whose size is not a multiple of 4 KiB.
-        assert_eq!(cover(4100, 4600, 4096, 5120), (4096, 4608));
-    }
-}
-
 /// lseek SEEK_DATA / SEEK_HOLE from the device's extents (a thin device's unprovisioned
 /// blocks are holes; `Zero` extents are allocated, so data). The end of the device counts
 /// as a hole; offsets at or past it are ENXIO. Other whences are the kernel's business.
@@ -323,5 +309,19 @@ pub(crate) fn seek_data_hole(f: &OpenFile, offset: i64, whence: i32) -> Result<i
         Ok(size as i64)
     } else {
         Err(Errno::ENXIO)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cover;
+
+    #[test]
+    fn cover_rounds_out_within_the_device() {
+        assert_eq!(cover(0, 512, 512, 4096), (0, 512));
+        assert_eq!(cover(100, 700, 512, 4096), (0, 1024));
+        assert_eq!(cover(5000, 6000, 4096, 16384), (4096, 8192));
+        // A 4 KiB-block device whose size is not a multiple of 4 KiB.
+        assert_eq!(cover(4100, 4600, 4096, 5120), (4096, 4608));
     }
 }

@@ -122,7 +122,7 @@ fn udm_metadata(dir: &Path) -> PathBuf {
     let path = image(dir, "udm-meta", 2048);
     let io = Arc::new(FileIo::open(&path).unwrap());
     let mut md = ThinMetadata::format(io, 256, 50_000).unwrap();
-    let mut rng = XorShift::new(0x7417_c11);
+    let mut rng = XorShift::new(0x0741_7c11);
     for dev in 0..3 {
         md.create_thin(dev).unwrap();
     }
