@@ -442,3 +442,37 @@ fn thin_ls_matches_real_on_restored_and_udm_metadata() {
     }
     same("thin_ls", &["-m", "-o", LS_ALL, udm_meta.to_str().unwrap()]);
 }
+
+#[test]
+fn thin_repair_copies_metadata_as_real_one_does() {
+    if !tools() || !require_tool("thin_repair") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = udm_metadata(dir.path());
+    let ours = image(dir.path(), "ours", 1024);
+    let theirs = image(dir.path(), "theirs", 1024);
+    let (r, u) = both(
+        "thin_repair",
+        &["-i", src.to_str().unwrap(), "-o", ours.to_str().unwrap()],
+    );
+    assert!(u.status.success(), "{}", String::from_utf8_lossy(&u.stderr));
+    assert!(r.status.success());
+    udm_testkit::run(
+        Command::new("thin_repair")
+            .arg("-i")
+            .arg(&src)
+            .arg("-o")
+            .arg(&theirs),
+    );
+    udm_testkit::run(Command::new("thin_check").arg(&ours));
+    let dump = |p: &Path| udm_testkit::run(Command::new("thin_dump").arg(p));
+    assert_eq!(dump(&ours), dump(&theirs));
+    assert_eq!(dump(&ours), dump(&src));
+    same("thin_repair", &["-i", src.to_str().unwrap()]);
+    same(
+        "thin_repair",
+        &["-i", "/nonexistent/x", "-o", ours.to_str().unwrap()],
+    );
+    same("thin_repair", &["-h"]);
+}

@@ -3,6 +3,7 @@
 //! `udm_pdata::check`, with the real tools' options, output and exit codes.
 
 mod ls;
+mod repair;
 mod size;
 
 use std::fs::OpenOptions;
@@ -22,6 +23,7 @@ pub const TOOLS: &[&str] = &[
     "thin_restore",
     "thin_metadata_size",
     "thin_ls",
+    "thin_repair",
 ];
 
 const VERSION: &str = "0.9.0";
@@ -34,7 +36,7 @@ pub fn main(args: &[String]) -> i32 {
         }
         Some(t) if TOOLS.contains(&t) => run(t, &args[1..]),
         _ => {
-            eprintln!("Usage: udm thin {{dump|check|restore|ls|metadata_size}} [options] …");
+            eprintln!("Usage: udm thin {{dump|check|restore|repair|ls|metadata_size}} [options] …");
             1
         }
     }
@@ -48,6 +50,7 @@ pub fn run(tool: &str, args: &[String]) -> i32 {
         "thin_restore" => restore_cmd(args),
         "thin_metadata_size" => size::main(args),
         "thin_ls" => ls::main(args),
+        "thin_repair" => repair::main(args),
         _ => 1,
     }
 }
