@@ -32,6 +32,7 @@ pub mod error;
 pub mod io;
 pub mod space_map;
 pub mod thin;
+pub mod thin_delta;
 pub mod thin_ls;
 pub mod thin_size;
 pub mod thin_xml;

@@ -34,6 +34,9 @@ pub struct ThinDump {
     pub version: u32,
     pub data_block_size: u32,
     pub nr_data_blocks: u64,
+    /// The held metadata snapshot's block in the superblock read (0: none; not in the
+    /// XML `thin_dump` writes).
+    pub metadata_snap: u64,
     pub devices: Vec<DumpDevice>,
 }
 
@@ -100,6 +103,7 @@ pub fn read_dump(io: Arc<dyn MetaIo>, opts: &DumpOpts) -> Result<ThinDump> {
         version: src.version,
         data_block_size: src.data_block_size,
         nr_data_blocks,
+        metadata_snap: src.metadata_snap,
         devices,
     })
 }
@@ -258,6 +262,7 @@ pub fn parse_xml(text: &str) -> Result<ThinDump> {
                     version: opt(&a, name, "version", 2)?,
                     data_block_size: get(&a, name, "data_block_size")?,
                     nr_data_blocks: get(&a, name, "nr_data_blocks")?,
+                    metadata_snap: 0,
                     devices: Vec::new(),
                 })
             }

@@ -476,3 +476,44 @@ fn thin_repair_copies_metadata_as_real_one_does() {
     );
     same("thin_repair", &["-h"]);
 }
+
+#[test]
+fn thin_delta_matches_real_on_restored_and_udm_metadata() {
+    if !tools() || !require_tool("thin_delta") {
+        return;
+    }
+    let seed = 0xde17a_u64;
+    eprintln!("seed {seed}");
+    let dir = tempfile::tempdir().unwrap();
+    let xml = dir.path().join("in.xml");
+    std::fs::write(&xml, sample_xml(&mut XorShift::new(seed))).unwrap();
+    let real_meta = image(dir.path(), "real-meta", 2048);
+    udm_testkit::run(
+        Command::new("thin_restore")
+            .arg("-i")
+            .arg(&xml)
+            .arg("-o")
+            .arg(&real_meta),
+    );
+    let udm_meta = udm_metadata(dir.path());
+    let cases = [
+        (&real_meta, ["1", "7"]),
+        (&real_meta, ["7", "9"]),
+        (&real_meta, ["12", "1"]),
+        (&udm_meta, ["1", "10"]),
+        (&udm_meta, ["10", "0"]),
+    ];
+    for (meta, [a, b]) in cases {
+        let m = meta.to_str().unwrap();
+        let o = same("thin_delta", &["--thin1", a, "--thin2", b, m]);
+        assert!(o.status.success() && o.stdout.len() > 200);
+        same("thin_delta", &["--snap1", a, "--snap2", b, "--verbose", m]);
+    }
+    let m = udm_meta.to_str().unwrap();
+    same(
+        "thin_delta",
+        &["-m", "--thin1", "1", "--thin2", "10", "--verbose", m],
+    );
+    same("thin_delta", &["--thin1", "1", "--thin2", "99", m]);
+    same("thin_delta", &["--thin1", "1", m]);
+}

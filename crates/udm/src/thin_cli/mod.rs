@@ -2,6 +2,7 @@
 //! `thin_restore`): argv handling and printing over `udm_pdata::thin_xml` and
 //! `udm_pdata::check`, with the real tools' options, output and exit codes.
 
+mod delta;
 mod ls;
 mod repair;
 mod size;
@@ -24,6 +25,7 @@ pub const TOOLS: &[&str] = &[
     "thin_metadata_size",
     "thin_ls",
     "thin_repair",
+    "thin_delta",
 ];
 
 const VERSION: &str = "0.9.0";
@@ -36,7 +38,9 @@ pub fn main(args: &[String]) -> i32 {
         }
         Some(t) if TOOLS.contains(&t) => run(t, &args[1..]),
         _ => {
-            eprintln!("Usage: udm thin {{dump|check|restore|repair|ls|metadata_size}} [options] …");
+            eprintln!(
+                "Usage: udm thin {{dump|check|restore|repair|ls|delta|metadata_size}} [options] …"
+            );
             1
         }
     }
@@ -51,6 +55,7 @@ pub fn run(tool: &str, args: &[String]) -> i32 {
         "thin_metadata_size" => size::main(args),
         "thin_ls" => ls::main(args),
         "thin_repair" => repair::main(args),
+        "thin_delta" => delta::main(args),
         _ => 1,
     }
 }
