@@ -6,6 +6,7 @@ mod delta;
 mod ls;
 mod repair;
 mod size;
+mod trim;
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -26,6 +27,7 @@ pub const TOOLS: &[&str] = &[
     "thin_ls",
     "thin_repair",
     "thin_delta",
+    "thin_trim",
 ];
 
 const VERSION: &str = "0.9.0";
@@ -39,7 +41,7 @@ pub fn main(args: &[String]) -> i32 {
         Some(t) if TOOLS.contains(&t) => run(t, &args[1..]),
         _ => {
             eprintln!(
-                "Usage: udm thin {{dump|check|restore|repair|ls|delta|metadata_size}} [options] …"
+                "Usage: udm thin {{dump|check|restore|repair|ls|delta|trim|metadata_size}} [options] …"
             );
             1
         }
@@ -56,6 +58,7 @@ pub fn run(tool: &str, args: &[String]) -> i32 {
         "thin_ls" => ls::main(args),
         "thin_repair" => repair::main(args),
         "thin_delta" => delta::main(args),
+        "thin_trim" => trim::main(args),
         _ => 1,
     }
 }
