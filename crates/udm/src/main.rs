@@ -101,8 +101,9 @@ Usage:
   udm lvm COMMAND …       lvm2's commands (pvcreate, vgcreate, lvcreate, vgchange, lvs, …;
                           also as links of those names)
   udm log-writes replay|dump …   replay a dm-log-writes log onto a device or image, or list it
-  udm thin dump|check|restore …   thin-provisioning-tools (also as thin_dump, thin_check,
-                          thin_restore links)
+  udm thin dump|check|restore|repair|ls|delta|trim|metadata_size …   thin-provisioning-tools
+                          0.9's tools, same options, output and exit codes (also as
+                          thin_dump, thin_check, … links)
   udm snapshot dump COW           print a snapshot COW's header and exception table
   udm <dmsetup command>   any dmsetup command (create, ls, info, table, status, remove, …);
                           `udm help` lists them. A link named `dmsetup` behaves as dmsetup.
