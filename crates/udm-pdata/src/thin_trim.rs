@@ -6,9 +6,19 @@ use crate::io::MetaIo;
 use crate::thin::ThinMetadata;
 use std::sync::Arc;
 
-/// The pool's data block size (sectors), its number of data blocks and the free runs as
-/// `[begin, end)` block ranges.
-pub fn free_runs(io: Arc<dyn MetaIo>) -> Result<(u32, u64, Vec<(u64, u64)>)> {
+/// What to discard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrimPlan {
+    /// Data block size in sectors.
+    pub data_block_size: u32,
+    /// Data blocks in the pool.
+    pub nr_blocks: u64,
+    /// Unreferenced runs, as `[begin, end)` block ranges.
+    pub runs: Vec<(u64, u64)>,
+}
+
+/// The plan for the committed metadata on `io`.
+pub fn free_runs(io: Arc<dyn MetaIo>) -> Result<TrimPlan> {
     let md = ThinMetadata::open(io)?;
     let sm = md.data_sm();
     let nr = sm.core().nr_blocks();
@@ -27,5 +37,9 @@ pub fn free_runs(io: Arc<dyn MetaIo>) -> Result<(u32, u64, Vec<(u64, u64)>)> {
     if let Some(s) = start {
         runs.push((s, nr));
     }
-    Ok((md.superblock().data_block_size, nr, runs))
+    Ok(TrimPlan {
+        data_block_size: md.superblock().data_block_size,
+        nr_blocks: nr,
+        runs,
+    })
 }

@@ -85,7 +85,7 @@ pub fn main(args: &[String]) -> i32 {
         .map_err(PdataError::from_io)
         .and_then(free_runs);
     let (bs, nr, runs) = match r {
-        Ok(x) => x,
+        Ok(p) => (p.data_block_size, p.nr_blocks, p.runs),
         Err(e) => {
             eprintln!("{e}");
             return 1;
