@@ -6,7 +6,7 @@ use crate::FuseOpts;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -378,6 +378,25 @@ impl fuser::Filesystem for UdmFs {
     ) {
         match self.0.file(fh) {
             Ok(f) => io::fallocate(f, offset, length, mode, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        match self
+            .0
+            .file(fh)
+            .and_then(|f| io::seek_data_hole(&f, offset, whence))
+        {
+            Ok(o) => reply.offset(o),
             Err(e) => reply.error(e),
         }
     }

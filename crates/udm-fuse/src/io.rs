@@ -280,6 +280,38 @@ pub(crate) fn fallocate(f: Arc<OpenFile>, offset: u64, len: u64, mode: i32, repl
     }
 }
 
+/// lseek SEEK_DATA / SEEK_HOLE from the device's extents (a thin device's unprovisioned
+/// blocks are holes; `Zero` extents are allocated, so data). The end of the device counts
+/// as a hole; offsets at or past it are ENXIO. Other whences are the kernel's business.
+pub(crate) fn seek_data_hole(f: &OpenFile, offset: i64, whence: i32) -> Result<i64, Errno> {
+    let want_hole = match whence {
+        libc::SEEK_DATA => false,
+        libc::SEEK_HOLE => true,
+        _ => return Err(Errno::EINVAL),
+    };
+    let size = f.size();
+    let Ok(off) = u64::try_from(offset) else {
+        return Err(Errno::ENXIO);
+    };
+    if off >= size {
+        return Err(Errno::ENXIO);
+    }
+    let start = off / SECTOR_SIZE;
+    let total = size.div_ceil(SECTOR_SIZE);
+    let mut pos = start;
+    for (len, x) in f.dev.extents(Sectors(start), Sectors(total - start)) {
+        if (x == udm_io::Extent::Hole) == want_hole {
+            return Ok((pos * SECTOR_SIZE).max(off).min(size) as i64);
+        }
+        pos += len.0;
+    }
+    if want_hole {
+        Ok(size as i64)
+    } else {
+        Err(Errno::ENXIO)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::cover;

@@ -66,6 +66,11 @@ impl PdataError {
         }
     }
 
+    /// An I/O error opening or reading the metadata device as a whole (block 0).
+    pub fn from_io(source: std::io::Error) -> Self {
+        PdataError::Io { block: 0, source }
+    }
+
     pub(crate) fn corrupt(kind: BlockKind, block: u64, reason: impl Into<String>) -> Self {
         PdataError::Corrupt {
             kind,

@@ -32,6 +32,11 @@ pub mod error;
 pub mod io;
 pub mod space_map;
 pub mod thin;
+pub mod thin_delta;
+pub mod thin_ls;
+pub mod thin_size;
+pub mod thin_trim;
+pub mod thin_xml;
 pub mod tm;
 
 pub use error::{PdataError, Result};

@@ -437,6 +437,60 @@ impl ThinMetadata {
         Ok(())
     }
 
+    /// Set the superblock's time (restoring from a dump).
+    pub fn set_time(&mut self, time: u32) {
+        self.sb.time = time;
+    }
+
+    /// Set the superblock's flags (restoring from a dump).
+    pub fn set_flags(&mut self, flags: u32) {
+        self.sb.flags = flags;
+    }
+
+    /// Create device `dev` with the given details and an empty mapping tree (restoring).
+    pub fn restore_device(&mut self, dev: u64, d: DeviceDetails) -> Result<()> {
+        if self.exists(dev)? {
+            return Err(PdataError::Invalid(format!(
+                "thin device {dev} already exists"
+            )));
+        }
+        let root = btree::empty(&mut self.tm, 8)?;
+        self.insert_subtree(dev, root)?;
+        self.put_details(dev, d)
+    }
+
+    /// Map `vblock` of `dev` to `data_block` at `time`, taking a new reference on the data
+    /// block (it may be shared); details are left as they are (restoring).
+    pub fn restore_mapping(
+        &mut self,
+        dev: u64,
+        vblock: u64,
+        data_block: u64,
+        time: u32,
+    ) -> Result<()> {
+        if data_block >= self.data_sm.core().nr_blocks() {
+            return Err(PdataError::Invalid(format!(
+                "data block {data_block} beyond the end of the data device"
+            )));
+        }
+        self.data_sm.inc(data_block)?;
+        let v = pack_block_time(data_block, time);
+        let (root, old) = btree::insert_nested(
+            &mut self.tm,
+            self.sb.data_mapping_root,
+            &[dev, vblock],
+            &v.to_le_bytes(),
+            &mut DataRefs(&mut self.data_sm),
+        )?;
+        self.sb.data_mapping_root = root;
+        if old.is_some() {
+            return Err(PdataError::Invalid(format!(
+                "device {dev} block {vblock} mapped twice"
+            )));
+        }
+        Ok(())
+    }
+
     /// Unmap `vblock` of `dev`; returns whether it was mapped.
     pub fn remove(&mut self, dev: u64, vblock: u64) -> Result<bool> {
         let (root, old) = btree::remove_nested(

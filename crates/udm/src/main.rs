@@ -14,6 +14,7 @@ mod open_cli;
 mod optparse;
 mod snapshot_cli;
 mod stats_cli;
+mod thin_cli;
 mod verity_cli;
 
 use std::process::ExitCode;
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         "cryptsetup" => luks_cli::main("cryptsetup", &args[1..]),
         "kpartx" => kpartx::main(&args[1..]),
         "pvs" | "vgs" | "lvs" | "lvm" => lvm::run(&prog, &args[1..]),
+        p if thin_cli::TOOLS.contains(&p) => thin_cli::run(p, &args[1..]),
         p if lvm::COMMANDS.contains(&p) => lvm::run(p, &args[1..]),
         _ => match args.get(1).map(|s| s.as_str()) {
             Some("daemon") => report(daemon_cli::main(&args[2..], false)),
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
             Some("dmesg") => dmesg_cli::main(&args[2..]),
             Some("kpartx") => kpartx::main(&args[2..]),
             Some(c @ ("open" | "close")) => open_cli::main(c, &args[2..]),
+            Some("thin") => thin_cli::main(&args[2..]),
             Some("snapshot") => snapshot_cli::main(&args[2..]),
             None => report(daemon_cli::main(&[], true)),
             Some("--help") if args.len() == 2 => {
@@ -116,6 +119,9 @@ Usage:
   udm lvm COMMAND …       lvm2's commands (pvcreate, vgcreate, lvcreate, vgchange, lvs, …;
                           also as links of those names)
   udm log-writes replay|dump …   replay a dm-log-writes log onto a device or image, or list it
+  udm thin dump|check|restore|repair|ls|delta|trim|metadata_size …   thin-provisioning-tools
+                          0.9's tools, same options, output and exit codes (also as
+                          thin_dump, thin_check, … links)
   udm snapshot dump COW           print a snapshot COW's header and exception table
   udm <dmsetup command>   any dmsetup command (create, ls, info, table, status, remove, …);
                           `udm help` lists them. A link named `dmsetup` behaves as dmsetup.

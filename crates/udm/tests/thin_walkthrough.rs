@@ -137,3 +137,143 @@ fn thin_walkthrough_ext4_snapshot_and_holes() {
     }
     udm_testkit::thin::thin_check(&meta).unwrap();
 }
+
+/// Used data blocks from a thin-pool status line.
+fn pool_used(st: &str) -> u64 {
+    st.split(' ')
+        .nth(5)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Bytes a file really occupies (`stat` %b × %B).
+fn allocated(p: &Path) -> u64 {
+    let s = udm_testkit::run(Command::new("stat").args(["-c", "%b %B"]).arg(p));
+    let v: Vec<u64> = s.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    v[0] * v[1]
+}
+
+fn seek(f: &std::fs::File, off: i64, whence: i32) -> Option<i64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: lseek on a file descriptor we own; no memory is passed.
+    let r = unsafe { libc::lseek(f.as_raw_fd(), off, whence) };
+    (r >= 0).then_some(r)
+}
+
+#[test]
+fn thin_holes_seek_sparse_copies_and_discard() {
+    let tools = ["nbdcopy", "qemu-img", "qemu-io", "cp", "stat"];
+    if !tools.iter().all(|t| require_tool(t)) || !fuse_ok() {
+        return;
+    }
+    use std::os::unix::fs::FileExt;
+    let d = Daemon::start(bin());
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = udm_testkit::image(tmp.path(), "meta.img", 4 << 20);
+    let data = udm_testkit::image(tmp.path(), "data.img", 64 << 20);
+    let pool = format!(
+        "0 131072 thin-pool {} {} 128 16",
+        meta.display(),
+        data.display()
+    );
+    udm(&d, &["create", "pool", "--table", &pool]);
+    udm(&d, &["message", "pool", "0", "create_thin", "0"]);
+    // 256 MiB thin device; 64 KiB blocks.
+    udm(
+        &d,
+        &[
+            "create",
+            "thin",
+            "--table",
+            "0 524288 thin /dev/mapper/pool 0",
+        ],
+    );
+    let size: u64 = 256 << 20;
+    let blk: u64 = 64 << 10;
+    let f = fuse_file(&d, "thin").unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&f)
+        .unwrap();
+    // Writes provisioning blocks 0, 160, 161 (one write across both), 1000 (partly) and
+    // the last block.
+    let writes: [(u64, usize, u8); 4] = [
+        (0, 4096, 0xa1),
+        (160 * blk + blk - 512, 1024, 0xb2),
+        (1000 * blk + 5000, 3000, 0xc3),
+        (size - 512, 512, 0xd4),
+    ];
+    let mut model = vec![0u8; size as usize];
+    for &(off, len, v) in &writes {
+        file.write_all_at(&vec![v; len], off).unwrap();
+        model[off as usize..off as usize + len].fill(v);
+    }
+    file.sync_all().unwrap();
+    let last = size / blk - 1;
+    let data_blocks = [0u64, 160, 161, 1000, last];
+    let used = pool_used(&udm(&d, &["status", "pool"]));
+    assert_eq!(used, data_blocks.len() as u64);
+    // SEEK_DATA / SEEK_HOLE see exactly the provisioned blocks.
+    let b = |n: u64| (n * blk) as i64;
+    assert_eq!(seek(&file, 0, libc::SEEK_DATA), Some(0));
+    assert_eq!(seek(&file, 100, libc::SEEK_HOLE), Some(b(1)));
+    assert_eq!(seek(&file, b(1), libc::SEEK_DATA), Some(b(160)));
+    assert_eq!(seek(&file, b(160) + 7, libc::SEEK_DATA), Some(b(160) + 7));
+    assert_eq!(seek(&file, b(160), libc::SEEK_HOLE), Some(b(162)));
+    assert_eq!(seek(&file, b(162), libc::SEEK_DATA), Some(b(1000)));
+    assert_eq!(seek(&file, b(1001), libc::SEEK_DATA), Some(b(last)));
+    assert_eq!(seek(&file, b(last), libc::SEEK_HOLE), Some(size as i64));
+    assert_eq!(seek(&file, size as i64, libc::SEEK_DATA), None);
+    // Sparse copies from the FUSE file and from the NBD export: same bytes, and only
+    // about the provisioned blocks allocated.
+    let provisioned = data_blocks.len() as u64 * blk;
+    let cp_out = tmp.path().join("cp.img");
+    ok(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&f)
+        .arg(&cp_out));
+    let nbd_out = tmp.path().join("nbdcopy.img");
+    udm_testkit::image(tmp.path(), "nbdcopy.img", size);
+    ok(Command::new("nbdcopy").arg(d.uri("thin")).arg(&nbd_out));
+    let qemu_out = tmp.path().join("qemu.img");
+    ok(Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "raw"])
+        .arg(d.uri("thin"))
+        .arg(&qemu_out));
+    for out in [&cp_out, &nbd_out, &qemu_out] {
+        assert!(
+            std::fs::read(out).unwrap() == model,
+            "{} differs",
+            out.display()
+        );
+        let a = allocated(out);
+        assert!(
+            a <= provisioned,
+            "{}: {a} bytes allocated, {provisioned} provisioned",
+            out.display()
+        );
+    }
+    // FUSE punch hole gives block 160 back to the pool; NBD trim gives back 1000.
+    ok(Command::new("fallocate")
+        .args(["--punch-hole", "--keep-size", "--offset"])
+        .arg((160 * blk).to_string())
+        .args(["--length", &blk.to_string()])
+        .arg(&f));
+    assert_eq!(pool_used(&udm(&d, &["status", "pool"])), used - 1);
+    ok(Command::new("qemu-io")
+        .args(["-f", "raw", "-c"])
+        .arg(format!("discard {} {}", 1000 * blk, blk))
+        .arg(d.uri("thin")));
+    assert_eq!(pool_used(&udm(&d, &["status", "pool"])), used - 2);
+    assert_eq!(seek(&file, b(1), libc::SEEK_DATA), Some(b(161)));
+    assert_eq!(seek(&file, b(162), libc::SEEK_DATA), Some(b(last)));
+    drop(file);
+    for n in ["thin", "pool"] {
+        udm(&d, &["remove", n]);
+    }
+}
