@@ -69,7 +69,10 @@ fn snapshot_of_a_thin_origin_with_its_cow_on_a_remote_nbd_leg() {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let server = Daemon::start_with(bin(), &["--no-fuse", "--nbd-listen", &listen]);
+    let server = Daemon::start_with(
+        bin(),
+        &["--no-fuse", "--nbd-insecure", "--nbd-listen", &listen],
+    );
     let cow_img = udm_testkit::image(work.path(), "cow.img", 8 << 20);
     server.create(
         "cowleg",
