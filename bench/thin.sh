@@ -16,14 +16,16 @@
 #                  best of 3, and whether both dumps are the same bytes.
 # Prints MiB/s, seconds and the ratios the thin issue aims at. Not part of CI; no root needed.
 #
-#   bench/thin.sh [SIZE_MIB] [BLOCK_SECTORS] [MAPPINGS] [THINS]
-#       (defaults 256, 128 = LVM's 64 KiB, 250000, 1000; UDM_BIN=path skips the build)
+#   bench/thin.sh [SIZE_MIB] [BLOCK_SECTORS] [MAPPINGS] [THINS] [REPEATS]
+#       (defaults 256, 128 = LVM's 64 KiB, 250000, 1000, 3 rounds (median shown) of the fio
+#        jobs; UDM_BIN=path skips the build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-256}
 BLOCK=${2:-128}
 MAPPINGS=${3:-250000}
 THINS=${4:-1000}
+REPS=${5:-3}
 for t in fio qemu-img qemu-nbd python3 thin_check thin_dump thin_restore; do
   command -v $t >/dev/null || { echo "need $t"; exit 1; }
 done
@@ -53,7 +55,7 @@ mk() { u create "$1" --table "$2" >/dev/null; }
 now() { date +%s.%N; }
 # One fio pass over SIZE MiB; prints MiB/s.
 pass() { # uri rw   (after a sync, so no pass pays for the previous one's writeback)
-  sync -f "$W/data.img"
+  sync -f "$W/meta.img"
   fio --name=j --ioengine=nbd --uri="$1" --rw="$2" --bs=64k --iodepth=16 --size=${SIZE}m \
     --output-format=json 2>/dev/null | python3 -c '
 import json, sys
@@ -63,23 +65,57 @@ print("%.1f" % (s["bw_bytes"] / 2**20))'
 }
 uri() { echo "nbd+unix:///$1?socket=$W/nbd.sock"; }
 
-mk lin "0 $SECT linear $W/lin.img 0"
-LIN_W=$(pass "$(uri lin)" write)
-LIN_R=$(pass "$(uri lin)" read)
-u remove lin
+qnbd() { # socket
+  qemu-nbd -k "$W/$1" -f qcow2 -t --cache=writeback --aio=threads "$W/q.qcow2" &
+  QPID=$!
+  for _ in $(seq 100); do [ -S "$W/$1" ] && break; sleep 0.1; done
+}
+qstop() { kill $QPID; wait $QPID 2>/dev/null || true; rm -f "$W/$1"; }
+quri() { echo "nbd+unix:///?socket=$W/$1"; }
+declare -A RES # job -> MiB/s of every round, space separated
+add() { RES[$1]="${RES[$1]:-} $2"; }
 
+mk lin "0 $SECT linear $W/lin.img 0"
 mk pool "0 $(((2 * SIZE + 64) << 11)) thin-pool $W/meta.img $W/data.img $BLOCK 1024"
-u message pool 0 "create_thin 0"
-mk t0 "0 $SECT thin /dev/mapper/pool 0"
-T_FIRST=$(pass "$(uri t0)" write)
-T_W=$(pass "$(uri t0)" write)
-T_R=$(pass "$(uri t0)" read)
-u suspend t0
-u message pool 0 "create_snap 1 0"
-u resume t0
-mk s1 "0 $SECT thin /dev/mapper/pool 1"
-T_SNAP=$(pass "$(uri s1)" write)
-u remove s1
+# Rounds, each with a fresh thin device (and snapshot) and a fresh qcow2, every peer once per
+# round so background load hits all of them alike; the median round is shown.
+for r in $(seq "$REPS"); do
+  add lin_w "$(pass "$(uri lin)" write)"
+  add lin_r "$(pass "$(uri lin)" read)"
+  u message pool 0 "create_thin 0"
+  mk t0 "0 $SECT thin /dev/mapper/pool 0"
+  add t_first "$(pass "$(uri t0)" write)"
+  add t_w "$(pass "$(uri t0)" write)"
+  add t_r "$(pass "$(uri t0)" read)"
+  u suspend t0
+  u message pool 0 "create_snap 1 0"
+  u resume t0
+  mk s1 "0 $SECT thin /dev/mapper/pool 1"
+  add t_snap "$(pass "$(uri s1)" write)"
+  u remove s1
+  u remove t0
+  u message pool 0 "delete 1"
+  u message pool 0 "delete 0"
+  # qemu: a fresh qcow2, its first writes allocating clusters, then an internal snapshot
+  # (`qemu-img snapshot -c`), after which every cluster is copied on write.
+  rm -f "$W/q.qcow2"
+  qemu-img create -q -f qcow2 "$W/q.qcow2" ${SIZE}M
+  qnbd q.sock
+  add q_first "$(pass "$(quri q.sock)" write)"
+  add q_w "$(pass "$(quri q.sock)" write)"
+  add q_r "$(pass "$(quri q.sock)" read)"
+  qstop q.sock
+  qemu-img snapshot -c s1 "$W/q.qcow2"
+  qnbd q.sock
+  add q_snap "$(pass "$(quri q.sock)" write)"
+  qstop q.sock
+done
+u remove lin
+med() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.1f}')" ${RES[$1]}; }
+LIN_W=$(med lin_w); LIN_R=$(med lin_r)
+T_FIRST=$(med t_first); T_W=$(med t_w); T_R=$(med t_r); T_SNAP=$(med t_snap)
+Q_FIRST=$(med q_first); Q_W=$(med q_w); Q_R=$(med q_r); Q_SNAP=$(med q_snap)
+rm -f "$W/q.qcow2" "$W/lin.img"
 
 # 1,000 thin devices in the same pool: the messages, then the activations.
 t0=$(now)
@@ -92,30 +128,8 @@ N_ACT=$(python3 -c "print(f'{$t2 - $t1:.2f}')")
 N_LIVE=$(u ls | grep -c '^v' || true)
 kill $DPID
 wait $DPID 2>/dev/null || true
+rm -f "$W/data.img"
 
-# qemu: a fresh qcow2 of the same size, its writes allocating clusters.
-qemu-img create -q -f qcow2 "$W/q.qcow2" ${SIZE}M
-qnbd() { # socket
-  qemu-nbd -k "$W/$1" -f qcow2 -t --cache=writeback --aio=threads "$W/q.qcow2" &
-  QPID=$!
-  for _ in $(seq 100); do [ -S "$W/$1" ] && break; sleep 0.1; done
-}
-qpass() { # socket rw
-  sync -f "$W/q.qcow2"
-  pass "nbd+unix:///?socket=$W/$1" "$2"
-}
-qnbd q1.sock
-Q_FIRST=$(qpass q1.sock write)
-Q_W=$(qpass q1.sock write)
-Q_R=$(qpass q1.sock read)
-kill $QPID
-wait $QPID 2>/dev/null || true
-qemu-img snapshot -c s1 "$W/q.qcow2"
-qnbd q2.sock
-Q_SNAP=$(qpass q2.sock write)
-kill $QPID
-wait $QPID 2>/dev/null || true
-rm -f "$W/q.qcow2" "$W/lin.img" "$W/data.img"
 
 # Large metadata: MAPPINGS mappings, devices 0 and 1 with their own scattered blocks, 2 and 3
 # snapshots of them (every block shared), made by the real thin_restore.
@@ -160,7 +174,7 @@ SAME=$(cmp -s "$W/real.xml" "$W/udm.xml" && echo yes || echo NO)
 
 
 r() { python3 -c "print(f'{$1 / $2:.2f}')"; }
-echo "== thin bench: ${SIZE} MiB, block ${BLOCK} sectors, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== thin bench: ${SIZE} MiB, median of $REPS rounds, block ${BLOCK} sectors, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-36s %10s %10s %10s\n' "work (fio nbd, 64k qd16)" "MiB/s" "vs linear" "udm/qcow2"
 printf '%-36s %10s %10s\n' "linear write" "$LIN_W" "1.00"
 printf '%-36s %10s %10s %10s\n' "thin write, provisioned" "$T_W" "$(r "$T_W" "$LIN_W")" "$(r "$T_W" "$Q_W")"
