@@ -3,10 +3,11 @@
 //! commit) that the thin-pool target and the tests build on.
 
 use crate::btree::{self, lookup_nested, RefCounter, SubtreeRefs};
-use crate::checksum::{seal, verify, BlockKind};
+use crate::checksum::{seal, BlockKind};
 use crate::error::{PdataError, Result};
 use crate::io::MetaIo;
 use crate::space_map::{DiskSpaceMap, SmRoot, SM_ROOT_SIZE};
+use crate::superblock;
 use crate::tm::{TransactionManager, SUPERBLOCK};
 use crate::{le32, le64, put32, put64, BlockBuf, BLOCK_SIZE};
 use std::sync::Arc;
@@ -52,12 +53,15 @@ impl ThinSuperblock {
 
     /// Encode and seal for block `at` (a metadata snapshot's copy lives elsewhere).
     pub fn encode_at(&self, at: u64) -> BlockBuf {
-        let mut b = [0u8; BLOCK_SIZE];
-        put32(&mut b, 4, self.flags);
-        put64(&mut b, 8, at);
-        b[16..32].copy_from_slice(&self.uuid);
-        put64(&mut b, 32, THIN_MAGIC);
-        put32(&mut b, 40, self.version);
+        let mut b = superblock::new_block(
+            at,
+            THIN_MAGIC,
+            superblock::Header {
+                flags: self.flags,
+                uuid: self.uuid,
+                version: self.version,
+            },
+        );
         put32(&mut b, 44, self.time);
         put64(&mut b, 48, self.trans_id);
         put64(&mut b, 56, self.metadata_snap);
@@ -77,27 +81,18 @@ impl ThinSuperblock {
 
     /// Decode and validate the superblock read from block `block`.
     pub fn decode(b: &BlockBuf, block: u64) -> Result<ThinSuperblock> {
-        verify(b, BlockKind::ThinSuperblock, block)?;
-        let magic = le64(b, 32);
-        if magic != THIN_MAGIC {
-            return Err(PdataError::corrupt(
-                BlockKind::ThinSuperblock,
-                block,
-                format!("magic {magic}, expected {THIN_MAGIC}"),
-            ));
-        }
-        let version = le32(b, 40);
-        if !(1..=THIN_VERSION).contains(&version) {
-            return Err(PdataError::corrupt(
-                BlockKind::ThinSuperblock,
-                block,
-                format!("unsupported version {version}"),
-            ));
-        }
+        let h = superblock::check_block(
+            b,
+            BlockKind::ThinSuperblock,
+            block,
+            THIN_MAGIC,
+            1..=THIN_VERSION,
+            |v| format!("unsupported version {v}"),
+        )?;
         let mut sb = ThinSuperblock {
-            flags: le32(b, 4),
-            uuid: b[16..32].try_into().expect("16 bytes"),
-            version,
+            flags: h.flags,
+            uuid: h.uuid,
+            version: h.version,
             time: le32(b, 44),
             trans_id: le64(b, 48),
             metadata_snap: le64(b, 56),
