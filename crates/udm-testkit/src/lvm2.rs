@@ -52,3 +52,20 @@ impl Lvm2 {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
+
+/// Sparse PV images `pv0.img`, `pv1.img`… in `dir`, of the given sizes in MiB.
+pub fn pv_images(dir: &std::path::Path, sizes_mib: &[u64]) -> Vec<std::path::PathBuf> {
+    sizes_mib
+        .iter()
+        .enumerate()
+        .map(|(i, m)| crate::image(dir, &format!("pv{i}.img"), m << 20))
+        .collect()
+}
+
+/// A loop device over each of `images`, in order; None (SKIP) where any cannot be had.
+pub fn attach_all(images: &[std::path::PathBuf]) -> Option<Vec<crate::loopdev::LoopDev>> {
+    images
+        .iter()
+        .map(|i| crate::loopdev::LoopDev::attach(i))
+        .collect()
+}

@@ -5,8 +5,7 @@
 //! `pvcreate`/`vgcreate`/`lvcreate`/`lvs` links; missing PVs and failed commands.
 
 use std::path::{Path, PathBuf};
-use udm_testkit::loopdev::LoopDev;
-use udm_testkit::lvm2::Lvm2;
+use udm_testkit::lvm2::{attach_all, pv_images, Lvm2};
 use udm_testkit::udmcli::UdmCli;
 use udm_testkit::Daemon;
 
@@ -36,14 +35,8 @@ fn udm_made_vg_passes_lvm2_checks() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let imgs: Vec<PathBuf> = (0..3)
-        .map(|i| udm_testkit::image(dir.path(), &format!("pv{i}.img"), 100 << 20))
-        .collect();
-    let Some(loops) = imgs
-        .iter()
-        .map(|i| LoopDev::attach(i))
-        .collect::<Option<Vec<_>>>()
-    else {
+    let imgs = pv_images(dir.path(), &[100, 100, 100]);
+    let Some(loops) = attach_all(&imgs) else {
         return;
     };
     let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
@@ -580,14 +573,8 @@ fn refusals_match_lvm2() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let imgs: Vec<PathBuf> = (0..3)
-        .map(|i| udm_testkit::image(dir.path(), &format!("pv{i}.img"), 100 << 20))
-        .collect();
-    let Some(loops) = imgs
-        .iter()
-        .map(|i| LoopDev::attach(i))
-        .collect::<Option<Vec<_>>>()
-    else {
+    let imgs = pv_images(dir.path(), &[100, 100, 100]);
+    let Some(loops) = attach_all(&imgs) else {
         return;
     };
     let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
