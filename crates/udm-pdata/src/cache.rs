@@ -263,23 +263,13 @@ impl CacheMetadata {
 
     /// Whether block 0 of `io` is all zeroes (an unformatted device).
     pub fn is_unformatted(io: &dyn MetaIo) -> Result<bool> {
-        let mut buf = [0u8; BLOCK_SIZE];
-        io.read_block(SUPERBLOCK, &mut buf)
-            .map_err(|source| PdataError::Io {
-                block: SUPERBLOCK,
-                source,
-            })?;
+        let buf = superblock::read_block0(io)?;
         Ok(buf.iter().all(|&b| b == 0))
     }
 
     /// Read the superblock of `io` without opening the metadata.
     pub fn read_superblock(io: &dyn MetaIo) -> Result<CacheSuperblock> {
-        let mut buf = [0u8; BLOCK_SIZE];
-        io.read_block(SUPERBLOCK, &mut buf)
-            .map_err(|source| PdataError::Io {
-                block: SUPERBLOCK,
-                source,
-            })?;
+        let buf = superblock::read_block0(io)?;
         CacheSuperblock::decode(&buf)
     }
 

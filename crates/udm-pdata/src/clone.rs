@@ -9,7 +9,7 @@ use crate::io::MetaIo;
 use crate::space_map::SM_ROOT_SIZE;
 use crate::superblock;
 use crate::tm::{TransactionManager, SUPERBLOCK};
-use crate::{le64, put64, BlockBuf, BLOCK_SIZE};
+use crate::{le64, put64, BlockBuf};
 use std::sync::Arc;
 
 /// Superblock magic.
@@ -110,12 +110,7 @@ impl CloneMetadata {
             md.commit()?;
             return Ok(md);
         }
-        let mut buf = [0u8; BLOCK_SIZE];
-        io.read_block(SUPERBLOCK, &mut buf)
-            .map_err(|source| PdataError::Io {
-                block: SUPERBLOCK,
-                source,
-            })?;
+        let buf = superblock::read_block0(&*io)?;
         let sb = CloneSuperblock::decode(&buf)?;
         if sb.region_size != region_size || sb.target_size != target_size {
             return Err(PdataError::Invalid(

@@ -162,12 +162,7 @@ impl EraMetadata {
 
     /// Read the superblock of `io`.
     pub fn read_superblock(io: &dyn MetaIo) -> Result<EraSuperblock> {
-        let mut buf = [0u8; BLOCK_SIZE];
-        io.read_block(SUPERBLOCK, &mut buf)
-            .map_err(|source| PdataError::Io {
-                block: SUPERBLOCK,
-                source,
-            })?;
+        let buf = superblock::read_block0(io)?;
         EraSuperblock::decode(&buf, SUPERBLOCK)
     }
 

@@ -55,3 +55,14 @@ pub(crate) fn check_block(
         version,
     })
 }
+
+/// Block 0 of `io`, where every format keeps its superblock.
+pub(crate) fn read_block0(io: &dyn crate::io::MetaIo) -> Result<BlockBuf> {
+    let mut buf = [0u8; BLOCK_SIZE];
+    io.read_block(crate::tm::SUPERBLOCK, &mut buf)
+        .map_err(|source| PdataError::Io {
+            block: crate::tm::SUPERBLOCK,
+            source,
+        })?;
+    Ok(buf)
+}

@@ -209,12 +209,7 @@ impl ThinMetadata {
 
     /// Open existing metadata.
     pub fn open(io: Arc<dyn MetaIo>) -> Result<ThinMetadata> {
-        let mut buf = [0u8; BLOCK_SIZE];
-        io.read_block(SUPERBLOCK, &mut buf)
-            .map_err(|source| PdataError::Io {
-                block: SUPERBLOCK,
-                source,
-            })?;
+        let buf = superblock::read_block0(&*io)?;
         let sb = ThinSuperblock::decode(&buf, SUPERBLOCK)?;
         let mut tm = TransactionManager::open(io, &sb.metadata_sm_root)?;
         let data_sm = DiskSpaceMap::open(&mut tm, &sb.data_sm_root)?;
