@@ -5,7 +5,7 @@
 //! `pvcreate`/`vgcreate`/`lvcreate`/`lvs` links; missing PVs and failed commands.
 
 use std::path::{Path, PathBuf};
-use udm_testkit::lvm2::{attach_all, pv_images, Lvm2};
+use udm_testkit::lvm2::loop_pvs;
 use udm_testkit::udmcli::UdmCli;
 use udm_testkit::Daemon;
 
@@ -31,16 +31,10 @@ const NOACT: &str = "global{activation=0}";
 /// shows what udm's shows, and `pvdisplay`/`vgdisplay`/`lvdisplay` print what lvm2's do.
 #[test]
 fn udm_made_vg_passes_lvm2_checks() {
-    if !udm_testkit::require_tool("lvm") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let imgs = pv_images(dir.path(), &[100, 100, 100]);
-    let Some(loops) = attach_all(&imgs) else {
+    let Some((dir, imgs, loops, lvm)) = loop_pvs(&[100, 100, 100]) else {
         return;
     };
     let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
-    let lvm = Lvm2::new(&d).unwrap();
     let e = no_daemon(dir.path());
     let paths: Vec<String> = imgs.iter().map(|p| p.display().to_string()).collect();
     let devs = paths.join(",");
@@ -569,16 +563,10 @@ fn seed_fake_8tb_pv_on_udm_device() {
 /// as lvm2 does, on a VG lvm2 made.
 #[test]
 fn refusals_match_lvm2() {
-    if !udm_testkit::require_tool("lvm") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let imgs = pv_images(dir.path(), &[100, 100, 100]);
-    let Some(loops) = attach_all(&imgs) else {
+    let Some((dir, imgs, loops, lvm)) = loop_pvs(&[100, 100, 100]) else {
         return;
     };
     let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
-    let lvm = Lvm2::new(&d).unwrap();
     lvm.ok("vgcreate", &["vg", d[0], d[1], d[2]]);
     lvm.ok("lvcreate", &["-n", "lin", "-L", "28M", "vg"]);
     lvm.ok("lvcreate", &["-n", "st", "-L", "12M", "-i", "3", "vg"]);

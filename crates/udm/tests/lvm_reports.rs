@@ -7,7 +7,7 @@ use std::process::Command;
 use udm_formats::lvm::ops::ImageFile;
 use udm_formats::lvm::{pvcreate, write_vg, Disk, Metadata, PvcreateOptions, Vg};
 use udm_testkit::loopdev::LoopDev;
-use udm_testkit::lvm2::{attach_all, pv_images, Lvm2};
+use udm_testkit::lvm2::{attach_all, loop_pvs, pv_images, Lvm2};
 
 fn udm() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_udm"))
@@ -36,16 +36,10 @@ fn same(lvm: &Lvm2, devs: &str, cmd: &str, args: &[&str]) -> String {
 
 #[test]
 fn lvm2_made_vgs_report_identically() {
-    if !udm_testkit::require_tool("lvm") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let imgs = pv_images(dir.path(), &[64, 64, 3000, 100, 100]);
-    let Some(loops) = attach_all(&imgs) else {
+    let Some((dir, _imgs, loops, lvm)) = loop_pvs(&[64, 64, 3000, 100, 100]) else {
         return;
     };
     let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
-    let lvm = Lvm2::new(&d).unwrap();
     lvm.ok("pvcreate", &d);
     lvm.ok("vgcreate", &["vg1", d[0]]);
     lvm.ok("lvcreate", &["-n", "full", "-l", "100%FREE", "vg1"]);
@@ -358,16 +352,10 @@ fn thin_and_snapshot_lvs_report_as_lvm2_does() {
 
 #[test]
 fn pv_with_ignored_metadata_reports_as_lvm2_does() {
-    if !udm_testkit::require_tool("lvm") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let imgs = pv_images(dir.path(), &[64, 64]);
-    let Some(loops) = attach_all(&imgs) else {
+    let Some((_dir, _imgs, loops, lvm)) = loop_pvs(&[64, 64]) else {
         return;
     };
     let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
-    let lvm = Lvm2::new(&d).unwrap();
     lvm.ok("pvcreate", &d);
     lvm.ok("vgcreate", &["vgi", d[0], d[1]]);
     lvm.ok("pvchange", &["--metadataignore", "y", d[1]]);
