@@ -412,6 +412,16 @@ impl ThinMetadata {
             .details(dev)?
             .ok_or_else(|| PdataError::Invalid(format!("thin device {dev} does not exist")))?;
         let v = pack_block_time(data_block, self.sb.time);
+        if !self.insert_mapping(dev, vblock, v)? {
+            d.mapped_blocks += 1;
+            self.put_details(dev, d)?;
+        }
+        Ok(())
+    }
+
+    /// Map `vblock` of `dev` to the packed block/time `v` (the data reference is taken by
+    /// the caller); returns whether it replaced a mapping.
+    fn insert_mapping(&mut self, dev: u64, vblock: u64, v: u64) -> Result<bool> {
         let (root, old) = btree::insert_nested(
             &mut self.tm,
             self.sb.data_mapping_root,
@@ -420,11 +430,7 @@ impl ThinMetadata {
             &mut DataRefs(&mut self.data_sm),
         )?;
         self.sb.data_mapping_root = root;
-        if old.is_none() {
-            d.mapped_blocks += 1;
-            self.put_details(dev, d)?;
-        }
-        Ok(())
+        Ok(old.is_some())
     }
 
     /// Set the superblock's time (restoring from a dump).
@@ -465,15 +471,7 @@ impl ThinMetadata {
         }
         self.data_sm.inc(data_block)?;
         let v = pack_block_time(data_block, time);
-        let (root, old) = btree::insert_nested(
-            &mut self.tm,
-            self.sb.data_mapping_root,
-            &[dev, vblock],
-            &v.to_le_bytes(),
-            &mut DataRefs(&mut self.data_sm),
-        )?;
-        self.sb.data_mapping_root = root;
-        if old.is_some() {
+        if self.insert_mapping(dev, vblock, v)? {
             return Err(PdataError::Invalid(format!(
                 "device {dev} block {vblock} mapped twice"
             )));
