@@ -21,6 +21,15 @@ fn env(socket: &Path, state: PathBuf) -> UdmCli {
     }
 }
 
+/// A running daemon, a temporary directory, and udm talking to that daemon with its state
+/// in the directory.
+fn daemon_env() -> (Daemon, tempfile::TempDir, UdmCli) {
+    let d = Daemon::start(&udm());
+    let dir = tempfile::tempdir().unwrap();
+    let e = env(&d.socket, dir.path().join("state"));
+    (d, dir, e)
+}
+
 fn no_daemon(dir: &Path) -> UdmCli {
     env(&dir.join("no-daemon"), dir.join("state"))
 }
@@ -166,9 +175,7 @@ fn links(dir: &Path) -> PathBuf {
 /// `lvs -o lv_name,lv_dm_path,seg_type`; the PVs come from udm's devices file.
 #[test]
 fn seed_striped_90g_walkthrough() {
-    let d = Daemon::start(&udm());
-    let dir = tempfile::tempdir().unwrap();
-    let e = env(&d.socket, dir.path().join("state"));
+    let (_d, dir, e) = daemon_env();
     let bin = links(dir.path());
     let imgs: Vec<String> = (0..3)
         .map(|i| {
@@ -254,9 +261,7 @@ fn file_hashes(paths: &[&Path]) -> Vec<String> {
 /// and write nothing; so do failed lvcreates and a pvcreate on a too-small file.
 #[test]
 fn missing_pv_and_failed_commands_write_nothing() {
-    let d = Daemon::start(&udm());
-    let dir = tempfile::tempdir().unwrap();
-    let e = env(&d.socket, dir.path().join("state"));
+    let (_d, dir, e) = daemon_env();
     let a = udm_testkit::image(dir.path(), "a.img", 16 << 20);
     let b = udm_testkit::image(dir.path(), "b.img", 16 << 20);
     let (sa, sb) = (a.display().to_string(), b.display().to_string());
@@ -381,9 +386,7 @@ fn read_all(d: &Daemon, name: &str) -> Vec<u8> {
 /// table (data kept), lvrename renames the device, lvremove and vgremove deactivate first.
 #[test]
 fn online_resize_rename_and_remove() {
-    let d = Daemon::start(&udm());
-    let dir = tempfile::tempdir().unwrap();
-    let e = env(&d.socket, dir.path().join("state"));
+    let (d, dir, e) = daemon_env();
     let a = udm_testkit::image(dir.path(), "a.img", 64 << 20)
         .display()
         .to_string();
@@ -458,9 +461,7 @@ fn online_resize_rename_and_remove() {
 /// that LV on a real PV can be written anywhere in its 8 TB; `vgchange -a n` cleans up.
 #[test]
 fn seed_fake_8tb_pv_on_udm_device() {
-    let d = Daemon::start(&udm());
-    let dir = tempfile::tempdir().unwrap();
-    let e = env(&d.socket, dir.path().join("state"));
+    let (d, dir, e) = daemon_env();
     let small = udm_testkit::image(dir.path(), "sdb1.img", 1 << 20);
     e.dm(&[
         "create",
@@ -642,9 +643,7 @@ fn devno(e: &UdmCli, name: &str) -> String {
 /// origin back to its linear table.
 #[test]
 fn snapshot_lv_activation() {
-    let d = Daemon::start(&udm());
-    let dir = tempfile::tempdir().unwrap();
-    let e = env(&d.socket, dir.path().join("state"));
+    let (d, dir, e) = daemon_env();
     let a = udm_testkit::image(dir.path(), "a.img", 64 << 20);
     let a = a.to_str().unwrap();
     let dv = ["--devices", a];
