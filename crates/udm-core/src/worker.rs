@@ -41,6 +41,20 @@ impl Worker {
         let _ = self.tx.send(Box::new(f));
     }
 
+    /// Run `f` on this worker after every job queued before it and wait for its result;
+    /// called from the worker's own thread, `f` runs at once.
+    pub fn call<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        if self.is_current() {
+            return f();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv()
+            .unwrap_or_else(|_| panic!("{} worker runs its jobs", self.name))
+    }
+
     /// True when called from this worker's thread.
     pub fn is_current(&self) -> bool {
         thread::current().id() == self.thread

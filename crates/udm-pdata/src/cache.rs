@@ -11,10 +11,11 @@
 
 use crate::array::{self, bitset};
 use crate::btree::NoRefs;
-use crate::checksum::{seal, verify, BlockKind};
+use crate::checksum::{seal, BlockKind};
 use crate::error::{PdataError, Result};
 use crate::io::MetaIo;
 use crate::space_map::SM_ROOT_SIZE;
+use crate::superblock;
 use crate::tm::{TransactionManager, SUPERBLOCK};
 use crate::{le32, le64, put32, put64, BlockBuf, BLOCK_SIZE};
 use std::sync::Arc;
@@ -67,12 +68,15 @@ pub struct CacheSuperblock {
 impl CacheSuperblock {
     /// Encode and seal for block 0.
     pub fn encode(&self) -> BlockBuf {
-        let mut b = [0u8; BLOCK_SIZE];
-        put32(&mut b, 4, self.flags);
-        put64(&mut b, 8, SUPERBLOCK);
-        b[16..32].copy_from_slice(&self.uuid);
-        put64(&mut b, 32, CACHE_MAGIC);
-        put32(&mut b, 40, self.version);
+        let mut b = superblock::new_block(
+            SUPERBLOCK,
+            CACHE_MAGIC,
+            superblock::Header {
+                flags: self.flags,
+                uuid: self.uuid,
+                version: self.version,
+            },
+        );
         b[44..60].copy_from_slice(&self.policy_name);
         put32(&mut b, 60, self.policy_hint_size);
         b[64..192].copy_from_slice(&self.metadata_sm_root);
@@ -103,21 +107,22 @@ impl CacheSuperblock {
 
     /// Decode and validate block 0.
     pub fn decode(b: &BlockBuf) -> Result<CacheSuperblock> {
-        verify(b, BlockKind::CacheSuperblock, SUPERBLOCK)?;
-        let bad = |r: String| PdataError::corrupt(BlockKind::CacheSuperblock, SUPERBLOCK, r);
-        let magic = le64(b, 32);
-        if magic != CACHE_MAGIC {
-            return Err(bad(format!("magic {magic}, expected {CACHE_MAGIC}")));
-        }
-        let version = le32(b, 40);
-        if !(1..=2).contains(&version) {
-            return Err(bad(format!(
-                "Cache metadata version {version} found, but only versions between 1 and 2 supported"
-            )));
-        }
+        let h = superblock::check_block(
+            b,
+            BlockKind::CacheSuperblock,
+            SUPERBLOCK,
+            CACHE_MAGIC,
+            1..=2,
+            |v| {
+                format!(
+                    "Cache metadata version {v} found, but only versions between 1 and 2 supported"
+                )
+            },
+        )?;
+        let version = h.version;
         let mut sb = CacheSuperblock {
-            flags: le32(b, 4),
-            uuid: b[16..32].try_into().expect("16 bytes"),
+            flags: h.flags,
+            uuid: h.uuid,
             version,
             policy_name: b[44..60].try_into().expect("16 bytes"),
             policy_hint_size: le32(b, 60),
@@ -258,23 +263,13 @@ impl CacheMetadata {
 
     /// Whether block 0 of `io` is all zeroes (an unformatted device).
     pub fn is_unformatted(io: &dyn MetaIo) -> Result<bool> {
-        let mut buf = [0u8; BLOCK_SIZE];
-        io.read_block(SUPERBLOCK, &mut buf)
-            .map_err(|source| PdataError::Io {
-                block: SUPERBLOCK,
-                source,
-            })?;
+        let buf = superblock::read_block0(io)?;
         Ok(buf.iter().all(|&b| b == 0))
     }
 
     /// Read the superblock of `io` without opening the metadata.
     pub fn read_superblock(io: &dyn MetaIo) -> Result<CacheSuperblock> {
-        let mut buf = [0u8; BLOCK_SIZE];
-        io.read_block(SUPERBLOCK, &mut buf)
-            .map_err(|source| PdataError::Io {
-                block: SUPERBLOCK,
-                source,
-            })?;
+        let buf = superblock::read_block0(io)?;
         CacheSuperblock::decode(&buf)
     }
 

@@ -3,12 +3,13 @@
 //! region, set once the region is hydrated on the destination device.
 
 use crate::array::bitset;
-use crate::checksum::{seal, verify, BlockKind};
+use crate::checksum::{seal, BlockKind};
 use crate::error::{PdataError, Result};
 use crate::io::MetaIo;
 use crate::space_map::SM_ROOT_SIZE;
+use crate::superblock;
 use crate::tm::{TransactionManager, SUPERBLOCK};
-use crate::{le32, le64, put32, put64, BlockBuf, BLOCK_SIZE};
+use crate::{le64, put64, BlockBuf};
 use std::sync::Arc;
 
 /// Superblock magic.
@@ -31,12 +32,15 @@ pub struct CloneSuperblock {
 impl CloneSuperblock {
     /// Encode and seal for block 0.
     pub fn encode(&self) -> BlockBuf {
-        let mut b = [0u8; BLOCK_SIZE];
-        put32(&mut b, 4, self.flags);
-        put64(&mut b, 8, SUPERBLOCK);
-        b[16..32].copy_from_slice(&self.uuid);
-        put64(&mut b, 32, CLONE_MAGIC);
-        put32(&mut b, 40, self.version);
+        let mut b = superblock::new_block(
+            SUPERBLOCK,
+            CLONE_MAGIC,
+            superblock::Header {
+                flags: self.flags,
+                uuid: self.uuid,
+                version: self.version,
+            },
+        );
         b[44..172].copy_from_slice(&self.metadata_sm_root);
         put64(&mut b, 172, self.region_size);
         put64(&mut b, 180, self.target_size);
@@ -47,24 +51,22 @@ impl CloneSuperblock {
 
     /// Decode and validate block 0.
     pub fn decode(b: &BlockBuf) -> Result<CloneSuperblock> {
-        verify(b, BlockKind::CloneSuperblock, SUPERBLOCK)?;
-        let bad = |r: String| PdataError::corrupt(BlockKind::CloneSuperblock, SUPERBLOCK, r);
-        if le64(b, 32) != CLONE_MAGIC {
-            return Err(bad(format!(
-                "magic {}, expected {CLONE_MAGIC}",
-                le64(b, 32)
-            )));
-        }
-        let version = le32(b, 40);
-        if version != CLONE_VERSION {
-            return Err(bad(format!(
-                "Clone metadata version {version} found, but only versions between 1 and 1 supported."
-            )));
-        }
+        let h = superblock::check_block(
+            b,
+            BlockKind::CloneSuperblock,
+            SUPERBLOCK,
+            CLONE_MAGIC,
+            CLONE_VERSION..=CLONE_VERSION,
+            |v| {
+                format!(
+                    "Clone metadata version {v} found, but only versions between 1 and 1 supported."
+                )
+            },
+        )?;
         let mut sb = CloneSuperblock {
-            flags: le32(b, 4),
-            uuid: b[16..32].try_into().expect("16 bytes"),
-            version,
+            flags: h.flags,
+            uuid: h.uuid,
+            version: h.version,
             metadata_sm_root: [0; SM_ROOT_SIZE],
             region_size: le64(b, 172),
             target_size: le64(b, 180),
@@ -108,12 +110,7 @@ impl CloneMetadata {
             md.commit()?;
             return Ok(md);
         }
-        let mut buf = [0u8; BLOCK_SIZE];
-        io.read_block(SUPERBLOCK, &mut buf)
-            .map_err(|source| PdataError::Io {
-                block: SUPERBLOCK,
-                source,
-            })?;
+        let buf = superblock::read_block0(&*io)?;
         let sb = CloneSuperblock::decode(&buf)?;
         if sb.region_size != region_size || sb.target_size != target_size {
             return Err(PdataError::Invalid(

@@ -10,10 +10,11 @@
 
 use crate::array::{self, bitset};
 use crate::btree::{self, NoRefs, RefCounter};
-use crate::checksum::{seal, verify, BlockKind};
+use crate::checksum::{seal, BlockKind};
 use crate::error::{PdataError, Result};
 use crate::io::MetaIo;
 use crate::space_map::SM_ROOT_SIZE;
+use crate::superblock;
 use crate::tm::{TransactionManager, SUPERBLOCK};
 use crate::{le32, le64, put32, put64, BlockBuf, BLOCK_SIZE};
 use std::sync::Arc;
@@ -47,12 +48,15 @@ pub struct EraSuperblock {
 impl EraSuperblock {
     /// Encode and seal for block `at`.
     pub fn encode_at(&self, at: u64) -> BlockBuf {
-        let mut b = [0u8; BLOCK_SIZE];
-        put32(&mut b, 4, self.flags);
-        put64(&mut b, 8, at);
-        b[16..32].copy_from_slice(&self.uuid);
-        put64(&mut b, 32, ERA_MAGIC);
-        put32(&mut b, 40, self.version);
+        let mut b = superblock::new_block(
+            at,
+            ERA_MAGIC,
+            superblock::Header {
+                flags: self.flags,
+                uuid: self.uuid,
+                version: self.version,
+            },
+        );
         b[44..172].copy_from_slice(&self.metadata_sm_root);
         put32(&mut b, 172, self.data_block_size);
         put32(&mut b, 176, self.metadata_block_size);
@@ -69,21 +73,22 @@ impl EraSuperblock {
 
     /// Decode and validate a superblock read from block `at`.
     pub fn decode(b: &BlockBuf, at: u64) -> Result<EraSuperblock> {
-        verify(b, BlockKind::EraSuperblock, at)?;
-        let bad = |r: String| PdataError::corrupt(BlockKind::EraSuperblock, at, r);
-        if le64(b, 32) != ERA_MAGIC {
-            return Err(bad(format!("magic {}, expected {ERA_MAGIC}", le64(b, 32))));
-        }
-        let version = le32(b, 40);
-        if version != ERA_VERSION {
-            return Err(bad(format!(
-                "Era metadata version {version} found, but only versions between 1 and 1 supported."
-            )));
-        }
+        let h = superblock::check_block(
+            b,
+            BlockKind::EraSuperblock,
+            at,
+            ERA_MAGIC,
+            ERA_VERSION..=ERA_VERSION,
+            |v| {
+                format!(
+                    "Era metadata version {v} found, but only versions between 1 and 1 supported."
+                )
+            },
+        )?;
         let mut sb = EraSuperblock {
-            flags: le32(b, 4),
-            uuid: b[16..32].try_into().expect("16 bytes"),
-            version,
+            flags: h.flags,
+            uuid: h.uuid,
+            version: h.version,
             metadata_sm_root: [0; SM_ROOT_SIZE],
             data_block_size: le32(b, 172),
             metadata_block_size: le32(b, 176),
@@ -157,12 +162,7 @@ impl EraMetadata {
 
     /// Read the superblock of `io`.
     pub fn read_superblock(io: &dyn MetaIo) -> Result<EraSuperblock> {
-        let mut buf = [0u8; BLOCK_SIZE];
-        io.read_block(SUPERBLOCK, &mut buf)
-            .map_err(|source| PdataError::Io {
-                block: SUPERBLOCK,
-                source,
-            })?;
+        let buf = superblock::read_block0(io)?;
         EraSuperblock::decode(&buf, SUPERBLOCK)
     }
 

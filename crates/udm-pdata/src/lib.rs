@@ -31,6 +31,7 @@ pub mod era;
 pub mod error;
 pub mod io;
 pub mod space_map;
+mod superblock;
 pub mod thin;
 pub mod thin_delta;
 pub mod thin_ls;

@@ -3,10 +3,11 @@
 //! commit) that the thin-pool target and the tests build on.
 
 use crate::btree::{self, lookup_nested, RefCounter, SubtreeRefs};
-use crate::checksum::{seal, verify, BlockKind};
+use crate::checksum::{seal, BlockKind};
 use crate::error::{PdataError, Result};
 use crate::io::MetaIo;
 use crate::space_map::{DiskSpaceMap, SmRoot, SM_ROOT_SIZE};
+use crate::superblock;
 use crate::tm::{TransactionManager, SUPERBLOCK};
 use crate::{le32, le64, put32, put64, BlockBuf, BLOCK_SIZE};
 use std::sync::Arc;
@@ -52,12 +53,15 @@ impl ThinSuperblock {
 
     /// Encode and seal for block `at` (a metadata snapshot's copy lives elsewhere).
     pub fn encode_at(&self, at: u64) -> BlockBuf {
-        let mut b = [0u8; BLOCK_SIZE];
-        put32(&mut b, 4, self.flags);
-        put64(&mut b, 8, at);
-        b[16..32].copy_from_slice(&self.uuid);
-        put64(&mut b, 32, THIN_MAGIC);
-        put32(&mut b, 40, self.version);
+        let mut b = superblock::new_block(
+            at,
+            THIN_MAGIC,
+            superblock::Header {
+                flags: self.flags,
+                uuid: self.uuid,
+                version: self.version,
+            },
+        );
         put32(&mut b, 44, self.time);
         put64(&mut b, 48, self.trans_id);
         put64(&mut b, 56, self.metadata_snap);
@@ -77,27 +81,18 @@ impl ThinSuperblock {
 
     /// Decode and validate the superblock read from block `block`.
     pub fn decode(b: &BlockBuf, block: u64) -> Result<ThinSuperblock> {
-        verify(b, BlockKind::ThinSuperblock, block)?;
-        let magic = le64(b, 32);
-        if magic != THIN_MAGIC {
-            return Err(PdataError::corrupt(
-                BlockKind::ThinSuperblock,
-                block,
-                format!("magic {magic}, expected {THIN_MAGIC}"),
-            ));
-        }
-        let version = le32(b, 40);
-        if !(1..=THIN_VERSION).contains(&version) {
-            return Err(PdataError::corrupt(
-                BlockKind::ThinSuperblock,
-                block,
-                format!("unsupported version {version}"),
-            ));
-        }
+        let h = superblock::check_block(
+            b,
+            BlockKind::ThinSuperblock,
+            block,
+            THIN_MAGIC,
+            1..=THIN_VERSION,
+            |v| format!("unsupported version {v}"),
+        )?;
         let mut sb = ThinSuperblock {
-            flags: le32(b, 4),
-            uuid: b[16..32].try_into().expect("16 bytes"),
-            version,
+            flags: h.flags,
+            uuid: h.uuid,
+            version: h.version,
             time: le32(b, 44),
             trans_id: le64(b, 48),
             metadata_snap: le64(b, 56),
@@ -214,12 +209,7 @@ impl ThinMetadata {
 
     /// Open existing metadata.
     pub fn open(io: Arc<dyn MetaIo>) -> Result<ThinMetadata> {
-        let mut buf = [0u8; BLOCK_SIZE];
-        io.read_block(SUPERBLOCK, &mut buf)
-            .map_err(|source| PdataError::Io {
-                block: SUPERBLOCK,
-                source,
-            })?;
+        let buf = superblock::read_block0(&*io)?;
         let sb = ThinSuperblock::decode(&buf, SUPERBLOCK)?;
         let mut tm = TransactionManager::open(io, &sb.metadata_sm_root)?;
         let data_sm = DiskSpaceMap::open(&mut tm, &sb.data_sm_root)?;
@@ -422,6 +412,16 @@ impl ThinMetadata {
             .details(dev)?
             .ok_or_else(|| PdataError::Invalid(format!("thin device {dev} does not exist")))?;
         let v = pack_block_time(data_block, self.sb.time);
+        if !self.insert_mapping(dev, vblock, v)? {
+            d.mapped_blocks += 1;
+            self.put_details(dev, d)?;
+        }
+        Ok(())
+    }
+
+    /// Map `vblock` of `dev` to the packed block/time `v` (the data reference is taken by
+    /// the caller); returns whether it replaced a mapping.
+    fn insert_mapping(&mut self, dev: u64, vblock: u64, v: u64) -> Result<bool> {
         let (root, old) = btree::insert_nested(
             &mut self.tm,
             self.sb.data_mapping_root,
@@ -430,11 +430,7 @@ impl ThinMetadata {
             &mut DataRefs(&mut self.data_sm),
         )?;
         self.sb.data_mapping_root = root;
-        if old.is_none() {
-            d.mapped_blocks += 1;
-            self.put_details(dev, d)?;
-        }
-        Ok(())
+        Ok(old.is_some())
     }
 
     /// Set the superblock's time (restoring from a dump).
@@ -475,15 +471,7 @@ impl ThinMetadata {
         }
         self.data_sm.inc(data_block)?;
         let v = pack_block_time(data_block, time);
-        let (root, old) = btree::insert_nested(
-            &mut self.tm,
-            self.sb.data_mapping_root,
-            &[dev, vblock],
-            &v.to_le_bytes(),
-            &mut DataRefs(&mut self.data_sm),
-        )?;
-        self.sb.data_mapping_root = root;
-        if old.is_some() {
+        if self.insert_mapping(dev, vblock, v)? {
             return Err(PdataError::Invalid(format!(
                 "device {dev} block {vblock} mapped twice"
             )));

@@ -14,7 +14,7 @@ use crate::kscan::scan_u32;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use udm_core::target::dev_label;
 use udm_core::{
     Copier, DevHandle, EventTrigger, Loc, MapResult, StatusFlags, StatusType, Target, TargetCtx,
@@ -234,15 +234,8 @@ impl Shared {
         self: &Arc<Self>,
         f: impl FnOnce(&Arc<Shared>) -> T + Send + 'static,
     ) -> T {
-        if self.worker.is_current() {
-            return f(self);
-        }
-        let (tx, rx) = mpsc::channel();
         let me = self.clone();
-        self.worker.spawn(move || {
-            let _ = tx.send(f(&me));
-        });
-        rx.recv().expect("clone worker runs its jobs")
+        self.worker.call(move || f(&me))
     }
 }
 

@@ -11,7 +11,7 @@
 use crate::kscan::scan_u32;
 use parking_lot::{Mutex, RwLock};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use udm_core::target::dev_label;
 use udm_core::{
     DevHandle, MapResult, StatusFlags, StatusType, Target, TargetCtx, TargetError, TargetType,
@@ -170,15 +170,8 @@ impl Shared {
         self: &Arc<Self>,
         f: impl FnOnce(&Arc<Shared>) -> T + Send + 'static,
     ) -> T {
-        if self.worker.is_current() {
-            return f(self);
-        }
-        let (tx, rx) = mpsc::channel();
         let me = self.clone();
-        self.worker.spawn(move || {
-            let _ = tx.send(f(&me));
-        });
-        rx.recv().expect("era worker runs its jobs")
+        self.worker.call(move || f(&me))
     }
 }
 

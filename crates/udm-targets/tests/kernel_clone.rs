@@ -9,31 +9,15 @@
 mod common;
 use common::*;
 use std::path::Path;
-use udm_core::StatusType;
 use udm_testkit::rng::pseudo;
 
 const REGION: u64 = 32;
 const SECTORS: u64 = REGION * 64;
 
-fn status(reg: &udm_core::Registry, name: &str) -> Vec<String> {
-    let (_, st) = reg.status(&sel(name), false, StatusType::Info).unwrap();
-    st[0].params.split(' ').map(String::from).collect()
-}
-
 fn without_used(f: &[String]) -> Vec<String> {
     let mut v = f.to_vec();
     v[1] = v[1].split('/').nth(1).unwrap().to_string();
     v
-}
-
-fn kernel_status(out: &str, tag: &str) -> Vec<String> {
-    out.lines()
-        .find_map(|l| l.strip_prefix(&format!("{tag} ")))
-        .unwrap_or_else(|| panic!("no {tag} in:\n{out}"))
-        .split_whitespace()
-        .skip(3)
-        .map(String::from)
-        .collect()
 }
 
 #[test]
@@ -43,11 +27,7 @@ fn kernel_clone_half_hydrated_finishes_on_the_other_side() {
     };
     let dir = tempfile::tempdir().unwrap();
     let share = dir.path();
-    let zero = |n: &str, bytes: u64| {
-        let p = share.join(n);
-        std::fs::File::create(&p).unwrap().set_len(bytes).unwrap();
-        p
-    };
+    let zero = |n: &str, bytes: u64| zero_file(share, n, bytes);
     let (um, ud, km, kd) = (
         zero("um.img", 4 << 20),
         zero("ud.img", SECTORS * 512),
@@ -80,7 +60,7 @@ fn kernel_clone_half_hydrated_finishes_on_the_other_side() {
             umodel[a..a + data.len()].copy_from_slice(&data);
         }
     }
-    let ust = status(&reg, "u");
+    let ust = status_fields(&reg, "u");
     reg.remove(&sel("u"), false).unwrap();
     // The kernel's writes on K (dd with bs=512 at these sectors, 2 sectors each).
     let kwrites = [7u64, 100, 101, 640, 2000];
@@ -138,7 +118,7 @@ dmsetup create k --table "{kt_off}"
         &table(&s(&km), &s(&kd), &s(&ks), " 1 no_hydration"),
     )
     .unwrap();
-    let st = status(&reg, "k");
+    let st = status_fields(&reg, "k");
     eprintln!(
         "kernel:        {}\nudm on kernel: {}",
         k1.join(" "),
@@ -156,7 +136,7 @@ dmsetup create k --table "{kt_off}"
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let st = status(&reg, "k");
+        let st = status_fields(&reg, "k");
         let (h, n) = st[3].split_once('/').unwrap();
         if h == n {
             break;

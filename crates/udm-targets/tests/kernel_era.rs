@@ -14,7 +14,6 @@ use common::*;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use udm_core::StatusType;
 
 const BS: u64 = 16;
 const SECTORS: u64 = 100 * BS;
@@ -61,11 +60,6 @@ fn era_check(meta: &Path) {
     );
 }
 
-fn udm_status(reg: &udm_core::Registry, name: &str) -> Vec<String> {
-    let (_, st) = reg.status(&sel(name), false, StatusType::Info).unwrap();
-    st[0].params.split(' ').map(String::from).collect()
-}
-
 /// (metadata block size, total metadata blocks, era, snapshot) of a status line.
 fn comparable(f: &[String]) -> Vec<String> {
     vec![
@@ -76,16 +70,6 @@ fn comparable(f: &[String]) -> Vec<String> {
     ]
 }
 
-fn kernel_status(out: &str, tag: &str) -> Vec<String> {
-    out.lines()
-        .find_map(|l| l.strip_prefix(&format!("{tag} ")))
-        .unwrap_or_else(|| panic!("no {tag} in:\n{out}"))
-        .split_whitespace()
-        .skip(3)
-        .map(String::from)
-        .collect()
-}
-
 #[test]
 fn kernel_era_writesets_and_metadata_both_ways() {
     let Some(run) = udm_testkit::refvm() else {
@@ -93,11 +77,7 @@ fn kernel_era_writesets_and_metadata_both_ways() {
     };
     let dir = tempfile::tempdir().unwrap();
     let share = dir.path();
-    let zero = |n: &str, bytes: u64| {
-        let p = share.join(n);
-        std::fs::File::create(&p).unwrap().set_len(bytes).unwrap();
-        p
-    };
+    let zero = |n: &str, bytes: u64| zero_file(share, n, bytes);
     let (um, uo, km, ko) = (
         zero("um.img", 4 << 20),
         zero("uo.img", SECTORS * 512),
@@ -122,7 +102,7 @@ fn kernel_era_writesets_and_metadata_both_ways() {
                     .unwrap();
             }
         }
-        ust = udm_status(&reg, "u");
+        ust = status_fields(&reg, "u");
     }
     reg.remove(&sel("u"), false).unwrap();
     era_check(&um);
@@ -198,7 +178,7 @@ fn kernel_era_writesets_and_metadata_both_ways() {
     // udm opens the kernel's metadata at the era the kernel would reopen it at.
     let k2 = kernel_status(&out, "K2");
     create(&reg, "k", &table(&s(&km), &s(&ko))).unwrap();
-    let st = udm_status(&reg, "k");
+    let st = status_fields(&reg, "k");
     eprintln!(
         "kernel reopen: {}\nudm reopen:    {}",
         k2.join(" "),

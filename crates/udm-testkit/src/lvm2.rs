@@ -52,3 +52,43 @@ impl Lvm2 {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
+
+/// Sparse PV images `pv0.img`, `pv1.img`… in `dir`, of the given sizes in MiB.
+pub fn pv_images(dir: &std::path::Path, sizes_mib: &[u64]) -> Vec<std::path::PathBuf> {
+    sizes_mib
+        .iter()
+        .enumerate()
+        .map(|(i, m)| crate::image(dir, &format!("pv{i}.img"), m << 20))
+        .collect()
+}
+
+/// A loop device over each of `images`, in order; None (SKIP) where any cannot be had.
+pub fn attach_all(images: &[std::path::PathBuf]) -> Option<Vec<crate::loopdev::LoopDev>> {
+    images
+        .iter()
+        .map(|i| crate::loopdev::LoopDev::attach(i))
+        .collect()
+}
+
+/// PV images ([`pv_images`]) in a fresh temporary directory, a loop device over each, and
+/// lvm2 confined to those devices: `(dir, images, loops, lvm)`. None (SKIP) without the
+/// `lvm` tool (a panic under `UDM_REQUIRE_TOOLS=1`) or without loop devices.
+#[allow(clippy::type_complexity)]
+pub fn loop_pvs(
+    sizes_mib: &[u64],
+) -> Option<(
+    tempfile::TempDir,
+    Vec<std::path::PathBuf>,
+    Vec<crate::loopdev::LoopDev>,
+    Lvm2,
+)> {
+    if !crate::require_tool("lvm") {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let images = pv_images(dir.path(), sizes_mib);
+    let loops = attach_all(&images)?;
+    let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
+    let lvm = Lvm2::new(&d)?;
+    Some((dir, images, loops, lvm))
+}

@@ -5,8 +5,7 @@
 //! `pvcreate`/`vgcreate`/`lvcreate`/`lvs` links; missing PVs and failed commands.
 
 use std::path::{Path, PathBuf};
-use udm_testkit::loopdev::LoopDev;
-use udm_testkit::lvm2::Lvm2;
+use udm_testkit::lvm2::loop_pvs;
 use udm_testkit::udmcli::UdmCli;
 use udm_testkit::Daemon;
 
@@ -22,6 +21,15 @@ fn env(socket: &Path, state: PathBuf) -> UdmCli {
     }
 }
 
+/// A running daemon, a temporary directory, and udm talking to that daemon with its state
+/// in the directory.
+fn daemon_env() -> (Daemon, tempfile::TempDir, UdmCli) {
+    let d = Daemon::start(&udm());
+    let dir = tempfile::tempdir().unwrap();
+    let e = env(&d.socket, dir.path().join("state"));
+    (d, dir, e)
+}
+
 fn no_daemon(dir: &Path) -> UdmCli {
     env(&dir.join("no-daemon"), dir.join("state"))
 }
@@ -32,22 +40,10 @@ const NOACT: &str = "global{activation=0}";
 /// shows what udm's shows, and `pvdisplay`/`vgdisplay`/`lvdisplay` print what lvm2's do.
 #[test]
 fn udm_made_vg_passes_lvm2_checks() {
-    if !udm_testkit::require_tool("lvm") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let imgs: Vec<PathBuf> = (0..3)
-        .map(|i| udm_testkit::image(dir.path(), &format!("pv{i}.img"), 100 << 20))
-        .collect();
-    let Some(loops) = imgs
-        .iter()
-        .map(|i| LoopDev::attach(i))
-        .collect::<Option<Vec<_>>>()
-    else {
+    let Some((dir, imgs, loops, lvm)) = loop_pvs(&[100, 100, 100]) else {
         return;
     };
     let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
-    let lvm = Lvm2::new(&d).unwrap();
     let e = no_daemon(dir.path());
     let paths: Vec<String> = imgs.iter().map(|p| p.display().to_string()).collect();
     let devs = paths.join(",");
@@ -179,9 +175,7 @@ fn links(dir: &Path) -> PathBuf {
 /// `lvs -o lv_name,lv_dm_path,seg_type`; the PVs come from udm's devices file.
 #[test]
 fn seed_striped_90g_walkthrough() {
-    let d = Daemon::start(&udm());
-    let dir = tempfile::tempdir().unwrap();
-    let e = env(&d.socket, dir.path().join("state"));
+    let (_d, dir, e) = daemon_env();
     let bin = links(dir.path());
     let imgs: Vec<String> = (0..3)
         .map(|i| {
@@ -267,9 +261,7 @@ fn file_hashes(paths: &[&Path]) -> Vec<String> {
 /// and write nothing; so do failed lvcreates and a pvcreate on a too-small file.
 #[test]
 fn missing_pv_and_failed_commands_write_nothing() {
-    let d = Daemon::start(&udm());
-    let dir = tempfile::tempdir().unwrap();
-    let e = env(&d.socket, dir.path().join("state"));
+    let (_d, dir, e) = daemon_env();
     let a = udm_testkit::image(dir.path(), "a.img", 16 << 20);
     let b = udm_testkit::image(dir.path(), "b.img", 16 << 20);
     let (sa, sb) = (a.display().to_string(), b.display().to_string());
@@ -394,9 +386,7 @@ fn read_all(d: &Daemon, name: &str) -> Vec<u8> {
 /// table (data kept), lvrename renames the device, lvremove and vgremove deactivate first.
 #[test]
 fn online_resize_rename_and_remove() {
-    let d = Daemon::start(&udm());
-    let dir = tempfile::tempdir().unwrap();
-    let e = env(&d.socket, dir.path().join("state"));
+    let (d, dir, e) = daemon_env();
     let a = udm_testkit::image(dir.path(), "a.img", 64 << 20)
         .display()
         .to_string();
@@ -471,9 +461,7 @@ fn online_resize_rename_and_remove() {
 /// that LV on a real PV can be written anywhere in its 8 TB; `vgchange -a n` cleans up.
 #[test]
 fn seed_fake_8tb_pv_on_udm_device() {
-    let d = Daemon::start(&udm());
-    let dir = tempfile::tempdir().unwrap();
-    let e = env(&d.socket, dir.path().join("state"));
+    let (d, dir, e) = daemon_env();
     let small = udm_testkit::image(dir.path(), "sdb1.img", 1 << 20);
     e.dm(&[
         "create",
@@ -576,22 +564,10 @@ fn seed_fake_8tb_pv_on_udm_device() {
 /// as lvm2 does, on a VG lvm2 made.
 #[test]
 fn refusals_match_lvm2() {
-    if !udm_testkit::require_tool("lvm") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let imgs: Vec<PathBuf> = (0..3)
-        .map(|i| udm_testkit::image(dir.path(), &format!("pv{i}.img"), 100 << 20))
-        .collect();
-    let Some(loops) = imgs
-        .iter()
-        .map(|i| LoopDev::attach(i))
-        .collect::<Option<Vec<_>>>()
-    else {
+    let Some((dir, imgs, loops, lvm)) = loop_pvs(&[100, 100, 100]) else {
         return;
     };
     let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
-    let lvm = Lvm2::new(&d).unwrap();
     lvm.ok("vgcreate", &["vg", d[0], d[1], d[2]]);
     lvm.ok("lvcreate", &["-n", "lin", "-L", "28M", "vg"]);
     lvm.ok("lvcreate", &["-n", "st", "-L", "12M", "-i", "3", "vg"]);
@@ -667,9 +643,7 @@ fn devno(e: &UdmCli, name: &str) -> String {
 /// origin back to its linear table.
 #[test]
 fn snapshot_lv_activation() {
-    let d = Daemon::start(&udm());
-    let dir = tempfile::tempdir().unwrap();
-    let e = env(&d.socket, dir.path().join("state"));
+    let (d, dir, e) = daemon_env();
     let a = udm_testkit::image(dir.path(), "a.img", 64 << 20);
     let a = a.to_str().unwrap();
     let dv = ["--devices", a];

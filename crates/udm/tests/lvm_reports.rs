@@ -7,7 +7,7 @@ use std::process::Command;
 use udm_formats::lvm::ops::ImageFile;
 use udm_formats::lvm::{pvcreate, write_vg, Disk, Metadata, PvcreateOptions, Vg};
 use udm_testkit::loopdev::LoopDev;
-use udm_testkit::lvm2::Lvm2;
+use udm_testkit::lvm2::{attach_all, loop_pvs, pv_images, Lvm2};
 
 fn udm() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_udm"))
@@ -34,30 +34,12 @@ fn same(lvm: &Lvm2, devs: &str, cmd: &str, args: &[&str]) -> String {
     real
 }
 
-fn images(dir: &Path, sizes_mib: &[u64]) -> Vec<PathBuf> {
-    sizes_mib
-        .iter()
-        .enumerate()
-        .map(|(i, m)| udm_testkit::image(dir, &format!("pv{i}.img"), m << 20))
-        .collect()
-}
-
 #[test]
 fn lvm2_made_vgs_report_identically() {
-    if !udm_testkit::require_tool("lvm") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let imgs = images(dir.path(), &[64, 64, 3000, 100, 100]);
-    let Some(loops) = imgs
-        .iter()
-        .map(|i| LoopDev::attach(i))
-        .collect::<Option<Vec<_>>>()
-    else {
+    let Some((dir, _imgs, loops, lvm)) = loop_pvs(&[64, 64, 3000, 100, 100]) else {
         return;
     };
     let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
-    let lvm = Lvm2::new(&d).unwrap();
     lvm.ok("pvcreate", &d);
     lvm.ok("vgcreate", &["vg1", d[0]]);
     lvm.ok("lvcreate", &["-n", "full", "-l", "100%FREE", "vg1"]);
@@ -202,7 +184,7 @@ fn udm_made_vg_reports_as_lvm2_does() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let imgs = images(dir.path(), &[200, 200, 200]);
+    let imgs = pv_images(dir.path(), &[200, 200, 200]);
     {
         let mut files: Vec<ImageFile> = imgs
             .iter()
@@ -221,11 +203,7 @@ fn udm_made_vg_reports_as_lvm2_does() {
         let mut disks: Vec<&mut dyn Disk> = files.iter_mut().map(|f| f as &mut dyn Disk).collect();
         write_vg(&m, &mut disks).unwrap();
     }
-    let Some(loops) = imgs
-        .iter()
-        .map(|i| LoopDev::attach(i))
-        .collect::<Option<Vec<_>>>()
-    else {
+    let Some(loops) = attach_all(&imgs) else {
         return;
     };
     let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
@@ -284,7 +262,7 @@ fn thin_and_snapshot_lvs_report_as_lvm2_does() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let imgs = images(dir.path(), &[200]);
+    let imgs = pv_images(dir.path(), &[200]);
     {
         let mut f = ImageFile::open(&imgs[0], true).unwrap();
         let hdr = pvcreate(&mut f, &PvcreateOptions::default()).unwrap();
@@ -374,20 +352,10 @@ fn thin_and_snapshot_lvs_report_as_lvm2_does() {
 
 #[test]
 fn pv_with_ignored_metadata_reports_as_lvm2_does() {
-    if !udm_testkit::require_tool("lvm") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let imgs = images(dir.path(), &[64, 64]);
-    let Some(loops) = imgs
-        .iter()
-        .map(|i| LoopDev::attach(i))
-        .collect::<Option<Vec<_>>>()
-    else {
+    let Some((_dir, _imgs, loops, lvm)) = loop_pvs(&[64, 64]) else {
         return;
     };
     let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
-    let lvm = Lvm2::new(&d).unwrap();
     lvm.ok("pvcreate", &d);
     lvm.ok("vgcreate", &["vgi", d[0], d[1]]);
     lvm.ok("pvchange", &["--metadataignore", "y", d[1]]);
@@ -408,10 +376,10 @@ fn seed_striped_walkthrough_both_ways() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let by_lvm = images(dir.path(), &[40 << 10, 40 << 10, 40 << 10]);
+    let by_lvm = pv_images(dir.path(), &[40 << 10, 40 << 10, 40 << 10]);
     let sub = dir.path().join("udm");
     std::fs::create_dir(&sub).unwrap();
-    let by_udm = images(&sub, &[40 << 10, 40 << 10, 40 << 10]);
+    let by_udm = pv_images(&sub, &[40 << 10, 40 << 10, 40 << 10]);
     {
         let mut files: Vec<ImageFile> = by_udm
             .iter()
@@ -430,11 +398,7 @@ fn seed_striped_walkthrough_both_ways() {
         write_vg(&m, &mut disks).unwrap();
     }
     for (made_by_lvm, imgs) in [(true, &by_lvm), (false, &by_udm)] {
-        let Some(loops) = imgs
-            .iter()
-            .map(|i| LoopDev::attach(i))
-            .collect::<Option<Vec<_>>>()
-        else {
+        let Some(loops) = attach_all(imgs) else {
             return;
         };
         let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();

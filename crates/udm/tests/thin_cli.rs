@@ -116,6 +116,34 @@ fn image(dir: &Path, name: &str, blocks: u64) -> PathBuf {
     udm_testkit::image(dir, name, blocks * BLOCK_SIZE as u64)
 }
 
+/// `in.xml` in `dir`: the sample metadata from `seed` (printed).
+fn sample_xml_file(dir: &Path, seed: u64) -> PathBuf {
+    eprintln!("seed {seed}");
+    let xml = dir.join("in.xml");
+    std::fs::write(&xml, sample_xml(&mut XorShift::new(seed))).unwrap();
+    xml
+}
+
+/// The real thin_restore of `xml` onto `out` (must succeed).
+fn real_restore(xml: &Path, out: &Path) {
+    udm_testkit::run(
+        Command::new("thin_restore")
+            .arg("-i")
+            .arg(xml)
+            .arg("-o")
+            .arg(out),
+    );
+}
+
+/// The sample metadata from `seed` restored by the real thin_restore, and udm's own
+/// metadata ([`udm_metadata`]), both in `dir`.
+fn restored_and_udm_metadata(dir: &Path, seed: u64) -> (PathBuf, PathBuf) {
+    let xml = sample_xml_file(dir, seed);
+    let real_meta = image(dir, "real-meta", 2048);
+    real_restore(&xml, &real_meta);
+    (real_meta, udm_metadata(dir))
+}
+
 /// Metadata written by udm: thin devices, snapshots, overwrites, a delete, a held
 /// metadata snapshot, over several commits.
 fn udm_metadata(dir: &Path) -> PathBuf {
@@ -153,20 +181,8 @@ fn thin_dump_matches_real_on_restored_and_udm_metadata() {
     if !tools() {
         return;
     }
-    let seed = 0xd0_11_u64;
-    eprintln!("seed {seed}");
     let dir = tempfile::tempdir().unwrap();
-    let xml = dir.path().join("in.xml");
-    std::fs::write(&xml, sample_xml(&mut XorShift::new(seed))).unwrap();
-    let real_meta = image(dir.path(), "real-meta", 2048);
-    udm_testkit::run(
-        Command::new("thin_restore")
-            .arg("-i")
-            .arg(&xml)
-            .arg("-o")
-            .arg(&real_meta),
-    );
-    let udm_meta = udm_metadata(dir.path());
+    let (real_meta, udm_meta) = restored_and_udm_metadata(dir.path(), 0xd0_11_u64);
     for meta in [&real_meta, &udm_meta] {
         let m = meta.to_str().unwrap();
         let full = same("thin_dump", &[m]);
@@ -202,11 +218,8 @@ fn thin_restore_output_passes_real_check_and_dumps_identically() {
     if !tools() {
         return;
     }
-    let seed = 0x4e57_u64;
-    eprintln!("seed {seed}");
     let dir = tempfile::tempdir().unwrap();
-    let xml = dir.path().join("in.xml");
-    std::fs::write(&xml, sample_xml(&mut XorShift::new(seed))).unwrap();
+    let xml = sample_xml_file(dir.path(), 0x4e57);
     let ours = image(dir.path(), "ours", 2048);
     let theirs = image(dir.path(), "theirs", 2048);
     udm_testkit::run(
@@ -216,13 +229,7 @@ fn thin_restore_output_passes_real_check_and_dumps_identically() {
             .arg("-o")
             .arg(&ours),
     );
-    udm_testkit::run(
-        Command::new("thin_restore")
-            .arg("-i")
-            .arg(&xml)
-            .arg("-o")
-            .arg(&theirs),
-    );
+    real_restore(&xml, &theirs);
     udm_testkit::run(Command::new("thin_check").arg(&ours));
     let a = udm_testkit::run(Command::new("thin_dump").arg(&ours));
     let b = udm_testkit::run(Command::new("thin_dump").arg(&theirs));
@@ -235,13 +242,7 @@ fn thin_restore_output_passes_real_check_and_dumps_identically() {
     )
     .unwrap();
     let third = image(dir.path(), "third", 2048);
-    udm_testkit::run(
-        Command::new("thin_restore")
-            .arg("-i")
-            .arg(&again)
-            .arg("-o")
-            .arg(&third),
-    );
+    real_restore(&again, &third);
     assert_eq!(udm_testkit::run(Command::new("thin_dump").arg(&third)), b);
     // Bad input: both fail.
     std::fs::write(&again, "<superblock uuid=\"\" time=\"0\">\n").unwrap();
@@ -407,20 +408,8 @@ fn thin_ls_matches_real_on_restored_and_udm_metadata() {
     if !tools() || !require_tool("thin_ls") {
         return;
     }
-    let seed = 0x15_u64;
-    eprintln!("seed {seed}");
     let dir = tempfile::tempdir().unwrap();
-    let xml = dir.path().join("in.xml");
-    std::fs::write(&xml, sample_xml(&mut XorShift::new(seed))).unwrap();
-    let real_meta = image(dir.path(), "real-meta", 2048);
-    udm_testkit::run(
-        Command::new("thin_restore")
-            .arg("-i")
-            .arg(&xml)
-            .arg("-o")
-            .arg(&real_meta),
-    );
-    let udm_meta = udm_metadata(dir.path());
+    let (real_meta, udm_meta) = restored_and_udm_metadata(dir.path(), 0x15_u64);
     for meta in [&real_meta, &udm_meta] {
         let m = meta.to_str().unwrap();
         let o = same("thin_ls", &[m]);
@@ -482,20 +471,8 @@ fn thin_delta_matches_real_on_restored_and_udm_metadata() {
     if !tools() || !require_tool("thin_delta") {
         return;
     }
-    let seed = 0xde17a_u64;
-    eprintln!("seed {seed}");
     let dir = tempfile::tempdir().unwrap();
-    let xml = dir.path().join("in.xml");
-    std::fs::write(&xml, sample_xml(&mut XorShift::new(seed))).unwrap();
-    let real_meta = image(dir.path(), "real-meta", 2048);
-    udm_testkit::run(
-        Command::new("thin_restore")
-            .arg("-i")
-            .arg(&xml)
-            .arg("-o")
-            .arg(&real_meta),
-    );
-    let udm_meta = udm_metadata(dir.path());
+    let (real_meta, udm_meta) = restored_and_udm_metadata(dir.path(), 0xde17a_u64);
     let cases = [
         (&real_meta, ["1", "7"]),
         (&real_meta, ["7", "9"]),

@@ -38,3 +38,30 @@ pub fn read(dev: &dyn BlockDevice, sector: u64, bytes: usize) -> Vec<u8> {
 pub fn write(dev: &dyn BlockDevice, sector: u64, data: &[u8]) {
     udm_io::sync::write_at(dev, Sectors(sector), data).expect("write")
 }
+
+/// The space-separated fields of `name`'s info status line in udm.
+pub fn status_fields(reg: &Registry, name: &str) -> Vec<String> {
+    let (_, st) = reg
+        .status(&sel(name), false, udm_core::StatusType::Info)
+        .unwrap();
+    st[0].params.split(' ').map(String::from).collect()
+}
+
+/// The status fields (after start, length and target name) of the refvm output line
+/// `<tag> <dmsetup status line>`.
+pub fn kernel_status(out: &str, tag: &str) -> Vec<String> {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{tag} ")))
+        .unwrap_or_else(|| panic!("no {tag} in:\n{out}"))
+        .split_whitespace()
+        .skip(3)
+        .map(String::from)
+        .collect()
+}
+
+/// A sparse all-zero file of `bytes` named `name` in `dir`.
+pub fn zero_file(dir: &Path, name: &str, bytes: u64) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::File::create(&p).unwrap().set_len(bytes).unwrap();
+    p
+}
