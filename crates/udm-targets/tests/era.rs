@@ -6,7 +6,6 @@
 mod common;
 use common::*;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use udm_core::StatusType;
 use udm_testkit::require_tool;
@@ -14,43 +13,6 @@ use udm_testkit::rng::XorShift;
 
 const BS: u64 = 16;
 const BLOCKS: u64 = 300;
-
-fn attr(line: &str, name: &str) -> Option<u64> {
-    let pat = format!(" {name}=\"");
-    let start = line.find(&pat)? + pat.len();
-    let end = line[start..].find('"')? + start;
-    line[start..end].parse().ok()
-}
-
-/// Last era each block was written in, from `era_dump` (archived writesets over the era
-/// array); blocks never written are absent.
-fn logical_eras(meta: &Path) -> BTreeMap<u64, u64> {
-    let out = Command::new("era_dump").arg(meta).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let xml = String::from_utf8(out.stdout).unwrap();
-    let mut last = BTreeMap::new();
-    let mut cur = 0;
-    for l in xml.lines().map(str::trim) {
-        if l.starts_with("<writeset ") {
-            cur = attr(l, "era").unwrap();
-        } else if l.starts_with("<bit ") && l.contains("value=\"true\"") {
-            let b = attr(l, "block").unwrap();
-            let e = last.entry(b).or_insert(0);
-            *e = (*e).max(cur);
-        } else if l.starts_with("<era ") {
-            let (b, e) = (attr(l, "block").unwrap(), attr(l, "era").unwrap());
-            if e > 0 {
-                let v = last.entry(b).or_insert(0);
-                *v = (*v).max(e);
-            }
-        }
-    }
-    last
-}
 
 fn era_of(reg: &udm_core::Registry, name: &str) -> Vec<String> {
     let (_, st) = reg.status(&sel(name), false, StatusType::Info).unwrap();

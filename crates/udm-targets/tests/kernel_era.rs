@@ -20,37 +20,6 @@ const SECTORS: u64 = 100 * BS;
 const ROUNDS: [&[u64]; 3] = [&[0, 1, 2, 10, 50], &[2, 3, 60, 61], &[0, 70]];
 const LATER: &[u64] = &[5, 61];
 
-fn attr(line: &str, name: &str) -> Option<u64> {
-    let pat = format!(" {name}=\"");
-    let start = line.find(&pat)? + pat.len();
-    let end = line[start..].find('"')? + start;
-    line[start..end].parse().ok()
-}
-
-/// Last era each block was written in, from `era_dump`.
-fn logical_eras(meta: &Path) -> BTreeMap<u64, u64> {
-    let out = Command::new("era_dump").arg(meta).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let xml = String::from_utf8(out.stdout).unwrap();
-    let (mut last, mut cur) = (BTreeMap::new(), 0);
-    for l in xml.lines().map(str::trim) {
-        if l.starts_with("<writeset ") {
-            cur = attr(l, "era").unwrap();
-        } else if l.starts_with("<bit ") && l.contains("value=\"true\"") {
-            let e = last.entry(attr(l, "block").unwrap()).or_insert(0);
-            *e = (*e).max(cur);
-        } else if l.starts_with("<era ") && attr(l, "era").unwrap() > 0 {
-            let e = last.entry(attr(l, "block").unwrap()).or_insert(0);
-            *e = (*e).max(attr(l, "era").unwrap());
-        }
-    }
-    last
-}
-
 fn era_check(meta: &Path) {
     let out = Command::new("era_check").arg(meta).output().unwrap();
     assert!(

@@ -201,16 +201,9 @@ impl Target for Merge {
     fn status(&self, ty: StatusType, _flags: StatusFlags) -> String {
         match ty {
             StatusType::Info => self.shared.status(),
-            StatusType::Table => {
-                let chunk = self.shared.st.lock().store.chunk;
-                SnapshotParams {
-                    origin: self.origin_id.to_string(),
-                    cow: self.cow_id.to_string(),
-                    chunk,
-                    ..self.p.clone()
-                }
-                .to_string()
-            }
+            StatusType::Table => self
+                .shared
+                .table_line(&self.p, &self.origin_id, &self.cow_id),
         }
     }
     fn max_io_len(&self) -> Option<Sectors> {

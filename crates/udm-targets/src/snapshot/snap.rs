@@ -145,6 +145,18 @@ impl SnapShared {
         true
     }
 
+    /// The table line of a snapshot or snapshot-merge over `origin` and `cow`: the store's
+    /// chunk size wins over the table's (the header's overrides it, as in the kernel).
+    pub(crate) fn table_line(&self, p: &SnapshotParams, origin: &DevId, cow: &DevId) -> String {
+        SnapshotParams {
+            origin: origin.to_string(),
+            cow: cow.to_string(),
+            chunk: self.st.lock().store.chunk,
+            ..p.clone()
+        }
+        .to_string()
+    }
+
     pub(crate) fn status(&self) -> String {
         let g = self.st.lock();
         if !g.valid {
@@ -457,16 +469,9 @@ impl Target for Snapshot {
     fn status(&self, ty: StatusType, _flags: StatusFlags) -> String {
         match ty {
             StatusType::Info => self.shared.status(),
-            StatusType::Table => {
-                let chunk = self.shared.st.lock().store.chunk;
-                SnapshotParams {
-                    origin: self.origin.id.to_string(),
-                    cow: self.cow.id.to_string(),
-                    chunk,
-                    ..self.p.clone()
-                }
-                .to_string()
-            }
+            StatusType::Table => self
+                .shared
+                .table_line(&self.p, &self.origin.id, &self.cow.id),
         }
     }
     fn max_io_len(&self) -> Option<Sectors> {

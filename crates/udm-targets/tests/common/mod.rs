@@ -65,3 +65,44 @@ pub fn zero_file(dir: &Path, name: &str, bytes: u64) -> PathBuf {
     std::fs::File::create(&p).unwrap().set_len(bytes).unwrap();
     p
 }
+
+/// A numeric XML attribute of an `era_dump` line.
+pub fn attr(line: &str, name: &str) -> Option<u64> {
+    let pat = format!(" {name}=\"");
+    let start = line.find(&pat)? + pat.len();
+    let end = line[start..].find('"')? + start;
+    line[start..end].parse().ok()
+}
+
+/// Last era each block was written in, from `era_dump` (archived writesets over the era
+/// array); blocks never written are absent.
+pub fn logical_eras(meta: &std::path::Path) -> std::collections::BTreeMap<u64, u64> {
+    let out = std::process::Command::new("era_dump")
+        .arg(meta)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let xml = String::from_utf8(out.stdout).unwrap();
+    let mut last = std::collections::BTreeMap::new();
+    let mut cur = 0;
+    for l in xml.lines().map(str::trim) {
+        if l.starts_with("<writeset ") {
+            cur = attr(l, "era").unwrap();
+        } else if l.starts_with("<bit ") && l.contains("value=\"true\"") {
+            let b = attr(l, "block").unwrap();
+            let e = last.entry(b).or_insert(0);
+            *e = (*e).max(cur);
+        } else if l.starts_with("<era ") {
+            let (b, e) = (attr(l, "block").unwrap(), attr(l, "era").unwrap());
+            if e > 0 {
+                let v = last.entry(b).or_insert(0);
+                *v = (*v).max(e);
+            }
+        }
+    }
+    last
+}
