@@ -16,7 +16,7 @@ use super::policy::{PolicyName, Tracker};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use udm_core::{Copier, Loc, MapResult, Worker};
 use udm_io::{Bio, BioFlags, BlockDevice, IoBuf, IoError, Op, Sectors};
 use udm_pdata::cache::CacheMetadata;
@@ -625,14 +625,7 @@ impl Core {
         self: &Arc<Self>,
         f: impl FnOnce(&Arc<Core>) -> T + Send + 'static,
     ) -> T {
-        if self.worker.is_current() {
-            return f(self);
-        }
-        let (tx, rx) = mpsc::channel();
         let me = self.clone();
-        self.worker.spawn(move || {
-            let _ = tx.send(f(&me));
-        });
-        rx.recv().expect("cache worker runs its jobs")
+        self.worker.call(move || f(&me))
     }
 }
