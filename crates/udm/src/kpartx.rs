@@ -22,6 +22,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use udm_formats::part::kpartx::{check_uuid, order, partname};
 use udm_formats::part::{self, Disk, Kind, ScanOpts, Slice, MAX_SLICES};
 use udm_proto::{Client, DevInfo, DevSel, Line, Reply, Request};
 
@@ -355,23 +356,6 @@ fn open(p: &Path, err: &mut dyn Write) -> Result<File, ()> {
     })
 }
 
-/// kpartx's partition name: `/` after the first character becomes `!`.
-fn partname(mapname: &str, delim: &str, n: usize) -> String {
-    let s = format!("{mapname}{delim}{n}");
-    s.char_indices()
-        .map(|(i, c)| if i > 0 && c == '/' { '!' } else { c })
-        .collect()
-}
-
-/// The order kpartx handles slices in: non-empty uncontained ones, then contained ones.
-fn order(slices: &[Slice]) -> (Vec<usize>, Vec<usize>) {
-    let used = || (0..slices.len()).filter(|&i| slices[i].size != 0);
-    (
-        used().filter(|&i| slices[i].container.is_none()).collect(),
-        used().filter(|&i| slices[i].container.is_some()).collect(),
-    )
-}
-
 /// `-l`: kpartx's listing; contained slices relative to their container, which is named
 /// `/dev/dm-<its position among the listed slices>` as kpartx prints it.
 fn list(p: &Parent, delim: &str, slices: &[Slice], out: &mut dyn Write) {
@@ -395,20 +379,6 @@ fn list(p: &Parent, delim: &str, slices: &[Slice], out: &mut dyn Write) {
             s.size,
             s.start.wrapping_sub(cstart)
         );
-    }
-}
-
-/// kpartx's `check_uuid`: is `part_uuid` a kpartx partition UUID of `uuid`?
-fn check_uuid(uuid: &str, part_uuid: &str) -> Result<(), &'static str> {
-    match part_uuid.split_once('-') {
-        Some((_, rest)) if part_uuid.starts_with("part") => {
-            if rest == uuid {
-                Ok(())
-            } else {
-                Err("a partition of a different device")
-            }
-        }
-        _ => Err("not a kpartx partition"),
     }
 }
 

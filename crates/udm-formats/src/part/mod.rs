@@ -13,6 +13,7 @@
 
 mod crc;
 pub mod gpt;
+pub mod kpartx;
 pub mod mbr;
 
 pub use crc::crc32;
