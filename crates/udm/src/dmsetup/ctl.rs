@@ -6,7 +6,7 @@ use super::mangle::Mode;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use udm_core::DM_MAJOR;
-use udm_proto::{Client, ClientError, DevInfo, DevSel, RemoteError, Reply, Request};
+use udm_proto::{strerror, Client, ClientError, DevInfo, DevSel, RemoteError, Reply, Request};
 
 /// How a task names its device (what libdm put into the ioctl header).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,15 +43,6 @@ impl DevArg {
             s.push_str(&format!("({a}:{b})"));
         }
         s
-    }
-}
-
-/// `strerror(errno)` without Rust's " (os error N)" suffix.
-pub fn strerror(errno: i32) -> String {
-    let s = std::io::Error::from_raw_os_error(errno).to_string();
-    match s.rfind(" (os error ") {
-        Some(p) => s[..p].to_string(),
-        None => s,
     }
 }
 
@@ -214,7 +205,6 @@ mod tests {
             devno: Some((253, 0)),
         };
         assert_eq!(d.describe(), " (253:0)");
-        assert_eq!(strerror(libc::EINVAL), "Invalid argument");
         assert_eq!(
             strip_line_prefix("line 2: linear: Invalid argument count"),
             "linear: Invalid argument count"

@@ -1,0 +1,14 @@
+//! dmsetup's library side (libdm's client code, minus the ioctls): the report fields and
+//! the object `info -c` reports ([`fields`]), the dependency tree and its `ls --tree`
+//! drawing ([`tree`]), name mangling ([`mangle`]), table text and name checks ([`table`]),
+//! what `info`/`table`/`deps`/`ls` print about a device ([`info`]), udev cookies ([`udev`])
+//! and C's number parsing ([`cnum`]). The `udm` binary adds argv parsing, the daemon
+//! connection and printing.
+
+pub mod cnum;
+pub mod fields;
+pub mod info;
+pub mod mangle;
+pub mod table;
+pub mod tree;
+pub mod udev;
