@@ -6,6 +6,7 @@
 //! An embedder fills a [`DaemonConfig`] and either calls [`run`] (block until SIGTERM/SIGINT/
 //! SIGHUP, as `udm daemon` does) or [`Daemon::start`] and later [`Daemon::shutdown`].
 
+pub mod client;
 mod error;
 pub mod exports;
 mod quickstart;
