@@ -1,7 +1,8 @@
 //! dmsetup's library side (libdm's client code, minus the ioctls): the report fields and
 //! the object `info -c` reports ([`fields`]), the dependency tree and its `ls --tree`
 //! drawing ([`tree`]), name mangling ([`mangle`]), table text and name checks ([`table`]),
-//! what `info`/`table`/`deps`/`ls` print about a device ([`info`]), udev cookies ([`udev`])
+//! what `info`/`table`/`deps`/`ls` print about a device ([`info`]), udev cookies ([`udev`]),
+//! dm-stats regions as `udm stats` shows them ([`stats`])
 //! and C's number parsing ([`cnum`]). The `udm` binary adds argv parsing, the daemon
 //! connection and printing.
 
@@ -9,6 +10,7 @@ pub mod cnum;
 pub mod fields;
 pub mod info;
 pub mod mangle;
+pub mod stats;
 pub mod table;
 pub mod tree;
 pub mod udev;
