@@ -4,7 +4,47 @@
 //! the daemon (whose working directory is not the caller's), and cryptsetup's exit codes.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 use udm_proto::{strerror, Client, ClientError, DevSel, Line, Request};
+
+/// Why `udm daemon stop` did not stop the daemon.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StopError {
+    /// Connecting or the stop request failed (refused while devices are open, unless forced).
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The daemon still answers after the limit.
+    #[error("the daemon at {socket} is still running after {secs} s")]
+    StillRunning { socket: String, secs: u64 },
+}
+
+impl StopError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            StopError::Client(e) => e.errno(),
+            StopError::StillRunning { .. } => libc::ETIMEDOUT,
+        }
+    }
+}
+
+/// Ask the daemon on `socket` to shut down (drain, flush, close the exports, as SIGTERM) and
+/// wait until it is gone: it removes its socket last. `limit` only guards against a hang.
+pub fn stop_daemon(socket: &Path, force: bool, limit: Duration) -> Result<(), StopError> {
+    let mut c = Client::connect(socket)?;
+    c.call(Request::Stop { force })?;
+    let t = Instant::now();
+    while socket.exists() && Client::connect(socket).is_ok() {
+        if t.elapsed() > limit {
+            return Err(StopError::StillRunning {
+                socket: socket.display().to_string(),
+                secs: limit.as_secs(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
 
 /// A request of libdm's create sequence failed.
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +237,14 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(udm_core::split_args(&got)[0], abs.to_str().unwrap());
         assert_eq!(untouched, "2  8 253:0 0 missing.img 0");
+    }
+
+    #[test]
+    fn stopping_without_a_daemon_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = stop_daemon(&dir.path().join("none"), false, Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(e, StopError::Client(_)));
+        assert_eq!(e.errno(), libc::ENOENT);
     }
 
     #[test]

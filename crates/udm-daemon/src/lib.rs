@@ -9,6 +9,7 @@
 pub mod client;
 mod error;
 pub mod exports;
+pub mod opened;
 mod quickstart;
 mod serve;
 pub mod state;
