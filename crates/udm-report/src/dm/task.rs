@@ -2,7 +2,97 @@
 //! kernel's lookup precedence) and the lines a failed ioctl leaves on stderr — libdm's own,
 //! and the kernel-style reason udm adds on a terminal.
 
-use udm_proto::{strerror, DevSel, RemoteError};
+use std::time::Duration;
+use udm_proto::{strerror, DevInfo, DevSel, RemoteError, Reply, Request};
+
+/// The one-ioctl tasks dmsetup's `_simple` issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Simple {
+    Suspend,
+    Resume,
+    Remove,
+    RemoveAll,
+    Clear,
+    /// Wait for an event after this event number.
+    Wait(u32),
+}
+
+/// The switches a simple task passes on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TaskFlags {
+    pub noflush: bool,
+    pub nolockfs: bool,
+    pub deferred: bool,
+    pub inactive: bool,
+    /// `--retry`: a busy `remove` is tried again.
+    pub retry: bool,
+}
+
+/// How often and how far apart libdm retries a busy `remove` with `--retry`.
+pub const REMOVE_RETRIES: u32 = 25;
+pub const REMOVE_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+impl Simple {
+    /// libdm's name for the ioctl (in failure lines).
+    pub fn op(self) -> &'static str {
+        match self {
+            Simple::Suspend => "suspend",
+            Simple::Resume => "resume",
+            Simple::Remove => "remove",
+            Simple::RemoveAll => "remove_all",
+            Simple::Clear => "clear",
+            Simple::Wait(_) => "waitevent",
+        }
+    }
+
+    /// The request for device `dev`.
+    pub fn request(self, dev: DevSel, f: TaskFlags) -> Request {
+        match self {
+            Simple::Suspend => Request::Suspend {
+                dev,
+                noflush: f.noflush,
+                nolockfs: f.nolockfs,
+            },
+            Simple::Resume => Request::Resume {
+                dev,
+                noflush: f.noflush,
+                nolockfs: f.nolockfs,
+            },
+            Simple::Remove => Request::Remove {
+                dev,
+                deferred: f.deferred,
+            },
+            Simple::RemoveAll => Request::RemoveAll {
+                deferred: f.deferred,
+            },
+            Simple::Clear => Request::Clear { dev },
+            Simple::Wait(event_nr) => Request::Wait {
+                dev,
+                event_nr,
+                inactive: f.inactive,
+                timeout_ms: 0,
+            },
+        }
+    }
+
+    /// How many times a busy device is tried again.
+    pub fn retries(self, f: TaskFlags) -> u32 {
+        if self == Simple::Remove && f.retry {
+            REMOVE_RETRIES
+        } else {
+            0
+        }
+    }
+}
+
+/// The device info a reply carries, if any (shown by `-v` after a task).
+pub fn reply_info(r: Reply) -> Option<DevInfo> {
+    match r {
+        Reply::Info(i) => Some(i),
+        Reply::Status { info, .. } | Reply::Deps { info, .. } => Some(info),
+        _ => None,
+    }
+}
 
 /// How a task names its device (what libdm put into the ioctl header).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -114,6 +204,46 @@ mod tests {
             "linear: Invalid argument count"
         );
         assert_eq!(strip_line_prefix("line x: y"), "line x: y");
+    }
+
+    #[test]
+    fn simple_tasks() {
+        let f = TaskFlags {
+            noflush: true,
+            deferred: true,
+            retry: true,
+            ..TaskFlags::default()
+        };
+        let sel = DevSel::Name("d".into());
+        assert_eq!(
+            Simple::Suspend.request(sel.clone(), f),
+            Request::Suspend {
+                dev: sel.clone(),
+                noflush: true,
+                nolockfs: false
+            }
+        );
+        assert_eq!(
+            Simple::Remove.request(sel.clone(), f),
+            Request::Remove {
+                dev: sel.clone(),
+                deferred: true
+            }
+        );
+        assert_eq!(
+            Simple::Wait(3).request(sel.clone(), f),
+            Request::Wait {
+                dev: sel,
+                event_nr: 3,
+                inactive: false,
+                timeout_ms: 0
+            }
+        );
+        assert_eq!(Simple::Wait(3).op(), "waitevent");
+        assert_eq!(Simple::Remove.retries(f), REMOVE_RETRIES);
+        assert_eq!(Simple::Resume.retries(f), 0);
+        assert_eq!(Simple::Remove.retries(TaskFlags::default()), 0);
+        assert_eq!(reply_info(Reply::Version([4, 0, 0])), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::{show, Cmd, Ctx};
 use std::io::Read;
 use udm_proto::{DevInfo, Line, Reply, Request};
 use udm_report::dm::table::{self, TableError};
+use udm_report::dm::task::{reply_info, Simple, TaskFlags, REMOVE_RETRY_DELAY};
 
 /// A table text's lines, with relative paths made absolute (they name files in our
 /// directory, not the daemon's); `None` after printing why it is refused.
@@ -51,14 +52,6 @@ fn read_table(ctx: &Ctx, file: Option<&str>) -> Option<Vec<Line>> {
 
 fn check(r: Result<(), TableError>) -> bool {
     r.map_err(|e| eprintln!("{e}")).is_ok()
-}
-
-fn reply_info(r: Reply) -> Option<DevInfo> {
-    match r {
-        Reply::Info(i) => Some(i),
-        Reply::Status { info, .. } | Reply::Deps { info, .. } => Some(info),
-        _ => None,
-    }
 }
 
 /// Display the info block after a successful task when `-v` was given.
@@ -257,77 +250,26 @@ pub fn load(ctx: &mut Ctx, _c: &Cmd, args: &[String], _n: Option<&DevInfo>, _m: 
     }
 }
 
-/// The ioctls `_simple` issues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Simple {
-    Suspend,
-    Resume,
-    Remove,
-    RemoveAll,
-    Clear,
-    Wait(u32),
-}
-
 /// `_simple`: one device ioctl, `-v` info afterwards when `display`.
 pub fn simple(ctx: &mut Ctx, task: Simple, name: Option<&str>, display: bool) -> bool {
     let Some(dev) = ctx.dev_arg(name) else {
         return false;
     };
-    let noflush = ctx.o.has(O::NoFlush);
-    let nolockfs = ctx.o.has(O::NoLockfs);
-    let sel = dev.sel();
-    let (op, req) = match task {
-        Simple::Suspend => (
-            "suspend",
-            Request::Suspend {
-                dev: sel,
-                noflush,
-                nolockfs,
-            },
-        ),
-        Simple::Resume => (
-            "resume",
-            Request::Resume {
-                dev: sel,
-                noflush,
-                nolockfs,
-            },
-        ),
-        Simple::Remove => (
-            "remove",
-            Request::Remove {
-                dev: sel,
-                deferred: ctx.o.has(O::Deferred),
-            },
-        ),
-        Simple::RemoveAll => (
-            "remove_all",
-            Request::RemoveAll {
-                deferred: ctx.o.has(O::Deferred),
-            },
-        ),
-        Simple::Clear => ("clear", Request::Clear { dev: sel }),
-        Simple::Wait(event_nr) => (
-            "waitevent",
-            Request::Wait {
-                dev: sel,
-                event_nr,
-                inactive: ctx.o.has(O::Inactive),
-                timeout_ms: 0,
-            },
-        ),
+    let flags = TaskFlags {
+        noflush: ctx.o.has(O::NoFlush),
+        nolockfs: ctx.o.has(O::NoLockfs),
+        deferred: ctx.o.has(O::Deferred),
+        inactive: ctx.o.has(O::Inactive),
+        retry: ctx.o.has(O::Retry),
     };
-    let retries = if task == Simple::Remove && ctx.o.has(O::Retry) {
-        25
-    } else {
-        0
-    };
+    let (op, req) = (task.op(), task.request(dev.sel(), flags));
+    let retries = task.retries(flags);
     let mut attempt = 0;
     let res = loop {
         match ctx.ctl.raw(req.clone()) {
             Err(e) if e.errno == libc::EBUSY && attempt < retries => {
                 attempt += 1;
-                std::thread::sleep(std::time::Duration::from_millis(200));
+                std::thread::sleep(REMOVE_RETRY_DELAY);
             }
             r => break r,
         }
