@@ -160,7 +160,7 @@ impl Parent {
     pub fn stale(&self, delim: &str, slices: &[Slice]) -> Vec<(usize, String)> {
         (0..MAX_SLICES)
             .rev()
-            .filter(|&j| !slices.get(j).is_some_and(|s| s.size != 0))
+            .filter(|&j| slices.get(j).is_none_or(|s| s.size == 0))
             .map(|j| (j + 1, partname(&self.mapname, delim, j + 1)))
             .collect()
     }
