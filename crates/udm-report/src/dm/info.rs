@@ -191,6 +191,58 @@ pub fn concise_quoted(s: &str) -> String {
     o
 }
 
+/// The device part of a `table --concise` entry: `name,uuid,minor,ro|rw` (quoted).
+pub fn concise_device(name: &str, i: &DevInfo) -> String {
+    format!(
+        "{},{},{},{}",
+        concise_quoted(name),
+        concise_quoted(&i.uuid),
+        i.minor,
+        if i.read_only { "ro" } else { "rw" }
+    )
+}
+
+/// One target of `status`/`table` output: `start len type params` (`mask`: crypt and
+/// integrity keys zeroed; `concise`: a `,`-led, quoted `--concise` field).
+pub fn target_text(t: &TargetStatus, mask: bool, concise: bool) -> String {
+    let params = if mask {
+        mask_keys(&t.ttype, &t.params)
+    } else {
+        t.params.clone()
+    };
+    let head = format!("{} {} {} ", t.start, t.len, t.ttype);
+    if concise {
+        format!(",{head}{}", concise_quoted(&params))
+    } else {
+        format!("{head}{params}")
+    }
+}
+
+/// A device argument naming a node (it holds a `/`): `<dev_dir>/mapper/NAME` names NAME,
+/// `…/dm-N` the device with minor N.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeArg {
+    Name(String),
+    /// `dm-N`; the name is the fallback when no device has that minor.
+    Minor(u32, String),
+}
+
+impl NodeArg {
+    /// `None` for a plain name (no `/`).
+    pub fn parse(arg: &str) -> Option<NodeArg> {
+        if !arg.contains('/') {
+            return None;
+        }
+        let base = arg.trim_end_matches('/').rsplit('/').next().unwrap_or(arg);
+        Some(
+            match base.strip_prefix("dm-").and_then(|m| m.parse::<u32>().ok()) {
+                Some(minor) => NodeArg::Minor(minor, base.to_string()),
+                None => NodeArg::Name(base.to_string()),
+            },
+        )
+    }
+}
+
 /// Names of the 17 `/proc/diskstats` fields after the device name, in order.
 const DISKSTATS_FIELDS: [&str; 17] = [
     "reads",
@@ -378,6 +430,30 @@ mod tests {
         assert_eq!(read_ahead(0), 256);
         assert_eq!(read_ahead(384), 768);
         assert_eq!(lcm(4, 6), 12);
+    }
+
+    #[test]
+    fn status_entries() {
+        let mut d = dev("a,b", 2);
+        d.read_only = true;
+        assert_eq!(concise_device("a,b", &d), "a\\,b,,2,ro");
+        let t = TargetStatus {
+            start: 0,
+            len: 8,
+            ttype: "crypt".into(),
+            params: "aes 0123 0 8:0 0".into(),
+        };
+        assert_eq!(target_text(&t, true, false), "0 8 crypt aes 0000 0 8:0 0");
+        assert_eq!(target_text(&t, false, true), ",0 8 crypt aes 0123 0 8:0 0");
+        assert_eq!(NodeArg::parse("x"), None);
+        assert_eq!(
+            NodeArg::parse("/dev/mapper/x/"),
+            Some(NodeArg::Name("x".into()))
+        );
+        assert_eq!(
+            NodeArg::parse("/dev/dm-3"),
+            Some(NodeArg::Minor(3, "dm-3".into()))
+        );
     }
 
     #[test]

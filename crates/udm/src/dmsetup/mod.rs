@@ -132,18 +132,18 @@ impl Ctx {
 
     /// A `/`-containing device argument names a node: `<dev_dir>/mapper/NAME` or `dm-N`.
     fn resolve_name(&mut self, n: &str) -> String {
-        if !n.contains('/') {
-            return n.to_string();
-        }
-        let base = n.trim_end_matches('/').rsplit('/').next().unwrap_or(n);
-        if let Some(minor) = base.strip_prefix("dm-").and_then(|m| m.parse::<u32>().ok()) {
-            if let Ok(Reply::List(l)) = self.ctl.raw(Request::List) {
-                if let Some(d) = l.iter().find(|d| d.minor == minor) {
-                    return d.name.clone();
+        match dminfo::NodeArg::parse(n) {
+            None => n.to_string(),
+            Some(dminfo::NodeArg::Name(name)) => name,
+            Some(dminfo::NodeArg::Minor(minor, base)) => {
+                if let Ok(Reply::List(l)) = self.ctl.raw(Request::List) {
+                    if let Some(d) = l.iter().find(|d| d.minor == minor) {
+                        return d.name.clone();
+                    }
                 }
+                base
             }
         }
-        base.to_string()
     }
 
     /// `_process_all`: run `f` for every device (sorted by name).

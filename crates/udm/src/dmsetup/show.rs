@@ -200,30 +200,11 @@ pub fn status(
                     out.push(';');
                 }
                 ctx.concise_produced = true;
-                out.push_str(&dminfo::concise_quoted(&name));
-                out.push(',');
-                out.push_str(&dminfo::concise_quoted(&info.uuid));
-                out.push_str(&format!(
-                    ",{},{}",
-                    info.minor,
-                    if info.read_only { "ro" } else { "rw" }
-                ));
+                out.push_str(&dminfo::concise_device(&name, &info));
             }
             if let Some(t) = t {
-                let params = if table && !ctx.o.has(O::ShowKeys) {
-                    dminfo::mask_keys(&t.ttype, &t.params)
-                } else {
-                    t.params.clone()
-                };
-                if concise {
-                    out.push(',');
-                }
-                out.push_str(&format!("{} {} {} ", t.start, t.len, t.ttype));
-                if concise {
-                    out.push_str(&dminfo::concise_quoted(&params));
-                } else {
-                    out.push_str(&params);
-                }
+                let mask = table && !ctx.o.has(O::ShowKeys);
+                out.push_str(&dminfo::target_text(t, mask, concise));
             }
             if !concise {
                 out.push('\n');
