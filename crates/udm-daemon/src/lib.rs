@@ -6,8 +6,10 @@
 //! An embedder fills a [`DaemonConfig`] and either calls [`run`] (block until SIGTERM/SIGINT/
 //! SIGHUP, as `udm daemon` does) or [`Daemon::start`] and later [`Daemon::shutdown`].
 
+pub mod client;
 mod error;
 pub mod exports;
+pub mod opened;
 mod quickstart;
 mod serve;
 pub mod state;

@@ -295,6 +295,16 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> io::Result
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// `strerror(3)` text for an errno, without Rust's " (os error N)" suffix (how libdm and
+/// cryptsetup print a failed call).
+pub fn strerror(errno: i32) -> String {
+    let s = io::Error::from_raw_os_error(errno).to_string();
+    match s.rfind(" (os error ") {
+        Some(p) => s[..p].to_string(),
+        None => s,
+    }
+}
+
 /// The control socket path: `UDM_SOCKET`, else `$XDG_RUNTIME_DIR/udm/control`, else
 /// `/run/udm/control` for root, else `/tmp/udm-<uid>/control` (a per-user directory the
 /// daemon creates mode 0700, and refuses when another user owns it or others may write it).
@@ -392,6 +402,12 @@ pub fn peer_uid(s: &UnixStream) -> io::Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strerror_is_libc_text() {
+        assert_eq!(strerror(libc::EINVAL), "Invalid argument");
+        assert_eq!(strerror(libc::ENXIO), "No such device or address");
+    }
 
     #[test]
     fn frames_round_trip() {

@@ -85,19 +85,7 @@ fn stop(args: &[String]) -> Result<()> {
             other => bail!("unknown option {other:?} (udm daemon stop [--force] [--socket PATH])"),
         }
     }
-    let mut c = udm_proto::Client::connect(&socket)?;
-    c.call(udm_proto::Request::Stop { force })?;
-    // The daemon removes its socket last; wait for that (a hang guard, not a timing check).
-    let t = std::time::Instant::now();
-    while socket.exists() && udm_proto::Client::connect(&socket).is_ok() {
-        if t.elapsed() > Duration::from_secs(60) {
-            bail!(
-                "the daemon at {} is still running after 60 s",
-                socket.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    udm_daemon::client::stop_daemon(&socket, force, Duration::from_secs(60))?;
     eprintln!("udm: daemon stopped");
     Ok(())
 }

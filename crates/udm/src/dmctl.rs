@@ -1,10 +1,12 @@
-//! Shared by the cryptsetup-family tools (`udm luks`, `udm verity`): connecting to the daemon,
-//! reporting a failed request in libdm's words, absolute paths for table arguments (the daemon
-//! resolves them, not the caller's directory), and cryptsetup's exit codes and `-v` summary.
+//! Shared by the cryptsetup-family tools (`udm luks`, `udm verity`, `udm kpartx`, `udm lvm`):
+//! connecting to the daemon and printing a failed request in libdm's words. The rules
+//! (create sequence, absolute table paths, exit codes) are `udm_daemon::client`'s.
 
 use std::io::Write;
 use std::path::Path;
-use udm_proto::{Client, ClientError, DevSel, Line, Request};
+use udm_proto::{Client, ClientError, Line};
+
+pub use udm_daemon::client::{abs, absolute_words, exit_code};
 
 /// Connect to the daemon, or say why not on `err`.
 pub fn connect(socket: &Path, err: &mut dyn Write) -> Option<Client> {
@@ -20,78 +22,24 @@ pub fn connect(socket: &Path, err: &mut dyn Write) -> Option<Client> {
     }
 }
 
-/// `strerror(3)` text without Rust's " (os error N)" suffix.
-pub fn strerror(errno: i32) -> String {
-    let s = std::io::Error::from_raw_os_error(errno).to_string();
-    match s.rfind(" (os error ") {
-        Some(p) => s[..p].to_string(),
-        None => s,
-    }
-}
-
 /// Print a daemon failure as libdm would (the kernel-style reason, then the ioctl line) and
 /// return its errno.
 pub fn report(err: &mut dyn Write, op: &str, name: &str, e: &ClientError) -> i32 {
-    let errno = e.errno();
-    if let ClientError::Remote(r) = e {
-        if !r.message.is_empty() && r.message != strerror(errno) {
-            let msg = r.message.strip_prefix("line 1: ").unwrap_or(&r.message);
-            let _ = writeln!(err, "device-mapper: {msg}");
-        }
-    }
-    let _ = writeln!(
-        err,
-        "device-mapper: {op} ioctl on {name}  failed: {}",
-        strerror(errno)
-    );
-    errno
-}
-
-/// The absolute form of a path argument (unchanged if it does not exist), escaped as one
-/// word of a table line (`udm_core::escape_arg`).
-pub fn abs(path: &str) -> String {
-    let p = std::fs::canonicalize(path)
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| path.to_string());
-    udm_core::escape_arg(&p).into_owned()
-}
-
-/// cryptsetup's exit code for an errno (0 ok, 1 bad parameters, 2 no permission or bad
-/// passphrase, 3 out of memory, 4 wrong device, 5 busy or exists).
-pub fn exit_code(errno: i32) -> i32 {
-    match errno {
-        0 => 0,
-        libc::EEXIST | libc::EBUSY => 5,
-        libc::ENOTBLK | libc::ENODEV => 4,
-        libc::ENOMEM => 3,
-        libc::EPERM => 2,
-        _ => 1,
-    }
+    let _ = err.write_all(udm_daemon::client::failure_lines(op, name, e).as_bytes());
+    e.errno()
 }
 
 /// The exit code for an action's result, with cryptsetup's `-v` summary line on `out`.
 pub fn finish(out: &mut dyn Write, verbose: bool, errno: i32) -> i32 {
     let code = exit_code(errno);
     if verbose {
-        if code == 0 {
-            let _ = writeln!(out, "Command successful.");
-        } else {
-            let why = match code {
-                1 => "wrong or missing parameters",
-                2 => "no permission or bad passphrase",
-                3 => "out of memory",
-                4 => "wrong device or file specified",
-                5 => "device already exists or device is busy",
-                _ => "unknown error",
-            };
-            let _ = writeln!(out, "Command failed with code -{code} ({why}).");
-        }
+        let _ = writeln!(out, "{}", udm_daemon::client::exit_summary(code));
     }
     code
 }
 
-/// libdm's second half of `create`: load `table` into the new device `name` and resume it;
-/// if either fails the device is removed again. Returns the errno reported on `err`.
+/// libdm's second half of `create` (`udm_daemon::client::load_and_resume`), its failure
+/// printed on `err`; returns the errno.
 pub fn load_and_resume(
     c: &mut Client,
     err: &mut dyn Write,
@@ -99,101 +47,8 @@ pub fn load_and_resume(
     table: Vec<Line>,
     read_only: bool,
 ) -> Result<(), i32> {
-    let sel = DevSel::Name(name.to_string());
-    let r = c
-        .call(Request::Load {
-            dev: sel.clone(),
-            table,
-            read_only,
-        })
-        .map_err(|e| report(err, "reload", name, &e))
-        .and_then(|_| {
-            c.call(Request::Resume {
-                dev: sel.clone(),
-                noflush: false,
-                nolockfs: false,
-            })
-            .map_err(|e| report(err, "resume", name, &e))
-        });
-    if r.is_err() {
-        let _ = c.call(Request::Remove {
-            dev: sel,
-            deferred: false,
-        });
-    }
-    r.map(|_| ())
-}
-
-/// A table line's params with every relative path that names an existing file or block
-/// device (from the caller's working directory) made absolute, so the daemon, whose working
-/// directory differs, opens the same file. Words are split and re-escaped as the kernel
-/// splits them (`udm_core::split_args`/`escape_arg`); params without such a word come back
-/// unchanged, byte for byte.
-pub fn absolute_words(params: &str) -> String {
-    match std::env::current_dir() {
-        Ok(cwd) => absolute_words_in(params, &cwd),
-        Err(_) => params.to_string(),
-    }
-}
-
-/// `absolute_words` with relative paths taken from `base`.
-fn absolute_words_in(params: &str, base: &Path) -> String {
-    let words = udm_core::split_args(params);
-    let mut changed = false;
-    let out: Vec<String> = words
-        .into_iter()
-        .map(|w| match relative_device(&w, base) {
-            Some(abs) => {
-                changed = true;
-                abs
-            }
-            None => w,
-        })
-        .collect();
-    if !changed {
-        return params.to_string();
-    }
-    let escaped: Vec<_> = out.iter().map(|w| udm_core::escape_arg(w)).collect();
-    escaped.join(" ")
-}
-
-/// The absolute path of `word` when it is a relative path to an existing regular file or
-/// block device; numbers, `major:minor`, keys (`:32:logon:…`) and options never are.
-fn relative_device(word: &str, base: &Path) -> Option<String> {
-    use std::os::unix::fs::FileTypeExt;
-    if word.is_empty()
-        || word.starts_with('/')
-        || word.starts_with(':')
-        || word.contains("://")
-        || word.chars().all(|c| c.is_ascii_digit() || c == ':')
-    {
-        return None;
-    }
-    let path = base.join(word);
-    let m = std::fs::metadata(&path).ok()?;
-    if !(m.is_file() || m.file_type().is_block_device()) {
-        return None;
-    }
-    let abs = std::fs::canonicalize(path).ok()?;
-    Some(abs.to_str()?.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relative_paths_become_absolute_and_stay_escaped() {
-        let dir = tempfile::tempdir().unwrap();
-        let spaced = dir.path().join("an image");
-        std::fs::write(&spaced, b"x").unwrap();
-        std::fs::write(dir.path().join("0"), b"x").unwrap();
-        let got = absolute_words_in("an\\ image 0", dir.path());
-        let untouched = absolute_words_in("2  8 253:0 0 missing.img 0", dir.path());
-        let abs = std::fs::canonicalize(&spaced).unwrap();
-        let want = format!("{} 0", udm_core::escape_arg(abs.to_str().unwrap()));
-        assert_eq!(got, want);
-        assert_eq!(udm_core::split_args(&got)[0], abs.to_str().unwrap());
-        assert_eq!(untouched, "2  8 253:0 0 missing.img 0");
-    }
+    udm_daemon::client::load_and_resume(c, name, table, read_only).map_err(|e| {
+        let _ = err.write_all(e.libdm_lines().as_bytes());
+        e.errno()
+    })
 }

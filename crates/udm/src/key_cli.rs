@@ -5,29 +5,11 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use udm_proto::{Client, Request, SecretBytes};
+use udm_targets::crypt::keyring::decode_hex;
 use udm_targets::crypt::Zeroizing;
 
 const USAGE: &str =
     "Usage: udm key add [--hex] <logon|user|encrypted|trusted> <description>  (key on stdin)\n";
-
-/// Decode hex text (whitespace ignored).
-fn unhex(s: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-    let digits: Zeroizing<Vec<u8>> = Zeroizing::new(
-        s.iter()
-            .copied()
-            .filter(|b| !b.is_ascii_whitespace())
-            .collect(),
-    );
-    if !digits.len().is_multiple_of(2) {
-        return None;
-    }
-    let mut out = Zeroizing::new(Vec::with_capacity(digits.len() / 2));
-    for p in digits.chunks(2) {
-        let v = |c: u8| (c as char).to_digit(16);
-        out.push((v(p[0])? * 16 + v(p[1])?) as u8);
-    }
-    Some(out)
-}
 
 /// Run with explicit streams and socket (tests call this).
 pub fn run(args: &[String], input: &mut dyn Read, err: &mut dyn Write, socket: &Path) -> i32 {
@@ -43,7 +25,7 @@ pub fn run(args: &[String], input: &mut dyn Read, err: &mut dyn Write, socket: &
         return 1;
     }
     let key = if hex {
-        match unhex(&raw) {
+        match decode_hex(&raw) {
             Some(k) => k,
             None => {
                 let _ = writeln!(err, "udm key: stdin is not hex");

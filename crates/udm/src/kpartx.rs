@@ -11,22 +11,17 @@
 //! digit. Logical partitions are mapped onto the whole disk at their absolute offsets; the
 //! extended partition as its first two sectors. Without a parent UUID the partitions get
 //! kpartx's made-up one, `part<N>-devnode_<MAJ>:<MIN>_Wh5pYvM` (image files:
-//! `part<N>-file_<DEVMAJ>:<DEVMIN>:<INODE>_Wh5pYvM`).
+//! `part<N>-file_<DEVMAJ>:<DEVMIN>:<INODE>_Wh5pYvM`). These rules live in
+//! `udm_formats::part::kpartx`; here are the options, the daemon calls and the messages.
 
-#[allow(clippy::duplicate_mod)] // also in luks_cli and verity_cli
-#[allow(dead_code)]
-#[path = "dmctl.rs"]
-mod dmctl;
-
+use crate::dmctl;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use udm_formats::part::kpartx::{check_uuid, order, partname};
-use udm_formats::part::{self, Disk, Kind, ScanOpts, Slice, MAX_SLICES};
+use udm_formats::part::kpartx::{self as rules, check_uuid, default_delim};
+use udm_formats::part::{self, Disk, FileDisk, Kind, ScanOpts, Slice};
 use udm_proto::{Client, DevInfo, DevSel, Line, Reply, Request};
-
-const NONDM_SUFFIX: &str = "Wh5pYvM";
 
 const USAGE: &str = "\
 multipath-tools v0.9.4 (12/19, 2022)
@@ -138,25 +133,6 @@ fn parse(args: &[String], err: &mut dyn Write) -> Option<Opts> {
     Some(o)
 }
 
-/// A disk read from a file or block device.
-struct FileDisk {
-    file: File,
-    size: u64,
-    sector: u32,
-}
-
-impl Disk for FileDisk {
-    fn sector_size(&self) -> u32 {
-        self.sector
-    }
-    fn size(&self) -> u64 {
-        self.size
-    }
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        self.file.read_exact_at(buf, offset)
-    }
-}
-
 /// A udm device read through the daemon's NBD export.
 struct NbdDisk(udm_nbd::NbdClient);
 
@@ -174,16 +150,9 @@ impl Disk for NbdDisk {
     }
 }
 
-/// The whole disk: what names, tables and UUIDs are made from.
+/// The whole disk: what names, tables and UUIDs are made from, and a reader for it.
 struct Parent {
-    /// As printed by `-l` (the argument; an image file's real path).
-    shown: String,
-    /// The name partitions are named after.
-    mapname: String,
-    /// The parent UUID the partitions' `part<N>-` UUIDs extend.
-    uuid: String,
-    /// The device word in the partitions' tables.
-    devarg: String,
+    rules: rules::Parent,
     /// A udm device's own name (never deleted as one of its partitions).
     udm_name: Option<String>,
     disk: Option<Box<dyn Disk>>,
@@ -191,24 +160,6 @@ struct Parent {
 
 fn devno(rdev: u64) -> (u32, u32) {
     (libc::major(rdev), libc::minor(rdev))
-}
-
-/// `BLKGETSIZE64` and `BLKSSZGET` of an open block device.
-fn blockdev_geometry(f: &File) -> (u64, u32) {
-    use std::os::fd::AsRawFd;
-    let mut bytes: u64 = 0;
-    let mut ss: libc::c_int = 512;
-    // SAFETY: the fd is open for the duration of the calls; BLKGETSIZE64 writes one u64 and
-    // BLKSSZGET one int into the valid, properly aligned locals passed.
-    unsafe {
-        if libc::ioctl(f.as_raw_fd(), 0x8008_1272, &mut bytes as *mut u64) != 0 {
-            bytes = 0;
-        }
-        if libc::ioctl(f.as_raw_fd(), 0x1268, &mut ss as *mut libc::c_int) != 0 || ss <= 0 {
-            ss = 512;
-        }
-    }
-    (bytes, ss as u32)
 }
 
 fn basename(p: &str) -> &str {
@@ -234,11 +185,7 @@ fn udm_reader(c: &mut Client, dev: &str, name: &str) -> Result<Box<dyn Disk>, St
         let path = Path::new(&dir).join(name);
         let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let size = file.metadata().map_err(|e| format!("{dev}: {e}"))?.len();
-        return Ok(Box::new(FileDisk {
-            file,
-            size,
-            sector: 512,
-        }));
+        return Ok(Box::new(FileDisk::image(file, size)));
     }
     Err(format!(
         "{dev}: the daemon exports it neither over NBD nor as a file"
@@ -255,7 +202,7 @@ fn udm_parent(c: &mut Client, dev: &str, name: &str, read: bool) -> Result<Paren
         _ => return Err(format!("failed to stat() {dev}")),
     };
     let uuid = if info.uuid.is_empty() {
-        format!("devnode_{}:{}_{NONDM_SUFFIX}", info.major, info.minor)
+        rules::devnode_uuid(info.major, info.minor)
     } else {
         info.uuid.clone()
     };
@@ -265,10 +212,12 @@ fn udm_parent(c: &mut Client, dev: &str, name: &str, read: bool) -> Result<Paren
         None
     };
     Ok(Parent {
-        shown: dev.to_string(),
-        mapname: name.to_string(),
-        uuid,
-        devarg: format!("{}:{}", info.major, info.minor),
+        rules: rules::Parent {
+            shown: dev.to_string(),
+            mapname: name.to_string(),
+            uuid,
+            devarg: format!("{}:{}", info.major, info.minor),
+        },
         udm_name: Some(name.to_string()),
         disk,
     })
@@ -310,20 +259,18 @@ fn open_parent(
         let shown = real.display().to_string();
         let disk: Option<Box<dyn Disk>> = if read {
             let file = open(&real, err)?;
-            Some(Box::new(FileDisk {
-                file,
-                size: meta.len(),
-                sector: 512,
-            }))
+            Some(Box::new(FileDisk::image(file, meta.len())))
         } else {
             None
         };
         let (ma, mi) = devno(meta.dev());
         return Ok(Parent {
-            mapname: basename(&shown).to_string(),
-            uuid: format!("file_{ma}:{mi}:{}_{NONDM_SUFFIX}", meta.ino()),
-            devarg: udm_core::escape_arg(&shown).into_owned(),
-            shown,
+            rules: rules::Parent {
+                mapname: basename(&shown).to_string(),
+                uuid: rules::file_uuid(ma, mi, meta.ino()),
+                devarg: udm_core::escape_arg(&shown).into_owned(),
+                shown,
+            },
             udm_name: None,
             disk,
         });
@@ -335,16 +282,17 @@ fn open_parent(
     let (ma, mi) = devno(meta.rdev());
     let disk: Option<Box<dyn Disk>> = if read {
         let file = open(Path::new(dev), err)?;
-        let (size, sector) = blockdev_geometry(&file);
-        Some(Box::new(FileDisk { file, size, sector }))
+        Some(Box::new(FileDisk::block_device(file)))
     } else {
         None
     };
     Ok(Parent {
-        shown: dev.to_string(),
-        mapname: basename(dev).to_string(),
-        uuid: format!("devnode_{ma}:{mi}_{NONDM_SUFFIX}"),
-        devarg: format!("{ma}:{mi}"),
+        rules: rules::Parent {
+            shown: dev.to_string(),
+            mapname: basename(dev).to_string(),
+            uuid: rules::devnode_uuid(ma, mi),
+            devarg: format!("{ma}:{mi}"),
+        },
         udm_name: None,
         disk,
     })
@@ -354,32 +302,6 @@ fn open(p: &Path, err: &mut dyn Write) -> Result<File, ()> {
     File::open(p).map_err(|e| {
         let _ = writeln!(err, "{}: {e}", p.display());
     })
-}
-
-/// `-l`: kpartx's listing; contained slices relative to their container, which is named
-/// `/dev/dm-<its position among the listed slices>` as kpartx prints it.
-fn list(p: &Parent, delim: &str, slices: &[Slice], out: &mut dyn Write) {
-    let (outer, inner) = order(slices);
-    let mut minor = vec![None; slices.len()];
-    for (m, &j) in outer.iter().enumerate() {
-        minor[j] = Some(m);
-        let s = &slices[j];
-        let name = format!("{}{delim}{}", p.mapname, j + 1);
-        let _ = writeln!(out, "{name} : 0 {} {} {}", s.size, p.shown, s.start);
-    }
-    for &j in &inner {
-        let s = &slices[j];
-        let k = s.container.unwrap_or(0);
-        let cstart = slices.get(k).map_or(0, |c| c.start);
-        let cminor = minor.get(k).copied().flatten().unwrap_or(0);
-        let name = format!("{}{delim}{}", p.mapname, j + 1);
-        let _ = writeln!(
-            out,
-            "{name} : 0 {} /dev/dm-{cminor} {}",
-            s.size,
-            s.start.wrapping_sub(cstart)
-        );
-    }
 }
 
 /// The first table line of a device, when it has exactly one.
@@ -396,10 +318,6 @@ fn single_line(c: &mut Client, name: &str) -> Option<(String, String)> {
         }
         _ => None,
     }
-}
-
-fn maps_over(params: &str, devarg: &str) -> bool {
-    params.split(' ').next() == Some(devarg)
 }
 
 fn list_devices(c: &mut Client) -> Vec<DevInfo> {
@@ -423,7 +341,7 @@ fn info(c: &mut Client, name: &str) -> Option<DevInfo> {
 /// `part<N>-<uuid>` over the same disk, renamed to `name`.
 fn find_part(
     c: &mut Client,
-    p: &Parent,
+    p: &rules::Parent,
     name: &str,
     n: usize,
     verbose: bool,
@@ -435,7 +353,7 @@ fn find_part(
     let want = format!("part{n}-{}", p.uuid);
     let other = list_devices(c).into_iter().find(|d| d.uuid == want)?;
     let (ttype, params) = single_line(c, &other.name)?;
-    if ttype != "linear" || !maps_over(&params, &p.devarg) {
+    if ttype != "linear" || !rules::maps_over(&params, &p.devarg) {
         return None;
     }
     if verbose {
@@ -460,10 +378,9 @@ fn find_part(
 }
 
 /// `-a`/`-u`: create or reload every partition map. Returns the failure count.
-#[allow(clippy::too_many_arguments)]
 fn add(
     c: &mut Client,
-    p: &Parent,
+    p: &rules::Parent,
     o: &Opts,
     delim: &str,
     slices: &[Slice],
@@ -471,22 +388,14 @@ fn add(
     err: &mut dyn Write,
 ) -> i32 {
     let mut r = 0;
-    let (outer, inner) = order(slices);
-    for (j, contained) in outer
-        .iter()
-        .map(|&j| (j, false))
-        .chain(inner.iter().map(|&j| (j, true)))
-    {
-        let s = &slices[j];
-        let n = j + 1;
-        let name = partname(&p.mapname, delim, n);
-        let params = format!("{} {}", p.devarg, s.start);
-        let existing = find_part(c, p, &name, n, o.verbose, err);
+    for m in p.maps(delim, slices) {
+        let name = &m.name;
+        let existing = find_part(c, p, name, m.n, o.verbose, err);
         if let Some(e) = &existing {
             if !e.uuid.is_empty() {
                 if let Err(why) = check_uuid(&p.uuid, &e.uuid) {
                     let _ = writeln!(err, "{name} is already in use, and {why}");
-                    if !contained {
+                    if !m.contained {
                         r += 1;
                     }
                     continue;
@@ -495,9 +404,9 @@ fn add(
         }
         let line = Line {
             start: 0,
-            len: s.size,
+            len: m.len,
             ttype: "linear".into(),
-            params: params.clone(),
+            params: m.params.clone(),
         };
         let sel = DevSel::Name(name.clone());
         let ok = if existing.is_some() {
@@ -516,35 +425,31 @@ fn add(
         } else {
             c.call(Request::Create {
                 name: name.clone(),
-                uuid: format!("part{n}-{}", p.uuid),
+                uuid: m.uuid.clone(),
             })
-            .map_err(|e| dmctl::report(err, "create", &name, &e))
+            .map_err(|e| dmctl::report(err, "create", name, &e))
             .is_ok()
-                && dmctl::load_and_resume(c, err, &name, vec![line], o.ro).is_ok()
+                && dmctl::load_and_resume(c, err, name, vec![line], o.ro).is_ok()
         };
         if !ok {
             let _ = writeln!(err, "create/reload failed on {name}");
-            if !contained {
+            if !m.contained {
                 r += 1;
             }
             continue;
         }
         if o.verbose {
-            let (ma, mi) = info(c, &name).map_or((0, 0), |i| (i.major, i.minor));
+            let (ma, mi) = info(c, name).map_or((0, 0), |i| (i.major, i.minor));
             let _ = writeln!(
                 out,
-                "add map {name} ({ma}:{mi}): 0 {} linear {params}",
-                s.size
+                "add map {name} ({ma}:{mi}): 0 {} linear {}",
+                m.len, m.params
             );
         }
     }
     if o.action == Action::Update {
-        for j in (0..MAX_SLICES).rev() {
-            if slices.get(j).is_some_and(|s| s.size != 0) {
-                continue;
-            }
-            let name = partname(&p.mapname, delim, j + 1);
-            let Some(e) = find_part(c, p, &name, j + 1, o.verbose, err) else {
+        for (n, name) in p.stale(delim, slices) {
+            let Some(e) = find_part(c, p, &name, n, o.verbose, err) else {
                 continue;
             };
             if !e.uuid.is_empty() {
@@ -570,15 +475,6 @@ fn add(
     r
 }
 
-/// kpartx's `dm_compare_uuid`: `part<digits>-<uuid>`.
-fn is_part_of(uuid: &str, part_uuid: &str) -> bool {
-    let Some(rest) = part_uuid.strip_prefix("part") else {
-        return false;
-    };
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    digits > 0 && rest[digits..].strip_prefix('-') == Some(uuid)
-}
-
 /// `-d`: remove every linear map over the disk that is one of its kpartx partitions.
 fn delete(c: &mut Client, p: &Parent, o: &Opts, out: &mut dyn Write) -> i32 {
     for d in list_devices(c) {
@@ -588,20 +484,15 @@ fn delete(c: &mut Client, p: &Parent, o: &Opts, out: &mut dyn Write) -> i32 {
         let Some((ttype, params)) = single_line(c, &d.name) else {
             continue;
         };
-        if !maps_over(&params, &p.devarg) {
-            continue;
-        }
-        if ttype != "linear" {
-            if o.verbose {
-                let _ = writeln!(out, "{}: is not a linear target. Not removing", d.name);
+        match p.rules.deletable(&ttype, &params, &d.uuid, o.force_devmap) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(why) => {
+                if o.verbose {
+                    let _ = writeln!(out, "{}{why}", d.name);
+                }
+                continue;
             }
-            continue;
-        }
-        if !o.force_devmap && !is_part_of(&p.uuid, &d.uuid) {
-            if o.verbose {
-                let _ = writeln!(out, "{}: is not a kpartx partition. Not removing", d.name);
-            }
-            continue;
         }
         if d.open_count > 0 {
             if o.verbose {
@@ -653,13 +544,10 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let Ok(mut p) = open_parent(&o, &mut client, out, err) else {
         return 1;
     };
-    let delim = o.delim.clone().unwrap_or_else(|| {
-        if p.mapname.ends_with(|c: char| c.is_ascii_digit()) {
-            "p".into()
-        } else {
-            String::new()
-        }
-    });
+    let delim = o
+        .delim
+        .clone()
+        .unwrap_or_else(|| default_delim(&p.rules.mapname).to_string());
     if o.action == Action::Delete {
         let c = client.as_mut().expect("connected above");
         return delete(c, &p, &o, out);
@@ -681,7 +569,7 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let scan = match part::read_slices(disk.as_mut(), opts) {
         Ok(s) => s,
         Err(e) => {
-            let _ = writeln!(err, "{}: {e}", p.shown);
+            let _ = writeln!(err, "{}: {e}", p.rules.shown);
             return 1;
         }
     };
@@ -693,12 +581,12 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     }
     match o.action {
         Action::List => {
-            list(&p, &delim, &scan.slices, out);
+            let _ = out.write_all(p.rules.list(&delim, &scan.slices).as_bytes());
             0
         }
         _ => {
             let c = client.as_mut().expect("connected above");
-            add(c, &p, &o, &delim, &scan.slices, out, err)
+            add(c, &p.rules, &o, &delim, &scan.slices, out, err)
         }
     }
 }

@@ -67,14 +67,11 @@ pub fn parse_replay(args: &[String]) -> Result<CheckedReplay, String> {
     let (check, when) = match (fsck, check) {
         (Some(cmd), Some(mode)) => {
             let when = match mode.as_str() {
-                "flush" => CheckWhen::Flush,
-                "fua" => CheckWhen::Fua,
-                n => CheckWhen::Every(
-                    n.parse()
-                        .ok()
-                        .filter(|&n| n > 0)
-                        .ok_or_else(|| format!("--check: invalid mode {n:?}"))?,
-                ),
+                // replay-log's modes only: `sync` is what a plain `--check CMD` means.
+                "sync" => return Err("--check: invalid mode \"sync\"".into()),
+                m => m
+                    .parse::<CheckWhen>()
+                    .map_err(|e| format!("--check: {e}"))?,
             };
             (Some((cmd, false)), when)
         }

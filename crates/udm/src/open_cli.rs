@@ -3,11 +3,13 @@
 //! partition, or the whole image) is opened as cryptsetup would (the passphrase is asked
 //! for, or read from `--key-file`), and every LVM volume group on what is left is activated
 //! as `vgchange -ay` would. The devices made are listed with their FUSE paths and NBD URIs,
-//! and remembered (in the state directory) so that `close` removes them in reverse order.
+//! and remembered (in the state directory, as `udm_daemon::opened` records them) so that
+//! `close` removes them in reverse order.
 
 use crate::{dmctl, kpartx, luks_cli, lvm};
 use std::io::Write;
 use std::path::PathBuf;
+use udm_daemon::opened::{Kind, Opened};
 use udm_formats::lvm::{scan_pv, LvmError};
 use udm_proto::{Client, DevSel, Reply, Request};
 
@@ -25,11 +27,7 @@ fn names(c: &mut Client) -> Vec<String> {
 
 /// Where the devices opened for `image` are remembered.
 fn record(image: &str) -> PathBuf {
-    let key: String = image
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    lvm::devices::state_dir().join("open").join(key)
+    Opened::record_path(&lvm::devices::state_dir(), image)
 }
 
 /// The first 4 KiB of a host path or `/dev/mapper/NAME`.
@@ -82,11 +80,11 @@ pub fn main(cmd: &str, args: &[String]) -> i32 {
         let _ = writeln!(err, "{image} is already open (udm close {image} first)");
         return 1;
     }
-    let mut made: Vec<(String, &'static str)> = Vec::new();
+    let mut made = Opened::default();
     let r = open(&mut c, &image, key_file.as_deref(), &mut made, &mut err);
     if let Err(m) = r {
         let _ = writeln!(err, "udm open: {m}");
-        for (n, _) in made.iter().rev() {
+        for (n, _) in made.devices.iter().rev() {
             let _ = c.call(Request::Remove {
                 dev: DevSel::Name(n.clone()),
                 deferred: false,
@@ -94,7 +92,7 @@ pub fn main(cmd: &str, args: &[String]) -> i32 {
         }
         return 1;
     }
-    let text: String = made.iter().map(|(n, k)| format!("{n} {k}\n")).collect();
+    let text = made.to_text();
     if let Some(d) = rec.parent() {
         let _ = std::fs::create_dir_all(d);
     }
@@ -113,15 +111,10 @@ pub fn main(cmd: &str, args: &[String]) -> i32 {
         }) => (nbd_socket, fuse_dir),
         _ => (None, None),
     };
-    for (n, k) in &made {
-        let f = fuse
-            .as_ref()
-            .map_or("-".to_string(), |d| format!("{d}/{n}"));
-        let u = nbd
-            .as_ref()
-            .map_or("-".to_string(), |s| format!("nbd+unix:///{n}?socket={s}"));
-        let _ = writeln!(out, "{n}\t{k}\t{f}\t{u}");
-    }
+    let _ = out.write_all(
+        made.export_lines(fuse.as_deref(), nbd.as_deref())
+            .as_bytes(),
+    );
     0
 }
 
@@ -129,7 +122,7 @@ fn open(
     c: &mut Client,
     image: &str,
     key_file: Option<&str>,
-    made: &mut Vec<(String, &'static str)>,
+    made: &mut Opened,
     err: &mut dyn Write,
 ) -> Result<(), String> {
     // Partitions.
@@ -139,11 +132,7 @@ fn open(
     if r != 0 {
         return Err(format!("partitions of {image} could not be mapped"));
     }
-    let parts: Vec<String> = names(c)
-        .into_iter()
-        .filter(|n| !before.contains(n))
-        .collect();
-    made.extend(parts.iter().map(|n| (n.clone(), "partition")));
+    let parts = made.add_new(&before, names(c), Kind::Partition);
     let mut layer: Vec<String> = if parts.is_empty() {
         vec![image.to_string()]
     } else {
@@ -155,7 +144,7 @@ fn open(
         let Some(h) = head(dev) else {
             return Err(format!("cannot read {dev}"));
         };
-        if !h.starts_with(b"LUKS\xba\xbe") {
+        if !h.starts_with(&udm_formats::luks::MAGIC) {
             next.push(dev.clone());
             continue;
         }
@@ -178,7 +167,7 @@ fn open(
         if luks_cli::run(&mut io, "cryptsetup", &args) != 0 {
             return Err(format!("cannot open the LUKS volume on {dev}"));
         }
-        made.push((name.clone(), "crypt"));
+        made.devices.push((name.clone(), Kind::Crypt));
         next.push(format!("/dev/mapper/{name}"));
     }
     layer = next;
@@ -205,11 +194,7 @@ fn open(
         let mut args = vec!["-ay".to_string(), "--devices".into(), pvs.join(",")];
         args.extend(vgs.iter().cloned());
         let code = lvm::run("vgchange", &args);
-        let lvs: Vec<String> = names(c)
-            .into_iter()
-            .filter(|n| !before.contains(n))
-            .collect();
-        made.extend(lvs.into_iter().map(|n| (n, "lvm")));
+        made.add_new(&before, names(c), Kind::Lvm);
         if code != 0 {
             return Err(format!("volume groups {} did not activate", vgs.join(", ")));
         }
@@ -224,18 +209,15 @@ fn close(c: &mut Client, image: &str, out: &mut dyn Write, err: &mut dyn Write) 
         return 1;
     };
     let mut rc = 0;
-    for line in text.lines().rev() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
+    for name in Opened::removal_order(&text) {
         match c.call(Request::Remove {
-            dev: DevSel::Name(name.into()),
+            dev: DevSel::Name(name.clone()),
             deferred: false,
         }) {
             Ok(_) => {}
             Err(e) if e.errno() == libc::ENXIO || e.errno() == libc::ENODEV => {}
             Err(e) => {
-                dmctl::report(err, "remove", name, &e);
+                dmctl::report(err, "remove", &name, &e);
                 rc = 1;
             }
         }

@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use udm_proto::{Client, DevSel, Reply, Request};
+use udm_report::dm::stats::{self, CreateArgs};
 
 const USAGE: &str = "\
 Usage: udm stats COMMAND
@@ -87,9 +88,7 @@ impl Args {
 /// Region ids of a device, from `@stats_list`.
 fn region_ids(c: &mut Client, name: &str) -> Result<Vec<String>> {
     let l = message(c, name, &["@stats_list".into()])?;
-    Ok(l.lines()
-        .filter_map(|x| x.split(':').next().map(str::to_string))
-        .collect())
+    Ok(stats::region_ids(&l))
 }
 
 pub fn main(args: &[String]) -> i32 {
@@ -118,65 +117,28 @@ fn run(args: &[String]) -> Result<()> {
     match cmd.as_str() {
         "create" => {
             let name = a.need_name()?;
-            let range = match (a.get("--start"), a.get("--length")) {
-                (None, None) => "-".to_string(),
-                (s, Some(l)) => format!("{}+{l}", s.unwrap_or("0")),
-                (Some(_), None) => bail!("--start needs --length"),
-            };
-            let step = match (a.get("--areas"), a.get("--areasize")) {
-                (Some(n), None) => format!("/{n}"),
-                (None, Some(s)) => s.to_string(),
-                (None, None) => "/1".to_string(),
-                _ => bail!("--areas and --areasize exclude each other"),
-            };
-            let mut argv = vec!["@stats_create".to_string(), range, step];
-            if let Some(p) = a.get("--programid") {
-                argv.push(p.to_string());
-                argv.push(a.get("--auxdata").unwrap_or("-").to_string());
-            }
+            let argv = stats::create_argv(&CreateArgs {
+                start: a.get("--start"),
+                length: a.get("--length"),
+                areas: a.get("--areas"),
+                area_size: a.get("--areasize"),
+                program_id: a.get("--programid"),
+                aux_data: a.get("--auxdata"),
+            })?;
             let id = message(&mut c, name, &argv)?;
             let list = message(&mut c, name, &["@stats_list".into()])?;
-            let areas = list
-                .lines()
-                .find(|l| l.starts_with(&format!("{}:", id.trim())))
-                .and_then(|l| {
-                    let w: Vec<&str> = l.split_whitespace().collect();
-                    let len: u64 = w.get(1)?.split('+').nth(1)?.parse().ok()?;
-                    let step: u64 = w.get(2)?.parse().ok()?;
-                    Some(len.div_ceil(step.max(1)))
-                })
-                .unwrap_or(1);
+            let areas = stats::created_areas(&list, id.trim());
             println!(
                 "{name}: Created new region with {areas} area(s) as region ID {}",
                 id.trim()
             );
         }
         "list" => {
-            println!(
-                "{:<16} {:>5} {:>12} {:>12} {:>8} {:>12} {:<10} AuxData",
-                "Name", "RgID", "RStart", "RSize", "#Areas", "ASize", "ProgID"
-            );
+            println!("{}", stats::list_header());
             for n in names(&mut c, a.name.as_deref())? {
-                for l in message(&mut c, &n, &["@stats_list".into()])?.lines() {
-                    let w: Vec<&str> = l.split_whitespace().collect();
-                    let (Some(id), Some(range), Some(step)) = (w.first(), w.get(1), w.get(2))
-                    else {
-                        continue;
-                    };
-                    let (start, len) = range.split_once('+').unwrap_or((range, "0"));
-                    let (len_n, step_n): (u64, u64) =
-                        (len.parse().unwrap_or(0), step.parse().unwrap_or(1));
-                    println!(
-                        "{:<16} {:>5} {:>12} {:>12} {:>8} {:>12} {:<10} {}",
-                        n,
-                        id.trim_end_matches(':'),
-                        start,
-                        len,
-                        len_n.div_ceil(step_n.max(1)),
-                        step,
-                        w.get(3).unwrap_or(&"-"),
-                        w.get(4).unwrap_or(&"-")
-                    );
+                let list = message(&mut c, &n, &["@stats_list".into()])?;
+                for row in stats::list_rows(&n, &list) {
+                    println!("{row}");
                 }
             }
         }
@@ -212,31 +174,10 @@ fn run(args: &[String]) -> Result<()> {
             }
         }
         "report" => {
-            println!(
-                "{:<16} {:>9} {:>11} {:>8} {:>9} {:>11} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8}",
-                "Name",
-                "Reads",
-                "RdSectors",
-                "RdMs",
-                "Writes",
-                "WrSectors",
-                "WrMs",
-                "InFlight",
-                "IoMs",
-                "QueueMs",
-                "Discards",
-                "Flushes"
-            );
+            println!("{}", stats::report_header());
             for n in names(&mut c, a.name.as_deref())? {
                 let line = message(&mut c, &n, &["@diskstats".into()])?;
-                let f: Vec<&str> = line.split_whitespace().collect();
-                if f.len() < 17 {
-                    bail!("{n}: bad counters {line:?}");
-                }
-                println!(
-                    "{:<16} {:>9} {:>11} {:>8} {:>9} {:>11} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8}",
-                    n, f[0], f[2], f[3], f[4], f[6], f[7], f[8], f[9], f[10], f[11], f[15]
-                );
+                println!("{}", stats::report_row(&n, &line)?);
             }
         }
         "device" => {

@@ -12,11 +12,13 @@
 //! Hostile bytes never panic: every length and count read from the disk is bounded before use.
 
 mod crc;
+mod file;
 pub mod gpt;
 pub mod kpartx;
 pub mod mbr;
 
 pub use crc::crc32;
+pub use file::FileDisk;
 
 /// The most slices kpartx keeps (its `MAXSLICES`).
 pub const MAX_SLICES: usize = 256;

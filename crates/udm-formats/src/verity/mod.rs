@@ -7,14 +7,17 @@
 //! - [`geometry`]: where every level of the hash tree lives and where each digest sits.
 //! - [`fec`] and [`rs`]: the interleaved Reed-Solomon(255, 255-roots) forward error correction
 //!   veritysetup writes with `--fec-device` and dm-verity reads with `use_fec_from_device`.
+//! - [`device`]: veritysetup's view of a device: header, FEC area, table line.
 
 pub mod build;
+pub mod device;
 pub mod fec;
 pub mod geometry;
 pub mod hash;
 pub mod rs;
 pub mod superblock;
 
+pub use device::Header;
 pub use fec::FecLayout;
 pub use geometry::{Geometry, HashType};
 pub use hash::{BlockHasher, Digest, HashAlg};
@@ -58,6 +61,15 @@ pub enum VerityError {
     BadFecBlocks,
     #[error("Invalid number of data blocks.")]
     BadDataBlocks,
+    #[error("Unsupported VERITY hash offset.")]
+    BadHashOffset,
+    #[error("Unsupported VERITY FEC offset.")]
+    BadFecOffset,
+    #[error("Invalid root hash string specified.")]
+    BadRootHash,
+    /// The OS random source failed (salt or UUID).
+    #[error("Cannot read random bytes: {0}")]
+    Random(String),
 }
 
 impl VerityError {
@@ -66,6 +78,7 @@ impl VerityError {
         match self {
             VerityError::UnsupportedHash(_) => libc::ENOENT,
             VerityError::TooManyLevels | VerityError::Overflow => libc::E2BIG,
+            VerityError::Random(_) => libc::EIO,
             _ => libc::EINVAL,
         }
     }

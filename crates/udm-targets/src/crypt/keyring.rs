@@ -33,6 +33,26 @@ impl KeyError {
     }
 }
 
+/// A key given as hex text (`udm key add --hex`): whitespace ignored, an even number of hex
+/// digits; `None` otherwise. Every copy is zeroized when dropped.
+pub fn decode_hex(text: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let digits: Zeroizing<Vec<u8>> = Zeroizing::new(
+        text.iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect(),
+    );
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(digits.len() / 2));
+    for p in digits.chunks(2) {
+        let v = |c: u8| (c as char).to_digit(16);
+        out.push((v(p[0])? * 16 + v(p[1])?) as u8);
+    }
+    Some(out)
+}
+
 /// Store (or replace) the key `ktype:desc`.
 pub fn add(ktype: &str, desc: &str, key: &[u8]) -> Result<(), KeyError> {
     if !KEY_TYPES.contains(&ktype) {
@@ -73,4 +93,20 @@ pub fn list() -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_keys() {
+        assert_eq!(
+            decode_hex(b"00 ff\nA0").unwrap().as_slice(),
+            &[0, 0xff, 0xa0]
+        );
+        assert!(decode_hex(b"abc").is_none());
+        assert!(decode_hex(b"zz").is_none());
+        assert!(decode_hex(b"").unwrap().is_empty());
+    }
 }

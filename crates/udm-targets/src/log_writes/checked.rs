@@ -20,6 +20,46 @@ pub enum CheckWhen {
     Every(u64),
 }
 
+/// A `--check` mode that is not `flush`, `fua` or a positive count.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid mode {0:?}")]
+pub struct BadCheckMode(pub String);
+
+impl BadCheckMode {
+    pub fn errno(&self) -> i32 {
+        libc::EINVAL
+    }
+}
+
+/// replay-log's `--check flush|fua|N` (`sync` is udm's every flush, FUA write and mark).
+impl std::str::FromStr for CheckWhen {
+    type Err = BadCheckMode;
+    fn from_str(s: &str) -> Result<CheckWhen, BadCheckMode> {
+        match s {
+            "sync" => Ok(CheckWhen::Sync),
+            "flush" => Ok(CheckWhen::Flush),
+            "fua" => Ok(CheckWhen::Fua),
+            n => n
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .map(CheckWhen::Every)
+                .ok_or_else(|| BadCheckMode(n.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for CheckWhen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckWhen::Sync => f.write_str("sync"),
+            CheckWhen::Flush => f.write_str("flush"),
+            CheckWhen::Fua => f.write_str("fua"),
+            CheckWhen::Every(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 /// A replay with checks.
 #[derive(Debug, Clone)]
 pub struct CheckedReplay {
@@ -193,4 +233,26 @@ pub fn dump(log: &str, out: &mut dyn std::io::Write) -> Result<(), ReplayError> 
         let _ = writeln!(out, "{}", entry_line(&e, ss));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_modes_round_trip() {
+        for w in [
+            CheckWhen::Sync,
+            CheckWhen::Flush,
+            CheckWhen::Fua,
+            CheckWhen::Every(7),
+        ] {
+            assert_eq!(w.to_string().parse::<CheckWhen>(), Ok(w));
+        }
+        assert_eq!("0".parse::<CheckWhen>(), Err(BadCheckMode("0".into())));
+        assert_eq!(
+            "x".parse::<CheckWhen>().unwrap_err().to_string(),
+            "invalid mode \"x\""
+        );
+    }
 }

@@ -6,54 +6,10 @@ use super::mangle::Mode;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use udm_core::DM_MAJOR;
-use udm_proto::{Client, ClientError, DevInfo, DevSel, RemoteError, Reply, Request};
+use udm_proto::{Client, ClientError, DevInfo, RemoteError, Reply, Request};
+use udm_report::dm::task;
 
-/// How a task names its device (what libdm put into the ioctl header).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DevArg {
-    pub name: String,
-    pub uuid: String,
-    /// `-j/-m` given by the user.
-    pub devno: Option<(u32, u32)>,
-}
-
-impl DevArg {
-    pub fn name(n: &str) -> DevArg {
-        DevArg {
-            name: n.to_string(),
-            ..DevArg::default()
-        }
-    }
-    /// The kernel's lookup precedence: uuid, then name, then dev.
-    pub fn sel(&self) -> DevSel {
-        if !self.uuid.is_empty() {
-            DevSel::Uuid(self.uuid.clone())
-        } else if !self.name.is_empty() {
-            DevSel::Name(self.name.clone())
-        } else if let Some((a, b)) = self.devno {
-            DevSel::Dev(a, b)
-        } else {
-            DevSel::Name(String::new())
-        }
-    }
-    /// `<name> <uuid>[(<maj>:<min>)]` as in libdm's ioctl failure message.
-    pub fn describe(&self) -> String {
-        let mut s = format!("{} {}", self.name, self.uuid);
-        if let Some((a, b)) = self.devno {
-            s.push_str(&format!("({a}:{b})"));
-        }
-        s
-    }
-}
-
-/// `strerror(errno)` without Rust's " (os error N)" suffix.
-pub fn strerror(errno: i32) -> String {
-    let s = std::io::Error::from_raw_os_error(errno).to_string();
-    match s.rfind(" (os error ") {
-        Some(p) => s[..p].to_string(),
-        None => s,
-    }
-}
+pub use task::DevArg;
 
 /// A lazily opened control connection.
 pub struct Ctl {
@@ -127,11 +83,7 @@ impl Ctl {
     /// Print the failure of `op` on `dev`. `minor` is the device's minor when known (for the
     /// kernel-style `table: 253:N:` reason line).
     pub fn report(&mut self, op: &str, dev: &DevArg, e: &RemoteError, minor: Option<u32>) {
-        eprintln!(
-            "device-mapper: {op} ioctl on {} failed: {}",
-            dev.describe(),
-            strerror(e.errno)
-        );
+        eprintln!("{}", dev.failure_line(op, e.errno));
         // The kernel's reason goes to its log (`udm dmesg`), never into a script's stderr;
         // a person at a terminal is spared the trip there.
         if std::io::stderr().is_terminal() {
@@ -143,18 +95,7 @@ impl Ctl {
 
     /// The kernel log line shown on a terminal, if the reason adds anything.
     fn reason_line(&mut self, dev: &DevArg, e: &RemoteError, minor: Option<u32>) -> Option<String> {
-        if e.message.is_empty() || e.message == strerror(e.errno) {
-            return None;
-        }
-        if e.kind == "table" {
-            let msg = strip_line_prefix(&e.message);
-            let minor = minor.or_else(|| self.minor_of(dev));
-            return Some(match minor {
-                Some(m) => format!("device-mapper: table: {DM_MAJOR}:{m}: {msg}"),
-                None => format!("device-mapper: table: {msg}"),
-            });
-        }
-        Some(format!("device-mapper: ioctl: {}", e.message))
+        task::reason_line(e, DM_MAJOR, &mut || minor.or_else(|| self.minor_of(dev)))
     }
 
     fn minor_of(&mut self, dev: &DevArg) -> Option<u32> {
@@ -177,18 +118,6 @@ impl Ctl {
     }
 }
 
-/// "line 3: linear: ..." → "linear: ...".
-fn strip_line_prefix(m: &str) -> &str {
-    if let Some(rest) = m.strip_prefix("line ") {
-        if let Some((num, tail)) = rest.split_once(": ") {
-            if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) {
-                return tail;
-            }
-        }
-    }
-    m
-}
-
 fn no_daemon(path: &std::path::Path, e: &ClientError) -> ! {
     let _ = std::io::stdout().flush();
     let errno = e.errno();
@@ -199,26 +128,4 @@ fn no_daemon(path: &std::path::Path, e: &ClientError) -> ! {
         eprintln!("udm: {e}");
     }
     std::process::exit(1);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn describe_matches_libdm() {
-        assert_eq!(DevArg::name("dust1").describe(), "dust1 ");
-        let d = DevArg {
-            name: String::new(),
-            uuid: String::new(),
-            devno: Some((253, 0)),
-        };
-        assert_eq!(d.describe(), " (253:0)");
-        assert_eq!(strerror(libc::EINVAL), "Invalid argument");
-        assert_eq!(
-            strip_line_prefix("line 2: linear: Invalid argument count"),
-            "linear: Invalid argument count"
-        );
-        assert_eq!(strip_line_prefix("line x: y"), "line x: y");
-    }
 }

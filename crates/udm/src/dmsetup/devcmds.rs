@@ -1,84 +1,37 @@
 //! Commands that change devices: create (CREATE, LOAD, RESUME; REMOVE on failure), load,
 //! remove (`-f`, `--retry`, `--deferred`), remove_all, suspend/resume/clear, wipe_table,
-//! rename (`--setuuid`), message, wait, setgeometry — and table text parsing.
+//! rename (`--setuuid`), message, wait, setgeometry (table text, concise specs and names are
+//! read by `udm_report::dm::table`).
 
 use super::args::O;
 use super::ctl::DevArg;
 use super::{show, Cmd, Ctx};
 use std::io::Read;
 use udm_proto::{DevInfo, Line, Reply, Request};
+use udm_report::dm::table::{self, TableError};
+use udm_report::dm::task::{reply_info, Simple, TaskFlags, REMOVE_RETRY_DELAY};
 
-const DM_NAME_LEN: usize = 128;
-
-fn is_space(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
-}
-
-/// `%llu` as sscanf reads it: optional space and sign, decimal digits (wrapping like strtoull).
-fn scan_u64(s: &str) -> Option<(u64, &str)> {
-    let t = s.trim_start_matches(is_space);
-    let (neg, t) = match t.as_bytes().first() {
-        Some(b'-') => (true, &t[1..]),
-        Some(b'+') => (false, &t[1..]),
-        _ => (false, t),
-    };
-    let end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    if end == 0 {
-        return None;
-    }
-    let v = t[..end].parse::<u64>().unwrap_or(u64::MAX);
-    Some((if neg { v.wrapping_neg() } else { v }, &t[end..]))
-}
-
-/// `_parse_line`: one table line into `out`; false (after logging) on a bad line.
-///
-/// Backslashes pass through unchanged to the daemon, which splits params as the kernel's
-/// `dm_split_args` does, so `\ ` keeps a space inside a device path and `\\` is a backslash.
-/// (libdm instead doubles every backslash before its ioctl: with the real dmsetup a backslash
-/// is always literal and no table word can hold a space.)
-pub fn parse_line(buf: &str, file: &str, line: usize, out: &mut Vec<Line>) -> bool {
-    let p = buf.trim_matches(is_space);
-    if p.is_empty() || p.starts_with('#') {
-        return true;
-    }
-    let parsed = scan_u64(p).and_then(|(start, r)| {
-        let (len, r) = scan_u64(r)?;
-        let r = r.trim_start_matches(is_space);
-        let end = r.find(is_space).unwrap_or(r.len());
-        if end == 0 {
-            return None;
+/// A table text's lines, with relative paths made absolute (they name files in our
+/// directory, not the daemon's); `None` after printing why it is refused.
+fn parse_table(text: &str, file: &str) -> Option<Vec<Line>> {
+    match table::parse_table(text, file) {
+        Ok(mut lines) => {
+            for l in &mut lines {
+                l.params = crate::dmctl::absolute_words(&l.params);
+            }
+            Some(lines)
         }
-        Some((start, len, &r[..end], r[end..].trim_start_matches(is_space)))
-    });
-    let Some((start, len, ttype, params)) = parsed else {
-        eprintln!("Invalid format on line {line} of table {file}.");
-        return false;
-    };
-    let params = params.split('#').next().unwrap_or("");
-    if ttype.len() >= 16 {
-        eprintln!("Target type name {ttype} is too long.");
-        return false;
+        Err(e) => {
+            eprintln!("{e}");
+            None
+        }
     }
-    out.push(Line {
-        start,
-        len,
-        ttype: ttype.to_string(),
-        // Relative paths name files in our directory, not the daemon's.
-        params: crate::dmctl::absolute_words(params),
-    });
-    true
 }
 
 /// `_parse_file`: the table from `--table`, a file, or stdin.
 fn read_table(ctx: &Ctx, file: Option<&str>) -> Option<Vec<Line>> {
-    let mut out = Vec::new();
     if let Some(t) = ctx.o.str(O::Table) {
-        for (i, l) in t.split('\n').enumerate() {
-            if !parse_line(l, "", i + 1, &mut out) {
-                return None;
-            }
-        }
-        return Some(out);
+        return parse_table(t, "");
     }
     let text = match file {
         Some(f) => match std::fs::read(f) {
@@ -94,33 +47,11 @@ fn read_table(ctx: &Ctx, file: Option<&str>) -> Option<Vec<Line>> {
             String::from_utf8_lossy(&b).into_owned()
         }
     };
-    let label = file.unwrap_or("on stdin");
-    for (i, l) in text.split_inclusive('\n').enumerate() {
-        if !parse_line(l, label, i + 1, &mut out) {
-            return None;
-        }
-    }
-    Some(out)
+    parse_table(&text, file.unwrap_or("on stdin"))
 }
 
-fn check_name(name: &str) -> bool {
-    if name.contains('/') {
-        eprintln!("Name \"{name}\" invalid. It contains \"/\".");
-        return false;
-    }
-    if name.len() >= DM_NAME_LEN {
-        eprintln!("Name \"{name}\" too long.");
-        return false;
-    }
-    true
-}
-
-fn reply_info(r: Reply) -> Option<DevInfo> {
-    match r {
-        Reply::Info(i) => Some(i),
-        Reply::Status { info, .. } | Reply::Deps { info, .. } => Some(info),
-        _ => None,
-    }
+fn check(r: Result<(), TableError>) -> bool {
+    r.map_err(|e| eprintln!("{e}")).is_ok()
 }
 
 /// Display the info block after a successful task when `-v` was given.
@@ -132,7 +63,7 @@ fn verbose_info(ctx: &mut Ctx, info: Option<DevInfo>) -> bool {
 }
 
 fn create_one(ctx: &mut Ctx, name: &str, file: Option<&str>) -> bool {
-    if !check_name(name) {
+    if !check(table::check_name(name)) {
         return false;
     }
     let lines = if ctx.o.has(O::NoTable) {
@@ -241,93 +172,32 @@ fn create_concise(ctx: &mut Ctx, args: &[String]) -> bool {
             s
         }
     };
-    let c: Vec<char> = spec.chars().collect();
-    let mut fields: Vec<String> = vec![String::new()];
-    let parsed_msg = |f: &[String]| {
-        let g = |i: usize| f.get(i).map(|s| s.as_str()).unwrap_or("(null)");
-        format!(
-            "Parsed {} fields: name: {} uuid: {} minor: {} flags: {} table: {}",
-            f.len(),
-            g(0),
-            g(1),
-            g(2),
-            g(3),
-            g(4)
-        )
-    };
-    let mut i = 0;
-    while i < c.len() {
-        let ch = c[i];
-        if ch == '\\' {
-            i += 1;
-            if i >= c.len() {
-                eprintln!("Backslash must be followed by another character at end of string.");
-                eprintln!("{}", parsed_msg(&fields));
-                return false;
-            }
-            fields.last_mut().unwrap().push(c[i]);
-            i += 1;
-            continue;
+    let (devs, err) = table::parse_concise(&spec);
+    for d in devs {
+        let saved = ctx.o.clone();
+        if !d.uuid.is_empty() {
+            ctx.o.set_value(O::Uuid, &d.uuid);
         }
-        if ch == ',' && fields.len() < 5 {
-            fields.push(String::new());
-            i += 1;
-            while i < c.len() && c[i].is_whitespace() {
-                i += 1;
-            }
-            continue;
+        if !d.minor.is_empty() {
+            ctx.o.set_value(O::Minor, &d.minor);
         }
-        if ch == ',' {
-            fields.last_mut().unwrap().push('\n');
-            i += 1;
-            continue;
+        if d.read_only {
+            ctx.o.set(O::ReadOnly, true);
         }
-        if ch == ';' || i + 1 == c.len() {
-            if ch != ';' {
-                fields.last_mut().unwrap().push(ch);
-            }
-            i += 1;
-            if fields.len() != 5 {
-                eprintln!("Five comma-separated fields are required for each device");
-                eprintln!("{}", parsed_msg(&fields));
-                return false;
-            }
-            let flags = fields[3].as_str();
-            if !flags.is_empty() && flags != "ro" && flags != "rw" {
-                eprintln!("Invalid flags parameter '{flags}' must be 'ro' or 'rw' or empty.");
-                return false;
-            }
-            let saved = ctx.o.clone();
-            if !fields[1].is_empty() {
-                ctx.o.set_value(O::Uuid, &fields[1]);
-            }
-            if !fields[2].is_empty() {
-                ctx.o.set_value(O::Minor, &fields[2]);
-            }
-            if flags == "ro" {
-                ctx.o.set(O::ReadOnly, true);
-            }
-            ctx.o.set_value(O::Table, &fields[4]);
-            let ok = create_one(ctx, &fields[0].clone(), None);
-            ctx.o = saved;
-            if !ok {
-                return false;
-            }
-            fields = vec![String::new()];
-            while i < c.len() && c[i].is_whitespace() {
-                i += 1;
-            }
-            continue;
+        ctx.o.set_value(O::Table, &d.table);
+        let ok = create_one(ctx, &d.name, None);
+        ctx.o = saved;
+        if !ok {
+            return false;
         }
-        fields.last_mut().unwrap().push(ch);
-        i += 1;
     }
-    if fields.len() > 1 || !fields[0].is_empty() {
-        eprintln!("Incomplete entry: five comma-separated fields are required for each device");
-        eprintln!("{}", parsed_msg(&fields));
-        return false;
+    match err {
+        Some(e) => {
+            eprintln!("{e}");
+            false
+        }
+        None => true,
     }
-    true
 }
 
 pub fn create(ctx: &mut Ctx, _c: &Cmd, args: &[String], _n: Option<&DevInfo>, _m: bool) -> bool {
@@ -380,77 +250,26 @@ pub fn load(ctx: &mut Ctx, _c: &Cmd, args: &[String], _n: Option<&DevInfo>, _m: 
     }
 }
 
-/// The ioctls `_simple` issues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Simple {
-    Suspend,
-    Resume,
-    Remove,
-    RemoveAll,
-    Clear,
-    Wait(u32),
-}
-
 /// `_simple`: one device ioctl, `-v` info afterwards when `display`.
 pub fn simple(ctx: &mut Ctx, task: Simple, name: Option<&str>, display: bool) -> bool {
     let Some(dev) = ctx.dev_arg(name) else {
         return false;
     };
-    let noflush = ctx.o.has(O::NoFlush);
-    let nolockfs = ctx.o.has(O::NoLockfs);
-    let sel = dev.sel();
-    let (op, req) = match task {
-        Simple::Suspend => (
-            "suspend",
-            Request::Suspend {
-                dev: sel,
-                noflush,
-                nolockfs,
-            },
-        ),
-        Simple::Resume => (
-            "resume",
-            Request::Resume {
-                dev: sel,
-                noflush,
-                nolockfs,
-            },
-        ),
-        Simple::Remove => (
-            "remove",
-            Request::Remove {
-                dev: sel,
-                deferred: ctx.o.has(O::Deferred),
-            },
-        ),
-        Simple::RemoveAll => (
-            "remove_all",
-            Request::RemoveAll {
-                deferred: ctx.o.has(O::Deferred),
-            },
-        ),
-        Simple::Clear => ("clear", Request::Clear { dev: sel }),
-        Simple::Wait(event_nr) => (
-            "waitevent",
-            Request::Wait {
-                dev: sel,
-                event_nr,
-                inactive: ctx.o.has(O::Inactive),
-                timeout_ms: 0,
-            },
-        ),
+    let flags = TaskFlags {
+        noflush: ctx.o.has(O::NoFlush),
+        nolockfs: ctx.o.has(O::NoLockfs),
+        deferred: ctx.o.has(O::Deferred),
+        inactive: ctx.o.has(O::Inactive),
+        retry: ctx.o.has(O::Retry),
     };
-    let retries = if task == Simple::Remove && ctx.o.has(O::Retry) {
-        25
-    } else {
-        0
-    };
+    let (op, req) = (task.op(), task.request(dev.sel(), flags));
+    let retries = task.retries(flags);
     let mut attempt = 0;
     let res = loop {
         match ctx.ctl.raw(req.clone()) {
             Err(e) if e.errno == libc::EBUSY && attempt < retries => {
                 attempt += 1;
-                std::thread::sleep(std::time::Duration::from_millis(200));
+                std::thread::sleep(REMOVE_RETRY_DELAY);
             }
             r => break r,
         }
@@ -499,7 +318,7 @@ pub fn wait(ctx: &mut Ctx, _c: &Cmd, args: &[String], _n: Option<&DevInfo>, _m: 
     }
     let nr = rest
         .last()
-        .map(|s| super::args::atoi(s) as u32)
+        .map(|s| super::cnum::atoi(s) as u32)
         .unwrap_or(0);
     simple(ctx, Simple::Wait(nr), name, true)
 }
@@ -608,8 +427,7 @@ pub fn rename(ctx: &mut Ctx, _c: &Cmd, args: &[String], _n: Option<&DevInfo>, _m
     };
     let new = args[args.len() - 1].clone();
     let req = if ctx.o.has(O::SetUuid) {
-        if new.len() >= 129 {
-            eprintln!("New uuid \"{new}\" too long.");
+        if !check(table::check_new_uuid(&new)) {
             return false;
         }
         Request::SetUuid {
@@ -617,16 +435,7 @@ pub fn rename(ctx: &mut Ctx, _c: &Cmd, args: &[String], _n: Option<&DevInfo>, _m
             uuid: new,
         }
     } else {
-        if new.contains('/') {
-            eprintln!("Name \"{new}\" invalid. It contains \"/\".");
-            return false;
-        }
-        if new.len() >= DM_NAME_LEN {
-            eprintln!("Name \"{new}\" too long");
-            return false;
-        }
-        if new.is_empty() {
-            eprintln!("Non empty new name is required.");
+        if !check(table::check_new_name(&new)) {
             return false;
         }
         Request::Rename {
@@ -703,28 +512,4 @@ pub fn setgeometry(
         geometry: rest.iter().take(4).cloned().collect::<Vec<_>>().join(" "),
     };
     ctx.ctl.call("setgeometry", &dev, req).is_ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn one(s: &str) -> Option<Line> {
-        let mut v = Vec::new();
-        parse_line(s, "", 1, &mut v).then(|| v.pop()).flatten()
-    }
-
-    #[test]
-    fn table_lines() {
-        let l = one("  0 2048 linear /dev/vda 0  # comment\n").unwrap();
-        assert_eq!((l.start, l.len, l.ttype.as_str()), (0, 2048, "linear"));
-        assert_eq!(l.params, "/dev/vda 0  ");
-        let l = one("0 8 error").unwrap();
-        assert_eq!(l.params, "");
-        assert!(one("# just a comment").is_none());
-        assert!(one("   ").is_none());
-        let mut v = Vec::new();
-        assert!(!parse_line("x 8 zero", "", 1, &mut v));
-        assert!(!parse_line("0 8", "", 1, &mut v));
-    }
 }

@@ -1,11 +1,11 @@
 //! Offline and housekeeping commands: help, splitname, the udev cookie helpers (udm has no
 //! udev handshake, so these are exact offline outputs or harmless no-ops), mknodes, mangle, stats.
 
-use super::args::{strtoul_full, O};
+use super::args::O;
 use super::ctl::DevArg;
 use super::fields::{self, SplitName};
 use super::report::{self, Report};
-use super::{usage, Cmd, Ctx};
+use super::{udev, usage, Cmd, Ctx};
 use std::io::{BufRead, Write};
 use udm_proto::{DevInfo, Reply, Request};
 
@@ -50,15 +50,8 @@ fn rep_uses(rep: &Report, i: usize) -> bool {
     rep.uses_field(i)
 }
 
-/// `strtoul(s, 0)` cookie, non-zero and within 32 bits.
-pub fn cookie_value(s: &str) -> Option<u32> {
-    strtoul_full(s, 0)
-        .filter(|v| *v != 0 && *v <= u64::from(u32::MAX))
-        .map(|v| v as u32)
-}
-
 fn cookie_arg(s: &str) -> Option<u32> {
-    let v = cookie_value(s);
+    let v = udev::cookie_value(s);
     if v.is_none() {
         eprintln!("Incorrect cookie value.");
     }
@@ -72,33 +65,10 @@ pub fn udevflags(
     _n: Option<&DevInfo>,
     _m: bool,
 ) -> bool {
-    const NAMES: [&str; 7] = [
-        "DISABLE_DM_RULES",
-        "DISABLE_SUBSYSTEM_RULES",
-        "DISABLE_DISK_RULES",
-        "DISABLE_OTHER_RULES",
-        "LOW_PRIORITY",
-        "DISABLE_LIBRARY_FALLBACK",
-        "PRIMARY_SOURCE",
-    ];
     let Some(cookie) = cookie_arg(&args[0]) else {
         return false;
     };
-    let flags = cookie >> 16;
-    let mut s = String::new();
-    for i in 0..16 {
-        if flags & (1 << i) == 0 {
-            continue;
-        }
-        if let Some(n) = NAMES.get(i).filter(|_| i < 8) {
-            s.push_str(&format!("DM_UDEV_{n}_FLAG='1'\n"));
-        } else if i < 8 {
-            s.push_str(&format!("DM_UDEV_FLAG{i}='1'\n"));
-        } else {
-            s.push_str(&format!("DM_SUBSYSTEM_UDEV_FLAG{}='1'\n", i - 8));
-        }
-    }
-    print!("{s}");
+    print!("{}", udev::flags_text(cookie));
     true
 }
 
@@ -112,7 +82,7 @@ pub fn udevcomplete(
     let Some(cookie) = cookie_arg(&args[0]) else {
         return false;
     };
-    println!("DM_COOKIE_COMPLETED=0x{cookie:<10x}");
+    print!("{}", udev::complete_text(cookie));
     true
 }
 
@@ -139,11 +109,15 @@ pub fn udevreleasecookie(
             Some(c) => Some(c),
             None => return false,
         },
-        None => ctx.o.str(O::UdevCookie).and_then(cookie_value).or_else(|| {
-            std::env::var("DM_UDEV_COOKIE")
-                .ok()
-                .and_then(|v| cookie_value(&v))
-        }),
+        None => ctx
+            .o
+            .str(O::UdevCookie)
+            .and_then(udev::cookie_value)
+            .or_else(|| {
+                std::env::var("DM_UDEV_COOKIE")
+                    .ok()
+                    .and_then(|v| udev::cookie_value(&v))
+            }),
     };
     if cookie.is_none() {
         eprintln!("No udev transaction cookie given.");
@@ -287,16 +261,4 @@ pub fn mangle_cmd(ctx: &mut Ctx, c: &Cmd, args: &[String], n: Option<&DevInfo>, 
 pub fn stats(_ctx: &mut Ctx, _c: &Cmd, _a: &[String], _n: Option<&DevInfo>, _m: bool) -> bool {
     eprintln!("udm: dmsetup stats is not supported yet.");
     false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cookies() {
-        assert_eq!(cookie_value("0x0d4d0001"), Some(0x0d4d_0001));
-        assert_eq!(cookie_value("0"), None);
-        assert_eq!(cookie_value("0x100000000"), None);
-    }
 }

@@ -4,12 +4,12 @@
 mod args;
 mod ctl;
 mod devcmds;
-mod fields;
-mod mangle;
 mod misc;
-use udm_report::report;
 mod show;
-mod tree;
+
+use udm_report::dm::info::DevName;
+use udm_report::dm::{cnum, fields, info as dminfo, mangle, tree, udev};
+use udm_report::report;
 
 use args::{Opts, O};
 use ctl::{Ctl, DevArg};
@@ -94,14 +94,6 @@ fn find(name: &str) -> Option<&'static Cmd> {
     COMMANDS.iter().find(|c| c.name == name)
 }
 
-/// How `deps` and `ls` name devices (`-o devno|blkdevname|devname`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DevName {
-    DevNo,
-    Blk,
-    Map,
-}
-
 /// Everything a command sees: switches, the daemon connection, the report.
 pub struct Ctx {
     pub o: Opts,
@@ -140,18 +132,18 @@ impl Ctx {
 
     /// A `/`-containing device argument names a node: `<dev_dir>/mapper/NAME` or `dm-N`.
     fn resolve_name(&mut self, n: &str) -> String {
-        if !n.contains('/') {
-            return n.to_string();
-        }
-        let base = n.trim_end_matches('/').rsplit('/').next().unwrap_or(n);
-        if let Some(minor) = base.strip_prefix("dm-").and_then(|m| m.parse::<u32>().ok()) {
-            if let Ok(Reply::List(l)) = self.ctl.raw(Request::List) {
-                if let Some(d) = l.iter().find(|d| d.minor == minor) {
-                    return d.name.clone();
+        match dminfo::NodeArg::parse(n) {
+            None => n.to_string(),
+            Some(dminfo::NodeArg::Name(name)) => name,
+            Some(dminfo::NodeArg::Minor(minor, base)) => {
+                if let Ok(Reply::List(l)) = self.ctl.raw(Request::List) {
+                    if let Some(d) = l.iter().find(|d| d.minor == minor) {
+                        return d.name.clone();
+                    }
                 }
+                base
             }
         }
-        base.to_string()
     }
 
     /// `_process_all`: run `f` for every device (sorted by name).
@@ -178,7 +170,17 @@ impl Ctx {
     pub fn deptree(&mut self) -> Option<&DepTree> {
         if self.dtree.is_none() {
             let list = self.ctl.list()?;
-            self.dtree = Some(DepTree::build(&mut self.ctl, &list));
+            let ctl = &mut self.ctl;
+            self.dtree = Some(DepTree::build(
+                &list,
+                &mut |d| match ctl.raw(Request::Deps {
+                    dev: DevArg::name(&d.name).sel(),
+                    inactive: false,
+                }) {
+                    Ok(Reply::Deps { deps, .. }) => deps,
+                    _ => Vec::new(),
+                },
+            ));
         }
         self.dtree.as_ref()
     }
@@ -221,13 +223,13 @@ impl Ctx {
                 .map(|(r, i)| r.uses_field(i))
                 .unwrap_or(false)
         };
-        if rep_uses("blkdevname") && !show::has_disk(info) {
+        if rep_uses("blkdevname") && !dminfo::has_disk(info) {
             eprintln!("Could not resolve block device name for {key}.");
             eprintln!("_do_report_object: report function failed for field blkdevname");
             return false;
         }
         let read_ahead = if rep_uses("read_ahead") {
-            if !show::has_disk(info) {
+            if !dminfo::has_disk(info) {
                 show::open_failed(info);
             }
             show::read_ahead(self, info)
@@ -370,7 +372,7 @@ fn run_inner(prog: &str, argv: &[String]) -> i32 {
     let _ = subcommand;
     let uuid_or_dev = ctx.o.has(O::Uuid) || ctx.o.has(O::Major);
     let multiple = cmd.repeatable != 0 && args.len() != 1 && (!args.is_empty() || !uuid_or_dev);
-    let mut count = match ctx.o.str(O::Count).map(args::atoi) {
+    let mut count = match ctx.o.str(O::Count).map(cnum::atoi) {
         Some(n) if n > 0 => n as u64,
         Some(_) => u64::MAX,
         None if ctx.o.has(O::Interval) => u64::MAX,
@@ -387,7 +389,7 @@ fn run_inner(prog: &str, argv: &[String]) -> i32 {
             if count > 1 && r {
                 println!();
                 let _ = std::io::stdout().flush();
-                let secs = ctx.o.str(O::Interval).map(args::atoi).unwrap_or(1).max(1);
+                let secs = ctx.o.str(O::Interval).map(cnum::atoi).unwrap_or(1).max(1);
                 std::thread::sleep(std::time::Duration::from_secs(secs as u64));
             }
         }
@@ -410,7 +412,7 @@ fn run_inner(prog: &str, argv: &[String]) -> i32 {
 /// `devmap_name <maj> <min>` / `devmap_name <maj>:<min>` = `info -c --noheadings -o name -j -m`.
 fn devmap_name_opts(argv: &[String]) -> Option<Opts> {
     let (ma, mi) = match argv {
-        [a, b] => (args::atoi(a), args::atoi(b)),
+        [a, b] => (cnum::atoi(a), cnum::atoi(b)),
         [ab] => {
             let (a, b) = ab.split_once(':')?;
             (a.trim().parse().ok()?, b.trim().parse().ok()?)
@@ -430,7 +432,7 @@ fn devmap_name_opts(argv: &[String]) -> Option<Opts> {
 /// The checks dmsetup makes right after option parsing.
 fn check_switches(o: Opts) -> Result<Opts, String> {
     if let Some(m) = o.str(O::Mode) {
-        let ok = args::strtoul_full(m, 8).filter(|v| *v != 0 && !m.trim().starts_with('-'));
+        let ok = cnum::strtoul_full(m, 8).filter(|v| *v != 0 && !m.trim().starts_with('-'));
         if ok.is_none() {
             return Err(format!("Invalid argument for --mode: {m}. "));
         }
@@ -451,7 +453,7 @@ fn check_switches(o: Opts) -> Result<Opts, String> {
     }
     if let Some(ra) = o.str(O::ReadAhead) {
         if !ra.eq_ignore_ascii_case("auto") && !ra.eq_ignore_ascii_case("none") {
-            let v = args::atoi(ra);
+            let v = cnum::atoi(ra);
             if v < -1 {
                 return Err(format!(
                     "Negative read ahead value ({v}) is not understood."
@@ -460,7 +462,7 @@ fn check_switches(o: Opts) -> Result<Opts, String> {
         }
     }
     if let Some(c) = o.str(O::UdevCookie) {
-        if misc::cookie_value(c).is_none() {
+        if udev::cookie_value(c).is_none() {
             eprintln!("Incorrect cookie value.");
         }
     }
@@ -479,7 +481,7 @@ fn check_switches(o: Opts) -> Result<Opts, String> {
 /// `_process_options`: tree options, or `deps`/`ls` device naming.
 fn process_options(ctx: &mut Ctx) -> Result<(), String> {
     if ctx.o.has(O::Tree) {
-        let t = TreeOpts::parse(ctx.o.str(O::Options))
+        let t = TreeOpts::parse(ctx.o.str(O::Options), show::terminal())
             .map_err(|rest| format!("Tree options not recognised: {rest}."))?;
         ctx.tree = Some(t);
         return Ok(());
@@ -487,25 +489,8 @@ fn process_options(ctx: &mut Ctx) -> Result<(), String> {
     if ctx.o.has(O::Columns) || !ctx.o.has(O::Options) {
         return Ok(());
     }
-    let s = ctx.o.str(O::Options).unwrap_or("").to_string();
-    let mut pos = 0;
-    while pos < s.len() {
-        let rest = &s[pos..];
-        let word = rest.split(',').next().unwrap_or("");
-        if "devno".starts_with(word) {
-            ctx.dev_name = DevName::DevNo;
-        } else if "blkdevname".starts_with(word) {
-            ctx.dev_name = DevName::Blk;
-        } else if "devname".starts_with(word) {
-            ctx.dev_name = DevName::Map;
-        } else {
-            return Err(format!("Option not recognised: {rest}."));
-        }
-        if word.len() == rest.len() {
-            break;
-        }
-        pos += word.len() + 1;
-    }
+    ctx.dev_name = DevName::parse(ctx.o.str(O::Options).unwrap_or(""))
+        .map_err(|rest| format!("Option not recognised: {rest}."))?;
     Ok(())
 }
 

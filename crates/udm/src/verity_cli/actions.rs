@@ -1,50 +1,15 @@
 //! The offline veritysetup actions — `format`, `verify`, `dump` — and the parameter loading
-//! they share with `open` (superblock or command line), with veritysetup's messages.
+//! they share with `open` (superblock or command line, read by
+//! `udm_formats::verity::device`), with veritysetup's messages.
 
 use super::progress::Progress;
 use super::{Failed, Io, Opts};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use udm_formats::verity::build::{self, FecInputs};
-use udm_formats::verity::superblock::{self, block_size_ok, Superblock, SB_SIZE};
-use udm_formats::verity::{
-    from_hex, to_hex, BlockHasher, Digest, FecLayout, Geometry, HashAlg, HashType, VerityError,
-};
-
-/// Everything veritysetup knows about a verity device (its `crypt_params_verity`).
-#[derive(Debug, Clone)]
-pub struct Hdr {
-    pub hash_type: HashType,
-    pub alg: HashAlg,
-    pub data_block_size: u32,
-    pub hash_block_size: u32,
-    pub data_blocks: u64,
-    pub salt: Vec<u8>,
-    /// UUID from the superblock (none with `--no-superblock`).
-    pub uuid: Option<[u8; 16]>,
-    pub hash_offset: u64,
-    pub superblock: bool,
-}
-
-impl Hdr {
-    pub fn hash_start(&self) -> u64 {
-        superblock::hash_start_block(self.hash_offset, self.hash_block_size, self.superblock)
-    }
-    pub fn geometry(&self) -> Result<Geometry, VerityError> {
-        Geometry::new(
-            self.hash_type,
-            self.alg,
-            self.data_block_size,
-            self.hash_block_size,
-            self.data_blocks,
-            self.hash_start(),
-        )
-    }
-    pub fn hasher(&self) -> BlockHasher {
-        BlockHasher::new(self.alg, self.hash_type, &self.salt)
-    }
-}
+use udm_formats::verity::device::{Header, HeaderParams};
+use udm_formats::verity::superblock::{Superblock, SB_SIZE};
+use udm_formats::verity::{Digest, FecLayout, Geometry, VerityError};
 
 pub fn fail(io: &mut Io<'_>, errno: i32, msg: impl std::fmt::Display) -> Failed {
     let _ = writeln!(io.err, "{msg}");
@@ -86,7 +51,7 @@ pub fn load_hdr(
     hash_path: &str,
     hash: &File,
     data: Option<&File>,
-) -> Result<Hdr, Failed> {
+) -> Result<Header, Failed> {
     if o.no_superblock {
         return hdr_from_opts(io, o, hash_path, data);
     }
@@ -112,18 +77,7 @@ pub fn load_hdr(
             return Err(invalid(io));
         }
     };
-    let alg = HashAlg::from_name(&sb.algorithm).map_err(|_| invalid(io))?;
-    Ok(Hdr {
-        hash_type: HashType::from_u32(sb.hash_type).unwrap_or(HashType::Normal),
-        alg,
-        data_block_size: sb.data_block_size,
-        hash_block_size: sb.hash_block_size,
-        data_blocks: sb.data_blocks,
-        salt: sb.salt.clone(),
-        uuid: Some(sb.uuid),
-        hash_offset: o.hash_offset,
-        superblock: true,
-    })
+    Header::from_superblock(&sb, o.hash_offset).map_err(|_| invalid(io))
 }
 
 /// Parameters from the command line (format, or `--no-superblock`), checked in
@@ -133,186 +87,65 @@ pub fn hdr_from_opts(
     o: &Opts,
     hash_path: &str,
     data: Option<&File>,
-) -> Result<Hdr, Failed> {
-    let salt = match o.salt.as_deref() {
-        Some("-") => Vec::new(),
-        Some(s) => match from_hex(s).filter(|v| v.len() <= superblock::MAX_SALT) {
-            Some(v) => v,
-            None => return Err(fail(io, libc::EINVAL, "Invalid salt string specified.")),
-        },
-        None => {
-            let mut v = vec![0u8; 32];
-            File::open("/dev/urandom")
-                .and_then(|f| f.read_exact_at(&mut v, 0))
-                .map_err(|e| fail(io, libc::EIO, format!("Cannot read random bytes: {e}")))?;
-            v
-        }
+) -> Result<Header, Failed> {
+    let p = HeaderParams {
+        salt: o.salt.as_deref(),
+        format: o.format,
+        data_block_size: o.data_block_size,
+        hash_block_size: o.hash_block_size,
+        hash_offset: o.hash_offset,
+        fec_offset: o.fec_offset,
+        data_blocks: o.data_blocks,
+        data_size: data.map(dev_size),
+        hash: o.hash.as_deref(),
+        uuid: o.uuid.as_deref(),
+        no_superblock: o.no_superblock,
     };
-    let ty = o.format.unwrap_or(1);
-    let Some(hash_type) = HashType::from_u32(ty) else {
-        return Err(fail(
+    Header::from_params(&p).map_err(|e| match e {
+        VerityError::BadUuid => fail(
             io,
             libc::EINVAL,
-            format!("Unsupported VERITY hash type {}.", ty as i32),
-        ));
-    };
-    let dbs = o.data_block_size.unwrap_or(4096);
-    let hbs = o.hash_block_size.unwrap_or(4096);
-    if !block_size_ok(dbs) || !block_size_ok(hbs) {
-        return Err(fail(io, libc::EINVAL, "Unsupported VERITY block size."));
-    }
-    if !o.hash_offset.is_multiple_of(512) {
-        return Err(fail(io, libc::EINVAL, "Unsupported VERITY hash offset."));
-    }
-    if !o.fec_offset.is_multiple_of(512) {
-        return Err(fail(io, libc::EINVAL, "Unsupported VERITY FEC offset."));
-    }
-    let data_blocks = match (o.data_blocks, data) {
-        (Some(n), _) if n > 0 => n,
-        (_, Some(f)) => dev_size(f) / dbs as u64,
-        (_, None) => 0,
-    };
-    let name = o.hash.as_deref().unwrap_or("sha256");
-    let alg = HashAlg::from_name(name).map_err(|e| fail(io, libc::EINVAL, e))?;
-    let uuid = match (&o.uuid, o.no_superblock) {
-        (_, true) => None,
-        (Some(u), false) => Some(superblock::parse_uuid(u).map_err(|_| {
-            fail(
-                io,
-                libc::EINVAL,
-                format!("Wrong VERITY UUID format provided on device {hash_path}."),
-            )
-        })?),
-        (None, false) => {
-            let mut u = [0u8; 16];
-            File::open("/dev/urandom")
-                .and_then(|f| f.read_exact_at(&mut u, 0))
-                .map_err(|e| fail(io, libc::EIO, format!("Cannot read random bytes: {e}")))?;
-            u[6] = (u[6] & 0x0f) | 0x40;
-            u[8] = (u[8] & 0x3f) | 0x80;
-            Some(u)
-        }
-    };
-    Ok(Hdr {
-        hash_type,
-        alg,
-        data_block_size: dbs,
-        hash_block_size: hbs,
-        data_blocks,
-        salt,
-        uuid,
-        hash_offset: o.hash_offset,
-        superblock: !o.no_superblock,
+            format!("Wrong VERITY UUID format provided on device {hash_path}."),
+        ),
+        VerityError::Random(_) => fail(io, libc::EIO, e),
+        e => fail(io, libc::EINVAL, e),
     })
 }
 
-/// FEC parameters of a format/open: (layout, roots) with veritysetup's checks.
+/// FEC parameters of a format/dump: the layout, with veritysetup's checks.
 pub fn fec_layout(
     io: &mut Io<'_>,
     o: &Opts,
-    h: &Hdr,
-    geo: &Geometry,
+    h: &Header,
     hash_path: &str,
     hash_size: u64,
 ) -> Result<Option<FecLayout>, Failed> {
     let Some(fec_path) = o.fec_device.as_deref() else {
         return Ok(None);
     };
-    if h.data_block_size != h.hash_block_size {
-        return Err(fail(io, libc::EINVAL, "Block sizes must match for FEC."));
-    }
-    let roots = o
-        .fec_roots
-        .unwrap_or(udm_formats::verity::fec::DEFAULT_ROOTS);
-    if !(2..=24).contains(&roots) {
-        let _ = writeln!(io.err, "Invalid number of parity bytes.");
-        return Err(fail(io, libc::EINVAL, "Invalid number of parity bytes."));
-    }
-    if !o.fec_offset.is_multiple_of(512) {
-        return Err(fail(io, libc::EINVAL, "Unsupported VERITY FEC offset."));
-    }
-    // veritysetup's VERITY_FEC_blocks: the hash device from the tree on, up to the FEC area
-    // when FEC shares the hash device, else to its end.
-    let bs = h.data_block_size as u64;
     let end = if same_file(hash_path, fec_path) {
         o.fec_offset
     } else {
         hash_size
     };
-    let hash_part = (end / bs).saturating_sub(geo.hash_start);
-    let blocks = h.data_blocks + hash_part;
-    FecLayout::new(
-        roots,
-        h.data_block_size,
-        blocks,
-        h.data_blocks,
-        geo.hash_start,
-    )
-    .map(Some)
-    .map_err(|e| fail(io, libc::EINVAL, e))
+    match h.fec_layout(o.fec_roots, o.fec_offset, end) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) => {
+            if e == VerityError::BadRoots {
+                let _ = writeln!(io.err, "{e}");
+            }
+            Err(fail(io, libc::EINVAL, e))
+        }
+    }
 }
 
 /// veritysetup's "Device offset overflow." check: the data area and the tree must have byte
 /// sizes that fit in 64 bits.
-pub fn check_offsets(io: &mut Io<'_>, h: &Hdr, geo: &Geometry) -> Result<(), Failed> {
-    let ok = h
-        .data_blocks
-        .checked_mul(h.data_block_size as u64)
-        .is_some()
-        && geo
-            .hash_end()
-            .checked_mul(h.hash_block_size as u64)
-            .is_some();
-    if ok {
+pub fn check_offsets(io: &mut Io<'_>, h: &Header, geo: &Geometry) -> Result<(), Failed> {
+    if h.offsets_fit(geo) {
         Ok(())
     } else {
         Err(fail(io, libc::EINVAL, "Device offset overflow."))
-    }
-}
-
-/// The header lines veritysetup prints for `format` and `dump`.
-#[allow(clippy::too_many_arguments)]
-fn print_hdr(
-    io: &mut Io<'_>,
-    hash_path: &str,
-    h: &Hdr,
-    geo: &Geometry,
-    fec: Option<&FecLayout>,
-    fec_offset: u64,
-    root: Option<&Digest>,
-) {
-    let o = &mut io.out;
-    let uuid = h
-        .uuid
-        .map(|u| superblock::format_uuid(&u))
-        .unwrap_or_default();
-    let _ = writeln!(o, "VERITY header information for {hash_path}");
-    let _ = writeln!(o, "UUID:            \t{uuid}");
-    let _ = writeln!(o, "Hash type:       \t{}", h.hash_type.as_u32());
-    let _ = writeln!(o, "Data blocks:     \t{}", h.data_blocks);
-    let _ = writeln!(o, "Data block size: \t{}", h.data_block_size);
-    let _ = writeln!(o, "Hash blocks:     \t{}", geo.tree_blocks());
-    let _ = writeln!(o, "Hash block size: \t{}", h.hash_block_size);
-    let _ = writeln!(o, "Hash algorithm:  \t{}", h.alg.name());
-    if let Some(f) = fec {
-        let _ = writeln!(o, "FEC RS roots:   \t{}", f.roots);
-        let _ = writeln!(o, "FEC blocks:     \t{}", f.parity_blocks());
-    }
-    let salt = if h.salt.is_empty() {
-        "-".to_string()
-    } else {
-        to_hex(&h.salt)
-    };
-    let _ = writeln!(o, "Salt:            \t{salt}");
-    if let Some(r) = root {
-        let _ = writeln!(o, "Root hash:      \t{}", r.hex());
-    }
-    if h.hash_offset == 0 {
-        let size = geo.hash_end().wrapping_mul(h.hash_block_size as u64); // as C computes it
-        let _ = writeln!(o, "Hash device size: \t{size} [bytes]");
-    }
-    if let (Some(f), 0) = (fec, fec_offset) {
-        let _ = writeln!(o, "FEC device size: \t{} [bytes]", f.parity_bytes());
     }
 }
 
@@ -350,7 +183,7 @@ pub fn format(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
         .geometry()
         .map_err(|_| fail(io, libc::EINVAL, "Unsupported VERITY block size."))?;
     check_offsets(io, &h, &geo)?;
-    if h.data_blocks == 0 || dev_size(&data) < h.data_blocks * h.data_block_size as u64 {
+    if h.data_blocks == 0 || dev_size(&data) < h.data_bytes() {
         return Err(fail(
             io,
             libc::EIO,
@@ -369,16 +202,10 @@ pub fn format(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
     hash.write_all_at(&tree, geo.hash_start * h.hash_block_size as u64)
         .map_err(|_| io_err(io, "creating hash area"))?;
     if h.superblock {
-        let sb = Superblock {
-            hash_type: h.hash_type.as_u32(),
-            uuid: h.uuid.unwrap_or_default(),
-            algorithm: h.alg.name().to_string(),
-            data_block_size: h.data_block_size,
-            hash_block_size: h.hash_block_size,
-            data_blocks: h.data_blocks,
-            salt: h.salt.clone(),
-        };
-        let b = sb.to_bytes().map_err(|e| fail(io, libc::EINVAL, e))?;
+        let b = h
+            .to_superblock()
+            .to_bytes()
+            .map_err(|e| fail(io, libc::EINVAL, e))?;
         hash.write_all_at(&b, h.hash_offset).map_err(|_| {
             fail(
                 io,
@@ -388,7 +215,7 @@ pub fn format(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
         })?;
     }
     let hash_size = dev_size(&hash);
-    let fec = fec_layout(io, o, &h, &geo, hash_path, hash_size)?;
+    let fec = fec_layout(io, o, &h, hash_path, hash_size)?;
     if let (Some(l), Some(fp)) = (&fec, &o.fec_device) {
         let out = OpenOptions::new()
             .read(true)
@@ -405,15 +232,13 @@ pub fn format(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
             })
             .map_err(|_| io_err(io, "creating FEC area"))?;
     }
-    print_hdr(
-        io,
+    let text = h.describe(
         hash_path,
-        &h,
         &geo,
-        fec.as_ref(),
-        o.fec_offset,
+        fec.as_ref().map(|f| (f, o.fec_offset)),
         Some(&root),
     );
+    let _ = io.out.write_all(text.as_bytes());
     if let Some(p) = &o.root_hash_file {
         std::fs::write(p, root.hex()).map_err(|_| {
             fail(
@@ -431,15 +256,15 @@ pub fn root_arg(
     io: &mut Io<'_>,
     o: &Opts,
     arg: Option<&String>,
-    h: &Hdr,
+    h: &Header,
 ) -> Result<Digest, Failed> {
-    let hex = match (arg, &o.root_hash_file) {
+    let root = match (arg, &o.root_hash_file) {
         (_, Some(f)) => {
             let s = std::fs::read_to_string(f)
                 .map_err(|_| fail(io, libc::EINVAL, format!("Cannot read root hash file {f}.")))?;
-            s.trim().chars().take(h.alg.digest_size() * 2).collect()
+            h.root_hash_file(&s)
         }
-        (Some(a), None) => a.clone(),
+        (Some(a), None) => h.root_hash(a),
         (None, None) => {
             return Err(fail(
                 io,
@@ -448,14 +273,7 @@ pub fn root_arg(
             ))
         }
     };
-    match from_hex(&hex) {
-        Some(v) if v.len() == h.alg.digest_size() => Ok(Digest::from_slice(&v)),
-        _ => Err(fail(
-            io,
-            libc::EINVAL,
-            "Invalid root hash string specified.",
-        )),
-    }
+    root.map_err(|e| fail(io, libc::EINVAL, e))
 }
 
 /// `verify <data_device> <hash_device> [<root_hash>]`.
@@ -518,7 +336,8 @@ pub fn dump(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
             format!("Device {} is not a valid VERITY device.", pos[0]),
         )
     })?;
-    let fec = fec_layout(io, o, &h, &geo, &pos[0], dev_size(&hash))?;
-    print_hdr(io, &pos[0], &h, &geo, fec.as_ref(), o.fec_offset, None);
+    let fec = fec_layout(io, o, &h, &pos[0], dev_size(&hash))?;
+    let text = h.describe(&pos[0], &geo, fec.as_ref().map(|f| (f, o.fec_offset)), None);
+    let _ = io.out.write_all(text.as_bytes());
     Ok(())
 }

@@ -1,11 +1,11 @@
 //! The veritysetup actions that talk to the device-mapper — here the udm daemon: `open`
 //! (create + load a read-only `verity` table + resume), `close`, `status`.
 
-use super::actions::{self, fail, open_ro, Hdr};
+use super::actions::{self, fail, open_ro};
 use super::dmctl::{self, abs};
 use super::{Failed, Io, Opts};
 use std::io::Write;
-use udm_formats::verity::superblock;
+use udm_formats::verity::device::{salt_text, FecTable, Header, OnCorruption, TableOptions};
 use udm_formats::verity::{to_hex, Digest};
 use udm_proto::{Client, ClientError, DevSel, Line, Reply, Request, SecretBytes};
 use udm_targets::verity::VerityParams;
@@ -21,77 +21,47 @@ fn report(io: &mut Io<'_>, op: &str, name: &str, e: &ClientError) -> Failed {
 /// The `verity` table line veritysetup would load.
 fn table_line(
     o: &Opts,
-    h: &Hdr,
+    h: &Header,
     (data, hash): (&str, &str),
     root: &Digest,
     hash_size: u64,
-    sig_desc: Option<&str>,
+    sig_key_desc: Option<String>,
 ) -> Line {
-    let mut words: Vec<String> = Vec::new();
-    if o.ignore_corruption {
-        words.push("ignore_corruption".into());
+    let on_corruption = if o.ignore_corruption {
+        OnCorruption::Ignore
     } else if o.restart_on_corruption {
-        words.push("restart_on_corruption".into());
+        OnCorruption::Restart
     } else if o.panic_on_corruption {
-        words.push("panic_on_corruption".into());
-    }
-    if o.ignore_zero_blocks {
-        words.push("ignore_zero_blocks".into());
-    }
-    if o.check_at_most_once {
-        words.push("check_at_most_once".into());
-    }
-    if o.use_tasklets {
-        words.push("try_verify_in_tasklet".into());
-    }
-    if let Some(f) = &o.fec_device {
-        let hash_start = h.hash_start();
-        let bs = h.data_block_size as u64;
+        OnCorruption::Panic
+    } else {
+        OnCorruption::Eio
+    };
+    let fec = o.fec_device.as_ref().map(|f| {
         let end = if actions::same_file(hash, f) {
             o.fec_offset
         } else {
             hash_size
         };
-        let blocks = h.data_blocks + (end / bs).saturating_sub(hash_start);
-        words.extend([
-            "use_fec_from_device".to_string(),
-            abs(f),
-            "fec_roots".into(),
-            o.fec_roots.unwrap_or(2).to_string(),
-            "fec_blocks".into(),
-            blocks.to_string(),
-            "fec_start".into(),
-            (o.fec_offset / bs).to_string(),
-        ]);
-    }
-    if let Some(d) = sig_desc {
-        words.extend(["root_hash_sig_key_desc".to_string(), d.to_string()]);
-    }
-    let salt = if h.salt.is_empty() {
-        "-".to_string()
-    } else {
-        to_hex(&h.salt)
+        FecTable {
+            dev: abs(f),
+            roots: o.fec_roots.unwrap_or(2),
+            blocks: h.fec_blocks(end),
+            offset: o.fec_offset,
+        }
+    });
+    let opts = TableOptions {
+        on_corruption,
+        ignore_zero_blocks: o.ignore_zero_blocks,
+        check_at_most_once: o.check_at_most_once,
+        try_verify_in_tasklet: o.use_tasklets,
+        fec,
+        sig_key_desc,
     };
-    let mut params = format!(
-        "{} {} {} {} {} {} {} {} {} {salt}",
-        h.hash_type.as_u32(),
-        abs(data),
-        abs(hash),
-        h.data_block_size,
-        h.hash_block_size,
-        h.data_blocks,
-        h.hash_start(),
-        h.alg.name(),
-        root.hex()
-    );
-    if !words.is_empty() {
-        params.push_str(&format!(" {} {}", words.len(), words.join(" ")));
-    }
     Line {
         start: 0,
-        len: h.data_blocks * h.data_block_size as u64 / 512,
+        len: h.table_sectors(),
         ttype: "verity".into(),
-        params,
+        params: h.table_params(&abs(data), &abs(hash), root, &opts),
     }
 }
 
@@ -132,22 +102,16 @@ pub fn open(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
     };
     // veritysetup puts the signature in the keyring as a `user` key and names it in the
     // table; here the key goes to the daemon's key store.
-    let sig_desc = sig.as_ref().map(|_| match h.uuid {
-        Some(u) => format!("cryptsetup:{}-{name}", superblock::format_uuid(&u)),
-        None => format!("cryptsetup:{name}"),
-    });
+    let sig_desc = sig.as_ref().map(|_| h.sig_key_desc(name));
     let line = table_line(
         o,
         &h,
         (data_path, hash_path),
         &root,
         actions::dev_size(&hash),
-        sig_desc.as_deref(),
+        sig_desc.clone(),
     );
-    let uuid = match h.uuid {
-        Some(u) => format!("CRYPT-VERITY-{}-{name}", to_hex(&u)),
-        None => format!("CRYPT-VERITY-{name}"),
-    };
+    let uuid = h.dm_uuid(name);
     let mut c = connect(io)?;
     if let (Some(sig), Some(desc)) = (sig, &sig_desc) {
         c.call(Request::KeyAdd {
@@ -278,12 +242,7 @@ pub fn status(io: &mut Io<'_>, _o: &Opts, pos: &[String]) -> Result<(), Failed> 
     let _ = writeln!(o, "  data block:  {}", p.data_block_size);
     let _ = writeln!(o, "  hash block:  {}", p.hash_block_size);
     let _ = writeln!(o, "  hash name:   {}", p.alg);
-    let salt = if p.salt.is_empty() {
-        "-".to_string()
-    } else {
-        to_hex(&p.salt)
-    };
-    let _ = writeln!(o, "  salt:        {salt}");
+    let _ = writeln!(o, "  salt:        {}", salt_text(&p.salt));
     let (data_dev, data_loop) = crate::luks_cli::shown_device(&p.data_dev.to_string());
     let _ = writeln!(o, "  data device: {data_dev}");
     if let Some(f) = data_loop {

@@ -1,8 +1,7 @@
 //! The device dependency tree (libdm's `dm_tree` as dmsetup builds it) and `ls --tree`
 //! drawing, ported from dmsetup's pstree-derived code (prefixes, compact mode, truncation).
 
-use super::ctl::{Ctl, DevArg};
-use udm_proto::{DevInfo, Reply, Request};
+use udm_proto::{Dep, DevInfo};
 
 /// One tree node: a mapped device, or a device a table uses that is not one.
 #[derive(Debug, Clone, Default)]
@@ -30,8 +29,9 @@ const ROOT: usize = 0;
 impl DepTree {
     /// Build the tree over all devices (`_build_whole_deptree`). Like libdm's
     /// `dm_tree_add_dev` it follows the live tables, also under `--inactive` (captured in
-    /// refvm: `ls --tree --inactive` shows the live dependencies).
-    pub fn build(ctl: &mut Ctl, devs: &[DevInfo]) -> DepTree {
+    /// refvm: `ls --tree --inactive` shows the live dependencies). `deps` answers a device's
+    /// live-table dependencies (none when they cannot be read).
+    pub fn build(devs: &[DevInfo], deps: &mut dyn FnMut(&DevInfo) -> Vec<Dep>) -> DepTree {
         let mut t = DepTree {
             nodes: vec![Node {
                 key: "0:0".into(),
@@ -39,7 +39,7 @@ impl DepTree {
             }],
         };
         for d in devs {
-            t.add_dm(ctl, devs, ROOT, d);
+            t.add_dm(deps, devs, ROOT, d);
         }
         t
     }
@@ -99,19 +99,19 @@ impl DepTree {
         self.link(parent, child);
     }
 
-    fn add_dm(&mut self, ctl: &mut Ctl, devs: &[DevInfo], parent: usize, d: &DevInfo) {
+    fn add_dm(
+        &mut self,
+        get_deps: &mut dyn FnMut(&DevInfo) -> Vec<Dep>,
+        devs: &[DevInfo],
+        parent: usize,
+        d: &DevInfo,
+    ) {
         let key = format!("{}:{}", d.major, d.minor);
         if let Some(n) = self.find(&key) {
             self.link_tree(parent, n);
             return;
         }
-        let deps = match ctl.raw(Request::Deps {
-            dev: DevArg::name(&d.name).sel(),
-            inactive: false,
-        }) {
-            Ok(Reply::Deps { deps, .. }) => deps,
-            _ => Vec::new(),
-        };
+        let deps = get_deps(d);
         self.nodes.push(Node {
             key,
             name: d.name.clone(),
@@ -131,7 +131,7 @@ impl DepTree {
                 .as_ref()
                 .and_then(|name| devs.iter().find(|x| &x.name == name));
             match sub {
-                Some(sd) => self.add_dm(ctl, devs, n, sd),
+                Some(sd) => self.add_dm(get_deps, devs, n, sd),
                 None => self.add_other(n, &dep.id, dep.devno),
             }
         }
@@ -206,18 +206,18 @@ pub static VT100: Sym = Sym {
     first_3: "\x1b(0\x0fqwq\x1b(B",
 };
 
-/// Whether the locale's codeset is UTF-8 (after `setlocale(LC_ALL, "")`).
-fn utf8_locale() -> bool {
-    // SAFETY: nl_langinfo returns a pointer to a static NUL-terminated string (or NULL).
-    unsafe {
-        let p = libc::nl_langinfo(libc::CODESET);
-        !p.is_null() && std::ffi::CStr::from_ptr(p).to_bytes() == b"UTF-8"
-    }
+/// Where a tree is drawn: the locale's codeset and the terminal's width.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Terminal {
+    /// The locale's codeset is UTF-8 (the default symbols are then box-drawing ones).
+    pub utf8: bool,
+    /// Columns of the terminal standard output is, if it is one.
+    pub columns: Option<usize>,
 }
 
 impl TreeOpts {
     /// `_process_tree_options`; `Err` carries the unrecognised rest of the option string.
-    pub fn parse(options: Option<&str>) -> Result<TreeOpts, String> {
+    pub fn parse(options: Option<&str>, term: Terminal) -> Result<TreeOpts, String> {
         let mut t = TreeOpts {
             device: true,
             blkdevname: false,
@@ -229,7 +229,7 @@ impl TreeOpts {
             truncate: true,
             inverted: false,
             targets: false,
-            sym: if utf8_locale() { &UTF } else { &ASCII },
+            sym: if term.utf8 { &UTF } else { &ASCII },
             termwidth: 80,
         };
         let s = options.unwrap_or("");
@@ -275,16 +275,8 @@ impl TreeOpts {
             pos += word.len() + 1;
         }
         if !std::ptr::eq(t.sym, &VT100) {
-            let mut ws: libc::winsize = libc::winsize {
-                ws_row: 0,
-                ws_col: 0,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            };
-            // SAFETY: TIOCGWINSZ writes a winsize into the struct we own.
-            let r = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) };
-            if r >= 0 && ws.ws_col > 3 {
-                t.termwidth = ws.ws_col as usize - 3;
+            if let Some(cols) = term.columns.filter(|&c| c > 3) {
+                t.termwidth = cols - 3;
             }
         }
         Ok(t)
@@ -457,7 +449,7 @@ impl Drawer<'_> {
 /// The kernel block device name of a node (`dm-N`, a sysfs name, or nothing for files).
 pub fn blk_name(n: &Node) -> Option<String> {
     if let Some(i) = &n.info {
-        if !super::show::has_disk(i) {
+        if !super::info::has_disk(i) {
             return None;
         }
         return n.devno.map(|(_, m)| format!("dm-{m}"));
@@ -509,7 +501,7 @@ mod tests {
     }
 
     fn opts(s: &str) -> TreeOpts {
-        let mut o = TreeOpts::parse(Some(s)).unwrap();
+        let mut o = TreeOpts::parse(Some(s), Terminal::default()).unwrap();
         o.termwidth = 80;
         o
     }
@@ -569,8 +561,40 @@ mod tests {
 
     #[test]
     fn option_prefixes() {
-        assert!(TreeOpts::parse(Some("nod")).map(|o| !o.device).unwrap());
-        assert!(TreeOpts::parse(Some("b")).unwrap().blkdevname);
-        assert_eq!(TreeOpts::parse(Some("ascii,bogus")).unwrap_err(), "bogus");
+        let p = |s| TreeOpts::parse(Some(s), Terminal::default());
+        assert!(p("nod").map(|o| !o.device).unwrap());
+        assert!(p("b").unwrap().blkdevname);
+        assert_eq!(p("ascii,bogus").unwrap_err(), "bogus");
+        let term = Terminal {
+            utf8: true,
+            columns: Some(100),
+        };
+        let o = TreeOpts::parse(None, term).unwrap();
+        assert!(std::ptr::eq(o.sym, &UTF));
+        assert_eq!(o.termwidth, 97);
+        let o = TreeOpts::parse(Some("vt100"), term).unwrap();
+        assert_eq!(o.termwidth, 80);
+    }
+
+    #[test]
+    fn built_from_deps() {
+        let devs = [dev("a", 0), dev("b", 1)];
+        // b uses a, a uses 8:0.
+        let t = DepTree::build(&devs, &mut |d| match d.name.as_str() {
+            "b" => vec![Dep {
+                id: "253:0".into(),
+                devno: Some((253, 0)),
+                dm_name: Some("a".into()),
+            }],
+            _ => vec![Dep {
+                id: "8:0".into(),
+                devno: Some((8, 0)),
+                dm_name: None,
+            }],
+        });
+        let out = String::from_utf8(draw(&t, &opts("ascii"))).unwrap();
+        assert_eq!(out, "b (253:1)\n `-a (253:0)\n    `- (8:0)\n");
+        let a = t.find("253:0").unwrap();
+        assert_eq!(t.num_children(a, true), 1);
     }
 }

@@ -2,8 +2,8 @@
 //! device info, deps, its place in the dependency tree and the LVM name split.
 
 use super::mangle;
-use super::report::{FieldDef, Kind, Obj, TypeDef, Value};
 use super::tree::{self, DepTree};
+use crate::report::{FieldDef, Kind, Obj, TypeDef, Value};
 use udm_proto::{Dep, DevInfo};
 
 pub const DR_TASK: u32 = 1;

@@ -66,9 +66,27 @@ pub fn mangle(s: &str, mode: Mode) -> String {
     o
 }
 
+/// A kernel name or uuid `auto` mode cannot show: it holds characters that need mangling but
+/// is not mangled. The message is libdm's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("The {what} \"{value}\" should be mangled but it contains blacklisted characters.")]
+pub struct MangleError {
+    /// `name` or `UUID`.
+    pub what: &'static str,
+    /// The name or uuid as the kernel holds it.
+    pub value: String,
+}
+
+impl MangleError {
+    /// The errno libdm fails with.
+    pub fn errno(&self) -> i32 {
+        libc::EINVAL
+    }
+}
+
 /// The form a kernel name is shown in; `Err` with libdm's message when `auto` mode finds a
 /// name that should have been mangled.
-pub fn unmangle(s: &str, what: &str, mode: Mode) -> Result<String, String> {
+pub fn unmangle(s: &str, what: &'static str, mode: Mode) -> Result<String, MangleError> {
     if mode == Mode::None {
         return Ok(s.to_string());
     }
@@ -82,9 +100,10 @@ pub fn unmangle(s: &str, what: &str, mode: Mode) -> Result<String, String> {
             continue;
         }
         if mode == Mode::Auto && !whitelisted(b[i]) {
-            return Err(format!(
-                "The {what} \"{s}\" should be mangled but it contains blacklisted characters."
-            ));
+            return Err(MangleError {
+                what,
+                value: s.to_string(),
+            });
         }
         o.push(b[i]);
         i += 1;
@@ -209,14 +228,14 @@ pub fn request(req: Request, mode: Mode) -> Request {
     }
 }
 
-fn info(i: &mut DevInfo, mode: Mode) -> Result<(), String> {
+fn info(i: &mut DevInfo, mode: Mode) -> Result<(), MangleError> {
     i.name = unmangle(&i.name, "name", mode)?;
     i.uuid = unmangle(&i.uuid, "UUID", mode)?;
     Ok(())
 }
 
 /// A reply with its names and uuids as libdm shows them.
-pub fn reply(mut r: Reply, mode: Mode) -> Result<Reply, String> {
+pub fn reply(mut r: Reply, mode: Mode) -> Result<Reply, MangleError> {
     match &mut r {
         Reply::Info(i) => info(i, mode)?,
         Reply::List(l) => {
@@ -263,8 +282,48 @@ mod tests {
         assert_eq!(mangle("a\\x20b", Mode::Auto), "a\\x20b");
         assert_eq!(mangle("a\\x20b", Mode::Hex), "a\\x5cx20b");
         assert_eq!(
-            unmangle("c;d", "name", Mode::Auto).unwrap_err(),
+            unmangle("c;d", "name", Mode::Auto).unwrap_err().to_string(),
             "The name \"c;d\" should be mangled but it contains blacklisted characters."
         );
+    }
+
+    #[test]
+    fn requests_and_replies_are_mangled() {
+        let req = request(
+            Request::Rename {
+                dev: DevSel::Name("a b".into()),
+                new_name: "c;d".into(),
+            },
+            Mode::Auto,
+        );
+        match req {
+            Request::Rename { dev, new_name } => {
+                assert_eq!(dev, DevSel::Name("a\\x20b".into()));
+                assert_eq!(new_name, "c\\x3bd");
+            }
+            other => panic!("{other:?}"),
+        }
+        let dev = |name: &str| DevInfo {
+            name: name.into(),
+            uuid: String::new(),
+            major: 253,
+            minor: 0,
+            open_count: 0,
+            event_nr: 0,
+            suspended: false,
+            read_only: false,
+            live_table: true,
+            inactive_table: false,
+            target_count: 1,
+            deferred_remove: false,
+            resumed: true,
+        };
+        match reply(Reply::List(vec![dev("a\\x20b")]), Mode::Auto).unwrap() {
+            Reply::List(l) => assert_eq!(l[0].name, "a b"),
+            other => panic!("{other:?}"),
+        }
+        let e = reply(Reply::Info(dev("a;b")), Mode::Auto).unwrap_err();
+        assert_eq!((e.what, e.errno()), ("name", libc::EINVAL));
+        assert!(reply(Reply::Info(dev("a;b")), Mode::None).is_ok());
     }
 }
