@@ -13,6 +13,7 @@ pub mod kscan;
 pub mod linear;
 pub mod log_writes;
 pub mod mirror;
+pub mod multipath;
 pub mod snapshot;
 pub mod striped;
 pub mod switch;
@@ -63,6 +64,7 @@ pub fn register_builtin(types: &TargetTypes) {
     module("era", Arc::new(era::EraType));
     module("clone", Arc::new(clone::CloneType));
     module("mirror", Arc::new(mirror::MirrorType));
+    module("multipath", Arc::new(multipath::MultipathType));
 }
 
 /// A `TargetTypes` with every built-in target registered.
