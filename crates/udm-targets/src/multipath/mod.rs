@@ -12,6 +12,7 @@
 //! The target publishes its paths (`MultipathPaths`) under its device, for a path checker.
 
 pub mod selector;
+pub mod topology;
 
 use crate::kscan::{scan_u32, ArgSet, DmArg};
 use parking_lot::Mutex;
