@@ -8,6 +8,7 @@
 
 mod error;
 pub mod exports;
+pub mod multipathd;
 mod quickstart;
 mod serve;
 pub mod state;
@@ -65,6 +66,8 @@ pub struct DaemonConfig {
     pub verity_trusted_certs: Vec<PathBuf>,
     /// Create the demo device `udm0` (an image in the state directory) after starting.
     pub quickstart: bool,
+    /// The multipathd role: path checkers for multipath devices.
+    pub multipathd: multipathd::MultipathdConfig,
 }
 
 impl DaemonConfig {
@@ -96,6 +99,7 @@ pub struct Daemon {
     stop: Arc<AtomicBool>,
     /// Wakes the state saver (`false`: save; `true`: quit).
     saver: crossbeam_channel::Sender<bool>,
+    multipathd: Option<multipathd::Multipathd>,
 }
 
 /// Save the state file after every registry event too (a deferred remove finishing when
@@ -320,7 +324,10 @@ impl Daemon {
             ublk,
             stop,
             saver,
+            multipathd: None,
         };
+        let mut d = d;
+        d.multipathd = multipathd::Multipathd::start(&d.registry, &cfg.multipathd);
         if cfg.quickstart
             && d.registry
                 .info(&DevSel::Name("udm0".into()), false)
@@ -366,7 +373,11 @@ impl Daemon {
             ublk,
             saver,
             info,
+            multipathd,
         } = self;
+        if let Some(m) = multipathd {
+            m.stop();
+        }
         stop.store(true, Ordering::SeqCst);
         for d in registry.list().iter().filter(|d| d.open_count > 0) {
             tracing::warn!(
