@@ -94,7 +94,9 @@ fn checker_fails_a_dead_path_within_a_poll_and_reinstates_it() {
         "mp",
         "0 16384 multipath 0 0 2 1 round-robin 0 1 1 /dev/mapper/pa 1 round-robin 0 1 1 /dev/mapper/pb 1",
     );
-    // A path that errors is failed by the checker (default poll: 1 s) without any I/O.
+    // A path that errors is failed by the checker (default poll: 1 s) without any I/O;
+    // killed mid-way between polls (the checker starts with the device).
+    std::thread::sleep(Duration::from_millis(1500));
     swap(&d, "pa", "0 16384 error");
     let took = wait_status(&d, "mp", Duration::from_secs(5), |s| {
         s.contains(&format!("{pa} F 1"))
