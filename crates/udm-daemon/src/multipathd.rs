@@ -120,7 +120,8 @@ impl MultipathdConfig {
                         "fail" => NoPathRetry::Fail,
                         "queue" => NoPathRetry::Queue,
                         n => NoPathRetry::Polls(
-                            n.parse().map_err(|_| bad("expected queue, fail or a number"))?,
+                            n.parse()
+                                .map_err(|_| bad("expected queue, fail or a number"))?,
                         ),
                     })
                 }
@@ -370,7 +371,10 @@ mod tests {
         assert_eq!(c.no_path_retry, Some(NoPathRetry::Polls(3)));
         assert_eq!(c.failback, Failback::Immediate);
         assert_eq!(c.checker, PathChecker::Directio);
-        assert_eq!(MultipathdConfig::parse("").unwrap(), MultipathdConfig::default());
+        assert_eq!(
+            MultipathdConfig::parse("").unwrap(),
+            MultipathdConfig::default()
+        );
         assert!(MultipathdConfig::parse("no_path_retry maybe").is_err());
         assert!(MultipathdConfig::parse("polling_interval 0").is_err());
         assert!(MultipathdConfig::parse("colour blue").is_err());

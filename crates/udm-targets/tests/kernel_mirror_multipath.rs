@@ -36,7 +36,12 @@ fn tagged(out: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn udm_line(reg: &udm_core::Registry, name: &str, ty: StatusType, map: &[(String, String)]) -> String {
+fn udm_line(
+    reg: &udm_core::Registry,
+    name: &str,
+    ty: StatusType,
+    map: &[(String, String)],
+) -> String {
     let (_, st) = reg.status(&sel(name), false, ty).unwrap();
     let t = &st[0];
     let mut line = format!("{} {} {} {}", t.start, t.len, t.ttype, t.params);
@@ -60,7 +65,11 @@ fn kernel_error<'a>(out: &'a str, tag: &str) -> &'a str {
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{tag} ")))
         .unwrap_or_else(|| panic!("no {tag} in:\n{out}"));
-    let l = l.split_once(": mirror: ").or(l.split_once(": multipath: ")).map(|x| x.1).unwrap_or(l);
+    let l = l
+        .split_once(": mirror: ")
+        .or(l.split_once(": multipath: "))
+        .map(|x| x.1)
+        .unwrap_or(l);
     l.rsplit_once(" (-").map(|x| x.0).unwrap_or(l)
 }
 
@@ -106,7 +115,12 @@ fn kernel_mirror_multipath_match_udm() {
         )
     };
     let t_sync = |d: &dyn Fn(usize) -> String| {
-        format!("0 {SECTORS} mirror disk 2 {} 512 2 {} 0 {} 0", d(5), d(3), d(4))
+        format!(
+            "0 {SECTORS} mirror disk 2 {} 512 2 {} 0 {} 0",
+            d(5),
+            d(3),
+            d(4)
+        )
     };
     let t_core = |d: &dyn Fn(usize) -> String| {
         format!(
@@ -146,14 +160,34 @@ fn kernel_mirror_multipath_match_udm() {
     ];
     let bad: Vec<String> = vec![
         format!("0 {SECTORS} mirror core 1 1000 2 {} 0 {} 0", vd(0), vd(1)),
-        format!("0 {SECTORS} mirror core 1 1024 2 {} 0 {} 0 1 keep_log", vd(0), vd(1)),
+        format!(
+            "0 {SECTORS} mirror core 1 1024 2 {} 0 {} 0 1 keep_log",
+            vd(0),
+            vd(1)
+        ),
         format!("0 {SECTORS} mirror core 1 1024 1 {} 0", vd(0)),
-        format!("0 {SECTORS} mirror core 1 1024 2 {} 0 {} 0 0 x", vd(0), vd(1)),
+        format!(
+            "0 {SECTORS} mirror core 1 1024 2 {} 0 {} 0 0 x",
+            vd(0),
+            vd(1)
+        ),
         format!("0 {SECTORS} mirror core 1 1024 2 {} 0 {} x", vd(0), vd(1)),
-        format!("0 {SECTORS} multipath 0 0 2 1 round-robin 0 1 1 {} 1", vd(0)),
-        format!("0 {SECTORS} multipath 1 bogus 0 1 1 round-robin 0 1 1 {} 1", vd(0)),
-        format!("0 {SECTORS} multipath 0 0 1 1 round-robin 0 1 1 {} 1 2", vd(0)),
-        format!("0 {SECTORS} multipath 0 0 1 1 service-time 0 1 2 {} 1 200", vd(0)),
+        format!(
+            "0 {SECTORS} multipath 0 0 2 1 round-robin 0 1 1 {} 1",
+            vd(0)
+        ),
+        format!(
+            "0 {SECTORS} multipath 1 bogus 0 1 1 round-robin 0 1 1 {} 1",
+            vd(0)
+        ),
+        format!(
+            "0 {SECTORS} multipath 0 0 1 1 round-robin 0 1 1 {} 1 2",
+            vd(0)
+        ),
+        format!(
+            "0 {SECTORS} multipath 0 0 1 1 service-time 0 1 2 {} 1 200",
+            vd(0)
+        ),
     ];
 
     let mut s = String::from(
@@ -171,15 +205,24 @@ fn kernel_mirror_multipath_match_udm() {
     s += "}\n";
     s += &format!("dmsetup create m1 --table \"{}\"\n", t_nosync(&vd));
     s += "echo \"M1S0 $(dmsetup status m1)\"\nwrites m1\necho \"M1S1 $(dmsetup status m1)\"\necho \"M1T $(dmsetup table m1)\"\ndmsetup remove m1\n";
-    s += &format!("dmsetup create m2 --table \"{}\"\nwsync m2 16/16\n", t_sync(&vd));
+    s += &format!(
+        "dmsetup create m2 --table \"{}\"\nwsync m2 16/16\n",
+        t_sync(&vd)
+    );
     s += "writes m2\necho \"M2S $(dmsetup status m2)\"\necho \"M2T $(dmsetup table m2)\"\ndmsetup remove m2\n";
-    s += &format!("dmsetup create m3 --table \"{}\"\nwsync m3 8/8\n", t_core(&vd));
+    s += &format!(
+        "dmsetup create m3 --table \"{}\"\nwsync m3 8/8\n",
+        t_core(&vd)
+    );
     s += "echo \"M3S $(dmsetup status m3)\"\necho \"M3T $(dmsetup table m3)\"\ndmsetup remove m3\n";
     s += &format!("dmsetup create p1 --table \"{}\"\n", t_p1(&vd));
     s += "echo \"P1S0 $(dmsetup status p1)\"\necho \"P1T $(dmsetup table p1)\"\n";
     for (i, m) in p1_msgs.iter().enumerate() {
-        let m = m.replace("VD0", &format!("$(cat /sys/block/vda/dev)"));
-        s += &format!("dmsetup message p1 0 {m}\necho \"P1S{} $(dmsetup status p1)\"\n", i + 1);
+        let m = m.replace("VD0", "$(cat /sys/block/vda/dev)");
+        s += &format!(
+            "dmsetup message p1 0 {m}\necho \"P1S{} $(dmsetup status p1)\"\n",
+            i + 1
+        );
     }
     s += "dd if=/dev/mapper/p1 of=/dev/null bs=4096 count=1 iflag=direct status=none\n";
     s += "echo \"P1SIO $(dmsetup status p1)\"\ndmsetup remove p1\n";
@@ -196,7 +239,10 @@ fn kernel_mirror_multipath_match_udm() {
     }
     let disks: Vec<&Path> = k.files.iter().map(|p| p.as_path()).collect();
     let (out, err, code) = udm_testkit::refvm_run(&run, &disks, Some(share), &s);
-    assert_eq!(code, 0, "refvm script failed\nstdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(
+        code, 0,
+        "refvm script failed\nstdout:\n{out}\nstderr:\n{err}"
+    );
     let kt = tagged(&out);
     // udm paths → the guest's device numbers.
     let map: Vec<(String, String)> = (0..6)
@@ -248,7 +294,10 @@ fn kernel_mirror_multipath_match_udm() {
         let m = m.replace(&vd(0), &up(0)).replace("VD0", &up(0));
         let argv: Vec<String> = m.split(' ').map(String::from).collect();
         reg.message(&sel("p1"), 0, &argv).unwrap();
-        check(&format!("P1S{}", i + 1), udm_line(&reg, "p1", StatusType::Info, &map));
+        check(
+            &format!("P1S{}", i + 1),
+            udm_line(&reg, "p1", StatusType::Info, &map),
+        );
     }
     {
         let (dev, _g) = open(&reg, "p1");
@@ -259,7 +308,8 @@ fn kernel_mirror_multipath_match_udm() {
     create(&reg, "p2", &t_p2(&up)).unwrap();
     check("P2S", udm_line(&reg, "p2", StatusType::Info, &map));
     check("P2T", udm_line(&reg, "p2", StatusType::Table, &map));
-    reg.message(&sel("p2"), 0, &["fail_if_no_path".into()]).unwrap();
+    reg.message(&sel("p2"), 0, &["fail_if_no_path".into()])
+        .unwrap();
     check("P2T2", udm_line(&reg, "p2", StatusType::Table, &map));
     reg.remove(&sel("p2"), false).unwrap();
     create(&reg, "p3", &t_p3(&up)).unwrap();

@@ -145,7 +145,10 @@ fn disk_log_is_written_in_the_kernel_format() {
     create(&reg, "m", &t("")).unwrap();
     assert!(info(&reg, "m").contains(" 8/8 1 AA "));
     reg.remove(&sel("m"), false).unwrap();
-    assert_eq!(std::fs::read(&b).unwrap(), vec![3u8; (SECTORS * 512) as usize]);
+    assert_eq!(
+        std::fs::read(&b).unwrap(),
+        vec![3u8; (SECTORS * 512) as usize]
+    );
     // `sync` forces a full resync.
     create(&reg, "m", &t(" sync")).unwrap();
     wait_sync(&reg, "m", "8/8");

@@ -32,30 +32,56 @@ fn status_and_table_lines_follow_the_kernel() {
     create(
         &reg,
         "p1",
-        &format!("0 {SECTORS} multipath 0 0 2 1 round-robin 0 1 1 {a} 1000 round-robin 0 1 1 {b} 1000"),
+        &format!(
+            "0 {SECTORS} multipath 0 0 2 1 round-robin 0 1 1 {a} 1000 round-robin 0 1 1 {b} 1000"
+        ),
     )
     .unwrap();
     let info = |r: &udm_core::Registry| st(r, "p1", StatusType::Info);
-    assert_eq!(info(&reg), format!("2 1 0 0 2 1 E 0 1 0 {a} A 0 E 0 1 0 {b} A 0 "));
+    assert_eq!(
+        info(&reg),
+        format!("2 1 0 0 2 1 E 0 1 0 {a} A 0 E 0 1 0 {b} A 0 ")
+    );
     assert_eq!(
         st(&reg, "p1", StatusType::Table),
         format!("0 0 2 1 round-robin 0 1 1 {a} 1 round-robin 0 1 1 {b} 1 ")
     );
     msg(&reg, "p1", &format!("fail_path {a}")).unwrap();
-    assert_eq!(info(&reg), format!("2 1 0 0 2 1 E 0 1 0 {a} F 1 E 0 1 0 {b} A 0 "));
+    assert_eq!(
+        info(&reg),
+        format!("2 1 0 0 2 1 E 0 1 0 {a} F 1 E 0 1 0 {b} A 0 ")
+    );
     msg(&reg, "p1", &format!("reinstate_path {a}")).unwrap();
-    assert_eq!(info(&reg), format!("2 1 0 0 2 1 E 0 1 0 {a} A 1 E 0 1 0 {b} A 0 "));
+    assert_eq!(
+        info(&reg),
+        format!("2 1 0 0 2 1 E 0 1 0 {a} A 1 E 0 1 0 {b} A 0 ")
+    );
     msg(&reg, "p1", "switch_group 2").unwrap();
-    assert_eq!(info(&reg), format!("2 1 0 0 2 2 E 0 1 0 {a} A 1 E 0 1 0 {b} A 0 "));
+    assert_eq!(
+        info(&reg),
+        format!("2 1 0 0 2 2 E 0 1 0 {a} A 1 E 0 1 0 {b} A 0 ")
+    );
     msg(&reg, "p1", "disable_group 1").unwrap();
-    assert_eq!(info(&reg), format!("2 1 0 0 2 2 D 0 1 0 {a} A 1 E 0 1 0 {b} A 0 "));
+    assert_eq!(
+        info(&reg),
+        format!("2 1 0 0 2 2 D 0 1 0 {a} A 1 E 0 1 0 {b} A 0 ")
+    );
     // I/O makes group 2 active and clears queue_io.
     {
         let (dev, _g) = open(&reg, "p1");
         read(&*dev, 0, 512);
     }
-    assert_eq!(info(&reg), format!("2 0 0 0 2 2 D 0 1 0 {a} A 1 A 0 1 0 {b} A 0 "));
-    for bad in ["switch_group 3", "disable_group 0", "fail_path /nope", "bogus 1", "a b c"] {
+    assert_eq!(
+        info(&reg),
+        format!("2 0 0 0 2 2 D 0 1 0 {a} A 1 A 0 1 0 {b} A 0 ")
+    );
+    for bad in [
+        "switch_group 3",
+        "disable_group 0",
+        "fail_path /nope",
+        "bogus 1",
+        "a b c",
+    ] {
         assert!(msg(&reg, "p1", bad).is_err(), "{bad}");
     }
 
@@ -90,7 +116,9 @@ fn status_and_table_lines_follow_the_kernel() {
     );
     assert_eq!(
         st(&reg, "p3", StatusType::Table),
-        format!("3 retain_attached_hw_handler queue_mode bio 0 1 1 queue-length 0 2 1 {b} 1 {a} 1 ")
+        format!(
+            "3 retain_attached_hw_handler queue_mode bio 0 1 1 queue-length 0 2 1 {b} 1 {a} 1 "
+        )
     );
     create(
         &reg,
@@ -103,15 +131,42 @@ fn status_and_table_lines_follow_the_kernel() {
         format!("0 0 1 1 historical-service-time 2 972 0 1 1 {a} 0 ")
     );
     let bad = [
-        (format!("0 0 1 1 foo 0 1 1 {a} 1"), "unknown path selector type"),
-        (format!("1 bogus 0 1 1 round-robin 0 1 1 {a} 1"), "Unrecognised multipath feature request"),
-        (format!("0 0 2 1 round-robin 0 1 1 {a} 1"), "priority group count mismatch"),
-        (format!("0 0 1 0 round-robin 0 1 1 {a} 1"), "invalid initial priority group"),
-        (format!("0 0 1 1 round-robin 0 1 2 {a} 1"), "not enough path parameters"),
-        (format!("0 0 1 1 round-robin 0 1 1 {a} 1 2"), "not enough priority group arguments"),
-        (format!("0 0 1 1 round-robin 0 1 2 {a} 1 2"), "round-robin ps: incorrect number of arguments"),
-        (format!("2 pg_init_retries 51 0 1 1 round-robin 0 1 1 {a} 1"), "pg_init_retries must be between 1 and 50"),
-        (format!("0 1 alua 1 1 round-robin 0 1 1 {a} 1"), "error attaching hardware handler"),
+        (
+            format!("0 0 1 1 foo 0 1 1 {a} 1"),
+            "unknown path selector type",
+        ),
+        (
+            format!("1 bogus 0 1 1 round-robin 0 1 1 {a} 1"),
+            "Unrecognised multipath feature request",
+        ),
+        (
+            format!("0 0 2 1 round-robin 0 1 1 {a} 1"),
+            "priority group count mismatch",
+        ),
+        (
+            format!("0 0 1 0 round-robin 0 1 1 {a} 1"),
+            "invalid initial priority group",
+        ),
+        (
+            format!("0 0 1 1 round-robin 0 1 2 {a} 1"),
+            "not enough path parameters",
+        ),
+        (
+            format!("0 0 1 1 round-robin 0 1 1 {a} 1 2"),
+            "not enough priority group arguments",
+        ),
+        (
+            format!("0 0 1 1 round-robin 0 1 2 {a} 1 2"),
+            "round-robin ps: incorrect number of arguments",
+        ),
+        (
+            format!("2 pg_init_retries 51 0 1 1 round-robin 0 1 1 {a} 1"),
+            "pg_init_retries must be between 1 and 50",
+        ),
+        (
+            format!("0 1 alua 1 1 round-robin 0 1 1 {a} 1"),
+            "error attaching hardware handler",
+        ),
         ("9".to_string(), "invalid number of feature args"),
     ];
     for (t, want) in bad {
@@ -164,17 +219,24 @@ fn io_moves_to_another_path_and_waits_with_no_path() {
     // No path left: the read waits until a path is reinstated.
     reload("pb", &dead);
     let rx = read_async(&*dev);
-    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "completed with no path");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "completed with no path"
+    );
     let s = st(&reg, "mp", StatusType::Info);
     assert!(s.contains(" F 1 ") && !s.contains(" A "), "{s}");
     reload("pa", &good);
     msg(&reg, "mp", "reinstate_path /dev/mapper/pa").unwrap();
-    let got = rx.recv_timeout(Duration::from_secs(30)).expect("queued read ends");
+    let got = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("queued read ends");
     assert_eq!(got.unwrap(), vec![0x42; 4096]);
     // Without queue_if_no_path, I/O with no path fails at once.
     msg(&reg, "mp", "fail_if_no_path").unwrap();
     msg(&reg, "mp", "fail_path /dev/mapper/pa").unwrap();
-    let got = read_async(&*dev).recv_timeout(Duration::from_secs(30)).unwrap();
+    let got = read_async(&*dev)
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap();
     assert_eq!(got.unwrap_err(), udm_io::IoError::Io);
     // A queued I/O fails when queueing is turned off.
     msg(&reg, "mp", "queue_if_no_path").unwrap();

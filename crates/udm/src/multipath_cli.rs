@@ -4,7 +4,8 @@
 use udm_proto::{Client, DevSel, Reply, Request};
 use udm_targets::multipath::topology::{self, DeviceHead};
 
-const USAGE: &str = "Usage: udm multipath -ll|-l [NAME]   (the topology of udm's multipath devices)\n";
+const USAGE: &str =
+    "Usage: udm multipath -ll|-l [NAME]   (the topology of udm's multipath devices)\n";
 
 fn status(c: &mut Client, name: &str, table: bool) -> Option<(u64, String, String)> {
     match c.call(Request::Status {
@@ -46,7 +47,10 @@ pub fn main(args: &[String]) -> i32 {
     let mut c = match Client::connect(&socket) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("udm multipath: cannot reach the udm daemon at {} ({e})", socket.display());
+            eprintln!(
+                "udm multipath: cannot reach the udm daemon at {} ({e})",
+                socket.display()
+            );
             return 1;
         }
     };
@@ -59,7 +63,10 @@ pub fn main(args: &[String]) -> i32 {
         }
     };
     let mut found = false;
-    for d in devs.iter().filter(|d| name.as_ref().is_none_or(|n| *n == d.name)) {
+    for d in devs
+        .iter()
+        .filter(|d| name.as_ref().is_none_or(|n| *n == d.name))
+    {
         let Some((len, ttype, table)) = status(&mut c, &d.name, true) else {
             continue;
         };

@@ -36,7 +36,11 @@ fn wait_status(d: &Daemon, name: &str, limit: Duration, cond: impl Fn(&str) -> b
         if cond(&s) {
             return t.elapsed();
         }
-        assert!(t.elapsed() < limit, "{name}: status stayed {s}\n{}", d.log());
+        assert!(
+            t.elapsed() < limit,
+            "{name}: status stayed {s}\n{}",
+            d.log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -122,10 +126,16 @@ fn checker_fails_a_dead_path_within_a_poll_and_reinstates_it() {
     assert!(status(&d, "mp").contains(&format!("A 0 1 0 {pb} A 0")));
     // Back: reinstated, and failback immediate switches to group 1 again.
     swap(&d, "pa", &good);
-    wait_status(&d, "mp", Duration::from_secs(5), |s| s.contains(&format!("{pa} A 1")));
+    wait_status(&d, "mp", Duration::from_secs(5), |s| {
+        s.contains(&format!("{pa} A 1"))
+    });
     wait_status(&d, "mp", Duration::from_secs(5), |s| s.contains(" 2 1 "));
     client.read(0, &mut buf).unwrap();
-    assert!(status(&d, "mp").contains(&format!("A 0 1 0 {pa} A 1")), "{}", status(&d, "mp"));
+    assert!(
+        status(&d, "mp").contains(&format!("A 0 1 0 {pa} A 1")),
+        "{}",
+        status(&d, "mp")
+    );
     assert!(udm(&d, &["multipath", "-ll", "mp"]).contains("status=active\n| `- "));
 }
 
@@ -143,7 +153,9 @@ fn alternate(queue: bool) {
     let feat = if queue { "1 queue_if_no_path" } else { "0" };
     d.create(
         "mp",
-        &format!("0 32768 multipath {feat} 0 1 1 round-robin 0 2 1 /dev/mapper/pa 1 /dev/mapper/pb 1"),
+        &format!(
+            "0 32768 multipath {feat} 0 1 1 round-robin 0 2 1 /dev/mapper/pa 1 /dev/mapper/pb 1"
+        ),
     );
     let info = |n: &str| udm(&d, &["info", "-c", "--noheadings", "-o", "major,minor", n]);
     let ids = [info("pa").trim().to_string(), info("pb").trim().to_string()];
@@ -158,7 +170,9 @@ fn alternate(queue: bool) {
         if queue && round == 3 {
             // Both down for a moment: I/O queues, then goes on.
             swap(&d, "pa", "0 32768 error");
-            wait_status(&d, "mp", Duration::from_secs(10), |s| s.matches(" F ").count() == 2);
+            wait_status(&d, "mp", Duration::from_secs(10), |s| {
+                s.matches(" F ").count() == 2
+            });
             std::thread::sleep(Duration::from_millis(300));
             swap(&d, "pa", &good);
         }
@@ -177,7 +191,9 @@ fn alternate(queue: bool) {
         .sum();
     assert!(fails >= 6, "every round failed a path: {s}");
     // Verify what fio wrote, through the multipath device again.
-    let out = fio(&d.uri("mp"), &["--verify_only"]).wait_with_output().unwrap();
+    let out = fio(&d.uri("mp"), &["--verify_only"])
+        .wait_with_output()
+        .unwrap();
     fio_ok(out, &d);
 }
 
@@ -209,7 +225,9 @@ fn a_mirror_leg_dies_under_fio_and_is_rebuilt() {
             a.display()
         ),
     );
-    wait_status(&d, "m", Duration::from_secs(30), |s| s.contains(" 32/32 1 AA "));
+    wait_status(&d, "m", Duration::from_secs(30), |s| {
+        s.contains(" 32/32 1 AA ")
+    });
     let job = fio(&d.uri("m"), &["--rate=4m"]);
     std::thread::sleep(Duration::from_millis(500));
     swap(&d, "legb", "0 32768 error");
@@ -217,16 +235,23 @@ fn a_mirror_leg_dies_under_fio_and_is_rebuilt() {
     fio_ok(out, &d);
     let s = status(&d, "m");
     assert!(s.contains(" 1 AD 1 core"), "{s}");
-    let out = fio(&d.uri("m"), &["--verify_only"]).wait_with_output().unwrap();
+    let out = fio(&d.uri("m"), &["--verify_only"])
+        .wait_with_output()
+        .unwrap();
     fio_ok(out, &d);
     // The leg comes back; a suspend/resume cycle (what lvconvert --repair or dmeventd does)
     // resyncs the regions written while it was dead, and the legs are identical again.
     swap(&d, "legb", &leg_b);
     udm(&d, &["suspend", "m"]);
     udm(&d, &["resume", "m"]);
-    wait_status(&d, "m", Duration::from_secs(30), |s| s.contains(" 32/32 1 AA "));
+    wait_status(&d, "m", Duration::from_secs(30), |s| {
+        s.contains(" 32/32 1 AA ")
+    });
     udm(&d, &["remove", "m"]);
-    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "legs differ");
+    assert!(
+        std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+        "legs differ"
+    );
 }
 
 #[test]
@@ -244,7 +269,13 @@ fn a_mirror_with_a_remote_leg_serves_through_an_outage_and_resyncs_what_changed(
         .port();
     let listen = format!("127.0.0.1:{port}");
     let leg = format!("0 32768 linear {} 0", remote.display());
-    let server_args = ["--no-fuse", "--no-restore", "--nbd-insecure", "--nbd-listen", &listen];
+    let server_args = [
+        "--no-fuse",
+        "--no-restore",
+        "--nbd-insecure",
+        "--nbd-listen",
+        &listen,
+    ];
     let server = Daemon::start_with(bin(), &server_args);
     server.create("leg", &leg);
     let c = Daemon::start_with(bin(), &["--no-fuse", "--no-multipathd"]);
@@ -255,14 +286,23 @@ fn a_mirror_with_a_remote_leg_serves_through_an_outage_and_resyncs_what_changed(
             local.display()
         ),
     );
-    wait_status(&c, "m", Duration::from_secs(30), |s| s.contains(" 128/128 1 AA "));
+    wait_status(&c, "m", Duration::from_secs(30), |s| {
+        s.contains(" 128/128 1 AA ")
+    });
     // The remote stops; writes go on (they wait out the 1 s outage limit once).
     drop(server);
-    let out = fio(&c.uri("m"), &["--size=2m", "--offset=4m"]).wait_with_output().unwrap();
+    let out = fio(&c.uri("m"), &["--size=2m", "--offset=4m"])
+        .wait_with_output()
+        .unwrap();
     fio_ok(out, &c);
     let s = status(&c, "m");
     assert!(s.contains(" 1 AD 1 core"), "{s}");
-    let in_sync: u64 = s.split_whitespace().find_map(|f| f.strip_suffix("/128")).unwrap().parse().unwrap();
+    let in_sync: u64 = s
+        .split_whitespace()
+        .find_map(|f| f.strip_suffix("/128"))
+        .unwrap()
+        .parse()
+        .unwrap();
     eprintln!("while the remote was down: {s}");
     // Only the regions written meanwhile (2 MiB at 4 MiB: 16 of 128) are out of sync.
     assert_eq!(in_sync, 128 - 16, "{s}");
@@ -280,5 +320,8 @@ fn a_mirror_with_a_remote_leg_serves_through_an_outage_and_resyncs_what_changed(
         assert!(t.elapsed() < Duration::from_secs(30), "{}", status(&c, "m"));
     }
     udm(&c, &["remove", "m"]);
-    assert!(std::fs::read(&local).unwrap() == std::fs::read(&remote).unwrap(), "legs differ");
+    assert!(
+        std::fs::read(&local).unwrap() == std::fs::read(&remote).unwrap(),
+        "legs differ"
+    );
 }

@@ -324,7 +324,10 @@ impl DirtyLog {
         if r.is_err() {
             klog::warn(
                 LOG_PREFIX,
-                &format!("{}: Failed to write header on dirty region log device", d.id),
+                &format!(
+                    "{}: Failed to write header on dirty region log device",
+                    d.id
+                ),
             );
             d.failed = true;
         }

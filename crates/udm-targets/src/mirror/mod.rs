@@ -181,7 +181,11 @@ impl MirrorTarget {
         let st = s.st.lock();
         MirrorParams {
             log: st.log.params.clone(),
-            legs: s.legs.iter().map(|l| (l.id.to_string(), l.offset)).collect(),
+            legs: s
+                .legs
+                .iter()
+                .map(|l| (l.id.to_string(), l.offset))
+                .collect(),
             handle_errors: s.handle_errors,
             keep_log: s.keep_log,
         }
@@ -268,7 +272,10 @@ mod tests {
         let p = parse_params(&words(t), Sectors(8192)).unwrap();
         assert_eq!(p.to_string(), t);
         let t = "disk 2 /l 1024 3 /a 0 /b 0 /c 0 2 handle_errors keep_log";
-        assert_eq!(parse_params(&words(t), Sectors(8192)).unwrap().to_string(), t);
+        assert_eq!(
+            parse_params(&words(t), Sectors(8192)).unwrap().to_string(),
+            t
+        );
         let bad = [
             ("core", "Insufficient mirror log arguments"),
             ("core x 1024", "Invalid mirror log argument count"),
@@ -278,9 +285,18 @@ mod tests {
             ("core 1 1024 2 /a 0", "Too few mirror arguments"),
             ("core 1 1024 2 /a 0 /b x", "Invalid offset"),
             ("core 1 1024 2 /a 0 /b 0 x", "Invalid number of features"),
-            ("core 1 1024 2 /a 0 /b 0 2 handle_errors", "Not enough arguments to support feature count"),
-            ("core 1 1024 2 /a 0 /b 0 1 nope", "Unrecognised feature requested"),
-            ("core 1 1024 2 /a 0 /b 0 1 keep_log", "keep_log feature requires the handle_errors feature"),
+            (
+                "core 1 1024 2 /a 0 /b 0 2 handle_errors",
+                "Not enough arguments to support feature count",
+            ),
+            (
+                "core 1 1024 2 /a 0 /b 0 1 nope",
+                "Unrecognised feature requested",
+            ),
+            (
+                "core 1 1024 2 /a 0 /b 0 1 keep_log",
+                "keep_log feature requires the handle_errors feature",
+            ),
             ("core 1 1024 2 /a 0 /b 0 0 x", "Too many mirror arguments"),
             ("core 1 1000 2 /a 0 /b 0", "Error creating mirror dirty log"),
         ];

@@ -249,9 +249,7 @@ impl Set {
     fn choose_leg(&self, st: &mut St) -> Option<usize> {
         let n = self.legs.len();
         st.rr = st.rr.wrapping_add(1);
-        (0..n)
-            .map(|k| (st.rr + k) % n)
-            .find(|&i| self.legs[i].ok())
+        (0..n).map(|k| (st.rr + k) % n).find(|&i| self.legs[i].ok())
     }
 
     // ---- reads ----
@@ -606,14 +604,16 @@ impl Set {
                     .legs
                     .iter()
                     .enumerate()
-                    .map(|(i, l)| {
-                        let r = udm_io::sync::flush(&*l.dev);
-                        if r.is_err() {
-                            self.fail_mirror(i, ERR_FLUSH);
+                    .filter(|(i, l)| {
+                        // Every leg is flushed (no short cut): each failure is recorded.
+                        let failed = udm_io::sync::flush(&*l.dev).is_err();
+                        if failed {
+                            self.fail_mirror(*i, ERR_FLUSH);
                         }
-                        r.is_ok()
+                        failed
                     })
-                    .fold(true, |a, b| a && b);
+                    .count()
+                    == 0;
             let mut st = self.st.lock();
             if st.log.flush(legs_ok).is_err() && !st.log_failure {
                 st.log_failure = true;
@@ -646,7 +646,12 @@ impl Set {
     }
 
     fn recover(self: &Arc<Self>, r: u64, default: usize) {
-        let at = |i: usize| Loc::new(self.legs[i].dev.clone(), Sectors(self.legs[i].offset + r * self.region));
+        let at = |i: usize| {
+            Loc::new(
+                self.legs[i].dev.clone(),
+                Sectors(self.legs[i].offset + r * self.region),
+            )
+        };
         let dests = (0..self.legs.len())
             .filter(|&i| i != default)
             .map(at)

@@ -275,7 +275,7 @@ impl Shared {
         {
             let mut m = self.m.lock();
             if save {
-                if !(!m.queue_if_no_path && m.saved_queue_if_no_path) {
+                if m.queue_if_no_path || !m.saved_queue_if_no_path {
                     m.saved_queue_if_no_path = m.queue_if_no_path;
                 }
             } else if !on {
@@ -338,7 +338,8 @@ impl TargetType for MultipathType {
                 "queue_if_no_path" => qinp = true,
                 "retain_attached_hw_handler" => retain = true,
                 "pg_init_retries" if argc >= 1 => {
-                    retries = a.read_arg(&arg(1, 50, "pg_init_retries must be between 1 and 50"))?;
+                    retries =
+                        a.read_arg(&arg(1, 50, "pg_init_retries must be between 1 and 50"))?;
                     argc -= 1;
                 }
                 "pg_init_delay_msecs" if argc >= 1 => {
@@ -369,7 +370,10 @@ impl TargetType for MultipathType {
         let mut hw_handler = false;
         if hw > 0 {
             if bio_mode {
-                klog::err(PREFIX, "bio-based multipath doesn't allow hardware handler args");
+                klog::err(
+                    PREFIX,
+                    "bio-based multipath doesn't allow hardware handler args",
+                );
             } else {
                 hw_handler = true;
             }
@@ -395,7 +399,9 @@ impl TargetType for MultipathType {
                 return Err(inval("unknown path selector type"));
             }
             let n = a.read_arg_group(&arg(0, 1024, "invalid number of path selector args"))?;
-            let sargs: Vec<String> = (0..n).map(|_| a.shift().unwrap_or_default().to_string()).collect();
+            let sargs: Vec<String> = (0..n)
+                .map(|_| a.shift().unwrap_or_default().to_string())
+                .collect();
             let mut sel = selector::create(sel_name, &sargs)
                 .map_err(|_| inval("path selector constructor failed"))?;
             let npaths = a.read_arg(&arg(1, 1024, "invalid number of paths"))?;
@@ -419,8 +425,9 @@ impl TargetType for MultipathType {
                         "error attaching hardware handler",
                     ));
                 }
-                let pargs: Vec<String> =
-                    (0..nargs).map(|_| a.shift().unwrap_or_default().to_string()).collect();
+                let pargs: Vec<String> = (0..nargs)
+                    .map(|_| a.shift().unwrap_or_default().to_string())
+                    .collect();
                 sel.add_path(&pargs).map_err(inval)?;
                 members.push(paths.len());
                 states.push(PathState {
@@ -655,7 +662,12 @@ impl Target for MultipathTarget {
                     }
                 }
             }
-            _ => return fail(format!("Unrecognised multipath message received: {}", argv[0])),
+            _ => {
+                return fail(format!(
+                    "Unrecognised multipath message received: {}",
+                    argv[0]
+                ))
+            }
         }
         Ok(None)
     }

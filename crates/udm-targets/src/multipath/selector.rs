@@ -233,7 +233,10 @@ impl Selector for Listed {
         if repeat > 1 && self.kind != Kind::Historical {
             klog::warn(
                 "multipath",
-                &format!("{}: repeat_count > 1 is deprecated, using 1 instead", self.prefix()),
+                &format!(
+                    "{}: repeat_count > 1 is deprecated, using 1 instead",
+                    self.prefix()
+                ),
             );
             repeat = 1;
         }

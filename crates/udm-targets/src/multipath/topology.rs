@@ -36,7 +36,9 @@ struct Words(std::vec::IntoIter<String>);
 
 impl Words {
     fn word(&mut self) -> Result<String, String> {
-        self.0.next().ok_or_else(|| "truncated multipath line".to_string())
+        self.0
+            .next()
+            .ok_or_else(|| "truncated multipath line".to_string())
     }
     fn num(&mut self) -> Result<u32, String> {
         let w = self.word()?;
@@ -194,8 +196,7 @@ mod tests {
 
     const TABLE: &str =
         "1 queue_if_no_path 0 2 1 round-robin 0 1 1 7:0 1 service-time 0 2 2 7:1 1 1 7:2 1 4 ";
-    const STATUS: &str =
-        "2 0 0 0 2 1 A 0 1 0 7:0 F 3 E 0 2 2 7:1 A 0 0 1 7:2 A 1 4096 4 ";
+    const STATUS: &str = "2 0 0 0 2 1 A 0 1 0 7:0 F 3 E 0 2 2 7:1 A 0 0 1 7:2 A 1 4096 4 ";
 
     #[test]
     fn parses_groups_and_paths() {
