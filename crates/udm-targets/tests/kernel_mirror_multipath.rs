@@ -130,6 +130,17 @@ fn kernel_mirror_multipath_match_udm() {
             d(3)
         )
     };
+    let t_fail = |d: &dyn Fn(usize) -> String| {
+        let kb = if d(0).starts_with("/dev/vd") {
+            "/dev/mapper/kb"
+        } else {
+            "/dev/mapper/ub"
+        };
+        format!(
+            "0 {SECTORS} mirror core 2 1024 nosync 2 {} 0 {kb} 0 2 handle_errors keep_log",
+            d(0)
+        )
+    };
     let t_p1 = |d: &dyn Fn(usize) -> String| {
         format!(
             "0 {SECTORS} multipath 0 0 2 1 round-robin 0 1 1 {} 1000 round-robin 0 1 1 {} 1000",
@@ -215,6 +226,19 @@ fn kernel_mirror_multipath_match_udm() {
         t_core(&vd)
     );
     s += "echo \"M3S $(dmsetup status m3)\"\necho \"M3T $(dmsetup table m3)\"\ndmsetup remove m3\n";
+    // A leg that dies: writes go on, the leg is marked D, its regions fall out of sync.
+    s += &format!(
+        "dmsetup create kb --table \"0 {SECTORS} linear {} 0\"\n",
+        vd(1)
+    );
+    s += "echo \"KB $(dmsetup info -c --noheadings -o major,minor kb)\"\n";
+    s += &format!("dmsetup create m4 --table \"{}\"\n", t_fail(&vd));
+    s += "dd if=w.bin of=/dev/mapper/m4 bs=512 seek=0 count=8 oflag=direct conv=notrunc status=none\n";
+    s += &format!("dmsetup reload kb --table \"0 {SECTORS} error\"\ndmsetup resume kb\n");
+    s += "dd if=w.bin of=/dev/mapper/m4 bs=512 seek=2048 count=8 oflag=direct conv=notrunc status=none\nsleep 1\n";
+    s += "echo \"M4S $(dmsetup status m4)\"\n";
+    s += "dd if=/dev/mapper/m4 of=/dev/null bs=4096 count=1 skip=256 iflag=direct status=none\n";
+    s += "echo \"M4S2 $(dmsetup status m4)\"\ndmsetup remove m4\ndmsetup remove kb\n";
     s += &format!("dmsetup create p1 --table \"{}\"\n", t_p1(&vd));
     s += "echo \"P1S0 $(dmsetup status p1)\"\necho \"P1T $(dmsetup table p1)\"\n";
     for (i, m) in p1_msgs.iter().enumerate() {
@@ -281,6 +305,31 @@ fn kernel_mirror_multipath_match_udm() {
     check("M3S", udm_line(&reg, "m3", StatusType::Info, &map));
     check("M3T", udm_line(&reg, "m3", StatusType::Table, &map));
     reg.remove(&sel("m3"), false).unwrap();
+    create(&reg, "ub", &format!("0 {SECTORS} linear {} 0", up(1))).unwrap();
+    let ub = reg.info(&sel("ub"), false).unwrap();
+    let mut map = map;
+    map.insert(0, (format!("{}:{}", ub.major, ub.minor), kt["KB"].clone()));
+    create(&reg, "m4", &t_fail(&up)).unwrap();
+    {
+        let (dev, _g) = open(&reg, "m4");
+        write(&*dev, 0, &data[..4096]);
+        reg.load(&sel("ub"), &lines(&format!("0 {SECTORS} error")), false)
+            .unwrap();
+        reg.resume(&sel("ub")).unwrap();
+        write(&*dev, 2048, &data[..4096]);
+        let t = Instant::now();
+        // The resync attempt of the failed region runs in the background.
+        while udm_line(&reg, "m4", StatusType::Info, &map) != kt["M4S"]
+            && t.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        check("M4S", udm_line(&reg, "m4", StatusType::Info, &map));
+        read(&*dev, 2048, 4096);
+        check("M4S2", udm_line(&reg, "m4", StatusType::Info, &map));
+    }
+    reg.remove(&sel("m4"), false).unwrap();
+    reg.remove(&sel("ub"), false).unwrap();
     for i in 0..6 {
         assert!(
             std::fs::read(&k.files[i]).unwrap() == std::fs::read(&u.files[i]).unwrap(),
