@@ -162,6 +162,17 @@ fn kernel_mirror_multipath_match_udm() {
             d(1)
         )
     };
+    let t_p6 = |d: &dyn Fn(usize) -> String| {
+        let kb = if d(0).starts_with("/dev/vd") {
+            "/dev/mapper/kb"
+        } else {
+            "/dev/mapper/ub"
+        };
+        format!(
+            "0 {SECTORS} multipath 2 queue_mode bio 0 1 1 round-robin 0 2 1 {kb} 1 {} 1",
+            d(3)
+        )
+    };
     let p1_msgs = [
         format!("fail_path {}", vd(0)),
         "reinstate_path VD0".to_string(),
@@ -255,6 +266,18 @@ fn kernel_mirror_multipath_match_udm() {
     s += "dmsetup message p2 0 fail_if_no_path\necho \"P2T2 $(dmsetup table p2)\"\ndmsetup remove p2\n";
     s += &format!("dmsetup create p3 --table \"{}\"\n", t_p3(&vd));
     s += "echo \"P3S $(dmsetup status p3)\"\necho \"P3T $(dmsetup table p3)\"\ndmsetup remove p3\n";
+    // A path that errors under I/O is failed and the I/O retried on the other one.
+    s += &format!(
+        "dmsetup create kb --table \"0 {SECTORS} linear {} 0\"\ndmsetup reload kb --table \"0 {SECTORS} error\"\ndmsetup resume kb\n",
+        vd(1)
+    );
+    s += "echo \"KB2 $(dmsetup info -c --noheadings -o major,minor kb)\"\n";
+    s += &format!(
+        "dmsetup create p6 --table \"{}\" || {{ dmesg | tail -5; exit 1; }}\n",
+        t_p6(&vd)
+    );
+    s += "dd if=/dev/mapper/p6 of=/dev/null bs=4096 count=3 iflag=direct status=none\n";
+    s += "echo \"P6S $(dmsetup status p6)\"\ndmsetup remove p6\ndmsetup remove kb\n";
     s += "set +e\n";
     for (i, t) in bad.iter().enumerate() {
         s += &format!(
@@ -365,6 +388,26 @@ fn kernel_mirror_multipath_match_udm() {
     check("P3S", udm_line(&reg, "p3", StatusType::Info, &map));
     check("P3T", udm_line(&reg, "p3", StatusType::Table, &map));
     reg.remove(&sel("p3"), false).unwrap();
+    create(&reg, "ub", &format!("0 {SECTORS} error")).unwrap();
+    let ub = reg.info(&sel("ub"), false).unwrap();
+    map.insert(0, (format!("{}:{}", ub.major, ub.minor), kt["KB2"].clone()));
+    create(&reg, "p6", &t_p6(&up)).unwrap();
+    {
+        let (dev, _g) = open(&reg, "p6");
+        for i in 0..3 {
+            read(&*dev, i * 8, 4096);
+        }
+    }
+    check("P6S", udm_line(&reg, "p6", StatusType::Info, &map));
+    assert!(
+        udm_core::klog::lines()
+            .iter()
+            .any(|l| l.contains("Failing path")),
+        "{:?}",
+        udm_core::klog::lines()
+    );
+    reg.remove(&sel("p6"), false).unwrap();
+    reg.remove(&sel("ub"), false).unwrap();
     for (i, t) in bad.iter().enumerate() {
         let t = (0..6).fold(t.clone(), |t, j| t.replace(&vd(j), &up(j)));
         let e = create(&reg, "bad", &t).unwrap_err().to_string();

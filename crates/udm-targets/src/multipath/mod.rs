@@ -456,10 +456,11 @@ impl TargetType for MultipathType {
         if pgs.len() != nr_pgs as usize {
             return Err(inval("priority group count mismatch"));
         }
-        let name = match ctx.owner() {
-            Some(DevId::Num(_, mi)) => format!("dm-{mi}"),
-            _ => "multipath".into(),
-        };
+        // The kernel's `dm_table_device_name`: the device's `major:minor`.
+        let name = ctx
+            .owner()
+            .map(|o| o.to_string())
+            .unwrap_or_else(|| "multipath".into());
         let published = Arc::new(MultipathPaths {
             paths: paths
                 .iter()

@@ -108,14 +108,6 @@ impl Listed {
             epoch: Instant::now(),
         }
     }
-    fn prefix(&self) -> &'static str {
-        match self.kind {
-            Kind::RoundRobin => "round-robin ps",
-            Kind::QueueLength => "queue-length ps",
-            Kind::ServiceTime => "service-time ps",
-            Kind::Historical => "historical-service-time ps",
-        }
-    }
     fn move_tail(&mut self, i: usize) {
         self.valid.retain(|&x| x != i);
         self.valid.push_back(i);
@@ -231,12 +223,10 @@ impl Selector for Listed {
                 .ok_or("service-time ps: invalid relative_throughput value")?;
         }
         if repeat > 1 && self.kind != Kind::Historical {
+            // As the kernel logs it: under the selector module's prefix.
             klog::warn(
-                "multipath",
-                &format!(
-                    "{}: repeat_count > 1 is deprecated, using 1 instead",
-                    self.prefix()
-                ),
+                &format!("multipath {}", self.name()),
+                "repeat_count > 1 is deprecated, using 1 instead",
             );
             repeat = 1;
         }
