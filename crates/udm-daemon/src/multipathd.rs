@@ -5,9 +5,9 @@
 //! A supervisor thread looks for devices whose live table is a `multipath` target (it
 //! publishes its paths, `udm_targets::multipath::MultipathPaths`) and starts one checker
 //! per device; a checker ends when its device goes away or loses its multipath table. Each
-//! poll (`polling_interval`, 1 s by default) checks every path: `nbd://` paths by the
-//! connection state of their remote device, others (`directio`) by reading their first
-//! block within `checker_timeout`. A path that fails the check while the target uses it gets
+//! poll (`polling_interval`, 1 s by default) checks every path by reading its first block
+//! within `checker_timeout` (`directio`); an `nbd://` path whose remote device knows it is
+//! disconnected fails without a read. A path that fails the check while the target uses it gets
 //! `fail_path`; one that passes while failed gets `reinstate_path`.
 //!
 //! Configuration (`udm daemon --multipath-conf FILE`), a subset of multipath.conf's
@@ -223,8 +223,10 @@ fn nbd_connected(spec: &str) -> Option<bool> {
 
 impl PathCheck {
     fn check(&self, spec: &str, dev: &Arc<dyn BlockDevice>, cfg: &MultipathdConfig) -> bool {
-        if let Some(up) = nbd_connected(spec) {
-            return up;
+        // A remote known to be down fails at once; a connected one is read as any path
+        // (an idle connection to a dead server is only noticed by using it).
+        if nbd_connected(spec) == Some(false) {
+            return false;
         }
         if self.busy.load(SeqCst) {
             return false;

@@ -1,6 +1,6 @@
 //! Failure drills for `mirror` and `multipath` through a real daemon and NBD clients:
 //! the daemon's path checker fails a dead path and reinstates it (and `udm multipath -ll`
-//! shows it); a multipath device survives alternating path failures under fio verify, with
+//! shows it), also an `nbd://` path whose server stopped, with `no_path_retry`; a multipath device survives alternating path failures under fio verify, with
 //! and without `queue_if_no_path`; a mirror leg killed under fio verify never reaches the
 //! client and is rebuilt after it comes back; a mirror with an `nbd://` leg keeps serving
 //! while the remote is down and resyncs only the regions written meanwhile.
@@ -324,4 +324,82 @@ fn a_mirror_with_a_remote_leg_serves_through_an_outage_and_resyncs_what_changed(
         std::fs::read(&local).unwrap() == std::fs::read(&remote).unwrap(),
         "legs differ"
     );
+}
+
+#[test]
+fn no_path_retry_queues_for_n_polls_then_fails_and_queues_again_when_a_path_returns() {
+    let work = tempfile::tempdir().unwrap();
+    let img = udm_testkit::image(work.path(), "data.img", 8 << 20);
+    let c = conf(&work, "polling_interval 0.2\nno_path_retry 3\n");
+    let d = Daemon::start_with(bin(), &["--no-fuse", "--multipath-conf", &c]);
+    let good = format!("0 16384 linear {} 0", img.display());
+    d.create("pa", &good);
+    d.create(
+        "mp",
+        "0 16384 multipath 0 0 1 1 round-robin 0 1 1 /dev/mapper/pa 1",
+    );
+    let client = udm_nbd::NbdClient::connect_uri(&d.uri("mp")).unwrap();
+    let mut buf = vec![0u8; 4096];
+    client.read(0, &mut buf).unwrap();
+    swap(&d, "pa", "0 16384 error");
+    // The checker turns queueing on when the last path fails...
+    wait_status(&d, "mp", Duration::from_secs(5), |s| s.contains(" F 1 "));
+    let table = || udm(&d, &["table", "mp"]);
+    let t = Instant::now();
+    while !table().contains(" 1 queue_if_no_path ") {
+        assert!(t.elapsed() < Duration::from_secs(5), "{}", table());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ...and off after 3 polls with no path: the queued read then fails.
+    let e = client.read(0, &mut buf).unwrap_err();
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+    assert!(table().starts_with("0 16384 multipath 0 "), "{}", table());
+    // A path back: reinstated, queueing on again, I/O works.
+    swap(&d, "pa", &good);
+    wait_status(&d, "mp", Duration::from_secs(5), |s| s.contains(" A 1 "));
+    let t = Instant::now();
+    while !table().contains(" 1 queue_if_no_path ") {
+        assert!(t.elapsed() < Duration::from_secs(5), "{}", table());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    client.read(0, &mut buf).unwrap();
+}
+
+#[test]
+fn the_checker_fails_an_nbd_path_whose_server_stopped() {
+    let work = tempfile::tempdir().unwrap();
+    let img = udm_testkit::image(work.path(), "lun.img", 8 << 20);
+    let servers: Vec<Daemon> = (0..2)
+        .map(|_| {
+            let s = Daemon::start_with(bin(), &["--no-fuse", "--no-restore", "--no-multipathd"]);
+            s.create("lun", &format!("0 16384 linear {} 0", img.display()));
+            s
+        })
+        .collect();
+    let c = conf(&work, "polling_interval 0.2\n");
+    let d = Daemon::start_with(bin(), &["--no-fuse", "--multipath-conf", &c]);
+    let (ua, ub) = (servers[0].uri("lun"), servers[1].uri("lun"));
+    d.create(
+        "mp",
+        &format!("0 16384 multipath 0 0 1 1 round-robin 0 2 1 {ua}&outage=30 1 {ub}&outage=30 1"),
+    );
+    let mut servers = servers;
+    let first = servers.remove(0);
+    drop(first);
+    // The dead server's path is failed by the checker, with no client I/O at all.
+    let took = wait_status(&d, "mp", Duration::from_secs(5), |s| s.contains(" F 1 "));
+    eprintln!("nbd path failed {took:?} after its server stopped");
+    let s = status(&d, "mp");
+    assert!(s.contains(&format!("{ub}&outage=30 A 0")), "{s}");
+    // I/O goes to the live path at once (not after the 30 s outage limit).
+    let client = udm_nbd::NbdClient::connect_uri(&d.uri("mp")).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let t = Instant::now();
+    for i in 0..4 {
+        client.read(i * 4096, &mut buf).unwrap();
+    }
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    // Remove the device before the daemon stops (its shutdown would flush the dead path).
+    drop(client);
+    udm(&d, &["remove", "mp"]);
 }
