@@ -1,7 +1,8 @@
 //! Differential test against the kernel's dm-mirror and dm-multipath (refvm, 6.1), every
 //! case in ONE boot: the same tables, writes and messages give identical status and table
 //! lines (devices mapped from udm's image paths to the guest's `major:minor`), legs and
-//! disk logs byte for byte, and the same constructor error texts.
+//! disk logs byte for byte (also after a leg dies under writes), a path failed by I/O errors,
+//! hardware-handler arguments dropped in bio mode, and the same constructor error texts.
 //!
 //! Skips without refvm, fails then under `UDM_REQUIRE_TOOLS=1`.
 
@@ -173,6 +174,13 @@ fn kernel_mirror_multipath_match_udm() {
             d(3)
         )
     };
+    let t_p7 = |d: &dyn Fn(usize) -> String| {
+        format!(
+            "0 {SECTORS} multipath 3 queue_mode bio queue_if_no_path 2 alua x 2 2 round-robin 0 1 1 {} 1 queue-length 0 1 1 {} 1",
+            d(3),
+            d(4)
+        )
+    };
     let p1_msgs = [
         format!("fail_path {}", vd(0)),
         "reinstate_path VD0".to_string(),
@@ -208,6 +216,14 @@ fn kernel_mirror_multipath_match_udm() {
         ),
         format!(
             "0 {SECTORS} multipath 0 0 1 1 service-time 0 1 2 {} 1 200",
+            vd(0)
+        ),
+        format!(
+            "0 {SECTORS} multipath 0 1 alua 1 1 round-robin 0 1 1 {} 1",
+            vd(0)
+        ),
+        format!(
+            "0 {SECTORS} multipath 1 queue_mode 0 1 1 round-robin 0 1 1 {} 1",
             vd(0)
         ),
     ];
@@ -278,6 +294,9 @@ fn kernel_mirror_multipath_match_udm() {
     );
     s += "dd if=/dev/mapper/p6 of=/dev/null bs=4096 count=3 iflag=direct status=none\n";
     s += "echo \"P6S $(dmsetup status p6)\"\ndmsetup remove p6\ndmsetup remove kb\n";
+    // Hardware handler args are dropped in bio mode (with a kernel log line).
+    s += &format!("dmsetup create p7 --table \"{}\"\n", t_p7(&vd));
+    s += "echo \"P7S $(dmsetup status p7)\"\necho \"P7T $(dmsetup table p7)\"\ndmsetup remove p7\n";
     s += "set +e\n";
     for (i, t) in bad.iter().enumerate() {
         s += &format!(
@@ -408,6 +427,10 @@ fn kernel_mirror_multipath_match_udm() {
     );
     reg.remove(&sel("p6"), false).unwrap();
     reg.remove(&sel("ub"), false).unwrap();
+    create(&reg, "p7", &t_p7(&up)).unwrap();
+    check("P7S", udm_line(&reg, "p7", StatusType::Info, &map));
+    check("P7T", udm_line(&reg, "p7", StatusType::Table, &map));
+    reg.remove(&sel("p7"), false).unwrap();
     for (i, t) in bad.iter().enumerate() {
         let t = (0..6).fold(t.clone(), |t, j| t.replace(&vd(j), &up(j)));
         let e = create(&reg, "bad", &t).unwrap_err().to_string();
