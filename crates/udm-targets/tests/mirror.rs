@@ -1,5 +1,6 @@
 //! The `mirror` target: resync makes the legs identical, random writes (fixed, printed seed)
-//! reach every leg, the disk log holds the kernel's format, and a leg that dies (a stacked
+//! reach every leg, reads are spread over the legs, the disk log holds the kernel's format,
+//! and a leg that dies (a stacked
 //! udm device reloaded with `error`) is marked in the status while I/O goes on.
 
 mod common;
@@ -198,4 +199,31 @@ fn a_dead_leg_is_marked_and_io_goes_on() {
     }
     let s = info(&reg, "m");
     assert!(s.contains(" 8/8 1 RA 1 core"), "{s}");
+}
+
+#[test]
+fn reads_of_in_sync_regions_are_spread_over_the_legs() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry();
+    for n in ["la", "lb"] {
+        let f = image(dir.path(), n, SECTORS, 0);
+        create(&reg, n, &format!("0 {SECTORS} linear {} 0", f.display())).unwrap();
+    }
+    let t = format!("0 {SECTORS} mirror core 2 1024 nosync 2 /dev/mapper/la 0 /dev/mapper/lb 0");
+    create(&reg, "m", &t).unwrap();
+    let ios = |n: &str| reg.get(&sel(n)).unwrap().stats().snapshot().ios;
+    let (a0, b0) = (ios("la"), ios("lb"));
+    {
+        let (dev, _g) = open(&reg, "m");
+        for i in 0..64 {
+            read(&*dev, i * 8, 4096);
+        }
+        write(&*dev, 0, &[1u8; 4096]);
+    }
+    let (a1, b1) = (ios("la"), ios("lb"));
+    let (ra, rb) = (a1[0] - a0[0], b1[0] - b0[0]);
+    assert_eq!(ra + rb, 64);
+    assert!(ra >= 16 && rb >= 16, "reads per leg: {ra} and {rb}");
+    // The write reached both legs.
+    assert!(a1[1] > a0[1] && b1[1] > b0[1]);
 }
