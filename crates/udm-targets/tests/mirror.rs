@@ -1,7 +1,7 @@
 //! The `mirror` target: resync makes the legs identical, random writes (fixed, printed seed)
 //! reach every leg, reads are spread over the legs, the disk log holds the kernel's format,
-//! and a leg that dies (a stacked
-//! udm device reloaded with `error`) is marked in the status while I/O goes on.
+//! and a leg that dies (a stacked udm device reloaded with `error`) is marked in the status
+//! while I/O goes on.
 
 mod common;
 use common::*;
