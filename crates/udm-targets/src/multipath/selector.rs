@@ -118,21 +118,22 @@ impl Listed {
     /// service-time's load comparison for an I/O of `bytes`: <0 when `a` is better.
     fn st_compare(&self, a: usize, b: usize, bytes: u64) -> i128 {
         let (pa, pb) = (&self.paths[a], &self.paths[b]);
-        let (s1, s2) = (
-            (pa.in_flight + bytes) as i128,
-            (pb.in_flight + bytes) as i128,
-        );
+        let (s1, s2) = (pa.in_flight as i128, pb.in_flight as i128);
         let (t1, t2) = (pa.throughput as i128, pb.throughput as i128);
+        // Same throughput: the less loaded path.
         if t1 == t2 {
             return s1 - s2;
         }
-        if s1 == 0 || s2 == 0 {
-            return s1 - s2;
-        }
-        if t1 == 0 || t2 == 0 {
+        // Same load, or a path without throughput: the faster path.
+        if s1 == s2 || t1 == 0 || t2 == 0 {
             return t2 - t1;
         }
-        s1 * t2 - s2 * t1
+        // The shorter estimated service time for this I/O, then the faster path.
+        let (st1, st2) = ((s1 + bytes as i128) * t2, (s2 + bytes as i128) * t1);
+        if st1 != st2 {
+            return st1 - st2;
+        }
+        t2 - t1
     }
     fn hst_compare(&self, a: usize, b: usize, now: u64) -> i128 {
         let (pa, pb) = (&self.paths[a], &self.paths[b]);
