@@ -65,6 +65,34 @@ pub fn create(name: &str, args: &[String]) -> Result<Box<dyn Selector>, Option<(
     })
 }
 
+/// historical-service-time: service times are bucketed by `ns >> 24` (~16 ms), 64 buckets.
+const HST_BUCKET_SHIFT: u64 = 24;
+const HST_WEIGHT_COUNT: u64 = 64;
+
+/// `x^n` in 10-bit fixed point, rounding at each step as the kernel's `fixed_power`.
+fn fixed_power(mut x: u64, mut n: u64) -> u64 {
+    let mut r = 1u64 << 10;
+    while n > 0 {
+        if n & 1 == 1 {
+            r = (r * x + 512) >> 10;
+        }
+        n >>= 1;
+        if n > 0 {
+            x = (x * x + 512) >> 10;
+        }
+    }
+    r
+}
+
+/// The weight of the old estimate for a service time in `bucket` (the last bucket: 0).
+fn hst_weight(base: u64, bucket: u64) -> u64 {
+    if bucket >= HST_WEIGHT_COUNT - 1 {
+        0
+    } else {
+        fixed_power(base, bucket + 1)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     RoundRobin,
@@ -318,12 +346,17 @@ impl Selector for Listed {
         let p = &mut self.paths[i];
         p.in_flight = p.in_flight.saturating_sub(d);
         if self.kind == Kind::Historical {
+            // A request that started before the previous one finished counts from then.
             let start_ns = start.saturating_duration_since(self.epoch).as_nanos() as u64;
             let st = now.saturating_sub(start_ns.max(p.last_finish));
             p.last_finish = now;
-            // Exponential moving average in 10-bit fixed point (weight `base`/1024).
+            // Time-weighted moving average in 10-bit fixed point: the weight of the old
+            // estimate is base^(n+1) for a service time in the n-th ~16 ms bucket.
+            let weight = hst_weight(base, (st >> HST_BUCKET_SHIFT).min(HST_WEIGHT_COUNT - 1));
             let next = st.saturating_mul(1024).min(u64::MAX >> 10);
-            p.hst = (p.hst * base + next * (1024 - base) + 512) >> 10;
+            p.hst = (p.hst as u128 * weight as u128 + next as u128 * (1024 - weight) as u128 + 512)
+                .min(u64::MAX as u128 >> 10) as u64
+                >> 10;
             p.stale_after = p.last_finish + valid * (p.hst >> 10);
         }
     }
@@ -403,6 +436,9 @@ mod tests {
         let h = create("historical-service-time", &[]).unwrap();
         assert_eq!(h.status_group(), "2 972 0 ");
         assert!(create("historical-service-time", &w("1024")).is_err());
+        assert_eq!(fixed_power(972, 1), 972);
+        assert_eq!(fixed_power(512, 2), 256);
+        assert_eq!(hst_weight(972, 63), 0);
         assert!(matches!(create("nope", &[]), Err(None)));
     }
 }
