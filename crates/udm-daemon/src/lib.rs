@@ -9,6 +9,7 @@
 pub mod client;
 mod error;
 pub mod exports;
+pub mod multipathd;
 pub mod opened;
 mod quickstart;
 mod serve;
@@ -67,6 +68,8 @@ pub struct DaemonConfig {
     pub verity_trusted_certs: Vec<PathBuf>,
     /// Create the demo device `udm0` (an image in the state directory) after starting.
     pub quickstart: bool,
+    /// The multipathd role: path checkers for multipath devices.
+    pub multipathd: multipathd::MultipathdConfig,
 }
 
 impl DaemonConfig {
@@ -98,6 +101,7 @@ pub struct Daemon {
     stop: Arc<AtomicBool>,
     /// Wakes the state saver (`false`: save; `true`: quit).
     saver: crossbeam_channel::Sender<bool>,
+    multipathd: Option<multipathd::Multipathd>,
 }
 
 /// Save the state file after every registry event too (a deferred remove finishing when
@@ -322,7 +326,10 @@ impl Daemon {
             ublk,
             stop,
             saver,
+            multipathd: None,
         };
+        let mut d = d;
+        d.multipathd = multipathd::Multipathd::start(&d.registry, &cfg.multipathd);
         if cfg.quickstart
             && d.registry
                 .info(&DevSel::Name("udm0".into()), false)
@@ -368,7 +375,11 @@ impl Daemon {
             ublk,
             saver,
             info,
+            multipathd,
         } = self;
+        if let Some(m) = multipathd {
+            m.stop();
+        }
         stop.store(true, Ordering::SeqCst);
         for d in registry.list().iter().filter(|d| d.open_count > 0) {
             tracing::warn!(

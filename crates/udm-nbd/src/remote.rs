@@ -207,6 +207,15 @@ impl RemoteDevice {
         Ok(d)
     }
 
+    /// The shared device already open for `uri` (as `open` would return it), without
+    /// connecting: for path checkers that must not dial a remote that is down.
+    pub fn lookup(uri: &str, read_only: bool) -> Option<Arc<RemoteDevice>> {
+        cache()
+            .lock()
+            .get(&(uri.to_string(), read_only))
+            .and_then(Weak::upgrade)
+    }
+
     /// A new, unshared connection.
     pub fn connect(uri: &str, read_only: bool) -> Result<RemoteDevice, NbdError> {
         let spec = RemoteSpec::parse(uri)?;

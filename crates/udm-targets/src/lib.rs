@@ -12,6 +12,8 @@ pub mod flakey;
 pub mod kscan;
 pub mod linear;
 pub mod log_writes;
+pub mod mirror;
+pub mod multipath;
 pub mod snapshot;
 pub mod striped;
 pub mod switch;
@@ -61,6 +63,8 @@ pub fn register_builtin(types: &TargetTypes) {
     module("cache", Arc::new(cache::CacheType));
     module("era", Arc::new(era::EraType));
     module("clone", Arc::new(clone::CloneType));
+    module("mirror", Arc::new(mirror::MirrorType));
+    module("multipath", Arc::new(multipath::MultipathType));
 }
 
 /// A `TargetTypes` with every built-in target registered.

@@ -23,6 +23,8 @@ use udm_targets::ebs::EbsParams;
 use udm_targets::flakey::{CorruptByte, FlakeyFeatures, FlakeyParams};
 use udm_targets::linear::LinearParams;
 use udm_targets::log_writes::LogWritesParams;
+use udm_targets::mirror::log::{LogParams, SyncMode};
+use udm_targets::mirror::MirrorParams;
 use udm_targets::striped::StripedParams;
 use udm_targets::switch::SwitchParams;
 use udm_targets::unstriped::UnstripedParams;
@@ -120,7 +122,30 @@ enum Spec {
         args: usize,
         len: u64,
     },
+    /// (disk log, log2 region size 1..=3, sync mode 0..3, leg offsets, features 0..3, len)
+    Mirror {
+        disk: bool,
+        region: u32,
+        sync: u8,
+        offs: Vec<u64>,
+        features: u8,
+        len: u64,
+    },
+    /// A multipath table (a singleton): (queue_if_no_path, groups of (selector, paths), len)
+    Multipath {
+        qinp: bool,
+        groups: Vec<(usize, usize)>,
+        len: u64,
+    },
 }
+
+/// Path selectors with their group status and per-path table args as printed.
+const SELECTORS: &[(&str, &str, &str)] = &[
+    ("round-robin", "0 ", "1 "),
+    ("queue-length", "0 ", "1 "),
+    ("service-time", "0 ", "1 7 "),
+    ("historical-service-time", "2 900 3 ", "0 "),
+];
 
 const CACHE_FEATURES: &[&str] = &[
     "0",
@@ -176,6 +201,8 @@ const COVERED: &[&str] = &[
     "cache",
     "era",
     "clone",
+    "mirror",
+    "multipath",
 ];
 
 const CIPHERS: &[(&str, usize)] = &[
@@ -363,6 +390,28 @@ fn spec() -> impl Strategy<Value = Spec> {
             args,
             len
         }),
+        (
+            any::<bool>(),
+            1u32..4,
+            0u8..3,
+            proptest::collection::vec(0u64..64, 2..4),
+            0u8..3,
+            len8()
+        )
+            .prop_map(|(disk, region, sync, offs, features, len)| Spec::Mirror {
+                disk,
+                region,
+                sync,
+                offs,
+                features,
+                len
+            }),
+        (
+            any::<bool>(),
+            proptest::collection::vec((0..SELECTORS.len(), 1usize..3), 1..3),
+            len8()
+        )
+            .prop_map(|(qinp, groups, len)| Spec::Multipath { qinp, groups, len }),
     ]
 }
 
@@ -559,6 +608,44 @@ fn render(s: &Spec, f: &mut Files<'_>) -> (&'static str, u64, String) {
             );
             ("clone", *len, p)
         }
+        Spec::Mirror {
+            disk,
+            region,
+            sync,
+            offs,
+            features,
+            len,
+        } => {
+            let sync = [SyncMode::Default, SyncMode::NoSync, SyncMode::Force][*sync as usize];
+            let p = MirrorParams {
+                log: LogParams {
+                    dev: disk.then(|| f.image(8)),
+                    region_size: 1 << region,
+                    sync,
+                },
+                legs: offs.iter().map(|o| (f.image(o + len), *o)).collect(),
+                handle_errors: *features > 0,
+                keep_log: *features > 1,
+            };
+            ("mirror", *len, p.to_string())
+        }
+        Spec::Multipath { qinp, groups, len } => {
+            let mut p = format!(
+                "{} {}0 {} 1 ",
+                *qinp as u32,
+                if *qinp { "queue_if_no_path " } else { "" },
+                groups.len()
+            );
+            for (sel, n) in groups {
+                let (name, group, path) = SELECTORS[*sel];
+                let nargs = path.split_whitespace().count();
+                p.push_str(&format!("{name} {group}{n} {nargs} "));
+                for _ in 0..*n {
+                    p.push_str(&format!("{} {path}", Escaped(&f.image(*len))));
+                }
+            }
+            ("multipath", *len, p)
+        }
         Spec::Dust { off, shift, len } => {
             let p = DustParams {
                 dev: f.image(off + len),
@@ -729,13 +816,13 @@ proptest! {
         specs in proptest::collection::vec(spec(), 1..4).prop_filter(
             "verity makes the table read-only; cache, era and clone need write access",
             |v| !(v.iter().any(|s| matches!(s, Spec::Verity(_)))
-                && v.iter().any(|s| matches!(s, Spec::Cache { .. } | Spec::Era { .. } | Spec::Clone { .. })))
+                && v.iter().any(|s| matches!(s, Spec::Cache { .. } | Spec::Era { .. } | Spec::Clone { .. } | Spec::Mirror { .. })))
         ),
         names in proptest::collection::vec(awkward_name(), 1..6),
         dir_name in awkward_name(),
     ) {
         // thin-pool must be alone in its table (a singleton, as in the kernel).
-        let specs = match specs.iter().find(|s| matches!(s, Spec::ThinPool(..))) {
+        let specs = match specs.iter().find(|s| matches!(s, Spec::ThinPool(..) | Spec::Multipath { .. })) {
             Some(p) => vec![p.clone()],
             None => specs,
         };

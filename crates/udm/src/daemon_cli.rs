@@ -59,6 +59,13 @@ fn parse_opts(args: &[String]) -> Result<DaemonConfig> {
                     .with_context(|| format!("--nbd-outage-limit {v}: expected seconds"))?;
                 o.nbd_outage_limit = Some(Duration::from_secs_f64(s));
             }
+            "--multipath-conf" => {
+                let f = val()?;
+                let text = std::fs::read_to_string(&f).with_context(|| format!("read {f}"))?;
+                o.multipathd = udm_daemon::multipathd::MultipathdConfig::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("{f}: {e}"))?;
+            }
+            "--no-multipathd" => o.multipathd.enabled = false,
             "--foreground" | "-f" => {}
             "-h" | "--help" => {
                 print!("{}", super::USAGE);

@@ -10,6 +10,7 @@ mod kpartx;
 mod logwrites;
 mod luks_cli;
 mod lvm;
+mod multipath_cli;
 mod open_cli;
 mod optparse;
 mod snapshot_cli;
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         "veritysetup" => verity_cli::main("veritysetup", &args[1..]),
         "cryptsetup" => luks_cli::main("cryptsetup", &args[1..]),
         "kpartx" => kpartx::main(&args[1..]),
+        "multipath" => multipath_cli::main(&args[1..]),
         "pvs" | "vgs" | "lvs" | "lvm" => lvm::run(&prog, &args[1..]),
         p if thin_cli::TOOLS.contains(&p) => thin_cli::run(p, &args[1..]),
         p if lvm::COMMANDS.contains(&p) => lvm::run(p, &args[1..]),
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
             Some("key") => key_cli::main(&args[2..]),
             Some("dmesg") => dmesg_cli::main(&args[2..]),
             Some("kpartx") => kpartx::main(&args[2..]),
+            Some("multipath") => multipath_cli::main(&args[2..]),
             Some(c @ ("open" | "close")) => open_cli::main(c, &args[2..]),
             Some("thin") => thin_cli::main(&args[2..]),
             Some("snapshot") => snapshot_cli::main(&args[2..]),
@@ -101,6 +104,9 @@ Usage:
                             tables hold keys wait (`udm ls`) for `udm luks open` or
                             `udm key add` then `udm resume NAME`
       --no-restore          do not restore the saved devices
+      --multipath-conf FILE  path checker settings for multipath devices (multipath.conf's
+                            defaults: polling_interval, checker_timeout, path_checker,
+                            no_path_retry, failback); --no-multipathd turns checking off
       --verity-trusted-certs DIR  trust the X.509 certificates (PEM/DER files) in DIR for
                             verity root hash signatures (root_hash_sig_key_desc)
   udm daemon stop [--force]  stop the daemon (drain, flush); refused while devices are
@@ -122,6 +128,8 @@ Usage:
   udm thin dump|check|restore|repair|ls|delta|trim|metadata_size …   thin-provisioning-tools
                           0.9's tools, same options, output and exit codes (also as
                           thin_dump, thin_check, … links)
+  udm multipath -ll [NAME]  multipath devices' groups and paths, as `multipath -ll` (a
+                          `multipath` link too)
   udm snapshot dump COW           print a snapshot COW's header and exception table
   udm <dmsetup command>   any dmsetup command (create, ls, info, table, status, remove, …);
                           `udm help` lists them. A link named `dmsetup` behaves as dmsetup.
