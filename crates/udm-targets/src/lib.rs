@@ -18,6 +18,7 @@ pub mod switch;
 pub mod thin;
 pub mod unstriped;
 pub mod verity;
+pub mod writecache;
 pub mod zero;
 
 use std::sync::Arc;
@@ -61,6 +62,7 @@ pub fn register_builtin(types: &TargetTypes) {
     module("cache", Arc::new(cache::CacheType));
     module("era", Arc::new(era::EraType));
     module("clone", Arc::new(clone::CloneType));
+    module("writecache", Arc::new(writecache::WritecacheType));
 }
 
 /// A `TargetTypes` with every built-in target registered.
