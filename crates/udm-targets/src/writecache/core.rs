@@ -321,6 +321,13 @@ impl Core {
             while sector + n < end {
                 let next_sector = sector + n;
                 if !search_used {
+                    // The kernel would allocate here even over a cached sector, leaving two
+                    // entries of one sequence count for it; a crash before the older one's
+                    // release is on disk would then make the pair ambiguous. Stop instead:
+                    // the rest is mapped as a hit.
+                    if st.tree.contains_key(&next_sector) {
+                        break;
+                    }
                     let Some(f) = st.pop_free(Some(last + 1)) else {
                         break;
                     };
