@@ -95,9 +95,10 @@ pub fn write_xml(d: &EraDump, logical: bool) -> String {
     let mut latest: BTreeMap<usize, u32> = BTreeMap::new();
     for (era, bits) in &d.writesets {
         if logical {
+            // 0.9 inserts into a std::map, which keeps the first (lowest) era marking a
+            // block; the era array wins when it is later.
             for (b, _) in bits.iter().enumerate().filter(|(_, &v)| v) {
-                let e = latest.entry(b).or_insert(*era);
-                *e = (*e).max(*era);
+                latest.entry(b).or_insert(*era);
             }
             continue;
         }
@@ -503,6 +504,7 @@ pub fn invalidate(args: &[String], io: &mut Streams<'_>) -> i32 {
         } else {
             SUPERBLOCK
         };
+        read_superblock(&*m, at)?;
         read_dump(m, at, false)
             .map_err(|_| "metadata contains errors (run era_check for details).".to_string())
     });
