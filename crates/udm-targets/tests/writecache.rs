@@ -250,3 +250,51 @@ fn constructor_errors_are_the_kernels() {
         assert!(log.contains(&format!("writecache: {msg}")), "{t}: {log}");
     }
 }
+
+#[test]
+fn a_write_to_a_block_in_writeback_waits_for_a_free_one() {
+    // The origin sits behind a gate, so writeback copies stay in flight until it opens.
+    let reg = registry();
+    let remap = udm_testkit::gate::RemapType::new();
+    reg.target_types()
+        .register(std::sync::Arc::new(remap.clone()));
+    let mem = std::sync::Arc::new(udm_io::MemDevice::new("m", udm_io::Sectors(8192)));
+    let gate = udm_testkit::gate::GateDevice::new(mem.clone());
+    remap.insert("g", gate.clone());
+    create(&reg, "o", "0 8192 testdev g").unwrap();
+    let minor = reg.info(&sel("o"), false).unwrap().minor;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = zero_file(dir.path(), "c", 5 * 4096); // 4 blocks
+    let t = format!(
+        "0 8192 writecache s 253:{minor} {} 4096 2 pause_writeback 0",
+        cache.display()
+    );
+    create(&reg, "w", &t).unwrap();
+    let (dev, _g) = open(&reg, "w");
+    let block = |b: u64, v: u8| (b * BS, vec![v; 4096]);
+    for (s, d) in [block(0, 1), block(1, 2)] {
+        write(&*dev, s, &d);
+    }
+    // Two of four blocks free: the high watermark; both go to writeback and wait at the gate.
+    assert!(gate.wait_held(1, Duration::from_secs(20)), "no writeback");
+    for (s, d) in [block(2, 3), block(3, 4)] {
+        write(&*dev, s, &d);
+    }
+    assert_eq!(fields(&reg, "w")[2..4], [0, 2], "no free block, two in writeback");
+    let d2 = dev.clone();
+    let writer = std::thread::spawn(move || write(&*d2, 0, &[5u8; 4096]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fields(&reg, "w")[11] == 0 {
+        assert!(Instant::now() < deadline, "the write did not wait for a block");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!writer.is_finished(), "the write completed while no block was free");
+    gate.open();
+    writer.join().unwrap();
+    let got = read(&*dev, 0, 4 * 4096);
+    for (b, v) in [5u8, 2, 3, 4].iter().enumerate() {
+        assert!(got[b * 4096..(b + 1) * 4096].iter().all(|x| x == v), "block {b}");
+    }
+    let m = read(&*mem, 0, 2 * 4096);
+    assert!(m[..4096].iter().all(|&x| x == 1) && m[4096..].iter().all(|&x| x == 2));
+}
