@@ -102,7 +102,11 @@ fn kernel_writecache_status_and_cache_devices_both_ways() {
     let (ko, kc) = (share.join("ko.img"), zero_file(share, "kc.img", CACHE));
     let mut kmodel = pseudo((ORIGIN * 512) as usize, 0x32);
     std::fs::write(&ko, &kmodel).unwrap();
-    let (kw, kw2, kw3) = (pseudo(64 << 10, 4), pseudo(32 << 10, 5), pseudo(16 << 10, 6));
+    let (kw, kw2, kw3) = (
+        pseudo(64 << 10, 4),
+        pseudo(32 << 10, 5),
+        pseudo(16 << 10, 6),
+    );
     std::fs::write(share.join("kw.bin"), &kw).unwrap();
     std::fs::write(share.join("kw2.bin"), &kw2).unwrap();
     std::fs::write(share.join("kw3.bin"), &kw3).unwrap();
@@ -156,7 +160,10 @@ echo DONE
     );
     let (out, err, code) =
         udm_testkit::refvm_run(&run, &[&uo, &uc, &ko, &kc, &so, &sc], Some(share), &script);
-    assert_eq!(code, 0, "refvm script failed\nstdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(
+        code, 0,
+        "refvm script failed\nstdout:\n{out}\nstderr:\n{err}"
+    );
     assert!(out.contains("DONE"), "{out}");
 
     // 1. The same steps, the same status lines.
@@ -169,7 +176,10 @@ echo DONE
     let u1 = kernel_status(&out, "U1");
     assert_eq!(u1[1..3], ust[1..3], "the kernel loaded udm's entries");
     let got = std::fs::read(share.join("u_read.bin")).unwrap();
-    assert!(got == model, "the kernel read udm's cache unlike udm's model");
+    assert!(
+        got == model,
+        "the kernel read udm's cache unlike udm's model"
+    );
     assert!(
         std::fs::read(&uo).unwrap() == model,
         "the kernel's flush of udm's cache left the origin unlike the model"
@@ -196,5 +206,8 @@ echo DONE
         ours == std::fs::read(&ko).unwrap(),
         "udm's flush differs from the kernel's own"
     );
-    assert!(ours == kmodel, "the flushed origin holds what the kernel wrote");
+    assert!(
+        ours == kmodel,
+        "the flushed origin holds what the kernel wrote"
+    );
 }

@@ -79,7 +79,12 @@ fn random_io_matches_the_model_through_reloads_and_flush() {
         "2 autocommit_time 1",
     ];
     create(&reg, "w", &table(&origin, &cache, variants[0])).unwrap();
-    for (round, v) in variants.iter().enumerate().skip(1).chain([(0, &variants[0])]) {
+    for (round, v) in variants
+        .iter()
+        .enumerate()
+        .skip(1)
+        .chain([(0, &variants[0])])
+    {
         {
             let (dev, _g) = open(&reg, "w");
             workload(&*dev, &mut model, &mut rng, 300);
@@ -96,7 +101,10 @@ fn random_io_matches_the_model_through_reloads_and_flush() {
         }
         let (dev, _g) = open(&reg, "w");
         let got = read(&*dev, 0, model.len());
-        assert!(got == model, "round {round}: the device differs from the model");
+        assert!(
+            got == model,
+            "round {round}: the device differs from the model"
+        );
     }
     {
         let (dev, _g) = open(&reg, "w");
@@ -132,7 +140,11 @@ fn watermark_writeback_frees_blocks_without_a_flush() {
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while fields(&reg, "w")[2] < 40 {
-        assert!(Instant::now() < deadline, "no writeback: {:?}", fields(&reg, "w"));
+        assert!(
+            Instant::now() < deadline,
+            "no writeback: {:?}",
+            fields(&reg, "w")
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let on_origin = std::fs::read(&origin).unwrap();
@@ -171,7 +183,8 @@ fn status_counts_follow_the_kernel() {
     assert_eq!(line(&reg), "0 1020 1017 0 10 3 5 1 1 0 3 0 1 0");
     reg.message(&sel("w"), 0, &["flush".to_string()]).unwrap();
     assert_eq!(line(&reg), "0 1020 1020 0 10 3 5 1 1 0 3 0 1 0");
-    reg.message(&sel("w"), 0, &["clear_stats".to_string()]).unwrap();
+    reg.message(&sel("w"), 0, &["clear_stats".to_string()])
+        .unwrap();
     assert_eq!(line(&reg), "0 1020 1020 0 0 0 0 0 0 0 0 0 0 0");
     // Cleaner: new writes go around the cache.
     reg.message(&sel("w"), 0, &["cleaner".to_string()]).unwrap();
@@ -223,14 +236,46 @@ fn constructor_errors_are_the_kernels() {
         (e.errno(), log)
     };
     let cases = [
-        (format!("0 8 writecache p {o} {c} 4096 0"), "Persistent memory or DAX not supported on this system", libc::EOPNOTSUPP),
-        (format!("0 8 writecache x {o} {c} 4096 0"), "Bad arguments", libc::EINVAL),
-        (format!("0 8 writecache s {o} {c} 4096"), "Invalid number of feature args", libc::EINVAL),
-        (format!("0 8 writecache s {o} {c} 8192 0"), "Invalid block size", libc::EINVAL),
-        (format!("0 8 writecache s {o} {c} 4096 1 fua"), "Invalid optional argument", libc::EINVAL),
-        (format!("0 8 writecache s {o} {c} 4096 4 high_watermark 10 low_watermark 20"), "High watermark must be greater than or equal to low watermark", libc::EINVAL),
-        (format!("0 8 writecache s {o} {c} 512 0"), "Block size does not match superblock", libc::EINVAL),
-        (format!("0 8 writecache s {o} {c} 4096 2 start_sector 1"), "Invalid magic in the superblock", libc::EINVAL),
+        (
+            format!("0 8 writecache p {o} {c} 4096 0"),
+            "Persistent memory or DAX not supported on this system",
+            libc::EOPNOTSUPP,
+        ),
+        (
+            format!("0 8 writecache x {o} {c} 4096 0"),
+            "Bad arguments",
+            libc::EINVAL,
+        ),
+        (
+            format!("0 8 writecache s {o} {c} 4096"),
+            "Invalid number of feature args",
+            libc::EINVAL,
+        ),
+        (
+            format!("0 8 writecache s {o} {c} 8192 0"),
+            "Invalid block size",
+            libc::EINVAL,
+        ),
+        (
+            format!("0 8 writecache s {o} {c} 4096 1 fua"),
+            "Invalid optional argument",
+            libc::EINVAL,
+        ),
+        (
+            format!("0 8 writecache s {o} {c} 4096 4 high_watermark 10 low_watermark 20"),
+            "High watermark must be greater than or equal to low watermark",
+            libc::EINVAL,
+        ),
+        (
+            format!("0 8 writecache s {o} {c} 512 0"),
+            "Block size does not match superblock",
+            libc::EINVAL,
+        ),
+        (
+            format!("0 8 writecache s {o} {c} 4096 2 start_sector 1"),
+            "Invalid magic in the superblock",
+            libc::EINVAL,
+        ),
     ];
     // Format the cache first (4096-byte blocks) so the later cases see a superblock.
     create(&reg, "f", &table(&origin, &cache, "0")).unwrap();
@@ -280,20 +325,33 @@ fn a_write_to_a_block_in_writeback_waits_for_a_free_one() {
     for (s, d) in [block(2, 3), block(3, 4)] {
         write(&*dev, s, &d);
     }
-    assert_eq!(fields(&reg, "w")[2..4], [0, 2], "no free block, two in writeback");
+    assert_eq!(
+        fields(&reg, "w")[2..4],
+        [0, 2],
+        "no free block, two in writeback"
+    );
     let d2 = dev.clone();
     let writer = std::thread::spawn(move || write(&*d2, 0, &[5u8; 4096]));
     let deadline = Instant::now() + Duration::from_secs(20);
     while fields(&reg, "w")[11] == 0 {
-        assert!(Instant::now() < deadline, "the write did not wait for a block");
+        assert!(
+            Instant::now() < deadline,
+            "the write did not wait for a block"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(!writer.is_finished(), "the write completed while no block was free");
+    assert!(
+        !writer.is_finished(),
+        "the write completed while no block was free"
+    );
     gate.open();
     writer.join().unwrap();
     let got = read(&*dev, 0, 4 * 4096);
     for (b, v) in [5u8, 2, 3, 4].iter().enumerate() {
-        assert!(got[b * 4096..(b + 1) * 4096].iter().all(|x| x == v), "block {b}");
+        assert!(
+            got[b * 4096..(b + 1) * 4096].iter().all(|x| x == v),
+            "block {b}"
+        );
     }
     let m = read(&*mem, 0, 2 * 4096);
     assert!(m[..4096].iter().all(|&x| x == 1) && m[4096..].iter().all(|&x| x == 2));

@@ -135,19 +135,32 @@ fn kill_9_loses_no_flushed_write() {
             let ok = maybe.get(&(i as u64)).is_some_and(|v| v.contains(g));
             if !ok {
                 lost += 1;
-                eprintln!("round {round}: sector {i} holds neither its flushed value nor a new one");
+                eprintln!(
+                    "round {round}: sector {i} holds neither its flushed value nor a new one"
+                );
             }
             // What the device reads now is what it holds from here on.
             m.copy_from_slice(g);
         }
-        assert_eq!(lost, 0, "round {round} (kill after {delay} ms): lost writes");
+        assert_eq!(
+            lost, 0,
+            "round {round} (kill after {delay} ms): lost writes"
+        );
         let st = status_fields(&reg, "w");
-        assert_eq!(st[0], "0", "no error after reopening: {st:?} {:?}", udm_core::klog::lines());
+        assert_eq!(
+            st[0],
+            "0",
+            "no error after reopening: {st:?} {:?}",
+            udm_core::klog::lines()
+        );
         if round % 3 == 2 {
             reg.message(&sel("w"), 0, &["flush".to_string()]).unwrap();
             reg.remove(&sel("w"), false).unwrap();
             let o = std::fs::read(dir.path().join("origin")).unwrap();
-            assert!(o == model, "round {round}: flush left the origin unlike the device");
+            assert!(
+                o == model,
+                "round {round}: flush left the origin unlike the device"
+            );
         } else {
             reg.remove(&sel("w"), false).unwrap();
         }

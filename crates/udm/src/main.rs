@@ -1,6 +1,7 @@
 //! udm: the multi-call binary — `udm daemon`, `udm <dmsetup command>`, and `dmsetup` when
 //! invoked through a link of that name; with no arguments it runs the quickstart daemon.
 
+mod cache_era_cli;
 mod daemon_cli;
 mod dmctl;
 mod dmesg_cli;
@@ -15,7 +16,6 @@ mod optparse;
 mod snapshot_cli;
 mod stats_cli;
 mod thin_cli;
-mod cache_era_cli;
 mod verity_cli;
 
 use std::process::ExitCode;

@@ -30,7 +30,8 @@ fn tools() -> bool {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
 }
 
 /// udm as `tool` in `dir` (argv[0] is the tool's name, as with a link on PATH).
@@ -77,7 +78,9 @@ fn cache_xml(rng: &mut XorShift) -> String {
             ob += 1;
         }
         let dirty = rng.below(2) == 1;
-        s += &format!("    <mapping cache_block=\"{cb}\" origin_block=\"{ob}\" dirty=\"{dirty}\"/>\n");
+        s += &format!(
+            "    <mapping cache_block=\"{cb}\" origin_block=\"{ob}\" dirty=\"{dirty}\"/>\n"
+        );
         let h = (rng.below(1 << 20) as u32).to_le_bytes();
         hints += &format!(
             "    <hint cache_block=\"{cb}\" data=\"{}\"/>\n",
@@ -97,16 +100,17 @@ fn era_xml(rng: &mut XorShift) -> String {
     for era in eras {
         s += &format!("  <writeset era=\"{era}\" nr_bits=\"{nr}\">\n");
         for b in 0..nr {
-            s += &format!(
-                "    <bit block=\"{b}\" value=\"{}\"/>\n",
-                rng.below(4) == 0
-            );
+            s += &format!("    <bit block=\"{b}\" value=\"{}\"/>\n", rng.below(4) == 0);
         }
         s += "  </writeset>\n";
     }
     s += "  <era_array>\n";
     for b in 0..nr {
-        let e = if rng.below(3) == 0 { 0 } else { rng.below(cur as u64) };
+        let e = if rng.below(3) == 0 {
+            0
+        } else {
+            rng.below(cur as u64)
+        };
         s += &format!("    <era block=\"{b}\" era=\"{e}\"/>\n");
     }
     s + "  </era_array>\n</superblock>\n"
@@ -136,9 +140,14 @@ fn cache_tools_match_the_real_ones() {
         std::fs::write(d.join("c.xml"), &xml).unwrap();
         for v in ["1", "2"] {
             zero(d, "real.img", 4 << 20);
-            let o = run(Command::new("cache_restore")
-                .current_dir(d)
-                .args(["-i", "c.xml", "-o", "real.img", "--metadata-version", v]));
+            let o = run(Command::new("cache_restore").current_dir(d).args([
+                "-i",
+                "c.xml",
+                "-o",
+                "real.img",
+                "--metadata-version",
+                v,
+            ]));
             assert!(o.status.success(), "real cache_restore: {}", show(&o));
             let dump = same(d, "cache_dump", &["real.img"]);
             for args in [
@@ -153,12 +162,20 @@ fn cache_tools_match_the_real_ones() {
             same(d, "cache_dump", &["--repair", "real.img"]);
             // udm's restore: the real tools dump it the same and check it clean.
             zero(d, "ours.img", 4 << 20);
-            let o = ours(d, "cache_restore", &["-i", "c.xml", "-o", "ours.img", "--metadata-version", v]);
+            let o = ours(
+                d,
+                "cache_restore",
+                &["-i", "c.xml", "-o", "ours.img", "--metadata-version", v],
+            );
             assert!(o.status.success(), "udm cache_restore: {}", show(&o));
             let theirs = run(Command::new("cache_dump").current_dir(d).arg("ours.img"));
             assert_eq!(show(&theirs), show(&dump), "round {round} v{v}: restore");
             let c = run(Command::new("cache_check").current_dir(d).arg("ours.img"));
-            assert!(c.status.success(), "real cache_check on udm's: {}", show(&c));
+            assert!(
+                c.status.success(),
+                "real cache_check on udm's: {}",
+                show(&c)
+            );
             zero(d, "rep.img", 4 << 20);
             same(d, "cache_repair", &["-i", "real.img", "-o", "rep.img"]);
             let r = run(Command::new("cache_dump").current_dir(d).arg("rep.img"));
@@ -244,7 +261,14 @@ fn cache_tools_match_the_real_ones() {
         &[],
         &["--block-size", "128"],
         &["--device-size", "100"],
-        &["--nr-blocks", "7", "--block-size", "128", "--device-size", "1048576"],
+        &[
+            "--nr-blocks",
+            "7",
+            "--block-size",
+            "128",
+            "--device-size",
+            "1048576",
+        ],
         &["--nr-blocks", "x"],
         &["-h"],
         &["--foo"],
@@ -288,7 +312,13 @@ fn era_tools_match_the_real_ones() {
         let c = run(Command::new("era_check").current_dir(d).arg("ours.img"));
         assert!(c.status.success(), "real era_check on udm's: {}", show(&c));
     }
-    for args in [&["bad.img"][..], &[], &["-V"], &["--foo"], &["/nonexistent"]] {
+    for args in [
+        &["bad.img"][..],
+        &[],
+        &["-V"],
+        &["--foo"],
+        &["/nonexistent"],
+    ] {
         same(d, "era_dump", args);
         same(d, "era_check", args);
     }
@@ -301,7 +331,11 @@ fn era_tools_match_the_real_ones() {
     ] {
         same(d, "era_invalidate", args);
     }
-    for args in [&["-i", "e.xml"][..], &["-o", "ours.img"], &["-i", "x.xml", "-o", "ours.img"]] {
+    for args in [
+        &["-i", "e.xml"][..],
+        &["-o", "ours.img"],
+        &["-i", "x.xml", "-o", "ours.img"],
+    ] {
         same(d, "era_restore", args);
     }
 }
@@ -327,7 +361,12 @@ fn cache_writeback_copies_dirty_blocks_and_cleans_them() {
     let o = run(Command::new(env!("CARGO_BIN_EXE_udm"))
         .arg0("cache_writeback")
         .current_dir(d)
-        .args(["--metadata-device", "meta.img", "--origin-device", "origin.img"])
+        .args([
+            "--metadata-device",
+            "meta.img",
+            "--origin-device",
+            "origin.img",
+        ])
         .args(["--fast-device", "fast.img"]));
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let text = String::from_utf8_lossy(&o.stdout);
@@ -335,9 +374,15 @@ fn cache_writeback_copies_dirty_blocks_and_cleans_them() {
     let origin = std::fs::read(d.join("origin.img")).unwrap();
     assert_eq!(origin[5 * 4096..6 * 4096], fast[..4096]);
     assert_eq!(origin[2 * 4096..3 * 4096], fast[6 * 4096..7 * 4096]);
-    assert!(origin[9 * 4096..10 * 4096].iter().all(|&b| b == 0), "clean block left alone");
+    assert!(
+        origin[9 * 4096..10 * 4096].iter().all(|&b| b == 0),
+        "clean block left alone"
+    );
     let dump = run(Command::new("cache_dump").current_dir(d).arg("meta.img"));
     let dump = String::from_utf8_lossy(&dump.stdout);
-    assert!(!dump.contains("dirty=\"true\""), "dirty flags cleared:\n{dump}");
+    assert!(
+        !dump.contains("dirty=\"true\""),
+        "dirty flags cleared:\n{dump}"
+    );
     assert_eq!(dump.matches("<mapping ").count(), 3);
 }

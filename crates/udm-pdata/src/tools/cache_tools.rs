@@ -7,9 +7,7 @@ use super::getopt::{getopt_long, Key};
 use super::{attr, base64_decode, base64_encode, long, open_meta, Nested, Streams, VERSION};
 use crate::array::{self, bitset};
 use crate::block_manager::BlockManager;
-use crate::cache::{
-    unpack_mapping, CacheMetadata, CacheSuperblock, PolicyId, M_DIRTY, M_VALID,
-};
+use crate::cache::{unpack_mapping, CacheMetadata, CacheSuperblock, PolicyId, M_DIRTY, M_VALID};
 use crate::io::MetaIo;
 use crate::{le64, superblock};
 use std::fmt::Write as _;
@@ -288,7 +286,8 @@ pub fn check(args: &[String], io: &mut Streams<'_>) -> i32 {
             return 1;
         }
     };
-    let (mut maps, mut hints, mut discards, mut quiet, mut clear) = (true, true, true, false, false);
+    let (mut maps, mut hints, mut discards, mut quiet, mut clear) =
+        (true, true, true, false, false);
     for o in &p.opts {
         match o.key {
             Key::Long(1) => (maps, hints) = (false, false),
@@ -410,7 +409,10 @@ pub fn check(args: &[String], io: &mut Streams<'_>) -> i32 {
             n.line("examining discard bitset");
             if bitset::collect(&mut bm, sb.discard_root, sb.discard_nr_blocks).is_err() {
                 n.depth = 1;
-                n.line(&format!("missing discard bits [0, {})", sb.discard_nr_blocks));
+                n.line(&format!(
+                    "missing discard bits [0, {})",
+                    sb.discard_nr_blocks
+                ));
                 ok = false;
             }
         }
@@ -503,8 +505,7 @@ pub fn restore(args: &[String], io: &mut Streams<'_>) -> i32 {
         return 1;
     }
     let r = open_meta(&output, true).and_then(|m| {
-        let text = std::fs::read_to_string(&input)
-            .map_err(|_| "Couldn't stat file".to_string())?;
+        let text = std::fs::read_to_string(&input).map_err(|_| "Couldn't stat file".to_string())?;
         let d = parse_xml(&text)?;
         restore_dump(m.clone(), &d, version, clean)?;
         if let Some(v) = over {

@@ -64,7 +64,11 @@ pub fn writeback(args: &[String], io: &mut Streams<'_>) -> i32 {
             Key::Long(1) => origin = o.value.clone(),
             Key::Long(2) => fast = o.value.clone(),
             Key::Long(3) => {
-                if o.value.as_deref().and_then(|v| v.parse::<u64>().ok()).is_none() {
+                if o.value
+                    .as_deref()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_none()
+                {
                     io.e("couldn't parse buffer size");
                     return 1;
                 }

@@ -402,8 +402,7 @@ pub fn restore(args: &[String], io: &mut Streams<'_>) -> i32 {
         return 1;
     }
     let r = open_meta(&output, true).and_then(|m| {
-        let text = std::fs::read_to_string(&input)
-            .map_err(|_| "Couldn't stat file".to_string())?;
+        let text = std::fs::read_to_string(&input).map_err(|_| "Couldn't stat file".to_string())?;
         restore_dump(m, &parse_xml(&text)?)
     });
     if let Err(m) = r {
@@ -422,7 +421,12 @@ pub fn written_since(d: &EraDump, since: u32) -> BTreeSet<u32> {
         .collect();
     for (era, bits) in d.writesets.iter().filter(|w| w.0 >= since) {
         let _ = era;
-        set.extend(bits.iter().enumerate().filter(|(_, &v)| v).map(|(b, _)| b as u32));
+        set.extend(
+            bits.iter()
+                .enumerate()
+                .filter(|(_, &v)| v)
+                .map(|(b, _)| b as u32),
+        );
     }
     set
 }

@@ -105,9 +105,10 @@ pub fn getopt_long(
                 let value = if j < chars.len() {
                     chars[j..].iter().collect()
                 } else {
-                    let v = args.get(i).cloned().ok_or_else(|| {
-                        format!("{prog}: option requires an argument -- '{c}'")
-                    })?;
+                    let v = args
+                        .get(i)
+                        .cloned()
+                        .ok_or_else(|| format!("{prog}: option requires an argument -- '{c}'"))?;
                     i += 1;
                     v
                 };
@@ -173,7 +174,7 @@ mod tests {
 
     fn p(a: &[&str]) -> Result<Parsed, String> {
         let v: Vec<String> = a.iter().map(|s| s.to_string()).collect();
-        getopt_long("t", &v, "qo:", LONG, )
+        getopt_long("t", &v, "qo:", LONG)
     }
 
     #[test]
@@ -183,11 +184,17 @@ mod tests {
         assert_eq!(r.opts.len(), 3);
         assert_eq!(r.opts[1].value.as_deref(), Some("f"));
         assert_eq!(r.opts[2].key, Key::Long(2));
-        assert_eq!(p(&["-ofile"]).unwrap().opts[0].value.as_deref(), Some("file"));
+        assert_eq!(
+            p(&["-ofile"]).unwrap().opts[0].value.as_deref(),
+            Some("file")
+        );
         assert_eq!(p(&["--out=a"]).unwrap().opts[0].value.as_deref(), Some("a"));
         assert_eq!(p(&["--foo"]).unwrap_err(), "t: unrecognized option '--foo'");
         assert_eq!(p(&["-x"]).unwrap_err(), "t: invalid option -- 'x'");
-        assert_eq!(p(&["-o"]).unwrap_err(), "t: option requires an argument -- 'o'");
+        assert_eq!(
+            p(&["-o"]).unwrap_err(),
+            "t: option requires an argument -- 'o'"
+        );
         assert_eq!(
             p(&["--output"]).unwrap_err(),
             "t: option '--output' requires an argument"

@@ -83,9 +83,7 @@ impl Streams<'_> {
 }
 
 /// The long options of a command, built tersely.
-pub(crate) fn long(
-    opts: &[(&'static str, bool, getopt::Key)],
-) -> Vec<getopt::LongOpt> {
+pub(crate) fn long(opts: &[(&'static str, bool, getopt::Key)]) -> Vec<getopt::LongOpt> {
     opts.iter()
         .map(|&(name, arg, key)| getopt::LongOpt {
             name,
@@ -248,7 +246,11 @@ pub(crate) fn attrs(tag: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut rest = tag;
     while let Some(eq) = rest.find('=') {
-        let name = rest[..eq].split_whitespace().last().unwrap_or("").to_string();
+        let name = rest[..eq]
+            .split_whitespace()
+            .last()
+            .unwrap_or("")
+            .to_string();
         let after = rest[eq + 1..].trim_start();
         let Some(q) = after.chars().next().filter(|c| *c == '"' || *c == '\'') else {
             break;
@@ -296,7 +298,8 @@ pub(crate) fn attr<T: std::str::FromStr>(a: &[(String, String)], name: &str) -> 
         .find(|(n, _)| n == name)
         .map(|(_, v)| v)
         .ok_or_else(|| format!("could not find attribute: {name}"))?;
-    v.parse().map_err(|_| format!("bad attribute value: {name}=\"{v}\""))
+    v.parse()
+        .map_err(|_| format!("bad attribute value: {name}=\"{v}\""))
 }
 
 #[cfg(test)]

@@ -70,7 +70,10 @@ impl Core {
             if st.dirty.is_empty() && st.pending_free.is_empty() {
                 return !st.error;
             }
-            (Self::take_regions(&mut st), std::mem::take(&mut st.pending_free))
+            (
+                Self::take_regions(&mut st),
+                std::mem::take(&mut st.pending_free),
+            )
         };
         let ok = self.write_regions(&regions) && udm_io::sync::flush(&*self.cache).is_ok();
         let mut st = self.st.lock();
@@ -228,9 +231,9 @@ impl Core {
         if st.writeback_all > 0 || st.free_count() + st.writeback_size <= st.low_wm {
             return true;
         }
-        self.cfg.max_age.is_some_and(|a| {
-            st.entries[i as usize].age.elapsed() >= a - a / super::MAX_AGE_DIV
-        })
+        self.cfg
+            .max_age
+            .is_some_and(|a| st.entries[i as usize].age.elapsed() >= a - a / super::MAX_AGE_DIV)
     }
 
     /// The queued writeback work: honours pause_writeback, then runs rounds.
@@ -341,7 +344,11 @@ impl Core {
                 i
             };
             let ent = st.entries[e as usize];
-            if ent.wb || st.tree[&ent.sector].iter().any(|&o| st.entries[o as usize].wb) {
+            if ent.wb
+                || st.tree[&ent.sector]
+                    .iter()
+                    .any(|&o| st.entries[o as usize].wb)
+            {
                 continue;
             }
             if !st.committed(e) {
@@ -541,7 +548,8 @@ pub fn start_timers(core: &Arc<Core>) {
                 .map_or(Duration::from_secs(1), |d| {
                     d.saturating_duration_since(Instant::now())
                 });
-            c.timer_cv.wait_for(&mut t, next.min(Duration::from_secs(1)));
+            c.timer_cv
+                .wait_for(&mut t, next.min(Duration::from_secs(1)));
         });
     if let Err(e) = spawned {
         tracing::error!("writecache: no timer thread: {e}");
