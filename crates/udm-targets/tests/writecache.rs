@@ -356,3 +356,51 @@ fn a_write_to_a_block_in_writeback_waits_for_a_free_one() {
     let m = read(&*mem, 0, 2 * 4096);
     assert!(m[..4096].iter().all(|&x| x == 1) && m[4096..].iter().all(|&x| x == 2));
 }
+
+#[test]
+fn corrupt_entries_never_panic() {
+    // Random entries (sectors and sequence counts) behind a valid superblock: the cache opens,
+    // keeps the newest committed entry per sector as the kernel does, and serves I/O.
+    let seed = udm_testkit::prop::seed();
+    eprintln!("writecache corrupt entries: seed {seed:#x} (UDM_PROPTEST_SEED overrides)");
+    let mut rng = XorShift::mixed(seed ^ 0xc0);
+    let (_dir, origin, cache, _) = setup(9);
+    let reg = registry();
+    create(&reg, "w", &table(&origin, &cache, "0")).unwrap();
+    reg.remove(&sel("w"), false).unwrap();
+    let pristine = std::fs::read(&cache).unwrap();
+    for round in 0..20 {
+        let mut img = pristine.clone();
+        img[24..32].copy_from_slice(&rng.below(8).to_le_bytes()); // superblock seq_count
+        for i in 0..71usize {
+            let at = 64 + i * 16;
+            let sector = match rng.below(4) {
+                0 => u64::MAX,
+                1 => rng.next_u64(),
+                _ => rng.below(64) * BS + rng.below(2),
+            };
+            img[at..at + 8].copy_from_slice(&sector.to_le_bytes());
+            img[at + 8..at + 16].copy_from_slice(&rng.below(10).to_le_bytes());
+        }
+        std::fs::write(&cache, &img).unwrap();
+        create(&reg, "w", &table(&origin, &cache, "2 pause_writeback 0")).unwrap();
+        // Two committed entries for one sector with one sequence count are the kernel's
+        // "two identical entries" error: the cache then fails writes and still reads.
+        let failed = status_fields(&reg, "w")[0] == "1";
+        eprintln!("round {round}: error state {failed}");
+        {
+            let (dev, _g) = open(&reg, "w");
+            let _ = read(&*dev, 0, 64 * 4096);
+            let data = [round as u8; 4096];
+            let w = udm_io::sync::write_at(&*dev, udm_io::Sectors(3 * BS), &data);
+            assert_eq!(w.is_err(), failed, "round {round}: write result vs error state");
+            if !failed {
+                assert!(read(&*dev, 3 * BS, 4096).iter().all(|&b| b == round as u8));
+            }
+        }
+        let st = status_fields(&reg, "w");
+        assert_eq!(st.len(), 14, "{st:?}");
+        let _ = reg.message(&sel("w"), 0, &["flush".to_string()]);
+        reg.remove(&sel("w"), false).unwrap();
+    }
+}

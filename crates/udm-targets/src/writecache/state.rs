@@ -241,7 +241,8 @@ impl State {
     /// Rebuild everything from a metadata image read from disk (`writecache_resume`).
     /// Returns whether the image was changed (and must be written back), and the sectors of
     /// duplicate entries with equal sequence numbers (the kernel's "two identical entries").
-    pub fn load(&mut self, image: Vec<u8>) -> (bool, Vec<(u64, u64, u64)>) {
+    /// Entries for sectors not aligned to `bs` (only corrupt metadata has them) are freed.
+    pub fn load(&mut self, image: Vec<u8>, bs: u64) -> (bool, Vec<(u64, u64, u64)>) {
         self.meta = image;
         self.dirty.clear();
         self.tree.clear();
@@ -259,7 +260,7 @@ impl State {
             let (sector, seq) = format::read_entry(&self.meta, b as u64);
             let e = &mut self.entries[b as usize];
             (e.sector, e.seq, e.wb, e.in_tree) = (sector, seq, false, false);
-            if seq >= self.seq_count {
+            if seq >= self.seq_count || sector % bs != 0 {
                 if seq != NONE {
                     self.clear_seq(b);
                     changed = true;

@@ -455,7 +455,7 @@ impl Core {
                     m
                 }
             };
-            let (changed, identical) = st.load(image);
+            let (changed, identical) = st.load(image, self.cfg.bs);
             for (b, s, q) in identical {
                 self.fail(
                     &mut st,
