@@ -393,7 +393,11 @@ fn corrupt_entries_never_panic() {
             let _ = read(&*dev, 0, 64 * 4096);
             let data = [round as u8; 4096];
             let w = udm_io::sync::write_at(&*dev, udm_io::Sectors(3 * BS), &data);
-            assert_eq!(w.is_err(), failed, "round {round}: write result vs error state");
+            assert_eq!(
+                w.is_err(),
+                failed,
+                "round {round}: write result vs error state"
+            );
             if !failed {
                 assert!(read(&*dev, 3 * BS, 4096).iter().all(|&b| b == round as u8));
             }

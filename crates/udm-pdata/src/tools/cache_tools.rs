@@ -663,7 +663,7 @@ pub fn metadata_size(args: &[String], io: &mut Streams<'_>) -> i32 {
             return 1;
         }
         (Some(d), Some(b), n) => {
-            let blocks = if b == 0 { 0 } else { d / b };
+            let blocks = d.checked_div(b).unwrap_or(0);
             if n.is_some_and(|n| n != blocks) {
                 io.e("Contradictory arguments given, --nr-blocks doesn't match the --device-size and --block-size.");
                 return 1;

@@ -15,8 +15,16 @@ fn usage() -> &'static str {
     "Usage: cache_writeback [options]\n\t\t--metadata-device <dev>\n\t\t--origin-device <dev>\n\t\t--fast-device <dev>\n\t\t--buffer-size-meg <size>\n\t\t--list-failed-blocks\n\t\t--no-metadata-update\nOptions:\n  {-h|--help}\n  {-V|--version}\n"
 }
 
-/// Blocks to write back: (cache block, origin block), and whether the walk was complete.
-pub fn blocks_to_copy(meta: &str) -> Result<(Vec<(u64, u64)>, u32, bool), String> {
+/// What to write back: (cache block, origin block) pairs, the data block size in sectors,
+/// and whether the mapping walk was complete.
+pub struct ToCopy {
+    pub blocks: Vec<(u64, u64)>,
+    pub block_size: u32,
+    pub complete: bool,
+}
+
+/// The blocks `cache_writeback` copies.
+pub fn blocks_to_copy(meta: &str) -> Result<ToCopy, String> {
     let io = open_meta(meta, false)?;
     let sb = super::cache_tools::read_superblock(&*io)?;
     let clean = sb.flags & CLEAN_SHUTDOWN != 0;
@@ -30,7 +38,11 @@ pub fn blocks_to_copy(meta: &str) -> Result<(Vec<(u64, u64)>, u32, bool), String
         }
         Ok(())
     });
-    Ok((out, sb.data_block_size, r.is_ok()))
+    Ok(ToCopy {
+        blocks: out,
+        block_size: sb.data_block_size,
+        complete: r.is_ok(),
+    })
 }
 
 /// `cache_writeback`.
@@ -99,7 +111,7 @@ pub fn writeback(args: &[String], io: &mut Streams<'_>) -> i32 {
         return missing(io, "fast");
     };
     let (blocks, bs, complete) = match blocks_to_copy(&meta) {
-        Ok(v) => v,
+        Ok(v) => (v.blocks, v.block_size, v.complete),
         Err(m) => {
             io.e(&m);
             return 1;

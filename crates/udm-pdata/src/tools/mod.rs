@@ -216,7 +216,7 @@ pub fn base64_encode(data: &[u8]) -> String {
 
 /// Decode base64; `None` when malformed.
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 4 != 0 {
+    if !s.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::new();
@@ -268,8 +268,11 @@ pub(crate) fn attrs(tag: &str) -> Vec<(String, String)> {
     out
 }
 
-/// The tags of an XML text: (name, closing, attributes), comments and declarations skipped.
-pub(crate) fn tags(text: &str) -> Result<Vec<(String, bool, Vec<(String, String)>)>, String> {
+/// One XML tag: its name, whether it closes, its attributes.
+pub(crate) type Tag = (String, bool, Vec<(String, String)>);
+
+/// The tags of an XML text, comments and declarations skipped.
+pub(crate) fn tags(text: &str) -> Result<Vec<Tag>, String> {
     let mut out = Vec::new();
     let mut rest = text;
     while let Some(lt) = rest.find('<') {
