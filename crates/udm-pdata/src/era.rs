@@ -378,6 +378,46 @@ impl EraMetadata {
         Ok(())
     }
 
+    /// Load a whole state at once (`era_restore`): the current era, archived writesets
+    /// (era, bits) and the era array values (one per block; the array must be sized).
+    pub fn restore_state(
+        &mut self,
+        current_era: u32,
+        writesets: &[(u32, Vec<bool>)],
+        eras: &[u32],
+    ) -> Result<()> {
+        self.sb.current_era = current_era;
+        for (era, bits) in writesets {
+            let mut root = bitset::empty(&mut self.tm)?;
+            root = bitset::resize(&mut self.tm, root, 0, bits.len() as u64, false)?;
+            for (i, &b) in bits.iter().enumerate() {
+                if b {
+                    root = bitset::set(&mut self.tm, root, i as u64, true)?;
+                }
+            }
+            self.sb.writeset_tree_root = btree::insert(
+                &mut self.tm,
+                self.sb.writeset_tree_root,
+                *era as u64,
+                &pack_ws(bits.len() as u32, root),
+                &mut WritesetRefs,
+            )?;
+        }
+        for (b, &era) in eras.iter().enumerate() {
+            if era != 0 {
+                self.sb.era_array_root = array::set(
+                    &mut self.tm,
+                    self.sb.era_array_root,
+                    4,
+                    b as u64,
+                    &era.to_le_bytes(),
+                    &mut NoRefs,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     /// Write everything and make it the committed state.
     pub fn commit(&mut self) -> Result<()> {
         let root = self.tm.pre_commit()?;

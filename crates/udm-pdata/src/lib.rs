@@ -39,6 +39,7 @@ pub mod thin_size;
 pub mod thin_trim;
 pub mod thin_xml;
 pub mod tm;
+pub mod tools;
 
 pub use error::{PdataError, Result};
 

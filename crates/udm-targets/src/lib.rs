@@ -20,6 +20,7 @@ pub mod switch;
 pub mod thin;
 pub mod unstriped;
 pub mod verity;
+pub mod writecache;
 pub mod zero;
 
 use std::sync::Arc;
@@ -65,6 +66,7 @@ pub fn register_builtin(types: &TargetTypes) {
     module("clone", Arc::new(clone::CloneType));
     module("mirror", Arc::new(mirror::MirrorType));
     module("multipath", Arc::new(multipath::MultipathType));
+    module("writecache", Arc::new(writecache::WritecacheType));
 }
 
 /// A `TargetTypes` with every built-in target registered.

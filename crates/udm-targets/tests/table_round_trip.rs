@@ -137,6 +137,11 @@ enum Spec {
         groups: Vec<(usize, usize)>,
         len: u64,
     },
+    Writecache {
+        bs: u64,
+        opts: usize,
+        len: u64,
+    },
 }
 
 /// Path selectors with their group status and per-path table args as printed.
@@ -158,6 +163,13 @@ const CACHE_POLICIES: &[&str] = &[
     "mq 2 sequential_threshold 7",
     "cleaner 0",
     "default 2 migration_threshold 512",
+];
+const WRITECACHE_OPTS: &[&str] = &[
+    "0",
+    "2 start_sector 8",
+    "4 high_watermark 60 low_watermark 40",
+    "7 writeback_jobs 4 autocommit_blocks 16 autocommit_time 500 cleaner",
+    "5 max_age 1000 metadata_only pause_writeback 100",
 ];
 const CLONE_ARGS: &[&str] = &[
     "",
@@ -203,6 +215,7 @@ const COVERED: &[&str] = &[
     "clone",
     "mirror",
     "multipath",
+    "writecache",
 ];
 
 const CIPHERS: &[(&str, usize)] = &[
@@ -412,6 +425,13 @@ fn spec() -> impl Strategy<Value = Spec> {
             len8()
         )
             .prop_map(|(qinp, groups, len)| Spec::Multipath { qinp, groups, len }),
+        (any::<bool>(), 0..WRITECACHE_OPTS.len(), len8()).prop_map(|(big, opts, len)| {
+            Spec::Writecache {
+                bs: if big { 4096 } else { 512 },
+                opts,
+                len,
+            }
+        }),
     ]
 }
 
@@ -646,6 +666,16 @@ fn render(s: &Spec, f: &mut Files<'_>) -> (&'static str, u64, String) {
             }
             ("multipath", *len, p)
         }
+        Spec::Writecache { bs, opts, len } => {
+            let (o, c) = (f.image(*len), f.image(64));
+            let p = format!(
+                "s {} {} {bs} {}",
+                Escaped(&o),
+                Escaped(&c),
+                WRITECACHE_OPTS[*opts]
+            );
+            ("writecache", *len, p)
+        }
         Spec::Dust { off, shift, len } => {
             let p = DustParams {
                 dev: f.image(off + len),
@@ -814,9 +844,9 @@ proptest! {
     #[test]
     fn every_target_round_trips_its_table_line(
         specs in proptest::collection::vec(spec(), 1..4).prop_filter(
-            "verity makes the table read-only; cache, era and clone need write access",
+            "verity makes the table read-only; cache, era, clone and writecache need write access",
             |v| !(v.iter().any(|s| matches!(s, Spec::Verity(_)))
-                && v.iter().any(|s| matches!(s, Spec::Cache { .. } | Spec::Era { .. } | Spec::Clone { .. } | Spec::Mirror { .. })))
+                && v.iter().any(|s| matches!(s, Spec::Cache { .. } | Spec::Era { .. } | Spec::Clone { .. } | Spec::Mirror { .. } | Spec::Writecache { .. })))
         ),
         names in proptest::collection::vec(awkward_name(), 1..6),
         dir_name in awkward_name(),

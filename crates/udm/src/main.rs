@@ -1,6 +1,7 @@
 //! udm: the multi-call binary — `udm daemon`, `udm <dmsetup command>`, and `dmsetup` when
 //! invoked through a link of that name; with no arguments it runs the quickstart daemon.
 
+mod cache_era_cli;
 mod daemon_cli;
 mod dmctl;
 mod dmesg_cli;
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         "multipath" => multipath_cli::main(&args[1..]),
         "pvs" | "vgs" | "lvs" | "lvm" => lvm::run(&prog, &args[1..]),
         p if thin_cli::TOOLS.contains(&p) => thin_cli::run(p, &args[1..]),
+        p if cache_era_cli::is_tool(p) => cache_era_cli::run(p, &args[0], &args[1..]),
         p if lvm::COMMANDS.contains(&p) => lvm::run(p, &args[1..]),
         _ => match args.get(1).map(|s| s.as_str()) {
             Some("daemon") => report(daemon_cli::main(&args[2..], false)),
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
             Some("multipath") => multipath_cli::main(&args[2..]),
             Some(c @ ("open" | "close")) => open_cli::main(c, &args[2..]),
             Some("thin") => thin_cli::main(&args[2..]),
+            Some(g @ ("cache" | "era")) => cache_era_cli::group(g, &args[2..]),
             Some("snapshot") => snapshot_cli::main(&args[2..]),
             None => report(daemon_cli::main(&[], true)),
             Some("--help") if args.len() == 2 => {
@@ -130,6 +133,9 @@ Usage:
                           thin_dump, thin_check, … links)
   udm multipath -ll [NAME]  multipath devices' groups and paths, as `multipath -ll` (a
                           `multipath` link too)
+  udm cache check|dump|restore|repair|metadata_size|writeback …   and
+  udm era check|dump|restore|invalidate …   thin-provisioning-tools 0.9's cache and era
+                          tools (also as cache_check, era_dump, … links)
   udm snapshot dump COW           print a snapshot COW's header and exception table
   udm <dmsetup command>   any dmsetup command (create, ls, info, table, status, remove, …);
                           `udm help` lists them. A link named `dmsetup` behaves as dmsetup.

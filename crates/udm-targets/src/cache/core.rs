@@ -2,8 +2,10 @@
 //!
 //! `map` never blocks: under one short lock it finds the origin block's cache block and
 //! remaps the bio (a hit to the cache device, a miss to the origin), counting it in flight
-//! per origin block. Anything else — promotions, demotions, writebacks, flushes, discards,
-//! FUA/PREFLUSH writes — runs on the target's own `Worker`. A block being migrated is locked:
+//! per origin block. Promotions (with the demotion that frees their block) run on a few
+//! migration workers, several at once, as each mostly waits on its copy from the slow origin;
+//! anything else — writebacks, flushes, discards, FUA/PREFLUSH writes — runs on the target's
+//! own `Worker`. Metadata changes are serialized by the metadata lock. A block being migrated is locked:
 //! bios for it wait in its list and are mapped again when the migration ends, and a migration
 //! starts copying only once the block's in-flight bios have drained.
 //!
@@ -20,6 +22,9 @@ use std::sync::Arc;
 use udm_core::{Copier, Loc, MapResult, Worker};
 use udm_io::{Bio, BioFlags, BlockDevice, IoBuf, IoError, Op, Sectors};
 use udm_pdata::cache::CacheMetadata;
+
+/// Promotions in flight at once at most (one per migration worker).
+const MIGRATORS: usize = 4;
 
 /// How writes are handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +79,8 @@ pub struct Core {
     pub cache: Arc<dyn BlockDevice>,
     pub md: Arc<Mutex<CacheMetadata>>,
     pub worker: Arc<Worker>,
+    /// Promotions run here, several at once (each waits on its copy from the origin).
+    migrators: Vec<Arc<Worker>>,
     pub copier: Copier,
     pub migration_threshold: AtomicU64,
     pub counters: Counters,
@@ -123,6 +130,9 @@ impl Core {
             cache,
             md,
             worker,
+            migrators: (0..MIGRATORS)
+                .map(|_| Arc::new(Worker::new("cache-migrate")))
+                .collect(),
             copier: Copier::new(Sectors(bs.min(1024)), 16),
             migration_threshold: AtomicU64::new(2048),
             counters: Counters::default(),
@@ -293,7 +303,8 @@ impl Core {
                 st.locked.insert(ob, vec![bio]);
                 drop(st);
                 let me = self.clone();
-                self.worker.spawn(move || me.promote(ob));
+                let w = &self.migrators[ob as usize % MIGRATORS];
+                w.spawn(move || me.promote(ob));
                 return MapResult::Submitted;
             }
         }

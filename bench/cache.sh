@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# bench/cache.sh — SSD tiering side by side, in one run, all driven over NBD by fio's nbd
+# engine (one connection, 4 KiB, iodepth 16, time based):
+#   origin:        a slow disk, modelled by a `delay` device (DELAY_MS per I/O) over a file;
+#   fast:          a linear device over a file (the SSD alone);
+#   cache wt/wb:   dm-cache (smq, 64 KiB blocks, CACHE_MIB of cache) over its own slow
+#                  origin, in writethrough and in writeback;
+#   writecache:    dm-writecache (4 KiB blocks, CACHE_MIB) over its own slow origin;
+#   nbdkit cache:  nbdkit's cache filter (cache-on-read, writeback, CACHE_MIB) in front of
+#                  udm's slow origin export (nbd plugin).
+# Workloads: a zipf(1.2) random read (after a warm-up pass that fills each cache) and a zipf
+# random write. Rounds are interleaved, every peer once per round, the median shown. Prints
+# IOPS and the ratios the cache issue aims at: the hot set at >= 0.8x the fast device after
+# warm-up, and writecache writes at >= 0.8x the fast device. Not part of CI; no root needed.
+#
+#   bench/cache.sh [SIZE_MIB] [CACHE_MIB] [DELAY_MS] [RUNTIME_S] [REPEATS]
+#       (defaults 256, 64, 5, 5, 3; UDM_BIN=path skips the build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE=${1:-256}
+CACHE=${2:-64}
+DELAY=${3:-5}
+RUNTIME=${4:-5}
+REPS=${5:-3}
+for t in fio nbdkit python3; do
+  command -v $t >/dev/null || { echo "need $t"; exit 1; }
+done
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+if [ -z "${UDM_BIN:-}" ]; then cargo build --release -q -p udm; fi
+UDM=${UDM_BIN:-$TARGET/release/udm}
+W=$(mktemp -d "${TMPDIR:-/tmp}/udm-cache-bench.XXXXXX")
+cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+SECT=$((SIZE << 11))
+# Written through (not sparse), so no peer pays for file system allocation.
+for f in fast o_wt o_wb o_wc o_nk; do head -c $((SIZE << 20)) /dev/zero >"$W/$f.img"; done
+for f in c_wt c_wb; do head -c $((CACHE << 20)) /dev/zero >"$W/$f.img"; done
+for f in m_wt m_wb; do truncate -s 16M "$W/$f.img"; done
+# writecache: CACHE MiB of data blocks plus their metadata.
+head -c $(((CACHE + 1) << 20)) /dev/zero >"$W/c_wc.img"
+
+export UDM_STATE_DIR=$W/state
+"$UDM" daemon --socket "$W/ctl" --nbd-socket "$W/nbd.sock" --no-fuse 2>"$W/udm.log" &
+for _ in $(seq 100); do [ -S "$W/ctl" ] && [ -S "$W/nbd.sock" ] && break; sleep 0.1; done
+u() { UDM_SOCKET=$W/ctl "$UDM" "$@"; }
+mk() { u create "$1" --table "$2" >/dev/null; }
+uri() { echo "nbd+unix:///$1?socket=$W/nbd.sock"; }
+slow() { mk "$1" "0 $SECT delay $W/$2.img 0 $DELAY"; }
+
+mk fast "0 $SECT linear $W/fast.img 0"
+slow origin o_nk
+for s in wt wb wc; do slow "s_$s" "o_$s"; done
+mk c_wt "0 $SECT cache $W/m_wt.img $W/c_wt.img /dev/mapper/s_wt 128 1 writethrough smq 0"
+mk c_wb "0 $SECT cache $W/m_wb.img $W/c_wb.img /dev/mapper/s_wb 128 1 writeback smq 0"
+mk wc "0 $SECT writecache s /dev/mapper/s_wc $W/c_wc.img 4096 0"
+nbdkit -U "$W/nk.sock" --filter=cache nbd socket="$W/nbd.sock" export=origin \
+  cache=writeback cache-on-read=true cache-max-size=${CACHE}M &
+for _ in $(seq 100); do [ -S "$W/nk.sock" ] && break; sleep 0.1; done
+nkuri="nbd+unix:///?socket=$W/nk.sock"
+
+# One fio job; prints IOPS.
+job() { # uri rw runtime
+  fio --name=j --ioengine=nbd --uri="$1" --rw="$2" --bs=4k --iodepth=16 --size=${SIZE}m \
+    --random_distribution=zipf:1.2 --randseed=1205 --time_based --runtime="$3" \
+    --output-format=json 2>/dev/null | python3 -c '
+import json, sys
+t = sys.stdin.read(); d = json.loads(t[t.index("{"):])["jobs"][0]
+s = d["read"] if d["read"]["io_bytes"] else d["write"]
+print("%.0f" % s["iops"])'
+}
+declare -A URI=([origin]=$(uri origin) [fast]=$(uri fast) [c_wt]=$(uri c_wt) [c_wb]=$(uri c_wb)
+  [wc]=$(uri wc) [nk]=$nkuri)
+PEERS="origin fast c_wt c_wb wc nk"
+# Warm-up: the same zipf read pattern fills every read cache (dm-cache promotes on hits).
+for p in $PEERS; do job "${URI[$p]}" randread $((RUNTIME * 2)) >/dev/null; done
+declare -A RES
+add() { RES[$1]="${RES[$1]:-} $2"; }
+for _ in $(seq "$REPS"); do
+  for p in $PEERS; do add "r_$p" "$(job "${URI[$p]}" randread "$RUNTIME")"; done
+  for p in $PEERS; do add "w_$p" "$(job "${URI[$p]}" randwrite "$RUNTIME")"; done
+done
+med() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.0f}')" ${RES[$1]}; }
+r() { python3 -c "print(f'{$1 / max($2, 1):.2f}')"; }
+declare -A M
+for p in $PEERS; do M[r_$p]=$(med "r_$p"); M[w_$p]=$(med "w_$p"); done
+STATUS_WC=$(u status wc | cut -d' ' -f4-)
+echo "== cache bench: ${SIZE} MiB origin (delay ${DELAY} ms), ${CACHE} MiB cache, ${RUNTIME} s jobs," \
+  "median of $REPS rounds, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-34s %12s %9s %14s %9s\n' "peer (fio nbd 4k qd16 zipf 1.2)" "read IOPS" "vs fast" "write IOPS" "vs fast"
+name() { case $1 in origin) echo "slow origin (delay) alone";; fast) echo "fast device alone";;
+  c_wt) echo "cache writethrough (smq)";; c_wb) echo "cache writeback (smq)";;
+  wc) echo "writecache";; nk) echo "nbdkit cache filter";; esac; }
+for p in $PEERS; do
+  printf '%-34s %12s %9s %14s %9s\n' "$(name $p)" "${M[r_$p]}" "$(r "${M[r_$p]}" "${M[r_fast]}")" \
+    "${M[w_$p]}" "$(r "${M[w_$p]}" "${M[w_fast]}")"
+done
+echo "writecache status after the run: $STATUS_WC"
+echo "aims: hot set >= 0.8x fast after warm-up: cache wt $(r "${M[r_c_wt]}" "${M[r_fast]}")," \
+  "cache wb $(r "${M[r_c_wb]}" "${M[r_fast]}"), writecache $(r "${M[r_wc]}" "${M[r_fast]}");" \
+  "writecache writes >= 0.8x fast: $(r "${M[w_wc]}" "${M[w_fast]}")"
