@@ -35,6 +35,7 @@ mod superblock;
 pub mod thin;
 pub mod thin_delta;
 pub mod thin_ls;
+pub mod thin_shrink;
 pub mod thin_size;
 pub mod thin_trim;
 pub mod thin_xml;

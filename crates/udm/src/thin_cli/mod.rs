@@ -5,6 +5,7 @@
 mod delta;
 mod ls;
 mod repair;
+mod shrink;
 mod size;
 mod trim;
 
@@ -35,13 +36,14 @@ const VERSION: &str = "0.9.0";
 /// `udm thin <tool> …`.
 pub fn main(args: &[String]) -> i32 {
     match args.first().map(|s| s.as_str()) {
+        Some("shrink") => shrink::main(&args[1..]),
         Some(t) if TOOLS.contains(&format!("thin_{t}").as_str()) => {
             run(&format!("thin_{t}"), &args[1..])
         }
         Some(t) if TOOLS.contains(&t) => run(t, &args[1..]),
         _ => {
             eprintln!(
-                "Usage: udm thin {{dump|check|restore|repair|ls|delta|trim|metadata_size}} [options] …"
+                "Usage: udm thin {{dump|check|restore|repair|ls|delta|trim|metadata_size|shrink}} [options] …"
             );
             1
         }
