@@ -214,6 +214,14 @@ impl Pool {
         if write {
             self.dirty.store(true, SeqCst);
         }
+        if md.tm().take_threshold_event() {
+            // Raised outside the metadata lock, as the data low-water event is.
+            drop(g);
+            tracing::warn!("thin-pool: reached low water mark for metadata device: sending event");
+            let ev = self.st.lock().events.clone();
+            ev();
+            g = self.md.lock();
+        }
         match r {
             Ok(v) => Ok(v),
             Err(e @ (PdataError::Invalid(_) | PdataError::NoSpace("data"))) => Err(e.into()),
@@ -315,6 +323,13 @@ impl Pool {
             }
         } else {
             c.retain(|(d, _), _| *d != dev);
+        }
+    }
+
+    /// Set the metadata low water mark (table load: `dm_pool_register_metadata_threshold`).
+    pub(crate) fn set_meta_threshold(&self, blocks: u64) {
+        if let Some(md) = self.md.lock().as_mut() {
+            md.tm().set_threshold(blocks);
         }
     }
 
