@@ -495,3 +495,56 @@ fn thin_devices_and_snapshots_written_concurrently() {
     }
     udm_testkit::thin::thin_check(&files.meta).unwrap();
 }
+
+#[test]
+fn whole_block_writes_in_flight_together_provision_and_break_sharing() {
+    use udm_io::{Bio, IoBuf};
+    let dir = tempfile::tempdir().unwrap();
+    let files = PoolFiles::new(dir.path(), 4, BS, 64);
+    let reg = reg();
+    let thin = setup(&reg, &files, "0", 32);
+    // Blocks 0..8 mapped, then shared with snapshot 2.
+    for b in 0..8 {
+        write(thin.as_ref(), b * BS, &block(0x10 + b as u8)).unwrap();
+    }
+    message(&reg, "pool", "create_snap 2 1").unwrap();
+    // 24 whole-block writes at once: 8 break sharing, 16 provision new blocks.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for b in 0..24u64 {
+        let tx = tx.clone();
+        thin.submit(Bio::write(
+            Sectors(b * BS),
+            IoBuf::from_slice(&block(0x80 + b as u8)),
+            Box::new(move |r, _| tx.send(r).unwrap()),
+        ));
+    }
+    for _ in 0..24 {
+        rx.recv().unwrap().unwrap();
+    }
+    udm_io::sync::flush(thin.as_ref()).unwrap();
+    for b in 0..24u64 {
+        assert_eq!(
+            read(thin.as_ref(), b * BS, BLOCK).unwrap(),
+            block(0x80 + b as u8),
+            "block {b}"
+        );
+    }
+    create(
+        &reg,
+        "snap",
+        &format!("0 {} thin /dev/mapper/pool 2", 32 * BS),
+    )
+    .unwrap();
+    let (snap, _g) = open(&reg, "snap");
+    for b in 0..8u64 {
+        assert_eq!(
+            read(snap.as_ref(), b * BS, BLOCK).unwrap(),
+            block(0x10 + b as u8)
+        );
+    }
+    // 8 shared + 8 broken away + 16 new: 32 of 64 data blocks.
+    assert_eq!(pool_field(&reg, 2), "32/64");
+    drop((snap, _g, thin));
+    reg.remove_all(false);
+    udm_testkit::thin::thin_check(&files.meta).unwrap();
+}

@@ -66,6 +66,9 @@ pub struct Pool {
     /// hop to the worker. Entries go before the mapping changes (discard, delete,
     /// snapshot, aborted transaction).
     cache: RwLock<HashMap<(u64, u64), (u64, bool)>>,
+    /// Bios waiting for the worker (see `batch`), and whether a job will take them.
+    pub(crate) queue: Mutex<Vec<(Arc<ThinShared>, Bio)>>,
+    pub(crate) queue_scheduled: AtomicBool,
 }
 
 /// Entries kept in the mapping cache before it starts over.
@@ -165,6 +168,8 @@ impl Pool {
             dirty: AtomicBool::new(false),
             open: Mutex::new(HashMap::new()),
             cache: RwLock::new(HashMap::new()),
+            queue: Mutex::new(Vec::new()),
+            queue_scheduled: AtomicBool::new(false),
             no_space_timeout,
         });
         start_ticker(Arc::downgrade(&pool));
