@@ -34,7 +34,7 @@ fn groupable(pool: &Pool, bio: &Bio) -> bool {
     bio.op == Op::Write
         && !bio.flags.contains(BioFlags::PREFLUSH)
         && !bio.flags.contains(BioFlags::FUA)
-        && bio.sector.0 % pool.block_size == 0
+        && bio.sector.0.is_multiple_of(pool.block_size)
         && bio.len().0 == pool.block_size
 }
 
