@@ -15,6 +15,13 @@ pub enum PdataError {
         #[source]
         source: std::io::Error,
     },
+    /// The data device failed (moving blocks while shrinking a pool).
+    #[error("data device I/O error at block {block}: {source}")]
+    DataIo {
+        block: u64,
+        #[source]
+        source: std::io::Error,
+    },
     /// A block's stored checksum does not match its contents.
     #[error("{kind} block {block}: checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
     Checksum {
@@ -55,7 +62,9 @@ impl PdataError {
     /// The errno the kernel's persistent-data code returns for this failure.
     pub fn errno(&self) -> i32 {
         match self {
-            PdataError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            PdataError::Io { source, .. } | PdataError::DataIo { source, .. } => {
+                source.raw_os_error().unwrap_or(libc::EIO)
+            }
             PdataError::Checksum { .. }
             | PdataError::BlockNr { .. }
             | PdataError::Corrupt { .. }

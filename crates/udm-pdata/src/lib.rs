@@ -18,7 +18,9 @@
 //! - [`cache`]: the dm-cache superblock, mapping/hint arrays, dirty and discard bitsets;
 //! - [`era`]: the dm-era superblock, writeset tree and era array;
 //! - [`clone`]: the dm-clone superblock and its hydrated-region bitset;
-//! - [`check`]: a checker that walks all reachable blocks and compares reference counts.
+//! - [`check`]: a checker that walks all reachable blocks and compares reference counts;
+//! - [`thin_shrink`]: shrinking a pool's data device offline;
+//! - [`tools`]: the thin tools' personalities and the tool family's option parser.
 
 pub mod array;
 pub mod block_manager;
@@ -35,6 +37,7 @@ mod superblock;
 pub mod thin;
 pub mod thin_delta;
 pub mod thin_ls;
+pub mod thin_shrink;
 pub mod thin_size;
 pub mod thin_trim;
 pub mod thin_xml;

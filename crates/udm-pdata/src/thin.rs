@@ -433,6 +433,30 @@ impl ThinMetadata {
         Ok(old.is_some())
     }
 
+    /// Point `vblock` of `dev` at `data_block`, keeping the mapping's `time`: the new
+    /// block gains a reference and the old one loses it (moving blocks when shrinking).
+    pub(crate) fn remap(
+        &mut self,
+        dev: u64,
+        vblock: u64,
+        data_block: u64,
+        time: u32,
+    ) -> Result<()> {
+        self.data_sm.inc(data_block)?;
+        let v = pack_block_time(data_block, time);
+        if !self.insert_mapping(dev, vblock, v)? {
+            return Err(PdataError::Inconsistent(format!(
+                "device {dev} block {vblock} was not mapped"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Shrink the data space map to `nr_blocks` (the dropped blocks must be free).
+    pub(crate) fn shrink_data_sm(&mut self, nr_blocks: u64) -> Result<()> {
+        self.data_sm.shrink(&mut self.tm, nr_blocks)
+    }
+
     /// Set the superblock's time (restoring from a dump).
     pub fn set_time(&mut self, time: u32) {
         self.sb.time = time;

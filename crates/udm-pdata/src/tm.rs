@@ -33,6 +33,30 @@ impl BlockReader for BlockManager {
 pub struct TransactionManager {
     bm: BlockManager,
     sm: SmCore,
+    threshold: Threshold,
+}
+
+/// An edge-triggered low-space threshold on the metadata space map (the kernel's
+/// `dm_sm_register_threshold_callback`): after an allocation leaves `free <= at`, it
+/// fires once, unless the free count seen at the previous allocation was already at or
+/// below the threshold. The last value seen survives a new threshold.
+#[derive(Debug, Default)]
+struct Threshold {
+    at: Option<u64>,
+    last: Option<u64>,
+    fired: bool,
+}
+
+impl Threshold {
+    fn below(&self, v: u64) -> bool {
+        self.at.is_some_and(|t| v <= t)
+    }
+    fn check(&mut self, free: u64) {
+        if self.below(free) && !self.last.is_some_and(|l| self.below(l)) {
+            self.fired = true;
+        }
+        self.last = Some(free);
+    }
 }
 
 impl BlockReader for TransactionManager {
@@ -57,6 +81,7 @@ impl TransactionManager {
         let mut tm = TransactionManager {
             bm: BlockManager::new(io, DEFAULT_CACHE_BLOCKS),
             sm,
+            threshold: Threshold::default(),
         };
         tm.sm.ref_count_root = crate::btree::empty(&mut tm, 4)?;
         Ok(tm)
@@ -67,7 +92,11 @@ impl TransactionManager {
         let mut bm = BlockManager::new(io, DEFAULT_CACHE_BLOCKS);
         let root = SmRoot::unpack(sm_root)?;
         let sm = metadata::load(&mut bm, &root)?;
-        Ok(TransactionManager { bm, sm })
+        Ok(TransactionManager {
+            bm,
+            sm,
+            threshold: Threshold::default(),
+        })
     }
 
     /// The block manager (for reads and cache statistics).
@@ -103,7 +132,20 @@ impl TransactionManager {
 
     /// Allocate a new block for this transaction (count 1).
     pub fn alloc(&mut self) -> Result<u64> {
-        self.sm.alloc()
+        let b = self.sm.alloc()?;
+        self.threshold.check(self.sm.nr_free());
+        Ok(b)
+    }
+
+    /// Arm the low-space threshold: an allocation that leaves `blocks` or fewer blocks
+    /// free raises [`TransactionManager::take_threshold_event`] (once per crossing).
+    pub fn set_threshold(&mut self, blocks: u64) {
+        self.threshold.at = Some(blocks);
+    }
+
+    /// Whether the threshold was crossed since the last call.
+    pub fn take_threshold_event(&mut self) -> bool {
+        std::mem::take(&mut self.threshold.fired)
     }
 
     /// Add a reference to metadata block `b`.
@@ -140,7 +182,7 @@ impl TransactionManager {
         if self.is_shadow(b) && !shared {
             return Ok((b, data, false));
         }
-        let new = self.sm.alloc()?;
+        let new = self.alloc()?;
         self.sm.dec(b)?;
         Ok((new, data, shared))
     }

@@ -1,5 +1,6 @@
 //! thin-pool behaviour in process: out of data space (queue until the pool grows by reload,
-//! queue until the no-space timeout, error_if_no_space), the low-water event, metadata
+//! queue until the no-space timeout, error_if_no_space), the data and metadata low-water
+//! events, metadata
 //! growth by reload, partial writes zeroing the rest of a new block (and not with
 //! skip_block_zeroing), external origins, block status holes, constructor and message
 //! errors, and `targets` listing as the kernel after loading the module.
@@ -152,6 +153,65 @@ fn low_water_mark_raises_one_event() {
     assert_eq!(ev(), e0 + 1, "free 3 <= low water 3");
     write(thin.as_ref(), 5 * BS, &block(1)).unwrap();
     assert_eq!(ev(), e0 + 1, "edge-triggered: once until resume");
+}
+
+/// Free metadata blocks as the pool status shows them (used counts the reserve in).
+fn meta_free(reg: &Registry) -> u64 {
+    let f = pool_field(reg, 1);
+    let (used, total) = f.split_once('/').unwrap();
+    let (used, total): (u64, u64) = (used.parse().unwrap(), total.parse().unwrap());
+    total - used + (total / 10).min(4096)
+}
+
+#[test]
+fn metadata_low_water_raises_one_event_per_crossing() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = PoolFiles::new(dir.path(), 1, BS, 8);
+    let reg = reg();
+    let _thin = setup(&reg, &files, "0", 8);
+    // 256 metadata blocks: the mark is a quarter of them (4 MiB would be 1024 blocks).
+    assert_eq!(pool_field(&reg, 8), "64");
+    let ev = || reg.info(&sel("pool"), false).unwrap().event_nr;
+    let e0 = ev();
+    // Every thin device takes a metadata block for its mapping tree.
+    let mut id = 2;
+    let create_until = |limit: u64, id: &mut u64| {
+        while meta_free(&reg) > limit {
+            message(&reg, "pool", &format!("create_thin {id}")).unwrap();
+            *id += 1;
+            if meta_free(&reg) > 64 + 8 {
+                assert_eq!(ev(), e0, "free {} well above 64: no event", meta_free(&reg));
+            }
+        }
+    };
+    create_until(64, &mut id);
+    assert_eq!(ev(), e0 + 1, "free {} <= 64", meta_free(&reg));
+    create_until(40, &mut id);
+    assert_eq!(ev(), e0 + 1, "edge-triggered: once while below");
+    // Growing the metadata device (2 MiB: mark 128) leaves it well above the mark; the
+    // next allocations re-arm it and the next crossing raises one event.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&files.meta)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    let lines = udm_core::parse_table_text(&files.table("0")).unwrap();
+    reg.load(&sel("pool"), &lines, false).unwrap();
+    reg.resume(&sel("pool")).unwrap();
+    assert_eq!(pool_field(&reg, 8), "128");
+    let e1 = ev();
+    let free = meta_free(&reg);
+    assert!(free > 200, "{free}");
+    message(&reg, "pool", &format!("create_thin {id}")).unwrap();
+    id += 1;
+    assert_eq!(ev(), e1, "free {} > 128: no event", meta_free(&reg));
+    while meta_free(&reg) > 128 {
+        message(&reg, "pool", &format!("create_thin {id}")).unwrap();
+        id += 1;
+    }
+    assert_eq!(ev(), e1 + 1, "second crossing, free {}", meta_free(&reg));
+    udm_testkit::thin::thin_check(&files.meta).unwrap();
 }
 
 #[test]
@@ -433,5 +493,58 @@ fn thin_devices_and_snapshots_written_concurrently() {
     for n in names.iter().chain([&"pool".to_string()]) {
         reg.remove(&sel(n), false).unwrap();
     }
+    udm_testkit::thin::thin_check(&files.meta).unwrap();
+}
+
+#[test]
+fn whole_block_writes_in_flight_together_provision_and_break_sharing() {
+    use udm_io::{Bio, IoBuf};
+    let dir = tempfile::tempdir().unwrap();
+    let files = PoolFiles::new(dir.path(), 4, BS, 64);
+    let reg = reg();
+    let thin = setup(&reg, &files, "0", 32);
+    // Blocks 0..8 mapped, then shared with snapshot 2.
+    for b in 0..8 {
+        write(thin.as_ref(), b * BS, &block(0x10 + b as u8)).unwrap();
+    }
+    message(&reg, "pool", "create_snap 2 1").unwrap();
+    // 24 whole-block writes at once: 8 break sharing, 16 provision new blocks.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for b in 0..24u64 {
+        let tx = tx.clone();
+        thin.submit(Bio::write(
+            Sectors(b * BS),
+            IoBuf::from_slice(&block(0x80 + b as u8)),
+            Box::new(move |r, _| tx.send(r).unwrap()),
+        ));
+    }
+    for _ in 0..24 {
+        rx.recv().unwrap().unwrap();
+    }
+    udm_io::sync::flush(thin.as_ref()).unwrap();
+    for b in 0..24u64 {
+        assert_eq!(
+            read(thin.as_ref(), b * BS, BLOCK).unwrap(),
+            block(0x80 + b as u8),
+            "block {b}"
+        );
+    }
+    create(
+        &reg,
+        "snap",
+        &format!("0 {} thin /dev/mapper/pool 2", 32 * BS),
+    )
+    .unwrap();
+    let (snap, _g) = open(&reg, "snap");
+    for b in 0..8u64 {
+        assert_eq!(
+            read(snap.as_ref(), b * BS, BLOCK).unwrap(),
+            block(0x10 + b as u8)
+        );
+    }
+    // 8 shared + 8 broken away + 16 new: 32 of 64 data blocks.
+    assert_eq!(pool_field(&reg, 2), "32/64");
+    drop((snap, _g, thin));
+    reg.remove_all(false);
     udm_testkit::thin::thin_check(&files.meta).unwrap();
 }

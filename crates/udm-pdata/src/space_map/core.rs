@@ -234,6 +234,37 @@ impl SmCore {
         Ok(())
     }
 
+    /// Shrink to `nr_blocks`; every block being dropped must be free. The last remaining
+    /// bitmap becomes dirty; the bitmaps past it are returned (their index positions) for
+    /// the caller to release.
+    pub fn shrink(&mut self, nr_blocks: u64) -> Result<std::ops::Range<usize>> {
+        if nr_blocks > self.nr_blocks {
+            return Err(PdataError::Invalid(format!(
+                "{} space map cannot shrink from {} to {nr_blocks} blocks",
+                self.name, self.nr_blocks
+            )));
+        }
+        if let Some(b) = (nr_blocks..self.nr_blocks).find(|&b| self.get(b) != 0) {
+            return Err(PdataError::Invalid(format!(
+                "{} space map: block {b} is still in use, cannot shrink to {nr_blocks} blocks",
+                self.name
+            )));
+        }
+        let old_bitmaps = self.index.len();
+        let n = nr_bitmaps(nr_blocks);
+        self.nr_blocks = nr_blocks;
+        self.small.truncate(nr_blocks as usize);
+        self.index.truncate(n);
+        self.dirty_bitmaps.retain(|&i| i < n);
+        if n > 0 {
+            self.dirty_bitmaps.insert(n - 1);
+        }
+        self.new_this_txn.retain(|&b| b < nr_blocks);
+        self.pending_free.retain(|&b| b < nr_blocks);
+        self.cursor = 0;
+        Ok(n..old_bitmaps)
+    }
+
     /// The root a superblock stores for this map.
     pub fn root(&self) -> super::SmRoot {
         super::SmRoot {

@@ -85,6 +85,26 @@ impl DiskSpaceMap {
         self.core.extend(nr_blocks)
     }
 
+    /// Shrink the map to `nr_blocks` (the blocks dropped must be free): the index loses
+    /// the bitmaps past the new end and their blocks are released.
+    pub fn shrink(&mut self, tm: &mut TransactionManager, nr_blocks: u64) -> Result<()> {
+        let old = self.core.index.clone();
+        for i in self.core.shrink(nr_blocks)? {
+            self.core.bitmap_root = btree::remove(
+                tm,
+                self.core.bitmap_root,
+                i as u64,
+                INDEX_ENTRY_SIZE as u32,
+                &mut NoRefs,
+            )?
+            .0;
+            if old[i].blocknr != 0 {
+                tm.dec(old[i].blocknr)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Write changed bitmaps, index entries and overflow counts; return the root for the
     /// superblock. Call before [`TransactionManager::pre_commit`].
     pub fn commit(&mut self, tm: &mut TransactionManager) -> Result<SmRoot> {

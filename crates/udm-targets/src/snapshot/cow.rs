@@ -135,6 +135,18 @@ pub struct Store {
     cow_size: u64,
 }
 
+/// A batch of merge runs planned by [`Store::plan_merge`].
+#[derive(Debug, Default)]
+pub struct MergePlan {
+    /// `(first old chunk, first new chunk, count)`, newest first.
+    pub runs: Vec<(u64, u64, u64)>,
+    /// Areas after the merge, newest first: (area, contents, exceptions left, whether
+    /// it changed and is written); the last one becomes the current area.
+    areas: Vec<(u64, Vec<u8>, u64, bool)>,
+    /// Origin chunks the runs merge.
+    merged: Vec<u64>,
+}
+
 /// What opening found: the store, whether the header said valid, and the table chunk size
 /// the header overrode (the kernel warns about it).
 pub struct Opened {
@@ -387,43 +399,94 @@ impl Store {
         }
     }
 
-    /// The next run to merge: the newest exception and the consecutive ones before it in
-    /// its area, as `(first old chunk, first new chunk, count)`; `None` when all merged.
-    pub fn prepare_merge(
-        &mut self,
+    /// The next batch to merge: runs of the newest exception and the consecutive ones
+    /// before it in its area (the kernel's merge order), newest first, going back through
+    /// earlier areas, until `max_chunks` chunks are taken.
+    /// Nothing changes until [`Store::commit_merge_plan`].
+    pub fn plan_merge(
+        &self,
         cow: &dyn BlockDevice,
-    ) -> Result<Option<(u64, u64, u64)>, IoError> {
-        if self.current_committed == 0 {
-            if self.current_area == 0 {
-                return Ok(None);
+        max_chunks: u64,
+    ) -> Result<Option<MergePlan>, IoError> {
+        let epa = exceptions_per_area(self.chunk);
+        let (mut area, mut committed) = (self.current_area, self.current_committed);
+        let mut buf = self.area.clone();
+        let mut plan = MergePlan::default();
+        let mut touched = false;
+        let mut total = 0;
+        loop {
+            if committed == 0 {
+                if area == 0 {
+                    break;
+                }
+                if touched {
+                    plan.areas.push((area, std::mem::take(&mut buf), 0, true));
+                }
+                area -= 1;
+                let loc = self.chunk_sector(area_location(self.chunk, area));
+                buf = sync::read_at(cow, loc, self.area.len())?
+                    .as_slice()
+                    .to_vec();
+                committed = epa;
+                touched = false;
             }
-            self.current_area -= 1;
-            self.read_area(cow, self.current_area)?;
-            self.current_committed = exceptions_per_area(self.chunk);
-        }
-        let last = (self.current_committed - 1) as usize;
-        let (lo, ln) = area_entry(&self.area, last);
-        let mut n = 1u64;
-        while n < self.current_committed {
-            let (o, nw) = area_entry(&self.area, last - n as usize);
-            if o != lo.wrapping_sub(n) || nw != ln.wrapping_sub(n) {
+            if total >= max_chunks {
                 break;
             }
-            n += 1;
+            let last = (committed - 1) as usize;
+            let (lo, ln) = area_entry(&buf, last);
+            let mut n = 1u64;
+            while n < committed && total + n < max_chunks {
+                let (o, nw) = area_entry(&buf, last - n as usize);
+                if o != lo.wrapping_sub(n) || nw != ln.wrapping_sub(n) {
+                    break;
+                }
+                n += 1;
+            }
+            for i in 0..n as usize {
+                plan.merged.push(area_entry(&buf, last - i).0);
+                set_area_entry(&mut buf, last - i, 0, 0);
+            }
+            plan.runs
+                .push((lo.wrapping_sub(n - 1), ln.wrapping_sub(n - 1), n));
+            committed -= n;
+            total += n;
+            touched = true;
         }
-        Ok(Some((lo.wrapping_sub(n - 1), ln.wrapping_sub(n - 1), n)))
+        if plan.runs.is_empty() {
+            return Ok(None);
+        }
+        // The area the batch ends in becomes current; written only if the batch took from
+        // it (it may have just stepped back into it).
+        plan.areas.push((area, buf, committed, touched));
+        Ok(Some(plan))
     }
 
-    /// Remove the last `n` exceptions (just merged) from the area on disk and in memory.
-    pub fn commit_merge(&mut self, cow: &dyn BlockDevice, n: u64) -> Result<(), IoError> {
-        for i in 0..n {
-            let idx = (self.current_committed - 1 - i) as usize;
-            let (old, _) = area_entry(&self.area, idx);
-            self.map.remove(&old);
-            set_area_entry(&mut self.area, idx, 0, 0);
+    /// The runs of `plan` are in the origin (and flushed there): clear them from the
+    /// areas on disk, newest area first (each write PREFLUSH | FUA, as one area's
+    /// commit), and from the table.
+    pub fn commit_merge_plan(
+        &mut self,
+        cow: &dyn BlockDevice,
+        plan: MergePlan,
+    ) -> Result<(), IoError> {
+        let mut flushed = false;
+        for (area, buf, committed, write) in plan.areas {
+            if write {
+                if !flushed {
+                    sync::flush(cow)?;
+                    flushed = true;
+                }
+                let loc = self.chunk_sector(area_location(self.chunk, area));
+                sync::write_fua_at(cow, loc, &buf)?;
+            }
+            self.current_area = area;
+            self.current_committed = committed;
+            self.area = buf;
         }
-        self.write_area(cow)?;
-        self.current_committed -= n;
+        for old in plan.merged {
+            self.map.remove(&old);
+        }
         self.next_free = area_location(self.chunk, self.current_area) + self.current_committed + 1;
         Ok(())
     }

@@ -2,19 +2,20 @@
 //! `snapshot-origin` table, it presents the snapshot's view (chunks not merged yet come from
 //! the COW) and copies the COW back into the origin in the background, in the kernel's
 //! order: newest exception first, with the consecutive run before it in its metadata area in
-//! one copy; after each run the origin is flushed and the merged entries are cleared from
-//! the area on disk. A merge cut short (daemon killed, suspend) resumes from what the COW
-//! says.
+//! one copy; runs are taken in batches (up to 16 MiB, across areas), copied together, then
+//! the origin is flushed and the merged entries are cleared from their areas on disk. A
+//! merge cut short (daemon killed, suspend) resumes from what the COW says.
 
-use super::snap::{at, copy_out, open_shared, rw_sync, OriginHub, SnapShared};
+use super::copyout::{copy_out, copy_runs_to, CopyFail};
+use super::snap::{at, open_shared, rw_sync, OriginHub, SnapShared};
 use super::{SnapshotParams, StoreKind};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use udm_core::{
-    Loc, MapResult, Publication, StatusFlags, StatusType, Target, TargetCtx, TargetError,
-    TargetType, Worker,
+    MapResult, Publication, StatusFlags, StatusType, Target, TargetCtx, TargetError, TargetType,
+    Worker,
 };
 use udm_io::{sync, Bio, DevId, Op, Sectors};
 
@@ -106,15 +107,23 @@ impl Drop for Merge {
     }
 }
 
-/// Merge runs until done, stopped, or failed.
+/// Sectors merged per batch: its runs are copied together, then one origin flush and one
+/// metadata write per area it touched (the kernel merges in batches of chunks too).
+const MERGE_BATCH_SECTORS: u64 = 16 << 11;
+
+/// Merge batches until done, stopped, or failed.
 fn merge_loop(sh: &SnapShared, hub: &OriginHub, stop: &AtomicBool) {
     while !stop.load(SeqCst) {
         let mut g = sh.st.lock();
         if !g.valid || g.merge_failed {
             return;
         }
-        let (old, new, n) = match g.store.prepare_merge(&*sh.cow) {
-            Ok(Some(run)) => run,
+        let cs = g.store.chunk;
+        let plan = match g
+            .store
+            .plan_merge(&*sh.cow, (MERGE_BATCH_SECTORS / cs).max(1))
+        {
+            Ok(Some(plan)) => plan,
             Ok(None) => return,
             Err(_) => {
                 tracing::error!("Read error in exception store: shutting down merge");
@@ -122,31 +131,26 @@ fn merge_loop(sh: &SnapShared, hub: &OriginHub, stop: &AtomicBool) {
                 return;
             }
         };
-        let cs = g.store.chunk;
-        let osize = sh.origin.size().0;
-        let (Some(dest), Some(src)) = (old.checked_mul(cs), new.checked_mul(cs)) else {
-            tracing::error!("Read error in exception store: shutting down merge");
-            g.merge_failed = true;
-            return;
-        };
-        let count = (n * cs).min(osize.saturating_sub(dest));
         // Other snapshots of the origin keep the data the merge overwrites.
-        copy_out(hub, &[(dest, n * cs)], Some(sh));
-        let out = sh.copier.copy_wait(
-            Loc::new(sh.cow.clone(), Sectors(src)),
-            vec![Loc::new(sh.origin.clone(), Sectors(dest))],
-            Sectors(count),
-        );
-        let failure = if out.read.is_err() {
-            Some("Read error: shutting down merge.")
-        } else if !out.is_ok() {
-            Some("Write error: shutting down merge.")
-        } else if sync::flush(&*sh.origin).is_err() {
-            Some("Flush after merge failed: shutting down merge")
-        } else if g.store.commit_merge(&*sh.cow, n).is_err() {
-            Some("Write error in exception store: shutting down merge")
-        } else {
-            None
+        let ranges: Vec<_> = plan
+            .runs
+            .iter()
+            .map(|&(old, _, n)| (old.saturating_mul(cs), n.saturating_mul(cs)))
+            .collect();
+        copy_out(hub, &ranges, Some(sh));
+        // COW chunk → origin chunk.
+        let back: Vec<_> = plan.runs.iter().map(|&(o, n, c)| (n, o, c)).collect();
+        let osize = sh.origin.size().0;
+        let failure = match copy_runs_to(&sh.copier, &sh.cow, &sh.origin, &back, cs, osize) {
+            Err(CopyFail::Read) => Some("Read error: shutting down merge."),
+            Err(CopyFail::Write) => Some("Write error: shutting down merge."),
+            Ok(()) if sync::flush(&*sh.origin).is_err() => {
+                Some("Flush after merge failed: shutting down merge")
+            }
+            Ok(()) if g.store.commit_merge_plan(&*sh.cow, plan).is_err() => {
+                Some("Write error in exception store: shutting down merge")
+            }
+            Ok(()) => None,
         };
         if let Some(msg) = failure {
             tracing::error!("{msg}");

@@ -3,7 +3,8 @@
 //! that has not copied it yet (on the origin's worker, in arrival order, so no write
 //! overtakes the copy of its chunk), then goes to the origin.
 
-use super::snap::{copy_out, Batch, OriginHub};
+use super::copyout::copy_out;
+use super::snap::{Batch, OriginHub};
 use super::OriginParams;
 use std::sync::Arc;
 use udm_core::{

@@ -1,6 +1,6 @@
 //! `snapshot`: a point-in-time view of an origin. Reads of copied chunks come from the COW,
 //! others from the origin; writes to the snapshot allocate COW chunks. The state shared with
-//! the origin (`SnapShared`) and the origin write's copy-out (`copy_out`) live here too.
+//! the origin (`SnapShared`) lives here too; the origin write's copy-out is in `copyout`.
 //!
 //! Locking: each snapshot's state sits behind one mutex held across its I/O, on worker
 //! threads only. A snapshot reading an uncopied chunk from the origin holds it, and the
@@ -79,7 +79,7 @@ pub(crate) struct SnapShared {
 }
 
 impl SnapShared {
-    fn takes_copies(&self) -> bool {
+    pub(crate) fn takes_copies(&self) -> bool {
         self.active.load(SeqCst) && !self.merging.load(SeqCst)
     }
 
@@ -97,40 +97,6 @@ impl SnapShared {
         }
         g.valid = false;
         (self.events.lock())();
-    }
-
-    /// Copy origin chunk `c` into this snapshot if it has not been; false if the snapshot
-    /// became invalid. Holds `g` throughout; the exception is on disk after the caller's
-    /// `commit`.
-    pub(crate) fn copy_chunk(&self, g: &mut SnapInner, c: u64) -> bool {
-        if !g.valid || g.store.lookup(c).is_some() {
-            return g.valid;
-        }
-        let cs = g.store.chunk;
-        let new = match g.store.prepare() {
-            Ok(n) => n,
-            Err(_) => {
-                self.invalidate(g, &IoError::NoSpace);
-                return false;
-            }
-        };
-        let osize = self.origin.size().0;
-        let count = cs.min(osize.saturating_sub(c * cs));
-        let out = self.copier.copy_wait(
-            Loc::new(self.origin.clone(), Sectors(c * cs)),
-            vec![Loc::new(self.cow.clone(), Sectors(new * cs))],
-            Sectors(count),
-        );
-        let r = if out.is_ok() {
-            g.store.add(&*self.cow, c, new)
-        } else {
-            Err(IoError::Io)
-        };
-        if let Err(e) = r {
-            self.invalidate(g, &e);
-            return false;
-        }
-        true
     }
 
     /// Write the exceptions made since the last commit (invalidating on failure).
@@ -169,31 +135,6 @@ impl SnapShared {
             let (a, t, m) = g.store.usage();
             format!("{a}/{t} {m}")
         }
-    }
-}
-
-/// The kernel's `__origin_write`: before the origin ranges `(sector, len)` change, copy every
-/// chunk they touch into each active snapshot that has not copied it (except `skip`), and
-/// commit each snapshot's new exceptions together.
-pub(crate) fn copy_out(hub: &OriginHub, ranges: &[(u64, u64)], skip: Option<&SnapShared>) {
-    for s in hub.snapshots() {
-        if !s.takes_copies() || skip.is_some_and(|k| std::ptr::eq(k, &*s)) {
-            continue;
-        }
-        let mut g = s.st.lock();
-        let cs = g.store.chunk;
-        let slen = s.len.load(SeqCst);
-        'ranges: for &(sector, len) in ranges.iter().filter(|r| r.1 > 0) {
-            for c in sector / cs..=sector.saturating_add(len - 1) / cs {
-                if c * cs >= slen {
-                    break;
-                }
-                if !s.copy_chunk(&mut g, c) {
-                    break 'ranges;
-                }
-            }
-        }
-        s.commit(&mut g);
     }
 }
 
@@ -289,7 +230,8 @@ pub(crate) fn open_shared(
         active: AtomicBool::new(false),
         merging: AtomicBool::new(false),
         len: AtomicU64::new(ctx.len.0),
-        copier: Copier::new(Sectors(chunk), 4),
+        // Runs of chunks move in copier I/Os of up to 128 KiB, 16 in flight.
+        copier: Copier::new(Sectors(chunk.max(256)), 16),
         events: Mutex::new(ctx.event_trigger()),
     });
     Ok((shared, cow))

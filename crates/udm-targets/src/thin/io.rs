@@ -88,7 +88,11 @@ fn read_unmapped(t: &Arc<ThinShared>, mut bio: Bio) {
 
 /// Whether `(b, time)` of `dev` may be shared with a snapshot: mapped before the device
 /// was last snapshotted (the kernel's time test), or referenced more than once.
-fn lookup_for_write(pool: &Pool, dev: u64, v: u64) -> Result<Option<(u64, bool)>, MdError> {
+pub(super) fn lookup_for_write(
+    pool: &Pool,
+    dev: u64,
+    v: u64,
+) -> Result<Option<(u64, bool)>, MdError> {
     pool.inspect(|md| {
         let Some((b, time)) = md.lookup(dev, v)? else {
             return Ok(None);
@@ -148,7 +152,7 @@ fn remap_write(t: &Arc<ThinShared>, mut bio: Bio) {
 }
 
 /// Allocate a data block, committing once to reuse blocks freed in this transaction.
-fn alloc(pool: &Pool) -> Result<u64, MdError> {
+pub(super) fn alloc(pool: &Pool) -> Result<u64, MdError> {
     let once = || pool.with_md(true, |md| md.alloc_data_block());
     let b = match once() {
         Err(MdError::Pdata(PdataError::NoSpace("data"))) => {
@@ -166,7 +170,7 @@ fn alloc(pool: &Pool) -> Result<u64, MdError> {
 
 /// The pool ran out of data space: fail the bio (error_if_no_space) or hold it until
 /// the pool grows, resumes or the no-space timeout passes.
-fn out_of_space(t: &Arc<ThinShared>, bio: Bio) {
+pub(super) fn out_of_space(t: &Arc<ThinShared>, bio: Bio) {
     let pool = &t.pool;
     pool.set_mode(PoolMode::OutOfDataSpace);
     let mut st = pool.st.lock();

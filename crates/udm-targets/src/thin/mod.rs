@@ -6,9 +6,11 @@
 //! - [`pool`]: the pool object shared by the pool table (and its reloads) and its thin
 //!   devices, with the metadata behind a lock and the pool's own worker;
 //! - [`pool_target`]: the `thin-pool` target (constructor, messages, status, resize);
-//! - [`thin`]: the `thin` target; `io`: its bios on the pool's worker;
+//! - [`thin`]: the `thin` target; `io`: its bios on the pool's worker; `batch`: the
+//!   worker's queue, provisioning whole-block writes side by side;
 //! - [`status`]: the kernel's status lines.
 
+mod batch;
 mod io;
 pub mod metaio;
 pub mod params;

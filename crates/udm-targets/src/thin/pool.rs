@@ -66,6 +66,9 @@ pub struct Pool {
     /// hop to the worker. Entries go before the mapping changes (discard, delete,
     /// snapshot, aborted transaction).
     cache: RwLock<HashMap<(u64, u64), (u64, bool)>>,
+    /// Bios waiting for the worker (see `batch`), and whether a job will take them.
+    pub(crate) queue: Mutex<Vec<(Arc<ThinShared>, Bio)>>,
+    pub(crate) queue_scheduled: AtomicBool,
 }
 
 /// Entries kept in the mapping cache before it starts over.
@@ -165,6 +168,8 @@ impl Pool {
             dirty: AtomicBool::new(false),
             open: Mutex::new(HashMap::new()),
             cache: RwLock::new(HashMap::new()),
+            queue: Mutex::new(Vec::new()),
+            queue_scheduled: AtomicBool::new(false),
             no_space_timeout,
         });
         start_ticker(Arc::downgrade(&pool));
@@ -213,6 +218,14 @@ impl Pool {
         let r = f(md);
         if write {
             self.dirty.store(true, SeqCst);
+        }
+        if md.tm().take_threshold_event() {
+            // Raised outside the metadata lock, as the data low-water event is.
+            drop(g);
+            tracing::warn!("thin-pool: reached low water mark for metadata device: sending event");
+            let ev = self.st.lock().events.clone();
+            ev();
+            g = self.md.lock();
         }
         match r {
             Ok(v) => Ok(v),
@@ -315,6 +328,13 @@ impl Pool {
             }
         } else {
             c.retain(|(d, _), _| *d != dev);
+        }
+    }
+
+    /// Set the metadata low water mark (table load: `dm_pool_register_metadata_threshold`).
+    pub(crate) fn set_meta_threshold(&self, blocks: u64) {
+        if let Some(md) = self.md.lock().as_mut() {
+            md.tm().set_threshold(blocks);
         }
     }
 

@@ -39,6 +39,12 @@ fn meta_dev_blocks(meta: &DevHandle) -> u64 {
     (meta.dev.size().0 / 8).min(MAX_METADATA_BLOCKS)
 }
 
+/// The metadata low water mark for a metadata device of `blocks` usable blocks: free
+/// blocks at or below it raise an event (as the kernel's `calc_metadata_threshold`).
+pub(crate) fn meta_threshold(blocks: u64) -> u64 {
+    (blocks / 4).min(1024)
+}
+
 /// The constructor (`pool_ctr`).
 pub(crate) fn construct(
     ctx: &mut TargetCtx<'_>,
@@ -89,6 +95,8 @@ pub(crate) fn construct(
         )?,
         (Some(_), None) => unreachable!("handled by the first arm"),
     };
+    // `calc_metadata_threshold`: 4 MiB worth of blocks, or a quarter of the device.
+    pool.set_meta_threshold(meta_threshold(meta_dev_blocks(&meta)));
     let mut published = Vec::new();
     if owner.is_some() {
         published.push(ctx.publish(&pool)?);

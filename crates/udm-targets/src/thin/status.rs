@@ -95,7 +95,7 @@ pub fn pool_info(pool: &Pool, meta_dev_blocks: u64) -> Result<PoolInfo, PdataErr
         discard_passdown: pf.discard_passdown,
         error_if_no_space: pf.error_if_no_space,
         needs_check: sb.flags & udm_pdata::thin::NEEDS_CHECK != 0,
-        meta_threshold: (meta_dev_blocks / 4).min(1024),
+        meta_threshold: super::pool_target::meta_threshold(meta_dev_blocks),
     })
 }
 

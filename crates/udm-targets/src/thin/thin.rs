@@ -3,7 +3,6 @@
 //! block up and remaps, provisions, copies or unmaps. Block status reports unmapped blocks
 //! as holes.
 
-use super::io;
 use super::params::ThinParams;
 use super::pool::{Pool, PoolMode};
 use super::status::{dev_root, highest_mapped, thin_info};
@@ -28,8 +27,7 @@ pub struct ThinShared {
 impl ThinShared {
     /// Queue `bio` for the pool's worker.
     pub(crate) fn defer(self: &Arc<Self>, bio: Bio) {
-        let me = self.clone();
-        self.pool.worker.spawn(move || io::process(&me, bio));
+        self.pool.enqueue(self.clone(), bio);
     }
 }
 

@@ -3,11 +3,12 @@
 //! file, which thin_trim refuses). Unlike thin_trim 0.9, the run after the last mapped
 //! block starts after it (0.9 discards that mapped block too).
 
-use super::open_io;
+use super::opts::{parse, Arg, Item, Spec, HELP, VERSION};
+use super::{open_io, Console};
+use crate::thin_trim::free_runs;
+use crate::PdataError;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileTypeExt;
-use udm_pdata::thin_trim::free_runs;
-use udm_pdata::PdataError;
 
 const USAGE: &str =
     "Usage: thin_trim [options] --metadata-dev {device|file} --data-dev {device|file}
@@ -15,6 +16,13 @@ Options:
   {-h|--help}
   {-V|--version}
 ";
+
+const SPECS: &[Spec] = &[
+    HELP,
+    VERSION,
+    Spec::new("meta", &["--metadata-dev"], Arg::Value),
+    Spec::new("data", &["--data-dev"], Arg::Value),
+];
 
 const BLKDISCARD: libc::c_ulong = 0x1277;
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
@@ -49,73 +57,46 @@ fn size_of(f: &std::fs::File, block_dev: bool) -> std::io::Result<u64> {
 }
 
 /// `thin_trim [options]`.
-pub fn main(args: &[String]) -> i32 {
+pub fn main(args: &[String], con: &mut Console<'_>) -> i32 {
     let (mut meta, mut data) = (None, None);
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_str() {
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                return 0;
-            }
-            "-V" | "--version" => {
-                println!("0.9.0");
-                return 0;
-            }
-            "--metadata-dev" => {
-                i += 1;
-                meta = args.get(i).cloned();
-            }
-            "--data-dev" => {
-                i += 1;
-                data = args.get(i).cloned();
-            }
-            _ => {
-                eprint!("{USAGE}");
-                return 1;
-            }
+    for item in parse(args, SPECS, false) {
+        match item {
+            Item::Opt { id: "help", .. } => return con.help(USAGE),
+            Item::Opt { id: "version", .. } => return con.version(),
+            Item::Opt {
+                id: "meta", value, ..
+            } => meta = value,
+            Item::Opt {
+                id: "data", value, ..
+            } => data = value,
+            _ => return con.usage_error(None, USAGE),
         }
-        i += 1;
     }
     let (Some(meta), Some(data)) = (meta, data) else {
-        eprint!("{USAGE}");
-        return 1;
+        return con.usage_error(None, USAGE);
     };
     let r = open_io(&meta, false)
         .map_err(PdataError::from_io)
         .and_then(free_runs);
     let (bs, nr, runs) = match r {
         Ok(p) => (p.data_block_size, p.nr_blocks, p.runs),
-        Err(e) => {
-            eprintln!("{e}");
-            return 1;
-        }
+        Err(e) => return con.fail(e),
     };
     let f = match std::fs::OpenOptions::new().write(true).open(&data) {
         Ok(f) => f,
-        Err(e) => {
-            eprintln!("{data}: {e}");
-            return 1;
-        }
+        Err(e) => return con.fail(format!("{data}: {e}")),
     };
     let block_dev = f.metadata().is_ok_and(|m| m.file_type().is_block_device());
     let bytes = u64::from(bs) * 512;
     match size_of(&f, block_dev) {
         Ok(s) if s == nr * bytes => {}
-        Ok(_) => {
-            eprintln!("Data device is not the expected size");
-            return 1;
-        }
-        Err(e) => {
-            eprintln!("{data}: {e}");
-            return 1;
-        }
+        Ok(_) => return con.fail("Data device is not the expected size"),
+        Err(e) => return con.fail(format!("{data}: {e}")),
     }
     for (b, e) in runs {
-        eprintln!("emitting discard for blocks ({b}, {e}]");
+        let _ = writeln!(con.err, "emitting discard for blocks ({b}, {e}]");
         if let Err(err) = discard(&f, block_dev, b * bytes, (e - b) * bytes) {
-            eprintln!("{data}: discard failed: {err}");
-            return 1;
+            return con.fail(format!("{data}: discard failed: {err}"));
         }
     }
     0

@@ -1,6 +1,8 @@
-//! `thin_metadata_size`: argv and printing over `udm_pdata::thin_size`.
+//! `thin_metadata_size`: getopt-style options and printing over [`crate::thin_size`].
 
-use udm_pdata::thin_size::{format_value, metadata_sectors, unit};
+use super::opts::{parse, Arg, Item, Spec, HELP, VERSION};
+use super::Console;
+use crate::thin_size::{format_value, metadata_sectors, unit};
 
 const USAGE: &str = "Thin Provisioning Metadata Device Size Calculator.
 Usage: thin_metadata_size [options]
@@ -12,6 +14,16 @@ Usage: thin_metadata_size [options]
 \t-h  --help                                      This help.
 \t-V  --version                                   Print thin provisioning tools version.
 ";
+
+const SPECS: &[Spec] = &[
+    HELP,
+    VERSION,
+    Spec::new("block", &["-b", "--block-size"], Arg::Value),
+    Spec::new("pool", &["-s", "--pool-size"], Arg::Value),
+    Spec::new("thins", &["-m", "--max-thins"], Arg::Value),
+    Spec::new("unit", &["-u", "--unit"], Arg::Value),
+    Spec::new("numeric", &["-n", "--numeric-only"], Arg::InlineOnly),
+];
 
 /// A size argument: its number, that times its unit's bytes (`default` without a letter)
 /// and the number with the unit's name as echoed.
@@ -47,60 +59,34 @@ fn parse_size(v: &str, default: Option<(f64, &'static str)>) -> Result<Size, Str
     })
 }
 
-fn fail(m: &str) -> i32 {
-    eprintln!("thin_metadata_size - {m}");
-    1
-}
-
 /// `thin_metadata_size [options]`.
-pub fn main(args: &[String]) -> i32 {
+pub fn main(args: &[String], con: &mut Console<'_>) -> i32 {
+    let fail = |con: &mut Console<'_>, m: &str| con.fail(format!("thin_metadata_size - {m}"));
     let sectors = unit('s');
     let (mut block, mut pool, mut thins) = (None, None, None);
     let mut out_unit = 's';
     let mut numeric: Option<Option<String>> = None;
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i].as_str();
-        let (name, inline) = match a.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
-            _ if a.len() > 2 && a.starts_with('-') && !a.starts_with("--") => {
-                (&a[..2], Some(a[2..].to_string()))
-            }
-            _ => (a, None),
+    for item in parse(args, SPECS, true) {
+        let Item::Opt { id, name, value } = item else {
+            continue; // getopt's complaints aside, the tool ignores what it does not know
         };
-        let needs = matches!(
-            name,
-            "-b" | "--block-size" | "-s" | "--pool-size" | "-m" | "--max-thins" | "-u" | "--unit"
-        );
-        let value = if needs {
-            match inline.clone().or_else(|| {
-                i += 1;
-                args.get(i).cloned()
-            }) {
-                Some(v) => v,
-                None => {
-                    let o = name.trim_start_matches('-');
-                    eprintln!("thin_metadata_size: option requires an argument -- '{o}'");
-                    return 1;
-                }
+        let r = match (id, value) {
+            ("help", _) => return con.help(USAGE),
+            ("version", _) => return con.version(),
+            ("numeric", v) => {
+                numeric = Some(v);
+                Ok(())
             }
-        } else {
-            String::new()
-        };
-        let r = match name {
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                return 0;
+            (_, None) => {
+                let o = name.trim_start_matches('-');
+                let m = format!("thin_metadata_size: option requires an argument -- '{o}'");
+                return con.fail(m);
             }
-            "-V" | "--version" => {
-                println!("0.9.0");
-                return 0;
-            }
-            "-b" | "--block-size" => parse_size(&value, sectors).map(|s| block = Some(s)),
-            "-s" | "--pool-size" => parse_size(&value, sectors).map(|s| pool = Some(s)),
-            "-m" | "--max-thins" => parse_size(&value, None).map(|s| thins = Some(s)),
-            "-u" | "--unit" => {
-                let mut cs = value.chars();
+            ("block", Some(v)) => parse_size(&v, sectors).map(|s| block = Some(s)),
+            ("pool", Some(v)) => parse_size(&v, sectors).map(|s| pool = Some(s)),
+            ("thins", Some(v)) => parse_size(&v, None).map(|s| thins = Some(s)),
+            (_, Some(v)) => {
+                let mut cs = v.chars();
                 match (cs.next(), cs.next()) {
                     (Some(c), None) if unit(c).is_some() => {
                         out_unit = c;
@@ -109,44 +95,39 @@ pub fn main(args: &[String]) -> i32 {
                     _ => Err("output unit specifier invalid!".to_string()),
                 }
             }
-            "-n" | "--numeric-only" => {
-                numeric = Some(inline);
-                Ok(())
-            }
-            _ => Ok(()),
         };
         if let Err(m) = r {
-            return fail(&m);
+            return fail(con, &m);
         }
-        i += 1;
     }
     let Some(block) = block.filter(|b| b.sectors() > 0) else {
-        return fail("block size required!");
+        return fail(con, "block size required!");
     };
     let Some(pool) = pool.filter(|p| p.sectors() > 0) else {
-        return fail("pool size required!");
+        return fail(con, "pool size required!");
     };
     let Some(thins) = thins.filter(|t| t.n > 0) else {
-        return fail("max thins required!");
+        return fail(con, "max thins required!");
     };
     if !block.sectors().is_power_of_two() {
-        return fail("block size must be 2^^N");
+        return fail(con, "block size must be 2^^N");
     }
     if pool.sectors() <= block.sectors() {
-        return fail("pool size must be larger than block size");
+        return fail(con, "pool size must be larger than block size");
     }
     let nr_blocks = (pool.sectors() / block.sectors()) as u64;
     let sectors = metadata_sectors(nr_blocks, thins.bytes as u64);
     let (mult, uname) = unit(out_unit).expect("checked unit");
     let value = format_value(sectors as f64 * 512.0 / mult);
-    match numeric {
-        Some(Some(k)) if k == "short" => println!("{value}{out_unit}"),
-        Some(Some(k)) if k == "long" => println!("{value}{uname}"),
-        Some(_) => println!("{value}"),
-        None => println!(
+    let line = match numeric {
+        Some(Some(k)) if k == "short" => format!("{value}{out_unit}"),
+        Some(Some(k)) if k == "long" => format!("{value}{uname}"),
+        Some(_) => value,
+        None => format!(
             "thin_metadata_size - {value} {uname} estimated metadata area size for \"--block-size={} --pool-size={} --max-thins={}\"",
             block.echo, pool.echo, thins.echo
         ),
-    }
+    };
+    let _ = writeln!(con.out, "{line}");
     0
 }

@@ -1,8 +1,9 @@
-//! `thin_ls`: argv and the right-aligned table over `udm_pdata::thin_ls`.
+//! `thin_ls`: the right-aligned table of devices over [`crate::thin_ls`].
 
-use super::open_io;
-use udm_pdata::thin_ls::{human_size, rows, LsRow};
-use udm_pdata::thin_xml::{read_dump, DumpOpts};
+use super::opts::{parse, Arg, Item, Spec, HELP, VERSION};
+use super::{open_io, Console};
+use crate::thin_ls::{human_size, rows, LsRow};
+use crate::thin_xml::{read_dump, DumpOpts};
 
 const FIELDS: [&str; 16] = [
     "DEV",
@@ -21,6 +22,14 @@ const FIELDS: [&str; 16] = [
     "TRANSACTION",
     "CREATE_TIME",
     "SNAP_TIME",
+];
+
+const SPECS: &[Spec] = &[
+    HELP,
+    VERSION,
+    Spec::new("no-headers", &["--no-headers"], Arg::Flag),
+    Spec::new("snap", &["-m", "--metadata-snap"], Arg::Flag),
+    Spec::new("format", &["-o", "--format"], Arg::Value),
 ];
 
 fn usage() -> String {
@@ -63,63 +72,46 @@ fn cell(field: &str, r: &LsRow, block_sectors: u64) -> String {
 }
 
 /// `thin_ls [options] DEV`.
-pub fn main(args: &[String]) -> i32 {
+pub fn main(args: &[String], con: &mut Console<'_>) -> i32 {
     let mut fields: Vec<String> = ["DEV", "MAPPED", "CREATE_TIME", "SNAP_TIME"]
         .iter()
         .map(|s| s.to_string())
         .collect();
     let (mut headers, mut snap, mut input) = (true, false, None);
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_str() {
-            "-h" | "--help" => {
-                print!("{}", usage());
-                return 0;
-            }
-            "-V" | "--version" => {
-                println!("0.9.0");
-                return 0;
-            }
-            "--no-headers" => headers = false,
-            "-m" | "--metadata-snap" => snap = true,
-            "-o" | "--format" => {
-                i += 1;
-                let Some(v) = args.get(i) else {
-                    eprint!("{}", usage());
-                    return 1;
+    for item in parse(args, SPECS, false) {
+        match item {
+            Item::Opt { id: "help", .. } => return con.help(&usage()),
+            Item::Opt { id: "version", .. } => return con.version(),
+            Item::Opt {
+                id: "no-headers", ..
+            } => headers = false,
+            Item::Opt { id: "snap", .. } => snap = true,
+            Item::Opt { value, .. } => {
+                let Some(v) = value else {
+                    return con.usage_error(None, &usage());
                 };
                 fields = v.split(',').map(str::to_string).collect();
                 if fields.iter().any(|f| !FIELDS.contains(&f.as_str())) {
-                    eprintln!("unknown field");
-                    return 1;
+                    return con.fail("unknown field");
                 }
             }
-            a if a.starts_with('-') => {
-                eprint!("{}", usage());
-                return 1;
-            }
-            a => input = Some(a.to_string()),
+            Item::Unknown(_) => return con.usage_error(None, &usage()),
+            Item::Positional(p) => input = Some(p),
         }
-        i += 1;
     }
     let Some(input) = input else {
-        eprintln!("No input file provided.");
-        eprint!("{}", usage());
-        return 1;
+        return con.usage_error(Some("No input file provided."), &usage());
     };
     let opts = DumpOpts {
         metadata_snap: snap.then_some(None),
         ..Default::default()
     };
     let d = match open_io(&input, false)
-        .map_err(udm_pdata::PdataError::from_io)
+        .map_err(crate::PdataError::from_io)
         .and_then(|io| read_dump(io, &opts))
     {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("{e}");
-            return 1;
-        }
+        Err(e) => return con.fail(e),
     };
     let bs = u64::from(d.data_block_size);
     let mut table: Vec<Vec<String>> = Vec::new();
@@ -139,6 +131,6 @@ pub fn main(args: &[String]) -> i32 {
         }
         out.push('\n');
     }
-    print!("{out}");
+    let _ = write!(con.out, "{out}");
     0
 }

@@ -1,0 +1,161 @@
+//! Copying chunks in batches (the kernel's pending exceptions and merge batches): runs of
+//! chunks that are consecutive on both sides go to the block copier as one job each, all
+//! jobs of a batch in flight together; the exceptions they make are then added in chunk
+//! order and committed by one metadata write.
+
+use super::snap::{OriginHub, SnapInner, SnapShared};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use udm_core::{Copier, Loc};
+use udm_io::{BlockDevice, IoError, Sectors};
+
+/// `(first source chunk, first destination chunk, chunks)` runs of `pairs` (source,
+/// destination), merging neighbours that continue both sides.
+pub(crate) fn runs(pairs: &[(u64, u64)]) -> Vec<(u64, u64, u64)> {
+    let mut out: Vec<(u64, u64, u64)> = Vec::new();
+    for &(s, d) in pairs {
+        match out.last_mut() {
+            Some((rs, rd, n)) if rs.wrapping_add(*n) == s && rd.wrapping_add(*n) == d => *n += 1,
+            _ => out.push((s, d, 1)),
+        }
+    }
+    out
+}
+
+/// Which side of a batch copy failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CopyFail {
+    Read,
+    Write,
+}
+
+/// Copy every run (chunks of `cs` sectors) from `src` to `dst` at once and wait for all;
+/// `limit` caps what is read from the source (its size: a last partial chunk). Runs
+/// pointing past any device fail (as a read), they do not overflow.
+pub(crate) fn copy_runs_to(
+    copier: &Copier,
+    src: &Arc<dyn BlockDevice>,
+    dst: &Arc<dyn BlockDevice>,
+    runs: &[(u64, u64, u64)],
+    cs: u64,
+    limit: u64,
+) -> Result<(), CopyFail> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut jobs = 0;
+    let mut r = Ok(());
+    for &(s, d, n) in runs {
+        let (Some(from), Some(to)) = (s.checked_mul(cs), d.checked_mul(cs)) else {
+            r = Err(CopyFail::Read);
+            break;
+        };
+        let count = n.saturating_mul(cs).min(limit.saturating_sub(from));
+        let tx = tx.clone();
+        copier.copy(
+            Loc::new(src.clone(), Sectors(from)),
+            vec![Loc::new(dst.clone(), Sectors(to))],
+            Sectors(count),
+            Box::new(move |o| drop(tx.send(o))),
+        );
+        jobs += 1;
+    }
+    for _ in 0..jobs {
+        let o = rx.recv().expect("copier completes every job");
+        if r.is_ok() {
+            if o.read.is_err() {
+                r = Err(CopyFail::Read);
+            } else if !o.is_ok() {
+                r = Err(CopyFail::Write);
+            }
+        }
+    }
+    r
+}
+
+/// Copy the chunks of `ranges` (origin sectors) this snapshot lacks into its COW and
+/// commit them; false if the snapshot is (or became) invalid.
+fn copy_out_one(s: &SnapShared, g: &mut SnapInner, ranges: &[(u64, u64)]) -> bool {
+    if !g.valid {
+        return false;
+    }
+    let cs = g.store.chunk;
+    let slen = s.len.load(SeqCst);
+    let mut seen = HashSet::new();
+    let mut todo = Vec::new();
+    'ranges: for &(sector, len) in ranges.iter().filter(|r| r.1 > 0) {
+        for c in sector / cs..=sector.saturating_add(len - 1) / cs {
+            if c.saturating_mul(cs) >= slen {
+                break;
+            }
+            if g.store.lookup(c).is_some() || !seen.insert(c) {
+                continue;
+            }
+            match g.store.prepare() {
+                Ok(n) => todo.push((c, n)),
+                Err(_) => {
+                    s.invalidate(g, &IoError::NoSpace);
+                    break 'ranges;
+                }
+            }
+        }
+    }
+    if !g.valid {
+        return false;
+    }
+    if todo.is_empty() {
+        return true;
+    }
+    let osize = s.origin.size().0;
+    if copy_runs_to(&s.copier, &s.origin, &s.cow, &runs(&todo), cs, osize).is_err() {
+        s.invalidate(g, &IoError::Io);
+        return false;
+    }
+    for (c, n) in todo {
+        if let Err(e) = g.store.add(&*s.cow, c, n) {
+            s.invalidate(g, &e);
+            return false;
+        }
+    }
+    s.commit(g)
+}
+
+/// The kernel's `__origin_write`: before the origin ranges `(sector, len)` change, copy every
+/// chunk they touch into each active snapshot that has not copied it (except `skip`), each
+/// snapshot's new exceptions committed together. Snapshots are served side by side, each
+/// under its own lock (held until its commit, so nothing reads the chunk's new data as the
+/// snapshot's meanwhile).
+pub(crate) fn copy_out(hub: &OriginHub, ranges: &[(u64, u64)], skip: Option<&SnapShared>) {
+    let snaps: Vec<_> = hub
+        .snapshots()
+        .into_iter()
+        .filter(|s| s.takes_copies() && !skip.is_some_and(|k| std::ptr::eq(k, &**s)))
+        .collect();
+    let one = |s: &SnapShared| {
+        let mut g = s.st.lock();
+        copy_out_one(s, &mut g, ranges);
+    };
+    match snaps.as_slice() {
+        [] => {}
+        [s] => one(s),
+        many => std::thread::scope(|sc| {
+            for s in &many[1..] {
+                sc.spawn(|| one(s));
+            }
+            one(&many[0]);
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs;
+
+    #[test]
+    fn runs_join_neighbours_on_both_sides() {
+        assert_eq!(
+            runs(&[(4, 10), (5, 11), (6, 13), (7, 14), (9, 15), (1, 2)]),
+            vec![(4, 10, 2), (6, 13, 2), (9, 15, 1), (1, 2, 1)]
+        );
+        assert!(runs(&[]).is_empty());
+    }
+}
