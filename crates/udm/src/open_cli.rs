@@ -29,12 +29,12 @@ fn record(image: &str) -> PathBuf {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    lvm::devices::state_dir().join("open").join(key)
+    udm_lvm::devices::state_dir().join("open").join(key)
 }
 
 /// The first 4 KiB of a host path or `/dev/mapper/NAME`.
 fn head(dev: &str) -> Option<Vec<u8>> {
-    let d = lvm::devices::open(dev, false).ok()?;
+    let d = udm_lvm::devices::open(dev, false).ok()?;
     let mut b = vec![0u8; 4096];
     d.read_at(0, &mut b).ok()?;
     Some(b)
@@ -70,7 +70,7 @@ pub fn main(cmd: &str, args: &[String]) -> i32 {
         let _ = write!(err, "{USAGE}");
         return 1;
     };
-    let image = lvm::devices::canonical(&image);
+    let image = udm_lvm::devices::canonical(&image);
     let Some(mut c) = dmctl::connect(&udm_proto::default_socket(), &mut err) else {
         return 1;
     };
@@ -186,7 +186,7 @@ fn open(
     let mut vgs: Vec<String> = Vec::new();
     let mut pvs: Vec<String> = Vec::new();
     for dev in &layer {
-        let Ok(d) = lvm::devices::open(dev, false) else {
+        let Ok(d) = udm_lvm::devices::open(dev, false) else {
             continue;
         };
         match scan_pv(&*d) {

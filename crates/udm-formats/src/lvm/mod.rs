@@ -10,6 +10,7 @@
 //! - [`ops`]: `pvcreate`, write and commit a VG to every PV, read a VG from a set of PVs.
 //! - [`build`], [`edit`]: vgcreate/lvcreate allocation and the other VG and LV edits.
 //! - [`dmplan`]: the device-mapper devices and tables lvm2 activates for an LV.
+//! - [`report`]: the fields, attribute strings and units of lvm2's reports.
 
 pub mod build;
 pub mod dmplan;
@@ -18,6 +19,7 @@ pub mod label;
 pub mod mda;
 pub mod model;
 pub mod ops;
+pub mod report;
 pub mod text;
 
 pub use label::{LvmId, PvHeader};

@@ -3,11 +3,11 @@
 //! first; a resized active LV has its live tables reloaded. Under
 //! `--config 'global{activation=0}'` nothing is sent, as lvm2 does.
 
-use super::session::{Cmdline, Found, VgHandle};
-use crate::dmctl;
+use crate::session::{Cmdline, Found, VgHandle};
 use std::io::Write;
 use udm_formats::lvm::dmplan::{activation_order, dm_name, plan, DmDev, Mode};
 use udm_formats::lvm::Vg;
+use udm_proto::libdm as dmctl;
 use udm_proto::{Client, DevSel, Line, Reply, Request};
 
 fn client() -> Option<Client> {
@@ -95,7 +95,7 @@ fn drop_origin_layer(
     let table = udm_formats::lvm::dmplan::plain_table(vg, &origin.lv, &dev, Mode::Partial)
         .map_err(|e| {
             let _ = writeln!(err, "  {e}");
-            super::vgcmds::ECMD_FAILED
+            crate::ECMD_FAILED
         })?;
     let plain = DmDev {
         table,
@@ -165,7 +165,7 @@ pub fn change_vg(
         return 0;
     }
     let Some(mut c) = dmctl::connect(&udm_proto::default_socket(), err) else {
-        return super::vgcmds::ECMD_FAILED;
+        return crate::ECMD_FAILED;
     };
     let mut rc = 0;
     if on {
@@ -174,7 +174,7 @@ pub fn change_vg(
                 Ok(d) => d,
                 Err(m) => {
                     let _ = writeln!(err, "  {m}");
-                    rc = super::vgcmds::ECMD_FAILED;
+                    rc = crate::ECMD_FAILED;
                     continue;
                 }
             };
@@ -183,7 +183,7 @@ pub fn change_vg(
             for d in &devs {
                 if exists(&mut c, &d.name) {
                     if d.replace && reload_one(&mut c, d, err).is_err() {
-                        rc = super::vgcmds::ECMD_FAILED;
+                        rc = crate::ECMD_FAILED;
                         for n in made_here.iter().rev() {
                             let _ = c.call(Request::Remove {
                                 dev: DevSel::Name(n.to_string()),
@@ -204,7 +204,7 @@ pub fn change_vg(
                         dmctl::load_and_resume(&mut c, err, &d.name, lines(d), d.read_only)
                     });
                 if made.is_err() {
-                    rc = super::vgcmds::ECMD_FAILED;
+                    rc = crate::ECMD_FAILED;
                     for n in made_here.iter().rev() {
                         let _ = c.call(Request::Remove {
                             dev: DevSel::Name(n.to_string()),
@@ -223,7 +223,7 @@ pub fn change_vg(
                 Ok(d) => d,
                 Err(m) => {
                     let _ = writeln!(err, "  {m}");
-                    rc = super::vgcmds::ECMD_FAILED;
+                    rc = crate::ECMD_FAILED;
                     continue;
                 }
             };
@@ -242,7 +242,7 @@ pub fn change_vg(
                     deferred: false,
                 }) {
                     dmctl::report(err, "remove", &d.name, &e);
-                    rc = super::vgcmds::ECMD_FAILED;
+                    rc = crate::ECMD_FAILED;
                     break;
                 }
             }
@@ -250,7 +250,7 @@ pub fn change_vg(
                 && rc == 0
                 && drop_origin_layer(&mut c, h, found, lv, &devs[3], &devs[0].name, err).is_err()
             {
-                rc = super::vgcmds::ECMD_FAILED;
+                rc = crate::ECMD_FAILED;
             }
         }
     }

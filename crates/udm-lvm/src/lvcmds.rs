@@ -2,11 +2,11 @@
 //! rounding and messages; new LVs are activated (unless `-a n`), resized active LVs are
 //! reloaded, removed ones deactivated first.
 
-use super::activate;
-use super::session::{
+use crate::activate;
+use crate::session::{
     commit, confirm, find_vg, find_vg_rw, hostname, long_size, now, scan, Cmdline,
 };
-use super::vgcmds::ECMD_FAILED;
+use crate::ECMD_FAILED;
 use std::io::Write;
 use udm_formats::lvm::edit::{parse_extents, parse_size, Sign, SizeArg};
 
@@ -92,7 +92,7 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
     };
     let mut devs = cl.devices();
     for p in &cl.pos[1..] {
-        let c = super::devices::canonical(p);
+        let c = crate::devices::canonical(p);
         if !devs.contains(&c) {
             devs.push(c);
         }
@@ -160,7 +160,7 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
     let paths = h.pv_paths(&found);
     let mut only = Vec::new();
     for p in &cl.pos[1..] {
-        let c = super::devices::canonical(p);
+        let c = crate::devices::canonical(p);
         match paths.iter().find(|(_, d)| d.as_deref() == Some(c.as_str())) {
             Some((n, _)) => only.push(n.clone()),
             None => {
@@ -216,7 +216,7 @@ fn zero_start(
     vg: &udm_formats::lvm::Vg,
     name: &str,
     slots: &[Option<usize>],
-    found: &mut [super::session::Found],
+    found: &mut [crate::session::Found],
 ) -> Result<(), String> {
     let lv = vg.lv(name).ok_or("new LV missing")?;
     let seg = lv.segments.first().ok_or("new LV has no segments")?;
@@ -392,7 +392,7 @@ pub fn lvresize_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn 
     };
     let mut devs = cl.devices();
     for p in &cl.pos[1..] {
-        let c = super::devices::canonical(p);
+        let c = crate::devices::canonical(p);
         if !devs.contains(&c) {
             devs.push(c);
         }

@@ -1,12 +1,12 @@
 //! `pvdisplay`, `vgdisplay`, `lvdisplay`: lvm2's long form, as lvm2 prints it without a
 //! device-mapper driver (no LV status, open count or block device lines; times in UTC).
 
-use super::attrs;
-use super::session::{find_vg, long_size, scan, Cmdline, Found, VgHandle};
-use super::vgcmds::ECMD_FAILED;
+use crate::session::{find_vg, long_size, scan, Cmdline, Found, VgHandle};
+use crate::ECMD_FAILED;
 use std::io::Write;
 use udm_formats::lvm::edit::seg_str;
 use udm_formats::lvm::model::ctime;
+use udm_formats::lvm::report::attrs;
 use udm_formats::lvm::{Lv, Vg};
 
 fn kv(out: &mut String, width: usize, k: &str, v: &str) {
@@ -238,7 +238,7 @@ pub fn display_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn W
     let mut devs = cl.devices();
     if cmd == "pvdisplay" {
         for p in &cl.pos {
-            let c = super::devices::canonical(p);
+            let c = crate::devices::canonical(p);
             if !devs.contains(&c) {
                 devs.push(c);
             }
@@ -317,7 +317,7 @@ pub fn display_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn W
                     || cl
                         .pos
                         .iter()
-                        .any(|p| super::devices::canonical(p) == f.path);
+                        .any(|p| crate::devices::canonical(p) == f.path);
                 if !want {
                     continue;
                 }
@@ -330,7 +330,7 @@ pub fn display_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn W
                 text.push_str(&pv_block(f, vg));
             }
             for p in &cl.pos {
-                let c = super::devices::canonical(p);
+                let c = crate::devices::canonical(p);
                 if !found.iter().any(|f| f.path == c) {
                     let _ = writeln!(err, "  Failed to find physical volume \"{p}\".");
                     rc = ECMD_FAILED;

@@ -2,7 +2,7 @@
 //! `lv_attr` (the LV state and open columns are `X`: udm's activation is not consulted yet),
 //! which LVs are listed, snapshot origins and thin pools.
 
-use udm_formats::lvm::{Item, Lv, Pv, ReadVg, Vg};
+use crate::lvm::{Item, Lv, Pv, ReadVg, Vg};
 
 /// The 3-character PV attribute (allocatable, exported, missing).
 pub fn pv_attr(vg: &Vg, pv: &Pv) -> String {
