@@ -8,13 +8,18 @@
 //! - [`session`]: labelled PVs found, a VG with its disks, committing a changed VG.
 //! - [`activate`]: loading the tables `udm_formats::lvm::dmplan` plans into the daemon.
 //! - [`report`]: `pvs`/`vgs`/`lvs` over `udm_report`; [`display`]: the `*display` forms.
+//! - [`scan`]: `pvscan`, `vgscan`, `lvscan`, `vgck`.
+//! - [`pvresize`]; [`backup`]: `vgcfgbackup`, `vgcfgrestore`.
 //! - [`vgcmds`], [`lvcmds`]: the commands that change PVs, VGs and LVs.
 
 pub mod activate;
+pub mod backup;
 pub mod devices;
 pub mod display;
 pub mod lvcmds;
+pub mod pvresize;
 pub mod report;
+pub mod scan;
 pub mod session;
 pub mod vgcmds;
 
@@ -47,6 +52,13 @@ pub const COMMANDS: &[&str] = &[
     "pvdisplay",
     "vgdisplay",
     "lvdisplay",
+    "pvscan",
+    "vgscan",
+    "lvscan",
+    "vgck",
+    "pvresize",
+    "vgcfgbackup",
+    "vgcfgrestore",
 ];
 
 /// Run command `cmd` (one of [`COMMANDS`]) with its parsed command line.
@@ -66,6 +78,13 @@ pub fn run(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) ->
         "lvchange" => lvcmds::lvchange_cmd(cl, out, err),
         "lvextend" | "lvreduce" | "lvresize" => lvcmds::lvresize_cmd(cmd, cl, out, err),
         "pvdisplay" | "vgdisplay" | "lvdisplay" => display::display_cmd(cmd, cl, out, err),
+        "pvscan" => scan::pvscan_cmd(cl, out, err),
+        "vgscan" => scan::vgscan_cmd(cl, out, err),
+        "lvscan" => scan::lvscan_cmd(cl, out, err),
+        "vgck" => scan::vgck_cmd(cl, out, err),
+        "pvresize" => pvresize::pvresize_cmd(cl, out, err),
+        "vgcfgbackup" => backup::vgcfgbackup_cmd(cl, out, err),
+        "vgcfgrestore" => backup::vgcfgrestore_cmd(cl, out, err),
         _ => {
             let _ = writeln!(
                 err,

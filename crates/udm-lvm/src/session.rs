@@ -189,7 +189,7 @@ impl VgHandle {
 }
 
 /// This host's name and `uname -a`-like line, for the metadata header.
-fn host() -> (String, String) {
+pub fn host() -> (String, String) {
     let rd = |p: &str| {
         std::fs::read_to_string(p)
             .map(|s| s.trim().to_string())
@@ -204,6 +204,15 @@ fn host() -> (String, String) {
         std::env::consts::ARCH
     );
     (h, uname)
+}
+
+/// `strerror` text of an I/O error, without Rust's ` (os error N)` suffix.
+pub fn strerror(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(p) => s[..p].to_string(),
+        None => s,
+    }
 }
 
 /// Seconds since the epoch.

@@ -137,7 +137,13 @@ fn parse_report(args: &[String]) -> Result<ReportOpts, String> {
 /// letters differ (`-s` is a snapshot for lvcreate, the extent size for vgcreate).
 fn canonical_opt(cmd: &str, o: &str) -> Option<(&'static str, bool)> {
     let r = match o {
-        "-a" | "--all" if cmd.ends_with("display") => ("--all", false),
+        "-a" | "--all" if cmd.ends_with("display") || cmd == "lvscan" => ("--all", false),
+        "-s" | "--short" if cmd == "pvscan" => ("--short", false),
+        "-e" | "--exported" if cmd == "pvscan" => ("--exported", false),
+        "-n" | "--novolumegroup" if cmd == "pvscan" => ("--novolumegroup", false),
+        "-u" | "--uuid" if cmd == "pvscan" => ("-u", false),
+        "-f" | "--file" if cmd.starts_with("vgcfg") => ("-f", true),
+        "--setphysicalvolumesize" => ("--setphysicalvolumesize", true),
         "-L" | "--size" => ("-L", true),
         "-l" | "--extents" => ("-l", true),
         "-n" | "--name" => ("-n", true),
