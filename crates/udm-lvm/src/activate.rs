@@ -227,13 +227,9 @@ pub fn change_vg(
                     continue;
                 }
             };
-            // A snapshot takes down its -cow and itself; the origin's layers stay.
-            let own = if devs.len() == 4 {
-                &devs[1..3]
-            } else {
-                &devs[..]
-            };
-            for d in own.iter().rev() {
+            // An LV takes down its own devices; layers of other LVs (a snapshot's origin,
+            // a thin volume's pool) stay.
+            for d in devs.iter().filter(|d| !d.shared).rev() {
                 if !exists(&mut c, &d.name) {
                     continue;
                 }
@@ -246,7 +242,8 @@ pub fn change_vg(
                     break;
                 }
             }
-            if devs.len() == 4
+            let snapshot = devs.len() == 4 && devs[3].replace && devs[3].shared;
+            if snapshot
                 && rc == 0
                 && drop_origin_layer(&mut c, h, found, lv, &devs[3], &devs[0].name, err).is_err()
             {

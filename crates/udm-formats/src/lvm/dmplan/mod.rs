@@ -1,8 +1,11 @@
 //! The device-mapper devices lvm2 activates for an LV: names (`vg-lv`, dashes doubled),
 //! UUIDs (`LVM-<vg id><lv id>[-layer]`, ids without dashes), and tables (one `linear` or
 //! `striped` line per segment; a snapshot origin as `snapshot-origin` over its hidden
-//! `-real` device, a snapshot as `snapshot` over the origin's `-real` and its `-cow`),
-//! listed lower devices first (a snapshot's plan ends with its origin switched over).
+//! `-real` device, a snapshot as `snapshot` over the origin's `-real` and its `-cow`; thin
+//! pools, thin volumes and caches as [`pools`] describes), listed lower devices first (a
+//! snapshot's plan ends with its origin switched over): the daemon loads them in order.
+
+pub mod pools;
 
 use super::edit::seg_str;
 use super::model::{Lv, Segment, Vg};
@@ -29,6 +32,9 @@ pub struct DmDev {
     /// Load this table over the device when it is already active (an origin that becomes
     /// `snapshot-origin` when its first snapshot comes up).
     pub replace: bool,
+    /// A device of another LV this one needs (a snapshot's origin layers, a thin volume's
+    /// pool): deactivating this LV leaves it.
+    pub shared: bool,
 }
 
 /// `vg-lv[-layer]` with every dash inside a name doubled.
@@ -120,7 +126,7 @@ fn seg_lines(vg: &Vg, lv: &Lv, seg: &Segment, dev: PvDev, mode: Mode) -> Result<
     })
 }
 
-fn plain(vg: &Vg, lv: &Lv, dev: PvDev, mode: Mode) -> Result<Vec<DmLine>, LvmError> {
+pub(crate) fn plain(vg: &Vg, lv: &Lv, dev: PvDev, mode: Mode) -> Result<Vec<DmLine>, LvmError> {
     lv.segments
         .iter()
         .map(|s| seg_lines(vg, lv, s, dev, mode))
@@ -171,7 +177,23 @@ pub fn plan(
         read_only: ro,
         lv: name.into(),
         replace: false,
+        shared: false,
     };
+    let ctx = pools::Ctx {
+        vg,
+        dev,
+        mode,
+        mapper,
+        top: name,
+    };
+    if let Some(seg) = lv.segments.first() {
+        match pools::base_type(seg) {
+            "thin-pool" => return Ok(pools::thin_pool(&ctx, name, true)?.0),
+            "thin" => return pools::thin(&ctx, lv, seg),
+            "cache" => return pools::cache(&ctx, lv, seg),
+            _ => {}
+        }
+    }
     // A snapshot: its origin's -real, its own -cow, then the snapshot itself.
     if let Some(seg) = snapshot_seg(vg, name) {
         let origin_name = seg_str(seg, "origin").unwrap_or("");
@@ -184,6 +206,7 @@ pub fn plan(
         let osize = origin.extents() * vg.extent_size;
         let origin_top = DmDev {
             replace: true,
+            shared: true,
             lv: origin_name.into(),
             read_only: !origin.status.iter().any(|s| s == "WRITE"),
             ..dmdev(
@@ -199,11 +222,14 @@ pub fn plan(
         };
         // The origin is switched over last, once its snapshot is up.
         return Ok(vec![
-            dmdev(
-                real.clone(),
-                dm_uuid(vg, origin, Some("real")),
-                plain(vg, origin, dev, mode)?,
-            ),
+            DmDev {
+                shared: true,
+                ..dmdev(
+                    real.clone(),
+                    dm_uuid(vg, origin, Some("real")),
+                    plain(vg, origin, dev, mode)?,
+                )
+            },
             dmdev(
                 cow.clone(),
                 dm_uuid(vg, lv, Some("cow")),
@@ -257,9 +283,11 @@ pub fn plan(
     )])
 }
 
-/// The LVs `vgchange -ay` activates, in order: origins (and plain LVs) before snapshots,
-/// each by name. Hidden LVs come up as layers of the visible ones.
+/// The LVs `vgchange -ay` activates, in order: thin pools, then the other plain LVs and
+/// thin volumes, then snapshots, each by name. Hidden LVs come up as layers of the visible
+/// ones.
 pub fn activation_order(vg: &Vg) -> Vec<String> {
+    let mut pools = Vec::new();
     let mut plain = Vec::new();
     let mut snaps = Vec::new();
     for l in &vg.lvs {
@@ -269,11 +297,13 @@ pub fn activation_order(vg: &Vg) -> Vec<String> {
         if snapshot_seg(vg, &l.name).is_some() {
             snaps.push(l.name.clone());
         } else if l.visible() {
-            plain.push(l.name.clone());
+            let pool = l.segments.first().map(pools::base_type) == Some("thin-pool");
+            if pool { &mut pools } else { &mut plain }.push(l.name.clone());
         }
     }
-    plain.extend(snaps);
-    plain
+    pools.extend(plain);
+    pools.extend(snaps);
+    pools
 }
 
 #[cfg(test)]
