@@ -45,7 +45,10 @@ fn thin_and_cache_plans_match_lvm2() {
             assert_eq!(&t, table, "{} (for {lv})", d.name);
             assert_eq!(&d.uuid, uuid, "{}", d.name);
             // Lower devices come first: every device a table names is already planned.
-            for w in t.split_whitespace().filter(|w| w.starts_with("/dev/mapper/")) {
+            for w in t
+                .split_whitespace()
+                .filter(|w| w.starts_with("/dev/mapper/"))
+            {
                 let n = &w["/dev/mapper/".len()..];
                 assert!(seen.iter().any(|s| s == n), "{} needs {n} first", d.name);
             }

@@ -259,7 +259,8 @@ pub fn change_vg(
     rc
 }
 
-/// Reload the live tables of an active LV after its size changed (lower devices first).
+/// Reload the live tables of an active LV after its metadata changed (lower devices
+/// first; missing layers are created).
 pub fn reload(
     cl: &Cmdline,
     h: &VgHandle,
@@ -277,7 +278,11 @@ pub fn reload(
         return Ok(());
     }
     for d in devices_of(h, found, lv, Mode::Complete)? {
-        if d.lv != lv || !exists(&mut c, &d.name) {
+        if d.lv != lv {
+            continue;
+        }
+        // A layer the new tables need (a merging snapshot's -cow) comes up first.
+        if bring_up(&mut c, &d, err).map_err(|_| format!("Failed to activate {}", d.name))? {
             continue;
         }
         reload_one(&mut c, &d, err).map_err(|_| format!("Failed to reload {}", d.name))?;
@@ -343,4 +348,80 @@ pub fn rename(
         })?;
     }
     Ok(())
+}
+
+/// Bring up `d` unless it exists (create, load, resume; removed again if that fails).
+fn bring_up(c: &mut Client, d: &DmDev, err: &mut dyn Write) -> Result<bool, i32> {
+    if exists(c, &d.name) {
+        return Ok(false);
+    }
+    c.call(Request::Create {
+        name: d.name.clone(),
+        uuid: d.uuid.clone(),
+    })
+    .map_err(|e| dmctl::report(err, "create", &d.name, &e))?;
+    dmctl::load_and_resume(c, err, &d.name, lines(d), d.read_only)?;
+    Ok(true)
+}
+
+/// Send thin pool messages (`create_thin N`, `set_transaction_id OLD NEW`, …) for the
+/// metadata in `new` to the pool of thin volume `thin`, bringing the pool's devices up
+/// first; a pool active on its own (no thin volume yet: `vg-POOL` is the `thin-pool`)
+/// moves to `vg-POOL-tpool` first, as lvm2 layers it once used. Returns whether the pool
+/// LV itself was active (its top device is then re-made by activating it).
+pub fn pool_messages(
+    h_new: &VgHandle,
+    found: &[Found],
+    pool: &str,
+    thin: &str,
+    msgs: &[Vec<String>],
+    err: &mut dyn Write,
+) -> Result<bool, String> {
+    let Some(mut c) = dmctl::connect(&udm_proto::default_socket(), err) else {
+        return Err("Can't send thin pool messages without the udm daemon.".into());
+    };
+    let vg = &h_new.meta.vg;
+    let top = dm_name(&vg.name, pool, None);
+    let tpool = dm_name(&vg.name, pool, Some("tpool"));
+    let mut pool_active = false;
+    if exists(&mut c, &top) && !exists(&mut c, &tpool) {
+        pool_active = true;
+        let is_pool = matches!(
+            c.call(Request::Status {
+                dev: DevSel::Name(top.clone()),
+                inactive: false,
+                table: true,
+                noflush: false,
+            }),
+            Ok(Reply::Status { targets, .. }) if targets.first().is_some_and(|t| t.ttype == "thin-pool")
+        );
+        if is_pool {
+            c.call(Request::Rename {
+                dev: DevSel::Name(top.clone()),
+                new_name: tpool.clone(),
+            })
+            .map_err(|e| {
+                dmctl::report(err, "rename", &top, &e);
+                format!("Failed to rename {top}")
+            })?;
+        }
+    } else if exists(&mut c, &top) {
+        pool_active = true;
+    }
+    let devs = devices_of(h_new, found, thin, Mode::Complete)?;
+    for d in devs.iter().filter(|d| d.shared) {
+        bring_up(&mut c, d, err).map_err(|_| format!("Failed to activate {}", d.name))?;
+    }
+    for m in msgs {
+        c.call(Request::Message {
+            dev: DevSel::Name(tpool.clone()),
+            sector: 0,
+            argv: m.clone(),
+        })
+        .map_err(|e| {
+            dmctl::report(err, "message", &tpool, &e);
+            format!("Failed to send message \"{}\" to {tpool}", m.join(" "))
+        })?;
+    }
+    Ok(pool_active)
 }

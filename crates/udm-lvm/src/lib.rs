@@ -10,13 +10,16 @@
 //! - [`report`]: `pvs`/`vgs`/`lvs` over `udm_report`; [`display`]: the `*display` forms.
 //! - [`scan`]: `pvscan`, `vgscan`, `lvscan`, `vgck`.
 //! - [`pvresize`]; [`backup`]: `vgcfgbackup`, `vgcfgrestore`.
-//! - [`vgcmds`], [`lvcmds`]: the commands that change PVs, VGs and LVs.
+//! - [`vgcmds`], [`lvcmds`]: the commands that change PVs, VGs and LVs; [`pools`]: thin
+//!   pools, thin volumes, cache pools and caches; [`convert`]: `lvconvert`.
 
 pub mod activate;
 pub mod backup;
+pub mod convert;
 pub mod devices;
 pub mod display;
 pub mod lvcmds;
+pub mod pools;
 pub mod pvresize;
 pub mod report;
 pub mod scan;
@@ -59,6 +62,7 @@ pub const COMMANDS: &[&str] = &[
     "pvresize",
     "vgcfgbackup",
     "vgcfgrestore",
+    "lvconvert",
 ];
 
 /// Run command `cmd` (one of [`COMMANDS`]) with its parsed command line.
@@ -85,6 +89,7 @@ pub fn run(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) ->
         "pvresize" => pvresize::pvresize_cmd(cl, out, err),
         "vgcfgbackup" => backup::vgcfgbackup_cmd(cl, out, err),
         "vgcfgrestore" => backup::vgcfgrestore_cmd(cl, out, err),
+        "lvconvert" => convert::lvconvert_cmd(cl, out, err),
         _ => {
             let _ = writeln!(
                 err,

@@ -195,7 +195,7 @@ pub fn lvscan_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32
         } else {
             Vec::new()
         };
-        for lv in &vg.lvs {
+        for lv in attrs::process_order(vg) {
             if attrs::seg_type(lv) == "snapshot" || !(cl.flag("--all") || attrs::shown(vg, lv)) {
                 continue;
             }

@@ -10,6 +10,8 @@
 //! - [`ops`]: `pvcreate`, write and commit a VG to every PV, read a VG from a set of PVs.
 //! - [`build`], [`edit`]: vgcreate/lvcreate allocation and the other VG and LV edits.
 //! - [`dmplan`]: the device-mapper devices and tables lvm2 activates for an LV.
+//! - [`merge`]: snapshot merges, and what goes with a removed layered LV.
+//! - [`pools`]: thin pools, thin volumes, cache pools and caches as lvm2 writes them.
 //! - [`report`]: the fields, attribute strings and units of lvm2's reports.
 
 pub mod build;
@@ -17,8 +19,10 @@ pub mod dmplan;
 pub mod edit;
 pub mod label;
 pub mod mda;
+pub mod merge;
 pub mod model;
 pub mod ops;
+pub mod pools;
 pub mod report;
 pub mod text;
 

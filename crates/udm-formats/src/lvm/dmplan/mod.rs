@@ -194,6 +194,41 @@ pub fn plan(
             _ => {}
         }
     }
+    // An origin a snapshot merges into: `snapshot-merge` over its -real and the -cow.
+    if let Some(m) = super::merge::merging_into(vg, name) {
+        let cow_name = seg_str(m, "merging_store").unwrap_or("");
+        let cow_lv = vg.lv(cow_name).ok_or_else(|| {
+            LvmError::Invalid(format!("merging snapshot {cow_name} of {name} not found"))
+        })?;
+        let chunk = m.get("chunk_size").and_then(|v| v.as_int()).unwrap_or(8);
+        let real = dm_name(&vg.name, name, Some("real"));
+        let cow = dm_name(&vg.name, cow_name, Some("cow"));
+        return Ok(vec![
+            dmdev(
+                real.clone(),
+                dm_uuid(vg, lv, Some("real")),
+                plain(vg, lv, dev, mode)?,
+            ),
+            dmdev(
+                cow.clone(),
+                dm_uuid(vg, cow_lv, Some("cow")),
+                plain(vg, cow_lv, dev, mode)?,
+            ),
+            DmDev {
+                replace: true,
+                ..dmdev(
+                    dm_name(&vg.name, name, None),
+                    dm_uuid(vg, lv, None),
+                    vec![DmLine {
+                        start: 0,
+                        len: size,
+                        ttype: "snapshot-merge".into(),
+                        params: format!("{} {} P {chunk}", mapper(&real), mapper(&cow)),
+                    }],
+                )
+            },
+        ]);
+    }
     // A snapshot: its origin's -real, its own -cow, then the snapshot itself.
     if let Some(seg) = snapshot_seg(vg, name) {
         let origin_name = seg_str(seg, "origin").unwrap_or("");

@@ -260,16 +260,23 @@ pub fn value(id: &str, c: &Ctx) -> Val {
             "lv_attr" => return Val::Str(attrs::lv_attr(c.vg.expect("an LV row has its VG"), lv)),
             "lv_size" => return Val::Size(lv.extents() * ext),
             "seg_count" => return Val::Num(lv.segments.len() as u64),
-            "origin" => return s(attrs::origin(vg, lv)),
+            "origin" => return Val::Str(attrs::origin(vg, lv)),
             "pool_lv" => {
-                return s(if attrs::seg_type(lv) == "thin" {
-                    attrs::seg_str(lv, "thin_pool").unwrap_or("")
-                } else {
-                    ""
-                })
+                return match attrs::seg_type(lv) {
+                    "thin" => s(attrs::seg_str(lv, "thin_pool").unwrap_or("")),
+                    "cache" => attrs::seg_str(lv, "cache_pool")
+                        .map_or(s(""), |p| Val::Str(format!("[{p}]"))),
+                    _ => s(""),
+                }
             }
-            "data_lv" | "metadata_lv" if attrs::seg_type(lv) == "thin-pool" => {
-                let key = if id == "data_lv" { "pool" } else { "metadata" };
+            "data_lv" | "metadata_lv"
+                if matches!(attrs::seg_type(lv), "thin-pool" | "cache-pool") =>
+            {
+                let key = match (id, attrs::seg_type(lv)) {
+                    ("data_lv", "thin-pool") => "pool",
+                    ("data_lv", _) => "data",
+                    _ => "metadata",
+                };
                 let sub = attrs::seg_str(lv, key).unwrap_or("");
                 return match vg.lv(sub) {
                     Some(l) if !attrs::shown(vg, l) => Val::Str(format!("[{sub}]")),
@@ -298,7 +305,7 @@ pub fn value(id: &str, c: &Ctx) -> Val {
                     return s(if striped && n == 1 {
                         "linear"
                     } else {
-                        &seg.seg_type
+                        crate::lvm::dmplan::pools::base_type(seg)
                     });
                 }
                 "stripes" => return Val::Num(if striped { areas().len() as u64 } else { 0 }),
@@ -309,7 +316,12 @@ pub fn value(id: &str, c: &Ctx) -> Val {
                         attrs::seg_type(l) == "snapshot"
                             && attrs::seg_str(l, "cow_store") == Some(&lv.name)
                     });
-                    let from = snap.and_then(|l| l.segments.first()).unwrap_or(seg);
+                    let mut from = snap.and_then(|l| l.segments.first()).unwrap_or(seg);
+                    // A cache over a cache pool takes its chunk size from the pool.
+                    if attrs::seg_type(lv) == "cache" && seg_int(seg, "chunk_size").is_none() {
+                        let pool = attrs::seg_str(lv, "cache_pool").and_then(|p| vg.lv(p));
+                        from = pool.and_then(|p| p.segments.first()).unwrap_or(seg);
+                    }
                     return Val::Size(seg_int(from, "chunk_size").unwrap_or(0));
                 }
                 // Blank where the segment has none (not a thin pool or thin volume).
@@ -331,8 +343,14 @@ pub fn value(id: &str, c: &Ctx) -> Val {
                         .iter()
                         .map(|(p, pe, _)| format!("{p}({pe})"))
                         .collect();
-                    if seg.seg_type == "thin-pool" {
-                        v = attrs::seg_str(lv, "pool")
+                    let sub = match attrs::seg_type(lv) {
+                        "thin-pool" => Some("pool"),
+                        "cache" => Some("origin"),
+                        "cache-pool" => Some("data"),
+                        _ => None,
+                    };
+                    if let Some(key) = sub {
+                        v = attrs::seg_str(lv, key)
                             .map(|p| format!("{p}(0)"))
                             .into_iter()
                             .collect();

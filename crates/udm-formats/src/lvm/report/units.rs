@@ -80,20 +80,24 @@ pub fn size(sectors: u64, u: Units) -> String {
     format!("{bytes}{}", if si { "B" } else { "b" })
 }
 
-/// lvm2's long size display: `20.00 MiB` (`0   ` for nothing).
+/// lvm2's long size display: `20.00 MiB`, `<15.88 TiB` when rounded up (`0   ` for
+/// nothing), powers of 1024 as the short `r` units.
 pub fn long_size(sectors: u64) -> String {
     if sectors == 0 {
         return "0   ".into();
     }
-    let bytes = sectors as f64 * 512.0;
-    let units = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    let mut v = bytes / 1024.0;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.2} {}", units[u])
+    let short = size(sectors, Units::default());
+    let (num, unit) = short.split_at(short.len() - 1);
+    let unit = match unit {
+        "k" => "KiB",
+        "m" => "MiB",
+        "g" => "GiB",
+        "t" => "TiB",
+        "p" => "PiB",
+        "e" => "EiB",
+        _ => return format!("{} B", sectors * 512),
+    };
+    format!("{num} {unit}")
 }
 
 #[cfg(test)]
@@ -117,5 +121,8 @@ mod tests {
         assert_eq!(size(40960, u('m', false)), "20.00");
         assert_eq!(size(245760, u('b', false)), "125829120");
         assert_eq!(size(2048, u('H', true)), "1.05M");
+        assert_eq!(long_size(40960), "20.00 MiB");
+        assert_eq!(long_size(33292800 * 128 * 8), "<15.88 TiB");
+        assert_eq!(long_size(0), "0   ");
     }
 }
