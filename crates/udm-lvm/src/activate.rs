@@ -229,15 +229,25 @@ pub fn change_vg(
             };
             // An LV takes down its own devices; layers of other LVs (a snapshot's origin,
             // a thin volume's pool) stay.
-            for d in devs.iter().filter(|d| !d.shared).rev() {
-                if !exists(&mut c, &d.name) {
+            let mut own: Vec<String> = devs
+                .iter()
+                .filter(|d| !d.shared)
+                .map(|d| d.name.clone())
+                .collect();
+            // A pool whose last thin volume went still runs as `-tpool` under its top.
+            let tpool = dm_name(&vg.name, lv, Some("tpool"));
+            if !own.is_empty() && !own.contains(&tpool) && exists(&mut c, &tpool) {
+                own.insert(own.len() - 1, tpool);
+            }
+            for name in own.iter().rev() {
+                if !exists(&mut c, name) {
                     continue;
                 }
                 if let Err(e) = c.call(Request::Remove {
-                    dev: DevSel::Name(d.name.clone()),
+                    dev: DevSel::Name(name.clone()),
                     deferred: false,
                 }) {
-                    dmctl::report(err, "remove", &d.name, &e);
+                    dmctl::report(err, "remove", name, &e);
                     rc = crate::ECMD_FAILED;
                     break;
                 }

@@ -119,6 +119,12 @@ pub fn lv_attr(r: &ReadVg, lv: &Lv) -> String {
             .iter()
             .any(|l| seg_type(l) == "snapshot" && seg_str(l, "cow_store") == Some(name))
     };
+    // A snapshot merging into its origin: both letters in capitals.
+    let merging_cow = vg
+        .lvs
+        .iter()
+        .any(|l| seg_type(l) == "snapshot" && seg_str(l, "merging_store") == Some(&lv.name));
+    let merging_origin = crate::lvm::merge::merging_into(vg, &lv.name).is_some();
     let is_origin = vg
         .lvs
         .iter()
@@ -136,6 +142,8 @@ pub fn lv_attr(r: &ReadVg, lv: &Lv) -> String {
         _ if cache_vol || cache_data => 'C',
         _ if cache_meta => 'e',
         _ if cache_origin => 'o',
+        _ if merging_cow => 'S',
+        _ if merging_origin => 'O',
         _ if snapshot_of(&lv.name) => 's',
         _ if is_origin => 'o',
         _ if lv.name.ends_with("_tdata") => 'T',
@@ -169,7 +177,7 @@ pub fn lv_attr(r: &ReadVg, lv: &Lv) -> String {
         't' | 'V' => 't',
         _ if cache_origin || cache_vol => 'C',
         'C' if !cache_data => 'C',
-        's' | 'o' => 's',
+        's' | 'o' | 'S' | 'O' => 's',
         'm' => 'm',
         'r' => 'r',
         _ => '-',
@@ -221,7 +229,11 @@ pub fn origin(vg: &Vg, lv: &Lv) -> String {
 fn origin_name<'a>(vg: &'a Vg, lv: &'a Lv) -> &'a str {
     vg.lvs
         .iter()
-        .find(|l| seg_type(l) == "snapshot" && seg_str(l, "cow_store") == Some(&lv.name))
+        .find(|l| {
+            seg_type(l) == "snapshot"
+                && (seg_str(l, "cow_store") == Some(&lv.name)
+                    || seg_str(l, "merging_store") == Some(&lv.name))
+        })
         .and_then(|l| seg_str(l, "origin"))
         .or_else(|| {
             if seg_type(lv) == "thin" {
