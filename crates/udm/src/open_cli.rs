@@ -4,6 +4,8 @@
 //! for, or read from `--key-file`), and every LVM volume group on what is left is activated
 //! as `vgchange -ay` would. The devices made are listed with their FUSE paths and NBD URIs,
 //! and remembered (in the state directory) so that `close` removes them in reverse order.
+//! An image can be an NBD export (`nbd://HOST[:PORT]/EXPORT`, `nbd+unix:///EXPORT?socket=…`,
+//! `nbds://`): it is mapped first as a linear device over the export.
 
 use crate::{dmctl, kpartx, luks_cli, lvm};
 use std::io::Write;
@@ -83,7 +85,8 @@ pub fn main(cmd: &str, args: &[String]) -> i32 {
         return 1;
     }
     let mut made: Vec<(String, &'static str)> = Vec::new();
-    let r = open(&mut c, &image, key_file.as_deref(), &mut made, &mut err);
+    let r = remote_base(&mut c, &image, &mut made, &mut err)
+        .and_then(|dev| open(&mut c, &dev, key_file.as_deref(), &mut made, &mut err));
     if let Err(m) = r {
         let _ = writeln!(err, "udm open: {m}");
         for (n, _) in made.iter().rev() {
@@ -123,6 +126,52 @@ pub fn main(cmd: &str, args: &[String]) -> i32 {
         let _ = writeln!(out, "{n}\t{k}\t{f}\t{u}");
     }
     0
+}
+
+/// An `nbd://`, `nbds://` or `nbd+unix://` image comes up first as a linear device over
+/// the export (the daemon connects to it), and the stack is opened on that device; a
+/// local image is used as it is.
+fn remote_base(
+    c: &mut Client,
+    image: &str,
+    made: &mut Vec<(String, &'static str)>,
+    err: &mut dyn Write,
+) -> Result<String, String> {
+    if !image.starts_with("nbd") || !image.contains("://") {
+        return Ok(image.to_string());
+    }
+    let spec = udm_nbd::RemoteSpec::parse(image).map_err(|e| format!("{image}: {e}"))?;
+    let size = udm_nbd::NbdClient::connect(&spec.addr, &spec.export)
+        .map_err(|e| format!("{image}: {e}"))?
+        .size();
+    let name = format!(
+        "nbd_{}",
+        image
+            .split("://")
+            .nth(1)
+            .unwrap_or("")
+            .chars()
+            .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })
+            .collect::<String>()
+    );
+    c.call(Request::Create {
+        name: name.clone(),
+        uuid: String::new(),
+    })
+    .map_err(|e| {
+        dmctl::report(err, "create", &name, &e);
+        format!("cannot create {name}")
+    })?;
+    let line = udm_proto::Line {
+        start: 0,
+        len: size / 512,
+        ttype: "linear".into(),
+        params: format!("{} 0", udm_core::escape_arg(image)),
+    };
+    dmctl::load_and_resume(c, err, &name, vec![line], false)
+        .map_err(|_| format!("cannot map {image}"))?;
+    made.push((name.clone(), "nbd"));
+    Ok(format!("/dev/mapper/{name}"))
 }
 
 fn open(
