@@ -329,7 +329,12 @@ fn open_over_nbd_url() {
     assert_eq!(c, 0, "{o}\n{e}");
     let kinds: Vec<&str> = o.lines().filter_map(|l| l.split('\t').nth(1)).collect();
     assert_eq!(kinds, ["nbd", "partition", "lvm"], "{o}");
-    let base = o.lines().next().unwrap().split('\t').next().unwrap();
+    let base = o
+        .lines()
+        .find(|l| l.contains('\t'))
+        .and_then(|l| l.split('\t').next())
+        .unwrap();
+    assert!(base.starts_with("nbd_"), "{o}");
     assert_eq!(
         cli.dm(&["table", base]),
         format!("0 81920 linear {url} 0\n")
