@@ -224,7 +224,6 @@ pub fn lvcreate(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         Ok(x) => x,
         Err(e) => return fail(err, &e.to_string()),
     };
-    let h = h;
     let h_new = VgHandle {
         meta: udm_formats::lvm::Metadata {
             vg: vg.clone(),
@@ -390,7 +389,7 @@ pub fn lvconvert_type(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) ->
         Err(m) => return fail(err, &m),
     };
     let mut vg = h.meta.vg.clone();
-    let Some(cur) = vg.lv(&lv).map(|l| l.extents()) else {
+    if vg.lv(&lv).is_none() {
         return fail(
             err,
             &format!("Failed to find logical volume \"{vgname}/{lv}\""),
@@ -456,7 +455,6 @@ pub fn lvconvert_type(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) ->
             if let Err(e) = vg.convert_to_pool(&lv, thin, chunk, &host, time) {
                 return fail(err, &e.to_string());
             }
-            let _ = cur;
             let meta = if thin.is_some() {
                 format!("{lv}_tmeta")
             } else {
