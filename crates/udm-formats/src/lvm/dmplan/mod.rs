@@ -70,7 +70,21 @@ pub enum Mode {
     Partial,
 }
 
-fn seg_lines(vg: &Vg, lv: &Lv, seg: &Segment, dev: PvDev, mode: Mode) -> Result<DmLine, LvmError> {
+/// The device lvm2 puts in place of area `area` of segment `segno` of `lv` on a missing PV
+/// (`--activationmode partial`): `vg-lv-missing_SEG_AREA`, an `error` target as long as
+/// the segment.
+fn missing_name(vg: &Vg, lv: &Lv, segno: usize, area: usize) -> String {
+    dm_name(&vg.name, &lv.name, Some(&format!("missing_{segno}_{area}")))
+}
+
+fn seg_lines(
+    vg: &Vg,
+    lv: &Lv,
+    segno: usize,
+    seg: &Segment,
+    dev: PvDev,
+    mode: Mode,
+) -> Result<DmLine, LvmError> {
     let es = vg.extent_size;
     let start = seg.start_extent * es;
     let len = seg.extent_count * es;
@@ -88,14 +102,10 @@ fn seg_lines(vg: &Vg, lv: &Lv, seg: &Segment, dev: PvDev, mode: Mode) -> Result<
             .ok_or_else(|| LvmError::Invalid(format!("unknown PV {pv}")))?;
         match dev(pv) {
             Some(d) => devs.push(format!("{d} {}", p.pe_start + pe * es)),
-            None if mode == Mode::Partial => {
-                return Ok(DmLine {
-                    start,
-                    len,
-                    ttype: "error".into(),
-                    params: String::new(),
-                })
-            }
+            None if mode == Mode::Partial => devs.push(format!(
+                "/dev/mapper/{} 0",
+                missing_name(vg, lv, segno, devs.len())
+            )),
             None => {
                 return Err(LvmError::NotFound(format!(
                     "Refusing activation of partial LV {}/{}.  Use '--activationmode partial' to override.",
@@ -129,7 +139,8 @@ fn seg_lines(vg: &Vg, lv: &Lv, seg: &Segment, dev: PvDev, mode: Mode) -> Result<
 pub(crate) fn plain(vg: &Vg, lv: &Lv, dev: PvDev, mode: Mode) -> Result<Vec<DmLine>, LvmError> {
     lv.segments
         .iter()
-        .map(|s| seg_lines(vg, lv, s, dev, mode))
+        .enumerate()
+        .map(|(i, s)| seg_lines(vg, lv, i, s, dev, mode))
         .collect()
 }
 
@@ -156,6 +167,65 @@ fn snapshot_seg<'a>(vg: &'a Vg, lv: &str) -> Option<&'a Segment> {
 /// The devices for visible LV `name`, lower devices first; `mapper` turns a dm name into
 /// the form tables use for it (`/dev/mapper/NAME`).
 pub fn plan(
+    vg: &Vg,
+    name: &str,
+    dev: PvDev,
+    mode: Mode,
+    mapper: &dyn Fn(&str) -> String,
+) -> Result<Vec<DmDev>, LvmError> {
+    let devs = plan_layers(vg, name, dev, mode, mapper)?;
+    if mode == Mode::Complete {
+        return Ok(devs);
+    }
+    // Partial: each area on a missing PV reads from its own `error` device, made just
+    // before the first device that maps it.
+    let mut missing = Vec::new();
+    for lv in &vg.lvs {
+        for (i, seg) in lv.segments.iter().enumerate() {
+            if seg.seg_type != "striped" {
+                continue;
+            }
+            for (j, (pv, _)) in seg.stripes()?.iter().enumerate() {
+                if dev(pv).is_none() {
+                    let n = missing_name(vg, lv, i, j);
+                    let u = dm_uuid(vg, lv, Some(&format!("missing_{i}_{j}")));
+                    missing.push((n, u, seg.extent_count * vg.extent_size));
+                }
+            }
+        }
+    }
+    let mut out: Vec<DmDev> = Vec::new();
+    for d in devs {
+        for (n, u, len) in &missing {
+            let word = format!("/dev/mapper/{n}");
+            let uses = d
+                .table
+                .iter()
+                .any(|l| l.params.split(' ').any(|w| w == word));
+            if uses && !out.iter().any(|o| &o.name == n) {
+                out.push(DmDev {
+                    name: n.clone(),
+                    uuid: u.clone(),
+                    table: vec![DmLine {
+                        start: 0,
+                        len: *len,
+                        ttype: "error".into(),
+                        params: String::new(),
+                    }],
+                    read_only: false,
+                    lv: d.lv.clone(),
+                    replace: false,
+                    shared: d.shared,
+                });
+            }
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// [`plan`] before missing areas get their devices.
+fn plan_layers(
     vg: &Vg,
     name: &str,
     dev: PvDev,
