@@ -8,6 +8,7 @@ use crate::session::{
 };
 use crate::ECMD_FAILED;
 use std::io::Write;
+use udm_formats::lvm::alloc::Alloc;
 use udm_formats::lvm::edit::{parse_extents, parse_size, Sign, SizeArg};
 
 fn fail(err: &mut dyn Write, m: &str) -> i32 {
@@ -112,6 +113,14 @@ pub(crate) fn new_extents(
     Ok(n)
 }
 
+/// `--alloc POLICY` (inherit when not given).
+pub(crate) fn alloc_arg(cl: &Cmdline) -> Result<Alloc, String> {
+    cl.val("--alloc").map_or(Ok(Alloc::Inherit), |a| {
+        a.parse()
+            .map_err(|e: udm_formats::lvm::LvmError| e.to_string())
+    })
+}
+
 pub(crate) fn size_arg(cl: &Cmdline) -> Result<Option<SizeArg>, String> {
     match (cl.val("-L"), cl.val("-l")) {
         (Some(_), Some(_)) => Err("Please specify either size or extents but not both.".into()),
@@ -177,6 +186,10 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
         Some("n") | Some("an") => false,
         Some(a) => return fail(err, &format!("Invalid argument for --activate: {a}")),
     };
+    let policy = match alloc_arg(cl) {
+        Ok(p) => p,
+        Err(m) => return fail(err, &m),
+    };
     let (mut found, h) = match open_vg(cl, &vgname, err) {
         Ok(x) => x,
         Err(m) => return fail(err, &m),
@@ -236,9 +249,7 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
     let (host, time) = (hostname(), now());
     let made = vg.allocate_on(&only, |vg| match &origin {
         Some(o) if snapshot => vg.create_snapshot(&name, o, extents, chunk, &host, time),
-        _ => vg
-            .create_lv(&name, extents, stripes, stripe_size, &host, time)
-            .map(|_| ()),
+        _ => vg.create_lv_alloc(&name, extents, stripes, stripe_size, policy, &host, time),
     });
     if let Err(e) = made {
         return fail(err, &e.to_string());
@@ -504,7 +515,11 @@ pub fn lvresize_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn 
             Ok((n, sz)) => n.map(|n| (n, sz)),
             Err(m) => return fail(err, &m),
         };
-        vg.extend_lv(&lv, new, stripes)
+        let policy = match alloc_arg(cl) {
+            Ok(p) => p,
+            Err(m) => return fail(err, &m),
+        };
+        vg.extend_lv_alloc(&lv, new, stripes, policy)
     } else {
         let _ = writeln!(
             err,

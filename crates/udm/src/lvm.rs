@@ -151,6 +151,7 @@ fn canonical_opt(cmd: &str, o: &str) -> Option<(&'static str, bool)> {
         "--cachevol" => ("--cachevol", true),
         "--discards" => ("--discards", true),
         "--merge" => ("--merge", false),
+        "--alloc" => ("--alloc", true),
         "-L" | "--size" => ("-L", true),
         "-l" | "--extents" => ("-l", true),
         "-n" | "--name" => ("-n", true),

@@ -230,3 +230,73 @@ fn backup_and_restore_both_ways() {
         assert!(err.contains("Restore failed."), "{err}");
     }
 }
+
+/// `--alloc contiguous` and `cling` (and lvm2's largest-area-first choice) over a VG with
+/// a hole: the same placements, refusals and messages as lvm2 running the same commands
+/// on the same devices.
+#[test]
+fn alloc_policies_match_lvm2() {
+    let Some((dir, _imgs, loops, lvm)) = loop_pvs(&[120, 100]) else {
+        return;
+    };
+    let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
+    let devs = d.join(",");
+    let e = cli(dir.path());
+    let steps: &[(&str, &[&str])] = &[
+        ("lvcreate", &["-n", "a", "-l", "5", "vga"]),
+        ("lvcreate", &["-n", "b", "-l", "5", "vga"]),
+        ("lvcreate", &["-n", "c", "-l", "5", "vga"]),
+        ("lvremove", &["-y", "vga/b"]),
+        (
+            "lvcreate",
+            &["-n", "ct", "-l", "8", "--alloc", "contiguous", "vga"],
+        ),
+        (
+            "lvcreate",
+            &["-n", "ct2", "-l", "30", "--alloc", "contiguous", "vga"],
+        ),
+        (
+            "lvcreate",
+            &["-n", "cl", "-l", "3", "--alloc", "cling", "vga"],
+        ),
+        ("lvextend", &["-l", "+20", "vga/cl"]),
+        ("lvextend", &["-l", "+2", "vga/ct"]),
+        ("lvextend", &["-l", "+2", "vga/cl"]),
+    ];
+    let refusal = |s: &str| -> String {
+        s.lines()
+            .filter(|l| l.contains("Insufficient"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let fields = ["-a", "-o", "lv_name,lv_attr,devices,seg_pe_ranges"];
+    // lvm2 first.
+    lvm.ok("pvcreate", &d);
+    lvm.ok("vgcreate", &["vga", d[0], d[1]]);
+    let mut want = Vec::new();
+    for (cmd, args) in steps {
+        let o = lvm.cmd(cmd, args);
+        want.push((
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            refusal(&String::from_utf8_lossy(&o.stderr)),
+            o.status.code(),
+        ));
+    }
+    let want_lvs = lvm.ok("lvs", &fields);
+    lvm.ok("vgremove", &["-f", "vga"]);
+    lvm.ok("pvremove", &d);
+    // udm on the same devices.
+    let (_, er, c) = udm(&e, &devs, "vgcreate", &["vga", d[0], d[1]]);
+    assert_eq!(c, 0, "{er}");
+    for ((cmd, args), (wo, we, wc)) in steps.iter().zip(&want) {
+        let (o, er, c) = udm(&e, &devs, cmd, args);
+        assert_eq!(
+            (&o, &refusal(&er), Some(c)),
+            (wo, we, *wc),
+            "{cmd} {args:?}"
+        );
+    }
+    assert!(want.iter().filter(|w| !w.1.is_empty()).count() >= 2);
+    assert_eq!(lvm.ok("lvs", &fields), want_lvs);
+    lvm.ok("vgck", &["vga"]);
+}
