@@ -67,7 +67,7 @@ fn set_policy(lv: &mut Lv, p: Alloc) {
         .retain(|i| !matches!(i, Item::Pair { key, .. } if key == "allocation_policy"));
     if p != Alloc::Inherit {
         lv.extra
-            .push(Item::pair("allocation_policy", Value::str(&p.to_string())));
+            .push(Item::pair("allocation_policy", Value::str(p.to_string())));
     }
 }
 
@@ -103,7 +103,7 @@ impl Vg {
             // The first PV's largest area that holds it all (lvm2 keeps areas largest first).
             let run = self.pvs.iter().find_map(|p| {
                 let mut runs = self.free_runs(&p.name);
-                runs.sort_by(|a, b| b.1.cmp(&a.1));
+                runs.sort_by_key(|r| std::cmp::Reverse(r.1));
                 runs.into_iter()
                     .find(|r| r.1 >= extents)
                     .map(|r| (p.name.clone(), r.0))
@@ -112,7 +112,7 @@ impl Vg {
                 return Err(short(name, "contiguous ", extents));
             };
             // Allocate exactly there: everything else is held meanwhile.
-            self.allocate_on(&[pv.clone()], |vg| {
+            self.allocate_on(std::slice::from_ref(&pv), |vg| {
                 let mut tmp = vg.clone();
                 tmp.create_lv(name, extents, 1, 0, host, time)?;
                 let lv = tmp.lvs.last_mut().expect("just made");

@@ -139,7 +139,7 @@ impl Vg {
             for pv in &self.pvs {
                 // lvm2 keeps each PV's free areas largest first.
                 let mut runs = self.free_runs(&pv.name);
-                runs.sort_by(|a, b| b.1.cmp(&a.1));
+                runs.sort_by_key(|r| std::cmp::Reverse(r.1));
                 for (start, len) in runs {
                     if left == 0 {
                         break;
