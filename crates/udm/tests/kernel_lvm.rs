@@ -156,11 +156,13 @@ vgchange -an utv >/dev/null
 echo "=== tdevs"; cat /sys/block/vde/dev /sys/block/vdf/dev /sys/block/vdg/dev /sys/block/vdh/dev
 echo "=== end"
 "#;
-    let (out, err, code) = udm_testkit::refvm_run(
+    // Two VGs' worth of lvm2 work under TCG: more than the default 300 s on a busy host.
+    let (out, err, code) = udm_testkit::refvm_run_timeout(
         &run,
         &[&r0, &r1, &r2, &r3, &r4, &r5, &r6, &r7],
         None,
         script,
+        900,
     );
     assert_eq!(code, 0, "refvm failed:\n{out}\n{err}");
     let mut devs: Vec<&str> = section(&out, "devs").lines().collect();
