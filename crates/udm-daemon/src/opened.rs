@@ -1,12 +1,15 @@
 //! What `udm open IMAGE` brought up, remembered in the state directory so that `udm close
 //! IMAGE` removes it again in reverse order: one `NAME KIND` line per device, in the order
-//! the devices were made (partitions, then LUKS volumes, then logical volumes).
+//! the devices were made (an NBD export's map, partitions, then LUKS volumes, then logical
+//! volumes).
 
 use std::path::{Path, PathBuf};
 
 /// What a device made by `udm open` is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A linear map over a remote NBD export the image was named by.
+    Nbd,
     Partition,
     Crypt,
     Lvm,
@@ -15,6 +18,7 @@ pub enum Kind {
 impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
+            Kind::Nbd => "nbd",
             Kind::Partition => "partition",
             Kind::Crypt => "crypt",
             Kind::Lvm => "lvm",

@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+pub mod libdm;
 mod types;
 pub use types::{Dep, DevInfo, DevSel, TargetStatus};
 

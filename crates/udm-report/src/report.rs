@@ -3,6 +3,8 @@
 
 use crate::select::Selection;
 
+mod json;
+
 /// Field value kinds (libdm `DM_REPORT_FIELD_TYPE_*` that dmsetup uses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -103,7 +103,20 @@ pub fn refvm_run(
     share: Option<&Path>,
     script: &str,
 ) -> (String, String, i32) {
+    refvm_run_timeout(run, disks, share, script, 300)
+}
+
+/// [`refvm_run`] for a long script: the VM may run `secs` seconds (TCG on a loaded machine
+/// is slow; the default is 300).
+pub fn refvm_run_timeout(
+    run: &Path,
+    disks: &[&Path],
+    share: Option<&Path>,
+    script: &str,
+    secs: u32,
+) -> (String, String, i32) {
     let mut cmd = Command::new(run);
+    cmd.arg("--timeout").arg(secs.to_string());
     for d in disks {
         cmd.arg("--disk").arg(d);
     }

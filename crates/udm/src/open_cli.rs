@@ -4,7 +4,9 @@
 //! for, or read from `--key-file`), and every LVM volume group on what is left is activated
 //! as `vgchange -ay` would. The devices made are listed with their FUSE paths and NBD URIs,
 //! and remembered (in the state directory, as `udm_daemon::opened` records them) so that
-//! `close` removes them in reverse order.
+//! `close` removes them in reverse order. An image can be an NBD export
+//! (`nbd://HOST[:PORT]/EXPORT`, `nbd+unix:///EXPORT?socket=…`, `nbds://`): it is mapped first
+//! as a linear device over the export.
 
 use crate::{dmctl, kpartx, luks_cli, lvm};
 use std::io::Write;
@@ -27,12 +29,12 @@ fn names(c: &mut Client) -> Vec<String> {
 
 /// Where the devices opened for `image` are remembered.
 fn record(image: &str) -> PathBuf {
-    Opened::record_path(&lvm::devices::state_dir(), image)
+    Opened::record_path(&udm_lvm::devices::state_dir(), image)
 }
 
 /// The first 4 KiB of a host path or `/dev/mapper/NAME`.
 fn head(dev: &str) -> Option<Vec<u8>> {
-    let d = lvm::devices::open(dev, false).ok()?;
+    let d = udm_lvm::devices::open(dev, false).ok()?;
     let mut b = vec![0u8; 4096];
     d.read_at(0, &mut b).ok()?;
     Some(b)
@@ -68,7 +70,7 @@ pub fn main(cmd: &str, args: &[String]) -> i32 {
         let _ = write!(err, "{USAGE}");
         return 1;
     };
-    let image = lvm::devices::canonical(&image);
+    let image = udm_lvm::devices::canonical(&image);
     let Some(mut c) = dmctl::connect(&udm_proto::default_socket(), &mut err) else {
         return 1;
     };
@@ -81,7 +83,8 @@ pub fn main(cmd: &str, args: &[String]) -> i32 {
         return 1;
     }
     let mut made = Opened::default();
-    let r = open(&mut c, &image, key_file.as_deref(), &mut made, &mut err);
+    let r = remote_base(&mut c, &image, &mut made, &mut err)
+        .and_then(|dev| open(&mut c, &dev, key_file.as_deref(), &mut made, &mut err));
     if let Err(m) = r {
         let _ = writeln!(err, "udm open: {m}");
         for (n, _) in made.devices.iter().rev() {
@@ -116,6 +119,52 @@ pub fn main(cmd: &str, args: &[String]) -> i32 {
             .as_bytes(),
     );
     0
+}
+
+/// An `nbd://`, `nbds://` or `nbd+unix://` image comes up first as a linear device over
+/// the export (the daemon connects to it), and the stack is opened on that device; a
+/// local image is used as it is.
+fn remote_base(
+    c: &mut Client,
+    image: &str,
+    made: &mut Opened,
+    err: &mut dyn Write,
+) -> Result<String, String> {
+    if !image.starts_with("nbd") || !image.contains("://") {
+        return Ok(image.to_string());
+    }
+    let spec = udm_nbd::RemoteSpec::parse(image).map_err(|e| format!("{image}: {e}"))?;
+    let size = udm_nbd::NbdClient::connect(&spec.addr, &spec.export)
+        .map_err(|e| format!("{image}: {e}"))?
+        .size();
+    let name = format!(
+        "nbd_{}",
+        image
+            .split("://")
+            .nth(1)
+            .unwrap_or("")
+            .chars()
+            .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })
+            .collect::<String>()
+    );
+    c.call(Request::Create {
+        name: name.clone(),
+        uuid: String::new(),
+    })
+    .map_err(|e| {
+        dmctl::report(err, "create", &name, &e);
+        format!("cannot create {name}")
+    })?;
+    let line = udm_proto::Line {
+        start: 0,
+        len: size / 512,
+        ttype: "linear".into(),
+        params: format!("{} 0", udm_core::escape_arg(image)),
+    };
+    dmctl::load_and_resume(c, err, &name, vec![line], false)
+        .map_err(|_| format!("cannot map {image}"))?;
+    made.devices.push((name.clone(), Kind::Nbd));
+    Ok(format!("/dev/mapper/{name}"))
 }
 
 fn open(
@@ -175,7 +224,7 @@ fn open(
     let mut vgs: Vec<String> = Vec::new();
     let mut pvs: Vec<String> = Vec::new();
     for dev in &layer {
-        let Ok(d) = lvm::devices::open(dev, false) else {
+        let Ok(d) = udm_lvm::devices::open(dev, false) else {
             continue;
         };
         match scan_pv(&*d) {

@@ -104,6 +104,7 @@ fn kernel_lvm_activation_matches_lvm2() {
         .concat(),
     );
     e.ok("vgchange", &[&ud[..], &["-an", "uvg"]].concat());
+    let (r4, r5, r6, r7, usums_tc) = udm_thin_cache_vg(&d, &e, dir.path());
     let script = r#"set -e
 pvcreate -q /dev/vda /dev/vdb
 vgcreate -q vg /dev/vda /dev/vdb
@@ -128,9 +129,41 @@ echo "=== usum"; for lv in lin st orig osn; do cksum < /dev/uvg/$lv; done
 echo "=== uinfo"; dmsetup info -c --noheadings --separator ' ' -o name,uuid,major,minor
 vgchange -an uvg >/dev/null
 echo "=== udevs"; cat /sys/block/vdc/dev /sys/block/vdd/dev
+pvcreate -q /dev/vde /dev/vdf
+vgcreate -q tv /dev/vde /dev/vdf
+lvcreate -q -y -T tv/pool -L 12M
+lvcreate -q -y -V 40M -T tv/pool -n thin
+lvcreate -q -y -n cvol -L 8M tv /dev/vdf
+lvcreate -q -y -n corig -L 8M tv /dev/vde
+lvconvert -q -y --type cache --cachevol cvol tv/corig
+lvcreate -q -y -n porig -L 8M tv /dev/vde
+lvcreate -q -y --type cache-pool -n cpool -L 8M tv /dev/vdf
+lvconvert -q -y --type cache --cachepool tv/cpool tv/porig
+for lv in thin corig porig; do
+  seq -w 300000000 399999999 | head -c 8388608 > /dev/tv/$lv
+done
+sync
+echo "=== ttable"; dmsetup table
+echo "=== tinfo"; dmsetup info -c --noheadings --separator ' ' -o name,uuid,major,minor
+echo "=== tsum"; for lv in thin corig porig; do head -c 8388608 /dev/tv/$lv | cksum; done
+vgchange -an tv >/dev/null
+vgck utv
+vgchange -ay utv >/dev/null
+echo "=== uttable"; dmsetup table
+echo "=== utinfo"; dmsetup info -c --noheadings --separator ' ' -o name,uuid,major,minor
+echo "=== utsum"; for lv in thin corig; do head -c 8388608 /dev/utv/$lv | cksum; done
+vgchange -an utv >/dev/null
+echo "=== tdevs"; cat /sys/block/vde/dev /sys/block/vdf/dev /sys/block/vdg/dev /sys/block/vdh/dev
 echo "=== end"
 "#;
-    let (out, err, code) = udm_testkit::refvm_run(&run, &[&r0, &r1, &r2, &r3], None, script);
+    // Two VGs' worth of lvm2 work under TCG: more than the default 300 s on a busy host.
+    let (out, err, code) = udm_testkit::refvm_run_timeout(
+        &run,
+        &[&r0, &r1, &r2, &r3, &r4, &r5, &r6, &r7],
+        None,
+        script,
+        900,
+    );
     assert_eq!(code, 0, "refvm failed:\n{out}\n{err}");
     let mut devs: Vec<&str> = section(&out, "devs").lines().collect();
     devs.extend(section(&out, "udevs").lines());
@@ -345,5 +378,187 @@ echo "=== end"
         ),
         ""
     );
+    assert_eq!(e.dm(&["ls"]), "No devices found\n");
+    thin_cache_both_ways(&d, &e, &out, [&r4, &r5, &r6, &r7], &usums_tc);
+}
+
+/// Sections of `out` as (name, table) with kernel device numbers as udm names them: the
+/// disks `disks` (dev numbers in `devs`) as paths, dm devices as `/dev/mapper/NAME`.
+fn kernel_tables(
+    out: &str,
+    table: &str,
+    info: &str,
+    devs: &[&str],
+    disks: &[String],
+) -> Vec<(String, String)> {
+    let info: Vec<Vec<&str>> = section(out, info)
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    section(out, table)
+        .lines()
+        .map(|l| {
+            let (n, t) = l.split_once(": ").unwrap();
+            let words: Vec<String> = t
+                .trim_end()
+                .split(' ')
+                .map(|w| {
+                    if let Some(i) = devs.iter().position(|d| *d == w) {
+                        return disks[i].clone();
+                    }
+                    match info.iter().find(|r| format!("{}:{}", r[2], r[3]) == w) {
+                        Some(r) => format!("/dev/mapper/{}", r[0]),
+                        None => w.to_string(),
+                    }
+                })
+                .collect();
+            (n.to_string(), words.join(" "))
+        })
+        .collect()
+}
+
+/// udm's live table of `name`, dm numbers as `/dev/mapper/NAME`.
+fn udm_table(e: &UdmCli, name: &str) -> String {
+    let info = e.dm(&[
+        "info",
+        "-c",
+        "--noheadings",
+        "--separator",
+        " ",
+        "-o",
+        "name,major,minor",
+    ]);
+    let rows: Vec<Vec<&str>> = info.lines().map(|l| l.split(' ').collect()).collect();
+    e.dm(&["table", name])
+        .lines()
+        .map(|l| {
+            l.trim_end()
+                .split(' ')
+                .map(
+                    |w| match rows.iter().find(|r| format!("{}:{}", r[1], r[2]) == w) {
+                        Some(r) => format!("/dev/mapper/{}", r[0]),
+                        None => w.to_string(),
+                    },
+                )
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// udm's own thin pool, thin volume and cache (over a cache volume) on two new images,
+/// with data written through udm: (the images for lvm2's VG, udm's images, data sums).
+fn udm_thin_cache_vg(
+    d: &Daemon,
+    e: &UdmCli,
+    dir: &std::path::Path,
+) -> (PathBuf, PathBuf, PathBuf, PathBuf, Vec<String>) {
+    let imgs: Vec<PathBuf> = (4..8)
+        .map(|i| udm_testkit::image(dir, &format!("r{i}.img"), 64 << 20))
+        .collect();
+    let devs = format!("{},{}", imgs[2].display(), imgs[3].display());
+    let run = |args: &[&str]| -> String {
+        let (cmd, rest) = args.split_first().unwrap();
+        e.ok(cmd, &[&["--devices", devs.as_str()][..], rest].concat())
+    };
+    let (a, b) = (imgs[2].to_str().unwrap(), imgs[3].to_str().unwrap());
+    run(&["vgcreate", "utv", a, b]);
+    run(&["lvcreate", "-T", "utv/pool", "-L", "12M"]);
+    run(&[
+        "lvcreate", "-y", "-V", "40M", "-T", "utv/pool", "-n", "thin",
+    ]);
+    run(&["lvcreate", "-n", "cvol", "-L", "8M", "utv", b]);
+    run(&["lvcreate", "-n", "corig", "-L", "8M", "utv", a]);
+    run(&[
+        "lvconvert",
+        "-y",
+        "--type",
+        "cache",
+        "--cachevol",
+        "cvol",
+        "utv/corig",
+    ]);
+    let mut sums = Vec::new();
+    for (name, seed) in [("utv-thin", 3u64), ("utv-corig", 5)] {
+        let c = udm_nbd::NbdClient::connect_unix(&d.nbd_socket, name).unwrap();
+        let data: Vec<u8> = (0..8u64 << 20)
+            .map(|i| ((i * seed) ^ (i >> 12)) as u8)
+            .collect();
+        c.write(0, &data, true).unwrap();
+        sums.push(udm_testkit::dm::cksum(&data));
+    }
+    run(&["vgchange", "-an", "utv"]);
+    let mut it = imgs.into_iter();
+    let mut next = || it.next().unwrap();
+    (next(), next(), next(), next(), sums)
+}
+
+/// lvm2's thin pool, thin volume and caches (made in refvm, data written by the kernel)
+/// activate in udm with the tables lvm2 loaded and the kernel's data; udm's thin pool
+/// (metadata formatted by udm's target) and cache pass `vgck` and `thin_check` in refvm and
+/// the kernel reads udm's data through them.
+fn thin_cache_both_ways(
+    d: &Daemon,
+    e: &UdmCli,
+    out: &str,
+    imgs: [&PathBuf; 4],
+    udm_sums: &[String],
+) {
+    let disks: Vec<String> = imgs.iter().map(|p| p.display().to_string()).collect();
+    let devs: Vec<&str> = section(out, "tdevs").lines().collect();
+    // The kernel reads udm's data through udm's thin volume and cache.
+    let ksums: Vec<&str> = section(out, "utsum").lines().collect();
+    assert_eq!(ksums.len(), 2);
+    for (k, u) in ksums.iter().zip(udm_sums) {
+        assert_eq!(
+            k.split_whitespace().next(),
+            u.split_whitespace().next(),
+            "kernel reads udm's data"
+        );
+    }
+    let ut = kernel_tables(out, "uttable", "utinfo", &devs, &disks);
+    assert!(
+        ut.iter()
+            .any(|(n, t)| n == "utv-thin" && t.contains(" thin ")),
+        "{ut:?}"
+    );
+    assert!(ut
+        .iter()
+        .any(|(n, t)| n == "utv-corig" && t.contains(" cache ")));
+    // udm activates lvm2's VG with lvm2's tables and reads the kernel's data.
+    let kt = kernel_tables(out, "ttable", "tinfo", &devs, &disks);
+    let both = disks.join(",");
+    let o = e.ok(
+        "lvchange",
+        &[
+            "--devices",
+            &both,
+            "-ay",
+            "tv/pool",
+            "tv/thin",
+            "tv/corig",
+            "tv/porig",
+        ],
+    );
+    assert_eq!(o, "");
+    let mut compared = 0;
+    for (name, table) in kt.iter().filter(|(n, _)| n.starts_with("tv-")) {
+        assert_eq!(&udm_table(e, name), table, "udm's {name}");
+        compared += 1;
+    }
+    assert!(compared >= 14, "{kt:?}");
+    let sums: Vec<&str> = section(out, "tsum").lines().collect();
+    for (name, want) in ["tv-thin", "tv-corig", "tv-porig"].iter().zip(&sums) {
+        let c = udm_nbd::NbdClient::connect_unix(&d.nbd_socket, name).unwrap();
+        let mut buf = vec![0u8; 8 << 20];
+        c.read(0, &mut buf).unwrap();
+        assert_eq!(
+            udm_testkit::dm::cksum(&buf).split_whitespace().next(),
+            want.split_whitespace().next(),
+            "kernel's data in {name}"
+        );
+    }
+    e.ok("vgchange", &["--devices", &both, "-an", "tv"]);
     assert_eq!(e.dm(&["ls"]), "No devices found\n");
 }

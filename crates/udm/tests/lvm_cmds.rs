@@ -322,11 +322,27 @@ fn missing_pv_and_failed_commands_write_nothing() {
         o,
         "  2 logical volume(s) in volume group \"vg\" now active\n"
     );
+    // As lvm2: b's area reads from its own error device, vg-span-missing_1_0.
+    let t = e.dm(&["table", "vg-span-missing_1_0"]);
+    assert_eq!(t, "0 24576 error \n");
+    let info = e.dm(&[
+        "info",
+        "-c",
+        "--noheadings",
+        "-o",
+        "major,minor,uuid",
+        "vg-span-missing_1_0",
+    ]);
+    let w: Vec<&str> = info.trim().split(':').collect();
+    assert!(w[2].ends_with("-missing_1_0"), "{info}");
     let t = e.dm(&["table", "vg-span"]);
     assert_eq!(
         t,
-        format!("0 8192 linear {sa} 18432\n8192 24576 error \n"),
-        "span: the rest of a, then b's extents as errors"
+        format!(
+            "0 8192 linear {sa} 18432\n8192 24576 linear {}:{} 0\n",
+            w[0], w[1]
+        ),
+        "span: the rest of a, then b's extents from the error device"
     );
     assert_eq!(
         e.ok("vgchange", &["--devices", &sa, "-an", "vg"]),

@@ -264,3 +264,89 @@ fn open_bare_vg_and_bad_passphrase() {
     assert_eq!(c, 0, "{e}");
     assert_eq!(cli.dm(&["ls"]), "No devices found\n");
 }
+
+/// `udm open nbd+unix:///…`: a partitioned image served by nbdkit opens through the
+/// daemon's NBD connection (the export as a base device, its partition, the VG inside);
+/// the LV reads what was written into the image; `udm close` takes it all down.
+#[test]
+fn open_over_nbd_url() {
+    for t in ["sfdisk", "nbdkit"] {
+        if !udm_testkit::require_tool(t) {
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&udm());
+    let state = dir.path().join("state");
+    let cli = UdmCli {
+        bin: udm(),
+        socket: d.socket.clone(),
+        state: state.clone(),
+    };
+    let disk = udm_testkit::image(dir.path(), "disk.img", 40 << 20);
+    let part = udm_testkit::image(dir.path(), "part.img", 39 << 20);
+    let mut sf = Command::new("sfdisk");
+    sf.arg("-q").arg(&disk).stdin(Stdio::piped());
+    let mut child = sf.stdout(Stdio::null()).spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut i = child.stdin.take().unwrap();
+        i.write_all(b"label: dos\nstart=2048, type=8e\n").unwrap();
+    }
+    assert!(child.wait().unwrap().success(), "sfdisk");
+    // A VG on the partition's bytes, with data in its LV at a known place.
+    let p = part.to_str().unwrap();
+    let dv = ["--devices", p, "--config", "global{activation=0}"];
+    cli.ok("vgcreate", &[&dv[..], &["nbdvg", p]].concat());
+    cli.ok(
+        "lvcreate",
+        &[&dv[..], &["-n", "data", "-L", "8M", "nbdvg"]].concat(),
+    );
+    let pattern: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 253) as u8).collect();
+    let pf = std::fs::OpenOptions::new().write(true).open(&part).unwrap();
+    pf.write_at(&pattern, 1 << 20).unwrap(); // the LV starts at the first extent (1 MiB)
+    let bytes = std::fs::read(&part).unwrap();
+    let df = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    df.write_at(&bytes, 1 << 20).unwrap();
+    let sock = dir.path().join("nbd.sock");
+    let mut kit = Command::new("nbdkit")
+        .args(["-f", "-U"])
+        .arg(&sock)
+        .arg("file")
+        .arg(&disk)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let url = format!("nbd+unix:///?socket={}", sock.display());
+    let (o, e, c) = udm_on(&d, &state, &["open", &url]);
+    assert_eq!(c, 0, "{o}\n{e}");
+    let kinds: Vec<&str> = o.lines().filter_map(|l| l.split('\t').nth(1)).collect();
+    assert_eq!(kinds, ["nbd", "partition", "lvm"], "{o}");
+    let base = o
+        .lines()
+        .find(|l| l.contains('\t'))
+        .and_then(|l| l.split('\t').next())
+        .unwrap();
+    assert!(base.starts_with("nbd_"), "{o}");
+    assert_eq!(
+        cli.dm(&["table", base]),
+        format!("0 81920 linear {url} 0\n")
+    );
+    let c2 = udm_nbd::NbdClient::connect_unix(&d.nbd_socket, "nbdvg-data").unwrap();
+    let mut back = vec![0u8; pattern.len()];
+    c2.read(0, &mut back).unwrap();
+    assert!(back == pattern, "the LV reads the image's data over NBD");
+    drop(c2);
+    let (_, e, c) = udm_on(&d, &state, &["close", &url]);
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(cli.dm(&["ls"]), "No devices found\n");
+    let _ = kit.kill();
+    let _ = kit.wait();
+}

@@ -137,7 +137,10 @@ impl Vg {
         if stripes == 1 {
             let mut left = extents;
             for pv in &self.pvs {
-                for (start, len) in self.free_runs(&pv.name) {
+                // lvm2 keeps each PV's free areas largest first.
+                let mut runs = self.free_runs(&pv.name);
+                runs.sort_by_key(|r| std::cmp::Reverse(r.1));
+                for (start, len) in runs {
                     if left == 0 {
                         break;
                     }

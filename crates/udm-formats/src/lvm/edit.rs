@@ -230,7 +230,19 @@ impl Vg {
                 removed.insert(0, cow);
             }
         }
+        // A pool's or cache's hidden parts go with it; thin volumes keep a pool.
+        let used_pool = self.lvs.iter().flat_map(|l| &l.segments).any(|s| {
+            super::dmplan::pools::base_type(s) == "thin" && seg_str(s, "thin_pool") == Some(name)
+        });
+        if used_pool {
+            return Err(invalid(format!(
+                "Removing pool \"{name}\" will remove its thin volumes: remove them first."
+            )));
+        }
+        let parts = self.parts_of(name);
+        gone.extend(parts);
         self.lvs.retain(|l| !gone.contains(&l.name));
+        self.drop_unused_spare();
         Ok(removed)
     }
 

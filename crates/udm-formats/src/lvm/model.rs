@@ -454,8 +454,12 @@ impl Vg {
         });
         it.push(Item::Blank);
         if !self.lvs.is_empty() {
+            // Visible LVs first, as lvm2 writes them (lvm2 processes LVs in this order:
+            // a hidden layer listed before its user would be deactivated first).
             let mut lvs = Vec::new();
-            for lv in &self.lvs {
+            let (shown, hidden): (Vec<&Lv>, Vec<&Lv>) =
+                self.lvs.iter().partition(|l| self.exported_visible(l));
+            for lv in shown.into_iter().chain(hidden) {
                 lvs.push(Item::Blank);
                 lvs.push(lv.to_item());
             }
@@ -473,6 +477,27 @@ impl Vg {
     }
 
     /// The PV named `name` (`pv0` …).
+    /// lvm2's `lv_is_visible`: a `snapshotN` is not, a COW store is as its origin (not
+    /// while merging), others by their `VISIBLE` flag.
+    fn exported_visible(&self, lv: &Lv) -> bool {
+        let snap_key = |k: &str| {
+            self.lvs.iter().flat_map(|l| &l.segments).find(|s| {
+                s.seg_type == "snapshot" && s.get(k).and_then(Value::as_str) == Some(&lv.name)
+            })
+        };
+        if lv.segments.iter().any(|s| s.seg_type == "snapshot") {
+            return false;
+        }
+        if snap_key("merging_store").is_some() {
+            return false;
+        }
+        if let Some(s) = snap_key("cow_store") {
+            let origin = s.get("origin").and_then(Value::as_str).unwrap_or("");
+            return self.lv(origin).is_some_and(Lv::visible);
+        }
+        lv.visible()
+    }
+
     pub fn pv(&self, name: &str) -> Option<&Pv> {
         self.pvs.iter().find(|p| p.name == name)
     }

@@ -1,13 +1,14 @@
-//! What every changing lvm command shares: its command line (lvm2's option spellings,
-//! clustered short options such as `-ay` and `-L10G`), the devices it may read, the PVs
+//! What every changing lvm command shares: its parsed command line (options under their
+//! canonical short spellings), the devices it may read, the PVs
 //! found on them, a VG with its disks in VG order, and writing a changed VG back (seqno +1,
 //! every metadata area, lvm2's description line). Messages are lvm2's.
 
-use super::devices;
+use crate::devices;
 use std::io::{BufRead, Write};
 use udm_formats::lvm::{read_vg, scan_pv, write_vg, Disk, LvmError, Metadata, PvHeader, Vg};
 
-/// One command line, split into options (canonical names) and positional arguments.
+/// One parsed command line: options that take a value and flags under their canonical
+/// names (`-L`, `--type`, `-y`, …), and positional arguments.
 #[derive(Debug, Default)]
 pub struct Cmdline {
     pub vals: Vec<(String, String)>,
@@ -17,99 +18,7 @@ pub struct Cmdline {
     pub typed: String,
 }
 
-/// Options that take a value, long spellings mapped to their short ones; per command some
-/// letters differ (`-s` is a snapshot for lvcreate, the extent size for vgcreate).
-fn canonical_opt(cmd: &str, o: &str) -> Option<(&'static str, bool)> {
-    let r = match o {
-        "-a" | "--all" if cmd.ends_with("display") => ("--all", false),
-        "-L" | "--size" => ("-L", true),
-        "-l" | "--extents" => ("-l", true),
-        "-n" | "--name" => ("-n", true),
-        "-i" | "--stripes" => ("-i", true),
-        "-I" | "--stripesize" => ("-I", true),
-        "-a" | "--activate" => ("-a", true),
-        "--type" => ("--type", true),
-        "-c" | "--chunksize" => ("-c", true),
-        "--config" => ("--config", true),
-        "--devices" => ("--devices", true),
-        "--devicesfile" => ("--devicesfile", true),
-        "--activationmode" => ("--activationmode", true),
-        "--metadatacopies" | "--pvmetadatacopies" => ("--metadatacopies", true),
-        "--dataalignment" => ("--dataalignment", true),
-        "-u" | "--uuid" => ("-u", true),
-        "-s" | "--physicalextentsize" if cmd == "vgcreate" => ("-s", true),
-        "-s" | "--snapshot" => ("-s", false),
-        "-y" | "--yes" => ("-y", false),
-        "-f" | "--force" => ("-f", false),
-        "-v" | "--verbose" => ("-v", false),
-        "-q" | "--quiet" => ("-q", false),
-        "-Z" | "--zero" => ("-Z", true),
-        "-W" | "--wipesignatures" => ("-W", true),
-        "-r" | "--resizefs" => ("-r", false),
-        "-A" | "--autobackup" => ("-A", true),
-        _ => return None,
-    };
-    Some(r)
-}
-
 impl Cmdline {
-    pub fn parse(cmd: &str, args: &[String]) -> Result<Cmdline, String> {
-        let mut c = Cmdline {
-            typed: std::iter::once(cmd.to_string())
-                .chain(args.iter().cloned())
-                .collect::<Vec<_>>()
-                .join(" "),
-            ..Default::default()
-        };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            if a == "--" {
-                c.pos.extend(it.by_ref().cloned());
-                break;
-            }
-            if !a.starts_with('-') || a.len() == 1 || a.parse::<f64>().is_ok() {
-                c.pos.push(a.clone());
-                continue;
-            }
-            let (flag, inline) = if a.starts_with("--") {
-                match a.split_once('=') {
-                    Some((f, v)) => (f.to_string(), Some(v.to_string())),
-                    None => (a.clone(), None),
-                }
-            } else if a.len() > 2 {
-                (a[..2].to_string(), Some(a[2..].to_string()))
-            } else {
-                (a.clone(), None)
-            };
-            let Some((name, takes)) = canonical_opt(cmd, &flag) else {
-                return Err(format!("{cmd}: unrecognized option '{flag}'"));
-            };
-            if takes {
-                let v = match inline {
-                    Some(v) => v,
-                    None => it
-                        .next()
-                        .cloned()
-                        .ok_or(format!("{cmd}: option '{flag}' requires an argument"))?,
-                };
-                c.vals.push((name.into(), v));
-            } else if let Some(rest) = inline {
-                // Clustered flags such as -fy.
-                c.flags.push(name.into());
-                for ch in rest.chars() {
-                    let f = format!("-{ch}");
-                    match canonical_opt(cmd, &f) {
-                        Some((n, false)) => c.flags.push(n.into()),
-                        _ => return Err(format!("{cmd}: unrecognized option '{a}'")),
-                    }
-                }
-            } else {
-                c.flags.push(name.into());
-            }
-        }
-        Ok(c)
-    }
-
     pub fn val(&self, name: &str) -> Option<&str> {
         self.vals
             .iter()
@@ -280,7 +189,7 @@ impl VgHandle {
 }
 
 /// This host's name and `uname -a`-like line, for the metadata header.
-fn host() -> (String, String) {
+pub fn host() -> (String, String) {
     let rd = |p: &str| {
         std::fs::read_to_string(p)
             .map(|s| s.trim().to_string())
@@ -295,6 +204,15 @@ fn host() -> (String, String) {
         std::env::consts::ARCH
     );
     (h, uname)
+}
+
+/// `strerror` text of an I/O error, without Rust's ` (os error N)` suffix.
+pub fn strerror(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(p) => s[..p].to_string(),
+        None => s,
+    }
 }
 
 /// Seconds since the epoch.
@@ -337,18 +255,4 @@ pub fn commit(
     write_vg(&meta, &mut disks).map_err(|e| format!("Failed to write VG {name}: {e}"))
 }
 
-/// lvm2's long size display: `20.00 MiB` (`0   ` for nothing).
-pub fn long_size(sectors: u64) -> String {
-    if sectors == 0 {
-        return "0   ".into();
-    }
-    let bytes = sectors as f64 * 512.0;
-    let units = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    let mut v = bytes / 1024.0;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.2} {}", units[u])
-}
+pub use udm_formats::lvm::report::long_size;

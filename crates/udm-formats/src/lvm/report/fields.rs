@@ -1,123 +1,141 @@
-//! The report fields udm knows, with lvm2's names, headings, minimum widths and kinds, and
-//! their values for one PV, VG, LV or LV segment.
+//! The report fields udm knows, as `udm_report` field definitions with lvm2's names,
+//! headings, minimum widths (a width of 0 is the heading's, as lvm2 defines its columns) and
+//! kinds, and their values for one PV, VG, LV or LV segment.
 
 use super::attrs;
-use udm_formats::lvm::{Lv, Pv, ReadVg, Segment, Value, Vg};
+use super::units::{size, Units};
+use crate::lvm::{Lv, Pv, PvHeader, ReadVg, Segment, Value, Vg};
+use udm_report::report::{FieldDef, Kind, TypeDef};
 
-/// How a field's value is shown and aligned.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Kind {
-    Str,
-    Num,
-    Size,
-    List,
-    Pct,
+/// The report object types (field groups), as `udm_report` type bits.
+pub mod obj {
+    pub const PV: u32 = 1;
+    pub const VG: u32 = 2;
+    pub const LV: u32 = 4;
+    pub const SEG: u32 = 8;
 }
 
-/// Which object a field describes.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Obj {
-    Pv,
-    Vg,
-    Lv,
-    Seg,
-}
+/// The field groups, with lvm2's prefixes.
+pub const TYPES: &[TypeDef] = &[
+    TypeDef {
+        id: obj::PV,
+        desc: "Physical Volume",
+        prefix: "pv_",
+    },
+    TypeDef {
+        id: obj::VG,
+        desc: "Volume Group",
+        prefix: "vg_",
+    },
+    TypeDef {
+        id: obj::LV,
+        desc: "Logical Volume",
+        prefix: "lv_",
+    },
+    TypeDef {
+        id: obj::SEG,
+        desc: "Logical Volume Segment",
+        prefix: "seg_",
+    },
+];
 
-/// One report field.
-#[derive(Debug)]
-pub struct Field {
-    pub id: &'static str,
-    pub heading: &'static str,
-    pub width: usize,
-    pub kind: Kind,
-    pub obj: Obj,
-}
-
-const fn f(id: &'static str, heading: &'static str, width: usize, kind: Kind, obj: Obj) -> Field {
-    Field {
-        id,
-        heading,
-        width,
+const fn f(id: &'static str, heading: &'static str, width: usize, kind: Kind, ty: u32) -> FieldDef {
+    FieldDef {
+        ty,
         kind,
-        obj,
+        heading,
+        width: if width < heading.len() {
+            heading.len()
+        } else {
+            width
+        },
+        id,
+        desc: heading,
     }
 }
 
-use Kind::*;
-use Obj::*;
+const STR: Kind = Kind::Str;
+const LIST: Kind = Kind::Str;
+const NUM: Kind = Kind::Num;
+const PCT: Kind = Kind::Num;
+const SIZE: Kind = Kind::Size;
+const PV: u32 = obj::PV;
+const VG: u32 = obj::VG;
+const LV: u32 = obj::LV;
+const SEG: u32 = obj::SEG;
 
 /// The fields, as lvm2 names them.
-pub const FIELDS: &[Field] = &[
-    f("lv_uuid", "LV UUID", 38, Str, Lv),
-    f("lv_name", "LV", 4, Str, Lv),
-    f("lv_full_name", "LV", 4, Str, Lv),
-    f("lv_path", "Path", 0, Str, Lv),
-    f("lv_dm_path", "DMPath", 0, Str, Lv),
-    f("lv_attr", "Attr", 0, Str, Lv),
-    f("lv_size", "LSize", 0, Size, Lv),
-    f("seg_count", "#Seg", 0, Num, Lv),
-    f("origin", "Origin", 0, Str, Lv),
-    f("pool_lv", "Pool", 0, Str, Lv),
-    f("data_lv", "Data", 0, Str, Lv),
-    f("metadata_lv", "Meta", 0, Str, Lv),
-    f("move_pv", "Move", 0, Str, Lv),
-    f("convert_lv", "Convert", 0, Str, Lv),
-    f("mirror_log", "Log", 0, Str, Lv),
-    f("lv_tags", "LV Tags", 0, List, Lv),
-    f("lv_host", "Host", 10, Str, Lv),
-    f("data_percent", "Data%", 6, Pct, Lv),
-    f("snap_percent", "Snap%", 6, Pct, Lv),
-    f("metadata_percent", "Meta%", 6, Pct, Lv),
-    f("copy_percent", "Cpy%Sync", 0, Pct, Lv),
-    f("sync_percent", "Cpy%Sync", 0, Pct, Lv),
-    f("segtype", "Type", 0, Str, Seg),
-    f("stripes", "#Str", 0, Num, Seg),
-    f("stripe_size", "Stripe", 0, Size, Seg),
-    f("chunk_size", "Chunk", 0, Size, Seg),
-    f("transaction_id", "TransId", 0, Num, Seg),
-    f("thin_id", "ThId", 0, Num, Seg),
-    f("seg_start", "Start", 0, Size, Seg),
-    f("seg_start_pe", "Start", 0, Num, Seg),
-    f("seg_size", "SSize", 0, Size, Seg),
-    f("seg_size_pe", "SSize", 0, Num, Seg),
-    f("seg_pe_ranges", "PE Ranges", 0, List, Seg),
-    f("devices", "Devices", 0, List, Seg),
-    f("vg_fmt", "Fmt", 0, Str, Vg),
-    f("vg_uuid", "VG UUID", 38, Str, Vg),
-    f("vg_name", "VG", 0, Str, Vg),
-    f("vg_attr", "Attr", 5, Str, Vg),
-    f("vg_size", "VSize", 0, Size, Vg),
-    f("vg_free", "VFree", 0, Size, Vg),
-    f("vg_extent_size", "Ext", 0, Size, Vg),
-    f("vg_extent_count", "#Ext", 0, Num, Vg),
-    f("vg_free_count", "Free", 0, Num, Vg),
-    f("max_lv", "MaxLV", 0, Num, Vg),
-    f("max_pv", "MaxPV", 0, Num, Vg),
-    f("pv_count", "#PV", 0, Num, Vg),
-    f("vg_missing_pv_count", "#PV Missing", 0, Num, Vg),
-    f("lv_count", "#LV", 0, Num, Vg),
-    f("snap_count", "#SN", 0, Num, Vg),
-    f("vg_seqno", "Seq", 0, Num, Vg),
-    f("vg_tags", "VG Tags", 0, List, Vg),
-    f("pv_fmt", "Fmt", 0, Str, Pv),
-    f("pv_uuid", "PV UUID", 38, Str, Pv),
-    f("dev_size", "DevSize", 0, Size, Pv),
-    f("pv_name", "PV", 10, Str, Pv),
-    f("pv_ext_vsn", "PExtVsn", 0, Num, Pv),
-    f("pe_start", "1st PE", 7, Size, Pv),
-    f("pv_size", "PSize", 0, Size, Pv),
-    f("pv_free", "PFree", 0, Size, Pv),
-    f("pv_used", "Used", 0, Size, Pv),
-    f("pv_attr", "Attr", 0, Str, Pv),
-    f("pv_pe_count", "PE", 3, Num, Pv),
-    f("pv_pe_alloc_count", "Alloc", 0, Num, Pv),
-    f("pv_tags", "PV Tags", 0, List, Pv),
-    f("pv_mda_count", "#PMda", 0, Num, Pv),
+pub const FIELDS: &[FieldDef] = &[
+    f("lv_uuid", "LV UUID", 38, STR, LV),
+    f("lv_name", "LV", 4, STR, LV),
+    f("lv_full_name", "LV", 4, STR, LV),
+    f("lv_path", "Path", 0, STR, LV),
+    f("lv_dm_path", "DMPath", 0, STR, LV),
+    f("lv_attr", "Attr", 0, STR, LV),
+    f("lv_size", "LSize", 0, SIZE, LV),
+    f("seg_count", "#Seg", 0, NUM, LV),
+    f("origin", "Origin", 0, STR, LV),
+    f("pool_lv", "Pool", 0, STR, LV),
+    f("data_lv", "Data", 0, STR, LV),
+    f("metadata_lv", "Meta", 0, STR, LV),
+    f("move_pv", "Move", 0, STR, LV),
+    f("convert_lv", "Convert", 0, STR, LV),
+    f("mirror_log", "Log", 0, STR, LV),
+    f("lv_tags", "LV Tags", 0, LIST, LV),
+    f("lv_host", "Host", 10, STR, LV),
+    f("data_percent", "Data%", 6, PCT, LV),
+    f("snap_percent", "Snap%", 6, PCT, LV),
+    f("metadata_percent", "Meta%", 6, PCT, LV),
+    f("copy_percent", "Cpy%Sync", 0, PCT, LV),
+    f("sync_percent", "Cpy%Sync", 0, PCT, LV),
+    f("segtype", "Type", 0, STR, SEG),
+    f("stripes", "#Str", 0, NUM, SEG),
+    f("stripe_size", "Stripe", 0, SIZE, SEG),
+    f("chunk_size", "Chunk", 0, SIZE, SEG),
+    f("transaction_id", "TransId", 0, NUM, SEG),
+    f("thin_id", "ThId", 0, NUM, SEG),
+    f("seg_start", "Start", 0, SIZE, SEG),
+    f("seg_start_pe", "Start", 0, NUM, SEG),
+    f("seg_size", "SSize", 0, SIZE, SEG),
+    f("seg_size_pe", "SSize", 0, NUM, SEG),
+    f("seg_pe_ranges", "PE Ranges", 0, LIST, SEG),
+    f("devices", "Devices", 0, LIST, SEG),
+    f("vg_fmt", "Fmt", 0, STR, VG),
+    f("vg_uuid", "VG UUID", 38, STR, VG),
+    f("vg_name", "VG", 0, STR, VG),
+    f("vg_attr", "Attr", 5, STR, VG),
+    f("vg_size", "VSize", 0, SIZE, VG),
+    f("vg_free", "VFree", 0, SIZE, VG),
+    f("vg_extent_size", "Ext", 0, SIZE, VG),
+    f("vg_extent_count", "#Ext", 0, NUM, VG),
+    f("vg_free_count", "Free", 0, NUM, VG),
+    f("max_lv", "MaxLV", 0, NUM, VG),
+    f("max_pv", "MaxPV", 0, NUM, VG),
+    f("pv_count", "#PV", 0, NUM, VG),
+    f("vg_missing_pv_count", "#PV Missing", 0, NUM, VG),
+    f("lv_count", "#LV", 0, NUM, VG),
+    f("snap_count", "#SN", 0, NUM, VG),
+    f("vg_seqno", "Seq", 0, NUM, VG),
+    f("vg_tags", "VG Tags", 0, LIST, VG),
+    f("pv_fmt", "Fmt", 0, STR, PV),
+    f("pv_uuid", "PV UUID", 38, STR, PV),
+    f("dev_size", "DevSize", 0, SIZE, PV),
+    f("pv_name", "PV", 10, STR, PV),
+    f("pv_ext_vsn", "PExtVsn", 0, NUM, PV),
+    f("pe_start", "1st PE", 7, SIZE, PV),
+    f("pv_size", "PSize", 0, SIZE, PV),
+    f("pv_free", "PFree", 0, SIZE, PV),
+    f("pv_used", "Used", 0, SIZE, PV),
+    f("pv_attr", "Attr", 0, STR, PV),
+    f("pv_pe_count", "PE", 3, NUM, PV),
+    f("pv_pe_alloc_count", "Alloc", 0, NUM, PV),
+    f("pv_tags", "PV Tags", 0, LIST, PV),
+    f("pv_mda_count", "#PMda", 0, NUM, PV),
 ];
 
 /// A field by name as lvm2 matches it: case and underscores ignored, the command's prefix
 /// (`lv_`, `vg_`, `pv_`) optional, and only among the objects `allowed`.
-pub fn lookup(name: &str, prefix: &str, allowed: &[Obj]) -> Option<&'static Field> {
+pub fn lookup(name: &str, prefix: &str, allowed: u32) -> Option<&'static FieldDef> {
     let norm = |s: &str| -> String {
         s.chars()
             .filter(|&c| c != '_')
@@ -128,17 +146,18 @@ pub fn lookup(name: &str, prefix: &str, allowed: &[Obj]) -> Option<&'static Fiel
     let with_prefix = norm(&format!("{prefix}{name}"));
     FIELDS
         .iter()
-        .filter(|f| allowed.contains(&f.obj))
+        .filter(|f| allowed & f.ty != 0)
         .find(|f| norm(f.id) == want)
         .or_else(|| {
             FIELDS
                 .iter()
-                .filter(|f| allowed.contains(&f.obj))
+                .filter(|f| allowed & f.ty != 0)
                 .find(|f| norm(f.id) == with_prefix)
         })
 }
 
 /// A value before formatting.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Val {
     Str(String),
     Num(u64),
@@ -147,12 +166,24 @@ pub enum Val {
     List(Vec<String>),
 }
 
+impl Val {
+    /// The value as report text in `u` units, with its numeric sort key.
+    pub fn to_value(&self, u: Units) -> udm_report::report::Value {
+        match self {
+            Val::Str(s) => udm_report::report::Value::Str(s.clone()),
+            Val::Num(n) => udm_report::report::Value::Num(n.to_string(), *n),
+            Val::Size(s) => udm_report::report::Value::Num(size(*s, u), *s),
+            Val::List(l) => udm_report::report::Value::Str(l.join(",")),
+        }
+    }
+}
+
 /// A labelled device as the reports see it.
 pub struct PvInfo<'a> {
     pub path: &'a str,
     /// Device size in sectors.
     pub dev_size: u64,
-    pub header: &'a udm_formats::lvm::PvHeader,
+    pub header: &'a PvHeader,
 }
 
 /// What one report row describes.
@@ -173,10 +204,6 @@ fn free_extents(vg: &Vg, pv: &str) -> u64 {
 
 fn seg_int(s: &Segment, key: &str) -> Option<u64> {
     s.get(key).and_then(Value::as_int).map(|i| i as u64)
-}
-
-fn dm_name(vg: &str, lv: &str) -> String {
-    format!("{}-{}", vg.replace('-', "--"), lv.replace('-', "--"))
 }
 
 fn sorted(v: &[String]) -> Vec<String> {
@@ -225,21 +252,31 @@ pub fn value(id: &str, c: &Ctx) -> Val {
                 }
             }
             "lv_dm_path" => {
-                return Val::Str(format!("/dev/mapper/{}", dm_name(&vg.name, &lv.name)))
+                return Val::Str(format!(
+                    "/dev/mapper/{}",
+                    crate::lvm::dmplan::dm_name(&vg.name, &lv.name, None)
+                ))
             }
             "lv_attr" => return Val::Str(attrs::lv_attr(c.vg.expect("an LV row has its VG"), lv)),
             "lv_size" => return Val::Size(lv.extents() * ext),
             "seg_count" => return Val::Num(lv.segments.len() as u64),
-            "origin" => return s(attrs::origin(vg, lv)),
+            "origin" => return Val::Str(attrs::origin(vg, lv)),
             "pool_lv" => {
-                return s(if attrs::seg_type(lv) == "thin" {
-                    attrs::seg_str(lv, "thin_pool").unwrap_or("")
-                } else {
-                    ""
-                })
+                return match attrs::seg_type(lv) {
+                    "thin" => s(attrs::seg_str(lv, "thin_pool").unwrap_or("")),
+                    "cache" => attrs::seg_str(lv, "cache_pool")
+                        .map_or(s(""), |p| Val::Str(format!("[{p}]"))),
+                    _ => s(""),
+                }
             }
-            "data_lv" | "metadata_lv" if attrs::seg_type(lv) == "thin-pool" => {
-                let key = if id == "data_lv" { "pool" } else { "metadata" };
+            "data_lv" | "metadata_lv"
+                if matches!(attrs::seg_type(lv), "thin-pool" | "cache-pool") =>
+            {
+                let key = match (id, attrs::seg_type(lv)) {
+                    ("data_lv", "thin-pool") => "pool",
+                    ("data_lv", _) => "data",
+                    _ => "metadata",
+                };
                 let sub = attrs::seg_str(lv, key).unwrap_or("");
                 return match vg.lv(sub) {
                     Some(l) if !attrs::shown(vg, l) => Val::Str(format!("[{sub}]")),
@@ -268,7 +305,7 @@ pub fn value(id: &str, c: &Ctx) -> Val {
                     return s(if striped && n == 1 {
                         "linear"
                     } else {
-                        &seg.seg_type
+                        crate::lvm::dmplan::pools::base_type(seg)
                     });
                 }
                 "stripes" => return Val::Num(if striped { areas().len() as u64 } else { 0 }),
@@ -279,7 +316,12 @@ pub fn value(id: &str, c: &Ctx) -> Val {
                         attrs::seg_type(l) == "snapshot"
                             && attrs::seg_str(l, "cow_store") == Some(&lv.name)
                     });
-                    let from = snap.and_then(|l| l.segments.first()).unwrap_or(seg);
+                    let mut from = snap.and_then(|l| l.segments.first()).unwrap_or(seg);
+                    // A cache over a cache pool takes its chunk size from the pool.
+                    if attrs::seg_type(lv) == "cache" && seg_int(seg, "chunk_size").is_none() {
+                        let pool = attrs::seg_str(lv, "cache_pool").and_then(|p| vg.lv(p));
+                        from = pool.and_then(|p| p.segments.first()).unwrap_or(seg);
+                    }
                     return Val::Size(seg_int(from, "chunk_size").unwrap_or(0));
                 }
                 // Blank where the segment has none (not a thin pool or thin volume).
@@ -301,8 +343,14 @@ pub fn value(id: &str, c: &Ctx) -> Val {
                         .iter()
                         .map(|(p, pe, _)| format!("{p}({pe})"))
                         .collect();
-                    if seg.seg_type == "thin-pool" {
-                        v = attrs::seg_str(lv, "pool")
+                    let sub = match attrs::seg_type(lv) {
+                        "thin-pool" => Some("pool"),
+                        "cache" => Some("origin"),
+                        "cache-pool" => Some("data"),
+                        _ => None,
+                    };
+                    if let Some(key) = sub {
+                        v = attrs::seg_str(lv, key)
                             .map(|p| format!("{p}(0)"))
                             .into_iter()
                             .collect();

@@ -1,8 +1,11 @@
 //! The device-mapper devices lvm2 activates for an LV: names (`vg-lv`, dashes doubled),
 //! UUIDs (`LVM-<vg id><lv id>[-layer]`, ids without dashes), and tables (one `linear` or
 //! `striped` line per segment; a snapshot origin as `snapshot-origin` over its hidden
-//! `-real` device, a snapshot as `snapshot` over the origin's `-real` and its `-cow`),
-//! listed lower devices first (a snapshot's plan ends with its origin switched over).
+//! `-real` device, a snapshot as `snapshot` over the origin's `-real` and its `-cow`; thin
+//! pools, thin volumes and caches as [`pools`] describes), listed lower devices first (a
+//! snapshot's plan ends with its origin switched over): the daemon loads them in order.
+
+pub mod pools;
 
 use super::edit::seg_str;
 use super::model::{Lv, Segment, Vg};
@@ -29,6 +32,9 @@ pub struct DmDev {
     /// Load this table over the device when it is already active (an origin that becomes
     /// `snapshot-origin` when its first snapshot comes up).
     pub replace: bool,
+    /// A device of another LV this one needs (a snapshot's origin layers, a thin volume's
+    /// pool): deactivating this LV leaves it.
+    pub shared: bool,
 }
 
 /// `vg-lv[-layer]` with every dash inside a name doubled.
@@ -64,7 +70,21 @@ pub enum Mode {
     Partial,
 }
 
-fn seg_lines(vg: &Vg, lv: &Lv, seg: &Segment, dev: PvDev, mode: Mode) -> Result<DmLine, LvmError> {
+/// The device lvm2 puts in place of area `area` of segment `segno` of `lv` on a missing PV
+/// (`--activationmode partial`): `vg-lv-missing_SEG_AREA`, an `error` target as long as
+/// the segment.
+fn missing_name(vg: &Vg, lv: &Lv, segno: usize, area: usize) -> String {
+    dm_name(&vg.name, &lv.name, Some(&format!("missing_{segno}_{area}")))
+}
+
+fn seg_lines(
+    vg: &Vg,
+    lv: &Lv,
+    segno: usize,
+    seg: &Segment,
+    dev: PvDev,
+    mode: Mode,
+) -> Result<DmLine, LvmError> {
     let es = vg.extent_size;
     let start = seg.start_extent * es;
     let len = seg.extent_count * es;
@@ -82,14 +102,10 @@ fn seg_lines(vg: &Vg, lv: &Lv, seg: &Segment, dev: PvDev, mode: Mode) -> Result<
             .ok_or_else(|| LvmError::Invalid(format!("unknown PV {pv}")))?;
         match dev(pv) {
             Some(d) => devs.push(format!("{d} {}", p.pe_start + pe * es)),
-            None if mode == Mode::Partial => {
-                return Ok(DmLine {
-                    start,
-                    len,
-                    ttype: "error".into(),
-                    params: String::new(),
-                })
-            }
+            None if mode == Mode::Partial => devs.push(format!(
+                "/dev/mapper/{} 0",
+                missing_name(vg, lv, segno, devs.len())
+            )),
             None => {
                 return Err(LvmError::NotFound(format!(
                     "Refusing activation of partial LV {}/{}.  Use '--activationmode partial' to override.",
@@ -120,10 +136,11 @@ fn seg_lines(vg: &Vg, lv: &Lv, seg: &Segment, dev: PvDev, mode: Mode) -> Result<
     })
 }
 
-fn plain(vg: &Vg, lv: &Lv, dev: PvDev, mode: Mode) -> Result<Vec<DmLine>, LvmError> {
+pub(crate) fn plain(vg: &Vg, lv: &Lv, dev: PvDev, mode: Mode) -> Result<Vec<DmLine>, LvmError> {
     lv.segments
         .iter()
-        .map(|s| seg_lines(vg, lv, s, dev, mode))
+        .enumerate()
+        .map(|(i, s)| seg_lines(vg, lv, i, s, dev, mode))
         .collect()
 }
 
@@ -156,6 +173,65 @@ pub fn plan(
     mode: Mode,
     mapper: &dyn Fn(&str) -> String,
 ) -> Result<Vec<DmDev>, LvmError> {
+    let devs = plan_layers(vg, name, dev, mode, mapper)?;
+    if mode == Mode::Complete {
+        return Ok(devs);
+    }
+    // Partial: each area on a missing PV reads from its own `error` device, made just
+    // before the first device that maps it.
+    let mut missing = Vec::new();
+    for lv in &vg.lvs {
+        for (i, seg) in lv.segments.iter().enumerate() {
+            if seg.seg_type != "striped" {
+                continue;
+            }
+            for (j, (pv, _)) in seg.stripes()?.iter().enumerate() {
+                if dev(pv).is_none() {
+                    let n = missing_name(vg, lv, i, j);
+                    let u = dm_uuid(vg, lv, Some(&format!("missing_{i}_{j}")));
+                    missing.push((n, u, seg.extent_count * vg.extent_size));
+                }
+            }
+        }
+    }
+    let mut out: Vec<DmDev> = Vec::new();
+    for d in devs {
+        for (n, u, len) in &missing {
+            let word = format!("/dev/mapper/{n}");
+            let uses = d
+                .table
+                .iter()
+                .any(|l| l.params.split(' ').any(|w| w == word));
+            if uses && !out.iter().any(|o| &o.name == n) {
+                out.push(DmDev {
+                    name: n.clone(),
+                    uuid: u.clone(),
+                    table: vec![DmLine {
+                        start: 0,
+                        len: *len,
+                        ttype: "error".into(),
+                        params: String::new(),
+                    }],
+                    read_only: false,
+                    lv: d.lv.clone(),
+                    replace: false,
+                    shared: d.shared,
+                });
+            }
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// [`plan`] before missing areas get their devices.
+fn plan_layers(
+    vg: &Vg,
+    name: &str,
+    dev: PvDev,
+    mode: Mode,
+    mapper: &dyn Fn(&str) -> String,
+) -> Result<Vec<DmDev>, LvmError> {
     let lv = vg.lv(name).ok_or_else(|| {
         LvmError::NotFound(format!(
             "Failed to find logical volume \"{}/{name}\"",
@@ -171,7 +247,58 @@ pub fn plan(
         read_only: ro,
         lv: name.into(),
         replace: false,
+        shared: false,
     };
+    let ctx = pools::Ctx {
+        vg,
+        dev,
+        mode,
+        mapper,
+        top: name,
+    };
+    if let Some(seg) = lv.segments.first() {
+        match pools::base_type(seg) {
+            "thin-pool" => return Ok(pools::thin_pool(&ctx, name, true)?.0),
+            "thin" => return pools::thin(&ctx, lv, seg),
+            "cache" => return pools::cache(&ctx, lv, seg),
+            _ => {}
+        }
+    }
+    // An origin a snapshot merges into: `snapshot-merge` over its -real and the -cow.
+    if let Some(m) = super::merge::merging_into(vg, name) {
+        let cow_name = seg_str(m, "merging_store").unwrap_or("");
+        let cow_lv = vg.lv(cow_name).ok_or_else(|| {
+            LvmError::Invalid(format!("merging snapshot {cow_name} of {name} not found"))
+        })?;
+        let chunk = m.get("chunk_size").and_then(|v| v.as_int()).unwrap_or(8);
+        let real = dm_name(&vg.name, name, Some("real"));
+        let cow = dm_name(&vg.name, cow_name, Some("cow"));
+        return Ok(vec![
+            dmdev(
+                real.clone(),
+                dm_uuid(vg, lv, Some("real")),
+                plain(vg, lv, dev, mode)?,
+            ),
+            dmdev(
+                cow.clone(),
+                dm_uuid(vg, cow_lv, Some("cow")),
+                plain(vg, cow_lv, dev, mode)?,
+            ),
+            DmDev {
+                replace: true,
+                ..dmdev(
+                    dm_name(&vg.name, name, None),
+                    dm_uuid(vg, lv, None),
+                    vec![DmLine {
+                        start: 0,
+                        len: size,
+                        ttype: "snapshot-merge".into(),
+                        params: format!("{} {} P {chunk}", mapper(&real), mapper(&cow)),
+                    }],
+                )
+            },
+        ]);
+    }
     // A snapshot: its origin's -real, its own -cow, then the snapshot itself.
     if let Some(seg) = snapshot_seg(vg, name) {
         let origin_name = seg_str(seg, "origin").unwrap_or("");
@@ -184,6 +311,7 @@ pub fn plan(
         let osize = origin.extents() * vg.extent_size;
         let origin_top = DmDev {
             replace: true,
+            shared: true,
             lv: origin_name.into(),
             read_only: !origin.status.iter().any(|s| s == "WRITE"),
             ..dmdev(
@@ -199,11 +327,14 @@ pub fn plan(
         };
         // The origin is switched over last, once its snapshot is up.
         return Ok(vec![
-            dmdev(
-                real.clone(),
-                dm_uuid(vg, origin, Some("real")),
-                plain(vg, origin, dev, mode)?,
-            ),
+            DmDev {
+                shared: true,
+                ..dmdev(
+                    real.clone(),
+                    dm_uuid(vg, origin, Some("real")),
+                    plain(vg, origin, dev, mode)?,
+                )
+            },
             dmdev(
                 cow.clone(),
                 dm_uuid(vg, lv, Some("cow")),
@@ -257,9 +388,11 @@ pub fn plan(
     )])
 }
 
-/// The LVs `vgchange -ay` activates, in order: origins (and plain LVs) before snapshots,
-/// each by name. Hidden LVs come up as layers of the visible ones.
+/// The LVs `vgchange -ay` activates, in order: thin pools, then the other plain LVs and
+/// thin volumes, then snapshots, each by name. Hidden LVs come up as layers of the visible
+/// ones.
 pub fn activation_order(vg: &Vg) -> Vec<String> {
+    let mut pools = Vec::new();
     let mut plain = Vec::new();
     let mut snaps = Vec::new();
     for l in &vg.lvs {
@@ -269,11 +402,13 @@ pub fn activation_order(vg: &Vg) -> Vec<String> {
         if snapshot_seg(vg, &l.name).is_some() {
             snaps.push(l.name.clone());
         } else if l.visible() {
-            plain.push(l.name.clone());
+            let pool = l.segments.first().map(pools::base_type) == Some("thin-pool");
+            if pool { &mut pools } else { &mut plain }.push(l.name.clone());
         }
     }
-    plain.extend(snaps);
-    plain
+    pools.extend(plain);
+    pools.extend(snaps);
+    pools
 }
 
 #[cfg(test)]

@@ -1,215 +1,51 @@
-//! `udm lvm COMMAND` and the `lvm`, `pvs`, `lvcreate`, … links: lvm2's reports byte for
-//! byte (`pvs`/`vgs`/`lvs` here, the `*display` long forms in [`display`]), and the commands
-//! that change PVs, VGs and LVs ([`vgcmds`], [`lvcmds`]) and activate them through the
-//! daemon ([`activate`]). Devices come from `--devices`, a devices file, or (for `pvs`) the
-//! arguments — never from a scan of the host's disks. Reports do not consult activation
-//! state, so the LV state and open columns show `X` (unknown), as lvm2 does without a
-//! device-mapper driver.
+//! `pvs`, `vgs`, `lvs`: lvm2's reports byte for byte over `udm_report`'s engine, with the
+//! fields of `udm_formats::lvm::report`. Devices come from `--devices`, a devices file, or
+//! (for `pvs`) the arguments — never from a scan of the host's disks. Reports do not consult
+//! activation state, so the LV state and open columns show `X` (unknown), as lvm2 does
+//! without a device-mapper driver.
 
-mod activate;
-mod attrs;
-pub mod devices;
-mod display;
-mod fields;
-mod lvcmds;
-mod report;
-mod session;
-mod vgcmds;
-
-use fields::{Ctx, Field, Obj, PvInfo};
+use crate::devices;
+use crate::{ECMD_FAILED, EINVALID_CMD_LINE};
 use std::collections::BTreeMap;
 use std::io::Write;
+use udm_formats::lvm::report::{fields, lookup, obj, Ctx, PvInfo, Units, FIELDS, TYPES};
 use udm_formats::lvm::{read_vg, scan_pv, Disk, LvmError, PvHeader, ReadVg};
+use udm_report::report::{FieldDef, Flags, Obj, Report, Value};
 
-/// lvm2's exit status for a command that failed.
-const ECMD_FAILED: i32 = 5;
-/// lvm2's exit status for a bad command line.
-const EINVALID_CMD_LINE: i32 = 3;
-
-const USAGE: &str = "\
-Usage: udm lvm COMMAND [ARGS…]   (also as `lvm` and as links named after each command)
-  reports:  pvs|vgs|lvs [-o [+]FIELD,…] [--units U] [--nosuffix] [--noheadings]
-            [--separator S] [--reportformat basic|json] [-a] [--segments] [NAME…]
-            pvdisplay|vgdisplay|lvdisplay [-a] [NAME…]
-  PVs, VGs: pvcreate|pvremove DEV…; vgcreate [-s SIZE] VG PV…; vgextend|vgreduce VG PV…;
-            vgremove [-f] VG…; vgrename OLD NEW; vgchange -a y|n [--activationmode partial] [VG…]
-  LVs:      lvcreate -L SIZE|-l N[%VG|%FREE|%PVS|%ORIGIN] [-n NAME] [-i N [-I SIZE]]
-            [--type linear|striped|snapshot] [-s VG/ORIGIN] [-a y|n] VG [PV…];
-            lvremove|lvchange -a y|n VG/LV…; lvrename VG OLD NEW;
-            lvextend|lvreduce|lvresize -L|-l [+|-]SIZE VG/LV
-  common:   --devices PV[,PV…] (image files, block devices, /dev/mapper/NAME udm devices),
-            --devicesfile FILE (default: lvm.devices in udm's state directory, kept by
-            pvcreate/vgcreate), --config STRING (global{activation=0}: metadata only), -y, -f
-";
-
-/// The commands besides the reports (also the names the binary answers to).
-pub const COMMANDS: &[&str] = &[
-    "pvcreate",
-    "pvremove",
-    "vgcreate",
-    "vgextend",
-    "vgreduce",
-    "vgremove",
-    "vgrename",
-    "vgchange",
-    "lvcreate",
-    "lvremove",
-    "lvrename",
-    "lvextend",
-    "lvreduce",
-    "lvresize",
-    "lvchange",
-    "pvdisplay",
-    "vgdisplay",
-    "lvdisplay",
-];
-
-/// `udm lvm COMMAND ARGS…`.
-pub fn main(args: &[String]) -> i32 {
-    match args.first().map(String::as_str) {
-        Some("--help" | "-h" | "help") | None => {
-            print!("{USAGE}");
-            if args.is_empty() {
-                EINVALID_CMD_LINE
-            } else {
-                0
-            }
-        }
-        Some(cmd) => run(cmd, &args[1..]),
-    }
+/// Output style: headings, separator (unaligned when set), JSON, units.
+#[derive(Clone, Debug, Default)]
+pub struct Style {
+    pub headings: bool,
+    pub separator: Option<String>,
+    pub json: bool,
+    pub units: Units,
 }
 
-/// Run one lvm command (`pvs`, `vgs`, `lvs`) with its arguments.
-pub fn run(cmd: &str, args: &[String]) -> i32 {
-    let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
-    let (mut out, mut err) = (stdout.lock(), stderr.lock());
-    let cmd = if cmd == "lvm" { return main(args) } else { cmd };
-    match cmd {
-        "pvs" | "vgs" | "lvs" => match Opts::parse(args) {
-            Ok(o) => report_cmd(cmd, &o, &mut out, &mut err),
-            Err(m) => {
-                let _ = writeln!(err, "  {m}");
-                EINVALID_CMD_LINE
-            }
-        },
-        c if COMMANDS.contains(&c) => match session::Cmdline::parse(c, args) {
-            Ok(cl) => match c {
-                "pvcreate" => vgcmds::pvcreate_cmd(&cl, &mut out, &mut err),
-                "pvremove" => vgcmds::pvremove_cmd(&cl, &mut out, &mut err),
-                "vgcreate" => vgcmds::vgcreate_cmd(&cl, &mut out, &mut err),
-                "vgextend" => vgcmds::vgextend_cmd(&cl, &mut out, &mut err),
-                "vgreduce" => vgcmds::vgreduce_cmd(&cl, &mut out, &mut err),
-                "vgremove" => vgcmds::vgremove_cmd(&cl, &mut out, &mut err),
-                "vgrename" => vgcmds::vgrename_cmd(&cl, &mut out, &mut err),
-                "vgchange" => vgcmds::vgchange_cmd(&cl, &mut out, &mut err),
-                "lvcreate" => lvcmds::lvcreate_cmd(&cl, &mut out, &mut err),
-                "lvremove" => lvcmds::lvremove_cmd(&cl, &mut out, &mut err),
-                "lvrename" => lvcmds::lvrename_cmd(&cl, &mut out, &mut err),
-                "lvchange" => lvcmds::lvchange_cmd(&cl, &mut out, &mut err),
-                "pvdisplay" | "vgdisplay" | "lvdisplay" => {
-                    display::display_cmd(c, &cl, &mut out, &mut err)
-                }
-                _ => lvcmds::lvresize_cmd(c, &cl, &mut out, &mut err),
-            },
-            Err(m) => {
-                let _ = writeln!(err, "  {m}");
-                EINVALID_CMD_LINE
-            }
-        },
-        _ => {
-            let _ = writeln!(
-                err,
-                "  udm lvm: no such command '{cmd}' ({})",
-                COMMANDS.join(", ")
-            );
-            EINVALID_CMD_LINE
-        }
-    }
-}
-
-#[derive(Default)]
-struct Opts {
-    devices: Vec<String>,
-    devicesfile: Option<String>,
-    options: Vec<String>,
-    all: bool,
-    segments: bool,
-    names: Vec<String>,
-    style: report::Style,
-}
-
-impl Opts {
-    fn parse(args: &[String]) -> Result<Opts, String> {
-        let mut o = Opts {
-            style: report::Style {
-                headings: true,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let (mut units, mut suffix) = (None, true);
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let (flag, inline) = match a.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-                _ => (a.as_str(), None),
-            };
-            let mut val = |name: &str| -> Result<String, String> {
-                match &inline {
-                    Some(v) => Ok(v.clone()),
-                    None => it.next().cloned().ok_or(format!("{name} needs a value")),
-                }
-            };
-            match flag {
-                "--devicesfile" => o.devicesfile = Some(val(flag)?),
-                "--config" => {
-                    val(flag)?;
-                }
-                "--devices" => o.devices.extend(
-                    val(flag)?
-                        .split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(String::from),
-                ),
-                "-o" | "--options" => o.options.push(val(flag)?),
-                s if s.starts_with("-o") && s.len() > 2 => o.options.push(s[2..].to_string()),
-                "--units" => units = Some(val(flag)?),
-                "--nosuffix" => suffix = false,
-                "--noheadings" => o.style.headings = false,
-                "--separator" => o.style.separator = Some(val(flag)?),
-                "--reportformat" => match val(flag)?.as_str() {
-                    "json" => o.style.json = true,
-                    "basic" => o.style.json = false,
-                    f => return Err(format!("Invalid report format {f}")),
-                },
-                "-a" | "--all" => o.all = true,
-                "--segments" => o.segments = true,
-                s if s.starts_with('-') => return Err(format!("unrecognised option {s}")),
-                s => o.names.push(s.to_string()),
-            }
-        }
-        o.style.units = match units {
-            None => report::Units {
-                suffix,
-                ..Default::default()
-            },
-            Some(u) => report::Units::parse(&u, suffix).ok_or(format!("Invalid units {u}"))?,
-        };
-        Ok(o)
-    }
+/// A parsed `pvs`/`vgs`/`lvs` command line.
+#[derive(Clone, Debug, Default)]
+pub struct ReportOpts {
+    pub devices: Vec<String>,
+    pub devicesfile: Option<String>,
+    /// `-o` lists as given (`+LIST` appends to the defaults).
+    pub options: Vec<String>,
+    /// `-S` selection.
+    pub select: Option<String>,
+    pub all: bool,
+    pub segments: bool,
+    pub names: Vec<String>,
+    pub style: Style,
 }
 
 /// Everything read from the devices: labelled PVs and the VGs they make up.
-struct Scan {
+pub(crate) struct Scan {
     /// Labelled devices (path, size in sectors, header) and the VG each names.
-    pvs: Vec<(String, u64, PvHeader, Option<String>)>,
+    pub pvs: Vec<(String, u64, PvHeader, Option<String>)>,
     /// Each VG with, per PV of the VG, its device path (`[unknown]` when missing).
-    vgs: BTreeMap<String, (ReadVg, Vec<String>)>,
-    failed: bool,
+    pub vgs: BTreeMap<String, (ReadVg, Vec<String>)>,
+    pub failed: bool,
 }
 
-fn scan(devices: &[String], err: &mut dyn Write) -> Scan {
+pub(crate) fn scan(devices: &[String], err: &mut dyn Write) -> Scan {
     let mut s = Scan {
         pvs: Vec::new(),
         vgs: BTreeMap::new(),
@@ -290,28 +126,28 @@ fn scan(devices: &[String], err: &mut dyn Write) -> Scan {
 }
 
 /// The fields `-o` selects (`+` appends to the defaults), among those `cmd` reports.
-fn select(cmd: &str, o: &Opts) -> Result<Vec<&'static Field>, String> {
-    let (default, prefix, allowed): (&str, &str, &[Obj]) = match cmd {
+fn select(cmd: &str, o: &ReportOpts) -> Result<Vec<&'static FieldDef>, String> {
+    let (default, prefix, allowed): (&str, &str, u32) = match cmd {
         "pvs" => (
             "pv_name,vg_name,pv_fmt,pv_attr,pv_size,pv_free",
             "pv_",
-            &[Obj::Pv, Obj::Vg],
+            obj::PV | obj::VG,
         ),
         "vgs" => (
             "vg_name,pv_count,lv_count,snap_count,vg_attr,vg_size,vg_free",
             "vg_",
-            &[Obj::Vg],
+            obj::VG,
         ),
         _ if o.segments => (
             "lv_name,vg_name,lv_attr,stripes,segtype,seg_size",
             "lv_",
-            &[Obj::Lv, Obj::Seg, Obj::Vg],
+            obj::LV | obj::SEG | obj::VG,
         ),
         _ => (
             "lv_name,vg_name,lv_attr,lv_size,pool_lv,origin,data_percent,metadata_percent,\
              move_pv,mirror_log,copy_percent,convert_lv",
             "lv_",
-            &[Obj::Lv, Obj::Seg, Obj::Vg],
+            obj::LV | obj::SEG | obj::VG,
         ),
     };
     let mut names: Vec<String> = Vec::new();
@@ -332,11 +168,11 @@ fn select(cmd: &str, o: &Opts) -> Result<Vec<&'static Field>, String> {
     }
     names
         .iter()
-        .map(|n| fields::lookup(n, prefix, allowed).ok_or(format!("Unrecognised field: {n}")))
+        .map(|n| lookup(n, prefix, allowed).ok_or(format!("Unrecognised field: {n}")))
         .collect()
 }
 
-fn report_cmd(cmd: &str, o: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+pub fn report_cmd(cmd: &str, o: &ReportOpts, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let sel = match select(cmd, o) {
         Ok(f) => f,
         Err(m) => {
@@ -440,12 +276,11 @@ fn report_cmd(cmd: &str, o: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> 
             }
         }
     };
-    let rows: Vec<Vec<fields::Val>> = ctxs
-        .iter()
-        .map(|c| sel.iter().map(|f| fields::value(f.id, c)).collect())
-        .collect();
-    if !rows.is_empty() || o.style.json {
-        let _ = out.write_all(report::render(&sel, &rows, &o.style, name).as_bytes());
+    match render(&sel, &ctxs, o, name) {
+        Some(text) => {
+            let _ = out.write_all(text.as_bytes());
+        }
+        None => return EINVALID_CMD_LINE,
     }
     if failed {
         ECMD_FAILED
@@ -454,11 +289,62 @@ fn report_cmd(cmd: &str, o: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> 
     }
 }
 
+/// One report row: a field's value is `udm_formats`' for the row's objects, in the units asked.
+struct Row<'a> {
+    ctx: &'a Ctx<'a>,
+    units: Units,
+}
+
+impl Obj for Row<'_> {
+    fn value(&self, f: usize) -> Value {
+        fields::value(FIELDS[f].id, self.ctx).to_value(self.units)
+    }
+}
+
+/// The report text for `ctxs` (already in lvm2's order), every line indented by two spaces
+/// as lvm2 prints it; `None` when the selection does not parse.
+fn render(sel: &[&FieldDef], ctxs: &[Ctx], o: &ReportOpts, name: &str) -> Option<String> {
+    let st = &o.style;
+    let flags = Flags {
+        aligned: st.separator.is_none(),
+        headings: st.headings,
+        separator: st.separator.clone().unwrap_or_else(|| " ".into()),
+        quoted: false,
+        ..Flags::default()
+    };
+    let ids: Vec<&str> = sel.iter().map(|f| f.id).collect();
+    let types = sel.iter().fold(0, |t, f| t | f.ty);
+    let mut r = Report::new(
+        FIELDS,
+        TYPES,
+        types,
+        &ids.join(","),
+        "",
+        flags,
+        o.select.as_deref(),
+    )?;
+    for c in ctxs {
+        r.object(
+            &Row {
+                ctx: c,
+                units: st.units,
+            },
+            true,
+        );
+    }
+    let text = if st.json {
+        r.render_json(name)
+    } else {
+        r.render()
+    };
+    Some(text.lines().map(|l| format!("  {l}\n")).collect())
+}
+
 /// lvs rows: LVs of each VG by name, one per segment when a segment field is shown.
 fn lv_ctxs<'a>(
     s: &'a Scan,
-    o: &Opts,
-    sel: &[&Field],
+    o: &ReportOpts,
+    sel: &[&FieldDef],
     ctxs: &mut Vec<Ctx<'a>>,
     err: &mut dyn Write,
     failed: &mut bool,
@@ -479,7 +365,7 @@ fn lv_ctxs<'a>(
             _ => {}
         }
     }
-    let per_seg = o.segments || sel.iter().any(|f| f.obj == Obj::Seg);
+    let per_seg = o.segments || sel.iter().any(|f| f.ty == obj::SEG);
     for (r, paths) in s.vgs.values() {
         let vg = &r.metadata.vg;
         let wanted = |lv: &str| {
@@ -491,8 +377,8 @@ fn lv_ctxs<'a>(
         let mut lvs: Vec<_> = vg
             .lvs
             .iter()
-            .filter(|l| attrs::seg_type(l) != "snapshot")
-            .filter(|l| (o.all || attrs::shown(vg, l)) && wanted(&l.name))
+            .filter(|l| udm_formats::lvm::report::attrs::seg_type(l) != "snapshot")
+            .filter(|l| (o.all || udm_formats::lvm::report::attrs::shown(vg, l)) && wanted(&l.name))
             .collect();
         lvs.sort_by(|a, b| a.name.cmp(&b.name));
         for lv in lvs {

@@ -3,11 +3,11 @@
 //! first; a resized active LV has its live tables reloaded. Under
 //! `--config 'global{activation=0}'` nothing is sent, as lvm2 does.
 
-use super::session::{Cmdline, Found, VgHandle};
-use crate::dmctl;
+use crate::session::{Cmdline, Found, VgHandle};
 use std::io::Write;
 use udm_formats::lvm::dmplan::{activation_order, dm_name, plan, DmDev, Mode};
 use udm_formats::lvm::Vg;
+use udm_proto::libdm as dmctl;
 use udm_proto::{Client, DevSel, Line, Reply, Request};
 
 fn client() -> Option<Client> {
@@ -95,7 +95,7 @@ fn drop_origin_layer(
     let table = udm_formats::lvm::dmplan::plain_table(vg, &origin.lv, &dev, Mode::Partial)
         .map_err(|e| {
             let _ = writeln!(err, "  {e}");
-            super::vgcmds::ECMD_FAILED
+            crate::ECMD_FAILED
         })?;
     let plain = DmDev {
         table,
@@ -165,7 +165,7 @@ pub fn change_vg(
         return 0;
     }
     let Some(mut c) = dmctl::connect(&udm_proto::default_socket(), err) else {
-        return super::vgcmds::ECMD_FAILED;
+        return crate::ECMD_FAILED;
     };
     let mut rc = 0;
     if on {
@@ -174,7 +174,7 @@ pub fn change_vg(
                 Ok(d) => d,
                 Err(m) => {
                     let _ = writeln!(err, "  {m}");
-                    rc = super::vgcmds::ECMD_FAILED;
+                    rc = crate::ECMD_FAILED;
                     continue;
                 }
             };
@@ -183,7 +183,7 @@ pub fn change_vg(
             for d in &devs {
                 if exists(&mut c, &d.name) {
                     if d.replace && reload_one(&mut c, d, err).is_err() {
-                        rc = super::vgcmds::ECMD_FAILED;
+                        rc = crate::ECMD_FAILED;
                         for n in made_here.iter().rev() {
                             let _ = c.call(Request::Remove {
                                 dev: DevSel::Name(n.to_string()),
@@ -204,7 +204,7 @@ pub fn change_vg(
                         dmctl::load_and_resume(&mut c, err, &d.name, lines(d), d.read_only)
                     });
                 if made.is_err() {
-                    rc = super::vgcmds::ECMD_FAILED;
+                    rc = crate::ECMD_FAILED;
                     for n in made_here.iter().rev() {
                         let _ = c.call(Request::Remove {
                             dev: DevSel::Name(n.to_string()),
@@ -223,34 +223,41 @@ pub fn change_vg(
                 Ok(d) => d,
                 Err(m) => {
                     let _ = writeln!(err, "  {m}");
-                    rc = super::vgcmds::ECMD_FAILED;
+                    rc = crate::ECMD_FAILED;
                     continue;
                 }
             };
-            // A snapshot takes down its -cow and itself; the origin's layers stay.
-            let own = if devs.len() == 4 {
-                &devs[1..3]
-            } else {
-                &devs[..]
-            };
-            for d in own.iter().rev() {
-                if !exists(&mut c, &d.name) {
+            // An LV takes down its own devices; layers of other LVs (a snapshot's origin,
+            // a thin volume's pool) stay.
+            let mut own: Vec<String> = devs
+                .iter()
+                .filter(|d| !d.shared)
+                .map(|d| d.name.clone())
+                .collect();
+            // A pool whose last thin volume went still runs as `-tpool` under its top.
+            let tpool = dm_name(&vg.name, lv, Some("tpool"));
+            if !own.is_empty() && !own.contains(&tpool) && exists(&mut c, &tpool) {
+                own.insert(own.len() - 1, tpool);
+            }
+            for name in own.iter().rev() {
+                if !exists(&mut c, name) {
                     continue;
                 }
                 if let Err(e) = c.call(Request::Remove {
-                    dev: DevSel::Name(d.name.clone()),
+                    dev: DevSel::Name(name.clone()),
                     deferred: false,
                 }) {
-                    dmctl::report(err, "remove", &d.name, &e);
-                    rc = super::vgcmds::ECMD_FAILED;
+                    dmctl::report(err, "remove", name, &e);
+                    rc = crate::ECMD_FAILED;
                     break;
                 }
             }
-            if devs.len() == 4
+            let snapshot = devs.len() == 4 && devs[3].replace && devs[3].shared;
+            if snapshot
                 && rc == 0
                 && drop_origin_layer(&mut c, h, found, lv, &devs[3], &devs[0].name, err).is_err()
             {
-                rc = super::vgcmds::ECMD_FAILED;
+                rc = crate::ECMD_FAILED;
             }
         }
     }
@@ -262,7 +269,8 @@ pub fn change_vg(
     rc
 }
 
-/// Reload the live tables of an active LV after its size changed (lower devices first).
+/// Reload the live tables of an active LV after its metadata changed (lower devices
+/// first; missing layers are created).
 pub fn reload(
     cl: &Cmdline,
     h: &VgHandle,
@@ -280,7 +288,11 @@ pub fn reload(
         return Ok(());
     }
     for d in devices_of(h, found, lv, Mode::Complete)? {
-        if d.lv != lv || !exists(&mut c, &d.name) {
+        if d.lv != lv {
+            continue;
+        }
+        // A layer the new tables need (a merging snapshot's -cow) comes up first.
+        if bring_up(&mut c, &d, err).map_err(|_| format!("Failed to activate {}", d.name))? {
             continue;
         }
         reload_one(&mut c, &d, err).map_err(|_| format!("Failed to reload {}", d.name))?;
@@ -346,4 +358,80 @@ pub fn rename(
         })?;
     }
     Ok(())
+}
+
+/// Bring up `d` unless it exists (create, load, resume; removed again if that fails).
+fn bring_up(c: &mut Client, d: &DmDev, err: &mut dyn Write) -> Result<bool, i32> {
+    if exists(c, &d.name) {
+        return Ok(false);
+    }
+    c.call(Request::Create {
+        name: d.name.clone(),
+        uuid: d.uuid.clone(),
+    })
+    .map_err(|e| dmctl::report(err, "create", &d.name, &e))?;
+    dmctl::load_and_resume(c, err, &d.name, lines(d), d.read_only)?;
+    Ok(true)
+}
+
+/// Send thin pool messages (`create_thin N`, `set_transaction_id OLD NEW`, …) for the
+/// metadata in `new` to the pool of thin volume `thin`, bringing the pool's devices up
+/// first; a pool active on its own (no thin volume yet: `vg-POOL` is the `thin-pool`)
+/// moves to `vg-POOL-tpool` first, as lvm2 layers it once used. Returns whether the pool
+/// LV itself was active (its top device is then re-made by activating it).
+pub fn pool_messages(
+    h_new: &VgHandle,
+    found: &[Found],
+    pool: &str,
+    thin: &str,
+    msgs: &[Vec<String>],
+    err: &mut dyn Write,
+) -> Result<bool, String> {
+    let Some(mut c) = dmctl::connect(&udm_proto::default_socket(), err) else {
+        return Err("Can't send thin pool messages without the udm daemon.".into());
+    };
+    let vg = &h_new.meta.vg;
+    let top = dm_name(&vg.name, pool, None);
+    let tpool = dm_name(&vg.name, pool, Some("tpool"));
+    let mut pool_active = false;
+    if exists(&mut c, &top) && !exists(&mut c, &tpool) {
+        pool_active = true;
+        let is_pool = matches!(
+            c.call(Request::Status {
+                dev: DevSel::Name(top.clone()),
+                inactive: false,
+                table: true,
+                noflush: false,
+            }),
+            Ok(Reply::Status { targets, .. }) if targets.first().is_some_and(|t| t.ttype == "thin-pool")
+        );
+        if is_pool {
+            c.call(Request::Rename {
+                dev: DevSel::Name(top.clone()),
+                new_name: tpool.clone(),
+            })
+            .map_err(|e| {
+                dmctl::report(err, "rename", &top, &e);
+                format!("Failed to rename {top}")
+            })?;
+        }
+    } else if exists(&mut c, &top) {
+        pool_active = true;
+    }
+    let devs = devices_of(h_new, found, thin, Mode::Complete)?;
+    for d in devs.iter().filter(|d| d.shared) {
+        bring_up(&mut c, d, err).map_err(|_| format!("Failed to activate {}", d.name))?;
+    }
+    for m in msgs {
+        c.call(Request::Message {
+            dev: DevSel::Name(tpool.clone()),
+            sector: 0,
+            argv: m.clone(),
+        })
+        .map_err(|e| {
+            dmctl::report(err, "message", &tpool, &e);
+            format!("Failed to send message \"{}\" to {tpool}", m.join(" "))
+        })?;
+    }
+    Ok(pool_active)
 }

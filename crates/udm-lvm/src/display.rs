@@ -1,12 +1,12 @@
 //! `pvdisplay`, `vgdisplay`, `lvdisplay`: lvm2's long form, as lvm2 prints it without a
 //! device-mapper driver (no LV status, open count or block device lines; times in UTC).
 
-use super::attrs;
-use super::session::{find_vg, long_size, scan, Cmdline, Found, VgHandle};
-use super::vgcmds::ECMD_FAILED;
+use crate::session::{find_vg, long_size, scan, Cmdline, Found, VgHandle};
+use crate::ECMD_FAILED;
 use std::io::Write;
 use udm_formats::lvm::edit::seg_str;
 use udm_formats::lvm::model::ctime;
+use udm_formats::lvm::report::attrs;
 use udm_formats::lvm::{Lv, Vg};
 
 fn kv(out: &mut String, width: usize, k: &str, v: &str) {
@@ -96,13 +96,20 @@ fn lv_block(vg: &Vg, lv: &Lv) -> String {
     let es = vg.extent_size;
     let mut s = String::from("  --- Logical volume ---\n");
     let w = 23;
-    kv(
-        &mut s,
-        w,
-        "LV Path",
-        &format!("/dev/{}/{}", vg.name, lv.name),
-    );
-    kv(&mut s, w, "LV Name", &lv.name);
+    let ty = attrs::seg_type(lv);
+    if attrs::shown(vg, lv) {
+        if ty != "thin-pool" {
+            kv(
+                &mut s,
+                w,
+                "LV Path",
+                &format!("/dev/{}/{}", vg.name, lv.name),
+            );
+        }
+        kv(&mut s, w, "LV Name", &lv.name);
+    } else {
+        kv(&mut s, w, "Internal LV Name", &lv.name);
+    }
     kv(&mut s, w, "VG Name", &vg.name);
     kv(&mut s, w, "LV UUID", &lv.id.to_string());
     let write = lv.status.iter().any(|x| x == "WRITE");
@@ -144,6 +151,30 @@ fn lv_block(vg: &Vg, lv: &Lv) -> String {
             &format!("INACTIVE destination for {origin}"),
         );
         size_le = vg.lv(origin).map_or(0, |o| o.extents());
+    }
+    let sub = |k: &str| {
+        lv.segments
+            .first()
+            .and_then(|g| seg_str(g, k))
+            .unwrap_or("")
+    };
+    match ty {
+        "thin" => kv(&mut s, w, "LV Pool name", sub("thin_pool")),
+        "thin-pool" => {
+            kv(&mut s, w, "LV Pool metadata", sub("metadata"));
+            kv(&mut s, w, "LV Pool data", sub("pool"));
+        }
+        "cache-pool" => {
+            kv(&mut s, w, "LV Pool metadata", sub("metadata"));
+            kv(&mut s, w, "LV Pool data", sub("data"));
+        }
+        _ => {
+            if let Some(c) = vg.lvs.iter().find(|l| {
+                attrs::seg_type(l) == "cache" && attrs::seg_str(l, "origin") == Some(&lv.name)
+            }) {
+                kv(&mut s, w, "LV origin of Cache LV", &c.name);
+            }
+        }
     }
     kv(&mut s, w, "LV Size", &long_size(size_le * es));
     kv(&mut s, w, "Current LE", &size_le.to_string());
@@ -238,7 +269,7 @@ pub fn display_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn W
     let mut devs = cl.devices();
     if cmd == "pvdisplay" {
         for p in &cl.pos {
-            let c = super::devices::canonical(p);
+            let c = crate::devices::canonical(p);
             if !devs.contains(&c) {
                 devs.push(c);
             }
@@ -269,7 +300,7 @@ pub fn display_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn W
             for n in all_vgs(&found) {
                 let Ok(h) = vg_of(&n) else { continue };
                 let vg = &h.meta.vg;
-                for lv in &vg.lvs {
+                for lv in udm_formats::lvm::report::attrs::process_order(vg) {
                     let listed = if cl.flag("--all") {
                         !lv.segments.iter().any(|g| g.seg_type == "snapshot")
                     } else {
@@ -317,7 +348,7 @@ pub fn display_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn W
                     || cl
                         .pos
                         .iter()
-                        .any(|p| super::devices::canonical(p) == f.path);
+                        .any(|p| crate::devices::canonical(p) == f.path);
                 if !want {
                     continue;
                 }
@@ -330,7 +361,7 @@ pub fn display_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn W
                 text.push_str(&pv_block(f, vg));
             }
             for p in &cl.pos {
-                let c = super::devices::canonical(p);
+                let c = crate::devices::canonical(p);
                 if !found.iter().any(|f| f.path == c) {
                     let _ = writeln!(err, "  Failed to find physical volume \"{p}\".");
                     rc = ECMD_FAILED;

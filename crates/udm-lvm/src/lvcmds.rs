@@ -2,12 +2,13 @@
 //! rounding and messages; new LVs are activated (unless `-a n`), resized active LVs are
 //! reloaded, removed ones deactivated first.
 
-use super::activate;
-use super::session::{
-    commit, confirm, find_vg, find_vg_rw, hostname, long_size, now, scan, Cmdline,
+use crate::activate;
+use crate::session::{
+    commit, confirm, find_vg, find_vg_rw, hostname, long_size, now, scan, Cmdline, Found, VgHandle,
 };
-use super::vgcmds::ECMD_FAILED;
+use crate::ECMD_FAILED;
 use std::io::Write;
+use udm_formats::lvm::alloc::Alloc;
 use udm_formats::lvm::edit::{parse_extents, parse_size, Sign, SizeArg};
 
 fn fail(err: &mut dyn Write, m: &str) -> i32 {
@@ -16,13 +17,111 @@ fn fail(err: &mut dyn Write, m: &str) -> i32 {
 }
 
 /// `VG/LV`, `/dev/VG/LV` or `/dev/mapper/VG-LV`-less forms: (vg, lv).
-fn split_lv(arg: &str) -> Option<(String, String)> {
+pub(crate) fn split_lv(arg: &str) -> Option<(String, String)> {
     let a = arg.strip_prefix("/dev/").unwrap_or(arg);
     let (vg, lv) = a.split_once('/')?;
     Some((vg.to_string(), lv.to_string()))
 }
 
-fn size_arg(cl: &Cmdline) -> Result<Option<SizeArg>, String> {
+/// The devices a command on VG `vgname` reads (the configured ones and the PVs named after
+/// the first positional argument), scanned writable, and the VG read for a change.
+pub(crate) fn open_vg(
+    cl: &Cmdline,
+    vgname: &str,
+    err: &mut dyn Write,
+) -> Result<(Vec<Found>, VgHandle), String> {
+    let mut devs = cl.devices();
+    for p in cl.pos.iter().skip(1) {
+        let c = crate::devices::canonical(p);
+        if !devs.contains(&c) {
+            devs.push(c);
+        }
+    }
+    let found = scan(&devs, true, err);
+    let h = find_vg_rw(&found, vgname)?;
+    Ok((found, h))
+}
+
+/// The PV names of the devices named after the first positional argument: where new
+/// extents may come from (all PVs when none is named).
+pub(crate) fn named_pvs(
+    cl: &Cmdline,
+    h: &VgHandle,
+    found: &[Found],
+    vgname: &str,
+) -> Result<Vec<String>, String> {
+    let paths = h.pv_paths(found);
+    let mut only = Vec::new();
+    for p in cl.pos.iter().skip(1) {
+        let c = crate::devices::canonical(p);
+        match paths.iter().find(|(_, d)| d.as_deref() == Some(c.as_str())) {
+            Some((n, _)) => only.push(n.clone()),
+            None => {
+                return Err(format!(
+                    "Physical Volume \"{p}\" not found in Volume Group \"{vgname}\"."
+                ))
+            }
+        }
+    }
+    Ok(only)
+}
+
+/// `-i N` and `-I SIZE`: the stripe count (None when not given) and size in sectors
+/// (64 KiB by default, a power of two of at least 4 KiB).
+pub(crate) fn stripe_args(cl: &Cmdline) -> Result<(Option<usize>, u64), String> {
+    let n = match cl.val("-i").map(str::parse) {
+        None => None,
+        Some(Ok(n)) if n >= 1 => Some(n),
+        _ => return Err("Invalid argument for --stripes".into()),
+    };
+    let size = match cl.val("-I").map(parse_size) {
+        None => 128,
+        Some(Ok(SizeArg::Sectors(_, s))) if s >= 8 && s.is_power_of_two() => s,
+        Some(_) => return Err("Invalid stripe size".into()),
+    };
+    Ok((n, size))
+}
+
+/// `-L`/`-l` as new extents for an LV of `cur` extents (`origin`: the origin's, for
+/// `%ORIGIN`), with lvm2's rounding message on `out` (`create`: lvcreate's words).
+pub(crate) fn new_extents(
+    vg: &udm_formats::lvm::Vg,
+    size: SizeArg,
+    cur: u64,
+    origin: Option<u64>,
+    create: bool,
+    out: &mut dyn Write,
+) -> Result<u64, String> {
+    let (n, rnd) = vg
+        .extents_for(size, cur, origin)
+        .map_err(|e| e.to_string())?;
+    if let Some(r) = rnd.to_extent {
+        let _ = if create {
+            writeln!(
+                out,
+                "  Rounding up size to full physical extent {}",
+                long_size(r)
+            )
+        } else {
+            writeln!(
+                out,
+                "  Rounding size to boundary between physical extents: {}.",
+                long_size(r)
+            )
+        };
+    }
+    Ok(n)
+}
+
+/// `--alloc POLICY` (inherit when not given).
+pub(crate) fn alloc_arg(cl: &Cmdline) -> Result<Alloc, String> {
+    cl.val("--alloc").map_or(Ok(Alloc::Inherit), |a| {
+        a.parse()
+            .map_err(|e: udm_formats::lvm::LvmError| e.to_string())
+    })
+}
+
+pub(crate) fn size_arg(cl: &Cmdline) -> Result<Option<SizeArg>, String> {
     match (cl.val("-L"), cl.val("-l")) {
         (Some(_), Some(_)) => Err("Please specify either size or extents but not both.".into()),
         (Some(l), None) => parse_size(l).map(Some).map_err(|e| e.to_string()),
@@ -33,6 +132,9 @@ fn size_arg(cl: &Cmdline) -> Result<Option<SizeArg>, String> {
 
 /// `lvcreate -L|-l SIZE [-n NAME] [-i N [-I SIZE]] [--type T] [-s ORIGIN] [-a y|n] VG [PV…]`.
 pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    if crate::pools::wants(cl) {
+        return crate::pools::lvcreate(cl, out, err);
+    }
     let size = match size_arg(cl) {
         Ok(Some(s)) => s,
         Ok(None) => return fail(err, "Please specify either size or extents (not both)."),
@@ -55,10 +157,9 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
         (false, Some((v, l))) => (v, None, Some(l)),
         (false, None) => (target.trim_start_matches("/dev/").to_string(), None, None),
     };
-    let stripes: usize = match cl.val("-i").map(str::parse) {
-        None => 1,
-        Some(Ok(n)) if n >= 1 => n,
-        _ => return fail(err, "Invalid argument for --stripes"),
+    let (stripes, stripe_size) = match stripe_args(cl) {
+        Ok((n, sz)) => (n.unwrap_or(1), sz),
+        Err(m) => return fail(err, &m),
     };
     let stripes = match ty {
         None | Some("linear") | Some("striped") | Some("snapshot") => stripes,
@@ -75,11 +176,6 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
     if stripes > 1 && cl.val("-I").is_none() {
         let _ = writeln!(out, "  Using default stripesize 64.00 KiB.");
     }
-    let stripe_size = match cl.val("-I").map(parse_size) {
-        None => 128,
-        Some(Ok(SizeArg::Sectors(_, s))) if s >= 8 && s.is_power_of_two() => s,
-        Some(_) => return fail(err, "Invalid stripe size"),
-    };
     let chunk = match cl.val("-c").map(parse_size) {
         None => 8,
         Some(Ok(SizeArg::Sectors(_, s))) => s,
@@ -90,31 +186,20 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
         Some("n") | Some("an") => false,
         Some(a) => return fail(err, &format!("Invalid argument for --activate: {a}")),
     };
-    let mut devs = cl.devices();
-    for p in &cl.pos[1..] {
-        let c = super::devices::canonical(p);
-        if !devs.contains(&c) {
-            devs.push(c);
-        }
-    }
-    let mut found = scan(&devs, true, err);
-    let h = match find_vg_rw(&found, &vgname) {
-        Ok(h) => h,
+    let policy = match alloc_arg(cl) {
+        Ok(p) => p,
+        Err(m) => return fail(err, &m),
+    };
+    let (mut found, h) = match open_vg(cl, &vgname, err) {
+        Ok(x) => x,
         Err(m) => return fail(err, &m),
     };
     let mut vg = h.meta.vg.clone();
     let origin_ext = origin.as_ref().and_then(|o| vg.lv(o)).map(|l| l.extents());
-    let (mut extents, rnd) = match vg.extents_for(size, 0, origin_ext) {
+    let mut extents = match new_extents(&vg, size, 0, origin_ext, true, out) {
         Ok(x) => x,
-        Err(e) => return fail(err, &e.to_string()),
+        Err(m) => return fail(err, &m),
     };
-    if let Some(r) = rnd.to_extent {
-        let _ = writeln!(
-            out,
-            "  Rounding up size to full physical extent {}",
-            long_size(r)
-        );
-    }
     if extents % stripes as u64 != 0 {
         let up = extents.div_ceil(stripes as u64) * stripes as u64;
         let _ = writeln!(
@@ -157,26 +242,14 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
         );
     }
     // PVs named after the VG restrict where the extents come from.
-    let paths = h.pv_paths(&found);
-    let mut only = Vec::new();
-    for p in &cl.pos[1..] {
-        let c = super::devices::canonical(p);
-        match paths.iter().find(|(_, d)| d.as_deref() == Some(c.as_str())) {
-            Some((n, _)) => only.push(n.clone()),
-            None => {
-                return fail(
-                    err,
-                    &format!("Physical Volume \"{p}\" not found in Volume Group \"{vgname}\"."),
-                )
-            }
-        }
-    }
+    let only = match named_pvs(cl, &h, &found, &vgname) {
+        Ok(o) => o,
+        Err(m) => return fail(err, &m),
+    };
     let (host, time) = (hostname(), now());
     let made = vg.allocate_on(&only, |vg| match &origin {
         Some(o) if snapshot => vg.create_snapshot(&name, o, extents, chunk, &host, time),
-        _ => vg
-            .create_lv(&name, extents, stripes, stripe_size, &host, time)
-            .map(|_| ()),
+        _ => vg.create_lv_alloc(&name, extents, stripes, stripe_size, policy, &host, time),
     });
     if let Err(e) = made {
         return fail(err, &e.to_string());
@@ -212,11 +285,11 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
 }
 
 /// Zero the first 4 KiB of LV `name` on its PV.
-fn zero_start(
+pub(crate) fn zero_start(
     vg: &udm_formats::lvm::Vg,
     name: &str,
     slots: &[Option<usize>],
-    found: &mut [super::session::Found],
+    found: &mut [crate::session::Found],
 ) -> Result<(), String> {
     let lv = vg.lv(name).ok_or("new LV missing")?;
     let seg = lv.segments.first().ok_or("new LV has no segments")?;
@@ -296,6 +369,12 @@ pub fn lvremove_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
             rc = ECMD_FAILED;
             continue;
         }
+        // A thin volume is deleted from its pool too (when the daemon can be asked).
+        let thin = if cl.activation() {
+            vg.thin_delete(&lv)
+        } else {
+            None
+        };
         let removed = match vg.remove_lv(&lv, cl.yes()) {
             Ok(r) => r,
             Err(e) => {
@@ -309,6 +388,12 @@ pub fn lvremove_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
                 if activate::change_vg(cl, &h, &found, false, Some(r), out, err) != 0 {
                     return ECMD_FAILED;
                 }
+            }
+        }
+        if let Some((pool, msgs)) = thin {
+            if let Err(m) = activate::pool_messages(&h, &found, &pool, &lv, &msgs, err) {
+                rc = fail(err, &m);
+                continue;
             }
         }
         if let Err(m) = commit(&mut found, &h.slots, vg, cl) {
@@ -390,16 +475,8 @@ pub fn lvresize_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn 
     let Some((vgname, lv)) = cl.pos.first().and_then(|a| split_lv(a)) else {
         return fail(err, "Please provide the logical volume name");
     };
-    let mut devs = cl.devices();
-    for p in &cl.pos[1..] {
-        let c = super::devices::canonical(p);
-        if !devs.contains(&c) {
-            devs.push(c);
-        }
-    }
-    let mut found = scan(&devs, true, err);
-    let h = match find_vg_rw(&found, &vgname) {
-        Ok(h) => h,
+    let (mut found, h) = match open_vg(cl, &vgname, err) {
+        Ok(x) => x,
         Err(m) => return fail(err, &m),
     };
     let mut vg = h.meta.vg.clone();
@@ -409,17 +486,10 @@ pub fn lvresize_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn 
             &format!("Logical volume {lv} not found in volume group {vgname}."),
         );
     };
-    let (new, rnd) = match vg.extents_for(size, cur, None) {
+    let new = match new_extents(&vg, size, cur, None, false, out) {
         Ok(x) => x,
-        Err(e) => return fail(err, &e.to_string()),
+        Err(m) => return fail(err, &m),
     };
-    if let Some(r) = rnd.to_extent {
-        let _ = writeln!(
-            out,
-            "  Rounding size to boundary between physical extents: {}.",
-            long_size(r)
-        );
-    }
     if new == cur {
         return fail(
             err,
@@ -441,14 +511,15 @@ pub fn lvresize_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn 
         );
     }
     let r = if new > cur {
-        let stripes = cl.val("-i").and_then(|i| i.parse().ok()).map(|n: usize| {
-            let sz = match cl.val("-I").map(parse_size) {
-                Some(Ok(SizeArg::Sectors(_, s))) => s,
-                _ => 128,
-            };
-            (n, sz)
-        });
-        vg.extend_lv(&lv, new, stripes)
+        let stripes = match stripe_args(cl) {
+            Ok((n, sz)) => n.map(|n| (n, sz)),
+            Err(m) => return fail(err, &m),
+        };
+        let policy = match alloc_arg(cl) {
+            Ok(p) => p,
+            Err(m) => return fail(err, &m),
+        };
+        vg.extend_lv_alloc(&lv, new, stripes, policy)
     } else {
         let _ = writeln!(
             err,

@@ -2,7 +2,7 @@
 //! `lv_attr` (the LV state and open columns are `X`: udm's activation is not consulted yet),
 //! which LVs are listed, snapshot origins and thin pools.
 
-use udm_formats::lvm::{Item, Lv, Pv, ReadVg, Vg};
+use crate::lvm::{Item, Lv, Pv, ReadVg, Vg};
 
 /// The 3-character PV attribute (allocatable, exported, missing).
 pub fn pv_attr(vg: &Vg, pv: &Pv) -> String {
@@ -74,11 +74,24 @@ fn alloc_char(p: &str) -> char {
     }
 }
 
+/// The first segment's type without lvm2's `+FLAG` suffixes.
 pub fn seg_type(lv: &Lv) -> &str {
     lv.segments
         .first()
-        .map(|s| s.seg_type.as_str())
+        .map(crate::lvm::dmplan::pools::base_type)
         .unwrap_or("")
+}
+
+/// The LV whose first segment names `lv` under `key` among segments of type `ty`.
+fn user_of<'a>(vg: &'a Vg, lv: &str, ty: &str, key: &str) -> Option<&'a Lv> {
+    vg.lvs
+        .iter()
+        .find(|l| seg_type(l) == ty && seg_str(l, key) == Some(lv))
+}
+
+/// A cache's origin (`LV_corig`).
+pub fn is_cache_origin(vg: &Vg, lv: &Lv) -> bool {
+    user_of(vg, &lv.name, "cache", "origin").is_some()
 }
 
 pub fn seg_str<'a>(lv: &'a Lv, key: &str) -> Option<&'a str> {
@@ -106,19 +119,34 @@ pub fn lv_attr(r: &ReadVg, lv: &Lv) -> String {
             .iter()
             .any(|l| seg_type(l) == "snapshot" && seg_str(l, "cow_store") == Some(name))
     };
+    // A snapshot merging into its origin: both letters in capitals.
+    let merging_cow = vg
+        .lvs
+        .iter()
+        .any(|l| seg_type(l) == "snapshot" && seg_str(l, "merging_store") == Some(&lv.name));
+    let merging_origin = crate::lvm::merge::merging_into(vg, &lv.name).is_some();
     let is_origin = vg
         .lvs
         .iter()
         .any(|l| seg_type(l) == "snapshot" && seg_str(l, "origin") == Some(&lv.name));
+    let cache_vol = lv.flags.iter().any(|f| f == "CACHE_VOL");
+    let cache_data = user_of(vg, &lv.name, "cache-pool", "data").is_some();
+    let cache_meta = user_of(vg, &lv.name, "cache-pool", "metadata").is_some();
+    let cache_origin = is_cache_origin(vg, lv);
     let kind = match ty {
         "thin-pool" => 't',
         "thin" => 'V',
         "cache" | "cache-pool" => 'C',
         "mirror" => 'm',
         t if t.starts_with("raid") => 'r',
+        _ if cache_vol || cache_data => 'C',
+        _ if cache_meta => 'e',
+        _ if cache_origin => 'o',
+        _ if merging_cow => 'S',
+        _ if merging_origin => 'O',
         _ if snapshot_of(&lv.name) => 's',
         _ if is_origin => 'o',
-        _ if lv.name.ends_with("_tdata") || lv.name.contains("_cdata") => 'T',
+        _ if lv.name.ends_with("_tdata") => 'T',
         _ if lv.name.ends_with("_tmeta")
             || lv.name.ends_with("_pmspare")
             || lv.name.contains("_rmeta_") =>
@@ -147,10 +175,11 @@ pub fn lv_attr(r: &ReadVg, lv: &Lv) -> String {
     };
     let target = match kind {
         't' | 'V' => 't',
-        's' | 'o' => 's',
+        _ if cache_origin || cache_vol => 'C',
+        'C' if !cache_data => 'C',
+        's' | 'o' | 'S' | 'O' => 's',
         'm' => 'm',
         'r' => 'r',
-        'C' => 'C',
         _ => '-',
     };
     // Zeroing shows on a thin pool and on its thin volumes.
@@ -188,11 +217,23 @@ pub fn shown(vg: &Vg, lv: &Lv) -> bool {
         })
 }
 
-/// The origin column: a snapshot's origin (for its COW store) or a thin snapshot's origin.
-pub fn origin<'a>(vg: &'a Vg, lv: &'a Lv) -> &'a str {
+/// The origin column: a snapshot's origin (for its COW store), a thin snapshot's origin,
+/// or a cache's origin (`[LV_corig]`).
+pub fn origin(vg: &Vg, lv: &Lv) -> String {
+    if seg_type(lv) == "cache" {
+        return seg_str(lv, "origin").map_or(String::new(), |o| format!("[{o}]"));
+    }
+    origin_name(vg, lv).to_string()
+}
+
+fn origin_name<'a>(vg: &'a Vg, lv: &'a Lv) -> &'a str {
     vg.lvs
         .iter()
-        .find(|l| seg_type(l) == "snapshot" && seg_str(l, "cow_store") == Some(&lv.name))
+        .find(|l| {
+            seg_type(l) == "snapshot"
+                && (seg_str(l, "cow_store") == Some(&lv.name)
+                    || seg_str(l, "merging_store") == Some(&lv.name))
+        })
         .and_then(|l| seg_str(l, "origin"))
         .or_else(|| {
             if seg_type(lv) == "thin" {
@@ -210,4 +251,12 @@ pub fn counted(vg: &Vg) -> usize {
         .iter()
         .filter(|l| seg_type(l) != "snapshot" && shown(vg, l))
         .count()
+}
+
+/// The order lvm2's per-LV commands (`lvscan`, `lvdisplay`) visit LVs: thin pools first,
+/// the last one first, then the others in metadata order.
+pub fn process_order(vg: &Vg) -> Vec<&Lv> {
+    let (pools, rest): (Vec<&Lv>, Vec<&Lv>) =
+        vg.lvs.iter().partition(|l| seg_type(l) == "thin-pool");
+    pools.into_iter().rev().chain(rest).collect()
 }

@@ -1,14 +1,13 @@
 //! `pvcreate pvremove vgcreate vgextend vgreduce vgremove vgrename vgchange`: lvm2's
 //! arguments and messages; every check happens before the first write.
 
-use super::activate;
-use super::devices;
-use super::session::{commit, confirm, find_vg, find_vg_rw, scan, Cmdline, Found};
+use crate::activate;
+use crate::devices;
+use crate::session::{commit, confirm, find_vg, find_vg_rw, scan, Cmdline, Found};
+use crate::ECMD_FAILED;
 use std::io::Write;
 use udm_formats::lvm::edit::{parse_size, SizeArg};
 use udm_formats::lvm::{pvcreate, PvcreateOptions, Vg};
-
-pub const ECMD_FAILED: i32 = 5;
 
 fn fail(err: &mut dyn Write, m: &str) -> i32 {
     let _ = writeln!(err, "  {m}");
@@ -325,7 +324,7 @@ pub fn vgremove_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
             }
         };
         let vg = &h.meta.vg;
-        let lvs = super::attrs::counted(vg);
+        let lvs = udm_formats::lvm::report::attrs::counted(vg);
         if lvs > 0 {
             let q = format!(
                 "Do you really want to remove volume group \"{name}\" containing {lvs} logical volumes?"
@@ -355,11 +354,10 @@ pub fn vgremove_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
             );
             continue;
         }
-        for lv in vg
-            .lvs
-            .iter()
-            .filter(|l| super::attrs::seg_type(l) != "snapshot" && super::attrs::shown(vg, l))
-        {
+        for lv in vg.lvs.iter().filter(|l| {
+            udm_formats::lvm::report::attrs::seg_type(l) != "snapshot"
+                && udm_formats::lvm::report::attrs::shown(vg, l)
+        }) {
             let _ = writeln!(
                 out,
                 "  Logical volume \"{}\" successfully removed.",

@@ -1,0 +1,291 @@
+//! Thin pools, thin volumes, caches and snapshot merges made by `udm lvm` on loop devices
+//! with a running daemon: real lvm2 reads udm's metadata and reports it as udm does (`lvs`,
+//! `lvscan`, `lvdisplay`, `vgck`), the live devices have the tables real lvm2 loaded for
+//! the same commands in refvm (`udm-formats/tests/data/lvm2_thin_cache.tables`), data goes
+//! through them, and a merged snapshot's data ends in its origin.
+
+use std::path::PathBuf;
+use udm_testkit::lvm2::loop_pvs;
+use udm_testkit::udmcli::UdmCli;
+use udm_testkit::Daemon;
+
+fn udm() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_udm"))
+}
+
+const NOACT: &str = "global{activation=0}";
+
+/// `NAME UUID: TABLE` lines of the lvm2 fixture.
+fn lvm2_tables() -> Vec<(String, String, String)> {
+    let text = include_str!("../../udm-formats/tests/data/lvm2_thin_cache.tables");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (head, t) = l.split_once(": ").unwrap();
+            let (n, u) = head.split_once(' ').unwrap();
+            (n.to_string(), u.to_string(), t.trim_end().to_string())
+        })
+        .collect()
+}
+
+/// udm's live table of `name` with dm device numbers as `/dev/mapper/NAME` and the PVs
+/// as `pv0`/`pv1`.
+fn live_table(e: &UdmCli, name: &str, pvs: &[&str]) -> String {
+    let info = e.dm(&[
+        "info",
+        "-c",
+        "--noheadings",
+        "--separator",
+        " ",
+        "-o",
+        "name,major,minor",
+    ]);
+    let rows: Vec<Vec<&str>> = info.lines().map(|l| l.split(' ').collect()).collect();
+    // The PVs as tables show them: major:minor.
+    let nums: Vec<String> = pvs
+        .iter()
+        .map(|p| {
+            let n = p.rsplit('/').next().unwrap();
+            std::fs::read_to_string(format!("/sys/class/block/{n}/dev"))
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .collect();
+    e.dm(&["table", name])
+        .lines()
+        .map(|l| {
+            l.split(' ')
+                .map(|w| {
+                    if let Some(i) = nums.iter().position(|p| p == w) {
+                        return format!("pv{i}");
+                    }
+                    match rows.iter().find(|r| format!("{}:{}", r[1], r[2]) == w) {
+                        Some(r) => format!("/dev/mapper/{}", r[0]),
+                        None => w.to_string(),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn uuid_of(e: &UdmCli, name: &str) -> String {
+    e.dm(&["info", "-c", "--noheadings", "-o", "uuid", name])
+        .trim()
+        .to_string()
+}
+
+/// The commands lvm2 ran in refvm for the fixture, run by udm on the same PV sizes: the
+/// same devices with the same tables (UUIDs differ only in their ids), lvm2's reports of
+/// udm's metadata equal udm's, data goes through the thin and cached LVs, and removing the
+/// thin volume deletes it from its pool (transaction 2).
+#[test]
+fn thin_and_cache_lvs_match_lvm2() {
+    let Some((dir, _imgs, loops, lvm)) = loop_pvs(&[64, 64]) else {
+        return;
+    };
+    let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
+    let devs = d.join(",");
+    let daemon = Daemon::start(&udm());
+    let e = UdmCli {
+        bin: udm(),
+        socket: daemon.socket.clone(),
+        state: dir.path().join("state"),
+    };
+    let run = |cmd: &str, args: &[&str]| -> String {
+        e.ok(cmd, &[&["--devices", &devs][..], args].concat())
+    };
+    run("vgcreate", &["vg", d[0], d[1]]);
+    assert_eq!(
+        run("lvcreate", &["-T", "vg/pool", "-L", "12M"]),
+        "  Thin pool volume with chunk size 64.00 KiB can address at most <15.88 TiB of data.\n  Logical volume \"pool\" created.\n"
+    );
+    assert_eq!(
+        run(
+            "lvcreate",
+            &["-y", "-V", "40M", "-T", "vg/pool", "-n", "thin"]
+        ),
+        "  Logical volume \"thin\" created.\n"
+    );
+    run("lvcreate", &["-n", "lin", "-L", "8M", "vg"]);
+    run("lvcreate", &["-n", "cvol", "-L", "8M", "vg", d[1]]);
+    run("lvcreate", &["-n", "corig", "-L", "8M", "vg", d[0]]);
+    assert_eq!(
+        run(
+            "lvconvert",
+            &["-y", "--type", "cache", "--cachevol", "cvol", "vg/corig"]
+        ),
+        "  Logical volume vg/corig is now cached.\n"
+    );
+    run("lvcreate", &["-n", "porig", "-L", "8M", "vg", d[0]]);
+    run(
+        "lvcreate",
+        &[
+            "-y",
+            "--type",
+            "cache-pool",
+            "-n",
+            "cpool",
+            "-L",
+            "8M",
+            "vg",
+            d[1],
+        ],
+    );
+    run(
+        "lvconvert",
+        &[
+            "-y",
+            "--type",
+            "cache",
+            "--cachepool",
+            "vg/cpool",
+            "vg/porig",
+        ],
+    );
+    run("lvcreate", &["-y", "--thinpool", "tp2", "-L", "8M", "vg"]);
+    // Every device lvm2 loaded, with lvm2's table; UUIDs with lvm2's layer suffixes.
+    let fixture = lvm2_tables();
+    let ls = e.dm(&["ls"]);
+    assert_eq!(ls.lines().count(), fixture.len(), "{ls}");
+    for (name, uuid, table) in &fixture {
+        assert_eq!(&live_table(&e, name, &d), table, "{name}");
+        let ours = uuid_of(&e, name);
+        let suffix = |u: &str| u.get(68..).unwrap_or("").to_string();
+        assert_eq!(suffix(&ours), suffix(uuid), "{name}: {ours} vs {uuid}");
+        assert!(
+            ours.starts_with("LVM-") && ours.len() == uuid.len(),
+            "{ours}"
+        );
+    }
+    // lvm2 reads udm's metadata and shows what udm shows.
+    lvm.ok("vgck", &["vg"]);
+    let fields =
+        "lv_name,lv_attr,lv_size,seg_type,devices,chunk_size,pool_lv,origin,data_lv,metadata_lv";
+    for (cmd, args) in [
+        ("lvs", vec!["-a", "-o", fields]),
+        ("lvscan", vec!["-a"]),
+        ("lvdisplay", vec!["-a"]),
+        ("vgdisplay", vec![]),
+    ] {
+        let want = lvm.ok(cmd, &args);
+        let mut a = args.clone();
+        a.extend(["--config", NOACT]);
+        assert_eq!(run(cmd, &a), want, "{cmd}");
+    }
+    // Data through the thin volume (beyond the pool's size: overprovisioned) and caches.
+    for (name, len) in [
+        ("vg-thin", 8u64 << 20),
+        ("vg-corig", 8 << 20),
+        ("vg-porig", 8 << 20),
+    ] {
+        let c = udm_nbd::NbdClient::connect_unix(&daemon.nbd_socket, name).unwrap();
+        let data: Vec<u8> = (0..len).map(|i| ((i * 31) ^ (i >> 11)) as u8).collect();
+        c.write(0, &data, true).unwrap();
+        let mut back = vec![0u8; len as usize];
+        c.read(0, &mut back).unwrap();
+        assert!(back == data, "{name} reads back what was written");
+    }
+    // Removing the thin volume deletes it in the pool: transaction 2, no mapped blocks.
+    assert_eq!(
+        run("lvremove", &["-y", "vg/thin"]),
+        "  Logical volume \"thin\" successfully removed.\n"
+    );
+    let st = e.dm(&["status", "vg-pool-tpool"]);
+    let w: Vec<&str> = st.split_whitespace().collect();
+    assert_eq!(w[3], "2", "transaction id: {st}");
+    let tid = lvm.ok("lvs", &["--noheadings", "-o", "transaction_id", "vg/pool"]);
+    assert_eq!(tid.trim(), "2");
+    lvm.ok("vgck", &["vg"]);
+    run("vgchange", &["-an", "vg"]);
+    assert_eq!(e.dm(&["ls"]), "No devices found\n");
+}
+
+/// `lvconvert --merge` of a snapshot: with the origin inactive it waits for the next
+/// activation (lvm2's metadata and words); with the origin active the merge runs to its end
+/// at once: the origin holds the snapshot's data, the snapshot and its layers are gone, and
+/// lvm2 accepts the result.
+#[test]
+fn snapshot_merge_as_lvm2() {
+    let Some((dir, _imgs, loops, lvm)) = loop_pvs(&[64]) else {
+        return;
+    };
+    let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
+    let daemon = Daemon::start(&udm());
+    let e = UdmCli {
+        bin: udm(),
+        socket: daemon.socket.clone(),
+        state: dir.path().join("state"),
+    };
+    let run = |cmd: &str, args: &[&str]| -> String {
+        e.ok(cmd, &[&["--devices", d[0]][..], args].concat())
+    };
+    run("vgcreate", &["vg", d[0]]);
+    run("lvcreate", &["-n", "lin", "-L", "8M", "vg"]);
+    let len = 8usize << 20;
+    let before: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let c = udm_nbd::NbdClient::connect_unix(&daemon.nbd_socket, "vg-lin").unwrap();
+    c.write(0, &before, true).unwrap();
+    drop(c);
+    run("lvcreate", &["-n", "sn", "-s", "-L", "4M", "vg/lin"]);
+    // The origin changes after the snapshot.
+    let c = udm_nbd::NbdClient::connect_unix(&daemon.nbd_socket, "vg-lin").unwrap();
+    c.write(4096 * 3, &[0xee; 65536], true).unwrap();
+    drop(c);
+    // Metadata only first: lvm2 shows the merging snapshot as udm does.
+    run("vgchange", &["-an", "vg"]);
+    assert_eq!(
+        run("lvconvert", &["--merge", "vg/sn", "--config", NOACT]),
+        "  Merging of snapshot vg/sn will occur on next activation of vg/lin.\n"
+    );
+    lvm.ok("vgck", &["vg"]);
+    let want = lvm.ok("lvs", &["-a", "-o", "lv_name,lv_attr,origin,lv_size"]);
+    assert_eq!(
+        run("lvs", &["-a", "-o", "lv_name,lv_attr,origin,lv_size"]),
+        want
+    );
+    // Activating the origin loads snapshot-merge over its -real and the -cow.
+    run("vgchange", &["-ay", "vg"]);
+    let t = e.dm(&["table", "vg-lin"]);
+    assert!(t.contains(" snapshot-merge "), "{t}");
+    // Running lvconvert again on the active origin follows the merge to its end.
+    assert_eq!(
+        run("lvconvert", &["--merge", "vg/sn"]),
+        "  Merging of volume vg/sn started.\n  vg/lin: Merged: 100.00%\n"
+    );
+    let names = |e: &UdmCli| -> Vec<String> {
+        e.dm(&["ls"])
+            .lines()
+            .map(|l| l.split('\t').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&e), ["vg-lin"]);
+    let t = e.dm(&["table", "vg-lin"]);
+    assert!(t.contains(" linear "), "{t}");
+    let c = udm_nbd::NbdClient::connect_unix(&daemon.nbd_socket, "vg-lin").unwrap();
+    let mut back = vec![0u8; len];
+    c.read(0, &mut back).unwrap();
+    assert!(back == before, "the origin holds the snapshot's data again");
+    drop(c);
+    lvm.ok("vgck", &["vg"]);
+    let lvs = lvm.ok("lvs", &["-a", "--noheadings", "-o", "lv_name"]);
+    assert_eq!(lvs.trim(), "lin");
+    // And at once when the origin is active from the start.
+    run("lvcreate", &["-n", "sn2", "-s", "-L", "4M", "vg/lin"]);
+    let c = udm_nbd::NbdClient::connect_unix(&daemon.nbd_socket, "vg-lin").unwrap();
+    c.write(0, &[0x11; 8192], true).unwrap();
+    drop(c);
+    assert_eq!(
+        run("lvconvert", &["--merge", "vg/sn2"]),
+        "  Merging of volume vg/sn2 started.\n  vg/lin: Merged: 100.00%\n"
+    );
+    let c = udm_nbd::NbdClient::connect_unix(&daemon.nbd_socket, "vg-lin").unwrap();
+    c.read(0, &mut back).unwrap();
+    assert!(back == before, "merged back again");
+    assert_eq!(names(&e), ["vg-lin"]);
+}
