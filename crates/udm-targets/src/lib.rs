@@ -12,6 +12,7 @@ pub mod flakey;
 pub mod kscan;
 pub mod linear;
 pub mod log_writes;
+pub mod raid;
 pub mod snapshot;
 pub mod striped;
 pub mod switch;
@@ -61,6 +62,7 @@ pub fn register_builtin(types: &TargetTypes) {
     module("cache", Arc::new(cache::CacheType));
     module("era", Arc::new(era::EraType));
     module("clone", Arc::new(clone::CloneType));
+    module("raid", Arc::new(raid::RaidType));
 }
 
 /// A `TargetTypes` with every built-in target registered.
