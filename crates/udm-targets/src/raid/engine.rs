@@ -363,9 +363,7 @@ impl Array {
         let n = self.geo.disks;
         let len = ((hi - lo) * 512) as usize;
         for _attempt in 0..=n {
-            let avail: Vec<bool> = (0..n)
-                .map(|d| self.legs[d].readable(base + hi))
-                .collect();
+            let avail: Vec<bool> = (0..n).map(|d| self.legs[d].readable(base + hi)).collect();
             let missing_data = r.data.iter().any(|&d| !avail[d]);
             let need: Vec<usize> = (0..n)
                 .filter(|&d| avail[d])
@@ -378,10 +376,7 @@ impl Array {
                     }
                 })
                 .collect();
-            let ops = need
-                .iter()
-                .map(|&d| self.op_r(d, base + lo, len))
-                .collect();
+            let ops = need.iter().map(|&d| self.op_r(d, base + lo, len)).collect();
             let (bufs, bad) = self.par_fail(ops, BioFlags::NONE);
             if !bad.is_empty() {
                 continue;

@@ -130,15 +130,16 @@ pub fn reconstruct(blocks: &mut [Vec<u8>], n: usize, missing: &[usize]) -> bool 
     if missing.len() > if has_q { 2 } else { 1 } {
         return false;
     }
-    let syndrome = |blocks: &[Vec<u8>], skip: &[usize], out_p: &mut Vec<u8>, out_q: &mut Vec<u8>| {
-        let refs: Vec<Option<&[u8]>> = (0..n)
-            .map(|i| (!skip.contains(&i)).then(|| blocks[i].as_slice()))
-            .collect();
-        gen_p(&refs, out_p);
-        if has_q {
-            gen_q(&refs, out_q);
-        }
-    };
+    let syndrome =
+        |blocks: &[Vec<u8>], skip: &[usize], out_p: &mut Vec<u8>, out_q: &mut Vec<u8>| {
+            let refs: Vec<Option<&[u8]>> = (0..n)
+                .map(|i| (!skip.contains(&i)).then(|| blocks[i].as_slice()))
+                .collect();
+            gen_p(&refs, out_p);
+            if has_q {
+                gen_q(&refs, out_q);
+            }
+        };
     let mut pp = vec![0u8; len];
     let mut qq = vec![0u8; if has_q { len } else { 0 }];
     match (data_missing.as_slice(), p_missing, q_missing) {

@@ -357,8 +357,7 @@ mod tests {
                         seen.extend(r.qd);
                         seen.sort_unstable();
                         assert_eq!(seen, (0..disks).collect::<Vec<_>>(), "{level}/{a}/{row}");
-                        let mut slots: Vec<usize> =
-                            r.data.iter().map(|&d| r.slot[d]).collect();
+                        let mut slots: Vec<usize> = r.data.iter().map(|&d| r.slot[d]).collect();
                         slots.sort_unstable();
                         slots.dedup();
                         assert_eq!(slots.len(), r.data.len());

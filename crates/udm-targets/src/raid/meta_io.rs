@@ -62,7 +62,9 @@ impl Bitmap {
         self
     }
     pub fn dirty_count(&self) -> u64 {
-        (0..self.chunks).filter(|&r| test_bit(&self.bits, r)).count() as u64
+        (0..self.chunks)
+            .filter(|&r| test_bit(&self.bits, r))
+            .count() as u64
     }
 }
 

@@ -114,12 +114,16 @@ fn construct(ctx: &mut TargetCtx<'_>, p: RaidParams) -> Result<Box<dyn Target>, 
         len
     } else if rt.is_raid10() {
         if !(len * copies).is_multiple_of(data_stripes) {
-            return Err(inval("Target length not divisible by number of data devices"));
+            return Err(inval(
+                "Target length not divisible by number of data devices",
+            ));
         }
         len * copies / data_stripes
     } else {
         if !len.is_multiple_of(data_stripes) {
-            return Err(inval("Target length not divisible by number of data devices"));
+            return Err(inval(
+                "Target length not divisible by number of data devices",
+            ));
         }
         len / data_stripes
     };
@@ -249,7 +253,9 @@ fn construct(ctx: &mut TargetCtx<'_>, p: RaidParams) -> Result<Box<dyn Target>, 
         let out = |i: usize| {
             !first_use[i] && (recovery[i] != u64::MAX || handles[i].0.is_none() || failed[i])
         };
-        let bad = (0..ndevs).filter(|&i| out(i) || handles[i].1.is_none()).count();
+        let bad = (0..ndevs)
+            .filter(|&i| out(i) || handles[i].1.is_none())
+            .count();
         let too_many = match rt.level {
             0 => false,
             1 => bad >= ndevs,
@@ -621,8 +627,8 @@ impl RaidTarget {
         let s = &self.shared;
         let a = &s.array;
         let g = &a.geo;
-        let name = params::RaidType::by_level_layout(g.level, g.layout)
-            .map_or("unknown", |t| t.name);
+        let name =
+            params::RaidType::by_level_layout(g.level, g.layout).map_or("unknown", |t| t.name);
         let c = s.syncer.ctl.lock();
         let max = a.meta.sync_max;
         let state = if c.frozen {

@@ -524,10 +524,12 @@ impl RaidParams {
             || self.max_recovery_rate.is_some()
             || self.region_size.is_some();
         let r1 = !self.write_mostly.is_empty() || self.max_write_behind.is_some();
-        let r10 =
-            self.raid10_copies.is_some() || self.raid10_format.is_some() || self.raid10_use_near_sets;
-        let r456 =
-            self.stripe_cache.is_some() || self.journal_dev.is_some() || self.journal_mode.is_some();
+        let r10 = self.raid10_copies.is_some()
+            || self.raid10_format.is_some()
+            || self.raid10_use_near_sets;
+        let r456 = self.stripe_cache.is_some()
+            || self.journal_dev.is_some()
+            || self.journal_mode.is_some();
         let bad = match rt.level {
             0 => any_sync || recovery || r1 || r10 || r456 || self.delta_disks.is_some(),
             1 => r10 || r456,
@@ -647,7 +649,11 @@ impl fmt::Display for RaidParams {
             write!(f, " raid10_copies {}", r10_copies(self.raid10_layout()))?;
         }
         if self.raid10_format.is_some() {
-            write!(f, " raid10_format {}", r10_format_name(self.raid10_layout()))?;
+            write!(
+                f,
+                " raid10_format {}",
+                r10_format_name(self.raid10_layout())
+            )?;
         }
         if let Some(v) = self.delta_disks {
             write!(f, " delta_disks {v}")?;
@@ -669,7 +675,8 @@ impl fmt::Display for RaidParams {
         write!(f, " {}", self.devs.len())?;
         for (m, d) in &self.devs {
             let w = |o: &Option<String>| -> String {
-                o.as_deref().map_or("-".into(), |s| escape_arg(s).into_owned())
+                o.as_deref()
+                    .map_or("-".into(), |s| escape_arg(s).into_owned())
             };
             write!(f, " {} {}", w(m), w(d))?;
         }

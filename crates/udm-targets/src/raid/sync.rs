@@ -3,7 +3,7 @@
 //! the target's sync worker, throttled by `max_recovery_rate`, interruptible by `idle` and
 //! `frozen`, with progress recorded in the superblocks.
 
-use super::engine::{solve, slot_refs, Array, Op, RAID1_UNIT};
+use super::engine::{slot_refs, solve, Array, Op, RAID1_UNIT};
 use super::gf;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -73,6 +73,7 @@ pub fn choose(a: &Array, s: &Syncer) -> Option<Action> {
     if c.frozen || c.running.is_some() {
         return None;
     }
+    s.interrupt.store(false, SeqCst);
     if let Some(r) = c.requested.take() {
         return Some(r);
     }
@@ -80,7 +81,13 @@ pub fn choose(a: &Array, s: &Syncer) -> Option<Action> {
         return None;
     }
     drop(c);
-    if a.degraded() > a.geo.parity_devs().max(if a.geo.level == 1 { a.legs.len() - 1 } else { 0 }) {
+    if a.degraded()
+        > a.geo.parity_devs().max(if a.geo.level == 1 {
+            a.legs.len() - 1
+        } else {
+            0
+        })
+    {
         return None;
     }
     let recovering = a
@@ -112,7 +119,6 @@ pub fn run(a: &Array, s: &Syncer, act: Action) {
             c.mismatches = 0;
         }
     }
-    s.interrupt.store(false, SeqCst);
     let max = a.meta.sync_max;
     let unit = unit_len(a);
     let rcp0 = a.meta.info.lock().recovery_cp;
@@ -214,6 +220,8 @@ fn finish(a: &Array, s: &Syncer, act: Action, ok: bool, pos: u64) {
             i.recovery_cp = i.recovery_cp.min(pos);
         }
     }
+    a.meta.write_superblocks(a);
+    a.meta.bitmap_daemon(a);
     {
         let mut c = s.ctl.lock();
         c.running = None;
@@ -224,8 +232,6 @@ fn finish(a: &Array, s: &Syncer, act: Action, ok: bool, pos: u64) {
             c.needed = true;
         }
     }
-    a.meta.write_superblocks(a);
-    a.meta.bitmap_daemon(a);
     a.meta.event();
 }
 
@@ -282,7 +288,13 @@ fn sync_unit(a: &Array, act: Action, pos: u64, len: u64, targets: &[usize]) -> u
     }
 }
 
-fn sync_copies(a: &Array, act: Action, copies: &[(usize, u64)], len: u64, targets: &[usize]) -> u64 {
+fn sync_copies(
+    a: &Array,
+    act: Action,
+    copies: &[(usize, u64)],
+    len: u64,
+    targets: &[usize],
+) -> u64 {
     let bytes = (len * 512) as usize;
     let src = copies
         .iter()
@@ -450,13 +462,27 @@ fn sync_row(a: &Array, act: Action, row: u64, targets: &[usize]) -> u64 {
     mism
 }
 
-/// Kick the sync machinery: start whatever is due on the sync worker.
-pub fn kick(a: &Arc<impl AsRef<Array> + Send + Sync + 'static>, s: &Arc<Syncer>, worker: &udm_core::Worker) {
+/// Kick the sync machinery: choose what is due now (so the status shows it at once) and
+/// run it, and whatever follows, on the sync worker.
+pub fn kick<A: AsRef<Array> + Send + Sync + 'static>(
+    a: &Arc<A>,
+    s: &Arc<Syncer>,
+    worker: &udm_core::Worker,
+) {
+    let Some(act) = choose((**a).as_ref(), s) else {
+        return;
+    };
+    s.ctl.lock().running = Some(act);
     let a = a.clone();
     let s = s.clone();
     worker.spawn(move || {
-        while let Some(act) = choose((*a).as_ref(), &s) {
-            run((*a).as_ref(), &s, act);
+        let mut act = Some(act);
+        while let Some(x) = act {
+            run((*a).as_ref(), &s, x);
+            act = choose((*a).as_ref(), &s);
+            if let Some(x) = act {
+                s.ctl.lock().running = Some(x);
+            }
         }
     });
 }
