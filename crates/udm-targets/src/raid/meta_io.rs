@@ -41,25 +41,30 @@ pub struct Bitmap {
 }
 
 impl Bitmap {
-    /// A fresh bitmap (`md_bitmap_new_disk_sb` then load: state clean, no bits).
-    pub fn new(sb: BitmapSuper, chunks: u64) -> Bitmap {
+    /// A fresh (or stale) bitmap: md dirties every page it writes (`0xff` from the bits on,
+    /// to the end of each page) so every region is resynced unless `nosync` said otherwise.
+    pub fn new(sb: BitmapSuper, chunks: u64, needs_sync: bool) -> Bitmap {
+        let pages = bitmap_bytes(chunks).div_ceil(4096) as usize;
         Bitmap {
             sb,
-            bits: vec![0u8; chunks.div_ceil(8) as usize],
+            bits: vec![0xff; pages * 4096 - BITMAP_SB_SIZE],
             pending: vec![0; chunks as usize],
             touched: vec![false; chunks as usize],
-            needs_sync: vec![false; chunks as usize],
+            needs_sync: vec![needs_sync; chunks as usize],
             chunks,
         }
     }
-    /// Load bits from disk: every set bit needs a resync.
-    pub fn with_bits(mut self, disk: &[u8]) -> Bitmap {
-        let n = self.bits.len().min(disk.len());
-        self.bits[..n].copy_from_slice(&disk[..n]);
-        for r in 0..self.chunks {
-            self.needs_sync[r as usize] = test_bit(&self.bits, r);
+    /// A bitmap loaded from disk (`disk`: the bytes after its superblock): every set bit
+    /// needs a resync.
+    pub fn loaded(sb: BitmapSuper, chunks: u64, disk: &[u8]) -> Bitmap {
+        let mut b = Bitmap::new(sb, chunks, false);
+        b.bits.iter_mut().for_each(|x| *x = 0);
+        let n = b.bits.len().min(disk.len());
+        b.bits[..n].copy_from_slice(&disk[..n]);
+        for r in 0..chunks {
+            b.needs_sync[r as usize] = test_bit(&b.bits, r);
         }
-        self
+        b
     }
     pub fn dirty_count(&self) -> u64 {
         (0..self.chunks)

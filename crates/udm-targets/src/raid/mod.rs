@@ -266,6 +266,12 @@ fn construct(ctx: &mut TargetCtx<'_>, p: RaidParams) -> Result<Box<dyn Target>, 
             return Err(inval("Insufficient redundancy to activate array"));
         }
     } else {
+        let new_devs = first_use.iter().filter(|&&x| x).count();
+        if have_meta && new_devs != ndevs {
+            return Err(inval("Unable to assemble array: Invalid superblocks").with_detail(
+                "New device injected into existing raid set without 'delta_disks' or 'rebuild' parameter specified",
+            ));
+        }
         if rt.is_raid6() && p.nosync && have_meta {
             return Err(inval("'nosync' not allowed for new raid6 set"));
         }
@@ -279,7 +285,7 @@ fn construct(ctx: &mut TargetCtx<'_>, p: RaidParams) -> Result<Box<dyn Target>, 
     // The bitmap.
     let bitmap = if !rt.is_raid0() && have_meta {
         let mut chunksize = region * 512;
-        let mut loaded: Option<(BitmapSuper, Vec<u8>)> = None;
+        let mut loaded: Option<(BitmapSuper, Vec<u8>, bool)> = None;
         if let (false, Some(f)) = (new_set, freshest) {
             let m = handles[f].0.as_ref().expect("freshest has metadata");
             let b = udm_io::sync::read_at(&*m.dev, Sectors(BITMAP_OFFSET / 512), 4096)
@@ -302,7 +308,7 @@ fn construct(ctx: &mut TargetCtx<'_>, p: RaidParams) -> Result<Box<dyn Target>, 
             if stale {
                 bits.iter_mut().for_each(|b| *b = 0xff);
             }
-            loaded = Some((bsb, bits));
+            loaded = Some((bsb, bits, stale));
         }
         let chunks = sync_max.div_ceil(chunksize / 512);
         let sb = BitmapSuper {
@@ -318,14 +324,17 @@ fn construct(ctx: &mut TargetCtx<'_>, p: RaidParams) -> Result<Box<dyn Target>, 
             ..BitmapSuper::default()
         };
         Some(match loaded {
-            Some((old, bits)) => {
+            Some((old, bits, false)) => {
                 let sb = BitmapSuper {
                     events_cleared: old.events_cleared,
                     ..sb
                 };
-                Bitmap::new(sb, chunks).with_bits(&bits)
+                Bitmap::loaded(sb, chunks, &bits)
             }
-            None => Bitmap::new(sb, chunks),
+            // Stale: nothing in it can be trusted, resync everything.
+            Some((_, _, true)) => Bitmap::new(sb, chunks, true),
+            // New: all dirty; resynced unless the set is in sync already (nosync).
+            None => Bitmap::new(sb, chunks, recovery_cp != u64::MAX),
         })
     } else {
         None
