@@ -223,7 +223,9 @@ impl MetaState {
 
     /// Encode the bitmap area's page `p` (bytes `[p*4096, ...)` of superblock + bits).
     fn bitmap_page(&self, g: &Bitmap, p: usize) -> Vec<u8> {
-        let total = bitmap_bytes(g.chunks) as usize;
+        // The last page is written up to the logical block holding the last bit, straight
+        // from the in-core page (whose tail md keeps at 0xff).
+        let total = (bitmap_bytes(g.chunks) as usize).div_ceil(512) * 512;
         let start = p * 4096;
         let end = (start + 4096).min(total);
         let mut area = vec![0u8; end - start];
@@ -240,8 +242,6 @@ impl MetaState {
             let n = BITMAP_SB_SIZE.min(area.len());
             area[..n].copy_from_slice(&sb[..n]);
         }
-        let rounded = area.len().div_ceil(512) * 512;
-        area.resize(rounded, 0);
         area
     }
 
