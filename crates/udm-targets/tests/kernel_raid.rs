@@ -113,6 +113,15 @@ fn guest_writes(share: &Path, dev: &str, w: &[(u64, u64, u64)]) -> String {
     s
 }
 
+/// The first word after `<tag> ` in the guest's output.
+fn tagged(out: &str, tag: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{tag} ")))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {tag} in:\n{out}"))
+        .to_string()
+}
+
 fn udm_wait_idle(reg: &udm_core::Registry, name: &str) -> Vec<String> {
     let t = Instant::now();
     loop {
@@ -317,7 +326,7 @@ wait_idle() { n=$1; for i in $(seq 1 1200); do set -- $(dmsetup status $n); r=$7
         }
         // The kernel reads udm's set right and finds it consistent.
         assert_eq!(kernel_status(&out, &format!("US_{n}")).join(" "), ks);
-        assert_eq!(kernel_status(&out, &format!("UH_{n}"))[0], sha(&model), "{n}");
+        assert_eq!(tagged(&out, &format!("UH_{n}")), sha(&model), "{n}");
         let uc = kernel_status(&out, &format!("UC_{n}"));
         assert_eq!(uc[5], "0", "{n}: kernel check of udm's set: {uc:?}");
     }
@@ -330,7 +339,7 @@ wait_idle() { n=$1; for i in $(seq 1 1200); do set -- $(dmsetup status $n); r=$7
         apply(&mut model, &writes(set.3, false));
         apply(&mut model, &writes(set.3, true));
         eprintln!("{n}: kernel opened udm's degraded set: {:?}", kernel_status(&out, &format!("DS0_{n}")));
-        assert_eq!(kernel_status(&out, &format!("DH_{n}"))[0], sha(&model), "{n}");
+        assert_eq!(tagged(&out, &format!("DH_{n}")), sha(&model), "{n}");
         let dc = kernel_status(&out, &format!("DC_{n}"));
         assert_eq!((dc[2].as_str(), dc[5].as_str()), (&*"A".repeat(set.2), "0"), "{n}: {dc:?}");
         let es = kernel_status(&out, &format!("ES_{n}"));
