@@ -35,7 +35,10 @@ const SETS: &[(&str, &str, usize, u64, &str)] = &[
 
 /// Degraded-and-dirty sets: the raid5 and raid6 of `SETS`.
 fn degraded_sets() -> Vec<(&'static str, &'static str, usize, u64, &'static str)> {
-    SETS.iter().copied().filter(|s| s.0 == "r5" || s.0 == "r6").collect()
+    SETS.iter()
+        .copied()
+        .filter(|s| s.0 == "r5" || s.0 == "r6")
+        .collect()
 }
 
 /// First slot of set `k` in its image.
@@ -53,7 +56,9 @@ fn table(pfx: &str, set: (&str, &str, usize, u64, &str)) -> String {
     let chunk = if ty == "raid1" { 0 } else { CHUNK };
     let mut t = format!("0 {len} raid {ty} {words} {chunk} {params} {n}");
     for i in 0..n {
-        t.push_str(&format!(" /dev/mapper/{pfx}{name}_m{i} /dev/mapper/{pfx}{name}_d{i}"));
+        t.push_str(&format!(
+            " /dev/mapper/{pfx}{name}_m{i} /dev/mapper/{pfx}{name}_d{i}"
+        ));
     }
     t
 }
@@ -65,8 +70,14 @@ fn slices(pfx: &str, k: usize, dev: &str) -> Vec<(String, String)> {
     for i in 0..n {
         let m = slot_of(k, i, false) * SLOT;
         let d = slot_of(k, i, true) * SLOT;
-        v.push((format!("{pfx}{name}_m{i}"), format!("0 {META} linear {dev} {m}")));
-        v.push((format!("{pfx}{name}_d{i}"), format!("0 {LEG} linear {dev} {d}")));
+        v.push((
+            format!("{pfx}{name}_m{i}"),
+            format!("0 {META} linear {dev} {m}"),
+        ));
+        v.push((
+            format!("{pfx}{name}_d{i}"),
+            format!("0 {LEG} linear {dev} {d}"),
+        ));
     }
     v
 }
@@ -77,7 +88,14 @@ fn writes(len: u64, late: bool) -> Vec<(u64, u64, u64)> {
     let w: &[(u64, u64)] = if late {
         &[(64, 64), (900, 200), (2500, 90), (5000, 17)]
     } else {
-        &[(3, 8), (100, 130), (700, 64), (1500, 300), (3000, 128), (6000, 40)]
+        &[
+            (3, 8),
+            (100, 130),
+            (700, 64),
+            (1500, 300),
+            (3000, 128),
+            (6000, 40),
+        ]
     };
     w.iter()
         .filter(|(s, n)| s + n <= len)
@@ -104,8 +122,11 @@ fn sha(b: &[u8]) -> String {
 fn guest_writes(share: &Path, dev: &str, w: &[(u64, u64, u64)]) -> String {
     let mut s = String::new();
     for &(sec, n, seed) in w {
-        std::fs::write(share.join(format!("w{seed}.bin")), pseudo((n * 512) as usize, seed))
-            .unwrap();
+        std::fs::write(
+            share.join(format!("w{seed}.bin")),
+            pseudo((n * 512) as usize, seed),
+        )
+        .unwrap();
         s += &format!(
             "dd if=w{seed}.bin of=/dev/mapper/{dev} bs=512 seek={sec} oflag=direct conv=notrunc status=none\n"
         );
@@ -130,7 +151,10 @@ fn udm_wait_idle(reg: &udm_core::Registry, name: &str) -> Vec<String> {
         if f[4] == "idle" && a == b && !f[2].contains('a') {
             return f;
         }
-        assert!(t.elapsed() < Duration::from_secs(120), "{name} never idle: {f:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "{name} never idle: {f:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -232,7 +256,10 @@ wait_idle() { n=$1; for i in $(seq 1 1200); do set -- $(dmsetup status $n); r=$7
         let n = set.0;
         // (a) the kernel's own run of the same table and writes on k.img.
         sc += &mk("", k, "/dev/vda");
-        sc += &format!("dmsetup create {n} --table \"{}\"\nwait_idle {n}\n", table("", set));
+        sc += &format!(
+            "dmsetup create {n} --table \"{}\"\nwait_idle {n}\n",
+            table("", set)
+        );
         sc += &guest_writes(share, n, &writes(set.3, false));
         sc += &format!("wait_idle {n}\necho \"KS_{n} $(dmsetup status {n})\"\n");
         sc += &format!("echo \"KT_{n} $(dmsetup table {n})\"\ndmsetup remove {n}\n");
@@ -276,7 +303,10 @@ wait_idle() { n=$1; for i in $(seq 1 1200); do set -- $(dmsetup status $n); r=$7
     sc += "sync\n";
     let (out, err, code) =
         udm_testkit::refvm_run(&run, &[&k_img, &u_img, &ud_img, &kd_img], Some(share), &sc);
-    assert_eq!(code, 0, "refvm script failed\nstdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(
+        code, 0,
+        "refvm script failed\nstdout:\n{out}\nstderr:\n{err}"
+    );
 
     let k = std::fs::read(&k_img).unwrap();
     let u = std::fs::read(&u_img).unwrap();
@@ -291,14 +321,22 @@ wait_idle() { n=$1; for i in $(seq 1 1200); do set -- $(dmsetup status $n); r=$7
         let words = table("", set).split_whitespace().count() - 2 * set.2 - 3;
         assert_eq!(
             kt[..words].join(" "),
-            table("", set).split_whitespace().skip(3).take(words).collect::<Vec<_>>().join(" "),
+            table("", set)
+                .split_whitespace()
+                .skip(3)
+                .take(words)
+                .collect::<Vec<_>>()
+                .join(" "),
             "{n}: table line"
         );
         // Byte-identical data legs, superblocks and bitmaps.
         for leg in 0..set.2 {
             let at = (slot_of(i, leg, true) * SLOT * 512) as usize;
             let len = (LEG * 512) as usize;
-            assert!(k[at..at + len] == u[at..at + len], "{n}: data leg {leg} differs");
+            assert!(
+                k[at..at + len] == u[at..at + len],
+                "{n}: data leg {leg} differs"
+            );
             if std::env::var_os("RAID_KEEP").is_some() {
                 std::fs::copy(&k_img, "/tmp/rv/k.img").unwrap();
                 std::fs::copy(&u_img, "/tmp/rv/u.img").unwrap();
@@ -338,10 +376,17 @@ wait_idle() { n=$1; for i in $(seq 1 1200); do set -- $(dmsetup status $n); r=$7
         let mut model = vec![0u8; (set.3 * 512) as usize];
         apply(&mut model, &writes(set.3, false));
         apply(&mut model, &writes(set.3, true));
-        eprintln!("{n}: kernel opened udm's degraded set: {:?}", kernel_status(&out, &format!("DS0_{n}")));
+        eprintln!(
+            "{n}: kernel opened udm's degraded set: {:?}",
+            kernel_status(&out, &format!("DS0_{n}"))
+        );
         assert_eq!(tagged(&out, &format!("DH_{n}")), sha(&model), "{n}");
         let dc = kernel_status(&out, &format!("DC_{n}"));
-        assert_eq!((dc[2].as_str(), dc[5].as_str()), (&*"A".repeat(set.2), "0"), "{n}: {dc:?}");
+        assert_eq!(
+            (dc[2].as_str(), dc[5].as_str()),
+            (&*"A".repeat(set.2), "0"),
+            "{n}: {dc:?}"
+        );
         let es = kernel_status(&out, &format!("ES_{n}"));
         assert_eq!(es[2].as_bytes()[1], b'D', "{n}: kernel degraded: {es:?}");
         create_slices(&reg, "e", i, &kd_img);
@@ -351,7 +396,10 @@ wait_idle() { n=$1; for i in $(seq 1 1200); do set -- $(dmsetup status $n); r=$7
         assert_eq!(f[2], "A".repeat(set.2), "{n}: {f:?}");
         {
             let (dev, _g) = open(&reg, &name);
-            assert!(read(&*dev, 0, model.len()) == model, "{n}: udm reads the kernel's set");
+            assert!(
+                read(&*dev, 0, model.len()) == model,
+                "{n}: udm reads the kernel's set"
+            );
         }
         reg.message(&sel(&name), 0, &["check".into()]).unwrap();
         let f = udm_wait_idle(&reg, &name);
@@ -359,6 +407,9 @@ wait_idle() { n=$1; for i in $(seq 1 1200); do set -- $(dmsetup status $n); r=$7
         // And leg 1 alone may be lost again: the rebuilt leg's data is right.
         fail_leg(&reg, &format!("e{n}_d0"));
         let (dev, _g) = open(&reg, &name);
-        assert!(read(&*dev, 0, model.len()) == model, "{n}: after recovery, without leg 0");
+        assert!(
+            read(&*dev, 0, model.len()) == model,
+            "{n}: after recovery, without leg 0"
+        );
     }
 }

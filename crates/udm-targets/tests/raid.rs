@@ -251,7 +251,11 @@ fn superblocks_and_bitmap_hold_the_kernel_fields() {
         // md's dirty page: 0xff past the 8 region bits, to the end of the written block.
         let bits = sb_of(&set.leg_path("m", i)).2;
         assert_eq!(bits[0], 0, "leg {i}");
-        assert!(bits[1..256].iter().all(|&b| b == 0xff), "leg {i}: {:02x?}", &bits[..8]);
+        assert!(
+            bits[1..256].iter().all(|&b| b == 0xff),
+            "leg {i}: {:02x?}",
+            &bits[..8]
+        );
     }
     let ev0 = sb_of(&set.leg_path("m", 0)).0.events;
     set.fail(2);

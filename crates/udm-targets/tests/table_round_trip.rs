@@ -393,15 +393,20 @@ fn spec() -> impl Strategy<Value = Spec> {
             args,
             len
         }),
-        (0..RAID_KINDS.len(), 0usize..3, 0u32..4, 1u64..4, any::<[u8; 8]>()).prop_map(
-            |(kind, extra, chunk, rows, opts)| Spec::Raid {
+        (
+            0..RAID_KINDS.len(),
+            0usize..3,
+            0u32..4,
+            1u64..4,
+            any::<[u8; 8]>()
+        )
+            .prop_map(|(kind, extra, chunk, rows, opts)| Spec::Raid {
                 kind,
                 extra,
                 chunk,
                 rows,
                 opts
-            }
-        ),
+            }),
     ]
 }
 
@@ -768,8 +773,18 @@ fn render_raid(
         parity > 0,
     );
     let data = (n - parity) as u64;
-    let len = if r1 { chunk * rows } else { data * chunk * rows };
-    let dev = if r10 { len * 2 / n as u64 } else if r1 { len } else { len / data };
+    let len = if r1 {
+        chunk * rows
+    } else {
+        data * chunk * rows
+    };
+    let dev = if r10 {
+        len * 2 / n as u64
+    } else if r1 {
+        len
+    } else {
+        len / data
+    };
     let mut p: Vec<String> = vec![if r1 { "0".into() } else { chunk.to_string() }];
     let sync = if r0 { 0 } else { o[0] % 4 };
     let rebuild = !r0 && sync == 0 && o[1] % 3 == 0;
@@ -802,7 +817,10 @@ fn render_raid(
         p.push("raid10_copies 2".into());
     }
     if r10 && o[7] % 3 != 2 {
-        p.push(format!("raid10_format {}", ["near", "far", "offset"][o[7] as usize % 3]));
+        p.push(format!(
+            "raid10_format {}",
+            ["near", "far", "offset"][o[7] as usize % 3]
+        ));
     }
     let words: usize = p.iter().map(|w| w.split(' ').count()).sum();
     let mut line = format!("{name} {words} {}", p.join(" "));

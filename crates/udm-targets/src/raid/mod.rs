@@ -498,11 +498,12 @@ impl Shared {
         let mut any = false;
         for l in &a.legs {
             if l.data.is_some() && l.failed.load(SeqCst) {
-                let ok = match (&l.meta, &l.data) {
-                    (Some(m), _) => udm_io::sync::read_at(&**m, Sectors(0), 512).is_ok(),
-                    (None, Some(d)) => udm_io::sync::read_at(&**d, Sectors(0), 512).is_ok(),
-                    _ => false,
-                };
+                let ok = l.data.as_ref().is_some_and(|d| {
+                    udm_io::sync::read_at(&**d, Sectors(0), 512).is_ok()
+                        && l.meta
+                            .as_ref()
+                            .is_none_or(|m| udm_io::sync::read_at(&**m, Sectors(0), 512).is_ok())
+                });
                 if ok {
                     l.recovery.store(0, SeqCst);
                     l.partial.store(true, SeqCst);
