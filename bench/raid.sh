@@ -35,15 +35,18 @@ devs() { # n -> "n m0 d0 m1 d1 ..."
   local s="$1"; for i in $(seq 0 $(($1 - 1))); do s="$s $W/m$i $W/d$i"; done; echo "$s"
 }
 zero_meta() { for i in 0 1 2 3; do dd if=/dev/zero of="$W/m$i" bs=1M count=1 conv=notrunc status=none; done; }
-wait_idle() { # name -> seconds waited
-  local t0; t0=$(date +%s.%N)
-  while :; do
-    set -- $("$UDM" status "$1")
-    local r=$7
-    case "$8 $6" in idle*a*) ;; idle*) [ "${r%/*}" = "${r#*/}" ] && break;; esac
+wait_idle() { # name -> seconds waited (fails after 600 s)
+  local n=$1 t0 f
+  t0=$(date +%s.%N)
+  for _ in $(seq 12000); do
+    read -ra f <<<"$("$UDM" status "$n")"
+    case "${f[7]:-} ${f[5]:-}" in
+      idle*a*) ;;
+      idle*) [ "${f[6]%/*}" = "${f[6]#*/}" ] && { python3 -c "import time; print(f'{time.time() - $t0:.3f}')"; return 0; };;
+    esac
     sleep 0.05
   done
-  python3 -c "import time; print(f'{time.time() - $t0:.3f}')"
+  echo "$n never idle: ${f[*]}" >&2; return 1
 }
 table() { # kind -> table
   case $1 in
@@ -58,7 +61,7 @@ table() { # kind -> table
 fio_mibs() { # name rw -> MiB/s
   fio --name=b --ioengine=nbd --uri="nbd+unix:///$1?socket=$W/nbd.sock" --rw="$2" --bs=1m \
     --iodepth=16 --time_based --runtime="$RT" --output-format=json 2>/dev/null |
-    python3 -c "import json,sys; j=json.load(sys.stdin)['jobs'][0]; print(round((j['read']['bw']+j['write']['bw'])/1024))"
+    sed -n '/^{/,$p' | python3 -c "import json,sys; j=json.load(sys.stdin)['jobs'][0]; print(round((j['read']['bw']+j['write']['bw'])/1024))"
 }
 KINDS=(linear striped raid1 raid5 raid6 raid10)
 declare -A R
@@ -66,7 +69,7 @@ for round in $(seq "$ROUNDS"); do
   for k in "${KINDS[@]}"; do
     zero_meta
     "$UDM" create "$k" --table "$(table "$k")"
-    wait_idle "$k" >/dev/null
+    case $k in raid*) wait_idle "$k" >/dev/null;; esac
     R[$k-read-$round]=$(fio_mibs "$k" read)
     R[$k-write-$round]=$(fio_mibs "$k" write)
     "$UDM" remove "$k"

@@ -787,7 +787,7 @@ fn render_raid(
     };
     let mut p: Vec<String> = vec![if r1 { "0".into() } else { chunk.to_string() }];
     let sync = if r0 { 0 } else { o[0] % 4 };
-    let rebuild = !r0 && sync == 0 && o[1] % 3 == 0;
+    let rebuild = !r0 && sync == 0 && o[1].is_multiple_of(3);
     if sync == 1 {
         p.push("sync".into());
     }
@@ -797,23 +797,23 @@ fn render_raid(
     if rebuild {
         p.push(format!("rebuild {}", o[1] as usize % n));
     }
-    if !r0 && o[2] % 2 == 0 {
+    if !r0 && o[2].is_multiple_of(2) {
         p.push(format!("daemon_sleep {}", 250 * (1 + o[2] as u32 % 8)));
     }
-    if !r0 && o[3] % 2 == 0 {
+    if !r0 && o[3].is_multiple_of(2) {
         p.push(format!("min_recovery_rate {}", o[3] as u32 * 10));
         p.push(format!("max_recovery_rate {}", o[3] as u32 * 10 + 1000));
     }
-    if r1 && o[4] % 2 == 0 {
+    if r1 && o[4].is_multiple_of(2) {
         p.push(format!("write_mostly {}", o[4] as usize % n));
     }
-    if r456 && o[5] % 2 == 0 {
+    if r456 && o[5].is_multiple_of(2) {
         p.push(format!("stripe_cache {}", chunk / 2 + o[5] as u64));
     }
-    if !r0 && o[6] % 2 == 0 {
+    if !r0 && o[6].is_multiple_of(2) {
         p.push(format!("region_size {}", chunk.max(8) << (o[6] % 2)));
     }
-    if r10 && o[7] % 2 == 0 {
+    if r10 && o[7].is_multiple_of(2) {
         p.push("raid10_copies 2".into());
     }
     if r10 && o[7] % 3 != 2 {

@@ -125,7 +125,7 @@ impl Geo {
             for _ in 1..g.far {
                 let set = d / g.far_set_size;
                 d += g.near;
-                if disks % g.far_set_size != 0 && d > last_far_set_start {
+                if !disks.is_multiple_of(g.far_set_size) && d > last_far_set_start {
                     d -= last_far_set_start;
                     d %= last_far_set_size;
                     d += last_far_set_start;

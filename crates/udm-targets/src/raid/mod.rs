@@ -30,6 +30,9 @@ use udm_core::{
 };
 use udm_io::{Bio, BioFlags, IoError, Op as BioOp, Sectors};
 
+/// A leg's metadata and data device handles (`-` is `None`).
+type LegHandles = (Option<Arc<DevHandle>>, Option<Arc<DevHandle>>);
+
 /// I/O threads per raid set.
 const IO_THREADS: usize = 4;
 
@@ -128,7 +131,7 @@ fn construct(ctx: &mut TargetCtx<'_>, p: RaidParams) -> Result<Box<dyn Target>, 
         len / data_stripes
     };
     // Open the devices.
-    let mut handles: Vec<(Option<Arc<DevHandle>>, Option<Arc<DevHandle>>)> = Vec::new();
+    let mut handles: Vec<LegHandles> = Vec::new();
     for (m, d) in &p.devs {
         let mh = match m {
             Some(m) => Some(ctx.get_device(m).map_err(|e| {
@@ -275,7 +278,7 @@ fn construct(ctx: &mut TargetCtx<'_>, p: RaidParams) -> Result<Box<dyn Target>, 
         if rt.is_raid6() && p.nosync && have_meta {
             return Err(inval("'nosync' not allowed for new raid6 set"));
         }
-        if !rt.is_raid0() && !(p.nosync && !rt.is_raid6()) {
+        if !rt.is_raid0() && (!p.nosync || rt.is_raid6()) {
             recovery_cp = 0;
         }
         if !have_meta && !p.rebuild.is_empty() && recovery_cp == 0 {
@@ -422,7 +425,7 @@ fn raid10_redundant(geo: &Geo, out: &dyn Fn(usize) -> bool) -> bool {
 pub struct RaidTarget {
     shared: Arc<Shared>,
     table: RaidParams,
-    _handles: Vec<(Option<Arc<DevHandle>>, Option<Arc<DevHandle>>)>,
+    _handles: Vec<LegHandles>,
 }
 
 impl Drop for RaidTarget {

@@ -257,13 +257,12 @@ fn unit_len(a: &Array) -> u64 {
 /// The device sector a recovery at sync position `pos` has reached.
 fn recover_dev_pos(a: &Array, pos: u64) -> u64 {
     if a.geo.level == 10 {
-        // Array space: every device is covered up to the copies of `pos` (conservative).
-        let g = &a.geo;
-        let per_dev = g.dev_sectors as u128 * pos as u128 / g.array_sectors.max(1) as u128;
-        if pos >= g.array_sectors {
+        // Array space: far and offset copies of early chunks lie anywhere on the device, so
+        // nothing counts as recovered before the end.
+        if pos >= a.geo.array_sectors {
             u64::MAX
         } else {
-            per_dev as u64
+            0
         }
     } else if pos >= a.meta.sync_max {
         u64::MAX
