@@ -337,10 +337,6 @@ wait_idle() { n=$1; for i in $(seq 1 1200); do set -- $(dmsetup status $n); r=$7
                 k[at..at + len] == u[at..at + len],
                 "{n}: data leg {leg} differs"
             );
-            if std::env::var_os("RAID_KEEP").is_some() {
-                std::fs::copy(&k_img, "/tmp/rv/k.img").unwrap();
-                std::fs::copy(&u_img, "/tmp/rv/u.img").unwrap();
-            }
             let (ksb, kbm) = meta_masked(&k, i, leg);
             let (usb, ubm) = meta_masked(&u, i, leg);
             assert_eq!(
