@@ -14,6 +14,7 @@ pub mod linear;
 pub mod log_writes;
 pub mod mirror;
 pub mod multipath;
+pub mod raid;
 pub mod snapshot;
 pub mod striped;
 pub mod switch;
@@ -67,6 +68,7 @@ pub fn register_builtin(types: &TargetTypes) {
     module("mirror", Arc::new(mirror::MirrorType));
     module("multipath", Arc::new(multipath::MultipathType));
     module("writecache", Arc::new(writecache::WritecacheType));
+    module("raid", Arc::new(raid::RaidType));
 }
 
 /// A `TargetTypes` with every built-in target registered.

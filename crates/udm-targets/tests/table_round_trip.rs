@@ -87,6 +87,14 @@ enum Spec {
         off: u64,
         rows: u64,
     },
+    /// (kind index, extra devices, log2 chunk/8, rows, option choices)
+    Raid {
+        kind: usize,
+        extra: usize,
+        chunk: u32,
+        rows: u64,
+        opts: [u8; 8],
+    },
     Switch {
         region: u32,
         offs: Vec<u64>,
@@ -216,6 +224,28 @@ const COVERED: &[&str] = &[
     "mirror",
     "multipath",
     "writecache",
+    "raid",
+];
+
+/// raid types for the generator: (name, parity devices, minimum devices).
+const RAID_KINDS: &[(&str, usize, usize)] = &[
+    ("raid0", 0, 2),
+    ("raid1", 0, 2),
+    ("raid10", 0, 2),
+    ("raid4", 1, 3),
+    ("raid5_la", 1, 3),
+    ("raid5_ra", 1, 3),
+    ("raid5_ls", 1, 3),
+    ("raid5_rs", 1, 3),
+    ("raid5_n", 1, 3),
+    ("raid6_zr", 2, 4),
+    ("raid6_nr", 2, 4),
+    ("raid6_nc", 2, 4),
+    ("raid6_n_6", 2, 4),
+    ("raid6_ls_6", 2, 4),
+    ("raid6_rs_6", 2, 4),
+    ("raid6_la_6", 2, 4),
+    ("raid6_ra_6", 2, 4),
 ];
 
 const CIPHERS: &[(&str, usize)] = &[
@@ -432,6 +462,20 @@ fn spec() -> impl Strategy<Value = Spec> {
                 len,
             }
         }),
+        (
+            0..RAID_KINDS.len(),
+            0usize..3,
+            0u32..4,
+            1u64..4,
+            any::<[u8; 8]>()
+        )
+            .prop_map(|(kind, extra, chunk, rows, opts)| Spec::Raid {
+                kind,
+                extra,
+                chunk,
+                rows,
+                opts
+            }),
     ]
 }
 
@@ -676,6 +720,13 @@ fn render(s: &Spec, f: &mut Files<'_>) -> (&'static str, u64, String) {
             );
             ("writecache", *len, p)
         }
+        Spec::Raid {
+            kind,
+            extra,
+            chunk,
+            rows,
+            opts,
+        } => render_raid(*kind, *extra, *chunk, *rows, opts, f),
         Spec::Dust { off, shift, len } => {
             let p = DustParams {
                 dev: f.image(off + len),
@@ -818,6 +869,86 @@ fn render(s: &Spec, f: &mut Files<'_>) -> (&'static str, u64, String) {
     }
 }
 
+/// A raid line in the kernel's canonical parameter order, with only parameters the kernel
+/// prints back as given.
+fn render_raid(
+    kind: usize,
+    extra: usize,
+    chunk: u32,
+    rows: u64,
+    o: &[u8; 8],
+    f: &mut Files,
+) -> (&'static str, u64, String) {
+    let (name, parity, min) = RAID_KINDS[kind];
+    let n = min + extra;
+    let chunk = 8u64 << chunk;
+    let level = &name[..5];
+    let (r0, r1, r10, r456) = (
+        name == "raid0",
+        name == "raid1",
+        name == "raid10",
+        parity > 0,
+    );
+    let data = (n - parity) as u64;
+    let len = if r1 {
+        chunk * rows
+    } else {
+        data * chunk * rows
+    };
+    let dev = if r10 {
+        len * 2 / n as u64
+    } else if r1 {
+        len
+    } else {
+        len / data
+    };
+    let mut p: Vec<String> = vec![if r1 { "0".into() } else { chunk.to_string() }];
+    let sync = if r0 { 0 } else { o[0] % 4 };
+    let rebuild = !r0 && sync == 0 && o[1].is_multiple_of(3);
+    if sync == 1 {
+        p.push("sync".into());
+    }
+    if sync == 2 && level != "raid6" {
+        p.push("nosync".into());
+    }
+    if rebuild {
+        p.push(format!("rebuild {}", o[1] as usize % n));
+    }
+    if !r0 && o[2].is_multiple_of(2) {
+        p.push(format!("daemon_sleep {}", 250 * (1 + o[2] as u32 % 8)));
+    }
+    if !r0 && o[3].is_multiple_of(2) {
+        p.push(format!("min_recovery_rate {}", o[3] as u32 * 10));
+        p.push(format!("max_recovery_rate {}", o[3] as u32 * 10 + 1000));
+    }
+    if r1 && o[4].is_multiple_of(2) {
+        p.push(format!("write_mostly {}", o[4] as usize % n));
+    }
+    if r456 && o[5].is_multiple_of(2) {
+        p.push(format!("stripe_cache {}", chunk / 2 + o[5] as u64));
+    }
+    if !r0 && o[6].is_multiple_of(2) {
+        p.push(format!("region_size {}", chunk.max(8) << (o[6] % 2)));
+    }
+    if r10 && o[7].is_multiple_of(2) {
+        p.push("raid10_copies 2".into());
+    }
+    if r10 && o[7] % 3 != 2 {
+        p.push(format!(
+            "raid10_format {}",
+            ["near", "far", "offset"][o[7] as usize % 3]
+        ));
+    }
+    let words: usize = p.iter().map(|w| w.split(' ').count()).sum();
+    let mut line = format!("{name} {words} {}", p.join(" "));
+    line.push_str(&format!(" {n}"));
+    for _ in 0..n {
+        let (m, d) = (f.image(64), f.image(dev));
+        line.push_str(&format!(" {} {}", Escaped(&m), Escaped(&d)));
+    }
+    ("raid", len, line)
+}
+
 /// The table text of `status(Table)` output, as `dmsetup table` prints it.
 fn printed(reg: &udm_core::Registry, name: &str) -> (Vec<String>, String) {
     let (_, st) = reg.status(&sel(name), false, StatusType::Table).unwrap();
@@ -846,7 +977,7 @@ proptest! {
         specs in proptest::collection::vec(spec(), 1..4).prop_filter(
             "verity makes the table read-only; cache, era, clone and writecache need write access",
             |v| !(v.iter().any(|s| matches!(s, Spec::Verity(_)))
-                && v.iter().any(|s| matches!(s, Spec::Cache { .. } | Spec::Era { .. } | Spec::Clone { .. } | Spec::Mirror { .. } | Spec::Writecache { .. })))
+                && v.iter().any(|s| matches!(s, Spec::Cache { .. } | Spec::Era { .. } | Spec::Clone { .. } | Spec::Mirror { .. } | Spec::Writecache { .. } | Spec::Raid { .. })))
         ),
         names in proptest::collection::vec(awkward_name(), 1..6),
         dir_name in awkward_name(),

@@ -1,0 +1,338 @@
+//! Keeping the metadata devices current: superblock updates (md_update_sb through dm-raid's
+//! super_sync), the write-intent bitmap (bits set and written before a write goes out,
+//! cleared by the bitmap daemon once the writes are done and the set is not degraded), and
+//! the resync bookkeeping they share.
+
+use super::engine::Array;
+use super::meta::*;
+use parking_lot::Mutex;
+use std::sync::atomic::Ordering::SeqCst;
+use udm_core::EventTrigger;
+use udm_io::{IoError, Sectors};
+
+/// The kernel's HZ on the reference kernel (bitmap daemon_sleep is kept in jiffies).
+pub const HZ: u32 = 250;
+
+/// Superblock fields that are the same on every device.
+#[derive(Debug, Clone)]
+pub struct SbInfo {
+    pub events: u64,
+    /// md's `recovery_cp` (`u64::MAX`: in sync), in the resync space.
+    pub recovery_cp: u64,
+    pub level: u32,
+    pub layout: u32,
+    pub chunk: u32,
+    pub array_sectors: u64,
+    pub dev_sectors: u64,
+    pub data_offset: u64,
+}
+
+/// The in-core bitmap.
+pub struct Bitmap {
+    pub sb: BitmapSuper,
+    /// On-disk bits.
+    pub bits: Vec<u8>,
+    pending: Vec<u32>,
+    /// Written since the daemon last looked.
+    touched: Vec<bool>,
+    /// Found dirty at load or left dirty by a failed resync: resync these.
+    pub needs_sync: Vec<bool>,
+    pub chunks: u64,
+}
+
+impl Bitmap {
+    /// A fresh (or stale) bitmap: md dirties every page it writes (`0xff` from the bits on,
+    /// to the end of each page) so every region is resynced unless `nosync` said otherwise.
+    pub fn new(sb: BitmapSuper, chunks: u64, needs_sync: bool) -> Bitmap {
+        let pages = bitmap_bytes(chunks).div_ceil(4096) as usize;
+        Bitmap {
+            sb,
+            bits: vec![0xff; pages * 4096 - BITMAP_SB_SIZE],
+            pending: vec![0; chunks as usize],
+            touched: vec![false; chunks as usize],
+            needs_sync: vec![needs_sync; chunks as usize],
+            chunks,
+        }
+    }
+    /// A bitmap loaded from disk (`disk`: the bytes after its superblock): every set bit
+    /// needs a resync.
+    pub fn loaded(sb: BitmapSuper, chunks: u64, disk: &[u8]) -> Bitmap {
+        let mut b = Bitmap::new(sb, chunks, false);
+        b.bits.iter_mut().for_each(|x| *x = 0);
+        let n = b.bits.len().min(disk.len());
+        b.bits[..n].copy_from_slice(&disk[..n]);
+        for r in 0..chunks {
+            b.needs_sync[r as usize] = test_bit(&b.bits, r);
+        }
+        b
+    }
+    pub fn dirty_count(&self) -> u64 {
+        (0..self.chunks)
+            .filter(|&r| test_bit(&self.bits, r))
+            .count() as u64
+    }
+}
+
+pub struct MetaState {
+    pub sb_size: usize,
+    pub info: Mutex<SbInfo>,
+    pub bm: Option<Mutex<Bitmap>>,
+    /// Bitmap region (chunk) size in sectors.
+    pub region: u64,
+    /// Sectors the resync covers (dev_sectors, or array_sectors for raid10).
+    pub sync_max: u64,
+    pub event: EventTrigger,
+}
+
+/// Ends a write's hold on its bitmap regions.
+pub struct WriteGuard<'a> {
+    m: &'a MetaState,
+    r: Option<(u64, u64)>,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        if let (Some((a, b)), Some(bm)) = (self.r, &self.m.bm) {
+            let mut bm = bm.lock();
+            for r in a..=b {
+                let p = &mut bm.pending[r as usize];
+                *p = p.saturating_sub(1);
+            }
+        }
+    }
+}
+
+impl MetaState {
+    pub fn event(&self) {
+        (self.event)()
+    }
+
+    fn regions(&self, s: u64, end: u64) -> Option<(u64, u64)> {
+        let bm = self.bm.as_ref()?;
+        let chunks = bm.lock().chunks;
+        if end <= s || chunks == 0 {
+            return None;
+        }
+        let a = (s / self.region).min(chunks - 1);
+        let b = ((end - 1) / self.region).min(chunks - 1);
+        Some((a, b))
+    }
+
+    /// Whether `[s, end)` (resync space) may be out of sync.
+    pub fn range_needs_sync(&self, s: u64, end: u64) -> bool {
+        if self.info.lock().recovery_cp < end {
+            return true;
+        }
+        match (self.regions(s, end), &self.bm) {
+            (Some((a, b)), Some(bm)) => {
+                let bm = bm.lock();
+                (a..=b).any(|r| bm.needs_sync[r as usize])
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether any bitmap bit of `[s, end)` is set (no bitmap: everything is dirty).
+    pub fn range_dirty(&self, s: u64, end: u64) -> bool {
+        match (self.regions(s, end), &self.bm) {
+            (Some((a, b)), Some(bm)) => {
+                let bm = bm.lock();
+                (a..=b).any(|r| test_bit(&bm.bits, r) || bm.needs_sync[r as usize])
+            }
+            _ => true,
+        }
+    }
+
+    /// Mark `[s, end)` as being written: set its bits on disk first (`md_bitmap_startwrite`
+    /// and the unplug that writes the pages before the data goes out).
+    pub fn start_write(&self, a: &Array, s: u64, end: u64) -> Result<WriteGuard<'_>, IoError> {
+        let Some((r0, r1)) = self.regions(s, end) else {
+            return Ok(WriteGuard { m: self, r: None });
+        };
+        let bm = self.bm.as_ref().expect("regions imply a bitmap");
+        let mut g = bm.lock();
+        let mut pages = Vec::new();
+        for r in r0..=r1 {
+            g.pending[r as usize] += 1;
+            g.touched[r as usize] = true;
+            if !test_bit(&g.bits, r) {
+                set_bit(&mut g.bits, r, true);
+                let p = page_of(r);
+                if pages.last() != Some(&p) {
+                    pages.push(p);
+                }
+            }
+        }
+        if !pages.is_empty() {
+            self.write_bitmap_pages(a, &g, &pages);
+        }
+        Ok(WriteGuard {
+            m: self,
+            r: Some((r0, r1)),
+        })
+    }
+
+    /// The bitmap daemon: clear bits of regions with no write in flight and none since the
+    /// last pass, unless the set is degraded (those bits let a returning leg resync only
+    /// what changed).
+    pub fn bitmap_daemon(&self, a: &Array) {
+        let Some(bm) = &self.bm else { return };
+        if a.degraded() > 0 || a.legs.iter().any(|l| l.recovery.load(SeqCst) != u64::MAX) {
+            return;
+        }
+        let rcp = self.info.lock().recovery_cp;
+        let mut g = bm.lock();
+        let mut pages = Vec::new();
+        for r in 0..g.chunks {
+            let i = r as usize;
+            if std::mem::take(&mut g.touched[i]) || g.pending[i] > 0 || g.needs_sync[i] {
+                continue;
+            }
+            if rcp < (r + 1) * self.region {
+                continue;
+            }
+            if test_bit(&g.bits, r) {
+                set_bit(&mut g.bits, r, false);
+                let p = page_of(r);
+                if pages.last() != Some(&p) {
+                    pages.push(p);
+                }
+            }
+        }
+        if !pages.is_empty() {
+            g.sb.events_cleared = self.info.lock().events;
+            if !pages.contains(&0) {
+                pages.insert(0, 0);
+            }
+            self.write_bitmap_pages(a, &g, &pages);
+        }
+    }
+
+    /// Mark every region of `[s, end)` as needing a resync (and its bits dirty on disk).
+    pub fn mark_needs_sync(&self, a: &Array, s: u64, end: u64) {
+        if let (Some((r0, r1)), Some(bm)) = (self.regions(s, end), &self.bm) {
+            let mut g = bm.lock();
+            for r in r0..=r1 {
+                g.needs_sync[r as usize] = true;
+                set_bit(&mut g.bits, r, true);
+            }
+            let pages: Vec<usize> = (page_of(r0)..=page_of(r1)).collect();
+            self.write_bitmap_pages(a, &g, &pages);
+        }
+    }
+
+    /// Encode the bitmap area's page `p` (bytes `[p*4096, ...)` of superblock + bits).
+    fn bitmap_page(&self, g: &Bitmap, p: usize) -> Vec<u8> {
+        // The last page is written up to the logical block holding the last bit, straight
+        // from the in-core page (whose tail md keeps at 0xff).
+        let total = (bitmap_bytes(g.chunks) as usize).div_ceil(512) * 512;
+        let start = p * 4096;
+        let end = (start + 4096).min(total);
+        let mut area = vec![0u8; end - start];
+        for (k, b) in area.iter_mut().enumerate() {
+            let off = start + k;
+            *b = if off < BITMAP_SB_SIZE {
+                0
+            } else {
+                g.bits[off - BITMAP_SB_SIZE]
+            };
+        }
+        if p == 0 {
+            let sb = g.sb.encode();
+            let n = BITMAP_SB_SIZE.min(area.len());
+            area[..n].copy_from_slice(&sb[..n]);
+        }
+        area
+    }
+
+    fn write_bitmap_pages(&self, a: &Array, g: &Bitmap, pages: &[usize]) {
+        for &p in pages {
+            let page = self.bitmap_page(g, p);
+            let sector = BITMAP_OFFSET / 512 + (p as u64) * 8;
+            self.write_meta_all(a, sector, &page);
+        }
+    }
+
+    fn write_meta_all(&self, a: &Array, sector: u64, data: &[u8]) {
+        for (i, l) in a.legs.iter().enumerate() {
+            if let (true, Some(m)) = (l.usable(), &l.meta) {
+                if udm_io::sync::write_at(&**m, Sectors(sector), data).is_err() {
+                    tracing::warn!("raid: metadata write to leg {i} failed");
+                    l.failed.store(true, SeqCst);
+                }
+            }
+        }
+    }
+
+    /// The superblock leg `i` gets now.
+    pub fn superblock_for(&self, a: &Array, i: usize, info: &SbInfo) -> Superblock {
+        let mut sb = Superblock {
+            magic: DM_RAID_MAGIC,
+            compat_features: FEATURE_SUPPORTS_V190,
+            num_devices: a.legs.len() as u32,
+            array_position: i as u32,
+            events: info.events,
+            disk_recovery_offset: a.legs[i].recovery.load(SeqCst),
+            array_resync_offset: info.recovery_cp,
+            level: info.level,
+            layout: info.layout,
+            stripe_sectors: info.chunk,
+            reshape_position: u64::MAX,
+            new_level: info.level,
+            new_layout: info.layout,
+            new_stripe_sectors: info.chunk,
+            array_sectors: info.array_sectors,
+            data_offset: info.data_offset,
+            new_data_offset: info.data_offset,
+            sectors: info.dev_sectors,
+            ..Superblock::default()
+        };
+        for (k, l) in a.legs.iter().enumerate() {
+            if !l.usable() {
+                sb.set_failed(k as u32);
+            }
+        }
+        sb
+    }
+
+    /// md_update_sb: bump the event count, write the bitmap superblock and every live leg's
+    /// superblock.
+    pub fn write_superblocks(&self, a: &Array) {
+        let info = {
+            let mut i = self.info.lock();
+            i.events += 1;
+            i.clone()
+        };
+        if let Some(bm) = &self.bm {
+            let mut g = bm.lock();
+            g.sb.events = info.events;
+            if info.events < g.sb.events_cleared {
+                g.sb.events_cleared = info.events;
+            }
+            g.sb.sync_size = self.sync_max;
+            self.write_bitmap_pages(a, &g, &[0]);
+        }
+        for (i, l) in a.legs.iter().enumerate() {
+            if let (true, Some(m)) = (l.usable(), &l.meta) {
+                let b = self.superblock_for(a, i, &info).encode(self.sb_size);
+                if udm_io::sync::write_at(&**m, Sectors(0), &b).is_err() {
+                    tracing::warn!("raid: superblock write to leg {i} failed");
+                    l.failed.store(true, SeqCst);
+                }
+            }
+        }
+    }
+
+    /// Write the whole bitmap (after load or a resize).
+    pub fn write_bitmap_all(&self, a: &Array) {
+        if let Some(bm) = &self.bm {
+            let g = bm.lock();
+            let pages = (bitmap_bytes(g.chunks) as usize).div_ceil(4096);
+            self.write_bitmap_pages(a, &g, &(0..pages).collect::<Vec<_>>());
+        }
+    }
+}
+
+fn page_of(r: u64) -> usize {
+    ((r + (BITMAP_SB_SIZE as u64) * 8) / (4096 * 8)) as usize
+}

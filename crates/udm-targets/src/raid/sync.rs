@@ -1,0 +1,487 @@
+//! Background sync: initial and bitmap-limited resync, recovery (rebuild) of legs that are
+//! not in sync, and the `check`/`repair` scrubs with their mismatch count; stripe-wise on
+//! the target's sync worker, throttled by `max_recovery_rate`, interruptible by `idle` and
+//! `frozen`, with progress recorded in the superblocks.
+
+use super::engine::{slot_refs, solve, Array, Op, RAID1_UNIT};
+use super::gf;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use udm_io::{BioFlags, IoBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Resync,
+    Recover,
+    Check,
+    Repair,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Resync => "resync",
+            Action::Recover => "recover",
+            Action::Check => "check",
+            Action::Repair => "repair",
+        }
+    }
+}
+
+/// What the sync machinery is doing (md's `recovery` bits, reduced).
+#[derive(Debug, Default)]
+pub struct SyncCtl {
+    pub running: Option<Action>,
+    pub requested: Option<Action>,
+    pub frozen: bool,
+    /// `curr_resync_completed`.
+    pub curr: u64,
+    pub mismatches: u64,
+    pub last: Option<Action>,
+    /// Set when a resync/recovery needs (re)starting.
+    pub needed: bool,
+}
+
+pub struct Syncer {
+    pub ctl: Mutex<SyncCtl>,
+    pub interrupt: AtomicBool,
+    /// KiB/s per device; 0: unthrottled.
+    pub max_rate: u64,
+}
+
+impl Syncer {
+    pub fn new(max_rate: u64) -> Syncer {
+        Syncer {
+            ctl: Mutex::new(SyncCtl {
+                needed: true,
+                ..SyncCtl::default()
+            }),
+            interrupt: AtomicBool::new(false),
+            max_rate,
+        }
+    }
+}
+
+/// What needs doing now (md_check_recovery's choice), if anything.
+pub fn choose(a: &Array, s: &Syncer) -> Option<Action> {
+    if a.geo.level == 0 {
+        return None;
+    }
+    let mut c = s.ctl.lock();
+    if c.frozen || c.running.is_some() {
+        return None;
+    }
+    s.interrupt.store(false, SeqCst);
+    if let Some(r) = c.requested.take() {
+        return Some(r);
+    }
+    if !std::mem::take(&mut c.needed) {
+        return None;
+    }
+    drop(c);
+    if a.degraded()
+        > a.geo.parity_devs().max(if a.geo.level == 1 {
+            a.legs.len() - 1
+        } else {
+            0
+        })
+    {
+        return None;
+    }
+    let recovering = a
+        .legs
+        .iter()
+        .any(|l| l.usable() && l.recovery.load(SeqCst) != u64::MAX);
+    if recovering {
+        return Some(Action::Recover);
+    }
+    let rcp = a.meta.info.lock().recovery_cp;
+    let dirty = a
+        .meta
+        .bm
+        .as_ref()
+        .is_some_and(|b| b.lock().needs_sync.iter().any(|&x| x));
+    if (rcp < a.meta.sync_max || dirty) && a.degraded() == 0 {
+        return Some(Action::Resync);
+    }
+    None
+}
+
+/// Run one action to its end or until interrupted (on the sync worker).
+pub fn run(a: &Array, s: &Syncer, act: Action) {
+    {
+        let mut c = s.ctl.lock();
+        c.running = Some(act);
+        c.curr = 0;
+        if matches!(act, Action::Check | Action::Repair) {
+            c.mismatches = 0;
+        }
+    }
+    let max = a.meta.sync_max;
+    let unit = unit_len(a);
+    let rcp0 = a.meta.info.lock().recovery_cp;
+    let start = match act {
+        Action::Resync if rcp0 != u64::MAX && !bitmap_dirty(a) => rcp0 - rcp0 % unit,
+        _ => 0,
+    };
+    // Only the legs that were being recovered when this started.
+    let targets: Vec<usize> = (0..a.legs.len())
+        .filter(|&i| a.legs[i].usable() && a.legs[i].recovery.load(SeqCst) != u64::MAX)
+        .collect();
+    let t0 = Instant::now();
+    let mut done_bytes = 0u64;
+    let mut last_sb = Instant::now();
+    let mut pos = start;
+    let mut ok = true;
+    while pos < max {
+        if s.interrupt.load(SeqCst) {
+            ok = false;
+            break;
+        }
+        let len = unit.min(max - pos);
+        let needed = match act {
+            Action::Resync => rcp0 <= pos || a.meta.range_needs_sync(pos, pos + len),
+            Action::Recover => targets.iter().any(|&i| {
+                let l = &a.legs[i];
+                l.recovery.load(SeqCst) < pos + len
+                    && (!l.partial.load(SeqCst) || a.meta.range_dirty(pos, pos + len))
+            }),
+            _ => true,
+        };
+        if needed {
+            let m = sync_unit(a, act, pos, len, &targets);
+            if m > 0 {
+                s.ctl.lock().mismatches += m;
+            }
+            done_bytes += len * 512;
+        }
+        pos += len;
+        s.ctl.lock().curr = pos;
+        if act == Action::Recover {
+            for &i in &targets {
+                if a.legs[i].usable() {
+                    let dev_pos = recover_dev_pos(a, pos);
+                    a.legs[i].recovery.fetch_max(dev_pos, SeqCst);
+                }
+            }
+        }
+        if act == Action::Resync && rcp0 != u64::MAX {
+            let mut i = a.meta.info.lock();
+            i.recovery_cp = i.recovery_cp.max(pos);
+        }
+        if last_sb.elapsed() > Duration::from_secs(1) {
+            a.meta.write_superblocks(a);
+            last_sb = Instant::now();
+        }
+        throttle(s.max_rate, done_bytes, t0);
+        if targets.iter().any(|&i| !a.legs[i].usable()) && act == Action::Recover {
+            ok = false;
+            break;
+        }
+    }
+    finish(a, s, act, ok, pos);
+}
+
+fn bitmap_dirty(a: &Array) -> bool {
+    a.meta
+        .bm
+        .as_ref()
+        .is_some_and(|b| b.lock().needs_sync.iter().any(|&x| x))
+}
+
+fn finish(a: &Array, s: &Syncer, act: Action, ok: bool, pos: u64) {
+    if ok {
+        match act {
+            Action::Resync => {
+                a.meta.info.lock().recovery_cp = u64::MAX;
+                if let Some(bm) = &a.meta.bm {
+                    bm.lock().needs_sync.iter_mut().for_each(|x| *x = false);
+                }
+            }
+            Action::Recover => {
+                for l in &a.legs {
+                    if l.usable() {
+                        l.recovery.store(u64::MAX, SeqCst);
+                        l.partial.store(false, SeqCst);
+                    }
+                }
+                // A recovery that covered everything also leaves the set in sync.
+                if let Some(bm) = &a.meta.bm {
+                    bm.lock().needs_sync.iter_mut().for_each(|x| *x = false);
+                }
+            }
+            _ => {}
+        }
+    } else if act == Action::Resync {
+        let mut i = a.meta.info.lock();
+        if i.recovery_cp != u64::MAX {
+            i.recovery_cp = i.recovery_cp.min(pos);
+        }
+    }
+    a.meta.write_superblocks(a);
+    a.meta.bitmap_daemon(a);
+    {
+        let mut c = s.ctl.lock();
+        c.running = None;
+        c.last = Some(act);
+        c.curr = pos;
+        if ok && matches!(act, Action::Recover) {
+            // A resync may be due after a recovery (md re-checks).
+            c.needed = true;
+        }
+    }
+    a.meta.event();
+}
+
+fn throttle(rate_kib: u64, done: u64, t0: Instant) {
+    if rate_kib == 0 {
+        return;
+    }
+    let want = Duration::from_secs_f64(done as f64 / (rate_kib as f64 * 1024.0));
+    let el = t0.elapsed();
+    if want > el {
+        std::thread::sleep(want - el);
+    }
+}
+
+/// Sync unit: a raid1 lock unit, a raid10 chunk (array space) or a raid4/5/6 row chunk.
+fn unit_len(a: &Array) -> u64 {
+    match a.geo.level {
+        1 => RAID1_UNIT,
+        _ => a.geo.chunk,
+    }
+}
+
+/// The device sector a recovery at sync position `pos` has reached.
+fn recover_dev_pos(a: &Array, pos: u64) -> u64 {
+    if a.geo.level == 10 {
+        // Array space: far and offset copies of early chunks lie anywhere on the device, so
+        // nothing counts as recovered before the end.
+        if pos >= a.geo.array_sectors {
+            u64::MAX
+        } else {
+            0
+        }
+    } else if pos >= a.meta.sync_max {
+        u64::MAX
+    } else {
+        pos
+    }
+}
+
+/// Sync one unit; returns mismatched sectors found (check/repair).
+fn sync_unit(a: &Array, act: Action, pos: u64, len: u64, targets: &[usize]) -> u64 {
+    match a.geo.level {
+        1 => {
+            let _g = a.lock(pos / RAID1_UNIT);
+            let copies: Vec<(usize, u64)> = (0..a.legs.len()).map(|i| (i, pos)).collect();
+            sync_copies(a, act, &copies, len, targets)
+        }
+        10 => {
+            let _g = a.lock(pos / a.geo.chunk);
+            sync_copies(a, act, &a.geo.raid10_copies(pos), len, targets)
+        }
+        _ => sync_row(a, act, pos / a.geo.chunk, targets),
+    }
+}
+
+fn sync_copies(
+    a: &Array,
+    act: Action,
+    copies: &[(usize, u64)],
+    len: u64,
+    targets: &[usize],
+) -> u64 {
+    let bytes = (len * 512) as usize;
+    let src = copies
+        .iter()
+        .copied()
+        .find(|&(d, ds)| a.legs[d].readable(ds + len) && !targets.contains(&d));
+    let Some((sd, ss)) = src else { return 0 };
+    let res = a.par(
+        vec![Op {
+            leg: sd,
+            write: false,
+            sector: ss,
+            buf: IoBuf::zeroed(bytes),
+        }],
+        BioFlags::NONE,
+    );
+    let Some((r, data)) = res.into_iter().next() else {
+        return 0;
+    };
+    if r.is_err() {
+        a.fail_leg(sd);
+        return 0;
+    }
+    let others: Vec<(usize, u64)> = copies
+        .iter()
+        .copied()
+        .filter(|&(d, _)| d != sd && a.legs[d].usable())
+        .filter(|&(d, _)| act != Action::Recover || targets.contains(&d))
+        .collect();
+    let mut mism = 0;
+    let mut write_to = others.clone();
+    if matches!(act, Action::Check | Action::Repair) {
+        let ops = others
+            .iter()
+            .map(|&(d, ds)| Op {
+                leg: d,
+                write: false,
+                sector: ds,
+                buf: IoBuf::zeroed(bytes),
+            })
+            .collect();
+        let got = a.par(ops, BioFlags::NONE);
+        write_to.clear();
+        for ((r, b), &(d, ds)) in got.into_iter().zip(&others) {
+            if r.is_err() {
+                a.fail_leg(d);
+                continue;
+            }
+            let bad = count_mismatch(&data, &b);
+            if bad > 0 {
+                mism += bad;
+                write_to.push((d, ds));
+            }
+        }
+        if act == Action::Check {
+            return mism;
+        }
+    }
+    let ops = write_to
+        .iter()
+        .map(|&(d, ds)| Op {
+            leg: d,
+            write: true,
+            sector: ds,
+            buf: IoBuf::from_slice(&data),
+        })
+        .collect();
+    for ((r, _), &(d, _)) in a.par(ops, BioFlags::NONE).into_iter().zip(&write_to) {
+        if r.is_err() {
+            a.fail_leg(d);
+        }
+    }
+    mism
+}
+
+/// Mismatching 4 KiB pages, counted in sectors as md does.
+fn count_mismatch(x: &[u8], y: &[u8]) -> u64 {
+    x.chunks(4096)
+        .zip(y.chunks(4096))
+        .filter(|(p, q)| p != q)
+        .map(|(p, _)| p.len() as u64 / 512)
+        .sum()
+}
+
+fn sync_row(a: &Array, act: Action, row: u64, targets: &[usize]) -> u64 {
+    let _g = a.lock(row);
+    let r = a.geo.row(row);
+    let chunk = a.geo.chunk;
+    let base = row * chunk;
+    let n = a.geo.disks;
+    let len = (chunk * 512) as usize;
+    let readable: Vec<usize> = (0..n)
+        .filter(|&d| a.legs[d].readable(base + chunk) && !targets.contains(&d))
+        .collect();
+    let ops = readable
+        .iter()
+        .map(|&d| Op {
+            leg: d,
+            write: false,
+            sector: base,
+            buf: IoBuf::zeroed(len),
+        })
+        .collect();
+    let mut blocks: Vec<Option<Vec<u8>>> = vec![None; n];
+    for ((res, b), &d) in a.par(ops, BioFlags::NONE).into_iter().zip(&readable) {
+        if res.is_err() {
+            a.fail_leg(d);
+            return 0;
+        }
+        blocks[d] = Some(b.into_vec());
+    }
+    let lost: Vec<usize> = (0..n).filter(|&d| blocks[d].is_none()).collect();
+    let parity: Vec<usize> = std::iter::once(r.pd).chain(r.qd).collect();
+    let mut writes: Vec<usize> = Vec::new();
+    let mut mism = 0;
+    if act == Action::Recover || lost.iter().any(|d| !parity.contains(d)) {
+        if !solve(&r, &mut blocks, &lost, len) {
+            return 0;
+        }
+        writes.extend(lost.iter().copied().filter(|d| a.legs[*d].usable()));
+    }
+    if act != Action::Recover {
+        let full: Vec<Vec<u8>> = blocks
+            .iter()
+            .map(|b| b.clone().unwrap_or_else(|| vec![0u8; len]))
+            .collect();
+        let slots = slot_refs(&r, &full);
+        let mut p = vec![0u8; len];
+        gf::gen_p(&slots, &mut p);
+        let mut fresh = vec![(r.pd, p)];
+        if let Some(qd) = r.qd {
+            let mut q = vec![0u8; len];
+            gf::gen_q(&slots, &mut q);
+            fresh.push((qd, q));
+        }
+        for (d, v) in fresh {
+            let differs = blocks[d].as_ref().map(|old| count_mismatch(old, &v));
+            if let Some(m) = differs {
+                mism += m;
+            }
+            let write = match act {
+                Action::Check => false,
+                Action::Repair => differs.unwrap_or(1) > 0,
+                _ => true,
+            };
+            blocks[d] = Some(v);
+            if write && a.legs[d].usable() && !writes.contains(&d) {
+                writes.push(d);
+            }
+        }
+    }
+    let ops = writes
+        .iter()
+        .map(|&d| Op {
+            leg: d,
+            write: true,
+            sector: base,
+            buf: IoBuf::from_vec(blocks[d].take().unwrap_or_default()),
+        })
+        .collect();
+    for ((res, _), &d) in a.par(ops, BioFlags::NONE).into_iter().zip(&writes) {
+        if res.is_err() {
+            a.fail_leg(d);
+        }
+    }
+    mism
+}
+
+/// Kick the sync machinery: choose what is due now (so the status shows it at once) and
+/// run it, and whatever follows, on the sync worker.
+pub fn kick<A: AsRef<Array> + Send + Sync + 'static>(
+    a: &Arc<A>,
+    s: &Arc<Syncer>,
+    worker: &udm_core::Worker,
+) {
+    let Some(act) = choose((**a).as_ref(), s) else {
+        return;
+    };
+    s.ctl.lock().running = Some(act);
+    let a = a.clone();
+    let s = s.clone();
+    worker.spawn(move || {
+        let mut act = Some(act);
+        while let Some(x) = act {
+            run((*a).as_ref(), &s, x);
+            act = choose((*a).as_ref(), &s);
+            if let Some(x) = act {
+                s.ctl.lock().running = Some(x);
+            }
+        }
+    });
+}
