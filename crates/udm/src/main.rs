@@ -4,6 +4,7 @@
 mod daemon_cli;
 mod dmctl;
 mod dmesg_cli;
+mod dmraid;
 mod dmsetup;
 mod key_cli;
 mod kpartx;
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         "veritysetup" => verity_cli::main("veritysetup", &args[1..]),
         "cryptsetup" => luks_cli::main("cryptsetup", &args[1..]),
         "kpartx" => kpartx::main(&args[1..]),
+        "dmraid" => dmraid::main(&args[1..]),
         "pvs" | "vgs" | "lvs" | "lvm" => lvm::run(&prog, &args[1..]),
         p if thin_cli::TOOLS.contains(&p) => thin_cli::run(p, &args[1..]),
         p if lvm::COMMANDS.contains(&p) => lvm::run(p, &args[1..]),
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
             Some("key") => key_cli::main(&args[2..]),
             Some("dmesg") => dmesg_cli::main(&args[2..]),
             Some("kpartx") => kpartx::main(&args[2..]),
+            Some("dmraid") => dmraid::main(&args[2..]),
             Some(c @ ("open" | "close")) => open_cli::main(c, &args[2..]),
             Some("thin") => thin_cli::main(&args[2..]),
             Some("snapshot") => snapshot_cli::main(&args[2..]),
