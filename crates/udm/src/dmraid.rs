@@ -14,15 +14,16 @@ use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use udm_formats::ataraid::{self, AtaraidError, IswMember, Set};
 use udm_formats::part::FileDisk;
-use udm_proto::{DevSel, Line, Request};
+use udm_proto::{DevSel, Line, Reply, Request};
 
 const USAGE: &str = "\
 udm dmraid: ATARAID sets (Intel Matrix) on the named disks
 Usage:
-  dmraid -r DISK...          list the raid disks
-  dmraid -s [-s] DISK...     list the raid sets
-  dmraid -ay [-t] DISK...    activate the sets (-t: print the tables only)
-  dmraid -an DISK...         remove the sets' devices
+  dmraid -r DISK...                list the raid disks
+  dmraid -s DISK... [SET...]       list the raid sets
+  dmraid -ay [-t] DISK... [SET...] activate the sets (-t: print the tables only)
+  dmraid -an DISK... [SET...]      remove the sets' devices
+DISK: an image file or block device; SET: a set or group name (default: all found)
 ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,11 +125,24 @@ fn no_disks(disks: &[String], what: &str, err: &mut dyn Write) -> i32 {
     1
 }
 
-/// `dmraid -s` for one set.
-fn set_lines(s: &Set, out: &mut dyn Write) {
+/// The names of the daemon's devices (none when no daemon answers).
+fn active_names() -> Vec<String> {
+    match udm_proto::Client::connect(&udm_proto::default_socket()) {
+        Ok(mut c) => match c.call(Request::List) {
+            Ok(Reply::List(l)) => l.into_iter().map(|d| d.name).collect(),
+            _ => Vec::new(),
+        },
+        Err(_) => Vec::new(),
+    }
+}
+
+/// `dmraid -s` for one volume set under its group.
+fn set_lines(s: &Set, active: bool, out: &mut dyn Write) {
     let _ = write!(
         out,
-        "*** Set\nname   : {}\nsize   : {}\nstride : {}\ntype   : {}\nstatus : {}\nsubsets: 0\ndevs   : {}\nspares : 0\n",
+        "--> {}{}Subset\nname   : {}\nsize   : {}\nstride : {}\ntype   : {}\nstatus : {}\nsubsets: 0\ndevs   : {}\nspares : 0\n",
+        if s.status == "inconsistent" { "*Inconsistent* " } else { "" },
+        if active { "Active " } else { "" },
         s.name,
         s.size(),
         s.stride,
@@ -149,6 +163,11 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         let _ = err.write_all(USAGE.as_bytes());
         return 1;
     };
+    // Existing paths are disks; any other word names a set (or group) to act on, as
+    // dmraid's own trailing arguments do.
+    let (disks, names): (Vec<String>, Vec<String>) = disks
+        .into_iter()
+        .partition(|a| std::path::Path::new(a).exists());
     if disks.is_empty() {
         let _ = writeln!(err, "dmraid: name the disks (image files or block devices)");
         return 1;
@@ -170,13 +189,23 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             return 1;
         }
     };
+    let sets: Vec<Set> = sets
+        .into_iter()
+        .filter(|s| names.is_empty() || names.iter().any(|n| *n == s.name || *n == s.group))
+        .collect();
     if sets.is_empty() {
         return no_disks(&disks, "sets", err);
     }
     match action {
         Action::Sets => {
+            let active = active_names();
+            let mut group = "";
             for s in &sets {
-                set_lines(s, out);
+                if s.group != group {
+                    group = &s.group;
+                    let _ = writeln!(out, "*** Group superset {group}");
+                }
+                set_lines(s, active.contains(&s.name), out);
             }
             0
         }

@@ -80,14 +80,15 @@ impl IswMember {
         })
     }
 
-    /// dmraid `-r`'s line for this disk.
+    /// dmraid `-r`'s line for this disk (its size: the sectors before the MPB's first sector,
+    /// however many extended sectors precede it, as dmraid counts).
     pub fn raid_dev_line(&self) -> String {
         let ok = if self.isw.disks[self.index].ok() { "ok" } else { "broken" };
         format!(
             "{}: isw, \"{}\", GROUP, {ok}, {} sectors, data@ 0",
             self.path,
             self.isw.group_name(),
-            self.isw.offset / 512 - (u64::from(self.isw.mpb_size).div_ceil(512).max(1) - 1)
+            self.isw.offset / 512
         )
     }
 }
@@ -127,6 +128,8 @@ pub struct SetDev {
 /// A RAID set (one Intel volume).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Set {
+    /// The group (superset) the set belongs to (`isw_<family>`).
+    pub group: String,
     /// dmraid's name (`isw_<family>_<volume>`), also the dm device name.
     pub name: String,
     /// The RAID type.
@@ -196,8 +199,8 @@ impl Set {
     }
 }
 
-/// Group Intel members into sets: one per volume of each family, members in stripe order.
-/// Returns the group names (with their members) and the volume sets.
+/// Group Intel members into sets: one per volume of each family (the family's newest MPB
+/// speaks for it), members in the map's stripe order; sorted by group, then volume order.
 pub fn isw_sets(members: &[IswMember]) -> Result<Vec<Set>, AtaraidError> {
     let mut families: Vec<u32> = members.iter().map(|m| m.isw.family_num).collect();
     families.dedup();
@@ -241,6 +244,7 @@ pub fn isw_sets(members: &[IswMember]) -> Result<Vec<Set>, AtaraidError> {
                 _ => "nosync",
             };
             sets.push(Set {
+                group: best.group_name(),
                 name: best.volume_name(dev),
                 kind,
                 stride: u64::from(map.blocks_per_strip),
@@ -250,5 +254,6 @@ pub fn isw_sets(members: &[IswMember]) -> Result<Vec<Set>, AtaraidError> {
             });
         }
     }
+    sets.sort_by(|a, b| a.group.cmp(&b.group));
     Ok(sets)
 }
