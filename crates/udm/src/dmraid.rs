@@ -271,7 +271,9 @@ fn activate(sets: &[Set], err: &mut dyn Write) -> i32 {
                 uuid: format!("DMRAID-{}", s.name),
             })
             .map_err(|e| dmctl::report(err, "create", &s.name, &e));
-        if created.is_err() || dmctl::load_and_resume(&mut c, err, &s.name, to_lines(&t), false).is_err() {
+        if created.is_err()
+            || dmctl::load_and_resume(&mut c, err, &s.name, to_lines(&t), false).is_err()
+        {
             let _ = writeln!(err, "ERROR: dos: activating \"{}\"", s.name);
             rc = 1;
         }

@@ -46,7 +46,8 @@ pub struct IswDisk {
 impl IswDisk {
     /// dmraid's verdict: configured or usable, and not failed.
     pub fn ok(&self) -> bool {
-        self.status & (status::CONFIGURED | status::USABLE) != 0 && self.status & status::FAILED == 0
+        self.status & (status::CONFIGURED | status::USABLE) != 0
+            && self.status & status::FAILED == 0
     }
 }
 
@@ -157,7 +158,9 @@ impl Isw {
         let mut disks = Vec::with_capacity(num_disks);
         for i in 0..num_disks {
             let o = DISK_TABLE + i * DISK_SIZE;
-            let d = body.get(o..o + DISK_SIZE).ok_or_else(|| bad("disk table past mpb_size"))?;
+            let d = body
+                .get(o..o + DISK_SIZE)
+                .ok_or_else(|| bad("disk table past mpb_size"))?;
             disks.push(IswDisk {
                 serial: cstr(&d[..SERIAL_LEN]),
                 total_blocks: u32le(d, 16),
@@ -168,12 +171,16 @@ impl Isw {
         let mut o = DISK_TABLE + num_disks * DISK_SIZE;
         let mut devs = Vec::with_capacity(num_devs);
         for _ in 0..num_devs {
-            let head = body.get(o..o + DEV_HEAD + MAP_HEAD).ok_or_else(|| bad("volume past mpb_size"))?;
+            let head = body
+                .get(o..o + DEV_HEAD + MAP_HEAD)
+                .ok_or_else(|| bad("volume past mpb_size"))?;
             let m = &head[DEV_HEAD..];
             let num_members = m[16];
             let ord_at = o + DEV_HEAD + MAP_HEAD;
             let ord_len = 4 * num_members as usize;
-            let ord = body.get(ord_at..ord_at + ord_len).ok_or_else(|| bad("ord table past mpb_size"))?;
+            let ord = body
+                .get(ord_at..ord_at + ord_len)
+                .ok_or_else(|| bad("ord table past mpb_size"))?;
             let members = (0..num_members as usize)
                 .map(|k| u32le(ord, 4 * k) & 0x00ff_ffff)
                 .collect();
@@ -222,7 +229,10 @@ impl Isw {
         let first_at = (sectors - 2) * 512;
         let mut first = vec![0u8; 512];
         disk.read_at(first_at, &mut first)
-            .map_err(|e| AtaraidError::Io { offset: first_at, source: e })?;
+            .map_err(|e| AtaraidError::Io {
+                offset: first_at,
+                source: e,
+            })?;
         if !first.starts_with(SIGNATURE) {
             return Err(AtaraidError::NotFound("isw"));
         }
@@ -245,7 +255,10 @@ impl Isw {
             let ext_at = first_at - (blocks - 1) * 512;
             let mut ext = vec![0u8; ((blocks - 1) * 512) as usize];
             disk.read_at(ext_at, &mut ext)
-                .map_err(|e| AtaraidError::Io { offset: ext_at, source: e })?;
+                .map_err(|e| AtaraidError::Io {
+                    offset: ext_at,
+                    source: e,
+                })?;
             all.extend_from_slice(&ext);
         }
         Isw::parse(&all, first_at)
@@ -259,7 +272,11 @@ impl Isw {
             .filter(|c| !c.is_whitespace())
             .map(|c| if c == ':' { ';' } else { c })
             .collect();
-        let s = if s.len() > SERIAL_LEN { &s[s.len() - SERIAL_LEN..] } else { &s[..] };
+        let s = if s.len() > SERIAL_LEN {
+            &s[s.len() - SERIAL_LEN..]
+        } else {
+            &s[..]
+        };
         self.disks.iter().position(|d| d.serial == s)
     }
 
@@ -279,7 +296,13 @@ impl Isw {
         let vol: String = dev
             .volume
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         format!("{}_{}", self.group_name(), vol)
     }

@@ -83,7 +83,11 @@ impl IswMember {
     /// dmraid `-r`'s line for this disk (its size: the sectors before the MPB's first sector,
     /// however many extended sectors precede it, as dmraid counts).
     pub fn raid_dev_line(&self) -> String {
-        let ok = if self.isw.disks[self.index].ok() { "ok" } else { "broken" };
+        let ok = if self.isw.disks[self.index].ok() {
+            "ok"
+        } else {
+            "broken"
+        };
         format!(
             "{}: isw, \"{}\", GROUP, {ok}, {} sectors, data@ 0",
             self.path,
@@ -187,12 +191,20 @@ impl Set {
             SetKind::Mirror => format!(
                 "0 {size} mirror core 2 {} {} {n}{pairs} 1 handle_errors",
                 region_size(size),
-                if self.status == "ok" { "nosync" } else { "sync" }
+                if self.status == "ok" {
+                    "nosync"
+                } else {
+                    "sync"
+                }
             ),
             SetKind::Raid5La => format!(
                 "0 {size} raid45 core 2 {} {} raid5_la 1 {} {n} -1{pairs}",
                 region_size(size),
-                if self.status == "ok" { "nosync" } else { "sync" },
+                if self.status == "ok" {
+                    "nosync"
+                } else {
+                    "sync"
+                },
                 self.stride
             ),
         }])
