@@ -54,7 +54,7 @@ fn mpb(family: u32, serials: &[&str], vols: &[Vol]) -> Vec<u8> {
         }
         b.extend_from_slice(&d);
     }
-    while b.len() % 4 != 0 {
+    while !b.len().is_multiple_of(4) {
         b.push(0);
     }
     let size = b.len() as u32;
