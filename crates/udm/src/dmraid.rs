@@ -1,4 +1,4 @@
-//! `udm dmraid` and `dmraid`: ATARAID sets (Intel Matrix/isw) read from the disks named on the
+//! `udm dmraid` and `dmraid`: ATARAID sets (Intel Matrix/isw and SNIA DDF1) read from the disks named on the
 //! command line — image files or block devices; nothing is scanned by surprise. `-r` lists
 //! the raid disks, `-s` the sets, `-ay` activates them through the daemon (`-t`: print the
 //! tables instead), `-an` removes them. Formats and table rules live in
@@ -12,12 +12,13 @@ use crate::dmctl;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use udm_formats::ataraid::ddf1::{ddf1_sets, Ddf1};
 use udm_formats::ataraid::{self, AtaraidError, IswMember, Set};
 use udm_formats::part::FileDisk;
 use udm_proto::{DevSel, Line, Reply, Request};
 
 const USAGE: &str = "\
-udm dmraid: ATARAID sets (Intel Matrix) on the named disks
+udm dmraid: ATARAID sets (Intel Matrix, DDF1) on the named disks
 Usage:
   dmraid -r DISK...                list the raid disks
   dmraid -s DISK... [SET...]       list the raid sets
@@ -93,9 +94,19 @@ fn open(path: &str) -> std::io::Result<FileDisk> {
     }
 }
 
-/// Read every named disk; the ones without Intel metadata are skipped, errors printed.
-fn members(disks: &[String], err: &mut dyn Write) -> Vec<IswMember> {
-    let mut out = Vec::new();
+/// The raid disks found: Intel members and DDF disks, each in argument order.
+#[derive(Default)]
+struct Found {
+    isw: Vec<IswMember>,
+    ddf: Vec<(String, Ddf1)>,
+    /// `-r` lines in argument order.
+    lines: Vec<String>,
+}
+
+/// Read every named disk (Intel first, then DDF); disks with neither are skipped, errors
+/// printed.
+fn members(disks: &[String], err: &mut dyn Write) -> Found {
+    let mut out = Found::default();
     for p in disks {
         let mut d = match open(p) {
             Ok(d) => d,
@@ -106,7 +117,22 @@ fn members(disks: &[String], err: &mut dyn Write) -> Vec<IswMember> {
         };
         let serial = serial(p).unwrap_or_default();
         match IswMember::read(p, &mut d, &serial) {
-            Ok(m) => out.push(m),
+            Ok(m) => {
+                out.lines.push(m.raid_dev_line());
+                out.isw.push(m);
+                continue;
+            }
+            Err(AtaraidError::NotFound(_)) => {}
+            Err(e) => {
+                let _ = writeln!(err, "ERROR: {e}");
+                continue;
+            }
+        }
+        match Ddf1::read(&mut d) {
+            Ok(m) => {
+                out.lines.push(m.raid_dev_line(p));
+                out.ddf.push((p.clone(), m));
+            }
             Err(AtaraidError::NotFound(_)) => {}
             Err(e) => {
                 let _ = writeln!(err, "ERROR: {e}");
@@ -173,16 +199,20 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         return 1;
     }
     let found = members(&disks, err);
-    if found.is_empty() {
+    if found.lines.is_empty() {
         return no_disks(&disks, "disks", err);
     }
     if action == Action::Disks {
-        for m in &found {
-            let _ = writeln!(out, "{}", m.raid_dev_line());
+        for l in &found.lines {
+            let _ = writeln!(out, "{l}");
         }
         return 0;
     }
-    let sets = match ataraid::isw_sets(&found) {
+    let sets = match ataraid::isw_sets(&found.isw).and_then(|mut s| {
+        s.extend(ddf1_sets(&found.ddf)?);
+        s.sort_by(|a, b| a.group.cmp(&b.group));
+        Ok(s)
+    }) {
         Ok(s) => s,
         Err(e) => {
             let _ = writeln!(err, "ERROR: {e}");

@@ -1,10 +1,11 @@
-//! ATARAID (firmware/"fake" RAID) metadata as dmraid reads it: Intel Matrix ([`isw`]) so far.
-//! [`scan`] reads each named disk's metadata; [`isw_sets`] groups Intel members into dmraid's
+//! ATARAID (firmware/"fake" RAID) metadata as dmraid reads it: Intel Matrix ([`isw`]) and
+//! SNIA DDF1 ([`ddf1`]). [`isw_sets`] and [`ddf1::ddf1_sets`] group members into dmraid's
 //! RAID sets and [`Set::table`] writes the device-mapper table dmraid activates for a set
 //! (`striped` for raid0, `mirror` with a core log for raid1, `linear` for one member).
 //!
 //! Hostile bytes never panic: every count and length read from a disk is bounded first.
 
+pub mod ddf1;
 pub mod isw;
 
 use crate::part::Disk;
