@@ -167,7 +167,9 @@ impl Set {
                 (min / self.stride.max(1)) * self.stride.max(1) * self.devs.len() as u64
             }
             SetKind::Raid5La => {
-                (min / self.stride.max(1)) * self.stride.max(1) * (self.devs.len() as u64 - 1)
+                (min / self.stride.max(1))
+                    * self.stride.max(1)
+                    * (self.devs.len() as u64).saturating_sub(1)
             }
             _ => min,
         }
