@@ -200,9 +200,11 @@ impl Set {
                     "sync"
                 }
             ),
+            // dmraid's `raid45` line (that target never reached mainline kernels, so this
+            // line is not checked against a kernel; the region size is taken per member).
             SetKind::Raid5La => format!(
                 "0 {size} raid45 core 2 {} {} raid5_la 1 {} {n} -1{pairs}",
-                region_size(size),
+                region_size(self.devs.iter().map(|d| d.sectors).min().unwrap_or(0)),
                 if self.status == "ok" {
                     "nosync"
                 } else {
