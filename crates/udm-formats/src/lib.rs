@@ -5,6 +5,7 @@
 //!   Reed-Solomon FEC layout and codec.
 //! - [`luks`]: LUKS1/LUKS2 headers, the AF splitter, key derivation and digests.
 
+pub mod ataraid;
 pub mod luks;
 pub mod lvm;
 pub mod part;

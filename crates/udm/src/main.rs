@@ -5,6 +5,7 @@ mod cache_era_cli;
 mod daemon_cli;
 mod dmctl;
 mod dmesg_cli;
+mod dmraid;
 mod dmsetup;
 mod key_cli;
 mod kpartx;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         "cryptsetup" => luks_cli::main("cryptsetup", &args[1..]),
         "kpartx" => kpartx::main(&args[1..]),
         "multipath" => multipath_cli::main(&args[1..]),
+        "dmraid" => dmraid::main(&args[1..]),
         "pvs" | "vgs" | "lvs" | "lvm" => lvm::run(&prog, &args[1..]),
         p if thin_cli::TOOLS.contains(&p) => thin_cli::run(p, &args[1..]),
         p if cache_era_cli::is_tool(p) => cache_era_cli::run(p, &args[0], &args[1..]),
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
             Some("dmesg") => dmesg_cli::main(&args[2..]),
             Some("kpartx") => kpartx::main(&args[2..]),
             Some("multipath") => multipath_cli::main(&args[2..]),
+            Some("dmraid") => dmraid::main(&args[2..]),
             Some(c @ ("open" | "close")) => open_cli::main(c, &args[2..]),
             Some("thin") => thin_cli::main(&args[2..]),
             Some(g @ ("cache" | "era")) => cache_era_cli::group(g, &args[2..]),
