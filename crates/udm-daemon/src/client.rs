@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::time::{Duration, Instant};
-use udm_proto::{strerror, Client, ClientError, DevSel, Line, Request};
+use udm_proto::{Client, ClientError, Request};
 
 /// Why `udm daemon stop` did not stop the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -46,86 +46,7 @@ pub fn stop_daemon(socket: &Path, force: bool, limit: Duration) -> Result<(), St
     Ok(())
 }
 
-/// A request of libdm's create sequence failed.
-#[derive(Debug, thiserror::Error)]
-#[error("{op} ioctl on {name} failed: {source}")]
-pub struct StepError {
-    /// libdm's name for the ioctl (`reload`, `resume`, …).
-    pub op: &'static str,
-    /// The device.
-    pub name: String,
-    #[source]
-    pub source: ClientError,
-}
-
-impl StepError {
-    /// The errno the daemon (or the transport) failed with.
-    pub fn errno(&self) -> i32 {
-        self.source.errno()
-    }
-
-    /// The lines libdm prints for it: the kernel-style reason (when the daemon gave one
-    /// beyond the errno's text), then the ioctl line.
-    pub fn libdm_lines(&self) -> String {
-        failure_lines(self.op, &self.name, &self.source)
-    }
-}
-
-/// What libdm prints when `op` on `name` failed: `device-mapper: <reason>` (when the daemon
-/// gave one beyond the errno's text) and `device-mapper: <op> ioctl on <name>  failed: …`.
-pub fn failure_lines(op: &str, name: &str, e: &ClientError) -> String {
-    let errno = e.errno();
-    let mut s = String::new();
-    if let ClientError::Remote(r) = e {
-        if !r.message.is_empty() && r.message != strerror(errno) {
-            let msg = r.message.strip_prefix("line 1: ").unwrap_or(&r.message);
-            s.push_str(&format!("device-mapper: {msg}\n"));
-        }
-    }
-    s.push_str(&format!(
-        "device-mapper: {op} ioctl on {name}  failed: {}\n",
-        strerror(errno)
-    ));
-    s
-}
-
-/// libdm's second half of `create`: load `table` into the new device `name` and resume it;
-/// if either fails the device is removed again.
-pub fn load_and_resume(
-    c: &mut Client,
-    name: &str,
-    table: Vec<Line>,
-    read_only: bool,
-) -> Result<(), StepError> {
-    let sel = DevSel::Name(name.to_string());
-    let step = |op, source| StepError {
-        op,
-        name: name.to_string(),
-        source,
-    };
-    let r = c
-        .call(Request::Load {
-            dev: sel.clone(),
-            table,
-            read_only,
-        })
-        .map_err(|e| step("reload", e))
-        .and_then(|_| {
-            c.call(Request::Resume {
-                dev: sel.clone(),
-                noflush: false,
-                nolockfs: false,
-            })
-            .map_err(|e| step("resume", e))
-        });
-    if r.is_err() {
-        let _ = c.call(Request::Remove {
-            dev: sel,
-            deferred: false,
-        });
-    }
-    r.map(|_| ())
-}
+pub use udm_proto::libdm::{failure_lines, try_load_and_resume as load_and_resume, StepError};
 
 /// cryptsetup's exit code for an errno (0 ok, 1 bad parameters, 2 no permission or bad
 /// passphrase, 3 out of memory, 4 wrong device, 5 busy or exists).

@@ -2,7 +2,7 @@
 //! talks to the kernel: connecting, reporting a failed request in libdm's words, and
 //! libdm's load-then-resume second half of `create`.
 
-use crate::{Client, ClientError, DevSel, Line, Request};
+use crate::{strerror, Client, ClientError, DevSel, Line, Request};
 use std::io::Write;
 use std::path::Path;
 
@@ -20,35 +20,15 @@ pub fn connect(socket: &Path, err: &mut dyn Write) -> Option<Client> {
     }
 }
 
-/// `strerror(3)` text without Rust's " (os error N)" suffix.
-pub fn strerror(errno: i32) -> String {
-    let s = std::io::Error::from_raw_os_error(errno).to_string();
-    match s.rfind(" (os error ") {
-        Some(p) => s[..p].to_string(),
-        None => s,
-    }
-}
-
 /// Print a daemon failure as libdm would (the kernel-style reason, then the ioctl line) and
 /// return its errno.
 pub fn report(err: &mut dyn Write, op: &str, name: &str, e: &ClientError) -> i32 {
-    let errno = e.errno();
-    if let ClientError::Remote(r) = e {
-        if !r.message.is_empty() && r.message != strerror(errno) {
-            let msg = r.message.strip_prefix("line 1: ").unwrap_or(&r.message);
-            let _ = writeln!(err, "device-mapper: {msg}");
-        }
-    }
-    let _ = writeln!(
-        err,
-        "device-mapper: {op} ioctl on {name}  failed: {}",
-        strerror(errno)
-    );
-    errno
+    let _ = err.write_all(failure_lines(op, name, e).as_bytes());
+    e.errno()
 }
 
-/// libdm's second half of `create`: load `table` into the new device `name` and resume it;
-/// if either fails the device is removed again. Returns the errno reported on `err`.
+/// libdm's second half of `create` ([`try_load_and_resume`]), its failure printed on `err`
+/// in libdm's words; the error is the errno.
 pub fn load_and_resume(
     c: &mut Client,
     err: &mut dyn Write,
@@ -56,21 +36,83 @@ pub fn load_and_resume(
     table: Vec<Line>,
     read_only: bool,
 ) -> Result<(), i32> {
+    try_load_and_resume(c, name, table, read_only).map_err(|e| {
+        let _ = err.write_all(e.libdm_lines().as_bytes());
+        e.errno()
+    })
+}
+
+/// A request of libdm's create sequence failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} ioctl on {name} failed: {source}")]
+pub struct StepError {
+    /// libdm's name for the ioctl (`reload`, `resume`, …).
+    pub op: &'static str,
+    /// The device.
+    pub name: String,
+    #[source]
+    pub source: ClientError,
+}
+
+impl StepError {
+    /// The errno the daemon (or the transport) failed with.
+    pub fn errno(&self) -> i32 {
+        self.source.errno()
+    }
+
+    /// The lines libdm prints for it: the kernel-style reason (when the daemon gave one
+    /// beyond the errno's text), then the ioctl line.
+    pub fn libdm_lines(&self) -> String {
+        failure_lines(self.op, &self.name, &self.source)
+    }
+}
+
+/// What libdm prints when `op` on `name` failed: `device-mapper: <reason>` (when the daemon
+/// gave one beyond the errno's text) and `device-mapper: <op> ioctl on <name>  failed: …`.
+pub fn failure_lines(op: &str, name: &str, e: &ClientError) -> String {
+    let errno = e.errno();
+    let mut s = String::new();
+    if let ClientError::Remote(r) = e {
+        if !r.message.is_empty() && r.message != strerror(errno) {
+            let msg = r.message.strip_prefix("line 1: ").unwrap_or(&r.message);
+            s.push_str(&format!("device-mapper: {msg}\n"));
+        }
+    }
+    s.push_str(&format!(
+        "device-mapper: {op} ioctl on {name}  failed: {}\n",
+        strerror(errno)
+    ));
+    s
+}
+
+/// libdm's second half of `create`: load `table` into the new device `name` and resume it;
+/// if either fails the device is removed again.
+pub fn try_load_and_resume(
+    c: &mut Client,
+    name: &str,
+    table: Vec<Line>,
+    read_only: bool,
+) -> Result<(), StepError> {
     let sel = DevSel::Name(name.to_string());
+    let step = |op, source| StepError {
+        op,
+        name: name.to_string(),
+        source,
+    };
     let r = c
         .call(Request::Load {
             dev: sel.clone(),
             table,
             read_only,
         })
-        .map_err(|e| report(err, "reload", name, &e))
+        .map_err(|e| step("reload", e))
         .and_then(|_| {
             c.call(Request::Resume {
                 dev: sel.clone(),
                 noflush: false,
                 nolockfs: false,
             })
-            .map_err(|e| report(err, "resume", name, &e))
+            .map_err(|e| step("resume", e))
         });
     if r.is_err() {
         let _ = c.call(Request::Remove {
