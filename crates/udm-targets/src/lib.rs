@@ -9,6 +9,7 @@ pub mod ebs;
 pub mod era;
 pub mod error;
 pub mod flakey;
+pub mod integrity;
 pub mod kscan;
 pub mod linear;
 pub mod log_writes;
@@ -61,6 +62,7 @@ pub fn register_builtin(types: &TargetTypes) {
     module("cache", Arc::new(cache::CacheType));
     module("era", Arc::new(era::EraType));
     module("clone", Arc::new(clone::CloneType));
+    module("integrity", Arc::new(integrity::IntegrityType));
 }
 
 /// A `TargetTypes` with every built-in target registered.
