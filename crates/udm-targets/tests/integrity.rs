@@ -193,8 +193,8 @@ fn integrity_journal_replays_after_a_crash() {
     let img = fresh(dir.path(), "d");
     let crash = dir.path().join("crash");
     let reg = registry();
-    // Watermark 100 and a long commit time: only flushes commit, nothing is written back.
-    let rest = "4 J 3 journal_watermark:0 commit_time:100000 internal_hash:crc32c";
+    // Watermark 100 and a long commit time: flushes commit; write-back only when full.
+    let rest = "4 J 3 journal_watermark:100 commit_time:100000 internal_hash:crc32c";
     let p = format(&reg, &img, rest);
     create(&reg, "i", &table(&img, p, rest)).unwrap();
     let (dev, g) = open(&reg, "i");
@@ -215,7 +215,11 @@ fn integrity_journal_replays_after_a_crash() {
     // An unflushed write after the flush may or may not survive: it is not in the model.
     snapshot(&img, &crash);
     drop((dev, g));
-    // The crash image's data area still has the old contents for the journalled blocks.
+    // The crash image's journal holds committed entries not yet copied home.
+    let bytes = std::fs::read(&crash).unwrap();
+    let jg = udm_formats::integrity::JournalGeometry::new(4, 0, false, u32::from_le_bytes(bytes[12..16].try_into().unwrap()));
+    let plan = jg.plan_replay(&bytes[4096..4096 + jg.bytes()]).unwrap();
+    assert!(!plan.empty, "{plan:?}");
     let reg2 = registry();
     create(&reg2, "c", &table(&crash, p, rest)).unwrap();
     let (dev2, _g2) = open(&reg2, "c");
