@@ -7,7 +7,7 @@ use super::params::{round_to_jiffies_ms, Mode};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
-use udm_core::{MapResult, StatusFlags, StatusType, Target, TargetError};
+use udm_core::{Escaped, MapResult, StatusFlags, StatusType, Target, TargetError};
 use udm_formats::integrity::{
     BITMAP_BLOCK_SIZE, FLAG_DIRTY_BITMAP, FLAG_FIXED_HMAC, FLAG_FIXED_PADDING, FLAG_RECALCULATING,
     SB_SECTORS,
@@ -363,7 +363,7 @@ impl Inner {
         };
         let mut opts: Vec<String> = Vec::new();
         if let Some(m) = &self.meta {
-            opts.push(format!("meta_device:{}", m.id));
+            opts.push(format!("meta_device:{}", Escaped(&m.id.to_string())));
         }
         if self.spb() != 1 {
             opts.push(format!("block_size:{}", self.spb() * 512));
@@ -420,7 +420,7 @@ impl Inner {
         }
         format!(
             "{} {} {} {} {}{}{}",
-            self.data.id,
+            Escaped(&self.data.id.to_string()),
             self.geo.start,
             self.tag_size,
             self.mode.letter(),
