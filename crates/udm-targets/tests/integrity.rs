@@ -217,7 +217,12 @@ fn integrity_journal_replays_after_a_crash() {
     drop((dev, g));
     // The crash image's journal holds committed entries not yet copied home.
     let bytes = std::fs::read(&crash).unwrap();
-    let jg = udm_formats::integrity::JournalGeometry::new(4, 0, false, u32::from_le_bytes(bytes[12..16].try_into().unwrap()));
+    let jg = udm_formats::integrity::JournalGeometry::new(
+        4,
+        0,
+        false,
+        u32::from_le_bytes(bytes[12..16].try_into().unwrap()),
+    );
     let plan = jg.plan_replay(&bytes[4096..4096 + jg.bytes()]).unwrap();
     assert!(!plan.empty, "{plan:?}");
     let reg2 = registry();

@@ -83,7 +83,11 @@ fn kill_rounds(mode: &str, rounds: u64) {
     create(
         &reg,
         "f",
-        &format!("0 8 integrity {} 0 {}", dir.path().join("disk").display(), rest(mode)),
+        &format!(
+            "0 8 integrity {} 0 {}",
+            dir.path().join("disk").display(),
+            rest(mode)
+        ),
     )
     .unwrap();
     let p: u64 = status_fields(&reg, "f")[1].parse().unwrap();

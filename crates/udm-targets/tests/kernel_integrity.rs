@@ -111,10 +111,20 @@ fn kernel_integrity_interop_differential_and_replay() {
         .collect();
     let reg = registry();
     for (img, rest) in uf.iter().zip(uf_rest) {
-        create(&reg, "f", &format!("0 8 integrity {} 0 {rest}", img.display())).unwrap();
+        create(
+            &reg,
+            "f",
+            &format!("0 8 integrity {} 0 {rest}", img.display()),
+        )
+        .unwrap();
         let p: u64 = status_fields(&reg, "f")[1].parse().unwrap();
         reg.remove(&sel("f"), false).unwrap();
-        create(&reg, "u", &format!("0 {p} integrity {} 0 {rest}", img.display())).unwrap();
+        create(
+            &reg,
+            "u",
+            &format!("0 {p} integrity {} 0 {rest}", img.display()),
+        )
+        .unwrap();
         {
             let (dev, _g) = open(&reg, "u");
             write(&*dev, 0, &data);
@@ -135,7 +145,12 @@ fn kernel_integrity_interop_differential_and_replay() {
     let mut s = String::from("set -e\nmodprobe dm-integrity\n");
     for (dev, name, fmt, open) in [
         ("/dev/vda", "ka", "", ""),
-        ("/dev/vdb", "kb", "--integrity sha256 --integrity-bitmap-mode", "-B --integrity sha256"),
+        (
+            "/dev/vdb",
+            "kb",
+            "--integrity sha256 --integrity-bitmap-mode",
+            "-B --integrity sha256",
+        ),
         (
             "/dev/vdc",
             "kc",
@@ -154,7 +169,11 @@ fn kernel_integrity_interop_differential_and_replay() {
     for (dev, name, open) in [
         ("/dev/vdd", "ua", ""),
         ("/dev/vde", "ub", "-B --integrity sha256"),
-        ("/dev/vdf", "uc", &format!("--integrity hmac-sha256 {ks} --integrity-no-journal") as &str),
+        (
+            "/dev/vdf",
+            "uc",
+            &format!("--integrity hmac-sha256 {ks} --integrity-no-journal") as &str,
+        ),
     ] {
         s.push_str(&format!(
             "integritysetup dump {dev} > {name}.dump\n\
@@ -204,7 +223,10 @@ fn kernel_integrity_interop_differential_and_replay() {
         let t = std::fs::read_to_string(share.join(format!("{name}.table"))).unwrap();
         create(&reg, name, &with_image(t.trim(), img)).unwrap();
         let (dev, _g) = open(&reg, name);
-        assert!(read(&*dev, 0, whole) == data, "{name}: udm reads other data");
+        assert!(
+            read(&*dev, 0, whole) == data,
+            "{name}: udm reads other data"
+        );
         assert_eq!(status_fields(&reg, name)[0], "0", "{name}");
         drop((dev, _g));
         reg.remove(&sel(name), false).unwrap();
@@ -212,18 +234,34 @@ fn kernel_integrity_interop_differential_and_replay() {
     // 2. udm-formatted devices: real dump and real reads.
     for name in ["ua", "ub", "uc"] {
         let dump = std::fs::read_to_string(share.join(format!("{name}.dump"))).unwrap();
-        assert!(dump.contains("flags fix_padding fix_hmac"), "{name}: {dump}");
+        assert!(
+            dump.contains("flags fix_padding fix_hmac"),
+            "{name}: {dump}"
+        );
         let got = std::fs::read(share.join(format!("{name}.out"))).unwrap();
-        assert!(got == data[..got.len()] && got.len() >= whole - (1 << 20), "{name}: kernel reads other data");
+        assert!(
+            got == data[..got.len()] && got.len() >= whole - (1 << 20),
+            "{name}: kernel reads other data"
+        );
         let st = std::fs::read_to_string(share.join(format!("{name}.status"))).unwrap();
         assert_eq!(st.split_whitespace().nth(3), Some("0"), "{name}: {st}");
     }
     // 3. Differential: same writes, byte-identical disks and status.
     for (((name, rest), kimg), uimg) in DIFF.iter().zip(&kd).zip(&ud) {
-        create(&reg, "f", &format!("0 8 integrity {} 0 {rest}", uimg.display())).unwrap();
+        create(
+            &reg,
+            "f",
+            &format!("0 8 integrity {} 0 {rest}", uimg.display()),
+        )
+        .unwrap();
         let p: u64 = status_fields(&reg, "f")[1].parse().unwrap();
         reg.remove(&sel("f"), false).unwrap();
-        create(&reg, name, &format!("0 {p} integrity {} 0 {rest}", uimg.display())).unwrap();
+        create(
+            &reg,
+            name,
+            &format!("0 {p} integrity {} 0 {rest}", uimg.display()),
+        )
+        .unwrap();
         {
             let (dev, _g) = open(&reg, name);
             udm_write_plan(&*dev, &data, &plan);
@@ -236,8 +274,14 @@ fn kernel_integrity_interop_differential_and_replay() {
         );
         reg.remove(&sel(name), false).unwrap();
         let (a, b) = (std::fs::read(kimg).unwrap(), std::fs::read(uimg).unwrap());
-        let diff: Vec<usize> = (0..a.len() / 512).filter(|&i| a[i * 512..(i + 1) * 512] != b[i * 512..(i + 1) * 512]).take(8).collect();
-        assert!(diff.is_empty(), "{name}: sectors differ from the kernel's: {diff:?}");
+        let diff: Vec<usize> = (0..a.len() / 512)
+            .filter(|&i| a[i * 512..(i + 1) * 512] != b[i * 512..(i + 1) * 512])
+            .take(8)
+            .collect();
+        assert!(
+            diff.is_empty(),
+            "{name}: sectors differ from the kernel's: {diff:?}"
+        );
     }
     // 4. The unreplayed kernel journal replays in udm to the kernel's result.
     let unrep = share.join("unreplayed.img");
@@ -249,10 +293,18 @@ fn kernel_integrity_interop_differential_and_replay() {
         u32::from_le_bytes(bytes[12..16].try_into().unwrap()),
     );
     let replay = jg.plan_replay(&bytes[4096..4096 + jg.bytes()]).unwrap();
-    assert!(!replay.empty, "the copied journal has committed entries: {replay:?}");
+    assert!(
+        !replay.empty,
+        "the copied journal has committed entries: {replay:?}"
+    );
     let kr_out = std::fs::read(share.join("kr.out")).unwrap();
     let p = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
-    create(&reg, "r", &format!("0 {p} integrity {} 0 {rrest}", unrep.display())).unwrap();
+    create(
+        &reg,
+        "r",
+        &format!("0 {p} integrity {} 0 {rrest}", unrep.display()),
+    )
+    .unwrap();
     let (dev, _g) = open(&reg, "r");
     let plan_blocks: Vec<u64> = plan[..6].iter().flat_map(|&(b, n)| b..b + n).collect();
     for b in plan_blocks {

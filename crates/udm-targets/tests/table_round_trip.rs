@@ -362,7 +362,14 @@ fn spec() -> impl Strategy<Value = Spec> {
             }
         ),
         (1u64..4, len8()).prop_map(|(k, len)| Spec::Era { bs: 8 * k, len }),
-        (0u8..3, 0u8..3, any::<bool>(), any::<bool>(), any::<bool>(), len8())
+        (
+            0u8..3,
+            0u8..3,
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            len8()
+        )
             .prop_map(|(m, h, b, p, d, len)| Spec::Integrity(m, h, b, p, d, len)),
         (0u32..3, 0..CLONE_ARGS.len(), len8()).prop_map(|(k, args, len)| Spec::Clone {
             region: 8 << k,
@@ -430,7 +437,8 @@ fn render(s: &Spec, f: &mut Files<'_>) -> (&'static str, u64, String) {
             ][*hash as usize]
                 .clone();
             let l2spb = if *b4k { 3u8 } else { 0 };
-            let ss = udm_formats::integrity::JournalGeometry::new(tag, l2spb, false, 1).section_sectors;
+            let ss =
+                udm_formats::integrity::JournalGeometry::new(tag, l2spb, false, 1).section_sectors;
             let sections = (64 / ss).max(1);
             let padding: u64 = if *pad { 4096 } else { 131072 };
             let run = ((tag as u64) << (15 - l2spb)).div_ceil(padding) * padding / 512;
@@ -447,7 +455,10 @@ fn render(s: &Spec, f: &mut Files<'_>) -> (&'static str, u64, String) {
             o.push(format!("buffer_sectors:{}", 1 << buf));
             match mode {
                 0 => o.extend(["journal_watermark:50".into(), "commit_time:10000".into()]),
-                1 => o.extend(["sectors_per_bit:32768".into(), "bitmap_flush_interval:10000".into()]),
+                1 => o.extend([
+                    "sectors_per_bit:32768".into(),
+                    "bitmap_flush_interval:10000".into(),
+                ]),
                 _ => {}
             }
             if *pad {

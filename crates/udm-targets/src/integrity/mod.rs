@@ -9,6 +9,7 @@ mod bitmap;
 mod core;
 mod jmode;
 pub mod params;
+pub mod setup;
 mod target;
 
 pub use params::{AlgSpec, IntegrityParams, Mode};
