@@ -159,6 +159,14 @@ pub fn read_superblock(dev: &dyn BlockDevice) -> Option<Superblock> {
     Superblock::decode(b.as_slice()).ok()
 }
 
+/// The superblock of the file or device at `path`: `Err(())` when it cannot be opened,
+/// `Ok(None)` when it has no integrity superblock.
+#[allow(clippy::result_unit_err)]
+pub fn read_superblock_at(path: &Path) -> Result<Option<Superblock>, ()> {
+    let f = udm_io::file::FileDevice::open(path, true).map_err(|_| ())?;
+    Ok(read_superblock(&f))
+}
+
 /// Format `path` (a file or block device) as integritysetup does: a temporary 8-sector
 /// device writes superblock and journal; unless `no_wipe`, every block is then written
 /// with zeros through a direct-mode device so it has a valid tag. Returns the superblock.
@@ -315,6 +323,9 @@ pub fn status_text(
             );
             let _ = writeln!(s, "  journal watermark: {}%", p.journal_watermark);
             let _ = writeln!(s, "  journal commit time: {} ms", p.commit_time);
+            if let Some(m) = &p.journal_mac {
+                let _ = writeln!(s, "  journal integrity MAC: {}", m.alg);
+            }
         }
         Mode::Bitmap => {
             let _ = writeln!(
@@ -332,6 +343,9 @@ pub fn status_text(
         _ => {
             let _ = writeln!(s, "  journal: not active");
         }
+    }
+    if p.allow_discards {
+        let _ = writeln!(s, "  flags: discards ");
     }
     s
 }
