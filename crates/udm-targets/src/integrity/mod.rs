@@ -10,6 +10,7 @@ mod core;
 mod jmode;
 pub mod params;
 pub mod setup;
+pub mod tags;
 mod target;
 
 pub use params::{AlgSpec, IntegrityParams, Mode};
@@ -409,6 +410,19 @@ impl TargetType for IntegrityType {
             st.just_formatted = true;
         }
         target::spawn_timer(&inner);
-        Ok(Box::new(Integrity { inner }))
+        // Without an internal hash the tags come from the layer above (crypt): publish the
+        // tag interface under this device (not possible in a standalone table).
+        let publication = if inner.hash.is_none() {
+            let t = Arc::new(tags::TagDevice {
+                inner: inner.clone(),
+            });
+            ctx.publish(&t).ok().map(|p| (t, p))
+        } else {
+            None
+        };
+        Ok(Box::new(Integrity {
+            inner,
+            _publication: publication,
+        }))
     }
 }

@@ -17,6 +17,8 @@ use udm_io::{sync, Bio, BioFlags, IoError, Limits, Op, Sectors, WorkerPool};
 /// One `integrity` table line.
 pub struct Integrity {
     pub(crate) inner: Arc<Inner>,
+    /// The tag interface published for the layer above (no internal hash only).
+    pub(crate) _publication: Option<(Arc<super::tags::TagDevice>, udm_core::Publication)>,
 }
 
 impl Drop for Integrity {
