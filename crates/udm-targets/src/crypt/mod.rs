@@ -6,6 +6,7 @@
 pub mod aead;
 pub mod keyring;
 pub mod params;
+pub mod setup;
 mod target;
 
 pub use udm_crypto::{cipher, spec};
