@@ -39,7 +39,7 @@ fn aead_crypt_round_trips_and_detects_tampering() {
         (28, format!("capi:rfc7539(chacha20,poly1305)-random {k32} 0 /dev/mapper/i 0 1 integrity:28:aead")),
         (
             48,
-            format!("capi:authenc(hmac(sha256),xts(aes))-random {k96} 0 /dev/mapper/i 0 1 integrity:48:hmac(sha256)"),
+            format!("capi:authenc(hmac(sha256),xts(aes))-random {k96} 0 /dev/mapper/i 0 1 integrity:48:aead"),
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();

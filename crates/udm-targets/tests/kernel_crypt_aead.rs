@@ -36,7 +36,7 @@ fn cases() -> Vec<(&'static str, u32, &'static str, String, &'static str)> {
             48,
             "capi:authenc(hmac(sha256),xts(aes))-random",
             "3d".repeat(96),
-            "integrity:48:hmac(sha256)",
+            "integrity:48:aead",
         ),
     ]
 }

@@ -116,8 +116,6 @@ pub struct Features {
     pub iv_large_sectors: bool,
     /// `integrity:<bytes>:<none|aead>` (accepted for its messages; needs an integrity device).
     pub integrity: Option<(u32, bool)>,
-    /// `integrity:<bytes>:<mac>`: the MAC of an `authenc` cipher (udm knows `hmac(sha256)`).
-    pub integrity_mac: Option<&'static str>,
 }
 
 impl Features {
@@ -153,9 +151,7 @@ impl Features {
                             return Err(TargetError::invalid("Invalid integrity arguments"));
                         }
                         let aead = ty.eq_ignore_ascii_case("aead");
-                        if ty == "hmac(sha256)" {
-                            f.integrity_mac = Some("hmac(sha256)");
-                        } else if !aead && !ty.eq_ignore_ascii_case("none") {
+                        if !aead && !ty.eq_ignore_ascii_case("none") {
                             return Err(TargetError::invalid("Unknown integrity profile"));
                         }
                         f.integrity = Some((n, aead));
@@ -196,11 +192,7 @@ impl Features {
         if let Some((n, aead)) = self.integrity {
             w.push(format!(
                 "integrity:{n}:{}",
-                match (aead, self.integrity_mac) {
-                    (true, _) => "aead",
-                    (false, Some(m)) => m,
-                    (false, None) => "none",
-                }
+                if aead { "aead" } else { "none" }
             ));
         }
         if self.sector_size != 512 {

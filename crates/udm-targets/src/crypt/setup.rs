@@ -1,6 +1,6 @@
 //! What cryptsetup builds and reads back, as a library (the binary only parses argv and
 //! prints): the `crypt` table line of a mapping (LUKS1, LUKS2 with its key in the key store,
-//! plain; optionally over an integrity device: `integrity:N:aead|hmac(…)`), and the fields
+//! plain; optionally over an integrity device: `integrity:N:aead`), and the fields
 //! `cryptsetup status` shows, parsed from a live table line.
 
 use super::params::to_hex;
@@ -19,7 +19,7 @@ pub struct CryptMapping {
     /// LUKS2: the key goes into the key store as `logon` key `cryptsetup:<uuid>-d0` and the
     /// table names it (`:<size>:logon:cryptsetup:…`), as cryptsetup uses the kernel keyring.
     pub key_desc: Option<String>,
-    /// Tag bytes per sector and the integrity profile (`aead`, `hmac(sha256)`), when the
+    /// Tag bytes per sector and the integrity profile (`aead`, `none`), when the
     /// mapping sits on an integrity device.
     pub integrity: Option<(u32, String)>,
 }
@@ -163,7 +163,7 @@ mod tests {
             sector_size: 4096,
             uuid: "u".into(),
             key_desc: Some(keyring_desc("abc")),
-            integrity: Some((48, "hmac(sha256)".into())),
+            integrity: Some((48, "aead".into())),
         };
         let f = CryptFlags {
             allow_discards: true,
@@ -173,13 +173,13 @@ mod tests {
         let t = table_params(&m, &f, "/dev/mapper/x_dif");
         assert_eq!(
             t.as_str(),
-            "capi:authenc(hmac(sha256),xts(aes))-random :96:logon:cryptsetup:abc-d0 0 /dev/mapper/x_dif 0 4 allow_discards no_read_workqueue integrity:48:hmac(sha256) sector_size:4096"
+            "capi:authenc(hmac(sha256),xts(aes))-random :96:logon:cryptsetup:abc-d0 0 /dev/mapper/x_dif 0 4 allow_discards no_read_workqueue integrity:48:aead sector_size:4096"
         );
         let s = parse_status(&t).unwrap();
         assert_eq!(s.key_bits, 768);
         assert!(s.in_keyring);
         assert_eq!(s.flags, ["discards", "no_read_workqueue"]);
-        assert_eq!(s.integrity, Some((48, "hmac(sha256)".into())));
+        assert_eq!(s.integrity, Some((48, "aead".into())));
         assert_eq!(s.sector_size, "4096");
     }
 }
