@@ -89,6 +89,22 @@ pub fn table_params(m: &CryptMapping, f: &CryptFlags, dev: &str) -> Zeroizing<St
     s
 }
 
+/// The kernel cipher and the per-sector integrity tag size of a LUKS2 segment with
+/// `encryption` (`aes-xts-random`, `aes-gcm-random`, `chacha20-random`) and integrity type
+/// (`hmac(sha256)`, `aead`, `poly1305`), as cryptsetup maps them; None when udm has no such
+/// authenticated cipher.
+pub fn luks2_integrity_cipher(encryption: &str, integrity: &str) -> Option<(String, u32)> {
+    let mut p = encryption.splitn(3, '-');
+    let (cipher, mode, iv) = (p.next()?, p.next()?, p.next().unwrap_or(""));
+    let (api, tag) = match (cipher, mode, iv, integrity) {
+        ("aes", "xts", "random", "hmac(sha256)") => ("authenc(hmac(sha256),xts(aes))", 16 + 32),
+        ("aes", "gcm", "random", "aead") => ("gcm(aes)", 12 + 16),
+        ("chacha20", "random", "", "poly1305") => ("rfc7539(chacha20,poly1305)", 12 + 16),
+        _ => return None,
+    };
+    Some((format!("capi:{api}-random"), tag))
+}
+
 /// The fields of a live `crypt` table line that `cryptsetup status` shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CryptStatus {

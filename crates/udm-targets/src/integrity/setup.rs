@@ -163,8 +163,16 @@ pub fn read_superblock(dev: &dyn BlockDevice) -> Option<Superblock> {
 /// `Ok(None)` when it has no integrity superblock.
 #[allow(clippy::result_unit_err)]
 pub fn read_superblock_at(path: &Path) -> Result<Option<Superblock>, ()> {
+    read_superblock_at_sector(path, 0)
+}
+
+/// The superblock at `sector` of the file or device at `path` (LUKS2 puts it at the data
+/// segment's offset).
+#[allow(clippy::result_unit_err)]
+pub fn read_superblock_at_sector(path: &Path, sector: u64) -> Result<Option<Superblock>, ()> {
     let f = udm_io::file::FileDevice::open(path, true).map_err(|_| ())?;
-    Ok(read_superblock(&f))
+    let b = udm_io::sync::read_at(&f, Sectors(sector), 512).map_err(|_| ())?;
+    Ok(Superblock::decode(b.as_slice()).ok())
 }
 
 /// Format `path` (a file or block device) as integritysetup does: a temporary 8-sector

@@ -8,7 +8,8 @@ use std::io::Write;
 use udm_formats::luks::Zeroizing;
 use udm_proto::{Client, ClientError, DevSel, Line, Reply, Request};
 use udm_targets::crypt::setup::{
-    keyring_desc, parse_status, table_params, CryptFlags, CryptMapping as Mapping,
+    keyring_desc, luks2_integrity_cipher, parse_status, table_params, CryptFlags,
+    CryptMapping as Mapping,
 };
 
 fn connect(io: &mut Io<'_>) -> Result<Client, Failed> {
@@ -211,7 +212,7 @@ pub fn open(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
                 Some(b) => b / 512,
                 None => dev_sectors.saturating_sub(off),
             };
-            Mapping {
+            let m = Mapping {
                 cipher: s.encryption.clone(),
                 key: vk,
                 iv_offset: s.iv_tweak,
@@ -221,10 +222,73 @@ pub fn open(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
                 uuid: format!("CRYPT-LUKS2-{nodash}-{name}"),
                 key_desc: (!o.disable_keyring).then(|| keyring_desc(h.uuid())),
                 integrity: None,
+            };
+            if let Some(it) = &s.integrity {
+                return open_with_integrity(io, o, name, path, m, &s.encryption, it);
             }
+            m
         }
     };
     activate(io, o, name, path, &m)
+}
+
+/// An authenticated LUKS2 volume: the integrity device `<name>_dif` at the data offset
+/// (its superblock gives the size), then the crypt mapping over it.
+fn open_with_integrity(
+    io: &mut Io<'_>,
+    o: &Opts,
+    name: &str,
+    path: &str,
+    mut m: Mapping,
+    encryption: &str,
+    integrity: &str,
+) -> Result<(), Failed> {
+    let Some((cipher, tag)) = luks2_integrity_cipher(encryption, integrity) else {
+        return Err(fail(
+            io,
+            libc::ENOTSUP,
+            format!("udm has no authenticated cipher {encryption} with integrity {integrity}."),
+        ));
+    };
+    let sb = match udm_targets::integrity::setup::read_superblock_at_sector(
+        std::path::Path::new(path),
+        m.offset,
+    ) {
+        Ok(Some(sb)) => sb,
+        _ => {
+            return Err(fail(
+                io,
+                libc::EINVAL,
+                format!("No integrity superblock at the data offset of {path}."),
+            ))
+        }
+    };
+    let dif = format!("{name}_dif");
+    let mut c = connect(io)?;
+    c.call(Request::Create {
+        name: dif.clone(),
+        uuid: format!("CRYPT-SUBDEV-{}", m.uuid.trim_start_matches("CRYPT-")),
+    })
+    .map_err(|e| report(io, "create", &dif, &e))?;
+    let line = Line {
+        start: 0,
+        len: sb.provided_data_sectors,
+        ttype: "integrity".into(),
+        params: format!("{} {} {tag} J 0", abs(path), m.offset),
+    };
+    dmctl::load_and_resume(&mut c, io.err, &dif, vec![line], o.readonly).map_err(Failed)?;
+    m.cipher = cipher;
+    m.offset = 0;
+    m.sectors = sb.provided_data_sectors;
+    m.integrity = Some((tag, "aead".into()));
+    let r = activate(io, o, name, &format!("/dev/mapper/{dif}"), &m);
+    if r.is_err() {
+        let _ = c.call(Request::Remove {
+            dev: DevSel::Name(dif),
+            deferred: false,
+        });
+    }
+    r
 }
 
 /// `close <name>`.
@@ -249,6 +313,11 @@ pub fn close(io: &mut Io<'_>, _o: &Opts, pos: &[String]) -> Result<(), Failed> {
                     desc,
                 });
             }
+            // The integrity device under an authenticated LUKS2 volume.
+            let _ = c.call(Request::Remove {
+                dev: DevSel::Name(format!("{name}_dif")),
+                deferred: false,
+            });
             Ok(())
         }
         Err(e) if e.errno() == libc::ENXIO => Err(fail(
