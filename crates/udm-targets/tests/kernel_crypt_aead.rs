@@ -16,14 +16,23 @@ const W: u64 = 4096;
 
 fn zero_image(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
-    std::fs::File::create(&p).unwrap().set_len(SECTORS * 512).unwrap();
+    std::fs::File::create(&p)
+        .unwrap()
+        .set_len(SECTORS * 512)
+        .unwrap();
     p
 }
 
 /// (name, integrity tag size, crypt cipher, key hex, integrity feature).
 fn cases() -> Vec<(&'static str, u32, &'static str, String, &'static str)> {
     vec![
-        ("gcm", 28, "capi:gcm(aes)-random", "1f".repeat(32), "integrity:28:aead"),
+        (
+            "gcm",
+            28,
+            "capi:gcm(aes)-random",
+            "1f".repeat(32),
+            "integrity:28:aead",
+        ),
         (
             "cha",
             28,
@@ -63,7 +72,12 @@ fn kernel_crypt_aead_interop_both_ways() {
         let p: u64 = status_fields(&reg, "f")[1].parse().unwrap();
         reg.remove(&sel("f"), false).unwrap();
         create(&reg, "ui", &format!("0 {p} {i}")).unwrap();
-        create(&reg, "uc", &format!("0 {p} crypt {cipher} {key} 0 /dev/mapper/ui 0 1 {feat}")).unwrap();
+        create(
+            &reg,
+            "uc",
+            &format!("0 {p} crypt {cipher} {key} 0 /dev/mapper/ui 0 1 {feat}"),
+        )
+        .unwrap();
         {
             let (dev, _g) = open(&reg, "uc");
             write(&*dev, 0, &data);
@@ -95,19 +109,38 @@ fn kernel_crypt_aead_interop_both_ways() {
     let (out, err, code) = udm_testkit::refvm_run(&run, &refs, Some(&share), &script);
     assert_eq!(code, 0, "{out}\n{err}");
     for (k, (name, tag, cipher, key, feat)) in cases().into_iter().enumerate() {
-        assert!(out.contains(&format!("OK {name}")), "{name}: kernel side failed:\n{out}\n{err}");
+        assert!(
+            out.contains(&format!("OK {name}")),
+            "{name}: kernel side failed:\n{out}\n{err}"
+        );
         // The kernel read udm's disk.
         let got = std::fs::read(share.join(format!("{name}.out"))).unwrap();
-        assert!(got == data, "{name}: the kernel reads other data from udm's disk");
+        assert!(
+            got == data,
+            "{name}: the kernel reads other data from udm's disk"
+        );
         // udm reads the kernel's disk.
         let kd = &disks[2 * k];
         let p = u64::from_le_bytes(std::fs::read(kd).unwrap()[16..24].try_into().unwrap());
-        create(&reg, "ki", &format!("0 {p} integrity {} 0 {tag} J 0", kd.display())).unwrap();
-        create(&reg, "kc", &format!("0 {p} crypt {cipher} {key} 0 /dev/mapper/ki 0 1 {feat}")).unwrap();
+        create(
+            &reg,
+            "ki",
+            &format!("0 {p} integrity {} 0 {tag} J 0", kd.display()),
+        )
+        .unwrap();
+        create(
+            &reg,
+            "kc",
+            &format!("0 {p} crypt {cipher} {key} 0 /dev/mapper/ki 0 1 {feat}"),
+        )
+        .unwrap();
         {
             let (dev, _g) = open(&reg, "kc");
             let r = sync::read_at(&*dev, Sectors(0), data.len()).unwrap();
-            assert!(r.as_slice() == &data[..], "{name}: udm reads other data from the kernel's disk");
+            assert!(
+                r.as_slice() == &data[..],
+                "{name}: udm reads other data from the kernel's disk"
+            );
         }
         reg.remove(&sel("kc"), false).unwrap();
         reg.remove(&sel("ki"), false).unwrap();

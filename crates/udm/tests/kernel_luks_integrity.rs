@@ -28,8 +28,14 @@ fn kernel_luks2_integrity_volumes_open_in_udm() {
     let plain = pseudo(DATA, 5);
     std::fs::write(share.join("plain.bin"), &plain).unwrap();
     let cases = [
-        ("hmac", "--cipher aes-xts-random --key-size 512 --integrity hmac-sha256"),
-        ("aead", "--cipher aes-gcm-random --key-size 256 --integrity aead"),
+        (
+            "hmac",
+            "--cipher aes-xts-random --key-size 512 --integrity hmac-sha256",
+        ),
+        (
+            "aead",
+            "--cipher aes-gcm-random --key-size 256 --integrity aead",
+        ),
     ];
     let imgs: Vec<_> = cases
         .iter()
@@ -50,19 +56,30 @@ fn kernel_luks2_integrity_volumes_open_in_udm() {
     let (out, err, code) = udm_testkit::refvm_run(&run, &disks, Some(&share), &script);
     assert_eq!(code, 0, "refvm failed:\n{out}\n{err}");
 
-    let daemon = udm_testkit::Daemon::start_with(Path::new(env!("CARGO_BIN_EXE_udm")), &["--no-fuse"]);
+    let daemon =
+        udm_testkit::Daemon::start_with(Path::new(env!("CARGO_BIN_EXE_udm")), &["--no-fuse"]);
     let sock = Some(daemon.socket.as_path());
     let plain2 = pseudo(4096 * 4, 9);
     for ((name, _), img) in cases.iter().zip(&imgs) {
         let kc = std::fs::read_to_string(share.join(format!("{name}.cipher"))).unwrap();
-        let (code, _, err) = udm(&["open", "--key-file", "-", img.to_str().unwrap(), name], PASS, sock);
+        let (code, _, err) = udm(
+            &["open", "--key-file", "-", img.to_str().unwrap(), name],
+            PASS,
+            sock,
+        );
         assert_eq!(code, 0, "udm open {name} (kernel cipher {kc}): {err}");
         let (_, st, _) = udm(&["status", name], b"", sock);
-        assert!(st.contains(&format!("  cipher:  {}", kc.trim())), "{name}: {st}");
+        assert!(
+            st.contains(&format!("  cipher:  {}", kc.trim())),
+            "{name}: {st}"
+        );
         {
             let r = RemoteDevice::connect(&daemon.uri(name), false).unwrap();
             let got = udm_io::sync::read_at(&r, Sectors(0), DATA).unwrap();
-            assert!(got.as_slice() == &plain[..], "{name}: udm reads other plaintext");
+            assert!(
+                got.as_slice() == &plain[..],
+                "{name}: udm reads other plaintext"
+            );
             // udm writes; its reads of the new data verify against its own tags.
             udm_io::sync::write_at(&r, Sectors(2048 * 4), &plain2).unwrap();
             udm_io::sync::flush(&r).unwrap();

@@ -61,8 +61,10 @@ pub(crate) fn construct(
     })?;
     if !aead_kind {
         // integrity:N:none with an AEAD cipher: the kernel allocates a skcipher and fails.
-        return Err(TargetError::with_errno(libc::ENOENT, "Error allocating crypto tfm")
-            .with_detail("an authenticated cipher needs integrity:N:aead"));
+        return Err(
+            TargetError::with_errno(libc::ENOENT, "Error allocating crypto tfm")
+                .with_detail("an authenticated cipher needs integrity:N:aead"),
+        );
     }
     let aead = SectorAead::new(&api, bytes)
         .map_err(|e| TargetError::with_errno(e.errno(), "Error decoding and setting key"))?;

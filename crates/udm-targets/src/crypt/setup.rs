@@ -46,7 +46,11 @@ const PERF: [&str; 4] = [
 ];
 
 /// The optional-argument words, in the kernel's order.
-pub fn feature_words(f: &CryptFlags, sector_size: u32, integrity: Option<&(u32, String)>) -> Vec<String> {
+pub fn feature_words(
+    f: &CryptFlags,
+    sector_size: u32,
+    integrity: Option<&(u32, String)>,
+) -> Vec<String> {
     let mut w = Vec::new();
     if f.allow_discards {
         w.push("allow_discards".to_string());
