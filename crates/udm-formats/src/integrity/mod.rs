@@ -140,7 +140,7 @@ impl Geometry {
             ) else {
                 return false;
             };
-            self.metadata_run = bytes.div_ceil(padding) * padding >> 9;
+            self.metadata_run = (bytes.div_ceil(padding) * padding) >> 9;
             if provided == 0 {
                 return false;
             }

@@ -168,7 +168,7 @@ impl Inner {
         let first = tb / 512;
         let end = (tb + tags.len() as u64).div_ceil(512);
         let o = (tb - first * 512) as usize;
-        let mut buf = if o == 0 && tags.len() % 512 == 0 {
+        let mut buf = if o == 0 && tags.len().is_multiple_of(512) {
             vec![0u8; tags.len()]
         } else {
             let b = sync::read_at(

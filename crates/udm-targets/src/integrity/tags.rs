@@ -38,7 +38,7 @@ impl TagDevice {
         let i = &self.inner;
         if s + (len / 512) as u64 > i.geo.provided_data_sectors
             || (s | (len / 512) as u64) & (i.spb() - 1) != 0
-            || len % i.block_bytes() != 0
+            || !len.is_multiple_of(i.block_bytes())
         {
             return Err(IoError::Io);
         }

@@ -358,11 +358,9 @@ impl Inner {
     pub(crate) fn table_line(&self) -> String {
         let sb = self.sb.lock().0.clone();
         let je = self.geo.journal.entries() as u64;
-        let wm = if je == 0 {
-            0
-        } else {
-            ((je - self.threshold as u64) * 100 + je / 2) / je
-        };
+        let wm = ((je - (self.threshold as u64).min(je)) * 100 + je / 2)
+            .checked_div(je)
+            .unwrap_or(0);
         let mut opts: Vec<String> = Vec::new();
         if let Some(m) = &self.meta {
             opts.push(format!("meta_device:{}", Escaped(&m.id.to_string())));
