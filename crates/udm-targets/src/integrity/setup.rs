@@ -120,11 +120,14 @@ pub fn table_rest(o: &SetupOpts, sb: Option<&Superblock>, format: bool) -> Strin
             .map(|k| format!(":{}", hex(k)))
             .unwrap_or_default()
     };
-    w.push(format!(
-        "internal_hash:{}{}",
-        o.integrity,
-        key(&o.integrity_key)
-    ));
+    // `--integrity none`: tags come from the layer above (an authenticated crypt).
+    if o.integrity != "none" {
+        w.push(format!(
+            "internal_hash:{}{}",
+            o.integrity,
+            key(&o.integrity_key)
+        ));
+    }
     if let Some(j) = &o.journal_integrity {
         w.push(format!("journal_mac:{j}{}", key(&o.journal_integrity_key)));
     }
