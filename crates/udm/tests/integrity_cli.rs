@@ -111,6 +111,31 @@ fn integritysetup_open_status_close_and_corruption() {
             &data[..]
         );
     }
+    // Many large requests in flight (the target must not wait on the pool its own lower
+    // I/O needs): fio writes with queue depth 16, then everything reads back checked.
+    if udm_testkit::require_tool("fio") {
+        let o = Command::new("timeout")
+            .args(["120", "fio", "--name=q", "--ioengine=nbd"])
+            .arg(format!("--uri={}", daemon.uri("ia")))
+            .args([
+                "--rw=write",
+                "--bs=1m",
+                "--iodepth=16",
+                "--size=8m",
+                "--offset=1m",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "fio: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let r = RemoteDevice::connect(&daemon.uri("ia"), false).unwrap();
+        udm_io::sync::read_at(&r, Sectors(2048), 8 << 20).unwrap();
+        udm_io::sync::write_at(&r, Sectors(24), &data).unwrap();
+        udm_io::sync::flush(&r).unwrap();
+    }
     let (code, _, err) = udm(&["close", "ia"], sock);
     assert_eq!(code, 0, "{err}");
     // Flip one byte of logical sector 30: its data starts after superblock, journal and tags.

@@ -44,6 +44,9 @@ struct Inner {
 /// One authenticated crypt table line.
 pub struct AeadCrypt {
     inner: Arc<Inner>,
+    /// Its own threads: each job blocks on the integrity device's I/O, which needs the
+    /// shared I/O pool.
+    pool: WorkerPool,
 }
 
 /// Build the target for `cipher key iv_offset dev offset … integrity:N:kind`.
@@ -107,6 +110,7 @@ pub(crate) fn construct(
             feats,
             on_disk,
         }),
+        pool: WorkerPool::new("udm-crypt-aead", 4),
     }))
 }
 
@@ -160,7 +164,7 @@ impl Target for AeadCrypt {
         {
             return MapResult::Kill(bio, IoError::Io);
         }
-        WorkerPool::io().spawn(move || {
+        self.pool.spawn(move || {
             let s = bio.sector.0;
             let r = match bio.op {
                 Op::Flush => me.tags.flush(),

@@ -422,6 +422,7 @@ impl TargetType for IntegrityType {
         };
         Ok(Box::new(Integrity {
             inner,
+            pool: target::pool(),
             _publication: publication,
         }))
     }

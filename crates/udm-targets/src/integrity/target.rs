@@ -17,6 +17,7 @@ use udm_io::{sync, Bio, BioFlags, IoError, Limits, Op, Sectors, WorkerPool};
 /// One `integrity` table line.
 pub struct Integrity {
     pub(crate) inner: Arc<Inner>,
+    pub(crate) pool: WorkerPool,
     /// The tag interface published for the layer above (no internal hash only).
     pub(crate) _publication: Option<(Arc<super::tags::TagDevice>, udm_core::Publication)>,
 }
@@ -431,9 +432,15 @@ impl Inner {
     }
 }
 
-fn exec(inner: &Arc<Inner>, mut bio: Bio) {
+/// Threads serving one target's bios. Not the shared I/O pool: these jobs block on I/O of
+/// the devices below, which may itself need the shared pool.
+pub(crate) fn pool() -> WorkerPool {
+    WorkerPool::new("udm-integrity", 4)
+}
+
+fn exec(pool: &WorkerPool, inner: &Arc<Inner>, mut bio: Bio) {
     let me = inner.clone();
-    WorkerPool::io().spawn(move || {
+    pool.spawn(move || {
         let s = bio.sector.0;
         let r = match bio.op {
             Op::Flush => me.do_flush(),
@@ -468,7 +475,7 @@ impl Target for Integrity {
         let inner = &self.inner;
         match bio.op {
             Op::Flush => {
-                exec(inner, bio);
+                exec(&self.pool, inner, bio);
                 return MapResult::Submitted;
             }
             Op::Read | Op::Write | Op::Discard => {}
@@ -496,7 +503,7 @@ impl Target for Integrity {
         if inner.mode == Mode::Recovery && bio.op != Op::Read {
             return MapResult::Kill(bio, IoError::Io);
         }
-        exec(inner, bio);
+        exec(&self.pool, inner, bio);
         MapResult::Submitted
     }
 
