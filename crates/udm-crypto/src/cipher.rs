@@ -144,7 +144,13 @@ fn load(b: &[u8]) -> u128 {
 }
 
 /// XTS over one data unit (a crypt sector) in place.
-fn xts(data: &dyn BlockCipher, tweak: &dyn BlockCipher, iv: &[u8; 16], buf: &mut [u8], enc: bool) {
+pub(crate) fn xts(
+    data: &dyn BlockCipher,
+    tweak: &dyn BlockCipher,
+    iv: &[u8; 16],
+    buf: &mut [u8],
+    enc: bool,
+) {
     let mut t0 = Block::clone_from_slice(iv);
     tweak.encrypt(std::slice::from_mut(&mut t0));
     let mut t = load(&t0);

@@ -2,6 +2,7 @@
 //! generators of dm-crypt, and its cipher specifications. Pure computation on byte slices:
 //! it imports nothing from the engine, so the crypt target and the LUKS format code share it.
 
+pub mod aead;
 pub mod cipher;
 pub mod spec;
 mod xts_ni;

@@ -9,6 +9,7 @@ pub mod ebs;
 pub mod era;
 pub mod error;
 pub mod flakey;
+pub mod integrity;
 pub mod kscan;
 pub mod linear;
 pub mod log_writes;
@@ -69,6 +70,7 @@ pub fn register_builtin(types: &TargetTypes) {
     module("multipath", Arc::new(multipath::MultipathType));
     module("writecache", Arc::new(writecache::WritecacheType));
     module("raid", Arc::new(raid::RaidType));
+    module("integrity", Arc::new(integrity::IntegrityType));
 }
 
 /// A `TargetTypes` with every built-in target registered.

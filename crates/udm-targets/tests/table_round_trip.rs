@@ -48,6 +48,9 @@ fn config() -> ProptestConfig {
 /// One table line to build: its type, length and the choices its params need.
 #[derive(Debug, Clone)]
 enum Spec {
+    /// An integrity device (a singleton) on a fresh 4 MiB image: (mode J/B/D, hash
+    /// crc32c/sha256/hmac(sha256), 4 KiB blocks, fix_padding, allow_discards, len).
+    Integrity(u8, u8, bool, bool, bool, u64),
     /// A thin-pool (a singleton: its table has only this line): (log2 block size in
     /// sectors 7..=9, low water mark, feature flags, data blocks).
     ThinPool(u32, u64, [bool; 5], u64),
@@ -225,6 +228,7 @@ const COVERED: &[&str] = &[
     "multipath",
     "writecache",
     "raid",
+    "integrity",
 ];
 
 /// raid types for the generator: (name, parity devices, minimum devices).
@@ -428,6 +432,15 @@ fn spec() -> impl Strategy<Value = Spec> {
             }
         ),
         (1u64..4, len8()).prop_map(|(k, len)| Spec::Era { bs: 8 * k, len }),
+        (
+            0u8..3,
+            0u8..3,
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            len8()
+        )
+            .prop_map(|(m, h, b, p, d, len)| Spec::Integrity(m, h, b, p, d, len)),
         (0u32..3, 0..CLONE_ARGS.len(), len8()).prop_map(|(k, args, len)| Spec::Clone {
             region: 8 << k,
             args,
@@ -528,6 +541,52 @@ fn hex(b: &[u8]) -> String {
 /// The line's type, length and canonical params (what `status(Table)` must print).
 fn render(s: &Spec, f: &mut Files<'_>) -> (&'static str, u64, String) {
     match s {
+        Spec::Integrity(mode, hash, b4k, pad, discards, len) => {
+            let dev = f.image(8192);
+            let (tag, alg) = [
+                (4u32, "crc32c".to_string()),
+                (32, "sha256".into()),
+                (32, format!("hmac(sha256):{}", "0123456789abcdef".repeat(4))),
+            ][*hash as usize]
+                .clone();
+            let l2spb = if *b4k { 3u8 } else { 0 };
+            let ss =
+                udm_formats::integrity::JournalGeometry::new(tag, l2spb, false, 1).section_sectors;
+            let sections = (64 / ss).max(1);
+            let padding: u64 = if *pad { 4096 } else { 131072 };
+            let run = ((tag as u64) << (15 - l2spb)).div_ceil(padding) * padding / 512;
+            let buf = 7u32.min(run.trailing_zeros());
+            let mut o: Vec<String> = Vec::new();
+            if *b4k {
+                o.push("block_size:4096".into());
+            }
+            if *discards {
+                o.push("allow_discards".into());
+            }
+            o.push(format!("journal_sectors:{}", ss * sections));
+            o.push("interleave_sectors:32768".into());
+            o.push(format!("buffer_sectors:{}", 1 << buf));
+            match mode {
+                0 => o.extend(["journal_watermark:50".into(), "commit_time:10000".into()]),
+                1 => o.extend([
+                    "sectors_per_bit:32768".into(),
+                    "bitmap_flush_interval:10000".into(),
+                ]),
+                _ => {}
+            }
+            if *pad {
+                o.push("fix_padding".into());
+            }
+            o.push(format!("internal_hash:{alg}"));
+            let p = format!(
+                "{} 0 {tag} {} {} {}",
+                Escaped(&dev),
+                ["J", "B", "D"][*mode as usize],
+                o.len(),
+                o.join(" ")
+            );
+            ("integrity", *len, p)
+        }
         Spec::ThinPool(bs, lwm, feats, blocks) => {
             let len = blocks << bs;
             let p = udm_targets::thin::params::PoolParams {
@@ -982,8 +1041,8 @@ proptest! {
         names in proptest::collection::vec(awkward_name(), 1..6),
         dir_name in awkward_name(),
     ) {
-        // thin-pool must be alone in its table (a singleton, as in the kernel).
-        let specs = match specs.iter().find(|s| matches!(s, Spec::ThinPool(..) | Spec::Multipath { .. })) {
+        // thin-pool, multipath and integrity must be alone in their tables (singletons, as in the kernel).
+        let specs = match specs.iter().find(|s| matches!(s, Spec::ThinPool(..) | Spec::Multipath { .. } | Spec::Integrity(..))) {
             Some(p) => vec![p.clone()],
             None => specs,
         };

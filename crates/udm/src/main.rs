@@ -7,6 +7,7 @@ mod dmctl;
 mod dmesg_cli;
 mod dmraid;
 mod dmsetup;
+mod integrity_cli;
 mod key_cli;
 mod kpartx;
 mod logwrites;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         "dmstats" => stats_cli::main(&args[1..]),
         "veritysetup" => verity_cli::main("veritysetup", &args[1..]),
         "cryptsetup" => luks_cli::main("cryptsetup", &args[1..]),
+        "integritysetup" => integrity_cli::main("integritysetup", &args[1..]),
         "kpartx" => kpartx::main(&args[1..]),
         "multipath" => multipath_cli::main(&args[1..]),
         "dmraid" => dmraid::main(&args[1..]),
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
             Some("log-writes") => logwrites::main(&args[2..]),
             Some("verity") => verity_cli::main("udm verity", &args[2..]),
             Some("luks") => luks_cli::main("udm luks", &args[2..]),
+            Some("integrity") => integrity_cli::main("udm integrity", &args[2..]),
             Some("lvm") => lvm::main(&args[2..]),
             Some("key") => key_cli::main(&args[2..]),
             Some("dmesg") => dmesg_cli::main(&args[2..]),
@@ -125,6 +128,7 @@ Usage:
   udm dmesg [-c|-C]       the kernel-style log (`device-mapper: …` reasons for failures, target
                           messages); -c clears it after printing, -C only clears
   udm verity format|verify|open|close|status|dump …   dm-verity (a `veritysetup` link too)
+  udm integrity format|open|close|status|dump …      dm-integrity (an `integritysetup` link too)
   udm kpartx -l|-a|-u|-d [-p DELIM] [-r] [-v] DISK   partition mappings (a `kpartx` link too)
   udm open [--key-file F] IMAGE   partitions, LUKS volumes and LVM VGs inside an image, as
                           devices (listed with FUSE paths and NBD URIs); udm close IMAGE

@@ -263,6 +263,7 @@ fn format2(
         iv_tweak: 0,
         encryption: cipher.into(),
         sector_size: p.sector_size,
+        integrity: None,
     };
     let json = serde_json::json!({
         "keyslots": {"0": luks2::keyslot_json(&ks)},

@@ -197,6 +197,9 @@ pub struct Segment {
     pub iv_tweak: u64,
     pub encryption: String,
     pub sector_size: u32,
+    /// `integrity.type` (`hmac(sha256)`, `aead`, `poly1305`): the data sits on a
+    /// dm-integrity device at `offset` holding each sector's IV and tag.
+    pub integrity: Option<String>,
 }
 
 /// A digest of type `pbkdf2`.
@@ -342,6 +345,11 @@ impl Metadata {
                 iv_tweak: field_num(s, "iv_tweak", &what)?,
                 encryption: field_str(s, "encryption", &what)?.to_string(),
                 sector_size: sector_size as u32,
+                integrity: s
+                    .get("integrity")
+                    .and_then(|i| i.get("type"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
             });
         }
         let mut digests = Vec::new();
@@ -494,12 +502,20 @@ pub fn digest_json(d: &DigestEntry) -> Value {
 
 /// JSON of a `crypt` segment.
 pub fn segment_json(s: &Segment) -> Value {
-    json!({
+    let mut v = json!({
         "type": "crypt",
         "offset": s.offset.to_string(),
         "size": s.size.map(|x| x.to_string()).unwrap_or_else(|| "dynamic".into()),
         "iv_tweak": s.iv_tweak.to_string(),
         "encryption": s.encryption,
         "sector_size": s.sector_size
-    })
+    });
+    if let Some(t) = &s.integrity {
+        v["integrity"] = json!({
+            "type": t,
+            "journal_encryption": "none",
+            "journal_integrity": "none"
+        });
+    }
+    v
 }

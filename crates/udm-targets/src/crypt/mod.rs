@@ -3,8 +3,10 @@
 //! cipher specs, hex / `-` / key-store keys, optional args, status and `key set|wipe`
 //! messages. The ciphers themselves live in `udm-crypto` (re-exported here as `cipher`, `spec`).
 
+pub mod aead;
 pub mod keyring;
 pub mod params;
+pub mod setup;
 mod target;
 
 pub use udm_crypto::{cipher, spec};
@@ -78,13 +80,21 @@ impl TargetType for CryptType {
         }
         params::key_size(&args[1])?;
         let feats = Features::parse(&args[5..], ctx.len)?;
+        if feats.integrity.is_some() && aead::aead_api(&args[0]).is_some() {
+            let shown = params::parse_key(&args[1])?;
+            let bytes = resolve_key(&shown)?;
+            return aead::construct(ctx, args, feats, shown, &bytes);
+        }
         let spec: CipherSpec = args[0]
             .parse()
             .map_err(|e: spec::SpecError| TargetError::with_errno(e.errno(), e.to_string()))?;
         if let Some((_, aead)) = feats.integrity {
             if aead {
-                return Err(TargetError::invalid("Bad cipher specification")
-                    .with_detail("AEAD ciphers (integrity:N:aead) are not supported by udm"));
+                return Err(
+                    TargetError::invalid("Bad cipher specification").with_detail(
+                        "udm's AEAD ciphers: gcm(aes), rfc7539(chacha20,poly1305) with -random",
+                    ),
+                );
             }
         }
         let shown = params::parse_key(&args[1])?;

@@ -7,7 +7,10 @@ use crate::dmctl::{self, abs};
 use std::io::Write;
 use udm_formats::luks::Zeroizing;
 use udm_proto::{Client, ClientError, DevSel, Line, Reply, Request};
-use udm_targets::crypt::params::to_hex;
+use udm_targets::crypt::setup::{
+    keyring_desc, luks2_integrity_cipher, parse_status, table_params, CryptFlags,
+    CryptMapping as Mapping,
+};
 
 fn connect(io: &mut Io<'_>) -> Result<Client, Failed> {
     dmctl::connect(&io.socket, io.err).ok_or(Failed(libc::ENOTSUP))
@@ -17,69 +20,13 @@ fn report(io: &mut Io<'_>, op: &str, name: &str, e: &ClientError) -> Failed {
     Failed(dmctl::report(io.err, op, name, e))
 }
 
-/// What a crypt mapping needs.
-struct Mapping {
-    cipher: String,
-    key: Zeroizing<Vec<u8>>,
-    iv_offset: u64,
-    offset: u64,
-    sectors: u64,
-    sector_size: u32,
-    uuid: String,
-    /// LUKS2: the key goes into the daemon's key store as `logon` key `cryptsetup:<uuid>-d0`
-    /// and the table names it (`:64:logon:cryptsetup:…`), as cryptsetup uses the kernel
-    /// keyring.
-    key_desc: Option<String>,
-}
-
-/// The logon-key description cryptsetup gives a LUKS2 volume key (segment 0).
-fn keyring_desc(uuid: &str) -> String {
-    format!("cryptsetup:{uuid}-d0")
-}
-
-/// The optional-argument words cryptsetup passes, in the kernel's order.
-fn features(o: &Opts, sector_size: u32) -> Vec<String> {
-    let mut w = Vec::new();
-    if o.allow_discards {
-        w.push("allow_discards".to_string());
+/// The activation flags of the command line, as table words.
+fn flags(o: &Opts) -> CryptFlags {
+    CryptFlags {
+        allow_discards: o.allow_discards,
+        perf: o.perf.clone(),
+        iv_large_sectors: o.iv_large_sectors,
     }
-    for p in [
-        "same_cpu_crypt",
-        "submit_from_crypt_cpus",
-        "no_read_workqueue",
-        "no_write_workqueue",
-    ] {
-        if o.perf.iter().any(|x| x == p) {
-            w.push(p.to_string());
-        }
-    }
-    if sector_size != 512 {
-        w.push(format!("sector_size:{sector_size}"));
-    }
-    if o.iv_large_sectors {
-        w.push("iv_large_sectors".into());
-    }
-    w
-}
-
-fn table(o: &Opts, m: &Mapping, dev: &str) -> Zeroizing<String> {
-    let mut s = Zeroizing::new(format!(
-        "{} {} {} {} {}",
-        m.cipher,
-        match &m.key_desc {
-            Some(d) => format!(":{}:logon:{d}", m.key.len()),
-            None if m.key.is_empty() => "-".to_string(),
-            None => to_hex(&m.key),
-        },
-        m.iv_offset,
-        abs(dev),
-        m.offset
-    ));
-    let w = features(o, m.sector_size);
-    if !w.is_empty() {
-        s.push_str(&format!(" {} {}", w.len(), w.join(" ")));
-    }
-    s
 }
 
 /// Create, load and resume `name` (removing it again if any step fails).
@@ -124,7 +71,7 @@ fn activate(io: &mut Io<'_>, o: &Opts, name: &str, dev: &str, m: &Mapping) -> Re
             return Err(report(io, "key add", name, &e));
         }
     }
-    let params = table(o, m, dev);
+    let params = table_params(m, &flags(o), &abs(dev));
     let line = Line {
         start: 0,
         len: m.sectors,
@@ -199,6 +146,7 @@ fn open_plain(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
         sector_size: o.sector_size.unwrap_or(512),
         uuid: format!("CRYPT-PLAIN-{name}"),
         key_desc: None,
+        integrity: None,
     };
     activate(io, o, name, path, &m)
 }
@@ -248,6 +196,7 @@ pub fn open(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
             sector_size: 512,
             uuid: format!("CRYPT-LUKS1-{nodash}-{name}"),
             key_desc: None,
+            integrity: None,
         },
         Header::L2(md) => {
             let Some(s) = md.segment() else {
@@ -263,7 +212,7 @@ pub fn open(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
                 Some(b) => b / 512,
                 None => dev_sectors.saturating_sub(off),
             };
-            Mapping {
+            let m = Mapping {
                 cipher: s.encryption.clone(),
                 key: vk,
                 iv_offset: s.iv_tweak,
@@ -272,10 +221,74 @@ pub fn open(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
                 sector_size: s.sector_size,
                 uuid: format!("CRYPT-LUKS2-{nodash}-{name}"),
                 key_desc: (!o.disable_keyring).then(|| keyring_desc(h.uuid())),
+                integrity: None,
+            };
+            if let Some(it) = &s.integrity {
+                return open_with_integrity(io, o, name, path, m, &s.encryption, it);
             }
+            m
         }
     };
     activate(io, o, name, path, &m)
+}
+
+/// An authenticated LUKS2 volume: the integrity device `<name>_dif` at the data offset
+/// (its superblock gives the size), then the crypt mapping over it.
+fn open_with_integrity(
+    io: &mut Io<'_>,
+    o: &Opts,
+    name: &str,
+    path: &str,
+    mut m: Mapping,
+    encryption: &str,
+    integrity: &str,
+) -> Result<(), Failed> {
+    let Some((cipher, tag)) = luks2_integrity_cipher(encryption, integrity) else {
+        return Err(fail(
+            io,
+            libc::ENOTSUP,
+            format!("udm has no authenticated cipher {encryption} with integrity {integrity}."),
+        ));
+    };
+    let sb = match udm_targets::integrity::setup::read_superblock_at_sector(
+        std::path::Path::new(path),
+        m.offset,
+    ) {
+        Ok(Some(sb)) => sb,
+        _ => {
+            return Err(fail(
+                io,
+                libc::EINVAL,
+                format!("No integrity superblock at the data offset of {path}."),
+            ))
+        }
+    };
+    let dif = format!("{name}_dif");
+    let mut c = connect(io)?;
+    c.call(Request::Create {
+        name: dif.clone(),
+        uuid: format!("CRYPT-SUBDEV-{}", m.uuid.trim_start_matches("CRYPT-")),
+    })
+    .map_err(|e| report(io, "create", &dif, &e))?;
+    let line = Line {
+        start: 0,
+        len: sb.provided_data_sectors,
+        ttype: "integrity".into(),
+        params: format!("{} {} {tag} J 0", abs(path), m.offset),
+    };
+    dmctl::load_and_resume(&mut c, io.err, &dif, vec![line], o.readonly).map_err(Failed)?;
+    m.cipher = cipher;
+    m.offset = 0;
+    m.sectors = sb.provided_data_sectors;
+    m.integrity = Some((tag, "aead".into()));
+    let r = activate(io, o, name, &format!("/dev/mapper/{dif}"), &m);
+    if r.is_err() {
+        let _ = c.call(Request::Remove {
+            dev: DevSel::Name(dif),
+            deferred: false,
+        });
+    }
+    r
 }
 
 /// `close <name>`.
@@ -300,6 +313,11 @@ pub fn close(io: &mut Io<'_>, _o: &Opts, pos: &[String]) -> Result<(), Failed> {
                     desc,
                 });
             }
+            // The integrity device under an authenticated LUKS2 volume.
+            let _ = c.call(Request::Remove {
+                dev: DevSel::Name(format!("{name}_dif")),
+                deferred: false,
+            });
             Ok(())
         }
         Err(e) if e.errno() == libc::ENXIO => Err(fail(
@@ -361,42 +379,27 @@ pub fn status(io: &mut Io<'_>, _o: &Opts, pos: &[String], real: bool) -> Result<
     if t.ttype != "crypt" {
         return Ok(());
     }
-    let w = udm_core::split_args(&t.params);
-    if w.len() < 5 {
+    let Some(cs) = parse_status(&t.params) else {
         return Ok(());
-    }
-    let key_bits = if w[1].starts_with(':') {
-        w[1].split(':')
-            .nth(1)
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 8
-    } else {
-        w[1].len() as u64 * 4
     };
-    let ss = w
-        .iter()
-        .find_map(|x| x.strip_prefix("sector_size:"))
-        .unwrap_or("512");
     let o = &mut io.out;
-    let _ = writeln!(o, "  cipher:  {}", w[0]);
-    let _ = writeln!(o, "  keysize: {key_bits} bits");
-    let location = if w[1].starts_with(':') {
-        "keyring"
-    } else {
-        "dm-crypt"
-    };
+    let _ = writeln!(o, "  cipher:  {}", cs.cipher);
+    let _ = writeln!(o, "  keysize: {} bits", cs.key_bits);
+    let location = if cs.in_keyring { "keyring" } else { "dm-crypt" };
     let _ = writeln!(o, "  key location: {location}");
-    let (device, backing) = shown_device(&w[3]);
+    if let Some((_, ty)) = &cs.integrity {
+        let _ = writeln!(o, "  integrity: {ty}");
+    }
+    let (device, backing) = shown_device(&cs.device);
     let _ = writeln!(o, "  device:  {device}");
     if let Some(file) = backing {
         let _ = writeln!(o, "  loop:    {file}");
     }
-    let _ = writeln!(o, "  sector size:  {ss}");
-    let _ = writeln!(o, "  offset:  {} sectors", w[4]);
+    let _ = writeln!(o, "  sector size:  {}", cs.sector_size);
+    let _ = writeln!(o, "  offset:  {} sectors", cs.offset);
     let _ = writeln!(o, "  size:    {} sectors", t.len);
-    if w[2] != "0" {
-        let _ = writeln!(o, "  skipped: {} sectors", w[2]);
+    if cs.iv_offset != "0" {
+        let _ = writeln!(o, "  skipped: {} sectors", cs.iv_offset);
     }
     let mode = if info.read_only {
         "readonly"
@@ -404,22 +407,7 @@ pub fn status(io: &mut Io<'_>, _o: &Opts, pos: &[String], real: bool) -> Result<
         "read/write"
     };
     let _ = writeln!(o, "  mode:    {mode}");
-    let flags: Vec<&str> = w
-        .iter()
-        .map(String::as_str)
-        .skip(6)
-        .filter(|x| {
-            matches!(
-                *x,
-                "allow_discards"
-                    | "same_cpu_crypt"
-                    | "submit_from_crypt_cpus"
-                    | "no_read_workqueue"
-                    | "no_write_workqueue"
-            )
-        })
-        .map(|x| if x == "allow_discards" { "discards" } else { x })
-        .collect();
+    let flags = &cs.flags;
     if !flags.is_empty() {
         let _ = writeln!(o, "  flags:   {} ", flags.join(" "));
     }

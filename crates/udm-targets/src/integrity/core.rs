@@ -1,0 +1,328 @@
+//! The shared state of one `integrity` target and its blocking building blocks: superblock
+//! writes, tag reads and writes in the interleaved metadata, and checked reads/direct writes
+//! of the data area. Everything here runs on a worker thread, never in `map`.
+
+use super::params::{IntegrityParams, Mode};
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use udm_core::DevHandle;
+use udm_formats::integrity::journal::JOURNAL_MAC_SIZE;
+use udm_formats::integrity::{
+    Geometry, Superblock, TagHash, DISCARD_FILLER, FLAG_FIXED_HMAC, FLAG_RECALCULATING,
+};
+use udm_io::{sync, BlockDevice, IoError, Sectors};
+
+pub(crate) const EILSEQ: IoError = IoError::Os(libc::EILSEQ);
+
+/// Mutable state behind the target's lock: the in-memory journal (whose first blocks are the
+/// bitmap in B mode), the journal ring pointers and the B-mode bitmaps.
+pub(crate) struct State {
+    pub journal: Vec<u8>,
+    pub commit_seq: usize,
+    pub committed_section: u32,
+    pub n_committed: u32,
+    pub uncommitted_section: u32,
+    pub n_uncommitted: u32,
+    pub free_section: u32,
+    pub free_section_entry: u32,
+    pub free_sectors: u32,
+    /// Logical sector → position (section × entries + entry) of its newest journal entry.
+    pub latest: HashMap<u64, u32>,
+    pub wrote_to_journal: bool,
+    pub journal_uptodate: bool,
+    pub just_formatted: bool,
+    pub recalc_bitmap: Vec<u8>,
+    pub may_write: Vec<u8>,
+    pub commit_deadline: Option<Instant>,
+    pub bitmap_deadline: Option<Instant>,
+}
+
+/// One integrity target's runtime.
+pub struct Inner {
+    pub(crate) p: IntegrityParams,
+    pub(crate) geo: Geometry,
+    pub(crate) mode: Mode,
+    pub(crate) hash: Option<TagHash>,
+    pub(crate) jmac: Option<TagHash>,
+    pub(crate) data: Arc<DevHandle>,
+    pub(crate) meta: Option<Arc<DevHandle>>,
+    /// The superblock area as on disk (4 KiB); fields are re-encoded into it when written.
+    pub(crate) sb: Mutex<(Superblock, Vec<u8>)>,
+    pub(crate) tag_size: usize,
+    pub(crate) log2_blocks_per_bit: u8,
+    pub(crate) n_bitmap_blocks: u64,
+    pub(crate) threshold: u32,
+    pub(crate) bitmap_flush_ms: u32,
+    pub(crate) mismatches: AtomicU64,
+    /// The errno the device failed with (0: healthy), as the kernel's `ic->failed`.
+    pub(crate) failed: AtomicI32,
+    pub(crate) st: Mutex<State>,
+    /// Reads share it; writes, commits and the writer hold it alone.
+    pub(crate) io_lock: RwLock<()>,
+    pub(crate) wake: Condvar,
+    pub(crate) stop: AtomicBool,
+    pub(crate) recalc_running: AtomicBool,
+    /// Resumed and not suspended since: a drop then stops it cleanly first.
+    pub(crate) resumed: AtomicBool,
+}
+
+impl Inner {
+    pub(crate) fn meta_dev(&self) -> &dyn BlockDevice {
+        self.meta.as_ref().unwrap_or(&self.data).dev.as_ref()
+    }
+    pub(crate) fn data_dev(&self) -> &dyn BlockDevice {
+        self.data.dev.as_ref()
+    }
+    pub(crate) fn spb(&self) -> u64 {
+        self.geo.sectors_per_block()
+    }
+    pub(crate) fn block_bytes(&self) -> usize {
+        (self.spb() * 512) as usize
+    }
+
+    /// The kernel's `dm_integrity_io_error`: count EILSEQ, remember the first failure.
+    pub(crate) fn io_error(&self, msg: &str, errno: i32) {
+        if errno == libc::EILSEQ {
+            self.mismatches.fetch_add(1, Ordering::Relaxed);
+        }
+        if self
+            .failed
+            .compare_exchange(0, errno, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            udm_core::klog::err("integrity", &format!("Error on {msg}: -{errno}"));
+        }
+    }
+    pub(crate) fn failed(&self) -> Option<IoError> {
+        match self.failed.load(Ordering::SeqCst) {
+            0 => None,
+            e => Some(IoError::from_errno(e)),
+        }
+    }
+
+    pub(crate) fn salt(&self) -> Option<[u8; 16]> {
+        let sb = self.sb.lock();
+        sb.0.has(FLAG_FIXED_HMAC).then_some(sb.0.salt)
+    }
+
+    /// Tags of `blocks` consecutive blocks starting at logical `sector` of `data`.
+    pub(crate) fn compute_tags(&self, sector: u64, data: &[u8], out: &mut [u8]) {
+        let Some(h) = &self.hash else {
+            out.fill(0);
+            return;
+        };
+        let salt = self.salt();
+        let bb = self.block_bytes();
+        for (i, (blk, t)) in data
+            .chunks(bb)
+            .zip(out.chunks_mut(self.tag_size))
+            .enumerate()
+        {
+            h.tag_into(salt.as_ref(), sector + i as u64 * self.spb(), blk, t);
+        }
+    }
+
+    /// Write the superblock (the kernel's `sync_rw_sb` write: version, then the MAC).
+    pub(crate) fn write_sb(&self) -> Result<(), IoError> {
+        if let Some(e) = self.failed() {
+            return Err(e);
+        }
+        let buf = {
+            let mut g = self.sb.lock();
+            let meta_dev = self.meta.is_some();
+            g.0.version = g.0.version_for(self.mode == Mode::Bitmap, meta_dev);
+            let enc = g.0.encode();
+            g.1[..64].copy_from_slice(&enc[..64]);
+            if let (Some(m), true) = (&self.jmac, g.0.has(FLAG_FIXED_HMAC)) {
+                let n = m.digest_size();
+                let d = m.digest(&[&g.1[..512 - n]]);
+                g.1[512 - n..512].copy_from_slice(&d);
+            }
+            g.1.clone()
+        };
+        sync::write_fua_at(self.meta_dev(), Sectors(self.geo.start), &buf)
+    }
+
+    /// Read tags of `n` blocks from logical `sector` (one area).
+    pub(crate) fn read_tags(&self, sector: u64, n: usize) -> Result<Vec<u8>, IoError> {
+        let (_, tb) = self.geo.locate(sector);
+        let len = n * self.tag_size;
+        let first = tb / 512;
+        let end = (tb + len as u64).div_ceil(512);
+        let buf = sync::read_at(
+            self.meta_dev(),
+            Sectors(first),
+            ((end - first) * 512) as usize,
+        )?;
+        let o = (tb - first * 512) as usize;
+        Ok(buf.as_slice()[o..o + len].to_vec())
+    }
+
+    /// Write tags of consecutive blocks from logical `sector` (one area), read-modify-write
+    /// of the sectors they share.
+    pub(crate) fn write_tags(&self, sector: u64, tags: &[u8]) -> Result<(), IoError> {
+        let (_, tb) = self.geo.locate(sector);
+        let first = tb / 512;
+        let end = (tb + tags.len() as u64).div_ceil(512);
+        let o = (tb - first * 512) as usize;
+        let mut buf = if o == 0 && tags.len().is_multiple_of(512) {
+            vec![0u8; tags.len()]
+        } else {
+            let b = sync::read_at(
+                self.meta_dev(),
+                Sectors(first),
+                ((end - first) * 512) as usize,
+            )?
+            .into_vec();
+            if b[o..o + tags.len()] == *tags {
+                return Ok(());
+            }
+            b
+        };
+        buf[o..o + tags.len()].copy_from_slice(tags);
+        sync::write_at(self.meta_dev(), Sectors(first), &buf)
+    }
+
+    /// Whether reads of `[s, s+n)` are checked (not R mode, a hash, not awaiting recalc).
+    fn check_wanted(&self, s: u64, n: u64) -> bool {
+        if self.mode == Mode::Recovery || self.hash.is_none() {
+            return false;
+        }
+        {
+            let sb = self.sb.lock();
+            if sb.0.has(FLAG_RECALCULATING) && s + n > sb.0.recalc_sector {
+                return false;
+            }
+        }
+        if self.mode == Mode::Bitmap {
+            let st = self.st.lock();
+            if !self.bitmap_all(&st.recalc_bitmap, s, n, false) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Read `out.len()` bytes of logical data from `s` off the data area, checking tags.
+    /// A mismatch counts once and fails with EILSEQ (the first bad block is logged).
+    pub(crate) fn read_checked(&self, s: u64, out: &mut [u8]) -> Result<(), IoError> {
+        let mut done = 0usize;
+        while done < out.len() {
+            let cur = s + (done / 512) as u64;
+            let n = ((out.len() - done) as u64 / 512).min(self.geo.run_len(cur));
+            let chunk = &mut out[done..done + (n * 512) as usize];
+            let (ds, _) = self.geo.locate(cur);
+            let buf = sync::read_at(self.data_dev(), Sectors(ds), chunk.len())?;
+            chunk.copy_from_slice(buf.as_slice());
+            if let Some(e) = self.failed() {
+                return Err(e);
+            }
+            if self.check_wanted(cur, n) {
+                let blocks = (n / self.spb()) as usize;
+                let stored = self.read_tags(cur, blocks)?;
+                let mut want = vec![0u8; blocks * self.tag_size];
+                self.compute_tags(cur, chunk, &mut want);
+                for b in 0..blocks {
+                    let r = b * self.tag_size..(b + 1) * self.tag_size;
+                    if stored[r.clone()] == want[r.clone()]
+                        || (self.p.allow_discards && stored[r].iter().all(|&x| x == DISCARD_FILLER))
+                    {
+                        continue;
+                    }
+                    let bad = cur + b as u64 * self.spb();
+                    udm_core::klog::err(
+                        "integrity",
+                        &format!("{}: Checksum failed at sector 0x{bad:x}", self.data.id),
+                    );
+                    self.mismatches.fetch_add(1, Ordering::Relaxed);
+                    return Err(EILSEQ);
+                }
+            }
+            done += chunk.len();
+        }
+        Ok(())
+    }
+
+    /// Write data and its tags in place (D and B modes, and the journal writer).
+    pub(crate) fn write_direct(
+        &self,
+        s: u64,
+        data: &[u8],
+        tags: Option<&[u8]>,
+    ) -> Result<(), IoError> {
+        let mut done = 0usize;
+        while done < data.len() {
+            let cur = s + (done / 512) as u64;
+            let n = ((data.len() - done) as u64 / 512).min(self.geo.run_len(cur));
+            let chunk = &data[done..done + (n * 512) as usize];
+            let blocks = (n / self.spb()) as usize;
+            let (ds, _) = self.geo.locate(cur);
+            sync::write_at(self.data_dev(), Sectors(ds), chunk)?;
+            let t0 = done / self.block_bytes() * self.tag_size;
+            let tags_here = match tags {
+                Some(t) => t[t0..t0 + blocks * self.tag_size].to_vec(),
+                None => {
+                    let mut t = vec![0u8; blocks * self.tag_size];
+                    self.compute_tags(cur, chunk, &mut t);
+                    t
+                }
+            };
+            self.write_tags(cur, &tags_here)?;
+            done += chunk.len();
+        }
+        Ok(())
+    }
+
+    /// Discard `[s, s+n)`: filler tags, then the discard goes down.
+    pub(crate) fn discard_direct(&self, s: u64, n: u64) -> Result<(), IoError> {
+        let mut cur = s;
+        while cur < s + n {
+            let m = (s + n - cur).min(self.geo.run_len(cur));
+            let blocks = (m / self.spb()) as usize;
+            self.write_tags(cur, &vec![DISCARD_FILLER; blocks * self.tag_size])?;
+            let (ds, _) = self.geo.locate(cur);
+            match sync::discard(self.data_dev(), Sectors(ds), Sectors(m)) {
+                Ok(()) | Err(IoError::NotSupported) => {}
+                Err(e) => return Err(e),
+            }
+            cur += m;
+        }
+        Ok(())
+    }
+
+    /// Flush tags and data (the kernel's `dm_integrity_flush_buffers(ic, true)`).
+    pub(crate) fn flush_all(&self) -> Result<(), IoError> {
+        sync::flush(self.meta_dev())?;
+        if self.meta.is_some() {
+            sync::flush(self.data_dev())?;
+        }
+        Ok(())
+    }
+
+    /// The journal MAC of section `i` (64 bytes), the kernel's `section_mac`.
+    pub(crate) fn section_mac(&self, j: &[u8], i: u32) -> [u8; JOURNAL_MAC_SIZE] {
+        let mut out = [0u8; JOURNAL_MAC_SIZE];
+        let Some(m) = &self.jmac else {
+            return out;
+        };
+        let g = &self.geo.journal;
+        let salt = self.salt();
+        let sec = (i as u64).to_le_bytes();
+        let mut parts: Vec<&[u8]> = Vec::new();
+        if let Some(s) = salt.as_ref() {
+            parts.push(s);
+            parts.push(&sec);
+        }
+        for n in 0..g.section_entries {
+            let e = g.entry_off(i, n);
+            parts.push(&j[e..e + 8]);
+        }
+        let d = m.digest(&parts);
+        let k = d.len().min(JOURNAL_MAC_SIZE);
+        out[..k].copy_from_slice(&d[..k]);
+        out
+    }
+}

@@ -1,0 +1,582 @@
+//! The running `integrity` target: `map` hands every bio to the I/O pool, where it is served
+//! with blocking I/O (journal, bitmap or direct); status and table lines as the kernel's;
+//! postsuspend/resume run the kernel's journal and bitmap steps.
+
+use super::core::Inner;
+use super::params::{round_to_jiffies_ms, Mode};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+use udm_core::{Escaped, MapResult, StatusFlags, StatusType, Target, TargetError};
+use udm_formats::integrity::{
+    BITMAP_BLOCK_SIZE, FLAG_DIRTY_BITMAP, FLAG_FIXED_HMAC, FLAG_FIXED_PADDING, FLAG_RECALCULATING,
+    SB_SECTORS,
+};
+use udm_io::{sync, Bio, BioFlags, IoError, Limits, Op, Sectors, WorkerPool};
+
+/// One `integrity` table line.
+pub struct Integrity {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) pool: WorkerPool,
+    /// The tag interface published for the layer above (no internal hash only).
+    pub(crate) _publication: Option<(Arc<super::tags::TagDevice>, udm_core::Publication)>,
+}
+
+impl Drop for Integrity {
+    fn drop(&mut self) {
+        // Removing a live device suspends it first in the kernel (`__dm_destroy`).
+        if self.inner.resumed.swap(false, Ordering::SeqCst) {
+            self.inner.postsuspend();
+        }
+        self.inner.stop.store(true, Ordering::SeqCst);
+        self.inner.recalc_running.store(false, Ordering::SeqCst);
+        let _g = self.inner.st.lock();
+        self.inner.wake.notify_all();
+    }
+}
+
+/// The background thread for the autocommit and bitmap-flush timers.
+pub(crate) fn spawn_timer(inner: &Arc<Inner>) {
+    let weak: Weak<Inner> = Arc::downgrade(inner);
+    std::thread::Builder::new()
+        .name("udm-integrity".into())
+        .spawn(move || loop {
+            let Some(me) = weak.upgrade() else { return };
+            if me.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let mut st = me.st.lock();
+            let next = [st.commit_deadline, st.bitmap_deadline]
+                .into_iter()
+                .flatten()
+                .min();
+            let now = Instant::now();
+            match next {
+                Some(t) if t <= now => {
+                    drop(st);
+                    let _io = me.io_lock.write();
+                    let mut st = me.st.lock();
+                    if st.commit_deadline.is_some_and(|t| t <= now) {
+                        if me.mode == Mode::Journal {
+                            me.commit_and_maybe_write(&mut st);
+                        }
+                        st.commit_deadline = None;
+                    }
+                    if st.bitmap_deadline.is_some_and(|t| t <= now) {
+                        me.bitmap_flush(&mut st);
+                    }
+                }
+                Some(t) => {
+                    let w = &me.wake;
+                    w.wait_until(&mut st, t);
+                }
+                None => {
+                    let w = &me.wake;
+                    w.wait_for(&mut st, std::time::Duration::from_secs(1));
+                }
+            }
+        })
+        .expect("spawn integrity timer");
+}
+
+impl Inner {
+    fn do_flush(&self) -> Result<(), IoError> {
+        let _io = self.io_lock.write();
+        if self.mode == Mode::Journal {
+            let mut st = self.st.lock();
+            self.commit_and_maybe_write(&mut st);
+        } else if self.flush_all().is_err() {
+            self.io_error("flushing disk cache", libc::EIO);
+        }
+        self.failed().map_or(Ok(()), Err)
+    }
+
+    fn do_read(&self, s: u64, out: &mut [u8]) -> Result<(), IoError> {
+        let _io = self.io_lock.read();
+        if let Some(e) = self.failed() {
+            return Err(e);
+        }
+        if self.mode != Mode::Journal {
+            return self.read_checked(s, out);
+        }
+        let bb = self.block_bytes();
+        let blocks = out.len() / bb;
+        let mut b = 0;
+        while b < blocks {
+            let st = self.st.lock();
+            if self.journal_get(
+                &st,
+                s + b as u64 * self.spb(),
+                &mut out[b * bb..(b + 1) * bb],
+            ) {
+                b += 1;
+                continue;
+            }
+            let mut e = b + 1;
+            while e < blocks && !st.latest.contains_key(&(s + e as u64 * self.spb())) {
+                e += 1;
+            }
+            drop(st);
+            self.read_checked(s + b as u64 * self.spb(), &mut out[b * bb..e * bb])?;
+            b = e;
+        }
+        Ok(())
+    }
+
+    fn do_write(&self, s: u64, data: &[u8], fua: bool) -> Result<(), IoError> {
+        let _io = self.io_lock.write();
+        if let Some(e) = self.failed() {
+            return Err(e);
+        }
+        match self.mode {
+            Mode::Journal => {
+                let mut st = self.st.lock();
+                self.journal_write(&mut st, s, data, None, fua)
+            }
+            Mode::Bitmap => {
+                {
+                    let mut st = self.st.lock();
+                    self.bitmap_mark(&mut st, s, (data.len() / 512) as u64);
+                }
+                self.write_direct(s, data, None)?;
+                if fua {
+                    self.flush_all()?;
+                }
+                self.failed().map_or(Ok(()), Err)
+            }
+            _ => {
+                self.write_direct(s, data, None)?;
+                if fua {
+                    self.flush_all()?;
+                }
+                self.failed().map_or(Ok(()), Err)
+            }
+        }
+    }
+
+    fn do_discard(&self, s: u64, n: u64) -> Result<(), IoError> {
+        let _io = self.io_lock.write();
+        let mut st = self.st.lock();
+        match self.mode {
+            Mode::Journal => {
+                let spb = self.spb();
+                if (0..n / spb).any(|b| st.latest.contains_key(&(s + b * spb))) {
+                    self.commit(&mut st);
+                    self.writer(&mut st);
+                }
+            }
+            Mode::Bitmap => self.bitmap_mark(&mut st, s, n),
+            _ => {}
+        }
+        drop(st);
+        self.discard_direct(s, n)?;
+        self.failed().map_or(Ok(()), Err)
+    }
+
+    /// The kernel's `dm_integrity_postsuspend`.
+    pub(crate) fn postsuspend(&self) {
+        self.recalc_running.store(false, Ordering::SeqCst);
+        let _io = self.io_lock.write();
+        let mut st = self.st.lock();
+        st.commit_deadline = None;
+        st.bitmap_deadline = None;
+        let g = self.geo.journal;
+        match self.mode {
+            Mode::Journal => {
+                self.commit(&mut st);
+                self.writer(&mut st);
+                if self.flush_all().is_err() {
+                    self.io_error("flushing disk cache", libc::EIO);
+                }
+                if st.wrote_to_journal {
+                    let (fs, seq) = (st.free_section, st.commit_seq);
+                    self.init_journal(&mut st, fs, g.sections - fs, seq);
+                    if fs != 0 {
+                        self.init_journal(
+                            &mut st,
+                            0,
+                            fs,
+                            udm_formats::integrity::journal::next_seq(seq),
+                        );
+                    }
+                }
+            }
+            Mode::Bitmap => {
+                if self.flush_all().is_err() {
+                    self.io_error("flushing disk cache", libc::EIO);
+                }
+                self.init_journal(&mut st, 0, g.sections, 0);
+                self.sb.lock().0.flags &= !FLAG_DIRTY_BITMAP;
+                if self.write_sb().is_err() {
+                    self.io_error("writing superblock", libc::EIO);
+                }
+            }
+            Mode::Direct => {
+                if self.flush_all().is_err() {
+                    self.io_error("flushing disk cache", libc::EIO);
+                }
+            }
+            Mode::Recovery => {}
+        }
+        st.journal_uptodate = true;
+    }
+
+    fn write_bitmap(&self, st: &mut super::core::State) {
+        self.rw_journal_sectors(
+            st,
+            true,
+            0,
+            self.n_bitmap_blocks * (BITMAP_BLOCK_SIZE / 512),
+        );
+    }
+
+    /// The kernel's `dm_integrity_resume`.
+    pub(crate) fn resume(self: &Arc<Inner>) {
+        let _io = self.io_lock.write();
+        let mut st = self.st.lock();
+        st.wrote_to_journal = false;
+        let provided = self.geo.provided_data_sectors;
+        let nb = (self.n_bitmap_blocks * BITMAP_BLOCK_SIZE) as usize;
+        let set_all = |me: &Inner, bm: &mut Vec<u8>, from: u64, set: bool| {
+            if from < provided {
+                me.bitmap_op(bm, from, provided - from, set);
+            }
+        };
+        let old = self.sb.lock().0.provided_data_sectors;
+        if self.mode != Mode::Recovery && provided != old {
+            let l2 = self.sb.lock().0.log2_blocks_per_bitmap_bit;
+            if provided > old && self.mode == Mode::Bitmap && l2 == self.log2_blocks_per_bit {
+                self.rw_journal_sectors(&mut st, false, 0, nb as u64 / 512);
+                let mut j = std::mem::take(&mut st.journal);
+                set_all(self, &mut j, old, true);
+                st.journal = j;
+                self.write_bitmap(&mut st);
+            }
+            self.sb.lock().0.provided_data_sectors = provided;
+            if self.write_sb().is_err() {
+                self.io_error("writing superblock", libc::EIO);
+            }
+        }
+        let dirty = self.sb.lock().0.has(FLAG_DIRTY_BITMAP);
+        let reset = self.p.reset_recalculate;
+        let mark_recalc = |me: &Inner| {
+            let mut sb = me.sb.lock();
+            sb.0.flags |= FLAG_RECALCULATING;
+            sb.0.recalc_sector = 0;
+        };
+        if self.mode == Mode::Recovery {
+            // R mode: no journal, no bitmap, nothing written.
+        } else if dirty {
+            self.rw_journal_sectors(&mut st, false, 0, nb as u64 / 512);
+            let same = self.sb.lock().0.log2_blocks_per_bitmap_bit == self.log2_blocks_per_bit;
+            if self.mode == Mode::Bitmap {
+                if same && !reset {
+                    st.recalc_bitmap = st.journal[..nb].to_vec();
+                    st.may_write = st.journal[..nb].to_vec();
+                    if !self.bitmap_all(&st.journal[..nb], 0, provided, false) {
+                        mark_recalc(self);
+                    }
+                } else {
+                    self.sb.lock().0.log2_blocks_per_bitmap_bit = self.log2_blocks_per_bit;
+                    let mut rb = std::mem::take(&mut st.recalc_bitmap);
+                    set_all(self, &mut rb, 0, true);
+                    st.recalc_bitmap = rb;
+                    let mut mw = std::mem::take(&mut st.may_write);
+                    set_all(self, &mut mw, 0, true);
+                    st.may_write = mw;
+                    let mut j = std::mem::take(&mut st.journal);
+                    set_all(self, &mut j, 0, true);
+                    st.journal = j;
+                    self.write_bitmap(&mut st);
+                    mark_recalc(self);
+                }
+            } else {
+                if !(same && self.bitmap_all(&st.journal[..nb], 0, provided, false)) || reset {
+                    mark_recalc(self);
+                }
+                let g = self.geo.journal;
+                self.init_journal(&mut st, 0, g.sections, 0);
+                self.replay_journal(&mut st);
+                self.sb.lock().0.flags &= !FLAG_DIRTY_BITMAP;
+            }
+            if self.write_sb().is_err() {
+                self.io_error("writing superblock", libc::EIO);
+            }
+        } else {
+            self.replay_journal(&mut st);
+            if reset {
+                mark_recalc(self);
+            }
+            if self.mode == Mode::Bitmap {
+                {
+                    let mut sb = self.sb.lock();
+                    sb.0.flags |= FLAG_DIRTY_BITMAP;
+                    sb.0.log2_blocks_per_bitmap_bit = self.log2_blocks_per_bit;
+                }
+                if self.write_sb().is_err() {
+                    self.io_error("writing superblock", libc::EIO);
+                }
+                let mut j = std::mem::take(&mut st.journal);
+                set_all(self, &mut j, 0, false);
+                let mut rb = std::mem::take(&mut st.recalc_bitmap);
+                set_all(self, &mut rb, 0, false);
+                let mut mw = std::mem::take(&mut st.may_write);
+                set_all(self, &mut mw, 0, false);
+                let sb = self.sb.lock().0.clone();
+                if sb.has(FLAG_RECALCULATING) && sb.recalc_sector < provided {
+                    set_all(self, &mut j, sb.recalc_sector, true);
+                    set_all(self, &mut rb, sb.recalc_sector, true);
+                    set_all(self, &mut mw, sb.recalc_sector, true);
+                }
+                st.journal = j;
+                st.recalc_bitmap = rb;
+                st.may_write = mw;
+                self.write_bitmap(&mut st);
+            }
+        }
+        st.just_formatted = false;
+        drop(st);
+        let sb = self.sb.lock().0.clone();
+        if sb.has(FLAG_RECALCULATING) && self.mode != Mode::Recovery {
+            if sb.recalc_sector < provided {
+                if !self.recalc_running.swap(true, Ordering::SeqCst) {
+                    let me = self.clone();
+                    std::thread::Builder::new()
+                        .name("udm-integrity-recalc".into())
+                        .spawn(move || me.recalc_run())
+                        .expect("spawn recalc");
+                }
+            } else if sb.recalc_sector > provided {
+                self.sb.lock().0.recalc_sector = provided;
+                if self.write_sb().is_err() {
+                    self.io_error("writing superblock", libc::EIO);
+                }
+            }
+        }
+    }
+
+    /// The status table line (`STATUSTYPE_TABLE`).
+    pub(crate) fn table_line(&self) -> String {
+        let sb = self.sb.lock().0.clone();
+        let je = self.geo.journal.entries() as u64;
+        let wm = ((je - (self.threshold as u64).min(je)) * 100 + je / 2)
+            .checked_div(je)
+            .unwrap_or(0);
+        let mut opts: Vec<String> = Vec::new();
+        if let Some(m) = &self.meta {
+            opts.push(format!("meta_device:{}", Escaped(&m.id.to_string())));
+        }
+        if self.spb() != 1 {
+            opts.push(format!("block_size:{}", self.spb() * 512));
+        }
+        if sb.has(FLAG_RECALCULATING) {
+            opts.push("recalculate".into());
+        }
+        if self.p.reset_recalculate {
+            opts.push("reset_recalculate".into());
+        }
+        if self.p.allow_discards {
+            opts.push("allow_discards".into());
+        }
+        opts.push(format!(
+            "journal_sectors:{}",
+            self.geo.initial_sectors - SB_SECTORS
+        ));
+        opts.push(format!(
+            "interleave_sectors:{}",
+            1u64 << sb.log2_interleave_sectors
+        ));
+        opts.push(format!(
+            "buffer_sectors:{}",
+            1u64 << self.geo.log2_buffer_sectors
+        ));
+        if self.mode == Mode::Journal {
+            opts.push(format!("journal_watermark:{wm}"));
+            opts.push(format!("commit_time:{}", self.p.commit_time));
+        }
+        if self.mode == Mode::Bitmap {
+            opts.push(format!(
+                "sectors_per_bit:{}",
+                self.spb() << self.log2_blocks_per_bit
+            ));
+            opts.push(format!("bitmap_flush_interval:{}", self.bitmap_flush_ms));
+        }
+        if sb.has(FLAG_FIXED_PADDING) {
+            opts.push("fix_padding".into());
+        }
+        if sb.has(FLAG_FIXED_HMAC) {
+            opts.push("fix_hmac".into());
+        }
+        if self.p.legacy_recalculate {
+            opts.push("legacy_recalculate".into());
+        }
+        for (n, a) in [
+            ("internal_hash", &self.p.internal_hash),
+            ("journal_crypt", &self.p.journal_crypt),
+            ("journal_mac", &self.p.journal_mac),
+        ] {
+            if let Some(a) = a {
+                opts.push(format!("{n}:{a}"));
+            }
+        }
+        format!(
+            "{} {} {} {} {}{}{}",
+            Escaped(&self.data.id.to_string()),
+            self.geo.start,
+            self.tag_size,
+            self.mode.letter(),
+            opts.len(),
+            if opts.is_empty() { "" } else { " " },
+            opts.join(" ")
+        )
+    }
+}
+
+/// Threads serving one target's bios. Not the shared I/O pool: these jobs block on I/O of
+/// the devices below, which may itself need the shared pool.
+pub(crate) fn pool() -> WorkerPool {
+    WorkerPool::new("udm-integrity", 4)
+}
+
+fn exec(pool: &WorkerPool, inner: &Arc<Inner>, mut bio: Bio) {
+    let me = inner.clone();
+    pool.spawn(move || {
+        let s = bio.sector.0;
+        let r = match bio.op {
+            Op::Flush => me.do_flush(),
+            Op::Read => {
+                let mut buf = bio.take_buf();
+                let r = me.do_read(s, buf.as_mut_slice());
+                bio.set_buf(buf);
+                r
+            }
+            Op::Write => {
+                let pre = if bio.flags.contains(BioFlags::PREFLUSH) {
+                    me.do_flush()
+                } else {
+                    Ok(())
+                };
+                let buf = bio.take_buf();
+                let r = pre.and_then(|_| {
+                    me.do_write(s, buf.as_slice(), bio.flags.contains(BioFlags::FUA))
+                });
+                bio.set_buf(buf);
+                r
+            }
+            Op::Discard => me.do_discard(s, bio.len().0),
+            _ => Err(IoError::NotSupported),
+        };
+        bio.complete(r);
+    });
+}
+
+impl Target for Integrity {
+    fn map(&self, bio: Bio) -> MapResult {
+        let inner = &self.inner;
+        match bio.op {
+            Op::Flush => {
+                exec(&self.pool, inner, bio);
+                return MapResult::Submitted;
+            }
+            Op::Read | Op::Write | Op::Discard => {}
+            _ => return MapResult::Kill(bio, IoError::NotSupported),
+        }
+        let (s, n) = (bio.sector.0, bio.len().0);
+        if s + n > inner.geo.provided_data_sectors {
+            udm_core::klog::err(
+                "integrity",
+                &format!(
+                    "Too big sector number: 0x{s:x} + 0x{n:x} > 0x{:x}",
+                    inner.geo.provided_data_sectors
+                ),
+            );
+            return MapResult::Kill(bio, IoError::Io);
+        }
+        let spb = inner.spb();
+        if (s | n) & (spb - 1) != 0 {
+            udm_core::klog::err(
+                "integrity",
+                &format!("Bio not aligned on {spb} sectors: 0x{s:x}, 0x{n:x}"),
+            );
+            return MapResult::Kill(bio, IoError::Io);
+        }
+        if inner.mode == Mode::Recovery && bio.op != Op::Read {
+            return MapResult::Kill(bio, IoError::Io);
+        }
+        exec(&self.pool, inner, bio);
+        MapResult::Submitted
+    }
+
+    fn status(&self, ty: StatusType, _flags: StatusFlags) -> String {
+        let inner = &self.inner;
+        match ty {
+            StatusType::Info => {
+                let sb = inner.sb.lock().0.clone();
+                let rs = if sb.has(FLAG_RECALCULATING) {
+                    sb.recalc_sector.to_string()
+                } else {
+                    "-".into()
+                };
+                format!(
+                    "{} {} {rs}",
+                    inner.mismatches.load(Ordering::Relaxed),
+                    inner.geo.provided_data_sectors
+                )
+            }
+            StatusType::Table => inner.table_line(),
+        }
+    }
+
+    fn max_io_len(&self) -> Option<Sectors> {
+        let inner = &self.inner;
+        let mut m: Option<u64> = inner
+            .meta
+            .is_none()
+            .then(|| 1u64 << inner.geo.log2_interleave);
+        if inner.mode == Mode::Bitmap {
+            let b = (inner.spb() << inner.log2_blocks_per_bit) * BITMAP_BLOCK_SIZE * 8;
+            let b = if b == 0 || b > u32::MAX as u64 {
+                1u64 << 31
+            } else {
+                b
+            };
+            m = Some(m.map_or(b, |x| x.min(b)));
+        }
+        m.map(Sectors)
+    }
+
+    fn num_discard_bios(&self) -> u32 {
+        self.inner.p.allow_discards as u32
+    }
+
+    fn io_hints(&self, limits: &mut Limits) {
+        let bs = (self.inner.spb() * 512) as u32;
+        if bs > 512 {
+            limits.logical_block_size = bs;
+            limits.physical_block_size = bs;
+            limits.io_min = bs;
+        }
+    }
+
+    fn postsuspend(&self) {
+        if self.inner.resumed.swap(false, Ordering::SeqCst) {
+            self.inner.postsuspend();
+        }
+    }
+
+    fn preresume(&self) -> Result<(), TargetError> {
+        self.inner.resume();
+        self.inner.resumed.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Round a bitmap flush interval as the kernel stores it (jiffies at HZ=250).
+pub(crate) fn flush_interval_ms(ms: Option<u32>) -> u32 {
+    ms.map_or(10_000, round_to_jiffies_ms)
+}
+
+/// Read the superblock area (8 sectors) at `start` of `dev`.
+pub(crate) fn read_sb_area(dev: &dyn udm_io::BlockDevice, start: u64) -> Result<Vec<u8>, IoError> {
+    sync::read_at(dev, Sectors(start), (SB_SECTORS * 512) as usize).map(|b| b.into_vec())
+}
