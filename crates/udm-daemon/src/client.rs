@@ -143,7 +143,7 @@ fn relative_device(word: &str, base: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use udm_proto::RemoteError;
+    use udm_proto::{strerror, RemoteError};
 
     #[test]
     fn relative_paths_become_absolute_and_stay_escaped() {
