@@ -372,6 +372,22 @@ impl BlockDevice for FileDevice {
     fn read_only(&self) -> bool {
         self.0.read_only
     }
+    fn read_file_range(
+        &self,
+        sector: Sectors,
+        len: Sectors,
+        f: crate::FileReader<'_>,
+    ) -> Option<io::Result<usize>> {
+        // Regular files only (a block device's page cache is not worth the special case), and
+        // not when tests or benchmarks asked for the pool path.
+        if self.0.block
+            || !self.0.inline.load(Relaxed)
+            || sector.0.saturating_add(len.0) > self.0.size.0
+        {
+            return None;
+        }
+        Some(f(&self.0.file, sector.0 * SECTOR_SIZE))
+    }
     fn extents(&self, sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
         if self.0.block {
             return vec![(len, Extent::Data)];
