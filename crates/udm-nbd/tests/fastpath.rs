@@ -115,7 +115,10 @@ fn spliced_reads_match_pool_reads_in_every_reply_style() {
         assert_eq!(f.info().extended, extended);
         for &(off, len) in RANGES {
             let want = &data[off as usize..off as usize + len];
-            assert!(read(&f, off, len) == want, "fast {off}+{len} ext={extended}");
+            assert!(
+                read(&f, off, len) == want,
+                "fast {off}+{len} ext={extended}"
+            );
             assert!(read(&p, off, len) == want, "slow {off}+{len}");
         }
     }
@@ -134,7 +137,11 @@ fn spliced_reads_match_pool_reads_in_every_reply_style() {
             s.uri("fast")
         );
         let out = output(nbdsh().args(["-c", &script]));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(out.stdout == data[8192..8192 + (1 << 20)]);
         assert_eq!(fast.spliced.load(Ordering::SeqCst), 9);
     }
@@ -167,7 +174,10 @@ fn pipelined_large_and_small_reads_keep_their_data() {
         let (i, r) = rx.recv().unwrap();
         let (off, len) = want[i as usize];
         let got = r.unwrap_or_else(|e| panic!("read {i}: {e}"));
-        assert!(got == data[off as usize..off as usize + len as usize], "read {i}");
+        assert!(
+            got == data[off as usize..off as usize + len as usize],
+            "read {i}"
+        );
     }
     assert_eq!(fast.spliced.load(Ordering::SeqCst), 32);
 }
