@@ -234,7 +234,7 @@ impl Out {
             ),
             Msg::FileRead(fr) => {
                 // Only the writer thread splices (it owns the pipe); elsewhere use a bio.
-                submit_read(fr, false);
+                submit_read(fr);
                 return;
             }
             Msg::Flush => return,
@@ -293,7 +293,7 @@ impl Out {
         }
         let Some(p) = pipe.as_mut().filter(|p| p.capacity() as u64 >= fr.len) else {
             self.gate.missed();
-            return submit_read(fr, false);
+            return submit_read(fr);
         };
         let len = fr.len as usize;
         let got = self.dev.read_file_range(
@@ -304,13 +304,13 @@ impl Out {
         let n = match got {
             None => {
                 self.gate.missed();
-                return submit_read(fr, false);
+                return submit_read(fr);
             }
             Some(Err(e)) => {
                 // Whatever reached the pipe is stale: start the next read with a new one.
                 *pipe = None;
                 if e.kind() == io::ErrorKind::WouldBlock {
-                    return submit_read(fr, false);
+                    return submit_read(fr);
                 }
                 let errno = e.raw_os_error().unwrap_or(libc::EIO);
                 let data = fr
@@ -354,7 +354,7 @@ pub(crate) fn data_head(style: Style, h: u64, off: u64, len: u64) -> Vec<u8> {
 
 /// Submit a read bio whose completion sends the reply through `fr.out` (the budget, `len`,
 /// is already taken and goes back with the reply).
-pub(crate) fn submit_read(fr: FileRead, via_pool: bool) {
+pub(crate) fn submit_read(fr: FileRead) {
     let FileRead {
         out,
         style,
@@ -377,23 +377,11 @@ pub(crate) fn submit_read(fr: FileRead, via_pool: bool) {
         };
         out.send(msg);
     });
-    let bio = Bio::read(
+    dev.submit(Bio::read(
         Sectors(off / SECTOR_SIZE),
         IoBuf::zeroed(len as usize),
         done,
-    );
-    submit_on(&dev, bio, via_pool);
-}
-
-/// Submit `bio` here, or (`via_pool`) from an I/O pool thread, where a device's inline fast
-/// path then runs in parallel with the reader taking the next requests.
-pub(crate) fn submit_on(dev: &Arc<dyn BlockDevice>, bio: Bio, via_pool: bool) {
-    if via_pool {
-        let dev = dev.clone();
-        udm_io::WorkerPool::io().spawn(move || dev.submit(bio));
-    } else {
-        dev.submit(bio);
-    }
+    ));
 }
 
 /// Which reply headers the connection negotiated.

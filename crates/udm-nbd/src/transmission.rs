@@ -12,8 +12,6 @@ use std::io::{self, BufReader, BufWriter, Read};
 use std::sync::Arc;
 use udm_io::{Bio, BioFlags, BlockDevice, BufPool, Extent, IoBuf, IoError, Sectors, SECTOR_SIZE};
 
-/// Pipelined requests up to this long are handed to the I/O pool (see `reader_loop`).
-const POOL_MAX: u64 = 128 << 10;
 /// Most descriptors in one block status reply.
 const MAX_EXTENTS: usize = 1024;
 
@@ -34,8 +32,6 @@ struct Conn {
     min_block: u64,
     out: Replier,
     budget: Arc<Budget>,
-    /// More requests were already waiting behind the current one (set by the reader loop).
-    pipelined: std::cell::Cell<bool>,
 }
 
 /// Serve requests until the client disconnects, sends garbage, or the socket is shut down.
@@ -76,7 +72,6 @@ pub(crate) fn serve<R: Read>(
         min_block: n.min_block as u64,
         out: Replier { out, tx },
         budget,
-        pipelined: std::cell::Cell::new(false),
     };
     tracing::debug!(
         "nbd: {} entering transmission (structured={}, extended={})",
@@ -126,13 +121,6 @@ fn reader_loop<R: Read>(conn: &Conn, r: &mut BufReader<R>) -> io::Result<()> {
                 "bad request magic",
             ));
         };
-        // A small request with others queued behind it goes to the I/O pool, so a deep queue
-        // is served in parallel; a lone one (queue depth 1) is served here, with no thread
-        // hop. (Large ones reach the pool anyway where the device would block.)
-        let payload = if req.cmd == CMD_WRITE { req.len } else { 0 };
-        conn.pipelined.set(
-            req.len <= POOL_MAX && r.buffer().len() as u64 >= payload.saturating_add(hlen as u64),
-        );
         match conn.request(r, req)? {
             Next::Continue => {}
             Next::Stop => return Ok(()),
@@ -329,7 +317,7 @@ impl Conn {
         {
             let _ = self.out.tx.send(Msg::FileRead(fr));
         } else {
-            submit_read(fr, self.pipelined.get());
+            submit_read(fr);
         }
     }
 
@@ -348,8 +336,7 @@ impl Conn {
             BioFlags::NONE
         };
         // The budget taken above is handed back by the writer with the reply.
-        let bio = self.reply_bio(&req, len, |d| Bio::write(sector, buf, d).with_flags(flags));
-        submit_on(&self.dev, bio, self.pipelined.get());
+        self.submit_costed(&req, len, |d| Bio::write(sector, buf, d).with_flags(flags));
         Ok(())
     }
 
@@ -366,28 +353,18 @@ impl Conn {
         cost: u64,
         make: impl FnOnce(udm_io::Completion) -> Bio,
     ) {
-        let bio = self.reply_bio(req, cost, make);
-        self.dev.submit(bio);
-    }
-
-    /// The bio `make` builds, with a completion that sends the data-less reply.
-    fn reply_bio(
-        &self,
-        req: &ExtRequest,
-        cost: u64,
-        make: impl FnOnce(udm_io::Completion) -> Bio,
-    ) -> Bio {
         let out = self.out.clone();
         let style = self.style();
         let (h, off) = (req.handle, req.offset);
-        make(Box::new(move |res: Result<(), IoError>, buf: IoBuf| {
+        let bio = make(Box::new(move |res: Result<(), IoError>, buf: IoBuf| {
             out.out.bufs.put(buf);
             let data = match res {
                 Ok(()) => style.done(h, off),
                 Err(e) => style.error(h, off, errno_to_nbd(e.errno()), "I/O failed"),
             };
             out.send(Msg::Bytes { data, cost });
-        }))
+        }));
+        self.dev.submit(bio);
     }
 
     fn block_status(&self, req: ExtRequest) {
