@@ -6,11 +6,15 @@
 # with fio over NBD (unix sockets); the file stays in the page cache, so the figures measure
 # the crypto and I/O paths, not a disk. Not part of CI.
 #
-#   bench/crypt.sh [SIZE_MIB] [RUNTIME_SECONDS]      (defaults: 512 MiB, 8 s per fio job)
+#   bench/crypt.sh [SIZE_MIB] [RUNTIME_SECONDS] [ROUNDS]  (defaults: 512 MiB, 8 s per fio job,
+#                                                          3 rounds)
+# Every device runs once per job per round (interleaved, so background load hits all alike);
+# the median round is shown, with the load average.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-512}
 RT=${2:-8}
+ROUNDS=${3:-3}
 for t in fio cryptsetup openssl qemu-nbd nbdkit python3; do
   command -v $t >/dev/null || { echo "need $t"; exit 1; }
 done
@@ -49,11 +53,26 @@ run() { # socket export rw bs depth -> MiB/s
     --iodepth=$5 --size=${SIZE}m --time_based --runtime=$RT --output-format=json 2>/dev/null |
     python3 -c 'import json,sys; t=sys.stdin.read(); d=json.loads(t[t.index("{"):]); j=d["jobs"][0]; print(round((j["read"]["bw_bytes"]+j["write"]["bw_bytes"])/2**20))'
 }
-echo "== fio over NBD, ${SIZE} MiB LUKS1 volume (aes-xts-plain64, 512-bit key), MiB/s"
-printf '%-18s %9s %9s %9s %9s %9s\n' job udm-linear udm-crypt qemu-nbd nbdkit crypt/lin
-for job in "write 1m 16" "read 1m 16" "randread 4k 16" "randwrite 4k 16"; do
-  set -- $job
-  L=$(run "$W/udm.sock" lin "$@"); C=$(run "$W/udm.sock" cry "$@")
-  Q=$(run "$W/qemu.sock" cry "$@"); N=$(run "$W/nbdkit.sock" cry "$@")
-  python3 -c "print(f'{\"$1 $2 qd$3\":<18} {$L:>9} {$C:>9} {$Q:>9} {$N:>9} {$C/max($L,1):>9.2f}')"
+echo "== fio over NBD, ${SIZE} MiB LUKS1 volume (aes-xts-plain64, 512-bit key), MiB/s, median of $ROUNDS"
+JOBS=("write 1m 16" "read 1m 16" "randread 4k 16" "randwrite 4k 16" "randread 4k 1" "randwrite 4k 1")
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+for r in $(seq "$ROUNDS"); do
+  for i in "${!JOBS[@]}"; do
+    set -- ${JOBS[$i]}
+    echo "$i $r $(run "$W/udm.sock" lin "$@") $(run "$W/udm.sock" cry "$@") $(run "$W/qemu.sock" cry "$@") $(run "$W/nbdkit.sock" cry "$@")" >>"$W/results"
+  done
 done
+echo "load average: before $LOAD0, after $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
+python3 - "$W/results" "${JOBS[@]}" <<'PY'
+import sys, statistics
+rows = [l.split() for l in open(sys.argv[1])]
+jobs = sys.argv[2:]
+print(f"{'job':<18} {'udm-linear':>10} {'udm-crypt':>9} {'qemu-nbd':>9} {'nbdkit':>9} {'crypt/lin':>9}")
+for i, j in enumerate(jobs):
+    rw, bs, qd = j.split()
+    # the median round by crypt/linear ratio, so the two columns come from one round
+    rs = sorted(([int(x) for x in r[2:]] for r in rows if int(r[0]) == i),
+                key=lambda v: v[1] / max(v[0], 1))
+    L, C, Q, N = rs[len(rs) // 2]
+    print(f"{rw+' '+bs+' qd'+qd:<18} {L:>10} {C:>9} {Q:>9} {N:>9} {C/max(L,1):>9.2f}")
+PY

@@ -5,11 +5,15 @@
 # format|verify`. The data file stays in the page cache, so the read figures measure udm's
 # overhead (hashing, tree walks, NBD), not the disk. Not part of CI.
 #
-#   bench/verity.sh [SIZE_MIB] [RUNTIME_SECONDS]      (defaults: 1024 MiB, 10 s per fio job)
+#   bench/verity.sh [SIZE_MIB] [RUNTIME_SECONDS] [ROUNDS]  (defaults: 1024 MiB, 10 s per fio
+#                                                           job, 3 rounds)
+# linear and verity run once per job per round (interleaved); the median round is shown, with
+# the load average.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1024}
 RT=${2:-10}
+ROUNDS=${3:-3}
 for t in fio veritysetup python3; do command -v $t >/dev/null || { echo "need $t"; exit 1; }; done
 cargo build --release -q -p udm
 TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
@@ -50,10 +54,24 @@ run() { # device rw bs depth -> MiB/s
     # (fio's nbd engine prints "connected to NBD server" before the JSON)
     python3 -c 'import json,sys; t=sys.stdin.read(); d=json.loads(t[t.index("{"):]); print(round(d["jobs"][0]["read"]["bw_bytes"]/2**20))'
 }
-for job in "read 1m 16" "read 4k 16" "randread 4k 16"; do
-  set -- $job
-  L=$(run lin "$@"); V=$(run ver "$@")
-  python3 -c "print(f'{\"$1 $2 qd$3\":<22} linear {$L:>6} MiB/s   verity {$V:>6} MiB/s   verity/linear {$V/$L:.2f}')"
+JOBS=("read 1m 16" "read 4k 16" "randread 4k 16" "randread 4k 1")
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+for r in $(seq "$ROUNDS"); do
+  for i in "${!JOBS[@]}"; do
+    set -- ${JOBS[$i]}
+    echo "$i $(run lin "$@") $(run ver "$@")" >>"$W/results"
+  done
 done
+echo "load average: before $LOAD0, after $(cut -d' ' -f1-3 /proc/loadavg); median of $ROUNDS rounds"
+python3 - "$W/results" "${JOBS[@]}" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1])]
+for i, j in enumerate(sys.argv[2:]):
+    rw, bs, qd = j.split()
+    rs = sorted(([int(x) for x in r[1:]] for r in rows if int(r[0]) == i),
+                key=lambda v: v[1] / max(v[0], 1))
+    L, V = rs[len(rs) // 2]
+    print(f"{rw+' '+bs+' qd'+qd:<22} linear {L:>6} MiB/s   verity {V:>6} MiB/s   verity/linear {V/max(L,1):.2f}")
+PY
 "$UDM" status ver
 "$UDM" verity close ver

@@ -499,6 +499,14 @@ impl BlockDevice for DmBlockDevice {
     fn read_only(&self) -> bool {
         self.0.read_only.load(SeqCst)
     }
+    fn read_file_range(
+        &self,
+        sector: Sectors,
+        len: Sectors,
+        f: udm_io::FileReader<'_>,
+    ) -> Option<std::io::Result<usize>> {
+        self.0.read_file_range(sector, len, f)
+    }
     fn extents(&self, sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
         match self.0.live_table() {
             Some(t) => t.extents(sector, len),
@@ -508,6 +516,36 @@ impl BlockDevice for DmBlockDevice {
 }
 
 impl MappedDevice {
+    /// `BlockDevice::read_file_range`: as `submit_arc` for a read, the call counts as in
+    /// flight (a suspend waits for it) and in the statistics; a suspended device, or a range
+    /// that is no plain file range, says `None` so the caller submits a bio (which is held).
+    pub fn read_file_range(
+        &self,
+        sector: Sectors,
+        len: Sectors,
+        f: udm_io::FileReader<'_>,
+    ) -> Option<std::io::Result<usize>> {
+        self.inflight.n.fetch_add(1, SeqCst);
+        if self.suspended.load(SeqCst) {
+            self.inflight.end();
+            return None;
+        }
+        let table = self.live.load_full();
+        let mut acct = None;
+        let res = table.and_then(|t| {
+            t.read_file_range(sector, len, &mut |file, off| {
+                acct = Some(self.stats.start_range(udm_io::Op::Read, sector.0, len.0));
+                f(file, off)
+            })
+        });
+        if let (Some(a), Some(r)) = (acct, &res) {
+            let r = r.as_ref().map(|_| ()).map_err(|_| IoError::Io);
+            self.stats.end(a, &r);
+        }
+        self.inflight.end();
+        res
+    }
+
     /// Plain `submit` for callers holding `&MappedDevice` inside an `Arc` elsewhere.
     fn submit(self: &Arc<Self>, bio: Bio) {
         self.submit_arc(bio)

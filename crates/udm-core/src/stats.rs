@@ -206,11 +206,15 @@ pub struct Acct {
 impl IoStats {
     /// A bio enters the device.
     pub fn start(&self, bio: &Bio) -> Acct {
+        self.start_range(bio.op, bio.sector.0, bio.len().0)
+    }
+
+    /// An I/O of `len` sectors at `sector` that is no bio (a zero-copy read) enters the device.
+    pub fn start_range(&self, op: Op, sector: u64, len: u64) -> Acct {
         let now = Instant::now();
-        let g = group(bio.op);
+        let g = group(op);
         self.device.start(g, now);
         let regions = self.regions.load_full();
-        let (sector, len) = (bio.sector.0, bio.len().0);
         for r in regions.iter() {
             for (a, _) in r.overlaps(sector, sector + len.max(1)) {
                 r.areas[a].start(g, now);

@@ -382,6 +382,24 @@ impl Table {
         out
     }
 
+    /// `BlockDevice::read_file_range` for a range inside one target (device-relative sectors).
+    pub fn read_file_range(
+        &self,
+        sector: Sectors,
+        len: Sectors,
+        f: udm_io::FileReader<'_>,
+    ) -> Option<std::io::Result<usize>> {
+        let end = sector.checked_add(len)?;
+        if len.0 == 0 || end > self.size {
+            return None;
+        }
+        let e = &self.entries[self.index_of(sector)];
+        if end > e.start + e.len {
+            return None;
+        }
+        e.target.read_file_range(sector - e.start, len, f)
+    }
+
     /// Route a bio (sectors relative to the device) to the targets. `requeue` receives bios a
     /// target parked, with sectors made device-relative again.
     pub fn dispatch(self: &Arc<Self>, bio: Bio, requeue: &Arc<dyn Fn(Bio) + Send + Sync>) {

@@ -117,6 +117,17 @@ pub trait Target: Send + Sync {
     fn extents(&self, _sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
         vec![(len, Extent::Data)]
     }
+    /// Zero-copy reads of `[sector, sector+len)` relative to the target
+    /// (`BlockDevice::read_file_range`): a target whose reads there are a plain remap (linear)
+    /// passes the call on to its device. `None` (the default): read with bios.
+    fn read_file_range(
+        &self,
+        _sector: Sectors,
+        _len: Sectors,
+        _f: udm_io::FileReader<'_>,
+    ) -> Option<std::io::Result<usize>> {
+        None
+    }
     /// How many copies of each flush this target receives, told apart by
     /// `Bio::target_bio_nr` (striped: one per stripe). 0: the target gets no flushes.
     fn num_flush_bios(&self) -> u32 {

@@ -116,6 +116,11 @@ impl Limits {
     }
 }
 
+/// What a zero-copy reader does with a file range (`BlockDevice::read_file_range`): given the
+/// file and the byte offset where the device range starts, it reads (splices) what it needs
+/// and returns how many bytes it took.
+pub type FileReader<'a> = &'a mut dyn FnMut(&std::fs::File, u64) -> std::io::Result<usize>;
+
 /// A block device: accepts bios and completes them.
 ///
 /// # The `submit` contract
@@ -152,6 +157,20 @@ pub trait BlockDevice: Send + Sync {
     /// everything is allocated data.
     fn extents(&self, _sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
         vec![(len, Extent::Data)]
+    }
+    /// Zero-copy reads: when `[sector, sector+len)` reads, right now, as the bytes of a
+    /// regular file from some offset on (a file backing; linear over one, stacked or not),
+    /// run `f(file, byte_offset)` while that holds and return its result. A mapped device
+    /// counts the call as I/O in flight (a suspend waits for it) and in its statistics.
+    /// `None`: the range is no such file range, or the device wants bios now (suspended,
+    /// inline fast paths off); the caller reads with a bio instead. The default says `None`.
+    fn read_file_range(
+        &self,
+        _sector: Sectors,
+        _len: Sectors,
+        _f: FileReader<'_>,
+    ) -> Option<std::io::Result<usize>> {
+        None
     }
 }
 

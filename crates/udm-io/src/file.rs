@@ -31,15 +31,23 @@ struct Inner {
     inline: AtomicBool,
 }
 
-/// An inline write slower than this counts as having blocked.
-const INLINE_WRITE_SLOW: std::time::Duration = std::time::Duration::from_millis(2);
-/// How long inline writes stay off after a slow one.
+/// How long inline writes stay off after one that blocked.
 const INLINE_WRITE_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Nanoseconds since the first call (a cheap monotonic clock for the back-off).
 fn now_ns() -> u64 {
     static T0: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     T0.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Times this thread gave up the CPU of its own accord (slept), from `getrusage`.
+fn voluntary_switches() -> i64 {
+    // SAFETY: a zeroed rusage is valid; getrusage fills it in and keeps no pointer.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut ru);
+        ru.ru_nvcsw
+    }
 }
 
 /// Largest bio tried inline: bigger copies are better spread over the pool's threads (and
@@ -236,9 +244,11 @@ impl Inner {
     ///
     /// Reads use RWF_NOWAIT: the kernel serves them only from the page cache. Buffered writes
     /// use RWF_NOWAIT where the file system supports it; where it does not (EOPNOTSUPP, as
-    /// ext4 on many kernels), page-aligned writes are tried with a plain pwrite, timed: one
-    /// that took long (dirty-page throttling, a contended inode lock) turns inline writes off
-    /// for a while, so a submitter is held up at most once per back-off period.
+    /// ext4 on many kernels), page-aligned writes are tried with a plain pwrite, watched: one
+    /// that slept (dirty-page throttling, a contended inode lock; a voluntary context switch
+    /// of this thread) turns inline writes off for a while, so a submitter is held up at most
+    /// once per back-off period. (Wall time would also count preemption, which on a busy
+    /// machine turned the inline path off most of the time.)
     fn try_nowait(&self, bio: &mut Bio) -> bool {
         if self.block
             || !self.inline.load(Relaxed)
@@ -275,7 +285,7 @@ impl Inner {
             iov_base: ptr.cast(),
             iov_len: len,
         };
-        let t0 = timed.then(std::time::Instant::now);
+        let before = timed.then(voluntary_switches);
         let flags = if timed { 0 } else { libc::RWF_NOWAIT };
         // SAFETY: the iovec points into the bio's buffer, which we own for the whole call and
         // which is `len` bytes long; preadv2/pwritev2 only access that range.
@@ -286,8 +296,10 @@ impl Inner {
                 libc::preadv2(fd, &iov, 1, off, flags)
             }
         };
-        if let Some(t0) = t0 {
-            if t0.elapsed() > INLINE_WRITE_SLOW {
+        if let Some(before) = before {
+            // The write slept (dirty-page throttling, a lock held across I/O): that is the
+            // blocking the submitter must not see. Being preempted on a busy machine is not.
+            if voluntary_switches() != before {
                 self.inline_writes_after
                     .store(now_ns() + INLINE_WRITE_BACKOFF.as_nanos() as u64, Relaxed);
             }
@@ -371,6 +383,22 @@ impl BlockDevice for FileDevice {
     }
     fn read_only(&self) -> bool {
         self.0.read_only
+    }
+    fn read_file_range(
+        &self,
+        sector: Sectors,
+        len: Sectors,
+        f: crate::FileReader<'_>,
+    ) -> Option<io::Result<usize>> {
+        // Regular files only (a block device's page cache is not worth the special case), and
+        // not when tests or benchmarks asked for the pool path.
+        if self.0.block
+            || !self.0.inline.load(Relaxed)
+            || sector.0.saturating_add(len.0) > self.0.size.0
+        {
+            return None;
+        }
+        Some(f(&self.0.file, sector.0 * SECTOR_SIZE))
     }
     fn extents(&self, sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
         if self.0.block {

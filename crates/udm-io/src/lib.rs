@@ -12,8 +12,8 @@ pub mod sync;
 pub mod units;
 
 pub use bio::{Bio, BioFlags, Completion, Op};
-pub use buf::IoBuf;
-pub use device::{lcm_not_zero, min_not_zero, BlockDevice, DevId, Extent, Limits};
+pub use buf::{BufPool, IoBuf};
+pub use device::{lcm_not_zero, min_not_zero, BlockDevice, DevId, Extent, FileReader, Limits};
 pub use error::IoError;
 pub use file::FileDevice;
 pub use mem::{MemDevice, PatternDevice};

@@ -10,8 +10,10 @@ mod client;
 mod handshake;
 pub mod proto;
 pub mod remote;
+mod reply;
 mod server;
 mod sock;
+mod splice;
 pub mod tls;
 mod transmission;
 

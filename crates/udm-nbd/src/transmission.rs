@@ -1,61 +1,19 @@
 //! Server transmission phase: a reader loop that validates requests and submits bios without
-//! waiting, and a writer thread that sends replies as bios complete.
+//! waiting; replies go out as bios complete (`reply.rs`).
 
 use crate::handshake::Negotiated;
 use crate::proto::*;
+use crate::reply::*;
 use crate::sock::Sock;
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crate::splice::{SpliceGate, PIPE_SIZE, SPLICE_MIN};
+use crossbeam_channel::unbounded;
 use parking_lot::{Condvar, Mutex};
-use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::net::Shutdown;
+use std::io::{self, BufReader, BufWriter, Read};
 use std::sync::Arc;
-use udm_io::{Bio, BioFlags, BlockDevice, Extent, IoBuf, IoError, Sectors, SECTOR_SIZE};
+use udm_io::{Bio, BioFlags, BlockDevice, BufPool, Extent, IoBuf, IoError, Sectors, SECTOR_SIZE};
 
-/// Most requests one connection may have in flight (replies not yet written).
-const MAX_INFLIGHT_REQS: usize = 1024;
-/// Most payload bytes one connection may hold in flight.
-const MAX_INFLIGHT_BYTES: u64 = 128 << 20;
 /// Most descriptors in one block status reply.
 const MAX_EXTENTS: usize = 1024;
-/// Replies written before the writer flushes even if more are queued.
-const WRITE_BATCH: usize = 64;
-
-/// Bounds what one connection holds in memory: the reader waits for room before taking
-/// on another request, and the writer gives room back as replies go out.
-struct Budget {
-    state: Mutex<(usize, u64)>,
-    cv: Condvar,
-}
-
-impl Budget {
-    fn acquire(&self, bytes: u64) {
-        let mut st = self.state.lock();
-        while st.0 >= MAX_INFLIGHT_REQS || (st.0 > 0 && st.1 + bytes > MAX_INFLIGHT_BYTES) {
-            self.cv.wait(&mut st);
-        }
-        st.0 += 1;
-        st.1 += bytes;
-    }
-    fn release(&self, bytes: u64) {
-        let mut st = self.state.lock();
-        st.0 = st.0.saturating_sub(1);
-        st.1 = st.1.saturating_sub(bytes);
-        drop(st);
-        self.cv.notify_all();
-    }
-}
-
-/// One reply for the writer; `cost` is the budget it gives back once written.
-enum Msg {
-    /// A fully encoded reply.
-    Bytes { data: Vec<u8>, cost: u64 },
-    /// A reply header followed by read data.
-    Data {
-        head: Vec<u8>,
-        buf: IoBuf,
-        cost: u64,
-    },
-}
 
 /// What the reader does after a request.
 enum Next {
@@ -74,94 +32,6 @@ struct Conn {
     min_block: u64,
     out: Replier,
     budget: Arc<Budget>,
-}
-
-/// A handle for sending replies: the shared output plus a sender to the writer thread (the
-/// writer ends once every `Replier` — the reader's and one per in-flight bio — is gone).
-#[derive(Clone)]
-struct Replier {
-    out: Arc<Out>,
-    tx: Sender<Msg>,
-}
-
-impl Replier {
-    fn send(&self, msg: Msg) {
-        if std::thread::current().id() == self.out.reader {
-            let mut w = self.out.w.lock();
-            self.out.write(&mut w, msg);
-            self.out
-                .dirty
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        } else {
-            let _ = self.tx.send(msg);
-        }
-    }
-}
-
-/// Where replies go. A reply produced on the connection's own reader thread (a bio that
-/// completed inline, e.g. a page-cache hit) is written straight to the socket and flushed
-/// before the reader next waits for input; replies from other threads go to the writer
-/// thread, so a client that stops reading never blocks a shared I/O thread.
-struct Out {
-    w: Mutex<BufWriter<Sock>>,
-    /// Set when a write failed: later replies are dropped and the socket is shut down.
-    broken: std::sync::atomic::AtomicBool,
-    /// The reader wrote replies that are not flushed yet.
-    dirty: std::sync::atomic::AtomicBool,
-    reader: std::thread::ThreadId,
-    budget: Arc<Budget>,
-    shut: Option<Sock>,
-}
-
-impl Out {
-    /// Flush what the reader wrote itself (before it blocks on the socket).
-    fn flush_local(&self) {
-        if self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            let mut w = self.w.lock();
-            if !self.is_broken() && w.flush().is_err() {
-                self.set_broken();
-            }
-        }
-    }
-
-    fn is_broken(&self) -> bool {
-        self.broken.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn set_broken(&self) {
-        self.broken
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        // Wake the reader: nobody will read our replies any more.
-        if let Some(s) = &self.shut {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-
-    /// Write one reply (dropped if the socket already failed) and give back its budget.
-    fn write(&self, w: &mut BufWriter<Sock>, msg: Msg) {
-        let (res, cost) = match msg {
-            Msg::Bytes { data, cost } => (
-                if self.is_broken() {
-                    Ok(())
-                } else {
-                    w.write_all(&data)
-                },
-                cost,
-            ),
-            Msg::Data { head, buf, cost } => (
-                if self.is_broken() {
-                    Ok(())
-                } else {
-                    w.write_all(&head).and_then(|_| w.write_all(&buf))
-                },
-                cost,
-            ),
-        };
-        if res.is_err() {
-            self.set_broken();
-        }
-        self.budget.release(cost);
-    }
 }
 
 /// Serve requests until the client disconnects, sends garbage, or the socket is shut down.
@@ -184,6 +54,9 @@ pub(crate) fn serve<R: Read>(
         reader: std::thread::current().id(),
         budget: budget.clone(),
         shut: sock.try_clone().ok(),
+        dev: n.handle.dev.clone(),
+        gate: SpliceGate::default(),
+        bufs: BufPool::new(16),
     });
     let wout = out.clone();
     let writer = std::thread::Builder::new()
@@ -252,26 +125,6 @@ fn reader_loop<R: Read>(conn: &Conn, r: &mut BufReader<R>) -> io::Result<()> {
             Next::Continue => {}
             Next::Stop => return Ok(()),
         }
-    }
-}
-
-fn writer_loop(rx: Receiver<Msg>, out: Arc<Out>) {
-    while let Ok(msg) = rx.recv() {
-        let mut w = out.w.lock();
-        out.write(&mut w, msg);
-        for _ in 1..WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(m) => out.write(&mut w, m),
-                Err(_) => break,
-            }
-        }
-        if !out.is_broken() && w.flush().is_err() {
-            out.set_broken();
-        }
-    }
-    let mut w = out.w.lock();
-    if !out.is_broken() {
-        let _ = w.flush();
     }
 }
 
@@ -449,60 +302,29 @@ impl Conn {
     fn read(&self, req: ExtRequest) {
         let len = req.len;
         self.budget.acquire(len);
-        let out = self.out.clone();
-        let style = self.style();
-        let (h, off) = (req.handle, req.offset);
-        let done = Box::new(move |res: Result<(), IoError>, buf: IoBuf| {
-            let msg = match res {
-                Ok(()) => {
-                    let head = if style.extended {
-                        let mut v = ext_reply_header(
-                            REPLY_FLAG_DONE,
-                            REPLY_TYPE_OFFSET_DATA,
-                            h,
-                            off,
-                            8 + buf.len() as u64,
-                        )
-                        .to_vec();
-                        v.extend_from_slice(&off.to_be_bytes());
-                        v
-                    } else if style.structured {
-                        let mut v = chunk_header(
-                            REPLY_FLAG_DONE,
-                            REPLY_TYPE_OFFSET_DATA,
-                            h,
-                            8 + buf.len() as u32,
-                        )
-                        .to_vec();
-                        v.extend_from_slice(&off.to_be_bytes());
-                        v
-                    } else {
-                        simple_reply(h, 0).to_vec()
-                    };
-                    Msg::Data {
-                        head,
-                        buf,
-                        cost: len,
-                    }
-                }
-                Err(e) => {
-                    let data = style.error(h, off, errno_to_nbd(e.errno()), "read failed");
-                    Msg::Bytes { data, cost: len }
-                }
-            };
-            out.send(msg);
-        });
-        self.dev.submit(Bio::read(
-            Sectors(off / SECTOR_SIZE),
-            IoBuf::zeroed(len as usize),
-            done,
-        ));
+        let fr = FileRead {
+            out: self.out.clone(),
+            style: self.style(),
+            handle: req.handle,
+            offset: req.offset,
+            len,
+        };
+        // Large page-aligned reads go to the writer to be spliced (when the device is a plain
+        // file range); the rest are bios, served inline from the page cache when they can be.
+        if (SPLICE_MIN..=PIPE_SIZE as u64).contains(&len)
+            && req.offset % 4096 == 0
+            && self.out.out.gate.try_now()
+        {
+            let _ = self.out.tx.send(Msg::FileRead(fr));
+        } else {
+            submit_read(fr);
+        }
     }
 
     fn write(&self, r: &mut impl Read, req: ExtRequest) -> io::Result<()> {
         let len = req.len;
         self.budget.acquire(len);
-        let mut buf = IoBuf::zeroed(len as usize);
+        let mut buf = self.out.out.bufs.get(len as usize);
         if let Err(e) = r.read_exact(buf.as_mut_slice()) {
             self.budget.release(len);
             return Err(e);
@@ -534,7 +356,8 @@ impl Conn {
         let out = self.out.clone();
         let style = self.style();
         let (h, off) = (req.handle, req.offset);
-        let bio = make(Box::new(move |res: Result<(), IoError>, _buf: IoBuf| {
+        let bio = make(Box::new(move |res: Result<(), IoError>, buf: IoBuf| {
+            out.out.bufs.put(buf);
             let data = match res {
                 Ok(()) => style.done(h, off),
                 Err(e) => style.error(h, off, errno_to_nbd(e.errno()), "I/O failed"),
@@ -592,37 +415,6 @@ impl Conn {
         };
         self.budget.acquire(0);
         self.send(Msg::Bytes { data: v, cost: 0 });
-    }
-}
-
-/// Which reply headers the connection negotiated.
-#[derive(Debug, Clone, Copy)]
-struct Style {
-    structured: bool,
-    extended: bool,
-}
-
-impl Style {
-    /// A data-less success reply: a simple reply, or with extended headers a final
-    /// NBD_REPLY_TYPE_NONE chunk (simple replies are not allowed there).
-    fn done(self, handle: u64, offset: u64) -> Vec<u8> {
-        if self.extended {
-            ext_reply_header(REPLY_FLAG_DONE, REPLY_TYPE_NONE, handle, offset, 0).to_vec()
-        } else {
-            simple_reply(handle, 0).to_vec()
-        }
-    }
-
-    /// An error reply: an error chunk if structured replies (or extended headers) were
-    /// negotiated, else a simple reply.
-    fn error(self, handle: u64, offset: u64, err: u32, msg: &str) -> Vec<u8> {
-        if self.extended {
-            ext_error_chunk(handle, offset, err, msg)
-        } else if self.structured {
-            error_chunk(handle, err, msg)
-        } else {
-            simple_reply(handle, err).to_vec()
-        }
     }
 }
 

@@ -91,4 +91,12 @@ impl Target for Linear {
     fn extents(&self, sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
         self.dev.dev.extents(sector + self.offset, len)
     }
+    fn read_file_range(
+        &self,
+        sector: Sectors,
+        len: Sectors,
+        f: udm_io::FileReader<'_>,
+    ) -> Option<std::io::Result<usize>> {
+        self.dev.dev.read_file_range(sector + self.offset, len, f)
+    }
 }

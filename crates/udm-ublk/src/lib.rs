@@ -1,10 +1,12 @@
 //! udm-ublk: export a udm block device as a kernel block device `/dev/ublkbN` through the
 //! ublk driver (ublk_drv), with io_uring commands and no C library.
 //!
-//! One queue thread per device owns the queue's io_uring: it fetches requests, turns each
-//! into a bio on the device, and commits the result when the bio completes (completions
-//! wake the ring through an eventfd, so many requests are in flight). The kernel copies
-//! data to and from one buffer per tag that the thread owns.
+//! One hardware queue per core (multi-queue: the block layer maps each CPU to a queue, so
+//! submitters on different cores never share one), each served by its own thread owning
+//! the queue's io_uring: it fetches requests, turns each into a bio on the device, and
+//! commits the result when the bio completes (completions wake the ring through an eventfd,
+//! so many requests are in flight). The kernel copies data to and from one buffer per tag
+//! that the thread owns.
 
 pub mod sys;
 
@@ -106,15 +108,30 @@ impl Ctrl {
 pub struct UblkDevice {
     id: u32,
     ctrl: Ctrl,
-    queue: Option<JoinHandle<()>>,
+    queues: Vec<JoinHandle<()>>,
 }
+
+/// Hardware queues: one per core, at most `MAX_QUEUES`.
+fn nr_queues() -> u16 {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    cores.clamp(1, MAX_QUEUES) as u16
+}
+
+/// Most hardware queues a device gets (each holds `DEPTH` buffers of `MAX_IO` bytes).
+const MAX_QUEUES: usize = 16;
+/// The kernel spaces the queues' descriptor areas in /dev/ublkcN by the largest area a
+/// queue can have: `UBLK_MAX_QUEUE_DEPTH` (4096) descriptors of 24 bytes, page-rounded.
+const DESC_AREA_STRIDE: usize = 4096 * std::mem::size_of::<sys::IoDesc>();
 
 impl UblkDevice {
     /// Create `/dev/ublkbN` for `dev` and start serving it.
     pub fn add(dev: Arc<dyn BlockDevice>) -> Result<UblkDevice, UblkError> {
         let mut ctrl = Ctrl::open()?;
+        let nq = nr_queues();
         let mut info = sys::DevInfo {
-            nr_hw_queues: 1,
+            nr_hw_queues: nq,
             queue_depth: DEPTH,
             max_io_buf_bytes: MAX_IO,
             dev_id: u32::MAX,
@@ -137,7 +154,7 @@ impl UblkDevice {
         let mut me = UblkDevice {
             id,
             ctrl,
-            queue: None,
+            queues: Vec::new(),
         };
         let lim = dev.limits();
         let shift = |v: u32| (v.max(512).trailing_zeros()) as u8;
@@ -183,25 +200,32 @@ impl UblkDevice {
                 ..Default::default()
             },
         )?;
-        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
-        let q = std::thread::Builder::new()
-            .name(format!("ublk{id}-q0"))
-            .spawn(move || {
-                if let Err(e) = queue(id, dev, &ready_tx) {
-                    tracing::warn!("ublk{id}: queue ended: {e}");
-                    let _ = ready_tx.send(Err(e));
-                }
-            })
-            .map_err(io_err("spawn ublk queue"))?;
-        me.queue = Some(q);
-        match ready_rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                return Err(UblkError::Cmd {
-                    what: "queue start",
-                    errno: libc::ETIMEDOUT,
+        // /dev/ublkcN opens once (exclusively); the queue threads share the descriptor.
+        let cdev = Arc::new(open_char(id)?);
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(usize::from(nq));
+        for q in 0..nq {
+            let (dev, cdev, ready_tx) = (dev.clone(), cdev.clone(), ready_tx.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("ublk{id}-q{q}"))
+                .spawn(move || {
+                    if let Err(e) = queue(&cdev, q, dev, &ready_tx) {
+                        tracing::warn!("ublk{id}: queue {q} ended: {e}");
+                        let _ = ready_tx.send(Err(e));
+                    }
                 })
+                .map_err(io_err("spawn ublk queue"))?;
+            me.queues.push(t);
+        }
+        for _ in 0..nq {
+            match ready_rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(UblkError::Cmd {
+                        what: "queue start",
+                        errno: libc::ETIMEDOUT,
+                    })
+                }
             }
         }
         me.ctrl.cmd(
@@ -235,16 +259,18 @@ impl UblkDevice {
     }
 
     fn stop(&mut self) -> Result<(), UblkError> {
-        let Some(q) = self.queue.take() else {
+        if self.queues.is_empty() {
             return Ok(());
-        };
+        }
         let cmd = sys::CtrlCmd {
             dev_id: self.id,
             queue_id: u16::MAX,
             ..Default::default()
         };
         let stopped = self.ctrl.cmd("STOP_DEV", sys::CMD_STOP_DEV, cmd);
-        let _ = q.join();
+        for q in self.queues.drain(..) {
+            let _ = q.join();
+        }
         let deleted = self.ctrl.cmd("DEL_DEV", sys::CMD_DEL_DEV, cmd);
         stopped.and(deleted).map(|_| ())
     }
@@ -268,12 +294,13 @@ struct Descs {
 }
 
 impl Descs {
-    fn map(fd: &File) -> std::io::Result<Descs> {
+    fn map(fd: &File, q: u16) -> std::io::Result<Descs> {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let len = (DEPTH as usize * std::mem::size_of::<sys::IoDesc>()).div_ceil(page) * page;
-        // SAFETY: a fresh shared read-only mapping of the queue's descriptor area (queue 0
-        // starts at offset 0); the result is checked before use.
+        let off = usize::from(q) * DESC_AREA_STRIDE.div_ceil(page) * page;
+        // SAFETY: a fresh shared read-only mapping of queue `q`'s descriptor area (queue q
+        // starts at q strides); the result is checked before use.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -281,7 +308,7 @@ impl Descs {
                 libc::PROT_READ,
                 libc::MAP_SHARED | libc::MAP_POPULATE,
                 fd.as_raw_fd(),
-                0,
+                off as libc::off_t,
             )
         };
         if p == libc::MAP_FAILED {
@@ -330,9 +357,9 @@ fn open_char(id: u32) -> Result<File, UblkError> {
     }
 }
 
-fn io_cmd(fd: &File, op: u32, tag: u16, result: i32, buf: &[u8]) -> squeue::Entry {
+fn io_cmd(fd: &File, q: u16, op: u32, tag: u16, result: i32, buf: &[u8]) -> squeue::Entry {
     let c = sys::IoCmd {
-        q_id: 0,
+        q_id: q,
         tag,
         result,
         addr: buf.as_ptr() as u64,
@@ -343,14 +370,14 @@ fn io_cmd(fd: &File, op: u32, tag: u16, result: i32, buf: &[u8]) -> squeue::Entr
         .user_data(u64::from(tag))
 }
 
-/// The queue thread: fetch, map to bios, commit.
+/// The thread of queue `q`: fetch, map to bios, commit.
 fn queue(
-    id: u32,
+    cdev: &File,
+    q: u16,
     dev: Arc<dyn BlockDevice>,
     ready: &Sender<Result<(), UblkError>>,
 ) -> Result<(), UblkError> {
-    let cdev = open_char(id)?;
-    let descs = Descs::map(&cdev).map_err(io_err("mmap ublk descriptors"))?;
+    let descs = Descs::map(cdev, q).map_err(io_err("mmap ublk descriptors"))?;
     let mut ring: IoUring = IoUring::builder()
         .build(u32::from(DEPTH) * 2 + 4)
         .map_err(io_err("io_uring for ublk queue"))?;
@@ -379,7 +406,7 @@ fn queue(
     for tag in 0..DEPTH {
         push(
             &mut ring,
-            &io_cmd(&cdev, sys::IO_FETCH_REQ, tag, -1, &bufs[tag as usize]),
+            &io_cmd(cdev, q, sys::IO_FETCH_REQ, tag, -1, &bufs[tag as usize]),
         )?;
     }
     let arm = |counter: &mut [u8; 8]| {
@@ -412,7 +439,8 @@ fn queue(
                     }
                     if live > 0 {
                         let e = io_cmd(
-                            &cdev,
+                            cdev,
+                            q,
                             sys::IO_COMMIT_AND_FETCH_REQ,
                             tag,
                             result,

@@ -27,13 +27,20 @@ export UDM_SOCKET=/tmp/udm.ctl
 ./udm create u --table "0 196608 linear /dev/vda 0"
 for i in $(seq 300); do [ -b /dev/ublkb0 ] && break; sleep 0.1; done
 echo "size $(blockdev --getsize64 /dev/ublkb0)"
+echo "queues $(ls /sys/block/ublkb0/mq | wc -l) cpus $(nproc)"
 mkfs.ext4 -q /dev/ublkb0
 mkdir -p /mnt/u
 mount /dev/ublkb0 /mnt/u
-fio --name=v --filename=/mnt/u/f --size=16m --rw=randwrite --bs=4k --iodepth=1 \
+# One job per CPU pinned to it, so every hardware queue carries I/O.
+fio --name=v --directory=/mnt/u --size=8m --rw=randwrite --bs=4k --iodepth=1 \
+  --numjobs=$(nproc) --cpus_allowed_policy=split --cpus_allowed=0-$(($(nproc) - 1)) \
   --ioengine=psync --direct=1 --verify=crc32c --verify_fatal=1 --verify_state_save=0 \
   --output=fio.txt
 echo "fio $?"
+# Requests were served on every queue (the kernel counts dispatches per hardware queue).
+for q in /sys/kernel/debug/block/ublkb0/hctx*; do
+  [ -e "$q/dispatched" ] && echo "hctx $(basename $q) $(awk '{s+=$2} END {print s+0}' $q/dispatched)" || true
+done
 umount /mnt/u
 e2fsck -fn /dev/ublkb0 > fsck.txt 2>&1
 echo "fsck $?"
@@ -52,6 +59,20 @@ wait %1 || true
         "{out}\n{log}"
     );
     assert!(out.contains("fio 0"), "{out}");
+    // One hardware queue per guest CPU (multi-queue).
+    let q = out
+        .lines()
+        .find_map(|l| l.strip_prefix("queues "))
+        .unwrap_or_else(|| panic!("no queue count: {out}"));
+    let w: Vec<&str> = q.split_whitespace().collect();
+    assert_eq!((w.len(), w.get(1)), (3, Some(&"cpus")), "{out}");
+    assert_eq!(w[0], w[2], "one queue per CPU: {out}");
+    assert!(w[0].parse::<u32>().unwrap() >= 2, "{out}");
+    // Where the kernel shows per-queue dispatch counts, every queue served requests.
+    for l in out.lines().filter(|l| l.starts_with("hctx ")) {
+        let n: u64 = l.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n > 0, "an idle hardware queue: {out}");
+    }
     assert!(out.contains("fsck 0"), "{out}");
     assert!(out.contains("gone"), "{out}\n{log}");
     let fio = std::fs::read_to_string(share.join("fio.txt")).unwrap_or_default();

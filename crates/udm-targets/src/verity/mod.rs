@@ -4,6 +4,7 @@
 
 mod cache;
 mod fec;
+mod io;
 pub mod params;
 pub mod sig;
 mod target;

@@ -1,6 +1,7 @@
 //! The running `verity` target: reads go to the data device; when they complete, the blocks
-//! are verified on the CPU pool against the hash tree (verified hash blocks are cached), and
-//! failures are corrected with FEC when configured, or handled by the corruption mode.
+//! are verified against the hash tree (verified hash blocks are cached; where the hashing
+//! runs is in `io.rs`), and failures are corrected with FEC when configured, or handled by
+//! the corruption mode.
 
 use super::cache::HashCache;
 use super::fec::FecRuntime;
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use udm_core::{DevHandle, MapResult, StatusType, Target};
 use udm_formats::verity::{BlockHasher, Digest, Geometry};
-use udm_io::{Bio, IoBuf, IoError, Limits, Op, Sectors, WorkerPool};
+use udm_io::{Bio, IoBuf, IoError, Limits, Op, Sectors};
 
 /// The kernel stops logging (but keeps counting) after this many corrupted blocks.
 const MAX_CORRUPTED_ERRS: u32 = 100;
@@ -26,7 +27,7 @@ pub(crate) enum Stop {
 
 impl Stop {
     /// The error the bio ends with.
-    fn errno(self) -> IoError {
+    pub(crate) fn errno(self) -> IoError {
         match self {
             Stop::Fail(e) => e,
             Stop::NeedIo => IoError::Io,
@@ -88,8 +89,10 @@ impl Inner {
                 .map(|_| AtomicU64::new(0))
                 .collect()
         });
-        // Enough for the upper levels and a few MiB of level 0.
-        let cap = (geo.tree_blocks() as usize).clamp(16, 4096);
+        // The whole tree when it fits the memory budget (a 1 TiB device with sha256 and
+        // 4 KiB blocks has a 2 GiB tree), else as much of it as does.
+        let budget = super::io::hash_cache_bytes() / geo.hash_block_size.max(512) as usize;
+        let cap = (geo.tree_blocks() as usize).min(budget).max(16);
         Inner {
             params,
             geo,
@@ -236,12 +239,31 @@ impl Inner {
         quiet: bool,
         may_block: bool,
     ) -> Result<Digest, Stop> {
+        self.want_digest_memo(block, quiet, may_block, &mut None)
+    }
+
+    /// As `want_digest`; `memo` keeps the last level-0 hash block used, so a run of
+    /// consecutive data blocks (which share one) looks the cache up once.
+    fn want_digest_memo(
+        &self,
+        block: u64,
+        quiet: bool,
+        may_block: bool,
+        memo: &mut Option<(u64, Arc<[u8]>)>,
+    ) -> Result<Digest, Stop> {
         let levels = self.geo.levels();
         let ds = self.geo.digest_size();
         if levels > 0 {
             let (hb, off) = self.geo.position(block, 0);
+            if let Some((m, b)) = memo.as_ref() {
+                if *m == hb {
+                    return Ok(Digest::from_slice(&b[off..off + ds]));
+                }
+            }
             if let Some(b) = self.cache.get(hb) {
-                return Ok(Digest::from_slice(&b[off..off + ds]));
+                let d = Digest::from_slice(&b[off..off + ds]);
+                *memo = Some((hb, b));
+                return Ok(d);
             }
         }
         let mut want = self.root;
@@ -266,10 +288,11 @@ impl Inner {
         done: &mut usize,
     ) -> Result<(), Stop> {
         let bs = self.geo.data_block_size as usize;
+        let mut memo = None;
         for (i, chunk) in buf.chunks_mut(bs).enumerate().skip(*done) {
             let b = first + i as u64;
             if !(read_ok && self.is_validated(b)) {
-                self.verify_block(b, chunk, read_ok, may_block)?;
+                self.verify_block(b, chunk, read_ok, may_block, &mut memo)?;
             }
             *done = i + 1;
         }
@@ -282,8 +305,9 @@ impl Inner {
         chunk: &mut [u8],
         read_ok: bool,
         may_block: bool,
+        memo: &mut Option<(u64, Arc<[u8]>)>,
     ) -> Result<(), Stop> {
-        let want = self.want_digest(b, false, may_block)?;
+        let want = self.want_digest_memo(b, false, may_block, memo)?;
         if self.zero_digest == Some(want) {
             chunk.fill(0);
             return Ok(());
@@ -353,34 +377,7 @@ impl Target for Verity {
             sector,
             buf,
             Box::new(move |res: Result<(), IoError>, buf: IoBuf| {
-                if res.is_err() && me.fec.is_none() {
-                    bio.set_buf(buf);
-                    return bio.complete(res);
-                }
-                // Hashing runs on the CPU pool; if a hash block is missing from the cache or FEC
-                // is needed, the rest moves to the I/O pool, where blocking reads are allowed.
-                let read_ok = res.is_ok();
-                let finish = move |me: Arc<Inner>, mut bio: Bio, mut buf: IoBuf, mut done| {
-                    let r = me.verify_io(first, &mut buf, read_ok, true, &mut done);
-                    bio.set_buf(buf);
-                    bio.complete(r.map_err(Stop::errno));
-                };
-                if !read_ok {
-                    return WorkerPool::io().spawn(move || finish(me, bio, buf, 0));
-                }
-                WorkerPool::cpu().spawn(move || {
-                    let mut buf = buf;
-                    let mut done = 0;
-                    match me.verify_io(first, &mut buf, true, false, &mut done) {
-                        Err(Stop::NeedIo) => {
-                            WorkerPool::io().spawn(move || finish(me, bio, buf, done))
-                        }
-                        r => {
-                            bio.set_buf(buf);
-                            bio.complete(r.map_err(Stop::errno));
-                        }
-                    }
-                });
+                me.read_done(bio, first, res, buf)
             }),
         );
         self.inner.data.dev.submit(read);

@@ -1,0 +1,243 @@
+//! The server's fast paths give the same bytes as the slow ones: large reads spliced from
+//! the file below (`BlockDevice::read_file_range`) against reads through bios on the I/O
+//! pool, with compact, structured and extended replies; short files (zeroes past the end);
+//! errors in the middle of a spliced read; pipelined large and small requests; and large
+//! writes through the recycled payload buffers.
+
+mod common;
+
+use common::*;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use udm_io::{Bio, BlockDevice, DevId, FileDevice, FileReader, Limits, Sectors};
+use udm_nbd::{Cmd, NbdAddr, NbdClient};
+
+const SIZE: u64 = 8 << 20;
+
+/// A file device that counts how reads reach it, and fails the spliced read at one sector
+/// after filling the caller's pipe (an error in the middle of a transfer).
+struct Counting {
+    inner: FileDevice,
+    spliced: AtomicUsize,
+    bios: AtomicUsize,
+    fail_at: Option<Sectors>,
+}
+
+impl Counting {
+    fn new(inner: FileDevice, fail_at: Option<Sectors>) -> Arc<Counting> {
+        Arc::new(Counting {
+            inner,
+            spliced: AtomicUsize::new(0),
+            bios: AtomicUsize::new(0),
+            fail_at,
+        })
+    }
+}
+
+impl BlockDevice for Counting {
+    fn submit(&self, bio: Bio) {
+        self.bios.fetch_add(1, Ordering::SeqCst);
+        self.inner.submit(bio)
+    }
+    fn size(&self) -> Sectors {
+        self.inner.size()
+    }
+    fn id(&self) -> DevId {
+        self.inner.id()
+    }
+    fn limits(&self) -> Limits {
+        self.inner.limits()
+    }
+    fn read_file_range(
+        &self,
+        sector: Sectors,
+        len: Sectors,
+        f: FileReader<'_>,
+    ) -> Option<io::Result<usize>> {
+        let r = self.inner.read_file_range(sector, len, f)?;
+        self.spliced.fetch_add(1, Ordering::SeqCst);
+        if Some(sector) == self.fail_at {
+            // The pipe now holds this range's data, which must never reach a client.
+            return Some(Err(io::Error::from_raw_os_error(libc::EIO)));
+        }
+        Some(r)
+    }
+}
+
+/// An 8 MiB file of noise exported twice: `fast` (splice allowed) and `slow` (every read a
+/// bio on the I/O pool), each through a counting wrapper.
+fn two_ways(fail_at: Option<Sectors>) -> (Served, Vec<u8>, Arc<Counting>, Arc<Counting>) {
+    let s = serve();
+    let img = s.path("disk.img");
+    let data = noise(SIZE as usize, 17);
+    std::fs::write(&img, &data).unwrap();
+    let fast = Counting::new(FileDevice::open(&img, false).unwrap(), fail_at);
+    let slow_dev = FileDevice::open(&img, false).unwrap();
+    slow_dev.set_inline(false);
+    let slow = Counting::new(slow_dev, None);
+    s.add("fast", fast.clone(), false);
+    s.add("slow", slow.clone(), false);
+    (s, data, fast, slow)
+}
+
+fn read(c: &NbdClient, off: u64, len: usize) -> Vec<u8> {
+    let mut b = vec![0xa5; len];
+    c.read(off, &mut b)
+        .unwrap_or_else(|e| panic!("read {off}+{len}: {e}"));
+    b
+}
+
+/// Reads spliced and not: page-aligned large ones (spliced), the last MiB (the end of the
+/// device), unaligned ones and ones larger than the pipe (bios), small ones (inline).
+const RANGES: &[(u64, usize)] = &[
+    (0, 1 << 20),
+    (4096, 512 << 10),
+    (SIZE - (1 << 20), 1 << 20),
+    (SIZE - (256 << 10), 256 << 10),
+    (512, 1 << 20),
+    (0, 2 << 20),
+    (12288, 4096),
+    (SIZE - 512, 512),
+];
+
+#[test]
+fn spliced_reads_match_pool_reads_in_every_reply_style() {
+    let (s, data, fast, slow) = two_ways(None);
+    let addr = NbdAddr::Unix(s.sock.clone());
+    for extended in [false, true] {
+        let f = if extended {
+            NbdClient::connect_extended(&addr, "fast").unwrap()
+        } else {
+            NbdClient::connect_unix(&s.sock, "fast").unwrap()
+        };
+        let p = NbdClient::connect_unix(&s.sock, "slow").unwrap();
+        assert_eq!(f.info().extended, extended);
+        for &(off, len) in RANGES {
+            let want = &data[off as usize..off as usize + len];
+            assert!(
+                read(&f, off, len) == want,
+                "fast {off}+{len} ext={extended}"
+            );
+            assert!(read(&p, off, len) == want, "slow {off}+{len}");
+        }
+    }
+    // The large aligned reads were spliced (3 per connection), the pool export never was.
+    assert_eq!(fast.spliced.load(Ordering::SeqCst), 8);
+    assert_eq!(slow.spliced.load(Ordering::SeqCst), 0);
+    assert!(slow.bios.load(Ordering::SeqCst) >= 2 * RANGES.len());
+    // Simple (non-structured) replies too, through libnbd.
+    if udm_testkit::require_tool("nbdsh") {
+        let script = format!(
+            "h.set_request_structured_replies(False)\n\
+             h.connect_uri({:?})\n\
+             assert not h.get_structured_replies_negotiated()\n\
+             import sys\n\
+             sys.stdout.buffer.write(h.pread(1048576, 8192))\n",
+            s.uri("fast")
+        );
+        let out = output(nbdsh().args(["-c", &script]));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout == data[8192..8192 + (1 << 20)]);
+        assert_eq!(fast.spliced.load(Ordering::SeqCst), 9);
+    }
+}
+
+#[test]
+fn pipelined_large_and_small_reads_keep_their_data() {
+    let (s, data, fast, _) = two_ways(None);
+    let c = Arc::new(NbdClient::connect_unix(&s.sock, "fast").unwrap());
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut want = Vec::new();
+    for i in 0..64u64 {
+        // Alternate spliced 1 MiB reads with small inline ones, all in flight at once.
+        let (off, len) = if i % 2 == 0 {
+            ((i * 4096 * 37) % (SIZE - (1 << 20)) / 4096 * 4096, 1 << 20)
+        } else {
+            ((i * 512 * 101) % (SIZE - 4096), 4096)
+        };
+        want.push((off, len));
+        let tx = tx.clone();
+        c.submit(
+            Cmd::Read {
+                offset: off,
+                len: len as u32,
+            },
+            move |r| tx.send((i, r)).unwrap(),
+        );
+    }
+    for _ in 0..64 {
+        let (i, r) = rx.recv().unwrap();
+        let (off, len) = want[i as usize];
+        let got = r.unwrap_or_else(|e| panic!("read {i}: {e}"));
+        assert!(
+            got == data[off as usize..off as usize + len as usize],
+            "read {i}"
+        );
+    }
+    assert_eq!(fast.spliced.load(Ordering::SeqCst), 32);
+}
+
+#[test]
+fn a_short_file_reads_as_zeroes_past_its_end_both_ways() {
+    let (s, data, fast, _) = two_ways(None);
+    // Cut the file below the devices' size after they were opened.
+    let cut = SIZE - (100 << 10);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(s.path("disk.img"))
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let f = NbdClient::connect_unix(&s.sock, "fast").unwrap();
+    let p = NbdClient::connect_unix(&s.sock, "slow").unwrap();
+    let off = SIZE - (1 << 20);
+    let a = read(&f, off, 1 << 20);
+    let b = read(&p, off, 1 << 20);
+    let keep = (cut - off) as usize;
+    assert!(a[..keep] == data[off as usize..cut as usize]);
+    assert!(a[keep..].iter().all(|&x| x == 0));
+    assert!(a == b);
+    assert_eq!(fast.spliced.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_error_in_the_middle_of_a_spliced_read_fails_only_that_read() {
+    let bad = 1 << 20;
+    let (s, data, fast, _) = two_ways(Some(Sectors(bad / 512)));
+    let f = NbdClient::connect_unix(&s.sock, "fast").unwrap();
+    let mut b = vec![0; 1 << 20];
+    let e = f.read(bad, &mut b).expect_err("the failed read");
+    assert_eq!(e.errno(), libc::EIO);
+    // The connection goes on, and no stale pipe data leaks into the next replies.
+    for off in [2 << 20, 0, 3 << 20] {
+        assert!(read(&f, off, 1 << 20) == data[off as usize..off as usize + (1 << 20)]);
+    }
+    assert!(read(&f, 8192, 4096) == data[8192..12288]);
+    assert_eq!(fast.spliced.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn large_writes_through_recycled_buffers_land_whole() {
+    let (s, _, _, _) = two_ways(None);
+    let c = NbdClient::connect_unix(&s.sock, "slow").unwrap();
+    // Different sizes, so recycled buffers shrink and grow; every byte must be the new one.
+    let mut model = std::fs::read(s.path("disk.img")).unwrap();
+    for (i, len) in [1usize << 20, 256 << 10, 768 << 10, 1 << 20, 96 << 10]
+        .into_iter()
+        .enumerate()
+    {
+        let off = (i as u64) * (1 << 20) + 4096;
+        let d = noise(len, 100 + i as u64);
+        c.write(off, &d, false).unwrap();
+        model[off as usize..off as usize + len].copy_from_slice(&d);
+    }
+    c.flush().unwrap();
+    assert!(std::fs::read(s.path("disk.img")).unwrap() == model);
+    let f = NbdClient::connect_unix(&s.sock, "fast").unwrap();
+    assert!(read(&f, 0, SIZE as usize / 2) == model[..SIZE as usize / 2]);
+}

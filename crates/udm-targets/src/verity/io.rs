@@ -1,0 +1,179 @@
+//! Where `verity` hashes a completed read. A small read (up to `INLINE_MAX`) is verified on
+//! the thread that completed it: hashing one 4 KiB block takes a few microseconds, less than
+//! a hop to the CPU pool and back. A larger one is cut into one piece per core; the
+//! completing thread verifies the first piece while the CPU pool does the others. A piece
+//! that needs blocking I/O (a hash block missing from the cache, FEC) moves to the I/O pool,
+//! where blocking reads are allowed, and goes on from the block where it stopped.
+
+use super::target::{Inner, Stop};
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use udm_io::{Bio, IoBuf, IoError, WorkerPool};
+
+/// Reads up to this many bytes are verified inline.
+const INLINE_MAX: usize = 64 << 10;
+/// The smallest piece of a read worth a job of its own.
+const PIECE_MIN: usize = 128 << 10;
+
+fn cpus() -> usize {
+    static N: OnceLock<usize> = OnceLock::new();
+    *N.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    })
+}
+
+/// Memory each verity target may spend on verified hash blocks: 1/64 of physical memory,
+/// between 16 MiB and 256 MiB (`UDM_VERITY_CACHE_MB` overrides). 64 MiB of sha256 hash
+/// blocks cover 32 GiB of data.
+pub(crate) fn hash_cache_bytes() -> usize {
+    static N: OnceLock<usize> = OnceLock::new();
+    *N.get_or_init(|| {
+        if let Some(mb) = std::env::var("UDM_VERITY_CACHE_MB")
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+        {
+            return mb.max(1) << 20;
+        }
+        // SAFETY: sysconf takes an integer name and returns an integer; no memory is shared.
+        let (pages, size) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        let phys = if pages > 0 && size > 0 {
+            pages as usize * size as usize
+        } else {
+            1 << 30
+        };
+        (phys / 64).clamp(16 << 20, 256 << 20)
+    })
+}
+
+/// What a finished piece reports.
+type PieceDone = Box<dyn FnOnce(Result<(), IoError>, IoBuf) + Send>;
+
+/// The pieces of one read coming back; the last completes the bio.
+struct Join {
+    left: AtomicUsize,
+    state: Mutex<JoinState>,
+}
+
+struct JoinState {
+    bufs: Vec<Option<IoBuf>>,
+    err: Option<IoError>,
+    bio: Option<Bio>,
+}
+
+impl Join {
+    fn put(&self, i: usize, r: Result<(), IoError>, buf: IoBuf) {
+        let mut g = self.state.lock();
+        g.bufs[i] = Some(buf);
+        if let Err(e) = r {
+            g.err.get_or_insert(e);
+        }
+        if self.left.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let mut whole = IoBuf::empty();
+        for b in g.bufs.drain(..).flatten() {
+            whole.unsplit(b);
+        }
+        let res = g.err.map_or(Ok(()), Err);
+        let Some(mut bio) = g.bio.take() else { return };
+        drop(g);
+        bio.set_buf(whole);
+        bio.complete(res);
+    }
+}
+
+impl Inner {
+    /// The lower read of `bio` (data blocks `first..`) ended with `res`: verify `buf` and
+    /// complete `bio` with it.
+    pub(crate) fn read_done(
+        self: Arc<Self>,
+        mut bio: Bio,
+        first: u64,
+        res: Result<(), IoError>,
+        buf: IoBuf,
+    ) {
+        if res.is_err() && self.fec.is_none() {
+            bio.set_buf(buf);
+            return bio.complete(res);
+        }
+        if res.is_err() {
+            // Every block needs FEC: blocking work from the start.
+            return WorkerPool::io().spawn(move || {
+                let mut buf = buf;
+                let r = self.verify_io(first, &mut buf, false, true, &mut 0);
+                bio.set_buf(buf);
+                bio.complete(r.map_err(Stop::errno));
+            });
+        }
+        let len = buf.len();
+        let bs = self.geo.data_block_size as usize;
+        let n = if len <= INLINE_MAX {
+            1
+        } else {
+            (len / PIECE_MIN).clamp(1, cpus())
+        };
+        if n == 1 {
+            return self.verify_piece(
+                first,
+                buf,
+                Box::new(move |r, buf| {
+                    bio.set_buf(buf);
+                    bio.complete(r)
+                }),
+            );
+        }
+        let per = len.div_ceil(n).div_ceil(bs) * bs;
+        let mut pieces = Vec::new();
+        let mut rest = buf;
+        while rest.len() > per {
+            let tail = rest.split_off(per);
+            pieces.push(std::mem::replace(&mut rest, tail));
+        }
+        pieces.push(rest);
+        let join = Arc::new(Join {
+            left: AtomicUsize::new(pieces.len()),
+            state: Mutex::new(JoinState {
+                bufs: (0..pieces.len()).map(|_| None).collect(),
+                err: None,
+                bio: Some(bio),
+            }),
+        });
+        let blocks_per = (per / bs) as u64;
+        let mut it = pieces.into_iter().enumerate();
+        let head = it.next();
+        for (i, p) in it {
+            let (me, j) = (self.clone(), join.clone());
+            WorkerPool::cpu().spawn(move || {
+                me.verify_piece(
+                    first + i as u64 * blocks_per,
+                    p,
+                    Box::new(move |r, b| j.put(i, r, b)),
+                )
+            });
+        }
+        if let Some((i, p)) = head {
+            self.verify_piece(first, p, Box::new(move |r, b| join.put(i, r, b)));
+        }
+    }
+
+    /// Verify one piece here without blocking; if that needs blocking I/O, go on on the I/O
+    /// pool from where it stopped. `done` gets the result and the buffer.
+    fn verify_piece(self: Arc<Self>, first: u64, mut buf: IoBuf, done: PieceDone) {
+        let mut at = 0;
+        match self.verify_io(first, &mut buf, true, false, &mut at) {
+            Err(Stop::NeedIo) => WorkerPool::io().spawn(move || {
+                let r = self.verify_io(first, &mut buf, true, true, &mut at);
+                done(r.map_err(Stop::errno), buf)
+            }),
+            r => done(r.map_err(Stop::errno), buf),
+        }
+    }
+}

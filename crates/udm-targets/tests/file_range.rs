@@ -1,0 +1,61 @@
+//! `BlockDevice::read_file_range` through mapped devices (the NBD server's zero-copy reads):
+//! linear passes it down to the file with its offset, stacked or not; a range crossing
+//! targets, a target that transforms data (crypt), or a suspended device says no, so the
+//! caller falls back to a bio (which a suspended device holds); the call counts as a read.
+
+mod common;
+use common::*;
+use std::os::unix::fs::FileExt;
+use udm_io::{BlockDevice, Sectors};
+
+/// Read through `read_file_range` with pread, as the NBD server would with splice.
+fn via_file(dev: &dyn BlockDevice, sector: u64, len: usize) -> Option<Vec<u8>> {
+    let mut out = vec![0u8; len];
+    let r = dev.read_file_range(Sectors(sector), Sectors(len as u64 / 512), &mut |f, off| {
+        f.read_at(&mut out, off)
+    })?;
+    assert_eq!(r.expect("pread"), len);
+    Some(out)
+}
+
+#[test]
+fn file_ranges_follow_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.img");
+    let data: Vec<u8> = (0..4096 * 512u32).map(|i| (i / 512 % 251) as u8).collect();
+    std::fs::write(&a, &data).unwrap();
+    let reg = registry();
+    let key = "0".repeat(64);
+    let table = format!(
+        "0 1024 linear {a} 100\n1024 1024 crypt aes-xts-plain64 {key} 0 {a} 0\n",
+        a = a.display()
+    );
+    create(&reg, "d", &table).unwrap();
+    create(&reg, "up", "0 512 linear /dev/mapper/d 256").unwrap();
+    let (dev, _g) = open(&reg, "d");
+    let (up, _g2) = open(&reg, "up");
+    // linear: the file at the target's offset; the same bytes as a bio read.
+    let got = via_file(dev.as_ref(), 8, 64 << 10).expect("linear is a file range");
+    assert!(got == data[(108 * 512)..(108 * 512 + (64 << 10))]);
+    assert!(got == read(dev.as_ref(), 8, 64 << 10));
+    // Stacked: both offsets add up.
+    let got = via_file(up.as_ref(), 0, 4096).expect("stacked linear");
+    assert!(got == data[(356 * 512)..(356 * 512 + 4096)]);
+    // Crossing into crypt, or inside crypt, or past the end: no.
+    assert!(via_file(dev.as_ref(), 1000, 64 << 10).is_none());
+    assert!(via_file(dev.as_ref(), 1100, 4096).is_none());
+    assert!(via_file(dev.as_ref(), 2040, 8192).is_none());
+    // It counts as a read of the device (diskstats: reads completed, sectors read).
+    let st = reg
+        .message(&sel("d"), 0, &["@diskstats".to_string()])
+        .unwrap()
+        .unwrap_or_default();
+    let f: Vec<u64> = st.split_whitespace().map(|w| w.parse().unwrap()).collect();
+    assert!(f[0] >= 3 && f[2] >= 128 + 8 + 128, "{st}");
+    // Suspended: no (the caller's bio is then held until resume).
+    reg.suspend(&sel("d"), false, false).unwrap();
+    assert!(via_file(dev.as_ref(), 8, 4096).is_none());
+    assert!(via_file(up.as_ref(), 0, 4096).is_none());
+    reg.resume(&sel("d")).unwrap();
+    assert!(via_file(dev.as_ref(), 8, 4096).is_some());
+}
