@@ -2,7 +2,8 @@
 //! made by `mdadm -e imsm` / `mdadm -e ddf` over scsi_debug disks (dmraid needs SCSI serials; virtio disks have none
 //! it can read), with data written through md, are listed, tabled and activated by real
 //! dmraid 1.0.0.rc16 in the guest; the disks come back as images and `udm dmraid` must print
-//! the same `-r`/`-s` listings and `-ay -t` tables, and activate the raid0 sets with md's data.
+//! the same `-r`/`-s` listings and `-ay -t` tables, and activate the raid0 sets and the Intel
+//! raid1 set with md's data.
 
 use std::path::{Path, PathBuf};
 use udm_testkit::udmcli::UdmCli;
@@ -168,16 +169,22 @@ fn kernel_dmraid_sets_match_dmraid() {
         "{o}"
     );
     assert!(read(&share.join("sa.out")).contains(&format!("--> Active Subset\nname   : {vol0}\n")));
-    // The raid1 legs (mirror target: loading waits for the mirror branch) hold md's data at
-    // the offsets udm's table names.
-    for leg in &imgs[3..5] {
-        let data = std::fs::read(leg).unwrap();
-        assert!(
-            data[..p1.len()] == p1[..],
-            "{} holds the mirror's data at 0",
-            leg.display()
-        );
-    }
+    // The Intel raid1 set loads as dmraid's `mirror core … nosync` table and reads md's data.
+    let mir = tables
+        .lines()
+        .find(|l| l.starts_with("isw_") && l.contains(" mirror "))
+        .and_then(|l| l.split(':').next())
+        .unwrap()
+        .to_string();
+    let (o, err, c) = dmraid(&["-ay", &mir]);
+    assert_eq!(c, 0, "{o}{err}");
+    let got_table = e.dm(&["table", &mir]);
+    let want_line = tables.lines().find(|l| l.starts_with(&mir)).unwrap();
+    assert_eq!(format!("{mir}: {}", got_table.trim_end()), want_line);
+    read_back(&d, &mir, &tables, &p1);
+    let (o, err, c) = dmraid(&["-an", &mir]);
+    assert_eq!(c, 0, "{o}{err}");
+    assert!(!e.dm(&["ls"]).contains(&mir));
     // -an removes it.
     let (o, err, c) = dmraid(&["-an", &vol0]);
     assert_eq!(c, 0, "{o}{err}");
