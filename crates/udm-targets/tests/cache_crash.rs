@@ -8,10 +8,10 @@
 
 mod common;
 use common::*;
-use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
+use udm_testkit::crash::{kill_round, reconcile};
 use udm_testkit::rng::XorShift;
 
 const BS: u64 = 64;
@@ -56,20 +56,7 @@ fn crash_child_writer() {
     let reg = registry();
     create(&reg, "c", &table(Path::new(&dir))).unwrap();
     let (dev, _g) = open(&reg, "c");
-    let stdin = std::io::stdin();
-    let mut out = std::io::stdout();
-    for n in 0.. {
-        for (s, data) in batch(seed, round, n) {
-            write(&*dev, s, &data);
-        }
-        udm_io::sync::flush(&*dev).unwrap();
-        writeln!(out, "FLUSHED {n}").unwrap();
-        out.flush().unwrap();
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line).unwrap() == 0 {
-            return;
-        }
-    }
+    udm_testkit::crash::child_writes(&*dev, |n| batch(seed, round, n));
 }
 
 #[test]
@@ -88,51 +75,21 @@ fn kill_9_under_writeback_loses_no_flushed_write() {
     let exe = std::env::current_exe().unwrap();
     for round in 0..5u64 {
         let batches = 1 + rng.below(4);
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_child_writer",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
+        let mut child = Command::new(&exe);
+        child
+            .args(["--exact", "crash_child_writer", "--nocapture"])
+            .args(["--test-threads", "1"])
             .env(CHILD_ENV, dir.path())
             .env("UDM_CRASH_SEED", seed.to_string())
-            .env("UDM_CRASH_ROUND", round.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut flushed = 0;
-        while flushed < batches {
-            let l = lines.next().expect("child output").unwrap();
-            if let Some(n) = l.split("FLUSHED ").nth(1) {
-                // Batch n is acknowledged after a flush: it is in the model for good.
-                for (s, data) in batch(seed, round, n.parse().unwrap()) {
-                    let a = (s * 512) as usize;
-                    model[a..a + data.len()].copy_from_slice(&data);
-                }
-                flushed += 1;
-                if flushed < batches {
-                    writeln!(stdin, "go").unwrap();
-                }
-            }
-        }
-        // Let the next batch start, kill it somewhere in the middle.
-        writeln!(stdin, "go").unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(rng.below(30)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        // Sectors the killed batch may have written: any of its versions is allowed.
-        let mut maybe: HashMap<u64, HashSet<Vec<u8>>> = HashMap::new();
-        for (s, data) in batch(seed, round, batches) {
-            for (i, sec) in data.chunks(512).enumerate() {
-                maybe.entry(s + i as u64).or_default().insert(sec.to_vec());
-            }
-        }
+            .env("UDM_CRASH_ROUND", round.to_string());
+        let kill_after = Duration::from_millis(rng.below(30));
+        let maybe = kill_round(
+            &mut child,
+            batches,
+            kill_after,
+            |n| batch(seed, round, n),
+            &mut model,
+        );
         let meta = dir.path().join("meta");
         if udm_testkit::require_tool("cache_check") {
             let o = Command::new("cache_check").arg(&meta).output().unwrap();
@@ -155,16 +112,11 @@ fn kill_9_under_writeback_loses_no_flushed_write() {
                 "unclean: all resident dirty"
             );
             let got = read(&*dev, 0, model.len());
-            for (sec, g) in got.chunks(512).enumerate() {
-                if g == &model[sec * 512..(sec + 1) * 512] {
-                    continue;
-                }
-                let ok = maybe.get(&(sec as u64)).is_some_and(|v| v.contains(g));
-                assert!(ok, "round {round}: sector {sec} lost a flushed write");
-                // The killed batch's value survived: it is the truth from now on.
-                let a = sec * 512;
-                model[a..a + 512].copy_from_slice(g);
-            }
+            let lost = reconcile(&got, &mut model, &maybe);
+            assert!(
+                lost.is_empty(),
+                "round {round}: sectors {lost:?} lost a flushed write"
+            );
         }
         reg.remove(&sel("c"), false).unwrap();
     }

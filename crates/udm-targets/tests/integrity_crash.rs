@@ -7,10 +7,10 @@
 
 mod common;
 use common::*;
-use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
+use udm_testkit::crash::{kill_round, reconcile};
 use udm_testkit::rng::XorShift;
 
 const SECTORS: u64 = 8192;
@@ -57,20 +57,7 @@ fn integrity_crash_child_writer() {
     let reg = registry();
     create(&reg, "c", &table(Path::new(&dir), &mode, p)).unwrap();
     let (dev, _g) = open(&reg, "c");
-    let stdin = std::io::stdin();
-    let mut out = std::io::stdout();
-    for n in 0.. {
-        for (s, data) in batch(seed, round, n, p) {
-            write(&*dev, s, &data);
-        }
-        udm_io::sync::flush(&*dev).unwrap();
-        writeln!(out, "FLUSHED {n}").unwrap();
-        out.flush().unwrap();
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line).unwrap() == 0 {
-            return;
-        }
-    }
+    udm_testkit::crash::child_writes(&*dev, |n| batch(seed, round, n, p));
 }
 
 fn kill_rounds(mode: &str, rounds: u64) {
@@ -102,50 +89,23 @@ fn kill_rounds(mode: &str, rounds: u64) {
     let exe = std::env::current_exe().unwrap();
     for round in 0..rounds {
         let batches = 1 + rng.below(3);
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "integrity_crash_child_writer",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
+        let mut child = Command::new(&exe);
+        child
+            .args(["--exact", "integrity_crash_child_writer", "--nocapture"])
+            .args(["--test-threads", "1"])
             .env(CHILD_ENV, dir.path())
             .env("UDM_CRASH_SEED", seed.to_string())
             .env("UDM_CRASH_ROUND", round.to_string())
             .env("UDM_CRASH_MODE", mode)
-            .env("UDM_CRASH_P", p.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut flushed = 0;
-        while flushed < batches {
-            let l = lines.next().expect("child output").unwrap();
-            if let Some(n) = l.split("FLUSHED ").nth(1) {
-                for (s, data) in batch(seed, round, n.parse().unwrap(), p) {
-                    let a = (s * 512) as usize;
-                    model[a..a + data.len()].copy_from_slice(&data);
-                }
-                flushed += 1;
-                if flushed < batches {
-                    writeln!(stdin, "go").unwrap();
-                }
-            }
-        }
-        writeln!(stdin, "go").unwrap();
-        std::thread::sleep(std::time::Duration::from_micros(rng.below(20_000)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let mut maybe: HashMap<u64, HashSet<Vec<u8>>> = HashMap::new();
-        for (s, data) in batch(seed, round, batches, p) {
-            for (i, sec) in data.chunks(512).enumerate() {
-                maybe.entry(s + i as u64).or_default().insert(sec.to_vec());
-            }
-        }
+            .env("UDM_CRASH_P", p.to_string());
+        let kill_after = Duration::from_micros(rng.below(20_000));
+        let maybe = kill_round(
+            &mut child,
+            batches,
+            kill_after,
+            |n| batch(seed, round, n, p),
+            &mut model,
+        );
         create(&reg, "c", &table(dir.path(), mode, p)).unwrap();
         {
             let (dev, _g) = open(&reg, "c");
@@ -155,15 +115,11 @@ fn kill_rounds(mode: &str, rounds: u64) {
             let got = udm_io::sync::read_at(&*dev, udm_io::Sectors(0), model.len())
                 .unwrap_or_else(|e| panic!("round {round}: a block fails its check: {e}"))
                 .into_vec();
-            for (sec, g) in got.chunks(512).enumerate() {
-                if g == &model[sec * 512..(sec + 1) * 512] {
-                    continue;
-                }
-                let ok = maybe.get(&(sec as u64)).is_some_and(|v| v.contains(g));
-                assert!(ok, "round {round}: sector {sec} lost a flushed write");
-                let a = sec * 512;
-                model[a..a + 512].copy_from_slice(g);
-            }
+            let lost = reconcile(&got, &mut model, &maybe);
+            assert!(
+                lost.is_empty(),
+                "round {round}: sectors {lost:?} lost a flushed write"
+            );
             assert_eq!(status_fields(&reg, "c")[0], "0", "round {round}");
         }
         reg.remove(&sel("c"), false).unwrap();

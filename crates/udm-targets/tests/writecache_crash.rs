@@ -7,10 +7,10 @@
 
 mod common;
 use common::*;
-use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
+use udm_testkit::crash::{kill_round, reconcile};
 use udm_testkit::rng::XorShift;
 
 const BS: u64 = 8;
@@ -52,20 +52,7 @@ fn crash_child_writer() {
     let reg = registry();
     create(&reg, "w", &table(Path::new(&dir))).unwrap();
     let (dev, _g) = open(&reg, "w");
-    let stdin = std::io::stdin();
-    let mut out = std::io::stdout();
-    for n in 0.. {
-        for (s, data) in batch(seed, round, n) {
-            write(&*dev, s, &data);
-        }
-        udm_io::sync::flush(&*dev).unwrap();
-        writeln!(out, "FLUSHED {n}").unwrap();
-        out.flush().unwrap();
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line).unwrap() == 0 {
-            return;
-        }
-    }
+    udm_testkit::crash::child_writes(&*dev, |n| batch(seed, round, n));
 }
 
 #[test]
@@ -83,68 +70,31 @@ fn kill_9_loses_no_flushed_write() {
     let exe = std::env::current_exe().unwrap();
     for round in 0..8u64 {
         let batches = 1 + rng.below(4);
-        let mut child = Command::new(&exe)
+        let mut child = Command::new(&exe);
+        child
             .args(["--exact", "crash_child_writer", "--nocapture"])
             .args(["--test-threads", "1"])
             .env(CHILD_ENV, dir.path())
             .env("UDM_CRASH_SEED", seed.to_string())
-            .env("UDM_CRASH_ROUND", round.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut flushed = 0;
-        while flushed < batches {
-            let l = lines.next().expect("child output").unwrap();
-            if let Some(n) = l.split("FLUSHED ").nth(1) {
-                for (s, data) in batch(seed, round, n.parse().unwrap()) {
-                    let a = (s * 512) as usize;
-                    model[a..a + data.len()].copy_from_slice(&data);
-                }
-                flushed += 1;
-                if flushed < batches {
-                    writeln!(stdin, "go").unwrap();
-                }
-            }
-        }
-        writeln!(stdin, "go").unwrap();
+            .env("UDM_CRASH_ROUND", round.to_string());
         let delay = rng.below(25);
-        std::thread::sleep(std::time::Duration::from_millis(delay));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let mut maybe: HashMap<u64, HashSet<Vec<u8>>> = HashMap::new();
-        for (s, data) in batch(seed, round, batches) {
-            for (i, sec) in data.chunks(512).enumerate() {
-                maybe.entry(s + i as u64).or_default().insert(sec.to_vec());
-            }
-        }
+        let maybe = kill_round(
+            &mut child,
+            batches,
+            Duration::from_millis(delay),
+            |n| batch(seed, round, n),
+            &mut model,
+        );
         let reg = registry();
         create(&reg, "w", &table(dir.path())).unwrap();
         let got = {
             let (dev, _g) = open(&reg, "w");
             read(&*dev, 0, model.len())
         };
-        let mut lost = 0;
-        for (i, (g, m)) in got.chunks(512).zip(model.chunks_mut(512)).enumerate() {
-            if g == m {
-                continue;
-            }
-            let ok = maybe.get(&(i as u64)).is_some_and(|v| v.contains(g));
-            if !ok {
-                lost += 1;
-                eprintln!(
-                    "round {round}: sector {i} holds neither its flushed value nor a new one"
-                );
-            }
-            // What the device reads now is what it holds from here on.
-            m.copy_from_slice(g);
-        }
-        assert_eq!(
-            lost, 0,
-            "round {round} (kill after {delay} ms): lost writes"
+        let lost = reconcile(&got, &mut model, &maybe);
+        assert!(
+            lost.is_empty(),
+            "round {round} (kill after {delay} ms): sectors {lost:?} hold neither their flushed value nor a new one"
         );
         let st = status_fields(&reg, "w");
         assert_eq!(

@@ -2,6 +2,7 @@
 //! `UDM_REQUIRE_TOOLS`, and image-file helpers.
 
 pub mod conformance;
+pub mod crash;
 pub mod dm;
 pub mod gate;
 pub mod loopdev;
