@@ -4,7 +4,7 @@
 //! lists no discards.
 
 use super::getopt::{getopt_long, Key};
-use super::{attr, base64_decode, base64_encode, long, open_meta, Nested, Streams, VERSION};
+use super::{attr, base64_decode, base64_encode, long, open_meta, Streams, VERSION};
 use crate::array::{self, bitset};
 use crate::block_manager::BlockManager;
 use crate::cache::{unpack_mapping, CacheMetadata, CacheSuperblock, PolicyId, M_DIRTY, M_VALID};
@@ -306,33 +306,11 @@ pub fn check(args: &[String], io: &mut Streams<'_>) -> i32 {
             }
         }
     }
-    let Some(path) = p.operands.first() else {
-        io.e("No input file provided.");
-        let _ = io.err.write_all(usage_check().as_bytes());
-        return 1;
+    let (mut n, meta) = match super::open_for_check(p.operands.first(), io, quiet, usage_check()) {
+        Ok(v) => v,
+        Err(code) => return code,
     };
-    if let Err(m) = super::check_path(path) {
-        if !quiet {
-            io.e(&m);
-        }
-        return 1;
-    }
-    let mut n = Nested {
-        io,
-        quiet,
-        depth: 0,
-    };
-    if super::file_len(path) < crate::BLOCK_SIZE as u64 {
-        n.line("Metadata device/file too small.  Is this binary metadata?");
-        return 1;
-    }
-    let meta = match open_meta(path, false) {
-        Ok(m) => m,
-        Err(m) => {
-            n.line(&m);
-            return 1;
-        }
-    };
+    let path = &p.operands[0]; // present: open_for_check took it
     n.line("examining superblock");
     let sb = match read_superblock(&*meta) {
         Ok(sb) => sb,

@@ -3,7 +3,7 @@
 //! archived writesets and the era array are, as in 0.9.
 
 use super::getopt::{getopt_long, Key, Parsed};
-use super::{attr, long, open_meta, Nested, Streams, VERSION};
+use super::{attr, long, open_meta, Streams, VERSION};
 use crate::array::{self, bitset};
 use crate::block_manager::BlockManager;
 use crate::btree;
@@ -283,32 +283,9 @@ pub fn check(args: &[String], io: &mut Streams<'_>) -> i32 {
             }
         }
     }
-    let Some(path) = p.operands.first() else {
-        io.e("No input file provided.");
-        let _ = io.err.write_all(CHECK_USAGE.as_bytes());
-        return 1;
-    };
-    if let Err(m) = super::check_path(path) {
-        if !quiet {
-            io.e(&m);
-        }
-        return 1;
-    }
-    let mut n = Nested {
-        io,
-        quiet,
-        depth: 0,
-    };
-    if super::file_len(path) < crate::BLOCK_SIZE as u64 {
-        n.line("Metadata device/file too small.  Is this binary metadata?");
-        return 1;
-    }
-    let meta = match open_meta(path, false) {
-        Ok(m) => m,
-        Err(m) => {
-            n.line(&m);
-            return 1;
-        }
+    let (mut n, meta) = match super::open_for_check(p.operands.first(), io, quiet, CHECK_USAGE) {
+        Ok(v) => v,
+        Err(code) => return code,
     };
     n.line("examining superblock");
     let sb = match read_superblock(&*meta, SUPERBLOCK) {

@@ -190,6 +190,43 @@ pub(crate) fn check_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The cache and era checkers' common start: the input operand (or the usage), its path
+/// checks, the size check and the open; the nested printer and the metadata, or the exit code.
+pub(crate) fn open_for_check<'a, 'b>(
+    path: Option<&String>,
+    io: &'a mut Streams<'b>,
+    quiet: bool,
+    usage: &str,
+) -> Result<(Nested<'a, 'b>, Arc<dyn MetaIo>), i32> {
+    let Some(path) = path else {
+        io.e("No input file provided.");
+        let _ = io.err.write_all(usage.as_bytes());
+        return Err(1);
+    };
+    if let Err(m) = check_path(path) {
+        if !quiet {
+            io.e(&m);
+        }
+        return Err(1);
+    }
+    let mut n = Nested {
+        io,
+        quiet,
+        depth: 0,
+    };
+    if file_len(path) < BLOCK_SIZE as u64 {
+        n.line("Metadata device/file too small.  Is this binary metadata?");
+        return Err(1);
+    }
+    match open_meta(path, false) {
+        Ok(m) => Ok((n, m)),
+        Err(m) => {
+            n.line(&m);
+            Err(1)
+        }
+    }
+}
+
 /// `check_output_file_requirements`: the restore target must exist and be big enough.
 pub(crate) fn check_output(path: &str, io: &mut Streams<'_>) -> bool {
     let explain = "The output file should either be a block device,\n\
