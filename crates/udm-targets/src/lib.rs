@@ -15,6 +15,7 @@ pub mod linear;
 pub mod log_writes;
 pub mod mirror;
 pub mod multipath;
+mod pieces;
 pub mod raid;
 pub mod snapshot;
 pub mod striped;

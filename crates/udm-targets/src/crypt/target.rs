@@ -7,28 +7,18 @@
 use super::cipher::SectorCipher;
 use super::params::{format_table, to_hex, Features, KeySpec};
 use super::spec::CipherSpec;
-use parking_lot::{Mutex, RwLock};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use crate::pieces;
+use parking_lot::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use udm_core::{DevHandle, MapResult, StatusType, Target, TargetError};
 use udm_io::{Bio, BioFlags, IoBuf, IoError, Limits, Op, Sectors, WorkerPool};
 use zeroize::Zeroizing;
 
 /// The smallest piece of a bio worth a job of its own on the CPU pool.
 const PIECE_MIN: usize = 64 << 10;
-/// Bios up to this size are en/decrypted on the thread that has them (no pool hop).
-const INLINE_MAX: usize = 64 << 10;
 /// Write-zeroes are written as encrypted zeroes, this many bytes at a time.
 const ZERO_CHUNK: u64 = 1 << 20;
-
-fn cpus() -> usize {
-    static N: OnceLock<usize> = OnceLock::new();
-    *N.get_or_init(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    })
-}
 
 /// The key as the table shows it and the cipher keyed with it (`None` after `key wipe`).
 pub(crate) struct KeyState {
@@ -53,85 +43,38 @@ pub struct Crypt {
     pub(crate) inner: Arc<Inner>,
 }
 
-type Done = Box<dyn FnOnce(IoBuf, IoBuf) + Send>;
-
-/// Pieces of a split bio coming back from the CPU pool.
-struct PieceJoin {
-    left: AtomicUsize,
-    slots: Mutex<Vec<Option<(IoBuf, IoBuf)>>>,
-    done: Mutex<Option<Done>>,
-}
-
-impl PieceJoin {
-    fn put(&self, i: usize, input: IoBuf, output: IoBuf) {
-        self.slots.lock()[i] = Some((input, output));
-        if self.left.fetch_sub(1, Ordering::AcqRel) != 1 {
-            return;
-        }
-        let mut slots = std::mem::take(&mut *self.slots.lock());
-        let (mut a, mut b) = (IoBuf::empty(), IoBuf::empty());
-        for (x, y) in slots.drain(..).flatten() {
-            a.unsplit(x);
-            b.unsplit(y);
-        }
-        if let Some(d) = self.done.lock().take() {
-            d(a, b)
-        }
-    }
-}
-
 /// Run `f(byte_offset, piece)` over `buf` cut into pieces of whole crypt sectors (`unit`
 /// bytes); `f` changes its piece in place and may return a new buffer. `done` gets the
 /// rejoined pieces and the rejoined outputs.
 ///
-/// A bio up to `INLINE_MAX` (or any bio with `inline`, the `no_*_workqueue` options) is done
-/// on the calling thread: one 4 KiB sector takes under a microsecond, far less than a hop to
-/// the CPU pool and back. A larger one is cut into one piece per core: the calling thread
-/// does the first piece itself while the CPU pool does the others, and whichever finishes
-/// last calls `done`.
+/// A bio too small for two `PIECE_MIN` pieces (or any bio with `inline`, the
+/// `no_*_workqueue` options) is done on the calling thread: one 4 KiB sector takes under a
+/// microsecond, far less than a hop to the CPU pool and back. A larger one is cut into one
+/// piece per core: the calling thread does the first piece itself while the CPU pool does the
+/// others, and whichever finishes last calls `done`.
 fn run<F, D>(buf: IoBuf, unit: usize, inline: bool, f: F, done: D)
 where
     F: Fn(usize, &mut IoBuf) -> IoBuf + Send + Sync + 'static,
     D: FnOnce(IoBuf, IoBuf) + Send + 'static,
 {
-    let len = buf.len();
-    let n = if inline || len <= INLINE_MAX {
-        1
-    } else {
-        (len / PIECE_MIN).clamp(1, cpus())
-    };
-    if n == 1 {
+    if inline || buf.len() < 2 * PIECE_MIN {
         let mut b = buf;
         let o = f(0, &mut b);
         return done(b, o);
     }
-    let per = len.div_ceil(n).div_ceil(unit) * unit;
-    let mut pieces = Vec::new();
-    let mut rest = buf;
-    while rest.len() > per {
-        let tail = rest.split_off(per);
-        pieces.push(std::mem::replace(&mut rest, tail));
-    }
-    pieces.push(rest);
-    let join = Arc::new(PieceJoin {
-        left: AtomicUsize::new(pieces.len()),
-        slots: Mutex::new((0..pieces.len()).map(|_| None).collect()),
-        done: Mutex::new(Some(Box::new(done))),
+    let (per, pieces) = pieces::split(buf, unit, PIECE_MIN);
+    let join = pieces::Join::new(pieces.len(), move |all: Vec<(IoBuf, IoBuf)>| {
+        let (mut a, mut b) = (IoBuf::empty(), IoBuf::empty());
+        for (x, y) in all {
+            a.unsplit(x);
+            b.unsplit(y);
+        }
+        done(a, b)
     });
-    let f = Arc::new(f);
-    let mut it = pieces.into_iter().enumerate();
-    let first = it.next();
-    for (i, mut p) in it {
-        let (j, f) = (join.clone(), f.clone());
-        WorkerPool::cpu().spawn(move || {
-            let o = f(i * per, &mut p);
-            j.put(i, p, o);
-        });
-    }
-    if let Some((i, mut p)) = first {
+    pieces::spread(pieces, move |i, mut p| {
         let o = f(i * per, &mut p);
         join.put(i, p, o);
-    }
+    });
 }
 
 impl Inner {

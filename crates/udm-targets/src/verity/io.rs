@@ -1,29 +1,17 @@
-//! Where `verity` hashes a completed read. A small read (up to `INLINE_MAX`) is verified on
-//! the thread that completed it: hashing one 4 KiB block takes a few microseconds, less than
+//! Where `verity` hashes a completed read. A small read (too small for two `PIECE_MIN`
+//! pieces) is verified on the thread that completed it: hashing one 4 KiB block takes a few microseconds, less than
 //! a hop to the CPU pool and back. A larger one is cut into one piece per core; the
 //! completing thread verifies the first piece while the CPU pool does the others. A piece
 //! that needs blocking I/O (a hash block missing from the cache, FEC) moves to the I/O pool,
 //! where blocking reads are allowed, and goes on from the block where it stopped.
 
 use super::target::{Inner, Stop};
-use parking_lot::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::pieces;
 use std::sync::{Arc, OnceLock};
 use udm_io::{Bio, IoBuf, IoError, WorkerPool};
 
-/// Reads up to this many bytes are verified inline.
-const INLINE_MAX: usize = 64 << 10;
-/// The smallest piece of a read worth a job of its own.
+/// The smallest piece of a read worth a job of its own (smaller reads are verified inline).
 const PIECE_MIN: usize = 128 << 10;
-
-fn cpus() -> usize {
-    static N: OnceLock<usize> = OnceLock::new();
-    *N.get_or_init(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    })
-}
 
 /// Memory each verity target may spend on verified hash blocks: 1/64 of physical memory,
 /// between 16 MiB and 256 MiB (`UDM_VERITY_CACHE_MB` overrides). 64 MiB of sha256 hash
@@ -56,40 +44,6 @@ pub(crate) fn hash_cache_bytes() -> usize {
 /// What a finished piece reports.
 type PieceDone = Box<dyn FnOnce(Result<(), IoError>, IoBuf) + Send>;
 
-/// The pieces of one read coming back; the last completes the bio.
-struct Join {
-    left: AtomicUsize,
-    state: Mutex<JoinState>,
-}
-
-struct JoinState {
-    bufs: Vec<Option<IoBuf>>,
-    err: Option<IoError>,
-    bio: Option<Bio>,
-}
-
-impl Join {
-    fn put(&self, i: usize, r: Result<(), IoError>, buf: IoBuf) {
-        let mut g = self.state.lock();
-        g.bufs[i] = Some(buf);
-        if let Err(e) = r {
-            g.err.get_or_insert(e);
-        }
-        if self.left.fetch_sub(1, Ordering::AcqRel) != 1 {
-            return;
-        }
-        let mut whole = IoBuf::empty();
-        for b in g.bufs.drain(..).flatten() {
-            whole.unsplit(b);
-        }
-        let res = g.err.map_or(Ok(()), Err);
-        let Some(mut bio) = g.bio.take() else { return };
-        drop(g);
-        bio.set_buf(whole);
-        bio.complete(res);
-    }
-}
-
 impl Inner {
     /// The lower read of `bio` (data blocks `first..`) ended with `res`: verify `buf` and
     /// complete `bio` with it.
@@ -113,14 +67,8 @@ impl Inner {
                 bio.complete(r.map_err(Stop::errno));
             });
         }
-        let len = buf.len();
         let bs = self.geo.data_block_size as usize;
-        let n = if len <= INLINE_MAX {
-            1
-        } else {
-            (len / PIECE_MIN).clamp(1, cpus())
-        };
-        if n == 1 {
+        if buf.len() < 2 * PIECE_MIN {
             return self.verify_piece(
                 first,
                 buf,
@@ -130,38 +78,30 @@ impl Inner {
                 }),
             );
         }
-        let per = len.div_ceil(n).div_ceil(bs) * bs;
-        let mut pieces = Vec::new();
-        let mut rest = buf;
-        while rest.len() > per {
-            let tail = rest.split_off(per);
-            pieces.push(std::mem::replace(&mut rest, tail));
-        }
-        pieces.push(rest);
-        let join = Arc::new(Join {
-            left: AtomicUsize::new(pieces.len()),
-            state: Mutex::new(JoinState {
-                bufs: (0..pieces.len()).map(|_| None).collect(),
-                err: None,
-                bio: Some(bio),
-            }),
-        });
+        let (per, pieces) = pieces::split(buf, bs, PIECE_MIN);
+        let join = pieces::Join::new(
+            pieces.len(),
+            move |all: Vec<(IoBuf, Result<(), IoError>)>| {
+                let mut whole = IoBuf::empty();
+                let mut res = Ok(());
+                for (b, r) in all {
+                    whole.unsplit(b);
+                    res = res.and(r);
+                }
+                bio.set_buf(whole);
+                bio.complete(res);
+            },
+        );
         let blocks_per = (per / bs) as u64;
-        let mut it = pieces.into_iter().enumerate();
-        let head = it.next();
-        for (i, p) in it {
-            let (me, j) = (self.clone(), join.clone());
-            WorkerPool::cpu().spawn(move || {
-                me.verify_piece(
-                    first + i as u64 * blocks_per,
-                    p,
-                    Box::new(move |r, b| j.put(i, r, b)),
-                )
-            });
-        }
-        if let Some((i, p)) = head {
-            self.verify_piece(first, p, Box::new(move |r, b| join.put(i, r, b)));
-        }
+        let me = self;
+        pieces::spread(pieces, move |i, p| {
+            let j = join.clone();
+            me.clone().verify_piece(
+                first + i as u64 * blocks_per,
+                p,
+                Box::new(move |r, b| j.put(i, b, r)),
+            )
+        });
     }
 
     /// Verify one piece here without blocking; if that needs blocking I/O, go on on the I/O
