@@ -11,7 +11,8 @@
 //! - [`scan`]: `pvscan`, `vgscan`, `lvscan`, `vgck`.
 //! - [`pvresize`]; [`backup`]: `vgcfgbackup`, `vgcfgrestore`.
 //! - [`vgcmds`], [`lvcmds`]: the commands that change PVs, VGs and LVs; [`pools`]: thin
-//!   pools, thin volumes, cache pools and caches; [`convert`]: `lvconvert`.
+//!   pools, thin volumes, cache pools and caches; [`raid`]: raid and mirror LVs;
+//!   [`convert`]: `lvconvert`.
 
 pub mod activate;
 pub mod backup;
@@ -21,6 +22,7 @@ pub mod display;
 pub mod lvcmds;
 pub mod pools;
 pub mod pvresize;
+pub mod raid;
 pub mod report;
 pub mod scan;
 pub mod session;

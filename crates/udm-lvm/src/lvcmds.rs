@@ -135,6 +135,9 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
     if crate::pools::wants(cl) {
         return crate::pools::lvcreate(cl, out, err);
     }
+    if crate::raid::wants(cl) {
+        return crate::raid::lvcreate(cl, out, err);
+    }
     let size = match size_arg(cl) {
         Ok(Some(s)) => s,
         Ok(None) => return fail(err, "Please specify either size or extents (not both)."),

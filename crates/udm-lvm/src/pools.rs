@@ -83,7 +83,7 @@ fn wipe(vg: &Vg, lv: &str, h: &VgHandle, found: &mut [Found]) -> Result<(), Stri
 }
 
 /// Commit `vg`, then activate `lvs` (unless `-an` or activation is off).
-fn commit_and_activate(
+pub(crate) fn commit_and_activate(
     cl: &Cmdline,
     found: &mut [Found],
     h: VgHandle,

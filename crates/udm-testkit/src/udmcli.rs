@@ -54,4 +54,68 @@ impl UdmCli {
         assert_eq!(c, 0, "udm {args:?} failed:\n{o}\n{e}");
         o
     }
+
+    /// The live table of `name` with dm device numbers written `/dev/mapper/NAME` and the
+    /// block devices in `pvs` written `pv0`, `pv1`, … (as lvm2 fixtures record tables).
+    pub fn live_table(&self, name: &str, pvs: &[&str]) -> String {
+        let info = self.dm(&[
+            "info",
+            "-c",
+            "--noheadings",
+            "--separator",
+            " ",
+            "-o",
+            "name,major,minor",
+        ]);
+        let rows: Vec<Vec<&str>> = info.lines().map(|l| l.split(' ').collect()).collect();
+        let nums: Vec<String> = pvs
+            .iter()
+            .map(|p| {
+                let n = p.rsplit('/').next().unwrap();
+                std::fs::read_to_string(format!("/sys/class/block/{n}/dev"))
+                    .unwrap()
+                    .trim()
+                    .to_string()
+            })
+            .collect();
+        self.dm(&["table", name])
+            .lines()
+            .map(|l| {
+                l.split(' ')
+                    .map(|w| {
+                        if let Some(i) = nums.iter().position(|p| p == w) {
+                            return format!("pv{i}");
+                        }
+                        match rows.iter().find(|r| format!("{}:{}", r[1], r[2]) == w) {
+                            Some(r) => format!("/dev/mapper/{}", r[0]),
+                            None => w.to_string(),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .trim_end()
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The dm uuid of device `name`.
+    pub fn uuid_of(&self, name: &str) -> String {
+        self.dm(&["info", "-c", "--noheadings", "-o", "uuid", name])
+            .trim()
+            .to_string()
+    }
+}
+
+/// `NAME UUID: TABLE` lines of an lvm2 table fixture (`#` lines are comments).
+pub fn fixture_tables(text: &str) -> Vec<(String, String, String)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (head, t) = l.split_once(": ").unwrap();
+            let (n, u) = head.split_once(' ').unwrap();
+            (n.to_string(), u.to_string(), t.trim_end().to_string())
+        })
+        .collect()
 }

@@ -17,67 +17,9 @@ const NOACT: &str = "global{activation=0}";
 
 /// `NAME UUID: TABLE` lines of the lvm2 fixture.
 fn lvm2_tables() -> Vec<(String, String, String)> {
-    let text = include_str!("../../udm-formats/tests/data/lvm2_thin_cache.tables");
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| {
-            let (head, t) = l.split_once(": ").unwrap();
-            let (n, u) = head.split_once(' ').unwrap();
-            (n.to_string(), u.to_string(), t.trim_end().to_string())
-        })
-        .collect()
-}
-
-/// udm's live table of `name` with dm device numbers as `/dev/mapper/NAME` and the PVs
-/// as `pv0`/`pv1`.
-fn live_table(e: &UdmCli, name: &str, pvs: &[&str]) -> String {
-    let info = e.dm(&[
-        "info",
-        "-c",
-        "--noheadings",
-        "--separator",
-        " ",
-        "-o",
-        "name,major,minor",
-    ]);
-    let rows: Vec<Vec<&str>> = info.lines().map(|l| l.split(' ').collect()).collect();
-    // The PVs as tables show them: major:minor.
-    let nums: Vec<String> = pvs
-        .iter()
-        .map(|p| {
-            let n = p.rsplit('/').next().unwrap();
-            std::fs::read_to_string(format!("/sys/class/block/{n}/dev"))
-                .unwrap()
-                .trim()
-                .to_string()
-        })
-        .collect();
-    e.dm(&["table", name])
-        .lines()
-        .map(|l| {
-            l.split(' ')
-                .map(|w| {
-                    if let Some(i) = nums.iter().position(|p| p == w) {
-                        return format!("pv{i}");
-                    }
-                    match rows.iter().find(|r| format!("{}:{}", r[1], r[2]) == w) {
-                        Some(r) => format!("/dev/mapper/{}", r[0]),
-                        None => w.to_string(),
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-                .trim_end()
-                .to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn uuid_of(e: &UdmCli, name: &str) -> String {
-    e.dm(&["info", "-c", "--noheadings", "-o", "uuid", name])
-        .trim()
-        .to_string()
+    udm_testkit::udmcli::fixture_tables(include_str!(
+        "../../udm-formats/tests/data/lvm2_thin_cache.tables"
+    ))
 }
 
 /// The commands lvm2 ran in refvm for the fixture, run by udm on the same PV sizes: the
@@ -154,8 +96,8 @@ fn thin_and_cache_lvs_match_lvm2() {
     let ls = e.dm(&["ls"]);
     assert_eq!(ls.lines().count(), fixture.len(), "{ls}");
     for (name, uuid, table) in &fixture {
-        assert_eq!(&live_table(&e, name, &d), table, "{name}");
-        let ours = uuid_of(&e, name);
+        assert_eq!(&e.live_table(name, &d), table, "{name}");
+        let ours = e.uuid_of(name);
         let suffix = |u: &str| u.get(68..).unwrap_or("").to_string();
         assert_eq!(suffix(&ours), suffix(uuid), "{name}: {ours} vs {uuid}");
         assert!(

@@ -121,6 +121,7 @@ impl Vg {
             "thin-pool" => &["metadata", "pool"],
             "cache-pool" => &["metadata", "data"],
             "cache" => &["origin", "cache_pool"],
+            t if super::raid::is_raid_type(t) => return super::raid::sub_lvs(seg),
             _ => &[],
         };
         let mut out = Vec::new();

@@ -13,6 +13,7 @@
 //! - [`dmplan`]: the device-mapper devices and tables lvm2 activates for an LV.
 //! - [`merge`]: snapshot merges, and what goes with a removed layered LV.
 //! - [`pools`]: thin pools, thin volumes, cache pools and caches as lvm2 writes them.
+//! - [`raid`]: raid and mirror LVs with their rmeta/rimage/mimage/mlog sub-LVs.
 //! - [`report`]: the fields, attribute strings and units of lvm2's reports.
 
 pub mod alloc;
@@ -25,6 +26,7 @@ pub mod merge;
 pub mod model;
 pub mod ops;
 pub mod pools;
+pub mod raid;
 pub mod report;
 pub mod text;
 

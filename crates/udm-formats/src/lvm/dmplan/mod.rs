@@ -2,10 +2,12 @@
 //! UUIDs (`LVM-<vg id><lv id>[-layer]`, ids without dashes), and tables (one `linear` or
 //! `striped` line per segment; a snapshot origin as `snapshot-origin` over its hidden
 //! `-real` device, a snapshot as `snapshot` over the origin's `-real` and its `-cow`; thin
-//! pools, thin volumes and caches as [`pools`] describes), listed lower devices first (a
-//! snapshot's plan ends with its origin switched over): the daemon loads them in order.
+//! pools, thin volumes and caches as [`pools`] describes, raid and mirror LVs as [`raid`]),
+//! listed lower devices first (a snapshot's plan ends with its origin switched over): the
+//! daemon loads them in order.
 
 pub mod pools;
+pub mod raid;
 
 use super::edit::seg_str;
 use super::model::{Lv, Segment, Vg};
@@ -261,6 +263,7 @@ fn plan_layers(
             "thin-pool" => return Ok(pools::thin_pool(&ctx, name, true)?.0),
             "thin" => return pools::thin(&ctx, lv, seg),
             "cache" => return pools::cache(&ctx, lv, seg),
+            t if crate::lvm::raid::is_raid_type(t) => return raid::raid(&ctx, lv, seg),
             _ => {}
         }
     }

@@ -40,7 +40,7 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn dev(&self, name: String, uuid: String, table: Vec<DmLine>, owner: &str) -> DmDev {
+    pub(super) fn dev(&self, name: String, uuid: String, table: Vec<DmLine>, owner: &str) -> DmDev {
         DmDev {
             name,
             uuid,
