@@ -133,6 +133,8 @@ pub fn lv_attr(r: &ReadVg, lv: &Lv) -> String {
     let cache_data = user_of(vg, &lv.name, "cache-pool", "data").is_some();
     let cache_meta = user_of(vg, &lv.name, "cache-pool", "metadata").is_some();
     let cache_origin = is_cache_origin(vg, lv);
+    // A raid or mirror LV's sub-LVs: the top's type (`r`/`m`) shows on them too.
+    let raid_top = raid_owner(vg, &lv.name).map(seg_type);
     let kind = match ty {
         "thin-pool" => 't',
         "thin" => 'V',
@@ -152,6 +154,10 @@ pub fn lv_attr(r: &ReadVg, lv: &Lv) -> String {
             || lv.name.contains("_rmeta_") =>
         {
             'e'
+        }
+        // Without the driver lvm2 cannot tell an image is in sync: `I`.
+        _ if raid_top.is_some() && (lv.name.contains("_mimage_") || lv.name.contains("_rimage_")) => {
+            'I'
         }
         _ if lv.name.contains("_mimage_") || lv.name.contains("_rimage_") => 'i',
         _ if lv.name.ends_with("_mlog") => 'l',
@@ -180,7 +186,19 @@ pub fn lv_attr(r: &ReadVg, lv: &Lv) -> String {
         's' | 'o' | 'S' | 'O' => 's',
         'm' => 'm',
         'r' => 'r',
-        _ => '-',
+        _ => match raid_top {
+            Some("mirror") => 'm',
+            Some(_) => 'r',
+            None => '-',
+        },
+    };
+    // Raid health is unknown without the driver: `X` on raid LVs and their sub-LVs.
+    let health = if kind == 'r' || raid_top.is_some_and(|t| t != "mirror") {
+        'X'
+    } else if partial {
+        'p'
+    } else {
+        '-'
     };
     // Zeroing shows on a thin pool and on its thin volumes.
     let pool = match ty {
@@ -199,7 +217,7 @@ pub fn lv_attr(r: &ReadVg, lv: &Lv) -> String {
         if has("WRITE") { 'w' } else { 'r' },
         if has("FIXED_MINOR") { 'm' } else { '-' },
         if zero { 'z' } else { '-' },
-        if partial { 'p' } else { '-' },
+        health,
         if lv.flags.iter().any(|f| f == "ACTIVATION_SKIP") {
             'k'
         } else {
@@ -259,4 +277,14 @@ pub fn process_order(vg: &Vg) -> Vec<&Lv> {
     let (pools, rest): (Vec<&Lv>, Vec<&Lv>) =
         vg.lvs.iter().partition(|l| seg_type(l) == "thin-pool");
     pools.into_iter().rev().chain(rest).collect()
+}
+
+/// The raid or mirror LV whose segment lists `lv` as a sub-LV (image, metadata or log).
+pub fn raid_owner<'a>(vg: &'a Vg, lv: &str) -> Option<&'a Lv> {
+    vg.lvs.iter().find(|l| {
+        l.segments.first().is_some_and(|s| {
+            crate::lvm::raid::is_raid_type(crate::lvm::dmplan::pools::base_type(s))
+                && crate::lvm::raid::sub_lvs(s).iter().any(|n| n == lv)
+        })
+    })
 }

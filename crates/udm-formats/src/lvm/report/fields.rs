@@ -91,6 +91,7 @@ pub const FIELDS: &[FieldDef] = &[
     f("segtype", "Type", 0, STR, SEG),
     f("stripes", "#Str", 0, NUM, SEG),
     f("stripe_size", "Stripe", 0, SIZE, SEG),
+    f("region_size", "Region", 0, SIZE, SEG),
     f("chunk_size", "Chunk", 0, SIZE, SEG),
     f("transaction_id", "TransId", 0, NUM, SEG),
     f("thin_id", "ThId", 0, NUM, SEG),
@@ -308,8 +309,12 @@ pub fn value(id: &str, c: &Ctx) -> Val {
                         crate::lvm::dmplan::pools::base_type(seg)
                     });
                 }
+                "stripes" if crate::lvm::raid::is_raid_type(attrs::seg_type(lv)) => {
+                    return Val::Num(raid_images(seg).len() as u64)
+                }
                 "stripes" => return Val::Num(if striped { areas().len() as u64 } else { 0 }),
                 "stripe_size" => return Val::Size(seg.stripe_size().unwrap_or(0)),
+                "region_size" => return Val::Size(seg_int(seg, "region_size").unwrap_or(0)),
                 "chunk_size" => {
                     // A snapshot's chunk size shows on its COW store.
                     let snap = vg.lvs.iter().find(|l| {
@@ -349,6 +354,9 @@ pub fn value(id: &str, c: &Ctx) -> Val {
                         "cache-pool" => Some("data"),
                         _ => None,
                     };
+                    if crate::lvm::raid::is_raid_type(attrs::seg_type(lv)) {
+                        v = raid_images(seg).iter().map(|n| format!("{n}(0)")).collect();
+                    }
                     if let Some(key) = sub {
                         v = attrs::seg_str(lv, key)
                             .map(|p| format!("{p}(0)"))
@@ -433,4 +441,12 @@ pub fn value(id: &str, c: &Ctx) -> Val {
         "pv_mda_count" => Val::Num(d.map_or(0, |d| d.header.metadata_areas.len() as u64)),
         _ => s(""),
     }
+}
+
+/// A raid or mirror segment's images (not its metadata sub-LVs or log).
+fn raid_images(seg: &crate::lvm::Segment) -> Vec<String> {
+    crate::lvm::raid::sub_lvs(seg)
+        .into_iter()
+        .filter(|n| !n.contains("_rmeta_") && !n.ends_with("_mlog"))
+        .collect()
 }
