@@ -1,4 +1,5 @@
-//! The devices and tables `dmplan` plans for thin pools, thin volumes and caches, against
+//! The devices and tables `dmplan` plans for thin pools, thin volumes, thin snapshots,
+//! external origins, caches, raid and mirror LVs, against
 //! what real lvm2 (2.03.16) loaded into the kernel in refvm for the same metadata (fixtures
 //! in `tests/data`: lvm2's backup of the VG, and `dmsetup table` with device numbers
 //! replaced by names). The live comparison is `kernel_lvm_activation_matches_lvm2`.
@@ -9,7 +10,10 @@ use udm_formats::lvm::Metadata;
 
 /// name → (uuid, table lines) of every device lvm2 loaded.
 fn lvm2_tables() -> BTreeMap<String, (String, String)> {
-    let text = include_str!("data/lvm2_thin_cache.tables");
+    tables_of(include_str!("data/lvm2_thin_cache.tables"))
+}
+
+fn tables_of(text: &str) -> BTreeMap<String, (String, String)> {
     let mut m: BTreeMap<String, (String, String)> = BTreeMap::new();
     for l in text.lines().filter(|l| !l.starts_with('#')) {
         let (head, table) = l.split_once(": ").unwrap();
@@ -74,4 +78,50 @@ fn thin_and_cache_plans_match_lvm2() {
             ("vg-thin", false)
         ]
     );
+}
+
+/// Every device `plan` makes for `lvs` has lvm2's table and uuid, and together they are
+/// exactly the devices lvm2 loaded.
+fn plans_match(vg: &udm_formats::lvm::Vg, lvs: &[&str], kernel: &BTreeMap<String, (String, String)>) {
+    let dev = |pv: &str| Some(pv.to_string());
+    let mapper = |n: &str| format!("/dev/mapper/{n}");
+    let mut seen: Vec<String> = Vec::new();
+    for lv in lvs {
+        for d in plan(vg, lv, &dev, Mode::Complete, &mapper).unwrap() {
+            let t: String = d
+                .table
+                .iter()
+                .map(|l| format!("{} {} {} {}\n", l.start, l.len, l.ttype, l.params))
+                .collect();
+            let (uuid, table) = kernel
+                .get(&d.name)
+                .unwrap_or_else(|| panic!("lvm2 loaded no {} (for {lv})", d.name));
+            assert_eq!(t.trim_end(), table.trim_end(), "{} (for {lv})", d.name);
+            assert_eq!(&d.uuid, uuid, "{}", d.name);
+            if !seen.contains(&d.name) {
+                seen.push(d.name);
+            }
+        }
+    }
+    seen.sort();
+    assert_eq!(seen.iter().collect::<Vec<_>>(), kernel.keys().collect::<Vec<_>>());
+}
+
+#[test]
+fn raid_and_mirror_plans_match_lvm2() {
+    let meta = Metadata::parse(include_bytes!("data/lvm2_raid.vg")).unwrap();
+    let kernel = tables_of(include_str!("data/lvm2_raid.tables"));
+    let order = activation_order(&meta.vg);
+    assert_eq!(order, ["r1", "r5", "r6", "r10", "mi", "r0"]);
+    plans_match(&meta.vg, &["r1", "r5", "r6", "r10", "mi", "r0"], &kernel);
+}
+
+#[test]
+fn thin_snapshot_and_external_origin_plans_match_lvm2() {
+    let meta = Metadata::parse(include_bytes!("data/lvm2_thin_snap.vg")).unwrap();
+    let kernel = tables_of(include_str!("data/lvm2_thin_snap.tables"));
+    let order = activation_order(&meta.vg);
+    assert_eq!(order, ["pool", "thin", "tsnap", "ro", "ext"]);
+    // lvm2 had `ro` inactive: only its -real layer is up under `ext`.
+    plans_match(&meta.vg, &["pool", "thin", "tsnap", "ext"], &kernel);
 }

@@ -147,6 +147,13 @@ pub fn change_vg(
         Some(l) => vec![l.to_string()],
         None => activation_order(vg),
     };
+    // LVs flagged ACTIVATION_SKIP (thin snapshots) come up only with -K, as lvm2.
+    if on && !cl.flag("-K") {
+        lvs.retain(|l| {
+            !vg.lv(l)
+                .is_some_and(|l| l.flags.iter().any(|f| f == "ACTIVATION_SKIP"))
+        });
+    }
     let count_line = |out: &mut dyn Write, n: usize| {
         if only.is_none() {
             let _ = writeln!(

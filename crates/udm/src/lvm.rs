@@ -161,6 +161,7 @@ fn canonical_opt(cmd: &str, o: &str) -> Option<(&'static str, bool)> {
         "-R" | "--regionsize" => ("-R", true),
         "--mirrorlog" => ("--mirrorlog", true),
         "--nosync" => ("--nosync", false),
+        "-K" | "--ignoreactivationskip" => ("-K", false),
         "-a" | "--activate" => ("-a", true),
         "--type" => ("--type", true),
         "-c" | "--chunksize" => ("-c", true),

@@ -93,7 +93,7 @@ fn kernel_lvm_raid_lvs_both_ways() {
         .map(|l| l.split_whitespace().next().unwrap().to_string())
         .filter(|n| n.starts_with("uvg-"))
         .map(|n| {
-            let t = e.dm(&["table", &n]);
+            let t = e.live_table(&n, &[]);
             (n, t)
         })
         .collect();
@@ -158,7 +158,7 @@ echo "=== end"
             .lines()
             .map(|l| {
                 let (n, t) = l.split_once(": ").unwrap();
-                (n.to_string(), format!("{}\n", host(t, info)))
+                (n.to_string(), host(t, info).trim_end().to_string())
             })
             .collect()
     };
@@ -185,7 +185,7 @@ echo "=== end"
     let ls = e.dm(&["ls"]);
     assert_eq!(ls.lines().count(), ltables.len(), "{ls}");
     for (n, t) in &ltables {
-        assert_eq!(&e.dm(&["table", n]), t, "{n}");
+        assert_eq!(&e.live_table(n, &[]), t, "{n}");
         let uuid = &info.iter().find(|r| &r[0] == n).unwrap()[1];
         assert_eq!(&e.uuid_of(n), uuid, "{n}");
     }

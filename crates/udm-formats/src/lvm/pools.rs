@@ -263,6 +263,66 @@ impl Vg {
         Ok((id, tid))
     }
 
+    /// `lvcreate -s VG/THIN` (no size): a thin snapshot of thin volume `origin` in its
+    /// pool, or with `external` set, `lvcreate -s --thinpool POOL VG/LV`: a thin volume in
+    /// `pool` whose unprovisioned blocks read from the read-only LV `origin`. Either is as
+    /// large as its origin; a thin snapshot is skipped by activation (`ACTIVATION_SKIP`),
+    /// as lvm2 makes them. Returns the new device id, the pool's transaction id before, and the origin's
+    /// device id for a thin snapshot (for `create_snap ID ORIGIN_ID`).
+    pub fn create_thin_snapshot(
+        &mut self,
+        name: &str,
+        origin: &str,
+        external: Option<&str>,
+        host: &str,
+        time: i64,
+    ) -> Result<(u64, u64, Option<u64>), LvmError> {
+        let vgname = self.name.clone();
+        let o = self.lv(origin).ok_or_else(|| {
+            LvmError::NotFound(format!("Failed to find logical volume \"{vgname}/{origin}\""))
+        })?;
+        let seg = o.segments.first();
+        let (pool, origin_id) = match external {
+            Some(p) => {
+                if o.status.iter().any(|s| s == "WRITE") {
+                    return Err(refused(format!(
+                        "Cannot use writable LV as the external origin {vgname}/{origin}."
+                    )));
+                }
+                (p.to_string(), None)
+            }
+            None => match seg {
+                Some(s) if base_type(s) == "thin" => (
+                    seg_str(s, "thin_pool").unwrap_or("").to_string(),
+                    s.get("device_id").and_then(Value::as_int).map(|i| i as u64),
+                ),
+                _ => {
+                    return Err(refused(format!(
+                        "Please specify either size or extents with snapshots of {vgname}/{origin}."
+                    )))
+                }
+            },
+        };
+        let extents = o.extents();
+        let before = self.clone();
+        let (id, tid) = match self.create_thin(name, &pool, extents, host, time) {
+            Ok(x) => x,
+            Err(e) => {
+                *self = before;
+                return Err(e);
+            }
+        };
+        let lv = self.lv_mut(name)?;
+        let key = if external.is_some() {
+            "external_origin"
+        } else {
+            lv.flags.push("ACTIVATION_SKIP".into());
+            "origin"
+        };
+        lv.segments[0].body.push(Item::pair(key, Value::str(origin)));
+        Ok((id, tid, origin_id))
+    }
+
     /// `lvcreate --type cache-pool -n NAME -L SIZE`: a cache pool over `NAME_cdata` and
     /// `NAME_cmeta` (lvm2's minimum cache metadata in whole extents), after the spare.
     pub fn create_cache_pool(

@@ -153,9 +153,21 @@ pub(super) fn thin(c: &Ctx, lv: &Lv, seg: &Segment) -> Result<Vec<DmDev>, LvmErr
     let id = int(seg, "device_id")
         .ok_or_else(|| LvmError::Invalid(format!("thin volume {} has no device_id", lv.name)))?;
     let mut params = format!("{} {id}", (c.mapper)(&tpool));
+    // An external origin is read through its own read-only `-real` layer.
     if let Some(ext) = seg_str(seg, "external_origin") {
+        let o = lv_by(c.vg, ext, "external origin")?;
+        let real = DmDev {
+            read_only: true,
+            ..c.dev(
+                dm_name(&c.vg.name, ext, Some("real")),
+                dm_uuid(c.vg, o, Some("real")),
+                plain(c.vg, o, c.dev, c.mode)?,
+                ext,
+            )
+        };
         params.push(' ');
-        params.push_str(&(c.mapper)(&dm_name(&c.vg.name, ext, None)));
+        params.push_str(&(c.mapper)(&real.name));
+        devs.push(real);
     }
     devs.push(c.dev(
         dm_name(&c.vg.name, &lv.name, None),
