@@ -12,7 +12,7 @@
 //! - [`pvresize`]; [`backup`]: `vgcfgbackup`, `vgcfgrestore`.
 //! - [`vgcmds`], [`lvcmds`]: the commands that change PVs, VGs and LVs; [`pools`]: thin
 //!   pools, thin volumes, cache pools and caches; [`raid`]: raid and mirror LVs;
-//!   [`convert`]: `lvconvert`.
+//!   [`thinsnap`]: thin snapshots and external origins; [`convert`]: `lvconvert`.
 
 pub mod activate;
 pub mod backup;
@@ -26,6 +26,7 @@ pub mod raid;
 pub mod report;
 pub mod scan;
 pub mod session;
+pub mod thinsnap;
 pub mod vgcmds;
 
 use std::io::Write;

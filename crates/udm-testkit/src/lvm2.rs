@@ -92,3 +92,29 @@ pub fn loop_pvs(
     let lvm = Lvm2::new(&d)?;
     Some((dir, images, loops, lvm))
 }
+
+/// The `logical_volumes` section of a metadata text (a backup file or a metadata area's
+/// copy) line by line, without ids, creation times and hosts, and comments: what two VGs
+/// made by the same commands share.
+pub fn lv_section(text: &str) -> Vec<String> {
+    let start = text.find("\tlogical_volumes {").expect("logical_volumes");
+    text[start..]
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            !(t.starts_with("id = ")
+                || t.starts_with("creation_time = ")
+                || t.starts_with("creation_host = "))
+        })
+        .map(|l| l.split("\t#").next().unwrap().trim_end().to_string())
+        .collect()
+}
+
+/// Assert two [`lv_section`]s are equal, naming the first differing line with the lines
+/// before it.
+pub fn assert_same_lvs(ours: &[String], theirs: &[String]) {
+    for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
+        assert_eq!(a, b, "metadata line {i} after {:?}", &theirs[i.saturating_sub(12)..i]);
+    }
+    assert_eq!(ours.len(), theirs.len(), "metadata lines");
+}

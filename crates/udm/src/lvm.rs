@@ -162,6 +162,7 @@ fn canonical_opt(cmd: &str, o: &str) -> Option<(&'static str, bool)> {
         "--mirrorlog" => ("--mirrorlog", true),
         "--nosync" => ("--nosync", false),
         "-K" | "--ignoreactivationskip" => ("-K", false),
+        "-p" | "--permission" => ("-p", true),
         "-a" | "--activate" => ("-a", true),
         "--type" => ("--type", true),
         "-c" | "--chunksize" => ("-c", true),

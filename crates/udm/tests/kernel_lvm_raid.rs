@@ -35,7 +35,15 @@ fn in_sync(status: &str) -> bool {
 /// The health characters of a raid (`AA…` after the device count) or mirror status line.
 fn health(status: &str) -> String {
     let w: Vec<&str> = status.split_whitespace().collect();
-    let i = if w[2] == "raid" { 5 } else { 3 + w[3].parse::<usize>().unwrap() + 2 };
+    let p = w
+        .iter()
+        .position(|x| *x == "raid" || *x == "mirror")
+        .unwrap_or_else(|| panic!("not a raid or mirror status: {status}"));
+    let i = if w[p] == "raid" {
+        p + 3
+    } else {
+        p + 4 + w[p + 1].parse::<usize>().unwrap()
+    };
     w[i].to_string()
 }
 

@@ -5,7 +5,7 @@
 //! through them, and a merged snapshot's data ends in its origin.
 
 use std::path::PathBuf;
-use udm_testkit::lvm2::loop_pvs;
+use udm_testkit::lvm2::{assert_same_lvs, loop_pvs, lv_section};
 use udm_testkit::udmcli::UdmCli;
 use udm_testkit::Daemon;
 
@@ -230,4 +230,95 @@ fn snapshot_merge_as_lvm2() {
     c.read(0, &mut back).unwrap();
     assert!(back == before, "merged back again");
     assert_eq!(names(&e), ["vg-lin"]);
+}
+
+/// The commands lvm2 ran in refvm for `lvm2_thin_snap.*`, run by udm: a thin snapshot
+/// (`create_snap` in the pool, flagged to skip activation until `-K`) and a thin volume over
+/// a read-only external origin get lvm2's metadata (equal but for ids and times), lvm2's
+/// tables, and lvm2 reports them as udm does; the snapshot keeps the data of its moment,
+/// the external-origin volume reads its origin's data.
+#[test]
+fn thin_snapshot_and_external_origin_as_lvm2() {
+    let Some((dir, _imgs, loops, lvm)) = loop_pvs(&[64, 64]) else {
+        return;
+    };
+    let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
+    let devs = d.join(",");
+    let daemon = Daemon::start(&udm());
+    let e = UdmCli {
+        bin: udm(),
+        socket: daemon.socket.clone(),
+        state: dir.path().join("state"),
+    };
+    let run = |cmd: &str, args: &[&str]| -> String {
+        e.ok(cmd, &[&["--devices", &devs][..], args].concat())
+    };
+    let fill = |name: &str, seed: u64, len: u64| -> Vec<u8> {
+        let c = udm_nbd::NbdClient::connect_unix(&daemon.nbd_socket, name).unwrap();
+        let data: Vec<u8> = (0..len).map(|i| ((i * seed) ^ (i >> 10)) as u8).collect();
+        c.write(0, &data, true).unwrap();
+        data
+    };
+    let read = |name: &str, len: u64| -> Vec<u8> {
+        let c = udm_nbd::NbdClient::connect_unix(&daemon.nbd_socket, name).unwrap();
+        let mut b = vec![0u8; len as usize];
+        c.read(0, &mut b).unwrap();
+        b
+    };
+    run("vgcreate", &["vg", d[0], d[1]]);
+    run("lvcreate", &["-T", "vg/pool", "-L", "12M"]);
+    run("lvcreate", &["-y", "-V", "40M", "-T", "vg/pool", "-n", "thin"]);
+    let a = fill("vg-thin", 7, 4 << 20);
+    assert_eq!(
+        run("lvcreate", &["-y", "-s", "vg/thin", "-n", "tsnap"]),
+        "  Logical volume \"tsnap\" created.\n"
+    );
+    let b = fill("vg-thin", 11, 4 << 20);
+    run("lvcreate", &["-y", "-n", "ro", "-L", "8M", "vg"]);
+    let c = fill("vg-ro", 13, 8 << 20);
+    run("lvchange", &["-an", "vg/ro"]);
+    assert_eq!(
+        run("lvchange", &["-pr", "vg/ro"]),
+        "  Logical volume vg/ro changed.\n"
+    );
+    assert_eq!(
+        run(
+            "lvcreate",
+            &["-y", "-s", "--thinpool", "vg/pool", "vg/ro", "-n", "ext"]
+        ),
+        "  Logical volume \"ext\" created.\n"
+    );
+    // The snapshot is skipped by activation unless -K.
+    run("lvchange", &["-ay", "vg/tsnap"]);
+    assert!(!e.dm(&["ls"]).contains("vg-tsnap"));
+    run("lvchange", &["-ay", "-K", "vg/tsnap"]);
+    // lvm2's metadata and tables.
+    let backup = dir.path().join("vg.txt");
+    run("vgcfgbackup", &["-f", backup.to_str().unwrap(), "vg"]);
+    let ours = lv_section(&std::fs::read_to_string(&backup).unwrap());
+    let theirs = lv_section(include_str!(
+        "../../udm-formats/tests/data/lvm2_thin_snap.vg"
+    ));
+    assert_same_lvs(&ours, &theirs);
+    let fixture = udm_testkit::udmcli::fixture_tables(include_str!(
+        "../../udm-formats/tests/data/lvm2_thin_snap.tables"
+    ));
+    let ls = e.dm(&["ls"]);
+    assert_eq!(ls.lines().count(), fixture.len(), "{ls}");
+    for (name, uuid, table) in &fixture {
+        assert_eq!(&e.live_table(name, &d), table, "{name}");
+        let suffix = |u: &str| u.get(68..).unwrap_or("").to_string();
+        assert_eq!(suffix(&e.uuid_of(name)), suffix(uuid), "{name}");
+    }
+    lvm.ok("vgck", &["vg"]);
+    let fields = "lv_name,lv_attr,lv_size,pool_lv,origin,thin_id,transaction_id,seg_type";
+    let want = lvm.ok("lvs", &["-a", "-o", fields]);
+    assert_eq!(run("lvs", &["-a", "-o", fields, "--config", NOACT]), want);
+    // The snapshot holds the data of its moment, the volume the new data, the
+    // external-origin volume its origin's.
+    assert!(read("vg-tsnap", 4 << 20) == a, "snapshot data");
+    assert!(read("vg-thin", 4 << 20) == b, "origin data");
+    assert!(read("vg-ext", 8 << 20) == c, "external origin data");
+    run("vgchange", &["-an", "vg"]);
+    assert_eq!(e.dm(&["ls"]), "No devices found\n");
 }

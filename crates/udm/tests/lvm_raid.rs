@@ -6,7 +6,7 @@
 
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use udm_testkit::lvm2::loop_pvs;
+use udm_testkit::lvm2::{assert_same_lvs, loop_pvs, lv_section};
 use udm_testkit::udmcli::{fixture_tables, UdmCli};
 use udm_testkit::Daemon;
 
@@ -25,22 +25,6 @@ const CREATES: &[&[&str]] = &[
     &["-y", "--type", "mirror", "-m1", "-n", "mi", "-L", "8M", "vg"],
     &["-y", "--type", "raid0", "-i2", "-n", "r0", "-L", "8M", "vg"],
 ];
-
-/// The `logical_volumes` section of a metadata text without ids, times, hosts and
-/// comments, line by line.
-fn lv_section(text: &str) -> Vec<String> {
-    let start = text.find("\tlogical_volumes {").expect("logical_volumes");
-    text[start..]
-        .lines()
-        .filter(|l| {
-            let t = l.trim_start();
-            !(t.starts_with("id = ")
-                || t.starts_with("creation_time = ")
-                || t.starts_with("creation_host = "))
-        })
-        .map(|l| l.split("\t#").next().unwrap().trim_end().to_string())
-        .collect()
-}
 
 /// udm runs lvm2's commands on five 64 MiB PVs: every LV, sub-LV, segment and placement is
 /// lvm2's (metadata text equal but for ids and times), every device has lvm2's table and a
@@ -80,11 +64,7 @@ fn raid_and_mirror_lvs_match_lvm2() {
     run("vgcfgbackup", &["-f", backup.to_str().unwrap(), "vg"]);
     let ours = std::fs::read_to_string(&backup).unwrap();
     let theirs = include_str!("../../udm-formats/tests/data/lvm2_raid.vg");
-    let (ours, theirs) = (lv_section(&ours), lv_section(theirs));
-    for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-        assert_eq!(a, b, "metadata line {i}: {:?}", &theirs[i.saturating_sub(12)..i]);
-    }
-    assert_eq!(ours.len(), theirs.len());
+    assert_same_lvs(&lv_section(&ours), &lv_section(theirs));
     // Every device lvm2 loaded, with lvm2's table.
     let fixture = fixture_tables(include_str!(
         "../../udm-formats/tests/data/lvm2_raid.tables"

@@ -68,6 +68,10 @@ impl Vg {
         })
     }
 
+    fn lv_index(&self, name: &str) -> Option<usize> {
+        self.lvs.iter().position(|l| l.name == name)
+    }
+
     fn hide(&mut self, name: &str) -> Result<(), LvmError> {
         self.lv_mut(name)?.status.retain(|s| s != "VISIBLE");
         Ok(())
@@ -173,6 +177,12 @@ impl Vg {
         self.create_apart(&tmeta, meta, &tdata, host, time)?;
         self.hide(&tdata)?;
         self.hide(&tmeta)?;
+        // lvm2 lists the metadata before the data.
+        let (d, m) = (self.lv_index(&tdata), self.lv_index(&tmeta));
+        if let (Some(d), Some(m)) = (d, m) {
+            let lv = self.lvs.remove(m);
+            self.lvs.insert(d, lv);
+        }
         let body = vec![
             Item::pair("metadata", Value::str(&tmeta)),
             Item::pair("pool", Value::str(&tdata)),
