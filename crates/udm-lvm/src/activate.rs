@@ -259,6 +259,24 @@ pub fn change_vg(
                     break;
                 }
             }
+            // An external origin's `-real` layer goes with the last thin volume over it.
+            if let Some(ext) = external_origin(vg, lv) {
+                let others = vg.lvs.iter().any(|l| {
+                    l.name != *lv
+                        && external_origin(vg, &l.name) == Some(ext)
+                        && exists(&mut c, &dm_name(&vg.name, &l.name, None))
+                });
+                let real = dm_name(&vg.name, ext, Some("real"));
+                if rc == 0 && !others && exists(&mut c, &real) {
+                    if let Err(e) = c.call(Request::Remove {
+                        dev: DevSel::Name(real.clone()),
+                        deferred: false,
+                    }) {
+                        dmctl::report(err, "remove", &real, &e);
+                        rc = crate::ECMD_FAILED;
+                    }
+                }
+            }
             let snapshot = devs.len() == 4 && devs[3].replace && devs[3].shared;
             if snapshot
                 && rc == 0
@@ -441,4 +459,11 @@ pub fn pool_messages(
         })?;
     }
     Ok(pool_active)
+}
+
+/// The external origin of thin volume `lv`, if it has one.
+fn external_origin<'a>(vg: &'a Vg, lv: &str) -> Option<&'a str> {
+    vg.lv(lv)
+        .and_then(|l| l.segments.first())
+        .and_then(|s| udm_formats::lvm::edit::seg_str(s, "external_origin"))
 }

@@ -133,6 +133,10 @@ pub fn lv_attr(r: &ReadVg, lv: &Lv) -> String {
     let cache_data = user_of(vg, &lv.name, "cache-pool", "data").is_some();
     let cache_meta = user_of(vg, &lv.name, "cache-pool", "metadata").is_some();
     let cache_origin = is_cache_origin(vg, lv);
+    let ext_origin = vg
+        .lvs
+        .iter()
+        .any(|l| seg_type(l) == "thin" && seg_str(l, "external_origin") == Some(&lv.name));
     // A raid or mirror LV's sub-LVs: the top's type (`r`/`m`) shows on them too.
     let raid_top = raid_owner(vg, &lv.name).map(seg_type);
     let kind = match ty {
@@ -147,6 +151,7 @@ pub fn lv_attr(r: &ReadVg, lv: &Lv) -> String {
         _ if merging_cow => 'S',
         _ if merging_origin => 'O',
         _ if snapshot_of(&lv.name) => 's',
+        _ if ext_origin => 'o',
         _ if is_origin => 'o',
         _ if lv.name.ends_with("_tdata") => 'T',
         _ if lv.name.ends_with("_tmeta")
@@ -183,6 +188,7 @@ pub fn lv_attr(r: &ReadVg, lv: &Lv) -> String {
         't' | 'V' => 't',
         _ if cache_origin || cache_vol => 'C',
         'C' if !cache_data => 'C',
+        'o' if ext_origin => '-',
         's' | 'o' | 'S' | 'O' => 's',
         'm' => 'm',
         'r' => 'r',
@@ -255,7 +261,7 @@ fn origin_name<'a>(vg: &'a Vg, lv: &'a Lv) -> &'a str {
         .and_then(|l| seg_str(l, "origin"))
         .or_else(|| {
             if seg_type(lv) == "thin" {
-                seg_str(lv, "origin")
+                seg_str(lv, "origin").or_else(|| seg_str(lv, "external_origin"))
             } else {
                 None
             }
