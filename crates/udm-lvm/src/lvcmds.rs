@@ -659,3 +659,39 @@ pub fn lvchange_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
     }
     rc
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cl(vals: &[(&str, &str)]) -> Cmdline {
+        Cmdline {
+            vals: vals
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn lv_paths_split_as_lvm2_names_them() {
+        assert_eq!(split_lv("vg/lv"), Some(("vg".into(), "lv".into())));
+        assert_eq!(split_lv("/dev/vg/lv"), Some(("vg".into(), "lv".into())));
+        assert_eq!(split_lv("vg"), None);
+    }
+
+    #[test]
+    fn stripes_sizes_and_policies_parse_as_lvm2() {
+        assert_eq!(stripe_args(&cl(&[])).unwrap(), (None, 128));
+        assert_eq!(stripe_args(&cl(&[("-i", "3"), ("-I", "4K")])).unwrap(), (Some(3), 8));
+        assert!(stripe_args(&cl(&[("-i", "0")])).is_err());
+        assert!(stripe_args(&cl(&[("-I", "6K")])).is_err());
+        assert!(size_arg(&cl(&[("-L", "1G"), ("-l", "10")])).is_err());
+        assert_eq!(size_arg(&cl(&[])).unwrap(), None);
+        assert!(size_arg(&cl(&[("-l", "50%FREE")])).unwrap().is_some());
+        assert_eq!(alloc_arg(&cl(&[])).unwrap(), Alloc::Inherit);
+        assert_eq!(alloc_arg(&cl(&[("--alloc", "cling")])).unwrap(), Alloc::Cling);
+        assert!(alloc_arg(&cl(&[("--alloc", "sideways")])).is_err());
+    }
+}

@@ -174,3 +174,48 @@ pub fn lvcreate(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cl(vals: &[(&str, &str)]) -> Cmdline {
+        Cmdline {
+            vals: vals
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn lvm2_defaults_and_refusals() {
+        let mut out = Vec::new();
+        // `-m1` alone is raid1 (lvm2's mirror_segtype_default), no stripe size message.
+        let s = shape(&cl(&[("-m", "1")]), &mut out).unwrap();
+        assert_eq!((s.kind, s.devices(), s.stripe_size), (RaidKind::Raid1, 2, 0));
+        assert!(out.is_empty());
+        // raid5 defaults to 2 data stripes and 64 KiB, saying so.
+        let s = shape(&cl(&[("--type", "raid5")]), &mut out).unwrap();
+        assert_eq!((s.devices(), s.stripe_size), (3, 128));
+        assert_eq!(out, b"  Using default stripesize 64.00 KiB.\n");
+        let s = shape(&cl(&[("--type", "raid10"), ("-i", "3")]), &mut Vec::new()).unwrap();
+        assert_eq!((s.devices(), s.image_extents(6)), (6, 2));
+        let s = shape(&cl(&[("--type", "mirror"), ("-R", "512K")]), &mut Vec::new()).unwrap();
+        assert_eq!((s.kind, s.region_size), (RaidKind::Mirror, 1024));
+        for bad in [
+            vec![("--type", "raid6"), ("-i", "2")],
+            vec![("--type", "raid5"), ("-m", "1")],
+            vec![("--type", "raid1"), ("-i", "2")],
+            vec![("--type", "raid1"), ("-m", "0")],
+            vec![("--type", "raid5"), ("-I", "3K")],
+        ] {
+            assert!(shape(&cl(&bad), &mut Vec::new()).is_err(), "{bad:?}");
+        }
+        assert!(wants(&cl(&[("-m", "2")])));
+        assert!(!wants(&cl(&[("-m", "0")])));
+        assert!(wants(&cl(&[("--type", "raid10")])));
+        assert!(!wants(&cl(&[("--type", "thin-pool")])));
+    }
+}

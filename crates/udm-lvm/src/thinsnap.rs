@@ -108,3 +108,26 @@ pub fn lvcreate(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sizeless_snapshots_are_thin() {
+        let mk = |vals: &[(&str, &str)], flags: &[&str]| Cmdline {
+            vals: vals
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+            ..Default::default()
+        };
+        assert!(wants(&mk(&[], &["-s"])));
+        assert!(wants(&mk(&[("--thinpool", "vg/pool")], &["-s"])));
+        assert!(!wants(&mk(&[("-L", "4M")], &["-s"])));
+        assert!(!wants(&mk(&[("-l", "10%ORIGIN")], &["-s"])));
+        assert!(!wants(&mk(&[("-V", "1G")], &["-s"])));
+        assert!(!wants(&mk(&[], &[])));
+    }
+}
