@@ -1,7 +1,8 @@
 //! `lvconvert`: `--merge VG/SNAP` (a snapshot merged back into its origin, as lvm2 does:
 //! at once when the origin is active — the origin's table becomes `snapshot-merge`, the
 //! merge is followed to its end and the snapshot removed — else on the origin's next
-//! activation), and the `--type` conversions of [`crate::pools`].
+//! activation), `--splitcache`/`--uncache` (an active cache goes down, its origin comes
+//! back up plain), and the `--type` conversions of [`crate::pools`].
 
 use crate::lvcmds::{open_vg, split_lv};
 use crate::session::{commit, Cmdline, Found, VgHandle};
@@ -20,6 +21,9 @@ fn fail(err: &mut dyn Write, m: &str) -> i32 {
 pub fn lvconvert_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     if cl.flag("--merge") {
         return merge(cl, out, err);
+    }
+    if cl.flag("--splitcache") || cl.flag("--uncache") {
+        return split_cache(cl, out, err);
     }
     crate::pools::lvconvert_type(cl, out, err)
 }
@@ -154,6 +158,69 @@ fn finish(
             udm_proto::libdm::report(err, "remove", &d.name, &e);
             return ECMD_FAILED;
         }
+    }
+    0
+}
+
+/// `lvconvert --splitcache|--uncache VG/LV`: LV keeps its origin's data; the cache pool or
+/// volume is detached (shown again under its own name) or removed. An active writeback
+/// cache is refused (its dirty blocks would have to be written back first).
+fn split_cache(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let remove = cl.flag("--uncache");
+    let Some((vgname, lv)) = cl.pos.first().and_then(|a| split_lv(a)) else {
+        return fail(err, "Please provide the logical volume name");
+    };
+    let (mut found, h) = match open_vg(cl, &vgname, err) {
+        Ok(x) => x,
+        Err(m) => return fail(err, &m),
+    };
+    let mut vg = h.meta.vg.clone();
+    let active = cl.activation() && activate::active_lvs(&vg).contains(&lv);
+    let writeback = vg
+        .lv(&lv)
+        .and_then(|l| l.segments.first())
+        .map(|s| {
+            let pool = udm_formats::lvm::edit::seg_str(s, "cache_pool").unwrap_or("");
+            let ps = vg.lv(pool).and_then(|p| p.segments.first());
+            [Some(s), ps].into_iter().flatten().any(|x| {
+                udm_formats::lvm::edit::seg_str(x, "cache_mode") == Some("writeback")
+            })
+        })
+        .unwrap_or(false);
+    if active && writeback {
+        return fail(
+            err,
+            &format!("Splitting the active writeback cache of {vgname}/{lv} is not supported by udm lvm: deactivate it first."),
+        );
+    }
+    let base = match vg.split_cache(&lv, remove) {
+        Ok(b) => b,
+        Err(e) => return fail(err, &e.to_string()),
+    };
+    if active && activate::change_vg(cl, &h, &found, false, Some(&lv), out, err) != 0 {
+        return ECMD_FAILED;
+    }
+    if let Err(m) = commit(&mut found, &h.slots, vg.clone(), cl) {
+        return fail(err, &m);
+    }
+    if active {
+        let mut h2 = h;
+        h2.meta.vg = vg;
+        if activate::change_vg(cl, &h2, &found, true, Some(&lv), out, err) != 0 {
+            return ECMD_FAILED;
+        }
+    }
+    if remove {
+        let _ = writeln!(out, "  Logical volume \"{base}\" successfully removed.");
+        let _ = writeln!(
+            out,
+            "  Logical volume {vgname}/{lv} is not cached and {vgname}/{base} is removed."
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "  Logical volume {vgname}/{lv} is not cached and {vgname}/{base} is unused."
+        );
     }
     0
 }

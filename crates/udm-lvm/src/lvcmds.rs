@@ -454,6 +454,9 @@ pub fn lvrename_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
 
 /// `lvextend|lvreduce|lvresize -L|-l [+-]SIZE [-i N [-I SIZE]] VG/LV [PV…]`.
 pub fn lvresize_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    if let Some(m) = cl.val("--poolmetadatasize") {
+        return pool_metadata(cl, m, out, err);
+    }
     let size = match size_arg(cl) {
         Ok(Some(s)) => s,
         Ok(None) => return fail(err, "Please specify either size or extents but not both."),
@@ -516,7 +519,13 @@ pub fn lvresize_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn 
             &format!("New size given ({new} extents) not less than existing size ({cur} extents)"),
         );
     }
-    let r = if new > cur {
+    // Thin volumes, thin pools and caches resize through their layers.
+    let through = udm_formats::lvm::resize::resized_through(&vg, &lv);
+    let shown = through.clone().flatten().unwrap_or_else(|| lv.clone());
+    let shown_cur = vg.lv(&shown).map_or(cur, |l| l.extents());
+    let r = if through.is_some() && new > cur {
+        vg.resize_layered(&lv, new)
+    } else if new > cur {
         let stripes = match stripe_args(cl) {
             Ok((n, sz)) => n.map(|n| (n, sz)),
             Err(m) => return fail(err, &m),
@@ -541,19 +550,23 @@ pub fn lvresize_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn 
             let _ = writeln!(out, "  Logical volume {vgname}/{lv} NOT reduced.");
             return ECMD_FAILED;
         }
-        vg.reduce_lv(&lv, new)
+        if through.is_some() {
+            vg.resize_layered(&lv, new)
+        } else {
+            vg.reduce_lv(&lv, new)
+        }
     };
     if let Err(e) = r {
         return fail(err, &e.to_string());
     }
-    let got = vg.lv(&lv).map_or(new, |l| l.extents());
+    let (cur, got) = (shown_cur, vg.lv(&shown).map_or(new, |l| l.extents()));
     if let Err(m) = commit(&mut found, &h.slots, vg.clone(), cl) {
         return fail(err, &m);
     }
     let es = h.meta.vg.extent_size;
     let _ = writeln!(
         out,
-        "  Size of logical volume {vgname}/{lv} changed from {} ({cur} extents) to {} ({got} extents).",
+        "  Size of logical volume {vgname}/{shown} changed from {} ({cur} extents) to {} ({got} extents).",
         long_size(cur * es),
         long_size(got * es)
     );
@@ -563,6 +576,54 @@ pub fn lvresize_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn 
         return fail(err, &m);
     }
     let _ = writeln!(out, "  Logical volume {vgname}/{lv} successfully resized.");
+    0
+}
+
+/// `lvextend --poolmetadatasize +SIZE VG/POOL`: the pool's metadata (and its spare) grow.
+fn pool_metadata(cl: &Cmdline, m: &str, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let Some((vgname, lv)) = cl.pos.first().and_then(|a| split_lv(a)) else {
+        return fail(err, "Please provide the logical volume name");
+    };
+    let (mut found, h) = match open_vg(cl, &vgname, err) {
+        Ok(x) => x,
+        Err(m) => return fail(err, &m),
+    };
+    let mut vg = h.meta.vg.clone();
+    let es = vg.extent_size;
+    let meta = vg
+        .lv(&lv)
+        .and_then(|l| l.segments.first())
+        .and_then(|s| udm_formats::lvm::edit::seg_str(s, "metadata"))
+        .map(String::from)
+        .unwrap_or_default();
+    let Some(cur) = vg.lv(&meta).map(|l| l.extents()) else {
+        return fail(err, &format!("Logical volume {vgname}/{lv} is not a thin pool."));
+    };
+    let add = match parse_size(m) {
+        Ok(SizeArg::Sectors(Sign::Plus, s)) => s.div_ceil(es),
+        Ok(SizeArg::Sectors(Sign::Set, s)) if s.div_ceil(es) > cur => s.div_ceil(es) - cur,
+        _ => return fail(err, &format!("Invalid argument for --poolmetadatasize: {m}")),
+    };
+    let name = match vg.extend_pool_metadata(&lv, add) {
+        Ok(n) => n,
+        Err(e) => return fail(err, &e.to_string()),
+    };
+    let got = vg.lv(&name).map_or(cur, |l| l.extents());
+    if let Err(m) = commit(&mut found, &h.slots, vg.clone(), cl) {
+        return fail(err, &m);
+    }
+    let _ = writeln!(
+        out,
+        "  Size of logical volume {vgname}/{name} changed from {} ({cur} extents) to {} ({got} extents).",
+        long_size(cur * es),
+        long_size(got * es)
+    );
+    let mut h2 = h;
+    h2.meta.vg = vg;
+    if let Err(m) = activate::reload(cl, &h2, &found, &lv, err) {
+        return fail(err, &m);
+    }
+    let _ = writeln!(out, "  Logical volume {vgname}/{name} successfully resized.");
     0
 }
 

@@ -322,3 +322,93 @@ fn thin_snapshot_and_external_origin_as_lvm2() {
     run("vgchange", &["-an", "vg"]);
     assert_eq!(e.dm(&["ls"]), "No devices found\n");
 }
+
+/// The resizes and cache splits lvm2 ran in refvm for `lvm2_resize.*`, run by udm on live
+/// LVs: a thin pool's data and metadata grow (with its spare), a thin volume grows and
+/// shrinks, a cache over a cache pool grows through its origin then is split, a cache over
+/// a cache volume is uncached. The metadata is lvm2's (but for ids and times), the live
+/// tables are the ones lvm2 left, lvm2 reports udm's VG as udm does, the messages are
+/// lvm2's, and the data written before survives.
+#[test]
+fn resizes_and_cache_splits_as_lvm2() {
+    let Some((dir, _imgs, loops, lvm)) = loop_pvs(&[64, 64]) else {
+        return;
+    };
+    let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
+    let devs = d.join(",");
+    let daemon = Daemon::start(&udm());
+    let e = UdmCli {
+        bin: udm(),
+        socket: daemon.socket.clone(),
+        state: dir.path().join("state"),
+    };
+    let run = |cmd: &str, args: &[&str]| -> String {
+        e.ok(cmd, &[&["--devices", &devs][..], args].concat())
+    };
+    let nbd = |name: &str| udm_nbd::NbdClient::connect_unix(&daemon.nbd_socket, name).unwrap();
+    run("vgcreate", &["vg", d[0], d[1]]);
+    run("lvcreate", &["-T", "vg/pool", "-L", "12M"]);
+    run("lvcreate", &["-y", "-V", "40M", "-T", "vg/pool", "-n", "thin"]);
+    run("lvcreate", &["-y", "-n", "cvol", "-L", "8M", "vg", d[1]]);
+    run("lvcreate", &["-y", "-n", "corig", "-L", "8M", "vg", d[0]]);
+    run("lvconvert", &["-y", "--type", "cache", "--cachevol", "cvol", "vg/corig"]);
+    run("lvcreate", &["-y", "-n", "porig", "-L", "8M", "vg", d[0]]);
+    run("lvcreate", &["-y", "--type", "cache-pool", "-n", "cpool", "-L", "8M", "vg", d[1]]);
+    run("lvconvert", &["-y", "--type", "cache", "--cachepool", "vg/cpool", "vg/porig"]);
+    let mut data = Vec::new();
+    for (name, seed) in [("vg-thin", 3u64), ("vg-corig", 5), ("vg-porig", 9)] {
+        let v: Vec<u8> = (0..8u64 << 20).map(|i| ((i * seed) ^ (i >> 11)) as u8).collect();
+        nbd(name).write(0, &v, true).unwrap();
+        data.push((name, v));
+    }
+    let steps: [(&str, &[&str], &str); 7] = [
+        ("lvextend", &["-L+8M", "vg/pool"],
+         "  Size of logical volume vg/pool_tdata changed from 12.00 MiB (3 extents) to 20.00 MiB (5 extents).\n  Logical volume vg/pool successfully resized.\n"),
+        ("lvextend", &["--poolmetadatasize", "+4M", "vg/pool"],
+         "  Size of logical volume vg/pool_tmeta changed from 4.00 MiB (1 extents) to 8.00 MiB (2 extents).\n  Logical volume vg/pool_tmeta successfully resized.\n"),
+        ("lvextend", &["-L+8M", "vg/thin"],
+         "  Size of logical volume vg/thin changed from 40.00 MiB (10 extents) to 48.00 MiB (12 extents).\n  Logical volume vg/thin successfully resized.\n"),
+        ("lvreduce", &["-y", "-L-8M", "vg/thin"],
+         "  Size of logical volume vg/thin changed from 48.00 MiB (12 extents) to 40.00 MiB (10 extents).\n  Logical volume vg/thin successfully resized.\n"),
+        ("lvextend", &["-L+4M", "vg/porig"],
+         "  Size of logical volume vg/porig_corig changed from 8.00 MiB (2 extents) to 12.00 MiB (3 extents).\n  Logical volume vg/porig successfully resized.\n"),
+        ("lvconvert", &["-y", "--splitcache", "vg/porig"],
+         "  Logical volume vg/porig is not cached and vg/cpool is unused.\n"),
+        ("lvconvert", &["-y", "--uncache", "vg/corig"],
+         "  Logical volume \"cvol\" successfully removed.\n  Logical volume vg/corig is not cached and vg/cvol is removed.\n"),
+    ];
+    for (cmd, args, want) in steps {
+        assert_eq!(run(cmd, args), want, "{cmd} {args:?}");
+    }
+    let backup = dir.path().join("vg.txt");
+    run("vgcfgbackup", &["-f", backup.to_str().unwrap(), "vg"]);
+    assert_same_lvs(
+        &lv_section(&std::fs::read_to_string(&backup).unwrap()),
+        &lv_section(include_str!("../../udm-formats/tests/data/lvm2_resize.vg")),
+    );
+    let text = include_str!("../../udm-formats/tests/data/lvm2_resize.tables");
+    let mut want: Vec<(String, String)> = Vec::new();
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let (n, t) = l.split_once(": ").unwrap();
+        match want.iter_mut().find(|w| w.0 == n) {
+            Some(w) => w.1 = format!("{}\n{t}", w.1),
+            None => want.push((n.to_string(), t.to_string())),
+        }
+    }
+    let ls = e.dm(&["ls"]);
+    assert_eq!(ls.lines().count(), want.len(), "{ls}");
+    for (n, t) in &want {
+        assert_eq!(&e.live_table(n, &d), t, "{n}");
+    }
+    lvm.ok("vgck", &["vg"]);
+    let fields = "lv_name,lv_attr,lv_size,seg_type,devices,data_lv,metadata_lv";
+    let w = lvm.ok("lvs", &["-a", "-o", fields]);
+    assert_eq!(run("lvs", &["-a", "-o", fields, "--config", NOACT]), w);
+    for (name, v) in &data {
+        let mut back = vec![0u8; v.len()];
+        nbd(name).read(0, &mut back).unwrap();
+        assert!(&back == v, "{name} keeps its data");
+    }
+    run("vgchange", &["-an", "vg"]);
+    assert_eq!(e.dm(&["ls"]), "No devices found\n");
+}

@@ -14,6 +14,7 @@
 //! - [`merge`]: snapshot merges, and what goes with a removed layered LV.
 //! - [`pools`]: thin pools, thin volumes, cache pools and caches as lvm2 writes them.
 //! - [`raid`]: raid and mirror LVs with their rmeta/rimage/mimage/mlog sub-LVs.
+//! - [`resize`]: resizing thin volumes, thin pools and caches; splitting caches.
 //! - [`report`]: the fields, attribute strings and units of lvm2's reports.
 
 pub mod alloc;
@@ -28,6 +29,7 @@ pub mod ops;
 pub mod pools;
 pub mod raid;
 pub mod report;
+pub mod resize;
 pub mod text;
 
 pub use label::{LvmId, PvHeader};

@@ -61,7 +61,7 @@ impl Default for ThinPoolOpts {
 }
 
 impl Vg {
-    fn lv_mut(&mut self, name: &str) -> Result<&mut Lv, LvmError> {
+    pub(crate) fn lv_mut(&mut self, name: &str) -> Result<&mut Lv, LvmError> {
         let vg = self.name.clone();
         self.lvs.iter_mut().find(|l| l.name == name).ok_or_else(|| {
             LvmError::NotFound(format!("Failed to find logical volume \"{vg}/{name}\""))
@@ -72,13 +72,13 @@ impl Vg {
         self.lvs.iter().position(|l| l.name == name)
     }
 
-    fn hide(&mut self, name: &str) -> Result<(), LvmError> {
+    pub(crate) fn hide(&mut self, name: &str) -> Result<(), LvmError> {
         self.lv_mut(name)?.status.retain(|s| s != "VISIBLE");
         Ok(())
     }
 
     /// Make sure `lvol0_pmspare` (the pool metadata spare) has at least `extents`.
-    fn ensure_spare(&mut self, extents: u64, host: &str, time: i64) -> Result<(), LvmError> {
+    pub(crate) fn ensure_spare(&mut self, extents: u64, host: &str, time: i64) -> Result<(), LvmError> {
         let spare = self
             .lvs
             .iter()
@@ -96,7 +96,7 @@ impl Vg {
 
     /// Allocate a linear LV preferring PVs that `avoid` does not use (lvm2 keeps pool
     /// metadata off the data's PVs when it can).
-    fn create_apart(
+    pub(crate) fn create_apart(
         &mut self,
         name: &str,
         extents: u64,

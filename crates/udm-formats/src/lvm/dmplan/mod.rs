@@ -399,7 +399,12 @@ pub fn activation_order(vg: &Vg) -> Vec<String> {
     let mut plain = Vec::new();
     let mut snaps = Vec::new();
     for l in &vg.lvs {
-        if l.segments.iter().any(|s| s.seg_type == "snapshot") {
+        // Snapshot LVs come up with their COW stores; an unused cache pool is never active.
+        if l
+            .segments
+            .iter()
+            .any(|s| s.seg_type == "snapshot" || pools::base_type(s) == "cache-pool")
+        {
             continue;
         }
         if snapshot_seg(vg, &l.name).is_some() {
