@@ -34,6 +34,47 @@ pub struct ReportOpts {
     pub segments: bool,
     pub names: Vec<String>,
     pub style: Style,
+    /// `--config 'global{activation=0}'`: the no-driver form, as lvm2 prints it.
+    pub noactivation: bool,
+}
+
+/// The daemon's devices of the VGs reported (None without a daemon or under
+/// `activation=0`: the no-driver form).
+fn live_devices(o: &ReportOpts) -> Option<udm_formats::lvm::report::live::Live> {
+    use udm_proto::{DevSel, Reply, Request};
+    if o.noactivation {
+        return None;
+    }
+    let mut c = udm_proto::Client::connect(&udm_proto::default_socket()).ok()?;
+    let Ok(Reply::List(devs)) = c.call(Request::List) else {
+        return None;
+    };
+    let mut live = udm_formats::lvm::report::live::Live::new();
+    for d in devs.into_iter().filter(|d| d.uuid.starts_with("LVM-")) {
+        let (ttype, status) = match c.call(Request::Status {
+            dev: DevSel::Name(d.name.clone()),
+            inactive: false,
+            table: false,
+            noflush: true,
+        }) {
+            Ok(Reply::Status { targets, .. }) => targets
+                .first()
+                .map(|t| (t.ttype.clone(), t.params.clone()))
+                .unwrap_or_default(),
+            _ => Default::default(),
+        };
+        live.insert(
+            d.name.clone(),
+            udm_formats::lvm::report::live::DevLive {
+                open: d.open_count.max(0) as u32,
+                major: d.major,
+                minor: d.minor,
+                ttype,
+                status,
+            },
+        );
+    }
+    Some(live)
 }
 
 /// Everything read from the devices: labelled PVs and the VGs they make up.
@@ -201,6 +242,7 @@ pub fn report_cmd(cmd: &str, o: &ReportOpts, out: &mut dyn Write, err: &mut dyn 
         return ECMD_FAILED;
     }
     let s = scan(&devices, err);
+    let live = live_devices(o);
     let mut failed = s.failed;
     let infos: Vec<PvInfo> = s
         .pvs
@@ -268,7 +310,7 @@ pub fn report_cmd(cmd: &str, o: &ReportOpts, out: &mut dyn Write, err: &mut dyn 
             "vg"
         }
         _ => {
-            lv_ctxs(&s, o, &sel, &mut ctxs, err, &mut failed);
+            lv_ctxs(&s, live.as_ref(), o, &sel, &mut ctxs, err, &mut failed);
             if o.segments {
                 "seg"
             } else {
@@ -343,6 +385,7 @@ fn render(sel: &[&FieldDef], ctxs: &[Ctx], o: &ReportOpts, name: &str) -> Option
 /// lvs rows: LVs of each VG by name, one per segment when a segment field is shown.
 fn lv_ctxs<'a>(
     s: &'a Scan,
+    live: Option<&'a udm_formats::lvm::report::live::Live>,
     o: &ReportOpts,
     sel: &[&FieldDef],
     ctxs: &mut Vec<Ctx<'a>>,
@@ -386,6 +429,7 @@ fn lv_ctxs<'a>(
                 vg: Some(r),
                 lv: Some(lv),
                 pv_paths: Some(paths),
+                live,
                 ..Default::default()
             };
             if per_seg {

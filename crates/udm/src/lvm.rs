@@ -96,7 +96,9 @@ fn parse_report(args: &[String]) -> Result<ReportOpts, String> {
         match flag {
             "--devicesfile" => o.devicesfile = Some(val(flag)?),
             "--config" => {
-                val(flag)?;
+                if val(flag)?.replace(' ', "").contains("activation=0") {
+                    o.noactivation = true;
+                }
             }
             "--devices" => o.devices.extend(
                 val(flag)?

@@ -123,6 +123,7 @@ echo "=== devs"; cat /sys/block/vd[a-h]/dev
 echo "=== table"; dmsetup table
 echo "=== info"; dmsetup info -c --noheadings --separator ' ' -o name,uuid,major,minor
 echo "=== cksum"; for lv in r1 r5 r10 mi; do cksum < /dev/vg/$lv; done
+echo "=== lvs"; lvs -a -o lv_name,lv_attr,lv_size,copy_percent,devices vg
 vgchange -an vg >/dev/null
 vgck uvg
 vgchange -ay uvg >/dev/null
@@ -197,6 +198,19 @@ echo "=== end"
         let uuid = &info.iter().find(|r| &r[0] == n).unwrap()[1];
         assert_eq!(&e.uuid_of(n), uuid, "{n}");
     }
+    // udm's lvs shows its active LVs as lvm2 shows the kernel's (in sync, images open).
+    let lvs = e.ok(
+        "lvs",
+        &["--devices", &kdevs, "-a", "-o", "lv_name,lv_attr,lv_size,copy_percent,devices", "vg"],
+    );
+    let mut want = section(&out, "lvs").to_string();
+    for (i, p) in paths.iter().enumerate().take(4) {
+        want = want.replace(&format!("/dev/vd{}(", (b'a' + i as u8) as char), &format!("{p}("));
+    }
+    let norm = |t: &str| -> Vec<String> {
+        t.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect()
+    };
+    assert_eq!(norm(&lvs), norm(&want), "udm:\n{lvs}\nlvm2:\n{want}");
     let sums: Vec<&str> = section(&out, "cksum").lines().collect();
     for ((name, _), want) in LVS.iter().zip(&sums) {
         let dm = format!("vg-{name}");

@@ -188,7 +188,10 @@ fn snapshot_merge_as_lvm2() {
     lvm.ok("vgck", &["vg"]);
     let want = lvm.ok("lvs", &["-a", "-o", "lv_name,lv_attr,origin,lv_size"]);
     assert_eq!(
-        run("lvs", &["-a", "-o", "lv_name,lv_attr,origin,lv_size"]),
+        run(
+            "lvs",
+            &["-a", "-o", "lv_name,lv_attr,origin,lv_size", "--config", NOACT]
+        ),
         want
     );
     // Activating the origin loads snapshot-merge over its -real and the -cow.

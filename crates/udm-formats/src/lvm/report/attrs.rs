@@ -1,5 +1,5 @@
 //! lvm2's attribute strings and the LV relations reports show: `pv_attr`, `vg_attr`,
-//! `lv_attr` (the LV state and open columns are `X`: udm's activation is not consulted yet),
+//! `lv_attr` (state and open as `X` without the daemon's devices, as lvm2 without a driver),
 //! which LVs are listed, snapshot origins and thin pools.
 
 use crate::lvm::{Item, Lv, Pv, ReadVg, Vg};
@@ -102,7 +102,7 @@ pub fn seg_str<'a>(lv: &'a Lv, key: &str) -> Option<&'a str> {
 }
 
 /// lvm2's 10-character LV attribute string (state and open as `X`: not consulted).
-pub fn lv_attr(r: &ReadVg, lv: &Lv) -> String {
+pub fn lv_attr(r: &ReadVg, lv: &Lv, live: Option<&super::live::Live>) -> String {
     let vg = &r.metadata.vg;
     let ty = seg_type(lv);
     // Partial: a segment lies on a PV that was not found.
@@ -138,7 +138,14 @@ pub fn lv_attr(r: &ReadVg, lv: &Lv) -> String {
         .iter()
         .any(|l| seg_type(l) == "thin" && seg_str(l, "external_origin") == Some(&lv.name));
     // A raid or mirror LV's sub-LVs: the top's type (`r`/`m`) shows on them too.
-    let raid_top = raid_owner(vg, &lv.name).map(seg_type);
+    let owner = raid_owner(vg, &lv.name);
+    let raid_top = owner.map(seg_type);
+    // Active form: the LV's device, and whether its raid/mirror owner is in sync.
+    let dev = live.and_then(|m| super::live::dev(m, vg, lv));
+    let synced = match (live, owner) {
+        (Some(m), Some(o)) => super::live::owner_in_sync(m, vg, o).unwrap_or(false),
+        _ => false,
+    };
     let kind = match ty {
         "thin-pool" => 't',
         "thin" => 'V',
@@ -161,7 +168,10 @@ pub fn lv_attr(r: &ReadVg, lv: &Lv) -> String {
             'e'
         }
         // Without the driver lvm2 cannot tell an image is in sync: `I`.
-        _ if raid_top.is_some() && (lv.name.contains("_mimage_") || lv.name.contains("_rimage_")) => {
+        _ if raid_top.is_some()
+            && !synced
+            && (lv.name.contains("_mimage_") || lv.name.contains("_rimage_")) =>
+        {
             'I'
         }
         _ if lv.name.contains("_mimage_") || lv.name.contains("_rimage_") => 'i',
@@ -199,8 +209,15 @@ pub fn lv_attr(r: &ReadVg, lv: &Lv) -> String {
         },
     };
     // Raid health is unknown without the driver: `X` on raid LVs and their sub-LVs.
-    let health = if kind == 'r' || raid_top.is_some_and(|t| t != "mirror") {
+    let raidish = kind == 'r' || raid_top.is_some_and(|t| t != "mirror");
+    let health = if raidish && live.is_none() {
         'X'
+    } else if raidish
+        && live
+            .and_then(|m| super::live::raid_health(m, vg, lv))
+            .is_some_and(|h| h.contains('D'))
+    {
+        'p'
     } else if partial {
         'p'
     } else {
@@ -219,9 +236,19 @@ pub fn lv_attr(r: &ReadVg, lv: &Lv) -> String {
                 == Some(1)
     });
     format!(
-        "{kind}{}{policy}{}XX{target}{}{}{}",
+        "{kind}{}{policy}{}{}{}{target}{}{}{}",
         if has("WRITE") { 'w' } else { 'r' },
         if has("FIXED_MINOR") { 'm' } else { '-' },
+        match (live, dev) {
+            (None, _) => 'X',
+            (Some(_), Some(_)) => 'a',
+            (Some(_), None) => '-',
+        },
+        match (live, dev) {
+            (None, _) => 'X',
+            (Some(_), Some(d)) if d.open > 0 => 'o',
+            _ => '-',
+        },
         if zero { 'z' } else { '-' },
         health,
         if lv.flags.iter().any(|f| f == "ACTIVATION_SKIP") {

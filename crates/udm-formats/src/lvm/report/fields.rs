@@ -197,6 +197,8 @@ pub struct Ctx<'a> {
     pub seg: Option<&'a Segment>,
     /// Device path of each PV of the VG (in VG order), `[unknown]` when missing.
     pub pv_paths: Option<&'a [String]>,
+    /// The active devices (the active form), or None (lvm2's no-driver form).
+    pub live: Option<&'a super::live::Live>,
 }
 
 fn free_extents(vg: &Vg, pv: &str) -> u64 {
@@ -258,7 +260,23 @@ pub fn value(id: &str, c: &Ctx) -> Val {
                     crate::lvm::dmplan::dm_name(&vg.name, &lv.name, None)
                 ))
             }
-            "lv_attr" => return Val::Str(attrs::lv_attr(c.vg.expect("an LV row has its VG"), lv)),
+            "lv_attr" => {
+                return Val::Str(attrs::lv_attr(
+                    c.vg.expect("an LV row has its VG"),
+                    lv,
+                    c.live,
+                ))
+            }
+            "copy_percent" | "sync_percent" | "data_percent" | "metadata_percent"
+                if c.live.is_some() =>
+            {
+                return s(&super::live::percent_field(
+                    c.live.expect("checked"),
+                    vg,
+                    lv,
+                    id,
+                ))
+            }
             "lv_size" => return Val::Size(lv.extents() * ext),
             "seg_count" => return Val::Num(lv.segments.len() as u64),
             "origin" => return Val::Str(attrs::origin(vg, lv)),
