@@ -47,6 +47,17 @@ impl Cmdline {
         !cfg.contains("activation=0")
     }
 
+    /// False when `--config` turns `backup{KEY=0}` off (`backup`, `archive`).
+    pub fn config_on(&self, key: &str) -> bool {
+        let cfg: String = self
+            .vals
+            .iter()
+            .filter(|(k, _)| k == "--config")
+            .map(|(_, v)| v.replace(' ', ""))
+            .collect();
+        !cfg.contains(&format!("{key}=0"))
+    }
+
     /// The devices this command may read.
     pub fn devices(&self) -> Vec<String> {
         let given: Vec<String> = self
@@ -245,6 +256,13 @@ pub fn commit(
     let name = vg.name.clone();
     let meta = Metadata::new(vg, &format!("Write from {}.", cl.typed), &h, &uname, now());
     let want: Vec<usize> = slots.iter().map(|s| s.expect("checked")).collect();
+    // As lvm2: the metadata before the change goes to the archive first.
+    if cl.config_on("archive") {
+        let disks: Vec<&dyn Disk> = want.iter().map(|&i| &*found[i].disk).collect();
+        if let Ok(old) = read_vg(&disks, Some(&name)) {
+            crate::backup::archive(&old.metadata, cl);
+        }
+    }
     let mut disks: Vec<&mut dyn Disk> = Vec::new();
     // Borrow the chosen entries mutably, in VG order.
     let mut rest: Vec<Option<&mut Found>> = found.iter_mut().map(Some).collect();
@@ -252,7 +270,11 @@ pub fn commit(
         let f = rest[i].take().ok_or("a PV is listed twice")?;
         disks.push(&mut *f.disk);
     }
-    write_vg(&meta, &mut disks).map_err(|e| format!("Failed to write VG {name}: {e}"))
+    write_vg(&meta, &mut disks).map_err(|e| format!("Failed to write VG {name}: {e}"))?;
+    if cl.config_on("backup") {
+        crate::backup::backup_after(&meta, cl);
+    }
+    Ok(())
 }
 
 pub use udm_formats::lvm::report::long_size;

@@ -26,6 +26,19 @@ impl Lvm2 {
         Some(Lvm2 { config })
     }
 
+    /// The same lvm2 reading archives and backups from the given directories (still
+    /// writing none).
+    pub fn with_backup_dirs(&self, backup: &std::path::Path, archive: &std::path::Path) -> Lvm2 {
+        let dirs = format!(
+            "backup{{backup=0 archive=0 backup_dir=\"{}\" archive_dir=\"{}\"}}",
+            backup.display(),
+            archive.display()
+        );
+        Lvm2 {
+            config: self.config.replace("backup{backup=0 archive=0}", &dirs),
+        }
+    }
+
     /// Run `lvm CMD ARGS…` and return its output whatever the exit status.
     pub fn cmd(&self, cmd: &str, args: &[&str]) -> Output {
         Command::new("lvm")

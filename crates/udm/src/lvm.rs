@@ -145,6 +145,7 @@ fn canonical_opt(cmd: &str, o: &str) -> Option<(&'static str, bool)> {
         "-n" | "--novolumegroup" if cmd == "pvscan" => ("--novolumegroup", false),
         "-u" | "--uuid" if cmd == "pvscan" => ("-u", false),
         "-f" | "--file" if cmd.starts_with("vgcfg") => ("-f", true),
+        "-l" | "--list" if cmd == "vgcfgrestore" => ("--list", false),
         "--setphysicalvolumesize" => ("--setphysicalvolumesize", true),
         "-T" | "--thin" => ("-T", false),
         "-V" | "--virtualsize" => ("-V", true),

@@ -300,3 +300,47 @@ fn alloc_policies_match_lvm2() {
     assert_eq!(lvm.ok("lvs", &fields), want_lvs);
     lvm.ok("vgck", &["vga"]);
 }
+
+/// Every change archives the metadata before it and backs up the one after it, as lvm2
+/// does: lvm2's `vgcfgrestore --list` over udm's archive and backup directories prints what
+/// udm's prints, lvm2 restores udm's archived metadata, and udm's archives hold the VG as it
+/// was before each command.
+#[test]
+fn archives_list_and_restore_as_lvm2() {
+    let Some((dir, _imgs, loops, lvm)) = loop_pvs(&[64]) else {
+        return;
+    };
+    let e = cli(dir.path());
+    let d = loops[0].path();
+    for (cmd, args) in [
+        ("vgcreate", vec!["vg", d]),
+        ("lvcreate", vec!["-n", "l1", "-L", "4M", "vg"]),
+        ("lvextend", vec!["-L", "+4M", "vg/l1"]),
+        ("lvcreate", vec!["-n", "l2", "-L", "4M", "vg"]),
+    ] {
+        let (o, er, c) = udm(&e, d, cmd, &args);
+        assert_eq!(c, 0, "{cmd}: {o}{er}");
+    }
+    let (ours, er, c) = udm(&e, d, "vgcfgrestore", &["--list", "vg"]);
+    assert_eq!(c, 0, "{er}");
+    let state = dir.path().join("state");
+    let o = lvm
+        .with_backup_dirs(&state.join("backup"), &state.join("archive"))
+        .cmd("vgcfgrestore", &["--list", "vg"]);
+    let theirs = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(ours, theirs);
+    // Three archives (the VG before each change after vgcreate), then the backup.
+    assert_eq!(ours.matches("Created *before* executing").count(), 3, "{ours}");
+    assert_eq!(ours.matches("Created *after* executing").count(), 1, "{ours}");
+    // The second archive is the VG before lvextend: l1 at 4 MiB; lvm2 restores it.
+    let second = std::fs::read_dir(state.join("archive"))
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("vg_00001-"))
+        .unwrap();
+    let path = second.to_str().unwrap();
+    lvm.ok("vgcfgrestore", &["-f", path, "vg"]);
+    let size = lvm.ok("lvs", &["--noheadings", "--units", "m", "-o", "lv_name,lv_size", "vg"]);
+    assert_eq!(size.split_whitespace().collect::<Vec<_>>(), ["l1", "4.00m"]);
+}
