@@ -24,6 +24,9 @@ fn vgs(found: &[Found]) -> Vec<(String, Result<VgHandle, String>)> {
 
 /// `pvscan [-s] [-e|-n] [-u]`.
 pub fn pvscan_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    if cl.flag("--cache") {
+        return pvscan_cache(cl, out, err);
+    }
     let (exported, novg) = (cl.flag("--exported"), cl.flag("--novolumegroup"));
     if exported && novg {
         let _ = writeln!(err, "  Options -e and -n are incompatible");
@@ -246,6 +249,92 @@ pub fn vgck_cmd(cl: &Cmdline, _out: &mut dyn Write, err: &mut dyn Write) -> i32 
                 if let Err(e) = h.meta.vg.validate() {
                     let _ = writeln!(err, "  {e}");
                     rc = ECMD_FAILED;
+                }
+            }
+            Err(m) => {
+                let _ = writeln!(err, "  {m}");
+                rc = ECMD_FAILED;
+            }
+        }
+    }
+    rc
+}
+
+/// `pvscan --cache [-aay] [DEV…]`: each PV found is recorded online (a file named by its
+/// uuid under `pvs_online/` in udm's state directory, as lvm2 keeps `/run/lvm/pvs_online`),
+/// said as lvm2 says it; with `-aay` every VG whose PVs are all online is activated.
+fn pvscan_cache(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let autoact = matches!(cl.val("-a"), Some("ay" | "y"));
+    let mut devs = cl.devices();
+    let named: Vec<String> = cl.pos.iter().map(|p| crate::devices::canonical(p)).collect();
+    for n in &named {
+        if !devs.contains(n) {
+            devs.push(n.clone());
+        }
+    }
+    // Only the devices named are recorded; activation reads all.
+    let found = if named.is_empty() {
+        scan(&devs, false, err)
+    } else {
+        scan(&named, false, err)
+    };
+    let dir = crate::devices::state_dir().join("pvs_online");
+    let _ = std::fs::create_dir_all(&dir);
+    let pid = std::process::id();
+    let ids = |f: &Found| f.header.pv_uuid.to_string().replace('-', "");
+    for f in &found {
+        let rec = format!("vg:{}\ndev:{}\n", f.vg.as_deref().unwrap_or(""), f.path);
+        let _ = std::fs::write(dir.join(ids(f)), rec);
+    }
+    let online: Vec<String> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut complete: Vec<String> = Vec::new();
+    for f in &found {
+        let vg = match (&f.vg, autoact) {
+            (Some(v), true) => v,
+            _ => {
+                let _ = writeln!(out, "  pvscan[{pid}] PV {} online.", f.path);
+                continue;
+            }
+        };
+        let missing = find_vg(&found, vg).map_or(0, |h| {
+            h.meta
+                .vg
+                .pvs
+                .iter()
+                .filter(|p| !online.contains(&p.id.to_string().replace('-', "")))
+                .count()
+        });
+        if missing == 0 {
+            let _ = writeln!(out, "  pvscan[{pid}] PV {} online, VG {vg} is complete.", f.path);
+            if !complete.contains(vg) {
+                complete.push(vg.clone());
+            }
+        } else {
+            let _ = writeln!(
+                out,
+                "  pvscan[{pid}] PV {} online, VG {vg} incomplete (need {missing}).",
+                f.path
+            );
+        }
+    }
+    let mut rc = 0;
+    let found = if complete.is_empty() || named.is_empty() {
+        found
+    } else {
+        scan(&devs, false, err)
+    };
+    for vg in complete {
+        let _ = writeln!(out, "  pvscan[{pid}] VG {vg} run autoactivation.");
+        match find_vg(&found, &vg) {
+            Ok(h) => {
+                let r = activate::change_vg(cl, &h, &found, true, None, out, err);
+                if r != 0 {
+                    rc = r;
                 }
             }
             Err(m) => {

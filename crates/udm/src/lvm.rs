@@ -141,6 +141,7 @@ fn canonical_opt(cmd: &str, o: &str) -> Option<(&'static str, bool)> {
     let r = match o {
         "-a" | "--all" if cmd.ends_with("display") || cmd == "lvscan" => ("--all", false),
         "-s" | "--short" if cmd == "pvscan" => ("--short", false),
+        "--cache" if cmd == "pvscan" => ("--cache", false),
         "-e" | "--exported" if cmd == "pvscan" => ("--exported", false),
         "-n" | "--novolumegroup" if cmd == "pvscan" => ("--novolumegroup", false),
         "-u" | "--uuid" if cmd == "pvscan" => ("-u", false),

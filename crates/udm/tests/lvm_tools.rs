@@ -344,3 +344,50 @@ fn archives_list_and_restore_as_lvm2() {
     let size = lvm.ok("lvs", &["--noheadings", "--units", "m", "-o", "lv_name,lv_size", "vg"]);
     assert_eq!(size.split_whitespace().collect::<Vec<_>>(), ["l1", "4.00m"]);
 }
+
+/// `pvscan --cache` records PVs online and says so as lvm2 does (lvm2 2.03.16's words, its
+/// pid replaced); with `-aay` a VG is activated once its last PV comes online.
+#[test]
+fn pvscan_cache_autoactivates_complete_vgs() {
+    let Some((dir, _imgs, loops, _lvm)) = loop_pvs(&[64, 64]) else {
+        return;
+    };
+    let daemon = udm_testkit::Daemon::start(&PathBuf::from(env!("CARGO_BIN_EXE_udm")));
+    let e = UdmCli {
+        socket: daemon.socket.clone(),
+        ..cli(dir.path())
+    };
+    let (a, b) = (loops[0].path(), loops[1].path());
+    let both = format!("{a},{b}");
+    let run = |args: &[&str]| -> String {
+        let out = e.ok(args[0], &[&["--devices", both.as_str()][..], &args[1..]].concat());
+        // The pid lvm2 prints, as a placeholder.
+        out.lines()
+            .map(|l| match l.split_once("pvscan[") {
+                Some((pre, rest)) => {
+                    format!("{pre}pvscan[PID]{}\n", &rest[rest.find(']').unwrap() + 1..])
+                }
+                None => format!("{l}\n"),
+            })
+            .collect()
+    };
+    run(&["vgcreate", "vg", a, b]);
+    run(&["lvcreate", "-a", "n", "-n", "lv", "-L", "8M", "vg"]);
+    assert_eq!(
+        run(&["pvscan", "--cache", "--config", NOACT]),
+        format!("  pvscan[PID] PV {a} online.\n  pvscan[PID] PV {b} online.\n")
+    );
+    std::fs::remove_dir_all(dir.path().join("state/pvs_online")).unwrap();
+    assert_eq!(
+        run(&["pvscan", "--cache", "-aay", a]),
+        format!("  pvscan[PID] PV {a} online, VG vg incomplete (need 1).\n")
+    );
+    assert_eq!(e.dm(&["ls"]), "No devices found\n");
+    assert_eq!(
+        run(&["pvscan", "--cache", "-aay", b]),
+        format!(
+            "  pvscan[PID] PV {b} online, VG vg is complete.\n  pvscan[PID] VG vg run autoactivation.\n  1 logical volume(s) in volume group \"vg\" now active\n"
+        )
+    );
+    assert!(e.dm(&["ls"]).starts_with("vg-lv"), "activated");
+}
