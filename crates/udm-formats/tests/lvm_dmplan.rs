@@ -82,7 +82,11 @@ fn thin_and_cache_plans_match_lvm2() {
 
 /// Every device `plan` makes for `lvs` has lvm2's table and uuid, and together they are
 /// exactly the devices lvm2 loaded.
-fn plans_match(vg: &udm_formats::lvm::Vg, lvs: &[&str], kernel: &BTreeMap<String, (String, String)>) {
+fn plans_match(
+    vg: &udm_formats::lvm::Vg,
+    lvs: &[&str],
+    kernel: &BTreeMap<String, (String, String)>,
+) {
     let dev = |pv: &str| Some(pv.to_string());
     let mapper = |n: &str| format!("/dev/mapper/{n}");
     let mut seen: Vec<String> = Vec::new();
@@ -104,7 +108,10 @@ fn plans_match(vg: &udm_formats::lvm::Vg, lvs: &[&str], kernel: &BTreeMap<String
         }
     }
     seen.sort();
-    assert_eq!(seen.iter().collect::<Vec<_>>(), kernel.keys().collect::<Vec<_>>());
+    assert_eq!(
+        seen.iter().collect::<Vec<_>>(),
+        kernel.keys().collect::<Vec<_>>()
+    );
 }
 
 #[test]

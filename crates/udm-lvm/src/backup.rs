@@ -163,10 +163,16 @@ fn list(name: &str, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         return ECMD_FAILED;
     }
     for f in files {
-        let Ok(m) = std::fs::read(&f).map_err(|_| ()).and_then(|t| Metadata::parse(&t).map_err(|_| ())) else {
+        let Ok(m) = std::fs::read(&f)
+            .map_err(|_| ())
+            .and_then(|t| Metadata::parse(&t).map_err(|_| ()))
+        else {
             continue;
         };
-        let base = f.file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
+        let base = f
+            .file_name()
+            .map(|b| b.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let _ = write!(
             out,
             "   \n  File:\t\t{}/{base}\n  VG name:    \t{}\n  Description:\t{}\n  Backup Time:\t{}\n\n",

@@ -182,9 +182,10 @@ fn split_cache(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         .map(|s| {
             let pool = udm_formats::lvm::edit::seg_str(s, "cache_pool").unwrap_or("");
             let ps = vg.lv(pool).and_then(|p| p.segments.first());
-            [Some(s), ps].into_iter().flatten().any(|x| {
-                udm_formats::lvm::edit::seg_str(x, "cache_mode") == Some("writeback")
-            })
+            [Some(s), ps]
+                .into_iter()
+                .flatten()
+                .any(|x| udm_formats::lvm::edit::seg_str(x, "cache_mode") == Some("writeback"))
         })
         .unwrap_or(false);
     if active && writeback {

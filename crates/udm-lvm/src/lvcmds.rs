@@ -597,12 +597,20 @@ fn pool_metadata(cl: &Cmdline, m: &str, out: &mut dyn Write, err: &mut dyn Write
         .map(String::from)
         .unwrap_or_default();
     let Some(cur) = vg.lv(&meta).map(|l| l.extents()) else {
-        return fail(err, &format!("Logical volume {vgname}/{lv} is not a thin pool."));
+        return fail(
+            err,
+            &format!("Logical volume {vgname}/{lv} is not a thin pool."),
+        );
     };
     let add = match parse_size(m) {
         Ok(SizeArg::Sectors(Sign::Plus, s)) => s.div_ceil(es),
         Ok(SizeArg::Sectors(Sign::Set, s)) if s.div_ceil(es) > cur => s.div_ceil(es) - cur,
-        _ => return fail(err, &format!("Invalid argument for --poolmetadatasize: {m}")),
+        _ => {
+            return fail(
+                err,
+                &format!("Invalid argument for --poolmetadatasize: {m}"),
+            )
+        }
     };
     let name = match vg.extend_pool_metadata(&lv, add) {
         Ok(n) => n,
@@ -623,7 +631,10 @@ fn pool_metadata(cl: &Cmdline, m: &str, out: &mut dyn Write, err: &mut dyn Write
     if let Err(m) = activate::reload(cl, &h2, &found, &lv, err) {
         return fail(err, &m);
     }
-    let _ = writeln!(out, "  Logical volume {vgname}/{name} successfully resized.");
+    let _ = writeln!(
+        out,
+        "  Logical volume {vgname}/{name} successfully resized."
+    );
     0
 }
 
@@ -649,23 +660,35 @@ fn permission(cl: &Cmdline, p: &str, out: &mut dyn Write, err: &mut dyn Write) -
         };
         let mut vg = h.meta.vg.clone();
         let Some(l) = vg.lvs.iter_mut().find(|l| l.name == lv) else {
-            rc = fail(err, &format!("Failed to find logical volume \"{vgname}/{lv}\""));
+            rc = fail(
+                err,
+                &format!("Failed to find logical volume \"{vgname}/{lv}\""),
+            );
             continue;
         };
         if l.status.iter().any(|s| s == "WRITE") == write {
             let m = if write { "read/write" } else { "read only" };
-            rc = fail(err, &format!("Logical volume {vgname}/{lv} is already {m}."));
+            rc = fail(
+                err,
+                &format!("Logical volume {vgname}/{lv} is already {m}."),
+            );
             continue;
         }
         if activate::active_lvs(&h.meta.vg).contains(&lv) {
             rc = fail(
                 err,
-                &format!("Changing the permission of active {vgname}/{lv} is not supported by udm lvm."),
+                &format!(
+                    "Changing the permission of active {vgname}/{lv} is not supported by udm lvm."
+                ),
             );
             continue;
         }
         if write {
-            let at = l.status.iter().position(|s| s == "READ").map_or(0, |i| i + 1);
+            let at = l
+                .status
+                .iter()
+                .position(|s| s == "READ")
+                .map_or(0, |i| i + 1);
             l.status.insert(at, "WRITE".into());
         } else {
             l.status.retain(|s| s != "WRITE");
@@ -745,14 +768,20 @@ mod tests {
     #[test]
     fn stripes_sizes_and_policies_parse_as_lvm2() {
         assert_eq!(stripe_args(&cl(&[])).unwrap(), (None, 128));
-        assert_eq!(stripe_args(&cl(&[("-i", "3"), ("-I", "4K")])).unwrap(), (Some(3), 8));
+        assert_eq!(
+            stripe_args(&cl(&[("-i", "3"), ("-I", "4K")])).unwrap(),
+            (Some(3), 8)
+        );
         assert!(stripe_args(&cl(&[("-i", "0")])).is_err());
         assert!(stripe_args(&cl(&[("-I", "6K")])).is_err());
         assert!(size_arg(&cl(&[("-L", "1G"), ("-l", "10")])).is_err());
         assert_eq!(size_arg(&cl(&[])).unwrap(), None);
         assert!(size_arg(&cl(&[("-l", "50%FREE")])).unwrap().is_some());
         assert_eq!(alloc_arg(&cl(&[])).unwrap(), Alloc::Inherit);
-        assert_eq!(alloc_arg(&cl(&[("--alloc", "cling")])).unwrap(), Alloc::Cling);
+        assert_eq!(
+            alloc_arg(&cl(&[("--alloc", "cling")])).unwrap(),
+            Alloc::Cling
+        );
         assert!(alloc_arg(&cl(&[("--alloc", "sideways")])).is_err());
     }
 }

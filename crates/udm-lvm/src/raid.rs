@@ -36,7 +36,9 @@ fn num(cl: &Cmdline, key: &str, what: &str) -> Result<Option<u64>, String> {
 /// The shape asked for by `--type`, `-m`, `-i`, `-I`, `-R`.
 fn shape(cl: &Cmdline, out: &mut dyn Write) -> Result<RaidShape, String> {
     let kind: RaidKind = match cl.val("--type") {
-        Some(t) => t.parse().map_err(|e: udm_formats::lvm::LvmError| e.to_string())?,
+        Some(t) => t
+            .parse()
+            .map_err(|e: udm_formats::lvm::LvmError| e.to_string())?,
         None => RaidKind::Raid1,
     };
     let mirrors = num(cl, "-m", "mirrors")?;
@@ -49,9 +51,7 @@ fn shape(cl: &Cmdline, out: &mut dyn Write) -> Result<RaidShape, String> {
         (false, _) => 1,
         (true, None) => def,
         (true, Some(n)) if n < min => {
-            return Err(format!(
-                "Minimum of {min} stripes required for {kind}."
-            ))
+            return Err(format!("Minimum of {min} stripes required for {kind}."))
         }
         (true, Some(n)) => n,
     };
@@ -194,7 +194,10 @@ mod tests {
         let mut out = Vec::new();
         // `-m1` alone is raid1 (lvm2's mirror_segtype_default), no stripe size message.
         let s = shape(&cl(&[("-m", "1")]), &mut out).unwrap();
-        assert_eq!((s.kind, s.devices(), s.stripe_size), (RaidKind::Raid1, 2, 0));
+        assert_eq!(
+            (s.kind, s.devices(), s.stripe_size),
+            (RaidKind::Raid1, 2, 0)
+        );
         assert!(out.is_empty());
         // raid5 defaults to 2 data stripes and 64 KiB, saying so.
         let s = shape(&cl(&[("--type", "raid5")]), &mut out).unwrap();
@@ -202,7 +205,11 @@ mod tests {
         assert_eq!(out, b"  Using default stripesize 64.00 KiB.\n");
         let s = shape(&cl(&[("--type", "raid10"), ("-i", "3")]), &mut Vec::new()).unwrap();
         assert_eq!((s.devices(), s.image_extents(6)), (6, 2));
-        let s = shape(&cl(&[("--type", "mirror"), ("-R", "512K")]), &mut Vec::new()).unwrap();
+        let s = shape(
+            &cl(&[("--type", "mirror"), ("-R", "512K")]),
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert_eq!((s.kind, s.region_size), (RaidKind::Mirror, 1024));
         for bad in [
             vec![("--type", "raid6"), ("-i", "2")],

@@ -266,7 +266,11 @@ pub fn vgck_cmd(cl: &Cmdline, _out: &mut dyn Write, err: &mut dyn Write) -> i32 
 fn pvscan_cache(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let autoact = matches!(cl.val("-a"), Some("ay" | "y"));
     let mut devs = cl.devices();
-    let named: Vec<String> = cl.pos.iter().map(|p| crate::devices::canonical(p)).collect();
+    let named: Vec<String> = cl
+        .pos
+        .iter()
+        .map(|p| crate::devices::canonical(p))
+        .collect();
     for n in &named {
         if !devs.contains(n) {
             devs.push(n.clone());
@@ -310,7 +314,11 @@ fn pvscan_cache(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
                 .count()
         });
         if missing == 0 {
-            let _ = writeln!(out, "  pvscan[{pid}] PV {} online, VG {vg} is complete.", f.path);
+            let _ = writeln!(
+                out,
+                "  pvscan[{pid}] PV {} online, VG {vg} is complete.",
+                f.path
+            );
             if !complete.contains(vg) {
                 complete.push(vg.clone());
             }

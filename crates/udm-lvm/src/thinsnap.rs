@@ -48,7 +48,7 @@ pub fn lvcreate(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             "Can't create snapshot without using device-mapper kernel driver.",
         );
     }
-    if external.is_some() && activate::active_lvs(&vg).iter().any(|l| *l == origin) {
+    if external.is_some() && activate::active_lvs(&vg).contains(&origin) {
         return fail(err, "Cannot use active LV for the external origin.");
     }
     let (host, time) = (hostname(), now());
@@ -82,8 +82,7 @@ pub fn lvcreate(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         },
         slots: h.slots.clone(),
     };
-    let pool_was_active = match activate::pool_messages(&h_new, &found, &pool, &name, &msgs, err)
-    {
+    let pool_was_active = match activate::pool_messages(&h_new, &found, &pool, &name, &msgs, err) {
         Ok(a) => a,
         Err(m) => return fail(err, &m),
     };

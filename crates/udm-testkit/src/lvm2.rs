@@ -127,7 +127,12 @@ pub fn lv_section(text: &str) -> Vec<String> {
 /// before it.
 pub fn assert_same_lvs(ours: &[String], theirs: &[String]) {
     for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
-        assert_eq!(a, b, "metadata line {i} after {:?}", &theirs[i.saturating_sub(12)..i]);
+        assert_eq!(
+            a,
+            b,
+            "metadata line {i} after {:?}",
+            &theirs[i.saturating_sub(12)..i]
+        );
     }
     assert_eq!(ours.len(), theirs.len(), "metadata lines");
 }

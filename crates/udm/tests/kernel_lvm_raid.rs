@@ -201,14 +201,26 @@ echo "=== end"
     // udm's lvs shows its active LVs as lvm2 shows the kernel's (in sync, images open).
     let lvs = e.ok(
         "lvs",
-        &["--devices", &kdevs, "-a", "-o", "lv_name,lv_attr,lv_size,copy_percent,devices", "vg"],
+        &[
+            "--devices",
+            &kdevs,
+            "-a",
+            "-o",
+            "lv_name,lv_attr,lv_size,copy_percent,devices",
+            "vg",
+        ],
     );
     let mut want = section(&out, "lvs").to_string();
     for (i, p) in paths.iter().enumerate().take(4) {
-        want = want.replace(&format!("/dev/vd{}(", (b'a' + i as u8) as char), &format!("{p}("));
+        want = want.replace(
+            &format!("/dev/vd{}(", (b'a' + i as u8) as char),
+            &format!("{p}("),
+        );
     }
     let norm = |t: &str| -> Vec<String> {
-        t.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect()
+        t.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
     };
     assert_eq!(norm(&lvs), norm(&want), "udm:\n{lvs}\nlvm2:\n{want}");
     let sums: Vec<&str> = section(&out, "cksum").lines().collect();

@@ -190,7 +190,13 @@ fn snapshot_merge_as_lvm2() {
     assert_eq!(
         run(
             "lvs",
-            &["-a", "-o", "lv_name,lv_attr,origin,lv_size", "--config", NOACT]
+            &[
+                "-a",
+                "-o",
+                "lv_name,lv_attr,origin,lv_size",
+                "--config",
+                NOACT
+            ]
         ),
         want
     );
@@ -270,7 +276,10 @@ fn thin_snapshot_and_external_origin_as_lvm2() {
     };
     run("vgcreate", &["vg", d[0], d[1]]);
     run("lvcreate", &["-T", "vg/pool", "-L", "12M"]);
-    run("lvcreate", &["-y", "-V", "40M", "-T", "vg/pool", "-n", "thin"]);
+    run(
+        "lvcreate",
+        &["-y", "-V", "40M", "-T", "vg/pool", "-n", "thin"],
+    );
     let a = fill("vg-thin", 7, 4 << 20);
     assert_eq!(
         run("lvcreate", &["-y", "-s", "vg/thin", "-n", "tsnap"]),
@@ -351,16 +360,47 @@ fn resizes_and_cache_splits_as_lvm2() {
     let nbd = |name: &str| udm_nbd::NbdClient::connect_unix(&daemon.nbd_socket, name).unwrap();
     run("vgcreate", &["vg", d[0], d[1]]);
     run("lvcreate", &["-T", "vg/pool", "-L", "12M"]);
-    run("lvcreate", &["-y", "-V", "40M", "-T", "vg/pool", "-n", "thin"]);
+    run(
+        "lvcreate",
+        &["-y", "-V", "40M", "-T", "vg/pool", "-n", "thin"],
+    );
     run("lvcreate", &["-y", "-n", "cvol", "-L", "8M", "vg", d[1]]);
     run("lvcreate", &["-y", "-n", "corig", "-L", "8M", "vg", d[0]]);
-    run("lvconvert", &["-y", "--type", "cache", "--cachevol", "cvol", "vg/corig"]);
+    run(
+        "lvconvert",
+        &["-y", "--type", "cache", "--cachevol", "cvol", "vg/corig"],
+    );
     run("lvcreate", &["-y", "-n", "porig", "-L", "8M", "vg", d[0]]);
-    run("lvcreate", &["-y", "--type", "cache-pool", "-n", "cpool", "-L", "8M", "vg", d[1]]);
-    run("lvconvert", &["-y", "--type", "cache", "--cachepool", "vg/cpool", "vg/porig"]);
+    run(
+        "lvcreate",
+        &[
+            "-y",
+            "--type",
+            "cache-pool",
+            "-n",
+            "cpool",
+            "-L",
+            "8M",
+            "vg",
+            d[1],
+        ],
+    );
+    run(
+        "lvconvert",
+        &[
+            "-y",
+            "--type",
+            "cache",
+            "--cachepool",
+            "vg/cpool",
+            "vg/porig",
+        ],
+    );
     let mut data = Vec::new();
     for (name, seed) in [("vg-thin", 3u64), ("vg-corig", 5), ("vg-porig", 9)] {
-        let v: Vec<u8> = (0..8u64 << 20).map(|i| ((i * seed) ^ (i >> 11)) as u8).collect();
+        let v: Vec<u8> = (0..8u64 << 20)
+            .map(|i| ((i * seed) ^ (i >> 11)) as u8)
+            .collect();
         nbd(name).write(0, &v, true).unwrap();
         data.push((name, v));
     }

@@ -20,9 +20,15 @@ const NOACT: &str = "global{activation=0}";
 const CREATES: &[&[&str]] = &[
     &["-y", "--type", "raid1", "-m1", "-n", "r1", "-L", "8M", "vg"],
     &["-y", "--type", "raid5", "-i2", "-n", "r5", "-L", "8M", "vg"],
-    &["-y", "--type", "raid6", "-i3", "-n", "r6", "-L", "12M", "vg"],
-    &["-y", "--type", "raid10", "-i2", "-m1", "-n", "r10", "-L", "8M", "vg"],
-    &["-y", "--type", "mirror", "-m1", "-n", "mi", "-L", "8M", "vg"],
+    &[
+        "-y", "--type", "raid6", "-i3", "-n", "r6", "-L", "12M", "vg",
+    ],
+    &[
+        "-y", "--type", "raid10", "-i2", "-m1", "-n", "r10", "-L", "8M", "vg",
+    ],
+    &[
+        "-y", "--type", "mirror", "-m1", "-n", "mi", "-L", "8M", "vg",
+    ],
     &["-y", "--type", "raid0", "-i2", "-n", "r0", "-L", "8M", "vg"],
 ];
 
@@ -74,13 +80,19 @@ fn raid_and_mirror_lvs_match_lvm2() {
     for (name, uuid, table) in &fixture {
         assert_eq!(&e.live_table(name, &d), table, "{name}");
         let u = e.uuid_of(name);
-        assert!(u.starts_with("LVM-") && u.len() == uuid.len(), "{name}: {u}");
+        assert!(
+            u.starts_with("LVM-") && u.len() == uuid.len(),
+            "{name}: {u}"
+        );
     }
     // lvm2 reads udm's metadata and shows what udm shows.
     lvm.ok("vgck", &["vg"]);
     for (cmd, args) in [
         ("lvs", vec!["-a", "-o+devices,seg_type,stripes,stripe_size"]),
-        ("lvs", vec!["-a", "-o", "lv_name,copy_percent,mirror_log,region_size"]),
+        (
+            "lvs",
+            vec!["-a", "-o", "lv_name,copy_percent,mirror_log,region_size"],
+        ),
         ("lvscan", vec!["-a"]),
         ("vgs", vec![]),
     ] {
@@ -107,7 +119,8 @@ fn raid_and_mirror_lvs_match_lvm2() {
     let leg = |pv: usize, extent: u64, len: usize| -> Vec<u8> {
         let f = std::fs::File::open(d[pv]).unwrap();
         let mut b = vec![0u8; len];
-        f.read_exact_at(&mut b, (2048 + extent * 8192) * 512).unwrap();
+        f.read_exact_at(&mut b, (2048 + extent * 8192) * 512)
+            .unwrap();
         b
     };
     for pv in [0, 1] {

@@ -331,8 +331,16 @@ fn archives_list_and_restore_as_lvm2() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(ours, theirs);
     // Three archives (the VG before each change after vgcreate), then the backup.
-    assert_eq!(ours.matches("Created *before* executing").count(), 3, "{ours}");
-    assert_eq!(ours.matches("Created *after* executing").count(), 1, "{ours}");
+    assert_eq!(
+        ours.matches("Created *before* executing").count(),
+        3,
+        "{ours}"
+    );
+    assert_eq!(
+        ours.matches("Created *after* executing").count(),
+        1,
+        "{ours}"
+    );
     // The second archive is the VG before lvextend: l1 at 4 MiB; lvm2 restores it.
     let second = std::fs::read_dir(state.join("archive"))
         .unwrap()
@@ -341,7 +349,17 @@ fn archives_list_and_restore_as_lvm2() {
         .unwrap();
     let path = second.to_str().unwrap();
     lvm.ok("vgcfgrestore", &["-f", path, "vg"]);
-    let size = lvm.ok("lvs", &["--noheadings", "--units", "m", "-o", "lv_name,lv_size", "vg"]);
+    let size = lvm.ok(
+        "lvs",
+        &[
+            "--noheadings",
+            "--units",
+            "m",
+            "-o",
+            "lv_name,lv_size",
+            "vg",
+        ],
+    );
     assert_eq!(size.split_whitespace().collect::<Vec<_>>(), ["l1", "4.00m"]);
 }
 
@@ -360,7 +378,10 @@ fn pvscan_cache_autoactivates_complete_vgs() {
     let (a, b) = (loops[0].path(), loops[1].path());
     let both = format!("{a},{b}");
     let run = |args: &[&str]| -> String {
-        let out = e.ok(args[0], &[&["--devices", both.as_str()][..], &args[1..]].concat());
+        let out = e.ok(
+            args[0],
+            &[&["--devices", both.as_str()][..], &args[1..]].concat(),
+        );
         // The pid lvm2 prints, as a placeholder.
         out.lines()
             .map(|l| match l.split_once("pvscan[") {

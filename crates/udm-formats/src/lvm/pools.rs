@@ -78,7 +78,12 @@ impl Vg {
     }
 
     /// Make sure `lvol0_pmspare` (the pool metadata spare) has at least `extents`.
-    pub(crate) fn ensure_spare(&mut self, extents: u64, host: &str, time: i64) -> Result<(), LvmError> {
+    pub(crate) fn ensure_spare(
+        &mut self,
+        extents: u64,
+        host: &str,
+        time: i64,
+    ) -> Result<(), LvmError> {
         let spare = self
             .lvs
             .iter()
@@ -289,7 +294,9 @@ impl Vg {
     ) -> Result<(u64, u64, Option<u64>), LvmError> {
         let vgname = self.name.clone();
         let o = self.lv(origin).ok_or_else(|| {
-            LvmError::NotFound(format!("Failed to find logical volume \"{vgname}/{origin}\""))
+            LvmError::NotFound(format!(
+                "Failed to find logical volume \"{vgname}/{origin}\""
+            ))
         })?;
         let seg = o.segments.first();
         let (pool, origin_id) = match external {
@@ -329,7 +336,9 @@ impl Vg {
             lv.flags.push("ACTIVATION_SKIP".into());
             "origin"
         };
-        lv.segments[0].body.push(Item::pair(key, Value::str(origin)));
+        lv.segments[0]
+            .body
+            .push(Item::pair(key, Value::str(origin)));
         Ok((id, tid, origin_id))
     }
 

@@ -42,13 +42,12 @@ impl Vg {
                     self.extend_lv(sub, have + extents - cur, None)?;
                 }
                 Some(_) => {
-                    let what = if base_type(&self.lv(name).expect("there").segments[0])
-                        == "thin-pool"
-                    {
-                        "Thin pool volumes"
-                    } else {
-                        "Cached volumes"
-                    };
+                    let what =
+                        if base_type(&self.lv(name).expect("there").segments[0]) == "thin-pool" {
+                            "Thin pool volumes"
+                        } else {
+                            "Cached volumes"
+                        };
                     return Err(refused(format!("{what} cannot be reduced in size yet.")));
                 }
             }
@@ -72,7 +71,11 @@ impl Vg {
             .lv(pool)
             .and_then(|l| l.segments.first())
             .filter(|s| base_type(s) == "thin-pool")
-            .ok_or_else(|| refused(format!("Logical volume {vgname}/{pool} is not a thin pool.")))?;
+            .ok_or_else(|| {
+                refused(format!(
+                    "Logical volume {vgname}/{pool} is not a thin pool."
+                ))
+            })?;
         let meta = seg_str(seg, "metadata").unwrap_or("").to_string();
         let data = seg_str(seg, "pool").unwrap_or("").to_string();
         let want = self.lv(&meta).map_or(0, |l| l.extents()) + add;
@@ -102,7 +105,8 @@ impl Vg {
                 match fit {
                     Some((_, pv, start)) => {
                         let s = self.lv_mut(&spare.0)?;
-                        s.segments.push(Segment::striped(spare.1, need, 0, &[(&pv, start)]));
+                        s.segments
+                            .push(Segment::striped(spare.1, need, 0, &[(&pv, start)]));
                     }
                     None => self.extend_lv(&spare.0, want, None)?,
                 }
@@ -152,9 +156,7 @@ impl Vg {
             .lv(lv)
             .and_then(|l| l.segments.first())
             .filter(|s| base_type(s) == "cache")
-            .ok_or_else(|| {
-                refused(format!("Logical volume {vgname}/{lv} is not cached."))
-            })?;
+            .ok_or_else(|| refused(format!("Logical volume {vgname}/{lv} is not cached.")))?;
         let origin = seg_str(seg, "origin").unwrap_or("").to_string();
         let pool = seg_str(seg, "cache_pool").unwrap_or("").to_string();
         let before = self.clone();
@@ -165,7 +167,9 @@ impl Vg {
                 .ok_or_else(|| refused(format!("cache origin {origin} of {lv} not found")))?;
             self.lv_mut(lv)?.segments = segments;
             self.lvs.retain(|l| l.name != origin);
-            let cachevol = self.lv(&pool).is_some_and(|l| l.flags.iter().any(|f| f == "CACHE_VOL"));
+            let cachevol = self
+                .lv(&pool)
+                .is_some_and(|l| l.flags.iter().any(|f| f == "CACHE_VOL"));
             let base = pool
                 .strip_suffix(if cachevol { "_cvol" } else { "_cpool" })
                 .unwrap_or(&pool)

@@ -400,8 +400,7 @@ pub fn activation_order(vg: &Vg) -> Vec<String> {
     let mut snaps = Vec::new();
     for l in &vg.lvs {
         // Snapshot LVs come up with their COW stores; an unused cache pool is never active.
-        if l
-            .segments
+        if l.segments
             .iter()
             .any(|s| s.seg_type == "snapshot" || pools::base_type(s) == "cache-pool")
         {

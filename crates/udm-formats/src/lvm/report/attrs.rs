@@ -212,13 +212,12 @@ pub fn lv_attr(r: &ReadVg, lv: &Lv, live: Option<&super::live::Live>) -> String 
     let raidish = kind == 'r' || raid_top.is_some_and(|t| t != "mirror");
     let health = if raidish && live.is_none() {
         'X'
-    } else if raidish
-        && live
-            .and_then(|m| super::live::raid_health(m, vg, lv))
-            .is_some_and(|h| h.contains('D'))
+    } else if partial
+        || (raidish
+            && live
+                .and_then(|m| super::live::raid_health(m, vg, lv))
+                .is_some_and(|h| h.contains('D')))
     {
-        'p'
-    } else if partial {
         'p'
     } else {
         '-'

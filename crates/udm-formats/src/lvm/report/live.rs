@@ -69,14 +69,26 @@ pub fn percent_field(live: &Live, vg: &Vg, lv: &Lv, id: &str) -> String {
     };
     let w: Vec<&str> = d.status.split_whitespace().collect();
     match (id, seg_type(lv)) {
-        ("copy_percent" | "sync_percent", "mirror" | "raid1" | "raid4" | "raid5" | "raid6" | "raid10") => {
-            w.iter().find_map(|x| ratio(x)).map_or(String::new(), |(a, b)| percent(a, b))
-        }
-        ("data_percent", "thin-pool") => w.get(2).and_then(|x| ratio(x)).map_or(String::new(), |(a, b)| percent(a, b)),
-        ("metadata_percent", "thin-pool") => w.get(1).and_then(|x| ratio(x)).map_or(String::new(), |(a, b)| percent(a, b)),
+        (
+            "copy_percent" | "sync_percent",
+            "mirror" | "raid1" | "raid4" | "raid5" | "raid6" | "raid10",
+        ) => w
+            .iter()
+            .find_map(|x| ratio(x))
+            .map_or(String::new(), |(a, b)| percent(a, b)),
+        ("data_percent", "thin-pool") => w
+            .get(2)
+            .and_then(|x| ratio(x))
+            .map_or(String::new(), |(a, b)| percent(a, b)),
+        ("metadata_percent", "thin-pool") => w
+            .get(1)
+            .and_then(|x| ratio(x))
+            .map_or(String::new(), |(a, b)| percent(a, b)),
         ("data_percent", "thin") => {
             let size = lv.extents() * vg.extent_size;
-            w.first().and_then(|x| x.parse::<u64>().ok()).map_or(String::new(), |m| percent(m, size))
+            w.first()
+                .and_then(|x| x.parse::<u64>().ok())
+                .map_or(String::new(), |m| percent(m, size))
         }
         _ => String::new(),
     }
