@@ -45,9 +45,15 @@ fn files(seed: u64) -> (Files, Vec<u8>) {
     )
 }
 
+/// The table line; `policy` without arguments gets `0` policy arguments.
 fn table(f: &Files, features: &str, policy: &str) -> String {
+    let policy = if policy.contains(' ') {
+        policy.to_string()
+    } else {
+        format!("{policy} 0")
+    };
     format!(
-        "0 {ORIGIN} cache {} {} {} {BS} {features} {policy} 0",
+        "0 {ORIGIN} cache {} {} {} {BS} {features} {policy}",
         f.meta.display(),
         f.cache.display(),
         f.origin.display()
@@ -113,7 +119,13 @@ fn cache_check(meta: &Path) {
     assert!(dump.status.success());
 }
 
+/// The policy ticks every 5 ms instead of every second, so its periods pass during a test.
+fn fast_ticks() {
+    std::env::set_var(udm_targets::cache::TICK_ENV, "5");
+}
+
 fn run_model(features: &str, seed_salt: u64) -> (Files, Vec<u8>, Vec<String>) {
+    fast_ticks();
     let seed = udm_testkit::prop::seed() ^ seed_salt;
     eprintln!("cache model ({features}): seed {seed:#x} (UDM_PROPTEST_SEED overrides)");
     let mut rng = XorShift::mixed(seed);
@@ -124,7 +136,19 @@ fn run_model(features: &str, seed_salt: u64) -> (Files, Vec<u8>, Vec<String>) {
     {
         let (dev, _g) = open(&reg, "c");
         workload(&*dev, &mut model, &mut rng, 1500);
-        let st = status(&reg, "c");
+        // smq promotes once a block's hotspot climbed (a few policy periods) and demotes
+        // once the cache is full: go on until both happened (bounded).
+        let mut st = status(&reg, "c");
+        for _ in 0..200 {
+            let promotions: u64 = st[9].parse().unwrap();
+            let demotions: u64 = st[8].parse().unwrap();
+            if promotions > 0 && demotions > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            workload(&*dev, &mut model, &mut rng, 100);
+            st = status(&reg, "c");
+        }
         let promotions: u64 = st[9].parse().unwrap();
         let demotions: u64 = st[8].parse().unwrap();
         assert!(promotions > 0 && demotions > 0, "no migrations: {st:?}");
@@ -135,12 +159,15 @@ fn run_model(features: &str, seed_salt: u64) -> (Files, Vec<u8>, Vec<String>) {
         reg.resume(&sel("c")).unwrap();
         workload(&*dev, &mut model, &mut rng, 1000);
         check_all(&*dev, &model);
+        // Suspended, background work has stopped: the status is what the metadata keeps.
+        reg.suspend(&sel("c"), false, false).unwrap();
         last_status = status(&reg, "c");
     }
     reg.remove(&sel("c"), false).unwrap();
     cache_check(&f.meta);
-    // Reopen from the metadata (a clean shutdown): same data.
-    create(&reg, "c", &table(&f, features, "smq")).unwrap();
+    // Reopen from the metadata (a clean shutdown): same data. No migration bandwidth, so
+    // no idle writeback changes the counts before they are compared.
+    create(&reg, "c", &table(&f, features, "smq 2 migration_threshold 0")).unwrap();
     {
         let (dev, _g) = open(&reg, "c");
         let st = status(&reg, "c");
@@ -212,6 +239,7 @@ fn writeback_matches_model_then_cleaner_drains() {
 
 #[test]
 fn crash_image_after_flush_keeps_acknowledged_writes() {
+    fast_ticks();
     let seed = udm_testkit::prop::seed() ^ 3;
     eprintln!("cache crash: seed {seed:#x}");
     let mut rng = XorShift::mixed(seed);
@@ -261,6 +289,7 @@ fn crash_image_after_flush_keeps_acknowledged_writes() {
 
 #[test]
 fn table_status_and_messages() {
+    fast_ticks();
     let (f, _) = files(9);
     let reg = registry();
     let t = table(&f, "2 metadata2 writethrough", "mq");
@@ -338,6 +367,7 @@ fn table_status_and_messages() {
 
 #[test]
 fn cache_grows_by_reload_and_passthrough_invalidates() {
+    fast_ticks();
     let seed = udm_testkit::prop::seed() ^ 4;
     eprintln!("cache resize: seed {seed:#x}");
     let mut rng = XorShift::mixed(seed);
@@ -345,11 +375,16 @@ fn cache_grows_by_reload_and_passthrough_invalidates() {
     let reg = registry();
     create(&reg, "c", &table(&f, "1 writethrough", "smq")).unwrap();
     let (dev, g) = open(&reg, "c");
+    let full = format!("{CACHE_BLOCKS}/{CACHE_BLOCKS}");
     workload(&*dev, &mut model, &mut rng, 400);
-    assert_eq!(
-        status(&reg, "c")[3],
-        format!("{CACHE_BLOCKS}/{CACHE_BLOCKS}")
-    );
+    for _ in 0..200 {
+        if status(&reg, "c")[3] == full {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        workload(&*dev, &mut model, &mut rng, 100);
+    }
+    assert_eq!(status(&reg, "c")[3], full);
     // Grow the cache device and reload: the metadata follows at resume.
     let grown = CACHE_BLOCKS + 16;
     std::fs::OpenOptions::new()
