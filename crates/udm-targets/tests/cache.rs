@@ -447,3 +447,92 @@ fn cache_grows_by_reload_and_passthrough_invalidates() {
     assert!(std::fs::read(&f.origin).unwrap() == model);
     cache_check(&f.meta);
 }
+
+#[test]
+fn discards_are_kept_in_the_metadata_and_not_promoted() {
+    fast_ticks();
+    let seed = udm_testkit::prop::seed() ^ 5;
+    eprintln!("cache discards: seed {seed:#x}");
+    let (f, model) = files(seed);
+    // The kernel's geometry: 160 origin blocks of 64 sectors need no doubling.
+    assert_eq!(udm_targets::cache::discard_geometry(BS, ORIGIN), (BS, 160));
+    assert_eq!(
+        udm_targets::cache::discard_geometry(128, 524288 * 64),
+        (2048, 16384),
+        "2^14 discard blocks at most"
+    );
+    let reg = registry();
+    create(&reg, "c", &table(&f, "1 writeback", "smq")).unwrap();
+    {
+        let (dev, _g) = open(&reg, "c");
+        udm_io::sync::discard(&*dev, udm_io::Sectors(10 * BS), udm_io::Sectors(10 * BS)).unwrap();
+        // A write clears its discard block's bit.
+        write(&*dev, 15 * BS + 8, &vec![7u8; 512]);
+        // Read the discarded blocks and as many others, hot, until the others are
+        // promoted: the discarded ones never are.
+        for round in 0..200 {
+            for b in (10..20).chain(40..50) {
+                let _ = read(&*dev, b * BS, 4096);
+            }
+            let resident: u64 = status(&reg, "c")[3].split('/').next().unwrap().parse().unwrap();
+            if resident >= 8 && round > 20 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        reg.suspend(&sel("c"), false, false).unwrap();
+    }
+    reg.remove(&sel("c"), false).unwrap();
+    cache_check(&f.meta);
+    let io = std::sync::Arc::new(udm_pdata::io::FileIo::open(&f.meta).unwrap());
+    let mut md = udm_pdata::cache::CacheMetadata::open(io, BS as u32).unwrap();
+    let sb = md.superblock().clone();
+    assert_eq!((sb.discard_block_size, sb.discard_nr_blocks), (BS, 160));
+    let bits = md.discards().unwrap();
+    let set: Vec<usize> = (0..bits.len()).filter(|&b| bits[b]).collect();
+    let want: Vec<usize> = (10..20).filter(|&b| b != 15).collect();
+    assert_eq!(set, want, "discard bits after a clean shutdown");
+    let mapped: Vec<u64> = md.mappings(None).unwrap().iter().map(|m| m.oblock).collect();
+    assert!(
+        mapped.iter().filter(|&&o| (40..50).contains(&o)).count() >= 8,
+        "the hot blocks were promoted: {mapped:?}"
+    );
+    assert!(
+        !mapped.iter().any(|o| (10..20).contains(o) && *o != 15),
+        "a discarded block was promoted: {mapped:?}"
+    );
+    drop(md);
+    // Reopened, the bits are loaded again and kept at the next clean shutdown.
+    create(&reg, "c", &table(&f, "1 writeback", "smq 2 migration_threshold 0")).unwrap();
+    {
+        let (dev, _g) = open(&reg, "c");
+        let got = read(&*dev, 40 * BS, 512);
+        assert!(got == model[(40 * BS * 512) as usize..][..512]);
+    }
+    reg.remove(&sel("c"), false).unwrap();
+    let io = std::sync::Arc::new(udm_pdata::io::FileIo::open(&f.meta).unwrap());
+    let mut md = udm_pdata::cache::CacheMetadata::open(io, BS as u32).unwrap();
+    let bits = md.discards().unwrap();
+    assert_eq!((0..bits.len()).filter(|&b| bits[b]).collect::<Vec<_>>(), want);
+    drop(md);
+    // The real tools: cache_check passes, and udm's cache_dump prints what the real one
+    // prints (0.9 lists no discards).
+    cache_check(&f.meta);
+    if require_tool("cache_dump") {
+        let real = Command::new("cache_dump").arg(&f.meta).output().unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let rc = udm_pdata::tools::run(
+            "cache_dump",
+            "cache_dump",
+            &[f.meta.display().to_string()],
+            &mut out,
+            &mut err,
+        );
+        assert_eq!(rc, 0);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&real.stdout),
+            "udm's cache_dump equals the real one"
+        );
+    }
+}
