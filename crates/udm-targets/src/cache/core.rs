@@ -17,10 +17,10 @@
 //! and committed before its cache block is reused; after an unclean shutdown every mapped block
 //! is dirty.
 
+use super::levels::BlockMap;
 use super::policy::PolicyName;
 use super::smq::Smq;
 use parking_lot::{Condvar, Mutex};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,7 +78,7 @@ pub(super) struct BlockIo {
 pub(super) struct State {
     pub policy: Smq,
     pub slots: Vec<Slot>,
-    pub blocks: HashMap<u64, BlockIo>,
+    pub blocks: BlockMap<BlockIo>,
     pub migrations: u64,
     pub nr_dirty: u64,
     /// One bit per discard block: discarded and not written since.
@@ -179,7 +179,7 @@ impl Core {
                 policy == PolicyName::Cleaner,
             ),
             slots: vec![Slot::default(); nr_cblocks as usize],
-            blocks: HashMap::new(),
+            blocks: BlockMap::default(),
             migrations: 0,
             nr_dirty: 0,
             discards: vec![0; (nr_discard as usize).div_ceil(64)],

@@ -6,6 +6,28 @@
 //!
 //! Written after reading dm-cache-policy-smq.c for its behaviour; no code is shared.
 
+/// Origin block numbers hash with one multiplication (they are block numbers, not keys an
+/// attacker picks): the hit path's lookups stay cheap.
+#[derive(Default, Clone, Copy)]
+pub struct BlockHasher(u64);
+
+impl std::hash::Hasher for BlockHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(*b as u64);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by block number.
+pub type BlockMap<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<BlockHasher>>;
+
 /// "No entry".
 pub const NIL: u32 = u32::MAX;
 

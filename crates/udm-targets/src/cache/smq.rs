@@ -20,8 +20,8 @@
 //! waker): the hotspot period is one tick, the cache period 10, the writeback sentinels
 //! move every 10 ticks and the demote sentinels every 60.
 
-use super::levels::{Entry, Queue, NR_LEVELS};
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use super::levels::{BlockMap, Entry, Queue, NR_LEVELS};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 
 const HOTSPOT_PERIOD: u64 = 1;
 const CACHE_PERIOD: u64 = 10;
@@ -127,8 +127,8 @@ pub struct Smq {
     dirty: Queue,
     hs_stats: Stats,
     cache_stats: Stats,
-    table: HashMap<u64, u32>,
-    hs_table: HashMap<u64, u32>,
+    table: BlockMap<u32>,
+    hs_table: BlockMap<u32>,
     cblocks_per_hs: u64,
     level_jump: u32,
     tick: u64,
@@ -182,8 +182,8 @@ impl Smq {
             dirty: Queue::new(NR_LEVELS),
             hs_stats: Stats::default(),
             cache_stats: Stats::default(),
-            table: HashMap::with_capacity(nr_cblocks as usize),
-            hs_table: HashMap::with_capacity(nr_hs as usize),
+            table: BlockMap::with_capacity_and_hasher(nr_cblocks as usize, Default::default()),
+            hs_table: BlockMap::with_capacity_and_hasher(nr_hs as usize, Default::default()),
             cblocks_per_hs,
             level_jump: 1,
             tick: 0,
