@@ -167,7 +167,12 @@ fn run_model(features: &str, seed_salt: u64) -> (Files, Vec<u8>, Vec<String>) {
     cache_check(&f.meta);
     // Reopen from the metadata (a clean shutdown): same data. No migration bandwidth, so
     // no idle writeback changes the counts before they are compared.
-    create(&reg, "c", &table(&f, features, "smq 2 migration_threshold 0")).unwrap();
+    create(
+        &reg,
+        "c",
+        &table(&f, features, "smq 2 migration_threshold 0"),
+    )
+    .unwrap();
     {
         let (dev, _g) = open(&reg, "c");
         let st = status(&reg, "c");
@@ -474,7 +479,12 @@ fn discards_are_kept_in_the_metadata_and_not_promoted() {
             for b in (10..20).chain(40..50) {
                 let _ = read(&*dev, b * BS, 4096);
             }
-            let resident: u64 = status(&reg, "c")[3].split('/').next().unwrap().parse().unwrap();
+            let resident: u64 = status(&reg, "c")[3]
+                .split('/')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
             if resident >= 8 && round > 20 {
                 break;
             }
@@ -492,7 +502,12 @@ fn discards_are_kept_in_the_metadata_and_not_promoted() {
     let set: Vec<usize> = (0..bits.len()).filter(|&b| bits[b]).collect();
     let want: Vec<usize> = (10..20).filter(|&b| b != 15).collect();
     assert_eq!(set, want, "discard bits after a clean shutdown");
-    let mapped: Vec<u64> = md.mappings(None).unwrap().iter().map(|m| m.oblock).collect();
+    let mapped: Vec<u64> = md
+        .mappings(None)
+        .unwrap()
+        .iter()
+        .map(|m| m.oblock)
+        .collect();
     assert!(
         mapped.iter().filter(|&&o| (40..50).contains(&o)).count() >= 8,
         "the hot blocks were promoted: {mapped:?}"
@@ -503,7 +518,12 @@ fn discards_are_kept_in_the_metadata_and_not_promoted() {
     );
     drop(md);
     // Reopened, the bits are loaded again and kept at the next clean shutdown.
-    create(&reg, "c", &table(&f, "1 writeback", "smq 2 migration_threshold 0")).unwrap();
+    create(
+        &reg,
+        "c",
+        &table(&f, "1 writeback", "smq 2 migration_threshold 0"),
+    )
+    .unwrap();
     {
         let (dev, _g) = open(&reg, "c");
         let got = read(&*dev, 40 * BS, 512);
@@ -513,7 +533,10 @@ fn discards_are_kept_in_the_metadata_and_not_promoted() {
     let io = std::sync::Arc::new(udm_pdata::io::FileIo::open(&f.meta).unwrap());
     let mut md = udm_pdata::cache::CacheMetadata::open(io, BS as u32).unwrap();
     let bits = md.discards().unwrap();
-    assert_eq!((0..bits.len()).filter(|&b| bits[b]).collect::<Vec<_>>(), want);
+    assert_eq!(
+        (0..bits.len()).filter(|&b| bits[b]).collect::<Vec<_>>(),
+        want
+    );
     drop(md);
     // The real tools: cache_check passes, and udm's cache_dump prints what the real one
     // prints (0.9 lists no discards).

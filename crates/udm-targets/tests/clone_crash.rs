@@ -57,7 +57,12 @@ fn clone_crash_child() {
     let reg = registry();
     // A slow source (5 ms per I/O), so hydration is still running at the kills.
     let dir = Path::new(&dir);
-    create(&reg, "src", &format!("0 {SECTORS} delay {} 0 5", source_path(dir))).unwrap();
+    create(
+        &reg,
+        "src",
+        &format!("0 {SECTORS} delay {} 0 5", source_path(dir)),
+    )
+    .unwrap();
     create(&reg, "c", &table(dir, "/dev/mapper/src", "")).unwrap();
     let (dev, _g) = open(&reg, "c");
     udm_testkit::crash::child_writes(&*dev, |n| batch(seed, round, n));
@@ -65,7 +70,16 @@ fn clone_crash_child() {
 
 fn hydrated(reg: &udm_core::Registry) -> u64 {
     let (_, st) = reg.status(&sel("c"), false, StatusType::Info).unwrap();
-    st[0].params.split(' ').nth(3).unwrap().split('/').next().unwrap().parse().unwrap()
+    st[0]
+        .params
+        .split(' ')
+        .nth(3)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -107,7 +121,10 @@ fn kill_9_during_hydration_loses_no_flushed_write() {
         create(&reg, "c", &t).unwrap();
         {
             let h = hydrated(&reg);
-            assert!(h >= last, "round {round}: hydrated regions went back {last} -> {h}");
+            assert!(
+                h >= last,
+                "round {round}: hydrated regions went back {last} -> {h}"
+            );
             last = h;
             let (dev, _g) = open(&reg, "c");
             let got = read(&*dev, 0, model.len());
@@ -124,10 +141,17 @@ fn kill_9_during_hydration_loses_no_flushed_write() {
         );
     }
     eprintln!("clone kill -9: {last}/{REGIONS} regions hydrated at the last kill");
-    assert!(last > 0 && last < REGIONS, "the kills fell during hydration");
+    assert!(
+        last > 0 && last < REGIONS,
+        "the kills fell during hydration"
+    );
     // Finish the hydration: the destination is the model.
     let reg = registry();
-    let t = table(dir.path(), &source_path(dir.path()), " 0 2 hydration_batch_size 64");
+    let t = table(
+        dir.path(),
+        &source_path(dir.path()),
+        " 0 2 hydration_batch_size 64",
+    );
     create(&reg, "c", &t).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while hydrated(&reg) < REGIONS {

@@ -276,7 +276,9 @@ impl Core {
 
     pub(super) fn is_discarded(&self, st: &State, ob: u64) -> bool {
         let d = self.dblock(ob);
-        st.discards.get(d / 64).is_some_and(|w| w & (1 << (d % 64)) != 0)
+        st.discards
+            .get(d / 64)
+            .is_some_and(|w| w & (1 << (d % 64)) != 0)
     }
 
     fn clear_discard(&self, st: &mut State, ob: u64) {

@@ -26,7 +26,8 @@ impl std::hash::Hasher for BlockHasher {
 }
 
 /// A map keyed by block number.
-pub type BlockMap<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<BlockHasher>>;
+pub type BlockMap<V> =
+    std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<BlockHasher>>;
 
 /// "No entry".
 pub const NIL: u32 = u32::MAX;
@@ -292,13 +293,7 @@ impl Queue {
     /// Move `i` up `extra` levels, swapping with the oldest entry of that level, which
     /// goes down to `i`'s old level (in front of sentinel `s1` or `s2`, by how many
     /// sentinels preceded it, when given).
-    pub fn requeue(
-        &mut self,
-        es: &mut [Entry],
-        i: u32,
-        extra: u32,
-        sentinels: Option<(u32, u32)>,
-    ) {
+    pub fn requeue(&mut self, es: &mut [Entry], i: u32, extra: u32, sentinels: Option<(u32, u32)>) {
         let top = self.lists.len() as u32 - 1;
         let old = es[i as usize].level as u32;
         let new_level = (old + extra).min(top);

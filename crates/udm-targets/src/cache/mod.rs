@@ -15,10 +15,10 @@ mod policy;
 mod smq;
 
 pub use self::core::{discard_geometry, IoMode};
-pub use migrate::TICK_ENV;
-pub use smq::hotspot_params;
 pub use meta_io::DevMetaIo;
+pub use migrate::TICK_ENV;
 pub use policy::PolicyName;
+pub use smq::hotspot_params;
 
 use self::core::Core;
 use parking_lot::Mutex;

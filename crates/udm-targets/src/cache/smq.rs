@@ -684,6 +684,9 @@ mod tests {
         let mut c = Smq::new(4, 64 * 64, 64, true);
         c.load_mapping(3, 1, true, None);
         assert_eq!(c.lookup(9, false, false, true), Err(None));
-        assert!(c.background_work(false).is_some(), "the cleaner writes back when busy");
+        assert!(
+            c.background_work(false).is_some(),
+            "the cleaner writes back when busy"
+        );
     }
 }
