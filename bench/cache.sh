@@ -8,10 +8,11 @@
 #   writecache:    dm-writecache (4 KiB blocks, CACHE_MIB) over its own slow origin;
 #   nbdkit cache:  nbdkit's cache filter (cache-on-read, writeback, CACHE_MIB) in front of
 #                  udm's slow origin export (nbd plugin).
-# Workloads: a zipf(1.2) random read over the whole device, a uniform random read over a hot
-# set that fits the cache (the first 3/4 of CACHE_MIB), both after a warm-up pass of each
-# that fills each cache (smq promotes a block once its hotspot has climbed the hotspot
-# queue, a few one-second periods; the warm-up runs 4x RUNTIME), and a zipf random write.
+# Workloads, in two phases: (1) a zipf(1.2) random read over the whole device (after a
+# warm-up pass of it, 4x RUNTIME, that fills each cache: smq promotes a block once its
+# hotspot has climbed the hotspot queue, a few one-second periods) and a zipf random write;
+# (2) a uniform random read over a hot set half the cache's size (the first CACHE_MIB/2),
+# after a warm-up of it (6x RUNTIME for the read caches) that replaces what phase 1 left.
 # Rounds are interleaved, every peer once per round, the median shown. Prints IOPS and the
 # ratios the cache issue aims at: the hot set at >= 0.8x the fast device after warm-up, and
 # writecache writes at >= 0.8x the fast device. The zipf read's ratio is bounded by the
@@ -67,7 +68,7 @@ nbdkit -U "$W/nk.sock" --filter=cache nbd socket="$W/nbd.sock" export=origin \
 for _ in $(seq 100); do [ -S "$W/nk.sock" ] && break; sleep 0.1; done
 nkuri="nbd+unix:///?socket=$W/nk.sock"
 
-HOT=$((CACHE * 3 / 4))
+HOT=$((CACHE / 2))
 # One fio job; prints IOPS. rw "hotread": uniform random reads over the hot set.
 job() { # uri rw runtime
   local rw=$2 dist="--random_distribution=zipf:1.2" size=$SIZE
@@ -83,27 +84,31 @@ print("%.0f" % s["iops"])'
 declare -A URI=([origin]=$(uri origin) [fast]=$(uri fast) [c_wt]=$(uri c_wt) [c_wb]=$(uri c_wb)
   [wc]=$(uri wc) [nk]=$nkuri)
 PEERS="origin fast c_wt c_wb wc nk"
-# Warm-up: the same read patterns fill every read cache.
-for p in $PEERS; do
-  job "${URI[$p]}" randread $((RUNTIME * 4)) >/dev/null
-  job "${URI[$p]}" hotread $((RUNTIME * 2)) >/dev/null
-done
+# Phase 1. Warm-up: the zipf read pattern fills every read cache.
+for p in $PEERS; do job "${URI[$p]}" randread $((RUNTIME * 4)) >/dev/null; done
 hits() { u status "$1" | awk '{print $8, $9}'; }
-declare -A H0
+declare -A H0 H1
 for p in c_wt c_wb; do H0[$p]=$(hits $p); done
 declare -A RES
 add() { RES[$1]="${RES[$1]:-} $2"; }
 for _ in $(seq "$REPS"); do
   for p in $PEERS; do add "r_$p" "$(job "${URI[$p]}" randread "$RUNTIME")"; done
-  for p in $PEERS; do add "h_$p" "$(job "${URI[$p]}" hotread "$RUNTIME")"; done
   for p in $PEERS; do add "w_$p" "$(job "${URI[$p]}" randwrite "$RUNTIME")"; done
 done
+for p in c_wt c_wb; do H1[$p]=$(hits $p); done
+# Phase 2: the hot set.
+for p in c_wt c_wb nk; do job "${URI[$p]}" hotread $((RUNTIME * 6)) >/dev/null; done
+for p in c_wt c_wb; do H0[h$p]=$(hits $p); done
+for _ in $(seq "$REPS"); do
+  for p in $PEERS; do add "h_$p" "$(job "${URI[$p]}" hotread "$RUNTIME")"; done
+done
+for p in c_wt c_wb; do H1[h$p]=$(hits $p); done
 med() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.0f}')" ${RES[$1]}; }
 r() { python3 -c "print(f'{$1 / max($2, 1):.2f}')"; }
 declare -A M
 for p in $PEERS; do M[r_$p]=$(med "r_$p"); M[h_$p]=$(med "h_$p"); M[w_$p]=$(med "w_$p"); done
-ratio_hits() { # name: read hit ratio since the warm-up
-  set -- $(hits "$1") ${H0[$1]}
+ratio_hits() { # key: read hit ratio over a phase's measured rounds
+  set -- ${H1[$1]} ${H0[$1]}
   python3 -c "h=$1-$3; m=$2-$4; print(f'{h/max(h+m,1):.3f}')"
 }
 STATUS_WC=$(u status wc | cut -d' ' -f4-)
@@ -120,7 +125,8 @@ for p in $PEERS; do
     "${M[w_$p]}" "$(r "${M[w_$p]}" "${M[w_fast]}")"
 done
 echo "writecache status after the run: $STATUS_WC"
-echo "dm-cache read hit ratio over the measured rounds: wt $(ratio_hits c_wt), wb $(ratio_hits c_wb)"
+echo "dm-cache read hit ratio in the measured rounds: zipf wt $(ratio_hits c_wt), wb $(ratio_hits c_wb);" \
+  "hot set wt $(ratio_hits hc_wt), wb $(ratio_hits hc_wb)"
 echo "dm-cache status: wt $(u status c_wt | cut -d' ' -f4-14)"
 echo "aims: hot set >= 0.8x fast after warm-up: cache wt $(r "${M[h_c_wt]}" "${M[h_fast]}")," \
   "cache wb $(r "${M[h_c_wb]}" "${M[h_fast]}"), writecache $(r "${M[h_wc]}" "${M[h_fast]}");" \

@@ -44,6 +44,10 @@ pub fn discard_geometry(block: u64, origin_sectors: u64) -> (u64, u64) {
     (dbs, origin_sectors.div_ceil(dbs))
 }
 
+/// What a clean shutdown saves: (cache block, dirty) of the mapped blocks, the hint of
+/// every cache block, and the discard bits when they changed.
+pub type Snapshot = (Vec<(u64, bool)>, Vec<u32>, Option<Vec<bool>>);
+
 /// How writes are handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoMode {
@@ -246,7 +250,7 @@ impl Core {
 
     /// Dirty bits, hints and (when changed since the last call) discard bits, for a clean
     /// shutdown.
-    pub fn snapshot(&self) -> (Vec<(u64, bool)>, Vec<u32>, Option<Vec<bool>>) {
+    pub fn snapshot(&self) -> Snapshot {
         let mut st = self.st.lock();
         let mapped = st
             .slots

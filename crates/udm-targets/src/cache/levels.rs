@@ -220,11 +220,8 @@ impl Queue {
 
     fn set_targets_range(&mut self, nr: u32, begin: usize, end: usize) {
         let levels = (end - begin) as u32;
-        let (per, rem) = if levels == 0 {
-            (0, 0)
-        } else {
-            (nr / levels, nr % levels)
-        };
+        let per = nr.checked_div(levels).unwrap_or(0);
+        let rem = nr.checked_rem(levels).unwrap_or(0);
         for (k, t) in self.target[begin..end].iter_mut().enumerate() {
             *t = per + ((k as u32) < rem) as u32;
         }
