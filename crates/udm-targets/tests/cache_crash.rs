@@ -5,6 +5,11 @@
 //! sector holds its flushed value or a value the killed batch wrote to it), that the metadata
 //! passes `cache_check`, and that the reopened cache counts every resident block dirty (an
 //! unclean shutdown). Five kills, each continuing from the last one's state.
+//!
+//! The second test kills the writer while migrations run: the child also reads a hot region
+//! from another thread and its smq ticks every 2 ms, so promotions (copies and whole-block
+//! overwrites), demotions and their metadata commits are in flight when it dies; 24 kills at
+//! seeded points (`UDM_CRASH_ROUNDS` overrides), the same checks after each.
 
 mod common;
 use common::*;
@@ -59,27 +64,67 @@ fn crash_child_writer() {
     udm_testkit::crash::child_writes(&*dev, |n| batch(seed, round, n));
 }
 
+/// Child: as `crash_child_writer`, with a reader keeping a hot region migrating.
+#[test]
+fn crash_child_migrating() {
+    let Ok(dir) = std::env::var(MIGRATE_ENV) else {
+        return;
+    };
+    std::env::set_var(udm_targets::cache::TICK_ENV, "2");
+    let seed: u64 = std::env::var("UDM_CRASH_SEED").unwrap().parse().unwrap();
+    let round: u64 = std::env::var("UDM_CRASH_ROUND").unwrap().parse().unwrap();
+    let reg = registry();
+    create(&reg, "c", &table(Path::new(&dir))).unwrap();
+    let (dev, _g) = open(&reg, "c");
+    let reader = dev.clone();
+    std::thread::spawn(move || {
+        let mut rng = XorShift::mixed(seed ^ round ^ 0x7ead);
+        loop {
+            let b = rng.below(40);
+            let _ = udm_io::sync::read_at(&*reader, udm_io::Sectors(b * BS), 4096);
+        }
+    });
+    udm_testkit::crash::child_writes(&*dev, |n| batch(seed, round, n));
+}
+
+const MIGRATE_ENV: &str = "UDM_CACHE_CRASH_MIGRATE";
+
 #[test]
 fn kill_9_under_writeback_loses_no_flushed_write() {
-    if std::env::var(CHILD_ENV).is_ok() {
+    if std::env::var(CHILD_ENV).is_ok() || std::env::var(MIGRATE_ENV).is_ok() {
         return;
     }
+    kills(CHILD_ENV, "crash_child_writer", 5, 0x9);
+}
+
+#[test]
+fn kill_9_during_promotion_and_demotion_loses_no_flushed_write() {
+    if std::env::var(CHILD_ENV).is_ok() || std::env::var(MIGRATE_ENV).is_ok() {
+        return;
+    }
+    let rounds = udm_testkit::rng::env_u64("UDM_CRASH_ROUNDS").unwrap_or(24);
+    kills(MIGRATE_ENV, "crash_child_migrating", rounds, 0x11);
+}
+
+/// `rounds` kill -9 rounds of child test `child` (started with `env` set).
+fn kills(env: &str, child_name: &str, rounds: u64, salt: u64) {
     let seed = udm_testkit::prop::seed();
-    eprintln!("cache kill -9: seed {seed:#x} (UDM_PROPTEST_SEED overrides)");
-    let mut rng = XorShift::mixed(seed ^ 0x9);
+    eprintln!("cache kill -9 ({child_name}): seed {seed:#x} (UDM_PROPTEST_SEED overrides)");
+    let mut rng = XorShift::mixed(seed ^ salt);
     let dir = tempfile::tempdir().unwrap();
     image(dir.path(), "meta", 4096, 0);
     image(dir.path(), "cache", CACHE_BLOCKS * BS, 0x5a);
     let mut model = udm_testkit::rng::pseudo((ORIGIN * 512) as usize, seed);
     std::fs::write(dir.path().join("origin"), &model).unwrap();
     let exe = std::env::current_exe().unwrap();
-    for round in 0..5u64 {
+    let mut migrated = 0;
+    for round in 0..rounds {
         let batches = 1 + rng.below(4);
         let mut child = Command::new(&exe);
         child
-            .args(["--exact", "crash_child_writer", "--nocapture"])
+            .args(["--exact", child_name, "--nocapture"])
             .args(["--test-threads", "1"])
-            .env(CHILD_ENV, dir.path())
+            .env(env, dir.path())
             .env("UDM_CRASH_SEED", seed.to_string())
             .env("UDM_CRASH_ROUND", round.to_string());
         let kill_after = Duration::from_millis(rng.below(30));
@@ -106,6 +151,7 @@ fn kill_9_under_writeback_loses_no_flushed_write() {
                 .status(&sel("c"), false, udm_core::StatusType::Info)
                 .unwrap();
             let f: Vec<&str> = st[0].params.split_whitespace().collect();
+            migrated += f[3].split('/').next().unwrap().parse::<u64>().unwrap();
             assert_eq!(
                 f[3].split('/').next(),
                 Some(f[10]),
@@ -120,4 +166,5 @@ fn kill_9_under_writeback_loses_no_flushed_write() {
         }
         reg.remove(&sel("c"), false).unwrap();
     }
+    assert!(migrated > 0, "no block was ever resident at a kill");
 }

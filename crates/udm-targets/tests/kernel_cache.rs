@@ -8,8 +8,8 @@
 //!    `cleaner` flushes it to an origin byte-identical to the kernel's own cleaner flush.
 //!
 //! The status lines are compared field by field where they are deterministic; hits, misses,
-//! promotions and demotions depend on each side's policy (the kernel's smq is stochastic and
-//! time driven, udm's is a simpler stand-in) and used metadata blocks on each side's
+//! promotions and demotions depend on each side's timing (both smq policies are time driven,
+//! ticking on their own schedule) and used metadata blocks on each side's
 //! allocation order, so those are printed, not compared (the saved hit/miss counters each
 //! side loads from the other's superblock are compared).
 //!
@@ -98,9 +98,10 @@ fn kernel_cache_metadata_and_data_both_ways() {
         }
         udm_io::sync::flush(&*dev).unwrap();
     }
-    // The kernel's smq writes every dirty block back as soon as the cache has been idle
-    // for a second (and a fresh table counts as idle): both sides run with no migration
-    // bandwidth while their status is compared.
+    // smq writes every dirty block back as soon as the cache has been idle for a second (and
+    // a fresh table counts as idle): both sides run with no migration bandwidth while their
+    // status is compared, and the kernel's last write is made with none either (else a slow
+    // VM can idle a second before the suspend and leave no dirty block).
     reg.message(
         &sel("u"),
         0,
@@ -158,6 +159,7 @@ for i in 1 2 3; do
   dd if=kw.bin of=/dev/mapper/k bs=64k seek=1 oflag=direct status=none
   sleep 1
 done
+dmsetup message k 0 migration_threshold 0
 dd if=kw2.bin of=/dev/mapper/k bs=64k seek=3 oflag=direct status=none
 dmsetup suspend k
 echo "K1 $(dmsetup status k)"
@@ -224,7 +226,12 @@ cache_check /dev/vdd && echo KCHECK
         share.join("kdc.img"),
         share.join("kdo.img"),
     );
-    create(&reg, "k", &table(&s(&dm), &s(&dc), &s(&dor), "smq")).unwrap();
+    // As the kernel's table was left: no migration bandwidth, so no idle writeback.
+    let k_udm = format!(
+        "{} 2 migration_threshold 0",
+        table(&s(&dm), &s(&dc), &s(&dor), "smq").trim_end_matches(" 0")
+    );
+    create(&reg, "k", &k_udm).unwrap();
     {
         let (dev, _g) = open(&reg, "k");
         let st = udm_status(&reg, "k");

@@ -1,30 +1,52 @@
-//! The cache's data path and background work.
+//! The cache's data path.
 //!
-//! `map` never blocks: under one short lock it finds the origin block's cache block and
-//! remaps the bio (a hit to the cache device, a miss to the origin), counting it in flight
-//! per origin block. Promotions (with the demotion that frees their block) run on a few
-//! migration workers, several at once, as each mostly waits on its copy from the slow origin;
-//! anything else — writebacks, flushes, discards, FUA/PREFLUSH writes — runs on the target's
-//! own `Worker`. Metadata changes are serialized by the metadata lock. A block being migrated is locked:
-//! bios for it wait in its list and are mapped again when the migration ends, and a migration
-//! starts copying only once the block's in-flight bios have drained.
+//! `map` never blocks: under one short lock it asks the policy ([`super::smq`]) where the
+//! origin block lives and remaps the bio (a hit to the cache device, a miss to the origin),
+//! counting it in flight per origin block. A hit costs one table lookup and, at most once
+//! per cache period, a requeue; it writes no metadata (dirty bits reach the metadata at a
+//! clean shutdown, as in the kernel). A miss the policy wants promoted goes to the origin as
+//! it is, while the promotion copies the block in the background ([`super::migrate`]).
+//! Flushes, FUA/PREFLUSH bios, discards and write-zeroes run on the target's own `Worker`.
+//!
+//! A block under migration is locked: writes (and, unless the migration allows it, reads)
+//! wait in its list and are mapped again when the migration ends; a migration starts copying
+//! once the block's writes in flight (and reads, when it will reuse the cache block) drained.
 //!
 //! Crash safety follows the kernel: data written to a cache block is reachable after a crash
 //! once a flush (which commits the metadata first) has completed; a demoted block is unmapped
 //! and committed before its cache block is reused; after an unclean shutdown every mapped block
 //! is dirty.
 
-use super::policy::{PolicyName, Tracker};
+use super::levels::BlockMap;
+use super::policy::PolicyName;
+use super::smq::Smq;
 use parking_lot::{Condvar, Mutex};
-use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
-use udm_core::{Copier, Loc, MapResult, Worker};
+use std::time::{Duration, Instant};
+use udm_core::{Copier, MapResult, Worker};
 use udm_io::{Bio, BioFlags, BlockDevice, IoBuf, IoError, Op, Sectors};
 use udm_pdata::cache::CacheMetadata;
 
-/// Promotions in flight at once at most (one per migration worker).
-const MIGRATORS: usize = 4;
+/// Migration workers (each mostly waits on its copy).
+pub(super) const MIGRATORS: usize = 4;
+
+/// The kernel keeps at most 2^14 discard blocks over the origin.
+const MAX_DISCARD_BLOCKS: u64 = 1 << 14;
+
+/// The discard block size the kernel computes: the cache block size, doubled until the
+/// origin has at most 2^14 discard blocks; and the number of discard blocks.
+pub fn discard_geometry(block: u64, origin_sectors: u64) -> (u64, u64) {
+    let mut dbs = block;
+    while origin_sectors / dbs > MAX_DISCARD_BLOCKS {
+        dbs *= 2;
+    }
+    (dbs, origin_sectors.div_ceil(dbs))
+}
+
+/// What a clean shutdown saves: (cache block, dirty) of the mapped blocks, the hint of
+/// every cache block, and the discard bits when they changed.
+pub type Snapshot = (Vec<(u64, bool)>, Vec<u32>, Option<Vec<bool>>);
 
 /// How writes are handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,26 +56,58 @@ pub enum IoMode {
     Passthrough,
 }
 
-/// Per cache block state.
+/// Per cache block state (the kernel's dirty bitset, plus the mapping for lookups by
+/// cache block).
 #[derive(Clone, Copy, Default)]
-struct Slot {
-    oblock: Option<u64>,
-    dirty: bool,
-    last_use: u64,
-    hits: u32,
+pub(super) struct Slot {
+    pub oblock: Option<u64>,
+    pub dirty: bool,
 }
 
+/// A migration's hold on an origin block.
+pub(super) struct Lock {
+    pub bios: Vec<Bio>,
+    /// Reads may go on (to wherever the block is mapped) while it is held.
+    pub reads_pass: bool,
+}
+
+/// I/O in flight on an origin block, and its lock.
 #[derive(Default)]
-struct State {
-    map: HashMap<u64, u64>,
-    slots: Vec<Slot>,
-    free: BTreeSet<u64>,
-    inflight: HashMap<u64, u32>,
-    locked: HashMap<u64, Vec<Bio>>,
-    tracker: Tracker,
-    migrations: u64,
-    tick: u64,
-    nr_dirty: u64,
+pub(super) struct BlockIo {
+    pub reads: u32,
+    pub writes: u32,
+    pub lock: Option<Lock>,
+}
+
+pub(super) struct State {
+    pub policy: Smq,
+    pub slots: Vec<Slot>,
+    pub blocks: BlockMap<BlockIo>,
+    pub migrations: u64,
+    pub nr_dirty: u64,
+    /// One bit per discard block: discarded and not written since.
+    pub discards: Vec<u64>,
+    pub discards_changed: bool,
+    pub suspended: bool,
+}
+
+impl State {
+    pub fn locked(&self, ob: u64) -> bool {
+        self.blocks.get(&ob).is_some_and(|b| b.lock.is_some())
+    }
+
+    /// Take `ob`'s lock; false when another migration holds it.
+    pub fn lock(&mut self, ob: u64, reads_pass: bool) -> bool {
+        let b = self.blocks.entry(ob).or_default();
+        if b.lock.is_some() {
+            return false;
+        }
+        b.lock = Some(Lock {
+            bios: Vec::new(),
+            reads_pass,
+        });
+        true
+    }
 }
 
 /// Counters shown by status.
@@ -67,7 +121,7 @@ pub struct Counters {
     pub promotions: AtomicU64,
 }
 
-/// Everything the data path and the worker share.
+/// Everything the data path and the background work share.
 pub struct Core {
     pub bs: u64,
     pub origin_len: u64,
@@ -75,22 +129,28 @@ pub struct Core {
     pub mode: IoMode,
     pub policy: PolicyName,
     pub passdown: bool,
+    pub discard_bs: u64,
+    pub nr_discard: u64,
     pub origin: Arc<dyn BlockDevice>,
     pub cache: Arc<dyn BlockDevice>,
     pub md: Arc<Mutex<CacheMetadata>>,
     pub worker: Arc<Worker>,
-    /// Promotions run here, several at once (each waits on its copy from the origin).
-    migrators: Vec<Arc<Worker>>,
+    /// Promotions, demotions and writebacks run here, several at once.
+    pub(super) migrators: Vec<Arc<Worker>>,
     pub copier: Copier,
     pub migration_threshold: AtomicU64,
     pub counters: Counters,
     /// Metadata failed: the cache is read-only (`ro`), background work stops.
     pub failed: AtomicBool,
-    st: Mutex<State>,
-    idle: Condvar,
+    pub(super) st: Mutex<State>,
+    pub(super) idle: Condvar,
+    /// When the last bio was mapped (ms since `epoch`), for the policy's idle test.
+    pub(super) last_io: AtomicU64,
+    pub(super) epoch: Instant,
+    pub(super) next_migrator: AtomicU64,
 }
 
-fn done_submit(r: MapResult) {
+pub(super) fn done_submit(r: MapResult) {
     match r {
         MapResult::Remap(dev, bio) => dev.submit(bio),
         MapResult::Kill(bio, e) => bio.complete(Err(e)),
@@ -113,11 +173,22 @@ impl Core {
         md: Arc<Mutex<CacheMetadata>>,
         worker: Arc<Worker>,
     ) -> Core {
+        let origin_sectors = origin.size().0;
+        let (discard_bs, nr_discard) = discard_geometry(bs, origin_sectors);
         let st = State {
+            policy: Smq::new(
+                nr_cblocks,
+                origin_sectors,
+                bs,
+                policy == PolicyName::Cleaner,
+            ),
             slots: vec![Slot::default(); nr_cblocks as usize],
-            free: (0..nr_cblocks).collect(),
-            tracker: Tracker::new(4 * nr_cblocks as usize),
-            ..State::default()
+            blocks: BlockMap::default(),
+            migrations: 0,
+            nr_dirty: 0,
+            discards: vec![0; (nr_discard as usize).div_ceil(64)],
+            discards_changed: false,
+            suspended: true,
         };
         Core {
             bs,
@@ -126,6 +197,8 @@ impl Core {
             mode,
             policy,
             passdown,
+            discard_bs,
+            nr_discard,
             origin,
             cache,
             md,
@@ -139,42 +212,46 @@ impl Core {
             failed: AtomicBool::new(false),
             st: Mutex::new(st),
             idle: Condvar::new(),
+            last_io: AtomicU64::new(0),
+            epoch: Instant::now(),
+            next_migrator: AtomicU64::new(0),
         }
     }
 
-    /// Install the mappings loaded from metadata.
-    pub fn load(&self, mappings: &[udm_pdata::cache::Mapping]) {
+    /// Install the mappings (and discard bits) loaded from metadata.
+    pub fn load(&self, mappings: &[udm_pdata::cache::Mapping], discards: &[bool]) {
         let mut st = self.st.lock();
         let origin_blocks = self.origin_len.div_ceil(self.bs);
         for m in mappings {
             if m.cblock >= self.nr_cblocks || m.oblock >= origin_blocks {
                 continue;
             }
-            st.free.remove(&m.cblock);
-            st.map.insert(m.oblock, m.cblock);
-            let hits = m.hint.unwrap_or(0);
+            st.policy.load_mapping(m.oblock, m.cblock, m.dirty, m.hint);
             st.slots[m.cblock as usize] = Slot {
                 oblock: Some(m.oblock),
                 dirty: m.dirty,
-                last_use: hits as u64,
-                hits,
             };
             if m.dirty {
                 st.nr_dirty += 1;
             }
         }
-        st.tick = st.slots.iter().map(|s| s.last_use).max().unwrap_or(0);
+        for (b, _) in discards.iter().enumerate().filter(|(_, d)| **d) {
+            if (b as u64) < self.nr_discard {
+                st.discards[b / 64] |= 1 << (b % 64);
+            }
+        }
     }
 
     /// (resident blocks, dirty blocks).
     pub fn usage(&self) -> (u64, u64) {
         let st = self.st.lock();
-        (st.map.len() as u64, st.nr_dirty)
+        (st.policy.residency(), st.nr_dirty)
     }
 
-    /// Dirty bits and hints per cache block, for a clean shutdown.
-    pub fn snapshot(&self) -> (Vec<(u64, bool)>, Vec<u32>) {
-        let st = self.st.lock();
+    /// Dirty bits, hints and (when changed since the last call) discard bits, for a clean
+    /// shutdown.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut st = self.st.lock();
         let mapped = st
             .slots
             .iter()
@@ -182,7 +259,13 @@ impl Core {
             .filter(|(_, s)| s.oblock.is_some())
             .map(|(cb, s)| (cb as u64, s.dirty))
             .collect();
-        (mapped, st.slots.iter().map(|s| s.hits).collect())
+        let hints = (0..self.nr_cblocks).map(|cb| st.policy.hint(cb)).collect();
+        let discards = std::mem::take(&mut st.discards_changed).then(|| {
+            (0..self.nr_discard as usize)
+                .map(|b| st.discards[b / 64] & (1 << (b % 64)) != 0)
+                .collect()
+        });
+        (mapped, hints, discards)
     }
 
     /// Whether `cb` is mapped and clean (or unmapped).
@@ -191,21 +274,72 @@ impl Core {
         !st.slots.get(cb as usize).is_some_and(|s| s.dirty)
     }
 
-    fn track(self: &Arc<Self>, st: &mut State, ob: u64, bio: Bio) -> Bio {
-        *st.inflight.entry(ob).or_insert(0) += 1;
+    fn dblock(&self, ob: u64) -> usize {
+        (ob * self.bs / self.discard_bs) as usize
+    }
+
+    pub(super) fn is_discarded(&self, st: &State, ob: u64) -> bool {
+        let d = self.dblock(ob);
+        st.discards
+            .get(d / 64)
+            .is_some_and(|w| w & (1 << (d % 64)) != 0)
+    }
+
+    fn clear_discard(&self, st: &mut State, ob: u64) {
+        let d = self.dblock(ob);
+        if let Some(w) = st.discards.get_mut(d / 64) {
+            if *w & (1 << (d % 64)) != 0 {
+                *w &= !(1 << (d % 64));
+                st.discards_changed = true;
+            }
+        }
+    }
+
+    /// Mark the discard blocks `[sector, sector + len)` covers completely.
+    pub(super) fn set_discards(&self, sector: u64, len: u64) {
+        let (b, e) = (
+            sector.div_ceil(self.discard_bs),
+            (sector + len) / self.discard_bs,
+        );
+        let mut st = self.st.lock();
+        for d in b..e.min(self.nr_discard) {
+            st.discards[d as usize / 64] |= 1 << (d % 64);
+            st.discards_changed = true;
+        }
+    }
+
+    fn track(self: &Arc<Self>, st: &mut State, ob: u64, write: bool, bio: Bio) -> Bio {
+        let b = st.blocks.entry(ob).or_default();
+        if write {
+            b.writes += 1;
+        } else {
+            b.reads += 1;
+        }
         let me = self.clone();
         bio.on_end(move |r, _| {
-            me.end_io(ob);
+            me.end_io(ob, write);
             r
         })
     }
 
-    fn end_io(&self, ob: u64) {
+    /// Count a write to `ob` in flight again (a bio re-sent from a migration).
+    pub(super) fn retrack(self: &Arc<Self>, ob: u64, bio: Bio) -> Bio {
         let mut st = self.st.lock();
-        if let Some(n) = st.inflight.get_mut(&ob) {
-            *n -= 1;
-            if *n == 0 {
-                st.inflight.remove(&ob);
+        self.track(&mut st, ob, true, bio)
+    }
+
+    fn end_io(&self, ob: u64, write: bool) {
+        let mut st = self.st.lock();
+        if let Some(b) = st.blocks.get_mut(&ob) {
+            if write {
+                b.writes -= 1;
+            } else {
+                b.reads -= 1;
+            }
+            if b.reads == 0 && b.writes == 0 {
+                if b.lock.is_none() {
+                    st.blocks.remove(&ob);
+                }
                 self.idle.notify_all();
             }
         }
@@ -213,6 +347,8 @@ impl Core {
 
     /// Map a bio (target-relative sectors); never blocks.
     pub fn map(self: &Arc<Self>, bio: Bio) -> MapResult {
+        self.last_io
+            .store(self.epoch.elapsed().as_millis() as u64, SeqCst);
         match bio.op {
             Op::Read | Op::Write
                 if !bio.flags.contains(BioFlags::PREFLUSH)
@@ -228,270 +364,174 @@ impl Core {
         }
     }
 
-    fn dispatch(self: &Arc<Self>, bio: Bio) -> MapResult {
+    /// No bio mapped for a second.
+    pub(super) fn is_idle(&self) -> bool {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        now.saturating_sub(self.last_io.load(SeqCst)) >= 1000
+    }
+
+    pub(super) fn dispatch(self: &Arc<Self>, bio: Bio) -> MapResult {
         let ob = bio.sector.0 / self.bs;
         let off = bio.sector.0 % self.bs;
         let write = bio.op == Op::Write;
         let mut st = self.st.lock();
-        if let Some(q) = st.locked.get_mut(&ob) {
-            q.push(bio);
-            return MapResult::Submitted;
-        }
-        if let Some(&cb) = st.map.get(&ob) {
-            let c = if write {
-                &self.counters.write_hits
-            } else {
-                &self.counters.read_hits
-            };
-            c.fetch_add(1, SeqCst);
-            st.tick += 1;
-            let tick = st.tick;
-            let slot = &mut st.slots[cb as usize];
-            slot.last_use = tick;
-            slot.hits = slot.hits.saturating_add(1);
-            match self.mode {
-                IoMode::Passthrough if write => {
-                    // Invalidate, then write the origin.
-                    st.locked.insert(ob, vec![bio]);
-                    drop(st);
-                    let me = self.clone();
-                    self.worker.spawn(move || me.invalidate_locked(ob, cb));
-                    return MapResult::Submitted;
-                }
-                IoMode::Passthrough => {
-                    let bio = self.track(&mut st, ob, bio);
-                    return MapResult::Remap(self.origin.clone(), bio);
-                }
-                IoMode::Writethrough if write => {
-                    let bio = self.track(&mut st, ob, bio);
-                    drop(st);
-                    let mut kids = bio.fan_out(2);
-                    let mut to_cache = kids.pop().expect("two");
-                    to_cache.sector = Sectors(cb * self.bs + off);
-                    self.origin.submit(kids.pop().expect("two"));
-                    self.cache.submit(to_cache);
-                    return MapResult::Submitted;
-                }
-                _ => {}
+        if let Some(l) = st.blocks.get_mut(&ob).and_then(|b| b.lock.as_mut()) {
+            if write || !l.reads_pass {
+                l.bios.push(bio);
+                return MapResult::Submitted;
             }
-            if write && !st.slots[cb as usize].dirty {
-                st.slots[cb as usize].dirty = true;
-                st.nr_dirty += 1;
-                if self.policy == PolicyName::Cleaner {
-                    let me = self.clone();
-                    self.worker.spawn(move || me.clean_all());
-                }
-            }
-            let mut bio = self.track(&mut st, ob, bio);
-            bio.sector = Sectors(cb * self.bs + off);
-            return MapResult::Remap(self.cache.clone(), bio);
         }
+        if write {
+            self.clear_discard(&mut st, ob);
+        }
+        let allow = self.mode != IoMode::Passthrough
+            && self.policy.promotes()
+            && !st.suspended
+            && !self.failed.load(SeqCst)
+            && (st.migrations + 1) * self.bs <= self.migration_threshold.load(SeqCst)
+            && !self.is_discarded(&st, ob);
+        // A write of the whole block (in writeback mode) needs no copy: it is promoted with
+        // its data, as the kernel's overwrite.
+        let fast = write
+            && self.mode == IoMode::Writeback
+            && off == 0
+            && bio.len().0 == self.block_len(ob);
+        let work = match st.policy.lookup(ob, write, fast, allow) {
+            Ok(cb) => return self.hit(st, bio, ob, cb, off, write),
+            Err(w) => w,
+        };
         let c = if write {
             &self.counters.write_misses
         } else {
             &self.counters.read_misses
         };
         c.fetch_add(1, SeqCst);
-        if self.mode != IoMode::Passthrough
-            && self.policy.promotes()
-            && !self.failed.load(SeqCst)
-            && (st.migrations + 1) * self.bs <= self.migration_threshold.load(SeqCst)
-        {
-            let have_free = !st.free.is_empty();
-            if st.tracker.miss(ob, have_free) {
+        if let Some(w) = work.filter(|_| fast) {
+            if st.lock(ob, false) {
                 st.migrations += 1;
-                st.locked.insert(ob, vec![bio]);
                 drop(st);
-                let me = self.clone();
-                let w = &self.migrators[ob as usize % MIGRATORS];
-                w.spawn(move || me.promote(ob));
-                return MapResult::Submitted;
+                self.start_overwrite(w, bio);
+            } else {
+                st.policy.complete(w, false);
+                let bio = self.track(&mut st, ob, write, bio);
+                return MapResult::Remap(self.origin.clone(), bio);
             }
+            return MapResult::Submitted;
         }
-        let bio = self.track(&mut st, ob, bio);
+        let bio = self.track(&mut st, ob, write, bio);
+        if let Some(w) = work {
+            if st.lock(ob, true) {
+                st.migrations += 1;
+                drop(st);
+                self.start(w);
+            } else {
+                st.policy.complete(w, false);
+            }
+        } else if self.policy.promotes() && st.policy.has_work() {
+            drop(st);
+            let me = self.clone();
+            self.worker.spawn(move || me.kick());
+        }
         MapResult::Remap(self.origin.clone(), bio)
     }
 
-    /// Wait (on the worker) until `ob` has no bio in flight. The caller holds its lock.
-    fn wait_idle(&self, ob: u64) {
+    fn hit(
+        self: &Arc<Self>,
+        mut st: parking_lot::MutexGuard<'_, State>,
+        bio: Bio,
+        ob: u64,
+        cb: u64,
+        off: u64,
+        write: bool,
+    ) -> MapResult {
+        let c = if write {
+            &self.counters.write_hits
+        } else {
+            &self.counters.read_hits
+        };
+        c.fetch_add(1, SeqCst);
+        match self.mode {
+            IoMode::Passthrough if write => {
+                // Invalidate, then write the origin.
+                st.lock(ob, false);
+                st.blocks
+                    .get_mut(&ob)
+                    .and_then(|b| b.lock.as_mut())
+                    .expect("just locked")
+                    .bios
+                    .push(bio);
+                drop(st);
+                let me = self.clone();
+                self.worker.spawn(move || me.invalidate_locked(ob, cb));
+                return MapResult::Submitted;
+            }
+            IoMode::Passthrough => {
+                let bio = self.track(&mut st, ob, write, bio);
+                return MapResult::Remap(self.origin.clone(), bio);
+            }
+            IoMode::Writethrough if write => {
+                let bio = self.track(&mut st, ob, write, bio);
+                drop(st);
+                let mut kids = bio.fan_out(2);
+                let mut to_cache = kids.pop().expect("two");
+                to_cache.sector = Sectors(cb * self.bs + off);
+                self.origin.submit(kids.pop().expect("two"));
+                self.cache.submit(to_cache);
+                return MapResult::Submitted;
+            }
+            _ => {}
+        }
+        if write && !st.slots[cb as usize].dirty {
+            st.slots[cb as usize].dirty = true;
+            st.nr_dirty += 1;
+            st.policy.set_dirty(cb);
+            if self.policy == PolicyName::Cleaner {
+                let me = self.clone();
+                self.worker.spawn(move || me.clean_all());
+            }
+        }
+        let mut bio = self.track(&mut st, ob, write, bio);
+        bio.sector = Sectors(cb * self.bs + off);
+        MapResult::Remap(self.cache.clone(), bio)
+    }
+
+    /// Wait until `ob` has no write (and, unless `writes_only`, no read) in flight. The
+    /// caller holds its lock.
+    pub(super) fn wait_drained(&self, ob: u64, writes_only: bool) {
         let mut st = self.st.lock();
-        while st.inflight.contains_key(&ob) {
-            self.idle.wait(&mut st);
+        loop {
+            let busy = st
+                .blocks
+                .get(&ob)
+                .is_some_and(|b| b.writes > 0 || (!writes_only && b.reads > 0));
+            if !busy {
+                return;
+            }
+            self.idle.wait_for(&mut st, Duration::from_millis(100));
         }
     }
 
     /// Release `ob`'s lock and map the bios that waited for it.
-    fn unlock(self: &Arc<Self>, ob: u64) {
-        let bios = self.st.lock().locked.remove(&ob).unwrap_or_default();
+    pub(super) fn unlock(self: &Arc<Self>, ob: u64) {
+        let bios = {
+            let mut st = self.st.lock();
+            let Some(b) = st.blocks.get_mut(&ob) else {
+                return;
+            };
+            let bios = b.lock.take().map(|l| l.bios).unwrap_or_default();
+            if b.reads == 0 && b.writes == 0 {
+                st.blocks.remove(&ob);
+            }
+            bios
+        };
         for bio in bios {
             done_submit(self.dispatch(bio));
         }
     }
 
-    fn fail(&self, what: &str, e: impl std::fmt::Display) {
+    pub(super) fn fail(&self, what: &str, e: impl std::fmt::Display) {
         tracing::error!("cache: {what} failed: {e}; switching to read-only metadata");
         self.failed.store(true, SeqCst);
-    }
-
-    fn copy(&self, from: Loc, to: Loc, len: u64) -> bool {
-        self.copier.copy_wait(from, vec![to], Sectors(len)).is_ok()
-    }
-
-    fn block_len(&self, ob: u64) -> u64 {
-        self.bs.min(self.origin_len - ob * self.bs)
-    }
-
-    /// Write cache block `cb` back to origin block `ob` (both locked by the caller).
-    fn writeback(self: &Arc<Self>, cb: u64, ob: u64) -> bool {
-        let ok = self.copy(
-            Loc::new(self.cache.clone(), Sectors(cb * self.bs)),
-            Loc::new(self.origin.clone(), Sectors(ob * self.bs)),
-            self.block_len(ob),
-        ) && udm_io::sync::flush(&*self.origin).is_ok();
-        if !ok {
-            return false;
-        }
-        if let Err(e) = self.md.lock().set_dirty(cb, false) {
-            self.fail("clearing a dirty bit", e);
-        }
-        let mut st = self.st.lock();
-        if st.slots[cb as usize].dirty {
-            st.slots[cb as usize].dirty = false;
-            st.nr_dirty -= 1;
-        }
-        true
-    }
-
-    /// Unmap `cb` (whose origin block `ob` is locked) and commit before it can be reused.
-    fn demote(&self, cb: u64, ob: u64) -> bool {
-        let mut md = self.md.lock();
-        if let Err(e) = md.remove(cb).and_then(|_| md.commit(false)) {
-            drop(md);
-            self.fail("demotion", e);
-            return false;
-        }
-        drop(md);
-        let mut st = self.st.lock();
-        st.map.remove(&ob);
-        if st.slots[cb as usize].dirty {
-            st.nr_dirty -= 1;
-        }
-        st.slots[cb as usize] = Slot::default();
-        self.counters.demotions.fetch_add(1, SeqCst);
-        true
-    }
-
-    /// Pick a free cache block, or demote a victim (least recently used, clean first).
-    fn get_cblock(self: &Arc<Self>) -> Option<u64> {
-        let (cb, vob) = {
-            let mut st = self.st.lock();
-            if let Some(cb) = st.free.pop_first() {
-                return Some(cb);
-            }
-            let victim = st
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.oblock.is_some_and(|o| !st.locked.contains_key(&o)))
-                .min_by_key(|(_, s)| (s.dirty, s.last_use))
-                .map(|(cb, s)| (cb as u64, s.oblock.expect("mapped")))?;
-            st.locked.insert(victim.1, Vec::new());
-            victim
-        };
-        self.wait_idle(vob);
-        let dirty = !self.is_clean(cb);
-        let ok = (!dirty || self.writeback(cb, vob)) && self.demote(cb, vob);
-        self.unlock(vob);
-        ok.then_some(cb)
-    }
-
-    /// Promote origin block `ob` (locked by `dispatch`).
-    fn promote(self: &Arc<Self>, ob: u64) {
-        self.wait_idle(ob);
-        if let Some(cb) = self.get_cblock() {
-            let ok = self.copy(
-                Loc::new(self.origin.clone(), Sectors(ob * self.bs)),
-                Loc::new(self.cache.clone(), Sectors(cb * self.bs)),
-                self.block_len(ob),
-            );
-            let inserted = ok && {
-                let r = self.md.lock().insert(cb, ob);
-                if let Err(e) = &r {
-                    self.fail("promotion", e);
-                }
-                r.is_ok()
-            };
-            let mut st = self.st.lock();
-            if inserted {
-                st.map.insert(ob, cb);
-                st.tick += 1;
-                st.slots[cb as usize] = Slot {
-                    oblock: Some(ob),
-                    dirty: false,
-                    last_use: st.tick,
-                    hits: 0,
-                };
-                self.counters.promotions.fetch_add(1, SeqCst);
-            } else {
-                st.free.insert(cb);
-            }
-        }
-        self.st.lock().migrations -= 1;
-        self.unlock(ob);
-    }
-
-    /// Passthrough write hit: unmap the (clean) block, then let its bios go to the origin.
-    fn invalidate_locked(self: &Arc<Self>, ob: u64, cb: u64) {
-        self.wait_idle(ob);
-        if self.demote(cb, ob) {
-            self.st.lock().free.insert(cb);
-        }
-        self.unlock(ob);
-    }
-
-    /// `invalidate_cblocks`: unmap clean cache block `cb` if mapped (passthrough only).
-    pub fn invalidate_cblock(self: &Arc<Self>, cb: u64) {
-        let ob = {
-            let mut st = self.st.lock();
-            let Some(ob) = st.slots[cb as usize].oblock else {
-                return;
-            };
-            if st.locked.contains_key(&ob) {
-                return;
-            }
-            st.locked.insert(ob, Vec::new());
-            ob
-        };
-        self.invalidate_locked(ob, cb);
-    }
-
-    /// Write back every dirty block (the cleaner policy; also before a passthrough switch).
-    pub fn clean_all(self: &Arc<Self>) {
-        loop {
-            if self.failed.load(SeqCst) {
-                return;
-            }
-            let next = {
-                let mut st = self.st.lock();
-                let found = st
-                    .slots
-                    .iter()
-                    .enumerate()
-                    .find(|(_, s)| s.dirty && s.oblock.is_some_and(|o| !st.locked.contains_key(&o)))
-                    .map(|(cb, s)| (cb as u64, s.oblock.expect("mapped")));
-                if let Some((_, ob)) = found {
-                    st.locked.insert(ob, Vec::new());
-                }
-                found
-            };
-            let Some((cb, ob)) = next else { return };
-            self.wait_idle(ob);
-            let ok = self.writeback(cb, ob);
-            self.unlock(ob);
-            if !ok {
-                return;
-            }
-        }
     }
 
     /// Commit the metadata if anything changed (on the worker or a control-plane hook).
@@ -527,6 +567,7 @@ impl Core {
                 bio.complete(r);
             }
             Op::Discard => {
+                self.set_discards(bio.sector.0, bio.len().0);
                 self.discard_range(bio.sector.0, bio.len().0);
                 let r = if self.passdown {
                     udm_io::sync::discard(&*self.origin, bio.sector, bio.len())
@@ -544,7 +585,7 @@ impl Core {
                     }
                 }
                 // Nothing here may wait for the data I/O: it can be held behind a
-                // migration queued on this worker.
+                // migration.
                 let fua = bio.flags.contains(BioFlags::FUA);
                 let buf = bio.take_buf();
                 let (sector, read) = (bio.sector, bio.op == Op::Read);
@@ -606,28 +647,6 @@ impl Core {
                 }),
             );
             done_submit(self.dispatch(b));
-        }
-    }
-
-    /// Unmap the cache blocks a discard covers completely (their data is now undefined).
-    fn discard_range(self: &Arc<Self>, sector: u64, len: u64) {
-        let first = sector.div_ceil(self.bs);
-        let end = (sector + len) / self.bs;
-        for ob in first..end {
-            let cb = {
-                let mut st = self.st.lock();
-                let Some(&cb) = st.map.get(&ob) else { continue };
-                if st.locked.contains_key(&ob) {
-                    continue;
-                }
-                st.locked.insert(ob, Vec::new());
-                cb
-            };
-            self.wait_idle(ob);
-            if self.demote(cb, ob) {
-                self.st.lock().free.insert(cb);
-            }
-            self.unlock(ob);
         }
     }
 

@@ -8,12 +8,17 @@
 //! shared by the tables using it (a reload while live), as the kernel shares it.
 
 mod core;
+mod levels;
 mod meta_io;
+mod migrate;
 mod policy;
+mod smq;
 
-pub use self::core::IoMode;
+pub use self::core::{discard_geometry, IoMode};
 pub use meta_io::DevMetaIo;
+pub use migrate::TICK_ENV;
 pub use policy::PolicyName;
+pub use smq::hotspot_params;
 
 use self::core::Core;
 use parking_lot::Mutex;
@@ -213,6 +218,7 @@ impl TargetType for CacheType {
             ctx.worker("cache"),
         ));
         core.migration_threshold.store(threshold, SeqCst);
+        migrate::start_ticker(&core);
         Ok(Box::new(CacheTarget {
             core,
             p,
@@ -277,6 +283,7 @@ pub struct CacheTarget {
 impl Drop for CacheTarget {
     /// Removing a live device suspends it first in the kernel: sync and mark clean.
     fn drop(&mut self) {
+        self.core.quiesce();
         if *self.loaded.lock() && !self.synced.load(SeqCst) {
             self.sync_metadata();
         }
@@ -292,22 +299,28 @@ impl CacheTarget {
         }
         let c = &self.core;
         let policy = self.p.policy.id();
-        let origin_sectors = c.origin_len;
-        let (nr, bs) = (c.nr_cblocks, c.bs);
-        let mappings = {
+        let nr = c.nr_cblocks;
+        let (mappings, discards) = {
             let mut md = c.md.lock();
             let fail = |e: udm_pdata::PdataError| TargetError::invalid(e.to_string());
             if md.cache_blocks() != nr {
                 md.resize(nr).map_err(fail)?;
             }
-            let dnr = origin_sectors.div_ceil(bs);
-            if md.superblock().discard_nr_blocks != dnr || md.superblock().discard_block_size != bs
-            {
-                md.resize_discards(bs, dnr).map_err(fail)?;
+            let (dbs, dnr) = (c.discard_bs, c.nr_discard);
+            let old_bs = md.superblock().discard_block_size;
+            if md.superblock().discard_nr_blocks != dnr || old_bs != dbs {
+                md.resize_discards(dbs, dnr).map_err(fail)?;
+                if old_bs != dbs {
+                    // Bits of another geometry mean nothing now.
+                    for b in 0..dnr {
+                        md.set_discard(b, false).map_err(fail)?;
+                    }
+                }
             }
-            md.mappings(Some(&policy)).map_err(fail)?
+            let discards = md.discards().map_err(fail)?;
+            (md.mappings(Some(&policy)).map_err(fail)?, discards)
         };
-        c.load(&mappings);
+        c.load(&mappings, &discards);
         // The counters continue from the last sync (the kernel reads them in its
         // constructor; here after the previous table's suspend wrote them).
         let stats = c.md.lock().stats();
@@ -331,7 +344,7 @@ impl CacheTarget {
             if c.failed.load(SeqCst) {
                 return false;
             }
-            let (mapped, hints) = c.snapshot();
+            let (mapped, hints, discards) = c.snapshot();
             let stats = CacheStats {
                 read_hits: c.counters.read_hits.load(SeqCst) as u32,
                 read_misses: c.counters.read_misses.load(SeqCst) as u32,
@@ -342,6 +355,11 @@ impl CacheTarget {
             let mut r = Ok(());
             for (cb, dirty) in mapped {
                 r = r.and_then(|_| md.set_dirty(cb, dirty));
+            }
+            if let Some(discards) = discards {
+                for (b, d) in discards.into_iter().enumerate() {
+                    r = r.and_then(|_| md.set_discard(b as u64, d));
+                }
             }
             md.set_stats(stats);
             r = r
@@ -470,6 +488,7 @@ impl Target for CacheTarget {
     }
 
     fn postsuspend(&self) {
+        self.core.quiesce();
         if *self.loaded.lock() {
             self.sync_metadata();
             self.synced.store(true, SeqCst);
@@ -482,6 +501,7 @@ impl Target for CacheTarget {
 
     fn resume(&self) {
         self.synced.store(false, SeqCst);
+        self.core.unquiesce();
         if self.p.policy == PolicyName::Cleaner {
             let c = self.core.clone();
             self.core.worker.spawn(move || c.clean_all());

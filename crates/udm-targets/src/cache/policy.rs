@@ -1,12 +1,9 @@
 //! Cache policies: `smq` (with `mq` and `default` as aliases) and `cleaner`.
 //!
-//! udm's smq is a small stand-in for the kernel's stochastic multiqueue, not a copy of it:
-//! an origin block is promoted on its first miss while the cache has free blocks, and on its
-//! second miss within the tracking window once the cache is full, demoting the least recently
-//! used block (clean ones first). Hints are per-block hit counts, kept across clean
-//! shutdowns. `cleaner` never promotes and writes every dirty block back.
+//! The policy names and tunables; the smq policy itself is in [`super::smq`] (hints are
+//! cache-queue levels, kept across clean shutdowns). `cleaner` never promotes and writes
+//! every dirty block back.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use udm_core::TargetError;
@@ -106,41 +103,5 @@ impl PolicyName {
     /// Whether misses may promote.
     pub fn promotes(self) -> bool {
         self != PolicyName::Cleaner
-    }
-}
-
-/// Miss tracking for promotion decisions.
-#[derive(Default)]
-pub struct Tracker {
-    misses: HashMap<u64, u32>,
-    window: usize,
-}
-
-impl Tracker {
-    /// A tracker remembering about `window` origin blocks.
-    pub fn new(window: usize) -> Tracker {
-        Tracker {
-            misses: HashMap::new(),
-            window: window.max(64),
-        }
-    }
-
-    /// Record a miss on `ob`; true when it should be promoted now.
-    pub fn miss(&mut self, ob: u64, have_free: bool) -> bool {
-        if have_free {
-            self.misses.remove(&ob);
-            return true;
-        }
-        if self.misses.len() >= self.window {
-            self.misses.clear();
-        }
-        let n = self.misses.entry(ob).or_insert(0);
-        *n += 1;
-        if *n >= 2 {
-            self.misses.remove(&ob);
-            true
-        } else {
-            false
-        }
     }
 }
