@@ -3,7 +3,7 @@
 //! it can read), with data written through md, are listed, tabled and activated by real
 //! dmraid 1.0.0.rc16 in the guest; the disks come back as images and `udm dmraid` must print
 //! the same `-r`/`-s` listings and `-ay -t` tables, and activate the raid0 sets and the Intel
-//! raid1 set with md's data.
+//! and DDF raid1 sets with md's data.
 
 use std::path::{Path, PathBuf};
 use udm_testkit::udmcli::UdmCli;
@@ -35,6 +35,7 @@ mdadm -C /dev/md/dvol1 -l 1 -n 2 -z 1M /dev/sdb /dev/sdc --run || exit 10
 dd if=pattern2.bin of=/dev/md/dvol0 bs=1M oflag=direct status=none
 dd if=pattern0.bin of=/dev/md/vol0 bs=1M oflag=direct status=none
 dd if=pattern1.bin of=/dev/md/mir bs=1M oflag=direct status=none
+dd if=pattern3.bin of=/dev/md/dvol1 bs=1M oflag=direct status=none
 mdadm --wait /dev/md/mir /dev/md/dvol1
 mdadm -S /dev/md/vol0 /dev/md/mir /dev/md/dvol0 /dev/md/dvol1; mdadm -S /dev/md/imsm0 /dev/md/imsm1 /dev/md/ddf
 for d in $D; do b=${d#/dev/}; tail -c +5 /sys/block/$b/device/vpd_pg80 > $b.serial; done
@@ -44,6 +45,7 @@ dmraid -ay > ay.out 2>&1; dmraid -s > sa.out 2>&1
 cmp -n 12582912 /dev/mapper/isw_*_vol0 pattern0.bin && echo vol0-same >> cmp.out
 cmp -n 2097152 /dev/mapper/isw_*_mir pattern1.bin && echo mir-same >> cmp.out
 cmp -n 6291456 /dev/mapper/ddf1_dvol0 pattern2.bin && echo dvol0-same >> cmp.out
+cmp -n 1048576 /dev/mapper/ddf1_dvol1 pattern3.bin && echo dvol1-same >> cmp.out
 dmraid -an > an.out 2>&1
 i=0; for v in /dev/vda /dev/vdb /dev/vdc /dev/vdd /dev/vde /dev/vdf /dev/vdg /dev/vdh; do i=$((i+1)); set -- $D; eval d=\${$i}; dd if=$d of=$v bs=1M status=none; done; sync
 "#;
@@ -91,6 +93,8 @@ fn kernel_dmraid_sets_match_dmraid() {
     std::fs::write(share.join("pattern1.bin"), &p1).unwrap();
     let p2 = pattern(6 << 20, 0x3c);
     std::fs::write(share.join("pattern2.bin"), &p2).unwrap();
+    let p3 = pattern(1 << 20, 0x96);
+    std::fs::write(share.join("pattern3.bin"), &p3).unwrap();
 
     let d = Daemon::start(&udm());
     let e = UdmCli {
@@ -111,7 +115,7 @@ fn kernel_dmraid_sets_match_dmraid() {
     // The kernel (through real dmraid's tables) reads what md wrote.
     assert_eq!(
         read(&share.join("cmp.out")),
-        "vol0-same\nmir-same\ndvol0-same\n"
+        "vol0-same\nmir-same\ndvol0-same\ndvol1-same\n"
     );
     for (sd, img) in SD.iter().zip(&imgs) {
         let serial = read(&share.join(format!("{sd}.serial")));
@@ -185,6 +189,20 @@ fn kernel_dmraid_sets_match_dmraid() {
     let (o, err, c) = dmraid(&["-an", &mir]);
     assert_eq!(c, 0, "{o}{err}");
     assert!(!e.dm(&["ls"]).contains(&mir));
+    // The DDF raid1 set too: its members' data after the raid0 set's, on the mirror target.
+    let want_line = tables
+        .lines()
+        .find(|l| l.starts_with("ddf1_dvol1: "))
+        .unwrap_or_else(|| panic!("no ddf1_dvol1 table in\n{tables}"));
+    assert!(want_line.contains(" mirror core 2 "), "{want_line}");
+    let (o, err, c) = dmraid(&["-ay", "ddf1_dvol1"]);
+    assert_eq!(c, 0, "{o}{err}");
+    let got_table = e.dm(&["table", "ddf1_dvol1"]);
+    assert_eq!(format!("ddf1_dvol1: {}", got_table.trim_end()), want_line);
+    read_back(&d, "ddf1_dvol1", &tables, &p3);
+    let (o, err, c) = dmraid(&["-an", "ddf1_dvol1"]);
+    assert_eq!(c, 0, "{o}{err}");
+    assert!(!e.dm(&["ls"]).contains("ddf1_dvol1"));
     // -an removes it.
     let (o, err, c) = dmraid(&["-an", &vol0]);
     assert_eq!(c, 0, "{o}{err}");

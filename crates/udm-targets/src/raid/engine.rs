@@ -26,6 +26,10 @@ pub struct Leg {
     pub write_mostly: bool,
     /// Returning leg: recover only the regions the bitmap marks dirty.
     pub partial: AtomicBool,
+    /// Fast-path reads in flight (read balancing).
+    pub pending: Arc<AtomicUsize>,
+    /// The device sector after the last fast-path read (read balancing).
+    pub head: AtomicU64,
 }
 
 impl Leg {

@@ -7,6 +7,7 @@
 //! machinery runs on a separate worker; a bitmap daemon clears bits every `daemon_sleep`.
 
 pub mod engine;
+pub mod fast;
 pub mod gf;
 pub mod layout;
 pub mod meta;
@@ -20,7 +21,7 @@ use meta::*;
 use meta_io::{Bitmap, MetaState, SbInfo, HZ};
 use params::RaidParams;
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use sync::{Action, Syncer};
@@ -355,6 +356,8 @@ fn construct(ctx: &mut TargetCtx<'_>, p: RaidParams) -> Result<Box<dyn Target>, 
             recovery: AtomicU64::new(recovery[i]),
             write_mostly: p.write_mostly.contains(&(i as u32)),
             partial: AtomicBool::new(partial[i]),
+            pending: Arc::default(),
+            head: AtomicU64::new(0),
         })
         .collect();
     let meta = MetaState {
@@ -374,7 +377,10 @@ fn construct(ctx: &mut TargetCtx<'_>, p: RaidParams) -> Result<Box<dyn Target>, 
         sync_max,
         event: ctx.event_trigger(),
     };
-    let syncer = Arc::new(Syncer::new(p.max_recovery_rate.unwrap_or(0) as u64));
+    let syncer = Arc::new(Syncer::new(
+        p.max_recovery_rate.unwrap_or(0) as u64,
+        p.min_recovery_rate.unwrap_or(0) as u64,
+    ));
     syncer.ctl.lock().frozen = true;
     let shared = Arc::new(Shared {
         array: Array::new(geo, legs, meta),
@@ -528,10 +534,56 @@ impl Target for RaidTarget {
         if bio.op == BioOp::Discard {
             return MapResult::Kill(bio, IoError::NotSupported);
         }
+        s.syncer.client_io.fetch_add(1, Relaxed);
+        if bio.op == BioOp::Read && !bio.flags.contains(BioFlags::PREFLUSH) && !bio.is_empty() {
+            if let Some(plan) = s.array.fast_read_plan(bio.sector.0, bio.len().0) {
+                let lens: Vec<Sectors> = plan.iter().map(|p| Sectors(p.0)).collect();
+                for (piece, (_, at)) in bio.split(&lens).into_iter().zip(plan) {
+                    let me = s.clone();
+                    s.array.submit_leg_read(piece, at, move |bio, leg| {
+                        let k = me.next_io.fetch_add(1, SeqCst) % me.io.len();
+                        let me2 = me.clone();
+                        me.io[k].spawn(move || {
+                            me2.array.fail_leg(leg);
+                            me2.handle(bio)
+                        });
+                    });
+                }
+                return MapResult::Submitted;
+            }
+        }
         let k = s.next_io.fetch_add(1, SeqCst) % s.io.len();
         let me = s.clone();
         s.io[k].spawn(move || me.handle(bio));
         MapResult::Submitted
+    }
+
+    /// raid1: an in-sync range is one leg's plain data, so the NBD server may splice it
+    /// straight from the chosen leg's file (the copy linear gets).
+    fn read_file_range(
+        &self,
+        sector: Sectors,
+        len: Sectors,
+        f: udm_io::FileReader<'_>,
+    ) -> Option<std::io::Result<usize>> {
+        let a = &self.shared.array;
+        if a.geo.level != 1 || self.shared.suspended.load(SeqCst) {
+            return None;
+        }
+        let plan = a.fast_read_plan(sector.0, len.0)?;
+        let [(_, at)] = plan.as_slice() else {
+            return None;
+        };
+        let dev = a.legs[at.leg].data.as_ref()?;
+        match dev.read_file_range(Sectors(at.sector), len, f)? {
+            Ok(n) => {
+                a.legs[at.leg].head.store(at.sector + len.0, SeqCst);
+                Some(Ok(n))
+            }
+            // A failing leg is the bio path's business (it fails the leg and reads another
+            // copy): tell the caller to drop what it has and submit a bio.
+            Err(_) => Some(Err(std::io::ErrorKind::WouldBlock.into())),
+        }
     }
 
     fn max_io_len(&self) -> Option<Sectors> {

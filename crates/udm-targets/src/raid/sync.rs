@@ -5,8 +5,9 @@
 
 use super::engine::{slot_refs, solve, Array, Op, RAID1_UNIT};
 use super::gf;
+use super::layout::Row;
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use udm_io::{BioFlags, IoBuf};
@@ -49,10 +50,14 @@ pub struct Syncer {
     pub interrupt: AtomicBool,
     /// KiB/s per device; 0: unthrottled.
     pub max_rate: u64,
+    /// KiB/s per device the sync is held to while client I/O goes on; 0: not held.
+    pub min_rate: u64,
+    /// Client bios seen (bumped by the target's map).
+    pub client_io: AtomicU64,
 }
 
 impl Syncer {
-    pub fn new(max_rate: u64) -> Syncer {
+    pub fn new(max_rate: u64, min_rate: u64) -> Syncer {
         Syncer {
             ctl: Mutex::new(SyncCtl {
                 needed: true,
@@ -60,6 +65,8 @@ impl Syncer {
             }),
             interrupt: AtomicBool::new(false),
             max_rate,
+            min_rate,
+            client_io: AtomicU64::new(0),
         }
     }
 }
@@ -109,7 +116,21 @@ pub fn choose(a: &Array, s: &Syncer) -> Option<Action> {
     None
 }
 
-/// Run one action to its end or until interrupted (on the sync worker).
+/// Sync jobs in flight at once.
+const WINDOW: usize = 4;
+/// Largest sync job in bytes per device (raid1 and parity rows; a raid10 job is one chunk).
+const JOB_BYTES: u64 = 2 << 20;
+
+/// One sync job: `units` consecutive sync units from `pos` (resync space).
+#[derive(Debug, Clone, Copy)]
+struct Job {
+    pos: u64,
+    len: u64,
+    units: u64,
+}
+
+/// Run one action to its end or until interrupted (on the sync worker): up to `WINDOW`
+/// jobs of up to `JOB_BYTES` each run in parallel, then the progress marks move past them.
 pub fn run(a: &Array, s: &Syncer, act: Action) {
     {
         let mut c = s.ctl.lock();
@@ -121,6 +142,15 @@ pub fn run(a: &Array, s: &Syncer, act: Action) {
     }
     let max = a.meta.sync_max;
     let unit = unit_len(a);
+    let job_units = match a.geo.level {
+        10 => 1,
+        _ => (JOB_BYTES / 512 / unit).max(1),
+    };
+    let window = if a.geo.level == 10 {
+        4 * WINDOW
+    } else {
+        WINDOW
+    };
     let rcp0 = a.meta.info.lock().recovery_cp;
     let start = match act {
         Action::Resync if rcp0 != u64::MAX && !bitmap_dirty(a) => rcp0 - rcp0 % unit,
@@ -133,6 +163,7 @@ pub fn run(a: &Array, s: &Syncer, act: Action) {
     let t0 = Instant::now();
     let mut done_bytes = 0u64;
     let mut last_sb = Instant::now();
+    let mut last_io = s.client_io.load(SeqCst);
     let mut pos = start;
     let mut ok = true;
     while pos < max {
@@ -140,24 +171,56 @@ pub fn run(a: &Array, s: &Syncer, act: Action) {
             ok = false;
             break;
         }
-        let len = unit.min(max - pos);
-        let needed = match act {
-            Action::Resync => rcp0 <= pos || a.meta.range_needs_sync(pos, pos + len),
-            Action::Recover => targets.iter().any(|&i| {
-                let l = &a.legs[i];
-                l.recovery.load(SeqCst) < pos + len
-                    && (!l.partial.load(SeqCst) || a.meta.range_dirty(pos, pos + len))
-            }),
-            _ => true,
-        };
-        if needed {
-            let m = sync_unit(a, act, pos, len, &targets);
-            if m > 0 {
-                s.ctl.lock().mismatches += m;
+        // Gather the next jobs: runs of units that need syncing.
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut p = pos;
+        while p < max {
+            let len = unit.min(max - p);
+            let needed = match act {
+                Action::Resync => rcp0 <= p || a.meta.range_needs_sync(p, p + len),
+                Action::Recover => targets.iter().any(|&i| {
+                    let l = &a.legs[i];
+                    l.recovery.load(SeqCst) < p + len
+                        && (!l.partial.load(SeqCst) || a.meta.range_dirty(p, p + len))
+                }),
+                _ => true,
+            };
+            if needed {
+                let full = jobs.len() == window;
+                match jobs.last_mut() {
+                    Some(j) if j.pos + j.len == p && j.units < job_units => {
+                        j.len += len;
+                        j.units += 1;
+                    }
+                    _ if full => break,
+                    _ => jobs.push(Job {
+                        pos: p,
+                        len,
+                        units: 1,
+                    }),
+                }
             }
-            done_bytes += len * 512;
+            p += len;
         }
-        pos += len;
+        let m: u64 = if jobs.len() <= 1 {
+            jobs.iter().map(|j| sync_job(a, act, *j, &targets)).sum()
+        } else {
+            std::thread::scope(|sc| {
+                let hs: Vec<_> = jobs
+                    .iter()
+                    .map(|j| {
+                        let t = &targets;
+                        sc.spawn(move || sync_job(a, act, *j, t))
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+            })
+        };
+        if m > 0 {
+            s.ctl.lock().mismatches += m;
+        }
+        done_bytes += jobs.iter().map(|j| j.len * 512).sum::<u64>();
+        pos = p;
         s.ctl.lock().curr = pos;
         if act == Action::Recover {
             for &i in &targets {
@@ -175,7 +238,14 @@ pub fn run(a: &Array, s: &Syncer, act: Action) {
             a.meta.write_superblocks(a);
             last_sb = Instant::now();
         }
+        // md_do_sync's throttle: never above max_recovery_rate; with client I/O since
+        // the last window, no faster than min_recovery_rate (when the table sets one).
+        let io = s.client_io.load(SeqCst);
+        let busy = io != std::mem::replace(&mut last_io, io);
         throttle(s.max_rate, done_bytes, t0);
+        if busy {
+            throttle(s.min_rate, done_bytes, t0);
+        }
         if targets.iter().any(|&i| !a.legs[i].usable()) && act == Action::Recover {
             ok = false;
             break;
@@ -271,19 +341,21 @@ fn recover_dev_pos(a: &Array, pos: u64) -> u64 {
     }
 }
 
-/// Sync one unit; returns mismatched sectors found (check/repair).
-fn sync_unit(a: &Array, act: Action, pos: u64, len: u64, targets: &[usize]) -> u64 {
+/// Sync one job; returns mismatched sectors found (check/repair).
+fn sync_job(a: &Array, act: Action, j: Job, targets: &[usize]) -> u64 {
     match a.geo.level {
         1 => {
-            let _g = a.lock(pos / RAID1_UNIT);
-            let copies: Vec<(usize, u64)> = (0..a.legs.len()).map(|i| (i, pos)).collect();
-            sync_copies(a, act, &copies, len, targets)
+            let _g: Vec<_> = (j.pos / RAID1_UNIT..=(j.pos + j.len - 1) / RAID1_UNIT)
+                .map(|k| a.lock(k))
+                .collect();
+            let copies: Vec<(usize, u64)> = (0..a.legs.len()).map(|i| (i, j.pos)).collect();
+            sync_copies(a, act, &copies, j.len, targets)
         }
         10 => {
-            let _g = a.lock(pos / a.geo.chunk);
-            sync_copies(a, act, &a.geo.raid10_copies(pos), len, targets)
+            let _g = a.lock(j.pos / a.geo.chunk);
+            sync_copies(a, act, &a.geo.raid10_copies(j.pos), j.len, targets)
         }
-        _ => sync_row(a, act, pos / a.geo.chunk, targets),
+        _ => sync_rows(a, act, j.pos / a.geo.chunk, j.units, targets),
     }
 }
 
@@ -377,15 +449,16 @@ fn count_mismatch(x: &[u8], y: &[u8]) -> u64 {
         .sum()
 }
 
-fn sync_row(a: &Array, act: Action, row: u64, targets: &[usize]) -> u64 {
-    let _g = a.lock(row);
-    let r = a.geo.row(row);
+/// Sync `rows` consecutive stripe rows from `row0`: one read per device for the whole run,
+/// each row solved or re-paritied, the blocks to write merged into one write per device run.
+fn sync_rows(a: &Array, act: Action, row0: u64, rows: u64, targets: &[usize]) -> u64 {
+    let _g: Vec<_> = (row0..row0 + rows).map(|r| a.lock(r)).collect();
     let chunk = a.geo.chunk;
-    let base = row * chunk;
+    let base = row0 * chunk;
     let n = a.geo.disks;
     let len = (chunk * 512) as usize;
     let readable: Vec<usize> = (0..n)
-        .filter(|&d| a.legs[d].readable(base + chunk) && !targets.contains(&d))
+        .filter(|&d| a.legs[d].readable(base + rows * chunk) && !targets.contains(&d))
         .collect();
     let ops = readable
         .iter()
@@ -393,24 +466,91 @@ fn sync_row(a: &Array, act: Action, row: u64, targets: &[usize]) -> u64 {
             leg: d,
             write: false,
             sector: base,
-            buf: IoBuf::zeroed(len),
+            buf: IoBuf::zeroed(len * rows as usize),
         })
         .collect();
-    let mut blocks: Vec<Option<Vec<u8>>> = vec![None; n];
+    let mut whole: Vec<Option<IoBuf>> = (0..n).map(|_| None).collect();
     for ((res, b), &d) in a.par(ops, BioFlags::NONE).into_iter().zip(&readable) {
         if res.is_err() {
             a.fail_leg(d);
             return 0;
         }
-        blocks[d] = Some(b.into_vec());
+        whole[d] = Some(b);
     }
+    let mut mism = 0;
+    // Per device: (row index, block) to write, in row order.
+    let mut out: Vec<Vec<(u64, Vec<u8>)>> = vec![Vec::new(); n];
+    for k in 0..rows {
+        let at = k as usize * len;
+        let blocks: Vec<Option<Vec<u8>>> = whole
+            .iter()
+            .map(|w| w.as_ref().map(|b| b[at..at + len].to_vec()))
+            .collect();
+        let (m, writes) = sync_row(a, act, &a.geo.row(row0 + k), blocks, len);
+        mism += m;
+        for (d, v) in writes {
+            out[d].push((k, v));
+        }
+    }
+    let mut ops = Vec::new();
+    let mut legs = Vec::new();
+    for (d, runs) in out.into_iter().enumerate() {
+        let mut cur: Option<(u64, u64, Vec<u8>)> = None;
+        for (k, v) in runs {
+            match &mut cur {
+                Some((_, next, buf)) if *next == k => {
+                    buf.extend_from_slice(&v);
+                    *next += 1;
+                }
+                _ => {
+                    if let Some((k0, _, buf)) = cur.take() {
+                        ops.push(Op {
+                            leg: d,
+                            write: true,
+                            sector: base + k0 * chunk,
+                            buf: IoBuf::from_vec(buf),
+                        });
+                        legs.push(d);
+                    }
+                    cur = Some((k, k + 1, v));
+                }
+            }
+        }
+        if let Some((k0, _, buf)) = cur {
+            ops.push(Op {
+                leg: d,
+                write: true,
+                sector: base + k0 * chunk,
+                buf: IoBuf::from_vec(buf),
+            });
+            legs.push(d);
+        }
+    }
+    for ((res, _), &d) in a.par(ops, BioFlags::NONE).into_iter().zip(&legs) {
+        if res.is_err() {
+            a.fail_leg(d);
+        }
+    }
+    mism
+}
+
+/// One row of a sync: the blocks read (`None`: not readable), what to write back and the
+/// mismatched sectors found.
+fn sync_row(
+    a: &Array,
+    act: Action,
+    r: &Row,
+    mut blocks: Vec<Option<Vec<u8>>>,
+    len: usize,
+) -> (u64, Vec<(usize, Vec<u8>)>) {
+    let n = a.geo.disks;
     let lost: Vec<usize> = (0..n).filter(|&d| blocks[d].is_none()).collect();
     let parity: Vec<usize> = std::iter::once(r.pd).chain(r.qd).collect();
     let mut writes: Vec<usize> = Vec::new();
     let mut mism = 0;
     if act == Action::Recover || lost.iter().any(|d| !parity.contains(d)) {
-        if !solve(&r, &mut blocks, &lost, len) {
-            return 0;
+        if !solve(r, &mut blocks, &lost, len) {
+            return (0, Vec::new());
         }
         writes.extend(lost.iter().copied().filter(|d| a.legs[*d].usable()));
     }
@@ -419,7 +559,7 @@ fn sync_row(a: &Array, act: Action, row: u64, targets: &[usize]) -> u64 {
             .iter()
             .map(|b| b.clone().unwrap_or_else(|| vec![0u8; len]))
             .collect();
-        let slots = slot_refs(&r, &full);
+        let slots = slot_refs(r, &full);
         let mut p = vec![0u8; len];
         gf::gen_p(&slots, &mut p);
         let mut fresh = vec![(r.pd, p)];
@@ -444,21 +584,12 @@ fn sync_row(a: &Array, act: Action, row: u64, targets: &[usize]) -> u64 {
             }
         }
     }
-    let ops = writes
-        .iter()
-        .map(|&d| Op {
-            leg: d,
-            write: true,
-            sector: base,
-            buf: IoBuf::from_vec(blocks[d].take().unwrap_or_default()),
-        })
+    writes.sort_unstable();
+    let out = writes
+        .into_iter()
+        .map(|d| (d, blocks[d].take().unwrap_or_default()))
         .collect();
-    for ((res, _), &d) in a.par(ops, BioFlags::NONE).into_iter().zip(&writes) {
-        if res.is_err() {
-            a.fail_leg(d);
-        }
-    }
-    mism
+    (mism, out)
 }
 
 /// Kick the sync machinery: choose what is due now (so the status shows it at once) and
