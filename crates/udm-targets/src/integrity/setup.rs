@@ -35,6 +35,9 @@ pub struct SetupOpts {
     pub legacy_hmac: bool,
     pub legacy_recalculate: bool,
     pub allow_discards: bool,
+    /// `--data-device`: data lives there; the integrity device holds only superblock,
+    /// journal and tags (the table's `meta_device:`).
+    pub data_device: Option<String>,
 }
 
 /// The kernel name of an integritysetup algorithm (`hmac-sha256` → `hmac(sha256)`).
@@ -53,6 +56,16 @@ fn hex(k: &[u8]) -> String {
 /// `format` adds the layout options (journal size, interleave, fix_padding/fix_hmac);
 /// `sb` (when opening) supplies tag and sector size and the fixed-padding/HMAC flags.
 pub fn table_rest(o: &SetupOpts, sb: Option<&Superblock>, format: bool) -> String {
+    table_rest_meta(o, sb, format, None)
+}
+
+/// [`table_rest`] with `meta_device:<meta>` when the metadata is on its own device.
+pub fn table_rest_meta(
+    o: &SetupOpts,
+    sb: Option<&Superblock>,
+    format: bool,
+    meta: Option<&str>,
+) -> String {
     let tag = match sb {
         Some(sb) => sb.integrity_tag_size as u32,
         None => o.tag_size.unwrap_or_else(|| default_tag_size(&o.integrity)),
@@ -63,6 +76,9 @@ pub fn table_rest(o: &SetupOpts, sb: Option<&Superblock>, format: bool) -> Strin
     };
     let mode = o.mode.unwrap_or(Mode::Journal);
     let mut w: Vec<String> = Vec::new();
+    if let Some(m) = meta {
+        w.push(format!("meta_device:{}", udm_core::Escaped(m)));
+    }
     if format {
         if let Some(j) = o.journal_size {
             w.push(format!("journal_sectors:{}", j / 512));
@@ -240,10 +256,17 @@ pub fn format_at(
         reg.remove(&udm_core::DevSel::Name(name.into()), false)
             .map_err(|e| SetupError::Table(e.to_string()))
     };
-    let esc = udm_core::Escaped(&p).to_string();
+    // With a data device, `path` holds the metadata and the table names both.
+    let (esc, meta) = match &o.data_device {
+        Some(d) => (udm_core::Escaped(d).to_string(), Some(p.as_str())),
+        None => (udm_core::Escaped(&p).to_string(), None),
+    };
     run(
         "fmt",
-        format!("0 8 integrity {esc} {offset} {}", table_rest(o, None, true)),
+        format!(
+            "0 8 integrity {esc} {offset} {}",
+            table_rest_meta(o, None, true, meta)
+        ),
     )?;
     remove("fmt")?;
     let sb = read_sb()?;
@@ -254,7 +277,7 @@ pub fn format_at(
         mode: Some(Mode::Direct),
         ..o.clone()
     };
-    let rest = table_rest(&direct, Some(&sb), false);
+    let rest = table_rest_meta(&direct, Some(&sb), false, meta);
     let n = sb.provided_data_sectors;
     run("wipe", format!("0 {n} integrity {esc} {offset} {rest}"))?;
     let top = match wipe {
