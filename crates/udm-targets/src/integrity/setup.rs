@@ -201,10 +201,10 @@ pub enum Wipe<'a> {
     /// Zeros through a direct-mode integrity device (integritysetup).
     Zeros,
     /// Zeros through a crypt mapping over a direct-mode integrity device, as cryptsetup
-    /// wipes an authenticated LUKS2 volume: the crypt table's arguments after `<cipher>
-    /// <key> <iv offset>` are built by this function with `/dev/mapper/<integrity>` `0`.
+    /// wipes an authenticated LUKS2 volume.
     Crypt {
-        /// Builds the crypt params from the integrity device's path.
+        /// The crypt table's params for a device path (the integrity device's
+        /// `/dev/mapper/…` name in the formatting registry).
         params: &'a dyn Fn(&str) -> String,
     },
 }
