@@ -55,6 +55,7 @@ fn lifecycle(v1: bool) {
         label: String::new(),
         subsystem: String::new(),
         digest_iterations: 1000,
+        integrity: None,
     };
     let kdf = kp.keyslot_kdf(v1, vk.len()).unwrap();
     let w = create::format(&params, "mem", dev.size(), &vk, b"one", &kdf, &()).unwrap();
@@ -125,6 +126,7 @@ fn format_refuses_small_devices_and_bad_options() {
         label: String::new(),
         subsystem: String::new(),
         digest_iterations: 1000,
+        integrity: None,
     };
     let e = create::format(&params, "small", 1 << 20, &[0u8; 64], b"p", &kdf, &()).unwrap_err();
     assert_eq!(

@@ -61,7 +61,6 @@ struct Cli {
     batch: bool,
     verbose: bool,
     no_wipe: bool,
-    data_device: bool,
 }
 
 fn usage_fail(err: &mut dyn Write, prog: &str, msg: &str) -> i32 {
@@ -150,7 +149,7 @@ fn parse(
             "journal-crypt" | "journal-crypt-key-file" | "journal-crypt-key-size" => {
                 c.journal_crypt = true
             }
-            "data-device" => c.data_device = true,
+            "data-device" => c.o.data_device = Some(val),
             "integrity-no-journal" => o.mode = Some(Mode::Direct),
             "integrity-recovery-mode" => o.mode = Some(Mode::Recovery),
             "integrity-bitmap-mode" => o.mode = Some(Mode::Bitmap),
@@ -239,11 +238,8 @@ pub fn run(
             &format!("{action}: requires {desc} as arguments"),
         );
     }
-    if c.journal_crypt || c.data_device {
-        let _ = writeln!(
-            err,
-            "udm does not implement journal encryption or a separate data device."
-        );
+    if c.journal_crypt {
+        let _ = writeln!(err, "udm does not implement journal encryption.");
         return dmctl::finish(out, c.verbose, libc::ENOTSUP);
     }
     let r = match action.as_str() {
@@ -307,12 +303,17 @@ fn dump(out: &mut dyn Write, err: &mut dyn Write, dev: &str) -> Result<(), i32> 
 
 fn open(err: &mut dyn Write, socket: &Path, c: &Cli, dev: &str, name: &str) -> Result<(), i32> {
     let sb = read_sb(err, dev)?;
-    let rest = setup::table_rest(&c.o, Some(&sb), false);
+    // With `--data-device`, `dev` holds only the metadata.
+    let (data, meta) = match &c.o.data_device {
+        Some(d) => (dmctl::abs(d), Some(dmctl::abs(dev))),
+        None => (dmctl::abs(dev), None),
+    };
+    let rest = setup::table_rest_meta(&c.o, Some(&sb), false, meta.as_deref());
     let line = Line {
         start: 0,
         len: sb.provided_data_sectors,
         ttype: "integrity".into(),
-        params: format!("{} 0 {rest}", dmctl::abs(dev)),
+        params: format!("{data} 0 {rest}"),
     };
     let mut cl = connect(socket, err)?;
     match cl.call(Request::Create {

@@ -7,6 +7,7 @@ mod dm;
 mod dump;
 mod format;
 mod hdr;
+mod integrity;
 mod pass;
 mod progress;
 mod slots;
@@ -77,6 +78,10 @@ pub struct Opts {
     pub size: Option<u64>,
     pub iv_large_sectors: bool,
     pub perf: Vec<String>,
+    /// `--integrity` (`hmac-sha256`, `aead`, `poly1305`) for an authenticated LUKS2 volume.
+    pub integrity: Option<String>,
+    /// `--integrity-no-wipe`: leave the tags of a new authenticated volume unwritten.
+    pub integrity_no_wipe: bool,
 }
 
 const USAGE: &str = "[OPTION...] <action> <action-specific>";
@@ -110,6 +115,8 @@ Options:
   -b, --size=SECTORS                   The size of the device
       --sector-size=INT                Encryption sector size (default: 512 bytes)
       --iv-large-sectors               Use IV counted in sector size (not in 512 bytes)
+  -I, --integrity=STRING               Data integrity algorithm (LUKS2 only)
+      --integrity-no-wipe              Do not wipe device after format
       --pbkdf=STRING                   PBKDF algorithm (for LUKS2): argon2i, argon2id, pbkdf2
       --pbkdf-memory=kilobytes         PBKDF memory cost limit
       --pbkdf-parallel=threads         PBKDF parallel cost
@@ -172,7 +179,8 @@ fn usage_fail(io: &mut Io<'_>, prog: &str, msg: &str) -> Parsed {
     Parsed::Exit(1)
 }
 
-const TAKES_VALUE: [&str; 27] = [
+const TAKES_VALUE: [&str; 28] = [
+    "integrity",
     "type",
     "key-file",
     "keyfile-size",
@@ -220,6 +228,7 @@ fn short(c: char) -> Option<&'static str> {
         'M' => "type",
         'V' => "version",
         '?' => "help",
+        'I' => "integrity",
         _ => return None,
     })
 }
@@ -285,6 +294,8 @@ fn parse(io: &mut Io<'_>, prog: &str, args: &[String]) -> Parsed {
             "skip" => o.skip = Some(num!()),
             "size" => o.size = Some(num!()),
             "iv-large-sectors" => o.iv_large_sectors = true,
+            "integrity" => o.integrity = Some(val),
+            "integrity-no-wipe" => o.integrity_no_wipe = true,
             "disable-keyring" => o.disable_keyring = true,
             "disable-locks" | "disable-external-tokens" | "force-password" => {}
             p if p.starts_with("perf-") => o.perf.push(p[5..].replace('-', "_")),

@@ -160,3 +160,73 @@ fn integritysetup_open_status_close_and_corruption() {
     let (code, out, _) = udm(&["status", "ia"], sock);
     assert_eq!((code, out.as_str()), (4, "/dev/mapper/ia is inactive.\n"));
 }
+
+#[test]
+fn integritysetup_data_device_keeps_data_apart_from_metadata() {
+    if !udm_testkit::require_tool("integritysetup") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (meta, data_img) = (image(d.path(), "meta.img"), image(d.path(), "data.img"));
+    let (code, _, err) = udm(
+        &["format", "-q", s(&meta), "--data-device", s(&data_img)],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    // The real tool reads udm's metadata device: the whole data device is provided.
+    let real = Command::new("integritysetup")
+        .args(["dump", s(&meta)])
+        .output()
+        .unwrap();
+    assert!(real.status.success());
+    let real = String::from_utf8(real.stdout).unwrap();
+    assert!(
+        real.contains("provided_data_sectors 32768\n"),
+        "real dump: {real}"
+    );
+    let (_, ours, _) = udm(&["dump", s(&meta)], None);
+    assert_eq!(ours.replace(s(&meta), "X"), real.replace(s(&meta), "X"));
+    let daemon = Daemon::start_with(bin(), &["--no-fuse"]);
+    let sock = Some(daemon.socket.as_path());
+    let open = |name: &str| {
+        udm(
+            &["open", s(&meta), name, "--data-device", s(&data_img)],
+            sock,
+        )
+    };
+    let (code, _, err) = open("dd");
+    assert_eq!(code, 0, "{err}");
+    let data: Vec<u8> = (0..65536u32).map(|i| (i * 13 + i / 512) as u8).collect();
+    {
+        let r = RemoteDevice::connect(&daemon.uri("dd"), false).unwrap();
+        udm_io::sync::write_at(&r, Sectors(64), &data).unwrap();
+        udm_io::sync::flush(&r).unwrap();
+    }
+    let (code, _, err) = udm(&["close", "dd"], sock);
+    assert_eq!(code, 0, "{err}");
+    // The data device holds the data as written, at its own sectors.
+    let mut bytes = std::fs::read(&data_img).unwrap();
+    assert!(bytes[64 * 512..64 * 512 + data.len()] == data[..]);
+    bytes[70 * 512 + 9] ^= 0x20;
+    std::fs::write(&data_img, &bytes).unwrap();
+    let (code, _, err) = open("dd");
+    assert_eq!(code, 0, "{err}");
+    {
+        let r = RemoteDevice::connect(&daemon.uri("dd"), false).unwrap();
+        for sec in 64..64 + 128u64 {
+            let got = udm_io::sync::read_at(&r, Sectors(sec), 512);
+            match got {
+                Ok(b) => {
+                    let o = ((sec - 64) * 512) as usize;
+                    assert!(
+                        sec != 70 && b.as_slice() == &data[o..o + 512],
+                        "sector {sec}"
+                    );
+                }
+                Err(e) => assert_eq!((sec, e.errno()), (70, libc::EIO)),
+            }
+        }
+    }
+    let (code, _, _) = udm(&["close", "dd"], sock);
+    assert_eq!(code, 0);
+}

@@ -84,7 +84,9 @@ pub fn seal(cipher: &str, key: &[u8], material: &[u8]) -> Result<Zeroizing<Vec<u
     Ok(b)
 }
 
-/// Derive a keyslot key and seal the volume key into AF material for an area.
+/// Derive a keyslot key of `key_len` bytes and seal the volume key into AF material for an
+/// area encrypted with `cipher`.
+#[allow(clippy::too_many_arguments)]
 pub fn make_area(
     w: &dyn KdfWatch,
     kdf: &Kdf,
@@ -92,9 +94,10 @@ pub fn make_area(
     salt: &[u8],
     vk: &[u8],
     cipher: &str,
+    key_len: usize,
     af_hash: &str,
 ) -> Result<Zeroizing<Vec<u8>>, KeyslotError> {
-    let key = volume::derive(w, kdf, pass, salt, vk.len())?;
+    let key = volume::derive(w, kdf, pass, salt, key_len)?;
     let material = af::split(vk, STRIPES, af_hash)?;
     seal(cipher, &key, &material)
 }
@@ -115,7 +118,14 @@ pub struct FormatParams {
     pub subsystem: String,
     /// Iterations of the volume-key digest.
     pub digest_iterations: u32,
+    /// LUKS2 `integrity.type` of the segment (`hmac(sha256)`, `aead`): the volume key then
+    /// also holds the MAC key, and keyslots use cryptsetup's default keyslot cipher.
+    pub integrity: Option<String>,
 }
+
+/// The keyslot area cipher and key length cryptsetup uses when the data cipher cannot seal
+/// keyslots (an authenticated segment).
+pub const DEFAULT_KEYSLOT_CIPHER: (&str, usize) = ("aes-xts-plain64", 64);
 
 /// The checks `luksFormat` makes on its options before it touches anything.
 pub fn check_format(
@@ -194,7 +204,7 @@ fn format1(
         hash: hash.clone(),
         iterations: *iterations,
     };
-    let area = make_area(w, &k, pw, &salt, vk, &h.cipher_spec(), hash)?;
+    let area = make_area(w, &k, pw, &salt, vk, &h.cipher_spec(), vk.len(), hash)?;
     let s = &mut h.slots[0];
     s.active = true;
     s.iterations = *iterations;
@@ -225,6 +235,10 @@ fn format2(
         });
     }
     let (cipher, hash) = (p.cipher.as_str(), p.hash.as_str());
+    let (area_cipher, area_key) = match &p.integrity {
+        Some(_) => DEFAULT_KEYSLOT_CIPHER,
+        None => (cipher, vk.len()),
+    };
     let area_size = af::area_bytes(vk.len(), STRIPES).div_ceil(4096) * 4096;
     let ks_salt = super::random_bytes(32);
     let ks = luks2::Keyslot {
@@ -235,12 +249,12 @@ fn format2(
         af_hash: hash.into(),
         area_offset: 2 * L2_HDR,
         area_size,
-        area_encryption: cipher.into(),
-        area_key_size: vk.len(),
+        area_encryption: area_cipher.into(),
+        area_key_size: area_key,
         kdf: kdf.clone(),
         salt: ks_salt.to_vec(),
     };
-    let area = make_area(w, kdf, pw, &ks_salt, vk, cipher, hash)?;
+    let area = make_area(w, kdf, pw, &ks_salt, vk, area_cipher, area_key, hash)?;
     let d_salt = super::random_bytes(32);
     let dk = Kdf::Pbkdf2 {
         hash: "sha256".into(),
@@ -263,7 +277,7 @@ fn format2(
         iv_tweak: 0,
         encryption: cipher.into(),
         sector_size: p.sector_size,
-        integrity: None,
+        integrity: p.integrity.clone(),
     };
     let json = serde_json::json!({
         "keyslots": {"0": luks2::keyslot_json(&ks)},

@@ -71,7 +71,7 @@ fn seal1(
         hash: h.hash.clone(),
         iterations,
     };
-    let area = make_area(w, &kdf, pw, &salt, vk, &h.cipher_spec(), &h.hash)?;
+    let area = make_area(w, &kdf, pw, &salt, vk, &h.cipher_spec(), vk.len(), &h.hash)?;
     let slot = &mut h.slots[s];
     slot.active = true;
     slot.iterations = iterations;
@@ -147,13 +147,15 @@ fn seal2(
             t.area_key_size,
             t.af_hash.clone(),
         ),
-        None => {
-            let enc = m
-                .segment()
-                .map(|s| s.encryption.clone())
-                .unwrap_or("aes-xts-plain64".into());
-            (enc, vk.len(), "sha256".to_string())
-        }
+        None => match m.segment() {
+            // An authenticated segment's cipher cannot seal keyslots (cryptsetup's rule).
+            Some(s) if s.integrity.is_some() => {
+                let (c, n) = super::create::DEFAULT_KEYSLOT_CIPHER;
+                (c.to_string(), n, "sha256".to_string())
+            }
+            Some(s) => (s.encryption.clone(), vk.len(), "sha256".to_string()),
+            None => ("aes-xts-plain64".into(), vk.len(), "sha256".to_string()),
+        },
     };
     let af_hash = kp.hash.clone().unwrap_or(af_hash);
     if af::hash_size(&af_hash).is_none() {

@@ -63,6 +63,8 @@ pub struct Inner {
     /// Reads share it; writes, commits and the writer hold it alone.
     pub(crate) io_lock: RwLock<()>,
     pub(crate) wake: Condvar,
+    /// Tag-area sectors as on the device (write-through).
+    pub(crate) tag_cache: super::tagcache::TagCache,
     pub(crate) stop: AtomicBool,
     pub(crate) recalc_running: AtomicBool,
     /// Resumed and not suspended since: a drop then stops it cleanly first.
@@ -146,23 +148,27 @@ impl Inner {
         sync::write_fua_at(self.meta_dev(), Sectors(self.geo.start), &buf)
     }
 
-    /// Read tags of `n` blocks from logical `sector` (one area).
+    /// Read tags of `n` blocks from logical `sector` (one area), from the tag cache when it
+    /// has them.
     pub(crate) fn read_tags(&self, sector: u64, n: usize) -> Result<Vec<u8>, IoError> {
         let (_, tb) = self.geo.locate(sector);
         let len = n * self.tag_size;
         let first = tb / 512;
         let end = (tb + len as u64).div_ceil(512);
-        let buf = sync::read_at(
-            self.meta_dev(),
-            Sectors(first),
-            ((end - first) * 512) as usize,
-        )?;
+        let mut buf = vec![0u8; ((end - first) * 512) as usize];
+        if !self.tag_cache.get(first, &mut buf) {
+            let b = sync::read_at(self.meta_dev(), Sectors(first), buf.len())?;
+            buf.copy_from_slice(b.as_slice());
+            self.tag_cache.put(first, &buf);
+        }
         let o = (tb - first * 512) as usize;
-        Ok(buf.as_slice()[o..o + len].to_vec())
+        buf.truncate(o + len);
+        buf.drain(..o);
+        Ok(buf)
     }
 
-    /// Write tags of consecutive blocks from logical `sector` (one area), read-modify-write
-    /// of the sectors they share.
+    /// Write tags of consecutive blocks from logical `sector` (one area): the sectors they
+    /// share with other blocks' tags come from the tag cache (or are read first).
     pub(crate) fn write_tags(&self, sector: u64, tags: &[u8]) -> Result<(), IoError> {
         let (_, tb) = self.geo.locate(sector);
         let first = tb / 512;
@@ -171,19 +177,25 @@ impl Inner {
         let mut buf = if o == 0 && tags.len().is_multiple_of(512) {
             vec![0u8; tags.len()]
         } else {
-            let b = sync::read_at(
-                self.meta_dev(),
-                Sectors(first),
-                ((end - first) * 512) as usize,
-            )?
-            .into_vec();
+            let mut b = vec![0u8; ((end - first) * 512) as usize];
+            if !self.tag_cache.get(first, &mut b) {
+                let r = sync::read_at(self.meta_dev(), Sectors(first), b.len())?;
+                b.copy_from_slice(r.as_slice());
+                self.tag_cache.put(first, &b);
+            }
             if b[o..o + tags.len()] == *tags {
                 return Ok(());
             }
             b
         };
         buf[o..o + tags.len()].copy_from_slice(tags);
-        sync::write_at(self.meta_dev(), Sectors(first), &buf)
+        let r = sync::write_at(self.meta_dev(), Sectors(first), &buf);
+        match r {
+            // What the device holds now.
+            Ok(()) => self.tag_cache.put(first, &buf),
+            Err(_) => self.tag_cache.clear(),
+        }
+        r
     }
 
     /// Whether reads of `[s, s+n)` are checked (not R mode, a hash, not awaiting recalc).

@@ -185,12 +185,16 @@ impl Inner {
     }
 
     /// Copy entries of sections `[start, start+n)` to their places (the kernel's
-    /// `do_journal_write`); from replay, entries are validated and all written in order.
+    /// `do_journal_write`); from replay, entries are validated first. The entries to copy
+    /// are sorted by sector (the newest copy of a sector wins, as written in ring order) and
+    /// go home in runs: one data write and one tag write per run within an area.
     pub(crate) fn do_journal_write(&self, st: &mut State, start: u32, n: u32, from_replay: bool) {
         let g = self.geo.journal;
         let bb = self.block_bytes();
         let mut block = vec![0u8; bb];
         let salt = self.salt();
+        // (sector, ring order, section, entry) of every entry to copy.
+        let mut todo: Vec<(u64, u32, u32, u32)> = Vec::new();
         for k in 0..n {
             let i = (start + k) % g.sections;
             if from_replay && self.jmac.is_some() {
@@ -233,28 +237,63 @@ impl Inner {
                         _ => {}
                     }
                 }
-                g.get_block(&st.journal, i, j, &mut block);
-                let tag = g.entry_tag(&st.journal, i, j).to_vec();
                 if from_replay {
                     if let Some(h) = &self.hash {
+                        g.get_block(&st.journal, i, j, &mut block);
                         let mut t = vec![0u8; self.tag_size];
                         h.tag_into(salt.as_ref(), sec, &block, &mut t);
-                        if t != tag {
+                        if t != g.entry_tag(&st.journal, i, j) {
                             self.io_error("tag mismatch when replaying journal", libc::EILSEQ);
                         }
                     }
                 }
+                // Only the sector word changes: data and tag stay readable below.
                 jf::set_entry_unused(&mut st.journal, e);
-                if self.failed().is_some() {
-                    continue;
-                }
-                if let Err(e) = self.write_direct(sec, &block, Some(&tag)) {
-                    self.io_error("copying from journal", e.errno());
-                }
+                todo.push((sec, k * g.section_entries + j, i, j));
             }
+        }
+        if self.failed().is_none() {
+            self.copy_home(st, &mut todo);
         }
         if self.flush_all().is_err() {
             self.io_error("flushing disk cache", libc::EIO);
+        }
+    }
+
+    /// Write journal entries `(sector, order, section, entry)` to their places in runs of
+    /// consecutive blocks; the latest (highest order) entry of a sector wins.
+    fn copy_home(&self, st: &State, todo: &mut [(u64, u32, u32, u32)]) {
+        let g = self.geo.journal;
+        let (bb, ts, spb) = (self.block_bytes(), self.tag_size, self.spb());
+        todo.sort_unstable_by_key(|&(s, o, _, _)| (s, o));
+        let mut data: Vec<u8> = Vec::new();
+        let mut tags: Vec<u8> = Vec::new();
+        let mut k = 0;
+        while k < todo.len() {
+            let first = todo[k].0;
+            let room = self.geo.run_len(first) / spb;
+            data.clear();
+            tags.clear();
+            let mut next = first;
+            let mut blocks = 0u64;
+            while k < todo.len() && todo[k].0 == next && blocks < room {
+                // The last entry of this sector.
+                while k + 1 < todo.len() && todo[k + 1].0 == next {
+                    k += 1;
+                }
+                let (_, _, i, j) = todo[k];
+                let o = data.len();
+                data.resize(o + bb, 0);
+                g.get_block(&st.journal, i, j, &mut data[o..]);
+                tags.extend_from_slice(&g.entry_tag(&st.journal, i, j)[..ts]);
+                blocks += 1;
+                next += spb;
+                k += 1;
+            }
+            if let Err(e) = self.write_direct(first, &data, Some(&tags)) {
+                self.io_error("copying from journal", e.errno());
+                return;
+            }
         }
     }
 

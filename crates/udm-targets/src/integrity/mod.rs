@@ -10,6 +10,7 @@ mod core;
 mod jmode;
 pub mod params;
 pub mod setup;
+mod tagcache;
 pub mod tags;
 mod target;
 
@@ -393,6 +394,7 @@ impl TargetType for IntegrityType {
             }),
             io_lock: RwLock::new(()),
             wake: Condvar::new(),
+            tag_cache: Default::default(),
             stop: AtomicBool::new(false),
             recalc_running: AtomicBool::new(false),
             resumed: AtomicBool::new(false),

@@ -35,6 +35,9 @@ pub struct SetupOpts {
     pub legacy_hmac: bool,
     pub legacy_recalculate: bool,
     pub allow_discards: bool,
+    /// `--data-device`: data lives there; the integrity device holds only superblock,
+    /// journal and tags (the table's `meta_device:`).
+    pub data_device: Option<String>,
 }
 
 /// The kernel name of an integritysetup algorithm (`hmac-sha256` → `hmac(sha256)`).
@@ -53,6 +56,16 @@ fn hex(k: &[u8]) -> String {
 /// `format` adds the layout options (journal size, interleave, fix_padding/fix_hmac);
 /// `sb` (when opening) supplies tag and sector size and the fixed-padding/HMAC flags.
 pub fn table_rest(o: &SetupOpts, sb: Option<&Superblock>, format: bool) -> String {
+    table_rest_meta(o, sb, format, None)
+}
+
+/// [`table_rest`] with `meta_device:<meta>` when the metadata is on its own device.
+pub fn table_rest_meta(
+    o: &SetupOpts,
+    sb: Option<&Superblock>,
+    format: bool,
+    meta: Option<&str>,
+) -> String {
     let tag = match sb {
         Some(sb) => sb.integrity_tag_size as u32,
         None => o.tag_size.unwrap_or_else(|| default_tag_size(&o.integrity)),
@@ -63,6 +76,9 @@ pub fn table_rest(o: &SetupOpts, sb: Option<&Superblock>, format: bool) -> Strin
     };
     let mode = o.mode.unwrap_or(Mode::Journal);
     let mut w: Vec<String> = Vec::new();
+    if let Some(m) = meta {
+        w.push(format!("meta_device:{}", udm_core::Escaped(m)));
+    }
     if format {
         if let Some(j) = o.journal_size {
             w.push(format!("journal_sectors:{}", j / 512));
@@ -178,16 +194,47 @@ pub fn read_superblock_at_sector(path: &Path, sector: u64) -> Result<Option<Supe
     Ok(Superblock::decode(b.as_slice()).ok())
 }
 
+/// What fills the data area after formatting, so every block has a valid tag.
+pub enum Wipe<'a> {
+    /// Nothing (`--no-wipe`, `--integrity-no-wipe`): tags stay invalid until written.
+    None,
+    /// Zeros through a direct-mode integrity device (integritysetup).
+    Zeros,
+    /// Zeros through a crypt mapping over a direct-mode integrity device, as cryptsetup
+    /// wipes an authenticated LUKS2 volume.
+    Crypt {
+        /// The crypt table's params for a device path (the integrity device's
+        /// `/dev/mapper/…` name in the formatting registry).
+        params: &'a dyn Fn(&str) -> String,
+    },
+}
+
 /// Format `path` (a file or block device) as integritysetup does: a temporary 8-sector
 /// device writes superblock and journal; unless `no_wipe`, every block is then written
 /// with zeros through a direct-mode device so it has a valid tag. Returns the superblock.
 pub fn format(path: &Path, o: &SetupOpts, no_wipe: bool) -> Result<Superblock, SetupError> {
+    let wipe = if no_wipe { Wipe::None } else { Wipe::Zeros };
+    format_at(path, 0, o, &wipe)
+}
+
+/// [`format`] with the integrity device starting at `offset` sectors of `path` (LUKS2 puts
+/// it at the data segment) and a choice of [`Wipe`].
+pub fn format_at(
+    path: &Path,
+    offset: u64,
+    o: &SetupOpts,
+    wipe: &Wipe<'_>,
+) -> Result<Superblock, SetupError> {
     let dev: Arc<dyn BlockDevice> = Arc::new(
         udm_io::file::FileDevice::open(path, false)
             .map_err(|_| SetupError::Open(path.display().to_string()))?,
     );
+    let read_sb = || -> Result<Superblock, SetupError> {
+        let b = udm_io::sync::read_at(dev.as_ref(), Sectors(offset), 512)?;
+        Superblock::decode(b.as_slice()).map_err(|_| SetupError::Table("no superblock".into()))
+    };
     // The first sectors must be zero for the target to format.
-    udm_io::sync::write_at(dev.as_ref(), Sectors(0), &[0u8; 4096])?;
+    udm_io::sync::write_at(dev.as_ref(), Sectors(offset), &[0u8; 4096])?;
     let reg = udm_core::Registry::new(crate::builtin());
     let p = path.display().to_string();
     let run = |name: &str, table: String| -> Result<(), SetupError> {
@@ -205,43 +252,70 @@ pub fn format(path: &Path, o: &SetupOpts, no_wipe: bool) -> Result<Superblock, S
         }
         Ok(())
     };
-    let esc = udm_core::Escaped(&p).to_string();
+    let remove = |name: &str| {
+        reg.remove(&udm_core::DevSel::Name(name.into()), false)
+            .map_err(|e| SetupError::Table(e.to_string()))
+    };
+    // With a data device, `path` holds the metadata and the table names both.
+    let (esc, meta) = match &o.data_device {
+        Some(d) => (udm_core::Escaped(d).to_string(), Some(p.as_str())),
+        None => (udm_core::Escaped(&p).to_string(), None),
+    };
     run(
         "fmt",
-        format!("0 8 integrity {esc} 0 {}", table_rest(o, None, true)),
+        format!(
+            "0 8 integrity {esc} {offset} {}",
+            table_rest_meta(o, None, true, meta)
+        ),
     )?;
-    reg.remove(&udm_core::DevSel::Name("fmt".into()), false)
-        .map_err(|e| SetupError::Table(e.to_string()))?;
-    let sb =
-        read_superblock(dev.as_ref()).ok_or_else(|| SetupError::Table("no superblock".into()))?;
-    if !no_wipe {
-        let wipe = SetupOpts {
-            mode: Some(Mode::Direct),
-            ..o.clone()
-        };
-        let rest = table_rest(&wipe, Some(&sb), false);
-        run(
-            "wipe",
-            format!("0 {} integrity {esc} 0 {rest}", sb.provided_data_sectors),
-        )?;
-        let sel = udm_core::DevSel::Name("wipe".into());
+    remove("fmt")?;
+    let sb = read_sb()?;
+    if matches!(wipe, Wipe::None) {
+        return Ok(sb);
+    }
+    let direct = SetupOpts {
+        mode: Some(Mode::Direct),
+        ..o.clone()
+    };
+    let rest = table_rest_meta(&direct, Some(&sb), false, meta);
+    let n = sb.provided_data_sectors;
+    run("wipe", format!("0 {n} integrity {esc} {offset} {rest}"))?;
+    let top = match wipe {
+        Wipe::Crypt { params } => {
+            if let Err(e) = run(
+                "wipe-crypt",
+                format!("0 {n} crypt {}", params("/dev/mapper/wipe")),
+            ) {
+                let _ = remove("wipe");
+                return Err(e);
+            }
+            "wipe-crypt"
+        }
+        _ => "wipe",
+    };
+    let zeros_through = || -> Result<(), SetupError> {
+        let sel = udm_core::DevSel::Name(top.into());
         let (d, _g) = reg
             .open(&sel)
             .map_err(|e| SetupError::Table(e.to_string()))?;
         let chunk = 1u64 << 11;
         let zeros = vec![0u8; (chunk * 512) as usize];
         let mut s = 0;
-        while s < sb.provided_data_sectors {
-            let n = chunk.min(sb.provided_data_sectors - s);
-            udm_io::sync::write_at(d.as_ref(), Sectors(s), &zeros[..(n * 512) as usize])?;
-            s += n;
+        while s < n {
+            let k = chunk.min(n - s);
+            udm_io::sync::write_at(d.as_ref(), Sectors(s), &zeros[..(k * 512) as usize])?;
+            s += k;
         }
         udm_io::sync::flush(d.as_ref())?;
-        drop((d, _g));
-        reg.remove(&sel, false)
-            .map_err(|e| SetupError::Table(e.to_string()))?;
+        Ok(())
+    };
+    let r = zeros_through();
+    if top != "wipe" {
+        remove(top)?;
     }
-    read_superblock(dev.as_ref()).ok_or_else(|| SetupError::Table("no superblock".into()))
+    remove("wipe")?;
+    r?;
+    read_sb()
 }
 
 /// `integritysetup dump` text (2.6).

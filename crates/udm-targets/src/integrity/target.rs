@@ -233,6 +233,8 @@ impl Inner {
     /// The kernel's `dm_integrity_resume`.
     pub(crate) fn resume(self: &Arc<Inner>) {
         let _io = self.io_lock.write();
+        // The device may have been changed while suspended.
+        self.tag_cache.clear();
         let mut st = self.st.lock();
         st.wrote_to_journal = false;
         let provided = self.geo.provided_data_sectors;

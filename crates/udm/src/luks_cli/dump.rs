@@ -90,6 +90,9 @@ fn dump2(out: &mut String, m: &udm_formats::luks::luks2::Metadata) {
         }
         let _ = writeln!(out, "\tcipher: {}", s.encryption);
         let _ = writeln!(out, "\tsector: {} [bytes]", s.sector_size);
+        if let Some(t) = &s.integrity {
+            let _ = writeln!(out, "\tintegrity: {t}");
+        }
     }
     let _ = writeln!(out, "\nKeyslots:");
     for k in &m.keyslots {

@@ -1,8 +1,10 @@
 //! `luksFormat`: options and prompts; the LUKS2 (default) or LUKS1 layout is built by
 //! `udm_formats::luks::create`. Everything is checked and prepared in memory first, so a
-//! failed command writes nothing.
+//! failed command writes nothing. With `--integrity` the data area then becomes a
+//! dm-integrity device holding each sector's IV and tag (`luks_cli::integrity`).
 
 use super::hdr::{self, kerr, Progress};
+use super::integrity;
 use super::{fail, pass, Failed, Io, Opts};
 use udm_formats::luks::{self, create, FormatParams, KdfParams, Zeroizing};
 
@@ -35,7 +37,19 @@ pub fn format(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
     let sector_size = o.sector_size.unwrap_or(512);
     create::check_format(v1, bits, &hash, sector_size, o.uuid.as_deref())
         .map_err(|e| kerr(io, e))?;
-    let key_len = (bits / 8) as usize;
+    let auth = match &o.integrity {
+        Some(_) if v1 => {
+            return Err(fail(
+                io,
+                libc::EINVAL,
+                "Integrity option can be used only for LUKS2 format.",
+            ))
+        }
+        Some(i) => Some(integrity::Auth::new(io, &cipher, i, bits)?),
+        None => None,
+    };
+    // With integrity the volume key also holds the MAC key (cryptsetup adds its size).
+    let key_len = (bits / 8) as usize + auth.as_ref().map_or(0, |a| a.mac_key_len);
     let vk = match &o.volume_key_file {
         Some(f) => {
             let k = pass::read_key_file(io, f, 0, Some(key_len))?;
@@ -44,7 +58,9 @@ pub fn format(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
         None => luks::random_bytes(key_len),
     };
     // The cipher must take this key before anything is written.
-    create::seal(&cipher, &vk, &[0u8; 512]).map_err(|e| kerr(io, e))?;
+    if auth.is_none() {
+        create::seal(&cipher, &vk, &[0u8; 512]).map_err(|e| kerr(io, e))?;
+    }
     let kp = kdf_params(o);
     let kdf = kp.keyslot_kdf(v1, key_len).map_err(|e| kerr(io, e))?;
     let dev = hdr::open_dev(io, path, true)?;
@@ -79,11 +95,15 @@ pub fn format(io: &mut Io<'_>, o: &Opts, pos: &[String]) -> Result<(), Failed> {
         digest_iterations: kp
             .digest_iterations(&hash, key_len)
             .map_err(|e| kerr(io, e))?,
+        integrity: auth.as_ref().map(|a| a.segment_type.clone()),
     };
     let writes = create::format(&params, &dev.path, dev.size, &vk, &pw, &kdf, &Progress)
         .map_err(|e| kerr(io, e))?;
     for (off, b) in &writes {
         hdr::write_all(io, &dev, *off, b)?;
+    }
+    if let Some(a) = &auth {
+        integrity::format_data(io, o, &dev.path, a, &vk, sector_size)?;
     }
     Ok(())
 }
