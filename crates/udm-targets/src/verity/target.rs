@@ -9,7 +9,8 @@ use super::params::{Mode, VerityParams};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use udm_core::{DevHandle, MapResult, StatusType, Target};
-use udm_formats::verity::{BlockHasher, Digest, Geometry};
+use udm_crypto::sha256x2;
+use udm_formats::verity::{BlockHasher, Digest, Geometry, HashAlg, HashType};
 use udm_io::{Bio, IoBuf, IoError, Limits, Op, Sectors};
 
 /// The kernel stops logging (but keeps counting) after this many corrupted blocks.
@@ -288,15 +289,75 @@ impl Inner {
         done: &mut usize,
     ) -> Result<(), Stop> {
         let bs = self.geo.data_block_size as usize;
+        let n = buf.len() / bs;
         let mut memo = None;
-        for (i, chunk) in buf.chunks_mut(bs).enumerate().skip(*done) {
+        while *done < n {
+            let i = *done;
             let b = first + i as u64;
-            if !(read_ok && self.is_validated(b)) {
-                self.verify_block(b, chunk, read_ok, may_block, &mut memo)?;
+            if read_ok && self.is_validated(b) {
+                *done = i + 1;
+                continue;
             }
+            if read_ok
+                && i + 1 < n
+                && self.verify_pair(b, &buf[i * bs..(i + 2) * bs], may_block, &mut memo)?
+            {
+                *done = i + 2;
+                continue;
+            }
+            self.verify_block(
+                b,
+                &mut buf[i * bs..(i + 1) * bs],
+                read_ok,
+                may_block,
+                &mut memo,
+            )?;
             *done = i + 1;
         }
         Ok(())
+    }
+
+    /// The fast path for two read blocks `b` and `b + 1` (`two` holds both): with sha256 on
+    /// a CPU with the SHA extensions, both are hashed in one interleaved pass. True when
+    /// both matched their tree digests (and are marked validated); false leaves everything
+    /// to `verify_block`, one block at a time: no second SHA unit, a zero block, a digest
+    /// mismatch, or a hash block for `b + 1` that is not at hand or fails to verify (looked
+    /// up quietly here, so its error is reported once, when `verify_block` meets it).
+    fn verify_pair(
+        &self,
+        b: u64,
+        two: &[u8],
+        may_block: bool,
+        memo: &mut Option<(u64, Arc<[u8]>)>,
+    ) -> Result<bool, Stop> {
+        if self.hasher.alg() != HashAlg::Sha256
+            || !sha256x2::available()
+            || self.is_validated(b + 1)
+        {
+            return Ok(false);
+        }
+        let want_a = self.want_digest_memo(b, false, may_block, memo)?;
+        let Ok(want_b) = self.want_digest_memo(b + 1, true, may_block, memo) else {
+            return Ok(false);
+        };
+        if self.zero_digest.is_some_and(|z| z == want_a || z == want_b) {
+            return Ok(false);
+        }
+        let salt = self.hasher.salt();
+        let (pre, post) = match self.hasher.hash_type() {
+            HashType::Normal => (salt, &[][..]),
+            HashType::ChromeOs => (&[][..], salt),
+        };
+        let (x, y) = two.split_at(two.len() / 2);
+        let Some([da, db]) = sha256x2::sha256_x2(pre, x, y, post) else {
+            return Ok(false);
+        };
+        if Digest::from_slice(&da) != want_a || Digest::from_slice(&db) != want_b {
+            return Ok(false);
+        }
+        self.set_validated(b);
+        self.set_validated(b + 1);
+        Ok(true)
     }
 
     fn verify_block(
