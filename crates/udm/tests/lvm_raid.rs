@@ -94,12 +94,17 @@ fn raid_and_mirror_lvs_match_lvm2() {
             vec!["-a", "-o", "lv_name,copy_percent,mirror_log,region_size"],
         ),
         ("lvscan", vec!["-a"]),
+        ("lvdisplay", vec!["-a"]),
         ("vgs", vec![]),
     ] {
         let want = lvm.ok(cmd, &args);
         let mut a = args.clone();
         a.extend(["--config", NOACT]);
-        assert_eq!(run(cmd, &a), want, "{cmd} {args:?}");
+        let ours = run(cmd, &a);
+        for (i, (x, y)) in ours.lines().zip(want.lines()).enumerate() {
+            assert_eq!(x, y, "{cmd} {args:?} line {i}");
+        }
+        assert_eq!(ours, want, "{cmd} {args:?}");
     }
     // Data through every LV.
     let mut sums = Vec::new();
