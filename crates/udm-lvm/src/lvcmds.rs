@@ -229,7 +229,7 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
             &format!("Logical Volume \"{name}\" already exists in volume group \"{vgname}\""),
         );
     }
-    if stripes > vg.pvs.len() {
+    if stripes > vg.pvs.len() && policy != Alloc::Anywhere {
         return fail(
             err,
             &format!(
