@@ -523,7 +523,31 @@ pub fn lvresize_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn 
     let through = udm_formats::lvm::resize::resized_through(&vg, &lv);
     let shown = through.clone().flatten().unwrap_or_else(|| lv.clone());
     let shown_cur = vg.lv(&shown).map_or(cur, |l| l.extents());
-    let r = if through.is_some() && new > cur {
+    let raid = vg.lv(&lv).is_some_and(|l| {
+        udm_formats::lvm::raid::is_raid_type(udm_formats::lvm::report::attrs::seg_type(l))
+    });
+    let r = if raid && new > cur {
+        let seg = vg.lv(&lv).and_then(|l| l.segments.first());
+        let ty = seg.map_or("", udm_formats::lvm::dmplan::pools::base_type);
+        if matches!(ty, "raid1" | "mirror") {
+            let n = seg
+                .map(|s| {
+                    udm_formats::lvm::raid::sub_lvs(s)
+                        .iter()
+                        .filter(|n| n.contains("image_"))
+                        .count()
+                })
+                .unwrap_or(0);
+            let _ = writeln!(out, "  Extending {n} mirror images.");
+        } else if let Some(sz) = seg.and_then(|s| s.stripe_size()) {
+            let _ = writeln!(out, "  Using stripesize of last segment {}", long_size(sz));
+        }
+        vg.extend_raid(&lv, new).map(|_| ())
+    } else if raid {
+        Err(udm_formats::lvm::LvmError::Refused(format!(
+            "Unable to reduce RAID LV {vgname}/{lv}: not supported by udm lvm."
+        )))
+    } else if through.is_some() && new > cur {
         vg.resize_layered(&lv, new)
     } else if new > cur {
         let stripes = match stripe_args(cl) {

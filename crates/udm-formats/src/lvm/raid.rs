@@ -287,6 +287,58 @@ impl Vg {
     }
 }
 
+impl Vg {
+    /// `lvextend` of a raid or mirror LV to `extents` (rounded up to whole stripes): each
+    /// image grows on its own PV (continuing its area when free), the metadata sub-LVs and
+    /// the log stay. Returns the new size. Unchanged on failure.
+    pub fn extend_raid(&mut self, name: &str, extents: u64) -> Result<u64, LvmError> {
+        let vgname = self.name.clone();
+        let seg = self
+            .lv(name)
+            .and_then(|l| l.segments.first())
+            .filter(|s| is_raid_type(super::dmplan::pools::base_type(s)))
+            .cloned()
+            .ok_or_else(|| LvmError::Refused(format!("{vgname}/{name} is not a raid LV.")))?;
+        let kind: RaidKind = super::dmplan::pools::base_type(&seg).parse()?;
+        let images: Vec<String> = sub_lvs(&seg)
+            .into_iter()
+            .filter(|n| !n.contains("_rmeta_") && !n.ends_with("_mlog"))
+            .collect();
+        let n = images.len() as u64;
+        let data = match kind {
+            RaidKind::Raid1 | RaidKind::Mirror => 1,
+            RaidKind::Raid10 => {
+                let copies = seg.get("data_copies").and_then(Value::as_int).unwrap_or(2) as u64;
+                n / copies.max(1)
+            }
+            k => n - k.parity(),
+        }
+        .max(1);
+        let extents = extents.div_ceil(data) * data;
+        let per = extents / data;
+        let before = self.clone();
+        let r = (|| {
+            for img in &images {
+                let pv = self
+                    .lv(img)
+                    .and_then(|l| l.segments.last())
+                    .and_then(|s| s.stripes().ok())
+                    .and_then(|v| v.first().map(|a| a.0.clone()))
+                    .ok_or_else(|| LvmError::Invalid(format!("raid image {img} has no area")))?;
+                self.allocate_on(std::slice::from_ref(&pv), |vg| vg.extend_lv(img, per, None))?;
+            }
+            let lv = self.lvs.iter_mut().find(|l| l.name == name).expect("there");
+            lv.segments[0].extent_count = extents;
+            self.validate()
+        })();
+        if let Err(e) = r {
+            *self = before;
+            return Err(e);
+        }
+        Ok(extents)
+    }
+}
+
 /// The sub-LV names of a raid or mirror segment (`raids`, `raid0_lvs`, `mirrors`), in
 /// order, and its `mirror_log`.
 pub fn sub_lvs(seg: &Segment) -> Vec<String> {
