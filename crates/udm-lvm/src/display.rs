@@ -1,5 +1,7 @@
-//! `pvdisplay`, `vgdisplay`, `lvdisplay`: lvm2's long form, as lvm2 prints it without a
-//! device-mapper driver (no LV status, open count or block device lines; times in UTC).
+//! `pvdisplay`, `vgdisplay`, `lvdisplay`: lvm2's long form (times in UTC). With the udm
+//! daemon's devices an LV shows as lvm2 shows one with the kernel's driver (`LV Status`,
+//! `# open`, its read-ahead and block device); under `activation=0` or without a daemon,
+//! as lvm2 prints it without a driver.
 
 use crate::session::{find_vg, long_size, scan, Cmdline, Found, VgHandle};
 use crate::ECMD_FAILED;
@@ -7,6 +9,7 @@ use std::io::Write;
 use udm_formats::lvm::edit::seg_str;
 use udm_formats::lvm::model::ctime;
 use udm_formats::lvm::report::attrs;
+use udm_formats::lvm::report::live::Live;
 use udm_formats::lvm::{Lv, Vg};
 
 fn kv(out: &mut String, width: usize, k: &str, v: &str) {
@@ -92,7 +95,29 @@ fn snapshot_of<'a>(vg: &'a Vg, lv: &str) -> Option<&'a Lv> {
     })
 }
 
-fn lv_block(vg: &Vg, lv: &Lv) -> String {
+/// The read-ahead lvm2's `auto` gives an active LV: two full stripes of a striped or
+/// raid segment (all its areas), else the devices' 256 sectors.
+fn read_ahead(lv: &Lv) -> u64 {
+    let Some(seg) = lv.segments.first() else {
+        return 256;
+    };
+    let size = seg.stripe_size().unwrap_or(0);
+    let areas = match seg.stripes() {
+        Ok(v) => v.len() as u64,
+        Err(_) => seg
+            .get("device_count")
+            .and_then(|v| v.as_int())
+            .unwrap_or(1) as u64,
+    };
+    if size > 0 && areas > 1 {
+        (areas * size * 2).max(256)
+    } else {
+        256
+    }
+}
+
+fn lv_block(vg: &Vg, lv: &Lv, live: Option<&Live>) -> String {
+    let dev = live.and_then(|m| udm_formats::lvm::report::live::dev(m, vg, lv));
     let es = vg.extent_size;
     let mut s = String::from("  --- Logical volume ---\n");
     let w = 23;
@@ -176,8 +201,24 @@ fn lv_block(vg: &Vg, lv: &Lv) -> String {
             }
         }
     }
+    match (live, dev) {
+        (None, _) => {}
+        (Some(_), Some(d)) => {
+            kv(&mut s, w, "LV Status", "available");
+            kv(&mut s, w, "# open", &d.open.to_string());
+        }
+        (Some(_), None) => kv(&mut s, w, "LV Status", "NOT available"),
+    }
     kv(&mut s, w, "LV Size", &long_size(size_le * es));
     kv(&mut s, w, "Current LE", &size_le.to_string());
+    let mirrors = lv.segments.first().and_then(|g| match attrs::seg_type(lv) {
+        "mirror" => g.get("mirror_count").and_then(|v| v.as_int()),
+        "raid1" | "raid10" => g.get("device_count").and_then(|v| v.as_int()),
+        _ => None,
+    });
+    if let Some(m) = mirrors {
+        kv(&mut s, w, "Mirrored volumes", &m.to_string());
+    }
     if let Some(sn) = snap {
         kv(&mut s, w, "COW-table size", &long_size(lv.extents() * es));
         kv(&mut s, w, "COW-table LE", &lv.extents().to_string());
@@ -190,6 +231,15 @@ fn lv_block(vg: &Vg, lv: &Lv) -> String {
     kv(&mut s, w, "Segments", &lv.segments.len().to_string());
     kv(&mut s, w, "Allocation", "inherit");
     kv(&mut s, w, "Read ahead sectors", "auto");
+    if let Some(d) = dev {
+        kv(&mut s, w, "- currently set to", &read_ahead(lv).to_string());
+        kv(
+            &mut s,
+            w,
+            "Block device",
+            &format!("{}:{}", d.major, d.minor),
+        );
+    }
     s.push_str("   \n");
     s
 }
@@ -297,6 +347,7 @@ pub fn display_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn W
             }
         }
         "lvdisplay" => {
+            let live = crate::report::live_devices(!cl.activation());
             for n in all_vgs(&found) {
                 let Ok(h) = vg_of(&n) else { continue };
                 let vg = &h.meta.vg;
@@ -313,7 +364,7 @@ pub fn display_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn W
                             .iter()
                             .any(|p| p.trim_start_matches("/dev/") == full || *p == vg.name);
                     if listed && wanted {
-                        text.push_str(&lv_block(vg, lv));
+                        text.push_str(&lv_block(vg, lv, live.as_ref()));
                     }
                 }
             }

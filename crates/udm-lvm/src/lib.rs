@@ -10,7 +10,7 @@
 //! - [`report`]: `pvs`/`vgs`/`lvs` over `udm_report`; [`display`]: the `*display` forms.
 //! - [`scan`]: `pvscan`, `vgscan`, `lvscan`, `vgck`.
 //! - [`pvresize`]; [`backup`]: `vgcfgbackup`, `vgcfgrestore`.
-//! - [`vgcmds`], [`lvcmds`]: the commands that change PVs, VGs and LVs; [`pools`]: thin
+//! - [`vgcmds`], [`lvcmds`], [`lvchange`]: the commands that change PVs, VGs and LVs; [`pools`]: thin
 //!   pools, thin volumes, cache pools and caches; [`raid`]: raid and mirror LVs;
 //!   [`thinsnap`]: thin snapshots and external origins; [`convert`]: `lvconvert`.
 
@@ -19,6 +19,7 @@ pub mod backup;
 pub mod convert;
 pub mod devices;
 pub mod display;
+pub mod lvchange;
 pub mod lvcmds;
 pub mod pools;
 pub mod pvresize;
@@ -82,7 +83,7 @@ pub fn run(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) ->
         "lvcreate" => lvcmds::lvcreate_cmd(cl, out, err),
         "lvremove" => lvcmds::lvremove_cmd(cl, out, err),
         "lvrename" => lvcmds::lvrename_cmd(cl, out, err),
-        "lvchange" => lvcmds::lvchange_cmd(cl, out, err),
+        "lvchange" => lvchange::lvchange_cmd(cl, out, err),
         "lvextend" | "lvreduce" | "lvresize" => lvcmds::lvresize_cmd(cmd, cl, out, err),
         "pvdisplay" | "vgdisplay" | "lvdisplay" => display::display_cmd(cmd, cl, out, err),
         "pvscan" => scan::pvscan_cmd(cl, out, err),

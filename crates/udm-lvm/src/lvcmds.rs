@@ -4,7 +4,7 @@
 
 use crate::activate;
 use crate::session::{
-    commit, confirm, find_vg, find_vg_rw, hostname, long_size, now, scan, Cmdline, Found, VgHandle,
+    commit, confirm, find_vg_rw, hostname, long_size, now, scan, Cmdline, Found, VgHandle,
 };
 use crate::ECMD_FAILED;
 use std::io::Write;
@@ -229,7 +229,7 @@ pub fn lvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i
             &format!("Logical Volume \"{name}\" already exists in volume group \"{vgname}\""),
         );
     }
-    if stripes > vg.pvs.len() {
+    if stripes > vg.pvs.len() && policy != Alloc::Anywhere {
         return fail(
             err,
             &format!(
@@ -320,7 +320,7 @@ pub(crate) fn zero_start(
 }
 
 /// The LVs named by `VG/LV` arguments, grouped per VG.
-fn lv_args(cl: &Cmdline, err: &mut dyn Write) -> Result<Vec<(String, String)>, i32> {
+pub(crate) fn lv_args(cl: &Cmdline, err: &mut dyn Write) -> Result<Vec<(String, String)>, i32> {
     let mut v = Vec::new();
     for a in &cl.pos {
         match split_lv(a) {
@@ -523,7 +523,31 @@ pub fn lvresize_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn 
     let through = udm_formats::lvm::resize::resized_through(&vg, &lv);
     let shown = through.clone().flatten().unwrap_or_else(|| lv.clone());
     let shown_cur = vg.lv(&shown).map_or(cur, |l| l.extents());
-    let r = if through.is_some() && new > cur {
+    let raid = vg.lv(&lv).is_some_and(|l| {
+        udm_formats::lvm::raid::is_raid_type(udm_formats::lvm::report::attrs::seg_type(l))
+    });
+    let r = if raid && new > cur {
+        let seg = vg.lv(&lv).and_then(|l| l.segments.first());
+        let ty = seg.map_or("", udm_formats::lvm::dmplan::pools::base_type);
+        if matches!(ty, "raid1" | "mirror") {
+            let n = seg
+                .map(|s| {
+                    udm_formats::lvm::raid::sub_lvs(s)
+                        .iter()
+                        .filter(|n| n.contains("image_"))
+                        .count()
+                })
+                .unwrap_or(0);
+            let _ = writeln!(out, "  Extending {n} mirror images.");
+        } else if let Some(sz) = seg.and_then(|s| s.stripe_size()) {
+            let _ = writeln!(out, "  Using stripesize of last segment {}", long_size(sz));
+        }
+        vg.extend_raid(&lv, new).map(|_| ())
+    } else if raid {
+        Err(udm_formats::lvm::LvmError::Refused(format!(
+            "Unable to reduce RAID LV {vgname}/{lv}: not supported by udm lvm."
+        )))
+    } else if through.is_some() && new > cur {
         vg.resize_layered(&lv, new)
     } else if new > cur {
         let stripes = match stripe_args(cl) {
@@ -636,112 +660,6 @@ fn pool_metadata(cl: &Cmdline, m: &str, out: &mut dyn Write, err: &mut dyn Write
         "  Logical volume {vgname}/{name} successfully resized."
     );
     0
-}
-
-/// `lvchange -p r|rw VG/LV…`: the LV's `WRITE` status (inactive LVs).
-fn permission(cl: &Cmdline, p: &str, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let write = match p {
-        "r" => false,
-        "rw" => true,
-        _ => return fail(err, &format!("Invalid argument for --permission: {p}")),
-    };
-    let lvs = match lv_args(cl, err) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let mut rc = 0;
-    for (vgname, lv) in lvs {
-        let (mut found, h) = match open_vg(cl, &vgname, err) {
-            Ok(x) => x,
-            Err(m) => {
-                rc = fail(err, &m);
-                continue;
-            }
-        };
-        let mut vg = h.meta.vg.clone();
-        let Some(l) = vg.lvs.iter_mut().find(|l| l.name == lv) else {
-            rc = fail(
-                err,
-                &format!("Failed to find logical volume \"{vgname}/{lv}\""),
-            );
-            continue;
-        };
-        if l.status.iter().any(|s| s == "WRITE") == write {
-            let m = if write { "read/write" } else { "read only" };
-            rc = fail(
-                err,
-                &format!("Logical volume {vgname}/{lv} is already {m}."),
-            );
-            continue;
-        }
-        if activate::active_lvs(&h.meta.vg).contains(&lv) {
-            rc = fail(
-                err,
-                &format!(
-                    "Changing the permission of active {vgname}/{lv} is not supported by udm lvm."
-                ),
-            );
-            continue;
-        }
-        if write {
-            let at = l
-                .status
-                .iter()
-                .position(|s| s == "READ")
-                .map_or(0, |i| i + 1);
-            l.status.insert(at, "WRITE".into());
-        } else {
-            l.status.retain(|s| s != "WRITE");
-        }
-        if let Err(m) = commit(&mut found, &h.slots, vg, cl) {
-            rc = fail(err, &m);
-            continue;
-        }
-        let _ = writeln!(out, "  Logical volume {vgname}/{lv} changed.");
-    }
-    rc
-}
-
-/// `lvchange -a y|n VG/LV…`, `lvchange -p r|rw VG/LV…`.
-pub fn lvchange_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    if let Some(p) = cl.val("-p") {
-        return permission(cl, p, out, err);
-    }
-    let Some(a) = cl.val("-a") else {
-        return fail(err, "Need one or more command options.");
-    };
-    let on = match a {
-        "y" | "ay" | "ey" | "ly" => true,
-        "n" | "an" | "en" | "ln" => false,
-        _ => return fail(err, &format!("Invalid argument for --activate: {a}")),
-    };
-    let lvs = match lv_args(cl, err) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let found = scan(&cl.devices(), false, err);
-    let mut rc = 0;
-    for (vgname, lv) in lvs {
-        let h = match find_vg(&found, &vgname) {
-            Ok(h) => h,
-            Err(m) => {
-                rc = fail(err, &m);
-                continue;
-            }
-        };
-        if h.meta.vg.lv(&lv).is_none() {
-            rc = fail(
-                err,
-                &format!("Failed to find logical volume \"{vgname}/{lv}\""),
-            );
-            continue;
-        }
-        let r = activate::change_vg(cl, &h, &found, on, Some(&lv), out, err);
-        if r != 0 {
-            rc = r;
-        }
-    }
-    rc
 }
 
 #[cfg(test)]

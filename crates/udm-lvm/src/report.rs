@@ -40,9 +40,9 @@ pub struct ReportOpts {
 
 /// The daemon's devices of the VGs reported (None without a daemon or under
 /// `activation=0`: the no-driver form).
-fn live_devices(o: &ReportOpts) -> Option<udm_formats::lvm::report::live::Live> {
+pub(crate) fn live_devices(noactivation: bool) -> Option<udm_formats::lvm::report::live::Live> {
     use udm_proto::{DevSel, Reply, Request};
-    if o.noactivation {
+    if noactivation {
         return None;
     }
     let mut c = udm_proto::Client::connect(&udm_proto::default_socket()).ok()?;
@@ -242,7 +242,7 @@ pub fn report_cmd(cmd: &str, o: &ReportOpts, out: &mut dyn Write, err: &mut dyn 
         return ECMD_FAILED;
     }
     let s = scan(&devices, err);
-    let live = live_devices(o);
+    let live = live_devices(o.noactivation);
     let mut failed = s.failed;
     let infos: Vec<PvInfo> = s
         .pvs

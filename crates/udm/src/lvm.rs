@@ -164,7 +164,6 @@ fn canonical_opt(cmd: &str, o: &str) -> Option<(&'static str, bool)> {
         "-m" | "--mirrors" => ("-m", true),
         "-R" | "--regionsize" => ("-R", true),
         "--mirrorlog" => ("--mirrorlog", true),
-        "--nosync" => ("--nosync", false),
         "-K" | "--ignoreactivationskip" => ("-K", false),
         "-p" | "--permission" => ("-p", true),
         "--poolmetadatasize" => ("--poolmetadatasize", true),

@@ -124,6 +124,7 @@ echo "=== table"; dmsetup table
 echo "=== info"; dmsetup info -c --noheadings --separator ' ' -o name,uuid,major,minor
 echo "=== cksum"; for lv in r1 r5 r10 mi; do cksum < /dev/vg/$lv; done
 echo "=== lvs"; lvs -a -o lv_name,lv_attr,lv_size,copy_percent,devices vg
+echo "=== lvdisplay"; lvdisplay -a vg
 vgchange -an vg >/dev/null
 vgck uvg
 vgchange -ay uvg >/dev/null
@@ -223,6 +224,17 @@ echo "=== end"
             .collect()
     };
     assert_eq!(norm(&lvs), norm(&want), "udm:\n{lvs}\nlvm2:\n{want}");
+    // And lvdisplay's active form (device numbers aside).
+    let disp = e.ok("lvdisplay", &["--devices", &kdevs, "-a", "vg"]);
+    let numbers = |t: &str| -> String {
+        t.lines()
+            .map(|l| match l.strip_prefix("  Block device") {
+                Some(_) => "  Block device M:m\n".to_string(),
+                None => format!("{l}\n"),
+            })
+            .collect()
+    };
+    assert_eq!(numbers(&disp), numbers(section(&out, "lvdisplay")));
     let sums: Vec<&str> = section(&out, "cksum").lines().collect();
     for ((name, _), want) in LVS.iter().zip(&sums) {
         let dm = format!("vg-{name}");

@@ -94,12 +94,17 @@ fn raid_and_mirror_lvs_match_lvm2() {
             vec!["-a", "-o", "lv_name,copy_percent,mirror_log,region_size"],
         ),
         ("lvscan", vec!["-a"]),
+        ("lvdisplay", vec!["-a"]),
         ("vgs", vec![]),
     ] {
         let want = lvm.ok(cmd, &args);
         let mut a = args.clone();
         a.extend(["--config", NOACT]);
-        assert_eq!(run(cmd, &a), want, "{cmd} {args:?}");
+        let ours = run(cmd, &a);
+        for (i, (x, y)) in ours.lines().zip(want.lines()).enumerate() {
+            assert_eq!(x, y, "{cmd} {args:?} line {i}");
+        }
+        assert_eq!(ours, want, "{cmd} {args:?}");
     }
     // Data through every LV.
     let mut sums = Vec::new();
@@ -136,4 +141,92 @@ fn raid_and_mirror_lvs_match_lvm2() {
     assert!(!left.contains("r5"), "{left}");
     assert_eq!(left.lines().count(), fixture.len() - 7, "{left}");
     lvm.ok("vgck", &["vg"]);
+}
+
+/// `lvextend` of live raid1, raid5 and mirror LVs as lvm2 did in refvm: lvm2's words, each
+/// image grown on its own PV (metadata equal but for ids and times), lvm2's tables after,
+/// the data written before still there and the new space usable; lvm2 accepts the VG.
+#[test]
+fn raid_and_mirror_extend_as_lvm2() {
+    let Some((dir, _imgs, loops, lvm)) = loop_pvs(&[64, 64, 64]) else {
+        return;
+    };
+    let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
+    let devs = d.join(",");
+    let daemon = Daemon::start(&udm());
+    let e = UdmCli {
+        bin: udm(),
+        socket: daemon.socket.clone(),
+        state: dir.path().join("state"),
+    };
+    let run = |cmd: &str, args: &[&str]| -> String {
+        e.ok(cmd, &[&["--devices", &devs][..], args].concat())
+    };
+    run("vgcreate", &["vg", d[0], d[1], d[2]]);
+    run(
+        "lvcreate",
+        &["-y", "-n", "r1", "--type", "raid1", "-m1", "-L", "8M", "vg"],
+    );
+    run(
+        "lvcreate",
+        &["-y", "-n", "r5", "--type", "raid5", "-i2", "-L", "8M", "vg"],
+    );
+    run(
+        "lvcreate",
+        &[
+            "-y", "-n", "mi", "--type", "mirror", "-m1", "-L", "8M", "vg",
+        ],
+    );
+    run("lvcreate", &["-y", "-n", "lin", "-L", "4M", "vg"]);
+    let pattern = |seed: u64, len: u64| -> Vec<u8> {
+        (0..len).map(|i| ((i * seed) ^ (i >> 9)) as u8).collect()
+    };
+    for (i, n) in ["vg-r1", "vg-r5", "vg-mi"].iter().enumerate() {
+        let c = udm_nbd::NbdClient::connect_unix(&daemon.nbd_socket, n).unwrap();
+        c.write(0, &pattern(i as u64 + 3, 8 << 20), true).unwrap();
+    }
+    for (lv, add, want) in [
+        ("vg/r1", "+4M", "  Extending 2 mirror images.\n  Size of logical volume vg/r1 changed from 8.00 MiB (2 extents) to 12.00 MiB (3 extents).\n  Logical volume vg/r1 successfully resized.\n"),
+        ("vg/r5", "+8M", "  Using stripesize of last segment 64.00 KiB\n  Size of logical volume vg/r5 changed from 8.00 MiB (2 extents) to 16.00 MiB (4 extents).\n  Logical volume vg/r5 successfully resized.\n"),
+        ("vg/mi", "+4M", "  Extending 2 mirror images.\n  Size of logical volume vg/mi changed from 8.00 MiB (2 extents) to 12.00 MiB (3 extents).\n  Logical volume vg/mi successfully resized.\n"),
+    ] {
+        assert_eq!(run("lvextend", &["-L", add, lv]), want, "{lv}");
+    }
+    let backup = dir.path().join("vg.txt");
+    run("vgcfgbackup", &["-f", backup.to_str().unwrap(), "vg"]);
+    assert_same_lvs(
+        &lv_section(&std::fs::read_to_string(&backup).unwrap()),
+        &lv_section(include_str!(
+            "../../udm-formats/tests/data/lvm2_raid_extend.vg"
+        )),
+    );
+    let text = include_str!("../../udm-formats/tests/data/lvm2_raid_extend.tables");
+    let mut want: Vec<(String, String)> = Vec::new();
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let (n, t) = l.split_once(": ").unwrap();
+        match want.iter_mut().find(|w| w.0 == n) {
+            Some(w) => w.1 = format!("{}\n{t}", w.1),
+            None => want.push((n.to_string(), t.to_string())),
+        }
+    }
+    assert_eq!(e.dm(&["ls"]).lines().count(), want.len());
+    for (n, t) in &want {
+        assert_eq!(&e.live_table(n, &d), t, "{n}");
+    }
+    lvm.ok("vgck", &["vg"]);
+    for (i, n) in ["vg-r1", "vg-r5", "vg-mi"].iter().enumerate() {
+        let c = udm_nbd::NbdClient::connect_unix(&daemon.nbd_socket, n).unwrap();
+        let size = c.size();
+        assert!(size > 8 << 20, "{n} grew: {size}");
+        let mut back = vec![0u8; 8 << 20];
+        c.read(0, &mut back).unwrap();
+        assert!(back == pattern(i as u64 + 3, 8 << 20), "{n} keeps its data");
+        let tail = pattern(7, size - (8 << 20));
+        c.write(8 << 20, &tail, true).unwrap();
+        let mut b2 = vec![0u8; tail.len()];
+        c.read(8 << 20, &mut b2).unwrap();
+        assert!(b2 == tail, "{n}: the new space holds data");
+    }
+    run("vgchange", &["-an", "vg"]);
+    assert_eq!(e.dm(&["ls"]), "No devices found\n");
 }

@@ -262,6 +262,14 @@ fn alloc_policies_match_lvm2() {
         ("lvextend", &["-l", "+20", "vga/cl"]),
         ("lvextend", &["-l", "+2", "vga/ct"]),
         ("lvextend", &["-l", "+2", "vga/cl"]),
+        // Three stripes over two PVs: only anywhere lets two share a PV.
+        ("lvcreate", &["-n", "s3", "-l", "3", "-i", "3", "vga"]),
+        (
+            "lvcreate",
+            &[
+                "-n", "any", "-l", "3", "-i", "3", "--alloc", "anywhere", "vga",
+            ],
+        ),
     ];
     let refusal = |s: &str| -> String {
         s.lines()

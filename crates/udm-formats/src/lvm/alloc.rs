@@ -1,6 +1,7 @@
 //! `--alloc` policies as lvm2 applies them to new and extended LVs: `contiguous` (one run:
 //! the first PV's largest area that fits, extensions only right after the last area), `cling` (extensions
-//! only on the PVs the last segment uses), `normal` and `anywhere` (the usual allocation).
+//! only on the PVs the last segment uses), `normal`, and `anywhere` (as normal, but when
+//! there are too few PVs stripes take separate free areas of one PV, or cut one area).
 //! A policy given is stored in the LV (`allocation_policy`), as lvm2 writes it; an LV's
 //! stored policy applies to its extensions.
 
@@ -121,11 +122,83 @@ impl Vg {
                 *vg = tmp;
                 Ok(())
             })?;
+        } else if policy == Alloc::Anywhere && stripes > 1 {
+            // As normal when the stripes find PVs of their own; else stripes may share a
+            // PV, each taking the next free extents of the PVs' runs in order.
+            let before = self.clone();
+            if self
+                .create_lv(name, extents, stripes, stripe_size, host, time)
+                .is_err()
+            {
+                *self = before;
+                self.anywhere_striped(name, extents, stripes, stripe_size, host, time)?;
+            }
         } else {
             self.create_lv(name, extents, stripes, stripe_size, host, time)?;
         }
         let lv = self.lvs.last_mut().expect("just made");
         set_policy(lv, policy);
+        Ok(())
+    }
+
+    /// A striped LV whose stripes may share PVs (`--alloc anywhere`).
+    fn anywhere_striped(
+        &mut self,
+        name: &str,
+        extents: u64,
+        stripes: usize,
+        stripe_size: u64,
+        host: &str,
+        time: i64,
+    ) -> Result<(), LvmError> {
+        let per = extents.div_ceil(stripes as u64);
+        // Each free area that holds a stripe takes one (PVs in order, areas by address);
+        // only when there are too few are areas cut into several stripes.
+        let runs: Vec<(String, u64)> = self
+            .pvs
+            .iter()
+            .flat_map(|p| {
+                self.free_runs(&p.name)
+                    .into_iter()
+                    .filter(|r| r.1 >= per)
+                    .map(|r| (p.name.clone(), r.0))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut areas: Vec<(String, u64)> = Vec::new();
+        if runs.len() >= stripes {
+            areas = runs.into_iter().take(stripes).collect();
+        }
+        let cut = areas.is_empty();
+        'pvs: for p in self.pvs.iter().filter(|_| cut) {
+            for (mut start, mut len) in self.free_runs(&p.name) {
+                while len >= per {
+                    areas.push((p.name.clone(), start));
+                    start += per;
+                    len -= per;
+                    if areas.len() == stripes {
+                        break 'pvs;
+                    }
+                }
+            }
+        }
+        if areas.len() < stripes {
+            return Err(short(name, "", (stripes - areas.len()) as u64 * per));
+        }
+        // Made as one stripe, then given its areas.
+        self.create_lv(name, 1, 1, 0, host, time)?;
+        let refs: Vec<(&str, u64)> = areas.iter().map(|(p, e)| (p.as_str(), *e)).collect();
+        let lv = self.lvs.last_mut().expect("just made");
+        lv.segments = vec![Segment::striped(
+            0,
+            per * stripes as u64,
+            stripe_size,
+            &refs,
+        )];
+        if let Err(e) = self.validate() {
+            self.lvs.pop();
+            return Err(e);
+        }
         Ok(())
     }
 

@@ -287,6 +287,58 @@ impl Vg {
     }
 }
 
+impl Vg {
+    /// `lvextend` of a raid or mirror LV to `extents` (rounded up to whole stripes): each
+    /// image grows on its own PV (continuing its area when free), the metadata sub-LVs and
+    /// the log stay. Returns the new size. Unchanged on failure.
+    pub fn extend_raid(&mut self, name: &str, extents: u64) -> Result<u64, LvmError> {
+        let vgname = self.name.clone();
+        let seg = self
+            .lv(name)
+            .and_then(|l| l.segments.first())
+            .filter(|s| is_raid_type(super::dmplan::pools::base_type(s)))
+            .cloned()
+            .ok_or_else(|| LvmError::Refused(format!("{vgname}/{name} is not a raid LV.")))?;
+        let kind: RaidKind = super::dmplan::pools::base_type(&seg).parse()?;
+        let images: Vec<String> = sub_lvs(&seg)
+            .into_iter()
+            .filter(|n| !n.contains("_rmeta_") && !n.ends_with("_mlog"))
+            .collect();
+        let n = images.len() as u64;
+        let data = match kind {
+            RaidKind::Raid1 | RaidKind::Mirror => 1,
+            RaidKind::Raid10 => {
+                let copies = seg.get("data_copies").and_then(Value::as_int).unwrap_or(2) as u64;
+                n / copies.max(1)
+            }
+            k => n - k.parity(),
+        }
+        .max(1);
+        let extents = extents.div_ceil(data) * data;
+        let per = extents / data;
+        let before = self.clone();
+        let r = (|| {
+            for img in &images {
+                let pv = self
+                    .lv(img)
+                    .and_then(|l| l.segments.last())
+                    .and_then(|s| s.stripes().ok())
+                    .and_then(|v| v.first().map(|a| a.0.clone()))
+                    .ok_or_else(|| LvmError::Invalid(format!("raid image {img} has no area")))?;
+                self.allocate_on(std::slice::from_ref(&pv), |vg| vg.extend_lv(img, per, None))?;
+            }
+            let lv = self.lvs.iter_mut().find(|l| l.name == name).expect("there");
+            lv.segments[0].extent_count = extents;
+            self.validate()
+        })();
+        if let Err(e) = r {
+            *self = before;
+            return Err(e);
+        }
+        Ok(extents)
+    }
+}
+
 /// The sub-LV names of a raid or mirror segment (`raids`, `raid0_lvs`, `mirrors`), in
 /// order, and its `mirror_log`.
 pub fn sub_lvs(seg: &Segment) -> Vec<String> {
@@ -310,6 +362,82 @@ pub fn is_raid_type(ty: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lvm::label::{DiskLocn, PvHeader};
+
+    fn vg(pvs: usize, mib: u64) -> Vg {
+        let hdr = |_| {
+            let h = PvHeader {
+                label_sector: 1,
+                pv_uuid: LvmId::random(),
+                device_size: mib << 20,
+                data_areas: vec![DiskLocn {
+                    offset: 1 << 20,
+                    size: 0,
+                }],
+                metadata_areas: vec![DiskLocn {
+                    offset: 4096,
+                    size: (1 << 20) - 4096,
+                }],
+                ext_version: 2,
+                ext_flags: 0,
+                bootloader_areas: vec![],
+            };
+            (h, None)
+        };
+        let hs: Vec<_> = (0..pvs).map(hdr).collect();
+        Vg::create("vg", 8192, &hs).unwrap()
+    }
+
+    fn shape(kind: RaidKind, stripes: u64, mirrors: u64) -> RaidShape {
+        RaidShape {
+            kind,
+            stripes,
+            mirrors,
+            stripe_size: 128,
+            region_size: DEFAULT_REGION,
+        }
+    }
+
+    /// Legs take one run each on their own PVs (metadata extent first), a mirror log the
+    /// largest run the legs leave; too few PVs is refused with nothing changed; removing
+    /// the LV takes its sub-LVs.
+    #[test]
+    fn placement_refusal_and_removal() {
+        let mut v = vg(3, 64);
+        v.create_raid("r", 4, shape(RaidKind::Raid5, 2, 0), "h", 1)
+            .unwrap();
+        let area = |v: &Vg, n: &str| v.lv(n).unwrap().segments[0].stripes().unwrap()[0].clone();
+        assert_eq!(area(&v, "r_rmeta_2"), ("pv2".to_string(), 0));
+        assert_eq!(area(&v, "r_rimage_2"), ("pv2".to_string(), 1));
+        assert_eq!(v.lv("r_rimage_0").unwrap().extents(), 2);
+        v.create_raid("m", 2, shape(RaidKind::Mirror, 1, 1), "h", 1)
+            .unwrap();
+        assert_eq!(area(&v, "m_mimage_1"), ("pv1".to_string(), 3));
+        assert_eq!(area(&v, "m_mlog"), ("pv2".to_string(), 3));
+        let before = v.clone();
+        let e = v.create_raid("x", 2, shape(RaidKind::Raid6, 3, 0), "h", 1);
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .contains("Insufficient suitable allocatable extents"));
+        assert_eq!(v, before);
+        let gone = v.remove_lv("r", false).unwrap();
+        assert_eq!(gone, ["r"]);
+        assert!(v.lvs.iter().all(|l| !l.name.starts_with("r_")));
+        assert_eq!(v.lvs.len(), 4);
+    }
+
+    /// `--alloc anywhere` cuts one PV's area into stripes when there is no other, as lvm2.
+    #[test]
+    fn anywhere_stripes_share_a_pv() {
+        let mut v = vg(1, 64);
+        v.create_lv("a", 2, 1, 0, "h", 1).unwrap();
+        assert!(v.create_lv("s", 2, 2, 128, "h", 1).is_err());
+        v.create_lv_alloc("s", 2, 2, 128, crate::lvm::alloc::Alloc::Anywhere, "h", 1)
+            .unwrap();
+        let st = v.lv("s").unwrap().segments[0].stripes().unwrap();
+        assert_eq!(st, [("pv0".to_string(), 2), ("pv0".to_string(), 3)]);
+    }
 
     #[test]
     fn shapes_count_devices_and_images_as_lvm2() {
