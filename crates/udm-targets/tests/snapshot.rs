@@ -543,9 +543,7 @@ fn the_module_registers_three_types_in_the_kernels_order() {
 
 /// Origin and COW on one gated RAM disk (origin in its first half, COW in its second), so
 /// the gate's log orders every bio of both.
-fn gated_origin_and_cow(
-    reg: &udm_core::Registry,
-) -> std::sync::Arc<udm_testkit::gate::GateDevice> {
+fn gated_origin_and_cow(reg: &udm_core::Registry) -> std::sync::Arc<udm_testkit::gate::GateDevice> {
     use std::sync::Arc;
     let mem = Arc::new(udm_io::MemDevice::new("m", Sectors(2 * SECTORS)));
     sync::write_at(&*mem, Sectors(0), &[0x5a; (SECTORS * 512) as usize]).unwrap();
@@ -562,7 +560,12 @@ fn gated_origin_and_cow(
         reg.info(&sel("O"), false).unwrap().minor,
         reg.info(&sel("C"), false).unwrap().minor,
     );
-    create(reg, "s", &format!("0 {SECTORS} snapshot 253:{o} 253:{c} P 8")).unwrap();
+    create(
+        reg,
+        "s",
+        &format!("0 {SECTORS} snapshot 253:{o} 253:{c} P 8"),
+    )
+    .unwrap();
     create(reg, "o", &format!("0 {SECTORS} snapshot-origin 253:{o}")).unwrap();
     gate
 }
@@ -591,7 +594,10 @@ fn origin_writes_wait_for_the_group_commit_while_later_copies_go_on() {
     // W1 copies chunk 0 out; let everything through up to its commit's flush, then hold it.
     submit(&*o, "w1", 0, 0xa1);
     loop {
-        assert!(gate.wait_held(1, long), "the copy-out never reached the COW");
+        assert!(
+            gate.wait_held(1, long),
+            "the copy-out never reached the COW"
+        );
         if gate.held_records()[0].op == Op::Flush {
             break;
         }
@@ -644,14 +650,20 @@ fn origin_writes_wait_for_the_group_commit_while_later_copies_go_on() {
     gate.close();
     submit(&*o, "w4", 16, 0xa4);
     loop {
-        assert!(gate.wait_held(1, long), "the copy-out never reached the COW");
+        assert!(
+            gate.wait_held(1, long),
+            "the copy-out never reached the COW"
+        );
         if gate.held_records()[0].op == Op::Flush {
             break;
         }
         gate.release(1);
     }
     submit(&*s, "s", 16, 0x5b);
-    assert!(gate.wait_held(2, long), "the snapshot write never reached the COW");
+    assert!(
+        gate.wait_held(2, long),
+        "the snapshot write never reached the COW"
+    );
     gate.release(2);
     assert!(gate.wait_held(1, long));
     let area = gate.held_records()[0];
