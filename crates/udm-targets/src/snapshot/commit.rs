@@ -13,9 +13,15 @@ use udm_core::Worker;
 
 type Done = Box<dyn FnOnce() + Send>;
 
+/// Batches a commit may wait for while copies keep coming, before it goes anyway.
+const MAX_DEFERRED: usize = 32;
+
 /// The committer of one snapshot.
 pub(crate) struct GroupCommit {
     waiting: Mutex<Vec<Done>>,
+    /// Origin batches copying into this snapshot now: the commit waits for them, so their
+    /// exceptions join it (the kernel commits once no pending exception is in flight).
+    copying: AtomicUsize,
     scheduled: AtomicBool,
     worker: Worker,
 }
@@ -24,6 +30,7 @@ impl GroupCommit {
     pub(crate) fn new() -> GroupCommit {
         GroupCommit {
             waiting: Mutex::default(),
+            copying: AtomicUsize::new(0),
             scheduled: AtomicBool::new(false),
             worker: Worker::new("snapshot-commit"),
         }
@@ -34,16 +41,37 @@ impl GroupCommit {
 /// they are). A failing commit invalidates the snapshot; `done` still runs (the origin
 /// goes on without the snapshot, as in the kernel).
 pub(crate) fn after_commit(sh: &Arc<SnapShared>, done: Done) {
+    sh.committer.waiting.lock().push(done);
+    schedule(sh);
+}
+
+fn schedule(sh: &Arc<SnapShared>) {
     let c = &sh.committer;
-    c.waiting.lock().push(done);
     if !c.scheduled.swap(true, SeqCst) {
         let me = sh.clone();
         c.worker.spawn(move || run(&me));
     }
 }
 
+/// An origin batch starts copying into `sh`.
+pub(crate) fn copy_begins(sh: &SnapShared) {
+    sh.committer.copying.fetch_add(1, SeqCst);
+}
+
+/// That batch's copies are in the table: a commit left waiting for it may go.
+pub(crate) fn copy_ends(sh: &Arc<SnapShared>) {
+    let c = &sh.committer;
+    if c.copying.fetch_sub(1, SeqCst) == 1 && !c.waiting.lock().is_empty() {
+        schedule(sh);
+    }
+}
+
 fn run(sh: &SnapShared) {
     sh.committer.scheduled.store(false, SeqCst);
+    if sh.committer.copying.load(SeqCst) > 0 && sh.committer.waiting.lock().len() < MAX_DEFERRED {
+        // The last copy to end schedules the commit (see `copy_ends`).
+        return;
+    }
     let waiters = std::mem::take(&mut *sh.committer.waiting.lock());
     if waiters.is_empty() {
         return;

@@ -3,7 +3,7 @@
 //! jobs of a batch in flight together; the exceptions they make are then added in chunk
 //! order; the origin writes wait for their group commit (`commit`), not the worker.
 
-use super::commit::after_commits;
+use super::commit::{after_commits, copy_begins, copy_ends};
 use super::snap::{OriginHub, SnapInner, SnapShared};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::SeqCst;
@@ -136,9 +136,11 @@ pub(crate) fn copy_out_then(
         .into_iter()
         .filter(|s| s.takes_copies() && !skip.is_some_and(|k| std::ptr::eq(k, &**s)))
         .collect();
-    let one = |s: &SnapShared| {
-        let mut g = s.st.lock();
-        copy_out_one(s, &mut g, ranges)
+    let one = |s: &Arc<SnapShared>| {
+        copy_begins(s);
+        let w = copy_out_one(s, &mut s.st.lock(), ranges);
+        copy_ends(s);
+        w
     };
     let waits: Vec<bool> = match snaps.as_slice() {
         [] => Vec::new(),
