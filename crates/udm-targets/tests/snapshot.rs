@@ -540,3 +540,146 @@ fn the_module_registers_three_types_in_the_kernels_order() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// Origin and COW on one gated RAM disk (origin in its first half, COW in its second), so
+/// the gate's log orders every bio of both.
+fn gated_origin_and_cow(reg: &udm_core::Registry) -> std::sync::Arc<udm_testkit::gate::GateDevice> {
+    use std::sync::Arc;
+    let mem = Arc::new(udm_io::MemDevice::new("m", Sectors(2 * SECTORS)));
+    sync::write_at(&*mem, Sectors(0), &[0x5a; (SECTORS * 512) as usize]).unwrap();
+    let gate = udm_testkit::gate::GateDevice::new(mem);
+    gate.open();
+    let remap = udm_testkit::gate::RemapType::new();
+    reg.target_types().register(Arc::new(remap.clone()));
+    remap.insert("g", gate.clone());
+    create(reg, "g", &format!("0 {} testdev g", 2 * SECTORS)).unwrap();
+    let g = reg.info(&sel("g"), false).unwrap().minor;
+    create(reg, "O", &format!("0 {SECTORS} linear 253:{g} 0")).unwrap();
+    create(reg, "C", &format!("0 {SECTORS} linear 253:{g} {SECTORS}")).unwrap();
+    let (o, c) = (
+        reg.info(&sel("O"), false).unwrap().minor,
+        reg.info(&sel("C"), false).unwrap().minor,
+    );
+    create(
+        reg,
+        "s",
+        &format!("0 {SECTORS} snapshot 253:{o} 253:{c} P 8"),
+    )
+    .unwrap();
+    create(reg, "o", &format!("0 {SECTORS} snapshot-origin 253:{o}")).unwrap();
+    gate
+}
+
+#[test]
+fn origin_writes_wait_for_the_group_commit_while_later_copies_go_on() {
+    use std::time::Duration;
+    use udm_io::{Bio, BioFlags, IoBuf, Op};
+    let reg = reg();
+    let gate = gated_origin_and_cow(&reg);
+    let (o, _go) = open(&reg, "o");
+    let (s, _gs) = open(&reg, "s");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let submit = |dev: &dyn udm_io::BlockDevice, name: &'static str, sector: u64, fill: u8| {
+        let tx = tx.clone();
+        dev.submit(Bio::write(
+            Sectors(sector),
+            IoBuf::from_slice(&[fill; 4096]),
+            Box::new(move |r, _| tx.send((name, r)).unwrap()),
+        ));
+    };
+    let long = Duration::from_secs(20);
+    let in_origin = |r: &udm_testkit::gate::Record| r.op == Op::Write && r.sector.0 < SECTORS;
+    gate.close();
+    let start = gate.log().len();
+    // W1 copies chunk 0 out; let everything through up to its commit's flush, then hold it.
+    submit(&*o, "w1", 0, 0xa1);
+    loop {
+        assert!(
+            gate.wait_held(1, long),
+            "the copy-out never reached the COW"
+        );
+        if gate.held_records()[0].op == Op::Flush {
+            break;
+        }
+        gate.release(1);
+    }
+    // W2 rewrites chunk 0, whose copy is not committed: it must wait for that commit.
+    submit(&*o, "w2", 0, 0xa2);
+    assert!(
+        !gate.wait_held(2, Duration::from_millis(500)),
+        "an origin write went out before the commit of its chunk's copy: {:?}",
+        gate.held_records()
+    );
+    // W3 needs a new copy: the origin's worker copies it while the first commit is held.
+    submit(&*o, "w3", 8, 0xa3);
+    assert!(
+        gate.wait_held(2, long),
+        "a later copy-out waited for an earlier commit"
+    );
+    assert!(!gate.held_records().iter().any(in_origin));
+    gate.open();
+    let mut done: Vec<_> = (0..3).map(|_| rx.recv_timeout(long).unwrap()).collect();
+    done.sort_by_key(|d| d.0);
+    assert_eq!(done, vec![("w1", Ok(())), ("w2", Ok(())), ("w3", Ok(()))]);
+    // In arrival order: each origin write comes after a FUA area write following the copy
+    // of its chunk.
+    let log = gate.log()[start..].to_vec();
+    let first_fua = log
+        .iter()
+        .position(|r| r.flags.contains(BioFlags::FUA))
+        .unwrap();
+    let origin_writes: Vec<_> = (0..log.len()).filter(|&i| in_origin(&log[i])).collect();
+    assert_eq!(origin_writes.len(), 3, "{log:?}");
+    assert!(origin_writes.iter().all(|&i| i > first_fua), "{log:?}");
+    let w3 = origin_writes
+        .iter()
+        .find(|&&i| log[i].sector.0 == 8)
+        .unwrap();
+    let copy3 = log
+        .iter()
+        .position(|r| r.op == Op::Read && r.sector.0 == 8)
+        .unwrap();
+    assert!(
+        log[copy3..*w3]
+            .iter()
+            .any(|r| r.flags.contains(BioFlags::FUA)),
+        "{log:?}"
+    );
+    // A snapshot write into an exception an origin write made and whose commit is held is
+    // not acknowledged before that commit.
+    gate.close();
+    submit(&*o, "w4", 16, 0xa4);
+    loop {
+        assert!(
+            gate.wait_held(1, long),
+            "the copy-out never reached the COW"
+        );
+        if gate.held_records()[0].op == Op::Flush {
+            break;
+        }
+        gate.release(1);
+    }
+    submit(&*s, "s", 16, 0x5b);
+    assert!(
+        gate.wait_held(2, long),
+        "the snapshot write never reached the COW"
+    );
+    gate.release(2);
+    assert!(gate.wait_held(1, long));
+    let area = gate.held_records()[0];
+    assert!(area.flags.contains(BioFlags::FUA) && area.sector.0 >= SECTORS);
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "a write completed before the commit it depends on"
+    );
+    gate.open();
+    let mut done: Vec<_> = (0..2).map(|_| rx.recv_timeout(long).unwrap()).collect();
+    done.sort_by_key(|d| d.0);
+    assert_eq!(done, vec![("s", Ok(())), ("w4", Ok(()))]);
+    // The snapshot kept chunk 1 and has its own write in chunk 2; the origin has W3, W4.
+    assert_eq!(read(&*s, 0, 4096).unwrap(), vec![0x5a; 4096]);
+    assert_eq!(read(&*s, 8, 4096).unwrap(), vec![0x5a; 4096]);
+    assert_eq!(read(&*s, 16, 4096).unwrap(), vec![0x5b; 4096]);
+    assert_eq!(read(&*o, 8, 4096).unwrap(), vec![0xa3; 4096]);
+    assert_eq!(read(&*o, 16, 4096).unwrap(), vec![0xa4; 4096]);
+}

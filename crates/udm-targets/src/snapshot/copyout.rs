@@ -1,8 +1,9 @@
 //! Copying chunks in batches (the kernel's pending exceptions and merge batches): runs of
 //! chunks that are consecutive on both sides go to the block copier as one job each, all
 //! jobs of a batch in flight together; the exceptions they make are then added in chunk
-//! order and committed by one metadata write.
+//! order; the origin writes wait for their group commit (`commit`), not the worker.
 
+use super::commit::{after_commits, copy_begins, copy_ends};
 use super::snap::{OriginHub, SnapInner, SnapShared};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::SeqCst;
@@ -72,9 +73,11 @@ pub(crate) fn copy_runs_to(
     r
 }
 
-/// Copy the chunks of `ranges` (origin sectors) this snapshot lacks into its COW and
-/// commit them; false if the snapshot is (or became) invalid.
+/// Copy the chunks of `ranges` (origin sectors) this snapshot lacks into its COW and add
+/// them to its table; true if the origin writes must wait for a commit (of these, or of
+/// chunks an earlier batch copied and that are not on disk yet).
 fn copy_out_one(s: &SnapShared, g: &mut SnapInner, ranges: &[(u64, u64)]) -> bool {
+    let must_wait = |g: &SnapInner| g.valid && !g.store.is_durable(g.store.gen());
     if !g.valid {
         return false;
     }
@@ -99,11 +102,8 @@ fn copy_out_one(s: &SnapShared, g: &mut SnapInner, ranges: &[(u64, u64)]) -> boo
             }
         }
     }
-    if !g.valid {
-        return false;
-    }
-    if todo.is_empty() {
-        return true;
+    if !g.valid || todo.is_empty() {
+        return must_wait(g);
     }
     let osize = s.origin.size().0;
     if copy_runs_to(&s.copier, &s.origin, &s.cow, &runs(&todo), cs, osize).is_err() {
@@ -116,34 +116,62 @@ fn copy_out_one(s: &SnapShared, g: &mut SnapInner, ranges: &[(u64, u64)]) -> boo
             return false;
         }
     }
-    s.commit(g)
+    must_wait(g)
 }
 
 /// The kernel's `__origin_write`: before the origin ranges `(sector, len)` change, copy every
-/// chunk they touch into each active snapshot that has not copied it (except `skip`), each
-/// snapshot's new exceptions committed together. Snapshots are served side by side, each
-/// under its own lock (held until its commit, so nothing reads the chunk's new data as the
-/// snapshot's meanwhile).
-pub(crate) fn copy_out(hub: &OriginHub, ranges: &[(u64, u64)], skip: Option<&SnapShared>) {
+/// chunk they touch into each active snapshot that has not copied it (except `skip`), then
+/// run `then` (the origin writes) once each snapshot's exceptions are committed (a group
+/// commit shared with other batches; the caller's thread does not wait for it). Snapshots
+/// are served side by side, each under its own lock while it copies (a chunk enters the
+/// table only once copied, so nothing reads its new data as the snapshot's).
+pub(crate) fn copy_out_then(
+    hub: &OriginHub,
+    ranges: &[(u64, u64)],
+    skip: Option<&SnapShared>,
+    then: Box<dyn FnOnce() + Send>,
+) {
     let snaps: Vec<_> = hub
         .snapshots()
         .into_iter()
         .filter(|s| s.takes_copies() && !skip.is_some_and(|k| std::ptr::eq(k, &**s)))
         .collect();
-    let one = |s: &SnapShared| {
-        let mut g = s.st.lock();
-        copy_out_one(s, &mut g, ranges);
+    let one = |s: &Arc<SnapShared>| {
+        copy_begins(s);
+        let w = copy_out_one(s, &mut s.st.lock(), ranges);
+        copy_ends(s);
+        w
     };
-    match snaps.as_slice() {
-        [] => {}
-        [s] => one(s),
+    let waits: Vec<bool> = match snaps.as_slice() {
+        [] => Vec::new(),
+        [s] => vec![one(s)],
         many => std::thread::scope(|sc| {
-            for s in &many[1..] {
-                sc.spawn(|| one(s));
-            }
-            one(&many[0]);
+            let hs: Vec<_> = many[1..].iter().map(|s| sc.spawn(|| one(s))).collect();
+            let mut w = vec![one(&many[0])];
+            w.extend(hs.into_iter().map(|h| h.join().expect("copy-out thread")));
+            w
         }),
-    }
+    };
+    let pending = snaps
+        .into_iter()
+        .zip(waits)
+        .filter_map(|(s, w)| w.then_some(s))
+        .collect();
+    after_commits(pending, then);
+}
+
+/// [`copy_out_then`], waiting for the commits.
+pub(crate) fn copy_out(hub: &OriginHub, ranges: &[(u64, u64)], skip: Option<&SnapShared>) {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    copy_out_then(
+        hub,
+        ranges,
+        skip,
+        Box::new(move || {
+            let _ = tx.send(());
+        }),
+    );
+    let _ = rx.recv();
 }
 
 #[cfg(test)]

@@ -12,7 +12,10 @@
 //!
 //! Every call doing I/O blocks: the store is used from worker threads only.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
 use udm_io::{sync, BlockDevice, IoError, Sectors};
 
 pub const SNAP_MAGIC: u32 = 0x7041_6e53;
@@ -130,9 +133,39 @@ pub struct Store {
     current_area: u64,
     current_committed: u64,
     area: Vec<u8>,
-    /// Exceptions added to `area` but not written yet.
-    dirty: bool,
+    /// Exceptions added so far (a generation number for commits).
+    gen: u64,
+    /// The generation whose exceptions are all on disk (may be set by a commit written
+    /// outside the store's lock, see [`PendingCommit`]).
+    durable: Arc<AtomicU64>,
+    /// Serialises metadata area writes, so a stale copy never overwrites a newer area.
+    io: Arc<Mutex<()>>,
     cow_size: u64,
+}
+
+/// A metadata area write taken from the store (under its lock) to be written without it:
+/// the group commit of exceptions made meanwhile by other batches.
+pub struct PendingCommit {
+    loc: Sectors,
+    area: Vec<u8>,
+    gen: u64,
+    durable: Arc<AtomicU64>,
+    io: Arc<Mutex<()>>,
+}
+
+impl PendingCommit {
+    /// Write the area (PREFLUSH | FUA) unless a newer write already covered its generation.
+    pub fn write(self, cow: &dyn BlockDevice) -> Result<(), IoError> {
+        let _io = self.io.lock();
+        if self.durable.load(SeqCst) >= self.gen {
+            return Ok(());
+        }
+        // Copied data must be stable before the metadata naming it (PREFLUSH | FUA).
+        sync::flush(cow)?;
+        sync::write_fua_at(cow, self.loc, &self.area)?;
+        self.durable.store(self.gen, SeqCst);
+        Ok(())
+    }
 }
 
 /// A batch of merge runs planned by [`Store::plan_merge`].
@@ -168,7 +201,9 @@ impl Store {
             current_area: 0,
             current_committed: 0,
             area: Vec::new(),
-            dirty: false,
+            gen: 0,
+            durable: Arc::default(),
+            io: Arc::default(),
             cow_size,
         };
         if kind == StoreKind::Transient {
@@ -253,11 +288,15 @@ impl Store {
         Ok(())
     }
 
-    fn write_area(&self, cow: &dyn BlockDevice) -> Result<(), IoError> {
-        let loc = self.chunk_sector(area_location(self.chunk, self.current_area));
-        // Copied data must be stable before the metadata naming it (PREFLUSH | FUA).
-        sync::flush(cow)?;
-        sync::write_fua_at(cow, loc, &self.area)
+    /// The current area as a commit of everything added so far.
+    fn pending(&self) -> PendingCommit {
+        PendingCommit {
+            loc: self.chunk_sector(area_location(self.chunk, self.current_area)),
+            area: self.area.clone(),
+            gen: self.gen,
+            durable: self.durable.clone(),
+            io: self.io.clone(),
+        }
     }
 
     fn read_exceptions(&mut self, cow: &dyn BlockDevice) -> Result<(), StoreError> {
@@ -352,11 +391,15 @@ impl Store {
         let epa = exceptions_per_area(self.chunk);
         set_area_entry(&mut self.area, self.current_committed as usize, old, new);
         self.current_committed += 1;
-        self.dirty = true;
+        self.gen += 1;
         if self.current_committed == epa {
-            self.zero_disk_area(cow, self.current_area + 1)?;
-            self.write_area(cow)?;
-            self.dirty = false;
+            // A full area is written at once (after zeroing the next), covering every
+            // exception added so far.
+            {
+                let _io = self.io.lock();
+                self.zero_disk_area(cow, self.current_area + 1)?;
+            }
+            self.pending().write(cow)?;
             self.current_committed = 0;
             self.current_area += 1;
             self.area.fill(0);
@@ -364,13 +407,29 @@ impl Store {
         Ok(())
     }
 
-    /// Write the metadata area if exceptions were added since it was last written.
+    /// Write the metadata area if exceptions were added since it was last written (or wait
+    /// for a group commit already writing them).
     pub fn commit_pending(&mut self, cow: &dyn BlockDevice) -> Result<(), IoError> {
-        if self.dirty {
-            self.write_area(cow)?;
-            self.dirty = false;
+        match self.take_pending() {
+            Some(p) => p.write(cow),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Exceptions added so far (the generation a commit must reach to cover them).
+    pub fn gen(&self) -> u64 {
+        self.gen
+    }
+
+    /// Whether every exception up to generation `gen` is on disk.
+    pub fn is_durable(&self, gen: u64) -> bool {
+        self.kind == StoreKind::Transient || self.durable.load(SeqCst) >= gen
+    }
+
+    /// The metadata write that makes every exception added so far durable, if one is
+    /// needed; written by [`PendingCommit::write`], possibly after the lock is dropped.
+    pub fn take_pending(&self) -> Option<PendingCommit> {
+        (!self.is_durable(self.gen)).then(|| self.pending())
     }
 
     /// Record `old → new` durably now.

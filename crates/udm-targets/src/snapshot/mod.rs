@@ -7,6 +7,7 @@
 //! a reloaded snapshot or a merge takes over the live store of the same COW device instead of
 //! re-reading it (the kernel's handover).
 
+mod commit;
 mod copyout;
 pub mod cow;
 mod merge;

@@ -1,9 +1,11 @@
 //! `snapshot-origin <origin>`: the origin as its snapshots' users see it. Reads and flushes
 //! pass straight through; a write first copies every chunk it touches into each snapshot
-//! that has not copied it yet (on the origin's worker, in arrival order, so no write
-//! overtakes the copy of its chunk), then goes to the origin.
+//! that has not copied it yet (on the origin's worker, in arrival order), then goes to the
+//! origin once those copies are committed (a group commit: the worker goes on copying for
+//! later writes meanwhile, and those wait for a commit covering every copy before them, so
+//! no write overtakes the copy of its chunk).
 
-use super::copyout::copy_out;
+use super::copyout::copy_out_then;
 use super::snap::{Batch, OriginHub};
 use super::OriginParams;
 use std::sync::Arc;
@@ -64,10 +66,16 @@ impl Target for Origin {
         let dev = self.dev.dev.clone();
         self.batch.push(&self.worker, bio, move |bios| {
             let ranges: Vec<_> = bios.iter().map(|b| (b.sector.0, b.len().0)).collect();
-            copy_out(&hub, &ranges, None);
-            for b in bios {
-                dev.submit(b);
-            }
+            copy_out_then(
+                &hub,
+                &ranges,
+                None,
+                Box::new(move || {
+                    for b in bios {
+                        dev.submit(b);
+                    }
+                }),
+            );
         });
         MapResult::Submitted
     }

@@ -7,6 +7,7 @@
 //! origin's copy-out takes it before copying a chunk, so an origin write never overtakes the
 //! copy of its chunk nor a snapshot read of the old data.
 
+use super::commit::GroupCommit;
 use super::cow::{Store, StoreError, StoreKind};
 use super::SnapshotParams;
 use parking_lot::Mutex;
@@ -76,6 +77,8 @@ pub(crate) struct SnapShared {
     pub len: AtomicU64,
     pub copier: Copier,
     pub events: Mutex<EventTrigger>,
+    /// Writes this snapshot's metadata for origin batches (group commit).
+    pub committer: GroupCommit,
 }
 
 impl SnapShared {
@@ -233,6 +236,7 @@ pub(crate) fn open_shared(
         // Runs of chunks move in copier I/Os of up to 128 KiB, 16 in flight.
         copier: Copier::new(Sectors(chunk.max(256)), 16),
         events: Mutex::new(ctx.event_trigger()),
+        committer: GroupCommit::new(),
     });
     Ok((shared, cow))
 }
@@ -370,7 +374,9 @@ fn snap_one(
         }
         return Some((bio, r, true));
     };
-    Some((bio, res, false))
+    // A write into a chunk an origin write just copied waits for that copy's commit.
+    let waits = bio.op.is_write();
+    Some((bio, res, waits))
 }
 
 /// A batch of snapshot bios: handled in order under the lock, the new exceptions committed
