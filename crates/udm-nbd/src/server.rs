@@ -28,6 +28,8 @@ const MAX_PER_PEER: usize = 256;
 /// Connections one client may have in the handshake at once: a new one closes that
 /// client's oldest, so idle connections never lock a well-behaved client out.
 const MAX_HANDSHAKES_PER_PEER: usize = 16;
+/// The send buffer asked for on established connections: a few of the largest replies.
+const SEND_BUFFER: usize = 4 << 20;
 /// How long shutdown lets connections finish their in-flight replies before it closes
 /// their sockets outright.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -442,6 +444,7 @@ fn connection(shared: &Shared, mut sock: Sock, id: u64) -> io::Result<()> {
     let how = if tls.active { "over TLS " } else { "" };
     tracing::info!("nbd: {peer} opened export {:?} {how}", neg.name);
     sock.set_read_timeout(None)?;
+    net.set_send_buffer(SEND_BUFFER);
     let res = transmission::serve(reader, &sock, neg);
     let _ = sock.shutdown(Shutdown::Both);
     if tls.active {
