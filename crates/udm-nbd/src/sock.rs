@@ -57,6 +57,7 @@ impl Sock {
         }
     }
     /// The send buffer the kernel granted (what `SO_SNDBUF` reads back).
+    #[cfg(test)]
     pub fn send_buffer(&self) -> io::Result<usize> {
         let mut v: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;

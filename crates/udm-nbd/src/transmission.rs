@@ -210,17 +210,18 @@ fn take_requests<'s, R: Read + Send>(
         let more = || {
             // Nobody is waiting to read the request after this one: add a thread (it
             // starts by waiting for the read side).
-            if w.idle.load(Relaxed) == 0
-                && !w.stop.load(Relaxed)
-                && w.started.fetch_add(1, Relaxed) < MAX_WORKERS
-            {
-                if std::thread::Builder::new()
-                    .name("nbd-conn-req".into())
-                    .spawn_scoped(scope, move || work(conn, w, scope))
-                    .is_err()
-                {
-                    w.started.fetch_sub(1, Relaxed);
-                }
+            if w.idle.load(Relaxed) != 0 || w.stop.load(Relaxed) {
+                return;
+            }
+            let room = |n: usize| (n < MAX_WORKERS).then_some(n + 1);
+            if w.started.fetch_update(Relaxed, Relaxed, room).is_err() {
+                return;
+            }
+            let spawned = std::thread::Builder::new()
+                .name("nbd-conn-req".into())
+                .spawn_scoped(scope, move || work(conn, w, scope));
+            if spawned.is_err() {
+                w.started.fetch_sub(1, Relaxed);
             }
         };
         match conn.request(r, req, more)? {
