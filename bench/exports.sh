@@ -15,13 +15,13 @@
 #   bench/exports.sh [RUNTIME_SECONDS] [ROUNDS]   (default 5 s per job, 3 rounds)
 # Environment: UDM_BIN=path skips the build; UDM_BASE=path adds a second udm binary (e.g. the
 # build before a change) as NBD peer "udm-base", for before/after ratios in one run;
-# CONNS="4 1" picks the NBD connection counts; NO_FUSE=1 skips the FUSE table;
+# CONNS="4 1" picks the NBD connection counts (CONNS="" none); NO_FUSE=1 skips the FUSE table;
 # JOBS="randread 4k 1;read 1m 16" picks the jobs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RT=${1:-5}
 ROUNDS=${2:-3}
-CONNS=${CONNS:-4 1}
+CONNS=${CONNS-4 1}
 NO_FUSE=${NO_FUSE:-0}
 for t in fio nbdkit qemu-nbd python3; do command -v $t >/dev/null || { echo "need $t"; exit 1; }; done
 if [ -z "${UDM_BIN:-}" ]; then cargo build --release -q -p udm; fi

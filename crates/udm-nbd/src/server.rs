@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 /// A client must finish option haggling within this long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections beyond this many are closed at once (each costs two threads).
+/// Connections beyond this many are closed at once (each costs two to five threads: its
+/// request threads, `transmission::MAX_WORKERS` at most, and a writer).
 const MAX_CONNECTIONS: usize = 1024;
 /// Connections past the handshake one client (uid of a unix peer, address of a TCP peer)
 /// may hold.
