@@ -6,18 +6,22 @@
 #           ceiling);
 #   NBD:    fio's nbd engine against udm, nbdkit and qemu-nbd (--shared=16), once with 4 jobs
 #           (one connection each: multi-conn) and once with a single connection.
-# Every peer runs once per job per round (interleaved, so background load hits all alike) and
-# the median of the rounds is shown, with udm/peer ratios and the load average.
+# Every peer runs once per job per round (interleaved, so background load hits all alike; the
+# order of the peers turns by one each round, and write jobs are followed by a sync, so no
+# peer always runs in the write-back of the job before) and the median of the rounds is
+# shown, with udm/peer ratios and the load average.
 # Not part of CI. Needs root (FUSE).
 #
 #   bench/exports.sh [RUNTIME_SECONDS] [ROUNDS]   (default 5 s per job, 3 rounds)
-# Environment: UDM_BIN=path skips the build; CONNS="4 1" picks the NBD connection counts;
-# NO_FUSE=1 skips the FUSE table; JOBS="randread 4k 1;read 1m 16" picks the jobs.
+# Environment: UDM_BIN=path skips the build; UDM_BASE=path adds a second udm binary (e.g. the
+# build before a change) as NBD peer "udm-base", for before/after ratios in one run;
+# CONNS="4 1" picks the NBD connection counts (CONNS="" none); NO_FUSE=1 skips the FUSE table;
+# JOBS="randread 4k 1;read 1m 16" picks the jobs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RT=${1:-5}
 ROUNDS=${2:-3}
-CONNS=${CONNS:-4 1}
+CONNS=${CONNS-4 1}
 NO_FUSE=${NO_FUSE:-0}
 for t in fio nbdkit qemu-nbd python3; do command -v $t >/dev/null || { echo "need $t"; exit 1; }; done
 if [ -z "${UDM_BIN:-}" ]; then cargo build --release -q -p udm; fi
@@ -43,15 +47,21 @@ if [ "$NO_FUSE" != 1 ]; then
   "$UDM" daemon --socket "$W/c2" --nbd-socket "$W/udm2.sock" --fuse "$W/fuse-buffered" \
     --fuse-buffered 2>"$W/udm2.log" &
 fi
+if [ -n "${UDM_BASE:-}" ]; then
+  "$UDM_BASE" daemon --socket "$W/c3" --nbd-socket "$W/udm-base.sock" --no-fuse \
+    --state-dir "$W/state3" 2>"$W/udm3.log" &
+fi
 nbdkit -U "$W/nbdkit.sock" -f file "$IMG" &
 qemu-nbd -k "$W/qemu.sock" -f raw -t --cache=writeback --aio=threads --shared=16 "$IMG" &
 SOCKS="udm.sock nbdkit.sock qemu.sock c1"
 [ "$NO_FUSE" != 1 ] && SOCKS="$SOCKS udm2.sock c2"
+[ -n "${UDM_BASE:-}" ] && SOCKS="$SOCKS udm-base.sock c3"
 for s in $SOCKS; do
   for _ in $(seq 100); do [ -S "$W/$s" ] && break; sleep 0.1; done
 done
 UDM_SOCKET=$W/c1 "$UDM" create bench --table "0 2097152 linear $IMG 0"
 [ "$NO_FUSE" != 1 ] && UDM_SOCKET=$W/c2 "$UDM" create bench --table "0 2097152 linear $IMG 0"
+[ -n "${UDM_BASE:-}" ] && UDM_SOCKET=$W/c3 "$UDM_BASE" create bench --table "0 2097152 linear $IMG 0"
 HAVE_NBDFUSE=0
 if [ "$NO_FUSE" != 1 ] && command -v nbdfuse >/dev/null; then
   mkdir -p "$W/nbdfuse"
@@ -74,6 +84,7 @@ declare -A URI=(
   [udm]="nbd+unix:///bench?socket=$W/udm.sock"
   [nbdkit]="nbd+unix:///?socket=$W/nbdkit.sock"
   [qemu-nbd]="nbd+unix:///?socket=$W/qemu.sock"
+  [udm-base]="nbd+unix:///bench?socket=$W/udm-base.sock"
 )
 # iodepth 1 vs 16 shows what parallel requests bring.
 if [ -n "${JOBS:-}" ]; then IFS=';' read -r -a JOBS <<<"$JOBS"; else
@@ -85,20 +96,34 @@ if [ "$NO_FUSE" != 1 ]; then
   [ $HAVE_NBDFUSE = 1 ] && FUSE_PEERS=(udm-fuse udm-fuse-buffered nbdfuse raw)
 fi
 NBD_PEERS=(udm nbdkit qemu-nbd)
+[ -n "${UDM_BASE:-}" ] && NBD_PEERS+=(udm-base)
+# The peers in the order of round $1: turned by one each round.
+turn() {
+  local r=$1; shift
+  local n=$# i
+  for ((i = 0; i < n; i++)); do
+    local k=$(( (i + r) % n + 1 ))
+    printf '%s ' "${!k}"
+  done
+}
+# After a write job, wait for its write-back, so the next run does not pay for it.
+settle() { case $1 in *write*) sync ;; esac; }
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 for r in $(seq "$ROUNDS"); do
   for j in "${JOBS[@]}"; do
     set -- $j
-    for who in "${FUSE_PEERS[@]}"; do
+    for who in $(turn "$r" "${FUSE_PEERS[@]}"); do
       fio --name=j --filename="${FILE[$who]}" --ioengine=libaio --direct=1 --rw=$1 --bs=$2 \
         --iodepth=$3 --size=1g --time_based --runtime=$RT --output-format=json \
         >"$W/fuse-$who-$1-$2-$3-$r.json" 2>"$W/fuse-$who-$1-$2-$3.err" || echo "fio failed: $who $1 $2" >&2
+      settle "$1"
     done
     for c in $CONNS; do
-      for who in "${NBD_PEERS[@]}"; do
+      for who in $(turn "$r" "${NBD_PEERS[@]}"); do
         fio --name=j --ioengine=nbd --uri="${URI[$who]}" --rw=$1 --bs=$2 --iodepth=$3 --numjobs=$c \
           --group_reporting --size=1g --time_based --runtime=$RT --output-format=json \
           >"$W/nbd$c-$who-$1-$2-$3-$r.json" 2>/dev/null || echo "fio failed: $who $1 $2 x$c" >&2
+        settle "$1"
       done
     done
   done

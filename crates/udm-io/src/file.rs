@@ -33,6 +33,9 @@ struct Inner {
 
 /// How long inline writes stay off after one that blocked.
 const INLINE_WRITE_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+/// An inline write that slept at least this long turns inline writes off (see `try_nowait`);
+/// a shorter sleep is a file lock another writer held for one write's time.
+const INLINE_WRITE_SLOW_NS: u64 = 2_000_000;
 
 /// Nanoseconds since the first call (a cheap monotonic clock for the back-off).
 fn now_ns() -> u64 {
@@ -245,10 +248,11 @@ impl Inner {
     /// Reads use RWF_NOWAIT: the kernel serves them only from the page cache. Buffered writes
     /// use RWF_NOWAIT where the file system supports it; where it does not (EOPNOTSUPP, as
     /// ext4 on many kernels), page-aligned writes are tried with a plain pwrite, watched: one
-    /// that slept (dirty-page throttling, a contended inode lock; a voluntary context switch
-    /// of this thread) turns inline writes off for a while, so a submitter is held up at most
-    /// once per back-off period. (Wall time would also count preemption, which on a busy
-    /// machine turned the inline path off most of the time.)
+    /// that slept (a voluntary context switch of this thread) for over 2 ms (dirty-page
+    /// throttling, I/O under a lock) turns inline writes off for a while, so a submitter is
+    /// held up at most once per back-off period. (Wall time alone would also count
+    /// preemption, which on a busy machine turned the inline path off most of the time; a
+    /// sleep alone would count a short wait for the inode lock.)
     fn try_nowait(&self, bio: &mut Bio) -> bool {
         if self.block
             || !self.inline.load(Relaxed)
@@ -285,7 +289,7 @@ impl Inner {
             iov_base: ptr.cast(),
             iov_len: len,
         };
-        let before = timed.then(voluntary_switches);
+        let before = timed.then(|| (voluntary_switches(), now_ns()));
         let flags = if timed { 0 } else { libc::RWF_NOWAIT };
         // SAFETY: the iovec points into the bio's buffer, which we own for the whole call and
         // which is `len` bytes long; preadv2/pwritev2 only access that range.
@@ -296,10 +300,13 @@ impl Inner {
                 libc::preadv2(fd, &iov, 1, off, flags)
             }
         };
-        if let Some(before) = before {
-            // The write slept (dirty-page throttling, a lock held across I/O): that is the
-            // blocking the submitter must not see. Being preempted on a busy machine is not.
-            if voluntary_switches() != before {
+        if let Some((switches, t0)) = before {
+            // The write slept for long (dirty-page throttling, a lock held across I/O): that
+            // is the blocking the submitter must not see. Being preempted on a busy machine
+            // is not, nor is a short wait for the inode lock while another connection's
+            // write holds it (with several writers that happened on most writes, and sent
+            // them all to the pool for an extra thread hop each).
+            if voluntary_switches() != switches && now_ns() - t0 >= INLINE_WRITE_SLOW_NS {
                 self.inline_writes_after
                     .store(now_ns() + INLINE_WRITE_BACKOFF.as_nanos() as u64, Relaxed);
             }

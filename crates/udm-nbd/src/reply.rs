@@ -1,4 +1,4 @@
-//! Replies of one NBD connection: where they are written (by the reader thread inline, by
+//! Replies of one NBD connection: where they are written (by a request thread inline, by
 //! the thread that completed a bio when the socket takes it at once, else by the
 //! connection's writer thread), the in-flight budget, and the writer's spliced reads.
 
@@ -81,7 +81,7 @@ pub(crate) struct Replier {
 
 impl Replier {
     pub(crate) fn send(&self, msg: Msg) {
-        if std::thread::current().id() == self.out.reader {
+        if crate::transmission::serving(&self.out) {
             let mut w = self.out.w.lock();
             self.out.write(&mut w, msg);
             self.out
@@ -168,17 +168,16 @@ impl Out {
     }
 }
 
-/// Where replies go. A reply produced on the connection's own reader thread (a bio that
-/// completed inline, e.g. a page-cache hit) is written straight to the socket and flushed
-/// before the reader next waits for input; replies from other threads go to the writer
+/// Where replies go. A reply produced on one of the connection's own request threads (a bio
+/// that completed inline, e.g. a page-cache hit) is written straight to the socket and
+/// flushed before that thread next waits; replies from other threads go to the writer
 /// thread, so a client that stops reading never blocks a shared I/O thread.
 pub(crate) struct Out {
     pub(crate) w: Mutex<BufWriter<Sock>>,
     /// Set when a write failed: later replies are dropped and the socket is shut down.
     pub(crate) broken: std::sync::atomic::AtomicBool,
-    /// The reader wrote replies that are not flushed yet.
+    /// A request thread wrote replies that are not flushed yet.
     pub(crate) dirty: std::sync::atomic::AtomicBool,
-    pub(crate) reader: std::thread::ThreadId,
     pub(crate) budget: Arc<Budget>,
     pub(crate) shut: Option<Sock>,
     /// The export's device, for spliced reads.
@@ -190,7 +189,7 @@ pub(crate) struct Out {
 }
 
 impl Out {
-    /// Flush what the reader wrote itself (before it blocks on the socket).
+    /// Flush what the request threads wrote themselves (before one waits).
     pub(crate) fn flush_local(&self) {
         if self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
             let mut w = self.w.lock();

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 /// A client must finish option haggling within this long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections beyond this many are closed at once (each costs two threads).
+/// Connections beyond this many are closed at once (each costs two to five threads: its
+/// request threads, `transmission::MAX_WORKERS` at most, and a writer).
 const MAX_CONNECTIONS: usize = 1024;
 /// Connections past the handshake one client (uid of a unix peer, address of a TCP peer)
 /// may hold.
@@ -28,6 +29,8 @@ const MAX_PER_PEER: usize = 256;
 /// Connections one client may have in the handshake at once: a new one closes that
 /// client's oldest, so idle connections never lock a well-behaved client out.
 const MAX_HANDSHAKES_PER_PEER: usize = 16;
+/// The send buffer asked for on established connections: a few of the largest replies.
+const SEND_BUFFER: usize = 4 << 20;
 /// How long shutdown lets connections finish their in-flight replies before it closes
 /// their sockets outright.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -442,6 +445,7 @@ fn connection(shared: &Shared, mut sock: Sock, id: u64) -> io::Result<()> {
     let how = if tls.active { "over TLS " } else { "" };
     tracing::info!("nbd: {peer} opened export {:?} {how}", neg.name);
     sock.set_read_timeout(None)?;
+    net.set_send_buffer(SEND_BUFFER);
     let res = transmission::serve(reader, &sock, neg);
     let _ = sock.shutdown(Shutdown::Both);
     if tls.active {

@@ -39,6 +39,44 @@ impl Sock {
             let _ = s.set_nodelay(true);
         }
     }
+    /// Ask for a send buffer of `bytes` (the kernel caps it at `net.core.wmem_max`): a
+    /// server's 1 MiB read replies then go into the socket whole, instead of the sending
+    /// thread sleeping several times per reply until the client has read a part.
+    pub fn set_send_buffer(&self, bytes: usize) {
+        let v = bytes.min(i32::MAX as usize) as libc::c_int;
+        // SAFETY: SO_SNDBUF reads one int from the pointer, which is valid for the call and
+        // whose size is passed; the descriptor is valid while `self` is borrowed.
+        unsafe {
+            libc::setsockopt(
+                self.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    /// The send buffer the kernel granted (what `SO_SNDBUF` reads back).
+    #[cfg(test)]
+    pub fn send_buffer(&self) -> io::Result<usize> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: SO_SNDBUF writes one int through the pointer; `len` is its size; the
+        // descriptor is valid while `self` is borrowed.
+        let r = unsafe {
+            libc::getsockopt(
+                self.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(v.max(0) as usize)
+    }
     /// Peer description for logs.
     pub fn peer(&self) -> String {
         match self {
@@ -127,5 +165,25 @@ impl Write for Sock {
             Sock::Unix(s) => s.flush(),
             Sock::Tcp(s) => s.flush(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_buffer_grows_to_what_was_asked() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let s = Sock::Unix(a);
+        let before = s.send_buffer().unwrap();
+        let want = (before * 4).min(1 << 20);
+        s.set_send_buffer(want);
+        // Linux doubles what it grants (bookkeeping overhead); the cap, wmem_max, is at
+        // least 208 KiB everywhere, so asking for more than the default must show.
+        assert!(
+            s.send_buffer().unwrap() > before,
+            "SO_SNDBUF stayed at {before}"
+        );
     }
 }
