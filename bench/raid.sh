@@ -93,6 +93,8 @@ done
 echo "raid5 full-stripe writes vs striped over 3 legs (n-1): $(ratio "${M[raid5-write]}" "$(python3 -c "print(${M[striped-write]} * 3 / 4)")")"
 
 echo "== resync (raid1, 2 legs) and rebuild (raid5_ls, leg 1 of 4) vs the block copier, MiB/s"
+echo "   (no max_recovery_rate in the tables: udm syncs unthrottled, as the kernel would with"
+echo "    speed_limit_max raised; the kernel's default ceiling is 200000 KiB/s per device)"
 printf '%-6s %8s %8s %8s\n' round resync rebuild copier
 for round in $(seq "$ROUNDS"); do
   zero_meta
