@@ -40,10 +40,15 @@ cleanup() {
 }
 trap cleanup EXIT
 SECT=$((SIZE << 11))
-head -c $((SIZE << 20)) /dev/urandom >"$W/lin.img"
-# The pool's data device holds the thin device and its broken-away snapshot; written through
-# (not sparse), as the linear file is, so neither side pays for file system allocation.
-head -c $(((2 * SIZE + 64) << 20)) /dev/zero >"$W/data.img"
+# The linear file and the pool's data device (the thin device and its broken-away snapshot)
+# are written through (not sparse), so neither side pays for file system allocation, and
+# written with O_DIRECT, so their page cache starts empty as the new qcow2's does: a file
+# filled through the page cache by `head` keeps the small folios of head's writes, and every
+# later 64 KiB write to it pays per 4 KiB page (mark_buffer_dirty and filemap_get_entry were
+# 30 % of the daemon's provisioned-write profile that way, and absent from qemu-nbd's).
+head -c $((SIZE << 20)) /dev/urandom |
+  dd of="$W/lin.img" bs=1M iflag=fullblock oflag=direct status=none
+dd if=/dev/zero of="$W/data.img" bs=1M count=$((2 * SIZE + 64)) oflag=direct status=none
 truncate -s 64M "$W/meta.img"
 
 export UDM_STATE_DIR=$W/state # the daemon's saved state stays in the scratch dir

@@ -56,9 +56,6 @@ pub struct Pool {
     pub(crate) meta_io: Arc<DevMetaIo>,
     md: Mutex<Option<ThinMetadata>>,
     pub(crate) worker: Arc<Worker>,
-    /// Hands large writes to already provisioned blocks to the data device, so the thread
-    /// that mapped them (an NBD connection's reader) goes on reading requests meanwhile.
-    pub(crate) submitter: Worker,
     pub(crate) copier: Copier,
     /// Suspended (or suspending): thin bios are held in `PoolState::held`.
     suspended: AtomicBool,
@@ -156,7 +153,6 @@ impl Pool {
             meta_io: io,
             md: Mutex::new(Some(md)),
             worker,
-            submitter: Worker::new("thin-io"),
             copier: Copier::new(copy_chunk, 16),
             // As the kernel's pool, suspended until its first resume.
             suspended: AtomicBool::new(true),
@@ -419,7 +415,6 @@ impl Pool {
             self.suspended.store(true, SeqCst);
         }
         self.worker.call(|| ());
-        self.submitter.call(|| ());
     }
 
     /// The pool's resume (or an abandoned suspend): send the held thin bios on.

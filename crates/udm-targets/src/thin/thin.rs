@@ -1,7 +1,6 @@
 //! The `thin` target: a virtual device whose blocks the pool provisions on first write.
 //! `map` never blocks: reads and plain writes of mappings the pool has cached are remapped
-//! at once (large writes handed to the pool's submit thread, so the mapping thread goes on
-//! meanwhile); everything else goes to the pool's worker (see `io`, `batch`), which looks
+//! at once; everything else goes to the pool's worker (see `io`, `batch`), which looks
 //! the block up and remaps, provisions, copies or unmaps. While the pool is suspended its
 //! thin devices' bios are held, as the kernel suspends every active thin with its pool.
 //! Block status reports unmapped blocks as holes.
@@ -33,13 +32,6 @@ pub struct ThinShared {
     pub(crate) requeue_mode: AtomicBool,
     pub(crate) requeuer: Requeuer,
 }
-
-/// Writes at least this long (sectors) to provisioned blocks go out from the pool's submit
-/// thread rather than the mapping thread: a 64 KiB write is a page-cache copy long enough
-/// that overlapping it with the next request's receive pays for the hand-over (measured over
-/// NBD: ~3x the throughput of writing on the connection's reader); shorter ones are cheaper
-/// written in place.
-const HANDOVER_SECTORS: u64 = 64;
 
 impl ThinShared {
     /// Queue `bio` for the pool's worker.
@@ -211,11 +203,6 @@ impl Target for ThinTarget {
             Err(bio) => bio,
         };
         match self.t.remap_cached(bio) {
-            Ok(remapped) if remapped.op == Op::Write && remapped.len().0 >= HANDOVER_SECTORS => {
-                let dev = self.t.pool_dev.dev.clone();
-                self.t.pool.submitter.spawn(move || dev.submit(remapped));
-                MapResult::Submitted
-            }
             Ok(remapped) => MapResult::Remap(self.t.pool_dev.dev.clone(), remapped),
             Err(bio) => {
                 self.t.defer(bio);
