@@ -40,10 +40,15 @@ cleanup() {
 }
 trap cleanup EXIT
 SECT=$((SIZE << 11))
-head -c $((SIZE << 20)) /dev/urandom >"$W/lin.img"
-# The pool's data device holds the thin device and its broken-away snapshot; written through
-# (not sparse), as the linear file is, so neither side pays for file system allocation.
-head -c $(((2 * SIZE + 64) << 20)) /dev/zero >"$W/data.img"
+# The linear file and the pool's data device (the thin device and its broken-away snapshot)
+# are written through (not sparse), so neither side pays for file system allocation, and
+# written with O_DIRECT, so their page cache starts empty as the new qcow2's does: a file
+# filled through the page cache by `head` keeps the small folios of head's writes, and every
+# later 64 KiB write to it pays per 4 KiB page (mark_buffer_dirty and filemap_get_entry were
+# 30 % of the daemon's provisioned-write profile that way, and absent from qemu-nbd's).
+head -c $((SIZE << 20)) /dev/urandom |
+  dd of="$W/lin.img" bs=1M iflag=fullblock oflag=direct status=none
+dd if=/dev/zero of="$W/data.img" bs=1M count=$((2 * SIZE + 64)) oflag=direct status=none
 truncate -s 64M "$W/meta.img"
 
 export UDM_STATE_DIR=$W/state # the daemon's saved state stays in the scratch dir
@@ -53,65 +58,78 @@ for _ in $(seq 100); do [ -S "$W/ctl" ] && [ -S "$W/nbd.sock" ] && break; sleep 
 u() { UDM_SOCKET=$W/ctl "$UDM" "$@"; }
 mk() { u create "$1" --table "$2" >/dev/null; }
 now() { date +%s.%N; }
-# One fio pass over SIZE MiB; prints MiB/s.
-pass() { # uri rw   (after a sync, so no pass pays for the previous one's writeback)
+# CPU seconds (user + system, every thread, live or ended) a process has used so far.
+cpu() { python3 -c "import os, sys; f = open(f'/proc/{sys.argv[1]}/stat').read().rsplit(')', 1)[1].split(); print((int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK'))" "$1"; }
+# One fio pass over SIZE MiB; prints MiB/s and the CPU seconds the server (pid) used for it.
+pass() { # uri rw server-pid   (after a sync, so no pass pays for the previous one's writeback)
   sync -f "$W/meta.img"
-  fio --name=j --ioengine=nbd --uri="$1" --rw="$2" --bs=64k --iodepth=16 --size=${SIZE}m \
+  local c0 bw c1
+  c0=$(cpu "$3")
+  bw=$(fio --name=j --ioengine=nbd --uri="$1" --rw="$2" --bs=64k --iodepth=16 --size=${SIZE}m \
     --output-format=json 2>/dev/null | python3 -c '
 import json, sys
 t = sys.stdin.read(); d = json.loads(t[t.index("{"):])["jobs"][0]
 s = d["read"] if d["read"]["io_bytes"] else d["write"]
-print("%.1f" % (s["bw_bytes"] / 2**20))'
+print("%.1f" % (s["bw_bytes"] / 2**20))')
+  c1=$(cpu "$3")
+  echo "$bw $(python3 -c "print(f'{$c1 - $c0:.2f}')")"
 }
 uri() { echo "nbd+unix:///$1?socket=$W/nbd.sock"; }
 
-qnbd() { # socket
-  qemu-nbd -k "$W/$1" -f qcow2 -t --cache=writeback --aio=threads "$W/q.qcow2" &
+qnbd() { # start qemu-nbd on the qcow2
+  qemu-nbd -k "$W/q.sock" -f qcow2 -t --cache=writeback --aio=threads "$W/q.qcow2" &
   QPID=$!
-  for _ in $(seq 100); do [ -S "$W/$1" ] && break; sleep 0.1; done
+  for _ in $(seq 100); do [ -S "$W/q.sock" ] && break; sleep 0.1; done
 }
-qstop() { kill $QPID; wait $QPID 2>/dev/null || true; rm -f "$W/$1"; }
-quri() { echo "nbd+unix:///?socket=$W/$1"; }
+qstop() { kill $QPID; wait $QPID 2>/dev/null || true; rm -f "$W/q.sock"; }
+QURI="nbd+unix:///?socket=$W/q.sock"
 declare -A RES # job -> MiB/s of every round, space separated
-add() { RES[$1]="${RES[$1]:-} $2"; }
+declare -A CPU # job -> server CPU seconds of every round
+run() { # job uri rw server-pid
+  local o
+  o=$(pass "$2" "$3" "$4")
+  RES[$1]="${RES[$1]:-} ${o% *}"
+  CPU[$1]="${CPU[$1]:-} ${o#* }"
+}
 
 mk lin "0 $SECT linear $W/lin.img 0"
 mk pool "0 $(((2 * SIZE + 64) << 11)) thin-pool $W/meta.img $W/data.img $BLOCK 1024"
-# Rounds, each with a fresh thin device (and snapshot) and a fresh qcow2, every peer once per
-# round so background load hits all of them alike; the median round is shown.
+# Rounds, each with a fresh thin device (and snapshot) and a fresh qcow2; within a round
+# every udm job runs right next to its qcow2 peer, so background load hits both alike; the
+# median round is shown. qemu: first writes allocate clusters; after an internal snapshot
+# (`qemu-img snapshot -c`, qemu-nbd stopped for it) every cluster is copied on write.
 for r in $(seq "$REPS"); do
-  add lin_w "$(pass "$(uri lin)" write)"
-  add lin_r "$(pass "$(uri lin)" read)"
+  rm -f "$W/q.qcow2"
+  qemu-img create -q -f qcow2 "$W/q.qcow2" ${SIZE}M
+  qnbd
   u message pool 0 "create_thin 0"
   mk t0 "0 $SECT thin /dev/mapper/pool 0"
-  add t_first "$(pass "$(uri t0)" write)"
-  add t_w "$(pass "$(uri t0)" write)"
-  add t_r "$(pass "$(uri t0)" read)"
+  run lin_w "$(uri lin)" write $DPID
+  run t_first "$(uri t0)" write $DPID
+  run q_first "$QURI" write $QPID
+  run t_w "$(uri t0)" write $DPID
+  run q_w "$QURI" write $QPID
+  run lin_r "$(uri lin)" read $DPID
+  run t_r "$(uri t0)" read $DPID
+  run q_r "$QURI" read $QPID
+  qstop
+  qemu-img snapshot -c s1 "$W/q.qcow2"
+  qnbd
   u suspend t0
   u message pool 0 "create_snap 1 0"
   u resume t0
   mk s1 "0 $SECT thin /dev/mapper/pool 1"
-  add t_snap "$(pass "$(uri s1)" write)"
+  run t_snap "$(uri s1)" write $DPID
+  run q_snap "$QURI" write $QPID
+  qstop
   u remove s1
   u remove t0
   u message pool 0 "delete 1"
   u message pool 0 "delete 0"
-  # qemu: a fresh qcow2, its first writes allocating clusters, then an internal snapshot
-  # (`qemu-img snapshot -c`), after which every cluster is copied on write.
-  rm -f "$W/q.qcow2"
-  qemu-img create -q -f qcow2 "$W/q.qcow2" ${SIZE}M
-  qnbd q.sock
-  add q_first "$(pass "$(quri q.sock)" write)"
-  add q_w "$(pass "$(quri q.sock)" write)"
-  add q_r "$(pass "$(quri q.sock)" read)"
-  qstop q.sock
-  qemu-img snapshot -c s1 "$W/q.qcow2"
-  qnbd q.sock
-  add q_snap "$(pass "$(quri q.sock)" write)"
-  qstop q.sock
 done
 u remove lin
 med() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.1f}')" ${RES[$1]}; }
+medc() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" ${CPU[$1]}; }
 LIN_W=$(med lin_w); LIN_R=$(med lin_r)
 T_FIRST=$(med t_first); T_W=$(med t_w); T_R=$(med t_r); T_SNAP=$(med t_snap)
 Q_FIRST=$(med q_first); Q_W=$(med q_w); Q_R=$(med q_r); Q_SNAP=$(med q_snap)
@@ -186,6 +204,10 @@ printf '%-36s %10s %10s\n' "qcow2 writes after snapshot -c" "$Q_SNAP" "$(r "$Q_S
 printf '%-36s %10s %10s\n' "linear read" "$LIN_R" "1.00"
 printf '%-36s %10s %10s %10s\n' "thin read, provisioned" "$T_R" "$(r "$T_R" "$LIN_R")" "$(r "$T_R" "$Q_R")"
 printf '%-36s %10s %10s\n' "qcow2 read, allocated" "$Q_R" "$(r "$Q_R" "$LIN_R")"
+echo "rounds (udm jobs: the udm daemon's CPU; q_*: qemu-nbd's):"
+for k in lin_w t_w t_first t_snap q_w q_first q_snap lin_r t_r q_r; do
+  printf '  %-8s MiB/s:%s  server CPU s:%s (median %s)\n' "$k" "${RES[$k]}" "${CPU[$k]}" "$(medc $k)"
+done
 echo "$THINS thins in one pool: create_thin messages ${N_CREATE} s, activations ${N_ACT} s ($N_LIVE live)"
 printf '%-36s %10s %10s %10s\n' "metadata: $MAPPINGS mappings" "real s" "udm s" "real/udm"
 printf '%-36s %10s %10s %10s\n' "thin_check" "$RC_CHECK" "$UC_CHECK" "$(r "$RC_CHECK" "$UC_CHECK")"

@@ -1,8 +1,9 @@
 //! Thin device I/O on the pool's worker (one thread, jobs in order, so provisioning of a
-//! block never races another bio to it): look the block up; remap reads and writes of
-//! mapped blocks to the data device; provision unmapped blocks (zeroing or copying from
-//! the external origin the part the bio does not cover), break sharing with snapshots by
-//! copying into a new block first; unmap discarded blocks; commit for FLUSH and FUA.
+//! block never races another bio to it): look the block up; remap reads of mapped blocks
+//! to the data device, zeroes or the external origin for the others; writes go through
+//! `batch::write_group` (remap, or provision: zeroing or copying from the external origin
+//! the part the bio does not cover, breaking sharing with snapshots by copying); unmap
+//! discarded blocks; commit for FLUSH and FUA.
 //!
 //! Data reaches the data device through the pool's mapped device, so it follows the
 //! pool's live table; only the metadata lock is taken here, never across data I/O.
@@ -10,7 +11,6 @@
 use super::pool::{MdError, Pool, PoolMode};
 use super::thin::ThinShared;
 use std::sync::Arc;
-use udm_core::Loc;
 use udm_io::{Bio, BioFlags, IoError, Op, Sectors};
 use udm_pdata::PdataError;
 
@@ -111,22 +111,12 @@ fn write(t: &Arc<ThinShared>, mut bio: Bio) {
         }
         bio.flags = bio.flags.without(BioFlags::PREFLUSH);
     }
-    let (v, off) = split(pool, bio.sector);
-    match lookup_for_write(pool, t.dev_id, v) {
-        Err(e) => bio.complete(Err(e.io())),
-        Ok(Some((b, false))) => {
-            pool.remember(t.dev_id, v, b, true);
-            bio.sector = Sectors(b * pool.block_size + off);
-            remap_write(t, bio)
-        }
-        Ok(Some((b, true))) => provision(t, bio, v, Some(b)),
-        Ok(None) => provision(t, bio, v, None),
-    }
+    super::batch::write_group(pool, vec![(t.clone(), bio)]);
 }
 
 /// Send a write to its (already mapped) data block; with FUA, commit the metadata once it
 /// is written, before completing it.
-fn remap_write(t: &Arc<ThinShared>, mut bio: Bio) {
+pub(super) fn remap_write(t: &Arc<ThinShared>, mut bio: Bio) {
     if !bio.flags.contains(BioFlags::FUA) {
         return t.pool_dev.dev.submit(bio);
     }
@@ -151,21 +141,26 @@ fn remap_write(t: &Arc<ThinShared>, mut bio: Bio) {
     t.pool_dev.dev.submit(inner);
 }
 
-/// Allocate a data block, committing once to reuse blocks freed in this transaction.
-pub(super) fn alloc(pool: &Pool) -> Result<u64, MdError> {
-    let once = || pool.with_md(true, |md| md.alloc_data_block());
-    let b = match once() {
-        Err(MdError::Pdata(PdataError::NoSpace("data"))) => {
-            let _ = pool.commit();
-            once()?
-        }
-        r => r?,
-    };
-    let free = pool
-        .inspect(|md| Ok(md.data_sm().core().nr_free()))
-        .unwrap_or(u64::MAX);
+/// Allocate a data block (raising the low-water event when free blocks fall to the mark).
+pub(super) fn alloc_once(pool: &Pool) -> Result<u64, MdError> {
+    let (b, free) = pool.with_md(true, |md| {
+        let b = md.alloc_data_block()?;
+        Ok((b, md.data_sm().core().nr_free()))
+    })?;
     pool.check_low_water(free);
     Ok(b)
+}
+
+/// Allocate a data block, committing once to reuse blocks freed in this transaction (the
+/// caller has no block allocated and unmapped).
+pub(super) fn alloc(pool: &Pool) -> Result<u64, MdError> {
+    match alloc_once(pool) {
+        Err(MdError::Pdata(PdataError::NoSpace("data"))) => {
+            let _ = pool.commit();
+            alloc_once(pool)
+        }
+        r => r,
+    }
 }
 
 /// The pool ran out of data space: fail the bio (error_if_no_space) or hold it until
@@ -181,94 +176,6 @@ pub(super) fn out_of_space(t: &Arc<ThinShared>, bio: Bio) {
     st.out_of_space_since
         .get_or_insert_with(std::time::Instant::now);
     st.retry.push((t.clone(), bio));
-}
-
-/// Write `bio` (within virtual block `v`) into a newly allocated block, first filling the
-/// rest of the block from `old` (breaking sharing), the external origin, or zeroes.
-fn provision(t: &Arc<ThinShared>, mut bio: Bio, v: u64, old: Option<u64>) {
-    let pool = &t.pool;
-    if pool.mode() >= PoolMode::ReadOnly {
-        return bio.complete(Err(IoError::Io));
-    }
-    let new = match alloc(pool) {
-        Ok(b) => b,
-        Err(MdError::Pdata(PdataError::NoSpace("data"))) => return out_of_space(t, bio),
-        Err(e) => return bio.complete(Err(e.io())),
-    };
-    let bs = pool.block_size;
-    let (_, off) = split(pool, bio.sector);
-    let dev = t.pool_dev.dev.clone();
-    let dst = Sectors(new * bs);
-    let whole = off == 0 && bio.len().0 == bs;
-    let prep = if whole {
-        Ok(())
-    } else if let Some(old) = old {
-        outcome(pool.copier.copy_wait(
-            Loc::new(dev.clone(), Sectors(old * bs)),
-            vec![Loc::new(dev.clone(), dst)],
-            Sectors(bs),
-        ))
-    } else {
-        fill_new(t, v, dst)
-    };
-    let r = prep.and_then(|_| {
-        let buf = bio.take_buf();
-        let flags = bio.flags;
-        let (r, buf) = udm_io::sync::submit_wait(dev.as_ref(), |d| {
-            Bio::write(dst + Sectors(off), buf, d).with_flags(flags)
-        });
-        bio.set_buf(buf);
-        r
-    });
-    if let Err(e) = r {
-        let _ = pool.with_md(true, |md| md.free_data_block(new));
-        return bio.complete(Err(e));
-    }
-    if let Err(e) = pool.with_md(true, |md| md.insert(t.dev_id, v, new)) {
-        return bio.complete(Err(e.io()));
-    }
-    pool.remember(t.dev_id, v, new, true);
-    if bio.flags.contains(BioFlags::FUA) {
-        let r = flush_all(pool);
-        return bio.complete(r);
-    }
-    bio.complete(Ok(()))
-}
-
-fn outcome(o: udm_core::CopyOutcome) -> Result<(), IoError> {
-    o.read?;
-    for w in o.writes {
-        w?;
-    }
-    Ok(())
-}
-
-/// Fill a new block for virtual block `v` before a partial write: from the external
-/// origin as far as it reaches, zeroes for the rest (unless zeroing is skipped).
-fn fill_new(t: &Arc<ThinShared>, v: u64, dst: Sectors) -> Result<(), IoError> {
-    let pool = &t.pool;
-    let bs = pool.block_size;
-    let dev = t.pool_dev.dev.clone();
-    let vstart = v * bs;
-    let origin_size = t.origin_size.load(std::sync::atomic::Ordering::SeqCst);
-    let mut from_origin = 0;
-    if let Some(o) = &t.origin {
-        if vstart < origin_size {
-            from_origin = (origin_size - vstart).min(bs);
-            outcome(pool.copier.copy_wait(
-                Loc::new(o.dev.clone(), Sectors(vstart)),
-                vec![Loc::new(dev.clone(), dst)],
-                Sectors(from_origin),
-            ))?;
-        }
-    }
-    if from_origin < bs && pool.features().zero_new_blocks {
-        outcome(pool.copier.zero_wait(
-            vec![Loc::new(dev, dst + Sectors(from_origin))],
-            Sectors(bs - from_origin),
-        ))?;
-    }
-    Ok(())
 }
 
 /// Unmap every whole block the discard covers (partial blocks are left alone, as the

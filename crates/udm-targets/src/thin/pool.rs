@@ -39,7 +39,9 @@ pub(crate) struct PoolState {
     /// The data device of the bound table (flushed before every commit).
     pub data: Arc<DevHandle>,
     pub events: EventTrigger,
-    pub suspended: bool,
+    /// Bios of the pool's thin devices that arrived while the pool was suspended (the
+    /// kernel suspends every active thin with its pool), sent on at resume.
+    pub held: Vec<(Arc<ThinShared>, Bio)>,
     /// Bios waiting for data space (queue_if_no_space), with the time space ran out.
     pub retry: Vec<(Arc<ThinShared>, Bio)>,
     pub out_of_space_since: Option<Instant>,
@@ -55,6 +57,8 @@ pub struct Pool {
     md: Mutex<Option<ThinMetadata>>,
     pub(crate) worker: Arc<Worker>,
     pub(crate) copier: Copier,
+    /// Suspended (or suspending): thin bios are held in `PoolState::held`.
+    suspended: AtomicBool,
     pub(crate) st: Mutex<PoolState>,
     /// Metadata changed since the last commit.
     dirty: AtomicBool,
@@ -150,6 +154,8 @@ impl Pool {
             md: Mutex::new(Some(md)),
             worker,
             copier: Copier::new(copy_chunk, 16),
+            // As the kernel's pool, suspended until its first resume.
+            suspended: AtomicBool::new(true),
             st: Mutex::new(PoolState {
                 mode: if pf.read_only {
                     PoolMode::ReadOnly
@@ -161,7 +167,7 @@ impl Pool {
                 low_water_triggered: false,
                 data: data.clone(),
                 events,
-                suspended: true,
+                held: Vec::new(),
                 retry: Vec::new(),
                 out_of_space_since: None,
             }),
@@ -380,8 +386,72 @@ impl Pool {
         }
     }
 
-    /// Periodic work: commit, and end the out-of-space wait after its timeout.
+    /// Whether the pool is suspended (or suspending).
+    pub(crate) fn is_suspended(&self) -> bool {
+        self.suspended.load(SeqCst)
+    }
+
+    /// Hold `bio` of `t` while the pool is suspended; `Err(bio)` when it is not, or when
+    /// `t` is being suspended with noflush (its bios go back to its device then).
+    pub(crate) fn hold(&self, t: &Arc<ThinShared>, bio: Bio) -> Result<(), Bio> {
+        if !self.is_suspended() {
+            return Err(bio);
+        }
+        let mut st = self.st.lock();
+        if !self.is_suspended() || t.requeue_mode.load(SeqCst) {
+            return Err(bio);
+        }
+        st.held.push((t.clone(), bio));
+        Ok(())
+    }
+
+    /// The pool's presuspend (the kernel's `pool_presuspend`, which suspends every active
+    /// thin device with noflush): from now on thin bios are held, and the worker finishes
+    /// what it started (a provisioning batch ends with its mappings made), so the pool's
+    /// own suspend finds no thin I/O between the metadata and the data device.
+    pub(crate) fn suspend_thins(&self) {
+        {
+            let _st = self.st.lock();
+            self.suspended.store(true, SeqCst);
+        }
+        self.worker.call(|| ());
+    }
+
+    /// The pool's resume (or an abandoned suspend): send the held thin bios on.
+    pub(crate) fn resume_thins(&self) {
+        let held = {
+            let mut st = self.st.lock();
+            self.suspended.store(false, SeqCst);
+            std::mem::take(&mut st.held)
+        };
+        for (t, bio) in held {
+            t.defer(bio);
+        }
+    }
+
+    /// Take the bios of `t` the pool holds (suspended, or waiting for data space): its
+    /// device is suspending with noflush, so they go back to it. Sets `t`'s requeue mode
+    /// first (under the same lock `hold` checks it), so none is held after this.
+    pub(crate) fn take_bios_of(&self, t: &Arc<ThinShared>) -> Vec<Bio> {
+        let mut g = self.st.lock();
+        let st = &mut *g;
+        t.requeue_mode.store(true, SeqCst);
+        let mut out = Vec::new();
+        for list in [&mut st.held, &mut st.retry] {
+            let (mine, rest): (Vec<_>, Vec<_>) =
+                list.drain(..).partition(|(o, _)| Arc::ptr_eq(o, t));
+            *list = rest;
+            out.extend(mine.into_iter().map(|(_, b)| b));
+        }
+        out
+    }
+
+    /// Periodic work: commit, and end the out-of-space wait after its timeout. Nothing
+    /// while suspended (the kernel stops its waker and no-space timer in postsuspend).
     fn tick(self: &Arc<Self>) {
+        if self.is_suspended() {
+            return;
+        }
         if self.dirty.load(SeqCst) {
             self.worker.spawn({
                 let me = self.clone();

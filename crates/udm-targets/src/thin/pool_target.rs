@@ -347,7 +347,7 @@ impl Target for PoolTarget {
                 if self.pool.mode() == PoolMode::Fail {
                     return "Fail".into();
                 }
-                let suspended = self.pool.st.lock().suspended;
+                let suspended = self.pool.is_suspended();
                 if !flags.noflush && !suspended {
                     let _ = self.pool.commit();
                 }
@@ -408,11 +408,11 @@ impl Target for PoolTarget {
     }
 
     fn presuspend(&self) {
-        self.pool.st.lock().suspended = true;
+        self.pool.suspend_thins();
     }
 
     fn presuspend_undo(&self) {
-        self.pool.st.lock().suspended = false;
+        self.pool.resume_thins();
     }
 
     fn postsuspend(&self) {
@@ -456,8 +456,8 @@ impl Target for PoolTarget {
         {
             let mut st = self.pool.st.lock();
             st.low_water_triggered = false;
-            st.suspended = false;
         }
+        self.pool.resume_thins();
         self.pool.retry_queued();
     }
 }

@@ -1,14 +1,19 @@
 //! The `thin` target: a virtual device whose blocks the pool provisions on first write.
-//! `map` never blocks: every bio goes to the pool's worker (see `io`), which looks the
-//! block up and remaps, provisions, copies or unmaps. Block status reports unmapped blocks
-//! as holes.
+//! `map` never blocks: reads and plain writes of mappings the pool has cached are remapped
+//! at once; everything else goes to the pool's worker (see `io`, `batch`), which looks
+//! the block up and remaps, provisions, copies or unmaps. While the pool is suspended its
+//! thin devices' bios are held, as the kernel suspends every active thin with its pool.
+//! Block status reports unmapped blocks as holes.
 
 use super::params::ThinParams;
 use super::pool::{Pool, PoolMode};
 use super::status::{dev_root, highest_mapped, thin_info};
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
-use udm_core::{DevHandle, MapResult, StatusFlags, StatusType, Target, TargetCtx, TargetError};
+use udm_core::{
+    DevHandle, DeviceState, MapResult, Requeuer, StatusFlags, StatusType, Target, TargetCtx,
+    TargetError,
+};
 use udm_io::device::Extent;
 use udm_io::{Bio, BioFlags, IoError, Limits, Op, Sectors};
 use udm_pdata::btree;
@@ -22,6 +27,10 @@ pub struct ThinShared {
     pub origin: Option<Arc<DevHandle>>,
     /// External origin size in sectors (read at resume).
     pub origin_size: AtomicU64,
+    /// The device is suspending with noflush: bios the pool would hold or queue go back to
+    /// the device instead (the kernel's `requeue_mode`).
+    pub(crate) requeue_mode: AtomicBool,
+    pub(crate) requeuer: Requeuer,
 }
 
 impl ThinShared {
@@ -29,12 +38,33 @@ impl ThinShared {
     pub(crate) fn defer(self: &Arc<Self>, bio: Bio) {
         self.pool.enqueue(self.clone(), bio);
     }
+
+    /// Remap a read of a cached mapping, or a plain write to a cached exclusive one, to its
+    /// data block (`Ok`); anything else needs the metadata (`Err`). Never waits.
+    pub(crate) fn remap_cached(&self, mut bio: Bio) -> Result<Bio, Bio> {
+        let special = BioFlags::FUA.with(BioFlags::PREFLUSH);
+        let write = match bio.op {
+            Op::Read => false,
+            Op::Write if bio.flags.0 & special.0 == 0 => true,
+            _ => return Err(bio),
+        };
+        let bs = self.pool.block_size;
+        let v = bio.sector.0 / bs;
+        match self.pool.cached(self.dev_id, v) {
+            Some((b, excl)) if !write || excl => {
+                bio.sector = Sectors(b * bs + bio.sector.0 % bs);
+                Ok(bio)
+            }
+            _ => Err(bio),
+        }
+    }
 }
 
 /// One `thin` table line.
 pub struct ThinTarget {
     t: Arc<ThinShared>,
     params: ThinParams,
+    state: DeviceState,
 }
 
 impl Drop for ThinTarget {
@@ -87,7 +117,7 @@ pub(crate) fn construct(
             "Couldn't open thin internal device",
         ));
     }
-    if pool.st.lock().suspended {
+    if pool.is_suspended() {
         return Err(TargetError::invalid(
             "Unable to activate thin device while pool is suspended",
         ));
@@ -105,33 +135,15 @@ pub(crate) fn construct(
             pool_dev,
             origin,
             origin_size: AtomicU64::new(origin_size),
+            requeue_mode: AtomicBool::new(false),
+            requeuer: ctx.requeuer(),
         }),
         params: p,
+        state: ctx.device_state(),
     }))
 }
 
 impl ThinTarget {
-    /// Remap a read of a cached mapping, or a plain write to a cached exclusive one, to its
-    /// data block (`Ok`); anything else goes back for the worker (`Err`). Never waits.
-    fn fast_path(&self, mut bio: Bio) -> Result<Bio, Bio> {
-        let special = BioFlags::FUA.with(BioFlags::PREFLUSH);
-        let write = match bio.op {
-            Op::Read => false,
-            Op::Write if bio.flags.0 & special.0 == 0 => true,
-            _ => return Err(bio),
-        };
-        let pool = &self.t.pool;
-        let bs = pool.block_size;
-        let v = bio.sector.0 / bs;
-        match pool.cached(self.t.dev_id, v) {
-            Some((b, excl)) if !write || excl => {
-                bio.sector = Sectors(b * bs + bio.sector.0 % bs);
-                Ok(bio)
-            }
-            _ => Err(bio),
-        }
-    }
-
     /// Runs of mapped (`true`) and unmapped blocks in `[first, end)`.
     fn block_runs(&self, first: u64, end: u64) -> Option<Vec<(u64, u64, bool)>> {
         let dev = self.t.dev_id;
@@ -183,7 +195,14 @@ impl Target for ThinTarget {
             Op::Discard if self.t.pool.features().discard_enabled => {}
             _ => return MapResult::Kill(bio, IoError::NotSupported),
         }
-        match self.fast_path(bio) {
+        if self.t.requeue_mode.load(SeqCst) {
+            return MapResult::Requeue(bio);
+        }
+        let bio = match self.t.pool.hold(&self.t, bio) {
+            Ok(()) => return MapResult::Submitted,
+            Err(bio) => bio,
+        };
+        match self.t.remap_cached(bio) {
             Ok(remapped) => MapResult::Remap(self.t.pool_dev.dev.clone(), remapped),
             Err(bio) => {
                 self.t.defer(bio);
@@ -267,6 +286,25 @@ impl Target for ThinTarget {
             }
         }
         out
+    }
+
+    /// A noflush suspend hands back the bios the pool holds for this device (pool
+    /// suspended, or out of data space) and those still queued for the worker, to be
+    /// resubmitted at resume (the kernel's `thin_presuspend` / `do_noflush_start`).
+    fn presuspend(&self) {
+        if self.state.noflush_suspending() {
+            for bio in self.t.pool.take_bios_of(&self.t) {
+                self.t.requeuer.requeue(bio);
+            }
+        }
+    }
+
+    fn presuspend_undo(&self) {
+        self.t.requeue_mode.store(false, SeqCst);
+    }
+
+    fn postsuspend(&self) {
+        self.t.requeue_mode.store(false, SeqCst);
     }
 
     fn preresume(&self) -> Result<(), TargetError> {
