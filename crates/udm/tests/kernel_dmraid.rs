@@ -31,6 +31,9 @@ mdadm -C /dev/md/imsm1 -e imsm -n 2 /dev/sdh /dev/sdi --run || exit 6
 mdadm -C /dev/md/mir -l 1 -n 2 -z 2M /dev/md/imsm1 --run || exit 7
 mdadm -C /dev/md/ddf -e ddf -n 3 /dev/sdb /dev/sdc /dev/sdd --run || exit 8
 mdadm -C /dev/md/dvol0 -l 0 -n 3 -z 2M -c 64 /dev/md/ddf --run || exit 9
+# mdadm's DDF virtual-disk GUIDs carry the creation second, and dmraid rc16 takes two
+# virtual disks made in the same second for one set: create them seconds apart.
+sleep 2
 mdadm -C /dev/md/dvol1 -l 1 -n 2 -z 1M /dev/sdb /dev/sdc --run || exit 10
 dd if=pattern2.bin of=/dev/md/dvol0 bs=1M oflag=direct status=none
 dd if=pattern0.bin of=/dev/md/vol0 bs=1M oflag=direct status=none
@@ -115,7 +118,9 @@ fn kernel_dmraid_sets_match_dmraid() {
     // The kernel (through real dmraid's tables) reads what md wrote.
     assert_eq!(
         read(&share.join("cmp.out")),
-        "vol0-same\nmir-same\ndvol0-same\ndvol1-same\n"
+        "vol0-same\nmir-same\ndvol0-same\ndvol1-same\n",
+        "dmraid -ay in the guest:\n{}\nrefvm:\n{o}\n{err}",
+        read(&share.join("ay.out"))
     );
     for (sd, img) in SD.iter().zip(&imgs) {
         let serial = read(&share.join(format!("{sd}.serial")));
