@@ -149,6 +149,12 @@ fn work<'s, R: Read + Send>(
         w.err.lock().get_or_insert(e);
     }
     w.stop.store(true, Relaxed);
+    // Another thread may have taken the read side the moment this one let it go, before
+    // `stop` was set, and now waits for a request the client will never send (it waits for
+    // the close): end that read, so every thread sees the stop.
+    if let Some(s) = &conn.out.out.shut {
+        let _ = s.shutdown(std::net::Shutdown::Read);
+    }
 }
 
 fn take_requests<'s, R: Read + Send>(
