@@ -118,17 +118,10 @@ fn kills(env: &str, child_name: &str, rounds: u64, salt: u64, migrating: bool) {
     image(dir.path(), "cache", CACHE_BLOCKS * BS, 0x5a);
     let mut model = udm_testkit::rng::pseudo((ORIGIN * 512) as usize, seed);
     std::fs::write(dir.path().join("origin"), &model).unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut migrated = 0;
     for round in 0..rounds {
         let batches = 1 + rng.below(4);
-        let mut child = Command::new(&exe);
-        child
-            .args(["--exact", child_name, "--nocapture"])
-            .args(["--test-threads", "1"])
-            .env(env, dir.path())
-            .env("UDM_CRASH_SEED", seed.to_string())
-            .env("UDM_CRASH_ROUND", round.to_string());
+        let mut child = udm_testkit::crash::child(child_name, env, dir.path(), seed, round);
         let kill_after = Duration::from_millis(rng.below(30));
         let maybe = kill_round(
             &mut child,

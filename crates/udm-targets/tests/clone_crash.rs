@@ -10,7 +10,6 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 use udm_core::StatusType;
 use udm_testkit::crash::{kill_round, reconcile};
@@ -96,18 +95,12 @@ fn kill_9_during_hydration_loses_no_flushed_write() {
     let source = udm_testkit::rng::pseudo((SECTORS * 512) as usize, seed);
     std::fs::write(dir.path().join("source"), &source).unwrap();
     let mut model = source.clone();
-    let exe = std::env::current_exe().unwrap();
     let rounds = udm_testkit::rng::env_u64("UDM_CRASH_ROUNDS").unwrap_or(16);
     let mut last = 0;
     for round in 0..rounds {
         let batches = 1 + rng.below(4);
-        let mut child = Command::new(&exe);
-        child
-            .args(["--exact", "clone_crash_child", "--nocapture"])
-            .args(["--test-threads", "1"])
-            .env(CHILD_ENV, dir.path())
-            .env("UDM_CRASH_SEED", seed.to_string())
-            .env("UDM_CRASH_ROUND", round.to_string());
+        let mut child =
+            udm_testkit::crash::child("clone_crash_child", CHILD_ENV, dir.path(), seed, round);
         let kill_after = Duration::from_millis(rng.below(30));
         let maybe = kill_round(
             &mut child,

@@ -8,7 +8,6 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 use udm_testkit::crash::{kill_round, reconcile};
 use udm_testkit::rng::XorShift;
@@ -86,16 +85,16 @@ fn kill_rounds(mode: &str, rounds: u64) {
         write(&*dev, 0, &model);
     }
     reg.remove(&sel("c"), false).unwrap();
-    let exe = std::env::current_exe().unwrap();
     for round in 0..rounds {
         let batches = 1 + rng.below(3);
-        let mut child = Command::new(&exe);
+        let mut child = udm_testkit::crash::child(
+            "integrity_crash_child_writer",
+            CHILD_ENV,
+            dir.path(),
+            seed,
+            round,
+        );
         child
-            .args(["--exact", "integrity_crash_child_writer", "--nocapture"])
-            .args(["--test-threads", "1"])
-            .env(CHILD_ENV, dir.path())
-            .env("UDM_CRASH_SEED", seed.to_string())
-            .env("UDM_CRASH_ROUND", round.to_string())
             .env("UDM_CRASH_MODE", mode)
             .env("UDM_CRASH_P", p.to_string());
         let kill_after = Duration::from_micros(rng.below(20_000));

@@ -8,7 +8,6 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 use udm_testkit::crash::{kill_round, reconcile};
 use udm_testkit::rng::XorShift;
@@ -67,16 +66,10 @@ fn kill_9_loses_no_flushed_write() {
     zero_file(dir.path(), "cache", 72 * 4096);
     let mut model = udm_testkit::rng::pseudo((ORIGIN * 512) as usize, seed);
     std::fs::write(dir.path().join("origin"), &model).unwrap();
-    let exe = std::env::current_exe().unwrap();
     for round in 0..8u64 {
         let batches = 1 + rng.below(4);
-        let mut child = Command::new(&exe);
-        child
-            .args(["--exact", "crash_child_writer", "--nocapture"])
-            .args(["--test-threads", "1"])
-            .env(CHILD_ENV, dir.path())
-            .env("UDM_CRASH_SEED", seed.to_string())
-            .env("UDM_CRASH_ROUND", round.to_string());
+        let mut child =
+            udm_testkit::crash::child("crash_child_writer", CHILD_ENV, dir.path(), seed, round);
         let delay = rng.below(25);
         let maybe = kill_round(
             &mut child,

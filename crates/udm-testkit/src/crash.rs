@@ -55,6 +55,21 @@ impl Maybe {
     }
 }
 
+/// The child of one round: this test binary re-run with only `test` (exact name), output
+/// shown, one thread, `env` pointing at the shared directory `dir`, and the seed and round
+/// the child draws its batches from (`UDM_CRASH_SEED`, `UDM_CRASH_ROUND`). Callers add
+/// their own variables before handing it to [`kill_round`].
+pub fn child(test: &str, env: &str, dir: &std::path::Path, seed: u64, round: u64) -> Command {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut c = Command::new(exe);
+    c.args(["--exact", test, "--nocapture"])
+        .args(["--test-threads", "1"])
+        .env(env, dir)
+        .env("UDM_CRASH_SEED", seed.to_string())
+        .env("UDM_CRASH_ROUND", round.to_string());
+    c
+}
+
 /// Parent side, one round: spawn `child` (the test binary re-run with its child test and
 /// environment set by the caller), wait until `batches` batches are flushed, writing each
 /// into `model`, let the next batch start, SIGKILL the child after `kill_after`, and return

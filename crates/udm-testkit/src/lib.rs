@@ -97,6 +97,18 @@ pub fn refvm() -> Option<PathBuf> {
     None
 }
 
+/// The part of a refvm transcript after a `=== NAME` line, up to the next `=== ` line
+/// (guest scripts mark their sections so).
+pub fn refvm_section<'a>(out: &'a str, name: &str) -> &'a str {
+    let tag = format!("=== {name}\n");
+    let start = out
+        .find(&tag)
+        .unwrap_or_else(|| panic!("no {name} in:\n{out}"))
+        + tag.len();
+    let rest = &out[start..];
+    &rest[..rest.find("=== ").unwrap_or(rest.len())]
+}
+
 /// Run a script in refvm with the given disks and shared dir; returns (stdout, stderr, code).
 pub fn refvm_run(
     run: &Path,

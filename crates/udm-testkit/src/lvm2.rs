@@ -106,6 +106,54 @@ pub fn loop_pvs(
     Some((dir, images, loops, lvm))
 }
 
+/// What every udm-against-lvm2 LVM test starts from: loop-device PVs of the given sizes, real
+/// lvm2 confined to them, a running udm daemon and the udm CLI bound to it. Fields drop in
+/// order: the CLI and daemon before the loop devices and their directory.
+pub struct LvmRig {
+    pub e: crate::udmcli::UdmCli,
+    pub daemon: crate::Daemon,
+    pub lvm: Lvm2,
+    pub loops: Vec<crate::loopdev::LoopDev>,
+    pub images: Vec<std::path::PathBuf>,
+    pub dir: tempfile::TempDir,
+    /// The PVs' paths joined by commas, for `--devices`.
+    pub devs: String,
+}
+
+impl LvmRig {
+    /// `None` when lvm2 or loop devices are missing (a skip unless `UDM_REQUIRE_TOOLS=1`).
+    pub fn start(sizes_mib: &[u64], udm: &std::path::Path) -> Option<LvmRig> {
+        let (dir, images, loops, lvm) = loop_pvs(sizes_mib)?;
+        let devs = loops.iter().map(|l| l.path()).collect::<Vec<_>>().join(",");
+        let daemon = crate::Daemon::start(udm);
+        let e = crate::udmcli::UdmCli {
+            bin: udm.to_path_buf(),
+            socket: daemon.socket.clone(),
+            state: dir.path().join("state"),
+        };
+        Some(LvmRig {
+            e,
+            daemon,
+            lvm,
+            loops,
+            images,
+            dir,
+            devs,
+        })
+    }
+
+    /// The PVs' device paths.
+    pub fn paths(&self) -> Vec<&str> {
+        self.loops.iter().map(|l| l.path()).collect()
+    }
+
+    /// `udm lvm CMD --devices <the PVs> ARGS…`, which must succeed; its stdout.
+    pub fn run(&self, cmd: &str, args: &[&str]) -> String {
+        self.e
+            .ok(cmd, &[&["--devices", &self.devs][..], args].concat())
+    }
+}
+
 /// The `logical_volumes` section of a metadata text (a backup file or a metadata area's
 /// copy) line by line, without ids, creation times and hosts, and comments: what two VGs
 /// made by the same commands share.

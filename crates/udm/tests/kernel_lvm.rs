@@ -10,16 +10,7 @@ fn udm() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_udm"))
 }
 
-/// Sections of a refvm transcript split at `=== NAME` lines.
-fn section<'a>(out: &'a str, name: &str) -> &'a str {
-    let tag = format!("=== {name}\n");
-    let start = out
-        .find(&tag)
-        .unwrap_or_else(|| panic!("no {name} in:\n{out}"))
-        + tag.len();
-    let rest = &out[start..];
-    &rest[..rest.find("=== ").unwrap_or(rest.len())]
-}
+use udm_testkit::refvm_section as section;
 
 /// lvm2 in refvm makes a VG (a two-segment linear LV, a striped LV, an origin with a
 /// snapshot), activates it with the kernel's dm and writes data; udm then activates the

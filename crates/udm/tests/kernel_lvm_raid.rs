@@ -13,16 +13,7 @@ fn udm() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_udm"))
 }
 
-/// Sections of a refvm transcript split at `=== NAME` lines.
-fn section<'a>(out: &'a str, name: &str) -> &'a str {
-    let tag = format!("=== {name}\n");
-    let start = out
-        .find(&tag)
-        .unwrap_or_else(|| panic!("no {name} in:\n{out}"))
-        + tag.len();
-    let rest = &out[start..];
-    &rest[..rest.find("=== ").unwrap_or(rest.len())]
-}
+use udm_testkit::refvm_section as section;
 
 /// True when a raid or mirror status line shows every region in sync (`N/N`).
 fn in_sync(status: &str) -> bool {

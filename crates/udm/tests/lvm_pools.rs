@@ -5,7 +5,7 @@
 //! through them, and a merged snapshot's data ends in its origin.
 
 use std::path::PathBuf;
-use udm_testkit::lvm2::{assert_same_lvs, loop_pvs, lv_section};
+use udm_testkit::lvm2::{assert_same_lvs, loop_pvs, lv_section, LvmRig};
 use udm_testkit::udmcli::UdmCli;
 use udm_testkit::Daemon;
 
@@ -28,20 +28,12 @@ fn lvm2_tables() -> Vec<(String, String, String)> {
 /// thin volume deletes it from its pool (transaction 2).
 #[test]
 fn thin_and_cache_lvs_match_lvm2() {
-    let Some((dir, _imgs, loops, lvm)) = loop_pvs(&[64, 64]) else {
+    let Some(rig) = LvmRig::start(&[64, 64], &udm()) else {
         return;
     };
-    let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
-    let devs = d.join(",");
-    let daemon = Daemon::start(&udm());
-    let e = UdmCli {
-        bin: udm(),
-        socket: daemon.socket.clone(),
-        state: dir.path().join("state"),
-    };
-    let run = |cmd: &str, args: &[&str]| -> String {
-        e.ok(cmd, &[&["--devices", &devs][..], args].concat())
-    };
+    let (lvm, daemon, e) = (&rig.lvm, &rig.daemon, &rig.e);
+    let d = rig.paths();
+    let run = |cmd: &str, args: &[&str]| rig.run(cmd, args);
     run("vgcreate", &["vg", d[0], d[1]]);
     assert_eq!(
         run("lvcreate", &["-T", "vg/pool", "-L", "12M"]),
@@ -248,20 +240,12 @@ fn snapshot_merge_as_lvm2() {
 /// the external-origin volume reads its origin's data.
 #[test]
 fn thin_snapshot_and_external_origin_as_lvm2() {
-    let Some((dir, _imgs, loops, lvm)) = loop_pvs(&[64, 64]) else {
+    let Some(rig) = LvmRig::start(&[64, 64], &udm()) else {
         return;
     };
-    let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
-    let devs = d.join(",");
-    let daemon = Daemon::start(&udm());
-    let e = UdmCli {
-        bin: udm(),
-        socket: daemon.socket.clone(),
-        state: dir.path().join("state"),
-    };
-    let run = |cmd: &str, args: &[&str]| -> String {
-        e.ok(cmd, &[&["--devices", &devs][..], args].concat())
-    };
+    let (dir, lvm, daemon, e) = (&rig.dir, &rig.lvm, &rig.daemon, &rig.e);
+    let d = rig.paths();
+    let run = |cmd: &str, args: &[&str]| rig.run(cmd, args);
     let fill = |name: &str, seed: u64, len: u64| -> Vec<u8> {
         let c = udm_nbd::NbdClient::connect_unix(&daemon.nbd_socket, name).unwrap();
         let data: Vec<u8> = (0..len).map(|i| ((i * seed) ^ (i >> 10)) as u8).collect();
@@ -343,20 +327,12 @@ fn thin_snapshot_and_external_origin_as_lvm2() {
 /// lvm2's, and the data written before survives.
 #[test]
 fn resizes_and_cache_splits_as_lvm2() {
-    let Some((dir, _imgs, loops, lvm)) = loop_pvs(&[64, 64]) else {
+    let Some(rig) = LvmRig::start(&[64, 64], &udm()) else {
         return;
     };
-    let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
-    let devs = d.join(",");
-    let daemon = Daemon::start(&udm());
-    let e = UdmCli {
-        bin: udm(),
-        socket: daemon.socket.clone(),
-        state: dir.path().join("state"),
-    };
-    let run = |cmd: &str, args: &[&str]| -> String {
-        e.ok(cmd, &[&["--devices", &devs][..], args].concat())
-    };
+    let (dir, lvm, daemon, e) = (&rig.dir, &rig.lvm, &rig.daemon, &rig.e);
+    let d = rig.paths();
+    let run = |cmd: &str, args: &[&str]| rig.run(cmd, args);
     let nbd = |name: &str| udm_nbd::NbdClient::connect_unix(&daemon.nbd_socket, name).unwrap();
     run("vgcreate", &["vg", d[0], d[1]]);
     run("lvcreate", &["-T", "vg/pool", "-L", "12M"]);

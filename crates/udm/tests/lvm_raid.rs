@@ -6,9 +6,8 @@
 
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use udm_testkit::lvm2::{assert_same_lvs, loop_pvs, lv_section};
-use udm_testkit::udmcli::{fixture_tables, UdmCli};
-use udm_testkit::Daemon;
+use udm_testkit::lvm2::{assert_same_lvs, lv_section, LvmRig};
+use udm_testkit::udmcli::fixture_tables;
 
 fn udm() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_udm"))
@@ -39,20 +38,12 @@ const CREATES: &[&[&str]] = &[
 /// sub-LVs with the LV.
 #[test]
 fn raid_and_mirror_lvs_match_lvm2() {
-    let Some((dir, _imgs, loops, lvm)) = loop_pvs(&[64, 64, 64, 64, 64]) else {
+    let Some(rig) = LvmRig::start(&[64, 64, 64, 64, 64], &udm()) else {
         return;
     };
-    let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
-    let devs = d.join(",");
-    let daemon = Daemon::start(&udm());
-    let e = UdmCli {
-        bin: udm(),
-        socket: daemon.socket.clone(),
-        state: dir.path().join("state"),
-    };
-    let run = |cmd: &str, args: &[&str]| -> String {
-        e.ok(cmd, &[&["--devices", &devs][..], args].concat())
-    };
+    let (dir, lvm, daemon, e) = (&rig.dir, &rig.lvm, &rig.daemon, &rig.e);
+    let d = rig.paths();
+    let run = |cmd: &str, args: &[&str]| rig.run(cmd, args);
     let mut vgc = vec!["vg"];
     vgc.extend(&d);
     run("vgcreate", &vgc);
@@ -148,20 +139,12 @@ fn raid_and_mirror_lvs_match_lvm2() {
 /// the data written before still there and the new space usable; lvm2 accepts the VG.
 #[test]
 fn raid_and_mirror_extend_as_lvm2() {
-    let Some((dir, _imgs, loops, lvm)) = loop_pvs(&[64, 64, 64]) else {
+    let Some(rig) = LvmRig::start(&[64, 64, 64], &udm()) else {
         return;
     };
-    let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
-    let devs = d.join(",");
-    let daemon = Daemon::start(&udm());
-    let e = UdmCli {
-        bin: udm(),
-        socket: daemon.socket.clone(),
-        state: dir.path().join("state"),
-    };
-    let run = |cmd: &str, args: &[&str]| -> String {
-        e.ok(cmd, &[&["--devices", &devs][..], args].concat())
-    };
+    let (dir, lvm, daemon, e) = (&rig.dir, &rig.lvm, &rig.daemon, &rig.e);
+    let d = rig.paths();
+    let run = |cmd: &str, args: &[&str]| rig.run(cmd, args);
     run("vgcreate", &["vg", d[0], d[1], d[2]]);
     run(
         "lvcreate",

@@ -625,11 +625,12 @@ fn merge_segments(lv: &mut Lv) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::lvm::label::DiskLocn;
 
-    fn hdr(mib: u64) -> (PvHeader, Option<String>) {
+    /// A PV header for a `mib` MiB PV with one 1 MiB metadata area (lvm2's default layout).
+    pub(crate) fn hdr(mib: u64) -> (PvHeader, Option<String>) {
         let h = PvHeader {
             label_sector: 1,
             pv_uuid: LvmId::random(),

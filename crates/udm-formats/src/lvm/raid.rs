@@ -362,29 +362,11 @@ pub fn is_raid_type(ty: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lvm::label::{DiskLocn, PvHeader};
 
     fn vg(pvs: usize, mib: u64) -> Vg {
-        let hdr = |_| {
-            let h = PvHeader {
-                label_sector: 1,
-                pv_uuid: LvmId::random(),
-                device_size: mib << 20,
-                data_areas: vec![DiskLocn {
-                    offset: 1 << 20,
-                    size: 0,
-                }],
-                metadata_areas: vec![DiskLocn {
-                    offset: 4096,
-                    size: (1 << 20) - 4096,
-                }],
-                ext_version: 2,
-                ext_flags: 0,
-                bootloader_areas: vec![],
-            };
-            (h, None)
-        };
-        let hs: Vec<_> = (0..pvs).map(hdr).collect();
+        let hs: Vec<_> = (0..pvs)
+            .map(|_| crate::lvm::edit::tests::hdr(mib))
+            .collect();
         Vg::create("vg", 8192, &hs).unwrap()
     }
 
