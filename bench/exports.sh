@@ -9,7 +9,8 @@
 # Every peer runs once per job per round (interleaved, so background load hits all alike; the
 # order of the peers turns by one each round, and write jobs are followed by a sync, so no
 # peer always runs in the write-back of the job before) and the median of the rounds is
-# shown, with udm/peer ratios and the load average.
+# shown, with udm/peer ratios and the load average. The image is read into the page cache before
+# every run (the servers read it buffered; "raw" is O_DIRECT on the file, i.e. the disk).
 # Not part of CI. Needs root (FUSE).
 #
 #   bench/exports.sh [RUNTIME_SECONDS] [ROUNDS]   (default 5 s per job, 3 rounds)
@@ -108,11 +109,16 @@ turn() {
 }
 # After a write job, wait for its write-back, so the next run does not pay for it.
 settle() { case $1 in *write*) sync ;; esac; }
+# Before every run, read the image once, so every peer starts with it in the page cache: the
+# servers read it buffered, and other work on the machine (or a peer's O_DIRECT writes, which
+# drop cached pages) would otherwise leave some runs served from the disk and some from memory.
+warm() { cat "$IMG" >/dev/null; }
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 for r in $(seq "$ROUNDS"); do
   for j in "${JOBS[@]}"; do
     set -- $j
     for who in $(turn "$r" "${FUSE_PEERS[@]}"); do
+      warm
       fio --name=j --filename="${FILE[$who]}" --ioengine=libaio --direct=1 --rw=$1 --bs=$2 \
         --iodepth=$3 --size=1g --time_based --runtime=$RT --output-format=json \
         >"$W/fuse-$who-$1-$2-$3-$r.json" 2>"$W/fuse-$who-$1-$2-$3.err" || echo "fio failed: $who $1 $2" >&2
@@ -120,6 +126,7 @@ for r in $(seq "$ROUNDS"); do
     done
     for c in $CONNS; do
       for who in $(turn "$r" "${NBD_PEERS[@]}"); do
+        warm
         fio --name=j --ioengine=nbd --uri="${URI[$who]}" --rw=$1 --bs=$2 --iodepth=$3 --numjobs=$c \
           --group_reporting --size=1g --time_based --runtime=$RT --output-format=json \
           >"$W/nbd$c-$who-$1-$2-$3-$r.json" 2>/dev/null || echo "fio failed: $who $1 $2 x$c" >&2
