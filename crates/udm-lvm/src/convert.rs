@@ -4,18 +4,14 @@
 //! activation), `--splitcache`/`--uncache` (an active cache goes down, its origin comes
 //! back up plain), and the `--type` conversions of [`crate::pools`].
 
-use crate::lvcmds::{open_vg, split_lv};
+use crate::fail;
+use crate::lvcmds::open_lv_arg;
 use crate::session::{commit, Cmdline, Found, VgHandle};
 use crate::{activate, ECMD_FAILED};
 use std::io::Write;
 use std::time::{Duration, Instant};
 use udm_formats::lvm::dmplan::{dm_name, Mode};
 use udm_proto::{Client, DevSel, Reply, Request};
-
-fn fail(err: &mut dyn Write, m: &str) -> i32 {
-    let _ = writeln!(err, "  {m}");
-    ECMD_FAILED
-}
 
 /// `lvconvert …`.
 pub fn lvconvert_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
@@ -63,12 +59,9 @@ fn wait_merged(c: &mut Client, dev: &str, limit: Duration) -> Result<(), String>
 
 /// `lvconvert --merge VG/SNAP`.
 fn merge(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let Some((vgname, snap)) = cl.pos.first().and_then(|a| split_lv(a)) else {
-        return fail(err, "Please provide the logical volume name");
-    };
-    let (mut found, h) = match open_vg(cl, &vgname, err) {
+    let (vgname, snap, mut found, h) = match open_lv_arg(cl, err) {
         Ok(x) => x,
-        Err(m) => return fail(err, &m),
+        Err(rc) => return rc,
     };
     let mut vg = h.meta.vg.clone();
     let origin = match vg.start_merge(&snap) {
@@ -167,12 +160,9 @@ fn finish(
 /// cache is refused (its dirty blocks would have to be written back first).
 fn split_cache(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let remove = cl.flag("--uncache");
-    let Some((vgname, lv)) = cl.pos.first().and_then(|a| split_lv(a)) else {
-        return fail(err, "Please provide the logical volume name");
-    };
-    let (mut found, h) = match open_vg(cl, &vgname, err) {
+    let (vgname, lv, mut found, h) = match open_lv_arg(cl, err) {
         Ok(x) => x,
-        Err(m) => return fail(err, &m),
+        Err(rc) => return rc,
     };
     let mut vg = h.meta.vg.clone();
     let active = cl.activation() && activate::active_lvs(&vg).contains(&lv);

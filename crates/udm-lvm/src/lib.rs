@@ -36,6 +36,12 @@ pub use session::Cmdline;
 
 /// lvm2's exit status for a command that failed.
 pub const ECMD_FAILED: i32 = 5;
+
+/// Prints lvm2's indented error line and gives the command's failure status.
+pub(crate) fn fail(err: &mut dyn std::io::Write, m: &str) -> i32 {
+    let _ = writeln!(err, "  {m}");
+    ECMD_FAILED
+}
 /// lvm2's exit status for a bad command line.
 pub const EINVALID_CMD_LINE: i32 = 3;
 

@@ -2,15 +2,10 @@
 //! `-p r|rw` (the LV's write permission, for inactive LVs), with lvm2's messages.
 
 use crate::activate;
+use crate::fail;
 use crate::lvcmds::{lv_args, open_vg};
 use crate::session::{commit, find_vg, scan, Cmdline};
-use crate::ECMD_FAILED;
 use std::io::Write;
-
-fn fail(err: &mut dyn Write, m: &str) -> i32 {
-    let _ = writeln!(err, "  {m}");
-    ECMD_FAILED
-}
 
 /// `lvchange -p r|rw VG/LV…`: the LV's `WRITE` status (inactive LVs).
 fn permission(cl: &Cmdline, p: &str, out: &mut dyn Write, err: &mut dyn Write) -> i32 {

@@ -3,6 +3,7 @@
 //! reloaded, removed ones deactivated first.
 
 use crate::activate;
+use crate::fail;
 use crate::session::{
     commit, confirm, find_vg_rw, hostname, long_size, now, scan, Cmdline, Found, VgHandle,
 };
@@ -10,11 +11,6 @@ use crate::ECMD_FAILED;
 use std::io::Write;
 use udm_formats::lvm::alloc::Alloc;
 use udm_formats::lvm::edit::{parse_extents, parse_size, Sign, SizeArg};
-
-fn fail(err: &mut dyn Write, m: &str) -> i32 {
-    let _ = writeln!(err, "  {m}");
-    ECMD_FAILED
-}
 
 /// `VG/LV`, `/dev/VG/LV` or `/dev/mapper/VG-LV`-less forms: (vg, lv).
 pub(crate) fn split_lv(arg: &str) -> Option<(String, String)> {
@@ -40,6 +36,21 @@ pub(crate) fn open_vg(
     let found = scan(&devs, true, err);
     let h = find_vg_rw(&found, vgname)?;
     Ok((found, h))
+}
+
+/// The VG and LV named by the first positional argument, with the devices scanned and the
+/// VG read for a change; the command's status (message printed) when either is missing.
+pub(crate) fn open_lv_arg(
+    cl: &Cmdline,
+    err: &mut dyn Write,
+) -> Result<(String, String, Vec<Found>, VgHandle), i32> {
+    let Some((vgname, lv)) = cl.pos.first().and_then(|a| split_lv(a)) else {
+        return Err(fail(err, "Please provide the logical volume name"));
+    };
+    match open_vg(cl, &vgname, err) {
+        Ok((found, h)) => Ok((vgname, lv, found, h)),
+        Err(m) => Err(fail(err, &m)),
+    }
 }
 
 /// The PV names of the devices named after the first positional argument: where new
@@ -481,12 +492,9 @@ pub fn lvresize_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn 
         let _ = writeln!(err, "  Error during parsing of command line.");
         return 3;
     }
-    let Some((vgname, lv)) = cl.pos.first().and_then(|a| split_lv(a)) else {
-        return fail(err, "Please provide the logical volume name");
-    };
-    let (mut found, h) = match open_vg(cl, &vgname, err) {
+    let (vgname, lv, mut found, h) = match open_lv_arg(cl, err) {
         Ok(x) => x,
-        Err(m) => return fail(err, &m),
+        Err(rc) => return rc,
     };
     let mut vg = h.meta.vg.clone();
     let Some(cur) = vg.lv(&lv).map(|l| l.extents()) else {
@@ -605,12 +613,9 @@ pub fn lvresize_cmd(cmd: &str, cl: &Cmdline, out: &mut dyn Write, err: &mut dyn 
 
 /// `lvextend --poolmetadatasize +SIZE VG/POOL`: the pool's metadata (and its spare) grow.
 fn pool_metadata(cl: &Cmdline, m: &str, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let Some((vgname, lv)) = cl.pos.first().and_then(|a| split_lv(a)) else {
-        return fail(err, "Please provide the logical volume name");
-    };
-    let (mut found, h) = match open_vg(cl, &vgname, err) {
+    let (vgname, lv, mut found, h) = match open_lv_arg(cl, err) {
         Ok(x) => x,
-        Err(m) => return fail(err, &m),
+        Err(rc) => return rc,
     };
     let mut vg = h.meta.vg.clone();
     let es = vg.extent_size;
@@ -666,16 +671,6 @@ fn pool_metadata(cl: &Cmdline, m: &str, out: &mut dyn Write, err: &mut dyn Write
 mod tests {
     use super::*;
 
-    fn cl(vals: &[(&str, &str)]) -> Cmdline {
-        Cmdline {
-            vals: vals
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Default::default()
-        }
-    }
-
     #[test]
     fn lv_paths_split_as_lvm2_names_them() {
         assert_eq!(split_lv("vg/lv"), Some(("vg".into(), "lv".into())));
@@ -685,21 +680,23 @@ mod tests {
 
     #[test]
     fn stripes_sizes_and_policies_parse_as_lvm2() {
-        assert_eq!(stripe_args(&cl(&[])).unwrap(), (None, 128));
+        assert_eq!(stripe_args(&Cmdline::with_vals(&[])).unwrap(), (None, 128));
         assert_eq!(
-            stripe_args(&cl(&[("-i", "3"), ("-I", "4K")])).unwrap(),
+            stripe_args(&Cmdline::with_vals(&[("-i", "3"), ("-I", "4K")])).unwrap(),
             (Some(3), 8)
         );
-        assert!(stripe_args(&cl(&[("-i", "0")])).is_err());
-        assert!(stripe_args(&cl(&[("-I", "6K")])).is_err());
-        assert!(size_arg(&cl(&[("-L", "1G"), ("-l", "10")])).is_err());
-        assert_eq!(size_arg(&cl(&[])).unwrap(), None);
-        assert!(size_arg(&cl(&[("-l", "50%FREE")])).unwrap().is_some());
-        assert_eq!(alloc_arg(&cl(&[])).unwrap(), Alloc::Inherit);
+        assert!(stripe_args(&Cmdline::with_vals(&[("-i", "0")])).is_err());
+        assert!(stripe_args(&Cmdline::with_vals(&[("-I", "6K")])).is_err());
+        assert!(size_arg(&Cmdline::with_vals(&[("-L", "1G"), ("-l", "10")])).is_err());
+        assert_eq!(size_arg(&Cmdline::with_vals(&[])).unwrap(), None);
+        assert!(size_arg(&Cmdline::with_vals(&[("-l", "50%FREE")]))
+            .unwrap()
+            .is_some());
+        assert_eq!(alloc_arg(&Cmdline::with_vals(&[])).unwrap(), Alloc::Inherit);
         assert_eq!(
-            alloc_arg(&cl(&[("--alloc", "cling")])).unwrap(),
+            alloc_arg(&Cmdline::with_vals(&[("--alloc", "cling")])).unwrap(),
             Alloc::Cling
         );
-        assert!(alloc_arg(&cl(&[("--alloc", "sideways")])).is_err());
+        assert!(alloc_arg(&Cmdline::with_vals(&[("--alloc", "sideways")])).is_err());
     }
 }

@@ -6,18 +6,14 @@
 //! before the metadata naming it is committed; a new pool's metadata starts zeroed, as lvm2
 //! wipes it, so the pool target formats it on first activation.
 
-use crate::lvcmds::{new_extents, open_vg, size_arg, split_lv, zero_start};
+use crate::fail;
+use crate::lvcmds::{new_extents, open_lv_arg, open_vg, size_arg, split_lv, zero_start};
 use crate::session::{commit, hostname, long_size, now, Cmdline, Found, VgHandle};
 use crate::{activate, ECMD_FAILED};
 use std::io::Write;
 use udm_formats::lvm::edit::{parse_size, SizeArg};
 use udm_formats::lvm::pools::{thin_max_data, ThinPoolOpts};
 use udm_formats::lvm::Vg;
-
-fn fail(err: &mut dyn Write, m: &str) -> i32 {
-    let _ = writeln!(err, "  {m}");
-    ECMD_FAILED
-}
 
 /// True when `lvcreate` is asked for a thin or cache LV (handled here).
 pub fn wants(cl: &Cmdline) -> bool {
@@ -381,12 +377,9 @@ fn wipe_cache(vg: &Vg, lv: &str, h: &VgHandle, found: &mut [Found]) -> Result<()
 /// `lvconvert --type thin-pool|cache-pool VG/LV`, `lvconvert --type cache
 /// --cachepool POOL|--cachevol VOL VG/LV`.
 pub fn lvconvert_type(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let Some((vgname, lv)) = cl.pos.first().and_then(|a| split_lv(a)) else {
-        return fail(err, "Please provide the logical volume name");
-    };
-    let (mut found, h) = match open_vg(cl, &vgname, err) {
+    let (vgname, lv, mut found, h) = match open_lv_arg(cl, err) {
         Ok(x) => x,
-        Err(m) => return fail(err, &m),
+        Err(rc) => return rc,
     };
     let mut vg = h.meta.vg.clone();
     if vg.lv(&lv).is_none() {

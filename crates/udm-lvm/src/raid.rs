@@ -3,18 +3,13 @@
 //! sub-LVs (`_rmeta_N`) and a mirror's log are wiped at their start, as lvm2 clears them,
 //! so the kernel's raid and mirror targets start them fresh on first activation.
 
+use crate::fail;
 use crate::lvcmds::{named_pvs, new_extents, open_vg, size_arg, split_lv, zero_start};
 use crate::pools::commit_and_activate;
 use crate::session::{hostname, long_size, now, Cmdline};
-use crate::ECMD_FAILED;
 use std::io::Write;
 use udm_formats::lvm::edit::{parse_size, SizeArg};
 use udm_formats::lvm::raid::{region_for, RaidKind, RaidShape, DEFAULT_REGION};
-
-fn fail(err: &mut dyn Write, m: &str) -> i32 {
-    let _ = writeln!(err, "  {m}");
-    ECMD_FAILED
-}
 
 /// True when `lvcreate` asks for a raid or mirror LV.
 pub fn wants(cl: &Cmdline) -> bool {
@@ -179,34 +174,28 @@ pub fn lvcreate(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
 mod tests {
     use super::*;
 
-    fn cl(vals: &[(&str, &str)]) -> Cmdline {
-        Cmdline {
-            vals: vals
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Default::default()
-        }
-    }
-
     #[test]
     fn lvm2_defaults_and_refusals() {
         let mut out = Vec::new();
         // `-m1` alone is raid1 (lvm2's mirror_segtype_default), no stripe size message.
-        let s = shape(&cl(&[("-m", "1")]), &mut out).unwrap();
+        let s = shape(&Cmdline::with_vals(&[("-m", "1")]), &mut out).unwrap();
         assert_eq!(
             (s.kind, s.devices(), s.stripe_size),
             (RaidKind::Raid1, 2, 0)
         );
         assert!(out.is_empty());
         // raid5 defaults to 2 data stripes and 64 KiB, saying so.
-        let s = shape(&cl(&[("--type", "raid5")]), &mut out).unwrap();
+        let s = shape(&Cmdline::with_vals(&[("--type", "raid5")]), &mut out).unwrap();
         assert_eq!((s.devices(), s.stripe_size), (3, 128));
         assert_eq!(out, b"  Using default stripesize 64.00 KiB.\n");
-        let s = shape(&cl(&[("--type", "raid10"), ("-i", "3")]), &mut Vec::new()).unwrap();
+        let s = shape(
+            &Cmdline::with_vals(&[("--type", "raid10"), ("-i", "3")]),
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert_eq!((s.devices(), s.image_extents(6)), (6, 2));
         let s = shape(
-            &cl(&[("--type", "mirror"), ("-R", "512K")]),
+            &Cmdline::with_vals(&[("--type", "mirror"), ("-R", "512K")]),
             &mut Vec::new(),
         )
         .unwrap();
@@ -218,11 +207,14 @@ mod tests {
             vec![("--type", "raid1"), ("-m", "0")],
             vec![("--type", "raid5"), ("-I", "3K")],
         ] {
-            assert!(shape(&cl(&bad), &mut Vec::new()).is_err(), "{bad:?}");
+            assert!(
+                shape(&Cmdline::with_vals(&bad), &mut Vec::new()).is_err(),
+                "{bad:?}"
+            );
         }
-        assert!(wants(&cl(&[("-m", "2")])));
-        assert!(!wants(&cl(&[("-m", "0")])));
-        assert!(wants(&cl(&[("--type", "raid10")])));
-        assert!(!wants(&cl(&[("--type", "thin-pool")])));
+        assert!(wants(&Cmdline::with_vals(&[("-m", "2")])));
+        assert!(!wants(&Cmdline::with_vals(&[("-m", "0")])));
+        assert!(wants(&Cmdline::with_vals(&[("--type", "raid10")])));
+        assert!(!wants(&Cmdline::with_vals(&[("--type", "thin-pool")])));
     }
 }

@@ -19,6 +19,18 @@ pub struct Cmdline {
 }
 
 impl Cmdline {
+    /// A command line of `NAME VALUE` options only (for tests).
+    #[cfg(test)]
+    pub(crate) fn with_vals(vals: &[(&str, &str)]) -> Cmdline {
+        Cmdline {
+            vals: vals
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
     pub fn val(&self, name: &str) -> Option<&str> {
         self.vals
             .iter()

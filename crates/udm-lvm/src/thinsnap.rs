@@ -4,16 +4,12 @@
 //! first, then the metadata naming the new LV is committed. A thin snapshot is flagged
 //! `ACTIVATION_SKIP` and stays inactive; an external-origin volume is activated.
 
+use crate::activate;
+use crate::fail;
 use crate::lvcmds::{open_vg, split_lv};
 use crate::pools::commit_and_activate;
 use crate::session::{commit, hostname, now, Cmdline, VgHandle};
-use crate::{activate, ECMD_FAILED};
 use std::io::Write;
-
-fn fail(err: &mut dyn Write, m: &str) -> i32 {
-    let _ = writeln!(err, "  {m}");
-    ECMD_FAILED
-}
 
 /// True for `lvcreate -s` without `-L`/`-l`/`-V` (a thin snapshot or external origin).
 pub fn wants(cl: &Cmdline) -> bool {

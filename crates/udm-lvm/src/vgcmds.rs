@@ -3,16 +3,12 @@
 
 use crate::activate;
 use crate::devices;
+use crate::fail;
 use crate::session::{commit, confirm, find_vg, find_vg_rw, scan, Cmdline, Found};
 use crate::ECMD_FAILED;
 use std::io::Write;
 use udm_formats::lvm::edit::{parse_size, SizeArg};
 use udm_formats::lvm::{pvcreate, PvcreateOptions, Vg};
-
-fn fail(err: &mut dyn Write, m: &str) -> i32 {
-    let _ = writeln!(err, "  {m}");
-    ECMD_FAILED
-}
 
 /// `pvcreate DEV…`: label each device; devices already in a VG are refused.
 pub fn pvcreate_cmd(cl: &Cmdline, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
