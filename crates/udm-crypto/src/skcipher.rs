@@ -211,10 +211,12 @@ mod tests {
         // Kernel IV: le32 block counter (1), then the nonce.
         let iv = h("01000000 000000000000004a00000000");
         let pt = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
-        let ct = h("6e2e359a2568f98041ba0728dd0d6981e97e7aec1d4360c20a27afccfd9fae0b\
+        let ct = h(
+            "6e2e359a2568f98041ba0728dd0d6981e97e7aec1d4360c20a27afccfd9fae0b\
                     f91b65c5524733ab8f593dabcd62b3571639d624e65152ab8f530c359f0861d8\
                     07ca0dbf500d6a6156a38e088a22b65e52bc514d16ccf806818ce91ab7793736\
-                    5af90bbf74a35be6b40b8eedf2785e42874d");
+                    5af90bbf74a35be6b40b8eedf2785e42874d",
+        );
         round_trip("chacha20", &key, &iv, pt, &ct);
     }
 
@@ -224,9 +226,18 @@ mod tests {
         assert!(!SkCipher::supports("gcm(aes)"));
         assert!(!SkCipher::supports("salsa20"));
         assert!(!SkCipher::supports("ctr(cipher_null)"));
-        assert!(matches!(SkCipher::new("ofb(aes)", &[0; 16]), Err(CipherError::Alloc)));
-        assert!(matches!(SkCipher::new("ctr(aes)", &[0; 15]), Err(CipherError::Key)));
-        assert!(matches!(SkCipher::new("chacha20", &[0; 16]), Err(CipherError::Key)));
+        assert!(matches!(
+            SkCipher::new("ofb(aes)", &[0; 16]),
+            Err(CipherError::Alloc)
+        ));
+        assert!(matches!(
+            SkCipher::new("ctr(aes)", &[0; 15]),
+            Err(CipherError::Key)
+        ));
+        assert!(matches!(
+            SkCipher::new("chacha20", &[0; 16]),
+            Err(CipherError::Key)
+        ));
         let c = SkCipher::new("ctr(aes)", &[0; 32]).unwrap();
         assert_eq!((c.block_size(), c.iv_size()), (1, 16));
         let c = SkCipher::new("xts(aes)", &[0; 64]).unwrap();
