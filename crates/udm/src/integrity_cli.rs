@@ -3,8 +3,8 @@
 //! output. The work is in `udm_targets::integrity::setup`; this file parses and prints.
 
 use crate::dmctl;
-use crate::progress::Progress;
 use crate::optparse::{Item, Parser, PoptSpec};
+use crate::progress::Progress;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use udm_proto::{Client, DevSel, Line, Reply, Request};
@@ -193,8 +193,22 @@ fn parse(
         let size = c.jkey_size.unwrap_or_else(|| default_key_size(&j));
         c.o.journal_integrity_key = Some(read_key(err, &f, size)?);
     }
-    if let Some(f) = c.ckey_file.clone() {
-        c.o.journal_crypt_key = Some(read_key(err, &f, c.ckey_size.unwrap_or(0))?);
+    if c.ckey_file.is_some() != c.ckey_size.is_some() {
+        return Err(usage_fail(
+            err,
+            prog,
+            "Both journal encryption key file and key size options must be specified.",
+        ));
+    }
+    if c.ckey_file.is_some() && c.o.journal_crypt.is_none() {
+        return Err(usage_fail(
+            err,
+            prog,
+            "Journal encryption algorithm must be specified if journal encryption key is used.",
+        ));
+    }
+    if let (Some(f), Some(n)) = (c.ckey_file.clone(), c.ckey_size) {
+        c.o.journal_crypt_key = Some(read_key(err, &f, n)?);
     }
     Ok((c, pos))
 }

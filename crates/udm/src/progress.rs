@@ -154,7 +154,10 @@ mod tests {
         // Within the frequency: nothing.
         assert_eq!(p.report(4 << 20, 2 << 20), None);
         let s = p.report(4 << 20, 4 << 20).unwrap();
-        assert!(s.starts_with("Finished, time 00m00s,    4 MiB written, speed "), "{s}");
+        assert!(
+            s.starts_with("Finished, time 00m00s,    4 MiB written, speed "),
+            "{s}"
+        );
         assert!(s.ends_with("/s\n") && s.lines().count() == 1, "{s}");
     }
 

@@ -442,6 +442,9 @@ pub fn status_text(
             if let Some(m) = &p.journal_mac {
                 let _ = writeln!(s, "  journal integrity MAC: {}", m.alg);
             }
+            if let Some(c) = &p.journal_crypt {
+                let _ = writeln!(s, "  journal encryption: {}", c.alg);
+            }
         }
         Mode::Bitmap => {
             let _ = writeln!(
