@@ -284,10 +284,25 @@ fn kernel_integrity_journal_crypt_and_corrupt_journal() {
         assert_eq!(status_fields(&reg, "ki")[0], "0");
         reg.remove(&sel("ki"), false).unwrap();
     }
-    // udm-formatted, opened by the real tool: udm's table, udm's data.
+    // udm-formatted, opened by the real tool: the kernel shows the table udm shows for the
+    // table udm's integritysetup code builds; the kernel reads udm's data.
+    create(
+        &reg,
+        "ku",
+        &format!("0 {p} integrity {} 0 {urest}", ku.display()),
+    )
+    .unwrap();
+    let (_, ust) = reg
+        .status(&sel("ku"), false, udm_core::StatusType::Table)
+        .unwrap();
+    reg.remove(&sel("ku"), false).unwrap();
     let ut = rd("ku.table");
     let kparams: Vec<&str> = ut.split_whitespace().skip(5).collect();
-    assert_eq!(kparams.join(" "), urest, "real integritysetup's table");
+    let uparams: Vec<&str> = ust[0].params.split_whitespace().skip(2).collect();
+    assert_eq!(
+        kparams, uparams,
+        "table of the real integritysetup's device"
+    );
     assert!(std::fs::read(share.join("ku.out")).unwrap() == data[..1 << 20]);
     assert_eq!(rd("ku.status").split_whitespace().nth(3), Some("0"));
 
