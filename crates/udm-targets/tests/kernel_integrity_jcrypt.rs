@@ -337,7 +337,8 @@ fn kernel_integrity_journal_crypt_and_corrupt_journal() {
                 .map(String::from)
                 .collect::<Vec<_>>()
         };
-        assert_eq!(st, kst(&format!("{name}.status")), "{name}: status");
+        let kmsg = rd(&format!("{name}.dmesg"));
+        assert_eq!(st, kst(&format!("{name}.status")), "{name}: status\n{kmsg}");
         assert_eq!(
             st2,
             kst(&format!("{name}.status2")),

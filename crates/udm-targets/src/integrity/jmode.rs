@@ -245,6 +245,12 @@ impl Inner {
                         }
                     }
                 }
+                // The kernel's tag write of each entry fails with the device's error once
+                // it has failed, and an EILSEQ counts again (`dm_integrity_rw_tag`).
+                if self.failed.load(std::sync::atomic::Ordering::SeqCst) == libc::EILSEQ {
+                    self.mismatches
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 // Only the sector word changes: data and tag stay readable below.
                 jf::set_entry_unused(&mut st.journal, e);
                 todo.push((sec, k * g.section_entries + j, i, j));
