@@ -298,6 +298,21 @@ mod tests {
     }
 
     #[test]
+    fn other_commit_id_seeds_are_a_journal_of_their_own() {
+        let g = JournalGeometry::new(4, 0, false, 3);
+        let ids = [7, 8, 9, 10];
+        let mut j = vec![0u8; g.bytes()];
+        for i in 0..3 {
+            g.init_section_in(&mut j, i, 0, &ids);
+        }
+        assert_eq!(sector_commit_id(&j, g.sector_off(2, 5)), 7 ^ (2 << 32) ^ 5);
+        assert_eq!(g.plan_replay(&j), Err(ReplayError::BadCommitId(0, 0)));
+        let p = g.plan_replay_in(&j, &ids).unwrap();
+        assert!(p.empty);
+        assert_eq!((p.write_start, p.write_sections, p.want_seq), (0, 3, 1));
+    }
+
+    #[test]
     fn block_round_trips_through_an_entry() {
         let g = JournalGeometry::new(32, 3, true, 2);
         let mut j = vec![0u8; g.bytes()];
