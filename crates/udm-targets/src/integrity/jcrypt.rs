@@ -80,9 +80,8 @@ impl JournalCrypt {
                     .copy_from_slice(&id.to_le_bytes());
             }
             cipher.encrypt(&vec![0u8; iv_size], &mut ks);
-            for k in 0..N_COMMIT_IDS {
-                let o = pages * PAGE + 8 * k;
-                commit_ids[k] = u64::from_le_bytes(ks[o..o + 8].try_into().expect("8 bytes"));
+            for (id, b) in commit_ids.iter_mut().zip(ks[pages * PAGE..].chunks(8)) {
+                *id = u64::from_le_bytes(b.try_into().expect("8 bytes"));
             }
             ks.truncate(pages * PAGE);
             Kind::Xor(ks)
