@@ -176,7 +176,7 @@ pub(crate) fn xts(
     }
 }
 
-fn cbc_encrypt(c: &dyn BlockCipher, iv: &[u8; 16], buf: &mut [u8]) {
+pub(crate) fn cbc_encrypt(c: &dyn BlockCipher, iv: &[u8; 16], buf: &mut [u8]) {
     let mut prev = load(iv);
     for chunk in buf.chunks_mut(16) {
         let mut b = Block::from((load(chunk) ^ prev).to_le_bytes());
@@ -186,7 +186,7 @@ fn cbc_encrypt(c: &dyn BlockCipher, iv: &[u8; 16], buf: &mut [u8]) {
     }
 }
 
-fn cbc_decrypt(c: &dyn BlockCipher, iv: &[u8; 16], buf: &mut [u8]) {
+pub(crate) fn cbc_decrypt(c: &dyn BlockCipher, iv: &[u8; 16], buf: &mut [u8]) {
     let mut prev = load(iv);
     let mut blocks = [Block::default(); BATCH];
     for chunk in buf.chunks_mut(BATCH * 16) {
@@ -204,7 +204,7 @@ fn cbc_decrypt(c: &dyn BlockCipher, iv: &[u8; 16], buf: &mut [u8]) {
     }
 }
 
-fn ecb(c: &dyn BlockCipher, buf: &mut [u8], enc: bool) {
+pub(crate) fn ecb(c: &dyn BlockCipher, buf: &mut [u8], enc: bool) {
     let mut blocks = [Block::default(); BATCH];
     for chunk in buf.chunks_mut(BATCH * 16) {
         let n = chunk.len() / 16;

@@ -5,6 +5,7 @@
 pub mod aead;
 pub mod cipher;
 pub mod sha256x2;
+pub mod skcipher;
 pub mod spec;
 mod xts_ni;
 

@@ -10,9 +10,9 @@
 //!   journal) replays in udm to what the kernel reads after its own clean stop.
 
 mod common;
+use common::integrity::{kernel_write_plan, udm_write_plan, with_image};
 use common::*;
 use std::path::{Path, PathBuf};
-use udm_io::sync;
 use udm_testkit::rng::XorShift;
 
 const MIB: u64 = 16;
@@ -39,37 +39,7 @@ fn key_bytes() -> Vec<u8> {
 
 /// The write plan of the differential: (first 4 KiB block, blocks).
 fn plan(seed: u64) -> Vec<(u64, u64)> {
-    let mut rng = XorShift::mixed(seed);
-    (0..24)
-        .map(|_| (rng.below(PLAN_BLOCKS - 8), 1 + rng.below(4)))
-        .collect()
-}
-
-/// The kernel table of `dmsetup table` with its device replaced by `img`.
-fn with_image(line: &str, img: &Path) -> String {
-    let mut f: Vec<String> = line.split_whitespace().map(String::from).collect();
-    f[3] = img.display().to_string();
-    f.join(" ")
-}
-
-fn udm_write_plan(dev: &dyn udm_io::BlockDevice, data: &[u8], plan: &[(u64, u64)]) {
-    for &(b, n) in plan {
-        for k in b..b + n {
-            let o = (k * 4096) as usize;
-            write(dev, k * 8, &data[o..o + 4096]);
-            sync::flush(dev).unwrap();
-        }
-    }
-}
-
-fn kernel_write_plan(dev: &str, plan: &[(u64, u64)]) -> String {
-    plan.iter()
-        .map(|(b, n)| {
-            format!(
-                "dd if=data.bin of={dev} bs=4096 skip={b} seek={b} count={n} oflag=direct,sync conv=notrunc status=none\n"
-            )
-        })
-        .collect()
+    integrity::plan(seed, PLAN_BLOCKS)
 }
 
 /// The differential cases: (name, table rest after the offset).

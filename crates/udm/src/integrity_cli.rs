@@ -4,6 +4,7 @@
 
 use crate::dmctl;
 use crate::optparse::{Item, Parser, PoptSpec};
+use crate::progress::Progress;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use udm_proto::{Client, DevSel, Line, Reply, Request};
@@ -57,10 +58,13 @@ struct Cli {
     key_size: Option<usize>,
     jkey_file: Option<String>,
     jkey_size: Option<usize>,
-    journal_crypt: bool,
+    ckey_file: Option<String>,
+    ckey_size: Option<usize>,
     batch: bool,
     verbose: bool,
     no_wipe: bool,
+    progress_frequency: u64,
+    progress_json: bool,
 }
 
 fn usage_fail(err: &mut dyn Write, prog: &str, msg: &str) -> i32 {
@@ -146,9 +150,9 @@ fn parse(
             "journal-integrity" => o.journal_integrity = Some(setup::kernel_alg(&val)),
             "journal-integrity-key-file" => c.jkey_file = Some(val),
             "journal-integrity-key-size" => c.jkey_size = Some(num!()),
-            "journal-crypt" | "journal-crypt-key-file" | "journal-crypt-key-size" => {
-                c.journal_crypt = true
-            }
+            "journal-crypt" => o.journal_crypt = Some(setup::kernel_cipher(&val)),
+            "journal-crypt-key-file" => c.ckey_file = Some(val),
+            "journal-crypt-key-size" => c.ckey_size = Some(num!()),
             "data-device" => c.o.data_device = Some(val),
             "integrity-no-journal" => o.mode = Some(Mode::Direct),
             "integrity-recovery-mode" => o.mode = Some(Mode::Recovery),
@@ -163,7 +167,9 @@ fn parse(
             "batch-mode" => c.batch = true,
             "verbose" => c.verbose = true,
             "debug" => c.verbose = true,
-            "wipe" | "progress-json" | "progress-frequency" | "deferred" | "cancel-deferred" => {}
+            "progress-frequency" => c.progress_frequency = num!(),
+            "progress-json" => c.progress_json = true,
+            "wipe" | "deferred" | "cancel-deferred" => {}
             "version" => {
                 let _ = writeln!(out, "integritysetup 2.6.1");
                 return Err(0);
@@ -186,6 +192,23 @@ fn parse(
         let j = c.o.journal_integrity.clone().unwrap_or_default();
         let size = c.jkey_size.unwrap_or_else(|| default_key_size(&j));
         c.o.journal_integrity_key = Some(read_key(err, &f, size)?);
+    }
+    if c.ckey_file.is_some() != c.ckey_size.is_some() {
+        return Err(usage_fail(
+            err,
+            prog,
+            "Both journal encryption key file and key size options must be specified.",
+        ));
+    }
+    if c.ckey_file.is_some() && c.o.journal_crypt.is_none() {
+        return Err(usage_fail(
+            err,
+            prog,
+            "Journal encryption algorithm must be specified if journal encryption key is used.",
+        ));
+    }
+    if let (Some(f), Some(n)) = (c.ckey_file.clone(), c.ckey_size) {
+        c.o.journal_crypt_key = Some(read_key(err, &f, n)?);
     }
     Ok((c, pos))
 }
@@ -238,10 +261,6 @@ pub fn run(
             &format!("{action}: requires {desc} as arguments"),
         );
     }
-    if c.journal_crypt {
-        let _ = writeln!(err, "udm does not implement journal encryption.");
-        return dmctl::finish(out, c.verbose, libc::ENOTSUP);
-    }
     let r = match action.as_str() {
         "format" => format(out, err, &c, &pos[0]),
         "dump" => dump(out, err, &pos[0]),
@@ -266,21 +285,54 @@ fn format(out: &mut dyn Write, err: &mut dyn Write, c: &Cli, dev: &str) -> Resul
             return Err(libc::EINVAL);
         }
     }
-    let sb = setup::format(&PathBuf::from(dev), &c.o, c.no_wipe).map_err(|e| {
+    let wipe = if c.no_wipe {
+        setup::Wipe::None
+    } else {
+        setup::Wipe::Zeros
+    };
+    let out = std::cell::RefCell::new(out);
+    let mut formatted = |sb: &udm_formats::integrity::Superblock| {
+        let mut out = out.borrow_mut();
+        if !c.batch {
+            let _ = writeln!(
+                out,
+                "Formatted with tag size {}, internal integrity {}.",
+                sb.integrity_tag_size, c.o.integrity
+            );
+            if !c.no_wipe {
+                let _ = writeln!(out, "Wiping device to initialize integrity checksum.\nYou can interrupt this by pressing CTRL+c (rest of not wiped device will contain invalid checksum).");
+            }
+        }
+        let _ = out.flush();
+    };
+    // A file is wiped through a loop device: the tool names its backing file.
+    let shown = match std::fs::metadata(dev) {
+        Ok(m) if m.is_file() => std::fs::canonicalize(dev)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| dev.to_string()),
+        _ => dev.to_string(),
+    };
+    let mut prog = Progress::new(c.progress_frequency, c.batch, c.progress_json, &shown);
+    let mut report = |size: u64, done: u64| {
+        if let Some(t) = prog.report(size, done) {
+            let mut out = out.borrow_mut();
+            let _ = out.write_all(t.as_bytes());
+            let _ = out.flush();
+        }
+    };
+    setup::format_at_with(
+        &PathBuf::from(dev),
+        0,
+        &c.o,
+        &wipe,
+        &mut formatted,
+        &mut report,
+    )
+    .map_err(|e| {
         let _ = writeln!(err, "Cannot format integrity for device {dev}.");
         let _ = writeln!(err, "{e}");
         libc::EINVAL
     })?;
-    if !c.batch {
-        let _ = writeln!(
-            out,
-            "Formatted with tag size {}, internal integrity {}.",
-            sb.integrity_tag_size, c.o.integrity
-        );
-        if !c.no_wipe {
-            let _ = writeln!(out, "Wiping device to initialize integrity checksum.\nYou can interrupt this by pressing CTRL+c (rest of not wiped device will contain invalid checksum).");
-        }
-    }
     Ok(())
 }
 

@@ -16,6 +16,7 @@ mod lvm;
 mod multipath_cli;
 mod open_cli;
 mod optparse;
+mod progress;
 mod snapshot_cli;
 mod stats_cli;
 mod thin_cli;

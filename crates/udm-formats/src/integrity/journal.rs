@@ -38,7 +38,12 @@ pub struct JournalGeometry {
 
 /// The commit id of sector `j` of section `i` under sequence `seq`.
 pub fn commit_id(seq: usize, i: u32, j: u32) -> u64 {
-    COMMIT_IDS[seq] ^ (((i as u64) << 32) ^ j as u64)
+    commit_id_in(&COMMIT_IDS, seq, i, j)
+}
+
+/// [`commit_id`] with other seeds (an encrypted journal's, see `journal_crypt`).
+pub fn commit_id_in(ids: &[u64; N_COMMIT_IDS], seq: usize, i: u32, j: u32) -> u64 {
+    ids[seq] ^ (((i as u64) << 32) ^ j as u64)
 }
 
 pub fn next_seq(s: usize) -> usize {
@@ -131,10 +136,15 @@ impl JournalGeometry {
     /// Wipe section `i` as the kernel's `init_journal`: zeroed sectors with `seq`'s commit
     /// ids, every entry unused.
     pub fn init_section(&self, j: &mut [u8], i: u32, seq: usize) {
+        self.init_section_in(j, i, seq, &COMMIT_IDS)
+    }
+
+    /// [`JournalGeometry::init_section`] with other commit id seeds.
+    pub fn init_section_in(&self, j: &mut [u8], i: u32, seq: usize, ids: &[u64; N_COMMIT_IDS]) {
         for s in 0..self.section_sectors {
             let off = self.sector_off(i, s);
             j[off..off + 504].fill(0);
-            set_sector_commit_id(j, off, commit_id(seq, i, s));
+            set_sector_commit_id(j, off, commit_id_in(ids, seq, i, s));
         }
         for n in 0..self.section_entries {
             set_entry_unused(j, self.entry_off(i, n));
@@ -198,6 +208,16 @@ pub enum ReplayError {
 impl JournalGeometry {
     /// Decide what to replay from a whole journal image `j`.
     pub fn plan_replay(&self, j: &[u8]) -> Result<ReplayPlan, ReplayError> {
+        self.plan_replay_in(j, &COMMIT_IDS)
+    }
+
+    /// [`JournalGeometry::plan_replay`] with other commit id seeds.
+    pub fn plan_replay_in(
+        &self,
+        j: &[u8],
+        ids: &[u64; N_COMMIT_IDS],
+    ) -> Result<ReplayPlan, ReplayError> {
+        let commit_id = |k: usize, i: u32, s: u32| commit_id_in(ids, k, i, s);
         let mut used = [false; N_COMMIT_IDS];
         let mut max_sec = [0u32; N_COMMIT_IDS];
         let mut empty = true;
@@ -273,6 +293,21 @@ mod tests {
             g.init_section(&mut j, i, 0);
         }
         let p = g.plan_replay(&j).unwrap();
+        assert!(p.empty);
+        assert_eq!((p.write_start, p.write_sections, p.want_seq), (0, 3, 1));
+    }
+
+    #[test]
+    fn other_commit_id_seeds_are_a_journal_of_their_own() {
+        let g = JournalGeometry::new(4, 0, false, 3);
+        let ids = [7, 8, 9, 10];
+        let mut j = vec![0u8; g.bytes()];
+        for i in 0..3 {
+            g.init_section_in(&mut j, i, 0, &ids);
+        }
+        assert_eq!(sector_commit_id(&j, g.sector_off(2, 5)), 7 ^ (2 << 32) ^ 5);
+        assert_eq!(g.plan_replay(&j), Err(ReplayError::BadCommitId(0, 0)));
+        let p = g.plan_replay_in(&j, &ids).unwrap();
         assert!(p.empty);
         assert_eq!((p.write_start, p.write_sections, p.want_seq), (0, 3, 1));
     }

@@ -47,6 +47,8 @@ pub struct Inner {
     pub(crate) mode: Mode,
     pub(crate) hash: Option<TagHash>,
     pub(crate) jmac: Option<TagHash>,
+    /// `journal_crypt`: the on-disk journal is encrypted (see `jcrypt`).
+    pub(crate) jcrypt: Option<super::jcrypt::JournalCrypt>,
     pub(crate) data: Arc<DevHandle>,
     pub(crate) meta: Option<Arc<DevHandle>>,
     /// The superblock area as on disk (4 KiB); fields are re-encoded into it when written.

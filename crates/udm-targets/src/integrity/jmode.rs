@@ -5,7 +5,7 @@
 
 use super::core::{Inner, State};
 use udm_formats::integrity::journal::{
-    self as jf, commit_id, next_seq, prev_seq, JOURNAL_BLOCK_SECTORS, JOURNAL_MAC_PER_SECTOR,
+    self as jf, commit_id_in, next_seq, prev_seq, JOURNAL_BLOCK_SECTORS, JOURNAL_MAC_PER_SECTOR,
 };
 use udm_io::{sync, IoError, Sectors};
 
@@ -28,12 +28,7 @@ impl Inner {
                     }
                 }
             }
-            self.rw_journal_sectors(
-                st,
-                true,
-                g.sector_off(i, 0) as u64 / 512,
-                run as u64 * g.section_sectors as u64,
-            );
+            self.rw_journal_sections(st, true, i, run);
             left -= run;
             i = (i + run) % g.sections;
         }
@@ -69,8 +64,9 @@ impl Inner {
             return;
         }
         let g = self.geo.journal;
+        let ids = self.commit_ids();
         for k in 0..n {
-            g.init_section(&mut st.journal, (start + k) % g.sections, seq);
+            g.init_section_in(&mut st.journal, (start + k) % g.sections, seq, &ids);
         }
         self.write_journal(st, start, n);
     }
@@ -139,11 +135,13 @@ impl Inner {
             return;
         }
         st.wrote_to_journal = true;
+        let ids = self.commit_ids();
         let mut i = start;
         for _ in 0..n {
             for j in 0..g.section_sectors {
                 let off = g.sector_off(i, j);
-                jf::set_sector_commit_id(&mut st.journal, off, commit_id(st.commit_seq, i, j));
+                let id = commit_id_in(&ids, st.commit_seq, i, j);
+                jf::set_sector_commit_id(&mut st.journal, off, id);
             }
             i += 1;
             if i >= g.sections {
@@ -247,6 +245,12 @@ impl Inner {
                         }
                     }
                 }
+                // The kernel's tag write of each entry fails with the device's error once
+                // it has failed, and an EILSEQ counts again (`dm_integrity_rw_tag`).
+                if self.failed.load(std::sync::atomic::Ordering::SeqCst) == libc::EILSEQ {
+                    self.mismatches
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 // Only the sector word changes: data and tag stay readable below.
                 jf::set_entry_unused(&mut st.journal, e);
                 todo.push((sec, k * g.section_entries + j, i, j));
@@ -304,13 +308,13 @@ impl Inner {
         }
         let g = self.geo.journal;
         if !st.just_formatted {
-            self.rw_journal_sectors(st, false, 0, g.sectors());
+            self.rw_journal_sections(st, false, 0, g.sections);
         }
         let mut last_used = 0;
         let mut write_start = 0;
         let mut continue_at = None;
         if self.failed().is_none() {
-            match g.plan_replay(&st.journal) {
+            match g.plan_replay_in(&st.journal, &self.commit_ids()) {
                 Ok(p) => {
                     last_used = p.last_used;
                     write_start = p.write_start;

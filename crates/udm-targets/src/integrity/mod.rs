@@ -2,11 +2,12 @@
 //! reads as an error (EILSEQ) instead of wrong data — dm-integrity, target version 1.10.0 as
 //! in kernel 6.1, with its on-disk format (`udm_formats::integrity`): journal (J), bitmap (B),
 //! direct (D) and recovery (R) modes, a metadata device, block sizes up to 4 KiB, internal
-//! hashes crc32c/sha1/sha256/sha512 and their HMACs, journal MACs, recalculation and discards.
-//! `journal_crypt` is refused (not implemented).
+//! hashes crc32c/sha1/sha256/sha512 and their HMACs, journal MACs, journal encryption
+//! (`jcrypt`), recalculation and discards.
 
 mod bitmap;
 mod core;
+mod jcrypt;
 mod jmode;
 pub mod params;
 pub mod setup;
@@ -216,12 +217,6 @@ impl TargetType for IntegrityType {
         if p.allow_discards && hash.is_none() {
             return Err(inval("Discard can be only used with internal hash"));
         }
-        if p.journal_crypt.is_some() {
-            return Err(
-                TargetError::with_errno(libc::ENOENT, "Invalid journal cipher")
-                    .with_detail("udm does not implement journal_crypt"),
-            );
-        }
         let meta_h = meta.as_ref().unwrap_or(&data);
         let raw = target::read_sb_area(meta_h.dev.as_ref(), p.start)
             .map_err(|e| TargetError::with_errno(e.errno(), "Error reading superblock"))?;
@@ -356,6 +351,10 @@ impl TargetType for IntegrityType {
                 "Journal doesn't fit into memory",
             ));
         }
+        let jcrypt = match &p.journal_crypt {
+            Some(a) => Some(jcrypt::JournalCrypt::new(a, &geo.journal)?),
+            None => None,
+        };
         let bm = (n_bitmap_blocks * udm_formats::integrity::BITMAP_BLOCK_SIZE) as usize;
         let inner = Arc::new(Inner {
             p: p.clone(),
@@ -363,6 +362,7 @@ impl TargetType for IntegrityType {
             mode: p.mode,
             hash,
             jmac,
+            jcrypt,
             data,
             meta,
             sb: Mutex::new((sb, raw)),

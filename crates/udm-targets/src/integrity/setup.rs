@@ -19,6 +19,9 @@ pub struct SetupOpts {
     pub integrity_key: Option<Vec<u8>>,
     pub journal_integrity: Option<String>,
     pub journal_integrity_key: Option<Vec<u8>>,
+    /// Kernel cipher name for `journal_crypt` (`cbc(aes)`), from `--journal-crypt cbc-aes`.
+    pub journal_crypt: Option<String>,
+    pub journal_crypt_key: Option<Vec<u8>>,
     pub tag_size: Option<u32>,
     pub sector_size: Option<u32>,
     pub journal_size: Option<u64>,
@@ -38,6 +41,15 @@ pub struct SetupOpts {
     /// `--data-device`: data lives there; the integrity device holds only superblock,
     /// journal and tags (the table's `meta_device:`).
     pub data_device: Option<String>,
+}
+
+/// The kernel name of a `--journal-crypt` cipher (`cbc-aes` → `cbc(aes)`; `chacha20` and
+/// names already in the kernel's form stay).
+pub fn kernel_cipher(a: &str) -> String {
+    match a.split_once('-') {
+        Some((m, c)) if !a.contains('(') && !m.is_empty() && !c.is_empty() => format!("{m}({c})"),
+        _ => a.to_string(),
+    }
 }
 
 /// The kernel name of an integritysetup algorithm (`hmac-sha256` → `hmac(sha256)`).
@@ -147,6 +159,9 @@ pub fn table_rest_meta(
     if let Some(j) = &o.journal_integrity {
         w.push(format!("journal_mac:{j}{}", key(&o.journal_integrity_key)));
     }
+    if let Some(c) = &o.journal_crypt {
+        w.push(format!("journal_crypt:{c}{}", key(&o.journal_crypt_key)));
+    }
     format!("{tag} {} {} {}", mode.letter(), w.len(), w.join(" "))
 }
 
@@ -225,6 +240,20 @@ pub fn format_at(
     o: &SetupOpts,
     wipe: &Wipe<'_>,
 ) -> Result<Superblock, SetupError> {
+    format_at_with(path, offset, o, wipe, &mut |_| {}, &mut |_, _| {})
+}
+
+/// [`format_at`] with hooks for the tool's output: `formatted` runs once superblock and
+/// journal are written, before the wipe; `progress(size, done)` (bytes) after each 1 MiB
+/// the wipe writes.
+pub fn format_at_with(
+    path: &Path,
+    offset: u64,
+    o: &SetupOpts,
+    wipe: &Wipe<'_>,
+    formatted: &mut dyn FnMut(&Superblock),
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Superblock, SetupError> {
     let dev: Arc<dyn BlockDevice> = Arc::new(
         udm_io::file::FileDevice::open(path, false)
             .map_err(|_| SetupError::Open(path.display().to_string()))?,
@@ -270,6 +299,7 @@ pub fn format_at(
     )?;
     remove("fmt")?;
     let sb = read_sb()?;
+    formatted(&sb);
     if matches!(wipe, Wipe::None) {
         return Ok(sb);
     }
@@ -293,7 +323,7 @@ pub fn format_at(
         }
         _ => "wipe",
     };
-    let zeros_through = || -> Result<(), SetupError> {
+    let mut zeros_through = || -> Result<(), SetupError> {
         let sel = udm_core::DevSel::Name(top.into());
         let (d, _g) = reg
             .open(&sel)
@@ -305,6 +335,7 @@ pub fn format_at(
             let k = chunk.min(n - s);
             udm_io::sync::write_at(d.as_ref(), Sectors(s), &zeros[..(k * 512) as usize])?;
             s += k;
+            progress(n * 512, s * 512);
         }
         udm_io::sync::flush(d.as_ref())?;
         Ok(())
@@ -410,6 +441,9 @@ pub fn status_text(
             let _ = writeln!(s, "  journal commit time: {} ms", p.commit_time);
             if let Some(m) = &p.journal_mac {
                 let _ = writeln!(s, "  journal integrity MAC: {}", m.alg);
+            }
+            if let Some(c) = &p.journal_crypt {
+                let _ = writeln!(s, "  journal encryption: {}", c.alg);
             }
         }
         Mode::Bitmap => {

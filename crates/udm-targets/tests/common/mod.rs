@@ -9,6 +9,8 @@ use udm_core::{Registry, TableLine};
 use udm_io::{BlockDevice, Sectors};
 pub use udm_testkit::registry::{create, create_with, sel};
 
+pub mod integrity;
+
 pub fn registry() -> Registry {
     Registry::new(udm_targets::builtin())
 }

@@ -1,0 +1,44 @@
+//! Helpers of the integrity tests against the kernel: a seeded write plan in 4 KiB blocks,
+//! the same plan as `dd` commands for the refvm guest and through a udm device, and a
+//! kernel table line pointed at a host image.
+
+use std::path::Path;
+use udm_io::sync;
+use udm_testkit::rng::XorShift;
+
+/// A write plan: 24 runs of (first 4 KiB block, 1..=4 blocks) below `blocks - 8`.
+pub fn plan(seed: u64, blocks: u64) -> Vec<(u64, u64)> {
+    let mut rng = XorShift::mixed(seed);
+    (0..24)
+        .map(|_| (rng.below(blocks - 8), 1 + rng.below(4)))
+        .collect()
+}
+
+/// The kernel table of `dmsetup table` with its device replaced by `img`.
+pub fn with_image(line: &str, img: &Path) -> String {
+    let mut f: Vec<String> = line.split_whitespace().map(String::from).collect();
+    f[3] = img.display().to_string();
+    f.join(" ")
+}
+
+/// Write the plan's blocks of `data` one 4 KiB block at a time, each flushed.
+pub fn udm_write_plan(dev: &dyn udm_io::BlockDevice, data: &[u8], plan: &[(u64, u64)]) {
+    for &(b, n) in plan {
+        for k in b..b + n {
+            let o = (k * 4096) as usize;
+            super::write(dev, k * 8, &data[o..o + 4096]);
+            sync::flush(dev).unwrap();
+        }
+    }
+}
+
+/// The plan as guest `dd` commands from `data.bin` (4 KiB, direct and synced writes).
+pub fn kernel_write_plan(dev: &str, plan: &[(u64, u64)]) -> String {
+    plan.iter()
+        .map(|(b, n)| {
+            format!(
+                "dd if=data.bin of={dev} bs=4096 skip={b} seek={b} count={n} oflag=direct,sync conv=notrunc status=none\n"
+            )
+        })
+        .collect()
+}
