@@ -13,6 +13,7 @@ pub mod layout;
 pub mod meta;
 pub mod meta_io;
 pub mod params;
+pub mod row_sync;
 pub mod sync;
 
 use engine::{Array, Leg, RAID1_UNIT};
@@ -536,7 +537,7 @@ impl Target for RaidTarget {
         }
         s.syncer.client_io.fetch_add(1, Relaxed);
         if bio.op == BioOp::Read && !bio.flags.contains(BioFlags::PREFLUSH) && !bio.is_empty() {
-            if let Some(plan) = s.array.fast_read_plan(bio.sector.0, bio.len().0) {
+            if let Some(plan) = s.array.fast_read_plan(bio.sector.0, bio.len().0, true) {
                 let lens: Vec<Sectors> = plan.iter().map(|p| Sectors(p.0)).collect();
                 for (piece, (_, at)) in bio.split(&lens).into_iter().zip(plan) {
                     let me = s.clone();
@@ -570,7 +571,7 @@ impl Target for RaidTarget {
         if a.geo.level != 1 || self.shared.suspended.load(SeqCst) {
             return None;
         }
-        let plan = a.fast_read_plan(sector.0, len.0)?;
+        let plan = a.fast_read_plan(sector.0, len.0, false)?;
         let [(_, at)] = plan.as_slice() else {
             return None;
         };
