@@ -12,6 +12,7 @@ pub mod gf;
 pub mod layout;
 pub mod meta;
 pub mod meta_io;
+pub mod mirror_write;
 pub mod params;
 pub mod row_sync;
 pub mod sync;
@@ -530,7 +531,7 @@ impl Shared {
 }
 
 impl Target for RaidTarget {
-    fn map(&self, bio: Bio) -> MapResult {
+    fn map(&self, mut bio: Bio) -> MapResult {
         let s = &self.shared;
         if bio.op == BioOp::Discard {
             return MapResult::Kill(bio, IoError::NotSupported);
@@ -551,6 +552,22 @@ impl Target for RaidTarget {
                     });
                 }
                 return MapResult::Submitted;
+            }
+        }
+        if bio.op == BioOp::Write && matches!(s.array.geo.level, 1 | 10) {
+            let me = s.clone();
+            let slow = move |bio: Bio, bad: Vec<usize>, landed: bool| {
+                let k = me.next_io.fetch_add(1, SeqCst) % me.io.len();
+                let me2 = me.clone();
+                me.io[k].spawn(move || {
+                    bad.iter().for_each(|&d| me2.array.fail_leg(d));
+                    me2.array.meta.event();
+                    bio.complete(if landed { Ok(()) } else { Err(IoError::Io) })
+                });
+            };
+            match mirror_write::submit(s, bio, slow) {
+                Ok(()) => return MapResult::Submitted,
+                Err(b) => bio = b,
             }
         }
         let k = s.next_io.fetch_add(1, SeqCst) % s.io.len();
