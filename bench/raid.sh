@@ -145,6 +145,8 @@ printf '%-8s %7s %7s %9s %9s %12s %14s\n' kind read write rd-cpu wr-cpu read/lin
 declare -A M
 for k in "${KINDS[@]}"; do
   for x in read write rcpu wcpu; do M[$k-$x]=$(medof "$k-$x"); done
+done
+for k in "${KINDS[@]}"; do
   printf '%-8s %7s %7s %9s %9s %12s %14s\n' "$k" "${M[$k-read]}" "${M[$k-write]}" "${M[$k-rcpu]}" \
     "${M[$k-wcpu]}" "$(ratio "${M[$k-read]}" "${M[linear-read]}")" "$(ratio "${M[$k-write]}" "${M[striped-write]}")"
 done
