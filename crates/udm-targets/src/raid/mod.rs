@@ -3,8 +3,10 @@
 //! formats), degraded operation, rebuild, resync limited to the bitmap's dirty regions,
 //! scrubbing and the kernel's status lines.
 //!
-//! Bios are handled on the target's own I/O threads (blocking there on the legs); the sync
-//! machinery runs on a separate worker; a bitmap daemon clears bits every `daemon_sleep`.
+//! In-sync reads (`fast`) and raid1/raid10 writes into dirty regions (`mirror_write`) go to
+//! the legs asynchronously from the submitter; other bios are handled on the target's own
+//! I/O threads (blocking there on the legs); the sync machinery runs on a separate worker;
+//! a bitmap daemon clears bits every `daemon_sleep`.
 
 pub mod engine;
 pub mod fast;
