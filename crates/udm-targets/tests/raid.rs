@@ -3,7 +3,8 @@
 //! loaded below) up to what the level tolerates and one more (then EIO or the right data,
 //! never wrong data), rebuild of a replaced leg, resync limited to the bitmap's dirty
 //! regions after an unclean stop, check/repair with mismatch counts, the on-disk
-//! superblock and bitmap fields, and decoders that never panic on garbage.
+//! superblock and bitmap fields, and decoders that never panic on garbage; `parallel`:
+//! split raid1 reads, concurrent mirrored writes and parity sync with many rows in flight.
 
 mod common;
 use common::*;
@@ -20,15 +21,20 @@ struct Set {
     reg: udm_core::Registry,
     dir: tempfile::TempDir,
     n: usize,
+    leg: u64,
 }
 
 impl Set {
     fn new(n: usize) -> Set {
+        Set::sized(n, LEG)
+    }
+    /// `n` legs of `leg` sectors each.
+    fn sized(n: usize, leg: u64) -> Set {
         let reg = registry();
         let dir = tempfile::tempdir().unwrap();
         for i in 0..n {
             let m = image(dir.path(), &format!("m{i}"), META, 0);
-            let d = image(dir.path(), &format!("d{i}"), LEG, 0);
+            let d = image(dir.path(), &format!("d{i}"), leg, 0);
             create(
                 &reg,
                 &format!("m{i}"),
@@ -38,11 +44,11 @@ impl Set {
             create(
                 &reg,
                 &format!("d{i}"),
-                &format!("0 {LEG} linear {} 0", d.display()),
+                &format!("0 {leg} linear {} 0", d.display()),
             )
             .unwrap();
         }
-        Set { reg, dir, n }
+        Set { reg, dir, n, leg }
     }
     fn devs(&self) -> String {
         let mut s = format!("{}", self.n);
@@ -67,7 +73,7 @@ impl Set {
     }
     /// Fail leg `i`'s data device: every I/O to it errors from now on.
     fn fail(&self, i: usize) {
-        self.reload(&format!("d{i}"), &format!("0 {LEG} error"));
+        self.reload(&format!("d{i}"), &format!("0 {} error", self.leg));
     }
     fn leg_path(&self, what: &str, i: usize) -> std::path::PathBuf {
         self.dir.path().join(format!("{what}{i}"))
@@ -468,6 +474,209 @@ mod fuzz {
                 std::fs::write(set.leg_path("m", i), m).unwrap();
             }
             let _ = create(&set.reg, "r", &set.table(LEG, "raid1", &[]));
+        }
+    }
+}
+
+/// The parallel paths: raid1 reads cut over every copy (same bytes as one leg holds; a
+/// leg failing under a piece is reported and the piece read elsewhere), mirrored writes
+/// in flight together (each on every leg when it is acknowledged), and parity resync and
+/// rebuild running many multi-row jobs at once (identical legs afterwards).
+mod parallel {
+
+    use super::*;
+    use std::os::unix::fs::FileExt;
+    use udm_io::{Bio, IoBuf};
+
+    /// 16 MiB legs: more rows than one window of sync jobs covers.
+    const BIG: u64 = 32768;
+
+    /// The same pseudo-random contents on every data leg (a mirror in sync); returns them.
+    fn fill_same(set: &Set, seed: u64) -> Vec<u8> {
+        let data = udm_testkit::rng::noise((set.leg * 512) as usize, seed);
+        for i in 0..set.n {
+            std::fs::write(set.leg_path("d", i), &data).unwrap();
+        }
+        data
+    }
+
+    fn health(set: &Set) -> String {
+        status_fields(&set.reg, "r")[2].clone()
+    }
+
+    #[test]
+    fn split_raid1_reads_return_what_one_leg_holds() {
+        let seed = udm_testkit::prop::seed();
+        eprintln!("seed {seed}");
+        let mut rng = XorShift::mixed(seed ^ 0x5b11);
+        for n in [2usize, 3, 4] {
+            let set = Set::sized(n, BIG);
+            let data = fill_same(&set, seed + n as u64);
+            create(&set.reg, "r", &set.table(BIG, "raid1", &["nosync"])).unwrap();
+            let (dev, _g) = open(&set.reg, "r");
+            for _ in 0..60 {
+                let len = 8 * (1 + rng.below(400));
+                let s = rng.below(BIG - len);
+                let (a, b) = ((s * 512) as usize, ((s + len) * 512) as usize);
+                assert!(
+                    read(&*dev, s, b - a) == data[a..b],
+                    "raid1 x{n}: read at {s}+{len}"
+                );
+            }
+            assert_eq!(health(&set), "A".repeat(n), "raid1 x{n}");
+        }
+    }
+
+    #[test]
+    fn a_leg_failing_under_a_split_read_is_reported_and_the_piece_read_elsewhere() {
+        let seed = udm_testkit::prop::seed();
+        for n in [2usize, 3, 4] {
+            for k in 0..n {
+                let set = Set::sized(n, BIG);
+                let data = fill_same(&set, seed ^ (n * 10 + k) as u64);
+                create(&set.reg, "r", &set.table(BIG, "raid1", &["nosync"])).unwrap();
+                set.fail(k);
+                let (dev, _g) = open(&set.reg, "r");
+                // One 512 KiB read: every copy gets a piece of it, so leg k's error shows.
+                let (s, len) = (2048u64, 1024u64);
+                let (a, b) = ((s * 512) as usize, ((s + len) * 512) as usize);
+                assert!(read(&*dev, s, b - a) == data[a..b], "x{n} leg {k} failed");
+                let want: String = (0..n).map(|i| if i == k { 'D' } else { 'A' }).collect();
+                assert_eq!(health(&set), want, "x{n}: the failed leg is reported");
+                assert!(
+                    read(&*dev, 0, data.len()) == data,
+                    "x{n} leg {k}: whole device"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn concurrent_mirrored_writes_are_on_every_leg_when_acknowledged() {
+        let seed = udm_testkit::prop::seed();
+        let mut rng = XorShift::mixed(seed ^ 0xc0c0);
+        // raid10 over 2 legs keeps both copies at the same offset, as raid1 does.
+        for (ty, n) in [("raid1", 3usize), ("raid10", 2)] {
+            let set = Set::sized(n, BIG);
+            let t = set.table(BIG, ty, &["nosync", "region_size", "1024"]);
+            create(&set.reg, "r", &t).unwrap();
+            let (dev, _g) = open(&set.reg, "r");
+            // Dirty every region first (bitmap bits set), so the writes below need no
+            // bitmap write and go to the legs straight from the submitter.
+            for r in 0..BIG / 1024 {
+                write(&*dev, r * 1024, &[0x11u8; 4096]);
+            }
+            let legs: Vec<std::sync::Arc<std::fs::File>> = (0..n)
+                .map(|i| std::sync::Arc::new(std::fs::File::open(set.leg_path("d", i)).unwrap()))
+                .collect();
+            let (tx, rx) = crossbeam_channel::unbounded();
+            // 64 writes in flight at once, each inside its own 256 KiB slot.
+            let writes = 64u64;
+            for w in 0..writes {
+                let slot = BIG / writes;
+                let len = 8 * (1 + rng.below(slot / 8 - 1));
+                let s = w * slot + rng.below(slot - len);
+                let data = rng.bytes((len * 512) as usize);
+                let (legs, tx, expect) = (legs.clone(), tx.clone(), data.clone());
+                let bio = Bio::write(
+                    Sectors(s),
+                    IoBuf::from_vec(data),
+                    Box::new(move |r, _| {
+                        // At the acknowledgement every leg already holds the data.
+                        let on_all = legs.iter().all(|f| {
+                            let mut b = vec![0u8; expect.len()];
+                            f.read_exact_at(&mut b, s * 512).is_ok() && b == expect
+                        });
+                        let _ = tx.send((s, r.is_ok(), on_all));
+                    }),
+                );
+                dev.submit(bio);
+            }
+            drop(tx);
+            let got: Vec<(u64, bool, bool)> = rx.iter().collect();
+            assert_eq!(got.len() as u64, writes, "{ty}");
+            for (s, ok, on_all) in got {
+                assert!(
+                    ok && on_all,
+                    "{ty}: write at {s}: ok {ok}, on every leg {on_all}"
+                );
+            }
+            assert_eq!(health(&set), "A".repeat(n), "{ty}");
+        }
+    }
+
+    /// The data legs' bytes.
+    fn legs_of(set: &Set, names: &[String]) -> Vec<Vec<u8>> {
+        names
+            .iter()
+            .map(|p| std::fs::read(set.dir.path().join(p)).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn parity_resync_and_rebuild_with_many_rows_in_flight_give_identical_legs() {
+        let seed = udm_testkit::prop::seed();
+        let mut rng = XorShift::mixed(seed ^ 0xeb11d);
+        for (ty, n, parity) in [
+            ("raid5_ls", 4usize, 1u64),
+            ("raid4", 4, 1),
+            ("raid6_zr", 5, 2),
+            ("raid6_ls_6", 5, 2),
+        ] {
+            let set = Set::sized(n, BIG);
+            // Junk on every leg: the initial resync must make every row's parity consistent.
+            for i in 0..n {
+                let junk = udm_testkit::rng::noise((BIG * 512) as usize, seed ^ i as u64);
+                std::fs::write(set.leg_path("d", i), junk).unwrap();
+            }
+            let len = (n as u64 - parity) * BIG;
+            create(&set.reg, "r", &set.table(len, ty, &[])).unwrap();
+            wait_idle(&set.reg, "r");
+            set.reg.message(&sel("r"), 0, &["check".into()]).unwrap();
+            let f = wait_idle(&set.reg, "r");
+            assert_eq!(f[5], "0", "{ty}: parity after the resync: {f:?}");
+            {
+                let (dev, _g) = open(&set.reg, "r");
+                for _ in 0..40 {
+                    let l = 8 * (1 + rng.below(256));
+                    let s = rng.below(len - l);
+                    write(&*dev, s, &rng.bytes((l * 512) as usize));
+                }
+            }
+            let mut names: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+            let before = legs_of(&set, &names);
+            // Replace leg 1 (then, raid6, legs 0 and 3 together) with junk and rebuild.
+            let mut rounds = vec![vec![1usize]];
+            if parity == 2 {
+                rounds.push(vec![0, 3]);
+            }
+            for (r, lost) in rounds.iter().enumerate() {
+                for &i in lost {
+                    let fresh = format!("new{r}_{i}");
+                    image(set.dir.path(), &fresh, BIG, 0xee);
+                    set.reload(
+                        &format!("d{i}"),
+                        &format!("0 {BIG} linear {} 0", set.dir.path().join(&fresh).display()),
+                    );
+                    std::fs::write(set.leg_path("m", i), vec![0u8; (META * 512) as usize]).unwrap();
+                    names[i] = fresh;
+                }
+                let list = lost.iter().map(|i| i.to_string()).collect::<Vec<_>>();
+                let mut params: Vec<&str> = Vec::new();
+                for i in &list {
+                    params.extend(["rebuild", i.as_str()]);
+                }
+                set.reload("r", &set.table(len, ty, &params));
+                let f = wait_idle(&set.reg, "r");
+                assert!(f[2].bytes().all(|c| c == b'A'), "{ty}: {f:?}");
+                let after = legs_of(&set, &names);
+                for i in 0..n {
+                    assert!(
+                        after[i] == before[i],
+                        "{ty}: leg {i} after rebuilding {lost:?}"
+                    );
+                }
+            }
         }
     }
 }

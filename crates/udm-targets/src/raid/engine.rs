@@ -94,6 +94,16 @@ impl Array {
         RowGuard { a: self, key }
     }
 
+    /// Take lock `key` if free (released with `unlock`).
+    pub fn try_lock(&self, key: u64) -> bool {
+        self.locks.lock().insert(key)
+    }
+
+    pub fn unlock(&self, key: u64) {
+        self.locks.lock().remove(&key);
+        self.unlocked.notify_all();
+    }
+
     /// Failed or missing legs.
     pub fn degraded(&self) -> usize {
         self.legs.iter().filter(|l| !l.usable()).count()

@@ -5,6 +5,12 @@
 //! another, otherwise the least busy copy nearest its head wins; write-mostly legs only when
 //! nothing else can serve. A leg read that fails marks the leg failed and hands the bio to
 //! the blocking path, which reads another copy or reconstructs from parity.
+//!
+//! A large raid1 read is also cut into one piece per readable copy (at least `SPLIT_MIN`
+//! each, 4 KiB aligned), the pieces read from different legs at once: one sequential
+//! stream then gets the bandwidth of every leg, as striping would, where md keeps a stream
+//! on one disk for its read-ahead. The NBD splice path (`read_file_range`) still takes one
+//! leg per request: there the request threads give the parallelism.
 
 use super::engine::Array;
 use std::sync::atomic::Ordering::Relaxed;
@@ -13,6 +19,9 @@ use udm_io::{Bio, IoBuf, IoError, Sectors};
 /// A sequential stream stays on its leg while that leg has fewer reads queued than this
 /// more than the least busy copy.
 const SEQ_SLACK: usize = 2;
+
+/// The smallest piece a split raid1 read gives one leg (64 KiB).
+pub const SPLIT_MIN: u64 = 128;
 
 /// Where one piece of a read goes.
 pub struct LegRead {
@@ -54,9 +63,46 @@ impl Array {
         }
     }
 
+    /// raid1: cut `secs` sectors at `s` into one piece per readable copy (least busy
+    /// first, write-mostly legs never), or `None` when the read is too small or only one
+    /// copy can serve it.
+    fn split_plan(&self, s: u64, secs: u64) -> Option<Vec<(u64, LegRead)>> {
+        if secs < 2 * SPLIT_MIN {
+            return None;
+        }
+        let mut legs: Vec<(usize, usize)> = (0..self.legs.len())
+            .filter(|&d| self.legs[d].readable(s + secs) && !self.legs[d].write_mostly)
+            .map(|d| (self.legs[d].pending.load(Relaxed), d))
+            .collect();
+        let n = legs.len().min((secs / SPLIT_MIN) as usize);
+        if n < 2 {
+            return None;
+        }
+        legs.sort_unstable();
+        let piece = secs.div_ceil(n as u64).next_multiple_of(8);
+        let mut out = Vec::with_capacity(n);
+        let mut o = 0;
+        for &(_, d) in legs.iter().take(n) {
+            if o >= secs {
+                break;
+            }
+            let len = piece.min(secs - o);
+            out.push((
+                len,
+                LegRead {
+                    leg: d,
+                    sector: s + o,
+                },
+            ));
+            o += len;
+        }
+        Some(out)
+    }
+
     /// Where a read at logical sector `s` of `secs` sectors (inside one split unit) can be
-    /// served from without the blocking path: one leg read per piece.
-    pub fn fast_read_plan(&self, s: u64, secs: u64) -> Option<Vec<(u64, LegRead)>> {
+    /// served from without the blocking path: one leg read per piece. `split`: a large
+    /// raid1 read may be cut over several copies.
+    pub fn fast_read_plan(&self, s: u64, secs: u64, split: bool) -> Option<Vec<(u64, LegRead)>> {
         let g = &self.geo;
         match g.level {
             0 => {
@@ -68,6 +114,11 @@ impl Array {
             1 => {
                 if self.meta.range_needs_sync(s, s + secs) {
                     return None;
+                }
+                if split {
+                    if let Some(plan) = self.split_plan(s, secs) {
+                        return Some(plan);
+                    }
                 }
                 let copies: Vec<(usize, u64)> = (0..self.legs.len()).map(|i| (i, s)).collect();
                 Some(vec![(secs, self.balance(&copies, secs)?)])

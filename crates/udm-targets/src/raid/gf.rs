@@ -68,7 +68,7 @@ fn x2(v: u64) -> u64 {
     ((v << 1) & 0xfefe_fefe_fefe_fefe) ^ ((hi >> 7).wrapping_mul(0x1d))
 }
 
-fn xor_into(dst: &mut [u8], src: &[u8]) {
+pub fn xor_into(dst: &mut [u8], src: &[u8]) {
     let (dc, dr) = dst.split_at_mut(dst.len() / 8 * 8);
     let (sc, sr) = src.split_at(dc.len());
     for (d, s) in dc.chunks_exact_mut(8).zip(sc.chunks_exact(8)) {

@@ -172,6 +172,35 @@ impl MetaState {
         })
     }
 
+    /// `start_write` when it needs no I/O: every region's bit is set already (and so on
+    /// disk), as in a stream of writes into dirty regions. False, nothing changed,
+    /// otherwise. A true return is ended with `end_write`.
+    pub fn start_write_set(&self, s: u64, end: u64) -> bool {
+        let Some((r0, r1)) = self.regions(s, end) else {
+            return true;
+        };
+        let Some(bm) = self.bm.as_ref() else {
+            return true;
+        };
+        let mut g = bm.lock();
+        if !(r0..=r1).all(|r| test_bit(&g.bits, r)) {
+            return false;
+        }
+        for r in r0..=r1 {
+            g.pending[r as usize] += 1;
+            g.touched[r as usize] = true;
+        }
+        true
+    }
+
+    /// The end of a write begun with `start_write_set`.
+    pub fn end_write(&self, s: u64, end: u64) {
+        drop(WriteGuard {
+            m: self,
+            r: self.regions(s, end),
+        });
+    }
+
     /// The bitmap daemon: clear bits of regions with no write in flight and none since the
     /// last pass, unless the set is degraded (those bits let a returning leg resync only
     /// what changed).

@@ -3,8 +3,10 @@
 //! formats), degraded operation, rebuild, resync limited to the bitmap's dirty regions,
 //! scrubbing and the kernel's status lines.
 //!
-//! Bios are handled on the target's own I/O threads (blocking there on the legs); the sync
-//! machinery runs on a separate worker; a bitmap daemon clears bits every `daemon_sleep`.
+//! In-sync reads (`fast`) and raid1/raid10 writes into dirty regions (`mirror_write`) go to
+//! the legs asynchronously from the submitter; other bios are handled on the target's own
+//! I/O threads (blocking there on the legs); the sync machinery runs on a separate worker;
+//! a bitmap daemon clears bits every `daemon_sleep`.
 
 pub mod engine;
 pub mod fast;
@@ -12,7 +14,9 @@ pub mod gf;
 pub mod layout;
 pub mod meta;
 pub mod meta_io;
+pub mod mirror_write;
 pub mod params;
+pub mod row_sync;
 pub mod sync;
 
 use engine::{Array, Leg, RAID1_UNIT};
@@ -529,14 +533,14 @@ impl Shared {
 }
 
 impl Target for RaidTarget {
-    fn map(&self, bio: Bio) -> MapResult {
+    fn map(&self, mut bio: Bio) -> MapResult {
         let s = &self.shared;
         if bio.op == BioOp::Discard {
             return MapResult::Kill(bio, IoError::NotSupported);
         }
         s.syncer.client_io.fetch_add(1, Relaxed);
         if bio.op == BioOp::Read && !bio.flags.contains(BioFlags::PREFLUSH) && !bio.is_empty() {
-            if let Some(plan) = s.array.fast_read_plan(bio.sector.0, bio.len().0) {
+            if let Some(plan) = s.array.fast_read_plan(bio.sector.0, bio.len().0, true) {
                 let lens: Vec<Sectors> = plan.iter().map(|p| Sectors(p.0)).collect();
                 for (piece, (_, at)) in bio.split(&lens).into_iter().zip(plan) {
                     let me = s.clone();
@@ -550,6 +554,22 @@ impl Target for RaidTarget {
                     });
                 }
                 return MapResult::Submitted;
+            }
+        }
+        if bio.op == BioOp::Write && matches!(s.array.geo.level, 1 | 10) {
+            let me = s.clone();
+            let slow = move |bio: Bio, bad: Vec<usize>, landed: bool| {
+                let k = me.next_io.fetch_add(1, SeqCst) % me.io.len();
+                let me2 = me.clone();
+                me.io[k].spawn(move || {
+                    bad.iter().for_each(|&d| me2.array.fail_leg(d));
+                    me2.array.meta.event();
+                    bio.complete(if landed { Ok(()) } else { Err(IoError::Io) })
+                });
+            };
+            match mirror_write::submit(s, bio, slow) {
+                Ok(()) => return MapResult::Submitted,
+                Err(b) => bio = b,
             }
         }
         let k = s.next_io.fetch_add(1, SeqCst) % s.io.len();
@@ -570,7 +590,7 @@ impl Target for RaidTarget {
         if a.geo.level != 1 || self.shared.suspended.load(SeqCst) {
             return None;
         }
-        let plan = a.fast_read_plan(sector.0, len.0)?;
+        let plan = a.fast_read_plan(sector.0, len.0, false)?;
         let [(_, at)] = plan.as_slice() else {
             return None;
         };

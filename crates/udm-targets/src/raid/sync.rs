@@ -48,16 +48,27 @@ pub struct SyncCtl {
 pub struct Syncer {
     pub ctl: Mutex<SyncCtl>,
     pub interrupt: AtomicBool,
-    /// KiB/s per device; 0: unthrottled.
+    /// KiB/s of sync progress the sync never exceeds (`max_recovery_rate`, else md's
+    /// `speed_limit_max`).
     pub max_rate: u64,
-    /// KiB/s per device the sync is held to while client I/O goes on; 0: not held.
+    /// KiB/s below which client I/O does not slow the sync (`min_recovery_rate`, else md's
+    /// `speed_limit_min`); above it, with client I/O since the last window, the sync drains
+    /// its I/O between jobs (md_do_sync's wait for `recovery_active`).
     pub min_rate: u64,
     /// Client bios seen (bumped by the target's map).
     pub client_io: AtomicU64,
 }
 
+/// md's system-wide defaults (`/proc/sys/dev/raid/speed_limit_max` and `_min`, KiB/s),
+/// which dm-raid leaves in force when the table gives no recovery rate.
+pub const SPEED_LIMIT_MAX: u64 = 200_000;
+pub const SPEED_LIMIT_MIN: u64 = 1_000;
+
 impl Syncer {
+    /// Rates in KiB/s as the table gives them; 0 (not given) takes md's default.
     pub fn new(max_rate: u64, min_rate: u64) -> Syncer {
+        let or = |v: u64, d: u64| if v == 0 { d } else { v };
+        let (max_rate, min_rate) = (or(max_rate, SPEED_LIMIT_MAX), or(min_rate, SPEED_LIMIT_MIN));
         Syncer {
             ctl: Mutex::new(SyncCtl {
                 needed: true,
@@ -142,17 +153,21 @@ pub fn run(a: &Array, s: &Syncer, act: Action) {
     }
     let max = a.meta.sync_max;
     let unit = unit_len(a);
-    // raid4/5/6 sync row by row as before: measured, multi-row jobs cost twice the CPU per
-    // rebuilt MiB (each row's blocks are copied out of the run's buffers).
+    // raid4/5/6: resync and single-leg recovery run multi-row jobs in parallel, each row
+    // computed from slices of the job's reads (`row_sync`); check and repair (and anything
+    // `row_sync` does not cover) go row by row, since copying rows out of a run's buffers
+    // measured twice the CPU per MiB.
+    let fast_rows = matches!(act, Action::Resync | Action::Recover);
     let job_units = match a.geo.level {
         1 => (JOB_BYTES / 512 / unit).max(1),
+        10 => 1,
+        _ if fast_rows => (JOB_BYTES / 512 / unit).max(1),
         _ => 1,
     };
-    // Parity rows run one after another on this thread: measured, rows spread over
-    // threads cost three times the CPU per rebuilt MiB (fresh arenas for their blocks).
     let window = match a.geo.level {
         10 => 4 * WINDOW,
         1 => WINDOW,
+        _ if fast_rows => WINDOW,
         _ => 1,
     };
     let rcp0 = a.meta.info.lock().recovery_cp;
@@ -165,13 +180,15 @@ pub fn run(a: &Array, s: &Syncer, act: Action) {
         .filter(|&i| a.legs[i].usable() && a.legs[i].recovery.load(SeqCst) != u64::MAX)
         .collect();
     // Sync buffers are recycled: fresh multi-MiB allocations cost page faults each time.
-    let pool = BufPool::new(WINDOW * 4 * (a.legs.len() + 1));
+    // At most `window` jobs of one buffer per device (and one output) are in flight.
+    let pool = BufPool::new(window * (a.legs.len() + 1));
     let t0 = Instant::now();
     let mut done_bytes = 0u64;
     let mut last_sb = Instant::now();
     let mut last_io = s.client_io.load(SeqCst);
     let mut pos = start;
     let mut ok = true;
+    let mut win_now = window;
     while pos < max {
         if s.interrupt.load(SeqCst) {
             ok = false;
@@ -192,7 +209,7 @@ pub fn run(a: &Array, s: &Syncer, act: Action) {
                 _ => true,
             };
             if needed {
-                let full = jobs.len() == window;
+                let full = jobs.len() == win_now;
                 match jobs.last_mut() {
                     Some(j) if j.pos + j.len == p && j.units < job_units => {
                         j.len += len;
@@ -246,14 +263,17 @@ pub fn run(a: &Array, s: &Syncer, act: Action) {
             a.meta.write_superblocks(a);
             last_sb = Instant::now();
         }
-        // md_do_sync's throttle: never above max_recovery_rate; with client I/O since
-        // the last window, no faster than min_recovery_rate (when the table sets one).
+        // md_do_sync's throttle: never above the max rate; above the min rate, with client
+        // I/O since the last window, one job at a time (drained before the next).
         let io = s.client_io.load(SeqCst);
         let busy = io != std::mem::replace(&mut last_io, io);
         throttle(s.max_rate, done_bytes, t0);
-        if busy {
-            throttle(s.min_rate, done_bytes, t0);
-        }
+        let kib_s = done_bytes as f64 / 1024.0 / t0.elapsed().as_secs_f64().max(1e-3);
+        win_now = if busy && kib_s > s.min_rate as f64 {
+            1
+        } else {
+            window
+        };
         if targets.iter().any(|&i| !a.legs[i].usable()) && act == Action::Recover {
             ok = false;
             break;
@@ -509,6 +529,10 @@ fn sync_rows(
             return 0;
         }
         whole[d] = Some(b);
+    }
+    if super::row_sync::sync_run(a, pool, act, row0, rows, &mut whole) {
+        whole.into_iter().flatten().for_each(|b| pool.put(b));
+        return 0;
     }
     let mut mism = 0;
     // Per device: (row index, block) to write, in row order.
