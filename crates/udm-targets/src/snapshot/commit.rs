@@ -78,7 +78,7 @@ fn run(sh: &SnapShared) {
     }
     // Everything added before the requests is in this copy of the area (and maybe more).
     let pending = {
-        let g = sh.st.lock();
+        let mut g = sh.st.lock();
         if g.valid {
             g.store.take_pending()
         } else {
