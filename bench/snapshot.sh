@@ -77,10 +77,12 @@ measure() { # job bin pid cmd...
 }
 # One fio pass over SIZE MiB; prints MiB/s (after a sync, so no pass pays for the previous
 # one's writeback).
-pass() { # uri rw
+pass() { # uri rw [sync: one NBD flush at the end, inside the timing]
   sync -f "$O"
+  local end=()
+  [ "${3:-}" = sync ] && end=(--end_fsync=1)
   fio --name=j --ioengine=nbd --uri="$1" --rw="$2" --bs=64k --iodepth=16 --size=${SIZE}m \
-    --output-format=json 2>/dev/null | python3 -c '
+    "${end[@]}" --output-format=json 2>/dev/null | python3 -c '
 import json, sys
 t = sys.stdin.read(); d = json.loads(t[t.index("{"):])["jobs"][0]
 s = d["read"] if d["read"]["io_bytes"] else d["write"]
@@ -97,10 +99,11 @@ udm_jobs() {
   u() { UDM_SOCKET=$W/ctl "$UDM" "$@"; }
   mk() { u create "$1" --table "$2" >/dev/null; }
   uri() { echo "nbd+unix:///$1?socket=$W/nbd.sock"; }
-  for c in s1 s4a s4b s4c s4d sw; do rm -f "$W/$c.cow"; truncate -s $COWB "$W/$c.cow"; done
+  for c in s1 s1b s4a s4b s4c s4d sw; do rm -f "$W/$c.cow"; truncate -s $COWB "$W/$c.cow"; done
 
   mk lin "0 $SECT linear $O 0"
   measure linear-write "$B" $D pass "$(uri lin)" write
+  measure linear-write-sync "$B" $D pass "$(uri lin)" write sync
   measure linear-read "$B" $D pass "$(uri lin)" read
   u remove lin
   mk o0 "0 $SECT snapshot-origin $O"
@@ -109,7 +112,13 @@ udm_jobs() {
   mk s1 "0 $SECT snapshot $O $W/s1.cow P $CHUNK"
   mk o1 "0 $SECT snapshot-origin $O"
   measure origin-write-1 "$B" $D pass "$(uri o1)" write
+  # The same with a flush at the end, into a second fresh snapshot (s1 has every chunk now,
+  # so this pass copies into s1b alone: one snapshot's work again).
+  mk s1b "0 $SECT snapshot $O $W/s1b.cow P $CHUNK"
+  measure origin-write-1-sync "$B" $D pass "$(uri o1)" write sync
   u remove o1
+  u remove s1b
+  rm -f "$W/s1b.cow"
   measure snap-read "$B" $D pass "$(uri s1)" read
   u remove s1
   for c in s4a s4b s4c s4d; do mk $c "0 $SECT snapshot $O $W/$c.cow P $CHUNK"; done
@@ -208,12 +217,14 @@ def med(job, b, i=0):
     vals = [float(x[i]) for x in r if x[i] != "-"]
     return st.median(vals) if vals else None
 bins = ["new"] + (["base"] if sys.argv[2] else [])
-ref = {"origin-write": "linear-write", "snap-write": "linear-write", "qemu-write": "linear-write",
+ref = {"origin-write-1-sync": "linear-write-sync", "linear-write-sync": "linear-write",
+       "origin-write": "linear-write", "snap-write": "linear-write", "qemu-write": "linear-write",
        "snap-read": "linear-read", "qemu-read": "linear-read", "merge": "copier",
        "qemu-commit": "copier", "copier-sync": "copier"}
 def refjob(job):
     return next((r for k, r in ref.items() if job.startswith(k)), None)
-jobs = ["linear-write", "origin-write-0", "origin-write-1", "origin-write-4", "snap-write",
+jobs = ["linear-write", "linear-write-sync", "origin-write-0", "origin-write-1",
+        "origin-write-1-sync", "origin-write-4", "snap-write",
         "qemu-write", "linear-read", "snap-read", "qemu-read", "copier", "copier-sync", "merge",
         "qemu-commit"]
 print(f"{'job':16} {'bin':6} {'MiB/s':>8} {'ratio':>6} {'CPU-s':>6} {'syncs':>6}   rounds (MiB/s)")
@@ -236,7 +247,8 @@ for b in bins:
         return x / y if x and y else float("nan")
     o0, o1, o4 = (med(f"origin-write-{k}", b) for k in (0, 1, 4))
     grow = (1 / o4 - 1 / o0) / max(1 / o1 - 1 / o0, 1e-9)
-    print(f"aims ({b}): origin write 1 snapshot >= 0.5x linear: {r('origin-write-1', 'linear-write'):.2f};"
+    print(f"aims ({b}): origin write 1 snapshot >= 0.5x linear: {r('origin-write-1', 'linear-write'):.2f}"
+          f" (each ended by a flush: {r('origin-write-1-sync', 'linear-write-sync'):.2f});"
           f" merge >= copier/2: {r('merge', 'copier'):.2f}x copier"
           f" ({med('merge', b) / med('copier-sync', 'copier'):.2f}x copier+fdatasync);"
           f" 4 vs 1 snapshot extra cost (sub-linear if < 4): {grow:.2f}")
