@@ -19,7 +19,7 @@
 # job. Prints MiB/s and the ratios the snapshot issue aims at. Not part of CI.
 #
 #   bench/snapshot.sh [SIZE_MIB] [CHUNK_SECTORS] [ROUNDS]
-#     defaults 256, 8 (LVM's 4 KiB), 3; UDM_BIN=path skips the build; UDM_BASE=path adds a
+#     defaults 256, 8 (LVM's 4 KiB), 3; UDM_BIN=path skips the builds; UDM_BASE=path adds a
 #     "before" binary side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +29,10 @@ ROUNDS=${3:-3}
 for t in fio qemu-img qemu-nbd python3; do command -v $t >/dev/null || { echo "need $t"; exit 1; }; done
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 if [ -z "${UDM_BIN:-}" ]; then cargo build --release -q -p udm; fi
-cargo build --release -q -p udm-core --example copy_speed
+# With UDM_BIN given, an existing copy_speed is used as it is.
+if [ -z "${UDM_BIN:-}" ] || [ ! -x "$TARGET/release/examples/copy_speed" ]; then
+  cargo build --release -q -p udm-core --example copy_speed
+fi
 UDM_NEW=${UDM_BIN:-$TARGET/release/udm}
 W=$(mktemp -d "${TMPDIR:-/tmp}/udm-snapshot-bench.XXXXXX")
 cleanup() {
