@@ -21,7 +21,12 @@ const LONG: Duration = Duration::from_secs(20);
 fn gated_origin_and_cow(reg: &Registry, cow_fill: u8) -> (Arc<GateDevice>, Arc<MemDevice>) {
     let mem = Arc::new(MemDevice::new("m", Sectors(2 * SECTORS)));
     sync::write_at(&*mem, Sectors(0), &vec![0x5a; (SECTORS * 512) as usize]).unwrap();
-    sync::write_at(&*mem, Sectors(SECTORS), &vec![cow_fill; (SECTORS * 512) as usize]).unwrap();
+    sync::write_at(
+        &*mem,
+        Sectors(SECTORS),
+        &vec![cow_fill; (SECTORS * 512) as usize],
+    )
+    .unwrap();
     sync::write_at(&*mem, Sectors(SECTORS), &[0; 4096]).unwrap();
     let gate = GateDevice::new(mem.clone());
     gate.open();
@@ -214,7 +219,8 @@ fn a_filled_area_is_written_after_the_next_one_and_before_the_origin_writes_it_c
         "next area, then flush, then the full area: {log:?}"
     );
     assert!(
-        !log.iter().any(|r| r.op == Op::Write && r.sector.0 < SECTORS),
+        !log.iter()
+            .any(|r| r.op == Op::Write && r.sector.0 < SECTORS),
         "an origin write went out before its chunk's exception was on disk"
     );
     // A crash before the FUA write: area 0 still ends the table on disk.

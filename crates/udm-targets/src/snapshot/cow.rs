@@ -564,7 +564,10 @@ impl Store {
         cow: &dyn BlockDevice,
         plan: MergePlan,
     ) -> Result<(), IoError> {
-        debug_assert!(self.is_durable(self.gen), "a merge starts from a committed store");
+        debug_assert!(
+            self.is_durable(self.gen),
+            "a merge starts from a committed store"
+        );
         let _io = self.io.lock();
         let mut flushed = false;
         for (area, buf, committed, write) in plan.areas {
