@@ -1,27 +1,39 @@
 #!/usr/bin/env bash
 # bench/snapshot.sh — classic snapshots side by side with linear and with qemu's qcow2 overlay,
 # in one run, all driven over NBD by fio's nbd engine (one connection, 64 KiB, iodepth 16):
-#   origin writes:  one sequential pass over a linear device, then over snapshot-origin with
-#                   0, 1 and 4 persistent snapshots (every chunk's first write copies it into
-#                   each snapshot's COW first), all on the same origin file;
-#   snapshot reads: a pass over the 1-snapshot COW's snapshot (every chunk now in the COW);
-#   merge:          snapshot-merge of that COW back into the origin, timed until the status
-#                   counts down, next to the block copier (copy_speed) copying the same size;
-#   qemu:           qemu-nbd over a qcow2 overlay on a raw base of the same size (writes
-#                   allocate in the overlay, the base stays the "snapshot"), a read pass over
-#                   it, and `qemu-img commit` as its merge.
-# Prints MiB/s and the ratios the snapshot issue aims at. Not part of CI; no root needed.
+#   origin writes:   one sequential pass over a linear device, then over snapshot-origin with
+#                    0, 1 and 4 persistent snapshots (every chunk's first write copies it into
+#                    each snapshot's COW first), all on the same origin file;
+#   snapshot writes: a pass over a fresh snapshot itself (every chunk allocated in its COW);
+#   snapshot reads:  a pass over the 1-snapshot COW's snapshot (every chunk now in the COW);
+#   merge:           snapshot-merge of that COW back into the origin, timed until the status
+#                    counts down, next to the block copier (copy_speed) copying the same size,
+#                    alone (page cache) and with one fdatasync of its output (the fair peer: a
+#                    merge must flush the origin before it clears exceptions);
+#   qemu:            qemu-nbd over a qcow2 overlay on a raw base of the same size (writes
+#                    allocate in the overlay, the base stays the "snapshot"), a read pass over
+#                    it, and `qemu-img commit` as its merge.
+# Each round runs every job (with UDM_BASE set, each udm job also with that binary, the two
+# binaries' order alternating per round); the table shows medians over the rounds, with the
+# server's CPU-seconds and its fdatasync/fsync calls (perf, when it may count syscalls) per
+# job. Prints MiB/s and the ratios the snapshot issue aims at. Not part of CI.
 #
-#   bench/snapshot.sh [SIZE_MIB] [CHUNK_SECTORS]   (defaults 256, 8 = LVM's 4 KiB; UDM_BIN=path skips the build)
+#   bench/snapshot.sh [SIZE_MIB] [CHUNK_SECTORS] [ROUNDS]
+#     defaults 256, 8 (LVM's 4 KiB), 3; UDM_BIN=path skips the builds; UDM_BASE=path adds a
+#     "before" binary side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-256}
 CHUNK=${2:-8}
+ROUNDS=${3:-3}
 for t in fio qemu-img qemu-nbd python3; do command -v $t >/dev/null || { echo "need $t"; exit 1; }; done
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 if [ -z "${UDM_BIN:-}" ]; then cargo build --release -q -p udm; fi
-cargo build --release -q -p udm-core --example copy_speed
-UDM=${UDM_BIN:-$TARGET/release/udm}
+# With UDM_BIN given, an existing copy_speed is used as it is.
+if [ -z "${UDM_BIN:-}" ] || [ ! -x "$TARGET/release/examples/copy_speed" ]; then
+  cargo build --release -q -p udm-core --example copy_speed
+fi
+UDM_NEW=${UDM_BIN:-$TARGET/release/udm}
 W=$(mktemp -d "${TMPDIR:-/tmp}/udm-snapshot-bench.XXXXXX")
 cleanup() {
   kill $(jobs -p) 2>/dev/null || true
@@ -29,110 +41,218 @@ cleanup() {
   rm -rf "$W"
 }
 trap cleanup EXIT
-SECT=$((SIZE << 11))
+SECT=$((SIZE << 20 >> 9))
 COWB=$(((SIZE + SIZE / 16 + 4) << 20)) # data + exception areas + header, with room to spare
 head -c $((SIZE << 20)) /dev/urandom >"$W/origin.img"
 cp "$W/origin.img" "$W/base.raw"
-for c in s1 s4a s4b s4c s4d; do truncate -s $COWB "$W/$c.cow"; done
+O=$W/origin.img
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+# perf counts the server's fdatasync/fsync calls if this kernel lets us trace syscalls.
+PERF=0
+if command -v perf >/dev/null && perf stat -e syscalls:sys_enter_fdatasync -- true >/dev/null 2>&1; then PERF=1; fi
 
-"$UDM" daemon --socket "$W/ctl" --nbd-socket "$W/nbd.sock" --no-fuse 2>"$W/udm.log" &
-for _ in $(seq 100); do [ -S "$W/ctl" ] && [ -S "$W/nbd.sock" ] && break; sleep 0.1; done
-u() { UDM_SOCKET=$W/ctl "$UDM" "$@"; }
-mk() { u create "$1" --table "$2" >/dev/null; }
 now() { date +%s.%N; }
 mibs() { python3 -c "print(f'{$SIZE / ($2 - $1):.1f}')"; }
-# One fio pass over SIZE MiB; prints MiB/s.
-pass() { # uri rw   (after a sync, so no pass pays for the previous one's writeback)
-  sync -f "$W/origin.img"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Results: one line per (job, binary, round) in $W/results: "job bin MiB/s CPU-s syncs".
+RES=$W/results
+: >"$RES"
+# Run "$@" (which prints MiB/s) while watching process $PID; record it under job $JOB, bin $BIN.
+measure() { # job bin pid cmd...
+  local job=$1 bin=$2 pid=$3
+  shift 3
+  local c0 c1 v n=- pp=
+  if [ $PERF = 1 ]; then
+    perf stat -x, -e syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync -p "$pid" \
+      -o "$W/perf.out" 2>/dev/null &
+    pp=$!
+    sleep 0.2
+  fi
+  c0=$(cpu_ticks "$pid")
+  v=$("$@")
+  c1=$(cpu_ticks "$pid")
+  if [ -n "$pp" ]; then
+    kill -INT $pp
+    wait $pp 2>/dev/null || true
+    n=$(awk -F, '/syscalls/ {s += $1} END {print s + 0}' "$W/perf.out")
+  fi
+  echo "$job $bin $v $(python3 -c "print(f'{($c1 - $c0) / $(getconf CLK_TCK):.2f}')") $n" >>"$RES"
+}
+# One fio pass over SIZE MiB; prints MiB/s (after a sync, so no pass pays for the previous
+# one's writeback).
+pass() { # uri rw [sync: one NBD flush at the end, inside the timing]
+  sync -f "$O"
+  local end=()
+  [ "${3:-}" = sync ] && end=(--end_fsync=1)
   fio --name=j --ioengine=nbd --uri="$1" --rw="$2" --bs=64k --iodepth=16 --size=${SIZE}m \
-    --output-format=json 2>/dev/null | python3 -c '
+    "${end[@]}" --output-format=json 2>/dev/null | python3 -c '
 import json, sys
 t = sys.stdin.read(); d = json.loads(t[t.index("{"):])["jobs"][0]
 s = d["read"] if d["read"]["io_bytes"] else d["write"]
 print("%.1f" % (s["bw_bytes"] / 2**20))'
 }
-uri() { echo "nbd+unix:///$1?socket=$W/nbd.sock"; }
-O=$W/origin.img
 
-mk lin "0 $SECT linear $O 0"
-LIN_W=$(pass "$(uri lin)" write)
-LIN_R=$(pass "$(uri lin)" read)
-u remove lin
-mk o0 "0 $SECT snapshot-origin $O"
-O0=$(pass "$(uri o0)" write)
-u remove o0
-mk s1 "0 $SECT snapshot $O $W/s1.cow P $CHUNK"
-mk o1 "0 $SECT snapshot-origin $O"
-O1=$(pass "$(uri o1)" write)
-u remove o1
-SR=$(pass "$(uri s1)" read)
-u remove s1
-for c in s4a s4b s4c s4d; do mk $c "0 $SECT snapshot $O $W/$c.cow P $CHUNK"; done
-mk o4 "0 $SECT snapshot-origin $O"
-O4=$(pass "$(uri o4)" write)
-u remove o4
-for c in s4a s4b s4c s4d; do u remove $c; rm -f "$W/$c.cow"; done
+# Every udm job with binary $1 (named $2), on a fresh daemon.
+udm_jobs() {
+  local UDM=$1 B=$2
+  rm -f "$W/ctl" "$W/nbd.sock"
+  "$UDM" daemon --socket "$W/ctl" --nbd-socket "$W/nbd.sock" --no-fuse 2>"$W/udm.log" &
+  local D=$!
+  for _ in $(seq 100); do [ -S "$W/ctl" ] && [ -S "$W/nbd.sock" ] && break; sleep 0.1; done
+  u() { UDM_SOCKET=$W/ctl "$UDM" "$@"; }
+  mk() { u create "$1" --table "$2" >/dev/null; }
+  uri() { echo "nbd+unix:///$1?socket=$W/nbd.sock"; }
+  for c in s1 s1b s4a s4b s4c s4d sw; do rm -f "$W/$c.cow"; truncate -s $COWB "$W/$c.cow"; done
 
-# Merge the 1-snapshot COW (SIZE MiB of exceptions) back into the origin.
-sync -f "$W/origin.img"
-t0=$(now)
-mk m "0 $SECT snapshot-merge $O $W/s1.cow P $CHUNK"
-while :; do
-  read -r a m < <(u status m | awk '{split($4, x, "/"); print x[1], $5}')
-  [ "$a" = "$m" ] && break
-  sleep 0.05
+  mk lin "0 $SECT linear $O 0"
+  measure linear-write "$B" $D pass "$(uri lin)" write
+  measure linear-write-sync "$B" $D pass "$(uri lin)" write sync
+  measure linear-read "$B" $D pass "$(uri lin)" read
+  u remove lin
+  mk o0 "0 $SECT snapshot-origin $O"
+  measure origin-write-0 "$B" $D pass "$(uri o0)" write
+  u remove o0
+  mk s1 "0 $SECT snapshot $O $W/s1.cow P $CHUNK"
+  mk o1 "0 $SECT snapshot-origin $O"
+  measure origin-write-1 "$B" $D pass "$(uri o1)" write
+  # The same with a flush at the end, into a second fresh snapshot (s1 has every chunk now,
+  # so this pass copies into s1b alone: one snapshot's work again).
+  mk s1b "0 $SECT snapshot $O $W/s1b.cow P $CHUNK"
+  measure origin-write-1-sync "$B" $D pass "$(uri o1)" write sync
+  u remove o1
+  u remove s1b
+  rm -f "$W/s1b.cow"
+  measure snap-read "$B" $D pass "$(uri s1)" read
+  u remove s1
+  for c in s4a s4b s4c s4d; do mk $c "0 $SECT snapshot $O $W/$c.cow P $CHUNK"; done
+  mk o4 "0 $SECT snapshot-origin $O"
+  measure origin-write-4 "$B" $D pass "$(uri o4)" write
+  u remove o4
+  for c in s4a s4b s4c s4d; do u remove $c; rm -f "$W/$c.cow"; done
+  mk sw "0 $SECT snapshot $O $W/sw.cow P $CHUNK"
+  measure snap-write "$B" $D pass "$(uri sw)" write
+  u remove sw
+  rm -f "$W/sw.cow"
+
+  # Merge the 1-snapshot COW (SIZE MiB of exceptions) back into the origin.
+  sync -f "$O"
+  merge() {
+    local t0 t1 a m
+    t0=$(now)
+    mk m "0 $SECT snapshot-merge $O $W/s1.cow P $CHUNK"
+    while :; do
+      read -r a m < <(u status m | awk '{split($4, x, "/"); print x[1], $5}')
+      [ "$a" = "$m" ] && break
+      sleep 0.05
+    done
+    t1=$(now)
+    mibs "$t0" "$t1"
+  }
+  measure merge "$B" $D merge
+  u remove m
+  rm -f "$W/s1.cow"
+  kill $D
+  wait $D 2>/dev/null || true
+}
+
+copier() { # with "sync": one fdatasync of the output at the end
+  local t0 t1
+  rm -f "$W/copy.out"
+  sync -f "$O"
+  truncate -s $((SIZE << 20)) "$W/copy.out"
+  t0=$(now)
+  "$TARGET/release/examples/copy_speed" "$O" "$W/copy.out" 128 16 >/dev/null
+  if [ "${1:-}" = sync ]; then
+    python3 -c "import os; f = os.open('$W/copy.out', os.O_RDWR); os.fdatasync(f)"
+  fi
+  t1=$(now)
+  mibs "$t0" "$t1"
+  rm -f "$W/copy.out"
+}
+
+qemu_jobs() { # a qcow2 overlay (64 KiB clusters, its default) on the raw base
+  rm -f "$W/top.qcow2" "$W/qemu.sock"
+  qemu-img create -q -f qcow2 -b "$W/base.raw" -F raw "$W/top.qcow2"
+  qemu-nbd -k "$W/qemu.sock" -f qcow2 -t --cache=writeback --aio=threads "$W/top.qcow2" &
+  local Q=$!
+  for _ in $(seq 100); do [ -S "$W/qemu.sock" ] && break; sleep 0.1; done
+  measure qemu-write qemu $Q pass "nbd+unix:///?socket=$W/qemu.sock" write
+  measure qemu-read qemu $Q pass "nbd+unix:///?socket=$W/qemu.sock" read
+  kill $Q
+  wait $Q 2>/dev/null || true
+  local t0 t1
+  t0=$(now)
+  qemu-img commit -q "$W/top.qcow2"
+  t1=$(now)
+  echo "qemu-commit qemu $(mibs "$t0" "$t1") - -" >>"$RES"
+}
+
+for r in $(seq "$ROUNDS"); do
+  if [ -n "${UDM_BASE:-}" ]; then
+    if [ $((r % 2)) = 1 ]; then
+      udm_jobs "$UDM_NEW" new
+      udm_jobs "$UDM_BASE" base
+    else
+      udm_jobs "$UDM_BASE" base
+      udm_jobs "$UDM_NEW" new
+    fi
+  else
+    udm_jobs "$UDM_NEW" new
+  fi
+  echo "copier copier $(copier) - -" >>"$RES"
+  echo "copier-sync copier $(copier sync) - -" >>"$RES"
+  qemu_jobs
+  echo "round $r done (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 done
-t1=$(now)
-MERGE=$(mibs "$t0" "$t1")
-u remove m
-rm -f "$W/s1.cow"
 
-# The block copier on the same amount of data (file to file, page cache warm). Like
-# bench/copier.sh it never syncs; the merge must flush the origin before it clears
-# exceptions, so the copier is also timed with one fdatasync of its output at the end.
-truncate -s $((SIZE << 20)) "$W/copy.out"
-CP_GIB=$("$TARGET/release/examples/copy_speed" "$O" "$W/copy.out" 128 16 | awk '{print $4}')
-COPIER=$(python3 -c "print(f'{$CP_GIB * 1024:.1f}')")
-rm -f "$W/copy.out"
-sync -f "$O"
-truncate -s $((SIZE << 20)) "$W/copy.out"
-t0=$(now)
-"$TARGET/release/examples/copy_speed" "$O" "$W/copy.out" 128 16 >/dev/null
-python3 -c "import os; f = os.open('$W/copy.out', os.O_RDWR); os.fdatasync(f)"
-t1=$(now)
-COPIER_SYNC=$(mibs "$t0" "$t1")
-rm -f "$W/copy.out"
-
-# qemu: a qcow2 overlay (64 KiB clusters, its default) on the raw base.
-qemu-img create -q -f qcow2 -b "$W/base.raw" -F raw "$W/top.qcow2"
-qemu-nbd -k "$W/qemu.sock" -f qcow2 -t --cache=writeback --aio=threads "$W/top.qcow2" &
-QPID=$!
-for _ in $(seq 100); do [ -S "$W/qemu.sock" ] && break; sleep 0.1; done
-Q="nbd+unix:///?socket=$W/qemu.sock"
-QW=$(pass "$Q" write)
-QR=$(pass "$Q" read)
-kill $QPID
-wait $QPID 2>/dev/null || true
-t0=$(now)
-qemu-img commit -q "$W/top.qcow2"
-t1=$(now)
-QM=$(mibs "$t0" "$t1")
-
-r() { python3 -c "print(f'{$1 / $2:.2f}')"; }
-echo "== snapshot bench: ${SIZE} MiB, chunk ${CHUNK} sectors, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-34s %10s %10s\n' "work (fio nbd, 64k qd16)" "MiB/s" "ratio"
-printf '%-34s %10s %10s\n' "linear write" "$LIN_W" "1.00"
-printf '%-34s %10s %10s\n' "origin write, 0 snapshots" "$O0" "$(r "$O0" "$LIN_W")"
-printf '%-34s %10s %10s\n' "origin write, 1 snapshot" "$O1" "$(r "$O1" "$LIN_W")"
-printf '%-34s %10s %10s\n' "origin write, 4 snapshots" "$O4" "$(r "$O4" "$LIN_W")"
-printf '%-34s %10s %10s\n' "qemu-nbd qcow2 overlay write" "$QW" "$(r "$QW" "$LIN_W")"
-printf '%-34s %10s %10s\n' "linear read" "$LIN_R" "1.00"
-printf '%-34s %10s %10s\n' "snapshot read (all in COW)" "$SR" "$(r "$SR" "$LIN_R")"
-printf '%-34s %10s %10s\n' "qemu-nbd qcow2 overlay read" "$QR" "$(r "$QR" "$LIN_R")"
-printf '%-34s %10s %10s\n' "block copier (128k x 16)" "$COPIER" "1.00"
-printf '%-34s %10s %10s\n' "block copier + fdatasync" "$COPIER_SYNC" "$(r "$COPIER_SYNC" "$COPIER")"
-printf '%-34s %10s %10s\n' "snapshot-merge" "$MERGE" "$(r "$MERGE" "$COPIER")"
-printf '%-34s %10s %10s\n' "qemu-img commit" "$QM" "$(r "$QM" "$COPIER")"
-echo "aims: origin write 1 snapshot >= 0.5x linear: $(r "$O1" "$LIN_W");" \
-  "merge >= copier/2: $(r "$MERGE" "$COPIER")x copier ($(r "$MERGE" "$COPIER_SYNC")x copier+fdatasync);" \
-  "4 vs 1 snapshot cost (sub-linear if < 4): $(python3 -c "print(f'{(1/$O4 - 1/$O0) / max(1/$O1 - 1/$O0, 1e-9):.2f}')")"
+echo "== snapshot bench: ${SIZE} MiB, chunk ${CHUNK} sectors, fio nbd 64k qd16, $(nproc) cores," \
+  "median of $ROUNDS rounds; load $LOAD0 before, $(cut -d' ' -f1-3 /proc/loadavg) after"
+python3 - "$RES" "${UDM_BASE:+base}" <<'EOF'
+import sys, statistics as st
+rows = {}
+for line in open(sys.argv[1]):
+    job, b, v, cpu, n = line.split()
+    rows.setdefault((job, b), []).append((float(v), cpu, n))
+def med(job, b, i=0):
+    r = rows.get((job, b))
+    if not r:
+        return None
+    vals = [float(x[i]) for x in r if x[i] != "-"]
+    return st.median(vals) if vals else None
+bins = ["new"] + (["base"] if sys.argv[2] else [])
+ref = {"origin-write-1-sync": "linear-write-sync", "linear-write-sync": "linear-write",
+       "origin-write": "linear-write", "snap-write": "linear-write", "qemu-write": "linear-write",
+       "snap-read": "linear-read", "qemu-read": "linear-read", "merge": "copier",
+       "qemu-commit": "copier", "copier-sync": "copier"}
+def refjob(job):
+    return next((r for k, r in ref.items() if job.startswith(k)), None)
+jobs = ["linear-write", "linear-write-sync", "origin-write-0", "origin-write-1",
+        "origin-write-1-sync", "origin-write-4", "snap-write",
+        "qemu-write", "linear-read", "snap-read", "qemu-read", "copier", "copier-sync", "merge",
+        "qemu-commit"]
+print(f"{'job':16} {'bin':6} {'MiB/s':>8} {'ratio':>6} {'CPU-s':>6} {'syncs':>6}   rounds (MiB/s)")
+for job in jobs:
+    for b in (bins if (job, "new") in rows else [next(k[1] for k in rows if k[0] == job)]):
+        v = med(job, b)
+        if v is None:
+            continue
+        rj = refjob(job)
+        base = med(rj, b if (rj, b) in rows else "copier") if rj else None
+        ratio = f"{v / base:.2f}" if base else "1.00"
+        cpu, n = med(job, b, 1), med(job, b, 2)
+        cpu = f"{cpu:.2f}" if cpu is not None else "-"
+        n = f"{n:.0f}" if n is not None else "-"
+        rs = " ".join(f"{x[0]:.0f}" for x in rows[(job, b)])
+        print(f"{job:16} {b:6} {v:8.1f} {ratio:>6} {cpu:>6} {n:>6}   {rs}")
+for b in bins:
+    def r(a, c):
+        x, y = med(a, b), med(c, b if (c, b) in rows else "copier")
+        return x / y if x and y else float("nan")
+    o0, o1, o4 = (med(f"origin-write-{k}", b) for k in (0, 1, 4))
+    grow = (1 / o4 - 1 / o0) / max(1 / o1 - 1 / o0, 1e-9)
+    print(f"aims ({b}): origin write 1 snapshot >= 0.5x linear: {r('origin-write-1', 'linear-write'):.2f}"
+          f" (each ended by a flush: {r('origin-write-1-sync', 'linear-write-sync'):.2f});"
+          f" merge >= copier/2: {r('merge', 'copier'):.2f}x copier"
+          f" ({med('merge', b) / med('copier-sync', 'copier'):.2f}x copier+fdatasync);"
+          f" 4 vs 1 snapshot extra cost (sub-linear if < 4): {grow:.2f}")
+EOF

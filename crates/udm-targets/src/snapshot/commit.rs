@@ -1,9 +1,12 @@
 //! Group commit of a persistent snapshot's exceptions (the kernel commits when every
-//! pending exception in flight is done): origin batches add their exceptions under the
-//! snapshot's lock and ask for a commit here; one committer thread per snapshot writes the
-//! metadata area once for all that asked meanwhile, while the origin's worker copies the
-//! next batches. Each request's callback (submitting the origin writes) runs only once its
-//! exceptions are on disk, so no origin write reaches a chunk before its copy is durable.
+//! pending exception in flight is done): origin batches and snapshot-write batches add their
+//! exceptions under the snapshot's lock and ask for a commit here; one committer thread per
+//! snapshot writes the metadata once for all that asked meanwhile (the current area, and any
+//! areas that filled since the last commit: see `cow`), while the workers go on with the
+//! next batches. Each request's callback (submitting the origin writes, acknowledging the
+//! snapshot writes) runs only once its exceptions are on disk, so no origin write reaches a
+//! chunk before its copy is durable and no snapshot write is acknowledged before its
+//! exception is.
 
 use super::snap::SnapShared;
 use parking_lot::Mutex;
@@ -78,7 +81,7 @@ fn run(sh: &SnapShared) {
     }
     // Everything added before the requests is in this copy of the area (and maybe more).
     let pending = {
-        let g = sh.st.lock();
+        let mut g = sh.st.lock();
         if g.valid {
             g.store.take_pending()
         } else {

@@ -10,6 +10,13 @@
 //!   Area `a` sits at chunk `1 + a*(per_area+1)`. An entry with `new_chunk == 0` ends the
 //!   table; the area after a full one is zeroed before the full one is written.
 //!
+//! Commits: exceptions are added in memory and written by a commit (PREFLUSH, then a FUA
+//! area write). Areas that filled since the last commit are written by the next one: every
+//! area after the first of them (the later full ones, then the current one, which is the
+//! zeroed "next area" if it has no entries yet) with plain writes, then the flush, then the
+//! first one with FUA. Until that FUA write lands, the first area on disk still ends in a
+//! zero entry, so nothing after it is read; the on-disk result is the kernel's.
+//!
 //! Every call doing I/O blocks: the store is used from worker threads only.
 
 use parking_lot::Mutex;
@@ -133,6 +140,9 @@ pub struct Store {
     current_area: u64,
     current_committed: u64,
     area: Vec<u8>,
+    /// Areas that filled and may not be on disk yet: (area, contents, the generation that
+    /// filled it), oldest first.
+    full: Vec<(u64, Arc<Vec<u8>>, u64)>,
     /// Exceptions added so far (a generation number for commits).
     gen: u64,
     /// The generation whose exceptions are all on disk (may be set by a commit written
@@ -146,7 +156,11 @@ pub struct Store {
 /// A metadata area write taken from the store (under its lock) to be written without it:
 /// the group commit of exceptions made meanwhile by other batches.
 pub struct PendingCommit {
-    loc: Sectors,
+    chunk: u64,
+    /// Filled areas not known to be on disk yet, oldest first (see [`Store::add`]).
+    full: Vec<(u64, Arc<Vec<u8>>, u64)>,
+    /// The current area.
+    area_no: u64,
     area: Vec<u8>,
     gen: u64,
     durable: Arc<AtomicU64>,
@@ -154,15 +168,33 @@ pub struct PendingCommit {
 }
 
 impl PendingCommit {
-    /// Write the area (PREFLUSH | FUA) unless a newer write already covered its generation.
+    /// Write the commit unless a newer one already covered its generation: with no area
+    /// filled since the last commit, a flush and the current area with FUA (copied data
+    /// must be stable before the metadata naming it); otherwise every area after the first
+    /// filled one (later full ones, then the current one) with plain writes, the flush, and
+    /// the first filled area with FUA, which makes the rest reachable.
     pub fn write(self, cow: &dyn BlockDevice) -> Result<(), IoError> {
         let _io = self.io.lock();
-        if self.durable.load(SeqCst) >= self.gen {
+        let durable = self.durable.load(SeqCst);
+        if durable >= self.gen {
             return Ok(());
         }
-        // Copied data must be stable before the metadata naming it (PREFLUSH | FUA).
-        sync::flush(cow)?;
-        sync::write_fua_at(cow, self.loc, &self.area)?;
+        let loc = |a: u64| Sectors(area_location(self.chunk, a) * self.chunk);
+        let mut full = self.full.iter().filter(|f| f.2 > durable);
+        match full.next() {
+            None => {
+                sync::flush(cow)?;
+                sync::write_fua_at(cow, loc(self.area_no), &self.area)?;
+            }
+            Some((first, buf, _)) => {
+                for (a, b, _) in full {
+                    sync::write_at(cow, loc(*a), b)?;
+                }
+                sync::write_at(cow, loc(self.area_no), &self.area)?;
+                sync::flush(cow)?;
+                sync::write_fua_at(cow, loc(*first), buf)?;
+            }
+        }
         self.durable.store(self.gen, SeqCst);
         Ok(())
     }
@@ -201,6 +233,7 @@ impl Store {
             current_area: 0,
             current_committed: 0,
             area: Vec::new(),
+            full: Vec::new(),
             gen: 0,
             durable: Arc::default(),
             io: Arc::default(),
@@ -288,10 +321,13 @@ impl Store {
         Ok(())
     }
 
-    /// The current area as a commit of everything added so far.
+    /// The current area (and any filled ones not on disk yet) as a commit of everything
+    /// added so far.
     fn pending(&self) -> PendingCommit {
         PendingCommit {
-            loc: self.chunk_sector(area_location(self.chunk, self.current_area)),
+            chunk: self.chunk,
+            full: self.full.clone(),
+            area_no: self.current_area,
             area: self.area.clone(),
             gen: self.gen,
             durable: self.durable.clone(),
@@ -380,31 +416,28 @@ impl Store {
         }
     }
 
-    /// Add `old → new` (its data already on the COW) to the table. On disk it is written when
-    /// its metadata area fills or by the next `commit_pending`, so exceptions made together
-    /// share one metadata write (the kernel's batching of pending exceptions).
-    pub fn add(&mut self, cow: &dyn BlockDevice, old: u64, new: u64) -> Result<(), IoError> {
+    /// Add `old → new` (its data already on the COW) to the table, in memory only: the next
+    /// commit (`take_pending`, `commit_pending`) writes it, so exceptions made together
+    /// share one metadata write (the kernel's batching of pending exceptions). A full area is
+    /// kept for that commit and the next one starts empty (no I/O here).
+    pub fn add(&mut self, old: u64, new: u64) {
         self.map.insert(old, new);
         if self.kind == StoreKind::Transient {
-            return Ok(());
+            return;
         }
         let epa = exceptions_per_area(self.chunk);
         set_area_entry(&mut self.area, self.current_committed as usize, old, new);
         self.current_committed += 1;
         self.gen += 1;
         if self.current_committed == epa {
-            // A full area is written at once (after zeroing the next), covering every
-            // exception added so far.
-            {
-                let _io = self.io.lock();
-                self.zero_disk_area(cow, self.current_area + 1)?;
-            }
-            self.pending().write(cow)?;
+            let durable = self.durable.load(SeqCst);
+            self.full.retain(|f| f.2 > durable);
+            let fresh = vec![0; self.area.len()];
+            let buf = std::mem::replace(&mut self.area, fresh);
+            self.full.push((self.current_area, Arc::new(buf), self.gen));
             self.current_committed = 0;
             self.current_area += 1;
-            self.area.fill(0);
         }
-        Ok(())
     }
 
     /// Write the metadata area if exceptions were added since it was last written (or wait
@@ -428,13 +461,15 @@ impl Store {
 
     /// The metadata write that makes every exception added so far durable, if one is
     /// needed; written by [`PendingCommit::write`], possibly after the lock is dropped.
-    pub fn take_pending(&self) -> Option<PendingCommit> {
+    pub fn take_pending(&mut self) -> Option<PendingCommit> {
+        let durable = self.durable.load(SeqCst);
+        self.full.retain(|f| f.2 > durable);
         (!self.is_durable(self.gen)).then(|| self.pending())
     }
 
     /// Record `old → new` durably now.
     pub fn commit(&mut self, cow: &dyn BlockDevice, old: u64, new: u64) -> Result<(), IoError> {
-        self.add(cow, old, new)?;
+        self.add(old, new);
         self.commit_pending(cow)
     }
 
@@ -529,6 +564,11 @@ impl Store {
         cow: &dyn BlockDevice,
         plan: MergePlan,
     ) -> Result<(), IoError> {
+        debug_assert!(
+            self.is_durable(self.gen),
+            "a merge starts from a committed store"
+        );
+        let _io = self.io.lock();
         let mut flushed = false;
         for (area, buf, committed, write) in plan.areas {
             if write {

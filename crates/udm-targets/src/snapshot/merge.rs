@@ -118,6 +118,11 @@ fn merge_loop(sh: &SnapShared, hub: &OriginHub, stop: &AtomicBool) {
         if !g.valid || g.merge_failed {
             return;
         }
+        // Exceptions added before the merge took over (by the snapshot it was) go to disk
+        // first: a merge plans from the areas as written.
+        if !sh.commit(&mut g) {
+            return;
+        }
         let cs = g.store.chunk;
         let plan = match g
             .store

@@ -7,7 +7,7 @@
 //! origin's copy-out takes it before copying a chunk, so an origin write never overtakes the
 //! copy of its chunk nor a snapshot read of the old data.
 
-use super::commit::GroupCommit;
+use super::commit::{after_commit, GroupCommit};
 use super::cow::{Store, StoreError, StoreKind};
 use super::SnapshotParams;
 use parking_lot::Mutex;
@@ -366,11 +366,10 @@ fn snap_one(
                 r = Err(IoError::Io);
             }
         }
-        let r = r
-            .and_then(|_| rw_sync(&*sh.cow, &mut bio, n * cs + off))
-            .and_then(|_| g.store.add(&*sh.cow, c, n));
-        if let Err(e) = &r {
-            sh.invalidate(g, e);
+        let r = r.and_then(|_| rw_sync(&*sh.cow, &mut bio, n * cs + off));
+        match &r {
+            Ok(()) => g.store.add(c, n),
+            Err(e) => sh.invalidate(g, e),
         }
         return Some((bio, r, true));
     };
@@ -379,30 +378,51 @@ fn snap_one(
     Some((bio, res, waits))
 }
 
-/// A batch of snapshot bios: handled in order under the lock, the new exceptions committed
-/// once, then every bio completed (flushes last, after the commit).
-fn snap_batch(sh: &SnapShared, bios: Vec<Bio>, p: &SnapshotParams) {
+/// A batch of snapshot bios: handled in order under the lock; reads and failures complete
+/// at once, the writes once a commit covers every exception the store held after them (a
+/// group commit shared with origin batches and later snapshot batches: the worker goes on
+/// with the next batch meanwhile). Flushes go to the COW at once: every write acknowledged
+/// before them was committed, so its data and exception are already stable.
+fn snap_batch(sh: &Arc<SnapShared>, bios: Vec<Bio>, p: &SnapshotParams) {
     let mut flushes = Vec::new();
-    let mut done = Vec::new();
-    let mut g = sh.st.lock();
-    for bio in bios {
-        if bio.op == Op::Flush {
-            flushes.push(bio);
-        } else if let Some(d) = snap_one(sh, &mut g, bio, p) {
-            done.push(d);
+    let mut now = Vec::new();
+    let mut after = Vec::new();
+    let gen = {
+        let mut g = sh.st.lock();
+        for bio in bios {
+            if bio.op == Op::Flush {
+                flushes.push(bio);
+            } else if let Some((bio, res, waits)) = snap_one(sh, &mut g, bio, p) {
+                if waits && res.is_ok() {
+                    after.push(bio);
+                } else {
+                    now.push((bio, res));
+                }
+            }
         }
-    }
-    let committed = !done.iter().any(|d| d.2) || sh.commit(&mut g);
-    drop(g);
-    for (bio, res, waits) in done {
-        bio.complete(if waits && !committed {
-            Err(IoError::Io)
-        } else {
-            res
-        });
+        let gen = g.store.gen();
+        if g.store.is_durable(gen) {
+            now.extend(after.drain(..).map(|b| (b, Ok(()))));
+        }
+        gen
+    };
+    for (bio, res) in now {
+        bio.complete(res);
     }
     for f in flushes {
         sh.cow.submit(f);
+    }
+    if !after.is_empty() {
+        let me = sh.clone();
+        after_commit(
+            sh,
+            Box::new(move || {
+                let ok = me.st.lock().store.is_durable(gen);
+                for bio in after {
+                    bio.complete(if ok { Ok(()) } else { Err(IoError::Io) });
+                }
+            }),
+        );
     }
 }
 

@@ -1,0 +1,297 @@
+//! Ordering guarantees of snapshot commits, on a gated RAM disk whose log orders every bio of
+//! the origin and the COW: origin writes wait for the group commit of their chunk's copy while
+//! later copies go on; an area that fills is written after the area following it and a flush,
+//! before any origin write it covers; snapshot writes wait for their own commit while later
+//! snapshot writes go on.
+
+use std::sync::Arc;
+use std::time::Duration;
+use udm_core::Registry;
+use udm_io::{sync, Bio, BioFlags, IoBuf, MemDevice, Op, Sectors};
+use udm_targets::snapshot::{Store, StoreKind};
+use udm_testkit::dm::{create, open, read, reg, sel};
+use udm_testkit::gate::{GateDevice, Record, RemapType};
+
+const SECTORS: u64 = 8192; // 4 MiB origin, 4 MiB COW
+const LONG: Duration = Duration::from_secs(20);
+
+/// Origin and COW on one gated RAM disk (origin in its first half, 0x5a; COW in its second,
+/// `cow_fill` but for a zeroed header chunk), so the gate's log orders every bio of both.
+/// Returns the gate and the RAM disk under it (what a crash would leave).
+fn gated_origin_and_cow(reg: &Registry, cow_fill: u8) -> (Arc<GateDevice>, Arc<MemDevice>) {
+    let mem = Arc::new(MemDevice::new("m", Sectors(2 * SECTORS)));
+    sync::write_at(&*mem, Sectors(0), &vec![0x5a; (SECTORS * 512) as usize]).unwrap();
+    sync::write_at(
+        &*mem,
+        Sectors(SECTORS),
+        &vec![cow_fill; (SECTORS * 512) as usize],
+    )
+    .unwrap();
+    sync::write_at(&*mem, Sectors(SECTORS), &[0; 4096]).unwrap();
+    let gate = GateDevice::new(mem.clone());
+    gate.open();
+    let remap = RemapType::new();
+    reg.target_types().register(Arc::new(remap.clone()));
+    remap.insert("g", gate.clone());
+    create(reg, "g", &format!("0 {} testdev g", 2 * SECTORS)).unwrap();
+    let g = reg.info(&sel("g"), false).unwrap().minor;
+    create(reg, "O", &format!("0 {SECTORS} linear 253:{g} 0")).unwrap();
+    create(reg, "C", &format!("0 {SECTORS} linear 253:{g} {SECTORS}")).unwrap();
+    let (o, c) = (
+        reg.info(&sel("O"), false).unwrap().minor,
+        reg.info(&sel("C"), false).unwrap().minor,
+    );
+    create(
+        reg,
+        "s",
+        &format!("0 {SECTORS} snapshot 253:{o} 253:{c} P 8"),
+    )
+    .unwrap();
+    create(reg, "o", &format!("0 {SECTORS} snapshot-origin 253:{o}")).unwrap();
+    (gate, mem)
+}
+
+#[test]
+fn origin_writes_wait_for_the_group_commit_while_later_copies_go_on() {
+    let reg = reg();
+    let (gate, _) = gated_origin_and_cow(&reg, 0);
+    let (o, _go) = open(&reg, "o");
+    let (s, _gs) = open(&reg, "s");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let submit = |dev: &dyn udm_io::BlockDevice, name: &'static str, sector: u64, fill: u8| {
+        let tx = tx.clone();
+        dev.submit(Bio::write(
+            Sectors(sector),
+            IoBuf::from_slice(&[fill; 4096]),
+            Box::new(move |r, _| tx.send((name, r)).unwrap()),
+        ));
+    };
+    let long = LONG;
+    let in_origin = |r: &Record| r.op == Op::Write && r.sector.0 < SECTORS;
+    gate.close();
+    let start = gate.log().len();
+    // W1 copies chunk 0 out; let everything through up to its commit's flush, then hold it.
+    submit(&*o, "w1", 0, 0xa1);
+    loop {
+        assert!(
+            gate.wait_held(1, long),
+            "the copy-out never reached the COW"
+        );
+        if gate.held_records()[0].op == Op::Flush {
+            break;
+        }
+        gate.release(1);
+    }
+    // W2 rewrites chunk 0, whose copy is not committed: it must wait for that commit.
+    submit(&*o, "w2", 0, 0xa2);
+    assert!(
+        !gate.wait_held(2, Duration::from_millis(500)),
+        "an origin write went out before the commit of its chunk's copy: {:?}",
+        gate.held_records()
+    );
+    // W3 needs a new copy: the origin's worker copies it while the first commit is held.
+    submit(&*o, "w3", 8, 0xa3);
+    assert!(
+        gate.wait_held(2, long),
+        "a later copy-out waited for an earlier commit"
+    );
+    assert!(!gate.held_records().iter().any(in_origin));
+    gate.open();
+    let mut done: Vec<_> = (0..3).map(|_| rx.recv_timeout(long).unwrap()).collect();
+    done.sort_by_key(|d| d.0);
+    assert_eq!(done, vec![("w1", Ok(())), ("w2", Ok(())), ("w3", Ok(()))]);
+    // In arrival order: each origin write comes after a FUA area write following the copy
+    // of its chunk.
+    let log = gate.log()[start..].to_vec();
+    let first_fua = log
+        .iter()
+        .position(|r| r.flags.contains(BioFlags::FUA))
+        .unwrap();
+    let origin_writes: Vec<_> = (0..log.len()).filter(|&i| in_origin(&log[i])).collect();
+    assert_eq!(origin_writes.len(), 3, "{log:?}");
+    assert!(origin_writes.iter().all(|&i| i > first_fua), "{log:?}");
+    let w3 = origin_writes
+        .iter()
+        .find(|&&i| log[i].sector.0 == 8)
+        .unwrap();
+    let copy3 = log
+        .iter()
+        .position(|r| r.op == Op::Read && r.sector.0 == 8)
+        .unwrap();
+    assert!(
+        log[copy3..*w3]
+            .iter()
+            .any(|r| r.flags.contains(BioFlags::FUA)),
+        "{log:?}"
+    );
+    // A snapshot write into an exception an origin write made and whose commit is held is
+    // not acknowledged before that commit.
+    gate.close();
+    submit(&*o, "w4", 16, 0xa4);
+    loop {
+        assert!(
+            gate.wait_held(1, long),
+            "the copy-out never reached the COW"
+        );
+        if gate.held_records()[0].op == Op::Flush {
+            break;
+        }
+        gate.release(1);
+    }
+    submit(&*s, "s", 16, 0x5b);
+    assert!(
+        gate.wait_held(2, long),
+        "the snapshot write never reached the COW"
+    );
+    gate.release(2);
+    assert!(gate.wait_held(1, long));
+    let area = gate.held_records()[0];
+    assert!(area.flags.contains(BioFlags::FUA) && area.sector.0 >= SECTORS);
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "a write completed before the commit it depends on"
+    );
+    gate.open();
+    let mut done: Vec<_> = (0..2).map(|_| rx.recv_timeout(long).unwrap()).collect();
+    done.sort_by_key(|d| d.0);
+    assert_eq!(done, vec![("s", Ok(())), ("w4", Ok(()))]);
+    // The snapshot kept chunk 1 and has its own write in chunk 2; the origin has W3, W4.
+    assert_eq!(read(&*s, 0, 4096).unwrap(), vec![0x5a; 4096]);
+    assert_eq!(read(&*s, 8, 4096).unwrap(), vec![0x5a; 4096]);
+    assert_eq!(read(&*s, 16, 4096).unwrap(), vec![0x5b; 4096]);
+    assert_eq!(read(&*o, 8, 4096).unwrap(), vec![0xa3; 4096]);
+    assert_eq!(read(&*o, 16, 4096).unwrap(), vec![0xa4; 4096]);
+}
+
+/// Release held bios one at a time until the oldest held one is a FUA write; returns it.
+fn run_to_fua(gate: &GateDevice) -> Record {
+    loop {
+        assert!(gate.wait_held(1, LONG), "no commit reached the COW");
+        let r = gate.held_records()[0];
+        if r.flags.contains(BioFlags::FUA) {
+            return r;
+        }
+        gate.release(1);
+    }
+}
+
+/// The exceptions a crash now would leave: the COW half of the RAM disk, opened as a store.
+fn crash_exceptions(mem: &MemDevice) -> Vec<(u64, u64)> {
+    let img = sync::read_at(mem, Sectors(SECTORS), (SECTORS * 512) as usize).unwrap();
+    let copy = MemDevice::new("crash", Sectors(SECTORS));
+    sync::write_at(&copy, Sectors(0), img.as_slice()).unwrap();
+    let opened = Store::open(&copy, StoreKind::Persistent { overflow: false }, 8).unwrap();
+    assert!(opened.valid);
+    opened.store.exceptions()
+}
+
+#[test]
+fn a_filled_area_is_written_after_the_next_one_and_before_the_origin_writes_it_covers() {
+    // Chunk 8: 256 exceptions per area. Area 0 is chunk 1, its data chunks 2..=257, area 1
+    // is chunk 258, so origin chunk 256 goes to chunk 259. The COW is full of 0xff: an area
+    // after a full one that were not written first would read as garbage exceptions.
+    let reg = reg();
+    let (gate, mem) = gated_origin_and_cow(&reg, 0xff);
+    let (o, _go) = open(&reg, "o");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    gate.close();
+    let start = gate.log().len();
+    // One write over 257 chunks: the copy-out fills area 0 and puts one exception in area 1.
+    o.submit(Bio::write(
+        Sectors(0),
+        IoBuf::from_slice(&vec![0xa1; 257 * 4096]),
+        Box::new(move |r, _| tx.send(r).unwrap()),
+    ));
+    let fua = run_to_fua(&gate);
+    let area = |a: u64| Sectors(SECTORS + (1 + 257 * a) * 8);
+    assert_eq!(fua.sector, area(0), "the filled area is the FUA write");
+    let log = gate.log()[start..].to_vec();
+    let next = log
+        .iter()
+        .position(|r| r.op == Op::Write && r.sector == area(1))
+        .expect("the area after the full one is written before it");
+    let flush = log
+        .iter()
+        .rposition(|r| r.op == Op::Flush)
+        .expect("a flush before the FUA area write");
+    assert!(
+        next < flush && flush == log.len() - 2,
+        "next area, then flush, then the full area: {log:?}"
+    );
+    assert!(
+        !log.iter()
+            .any(|r| r.op == Op::Write && r.sector.0 < SECTORS),
+        "an origin write went out before its chunk's exception was on disk"
+    );
+    // A crash before the FUA write: area 0 still ends the table on disk.
+    assert_eq!(crash_exceptions(&mem), vec![]);
+    gate.release(1);
+    // A crash after it: both areas, nothing else (area 1 was zeroed but for its entry).
+    assert!(gate.wait_held(1, LONG), "no origin write after the commit");
+    let mut want: Vec<_> = (0..256).map(|c| (c, c + 2)).collect();
+    want.push((256, 259));
+    assert_eq!(crash_exceptions(&mem), want);
+    assert!(gate.held_records()[0].sector.0 < SECTORS);
+    gate.open();
+    assert_eq!(rx.recv_timeout(LONG).unwrap(), Ok(()));
+    let (s, _gs) = open(&reg, "s");
+    assert_eq!(read(&*s, 0, 257 * 4096).unwrap(), vec![0x5a; 257 * 4096]);
+    assert_eq!(read(&*o, 0, 257 * 4096).unwrap(), vec![0xa1; 257 * 4096]);
+}
+
+#[test]
+fn snapshot_writes_wait_for_their_commit_while_later_ones_go_on() {
+    let reg = reg();
+    let (gate, mem) = gated_origin_and_cow(&reg, 0);
+    let (s, _gs) = open(&reg, "s");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let submit = |sector: u64, fill: u8| {
+        let tx = tx.clone();
+        s.submit(Bio::write(
+            Sectors(sector),
+            IoBuf::from_slice(&[fill; 4096]),
+            Box::new(move |r, _| tx.send((fill, r)).unwrap()),
+        ));
+    };
+    gate.close();
+    // S1 allocates chunk 2 of the COW for snapshot chunk 0; hold its commit's flush.
+    submit(0, 0xb1);
+    loop {
+        assert!(gate.wait_held(1, LONG), "S1 never reached the COW");
+        if gate.held_records()[0].op == Op::Flush {
+            break;
+        }
+        gate.release(1);
+    }
+    // S2 is handled while S1's commit waits: its data reaches the COW.
+    submit(8, 0xb2);
+    assert!(
+        gate.wait_held(2, LONG),
+        "a later snapshot write waited for an earlier commit"
+    );
+    let s2 = gate.held_records()[1];
+    assert_eq!((s2.op, s2.sector), (Op::Write, Sectors(SECTORS + 3 * 8)));
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a snapshot write was acknowledged before its exception was committed"
+    );
+    // Let the flush and S2's data through, hold S1's area write: still nothing acknowledged.
+    gate.release(2);
+    let fua = run_to_fua(&gate);
+    assert_eq!(fua.sector, Sectors(SECTORS + 8));
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a snapshot write was acknowledged before its exception was committed"
+    );
+    assert_eq!(crash_exceptions(&mem), vec![]);
+    gate.open();
+    let mut done: Vec<_> = (0..2).map(|_| rx.recv_timeout(LONG).unwrap()).collect();
+    done.sort_by_key(|d| d.0);
+    assert_eq!(done, vec![(0xb1, Ok(())), (0xb2, Ok(()))]);
+    assert_eq!(crash_exceptions(&mem), vec![(0, 2), (1, 3)]);
+    assert_eq!(read(&*s, 0, 4096).unwrap(), vec![0xb1; 4096]);
+    assert_eq!(read(&*s, 8, 4096).unwrap(), vec![0xb2; 4096]);
+    // The origin kept its data.
+    let (o, _go) = open(&reg, "o");
+    assert_eq!(read(&*o, 0, 8192).unwrap(), vec![0x5a; 8192]);
+}
