@@ -216,6 +216,32 @@ impl BlockCache {
         }
     }
 
+    /// Copy cached data blocks `first..` into `buf` (whole `bs`-byte blocks) until one is
+    /// not cached; the number copied. Takes each shard's lock once per run of blocks.
+    pub(crate) fn copy_data_run(&self, owner: u64, first: u64, bs: usize, buf: &mut [u8]) -> usize {
+        if !self.data_enabled || bs == 0 {
+            return 0;
+        }
+        let n = buf.len() / bs;
+        let mut i = 0;
+        while i < n {
+            let b = first + i as u64;
+            let run_end = ((b / RUN + 1) * RUN - first).min(n as u64) as usize;
+            let mut g = self.shard(Key::new(owner, Kind::Data, b)).lock();
+            while i < run_end {
+                let key = Key::new(owner, Kind::Data, first + i as u64);
+                match g.hit(key) {
+                    Some(s) if s.data.len() == bs => {
+                        buf[i * bs..(i + 1) * bs].copy_from_slice(&s.data);
+                        i += 1;
+                    }
+                    _ => return i,
+                }
+            }
+        }
+        n
+    }
+
     /// Keep a verified block (data blocks only when enabled).
     pub(crate) fn insert(&self, owner: u64, kind: Kind, block: u64, data: Arc<[u8]>) {
         if (kind == Kind::Data && !self.data_enabled) || cost(data.len()) > self.shard_cap {
@@ -319,6 +345,15 @@ mod tests {
         assert_eq!(c.get(1, Kind::Hash, 7).unwrap()[0], 9);
         assert!(!c.copy_data(2, 7, &mut out), "another owner's block");
         assert!(!c.copy_data(1, 8, &mut out));
+        // Runs across shard boundaries stop at the first block not cached.
+        for b in 20..80u64 {
+            c.insert(1, Kind::Data, b, block(b as u8, 512));
+        }
+        let mut buf = vec![0u8; 70 * 512];
+        assert_eq!(c.copy_data_run(1, 20, 512, &mut buf), 60);
+        assert!((0..60).all(|i| buf[i * 512..(i + 1) * 512] == [20 + i as u8; 512]));
+        assert_eq!(c.copy_data_run(1, 30, 512, &mut buf[..50 * 512]), 50);
+        assert_eq!(c.copy_data_run(1, 19, 512, &mut buf), 0);
         assert!(c.get(1, Kind::Data, 8).is_none());
         let off = BlockCache::new(1 << 20, 4, false);
         off.insert(1, Kind::Data, 7, block(7, 512));

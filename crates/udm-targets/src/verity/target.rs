@@ -378,11 +378,7 @@ impl Inner {
     /// partly filled) as soon as one block is not there.
     fn all_cached(&self, first: u64, buf: &mut [u8]) -> bool {
         let bs = self.geo.data_block_size as usize;
-        self.cache.data_enabled()
-            && buf
-                .chunks_mut(bs)
-                .zip(first..)
-                .all(|(c, b)| self.cache.copy_data(self.owner, b, c))
+        self.cache.copy_data_run(self.owner, first, bs, buf) * bs == buf.len()
     }
 
     fn verify_block(
