@@ -23,7 +23,11 @@ fn usage() -> (usize, usize) {
 fn wait_until_empty() {
     let t0 = Instant::now();
     while usage() != (0, 0) {
-        assert!(t0.elapsed() < Duration::from_secs(10), "cache kept {:?}", usage());
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "cache kept {:?}",
+            usage()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -51,7 +55,10 @@ fn verified_block_cache() {
     for round in 0..3 {
         for b in 0..32u64 {
             let got = block(dev.as_ref(), 512, b).unwrap();
-            assert!(got == img.content[(b * 512) as usize..][..512], "round {round} block {b}");
+            assert!(
+                got == img.content[(b * 512) as usize..][..512],
+                "round {round} block {b}"
+            );
         }
         // A multi-block read served whole from the cache.
         let got = read(dev.as_ref(), 0, 32 * 512);
@@ -109,7 +116,10 @@ fn verified_block_cache() {
         for chunk in 0..64u64 {
             let off = chunk * 64 * 4096;
             let got = read(dev.as_ref(), off / 512, 64 * 4096);
-            assert!(got == big.content[off as usize..][..64 * 4096], "chunk {chunk}");
+            assert!(
+                got == big.content[off as usize..][..64 * 4096],
+                "chunk {chunk}"
+            );
             assert!(usage().1 <= BUDGET_MB << 20, "{:?}", usage());
         }
     }

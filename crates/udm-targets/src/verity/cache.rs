@@ -252,14 +252,9 @@ impl BlockCache {
             Kind::Data => DATA_IN,
             Kind::Hash => HASH_IN,
         };
-        self.shard(key).lock().insert(
-            Slot {
-                key,
-                data,
-                weight,
-            },
-            self.shard_cap,
-        );
+        self.shard(key)
+            .lock()
+            .insert(Slot { key, data, weight }, self.shard_cap);
     }
 
     /// Forget everything `owner` cached.
@@ -274,7 +269,11 @@ impl BlockCache {
         let mut n = (0, 0);
         for s in self.shards.iter() {
             let g = s.lock();
-            for slot in g.slots.iter().filter(|s| owner.is_none_or(|o| s.key.0 == o)) {
+            for slot in g
+                .slots
+                .iter()
+                .filter(|s| owner.is_none_or(|o| s.key.0 == o))
+            {
                 n.0 += 1;
                 n.1 += cost(slot.data.len());
             }
@@ -319,7 +318,9 @@ pub fn global() -> &'static BlockCache {
     static C: OnceLock<BlockCache> = OnceLock::new();
     C.get_or_init(|| {
         let data = !matches!(
-            std::env::var("UDM_VERITY_DATA_CACHE").as_deref().map(str::trim),
+            std::env::var("UDM_VERITY_DATA_CACHE")
+                .as_deref()
+                .map(str::trim),
             Ok("0")
         );
         BlockCache::new(budget(), 64, data)

@@ -294,7 +294,10 @@ impl Inner {
             let i = *done;
             let b = first + i as u64;
             // A block verified before is served as it was then, whatever the device holds now.
-            if self.cache.copy_data(self.owner, b, &mut buf[i * bs..(i + 1) * bs]) {
+            if self
+                .cache
+                .copy_data(self.owner, b, &mut buf[i * bs..(i + 1) * bs])
+            {
                 *done = i + 1;
                 continue;
             }
