@@ -7,39 +7,11 @@
 
 use super::target::{Inner, Stop};
 use crate::pieces;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use udm_io::{Bio, IoBuf, IoError, WorkerPool};
 
 /// The smallest piece of a read worth a job of its own (smaller reads are verified inline).
 const PIECE_MIN: usize = 128 << 10;
-
-/// Memory each verity target may spend on verified hash blocks: 1/64 of physical memory,
-/// between 16 MiB and 256 MiB (`UDM_VERITY_CACHE_MB` overrides). 64 MiB of sha256 hash
-/// blocks cover 32 GiB of data.
-pub(crate) fn hash_cache_bytes() -> usize {
-    static N: OnceLock<usize> = OnceLock::new();
-    *N.get_or_init(|| {
-        if let Some(mb) = std::env::var("UDM_VERITY_CACHE_MB")
-            .ok()
-            .and_then(|s| s.parse::<usize>().ok())
-        {
-            return mb.max(1) << 20;
-        }
-        // SAFETY: sysconf takes an integer name and returns an integer; no memory is shared.
-        let (pages, size) = unsafe {
-            (
-                libc::sysconf(libc::_SC_PHYS_PAGES),
-                libc::sysconf(libc::_SC_PAGESIZE),
-            )
-        };
-        let phys = if pages > 0 && size > 0 {
-            pages as usize * size as usize
-        } else {
-            1 << 30
-        };
-        (phys / 64).clamp(16 << 20, 256 << 20)
-    })
-}
 
 /// What a finished piece reports.
 type PieceDone = Box<dyn FnOnce(Result<(), IoError>, IoBuf) + Send>;

@@ -18,6 +18,13 @@ use udm_formats::verity::{
     BlockHasher, Digest, FecLayout, Geometry, HashAlg, HashType, VerityError,
 };
 
+/// (blocks, bytes) held in the process's verified-block cache by every verity target, and
+/// the cache's budget in bytes (`UDM_VERITY_CACHE_MB`, else 1/8 of memory up to 2 GiB).
+pub fn cache_usage() -> (usize, usize, usize) {
+    let (n, b) = cache::global().usage(None);
+    (n, b, cache::budget())
+}
+
 pub struct VerityType;
 
 fn e2big(m: &str) -> TargetError {

@@ -3,7 +3,7 @@
 //! runs is in `io.rs`), and failures are corrected with FEC when configured, or handled by
 //! the corruption mode.
 
-use super::cache::HashCache;
+use super::cache::{self, BlockCache, Kind};
 use super::fec::FecRuntime;
 use super::params::{Mode, VerityParams};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -59,7 +59,9 @@ pub struct Inner {
     pub(crate) data: Arc<DevHandle>,
     pub(crate) hash: Arc<DevHandle>,
     pub(crate) fec: Option<FecRuntime>,
-    pub(crate) cache: HashCache,
+    /// This target's key in the process-wide verified-block cache.
+    pub(crate) owner: u64,
+    pub(crate) cache: &'static BlockCache,
     validated: Option<Vec<AtomicU64>>,
     hash_failed: AtomicBool,
     /// Set by `restart_on_corruption` / `panic_on_corruption`: every later I/O fails.
@@ -90,10 +92,6 @@ impl Inner {
                 .map(|_| AtomicU64::new(0))
                 .collect()
         });
-        // The whole tree when it fits the memory budget (a 1 TiB device with sha256 and
-        // 4 KiB blocks has a 2 GiB tree), else as much of it as does.
-        let budget = super::io::hash_cache_bytes() / geo.hash_block_size.max(512) as usize;
-        let cap = (geo.tree_blocks() as usize).min(budget).max(16);
         Inner {
             params,
             geo,
@@ -103,7 +101,8 @@ impl Inner {
             data,
             hash,
             fec,
-            cache: HashCache::new(cap),
+            owner: cache::new_owner(),
+            cache: cache::global(),
             validated,
             hash_failed: AtomicBool::new(false),
             dead: AtomicBool::new(false),
@@ -199,7 +198,7 @@ impl Inner {
         quiet: bool,
         may_block: bool,
     ) -> Result<Arc<[u8]>, Stop> {
-        if let Some(b) = self.cache.get(hb) {
+        if let Some(b) = self.cache.get(self.owner, Kind::Hash, hb) {
             return Ok(b);
         }
         if !may_block {
@@ -209,7 +208,7 @@ impl Inner {
         if let Ok(d) = &data {
             if self.hasher.digest(d) == *want {
                 let a: Arc<[u8]> = Arc::from(d.as_slice());
-                self.cache.insert(hb, a.clone());
+                self.cache.insert(self.owner, Kind::Hash, hb, a.clone());
                 return Ok(a);
             }
         }
@@ -220,7 +219,7 @@ impl Inner {
             if let Some(vb) = fec.layout.virtual_of_hash(hb) {
                 if let Some(fixed) = fec.correct(self, vb, want) {
                     let a: Arc<[u8]> = Arc::from(fixed);
-                    self.cache.insert(hb, a.clone());
+                    self.cache.insert(self.owner, Kind::Hash, hb, a.clone());
                     return Ok(a);
                 }
             }
@@ -261,7 +260,7 @@ impl Inner {
                     return Ok(Digest::from_slice(&b[off..off + ds]));
                 }
             }
-            if let Some(b) = self.cache.get(hb) {
+            if let Some(b) = self.cache.get(self.owner, Kind::Hash, hb) {
                 let d = Digest::from_slice(&b[off..off + ds]);
                 *memo = Some((hb, b));
                 return Ok(d);
@@ -294,6 +293,14 @@ impl Inner {
         while *done < n {
             let i = *done;
             let b = first + i as u64;
+            // A block verified before is served as it was then, whatever the device holds now.
+            if self
+                .cache
+                .copy_data(self.owner, b, &mut buf[i * bs..(i + 1) * bs])
+            {
+                *done = i + 1;
+                continue;
+            }
             if read_ok && self.is_validated(b) {
                 *done = i + 1;
                 continue;
@@ -357,7 +364,24 @@ impl Inner {
         }
         self.set_validated(b);
         self.set_validated(b + 1);
+        self.keep(b, x);
+        self.keep(b + 1, y);
         Ok(true)
+    }
+
+    /// Keep data block `b`, whose digest just matched the tree, in the verified-block cache.
+    fn keep(&self, b: u64, bytes: &[u8]) {
+        if self.cache.data_enabled() {
+            self.cache
+                .insert(self.owner, Kind::Data, b, Arc::from(bytes));
+        }
+    }
+
+    /// Fill `buf` (data blocks `first..`) from the verified-block cache; false (with `buf`
+    /// partly filled) as soon as one block is not there.
+    fn all_cached(&self, first: u64, buf: &mut [u8]) -> bool {
+        let bs = self.geo.data_block_size as usize;
+        self.cache.copy_data_run(self.owner, first, bs, buf) * bs == buf.len()
     }
 
     fn verify_block(
@@ -375,6 +399,7 @@ impl Inner {
         }
         if read_ok && self.hasher.digest(chunk) == want {
             self.set_validated(b);
+            self.keep(b, chunk);
             return Ok(());
         }
         if let Some(fec) = &self.fec {
@@ -393,6 +418,13 @@ impl Inner {
     }
 }
 
+impl Drop for Inner {
+    /// A reloaded or removed table's verified blocks are of no use to anyone: free them.
+    fn drop(&mut self) {
+        self.cache.drop_owner(self.owner);
+    }
+}
+
 /// One `verity` table line.
 pub struct Verity {
     pub(crate) inner: Arc<Inner>,
@@ -402,6 +434,11 @@ impl Verity {
     /// Corruption events so far (each would have been a uevent in the kernel).
     pub fn events(&self) -> u64 {
         self.inner.events.load(Ordering::Relaxed)
+    }
+
+    /// (blocks, bytes) this target holds in the verified-block cache (data and hash blocks).
+    pub fn cached(&self) -> (usize, usize) {
+        self.inner.cache.usage(Some(self.inner.owner))
     }
 }
 
@@ -432,7 +469,12 @@ impl Target for Verity {
         }
         let first = bio.sector.0 / spb;
         let sector = bio.sector;
-        let buf = bio.take_buf();
+        let mut buf = bio.take_buf();
+        if inner.all_cached(first, &mut buf) {
+            bio.set_buf(buf);
+            bio.complete(Ok(()));
+            return MapResult::Submitted;
+        }
         let me = self.inner.clone();
         let read = Bio::read(
             sector,
