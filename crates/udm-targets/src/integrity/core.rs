@@ -38,6 +38,9 @@ pub(crate) struct State {
     pub may_write: Vec<u8>,
     pub commit_deadline: Option<Instant>,
     pub bitmap_deadline: Option<Instant>,
+    /// The journal is past its watermark (or a writer waits for room): the background
+    /// thread commits and writes back.
+    pub kick: bool,
 }
 
 /// One integrity target's runtime.
@@ -60,9 +63,20 @@ pub struct Inner {
     /// The errno the device failed with (0: healthy), as the kernel's `ic->failed`.
     pub(crate) failed: AtomicI32,
     pub(crate) st: Mutex<State>,
-    /// Reads share it; writes, commits and the writer hold it alone.
+    /// Reads, writes and the background journal cycle share it (and run side by side);
+    /// suspend, resume, discards, bitmap flushes and recalculation steps hold it alone.
     pub(crate) io_lock: RwLock<()>,
+    /// Wakes the background thread (with `st`).
     pub(crate) wake: Condvar,
+    /// Wakes J-mode writers waiting for journal room (with `st`).
+    pub(crate) room: Condvar,
+    /// Serializes journal commits (and the background cycle) so sections go out in order.
+    pub(crate) commit_lock: Mutex<()>,
+    /// Blocks being read or written in place (data and tags).
+    pub(crate) ranges: super::ranges::RangeLock,
+    /// Held across a read-modify-write of tag sectors, and across a tag read that fills
+    /// the cache, so the cache never holds a sector older than the device's.
+    pub(crate) tag_lock: Mutex<()>,
     /// Tag-area sectors as on the device (write-through).
     pub(crate) tag_cache: super::tagcache::TagCache,
     pub(crate) stop: AtomicBool,
@@ -157,9 +171,8 @@ impl Inner {
         let end = (tb + len as u64).div_ceil(512);
         let mut buf = vec![0u8; ((end - first) * 512) as usize];
         if !self.tag_cache.get(first, &mut buf) {
-            let b = sync::read_at(self.meta_dev(), Sectors(first), buf.len())?;
-            buf.copy_from_slice(b.as_slice());
-            self.tag_cache.put(first, &buf);
+            let _t = self.tag_lock.lock();
+            self.tag_sectors(first, &mut buf)?;
         }
         let o = (tb - first * 512) as usize;
         buf.truncate(o + len);
@@ -167,35 +180,55 @@ impl Inner {
         Ok(buf)
     }
 
-    /// Write tags of consecutive blocks from logical `sector` (one area): the sectors they
-    /// share with other blocks' tags come from the tag cache (or are read first).
+    /// Tag sectors from `first` into `buf`, from the cache or the device (tag lock held).
+    fn tag_sectors(&self, first: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        if !self.tag_cache.get(first, buf) {
+            let b = sync::read_at(self.meta_dev(), Sectors(first), buf.len())?;
+            buf.copy_from_slice(b.as_slice());
+            self.tag_cache.put_read(first, buf);
+        }
+        Ok(())
+    }
+
+    /// Write tags of consecutive blocks from logical `sector` (one area) into the tag cache
+    /// (the sectors they share with other blocks' tags come from it, or are read first);
+    /// they reach the device with the next flush (`flush_all`), or when too many are dirty.
     pub(crate) fn write_tags(&self, sector: u64, tags: &[u8]) -> Result<(), IoError> {
         let (_, tb) = self.geo.locate(sector);
         let first = tb / 512;
         let end = (tb + tags.len() as u64).div_ceil(512);
         let o = (tb - first * 512) as usize;
-        let mut buf = if o == 0 && tags.len().is_multiple_of(512) {
-            vec![0u8; tags.len()]
-        } else {
-            let mut b = vec![0u8; ((end - first) * 512) as usize];
-            if !self.tag_cache.get(first, &mut b) {
-                let r = sync::read_at(self.meta_dev(), Sectors(first), b.len())?;
-                b.copy_from_slice(r.as_slice());
-                self.tag_cache.put(first, &b);
-            }
-            if b[o..o + tags.len()] == *tags {
+        let _t = self.tag_lock.lock();
+        let mut buf = vec![0u8; ((end - first) * 512) as usize];
+        if o != 0 || !tags.len().is_multiple_of(512) {
+            self.tag_sectors(first, &mut buf)?;
+            if buf[o..o + tags.len()] == *tags {
                 return Ok(());
             }
-            b
-        };
-        buf[o..o + tags.len()].copy_from_slice(tags);
-        let r = sync::write_at(self.meta_dev(), Sectors(first), &buf);
-        match r {
-            // What the device holds now.
-            Ok(()) => self.tag_cache.put(first, &buf),
-            Err(_) => self.tag_cache.clear(),
         }
-        r
+        buf[o..o + tags.len()].copy_from_slice(tags);
+        self.tag_cache.put_dirty(first, &buf);
+        if self.tag_cache.dirty() > super::tagcache::DIRTY_MAX {
+            self.write_dirty_tags_locked()?;
+        }
+        Ok(())
+    }
+
+    /// Write the dirty tag sectors down (in sorted runs); an error fails the device.
+    pub(crate) fn write_dirty_tags(&self) -> Result<(), IoError> {
+        let _t = self.tag_lock.lock();
+        self.write_dirty_tags_locked()
+    }
+
+    fn write_dirty_tags_locked(&self) -> Result<(), IoError> {
+        for (first, buf) in self.tag_cache.take_dirty() {
+            if let Err(e) = sync::write_at(self.meta_dev(), Sectors(first), &buf) {
+                self.tag_cache.clear();
+                self.io_error("writing tags", libc::EIO);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Whether reads of `[s, s+n)` are checked (not R mode, a hash, not awaiting recalc).
@@ -218,23 +251,40 @@ impl Inner {
         true
     }
 
-    /// Read `out.len()` bytes of logical data from `s` off the data area, checking tags.
-    /// A mismatch counts once and fails with EILSEQ (the first bad block is logged).
-    pub(crate) fn read_checked(&self, s: u64, out: &mut [u8]) -> Result<(), IoError> {
+    /// Read `out.len()` bytes of logical data from `s` off the data area, checking tags; a
+    /// mismatch counts once and fails with EILSEQ (the first bad block is logged). With
+    /// `tags_out`, the stored tags of the blocks too (read under the same range hold as the
+    /// data, so both come from one write).
+    pub(crate) fn read_checked(
+        &self,
+        s: u64,
+        out: &mut [u8],
+        mut tags_out: Option<&mut [u8]>,
+    ) -> Result<(), IoError> {
         let mut done = 0usize;
         while done < out.len() {
             let cur = s + (done / 512) as u64;
             let n = ((out.len() - done) as u64 / 512).min(self.geo.run_len(cur));
             let chunk = &mut out[done..done + (n * 512) as usize];
             let (ds, _) = self.geo.locate(cur);
+            let _r = self.ranges.lock(cur, n);
             let buf = sync::read_at(self.data_dev(), Sectors(ds), chunk.len())?;
             chunk.copy_from_slice(buf.as_slice());
             if let Some(e) = self.failed() {
                 return Err(e);
             }
-            if self.check_wanted(cur, n) {
-                let blocks = (n / self.spb()) as usize;
-                let stored = self.read_tags(cur, blocks)?;
+            let blocks = (n / self.spb()) as usize;
+            let check = self.check_wanted(cur, n);
+            let stored = if check || tags_out.is_some() {
+                self.read_tags(cur, blocks)?
+            } else {
+                Vec::new()
+            };
+            if let Some(t) = tags_out.as_deref_mut() {
+                let t0 = done / self.block_bytes() * self.tag_size;
+                t[t0..t0 + stored.len()].copy_from_slice(&stored);
+            }
+            if check {
                 let mut want = vec![0u8; blocks * self.tag_size];
                 self.compute_tags(cur, chunk, &mut want);
                 for b in 0..blocks {
@@ -258,7 +308,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Write data and its tags in place (D and B modes, and the journal writer).
+    /// Write data and its tags in place (D and B modes, and the journal writer): per
+    /// interleave area, the data write goes down while the tags are computed and written.
     pub(crate) fn write_direct(
         &self,
         s: u64,
@@ -272,7 +323,15 @@ impl Inner {
             let chunk = &data[done..done + (n * 512) as usize];
             let blocks = (n / self.spb()) as usize;
             let (ds, _) = self.geo.locate(cur);
-            sync::write_at(self.data_dev(), Sectors(ds), chunk)?;
+            let _r = self.ranges.lock(cur, n);
+            let (tx, rx) = std::sync::mpsc::channel();
+            self.data_dev().submit(udm_io::Bio::write(
+                Sectors(ds),
+                udm_io::IoBuf::from_slice(chunk),
+                Box::new(move |r, _| {
+                    let _ = tx.send(r);
+                }),
+            ));
             let t0 = done / self.block_bytes() * self.tag_size;
             let tags_here = match tags {
                 Some(t) => t[t0..t0 + blocks * self.tag_size].to_vec(),
@@ -282,7 +341,9 @@ impl Inner {
                     t
                 }
             };
-            self.write_tags(cur, &tags_here)?;
+            let rt = self.write_tags(cur, &tags_here);
+            rx.recv().unwrap_or(Err(IoError::Io))?;
+            rt?;
             done += chunk.len();
         }
         Ok(())
@@ -294,6 +355,7 @@ impl Inner {
         while cur < s + n {
             let m = (s + n - cur).min(self.geo.run_len(cur));
             let blocks = (m / self.spb()) as usize;
+            let _r = self.ranges.lock(cur, m);
             self.write_tags(cur, &vec![DISCARD_FILLER; blocks * self.tag_size])?;
             let (ds, _) = self.geo.locate(cur);
             match sync::discard(self.data_dev(), Sectors(ds), Sectors(m)) {
@@ -305,8 +367,10 @@ impl Inner {
         Ok(())
     }
 
-    /// Flush tags and data (the kernel's `dm_integrity_flush_buffers(ic, true)`).
+    /// Write dirty tags, then flush tags and data (the kernel's
+    /// `dm_integrity_flush_buffers(ic, true)`).
     pub(crate) fn flush_all(&self) -> Result<(), IoError> {
+        self.write_dirty_tags()?;
         sync::flush(self.meta_dev())?;
         if self.meta.is_some() {
             sync::flush(self.data_dev())?;

@@ -9,6 +9,7 @@ mod bitmap;
 mod core;
 mod jmode;
 pub mod params;
+mod ranges;
 pub mod setup;
 mod tagcache;
 pub mod tags;
@@ -391,9 +392,14 @@ impl TargetType for IntegrityType {
                 may_write: vec![0u8; if p.mode == Mode::Bitmap { bm } else { 0 }],
                 commit_deadline: None,
                 bitmap_deadline: None,
+                kick: false,
             }),
             io_lock: RwLock::new(()),
             wake: Condvar::new(),
+            room: Condvar::new(),
+            commit_lock: Mutex::new(()),
+            ranges: Default::default(),
+            tag_lock: Mutex::new(()),
             tag_cache: Default::default(),
             stop: AtomicBool::new(false),
             recalc_running: AtomicBool::new(false),
