@@ -13,7 +13,7 @@ use udm_formats::integrity::journal::JOURNAL_MAC_SIZE;
 use udm_formats::integrity::{
     Geometry, Superblock, TagHash, DISCARD_FILLER, FLAG_FIXED_HMAC, FLAG_RECALCULATING,
 };
-use udm_io::{sync, BlockDevice, IoError, Sectors};
+use udm_io::{sync, BlockDevice, IoBuf, IoError, Sectors};
 
 pub(crate) const EILSEQ: IoError = IoError::Os(libc::EILSEQ);
 
@@ -30,7 +30,7 @@ pub(crate) struct State {
     pub free_section_entry: u32,
     pub free_sectors: u32,
     /// Logical sector → position (section × entries + entry) of its newest journal entry.
-    pub latest: HashMap<u64, u32>,
+    pub latest: HashMap<u64, u32, SectorHash>,
     pub wrote_to_journal: bool,
     pub journal_uptodate: bool,
     pub just_formatted: bool,
@@ -41,6 +41,27 @@ pub(crate) struct State {
     /// The journal is past its watermark (or a writer waits for room): the background
     /// thread commits and writes back.
     pub kick: bool,
+}
+
+/// A cheap hash for sector numbers (multiply-shift; the keys are not attacker-chosen
+/// beyond what the device's size allows, and the map is per target).
+pub(crate) type SectorHash = std::hash::BuildHasherDefault<SectorHasher>;
+
+#[derive(Default)]
+pub(crate) struct SectorHasher(u64);
+
+impl std::hash::Hasher for SectorHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (v ^ (v >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 /// One integrity target's runtime.
@@ -321,32 +342,48 @@ impl Inner {
             let cur = s + (done / 512) as u64;
             let n = ((data.len() - done) as u64 / 512).min(self.geo.run_len(cur));
             let chunk = &data[done..done + (n * 512) as usize];
-            let blocks = (n / self.spb()) as usize;
-            let (ds, _) = self.geo.locate(cur);
-            let _r = self.ranges.lock(cur, n);
-            let (tx, rx) = std::sync::mpsc::channel();
-            self.data_dev().submit(udm_io::Bio::write(
-                Sectors(ds),
-                udm_io::IoBuf::from_slice(chunk),
-                Box::new(move |r, _| {
-                    let _ = tx.send(r);
-                }),
-            ));
             let t0 = done / self.block_bytes() * self.tag_size;
-            let tags_here = match tags {
-                Some(t) => t[t0..t0 + blocks * self.tag_size].to_vec(),
-                None => {
-                    let mut t = vec![0u8; blocks * self.tag_size];
-                    self.compute_tags(cur, chunk, &mut t);
-                    t
-                }
-            };
-            let rt = self.write_tags(cur, &tags_here);
-            rx.recv().unwrap_or(Err(IoError::Io))?;
-            rt?;
+            let blocks = (n / self.spb()) as usize;
+            let t = tags.map(|t| &t[t0..t0 + blocks * self.tag_size]);
+            self.write_area(cur, IoBuf::from_slice(chunk), chunk, t)?;
             done += chunk.len();
         }
         Ok(())
+    }
+
+    /// Write `buf` (blocks within one area, `data` holding the same bytes) at logical `cur`
+    /// with its tags (`tags`, or computed from `data` while the data write is under way).
+    pub(crate) fn write_area(
+        &self,
+        cur: u64,
+        buf: IoBuf,
+        data: &[u8],
+        tags: Option<&[u8]>,
+    ) -> Result<(), IoError> {
+        let n = (buf.len() / 512) as u64;
+        let (ds, _) = self.geo.locate(cur);
+        let _r = self.ranges.lock(cur, n);
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.data_dev().submit(udm_io::Bio::write(
+            Sectors(ds),
+            buf,
+            Box::new(move |r, _| {
+                let _ = tx.send(r);
+            }),
+        ));
+        let computed;
+        let tags = match tags {
+            Some(t) => t,
+            None => {
+                let mut t = vec![0u8; (n / self.spb()) as usize * self.tag_size];
+                self.compute_tags(cur, data, &mut t);
+                computed = t;
+                &computed[..]
+            }
+        };
+        let rt = self.write_tags(cur, tags);
+        rx.recv().unwrap_or(Err(IoError::Io))?;
+        rt
     }
 
     /// Discard `[s, s+n)`: filler tags, then the discard goes down.

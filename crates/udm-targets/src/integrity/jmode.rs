@@ -14,7 +14,7 @@ use super::core::{Inner, State};
 use udm_formats::integrity::journal::{
     self as jf, commit_id, next_seq, prev_seq, JOURNAL_BLOCK_SECTORS, JOURNAL_MAC_PER_SECTOR,
 };
-use udm_io::{sync, IoError, Sectors};
+use udm_io::{sync, Bio, BioFlags, IoBuf, IoError, Sectors};
 
 impl Inner {
     /// Put the journal MACs into sections `[start, start+n)` (ring order).
@@ -65,7 +65,7 @@ impl Inner {
     pub(crate) fn rw_journal_sectors(&self, st: &mut State, write: bool, first: u64, n: u64) {
         let r = (first * 512) as usize..((first + n) * 512) as usize;
         if write {
-            self.journal_out(first, &st.journal[r], true);
+            self.journal_out(first, st.journal[r].to_vec(), true);
             return;
         }
         if self.failed().is_some() {
@@ -80,16 +80,16 @@ impl Inner {
 
     /// Write `bytes` at journal sector `first` (with FUA when `fua`); an error fails the
     /// device. Nothing happens once the device has failed.
-    pub(crate) fn journal_out(&self, first: u64, bytes: &[u8], fua: bool) {
+    pub(crate) fn journal_out(&self, first: u64, bytes: Vec<u8>, fua: bool) {
         if self.failed().is_some() {
             return;
         }
         let at = Sectors(self.geo.journal_start() + first);
-        let res = if fua {
-            sync::write_fua_at(self.meta_dev(), at, bytes)
-        } else {
-            sync::write_at(self.meta_dev(), at, bytes)
-        };
+        let flags = if fua { BioFlags::FUA } else { BioFlags::NONE };
+        let res = sync::submit_wait(self.meta_dev(), |d| {
+            Bio::write(at, IoBuf::from_vec(bytes), d).with_flags(flags)
+        })
+        .0;
         if res.is_err() {
             self.io_error("writing journal", libc::EIO);
         }
@@ -185,17 +185,17 @@ impl Inner {
     }
 
     /// Write a commit's sections (FUA when `fua`).
-    fn commit_write(&self, c: &Commit, fua: bool) {
-        for (first, bytes) in &c.pieces {
-            self.journal_out(*first, bytes, fua);
+    fn commit_write(&self, c: &mut Commit, fua: bool) {
+        for (first, bytes) in c.pieces.drain(..) {
+            self.journal_out(first, bytes, fua);
         }
     }
 
     /// The kernel's `integrity_commit` for J mode, all under the state lock (suspend and
     /// discards, with the I/O lock held alone).
     pub(crate) fn commit(&self, st: &mut State) {
-        if let Some(c) = self.commit_begin(st) {
-            self.commit_write(&c, true);
+        if let Some(mut c) = self.commit_begin(st) {
+            self.commit_write(&mut c, true);
             st.n_committed += c.n;
         }
     }
@@ -205,8 +205,8 @@ impl Inner {
     pub(crate) fn commit_sync(&self) {
         let _c = self.commit_lock.lock();
         let c = self.commit_begin(&mut self.st.lock());
-        let Some(c) = c else { return };
-        self.commit_write(&c, true);
+        let Some(mut c) = c else { return };
+        self.commit_write(&mut c, true);
         let mut st = self.st.lock();
         st.n_committed += c.n;
         if st.free_sectors <= self.threshold {
@@ -226,7 +226,7 @@ impl Inner {
     pub(crate) fn journal_cycle(&self, write_back: bool) {
         let _c = self.commit_lock.lock();
         let g = self.geo.journal;
-        let (c, home, old) = {
+        let (mut c, home, old) = {
             let mut st = self.st.lock();
             let old = if write_back {
                 (st.committed_section, st.n_committed)
@@ -240,11 +240,11 @@ impl Inner {
             };
             (self.commit_begin(&mut st), home, old)
         };
-        if let Some(c) = &c {
+        if let Some(c) = &mut c {
             self.commit_write(c, false);
         }
         if self.failed().is_none() {
-            self.write_home(&home.runs);
+            self.write_home(home.runs);
         }
         if (c.is_some() || old.1 > 0) && self.flush_all().is_err() {
             self.io_error("flushing disk cache", libc::EIO);
@@ -289,7 +289,7 @@ impl Inner {
     pub(crate) fn do_journal_write(&self, st: &mut State, start: u32, n: u32, from_replay: bool) {
         let home = self.gather_home(st, start, n, from_replay);
         if self.failed().is_none() {
-            self.write_home(&home.runs);
+            self.write_home(home.runs);
         }
         if self.flush_all().is_err() {
             self.io_error("flushing disk cache", libc::EIO);
@@ -404,9 +404,10 @@ impl Inner {
     }
 
     /// Write runs home (data and tags); the first error fails the device.
-    fn write_home(&self, runs: &[HomeRun]) {
+    fn write_home(&self, runs: Vec<HomeRun>) {
         for (first, data, tags) in runs {
-            if let Err(e) = self.write_direct(*first, data, Some(tags)) {
+            let buf = IoBuf::from_vec(data);
+            if let Err(e) = self.write_area(first, buf, &[], Some(&tags)) {
                 self.io_error("copying from journal", e.errno());
                 return;
             }

@@ -384,7 +384,7 @@ impl TargetType for IntegrityType {
                 free_section: 0,
                 free_section_entry: 0,
                 free_sectors: 0,
-                latest: HashMap::new(),
+                latest: HashMap::default(),
                 wrote_to_journal: false,
                 journal_uptodate: false,
                 just_formatted: false,
