@@ -7,6 +7,7 @@
 # shared and noisy); ratios against linear and the load average are printed. Not part of CI.
 #
 #   bench/integrity.sh [SIZE_MIB] [RUNTIME_SECONDS]      (defaults: 256 MiB, 5 s per fio job)
+#   UDM_BIN=/path/to/udm bench/integrity.sh …            (that binary, no build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-256}
@@ -14,9 +15,13 @@ RT=${2:-5}
 for t in fio python3; do
   command -v $t >/dev/null || { echo "need $t"; exit 1; }
 done
-cargo build --release -q -p udm
-TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-UDM=${UDM:-$TARGET/release/udm}
+if [ -n "${UDM_BIN:-}" ]; then
+  UDM=$UDM_BIN
+else
+  cargo build --release -q -p udm
+  TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  UDM=${UDM:-$TARGET/release/udm}
+fi
 W=$(mktemp -d /tmp/udm-integrity-bench.XXXXXX)
 cleanup() { "$UDM" daemon stop --force >/dev/null 2>&1 || true; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"; }
 trap cleanup EXIT

@@ -13,7 +13,7 @@ use udm_formats::integrity::journal::JOURNAL_MAC_SIZE;
 use udm_formats::integrity::{
     Geometry, Superblock, TagHash, DISCARD_FILLER, FLAG_FIXED_HMAC, FLAG_RECALCULATING,
 };
-use udm_io::{sync, BlockDevice, IoError, Sectors};
+use udm_io::{sync, BlockDevice, IoBuf, IoError, Sectors};
 
 pub(crate) const EILSEQ: IoError = IoError::Os(libc::EILSEQ);
 
@@ -30,7 +30,7 @@ pub(crate) struct State {
     pub free_section_entry: u32,
     pub free_sectors: u32,
     /// Logical sector → position (section × entries + entry) of its newest journal entry.
-    pub latest: HashMap<u64, u32>,
+    pub latest: HashMap<u64, u32, SectorHash>,
     pub wrote_to_journal: bool,
     pub journal_uptodate: bool,
     pub just_formatted: bool,
@@ -38,6 +38,30 @@ pub(crate) struct State {
     pub may_write: Vec<u8>,
     pub commit_deadline: Option<Instant>,
     pub bitmap_deadline: Option<Instant>,
+    /// The journal is past its watermark (or a writer waits for room): the background
+    /// thread commits and writes back.
+    pub kick: bool,
+}
+
+/// A cheap hash for sector numbers (multiply-shift; the keys are not attacker-chosen
+/// beyond what the device's size allows, and the map is per target).
+pub(crate) type SectorHash = std::hash::BuildHasherDefault<SectorHasher>;
+
+#[derive(Default)]
+pub(crate) struct SectorHasher(u64);
+
+impl std::hash::Hasher for SectorHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (v ^ (v >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 /// One integrity target's runtime.
@@ -62,9 +86,20 @@ pub struct Inner {
     /// The errno the device failed with (0: healthy), as the kernel's `ic->failed`.
     pub(crate) failed: AtomicI32,
     pub(crate) st: Mutex<State>,
-    /// Reads share it; writes, commits and the writer hold it alone.
+    /// Reads, writes and the background journal cycle share it (and run side by side);
+    /// suspend, resume, discards, bitmap flushes and recalculation steps hold it alone.
     pub(crate) io_lock: RwLock<()>,
+    /// Wakes the background thread (with `st`).
     pub(crate) wake: Condvar,
+    /// Wakes J-mode writers waiting for journal room (with `st`).
+    pub(crate) room: Condvar,
+    /// Serializes journal commits (and the background cycle) so sections go out in order.
+    pub(crate) commit_lock: Mutex<()>,
+    /// Blocks being read or written in place (data and tags).
+    pub(crate) ranges: super::ranges::RangeLock,
+    /// Held across a read-modify-write of tag sectors, and across a tag read that fills
+    /// the cache, so the cache never holds a sector older than the device's.
+    pub(crate) tag_lock: Mutex<()>,
     /// Tag-area sectors as on the device (write-through).
     pub(crate) tag_cache: super::tagcache::TagCache,
     pub(crate) stop: AtomicBool,
@@ -159,9 +194,8 @@ impl Inner {
         let end = (tb + len as u64).div_ceil(512);
         let mut buf = vec![0u8; ((end - first) * 512) as usize];
         if !self.tag_cache.get(first, &mut buf) {
-            let b = sync::read_at(self.meta_dev(), Sectors(first), buf.len())?;
-            buf.copy_from_slice(b.as_slice());
-            self.tag_cache.put(first, &buf);
+            let _t = self.tag_lock.lock();
+            self.tag_sectors(first, &mut buf)?;
         }
         let o = (tb - first * 512) as usize;
         buf.truncate(o + len);
@@ -169,35 +203,55 @@ impl Inner {
         Ok(buf)
     }
 
-    /// Write tags of consecutive blocks from logical `sector` (one area): the sectors they
-    /// share with other blocks' tags come from the tag cache (or are read first).
+    /// Tag sectors from `first` into `buf`, from the cache or the device (tag lock held).
+    fn tag_sectors(&self, first: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        if !self.tag_cache.get(first, buf) {
+            let b = sync::read_at(self.meta_dev(), Sectors(first), buf.len())?;
+            buf.copy_from_slice(b.as_slice());
+            self.tag_cache.put_read(first, buf);
+        }
+        Ok(())
+    }
+
+    /// Write tags of consecutive blocks from logical `sector` (one area) into the tag cache
+    /// (the sectors they share with other blocks' tags come from it, or are read first);
+    /// they reach the device with the next flush (`flush_all`), or when too many are dirty.
     pub(crate) fn write_tags(&self, sector: u64, tags: &[u8]) -> Result<(), IoError> {
         let (_, tb) = self.geo.locate(sector);
         let first = tb / 512;
         let end = (tb + tags.len() as u64).div_ceil(512);
         let o = (tb - first * 512) as usize;
-        let mut buf = if o == 0 && tags.len().is_multiple_of(512) {
-            vec![0u8; tags.len()]
-        } else {
-            let mut b = vec![0u8; ((end - first) * 512) as usize];
-            if !self.tag_cache.get(first, &mut b) {
-                let r = sync::read_at(self.meta_dev(), Sectors(first), b.len())?;
-                b.copy_from_slice(r.as_slice());
-                self.tag_cache.put(first, &b);
-            }
-            if b[o..o + tags.len()] == *tags {
+        let _t = self.tag_lock.lock();
+        let mut buf = vec![0u8; ((end - first) * 512) as usize];
+        if o != 0 || !tags.len().is_multiple_of(512) {
+            self.tag_sectors(first, &mut buf)?;
+            if buf[o..o + tags.len()] == *tags {
                 return Ok(());
             }
-            b
-        };
-        buf[o..o + tags.len()].copy_from_slice(tags);
-        let r = sync::write_at(self.meta_dev(), Sectors(first), &buf);
-        match r {
-            // What the device holds now.
-            Ok(()) => self.tag_cache.put(first, &buf),
-            Err(_) => self.tag_cache.clear(),
         }
-        r
+        buf[o..o + tags.len()].copy_from_slice(tags);
+        self.tag_cache.put_dirty(first, &buf);
+        if self.tag_cache.dirty() > super::tagcache::DIRTY_MAX {
+            self.write_dirty_tags_locked()?;
+        }
+        Ok(())
+    }
+
+    /// Write the dirty tag sectors down (in sorted runs); an error fails the device.
+    pub(crate) fn write_dirty_tags(&self) -> Result<(), IoError> {
+        let _t = self.tag_lock.lock();
+        self.write_dirty_tags_locked()
+    }
+
+    fn write_dirty_tags_locked(&self) -> Result<(), IoError> {
+        for (first, buf) in self.tag_cache.take_dirty() {
+            if let Err(e) = sync::write_at(self.meta_dev(), Sectors(first), &buf) {
+                self.tag_cache.clear();
+                self.io_error("writing tags", libc::EIO);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Whether reads of `[s, s+n)` are checked (not R mode, a hash, not awaiting recalc).
@@ -220,23 +274,40 @@ impl Inner {
         true
     }
 
-    /// Read `out.len()` bytes of logical data from `s` off the data area, checking tags.
-    /// A mismatch counts once and fails with EILSEQ (the first bad block is logged).
-    pub(crate) fn read_checked(&self, s: u64, out: &mut [u8]) -> Result<(), IoError> {
+    /// Read `out.len()` bytes of logical data from `s` off the data area, checking tags; a
+    /// mismatch counts once and fails with EILSEQ (the first bad block is logged). With
+    /// `tags_out`, the stored tags of the blocks too (read under the same range hold as the
+    /// data, so both come from one write).
+    pub(crate) fn read_checked(
+        &self,
+        s: u64,
+        out: &mut [u8],
+        mut tags_out: Option<&mut [u8]>,
+    ) -> Result<(), IoError> {
         let mut done = 0usize;
         while done < out.len() {
             let cur = s + (done / 512) as u64;
             let n = ((out.len() - done) as u64 / 512).min(self.geo.run_len(cur));
             let chunk = &mut out[done..done + (n * 512) as usize];
             let (ds, _) = self.geo.locate(cur);
+            let _r = self.ranges.lock(cur, n);
             let buf = sync::read_at(self.data_dev(), Sectors(ds), chunk.len())?;
             chunk.copy_from_slice(buf.as_slice());
             if let Some(e) = self.failed() {
                 return Err(e);
             }
-            if self.check_wanted(cur, n) {
-                let blocks = (n / self.spb()) as usize;
-                let stored = self.read_tags(cur, blocks)?;
+            let blocks = (n / self.spb()) as usize;
+            let check = self.check_wanted(cur, n);
+            let stored = if check || tags_out.is_some() {
+                self.read_tags(cur, blocks)?
+            } else {
+                Vec::new()
+            };
+            if let Some(t) = tags_out.as_deref_mut() {
+                let t0 = done / self.block_bytes() * self.tag_size;
+                t[t0..t0 + stored.len()].copy_from_slice(&stored);
+            }
+            if check {
                 let mut want = vec![0u8; blocks * self.tag_size];
                 self.compute_tags(cur, chunk, &mut want);
                 for b in 0..blocks {
@@ -260,7 +331,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Write data and its tags in place (D and B modes, and the journal writer).
+    /// Write data and its tags in place (D and B modes, and the journal writer): per
+    /// interleave area, the data write goes down while the tags are computed and written.
     pub(crate) fn write_direct(
         &self,
         s: u64,
@@ -272,22 +344,48 @@ impl Inner {
             let cur = s + (done / 512) as u64;
             let n = ((data.len() - done) as u64 / 512).min(self.geo.run_len(cur));
             let chunk = &data[done..done + (n * 512) as usize];
-            let blocks = (n / self.spb()) as usize;
-            let (ds, _) = self.geo.locate(cur);
-            sync::write_at(self.data_dev(), Sectors(ds), chunk)?;
             let t0 = done / self.block_bytes() * self.tag_size;
-            let tags_here = match tags {
-                Some(t) => t[t0..t0 + blocks * self.tag_size].to_vec(),
-                None => {
-                    let mut t = vec![0u8; blocks * self.tag_size];
-                    self.compute_tags(cur, chunk, &mut t);
-                    t
-                }
-            };
-            self.write_tags(cur, &tags_here)?;
+            let blocks = (n / self.spb()) as usize;
+            let t = tags.map(|t| &t[t0..t0 + blocks * self.tag_size]);
+            self.write_area(cur, IoBuf::from_slice(chunk), chunk, t)?;
             done += chunk.len();
         }
         Ok(())
+    }
+
+    /// Write `buf` (blocks within one area, `data` holding the same bytes) at logical `cur`
+    /// with its tags (`tags`, or computed from `data` while the data write is under way).
+    pub(crate) fn write_area(
+        &self,
+        cur: u64,
+        buf: IoBuf,
+        data: &[u8],
+        tags: Option<&[u8]>,
+    ) -> Result<(), IoError> {
+        let n = (buf.len() / 512) as u64;
+        let (ds, _) = self.geo.locate(cur);
+        let _r = self.ranges.lock(cur, n);
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.data_dev().submit(udm_io::Bio::write(
+            Sectors(ds),
+            buf,
+            Box::new(move |r, _| {
+                let _ = tx.send(r);
+            }),
+        ));
+        let computed;
+        let tags = match tags {
+            Some(t) => t,
+            None => {
+                let mut t = vec![0u8; (n / self.spb()) as usize * self.tag_size];
+                self.compute_tags(cur, data, &mut t);
+                computed = t;
+                &computed[..]
+            }
+        };
+        let rt = self.write_tags(cur, tags);
+        rx.recv().unwrap_or(Err(IoError::Io))?;
+        rt
     }
 
     /// Discard `[s, s+n)`: filler tags, then the discard goes down.
@@ -296,6 +394,7 @@ impl Inner {
         while cur < s + n {
             let m = (s + n - cur).min(self.geo.run_len(cur));
             let blocks = (m / self.spb()) as usize;
+            let _r = self.ranges.lock(cur, m);
             self.write_tags(cur, &vec![DISCARD_FILLER; blocks * self.tag_size])?;
             let (ds, _) = self.geo.locate(cur);
             match sync::discard(self.data_dev(), Sectors(ds), Sectors(m)) {
@@ -307,8 +406,10 @@ impl Inner {
         Ok(())
     }
 
-    /// Flush tags and data (the kernel's `dm_integrity_flush_buffers(ic, true)`).
+    /// Write dirty tags, then flush tags and data (the kernel's
+    /// `dm_integrity_flush_buffers(ic, true)`).
     pub(crate) fn flush_all(&self) -> Result<(), IoError> {
+        self.write_dirty_tags()?;
         sync::flush(self.meta_dev())?;
         if self.meta.is_some() {
             sync::flush(self.data_dev())?;

@@ -18,7 +18,6 @@ use udm_core::TargetError;
 use udm_crypto::skcipher::SkCipher;
 use udm_crypto::{CipherError, Zeroizing};
 use udm_formats::integrity::journal::{JournalGeometry, COMMIT_IDS, N_COMMIT_IDS};
-use udm_io::{sync, Sectors};
 
 const PAGE: usize = 4096;
 
@@ -149,32 +148,16 @@ impl Inner {
         self.jcrypt.as_ref().map_or(COMMIT_IDS, |c| c.commit_ids)
     }
 
-    /// Write sections `[start, start+n)` (no wrap) of the in-memory journal, encrypted when
-    /// the journal is, FUA; or read them and decrypt. Failures fail the device as
-    /// `rw_journal_sectors` does.
-    pub(crate) fn rw_journal_sections(&self, st: &mut State, write: bool, start: u32, n: u32) {
+    /// Read sections `[start, start+n)` (no wrap) into the in-memory journal, decrypted when
+    /// the journal is encrypted. Failures fail the device as `rw_journal_sectors` does.
+    pub(crate) fn read_journal_sections(&self, st: &mut State, start: u32, n: u32) {
         let g = self.geo.journal;
         let first = start as u64 * g.section_sectors as u64;
         let count = n as u64 * g.section_sectors as u64;
-        let Some(c) = &self.jcrypt else {
-            return self.rw_journal_sectors(st, write, first, count);
-        };
-        let r = (first * 512) as usize..((first + count) * 512) as usize;
-        if !write {
-            self.rw_journal_sectors(st, false, first, count);
-            if self.failed().is_none() {
-                c.apply(start, &mut st.journal[r], false);
-            }
-            return;
-        }
-        if self.failed().is_some() {
-            return;
-        }
-        let mut buf = st.journal[r].to_vec();
-        c.apply(start, &mut buf, true);
-        let at = Sectors(self.geo.journal_start() + first);
-        if sync::write_fua_at(self.meta_dev(), at, &buf).is_err() {
-            self.io_error("writing journal", libc::EIO);
+        self.rw_journal_sectors(st, false, first, count);
+        if let (Some(c), None) = (&self.jcrypt, self.failed()) {
+            let r = (first * 512) as usize..((first + count) * 512) as usize;
+            c.apply(start, &mut st.journal[r], false);
         }
     }
 }

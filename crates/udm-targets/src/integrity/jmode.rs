@@ -2,59 +2,107 @@
 //! journal (and complete), a commit pads the open section, stamps commit ids and writes the
 //! sections with FUA; the writer copies committed sections to their places; replay after an
 //! unclean stop copies what the on-disk journal committed.
+//!
+//! Locking: the target's state lock is held only to reserve journal entries, stamp and copy
+//! out sections and update the ring; the I/O runs without it. Past the watermark, the
+//! background thread runs `journal_cycle`s: each writes the open sections to the journal and
+//! the sections committed before to their places, then one flush makes both durable (a
+//! section goes home only after its commit is durable, and is reused only after its home
+//! copies are). A block stays readable from the journal until its home copy is written.
 
 use super::core::{Inner, State};
 use udm_formats::integrity::journal::{
     self as jf, commit_id_in, next_seq, prev_seq, JOURNAL_BLOCK_SECTORS, JOURNAL_MAC_PER_SECTOR,
 };
-use udm_io::{sync, IoError, Sectors};
+use udm_io::{sync, Bio, BioFlags, IoBuf, IoError, Sectors};
 
 impl Inner {
-    /// Write sections `[start, start+n)` (ring order) with their MACs, FUA.
-    pub(crate) fn write_journal(&self, st: &mut State, start: u32, n: u32) {
+    /// Put the journal MACs into sections `[start, start+n)` (ring order).
+    fn seal_sections(&self, st: &mut State, start: u32, n: u32) {
+        if self.jmac.is_none() {
+            return;
+        }
         let g = self.geo.journal;
-        let mut i = start;
-        let mut left = n;
+        for k in 0..n {
+            let s = (start + k) % g.sections;
+            let mac = self.section_mac(&st.journal, s);
+            for k in 0..JOURNAL_BLOCK_SECTORS as u32 {
+                let o = g.sector_off(s, k) + 504 - JOURNAL_MAC_PER_SECTOR;
+                let m = k as usize * JOURNAL_MAC_PER_SECTOR;
+                st.journal[o..o + JOURNAL_MAC_PER_SECTOR]
+                    .copy_from_slice(&mac[m..m + JOURNAL_MAC_PER_SECTOR]);
+            }
+        }
+    }
+
+    /// The contiguous pieces (first journal sector, sectors) of sections `[start, start+n)`.
+    fn section_pieces(&self, start: u32, n: u32) -> Vec<(u64, u64)> {
+        let g = self.geo.journal;
+        let mut out = Vec::new();
+        let (mut i, mut left) = (start, n);
         while left > 0 {
             let run = left.min(g.sections - i);
-            for s in i..i + run {
-                if self.jmac.is_some() {
-                    let mac = self.section_mac(&st.journal, s);
-                    for k in 0..JOURNAL_BLOCK_SECTORS as u32 {
-                        let o = g.sector_off(s, k) + 504 - JOURNAL_MAC_PER_SECTOR;
-                        let m = k as usize * JOURNAL_MAC_PER_SECTOR;
-                        st.journal[o..o + JOURNAL_MAC_PER_SECTOR]
-                            .copy_from_slice(&mac[m..m + JOURNAL_MAC_PER_SECTOR]);
-                    }
-                }
-            }
-            self.rw_journal_sections(st, true, i, run);
+            out.push((
+                g.sector_off(i, 0) as u64 / 512,
+                run as u64 * g.section_sectors as u64,
+            ));
             left -= run;
             i = (i + run) % g.sections;
+        }
+        out
+    }
+
+    /// Write sections `[start, start+n)` (ring order) with their MACs, FUA.
+    pub(crate) fn write_journal(&self, st: &mut State, start: u32, n: u32) {
+        self.seal_sections(st, start, n);
+        for (first, len) in self.section_pieces(start, n) {
+            let r = (first * 512) as usize..((first + len) * 512) as usize;
+            self.sections_out(first, st.journal[r].to_vec(), true);
         }
     }
 
     /// Read or write journal sectors `[first, first+n)` (FUA for writes); an error fails the
     /// device. Nothing happens once the device has failed.
     pub(crate) fn rw_journal_sectors(&self, st: &mut State, write: bool, first: u64, n: u64) {
+        let r = (first * 512) as usize..((first + n) * 512) as usize;
+        if write {
+            self.journal_out(first, st.journal[r].to_vec(), true);
+            return;
+        }
         if self.failed().is_some() {
             return;
         }
         let at = Sectors(self.geo.journal_start() + first);
-        let r = (first * 512) as usize..((first + n) * 512) as usize;
-        let res = if write {
-            sync::write_fua_at(self.meta_dev(), at, &st.journal[r])
-        } else {
-            sync::read_at(self.meta_dev(), at, r.len())
-                .map(|b| st.journal[r].copy_from_slice(b.as_slice()))
-        };
+        match sync::read_at(self.meta_dev(), at, r.len()) {
+            Ok(b) => st.journal[r].copy_from_slice(b.as_slice()),
+            Err(_) => self.io_error("reading journal", libc::EIO),
+        }
+    }
+
+    /// Write whole journal sections held in `bytes` from journal sector `first` (a section's
+    /// start), encrypted first when the journal is (`journal_crypt`).
+    pub(crate) fn sections_out(&self, first: u64, mut bytes: Vec<u8>, fua: bool) {
+        if let Some(c) = &self.jcrypt {
+            let section = first / self.geo.journal.section_sectors as u64;
+            c.apply(section as u32, &mut bytes, true);
+        }
+        self.journal_out(first, bytes, fua);
+    }
+
+    /// Write `bytes` at journal sector `first` (with FUA when `fua`); an error fails the
+    /// device. Nothing happens once the device has failed.
+    pub(crate) fn journal_out(&self, first: u64, bytes: Vec<u8>, fua: bool) {
+        if self.failed().is_some() {
+            return;
+        }
+        let at = Sectors(self.geo.journal_start() + first);
+        let flags = if fua { BioFlags::FUA } else { BioFlags::NONE };
+        let res = sync::submit_wait(self.meta_dev(), |d| {
+            Bio::write(at, IoBuf::from_vec(bytes), d).with_flags(flags)
+        })
+        .0;
         if res.is_err() {
-            let what = if write {
-                "writing journal"
-            } else {
-                "reading journal"
-            };
-            self.io_error(what, libc::EIO);
+            self.io_error("writing journal", libc::EIO);
         }
     }
 
@@ -105,23 +153,10 @@ impl Inner {
         blocks * bb
     }
 
-    /// The newest journal copy of block `s`, if the journal has one.
-    pub(crate) fn journal_get(&self, st: &State, s: u64, out: &mut [u8]) -> bool {
-        let Some(&pos) = st.latest.get(&s) else {
-            return false;
-        };
-        let g = self.geo.journal;
-        g.get_block(
-            &st.journal,
-            pos / g.section_entries,
-            pos % g.section_entries,
-            out,
-        );
-        true
-    }
-
-    /// The kernel's `integrity_commit` for J mode.
-    pub(crate) fn commit(&self, st: &mut State) {
+    /// The first half of the kernel's `integrity_commit`: pad the open section, stamp commit
+    /// ids and MACs into the uncommitted sections and copy them out for writing. The caller
+    /// adds them to the committed ones only once the write is durable.
+    fn commit_begin(&self, st: &mut State) -> Option<Commit> {
         st.commit_deadline = None;
         let g = self.geo.journal;
         if st.free_section_entry != 0 {
@@ -132,7 +167,7 @@ impl Inner {
         }
         let (start, n) = (st.uncommitted_section, st.n_uncommitted);
         if n == 0 {
-            return;
+            return None;
         }
         st.wrote_to_journal = true;
         let ids = self.commit_ids();
@@ -149,21 +184,101 @@ impl Inner {
                 i = 0;
             }
         }
-        self.write_journal(st, start, n);
+        self.seal_sections(st, start, n);
+        let pieces = self
+            .section_pieces(start, n)
+            .into_iter()
+            .map(|(first, len)| {
+                let r = (first * 512) as usize..((first + len) * 512) as usize;
+                (first, st.journal[r].to_vec())
+            })
+            .collect();
         st.uncommitted_section = (start + n) % g.sections;
         st.n_uncommitted = 0;
-        st.n_committed += n;
+        Some(Commit { n, pieces })
     }
 
-    /// Commit, then run the writer when the journal is past its watermark.
-    pub(crate) fn commit_and_maybe_write(&self, st: &mut State) {
-        self.commit(st);
-        if st.free_sectors <= self.threshold {
-            self.writer(st);
+    /// Write a commit's sections (FUA when `fua`).
+    fn commit_write(&self, c: &mut Commit, fua: bool) {
+        for (first, bytes) in c.pieces.drain(..) {
+            self.sections_out(first, bytes, fua);
         }
     }
 
-    /// The kernel's `integrity_writer`: copy every committed section home and free it.
+    /// The kernel's `integrity_commit` for J mode, all under the state lock (suspend and
+    /// discards, with the I/O lock held alone).
+    pub(crate) fn commit(&self, st: &mut State) {
+        if let Some(mut c) = self.commit_begin(st) {
+            self.commit_write(&mut c, true);
+            st.n_committed += c.n;
+        }
+    }
+
+    /// Commit what the journal holds, durably, without holding the state lock across the
+    /// write (a flush or FUA request); past the watermark the background thread is woken.
+    pub(crate) fn commit_sync(&self) {
+        let _c = self.commit_lock.lock();
+        let c = self.commit_begin(&mut self.st.lock());
+        let Some(mut c) = c else { return };
+        self.commit_write(&mut c, true);
+        let mut st = self.st.lock();
+        st.n_committed += c.n;
+        if st.free_sectors <= self.threshold {
+            st.kick = true;
+            self.wake.notify_all();
+        }
+    }
+
+    /// Whether the journal holds anything to commit or write home.
+    pub(crate) fn journal_busy(&self, st: &State) -> bool {
+        st.n_committed > 0 || st.n_uncommitted > 0 || st.free_section_entry > 0
+    }
+
+    /// One step of the background writer: write the open sections to the journal and (with
+    /// `write_back`) the sections committed before to their places, then one flush makes
+    /// both durable; only then do the new sections count as committed and the old ones free.
+    pub(crate) fn journal_cycle(&self, write_back: bool) {
+        let _c = self.commit_lock.lock();
+        let g = self.geo.journal;
+        let (mut c, home, old) = {
+            let mut st = self.st.lock();
+            let old = if write_back {
+                (st.committed_section, st.n_committed)
+            } else {
+                (0, 0)
+            };
+            let home = if old.1 > 0 {
+                self.gather_home(&mut st, old.0, old.1, false)
+            } else {
+                Home::default()
+            };
+            (self.commit_begin(&mut st), home, old)
+        };
+        if let Some(c) = &mut c {
+            self.commit_write(c, false);
+        }
+        if self.failed().is_none() {
+            self.write_home(home.runs);
+        }
+        if (c.is_some() || old.1 > 0) && self.flush_all().is_err() {
+            self.io_error("flushing disk cache", libc::EIO);
+        }
+        let mut st = self.st.lock();
+        if let Some(c) = &c {
+            st.n_committed += c.n;
+        }
+        if old.1 > 0 {
+            self.forget(&mut st, &home.forget);
+            st.committed_section = (old.0 + old.1) % g.sections;
+            st.n_committed -= old.1;
+            st.free_sectors += old.1 * g.section_entries;
+        }
+        drop(st);
+        self.room.notify_all();
+    }
+
+    /// The kernel's `integrity_writer`: copy every committed section home and free it
+    /// (under the state lock: suspend and discards).
     pub(crate) fn writer(&self, st: &mut State) {
         let (start, n) = (st.committed_section, st.n_committed);
         if n == 0 {
@@ -183,14 +298,31 @@ impl Inner {
     }
 
     /// Copy entries of sections `[start, start+n)` to their places (the kernel's
-    /// `do_journal_write`); from replay, entries are validated first. The entries to copy
-    /// are sorted by sector (the newest copy of a sector wins, as written in ring order) and
-    /// go home in runs: one data write and one tag write per run within an area.
+    /// `do_journal_write`), all under the state lock; from replay, entries are validated
+    /// first.
     pub(crate) fn do_journal_write(&self, st: &mut State, start: u32, n: u32, from_replay: bool) {
+        let home = self.gather_home(st, start, n, from_replay);
+        if self.failed().is_none() {
+            self.write_home(home.runs);
+        }
+        if self.flush_all().is_err() {
+            self.io_error("flushing disk cache", libc::EIO);
+        }
+        self.forget(st, &home.forget);
+    }
+
+    /// Collect what sections `[start, start+n)` send home: the entries are sorted by
+    /// sector (the newest copy of a sector wins, as written in ring order) and copied out in
+    /// runs, one data and one tag write per run within an area. Entries a newer committed
+    /// one supersedes are dropped; the rest are marked unused in memory (only the sector
+    /// word changes: data and tag stay readable). Blocks whose newest copy goes home stay in
+    /// `latest` (readable from the journal) until `forget`, after their home write.
+    fn gather_home(&self, st: &mut State, start: u32, n: u32, from_replay: bool) -> Home {
         let g = self.geo.journal;
         let bb = self.block_bytes();
         let mut block = vec![0u8; bb];
         let salt = self.salt();
+        let mut home = Home::default();
         // (sector, ring order, section, entry) of every entry to copy.
         let mut todo: Vec<(u64, u32, u32, u32)> = Vec::new();
         for k in 0..n {
@@ -225,9 +357,7 @@ impl Inner {
                 } else {
                     let pos = i * g.section_entries + j;
                     match st.latest.get(&sec) {
-                        Some(&q) if q == pos => {
-                            st.latest.remove(&sec);
-                        }
+                        Some(&q) if q == pos => home.forget.push((sec, pos)),
                         Some(&q) if self.is_committed(st, q / g.section_entries) => {
                             jf::set_entry_unused(&mut st.journal, e);
                             continue;
@@ -256,28 +386,23 @@ impl Inner {
                 todo.push((sec, k * g.section_entries + j, i, j));
             }
         }
-        if self.failed().is_none() {
-            self.copy_home(st, &mut todo);
-        }
-        if self.flush_all().is_err() {
-            self.io_error("flushing disk cache", libc::EIO);
-        }
+        home.runs = self.copy_home(st, &mut todo);
+        home
     }
 
-    /// Write journal entries `(sector, order, section, entry)` to their places in runs of
-    /// consecutive blocks; the latest (highest order) entry of a sector wins.
-    fn copy_home(&self, st: &State, todo: &mut [(u64, u32, u32, u32)]) {
+    /// Journal entries `(sector, order, section, entry)` as runs of consecutive blocks
+    /// `(sector, data, tags)`; the latest (highest order) entry of a sector wins.
+    fn copy_home(&self, st: &State, todo: &mut [(u64, u32, u32, u32)]) -> Vec<HomeRun> {
         let g = self.geo.journal;
         let (bb, ts, spb) = (self.block_bytes(), self.tag_size, self.spb());
         todo.sort_unstable_by_key(|&(s, o, _, _)| (s, o));
-        let mut data: Vec<u8> = Vec::new();
-        let mut tags: Vec<u8> = Vec::new();
+        let mut runs = Vec::new();
         let mut k = 0;
         while k < todo.len() {
             let first = todo[k].0;
             let room = self.geo.run_len(first) / spb;
-            data.clear();
-            tags.clear();
+            let mut data: Vec<u8> = Vec::new();
+            let mut tags: Vec<u8> = Vec::new();
             let mut next = first;
             let mut blocks = 0u64;
             while k < todo.len() && todo[k].0 == next && blocks < room {
@@ -294,9 +419,27 @@ impl Inner {
                 next += spb;
                 k += 1;
             }
-            if let Err(e) = self.write_direct(first, &data, Some(&tags)) {
+            runs.push((first, data, tags));
+        }
+        runs
+    }
+
+    /// Write runs home (data and tags); the first error fails the device.
+    fn write_home(&self, runs: Vec<HomeRun>) {
+        for (first, data, tags) in runs {
+            let buf = IoBuf::from_vec(data);
+            if let Err(e) = self.write_area(first, buf, &[], Some(&tags)) {
                 self.io_error("copying from journal", e.errno());
                 return;
+            }
+        }
+    }
+
+    /// After their home writes: blocks whose newest copy went home leave `latest`.
+    fn forget(&self, st: &mut State, list: &[(u64, u32)]) {
+        for (sec, pos) in list {
+            if st.latest.get(sec) == Some(pos) {
+                st.latest.remove(sec);
             }
         }
     }
@@ -308,7 +451,7 @@ impl Inner {
         }
         let g = self.geo.journal;
         if !st.just_formatted {
-            self.rw_journal_sections(st, false, 0, g.sections);
+            self.read_journal_sections(st, 0, g.sections);
         }
         let mut last_used = 0;
         let mut write_start = 0;
@@ -362,33 +505,45 @@ impl Inner {
         st.latest.clear();
     }
 
-    /// J-mode write of `data` at logical `s`: into the journal, committing and writing back
-    /// when it fills; FUA commits before returning.
+    /// J-mode write of `data` at logical `s`: its tags computed first, then its blocks
+    /// copied into the journal (waiting for room when it is full); past the watermark the
+    /// background thread is woken; FUA commits before returning.
     pub(crate) fn journal_write(
         &self,
-        st: &mut State,
         s: u64,
         data: &[u8],
         tags: Option<&[u8]>,
         fua: bool,
     ) -> Result<(), IoError> {
+        let bb = self.block_bytes();
+        let computed;
+        let tags = match tags {
+            Some(t) => t,
+            None => {
+                let mut t = vec![0u8; data.len() / bb * self.tag_size];
+                self.compute_tags(s, data, &mut t);
+                computed = t;
+                &computed[..]
+            }
+        };
         let mut done = 0;
+        let mut st = self.st.lock();
         while done < data.len() {
             if let Some(e) = self.failed() {
                 return Err(e);
             }
             if st.free_sectors == 0 {
-                self.commit(st);
-                self.writer(st);
-                if st.free_sectors == 0 {
-                    return Err(IoError::Io);
-                }
+                st.kick = true;
+                self.wake.notify_all();
+                self.room.wait(&mut st);
+                continue;
             }
-            let t = tags.map(|t| &t[done / self.block_bytes() * self.tag_size..]);
-            done += self.journal_put(st, s + (done / 512) as u64, &data[done..], t);
+            let t = &tags[done / bb * self.tag_size..];
+            done += self.journal_put(&mut st, s + (done / 512) as u64, &data[done..], Some(t));
         }
-        if fua || st.free_sectors <= self.threshold {
-            self.commit_and_maybe_write(st);
+        if st.free_sectors <= self.threshold {
+            st.kick = true;
+            self.wake.notify_all();
         } else if st.commit_deadline.is_none() {
             st.commit_deadline = Some(
                 std::time::Instant::now()
@@ -396,9 +551,29 @@ impl Inner {
             );
             self.wake.notify_all();
         }
+        drop(st);
+        if fua {
+            self.commit_sync();
+        }
         match self.failed() {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
+}
+
+/// A commit's sections as copied out: how many, and (first journal sector, bytes) pieces.
+struct Commit {
+    n: u32,
+    pieces: Vec<(u64, Vec<u8>)>,
+}
+
+/// A run of consecutive blocks going home: (first sector, data, tags).
+type HomeRun = (u64, Vec<u8>, Vec<u8>);
+
+/// What a write-back sends home, and the `latest` entries to drop after it.
+#[derive(Default)]
+struct Home {
+    runs: Vec<HomeRun>,
+    forget: Vec<(u64, u32)>,
 }

@@ -10,6 +10,7 @@ mod core;
 mod jcrypt;
 mod jmode;
 pub mod params;
+mod ranges;
 pub mod setup;
 mod tagcache;
 pub mod tags;
@@ -383,7 +384,7 @@ impl TargetType for IntegrityType {
                 free_section: 0,
                 free_section_entry: 0,
                 free_sectors: 0,
-                latest: HashMap::new(),
+                latest: HashMap::default(),
                 wrote_to_journal: false,
                 journal_uptodate: false,
                 just_formatted: false,
@@ -391,9 +392,14 @@ impl TargetType for IntegrityType {
                 may_write: vec![0u8; if p.mode == Mode::Bitmap { bm } else { 0 }],
                 commit_deadline: None,
                 bitmap_deadline: None,
+                kick: false,
             }),
             io_lock: RwLock::new(()),
             wake: Condvar::new(),
+            room: Condvar::new(),
+            commit_lock: Mutex::new(()),
+            ranges: Default::default(),
+            tag_lock: Mutex::new(()),
             tag_cache: Default::default(),
             stop: AtomicBool::new(false),
             recalc_running: AtomicBool::new(false),

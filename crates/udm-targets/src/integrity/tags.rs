@@ -50,45 +50,8 @@ impl TagDevice {
         self.check(s, out.len())?;
         let i = &self.inner;
         let _io = i.io_lock.read();
-        let bb = i.block_bytes();
-        let blocks = out.len() / bb;
-        let mut tags = vec![0u8; blocks * i.tag_size];
-        let mut b = 0;
-        while b < blocks {
-            if i.mode == Mode::Journal {
-                let st = i.st.lock();
-                let sec = s + b as u64 * i.spb();
-                if let Some(&pos) = st.latest.get(&sec) {
-                    let g = i.geo.journal;
-                    let (js, je) = (pos / g.section_entries, pos % g.section_entries);
-                    g.get_block(&st.journal, js, je, &mut out[b * bb..(b + 1) * bb]);
-                    tags[b * i.tag_size..(b + 1) * i.tag_size].copy_from_slice(g.entry_tag(
-                        &st.journal,
-                        js,
-                        je,
-                    ));
-                    b += 1;
-                    continue;
-                }
-            }
-            // A run of blocks not in the journal, within one interleave area.
-            let sec = s + b as u64 * i.spb();
-            let mut e = b + 1;
-            let max = (i.geo.run_len(sec) / i.spb()) as usize;
-            {
-                let st = i.st.lock();
-                while e < blocks
-                    && e - b < max
-                    && !st.latest.contains_key(&(s + e as u64 * i.spb()))
-                {
-                    e += 1;
-                }
-            }
-            i.read_checked(sec, &mut out[b * bb..e * bb])?;
-            let t = i.read_tags(sec, e - b)?;
-            tags[b * i.tag_size..e * i.tag_size].copy_from_slice(&t);
-            b = e;
-        }
+        let mut tags = vec![0u8; out.len() / i.block_bytes() * i.tag_size];
+        i.read_blocks(s, out, Some(&mut tags))?;
         Ok(tags)
     }
 
@@ -99,12 +62,9 @@ impl TagDevice {
         if i.mode == Mode::Recovery {
             return Err(IoError::Io);
         }
-        let _io = i.io_lock.write();
+        let _io = i.io_lock.read();
         match i.mode {
-            Mode::Journal => {
-                let mut st = i.st.lock();
-                i.journal_write(&mut st, s, data, Some(tags), fua)
-            }
+            Mode::Journal => i.journal_write(s, data, Some(tags), fua),
             _ => {
                 i.write_direct(s, data, Some(tags))?;
                 if fua {
@@ -118,10 +78,9 @@ impl TagDevice {
     /// Make everything written durable (a flush through the device).
     pub fn flush(&self) -> Result<(), IoError> {
         let i = &self.inner;
-        let _io = i.io_lock.write();
+        let _io = i.io_lock.read();
         if i.mode == Mode::Journal {
-            let mut st = i.st.lock();
-            i.commit_and_maybe_write(&mut st);
+            i.commit_sync();
         } else if i.flush_all().is_err() {
             i.io_error("flushing disk cache", libc::EIO);
         }

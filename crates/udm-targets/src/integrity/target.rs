@@ -35,7 +35,8 @@ impl Drop for Integrity {
     }
 }
 
-/// The background thread for the autocommit and bitmap-flush timers.
+/// The background thread: the autocommit and bitmap-flush timers, and the J-mode journal
+/// cycles (commit and write-back) once the journal is past its watermark.
 pub(crate) fn spawn_timer(inner: &Arc<Inner>) {
     let weak: Weak<Inner> = Arc::downgrade(inner);
     std::thread::Builder::new()
@@ -46,32 +47,43 @@ pub(crate) fn spawn_timer(inner: &Arc<Inner>) {
                 return;
             }
             let mut st = me.st.lock();
+            let now = Instant::now();
+            let commit_due = st.commit_deadline.is_some_and(|t| t <= now);
+            let pressed = me.mode == Mode::Journal
+                && me.failed().is_none()
+                && (std::mem::take(&mut st.kick)
+                    || (st.free_sectors <= me.threshold && me.journal_busy(&st)));
+            if commit_due || pressed {
+                st.commit_deadline = None;
+                let write_back = st.free_sectors <= me.threshold;
+                drop(st);
+                // Shared, and taken even while a suspend waits for the lock alone: writers
+                // that hold it shared may be waiting for this cycle's room.
+                let _io = me.io_lock.read_recursive();
+                if me.mode == Mode::Journal {
+                    me.journal_cycle(write_back);
+                }
+                continue;
+            }
+            if st.bitmap_deadline.is_some_and(|t| t <= now) {
+                drop(st);
+                let _io = me.io_lock.write();
+                let mut st = me.st.lock();
+                if st.bitmap_deadline.is_some_and(|t| t <= Instant::now()) {
+                    me.bitmap_flush(&mut st);
+                }
+                continue;
+            }
             let next = [st.commit_deadline, st.bitmap_deadline]
                 .into_iter()
                 .flatten()
                 .min();
-            let now = Instant::now();
+            let w = &me.wake;
             match next {
-                Some(t) if t <= now => {
-                    drop(st);
-                    let _io = me.io_lock.write();
-                    let mut st = me.st.lock();
-                    if st.commit_deadline.is_some_and(|t| t <= now) {
-                        if me.mode == Mode::Journal {
-                            me.commit_and_maybe_write(&mut st);
-                        }
-                        st.commit_deadline = None;
-                    }
-                    if st.bitmap_deadline.is_some_and(|t| t <= now) {
-                        me.bitmap_flush(&mut st);
-                    }
-                }
                 Some(t) => {
-                    let w = &me.wake;
                     w.wait_until(&mut st, t);
                 }
                 None => {
-                    let w = &me.wake;
                     w.wait_for(&mut st, std::time::Duration::from_secs(1));
                 }
             }
@@ -81,14 +93,56 @@ pub(crate) fn spawn_timer(inner: &Arc<Inner>) {
 
 impl Inner {
     fn do_flush(&self) -> Result<(), IoError> {
-        let _io = self.io_lock.write();
+        let _io = self.io_lock.read();
         if self.mode == Mode::Journal {
-            let mut st = self.st.lock();
-            self.commit_and_maybe_write(&mut st);
+            self.commit_sync();
         } else if self.flush_all().is_err() {
             self.io_error("flushing disk cache", libc::EIO);
         }
         self.failed().map_or(Ok(()), Err)
+    }
+
+    /// Read `out` at `s`: blocks the journal holds come from it, the rest from their places
+    /// (checked). A block leaves the journal's index only after its home write, so a block
+    /// not found there is at home.
+    pub(crate) fn read_blocks(
+        &self,
+        s: u64,
+        out: &mut [u8],
+        mut tags: Option<&mut [u8]>,
+    ) -> Result<(), IoError> {
+        let (bb, ts, spb) = (self.block_bytes(), self.tag_size, self.spb());
+        let blocks = out.len() / bb;
+        let mut runs = Vec::new();
+        if self.mode == Mode::Journal {
+            let st = self.st.lock();
+            let g = self.geo.journal;
+            let mut b = 0;
+            while b < blocks {
+                if let Some(&pos) = st.latest.get(&(s + b as u64 * spb)) {
+                    let (js, je) = (pos / g.section_entries, pos % g.section_entries);
+                    g.get_block(&st.journal, js, je, &mut out[b * bb..(b + 1) * bb]);
+                    if let Some(t) = tags.as_deref_mut() {
+                        t[b * ts..(b + 1) * ts].copy_from_slice(g.entry_tag(&st.journal, js, je));
+                    }
+                    b += 1;
+                    continue;
+                }
+                let mut e = b + 1;
+                while e < blocks && !st.latest.contains_key(&(s + e as u64 * spb)) {
+                    e += 1;
+                }
+                runs.push((b, e));
+                b = e;
+            }
+        } else {
+            runs.push((0, blocks));
+        }
+        for (b, e) in runs {
+            let t = tags.as_deref_mut().map(|t| &mut t[b * ts..e * ts]);
+            self.read_checked(s + b as u64 * spb, &mut out[b * bb..e * bb], t)?;
+        }
+        Ok(())
     }
 
     fn do_read(&self, s: u64, out: &mut [u8]) -> Result<(), IoError> {
@@ -96,43 +150,16 @@ impl Inner {
         if let Some(e) = self.failed() {
             return Err(e);
         }
-        if self.mode != Mode::Journal {
-            return self.read_checked(s, out);
-        }
-        let bb = self.block_bytes();
-        let blocks = out.len() / bb;
-        let mut b = 0;
-        while b < blocks {
-            let st = self.st.lock();
-            if self.journal_get(
-                &st,
-                s + b as u64 * self.spb(),
-                &mut out[b * bb..(b + 1) * bb],
-            ) {
-                b += 1;
-                continue;
-            }
-            let mut e = b + 1;
-            while e < blocks && !st.latest.contains_key(&(s + e as u64 * self.spb())) {
-                e += 1;
-            }
-            drop(st);
-            self.read_checked(s + b as u64 * self.spb(), &mut out[b * bb..e * bb])?;
-            b = e;
-        }
-        Ok(())
+        self.read_blocks(s, out, None)
     }
 
     fn do_write(&self, s: u64, data: &[u8], fua: bool) -> Result<(), IoError> {
-        let _io = self.io_lock.write();
+        let _io = self.io_lock.read();
         if let Some(e) = self.failed() {
             return Err(e);
         }
         match self.mode {
-            Mode::Journal => {
-                let mut st = self.st.lock();
-                self.journal_write(&mut st, s, data, None, fua)
-            }
+            Mode::Journal => self.journal_write(s, data, None, fua),
             Mode::Bitmap => {
                 {
                     let mut st = self.st.lock();
@@ -180,6 +207,7 @@ impl Inner {
         let mut st = self.st.lock();
         st.commit_deadline = None;
         st.bitmap_deadline = None;
+        st.kick = false;
         let g = self.geo.journal;
         match self.mode {
             Mode::Journal => {
