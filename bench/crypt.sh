@@ -18,7 +18,9 @@ ROUNDS=${3:-3}
 for t in fio cryptsetup openssl qemu-nbd nbdkit python3; do
   command -v $t >/dev/null || { echo "need $t"; exit 1; }
 done
-cargo build --release -q -p udm
+# UDM (or UDM_BIN) names a prebuilt binary to measure; without one the tree is built.
+UDM=${UDM:-${UDM_BIN:-}}
+[ -n "$UDM" ] || cargo build --release -q -p udm
 cargo build --release -q -p udm-targets --example crypt_speed
 TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 UDM=${UDM:-$TARGET/release/udm}
