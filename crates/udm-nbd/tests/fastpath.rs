@@ -1,8 +1,9 @@
 //! The server's fast paths give the same bytes as the slow ones: large reads spliced from
 //! the file below (`BlockDevice::read_file_range`) against reads through bios on the I/O
 //! pool, with compact, structured and extended replies; short files (zeroes past the end);
-//! errors in the middle of a spliced read; pipelined large and small requests; and large
-//! writes through the recycled payload buffers.
+//! errors in the middle of a spliced read; pipelined large and small requests; large
+//! writes through the recycled payload buffers; and reads through recycled buffers, with
+//! reads failing half-way among them.
 
 mod common;
 
