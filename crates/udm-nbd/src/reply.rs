@@ -353,12 +353,13 @@ fn write_all_vectored(w: &mut BufWriter<Sock>, head: &[u8], body: &[u8]) -> io::
         return w.write_all(head).and_then(|_| w.write_all(body));
     }
     let sock = w.get_mut();
-    let mut bufs = [io::IoSlice::new(head), io::IoSlice::new(body)];
-    let mut bufs = &mut bufs[..];
-    while !bufs.is_empty() {
-        match sock.write_vectored(bufs) {
+    let mut done = 0;
+    while done < head.len() + body.len() {
+        let h = &head[done.min(head.len())..];
+        let b = &body[done.saturating_sub(head.len())..];
+        match sock.write_vectored(&[io::IoSlice::new(h), io::IoSlice::new(b)]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => io::IoSlice::advance_slices(&mut bufs, n),
+            Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
