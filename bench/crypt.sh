@@ -18,9 +18,13 @@ ROUNDS=${3:-3}
 for t in fio cryptsetup openssl qemu-nbd nbdkit python3; do
   command -v $t >/dev/null || { echo "need $t"; exit 1; }
 done
-cargo build --release -q -p udm
-cargo build --release -q -p udm-targets --example crypt_speed
+# UDM (or UDM_BIN) names a prebuilt binary to measure; without one the tree is built (and
+# so is the crypt_speed example, which a prebuilt run uses as it is when present).
+UDM=${UDM:-${UDM_BIN:-}}
 TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+[ -n "$UDM" ] || cargo build --release -q -p udm
+[ -n "$UDM" ] && [ -x "$TARGET/release/examples/crypt_speed" ] ||
+  cargo build --release -q -p udm-targets --example crypt_speed
 UDM=${UDM:-$TARGET/release/udm}
 W=$(mktemp -d /tmp/udm-crypt-bench.XXXXXX)
 cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"; }

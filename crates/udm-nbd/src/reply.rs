@@ -147,6 +147,7 @@ impl Out {
                     self.set_broken();
                     drop(w);
                     self.budget.release(cost);
+                    self.recycle(msg);
                     return None;
                 }
             }
@@ -164,7 +165,15 @@ impl Out {
             drop(w);
         }
         self.budget.release(cost);
+        self.recycle(msg);
         None
+    }
+
+    /// Give a written reply's read buffer back to the pool (see `submit_read`).
+    fn recycle(&self, msg: Msg) {
+        if let Msg::Data { buf, .. } = msg {
+            self.bufs.put(buf);
+        }
     }
 }
 
@@ -184,7 +193,8 @@ pub(crate) struct Out {
     pub(crate) dev: Arc<dyn BlockDevice>,
     /// Whether large reads try the splice path.
     pub(crate) gate: SpliceGate,
-    /// Write payload buffers, reused (each is filled from the socket before use).
+    /// Payload buffers, reused: a write's, filled from the socket before use, and a read's
+    /// (`submit_read`), filled by the device before its reply is sent.
     pub(crate) bufs: BufPool,
 }
 
@@ -223,14 +233,15 @@ impl Out {
                 },
                 cost,
             ),
-            Msg::Data { head, buf, cost } => (
-                if self.is_broken() {
+            Msg::Data { head, buf, cost } => {
+                let res = if self.is_broken() {
                     Ok(())
                 } else {
-                    w.write_all(&head).and_then(|_| w.write_all(&buf))
-                },
-                cost,
-            ),
+                    write_all_vectored(w, &head, &buf)
+                };
+                self.bufs.put(buf);
+                (res, cost)
+            }
             Msg::FileRead(fr) => {
                 // Only the writer thread splices (it owns the pipe); elsewhere use a bio.
                 submit_read(fr);
@@ -334,6 +345,28 @@ impl Out {
     }
 }
 
+/// Write `head` then `body`. A body at least as long as the buffer, with nothing buffered
+/// ahead of it, goes out with the header in one `writev`, never copied into the buffer;
+/// anything else through the buffer (which writes a long body past itself after a flush).
+fn write_all_vectored(w: &mut BufWriter<Sock>, head: &[u8], body: &[u8]) -> io::Result<()> {
+    if body.len() < w.capacity() || !w.buffer().is_empty() {
+        return w.write_all(head).and_then(|_| w.write_all(body));
+    }
+    let sock = w.get_mut();
+    let mut done = 0;
+    while done < head.len() + body.len() {
+        let h = &head[done.min(head.len())..];
+        let b = &body[done.saturating_sub(head.len())..];
+        match sock.write_vectored(&[io::IoSlice::new(h), io::IoSlice::new(b)]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The reply header in front of `len` bytes of read data.
 pub(crate) fn data_head(style: Style, h: u64, off: u64, len: u64) -> Vec<u8> {
     if style.extended {
@@ -362,6 +395,10 @@ pub(crate) fn submit_read(fr: FileRead) {
         len,
     } = fr;
     let dev = out.out.dev.clone();
+    // A recycled buffer holds older data of this connection (a large one is zeroed only
+    // when first made): a read that completes without error has filled all of it (the bio
+    // contract), and only then is it sent; a failed read's buffer is never sent.
+    let buf = out.out.bufs.get(len as usize);
     let done = Box::new(move |res: Result<(), IoError>, buf: IoBuf| {
         let msg = match res {
             Ok(()) => Msg::Data {
@@ -370,17 +407,14 @@ pub(crate) fn submit_read(fr: FileRead) {
                 cost: len,
             },
             Err(e) => {
+                out.out.bufs.put(buf);
                 let data = style.error(h, off, errno_to_nbd(e.errno()), "read failed");
                 Msg::Bytes { data, cost: len }
             }
         };
         out.send(msg);
     });
-    dev.submit(Bio::read(
-        Sectors(off / SECTOR_SIZE),
-        IoBuf::zeroed(len as usize),
-        done,
-    ));
+    dev.submit(Bio::read(Sectors(off / SECTOR_SIZE), buf, done));
 }
 
 /// Which reply headers the connection negotiated.

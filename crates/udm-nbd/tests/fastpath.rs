@@ -1,8 +1,9 @@
 //! The server's fast paths give the same bytes as the slow ones: large reads spliced from
 //! the file below (`BlockDevice::read_file_range`) against reads through bios on the I/O
 //! pool, with compact, structured and extended replies; short files (zeroes past the end);
-//! errors in the middle of a spliced read; pipelined large and small requests; and large
-//! writes through the recycled payload buffers.
+//! errors in the middle of a spliced read; pipelined large and small requests; large
+//! writes through the recycled payload buffers; and reads through recycled buffers, with
+//! reads failing half-way among them.
 
 mod common;
 
@@ -240,4 +241,111 @@ fn large_writes_through_recycled_buffers_land_whole() {
     assert!(std::fs::read(s.path("disk.img")).unwrap() == model);
     let f = NbdClient::connect_unix(&s.sock, "fast").unwrap();
     assert!(read(&f, 0, SIZE as usize / 2) == model[..SIZE as usize / 2]);
+}
+
+/// A device over a byte image that fails every read touching sector `bad` after filling
+/// the first half of the caller's buffer (an error in the middle of a transfer), and reads
+/// anything else from the image, completing on another thread (as the I/O pool does).
+struct HalfFails {
+    data: Arc<Vec<u8>>,
+    bad: u64,
+}
+
+impl BlockDevice for HalfFails {
+    fn submit(&self, mut bio: Bio) {
+        let data = self.data.clone();
+        let bad = self.bad;
+        std::thread::spawn(move || {
+            let off = (bio.sector.0 * 512) as usize;
+            let len = bio.buf().len();
+            if (bio.sector.0..bio.end().0).contains(&bad) {
+                let half = len / 2;
+                bio.buf_mut()[..half].copy_from_slice(&data[off..off + half]);
+                return bio.complete(Err(udm_io::IoError::Io));
+            }
+            bio.buf_mut().copy_from_slice(&data[off..off + len]);
+            bio.complete(Ok(()))
+        });
+    }
+    fn size(&self) -> Sectors {
+        Sectors(self.data.len() as u64 / 512)
+    }
+    fn id(&self) -> DevId {
+        DevId::Path("half-fails".into())
+    }
+    fn limits(&self) -> Limits {
+        Limits::default()
+    }
+}
+
+#[test]
+fn recycled_read_buffers_carry_only_their_own_reads() {
+    let s = serve();
+    let data = Arc::new(noise(SIZE as usize, 29));
+    let bad = 3 << 20;
+    s.add(
+        "dev",
+        Arc::new(HalfFails {
+            data: data.clone(),
+            bad: bad / 512,
+        }),
+        false,
+    );
+    for extended in [false, true] {
+        let addr = NbdAddr::Unix(s.sock.clone());
+        let c = if extended {
+            NbdClient::connect_extended(&addr, "dev").unwrap()
+        } else {
+            NbdClient::connect_unix(&s.sock, "dev").unwrap()
+        };
+        // Lengths that shrink and grow the recycled buffers, at offsets whose data differs,
+        // with failed reads in between (their buffers hold half a read, and go back to the
+        // pool): every reply holds exactly its own range, every failure is an error.
+        let reads: &[(u64, usize)] = &[
+            (0, 1 << 20),
+            (bad - 4096, 1 << 20),
+            (1 << 20, 1 << 20),
+            (bad, 64 << 10),
+            (5 << 20, 512 << 10),
+            (bad - (512 << 10), 768 << 10),
+            (2 << 20, 768 << 10),
+            (6 << 20, 1 << 20),
+            (4096, 96 << 10),
+            (SIZE - (1 << 20), 1 << 20),
+        ];
+        for &(off, len) in reads {
+            let mut b = vec![0xa5; len];
+            let r = c.read(off, &mut b);
+            if (off..off + len as u64).contains(&bad) {
+                assert_eq!(r.expect_err("the failed read").errno(), libc::EIO);
+            } else {
+                r.unwrap_or_else(|e| panic!("read {off}+{len}: {e}"));
+                assert!(b == data[off as usize..off as usize + len], "{off}+{len}");
+            }
+        }
+        // Pipelined: many large reads in flight share the pool.
+        let c = Arc::new(c);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for i in 0..48u64 {
+            let off = (i * 4096 * 53) % (SIZE - (1 << 20));
+            let tx = tx.clone();
+            c.submit(
+                Cmd::Read {
+                    offset: off,
+                    len: 1 << 20,
+                },
+                move |r| tx.send((off, r)).unwrap(),
+            );
+        }
+        for _ in 0..48 {
+            let (off, r) = rx.recv().unwrap();
+            match r {
+                Err(e) => {
+                    assert!((off..off + (1 << 20)).contains(&bad), "{off}: {e}");
+                    assert_eq!(e.errno(), libc::EIO);
+                }
+                Ok(got) => assert!(got == data[off as usize..off as usize + (1 << 20)]),
+            }
+        }
+    }
 }

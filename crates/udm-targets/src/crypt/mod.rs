@@ -18,7 +18,7 @@ pub use target::Crypt;
 pub use zeroize::{Zeroize, Zeroizing};
 
 use parking_lot::RwLock;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use target::{Inner, KeyState};
 use udm_core::{Target, TargetCtx, TargetError, TargetType};
@@ -143,6 +143,7 @@ impl TargetType for CryptType {
                 offset: start,
                 feats,
                 suspended: AtomicBool::new(false),
+                inflight: AtomicUsize::new(0),
             }),
         }))
     }

@@ -1,15 +1,19 @@
-//! The running `crypt` target. Reads go to the lower device and are decrypted in place when
-//! they complete; writes are encrypted into a new buffer (the caller's data is never changed)
-//! and then written. Small bios are en/decrypted on the thread that has them; a large one is
-//! split across cores (the calling thread takes one piece, the CPU pool the rest); with
-//! `no_read_workqueue` / `no_write_workqueue` everything is inline.
+//! The running `crypt` target. Reads go to the lower device in pieces of `READ_PIECE`, each
+//! decrypted in place by whichever thread completes it, as soon as it is in: from the page
+//! cache that is the submitting thread itself (no pool hop, and the data is decrypted while
+//! it is still in the CPU cache), and a reply of an NBD request thread goes out from there.
+//! Writes are encrypted into a recycled buffer (the caller's data is never changed) and then
+//! written: a small one on the thread that has it, a large one split across cores (the
+//! calling thread takes one piece, the CPU pool the rest) only while it is the target's only
+//! write in flight — with several in flight the cores are busy with those already and a split
+//! only adds thread hops. With `no_write_workqueue` every write is encrypted inline.
 
 use super::cipher::SectorCipher;
 use super::params::{format_table, to_hex, Features, KeySpec};
 use super::spec::CipherSpec;
 use crate::pieces;
 use parking_lot::{Mutex, RwLock};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use udm_core::{DevHandle, MapResult, StatusType, Target, TargetError};
 use udm_io::{Bio, BioFlags, BufPool, IoBuf, IoError, Limits, Op, Sectors, WorkerPool};
@@ -17,6 +21,9 @@ use zeroize::Zeroizing;
 
 /// The smallest piece of a bio worth a job of its own on the CPU pool.
 const PIECE_MIN: usize = 64 << 10;
+/// Reads longer than this go below in pieces this long (the longest a file device serves
+/// inline from the page cache).
+const READ_PIECE: usize = 128 << 10;
 /// Write-zeroes are written as encrypted zeroes, this many bytes at a time.
 const ZERO_CHUNK: u64 = 1 << 20;
 
@@ -36,6 +43,25 @@ pub(crate) struct Inner {
     pub(crate) offset: Sectors,
     pub(crate) feats: Features,
     pub(crate) suspended: AtomicBool,
+    /// Writes in flight (see `Busy`).
+    pub(crate) inflight: AtomicUsize,
+}
+
+/// One write in flight, counted in `Inner::inflight` until dropped.
+struct Busy(Arc<Inner>);
+
+impl Busy {
+    /// Count a bio in; also says whether others were in flight already.
+    fn enter(inner: &Arc<Inner>) -> (Busy, bool) {
+        let others = inner.inflight.fetch_add(1, Ordering::Relaxed) != 0;
+        (Busy(inner.clone()), others)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// One `crypt` table line.
@@ -131,6 +157,53 @@ impl Inner {
     }
 }
 
+/// Read `bio` from `dev` at `lower` in pieces of whole crypt sectors (`unit` bytes) of at
+/// most `READ_PIECE`, each decrypted by the thread that completes it; the bio completes once
+/// all are in, with the first error if any (a failed piece is not decrypted, and the bio's
+/// data is then not to be used).
+fn read(
+    engine: Arc<SectorCipher>,
+    mut bio: Bio,
+    lower: Sectors,
+    iv_sector: u64,
+    unit: usize,
+    dev: Arc<dyn udm_io::BlockDevice>,
+) {
+    let flags = bio.flags;
+    let per = (READ_PIECE / unit).max(1) * unit;
+    let mut rest = bio.take_buf();
+    let mut parts = Vec::with_capacity(rest.len().div_ceil(per).max(1));
+    while rest.len() > per {
+        let tail = rest.split_off(per);
+        parts.push(std::mem::replace(&mut rest, tail));
+    }
+    parts.push(rest);
+    let join = pieces::Join::new(
+        parts.len(),
+        move |all: Vec<(IoBuf, Result<(), IoError>)>| {
+            let mut whole = IoBuf::empty();
+            let mut res = Ok(());
+            for (b, r) in all {
+                whole.unsplit(b);
+                res = res.and(r);
+            }
+            bio.set_buf(whole);
+            bio.complete(res)
+        },
+    );
+    for (i, part) in parts.into_iter().enumerate() {
+        let off = ((i * per) / 512) as u64;
+        let (join, engine) = (join.clone(), engine.clone());
+        let done = Box::new(move |r: Result<(), IoError>, mut b: IoBuf| {
+            if r.is_ok() {
+                engine.decrypt(&mut b, iv_sector + off);
+            }
+            join.put(i, b, r);
+        });
+        dev.submit(Bio::read(lower + Sectors(off), part, done).with_flags(flags));
+    }
+}
+
 impl Target for Crypt {
     fn map(&self, mut bio: Bio) -> MapResult {
         let inner = &self.inner;
@@ -162,45 +235,21 @@ impl Target for Crypt {
             Op::WriteZeroes => {
                 inner.clone().write_zeroes(engine, bio, 0);
             }
-            Op::Read => {
-                let buf = bio.take_buf();
-                let inline = inner.feats.no_read_workqueue;
-                let read = Bio::read(
-                    lower,
-                    buf,
-                    Box::new(move |r: Result<(), IoError>, buf: IoBuf| {
-                        if r.is_err() {
-                            bio.set_buf(buf);
-                            return bio.complete(r);
-                        }
-                        run(
-                            buf,
-                            IoBuf::empty(),
-                            unit,
-                            inline,
-                            move |off, p, _| engine.decrypt(p, iv_sector + (off / 512) as u64),
-                            move |buf, _| {
-                                bio.set_buf(buf);
-                                bio.complete(Ok(()))
-                            },
-                        )
-                    }),
-                )
-                .with_flags(flags);
-                dev.submit(read);
-            }
+            Op::Read => read(engine, bio, lower, iv_sector, unit, dev),
             _ => {
                 let plain = bio.take_buf();
                 let out = write_bufs().get(plain.len());
+                let (busy, others) = Busy::enter(inner);
                 run(
                     plain,
                     out,
                     unit,
-                    inner.feats.no_write_workqueue,
+                    inner.feats.no_write_workqueue || others,
                     move |off, p, o| engine.encrypt_into(p, o, iv_sector + (off / 512) as u64),
                     move |plain, cipher| {
                         bio.set_buf(plain);
                         let done = Box::new(move |r, used: IoBuf| {
+                            drop(busy);
                             write_bufs().put(used);
                             bio.complete(r)
                         });
