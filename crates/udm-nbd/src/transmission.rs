@@ -36,8 +36,26 @@ struct Conn {
     budget: Arc<Budget>,
 }
 
-/// Most threads serving one connection's requests (see `Workers`).
+/// Most threads serving one connection's requests (see `Workers`) unless
+/// `UDM_NBD_REQUEST_THREADS` says otherwise (1 to 64).
 pub(crate) const MAX_WORKERS: usize = 4;
+
+/// Whether write replies are flushed as soon as written (`UDM_NBD_WRITE_REPLY=now`).
+fn flush_write_replies() -> bool {
+    static F: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *F.get_or_init(|| std::env::var("UDM_NBD_WRITE_REPLY").is_ok_and(|v| v == "now"))
+}
+
+/// The request-thread cap in force (`MAX_WORKERS` or the environment's), read once.
+fn max_workers() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("UDM_NBD_REQUEST_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(MAX_WORKERS, |n| n.clamp(1, 64))
+    })
+}
 
 /// The threads that take a connection's requests in turn (leader/follower, as nbdkit's
 /// parallel thread model): one holds the socket's read side and reads the next request (with
@@ -141,7 +159,9 @@ fn work<'s, R: Read + Send>(
     scope: &'s std::thread::Scope<'s, '_>,
 ) {
     SERVING.with(|s| s.set(Arc::as_ptr(&conn.out.out) as usize));
-    let res = take_requests(conn, w, scope);
+    // This thread only serves this connection: a backend may do a write here synchronously
+    // rather than hop to its pool and back (the reply is written here either way).
+    let res = udm_io::with_blocking_submit(|| take_requests(conn, w, scope));
     SERVING.with(|s| s.set(0));
     // Flush what this thread wrote before it goes.
     conn.out.out.flush_local();
@@ -219,7 +239,8 @@ fn take_requests<'s, R: Read + Send>(
             if w.idle.load(Relaxed) != 0 || w.stop.load(Relaxed) {
                 return;
             }
-            let room = |n: usize| (n < MAX_WORKERS).then_some(n + 1);
+            let cap = max_workers();
+            let room = |n: usize| (n < cap).then_some(n + 1);
             if w.started.fetch_update(Relaxed, Relaxed, room).is_err() {
                 return;
             }
@@ -486,6 +507,11 @@ impl Conn {
         };
         // The budget taken above is handed back by the writer with the reply.
         self.submit_costed(&req, len, |d| Bio::write(sector, buf, d).with_flags(flags));
+        if flush_write_replies() {
+            // A write's reply goes out at once rather than batched until the read side runs
+            // dry (experiment knob).
+            self.out.out.flush_local();
+        }
         Ok(())
     }
 
