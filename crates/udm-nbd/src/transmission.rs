@@ -39,22 +39,34 @@ struct Conn {
 /// Most threads serving one connection's requests (see `Workers`) unless
 /// `UDM_NBD_REQUEST_THREADS` says otherwise (1 to 64).
 pub(crate) const MAX_WORKERS: usize = 4;
+/// Most threads once writes find no thread waiting for the next request (each write is done
+/// synchronously on its request thread, so this is how many a connection has in the file
+/// system at once, as nbdkit's default thread pool); `UDM_NBD_WRITE_THREADS` overrides.
+pub(crate) const MAX_WRITE_WORKERS: usize = 16;
+
+/// The request-thread cap in force for a request (`write`: a write), read once.
+fn max_workers(write: bool) -> usize {
+    static N: std::sync::OnceLock<[usize; 2]> = std::sync::OnceLock::new();
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(default, |n| n.clamp(1, 64))
+    };
+    let caps = N.get_or_init(|| {
+        let any = env("UDM_NBD_REQUEST_THREADS", MAX_WORKERS);
+        [
+            any,
+            env("UDM_NBD_WRITE_THREADS", MAX_WRITE_WORKERS).max(any),
+        ]
+    });
+    caps[write as usize]
+}
 
 /// Whether write replies are flushed as soon as written (`UDM_NBD_WRITE_REPLY=now`).
 fn flush_write_replies() -> bool {
     static F: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *F.get_or_init(|| std::env::var("UDM_NBD_WRITE_REPLY").is_ok_and(|v| v == "now"))
-}
-
-/// The request-thread cap in force (`MAX_WORKERS` or the environment's), read once.
-fn max_workers() -> usize {
-    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| {
-        std::env::var("UDM_NBD_REQUEST_THREADS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .map_or(MAX_WORKERS, |n| n.clamp(1, 64))
-    })
 }
 
 /// The threads that take a connection's requests in turn (leader/follower, as nbdkit's
@@ -65,7 +77,7 @@ fn max_workers() -> usize {
 /// scheduler must wake for the next request just after it ran; on a busy machine that doubled
 /// the latency of queue-depth-1 reads, and pipelined writes (each a few tens of µs in the
 /// file system) ran one after the other. Threads are added as requests find no thread
-/// waiting, up to `MAX_WORKERS`.
+/// waiting, up to `MAX_WORKERS` (`MAX_WRITE_WORKERS` when the request is a write).
 struct Workers<R> {
     reader: Mutex<BufReader<R>>,
     /// Set when one thread saw the end (EOF, NBD_CMD_DISC, an error): the others stop.
@@ -233,13 +245,13 @@ fn take_requests<'s, R: Read + Send>(
                 "bad request magic",
             ));
         };
-        let more = || {
+        let more = |write: bool| {
             // Nobody is waiting to read the request after this one: add a thread (it
             // starts by waiting for the read side).
             if w.idle.load(Relaxed) != 0 || w.stop.load(Relaxed) {
                 return;
             }
-            let cap = max_workers();
+            let cap = max_workers(write);
             let room = |n: usize| (n < cap).then_some(n + 1);
             if w.started.fetch_update(Relaxed, Relaxed, room).is_err() {
                 return;
@@ -313,7 +325,7 @@ impl Conn {
         &self,
         mut r: MutexGuard<'_, BufReader<R>>,
         mut req: ExtRequest,
-        more: impl FnOnce(),
+        more: impl FnOnce(bool),
     ) -> io::Result<Next> {
         if self.extended && req.flags & CMD_FLAG_PAYLOAD_LEN != 0 {
             if req.cmd == CMD_WRITE {
@@ -341,7 +353,7 @@ impl Conn {
         if req.cmd == CMD_DISC {
             return Ok(Next::Stop);
         }
-        more();
+        more(false);
         match req.cmd {
             CMD_READ => {
                 let res = if req.len > MAX_BLOCK as u64 {
@@ -416,7 +428,7 @@ impl Conn {
         &self,
         mut r: MutexGuard<'_, BufReader<R>>,
         req: ExtRequest,
-        more: impl FnOnce(),
+        more: impl FnOnce(bool),
     ) -> io::Result<Next> {
         let h = &req;
         if req.len > MAX_DRAIN as u64 {
@@ -436,12 +448,12 @@ impl Conn {
             Err(e) => {
                 drain(&mut *r, req.len)?;
                 drop(r);
-                more();
+                more(false);
                 self.refuse(h, e);
             }
             Ok(()) if req.len == 0 => {
                 drop(r);
-                more();
+                more(false);
                 self.ok(h);
             }
             Ok(()) => self.write(r, req, more)?,
@@ -488,7 +500,7 @@ impl Conn {
         &self,
         mut r: MutexGuard<'_, BufReader<R>>,
         req: ExtRequest,
-        more: impl FnOnce(),
+        more: impl FnOnce(bool),
     ) -> io::Result<()> {
         let len = req.len;
         self.budget.acquire(len);
@@ -498,7 +510,7 @@ impl Conn {
             return Err(e);
         }
         drop(r);
-        more();
+        more(true);
         let sector = Sectors(req.offset / SECTOR_SIZE);
         let flags = if req.flags & CMD_FLAG_FUA != 0 {
             BioFlags::FUA
