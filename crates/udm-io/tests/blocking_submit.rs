@@ -1,5 +1,5 @@
 //! `with_blocking_submit`: on a thread marked as one that may block, the file device does
-//! writes of any size and with any flags synchronously (completed before `submit` returns,
+//! writes up to 128 KiB with any flags or alignment synchronously (completed before `submit` returns,
 //! on the submitting thread); unmarked threads, and a device with the inline path turned
 //! off, still hand them to the I/O pool. Both ways write the same bytes and fail the same.
 
@@ -57,13 +57,13 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 }
 
 #[test]
-fn marked_threads_write_synchronously_whatever_the_size_or_flags() {
+fn marked_threads_write_synchronously_whatever_the_flags_or_alignment() {
     let (_d, path, dev) = device(false);
     let me = thread::current().id();
     let mut model = vec![0u8; SIZE];
     let cases: [(u64, usize, BioFlags); 4] = [
-        // 1 MiB: past the inline size limit, a pool job without the mark.
-        (2048, 1 << 20, BioFlags::NONE),
+        // 128 KiB: the largest done synchronously.
+        (2048, 128 << 10, BioFlags::NONE),
         (8, 4096, BioFlags::FUA),
         // Not page aligned: the timed inline path would refuse it.
         (3, 1536, BioFlags::NONE),
@@ -95,6 +95,10 @@ fn unmarked_threads_and_pool_only_devices_use_the_pool() {
     let e = write(&dev, 4096, &fua, BioFlags::FUA);
     assert_eq!(e.res, Ok(()));
     assert_ne!(e.on, me, "a FUA write ran on an unmarked submitter");
+    // Over 128 KiB: the pool even on a marked thread.
+    let e = with_blocking_submit(|| write(&dev, 2048, &big, BioFlags::NONE));
+    assert_eq!(e.res, Ok(()));
+    assert_ne!(e.on, me, "a 1 MiB write ran on a marked submitter");
     // `set_inline(false)` wins over the mark.
     dev.set_inline(false);
     let small = pattern(4096, 11);
@@ -103,6 +107,7 @@ fn unmarked_threads_and_pool_only_devices_use_the_pool() {
     assert_ne!(e.on, me, "the mark bypassed set_inline(false)");
     let file = std::fs::read(&path).unwrap();
     assert!(file[..1 << 20] == big[..]);
+    assert!(file[1 << 20..2 << 20] == big[..]);
     assert!(file[4096 * 512..4096 * 512 + 4096] == fua[..]);
     assert!(file[6000 * 512..6000 * 512 + 4096] == small[..]);
 }

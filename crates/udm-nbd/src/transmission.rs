@@ -63,12 +63,6 @@ fn max_workers(write: bool) -> usize {
     caps[write as usize]
 }
 
-/// Whether write replies are flushed as soon as written (`UDM_NBD_WRITE_REPLY=now`).
-fn flush_write_replies() -> bool {
-    static F: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *F.get_or_init(|| std::env::var("UDM_NBD_WRITE_REPLY").is_ok_and(|v| v == "now"))
-}
-
 /// The threads that take a connection's requests in turn (leader/follower, as nbdkit's
 /// parallel thread model): one holds the socket's read side and reads the next request (with
 /// a write's payload), then lets go so the next thread is already waiting for the request
@@ -519,11 +513,6 @@ impl Conn {
         };
         // The budget taken above is handed back by the writer with the reply.
         self.submit_costed(&req, len, |d| Bio::write(sector, buf, d).with_flags(flags));
-        if flush_write_replies() {
-            // A write's reply goes out at once rather than batched until the read side runs
-            // dry (experiment knob).
-            self.out.out.flush_local();
-        }
         Ok(())
     }
 
