@@ -3,6 +3,32 @@
 use crate::{Bio, Sectors};
 use std::fmt;
 
+thread_local! {
+    static MAY_BLOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` with the current thread marked as one that may wait in `BlockDevice::submit`: a
+/// thread dedicated to its caller's requests (an NBD connection's request thread), where a
+/// backend may serve a write synchronously instead of handing it to its I/O pool (a thread
+/// hop per request that gains nothing when the thread would only wait for the reply). Other
+/// threads (a shared completion thread, a single reader loop) keep the default: `submit`
+/// must not block them. Nesting is allowed; the mark is restored when `f` returns or panics.
+pub fn with_blocking_submit<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            MAY_BLOCK.with(|m| m.set(self.0));
+        }
+    }
+    let _restore = Restore(MAY_BLOCK.with(|m| m.replace(true)));
+    f()
+}
+
+/// Whether the current thread runs inside `with_blocking_submit`.
+pub fn blocking_submit_allowed() -> bool {
+    MAY_BLOCK.with(|m| m.get())
+}
+
 /// How a device is named in tables and `deps`: a `major:minor` pair (block devices, mapped
 /// devices) or a path (a regular file used as backing, printed as given).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

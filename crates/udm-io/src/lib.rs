@@ -13,7 +13,10 @@ pub mod units;
 
 pub use bio::{Bio, BioFlags, Completion, Op};
 pub use buf::{BufPool, IoBuf};
-pub use device::{lcm_not_zero, min_not_zero, BlockDevice, DevId, Extent, FileReader, Limits};
+pub use device::{
+    blocking_submit_allowed, lcm_not_zero, min_not_zero, with_blocking_submit, BlockDevice, DevId,
+    Extent, FileReader, Limits,
+};
 pub use error::IoError;
 pub use file::FileDevice;
 pub use mem::{MemDevice, PatternDevice};

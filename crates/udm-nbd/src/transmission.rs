@@ -36,8 +36,32 @@ struct Conn {
     budget: Arc<Budget>,
 }
 
-/// Most threads serving one connection's requests (see `Workers`).
+/// Most threads serving one connection's requests (see `Workers`) unless
+/// `UDM_NBD_REQUEST_THREADS` says otherwise (1 to 64).
 pub(crate) const MAX_WORKERS: usize = 4;
+/// Most threads once writes find no thread waiting for the next request (each write is done
+/// synchronously on its request thread, so this is how many a connection has in the file
+/// system at once, as nbdkit's default thread pool); `UDM_NBD_WRITE_THREADS` overrides.
+pub(crate) const MAX_WRITE_WORKERS: usize = 16;
+
+/// The request-thread cap in force for a request (`write`: a write), read once.
+fn max_workers(write: bool) -> usize {
+    static N: std::sync::OnceLock<[usize; 2]> = std::sync::OnceLock::new();
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(default, |n| n.clamp(1, 64))
+    };
+    let caps = N.get_or_init(|| {
+        let any = env("UDM_NBD_REQUEST_THREADS", MAX_WORKERS);
+        [
+            any,
+            env("UDM_NBD_WRITE_THREADS", MAX_WRITE_WORKERS).max(any),
+        ]
+    });
+    caps[write as usize]
+}
 
 /// The threads that take a connection's requests in turn (leader/follower, as nbdkit's
 /// parallel thread model): one holds the socket's read side and reads the next request (with
@@ -47,7 +71,7 @@ pub(crate) const MAX_WORKERS: usize = 4;
 /// scheduler must wake for the next request just after it ran; on a busy machine that doubled
 /// the latency of queue-depth-1 reads, and pipelined writes (each a few tens of µs in the
 /// file system) ran one after the other. Threads are added as requests find no thread
-/// waiting, up to `MAX_WORKERS`.
+/// waiting, up to `MAX_WORKERS` (`MAX_WRITE_WORKERS` when the request is a write).
 struct Workers<R> {
     reader: Mutex<BufReader<R>>,
     /// Set when one thread saw the end (EOF, NBD_CMD_DISC, an error): the others stop.
@@ -141,7 +165,9 @@ fn work<'s, R: Read + Send>(
     scope: &'s std::thread::Scope<'s, '_>,
 ) {
     SERVING.with(|s| s.set(Arc::as_ptr(&conn.out.out) as usize));
-    let res = take_requests(conn, w, scope);
+    // This thread only serves this connection: a backend may do a write here synchronously
+    // rather than hop to its pool and back (the reply is written here either way).
+    let res = udm_io::with_blocking_submit(|| take_requests(conn, w, scope));
     SERVING.with(|s| s.set(0));
     // Flush what this thread wrote before it goes.
     conn.out.out.flush_local();
@@ -213,13 +239,14 @@ fn take_requests<'s, R: Read + Send>(
                 "bad request magic",
             ));
         };
-        let more = || {
+        let more = |write: bool| {
             // Nobody is waiting to read the request after this one: add a thread (it
             // starts by waiting for the read side).
             if w.idle.load(Relaxed) != 0 || w.stop.load(Relaxed) {
                 return;
             }
-            let room = |n: usize| (n < MAX_WORKERS).then_some(n + 1);
+            let cap = max_workers(write);
+            let room = |n: usize| (n < cap).then_some(n + 1);
             if w.started.fetch_update(Relaxed, Relaxed, room).is_err() {
                 return;
             }
@@ -292,7 +319,7 @@ impl Conn {
         &self,
         mut r: MutexGuard<'_, BufReader<R>>,
         mut req: ExtRequest,
-        more: impl FnOnce(),
+        more: impl FnOnce(bool),
     ) -> io::Result<Next> {
         if self.extended && req.flags & CMD_FLAG_PAYLOAD_LEN != 0 {
             if req.cmd == CMD_WRITE {
@@ -320,7 +347,7 @@ impl Conn {
         if req.cmd == CMD_DISC {
             return Ok(Next::Stop);
         }
-        more();
+        more(false);
         match req.cmd {
             CMD_READ => {
                 let res = if req.len > MAX_BLOCK as u64 {
@@ -395,7 +422,7 @@ impl Conn {
         &self,
         mut r: MutexGuard<'_, BufReader<R>>,
         req: ExtRequest,
-        more: impl FnOnce(),
+        more: impl FnOnce(bool),
     ) -> io::Result<Next> {
         let h = &req;
         if req.len > MAX_DRAIN as u64 {
@@ -415,12 +442,12 @@ impl Conn {
             Err(e) => {
                 drain(&mut *r, req.len)?;
                 drop(r);
-                more();
+                more(false);
                 self.refuse(h, e);
             }
             Ok(()) if req.len == 0 => {
                 drop(r);
-                more();
+                more(false);
                 self.ok(h);
             }
             Ok(()) => self.write(r, req, more)?,
@@ -467,7 +494,7 @@ impl Conn {
         &self,
         mut r: MutexGuard<'_, BufReader<R>>,
         req: ExtRequest,
-        more: impl FnOnce(),
+        more: impl FnOnce(bool),
     ) -> io::Result<()> {
         let len = req.len;
         self.budget.acquire(len);
@@ -477,7 +504,7 @@ impl Conn {
             return Err(e);
         }
         drop(r);
-        more();
+        more(true);
         let sector = Sectors(req.offset / SECTOR_SIZE);
         let flags = if req.flags & CMD_FLAG_FUA != 0 {
             BioFlags::FUA
