@@ -24,6 +24,8 @@ use udm_io::{Bio, Sectors};
 const MAX_RUN: usize = 256;
 /// `WRITEBACK_LATENCY`: entries looked at per round outside writeback_all.
 const WRITEBACK_LATENCY: usize = 64;
+/// Longest an ended writeback copy waits for the others in flight to end with it.
+const ENDIO_BATCH: Duration = Duration::from_millis(100);
 /// Entries per round in writeback_all mode (bounds the time a flush waits behind it).
 const ALL_BATCH: usize = 4096;
 
@@ -353,12 +355,23 @@ impl Core {
 
     /// On the endio worker, for every batch of ended copies: one origin flush, then the
     /// entries leave the cache (or, after an error, go back to the LRU's old end), and their
-    /// blocks are freed by one commit. Writeback is queued again while below the high
+    /// blocks are freed by one commit. A batch waits (at most `ENDIO_BATCH`) for the copies
+    /// still in flight while free blocks are plentiful: each commit flushes the cache
+    /// device, and one per copy wave cost the foreground writes more than the frees gain. Writeback is queued again while below the high
     /// watermark (`writecache_free_entry`).
     fn writeback_ended(self: &Arc<Self>) {
         loop {
             let done = {
                 let mut st = self.st.lock();
+                // Let the copies still in flight join this batch (one origin flush and one
+                // commit for all), unless writes want the blocks now or a flush waits.
+                let until = Instant::now() + ENDIO_BATCH;
+                while st.wb_inflight > 0
+                    && st.writeback_all == 0
+                    && st.blocked.is_empty()
+                    && st.free.len() as u64 > self.cfg.n_blocks / 8
+                    && !self.idle.wait_until(&mut st, until).timed_out()
+                {}
                 if st.wb_done.is_empty() {
                     st.endio_busy = false;
                     self.idle.notify_all();
