@@ -36,9 +36,11 @@ pub const MAX_AGE_DIV: u32 = 16;
 
 /// Writeback copies move this much per I/O, with at most [`COPY_BUFFERS`] in flight: each
 /// block of a scattered writeback is its own copy, so against a slow origin the number in
-/// flight sets the writeback rate (the kernel's kcopyd has no fixed bound). 8 MiB at most.
-const COPY_CHUNK: Sectors = Sectors(128);
-const COPY_BUFFERS: usize = 128;
+/// flight sets the writeback rate (the kernel's kcopyd has no fixed bound). The chunk is
+/// small because the copier zero-fills a buffer back to its chunk size after every use: a
+/// 4 KiB block copied with 512 KiB chunks cost a 508 KiB memset. 2 MiB at most.
+const COPY_CHUNK: Sectors = Sectors(16);
+const COPY_BUFFERS: usize = 256;
 
 /// The `writecache` target type.
 pub struct WritecacheType;
