@@ -78,7 +78,7 @@ for s in wt wb wc; do slow "s_$s" "o_$s"; done
 mk c_wt "0 $SECT cache $W/m_wt.img $W/c_wt.img /dev/mapper/s_wt 128 1 writethrough smq 0"
 mk c_wb "0 $SECT cache $W/m_wb.img $W/c_wb.img /dev/mapper/s_wb 128 1 writeback smq 0"
 mk wc "0 $SECT writecache s /dev/mapper/s_wc $W/c_wc.img 4096 0"
-nbdkit -U "$W/nk.sock" --filter=cache nbd socket="$W/nbd.sock" export=origin \
+nbdkit -f -U "$W/nk.sock" --filter=cache nbd socket="$W/nbd.sock" export=origin \
   cache=writeback cache-on-read=true cache-max-size=${CACHE}M &
 NKPID=$!
 for _ in $(seq 100); do [ -S "$W/nk.sock" ] && break; sleep 0.1; done
