@@ -5,7 +5,7 @@
 //! full cache, cleaner or metadata_only mode). A read of a block whose data write is still
 //! in flight waits for it; a write that finds its block being written back and no free block
 //! waits for the writeback. Flushes, FUA, discards and all metadata I/O run on the worker
-//! ([`super::work`]).
+//! or, for the end of writeback copies, the endio worker ([`super::work`]).
 
 use super::state::State;
 use parking_lot::{Condvar, Mutex};
@@ -51,7 +51,12 @@ pub struct Core {
     pub origin: Arc<dyn BlockDevice>,
     pub cache: Arc<dyn BlockDevice>,
     pub worker: Arc<Worker>,
+    /// Ends writeback copies (origin flush, frees, commit) while the worker starts more.
+    pub endio: Arc<Worker>,
     pub copier: Copier,
+    /// Held across every metadata write sequence (a commit, a persist of frees), so two
+    /// writers' copies of one region never land out of order.
+    pub meta_io: Mutex<()>,
     pub st: Mutex<State>,
     /// Signalled when in-flight data bios end.
     pub idle: Condvar,

@@ -34,6 +34,14 @@ use udm_io::{Bio, DevId, Sectors};
 /// `MAX_AGE_DIV`: the max_age timer ticks this many times per max_age.
 pub const MAX_AGE_DIV: u32 = 16;
 
+/// Writeback copies move this much per I/O, with at most [`COPY_BUFFERS`] in flight: each
+/// block of a scattered writeback is its own copy, so against a slow origin the number in
+/// flight sets the writeback rate (the kernel's kcopyd has no fixed bound). The chunk is
+/// small because the copier zero-fills a buffer back to its chunk size after every use: a
+/// 4 KiB block copied with 512 KiB chunks cost a 508 KiB memset. 2 MiB at most.
+const COPY_CHUNK: Sectors = Sectors(16);
+const COPY_BUFFERS: usize = 256;
+
 /// The `writecache` target type.
 pub struct WritecacheType;
 
@@ -174,7 +182,9 @@ impl TargetType for WritecacheType {
             origin: origin.dev.clone(),
             cache: cache.dev.clone(),
             worker: ctx.worker("writecache"),
-            copier: Copier::new(Sectors(1024), 16),
+            endio: ctx.worker("writecache-endio"),
+            copier: Copier::new(COPY_CHUNK, COPY_BUFFERS),
+            meta_io: Mutex::new(()),
             st: Mutex::new(st),
             idle: Condvar::new(),
             timers: Mutex::new(Timers::default()),
@@ -220,7 +230,10 @@ impl Drop for WritecacheTarget {
         if st.loaded && !st.suspended {
             drop(st);
             let c = self.core.clone();
-            self.core.worker.call(move || c.flush());
+            self.core.worker.call(move || {
+                c.flush();
+                c.wait_writeback_idle();
+            });
         }
     }
 }

@@ -71,6 +71,12 @@ pub struct State {
     pub writeback_queued: bool,
     pub origin_writes: u32,
     pub origin_idle_since: Instant,
+    /// Blocks whose writeback copy is in flight.
+    pub wb_inflight: usize,
+    /// Writeback runs whose copy ended (entries, copied), for the end-of-writeback job.
+    pub wb_done: Vec<(Vec<u32>, bool)>,
+    /// The end-of-writeback job is queued or running.
+    pub endio_busy: bool,
 }
 
 impl State {
@@ -116,6 +122,9 @@ impl State {
             writeback_queued: false,
             origin_writes: 0,
             origin_idle_since: now,
+            wb_inflight: 0,
+            wb_done: Vec::new(),
+            endio_busy: false,
         }
     }
 
@@ -228,6 +237,11 @@ impl State {
             .or_else(|| self.free.iter().next())
             .copied();
         Some(cur)
+    }
+
+    /// No writeback copy is in flight or waiting for its end-of-writeback job.
+    pub fn writeback_idle(&self) -> bool {
+        self.wb_inflight == 0 && self.wb_done.is_empty() && !self.endio_busy
     }
 
     /// The newest LRU entry is uncommitted: a commit has work to do.

@@ -1,6 +1,9 @@
-//! The writecache's background work, all on its worker: commits (`writecache_flush`),
-//! metadata writes, writeback to the origin, discards, loading the metadata at resume, and
-//! the timer thread (autocommit, max_age, pause_writeback).
+//! The writecache's background work, on its worker: commits (`writecache_flush`), metadata
+//! writes, writeback to the origin, discards, loading the metadata at resume, and the timer
+//! thread (autocommit, max_age, pause_writeback). Writeback rounds only start copies (as
+//! many as the watermarks ask for, each round's walk bounded); the endio worker ends them in
+//! batches — one origin flush, the frees, one commit — while the worker starts more, so a
+//! slow origin sees many copies in flight, as the kernel's kcopyd and endio thread do.
 //!
 //! Crash safety is the kernel's: an entry is valid after a crash only if its sequence count
 //! is below the superblock's, and the superblock's count is raised only after the regions
@@ -12,8 +15,7 @@
 use super::core::Core;
 use super::format::REGION_BYTES;
 use super::state::State;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use udm_core::Loc;
 use udm_io::{Bio, Sectors};
@@ -22,6 +24,8 @@ use udm_io::{Bio, Sectors};
 const MAX_RUN: usize = 256;
 /// `WRITEBACK_LATENCY`: entries looked at per round outside writeback_all.
 const WRITEBACK_LATENCY: usize = 64;
+/// Longest an ended writeback copy waits for the others in flight to end with it.
+const ENDIO_BATCH: Duration = Duration::from_millis(100);
 /// Entries per round in writeback_all mode (bounds the time a flush waits behind it).
 const ALL_BATCH: usize = 4096;
 
@@ -65,6 +69,7 @@ impl Core {
     /// `writecache_commit_flushed(wc, false)`: changed regions, then a cache flush. Frees
     /// made before it become usable blocks.
     pub fn persist(self: &Arc<Self>) -> bool {
+        let meta = self.meta_io.lock();
         let (regions, freed) = {
             let mut st = self.st.lock();
             if st.dirty.is_empty() && st.pending_free.is_empty() {
@@ -76,6 +81,7 @@ impl Core {
             )
         };
         let ok = self.write_regions(&regions) && udm_io::sync::flush(&*self.cache).is_ok();
+        drop(meta);
         let mut st = self.st.lock();
         if !ok {
             self.fail(&mut st, "error writing metadata");
@@ -117,6 +123,7 @@ impl Core {
 
     /// `writecache_flush`: commit every uncommitted entry. Returns false on error.
     pub fn flush(self: &Arc<Self>) -> bool {
+        let meta = self.meta_io.lock();
         let (gen, regions) = {
             let mut st = self.st.lock();
             st.uncommitted_blocks = 0;
@@ -131,6 +138,7 @@ impl Core {
                 st.overwrote_committed = false;
                 let gen = st.seq_count;
                 drop(st);
+                drop(meta);
                 self.wait_gen(gen);
                 return self.flush_cache();
             }
@@ -160,6 +168,7 @@ impl Core {
             self.fail(&mut st, "error writing superblock");
             return false;
         }
+        drop(meta);
         // Older committed entries for the same sectors are superseded.
         let old: Vec<u32> = {
             let mut st = self.st.lock();
@@ -241,7 +250,7 @@ impl Core {
         {
             let mut st = self.st.lock();
             st.writeback_queued = false;
-            if st.error || !st.loaded {
+            if st.error || !st.loaded || (st.suspended && st.writeback_all == 0) {
                 return;
             }
             let pause = self.cfg.pause;
@@ -267,8 +276,10 @@ impl Core {
         }
     }
 
-    /// Pick entries (oldest first, or by sector in writeback_all mode), copy them to the
-    /// origin, flush it, free them. Returns whether more remains to be done.
+    /// Pick entries (oldest first, or by sector in writeback_all mode), mark them in writeback
+    /// and start their copies to the origin; `writeback_ended` finishes them. Returns whether
+    /// more remains to be done (the kernel's `writecache_writeback`, which also leaves the
+    /// copies to its endio thread).
     pub fn writeback_round(self: &Arc<Self>) -> bool {
         {
             let st = self.st.lock();
@@ -285,34 +296,125 @@ impl Core {
         if runs.is_empty() {
             return limited;
         }
-        let all: Vec<u32> = runs.iter().flatten().copied().collect();
         {
             let mut st = self.st.lock();
-            while all.iter().any(|&i| st.entries[i as usize].writes > 0) {
+            while runs
+                .iter()
+                .flatten()
+                .any(|&i| st.entries[i as usize].writes > 0)
+            {
                 self.idle.wait(&mut st);
             }
         }
-        let ok = self.copy_runs(&runs) && udm_io::sync::flush(&*self.origin).is_ok();
-        {
-            let mut st = self.st.lock();
-            for &i in &all {
-                st.entries[i as usize].wb = false;
-                st.writeback_size -= 1;
-                if ok {
-                    st.unlink(i);
-                } else {
-                    st.relink_oldest(i);
+        self.start_copies(runs);
+        let st = self.st.lock();
+        !st.error && (limited || self.wants_writeback(&st, 0))
+    }
+
+    /// Copy runs cache → origin, at most `writeback_jobs` blocks in flight (0: no limit).
+    fn start_copies(self: &Arc<Self>, runs: Vec<Vec<u32>>) {
+        let origin_len = self.origin.size().0;
+        let jobs = self.cfg.writeback_jobs as usize;
+        for run in runs {
+            let (first, n) = (run[0], run.len());
+            let to = {
+                let mut st = self.st.lock();
+                while jobs > 0 && st.wb_inflight > 0 && st.wb_inflight + n > jobs {
+                    self.idle.wait(&mut st);
                 }
+                st.wb_inflight += n;
+                st.entries[first as usize].sector
+            };
+            if to >= origin_len {
+                self.copy_ended(run, true);
+                continue;
             }
-            if !ok {
-                self.fail(&mut st, "copy error");
-                return false;
+            let len = (n as u64 * self.cfg.bs).min(origin_len - to);
+            let me = self.clone();
+            self.copier.copy(
+                Loc::new(self.cache.clone(), Sectors(self.cfg.cache_sector(first))),
+                vec![Loc::new(self.origin.clone(), Sectors(to))],
+                Sectors(len),
+                Box::new(move |r| me.copy_ended(run, r.is_ok())),
+            );
+        }
+    }
+
+    /// A writeback copy ended: hand it to the endio worker.
+    fn copy_ended(self: &Arc<Self>, run: Vec<u32>, ok: bool) {
+        let mut st = self.st.lock();
+        st.wb_inflight -= run.len();
+        st.wb_done.push((run, ok));
+        self.idle.notify_all();
+        if !st.endio_busy {
+            st.endio_busy = true;
+            let me = self.clone();
+            self.endio.spawn(move || me.writeback_ended());
+        }
+    }
+
+    /// On the endio worker, for every batch of ended copies: one origin flush, then the
+    /// entries leave the cache (or, after an error, go back to the LRU's old end), and their
+    /// blocks are freed by one commit. A batch waits (at most `ENDIO_BATCH`) for the copies
+    /// still in flight while free blocks are plentiful: each commit flushes the cache
+    /// device, and one per copy wave cost the foreground writes more than the frees gain. Writeback is queued again while below the high
+    /// watermark (`writecache_free_entry`).
+    fn writeback_ended(self: &Arc<Self>) {
+        loop {
+            let done = {
+                let mut st = self.st.lock();
+                // Let the copies still in flight join this batch (one origin flush and one
+                // commit for all), unless writes want the blocks now or a flush waits.
+                let until = Instant::now() + ENDIO_BATCH;
+                while st.wb_inflight > 0
+                    && st.writeback_all == 0
+                    && st.blocked.is_empty()
+                    && st.free.len() as u64 > self.cfg.n_blocks / 8
+                    && !self.idle.wait_until(&mut st, until).timed_out()
+                {}
+                if st.wb_done.is_empty() {
+                    st.endio_busy = false;
+                    self.idle.notify_all();
+                    if !st.error && st.below_high() {
+                        self.queue_writeback(&mut st);
+                    }
+                    return;
+                }
+                std::mem::take(&mut st.wb_done)
+            };
+            let copied = done.iter().all(|d| d.1);
+            let ok = copied && udm_io::sync::flush(&*self.origin).is_ok();
+            let all: Vec<u32> = done.into_iter().flat_map(|d| d.0).collect();
+            let freed = {
+                let mut st = self.st.lock();
+                let ok = ok && !st.error;
+                for &i in &all {
+                    st.entries[i as usize].wb = false;
+                    st.writeback_size -= 1;
+                    if ok {
+                        st.unlink(i);
+                    } else {
+                        st.relink_oldest(i);
+                    }
+                }
+                if !ok {
+                    self.fail(&mut st, "copy error");
+                }
+                ok
+            };
+            if freed {
+                self.retire(&all);
+                self.persist();
             }
         }
-        self.retire(&all);
-        self.persist();
-        let st = self.st.lock();
-        limited || self.wants_writeback(&st, 0)
+    }
+
+    /// Wait until no writeback copy is in flight or waiting to be ended.
+    pub fn wait_writeback_idle(&self) {
+        let mut st = self.st.lock();
+        while !st.writeback_idle() {
+            self.idle.wait(&mut st);
+        }
     }
 
     /// Choose the runs of one round and mark them in writeback.
@@ -381,62 +483,30 @@ impl Core {
         }
     }
 
-    /// Copy runs cache → origin, at most `writeback_jobs` blocks in flight (0: no limit).
-    fn copy_runs(&self, runs: &[Vec<u32>]) -> bool {
-        let origin_len = self.origin.size().0;
-        let jobs = self.cfg.writeback_jobs as usize;
-        let failed = Arc::new(AtomicBool::new(false));
-        let pending = Arc::new((StdMutex::new(0usize), std::sync::Condvar::new()));
-        let in_flight = Arc::new(AtomicU32::new(0));
-        for run in runs {
-            let (first, n) = (run[0], run.len() as u64);
-            let to = self.st.lock().entries[first as usize].sector;
-            if to >= origin_len {
-                continue;
-            }
-            let len = (n * self.cfg.bs).min(origin_len - to);
-            {
-                let (m, cv) = &*pending;
-                let mut g = m.lock().expect("lock");
-                while jobs > 0 && *g > 0 && *g + run.len() > jobs {
-                    g = cv.wait(g).expect("lock");
-                }
-                *g += run.len();
-            }
-            in_flight.fetch_add(1, SeqCst);
-            let (failed, pending, nblocks) = (failed.clone(), pending.clone(), run.len());
-            self.copier.copy(
-                Loc::new(self.cache.clone(), Sectors(self.cfg.cache_sector(first))),
-                vec![Loc::new(self.origin.clone(), Sectors(to))],
-                Sectors(len),
-                Box::new(move |r| {
-                    if !r.is_ok() {
-                        failed.store(true, SeqCst);
-                    }
-                    let (m, cv) = &*pending;
-                    *m.lock().expect("lock") -= nblocks;
-                    cv.notify_all();
-                }),
-            );
-        }
-        let (m, cv) = &*pending;
-        let mut g = m.lock().expect("lock");
-        while *g > 0 {
-            g = cv.wait(g).expect("lock");
-        }
-        !failed.load(SeqCst)
-    }
-
     /// The `flush` message and flush_on_suspend: commit, then write everything back.
     pub fn writeback_all(self: &Arc<Self>) -> bool {
         if !self.flush() {
             return false;
         }
         self.st.lock().writeback_all += 1;
-        while self.writeback_round() {}
+        self.drain_all();
         let mut st = self.st.lock();
         st.writeback_all -= 1;
         !st.error
+    }
+
+    /// Rounds in writeback_all mode, each waited for (copies ended, blocks freed), until
+    /// nothing is left; copies started before are waited for first, so no entry is skipped
+    /// for a duplicate still in writeback.
+    fn drain_all(self: &Arc<Self>) {
+        self.wait_writeback_idle();
+        loop {
+            let more = self.writeback_round();
+            self.wait_writeback_idle();
+            if !more {
+                return;
+            }
+        }
     }
 
     /// `writecache_resume`: read the metadata and rebuild the state from it.
@@ -492,9 +562,10 @@ impl Core {
         let fos = std::mem::take(&mut self.st.lock().flush_on_suspend);
         if fos {
             self.st.lock().writeback_all += 1;
-            while self.writeback_round() {}
+            self.drain_all();
             self.st.lock().writeback_all -= 1;
         }
+        self.wait_writeback_idle();
         self.st.lock().suspended = true;
     }
 }
