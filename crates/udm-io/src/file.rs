@@ -330,11 +330,11 @@ impl Inner {
     /// unless the inline path was turned off (`set_inline`). There the timed inline write's
     /// back-off has nothing to protect: a write that sleeps in the file system holds up only
     /// the request it serves, as it would on a pool thread, without the hop there and back.
-    /// Writes over `NOWAIT_MAX_SECTORS` still go to the pool: measured, 1 MiB writes did
-    /// better spread over its threads while the request thread reads on.
+    /// Flushes too (the thread would only wait for the pool's fdatasync). Writes over
+    /// `NOWAIT_MAX_SECTORS` still go to the pool: measured, 1 MiB writes did better spread
+    /// over its threads while the request thread reads on.
     fn write_here(&self, bio: &Bio) -> bool {
-        bio.op == Op::Write
-            && bio.len().0 <= NOWAIT_MAX_SECTORS
+        (bio.op == Op::Flush || bio.op == Op::Write && bio.len().0 <= NOWAIT_MAX_SECTORS)
             && self.inline.load(Relaxed)
             && crate::blocking_submit_allowed()
     }

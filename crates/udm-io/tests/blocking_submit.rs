@@ -84,6 +84,19 @@ fn marked_threads_write_synchronously_whatever_the_flags_or_alignment() {
 }
 
 #[test]
+fn marked_threads_flush_synchronously_unmarked_ones_use_the_pool() {
+    let (_d, _path, dev) = device(false);
+    let me = thread::current().id();
+    let e = with_blocking_submit(|| submit(&dev, Bio::flush));
+    assert_eq!(e.res, Ok(()));
+    assert!(e.before_return, "a flush on a marked thread not done inside submit");
+    assert_eq!(e.on, me, "a flush on a marked thread completed on another thread");
+    let e = submit(&dev, Bio::flush);
+    assert_eq!(e.res, Ok(()));
+    assert_ne!(e.on, me, "a flush ran on an unmarked submitter");
+}
+
+#[test]
 fn unmarked_threads_and_pool_only_devices_use_the_pool() {
     let (_d, path, dev) = device(false);
     let me = thread::current().id();

@@ -89,7 +89,9 @@ fn run(sh: &SnapShared) {
         }
     };
     if let Some(p) = pending {
-        if let Err(e) = p.write(&*sh.cow) {
+        // The committer may block: its flush and area writes run on this thread instead of
+        // two round trips through the I/O pool per commit.
+        if let Err(e) = udm_io::with_blocking_submit(|| p.write(&*sh.cow)) {
             let mut g = sh.st.lock();
             sh.invalidate(&mut g, &e);
         }
