@@ -89,8 +89,14 @@ fn marked_threads_flush_synchronously_unmarked_ones_use_the_pool() {
     let me = thread::current().id();
     let e = with_blocking_submit(|| submit(&dev, Bio::flush));
     assert_eq!(e.res, Ok(()));
-    assert!(e.before_return, "a flush on a marked thread not done inside submit");
-    assert_eq!(e.on, me, "a flush on a marked thread completed on another thread");
+    assert!(
+        e.before_return,
+        "a flush on a marked thread not done inside submit"
+    );
+    assert_eq!(
+        e.on, me,
+        "a flush on a marked thread completed on another thread"
+    );
     let e = submit(&dev, Bio::flush);
     assert_eq!(e.res, Ok(()));
     assert_ne!(e.on, me, "a flush ran on an unmarked submitter");

@@ -4,6 +4,7 @@
 //! fails exactly its block with EILSEQ and counts once; never wrong data).
 
 mod common;
+use common::integrity::format;
 use common::*;
 use std::path::Path;
 use udm_formats::integrity::{Geometry, FLAG_FIXED_PADDING};
@@ -15,19 +16,6 @@ const EILSEQ: IoError = IoError::Os(libc::EILSEQ);
 
 fn fresh(dir: &Path, name: &str) -> std::path::PathBuf {
     image(dir, name, SECTORS, 0)
-}
-
-/// Format (a first table of 8 sectors) and return the provided size.
-fn format(reg: &udm_core::Registry, img: &Path, rest: &str) -> u64 {
-    create(
-        reg,
-        "fmt",
-        &format!("0 8 integrity {} 0 {rest}", img.display()),
-    )
-    .unwrap();
-    let p: u64 = status_fields(reg, "fmt")[1].parse().unwrap();
-    reg.remove(&sel("fmt"), false).unwrap();
-    p
 }
 
 fn table(img: &Path, p: u64, rest: &str) -> String {

@@ -6,6 +6,7 @@
 //! carries the cipher and key, and bad ciphers/keys fail as the kernel's constructor.
 
 mod common;
+use common::integrity::format;
 use common::*;
 use std::path::Path;
 use udm_formats::integrity::JournalGeometry;
@@ -21,18 +22,6 @@ fn rest(alg: &str, key: &str) -> String {
     format!(
         "4 J 4 journal_watermark:100 commit_time:100000 internal_hash:crc32c journal_crypt:{alg}:{key}"
     )
-}
-
-fn format(reg: &udm_core::Registry, img: &Path, rest: &str) -> u64 {
-    create(
-        reg,
-        "fmt",
-        &format!("0 8 integrity {} 0 {rest}", img.display()),
-    )
-    .unwrap();
-    let p: u64 = status_fields(reg, "fmt")[1].parse().unwrap();
-    reg.remove(&sel("fmt"), false).unwrap();
-    p
 }
 
 /// Write, flush and copy the image while live; returns (crash image, model, provided).

@@ -10,7 +10,7 @@
 //!   journal) replays in udm to what the kernel reads after its own clean stop.
 
 mod common;
-use common::integrity::{kernel_write_plan, udm_write_plan, with_image};
+use common::integrity::{create_formatted, kernel_write_plan, udm_write_plan, with_image};
 use common::*;
 use std::path::{Path, PathBuf};
 use udm_testkit::rng::XorShift;
@@ -218,20 +218,7 @@ fn kernel_integrity_interop_differential_and_replay() {
     }
     // 3. Differential: same writes, byte-identical disks and status.
     for (((name, rest), kimg), uimg) in DIFF.iter().zip(&kd).zip(&ud) {
-        create(
-            &reg,
-            "f",
-            &format!("0 8 integrity {} 0 {rest}", uimg.display()),
-        )
-        .unwrap();
-        let p: u64 = status_fields(&reg, "f")[1].parse().unwrap();
-        reg.remove(&sel("f"), false).unwrap();
-        create(
-            &reg,
-            name,
-            &format!("0 {p} integrity {} 0 {rest}", uimg.display()),
-        )
-        .unwrap();
+        create_formatted(&reg, name, uimg, rest);
         {
             let (dev, _g) = open(&reg, name);
             udm_write_plan(&*dev, &data, &plan);

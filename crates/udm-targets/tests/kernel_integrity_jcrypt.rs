@@ -14,7 +14,7 @@
 //!   kernel: the same `Error on …` log line, status line (mismatch counter) and reads.
 
 mod common;
-use common::integrity::{kernel_write_plan, plan, udm_write_plan};
+use common::integrity::{create_formatted, kernel_write_plan, plan, udm_write_plan};
 use common::*;
 use std::path::{Path, PathBuf};
 use udm_io::Sectors;
@@ -203,20 +203,7 @@ fn kernel_integrity_journal_crypt_and_corrupt_journal() {
     for ((name, opt), kimg) in CASES.iter().zip(&kd) {
         let r = rest(name, opt);
         let uimg = zero_image(dir.path(), &format!("{name}-udm"));
-        create(
-            &reg,
-            "f",
-            &format!("0 8 integrity {} 0 {r}", uimg.display()),
-        )
-        .unwrap();
-        let p: u64 = status_fields(&reg, "f")[1].parse().unwrap();
-        reg.remove(&sel("f"), false).unwrap();
-        create(
-            &reg,
-            name,
-            &format!("0 {p} integrity {} 0 {r}", uimg.display()),
-        )
-        .unwrap();
+        let p = create_formatted(&reg, name, &uimg, &r);
         {
             let (dev, _g) = open(&reg, name);
             udm_write_plan(&*dev, &data, &plan);

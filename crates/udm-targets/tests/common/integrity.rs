@@ -1,7 +1,8 @@
 //! Helpers of the integrity tests against the kernel: a seeded write plan in 4 KiB blocks,
 //! the same plan as `dd` commands for the refvm guest and through a udm device, and a
-//! kernel table line pointed at a host image.
+//! kernel table line pointed at a host image; formatting an image through a first table.
 
+use super::{create, sel, status_fields};
 use std::path::Path;
 use udm_io::sync;
 use udm_testkit::rng::XorShift;
@@ -41,4 +42,30 @@ pub fn kernel_write_plan(dev: &str, plan: &[(u64, u64)]) -> String {
             )
         })
         .collect()
+}
+
+/// Format `img` through a first table of 8 sectors (`integrity IMG 0 REST`) and return the
+/// provided size the kernel's status reports.
+pub fn format(reg: &udm_core::Registry, img: &Path, rest: &str) -> u64 {
+    create(
+        reg,
+        "fmt",
+        &format!("0 8 integrity {} 0 {rest}", img.display()),
+    )
+    .unwrap();
+    let p: u64 = status_fields(reg, "fmt")[1].parse().unwrap();
+    reg.remove(&sel("fmt"), false).unwrap();
+    p
+}
+
+/// Format `img` and create device `name` over its whole provided size; returns that size.
+pub fn create_formatted(reg: &udm_core::Registry, name: &str, img: &Path, rest: &str) -> u64 {
+    let p = format(reg, img, rest);
+    create(
+        reg,
+        name,
+        &format!("0 {p} integrity {} 0 {rest}", img.display()),
+    )
+    .unwrap();
+    p
 }
