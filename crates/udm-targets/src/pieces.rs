@@ -6,7 +6,7 @@
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use udm_io::{IoBuf, WorkerPool};
+use udm_io::{Bio, IoBuf, IoError, WorkerPool};
 
 /// The number of cores.
 pub(crate) fn cpus() -> usize {
@@ -24,14 +24,34 @@ pub(crate) fn split(buf: IoBuf, unit: usize, piece_min: usize) -> (usize, Vec<Io
     let len = buf.len();
     let n = (len / piece_min).clamp(1, cpus());
     let per = len.div_ceil(n).div_ceil(unit) * unit;
-    let mut pieces = Vec::with_capacity(n);
+    (per, cut(buf, per))
+}
+
+/// `buf` cut into pieces of `per` bytes (the last may be shorter; at least one piece).
+pub(crate) fn cut(buf: IoBuf, per: usize) -> Vec<IoBuf> {
+    let mut pieces = Vec::with_capacity(buf.len().div_ceil(per).max(1));
     let mut rest = buf;
     while rest.len() > per {
         let tail = rest.split_off(per);
         pieces.push(std::mem::replace(&mut rest, tail));
     }
     pieces.push(rest);
-    (per, pieces)
+    pieces
+}
+
+/// A [`Join`] of `n` pieces of `bio`'s buffer: the last one back puts the buffer together
+/// again and completes `bio` with the first error of any piece.
+pub(crate) fn join_into(n: usize, mut bio: Bio) -> Arc<Join<Result<(), IoError>>> {
+    Join::new(n, move |all: Vec<(IoBuf, Result<(), IoError>)>| {
+        let mut whole = IoBuf::empty();
+        let mut res = Ok(());
+        for (b, r) in all {
+            whole.unsplit(b);
+            res = res.and(r);
+        }
+        bio.set_buf(whole);
+        bio.complete(res)
+    })
 }
 
 /// Start `work(i, piece)` for every piece: the first on the calling thread (after the

@@ -6,7 +6,7 @@
 //! carries the cipher and key, and bad ciphers/keys fail as the kernel's constructor.
 
 mod common;
-use common::integrity::format;
+use common::integrity::{create_formatted, format};
 use common::*;
 use std::path::Path;
 use udm_formats::integrity::JournalGeometry;
@@ -29,13 +29,7 @@ fn crash_image(dir: &Path, rest: &str) -> (std::path::PathBuf, Vec<u8>, u64) {
     let img = image(dir, "d", SECTORS, 0);
     let crash = dir.join("crash");
     let reg = registry();
-    let p = format(&reg, &img, rest);
-    create(
-        &reg,
-        "i",
-        &format!("0 {p} integrity {} 0 {rest}", img.display()),
-    )
-    .unwrap();
+    let p = create_formatted(&reg, "i", &img, rest);
     let (dev, g) = open(&reg, "i");
     let mut model = vec![0u8; (p * 512) as usize];
     // Every block gets a tag (as integritysetup's wipe does), written home by a suspend.

@@ -171,26 +171,8 @@ fn read(
 ) {
     let flags = bio.flags;
     let per = (READ_PIECE / unit).max(1) * unit;
-    let mut rest = bio.take_buf();
-    let mut parts = Vec::with_capacity(rest.len().div_ceil(per).max(1));
-    while rest.len() > per {
-        let tail = rest.split_off(per);
-        parts.push(std::mem::replace(&mut rest, tail));
-    }
-    parts.push(rest);
-    let join = pieces::Join::new(
-        parts.len(),
-        move |all: Vec<(IoBuf, Result<(), IoError>)>| {
-            let mut whole = IoBuf::empty();
-            let mut res = Ok(());
-            for (b, r) in all {
-                whole.unsplit(b);
-                res = res.and(r);
-            }
-            bio.set_buf(whole);
-            bio.complete(res)
-        },
-    );
+    let parts = pieces::cut(bio.take_buf(), per);
+    let join = pieces::join_into(parts.len(), bio);
     for (i, part) in parts.into_iter().enumerate() {
         let off = ((i * per) / 512) as u64;
         let (join, engine) = (join.clone(), engine.clone());

@@ -51,19 +51,7 @@ impl Inner {
             );
         }
         let (per, pieces) = pieces::split(buf, bs, PIECE_MIN);
-        let join = pieces::Join::new(
-            pieces.len(),
-            move |all: Vec<(IoBuf, Result<(), IoError>)>| {
-                let mut whole = IoBuf::empty();
-                let mut res = Ok(());
-                for (b, r) in all {
-                    whole.unsplit(b);
-                    res = res.and(r);
-                }
-                bio.set_buf(whole);
-                bio.complete(res);
-            },
-        );
+        let join = pieces::join_into(pieces.len(), bio);
         let blocks_per = (per / bs) as u64;
         let me = self;
         pieces::spread(pieces, move |i, p| {
