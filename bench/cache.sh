@@ -35,6 +35,10 @@
 #
 #   bench/cache.sh [SIZE_MIB] [CACHE_MIB] [DELAY_MS] [RUNTIME_S] [REPEATS]
 #       (defaults 256, 64, 5, 5, 3; UDM_BIN=path skips the build)
+# To run a subset (e.g. while profiling the daemon, whose pid is printed and left in
+# $UDM_BENCH_PIDFILE if set): PEERS="fast wc" picks peers (fast is always kept for the
+# ratios), JOBS="w" picks workloads among r (zipf read), w (zipf write), h (hot set); the
+# other columns then print "-".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-256}
@@ -66,6 +70,8 @@ head -c $(((CACHE + 1) << 20)) /dev/zero >"$W/c_wc.img"
 export UDM_STATE_DIR=$W/state
 "$UDM" daemon --socket "$W/ctl" --nbd-socket "$W/nbd.sock" --no-fuse 2>"$W/udm.log" &
 DPID=$!
+echo "daemon pid $DPID" >&2
+if [ -n "${UDM_BENCH_PIDFILE:-}" ]; then echo "$DPID" >"$UDM_BENCH_PIDFILE"; fi
 for _ in $(seq 100); do [ -S "$W/ctl" ] && [ -S "$W/nbd.sock" ] && break; sleep 0.1; done
 u() { UDM_SOCKET=$W/ctl "$UDM" "$@"; }
 mk() { u create "$1" --table "$2" >/dev/null; }
@@ -110,9 +116,14 @@ print("%.0f %.1f" % (s["iops"], cpu * 1e6 / max(s["total_ios"], 1)))' "$t0" "$(t
 }
 declare -A URI=([origin]=$(uri origin) [fast]=$(uri fast) [c_wt]=$(uri c_wt) [c_wb]=$(uri c_wb)
   [wc]=$(uri wc) [nk]=$nkuri)
-PEERS="origin fast c_wt c_wb wc nk"
+PEERS=${PEERS:-origin fast c_wt c_wb wc nk}
+case " $PEERS " in *" fast "*) ;; *) PEERS="fast $PEERS" ;; esac
+JOBS=${JOBS:-rwh}
+want() { [[ $JOBS == *$1* ]]; }
 # Phase 1. Warm-up: the zipf read pattern fills every read cache.
-for p in $PEERS; do job "$p" randread $((RUNTIME * 4)) >/dev/null; done
+if want r || want w; then
+  for p in $PEERS; do job "$p" randread $((RUNTIME * 4)) >/dev/null; done
+fi
 hits() { u status "$1" | awk '{print $8, $9}'; }
 declare -A H0 H1
 for p in c_wt c_wb; do H0[$p]=$(hits $p); done
@@ -124,24 +135,27 @@ add() { # key "iops cpu"
   CPU[$1]="${CPU[$1]:-} $3"
 }
 for _ in $(seq "$REPS"); do
-  for p in $PEERS; do add "r_$p" "$(job "$p" randread "$RUNTIME")"; done
-  for p in $PEERS; do add "w_$p" "$(job "$p" randwrite "$RUNTIME")"; done
+  if want r; then for p in $PEERS; do add "r_$p" "$(job "$p" randread "$RUNTIME")"; done; fi
+  if want w; then for p in $PEERS; do add "w_$p" "$(job "$p" randwrite "$RUNTIME")"; done; fi
 done
 for p in c_wt c_wb; do H1[$p]=$(hits $p); done
 # Phase 2: the hot set.
-for p in c_wt c_wb nk; do job "$p" hotread $((RUNTIME * 6)) >/dev/null; done
+if want h; then
+  for p in c_wt c_wb nk; do [[ " $PEERS " == *" $p "* ]] && job "$p" hotread $((RUNTIME * 6)) >/dev/null; done
+fi
 for p in c_wt c_wb; do H0[h$p]=$(hits $p); done
 for _ in $(seq "$REPS"); do
-  for p in $PEERS; do add "h_$p" "$(job "$p" hotread "$RUNTIME")"; done
+  if want h; then for p in $PEERS; do add "h_$p" "$(job "$p" hotread "$RUNTIME")"; done; fi
 done
 for p in c_wt c_wb; do H1[h$p]=$(hits $p); done
-med() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.0f}')" ${RES[$1]}; }
-medc() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.1f}')" ${CPU[$1]}; }
-r() { python3 -c "print(f'{$1 / max($2, 1):.2f}')"; }
+med() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.0f}' if sys.argv[1:] else '-')" ${RES[$1]:-}; }
+medc() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.1f}' if sys.argv[1:] else '-')" ${CPU[$1]:-}; }
+r() { if [ "$1" = - ] || [ "$2" = - ]; then echo -; else python3 -c "print(f'{$1 / max($2, 1):.2f}')"; fi; }
 declare -A M C
 for p in $PEERS; do
   for k in r h w; do M[${k}_$p]=$(med "${k}_$p"); C[${k}_$p]=$(medc "${k}_$p"); done
 done
+for p in origin fast c_wt c_wb wc nk; do for k in r h w; do M[${k}_$p]=${M[${k}_$p]:--}; done; done
 ratio_hits() { # key: read hit ratio over a phase's measured rounds
   set -- ${H1[$1]} ${H0[$1]}
   python3 -c "h=$1-$3; m=$2-$4; print(f'{h/max(h+m,1):.3f}')"

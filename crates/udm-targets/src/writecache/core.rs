@@ -7,7 +7,7 @@
 //! waits for the writeback. Flushes, FUA, discards and all metadata I/O run on the worker
 //! or, for the end of writeback copies, the endio worker ([`super::work`]).
 
-use super::state::State;
+use super::state::{State, NIL};
 use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,9 +66,11 @@ pub struct Core {
 
 /// Where one piece of a bio goes.
 enum Dest {
+    /// Entries `first..first + n` (consecutive blocks), counted in `gen` for a write.
     Cache {
         sector: u64,
-        entries: Vec<u32>,
+        first: u32,
+        n: u32,
         gen: Option<u64>,
     },
     Origin {
@@ -200,13 +202,14 @@ impl Core {
                 }
                 Dest::Cache {
                     sector,
-                    entries,
+                    first,
+                    n,
                     gen,
                 } => {
                     b.sector = Sectors(sector);
                     let me = self.clone();
                     b = b.on_end(move |r, _| {
-                        me.end_cache_io(&entries, gen);
+                        me.end_cache_io(first, n, gen);
                         r
                     });
                     out.push((b, Route::Cache));
@@ -248,7 +251,8 @@ impl Core {
                     bs,
                     Dest::Cache {
                         sector: self.cfg.cache_sector(i),
-                        entries: vec![i],
+                        first: i,
+                        n: 1,
                         gen: None,
                     },
                 ));
@@ -320,7 +324,6 @@ impl Core {
             };
             // Extend over following blocks: newly allocated contiguous ones, or (for a
             // hit) existing entries next in both sector and cache position.
-            let mut entries = vec![e];
             let mut n = bs;
             let mut last = e;
             while sector + n < end {
@@ -330,7 +333,7 @@ impl Core {
                     // entries of one sequence count for it; a crash before the older one's
                     // release is on disk would then make the pair ambiguous. Stop instead:
                     // the rest is mapped as a hit.
-                    if st.tree.contains_key(&next_sector) {
+                    if st.cached(next_sector) {
                         break;
                     }
                     let Some(f) = st.pop_free(Some(last + 1)) else {
@@ -345,7 +348,7 @@ impl Core {
                 } else {
                     let Some(f) = st.find(next_sector) else { break };
                     let fe = st.entries[f as usize];
-                    if f != last + 1 || fe.wb || st.tree[&next_sector].len() > 1 {
+                    if f != last + 1 || fe.wb || fe.older != NIL {
                         break;
                     }
                     if st.committed(f) {
@@ -353,21 +356,21 @@ impl Core {
                     }
                     last = f;
                 }
-                entries.push(last);
                 n += bs;
             }
             st.stats.writes += n / bs;
             st.stats.writes_allocate += n / bs - 1;
             let gen = st.seq_count;
             *st.gen_writes.entry(gen).or_insert(0) += 1;
-            for &i in &entries {
+            for i in e..=last {
                 st.entries[i as usize].writes += 1;
             }
             plan.push((
                 n,
                 Dest::Cache {
                     sector: self.cfg.cache_sector(e),
-                    entries,
+                    first: e,
+                    n: last - e + 1,
                     gen: Some(gen),
                 },
             ));
@@ -412,11 +415,11 @@ impl Core {
     }
 
     /// End of a data bio to the cache: release its entries and wake what waits on them.
-    fn end_cache_io(self: &Arc<Self>, entries: &[u32], gen: Option<u64>) {
+    fn end_cache_io(self: &Arc<Self>, first: u32, n: u32, gen: Option<u64>) {
         let mut wake = Vec::new();
         {
             let mut st = self.st.lock();
-            for &i in entries {
+            for i in first..first + n {
                 let e = &mut st.entries[i as usize];
                 if gen.is_some() {
                     e.writes -= 1;

@@ -1,9 +1,14 @@
 //! The writecache's in-memory state: the metadata image (what the kernel keeps in
-//! `memory_map`), the entries, the tree of origin sectors (oldest to newest per sector), the
-//! LRU, and the sorted free list with its rotating cursor (`current_free`).
+//! `memory_map`), the entries, the index of origin sectors, the LRU, and the sorted free list
+//! with its rotating cursor (`current_free`).
+//!
+//! The index maps each cached sector to its newest entry; older entries for the same sector
+//! (committed ones a newer write superseded, until the next commit releases them) hang off
+//! it in a chain through `Entry::older`, newest to oldest, so a write allocates nothing.
 
 use super::format::{self, Superblock, NONE, REGION_BYTES};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::iter::successors;
 use std::time::Instant;
 use udm_io::Bio;
 
@@ -20,6 +25,46 @@ pub struct Entry {
     /// Data bios in flight to this block.
     pub writes: u32,
     pub reads: u32,
+    /// The next older entry for the same sector ([`NIL`] if none).
+    pub older: u32,
+}
+
+/// No entry.
+pub const NIL: u32 = u32::MAX;
+
+/// The metadata regions changed since they were last written: a flag per region and the
+/// list of the set ones, so marking one on every write allocates nothing.
+#[derive(Default)]
+pub struct Dirty {
+    flags: Vec<bool>,
+    list: Vec<u64>,
+}
+
+impl Dirty {
+    pub fn mark(&mut self, r: u64) {
+        let r_us = r as usize;
+        if r_us >= self.flags.len() {
+            self.flags.resize(r_us + 1, false);
+        }
+        if !self.flags[r_us] {
+            self.flags[r_us] = true;
+            self.list.push(r);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The marked regions in ascending order; none stays marked.
+    pub fn take(&mut self) -> Vec<u64> {
+        let mut v = std::mem::take(&mut self.list);
+        for &r in &v {
+            self.flags[r as usize] = false;
+        }
+        v.sort_unstable();
+        v
+    }
 }
 
 /// The kernel's event counters (6.1 status fields 5..14).
@@ -40,9 +85,10 @@ pub struct Stats {
 pub struct State {
     pub meta: Vec<u8>,
     /// Regions of `meta` changed since they were last written.
-    pub dirty: BTreeSet<u64>,
+    pub dirty: Dirty,
     pub entries: Vec<Entry>,
-    pub tree: BTreeMap<u64, Vec<u32>>,
+    /// Sector -> newest entry for it.
+    tree: BTreeMap<u64, u32>,
     /// Sectors with more than one entry.
     pub dups: BTreeSet<u64>,
     pub lru: BTreeMap<u64, u32>,
@@ -91,10 +137,11 @@ impl State {
             age: now,
             writes: 0,
             reads: 0,
+            older: NIL,
         };
         State {
             meta: vec![0; meta_bytes],
-            dirty: BTreeSet::new(),
+            dirty: Dirty::default(),
             entries: vec![e; n_blocks as usize],
             tree: BTreeMap::new(),
             dups: BTreeSet::new(),
@@ -143,7 +190,7 @@ impl State {
     }
 
     fn mark(&mut self, offset: usize) {
-        self.dirty.insert(offset as u64 / REGION_BYTES);
+        self.dirty.mark(offset as u64 / REGION_BYTES);
     }
 
     /// Set entry `i` in the image and mark its region for writing.
@@ -163,22 +210,60 @@ impl State {
 
     /// The newest entry for exactly `sector`.
     pub fn find(&self, sector: u64) -> Option<u32> {
-        self.tree.get(&sector).and_then(|v| v.last().copied())
+        self.tree.get(&sector).copied()
     }
 
-    /// The newest entry for `sector`, or the first entry after it (`WFE_RETURN_FOLLOWING`).
+    /// Entry `i` and the older entries for its sector, newest to oldest.
+    pub fn chain(&self, i: u32) -> impl Iterator<Item = u32> + '_ {
+        successors(Some(i), |&x| {
+            let o = self.entries[x as usize].older;
+            (o != NIL).then_some(o)
+        })
+    }
+
+    /// The oldest entry in `i`'s chain.
+    pub fn oldest(&self, i: u32) -> u32 {
+        self.chain(i).last().expect("the chain holds i")
+    }
+
+    /// Whether `sector` has more than one entry.
+    pub fn is_dup(&self, sector: u64) -> bool {
+        self.find(sector)
+            .is_some_and(|i| self.entries[i as usize].older != NIL)
+    }
+
+    /// Whether `sector` has an entry.
+    pub fn cached(&self, sector: u64) -> bool {
+        self.tree.contains_key(&sector)
+    }
+
+    /// The first cached sector at or after `sector` and its newest entry.
+    pub fn next_cached(&self, sector: u64) -> Option<(u64, u32)> {
+        self.tree.range(sector..).next().map(|(&s, &i)| (s, i))
+    }
+
+    /// Every entry of the sectors in `[start, end)`.
+    pub fn entries_in(&self, start: u64, end: u64) -> Vec<u32> {
+        let heads: Vec<u32> = self.tree.range(start..end).map(|(_, &i)| i).collect();
+        heads.into_iter().flat_map(|i| self.chain(i)).collect()
+    }
+
+    /// The newest entry for `sector`, or the oldest entry of the first sector after it
+    /// (`WFE_RETURN_FOLLOWING`).
     pub fn find_following(&self, sector: u64) -> Option<(u64, u32)> {
-        let (&s, v) = self.tree.range(sector..).next()?;
-        Some((s, if s == sector { *v.last()? } else { v[0] }))
+        let (s, i) = self.next_cached(sector)?;
+        Some((s, if s == sector { i } else { self.oldest(i) }))
     }
 
     pub fn insert(&mut self, i: u32) {
         let sector = self.entries[i as usize].sector;
-        let v = self.tree.entry(sector).or_default();
-        v.push(i);
-        if v.len() > 1 {
-            self.dups.insert(sector);
-        }
+        let older = match self.tree.insert(sector, i) {
+            Some(o) => {
+                self.dups.insert(sector);
+                o
+            }
+            None => NIL,
+        };
         self.lru_tick += 1;
         let tick = self.lru_tick;
         self.lru.insert(tick, i);
@@ -186,25 +271,36 @@ impl State {
         e.in_tree = true;
         e.lru = tick;
         e.age = Instant::now();
+        e.older = older;
     }
 
-    /// Take `i` out of the tree and the LRU (`writecache_unlink`).
+    /// Take `i` out of the index and the LRU (`writecache_unlink`).
     pub fn unlink(&mut self, i: u32) {
         let e = self.entries[i as usize];
         if !e.in_tree {
             return;
         }
         self.lru.remove(&e.lru);
-        if let Some(v) = self.tree.get_mut(&e.sector) {
-            v.retain(|&x| x != i);
-            if v.len() <= 1 {
-                self.dups.remove(&e.sector);
-            }
-            if v.is_empty() {
+        let head = self.tree[&e.sector];
+        if head == i {
+            if e.older == NIL {
                 self.tree.remove(&e.sector);
+            } else {
+                self.tree.insert(e.sector, e.older);
             }
+        } else {
+            let prev = self
+                .chain(head)
+                .find(|&x| self.entries[x as usize].older == i)
+                .expect("an entry in the index is in its sector's chain");
+            self.entries[prev as usize].older = e.older;
         }
-        self.entries[i as usize].in_tree = false;
+        if !self.is_dup(e.sector) {
+            self.dups.remove(&e.sector);
+        }
+        let e = &mut self.entries[i as usize];
+        e.in_tree = false;
+        e.older = NIL;
     }
 
     /// Put `i` back on the LRU as its oldest member (a writeback that failed).
@@ -258,7 +354,7 @@ impl State {
     /// Entries for sectors not aligned to `bs` (only corrupt metadata has them) are freed.
     pub fn load(&mut self, image: Vec<u8>, bs: u64) -> (bool, Vec<(u64, u64, u64)>) {
         self.meta = image;
-        self.dirty.clear();
+        self.dirty.take();
         self.tree.clear();
         self.dups.clear();
         self.lru.clear();
@@ -306,3 +402,7 @@ impl State {
         (changed, identical)
     }
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -14,7 +14,7 @@
 
 use super::core::Core;
 use super::format::REGION_BYTES;
-use super::state::State;
+use super::state::{State, NIL};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use udm_core::Loc;
@@ -48,8 +48,8 @@ impl Core {
 
     /// Copy out the changed metadata regions (offset in the metadata area, bytes).
     fn take_regions(st: &mut State) -> Vec<(u64, Vec<u8>)> {
-        let dirty = std::mem::take(&mut st.dirty);
-        dirty
+        st.dirty
+            .take()
             .into_iter()
             .map(|r| {
                 let off = (r * REGION_BYTES) as usize;
@@ -173,17 +173,16 @@ impl Core {
         let old: Vec<u32> = {
             let mut st = self.st.lock();
             let mut old = Vec::new();
-            for s in st.dups.iter().copied().collect::<Vec<_>>() {
-                let v = st.tree[&s].clone();
-                let newest = *v.last().expect("dup");
+            for &s in &st.dups {
+                let newest = st.find(s).expect("a duplicate is cached");
                 if !st.committed(newest) {
                     continue;
                 }
-                for &i in &v[..v.len() - 1] {
-                    if !st.entries[i as usize].wb {
-                        old.push(i);
-                    }
-                }
+                old.extend(
+                    st.chain(newest)
+                        .skip(1)
+                        .filter(|&i| !st.entries[i as usize].wb),
+                );
             }
             for &i in &old {
                 st.unlink(i);
@@ -211,10 +210,7 @@ impl Core {
         let (start, end) = (bio.sector.0, bio.end().0);
         let gone: Vec<u32> = {
             let mut st = self.st.lock();
-            let mut gone = Vec::new();
-            for (_, v) in st.tree.range(start..end) {
-                gone.extend(v.iter().copied());
-            }
+            let mut gone = st.entries_in(start, end);
             gone.retain(|&i| !st.entries[i as usize].wb);
             for &i in &gone {
                 if !st.committed(i) {
@@ -433,11 +429,11 @@ impl Core {
                 return (runs, true);
             }
             let e = if all_mode {
-                let Some((&s, v)) = st.tree.range(scur..).next() else {
+                let Some((s, i)) = st.next_cached(scur) else {
                     return (runs, false);
                 };
                 scur = s + 1;
-                v[0]
+                st.oldest(i)
             } else {
                 let Some((&t, &i)) = st.lru.range(tick..).next() else {
                     return (runs, false);
@@ -446,11 +442,8 @@ impl Core {
                 i
             };
             let ent = st.entries[e as usize];
-            if ent.wb
-                || st.tree[&ent.sector]
-                    .iter()
-                    .any(|&o| st.entries[o as usize].wb)
-            {
+            let head = st.find(ent.sector).expect("a listed entry is cached");
+            if ent.wb || st.chain(head).any(|o| st.entries[o as usize].wb) {
                 continue;
             }
             if !st.committed(e) {
@@ -460,10 +453,9 @@ impl Core {
             let mut f = e;
             while run.len() < MAX_RUN {
                 let ns = st.entries[f as usize].sector + bs;
-                let Some(v) = st.tree.get(&ns) else { break };
-                let g = v[0];
+                let Some(g) = st.find(ns) else { break };
                 let ge = st.entries[g as usize];
-                if v.len() > 1 || g != f + 1 || ge.wb || !st.committed(g) {
+                if ge.older != NIL || g != f + 1 || ge.wb || !st.committed(g) {
                     break;
                 }
                 run.push(g);
@@ -534,7 +526,9 @@ impl Core {
             }
             if changed {
                 let regions = (st.meta.len() as u64).div_ceil(REGION_BYTES);
-                st.dirty.extend(0..regions);
+                for r in 0..regions {
+                    st.dirty.mark(r);
+                }
             }
             st.suspended = false;
             changed
