@@ -121,7 +121,8 @@ case " $PEERS " in *" fast "*) ;; *) PEERS="fast $PEERS" ;; esac
 JOBS=${JOBS:-rwh}
 want() { [[ $JOBS == *$1* ]]; }
 # Phase 1. Warm-up: the zipf read pattern fills every read cache.
-if want r || want w; then
+# (The writecache does not cache reads: a write-only run skips it.)
+if want r; then
   for p in $PEERS; do job "$p" randread $((RUNTIME * 4)) >/dev/null; done
 fi
 hits() { u status "$1" | awk '{print $8, $9}'; }
