@@ -143,13 +143,20 @@ fn check(st: &State, m: &Model) {
         });
         assert_eq!(st.find_following(s), following, "following {s}");
         let mut got = st.entries_in(s, s + 5 * BS);
-        let mut want: Vec<u32> = m.range(s..s + 5 * BS).flat_map(|(_, v)| v.clone()).collect();
+        let mut want: Vec<u32> = m
+            .range(s..s + 5 * BS)
+            .flat_map(|(_, v)| v.clone())
+            .collect();
         got.sort_unstable();
         want.sort_unstable();
         assert_eq!(got, want, "entries in [{s}, +5 blocks)");
     }
     assert_eq!(st.lru.len(), in_tree);
-    assert_eq!(st.free_count() as usize + in_tree, N as usize, "blocks lost");
+    assert_eq!(
+        st.free_count() as usize + in_tree,
+        N as usize,
+        "blocks lost"
+    );
     for (&s, v) in m {
         for &i in v {
             assert_eq!(format::read_entry(&st.meta, i as u64).0, s, "image of {i}");
