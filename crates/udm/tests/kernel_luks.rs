@@ -4,7 +4,7 @@
 //! sectors. Data udm writes reads back through the kernel. One VM boot covers both directions.
 
 mod luks_common;
-use luks_common::{qemu_img, s, udm};
+use luks_common::{qemu_img, s, udm, PBKDF2_FAST};
 
 use std::path::{Path, PathBuf};
 
@@ -25,26 +25,9 @@ const DATA: usize = 1 << 20; // plaintext bytes written at the start of each vol
 
 /// A 24 MiB volume formatted by udm as `ty` (pbkdf2, 1000 iterations).
 fn format(dir: &Path, name: &str, ty: &str) -> PathBuf {
-    let img = udm_testkit::image(dir, name, 24 << 20);
-    let (code, _, err) = udm(
-        &[
-            "luksFormat",
-            "-q",
-            "--type",
-            ty,
-            "--pbkdf",
-            "pbkdf2",
-            "--pbkdf-force-iterations",
-            "1000",
-            "--key-file",
-            "-",
-            s(&img),
-        ],
-        PASS,
-        None,
-    );
-    assert_eq!(code, 0, "luksFormat --type {ty}: {err}");
-    img
+    let mut opts = vec!["--type", ty];
+    opts.extend(PBKDF2_FAST);
+    luks_common::format(dir, name, "udm", &opts, PASS)
 }
 
 /// Open `img` in the daemon as `name`, run `f` with its NBD URI, close it.

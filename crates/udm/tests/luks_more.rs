@@ -4,7 +4,7 @@
 //! real cryptsetup.
 
 mod luks_common;
-use luks_common::{qemu_img, real, s, udm};
+use luks_common::{qemu_img, real, s, udm, PBKDF2_FAST};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -145,19 +145,7 @@ fn plain_open_matches_an_independent_xts() {
 #[test]
 fn resize_follows_size_and_the_backing_file() {
     let d = tempfile::tempdir().unwrap();
-    let img = udm_testkit::image(d.path(), "r.img", 24 << 20);
-    let a = [
-        "luksFormat",
-        "-q",
-        "--pbkdf",
-        "pbkdf2",
-        "--pbkdf-force-iterations",
-        "1000",
-        "--key-file",
-        "-",
-        s(&img),
-    ];
-    assert_eq!(udm(&a, b"secret", None).0, 0);
+    let img = luks_common::format(d.path(), "r.img", "udm", &PBKDF2_FAST, b"secret");
     let daemon = udm_testkit::Daemon::start(Path::new(env!("CARGO_BIN_EXE_udm")));
     let sock = daemon.socket.as_path();
     let (code, _, err) = udm(&["resize", "r1"], b"", Some(sock));
@@ -183,27 +171,9 @@ fn resize_follows_size_and_the_backing_file() {
 
 /// A LUKS volume by `who` with passphrase "secret".
 fn volume(dir: &Path, name: &str, who: &str, ty: &str) -> PathBuf {
-    let p = udm_testkit::image(dir, name, 24 << 20);
-    let a = [
-        "luksFormat",
-        "-q",
-        "--type",
-        ty,
-        "--pbkdf",
-        "pbkdf2",
-        "--pbkdf-force-iterations",
-        "1000",
-        "--key-file",
-        "-",
-        s(&p),
-    ];
-    let (code, _, err) = if who == "udm" {
-        udm(&a, b"secret", None)
-    } else {
-        real(&a, b"secret")
-    };
-    assert_eq!(code, 0, "{who} {ty}: {err}");
-    p
+    let mut opts = vec!["--type", ty];
+    opts.extend(PBKDF2_FAST);
+    luks_common::format(dir, name, who, &opts, b"secret")
 }
 
 #[test]
