@@ -4,10 +4,9 @@
 //! to the secondary copy; data written by qemu's LUKS driver reads back through udm and back.
 
 mod luks_common;
-use luks_common::{qemu_img, real, s, udm};
+use luks_common::{qemu_img, raw_copy, raw_copy_into, real, s, udm};
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// A 24 MiB image formatted by cryptsetup with `opts`, passphrase "secret" (key file on stdin).
 fn cs_format(dir: &Path, name: &str, opts: &[&str]) -> PathBuf {
@@ -207,15 +206,7 @@ fn qemu_round_trip(who: &str) {
         "{out}"
     );
     let back = d.path().join("back.raw");
-    qemu_img(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "raw",
-        &daemon.uri("q1"),
-        s(&back),
-    ]);
+    raw_copy(&daemon.uri("q1"), s(&back));
     assert!(
         std::fs::read(&back).unwrap()[..plain.len()] == plain[..],
         "udm read qemu's data wrong"
@@ -223,16 +214,7 @@ fn qemu_round_trip(who: &str) {
     // udm writes new data; qemu reads it back through its LUKS driver.
     let plain2: Vec<u8> = plain.iter().map(|b| b ^ 0xa5).collect();
     std::fs::write(&plain_path, &plain2).unwrap();
-    qemu_img(&[
-        "convert",
-        "-n",
-        "-f",
-        "raw",
-        "-O",
-        "raw",
-        s(&plain_path),
-        &daemon.uri("q1"),
-    ]);
+    raw_copy_into(s(&plain_path), &daemon.uri("q1"));
     assert_eq!(udm(&["close", "q1"], b"", Some(&daemon.socket)).0, 0);
     assert_eq!(udm(&["close", "q1"], b"", Some(&daemon.socket)).0, 4);
     qemu_img(&[

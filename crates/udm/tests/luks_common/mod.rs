@@ -59,3 +59,13 @@ pub fn qemu_img(args: &[&str]) {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// `qemu-img convert -f raw -O raw FROM TO` (paths or NBD URIs), which must succeed.
+pub fn raw_copy(from: &str, to: &str) {
+    qemu_img(&["convert", "-f", "raw", "-O", "raw", from, to]);
+}
+
+/// The same into the existing `to` (`-n`: not created, not truncated).
+pub fn raw_copy_into(from: &str, to: &str) {
+    qemu_img(&["convert", "-n", "-f", "raw", "-O", "raw", from, to]);
+}
