@@ -21,7 +21,7 @@ fn sh(cmd: &mut Command) -> String {
 }
 
 fn udm_on(d: &Daemon, state: &Path, args: &[&str]) -> (String, String, i32) {
-    UdmCli::on(udm(), &d, state.to_path_buf()).run(args)
+    UdmCli::on(udm(), d, state.to_path_buf()).run(args)
 }
 
 #[test]
