@@ -67,20 +67,7 @@ fn kernel_integrity_interop_differential_and_replay() {
         .collect();
     let reg = registry();
     for (img, rest) in uf.iter().zip(uf_rest) {
-        create(
-            &reg,
-            "f",
-            &format!("0 8 integrity {} 0 {rest}", img.display()),
-        )
-        .unwrap();
-        let p: u64 = status_fields(&reg, "f")[1].parse().unwrap();
-        reg.remove(&sel("f"), false).unwrap();
-        create(
-            &reg,
-            "u",
-            &format!("0 {p} integrity {} 0 {rest}", img.display()),
-        )
-        .unwrap();
+        create_formatted(&reg, "u", img, rest);
         {
             let (dev, _g) = open(&reg, "u");
             write(&*dev, 0, &data);
