@@ -5,6 +5,8 @@
 mod common;
 
 use common::*;
+use std::sync::Arc;
+use udm_io::MemDevice;
 use udm_testkit::{require_tool, run};
 
 const PRELUDE: &str = r#"
@@ -25,12 +27,21 @@ fn nbdsh(uri: &str, body: &str) {
     assert!(out.trim_end().ends_with("OK"), "{out}");
 }
 
-#[test]
-fn nbdsh_data_commands() {
+/// The standard exports (`common::serve_standard`) and its memory device, when nbdsh is
+/// installed.
+fn standard() -> Option<(Served, Arc<MemDevice>)> {
     if !require_tool("nbdsh") {
-        return;
+        return None;
     }
     let (s, mem, _) = serve_standard();
+    Some((s, mem))
+}
+
+#[test]
+fn nbdsh_data_commands() {
+    let Some((s, mem)) = standard() else {
+        return;
+    };
     nbdsh(
         &s.uri("mem"),
         r#"
@@ -63,10 +74,9 @@ h.shutdown()
 
 #[test]
 fn nbdsh_error_paths() {
-    if !require_tool("nbdsh") {
+    let Some((s, _)) = standard() else {
         return;
-    }
-    let (s, _, _) = serve_standard();
+    };
     nbdsh(
         &s.uri("mem"),
         r#"
@@ -110,10 +120,9 @@ h.shutdown()
 
 #[test]
 fn nbdsh_block_status() {
-    if !require_tool("nbdsh") {
+    let Some((s, _)) = standard() else {
         return;
-    }
-    let (s, _, _) = serve_standard();
+    };
     nbdsh(
         &s.uri("file"),
         r#"
@@ -150,10 +159,9 @@ h.shutdown()
 
 #[test]
 fn nbdsh_option_mode_and_simple_replies() {
-    if !require_tool("nbdsh") {
+    let Some((s, _)) = standard() else {
         return;
-    }
-    let (s, _, _) = serve_standard();
+    };
     nbdsh(
         &s.uri("mem"),
         r#"

@@ -10,10 +10,11 @@
 //!   journal) replays in udm to what the kernel reads after its own clean stop.
 
 mod common;
-use common::integrity::{create_formatted, kernel_write_plan, udm_write_plan, with_image};
+use common::integrity::{
+    create_formatted, kernel_share, kernel_write_plan, udm_write_plan, with_image, KEY_HEX,
+};
 use common::*;
 use std::path::{Path, PathBuf};
-use udm_testkit::rng::XorShift;
 
 const MIB: u64 = 16;
 const SECTORS: u64 = MIB * 2048;
@@ -22,19 +23,9 @@ const BLOCKS: u64 = 3800;
 /// The writes of the differential and replay cases stay below this block (the replay disk
 /// has a large journal).
 const PLAN_BLOCKS: u64 = 2400;
-const KEY_HEX: &str = "00112233445566778899aabbccddeeff102132435465768798a9bacbdcedfe0f";
 
 fn zero_image(dir: &Path, name: &str) -> PathBuf {
-    let p = dir.join(name);
-    let f = std::fs::File::create(&p).unwrap();
-    f.set_len(SECTORS * 512).unwrap();
-    p
-}
-
-fn key_bytes() -> Vec<u8> {
-    (0..32)
-        .map(|i| u8::from_str_radix(&KEY_HEX[2 * i..2 * i + 2], 16).unwrap())
-        .collect()
+    zero_file(dir, name, SECTORS * 512)
 }
 
 /// The write plan of the differential: (first 4 KiB block, blocks).
@@ -57,12 +48,7 @@ fn kernel_integrity_interop_differential_and_replay() {
     let Some(run) = udm_testkit::refvm() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let share = dir.path().join("share");
-    std::fs::create_dir(&share).unwrap();
-    let data = XorShift::mixed(11).bytes((BLOCKS * 4096) as usize);
-    std::fs::write(share.join("data.bin"), &data).unwrap();
-    std::fs::write(share.join("key.bin"), key_bytes()).unwrap();
+    let (dir, share, data) = kernel_share(11, BLOCKS);
 
     // Kernel-formatted: vda (J crc32c), vdb (B sha256), vdc (D hmac-sha256).
     let kf: Vec<PathBuf> = ["ka", "kb", "kc"]
@@ -81,20 +67,7 @@ fn kernel_integrity_interop_differential_and_replay() {
         .collect();
     let reg = registry();
     for (img, rest) in uf.iter().zip(uf_rest) {
-        create(
-            &reg,
-            "f",
-            &format!("0 8 integrity {} 0 {rest}", img.display()),
-        )
-        .unwrap();
-        let p: u64 = status_fields(&reg, "f")[1].parse().unwrap();
-        reg.remove(&sel("f"), false).unwrap();
-        create(
-            &reg,
-            "u",
-            &format!("0 {p} integrity {} 0 {rest}", img.display()),
-        )
-        .unwrap();
+        create_formatted(&reg, "u", img, rest);
         {
             let (dev, _g) = open(&reg, "u");
             write(&*dev, 0, &data);

@@ -14,17 +14,17 @@
 //!   kernel: the same `Error on …` log line, status line (mismatch counter) and reads.
 
 mod common;
-use common::integrity::{create_formatted, kernel_write_plan, plan, udm_write_plan};
+use common::integrity::{
+    create_formatted, kernel_share, kernel_write_plan, key_bytes, plan, udm_write_plan, KEY_HEX,
+};
 use common::*;
 use std::path::{Path, PathBuf};
 use udm_io::Sectors;
 use udm_targets::integrity::setup::{self, SetupOpts};
-use udm_testkit::rng::XorShift;
 
 const SECTORS: u64 = 16 * 2048;
 /// Blocks (4 KiB) of `data.bin`; reads and writes stay below.
 const BLOCKS: u64 = 2400;
-const KEY_HEX: &str = "00112233445566778899aabbccddeeff102132435465768798a9bacbdcedfe0f";
 const COMMON: &str = "journal_sectors:8192 journal_watermark:100 commit_time:600000 fix_padding internal_hash:crc32c";
 /// (name, journal_crypt option or "") of the differential disks.
 const CASES: [(&str, &str); 5] = [
@@ -60,12 +60,6 @@ fn rest(case: &str, opt: &str) -> String {
     }
 }
 
-fn key_bytes() -> Vec<u8> {
-    (0..32)
-        .map(|i| u8::from_str_radix(&KEY_HEX[2 * i..2 * i + 2], 16).unwrap())
-        .collect()
-}
-
 /// Read `blocks` 4 KiB blocks one at a time; a failing block reads as zeros (`dd
 /// conv=noerror,sync`).
 fn read_noerror(dev: &dyn udm_io::BlockDevice, blocks: u64) -> Vec<u8> {
@@ -97,12 +91,7 @@ fn kernel_integrity_journal_crypt_and_corrupt_journal() {
     let Some(run) = udm_testkit::refvm() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let share = dir.path().join("share");
-    std::fs::create_dir(&share).unwrap();
-    let data = XorShift::mixed(21).bytes((BLOCKS * 4096) as usize);
-    std::fs::write(share.join("data.bin"), &data).unwrap();
-    std::fs::write(share.join("key.bin"), key_bytes()).unwrap();
+    let (dir, share, data) = kernel_share(21, BLOCKS);
     let plan = plan(8, BLOCKS)[..6].to_vec();
     let reg = registry();
 

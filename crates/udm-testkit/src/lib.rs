@@ -97,6 +97,33 @@ pub fn refvm() -> Option<PathBuf> {
     None
 }
 
+/// A table line from refvm with the guest's device numbers as the host names the same
+/// devices: a disk (its `MAJ:MIN` in `devs`) as the path at the same place in `paths`, a dm
+/// device as `/dev/mapper/NAME` by the guest's `dmsetup info -c -o name,uuid,major,minor`
+/// rows (`info`, split into words).
+pub fn refvm_host_words<S: AsRef<str>>(
+    line: &str,
+    devs: &[&str],
+    paths: &[String],
+    info: &[Vec<S>],
+) -> String {
+    line.split(' ')
+        .map(|w| {
+            if let Some(i) = devs.iter().position(|d| *d == w) {
+                return paths[i].clone();
+            }
+            match info
+                .iter()
+                .find(|r| format!("{}:{}", r[2].as_ref(), r[3].as_ref()) == w)
+            {
+                Some(r) => format!("/dev/mapper/{}", r[0].as_ref()),
+                None => w.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The part of a refvm transcript after a `=== NAME` line, up to the next `=== ` line
 /// (guest scripts mark their sections so).
 pub fn refvm_section<'a>(out: &'a str, name: &str) -> &'a str {
@@ -241,6 +268,30 @@ impl Daemon {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         panic!("udm daemon did not restart: {}", self.log());
+    }
+
+    /// `udm ARGS…` against this daemon, stdin empty (not required to succeed).
+    pub fn udm(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.bin)
+            .args(args)
+            .env("UDM_SOCKET", &self.socket)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", self.bin.display()))
+    }
+
+    /// `udm ARGS…` against this daemon, which must succeed: its stdout (a failure shows
+    /// the command's output and the daemon's log).
+    pub fn udm_ok(&self, args: &[&str]) -> String {
+        let o = self.udm(args);
+        assert!(
+            o.status.success(),
+            "udm {args:?}: {}{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.log()
+        );
+        String::from_utf8(o.stdout).unwrap()
     }
 
     /// `udm create NAME --table TABLE` against this daemon (must succeed).

@@ -20,15 +20,27 @@ pub fn run_as(
     stdin: &[u8],
     socket: Option<&Path>,
 ) -> (i32, String, String) {
-    let mut c = Command::new(bin)
-        .arg0(arg0)
+    let mut c = Command::new(bin);
+    c.arg0(arg0)
         .args(args)
-        .env("UDM_SOCKET", socket.unwrap_or(Path::new(NO_DAEMON)))
+        .env("UDM_SOCKET", socket.unwrap_or(Path::new(NO_DAEMON)));
+    piped(&mut c, stdin)
+}
+
+/// (exit code, stdout, stderr) of the installed tool `prog` (the real `cryptsetup`,
+/// `veritysetup` …) with `args` and `stdin` piped in.
+pub fn run_tool(prog: &str, args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    piped(Command::new(prog).args(args), stdin)
+}
+
+/// Runs `c` with `stdin` piped in: (exit code, stdout, stderr).
+fn piped(c: &mut Command, stdin: &[u8]) -> (i32, String, String) {
+    let mut c = c
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
+        .unwrap_or_else(|e| panic!("run {:?}: {e}", c.get_program()));
     // The tool may exit without reading its stdin (an error, or no passphrase needed).
     let mut input = c.stdin.take().expect("piped stdin");
     let _ = input.write_all(stdin);
@@ -39,4 +51,14 @@ pub fn run_as(
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
+}
+
+/// The root hash `veritysetup format` prints (its `Root hash:` line); panics without one.
+pub fn root_hash(format_out: &str) -> String {
+    format_out
+        .lines()
+        .find_map(|l| l.strip_prefix("Root hash:"))
+        .unwrap_or_else(|| panic!("no Root hash line in {format_out:?}"))
+        .trim()
+        .to_string()
 }

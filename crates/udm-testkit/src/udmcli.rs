@@ -12,6 +12,15 @@ pub struct UdmCli {
 }
 
 impl UdmCli {
+    /// `bin` talking to `daemon`, with its state directory `state`.
+    pub fn on(bin: PathBuf, daemon: &crate::Daemon, state: PathBuf) -> UdmCli {
+        UdmCli {
+            bin,
+            socket: daemon.socket.clone(),
+            state,
+        }
+    }
+
     /// `prog args…` (prog: the udm binary or a link named after a tool); stdin is empty.
     /// Returns (stdout, stderr, exit code).
     pub fn run_prog(&self, prog: &Path, args: &[&str]) -> (String, String, i32) {

@@ -3,7 +3,7 @@
 //! output. The work is in `udm_targets::integrity::setup`; this file parses and prints.
 
 use crate::dmctl;
-use crate::optparse::{Item, Parser, PoptSpec};
+use crate::optparse::{popt_num, popt_unknown, PoptSpec, PoptStop};
 use crate::progress::Progress;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -109,50 +109,27 @@ fn parse(
         },
         ..Cli::default()
     };
-    let mut pos = Vec::new();
-    for item in Parser::new(&spec, args) {
-        let (name, val) = match item {
-            Ok(Item::Arg(a)) => {
-                pos.push(a);
-                continue;
-            }
-            Ok(Item::Opt { name, value, .. }) => (name, value.unwrap_or_default()),
-            Err(e) => return Err(usage_fail(err, prog, &e.popt_message())),
-        };
-        macro_rules! num {
-            () => {
-                match val.parse() {
-                    Ok(n) => n,
-                    Err(_) => {
-                        return Err(usage_fail(
-                            err,
-                            prog,
-                            &format!("--{name}: invalid numeric value"),
-                        ))
-                    }
-                }
-            };
-        }
+    let read = spec.read(args, |name, val, _| {
         let o = &mut c.o;
-        match name.as_str() {
-            "journal-size" => o.journal_size = Some(num!()),
-            "interleave-sectors" => o.interleave_sectors = Some(num!()),
-            "journal-watermark" => o.journal_watermark = Some(num!()),
-            "journal-commit-time" => o.journal_commit_time = Some(num!()),
-            "bitmap-sectors-per-bit" => o.sectors_per_bit = Some(num!()),
-            "bitmap-flush-time" => o.bitmap_flush_time = Some(num!()),
-            "tag-size" => o.tag_size = Some(num!()),
-            "sector-size" => o.sector_size = Some(num!()),
-            "buffer-sectors" => o.buffer_sectors = Some(num!()),
+        match name {
+            "journal-size" => o.journal_size = Some(popt_num(name, &val)?),
+            "interleave-sectors" => o.interleave_sectors = Some(popt_num(name, &val)?),
+            "journal-watermark" => o.journal_watermark = Some(popt_num(name, &val)?),
+            "journal-commit-time" => o.journal_commit_time = Some(popt_num(name, &val)?),
+            "bitmap-sectors-per-bit" => o.sectors_per_bit = Some(popt_num(name, &val)?),
+            "bitmap-flush-time" => o.bitmap_flush_time = Some(popt_num(name, &val)?),
+            "tag-size" => o.tag_size = Some(popt_num(name, &val)?),
+            "sector-size" => o.sector_size = Some(popt_num(name, &val)?),
+            "buffer-sectors" => o.buffer_sectors = Some(popt_num(name, &val)?),
             "integrity" => o.integrity = setup::kernel_alg(&val),
             "integrity-key-file" => c.key_file = Some(val),
-            "integrity-key-size" => c.key_size = Some(num!()),
+            "integrity-key-size" => c.key_size = Some(popt_num(name, &val)?),
             "journal-integrity" => o.journal_integrity = Some(setup::kernel_alg(&val)),
             "journal-integrity-key-file" => c.jkey_file = Some(val),
-            "journal-integrity-key-size" => c.jkey_size = Some(num!()),
+            "journal-integrity-key-size" => c.jkey_size = Some(popt_num(name, &val)?),
             "journal-crypt" => o.journal_crypt = Some(setup::kernel_cipher(&val)),
             "journal-crypt-key-file" => c.ckey_file = Some(val),
-            "journal-crypt-key-size" => c.ckey_size = Some(num!()),
+            "journal-crypt-key-size" => c.ckey_size = Some(popt_num(name, &val)?),
             "data-device" => c.o.data_device = Some(val),
             "integrity-no-journal" => o.mode = Some(Mode::Direct),
             "integrity-recovery-mode" => o.mode = Some(Mode::Recovery),
@@ -167,21 +144,27 @@ fn parse(
             "batch-mode" => c.batch = true,
             "verbose" => c.verbose = true,
             "debug" => c.verbose = true,
-            "progress-frequency" => c.progress_frequency = num!(),
+            "progress-frequency" => c.progress_frequency = popt_num(name, &val)?,
             "progress-json" => c.progress_json = true,
             "wipe" | "deferred" | "cancel-deferred" => {}
             "version" => {
                 let _ = writeln!(out, "integritysetup 2.6.1");
-                return Err(0);
+                return Err(PoptStop::Exit(0));
             }
             "help" | "usage" => {
                 let _ = writeln!(out, "Usage: {prog} [OPTION...] <action> <action-specific>");
                 let _ = writeln!(out, "\n<action> is one of:\n\tformat <integrity_device> - format device\n\topen <integrity_device> <name> - open device as <name>\n\tclose <name> - close device (remove mapping)\n\tstatus <name> - show active device status\n\tdump <integrity_device> - show on-disk information");
-                return Err(0);
+                return Err(PoptStop::Exit(0));
             }
-            _ => return Err(usage_fail(err, prog, &format!("--{name}: unknown option"))),
+            _ => return Err(popt_unknown(name)),
         }
-    }
+        Ok(())
+    });
+    let pos = match read {
+        Ok(pos) => pos,
+        Err(PoptStop::Usage(msg)) => return Err(usage_fail(err, prog, &msg)),
+        Err(PoptStop::Exit(code)) => return Err(code),
+    };
     if let Some(f) = c.key_file.clone() {
         let size = c
             .key_size

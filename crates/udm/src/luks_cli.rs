@@ -15,7 +15,7 @@ pub use dm::shown_device;
 
 use crate::dmctl;
 
-use crate::optparse::{Item, Parser, PoptSpec};
+use crate::optparse::{popt_num, popt_unknown, PoptSpec, PoptStop};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
@@ -239,60 +239,41 @@ fn parse(io: &mut Io<'_>, prog: &str, args: &[String]) -> Parsed {
         short,
     };
     let mut o = Opts::default();
-    let mut pos = Vec::new();
-    for item in Parser::new(&spec, args) {
-        let (name, val) = match item {
-            Ok(Item::Arg(a)) => {
-                pos.push(a);
-                continue;
-            }
-            Ok(Item::Opt { name, value, .. }) => (name, value.unwrap_or_default()),
-            Err(e) => return usage_fail(io, prog, &e.popt_message()),
-        };
-        macro_rules! num {
-            () => {
-                match val.parse() {
-                    Ok(n) => n,
-                    Err(_) => {
-                        return usage_fail(io, prog, &format!("--{name}: invalid numeric value"))
-                    }
-                }
-            };
-        }
-        match name.as_str() {
+    let read = spec.read(args, |name, val, pos| {
+        match name {
             "type" => o.ty = Some(val),
             "key-file" => o.key_file = Some(val),
-            "keyfile-size" => o.keyfile_size = Some(num!()),
-            "keyfile-offset" => o.keyfile_offset = num!(),
-            "new-keyfile-size" => o.new_keyfile_size = Some(num!()),
-            "new-keyfile-offset" => o.new_keyfile_offset = num!(),
-            "new-key-slot" => o.new_key_slot = Some(num!()),
+            "keyfile-size" => o.keyfile_size = Some(popt_num(name, &val)?),
+            "keyfile-offset" => o.keyfile_offset = popt_num(name, &val)?,
+            "new-keyfile-size" => o.new_keyfile_size = Some(popt_num(name, &val)?),
+            "new-keyfile-offset" => o.new_keyfile_offset = popt_num(name, &val)?,
+            "new-key-slot" => o.new_key_slot = Some(popt_num(name, &val)?),
             "new-keyfile" => pos.push(val),
             "readonly" => o.readonly = true,
             "test-passphrase" => o.test_passphrase = true,
             "allow-discards" => o.allow_discards = true,
             "cipher" => o.cipher = Some(val),
-            "key-size" => o.key_size = Some(num!()),
+            "key-size" => o.key_size = Some(popt_num(name, &val)?),
             "hash" => o.hash = Some(val),
             "pbkdf" => o.pbkdf = Some(val),
-            "pbkdf-memory" => o.pbkdf_memory = Some(num!()),
-            "pbkdf-parallel" => o.pbkdf_parallel = Some(num!()),
-            "iter-time" => o.iter_time = Some(num!()),
-            "pbkdf-force-iterations" => o.pbkdf_force_iterations = Some(num!()),
-            "sector-size" => o.sector_size = Some(num!()),
+            "pbkdf-memory" => o.pbkdf_memory = Some(popt_num(name, &val)?),
+            "pbkdf-parallel" => o.pbkdf_parallel = Some(popt_num(name, &val)?),
+            "iter-time" => o.iter_time = Some(popt_num(name, &val)?),
+            "pbkdf-force-iterations" => o.pbkdf_force_iterations = Some(popt_num(name, &val)?),
+            "sector-size" => o.sector_size = Some(popt_num(name, &val)?),
             "uuid" => o.uuid = Some(val),
             "label" => o.label = Some(val),
             "subsystem" => o.subsystem = Some(val),
-            "key-slot" => o.key_slot = Some(num!()),
+            "key-slot" => o.key_slot = Some(popt_num(name, &val)?),
             "batch-mode" => o.batch = true,
             "verbose" => o.verbose = true,
             "debug" => o.verbose = true,
             "dump-volume-key" | "dump-master-key" => o.dump_volume_key = true,
             "volume-key-file" | "master-key-file" => o.volume_key_file = Some(val),
             "header-backup-file" => o.header_backup_file = Some(val),
-            "offset" => o.offset = Some(num!()),
-            "skip" => o.skip = Some(num!()),
-            "size" => o.size = Some(num!()),
+            "offset" => o.offset = Some(popt_num(name, &val)?),
+            "skip" => o.skip = Some(popt_num(name, &val)?),
+            "size" => o.size = Some(popt_num(name, &val)?),
             "iv-large-sectors" => o.iv_large_sectors = true,
             "integrity" => o.integrity = Some(val),
             "integrity-no-wipe" => o.integrity_no_wipe = true,
@@ -305,21 +286,26 @@ fn parse(io: &mut Io<'_>, prog: &str, args: &[String]) -> Parsed {
                     "cryptsetup 2.6.1 (udm {})",
                     env!("CARGO_PKG_VERSION")
                 );
-                return Parsed::Exit(0);
+                return Err(PoptStop::Exit(0));
             }
             "help" => {
                 let _ = writeln!(io.out, "Usage: {prog} {USAGE}");
                 let _ = write!(io.out, "{OPTIONS}{HELP}");
-                return Parsed::Exit(0);
+                return Err(PoptStop::Exit(0));
             }
             "usage" => {
                 let _ = writeln!(io.out, "Usage: {prog} {USAGE}");
-                return Parsed::Exit(0);
+                return Err(PoptStop::Exit(0));
             }
-            _ => return usage_fail(io, prog, &format!("--{name}: unknown option")),
+            _ => return Err(popt_unknown(name)),
         }
+        Ok(())
+    });
+    match read {
+        Ok(pos) => Parsed::Run(Box::new(o), pos),
+        Err(PoptStop::Usage(msg)) => usage_fail(io, prog, &msg),
+        Err(PoptStop::Exit(c)) => Parsed::Exit(c),
     }
-    Parsed::Run(Box::new(o), pos)
 }
 
 /// Run with explicit streams and control socket (tests call this directly).

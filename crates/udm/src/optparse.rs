@@ -219,6 +219,47 @@ impl Spec for PoptSpec {
     }
 }
 
+/// Why a popt tool stops reading its options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoptStop {
+    /// A word or value the tool cannot take: it prints its usage line and this message,
+    /// and exits 1.
+    Usage(String),
+    /// An option that ends the run by itself (`--version`, `--help`), with this exit code.
+    Exit(i32),
+}
+
+impl PoptSpec {
+    /// Reads `args` in order and returns the positional arguments. Each option goes to
+    /// `set` as it comes, with its name, its value (empty when it has none) and the
+    /// positional arguments so far (a tool may add to them); the first error stops the
+    /// reading.
+    pub fn read<F>(&self, args: &[String], mut set: F) -> Result<Vec<String>, PoptStop>
+    where
+        F: FnMut(&str, String, &mut Vec<String>) -> Result<(), PoptStop>,
+    {
+        let mut pos = Vec::new();
+        for item in Parser::new(self, args) {
+            match item.map_err(|e| PoptStop::Usage(e.popt_message()))? {
+                Item::Arg(a) => pos.push(a),
+                Item::Opt { name, value, .. } => set(&name, value.unwrap_or_default(), &mut pos)?,
+            }
+        }
+        Ok(pos)
+    }
+}
+
+/// The value `val` of option `--name` as a number, or popt's complaint.
+pub fn popt_num<T: std::str::FromStr>(name: &str, val: &str) -> Result<T, PoptStop> {
+    val.parse()
+        .map_err(|_| PoptStop::Usage(format!("--{name}: invalid numeric value")))
+}
+
+/// popt's complaint about a long option the tool does not know.
+pub fn popt_unknown(name: &str) -> PoptStop {
+    PoptStop::Usage(format!("--{name}: unknown option"))
+}
+
 impl ParseError {
     /// The message a popt tool prints under its usage line.
     pub fn popt_message(&self) -> String {
@@ -318,5 +359,38 @@ mod tests {
         assert_eq!(e.popt_message(), "-xyz: unknown option");
         // "-" alone is an argument.
         assert_eq!(popt(&["-"]), vec![Ok(Item::Arg("-".into()))]);
+    }
+
+    #[test]
+    fn popt_read_applies_options_in_order_and_stops_at_the_first_error() {
+        let args = v(&["a", "-hsha1", "b", "--salt=x", "-v", "c"]);
+        let mut seen = Vec::new();
+        let pos = POPT
+            .read(&args, |name, val, pos| {
+                seen.push(format!("{name}={val}@{}", pos.len()));
+                if name == "salt" {
+                    pos.push("from-salt".into());
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(pos, ["a", "b", "from-salt", "c"]);
+        assert_eq!(seen, ["hash=sha1@1", "salt=x@2", "verbose=@3"]);
+
+        let num = |args: &[&str]| {
+            POPT.read(&v(args), |name, val, _| match name {
+                "hash" => popt_num::<u32>(name, &val).map(|_| ()),
+                "verbose" => Err(PoptStop::Exit(0)),
+                _ => Err(popt_unknown(name)),
+            })
+        };
+        assert_eq!(num(&["--hash", "12", "x"]), Ok(vec!["x".to_string()]));
+        let bad = PoptStop::Usage("--hash: invalid numeric value".into());
+        assert_eq!(num(&["--hash", "z", "-v"]), Err(bad));
+        assert_eq!(num(&["-v", "--bogus"]), Err(PoptStop::Exit(0)));
+        let unknown = PoptStop::Usage("--bogus: unknown option".into());
+        assert_eq!(num(&["--bogus", "-v"]), Err(unknown));
+        let missing = PoptStop::Usage("--salt: missing argument".into());
+        assert_eq!(num(&["--salt"]), Err(missing));
     }
 }

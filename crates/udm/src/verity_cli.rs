@@ -7,7 +7,7 @@ mod progress;
 
 use crate::dmctl;
 
-use crate::optparse::{Item, Parser, PoptSpec};
+use crate::optparse::{popt_num, popt_unknown, PoptSpec, PoptStop};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -125,38 +125,19 @@ fn parse(io: &mut Io<'_>, prog: &str, args: &[String]) -> Parsed {
         short,
     };
     let mut o = Opts::default();
-    let mut pos = Vec::new();
-    for item in Parser::new(&spec, args) {
-        let (name, val) = match item {
-            Ok(Item::Arg(a)) => {
-                pos.push(a);
-                continue;
-            }
-            Ok(Item::Opt { name, value, .. }) => (name, value.unwrap_or_default()),
-            Err(e) => return usage_fail(io, prog, &e.popt_message()),
-        };
-        macro_rules! num {
-            () => {
-                match val.parse() {
-                    Ok(n) => n,
-                    Err(_) => {
-                        return usage_fail(io, prog, &format!("--{name}: invalid numeric value"))
-                    }
-                }
-            };
-        }
-        match name.as_str() {
+    let read = spec.read(args, |name, val, _| {
+        match name {
             "hash" => o.hash = Some(val),
             "salt" => o.salt = Some(val),
             "uuid" => o.uuid = Some(val),
-            "data-block-size" => o.data_block_size = Some(num!()),
-            "hash-block-size" => o.hash_block_size = Some(num!()),
-            "data-blocks" => o.data_blocks = Some(num!()),
-            "hash-offset" => o.hash_offset = num!(),
+            "data-block-size" => o.data_block_size = Some(popt_num(name, &val)?),
+            "hash-block-size" => o.hash_block_size = Some(popt_num(name, &val)?),
+            "data-blocks" => o.data_blocks = Some(popt_num(name, &val)?),
+            "hash-offset" => o.hash_offset = popt_num(name, &val)?,
             "fec-device" => o.fec_device = Some(val),
-            "fec-offset" => o.fec_offset = num!(),
-            "fec-roots" => o.fec_roots = Some(num!()),
-            "format" => o.format = Some(num!()),
+            "fec-offset" => o.fec_offset = popt_num(name, &val)?,
+            "fec-roots" => o.fec_roots = Some(popt_num(name, &val)?),
+            "format" => o.format = Some(popt_num(name, &val)?),
             "root-hash-file" => o.root_hash_file = Some(val),
             "root-hash-signature" => o.root_hash_signature = Some(val),
             "no-superblock" => o.no_superblock = true,
@@ -179,7 +160,7 @@ fn parse(io: &mut Io<'_>, prog: &str, args: &[String]) -> Parsed {
                     "veritysetup 2.6.1 (udm {})",
                     env!("CARGO_PKG_VERSION")
                 );
-                return Parsed::Exit(0);
+                return Err(PoptStop::Exit(0));
             }
             "help" => {
                 let _ = writeln!(
@@ -187,16 +168,21 @@ fn parse(io: &mut Io<'_>, prog: &str, args: &[String]) -> Parsed {
                     "Usage: {prog} [OPTION...] <action> <action-specific>"
                 );
                 let _ = write!(io.out, "{HELP}");
-                return Parsed::Exit(0);
+                return Err(PoptStop::Exit(0));
             }
             "usage" => {
                 let _ = write!(io.out, "Usage: {prog} {USAGE}");
-                return Parsed::Exit(0);
+                return Err(PoptStop::Exit(0));
             }
-            _ => return usage_fail(io, prog, &format!("--{name}: unknown option")),
+            _ => return Err(popt_unknown(name)),
         }
+        Ok(())
+    });
+    match read {
+        Ok(pos) => Parsed::Run(Box::new(o), pos),
+        Err(PoptStop::Usage(msg)) => usage_fail(io, prog, &msg),
+        Err(PoptStop::Exit(c)) => Parsed::Exit(c),
     }
-    Parsed::Run(Box::new(o), pos)
 }
 
 /// Run with explicit output streams and control socket (tests call this directly).

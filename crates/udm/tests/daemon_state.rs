@@ -5,7 +5,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use udm_io::Sectors;
 use udm_nbd::RemoteDevice;
 use udm_proto::{Client, DevSel, Reply, Request};
@@ -13,26 +13,6 @@ use udm_testkit::Daemon;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_udm"))
-}
-
-/// `udm ARGS…` against `d` (not required to succeed).
-fn udm(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env("UDM_SOCKET", &d.socket)
-        .output()
-        .unwrap()
-}
-
-fn udm_ok(d: &Daemon, args: &[&str]) -> String {
-    let o = udm(d, args);
-    assert!(
-        o.status.success(),
-        "udm {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
 }
 
 fn key_add(d: &Daemon, desc: &str, key: &[u8]) {
@@ -80,7 +60,7 @@ fn relative_table_paths_name_the_callers_files() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let abs = std::fs::canonicalize(work.path().join("my disk.img")).unwrap();
-    let table = udm_ok(&d, &["table", "rel"]);
+    let table = d.udm_ok(&["table", "rel"]);
     let want = udm_core::escape_arg(abs.to_str().unwrap()).into_owned();
     assert_eq!(table.trim(), format!("0 128 linear {want} 0"));
     let dev = nbd(&d, "rel");
@@ -115,20 +95,17 @@ fn devices_come_back_after_kill_9_and_keys_are_never_saved() {
         "lit",
         &format!("0 1024 crypt aes-xts-plain64 {hex} 0 /dev/mapper/s 12288"),
     );
-    udm_ok(
-        &d,
-        &[
-            "create",
-            "ro",
-            "--readonly",
-            "-u",
-            "UUID-RO",
-            "--table",
-            "0 64 zero",
-        ],
-    );
-    udm_ok(&d, &["create", "held", "--table", "0 64 zero"]);
-    udm_ok(&d, &["suspend", "held"]);
+    d.udm_ok(&[
+        "create",
+        "ro",
+        "--readonly",
+        "-u",
+        "UUID-RO",
+        "--table",
+        "0 64 zero",
+    ]);
+    d.udm_ok(&["create", "held", "--table", "0 64 zero"]);
+    d.udm_ok(&["suspend", "held"]);
     // Data through the striped device and through the crypt device above it.
     let (p1, p2) = (pattern(1), pattern(2));
     {
@@ -165,13 +142,13 @@ fn devices_come_back_after_kill_9_and_keys_are_never_saved() {
     drop(s);
     // Both crypt devices wait for their keys, and `udm ls` says so.
     assert!(info(&d, "c").is_none() && info(&d, "lit").is_none());
-    let ls = udm_ok(&d, &["ls"]);
+    let ls = d.udm_ok(&["ls"]);
     assert!(ls.contains("c\t(not restored:"), "ls:\n{ls}");
     assert!(ls.contains("lit\t(not restored:"), "ls:\n{ls}");
     // The key again, then resume: the keyring device comes back with its data.
-    assert!(!udm(&d, &["resume", "c"]).status.success());
+    assert!(!d.udm(&["resume", "c"]).status.success());
     key_add(&d, "state-test", &key);
-    udm_ok(&d, &["resume", "c"]);
+    d.udm_ok(&["resume", "c"]);
     let c = nbd(&d, "c");
     let got = udm_io::sync::read_at(&c, Sectors(8), 4096).unwrap();
     assert!(got[..] == p2[..], "crypt data lost");
@@ -181,7 +158,7 @@ fn devices_come_back_after_kill_9_and_keys_are_never_saved() {
         "lit",
         &format!("0 1024 crypt aes-xts-plain64 {hex} 0 /dev/mapper/s 12288"),
     );
-    let ls = udm_ok(&d, &["ls"]);
+    let ls = d.udm_ok(&["ls"]);
     assert!(!ls.contains("not restored"), "ls:\n{ls}");
 
     // --no-restore opts out.
@@ -194,7 +171,7 @@ fn daemon_stop_refuses_open_devices_unless_forced() {
     let mut d = Daemon::start_with(bin(), &["--no-fuse"]);
     d.create("busy", "0 64 zero");
     let held = nbd(&d, "busy");
-    let o = udm(&d, &["daemon", "stop"]);
+    let o = d.udm(&["daemon", "stop"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("busy (open count 1)"), "{err}");
@@ -238,7 +215,7 @@ fn sigterm_logs_the_open_devices_it_closes() {
 #[test]
 fn version_and_luks_help_say_what_they_are() {
     let d = Daemon::start_with(bin(), &["--no-fuse"]);
-    let v = udm_ok(&d, &["--version"]);
+    let v = d.udm_ok(&["--version"]);
     let first = v.lines().next().unwrap();
     assert_eq!(first, format!("udm {}", env!("CARGO_PKG_VERSION")));
     assert!(
@@ -278,7 +255,7 @@ fn luks_status_names_the_device_file_that_exists() {
         "cs",
         &format!("0 2048 crypt aes-xts-plain64 {key} 0 {} 0", img.display()),
     );
-    let out = udm_ok(&d, &["luks", "status", "cs"]);
+    let out = d.udm_ok(&["luks", "status", "cs"]);
     let first = out.lines().next().unwrap();
     let path = first.strip_suffix(" is active.").expect(first);
     assert!(Path::new(path).exists(), "{path} does not exist");
@@ -330,7 +307,7 @@ fn a_deferred_remove_is_saved_when_it_completes() {
     d.create("def", "0 64 zero");
     d.create("stays", "0 64 zero");
     let held = nbd(&d, "def");
-    udm_ok(&d, &["remove", "--deferred", "def"]);
+    d.udm_ok(&["remove", "--deferred", "def"]);
     assert!(info(&d, "def").is_some());
     drop(held);
     let t = std::time::Instant::now();

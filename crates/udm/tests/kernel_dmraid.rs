@@ -100,11 +100,7 @@ fn kernel_dmraid_sets_match_dmraid() {
     std::fs::write(share.join("pattern3.bin"), &p3).unwrap();
 
     let d = Daemon::start(&udm());
-    let e = UdmCli {
-        bin: udm(),
-        socket: d.socket.clone(),
-        state: dir.path().join("state"),
-    };
+    let e = UdmCli::on(udm(), &d, dir.path().join("state"));
     let img_args: Vec<&str> = imgs.iter().map(|p| p.to_str().unwrap()).collect();
     let dmraid = |extra: &[&str]| e.run(&[&["dmraid"][..], extra, &img_args].concat());
     // Blank disks: nothing found, as dmraid says it.

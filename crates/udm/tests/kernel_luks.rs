@@ -4,7 +4,7 @@
 //! sectors. Data udm writes reads back through the kernel. One VM boot covers both directions.
 
 mod luks_common;
-use luks_common::{qemu_img, s, udm};
+use luks_common::{raw_copy, raw_copy_into, s, udm, PBKDF2_FAST};
 
 use std::path::{Path, PathBuf};
 
@@ -25,26 +25,9 @@ const DATA: usize = 1 << 20; // plaintext bytes written at the start of each vol
 
 /// A 24 MiB volume formatted by udm as `ty` (pbkdf2, 1000 iterations).
 fn format(dir: &Path, name: &str, ty: &str) -> PathBuf {
-    let img = udm_testkit::image(dir, name, 24 << 20);
-    let (code, _, err) = udm(
-        &[
-            "luksFormat",
-            "-q",
-            "--type",
-            ty,
-            "--pbkdf",
-            "pbkdf2",
-            "--pbkdf-force-iterations",
-            "1000",
-            "--key-file",
-            "-",
-            s(&img),
-        ],
-        PASS,
-        None,
-    );
-    assert_eq!(code, 0, "luksFormat --type {ty}: {err}");
-    img
+    let mut opts = vec!["--type", ty];
+    opts.extend(PBKDF2_FAST);
+    luks_common::format(dir, name, "udm", &opts, PASS)
 }
 
 /// Open `img` in the daemon as `name`, run `f` with its NBD URI, close it.
@@ -90,7 +73,7 @@ fn kernel_luks_same_plaintext_and_ciphertext() {
     for ty in types {
         let img = format(dir.path(), &format!("ur-{ty}.img"), ty);
         with_open(&daemon, &img, "w", |uri| {
-            qemu_img(&["convert", "-n", "-f", "raw", "-O", "raw", s(&src2), uri]);
+            raw_copy_into(s(&src2), uri);
         });
         ur.push(img);
     }
@@ -131,22 +114,13 @@ fn kernel_luks_same_plaintext_and_ciphertext() {
         let (kimg, copy) = &kw[i];
         let back = dir.path().join(format!("back-{ty}.raw"));
         with_open(&daemon, kimg, "r", |uri| {
-            qemu_img(&["convert", "-f", "raw", "-O", "raw", uri, s(&back)]);
+            raw_copy(uri, s(&back));
         });
         let got = std::fs::read(&back).unwrap();
         assert!(got[..DATA] == plain[..], "{ty}: udm read other data");
         // ... and writes the same ciphertext for it.
         with_open(&daemon, copy, "w", |uri| {
-            qemu_img(&[
-                "convert",
-                "-n",
-                "-f",
-                "raw",
-                "-O",
-                "raw",
-                s(&plain_file),
-                uri,
-            ]);
+            raw_copy_into(s(&plain_file), uri);
         });
         let (k, u) = (std::fs::read(kimg).unwrap(), std::fs::read(copy).unwrap());
         assert_eq!(k.len(), u.len());

@@ -10,7 +10,7 @@ fn udm() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_udm"))
 }
 
-use udm_testkit::refvm_section as section;
+use udm_testkit::{refvm_host_words, refvm_section as section};
 
 /// lvm2 in refvm makes a VG (a two-segment linear LV, a striped LV, an origin with a
 /// snapshot), activates it with the kernel's dm and writes data; udm then activates the
@@ -30,11 +30,7 @@ fn kernel_lvm_activation_matches_lvm2() {
     let r1 = udm_testkit::image(dir.path(), "r1.img", 64 << 20);
     // udm's own VG, with data written through udm, for lvm2 and the kernel to activate.
     let d = Daemon::start(&udm());
-    let e = UdmCli {
-        bin: udm(),
-        socket: d.socket.clone(),
-        state: dir.path().join("state"),
-    };
+    let e = UdmCli::on(udm(), &d, dir.path().join("state"));
     let r2 = udm_testkit::image(dir.path(), "r2.img", 64 << 20);
     let r3 = udm_testkit::image(dir.path(), "r3.img", 64 << 20);
     let udevs = format!("{},{}", r2.display(), r3.display());
@@ -175,20 +171,7 @@ echo "=== end"
         .collect();
     // Kernel device numbers as udm's tables name them: disks as paths, dm devices as
     // /dev/mapper/NAME (by the minors of the activation the line comes from).
-    let host_with = |line: &str, info: &[Vec<&str>]| -> String {
-        line.split(' ')
-            .map(|w| {
-                if let Some(i) = devs.iter().position(|d| *d == w) {
-                    return paths[i].clone();
-                }
-                match info.iter().find(|r| format!("{}:{}", r[2], r[3]) == w) {
-                    Some(r) => format!("/dev/mapper/{}", r[0]),
-                    None => w.to_string(),
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let host_with = |line: &str, info: &[Vec<&str>]| refvm_host_words(line, &devs, &paths, info);
     let host_form = |line: &str| host_with(line, &info);
     let kernel_tables: Vec<(String, String)> = section(&out, "table")
         .lines()
@@ -390,52 +373,12 @@ fn kernel_tables(
         .lines()
         .map(|l| {
             let (n, t) = l.split_once(": ").unwrap();
-            let words: Vec<String> = t
-                .trim_end()
-                .split(' ')
-                .map(|w| {
-                    if let Some(i) = devs.iter().position(|d| *d == w) {
-                        return disks[i].clone();
-                    }
-                    match info.iter().find(|r| format!("{}:{}", r[2], r[3]) == w) {
-                        Some(r) => format!("/dev/mapper/{}", r[0]),
-                        None => w.to_string(),
-                    }
-                })
-                .collect();
-            (n.to_string(), words.join(" "))
+            (
+                n.to_string(),
+                refvm_host_words(t.trim_end(), devs, disks, &info),
+            )
         })
         .collect()
-}
-
-/// udm's live table of `name`, dm numbers as `/dev/mapper/NAME`.
-fn udm_table(e: &UdmCli, name: &str) -> String {
-    let info = e.dm(&[
-        "info",
-        "-c",
-        "--noheadings",
-        "--separator",
-        " ",
-        "-o",
-        "name,major,minor",
-    ]);
-    let rows: Vec<Vec<&str>> = info.lines().map(|l| l.split(' ').collect()).collect();
-    e.dm(&["table", name])
-        .lines()
-        .map(|l| {
-            l.trim_end()
-                .split(' ')
-                .map(
-                    |w| match rows.iter().find(|r| format!("{}:{}", r[1], r[2]) == w) {
-                        Some(r) => format!("/dev/mapper/{}", r[0]),
-                        None => w.to_string(),
-                    },
-                )
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// udm's own thin pool, thin volume and cache (over a cache volume) on two new images,
@@ -535,7 +478,7 @@ fn thin_cache_both_ways(
     assert_eq!(o, "");
     let mut compared = 0;
     for (name, table) in kt.iter().filter(|(n, _)| n.starts_with("tv-")) {
-        assert_eq!(&udm_table(e, name), table, "udm's {name}");
+        assert_eq!(&e.live_table(name, &[]), table, "udm's {name}");
         compared += 1;
     }
     assert!(compared >= 14, "{kt:?}");

@@ -13,7 +13,7 @@ fn udm() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_udm"))
 }
 
-use udm_testkit::refvm_section as section;
+use udm_testkit::{refvm_host_words, refvm_section as section};
 
 /// True when a raid or mirror status line shows every region in sync (`N/N`).
 fn in_sync(status: &str) -> bool {
@@ -57,11 +57,7 @@ fn kernel_lvm_raid_lvs_both_ways() {
         .collect();
     let paths: Vec<String> = imgs.iter().map(|p| p.display().to_string()).collect();
     let d = Daemon::start(&udm());
-    let e = UdmCli {
-        bin: udm(),
-        socket: d.socket.clone(),
-        state: dir.path().join("state"),
-    };
+    let e = UdmCli::on(udm(), &d, dir.path().join("state"));
     // udm's VG on d4..d7: the LVs, data written and synced.
     let udevs = paths[4..].join(",");
     let ud = ["--devices", udevs.as_str()];
@@ -140,20 +136,7 @@ echo "=== end"
     let (info, uinfo) = (rows("info"), rows("uinfo"));
     // Kernel device numbers as udm's tables name them: disks as paths, dm devices as
     // /dev/mapper/NAME (by the minors of the activation the line comes from).
-    let host = |line: &str, info: &[Vec<String>]| -> String {
-        line.split(' ')
-            .map(|w| {
-                if let Some(i) = devs.iter().position(|d| *d == w) {
-                    return paths[i].clone();
-                }
-                match info.iter().find(|r| format!("{}:{}", r[2], r[3]) == w) {
-                    Some(r) => format!("/dev/mapper/{}", r[0]),
-                    None => w.to_string(),
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let host = |line: &str, info: &[Vec<String>]| refvm_host_words(line, &devs, &paths, info);
     let tables = |s: &str, info: &[Vec<String>]| -> Vec<(String, String)> {
         section(&out, s)
             .lines()

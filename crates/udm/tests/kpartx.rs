@@ -5,7 +5,8 @@
 //! `-u` and `-d`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+use udm_testkit::tool::run_tool;
 use udm_testkit::{require_tool, run, Daemon};
 
 fn bin() -> &'static Path {
@@ -21,19 +22,8 @@ const GPT_LAYOUT: &str = "label: gpt\n2048,8192\n10240,20480\n,4096\n";
 /// A 64 MiB image partitioned by real sfdisk.
 fn partitioned(dir: &Path, name: &str, layout: &str) -> PathBuf {
     let p = udm_testkit::image(dir, name, 64 << 20);
-    let mut c = Command::new("sfdisk")
-        .arg("-q")
-        .arg(&p)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn sfdisk");
-    use std::io::Write;
-    c.stdin
-        .take()
-        .unwrap()
-        .write_all(layout.as_bytes())
-        .unwrap();
-    assert!(c.wait().unwrap().success(), "sfdisk failed");
+    let (code, _, err) = run_tool("sfdisk", &["-q", p.to_str().unwrap()], layout.as_bytes());
+    assert_eq!(code, 0, "sfdisk failed: {err}");
     p
 }
 
@@ -89,26 +79,6 @@ fn expected_tables(img: &Path, name: &str, devarg: &str) -> String {
         .collect();
     lines.sort();
     lines.into_iter().map(|(_, l)| l).collect()
-}
-
-fn udm(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env("UDM_SOCKET", &d.socket)
-        .output()
-        .unwrap()
-}
-
-fn ok(d: &Daemon, args: &[&str]) -> String {
-    let o = udm(d, args);
-    assert!(
-        o.status.success(),
-        "udm {args:?}: {}{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-        d.log()
-    );
-    String::from_utf8(o.stdout).unwrap()
 }
 
 /// A loop device over an image, detached when dropped.
@@ -243,19 +213,8 @@ fn list_backup_gpt_grown_disk_and_4k_sectors_match_real_kpartx() {
             .unwrap();
         assert!(o.status.success(), "{o:?}");
         let lo = Loop(String::from_utf8(o.stdout).unwrap().trim().to_string());
-        let mut c = Command::new("sfdisk")
-            .args(["-q", "--no-reread", &lo.0])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        c.stdin
-            .take()
-            .unwrap()
-            .write_all(layout.as_bytes())
-            .unwrap();
-        c.wait().unwrap();
+        // (sfdisk may fail to make the kernel re-read the loop device's table; not needed.)
+        run_tool("sfdisk", &["-q", "--no-reread", &lo.0], layout.as_bytes());
         let (real, ours) = both_lists(Path::new(&lo.0));
         assert!(real.0.contains(" 2048\n"), "{}", real.0); // 256 × 8
         assert_eq!(ours, real, "{layout}");
@@ -303,18 +262,15 @@ fn list_gpt_matches_real_kpartx() {
 
 /// The partitions' UUIDs, `name uuid` per line.
 fn uuids(d: &Daemon) -> Vec<(String, String)> {
-    let out = ok(
-        d,
-        &[
-            "info",
-            "-c",
-            "--noheadings",
-            "-o",
-            "name,uuid",
-            "--separator",
-            " ",
-        ],
-    );
+    let out = d.udm_ok(&[
+        "info",
+        "-c",
+        "--noheadings",
+        "-o",
+        "name,uuid",
+        "--separator",
+        " ",
+    ]);
     let mut v: Vec<(String, String)> = out
         .lines()
         .map(|l| {
@@ -351,7 +307,7 @@ fn add_mbr_image_tables_data_and_delete() {
     let d = Daemon::start(bin());
     let img = partitioned(d.dir.path(), "disk.img", MBR_LAYOUT);
     let path = img.display().to_string();
-    let out = ok(&d, &["kpartx", "-av", &path]);
+    let out = d.udm_ok(&["kpartx", "-av", &path]);
     assert_eq!(
         out.lines().next().unwrap(),
         format!("add map disk.img1 (253:0): 0 8192 linear {path} 2048")
@@ -360,7 +316,7 @@ fn add_mbr_image_tables_data_and_delete() {
     let want = expected_tables(&img, "disk.img", &path);
     assert!(want.contains("disk.img3: 0 2 linear"), "{want}");
     assert!(want.contains("disk.img5: 0 4096 linear"), "{want}");
-    assert_eq!(ok(&d, &["table"]), want);
+    assert_eq!(d.udm_ok(&["table"]), want);
     for (name, uuid) in uuids(&d) {
         let n = name.strip_prefix("disk.img").unwrap();
         assert!(uuid.starts_with(&format!("part{n}-file_")), "{name} {uuid}");
@@ -375,16 +331,16 @@ fn add_mbr_image_tables_data_and_delete() {
     assert_eq!(file_at(&img, 32768 * 512, 512), vec![0; 512]);
 
     // A second -a reloads the same maps; -d removes every one of them.
-    ok(&d, &["kpartx", "-a", &path]);
-    assert_eq!(ok(&d, &["table"]), want);
-    let out = ok(&d, &["kpartx", "-dv", &path]);
+    d.udm_ok(&["kpartx", "-a", &path]);
+    assert_eq!(d.udm_ok(&["table"]), want);
+    let out = d.udm_ok(&["kpartx", "-dv", &path]);
     assert_eq!(
         out.lines()
             .filter(|l| l.starts_with("del devmap : "))
             .count(),
         5
     );
-    assert_eq!(ok(&d, &["ls"]), "No devices found\n");
+    assert_eq!(d.udm_ok(&["ls"]), "No devices found\n");
 }
 
 #[test]
@@ -395,24 +351,24 @@ fn gpt_update_removes_deleted_partitions() {
     let d = Daemon::start(bin());
     let img = partitioned(d.dir.path(), "gdisk0", GPT_LAYOUT);
     let path = img.display().to_string();
-    ok(&d, &["kpartx", "-a", "-p", "-part", &path]);
+    d.udm_ok(&["kpartx", "-a", "-p", "-part", &path]);
     assert_eq!(
-        ok(&d, &["table"]),
+        d.udm_ok(&["table"]),
         expected_tables(&img, "gdisk0-part", &path)
     );
-    assert!(ok(&d, &["table"]).contains("gdisk0-part3: 0 4096 linear"));
+    assert!(d.udm_ok(&["table"]).contains("gdisk0-part3: 0 4096 linear"));
     run(Command::new("sfdisk")
         .arg("-q")
         .arg("--delete")
         .arg(&img)
         .arg("2"));
-    let out = ok(&d, &["kpartx", "-uv", "-p", "-part", &path]);
+    let out = d.udm_ok(&["kpartx", "-uv", "-p", "-part", &path]);
     assert!(out.contains("del devmap : gdisk0-part2\n"), "{out}");
-    let t = ok(&d, &["table"]);
+    let t = d.udm_ok(&["table"]);
     assert!(!t.contains("gdisk0-part2"), "{t}");
     assert!(t.contains("gdisk0-part3: 0 4096 linear"), "{t}");
-    ok(&d, &["kpartx", "-d", &path]);
-    assert_eq!(ok(&d, &["ls"]), "No devices found\n");
+    d.udm_ok(&["kpartx", "-d", &path]);
+    assert_eq!(d.udm_ok(&["ls"]), "No devices found\n");
 }
 
 #[test]
@@ -423,27 +379,24 @@ fn udm_device_parent_uuid_readonly_and_delete() {
     let d = Daemon::start(bin());
     let img = partitioned(d.dir.path(), "disk", MBR_LAYOUT);
     let path = img.display().to_string();
-    ok(
-        &d,
-        &[
-            "create",
-            "whole",
-            "--uuid",
-            "WHOLE-UUID-1",
-            "--table",
-            &format!("0 131072 linear {path} 0"),
-        ],
-    );
+    d.udm_ok(&[
+        "create",
+        "whole",
+        "--uuid",
+        "WHOLE-UUID-1",
+        "--table",
+        &format!("0 131072 linear {path} 0"),
+    ]);
     // -l on a udm device reads it through the daemon.
-    let l = ok(&d, &["kpartx", "-l", "/dev/mapper/whole"]);
+    let l = d.udm_ok(&["kpartx", "-l", "/dev/mapper/whole"]);
     assert_eq!(
         l,
         "whole1 : 0 8192 /dev/mapper/whole 2048\nwhole2 : 0 20480 /dev/mapper/whole 10240\n\
          whole3 : 0 2 /dev/mapper/whole 30720\nwhole5 : 0 4096 /dev/dm-2 2048\n\
          whole6 : 0 8192 /dev/dm-2 8192\n"
     );
-    ok(&d, &["kpartx", "-a", "-r", "/dev/mapper/whole"]);
-    let t = ok(&d, &["table"]);
+    d.udm_ok(&["kpartx", "-a", "-r", "/dev/mapper/whole"]);
+    let t = d.udm_ok(&["table"]);
     assert!(t.contains("whole5: 0 4096 linear 253:0 32768\n"), "{t}");
     assert!(t.contains("whole3: 0 2 linear 253:0 30720\n"), "{t}");
     let u = uuids(&d);
@@ -451,10 +404,10 @@ fn udm_device_parent_uuid_readonly_and_delete() {
         u.contains(&("whole5".into(), "part5-WHOLE-UUID-1".into())),
         "{u:?}"
     );
-    let info = ok(&d, &["info", "whole1"]);
+    let info = d.udm_ok(&["info", "whole1"]);
     assert!(info.contains("READ-ONLY"), "{info}");
-    ok(&d, &["kpartx", "-d", "/dev/mapper/whole"]);
-    assert_eq!(ok(&d, &["ls"]), "whole\t(253:0)\n");
+    d.udm_ok(&["kpartx", "-d", "/dev/mapper/whole"]);
+    assert_eq!(d.udm_ok(&["ls"]), "whole\t(253:0)\n");
 }
 
 #[test]
@@ -470,9 +423,9 @@ fn loop_device_parent_maps_by_device_number() {
     let st = std::fs::metadata(&lo.0).unwrap();
     use std::os::unix::fs::MetadataExt;
     let devarg = format!("{}:{}", libc::major(st.rdev()), libc::minor(st.rdev()));
-    ok(&d, &["kpartx", "-sa", &lo.0]);
+    d.udm_ok(&["kpartx", "-sa", &lo.0]);
     assert_eq!(
-        ok(&d, &["table"]),
+        d.udm_ok(&["table"]),
         expected_tables(&img, lo.name(), &devarg)
     );
     let u = uuids(&d);
@@ -481,8 +434,8 @@ fn loop_device_parent_maps_by_device_number() {
         u.contains(&(p1, format!("part1-devnode_{devarg}_Wh5pYvM"))),
         "{u:?}"
     );
-    ok(&d, &["kpartx", "-d", &lo.0]);
-    assert_eq!(ok(&d, &["ls"]), "No devices found\n");
+    d.udm_ok(&["kpartx", "-d", &lo.0]);
+    assert_eq!(d.udm_ok(&["ls"]), "No devices found\n");
 }
 
 #[test]
@@ -538,8 +491,8 @@ fn kernel_add_tables_match_real_kpartx() {
         let (tables, rest) = out.split_at(at);
         let kernel = tables.replace("254:0", &path).replace("vda", name);
         assert!(rest.ends_with("No devices found\n"), "{rest}");
-        ok(&d, &["kpartx", "-a", &path]);
-        assert_eq!(ok(&d, &["table"]), kernel);
+        d.udm_ok(&["kpartx", "-a", &path]);
+        assert_eq!(d.udm_ok(&["table"]), kernel);
         let ours = uuids(&d);
         assert_eq!(ours.len() + 1, rest.lines().count(), "{rest}");
         for (line, (n, u)) in rest.lines().zip(ours) {
@@ -548,6 +501,6 @@ fn kernel_add_tables_match_real_kpartx() {
             let prefix = |s: &str| s.split('-').next().unwrap().to_string();
             assert_eq!(prefix(ku), prefix(&u), "{ku} vs {u}");
         }
-        ok(&d, &["kpartx", "-d", &path]);
+        d.udm_ok(&["kpartx", "-d", &path]);
     }
 }

@@ -3,7 +3,7 @@
 //! (refvm) is byte-identical to udm's for the same bios and replays to the kernel's image;
 //! and ext4 recorded in refvm replays to every flush point with `e2fsck -fn` clean.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use udm_io::{sync, Bio, BioFlags, BlockDevice, FileDevice, IoBuf, Sectors};
 use udm_targets::log_writes::checked::{self, replay_checked, CheckWhen, CheckedReplay};
@@ -26,6 +26,18 @@ fn write_fua(d: &dyn BlockDevice, sector: u64, data: &[u8]) {
         Bio::write(Sectors(sector), IoBuf::from_slice(data), done).with_flags(BioFlags::FUA)
     });
     r.unwrap();
+}
+
+/// `lw`: log-writes over a zeroed 2048-sector data image `d.img` into a zeroed log image
+/// `l.img` of `log_sectors`, in a new registry: (the images' directory, data, log, registry).
+fn lw_on_zeros(log_sectors: u64) -> (tempfile::TempDir, PathBuf, PathBuf, udm_core::Registry) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = zero_image(dir.path(), "d.img", 2048);
+    let log = zero_image(dir.path(), "l.img", log_sectors);
+    let reg = reg();
+    let table = format!("0 2048 log-writes {} {}", data.display(), log.display());
+    create(&reg, "lw", &table).unwrap();
+    (dir, data, log, reg)
 }
 
 /// The fixed bio workload of logwrites.sh part 1, on udm. Returns (status before, after).
@@ -128,16 +140,7 @@ Log version=1, sectorsize=512, entries=11
 
 #[test]
 fn replay_reaches_every_flush_with_the_bytes_written_before_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = zero_image(dir.path(), "d.img", 2048);
-    let log = zero_image(dir.path(), "l.img", 65536);
-    let reg = reg();
-    create(
-        &reg,
-        "lw",
-        &format!("0 2048 log-writes {} {}", data.display(), log.display()),
-    )
-    .unwrap();
+    let (dir, data, log, reg) = lw_on_zeros(65536);
     let mut snaps = Vec::new();
     {
         let (d, _g) = open(&reg, "lw");
@@ -185,16 +188,7 @@ fn replay_reaches_every_flush_with_the_bytes_written_before_it() {
 
 #[test]
 fn logging_stops_when_the_log_is_full() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = zero_image(dir.path(), "d.img", 2048);
-    let log = zero_image(dir.path(), "l.img", 64);
-    let reg = reg();
-    create(
-        &reg,
-        "lw",
-        &format!("0 2048 log-writes {} {}", data.display(), log.display()),
-    )
-    .unwrap();
+    let (_dir, _, log, reg) = lw_on_zeros(64);
     {
         let (d, _g) = open(&reg, "lw");
         for i in 0..10 {

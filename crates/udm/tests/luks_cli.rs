@@ -4,20 +4,13 @@
 //! to the secondary copy; data written by qemu's LUKS driver reads back through udm and back.
 
 mod luks_common;
-use luks_common::{real, s, udm};
+use luks_common::{qemu_img, raw_copy, raw_copy_into, real, s, udm};
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// A 24 MiB image formatted by cryptsetup with `opts`, passphrase "secret" (key file on stdin).
 fn cs_format(dir: &Path, name: &str, opts: &[&str]) -> PathBuf {
-    let p = udm_testkit::image(dir, name, 24 << 20);
-    let mut a = vec!["luksFormat", "-q", "--key-file", "-"];
-    a.extend_from_slice(opts);
-    a.push(s(&p));
-    let (code, _, err) = real(&a, b"secret");
-    assert_eq!(code, 0, "cryptsetup luksFormat {opts:?}: {err}");
-    p
+    luks_common::format(dir, name, "cryptsetup", opts, b"secret")
 }
 
 const KINDS: [(&str, &[&str]); 4] = [
@@ -179,24 +172,7 @@ fn qemu_and_udm_read_each_others_data() {
 /// qemu writes into a LUKS1 volume formatted by `who`, udm reads it; udm writes, qemu reads.
 fn qemu_round_trip(who: &str) {
     let d = tempfile::tempdir().unwrap();
-    let img = if who == "udm" {
-        let p = udm_testkit::image(d.path(), "q.img", 24 << 20);
-        let a = [
-            "luksFormat",
-            "-q",
-            "--type",
-            "luks1",
-            "--pbkdf-force-iterations",
-            "1000",
-            "--key-file",
-            "-",
-            s(&p),
-        ];
-        assert_eq!(udm(&a, b"secret", None).0, 0);
-        p
-    } else {
-        cs_format(d.path(), "q.img", KINDS[0].1)
-    };
+    let img = luks_common::format(d.path(), "q.img", who, KINDS[0].1, b"secret");
     let plain: Vec<u8> = (0..(4u32 << 20))
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
@@ -204,25 +180,17 @@ fn qemu_round_trip(who: &str) {
     std::fs::write(&plain_path, &plain).unwrap();
     let secret = "secret,id=s0,data=secret";
     // qemu writes plaintext into the LUKS1 volume.
-    let st = Command::new("qemu-img")
-        .args([
-            "convert",
-            "-n",
-            "-f",
-            "raw",
-            "--object",
-            secret,
-            "--target-image-opts",
-            s(&plain_path),
-            &format!("driver=luks,key-secret=s0,file.filename={}", s(&img)),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    qemu_img(&[
+        "convert",
+        "-n",
+        "-f",
+        "raw",
+        "--object",
+        secret,
+        "--target-image-opts",
+        s(&plain_path),
+        &format!("driver=luks,key-secret=s0,file.filename={}", s(&img)),
+    ]);
     // udm opens it and reads it over NBD.
     let daemon = udm_testkit::Daemon::start(Path::new(env!("CARGO_BIN_EXE_udm")));
     let (code, _, err) = udm(
@@ -238,23 +206,7 @@ fn qemu_round_trip(who: &str) {
         "{out}"
     );
     let back = d.path().join("back.raw");
-    let st = Command::new("qemu-img")
-        .args([
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "raw",
-            &daemon.uri("q1"),
-            s(&back),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    raw_copy(&daemon.uri("q1"), s(&back));
     assert!(
         std::fs::read(&back).unwrap()[..plain.len()] == plain[..],
         "udm read qemu's data wrong"
@@ -262,44 +214,19 @@ fn qemu_round_trip(who: &str) {
     // udm writes new data; qemu reads it back through its LUKS driver.
     let plain2: Vec<u8> = plain.iter().map(|b| b ^ 0xa5).collect();
     std::fs::write(&plain_path, &plain2).unwrap();
-    let st = Command::new("qemu-img")
-        .args([
-            "convert",
-            "-n",
-            "-f",
-            "raw",
-            "-O",
-            "raw",
-            s(&plain_path),
-            &daemon.uri("q1"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    raw_copy_into(s(&plain_path), &daemon.uri("q1"));
     assert_eq!(udm(&["close", "q1"], b"", Some(&daemon.socket)).0, 0);
     assert_eq!(udm(&["close", "q1"], b"", Some(&daemon.socket)).0, 4);
-    let st = Command::new("qemu-img")
-        .args([
-            "convert",
-            "--object",
-            secret,
-            "--image-opts",
-            &format!("driver=luks,key-secret=s0,file.filename={}", s(&img)),
-            "-O",
-            "raw",
-            s(&back),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    qemu_img(&[
+        "convert",
+        "--object",
+        secret,
+        "--image-opts",
+        &format!("driver=luks,key-secret=s0,file.filename={}", s(&img)),
+        "-O",
+        "raw",
+        s(&back),
+    ]);
     assert!(
         std::fs::read(&back).unwrap()[..plain2.len()] == plain2[..],
         "qemu read udm's data wrong"

@@ -152,17 +152,8 @@ const KINDS: [Kind; 5] = [
 
 /// A 24 MiB image formatted with passphrase "secret" by cryptsetup or udm.
 fn make(dir: &Path, k: &Kind) -> PathBuf {
-    let p = udm_testkit::image(dir, &format!("{}.img", k.name), 24 << 20);
-    let mut a = vec!["luksFormat", "-q", "--key-file", "-"];
-    a.extend_from_slice(k.format);
-    a.push(s(&p));
-    let (code, _, err) = if k.by_udm {
-        udm(&a, b"secret")
-    } else {
-        real(&a, b"secret")
-    };
-    assert_eq!(code, 0, "{}: luksFormat: {err}", k.name);
-    p
+    let who = if k.by_udm { "udm" } else { "cryptsetup" };
+    luks_common::format(dir, &format!("{}.img", k.name), who, k.format, b"secret")
 }
 
 /// Run udm with `args` (device last) and the kind's PBKDF options.

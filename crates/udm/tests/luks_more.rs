@@ -4,7 +4,7 @@
 //! real cryptsetup.
 
 mod luks_common;
-use luks_common::{qemu_img, real, s, udm};
+use luks_common::{raw_copy, raw_copy_into, real, s, udm, PBKDF2_FAST};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,16 +92,7 @@ fn plain_open_matches_an_independent_xts() {
     let plain: Vec<u8> = (0..4096u32).map(|i| (i * 7 + i / 512) as u8).collect();
     let src = d.path().join("src.raw");
     std::fs::write(&src, &plain).unwrap();
-    qemu_img(&[
-        "convert",
-        "-n",
-        "-f",
-        "raw",
-        "-O",
-        "raw",
-        s(&src),
-        &daemon.uri("p1"),
-    ]);
+    raw_copy_into(s(&src), &daemon.uri("p1"));
     let disk = std::fs::read(&img).unwrap();
     for n in [0u64, 5] {
         let p = &plain[n as usize * 512..][..512];
@@ -119,15 +110,7 @@ fn plain_open_matches_an_independent_xts() {
     b[14] = "p2";
     assert_eq!(udm(&b, b"", Some(sock)).0, 0);
     let back = d.path().join("back.raw");
-    qemu_img(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "raw",
-        &daemon.uri("p2"),
-        s(&back),
-    ]);
+    raw_copy(&daemon.uri("p2"), s(&back));
     assert_eq!(&std::fs::read(&back).unwrap()[..4096], &plain[..]);
     let (code, _, err) = udm(
         &["open", "--type", "plain", s(&img), "p3"],
@@ -145,19 +128,7 @@ fn plain_open_matches_an_independent_xts() {
 #[test]
 fn resize_follows_size_and_the_backing_file() {
     let d = tempfile::tempdir().unwrap();
-    let img = udm_testkit::image(d.path(), "r.img", 24 << 20);
-    let a = [
-        "luksFormat",
-        "-q",
-        "--pbkdf",
-        "pbkdf2",
-        "--pbkdf-force-iterations",
-        "1000",
-        "--key-file",
-        "-",
-        s(&img),
-    ];
-    assert_eq!(udm(&a, b"secret", None).0, 0);
+    let img = luks_common::format(d.path(), "r.img", "udm", &PBKDF2_FAST, b"secret");
     let daemon = udm_testkit::Daemon::start(Path::new(env!("CARGO_BIN_EXE_udm")));
     let sock = daemon.socket.as_path();
     let (code, _, err) = udm(&["resize", "r1"], b"", Some(sock));
@@ -183,27 +154,9 @@ fn resize_follows_size_and_the_backing_file() {
 
 /// A LUKS volume by `who` with passphrase "secret".
 fn volume(dir: &Path, name: &str, who: &str, ty: &str) -> PathBuf {
-    let p = udm_testkit::image(dir, name, 24 << 20);
-    let a = [
-        "luksFormat",
-        "-q",
-        "--type",
-        ty,
-        "--pbkdf",
-        "pbkdf2",
-        "--pbkdf-force-iterations",
-        "1000",
-        "--key-file",
-        "-",
-        s(&p),
-    ];
-    let (code, _, err) = if who == "udm" {
-        udm(&a, b"secret", None)
-    } else {
-        real(&a, b"secret")
-    };
-    assert_eq!(code, 0, "{who} {ty}: {err}");
-    p
+    let mut opts = vec!["--type", ty];
+    opts.extend(PBKDF2_FAST);
+    luks_common::format(dir, name, who, &opts, b"secret")
 }
 
 #[test]
@@ -222,41 +175,21 @@ fn header_backup_and_restore_with_cryptsetup() {
         let img = volume(d.path(), &format!("{who}-{ty}.img"), who, ty);
         let ours = d.path().join(format!("{who}-{ty}.udm-backup"));
         let theirs = d.path().join(format!("{who}-{ty}.cs-backup"));
-        let (code, _, err) = udm(
-            &[
-                "luksHeaderBackup",
-                s(&img),
-                "--header-backup-file",
-                s(&ours),
-            ],
-            b"",
-            None,
-        );
+        let backup = [
+            "luksHeaderBackup",
+            s(&img),
+            "--header-backup-file",
+            s(&ours),
+        ];
+        let (code, _, err) = udm(&backup, b"", None);
         assert_eq!(code, 0, "{what}: {err}");
-        let (code, _, err) = real(
-            &[
-                "luksHeaderBackup",
-                s(&img),
-                "--header-backup-file",
-                s(&theirs),
-            ],
-            b"",
-        );
+        let (code, _, err) = real(&[&backup[..3], &[s(&theirs)]].concat(), b"");
         assert_eq!(code, 0, "{what}: {err}");
         assert!(
             std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
             "{what}: the backups differ"
         );
-        let (code, _, err) = udm(
-            &[
-                "luksHeaderBackup",
-                s(&img),
-                "--header-backup-file",
-                s(&ours),
-            ],
-            b"",
-            None,
-        );
+        let (code, _, err) = udm(&backup, b"", None);
         assert_eq!(code, 5, "{what}");
         assert!(err.contains("already exists"), "{what}: {err}");
         // Wipe the header: nobody opens it; udm restores cryptsetup's backup and the other

@@ -267,34 +267,10 @@ fn missing_pv_and_failed_commands_write_nothing() {
     let (sa, sb) = (a.display().to_string(), b.display().to_string());
     let both = format!("{sa},{sb}");
     e.ok("vgcreate", &["--devices", &both, "vg", &sa, &sb]);
-    e.ok(
-        "lvcreate",
-        &[
-            "--devices",
-            &both,
-            "-a",
-            "n",
-            "-n",
-            "first",
-            "-l",
-            "2",
-            "vg",
-        ],
-    );
-    e.ok(
-        "lvcreate",
-        &[
-            "--devices",
-            &both,
-            "-a",
-            "n",
-            "-n",
-            "span",
-            "-l",
-            "100%FREE",
-            "vg",
-        ],
-    );
+    for (lv, extents) in [("first", "2"), ("span", "100%FREE")] {
+        let a = ["--devices", &both, "-a", "n", "-n", lv, "-l", extents, "vg"];
+        e.ok("lvcreate", &a);
+    }
     let before = file_hashes(&[&a, &b]);
     // b is missing.
     let (o, er, c) = e.lvm("vgchange", &["--devices", &sa, "-ay", "vg"]);

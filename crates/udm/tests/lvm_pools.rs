@@ -22,6 +22,46 @@ fn lvm2_tables() -> Vec<(String, String, String)> {
     ))
 }
 
+/// As lvm2 did for the fixtures: 8 MiB `vg/corig` (on `d[0]`) cached by the cache volume
+/// `vg/cvol` (on `d[1]`), and 8 MiB `vg/porig` cached by the cache pool `vg/cpool`; `y`
+/// goes to the plain lvcreates. Returns what caching `corig` printed.
+fn caches(run: &dyn Fn(&str, &[&str]) -> String, d: &[&str], y: &[&str]) -> String {
+    let lvcreate = |args: &[&str]| run("lvcreate", &[y, args].concat());
+    lvcreate(&["-n", "cvol", "-L", "8M", "vg", d[1]]);
+    lvcreate(&["-n", "corig", "-L", "8M", "vg", d[0]]);
+    let cached = run(
+        "lvconvert",
+        &["-y", "--type", "cache", "--cachevol", "cvol", "vg/corig"],
+    );
+    lvcreate(&["-n", "porig", "-L", "8M", "vg", d[0]]);
+    run(
+        "lvcreate",
+        &[
+            "-y",
+            "--type",
+            "cache-pool",
+            "-n",
+            "cpool",
+            "-L",
+            "8M",
+            "vg",
+            d[1],
+        ],
+    );
+    run(
+        "lvconvert",
+        &[
+            "-y",
+            "--type",
+            "cache",
+            "--cachepool",
+            "vg/cpool",
+            "vg/porig",
+        ],
+    );
+    cached
+}
+
 /// The commands lvm2 ran in refvm for the fixture, run by udm on the same PV sizes: the
 /// same devices with the same tables (UUIDs differ only in their ids), lvm2's reports of
 /// udm's metadata equal udm's, data goes through the thin and cached LVs, and removing the
@@ -47,40 +87,9 @@ fn thin_and_cache_lvs_match_lvm2() {
         "  Logical volume \"thin\" created.\n"
     );
     run("lvcreate", &["-n", "lin", "-L", "8M", "vg"]);
-    run("lvcreate", &["-n", "cvol", "-L", "8M", "vg", d[1]]);
-    run("lvcreate", &["-n", "corig", "-L", "8M", "vg", d[0]]);
     assert_eq!(
-        run(
-            "lvconvert",
-            &["-y", "--type", "cache", "--cachevol", "cvol", "vg/corig"]
-        ),
+        caches(&run, &d, &[]),
         "  Logical volume vg/corig is now cached.\n"
-    );
-    run("lvcreate", &["-n", "porig", "-L", "8M", "vg", d[0]]);
-    run(
-        "lvcreate",
-        &[
-            "-y",
-            "--type",
-            "cache-pool",
-            "-n",
-            "cpool",
-            "-L",
-            "8M",
-            "vg",
-            d[1],
-        ],
-    );
-    run(
-        "lvconvert",
-        &[
-            "-y",
-            "--type",
-            "cache",
-            "--cachepool",
-            "vg/cpool",
-            "vg/porig",
-        ],
     );
     run("lvcreate", &["-y", "--thinpool", "tp2", "-L", "8M", "vg"]);
     // Every device lvm2 loaded, with lvm2's table; UUIDs with lvm2's layer suffixes.
@@ -151,11 +160,7 @@ fn snapshot_merge_as_lvm2() {
     };
     let d: Vec<&str> = loops.iter().map(|l| l.path()).collect();
     let daemon = Daemon::start(&udm());
-    let e = UdmCli {
-        bin: udm(),
-        socket: daemon.socket.clone(),
-        state: dir.path().join("state"),
-    };
+    let e = UdmCli::on(udm(), &daemon, dir.path().join("state"));
     let run = |cmd: &str, args: &[&str]| -> String {
         e.ok(cmd, &[&["--devices", d[0]][..], args].concat())
     };
@@ -340,38 +345,7 @@ fn resizes_and_cache_splits_as_lvm2() {
         "lvcreate",
         &["-y", "-V", "40M", "-T", "vg/pool", "-n", "thin"],
     );
-    run("lvcreate", &["-y", "-n", "cvol", "-L", "8M", "vg", d[1]]);
-    run("lvcreate", &["-y", "-n", "corig", "-L", "8M", "vg", d[0]]);
-    run(
-        "lvconvert",
-        &["-y", "--type", "cache", "--cachevol", "cvol", "vg/corig"],
-    );
-    run("lvcreate", &["-y", "-n", "porig", "-L", "8M", "vg", d[0]]);
-    run(
-        "lvcreate",
-        &[
-            "-y",
-            "--type",
-            "cache-pool",
-            "-n",
-            "cpool",
-            "-L",
-            "8M",
-            "vg",
-            d[1],
-        ],
-    );
-    run(
-        "lvconvert",
-        &[
-            "-y",
-            "--type",
-            "cache",
-            "--cachepool",
-            "vg/cpool",
-            "vg/porig",
-        ],
-    );
+    caches(&run, &d, &["-y"]);
     let mut data = Vec::new();
     for (name, seed) in [("vg-thin", 3u64), ("vg-corig", 5), ("vg-porig", 9)] {
         let v: Vec<u8> = (0..8u64 << 20)

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use udm_testkit::loopdev::LoopDev;
 use udm_testkit::lvm2::Lvm2;
+use udm_testkit::tool::run_tool;
 use udm_testkit::udmcli::UdmCli;
 use udm_testkit::Daemon;
 
@@ -20,12 +21,7 @@ fn sh(cmd: &mut Command) -> String {
 }
 
 fn udm_on(d: &Daemon, state: &Path, args: &[&str]) -> (String, String, i32) {
-    UdmCli {
-        bin: udm(),
-        socket: d.socket.clone(),
-        state: state.to_path_buf(),
-    }
-    .run(args)
+    UdmCli::on(udm(), d, state.to_path_buf()).run(args)
 }
 
 #[test]
@@ -40,15 +36,9 @@ fn open_partition_luks_lvm_ext4_and_close() {
     let part = udm_testkit::image(dir.path(), "part.img", 79 << 20);
     let key = dir.path().join("key");
     std::fs::write(&key, b"correct horse").unwrap();
-    let mut sf = Command::new("sfdisk");
-    sf.arg("-q").arg(&disk).stdin(Stdio::piped());
-    let mut child = sf.stdout(Stdio::null()).spawn().unwrap();
-    {
-        use std::io::Write;
-        let mut i = child.stdin.take().unwrap();
-        i.write_all(b"label: dos\nstart=2048, type=8e\n").unwrap();
-    }
-    assert!(child.wait().unwrap().success(), "sfdisk");
+    let layout = b"label: dos\nstart=2048, type=8e\n";
+    let (code, _, err) = run_tool("sfdisk", &["-q", disk.to_str().unwrap()], layout);
+    assert_eq!(code, 0, "sfdisk: {err}");
     sh(Command::new("cryptsetup")
         .args(["luksFormat", "-q", "--type", "luks2", "--pbkdf", "argon2id"])
         .args([
@@ -195,11 +185,7 @@ fn open_bare_vg_and_bad_passphrase() {
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(&udm());
     let state = dir.path().join("state");
-    let cli = UdmCli {
-        bin: udm(),
-        socket: d.socket.clone(),
-        state: state.clone(),
-    };
+    let cli = UdmCli::on(udm(), &d, state.clone());
     let img = udm_testkit::image(dir.path(), "vg.img", 32 << 20);
     let p = img.to_str().unwrap();
     let dv = ["--devices", p, "--config", "global{activation=0}"];
@@ -278,22 +264,12 @@ fn open_over_nbd_url() {
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(&udm());
     let state = dir.path().join("state");
-    let cli = UdmCli {
-        bin: udm(),
-        socket: d.socket.clone(),
-        state: state.clone(),
-    };
+    let cli = UdmCli::on(udm(), &d, state.clone());
     let disk = udm_testkit::image(dir.path(), "disk.img", 40 << 20);
     let part = udm_testkit::image(dir.path(), "part.img", 39 << 20);
-    let mut sf = Command::new("sfdisk");
-    sf.arg("-q").arg(&disk).stdin(Stdio::piped());
-    let mut child = sf.stdout(Stdio::null()).spawn().unwrap();
-    {
-        use std::io::Write;
-        let mut i = child.stdin.take().unwrap();
-        i.write_all(b"label: dos\nstart=2048, type=8e\n").unwrap();
-    }
-    assert!(child.wait().unwrap().success(), "sfdisk");
+    let layout = b"label: dos\nstart=2048, type=8e\n";
+    let (code, _, err) = run_tool("sfdisk", &["-q", disk.to_str().unwrap()], layout);
+    assert_eq!(code, 0, "sfdisk: {err}");
     // A VG on the partition's bytes, with data in its LV at a known place.
     let p = part.to_str().unwrap();
     let dv = ["--devices", p, "--config", "global{activation=0}"];

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use udm_testkit::loopdev::LoopDev;
+use udm_testkit::tool::root_hash;
 use udm_testkit::Daemon;
 
 fn tool(d: &Daemon, name: &str, args: &[&str]) -> Output {
@@ -83,12 +84,7 @@ fn status_names_loop_devices_and_their_files() {
         .unwrap();
     assert!(f.status.success(), "{f:?}");
     let out = String::from_utf8(f.stdout).unwrap();
-    let root = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Root hash:"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let root = root_hash(&out);
     ok(tool(
         &d,
         "veritysetup",

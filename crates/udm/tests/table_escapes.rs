@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use udm_testkit::tool::root_hash;
 use udm_testkit::{require_tool, run, Daemon};
 
 fn bin() -> &'static Path {
@@ -146,12 +147,7 @@ fn verity_open_names_awkward_image_paths() {
     let hash = dir.join("hash\\.img");
     let (ds, hs) = (data.to_str().unwrap(), hash.to_str().unwrap());
     let out = udm(&d, &["verity", "format", ds, hs]);
-    let root = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Root hash:"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let root = root_hash(&out);
     udm(&d, &["verity", "open", ds, "v", hs, &root]);
     let t = udm(&d, &["table", "v"]);
     let head = format!("0 2048 verity 1 {} {} 4096 ", word(&data), word(&hash));

@@ -4,8 +4,8 @@
 
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use udm_testkit::rng::pseudo;
+use udm_testkit::tool::root_hash;
 
 /// (exit code, stdout, stderr) of the built udm run as `veritysetup ARGS`.
 fn udm(args: &[&str], socket: Option<&Path>) -> (i32, String, String) {
@@ -15,15 +15,24 @@ fn udm(args: &[&str], socket: Option<&Path>) -> (i32, String, String) {
 
 /// The same with the real veritysetup.
 fn real(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new("veritysetup")
-        .args(args)
-        .output()
-        .expect("run veritysetup");
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    udm_testkit::tool::run_tool("veritysetup", args, b"")
+}
+
+/// `veritysetup ARGS` by `who`: "real" or "udm" (without a daemon).
+fn by(who: &str, args: &[&str]) -> (i32, String, String) {
+    match who {
+        "real" => real(args),
+        "udm" => udm(args, None),
+        _ => panic!("which veritysetup: {who}?"),
+    }
+}
+
+/// A temporary directory holding `data.img` with `bytes`: (the directory, the file).
+fn data_file(bytes: Vec<u8>) -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data.img");
+    std::fs::write(&data, bytes).unwrap();
+    (d, data)
 }
 
 fn s(p: &Path) -> &str {
@@ -47,11 +56,7 @@ fn same_format(data: &[u8], opts: &[&str], fec: bool) -> (tempfile::TempDir, Str
         if fec {
             a.extend_from_slice(&["--fec-device", s(&fecp)]);
         }
-        let (code, out, err) = if who == "real" {
-            real(&a)
-        } else {
-            udm(&a, None)
-        };
+        let (code, out, err) = by(who, &a);
         assert_eq!(code, 0, "{who} format {opts:?} failed: {err}");
         outs.push(out.replace(s(&hash), "HASH"));
     }
@@ -67,12 +72,7 @@ fn same_format(data: &[u8], opts: &[&str], fec: bool) -> (tempfile::TempDir, Str
             "FEC device differs for {opts:?}"
         );
     }
-    let root = outs[1]
-        .lines()
-        .find_map(|l| l.strip_prefix("Root hash:"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let root = root_hash(&outs[1]);
     (d, root)
 }
 
@@ -159,11 +159,7 @@ fn hash_offset_on_the_data_device_is_identical() {
             "--uuid",
             UUID,
         ];
-        let (code, out, err) = if who == "real" {
-            real(&a)
-        } else {
-            udm(&a, None)
-        };
+        let (code, out, err) = by(who, &a);
         assert_eq!(code, 0, "{err}");
         roots.push(out.replace(s(&p), "IMG"));
     }
@@ -174,12 +170,7 @@ fn hash_offset_on_the_data_device_is_identical() {
     );
     // Both verify it.
     let p = d.path().join("udm.img");
-    let root = roots[1]
-        .lines()
-        .find_map(|l| l.strip_prefix("Root hash:"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let root = root_hash(&roots[1]);
     let a = ["verify", s(&p), s(&p), &root, "--hash-offset", "409600"];
     assert_eq!(real(&a).0, 0);
     assert_eq!(udm(&a, None).0, 0);
@@ -190,30 +181,15 @@ fn each_tool_verifies_the_others_trees_and_dump_agrees() {
     if !udm_testkit::require_tool("veritysetup") {
         return;
     }
-    let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data.img");
-    std::fs::write(&data, pseudo(500 << 12, 77)).unwrap();
+    let (d, data) = data_file(pseudo(500 << 12, 77));
     for (maker, checker) in [("real", "udm"), ("udm", "real")] {
         let hash = d.path().join(format!("{maker}.hash"));
         let a = ["format", s(&data), s(&hash), "--hash", "sha512"];
-        let (code, out, _) = if maker == "real" {
-            real(&a)
-        } else {
-            udm(&a, None)
-        };
+        let (code, out, _) = by(maker, &a);
         assert_eq!(code, 0);
-        let root = out
-            .lines()
-            .find_map(|l| l.strip_prefix("Root hash:"))
-            .unwrap()
-            .trim()
-            .to_string();
+        let root = root_hash(&out);
         let v = ["verify", s(&data), s(&hash), &root];
-        let got = if checker == "real" {
-            real(&v)
-        } else {
-            udm(&v, None)
-        };
+        let got = by(checker, &v);
         assert_eq!(got.0, 0, "{checker} rejects {maker}'s tree: {}", got.2);
         let dump = ["dump", s(&hash)];
         assert_eq!(real(&dump), udm(&dump, None));
@@ -225,9 +201,7 @@ fn errors_match_veritysetup() {
     if !udm_testkit::require_tool("veritysetup") {
         return;
     }
-    let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data.img");
-    std::fs::write(&data, pseudo(100 << 12, 3)).unwrap();
+    let (d, data) = data_file(pseudo(100 << 12, 3));
     let hx = d.path().join("hx");
     let cases: Vec<Vec<&str>> = vec![
         vec!["format", s(&data), s(&hx), "--data-block-size", "3000"],
@@ -258,20 +232,13 @@ fn absurd_superblocks_and_sizes_match_veritysetup() {
     if !udm_testkit::require_tool("veritysetup") {
         return;
     }
-    let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data.img");
+    let (d, data) = data_file(pseudo(100 << 12, 4));
     let hash = d.path().join("hash.img");
-    std::fs::write(&data, pseudo(100 << 12, 4)).unwrap();
     let (_, out, _) = udm(
         &["format", s(&data), s(&hash), "--salt", "00", "--uuid", UUID],
         None,
     );
-    let root = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Root hash:"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let root = root_hash(&out);
     let good = std::fs::read(&hash).unwrap();
     // data_blocks (offset 72) overflowing, larger than the data, zero; salt_size too big; a
     // bad hash block size.
@@ -341,14 +308,12 @@ proptest! {
         if !udm_testkit::require_tool("veritysetup") {
             return Ok(());
         }
-        let d = tempfile::tempdir().unwrap();
-        let data = d.path().join("data.img");
+        let (d, data) = data_file(pseudo(300 << 10, 11));
         let hash = d.path().join("hash.img");
-        std::fs::write(&data, pseudo(300 << 10, 11)).unwrap();
         let (code, out, _) = udm(&["format", s(&data), s(&hash), "--data-block-size", "1024",
             "--hash-block-size", "1024", "--salt", "01", "--uuid", UUID], None);
         prop_assert_eq!(code, 0);
-        let root = out.lines().find_map(|l| l.strip_prefix("Root hash:")).unwrap().trim().to_string();
+        let root = root_hash(&out);
         match f.target {
             0 => flip(&data, f.pos, f.mask),
             1 => flip(&hash, 1024 + f.pos % (std::fs::metadata(&hash).unwrap().len() - 1024), f.mask),
@@ -390,12 +355,7 @@ fn open_status_close_through_the_daemon() {
         None,
     );
     assert_eq!(code, 0, "{err}");
-    let root = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Root hash:"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let root = root_hash(&out);
     let sock = Some(dmn.socket.as_path());
     let (code, _, err) = udm(
         &[
@@ -491,12 +451,7 @@ fn open_status_close_through_the_daemon() {
     a.extend_from_slice(&common);
     let (code, out, err) = udm(&a, None);
     assert_eq!(code, 0, "{err}");
-    let root = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Root hash:"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let root = root_hash(&out);
     let mut a = vec![
         "open",
         s(&one),

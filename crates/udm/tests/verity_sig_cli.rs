@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use udm_proto::{Client, DevSel, Reply, Request};
+use udm_testkit::tool::root_hash;
 
 /// (exit code, stdout, stderr) of the built udm run as `veritysetup ARGS`.
 fn udm(args: &[&str], socket: Option<&Path>) -> (i32, String, String) {
@@ -111,12 +112,7 @@ fn open_with_root_hash_signature() {
     let uuid = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0";
     let (code, out, err) = udm(&["format", s(&data), s(&hash), "--uuid", uuid], None);
     assert_eq!(code, 0, "{err}");
-    let root = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Root hash:"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let root = root_hash(&out);
     let good = d.path().join("good.p7s");
     sign(d.path(), &trusted, &root, &good);
     let open = |name: &str, sig: &Path| {

@@ -61,6 +61,14 @@ impl W {
             .output()
             .unwrap()
     }
+    /// `st`: 400 MiB striped (64 KiB chunks) over new images `a.img` and `b.img`, whose
+    /// paths it returns.
+    fn striped(&self) -> (String, String) {
+        let (a, b) = (self.img("a.img", 200 << 20), self.img("b.img", 200 << 20));
+        let t = format!("0 819200 striped 2 128 {a} 0 {b} 0");
+        self.udm(&["create", "st", "--table", &t], None);
+        (a, b)
+    }
     fn bytes(&self, name: &str, off: usize, len: usize) -> Vec<u8> {
         std::fs::read(self.dir.join(name)).unwrap()[off..off + len].to_vec()
     }
@@ -76,16 +84,7 @@ fn striped_over_two_disks() {
         return;
     }
     let w = W::new();
-    let (a, b) = (w.img("a.img", 200 << 20), w.img("b.img", 200 << 20));
-    w.udm(
-        &[
-            "create",
-            "st",
-            "--table",
-            &format!("0 819200 striped 2 128 {a} 0 {b} 0"),
-        ],
-        None,
-    );
+    let (a, b) = w.striped();
     assert_eq!(
         w.udm(&["table", "st"], None),
         format!("0 819200 striped 2 128 {a} 0 {b} 0\n")
@@ -164,16 +163,7 @@ fn stacking_and_live_reload() {
         return;
     }
     let w = W::new();
-    let (a, b) = (w.img("a.img", 200 << 20), w.img("b.img", 200 << 20));
-    w.udm(
-        &[
-            "create",
-            "st",
-            "--table",
-            &format!("0 819200 striped 2 128 {a} 0 {b} 0"),
-        ],
-        None,
-    );
+    w.striped();
     w.udm(
         &[
             "create",

@@ -69,3 +69,26 @@ pub fn create_formatted(reg: &udm_core::Registry, name: &str, img: &Path, rest: 
     .unwrap();
     p
 }
+
+/// The 32-byte key of the kernel integrity tests, in hex.
+pub const KEY_HEX: &str = "00112233445566778899aabbccddeeff102132435465768798a9bacbdcedfe0f";
+
+/// [`KEY_HEX`] as bytes.
+pub fn key_bytes() -> Vec<u8> {
+    (0..32)
+        .map(|i| u8::from_str_radix(&KEY_HEX[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The refvm share of a kernel integrity test: `DIR/share` holding `data.bin` (`blocks` 4 KiB
+/// blocks of `XorShift::mixed(seed)`) and `key.bin` ([`key_bytes`]). Returns (DIR, the
+/// share, the data).
+pub fn kernel_share(seed: u64, blocks: u64) -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let data = XorShift::mixed(seed).bytes((blocks * 4096) as usize);
+    std::fs::write(share.join("data.bin"), &data).unwrap();
+    std::fs::write(share.join("key.bin"), key_bytes()).unwrap();
+    (dir, share, data)
+}

@@ -1,9 +1,9 @@
 //! Helpers shared by the `udm luks` tests: run the built udm as `cryptsetup` or the real
-//! cryptsetup, and path text.
+//! cryptsetup, format a volume with either, and path text.
 
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// (exit code, stdout, stderr) of the built udm run as `cryptsetup ARGS`, talking to the
@@ -20,22 +20,26 @@ pub fn udm(args: &[&str], stdin: &[u8], socket: Option<&Path>) -> (i32, String, 
 
 /// The same with the real cryptsetup.
 pub fn real(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
-    use std::io::Write;
-    let mut c = Command::new("cryptsetup")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run cryptsetup");
-    // The tool may exit without reading its stdin (an error, or no passphrase needed).
-    let _ = c.stdin.take().unwrap().write_all(stdin);
-    let o = c.wait_with_output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    udm_testkit::tool::run_tool("cryptsetup", args, stdin)
+}
+
+/// The keyslot options the tests format with when speed matters more than strength.
+pub const PBKDF2_FAST: [&str; 4] = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"];
+
+/// A 24 MiB image `name` in `dir` that `who` ("udm" or "cryptsetup") formats with `opts`
+/// (`luksFormat -q --key-file - OPTS IMAGE`), the passphrase `pass` coming on stdin.
+pub fn format(dir: &Path, name: &str, who: &str, opts: &[&str], pass: &[u8]) -> PathBuf {
+    let p = udm_testkit::image(dir, name, 24 << 20);
+    let mut a = vec!["luksFormat", "-q", "--key-file", "-"];
+    a.extend_from_slice(opts);
+    a.push(s(&p));
+    let (code, _, err) = match who {
+        "udm" => udm(&a, pass, None),
+        "cryptsetup" => real(&a, pass),
+        _ => panic!("who formats {name}: {who}?"),
+    };
+    assert_eq!(code, 0, "{who} luksFormat {opts:?} {name}: {err}");
+    p
 }
 
 /// A path as `&str` (test paths are UTF-8).
@@ -54,4 +58,14 @@ pub fn qemu_img(args: &[&str]) {
         "qemu-img {args:?}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// `qemu-img convert -f raw -O raw FROM TO` (paths or NBD URIs), which must succeed.
+pub fn raw_copy(from: &str, to: &str) {
+    qemu_img(&["convert", "-f", "raw", "-O", "raw", from, to]);
+}
+
+/// The same into the existing `to` (`-n`: not created, not truncated).
+pub fn raw_copy_into(from: &str, to: &str) {
+    qemu_img(&["convert", "-n", "-f", "raw", "-O", "raw", from, to]);
 }
