@@ -636,13 +636,13 @@ fn page_cache_reads_racing_writes_see_old_or_new_sectors() {
         let (dev, gens, stop) = (dev.clone(), gens.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut i = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 20000 {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 6000 {
                 write(dev.as_ref(), 0, &gens[i % 2]);
                 i += 1;
             }
         })
     };
-    for round in 0..2000 {
+    for round in 0..600 {
         let got = read(dev.as_ref(), 0, (sectors * 512) as usize);
         for (s, c) in got.chunks(512).enumerate() {
             let ok = (0..2).any(|g| c == &gens[g][s * 512..][..512]);

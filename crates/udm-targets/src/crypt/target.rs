@@ -164,6 +164,13 @@ impl Inner {
     }
 }
 
+/// Whether page-cache reads go through the mapping (`UDM_CRYPT_MAPPED=0` turns it off, for
+/// side-by-side measurements of the two paths).
+fn mapped_reads() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("UDM_CRYPT_MAPPED").map_or(true, |v| v != "0"))
+}
+
 /// Read `bio` from `dev` at `lower`: straight from the page cache through the file's mapping
 /// when it is all there (`mapped`), else with bios below in pieces of whole crypt sectors
 /// (`unit` bytes) of at most `READ_PIECE`, each decrypted by the thread that completes it;
@@ -181,7 +188,7 @@ fn read(
     let flags = bio.flags;
     let len = bio.len();
     let mut buf = bio.take_buf();
-    if buf.len() >= MAPPED_MIN {
+    if buf.len() >= MAPPED_MIN && mapped_reads() {
         let got = dev.read_file_range(lower, len, &mut |file, off| {
             inner
                 .maps
