@@ -488,3 +488,168 @@ proptest! {
         let _ = create(&reg, "p", &format!("0 8 crypt {}", words.join(" ")));
     }
 }
+
+/// Whether this process maps `path` (the page-cache read path maps the lower file).
+fn mapped_here(path: &Path) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let name = path.to_str().unwrap();
+    maps.lines().any(|l| l.ends_with(name))
+}
+
+/// Drop `path`'s clean pages from the page cache, so reads of it need I/O (the bio path).
+fn evict(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    // SAFETY: fadvise takes a valid descriptor and plain integers.
+    let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(r, 0);
+}
+
+/// Reads served from the page cache (decrypted straight from a mapping of the lower file,
+/// no bio below) give the plaintext of the independent ciphertext, the same bytes as reads
+/// that go below with bios (a lower range split between two targets, or pages evicted from
+/// the page cache), up to the end of the device; a read past the end fails; an error target
+/// below fails only the reads that cover it; the mapping goes with the table.
+#[test]
+fn page_cache_reads_match_bio_reads() {
+    let Some(py) = python() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let sectors = 6144u64;
+    // (key bytes, sector size, iv_offset, data offset, iv_large_sectors)
+    for (klen, ss, ivo, off, large) in [
+        (64usize, 512u32, 0u64, 16u64, false),
+        (32, 4096, 8, 0, true),
+    ] {
+        let key = hex_key(klen, ss as u64 + off);
+        let plain = pseudo((sectors * 512) as usize, 17 + off);
+        let cipher = oracle(
+            py,
+            d.path(),
+            "aes-xts-plain64",
+            &key,
+            ss,
+            ivo,
+            large,
+            &plain,
+        );
+        let img = d.path().join(format!("cache{ss}.img"));
+        let mut bytes = pseudo((off * 512) as usize, 3);
+        bytes.extend_from_slice(&cipher);
+        std::fs::write(&img, &bytes).unwrap();
+        let opts = if ss == 512 {
+            String::new()
+        } else {
+            format!(" 2 sector_size:{ss} iv_large_sectors")
+        };
+        let reg = registry();
+        let top =
+            |dev: &str| format!("0 {sectors} crypt aes-xts-plain64 {key} {ivo} {dev} {off}{opts}");
+        create(&reg, "direct", &top(img.to_str().unwrap())).unwrap();
+        // The same file below a two-target linear device: a read crossing sector `cut` is no
+        // single file range and goes below with bios.
+        let cut = 3000u64;
+        let total = sectors + off;
+        let below = format!(
+            "0 {cut} linear {0} 0\n{cut} {1} linear {0} {cut}",
+            img.display(),
+            total - cut
+        );
+        create(&reg, "split", &below).unwrap();
+        create(&reg, "over", &top("/dev/mapper/split")).unwrap();
+        let (direct, _g1) = open(&reg, "direct");
+        let (over, _g2) = open(&reg, "over");
+        let u = ss as u64 / 512;
+        let reads: Vec<(u64, u64)> = vec![
+            (0, sectors),
+            (0, u),
+            (8 * u, 2048),
+            (cut - off - 1024, 2048),
+            (sectors - u, u),
+            (sectors - 2048, 2048),
+            (u, 24 * u),
+        ];
+        assert!(!mapped_here(&img), "mapped before any read");
+        for round in 0..2 {
+            if round == 1 {
+                evict(&img);
+            }
+            for &(at, n) in &reads {
+                let want = &plain[(at * 512) as usize..][..(n * 512) as usize];
+                for (name, dev) in [("direct", &direct), ("over", &over)] {
+                    let got = read(dev.as_ref(), at, (n * 512) as usize);
+                    assert!(got == want, "ss {ss} round {round} {name} read {at}+{n}");
+                }
+            }
+        }
+        assert!(mapped_here(&img), "cached reads never used the mapping");
+        let past = udm_io::sync::read_at(direct.as_ref(), Sectors(sectors - u), 2 * ss as usize);
+        assert!(past.is_err(), "a read past the end of the device");
+        // An error target in the middle of the lower device fails the reads over it only.
+        let bad = format!(
+            "0 {cut} linear {0} 0\n{cut} 8 error\n{1} {2} linear {0} {1}",
+            img.display(),
+            cut + 8,
+            total - cut - 8
+        );
+        create(&reg, "bad", &bad).unwrap();
+        create(&reg, "overbad", &top("/dev/mapper/bad")).unwrap();
+        let (overbad, _g3) = open(&reg, "overbad");
+        let at = cut - off - 1024;
+        assert!(udm_io::sync::read_at(overbad.as_ref(), Sectors(at), 1 << 20).is_err());
+        let clean = (cut + 8 - off).next_multiple_of(u);
+        let want = &plain[(clean * 512) as usize..][..1 << 20];
+        assert!(read(overbad.as_ref(), clean, 1 << 20) == want);
+        drop((direct, over, overbad, _g1, _g2, _g3));
+        for n in ["overbad", "bad", "over", "split", "direct"] {
+            reg.remove(&sel(n), false).unwrap();
+        }
+        assert!(!mapped_here(&img), "the mapping outlived the tables");
+    }
+}
+
+/// A read racing writes of the same range through the page-cache path gives, for every
+/// 512-byte sector, the old or the new data, never a mixture (the writes are whole 4 KiB
+/// sectors, and the file system copies a page of them in under the page lock).
+#[test]
+fn page_cache_reads_racing_writes_see_old_or_new_sectors() {
+    let d = tempfile::tempdir().unwrap();
+    let sectors = 256u64;
+    let img = image(d.path(), "race.img", sectors, 0);
+    let key = hex_key(64, 12);
+    let reg = registry();
+    create(
+        &reg,
+        "r",
+        &format!(
+            "0 {sectors} crypt aes-xts-plain64 {key} 0 {} 0",
+            img.display()
+        ),
+    )
+    .unwrap();
+    let (dev, _g) = open(&reg, "r");
+    let gens: Vec<Vec<u8>> = (0..2)
+        .map(|s| pseudo((sectors * 512) as usize, 40 + s))
+        .collect();
+    write(dev.as_ref(), 0, &gens[0]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (dev, gens, stop) = (dev.clone(), gens.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 6000 {
+                write(dev.as_ref(), 0, &gens[i % 2]);
+                i += 1;
+            }
+        })
+    };
+    for round in 0..600 {
+        let got = read(dev.as_ref(), 0, (sectors * 512) as usize);
+        for (s, c) in got.chunks(512).enumerate() {
+            let ok = (0..2).any(|g| c == &gens[g][s * 512..][..512]);
+            assert!(ok, "round {round}: sector {s} is neither old nor new data");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(mapped_here(&img));
+}

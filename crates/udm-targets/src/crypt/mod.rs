@@ -5,6 +5,7 @@
 
 pub mod aead;
 pub mod keyring;
+mod mapped;
 pub mod params;
 pub mod setup;
 mod target;
@@ -144,6 +145,7 @@ impl TargetType for CryptType {
                 feats,
                 suspended: AtomicBool::new(false),
                 inflight: AtomicUsize::new(0),
+                maps: Default::default(),
             }),
         }))
     }
