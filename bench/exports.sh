@@ -9,7 +9,10 @@
 # Every peer runs once per job per round (interleaved, so background load hits all alike; the
 # order of the peers turns by one each round, and write jobs are followed by a sync, so no
 # peer always runs in the write-back of the job before) and the median of the rounds is
-# shown, with udm/peer ratios and the load average. The image is read into the page cache before
+# shown, with udm/peer ratios and the load average. For the NBD jobs the servers' CPU time per
+# I/O (user + system of the whole server process over the run, from /proc/PID/stat) is shown
+# too: what a request costs the server, which load on the machine changes much less than the
+# wall-clock rates. The image is read into the page cache before
 # every run (the servers read it buffered; "raw" is O_DIRECT on the file, i.e. the disk).
 # Not part of CI. Needs root (FUSE).
 #
@@ -44,6 +47,7 @@ dd if=/dev/urandom of="$IMG" bs=1M count=1024 status=none
 FUSE1=(--fuse "$W/fuse-direct")
 [ "$NO_FUSE" = 1 ] && FUSE1=(--no-fuse)
 "$UDM" daemon --socket "$W/c1" --nbd-socket "$W/udm.sock" "${FUSE1[@]}" 2>"$W/udm1.log" &
+declare -A PID=([udm]=$!)
 if [ "$NO_FUSE" != 1 ]; then
   "$UDM" daemon --socket "$W/c2" --nbd-socket "$W/udm2.sock" --fuse "$W/fuse-buffered" \
     --fuse-buffered 2>"$W/udm2.log" &
@@ -51,9 +55,14 @@ fi
 if [ -n "${UDM_BASE:-}" ]; then
   "$UDM_BASE" daemon --socket "$W/c3" --nbd-socket "$W/udm-base.sock" --no-fuse \
     --state-dir "$W/state3" 2>"$W/udm3.log" &
+  PID[udm-base]=$!
 fi
 nbdkit -U "$W/nbdkit.sock" -f file "$IMG" &
+PID[nbdkit]=$!
 qemu-nbd -k "$W/qemu.sock" -f raw -t --cache=writeback --aio=threads --shared=16 "$IMG" &
+PID[qemu-nbd]=$!
+# CPU clock ticks (user + system, all threads) a process has used so far.
+ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 SOCKS="udm.sock nbdkit.sock qemu.sock c1"
 [ "$NO_FUSE" != 1 ] && SOCKS="$SOCKS udm2.sock c2"
 [ -n "${UDM_BASE:-}" ] && SOCKS="$SOCKS udm-base.sock c3"
@@ -127,9 +136,11 @@ for r in $(seq "$ROUNDS"); do
     for c in $CONNS; do
       for who in $(turn "$r" "${NBD_PEERS[@]}"); do
         warm
+        t0=$(ticks "${PID[$who]}")
         fio --name=j --ioengine=nbd --uri="${URI[$who]}" --rw=$1 --bs=$2 --iodepth=$3 --numjobs=$c \
           --group_reporting --size=1g --time_based --runtime=$RT --output-format=json \
           >"$W/nbd$c-$who-$1-$2-$3-$r.json" 2>/dev/null || echo "fio failed: $who $1 $2 x$c" >&2
+        echo $(( $(ticks "${PID[$who]}") - t0 )) >"$W/nbd$c-$who-$1-$2-$3-$r.ticks"
         settle "$1"
       done
     done
@@ -137,20 +148,35 @@ for r in $(seq "$ROUNDS"); do
 done
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "load average: before $LOAD0, after $LOAD1 ($(nproc) cores); median of $ROUNDS rounds, ${RT}s per job"
-python3 - "$W" "$ROUNDS" "${FUSE_PEERS[*]:-}" "${NBD_PEERS[*]}" "$CONNS" "${JOBS[@]}" <<'PY'
+python3 - "$W" "$ROUNDS" "${FUSE_PEERS[*]:-}" "${NBD_PEERS[*]}" "$CONNS" "$(getconf CLK_TCK)" \
+  "${JOBS[@]}" <<'PY'
 import json, sys, os
 w, rounds = sys.argv[1], int(sys.argv[2])
 fuse_peers, nbd_peers, conns = sys.argv[3].split(), sys.argv[4].split(), sys.argv[5].split()
-jobs = [tuple(j.split()) for j in sys.argv[6:]]
+hz = int(sys.argv[6])
+jobs = [tuple(j.split()) for j in sys.argv[7:]]
 def one(kind, who, rw, bs, qd, r):
     try:
         # fio's nbd engine prints "connected" lines before the JSON.
         t = open(os.path.join(w, f"{kind}-{who}-{rw}-{bs}-{qd}-{r}.json")).read()
         d = json.loads(t[t.index("{"):])["jobs"][0]
     except Exception:
-        return (0.0, 0.0)
+        return (0.0, 0.0, 0)
     s = d["read"] if "read" in rw else d["write"]
-    return s["iops"], s["bw_bytes"] / 2**20
+    return s["iops"], s["bw_bytes"] / 2**20, s["total_ios"]
+def cpu_per_io(kind, who, rw, bs, qd):
+    # Median over the rounds of the server's CPU microseconds per I/O.
+    runs = []
+    for r in range(1, rounds + 1):
+        try:
+            t = int(open(os.path.join(w, f"{kind}-{who}-{rw}-{bs}-{qd}-{r}.ticks")).read())
+        except Exception:
+            continue
+        ios = one(kind, who, rw, bs, qd, r)[2]
+        if ios:
+            runs.append(t * 1e6 / hz / ios)
+    runs.sort()
+    return runs[len(runs) // 2] if runs else float("nan")
 def get(kind, who, rw, bs, qd):
     runs = sorted(one(kind, who, rw, bs, qd, r) for r in range(1, rounds + 1))
     return runs[len(runs) // 2]
@@ -165,6 +191,18 @@ def table(title, kind, peers, base, others):
                          for o in others)
         print(f"{rw+' '+bs+' qd'+qd:<19}{cells}{ratios}")
     print()
+def cpu_table(title, kind, peers, base, others):
+    # CPU per I/O: a peer/udm ratio above 1 means udm spends less per request.
+    print(title)
+    print(f"{'job':<19}" + "".join(f"{p:>12}" for p in peers)
+          + "".join(f"{o+'/'+base:>{max(12, len(base)+len(o)+3)}}" for o in others))
+    for rw, bs, qd in jobs:
+        c = {p: cpu_per_io(kind, p, rw, bs, qd) for p in peers}
+        cells = "".join(f"{c[p]:>9.1f} us" for p in peers)
+        ratios = "".join(f"{(c[o]/c[base] if c[base] else float('nan')):>{max(12, len(base)+len(o)+3)}.2f}"
+                         for o in others)
+        print(f"{rw+' '+bs+' qd'+qd:<19}{cells}{ratios}")
+    print()
 if fuse_peers:
     table("FUSE file (fio libaio, O_DIRECT)", "fuse", fuse_peers, "udm-fuse",
           [p for p in fuse_peers if p != "udm-fuse"])
@@ -172,4 +210,6 @@ for c in conns:
     title = (f"NBD multi-conn (fio nbd engine, {c} connections x iodepth qd)" if c != "1"
              else "NBD single connection (fio nbd engine, 1 connection x iodepth qd)")
     table(title, f"nbd{c}", nbd_peers, "udm", [p for p in nbd_peers if p != "udm"])
+    cpu_table(f"  server CPU per I/O ({c} connection{'s' if c != '1' else ''}; user+system, median)",
+              f"nbd{c}", nbd_peers, "udm", [p for p in nbd_peers if p != "udm"])
 PY
