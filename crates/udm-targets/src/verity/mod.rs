@@ -29,6 +29,12 @@ pub fn cache_usage() -> (usize, usize, usize) {
     (n + sn, b + sb, c.budget())
 }
 
+/// Whether targets with `bs`-byte data blocks keep verified blocks in a memfd that NBD
+/// replies splice from (one page per block, shmem without transparent huge pages).
+pub fn zero_copy_available(bs: u32) -> bool {
+    store::usable(bs as usize)
+}
+
 pub struct VerityType;
 
 fn e2big(m: &str) -> TargetError {

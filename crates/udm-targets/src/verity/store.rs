@@ -49,7 +49,7 @@ pub(crate) fn usage_all() -> (usize, usize) {
 
 /// Whether a punched hole frees whole pages of `bs` bytes that nobody else shares: the
 /// block is one base page and shmem THP is off (top level and every mTHP size).
-fn usable(bs: usize) -> bool {
+pub(crate) fn usable(bs: usize) -> bool {
     // SAFETY: sysconf takes an integer name and returns an integer.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if page <= 0 || bs != page as usize {
