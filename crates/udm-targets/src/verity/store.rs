@@ -130,7 +130,7 @@ impl DataStore {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
+                libc::PROT_READ,
                 libc::MAP_SHARED | libc::MAP_NORESERVE,
                 file.as_raw_fd(),
                 0,
@@ -245,15 +245,12 @@ impl DataStore {
         {
             return;
         }
-        // SAFETY: block `b` is not resident, so no reader reads it, and `writer` is held, so
-        // nobody else writes or punches it; in bounds as checked.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                self.map.0.add(b as usize * self.bs),
-                self.bs,
-            )
-        };
+        // Block `b` is not resident, so no reader reads it, and `writer` is held, so nobody
+        // else writes or punches it. A write (unlike a store through the mapping) fills a
+        // fresh shmem page without clearing it first.
+        if std::os::unix::fs::FileExt::write_all_at(&self.file, bytes, b * self.bs as u64).is_err() {
+            return;
+        }
         BYTES.fetch_add(self.bs, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
         let (w, m) = bit(b);
@@ -295,28 +292,40 @@ impl DataStore {
                 self.resident[w].fetch_and(!m, Ordering::Release);
             }
         }
+        // Punch runs of consecutive blocks with one call each.
+        let mut run: Option<(u64, u64)> = None;
         for (w, mut m) in victims {
             while m != 0 {
                 let b = w as u64 * 64 + m.trailing_zeros() as u64;
                 m &= m - 1;
-                self.punch(b);
+                run = match run {
+                    Some((s, n)) if s + n == b => Some((s, n + 1)),
+                    Some((s, n)) => {
+                        self.punch(s, n);
+                        Some((b, 1))
+                    }
+                    None => Some((b, 1)),
+                };
             }
+        }
+        if let Some((s, n)) = run {
+            self.punch(s, n);
         }
         self.count.fetch_sub(got, Ordering::Relaxed);
         BYTES.fetch_sub(got * self.bs, Ordering::Relaxed);
         got
     }
 
-    /// Free block `b`'s page (not resident, writer held). A pipe that spliced the page
-    /// keeps its own reference to the old page.
-    fn punch(&self, b: u64) {
+    /// Free the pages of blocks `b..b+n` (not resident, writer held). A pipe that spliced
+    /// one of them keeps its own reference to the old page.
+    fn punch(&self, b: u64, n: u64) {
         // SAFETY: a valid descriptor and an in-bounds, page-aligned range.
         let r = unsafe {
             libc::fallocate(
                 self.file.as_raw_fd(),
                 libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
                 (b * self.bs as u64) as libc::off_t,
-                self.bs as libc::off_t,
+                (n * self.bs as u64) as libc::off_t,
             )
         };
         debug_assert_eq!(r, 0, "punch hole");
