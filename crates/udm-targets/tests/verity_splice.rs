@@ -131,8 +131,15 @@ fn same_bytes(reg: &udm_core::Registry, root: &std::path::Path) {
     assert_eq!(zc(dev, 0, 8), want(&img.content, 0, 8));
     assert!(block(dev, 0, 200).unwrap() == img.content);
     for (first, n) in [(0, 200), (190, 10), (199, 1), (37, 64), (100, 3)] {
-        assert_eq!(zc(dev, first, n), want(&img.content, first, n), "{first}+{n}");
-        assert!(block(dev, first, n).unwrap() == img.content[(first * BS) as usize..][..(n * BS) as usize]);
+        assert_eq!(
+            zc(dev, first, n),
+            want(&img.content, first, n),
+            "{first}+{n}"
+        );
+        assert!(
+            block(dev, first, n).unwrap()
+                == img.content[(first * BS) as usize..][..(n * BS) as usize]
+        );
     }
     // Past the end: the zero-copy path declines and the bio fails.
     assert_eq!(zc(dev, 195, 10), None);
@@ -163,7 +170,10 @@ fn evicted_under_a_pipe(reg: &udm_core::Registry, root: &std::path::Path) {
     // them on the hand's second round.
     for _ in 0..4 {
         for c in 1..8 {
-            assert!(block(dev, c * 64, 64).unwrap() == img.content[(c * 64 * BS) as usize..][..64 * BS as usize]);
+            assert!(
+                block(dev, c * 64, 64).unwrap()
+                    == img.content[(c * 64 * BS) as usize..][..64 * BS as usize]
+            );
         }
     }
     assert!(zc(dev, 0, 1).is_none(), "block 0 evicted");
@@ -175,7 +185,11 @@ fn evicted_under_a_pipe(reg: &udm_core::Registry, root: &std::path::Path) {
         assert!(drain(&r, 64 * BS as usize) == img.content[..64 * BS as usize]);
     }
     flip(&img.data, 100, 0x04);
-    assert_eq!(block(dev, 0, 1), Err(IoError::Io), "evicted block is verified again");
+    assert_eq!(
+        block(dev, 0, 1),
+        Err(IoError::Io),
+        "evicted block is verified again"
+    );
     assert_eq!(block(dev, 0, 4), Err(IoError::Io));
     assert_eq!(zc(dev, 0, 1), None, "a failed block is never kept");
     assert_eq!(info(reg, "b"), "C");
@@ -211,7 +225,10 @@ fn concurrent_eviction(reg: &udm_core::Registry, root: &std::path::Path) {
             let n = 1 + (i * 13) % 64;
             let at = (first * BS) as usize;
             let w = &content[at..at + (n * BS) as usize];
-            assert!(block(dev.as_ref(), first, n).unwrap() == w, "bio {first}+{n}");
+            assert!(
+                block(dev.as_ref(), first, n).unwrap() == w,
+                "bio {first}+{n}"
+            );
             if let Some(v) = zc(dev.as_ref(), first, n) {
                 assert!(v == w, "copy {first}+{n}");
                 served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -221,7 +238,10 @@ fn concurrent_eviction(reg: &udm_core::Registry, root: &std::path::Path) {
             }
         }
     });
-    eprintln!("zero-copy reads served during eviction: {}", served.into_inner());
+    eprintln!(
+        "zero-copy reads served during eviction: {}",
+        served.into_inner()
+    );
     drop(g);
     reg.remove(&sel("c"), false).unwrap();
 }
@@ -293,7 +313,10 @@ fn security_rules(reg: &udm_core::Registry, root: &std::path::Path) {
     reg.remove(&sel("m2"), false).unwrap();
     flip(&m.data, 3, 0x40);
     let got = block(dev.as_ref(), 0, 1).unwrap();
-    assert!(got != m.content[..BS as usize], "validated once, not checked again");
+    assert!(
+        got != m.content[..BS as usize],
+        "validated once, not checked again"
+    );
     assert_eq!(zc(dev.as_ref(), 0, 1), None, "an unchecked block was kept");
     drop(g);
     reg.remove(&sel("m"), false).unwrap();

@@ -248,7 +248,8 @@ impl DataStore {
         // Block `b` is not resident, so no reader reads it, and `writer` is held, so nobody
         // else writes or punches it. A write (unlike a store through the mapping) fills a
         // fresh shmem page without clearing it first.
-        if std::os::unix::fs::FileExt::write_all_at(&self.file, bytes, b * self.bs as u64).is_err() {
+        if std::os::unix::fs::FileExt::write_all_at(&self.file, bytes, b * self.bs as u64).is_err()
+        {
             return;
         }
         BYTES.fetch_add(self.bs, Ordering::Relaxed);
@@ -351,11 +352,7 @@ fn bytes_total(cache: &BlockCache) -> usize {
 
 /// Evict store blocks, largest store first, until the total is at most `limit`; `me` is a
 /// store whose writer the caller holds (others are only tried, never waited for).
-fn make_room(
-    mut me: Option<(&DataStore, &mut usize)>,
-    cache: &BlockCache,
-    limit: usize,
-) -> bool {
+fn make_room(mut me: Option<(&DataStore, &mut usize)>, cache: &BlockCache, limit: usize) -> bool {
     loop {
         let total = bytes_total(cache);
         if total <= limit {
