@@ -194,7 +194,7 @@ impl DataStore {
     pub(crate) fn copy_all(&self, first: u64, buf: &mut [u8]) -> bool {
         let n = (buf.len() / self.bs) as u64;
         let _g = self.gate.read();
-        if buf.len() % self.bs != 0 || !self.all_resident(first, n) {
+        if !buf.len().is_multiple_of(self.bs) || !self.all_resident(first, n) {
             return false;
         }
         // SAFETY: the blocks are resident and stay so while `gate` is held shared (eviction
