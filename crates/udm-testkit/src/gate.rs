@@ -130,7 +130,7 @@ impl BlockDevice for GateDevice {
         let mut st = self.st.lock();
         let rec = record(&bio);
         st.log.push(rec);
-        if st.closed && st.pick.as_ref().map_or(true, |f| f(&rec)) {
+        if st.closed && st.pick.as_ref().is_none_or(|f| f(&rec)) {
             st.held.push_back(bio);
             self.cv.notify_all();
             return;
