@@ -22,7 +22,9 @@
 # ceiling, bound the sync. bench/copier.sh measures the copier on page-cached files.
 #
 #   bench/raid.sh [LEG_MIB] [ROUNDS] [RUNTIME_S] [RATE_MIB]   (defaults: 128 MiB, 3, 5 s,
-#                                      32 MiB/s per leg; UDM_BIN names the binary, else built)
+#                                      32 MiB/s per leg; UDM_BIN names the binary, else built;
+#                                      SYNC_ONLY=1 runs only the sync rates;
+#                                      UDM_BIN2 adds a second binary's sync rates, interleaved)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LEG=${1:-128}
@@ -41,6 +43,9 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 export UDM_SOCKET=$W/control
 "$UDM" daemon --socket "$W/control" --nbd-socket "$W/nbd.sock" --no-fuse --state-dir "$W/state" 2>"$W/udm.log" &
 DPID=$!
+if [ -n "${UDM_BIN2:-}" ]; then
+  "$UDM_BIN2" daemon --socket "$W/control2" --nbd-socket "$W/nbd2.sock" --no-fuse --state-dir "$W/state2" 2>"$W/udm2.log" &
+fi
 S=$((LEG * 2048))           # sectors per leg
 BITS=$((RATE * 8 * 1048576))
 for i in 0 1 2 3; do
@@ -49,7 +54,8 @@ for i in 0 1 2 3; do
   nbdkit --exit-with-parent -U "$W/l$i.sock" --filter=rate file "$W/f$i" rate="$BITS" burstiness=0.25 &
 done
 for _ in $(seq 100); do
-  ok=1; for f in "$W/nbd.sock" "$W/control" "$W/l0.sock" "$W/l1.sock" "$W/l2.sock" "$W/l3.sock"; do [ -S "$f" ] || ok=0; done
+  ok=1; [ -n "${UDM_BIN2:-}" ] && [ ! -S "$W/control2" ] && ok=0
+  for f in "$W/nbd.sock" "$W/control" "$W/l0.sock" "$W/l1.sock" "$W/l2.sock" "$W/l3.sock"; do [ -S "$f" ] || ok=0; done
   [ $ok = 1 ] && break; sleep 0.1
 done
 leg() { echo "nbd+unix:///?socket=$W/l$1.sock"; }
@@ -105,12 +111,28 @@ b=j['read']['io_bytes']+j['write']['io_bytes']
 bw=(j['read']['bw']+j['write']['bw'])/1024
 print(round(bw), f'{($(cpu) - $c0) / $HZ / max(b / 2**30, 1e-9):.3f}')" "$out"
 }
+sync_round() { # tag binary -> raid1 resync and raid5/raid6 rebuild rates into R[...$tag-$round]
+  local tg=$1 B=$2 lv ty len p t0
+  zero_meta
+  t0=$(now); "$B" create rs --table "0 $S raid raid1 1 0 $(devs 2)"
+  UDM=$B wait_idle rs; R[resync$tg-$round]=$(python3 -c "print(round($LEG / $(since "$t0")))"); "$B" remove rs
+  for lv in raid5 raid6; do
+    zero_meta
+    if [ $lv = raid5 ]; then ty=raid5_ls; len=$((3 * S)); p="2 128 nosync"; else ty=raid6_zr; len=$((2 * S)); p="1 128"; fi
+    "$B" create rb --table "0 $len raid $ty $p $(devs 4)"
+    UDM=$B wait_idle rb
+    "$B" suspend rb; "$B" load rb --table "0 $len raid $ty 3 128 rebuild 1 $(devs 4)"
+    t0=$(now); "$B" resume rb
+    UDM=$B wait_idle rb; R[$lv-rebuild$tg-$round]=$(python3 -c "print(round($LEG / $(since "$t0")))"); "$B" remove rb
+  done
+}
 KINDS=(linear striped raid1 raid1x4 raid5 raid6 raid10)
+[ "${SYNC_ONLY:-0}" = 1 ] && KINDS=()
 declare -A R
 for round in $(seq "$ROUNDS"); do
   # Rotate the peer order each round.
-  order=("${KINDS[@]:$(( (round - 1) % ${#KINDS[@]} ))}" "${KINDS[@]:0:$(( (round - 1) % ${#KINDS[@]} ))}")
-  for k in "${order[@]}"; do
+  order=("${KINDS[@]:$(( (round - 1) % ${#KINDS[@]:-1} ))}" "${KINDS[@]:0:$(( (round - 1) % ${#KINDS[@]:-1} ))}")
+  for k in ${KINDS[@]+"${order[@]}"}; do
     zero_meta
     "$UDM" create "$k" --table "$(table "$k")"
     case $k in raid*) wait_idle "$k";; esac
@@ -122,18 +144,13 @@ for round in $(seq "$ROUNDS"); do
   zero_meta
   t0=$(now); "$UDM" create cp --table "0 $S mirror core 1 4096 2 $(leg 0) 0 $(leg 1) 0"
   wait_mirror cp; R[copier-$round]=$(python3 -c "print(round($LEG / $(since "$t0")))"); "$UDM" remove cp
-  zero_meta
-  t0=$(now); "$UDM" create rs --table "0 $S raid raid1 1 0 $(devs 2)"
-  wait_idle rs; R[resync-$round]=$(python3 -c "print(round($LEG / $(since "$t0")))"); "$UDM" remove rs
-  for lv in raid5 raid6; do
-    zero_meta
-    if [ $lv = raid5 ]; then ty=raid5_ls; len=$((3 * S)); p="2 128 nosync"; else ty=raid6_zr; len=$((2 * S)); p="1 128"; fi
-    "$UDM" create rb --table "0 $len raid $ty $p $(devs 4)"
-    wait_idle rb
-    "$UDM" suspend rb; "$UDM" load rb --table "0 $len raid $ty 3 128 rebuild 1 $(devs 4)"
-    t0=$(now); "$UDM" resume rb
-    wait_idle rb; R[$lv-rebuild-$round]=$(python3 -c "print(round($LEG / $(since "$t0")))"); "$UDM" remove rb
+  tags=(""); [ -n "${UDM_BIN2:-}" ] && tags=("" 2)
+  (( round % 2 == 0 )) && [ ${#tags[@]} = 2 ] && tags=(2 "")
+  for tg in "${tags[@]}"; do
+    if [ -z "$tg" ]; then B=$UDM; export UDM_SOCKET=$W/control; else B=$UDM_BIN2; export UDM_SOCKET=$W/control2; fi
+    sync_round "$tg" "$B"
   done
+  export UDM_SOCKET=$W/control
 done
 med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 medof() { local vals=(); for r in $(seq "$ROUNDS"); do vals+=("${R[$1-$r]}"); done; med "${vals[@]}"; }
@@ -141,6 +158,7 @@ ratio() { python3 -c "print(f'{$1 / max($2, 1e-9):.2f}')"; }
 echo "== udm raid over 4 NBD legs (nbdkit rate filter, ${RATE} MiB/s each, ${LEG} MiB), $(nproc) cores,"
 echo "   load before $LOAD0, after $(cut -d' ' -f1-3 /proc/loadavg); fio seq 1 MiB qd16 over NBD,"
 echo "   MiB/s and udm CPU-s/GiB, median of $ROUNDS interleaved rounds"
+if [ ${#KINDS[@]} -gt 0 ]; then
 printf '%-8s %7s %7s %9s %9s %12s %14s\n' kind read write rd-cpu wr-cpu read/linear write/striped
 declare -A M
 for k in "${KINDS[@]}"; do
@@ -154,14 +172,21 @@ for r in $(seq "$ROUNDS"); do rr+=("$(ratio "${R[raid1-read-$r]}" "${R[linear-re
 echo "raid1 (2 legs) reads / one leg: $(ratio "${M[raid1-read]}" "${M[linear-read]}") (rounds ${rr[*]}; aim >= 1.5)"
 echo "raid1 (4 legs) reads / one leg: $(ratio "${M[raid1x4-read]}" "${M[linear-read]}")"
 echo "raid5 full-stripe writes / striped over 3 legs (n-1): $(ratio "${M[raid5-write]}" "$(python3 -c "print(${M[striped-write]} * 3 / 4)")") (aim >= 0.6)"
+fi
 echo "== sync rates, MiB/s per leg (no recovery rate in the tables), median of $ROUNDS"
 printf '%-6s %8s %8s %9s %9s\n' round copier resync r5-rebld r6-rebld
 for r in $(seq "$ROUNDS"); do
   printf '%-6s %8s %8s %9s %9s\n' "$r" "${R[copier-$r]}" "${R[resync-$r]}" "${R[raid5-rebuild-$r]}" "${R[raid6-rebuild-$r]}"
+  [ -n "${UDM_BIN2:-}" ] && printf '%-6s %8s %8s %9s %9s\n' "$r (2)" "" "${R[resync2-$r]}" "${R[raid5-rebuild2-$r]}" "${R[raid6-rebuild2-$r]}"
 done
 C=$(medof copier)
 printf '%-6s %8s %8s %9s %9s\n' median "$C" "$(medof resync)" "$(medof raid5-rebuild)" "$(medof raid6-rebuild)"
 echo "resync / copier $(ratio "$(medof resync)" "$C"), raid5 rebuild / copier $(ratio "$(medof raid5-rebuild)" "$C"), raid6 rebuild / copier $(ratio "$(medof raid6-rebuild)" "$C")"
+if [ -n "${UDM_BIN2:-}" ]; then
+  printf '%-6s %8s %8s %9s %9s\n' "median2" "$C" "$(medof resync2)" "$(medof raid5-rebuild2)" "$(medof raid6-rebuild2)"
+  echo "UDM_BIN2: resync / copier $(ratio "$(medof resync2)" "$C"), raid5 rebuild / copier $(ratio "$(medof raid5-rebuild2)" "$C"), raid6 rebuild / copier $(ratio "$(medof raid6-rebuild2)" "$C")"
+fi
+echo "load after sync $(cut -d' ' -f1-3 /proc/loadavg)"
 
 if [ "${REFVM:-0}" = 1 ]; then
   echo "== Linux md in refvm (TCG emulation; reference line only, not a timing claim), 64 MiB legs, dd 1 MiB direct, MiB/s"

@@ -1,6 +1,6 @@
 //! A gate/recording block device for ordering tests: it records every bio in arrival order
 //! and, while closed, holds them until the test releases them (to the backing device, in
-//! arrival order). Also `Limited`, a RAM device with chosen limits, and `RemapType`, a test target type (`testdev <key>`) that sends a whole
+//! arrival order); `hold_only` narrows what a closed gate holds to the bios a test picks. Also `Limited`, a RAM device with chosen limits, and `RemapType`, a test target type (`testdev <key>`) that sends a whole
 //! table line to a `BlockDevice` the test registered under `key`, so a gate (or any test
 //! device) can sit under a mapped device.
 
@@ -20,8 +20,12 @@ pub struct Record {
     pub len: Sectors,
 }
 
+/// Which bios a closed gate holds (`hold_only`).
+type Pick = Box<dyn Fn(&Record) -> bool + Send + Sync>;
+
 struct State {
     closed: bool,
+    pick: Option<Pick>,
     held: VecDeque<Bio>,
     log: Vec<Record>,
 }
@@ -40,6 +44,7 @@ impl GateDevice {
             backing,
             st: Mutex::new(State {
                 closed: true,
+                pick: None,
                 held: VecDeque::new(),
                 log: Vec::new(),
             }),
@@ -56,6 +61,12 @@ impl GateDevice {
     /// Start holding new bios again.
     pub fn close(&self) {
         self.st.lock().closed = true;
+    }
+
+    /// From now on a closed gate holds only the bios `pick` chooses; the rest pass through
+    /// (still recorded).
+    pub fn hold_only(&self, pick: impl Fn(&Record) -> bool + Send + Sync + 'static) {
+        self.st.lock().pick = Some(Box::new(pick));
     }
 
     /// Pass the `n` oldest held bios to the backing device; returns how many there were.
@@ -117,8 +128,9 @@ fn record(b: &Bio) -> Record {
 impl BlockDevice for GateDevice {
     fn submit(&self, bio: Bio) {
         let mut st = self.st.lock();
-        st.log.push(record(&bio));
-        if st.closed {
+        let rec = record(&bio);
+        st.log.push(rec);
+        if st.closed && st.pick.as_ref().is_none_or(|f| f(&rec)) {
             st.held.push_back(bio);
             self.cv.notify_all();
             return;

@@ -7,6 +7,8 @@ use super::engine::{slot_refs, solve, Array, Op, RAID1_UNIT};
 use super::gf;
 use super::layout::Row;
 use parking_lot::Mutex;
+use std::collections::BTreeSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,6 +133,8 @@ pub fn choose(a: &Array, s: &Syncer) -> Option<Action> {
 const WINDOW: usize = 4;
 /// Largest sync job in bytes per device (raid1 and parity rows; a raid10 job is one chunk).
 const JOB_BYTES: u64 = 2 << 20;
+/// Longest the superblocks go unwritten while a sync runs (md's periodic update).
+const SB_EVERY: Duration = Duration::from_secs(1);
 
 /// One sync job: `units` consecutive sync units from `pos` (resync space).
 #[derive(Debug, Clone, Copy)]
@@ -140,8 +144,67 @@ struct Job {
     units: u64,
 }
 
-/// Run one action to its end or until interrupted (on the sync worker): up to `WINDOW`
-/// jobs of up to `JOB_BYTES` each run in parallel, then the progress marks move past them.
+/// The sync space still to scan: hands out the next run of units that need syncing.
+struct Jobs<'a> {
+    a: &'a Array,
+    act: Action,
+    targets: &'a [usize],
+    rcp0: u64,
+    unit: u64,
+    job_units: u64,
+    /// Scan position: everything below it was handed out or needs nothing.
+    p: u64,
+}
+
+impl Jobs<'_> {
+    fn needed(&self, p: u64, len: u64) -> bool {
+        let a = self.a;
+        match self.act {
+            Action::Resync => self.rcp0 <= p || a.meta.range_needs_sync(p, p + len),
+            Action::Recover => self.targets.iter().any(|&i| {
+                let l = &a.legs[i];
+                l.recovery.load(SeqCst) < p + len
+                    && (!l.partial.load(SeqCst) || a.meta.range_dirty(p, p + len))
+            }),
+            _ => true,
+        }
+    }
+
+    /// The next job: up to `job_units` consecutive units that need syncing.
+    fn next(&mut self) -> Option<Job> {
+        let max = self.a.meta.sync_max;
+        let mut job: Option<Job> = None;
+        while self.p < max {
+            let len = self.unit.min(max - self.p);
+            if !self.needed(self.p, len) {
+                if job.is_some() {
+                    break;
+                }
+                self.p += len;
+                continue;
+            }
+            let j = job.get_or_insert(Job {
+                pos: self.p,
+                len: 0,
+                units: 0,
+            });
+            j.len += len;
+            j.units += 1;
+            self.p += len;
+            if j.units == self.job_units {
+                break;
+            }
+        }
+        job
+    }
+}
+
+/// Run one action to its end or until interrupted (on the sync worker) as a rolling
+/// pipeline: up to `WINDOW` jobs of up to `JOB_BYTES` each in flight, the next started as
+/// soon as one finishes, so reads of later rows overlap writes of earlier ones. The
+/// progress marks (status, `recovery_cp`, the legs' recovery offsets, and so the
+/// superblocks) only ever reach the start of the lowest unfinished job: every row below
+/// them is fully written.
 pub fn run(a: &Array, s: &Syncer, act: Action) {
     {
         let mut c = s.ctl.lock();
@@ -151,7 +214,6 @@ pub fn run(a: &Array, s: &Syncer, act: Action) {
             c.mismatches = 0;
         }
     }
-    let max = a.meta.sync_max;
     let unit = unit_len(a);
     // raid4/5/6: resync and single-leg recovery run multi-row jobs in parallel, each row
     // computed from slices of the job's reads (`row_sync`); check and repair (and anything
@@ -179,6 +241,15 @@ pub fn run(a: &Array, s: &Syncer, act: Action) {
     let targets: Vec<usize> = (0..a.legs.len())
         .filter(|&i| a.legs[i].usable() && a.legs[i].recovery.load(SeqCst) != u64::MAX)
         .collect();
+    let mut jobs = Jobs {
+        a,
+        act,
+        targets: &targets,
+        rcp0,
+        unit,
+        job_units,
+        p: start,
+    };
     // Sync buffers are recycled: fresh multi-MiB allocations cost page faults each time.
     // At most `window` jobs of one buffer per device (and one output) are in flight.
     let pool = BufPool::new(window * (a.legs.len() + 1));
@@ -186,100 +257,90 @@ pub fn run(a: &Array, s: &Syncer, act: Action) {
     let mut done_bytes = 0u64;
     let mut last_sb = Instant::now();
     let mut last_io = s.client_io.load(SeqCst);
-    let mut pos = start;
     let mut ok = true;
     let mut win_now = window;
-    while pos < max {
-        if s.interrupt.load(SeqCst) {
-            ok = false;
-            break;
-        }
-        // Gather the next jobs: runs of units that need syncing.
-        let mut jobs: Vec<Job> = Vec::new();
-        let mut p = pos;
-        while p < max {
-            let len = unit.min(max - p);
-            let needed = match act {
-                Action::Resync => rcp0 <= p || a.meta.range_needs_sync(p, p + len),
-                Action::Recover => targets.iter().any(|&i| {
-                    let l = &a.legs[i];
-                    l.recovery.load(SeqCst) < p + len
-                        && (!l.partial.load(SeqCst) || a.meta.range_dirty(p, p + len))
-                }),
-                _ => true,
+    // Start positions of the jobs in flight; the lowest is the progress mark.
+    let mut flying: BTreeSet<u64> = BTreeSet::new();
+    let (tx, rx) = crossbeam_channel::unbounded::<(Job, u64)>();
+    std::thread::scope(|sc| {
+        let mut more = true;
+        loop {
+            // A recovery whose target failed ends unfinished; an interrupt ends it
+            // unfinished unless every job was already handed out.
+            let lost = act == Action::Recover && targets.iter().any(|&i| !a.legs[i].usable());
+            let stop = lost || s.interrupt.load(SeqCst);
+            if lost || (stop && more) {
+                ok = false;
+            }
+            while more && !stop && flying.len() < win_now {
+                let Some(j) = jobs.next() else {
+                    more = false;
+                    break;
+                };
+                flying.insert(j.pos);
+                let (t, pool, tx) = (&targets, &pool, tx.clone());
+                // A job that panics still reports (as no mismatches), so it cannot hold
+                // the progress mark forever.
+                let job = move || {
+                    let m = catch_unwind(AssertUnwindSafe(|| sync_job(a, pool, act, j, t)));
+                    let _ = tx.send((j, m.unwrap_or(0)));
+                };
+                if window == 1 {
+                    job();
+                } else {
+                    sc.spawn(job);
+                }
+            }
+            if flying.is_empty() {
+                break;
+            }
+            if let Ok((j, m)) = rx.recv_timeout(SB_EVERY) {
+                flying.remove(&j.pos);
+                done_bytes += j.len * 512;
+                if m > 0 {
+                    s.ctl.lock().mismatches += m;
+                }
+            }
+            let mark = flying.first().copied().unwrap_or(jobs.p);
+            advance(a, s, act, &targets, rcp0, mark);
+            if last_sb.elapsed() >= SB_EVERY {
+                a.meta.write_superblocks(a);
+                last_sb = Instant::now();
+            }
+            // md_do_sync's throttle: never above the max rate; above the min rate, with
+            // client I/O since the last job finished, one job at a time (the sync's I/O
+            // drained before the next starts).
+            let io = s.client_io.load(SeqCst);
+            let busy = io != std::mem::replace(&mut last_io, io);
+            throttle(s.max_rate, done_bytes, t0);
+            let kib_s = done_bytes as f64 / 1024.0 / t0.elapsed().as_secs_f64().max(1e-3);
+            win_now = if busy && kib_s > s.min_rate as f64 {
+                1
+            } else {
+                window
             };
-            if needed {
-                let full = jobs.len() == win_now;
-                match jobs.last_mut() {
-                    Some(j) if j.pos + j.len == p && j.units < job_units => {
-                        j.len += len;
-                        j.units += 1;
-                    }
-                    _ if full => break,
-                    _ => jobs.push(Job {
-                        pos: p,
-                        len,
-                        units: 1,
-                    }),
-                }
+        }
+    });
+    // Nothing in flight any more: everything below the scan position is done.
+    finish(a, s, act, ok, jobs.p);
+}
+
+/// Move the progress marks to `pos` (every row below it fully written).
+fn advance(a: &Array, s: &Syncer, act: Action, targets: &[usize], rcp0: u64, pos: u64) {
+    s.ctl.lock().curr = pos;
+    if act == Action::Recover {
+        for &i in targets {
+            if a.legs[i].usable() {
+                a.legs[i]
+                    .recovery
+                    .fetch_max(recover_dev_pos(a, pos), SeqCst);
             }
-            p += len;
-        }
-        let m: u64 = if jobs.len() <= 1 {
-            jobs.iter()
-                .map(|j| sync_job(a, &pool, act, *j, &targets))
-                .sum()
-        } else {
-            std::thread::scope(|sc| {
-                let hs: Vec<_> = jobs
-                    .iter()
-                    .map(|j| {
-                        let (t, pool) = (&targets, &pool);
-                        sc.spawn(move || sync_job(a, pool, act, *j, t))
-                    })
-                    .collect();
-                hs.into_iter().map(|h| h.join().unwrap_or(0)).sum()
-            })
-        };
-        if m > 0 {
-            s.ctl.lock().mismatches += m;
-        }
-        done_bytes += jobs.iter().map(|j| j.len * 512).sum::<u64>();
-        pos = p;
-        s.ctl.lock().curr = pos;
-        if act == Action::Recover {
-            for &i in &targets {
-                if a.legs[i].usable() {
-                    let dev_pos = recover_dev_pos(a, pos);
-                    a.legs[i].recovery.fetch_max(dev_pos, SeqCst);
-                }
-            }
-        }
-        if act == Action::Resync && rcp0 != u64::MAX {
-            let mut i = a.meta.info.lock();
-            i.recovery_cp = i.recovery_cp.max(pos);
-        }
-        if last_sb.elapsed() > Duration::from_secs(1) {
-            a.meta.write_superblocks(a);
-            last_sb = Instant::now();
-        }
-        // md_do_sync's throttle: never above the max rate; above the min rate, with client
-        // I/O since the last window, one job at a time (drained before the next).
-        let io = s.client_io.load(SeqCst);
-        let busy = io != std::mem::replace(&mut last_io, io);
-        throttle(s.max_rate, done_bytes, t0);
-        let kib_s = done_bytes as f64 / 1024.0 / t0.elapsed().as_secs_f64().max(1e-3);
-        win_now = if busy && kib_s > s.min_rate as f64 {
-            1
-        } else {
-            window
-        };
-        if targets.iter().any(|&i| !a.legs[i].usable()) && act == Action::Recover {
-            ok = false;
-            break;
         }
     }
-    finish(a, s, act, ok, pos);
+    if act == Action::Resync && rcp0 != u64::MAX {
+        let mut i = a.meta.info.lock();
+        i.recovery_cp = i.recovery_cp.max(pos);
+    }
 }
 
 fn bitmap_dirty(a: &Array) -> bool {
