@@ -67,6 +67,9 @@ done
 ticks() { awk '{print $14 + $15}' /proc/$DPID/stat; }
 run() { # export rw bs depth -> "MiB/s daemon-CPU-seconds-per-GiB"
   local t0 t1 out
+  # Page the backing file in first: on a shared machine builds evict it within seconds,
+  # and a peer whose file was evicted would measure the disk instead.
+  cat "$W/$1.img" >/dev/null
   t0=$(ticks)
   out=$(fio --name=j --ioengine=nbd --uri="nbd+unix:///$1?socket=$W/udm.sock" --rw=$2 --bs=$3 \
     --iodepth=$4 --size=$((SIZE - 8))m --time_based --runtime=$RT --output-format=json 2>/dev/null)

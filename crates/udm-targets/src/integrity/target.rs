@@ -38,59 +38,67 @@ impl Drop for Integrity {
 }
 
 /// The background thread: the autocommit and bitmap-flush timers, and the J-mode journal
-/// cycles (commit and write-back) once the journal is past its watermark.
+/// cycles (commit and write-back) once the journal is past its watermark. It is the
+/// target's own thread and waits for its I/O anyway, so it is marked as one that may block
+/// (`udm_io::with_blocking_submit`): a file below writes its journal sections, home copies
+/// and tag sectors, and flushes, right here instead of a hop to the I/O pool and back for
+/// each.
 pub(crate) fn spawn_timer(inner: &Arc<Inner>) {
     let weak: Weak<Inner> = Arc::downgrade(inner);
     std::thread::Builder::new()
         .name("udm-integrity".into())
-        .spawn(move || loop {
-            let Some(me) = weak.upgrade() else { return };
-            if me.stop.load(Ordering::SeqCst) {
-                return;
-            }
-            let mut st = me.st.lock();
-            let now = Instant::now();
-            let commit_due = st.commit_deadline.is_some_and(|t| t <= now);
-            let pressed = me.mode == Mode::Journal
-                && me.failed().is_none()
-                && (std::mem::take(&mut st.kick)
-                    || (st.free_sectors <= me.threshold && me.journal_busy(&st)));
-            if commit_due || pressed {
-                st.commit_deadline = None;
-                let write_back = st.free_sectors <= me.threshold;
-                drop(st);
-                // Shared, and taken even while a suspend waits for the lock alone: writers
-                // that hold it shared may be waiting for this cycle's room.
-                let _io = me.io_lock.read_recursive();
-                if me.mode == Mode::Journal {
-                    me.journal_cycle(write_back);
-                }
-                continue;
-            }
-            if st.bitmap_deadline.is_some_and(|t| t <= now) {
-                drop(st);
-                let _io = me.io_lock.write();
-                let mut st = me.st.lock();
-                if st.bitmap_deadline.is_some_and(|t| t <= Instant::now()) {
-                    me.bitmap_flush(&mut st);
-                }
-                continue;
-            }
-            let next = [st.commit_deadline, st.bitmap_deadline]
-                .into_iter()
-                .flatten()
-                .min();
-            let w = &me.wake;
-            match next {
-                Some(t) => {
-                    w.wait_until(&mut st, t);
-                }
-                None => {
-                    w.wait_for(&mut st, std::time::Duration::from_secs(1));
-                }
-            }
-        })
+        .spawn(move || udm_io::with_blocking_submit(|| timer_loop(weak)))
         .expect("spawn integrity timer");
+}
+
+fn timer_loop(weak: Weak<Inner>) {
+    loop {
+        let Some(me) = weak.upgrade() else { return };
+        if me.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut st = me.st.lock();
+        let now = Instant::now();
+        let commit_due = st.commit_deadline.is_some_and(|t| t <= now);
+        let pressed = me.mode == Mode::Journal
+            && me.failed().is_none()
+            && (std::mem::take(&mut st.kick)
+                || (st.free_sectors <= me.threshold && me.journal_busy(&st)));
+        if commit_due || pressed {
+            st.commit_deadline = None;
+            let write_back = st.free_sectors <= me.threshold;
+            drop(st);
+            // Shared, and taken even while a suspend waits for the lock alone: writers
+            // that hold it shared may be waiting for this cycle's room.
+            let _io = me.io_lock.read_recursive();
+            if me.mode == Mode::Journal {
+                me.journal_cycle(write_back);
+            }
+            continue;
+        }
+        if st.bitmap_deadline.is_some_and(|t| t <= now) {
+            drop(st);
+            let _io = me.io_lock.write();
+            let mut st = me.st.lock();
+            if st.bitmap_deadline.is_some_and(|t| t <= Instant::now()) {
+                me.bitmap_flush(&mut st);
+            }
+            continue;
+        }
+        let next = [st.commit_deadline, st.bitmap_deadline]
+            .into_iter()
+            .flatten()
+            .min();
+        let w = &me.wake;
+        match next {
+            Some(t) => {
+                w.wait_until(&mut st, t);
+            }
+            None => {
+                w.wait_for(&mut st, std::time::Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 impl Inner {
