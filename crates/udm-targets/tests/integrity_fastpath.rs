@@ -196,7 +196,7 @@ fn integrity_inline_reads_fail_exactly_the_corrupted_blocks_and_count_per_reques
                 1
             };
             for s in (64..128).step_by(bs) {
-                let (r, _) = read_on(&*dev, s, bs as usize * 512, inline);
+                let (r, _) = read_on(&*dev, s, bs * 512, inline);
                 assert_eq!(
                     r.is_err(),
                     s <= 100 && 100 < s + bs as u64,
@@ -233,8 +233,8 @@ fn integrity_inline_read_racing_writes_of_its_blocks_sees_old_or_new() {
             std::thread::spawn(move || {
                 let mut i = 0u32;
                 while !stop.load(Ordering::SeqCst) {
-                    let v = if i % 2 == 0 { &b } else { &a };
-                    assert_eq!(write_on(&*dev, s, v, i % 3 == 0), Ok(()));
+                    let v = if i.is_multiple_of(2) { &b } else { &a };
+                    assert_eq!(write_on(&*dev, s, v, i.is_multiple_of(3)), Ok(()));
                     i += 1;
                 }
                 i

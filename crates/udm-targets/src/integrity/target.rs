@@ -1,8 +1,9 @@
 //! The running `integrity` target: `map` serves a bio with blocking I/O (journal, bitmap or
 //! direct) on the submitting thread when that thread may block (an NBD request thread, see
-//! `udm_io::with_blocking_submit`: no hop to a pool and back), otherwise on the target's own
-//! pool; a large read with no other read in flight is split across threads. Status and
-//! table lines as the kernel's; postsuspend/resume run the kernel's journal and bitmap steps.
+//! `udm_io::with_blocking_submit`: no hop to a pool and back; J-mode writes excepted),
+//! otherwise on the target's own pool; a large read with no other read in flight is split
+//! across threads. Status and table lines as the kernel's; postsuspend/resume run the
+//! kernel's journal and bitmap steps.
 
 use super::core::{Inner, ReadFail};
 use super::params::{round_to_jiffies_ms, Mode};
@@ -563,9 +564,11 @@ impl Drop for Reading<'_> {
     }
 }
 
-/// Serve `bio`: here when this thread may block, else on the target's pool.
+/// Serve `bio`: here when this thread may block, else on the target's pool. J-mode writes
+/// always go to the pool: served on NBD request threads they measured 2.4x the daemon CPU
+/// per GiB for 1 MiB writes (7.1-7.2 against 3.0 CPU-s/GiB) and a quarter of the rate.
 fn exec(w: &Arc<Workers>, inner: &Arc<Inner>, bio: Bio) {
-    if udm_io::blocking_submit_allowed() {
+    if udm_io::blocking_submit_allowed() && !(inner.mode == Mode::Journal && bio.op == Op::Write) {
         return serve(w, inner, bio);
     }
     let (me, w2) = (inner.clone(), w.clone());
