@@ -8,6 +8,9 @@
 #
 #   bench/integrity.sh [SIZE_MIB] [RUNTIME_SECONDS]      (defaults: 256 MiB, 5 s per fio job)
 #   UDM_BIN=/path/to/udm bench/integrity.sh …            (that binary, no build)
+#   JOBS="randread 4k 16;read 1m 8" bench/integrity.sh …   (only these fio jobs: rw bs depth)
+# Besides MiB/s, the daemon's CPU seconds per GiB moved (from /proc, all its threads) are
+# printed: on a loaded machine they vary far less than the wall-clock rates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-256}
@@ -28,6 +31,7 @@ trap cleanup EXIT
 
 export UDM_SOCKET=$W/control
 "$UDM" daemon --socket "$W/control" --nbd-socket "$W/udm.sock" --no-fuse 2>"$W/udm.log" &
+DPID=$!
 for _ in $(seq 100); do [ -S "$W/udm.sock" ] && [ -S "$W/control" ] && break; sleep 0.1; done
 
 # Backing files: the data size plus room for superblock, journal and tags.
@@ -59,33 +63,54 @@ for d in $DEVS; do
     --iodepth=8 --size=$((SIZE - 8))m --output-format=json >/dev/null 2>&1
 done
 
-run() { # export rw bs depth -> MiB/s
-  fio --name=j --ioengine=nbd --uri="nbd+unix:///$1?socket=$W/udm.sock" --rw=$2 --bs=$3 \
-    --iodepth=$4 --size=$((SIZE - 8))m --time_based --runtime=$RT --output-format=json 2>/dev/null |
-    python3 -c 'import json,sys; t=sys.stdin.read(); d=json.loads(t[t.index("{"):]); j=d["jobs"][0]; print(round((j["read"]["bw_bytes"]+j["write"]["bw_bytes"])/2**20, 1))'
+# Daemon CPU time so far, in clock ticks (utime + stime of every thread).
+ticks() { awk '{print $14 + $15}' /proc/$DPID/stat; }
+run() { # export rw bs depth -> "MiB/s daemon-CPU-seconds-per-GiB"
+  local t0 t1 out
+  # Page the backing file in first: on a shared machine builds evict it within seconds,
+  # and a peer whose file was evicted would measure the disk instead.
+  cat "$W/$1.img" >/dev/null
+  t0=$(ticks)
+  out=$(fio --name=j --ioengine=nbd --uri="nbd+unix:///$1?socket=$W/udm.sock" --rw=$2 --bs=$3 \
+    --iodepth=$4 --size=$((SIZE - 8))m --time_based --runtime=$RT --output-format=json 2>/dev/null)
+  t1=$(ticks)
+  echo "$out" | python3 -c 'import json,sys; t=sys.stdin.read(); d=json.loads(t[t.index("{"):]); j=d["jobs"][0]
+b=j["read"]["io_bytes"]+j["write"]["io_bytes"]; bw=(j["read"]["bw_bytes"]+j["write"]["bw_bytes"])/2**20
+print(round(bw, 1), round((int(sys.argv[1]))/int(sys.argv[2])/max(b/2**30, 1e-9), 2))' $((t1 - t0)) "$(getconf CLK_TCK)"
 }
 echo "== fio over NBD, ${SIZE} MiB devices, MiB/s, median of 3 interleaved rounds; load: $(cut -d' ' -f1-3 /proc/loadavg)"
-declare -A R
+JOBS=${JOBS:-randread 4k 16;randwrite 4k 16;read 1m 8;write 1m 8}
+IFS=';' read -r -a JOBL <<<"$JOBS"
+declare -A R C
 for round in 1 2 3; do
-  for job in "randread 4k 16" "randwrite 4k 16" "read 1m 8" "write 1m 8"; do
+  for job in "${JOBL[@]}"; do
     for d in $DEVS; do
-      R["$job|$d"]="${R["$job|$d"]:-} $(run $d $job)"
+      set -- $(run $d $job)
+      R["$job|$d"]="${R["$job|$d"]:-} $1"
+      C["$job|$d"]="${C["$job|$d"]:-} $2"
     done
   done
 done
-printf '%-16s' job; for d in $DEVS; do printf '%10s' $d; done; for d in $DEVS; do [ $d = lin ] || printf '%9s' "$d/lin"; done; echo
-for job in "randread 4k 16" "randwrite 4k 16" "read 1m 8" "write 1m 8"; do
-  set -- $job
-  printf '%-16s' "$1 $2 qd$3"
-  meds=()
-  for d in $DEVS; do
-    m=$(echo ${R["$job|$d"]} | tr ' ' '\n' | sort -n | sed -n 2p)
-    meds+=("$m"); printf '%10s' "$m"
+med() { echo $1 | tr ' ' '\n' | sort -n | sed -n 2p; }
+table() { # array-name title
+  local -n A=$1
+  echo "-- $2"
+  printf '%-16s' job; for d in $DEVS; do printf '%10s' $d; done; for d in $DEVS; do [ $d = lin ] || printf '%9s' "$d/lin"; done; echo
+  for job in "${JOBL[@]}"; do
+    set -- $job
+    printf '%-16s' "$1 $2 qd$3"
+    meds=()
+    for d in $DEVS; do
+      m=$(med "${A["$job|$d"]}")
+      meds+=("$m"); printf '%10s' "$m"
+    done
+    for i in "${!meds[@]}"; do
+      [ $i -eq 0 ] && continue
+      python3 -c "print(f'{${meds[$i]}/max(${meds[0]},0.01):9.2f}', end='')"
+    done
+    echo
   done
-  for i in "${!meds[@]}"; do
-    [ $i -eq 0 ] && continue
-    python3 -c "print(f'{${meds[$i]}/max(${meds[0]},0.1):9.2f}', end='')"
-  done
-  echo
-done
+}
+table R "MiB/s (ratios: higher is better)"
+table C "daemon CPU seconds per GiB moved (ratios: lower is better)"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

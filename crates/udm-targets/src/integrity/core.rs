@@ -17,6 +17,22 @@ use udm_io::{sync, BlockDevice, IoBuf, IoError, Sectors};
 
 pub(crate) const EILSEQ: IoError = IoError::Os(libc::EILSEQ);
 
+/// Why a checked read failed: an I/O error, or a block (its first logical sector) whose tag
+/// did not match. The request's top level turns the latter into EILSEQ, logging and
+/// counting it once however many of the request's pieces failed (`Inner::report`), as the
+/// kernel counts one mismatch per failing request.
+#[derive(Debug)]
+pub(crate) enum ReadFail {
+    Io(IoError),
+    Bad(u64),
+}
+
+impl From<IoError> for ReadFail {
+    fn from(e: IoError) -> ReadFail {
+        ReadFail::Io(e)
+    }
+}
+
 /// Mutable state behind the target's lock: the in-memory journal (whose first blocks are the
 /// bitmap in B mode), the journal ring pointers and the B-mode bitmaps.
 pub(crate) struct State {
@@ -274,8 +290,63 @@ impl Inner {
         true
     }
 
+    /// Read data-area sectors from `ds` into `out`: when they are a plain file range (a file
+    /// backing, or linear over one) straight from the file into `out` on this thread (no
+    /// bio, no buffer to copy out of, no hop to the I/O pool for large reads); otherwise
+    /// with a bio.
+    fn read_data(&self, ds: u64, out: &mut [u8]) -> Result<(), IoError> {
+        let len = out.len();
+        let got = {
+            let mut reader = |f: &std::fs::File, off: u64| -> std::io::Result<usize> {
+                use std::os::unix::fs::FileExt;
+                let mut done = 0;
+                while done < len {
+                    match f.read_at(&mut out[done..], off + done as u64) {
+                        Ok(0) => break,
+                        Ok(k) => done += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(done)
+            };
+            self.data_dev()
+                .read_file_range(Sectors(ds), Sectors(len as u64 / 512), &mut reader)
+        };
+        match got {
+            // Past the end of a file, a file device reads zeroes.
+            Some(Ok(k)) => {
+                out[k..].fill(0);
+                Ok(())
+            }
+            Some(Err(e)) => Err(e.into()),
+            None => {
+                let buf = sync::read_at(self.data_dev(), Sectors(ds), len)?;
+                out.copy_from_slice(buf.as_slice());
+                Ok(())
+            }
+        }
+    }
+
+    /// A request's result: a mismatch is logged (its first bad block), counted once and
+    /// fails with EILSEQ.
+    pub(crate) fn report(&self, r: Result<(), ReadFail>) -> Result<(), IoError> {
+        match r {
+            Ok(()) => Ok(()),
+            Err(ReadFail::Io(e)) => Err(e),
+            Err(ReadFail::Bad(bad)) => {
+                udm_core::klog::err(
+                    "integrity",
+                    &format!("{}: Checksum failed at sector 0x{bad:x}", self.data.id),
+                );
+                self.mismatches.fetch_add(1, Ordering::Relaxed);
+                Err(EILSEQ)
+            }
+        }
+    }
+
     /// Read `out.len()` bytes of logical data from `s` off the data area, checking tags; a
-    /// mismatch counts once and fails with EILSEQ (the first bad block is logged). With
+    /// mismatch stops at the first bad block (`ReadFail::Bad`, see `report`). With
     /// `tags_out`, the stored tags of the blocks too (read under the same range hold as the
     /// data, so both come from one write).
     pub(crate) fn read_checked(
@@ -283,7 +354,7 @@ impl Inner {
         s: u64,
         out: &mut [u8],
         mut tags_out: Option<&mut [u8]>,
-    ) -> Result<(), IoError> {
+    ) -> Result<(), ReadFail> {
         let mut done = 0usize;
         while done < out.len() {
             let cur = s + (done / 512) as u64;
@@ -291,10 +362,9 @@ impl Inner {
             let chunk = &mut out[done..done + (n * 512) as usize];
             let (ds, _) = self.geo.locate(cur);
             let _r = self.ranges.lock(cur, n);
-            let buf = sync::read_at(self.data_dev(), Sectors(ds), chunk.len())?;
-            chunk.copy_from_slice(buf.as_slice());
+            self.read_data(ds, chunk)?;
             if let Some(e) = self.failed() {
-                return Err(e);
+                return Err(e.into());
             }
             let blocks = (n / self.spb()) as usize;
             let check = self.check_wanted(cur, n);
@@ -317,13 +387,7 @@ impl Inner {
                     {
                         continue;
                     }
-                    let bad = cur + b as u64 * self.spb();
-                    udm_core::klog::err(
-                        "integrity",
-                        &format!("{}: Checksum failed at sector 0x{bad:x}", self.data.id),
-                    );
-                    self.mismatches.fetch_add(1, Ordering::Relaxed);
-                    return Err(EILSEQ);
+                    return Err(ReadFail::Bad(cur + b as u64 * self.spb()));
                 }
             }
             done += chunk.len();

@@ -51,7 +51,7 @@ impl TagDevice {
         let i = &self.inner;
         let _io = i.io_lock.read();
         let mut tags = vec![0u8; out.len() / i.block_bytes() * i.tag_size];
-        i.read_blocks(s, out, Some(&mut tags))?;
+        i.report(i.read_blocks(s, out, Some(&mut tags)))?;
         Ok(tags)
     }
 

@@ -1,10 +1,13 @@
-//! The running `integrity` target: `map` hands every bio to the I/O pool, where it is served
-//! with blocking I/O (journal, bitmap or direct); status and table lines as the kernel's;
-//! postsuspend/resume run the kernel's journal and bitmap steps.
+//! The running `integrity` target: `map` serves a bio with blocking I/O (journal, bitmap or
+//! direct) on the submitting thread when that thread may block (an NBD request thread, see
+//! `udm_io::with_blocking_submit`: no hop to a pool and back; J-mode writes excepted),
+//! otherwise on the target's own pool; a large read with no other read in flight is split
+//! across threads. Status and table lines as the kernel's; postsuspend/resume run the
+//! kernel's journal and bitmap steps.
 
-use super::core::Inner;
+use super::core::{Inner, ReadFail};
 use super::params::{round_to_jiffies_ms, Mode};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 use udm_core::{Escaped, MapResult, StatusFlags, StatusType, Target, TargetError};
@@ -12,12 +15,12 @@ use udm_formats::integrity::{
     BITMAP_BLOCK_SIZE, FLAG_DIRTY_BITMAP, FLAG_FIXED_HMAC, FLAG_FIXED_PADDING, FLAG_RECALCULATING,
     SB_SECTORS,
 };
-use udm_io::{sync, Bio, BioFlags, IoError, Limits, Op, Sectors, WorkerPool};
+use udm_io::{sync, Bio, BioFlags, IoBuf, IoError, Limits, Op, Sectors, WorkerPool};
 
 /// One `integrity` table line.
 pub struct Integrity {
     pub(crate) inner: Arc<Inner>,
-    pub(crate) pool: WorkerPool,
+    pub(crate) pool: Arc<Workers>,
     /// The tag interface published for the layer above (no internal hash only).
     pub(crate) _publication: Option<(Arc<super::tags::TagDevice>, udm_core::Publication)>,
 }
@@ -36,59 +39,67 @@ impl Drop for Integrity {
 }
 
 /// The background thread: the autocommit and bitmap-flush timers, and the J-mode journal
-/// cycles (commit and write-back) once the journal is past its watermark.
+/// cycles (commit and write-back) once the journal is past its watermark. It is the
+/// target's own thread and waits for its I/O anyway, so it is marked as one that may block
+/// (`udm_io::with_blocking_submit`): a file below writes its journal sections, home copies
+/// and tag sectors, and flushes, right here instead of a hop to the I/O pool and back for
+/// each.
 pub(crate) fn spawn_timer(inner: &Arc<Inner>) {
     let weak: Weak<Inner> = Arc::downgrade(inner);
     std::thread::Builder::new()
         .name("udm-integrity".into())
-        .spawn(move || loop {
-            let Some(me) = weak.upgrade() else { return };
-            if me.stop.load(Ordering::SeqCst) {
-                return;
-            }
-            let mut st = me.st.lock();
-            let now = Instant::now();
-            let commit_due = st.commit_deadline.is_some_and(|t| t <= now);
-            let pressed = me.mode == Mode::Journal
-                && me.failed().is_none()
-                && (std::mem::take(&mut st.kick)
-                    || (st.free_sectors <= me.threshold && me.journal_busy(&st)));
-            if commit_due || pressed {
-                st.commit_deadline = None;
-                let write_back = st.free_sectors <= me.threshold;
-                drop(st);
-                // Shared, and taken even while a suspend waits for the lock alone: writers
-                // that hold it shared may be waiting for this cycle's room.
-                let _io = me.io_lock.read_recursive();
-                if me.mode == Mode::Journal {
-                    me.journal_cycle(write_back);
-                }
-                continue;
-            }
-            if st.bitmap_deadline.is_some_and(|t| t <= now) {
-                drop(st);
-                let _io = me.io_lock.write();
-                let mut st = me.st.lock();
-                if st.bitmap_deadline.is_some_and(|t| t <= Instant::now()) {
-                    me.bitmap_flush(&mut st);
-                }
-                continue;
-            }
-            let next = [st.commit_deadline, st.bitmap_deadline]
-                .into_iter()
-                .flatten()
-                .min();
-            let w = &me.wake;
-            match next {
-                Some(t) => {
-                    w.wait_until(&mut st, t);
-                }
-                None => {
-                    w.wait_for(&mut st, std::time::Duration::from_secs(1));
-                }
-            }
-        })
+        .spawn(move || udm_io::with_blocking_submit(|| timer_loop(weak)))
         .expect("spawn integrity timer");
+}
+
+fn timer_loop(weak: Weak<Inner>) {
+    loop {
+        let Some(me) = weak.upgrade() else { return };
+        if me.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut st = me.st.lock();
+        let now = Instant::now();
+        let commit_due = st.commit_deadline.is_some_and(|t| t <= now);
+        let pressed = me.mode == Mode::Journal
+            && me.failed().is_none()
+            && (std::mem::take(&mut st.kick)
+                || (st.free_sectors <= me.threshold && me.journal_busy(&st)));
+        if commit_due || pressed {
+            st.commit_deadline = None;
+            let write_back = st.free_sectors <= me.threshold;
+            drop(st);
+            // Shared, and taken even while a suspend waits for the lock alone: writers
+            // that hold it shared may be waiting for this cycle's room.
+            let _io = me.io_lock.read_recursive();
+            if me.mode == Mode::Journal {
+                me.journal_cycle(write_back);
+            }
+            continue;
+        }
+        if st.bitmap_deadline.is_some_and(|t| t <= now) {
+            drop(st);
+            let _io = me.io_lock.write();
+            let mut st = me.st.lock();
+            if st.bitmap_deadline.is_some_and(|t| t <= Instant::now()) {
+                me.bitmap_flush(&mut st);
+            }
+            continue;
+        }
+        let next = [st.commit_deadline, st.bitmap_deadline]
+            .into_iter()
+            .flatten()
+            .min();
+        let w = &me.wake;
+        match next {
+            Some(t) => {
+                w.wait_until(&mut st, t);
+            }
+            None => {
+                w.wait_for(&mut st, std::time::Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 impl Inner {
@@ -110,7 +121,7 @@ impl Inner {
         s: u64,
         out: &mut [u8],
         mut tags: Option<&mut [u8]>,
-    ) -> Result<(), IoError> {
+    ) -> Result<(), ReadFail> {
         let (bb, ts, spb) = (self.block_bytes(), self.tag_size, self.spb());
         let blocks = out.len() / bb;
         let mut runs = Vec::new();
@@ -145,12 +156,64 @@ impl Inner {
         Ok(())
     }
 
-    fn do_read(&self, s: u64, out: &mut [u8]) -> Result<(), IoError> {
+    /// Read `buf` at `s`. Long enough and with no other read in flight, it is cut into one
+    /// piece per core: this thread reads the first, `w`'s threads the others (they run
+    /// under this thread's hold of the I/O lock, which it keeps until all are back); a
+    /// mismatch in any piece counts once for the request.
+    fn do_read(
+        self: &Arc<Self>,
+        w: &Arc<Workers>,
+        s: u64,
+        mut buf: IoBuf,
+    ) -> (IoBuf, Result<(), IoError>) {
         let _io = self.io_lock.read();
         if let Some(e) = self.failed() {
-            return Err(e);
+            return (buf, Err(e));
         }
-        self.read_blocks(s, out, None)
+        let _reading = Reading::enter(w);
+        let bb = self.block_bytes();
+        let n = if _reading.alone {
+            (buf.len() / SPLIT_MIN).min(crate::pieces::cpus())
+        } else {
+            1
+        };
+        if n < 2 {
+            let r = self.read_blocks(s, buf.as_mut_slice(), None);
+            return (buf, self.report(r));
+        }
+        let per = buf.len().div_ceil(n).div_ceil(bb) * bb;
+        let mut pieces = crate::pieces::cut(buf, per).into_iter();
+        let mut first = pieces.next().unwrap_or_default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut k = 0;
+        for (i, mut p) in pieces.enumerate() {
+            let (me, tx) = (self.clone(), tx.clone());
+            let ps = s + ((i + 1) * per / 512) as u64;
+            w.pool.spawn(move || {
+                let r = me.read_blocks(ps, p.as_mut_slice(), None);
+                let _ = tx.send((i + 1, p, r));
+            });
+            k += 1;
+        }
+        drop(tx);
+        let r0 = self.read_blocks(s, first.as_mut_slice(), None);
+        let mut back: Vec<Option<(IoBuf, Result<(), ReadFail>)>> = (0..k).map(|_| None).collect();
+        for _ in 0..k {
+            match rx.recv() {
+                Ok((i, p, r)) => back[i - 1] = Some((p, r)),
+                // A piece's job died (a panic): its buffer is gone with it.
+                Err(_) => return (IoBuf::empty(), Err(IoError::Io)),
+            }
+        }
+        let mut res = r0;
+        for piece in back {
+            let Some((p, r)) = piece else {
+                return (IoBuf::empty(), Err(IoError::Io));
+            };
+            first.unsplit(p);
+            res = res.and(r);
+        }
+        (first, self.report(res))
     }
 
     fn do_write(&self, s: u64, data: &[u8], fua: bool) -> Result<(), IoError> {
@@ -462,21 +525,63 @@ impl Inner {
     }
 }
 
-/// Threads serving one target's bios. Not the shared I/O pool: these jobs block on I/O of
-/// the devices below, which may itself need the shared pool.
-pub(crate) fn pool() -> WorkerPool {
-    WorkerPool::new("udm-integrity", 4)
+/// Reads at least twice this long are split across threads (one piece per core, none
+/// shorter than this) when no other read of the target is in flight.
+const SPLIT_MIN: usize = 256 << 10;
+
+/// Threads serving one target's bios when the submitter may not block, and pieces of large
+/// reads. Not the shared I/O pool: these jobs block on I/O of the devices below, which may
+/// itself need the shared pool.
+pub(crate) struct Workers {
+    pool: WorkerPool,
+    /// Reads in flight (a read alone may be split).
+    reads: AtomicUsize,
 }
 
-fn exec(pool: &WorkerPool, inner: &Arc<Inner>, mut bio: Bio) {
-    let me = inner.clone();
-    pool.spawn(move || {
+pub(crate) fn pool() -> Arc<Workers> {
+    Arc::new(Workers {
+        pool: WorkerPool::new("udm-integrity", 4),
+        reads: AtomicUsize::new(0),
+    })
+}
+
+/// One read in flight, counted in `Workers::reads` until dropped.
+struct Reading<'a> {
+    w: &'a Workers,
+    alone: bool,
+}
+
+impl<'a> Reading<'a> {
+    fn enter(w: &'a Workers) -> Reading<'a> {
+        let alone = w.reads.fetch_add(1, Ordering::SeqCst) == 0;
+        Reading { w, alone }
+    }
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.w.reads.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Serve `bio`: here when this thread may block, else on the target's pool. J-mode writes
+/// always go to the pool: served on NBD request threads they measured 2.4x the daemon CPU
+/// per GiB for 1 MiB writes (7.1-7.2 against 3.0 CPU-s/GiB) and a quarter of the rate.
+fn exec(w: &Arc<Workers>, inner: &Arc<Inner>, bio: Bio) {
+    if udm_io::blocking_submit_allowed() && !(inner.mode == Mode::Journal && bio.op == Op::Write) {
+        return serve(w, inner, bio);
+    }
+    let (me, w2) = (inner.clone(), w.clone());
+    w.pool.spawn(move || serve(&w2, &me, bio));
+}
+
+fn serve(w: &Arc<Workers>, me: &Arc<Inner>, mut bio: Bio) {
+    {
         let s = bio.sector.0;
         let r = match bio.op {
             Op::Flush => me.do_flush(),
             Op::Read => {
-                let mut buf = bio.take_buf();
-                let r = me.do_read(s, buf.as_mut_slice());
+                let (buf, r) = me.do_read(w, s, bio.take_buf());
                 bio.set_buf(buf);
                 r
             }
@@ -497,7 +602,7 @@ fn exec(pool: &WorkerPool, inner: &Arc<Inner>, mut bio: Bio) {
             _ => Err(IoError::NotSupported),
         };
         bio.complete(r);
-    });
+    }
 }
 
 impl Target for Integrity {

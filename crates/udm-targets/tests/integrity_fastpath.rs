@@ -1,0 +1,264 @@
+//! The `integrity` target's inline path: a bio submitted on a thread that may block (an NBD
+//! request thread, marked with `udm_io::with_blocking_submit`) is served on that thread (data
+//! read straight from the page cache into the bio's buffer, tags from the tag cache, checked,
+//! completed) instead of hopping to the target's pool. Checked against the pool path:
+//! - completion runs on the submitting thread exactly when it is marked;
+//! - the same bytes for J, B and D modes, for reads spanning journal and home blocks and
+//!   interleave areas, and large reads split across threads;
+//! - a flipped data or tag byte fails exactly the reads covering it, with EILSEQ, counted
+//!   once per failing request (as the kernel counts), on both paths;
+//! - a read racing writes of the same blocks returns old or new contents, never an error.
+
+mod common;
+use common::integrity::create_formatted;
+use common::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::channel;
+use std::sync::Arc;
+use udm_formats::integrity::{Geometry, Superblock};
+use udm_io::{Bio, BlockDevice, IoBuf, IoError, Sectors};
+use udm_testkit::rng::XorShift;
+
+const SECTORS: u64 = 32768;
+const EILSEQ: IoError = IoError::Os(libc::EILSEQ);
+
+/// Read `len` bytes at `s`, on the inline path (`inline`: the thread is marked) or not;
+/// also says whether the completion ran on this thread.
+fn read_on(
+    dev: &dyn BlockDevice,
+    s: u64,
+    len: usize,
+    inline: bool,
+) -> (Result<Vec<u8>, IoError>, bool) {
+    let (tx, rx) = channel();
+    let me = std::thread::current().id();
+    let bio = Bio::read(
+        Sectors(s),
+        IoBuf::zeroed(len),
+        Box::new(move |r, buf: IoBuf| {
+            let _ = tx.send((r.map(|_| buf.into_vec()), std::thread::current().id() == me));
+        }),
+    );
+    if inline {
+        udm_io::with_blocking_submit(|| dev.submit(bio));
+    } else {
+        dev.submit(bio);
+    }
+    rx.recv().unwrap()
+}
+
+fn write_on(dev: &dyn BlockDevice, s: u64, data: &[u8], inline: bool) -> Result<(), IoError> {
+    let (tx, rx) = channel();
+    let bio = Bio::write(
+        Sectors(s),
+        IoBuf::from_slice(data),
+        Box::new(move |r, _| {
+            let _ = tx.send(r);
+        }),
+    );
+    if inline {
+        udm_io::with_blocking_submit(|| dev.submit(bio));
+    } else {
+        dev.submit(bio);
+    }
+    rx.recv().unwrap()
+}
+
+const MODES: [&str; 3] = [
+    "4 J 2 interleave_sectors:4096 internal_hash:crc32c",
+    "4 B 2 block_size:4096 internal_hash:crc32c",
+    "32 D 2 interleave_sectors:2048 internal_hash:sha256",
+];
+
+#[test]
+fn integrity_inline_reads_return_the_pool_paths_bytes() {
+    for rest in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image(dir.path(), "d", SECTORS, 0);
+        let reg = registry();
+        let p = create_formatted(&reg, "i", &img, &format!("{rest} commit_time:100000"));
+        let bs = if rest.contains("block_size:4096") {
+            8
+        } else {
+            1
+        };
+        let (dev, _g) = open(&reg, "i");
+        let mut model = XorShift::mixed(11).bytes((p * 512) as usize);
+        // The first fill on the pool path, then seeded writes on both paths; in J mode the
+        // later ones stay in the journal (commit_time is long), so reads mix both sources.
+        assert_eq!(write_on(&*dev, 0, &model, false), Ok(()));
+        udm_io::sync::flush(&*dev).unwrap();
+        let mut rng = XorShift::mixed(12);
+        let blocks = p / bs;
+        for i in 0..60 {
+            let b = rng.below(blocks - 32);
+            let n = 1 + rng.below(32);
+            let data = rng.bytes((n * bs * 512) as usize);
+            assert_eq!(write_on(&*dev, b * bs, &data, i % 2 == 0), Ok(()), "{rest}");
+            let o = (b * bs * 512) as usize;
+            model[o..o + data.len()].copy_from_slice(&data);
+        }
+        for inline in [false, true] {
+            let (all, here) = read_on(&*dev, 0, model.len(), inline);
+            assert_eq!(here, inline, "{rest}: completion thread, inline {inline}");
+            assert!(
+                all.unwrap() == model,
+                "{rest}: whole device, inline {inline}"
+            );
+        }
+        for _ in 0..40 {
+            let b = rng.below(blocks - 1);
+            let n = 1 + rng.below((blocks - b).min(2048));
+            let (s, len) = (b * bs, (n * bs * 512) as usize);
+            let want = &model[(s * 512) as usize..(s * 512) as usize + len];
+            for inline in [false, true] {
+                let (r, here) = read_on(&*dev, s, len, inline);
+                assert_eq!(here, inline, "{rest}");
+                assert!(
+                    r.unwrap() == want,
+                    "{rest}: {n} blocks at {s}, inline {inline}"
+                );
+            }
+        }
+        assert_eq!(status_fields(&reg, "i")[0], "0", "{rest}");
+    }
+}
+
+#[test]
+fn integrity_inline_reads_fail_exactly_the_corrupted_blocks_and_count_per_request() {
+    for rest in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image(dir.path(), "d", SECTORS, 0);
+        let reg = registry();
+        let p = create_formatted(&reg, "i", &img, rest);
+        let data = XorShift::mixed(3).bytes((p * 512) as usize);
+        {
+            let (dev, _g) = open(&reg, "i");
+            assert_eq!(write_on(&*dev, 0, &data, true), Ok(()));
+        }
+        reg.remove(&sel("i"), false).unwrap();
+        // Where sector 100's data byte and sector 3000's tag live, from the superblock.
+        let mut bytes = std::fs::read(&img).unwrap();
+        let sb = Superblock::decode(&bytes).unwrap();
+        let mut geo = Geometry::new(
+            0,
+            sb.integrity_tag_size as u32,
+            sb.log2_interleave_sectors,
+            sb.log2_sectors_per_block,
+            sb.flags,
+            sb.journal_sections,
+            false,
+            7,
+        );
+        assert!(geo.fits(p, SECTORS), "{rest}");
+        let (d100, _) = geo.locate(100);
+        bytes[(d100 * 512 + 17) as usize] ^= 0x40;
+        let (_, t3000) = geo.locate(3000);
+        bytes[t3000 as usize] ^= 0x01;
+        std::fs::write(&img, &bytes).unwrap();
+        create(
+            &reg,
+            "i",
+            &format!("0 {p} integrity {} 0 {rest}", img.display()),
+        )
+        .unwrap();
+        let (dev, _g) = open(&reg, "i");
+        let mut count = 0;
+        for inline in [true, false, true] {
+            let mut failed = Vec::new();
+            for s in (0..p).step_by(64) {
+                let n = 64.min(p - s);
+                let (r, here) = read_on(&*dev, s, (n * 512) as usize, inline);
+                assert_eq!(here, inline, "{rest}");
+                match r {
+                    Ok(b) => assert!(b == data[(s * 512) as usize..((s + n) * 512) as usize]),
+                    Err(e) => {
+                        assert_eq!(e, EILSEQ, "{rest} at {s}");
+                        failed.push(s);
+                    }
+                }
+            }
+            count += 2;
+            assert_eq!(failed, [64, 2944], "{rest}, inline {inline}");
+            // A request over both bad blocks (cut in two pieces for two threads, one bad
+            // block in each) fails once and counts once; where the device splits it at an
+            // interleave area (2048 sectors in D mode), once per part, as the kernel's.
+            let (r, _) = read_on(&*dev, 0, (4096 * 512) as usize, inline);
+            assert_eq!(r.unwrap_err(), EILSEQ);
+            count += if rest.contains("interleave_sectors:2048") {
+                2
+            } else {
+                1
+            };
+            let bs = if rest.contains("block_size:4096") {
+                8
+            } else {
+                1
+            };
+            for s in (64..128).step_by(bs) {
+                let (r, _) = read_on(&*dev, s, bs * 512, inline);
+                assert_eq!(
+                    r.is_err(),
+                    s <= 100 && 100 < s + bs as u64,
+                    "{rest} sector {s}"
+                );
+            }
+            count += 1;
+            assert_eq!(status_fields(&reg, "i")[0], count.to_string(), "{rest}");
+        }
+    }
+}
+
+#[test]
+fn integrity_inline_read_racing_writes_of_its_blocks_sees_old_or_new() {
+    for rest in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image(dir.path(), "d", SECTORS, 0);
+        let reg = registry();
+        let p = create_formatted(&reg, "i", &img, rest);
+        let (dev, _g) = open(&reg, "i");
+        assert_eq!(
+            write_on(&*dev, 0, &vec![0x5a; (p * 512) as usize], false),
+            Ok(())
+        );
+        // Two 64 KiB versions of the same blocks, across an interleave-area boundary in the
+        // modes that have one at 2048 or 4096.
+        let s = 4096 - 64;
+        let a = XorShift::mixed(21).bytes(64 << 10);
+        let b = XorShift::mixed(22).bytes(64 << 10);
+        assert_eq!(write_on(&*dev, s, &a, false), Ok(()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (dev, stop, a, b) = (dev.clone(), stop.clone(), a.clone(), b.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u32;
+                while !stop.load(Ordering::SeqCst) {
+                    let v = if i.is_multiple_of(2) { &b } else { &a };
+                    assert_eq!(write_on(&*dev, s, v, i.is_multiple_of(3)), Ok(()));
+                    i += 1;
+                }
+                i
+            })
+        };
+        for i in 0..400 {
+            // Reads of the whole range and of single 4 KiB pieces of it.
+            let (off, len) = if i % 2 == 0 {
+                (0, 64 << 10)
+            } else {
+                ((i % 16) * 4096, 4096)
+            };
+            let (r, _) = read_on(&*dev, s + off as u64 / 512, len, true);
+            let got = r.unwrap_or_else(|e| panic!("{rest}: read {i} failed: {e:?}"));
+            for (k, blk) in got.chunks(4096).enumerate() {
+                let o = off + k * 4096;
+                assert!(
+                    blk == &a[o..o + 4096] || blk == &b[o..o + 4096],
+                    "{rest}: read {i} block {k} is neither version"
+                );
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        assert!(writer.join().unwrap() > 0);
+        assert_eq!(status_fields(&reg, "i")[0], "0", "{rest}");
+    }
+}
