@@ -9,18 +9,14 @@
 //! Anything else (a page not cached, a range past the end of the file, another file) says
 //! `WouldBlock` and the caller reads with a bio. A page evicted between the residency check
 //! and the decryption is read in by a page fault on the calling thread (rare, and what the
-//! splice path of linear does too). A file truncated under a live table between the size
-//! check and the decryption raises `SIGBUS` in the mapping: the [`guard`] catches it, the
-//! mapping is dropped as poisoned, and the read goes the bio way (which reports what the
-//! shorter file gives), so another process shrinking an image never kills the daemon.
+//! splice path of linear does too). Truncating a lower file under a live table is as unsafe
+//! here as for any mapping (`SIGBUS`); the file device's size is fixed at open anyway.
 
 use super::cipher::SectorCipher;
-use super::guard;
 use parking_lot::Mutex;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// A shared read-only mapping of a whole file.
@@ -29,8 +25,6 @@ struct Map {
     len: usize,
     dev: u64,
     ino: u64,
-    /// Set when a page of the mapping vanished under a read (the file shrank).
-    poison: AtomicBool,
 }
 
 // SAFETY: the mapping is read-only memory owned by this value until it is dropped; any
@@ -73,11 +67,7 @@ impl FileMaps {
         let (dev, ino) = (st.st_dev, st.st_ino);
         let mut cur = self.cur.lock();
         if let Some(m) = cur.as_ref() {
-            if m.dev == dev
-                && m.ino == ino
-                && m.len >= end
-                && !m.poison.load(std::sync::atomic::Ordering::Relaxed)
-            {
+            if m.dev == dev && m.ino == ino && m.len >= end {
                 return Ok(m.clone());
             }
         }
@@ -100,13 +90,7 @@ impl FileMaps {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let m = Arc::new(Map {
-            ptr,
-            len,
-            dev,
-            ino,
-            poison: AtomicBool::new(false),
-        });
+        let m = Arc::new(Map { ptr, len, dev, ino });
         *cur = Some(m.clone());
         Ok(m)
     }
@@ -142,26 +126,13 @@ impl FileMaps {
         if !resident(&map, off, end) {
             return Err(would_block());
         }
-        // SAFETY: `off < end <= len`, so the pointer is inside the mapping.
-        let src = unsafe { (map.ptr as *const u8).add(off) };
-        let n = dst.len();
-        let done = guard::guarded(src, n, &map.poison, || {
-            // SAFETY: [off, end) lies inside the mapping (len >= end), which `map` keeps
-            // alive for the call; the mapping is read-only and is not the bio's buffer.
-            // Concurrent writes to the file may change it under the call, which
-            // `decrypt_from` allows; a page lost to truncation is caught by the guard.
-            unsafe { engine.decrypt_from(src, dst, iv_sector) }
-        });
-        match done {
-            Some(()) => Ok(n),
-            None => {
-                let mut cur = self.cur.lock();
-                if cur.as_ref().is_some_and(|m| Arc::ptr_eq(m, &map)) {
-                    *cur = None;
-                }
-                Err(would_block())
-            }
+        // SAFETY: [off, end) lies inside the mapping (len >= end), which `map` keeps alive
+        // for the call; the mapping is read-only and is not the bio's buffer. Concurrent
+        // writes to the file may change it under the call, which `decrypt_from` allows.
+        unsafe {
+            engine.decrypt_from((map.ptr as *const u8).add(off), dst, iv_sector);
         }
+        Ok(dst.len())
     }
 }
 

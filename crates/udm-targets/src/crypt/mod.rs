@@ -4,7 +4,6 @@
 //! messages. The ciphers themselves live in `udm-crypto` (re-exported here as `cipher`, `spec`).
 
 pub mod aead;
-mod guard;
 pub mod keyring;
 mod mapped;
 pub mod params;
