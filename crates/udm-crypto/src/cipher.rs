@@ -361,41 +361,6 @@ impl SectorCipher {
         }
     }
 
-    /// Decrypt `dst.len()` bytes read from `src` into `dst` (a whole number of crypt
-    /// sectors; `sector` as in `process`), leaving `src` alone. AES-XTS (the AES-NI engine)
-    /// loads each ciphertext block once and stores the plaintext once, with no copy pass;
-    /// the other modes copy one crypt sector at a time and decrypt it while it is in cache.
-    ///
-    /// # Safety
-    /// `src` must be readable for `dst.len()` bytes for the whole call and must not overlap
-    /// `dst`. It may change under the call (a shared mapping of a file another thread
-    /// writes): each 16-byte block then decrypts from whatever its one load saw.
-    pub unsafe fn decrypt_from(&self, src: *const u8, dst: &mut [u8], sector: u64) {
-        debug_assert_eq!(dst.len() % self.sector_size, 0);
-        let step = (self.sector_size / 512) as u64;
-        let mut s = sector;
-        for (i, unit) in dst.chunks_mut(self.sector_size).enumerate() {
-            // SAFETY: unit i's bytes lie inside `src` (readable for `dst.len()` bytes).
-            let from = unsafe { src.add(i * self.sector_size) };
-            let mask = self.tfms.len() as u64 - 1;
-            let tfm = &self.tfms[(s & mask) as usize];
-            match &tfm.mode {
-                Mode::Xts { ni: Some(x), .. } => {
-                    let iv = self.iv(tfm, s >> self.iv_shift);
-                    // SAFETY: `from` is readable for `unit.len()` bytes and does not overlap
-                    // `unit` (the caller's promise).
-                    unsafe { x.process_from(&iv, from, unit, false) }
-                }
-                _ => {
-                    // SAFETY: as above; a plain byte copy into our own buffer.
-                    unsafe { std::ptr::copy_nonoverlapping(from, unit.as_mut_ptr(), unit.len()) };
-                    self.unit(unit, s, false);
-                }
-            }
-            s = s.wrapping_add(step);
-        }
-    }
-
     /// En/decrypt one crypt sector (`unit`, at 512-byte sector `s`) in place.
     #[inline]
     fn unit(&self, unit: &mut [u8], s: u64, enc: bool) {
@@ -493,32 +458,6 @@ mod tests {
             c.encrypt_into(&plain, &mut got, 1001);
             assert_ne!(want, plain, "{spec}");
             assert_eq!(got, want, "{spec} sector size {ss}");
-        }
-    }
-
-    #[test]
-    fn decrypt_from_equals_decrypt_in_place() {
-        let key = (0u8..64).collect::<Vec<_>>();
-        for (spec, klen, ss) in [
-            ("aes-xts-plain64", 64, 512u32),
-            ("aes-xts-plain64", 32, 4096),
-            ("aes-xts-plain64", 48, 1024),
-            ("aes:2-cbc-essiv:sha256", 64, 512),
-            ("serpent-xts-plain64", 64, 1024),
-        ] {
-            let s: CipherSpec = spec.parse().unwrap();
-            let c = SectorCipher::new(&s, &key[..klen], ss, false).unwrap();
-            let plain: Vec<u8> = (0..20480u32).map(|i| (i * 13 + 5) as u8).collect();
-            let mut cipher = plain.clone();
-            c.encrypt(&mut cipher, 4242);
-            let mut want = cipher.clone();
-            c.decrypt(&mut want, 4242);
-            assert_eq!(want, plain, "{spec}");
-            let mut got = vec![0xeeu8; plain.len()];
-            // SAFETY: `cipher` is readable for its whole length and is not `got`.
-            unsafe { c.decrypt_from(cipher.as_ptr(), &mut got, 4242) };
-            assert_eq!(got, plain, "{spec} sector size {ss}");
-            assert_ne!(cipher, plain, "{spec}: the source is left alone");
         }
     }
 

@@ -145,80 +145,37 @@ impl AesNiXts {
     /// Encrypt or decrypt one data unit (a whole number of 16-byte blocks) in place.
     pub(crate) fn process(&self, iv: &[u8; 16], buf: &mut [u8], enc: bool) {
         debug_assert_eq!(buf.len() % 16, 0);
-        let p = buf.as_mut_ptr();
-        // SAFETY: source and destination are the same valid buffer of `buf.len()` bytes.
-        unsafe { self.process_raw(iv, p, p, buf.len() / 16, enc) }
-    }
-
-    /// Encrypt or decrypt one data unit read from `src` into `dst` (same length, a whole
-    /// number of 16-byte blocks): every block is loaded once from `src` and stored once to
-    /// `dst`, so a source that is someone else's memory (a mapped file) is never written.
-    ///
-    /// # Safety
-    /// `src` must be readable for `dst.len()` bytes for the whole call (it may change under
-    /// the call, as a shared file mapping does: each block then decrypts from whatever bytes
-    /// its one load saw) and must not overlap `dst` unless it equals `dst.as_ptr()`.
-    pub(crate) unsafe fn process_from(
-        &self,
-        iv: &[u8; 16],
-        src: *const u8,
-        dst: &mut [u8],
-        enc: bool,
-    ) {
-        debug_assert_eq!(dst.len() % 16, 0);
-        // SAFETY: `src` is readable for `dst.len()` bytes (the caller's promise); `dst` is a
-        // valid buffer of that length.
-        unsafe { self.process_raw(iv, src, dst.as_mut_ptr(), dst.len() / 16, enc) }
-    }
-
-    /// `n` blocks from `src` to `dst` (both valid for `16 * n` bytes, equal or disjoint).
-    unsafe fn process_raw(&self, iv: &[u8; 16], src: *const u8, dst: *mut u8, n: usize, enc: bool) {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an `AesNiXts` exists only when AES-NI and SSE2 were detected; the pointers
-        // are valid for `n` blocks (this function's contract).
+        // SAFETY: an `AesNiXts` exists only when AES-NI and SSE2 were detected.
         unsafe {
             match (self.vaes, enc) {
-                (true, true) => self.process_vaes::<true>(iv, src, dst, n),
-                (true, false) => self.process_vaes::<false>(iv, src, dst, n),
-                (false, true) => self.process_ni::<true>(iv, src, dst, n),
-                (false, false) => self.process_ni::<false>(iv, src, dst, n),
+                (true, true) => self.process_vaes::<true>(iv, buf),
+                (true, false) => self.process_vaes::<false>(iv, buf),
+                (false, true) => self.process_ni::<true>(iv, buf),
+                (false, false) => self.process_ni::<false>(iv, buf),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (iv, src, dst, n, enc);
+            let _ = (iv, buf, enc);
             unreachable!("AesNiXts is never built off x86_64")
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "aes,sse2")]
-    unsafe fn process_ni<const ENC: bool>(
-        &self,
-        iv: &[u8; 16],
-        src: *const u8,
-        dst: *mut u8,
-        n: usize,
-    ) {
-        // SAFETY: AES-NI was detected when `self` was built; the pointers are valid for `n`
-        // blocks (the caller's contract).
+    unsafe fn process_ni<const ENC: bool>(&self, iv: &[u8; 16], buf: &mut [u8]) {
+        // SAFETY: AES-NI was detected when `self` was built.
         unsafe {
             let t = self.first_tweak(iv);
-            self.blocks_from::<ENC>(t, src, dst, n)
+            self.blocks_from::<ENC>(t, buf)
         }
     }
 
-    /// The 128-bit loop from tweak `t` on: `n` blocks from `src` to `dst` (both valid for
-    /// `16 * n` bytes, equal or disjoint).
+    /// The 128-bit loop from tweak `t` on.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "aes,sse2")]
-    unsafe fn blocks_from<const ENC: bool>(
-        &self,
-        mut t: __m128i,
-        src: *const u8,
-        dst: *mut u8,
-        n: usize,
-    ) {
+    unsafe fn blocks_from<const ENC: bool>(&self, mut t: __m128i, buf: &mut [u8]) {
         let enc = ENC;
         let nr = self.rounds;
         let mut rk = [_mm_setzero_si128(); 15];
@@ -233,7 +190,8 @@ impl AesNiXts {
             let c = _mm_and_si128(_mm_shuffle_epi32(_mm_srai_epi32(t, 31), 0x93), poly);
             _mm_xor_si128(_mm_slli_epi32(t, 1), c)
         };
-        let (s, p) = (src as *const __m128i, dst as *mut __m128i);
+        let n = buf.len() / 16;
+        let p = buf.as_mut_ptr() as *mut __m128i;
         let mut i = 0;
         while i + 8 <= n {
             let mut tw = [t; 8];
@@ -242,8 +200,8 @@ impl AesNiXts {
             }
             let mut b = [_mm_setzero_si128(); 8];
             for k in 0..8 {
-                // SAFETY: block i + k < n lies inside `src`; unaligned load.
-                let x = unsafe { _mm_loadu_si128(s.add(i + k)) };
+                // SAFETY: block i + k < n lies inside `buf` (n = len / 16); unaligned load.
+                let x = unsafe { _mm_loadu_si128(p.add(i + k)) };
                 b[k] = _mm_xor_si128(_mm_xor_si128(x, tw[k]), rk[0]);
             }
             for r in rk.iter().take(nr).skip(1) {
@@ -261,15 +219,15 @@ impl AesNiXts {
                 } else {
                     _mm_aesdeclast_si128(b[k], rk[nr])
                 };
-                // SAFETY: block i + k < n lies inside `dst`; unaligned store.
+                // SAFETY: block i + k < n lies inside `buf`; unaligned store.
                 unsafe { _mm_storeu_si128(p.add(i + k), _mm_xor_si128(x, tw[k])) };
             }
             t = double(tw[7]);
             i += 8;
         }
         while i < n {
-            // SAFETY: block i < n lies inside `src`; unaligned load.
-            let mut x = unsafe { _mm_xor_si128(_mm_loadu_si128(s.add(i)), t) };
+            // SAFETY: block i < n lies inside `buf`; unaligned load.
+            let mut x = unsafe { _mm_xor_si128(_mm_loadu_si128(p.add(i)), t) };
             x = _mm_xor_si128(x, rk[0]);
             for r in rk.iter().take(nr).skip(1) {
                 x = if enc {
@@ -283,7 +241,7 @@ impl AesNiXts {
             } else {
                 _mm_aesdeclast_si128(x, rk[nr])
             };
-            // SAFETY: block i < n lies inside `dst`; unaligned store.
+            // SAFETY: block i < n lies inside `buf`; unaligned store.
             unsafe { _mm_storeu_si128(p.add(i), _mm_xor_si128(x, t)) };
             t = double(t);
             i += 1;
@@ -314,13 +272,7 @@ impl AesNiXts {
     /// The VAES loop: sixteen blocks per step in eight 256-bit registers; the tail (fewer
     /// than sixteen blocks) goes through the 128-bit loop with the running tweak.
     #[target_feature(enable = "aes,sse2,avx,avx2,vaes")]
-    unsafe fn process_vaes<const ENC: bool>(
-        &self,
-        iv: &[u8; 16],
-        src: *const u8,
-        dst: *mut u8,
-        n: usize,
-    ) {
+    unsafe fn process_vaes<const ENC: bool>(&self, iv: &[u8; 16], buf: &mut [u8]) {
         let nr = self.rounds;
         let keys = if ENC { &self.enc } else { &self.dec };
         let mut rk = [_mm256_setzero_si256(); 15];
@@ -335,7 +287,8 @@ impl AesNiXts {
             let c = _mm_and_si128(_mm_shuffle_epi32(_mm_srai_epi32(t, 31), 0x93), poly);
             _mm_xor_si128(_mm_slli_epi32(t, 1), c)
         };
-        let (s, p) = (src as *const __m256i, dst as *mut __m256i);
+        let n = buf.len() / 16;
+        let p = buf.as_mut_ptr() as *mut __m256i;
         let mut i = 0;
         while i + 16 <= n {
             let mut tw = [_mm256_setzero_si256(); 8];
@@ -346,8 +299,8 @@ impl AesNiXts {
             }
             let mut b = [_mm256_setzero_si256(); 8];
             for k in 0..8 {
-                // SAFETY: blocks i + 2k, i + 2k + 1 < n lie inside `src`; unaligned load.
-                let x = unsafe { _mm256_loadu_si256(s.add(i / 2 + k)) };
+                // SAFETY: blocks i + 2k, i + 2k + 1 < n lie inside `buf`; unaligned load.
+                let x = unsafe { _mm256_loadu_si256(p.add(i / 2 + k)) };
                 b[k] = _mm256_xor_si256(_mm256_xor_si256(x, tw[k]), rk[0]);
             }
             for r in rk.iter().take(nr).skip(1) {
@@ -365,15 +318,14 @@ impl AesNiXts {
                 } else {
                     _mm256_aesdeclast_epi128(b[k], rk[nr])
                 };
-                // SAFETY: the same blocks lie inside `dst`; unaligned store.
+                // SAFETY: as for the load above; unaligned store.
                 unsafe { _mm256_storeu_si256(p.add(i / 2 + k), _mm256_xor_si256(x, tw[k])) };
             }
             i += 16;
         }
         if i < n {
-            // SAFETY: AES-NI was detected; the tail (blocks i..n of both buffers) continues
-            // with the running tweak.
-            unsafe { self.blocks_from::<ENC>(t, src.add(i * 16), dst.add(i * 16), n - i) };
+            // SAFETY: AES-NI was detected; the tail continues with the running tweak.
+            unsafe { self.blocks_from::<ENC>(t, &mut buf[i * 16..]) };
         }
     }
 }
@@ -406,29 +358,6 @@ mod tests {
             x.process(&iv, &mut b, false);
             assert_eq!(b, plain);
             x.vaes = true;
-        }
-    }
-
-    #[test]
-    fn process_from_equals_in_place_on_both_loops() {
-        let key: Vec<u8> = (0..64u8).map(|i| i ^ 0x5a).collect();
-        let Some(mut x) = AesNiXts::new(&key[..32], &key[32..]) else {
-            return;
-        };
-        for vaes in [false, x.vaes] {
-            x.vaes = vaes;
-            for len in [16usize, 256, 272, 4096, 4144] {
-                let src: Vec<u8> = (0..len).map(|i| (i * 5 + 1) as u8).collect();
-                let iv = [3u8; 16];
-                for enc in [true, false] {
-                    let mut want = src.clone();
-                    x.process(&iv, &mut want, enc);
-                    let mut got = vec![0u8; len];
-                    // SAFETY: `src` is readable for `len` bytes and is not `got`.
-                    unsafe { x.process_from(&iv, src.as_ptr(), &mut got, enc) };
-                    assert_eq!(got, want, "vaes {vaes} len {len} enc {enc}");
-                }
-            }
         }
     }
 

@@ -5,7 +5,6 @@
 
 pub mod aead;
 pub mod keyring;
-mod mapped;
 pub mod params;
 pub mod setup;
 mod target;
@@ -145,7 +144,6 @@ impl TargetType for CryptType {
                 feats,
                 suspended: AtomicBool::new(false),
                 inflight: AtomicUsize::new(0),
-                maps: Default::default(),
             }),
         }))
     }

@@ -2,8 +2,6 @@
 //! decrypted in place by whichever thread completes it, as soon as it is in: from the page
 //! cache that is the submitting thread itself (no pool hop, and the data is decrypted while
 //! it is still in the CPU cache), and a reply of an NBD request thread goes out from there.
-//! A read whose lower range is plain file data in the page cache is decrypted straight from
-//! a mapping of the file into the bio's buffer (`mapped`), with no bio below at all.
 //! Writes are encrypted into a recycled buffer (the caller's data is never changed) and then
 //! written: a small one on the thread that has it, a large one split across cores (the
 //! calling thread takes one piece, the CPU pool the rest) only while it is the target's only
@@ -11,7 +9,6 @@
 //! only adds thread hops. With `no_write_workqueue` every write is encrypted inline.
 
 use super::cipher::SectorCipher;
-use super::mapped::FileMaps;
 use super::params::{format_table, to_hex, Features, KeySpec};
 use super::spec::CipherSpec;
 use crate::pieces;
@@ -27,8 +24,6 @@ const PIECE_MIN: usize = 64 << 10;
 /// Reads longer than this go below in pieces this long (the longest a file device serves
 /// inline from the page cache).
 const READ_PIECE: usize = 128 << 10;
-/// Reads at least this long try the page-cache mapping first (`mapped`).
-const MAPPED_MIN: usize = 4096;
 /// Write-zeroes are written as encrypted zeroes, this many bytes at a time.
 const ZERO_CHUNK: u64 = 1 << 20;
 
@@ -50,8 +45,6 @@ pub(crate) struct Inner {
     pub(crate) suspended: AtomicBool,
     /// Writes in flight (see `Busy`).
     pub(crate) inflight: AtomicUsize,
-    /// The lower file's mapping for page-cache reads.
-    pub(crate) maps: FileMaps,
 }
 
 /// One write in flight, counted in `Inner::inflight` until dropped.
@@ -164,20 +157,11 @@ impl Inner {
     }
 }
 
-/// Whether page-cache reads go through the mapping (`UDM_CRYPT_MAPPED=0` turns it off, for
-/// side-by-side measurements of the two paths).
-fn mapped_reads() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("UDM_CRYPT_MAPPED").map_or(true, |v| v != "0"))
-}
-
-/// Read `bio` from `dev` at `lower`: straight from the page cache through the file's mapping
-/// when it is all there (`mapped`), else with bios below in pieces of whole crypt sectors
-/// (`unit` bytes) of at most `READ_PIECE`, each decrypted by the thread that completes it;
-/// the bio completes once all are in, with the first error if any (a failed piece is not
-/// decrypted, and the bio's data is then not to be used).
+/// Read `bio` from `dev` at `lower` in pieces of whole crypt sectors (`unit` bytes) of at
+/// most `READ_PIECE`, each decrypted by the thread that completes it; the bio completes once
+/// all are in, with the first error if any (a failed piece is not decrypted, and the bio's
+/// data is then not to be used).
 fn read(
-    inner: &Inner,
     engine: Arc<SectorCipher>,
     mut bio: Bio,
     lower: Sectors,
@@ -186,23 +170,8 @@ fn read(
     dev: Arc<dyn udm_io::BlockDevice>,
 ) {
     let flags = bio.flags;
-    let len = bio.len();
-    let mut buf = bio.take_buf();
-    if buf.len() >= MAPPED_MIN && mapped_reads() {
-        let got = dev.read_file_range(lower, len, &mut |file, off| {
-            inner
-                .maps
-                .decrypt(&engine, file, off, buf.as_mut_slice(), iv_sector)
-        });
-        if let Some(Ok(_)) = got {
-            bio.set_buf(buf);
-            return bio.complete(Ok(()));
-        }
-        // Not all cached, not a plain file range, or the mapping failed: the bio path reads
-        // (and reports any real error of) the same range.
-    }
     let per = (READ_PIECE / unit).max(1) * unit;
-    let parts = pieces::cut(buf, per);
+    let parts = pieces::cut(bio.take_buf(), per);
     let join = pieces::join_into(parts.len(), bio);
     for (i, part) in parts.into_iter().enumerate() {
         let off = ((i * per) / 512) as u64;
@@ -248,7 +217,7 @@ impl Target for Crypt {
             Op::WriteZeroes => {
                 inner.clone().write_zeroes(engine, bio, 0);
             }
-            Op::Read => read(inner, engine, bio, lower, iv_sector, unit, dev),
+            Op::Read => read(engine, bio, lower, iv_sector, unit, dev),
             _ => {
                 let plain = bio.take_buf();
                 let out = write_bufs().get(plain.len());
