@@ -9,7 +9,8 @@
 #   bench/crypt.sh [SIZE_MIB] [RUNTIME_SECONDS] [ROUNDS]  (defaults: 512 MiB, 8 s per fio job,
 #                                                          3 rounds)
 # Every device runs once per job per round (interleaved, so background load hits all alike);
-# the median round is shown, with the load average.
+# the median round is shown, with the load average and each server's CPU-seconds per GiB
+# moved (user + system time of the server process over the job, in brackets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-512}
@@ -44,26 +45,37 @@ SECT=$((SIZE * 2048))
 
 export UDM_SOCKET=$W/control
 "$UDM" daemon --socket "$W/control" --nbd-socket "$W/udm.sock" --no-fuse 2>"$W/udm.log" &
+PID_udm=$!
 for _ in $(seq 100); do [ -S "$W/udm.sock" ] && [ -S "$W/control" ] && break; sleep 0.1; done
 "$UDM" create lin --table "0 $SECT linear $IMG $OFF"
 "$UDM" create cry --table "0 $SECT crypt aes-xts-plain64 $KEY 0 $IMG $OFF"
 qemu-nbd --persistent --shared=8 --socket="$W/qemu.sock" --object secret,id=s0,data=secret \
   --image-opts "driver=luks,key-secret=s0,file.filename=$IMG" -x cry &
-nbdkit --exit-with-parent -U "$W/nbdkit.sock" -e cry --filter=luks file "$IMG" passphrase=secret &
+PID_qemu=$!
+nbdkit --foreground --exit-with-parent -U "$W/nbdkit.sock" -e cry --filter=luks file "$IMG" passphrase=secret &
+PID_nbdkit=$!
 for _ in $(seq 100); do [ -S "$W/qemu.sock" ] && [ -S "$W/nbdkit.sock" ] && break; sleep 0.1; done
 
-run() { # socket export rw bs depth -> MiB/s
-  fio --name=j --ioengine=nbd --uri="nbd+unix:///$2?socket=$1" --rw=$3 --bs=$4 \
-    --iodepth=$5 --size=${SIZE}m --time_based --runtime=$RT --output-format=json 2>/dev/null |
-    python3 -c 'import json,sys; t=sys.stdin.read(); d=json.loads(t[t.index("{"):]); j=d["jobs"][0]; print(round((j["read"]["bw_bytes"]+j["write"]["bw_bytes"])/2**20))'
+cpu() { awk '{print $14 + $15}' /proc/$1/stat; }
+run() { # server export rw bs depth -> "MiB/s server-CPU-s-per-GiB"
+  local pid c0 out
+  eval pid=\$PID_$1
+  c0=$(cpu $pid)
+  out=$(fio --name=j --ioengine=nbd --uri="nbd+unix:///$2?socket=$W/$1.sock" --rw=$3 --bs=$4 \
+    --iodepth=$5 --size=${SIZE}m --time_based --runtime=$RT --output-format=json 2>/dev/null)
+  # (fio's nbd engine prints "connected to NBD server" before the JSON)
+  python3 -c 'import json,sys; t=sys.argv[1]; j=json.loads(t[t.index("{"):])["jobs"][0]
+b=j["read"]["io_bytes"]+j["write"]["io_bytes"]; c=(int(sys.argv[3])-int(sys.argv[2]))/int(sys.argv[4])
+print(round((j["read"]["bw_bytes"]+j["write"]["bw_bytes"])/2**20), round(c/max(b/2**30,1e-9),2))' \
+    "$out" "$c0" "$(cpu $pid)" "$(getconf CLK_TCK)"
 }
-echo "== fio over NBD, ${SIZE} MiB LUKS1 volume (aes-xts-plain64, 512-bit key), MiB/s, median of $ROUNDS"
+echo "== fio over NBD, ${SIZE} MiB LUKS1 volume (aes-xts-plain64, 512-bit key), MiB/s (server CPU-s/GiB), median of $ROUNDS"
 JOBS=("write 1m 16" "read 1m 16" "randread 4k 16" "randwrite 4k 16" "randread 4k 1" "randwrite 4k 1")
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 for r in $(seq "$ROUNDS"); do
   for i in "${!JOBS[@]}"; do
     set -- ${JOBS[$i]}
-    echo "$i $r $(run "$W/udm.sock" lin "$@") $(run "$W/udm.sock" cry "$@") $(run "$W/qemu.sock" cry "$@") $(run "$W/nbdkit.sock" cry "$@")" >>"$W/results"
+    echo "$i $r $(run udm lin "$@") $(run udm cry "$@") $(run qemu cry "$@") $(run nbdkit cry "$@")" >>"$W/results"
   done
 done
 echo "load average: before $LOAD0, after $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
@@ -71,12 +83,13 @@ python3 - "$W/results" "${JOBS[@]}" <<'PY'
 import sys, statistics
 rows = [l.split() for l in open(sys.argv[1])]
 jobs = sys.argv[2:]
-print(f"{'job':<18} {'udm-linear':>10} {'udm-crypt':>9} {'qemu-nbd':>9} {'nbdkit':>9} {'crypt/lin':>9}")
+print(f"{'job':<18} {'udm-linear':>13} {'udm-crypt':>13} {'qemu-nbd':>13} {'nbdkit':>13} {'crypt/lin':>9}")
 for i, j in enumerate(jobs):
     rw, bs, qd = j.split()
     # the median round by crypt/linear ratio, so the two columns come from one round
-    rs = sorted(([int(x) for x in r[2:]] for r in rows if int(r[0]) == i),
-                key=lambda v: v[1] / max(v[0], 1))
-    L, C, Q, N = rs[len(rs) // 2]
-    print(f"{rw+' '+bs+' qd'+qd:<18} {L:>10} {C:>9} {Q:>9} {N:>9} {C/max(L,1):>9.2f}")
+    rs = sorted(([float(x) for x in r[2:]] for r in rows if int(r[0]) == i),
+                key=lambda v: v[2] / max(v[0], 1))
+    v = rs[len(rs) // 2]
+    cols = " ".join(f"{v[k]:>6.0f} ({v[k+1]:4.2f})" for k in range(0, 8, 2))
+    print(f"{rw+' '+bs+' qd'+qd:<18} {cols} {v[2]/max(v[0],1):>9.2f}")
 PY
