@@ -8,7 +8,6 @@
 
 mod common;
 use common::*;
-use std::time::{Duration, Instant};
 use udm_io::Sectors;
 use udm_targets::raid::meta::*;
 use udm_testkit::rng::XorShift;
@@ -77,19 +76,6 @@ impl Set {
     }
     fn leg_path(&self, what: &str, i: usize) -> std::path::PathBuf {
         self.dir.path().join(format!("{what}{i}"))
-    }
-}
-
-fn wait_idle(reg: &udm_core::Registry, name: &str) -> Vec<String> {
-    let t = Instant::now();
-    loop {
-        let f = status_fields(reg, name);
-        let (a, b) = f[3].split_once('/').unwrap();
-        if f[4] == "idle" && a == b && !f[2].contains('a') {
-            return f;
-        }
-        assert!(t.elapsed() < Duration::from_secs(60), "never idle: {f:?}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -72,19 +72,6 @@ fn legs(
     out
 }
 
-fn wait_idle(reg: &Registry, name: &str) -> Vec<String> {
-    let t = Instant::now();
-    loop {
-        let f = status_fields(reg, name);
-        let (a, b) = f[3].split_once('/').unwrap();
-        if f[4] == "idle" && a == b && !f[2].contains('a') {
-            return f;
-        }
-        assert!(t.elapsed() < Duration::from_secs(120), "never idle: {f:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn sb(path: &Path) -> Superblock {
     Superblock::decode(&std::fs::read(path).unwrap()[..512])
 }

@@ -49,6 +49,24 @@ pub fn status_fields(reg: &Registry, name: &str) -> Vec<String> {
     st[0].params.split(' ').map(String::from).collect()
 }
 
+/// Wait (up to two minutes) until raid set `name` is idle and fully in sync with every leg
+/// alive; its status fields then.
+pub fn wait_idle(reg: &Registry, name: &str) -> Vec<String> {
+    let t = std::time::Instant::now();
+    loop {
+        let f = status_fields(reg, name);
+        let (a, b) = f[3].split_once('/').unwrap();
+        if f[4] == "idle" && a == b && !f[2].contains('a') {
+            return f;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(120),
+            "never idle: {f:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The status fields (after start, length and target name) of the refvm output line
 /// `<tag> <dmsetup status line>`.
 pub fn kernel_status(out: &str, tag: &str) -> Vec<String> {
