@@ -4,7 +4,7 @@
 //! fails exactly its block with EILSEQ and counts once; never wrong data).
 
 mod common;
-use common::integrity::format;
+use common::integrity::{format, tagged_random_writes};
 use common::*;
 use std::path::Path;
 use udm_formats::integrity::{Geometry, FLAG_FIXED_PADDING};
@@ -186,20 +186,7 @@ fn integrity_journal_replays_after_a_crash() {
     let p = format(&reg, &img, rest);
     create(&reg, "i", &table(&img, p, rest)).unwrap();
     let (dev, g) = open(&reg, "i");
-    let mut model = vec![0u8; (p * 512) as usize];
-    write(&*dev, 0, &model);
-    sync::flush(&*dev).unwrap();
-    reg.suspend(&sel("i"), false, false).unwrap();
-    reg.resume(&sel("i")).unwrap();
-    let mut rng = XorShift::mixed(7);
-    for _ in 0..40 {
-        let s = rng.below(p - 8);
-        let n = 512 * (1 + rng.below(8)) as usize;
-        let d = rng.bytes(n);
-        write(&*dev, s, &d);
-        model[(s * 512) as usize..(s * 512) as usize + d.len()].copy_from_slice(&d);
-    }
-    sync::flush(&*dev).unwrap();
+    let model = tagged_random_writes(&reg, "i", &*dev, p, 7);
     // An unflushed write after the flush may or may not survive: it is not in the model.
     snapshot(&img, &crash);
     drop((dev, g));

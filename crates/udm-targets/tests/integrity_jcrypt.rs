@@ -6,7 +6,7 @@
 //! carries the cipher and key, and bad ciphers/keys fail as the kernel's constructor.
 
 mod common;
-use common::integrity::{create_formatted, format};
+use common::integrity::{create_formatted, format, tagged_random_writes};
 use common::*;
 use std::path::Path;
 use udm_formats::integrity::JournalGeometry;
@@ -31,21 +31,7 @@ fn crash_image(dir: &Path, rest: &str) -> (std::path::PathBuf, Vec<u8>, u64) {
     let reg = registry();
     let p = create_formatted(&reg, "i", &img, rest);
     let (dev, g) = open(&reg, "i");
-    let mut model = vec![0u8; (p * 512) as usize];
-    // Every block gets a tag (as integritysetup's wipe does), written home by a suspend.
-    write(&*dev, 0, &model);
-    sync::flush(&*dev).unwrap();
-    reg.suspend(&sel("i"), false, false).unwrap();
-    reg.resume(&sel("i")).unwrap();
-    let mut rng = XorShift::mixed(9);
-    for _ in 0..40 {
-        let s = rng.below(p - 8);
-        let n = 512 * (1 + rng.below(8)) as usize;
-        let d = rng.bytes(n);
-        write(&*dev, s, &d);
-        model[(s * 512) as usize..(s * 512) as usize + d.len()].copy_from_slice(&d);
-    }
-    sync::flush(&*dev).unwrap();
+    let model = tagged_random_writes(&reg, "i", &*dev, p, 9);
     std::fs::copy(&img, &crash).unwrap();
     drop((dev, g));
     reg.remove(&sel("i"), false).unwrap();

@@ -16,7 +16,6 @@ mod common;
 use common::*;
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use std::time::{Duration, Instant};
 use udm_targets::raid::meta::*;
 use udm_testkit::rng::pseudo;
 
@@ -143,22 +142,6 @@ fn tagged(out: &str, tag: &str) -> String {
         .to_string()
 }
 
-fn udm_wait_idle(reg: &udm_core::Registry, name: &str) -> Vec<String> {
-    let t = Instant::now();
-    loop {
-        let f = status_fields(reg, name);
-        let (a, b) = f[3].split_once('/').unwrap();
-        if f[4] == "idle" && a == b && !f[2].contains('a') {
-            return f;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "{name} never idle: {f:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn create_slices(reg: &udm_core::Registry, pfx: &str, k: usize, img: &Path) {
     for (n, t) in slices(pfx, k, &img.display().to_string()) {
         create(reg, &n, &t).unwrap();
@@ -206,14 +189,14 @@ fn kernel_raid_same_bytes_and_both_ways_degraded() {
     for (k, &set) in SETS.iter().enumerate() {
         create_slices(&reg, "", k, &u_img);
         create(&reg, set.0, &table("", set)).unwrap();
-        udm_wait_idle(&reg, set.0);
+        wait_idle(&reg, set.0);
         {
             let (dev, _g) = open(&reg, set.0);
             for &(s, n, seed) in &writes(set.3, false) {
                 write(&*dev, s, &pseudo((n * 512) as usize, seed));
             }
         }
-        ustatus.push(udm_wait_idle(&reg, set.0).join(" "));
+        ustatus.push(wait_idle(&reg, set.0).join(" "));
         reg.remove(&sel(set.0), false).unwrap();
     }
     // udm: raid5/raid6 degraded (leg 1 failed after the first writes) on ud.img.
@@ -222,7 +205,7 @@ fn kernel_raid_same_bytes_and_both_ways_degraded() {
         create_slices(&reg, "d", k, &ud_img);
         let name = format!("d{}", set.0);
         create(&reg, &name, &table("d", set)).unwrap();
-        udm_wait_idle(&reg, &name);
+        wait_idle(&reg, &name);
         let (dev, _g) = open(&reg, &name);
         for &(s, n, seed) in &writes(set.3, false) {
             write(&*dev, s, &pseudo((n * 512) as usize, seed));
@@ -388,7 +371,7 @@ wait_idle() { n=$1; for i in $(seq 1 1200); do set -- $(dmsetup status $n); r=$7
         create_slices(&reg, "e", i, &kd_img);
         let name = format!("e{n}");
         create(&reg, &name, &table("e", set)).unwrap();
-        let f = udm_wait_idle(&reg, &name);
+        let f = wait_idle(&reg, &name);
         assert_eq!(f[2], "A".repeat(set.2), "{n}: {f:?}");
         {
             let (dev, _g) = open(&reg, &name);
@@ -398,7 +381,7 @@ wait_idle() { n=$1; for i in $(seq 1 1200); do set -- $(dmsetup status $n); r=$7
             );
         }
         reg.message(&sel(&name), 0, &["check".into()]).unwrap();
-        let f = udm_wait_idle(&reg, &name);
+        let f = wait_idle(&reg, &name);
         assert_eq!(f[5], "0", "{n}: {f:?}");
         // And leg 1 alone may be lost again: the rebuilt leg's data is right.
         fail_leg(&reg, &format!("e{n}_d0"));

@@ -92,3 +92,30 @@ pub fn kernel_share(seed: u64, blocks: u64) -> (tempfile::TempDir, std::path::Pa
     std::fs::write(share.join("key.bin"), key_bytes()).unwrap();
     (dir, share, data)
 }
+
+/// Tag every block of integrity device `name` (written zeroes, flushed, sent home by a
+/// suspend, as integritysetup's wipe leaves it), then make 40 random flushed writes of 1-8
+/// sectors; the model of the `p`-sector device afterwards.
+pub fn tagged_random_writes(
+    reg: &udm_core::Registry,
+    name: &str,
+    dev: &dyn udm_io::BlockDevice,
+    p: u64,
+    seed: u64,
+) -> Vec<u8> {
+    let mut model = vec![0u8; (p * 512) as usize];
+    super::write(dev, 0, &model);
+    sync::flush(dev).unwrap();
+    reg.suspend(&sel(name), false, false).unwrap();
+    reg.resume(&sel(name)).unwrap();
+    let mut rng = XorShift::mixed(seed);
+    for _ in 0..40 {
+        let s = rng.below(p - 8);
+        let n = 512 * (1 + rng.below(8)) as usize;
+        let d = rng.bytes(n);
+        super::write(dev, s, &d);
+        model[(s * 512) as usize..(s * 512) as usize + d.len()].copy_from_slice(&d);
+    }
+    sync::flush(dev).unwrap();
+    model
+}
