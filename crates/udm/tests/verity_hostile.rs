@@ -31,7 +31,11 @@ fn clean(what: &str, r: &(i32, String, String)) -> Result<(), TestCaseError> {
         r.2
     );
     if r.0 != 0 {
-        prop_assert!(!r.2.trim().is_empty(), "{what} failed ({}) without a message", r.0);
+        prop_assert!(
+            !r.2.trim().is_empty(),
+            "{what} failed ({}) without a message",
+            r.0
+        );
     }
     Ok(())
 }
