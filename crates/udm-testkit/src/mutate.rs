@@ -35,6 +35,25 @@ pub fn field_value() -> impl Strategy<Value = u64> {
     ]
 }
 
+/// Numbers as text that break numeric parsing and size arithmetic: 0, 1, -1, the edges of
+/// u32, i64 and u64, a number past u64, and any short number.
+pub fn hostile_number() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec![
+            "0",
+            "1",
+            "-1",
+            "4294967295",
+            "4294967296",
+            "9223372036854775807",
+            "18446744073709551615",
+            "99999999999999999999999",
+        ])
+        .prop_map(str::to_string),
+        "[0-9]{1,12}",
+    ]
+}
+
 /// One mutation: a flip or byte anywhere, or a field overwrite at one of `fields` (byte
 /// offsets of the image's header fields). Truncations are rare so most cases keep the
 /// whole image.

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 use udm_daemon::{Daemon, DaemonConfig};
 use udm_proto::{Client, DevSel, Line, Request, RequestFrame, SecretBytes, PROTO_VERSION};
-use udm_testkit::mutate::{field_value, mutated, mutations};
+use udm_testkit::mutate::{field_value, hostile_number, mutated, mutations};
 
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 
@@ -175,7 +175,7 @@ fn base_request(f: &Fixture, k: usize) -> Request {
         4 => Request::Status {
             dev: d,
             inactive: false,
-            table: k % 2 == 0,
+            table: k.is_multiple_of(2),
             noflush: false,
         },
         5 => Request::Info {
@@ -221,7 +221,7 @@ fn base_request(f: &Fixture, k: usize) -> Request {
         14 => Request::Clear { dev: d },
         _ => Request::Remove {
             dev: d,
-            deferred: k % 2 == 0,
+            deferred: k.is_multiple_of(2),
         },
     }
 }
@@ -229,14 +229,15 @@ fn base_request(f: &Fixture, k: usize) -> Request {
 /// Hostile words for string leaves.
 fn word() -> impl Strategy<Value = String> {
     prop_oneof![
-        Just(String::new()),
-        Just("0".to_string()),
-        Just("18446744073709551615".to_string()),
-        Just("-1".to_string()),
-        Just("ffffffffffffffff:ffffffff".to_string()),
-        Just("0 0 0 0 0 0 0 0".to_string()),
-        Just("../../../etc/passwd".to_string()),
-        Just("a\nb\0c".to_string()),
+        hostile_number(),
+        prop::sample::select(vec![
+            "",
+            "ffffffffffffffff:ffffffff",
+            "0 0 0 0 0 0 0 0",
+            "../../../etc/passwd",
+            "a\nb\0c",
+        ])
+        .prop_map(str::to_string),
         "[ -~]{0,40}",
         "\\PC{0,12}",
     ]
