@@ -1,6 +1,6 @@
-//! Mutation fuzzing of two on-disk formats a target reads at construction: the mirror's disk
-//! log (header magic, version, region count; the clean bitmap) and writecache's superblock
-//! and entries. A valid image written by the target itself is mutated (bit flips, fields set
+//! Mutation fuzzing of on-disk formats a target reads at construction: the mirror's disk
+//! log (header magic, version, region count; the clean bitmap), writecache's superblock
+//! and entries, and the dm-raid superblock and bitmap superblock (raid1 and raid5). A valid image written by the target itself is mutated (bit flips, fields set
 //! to 0 / all ones / random, truncation) and the target reloaded over it: it loads and
 //! serves reads, or fails with an errno — never a panic — and the registry keeps working.
 
@@ -87,5 +87,46 @@ proptest! {
         let valid = std::fs::read(&cache).unwrap();
         std::fs::write(&cache, mutated(&valid, &muts)).unwrap();
         load_or_fail(&reg, "w", &table)?;
+    }
+}
+
+/// Byte offsets of the dm-raid superblock's fields (the first 256 bytes, every 4) and of the
+/// bitmap superblock's (at 4096).
+fn raid_fields() -> Vec<usize> {
+    (0..256).step_by(4).chain((4096..4352).step_by(4)).collect()
+}
+
+proptest! {
+    #![proptest_config(udm_testkit::prop::config(60))]
+
+    #[test]
+    fn mutated_raid_superblocks_load_or_fail_cleanly(
+        muts in mutations(raid_fields(), 1, 5),
+        raid5 in any::<bool>(),
+        both in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let legs = if raid5 { 3 } else { 2 };
+        let mut devs = String::new();
+        for i in 0..legs {
+            let m = image(dir.path(), &format!("m{i}"), 64, 0);
+            let d = image(dir.path(), &format!("d{i}"), SECTORS, 0);
+            devs.push_str(&format!(" {} {}", m.display(), d.display()));
+        }
+        let table = if raid5 {
+            format!("0 {} raid raid5_ls 1 64 3{devs}", 2 * SECTORS)
+        } else {
+            format!("0 {SECTORS} raid raid1 3 64 region_size 256 2{devs}")
+        };
+        let reg = registry();
+        prop_assert!(load_or_fail(&reg, "r", &table)?, "the valid set must load: {}", table);
+        for i in 0..if both { legs } else { 1 } {
+            let m = dir.path().join(format!("m{i}"));
+            let valid = std::fs::read(&m).unwrap();
+            let magic = u32::from_le_bytes(valid[0..4].try_into().unwrap());
+            prop_assert_eq!(magic, udm_targets::raid::meta::DM_RAID_MAGIC);
+            std::fs::write(&m, mutated(&valid, &muts)).unwrap();
+        }
+        load_or_fail(&reg, "r", &table)?;
     }
 }
