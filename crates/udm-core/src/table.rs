@@ -236,10 +236,12 @@ impl Table {
                 tl.stack(&dl);
                 // blk_stack_limits: the area's offset within the device's physical blocks
                 // must fall on a logical block of the result, else dm warns (and goes on).
-                let gran = dl.physical_block_size.max(dl.io_min).max(1) as u64;
-                let start_b = start.0 * 512;
+                // (In bytes as u128: a hostile table may name an offset near 2^64 sectors;
+                // `check_area` below refuses it.)
+                let gran = dl.physical_block_size.max(dl.io_min).max(1) as u128;
+                let start_b = start.0 as u128 * 512;
                 let alignment = (gran - start_b % gran) % gran;
-                if !alignment.is_multiple_of(tl.logical_block_size.max(1) as u64) {
+                if !alignment.is_multiple_of(tl.logical_block_size.max(1) as u128) {
                     crate::klog::warn(
                         "table",
                         &format!(

@@ -305,6 +305,14 @@ pub fn parse_xml(text: &str) -> Result<ThinDump> {
                 let d: u64 = get(&a, name, "data_begin")?;
                 let n: u64 = get(&a, name, "length")?;
                 let t: u32 = get(&a, name, "time")?;
+                // The range is expanded block by block: it must lie inside the data device
+                // (a hostile length would otherwise ask for any amount of memory).
+                let nr_data = dump.as_ref().map_or(0, |x| x.nr_data_blocks);
+                if d.checked_add(n).is_none_or(|end| end > nr_data) || o.checked_add(n).is_none() {
+                    return Err(bad(&format!(
+                        "range mapping of {n} blocks at data block {d} (origin {o}) lies past the {nr_data} data blocks"
+                    )));
+                }
                 dev.mappings.extend((0..n).map(|i| (o + i, d + i, t)));
             }
             ("superblock", true) => {}

@@ -7,6 +7,7 @@ pub mod dm;
 pub mod gate;
 pub mod loopdev;
 pub mod lvm2;
+pub mod mutate;
 pub mod prop;
 pub mod registry;
 pub mod rng;

@@ -17,6 +17,13 @@ impl DiskSpaceMap {
     /// A new, all-free map of `nr_blocks` blocks (its trees are created now, its bitmaps
     /// at the first commit).
     pub fn format(tm: &mut TransactionManager, nr_blocks: u64) -> Result<DiskSpaceMap> {
+        // Each bitmap takes a metadata block: a map that cannot fit is refused before its
+        // in-memory counts (a byte per block) are allocated.
+        if super::nr_bitmaps(nr_blocks) as u64 > tm.bm().nr_blocks() {
+            return Err(PdataError::NoSpace(
+                "data space map bitmaps do not fit the metadata device",
+            ));
+        }
         let mut core = SmCore::new("data", nr_blocks);
         core.bitmap_root = btree::empty(tm, INDEX_ENTRY_SIZE as u32)?;
         core.ref_count_root = btree::empty(tm, 4)?;
@@ -27,7 +34,8 @@ impl DiskSpaceMap {
     pub fn open<R: BlockReader + ?Sized>(r: &mut R, sm_root: &[u8]) -> Result<DiskSpaceMap> {
         let root = SmRoot::unpack(sm_root)?;
         let n = super::nr_bitmaps(root.nr_blocks);
-        let mut index = Vec::with_capacity(n);
+        // `n` comes from the disk: nothing is sized by it until the index agrees.
+        let mut index = Vec::new();
         for (i, (k, v)) in btree::collect(r, root.bitmap_root, INDEX_ENTRY_SIZE as u32)?
             .into_iter()
             .enumerate()

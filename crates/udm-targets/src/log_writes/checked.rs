@@ -153,7 +153,7 @@ pub fn entry_line(e: &LogEntry, sectorsize: u64) -> String {
         e.index,
         e.block,
         e.header.sector,
-        e.header.nr_sectors * sectorsize,
+        e.header.nr_sectors as u128 * sectorsize as u128,
         e.header.flags,
         flags_str(e.header.flags)
     );

@@ -52,6 +52,10 @@ pub enum LogError {
     NoMark(String),
     /// An entry number past the end.
     NoEntry(u64),
+    /// An entry whose sectors lie past any device (its offset or length overflows).
+    OutOfRange {
+        entry: u64,
+    },
 }
 
 impl fmt::Display for LogError {
@@ -69,6 +73,9 @@ impl fmt::Display for LogError {
             LogError::Truncated { entry } => write!(f, "Log ends inside entry {entry}"),
             LogError::NoMark(m) => write!(f, "Couldn't find mark {m:?}"),
             LogError::NoEntry(n) => write!(f, "Invalid entry number {n}"),
+            LogError::OutOfRange { entry } => {
+                write!(f, "Entry {entry} lies past the end of any device")
+            }
         }
     }
 }

@@ -86,7 +86,8 @@ impl LogReader {
         }
         let index = self.next_index;
         let block = self.next_block;
-        if (block + 1) * self.spb() > self.dev.size().0 {
+        let end = (block + 1).checked_mul(self.spb());
+        if end.is_none_or(|end| end > self.dev.size().0) {
             return Err(LogError::Truncated { entry: index });
         }
         let b = sync::read_at(
@@ -114,7 +115,11 @@ impl LogReader {
             header,
             mark,
         };
-        self.next_block = block + 1 + e.data_blocks();
+        // A data length past the end of the log shows as `Truncated` on the next header or
+        // when the data is read; one that overflows cannot be followed at all.
+        self.next_block = (block + 1)
+            .checked_add(e.data_blocks())
+            .ok_or(LogError::Truncated { entry: index })?;
         self.next_index += 1;
         Ok(Some(e))
     }
@@ -125,10 +130,13 @@ impl LogReader {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let start = (e.block + 1) * self.spb();
-        if start + n * self.spb() > self.dev.size().0 {
+        let end = (e.block + 1)
+            .checked_add(n)
+            .and_then(|b| b.checked_mul(self.spb()));
+        if end.is_none_or(|end| end > self.dev.size().0) {
             return Err(LogError::Truncated { entry: e.index });
         }
+        let start = (e.block + 1) * self.spb();
         Ok(sync::read_at(&*self.dev, Sectors(start), (n * self.sectorsize()) as usize)?.into_vec())
     }
 
@@ -207,11 +215,14 @@ pub fn apply(
     dev: &dyn BlockDevice,
     no_discard: bool,
 ) -> Result<(), LogError> {
-    let ss = reader.sectorsize();
-    let at = Sectors(e.header.sector * ss / 512);
+    let spb = reader.sectorsize() / 512;
+    let range = || LogError::OutOfRange { entry: e.index };
+    let at = Sectors(e.header.sector.checked_mul(spb).ok_or_else(range)?);
     if e.is_discard() {
         if !no_discard && e.header.nr_sectors > 0 {
-            sync::discard(dev, at, Sectors(e.header.nr_sectors * ss / 512))?;
+            let len = e.header.nr_sectors.checked_mul(spb).ok_or_else(range)?;
+            at.0.checked_add(len).ok_or_else(range)?;
+            sync::discard(dev, at, Sectors(len))?;
         }
         return Ok(());
     }
