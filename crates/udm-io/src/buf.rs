@@ -21,9 +21,9 @@ impl IoBuf {
     pub fn from_slice(data: &[u8]) -> IoBuf {
         IoBuf(BytesMut::from(data))
     }
-    /// Take ownership of a vector.
+    /// Take ownership of a vector (no copy: its allocation becomes the buffer).
     pub fn from_vec(v: Vec<u8>) -> IoBuf {
-        IoBuf(BytesMut::from(&v[..]))
+        IoBuf(BytesMut::from(bytes::Bytes::from(v)))
     }
     pub fn len(&self) -> usize {
         self.0.len()
@@ -115,6 +115,23 @@ impl BufPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_vec_takes_the_allocation() {
+        for cap in [1 << 20, (1 << 20) + 4096] {
+            let mut v = Vec::with_capacity(cap);
+            v.resize(1 << 20, 5u8);
+            let ptr = v.as_ptr();
+            let mut b = IoBuf::from_vec(v);
+            assert_eq!((b.len(), b.as_ptr()), (1 << 20, ptr));
+            assert!(b.iter().all(|&x| x == 5));
+            // Still splittable and writable like any other buffer.
+            let tail = b.split_off(4096);
+            b.unsplit(tail);
+            b[0] = 9;
+            assert_eq!((b.len(), b[0], b[1]), (1 << 20, 9, 5));
+        }
+    }
 
     #[test]
     fn pool_reuses_and_sizes_buffers() {

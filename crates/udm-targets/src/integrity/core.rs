@@ -395,37 +395,65 @@ impl Inner {
         Ok(())
     }
 
-    /// Write data and its tags in place (D and B modes, and the journal writer): per
-    /// interleave area, the data write goes down while the tags are computed and written.
+    /// Write data and its tags in place (D and B modes, tags from the layer above): a copy
+    /// of `data` goes down (see `write_direct_buf`).
     pub(crate) fn write_direct(
         &self,
         s: u64,
         data: &[u8],
         tags: Option<&[u8]>,
     ) -> Result<(), IoError> {
-        let mut done = 0usize;
-        while done < data.len() {
-            let cur = s + (done / 512) as u64;
-            let n = ((data.len() - done) as u64 / 512).min(self.geo.run_len(cur));
-            let chunk = &data[done..done + (n * 512) as usize];
-            let t0 = done / self.block_bytes() * self.tag_size;
-            let blocks = (n / self.spb()) as usize;
-            let t = tags.map(|t| &t[t0..t0 + blocks * self.tag_size]);
-            self.write_area(cur, IoBuf::from_slice(chunk), chunk, t)?;
-            done += chunk.len();
-        }
-        Ok(())
+        self.write_direct_buf(s, IoBuf::from_slice(data), tags).1
     }
 
-    /// Write `buf` (blocks within one area, `data` holding the same bytes) at logical `cur`
-    /// with its tags (`tags`, or computed from `data` while the data write is under way).
+    /// Write the blocks of `buf` at logical `s` in place with their tags (`tags`, or
+    /// computed here first): per interleave area, that part of `buf` itself goes down as
+    /// the data write (no copy, as the kernel writes from the bio's pages) while its tags are
+    /// written; `buf` comes back whole.
+    pub(crate) fn write_direct_buf(
+        &self,
+        s: u64,
+        mut buf: IoBuf,
+        tags: Option<&[u8]>,
+    ) -> (IoBuf, Result<(), IoError>) {
+        let computed;
+        let tags = match tags {
+            Some(t) => t,
+            None => {
+                let mut t = vec![0u8; buf.len() / self.block_bytes() * self.tag_size];
+                self.compute_tags(s, &buf, &mut t);
+                computed = t;
+                &computed[..]
+            }
+        };
+        let mut out = IoBuf::empty();
+        let mut res = Ok(());
+        while !buf.is_empty() {
+            let done = out.len();
+            let cur = s + (done / 512) as u64;
+            let n = (buf.len() as u64 / 512).min(self.geo.run_len(cur));
+            let rest = buf.split_off((n * 512) as usize);
+            let t0 = done / self.block_bytes() * self.tag_size;
+            let blocks = (n / self.spb()) as usize;
+            let (piece, r) = self.write_area(cur, buf, &tags[t0..t0 + blocks * self.tag_size]);
+            out.unsplit(piece);
+            buf = rest;
+            if r.is_err() {
+                res = r;
+                out.unsplit(std::mem::take(&mut buf));
+            }
+        }
+        (out, res)
+    }
+
+    /// Write `buf` (blocks within one area) at logical `cur` with its tags: the data write
+    /// goes down while the tags are written; `buf` comes back from the data write.
     pub(crate) fn write_area(
         &self,
         cur: u64,
         buf: IoBuf,
-        data: &[u8],
-        tags: Option<&[u8]>,
-    ) -> Result<(), IoError> {
+        tags: &[u8],
+    ) -> (IoBuf, Result<(), IoError>) {
         let n = (buf.len() / 512) as u64;
         let (ds, _) = self.geo.locate(cur);
         let _r = self.ranges.lock(cur, n);
@@ -433,23 +461,13 @@ impl Inner {
         self.data_dev().submit(udm_io::Bio::write(
             Sectors(ds),
             buf,
-            Box::new(move |r, _| {
-                let _ = tx.send(r);
+            Box::new(move |r, b| {
+                let _ = tx.send((b, r));
             }),
         ));
-        let computed;
-        let tags = match tags {
-            Some(t) => t,
-            None => {
-                let mut t = vec![0u8; (n / self.spb()) as usize * self.tag_size];
-                self.compute_tags(cur, data, &mut t);
-                computed = t;
-                &computed[..]
-            }
-        };
         let rt = self.write_tags(cur, tags);
-        rx.recv().unwrap_or(Err(IoError::Io))?;
-        rt
+        let (b, r) = rx.recv().unwrap_or((IoBuf::empty(), Err(IoError::Io)));
+        (b, r.and(rt))
     }
 
     /// Discard `[s, s+n)`: filler tags, then the discard goes down.

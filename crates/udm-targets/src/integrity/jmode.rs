@@ -427,8 +427,7 @@ impl Inner {
     /// Write runs home (data and tags); the first error fails the device.
     fn write_home(&self, runs: Vec<HomeRun>) {
         for (first, data, tags) in runs {
-            let buf = IoBuf::from_vec(data);
-            if let Err(e) = self.write_area(first, buf, &[], Some(&tags)) {
+            if let (_, Err(e)) = self.write_area(first, IoBuf::from_vec(data), &tags) {
                 self.io_error("copying from journal", e.errno());
                 return;
             }

@@ -216,32 +216,23 @@ impl Inner {
         (first, self.report(res))
     }
 
-    fn do_write(&self, s: u64, data: &[u8], fua: bool) -> Result<(), IoError> {
+    /// Write `buf` at `s`; the buffer comes back (B and D modes send it down itself).
+    fn do_write(&self, s: u64, buf: IoBuf, fua: bool) -> (IoBuf, Result<(), IoError>) {
         let _io = self.io_lock.read();
         if let Some(e) = self.failed() {
-            return Err(e);
+            return (buf, Err(e));
         }
-        match self.mode {
-            Mode::Journal => self.journal_write(s, data, None, fua),
-            Mode::Bitmap => {
-                {
-                    let mut st = self.st.lock();
-                    self.bitmap_mark(&mut st, s, (data.len() / 512) as u64);
-                }
-                self.write_direct(s, data, None)?;
-                if fua {
-                    self.flush_all()?;
-                }
-                self.failed().map_or(Ok(()), Err)
-            }
-            _ => {
-                self.write_direct(s, data, None)?;
-                if fua {
-                    self.flush_all()?;
-                }
-                self.failed().map_or(Ok(()), Err)
-            }
+        if self.mode == Mode::Journal {
+            let r = self.journal_write(s, &buf, None, fua);
+            return (buf, r);
         }
+        if self.mode == Mode::Bitmap {
+            let mut st = self.st.lock();
+            self.bitmap_mark(&mut st, s, (buf.len() / 512) as u64);
+        }
+        let (buf, r) = self.write_direct_buf(s, buf, None);
+        let r = r.and_then(|_| if fua { self.flush_all() } else { Ok(()) });
+        (buf, r.and_then(|_| self.failed().map_or(Ok(()), Err)))
     }
 
     fn do_discard(&self, s: u64, n: u64) -> Result<(), IoError> {
@@ -592,9 +583,10 @@ fn serve(w: &Arc<Workers>, me: &Arc<Inner>, mut bio: Bio) {
                     Ok(())
                 };
                 let buf = bio.take_buf();
-                let r = pre.and_then(|_| {
-                    me.do_write(s, buf.as_slice(), bio.flags.contains(BioFlags::FUA))
-                });
+                let (buf, r) = match pre {
+                    Ok(()) => me.do_write(s, buf, bio.flags.contains(BioFlags::FUA)),
+                    Err(e) => (buf, Err(e)),
+                };
                 bio.set_buf(buf);
                 r
             }
