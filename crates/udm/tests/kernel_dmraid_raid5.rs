@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use udm_testkit::udmcli::UdmCli;
 use udm_testkit::Daemon;
 
+mod dmraid_common;
+use dmraid_common::{mapped, pattern, read, serials, sorted};
+
 fn udm() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_udm"))
 }
@@ -67,31 +70,6 @@ dmraid -ay -t > two.out 2>&1
 true
 "#;
 
-fn pattern(len: usize, salt: u32) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i as u32 / 512).wrapping_mul(2_246_822_519) ^ (i as u32 >> 3) ^ salt) as u8)
-        .collect()
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-/// dmraid's text with the guest's device names replaced by the images' paths.
-fn mapped(text: &str, imgs: &[PathBuf]) -> String {
-    let mut t = text.to_string();
-    for (sd, img) in SD.iter().zip(imgs) {
-        t = t.replace(&format!("/dev/{sd}"), img.to_str().unwrap());
-    }
-    t
-}
-
-fn sorted(text: &str) -> Vec<String> {
-    let mut v: Vec<String> = text.lines().map(String::from).collect();
-    v.sort();
-    v
-}
-
 /// udm's device `name` has the table line `want` (`name: table`) and reads `data` first.
 fn check_dev(e: &UdmCli, d: &Daemon, name: &str, want: &str, data: &[u8]) {
     let got = e.dm(&["table", name]);
@@ -128,10 +106,7 @@ fn kernel_dmraid_raid5_sets_activate_with_mds_data() {
         detail.contains("Layout : left-asymmetric") && detail.contains("Layout : left-symmetric"),
         "{detail}"
     );
-    for (sd, img) in SD.iter().zip(&imgs) {
-        let serial = read(&share.join(format!("{sd}.serial")));
-        std::fs::write(format!("{}.serial", img.display()), serial).unwrap();
-    }
+    serials(&share, &SD, &imgs);
     let t = read(&share.join("t.out"));
     let isw = t
         .lines()
@@ -167,7 +142,7 @@ fn kernel_dmraid_raid5_sets_activate_with_mds_data() {
         "{err}"
     );
     // -ay -t: the tables the kernel read md's data through.
-    let fixed = mapped(&read(&share.join("fixed.out")), &imgs);
+    let fixed = mapped(&read(&share.join("fixed.out")), &SD, &imgs);
     let (o, err, c) = dmraid(&["-ay", "-t"], &all);
     assert_eq!(c, 0, "{err}");
     assert_eq!(sorted(&o), sorted(&fixed));
@@ -209,7 +184,7 @@ fn kernel_dmraid_raid5_sets_activate_with_mds_data() {
     assert!(err.contains(&format!(
         "wrong number of devices in RAID set \"{isw}\" [2/3]"
     )));
-    let degraded = mapped(&read(&share.join("degraded.out")), &imgs);
+    let degraded = mapped(&read(&share.join("degraded.out")), &SD, &imgs);
     let (o, err, c) = dmraid(&["-ay", "-t"], &three);
     assert_eq!(c, 0, "{err}");
     assert_eq!(sorted(&o), sorted(&degraded));
@@ -232,7 +207,7 @@ fn kernel_dmraid_raid5_sets_activate_with_mds_data() {
     let one: Vec<&PathBuf> = vec![&imgs[0], &imgs[3]];
     let (o, err, c) = dmraid(&["-ay"], &one);
     assert_eq!((o.as_str(), c), ("", 1), "{err}");
-    let two = mapped(&read(&share.join("two.out")), &imgs);
+    let two = mapped(&read(&share.join("two.out")), &SD, &imgs);
     for want in [
         format!(
             "ERROR: isw: wrong number of devices in RAID set \"{isw}\" [1/3] on {}",
