@@ -149,7 +149,7 @@ print(round(w['iops']), round(w['clat_ns']['mean'] / 1000))"
       for qd in 1 16; do
         zero_meta
         if [ $k = raid1 ]; then
-          t="0 $S raid raid1 5 0 nosync region_size 512 daemon_sleep 300000 $(devs 2)"; skip=252
+          t="0 $S raid raid1 6 0 nosync region_size 512 daemon_sleep 300000 $(devs 2)"; skip=252
         else
           t="0 $((3 * S)) raid raid5_ls 6 128 nosync region_size 512 daemon_sleep 300000 $(devs 4)"; skip=764
         fi

@@ -1,4 +1,4 @@
-//! Kernel ground truth for `udm dmraid` raid5 sets (refvm, one VM boot): an Intel Matrix
+//! Kernel ground truth for `udm dmraid` raid5 sets (refvm): an Intel Matrix
 //! raid5 (`mdadm -e imsm`, `IMSM_NO_PLATFORM=1`) and a DDF raid5 (`mdadm -e ddf`) over
 //! scsi_debug disks, a known pattern written through the guest's md. In the guest, real
 //! dmraid lists them (`-s`) and prints its tables (`-ay -t`); the 6.1 kernel refuses dmraid's
@@ -8,7 +8,9 @@
 //! `-s` listing, exactly the tables the kernel read md's data through, activate both sets and
 //! read the pattern, do the same with one member of each set missing (dmraid's degraded
 //! `-s` listing byte for byte), and refuse the sets with two members missing with dmraid's
-//! message.
+//! message. All of that shares one VM boot; a second boot takes the images back after udm
+//! wrote new data through both sets: md assembles them, reads udm's data and its `check`
+//! pass finds udm's parity right.
 
 use std::path::{Path, PathBuf};
 use udm_testkit::udmcli::UdmCli;
@@ -67,6 +69,37 @@ dd if=/dev/zero of=/dev/sdg bs=1M status=none; dd if=/dev/zero of=/dev/sdc bs=1M
 dmraid -s > sd.out 2>/dev/null
 dd if=/dev/zero of=/dev/sdf bs=1M status=none; dd if=/dev/zero of=/dev/sdd bs=1M status=none
 dmraid -ay -t > two.out 2>&1
+true
+"#;
+
+/// The second boot: the images back on the same scsi_debug disks (same serials), md
+/// assembles both sets, reads what udm wrote and checks the parity udm computed.
+const SCRIPT_BACK: &str = r#"
+modprobe scsi_debug add_host=6 per_host_store=1 dev_size_mb=40 || exit 3
+sleep 1
+D="/dev/sdb /dev/sdc /dev/sdd /dev/sde /dev/sdf /dev/sdg"
+i=0; for v in /dev/vda /dev/vdb /dev/vdc /dev/vdd /dev/vde /dev/vdf; do i=$((i+1)); set -- $D; eval d=\${$i}; dd if=$v of=$d bs=1M status=none; done; sync
+export IMSM_NO_PLATFORM=1
+mdadm -A /dev/md/imsm0 /dev/sde /dev/sdf /dev/sdg > asm.out 2>&1
+mdadm -A /dev/md/ddf0 /dev/sdb /dev/sdc /dev/sdd >> asm.out 2>&1
+timeout 60 mdadm -I /dev/md/imsm0 >> asm.out 2>&1
+timeout 60 mdadm -I /dev/md/ddf0 >> asm.out 2>&1
+cat /proc/mdstat >> asm.out
+imsm=$(basename $(readlink -f /dev/md/imsm0)); ddf=$(basename $(readlink -f /dev/md/ddf0))
+: > back.out
+for m in r5 d5; do
+  c=$imsm; p=pattern2.bin; [ $m = d5 ] && { c=$ddf; p=pattern3.bin; }
+  md=
+  for b in /sys/block/md*; do
+    case "$(cat $b/md/metadata_version 2>/dev/null)" in */$c/*) md=$(basename $b);; esac
+  done
+  [ -n "$md" ] || { echo "$m not assembled" >> back.out; continue; }
+  timeout 60 cmp -n 8388608 /dev/$md $p && echo $m-same >> back.out
+  timeout 20 mdadm --readwrite /dev/$md >> asm.out 2>&1
+  echo check > /sys/block/$md/md/sync_action; sleep 1; timeout 60 mdadm --wait /dev/$md
+  echo "$m $(cat /sys/block/$md/md/sync_action) mismatch $(cat /sys/block/$md/md/mismatch_cnt)" >> back.out
+done
+cat /proc/mdstat >> asm.out
 true
 "#;
 
@@ -223,4 +256,35 @@ fn kernel_dmraid_raid5_sets_activate_with_mds_data() {
     }
     let ls = e.dm(&["ls"]);
     assert!(!ls.contains(&isw) && !ls.contains("ddf1_d5"), "{ls}");
+
+    // udm writes new data through both sets; the guest's md reads it and finds udm's parity
+    // right (a `check` pass counts no mismatches).
+    let (o, err, c) = dmraid(&["-ay"], &all);
+    assert_eq!(c, 0, "{o}{err}");
+    let p2 = pattern(ARRAY, 0x3c);
+    let p3 = pattern(ARRAY, 0xe1);
+    for (set, data) in [(isw.as_str(), &p2), ("ddf1_d5", &p3)] {
+        let nbd = udm_nbd::NbdClient::connect_unix(&d.nbd_socket, set).unwrap();
+        // Partial-stripe writes first (read-modify-write), then the rest in 1 MiB pieces.
+        nbd.write(4096, &data[4096..8192], false).unwrap();
+        nbd.write(200 << 10, &data[200 << 10..(200 << 10) + 12288], false)
+            .unwrap();
+        for at in (0..ARRAY).step_by(1 << 20) {
+            nbd.write(at as u64, &data[at..at + (1 << 20)], false)
+                .unwrap();
+        }
+        nbd.flush().unwrap();
+    }
+    let (o, err, c) = dmraid(&["-an"], &all);
+    assert_eq!(c, 0, "{o}{err}");
+    std::fs::write(share.join("pattern2.bin"), &p2).unwrap();
+    std::fs::write(share.join("pattern3.bin"), &p3).unwrap();
+    let (o, err, code) = udm_testkit::refvm_run(&run, &disks, Some(&share), SCRIPT_BACK);
+    assert_eq!(code, 0, "refvm:\n{o}\n{err}");
+    assert_eq!(
+        read(&share.join("back.out")),
+        "r5-same\nr5 idle mismatch 0\nd5-same\nd5 idle mismatch 0\n",
+        "{}",
+        read(&share.join("asm.out"))
+    );
 }
