@@ -24,7 +24,16 @@
 #   bench/raid.sh [LEG_MIB] [ROUNDS] [RUNTIME_S] [RATE_MIB]   (defaults: 128 MiB, 3, 5 s,
 #                                      32 MiB/s per leg; UDM_BIN names the binary, else built;
 #                                      SYNC_ONLY=1 runs only the sync rates;
-#                                      UDM_BIN2 adds a second binary's sync rates, interleaved)
+#                                      UDM_BIN2 adds a second binary's sync rates, interleaved;
+#                                      FIRSTWRITE=1 runs only the first-write measure below)
+#
+# FIRSTWRITE=1: the first write to a clean region on the blocking path. raid1 (2 legs) and
+# raid5 (4 legs) with a write-intent bitmap on the metadata files (region_size 512 = 256 KiB
+# per device, daemon_sleep 300 s so no bit is cleared during the run): 4 KiB writes, one in
+# each region (fio write with holes: raid1 every 256 KiB, raid5 every 768 KiB of the array =
+# 256 KiB per device), first on a fresh set (every write must set its bit and flush the
+# bitmap before the data goes out), then the same writes again (bits already dirty: no
+# bitmap I/O). IOPS and mean completion latency at queue depth 1 and 16, fresh / dirty.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LEG=${1:-128}
@@ -126,6 +135,47 @@ sync_round() { # tag binary -> raid1 resync and raid5/raid6 rebuild rates into R
     UDM=$B wait_idle rb; R[$lv-rebuild$tg-$round]=$(python3 -c "print(round($LEG / $(since "$t0")))"); "$B" remove rb
   done
 }
+if [ "${FIRSTWRITE:-0}" = 1 ]; then
+  fw_job() { # name skip_kib qd -> "IOPS clat_us"
+    fio --name=b --ioengine=nbd --uri="nbd+unix:///$1?socket=$W/nbd.sock" --rw="write:$2k" --bs=4k \
+      --iodepth="$3" --output-format=json 2>/dev/null | sed -n '/^{/,$p' | python3 -c "
+import json,sys
+w=json.load(sys.stdin)['jobs'][0]['write']
+print(round(w['iops']), round(w['clat_ns']['mean'] / 1000))"
+  }
+  declare -A F
+  for round in $(seq "$ROUNDS"); do
+    for k in raid1 raid5; do
+      for qd in 1 16; do
+        zero_meta
+        if [ $k = raid1 ]; then
+          t="0 $S raid raid1 6 0 nosync region_size 512 daemon_sleep 300000 $(devs 2)"; skip=252
+        else
+          t="0 $((3 * S)) raid raid5_ls 6 128 nosync region_size 512 daemon_sleep 300000 $(devs 4)"; skip=764
+        fi
+        "$UDM" create fw --table "$t"
+        wait_idle fw
+        read -r F[$k-$qd-fresh-iops-$round] F[$k-$qd-fresh-lat-$round] <<<"$(fw_job fw $skip $qd)"
+        read -r F[$k-$qd-dirty-iops-$round] F[$k-$qd-dirty-lat-$round] <<<"$(fw_job fw $skip $qd)"
+        "$UDM" remove fw
+      done
+    done
+  done
+  med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+  fmed() { local vals=(); for r in $(seq "$ROUNDS"); do vals+=("${F[$1-$r]}"); done; med "${vals[@]}"; }
+  echo "== first write to a clean region vs a dirty one: 4 KiB writes, one per 256 KiB device region,"
+  echo "   bitmap on local metadata files, legs ${RATE} MiB/s NBD; $(nproc) cores, load before $LOAD0,"
+  echo "   after $(cut -d' ' -f1-3 /proc/loadavg); median of $ROUNDS rounds (fresh pass, then dirty pass, each round)"
+  printf '%-6s %3s %11s %11s %12s %12s %12s\n' kind qd fresh-IOPS dirty-IOPS fresh-lat-us dirty-lat-us fresh/dirty
+  for k in raid1 raid5; do
+    for qd in 1 16; do
+      fi_=$(fmed "$k-$qd-fresh-iops"); di=$(fmed "$k-$qd-dirty-iops")
+      printf '%-6s %3s %11s %11s %12s %12s %12s\n' $k $qd "$fi_" "$di" "$(fmed "$k-$qd-fresh-lat")" \
+        "$(fmed "$k-$qd-dirty-lat")" "$(python3 -c "print(f'{$fi_ / max($di, 1e-9):.2f}')")"
+    done
+  done
+  exit 0
+fi
 KINDS=(linear striped raid1 raid1x4 raid5 raid6 raid10)
 [ "${SYNC_ONLY:-0}" = 1 ] && KINDS=()
 declare -A R

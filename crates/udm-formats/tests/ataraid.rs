@@ -187,10 +187,111 @@ fn sets_and_tables_follow_the_ord_table() {
         sets[1].table().unwrap(),
         vec!["0 4096 mirror core 2 64 sync 2 /d/a 8456 /d/b 8456 1 handle_errors".to_string()]
     );
-    // A member missing: no table.
+    // A member missing: no table, the set inconsistent, dmraid's words.
     let two = ataraid::isw_sets(&members[..2]).unwrap();
     assert_eq!(two[0].devs.len(), 2);
-    assert!(two[0].table().is_none());
+    assert_eq!(two[0].status, "inconsistent");
+    let e = two[0].table().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "isw: wrong number of devices in RAID set \"isw_h_vol0\" [2/3]"
+    );
+}
+
+fn raid5_vol(name: &'static str, pba: u32, per_member: u32) -> Vol {
+    Vol {
+        name,
+        level: 5,
+        members: vec![1, 2, 0],
+        pba,
+        per_member,
+        strip: 128,
+        migr: 0,
+        map_state: 0,
+    }
+}
+
+fn raid5_members(vols: &[Vol]) -> Vec<IswMember> {
+    let serials = ["s0", "s1", "s2"];
+    let b = mpb(7, &serials, vols);
+    ["/d/a", "/d/b", "/d/c"]
+        .iter()
+        .zip(serials)
+        .map(|(p, s)| IswMember::read(p, &mut disk_with(&b, 65536), s).unwrap())
+        .collect()
+}
+
+#[test]
+fn raid5_volumes_map_onto_the_raid_target_left_asymmetric() {
+    let members = raid5_members(&[raid5_vol("r5", 0, 10240)]);
+    let sets = ataraid::isw_sets(&members).unwrap();
+    let s = &sets[0];
+    assert_eq!(
+        (s.kind, s.kind.to_string().as_str()),
+        (SetKind::Raid5La, "raid5_la")
+    );
+    assert_eq!((s.size(), s.stride, s.status), (20480, 128, "ok"));
+    // Slots in the ord table's order; dmraid's region (64 here) raised to the chunk size.
+    assert_eq!(
+        s.table().unwrap(),
+        vec!["0 20480 raid raid5_la 4 128 nosync region_size 128 3 - /d/b - /d/c - /d/a"]
+    );
+    // A big set keeps dmraid's region once it passes the chunk (len / 3 sectors → 2048).
+    let big = ataraid::isw_sets(&raid5_members(&[raid5_vol("big", 0, 4 << 20)])).unwrap();
+    assert_eq!(
+        big[0].table().unwrap(),
+        vec!["0 8388608 raid raid5_la 4 128 nosync region_size 2048 3 - /d/b - /d/c - /d/a"]
+    );
+    // Members clamped to whole chunks.
+    let odd = ataraid::isw_sets(&raid5_members(&[raid5_vol("odd", 0, 10300)])).unwrap();
+    assert!(odd[0].table().unwrap()[0].starts_with("0 20480 raid raid5_la "));
+}
+
+#[test]
+fn a_raid5_volume_runs_degraded_with_one_member_missing_and_not_two() {
+    let members = raid5_members(&[raid5_vol("r5", 0, 10240)]);
+    // /d/c (slot 1) missing: `- -` in its slot, nosync, dmraid's degraded listing size.
+    let sets = ataraid::isw_sets(&[members[0].clone(), members[1].clone()]).unwrap();
+    let s = &sets[0];
+    assert_eq!(
+        (s.status, s.size(), s.devs.len()),
+        ("inconsistent", 10240, 2)
+    );
+    assert_eq!(
+        s.table().unwrap(),
+        vec!["0 20480 raid raid5_la 4 128 nosync region_size 128 3 - /d/b - - - /d/a"]
+    );
+    // The first slot missing.
+    let sets = ataraid::isw_sets(&[members[0].clone(), members[2].clone()]).unwrap();
+    assert_eq!(
+        sets[0].table().unwrap(),
+        vec!["0 20480 raid raid5_la 4 128 nosync region_size 128 3 - - - /d/c - /d/a"]
+    );
+    let sets = ataraid::isw_sets(&members[..1]).unwrap();
+    let e = sets[0].table().unwrap_err();
+    assert_eq!(e.errno(), libc::ENXIO);
+    assert_eq!(
+        e.to_string(),
+        "isw: wrong number of devices in RAID set \"isw_h_r5\" [1/3]"
+    );
+}
+
+#[test]
+fn a_raid5_volume_past_the_first_is_refused_for_its_offset() {
+    let members = raid5_members(&[raid5_vol("r5", 0, 10240), raid5_vol("r5b", 10240, 6144)]);
+    let sets = ataraid::isw_sets(&members).unwrap();
+    assert_eq!(sets.len(), 2);
+    assert!(sets[0].table().is_ok());
+    let e = sets[1].table().unwrap_err();
+    assert!(matches!(e, AtaraidError::NoMapping { .. }), "{e}");
+    assert_eq!(e.errno(), libc::EINVAL);
+    assert!(
+        e.to_string()
+            .starts_with("no mapping possible for RAID set isw_h_r5b (/d/b starts at sector 10240"),
+        "{e}"
+    );
+    // dmraid still lists it.
+    assert_eq!((sets[1].size(), sets[1].stride), (12288, 128));
 }
 
 proptest! {

@@ -48,9 +48,25 @@ fn g(tag: u8) -> [u8; 24] {
     [tag; 24]
 }
 
+/// A virtual disk: name, RAID level, level qualifier, member refs in element order, start
+/// LBA, sectors per member.
+type Vd = (&'static [u8], u8, u8, &'static [u32], u64, u64);
+
 /// Disk `me` (0..3) of a DDF set: raid0 "r0" over refs 10, 11, 12 (element order 12, 10,
 /// 11) at LBA 0, and raid1 "r1 " over 10, 11 at LBA 512.
 fn image(me: usize, be: bool) -> Vec<u8> {
+    image_with(
+        me,
+        be,
+        [
+            (b"r0", 0, 0, &[12, 10, 11], 0, 500),
+            (b"r1 ", 1, 0, &[10, 11], 512, 256),
+        ],
+    )
+}
+
+/// Disk `me` (0..3) with two virtual disks `vds` over refs 10, 11, 12.
+fn image_with(me: usize, be: bool, vds: [Vd; 2]) -> Vec<u8> {
     let w = W { be };
     let mut d = vec![0u8; (SECTORS * 512) as usize];
     let mut h = vec![0u8; 512];
@@ -90,7 +106,7 @@ fn image(me: usize, be: bool) -> Vec<u8> {
     let mut vd = vec![0u8; 512];
     w.u32(&mut vd, 0, 0xDDDD_DDDD);
     w.u16(&mut vd, 8, 2);
-    for (i, name) in [&b"r0"[..], &b"r1 "[..]].iter().enumerate() {
+    for (i, name) in vds.iter().map(|v| v.0).enumerate() {
         let o = 64 + 64 * i;
         vd[o..o + 24].copy_from_slice(&g(0xa0 + i as u8));
         vd[o + 33] = 2;
@@ -98,17 +114,15 @@ fn image(me: usize, be: bool) -> Vec<u8> {
     }
     w.seal(&mut vd);
     sec(&mut d, PRIMARY + 3, &vd);
-    let crs: [(u8, u8, &[u32], u64, u64); 2] = [
-        (0xa0, 0, &[12, 10, 11], 0, 500),
-        (0xa1, 1, &[10, 11], 512, 256),
-    ];
-    for (k, (vg, level, refs, lba, sectors)) in crs.iter().enumerate() {
+    for (k, (_, level, rlq, refs, lba, sectors)) in vds.iter().enumerate() {
+        let vg = 0xa0 + k as u8;
         let mut cr = vec![0u8; 1024];
         w.u32(&mut cr, 0, 0xEEEE_EEEE);
-        cr[8..32].copy_from_slice(&g(*vg));
+        cr[8..32].copy_from_slice(&g(vg));
         w.u16(&mut cr, 64, refs.len() as u16);
         cr[66] = 7;
         cr[67] = *level;
+        cr[68] = *rlq;
         w.u64(&mut cr, 72, *sectors);
         for i in 0..MPPE {
             w.u32(
@@ -162,8 +176,84 @@ fn decodes_both_byte_orders_and_builds_dmraids_tables() {
             vec!["0 256 mirror core 2 64 nosync 2 /d0 512 /d1 512 1 handle_errors".to_string()]
         );
         // One disk short: no table.
-        assert!(ddf1_sets(&disks[..2]).unwrap()[0].table().is_none());
+        let e = ddf1_sets(&disks[..2]).unwrap()[0].table().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ddf1: wrong # of devices in RAID set \"ddf1_r0\" [2/3]"
+        );
     }
+}
+
+fn raid5_disks(rlq: u8, lba: u64) -> Vec<(String, Ddf1)> {
+    (0..3)
+        .map(|i| {
+            let d = image_with(
+                i,
+                i == 1,
+                [
+                    (b"d5", 5, rlq, &[10, 12, 11], lba, 1000),
+                    (b"d6", 6, 3, &[10, 11, 12], 1024, 256),
+                ],
+            );
+            (format!("/d{i}"), Ddf1::read(&mut { d }).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn raid5_maps_its_qualifier_to_mds_layout_on_the_raid_target() {
+    for (rlq, kind, word) in [
+        (3, SetKind::Raid5Ls, "raid5_ls"),
+        (2, SetKind::Raid5La, "raid5_la"),
+        (0, SetKind::Raid5Ra, "raid5_ra"),
+    ] {
+        let sets = ddf1_sets(&raid5_disks(rlq, 0)).unwrap();
+        let s = &sets[0];
+        assert_eq!((s.name.as_str(), s.kind, s.stride), ("ddf1_d5", kind, 128));
+        // 1000 sectors per member clamped to 7 chunks, two data members.
+        assert_eq!((s.size(), s.status), (1792, "ok"));
+        assert_eq!(
+            s.table().unwrap(),
+            vec![format!(
+                "0 1792 raid {word} 4 128 nosync region_size 128 3 - /d0 - /d2 - /d1"
+            )]
+        );
+    }
+    // raid6 (and other levels dmraid cannot map) listed as `unknown`, refused.
+    let sets = ddf1_sets(&raid5_disks(3, 0)).unwrap();
+    assert_eq!(
+        (sets[1].kind.to_string().as_str(), sets[1].size()),
+        ("unknown", 768)
+    );
+    let e = sets[1].table().unwrap_err();
+    assert!(matches!(e, AtaraidError::NoMapping { .. }), "{e}");
+}
+
+#[test]
+fn a_raid5_set_runs_degraded_with_one_disk_missing_and_not_two() {
+    let disks = raid5_disks(3, 0);
+    // /d2 (element 1) missing.
+    let sets = ddf1_sets(&[disks[0].clone(), disks[1].clone()]).unwrap();
+    let s = &sets[0];
+    assert_eq!((s.status, s.size(), s.devs.len()), ("inconsistent", 896, 2));
+    assert_eq!(
+        s.table().unwrap(),
+        vec!["0 1792 raid raid5_ls 4 128 nosync region_size 128 3 - /d0 - - - /d1"]
+    );
+    // The unknown-level set with a member missing is `broken`, as dmraid says.
+    assert_eq!(sets[1].status, "broken");
+    let sets = ddf1_sets(&disks[1..2]).unwrap();
+    let e = sets[0].table().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "ddf1: wrong # of devices in RAID set \"ddf1_d5\" [1/3]"
+    );
+    assert_eq!(e.errno(), libc::ENXIO);
+    // A set not at LBA 0 of its members cannot go on the raid target.
+    let e = ddf1_sets(&raid5_disks(3, 2048)).unwrap()[0]
+        .table()
+        .unwrap_err();
+    assert!(matches!(e, AtaraidError::NoMapping { .. }), "{e}");
 }
 
 #[test]

@@ -235,6 +235,15 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
                     group = &s.group;
                     let _ = writeln!(out, "*** Group superset {group}");
                 }
+                if s.devs.len() < s.expected {
+                    let short = AtaraidError::WrongDevices {
+                        format: s.format,
+                        name: s.name.clone(),
+                        found: s.devs.len(),
+                        expected: s.expected,
+                    };
+                    refused(s, &short, err);
+                }
                 set_lines(s, active.contains(&s.name), out);
             }
             0
@@ -243,12 +252,12 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             let mut rc = 0;
             for s in &sets {
                 match s.table() {
-                    Some(t) => {
+                    Ok(t) => {
                         for l in t {
                             let _ = writeln!(out, "{}: {l}", s.name);
                         }
                     }
-                    None => rc = incomplete(s, err),
+                    Err(e) => rc = refused(s, &e, err),
                 }
             }
             rc
@@ -259,14 +268,18 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     }
 }
 
-fn incomplete(s: &Set, err: &mut dyn Write) -> i32 {
-    let _ = writeln!(
-        err,
-        "ERROR: isw: wrong # of devices in RAID set \"{}\" [{}/{}]",
-        s.name,
-        s.devs.len(),
-        s.expected
-    );
+/// dmraid's words for a set it cannot map: a short set named once per member found.
+fn refused(s: &Set, e: &AtaraidError, err: &mut dyn Write) -> i32 {
+    match e {
+        AtaraidError::WrongDevices { .. } => {
+            for d in &s.devs {
+                let _ = writeln!(err, "ERROR: {e} on {}", d.path);
+            }
+        }
+        _ => {
+            let _ = writeln!(err, "ERROR: {e}");
+        }
+    }
     1
 }
 
@@ -291,9 +304,12 @@ fn activate(sets: &[Set], err: &mut dyn Write) -> i32 {
     };
     let mut rc = 0;
     for s in sets {
-        let Some(t) = s.table() else {
-            rc = incomplete(s, err);
-            continue;
+        let t = match s.table() {
+            Ok(t) => t,
+            Err(e) => {
+                rc = refused(s, &e, err);
+                continue;
+            }
         };
         let created = c
             .call(Request::Create {

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use udm_testkit::udmcli::UdmCli;
 use udm_testkit::Daemon;
 
+mod dmraid_common;
+use dmraid_common::{mapped, pattern, read, serials, sorted};
+
 fn udm() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_udm"))
 }
@@ -53,31 +56,6 @@ dmraid -an > an.out 2>&1
 i=0; for v in /dev/vda /dev/vdb /dev/vdc /dev/vdd /dev/vde /dev/vdf /dev/vdg /dev/vdh; do i=$((i+1)); set -- $D; eval d=\${$i}; dd if=$d of=$v bs=1M status=none; done; sync
 "#;
 
-fn pattern(len: usize, salt: u32) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i as u32 / 512).wrapping_mul(2_654_435_761) ^ (i as u32) ^ salt) as u8)
-        .collect()
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-/// dmraid's text with the guest's device names replaced by the images' paths.
-fn mapped(text: &str, imgs: &[PathBuf]) -> String {
-    let mut t = text.to_string();
-    for (sd, img) in SD.iter().zip(imgs) {
-        t = t.replace(&format!("/dev/{sd}"), img.to_str().unwrap());
-    }
-    t
-}
-
-fn sorted(text: &str) -> Vec<String> {
-    let mut v: Vec<String> = text.lines().map(String::from).collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn kernel_dmraid_sets_match_dmraid() {
     let Some(run) = udm_testkit::refvm() else {
@@ -118,15 +96,12 @@ fn kernel_dmraid_sets_match_dmraid() {
         "dmraid -ay in the guest:\n{}\nrefvm:\n{o}\n{err}",
         read(&share.join("ay.out"))
     );
-    for (sd, img) in SD.iter().zip(&imgs) {
-        let serial = read(&share.join(format!("{sd}.serial")));
-        std::fs::write(format!("{}.serial", img.display()), serial).unwrap();
-    }
+    serials(&share, &SD, &imgs);
 
     // -r: the same lines (dmraid lists in sysfs order, udm in argument order).
     let (o, err, c) = dmraid(&["-r"]);
     assert_eq!(c, 0, "{err}");
-    let want = mapped(&read(&share.join("r.out")), &imgs);
+    let want = mapped(&read(&share.join("r.out")), &SD, &imgs);
     assert_eq!(sorted(&o), sorted(&want), "udm:\n{o}\ndmraid:\n{want}");
     assert_eq!(o.lines().count(), 8);
     assert_eq!(o.matches(": ddf1, \".ddf1_disks\", GROUP, ok, ").count(), 3);
@@ -144,7 +119,7 @@ fn kernel_dmraid_sets_match_dmraid() {
     // -ay -t: the same tables, devices aside.
     let (o, err, c) = dmraid(&["-ay", "-t"]);
     assert_eq!(c, 0, "{err}");
-    let tables = mapped(&read(&share.join("t.out")), &imgs);
+    let tables = mapped(&read(&share.join("t.out")), &SD, &imgs);
     assert_eq!(o, tables);
     assert!(tables.contains(" striped 3 128 ") && tables.contains(" mirror core 2 64 nosync 2 "));
     assert_eq!(tables.lines().count(), 4, "{tables}");

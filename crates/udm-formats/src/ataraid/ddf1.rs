@@ -7,7 +7,7 @@
 //! Every header and section carries a CRC: the reflected CRC-32 polynomial with a zero seed
 //! and no final inversion (as mdadm computes it), over the block with its CRC field all ones.
 
-use super::{AtaraidError, Set, SetDev, SetKind};
+use super::{set_status, AtaraidError, Set, SetDev, SetKind};
 use crate::part::Disk;
 
 /// The header magic.
@@ -58,6 +58,9 @@ pub struct Config {
     pub stripe_size: u8,
     /// 0 raid0, 1 raid1, 5 raid5, 0x1f concat, 0x0f jbod, …
     pub raid_level: u8,
+    /// RAID level qualifier (raid5: 0 parity 0 with data restart, 2 parity N with data
+    /// restart, 3 parity N with data continuation).
+    pub raid_qualifier: u8,
     /// Sectors each member gives.
     pub sectors: u64,
     /// The members' references, in element order (0xffffffff: empty).
@@ -260,6 +263,7 @@ impl Ddf1 {
                     primary_element_count: c.u16(64),
                     stripe_size: chunk[66],
                     raid_level: chunk[67],
+                    raid_qualifier: chunk[68],
                     sectors: c.u64(72),
                     refs: (0..mppe).map(|i| c.u32(512 + 4 * i)).collect(),
                     offsets: (0..mppe).map(|i| c.u64(512 + 4 * mppe + 8 * i)).collect(),
@@ -321,36 +325,40 @@ impl Ddf1 {
     }
 }
 
-/// Group DDF disks (path, metadata) into sets: one per virtual disk, members in element
-/// order, each at its start LBA; raid0 members clamped to whole stripes as dmraid does.
+/// Group DDF disks (path, metadata) into sets: one per virtual disk (in record order),
+/// members in element order, each at its start LBA; members clamped to whole stripes (but
+/// raid1's) as dmraid does. raid5 maps by its RAID level qualifier to md's layout; levels
+/// dmraid cannot map (raid6, concat, …) are listed as `unknown`.
 pub fn ddf1_sets(disks: &[(String, Ddf1)]) -> Result<Vec<Set>, AtaraidError> {
     let mut sets: Vec<Set> = Vec::new();
     for (_, meta) in disks {
-        for cr in &meta.configs {
-            let Some(vd) = meta.vds.iter().find(|v| v.guid == cr.guid) else {
+        // In virtual disk record order, as dmraid lists them.
+        for vd in &meta.vds {
+            let Some(cr) = meta.configs.iter().find(|c| c.guid == vd.guid) else {
                 continue;
             };
             let name = Ddf1::set_name(vd);
             if sets.iter().any(|s| s.name == name) {
                 continue;
             }
-            let kind = match cr.raid_level {
-                0x00 => SetKind::Stripe,
-                0x01 => SetKind::Mirror,
-                l => return Err(bad(format!("RAID level {l:#x} not supported"))),
+            let kind = match (cr.raid_level, cr.raid_qualifier) {
+                (0x00, _) => SetKind::Stripe,
+                (0x01, _) => SetKind::Mirror,
+                // md's equivalents (mdadm's DDF mapping).
+                (0x05, 3) => SetKind::Raid5Ls,
+                (0x05, 2) => SetKind::Raid5La,
+                (0x05, 0) => SetKind::Raid5Ra,
+                _ => SetKind::Unknown,
             };
-            // dmraid shows (and tables) a stride for striped sets only.
-            let stride = if kind == SetKind::Stripe {
-                1u64 << cr.stripe_size.min(30)
-            } else {
+            // dmraid shows (and tables) a stride for every level but raid1.
+            let stride = if kind == SetKind::Mirror {
                 0
-            };
-            let sectors = if kind == SetKind::Stripe {
-                cr.sectors - cr.sectors % stride.max(1)
             } else {
-                cr.sectors
+                1u64 << cr.stripe_size.min(30)
             };
+            let sectors = cr.sectors - cr.sectors % stride.max(1);
             let mut devs = Vec::new();
+            let mut slots = Vec::new();
             for (i, r) in cr
                 .refs
                 .iter()
@@ -358,6 +366,7 @@ pub fn ddf1_sets(disks: &[(String, Ddf1)]) -> Result<Vec<Set>, AtaraidError> {
                 .take(cr.primary_element_count as usize)
             {
                 if let Some((path, _)) = disks.iter().find(|(_, m)| m.reference == *r) {
+                    slots.push(i);
                     devs.push(SetDev {
                         path: path.clone(),
                         offset: cr.offsets[i],
@@ -365,18 +374,22 @@ pub fn ddf1_sets(disks: &[(String, Ddf1)]) -> Result<Vec<Set>, AtaraidError> {
                     });
                 }
             }
-            let status = match (vd.state & 7, vd.init_state & 3) {
+            let word = match (vd.state & 7, vd.init_state & 3) {
                 (0, 2) => "ok",
                 (0, _) => "nosync",
                 _ => "inconsistent",
             };
+            let expected = cr.primary_element_count as usize;
+            let status = set_status(kind, devs.len(), expected, word);
             sets.push(Set {
+                format: "ddf1",
+                slots,
                 group: GROUP.to_string(),
                 name,
                 kind,
                 stride,
                 devs,
-                expected: cr.primary_element_count as usize,
+                expected,
                 status,
             });
         }
