@@ -273,10 +273,10 @@ impl AesNiXts {
     /// The VAES loop: sixteen blocks per step in eight 256-bit registers; the tail (fewer
     /// than sixteen blocks) goes through the 128-bit loop with the running tweak.
     ///
-    /// Only the first sixteen tweaks are made one from the other (t·α); each later step
-    /// multiplies all sixteen by α¹⁶ at once (`times_x16`), eight independent carry-less
-    /// multiplications instead of a chain of sixteen dependent doublings, which had held
-    /// the AES units idle for about half of a 4 KiB sector's time.
+    /// The tweaks come from carry-less multiplications by powers of α, independent of each
+    /// other (the first sixteen in four dependent steps; each later step multiplies all
+    /// sixteen by α¹⁶ at once, `times_x16`), instead of a chain of dependent doublings, one
+    /// per block, which kept the AES units waiting.
     #[target_feature(enable = "aes,sse2,avx,avx2,vaes,vpclmulqdq")]
     unsafe fn process_vaes<const ENC: bool>(&self, iv: &[u8; 16], buf: &mut [u8]) {
         let nr = self.rounds;
@@ -307,11 +307,39 @@ impl AesNiXts {
         let p = buf.as_mut_ptr() as *mut __m256i;
         let mut i = 0;
         if n >= 16 {
+            // The first sixteen tweaks in four dependent steps instead of fifteen: (t, tα),
+            // then times α², α⁴ and α⁸ of what is there (the 128-bit value shifted up by
+            // 2 or 4 bits across its halves, the bits shifted out folded back in).
+            let times_x2 = |v: __m256i| {
+                let up = _mm256_or_si256(
+                    _mm256_slli_epi64::<2>(v),
+                    _mm256_srli_epi64::<62>(_mm256_bslli_epi128::<8>(v)),
+                );
+                let top = _mm256_srli_epi64::<62>(_mm256_bsrli_epi128::<8>(v));
+                _mm256_xor_si256(up, _mm256_clmulepi64_epi128::<0x00>(top, red))
+            };
+            let times_x4 = |v: __m256i| {
+                let up = _mm256_or_si256(
+                    _mm256_slli_epi64::<4>(v),
+                    _mm256_srli_epi64::<60>(_mm256_bslli_epi128::<8>(v)),
+                );
+                let top = _mm256_srli_epi64::<60>(_mm256_bsrli_epi128::<8>(v));
+                _mm256_xor_si256(up, _mm256_clmulepi64_epi128::<0x00>(top, red))
+            };
+            let times_x8 = |v: __m256i| {
+                let top = _mm256_bsrli_epi128::<15>(v);
+                _mm256_xor_si256(
+                    _mm256_bslli_epi128::<1>(v),
+                    _mm256_clmulepi64_epi128::<0x00>(top, red),
+                )
+            };
             let mut tw = [_mm256_setzero_si256(); 8];
-            for x in tw.iter_mut() {
-                let t1 = double(t);
-                *x = _mm256_set_m128i(t1, t);
-                t = double(t1);
+            tw[0] = _mm256_set_m128i(double(t), t);
+            tw[1] = times_x2(tw[0]);
+            tw[2] = times_x4(tw[0]);
+            tw[3] = times_x4(tw[1]);
+            for k in 0..4 {
+                tw[k + 4] = times_x8(tw[k]);
             }
             loop {
                 let mut b = [_mm256_setzero_si256(); 8];
