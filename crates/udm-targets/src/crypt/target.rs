@@ -2,6 +2,8 @@
 //! decrypted in place by whichever thread completes it, as soon as it is in: from the page
 //! cache that is the submitting thread itself (no pool hop, and the data is decrypted while
 //! it is still in the CPU cache), and a reply of an NBD request thread goes out from there.
+//! A read of one piece (every 4 KiB read) goes below as the bio itself, decrypted on its way
+//! back: no split, join or second bio.
 //! Writes are encrypted into a recycled buffer (the caller's data is never changed) and then
 //! written: a small one on the thread that has it, a large one split across cores (the
 //! calling thread takes one piece, the CPU pool the rest) only while it is the target's only
