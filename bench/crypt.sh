@@ -11,6 +11,10 @@
 # Every device runs once per job per round (interleaved, so background load hits all alike);
 # the median round is shown, with the load average and each server's CPU-seconds per GiB
 # moved (user + system time of the server process over the job, in brackets).
+#   UDM_BASE=path   also serve both devices from that udm binary (a second daemon), measured
+#                   in the same rounds: the base-linear / base-crypt columns and their ratio
+#   ONLY="2 4"      run only these jobs (indices into the job list below, from 0)
+#   PEERS=0         leave out qemu-nbd and nbdkit
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-512}
@@ -49,12 +53,25 @@ PID_udm=$!
 for _ in $(seq 100); do [ -S "$W/udm.sock" ] && [ -S "$W/control" ] && break; sleep 0.1; done
 "$UDM" create lin --table "0 $SECT linear $IMG $OFF"
 "$UDM" create cry --table "0 $SECT crypt aes-xts-plain64 $KEY 0 $IMG $OFF"
+SERVERS="udm:lin udm:cry"
+if [ -n "${UDM_BASE:-}" ]; then
+  UDM_SOCKET=$W/control-base "$UDM_BASE" daemon --socket "$W/control-base" --nbd-socket "$W/base.sock" \
+    --no-fuse 2>"$W/base.log" &
+  PID_base=$!
+  for _ in $(seq 100); do [ -S "$W/base.sock" ] && [ -S "$W/control-base" ] && break; sleep 0.1; done
+  UDM_SOCKET=$W/control-base "$UDM_BASE" create lin --table "0 $SECT linear $IMG $OFF"
+  UDM_SOCKET=$W/control-base "$UDM_BASE" create cry --table "0 $SECT crypt aes-xts-plain64 $KEY 0 $IMG $OFF"
+  SERVERS="$SERVERS base:lin base:cry"
+fi
+[ "${PEERS:-1}" = 0 ] || {
+SERVERS="$SERVERS qemu:cry nbdkit:cry"
 qemu-nbd --persistent --shared=8 --socket="$W/qemu.sock" --object secret,id=s0,data=secret \
   --image-opts "driver=luks,key-secret=s0,file.filename=$IMG" -x cry &
 PID_qemu=$!
 nbdkit --foreground --exit-with-parent -U "$W/nbdkit.sock" -e cry --filter=luks file "$IMG" passphrase=secret &
 PID_nbdkit=$!
 for _ in $(seq 100); do [ -S "$W/qemu.sock" ] && [ -S "$W/nbdkit.sock" ] && break; sleep 0.1; done
+}
 
 cpu() { awk '{print $14 + $15}' /proc/$1/stat; }
 run() { # server export rw bs depth -> "MiB/s server-CPU-s-per-GiB"
@@ -74,22 +91,40 @@ JOBS=("write 1m 16" "read 1m 16" "randread 4k 16" "randwrite 4k 16" "randread 4k
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 for r in $(seq "$ROUNDS"); do
   for i in "${!JOBS[@]}"; do
+    [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $i "* ]] || continue
     set -- ${JOBS[$i]}
-    echo "$i $r $(run udm lin "$@") $(run udm cry "$@") $(run qemu cry "$@") $(run nbdkit cry "$@")" >>"$W/results"
+    line="$i $r"
+    for s in $SERVERS; do line="$line $(run ${s%%:*} ${s#*:} "$@")"; done
+    echo "$line" >>"$W/results"
   done
 done
 echo "load average: before $LOAD0, after $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
-python3 - "$W/results" "${JOBS[@]}" <<'PY'
-import sys, statistics
+python3 - "$W/results" "$SERVERS" "${JOBS[@]}" <<'PY'
+import sys
 rows = [l.split() for l in open(sys.argv[1])]
-jobs = sys.argv[2:]
-print(f"{'job':<18} {'udm-linear':>13} {'udm-crypt':>13} {'qemu-nbd':>13} {'nbdkit':>13} {'crypt/lin':>9}")
+names = {"udm:lin": "udm-linear", "udm:cry": "udm-crypt", "base:lin": "base-linear",
+         "base:cry": "base-crypt", "qemu:cry": "qemu-nbd", "nbdkit:cry": "nbdkit"}
+servers = sys.argv[2].split()
+jobs = sys.argv[3:]
+base = "base:lin" in servers
+print(f"{'job':<18} " + " ".join(f"{names[s]:>13}" for s in servers) + f" {'crypt/lin':>9}"
+      + (f" {'base c/l':>9} {'new/base crypt':>14}" if base else ""))
 for i, j in enumerate(jobs):
     rw, bs, qd = j.split()
-    # the median round by crypt/linear ratio, so the two columns come from one round
-    rs = sorted(([float(x) for x in r[2:]] for r in rows if int(r[0]) == i),
-                key=lambda v: v[2] / max(v[0], 1))
-    v = rs[len(rs) // 2]
-    cols = " ".join(f"{v[k]:>6.0f} ({v[k+1]:4.2f})" for k in range(0, 8, 2))
-    print(f"{rw+' '+bs+' qd'+qd:<18} {cols} {v[2]/max(v[0],1):>9.2f}")
+    mine = [[float(x) for x in r[2:]] for r in rows if int(r[0]) == i]
+    if not mine:
+        continue
+    # the median round by crypt/linear ratio, so the two columns come from one round; the
+    # rates shown are all from udm's median round, the base ratios are medians of their own
+    def median(a, b):
+        rs = sorted(mine, key=lambda v: v[2 * b] / max(v[2 * a], 1))
+        return rs[len(rs) // 2]
+    v = median(0, 1)
+    cols = " ".join(f"{v[k]:>6.0f} ({v[k+1]:4.2f})" for k in range(0, 2 * len(servers), 2))
+    line = f"{rw+' '+bs+' qd'+qd:<18} {cols} {v[2]/max(v[0],1):>9.2f}"
+    if base:
+        b = median(2, 3)
+        nb = sorted(x[2] / max(x[6], 1) for x in mine)[len(mine) // 2]
+        line += f" {b[6]/max(b[4],1):>9.2f} {nb:>14.2f}"
+    print(line)
 PY

@@ -2,7 +2,8 @@
 //! `cryptography`, i.e. OpenSSL) for every cipher/IV mode, sector size, iv_offset and offset;
 //! reads decrypt; table round trip and key masking; `key set`/`key wipe` messages; key-store
 //! keys; constructor errors as the kernel's; absurd tables never panic; large bios in flight
-//! together give the same bytes as one at a time.
+//! together give the same bytes as one at a time; one-piece and split reads decrypt the
+//! oracle's ciphertext, up to the device's end and next to failing sectors.
 
 mod common;
 use common::*;
@@ -261,6 +262,102 @@ fn large_bios_in_flight_together_match_one_at_a_time() {
     assert!(rx.recv().unwrap().is_err(), "a read over failing sectors");
     assert!(read(edev.as_ref(), 2056, 1 << 20) == want[2056 * 512..][..1 << 20]);
     assert!(read(edev.as_ref(), 0, 2048 * 512) == want[..2048 * 512]);
+}
+
+/// Reads of one piece (up to 128 KiB: every 4 KiB read goes below as the bio itself and is
+/// decrypted on its way back) and of several pieces, over ciphertext the independent
+/// computation put on the disk: every read gives the plaintext, at the start, in the middle
+/// and at the last sectors of the device, for 512- and 4096-byte crypt sectors with an
+/// iv_offset and a data offset; a read past the end fails; a read over failing sectors
+/// below fails alone, its neighbours still read.
+#[test]
+fn one_piece_and_split_reads_decrypt_the_oracles_ciphertext() {
+    let Some(py) = python() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let sectors = 4096u64;
+    for (i, (ss, iv_offset, offset, large)) in [(512u32, 13u64, 8u64, false), (4096, 24, 16, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let key = hex_key(64, 300 + i as u64);
+        let plain = pseudo((sectors * 512) as usize, 400 + i as u64);
+        let cipher = oracle(
+            py,
+            d.path(),
+            "aes-xts-plain64",
+            &key,
+            ss,
+            iv_offset,
+            large,
+            &plain,
+        );
+        let mut disk = vec![0xa5u8; (offset * 512) as usize];
+        disk.extend_from_slice(&cipher);
+        let img = d.path().join(format!("r{i}.img"));
+        std::fs::write(&img, &disk).unwrap();
+        let opts = if large {
+            format!(" 2 sector_size:{ss} iv_large_sectors")
+        } else {
+            String::new()
+        };
+        let table = format!(
+            "0 {sectors} crypt aes-xts-plain64 {key} {iv_offset} {} {offset}{opts}",
+            img.display()
+        );
+        let reg = registry();
+        create(&reg, "c", &table).unwrap();
+        let (dev, _g) = open(&reg, "c");
+        let spu = (ss / 512) as u64;
+        let ranges = [
+            (0, spu),
+            (0, 8),
+            (spu * 3, 8),
+            (sectors - 8, 8),
+            (sectors - spu, spu),
+            (1000 / spu * spu, 256),
+            (1000 / spu * spu, 256 + spu),
+            (sectors - 256, 256),
+            (sectors - 264, 264),
+            (0, sectors),
+        ];
+        for (at, len) in ranges {
+            let got = read(dev.as_ref(), at, (len * 512) as usize);
+            assert!(
+                got == plain[(at * 512) as usize..][..(len * 512) as usize],
+                "sector size {ss}: read of {len} sectors at {at}"
+            );
+        }
+        let past = udm_io::sync::read_at(dev.as_ref(), Sectors(sectors - 8), 8 * 512 + 4096);
+        assert!(past.is_err(), "a read past the end of the device");
+        // The same ciphertext with eight failing sectors below, at 2048.
+        let below = format!(
+            "0 {0} linear {1} 0\n{0} 8 error\n{2} {3} linear {1} {2}",
+            2048 + offset,
+            img.display(),
+            2056 + offset,
+            sectors - 2056
+        );
+        create(&reg, "m", &below).unwrap();
+        let top = format!(
+            "0 {sectors} crypt aes-xts-plain64 {key} {iv_offset} /dev/mapper/m {offset}{opts}"
+        );
+        create(&reg, "e", &top).unwrap();
+        let (edev, _eg) = open(&reg, "e");
+        for (at, len) in [(2048u64, 8u64), (2040, 16), (2048, 256), (1024, 2048)] {
+            let r = udm_io::sync::read_at(edev.as_ref(), Sectors(at), (len * 512) as usize);
+            assert!(
+                r.is_err(),
+                "sector size {ss}: read of {len} at {at} over failing sectors"
+            );
+        }
+        for (at, len) in [(2040u64, 8u64), (2056, 8), (1792, 256), (2056, 256)] {
+            let got = read(edev.as_ref(), at, (len * 512) as usize);
+            assert!(
+                got == plain[(at * 512) as usize..][..(len * 512) as usize],
+                "sector size {ss}: read of {len} sectors at {at} next to failing sectors"
+            );
+        }
+    }
 }
 
 #[test]
