@@ -12,8 +12,8 @@
 #   linear   `linear` over the data file (spliced from the page cache);
 #   verity   `verity` with the verified-block cache (blocks read and verified once are then
 #            served from memory, as the page cache above a kernel dm-verity device serves
-#            buffered readers): warmed by one untimed pass before each round, so the column
-#            is cached reads;
+#            buffered readers; 4 KiB blocks live in a memfd that 1 MiB replies splice from):
+#            warmed by one untimed pass before each round, so the column is cached reads;
 #   cold     `verity` in a second daemon run with UDM_VERITY_DATA_CACHE=0: every read is
 #            read and hashed again (what a first read costs, and what O_DIRECT readers of a
 #            kernel dm-verity device pay every time).

@@ -6,6 +6,7 @@
 use super::cache::{self, BlockCache, Kind};
 use super::fec::FecRuntime;
 use super::params::{Mode, VerityParams};
+use super::store::DataStore;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use udm_core::{DevHandle, MapResult, StatusType, Target};
@@ -62,6 +63,9 @@ pub struct Inner {
     /// This target's key in the process-wide verified-block cache.
     pub(crate) owner: u64,
     pub(crate) cache: &'static BlockCache,
+    /// Verified data blocks in a memfd (spliced by NBD replies), where usable; otherwise
+    /// data blocks go to `cache`.
+    store: Option<Arc<DataStore>>,
     validated: Option<Vec<AtomicU64>>,
     hash_failed: AtomicBool,
     /// Set by `restart_on_corruption` / `panic_on_corruption`: every later I/O fails.
@@ -92,6 +96,12 @@ impl Inner {
                 .map(|_| AtomicU64::new(0))
                 .collect()
         });
+        let cache = cache::global();
+        let store = if cache.data_enabled() {
+            DataStore::new(geo.data_blocks, geo.data_block_size as usize)
+        } else {
+            None
+        };
         Inner {
             params,
             geo,
@@ -102,7 +112,8 @@ impl Inner {
             hash,
             fec,
             owner: cache::new_owner(),
-            cache: cache::global(),
+            cache,
+            store,
             validated,
             hash_failed: AtomicBool::new(false),
             dead: AtomicBool::new(false),
@@ -294,10 +305,7 @@ impl Inner {
             let i = *done;
             let b = first + i as u64;
             // A block verified before is served as it was then, whatever the device holds now.
-            if self
-                .cache
-                .copy_data(self.owner, b, &mut buf[i * bs..(i + 1) * bs])
-            {
+            if self.copy_cached(b, &mut buf[i * bs..(i + 1) * bs]) {
                 *done = i + 1;
                 continue;
             }
@@ -371,7 +379,9 @@ impl Inner {
 
     /// Keep data block `b`, whose digest just matched the tree, in the verified-block cache.
     fn keep(&self, b: u64, bytes: &[u8]) {
-        if self.cache.data_enabled() {
+        if let Some(s) = &self.store {
+            s.insert(b, bytes, self.cache);
+        } else if self.cache.data_enabled() {
             self.cache
                 .insert(self.owner, Kind::Data, b, Arc::from(bytes));
         }
@@ -380,8 +390,19 @@ impl Inner {
     /// Fill `buf` (data blocks `first..`) from the verified-block cache; false (with `buf`
     /// partly filled) as soon as one block is not there.
     fn all_cached(&self, first: u64, buf: &mut [u8]) -> bool {
+        if let Some(s) = &self.store {
+            return s.copy_all(first, buf);
+        }
         let bs = self.geo.data_block_size as usize;
         self.cache.copy_data_run(self.owner, first, bs, buf) * bs == buf.len()
+    }
+
+    /// Copy verified data block `b` from the store or the cache into `out`, if kept.
+    fn copy_cached(&self, b: u64, out: &mut [u8]) -> bool {
+        match &self.store {
+            Some(s) => s.copy_one(b, out),
+            None => self.cache.copy_data(self.owner, b, out),
+        }
     }
 
     fn verify_block(
@@ -438,7 +459,14 @@ impl Verity {
 
     /// (blocks, bytes) this target holds in the verified-block cache (data and hash blocks).
     pub fn cached(&self) -> (usize, usize) {
-        self.inner.cache.usage(Some(self.inner.owner))
+        let (n, b) = self.inner.cache.usage(Some(self.inner.owner));
+        let (sn, sb) = self.inner.store.as_ref().map_or((0, 0), |s| s.usage());
+        (n + sn, b + sb)
+    }
+
+    /// Whether verified data blocks live in a memfd that NBD replies splice from.
+    pub fn zero_copy(&self) -> bool {
+        self.inner.store.is_some()
     }
 }
 
@@ -500,6 +528,23 @@ impl Target for Verity {
                 p.to_string()
             }
         }
+    }
+
+    /// Reads whose blocks are all verified and kept in the memfd are that file's range:
+    /// run `f` on it while the blocks are pinned (a splice takes its own page references).
+    fn read_file_range(
+        &self,
+        sector: Sectors,
+        len: Sectors,
+        f: udm_io::FileReader<'_>,
+    ) -> Option<std::io::Result<usize>> {
+        let inner = &self.inner;
+        let store = inner.store.as_ref()?;
+        let spb = (inner.geo.data_block_size / 512) as u64;
+        if (sector.0 | len.0) & (spb - 1) != 0 || inner.dead.load(Ordering::Relaxed) {
+            return None;
+        }
+        store.with_file(sector.0 / spb, len.0 / spb, |file, off| f(file, off))
     }
 
     fn io_hints(&self, limits: &mut Limits) {
