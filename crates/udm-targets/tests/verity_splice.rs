@@ -3,7 +3,9 @@
 //! ranges partly cached and at the end of the device; a reply still in a pipe keeps its bytes
 //! when its blocks are evicted; an evicted block corrupted on disk fails verification again;
 //! nothing that failed, was corrected by FEC, passed in logging mode or was skipped by
-//! `check_at_most_once` is served from the memfd, nor anything once a device died. In a
+//! `check_at_most_once` is served from the memfd, nor anything once a device died. A read's
+//! verified blocks are kept in runs (one write per run): a large read split across threads
+//! keeps every block, and a corrupted block inside a run splits it without entering. In a
 //! process of its own: the budget is process-wide and read once (`UDM_VERITY_CACHE_MB`).
 
 mod common;
@@ -106,6 +108,7 @@ fn zero_copy_reads() {
     evicted_under_a_pipe(&reg, d.path());
     concurrent_eviction(&reg, d.path());
     security_rules(&reg, d.path());
+    batched_inserts(&reg, d.path());
     let (n, b, budget) = udm_targets::verity::cache_usage();
     assert!(b <= budget, "{n} blocks, {b} bytes over {budget}");
 }
@@ -331,4 +334,84 @@ fn security_rules(reg: &udm_core::Registry, root: &std::path::Path) {
         .is_none());
     drop(g);
     reg.remove(&sel("s"), false).unwrap();
+}
+
+/// A read's verified blocks enter in runs: a read split across threads (two 256 KiB
+/// pieces), a run that meets resident blocks, and runs split by a corrupted block, in EIO
+/// mode (blocks verified before it are kept, the rest of its piece is not verified) and in
+/// logging mode (the read succeeds; every block but the corrupted one is kept). Each device
+/// starts with the budget empty, so nothing here is evicted.
+fn batched_inserts(reg: &udm_core::Registry, root: &std::path::Path) {
+    let img = make(&dir(root, "batch"), BS as u32, 256, &[], None);
+    let part = |a: u64, b: u64| &img.content[(a * BS) as usize..(b * BS) as usize];
+    let (dev, g) = open_fresh(reg, &img, "batch", "");
+    let dev = dev.as_ref();
+    assert!(block(dev, 0, 128).unwrap() == part(0, 128));
+    assert_eq!(zc(dev, 0, 128), want(&img.content, 0, 128));
+    // Blocks 140..150 first, then one read over them: resident ones stay, the rest fill.
+    assert!(block(dev, 140, 10).unwrap() == part(140, 150));
+    assert!(block(dev, 128, 64).unwrap() == part(128, 192));
+    assert_eq!(zc(dev, 0, 192), want(&img.content, 0, 192));
+    assert_eq!(zc(dev, 192, 1), None);
+    if let Some(r) = zc_splice(dev, 96, 64) {
+        assert!(drain(&r, 64 * BS as usize) == part(96, 160));
+    }
+    drop(g);
+    reg.remove(&sel("batch"), false).unwrap();
+
+    flip(&img.data, 40 * BS + 1, 0x80);
+    let (dev, g) = open_fresh(reg, &img, "beio", "");
+    assert_eq!(block(dev.as_ref(), 0, 64), Err(IoError::Io));
+    assert_eq!(zc(dev.as_ref(), 0, 40), want(&img.content, 0, 40));
+    assert_eq!(zc(dev.as_ref(), 40, 1), None, "the corrupted block");
+    assert_eq!(
+        zc(dev.as_ref(), 41, 1),
+        None,
+        "not verified after the failure"
+    );
+    assert!(block(dev.as_ref(), 41, 23).unwrap() == part(41, 64));
+    assert_eq!(zc(dev.as_ref(), 41, 23), want(&img.content, 41, 23));
+    assert_eq!(zc(dev.as_ref(), 0, 64), None);
+    assert_eq!(block(dev.as_ref(), 32, 16), Err(IoError::Io));
+    drop(g);
+    reg.remove(&sel("beio"), false).unwrap();
+
+    let (dev, g) = open_fresh(reg, &img, "blog", "ignore_corruption");
+    let got = block(dev.as_ref(), 0, 64).unwrap();
+    let bs = BS as usize;
+    assert!(got[..40 * bs] == *part(0, 40));
+    assert!(got[40 * bs..41 * bs] != *part(40, 41));
+    assert!(got[41 * bs..] == *part(41, 64));
+    assert_eq!(zc(dev.as_ref(), 0, 40), want(&img.content, 0, 40));
+    assert_eq!(zc(dev.as_ref(), 40, 1), None, "a corrupted block was kept");
+    assert_eq!(zc(dev.as_ref(), 39, 2), None);
+    assert_eq!(zc(dev.as_ref(), 41, 23), want(&img.content, 41, 23));
+    // Read again: the device's (corrupted) bytes for block 40 again, kept ones from memory.
+    assert!(block(dev.as_ref(), 0, 64).unwrap() == got);
+    drop(g);
+    reg.remove(&sel("blog"), false).unwrap();
+}
+
+/// A new read-only `verity` device `name` over `img` with `opts`, opened.
+fn open_fresh(
+    reg: &udm_core::Registry,
+    img: &Img,
+    name: &str,
+    opts: &str,
+) -> (
+    std::sync::Arc<dyn BlockDevice>,
+    udm_core::registry::OpenGuard,
+) {
+    let t0 = std::time::Instant::now();
+    // A removed table's blocks go when the last completion holding it ends.
+    while udm_targets::verity::cache_usage().0 != 0 {
+        assert!(
+            t0.elapsed().as_secs() < 10,
+            "{:?} kept",
+            udm_targets::verity::cache_usage()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    create_ro(reg, name, &img.table(opts)).unwrap();
+    open(reg, name)
 }

@@ -168,26 +168,17 @@ impl DataStore {
         if first.checked_add(n).is_none_or(|e| e > self.blocks) {
             return false;
         }
-        let mut b = first;
-        let end = first + n;
-        while b < end {
-            let (w, _) = bit(b);
-            let lo = b % 64;
-            let hi = (end - (b - lo)).min(64);
-            let mask = if hi - lo == 64 {
-                u64::MAX
-            } else {
-                ((1u64 << (hi - lo)) - 1) << lo
-            };
-            if self.resident[w].load(Ordering::Acquire) & mask != mask {
-                return false;
+        let mut all = true;
+        self.for_masks(first, first + n, |w, mask| {
+            if !all || self.resident[w].load(Ordering::Acquire) & mask != mask {
+                all = false;
+                return;
             }
             if self.hot[w].load(Ordering::Relaxed) & mask != mask {
                 self.hot[w].fetch_or(mask, Ordering::Relaxed);
             }
-            b += hi - lo;
-        }
-        true
+        });
+        all
     }
 
     /// Copy blocks `first..` into `buf` (whole blocks) when every one is resident.
@@ -229,33 +220,88 @@ impl DataStore {
         Some(f(&self.file, first * self.bs as u64))
     }
 
-    /// Keep verified block `b`, evicting (this or other stores' blocks) to stay in budget;
-    /// skipped when no room can be made.
-    pub(crate) fn insert(&self, b: u64, bytes: &[u8], cache: &BlockCache) {
-        if b >= self.blocks || bytes.len() != self.bs || self.is_resident(b) {
+    /// Keep verified blocks `first..` (`bytes`, whole blocks), evicting (this or other
+    /// stores' blocks) to stay in budget; skipped when no room can be made. Blocks already
+    /// resident stay as they are; every run of the others is filled with one write.
+    pub(crate) fn insert_run(&self, first: u64, bytes: &[u8], cache: &BlockCache) {
+        let n = (bytes.len() / self.bs) as u64;
+        if n == 0
+            || !bytes.len().is_multiple_of(self.bs)
+            || first.checked_add(n).is_none_or(|e| e > self.blocks)
+            || self.resident_in(first, n) == n
+        {
             return;
         }
         let mut hand = self.writer.lock();
-        if self.is_resident(b) {
-            return;
-        }
+        // Room for all `n` (a resident block among them is counted too: evicted meanwhile,
+        // it is written again below).
         let budget = cache.budget();
-        if bytes_total(cache) + self.bs > budget
-            && !make_room(Some((self, &mut hand)), cache, budget - self.bs.min(budget))
+        let need = n as usize * self.bs;
+        if need > budget
+            || (bytes_total(cache) + need > budget
+                && !make_room(Some((self, &mut hand)), cache, budget - need))
         {
             return;
         }
-        // Block `b` is not resident, so no reader reads it, and `writer` is held, so nobody
-        // else writes or punches it. A write (unlike a store through the mapping) fills a
-        // fresh shmem page without clearing it first.
-        if std::os::unix::fs::FileExt::write_all_at(&self.file, bytes, b * self.bs as u64).is_err()
-        {
-            return;
+        // The blocks written are not resident, so no reader reads them, and `writer` is
+        // held, so nobody else writes or punches them. A write (unlike a store through the
+        // mapping) fills fresh shmem pages without clearing them first.
+        let mut b = first;
+        while b < first + n {
+            if self.is_resident(b) {
+                b += 1;
+                continue;
+            }
+            let mut end = b + 1;
+            while end < first + n && !self.is_resident(end) {
+                end += 1;
+            }
+            let at = (b - first) as usize * self.bs;
+            let part = &bytes[at..at + (end - b) as usize * self.bs];
+            if std::os::unix::fs::FileExt::write_all_at(&self.file, part, b * self.bs as u64)
+                .is_err()
+            {
+                // Free whatever part of the run was filled; none of it is resident.
+                self.punch(b, end - b);
+                return;
+            }
+            let got = (end - b) as usize;
+            BYTES.fetch_add(got * self.bs, Ordering::Relaxed);
+            self.count.fetch_add(got, Ordering::Relaxed);
+            self.set_resident(b, end);
+            b = end;
         }
-        BYTES.fetch_add(self.bs, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let (w, m) = bit(b);
-        self.resident[w].fetch_or(m, Ordering::Release);
+    }
+
+    /// How many of blocks `first..first+n` are resident (no hot marks).
+    fn resident_in(&self, first: u64, n: u64) -> u64 {
+        let mut got = 0;
+        self.for_masks(first, first + n, |w, m| {
+            got += (self.resident[w].load(Ordering::Acquire) & m).count_ones() as u64;
+        });
+        got
+    }
+
+    /// Mark blocks `b..end` resident (their bytes are in place; writer held).
+    fn set_resident(&self, b: u64, end: u64) {
+        self.for_masks(b, end, |w, m| {
+            self.resident[w].fetch_or(m, Ordering::Release);
+        });
+    }
+
+    /// `f(word, mask)` for the bitmap words covering blocks `b..end`.
+    fn for_masks(&self, mut b: u64, end: u64, mut f: impl FnMut(usize, u64)) {
+        while b < end {
+            let lo = b % 64;
+            let hi = (end - (b - lo)).min(64);
+            let mask = if hi - lo == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << (hi - lo)) - 1) << lo
+            };
+            f((b / 64) as usize, mask);
+            b += hi - lo;
+        }
     }
 
     /// Evict up to `want` blocks by CLOCK (writer held: `hand`); how many went.

@@ -289,7 +289,9 @@ impl Inner {
     /// Verify (and correct) `buf`, which holds data blocks `first..` as read, starting at
     /// block index `*done` of it and advancing `*done` past every block settled; `read_ok` is
     /// whether the read itself succeeded. Without `may_block` it stops with `NeedIo` where
-    /// blocking I/O would be needed, so the rest can go on elsewhere.
+    /// blocking I/O would be needed, so the rest can go on elsewhere. Blocks whose digests
+    /// matched are kept in the verified-block cache in runs (one write per run), also when
+    /// verification stops early; a block that did not match never enters.
     pub(crate) fn verify_io(
         &self,
         first: u64,
@@ -298,9 +300,33 @@ impl Inner {
         may_block: bool,
         done: &mut usize,
     ) -> Result<(), Stop> {
+        let mut run = (0, 0);
+        let r = self.verify_blocks(first, buf, read_ok, may_block, done, &mut run);
+        self.keep_run(first, buf, run);
+        r
+    }
+
+    /// `verify_io`'s loop; `run` is the (index, count) of the latest run of matched blocks
+    /// of `buf` not kept yet (earlier runs are kept as soon as a run breaks).
+    fn verify_blocks(
+        &self,
+        first: u64,
+        buf: &mut [u8],
+        read_ok: bool,
+        may_block: bool,
+        done: &mut usize,
+        run: &mut (usize, usize),
+    ) -> Result<(), Stop> {
         let bs = self.geo.data_block_size as usize;
         let n = buf.len() / bs;
         let mut memo = None;
+        let mut matched = |i: usize, c: usize, buf: &[u8]| {
+            if run.0 + run.1 != i {
+                self.keep_run(first, buf, *run);
+                *run = (i, 0);
+            }
+            run.1 += c;
+        };
         while *done < n {
             let i = *done;
             let b = first + i as u64;
@@ -317,16 +343,19 @@ impl Inner {
                 && i + 1 < n
                 && self.verify_pair(b, &buf[i * bs..(i + 2) * bs], may_block, &mut memo)?
             {
+                matched(i, 2, buf);
                 *done = i + 2;
                 continue;
             }
-            self.verify_block(
+            if self.verify_block(
                 b,
                 &mut buf[i * bs..(i + 1) * bs],
                 read_ok,
                 may_block,
                 &mut memo,
-            )?;
+            )? {
+                matched(i, 1, buf);
+            }
             *done = i + 1;
         }
         Ok(())
@@ -334,7 +363,7 @@ impl Inner {
 
     /// The fast path for two read blocks `b` and `b + 1` (`two` holds both): with sha256 on
     /// a CPU with the SHA extensions, both are hashed in one interleaved pass. True when
-    /// both matched their tree digests (and are marked validated); false leaves everything
+    /// both matched their tree digests (marked validated; the caller keeps them); false leaves everything
     /// to `verify_block`, one block at a time: no second SHA unit, a zero block, a digest
     /// mismatch, or a hash block for `b + 1` that is not at hand or fails to verify (looked
     /// up quietly here, so its error is reported once, when `verify_block` meets it).
@@ -372,18 +401,26 @@ impl Inner {
         }
         self.set_validated(b);
         self.set_validated(b + 1);
-        self.keep(b, x);
-        self.keep(b + 1, y);
         Ok(true)
     }
 
-    /// Keep data block `b`, whose digest just matched the tree, in the verified-block cache.
-    fn keep(&self, b: u64, bytes: &[u8]) {
+    /// Keep `run` = (index, count) of `buf`'s blocks (data blocks `first..`), whose digests
+    /// just matched the tree, in the verified-block cache: one write into the store.
+    fn keep_run(&self, first: u64, buf: &[u8], run: (usize, usize)) {
+        let bs = self.geo.data_block_size as usize;
+        let (i, c) = run;
+        if c == 0 {
+            return;
+        }
+        let bytes = &buf[i * bs..(i + c) * bs];
         if let Some(s) = &self.store {
-            s.insert(b, bytes, self.cache);
+            s.insert_run(first + i as u64, bytes, self.cache);
         } else if self.cache.data_enabled() {
-            self.cache
-                .insert(self.owner, Kind::Data, b, Arc::from(bytes));
+            for (k, block) in bytes.chunks_exact(bs).enumerate() {
+                let b = first + (i + k) as u64;
+                self.cache
+                    .insert(self.owner, Kind::Data, b, Arc::from(block));
+            }
         }
     }
 
@@ -405,6 +442,9 @@ impl Inner {
         }
     }
 
+    /// Verify one data block; true when its digest matched the tree (it may then be kept),
+    /// false when it is settled otherwise (a zero block, corrected by FEC, or let through by
+    /// logging mode).
     fn verify_block(
         &self,
         b: u64,
@@ -412,16 +452,15 @@ impl Inner {
         read_ok: bool,
         may_block: bool,
         memo: &mut Option<(u64, Arc<[u8]>)>,
-    ) -> Result<(), Stop> {
+    ) -> Result<bool, Stop> {
         let want = self.want_digest_memo(b, false, may_block, memo)?;
         if self.zero_digest == Some(want) {
             chunk.fill(0);
-            return Ok(());
+            return Ok(false);
         }
         if read_ok && self.hasher.digest(chunk) == want {
             self.set_validated(b);
-            self.keep(b, chunk);
-            return Ok(());
+            return Ok(true);
         }
         if let Some(fec) = &self.fec {
             if !may_block {
@@ -429,13 +468,13 @@ impl Inner {
             }
             if let Some(fixed) = fec.correct(self, b, &want) {
                 chunk.copy_from_slice(&fixed);
-                return Ok(());
+                return Ok(false);
             }
         }
         if !read_ok || self.handle_err(BlockType::Data, b) {
             return Err(Stop::Fail(IoError::Io));
         }
-        Ok(())
+        Ok(false)
     }
 }
 
