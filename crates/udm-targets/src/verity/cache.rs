@@ -13,7 +13,7 @@
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// Bookkeeping charged per entry on top of its bytes (slot, map entry, allocation header).
@@ -169,6 +169,10 @@ pub struct BlockCache {
     shards: Box<[Mutex<Shard>]>,
     shard_cap: usize,
     data_enabled: bool,
+    /// The whole budget (shared with the data stores of `store.rs`).
+    budget: usize,
+    /// Bytes charged in all shards.
+    total: AtomicUsize,
 }
 
 impl BlockCache {
@@ -180,6 +184,27 @@ impl BlockCache {
             shards: (0..n).map(|_| Mutex::new(Shard::default())).collect(),
             shard_cap: budget / n,
             data_enabled,
+            budget,
+            total: AtomicUsize::new(0),
+        }
+    }
+
+    /// The budget this cache and the data stores share.
+    pub(crate) fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Bytes charged in all shards.
+    pub(crate) fn bytes(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Account a shard's change from `before` to `after` bytes.
+    fn account(&self, before: usize, after: usize) {
+        if after >= before {
+            self.total.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.total.fetch_sub(before - after, Ordering::Relaxed);
         }
     }
 
@@ -252,15 +277,23 @@ impl BlockCache {
             Kind::Data => DATA_IN,
             Kind::Hash => HASH_IN,
         };
-        self.shard(key)
-            .lock()
-            .insert(Slot { key, data, weight }, self.shard_cap);
+        {
+            let mut g = self.shard(key).lock();
+            let before = g.bytes;
+            g.insert(Slot { key, data, weight }, self.shard_cap);
+            self.account(before, g.bytes);
+        }
+        // The data stores give way when the shards grew past what is left to them.
+        super::store::trim(self);
     }
 
     /// Forget everything `owner` cached.
     pub(crate) fn drop_owner(&self, owner: u64) {
         for s in self.shards.iter() {
-            s.lock().drop_owner(owner);
+            let mut g = s.lock();
+            let before = g.bytes;
+            g.drop_owner(owner);
+            self.account(before, g.bytes);
         }
     }
 

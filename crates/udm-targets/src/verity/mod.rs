@@ -7,6 +7,7 @@ mod fec;
 mod io;
 pub mod params;
 pub mod sig;
+mod store;
 mod target;
 
 pub use params::{FecParams, Mode, VerityParams};
@@ -18,11 +19,20 @@ use udm_formats::verity::{
     BlockHasher, Digest, FecLayout, Geometry, HashAlg, HashType, VerityError,
 };
 
-/// (blocks, bytes) held in the process's verified-block cache by every verity target, and
-/// the cache's budget in bytes (`UDM_VERITY_CACHE_MB`, else 1/8 of memory up to 2 GiB).
+/// (blocks, bytes) held in the process's verified-block cache (the sharded cache and the
+/// data blocks kept in memfds) by every verity target, and the budget they share in bytes
+/// (`UDM_VERITY_CACHE_MB`, else 1/8 of memory up to 2 GiB).
 pub fn cache_usage() -> (usize, usize, usize) {
-    let (n, b) = cache::global().usage(None);
-    (n, b, cache::budget())
+    let c = cache::global();
+    let (n, b) = c.usage(None);
+    let (sn, sb) = store::usage_all();
+    (n + sn, b + sb, c.budget())
+}
+
+/// Whether targets with `bs`-byte data blocks keep verified blocks in a memfd that NBD
+/// replies splice from (one page per block, shmem without transparent huge pages).
+pub fn zero_copy_available(bs: u32) -> bool {
+    store::usable(bs as usize)
 }
 
 pub struct VerityType;

@@ -6,6 +6,7 @@
 use super::cache::{self, BlockCache, Kind};
 use super::fec::FecRuntime;
 use super::params::{Mode, VerityParams};
+use super::store::DataStore;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use udm_core::{DevHandle, MapResult, StatusType, Target};
@@ -62,6 +63,9 @@ pub struct Inner {
     /// This target's key in the process-wide verified-block cache.
     pub(crate) owner: u64,
     pub(crate) cache: &'static BlockCache,
+    /// Verified data blocks in a memfd (spliced by NBD replies), where usable; otherwise
+    /// data blocks go to `cache`.
+    store: Option<Arc<DataStore>>,
     validated: Option<Vec<AtomicU64>>,
     hash_failed: AtomicBool,
     /// Set by `restart_on_corruption` / `panic_on_corruption`: every later I/O fails.
@@ -92,6 +96,12 @@ impl Inner {
                 .map(|_| AtomicU64::new(0))
                 .collect()
         });
+        let cache = cache::global();
+        let store = if cache.data_enabled() {
+            DataStore::new(geo.data_blocks, geo.data_block_size as usize)
+        } else {
+            None
+        };
         Inner {
             params,
             geo,
@@ -102,7 +112,8 @@ impl Inner {
             hash,
             fec,
             owner: cache::new_owner(),
-            cache: cache::global(),
+            cache,
+            store,
             validated,
             hash_failed: AtomicBool::new(false),
             dead: AtomicBool::new(false),
@@ -278,7 +289,9 @@ impl Inner {
     /// Verify (and correct) `buf`, which holds data blocks `first..` as read, starting at
     /// block index `*done` of it and advancing `*done` past every block settled; `read_ok` is
     /// whether the read itself succeeded. Without `may_block` it stops with `NeedIo` where
-    /// blocking I/O would be needed, so the rest can go on elsewhere.
+    /// blocking I/O would be needed, so the rest can go on elsewhere. Blocks whose digests
+    /// matched are kept in the verified-block cache in runs (one write per run), also when
+    /// verification stops early; a block that did not match never enters.
     pub(crate) fn verify_io(
         &self,
         first: u64,
@@ -287,17 +300,38 @@ impl Inner {
         may_block: bool,
         done: &mut usize,
     ) -> Result<(), Stop> {
+        let mut run = (0, 0);
+        let r = self.verify_blocks(first, buf, read_ok, may_block, done, &mut run);
+        self.keep_run(first, buf, run);
+        r
+    }
+
+    /// `verify_io`'s loop; `run` is the (index, count) of the latest run of matched blocks
+    /// of `buf` not kept yet (earlier runs are kept as soon as a run breaks).
+    fn verify_blocks(
+        &self,
+        first: u64,
+        buf: &mut [u8],
+        read_ok: bool,
+        may_block: bool,
+        done: &mut usize,
+        run: &mut (usize, usize),
+    ) -> Result<(), Stop> {
         let bs = self.geo.data_block_size as usize;
         let n = buf.len() / bs;
         let mut memo = None;
+        let mut matched = |i: usize, c: usize, buf: &[u8]| {
+            if run.0 + run.1 != i {
+                self.keep_run(first, buf, *run);
+                *run = (i, 0);
+            }
+            run.1 += c;
+        };
         while *done < n {
             let i = *done;
             let b = first + i as u64;
             // A block verified before is served as it was then, whatever the device holds now.
-            if self
-                .cache
-                .copy_data(self.owner, b, &mut buf[i * bs..(i + 1) * bs])
-            {
+            if self.copy_cached(b, &mut buf[i * bs..(i + 1) * bs]) {
                 *done = i + 1;
                 continue;
             }
@@ -309,16 +343,19 @@ impl Inner {
                 && i + 1 < n
                 && self.verify_pair(b, &buf[i * bs..(i + 2) * bs], may_block, &mut memo)?
             {
+                matched(i, 2, buf);
                 *done = i + 2;
                 continue;
             }
-            self.verify_block(
+            if self.verify_block(
                 b,
                 &mut buf[i * bs..(i + 1) * bs],
                 read_ok,
                 may_block,
                 &mut memo,
-            )?;
+            )? {
+                matched(i, 1, buf);
+            }
             *done = i + 1;
         }
         Ok(())
@@ -326,7 +363,7 @@ impl Inner {
 
     /// The fast path for two read blocks `b` and `b + 1` (`two` holds both): with sha256 on
     /// a CPU with the SHA extensions, both are hashed in one interleaved pass. True when
-    /// both matched their tree digests (and are marked validated); false leaves everything
+    /// both matched their tree digests (marked validated; the caller keeps them); false leaves everything
     /// to `verify_block`, one block at a time: no second SHA unit, a zero block, a digest
     /// mismatch, or a hash block for `b + 1` that is not at hand or fails to verify (looked
     /// up quietly here, so its error is reported once, when `verify_block` meets it).
@@ -364,26 +401,50 @@ impl Inner {
         }
         self.set_validated(b);
         self.set_validated(b + 1);
-        self.keep(b, x);
-        self.keep(b + 1, y);
         Ok(true)
     }
 
-    /// Keep data block `b`, whose digest just matched the tree, in the verified-block cache.
-    fn keep(&self, b: u64, bytes: &[u8]) {
-        if self.cache.data_enabled() {
-            self.cache
-                .insert(self.owner, Kind::Data, b, Arc::from(bytes));
+    /// Keep `run` = (index, count) of `buf`'s blocks (data blocks `first..`), whose digests
+    /// just matched the tree, in the verified-block cache: one write into the store.
+    fn keep_run(&self, first: u64, buf: &[u8], run: (usize, usize)) {
+        let bs = self.geo.data_block_size as usize;
+        let (i, c) = run;
+        if c == 0 {
+            return;
+        }
+        let bytes = &buf[i * bs..(i + c) * bs];
+        if let Some(s) = &self.store {
+            s.insert_run(first + i as u64, bytes, self.cache);
+        } else if self.cache.data_enabled() {
+            for (k, block) in bytes.chunks_exact(bs).enumerate() {
+                let b = first + (i + k) as u64;
+                self.cache
+                    .insert(self.owner, Kind::Data, b, Arc::from(block));
+            }
         }
     }
 
     /// Fill `buf` (data blocks `first..`) from the verified-block cache; false (with `buf`
     /// partly filled) as soon as one block is not there.
     fn all_cached(&self, first: u64, buf: &mut [u8]) -> bool {
+        if let Some(s) = &self.store {
+            return s.copy_all(first, buf);
+        }
         let bs = self.geo.data_block_size as usize;
         self.cache.copy_data_run(self.owner, first, bs, buf) * bs == buf.len()
     }
 
+    /// Copy verified data block `b` from the store or the cache into `out`, if kept.
+    fn copy_cached(&self, b: u64, out: &mut [u8]) -> bool {
+        match &self.store {
+            Some(s) => s.copy_one(b, out),
+            None => self.cache.copy_data(self.owner, b, out),
+        }
+    }
+
+    /// Verify one data block; true when its digest matched the tree (it may then be kept),
+    /// false when it is settled otherwise (a zero block, corrected by FEC, or let through by
+    /// logging mode).
     fn verify_block(
         &self,
         b: u64,
@@ -391,16 +452,15 @@ impl Inner {
         read_ok: bool,
         may_block: bool,
         memo: &mut Option<(u64, Arc<[u8]>)>,
-    ) -> Result<(), Stop> {
+    ) -> Result<bool, Stop> {
         let want = self.want_digest_memo(b, false, may_block, memo)?;
         if self.zero_digest == Some(want) {
             chunk.fill(0);
-            return Ok(());
+            return Ok(false);
         }
         if read_ok && self.hasher.digest(chunk) == want {
             self.set_validated(b);
-            self.keep(b, chunk);
-            return Ok(());
+            return Ok(true);
         }
         if let Some(fec) = &self.fec {
             if !may_block {
@@ -408,13 +468,13 @@ impl Inner {
             }
             if let Some(fixed) = fec.correct(self, b, &want) {
                 chunk.copy_from_slice(&fixed);
-                return Ok(());
+                return Ok(false);
             }
         }
         if !read_ok || self.handle_err(BlockType::Data, b) {
             return Err(Stop::Fail(IoError::Io));
         }
-        Ok(())
+        Ok(false)
     }
 }
 
@@ -438,7 +498,14 @@ impl Verity {
 
     /// (blocks, bytes) this target holds in the verified-block cache (data and hash blocks).
     pub fn cached(&self) -> (usize, usize) {
-        self.inner.cache.usage(Some(self.inner.owner))
+        let (n, b) = self.inner.cache.usage(Some(self.inner.owner));
+        let (sn, sb) = self.inner.store.as_ref().map_or((0, 0), |s| s.usage());
+        (n + sn, b + sb)
+    }
+
+    /// Whether verified data blocks live in a memfd that NBD replies splice from.
+    pub fn zero_copy(&self) -> bool {
+        self.inner.store.is_some()
     }
 }
 
@@ -500,6 +567,23 @@ impl Target for Verity {
                 p.to_string()
             }
         }
+    }
+
+    /// Reads whose blocks are all verified and kept in the memfd are that file's range:
+    /// run `f` on it while the blocks are pinned (a splice takes its own page references).
+    fn read_file_range(
+        &self,
+        sector: Sectors,
+        len: Sectors,
+        f: udm_io::FileReader<'_>,
+    ) -> Option<std::io::Result<usize>> {
+        let inner = &self.inner;
+        let store = inner.store.as_ref()?;
+        let spb = (inner.geo.data_block_size / 512) as u64;
+        if (sector.0 | len.0) & (spb - 1) != 0 || inner.dead.load(Ordering::Relaxed) {
+            return None;
+        }
+        store.with_file(sector.0 / spb, len.0 / spb, |file, off| f(file, off))
     }
 
     fn io_hints(&self, limits: &mut Limits) {
