@@ -1,19 +1,34 @@
 //! Ordering guarantees of snapshot commits, on a gated RAM disk whose log orders every bio of
-//! the origin and the COW: origin writes wait for the group commit of their chunk's copy while
-//! later copies go on; an area that fills is written after the area following it and a flush,
-//! before any origin write it covers; snapshot writes wait for their own commit while later
-//! snapshot writes go on.
+//! the origin and the COW: origin writes wait for the group commit of their chunk's copy (a
+//! flush after the copy, the area write, a flush after it) while later copies go on; an area
+//! that fills is written after the area following it and a flush, before any origin write it
+//! covers; snapshot writes wait for their own commit while later snapshot writes go on.
 
 use std::sync::Arc;
 use std::time::Duration;
 use udm_core::Registry;
-use udm_io::{sync, Bio, BioFlags, IoBuf, MemDevice, Op, Sectors};
+use udm_io::{sync, Bio, IoBuf, MemDevice, Op, Sectors};
 use udm_targets::snapshot::{Store, StoreKind};
 use udm_testkit::dm::{create, open, read, reg, sel};
 use udm_testkit::gate::{GateDevice, Record, RemapType};
 
 const SECTORS: u64 = 8192; // 4 MiB origin, 4 MiB COW
 const LONG: Duration = Duration::from_secs(20);
+
+/// A write of a whole metadata area chunk of the COW (chunk 8: area `a` is COW chunk
+/// `1 + 257 a`).
+fn is_area_write(r: &Record) -> bool {
+    let c = r.sector.0.wrapping_sub(SECTORS);
+    r.op == Op::Write && r.sector.0 >= SECTORS && c % 8 == 0 && (c / 8) % 257 == 1 && r.len.0 == 8
+}
+
+/// Whether `log[from..to]` holds an area write followed by a flush (a commit).
+fn commit_between(log: &[Record], from: usize, to: usize) -> bool {
+    log[from..to]
+        .iter()
+        .position(is_area_write)
+        .is_some_and(|a| log[from + a..to].iter().any(|r| r.op == Op::Flush))
+}
 
 /// Origin and COW on one gated RAM disk (origin in its first half, 0x5a; COW in its second,
 /// `cow_fill` but for a zeroed header chunk), so the gate's log orders every bio of both.
@@ -100,16 +115,22 @@ fn origin_writes_wait_for_the_group_commit_while_later_copies_go_on() {
     let mut done: Vec<_> = (0..3).map(|_| rx.recv_timeout(long).unwrap()).collect();
     done.sort_by_key(|d| d.0);
     assert_eq!(done, vec![("w1", Ok(())), ("w2", Ok(())), ("w3", Ok(()))]);
-    // In arrival order: each origin write comes after a FUA area write following the copy
-    // of its chunk.
+    // In arrival order: each origin write comes after an area write and a flush following
+    // the copy of its chunk (and the flush of that copy before the area write).
     let log = gate.log()[start..].to_vec();
-    let first_fua = log
-        .iter()
-        .position(|r| r.flags.contains(BioFlags::FUA))
-        .unwrap();
     let origin_writes: Vec<_> = (0..log.len()).filter(|&i| in_origin(&log[i])).collect();
     assert_eq!(origin_writes.len(), 3, "{log:?}");
-    assert!(origin_writes.iter().all(|&i| i > first_fua), "{log:?}");
+    let copy1 = log
+        .iter()
+        .position(|r| r.op == Op::Write && r.sector.0 >= SECTORS)
+        .unwrap();
+    let flush1 = copy1 + log[copy1..].iter().position(|r| r.op == Op::Flush).unwrap();
+    assert!(
+        origin_writes
+            .iter()
+            .all(|&i| commit_between(&log, flush1, i)),
+        "{log:?}"
+    );
     let w3 = origin_writes
         .iter()
         .find(|&&i| log[i].sector.0 == 8)
@@ -118,12 +139,8 @@ fn origin_writes_wait_for_the_group_commit_while_later_copies_go_on() {
         .iter()
         .position(|r| r.op == Op::Read && r.sector.0 == 8)
         .unwrap();
-    assert!(
-        log[copy3..*w3]
-            .iter()
-            .any(|r| r.flags.contains(BioFlags::FUA)),
-        "{log:?}"
-    );
+    let flush3 = copy3 + log[copy3..].iter().position(|r| r.op == Op::Flush).unwrap();
+    assert!(commit_between(&log, flush3, *w3), "{log:?}");
     // A snapshot write into an exception an origin write made and whose commit is held is
     // not acknowledged before that commit.
     gate.close();
@@ -144,9 +161,10 @@ fn origin_writes_wait_for_the_group_commit_while_later_copies_go_on() {
         "the snapshot write never reached the COW"
     );
     gate.release(2);
+    run_to_area_write(&gate);
+    gate.release(1);
     assert!(gate.wait_held(1, long));
-    let area = gate.held_records()[0];
-    assert!(area.flags.contains(BioFlags::FUA) && area.sector.0 >= SECTORS);
+    assert_eq!(gate.held_records()[0].op, Op::Flush, "the area write's flush");
     assert!(
         rx.recv_timeout(Duration::from_millis(500)).is_err(),
         "a write completed before the commit it depends on"
@@ -163,16 +181,21 @@ fn origin_writes_wait_for_the_group_commit_while_later_copies_go_on() {
     assert_eq!(read(&*o, 16, 4096).unwrap(), vec![0xa4; 4096]);
 }
 
-/// Release held bios one at a time until the oldest held one is a FUA write; returns it.
-fn run_to_fua(gate: &GateDevice) -> Record {
+/// Release held bios one at a time until the oldest held one is a write of `area` (any
+/// area: `None`); returns it.
+fn run_to_area(gate: &GateDevice, area: Option<Sectors>) -> Record {
     loop {
         assert!(gate.wait_held(1, LONG), "no commit reached the COW");
         let r = gate.held_records()[0];
-        if r.flags.contains(BioFlags::FUA) {
+        if is_area_write(&r) && area.is_none_or(|a| r.sector == a) {
             return r;
         }
         gate.release(1);
     }
+}
+
+fn run_to_area_write(gate: &GateDevice) -> Record {
+    run_to_area(gate, None)
 }
 
 /// The exceptions a crash now would leave: the COW half of the RAM disk, opened as a store.
@@ -202,35 +225,34 @@ fn a_filled_area_is_written_after_the_next_one_and_before_the_origin_writes_it_c
         IoBuf::from_slice(&vec![0xa1; 257 * 4096]),
         Box::new(move |r, _| tx.send(r).unwrap()),
     ));
-    let fua = run_to_fua(&gate);
     let area = |a: u64| Sectors(SECTORS + (1 + 257 * a) * 8);
-    assert_eq!(fua.sector, area(0), "the filled area is the FUA write");
+    run_to_area(&gate, Some(area(0)));
     let log = gate.log()[start..].to_vec();
     let next = log
         .iter()
         .position(|r| r.op == Op::Write && r.sector == area(1))
         .expect("the area after the full one is written before it");
-    let flush = log
-        .iter()
-        .rposition(|r| r.op == Op::Flush)
-        .expect("a flush before the FUA area write");
     assert!(
-        next < flush && flush == log.len() - 2,
-        "next area, then flush, then the full area: {log:?}"
+        log[next..].iter().any(|r| r.op == Op::Flush),
+        "next area, then a flush, then the full area: {log:?}"
     );
     assert!(
         !log.iter()
             .any(|r| r.op == Op::Write && r.sector.0 < SECTORS),
         "an origin write went out before its chunk's exception was on disk"
     );
-    // A crash before the FUA write: area 0 still ends the table on disk.
+    // A crash before the full area's write: area 0 still ends the table on disk.
     assert_eq!(crash_exceptions(&mem), vec![]);
     gate.release(1);
-    // A crash after it: both areas, nothing else (area 1 was zeroed but for its entry).
-    assert!(gate.wait_held(1, LONG), "no origin write after the commit");
+    // A crash after it: both areas, nothing else (area 1 was zeroed but for its entry). The
+    // origin write waits for the flush after it.
     let mut want: Vec<_> = (0..256).map(|c| (c, c + 2)).collect();
     want.push((256, 259));
+    assert!(gate.wait_held(1, LONG), "no flush after the commit");
     assert_eq!(crash_exceptions(&mem), want);
+    assert_eq!(gate.held_records()[0].op, Op::Flush, "the area write's flush");
+    gate.release(1);
+    assert!(gate.wait_held(1, LONG), "no origin write after the commit");
     assert!(gate.held_records()[0].sector.0 < SECTORS);
     gate.open();
     assert_eq!(rx.recv_timeout(LONG).unwrap(), Ok(()));
@@ -277,8 +299,8 @@ fn snapshot_writes_wait_for_their_commit_while_later_ones_go_on() {
     );
     // Let the flush and S2's data through, hold S1's area write: still nothing acknowledged.
     gate.release(2);
-    let fua = run_to_fua(&gate);
-    assert_eq!(fua.sector, Sectors(SECTORS + 8));
+    let area = run_to_area_write(&gate);
+    assert_eq!(area.sector, Sectors(SECTORS + 8));
     assert!(
         rx.recv_timeout(Duration::from_millis(300)).is_err(),
         "a snapshot write was acknowledged before its exception was committed"

@@ -1,12 +1,12 @@
 //! Group commit of a persistent snapshot's exceptions (the kernel commits when every
 //! pending exception in flight is done): origin batches and snapshot-write batches add their
-//! exceptions under the snapshot's lock and ask for a commit here; one committer thread per
-//! snapshot writes the metadata once for all that asked meanwhile (the current area, and any
-//! areas that filled since the last commit: see `cow`), while the workers go on with the
-//! next batches. Each request's callback (submitting the origin writes, acknowledging the
-//! snapshot writes) runs only once its exceptions are on disk, so no origin write reaches a
-//! chunk before its copy is durable and no snapshot write is acknowledged before its
-//! exception is.
+//! exceptions under the snapshot's lock and ask here for a commit covering their generation;
+//! one committer thread per snapshot runs the store's commit pipeline (`cow`: each step a
+//! flush, then the areas of every exception added before it) while the workers go on with
+//! the next batches, so back-to-back commits share their flushes. Each request's callback
+//! (submitting the origin writes, acknowledging the snapshot writes) runs only once its
+//! exceptions are on disk, so no origin write reaches a chunk before its copy is durable and
+//! no snapshot write is acknowledged before its exception is.
 
 use super::snap::SnapShared;
 use parking_lot::Mutex;
@@ -16,12 +16,13 @@ use udm_core::Worker;
 
 type Done = Box<dyn FnOnce() + Send>;
 
-/// Batches a commit may wait for while copies keep coming, before it goes anyway.
+/// Batches an idle committer may wait for while copies keep coming, before it starts anyway.
 const MAX_DEFERRED: usize = 32;
 
 /// The committer of one snapshot.
 pub(crate) struct GroupCommit {
-    waiting: Mutex<Vec<Done>>,
+    /// Callbacks and the generation each waits for.
+    waiting: Mutex<Vec<(u64, Done)>>,
     /// Origin batches copying into this snapshot now: the commit waits for them, so their
     /// exceptions join it (the kernel commits once no pending exception is in flight).
     copying: AtomicUsize,
@@ -40,11 +41,11 @@ impl GroupCommit {
     }
 }
 
-/// Run `done` once every exception `sh` held when this is called is on disk (at once if
-/// they are). A failing commit invalidates the snapshot; `done` still runs (the origin
-/// goes on without the snapshot, as in the kernel).
-pub(crate) fn after_commit(sh: &Arc<SnapShared>, done: Done) {
-    sh.committer.waiting.lock().push(done);
+/// Run `done` once every exception of `sh` up to generation `gen` is on disk. A failing
+/// commit invalidates the snapshot; `done` still runs (the origin goes on without the
+/// snapshot, as in the kernel).
+pub(crate) fn after_commit(sh: &Arc<SnapShared>, gen: u64, done: Done) {
+    sh.committer.waiting.lock().push((gen, done));
     schedule(sh);
 }
 
@@ -70,49 +71,67 @@ pub(crate) fn copy_ends(sh: &Arc<SnapShared>) {
 }
 
 fn run(sh: &SnapShared) {
-    sh.committer.scheduled.store(false, SeqCst);
-    if sh.committer.copying.load(SeqCst) > 0 && sh.committer.waiting.lock().len() < MAX_DEFERRED {
+    let c = &sh.committer;
+    c.scheduled.store(false, SeqCst);
+    if c.copying.load(SeqCst) > 0 && c.waiting.lock().len() < MAX_DEFERRED {
         // The last copy to end schedules the commit (see `copy_ends`).
         return;
     }
-    let waiters = std::mem::take(&mut *sh.committer.waiting.lock());
-    if waiters.is_empty() {
-        return;
-    }
-    // Everything added before the requests is in this copy of the area (and maybe more).
-    let pending = {
-        let mut g = sh.st.lock();
-        if g.valid {
-            g.store.take_pending()
-        } else {
-            None
-        }
-    };
-    if let Some(p) = pending {
-        // The committer may block: its flush and area writes run on this thread instead of
-        // two round trips through the I/O pool per commit.
-        if let Err(e) = udm_io::with_blocking_submit(|| p.write(&*sh.cow)) {
+    loop {
+        // Every exception added so far: their copies are written, so this step's flush
+        // makes them stable (and the areas of the step before).
+        let pending = {
+            let mut g = sh.st.lock();
+            if g.valid {
+                g.store.take_pending()
+            } else {
+                None
+            }
+        };
+        let Some(p) = pending else { break };
+        // The committer may block: its flushes and area writes run on this thread instead
+        // of round trips through the I/O pool.
+        if let Err(e) = udm_io::with_blocking_submit(|| p.step(&*sh.cow)) {
             let mut g = sh.st.lock();
             sh.invalidate(&mut g, &e);
+            break;
         }
+        release(sh, false);
     }
-    for w in waiters {
-        w();
+    // All durable, or the snapshot is invalid: then everyone goes on without it.
+    let invalid = !sh.st.lock().valid;
+    release(sh, invalid);
+}
+
+/// Run the callbacks whose generation is durable (all of them with `all`).
+fn release(sh: &SnapShared, all: bool) {
+    let ready: Vec<Done> = {
+        let durable = sh.durable.load(SeqCst);
+        let mut w = sh.committer.waiting.lock();
+        let (now, later) = std::mem::take(&mut *w)
+            .into_iter()
+            .partition(|(gen, _)| all || *gen <= durable);
+        *w = later;
+        now.into_iter().map(|(_, d)| d).collect()
+    };
+    for d in ready {
+        d();
     }
 }
 
-/// Run `done` once every exception of each of `pending` (when called) is durable: at
-/// once if none waits.
-pub(crate) fn after_commits(pending: Vec<Arc<SnapShared>>, done: Done) {
+/// Run `done` once every exception of each of `pending` up to its generation is durable:
+/// at once if none waits.
+pub(crate) fn after_commits(pending: Vec<(Arc<SnapShared>, u64)>, done: Done) {
     if pending.is_empty() {
         return done();
     }
     let left = Arc::new(AtomicUsize::new(pending.len()));
     let done = Arc::new(Mutex::new(Some(done)));
-    for s in &pending {
+    for (s, gen) in &pending {
         let (left, done) = (left.clone(), done.clone());
         after_commit(
             s,
+            *gen,
             Box::new(move || {
                 if left.fetch_sub(1, SeqCst) == 1 {
                     if let Some(d) = done.lock().take() {

@@ -74,12 +74,13 @@ pub(crate) fn copy_runs_to(
 }
 
 /// Copy the chunks of `ranges` (origin sectors) this snapshot lacks into its COW and add
-/// them to its table; true if the origin writes must wait for a commit (of these, or of
-/// chunks an earlier batch copied and that are not on disk yet).
-fn copy_out_one(s: &SnapShared, g: &mut SnapInner, ranges: &[(u64, u64)]) -> bool {
-    let must_wait = |g: &SnapInner| g.valid && !g.store.is_durable(g.store.gen());
+/// them to its table; the generation a commit must reach before the origin writes go (these
+/// exceptions, or chunks an earlier batch copied that are not on disk yet), if one must.
+fn copy_out_one(s: &SnapShared, g: &mut SnapInner, ranges: &[(u64, u64)]) -> Option<u64> {
+    let must_wait =
+        |g: &SnapInner| (g.valid && !g.store.is_durable(g.store.gen())).then(|| g.store.gen());
     if !g.valid {
-        return false;
+        return None;
     }
     let cs = g.store.chunk;
     let slen = s.len.load(SeqCst);
@@ -108,7 +109,7 @@ fn copy_out_one(s: &SnapShared, g: &mut SnapInner, ranges: &[(u64, u64)]) -> boo
     let osize = s.origin.size().0;
     if copy_runs_to(&s.copier, &s.origin, &s.cow, &runs(&todo), cs, osize).is_err() {
         s.invalidate(g, &IoError::Io);
-        return false;
+        return None;
     }
     for (c, n) in todo {
         g.store.add(c, n);
@@ -139,7 +140,7 @@ pub(crate) fn copy_out_then(
         copy_ends(s);
         w
     };
-    let waits: Vec<bool> = match snaps.as_slice() {
+    let waits: Vec<Option<u64>> = match snaps.as_slice() {
         [] => Vec::new(),
         [s] => vec![one(s)],
         many => std::thread::scope(|sc| {
@@ -152,7 +153,7 @@ pub(crate) fn copy_out_then(
     let pending = snaps
         .into_iter()
         .zip(waits)
-        .filter_map(|(s, w)| w.then_some(s))
+        .filter_map(|(s, w)| w.map(|gen| (s, gen)))
         .collect();
     after_commits(pending, then);
 }

@@ -10,12 +10,16 @@
 //!   Area `a` sits at chunk `1 + a*(per_area+1)`. An entry with `new_chunk == 0` ends the
 //!   table; the area after a full one is zeroed before the full one is written.
 //!
-//! Commits: exceptions are added in memory and written by a commit (PREFLUSH, then a FUA
-//! area write). Areas that filled since the last commit are written by the next one: every
-//! area after the first of them (the later full ones, then the current one, which is the
-//! zeroed "next area" if it has no entries yet) with plain writes, then the flush, then the
-//! first one with FUA. Until that FUA write lands, the first area on disk still ends in a
-//! zero entry, so nothing after it is read; the on-disk result is the kernel's.
+//! Commits: exceptions are added in memory (once their chunks are copied) and written by a
+//! pipeline of steps, each a flush followed by area writes (`PendingCommit::step`). A step
+//! takes the exceptions added before its flush, so that flush makes their copied data
+//! stable (the kernel's PREFLUSH) and also the areas the previous step wrote (its FUA): one
+//! flush per commit while commits follow each other, two for a lone one. Areas that filled
+//! since the last commit: every area after the first of them (the later full ones, then the
+//! current one, which is the zeroed "next area" if it has no entries yet) is written first,
+//! and the first one only once a flush made those stable. Until it lands, the first area on
+//! disk still ends in a zero entry, so nothing after it is read; the on-disk result is the
+//! kernel's.
 //!
 //! Every call doing I/O blocks: the store is used from worker threads only.
 
@@ -148,9 +152,24 @@ pub struct Store {
     /// The generation whose exceptions are all on disk (may be set by a commit written
     /// outside the store's lock, see [`PendingCommit`]).
     durable: Arc<AtomicU64>,
-    /// Serialises metadata area writes, so a stale copy never overwrites a newer area.
-    io: Arc<Mutex<()>>,
+    /// Serialises metadata area writes (so a stale copy never overwrites a newer area) and
+    /// keeps what the commit pipeline wrote since its last flush.
+    io: Arc<Mutex<Pipeline>>,
     cow_size: u64,
+}
+
+/// The commit pipeline's state between steps.
+#[derive(Debug, Default)]
+pub struct Pipeline {
+    /// The generation the areas written since the last flush complete (stable after the
+    /// next flush); `None` if they complete none (a filled area still waits).
+    ready: Option<u64>,
+    /// The highest area written since the last flush.
+    written_hi: Option<u64>,
+    /// Every area up to this one has a valid version on disk (stable).
+    valid_upto: u64,
+    /// The generation of the newest area contents written.
+    written_gen: u64,
 }
 
 /// A metadata area write taken from the store (under its lock) to be written without it:
@@ -164,39 +183,58 @@ pub struct PendingCommit {
     area: Vec<u8>,
     gen: u64,
     durable: Arc<AtomicU64>,
-    io: Arc<Mutex<()>>,
+    io: Arc<Mutex<Pipeline>>,
 }
 
 impl PendingCommit {
-    /// Write the commit unless a newer one already covered its generation: with no area
-    /// filled since the last commit, a flush and the current area with FUA (copied data
-    /// must be stable before the metadata naming it); otherwise every area after the first
-    /// filled one (later full ones, then the current one) with plain writes, the flush, and
-    /// the first filled area with FUA, which makes the rest reachable.
-    pub fn write(self, cow: &dyn BlockDevice) -> Result<(), IoError> {
-        let _io = self.io.lock();
+    /// The generation this commit covers.
+    pub fn gen(&self) -> u64 {
+        self.gen
+    }
+
+    /// One step of the commit pipeline. A flush first: it makes stable the data of every
+    /// exception in this commit (taken after their copies were written) and the areas the
+    /// previous step wrote (whose generation becomes durable). Then this commit's areas go
+    /// as plain writes, made stable by the next step's flush: with no area filled since the
+    /// last durable commit, the current area; otherwise every area after the first filled
+    /// one (later full ones, then the current one), and the first filled one too once its
+    /// successor has a stable valid version (a flush after an earlier step wrote it; else
+    /// the next step writes it). Nothing is written when a newer commit's areas already
+    /// were. Returns whether areas were written (another step makes them durable).
+    pub fn step(self, cow: &dyn BlockDevice) -> Result<bool, IoError> {
+        let mut pl = self.io.lock();
+        sync::flush(cow)?;
+        if let Some(g) = pl.ready.take() {
+            self.durable.fetch_max(g, SeqCst);
+        }
+        if let Some(a) = pl.written_hi.take() {
+            pl.valid_upto = pl.valid_upto.max(a);
+        }
         let durable = self.durable.load(SeqCst);
-        if durable >= self.gen {
-            return Ok(());
+        if self.gen <= durable || self.gen < pl.written_gen {
+            return Ok(false);
         }
-        let loc = |a: u64| Sectors(area_location(self.chunk, a) * self.chunk);
+        let loc = |a: u64| Sectors(area_location(self.chunk, a).saturating_mul(self.chunk));
         let mut full = self.full.iter().filter(|f| f.2 > durable);
-        match full.next() {
-            None => {
-                sync::flush(cow)?;
-                sync::write_fua_at(cow, loc(self.area_no), &self.area)?;
-            }
-            Some((first, buf, _)) => {
-                for (a, b, _) in full {
-                    sync::write_at(cow, loc(*a), b)?;
-                }
-                sync::write_at(cow, loc(self.area_no), &self.area)?;
-                sync::flush(cow)?;
-                sync::write_fua_at(cow, loc(*first), buf)?;
-            }
+        let head = full.next();
+        for (a, b, _) in full {
+            sync::write_at(cow, loc(*a), b)?;
         }
-        self.durable.store(self.gen, SeqCst);
-        Ok(())
+        sync::write_at(cow, loc(self.area_no), &self.area)?;
+        let complete = match head {
+            None => true,
+            Some((a, b, _)) if a.saturating_add(1) <= pl.valid_upto => {
+                sync::write_at(cow, loc(*a), b)?;
+                true
+            }
+            Some(_) => false,
+        };
+        pl.written_hi = Some(self.area_no);
+        pl.written_gen = self.gen;
+        if complete {
+            pl.ready = Some(self.gen);
+        }
+        Ok(true)
     }
 }
 
@@ -363,6 +401,8 @@ impl Store {
             }
             area += 1;
         }
+        // The areas read are on disk (full ones and the current one).
+        self.io.lock().valid_upto = self.current_area;
         self.skip_metadata();
         Ok(())
     }
@@ -440,18 +480,23 @@ impl Store {
         }
     }
 
-    /// Write the metadata area if exceptions were added since it was last written (or wait
-    /// for a group commit already writing them).
+    /// Make every exception added so far durable: pipeline steps until one is (the
+    /// first may also complete a group commit's step in flight).
     pub fn commit_pending(&mut self, cow: &dyn BlockDevice) -> Result<(), IoError> {
-        match self.take_pending() {
-            Some(p) => p.write(cow),
-            None => Ok(()),
+        while let Some(p) = self.take_pending() {
+            p.step(cow)?;
         }
+        Ok(())
     }
 
     /// Exceptions added so far (the generation a commit must reach to cover them).
     pub fn gen(&self) -> u64 {
         self.gen
+    }
+
+    /// The durable generation, readable without the store (see [`Store::is_durable`]).
+    pub fn durable_handle(&self) -> Arc<AtomicU64> {
+        self.durable.clone()
     }
 
     /// Whether every exception up to generation `gen` is on disk.
@@ -557,8 +602,13 @@ impl Store {
     }
 
     /// The runs of `plan` are in the origin (and flushed there): clear them from the
-    /// areas on disk, newest area first (each write PREFLUSH | FUA, as one area's
-    /// commit), and from the table.
+    /// areas on disk, newest area first, and from the table. The areas go as plain writes
+    /// and one flush after them (the kernel clears one run per commit, each area write
+    /// PREFLUSH | FUA): any subset of them reaching the disk before that flush reads back
+    /// as a table whose remaining entries are all unmerged or merged already (their COW
+    /// data unchanged, the origin flushed), so a resume merges them again to the same
+    /// result; the batch holds the store's lock until the flush is done, so no write to a
+    /// merged chunk is acknowledged before its entry is cleared for good.
     pub fn commit_merge_plan(
         &mut self,
         cow: &dyn BlockDevice,
@@ -569,19 +619,19 @@ impl Store {
             "a merge starts from a committed store"
         );
         let _io = self.io.lock();
-        let mut flushed = false;
+        let mut written = false;
         for (area, buf, committed, write) in plan.areas {
             if write {
-                if !flushed {
-                    sync::flush(cow)?;
-                    flushed = true;
-                }
                 let loc = self.chunk_sector(area_location(self.chunk, area));
-                sync::write_fua_at(cow, loc, &buf)?;
+                sync::write_at(cow, loc, &buf)?;
+                written = true;
             }
             self.current_area = area;
             self.current_committed = committed;
             self.area = buf;
+        }
+        if written {
+            sync::flush(cow)?;
         }
         for old in plan.merged {
             self.map.remove(&old);

@@ -79,6 +79,8 @@ pub(crate) struct SnapShared {
     pub events: Mutex<EventTrigger>,
     /// Writes this snapshot's metadata for origin batches (group commit).
     pub committer: GroupCommit,
+    /// The store's durable generation (see `Store::durable_handle`).
+    pub durable: Arc<AtomicU64>,
 }
 
 impl SnapShared {
@@ -220,6 +222,7 @@ pub(crate) fn open_shared(
         tracing::warn!("Snapshot is marked invalid.");
     }
     let chunk = opened.store.chunk;
+    let durable = opened.store.durable_handle();
     let shared = Arc::new(SnapShared {
         origin: origin.dev.clone(),
         cow: cow.dev.clone(),
@@ -237,6 +240,7 @@ pub(crate) fn open_shared(
         copier: Copier::new(Sectors(chunk.max(256)), 16),
         events: Mutex::new(ctx.event_trigger()),
         committer: GroupCommit::new(),
+        durable,
     });
     Ok((shared, cow))
 }
@@ -416,6 +420,7 @@ fn snap_batch(sh: &Arc<SnapShared>, bios: Vec<Bio>, p: &SnapshotParams) {
         let me = sh.clone();
         after_commit(
             sh,
+            gen,
             Box::new(move || {
                 let ok = me.st.lock().store.is_durable(gen);
                 for bio in after {
