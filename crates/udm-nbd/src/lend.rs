@@ -248,7 +248,10 @@ mod tests {
         }
         for (i, body) in bodies.iter().enumerate().skip(1) {
             b.read_exact(&mut got).unwrap();
-            assert!(got[..16] == [i as u8; 16] && got[16..] == body[..], "reply {i}");
+            assert!(
+                got[..16] == [i as u8; 16] && got[16..] == body[..],
+                "reply {i}"
+            );
         }
         l.reclaim(&bufs);
         assert_eq!(l.lent(), 0);

@@ -184,7 +184,14 @@ fn clients_leaving_in_the_middle_of_lent_replies() {
     for round in 0..4u64 {
         let mut c = go_to(&s, "dev", round % 2 == 1);
         for h in 0..24u64 {
-            request(&mut c, CMD_READ, 0, h, (h * 65536 * 3) % (SIZE - (1 << 20)), 1 << 20);
+            request(
+                &mut c,
+                CMD_READ,
+                0,
+                h,
+                (h * 65536 * 3) % (SIZE - (1 << 20)),
+                1 << 20,
+            );
         }
         // Read part of the first reply (or nothing), then go.
         if round >= 2 {
