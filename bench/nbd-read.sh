@@ -7,10 +7,13 @@
 #            is a bio: page-cache read into a buffer, reply written from it)
 #   zero     the zero target (no I/O at all: the reply path alone)
 #   crypt    aes-xts-plain64 over the same file (decryption on top of lin-bio)
-# With UDM_BASE=path the same four also run on a second binary (e.g. the build before a
-# change), so before/after ratios come from one run. Each export runs once per round
-# (interleaved); the median round (by MiB/s) is shown with the server's CPU-seconds per GiB
-# and the load average. Not part of CI.
+# The three bio-path exports run twice: lending large reply buffers to the socket (the
+# default, `crates/udm-nbd/src/lend.rs`) and copying them (a daemon started with
+# UDM_NBD_NO_LEND=1, tagged "copy:"). With UDM_BASE=path lin, lin-bio, zero and crypt also
+# run on a second binary (e.g. the build before a change), so before/after ratios come from
+# one run. Each export runs once per round (interleaved); the median round (by MiB/s) is
+# shown with the server's and the client's (fio's) CPU-seconds per GiB and the load
+# average: on 2 shared cores the sum of both bounds the rate. Not part of CI.
 #
 #   bench/nbd-read.sh [SIZE_MIB] [RUNTIME_SECONDS] [ROUNDS]   (defaults: 512, 5, 3)
 # Environment: UDM_BIN=path skips the build; UDM_BASE=path adds the "before" binary;
@@ -33,9 +36,9 @@ SECT=$((SIZE * 2048))
 KEY=$(head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 declare -A PID
-start() { # tag binary nosplice
-  local tag=$1 bin=$2 ns=$3
-  UDM_NBD_NO_SPLICE=$ns "$bin" daemon --socket "$W/$tag.ctl" --nbd-socket "$W/$tag.sock" \
+start() { # tag binary nosplice [nolend]
+  local tag=$1 bin=$2 ns=$3 nl=${4:-0}
+  UDM_NBD_NO_SPLICE=$ns UDM_NBD_NO_LEND=$nl "$bin" daemon --socket "$W/$tag.ctl" --nbd-socket "$W/$tag.sock" \
     --no-fuse 2>"$W/$tag.log" &
   PID[$tag]=$!
   for _ in $(seq 100); do [ -S "$W/$tag.sock" ] && [ -S "$W/$tag.ctl" ] && break; sleep 0.1; done
@@ -43,9 +46,10 @@ start() { # tag binary nosplice
   UDM_SOCKET=$W/$tag.ctl "$bin" create zero --table "0 $SECT zero"
   UDM_SOCKET=$W/$tag.ctl "$bin" create crypt --table "0 $SECT crypt aes-xts-plain64 $KEY 0 $IMG 0"
 }
-SERVERS=(new new-ns)
+SERVERS=(new new-ns copy-ns)
 start new "$UDM" 0
 start new-ns "$UDM" 1
+start copy-ns "$UDM" 1 1
 if [ -n "${UDM_BASE:-}" ]; then
   start base "$UDM_BASE" 0
   start base-ns "$UDM_BASE" 1
@@ -61,16 +65,17 @@ for s in "${SERVERS[@]}"; do
 done
 
 cpu() { awk '{print $14 + $15}' /proc/$1/stat; }
-run() { # server export -> "MiB/s CPU-s/GiB"
+run() { # server export -> "MiB/s server-CPU-s/GiB client-CPU-s/GiB"
   local pid=${PID[$1]} c0 out
   c0=$(cpu "$pid")
-  out=$(fio --name=j --ioengine=nbd --uri="nbd+unix:///$2?socket=$W/$1.sock" --rw="$RW" \
+  out=$(/usr/bin/time -f "%U %S" -o "$W/time" fio --name=j --ioengine=nbd --uri="nbd+unix:///$2?socket=$W/$1.sock" --rw="$RW" \
     --bs="$BS" --iodepth="$QD" --size="${SIZE}m" --time_based --runtime="$RT" \
     --output-format=json 2>/dev/null)
   python3 -c 'import json,sys; t=sys.argv[1]; j=json.loads(t[t.index("{"):])["jobs"][0]
 b=j["read"]["io_bytes"]+j["write"]["io_bytes"]; c=(int(sys.argv[3])-int(sys.argv[2]))/int(sys.argv[4])
-print(round((j["read"]["bw_bytes"]+j["write"]["bw_bytes"])/2**20), round(c/max(b/2**30,1e-9),2))' \
-    "$out" "$c0" "$(cpu "$pid")" "$(getconf CLK_TCK)"
+u,s=map(float,open(sys.argv[5]).read().split()[-2:]); g=max(b/2**30,1e-9)
+print(round((j["read"]["bw_bytes"]+j["write"]["bw_bytes"])/2**20), round(c/g,2), round((u+s)/g,2))' \
+    "$out" "$c0" "$(cpu "$pid")" "$(getconf CLK_TCK)" "$W/time"
 }
 cat "$IMG" >/dev/null
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -80,21 +85,22 @@ for r in $(seq "$ROUNDS"); do
     echo "$3 $(run "$1" "$2")" >>"$W/results"
   done
 done
-echo "== $RW $BS qd$QD, one NBD connection, ${SIZE} MiB, MiB/s (server CPU-s/GiB), median of $ROUNDS"
+echo "== $RW $BS qd$QD, one NBD connection, ${SIZE} MiB, MiB/s (server, client CPU-s/GiB), median of $ROUNDS"
 echo "load average: before $LOAD0, after $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
 python3 - "$W/results" <<'PY'
 import sys, statistics
 rows = [l.split() for l in open(sys.argv[1])]
 order, by = [], {}
-for name, mib, cpu in rows:
+for name, mib, cpu, cli in rows:
     if name not in by:
         order.append(name); by[name] = []
-    by[name].append((float(mib), float(cpu)))
+    by[name].append((float(mib), float(cpu), float(cli)))
 med = {}
 for name in order:
     v = sorted(by[name])
     med[name] = v[len(v) // 2]
-    runs = " ".join(f"{m:.0f}" for m, _ in by[name])
-    lin = med.get(name.split(":")[0] + ":lin", (1, 0))[0]
-    print(f"{name:<16} {med[name][0]:>7.0f} ({med[name][1]:4.2f})  /lin {med[name][0]/lin:5.2f}   rounds: {runs}")
+    runs = " ".join(f"{m:.0f}" for m, _, _ in by[name])
+    lin = med.get(name.split(":")[0].replace("copy", "new") + ":lin", (1, 0, 0))[0]
+    m = med[name]
+    print(f"{name:<16} {m[0]:>7.0f} ({m[1]:4.2f}, {m[2]:4.2f})  /lin {m[0]/lin:5.2f}   rounds: {runs}")
 PY
