@@ -8,6 +8,7 @@
 
 mod client;
 mod handshake;
+mod lend;
 pub mod proto;
 pub mod remote;
 mod reply;

@@ -2,6 +2,7 @@
 //! the thread that completed a bio when the socket takes it at once, else by the
 //! connection's writer thread), the in-flight budget, and the writer's spliced reads.
 
+use crate::lend::{Lender, LEND_MIN};
 use crate::proto::*;
 use crate::sock::Sock;
 use crate::splice::{Pipe, SpliceGate};
@@ -193,6 +194,9 @@ pub(crate) struct Out {
     pub(crate) dev: Arc<dyn BlockDevice>,
     /// Whether large reads try the splice path.
     pub(crate) gate: SpliceGate,
+    /// Lends large read replies' buffers to the socket instead of copying them (Unix
+    /// sockets, when the kernel allows; see `lend.rs`).
+    pub(crate) lender: Option<Mutex<Lender>>,
     /// Payload buffers, reused: a write's, filled from the socket before use, and a read's
     /// (`submit_read`), filled by the device before its reply is sent.
     pub(crate) bufs: BufPool,
@@ -234,12 +238,19 @@ impl Out {
                 cost,
             ),
             Msg::Data { head, buf, cost } => {
-                let res = if self.is_broken() {
-                    Ok(())
-                } else {
-                    write_all_vectored(w, &head, &buf)
+                let res = match &self.lender {
+                    _ if self.is_broken() => {
+                        self.bufs.put(buf);
+                        Ok(())
+                    }
+                    // Large bodies are lent to the socket (see `lend.rs`), not copied.
+                    Some(l) if buf.len() >= LEND_MIN => l.lock().send(w, &head, buf, &self.bufs),
+                    _ => {
+                        let res = write_all_vectored(w, &head, &buf);
+                        self.bufs.put(buf);
+                        res
+                    }
                 };
-                self.bufs.put(buf);
                 (res, cost)
             }
             Msg::FileRead(fr) => {

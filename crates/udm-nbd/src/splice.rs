@@ -26,8 +26,12 @@ pub(crate) struct SpliceGate {
 }
 
 impl SpliceGate {
-    /// True when the next large read should try the splice path.
+    /// True when the next large read should try the splice path (never when
+    /// `UDM_NBD_NO_SPLICE=1`: benchmarks measure the generic bio path with it).
     pub(crate) fn try_now(&self) -> bool {
+        if splice_disabled() {
+            return false;
+        }
         let s = self.skip.load(Relaxed);
         if s == 0 {
             return true;
@@ -39,6 +43,12 @@ impl SpliceGate {
     pub(crate) fn missed(&self) {
         self.skip.store(SKIP_AFTER_MISS, Relaxed);
     }
+}
+
+/// Whether `UDM_NBD_NO_SPLICE=1` switched the splice path off for this process (read once).
+fn splice_disabled() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var("UDM_NBD_NO_SPLICE").is_ok_and(|v| v == "1"))
 }
 
 /// One pipe (read end, write end), sized to `PIPE_SIZE`.
@@ -75,6 +85,11 @@ impl Pipe {
             w,
             cap: cap.max(0) as usize,
         })
+    }
+
+    /// The write end (for `vmsplice`).
+    pub(crate) fn write_fd(&self) -> std::os::fd::RawFd {
+        self.w.as_raw_fd()
     }
 
     /// Longest range one fill can take.

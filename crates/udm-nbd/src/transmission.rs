@@ -118,7 +118,9 @@ pub(crate) fn serve<R: Read + Send>(
         shut: sock.try_clone().ok(),
         dev: n.handle.dev.clone(),
         gate: SpliceGate::default(),
-        bufs: BufPool::new(16),
+        lender: crate::lend::Lender::new(sock).map(Mutex::new),
+        // In flight at queue depth 16 plus the lent ones the client is still reading.
+        bufs: BufPool::new(32),
     });
     let wout = out.clone();
     let writer = std::thread::Builder::new()

@@ -23,93 +23,9 @@ fn healthy(s: &Served) {
     wait_for(|| s.handle.connections() == 0 && s.exports.open.load(Ordering::SeqCst) == 0);
 }
 
-fn connect(s: &Served) -> UnixStream {
-    let c = UnixStream::connect(&s.sock).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    c
-}
-
-/// Read until the server closes; true if it did (rather than timing out).
-fn closed_by_server(c: &mut UnixStream) -> bool {
-    let mut buf = [0u8; 4096];
-    loop {
-        match c.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
-        }
-    }
-}
-
-fn greeting(c: &mut UnixStream) {
-    let mut g = [0u8; 18];
-    c.read_exact(&mut g).unwrap();
-    assert_eq!(be64(&g[0..8]), NBDMAGIC);
-    assert_eq!(be64(&g[8..16]), IHAVEOPT);
-    c.write_all(&(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).to_be_bytes())
-        .unwrap();
-}
-
-fn option(c: &mut UnixStream, opt: u32, data: &[u8]) {
-    let mut v = IHAVEOPT.to_be_bytes().to_vec();
-    v.extend_from_slice(&opt.to_be_bytes());
-    v.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    v.extend_from_slice(data);
-    c.write_all(&v).unwrap();
-}
-
-/// Read one option reply: (option, type, data).
-fn opt_reply(c: &mut UnixStream) -> (u32, u32, Vec<u8>) {
-    let mut h = [0u8; 20];
-    c.read_exact(&mut h).unwrap();
-    assert_eq!(be64(&h[0..8]), REPLY_MAGIC);
-    let mut d = vec![0; be32(&h[16..20]) as usize];
-    c.read_exact(&mut d).unwrap();
-    (be32(&h[8..12]), be32(&h[12..16]), d)
-}
-
 /// Handshake to transmission on export `mem`, with structured replies if asked.
 fn go(s: &Served, structured: bool) -> UnixStream {
-    let mut c = connect(s);
-    greeting(&mut c);
-    if structured {
-        option(&mut c, OPT_STRUCTURED_REPLY, &[]);
-        assert_eq!(opt_reply(&mut c).1, REP_ACK);
-    }
-    let mut d = 3u32.to_be_bytes().to_vec();
-    d.extend_from_slice(b"mem");
-    d.extend_from_slice(&0u16.to_be_bytes());
-    option(&mut c, OPT_GO, &d);
-    loop {
-        let (_, t, _) = opt_reply(&mut c);
-        if t == REP_ACK {
-            return c;
-        }
-        assert_eq!(t, REP_INFO);
-    }
-}
-
-fn request(c: &mut UnixStream, cmd: u16, flags: u16, handle: u64, offset: u64, len: u32) {
-    c.write_all(
-        &Request {
-            flags,
-            cmd,
-            handle,
-            offset,
-            len,
-        }
-        .encode(),
-    )
-    .unwrap();
-}
-
-/// Read a simple reply: (error, handle).
-fn simple(c: &mut UnixStream) -> (u32, u64) {
-    let mut h = [0u8; 16];
-    c.read_exact(&mut h).unwrap();
-    assert_eq!(be32(&h[0..4]), SIMPLE_REPLY_MAGIC);
-    (be32(&h[4..8]), be64(&h[8..16]))
+    go_to(s, "mem", structured)
 }
 
 #[test]
