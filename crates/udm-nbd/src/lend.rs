@@ -14,6 +14,12 @@
 //! reused), and past `MAX_LEAKED` bytes in all the process stops lending. A probe checks
 //! once per process that the kernel charges spliced pages to the socket as assumed; where
 //! it does not (or `UDM_NBD_NO_LEND=1`), replies are copied as before.
+//!
+//! A client that splices the socket into a pipe of its own instead of reading it frees the
+//! queued skbs while its pipe still references our pages, so it could see a later reuse of
+//! them. Pages are therefore lent only to a peer running as the daemon's own user (who can
+//! read the daemon's memory anyway); other users' connections (a socket shared with a
+//! group) get copies.
 
 use crate::sock::Sock;
 use crate::splice::Pipe;
@@ -96,9 +102,15 @@ pub(crate) struct Lender {
 
 impl Lender {
     /// A lender for replies written to `sock` (Unix sockets only: on TCP the queue empties
-    /// once the peer's kernel has the data, before the client has read it).
+    /// once the peer's kernel has the data, before the client has read it; and only to a
+    /// peer of the daemon's own user, see the module doc).
     pub(crate) fn new(sock: &Sock) -> Option<Lender> {
-        if !matches!(sock, Sock::Unix(_)) || !enabled() {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if !matches!(sock, Sock::Unix(_))
+            || sock.peer_key() != crate::sock::PeerKey::Uid(me)
+            || !enabled()
+        {
             return None;
         }
         Some(Lender {

@@ -19,7 +19,11 @@ const LONG: Duration = Duration::from_secs(20);
 /// `1 + 257 a`).
 fn is_area_write(r: &Record) -> bool {
     let c = r.sector.0.wrapping_sub(SECTORS);
-    r.op == Op::Write && r.sector.0 >= SECTORS && c % 8 == 0 && (c / 8) % 257 == 1 && r.len.0 == 8
+    r.op == Op::Write
+        && r.sector.0 >= SECTORS
+        && c.is_multiple_of(8)
+        && (c / 8) % 257 == 1
+        && r.len.0 == 8
 }
 
 /// Whether `log[from..to]` holds an area write followed by a flush (a commit).
@@ -164,7 +168,11 @@ fn origin_writes_wait_for_the_group_commit_while_later_copies_go_on() {
     run_to_area_write(&gate);
     gate.release(1);
     assert!(gate.wait_held(1, long));
-    assert_eq!(gate.held_records()[0].op, Op::Flush, "the area write's flush");
+    assert_eq!(
+        gate.held_records()[0].op,
+        Op::Flush,
+        "the area write's flush"
+    );
     assert!(
         rx.recv_timeout(Duration::from_millis(500)).is_err(),
         "a write completed before the commit it depends on"
@@ -250,7 +258,11 @@ fn a_filled_area_is_written_after_the_next_one_and_before_the_origin_writes_it_c
     want.push((256, 259));
     assert!(gate.wait_held(1, LONG), "no flush after the commit");
     assert_eq!(crash_exceptions(&mem), want);
-    assert_eq!(gate.held_records()[0].op, Op::Flush, "the area write's flush");
+    assert_eq!(
+        gate.held_records()[0].op,
+        Op::Flush,
+        "the area write's flush"
+    );
     gate.release(1);
     assert!(gate.wait_held(1, LONG), "no origin write after the commit");
     assert!(gate.held_records()[0].sector.0 < SECTORS);
