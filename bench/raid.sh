@@ -181,7 +181,8 @@ KINDS=(linear striped raid1 raid1x4 raid5 raid6 raid10)
 declare -A R
 for round in $(seq "$ROUNDS"); do
   # Rotate the peer order each round.
-  order=("${KINDS[@]:$(( (round - 1) % ${#KINDS[@]:-1} ))}" "${KINDS[@]:0:$(( (round - 1) % ${#KINDS[@]:-1} ))}")
+  nk=${#KINDS[@]}; [ "$nk" -gt 0 ] || nk=1
+  order=("${KINDS[@]:$(( (round - 1) % nk ))}" "${KINDS[@]:0:$(( (round - 1) % nk ))}")
   for k in ${KINDS[@]+"${order[@]}"}; do
     zero_meta
     "$UDM" create "$k" --table "$(table "$k")"
