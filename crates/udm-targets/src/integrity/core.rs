@@ -170,14 +170,8 @@ impl Inner {
             return;
         };
         let salt = self.salt();
-        let bb = self.block_bytes();
-        for (i, (blk, t)) in data
-            .chunks(bb)
-            .zip(out.chunks_mut(self.tag_size))
-            .enumerate()
-        {
-            h.tag_into(salt.as_ref(), sector + i as u64 * self.spb(), blk, t);
-        }
+        let (bb, ts) = (self.block_bytes(), self.tag_size);
+        h.tags_into(salt.as_ref(), sector, self.spb(), data, bb, out, ts);
     }
 
     /// Write the superblock (the kernel's `sync_rw_sb` write: version, then the MAC).
