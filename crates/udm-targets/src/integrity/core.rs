@@ -206,8 +206,7 @@ impl Inner {
         if self.tag_cache.get_bytes(tb, out) {
             return Ok(());
         }
-        let first = tb / 512;
-        let end = (tb + out.len() as u64).div_ceil(512);
+        let (first, end) = self.tag_window(sector, tb, tb + out.len() as u64);
         let mut buf = vec![0u8; ((end - first) * 512) as usize];
         {
             let _t = self.tag_lock.lock();
@@ -216,6 +215,28 @@ impl Inner {
         let o = (tb - first * 512) as usize;
         out.copy_from_slice(&buf[o..o + out.len()]);
         Ok(())
+    }
+
+    /// The tag-area sectors `[first, end)` a cache miss reads for the tag bytes `[from,
+    /// to)` of blocks from logical `sector` on: as the kernel reads metadata in buffers of
+    /// `buffer_sectors` (its dm-bufio block size), the buffer-aligned sectors around them
+    /// (aligned from the start of the area's tags), within that area's tag run — so the
+    /// next reads nearby find their tags cached.
+    fn tag_window(&self, sector: u64, from: u64, to: u64) -> (u64, u64) {
+        let g = &self.geo;
+        let l2 = g.log2_buffer_sectors;
+        let (area, _) = g.area_offset(sector);
+        let base = g.tag_byte(area, 0) >> 9;
+        let run = if self.meta.is_some() {
+            let blocks = g.provided_data_sectors / self.spb();
+            (blocks * self.tag_size as u64).div_ceil(512 << l2) << l2
+        } else {
+            g.metadata_run
+        };
+        let (first, end) = (from / 512, to.div_ceil(512));
+        let wf = base + (((first - base) >> l2) << l2);
+        let we = (base + ((end - base).div_ceil(1 << l2) << l2)).min(base + run);
+        (wf.min(first), we.max(end))
     }
 
     /// Tag sectors from `first` into `buf`, from the cache or the device (tag lock held).
