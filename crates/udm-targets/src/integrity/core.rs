@@ -120,7 +120,7 @@ pub struct Inner {
     /// Held across a read-modify-write of tag sectors, and across a tag read that fills
     /// the cache, so the cache never holds a sector older than the device's.
     pub(crate) tag_lock: Mutex<()>,
-    /// Tag-area sectors as on the device (write-through).
+    /// Tag-area sectors as on the device, and tags written but not yet down (write-back).
     pub(crate) tag_cache: super::tagcache::TagCache,
     pub(crate) stop: AtomicBool,
     pub(crate) recalc_running: AtomicBool,
@@ -235,7 +235,9 @@ impl Inner {
         };
         let (first, end) = (from / 512, to.div_ceil(512));
         let wf = base + (((first - base) >> l2) << l2);
-        let we = (base + ((end - base).div_ceil(1 << l2) << l2)).min(base + run);
+        let we = (base + ((end - base).div_ceil(1 << l2) << l2))
+            .min(base + run)
+            .min(self.meta_dev().size().0);
         (wf.min(first), we.max(end))
     }
 
