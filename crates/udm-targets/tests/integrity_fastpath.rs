@@ -191,6 +191,60 @@ fn integrity_tag_miss_reads_its_metadata_buffer_once() {
     assert_eq!(status_fields(&reg, "i")[0], "1");
 }
 
+/// With a metadata device (all tags in one run after its journal; a tag miss reads a
+/// buffer of them, within that device): reads back what was written, checked, and a
+/// flipped tag byte fails exactly the request covering its block, counted once.
+#[test]
+fn integrity_meta_device_reads_back_checked_and_fails_the_flipped_tag() {
+    const META: u64 = 2048;
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "d", SECTORS, 0);
+    let meta = image(dir.path(), "m", META, 0);
+    let rest = format!("4 D 2 meta_device:{} internal_hash:crc32c", meta.display());
+    let reg = registry();
+    let p = create_formatted(&reg, "i", &img, &rest);
+    let data = XorShift::mixed(9).bytes((p * 512) as usize);
+    {
+        let (dev, _g) = open(&reg, "i");
+        assert_eq!(write_on(&*dev, 0, &data, true), Ok(()));
+        udm_io::sync::flush(&*dev).unwrap();
+    }
+    reg.remove(&sel("i"), false).unwrap();
+    let bytes = std::fs::read(&meta).unwrap();
+    let sb = Superblock::decode(&bytes).unwrap();
+    let mut geo = Geometry::new(
+        0,
+        sb.integrity_tag_size as u32,
+        sb.log2_interleave_sectors,
+        sb.log2_sectors_per_block,
+        sb.flags,
+        sb.journal_sections,
+        true,
+        7,
+    );
+    assert!(geo.fits(p, META));
+    let (_, t) = geo.locate(700);
+    let mut bytes = bytes;
+    bytes[t as usize] ^= 0x80;
+    std::fs::write(&meta, &bytes).unwrap();
+    let line = format!("0 {p} integrity {} 0 {rest}", img.display());
+    create(&reg, "i", &line).unwrap();
+    let (dev, _g) = open(&reg, "i");
+    let mut failed = Vec::new();
+    for s in (0..p).step_by(64) {
+        let n = 64.min(p - s);
+        match read_on(&*dev, s, (n * 512) as usize, true).0 {
+            Ok(b) => assert!(b == data[(s * 512) as usize..((s + n) * 512) as usize]),
+            Err(e) => {
+                assert_eq!(e, EILSEQ);
+                failed.push(s);
+            }
+        }
+    }
+    assert_eq!(failed, [640]);
+    assert_eq!(status_fields(&reg, "i")[0], "1");
+}
+
 #[test]
 fn integrity_inline_reads_fail_exactly_the_corrupted_blocks_and_count_per_request() {
     for rest in MODES {
