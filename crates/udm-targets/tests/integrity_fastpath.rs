@@ -127,6 +127,124 @@ fn integrity_inline_reads_return_the_pool_paths_bytes() {
     }
 }
 
+/// The layout of the formatted image `bytes` (no metadata device) providing `p` sectors.
+fn geometry_of(bytes: &[u8], p: u64) -> Geometry {
+    let sb = Superblock::decode(bytes).unwrap();
+    let mut geo = Geometry::new(
+        0,
+        sb.integrity_tag_size as u32,
+        sb.log2_interleave_sectors,
+        sb.log2_sectors_per_block,
+        sb.flags,
+        sb.journal_sections,
+        false,
+        7,
+    );
+    assert!(geo.fits(p, SECTORS));
+    geo
+}
+
+/// A tag-cache miss reads the whole metadata buffer around the tags it needs (the kernel's
+/// dm-bufio block, `buffer_sectors`; here an interleave area's tags, 32 sectors), so reads
+/// nearby find their tags cached: seen from a tag changed behind the device's back after
+/// the first read, which only a block outside that buffer notices (its tags come from the
+/// device), while one inside it reads back its data unchanged.
+#[test]
+fn integrity_tag_miss_reads_its_metadata_buffer_once() {
+    let rest = "4 D 2 interleave_sectors:4096 internal_hash:crc32c";
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "d", SECTORS, 0);
+    let reg = registry();
+    let p = create_formatted(&reg, "i", &img, rest);
+    let data = XorShift::mixed(5).bytes((p * 512) as usize);
+    {
+        let (dev, _g) = open(&reg, "i");
+        assert_eq!(write_on(&*dev, 0, &data, true), Ok(()));
+        udm_io::sync::flush(&*dev).unwrap();
+    }
+    reg.remove(&sel("i"), false).unwrap();
+    let geo = geometry_of(&std::fs::read(&img).unwrap(), p);
+    create(
+        &reg,
+        "i",
+        &format!("0 {p} integrity {} 0 {rest}", img.display()),
+    )
+    .unwrap();
+    let (dev, _g) = open(&reg, "i");
+    let at = |s: u64| &data[(s * 512) as usize..((s + 8) * 512) as usize];
+    assert_eq!(read_on(&*dev, 0, 4096, true).0.unwrap(), at(0));
+    // Flip the tags of sectors 3000 (area 0, cached by the read above) and 5000 (area 1).
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    for s in [3000, 5000] {
+        use std::os::unix::fs::FileExt;
+        let (_, t) = geo.locate(s);
+        let mut b = [0u8; 1];
+        f.read_at(&mut b, t).unwrap();
+        f.write_at(&[b[0] ^ 1], t).unwrap();
+    }
+    assert_eq!(read_on(&*dev, 3000, 4096, true).0.unwrap(), at(3000));
+    assert_eq!(read_on(&*dev, 5000, 4096, true).0.unwrap_err(), EILSEQ);
+    assert_eq!(status_fields(&reg, "i")[0], "1");
+}
+
+/// With a metadata device (all tags in one run after its journal; a tag miss reads a
+/// buffer of them, within that device): reads back what was written, checked, and a
+/// flipped tag byte fails exactly the request covering its block, counted once.
+#[test]
+fn integrity_meta_device_reads_back_checked_and_fails_the_flipped_tag() {
+    const META: u64 = 2048;
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "d", SECTORS, 0);
+    let meta = image(dir.path(), "m", META, 0);
+    let rest = format!("4 D 2 meta_device:{} internal_hash:crc32c", meta.display());
+    let reg = registry();
+    let p = create_formatted(&reg, "i", &img, &rest);
+    let data = XorShift::mixed(9).bytes((p * 512) as usize);
+    {
+        let (dev, _g) = open(&reg, "i");
+        assert_eq!(write_on(&*dev, 0, &data, true), Ok(()));
+        udm_io::sync::flush(&*dev).unwrap();
+    }
+    reg.remove(&sel("i"), false).unwrap();
+    let bytes = std::fs::read(&meta).unwrap();
+    let sb = Superblock::decode(&bytes).unwrap();
+    let mut geo = Geometry::new(
+        0,
+        sb.integrity_tag_size as u32,
+        sb.log2_interleave_sectors,
+        sb.log2_sectors_per_block,
+        sb.flags,
+        sb.journal_sections,
+        true,
+        7,
+    );
+    assert!(geo.fits(p, META));
+    let (_, t) = geo.locate(700);
+    let mut bytes = bytes;
+    bytes[t as usize] ^= 0x80;
+    std::fs::write(&meta, &bytes).unwrap();
+    let line = format!("0 {p} integrity {} 0 {rest}", img.display());
+    create(&reg, "i", &line).unwrap();
+    let (dev, _g) = open(&reg, "i");
+    let mut failed = Vec::new();
+    for s in (0..p).step_by(64) {
+        let n = 64.min(p - s);
+        match read_on(&*dev, s, (n * 512) as usize, true).0 {
+            Ok(b) => assert!(b == data[(s * 512) as usize..((s + n) * 512) as usize]),
+            Err(e) => {
+                assert_eq!(e, EILSEQ);
+                failed.push(s);
+            }
+        }
+    }
+    assert_eq!(failed, [640]);
+    assert_eq!(status_fields(&reg, "i")[0], "1");
+}
+
 #[test]
 fn integrity_inline_reads_fail_exactly_the_corrupted_blocks_and_count_per_request() {
     for rest in MODES {
@@ -142,18 +260,7 @@ fn integrity_inline_reads_fail_exactly_the_corrupted_blocks_and_count_per_reques
         reg.remove(&sel("i"), false).unwrap();
         // Where sector 100's data byte and sector 3000's tag live, from the superblock.
         let mut bytes = std::fs::read(&img).unwrap();
-        let sb = Superblock::decode(&bytes).unwrap();
-        let mut geo = Geometry::new(
-            0,
-            sb.integrity_tag_size as u32,
-            sb.log2_interleave_sectors,
-            sb.log2_sectors_per_block,
-            sb.flags,
-            sb.journal_sections,
-            false,
-            7,
-        );
-        assert!(geo.fits(p, SECTORS), "{rest}");
+        let geo = geometry_of(&bytes, p);
         let (d100, _) = geo.locate(100);
         bytes[(d100 * 512 + 17) as usize] ^= 0x40;
         let (_, t3000) = geo.locate(3000);

@@ -105,6 +105,28 @@ impl TagHash {
         }
     }
 
+    /// The tags of consecutive blocks of `data` (`bb` bytes each) from logical `sector`,
+    /// the next block `step` sectors on, `tag_into` for each, into `out` (`ts` bytes per
+    /// block); crc32c runs several blocks side by side (`crcx`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn tags_into(
+        &self,
+        salt: Option<&[u8; 16]>,
+        sector: u64,
+        step: u64,
+        data: &[u8],
+        bb: usize,
+        out: &mut [u8],
+        ts: usize,
+    ) {
+        if let TagHash::Crc32c = self {
+            return super::crcx::crc32c_tags(salt, sector, step, data, bb, out, ts);
+        }
+        for (i, (blk, t)) in data.chunks(bb).zip(out.chunks_mut(ts)).enumerate() {
+            self.tag_into(salt, sector + i as u64 * step, blk, t);
+        }
+    }
+
     /// The tag of one block at logical `sector` (the kernel's `integrity_sector_checksum`),
     /// written into `out` (the tag size): the digest cut, or zero-padded, to fit.
     pub fn tag_into(&self, salt: Option<&[u8; 16]>, sector: u64, block: &[u8], out: &mut [u8]) {

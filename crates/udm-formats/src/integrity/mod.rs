@@ -10,6 +10,7 @@
 //! With a metadata device, it holds superblock, journal and one tag run; the data device
 //! holds the data from sector 0.
 
+mod crcx;
 pub mod hash;
 pub mod journal;
 pub mod superblock;

@@ -17,6 +17,10 @@ use udm_io::{sync, BlockDevice, IoBuf, IoError, Sectors};
 
 pub(crate) const EILSEQ: IoError = IoError::Os(libc::EILSEQ);
 
+/// Bytes of stored plus computed tags a checked read keeps on the stack (larger reads
+/// allocate): both for a 64 KiB read of 512-byte blocks with 4-byte tags.
+const TAGS_ON_STACK: usize = 1024;
+
 /// Why a checked read failed: an I/O error, or a block (its first logical sector) whose tag
 /// did not match. The request's top level turns the latter into EILSEQ, logging and
 /// counting it once however many of the request's pieces failed (`Inner::report`), as the
@@ -116,7 +120,7 @@ pub struct Inner {
     /// Held across a read-modify-write of tag sectors, and across a tag read that fills
     /// the cache, so the cache never holds a sector older than the device's.
     pub(crate) tag_lock: Mutex<()>,
-    /// Tag-area sectors as on the device (write-through).
+    /// Tag-area sectors as on the device, and tags written but not yet down (write-back).
     pub(crate) tag_cache: super::tagcache::TagCache,
     pub(crate) stop: AtomicBool,
     pub(crate) recalc_running: AtomicBool,
@@ -170,14 +174,8 @@ impl Inner {
             return;
         };
         let salt = self.salt();
-        let bb = self.block_bytes();
-        for (i, (blk, t)) in data
-            .chunks(bb)
-            .zip(out.chunks_mut(self.tag_size))
-            .enumerate()
-        {
-            h.tag_into(salt.as_ref(), sector + i as u64 * self.spb(), blk, t);
-        }
+        let (bb, ts) = (self.block_bytes(), self.tag_size);
+        h.tags_into(salt.as_ref(), sector, self.spb(), data, bb, out, ts);
     }
 
     /// Write the superblock (the kernel's `sync_rw_sb` write: version, then the MAC).
@@ -201,22 +199,46 @@ impl Inner {
         sync::write_fua_at(self.meta_dev(), Sectors(self.geo.start), &buf)
     }
 
-    /// Read tags of `n` blocks from logical `sector` (one area), from the tag cache when it
-    /// has them.
-    pub(crate) fn read_tags(&self, sector: u64, n: usize) -> Result<Vec<u8>, IoError> {
+    /// Read the tags of the blocks from logical `sector` (one area) into `out`, from the tag
+    /// cache when it has them (no allocation then), else from the device into the cache.
+    pub(crate) fn read_tags(&self, sector: u64, out: &mut [u8]) -> Result<(), IoError> {
         let (_, tb) = self.geo.locate(sector);
-        let len = n * self.tag_size;
-        let first = tb / 512;
-        let end = (tb + len as u64).div_ceil(512);
+        if self.tag_cache.get_bytes(tb, out) {
+            return Ok(());
+        }
+        let (first, end) = self.tag_window(sector, tb, tb + out.len() as u64);
         let mut buf = vec![0u8; ((end - first) * 512) as usize];
-        if !self.tag_cache.get(first, &mut buf) {
+        {
             let _t = self.tag_lock.lock();
             self.tag_sectors(first, &mut buf)?;
         }
         let o = (tb - first * 512) as usize;
-        buf.truncate(o + len);
-        buf.drain(..o);
-        Ok(buf)
+        out.copy_from_slice(&buf[o..o + out.len()]);
+        Ok(())
+    }
+
+    /// The tag-area sectors `[first, end)` a cache miss reads for the tag bytes `[from,
+    /// to)` of blocks from logical `sector` on: as the kernel reads metadata in buffers of
+    /// `buffer_sectors` (its dm-bufio block size), the buffer-aligned sectors around them
+    /// (aligned from the start of the area's tags), within that area's tag run — so the
+    /// next reads nearby find their tags cached.
+    fn tag_window(&self, sector: u64, from: u64, to: u64) -> (u64, u64) {
+        let g = &self.geo;
+        let l2 = g.log2_buffer_sectors;
+        let (area, _) = g.area_offset(sector);
+        let base = g.tag_byte(area, 0) >> 9;
+        let run = if self.meta.is_some() {
+            let blocks = g.provided_data_sectors / self.spb();
+            (blocks * self.tag_size as u64).div_ceil(512 << l2) << l2
+        } else {
+            g.metadata_run
+        };
+        let (first, end) = (from / 512, to.div_ceil(512));
+        let wf = base + (((first - base) >> l2) << l2);
+        let we = (base + ((end - base).div_ceil(1 << l2) << l2))
+            .min(base + run)
+            .min(self.meta_dev().size().0);
+        (wf.min(first), we.max(end))
     }
 
     /// Tag sectors from `first` into `buf`, from the cache or the device (tag lock held).
@@ -368,26 +390,40 @@ impl Inner {
             }
             let blocks = (n / self.spb()) as usize;
             let check = self.check_wanted(cur, n);
-            let stored = if check || tags_out.is_some() {
-                self.read_tags(cur, blocks)?
+            if !check && tags_out.is_none() {
+                done += chunk.len();
+                continue;
+            }
+            // Stored and computed tags side by side: on the stack for short reads.
+            let tlen = blocks * self.tag_size;
+            let mut small = [0u8; TAGS_ON_STACK];
+            let mut big = Vec::new();
+            let both = if 2 * tlen <= small.len() {
+                &mut small[..2 * tlen]
             } else {
-                Vec::new()
+                big.resize(2 * tlen, 0);
+                &mut big[..]
             };
+            let (stored, want) = both.split_at_mut(tlen);
+            self.read_tags(cur, stored)?;
             if let Some(t) = tags_out.as_deref_mut() {
                 let t0 = done / self.block_bytes() * self.tag_size;
-                t[t0..t0 + stored.len()].copy_from_slice(&stored);
+                t[t0..t0 + tlen].copy_from_slice(stored);
             }
             if check {
-                let mut want = vec![0u8; blocks * self.tag_size];
-                self.compute_tags(cur, chunk, &mut want);
-                for b in 0..blocks {
-                    let r = b * self.tag_size..(b + 1) * self.tag_size;
-                    if stored[r.clone()] == want[r.clone()]
-                        || (self.p.allow_discards && stored[r].iter().all(|&x| x == DISCARD_FILLER))
-                    {
-                        continue;
+                self.compute_tags(cur, chunk, want);
+                // All equal (the common case) in one comparison; else find the first bad.
+                if stored != want {
+                    for b in 0..blocks {
+                        let r = b * self.tag_size..(b + 1) * self.tag_size;
+                        if stored[r.clone()] == want[r.clone()]
+                            || (self.p.allow_discards
+                                && stored[r].iter().all(|&x| x == DISCARD_FILLER))
+                        {
+                            continue;
+                        }
+                        return Err(ReadFail::Bad(cur + b as u64 * self.spb()));
                     }
-                    return Err(ReadFail::Bad(cur + b as u64 * self.spb()));
                 }
             }
             done += chunk.len();

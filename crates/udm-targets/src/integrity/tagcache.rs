@@ -62,6 +62,24 @@ impl TagCache {
         true
     }
 
+    /// Copy the bytes from byte `at` of the tag area on (any alignment) into `out`; false
+    /// (and `out` partly filled) when a sector they touch is not cached.
+    pub(crate) fn get_bytes(&self, at: u64, out: &mut [u8]) -> bool {
+        let c = self.c.lock();
+        let mut done = 0;
+        while done < out.len() {
+            let pos = at + done as u64;
+            let o = (pos % 512) as usize;
+            let n = (512 - o).min(out.len() - done);
+            match c.map.get(&(pos / 512)) {
+                Some(s) => out[done..done + n].copy_from_slice(&s[o..o + n]),
+                None => return false,
+            }
+            done += n;
+        }
+        true
+    }
+
     /// Remember sectors `[first, …)` as just read from the device in `buf`; sectors cached
     /// dirty keep their newer contents, copied into `buf`.
     pub(crate) fn put_read(&self, first: u64, buf: &mut [u8]) {
@@ -114,5 +132,31 @@ impl TagCache {
         let mut c = self.c.lock();
         c.map.clear();
         c.dirty.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_across_sectors_come_back_as_put_and_a_gap_misses() {
+        let c = TagCache::default();
+        let area: Vec<u8> = (0..3 * 512).map(|i| (i * 7 % 251) as u8).collect();
+        let mut sectors = area.clone();
+        c.put_read(10, &mut sectors);
+        for (at, len) in [(0, 1), (3, 4), (508, 8), (511, 515), (0, 1536), (1000, 536)] {
+            let mut out = vec![0u8; len];
+            assert!(c.get_bytes(10 * 512 + at as u64, &mut out), "{at}+{len}");
+            assert_eq!(out, area[at..at + len], "{at}+{len}");
+        }
+        // Sector 13 is not cached: a range reaching into it misses.
+        let mut out = vec![0u8; 8];
+        assert!(!c.get_bytes(13 * 512 - 4, &mut out));
+        // A dirty sector's newer contents are what a read gets.
+        c.put_dirty(11, &[0xee; 512]);
+        let mut out = vec![0u8; 4];
+        assert!(c.get_bytes(11 * 512 + 100, &mut out));
+        assert_eq!(out, [0xee; 4]);
     }
 }

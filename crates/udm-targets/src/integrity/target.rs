@@ -124,8 +124,12 @@ impl Inner {
     ) -> Result<(), ReadFail> {
         let (bb, ts, spb) = (self.block_bytes(), self.tag_size, self.spb());
         let blocks = out.len() / bb;
+        // Not J mode, or a journal whose index is empty (all written home): all at home.
+        if self.mode != Mode::Journal || self.st.lock().latest.is_empty() {
+            return self.read_checked(s, out, tags);
+        }
         let mut runs = Vec::new();
-        if self.mode == Mode::Journal {
+        {
             let st = self.st.lock();
             let g = self.geo.journal;
             let mut b = 0;
@@ -146,8 +150,6 @@ impl Inner {
                 runs.push((b, e));
                 b = e;
             }
-        } else {
-            runs.push((0, blocks));
         }
         for (b, e) in runs {
             let t = tags.as_deref_mut().map(|t| &mut t[b * ts..e * ts]);
