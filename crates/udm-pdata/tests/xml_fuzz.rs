@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use std::sync::Arc;
 use udm_pdata::io::MemIo;
 use udm_pdata::thin_xml::{parse_xml, restore};
-use udm_testkit::mutate::hostile_number;
+use udm_testkit::mutate::{hostile_number, replace_ranges, xml_numbers as numbers};
 
 const VALID: &str = r#"<superblock uuid="" time="1" transaction="2" flags="0" version="2" data_block_size="128" nr_data_blocks="1024">
   <device dev_id="0" mapped_blocks="12" transaction="0" creation_time="0" snap_time="1">
@@ -20,20 +20,6 @@ const VALID: &str = r#"<superblock uuid="" time="1" transaction="2" flags="0" ve
   </device>
 </superblock>
 "#;
-
-/// Byte ranges of the attribute values that are numbers.
-fn numbers(text: &str) -> Vec<(usize, usize)> {
-    let b = text.as_bytes();
-    let mut v = Vec::new();
-    for (i, _) in text.match_indices("=\"") {
-        let s = i + 2;
-        let e = s + b[s..].iter().position(|&c| c == b'"').unwrap();
-        if e > s && b[s..e].iter().all(u8::is_ascii_digit) {
-            v.push((s, e));
-        }
-    }
-    v
-}
 
 #[test]
 fn the_valid_dump_restores() {
@@ -51,14 +37,9 @@ proptest! {
         edits in prop::collection::vec((any::<prop::sample::Index>(), hostile_number()), 1..4),
     ) {
         let at = numbers(VALID);
-        let mut picks: Vec<((usize, usize), String)> =
+        let picks: Vec<((usize, usize), String)> =
             edits.iter().map(|(i, v)| (at[i.index(at.len())], v.clone())).collect();
-        picks.sort_by_key(|p| std::cmp::Reverse(p.0));
-        picks.dedup_by_key(|p| p.0);
-        let mut text = VALID.to_string();
-        for ((s, e), v) in &picks {
-            text.replace_range(*s..*e, v);
-        }
+        let text = replace_ranges(VALID, &picks);
         match parse_xml(&text) {
             Ok(d) => {
                 let total: usize = d.devices.iter().map(|x| x.mappings.len()).sum();

@@ -1,6 +1,7 @@
 //! udm-testkit: helpers shared by udm's tests — outside-tool probes that obey
 //! `UDM_REQUIRE_TOOLS`, and image-file helpers.
 
+pub mod alloc_peak;
 pub mod conformance;
 pub mod crash;
 pub mod dm;

@@ -318,3 +318,25 @@ impl Model {
         }
     }
 }
+
+/// Damage live (checksummed) blocks of `io` but keep their checksums valid, so the
+/// structural checks are what must catch it: each `(pick, offset, mask)` XORs `mask` into
+/// byte `offset` (past the checksum) of live block `pick` (modulo their number).
+pub fn damage_resealed(io: &MemIo, hits: &[(usize, usize, u8)]) {
+    use udm_pdata::checksum::{identify, seal, BlockKind};
+    let live: Vec<(u64, BlockKind)> = (0..io.nr_blocks())
+        .filter_map(|b| identify(&io.block(b)).map(|k| (b, k)))
+        .collect();
+    for &(pick, off, mask) in hits {
+        let (b, kind) = live[pick % live.len()];
+        io.corrupt(b, off.max(4), mask);
+        let mut buf = *io.block(b);
+        seal(&mut buf, kind);
+        let cur = io.block(b);
+        for (i, (x, y)) in cur[..4].iter().zip(&buf[..4]).enumerate() {
+            if x != y {
+                io.corrupt(b, i, x ^ y);
+            }
+        }
+    }
+}
