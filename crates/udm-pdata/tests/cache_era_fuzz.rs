@@ -16,7 +16,7 @@ use udm_pdata::io::MemIo;
 use udm_pdata::tm::SUPERBLOCK;
 use udm_pdata::tools::{cache_tools, era_tools, run};
 use udm_testkit::alloc_peak::{self, PeakAlloc};
-use udm_testkit::mutate::{hostile_number, replace_ranges, xml_numbers};
+use udm_testkit::mutate::{hostile_number, mutated, mutations, replace_ranges, xml_numbers};
 
 #[global_allocator]
 static ALLOC: PeakAlloc = PeakAlloc;
@@ -197,6 +197,27 @@ proptest! {
         let text = mutate(era_xml(), &edits);
         alloc_peak::reset();
         if let Err(e) = era_restore(&text) {
+            prop_assert!(!e.is_empty());
+        }
+        prop_assert!(alloc_peak::peak() <= MAX_ALLOC, "{} bytes", alloc_peak::peak());
+    }
+}
+
+proptest! {
+    #![proptest_config(udm_testkit::prop::config(300))]
+
+    /// The XML as bytes: flips, overwritten bytes, truncation — broken tags, quotes and
+    /// names reach the tokenizer, not only hostile numbers.
+    #[test]
+    fn byte_mutated_xml_restores_or_fails_cleanly(
+        cache in any::<bool>(),
+        muts in mutations(Vec::new(), 1, 6),
+    ) {
+        let base = if cache { cache_xml() } else { era_xml() };
+        let text = String::from_utf8_lossy(&mutated(base.as_bytes(), &muts)).into_owned();
+        alloc_peak::reset();
+        let r = if cache { cache_restore(&text) } else { era_restore(&text) };
+        if let Err(e) = r {
             prop_assert!(!e.is_empty());
         }
         prop_assert!(alloc_peak::peak() <= MAX_ALLOC, "{} bytes", alloc_peak::peak());
