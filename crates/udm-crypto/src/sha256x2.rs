@@ -89,16 +89,18 @@ pub fn sha256_x2(prefix: &[u8], a: &[u8], b: &[u8], suffix: &[u8]) -> Option<[[u
     {
         let len = prefix.len() + a.len() + suffix.len();
         let blocks = (len + 9).div_ceil(64);
-        // SAFETY: `available()` checked the SHA, SSSE3 and SSE4.1 features.
+        // SAFETY: `available()` returned true above, so the CPU has SHA, SSSE3 and SSE4.1
+        // (checked with `is_x86_feature_detected!`); SSE2 is part of x86_64 itself.
         let mut st = unsafe { Lanes::new() };
         let (mut ta, mut tb) = ([0u8; 64], [0u8; 64]);
         for k in 0..blocks {
             let ba = block(prefix, a, suffix, k, &mut ta);
             let bb = block(prefix, b, suffix, k, &mut tb);
-            // SAFETY: as above; both slices are exactly 64 bytes.
+            // SAFETY: the features were detected by `available()` above; `block` returns
+            // exactly 64 bytes for each lane.
             unsafe { st.compress(ba, bb) };
         }
-        // SAFETY: as above.
+        // SAFETY: the features were detected by `available()` above.
         Some(unsafe { st.finish() })
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -114,6 +116,11 @@ struct Lanes {
 
 #[cfg(target_arch = "x86_64")]
 impl Lanes {
+    /// Both lanes at the SHA-256 initial state.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have the SHA extensions, SSE2, SSSE3 and SSE4.1 ([`available`] says so).
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
     unsafe fn new() -> Lanes {
         // SAFETY: 16-byte unaligned loads from the 32-byte H0 array.
@@ -134,6 +141,12 @@ impl Lanes {
     }
 
     /// One 64-byte block into each lane, the two lanes' instructions interleaved.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have the SHA extensions, SSE2, SSSE3 and SSE4.1 ([`available`] says so).
+    /// `a` and `b` must be 64 bytes each (asserted: shorter slices panic, they are not read
+    /// past their end).
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
     unsafe fn compress(&mut self, a: &[u8], b: &[u8]) {
         assert!(a.len() == 64 && b.len() == 64);
@@ -170,6 +183,10 @@ impl Lanes {
     }
 
     /// The two digests, big-endian.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have the SHA extensions, SSE2, SSSE3 and SSE4.1 ([`available`] says so).
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
     unsafe fn finish(&self) -> [[u8; 32]; 2] {
         let mut out = [[0u8; 32]; 2];

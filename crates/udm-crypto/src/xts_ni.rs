@@ -79,7 +79,8 @@ pub(crate) struct AesNiXts {
     dec: [[u8; 16]; 15],
     tweak: [[u8; 16]; 15],
     rounds: usize,
-    /// VAES + VPCLMULQDQ + AVX2: two blocks per instruction in 256-bit registers.
+    /// VAES + VPCLMULQDQ + AVX2 + AVX were detected: two blocks per instruction in 256-bit
+    /// registers. Only `new` sets it.
     vaes: bool,
 }
 
@@ -112,11 +113,12 @@ impl AesNiXts {
                 vaes: std::is_x86_feature_detected!("vaes")
                     && std::is_x86_feature_detected!("vpclmulqdq")
                     && std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("avx")
                     && std::env::var_os("UDM_CRYPT_NO_VAES").is_none(),
             };
             x.enc[..=nr].copy_from_slice(&ek);
             x.tweak[..=nr].copy_from_slice(&tk);
-            // SAFETY: AES-NI and SSE2 were detected above.
+            // SAFETY: `is_x86_feature_detected!` found AES-NI and SSE2 at the top of `new`.
             unsafe { x.make_dec_keys() };
             Some(x)
         }
@@ -128,6 +130,10 @@ impl AesNiXts {
     }
 
     /// Decryption round keys: the encryption keys reversed, the inner ones through InvMixColumns.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AES-NI and SSE2.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "aes,sse2")]
     unsafe fn make_dec_keys(&mut self) {
@@ -147,7 +153,9 @@ impl AesNiXts {
     pub(crate) fn process(&self, iv: &[u8; 16], buf: &mut [u8], enc: bool) {
         debug_assert_eq!(buf.len() % 16, 0);
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an `AesNiXts` exists only when AES-NI and SSE2 were detected.
+        // SAFETY: an `AesNiXts` is only built by `new`, which returns `None` unless
+        // `is_x86_feature_detected!` finds AES-NI and SSE2; `self.vaes` is true only when
+        // `new` also found VAES, VPCLMULQDQ, AVX2 and AVX — what `process_vaes` needs.
         unsafe {
             match (self.vaes, enc) {
                 (true, true) => self.process_vaes::<true>(iv, buf),
@@ -163,17 +171,27 @@ impl AesNiXts {
         }
     }
 
+    /// The 128-bit path for one data unit.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AES-NI and SSE2 (true for any `AesNiXts`: `new` checks).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "aes,sse2")]
     unsafe fn process_ni<const ENC: bool>(&self, iv: &[u8; 16], buf: &mut [u8]) {
-        // SAFETY: AES-NI was detected when `self` was built.
+        // SAFETY: this function's own contract: the CPU has AES-NI and SSE2, all that
+        // `first_tweak` and `blocks_from` need.
         unsafe {
             let t = self.first_tweak(iv);
             self.blocks_from::<ENC>(t, buf)
         }
     }
 
-    /// The 128-bit loop from tweak `t` on.
+    /// The 128-bit loop from tweak `t` on, over the whole 16-byte blocks of `buf`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AES-NI and SSE2.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "aes,sse2")]
     unsafe fn blocks_from<const ENC: bool>(&self, mut t: __m128i, buf: &mut [u8]) {
@@ -253,6 +271,10 @@ impl AesNiXts {
 #[cfg(target_arch = "x86_64")]
 impl AesNiXts {
     /// The first tweak: the IV encrypted with the tweak key.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AES-NI and SSE2.
     #[target_feature(enable = "aes,sse2")]
     unsafe fn first_tweak(&self, iv: &[u8; 16]) -> __m128i {
         let nr = self.rounds;
@@ -277,6 +299,11 @@ impl AesNiXts {
     /// other (the first sixteen in four dependent steps; each later step multiplies all
     /// sixteen by α¹⁶ at once, `times_x16`), instead of a chain of dependent doublings, one
     /// per block, which kept the AES units waiting.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AES-NI, SSE2, AVX, AVX2, VAES and VPCLMULQDQ (`self.vaes` says
+    /// `new` found them).
     #[target_feature(enable = "aes,sse2,avx,avx2,vaes,vpclmulqdq")]
     unsafe fn process_vaes<const ENC: bool>(&self, iv: &[u8; 16], buf: &mut [u8]) {
         let nr = self.rounds;
@@ -286,7 +313,7 @@ impl AesNiXts {
             // SAFETY: 16-byte unaligned load from a 16-byte array, broadcast to both lanes.
             *r = unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(k.as_ptr().cast())) };
         }
-        // SAFETY: AES-NI was detected when `self` was built.
+        // SAFETY: this function's contract includes AES-NI and SSE2.
         let mut t = unsafe { self.first_tweak(iv) };
         let poly = _mm_set_epi32(1, 1, 1, 0x87);
         let double = |t: __m128i| {
@@ -378,7 +405,8 @@ impl AesNiXts {
             }
         }
         if i < n {
-            // SAFETY: AES-NI was detected; the tail continues with the running tweak.
+            // SAFETY: this function's contract includes AES-NI and SSE2; the tail
+            // continues with the running tweak.
             unsafe { self.blocks_from::<ENC>(t, &mut buf[i * 16..]) };
         }
     }

@@ -5,7 +5,6 @@
 //! copies, uncommitted writes, conflicting seqnos, size limits, and a seeded fuzz.
 
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 use serde_json::Value as J;
 use std::path::PathBuf;
 use udm_formats::lvm::mda::MdaHeader;
@@ -529,19 +528,8 @@ fn too_large_metadata_and_too_small_pvs_are_refused() {
     assert!(small.0.iter().all(|&b| b == 0));
 }
 
-fn fuzz_config() -> ProptestConfig {
-    let seed = 0x0075_646d_6c76_6d32; // printed by proptest on failure; fixed for CI
-    eprintln!("lvm fuzz seed: {seed:#x}");
-    ProptestConfig {
-        cases: 400,
-        rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 proptest! {
-    #![proptest_config(fuzz_config())]
+    #![proptest_config(udm_testkit::prop::config(400))]
 
     /// Corrupted labels, headers and texts give a VG or a clear error, never a panic.
     #[test]

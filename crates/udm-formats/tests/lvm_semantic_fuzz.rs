@@ -142,3 +142,19 @@ fn the_fixtures_parse_and_plan() {
         }
     }
 }
+
+/// Sizes in sectors that overflow u64 are refused when the metadata is read, not computed
+/// (the planner multiplied extents by the extent size and panicked in debug builds).
+#[test]
+fn sector_counts_past_u64_are_refused() {
+    let text = String::from_utf8(FIXTURES[2].to_vec()).unwrap();
+    for (from, to) in [
+        ("extent_size = 8192", "extent_size = 9223372036854775807"),
+        ("pe_count = 15", "pe_count = 9223372036854775807"),
+    ] {
+        assert!(text.contains(from));
+        let e = Metadata::parse(text.replacen(from, to, 1).as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("overflows"), "{to}: {e}");
+        assert!(e.errno() > 0);
+    }
+}

@@ -20,6 +20,24 @@ pub const fn max_entries(value_size: u32) -> u32 {
     (BLOCK_SIZE - ARRAY_HEADER_SIZE) as u32 / value_size
 }
 
+/// Array blocks (leaves only) an array of `len` `value_size`-byte values takes: a lower
+/// bound on the metadata blocks it needs, for refusing lengths that cannot fit.
+pub fn leaf_blocks(len: u64, value_size: u32) -> u64 {
+    len.div_ceil(max_entries(value_size) as u64)
+}
+
+/// Refuse an array of `len` values (`what` names it) whose leaves alone would not fit
+/// the `meta_blocks` metadata blocks — before anything is allocated for it.
+pub fn ensure_fits(what: &str, len: u64, value_size: u32, meta_blocks: u64) -> Result<()> {
+    let need = leaf_blocks(len, value_size);
+    if need > meta_blocks {
+        return Err(PdataError::Invalid(format!(
+            "{len} {what} need at least {need} metadata blocks; the metadata device has {meta_blocks}"
+        )));
+    }
+    Ok(())
+}
+
 /// A decoded array block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArrayBlock {

@@ -367,6 +367,16 @@ impl CacheMetadata {
         if nr > u32::MAX as u64 {
             return Err(PdataError::Invalid(format!("{nr} cache blocks")));
         }
+        // The mapping array (and the dirty bitset's words) must fit the metadata device:
+        // a hostile count is refused here rather than allocated until space runs out.
+        let meta = self.tm.bm().nr_blocks();
+        let dirty_words = if self.sb.version >= 2 {
+            nr.div_ceil(64)
+        } else {
+            0
+        };
+        // Both are arrays of 8-byte values, so their summed length bounds their leaves.
+        array::ensure_fits("cache blocks", nr + dirty_words, 8, meta)?;
         if nr < old {
             for cb in nr..old {
                 if self.is_dirty(cb)? {

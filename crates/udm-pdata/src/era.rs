@@ -212,6 +212,8 @@ impl EraMetadata {
                 "Invalid number of origin blocks {nr}"
             )));
         }
+        let meta = self.tm.bm().nr_blocks();
+        array::ensure_fits("era blocks", nr as u64, 4, meta)?;
         self.sb.era_array_root = array::resize(
             &mut self.tm,
             self.sb.era_array_root,

@@ -230,10 +230,24 @@ fn opt<T: std::str::FromStr>(a: &[(String, String)], tag: &str, name: &str, d: T
     }
 }
 
-/// Parse thin_dump XML.
-pub fn parse_xml(text: &str) -> Result<ThinDump> {
+/// Parse thin_dump XML meant for a metadata device of `meta_blocks` blocks. Every mapping
+/// takes a slot in a btree leaf there, so more mappings than all of its blocks could hold
+/// as full leaves are refused as they are read — a hostile range length cannot ask for
+/// unbounded memory.
+pub fn parse_xml(text: &str, meta_blocks: u64) -> Result<ThinDump> {
     let mut dump: Option<ThinDump> = None;
     let mut cur: Option<DumpDevice> = None;
+    let max_mappings = meta_blocks.saturating_mul(btree::max_entries(8) as u64);
+    let mut nr_mappings = 0u64;
+    let mut take = |n: u64| {
+        nr_mappings = nr_mappings.saturating_add(n);
+        if nr_mappings > max_mappings {
+            return Err(bad(&format!(
+                "over {max_mappings} mappings cannot fit a metadata device of {meta_blocks} blocks"
+            )));
+        }
+        Ok(())
+    };
     let mut rest = text;
     while let Some(lt) = rest.find('<') {
         let gt = rest[lt..]
@@ -291,6 +305,7 @@ pub fn parse_xml(text: &str) -> Result<ThinDump> {
                 let dev = cur
                     .as_mut()
                     .ok_or_else(|| bad("mapping outside a device"))?;
+                take(1)?;
                 dev.mappings.push((
                     get(&a, name, "origin_block")?,
                     get(&a, name, "data_block")?,
@@ -313,6 +328,7 @@ pub fn parse_xml(text: &str) -> Result<ThinDump> {
                         "range mapping of {n} blocks at data block {d} (origin {o}) lies past the {nr_data} data blocks"
                     )));
                 }
+                take(n)?;
                 dev.mappings.extend((0..n).map(|i| (o + i, d + i, t)));
             }
             ("superblock", true) => {}

@@ -150,24 +150,8 @@ proptest! {
     /// what must catch it; then open, check, read and write.
     #[test]
     fn damaged_pool_never_panics(hits in prop::collection::vec((0usize..40, 0usize..BLOCK_SIZE, 1u8..=255), 1..6)) {
-        let base = damaged_pool_base();
-        let io = MemIo::from_bytes(base);
-        let live: Vec<(u64, BlockKind)> = (0..udm_pdata::io::MetaIo::nr_blocks(&io))
-            .filter_map(|b| identify(&io.block(b)).map(|k| (b, k)))
-            .collect();
-        for (pick, off, mask) in hits {
-            let (b, kind) = live[pick % live.len()];
-            let off = off.max(4);
-            io.corrupt(b, off, mask);
-            let mut buf = *io.block(b);
-            seal(&mut buf, kind);
-            let cur = io.block(b);
-            for (i, (x, y)) in cur[..4].iter().zip(&buf[..4]).enumerate() {
-                if x != y {
-                    io.corrupt(b, i, x ^ y);
-                }
-            }
-        }
+        let io = MemIo::from_bytes(damaged_pool_base());
+        common::damage_resealed(&io, &hits);
         let _ = check_thin(Arc::new(io.clone()));
         if let Ok(mut md) = ThinMetadata::open(Arc::new(io.clone())) {
             let _ = md.mappings(1);

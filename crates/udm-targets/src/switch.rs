@@ -93,10 +93,14 @@ impl TargetType for SwitchType {
         }
         let nr_regions = ctx.len.0.div_ceil(p.region as u64);
         let nr_paths = paths.len() as u64;
-        // Regions start out round-robin over the paths.
-        let table = (0..nr_regions)
-            .map(|r| Slot::new((r % nr_paths) as u32))
-            .collect();
+        // Regions start out round-robin over the paths. A table too big to have (a long
+        // target in small regions) is ENOMEM, as in the kernel, not an aborted process.
+        let mut table = Vec::new();
+        usize::try_from(nr_regions)
+            .ok()
+            .and_then(|n| table.try_reserve_exact(n).ok())
+            .ok_or_else(|| TargetError::with_errno(libc::ENOMEM, "Cannot allocate region table"))?;
+        table.extend((0..nr_regions).map(|r| Slot::new((r % nr_paths) as u32)));
         Ok(Box::new(Switch {
             paths,
             region: p.region,

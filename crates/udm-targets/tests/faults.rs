@@ -465,3 +465,18 @@ fn faults_switch_by_table_reload_while_io_runs() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     worker.join().unwrap();
 }
+
+/// A region table no machine could hold (2^50 one-sector regions over a huge stacked zero
+/// device) is refused with ENOMEM, as in the kernel, rather than aborting the process.
+#[test]
+fn switch_region_table_that_cannot_be_allocated_is_enomem() {
+    let reg = reg();
+    let len = 1u64 << 50;
+    create(&reg, "z", &format!("0 {len} zero")).unwrap();
+    reg.create("sw", "").unwrap();
+    let t = format!("0 {len} switch 1 1 0 253:0 0");
+    let e = reg
+        .load(&sel("sw"), &udm_core::parse_table_text(&t).unwrap(), false)
+        .unwrap_err();
+    assert_eq!(e.errno(), libc::ENOMEM, "{e}");
+}

@@ -227,3 +227,22 @@ fn reads_of_in_sync_regions_are_spread_over_the_legs() {
     // The write reached both legs.
     assert!(a1[1] > a0[1] && b1[1] > b0[1]);
 }
+
+/// A table whose length asks for a core log bitmap no machine has (2^61 regions: 2^56
+/// bytes, past any address space) is refused with ENOMEM before anything else, as the
+/// kernel's failed bitmap allocation is — the process does not abort.
+#[test]
+fn a_core_log_that_cannot_be_allocated_is_enomem() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = image(dir.path(), "a", 64, 0);
+    let reg = registry();
+    reg.create("huge", "").unwrap();
+    let t = format!(
+        "0 {} mirror core 1 2 2 {} 0 {} 0",
+        1u64 << 62,
+        a.display(),
+        a.display()
+    );
+    let e = reg.load(&sel("huge"), &lines(&t), false).unwrap_err();
+    assert_eq!(e.errno(), libc::ENOMEM, "{e}");
+}

@@ -1,6 +1,7 @@
 //! udm-testkit: helpers shared by udm's tests — outside-tool probes that obey
 //! `UDM_REQUIRE_TOOLS`, and image-file helpers.
 
+pub mod alloc_peak;
 pub mod conformance;
 pub mod crash;
 pub mod dm;
@@ -318,7 +319,7 @@ impl Daemon {
     /// Send SIGTERM and wait; returns the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         // SAFETY: kill with a valid pid and signal number has no memory-safety preconditions.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         self.child.wait().expect("wait for daemon")
     }
 }
@@ -329,11 +330,6 @@ impl Drop for Daemon {
             self.stop();
         }
     }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 /// A CA, a server certificate for localhost/127.0.0.1 and a client certificate, laid out as

@@ -54,6 +54,37 @@ pub fn hostile_number() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Byte ranges of the XML attribute values (`name="…"`) in `text` that are plain decimal
+/// numbers: the places a [`hostile_number`] goes.
+pub fn xml_numbers(text: &str) -> Vec<(usize, usize)> {
+    let b = text.as_bytes();
+    let mut v = Vec::new();
+    for (i, _) in text.match_indices("=\"") {
+        let s = i + 2;
+        let Some(len) = b[s..].iter().position(|&c| c == b'"') else {
+            break;
+        };
+        let e = s + len;
+        if e > s && b[s..e].iter().all(u8::is_ascii_digit) {
+            v.push((s, e));
+        }
+    }
+    v
+}
+
+/// `text` with each `(range, value)` of `edits` written over its range (ranges from
+/// [`xml_numbers`]; a range edited twice keeps one of the values).
+pub fn replace_ranges(text: &str, edits: &[((usize, usize), String)]) -> String {
+    let mut picks = edits.to_vec();
+    picks.sort_by_key(|p| std::cmp::Reverse(p.0));
+    picks.dedup_by_key(|p| p.0);
+    let mut out = text.to_string();
+    for ((s, e), v) in &picks {
+        out.replace_range(*s..*e, v);
+    }
+    out
+}
+
 /// One mutation: a flip or byte anywhere, or a field overwrite at one of `fields` (byte
 /// offsets of the image's header fields). Truncations are rare so most cases keep the
 /// whole image.
@@ -147,5 +178,15 @@ mod tests {
         );
         assert_eq!(v.len(), 3);
         assert_eq!(mutated(&base, &[Mutation::Truncate { keep: 16 }]).len(), 16);
+    }
+
+    #[test]
+    fn xml_numbers_are_found_and_replaced() {
+        let t = r#"<a x="12" y="ab" z="" w="7"/>"#;
+        let at = xml_numbers(t);
+        assert_eq!(at.len(), 2);
+        assert_eq!(&t[at[0].0..at[0].1], "12");
+        let r = replace_ranges(t, &[(at[1], "-1".into()), (at[0], "99999".into())]);
+        assert_eq!(r, r#"<a x="99999" y="ab" z="" w="-1"/>"#);
     }
 }

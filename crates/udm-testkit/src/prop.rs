@@ -1,7 +1,7 @@
 //! Reproducible property tests: every proptest in the workspace takes its config from
 //! [`config`], which fixes the RNG seed and prints it, so a CI failure replays exactly.
 
-use proptest::test_runner::{Config, RngAlgorithm, RngSeed};
+use proptest::test_runner::{Config, RngAlgorithm, RngSeed, TestRunner};
 
 /// The seed used when `UDM_PROPTEST_SEED` is not set.
 pub const DEFAULT_SEED: u64 = 0x0075_646d; // "udm"
@@ -22,6 +22,18 @@ pub fn config(cases: u32) -> Config {
         rng_seed: RngSeed::Fixed(seed),
         ..Config::default()
     }
+}
+
+/// A runner for a property test that needs a fixture built once (a server, a daemon):
+/// [`config`]'s seed and `cases`, with failures saved to and replayed from
+/// the regressions file proptest keeps beside `source_file` (pass `file!()`), as
+/// `proptest!` does.
+/// Use it as `runner(16, file!()).run(&strategy, |v| { ...; Ok(()) }).unwrap()`.
+pub fn runner(cases: u32, source_file: &'static str) -> TestRunner {
+    TestRunner::new(Config {
+        source_file: Some(source_file),
+        ..config(cases)
+    })
 }
 
 #[cfg(test)]

@@ -368,6 +368,18 @@ impl Vg {
             {
                 return Err(invalid(format!("{what}: duplicate PV {}", pv.name)));
             }
+            // Every extent's sector offset must be a number: the tables are built from
+            // pe_start + extent * extent_size.
+            let end = pv
+                .pe_count
+                .checked_mul(self.extent_size)
+                .and_then(|n| n.checked_add(pv.pe_start));
+            if end.is_none() {
+                return Err(invalid(format!(
+                    "{what}: PV {} of {} extents from sector {} overflows",
+                    pv.name, pv.pe_count, pv.pe_start
+                )));
+            }
         }
         for (i, lv) in self.lvs.iter().enumerate() {
             if self.lvs[..i].iter().any(|l| l.name == lv.name) {
@@ -410,6 +422,13 @@ impl Vg {
                     };
                     used.push((pi, pe, end, &lv.name));
                 }
+            }
+            // The LV's size in sectors must be a number too.
+            if next.checked_mul(self.extent_size).is_none() {
+                return Err(invalid(format!(
+                    "{what}: LV {} of {next} extents of {} sectors overflows",
+                    lv.name, self.extent_size
+                )));
             }
         }
         used.sort();

@@ -117,18 +117,27 @@ pub fn write_xml(d: &EraDump, logical: bool) -> String {
     s
 }
 
-/// Parse era XML.
-pub fn parse_xml(text: &str) -> Result<EraDump, String> {
+/// Parse era XML meant for a metadata device of `meta_blocks` blocks. Counts that could
+/// not fit that device (the era array's length, the writesets' bits) are refused before
+/// anything is allocated for them, so a hostile number cannot ask for unbounded memory.
+pub fn parse_xml(text: &str, meta_blocks: u64) -> Result<EraDump, String> {
     let mut d: Option<EraDump> = None;
     let mut ws: Option<(u32, Vec<bool>)> = None;
+    // 64-bit words of all writesets so far: they share the metadata device.
+    let mut ws_words = 0u64;
+    let fits = |what: &str, len: u64, vs: u32| {
+        array::ensure_fits(what, len, vs, meta_blocks).map_err(|e| e.to_string())
+    };
     for (name, closing, a) in super::tags(text)? {
         let cur = || "missing superblock".to_string();
         match (name.as_str(), closing) {
             ("superblock", false) => {
+                let nr_blocks: u32 = attr(&a, "nr_blocks")?;
+                fits("era blocks", nr_blocks as u64, 4)?;
                 d = Some(EraDump {
                     uuid: attr(&a, "uuid")?,
                     block_size: attr(&a, "block_size")?,
-                    nr_blocks: attr(&a, "nr_blocks")?,
+                    nr_blocks,
                     current_era: attr(&a, "current_era")?,
                     ..EraDump::default()
                 })
@@ -138,6 +147,8 @@ pub fn parse_xml(text: &str) -> Result<EraDump, String> {
                     return Err("attempt to begin writeset when already in one".into());
                 }
                 let n: u32 = attr(&a, "nr_bits")?;
+                ws_words += (n as u64).div_ceil(64);
+                fits("writeset words", ws_words, 8)?;
                 ws = Some((attr(&a, "era")?, vec![false; n as usize]));
             }
             ("writeset", true) => {
@@ -158,6 +169,12 @@ pub fn parse_xml(text: &str) -> Result<EraDump, String> {
                 let dd = d.as_mut().ok_or_else(cur)?;
                 let b: usize = attr(&a, "block")?;
                 let era: u32 = attr(&a, "era")?;
+                if b >= dd.nr_blocks as usize {
+                    return Err(format!(
+                        "era block {b} out of range ({} blocks)",
+                        dd.nr_blocks
+                    ));
+                }
                 if dd.eras.len() <= b {
                     dd.eras.resize(b + 1, 0);
                 }
@@ -380,7 +397,8 @@ pub fn restore(args: &[String], io: &mut Streams<'_>) -> i32 {
     }
     let r = open_meta(&output, true).and_then(|m| {
         let text = std::fs::read_to_string(&input).map_err(|_| "Couldn't stat file".to_string())?;
-        restore_dump(m, &parse_xml(&text)?)
+        let meta_blocks = m.nr_blocks();
+        restore_dump(m, &parse_xml(&text, meta_blocks)?)
     });
     if let Err(m) = r {
         io.e(&m);

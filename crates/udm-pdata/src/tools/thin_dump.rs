@@ -174,10 +174,12 @@ pub fn restore(args: &[String], con: &mut Console<'_>) -> i32 {
     if !Path::new(&output).exists() {
         return con.fail("Couldn't stat path");
     }
-    let r = parse_xml(&text).and_then(|d| {
-        let io = open_io(&output, true).map_err(PdataError::from_io)?;
-        restore_xml(io, &d)
-    });
+    let r = open_io(&output, true)
+        .map_err(PdataError::from_io)
+        .and_then(|io| {
+            let d = parse_xml(&text, io.nr_blocks())?;
+            restore_xml(io, &d)
+        });
     match r {
         Ok(()) => 0,
         Err(e) => con.fail(e),

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
+use proptest::test_runner::{Config, FileFailurePersistence};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use udm_pdata::block_manager::BlockManager;
@@ -18,20 +18,14 @@ use udm_pdata::tm::{TransactionManager, SUPERBLOCK};
 /// Devices → (virtual block → data block).
 pub type Devs = BTreeMap<u64, BTreeMap<u64, u64>>;
 
-/// The proptest seed: `UDM_PDATA_SEED` or a fixed default; printed so a run can be replayed.
+/// The proptest config: `udm_testkit::prop`'s printed seed (`UDM_PROPTEST_SEED`
+/// overrides it), with failures kept in a `proptest-regressions` file beside each test.
 pub fn config(cases: u32) -> Config {
-    let seed = std::env::var("UDM_PDATA_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x7564_6d70_6461_7461u64);
-    eprintln!("proptest seed: {seed} (set UDM_PDATA_SEED to change)");
     Config {
-        cases,
-        rng_seed: RngSeed::Fixed(seed),
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
             "proptest-regressions",
         ))),
-        ..Config::default()
+        ..udm_testkit::prop::config(cases)
     }
 }
 
@@ -314,6 +308,28 @@ impl Model {
             );
             for (&v, &b) in m.iter().step_by(97) {
                 assert_eq!(md.lookup(d, v).unwrap().map(|x| x.0), Some(b));
+            }
+        }
+    }
+}
+
+/// Damage live (checksummed) blocks of `io` but keep their checksums valid, so the
+/// structural checks are what must catch it: each `(pick, offset, mask)` XORs `mask` into
+/// byte `offset` (past the checksum) of live block `pick` (modulo their number).
+pub fn damage_resealed(io: &MemIo, hits: &[(usize, usize, u8)]) {
+    use udm_pdata::checksum::{identify, seal, BlockKind};
+    let live: Vec<(u64, BlockKind)> = (0..io.nr_blocks())
+        .filter_map(|b| identify(&io.block(b)).map(|k| (b, k)))
+        .collect();
+    for &(pick, off, mask) in hits {
+        let (b, kind) = live[pick % live.len()];
+        io.corrupt(b, off.max(4), mask);
+        let mut buf = *io.block(b);
+        seal(&mut buf, kind);
+        let cur = io.block(b);
+        for (i, (x, y)) in cur[..4].iter().zip(&buf[..4]).enumerate() {
+            if x != y {
+                io.corrupt(b, i, x ^ y);
             }
         }
     }

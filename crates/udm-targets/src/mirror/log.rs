@@ -167,6 +167,24 @@ pub fn disk_buf_size(regions: u64, lbs: u64) -> u64 {
     (LOG_OFFSET_SECTORS * 512 + bitset).div_ceil(lbs) * lbs
 }
 
+/// An in-core bitmap of `words` 32-bit words, every byte `fill`. The table's length and
+/// region size decide its size: one that cannot be had is ENOMEM (as the kernel's failed
+/// bitset allocation is), not an aborted process.
+fn bitmap(words: usize, fill: u8) -> Result<Vec<u8>, TargetError> {
+    let mut v = Vec::new();
+    words
+        .checked_mul(4)
+        .and_then(|n| v.try_reserve_exact(n).ok().map(|()| n))
+        .map(|n| {
+            v.resize(n, fill);
+            v
+        })
+        .ok_or_else(|| {
+            klog::warn(LOG_PREFIX, "couldn't allocate core bitset");
+            TargetError::with_errno(libc::ENOMEM, "Error creating mirror dirty log")
+        })
+}
+
 impl DirtyLog {
     /// A log for a target of `len` sectors; `disk` for a disk log.
     pub fn new(
@@ -202,9 +220,9 @@ impl DirtyLog {
         Ok(DirtyLog {
             region_count,
             words,
-            clean: vec![0xff; words * 4],
-            sync: vec![if nosync { 0xff } else { 0 }; words * 4],
-            recovering: vec![0; words * 4],
+            clean: bitmap(words, 0xff)?,
+            sync: bitmap(words, if nosync { 0xff } else { 0 })?,
+            recovering: bitmap(words, 0)?,
             sync_count: if nosync { region_count } else { 0 },
             sync_search: 0,
             touched_dirtied: false,

@@ -145,6 +145,11 @@ impl TargetType for WritecacheType {
         if sb.block_size as u64 != bs {
             return Err(TargetError::invalid("Block size does not match superblock"));
         }
+        // All ones marks a free entry: a cache whose next sequence number is that could
+        // never commit a write (and would overflow counting on).
+        if sb.seq_count == NONE {
+            return Err(TargetError::invalid("Invalid seq_count in the superblock"));
+        }
         let n = sb.n_blocks;
         let overflow = || TargetError::invalid("Overflow in size calculation");
         let entries = n.checked_mul(format::ENTRY_BYTES).ok_or_else(overflow)?;

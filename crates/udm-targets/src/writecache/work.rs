@@ -13,7 +13,7 @@
 //! sector's data.
 
 use super::core::Core;
-use super::format::REGION_BYTES;
+use super::format::{NONE, REGION_BYTES};
 use super::state::{State, NIL};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -143,6 +143,12 @@ impl Core {
                 return self.flush_cache();
             }
             let gen = st.seq_count;
+            // Metadata rewritten under a suspended cache can bring any count back on
+            // resume; the all-ones one marks free entries and cannot be counted past.
+            if gen >= NONE - 1 {
+                self.fail(&mut st, "seq_count overflow");
+                return false;
+            }
             st.seq_count += 1;
             st.overwrote_committed = false;
             (gen, Self::take_regions(&mut st))
