@@ -282,10 +282,16 @@ impl MetaState {
         }
     }
 
+    /// Write `data` to every usable leg's metadata device and make it durable before
+    /// returning (md writes its superblocks and bitmap pages with PREFLUSH and FUA: a bit
+    /// must be stable before the data write it covers goes out, or a power loss could leave
+    /// a changed region that the resync after it does not know about).
     fn write_meta_all(&self, a: &Array, sector: u64, data: &[u8]) {
         for (i, l) in a.legs.iter().enumerate() {
             if let (true, Some(m)) = (l.usable(), &l.meta) {
-                if udm_io::sync::write_at(&**m, Sectors(sector), data).is_err() {
+                let r = udm_io::sync::write_at(&**m, Sectors(sector), data)
+                    .and_then(|()| udm_io::sync::flush(&**m));
+                if r.is_err() {
                     tracing::warn!("raid: metadata write to leg {i} failed");
                     l.failed.store(true, SeqCst);
                 }
