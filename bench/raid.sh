@@ -29,7 +29,9 @@
 #
 # FIRSTWRITE=1: the first write to a clean region on the blocking path. raid1 (2 legs) and
 # raid5 (4 legs) with a write-intent bitmap on the metadata files (region_size 512 = 256 KiB
-# per device, daemon_sleep 300 s so no bit is cleared during the run): 4 KiB writes, one in
+# per device; a fresh bitmap has every bit set as md's, so the set first runs with a 1 s
+# bitmap daemon until leg 0's bits are clear, then is reloaded with daemon_sleep 300 s so no
+# bit is cleared during the run; every bit write is made durable, as md's): 4 KiB writes, one in
 # each region (fio write with holes: raid1 every 256 KiB, raid5 every 768 KiB of the array =
 # 256 KiB per device), first on a fresh set (every write must set its bit and flush the
 # bitmap before the data goes out), then the same writes again (bits already dirty: no
@@ -136,12 +138,22 @@ sync_round() { # tag binary -> raid1 resync and raid5/raid6 rebuild rates into R
   done
 }
 if [ "${FIRSTWRITE:-0}" = 1 ]; then
-  fw_job() { # name skip_kib qd -> "IOPS clat_us"
+  fw_job() { # name skip_kib qd -> "IOPS clat_us" (one write per region: S/512 of them)
     fio --name=b --ioengine=nbd --uri="nbd+unix:///$1?socket=$W/nbd.sock" --rw="write:$2k" --bs=4k \
-      --iodepth="$3" --output-format=json 2>/dev/null | sed -n '/^{/,$p' | python3 -c "
+      --number_ios=$((S / 512)) --iodepth="$3" --output-format=json 2>/dev/null | sed -n '/^{/,$p' | python3 -c "
 import json,sys
 w=json.load(sys.stdin)['jobs'][0]['write']
 print(round(w['iops']), round(w['clat_ns']['mean'] / 1000))"
+  }
+  wait_clean_bits() { # until leg 0's bitmap (after its 256-byte superblock at 4 KiB) is all clear
+    for _ in $(seq 600); do
+      python3 -c "
+import sys
+b = open('$W/m0', 'rb').read()[4096 + 256:4096 + 256 + $S // 512 // 8]
+sys.exit(0 if not any(b) else 1)" && return 0
+      sleep 0.05
+    done
+    echo "bitmap never cleared" >&2; return 1
   }
   declare -A F
   for round in $(seq "$ROUNDS"); do
@@ -149,12 +161,16 @@ print(round(w['iops']), round(w['clat_ns']['mean'] / 1000))"
       for qd in 1 16; do
         zero_meta
         if [ $k = raid1 ]; then
-          t="0 $S raid raid1 6 0 nosync region_size 512 daemon_sleep 300000 $(devs 2)"; skip=252
+          t="0 $S raid raid1 6 0 nosync region_size 512 daemon_sleep DS $(devs 2)"; skip=252
         else
-          t="0 $((3 * S)) raid raid5_ls 6 128 nosync region_size 512 daemon_sleep 300000 $(devs 4)"; skip=764
+          t="0 $((3 * S)) raid raid5_ls 6 128 nosync region_size 512 daemon_sleep DS $(devs 4)"; skip=764
         fi
-        "$UDM" create fw --table "$t"
+        # A fresh bitmap has every bit set (as md's): let a 1 s bitmap daemon clear them,
+        # then reload with a 300 s one so no bit is cleared during the two passes.
+        "$UDM" create fw --table "${t/DS/1000}"
         wait_idle fw
+        wait_clean_bits
+        "$UDM" suspend fw; "$UDM" load fw --table "${t/DS/300000}"; "$UDM" resume fw
         read -r F[$k-$qd-fresh-iops-$round] F[$k-$qd-fresh-lat-$round] <<<"$(fw_job fw $skip $qd)"
         read -r F[$k-$qd-dirty-iops-$round] F[$k-$qd-dirty-lat-$round] <<<"$(fw_job fw $skip $qd)"
         "$UDM" remove fw

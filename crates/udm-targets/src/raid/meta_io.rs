@@ -5,7 +5,7 @@
 
 use super::engine::Array;
 use super::meta::*;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::sync::atomic::Ordering::SeqCst;
 use udm_core::EventTrigger;
 use udm_io::{IoError, Sectors};
@@ -38,6 +38,14 @@ pub struct Bitmap {
     /// Found dirty at load or left dirty by a failed resync: resync these.
     pub needs_sync: Vec<bool>,
     pub chunks: u64,
+    /// Group commit of bits set by writes (md's unplug writes every page dirtied meanwhile
+    /// once): each page's generation of its last set bit, the generation on disk, whether a
+    /// writer is writing pages now, and the pages dirtied since the last write.
+    page_gen: Vec<u64>,
+    set_gen: u64,
+    durable_gen: u64,
+    writing: bool,
+    dirty_pages: std::collections::BTreeSet<usize>,
 }
 
 impl Bitmap {
@@ -52,6 +60,11 @@ impl Bitmap {
             touched: vec![false; chunks as usize],
             needs_sync: vec![needs_sync; chunks as usize],
             chunks,
+            page_gen: vec![0; pages],
+            set_gen: 0,
+            durable_gen: 0,
+            writing: false,
+            dirty_pages: Default::default(),
         }
     }
     /// A bitmap loaded from disk (`disk`: the bytes after its superblock): every set bit
@@ -77,6 +90,8 @@ pub struct MetaState {
     pub sb_size: usize,
     pub info: Mutex<SbInfo>,
     pub bm: Option<Mutex<Bitmap>>,
+    /// Signalled when a group commit of bitmap pages ends.
+    pub bm_cv: Condvar,
     /// Bitmap region (chunk) size in sectors.
     pub region: u64,
     /// Sectors the resync covers (dev_sectors, or array_sectors for raid10).
@@ -144,32 +159,73 @@ impl MetaState {
     }
 
     /// Mark `[s, end)` as being written: set its bits on disk first (`md_bitmap_startwrite`
-    /// and the unplug that writes the pages before the data goes out).
+    /// and the unplug that writes the pages before the data goes out). Writes that set bits
+    /// while another one's pages are being written wait and go together in the next write.
     pub fn start_write(&self, a: &Array, s: u64, end: u64) -> Result<WriteGuard<'_>, IoError> {
         let Some((r0, r1)) = self.regions(s, end) else {
             return Ok(WriteGuard { m: self, r: None });
         };
         let bm = self.bm.as_ref().expect("regions imply a bitmap");
         let mut g = bm.lock();
-        let mut pages = Vec::new();
+        let mut set = false;
         for r in r0..=r1 {
             g.pending[r as usize] += 1;
             g.touched[r as usize] = true;
             if !test_bit(&g.bits, r) {
                 set_bit(&mut g.bits, r, true);
-                let p = page_of(r);
-                if pages.last() != Some(&p) {
-                    pages.push(p);
-                }
+                g.dirty_pages.insert(page_of(r));
+                set = true;
             }
         }
-        if !pages.is_empty() {
-            self.write_bitmap_pages(a, &g, &pages);
+        if set {
+            g.set_gen += 1;
+            let gen = g.set_gen;
+            for p in std::mem::take(&mut g.dirty_pages) {
+                g.page_gen[p] = gen;
+                g.dirty_pages.insert(p);
+            }
+        }
+        // Every bit of the range must be on disk before the data goes, also one set by a
+        // write whose page write is still under way.
+        let need = (page_of(r0)..=page_of(r1))
+            .map(|p| g.page_gen[p])
+            .max()
+            .unwrap_or(0);
+        while g.durable_gen < need {
+            if g.writing {
+                self.bm_cv.wait(&mut g);
+                continue;
+            }
+            self.commit_dirty_pages(a, &mut g);
         }
         Ok(WriteGuard {
             m: self,
             r: Some((r0, r1)),
         })
+    }
+
+    /// Write every page dirtied since the last commit, outside the lock (other writes go on
+    /// setting bits meanwhile), and make them durable.
+    fn commit_dirty_pages(&self, a: &Array, g: &mut MutexGuard<'_, Bitmap>) {
+        g.writing = true;
+        let target = g.set_gen;
+        let pages: Vec<(u64, Vec<u8>)> = std::mem::take(&mut g.dirty_pages)
+            .into_iter()
+            .map(|p| (page_sector(p), self.bitmap_page(g, p)))
+            .collect();
+        MutexGuard::unlocked(g, || self.write_meta_all(a, &pages));
+        g.durable_gen = g.durable_gen.max(target);
+        g.writing = false;
+        self.bm_cv.notify_all();
+    }
+
+    /// Wait until no group commit is writing pages (the daemon and the other writers of
+    /// pages write under the lock, after it).
+    fn idle<'a>(&self, mut g: MutexGuard<'a, Bitmap>) -> MutexGuard<'a, Bitmap> {
+        while g.writing {
+            self.bm_cv.wait(&mut g);
+        }
+        g
     }
 
     /// `start_write` when it needs no I/O: every region's bit is set already (and so on
@@ -183,7 +239,9 @@ impl MetaState {
             return true;
         };
         let mut g = bm.lock();
-        if !(r0..=r1).all(|r| test_bit(&g.bits, r)) {
+        if !(r0..=r1).all(|r| test_bit(&g.bits, r))
+            || (page_of(r0)..=page_of(r1)).any(|p| g.page_gen[p] > g.durable_gen)
+        {
             return false;
         }
         for r in r0..=r1 {
@@ -210,7 +268,7 @@ impl MetaState {
             return;
         }
         let rcp = self.info.lock().recovery_cp;
-        let mut g = bm.lock();
+        let mut g = self.idle(bm.lock());
         let mut pages = Vec::new();
         for r in 0..g.chunks {
             let i = r as usize;
@@ -240,7 +298,7 @@ impl MetaState {
     /// Mark every region of `[s, end)` as needing a resync (and its bits dirty on disk).
     pub fn mark_needs_sync(&self, a: &Array, s: u64, end: u64) {
         if let (Some((r0, r1)), Some(bm)) = (self.regions(s, end), &self.bm) {
-            let mut g = bm.lock();
+            let mut g = self.idle(bm.lock());
             for r in r0..=r1 {
                 g.needs_sync[r as usize] = true;
                 set_bit(&mut g.bits, r, true);
@@ -275,27 +333,44 @@ impl MetaState {
     }
 
     fn write_bitmap_pages(&self, a: &Array, g: &Bitmap, pages: &[usize]) {
-        for &p in pages {
-            let page = self.bitmap_page(g, p);
-            let sector = BITMAP_OFFSET / 512 + (p as u64) * 8;
-            self.write_meta_all(a, sector, &page);
-        }
+        let pages: Vec<(u64, Vec<u8>)> = pages
+            .iter()
+            .map(|&p| (page_sector(p), self.bitmap_page(g, p)))
+            .collect();
+        self.write_meta_all(a, &pages);
     }
 
-    /// Write `data` to every usable leg's metadata device and make it durable before
-    /// returning (md writes its superblocks and bitmap pages with PREFLUSH and FUA: a bit
-    /// must be stable before the data write it covers goes out, or a power loss could leave
-    /// a changed region that the resync after it does not know about).
-    fn write_meta_all(&self, a: &Array, sector: u64, data: &[u8]) {
-        for (i, l) in a.legs.iter().enumerate() {
+    /// Write `(sector, data)` pieces to every usable leg's metadata device and make them
+    /// durable before returning, the legs side by side (md writes its superblocks and bitmap
+    /// pages with PREFLUSH and FUA: a bit must be stable before the data write it covers
+    /// goes out, or a power loss could leave a changed region that the resync after it does
+    /// not know about).
+    fn write_meta_all(&self, a: &Array, pieces: &[(u64, Vec<u8>)]) {
+        let one = |i: usize| {
+            let l = &a.legs[i];
             if let (true, Some(m)) = (l.usable(), &l.meta) {
-                let r = udm_io::sync::write_at(&**m, Sectors(sector), data)
+                let r = pieces
+                    .iter()
+                    .try_for_each(|(s, d)| udm_io::sync::write_at(&**m, Sectors(*s), d))
                     .and_then(|()| udm_io::sync::flush(&**m));
                 if r.is_err() {
                     tracing::warn!("raid: metadata write to leg {i} failed");
                     l.failed.store(true, SeqCst);
                 }
             }
+        };
+        let with_meta: Vec<usize> = (0..a.legs.len())
+            .filter(|&i| a.legs[i].meta.is_some() && a.legs[i].usable())
+            .collect();
+        match with_meta.as_slice() {
+            [] => {}
+            [i] => one(*i),
+            many => std::thread::scope(|sc| {
+                for &i in &many[1..] {
+                    sc.spawn(move || one(i));
+                }
+                one(many[0]);
+            }),
         }
     }
 
@@ -339,7 +414,7 @@ impl MetaState {
             i.clone()
         };
         if let Some(bm) = &self.bm {
-            let mut g = bm.lock();
+            let mut g = self.idle(bm.lock());
             g.sb.events = info.events;
             if info.events < g.sb.events_cleared {
                 g.sb.events_cleared = info.events;
@@ -350,7 +425,9 @@ impl MetaState {
         for (i, l) in a.legs.iter().enumerate() {
             if let (true, Some(m)) = (l.usable(), &l.meta) {
                 let b = self.superblock_for(a, i, &info).encode(self.sb_size);
-                if udm_io::sync::write_at(&**m, Sectors(0), &b).is_err() {
+                let r = udm_io::sync::write_at(&**m, Sectors(0), &b)
+                    .and_then(|()| udm_io::sync::flush(&**m));
+                if r.is_err() {
                     tracing::warn!("raid: superblock write to leg {i} failed");
                     l.failed.store(true, SeqCst);
                 }
@@ -361,11 +438,16 @@ impl MetaState {
     /// Write the whole bitmap (after load or a resize).
     pub fn write_bitmap_all(&self, a: &Array) {
         if let Some(bm) = &self.bm {
-            let g = bm.lock();
+            let g = self.idle(bm.lock());
             let pages = (bitmap_bytes(g.chunks) as usize).div_ceil(4096);
             self.write_bitmap_pages(a, &g, &(0..pages).collect::<Vec<_>>());
         }
     }
+}
+
+/// The metadata device sector of bitmap area page `p`.
+fn page_sector(p: usize) -> u64 {
+    BITMAP_OFFSET / 512 + (p as u64) * 8
 }
 
 fn page_of(r: u64) -> usize {
