@@ -17,7 +17,7 @@ use udm_testkit::udmcli::UdmCli;
 use udm_testkit::Daemon;
 
 mod dmraid_common;
-use dmraid_common::{mapped, pattern, read, serials, sorted};
+use dmraid_common::{disks, mapped, pattern, read, serials, sorted};
 
 fn udm() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_udm"))
@@ -120,13 +120,7 @@ fn kernel_dmraid_raid5_sets_activate_with_mds_data() {
     let Some(run) = udm_testkit::refvm() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let share = dir.path().join("share");
-    std::fs::create_dir(&share).unwrap();
-    let imgs: Vec<PathBuf> = SD
-        .iter()
-        .map(|sd| udm_testkit::image(dir.path(), &format!("{sd}.img"), 40 << 20))
-        .collect();
+    let (dir, share, imgs) = disks(&SD);
     let p_isw = pattern(ARRAY, 0x5a);
     let p_ddf = pattern(ARRAY, 0xa7);
     std::fs::write(share.join("pattern0.bin"), &p_isw).unwrap();

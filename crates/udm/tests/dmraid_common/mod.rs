@@ -42,3 +42,16 @@ pub fn serials(share: &Path, sds: &[&str], imgs: &[PathBuf]) {
         std::fs::write(format!("{}.serial", img.display()), serial).unwrap();
     }
 }
+
+/// A temporary directory with a `share` folder for the guest and one 40 MiB image per guest
+/// disk of `sds` (`<sd>.img`).
+pub fn disks(sds: &[&str]) -> (tempfile::TempDir, PathBuf, Vec<PathBuf>) {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let imgs = sds
+        .iter()
+        .map(|sd| udm_testkit::image(dir.path(), &format!("{sd}.img"), 40 << 20))
+        .collect();
+    (dir, share, imgs)
+}
