@@ -269,6 +269,45 @@ mod tests {
         assert_eq!(l.lent(), 0);
     }
 
+    #[test]
+    fn only_peers_of_our_own_user_get_lent_pages() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::net::UnixListener;
+        let dir = tempfile::tempdir().unwrap();
+        let open = std::fs::Permissions::from_mode(0o777);
+        std::fs::set_permissions(dir.path(), open.clone()).unwrap();
+        let path = dir.path().join("s");
+        let l = UnixListener::bind(&path).unwrap();
+        std::fs::set_permissions(&path, open).unwrap();
+        // A peer of our own user: lent.
+        let _c = UnixStream::connect(&path).unwrap();
+        let (s, _) = l.accept().unwrap();
+        assert!(Lender::new(&Sock::Unix(s)).is_some());
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("not root: the other-user case needs to switch users; not run");
+            return;
+        }
+        // A peer running as nobody: copies only.
+        let mut child = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["/usr/bin/python3", "-c"])
+            .arg(
+                "import socket, sys, time\n\
+                 s = socket.socket(socket.AF_UNIX)\n\
+                 s.connect(sys.argv[1])\n\
+                 time.sleep(30)",
+            )
+            .arg(&path)
+            .spawn()
+            .expect("setpriv (util-linux) and /usr/bin/python3 run");
+        let (s, _) = l.accept().unwrap();
+        let copies = Lender::new(&Sock::Unix(s)).is_none();
+        child.kill().ok();
+        child.wait().ok();
+        assert!(copies, "a peer of another user got lent pages");
+    }
+
     fn bufs_take(p: &BufPool) -> Option<IoBuf> {
         // A pooled buffer is handed out before a fresh one; a fresh one is all zeroes.
         let b = p.get(1 << 20);
