@@ -15,9 +15,11 @@
 mod common;
 use common::integrity::create_formatted;
 use common::*;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::Arc;
+use udm_core::Registry;
 use udm_formats::integrity::{Geometry, Superblock};
 use udm_io::{Bio, BlockDevice, IoBuf, IoError, Sectors};
 use udm_testkit::rng::XorShift;
@@ -127,8 +129,9 @@ fn integrity_inline_reads_return_the_pool_paths_bytes() {
     }
 }
 
-/// The layout of the formatted image `bytes` (no metadata device) providing `p` sectors.
-fn geometry_of(bytes: &[u8], p: u64) -> Geometry {
+/// The layout of the formatted image `bytes` (`sectors` long; a metadata device when
+/// `meta`) providing `p` sectors.
+fn geometry_of(bytes: &[u8], p: u64, sectors: u64, meta: bool) -> Geometry {
     let sb = Superblock::decode(bytes).unwrap();
     let mut geo = Geometry::new(
         0,
@@ -137,11 +140,25 @@ fn geometry_of(bytes: &[u8], p: u64) -> Geometry {
         sb.log2_sectors_per_block,
         sb.flags,
         sb.journal_sections,
-        false,
+        meta,
         7,
     );
-    assert!(geo.fits(p, SECTORS));
+    assert!(geo.fits(p, sectors));
     geo
+}
+
+/// Format `img` as device "i" with `rest`, write seeded data over all of it (inline path),
+/// flush, and remove the device; returns the provided sectors and the data.
+fn formatted_and_filled(reg: &Registry, img: &Path, rest: &str, seed: u64) -> (u64, Vec<u8>) {
+    let p = create_formatted(reg, "i", img, rest);
+    let data = XorShift::mixed(seed).bytes((p * 512) as usize);
+    {
+        let (dev, _g) = open(reg, "i");
+        assert_eq!(write_on(&*dev, 0, &data, true), Ok(()));
+        udm_io::sync::flush(&*dev).unwrap();
+    }
+    reg.remove(&sel("i"), false).unwrap();
+    (p, data)
 }
 
 /// A tag-cache miss reads the whole metadata buffer around the tags it needs (the kernel's
@@ -155,15 +172,8 @@ fn integrity_tag_miss_reads_its_metadata_buffer_once() {
     let dir = tempfile::tempdir().unwrap();
     let img = image(dir.path(), "d", SECTORS, 0);
     let reg = registry();
-    let p = create_formatted(&reg, "i", &img, rest);
-    let data = XorShift::mixed(5).bytes((p * 512) as usize);
-    {
-        let (dev, _g) = open(&reg, "i");
-        assert_eq!(write_on(&*dev, 0, &data, true), Ok(()));
-        udm_io::sync::flush(&*dev).unwrap();
-    }
-    reg.remove(&sel("i"), false).unwrap();
-    let geo = geometry_of(&std::fs::read(&img).unwrap(), p);
+    let (p, data) = formatted_and_filled(&reg, &img, rest, 5);
+    let geo = geometry_of(&std::fs::read(&img).unwrap(), p, SECTORS, false);
     create(
         &reg,
         "i",
@@ -202,29 +212,10 @@ fn integrity_meta_device_reads_back_checked_and_fails_the_flipped_tag() {
     let meta = image(dir.path(), "m", META, 0);
     let rest = format!("4 D 2 meta_device:{} internal_hash:crc32c", meta.display());
     let reg = registry();
-    let p = create_formatted(&reg, "i", &img, &rest);
-    let data = XorShift::mixed(9).bytes((p * 512) as usize);
-    {
-        let (dev, _g) = open(&reg, "i");
-        assert_eq!(write_on(&*dev, 0, &data, true), Ok(()));
-        udm_io::sync::flush(&*dev).unwrap();
-    }
-    reg.remove(&sel("i"), false).unwrap();
-    let bytes = std::fs::read(&meta).unwrap();
-    let sb = Superblock::decode(&bytes).unwrap();
-    let mut geo = Geometry::new(
-        0,
-        sb.integrity_tag_size as u32,
-        sb.log2_interleave_sectors,
-        sb.log2_sectors_per_block,
-        sb.flags,
-        sb.journal_sections,
-        true,
-        7,
-    );
-    assert!(geo.fits(p, META));
+    let (p, data) = formatted_and_filled(&reg, &img, &rest, 9);
+    let mut bytes = std::fs::read(&meta).unwrap();
+    let geo = geometry_of(&bytes, p, META, true);
     let (_, t) = geo.locate(700);
-    let mut bytes = bytes;
     bytes[t as usize] ^= 0x80;
     std::fs::write(&meta, &bytes).unwrap();
     let line = format!("0 {p} integrity {} 0 {rest}", img.display());
@@ -251,16 +242,10 @@ fn integrity_inline_reads_fail_exactly_the_corrupted_blocks_and_count_per_reques
         let dir = tempfile::tempdir().unwrap();
         let img = image(dir.path(), "d", SECTORS, 0);
         let reg = registry();
-        let p = create_formatted(&reg, "i", &img, rest);
-        let data = XorShift::mixed(3).bytes((p * 512) as usize);
-        {
-            let (dev, _g) = open(&reg, "i");
-            assert_eq!(write_on(&*dev, 0, &data, true), Ok(()));
-        }
-        reg.remove(&sel("i"), false).unwrap();
+        let (p, data) = formatted_and_filled(&reg, &img, rest, 3);
         // Where sector 100's data byte and sector 3000's tag live, from the superblock.
         let mut bytes = std::fs::read(&img).unwrap();
-        let geo = geometry_of(&bytes, p);
+        let geo = geometry_of(&bytes, p, SECTORS, false);
         let (d100, _) = geo.locate(100);
         bytes[(d100 * 512 + 17) as usize] ^= 0x40;
         let (_, t3000) = geo.locate(3000);

@@ -34,14 +34,24 @@ pub fn crc32c_tags(
         }
     }
     for i in done..blocks {
-        let mut c = 0u32;
-        if let Some(salt) = salt {
-            c = crc32c::crc32c_append(c, salt);
-        }
-        c = crc32c::crc32c_append(c, &(sector + i as u64 * step).to_le_bytes());
-        c = crc32c::crc32c_append(c, &data[i * bb..(i + 1) * bb]);
-        put(&mut out[i * ts..(i + 1) * ts], c);
+        let t = &mut out[i * ts..(i + 1) * ts];
+        crc32c_tag(
+            salt,
+            sector + i as u64 * step,
+            &data[i * bb..(i + 1) * bb],
+            t,
+        );
     }
+}
+
+/// The crc32c tag of one block at logical `sector` into `out` (cut or zero-padded).
+pub fn crc32c_tag(salt: Option<&[u8; 16]>, sector: u64, block: &[u8], out: &mut [u8]) {
+    let mut c = 0u32;
+    if let Some(salt) = salt {
+        c = crc32c::crc32c_append(c, salt);
+    }
+    c = crc32c::crc32c_append(c, &sector.to_le_bytes());
+    put(out, crc32c::crc32c_append(c, block));
 }
 
 fn put(t: &mut [u8], c: u32) {

@@ -130,20 +130,10 @@ impl TagHash {
     /// The tag of one block at logical `sector` (the kernel's `integrity_sector_checksum`),
     /// written into `out` (the tag size): the digest cut, or zero-padded, to fit.
     pub fn tag_into(&self, salt: Option<&[u8; 16]>, sector: u64, block: &[u8], out: &mut [u8]) {
-        let s = sector.to_le_bytes();
         if let TagHash::Crc32c = self {
-            let mut c = 0u32;
-            if let Some(salt) = salt {
-                c = crc32c::crc32c_append(c, salt);
-            }
-            c = crc32c::crc32c_append(c, &s);
-            c = crc32c::crc32c_append(c, block);
-            let d = c.to_le_bytes();
-            let n = out.len().min(4);
-            out[..n].copy_from_slice(&d[..n]);
-            out[n..].fill(0);
-            return;
+            return super::crcx::crc32c_tag(salt, sector, block, out);
         }
+        let s = sector.to_le_bytes();
         let d = match salt {
             Some(salt) => self.digest(&[salt, &s, block]),
             None => self.digest(&[&s, block]),

@@ -7,8 +7,9 @@ use super::engine::Array;
 use super::meta::*;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
 use udm_core::EventTrigger;
-use udm_io::{IoError, Sectors};
+use udm_io::{BlockDevice, IoError, Sectors};
 
 /// The kernel's HZ on the reference kernel (bitmap daemon_sleep is kept in jiffies).
 pub const HZ: u32 = 250;
@@ -179,10 +180,14 @@ impl MetaState {
         }
         if set {
             g.set_gen += 1;
-            let gen = g.set_gen;
-            for p in std::mem::take(&mut g.dirty_pages) {
-                g.page_gen[p] = gen;
-                g.dirty_pages.insert(p);
+            let Bitmap {
+                set_gen,
+                page_gen,
+                dirty_pages,
+                ..
+            } = &mut *g;
+            for &p in dirty_pages.iter() {
+                page_gen[p] = *set_gen;
             }
         }
         // Every bit of the range must be on disk before the data goes, also one set by a
@@ -346,30 +351,26 @@ impl MetaState {
     /// goes out, or a power loss could leave a changed region that the resync after it does
     /// not know about).
     fn write_meta_all(&self, a: &Array, pieces: &[(u64, Vec<u8>)]) {
-        let one = |i: usize| {
-            let l = &a.legs[i];
-            if let (true, Some(m)) = (l.usable(), &l.meta) {
-                let r = pieces
-                    .iter()
-                    .try_for_each(|(s, d)| udm_io::sync::write_at(&**m, Sectors(*s), d))
-                    .and_then(|()| udm_io::sync::flush(&**m));
-                if r.is_err() {
-                    tracing::warn!("raid: metadata write to leg {i} failed");
-                    l.failed.store(true, SeqCst);
-                }
+        let with_meta: Vec<(usize, &Arc<dyn BlockDevice>)> = (a.legs.iter().enumerate())
+            .filter_map(|(i, l)| Some((i, l.meta.as_ref().filter(|_| l.usable())?)))
+            .collect();
+        let one = |(i, m): (usize, &Arc<dyn BlockDevice>)| {
+            let r = pieces
+                .iter()
+                .try_for_each(|(s, d)| udm_io::sync::write_at(&**m, Sectors(*s), d))
+                .and_then(|()| udm_io::sync::flush(&**m));
+            if r.is_err() {
+                tracing::warn!("raid: metadata write to leg {i} failed");
+                a.legs[i].failed.store(true, SeqCst);
             }
         };
-        let with_meta: Vec<usize> = (0..a.legs.len())
-            .filter(|&i| a.legs[i].meta.is_some() && a.legs[i].usable())
-            .collect();
-        match with_meta.as_slice() {
-            [] => {}
-            [i] => one(*i),
-            many => std::thread::scope(|sc| {
-                for &i in &many[1..] {
-                    sc.spawn(move || one(i));
+        match with_meta.split_first() {
+            None => {}
+            Some((first, rest)) => std::thread::scope(|sc| {
+                for &leg in rest {
+                    sc.spawn(move || one(leg));
                 }
-                one(many[0]);
+                one(*first);
             }),
         }
     }
