@@ -187,11 +187,6 @@ pub struct PendingCommit {
 }
 
 impl PendingCommit {
-    /// The generation this commit covers.
-    pub fn gen(&self) -> u64 {
-        self.gen
-    }
-
     /// One step of the commit pipeline. A flush first: it makes stable the data of every
     /// exception in this commit (taken after their copies were written) and the areas the
     /// previous step wrote (whose generation becomes durable). Then this commit's areas go
@@ -200,8 +195,8 @@ impl PendingCommit {
     /// one (later full ones, then the current one), and the first filled one too once its
     /// successor has a stable valid version (a flush after an earlier step wrote it; else
     /// the next step writes it). Nothing is written when a newer commit's areas already
-    /// were. Returns whether areas were written (another step makes them durable).
-    pub fn step(self, cow: &dyn BlockDevice) -> Result<bool, IoError> {
+    /// were.
+    pub fn step(self, cow: &dyn BlockDevice) -> Result<(), IoError> {
         let mut pl = self.io.lock();
         sync::flush(cow)?;
         if let Some(g) = pl.ready.take() {
@@ -212,7 +207,7 @@ impl PendingCommit {
         }
         let durable = self.durable.load(SeqCst);
         if self.gen <= durable || self.gen < pl.written_gen {
-            return Ok(false);
+            return Ok(());
         }
         let loc = |a: u64| Sectors(area_location(self.chunk, a).saturating_mul(self.chunk));
         let mut full = self.full.iter().filter(|f| f.2 > durable);
@@ -234,7 +229,7 @@ impl PendingCommit {
         if complete {
             pl.ready = Some(self.gen);
         }
-        Ok(true)
+        Ok(())
     }
 }
 
