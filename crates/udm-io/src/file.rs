@@ -426,6 +426,28 @@ impl BlockDevice for FileDevice {
         }
         Some(f(&self.0.file, sector.0 * SECTOR_SIZE))
     }
+    fn start_writeback(&self, sector: Sectors, len: Sectors) {
+        let (Some(off), Some(n)) = (
+            sector.0.checked_mul(SECTOR_SIZE),
+            len.0.checked_mul(SECTOR_SIZE),
+        ) else {
+            return;
+        };
+        if self.0.read_only || n == 0 {
+            return;
+        }
+        // SAFETY: plain syscall on a file descriptor this device owns for its lifetime; no
+        // memory is passed. SYNC_FILE_RANGE_WRITE only queues the dirty pages for writeback.
+        // A failure is only a lost hint: the next flush writes the pages anyway.
+        unsafe {
+            libc::sync_file_range(
+                self.0.file.as_raw_fd(),
+                off as libc::off64_t,
+                n as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
     fn extents(&self, sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
         if self.0.block {
             return vec![(len, Extent::Data)];

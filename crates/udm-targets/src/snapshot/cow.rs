@@ -14,12 +14,12 @@
 //! pipeline of steps, each a flush followed by area writes (`PendingCommit::step`). A step
 //! takes the exceptions added before its flush, so that flush makes their copied data
 //! stable (the kernel's PREFLUSH) and also the areas the previous step wrote (its FUA): one
-//! flush per commit while commits follow each other, two for a lone one. Areas that filled
-//! since the last commit: every area after the first of them (the later full ones, then the
-//! current one, which is the zeroed "next area" if it has no entries yet) is written first,
-//! and the first one only once a flush made those stable. Until it lands, the first area on
-//! disk still ends in a zero entry, so nothing after it is read; the on-disk result is the
-//! kernel's.
+//! flush per commit while commits follow each other, two for a lone one. When areas filled
+//! since the last commit, the areas after the first of them that never had a stable version
+//! are zeroed before the step's flush (the kernel zeroes the next area before its PREFLUSH
+//! area write), so the filled ones go out in the same step: an area on disk is full only
+//! once every area after it up to the current one reads valid, and the on-disk result is
+//! the kernel's.
 //!
 //! Every call doing I/O blocks: the store is used from worker threads only.
 
@@ -170,6 +170,8 @@ pub struct Pipeline {
     valid_upto: u64,
     /// The generation of the newest area contents written.
     written_gen: u64,
+    /// The highest area zeroed since the last flush.
+    zeroed_hi: Option<u64>,
 }
 
 /// A metadata area write taken from the store (under its lock) to be written without it:
@@ -190,45 +192,49 @@ impl PendingCommit {
     /// One step of the commit pipeline. A flush first: it makes stable the data of every
     /// exception in this commit (taken after their copies were written) and the areas the
     /// previous step wrote (whose generation becomes durable). Then this commit's areas go
-    /// as plain writes, made stable by the next step's flush: with no area filled since the
-    /// last durable commit, the current area; otherwise every area after the first filled
-    /// one (later full ones, then the current one), and the first filled one too once its
-    /// successor has a stable valid version (a flush after an earlier step wrote it; else
-    /// the next step writes it). Nothing is written when a newer commit's areas already
-    /// were.
+    /// as plain writes, made stable by the next step's flush: every area that filled since
+    /// the last durable commit, and the current one. Nothing is written when a newer
+    /// commit's areas already were.
+    ///
+    /// A filled area may land only once the area after it holds a valid version (zeros or
+    /// entries) on disk, or loading would read stale bytes after it: as the kernel zeroes
+    /// the next area before its PREFLUSH area write, the areas after the first filled one
+    /// that never had a stable version are zeroed before this step's flush.
     pub fn step(self, cow: &dyn BlockDevice) -> Result<(), IoError> {
         let mut pl = self.io.lock();
+        let loc = |a: u64| Sectors(area_location(self.chunk, a).saturating_mul(self.chunk));
+        let stale = self.gen < pl.written_gen;
+        let durable = self.durable.load(SeqCst);
+        if let Some(head) = self.full.iter().find(|f| f.2 > durable).filter(|_| !stale) {
+            // Areas up to `stable` are stable after this flush (written before it).
+            let stable = pl.valid_upto.max(pl.written_hi.unwrap_or(0));
+            let zeros = vec![0u8; self.area.len()];
+            for a in head.0.saturating_add(1).max(stable.saturating_add(1))..=self.area_no {
+                sync::write_at(cow, loc(a), &zeros)?;
+            }
+            pl.zeroed_hi = Some(self.area_no);
+        }
         sync::flush(cow)?;
         if let Some(g) = pl.ready.take() {
             self.durable.fetch_max(g, SeqCst);
         }
-        if let Some(a) = pl.written_hi.take() {
+        let newly_stable = pl.written_hi.take().max(pl.zeroed_hi.take());
+        if let Some(a) = newly_stable {
             pl.valid_upto = pl.valid_upto.max(a);
         }
         let durable = self.durable.load(SeqCst);
-        if self.gen <= durable || self.gen < pl.written_gen {
+        if self.gen <= durable || stale {
             return Ok(());
         }
-        let loc = |a: u64| Sectors(area_location(self.chunk, a).saturating_mul(self.chunk));
-        let mut full = self.full.iter().filter(|f| f.2 > durable);
-        let head = full.next();
-        for (a, b, _) in full {
+        // Later areas first, the first filled one last (no order is promised before the
+        // next flush, but a stale tail is never read: every area after it is valid).
+        sync::write_at(cow, loc(self.area_no), &self.area)?;
+        for (a, b, _) in self.full.iter().filter(|f| f.2 > durable).rev() {
             sync::write_at(cow, loc(*a), b)?;
         }
-        sync::write_at(cow, loc(self.area_no), &self.area)?;
-        let complete = match head {
-            None => true,
-            Some((a, b, _)) if a.saturating_add(1) <= pl.valid_upto => {
-                sync::write_at(cow, loc(*a), b)?;
-                true
-            }
-            Some(_) => false,
-        };
         pl.written_hi = Some(self.area_no);
         pl.written_gen = self.gen;
-        if complete {
-            pl.ready = Some(self.gen);
-        }
+        pl.ready = Some(self.gen);
         Ok(())
     }
 }
