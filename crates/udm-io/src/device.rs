@@ -184,6 +184,11 @@ pub trait BlockDevice: Send + Sync {
     fn extents(&self, _sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
         vec![(len, Extent::Data)]
     }
+    /// A hint: start writing `[sector, sector+len)` back to stable storage now, without
+    /// waiting for it, so a later flush has less left to wait for (a metadata target that
+    /// flushes after copying a batch starts each copied run's writeback as it lands). Never
+    /// blocks for the write-back itself; the default does nothing.
+    fn start_writeback(&self, _sector: Sectors, _len: Sectors) {}
     /// Zero-copy reads: when `[sector, sector+len)` reads, right now, as the bytes of a
     /// regular file from some offset on (a file backing; linear over one, stacked or not),
     /// run `f(file, byte_offset)` while that holds and return its result. A mapped device

@@ -180,6 +180,12 @@ impl FileDevice {
                     }
                 }
             }
+            Op::Write if bio.flags.contains(BioFlags::FUA) => {
+                // Durable on return, and only this range: a flush of the whole file would
+                // also wait for every other dirty page (a metadata target's FUA commit
+                // behind the data writes it does not depend on).
+                return inner.write_dsync(bio.buf(), off);
+            }
             Op::Write => inner.file.write_all_at(bio.buf(), off)?,
             Op::Flush => inner.file.sync_data()?,
             Op::Discard => inner.deallocate(off, bio.len().bytes().0, false)?,
@@ -242,6 +248,45 @@ fn file_is_read_only(f: &File) -> bool {
 }
 
 impl Inner {
+    /// Write `data` at `off` with RWF_DSYNC (the range's data and what reading it back
+    /// needs are stable when this returns), falling back to a write and a flush of the
+    /// file where the flag is refused.
+    fn write_dsync(&self, data: &[u8], off: u64) -> Result<(), IoError> {
+        let fd = self.file.as_raw_fd();
+        let mut done = 0;
+        while done < data.len() {
+            let rest = &data[done..];
+            let iov = libc::iovec {
+                iov_base: rest.as_ptr() as *mut libc::c_void,
+                iov_len: rest.len(),
+            };
+            let Ok(at) = libc::off_t::try_from(off + done as u64) else {
+                return Err(IoError::Io);
+            };
+            // SAFETY: the iovec points into `data`, borrowed for the whole call and
+            // `rest.len()` bytes long; pwritev2 only reads that range.
+            let n = unsafe { libc::pwritev2(fd, &iov, 1, at, libc::RWF_DSYNC) };
+            if n > 0 {
+                done += n as usize;
+                continue;
+            }
+            if n == 0 {
+                return Err(IoError::Io);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+                    self.file.write_all_at(rest, off + done as u64)?;
+                    self.file.sync_data()?;
+                    return Ok(());
+                }
+                _ => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Try the bio inline; true when it completed in full (the caller completes it). Partial
     /// or refused attempts leave nothing that the pool's full retry would not redo.
     ///
@@ -425,6 +470,28 @@ impl BlockDevice for FileDevice {
             return None;
         }
         Some(f(&self.0.file, sector.0 * SECTOR_SIZE))
+    }
+    fn start_writeback(&self, sector: Sectors, len: Sectors) {
+        let (Some(off), Some(n)) = (
+            sector.0.checked_mul(SECTOR_SIZE),
+            len.0.checked_mul(SECTOR_SIZE),
+        ) else {
+            return;
+        };
+        if self.0.read_only || n == 0 {
+            return;
+        }
+        // SAFETY: plain syscall on a file descriptor this device owns for its lifetime; no
+        // memory is passed. SYNC_FILE_RANGE_WRITE only queues the dirty pages for writeback.
+        // A failure is only a lost hint: the next flush writes the pages anyway.
+        unsafe {
+            libc::sync_file_range(
+                self.0.file.as_raw_fd(),
+                off as libc::off64_t,
+                n as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
     }
     fn extents(&self, sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
         if self.0.block {

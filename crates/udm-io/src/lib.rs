@@ -8,6 +8,7 @@ pub mod error;
 pub mod file;
 pub mod mem;
 pub mod pool;
+pub mod sigbus;
 pub mod sync;
 pub mod units;
 

@@ -1,13 +1,13 @@
 //! Ordering guarantees of snapshot commits, on a gated RAM disk whose log orders every bio of
 //! the origin and the COW: origin writes wait for the group commit of their chunk's copy (a
-//! flush after the copy, the area write, a flush after it) while later copies go on; an area
-//! that fills is written after the area following it and a flush, before any origin write it
+//! flush after the copy, then the area write with FUA) while later copies go on; an area that
+//! fills is written after the area following it is durable, before any origin write it
 //! covers; snapshot writes wait for their own commit while later snapshot writes go on.
 
 use std::sync::Arc;
 use std::time::Duration;
 use udm_core::Registry;
-use udm_io::{sync, Bio, IoBuf, MemDevice, Op, Sectors};
+use udm_io::{sync, Bio, BioFlags, IoBuf, MemDevice, Op, Sectors};
 use udm_targets::snapshot::{Store, StoreKind};
 use udm_testkit::dm::{create, open, read, reg, sel};
 use udm_testkit::gate::{GateDevice, Record, RemapType};
@@ -26,12 +26,17 @@ fn is_area_write(r: &Record) -> bool {
         && r.len.0 == 8
 }
 
-/// Whether `log[from..to]` holds an area write followed by a flush (a commit).
+/// Whether `log[at..to]` makes `log[at]` durable: a FUA write, or a flush after it.
+fn durable_by(log: &[Record], at: usize, to: usize) -> bool {
+    log[at].flags.contains(BioFlags::FUA) || log[at..to].iter().any(|r| r.op == Op::Flush)
+}
+
+/// Whether `log[from..to]` holds an area write made durable before `to` (a commit).
 fn commit_between(log: &[Record], from: usize, to: usize) -> bool {
     log[from..to]
         .iter()
         .position(is_area_write)
-        .is_some_and(|a| log[from + a..to].iter().any(|r| r.op == Op::Flush))
+        .is_some_and(|a| durable_by(log, from + a, to))
 }
 
 /// Origin and COW on one gated RAM disk (origin in its first half, 0x5a; COW in its second,
@@ -165,13 +170,10 @@ fn origin_writes_wait_for_the_group_commit_while_later_copies_go_on() {
         "the snapshot write never reached the COW"
     );
     gate.release(2);
-    run_to_area_write(&gate);
-    gate.release(1);
-    assert!(gate.wait_held(1, long));
-    assert_eq!(
-        gate.held_records()[0].op,
-        Op::Flush,
-        "the area write's flush"
+    let area = run_to_area_write(&gate);
+    assert!(
+        area.flags.contains(BioFlags::FUA),
+        "the commit's area write"
     );
     assert!(
         rx.recv_timeout(Duration::from_millis(500)).is_err(),
@@ -234,15 +236,15 @@ fn a_filled_area_is_written_after_the_next_one_and_before_the_origin_writes_it_c
         Box::new(move |r, _| tx.send(r).unwrap()),
     ));
     let area = |a: u64| Sectors(SECTORS + (1 + 257 * a) * 8);
-    run_to_area(&gate, Some(area(0)));
+    let full = run_to_area(&gate, Some(area(0)));
     let log = gate.log()[start..].to_vec();
     let next = log
         .iter()
         .position(|r| r.op == Op::Write && r.sector == area(1))
         .expect("the area after the full one is written before it");
     assert!(
-        log[next..].iter().any(|r| r.op == Op::Flush),
-        "next area, then a flush, then the full area: {log:?}"
+        durable_by(&log, next, log.len()),
+        "the next area is durable before the full one is written: {log:?}"
     );
     assert!(
         !log.iter()
@@ -252,19 +254,14 @@ fn a_filled_area_is_written_after_the_next_one_and_before_the_origin_writes_it_c
     // A crash before the full area's write: area 0 still ends the table on disk.
     assert_eq!(crash_exceptions(&mem), vec![]);
     gate.release(1);
-    // A crash after it: both areas, nothing else (area 1 was zeroed but for its entry). The
-    // origin write waits for the flush after it.
+    // A crash after it: both areas, nothing else (area 1 holds just its entry). The full
+    // area's write is itself durable (FUA); the origin write comes after it.
+    assert!(full.flags.contains(BioFlags::FUA), "the full area's write");
+    gate.release(1);
     let mut want: Vec<_> = (0..256).map(|c| (c, c + 2)).collect();
     want.push((256, 259));
-    assert!(gate.wait_held(1, LONG), "no flush after the commit");
-    assert_eq!(crash_exceptions(&mem), want);
-    assert_eq!(
-        gate.held_records()[0].op,
-        Op::Flush,
-        "the area write's flush"
-    );
-    gate.release(1);
     assert!(gate.wait_held(1, LONG), "no origin write after the commit");
+    assert_eq!(crash_exceptions(&mem), want);
     assert!(gate.held_records()[0].sector.0 < SECTORS);
     gate.open();
     assert_eq!(rx.recv_timeout(LONG).unwrap(), Ok(()));

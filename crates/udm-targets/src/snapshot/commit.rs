@@ -28,6 +28,9 @@ pub(crate) struct GroupCommit {
     copying: AtomicUsize,
     scheduled: AtomicBool,
     worker: Worker,
+    /// Runs the callbacks of durable commits (the origin writes and acknowledgements), so
+    /// the committer goes on with the next step meanwhile.
+    releaser: Worker,
 }
 
 impl GroupCommit {
@@ -37,6 +40,7 @@ impl GroupCommit {
             copying: AtomicUsize::new(0),
             scheduled: AtomicBool::new(false),
             worker: Worker::new("snapshot-commit"),
+            releaser: Worker::new("snapshot-release"),
         }
     }
 }
@@ -114,8 +118,12 @@ fn release(sh: &SnapShared, all: bool) {
         *w = later;
         now.into_iter().map(|(_, d)| d).collect()
     };
-    for d in ready {
-        d();
+    if !ready.is_empty() {
+        sh.committer.releaser.spawn(move || {
+            for d in ready {
+                d();
+            }
+        });
     }
 }
 

@@ -33,7 +33,9 @@ pub(crate) enum CopyFail {
 
 /// Copy every run (chunks of `cs` sectors) from `src` to `dst` at once and wait for all;
 /// `limit` caps what is read from the source (its size: a last partial chunk). Runs
-/// pointing past any device fail (as a read), they do not overflow.
+/// pointing past any device fail (as a read), they do not overflow. Each run's write-back
+/// on `dst` starts as soon as it is copied, so the flush that follows a batch finds most
+/// of it on its way to the disk already.
 pub(crate) fn copy_runs_to(
     copier: &Copier,
     src: &Arc<dyn BlockDevice>,
@@ -43,7 +45,7 @@ pub(crate) fn copy_runs_to(
     limit: u64,
 ) -> Result<(), CopyFail> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let mut jobs = 0;
+    let mut jobs = Vec::new();
     let mut r = Ok(());
     for &(s, d, n) in runs {
         let (Some(from), Some(to)) = (s.checked_mul(cs), d.checked_mul(cs)) else {
@@ -52,22 +54,26 @@ pub(crate) fn copy_runs_to(
         };
         let count = n.saturating_mul(cs).min(limit.saturating_sub(from));
         let tx = tx.clone();
+        let job = jobs.len();
         copier.copy(
             Loc::new(src.clone(), Sectors(from)),
             vec![Loc::new(dst.clone(), Sectors(to))],
             Sectors(count),
-            Box::new(move |o| drop(tx.send(o))),
+            Box::new(move |o| drop(tx.send((job, o)))),
         );
-        jobs += 1;
+        jobs.push((to, count));
     }
-    for _ in 0..jobs {
-        let o = rx.recv().expect("copier completes every job");
-        if r.is_ok() {
-            if o.read.is_err() {
-                r = Err(CopyFail::Read);
-            } else if !o.is_ok() {
-                r = Err(CopyFail::Write);
-            }
+    for _ in 0..jobs.len() {
+        let (job, o) = rx.recv().expect("copier completes every job");
+        if o.is_ok() {
+            let (to, count) = jobs[job];
+            dst.start_writeback(Sectors(to), Sectors(count));
+        } else if r.is_ok() {
+            r = Err(if o.read.is_err() {
+                CopyFail::Read
+            } else {
+                CopyFail::Write
+            });
         }
     }
     r

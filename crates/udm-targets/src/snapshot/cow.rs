@@ -10,16 +10,13 @@
 //!   Area `a` sits at chunk `1 + a*(per_area+1)`. An entry with `new_chunk == 0` ends the
 //!   table; the area after a full one is zeroed before the full one is written.
 //!
-//! Commits: exceptions are added in memory (once their chunks are copied) and written by a
-//! pipeline of steps, each a flush followed by area writes (`PendingCommit::step`). A step
-//! takes the exceptions added before its flush, so that flush makes their copied data
-//! stable (the kernel's PREFLUSH) and also the areas the previous step wrote (its FUA): one
-//! flush per commit while commits follow each other, two for a lone one. Areas that filled
-//! since the last commit: every area after the first of them (the later full ones, then the
-//! current one, which is the zeroed "next area" if it has no entries yet) is written first,
-//! and the first one only once a flush made those stable. Until it lands, the first area on
-//! disk still ends in a zero entry, so nothing after it is read; the on-disk result is the
-//! kernel's.
+//! Commits: exceptions are added in memory (once their chunks are copied) and written by
+//! commits (`PendingCommit::step`) that take every exception added so far: a flush, which
+//! makes their copied data stable (the kernel's PREFLUSH), then the areas as FUA writes,
+//! newest first, so an area on disk is full only once every area after it up to the current
+//! one reads valid (the kernel zeroes the next area first for the same reason). A FUA write
+//! of a file backing makes only its own range durable, so a commit does not wait for the
+//! data other batches are copying meanwhile. The on-disk result is the kernel's.
 //!
 //! Every call doing I/O blocks: the store is used from worker threads only.
 
@@ -158,19 +155,10 @@ pub struct Store {
     cow_size: u64,
 }
 
-/// The commit pipeline's state between steps.
+/// Held while metadata areas are written: one commit at a time, so a stale copy of an area
+/// never overwrites a newer one.
 #[derive(Debug, Default)]
-pub struct Pipeline {
-    /// The generation the areas written since the last flush complete (stable after the
-    /// next flush); `None` if they complete none (a filled area still waits).
-    ready: Option<u64>,
-    /// The highest area written since the last flush.
-    written_hi: Option<u64>,
-    /// Every area up to this one has a valid version on disk (stable).
-    valid_upto: u64,
-    /// The generation of the newest area contents written.
-    written_gen: u64,
-}
+pub struct Pipeline;
 
 /// A metadata area write taken from the store (under its lock) to be written without it:
 /// the group commit of exceptions made meanwhile by other batches.
@@ -187,48 +175,26 @@ pub struct PendingCommit {
 }
 
 impl PendingCommit {
-    /// One step of the commit pipeline. A flush first: it makes stable the data of every
-    /// exception in this commit (taken after their copies were written) and the areas the
-    /// previous step wrote (whose generation becomes durable). Then this commit's areas go
-    /// as plain writes, made stable by the next step's flush: with no area filled since the
-    /// last durable commit, the current area; otherwise every area after the first filled
-    /// one (later full ones, then the current one), and the first filled one too once its
-    /// successor has a stable valid version (a flush after an earlier step wrote it; else
-    /// the next step writes it). Nothing is written when a newer commit's areas already
-    /// were.
+    /// Write this commit: a flush first, making stable the data of every exception in it
+    /// (taken after their copies were written: the kernel's PREFLUSH), then its areas as FUA
+    /// writes, newest first: the current area, then every area that filled since the last
+    /// durable commit, the oldest last. A filled area lands only once every area after it
+    /// reads valid on disk (the kernel zeroes the next area before its PREFLUSH|FUA area
+    /// write for the same reason), so loading never reads stale bytes after a full area.
+    /// Nothing is written when a newer commit already is durable.
     pub fn step(self, cow: &dyn BlockDevice) -> Result<(), IoError> {
-        let mut pl = self.io.lock();
+        let _pl = self.io.lock();
         sync::flush(cow)?;
-        if let Some(g) = pl.ready.take() {
-            self.durable.fetch_max(g, SeqCst);
-        }
-        if let Some(a) = pl.written_hi.take() {
-            pl.valid_upto = pl.valid_upto.max(a);
-        }
         let durable = self.durable.load(SeqCst);
-        if self.gen <= durable || self.gen < pl.written_gen {
+        if self.gen <= durable {
             return Ok(());
         }
         let loc = |a: u64| Sectors(area_location(self.chunk, a).saturating_mul(self.chunk));
-        let mut full = self.full.iter().filter(|f| f.2 > durable);
-        let head = full.next();
-        for (a, b, _) in full {
-            sync::write_at(cow, loc(*a), b)?;
+        sync::write_fua_at(cow, loc(self.area_no), &self.area)?;
+        for (a, b, _) in self.full.iter().filter(|f| f.2 > durable).rev() {
+            sync::write_fua_at(cow, loc(*a), b)?;
         }
-        sync::write_at(cow, loc(self.area_no), &self.area)?;
-        let complete = match head {
-            None => true,
-            Some((a, b, _)) if a.saturating_add(1) <= pl.valid_upto => {
-                sync::write_at(cow, loc(*a), b)?;
-                true
-            }
-            Some(_) => false,
-        };
-        pl.written_hi = Some(self.area_no);
-        pl.written_gen = self.gen;
-        if complete {
-            pl.ready = Some(self.gen);
-        }
+        self.durable.fetch_max(self.gen, SeqCst);
         Ok(())
     }
 }
@@ -397,7 +363,6 @@ impl Store {
             area += 1;
         }
         // The areas read are on disk (full ones and the current one).
-        self.io.lock().valid_upto = self.current_area;
         self.skip_metadata();
         Ok(())
     }
