@@ -81,27 +81,43 @@ impl Inner {
 
     /// Write whole journal sections held in `bytes` from journal sector `first` (a section's
     /// start), encrypted first when the journal is (`journal_crypt`).
-    pub(crate) fn sections_out(&self, first: u64, mut bytes: Vec<u8>, fua: bool) {
+    pub(crate) fn sections_out(&self, first: u64, bytes: Vec<u8>, fua: bool) {
+        let mut io = Inflight::new();
+        self.sections_submit(first, bytes, fua, &mut io);
+        self.journal_wait(io);
+    }
+
+    /// `sections_out` without waiting: the write completes into `io`.
+    fn sections_submit(&self, first: u64, mut bytes: Vec<u8>, fua: bool, io: &mut Inflight) {
         if let Some(c) = &self.jcrypt {
             let section = first / self.geo.journal.section_sectors as u64;
             c.apply(section as u32, &mut bytes, true);
         }
-        self.journal_out(first, bytes, fua);
+        self.journal_submit(first, bytes, fua, io);
     }
 
     /// Write `bytes` at journal sector `first` (with FUA when `fua`); an error fails the
     /// device. Nothing happens once the device has failed.
     pub(crate) fn journal_out(&self, first: u64, bytes: Vec<u8>, fua: bool) {
+        let mut io = Inflight::new();
+        self.journal_submit(first, bytes, fua, &mut io);
+        self.journal_wait(io);
+    }
+
+    /// `journal_out` without waiting: the write completes into `io`.
+    fn journal_submit(&self, first: u64, bytes: Vec<u8>, fua: bool, io: &mut Inflight) {
         if self.failed().is_some() {
             return;
         }
         let at = Sectors(self.geo.journal_start() + first);
         let flags = if fua { BioFlags::FUA } else { BioFlags::NONE };
-        let res = sync::submit_wait(self.meta_dev(), |d| {
-            Bio::write(at, IoBuf::from_vec(bytes), d).with_flags(flags)
-        })
-        .0;
-        if res.is_err() {
+        let bio = Bio::write(at, IoBuf::from_vec(bytes), io.completion()).with_flags(flags);
+        self.meta_dev().submit(bio);
+    }
+
+    /// Wait for journal writes; an error fails the device.
+    fn journal_wait(&self, io: Inflight) {
+        if io.wait().is_err() {
             self.io_error("writing journal", libc::EIO);
         }
     }
@@ -129,26 +145,45 @@ impl Inner {
         tags: Option<&[u8]>,
     ) -> usize {
         let g = self.geo.journal;
-        let bb = self.block_bytes();
+        let (bb, ts, spb) = (self.block_bytes(), self.tag_size, self.spb());
         let blocks = (data.len() / bb).min(st.free_sectors as usize);
-        let mut tag = vec![0u8; self.tag_size];
-        for b in 0..blocks {
-            let (sec, n) = (st.free_section, st.free_section_entry);
-            let blk = &data[b * bb..(b + 1) * bb];
-            let ls = s + b as u64 * self.spb();
-            match tags {
-                Some(t) => tag.copy_from_slice(&t[b * self.tag_size..(b + 1) * self.tag_size]),
-                None => self.compute_tags(ls, blk, &mut tag),
+        let computed;
+        let tags = match tags {
+            Some(t) => t,
+            None => {
+                let mut t = vec![0u8; blocks * ts];
+                self.compute_tags(s, &data[..blocks * bb], &mut t);
+                computed = t;
+                &computed[..]
             }
-            g.put_block(&mut st.journal, sec, n, ls, blk, &tag);
-            st.latest.insert(ls, sec * g.section_entries + n);
-            st.free_sectors -= 1;
-            st.free_section_entry += 1;
+        };
+        let mut b = 0;
+        while b < blocks {
+            // As many as fit in the open section, in one go.
+            let (sec, n) = (st.free_section, st.free_section_entry);
+            let k = ((g.section_entries - n) as usize).min(blocks - b);
+            let ls = s + b as u64 * spb;
+            g.put_blocks(
+                &mut st.journal,
+                sec,
+                n,
+                ls,
+                &data[b * bb..(b + k) * bb],
+                &tags[b * ts..(b + k) * ts],
+                k as u32,
+            );
+            let pos = sec * g.section_entries + n;
+            for x in 0..k {
+                st.latest.insert(ls + x as u64 * spb, pos + x as u32);
+            }
+            st.free_sectors -= k as u32;
+            st.free_section_entry += k as u32;
             if st.free_section_entry == g.section_entries {
                 st.free_section_entry = 0;
                 st.free_section = (st.free_section + 1) % g.sections;
                 st.n_uncommitted += 1;
             }
+            b += k;
         }
         blocks * bb
     }
@@ -200,8 +235,15 @@ impl Inner {
 
     /// Write a commit's sections (FUA when `fua`).
     fn commit_write(&self, c: &mut Commit, fua: bool) {
+        let mut io = Inflight::new();
+        self.commit_submit(c, fua, &mut io);
+        self.journal_wait(io);
+    }
+
+    /// `commit_write` without waiting: the writes complete into `io`.
+    fn commit_submit(&self, c: &mut Commit, fua: bool, io: &mut Inflight) {
         for (first, bytes) in c.pieces.drain(..) {
-            self.sections_out(first, bytes, fua);
+            self.sections_submit(first, bytes, fua, io);
         }
     }
 
@@ -254,12 +296,15 @@ impl Inner {
             };
             (self.commit_begin(&mut st), home, old)
         };
+        // The journal writes and the home writes go down together.
+        let mut jio = Inflight::new();
         if let Some(c) = &mut c {
-            self.commit_write(c, false);
+            self.commit_submit(c, false, &mut jio);
         }
         if self.failed().is_none() {
             self.write_home(home.runs);
         }
+        self.journal_wait(jio);
         if (c.is_some() || old.1 > 0) && self.flush_all().is_err() {
             self.io_error("flushing disk cache", libc::EIO);
         }
@@ -401,36 +446,63 @@ impl Inner {
         while k < todo.len() {
             let first = todo[k].0;
             let room = self.geo.run_len(first) / spb;
-            let mut data: Vec<u8> = Vec::new();
-            let mut tags: Vec<u8> = Vec::new();
+            let most = room.min((todo.len() - k) as u64) as usize;
+            let mut data: Vec<u8> = Vec::with_capacity(most * bb);
+            let mut tags: Vec<u8> = Vec::with_capacity(most * ts);
             let mut next = first;
             let mut blocks = 0u64;
+            // Consecutive entries of one section (section, first entry, count): their data
+            // is contiguous in the journal and is copied out in one go.
+            let mut group: Option<(u32, u32, u32)> = None;
             while k < todo.len() && todo[k].0 == next && blocks < room {
                 // The last entry of this sector.
                 while k + 1 < todo.len() && todo[k + 1].0 == next {
                     k += 1;
                 }
                 let (_, _, i, j) = todo[k];
-                let o = data.len();
-                data.resize(o + bb, 0);
-                g.get_block(&st.journal, i, j, &mut data[o..]);
+                match &mut group {
+                    Some((gi, gj, gc)) if *gi == i && *gj + *gc == j => *gc += 1,
+                    _ => {
+                        if let Some((gi, gj, gc)) = group.take() {
+                            g.append_blocks(&st.journal, gi, gj, gc, &mut data);
+                        }
+                        group = Some((i, j, 1));
+                    }
+                }
                 tags.extend_from_slice(&g.entry_tag(&st.journal, i, j)[..ts]);
                 blocks += 1;
                 next += spb;
                 k += 1;
+            }
+            if let Some((gi, gj, gc)) = group {
+                g.append_blocks(&st.journal, gi, gj, gc, &mut data);
             }
             runs.push((first, data, tags));
         }
         runs
     }
 
-    /// Write runs home (data and tags); the first error fails the device.
+    /// Write runs home (data and tags): every run's data write goes down at once while the
+    /// tags go into the tag cache, each run's blocks held (in ascending order) until all are
+    /// back; the first error fails the device.
     fn write_home(&self, runs: Vec<HomeRun>) {
+        let mut io = Inflight::new();
+        let mut held = Vec::with_capacity(runs.len());
+        let mut res = Ok(());
         for (first, data, tags) in runs {
-            if let (_, Err(e)) = self.write_area(first, IoBuf::from_vec(data), &tags) {
-                self.io_error("copying from journal", e.errno());
-                return;
+            let n = (data.len() / 512) as u64;
+            let (ds, _) = self.geo.locate(first);
+            held.push(self.ranges.lock(first, n));
+            let bio = Bio::write(Sectors(ds), IoBuf::from_vec(data), io.completion());
+            self.data_dev().submit(bio);
+            if res.is_ok() {
+                res = self.write_tags(first, &tags);
             }
+        }
+        let res = io.wait().and(res);
+        drop(held);
+        if let Err(e) = res {
+            self.io_error("copying from journal", e.errno());
         }
     }
 
@@ -575,4 +647,37 @@ type HomeRun = (u64, Vec<u8>, Vec<u8>);
 struct Home {
     runs: Vec<HomeRun>,
     forget: Vec<(u64, u32)>,
+}
+
+/// Writes submitted and not yet waited for: their completions arrive on one channel.
+struct Inflight {
+    tx: std::sync::mpsc::Sender<Result<(), IoError>>,
+    rx: std::sync::mpsc::Receiver<Result<(), IoError>>,
+    n: usize,
+}
+
+impl Inflight {
+    fn new() -> Inflight {
+        let (tx, rx) = std::sync::mpsc::channel();
+        Inflight { tx, rx, n: 0 }
+    }
+
+    /// The completion of one more write.
+    fn completion(&mut self) -> udm_io::Completion {
+        self.n += 1;
+        let tx = self.tx.clone();
+        Box::new(move |r, _| {
+            let _ = tx.send(r);
+        })
+    }
+
+    /// Wait for every write; the first error, if any.
+    fn wait(self) -> Result<(), IoError> {
+        let mut res = Ok(());
+        for _ in 0..self.n {
+            let r = self.rx.recv().unwrap_or(Err(IoError::Io));
+            res = res.and(r);
+        }
+        res
+    }
 }
