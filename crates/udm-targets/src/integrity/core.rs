@@ -111,9 +111,12 @@ pub struct Inner {
     pub(crate) io_lock: RwLock<()>,
     /// Wakes the background thread (with `st`).
     pub(crate) wake: Condvar,
+    /// Wakes the J-mode write-back thread (with `st`).
+    pub(crate) wb_wake: Condvar,
     /// Wakes J-mode writers waiting for journal room (with `st`).
     pub(crate) room: Condvar,
-    /// Serializes journal commits (and the background cycle) so sections go out in order.
+    /// Serializes journal commits (the background ones and those of flush and FUA
+    /// requests) so sections go out in order.
     pub(crate) commit_lock: Mutex<()>,
     /// Blocks being read or written in place (data and tags).
     pub(crate) ranges: super::ranges::RangeLock,

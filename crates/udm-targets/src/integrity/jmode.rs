@@ -4,11 +4,14 @@
 //! unclean stop copies what the on-disk journal committed.
 //!
 //! Locking: the target's state lock is held only to reserve journal entries, stamp and copy
-//! out sections and update the ring; the I/O runs without it. Past the watermark, the
-//! background thread runs `journal_cycle`s: each writes the open sections to the journal and
-//! the sections committed before to their places, then one flush makes both durable (a
-//! section goes home only after its commit is durable, and is reused only after its home
-//! copies are). A block stays readable from the journal until its home copy is written.
+//! out sections and update the ring; the I/O runs without it. As in the kernel, committing
+//! and writing home run side by side on two background threads: past the watermark (or at
+//! the commit interval) the commit thread runs `commit_cycle`s, each writing the open
+//! sections to the journal and making them durable (the kernel's FUA commit: one flush); the
+//! write-back thread runs `write_back_cycle`s, each copying the sections committed so far
+//! to their places and flushing before they are reused. A section goes home only after its
+//! commit is durable, and is reused only after its home copies are. A block stays readable
+//! from the journal until its home copy is written.
 
 use super::core::{Inner, State};
 use udm_formats::integrity::journal::{
@@ -265,59 +268,61 @@ impl Inner {
         self.commit_write(&mut c, true);
         let mut st = self.st.lock();
         st.n_committed += c.n;
-        if st.free_sectors <= self.threshold {
-            st.kick = true;
-            self.wake.notify_all();
+        self.poke_write_back(&st);
+    }
+
+    /// Whether the journal holds entries not yet committed.
+    pub(crate) fn has_uncommitted(&self, st: &State) -> bool {
+        st.n_uncommitted > 0 || st.free_section_entry > 0
+    }
+
+    /// Wake the write-back thread when the journal is past its watermark and holds
+    /// committed sections (state lock held).
+    pub(crate) fn poke_write_back(&self, st: &State) {
+        if st.n_committed > 0 && st.free_sectors <= self.threshold {
+            self.wb_wake.notify_all();
         }
     }
 
-    /// Whether the journal holds anything to commit or write home.
-    pub(crate) fn journal_busy(&self, st: &State) -> bool {
-        st.n_committed > 0 || st.n_uncommitted > 0 || st.free_section_entry > 0
-    }
-
-    /// One step of the background writer: write the open sections to the journal and (with
-    /// `write_back`) the sections committed before to their places, then one flush makes
-    /// both durable; only then do the new sections count as committed and the old ones free.
-    pub(crate) fn journal_cycle(&self, write_back: bool) {
+    /// One step of the commit thread (the kernel's `integrity_commit`): write the open
+    /// sections to the journal and flush; only then do they count as committed.
+    pub(crate) fn commit_cycle(&self) {
         let _c = self.commit_lock.lock();
-        let g = self.geo.journal;
-        let (mut c, home, old) = {
-            let mut st = self.st.lock();
-            let old = if write_back {
-                (st.committed_section, st.n_committed)
-            } else {
-                (0, 0)
-            };
-            let home = if old.1 > 0 {
-                self.gather_home(&mut st, old.0, old.1, false)
-            } else {
-                Home::default()
-            };
-            (self.commit_begin(&mut st), home, old)
-        };
-        // The journal writes and the home writes go down together.
-        let mut jio = Inflight::new();
-        if let Some(c) = &mut c {
-            self.commit_submit(c, false, &mut jio);
-        }
-        if self.failed().is_none() {
-            self.write_home(home.runs);
-        }
-        self.journal_wait(jio);
-        if (c.is_some() || old.1 > 0) && self.flush_all().is_err() {
+        let c = self.commit_begin(&mut self.st.lock());
+        let Some(mut c) = c else { return };
+        self.commit_write(&mut c, false);
+        if self.flush_all().is_err() {
             self.io_error("flushing disk cache", libc::EIO);
         }
         let mut st = self.st.lock();
-        if let Some(c) = &c {
-            st.n_committed += c.n;
+        st.n_committed += c.n;
+        self.poke_write_back(&st);
+    }
+
+    /// One step of the write-back thread (the kernel's `integrity_writer`): copy the
+    /// sections committed so far to their places and flush; only then are they free. Commits
+    /// go on meanwhile (the commit thread only adds sections after these).
+    pub(crate) fn write_back_cycle(&self) {
+        let g = self.geo.journal;
+        let (home, old) = {
+            let mut st = self.st.lock();
+            let old = (st.committed_section, st.n_committed);
+            if old.1 == 0 {
+                return;
+            }
+            (self.gather_home(&mut st, old.0, old.1, false), old)
+        };
+        if self.failed().is_none() {
+            self.write_home(home.runs);
         }
-        if old.1 > 0 {
-            self.forget(&mut st, &home.forget);
-            st.committed_section = (old.0 + old.1) % g.sections;
-            st.n_committed -= old.1;
-            st.free_sectors += old.1 * g.section_entries;
+        if self.flush_all().is_err() {
+            self.io_error("flushing disk cache", libc::EIO);
         }
+        let mut st = self.st.lock();
+        self.forget(&mut st, &home.forget);
+        st.committed_section = (old.0 + old.1) % g.sections;
+        st.n_committed -= old.1;
+        st.free_sectors += old.1 * g.section_entries;
         drop(st);
         self.room.notify_all();
     }
@@ -606,6 +611,7 @@ impl Inner {
             if st.free_sectors == 0 {
                 st.kick = true;
                 self.wake.notify_all();
+                self.poke_write_back(&st);
                 self.room.wait(&mut st);
                 continue;
             }

@@ -396,6 +396,7 @@ impl TargetType for IntegrityType {
             }),
             io_lock: RwLock::new(()),
             wake: Condvar::new(),
+            wb_wake: Condvar::new(),
             room: Condvar::new(),
             commit_lock: Mutex::new(()),
             ranges: Default::default(),
