@@ -58,8 +58,7 @@ pub(crate) struct State {
     pub may_write: Vec<u8>,
     pub commit_deadline: Option<Instant>,
     pub bitmap_deadline: Option<Instant>,
-    /// The journal is past its watermark (or a writer waits for room): the background
-    /// thread commits and writes back.
+    /// A writer waits for journal room: the commit thread commits what it can.
     pub kick: bool,
 }
 

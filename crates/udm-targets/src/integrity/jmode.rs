@@ -194,10 +194,15 @@ impl Inner {
     /// The first half of the kernel's `integrity_commit`: pad the open section, stamp commit
     /// ids and MACs into the uncommitted sections and copy them out for writing. The caller
     /// adds them to the committed ones only once the write is durable.
-    fn commit_begin(&self, st: &mut State) -> Option<Commit> {
-        st.commit_deadline = None;
+    /// With `pad` false (the commit thread's early commits of full sections), the open
+    /// section stays open and nothing else changes: the ring then stands where the
+    /// kernel's, which commits only at the watermark, would stand.
+    fn commit_begin(&self, st: &mut State, pad: bool) -> Option<Commit> {
         let g = self.geo.journal;
-        if st.free_section_entry != 0 {
+        if pad {
+            st.commit_deadline = None;
+        }
+        if pad && st.free_section_entry != 0 {
             st.free_sectors -= g.section_entries - st.free_section_entry;
             st.free_section_entry = 0;
             st.free_section = (st.free_section + 1) % g.sections;
@@ -253,7 +258,7 @@ impl Inner {
     /// The kernel's `integrity_commit` for J mode, all under the state lock (suspend and
     /// discards, with the I/O lock held alone).
     pub(crate) fn commit(&self, st: &mut State) {
-        if let Some(mut c) = self.commit_begin(st) {
+        if let Some(mut c) = self.commit_begin(st, true) {
             self.commit_write(&mut c, true);
             st.n_committed += c.n;
         }
@@ -263,7 +268,7 @@ impl Inner {
     /// write (a flush or FUA request); past the watermark the background thread is woken.
     pub(crate) fn commit_sync(&self) {
         let _c = self.commit_lock.lock();
-        let c = self.commit_begin(&mut self.st.lock());
+        let c = self.commit_begin(&mut self.st.lock(), true);
         let Some(mut c) = c else { return };
         self.commit_write(&mut c, true);
         let mut st = self.st.lock();
@@ -271,9 +276,14 @@ impl Inner {
         self.poke_write_back(&st);
     }
 
-    /// Whether the journal holds entries not yet committed.
-    pub(crate) fn has_uncommitted(&self, st: &State) -> bool {
-        st.n_uncommitted > 0 || st.free_section_entry > 0
+    /// Whether enough full sections wait for a commit for the commit thread to make one
+    /// early: a quarter of the journal (a commit per few blocks would cost a flush each).
+    /// Committed early, sections can go home as soon as the journal passes its watermark,
+    /// instead of waiting there for their commit while writers run out of room. A flush or
+    /// FUA request, or the commit interval, commits whatever there is (padding the open
+    /// section, as the kernel).
+    pub(crate) fn commit_batch_ready(&self, st: &State) -> bool {
+        st.n_uncommitted > 0 && st.n_uncommitted >= (self.geo.journal.sections / 4).max(1)
     }
 
     /// Wake the write-back thread when the journal is past its watermark and holds
@@ -284,11 +294,12 @@ impl Inner {
         }
     }
 
-    /// One step of the commit thread (the kernel's `integrity_commit`): write the open
-    /// sections to the journal and flush; only then do they count as committed.
-    pub(crate) fn commit_cycle(&self) {
+    /// One step of the commit thread (the kernel's `integrity_commit`): write the sections
+    /// not yet committed (with `pad`, the open one too) to the journal and flush; only then
+    /// do they count as committed.
+    pub(crate) fn commit_cycle(&self, pad: bool) {
         let _c = self.commit_lock.lock();
-        let c = self.commit_begin(&mut self.st.lock());
+        let c = self.commit_begin(&mut self.st.lock(), pad);
         let Some(mut c) = c else { return };
         self.commit_write(&mut c, false);
         if self.flush_all().is_err() {
@@ -618,16 +629,18 @@ impl Inner {
             let t = &tags[done / bb * self.tag_size..];
             done += self.journal_put(&mut st, s + (done / 512) as u64, &data[done..], Some(t));
         }
-        if st.free_sectors <= self.threshold {
-            st.kick = true;
-            self.wake.notify_all();
-        } else if st.commit_deadline.is_none() {
+        // The commit thread commits once a batch is full (or at the commit interval); past
+        // the watermark the write-back thread writes committed sections home.
+        if st.commit_deadline.is_none() {
             st.commit_deadline = Some(
                 std::time::Instant::now()
                     + std::time::Duration::from_millis(self.p.commit_time as u64),
             );
             self.wake.notify_all();
+        } else if self.commit_batch_ready(&st) {
+            self.wake.notify_all();
         }
+        self.poke_write_back(&st);
         drop(st);
         if fua {
             self.commit_sync();

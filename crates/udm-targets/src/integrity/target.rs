@@ -91,16 +91,19 @@ fn timer_loop(weak: Weak<Inner>) {
         let commit_due = st.commit_deadline.is_some_and(|t| t <= now);
         let pressed = me.mode == Mode::Journal
             && me.failed().is_none()
-            && (std::mem::take(&mut st.kick)
-                || (st.free_sectors <= me.threshold && me.has_uncommitted(&st)));
+            && (std::mem::take(&mut st.kick) || me.commit_batch_ready(&st));
         if commit_due || pressed {
-            st.commit_deadline = None;
+            if commit_due {
+                st.commit_deadline = None;
+            }
             drop(st);
             // Shared, and taken even while a suspend waits for the lock alone: writers
             // that hold it shared may be waiting for this cycle's room.
             let _io = me.io_lock.read_recursive();
             if me.mode == Mode::Journal {
-                me.commit_cycle();
+                // Early commits (full sections) leave the open section open; the commit
+                // interval commits everything, as the kernel's.
+                me.commit_cycle(commit_due);
             }
             continue;
         }
