@@ -199,17 +199,16 @@ impl JournalGeometry {
         }
     }
 
-    /// Append the blocks of entries `n..n+count` of section `i` (all in that section) to
-    /// `out`, as written: their data sectors in one copy, then each sector's last 8 bytes
-    /// restored from its entry.
-    pub fn append_blocks(&self, j: &[u8], i: u32, n: u32, count: u32, out: &mut Vec<u8>) {
+    /// The blocks of entries `n..n+count` of section `i` (all in that section) into `out`
+    /// (exactly that long), as written: their data sectors in one copy, then each sector's
+    /// last 8 bytes restored from its entry.
+    pub fn get_blocks(&self, j: &[u8], i: u32, n: u32, count: u32, out: &mut [u8]) {
         let spb = self.spb();
         let d = self.data_off(i, n);
-        let o0 = out.len();
-        out.extend_from_slice(&j[d..d + count as usize * spb * 512]);
+        out.copy_from_slice(&j[d..d + count as usize * spb * 512]);
         for b in 0..count {
             let e = self.entry_off(i, n + b);
-            let blk = o0 + b as usize * spb * 512;
+            let blk = b as usize * spb * 512;
             for s in 0..spb {
                 let o = blk + s * 512 + 504;
                 out[o..o + 8].copy_from_slice(&j[e + 8 + s * 8..e + 16 + s * 8]);
@@ -337,7 +336,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batched_put_and_append_match_the_per_block_ones() {
+    fn batched_put_and_get_match_the_per_block_ones() {
         for (log2_spb, tag) in [(0u8, 4u32), (3, 8)] {
             let g = JournalGeometry::new(tag, log2_spb, false, 2);
             let (bb, spb) = (512usize << log2_spb, 1u64 << log2_spb);
@@ -354,9 +353,9 @@ mod tests {
                 g.init_section(&mut b, i, 0);
             }
             g.put_blocks(&mut a, 1, 3, 100, &data, &tags, count);
-            let mut appended = Vec::new();
-            g.append_blocks(&a, 1, 3, count, &mut appended);
-            assert_eq!(appended, data);
+            let mut got = vec![0u8; data.len()];
+            g.get_blocks(&a, 1, 3, count, &mut got);
+            assert_eq!(got, data);
             for k in 0..count {
                 let t = &tags[(k * tag) as usize..((k + 1) * tag) as usize];
                 let blk = &data[k as usize * bb..(k as usize + 1) * bb];

@@ -110,6 +110,8 @@ pub struct Inner {
     pub(crate) io_lock: RwLock<()>,
     /// Wakes the background thread (with `st`).
     pub(crate) wake: Condvar,
+    /// Buffers of journal commits and home copies, reused (J mode).
+    pub(crate) bufs: udm_io::BufPool,
     /// Wakes the J-mode write-back thread (with `st`).
     pub(crate) wb_wake: Condvar,
     /// Wakes J-mode writers waiting for journal room (with `st`).

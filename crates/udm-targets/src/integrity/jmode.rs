@@ -86,12 +86,12 @@ impl Inner {
     /// start), encrypted first when the journal is (`journal_crypt`).
     pub(crate) fn sections_out(&self, first: u64, bytes: Vec<u8>, fua: bool) {
         let mut io = Inflight::new();
-        self.sections_submit(first, bytes, fua, &mut io);
+        self.sections_submit(first, IoBuf::from_vec(bytes), fua, &mut io);
         self.journal_wait(io);
     }
 
     /// `sections_out` without waiting: the write completes into `io`.
-    fn sections_submit(&self, first: u64, mut bytes: Vec<u8>, fua: bool, io: &mut Inflight) {
+    fn sections_submit(&self, first: u64, mut bytes: IoBuf, fua: bool, io: &mut Inflight) {
         if let Some(c) = &self.jcrypt {
             let section = first / self.geo.journal.section_sectors as u64;
             c.apply(section as u32, &mut bytes, true);
@@ -103,18 +103,18 @@ impl Inner {
     /// device. Nothing happens once the device has failed.
     pub(crate) fn journal_out(&self, first: u64, bytes: Vec<u8>, fua: bool) {
         let mut io = Inflight::new();
-        self.journal_submit(first, bytes, fua, &mut io);
+        self.journal_submit(first, IoBuf::from_vec(bytes), fua, &mut io);
         self.journal_wait(io);
     }
 
     /// `journal_out` without waiting: the write completes into `io`.
-    fn journal_submit(&self, first: u64, bytes: Vec<u8>, fua: bool, io: &mut Inflight) {
+    fn journal_submit(&self, first: u64, bytes: IoBuf, fua: bool, io: &mut Inflight) {
         if self.failed().is_some() {
             return;
         }
         let at = Sectors(self.geo.journal_start() + first);
         let flags = if fua { BioFlags::FUA } else { BioFlags::NONE };
-        let bio = Bio::write(at, IoBuf::from_vec(bytes), io.completion()).with_flags(flags);
+        let bio = Bio::write(at, bytes, io.completion()).with_flags(flags);
         self.meta_dev().submit(bio);
     }
 
@@ -233,7 +233,9 @@ impl Inner {
             .into_iter()
             .map(|(first, len)| {
                 let r = (first * 512) as usize..((first + len) * 512) as usize;
-                (first, st.journal[r].to_vec())
+                let mut b = self.bufs.get(r.len());
+                b.copy_from_slice(&st.journal[r]);
+                (first, b)
             })
             .collect();
         st.uncommitted_section = (start + n) % g.sections;
@@ -245,7 +247,9 @@ impl Inner {
     fn commit_write(&self, c: &mut Commit, fua: bool) {
         let mut io = Inflight::new();
         self.commit_submit(c, fua, &mut io);
-        self.journal_wait(io);
+        if io.wait_into(&self.bufs).is_err() {
+            self.io_error("writing journal", libc::EIO);
+        }
     }
 
     /// `commit_write` without waiting: the writes complete into `io`.
@@ -458,40 +462,38 @@ impl Inner {
         let (bb, ts, spb) = (self.block_bytes(), self.tag_size, self.spb());
         todo.sort_unstable_by_key(|&(s, o, _, _)| (s, o));
         let mut runs = Vec::new();
+        // Consecutive entries of one section (section, first entry, count): their data is
+        // contiguous in the journal and is copied out in one go.
+        let mut groups: Vec<(u32, u32, u32)> = Vec::new();
         let mut k = 0;
         while k < todo.len() {
             let first = todo[k].0;
             let room = self.geo.run_len(first) / spb;
-            let most = room.min((todo.len() - k) as u64) as usize;
-            let mut data: Vec<u8> = Vec::with_capacity(most * bb);
-            let mut tags: Vec<u8> = Vec::with_capacity(most * ts);
+            let mut tags: Vec<u8> = Vec::new();
             let mut next = first;
             let mut blocks = 0u64;
-            // Consecutive entries of one section (section, first entry, count): their data
-            // is contiguous in the journal and is copied out in one go.
-            let mut group: Option<(u32, u32, u32)> = None;
+            groups.clear();
             while k < todo.len() && todo[k].0 == next && blocks < room {
                 // The last entry of this sector.
                 while k + 1 < todo.len() && todo[k + 1].0 == next {
                     k += 1;
                 }
                 let (_, _, i, j) = todo[k];
-                match &mut group {
+                match groups.last_mut() {
                     Some((gi, gj, gc)) if *gi == i && *gj + *gc == j => *gc += 1,
-                    _ => {
-                        if let Some((gi, gj, gc)) = group.take() {
-                            g.append_blocks(&st.journal, gi, gj, gc, &mut data);
-                        }
-                        group = Some((i, j, 1));
-                    }
+                    _ => groups.push((i, j, 1)),
                 }
                 tags.extend_from_slice(&g.entry_tag(&st.journal, i, j)[..ts]);
                 blocks += 1;
                 next += spb;
                 k += 1;
             }
-            if let Some((gi, gj, gc)) = group {
-                g.append_blocks(&st.journal, gi, gj, gc, &mut data);
+            let mut data = self.bufs.get(blocks as usize * bb);
+            let mut o = 0;
+            for &(gi, gj, gc) in &groups {
+                let len = gc as usize * bb;
+                g.get_blocks(&st.journal, gi, gj, gc, &mut data[o..o + len]);
+                o += len;
             }
             runs.push((first, data, tags));
         }
@@ -509,13 +511,13 @@ impl Inner {
             let n = (data.len() / 512) as u64;
             let (ds, _) = self.geo.locate(first);
             held.push(self.ranges.lock(first, n));
-            let bio = Bio::write(Sectors(ds), IoBuf::from_vec(data), io.completion());
+            let bio = Bio::write(Sectors(ds), data, io.completion());
             self.data_dev().submit(bio);
             if res.is_ok() {
                 res = self.write_tags(first, &tags);
             }
         }
-        let res = io.wait().and(res);
+        let res = io.wait_into(&self.bufs).and(res);
         drop(held);
         if let Err(e) = res {
             self.io_error("copying from journal", e.errno());
@@ -655,11 +657,11 @@ impl Inner {
 /// A commit's sections as copied out: how many, and (first journal sector, bytes) pieces.
 struct Commit {
     n: u32,
-    pieces: Vec<(u64, Vec<u8>)>,
+    pieces: Vec<(u64, IoBuf)>,
 }
 
 /// A run of consecutive blocks going home: (first sector, data, tags).
-type HomeRun = (u64, Vec<u8>, Vec<u8>);
+type HomeRun = (u64, IoBuf, Vec<u8>);
 
 /// What a write-back sends home, and the `latest` entries to drop after it.
 #[derive(Default)]
@@ -668,10 +670,11 @@ struct Home {
     forget: Vec<(u64, u32)>,
 }
 
-/// Writes submitted and not yet waited for: their completions arrive on one channel.
+/// Writes submitted and not yet waited for: their completions (with their buffers) arrive
+/// on one channel.
 struct Inflight {
-    tx: std::sync::mpsc::Sender<Result<(), IoError>>,
-    rx: std::sync::mpsc::Receiver<Result<(), IoError>>,
+    tx: std::sync::mpsc::Sender<(Result<(), IoError>, IoBuf)>,
+    rx: std::sync::mpsc::Receiver<(Result<(), IoError>, IoBuf)>,
     n: usize,
 }
 
@@ -685,8 +688,8 @@ impl Inflight {
     fn completion(&mut self) -> udm_io::Completion {
         self.n += 1;
         let tx = self.tx.clone();
-        Box::new(move |r, _| {
-            let _ = tx.send(r);
+        Box::new(move |r, b| {
+            let _ = tx.send((r, b));
         })
     }
 
@@ -694,7 +697,18 @@ impl Inflight {
     fn wait(self) -> Result<(), IoError> {
         let mut res = Ok(());
         for _ in 0..self.n {
-            let r = self.rx.recv().unwrap_or(Err(IoError::Io));
+            let (r, _) = self.rx.recv().unwrap_or((Err(IoError::Io), IoBuf::empty()));
+            res = res.and(r);
+        }
+        res
+    }
+
+    /// `wait`, giving the buffers back to `pool` (buffers taken from it).
+    fn wait_into(self, pool: &udm_io::BufPool) -> Result<(), IoError> {
+        let mut res = Ok(());
+        for _ in 0..self.n {
+            let (r, b) = self.rx.recv().unwrap_or((Err(IoError::Io), IoBuf::empty()));
+            pool.put(b);
             res = res.and(r);
         }
         res
