@@ -6,9 +6,16 @@
 # random and 1 MiB sequential, read and write. Median of 3 interleaved rounds (the machine is
 # shared and noisy); ratios against linear and the load average are printed. Not part of CI.
 #
+# The time-based write jobs let `linear` write into the page cache with no flush, while J mode
+# must make every byte durable in its journal (a commit) and then write it home. So the
+# 1 MiB write also runs as a pair ended by a flush inside the timing ("write 1m qd8 +fsync":
+# one pass over the device after a `sync` of its file, fio `--end_fsync=1`, i.e. one NBD
+# flush), and the time-based J-mode write is also printed against that durable linear.
+#
 #   bench/integrity.sh [SIZE_MIB] [RUNTIME_SECONDS]      (defaults: 256 MiB, 5 s per fio job)
 #   UDM_BIN=/path/to/udm bench/integrity.sh …            (that binary, no build)
-#   JOBS="randread 4k 16;read 1m 8" bench/integrity.sh …   (only these fio jobs: rw bs depth)
+#   JOBS="randread 4k 16;read 1m 8" bench/integrity.sh …   (only these fio jobs: rw bs depth
+#                                                          [sync: one pass, ended by a flush])
 #   BASE_BIN=/path/to/old/udm bench/integrity.sh …       (also that binary's daemon, same
 #                                                          devices, columns DEV@base, interleaved)
 #   DEVS_ONLY="lin ij ib" bench/integrity.sh …           (only these devices)
@@ -94,22 +101,29 @@ done
 
 # Daemon CPU time so far, in clock ticks (utime + stime of every thread).
 ticks() { awk '{print $14 + $15}' /proc/$1/stat; }
-run() { # export rw bs depth -> "MiB/s daemon-CPU-seconds-per-GiB"
+run() { # export rw bs depth [sync] -> "MiB/s daemon-CPU-seconds-per-GiB"
   local t0 t1 out
   # Page the backing file in first: on a shared machine builds evict it within seconds,
   # and a peer whose file was evicted would measure the disk instead.
   cat "$(img $1)" >/dev/null
+  # With "sync": one pass over the device ended by a flush (inside fio's timing), after a
+  # sync of the backing file so no pass pays for an earlier one's writeback.
+  local mode=(--time_based --runtime=$RT)
+  if [ "${5:-}" = sync ]; then
+    sync -f "$(img $1)"
+    mode=(--end_fsync=1)
+  fi
   local p; p=$(pid $1)
   t0=$(ticks $p)
   out=$(fio --name=j --ioengine=nbd --uri="$(uri $1)" --rw=$2 --bs=$3 \
-    --iodepth=$4 --size=$((SIZE - 8))m --time_based --runtime=$RT --output-format=json 2>/dev/null)
+    --iodepth=$4 --size=$((SIZE - 8))m "${mode[@]}" --output-format=json 2>/dev/null)
   t1=$(ticks $p)
   echo "$out" | python3 -c 'import json,sys; t=sys.stdin.read(); d=json.loads(t[t.index("{"):]); j=d["jobs"][0]
 b=j["read"]["io_bytes"]+j["write"]["io_bytes"]; bw=(j["read"]["bw_bytes"]+j["write"]["bw_bytes"])/2**20
 print(round(bw, 1), round((int(sys.argv[1]))/int(sys.argv[2])/max(b/2**30, 1e-9), 2))' $((t1 - t0)) "$(getconf CLK_TCK)"
 }
 echo "== fio over NBD, ${SIZE} MiB devices, MiB/s, median of 3 interleaved rounds; load: $(cut -d' ' -f1-3 /proc/loadavg)"
-JOBS=${JOBS:-randread 4k 16;randwrite 4k 16;read 1m 8;write 1m 8}
+JOBS=${JOBS:-randread 4k 16;randwrite 4k 16;read 1m 8;write 1m 8;write 1m 8 sync}
 IFS=';' read -r -a JOBL <<<"$JOBS"
 declare -A R C
 for round in 1 2 3; do
@@ -125,10 +139,10 @@ med() { echo $1 | tr ' ' '\n' | sort -n | sed -n 2p; }
 table() { # array-name title
   local -n A=$1
   echo "-- $2"
-  printf '%-16s' job; for d in $DEVS; do printf '%10s' $d; done; for d in $DEVS; do [ $d = lin ] || printf '%14s' "$d/lin"; done; echo
+  printf '%-22s' job; for d in $DEVS; do printf '%10s' $d; done; for d in $DEVS; do [ $d = lin ] || printf '%14s' "$d/lin"; done; echo
   for job in "${JOBL[@]}"; do
     set -- $job
-    printf '%-16s' "$1 $2 qd$3"
+    printf '%-22s' "$1 $2 qd$3${4:+ +fsync}"
     meds=()
     for d in $DEVS; do
       m=$(med "${A["$job|$d"]}")
@@ -143,4 +157,13 @@ table() { # array-name title
 }
 table R "MiB/s (ratios: higher is better)"
 table C "daemon CPU seconds per GiB moved (ratios: lower is better)"
+# The time-based J-mode write against the durable linear (both jobs run).
+W1="write 1m 8"; WS="write 1m 8 sync"
+if [[ ";$JOBS;" == *";$W1;"* && ";$JOBS;" == *";$WS;"* && " $DEVS " == *" lin "* ]]; then
+  ld=$(med "${R["$WS|lin"]}")
+  for d in $DEVS; do
+    [[ ${d%@base} == ij ]] || continue
+    python3 -c "print(f'$d write 1m qd8 (time-based) / lin write 1m qd8 +fsync: {$(med "${R["$W1|$d"]}")/max($ld,0.01):.2f}')"
+  done
+fi
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

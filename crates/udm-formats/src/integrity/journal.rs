@@ -166,6 +166,56 @@ impl JournalGeometry {
         set_entry_sector(j, e, sector);
     }
 
+    /// Copy `count` consecutive blocks (logical sectors from `sector` on, `tags` of
+    /// `tag_size` each) into entries `n..n+count` of section `i`, which must all be in that
+    /// section: as the kernel does, the data goes in whole with one copy (its data sectors
+    /// are contiguous) and each sector's last 8 bytes are then copied into its entry; the
+    /// commit id slot they overwrite is stamped when the section is committed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_blocks(
+        &self,
+        j: &mut [u8],
+        i: u32,
+        n: u32,
+        sector: u64,
+        data: &[u8],
+        tags: &[u8],
+        count: u32,
+    ) {
+        let spb = self.spb();
+        let d = self.data_off(i, n);
+        j[d..d + data.len()].copy_from_slice(data);
+        let ts = self.tag_size as usize;
+        for b in 0..count {
+            let e = self.entry_off(i, n + b);
+            let blk = b as usize * spb * 512;
+            for s in 0..spb {
+                let o = blk + s * 512 + 504;
+                j[e + 8 + s * 8..e + 16 + s * 8].copy_from_slice(&data[o..o + 8]);
+            }
+            let t = e + self.tag_in_entry();
+            j[t..t + ts].copy_from_slice(&tags[b as usize * ts..(b as usize + 1) * ts]);
+            set_entry_sector(j, e, sector + (b as u64) * spb as u64);
+        }
+    }
+
+    /// The blocks of entries `n..n+count` of section `i` (all in that section) into `out`
+    /// (exactly that long), as written: their data sectors in one copy, then each sector's
+    /// last 8 bytes restored from its entry.
+    pub fn get_blocks(&self, j: &[u8], i: u32, n: u32, count: u32, out: &mut [u8]) {
+        let spb = self.spb();
+        let d = self.data_off(i, n);
+        out.copy_from_slice(&j[d..d + count as usize * spb * 512]);
+        for b in 0..count {
+            let e = self.entry_off(i, n + b);
+            let blk = b as usize * spb * 512;
+            for s in 0..spb {
+                let o = blk + s * 512 + 504;
+                out[o..o + 8].copy_from_slice(&j[e + 8 + s * 8..e + 16 + s * 8]);
+            }
+        }
+    }
+
     /// The block held by entry `n` of section `i`, as written (last bytes restored).
     pub fn get_block(&self, j: &[u8], i: u32, n: u32, out: &mut [u8]) {
         let e = self.entry_off(i, n);
@@ -284,6 +334,41 @@ impl JournalGeometry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batched_put_and_get_match_the_per_block_ones() {
+        for (log2_spb, tag) in [(0u8, 4u32), (3, 8)] {
+            let g = JournalGeometry::new(tag, log2_spb, false, 2);
+            let (bb, spb) = (512usize << log2_spb, 1u64 << log2_spb);
+            let count = 5u32;
+            let data: Vec<u8> = (0..bb * count as usize)
+                .map(|k| (k * 7 + k / 509) as u8)
+                .collect();
+            let tags: Vec<u8> = (0..(tag * count) as usize)
+                .map(|k| k as u8 ^ 0x5a)
+                .collect();
+            let (mut a, mut b) = (vec![0u8; g.bytes()], vec![0u8; g.bytes()]);
+            for i in 0..2 {
+                g.init_section(&mut a, i, 0);
+                g.init_section(&mut b, i, 0);
+            }
+            g.put_blocks(&mut a, 1, 3, 100, &data, &tags, count);
+            let mut got = vec![0u8; data.len()];
+            g.get_blocks(&a, 1, 3, count, &mut got);
+            assert_eq!(got, data);
+            for k in 0..count {
+                let t = &tags[(k * tag) as usize..((k + 1) * tag) as usize];
+                let blk = &data[k as usize * bb..(k as usize + 1) * bb];
+                g.put_block(&mut b, 1, 3 + k, 100 + k as u64 * spb, blk, t);
+                let e = g.entry_off(1, 3 + k);
+                let n = g.tag_in_entry() + tag as usize;
+                assert_eq!(a[e..e + n], b[e..e + n]);
+                let mut out = vec![0u8; bb];
+                g.get_block(&a, 1, 3 + k, &mut out);
+                assert_eq!(out, blk);
+            }
+        }
+    }
 
     #[test]
     fn fresh_journal_replays_nothing_and_continues_at_seq_1() {

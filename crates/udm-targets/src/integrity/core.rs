@@ -58,8 +58,7 @@ pub(crate) struct State {
     pub may_write: Vec<u8>,
     pub commit_deadline: Option<Instant>,
     pub bitmap_deadline: Option<Instant>,
-    /// The journal is past its watermark (or a writer waits for room): the background
-    /// thread commits and writes back.
+    /// A writer waits for journal room: the commit thread commits what it can.
     pub kick: bool,
 }
 
@@ -111,9 +110,14 @@ pub struct Inner {
     pub(crate) io_lock: RwLock<()>,
     /// Wakes the background thread (with `st`).
     pub(crate) wake: Condvar,
+    /// Buffers of journal commits and home copies, reused (J mode).
+    pub(crate) bufs: udm_io::BufPool,
+    /// Wakes the J-mode write-back thread (with `st`).
+    pub(crate) wb_wake: Condvar,
     /// Wakes J-mode writers waiting for journal room (with `st`).
     pub(crate) room: Condvar,
-    /// Serializes journal commits (and the background cycle) so sections go out in order.
+    /// Serializes journal commits (the background ones and those of flush and FUA
+    /// requests) so sections go out in order.
     pub(crate) commit_lock: Mutex<()>,
     /// Blocks being read or written in place (data and tags).
     pub(crate) ranges: super::ranges::RangeLock,

@@ -4,11 +4,14 @@
 //! unclean stop copies what the on-disk journal committed.
 //!
 //! Locking: the target's state lock is held only to reserve journal entries, stamp and copy
-//! out sections and update the ring; the I/O runs without it. Past the watermark, the
-//! background thread runs `journal_cycle`s: each writes the open sections to the journal and
-//! the sections committed before to their places, then one flush makes both durable (a
-//! section goes home only after its commit is durable, and is reused only after its home
-//! copies are). A block stays readable from the journal until its home copy is written.
+//! out sections and update the ring; the I/O runs without it. As in the kernel, committing
+//! and writing home run side by side on two background threads: past the watermark (or at
+//! the commit interval) the commit thread runs `commit_cycle`s, each writing the open
+//! sections to the journal and making them durable (the kernel's FUA commit: one flush); the
+//! write-back thread runs `write_back_cycle`s, each copying the sections committed so far
+//! to their places and flushing before they are reused. A section goes home only after its
+//! commit is durable, and is reused only after its home copies are. A block stays readable
+//! from the journal until its home copy is written.
 
 use super::core::{Inner, State};
 use udm_formats::integrity::journal::{
@@ -81,27 +84,43 @@ impl Inner {
 
     /// Write whole journal sections held in `bytes` from journal sector `first` (a section's
     /// start), encrypted first when the journal is (`journal_crypt`).
-    pub(crate) fn sections_out(&self, first: u64, mut bytes: Vec<u8>, fua: bool) {
+    pub(crate) fn sections_out(&self, first: u64, bytes: Vec<u8>, fua: bool) {
+        let mut io = Inflight::new();
+        self.sections_submit(first, IoBuf::from_vec(bytes), fua, &mut io);
+        self.journal_wait(io);
+    }
+
+    /// `sections_out` without waiting: the write completes into `io`.
+    fn sections_submit(&self, first: u64, mut bytes: IoBuf, fua: bool, io: &mut Inflight) {
         if let Some(c) = &self.jcrypt {
             let section = first / self.geo.journal.section_sectors as u64;
             c.apply(section as u32, &mut bytes, true);
         }
-        self.journal_out(first, bytes, fua);
+        self.journal_submit(first, bytes, fua, io);
     }
 
     /// Write `bytes` at journal sector `first` (with FUA when `fua`); an error fails the
     /// device. Nothing happens once the device has failed.
     pub(crate) fn journal_out(&self, first: u64, bytes: Vec<u8>, fua: bool) {
+        let mut io = Inflight::new();
+        self.journal_submit(first, IoBuf::from_vec(bytes), fua, &mut io);
+        self.journal_wait(io);
+    }
+
+    /// `journal_out` without waiting: the write completes into `io`.
+    fn journal_submit(&self, first: u64, bytes: IoBuf, fua: bool, io: &mut Inflight) {
         if self.failed().is_some() {
             return;
         }
         let at = Sectors(self.geo.journal_start() + first);
         let flags = if fua { BioFlags::FUA } else { BioFlags::NONE };
-        let res = sync::submit_wait(self.meta_dev(), |d| {
-            Bio::write(at, IoBuf::from_vec(bytes), d).with_flags(flags)
-        })
-        .0;
-        if res.is_err() {
+        let bio = Bio::write(at, bytes, io.completion()).with_flags(flags);
+        self.meta_dev().submit(bio);
+    }
+
+    /// Wait for journal writes; an error fails the device.
+    fn journal_wait(&self, io: Inflight) {
+        if io.wait().is_err() {
             self.io_error("writing journal", libc::EIO);
         }
     }
@@ -129,26 +148,45 @@ impl Inner {
         tags: Option<&[u8]>,
     ) -> usize {
         let g = self.geo.journal;
-        let bb = self.block_bytes();
+        let (bb, ts, spb) = (self.block_bytes(), self.tag_size, self.spb());
         let blocks = (data.len() / bb).min(st.free_sectors as usize);
-        let mut tag = vec![0u8; self.tag_size];
-        for b in 0..blocks {
-            let (sec, n) = (st.free_section, st.free_section_entry);
-            let blk = &data[b * bb..(b + 1) * bb];
-            let ls = s + b as u64 * self.spb();
-            match tags {
-                Some(t) => tag.copy_from_slice(&t[b * self.tag_size..(b + 1) * self.tag_size]),
-                None => self.compute_tags(ls, blk, &mut tag),
+        let computed;
+        let tags = match tags {
+            Some(t) => t,
+            None => {
+                let mut t = vec![0u8; blocks * ts];
+                self.compute_tags(s, &data[..blocks * bb], &mut t);
+                computed = t;
+                &computed[..]
             }
-            g.put_block(&mut st.journal, sec, n, ls, blk, &tag);
-            st.latest.insert(ls, sec * g.section_entries + n);
-            st.free_sectors -= 1;
-            st.free_section_entry += 1;
+        };
+        let mut b = 0;
+        while b < blocks {
+            // As many as fit in the open section, in one go.
+            let (sec, n) = (st.free_section, st.free_section_entry);
+            let k = ((g.section_entries - n) as usize).min(blocks - b);
+            let ls = s + b as u64 * spb;
+            g.put_blocks(
+                &mut st.journal,
+                sec,
+                n,
+                ls,
+                &data[b * bb..(b + k) * bb],
+                &tags[b * ts..(b + k) * ts],
+                k as u32,
+            );
+            let pos = sec * g.section_entries + n;
+            for x in 0..k {
+                st.latest.insert(ls + x as u64 * spb, pos + x as u32);
+            }
+            st.free_sectors -= k as u32;
+            st.free_section_entry += k as u32;
             if st.free_section_entry == g.section_entries {
                 st.free_section_entry = 0;
                 st.free_section = (st.free_section + 1) % g.sections;
                 st.n_uncommitted += 1;
             }
+            b += k;
         }
         blocks * bb
     }
@@ -156,10 +194,15 @@ impl Inner {
     /// The first half of the kernel's `integrity_commit`: pad the open section, stamp commit
     /// ids and MACs into the uncommitted sections and copy them out for writing. The caller
     /// adds them to the committed ones only once the write is durable.
-    fn commit_begin(&self, st: &mut State) -> Option<Commit> {
-        st.commit_deadline = None;
+    /// With `pad` false (the commit thread's early commits of full sections), the open
+    /// section stays open and nothing else changes: the ring then stands where the
+    /// kernel's, which commits only at the watermark, would stand.
+    fn commit_begin(&self, st: &mut State, pad: bool) -> Option<Commit> {
         let g = self.geo.journal;
-        if st.free_section_entry != 0 {
+        if pad {
+            st.commit_deadline = None;
+        }
+        if pad && st.free_section_entry != 0 {
             st.free_sectors -= g.section_entries - st.free_section_entry;
             st.free_section_entry = 0;
             st.free_section = (st.free_section + 1) % g.sections;
@@ -190,7 +233,9 @@ impl Inner {
             .into_iter()
             .map(|(first, len)| {
                 let r = (first * 512) as usize..((first + len) * 512) as usize;
-                (first, st.journal[r].to_vec())
+                let mut b = self.bufs.get(r.len());
+                b.copy_from_slice(&st.journal[r]);
+                (first, b)
             })
             .collect();
         st.uncommitted_section = (start + n) % g.sections;
@@ -200,15 +245,24 @@ impl Inner {
 
     /// Write a commit's sections (FUA when `fua`).
     fn commit_write(&self, c: &mut Commit, fua: bool) {
+        let mut io = Inflight::new();
+        self.commit_submit(c, fua, &mut io);
+        if io.wait_into(&self.bufs).is_err() {
+            self.io_error("writing journal", libc::EIO);
+        }
+    }
+
+    /// `commit_write` without waiting: the writes complete into `io`.
+    fn commit_submit(&self, c: &mut Commit, fua: bool, io: &mut Inflight) {
         for (first, bytes) in c.pieces.drain(..) {
-            self.sections_out(first, bytes, fua);
+            self.sections_submit(first, bytes, fua, io);
         }
     }
 
     /// The kernel's `integrity_commit` for J mode, all under the state lock (suspend and
     /// discards, with the I/O lock held alone).
     pub(crate) fn commit(&self, st: &mut State) {
-        if let Some(mut c) = self.commit_begin(st) {
+        if let Some(mut c) = self.commit_begin(st, true) {
             self.commit_write(&mut c, true);
             st.n_committed += c.n;
         }
@@ -218,61 +272,72 @@ impl Inner {
     /// write (a flush or FUA request); past the watermark the background thread is woken.
     pub(crate) fn commit_sync(&self) {
         let _c = self.commit_lock.lock();
-        let c = self.commit_begin(&mut self.st.lock());
+        let c = self.commit_begin(&mut self.st.lock(), true);
         let Some(mut c) = c else { return };
         self.commit_write(&mut c, true);
         let mut st = self.st.lock();
         st.n_committed += c.n;
-        if st.free_sectors <= self.threshold {
-            st.kick = true;
-            self.wake.notify_all();
+        self.poke_write_back(&st);
+    }
+
+    /// Whether enough full sections wait for a commit for the commit thread to make one
+    /// early: a quarter of the journal (a commit per few blocks would cost a flush each).
+    /// Committed early, sections can go home as soon as the journal passes its watermark,
+    /// instead of waiting there for their commit while writers run out of room. A flush or
+    /// FUA request, or the commit interval, commits whatever there is (padding the open
+    /// section, as the kernel).
+    pub(crate) fn commit_batch_ready(&self, st: &State) -> bool {
+        st.n_uncommitted > 0 && st.n_uncommitted >= (self.geo.journal.sections / 4).max(1)
+    }
+
+    /// Wake the write-back thread when the journal is past its watermark and holds
+    /// committed sections (state lock held).
+    pub(crate) fn poke_write_back(&self, st: &State) {
+        if st.n_committed > 0 && st.free_sectors <= self.threshold {
+            self.wb_wake.notify_all();
         }
     }
 
-    /// Whether the journal holds anything to commit or write home.
-    pub(crate) fn journal_busy(&self, st: &State) -> bool {
-        st.n_committed > 0 || st.n_uncommitted > 0 || st.free_section_entry > 0
-    }
-
-    /// One step of the background writer: write the open sections to the journal and (with
-    /// `write_back`) the sections committed before to their places, then one flush makes
-    /// both durable; only then do the new sections count as committed and the old ones free.
-    pub(crate) fn journal_cycle(&self, write_back: bool) {
+    /// One step of the commit thread (the kernel's `integrity_commit`): write the sections
+    /// not yet committed (with `pad`, the open one too) to the journal and flush; only then
+    /// do they count as committed.
+    pub(crate) fn commit_cycle(&self, pad: bool) {
         let _c = self.commit_lock.lock();
-        let g = self.geo.journal;
-        let (mut c, home, old) = {
-            let mut st = self.st.lock();
-            let old = if write_back {
-                (st.committed_section, st.n_committed)
-            } else {
-                (0, 0)
-            };
-            let home = if old.1 > 0 {
-                self.gather_home(&mut st, old.0, old.1, false)
-            } else {
-                Home::default()
-            };
-            (self.commit_begin(&mut st), home, old)
-        };
-        if let Some(c) = &mut c {
-            self.commit_write(c, false);
-        }
-        if self.failed().is_none() {
-            self.write_home(home.runs);
-        }
-        if (c.is_some() || old.1 > 0) && self.flush_all().is_err() {
+        let c = self.commit_begin(&mut self.st.lock(), pad);
+        let Some(mut c) = c else { return };
+        self.commit_write(&mut c, false);
+        if self.flush_all().is_err() {
             self.io_error("flushing disk cache", libc::EIO);
         }
         let mut st = self.st.lock();
-        if let Some(c) = &c {
-            st.n_committed += c.n;
+        st.n_committed += c.n;
+        self.poke_write_back(&st);
+    }
+
+    /// One step of the write-back thread (the kernel's `integrity_writer`): copy the
+    /// sections committed so far to their places and flush; only then are they free. Commits
+    /// go on meanwhile (the commit thread only adds sections after these).
+    pub(crate) fn write_back_cycle(&self) {
+        let g = self.geo.journal;
+        let (home, old) = {
+            let mut st = self.st.lock();
+            let old = (st.committed_section, st.n_committed);
+            if old.1 == 0 {
+                return;
+            }
+            (self.gather_home(&mut st, old.0, old.1, false), old)
+        };
+        if self.failed().is_none() {
+            self.write_home(home.runs);
         }
-        if old.1 > 0 {
-            self.forget(&mut st, &home.forget);
-            st.committed_section = (old.0 + old.1) % g.sections;
-            st.n_committed -= old.1;
-            st.free_sectors += old.1 * g.section_entries;
+        if self.flush_all().is_err() {
+            self.io_error("flushing disk cache", libc::EIO);
         }
+        let mut st = self.st.lock();
+        self.forget(&mut st, &home.forget);
+        st.committed_section = (old.0 + old.1) % g.sections;
+        st.n_committed -= old.1;
+        st.free_sectors += old.1 * g.section_entries;
         drop(st);
         self.room.notify_all();
     }
@@ -397,40 +462,65 @@ impl Inner {
         let (bb, ts, spb) = (self.block_bytes(), self.tag_size, self.spb());
         todo.sort_unstable_by_key(|&(s, o, _, _)| (s, o));
         let mut runs = Vec::new();
+        // Consecutive entries of one section (section, first entry, count): their data is
+        // contiguous in the journal and is copied out in one go.
+        let mut groups: Vec<(u32, u32, u32)> = Vec::new();
         let mut k = 0;
         while k < todo.len() {
             let first = todo[k].0;
             let room = self.geo.run_len(first) / spb;
-            let mut data: Vec<u8> = Vec::new();
             let mut tags: Vec<u8> = Vec::new();
             let mut next = first;
             let mut blocks = 0u64;
+            groups.clear();
             while k < todo.len() && todo[k].0 == next && blocks < room {
                 // The last entry of this sector.
                 while k + 1 < todo.len() && todo[k + 1].0 == next {
                     k += 1;
                 }
                 let (_, _, i, j) = todo[k];
-                let o = data.len();
-                data.resize(o + bb, 0);
-                g.get_block(&st.journal, i, j, &mut data[o..]);
+                match groups.last_mut() {
+                    Some((gi, gj, gc)) if *gi == i && *gj + *gc == j => *gc += 1,
+                    _ => groups.push((i, j, 1)),
+                }
                 tags.extend_from_slice(&g.entry_tag(&st.journal, i, j)[..ts]);
                 blocks += 1;
                 next += spb;
                 k += 1;
+            }
+            let mut data = self.bufs.get(blocks as usize * bb);
+            let mut o = 0;
+            for &(gi, gj, gc) in &groups {
+                let len = gc as usize * bb;
+                g.get_blocks(&st.journal, gi, gj, gc, &mut data[o..o + len]);
+                o += len;
             }
             runs.push((first, data, tags));
         }
         runs
     }
 
-    /// Write runs home (data and tags); the first error fails the device.
+    /// Write runs home (data and tags): every run's data write goes down at once while the
+    /// tags go into the tag cache, each run's blocks held (in ascending order) until all are
+    /// back; the first error fails the device.
     fn write_home(&self, runs: Vec<HomeRun>) {
+        let mut io = Inflight::new();
+        let mut held = Vec::with_capacity(runs.len());
+        let mut res = Ok(());
         for (first, data, tags) in runs {
-            if let (_, Err(e)) = self.write_area(first, IoBuf::from_vec(data), &tags) {
-                self.io_error("copying from journal", e.errno());
-                return;
+            let n = (data.len() / 512) as u64;
+            let (ds, _) = self.geo.locate(first);
+            held.push(self.ranges.lock(first, n));
+            let bio = Bio::write(Sectors(ds), data, io.completion());
+            self.data_dev().submit(bio);
+            if res.is_ok() {
+                res = self.write_tags(first, &tags);
             }
+        }
+        let res = io.wait_into(&self.bufs).and(res);
+        drop(held);
+        if let Err(e) = res {
+            self.io_error("copying from journal", e.errno());
         }
     }
 
@@ -534,22 +624,25 @@ impl Inner {
             if st.free_sectors == 0 {
                 st.kick = true;
                 self.wake.notify_all();
+                self.poke_write_back(&st);
                 self.room.wait(&mut st);
                 continue;
             }
             let t = &tags[done / bb * self.tag_size..];
             done += self.journal_put(&mut st, s + (done / 512) as u64, &data[done..], Some(t));
         }
-        if st.free_sectors <= self.threshold {
-            st.kick = true;
-            self.wake.notify_all();
-        } else if st.commit_deadline.is_none() {
+        // The commit thread commits once a batch is full (or at the commit interval); past
+        // the watermark the write-back thread writes committed sections home.
+        if st.commit_deadline.is_none() {
             st.commit_deadline = Some(
                 std::time::Instant::now()
                     + std::time::Duration::from_millis(self.p.commit_time as u64),
             );
             self.wake.notify_all();
+        } else if self.commit_batch_ready(&st) {
+            self.wake.notify_all();
         }
+        self.poke_write_back(&st);
         drop(st);
         if fua {
             self.commit_sync();
@@ -564,15 +657,60 @@ impl Inner {
 /// A commit's sections as copied out: how many, and (first journal sector, bytes) pieces.
 struct Commit {
     n: u32,
-    pieces: Vec<(u64, Vec<u8>)>,
+    pieces: Vec<(u64, IoBuf)>,
 }
 
 /// A run of consecutive blocks going home: (first sector, data, tags).
-type HomeRun = (u64, Vec<u8>, Vec<u8>);
+type HomeRun = (u64, IoBuf, Vec<u8>);
 
 /// What a write-back sends home, and the `latest` entries to drop after it.
 #[derive(Default)]
 struct Home {
     runs: Vec<HomeRun>,
     forget: Vec<(u64, u32)>,
+}
+
+/// Writes submitted and not yet waited for: their completions (with their buffers) arrive
+/// on one channel.
+struct Inflight {
+    tx: std::sync::mpsc::Sender<(Result<(), IoError>, IoBuf)>,
+    rx: std::sync::mpsc::Receiver<(Result<(), IoError>, IoBuf)>,
+    n: usize,
+}
+
+impl Inflight {
+    fn new() -> Inflight {
+        let (tx, rx) = std::sync::mpsc::channel();
+        Inflight { tx, rx, n: 0 }
+    }
+
+    /// The completion of one more write.
+    fn completion(&mut self) -> udm_io::Completion {
+        self.n += 1;
+        let tx = self.tx.clone();
+        Box::new(move |r, b| {
+            let _ = tx.send((r, b));
+        })
+    }
+
+    /// Wait for every write; the first error, if any.
+    fn wait(self) -> Result<(), IoError> {
+        let mut res = Ok(());
+        for _ in 0..self.n {
+            let (r, _) = self.rx.recv().unwrap_or((Err(IoError::Io), IoBuf::empty()));
+            res = res.and(r);
+        }
+        res
+    }
+
+    /// `wait`, giving the buffers back to `pool` (buffers taken from it).
+    fn wait_into(self, pool: &udm_io::BufPool) -> Result<(), IoError> {
+        let mut res = Ok(());
+        for _ in 0..self.n {
+            let (r, b) = self.rx.recv().unwrap_or((Err(IoError::Io), IoBuf::empty()));
+            pool.put(b);
+            res = res.and(r);
+        }
+        res
+    }
 }

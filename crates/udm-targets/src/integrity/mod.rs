@@ -396,6 +396,8 @@ impl TargetType for IntegrityType {
             }),
             io_lock: RwLock::new(()),
             wake: Condvar::new(),
+            wb_wake: Condvar::new(),
+            bufs: udm_io::BufPool::new(16),
             room: Condvar::new(),
             commit_lock: Mutex::new(()),
             ranges: Default::default(),

@@ -1,7 +1,9 @@
 //! Sector ranges in use on the data and tag areas (the kernel's `wait_and_add_new_range`):
 //! a checked read and a write of overlapping blocks never run at once, so a read sees data
 //! and tags of the same write, and a journal write-back never interleaves with a direct
-//! write of the same blocks. Each holder takes one range at a time (no deadlock).
+//! write of the same blocks. Each holder takes one range at a time, except the journal
+//! write-back, which takes its runs' ranges in ascending order while nothing else takes more
+//! than one (no deadlock).
 
 use parking_lot::{Condvar, Mutex};
 

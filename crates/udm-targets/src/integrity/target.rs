@@ -35,21 +35,49 @@ impl Drop for Integrity {
         self.inner.recalc_running.store(false, Ordering::SeqCst);
         let _g = self.inner.st.lock();
         self.inner.wake.notify_all();
+        self.inner.wb_wake.notify_all();
     }
 }
 
-/// The background thread: the autocommit and bitmap-flush timers, and the J-mode journal
-/// cycles (commit and write-back) once the journal is past its watermark. It is the
-/// target's own thread and waits for its I/O anyway, so it is marked as one that may block
-/// (`udm_io::with_blocking_submit`): a file below writes its journal sections, home copies
-/// and tag sectors, and flushes, right here instead of a hop to the I/O pool and back for
-/// each.
+/// The background threads: one for the autocommit and bitmap-flush timers and the J-mode
+/// commits once the journal is past its watermark, and in J mode one more that writes
+/// committed sections home meanwhile (the kernel's commit and writer work queues). They are
+/// the target's own threads and wait for their I/O anyway, so they are marked as ones that
+/// may block (`udm_io::with_blocking_submit`): a file below writes their small pieces, and
+/// flushes, right there instead of a hop to the I/O pool and back for each.
 pub(crate) fn spawn_timer(inner: &Arc<Inner>) {
     let weak: Weak<Inner> = Arc::downgrade(inner);
     std::thread::Builder::new()
         .name("udm-integrity".into())
         .spawn(move || udm_io::with_blocking_submit(|| timer_loop(weak)))
         .expect("spawn integrity timer");
+    if inner.mode == Mode::Journal {
+        let weak: Weak<Inner> = Arc::downgrade(inner);
+        std::thread::Builder::new()
+            .name("udm-integrity-wb".into())
+            .spawn(move || udm_io::with_blocking_submit(|| write_back_loop(weak)))
+            .expect("spawn integrity write-back");
+    }
+}
+
+/// The J-mode write-back thread: past the watermark, committed sections go home.
+fn write_back_loop(weak: Weak<Inner>) {
+    loop {
+        let Some(me) = weak.upgrade() else { return };
+        if me.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut st = me.st.lock();
+        if st.n_committed > 0 && st.free_sectors <= me.threshold {
+            drop(st);
+            // Shared even while a suspend waits for the lock alone, as the commit thread.
+            let _io = me.io_lock.read_recursive();
+            me.write_back_cycle();
+            continue;
+        }
+        me.wb_wake
+            .wait_for(&mut st, std::time::Duration::from_secs(1));
+    }
 }
 
 fn timer_loop(weak: Weak<Inner>) {
@@ -63,17 +91,19 @@ fn timer_loop(weak: Weak<Inner>) {
         let commit_due = st.commit_deadline.is_some_and(|t| t <= now);
         let pressed = me.mode == Mode::Journal
             && me.failed().is_none()
-            && (std::mem::take(&mut st.kick)
-                || (st.free_sectors <= me.threshold && me.journal_busy(&st)));
+            && (std::mem::take(&mut st.kick) || me.commit_batch_ready(&st));
         if commit_due || pressed {
-            st.commit_deadline = None;
-            let write_back = st.free_sectors <= me.threshold;
+            if commit_due {
+                st.commit_deadline = None;
+            }
             drop(st);
             // Shared, and taken even while a suspend waits for the lock alone: writers
             // that hold it shared may be waiting for this cycle's room.
             let _io = me.io_lock.read_recursive();
             if me.mode == Mode::Journal {
-                me.journal_cycle(write_back);
+                // Early commits (full sections) leave the open section open; the commit
+                // interval commits everything, as the kernel's.
+                me.commit_cycle(commit_due);
             }
             continue;
         }
