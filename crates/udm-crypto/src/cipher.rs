@@ -349,14 +349,24 @@ impl SectorCipher {
     /// copied and encrypted while it is in cache, instead of a copy pass over the whole
     /// buffer and then an encryption pass. `sector` as in `process`.
     pub fn encrypt_into(&self, src: &[u8], dst: &mut [u8], sector: u64) {
-        assert_eq!(src.len(), dst.len(), "encrypt_into: lengths differ");
+        self.process_into(src, dst, sector, true)
+    }
+
+    /// Decrypt `src` into `dst` (same length), as `encrypt_into` (crypt reads decrypt
+    /// straight from the page cache this way).
+    pub fn decrypt_into(&self, src: &[u8], dst: &mut [u8], sector: u64) {
+        self.process_into(src, dst, sector, false)
+    }
+
+    fn process_into(&self, src: &[u8], dst: &mut [u8], sector: u64, enc: bool) {
+        assert_eq!(src.len(), dst.len(), "process_into: lengths differ");
         debug_assert_eq!(src.len() % self.sector_size, 0);
         let step = (self.sector_size / 512) as u64;
         let mut s = sector;
         let units = src.chunks(self.sector_size);
         for (unit, from) in dst.chunks_mut(self.sector_size).zip(units) {
             unit.copy_from_slice(from);
-            self.unit(unit, s, true);
+            self.unit(unit, s, enc);
             s = s.wrapping_add(step);
         }
     }
