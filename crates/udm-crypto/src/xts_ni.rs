@@ -447,7 +447,7 @@ impl AesNiXts {
             // place, continuing with the running tweak.
             unsafe {
                 let tail = (n - i) * 16;
-                if src != dst as *const u8 {
+                if !std::ptr::eq(src, dst) {
                     std::ptr::copy_nonoverlapping(src.add(i * 16), dst.add(i * 16), tail);
                 }
                 self.blocks_from::<ENC>(t, std::slice::from_raw_parts_mut(dst.add(i * 16), tail))
