@@ -507,6 +507,9 @@ impl BlockDevice for DmBlockDevice {
     ) -> Option<std::io::Result<usize>> {
         self.0.read_file_range(sector, len, f)
     }
+    fn read_mapped(&self, sector: Sectors, len: Sectors, f: udm_io::MappedReader<'_>) -> bool {
+        self.0.read_mapped(sector, len, f)
+    }
     fn extents(&self, sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
         match self.0.live_table() {
             Some(t) => t.extents(sector, len),
@@ -544,6 +547,29 @@ impl MappedDevice {
         }
         self.inflight.end();
         res
+    }
+
+    /// `BlockDevice::read_mapped`, counted in flight and in the statistics as
+    /// `read_file_range`.
+    pub fn read_mapped(&self, sector: Sectors, len: Sectors, f: udm_io::MappedReader<'_>) -> bool {
+        self.inflight.n.fetch_add(1, SeqCst);
+        if self.suspended.load(SeqCst) {
+            self.inflight.end();
+            return false;
+        }
+        let table = self.live.load_full();
+        let mut acct = None;
+        let done = table.is_some_and(|t| {
+            t.read_mapped(sector, len, &mut |b| {
+                acct = Some(self.stats.start_range(udm_io::Op::Read, sector.0, len.0));
+                f(b)
+            })
+        });
+        if let Some(a) = acct {
+            self.stats.end(a, &Ok(()));
+        }
+        self.inflight.end();
+        done
     }
 
     /// Plain `submit` for callers holding `&MappedDevice` inside an `Arc` elsewhere.

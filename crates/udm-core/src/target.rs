@@ -128,6 +128,11 @@ pub trait Target: Send + Sync {
     ) -> Option<std::io::Result<usize>> {
         None
     }
+    /// `BlockDevice::read_mapped` of `[sector, sector+len)` relative to the target: as
+    /// `read_file_range`, a plain remap (linear) passes it on. False (the default): bios.
+    fn read_mapped(&self, _sector: Sectors, _len: Sectors, _f: udm_io::MappedReader<'_>) -> bool {
+        false
+    }
     /// How many copies of each flush this target receives, told apart by
     /// `Bio::target_bio_nr` (striped: one per stripe). 0: the target gets no flushes.
     fn num_flush_bios(&self) -> u32 {

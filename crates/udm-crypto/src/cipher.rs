@@ -349,14 +349,23 @@ impl SectorCipher {
     /// copied and encrypted while it is in cache, instead of a copy pass over the whole
     /// buffer and then an encryption pass. `sector` as in `process`.
     pub fn encrypt_into(&self, src: &[u8], dst: &mut [u8], sector: u64) {
-        assert_eq!(src.len(), dst.len(), "encrypt_into: lengths differ");
+        self.process_into(src, dst, sector, true)
+    }
+
+    /// Decrypt `src` into `dst` (same length), as `encrypt_into` (crypt reads decrypt
+    /// straight from the page cache this way).
+    pub fn decrypt_into(&self, src: &[u8], dst: &mut [u8], sector: u64) {
+        self.process_into(src, dst, sector, false)
+    }
+
+    fn process_into(&self, src: &[u8], dst: &mut [u8], sector: u64, enc: bool) {
+        assert_eq!(src.len(), dst.len(), "process_into: lengths differ");
         debug_assert_eq!(src.len() % self.sector_size, 0);
         let step = (self.sector_size / 512) as u64;
         let mut s = sector;
         let units = src.chunks(self.sector_size);
         for (unit, from) in dst.chunks_mut(self.sector_size).zip(units) {
-            unit.copy_from_slice(from);
-            self.unit(unit, s, true);
+            self.unit_from(Some(from), unit, s, enc);
             s = s.wrapping_add(step);
         }
     }
@@ -364,9 +373,22 @@ impl SectorCipher {
     /// En/decrypt one crypt sector (`unit`, at 512-byte sector `s`) in place.
     #[inline]
     fn unit(&self, unit: &mut [u8], s: u64, enc: bool) {
+        self.unit_from(None, unit, s, enc)
+    }
+
+    /// As `unit`, from `src` (as long as `unit`) when given: AES-NI XTS reads it directly,
+    /// the others copy it into `unit` first.
+    #[inline]
+    fn unit_from(&self, src: Option<&[u8]>, unit: &mut [u8], s: u64, enc: bool) {
         let mask = self.tfms.len() as u64 - 1;
         let tfm = &self.tfms[(s & mask) as usize];
         let iv = self.iv(tfm, s >> self.iv_shift);
+        if let (Mode::Xts { ni: Some(x), .. }, Some(src)) = (&tfm.mode, src) {
+            return x.process_into(&iv, src, unit, enc);
+        }
+        if let Some(src) = src {
+            unit.copy_from_slice(src);
+        }
         match &tfm.mode {
             Mode::Xts { ni: Some(x), .. } => x.process(&iv, unit, enc),
             Mode::Xts { data, tweak, .. } => xts(data.as_ref(), tweak.as_ref(), &iv, unit, enc),

@@ -155,11 +155,13 @@ impl AesNiXts {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: an `AesNiXts` is only built by `new`, which returns `None` unless
         // `is_x86_feature_detected!` finds AES-NI and SSE2; `self.vaes` is true only when
-        // `new` also found VAES, VPCLMULQDQ, AVX2 and AVX — what `process_vaes` needs.
+        // `new` also found VAES, VPCLMULQDQ, AVX2 and AVX — what `process_vaes` needs. In
+        // place: source and destination are the same `buf.len()` bytes of `buf`.
         unsafe {
+            let (len, dst) = (buf.len(), buf.as_mut_ptr());
             match (self.vaes, enc) {
-                (true, true) => self.process_vaes::<true>(iv, buf),
-                (true, false) => self.process_vaes::<false>(iv, buf),
+                (true, true) => self.process_vaes::<true>(iv, dst, dst, len),
+                (true, false) => self.process_vaes::<false>(iv, dst, dst, len),
                 (false, true) => self.process_ni::<true>(iv, buf),
                 (false, false) => self.process_ni::<false>(iv, buf),
             }
@@ -169,6 +171,29 @@ impl AesNiXts {
             let _ = (iv, buf, enc);
             unreachable!("AesNiXts is never built off x86_64")
         }
+    }
+
+    /// As `process`, reading `src` and writing `dst` (same length): the 256-bit path loads
+    /// from one and stores to the other, with no copy first.
+    pub(crate) fn process_into(&self, iv: &[u8; 16], src: &[u8], dst: &mut [u8], enc: bool) {
+        assert_eq!(src.len(), dst.len(), "process_into: lengths differ");
+        debug_assert_eq!(src.len() % 16, 0);
+        #[cfg(target_arch = "x86_64")]
+        if self.vaes {
+            // SAFETY: as in `process` for the CPU features; `src` and `dst` are distinct
+            // slices (one shared, one exclusive borrow) of `src.len()` bytes each.
+            unsafe {
+                let (from, to, len) = (src.as_ptr(), dst.as_mut_ptr(), src.len());
+                if enc {
+                    self.process_vaes::<true>(iv, from, to, len)
+                } else {
+                    self.process_vaes::<false>(iv, from, to, len)
+                }
+            }
+            return;
+        }
+        dst.copy_from_slice(src);
+        self.process(iv, dst, enc)
     }
 
     /// The 128-bit path for one data unit.
@@ -300,12 +325,22 @@ impl AesNiXts {
     /// sixteen by α¹⁶ at once, `times_x16`), instead of a chain of dependent doublings, one
     /// per block, which kept the AES units waiting.
     ///
+    /// The unit is the `len` bytes at `src`, written to the `len` bytes at `dst` (the same
+    /// bytes for in place; otherwise the two ranges must not overlap).
+    ///
     /// # Safety
     ///
     /// The CPU must have AES-NI, SSE2, AVX, AVX2, VAES and VPCLMULQDQ (`self.vaes` says
-    /// `new` found them).
+    /// `new` found them); `src` must be valid for reads and `dst` for writes of `len` bytes,
+    /// both for the whole call, and either equal or not overlapping.
     #[target_feature(enable = "aes,sse2,avx,avx2,vaes,vpclmulqdq")]
-    unsafe fn process_vaes<const ENC: bool>(&self, iv: &[u8; 16], buf: &mut [u8]) {
+    unsafe fn process_vaes<const ENC: bool>(
+        &self,
+        iv: &[u8; 16],
+        src: *const u8,
+        dst: *mut u8,
+        len: usize,
+    ) {
         let nr = self.rounds;
         let keys = if ENC { &self.enc } else { &self.dec };
         let mut rk = [_mm256_setzero_si256(); 15];
@@ -330,8 +365,8 @@ impl AesNiXts {
                 _mm256_clmulepi64_epi128::<0x00>(top, red),
             )
         };
-        let n = buf.len() / 16;
-        let p = buf.as_mut_ptr() as *mut __m256i;
+        let n = len / 16;
+        let (from, p) = (src as *const __m256i, dst as *mut __m256i);
         let mut i = 0;
         if n >= 16 {
             // The first sixteen tweaks in four dependent steps instead of fifteen: (t, tα),
@@ -371,8 +406,9 @@ impl AesNiXts {
             loop {
                 let mut b = [_mm256_setzero_si256(); 8];
                 for k in 0..8 {
-                    // SAFETY: blocks i + 2k, i + 2k + 1 < n lie inside `buf`; unaligned load.
-                    let x = unsafe { _mm256_loadu_si256(p.add(i / 2 + k)) };
+                    // SAFETY: blocks i + 2k, i + 2k + 1 < n lie inside the unit; unaligned
+                    // load from the source.
+                    let x = unsafe { _mm256_loadu_si256(from.add(i / 2 + k)) };
                     b[k] = _mm256_xor_si256(_mm256_xor_si256(x, tw[k]), rk[0]);
                 }
                 for r in rk.iter().take(nr).skip(1) {
@@ -390,7 +426,8 @@ impl AesNiXts {
                     } else {
                         _mm256_aesdeclast_epi128(b[k], rk[nr])
                     };
-                    // SAFETY: as for the load above; unaligned store.
+                    // SAFETY: as for the load above; unaligned store to the destination
+                    // (in place, to the 32 bytes just loaded and no longer needed).
                     unsafe { _mm256_storeu_si256(p.add(i / 2 + k), _mm256_xor_si256(x, tw[k])) };
                 }
                 i += 16;
@@ -405,9 +442,16 @@ impl AesNiXts {
             }
         }
         if i < n {
-            // SAFETY: this function's contract includes AES-NI and SSE2; the tail
-            // continues with the running tweak.
-            unsafe { self.blocks_from::<ENC>(t, &mut buf[i * 16..]) };
+            // SAFETY: this function's contract includes AES-NI and SSE2 and the two ranges;
+            // the tail (blocks i..n) is brought to the destination, then processed there in
+            // place, continuing with the running tweak.
+            unsafe {
+                let tail = (n - i) * 16;
+                if !std::ptr::eq(src, dst) {
+                    std::ptr::copy_nonoverlapping(src.add(i * 16), dst.add(i * 16), tail);
+                }
+                self.blocks_from::<ENC>(t, std::slice::from_raw_parts_mut(dst.add(i * 16), tail))
+            };
         }
     }
 }
@@ -440,6 +484,13 @@ mod tests {
             x.process(&iv, &mut b, false);
             assert_eq!(b, plain);
             x.vaes = true;
+            // Out of place: the same bytes, and the source is left alone.
+            let mut c = vec![0u8; len];
+            x.process_into(&iv, &plain, &mut c, true);
+            assert_eq!(c, a, "len {len} into");
+            let mut d = vec![0u8; len];
+            x.process_into(&iv, &c, &mut d, false);
+            assert_eq!(d, plain, "len {len} into, back");
         }
     }
 

@@ -147,6 +147,10 @@ impl Limits {
 /// and returns how many bytes it took.
 pub type FileReader<'a> = &'a mut dyn FnMut(&std::fs::File, u64) -> std::io::Result<usize>;
 
+/// What a reader of page-cache bytes mapped in memory does with them
+/// (`BlockDevice::read_mapped`): it gets the range's bytes, read-only, all of them resident.
+pub type MappedReader<'a> = &'a mut dyn FnMut(&[u8]);
+
 /// A block device: accepts bios and completes them.
 ///
 /// # The `submit` contract
@@ -202,6 +206,14 @@ pub trait BlockDevice: Send + Sync {
         _f: FileReader<'_>,
     ) -> Option<std::io::Result<usize>> {
         None
+    }
+    /// Reads without a copy for a reader that transforms the bytes anyway (crypt decrypts
+    /// them into its buffer): when `[sector, sector+len)` reads, right now, as bytes of a
+    /// regular file that are all in its page cache, run `f` over them (mapped in memory) and
+    /// return true. A mapped device counts the call as I/O in flight and in its statistics,
+    /// as `read_file_range`. False (the default): read with a bio instead.
+    fn read_mapped(&self, _sector: Sectors, _len: Sectors, _f: MappedReader<'_>) -> bool {
+        false
     }
 }
 

@@ -29,6 +29,10 @@ struct Inner {
     inline_writes_after: AtomicU64,
     /// The inline fast path is allowed at all (`set_inline`).
     inline: AtomicBool,
+    /// The file mapped for `read_mapped`, made on first use (`None` inside: mapping failed).
+    map: std::sync::OnceLock<Option<crate::filemap::FileMap>>,
+    /// Writes waiting for one of the few pool threads that write this file (regular files).
+    writes: crate::writeq::WriteQueue,
 }
 
 /// How long inline writes stay off after one that blocked.
@@ -134,6 +138,8 @@ impl FileDevice {
             nowait: [AtomicBool::new(true), AtomicBool::new(true)],
             inline_writes_after: AtomicU64::new(0),
             inline: AtomicBool::new(true),
+            map: std::sync::OnceLock::new(),
+            writes: Default::default(),
         })))
     }
 
@@ -425,6 +431,35 @@ impl Inner {
     }
 }
 
+impl FileDevice {
+    /// A writer of `inner`'s write queue (on the I/O pool): runs queued writes in order
+    /// until none is left, handing its pool thread back after `WRITER_BATCH` of them.
+    fn write_queued(inner: Arc<Inner>) {
+        /// Still counted as a writer when dropped while a completion panics: a new writer
+        /// takes over the queue (else the file would lose a writer for good).
+        struct Takeover<'a>(&'a Arc<Inner>);
+        impl Drop for Takeover<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    let inner = self.0.clone();
+                    WorkerPool::io().spawn(move || FileDevice::write_queued(inner));
+                }
+            }
+        }
+        for _ in 0..crate::writeq::WRITER_BATCH {
+            let Some(mut bio) = inner.writes.pop() else {
+                return;
+            };
+            let guard = Takeover(&inner);
+            let r = FileDevice::run(&inner, &mut bio);
+            bio.complete(r);
+            std::mem::forget(guard);
+        }
+        // Still counted as a writer: come back behind the jobs queued meanwhile.
+        WorkerPool::io().spawn(move || FileDevice::write_queued(inner));
+    }
+}
+
 impl BlockDevice for FileDevice {
     fn submit(&self, mut bio: Bio) {
         // Fast path: data already in the page cache (or a write that needs no waiting) is
@@ -438,6 +473,14 @@ impl BlockDevice for FileDevice {
             return bio.complete(Ok(()));
         }
         let inner = self.0.clone();
+        let writers = crate::writeq::file_writers();
+        if bio.op == Op::Write && !inner.block && writers > 0 {
+            // One file's writes take at most `writers` pool threads (see `writeq`).
+            if inner.writes.push(bio, writers) {
+                WorkerPool::io().spawn(move || FileDevice::write_queued(inner));
+            }
+            return;
+        }
         WorkerPool::io().spawn(move || {
             let r = FileDevice::run(&inner, &mut bio);
             bio.complete(r);
@@ -491,6 +534,38 @@ impl BlockDevice for FileDevice {
                 n as libc::off64_t,
                 libc::SYNC_FILE_RANGE_WRITE,
             );
+        }
+    }
+    fn read_mapped(&self, sector: Sectors, len: Sectors, f: crate::MappedReader<'_>) -> bool {
+        // As `read_file_range`: regular files, inline paths allowed.
+        let inner = &self.0;
+        if inner.block
+            || !inner.inline.load(Relaxed)
+            || sector.0.saturating_add(len.0) > inner.size.0
+        {
+            return false;
+        }
+        let map = inner
+            .map
+            .get_or_init(|| crate::filemap::FileMap::new(&inner.file, inner.size.0 * SECTOR_SIZE));
+        let bytes = usize::try_from(len.0 * SECTOR_SIZE).unwrap_or(usize::MAX);
+        match map
+            .as_ref()
+            .and_then(|m| m.resident(sector.0 * SECTOR_SIZE, bytes))
+        {
+            // A truncation between the residency check and the read faults: the guard turns
+            // that into a refusal (the caller reads with bios, which see the short file) and
+            // the mapping, now holding zero pages, is never read again.
+            Some(b) => match crate::sigbus::guarded(b, |b| f(b)) {
+                Ok(()) => true,
+                Err(crate::sigbus::Truncated) => {
+                    if let Some(m) = map.as_ref() {
+                        m.poison();
+                    }
+                    false
+                }
+            },
+            None => false,
         }
     }
     fn extents(&self, sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {

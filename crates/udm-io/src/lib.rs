@@ -6,17 +6,19 @@ pub mod buf;
 pub mod device;
 pub mod error;
 pub mod file;
+mod filemap;
 pub mod mem;
 pub mod pool;
 pub mod sigbus;
 pub mod sync;
 pub mod units;
+mod writeq;
 
 pub use bio::{Bio, BioFlags, Completion, Op};
 pub use buf::{BufPool, IoBuf};
 pub use device::{
     blocking_submit_allowed, lcm_not_zero, min_not_zero, with_blocking_submit, BlockDevice, DevId,
-    Extent, FileReader, Limits,
+    Extent, FileReader, Limits, MappedReader,
 };
 pub use error::IoError;
 pub use file::FileDevice;

@@ -3,7 +3,10 @@
 //! cache that is the submitting thread itself (no pool hop, and the data is decrypted while
 //! it is still in the CPU cache), and a reply of an NBD request thread goes out from there.
 //! A read of one piece (every 4 KiB read) goes below as the bio itself, decrypted on its way
-//! back: no split, join or second bio.
+//! back: no split, join or second bio. A large read whose range is all in the page cache of
+//! a file below is instead decrypted straight from there into the bio's buffer
+//! (`BlockDevice::read_mapped`), saving the copy into the buffer (profiled on 1 MiB reads:
+//! that copy took more CPU than the decryption).
 //! Writes are encrypted into a recycled buffer (the caller's data is never changed) and then
 //! written: a small one on the thread that has it, a large one split across cores (the
 //! calling thread takes one piece, the CPU pool the rest) only while it is the target's only
@@ -26,6 +29,10 @@ const PIECE_MIN: usize = 64 << 10;
 /// Reads longer than this go below in pieces this long (the longest a file device serves
 /// inline from the page cache).
 const READ_PIECE: usize = 128 << 10;
+/// Reads at least this long are decrypted straight from the page cache when all of it is
+/// there (`BlockDevice::read_mapped`); shorter ones read into their buffer and decrypt in
+/// place (for them the copy is small next to the request's fixed costs; not measured).
+const MAPPED_MIN: u64 = 64 << 10;
 /// Write-zeroes are written as encrypted zeroes, this many bytes at a time.
 const ZERO_CHUNK: u64 = 1 << 20;
 
@@ -172,6 +179,16 @@ fn read(
     dev: Arc<dyn udm_io::BlockDevice>,
 ) {
     let flags = bio.flags;
+    if bio.len().0 * 512 >= MAPPED_MIN && flags == BioFlags::NONE {
+        // All in the page cache: decrypt from there into the bio's buffer, no copy first.
+        let len = bio.len();
+        let buf = bio.buf_mut();
+        if dev.read_mapped(lower, len, &mut |src| {
+            engine.decrypt_into(src, buf, iv_sector)
+        }) {
+            return bio.complete(Ok(()));
+        }
+    }
     let per = (READ_PIECE / unit).max(1) * unit;
     if bio.len().0 * 512 <= per as u64 {
         // One piece (every 4 KiB read): the bio itself goes below, decrypted on its way back
