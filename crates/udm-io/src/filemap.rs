@@ -123,12 +123,17 @@ mod tests {
             .open(&path)
             .unwrap();
         let m = FileMap::new(&f, 8 * 4096).unwrap();
-        let b = m.resident(4096, 4 * 4096).expect("just written: in the page cache");
+        let b = m
+            .resident(4096, 4 * 4096)
+            .expect("just written: in the page cache");
         // Another program cuts the file between the check and the read.
         f.set_len(4096).unwrap();
         let r = guarded(b, |b| b.iter().map(|&x| x as u64).sum::<u64>());
         assert_eq!(r, Err(Truncated));
         m.poison();
-        assert!(m.resident(0, 4096).is_none(), "a poisoned mapping is never handed out");
+        assert!(
+            m.resident(0, 4096).is_none(),
+            "a poisoned mapping is never handed out"
+        );
     }
 }

@@ -16,7 +16,7 @@ mod common;
 use common::integrity::create_formatted;
 use common::*;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::Arc;
 use udm_core::Registry;
@@ -323,21 +323,32 @@ fn integrity_inline_read_racing_writes_of_its_blocks_sees_old_or_new() {
         let b = XorShift::mixed(22).bytes(64 << 10);
         assert_eq!(write_on(&*dev, s, &a, false), Ok(()));
         let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicU32::new(0));
         let writer = {
             let (dev, stop, a, b) = (dev.clone(), stop.clone(), a.clone(), b.clone());
+            let written = written.clone();
             std::thread::spawn(move || {
                 let mut i = 0u32;
                 while !stop.load(Ordering::SeqCst) {
                     let v = if i.is_multiple_of(2) { &b } else { &a };
                     assert_eq!(write_on(&*dev, s, v, i.is_multiple_of(3)), Ok(()));
                     i += 1;
+                    written.store(i, Ordering::SeqCst);
                 }
                 i
             })
         };
-        for i in 0..400 {
+        // At least 400 reads, and on until the writer has rewritten the blocks a few times
+        // (on a loaded machine it may not get a turn during the first 400).
+        let since = std::time::Instant::now();
+        let mut i = 0usize;
+        while i < 400 || written.load(Ordering::SeqCst) < 4 {
+            assert!(
+                since.elapsed() < std::time::Duration::from_secs(120),
+                "{rest}: the writer made no progress"
+            );
             // Reads of the whole range and of single 4 KiB pieces of it.
-            let (off, len) = if i % 2 == 0 {
+            let (off, len) = if i.is_multiple_of(2) {
                 (0, 64 << 10)
             } else {
                 ((i % 16) * 4096, 4096)
@@ -351,9 +362,10 @@ fn integrity_inline_read_racing_writes_of_its_blocks_sees_old_or_new() {
                     "{rest}: read {i} block {k} is neither version"
                 );
             }
+            i += 1;
         }
         stop.store(true, Ordering::SeqCst);
-        assert!(writer.join().unwrap() > 0);
+        assert!(writer.join().unwrap() >= 4);
         assert_eq!(status_fields(&reg, "i")[0], "0", "{rest}");
     }
 }
