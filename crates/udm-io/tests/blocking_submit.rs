@@ -3,6 +3,8 @@
 //! on the submitting thread); unmarked threads, and a device with the inline path turned
 //! off, still hand them to the I/O pool. Both ways write the same bytes and fail the same.
 
+mod common;
+
 use std::sync::mpsc;
 use std::thread::{self, ThreadId};
 use udm_io::{
@@ -12,13 +14,8 @@ use udm_io::{
 
 const SIZE: usize = 4 << 20;
 
-/// A fresh file of `SIZE` zero bytes in a temporary directory, opened as a device.
 fn device(read_only: bool) -> (tempfile::TempDir, std::path::PathBuf, FileDevice) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("disk.img");
-    std::fs::write(&path, vec![0u8; SIZE]).unwrap();
-    let dev = FileDevice::open(&path, read_only).unwrap();
-    (dir, path, dev)
+    common::zero_file_device(SIZE, read_only)
 }
 
 /// How one submitted bio ended: its result, whether it had completed by the time `submit`

@@ -3,17 +3,15 @@
 //! and fails the same way past the end or on a read-only file; `start_writeback` changes no
 //! byte and is harmless anywhere, even out of range.
 
+mod common;
+
 use udm_io::Sectors;
 use udm_io::{sync, with_blocking_submit, Bio, BioFlags, BlockDevice, FileDevice, IoBuf, IoError};
 
 const SIZE: usize = 1 << 20;
 
 fn device(read_only: bool) -> (tempfile::TempDir, std::path::PathBuf, FileDevice) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("disk.img");
-    std::fs::write(&path, vec![0u8; SIZE]).unwrap();
-    let dev = FileDevice::open(&path, read_only).unwrap();
-    (dir, path, dev)
+    common::zero_file_device(SIZE, read_only)
 }
 
 fn fua_write(dev: &FileDevice, sector: u64, data: &[u8]) -> Result<(), IoError> {

@@ -6,6 +6,8 @@
 //! deadlock), errors are per write, and a completion that panics does not cost the file its
 //! writer.
 
+mod common;
+
 use std::sync::mpsc;
 use udm_io::sync::flush;
 use udm_io::{Bio, BlockDevice, FileDevice, IoBuf, IoError, Sectors};
@@ -15,11 +17,7 @@ const SIZE: usize = 16 << 20;
 const BIG: usize = 256 << 10;
 
 fn device(read_only: bool) -> (tempfile::TempDir, std::path::PathBuf, FileDevice) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("disk.img");
-    std::fs::write(&path, vec![0u8; SIZE]).unwrap();
-    let dev = FileDevice::open(&path, read_only).unwrap();
-    (dir, path, dev)
+    common::zero_file_device(SIZE, read_only)
 }
 
 fn pattern(len: usize, seed: u32) -> Vec<u8> {

@@ -9,18 +9,10 @@ use common::*;
 use std::os::unix::fs::FileExt;
 use udm_io::{BlockDevice, Sectors};
 
-/// Read through `read_file_range` with pread, as the NBD server would with splice.
-fn via_file(dev: &dyn BlockDevice, sector: u64, len: usize) -> Option<Vec<u8>> {
-    let mut out = vec![0u8; len];
-    let r = dev.read_file_range(Sectors(sector), Sectors(len as u64 / 512), &mut |f, off| {
-        f.read_at(&mut out, off)
-    })?;
-    assert_eq!(r.expect("pread"), len);
-    Some(out)
-}
-
-#[test]
-fn file_ranges_follow_the_table() {
+/// `d`: 1024 sectors of linear over a file from its sector 100, then 1024 of crypt over it
+/// from 0; `up`: linear over `d` from 256. Returns the directory, the file's bytes and the
+/// registry.
+fn linear_then_crypt() -> (tempfile::TempDir, Vec<u8>, udm_core::Registry) {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.img");
     let data: Vec<u8> = (0..4096 * 512u32).map(|i| (i / 512 % 251) as u8).collect();
@@ -33,6 +25,22 @@ fn file_ranges_follow_the_table() {
     );
     create(&reg, "d", &table).unwrap();
     create(&reg, "up", "0 512 linear /dev/mapper/d 256").unwrap();
+    (dir, data, reg)
+}
+
+/// Read through `read_file_range` with pread, as the NBD server would with splice.
+fn via_file(dev: &dyn BlockDevice, sector: u64, len: usize) -> Option<Vec<u8>> {
+    let mut out = vec![0u8; len];
+    let r = dev.read_file_range(Sectors(sector), Sectors(len as u64 / 512), &mut |f, off| {
+        f.read_at(&mut out, off)
+    })?;
+    assert_eq!(r.expect("pread"), len);
+    Some(out)
+}
+
+#[test]
+fn file_ranges_follow_the_table() {
+    let (_dir, data, reg) = linear_then_crypt();
     let (dev, _g) = open(&reg, "d");
     let (up, _g2) = open(&reg, "up");
     // linear: the file at the target's offset; the same bytes as a bio read.
@@ -76,18 +84,7 @@ fn via_map(dev: &dyn BlockDevice, sector: u64, len: usize) -> Option<Vec<u8>> {
 /// ones, which do not.
 #[test]
 fn mapped_ranges_follow_the_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = dir.path().join("a.img");
-    let data: Vec<u8> = (0..4096 * 512u32).map(|i| (i / 512 % 251) as u8).collect();
-    std::fs::write(&a, &data).unwrap();
-    let reg = registry();
-    let key = "0".repeat(64);
-    let table = format!(
-        "0 1024 linear {a} 100\n1024 1024 crypt aes-xts-plain64 {key} 0 {a} 0\n",
-        a = a.display()
-    );
-    create(&reg, "d", &table).unwrap();
-    create(&reg, "up", "0 512 linear /dev/mapper/d 256").unwrap();
+    let (_dir, data, reg) = linear_then_crypt();
     let (dev, _g) = open(&reg, "d");
     let (up, _g2) = open(&reg, "up");
     let got = via_map(dev.as_ref(), 8, 64 << 10).expect("linear over a cached file");
