@@ -3,6 +3,8 @@
 //! the middle of a page; ranges past the end, a device with its inline paths off, and pages
 //! the file no longer has (truncated under the device) are refused, never faulted in.
 
+mod common;
+
 use udm_io::sync::{read_at, write_at};
 use udm_io::{BlockDevice, FileDevice, Sectors};
 
@@ -32,10 +34,7 @@ fn mapped(dev: &FileDevice, sector: u64, sectors: u64) -> Option<Vec<u8>> {
 
 #[test]
 fn mapped_reads_are_the_files_bytes_and_refuse_what_is_not_there() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("disk.img");
-    std::fs::write(&path, vec![0u8; SIZE]).unwrap();
-    let dev = FileDevice::open(&path, false).unwrap();
+    let (_dir, path, dev) = common::zero_file_device(SIZE, false);
     let data = noise(SIZE);
     // Written through the device: its pages are in the page cache now.
     write_at(&dev, Sectors(0), &data).unwrap();

@@ -149,16 +149,11 @@ pub struct Store {
     /// The generation whose exceptions are all on disk (may be set by a commit written
     /// outside the store's lock, see [`PendingCommit`]).
     durable: Arc<AtomicU64>,
-    /// Serialises metadata area writes (so a stale copy never overwrites a newer area) and
-    /// keeps what the commit pipeline wrote since its last flush.
-    io: Arc<Mutex<Pipeline>>,
+    /// Held while metadata areas are written: one commit (or merge commit) at a time, so a
+    /// stale copy of an area never overwrites a newer one.
+    io: Arc<Mutex<()>>,
     cow_size: u64,
 }
-
-/// Held while metadata areas are written: one commit at a time, so a stale copy of an area
-/// never overwrites a newer one.
-#[derive(Debug, Default)]
-pub struct Pipeline;
 
 /// A metadata area write taken from the store (under its lock) to be written without it:
 /// the group commit of exceptions made meanwhile by other batches.
@@ -171,7 +166,7 @@ pub struct PendingCommit {
     area: Vec<u8>,
     gen: u64,
     durable: Arc<AtomicU64>,
-    io: Arc<Mutex<Pipeline>>,
+    io: Arc<Mutex<()>>,
 }
 
 impl PendingCommit {
@@ -183,7 +178,7 @@ impl PendingCommit {
     /// write for the same reason), so loading never reads stale bytes after a full area.
     /// Nothing is written when a newer commit already is durable.
     pub fn step(self, cow: &dyn BlockDevice) -> Result<(), IoError> {
-        let _pl = self.io.lock();
+        let _io = self.io.lock();
         sync::flush(cow)?;
         let durable = self.durable.load(SeqCst);
         if self.gen <= durable {
