@@ -144,7 +144,7 @@ impl TargetType for DelayType {
             may_delay: AtomicBool::new(true),
         });
         let th = inner.clone();
-        std::thread::Builder::new()
+        let timer = std::thread::Builder::new()
             .name("udm-delay".into())
             .spawn(move || th.run_timer())
             .map_err(|e| {
@@ -153,6 +153,7 @@ impl TargetType for DelayType {
         Ok(Box::new(Delay {
             inner,
             nclasses: p.classes.len(),
+            timer: Some(timer),
         }))
     }
 }
@@ -266,6 +267,8 @@ pub struct Delay {
     inner: Arc<Inner>,
     /// How many triples the table line had (1, 2 or 3).
     nclasses: usize,
+    /// Joined on drop, so the devices below are released when the table goes.
+    timer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Target for Delay {
@@ -344,5 +347,11 @@ impl Drop for Delay {
     fn drop(&mut self) {
         self.inner.queue.lock().stop = true;
         self.inner.cv.notify_all();
+        if let Some(t) = self.timer.take() {
+            // Not from the timer itself (a released bio's completion dropping the table).
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
     }
 }

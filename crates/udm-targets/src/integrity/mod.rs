@@ -419,7 +419,7 @@ impl TargetType for IntegrityType {
                 .map_err(|e| TargetError::with_errno(e.errno(), "Error initializing superblock"))?;
             st.just_formatted = true;
         }
-        target::spawn_timer(&inner);
+        let threads = target::spawn_timer(&inner);
         // Without an internal hash the tags come from the layer above (crypt): publish the
         // tag interface under this device (not possible in a standalone table).
         let publication = if inner.hash.is_none() {
@@ -434,6 +434,7 @@ impl TargetType for IntegrityType {
             inner,
             pool: target::pool(),
             _publication: publication,
+            threads,
         }))
     }
 }

@@ -23,6 +23,9 @@ pub struct Integrity {
     pub(crate) pool: Arc<Workers>,
     /// The tag interface published for the layer above (no internal hash only).
     pub(crate) _publication: Option<(Arc<super::tags::TagDevice>, udm_core::Publication)>,
+    /// The background threads, joined on drop: the device below is released when the
+    /// table goes, as the kernel's destructor releases it (`dmsetup remove top bottom`).
+    pub(crate) threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Integrity {
@@ -33,9 +36,19 @@ impl Drop for Integrity {
         }
         self.inner.stop.store(true, Ordering::SeqCst);
         self.inner.recalc_running.store(false, Ordering::SeqCst);
-        let _g = self.inner.st.lock();
-        self.inner.wake.notify_all();
-        self.inner.wb_wake.notify_all();
+        {
+            let _g = self.inner.st.lock();
+            self.inner.wake.notify_all();
+            self.inner.wb_wake.notify_all();
+        }
+        let me = std::thread::current().id();
+        for t in self.threads.drain(..) {
+            // A table dropped by one of its own threads (its last I/O's completion) cannot
+            // wait for itself; that thread ends when it returns to its loop.
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
     }
 }
 
@@ -45,19 +58,22 @@ impl Drop for Integrity {
 /// the target's own threads and wait for their I/O anyway, so they are marked as ones that
 /// may block (`udm_io::with_blocking_submit`): a file below writes their small pieces, and
 /// flushes, right there instead of a hop to the I/O pool and back for each.
-pub(crate) fn spawn_timer(inner: &Arc<Inner>) {
+pub(crate) fn spawn_timer(inner: &Arc<Inner>) -> Vec<std::thread::JoinHandle<()>> {
     let weak: Weak<Inner> = Arc::downgrade(inner);
-    std::thread::Builder::new()
+    let mut threads = vec![std::thread::Builder::new()
         .name("udm-integrity".into())
         .spawn(move || udm_io::with_blocking_submit(|| timer_loop(weak)))
-        .expect("spawn integrity timer");
+        .expect("spawn integrity timer")];
     if inner.mode == Mode::Journal {
         let weak: Weak<Inner> = Arc::downgrade(inner);
-        std::thread::Builder::new()
-            .name("udm-integrity-wb".into())
-            .spawn(move || udm_io::with_blocking_submit(|| write_back_loop(weak)))
-            .expect("spawn integrity write-back");
+        threads.push(
+            std::thread::Builder::new()
+                .name("udm-integrity-wb".into())
+                .spawn(move || udm_io::with_blocking_submit(|| write_back_loop(weak)))
+                .expect("spawn integrity write-back"),
+        );
     }
+    threads
 }
 
 /// The J-mode write-back thread: past the watermark, committed sections go home.
@@ -68,6 +84,10 @@ fn write_back_loop(weak: Weak<Inner>) {
             return;
         }
         let mut st = me.st.lock();
+        // Checked again under the lock the dropping table notifies under: no lost wake-up.
+        if me.stop.load(Ordering::SeqCst) {
+            return;
+        }
         if st.n_committed > 0 && st.free_sectors <= me.threshold {
             drop(st);
             // Shared even while a suspend waits for the lock alone, as the commit thread.
@@ -87,6 +107,9 @@ fn timer_loop(weak: Weak<Inner>) {
             return;
         }
         let mut st = me.st.lock();
+        if me.stop.load(Ordering::SeqCst) {
+            return;
+        }
         let now = Instant::now();
         let commit_due = st.commit_deadline.is_some_and(|t| t <= now);
         let pressed = me.mode == Mode::Journal
