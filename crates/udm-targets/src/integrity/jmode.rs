@@ -299,16 +299,16 @@ impl Inner {
     }
 
     /// One step of the commit thread (the kernel's `integrity_commit`): write the sections
-    /// not yet committed (with `pad`, the open one too) to the journal and flush; only then
-    /// do they count as committed.
+    /// not yet committed (with `pad`, the open one too) to the journal, FUA; only then do
+    /// they count as committed.
     pub(crate) fn commit_cycle(&self, pad: bool) {
         let _c = self.commit_lock.lock();
         let c = self.commit_begin(&mut self.st.lock(), pad);
         let Some(mut c) = c else { return };
-        self.commit_write(&mut c, false);
-        if self.flush_all().is_err() {
-            self.io_error("flushing disk cache", libc::EIO);
-        }
+        // FUA, as the kernel's `write_journal`: only the journal's own pages must be durable
+        // before the sections go home. A flush here would also wait for every dirty page of
+        // the device below (the home copies the write-back thread is writing meanwhile).
+        self.commit_write(&mut c, true);
         let mut st = self.st.lock();
         st.n_committed += c.n;
         self.poke_write_back(&st);
