@@ -393,9 +393,21 @@ impl MappedDevice {
         n
     }
 
-    /// Drop every table (device removal) and fail any held I/O.
-    pub(crate) fn teardown(&self) {
+    /// Drop every table (device removal) and fail any held I/O. Returns the mapped devices
+    /// the tables used, weakly: a target's background thread or a completion still running
+    /// may hold them a moment longer (see `Registry::remove`).
+    pub(crate) fn teardown(&self) -> Vec<std::sync::Weak<crate::resolve::DevHandle>> {
         self.removed.store(true, SeqCst);
+        let inactive = self.inactive.lock().clone();
+        let below: Vec<_> = self
+            .live
+            .load_full()
+            .into_iter()
+            .chain(inactive)
+            .flat_map(|t| t.deps())
+            .filter(|h| h.dm_name.is_some())
+            .map(|h| Arc::downgrade(&h))
+            .collect();
         self.live.store(None);
         self.inactive.lock().take();
         let held: Vec<Bio> = {
@@ -409,6 +421,7 @@ impl MappedDevice {
         }
         let _g = self.event_lock.lock();
         self.event_cv.notify_all();
+        below
     }
 
     /// Where targets' requeued bios go: made once per device, not per bio.

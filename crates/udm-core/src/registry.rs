@@ -101,6 +101,24 @@ fn logged(e: DmError) -> DmError {
 /// How long `remove` waits for opens that are being released before it says EBUSY.
 const REMOVE_GRACE: Duration = Duration::from_millis(300);
 
+/// How long a remove waits for the mapped devices below to be released.
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// The kernel's destructor releases the devices below before `dmsetup remove` returns, so
+/// `dmsetup remove top && dmsetup remove bottom` works. A udm target's state can outlive
+/// its table for a moment (a completion returning on a pool thread, a timer thread's
+/// tick): wait until the handles on mapped devices the removed tables held are gone.
+fn wait_released(below: &[Weak<DevHandle>]) {
+    let until = std::time::Instant::now() + RELEASE_WAIT;
+    while below.iter().any(|w| w.strong_count() > 0) {
+        if std::time::Instant::now() >= until {
+            tracing::warn!("remove: a device below is still held after {RELEASE_WAIT:?}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Driver interface version udm reports (`dmsetup version`).
 pub const DM_VERSION: [u32; 3] = [4, 47, 0];
 
@@ -337,9 +355,11 @@ impl Registry {
         let info = d.info(false);
         self.inner.devices.write().remove(&d.name());
         d.raise_event();
-        d.teardown();
+        let below = d.teardown();
         self.inner.global_event.fetch_add(1, SeqCst);
         self.notify(RegistryEvent::Removed(info.name.clone()));
+        drop(_ns);
+        wait_released(&below);
         Ok(info)
     }
 

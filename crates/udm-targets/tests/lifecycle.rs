@@ -225,8 +225,9 @@ fn stacking_two_levels() {
 
 /// `dmsetup remove top && dmsetup remove bottom`: the kernel's destructor releases the
 /// devices below before the remove returns, so they are free at once, even under targets
-/// with background threads (integrity's commit and write-back threads, delay's timer).
-/// Checked through the open counts, without the remove's grace for departing clients.
+/// with background threads (integrity's commit and write-back threads, delay's timer) or
+/// completions still returning on pool threads (mirror). Checked through the open counts,
+/// without the remove's grace for departing clients.
 #[test]
 fn removing_the_top_releases_the_devices_below_at_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,10 +13,13 @@ dn() { printf '%d:%d' 0x$(stat -c %t "$1") 0x$(stat -c %T "$1"); }
 DA=$(dn $A) DB=$(dn $B)
 esc() { sed -z 's/\\/\\\\/g; s/\n/\\n/g; s/\t/\\t/g' "$1"; }
 subst() { sed -e "s/\b$DA\b/\$A/g; s/\b$DB\b/\$B/g"; }
+# What a loaded VM's kernel logs on its own (timer, clock, scheduler and stall notices) is
+# not part of any step's output.
+NOISE='/^(hrtimer|clocksource|sched|rcu|watchdog|hpet|INFO|perf):? /d'
 rec() { # name rc outfile mode(text|bin)
   local out
   if [ "$4" = bin ]; then out="cksum:$(cksum < "$3")"; else out=$(esc "$3" | subst); fi
-  printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$out" "$(dmesg -t | sed 's/^device-mapper: //' > /tmp/dm; esc /tmp/dm | subst)" >> "$OUT"
+  printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$out" "$(dmesg -t | sed -E "$NOISE" | sed 's/^device-mapper: //' > /tmp/dm; esc /tmp/dm | subst)" >> "$OUT"
 }
 run() { # name mode cmd
   local n=$1 mode=$2; shift 2
