@@ -398,18 +398,18 @@ impl MappedDevice {
     /// may hold them a moment longer (see `Registry::remove`).
     pub(crate) fn teardown(&self) -> Vec<std::sync::Weak<crate::resolve::DevHandle>> {
         self.removed.store(true, SeqCst);
-        let inactive = self.inactive.lock().clone();
+        let inactive = self.inactive.lock().take();
         let below: Vec<_> = self
             .live
             .load_full()
-            .into_iter()
-            .chain(inactive)
+            .iter()
+            .chain(inactive.iter())
             .flat_map(|t| t.deps())
             .filter(|h| h.dm_name.is_some())
             .map(|h| Arc::downgrade(&h))
             .collect();
         self.live.store(None);
-        self.inactive.lock().take();
+        drop(inactive);
         let held: Vec<Bio> = {
             let mut h = self.held.lock();
             h.suspended = false;
@@ -541,48 +541,65 @@ impl MappedDevice {
         len: Sectors,
         f: udm_io::FileReader<'_>,
     ) -> Option<std::io::Result<usize>> {
-        self.inflight.n.fetch_add(1, SeqCst);
-        if self.suspended.load(SeqCst) {
-            self.inflight.end();
-            return None;
-        }
-        let table = self.live.load_full();
-        let mut acct = None;
-        let res = table.and_then(|t| {
-            t.read_file_range(sector, len, &mut |file, off| {
-                acct = Some(self.stats.start_range(udm_io::Op::Read, sector.0, len.0));
-                f(file, off)
-            })
-        });
-        if let (Some(a), Some(r)) = (acct, &res) {
-            let r = r.as_ref().map(|_| ()).map_err(|_| IoError::Io);
-            self.stats.end(a, &r);
-        }
-        self.inflight.end();
-        res
+        self.direct_read(
+            sector,
+            len,
+            |t, start| {
+                t.read_file_range(sector, len, &mut |file, off| {
+                    start();
+                    f(file, off)
+                })
+            },
+            |r| r.is_ok(),
+        )
     }
 
     /// `BlockDevice::read_mapped`, counted in flight and in the statistics as
     /// `read_file_range`.
     pub fn read_mapped(&self, sector: Sectors, len: Sectors, f: udm_io::MappedReader<'_>) -> bool {
+        self.direct_read(
+            sector,
+            len,
+            |t, start| {
+                t.read_mapped(sector, len, &mut |b| {
+                    start();
+                    f(b)
+                })
+                .then_some(())
+            },
+            |_| true,
+        )
+        .is_some()
+    }
+
+    /// What the reads that bypass bios share: the call is in flight (a suspend waits for
+    /// it); a suspended device (or none loaded) runs nothing and gives `None`; otherwise
+    /// `read` runs on the live table and calls `start` when it reads, which opens the
+    /// statistics' I/O, closed with `ok`'s verdict on the result.
+    fn direct_read<R>(
+        &self,
+        sector: Sectors,
+        len: Sectors,
+        read: impl FnOnce(&Table, &mut dyn FnMut()) -> Option<R>,
+        ok: impl FnOnce(&R) -> bool,
+    ) -> Option<R> {
         self.inflight.n.fetch_add(1, SeqCst);
         if self.suspended.load(SeqCst) {
             self.inflight.end();
-            return false;
+            return None;
         }
-        let table = self.live.load_full();
         let mut acct = None;
-        let done = table.is_some_and(|t| {
-            t.read_mapped(sector, len, &mut |b| {
-                acct = Some(self.stats.start_range(udm_io::Op::Read, sector.0, len.0));
-                f(b)
+        let res = self.live.load_full().and_then(|t| {
+            read(&t, &mut || {
+                acct = Some(self.stats.start_range(udm_io::Op::Read, sector.0, len.0))
             })
         });
-        if let Some(a) = acct {
-            self.stats.end(a, &Ok(()));
+        if let (Some(a), Some(r)) = (acct, &res) {
+            self.stats
+                .end(a, &if ok(r) { Ok(()) } else { Err(IoError::Io) });
         }
         self.inflight.end();
-        done
+        res
     }
 
     /// Plain `submit` for callers holding `&MappedDevice` inside an `Arc` elsewhere.

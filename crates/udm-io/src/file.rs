@@ -545,28 +545,24 @@ impl BlockDevice for FileDevice {
         {
             return false;
         }
-        let map = inner
+        let Some(map) = inner
             .map
-            .get_or_init(|| crate::filemap::FileMap::new(&inner.file, inner.size.0 * SECTOR_SIZE));
+            .get_or_init(|| crate::filemap::FileMap::new(&inner.file, inner.size.0 * SECTOR_SIZE))
+        else {
+            return false;
+        };
         let bytes = usize::try_from(len.0 * SECTOR_SIZE).unwrap_or(usize::MAX);
-        match map
-            .as_ref()
-            .and_then(|m| m.resident(sector.0 * SECTOR_SIZE, bytes))
-        {
-            // A truncation between the residency check and the read faults: the guard turns
-            // that into a refusal (the caller reads with bios, which see the short file) and
-            // the mapping, now holding zero pages, is never read again.
-            Some(b) => match crate::sigbus::guarded(b, |b| f(b)) {
-                Ok(()) => true,
-                Err(crate::sigbus::Truncated) => {
-                    if let Some(m) = map.as_ref() {
-                        m.poison();
-                    }
-                    false
-                }
-            },
-            None => false,
+        let Some(b) = map.resident(sector.0 * SECTOR_SIZE, bytes) else {
+            return false;
+        };
+        // A truncation between the residency check and the read faults: the guard turns
+        // that into a refusal (the caller reads with bios, which see the short file) and
+        // the mapping, now holding zero pages, is never read again.
+        let done = crate::sigbus::guarded(b, |b| f(b)).is_ok();
+        if !done {
+            map.poison();
         }
+        done
     }
     fn extents(&self, sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
         if self.0.block {

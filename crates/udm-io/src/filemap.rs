@@ -107,21 +107,29 @@ impl Drop for FileMap {
     }
 }
 
+/// A file of `pages` pages of `byte`, open for reading and writing (the unit tests of this
+/// module and of `sigbus`); the directory lives as long as the returned guard.
+#[cfg(test)]
+pub(crate) fn page_file(byte: u8, pages: usize) -> (tempfile::TempDir, File) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    std::fs::write(&path, vec![byte; pages * PAGE as usize]).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    (dir, f)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::FileMap;
+    use super::{page_file, FileMap};
     use crate::sigbus::{guarded, Truncated};
 
     #[test]
     fn a_range_truncated_after_its_residency_check_faults_into_a_refusal_and_poisons() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        std::fs::write(&path, vec![9u8; 8 * 4096]).unwrap();
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
+        let (_dir, f) = page_file(9, 8);
         let m = FileMap::new(&f, 8 * 4096).unwrap();
         let b = m
             .resident(4096, 4 * 4096)

@@ -100,32 +100,15 @@ pub fn guarded<T>(data: &[u8], read: impl FnOnce(&[u8]) -> T) -> Result<T, Trunc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::io::AsRawFd;
+    use crate::filemap::{page_file, FileMap};
 
     #[test]
     fn a_mapping_truncated_under_a_guarded_read_reports_it_and_does_not_kill_us() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        std::fs::write(&path, vec![7u8; 4 * 4096]).unwrap();
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
-        // SAFETY: a fresh read-only shared mapping of 4 pages of an open file.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4 * 4096,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        // SAFETY: the mapping is 4 pages long and lives until the munmap below.
-        let data = unsafe { std::slice::from_raw_parts(p as *const u8, 4 * 4096) };
+        let (_dir, f) = page_file(7, 4);
+        let m = FileMap::new(&f, 4 * 4096).unwrap();
+        let data = m
+            .resident(0, 4 * 4096)
+            .expect("just written: in the page cache");
         let sum = |d: &[u8]| d.iter().map(|&b| b as u64).sum::<u64>();
         assert_eq!(guarded(data, sum), Ok(7 * 4 * 4096));
         f.set_len(4096).unwrap();
@@ -133,7 +116,5 @@ mod tests {
         // The next guarded read is clean again (the zero pages stay: 1 page of sevens).
         assert_eq!(guarded(&data[..4096], sum), Ok(7 * 4096));
         assert_eq!(guarded(data, sum), Ok(7 * 4096));
-        // SAFETY: unmapping the mapping made above; `data` is not used after this.
-        unsafe { libc::munmap(p, 4 * 4096) };
     }
 }

@@ -11,18 +11,6 @@ use udm_io::{BlockDevice, FileDevice, Sectors};
 /// 4 MiB and one sector: the last page is partly past the end of the file.
 const SIZE: usize = (4 << 20) + 512;
 
-fn noise(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// `Some(bytes)` when the device handed the range out mapped.
 fn mapped(dev: &FileDevice, sector: u64, sectors: u64) -> Option<Vec<u8>> {
     let mut got = None;
@@ -35,7 +23,7 @@ fn mapped(dev: &FileDevice, sector: u64, sectors: u64) -> Option<Vec<u8>> {
 #[test]
 fn mapped_reads_are_the_files_bytes_and_refuse_what_is_not_there() {
     let (_dir, path, dev) = common::zero_file_device(SIZE, false);
-    let data = noise(SIZE);
+    let data = udm_testkit::rng::noise(SIZE, 0x9e37);
     // Written through the device: its pages are in the page cache now.
     write_at(&dev, Sectors(0), &data).unwrap();
     let total = (SIZE / 512) as u64;

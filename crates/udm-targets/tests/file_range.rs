@@ -38,35 +38,42 @@ fn via_file(dev: &dyn BlockDevice, sector: u64, len: usize) -> Option<Vec<u8>> {
     Some(out)
 }
 
-#[test]
-fn file_ranges_follow_the_table() {
-    let (_dir, data, reg) = linear_then_crypt();
+/// The rules both calls follow, checked through `via`: linear gives the file at the
+/// target's offset (the bytes a bio reads too), stacked linear adds the offsets up; across
+/// targets, inside crypt or past the end: no; the call counts as a read of the device
+/// (diskstats); suspended: no (the caller's bio is then held until resume), and yes again
+/// after the resume. Returns what `linear_then_crypt` made.
+fn follows_the_table(
+    via: fn(&dyn BlockDevice, u64, usize) -> Option<Vec<u8>>,
+) -> (tempfile::TempDir, Vec<u8>, udm_core::Registry) {
+    let (dir, data, reg) = linear_then_crypt();
     let (dev, _g) = open(&reg, "d");
     let (up, _g2) = open(&reg, "up");
-    // linear: the file at the target's offset; the same bytes as a bio read.
-    let got = via_file(dev.as_ref(), 8, 64 << 10).expect("linear is a file range");
+    let got = via(dev.as_ref(), 8, 64 << 10).expect("linear over a cached file");
     assert!(got == data[(108 * 512)..(108 * 512 + (64 << 10))]);
     assert!(got == read(dev.as_ref(), 8, 64 << 10));
-    // Stacked: both offsets add up.
-    let got = via_file(up.as_ref(), 0, 4096).expect("stacked linear");
+    let got = via(up.as_ref(), 0, 4096).expect("stacked linear");
     assert!(got == data[(356 * 512)..(356 * 512 + 4096)]);
-    // Crossing into crypt, or inside crypt, or past the end: no.
-    assert!(via_file(dev.as_ref(), 1000, 64 << 10).is_none());
-    assert!(via_file(dev.as_ref(), 1100, 4096).is_none());
-    assert!(via_file(dev.as_ref(), 2040, 8192).is_none());
-    // It counts as a read of the device (diskstats: reads completed, sectors read).
+    assert!(via(dev.as_ref(), 1000, 64 << 10).is_none());
+    assert!(via(dev.as_ref(), 1100, 4096).is_none());
+    assert!(via(dev.as_ref(), 2040, 8192).is_none());
     let st = reg
         .message(&sel("d"), 0, &["@diskstats".to_string()])
         .unwrap()
         .unwrap_or_default();
     let f: Vec<u64> = st.split_whitespace().map(|w| w.parse().unwrap()).collect();
     assert!(f[0] >= 3 && f[2] >= 128 + 8 + 128, "{st}");
-    // Suspended: no (the caller's bio is then held until resume).
     reg.suspend(&sel("d"), false, false).unwrap();
-    assert!(via_file(dev.as_ref(), 8, 4096).is_none());
-    assert!(via_file(up.as_ref(), 0, 4096).is_none());
+    assert!(via(dev.as_ref(), 8, 4096).is_none());
+    assert!(via(up.as_ref(), 0, 4096).is_none());
     reg.resume(&sel("d")).unwrap();
-    assert!(via_file(dev.as_ref(), 8, 4096).is_some());
+    assert!(via(dev.as_ref(), 8, 4096).is_some());
+    (dir, data, reg)
+}
+
+#[test]
+fn file_ranges_follow_the_table() {
+    follows_the_table(via_file);
 }
 
 /// Read through `read_mapped` (page-cache bytes in memory, as crypt reads its file).
@@ -78,34 +85,13 @@ fn via_map(dev: &dyn BlockDevice, sector: u64, len: usize) -> Option<Vec<u8>> {
     .then(|| out.expect("read_mapped said yes without calling the reader"))
 }
 
-/// `BlockDevice::read_mapped` follows the table as `read_file_range` does (linear, stacked;
-/// not across targets, not through crypt, not while suspended), counts as a read, and a
-/// crypt device's large reads, which use it below, decrypt to the same bytes as its small
-/// ones, which do not.
+/// `BlockDevice::read_mapped` follows the table as `read_file_range` does, and a crypt
+/// device's large reads, which use it below, decrypt to the same bytes as its small ones,
+/// which do not.
 #[test]
 fn mapped_ranges_follow_the_table() {
-    let (_dir, data, reg) = linear_then_crypt();
+    let (_dir, data, reg) = follows_the_table(via_map);
     let (dev, _g) = open(&reg, "d");
-    let (up, _g2) = open(&reg, "up");
-    let got = via_map(dev.as_ref(), 8, 64 << 10).expect("linear over a cached file");
-    assert!(got == data[(108 * 512)..(108 * 512 + (64 << 10))]);
-    let got = via_map(up.as_ref(), 0, 4096).expect("stacked linear");
-    assert!(got == data[(356 * 512)..(356 * 512 + 4096)]);
-    assert!(via_map(dev.as_ref(), 1000, 64 << 10).is_none());
-    assert!(via_map(dev.as_ref(), 1100, 4096).is_none());
-    assert!(via_map(dev.as_ref(), 2040, 8192).is_none());
-    let st = reg
-        .message(&sel("d"), 0, &["@diskstats".to_string()])
-        .unwrap()
-        .unwrap_or_default();
-    let f: Vec<u64> = st.split_whitespace().map(|w| w.parse().unwrap()).collect();
-    assert!(f[0] >= 2 && f[2] >= 128 + 8, "{st}");
-    reg.suspend(&sel("d"), false, false).unwrap();
-    assert!(via_map(dev.as_ref(), 8, 4096).is_none());
-    assert!(via_map(up.as_ref(), 0, 4096).is_none());
-    reg.resume(&sel("d")).unwrap();
-    assert!(via_map(dev.as_ref(), 8, 4096).is_some());
-
     // The crypt part: one 512 KiB read (decrypted from the mapped file) against 4 KiB reads
     // (read into their buffer, decrypted there), over the same ciphertext.
     let big = read(dev.as_ref(), 1024, 512 << 10);
