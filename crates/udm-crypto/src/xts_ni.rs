@@ -73,6 +73,9 @@ pub(crate) fn expand_key(key: &[u8]) -> Option<(Vec<[u8; 16]>, usize)> {
     Some((rk, nr))
 }
 
+/// Units per batch in `AesNiXts::process_units` (their first tweaks computed together).
+pub(crate) const UNITS: usize = 16;
+
 /// Keyed AES-XTS (data key and tweak key) for AES-NI.
 pub(crate) struct AesNiXts {
     enc: [[u8; 16]; 15],
@@ -160,8 +163,8 @@ impl AesNiXts {
         unsafe {
             let (len, dst) = (buf.len(), buf.as_mut_ptr());
             match (self.vaes, enc) {
-                (true, true) => self.process_vaes::<true>(iv, dst, dst, len),
-                (true, false) => self.process_vaes::<false>(iv, dst, dst, len),
+                (true, true) => self.process_vaes::<true>(self.first_tweak(iv), dst, dst, len),
+                (true, false) => self.process_vaes::<false>(self.first_tweak(iv), dst, dst, len),
                 (false, true) => self.process_ni::<true>(iv, buf),
                 (false, false) => self.process_ni::<false>(iv, buf),
             }
@@ -184,16 +187,75 @@ impl AesNiXts {
             // slices (one shared, one exclusive borrow) of `src.len()` bytes each.
             unsafe {
                 let (from, to, len) = (src.as_ptr(), dst.as_mut_ptr(), src.len());
+                let t = self.first_tweak(iv);
                 if enc {
-                    self.process_vaes::<true>(iv, from, to, len)
+                    self.process_vaes::<true>(t, from, to, len)
                 } else {
-                    self.process_vaes::<false>(iv, from, to, len)
+                    self.process_vaes::<false>(t, from, to, len)
                 }
             }
             return;
         }
         dst.copy_from_slice(src);
         self.process(iv, dst, enc)
+    }
+
+    /// Encrypt or decrypt `ivs.len()` equal data units of `dst`, unit k with IV `ivs[k]`:
+    /// read from `src` (as long as `dst`) when given, else in place. With VAES the units'
+    /// first tweaks are computed together, `UNITS` IVs in flight through the tweak key's
+    /// rounds, so no unit waits for the latency of its own tweak (fifteen dependent rounds,
+    /// as long as the data rounds of a whole 512-byte unit) before its data rounds start.
+    pub(crate) fn process_units(
+        &self,
+        ivs: &[[u8; 16]],
+        src: Option<&[u8]>,
+        dst: &mut [u8],
+        enc: bool,
+    ) {
+        let n = ivs.len();
+        if n == 0 {
+            return;
+        }
+        assert!(
+            dst.len().is_multiple_of(n) && src.is_none_or(|s| s.len() == dst.len()),
+            "process_units: lengths differ"
+        );
+        let unit = dst.len() / n;
+        debug_assert_eq!(unit % 16, 0);
+        #[cfg(target_arch = "x86_64")]
+        if self.vaes && n > 1 {
+            let mut tweaks = [[0u8; 16]; UNITS];
+            for (c, chunk) in ivs.chunks(UNITS).enumerate() {
+                // SAFETY: `self.vaes` is true only when `new` found AES-NI, SSE2, AVX, AVX2,
+                // VAES and VPCLMULQDQ, what `first_tweaks_vaes` needs; `chunk` holds at most
+                // `UNITS` IVs.
+                unsafe { self.first_tweaks_vaes(chunk, &mut tweaks) };
+                for (j, t) in tweaks[..chunk.len()].iter().enumerate() {
+                    let off = (c * UNITS + j) * unit;
+                    let to = dst[off..off + unit].as_mut_ptr();
+                    let from = src.map_or(to.cast_const(), |s| s[off..off + unit].as_ptr());
+                    // SAFETY: CPU features as above; `from` and `to` are `unit` bytes inside
+                    // `src` (a shared borrow, so not overlapping the exclusive `dst`) or the
+                    // same bytes of `dst` for in place; the 16-byte load is from an array.
+                    unsafe {
+                        let t = _mm_loadu_si128(t.as_ptr().cast());
+                        if enc {
+                            self.process_vaes::<true>(t, from, to, unit)
+                        } else {
+                            self.process_vaes::<false>(t, from, to, unit)
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        for (k, iv) in ivs.iter().enumerate() {
+            let d = &mut dst[k * unit..(k + 1) * unit];
+            match src {
+                Some(s) => self.process_into(iv, &s[k * unit..(k + 1) * unit], d, enc),
+                None => self.process(iv, d, enc),
+            }
+        }
     }
 
     /// The 128-bit path for one data unit.
@@ -317,6 +379,48 @@ impl AesNiXts {
         t
     }
 
+    /// The first tweaks of up to `UNITS` units (their IVs encrypted with the tweak key),
+    /// two per 256-bit register, all in flight through each round together.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AES-NI, SSE2, AVX, AVX2 and VAES; `ivs.len() <= UNITS`.
+    #[target_feature(enable = "aes,sse2,avx,avx2,vaes")]
+    unsafe fn first_tweaks_vaes(&self, ivs: &[[u8; 16]], out: &mut [[u8; 16]; UNITS]) {
+        let nr = self.rounds;
+        let mut lanes = [[0u8; 16]; UNITS];
+        lanes[..ivs.len()].copy_from_slice(ivs);
+        // SAFETY: 16-byte unaligned loads from 16-byte round-key arrays, broadcast.
+        let key = |r: usize| unsafe {
+            _mm256_broadcastsi128_si256(_mm_loadu_si128(self.tweak[r].as_ptr().cast()))
+        };
+        let mut b = [_mm256_setzero_si256(); UNITS / 2];
+        let k0 = key(0);
+        for (k, x) in b.iter_mut().enumerate() {
+            // SAFETY: 32 bytes, lanes 2k and 2k+1 of the `lanes` array; unaligned load.
+            *x = _mm256_xor_si256(
+                unsafe { _mm256_loadu_si256(lanes[2 * k..].as_ptr().cast()) },
+                k0,
+            );
+        }
+        for r in 1..nr {
+            let k = key(r);
+            for x in b.iter_mut() {
+                *x = _mm256_aesenc_epi128(*x, k);
+            }
+        }
+        let kl = key(nr);
+        for (k, x) in b.iter().enumerate() {
+            // SAFETY: 32 bytes into `out[2k]` and `out[2k + 1]`; unaligned store.
+            unsafe {
+                _mm256_storeu_si256(
+                    out[2 * k..].as_mut_ptr().cast(),
+                    _mm256_aesenclast_epi128(*x, kl),
+                )
+            };
+        }
+    }
+
     /// The VAES loop: sixteen blocks per step in eight 256-bit registers; the tail (fewer
     /// than sixteen blocks) goes through the 128-bit loop with the running tweak.
     ///
@@ -336,7 +440,7 @@ impl AesNiXts {
     #[target_feature(enable = "aes,sse2,avx,avx2,vaes,vpclmulqdq")]
     unsafe fn process_vaes<const ENC: bool>(
         &self,
-        iv: &[u8; 16],
+        mut t: __m128i,
         src: *const u8,
         dst: *mut u8,
         len: usize,
@@ -348,8 +452,6 @@ impl AesNiXts {
             // SAFETY: 16-byte unaligned load from a 16-byte array, broadcast to both lanes.
             *r = unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(k.as_ptr().cast())) };
         }
-        // SAFETY: this function's contract includes AES-NI and SSE2.
-        let mut t = unsafe { self.first_tweak(iv) };
         let poly = _mm_set_epi32(1, 1, 1, 0x87);
         let double = |t: __m128i| {
             let c = _mm_and_si128(_mm_shuffle_epi32(_mm_srai_epi32(t, 31), 0x93), poly);
@@ -491,6 +593,29 @@ mod tests {
             let mut d = vec![0u8; len];
             x.process_into(&iv, &c, &mut d, false);
             assert_eq!(d, plain, "len {len} into, back");
+        }
+    }
+
+    #[test]
+    fn batched_units_match_one_unit_at_a_time() {
+        let key: Vec<u8> = (0..64u8).map(|i| i ^ 0x5a).collect();
+        let Some(mut x) = AesNiXts::new(&key[..32], &key[32..]) else {
+            return;
+        };
+        let ivs: Vec<[u8; 16]> = (0..21u8).map(|i| [i.wrapping_mul(47); 16]).collect();
+        let plain: Vec<u8> = (0..21 * 512).map(|i| (i * 5) as u8).collect();
+        let mut want = plain.clone();
+        for (iv, u) in ivs.iter().zip(want.chunks_mut(512)) {
+            x.process(iv, u, true);
+        }
+        for vaes in [x.vaes, false] {
+            x.vaes = vaes;
+            let mut got = plain.clone();
+            x.process_units(&ivs, None, &mut got, true);
+            assert_eq!(got, want, "in place, vaes={vaes}");
+            let mut back = vec![0u8; plain.len()];
+            x.process_units(&ivs, Some(&got), &mut back, false);
+            assert_eq!(back, plain, "into, vaes={vaes}");
         }
     }
 
