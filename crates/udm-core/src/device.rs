@@ -520,6 +520,14 @@ impl BlockDevice for DmBlockDevice {
     ) -> Option<std::io::Result<usize>> {
         self.0.read_file_range(sector, len, f)
     }
+    fn write_file_range(
+        &self,
+        sector: Sectors,
+        len: Sectors,
+        f: udm_io::FileWriter<'_>,
+    ) -> Option<std::io::Result<usize>> {
+        self.0.write_file_range(sector, len, f)
+    }
     fn read_mapped(&self, sector: Sectors, len: Sectors, f: udm_io::MappedReader<'_>) -> bool {
         self.0.read_mapped(sector, len, f)
     }
@@ -541,7 +549,8 @@ impl MappedDevice {
         len: Sectors,
         f: udm_io::FileReader<'_>,
     ) -> Option<std::io::Result<usize>> {
-        self.direct_read(
+        self.direct(
+            udm_io::Op::Read,
             sector,
             len,
             |t, start| {
@@ -554,10 +563,38 @@ impl MappedDevice {
         )
     }
 
+    /// `BlockDevice::write_file_range`, counted in flight and in the statistics as
+    /// `read_file_range` (as a write); a read-only device says `None` too (the bio it then
+    /// gets fails as writes to it do).
+    pub fn write_file_range(
+        &self,
+        sector: Sectors,
+        len: Sectors,
+        f: udm_io::FileWriter<'_>,
+    ) -> Option<std::io::Result<usize>> {
+        if self.read_only.load(SeqCst) {
+            return None;
+        }
+        let bytes = len.0 * udm_io::SECTOR_SIZE;
+        self.direct(
+            udm_io::Op::Write,
+            sector,
+            len,
+            |t, start| {
+                t.write_file_range(sector, len, &mut |file, off| {
+                    start();
+                    f(file, off)
+                })
+            },
+            |r| matches!(r, Ok(n) if *n as u64 == bytes),
+        )
+    }
+
     /// `BlockDevice::read_mapped`, counted in flight and in the statistics as
     /// `read_file_range`.
     pub fn read_mapped(&self, sector: Sectors, len: Sectors, f: udm_io::MappedReader<'_>) -> bool {
-        self.direct_read(
+        self.direct(
+            udm_io::Op::Read,
             sector,
             len,
             |t, start| {
@@ -572,15 +609,16 @@ impl MappedDevice {
         .is_some()
     }
 
-    /// What the reads that bypass bios share: the call is in flight (a suspend waits for
-    /// it); a suspended device (or none loaded) runs nothing and gives `None`; otherwise
-    /// `read` runs on the live table and calls `start` when it reads, which opens the
-    /// statistics' I/O, closed with `ok`'s verdict on the result.
-    fn direct_read<R>(
+    /// What the reads and writes that bypass bios share: the call is in flight (a suspend
+    /// waits for it); a suspended device (or none loaded) runs nothing and gives `None`;
+    /// otherwise `run` runs on the live table and calls `start` when it does the I/O, which
+    /// opens the statistics' I/O (an `op`), closed with `ok`'s verdict on the result.
+    fn direct<R>(
         &self,
+        op: udm_io::Op,
         sector: Sectors,
         len: Sectors,
-        read: impl FnOnce(&Table, &mut dyn FnMut()) -> Option<R>,
+        run: impl FnOnce(&Table, &mut dyn FnMut()) -> Option<R>,
         ok: impl FnOnce(&R) -> bool,
     ) -> Option<R> {
         self.inflight.n.fetch_add(1, SeqCst);
@@ -590,8 +628,8 @@ impl MappedDevice {
         }
         let mut acct = None;
         let res = self.live.load_full().and_then(|t| {
-            read(&t, &mut || {
-                acct = Some(self.stats.start_range(udm_io::Op::Read, sector.0, len.0))
+            run(&t, &mut || {
+                acct = Some(self.stats.start_range(op, sector.0, len.0))
             })
         });
         if let (Some(a), Some(r)) = (acct, &res) {

@@ -391,15 +391,30 @@ impl Table {
         len: Sectors,
         f: udm_io::FileReader<'_>,
     ) -> Option<std::io::Result<usize>> {
+        let (t, at) = self.one_target(sector, len)?;
+        t.read_file_range(at, len, f)
+    }
+
+    /// `BlockDevice::write_file_range` for a range inside one target (device-relative sectors).
+    pub fn write_file_range(
+        &self,
+        sector: Sectors,
+        len: Sectors,
+        f: udm_io::FileWriter<'_>,
+    ) -> Option<std::io::Result<usize>> {
+        let (t, at) = self.one_target(sector, len)?;
+        t.write_file_range(at, len, f)
+    }
+
+    /// The target holding all of `[sector, sector+len)` (not empty), with the target-relative
+    /// start.
+    fn one_target(&self, sector: Sectors, len: Sectors) -> Option<(&dyn Target, Sectors)> {
         let end = sector.checked_add(len)?;
         if len.0 == 0 || end > self.size {
             return None;
         }
         let e = &self.entries[self.index_of(sector)];
-        if end > e.start + e.len {
-            return None;
-        }
-        e.target.read_file_range(sector - e.start, len, f)
+        (end <= e.start + e.len).then(|| (&*e.target, sector - e.start))
     }
 
     /// `BlockDevice::read_mapped` for a range inside one target (device-relative sectors).

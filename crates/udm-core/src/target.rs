@@ -128,6 +128,17 @@ pub trait Target: Send + Sync {
     ) -> Option<std::io::Result<usize>> {
         None
     }
+    /// Zero-copy writes of `[sector, sector+len)` relative to the target
+    /// (`BlockDevice::write_file_range`): as `read_file_range`, a plain remap (linear) passes
+    /// the call on. `None` (the default): write with bios.
+    fn write_file_range(
+        &self,
+        _sector: Sectors,
+        _len: Sectors,
+        _f: udm_io::FileWriter<'_>,
+    ) -> Option<std::io::Result<usize>> {
+        None
+    }
     /// `BlockDevice::read_mapped` of `[sector, sector+len)` relative to the target: as
     /// `read_file_range`, a plain remap (linear) passes it on. False (the default): bios.
     fn read_mapped(&self, _sector: Sectors, _len: Sectors, _f: udm_io::MappedReader<'_>) -> bool {

@@ -147,6 +147,11 @@ impl Limits {
 /// and returns how many bytes it took.
 pub type FileReader<'a> = &'a mut dyn FnMut(&std::fs::File, u64) -> std::io::Result<usize>;
 
+/// What a zero-copy writer does with a file range (`BlockDevice::write_file_range`): given the
+/// file and the byte offset where the device range starts, it writes (splices) the range's new
+/// bytes there and returns how many it wrote.
+pub type FileWriter<'a> = &'a mut dyn FnMut(&std::fs::File, u64) -> std::io::Result<usize>;
+
 /// What a reader of page-cache bytes mapped in memory does with them
 /// (`BlockDevice::read_mapped`): it gets the range's bytes, read-only, all of them resident.
 pub type MappedReader<'a> = &'a mut dyn FnMut(&[u8]);
@@ -204,6 +209,20 @@ pub trait BlockDevice: Send + Sync {
         _sector: Sectors,
         _len: Sectors,
         _f: FileReader<'_>,
+    ) -> Option<std::io::Result<usize>> {
+        None
+    }
+    /// Zero-copy writes, as `read_file_range` for reads: when `[sector, sector+len)` is,
+    /// right now, the bytes of a writable regular file from some offset on (a file backing;
+    /// linear over one, stacked or not), run `f(file, byte_offset)`, which writes the range's
+    /// new bytes there as a plain write would (in the page cache: durable after a flush), and
+    /// return its result. A mapped device counts the call as a write in flight (a suspend
+    /// waits for it) and in its statistics. `None` (the default): write with a bio instead.
+    fn write_file_range(
+        &self,
+        _sector: Sectors,
+        _len: Sectors,
+        _f: FileWriter<'_>,
     ) -> Option<std::io::Result<usize>> {
         None
     }

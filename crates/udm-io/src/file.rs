@@ -514,6 +514,22 @@ impl BlockDevice for FileDevice {
         }
         Some(f(&self.0.file, sector.0 * SECTOR_SIZE))
     }
+    fn write_file_range(
+        &self,
+        sector: Sectors,
+        len: Sectors,
+        f: crate::FileWriter<'_>,
+    ) -> Option<io::Result<usize>> {
+        // As `read_file_range`, on a file that may be written.
+        if self.0.block
+            || self.0.read_only
+            || !self.0.inline.load(Relaxed)
+            || sector.0.saturating_add(len.0) > self.0.size.0
+        {
+            return None;
+        }
+        Some(f(&self.0.file, sector.0 * SECTOR_SIZE))
+    }
     fn start_writeback(&self, sector: Sectors, len: Sectors) {
         let (Some(off), Some(n)) = (
             sector.0.checked_mul(SECTOR_SIZE),

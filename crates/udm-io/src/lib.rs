@@ -18,7 +18,7 @@ pub use bio::{Bio, BioFlags, Completion, Op};
 pub use buf::{BufPool, IoBuf};
 pub use device::{
     blocking_submit_allowed, lcm_not_zero, min_not_zero, with_blocking_submit, BlockDevice, DevId,
-    Extent, FileReader, Limits, MappedReader,
+    Extent, FileReader, FileWriter, Limits, MappedReader,
 };
 pub use error::IoError;
 pub use file::FileDevice;

@@ -194,6 +194,10 @@ pub(crate) struct Out {
     pub(crate) dev: Arc<dyn BlockDevice>,
     /// Whether large reads try the splice path.
     pub(crate) gate: SpliceGate,
+    /// Whether large writes try the splice path (`transmission`'s `write`).
+    pub(crate) wgate: SpliceGate,
+    /// Pipes for spliced writes, reused (one per write being served).
+    pub(crate) wpipes: Mutex<Vec<Pipe>>,
     /// Lends large read replies' buffers to the socket instead of copying them (Unix
     /// sockets, when the kernel allows; see `lend.rs`).
     pub(crate) lender: Option<Mutex<Lender>>,

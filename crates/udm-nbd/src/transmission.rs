@@ -5,11 +5,12 @@ use crate::handshake::Negotiated;
 use crate::proto::*;
 use crate::reply::*;
 use crate::sock::Sock;
-use crate::splice::{SpliceGate, PIPE_SIZE, SPLICE_MIN};
+use crate::splice::{Pipe, SpliceGate, PIPE_SIZE, SPLICE_MIN};
 use crossbeam_channel::unbounded;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::cell::Cell;
-use std::io::{self, BufReader, BufWriter, Read};
+use std::io::{self, BufRead, BufReader, BufWriter, Read};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use udm_io::{Bio, BioFlags, BlockDevice, BufPool, Extent, IoBuf, IoError, Sectors, SECTOR_SIZE};
@@ -100,7 +101,7 @@ pub(crate) fn serving(out: &Out) -> bool {
 /// Serve requests until the client disconnects, sends garbage, or the socket is shut down.
 /// Returns once every in-flight bio has completed and its reply was written (or the socket
 /// failed); the export handle is dropped after that.
-pub(crate) fn serve<R: Read + Send>(
+pub(crate) fn serve<R: Read + Send + AsRawFd>(
     reader: BufReader<R>,
     sock: &Sock,
     n: Negotiated,
@@ -118,6 +119,8 @@ pub(crate) fn serve<R: Read + Send>(
         shut: sock.try_clone().ok(),
         dev: n.handle.dev.clone(),
         gate: SpliceGate::default(),
+        wgate: SpliceGate::default(),
+        wpipes: Mutex::new(Vec::new()),
         lender: crate::lend::Lender::new(sock).map(Mutex::new),
         // In flight at queue depth 16 plus the lent ones the client is still reading.
         bufs: BufPool::new(32),
@@ -163,7 +166,7 @@ pub(crate) fn serve<R: Read + Send>(
 }
 
 /// One request thread: take requests in turn with the others until the connection ends.
-fn work<'s, R: Read + Send>(
+fn work<'s, R: Read + Send + AsRawFd>(
     conn: &'s Conn,
     w: &'s Workers<R>,
     scope: &'s std::thread::Scope<'s, '_>,
@@ -187,7 +190,7 @@ fn work<'s, R: Read + Send>(
     }
 }
 
-fn take_requests<'s, R: Read + Send>(
+fn take_requests<'s, R: Read + Send + AsRawFd>(
     conn: &'s Conn,
     w: &'s Workers<R>,
     scope: &'s std::thread::Scope<'s, '_>,
@@ -268,6 +271,16 @@ fn take_requests<'s, R: Read + Send>(
     }
 }
 
+/// Where a write's payload went (`Conn::splice_payload`).
+enum Spliced {
+    /// Not spliced: it is all still to be read.
+    No,
+    /// All of it is in the pipe.
+    Whole(Pipe),
+    /// The pipe filled up after this many bytes; the rest is still to be read.
+    Part(Pipe, usize),
+}
+
 /// Why a request is refused, with the NBD error and a message for structured replies.
 type Refusal = (u32, &'static str);
 
@@ -319,7 +332,7 @@ impl Conn {
     /// request carries is read before the read side is let go; `more` is called once this
     /// thread no longer holds it and serves the request (to start another thread when
     /// none waits for the next one).
-    fn request<R: Read>(
+    fn request<R: Read + AsRawFd>(
         &self,
         mut r: MutexGuard<'_, BufReader<R>>,
         mut req: ExtRequest,
@@ -422,7 +435,7 @@ impl Conn {
 
     /// NBD_CMD_WRITE: its payload is read (or drained when refused) before the read side
     /// is let go.
-    fn write_cmd<R: Read>(
+    fn write_cmd<R: Read + AsRawFd>(
         &self,
         mut r: MutexGuard<'_, BufReader<R>>,
         req: ExtRequest,
@@ -494,7 +507,7 @@ impl Conn {
         }
     }
 
-    fn write<R: Read>(
+    fn write<R: Read + AsRawFd>(
         &self,
         mut r: MutexGuard<'_, BufReader<R>>,
         req: ExtRequest,
@@ -502,11 +515,38 @@ impl Conn {
     ) -> io::Result<()> {
         let len = req.len;
         self.budget.acquire(len);
-        let mut buf = self.out.out.bufs.get(len as usize);
-        if let Err(e) = r.read_exact(buf.as_mut_slice()) {
-            self.budget.release(len);
-            return Err(e);
-        }
+        let buf = match self.splice_payload(&mut *r, &req) {
+            Ok(Spliced::Whole(p)) => {
+                drop(r);
+                more(true);
+                return self.write_spliced(&req, p);
+            }
+            Ok(Spliced::Part(mut p, got)) => {
+                // The pipe filled up: the payload goes into a buffer after all.
+                let mut buf = self.out.out.bufs.get(len as usize);
+                let res = p
+                    .take(&mut buf.as_mut_slice()[..got])
+                    .and_then(|_| r.read_exact(&mut buf.as_mut_slice()[got..]));
+                if let Err(e) = res {
+                    self.budget.release(len);
+                    return Err(e);
+                }
+                self.out.out.wpipes.lock().push(p);
+                buf
+            }
+            Ok(Spliced::No) => {
+                let mut buf = self.out.out.bufs.get(len as usize);
+                if let Err(e) = r.read_exact(buf.as_mut_slice()) {
+                    self.budget.release(len);
+                    return Err(e);
+                }
+                buf
+            }
+            Err(e) => {
+                self.budget.release(len);
+                return Err(e);
+            }
+        };
         drop(r);
         more(true);
         let sector = Sectors(req.offset / SECTOR_SIZE);
@@ -517,6 +557,91 @@ impl Conn {
         };
         // The budget taken above is handed back by the writer with the reply.
         self.submit_costed(&req, len, |d| Bio::write(sector, buf, d).with_flags(flags));
+        Ok(())
+    }
+
+    /// Large writes without FUA (which want a bio's durability handling) take their payload
+    /// into a pipe, straight from the socket (`Pipe::fill_from_sock`), when the export's
+    /// writes are spliced (see `write_spliced`).
+    fn splice_payload<R: Read + AsRawFd>(
+        &self,
+        r: &mut BufReader<R>,
+        req: &ExtRequest,
+    ) -> io::Result<Spliced> {
+        let out = &self.out.out;
+        if !(SPLICE_MIN..=PIPE_SIZE as u64).contains(&req.len)
+            || req.flags & CMD_FLAG_FUA != 0
+            || !out.wgate.try_now()
+        {
+            return Ok(Spliced::No);
+        }
+        let pooled = out.wpipes.lock().pop();
+        let Some(mut p) = pooled.or_else(|| Pipe::new().ok()) else {
+            return Ok(Spliced::No);
+        };
+        let len = req.len as usize;
+        if p.capacity() < len {
+            out.wgate.missed();
+            return Ok(Spliced::No);
+        }
+        let head = r.buffer().len().min(len);
+        let mut got = 0;
+        let whole = p.fill_from_sock(&r.buffer()[..head], r.get_ref().as_raw_fd(), len, &mut got);
+        r.consume(head);
+        Ok(if whole? {
+            Spliced::Whole(p)
+        } else {
+            Spliced::Part(p, got)
+        })
+    }
+
+    /// Write a payload that is in `p` to the device: from the pipe into the file below when
+    /// the range is plain file data there (`BlockDevice::write_file_range`), else as a bio.
+    fn write_spliced(&self, req: &ExtRequest, mut p: Pipe) -> io::Result<()> {
+        let len = req.len as usize;
+        let (sector, n) = (
+            Sectors(req.offset / SECTOR_SIZE),
+            Sectors(req.len / SECTOR_SIZE),
+        );
+        let res = self
+            .dev
+            .write_file_range(sector, n, &mut |file, off| p.drain_to_file(file, off, len));
+        let style = self.style();
+        let (h, off) = (req.handle, req.offset);
+        let data = match res {
+            None => {
+                self.out.out.wgate.missed();
+                let mut buf = self.out.out.bufs.get(len);
+                if let Err(e) = p.take(buf.as_mut_slice()) {
+                    // Not expected (the bytes are in our pipe): fail this write alone.
+                    self.out.out.bufs.put(buf);
+                    let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                    let data = style.error(h, off, errno_to_nbd(errno), "write failed");
+                    self.send(Msg::Bytes {
+                        data,
+                        cost: req.len,
+                    });
+                    return Ok(());
+                }
+                self.out.out.wpipes.lock().push(p);
+                self.submit_costed(req, req.len, |d| Bio::write(sector, buf, d));
+                return Ok(());
+            }
+            Some(Ok(w)) if w == len => {
+                self.out.out.wpipes.lock().push(p);
+                style.done(h, off)
+            }
+            // What is left in the pipe is stale: the pipe goes with it.
+            Some(Ok(_)) => style.error(h, off, errno_to_nbd(libc::EIO), "write failed"),
+            Some(Err(e)) => {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                style.error(h, off, errno_to_nbd(errno), "write failed")
+            }
+        };
+        self.send(Msg::Bytes {
+            data,
+            cost: req.len,
+        });
         Ok(())
     }
 

@@ -3,15 +3,17 @@
 //! pool, with compact, structured and extended replies; short files (zeroes past the end);
 //! errors in the middle of a spliced read; pipelined large and small requests; large
 //! writes through the recycled payload buffers; and reads through recycled buffers, with
-//! reads failing half-way among them.
+//! reads failing half-way among them. Large writes spliced from the socket into the file
+//! below (`BlockDevice::write_file_range`) against writes through bios, the same way: every
+//! request style, pipelined, failing in the middle, and payloads sent in small pieces.
 
 mod common;
 
 use common::*;
-use std::io;
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use udm_io::{Bio, BlockDevice, DevId, FileDevice, FileReader, Limits, Sectors};
+use udm_io::{Bio, BlockDevice, DevId, FileDevice, FileReader, FileWriter, Limits, Sectors};
 use udm_nbd::{Cmd, NbdAddr, NbdClient};
 
 const SIZE: u64 = 8 << 20;
@@ -21,6 +23,8 @@ const SIZE: u64 = 8 << 20;
 struct Counting {
     inner: FileDevice,
     spliced: AtomicUsize,
+    /// Writes that went into the file straight from a pipe.
+    wspliced: AtomicUsize,
     bios: AtomicUsize,
     fail_at: Option<Sectors>,
 }
@@ -30,6 +34,7 @@ impl Counting {
         Arc::new(Counting {
             inner,
             spliced: AtomicUsize::new(0),
+            wspliced: AtomicUsize::new(0),
             bios: AtomicUsize::new(0),
             fail_at,
         })
@@ -60,6 +65,19 @@ impl BlockDevice for Counting {
         self.spliced.fetch_add(1, Ordering::SeqCst);
         if Some(sector) == self.fail_at {
             // The pipe now holds this range's data, which must never reach a client.
+            return Some(Err(io::Error::from_raw_os_error(libc::EIO)));
+        }
+        Some(r)
+    }
+    fn write_file_range(
+        &self,
+        sector: Sectors,
+        len: Sectors,
+        f: FileWriter<'_>,
+    ) -> Option<io::Result<usize>> {
+        let r = self.inner.write_file_range(sector, len, f)?;
+        self.wspliced.fetch_add(1, Ordering::SeqCst);
+        if Some(sector) == self.fail_at {
             return Some(Err(io::Error::from_raw_os_error(libc::EIO)));
         }
         Some(r)
@@ -348,4 +366,132 @@ fn recycled_read_buffers_carry_only_their_own_reads() {
             }
         }
     }
+}
+
+/// Writes spliced and not: large aligned and unaligned ones and ones at the end (spliced
+/// where the device allows), one larger than the pipe, a small one, and a FUA one (bios).
+const WRITES: &[(u64, usize, bool)] = &[
+    (0, 1 << 20, false),
+    (4096, 512 << 10, false),
+    (512, 1 << 20, false),
+    (SIZE - (1 << 20), 1 << 20, false),
+    (SIZE - (256 << 10), 256 << 10, false),
+    (0, 2 << 20, false),
+    (12288, 4096, false),
+    (2 << 20, 1 << 20, true),
+];
+
+#[test]
+fn spliced_writes_land_as_pool_writes_in_every_request_style() {
+    let (s, data, fast, slow) = two_ways(None);
+    let addr = NbdAddr::Unix(s.sock.clone());
+    let mut model = data;
+    let mut seed = 1000;
+    for extended in [false, true] {
+        for name in ["fast", "slow"] {
+            let c = if extended {
+                NbdClient::connect_extended(&addr, name).unwrap()
+            } else {
+                NbdClient::connect_unix(&s.sock, name).unwrap()
+            };
+            for &(off, len, fua) in WRITES {
+                seed += 1;
+                let d = noise(len, seed);
+                c.write(off, &d, fua)
+                    .unwrap_or_else(|e| panic!("{name} write {off}+{len}: {e}"));
+                model[off as usize..off as usize + len].copy_from_slice(&d);
+                assert!(read(&c, off, len) == d, "{name} {off}+{len} ext={extended}");
+            }
+            c.flush().unwrap();
+            assert!(
+                std::fs::read(s.path("disk.img")).unwrap() == model,
+                "{name} ext={extended}"
+            );
+        }
+    }
+    // Five spliced writes per connection to the fast export; the slow one refuses the
+    // file range (its inline paths are off), so its payloads went from the pipe to bios.
+    assert_eq!(fast.wspliced.load(Ordering::SeqCst), 10);
+    assert_eq!(slow.wspliced.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn pipelined_large_and_small_writes_keep_their_data() {
+    let (s, data, fast, _) = two_ways(None);
+    let c = Arc::new(NbdClient::connect_unix(&s.sock, "fast").unwrap());
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut model = data;
+    let mut payloads = Vec::new();
+    for i in 0..48u64 {
+        // Alternate 256 KiB writes (the first 6 MiB, spliced) with 4 KiB ones (the last
+        // 2 MiB), none overlapping, all in flight at once.
+        let (off, len) = if i % 2 == 0 {
+            ((i / 2) * (256 << 10), 256 << 10)
+        } else {
+            ((6 << 20) + (i / 2) * 8192 + 512, 4096)
+        };
+        let d = noise(len, 5000 + i);
+        model[off as usize..off as usize + len].copy_from_slice(&d);
+        payloads.push((off, d));
+    }
+    for (i, (off, d)) in payloads.iter().enumerate() {
+        let tx = tx.clone();
+        c.submit(
+            Cmd::Write {
+                offset: *off,
+                data: d,
+                fua: false,
+            },
+            move |r| tx.send((i, r.map(|_| ()))).unwrap(),
+        );
+    }
+    for _ in 0..payloads.len() {
+        let (i, r) = rx.recv().unwrap();
+        r.unwrap_or_else(|e| panic!("write {i}: {e}"));
+    }
+    c.flush().unwrap();
+    assert!(std::fs::read(s.path("disk.img")).unwrap() == model);
+    assert_eq!(fast.wspliced.load(Ordering::SeqCst), 24);
+}
+
+#[test]
+fn an_error_in_the_middle_of_a_spliced_write_fails_only_that_write() {
+    let bad = 1 << 20;
+    let (s, data, fast, _) = two_ways(Some(Sectors(bad / 512)));
+    let f = NbdClient::connect_unix(&s.sock, "fast").unwrap();
+    let e = f
+        .write(bad, &noise(1 << 20, 9), false)
+        .expect_err("the failed write");
+    assert_eq!(e.errno(), libc::EIO);
+    // The connection goes on: the next writes land whole and reads see them.
+    let mut model = std::fs::read(s.path("disk.img")).unwrap();
+    assert!(model[..bad as usize] == data[..bad as usize]);
+    for (i, off) in [2u64 << 20, 0, 3 << 20].into_iter().enumerate() {
+        let d = noise(1 << 20, 90 + i as u64);
+        f.write(off, &d, false).unwrap();
+        model[off as usize..off as usize + d.len()].copy_from_slice(&d);
+        assert!(read(&f, off, 1 << 20) == d);
+    }
+    f.flush().unwrap();
+    assert!(std::fs::read(s.path("disk.img")).unwrap() == model);
+    assert_eq!(fast.wspliced.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn a_payload_sent_in_small_pieces_lands_whole() {
+    // A client that sends a 1 MiB payload a kilobyte at a time (each its own socket
+    // buffer): however the pipe fills, the write lands whole and the next request is read
+    // from the right place.
+    let (s, _, _, _) = two_ways(None);
+    let mut c = go_to(&s, "fast", false);
+    let d = noise(1 << 20, 77);
+    request(&mut c, 1, 0, 7, 1 << 20, d.len() as u32);
+    for piece in d.chunks(1000) {
+        c.write_all(piece).unwrap();
+    }
+    assert_eq!(simple(&mut c), (0, 7));
+    request(&mut c, 3, 0, 8, 0, 0); // flush
+    assert_eq!(simple(&mut c), (0, 8));
+    let img = std::fs::read(s.path("disk.img")).unwrap();
+    assert!(img[1 << 20..2 << 20] == d[..]);
 }

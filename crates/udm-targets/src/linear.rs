@@ -99,6 +99,14 @@ impl Target for Linear {
     ) -> Option<std::io::Result<usize>> {
         self.dev.dev.read_file_range(sector + self.offset, len, f)
     }
+    fn write_file_range(
+        &self,
+        sector: Sectors,
+        len: Sectors,
+        f: udm_io::FileWriter<'_>,
+    ) -> Option<std::io::Result<usize>> {
+        self.dev.dev.write_file_range(sector + self.offset, len, f)
+    }
     fn read_mapped(&self, sector: Sectors, len: Sectors, f: udm_io::MappedReader<'_>) -> bool {
         self.dev.dev.read_mapped(sector + self.offset, len, f)
     }
