@@ -419,14 +419,8 @@ impl Table {
 
     /// `BlockDevice::read_mapped` for a range inside one target (device-relative sectors).
     pub fn read_mapped(&self, sector: Sectors, len: Sectors, f: udm_io::MappedReader<'_>) -> bool {
-        let Some(end) = sector.checked_add(len) else {
-            return false;
-        };
-        if len.0 == 0 || end > self.size {
-            return false;
-        }
-        let e = &self.entries[self.index_of(sector)];
-        end <= e.start + e.len && e.target.read_mapped(sector - e.start, len, f)
+        self.one_target(sector, len)
+            .is_some_and(|(t, at)| t.read_mapped(at, len, f))
     }
 
     /// Route a bio (sectors relative to the device) to the targets. `requeue` receives bios a

@@ -337,10 +337,10 @@ impl SectorCipher {
     /// number of crypt sectors.
     pub fn process(&self, buf: &mut [u8], sector: u64, enc: bool) {
         debug_assert_eq!(buf.len() % self.sector_size, 0);
-        let step = (self.sector_size / 512) as u64;
         if let Some(x) = self.one_ni() {
             return self.batched(x, None, buf, sector, enc);
         }
+        let step = (self.sector_size / 512) as u64;
         let mut s = sector;
         for unit in buf.chunks_mut(self.sector_size) {
             self.unit(unit, s, enc);
@@ -364,10 +364,10 @@ impl SectorCipher {
     fn process_into(&self, src: &[u8], dst: &mut [u8], sector: u64, enc: bool) {
         assert_eq!(src.len(), dst.len(), "process_into: lengths differ");
         debug_assert_eq!(src.len() % self.sector_size, 0);
-        let step = (self.sector_size / 512) as u64;
         if let Some(x) = self.one_ni() {
             return self.batched(x, Some(src), dst, sector, enc);
         }
+        let step = (self.sector_size / 512) as u64;
         let mut s = sector;
         let units = src.chunks(self.sector_size);
         for (unit, from) in dst.chunks_mut(self.sector_size).zip(units) {

@@ -254,6 +254,14 @@ fn file_is_read_only(f: &File) -> bool {
 }
 
 impl Inner {
+    /// Whether a caller may work on the file itself for `[sector, sector+len)`
+    /// (`read_file_range`, `write_file_range`, `read_mapped`): a regular file (a block
+    /// device's page cache is not worth the special case), the range inside the device, and
+    /// inline paths allowed (tests and benchmarks turn them off to measure the pool path).
+    fn direct_ok(&self, sector: Sectors, len: Sectors) -> bool {
+        !self.block && self.inline.load(Relaxed) && sector.0.saturating_add(len.0) <= self.size.0
+    }
+
     /// Write `data` at `off` with RWF_DSYNC (the range's data and what reading it back
     /// needs are stable when this returns), falling back to a write and a flush of the
     /// file where the flag is refused.
@@ -504,15 +512,9 @@ impl BlockDevice for FileDevice {
         len: Sectors,
         f: crate::FileReader<'_>,
     ) -> Option<io::Result<usize>> {
-        // Regular files only (a block device's page cache is not worth the special case), and
-        // not when tests or benchmarks asked for the pool path.
-        if self.0.block
-            || !self.0.inline.load(Relaxed)
-            || sector.0.saturating_add(len.0) > self.0.size.0
-        {
-            return None;
-        }
-        Some(f(&self.0.file, sector.0 * SECTOR_SIZE))
+        self.0
+            .direct_ok(sector, len)
+            .then(|| f(&self.0.file, sector.0 * SECTOR_SIZE))
     }
     fn write_file_range(
         &self,
@@ -520,15 +522,8 @@ impl BlockDevice for FileDevice {
         len: Sectors,
         f: crate::FileWriter<'_>,
     ) -> Option<io::Result<usize>> {
-        // As `read_file_range`, on a file that may be written.
-        if self.0.block
-            || self.0.read_only
-            || !self.0.inline.load(Relaxed)
-            || sector.0.saturating_add(len.0) > self.0.size.0
-        {
-            return None;
-        }
-        Some(f(&self.0.file, sector.0 * SECTOR_SIZE))
+        (!self.0.read_only && self.0.direct_ok(sector, len))
+            .then(|| f(&self.0.file, sector.0 * SECTOR_SIZE))
     }
     fn start_writeback(&self, sector: Sectors, len: Sectors) {
         let (Some(off), Some(n)) = (
@@ -553,12 +548,8 @@ impl BlockDevice for FileDevice {
         }
     }
     fn read_mapped(&self, sector: Sectors, len: Sectors, f: crate::MappedReader<'_>) -> bool {
-        // As `read_file_range`: regular files, inline paths allowed.
         let inner = &self.0;
-        if inner.block
-            || !inner.inline.load(Relaxed)
-            || sector.0.saturating_add(len.0) > inner.size.0
-        {
+        if !inner.direct_ok(sector, len) {
             return false;
         }
         let Some(map) = inner

@@ -13,7 +13,7 @@
 //! asked, so a suspend never waits for a client that is slow to send it.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
@@ -60,8 +60,8 @@ fn splice_disabled() -> bool {
 
 /// One pipe (read end, write end), sized to `PIPE_SIZE`.
 pub(crate) struct Pipe {
-    r: OwnedFd,
-    w: OwnedFd,
+    r: File,
+    w: File,
     cap: usize,
 }
 
@@ -93,8 +93,8 @@ impl Pipe {
             libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ)
         };
         Ok(Pipe {
-            r,
-            w,
+            r: r.into(),
+            w: w.into(),
             cap: cap.max(0) as usize,
         })
     }
@@ -152,23 +152,10 @@ impl Pipe {
         len: usize,
         got: &mut usize,
     ) -> io::Result<bool> {
+        // The pipe is empty and holds at least `len >= head.len()` bytes: this never waits.
         *got = 0;
-        while *got < head.len() {
-            // SAFETY: write(2) reads `head[got..]`, borrowed for the call; the write end is
-            // ours. The pipe is empty and holds at least `len >= head.len()` bytes.
-            let r = unsafe {
-                libc::write(
-                    self.w.as_raw_fd(),
-                    head[*got..].as_ptr().cast(),
-                    head.len() - *got,
-                )
-            };
-            match cvt(r) {
-                Ok(n) => *got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        (&self.w).write_all(head)?;
+        *got = head.len();
         let mut waited = false;
         while *got < len {
             // SAFETY: two valid descriptors, no offsets, no user memory. Non-blocking, so a
@@ -207,66 +194,36 @@ impl Pipe {
 
     /// Read the pipe's first `buf.len()` bytes into `buf` (bytes `fill_from_sock` put there).
     pub(crate) fn take(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        let mut done = 0;
-        while done < buf.len() {
-            // SAFETY: read(2) writes at most `buf.len() - done` bytes into `buf[done..]`,
-            // exclusively borrowed for the call.
-            let r = unsafe {
-                libc::read(
-                    self.r.as_raw_fd(),
-                    buf[done..].as_mut_ptr().cast(),
-                    buf.len() - done,
-                )
-            };
-            match cvt(r) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        (&self.r).read_exact(buf)
     }
 
-    /// Move `len` bytes from the pipe into `file` at byte `off` (the page cache, as a
-    /// write). Returns the bytes written: fewer than `len` only on an error after some.
-    pub(crate) fn drain_to_file(&mut self, file: &File, off: u64, len: usize) -> io::Result<usize> {
-        let mut done = 0;
-        let mut pos = off as libc::loff_t;
-        while done < len {
-            // SAFETY: two valid descriptors and a pointer to our offset, valid for the call;
-            // the kernel copies the pipe's pages into the file, no user memory is touched.
-            let r = unsafe {
-                libc::splice(
-                    self.r.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    file.as_raw_fd(),
-                    &mut pos,
-                    len - done,
-                    libc::SPLICE_F_MOVE,
-                )
-            };
-            match cvt(r) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
+    /// Move `len` bytes from the pipe into `file` at byte `off` (the page cache, as a write).
+    pub(crate) fn drain_to_file(&mut self, file: &File, off: u64, len: usize) -> io::Result<()> {
+        self.drain(file.as_raw_fd(), Some(off), len)
     }
 
     /// Move `len` bytes from the pipe to `sock` (blocking on the socket as a write would).
     pub(crate) fn drain_to(&mut self, sock: &impl AsRawFd, len: usize) -> io::Result<()> {
+        self.drain(sock.as_raw_fd(), None, len)
+    }
+
+    /// Move `len` bytes from the pipe to `to`, at byte `off` of it when given (a file).
+    fn drain(&mut self, to: RawFd, off: Option<u64>, len: usize) -> io::Result<()> {
+        let mut pos = off.map(|o| o as libc::loff_t);
         let mut left = len;
         while left > 0 {
-            // SAFETY: as in `fill`: two valid descriptors, no offsets, no user memory.
+            let at = pos
+                .as_mut()
+                .map_or(std::ptr::null_mut(), |p| p as *mut libc::loff_t);
+            // SAFETY: two valid descriptors and, for a file, a pointer to our offset, valid
+            // for the call; the kernel moves or copies the pipe's pages, no user memory is
+            // touched.
             let r = unsafe {
                 libc::splice(
                     self.r.as_raw_fd(),
                     std::ptr::null_mut(),
-                    sock.as_raw_fd(),
-                    std::ptr::null_mut(),
+                    to,
+                    at,
                     left,
                     libc::SPLICE_F_MOVE,
                 )
@@ -305,7 +262,6 @@ fn wait_readable(sock: RawFd) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
     use std::os::unix::fs::FileExt;
     use std::os::unix::net::UnixStream;
 
@@ -337,7 +293,7 @@ mod tests {
             .truncate(true)
             .open(dir.path().join("f"))
             .unwrap();
-        assert_eq!(p.drain_to_file(&f, 1234, data.len()).unwrap(), data.len());
+        p.drain_to_file(&f, 1234, data.len()).unwrap();
         let mut back = vec![0u8; data.len()];
         f.read_exact_at(&mut back, 1234).unwrap();
         assert!(back == data);

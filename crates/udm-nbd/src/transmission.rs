@@ -519,45 +519,57 @@ impl Conn {
             Ok(Spliced::Whole(p)) => {
                 drop(r);
                 more(true);
-                return self.write_spliced(&req, p);
+                self.write_spliced(&req, p);
+                return Ok(());
             }
-            Ok(Spliced::Part(mut p, got)) => {
-                // The pipe filled up: the payload goes into a buffer after all.
-                let mut buf = self.out.out.bufs.get(len as usize);
-                let res = p
-                    .take(&mut buf.as_mut_slice()[..got])
-                    .and_then(|_| r.read_exact(&mut buf.as_mut_slice()[got..]));
-                if let Err(e) = res {
-                    self.budget.release(len);
-                    return Err(e);
-                }
-                self.out.out.wpipes.lock().push(p);
-                buf
-            }
-            Ok(Spliced::No) => {
-                let mut buf = self.out.out.bufs.get(len as usize);
-                if let Err(e) = r.read_exact(buf.as_mut_slice()) {
-                    self.budget.release(len);
-                    return Err(e);
-                }
-                buf
-            }
+            Ok(Spliced::Part(p, got)) => self.read_payload(&mut *r, len, Some((p, got))),
+            Ok(Spliced::No) => self.read_payload(&mut *r, len, None),
+            Err(e) => Err(e),
+        };
+        drop(r);
+        let buf = match buf {
+            Ok(buf) => buf,
             Err(e) => {
                 self.budget.release(len);
                 return Err(e);
             }
         };
-        drop(r);
         more(true);
+        // The budget taken above is handed back by the writer with the reply.
+        self.submit_write(&req, buf);
+        Ok(())
+    }
+
+    /// A write's payload (`len` bytes) in a buffer: what a pipe that filled up took first
+    /// (`part`: the pipe and its byte count), then the rest from the socket.
+    fn read_payload<R: Read>(
+        &self,
+        r: &mut BufReader<R>,
+        len: u64,
+        part: Option<(Pipe, usize)>,
+    ) -> io::Result<IoBuf> {
+        let mut buf = self.out.out.bufs.get(len as usize);
+        let mut got = 0;
+        if let Some((mut p, n)) = part {
+            p.take(&mut buf.as_mut_slice()[..n])?;
+            self.out.out.wpipes.lock().push(p);
+            got = n;
+        }
+        r.read_exact(&mut buf.as_mut_slice()[got..])?;
+        Ok(buf)
+    }
+
+    /// Submit the write of `buf` (the payload of `req`), its budget already taken.
+    fn submit_write(&self, req: &ExtRequest, buf: IoBuf) {
         let sector = Sectors(req.offset / SECTOR_SIZE);
         let flags = if req.flags & CMD_FLAG_FUA != 0 {
             BioFlags::FUA
         } else {
             BioFlags::NONE
         };
-        // The budget taken above is handed back by the writer with the reply.
-        self.submit_costed(&req, len, |d| Bio::write(sector, buf, d).with_flags(flags));
-        Ok(())
+        self.submit_costed(req, req.len, |d| {
+            Bio::write(sector, buf, d).with_flags(flags)
+        });
     }
 
     /// Large writes without FUA (which want a bio's durability handling) take their payload
@@ -597,43 +609,45 @@ impl Conn {
 
     /// Write a payload that is in `p` to the device: from the pipe into the file below when
     /// the range is plain file data there (`BlockDevice::write_file_range`), else as a bio.
-    fn write_spliced(&self, req: &ExtRequest, mut p: Pipe) -> io::Result<()> {
+    fn write_spliced(&self, req: &ExtRequest, mut p: Pipe) {
         let len = req.len as usize;
         let (sector, n) = (
             Sectors(req.offset / SECTOR_SIZE),
             Sectors(req.len / SECTOR_SIZE),
         );
-        let res = self
-            .dev
-            .write_file_range(sector, n, &mut |file, off| p.drain_to_file(file, off, len));
+        let res = self.dev.write_file_range(sector, n, &mut |file, off| {
+            p.drain_to_file(file, off, len).map(|()| len)
+        });
+        let res = match res {
+            Some(Ok(w)) if w == len => Ok(()),
+            Some(r) => Err(r
+                .err()
+                .unwrap_or_else(|| io::Error::from_raw_os_error(libc::EIO))),
+            None => {
+                // Not a plain file range (now): the payload goes as a bio after all.
+                self.out.out.wgate.missed();
+                let mut buf = self.out.out.bufs.get(len);
+                match p.take(buf.as_mut_slice()) {
+                    Ok(()) => {
+                        self.out.out.wpipes.lock().push(p);
+                        return self.submit_write(req, buf);
+                    }
+                    Err(e) => {
+                        self.out.out.bufs.put(buf);
+                        Err(e)
+                    }
+                }
+            }
+        };
         let style = self.style();
         let (h, off) = (req.handle, req.offset);
         let data = match res {
-            None => {
-                self.out.out.wgate.missed();
-                let mut buf = self.out.out.bufs.get(len);
-                if let Err(e) = p.take(buf.as_mut_slice()) {
-                    // Not expected (the bytes are in our pipe): fail this write alone.
-                    self.out.out.bufs.put(buf);
-                    let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                    let data = style.error(h, off, errno_to_nbd(errno), "write failed");
-                    self.send(Msg::Bytes {
-                        data,
-                        cost: req.len,
-                    });
-                    return Ok(());
-                }
-                self.out.out.wpipes.lock().push(p);
-                self.submit_costed(req, req.len, |d| Bio::write(sector, buf, d));
-                return Ok(());
-            }
-            Some(Ok(w)) if w == len => {
+            Ok(()) => {
                 self.out.out.wpipes.lock().push(p);
                 style.done(h, off)
             }
             // What is left in the pipe is stale: the pipe goes with it.
-            Some(Ok(_)) => style.error(h, off, errno_to_nbd(libc::EIO), "write failed"),
-            Some(Err(e)) => {
+            Err(e) => {
                 let errno = e.raw_os_error().unwrap_or(libc::EIO);
                 style.error(h, off, errno_to_nbd(errno), "write failed")
             }
@@ -642,7 +656,6 @@ impl Conn {
             data,
             cost: req.len,
         });
-        Ok(())
     }
 
     /// Submit a bio whose reply carries no data.
