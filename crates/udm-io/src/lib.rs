@@ -5,6 +5,7 @@ pub mod bio;
 pub mod buf;
 pub mod device;
 pub mod error;
+pub mod fcopy;
 pub mod file;
 mod filemap;
 pub mod mem;
@@ -21,6 +22,7 @@ pub use device::{
     Extent, FileReader, FileWriter, Limits, MappedReader,
 };
 pub use error::IoError;
+pub use fcopy::copy_in_kernel;
 pub use file::FileDevice;
 pub use mem::{MemDevice, PatternDevice};
 pub use pool::WorkerPool;

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use udm_core::{Copier, Loc};
-use udm_io::{BlockDevice, IoError, Sectors};
+use udm_io::{copy_in_kernel, BlockDevice, IoError, Sectors};
 
 /// `(first source chunk, first destination chunk, chunks)` runs of `pairs` (source,
 /// destination), merging neighbours that continue both sides.
@@ -53,6 +53,11 @@ pub(crate) fn copy_runs_to(
             break;
         };
         let count = n.saturating_mul(cs).min(limit.saturating_sub(from));
+        // Plain file data on both sides: copied inside the kernel, page cache to page cache.
+        if count > 0 && copy_in_kernel(&**src, Sectors(from), &**dst, Sectors(to), Sectors(count)) {
+            dst.start_writeback(Sectors(to), Sectors(count));
+            continue;
+        }
         let tx = tx.clone();
         let job = jobs.len();
         copier.copy(
