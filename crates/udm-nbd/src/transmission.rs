@@ -81,6 +81,9 @@ struct Workers<R> {
     stop: AtomicBool,
     /// Threads waiting for the read side.
     idle: AtomicUsize,
+    /// Threads serving a request they took (from reading it until it is submitted or
+    /// answered); the others are waiting for the read side or on their way there.
+    serving: AtomicUsize,
     /// Threads started.
     started: AtomicUsize,
     /// The first error a thread ended with.
@@ -150,6 +153,7 @@ pub(crate) fn serve<R: Read + Send + AsRawFd>(
         reader: Mutex::new(reader),
         stop: AtomicBool::new(false),
         idle: AtomicUsize::new(0),
+        serving: AtomicUsize::new(0),
         started: AtomicUsize::new(1),
         err: Mutex::new(None),
     };
@@ -248,8 +252,20 @@ fn take_requests<'s, R: Read + Send + AsRawFd>(
         };
         let more = |write: bool| {
             // Nobody is waiting to read the request after this one: add a thread (it
-            // starts by waiting for the read side).
-            if w.idle.load(Relaxed) != 0 || w.stop.load(Relaxed) {
+            // starts by waiting for the read side). For a write, only when every other
+            // thread is serving a request: one that has served its request and is still
+            // sending the reply is on its way to the read side. Counting only threads
+            // already waiting there made a thread whenever the next write came in while the
+            // last reply was still being sent, as at queue depth 1, and the writes then went
+            // round every thread, each woken cold: measured, 4 KiB writes at queue depth 1
+            // ran 8-10% faster with this count. Reads keep the first count (with the second,
+            // one of three runs of 4 KiB reads at queue depth 1 was 11% slower).
+            let busy = if write {
+                w.started.load(Relaxed) <= w.serving.load(Relaxed)
+            } else {
+                w.idle.load(Relaxed) == 0
+            };
+            if !busy || w.stop.load(Relaxed) {
                 return;
             }
             let cap = max_workers(write);
@@ -264,7 +280,10 @@ fn take_requests<'s, R: Read + Send + AsRawFd>(
                 w.started.fetch_sub(1, Relaxed);
             }
         };
-        match conn.request(r, req, more)? {
+        w.serving.fetch_add(1, Relaxed);
+        let next = conn.request(r, req, more);
+        w.serving.fetch_sub(1, Relaxed);
+        match next? {
             Next::Continue => {}
             Next::Stop => return Ok(()),
         }
