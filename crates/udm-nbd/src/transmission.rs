@@ -642,9 +642,8 @@ impl Conn {
         });
         let res = match res {
             Some(Ok(w)) if w == len => Ok(()),
-            Some(r) => Err(r
-                .err()
-                .unwrap_or_else(|| io::Error::from_raw_os_error(libc::EIO))),
+            Some(Ok(_)) => Err(io::Error::from_raw_os_error(libc::EIO)),
+            Some(Err(e)) => Err(e),
             None => {
                 // Not a plain file range (now): the payload goes as a bio after all.
                 self.out.out.wgate.missed();
