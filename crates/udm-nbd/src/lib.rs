@@ -14,6 +14,7 @@ pub mod remote;
 mod reply;
 mod server;
 mod sock;
+mod spin;
 mod splice;
 pub mod tls;
 mod transmission;

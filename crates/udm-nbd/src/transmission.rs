@@ -88,6 +88,8 @@ struct Workers<R> {
     started: AtomicUsize,
     /// The first error a thread ended with.
     err: Mutex<Option<io::Error>>,
+    /// Whether a wait for the next request polls first.
+    spin: crate::spin::Spin,
 }
 
 thread_local! {
@@ -156,6 +158,7 @@ pub(crate) fn serve<R: Read + Send + AsRawFd>(
         serving: AtomicUsize::new(0),
         started: AtomicUsize::new(1),
         err: Mutex::new(None),
+        spin: Default::default(),
     };
     std::thread::scope(|s| work(&conn, &workers, s));
     conn.out.out.flush_local();
@@ -229,11 +232,16 @@ fn take_requests<'s, R: Read + Send + AsRawFd>(
             // About to wait for the client: flush what was written since.
             conn.out.out.flush_local();
         }
+        // Nothing buffered: poll the socket a little before the read sleeps (`spin`).
+        let waited = (r.buffer().len() < hlen).then(|| w.spin.before_wait(r.get_ref().as_raw_fd()));
         let mut hdr = [0u8; EXT_HEADER_LEN];
         match r.read_exact(&mut hdr[..hlen]) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
+        }
+        if let Some(waited) = waited {
+            w.spin.waited(waited);
         }
         // Once extended headers are negotiated only they are valid, and before only
         // compact ones.
