@@ -111,6 +111,7 @@ pub(crate) fn serve<R: Read + Send + AsRawFd>(
     sock: &Sock,
     n: Negotiated,
 ) -> io::Result<()> {
+    let _counted = crate::spin::Counted::new();
     let (tx, rx) = unbounded();
     let budget = Arc::new(Budget {
         state: Mutex::new((0, 0)),
