@@ -44,6 +44,10 @@ impl Budget {
         drop(st);
         self.cv.notify_all();
     }
+    /// Requests taken whose replies are not written yet.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.state.lock().0
+    }
 }
 
 /// One reply for the writer; `cost` is the budget it gives back once written.

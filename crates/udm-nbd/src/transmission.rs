@@ -234,7 +234,12 @@ fn take_requests<'s, R: Read + Send + AsRawFd>(
             conn.out.out.flush_local();
         }
         // Nothing buffered: poll the socket a little before the read sleeps (`spin`).
-        let waited = (r.buffer().len() < hlen).then(|| w.spin.before_wait(r.get_ref().as_raw_fd()));
+        let waited = (r.buffer().len() < hlen).then(|| {
+            // Requests in flight beyond those other request threads serve themselves are
+            // in the I/O pool or a target's workers (see `spin`).
+            let elsewhere = conn.budget.in_flight() > w.serving.load(Relaxed);
+            w.spin.before_wait(r.get_ref().as_raw_fd(), !elsewhere)
+        });
         let mut hdr = [0u8; EXT_HEADER_LEN];
         match r.read_exact(&mut hdr[..hlen]) {
             Ok(()) => {}
