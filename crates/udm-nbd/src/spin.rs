@@ -7,11 +7,11 @@
 //! 20.2k against 13.7k IOPS.
 //!
 //! The polling is kept from costing where it cannot win:
-//! - only when none of the connection's requests is left to other threads (the I/O pool, a
-//!   target's workers; those that request threads serve themselves do not count): the client
-//!   then waits for replies that need the CPU the poll would take (measured: 1 MiB reads at
-//!   depth 16 through dm-crypt used 1.5x the CPU per byte and ran 0.75x as fast without
-//!   this rule);
+//! - only when the connection has no request in flight, or one that another request thread
+//!   is serving itself (a client at queue depth 1). With more in flight, or one left to the
+//!   I/O pool or a target's workers, the client waits for replies that need the CPU the poll
+//!   would take (measured: 1 MiB reads at depth 16 through dm-crypt used 1.5x the CPU per
+//!   byte and ran 0.75x as fast without this rule);
 //! - a connection stops polling after a poll that timed out (the client is idle or slow),
 //!   and starts again after a wait that ended within twice the budget;
 //! - only while the daemon has at most one connection per two CPUs (none on one CPU): each
@@ -77,12 +77,12 @@ pub(crate) enum Waited {
 
 impl Spin {
     /// Before a read that would wait for the client on `fd`: poll for data within the
-    /// budget, if this connection polls, `mine` (no request of it is left to other threads)
-    /// and the daemon has few enough connections.
-    pub(crate) fn before_wait(&self, fd: RawFd, mine: bool) -> Waited {
+    /// budget, if this connection polls, `alone` (nothing in flight but one request another
+    /// request thread serves) and the daemon has few enough connections.
+    pub(crate) fn before_wait(&self, fd: RawFd, alone: bool) -> Waited {
         let (budget, conns) = limits();
         let start = Instant::now();
-        if budget.is_zero() || !mine || self.off.load(Relaxed) || CONNS.load(Relaxed) > conns {
+        if budget.is_zero() || !alone || self.off.load(Relaxed) || CONNS.load(Relaxed) > conns {
             return Waited::Slept(start);
         }
         if poll_until(fd, start + budget) {

@@ -235,10 +235,11 @@ fn take_requests<'s, R: Read + Send + AsRawFd>(
         }
         // Nothing buffered: poll the socket a little before the read sleeps (`spin`).
         let waited = (r.buffer().len() < hlen).then(|| {
-            // Requests in flight beyond those other request threads serve themselves are
-            // in the I/O pool or a target's workers (see `spin`).
-            let elsewhere = conn.budget.in_flight() > w.serving.load(Relaxed);
-            w.spin.before_wait(r.get_ref().as_raw_fd(), !elsewhere)
+            // At most one request in flight, and that one served by another request thread
+            // itself (see `spin`).
+            let n = conn.budget.in_flight();
+            let alone = n == 0 || n == 1 && w.serving.load(Relaxed) == 1;
+            w.spin.before_wait(r.get_ref().as_raw_fd(), alone)
         });
         let mut hdr = [0u8; EXT_HEADER_LEN];
         match r.read_exact(&mut hdr[..hlen]) {
