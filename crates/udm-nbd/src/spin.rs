@@ -78,14 +78,20 @@ pub(crate) enum Waited {
 
 impl Spin {
     /// Before a read that would wait for the client on `fd`: poll for data within the
-    /// budget, if this connection polls, `alone` (nothing in flight but one request another
-    /// request thread serves) and the daemon has few enough connections.
-    pub(crate) fn before_wait(&self, fd: RawFd, alone: bool) -> Waited {
+    /// budget, if this connection polls, the daemon has few enough connections and
+    /// `alone()` (nothing in flight but one request another request thread serves; asked
+    /// last, as it takes the connection's budget lock).
+    pub(crate) fn before_wait(&self, fd: RawFd, alone: impl FnOnce() -> bool) -> Waited {
         let (budget, conns) = limits();
         let start = Instant::now();
-        if budget.is_zero() || !alone || self.off.load(Relaxed) || CONNS.load(Relaxed) > conns {
+        if budget.is_zero() || self.off.load(Relaxed) || CONNS.load(Relaxed) > conns || !alone() {
             return Waited::Slept(start);
         }
+        self.poll(fd, start, budget)
+    }
+
+    /// Poll `fd` for `budget` from `start`; a poll that times out turns polling off.
+    fn poll(&self, fd: RawFd, start: Instant, budget: Duration) -> Waited {
         if poll_until(fd, start + budget) {
             Waited::Caught
         } else {
@@ -97,8 +103,11 @@ impl Spin {
     /// After the read: a wait that slept but ended within twice the budget turns polling
     /// back on (the client is quick again).
     pub(crate) fn waited(&self, w: Waited) {
+        self.note(w, limits().0);
+    }
+
+    fn note(&self, w: Waited, budget: Duration) {
         if let Waited::Slept(since) = w {
-            let (budget, _) = limits();
             if since.elapsed() <= budget * 2 {
                 self.off.store(false, Relaxed);
             }
@@ -164,21 +173,35 @@ mod tests {
 
     #[test]
     fn a_timed_out_poll_stops_polling_until_a_short_wait() {
-        let (budget, _) = limits();
-        if budget.is_zero() {
-            return; // UDM_NBD_SPIN_US=0: nothing polls
-        }
+        let budget = Duration::from_millis(2);
         let s = Spin::default();
-        s.off.store(true, Relaxed);
-        // Off: no poll, the wait sleeps.
         let (_a, b) = UnixStream::pair().unwrap();
-        let w = s.before_wait(b.as_raw_fd(), true);
+        // A poll on a quiet socket times out and turns polling off.
+        let w = s.poll(b.as_raw_fd(), Instant::now(), budget);
         assert!(matches!(w, Waited::Slept(_)));
+        assert!(s.off.load(Relaxed));
+        // Off: the next wait sleeps at once, without polling.
+        let t = Instant::now();
+        assert!(matches!(
+            s.before_wait(b.as_raw_fd(), || true),
+            Waited::Slept(_)
+        ));
+        assert!(t.elapsed() < budget);
         // A long wait leaves it off.
-        s.waited(Waited::Slept(Instant::now() - budget * 3));
+        s.note(Waited::Slept(Instant::now() - budget * 3), budget);
         assert!(s.off.load(Relaxed));
         // A short one turns it on.
-        s.waited(w);
+        s.note(Waited::Slept(Instant::now()), budget);
+        assert!(!s.off.load(Relaxed));
+    }
+
+    #[test]
+    fn a_poll_that_catches_data_leaves_polling_on() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        a.write_all(b"x").unwrap();
+        let s = Spin::default();
+        let w = s.poll(b.as_raw_fd(), Instant::now(), Duration::from_secs(10));
+        assert!(matches!(w, Waited::Caught));
         assert!(!s.off.load(Relaxed));
     }
 }

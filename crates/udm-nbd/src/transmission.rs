@@ -237,8 +237,10 @@ fn take_requests<'s, R: Read + Send + AsRawFd>(
         let waited = (r.buffer().len() < hlen).then(|| {
             // At most one request in flight, and that one served by another request thread
             // itself (see `spin`).
-            let n = conn.budget.in_flight();
-            let alone = n == 0 || n == 1 && w.serving.load(Relaxed) == 1;
+            let alone = || {
+                let n = conn.budget.in_flight();
+                n == 0 || n == 1 && w.serving.load(Relaxed) == 1
+            };
             w.spin.before_wait(r.get_ref().as_raw_fd(), alone)
         });
         let mut hdr = [0u8; EXT_HEADER_LEN];
