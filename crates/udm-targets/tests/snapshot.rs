@@ -103,7 +103,10 @@ fn status_counts_chunks_and_metadata_areas_as_the_kernel() {
         status(&reg, "s"),
         format!("0 {SECTORS} snapshot 43/1024 3\n")
     );
-    // The on-disk table: pairs in copy order, area 0 full, area 1 with the rest.
+    // The on-disk table (committed by the time a flush of the origin returns: plain origin
+    // writes are acknowledged before their commit): pairs in copy order, area 0 full,
+    // area 1 with the rest.
+    sync::flush(&*d).unwrap();
     let cow = udm_io::FileDevice::open(Path::new(&c.to_string()), false).unwrap();
     let area0 = sync::read_at(&cow, Sectors(1), 512).unwrap().into_vec();
     let e = udm_targets::snapshot::cow::area_entry(&area0, 0);
@@ -539,4 +542,41 @@ fn the_module_registers_three_types_in_the_kernels_order() {
         .map(|(n, ver)| (n.as_str(), *ver))
         .collect();
     assert_eq!(got, want);
+}
+
+#[test]
+fn held_origin_writes_read_back_and_are_in_the_origin_after_a_flush_or_suspend() {
+    // Plain origin writes are acknowledged once copied, held until their commit: reads see
+    // them at once, a flush or a suspend leaves them in the origin file (a held write's
+    // failure: `snapshot_order`).
+    let dir = tempfile::tempdir().unwrap();
+    let op = origin_image(dir.path());
+    let c = zero_image(dir.path(), "cow.img", 8192);
+    let reg = reg();
+    let (o, cd) = (op.display(), c.display());
+    create(&reg, "s", &format!("0 {SECTORS} snapshot {o} {cd} P 8")).unwrap();
+    create(&reg, "orig", &format!("0 {SECTORS} snapshot-origin {o}")).unwrap();
+    let before = std::fs::read(&op).unwrap();
+    let mut want = before.clone();
+    let (d, g) = open(&reg, "orig");
+    for i in 0..64u64 {
+        let b = vec![i as u8 + 1; 4096];
+        write(&*d, i * 24, &b).unwrap();
+        assert_eq!(read(&*d, i * 24, 4096).unwrap(), b, "read after write {i}");
+        want[(i * 24 * 512) as usize..][..4096].copy_from_slice(&b);
+    }
+    sync::flush(&*d).unwrap();
+    assert!(std::fs::read(&op).unwrap() == want, "flushed origin");
+    let (s, gs) = open(&reg, "s");
+    assert!(read(&*s, 0, (SECTORS * 512) as usize).unwrap() == before);
+    for i in 0..32u64 {
+        let b = vec![0xc0 | i as u8; 4096];
+        write(&*d, i * 24 + 8, &b).unwrap();
+        want[((i * 24 + 8) * 512) as usize..][..4096].copy_from_slice(&b);
+    }
+    drop((d, g, s, gs));
+    reg.suspend(&sel("orig"), false, false).unwrap();
+    assert!(std::fs::read(&op).unwrap() == want, "suspended origin");
+    reg.remove(&sel("orig"), false).unwrap();
+    reg.remove(&sel("s"), false).unwrap();
 }

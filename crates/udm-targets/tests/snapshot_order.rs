@@ -9,7 +9,7 @@ use std::time::Duration;
 use udm_core::Registry;
 use udm_io::{sync, Bio, BioFlags, IoBuf, MemDevice, Op, Sectors};
 use udm_targets::snapshot::{Store, StoreKind};
-use udm_testkit::dm::{create, open, read, reg, sel};
+use udm_testkit::dm::{create, open, read, reg, sel, write};
 use udm_testkit::gate::{GateDevice, Record, RemapType};
 
 const SECTORS: u64 = 8192; // 4 MiB origin, 4 MiB COW
@@ -124,6 +124,8 @@ fn origin_writes_wait_for_the_group_commit_while_later_copies_go_on() {
     let mut done: Vec<_> = (0..3).map(|_| rx.recv_timeout(long).unwrap()).collect();
     done.sort_by_key(|d| d.0);
     assert_eq!(done, vec![("w1", Ok(())), ("w2", Ok(())), ("w3", Ok(()))]);
+    // Writes acknowledged before they reached the origin (held) are there after a flush.
+    sync::flush(&*o).unwrap();
     // In arrival order: each origin write comes after an area write and a flush following
     // the copy of its chunk (and the flush of that copy before the area write).
     let log = gate.log()[start..].to_vec();
@@ -164,6 +166,9 @@ fn origin_writes_wait_for_the_group_commit_while_later_copies_go_on() {
         }
         gate.release(1);
     }
+    // A plain origin write is acknowledged once its chunk is copied, held until the commit.
+    assert_eq!(rx.recv_timeout(long).unwrap(), ("w4", Ok(())));
+    assert!(!gate.held_records().iter().any(in_origin));
     submit(&*s, "s", 16, 0x5b);
     assert!(
         gate.wait_held(2, long),
@@ -177,12 +182,10 @@ fn origin_writes_wait_for_the_group_commit_while_later_copies_go_on() {
     );
     assert!(
         rx.recv_timeout(Duration::from_millis(500)).is_err(),
-        "a write completed before the commit it depends on"
+        "a snapshot write completed before the commit it depends on"
     );
     gate.open();
-    let mut done: Vec<_> = (0..2).map(|_| rx.recv_timeout(long).unwrap()).collect();
-    done.sort_by_key(|d| d.0);
-    assert_eq!(done, vec![("s", Ok(())), ("w4", Ok(()))]);
+    assert_eq!(rx.recv_timeout(long).unwrap(), ("s", Ok(())));
     // The snapshot kept chunk 1 and has its own write in chunk 2; the origin has W3, W4.
     assert_eq!(read(&*s, 0, 4096).unwrap(), vec![0x5a; 4096]);
     assert_eq!(read(&*s, 8, 4096).unwrap(), vec![0x5a; 4096]);
@@ -325,4 +328,39 @@ fn snapshot_writes_wait_for_their_commit_while_later_ones_go_on() {
     // The origin kept its data.
     let (o, _go) = open(&reg, "o");
     assert_eq!(read(&*o, 0, 8192).unwrap(), vec![0x5a; 8192]);
+}
+
+#[test]
+fn a_flush_waits_for_held_origin_writes_and_reports_their_failure_once() {
+    let reg = reg();
+    let (gate, _) = gated_origin_and_cow(&reg, 0);
+    let (o, _go) = open(&reg, "o");
+    // Hold the origin's writes only: copies and commits go through.
+    gate.hold_only(|r| r.op == Op::Write && r.sector.0 < SECTORS);
+    gate.close();
+    write(&*o, 0, &[0xa1; 4096]).unwrap();
+    assert!(
+        gate.wait_held(1, LONG),
+        "the held write never reached the origin"
+    );
+    let (tx, rx) = crossbeam_channel::unbounded();
+    o.submit(Bio::flush(Box::new(move |r, _| tx.send(r).unwrap())));
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a flush completed before an acknowledged write reached the origin"
+    );
+    assert_eq!(gate.fail_held(1), 1);
+    assert_eq!(rx.recv_timeout(LONG).unwrap(), Err(udm_io::IoError::Io));
+    gate.open();
+    sync::flush(&*o).unwrap();
+    // A read overlapping a held write waits for it and sees its data.
+    gate.close();
+    write(&*o, 8, &[0xa2; 4096]).unwrap();
+    assert!(gate.wait_held(1, LONG));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let o2 = o.clone();
+    std::thread::spawn(move || tx.send(read(&*o2, 8, 4096).unwrap()).unwrap());
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+    gate.open();
+    assert_eq!(rx.recv_timeout(LONG).unwrap(), vec![0xa2; 4096]);
 }

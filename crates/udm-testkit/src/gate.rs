@@ -110,6 +110,21 @@ impl GateDevice {
         true
     }
 
+    /// Fail the oldest `n` held bios with an I/O error instead of passing them on; returns
+    /// how many there were.
+    pub fn fail_held(&self, n: usize) -> usize {
+        let failed: Vec<Bio> = {
+            let mut st = self.st.lock();
+            let k = n.min(st.held.len());
+            st.held.drain(..k).collect()
+        };
+        let k = failed.len();
+        for b in failed {
+            b.complete(Err(udm_io::IoError::Io));
+        }
+        k
+    }
+
     /// Every bio seen, in arrival order.
     pub fn log(&self) -> Vec<Record> {
         self.st.lock().log.clone()

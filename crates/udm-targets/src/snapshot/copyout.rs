@@ -129,17 +129,16 @@ fn copy_out_one(s: &SnapShared, g: &mut SnapInner, ranges: &[(u64, u64)]) -> Opt
 }
 
 /// The kernel's `__origin_write`: before the origin ranges `(sector, len)` change, copy every
-/// chunk they touch into each active snapshot that has not copied it (except `skip`), then
-/// run `then` (the origin writes) once each snapshot's exceptions are committed (a group
-/// commit shared with other batches; the caller's thread does not wait for it). Snapshots
-/// are served side by side, each under its own lock while it copies (a chunk enters the
-/// table only once copied, so nothing reads its new data as the snapshot's).
-pub(crate) fn copy_out_then(
+/// chunk they touch into each active snapshot that has not copied it (except `skip`). Returns
+/// the commits the origin writes must wait for: each snapshot with the generation its
+/// exceptions reach (none if every copy is durable already). Snapshots are served side by
+/// side, each under its own lock while it copies (a chunk enters the table only once copied,
+/// so nothing reads its new data as the snapshot's).
+pub(crate) fn copy_out_pending(
     hub: &OriginHub,
     ranges: &[(u64, u64)],
     skip: Option<&SnapShared>,
-    then: Box<dyn FnOnce() + Send>,
-) {
+) -> Vec<(Arc<SnapShared>, u64)> {
     let snaps: Vec<_> = hub
         .snapshots()
         .into_iter()
@@ -161,12 +160,22 @@ pub(crate) fn copy_out_then(
             w
         }),
     };
-    let pending = snaps
+    snaps
         .into_iter()
         .zip(waits)
         .filter_map(|(s, w)| w.map(|gen| (s, gen)))
-        .collect();
-    after_commits(pending, then);
+        .collect()
+}
+
+/// [`copy_out_pending`], then `then` (the origin writes) once those commits are durable (a
+/// group commit shared with other batches; the caller's thread does not wait for it).
+pub(crate) fn copy_out_then(
+    hub: &OriginHub,
+    ranges: &[(u64, u64)],
+    skip: Option<&SnapShared>,
+    then: Box<dyn FnOnce() + Send>,
+) {
+    after_commits(copy_out_pending(hub, ranges, skip), then);
 }
 
 /// [`copy_out_then`], waiting for the commits.

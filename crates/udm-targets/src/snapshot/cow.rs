@@ -11,12 +11,12 @@
 //!   table; the area after a full one is zeroed before the full one is written.
 //!
 //! Commits: exceptions are added in memory (once their chunks are copied) and written by
-//! commits (`PendingCommit::step`) that take every exception added so far: a flush, which
-//! makes their copied data stable (the kernel's PREFLUSH), then the areas as FUA writes,
-//! newest first, so an area on disk is full only once every area after it up to the current
-//! one reads valid (the kernel zeroes the next area first for the same reason). A FUA write
-//! of a file backing makes only its own range durable, so a commit does not wait for the
-//! data other batches are copying meanwhile. The on-disk result is the kernel's.
+//! commits (`PendingCommit::step`) that take every exception added so far: the areas after
+//! the oldest one that filled since the last commit, a flush, which makes them and the
+//! copied data stable (the kernel's PREFLUSH), then that oldest area (or the current one)
+//! as a FUA write, so an area on disk is full only once every area after it up to the
+//! current one reads valid (the kernel zeroes the next area first for the same reason). The
+//! on-disk result is the kernel's.
 //!
 //! Every call doing I/O blocks: the store is used from worker threads only.
 
@@ -170,25 +170,35 @@ pub struct PendingCommit {
 }
 
 impl PendingCommit {
-    /// Write this commit: a flush first, making stable the data of every exception in it
-    /// (taken after their copies were written: the kernel's PREFLUSH), then its areas as FUA
-    /// writes, newest first: the current area, then every area that filled since the last
-    /// durable commit, the oldest last. A filled area lands only once every area after it
-    /// reads valid on disk (the kernel zeroes the next area before its PREFLUSH|FUA area
-    /// write for the same reason), so loading never reads stale bytes after a full area.
-    /// Nothing is written when a newer commit already is durable.
+    /// Write this commit: the areas after the first filled one that is not durable yet go
+    /// as plain writes (that area still ends the table on disk, so none of them counts
+    /// yet), then a flush, which makes them and the data of every exception in the commit
+    /// stable (taken after their copies were written: the kernel's PREFLUSH), then that
+    /// filled area, or the current one if none filled, as a FUA write. So an area on disk
+    /// is full only once every area after it up to the current one reads valid (the kernel
+    /// zeroes the next area before its PREFLUSH|FUA area write for the same reason), and a
+    /// commit costs one flush and one FUA write however many areas it fills. Nothing is
+    /// written when a newer commit already is durable.
     pub fn step(self, cow: &dyn BlockDevice) -> Result<(), IoError> {
         let _io = self.io.lock();
-        sync::flush(cow)?;
         let durable = self.durable.load(SeqCst);
         if self.gen <= durable {
             return Ok(());
         }
         let loc = |a: u64| Sectors(area_location(self.chunk, a).saturating_mul(self.chunk));
-        sync::write_fua_at(cow, loc(self.area_no), &self.area)?;
-        for (a, b, _) in self.full.iter().filter(|f| f.2 > durable).rev() {
-            sync::write_fua_at(cow, loc(*a), b)?;
-        }
+        let mut full = self.full.iter().filter(|f| f.2 > durable);
+        let last = match full.next() {
+            Some((first, buf, _)) => {
+                for (a, b, _) in full {
+                    sync::write_at(cow, loc(*a), b)?;
+                }
+                sync::write_at(cow, loc(self.area_no), &self.area)?;
+                (*first, &buf[..])
+            }
+            None => (self.area_no, &self.area[..]),
+        };
+        sync::flush(cow)?;
+        sync::write_fua_at(cow, loc(last.0), last.1)?;
         self.durable.fetch_max(self.gen, SeqCst);
         Ok(())
     }

@@ -10,6 +10,7 @@
 mod commit;
 mod copyout;
 pub mod cow;
+mod hold;
 mod merge;
 mod origin;
 mod snap;

@@ -3,9 +3,13 @@
 //! that has not copied it yet (on the origin's worker, in arrival order), then goes to the
 //! origin once those copies are committed (a group commit: the worker goes on copying for
 //! later writes meanwhile, and those wait for a commit covering every copy before them, so
-//! no write overtakes the copy of its chunk).
+//! no write overtakes the copy of its chunk). A plain write is acknowledged once its chunks
+//! are copied, a copy of its data held until that commit (`hold`): what overlaps it, and
+//! every flush, waits for it.
 
-use super::copyout::copy_out_then;
+use super::commit::after_commits;
+use super::copyout::copy_out_pending;
+use super::hold::{cap_from_env, Holds};
 use super::snap::{Batch, OriginHub};
 use super::OriginParams;
 use std::sync::Arc;
@@ -14,7 +18,7 @@ use udm_core::{
     TargetType, Worker,
 };
 use udm_io::device::Extent;
-use udm_io::{Bio, Op, Sectors};
+use udm_io::{Bio, BioFlags, BufPool, Op, Sectors};
 
 pub struct OriginType;
 
@@ -39,56 +43,152 @@ impl TargetType for OriginType {
             TargetError::invalid("Cannot get target device").with_detail(e.to_string())
         })?;
         let (hub, publication) = OriginHub::join(ctx, &dev.id)?;
+        let cap = cap_from_env();
         Ok(Box::new(Origin {
-            dev,
-            hub,
-            worker: ctx.worker("snapshot-origin"),
-            batch: Arc::default(),
+            io: Arc::new(OriginIo {
+                dev,
+                hub,
+                worker: ctx.worker("snapshot-origin"),
+                batch: Arc::default(),
+                holds: Arc::new(Holds::new(cap)),
+                pool: Arc::new(BufPool::new((cap / BufPool::MIN_LEN as u64) as usize)),
+            }),
             _pub: publication,
         }))
     }
 }
 
 pub struct Origin {
-    dev: Arc<DevHandle>,
-    hub: Arc<OriginHub>,
-    worker: Arc<Worker>,
-    batch: Arc<Batch>,
+    io: Arc<OriginIo>,
     _pub: Publication,
 }
 
+/// What the origin's I/O paths share (bios parked behind held writes come back here).
+struct OriginIo {
+    dev: Arc<DevHandle>,
+    hub: Arc<OriginHub>,
+    worker: Arc<Worker>,
+    batch: Arc<Batch<Queued>>,
+    holds: Arc<Holds>,
+    /// Buffers for held copies.
+    pool: Arc<BufPool>,
+}
+
+impl OriginIo {
+    /// Whatever stands behind held writes waits for them; then `route`.
+    fn map(self: &Arc<Self>, bio: Bio) -> Option<Bio> {
+        let (start, end) = if bio.op == Op::Flush || bio.flags.contains(BioFlags::PREFLUSH) {
+            (0, u64::MAX)
+        } else {
+            (bio.sector.0, bio.end().0)
+        };
+        let me = self.clone();
+        let bio = self.holds.gate(bio, start, end, move |b| {
+            if let Some(b) = me.route(b) {
+                me.dev.dev.submit(b);
+            }
+        })?;
+        self.route(bio)
+    }
+
+    /// The bio to pass to the origin as it is, or `None` if it was taken (a write with
+    /// snapshots to copy into, or a flush failing on a held write's error).
+    fn route(self: &Arc<Self>, bio: Bio) -> Option<Bio> {
+        if bio.op == Op::Flush || bio.flags.contains(BioFlags::PREFLUSH) {
+            if let Some(e) = self.holds.take_failed() {
+                bio.complete(Err(e));
+                return None;
+            }
+        }
+        if !bio.op.is_write() || bio.op == Op::Flush || !self.hub.any_active() {
+            return Some(bio);
+        }
+        let item = self.hold(bio);
+        let me = self.clone();
+        self.batch
+            .push(&self.worker, item, move |items| me.write_batch(items));
+        None
+    }
+
+    /// Plain write `b` as a held copy to send in its place, with `b` to acknowledge once its
+    /// chunks are copied; or `b` alone if it may not be held (FUA, PREFLUSH, no data, over
+    /// the cap), acknowledged when it is in the origin.
+    fn hold(&self, b: Bio) -> Queued {
+        if b.op != Op::Write
+            || b.flags.contains(BioFlags::FUA)
+            || b.flags.contains(BioFlags::PREFLUSH)
+        {
+            return (b, None);
+        }
+        let len = b.buf().len();
+        let Some(id) = self.holds.try_hold(b.sector.0, b.len().0, len as u64) else {
+            return (b, None);
+        };
+        let mut data = self.pool.get(len);
+        data.as_mut_slice().copy_from_slice(b.buf().as_slice());
+        let (h, pool) = (self.holds.clone(), self.pool.clone());
+        let copy = Bio::write(
+            b.sector,
+            data,
+            Box::new(move |r, buf| {
+                pool.put(buf);
+                h.done(id, r);
+            }),
+        );
+        (copy, Some(b))
+    }
+
+    /// Copy out what the queued writes overwrite, acknowledge the held ones, and send them
+    /// all to the origin once those copies are committed.
+    fn write_batch(&self, items: Vec<Queued>) {
+        let ranges: Vec<_> = items.iter().map(|(b, _)| (b.sector.0, b.len().0)).collect();
+        let pending = copy_out_pending(&self.hub, &ranges, None);
+        let (bios, acks): (Vec<Bio>, Vec<Option<Bio>>) = items.into_iter().unzip();
+        let dev = self.dev.dev.clone();
+        after_commits(
+            pending,
+            Box::new(move || {
+                for b in bios {
+                    dev.submit(b);
+                }
+            }),
+        );
+        for b in acks.into_iter().flatten() {
+            b.complete(Ok(()));
+        }
+    }
+}
+
+/// A write queued for its copy-out: the bio to send to the origin and, when that is a held
+/// copy, the client's bio to acknowledge once the copies are made.
+type Queued = (Bio, Option<Bio>);
+
 impl Target for Origin {
     fn map(&self, bio: Bio) -> MapResult {
-        if !bio.op.is_write() || bio.op == Op::Flush || !self.hub.any_active() {
-            return MapResult::Remap(self.dev.dev.clone(), bio);
+        match self.io.map(bio) {
+            Some(b) => MapResult::Remap(self.io.dev.dev.clone(), b),
+            None => MapResult::Submitted,
         }
-        let hub = self.hub.clone();
-        let dev = self.dev.dev.clone();
-        self.batch.push(&self.worker, bio, move |bios| {
-            let ranges: Vec<_> = bios.iter().map(|b| (b.sector.0, b.len().0)).collect();
-            copy_out_then(
-                &hub,
-                &ranges,
-                None,
-                Box::new(move || {
-                    for b in bios {
-                        dev.submit(b);
-                    }
-                }),
-            );
-        });
-        MapResult::Submitted
     }
     fn status(&self, ty: StatusType, _flags: StatusFlags) -> String {
         match ty {
             StatusType::Info => String::new(),
             StatusType::Table => OriginParams {
-                origin: self.dev.id.to_string(),
+                origin: self.io.dev.id.to_string(),
             }
             .to_string(),
         }
     }
     fn extents(&self, sector: Sectors, len: Sectors) -> Vec<(Sectors, Extent)> {
-        self.dev.dev.extents(sector, len)
+        self.io.dev.dev.extents(sector, len)
+    }
+    fn postsuspend(&self) {
+        self.io.holds.drain();
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.io.holds.drain();
     }
 }

@@ -94,6 +94,11 @@ impl SnapShared {
         }
         if *err == IoError::NoSpace {
             tracing::error!("Invalidating snapshot: Unable to allocate exception.");
+            // Exceptions made before the COW filled are on disk first, as in the kernel
+            // (where each was committed before its origin write was acknowledged).
+            if let Err(e) = g.store.commit_pending(&*self.cow) {
+                tracing::warn!("commit before invalidating failed: {e}");
+            }
         } else {
             tracing::error!("Invalidating snapshot: Error reading/writing.");
         }
@@ -143,27 +148,36 @@ impl SnapShared {
     }
 }
 
-/// Bios a target's worker takes in batches: all that queued up while it was busy.
-#[derive(Default)]
-pub(crate) struct Batch {
-    q: Mutex<Vec<Bio>>,
+/// Bios (or what a target queues per bio) a target's worker takes in batches: all that
+/// queued up while it was busy.
+pub(crate) struct Batch<T = Bio> {
+    q: Mutex<Vec<T>>,
     scheduled: AtomicBool,
 }
 
-impl Batch {
-    /// Queue `bio`; make sure a job on `worker` will hand the queue to `run`.
-    pub(crate) fn push<F>(self: &Arc<Self>, worker: &Worker, bio: Bio, run: F)
+impl<T> Default for Batch<T> {
+    fn default() -> Self {
+        Batch {
+            q: Mutex::default(),
+            scheduled: AtomicBool::new(false),
+        }
+    }
+}
+
+impl<T: Send + 'static> Batch<T> {
+    /// Queue `item`; make sure a job on `worker` will hand the queue to `run`.
+    pub(crate) fn push<F>(self: &Arc<Self>, worker: &Worker, item: T, run: F)
     where
-        F: FnOnce(Vec<Bio>) + Send + 'static,
+        F: FnOnce(Vec<T>) + Send + 'static,
     {
-        self.q.lock().push(bio);
+        self.q.lock().push(item);
         if !self.scheduled.swap(true, SeqCst) {
             let me = self.clone();
             worker.spawn(move || {
                 me.scheduled.store(false, SeqCst);
-                let bios = std::mem::take(&mut *me.q.lock());
-                if !bios.is_empty() {
-                    run(bios);
+                let items = std::mem::take(&mut *me.q.lock());
+                if !items.is_empty() {
+                    run(items);
                 }
             });
         }
