@@ -15,6 +15,27 @@ fn origin_image(dir: &Path) -> std::path::PathBuf {
     p
 }
 
+/// A registry with snapshot `s` (chunk `chunk`, on a zeroed COW of `cow_sectors`) of a fresh
+/// origin image and its `snapshot-origin` `orig`; the origin image's path and the COW's.
+fn origin_and_snapshot(
+    dir: &Path,
+    chunk: u64,
+    cow_sectors: u64,
+) -> (udm_core::Registry, std::path::PathBuf, std::path::PathBuf) {
+    let o = origin_image(dir);
+    let c = zero_image(dir, "cow.img", cow_sectors);
+    let reg = reg();
+    let (od, cd) = (o.display(), c.display());
+    create(
+        &reg,
+        "s",
+        &format!("0 {SECTORS} snapshot {od} {cd} P {chunk}"),
+    )
+    .unwrap();
+    create(&reg, "orig", &format!("0 {SECTORS} snapshot-origin {od}")).unwrap();
+    (reg, o, c)
+}
+
 #[test]
 fn origin_and_two_snapshots_follow_a_model() {
     let seed = udm_testkit::prop::seed();
@@ -89,12 +110,8 @@ fn status_counts_chunks_and_metadata_areas_as_the_kernel() {
     // chunk 1 sector: 32 exceptions per area, so 40 copied chunks need two areas:
     // allocated = header + 2 areas + 40 data chunks, metadata = header + 2 areas.
     let dir = tempfile::tempdir().unwrap();
-    let o = origin_image(dir.path());
-    let c = zero_image(dir.path(), "cow.img", 1024);
-    let reg = reg();
-    let (o, c) = (o.display(), c.display());
-    create(&reg, "s", &format!("0 {SECTORS} snapshot {o} {c} P 1")).unwrap();
-    create(&reg, "orig", &format!("0 {SECTORS} snapshot-origin {o}")).unwrap();
+    let (reg, _, c) = origin_and_snapshot(dir.path(), 1, 1024);
+    let c = c.display();
     let (d, _g) = open(&reg, "orig");
     for i in 0..40u64 {
         write(&*d, i * 3, &[0xAB; 512]).unwrap();
@@ -550,12 +567,7 @@ fn held_origin_writes_read_back_and_are_in_the_origin_after_a_flush_or_suspend()
     // them at once, a flush or a suspend leaves them in the origin file (a held write's
     // failure: `snapshot_order`).
     let dir = tempfile::tempdir().unwrap();
-    let op = origin_image(dir.path());
-    let c = zero_image(dir.path(), "cow.img", 8192);
-    let reg = reg();
-    let (o, cd) = (op.display(), c.display());
-    create(&reg, "s", &format!("0 {SECTORS} snapshot {o} {cd} P 8")).unwrap();
-    create(&reg, "orig", &format!("0 {SECTORS} snapshot-origin {o}")).unwrap();
+    let (reg, op, _) = origin_and_snapshot(dir.path(), 8, 8192);
     let before = std::fs::read(&op).unwrap();
     let mut want = before.clone();
     let (d, g) = open(&reg, "orig");

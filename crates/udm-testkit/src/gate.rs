@@ -71,11 +71,7 @@ impl GateDevice {
 
     /// Pass the `n` oldest held bios to the backing device; returns how many there were.
     pub fn release(&self, n: usize) -> usize {
-        let out: Vec<Bio> = {
-            let mut st = self.st.lock();
-            let k = n.min(st.held.len());
-            st.held.drain(..k).collect()
-        };
+        let out = self.take_held(n);
         let k = out.len();
         for b in out {
             self.backing.submit(b);
@@ -113,16 +109,19 @@ impl GateDevice {
     /// Fail the oldest `n` held bios with an I/O error instead of passing them on; returns
     /// how many there were.
     pub fn fail_held(&self, n: usize) -> usize {
-        let failed: Vec<Bio> = {
-            let mut st = self.st.lock();
-            let k = n.min(st.held.len());
-            st.held.drain(..k).collect()
-        };
+        let failed = self.take_held(n);
         let k = failed.len();
         for b in failed {
             b.complete(Err(udm_io::IoError::Io));
         }
         k
+    }
+
+    /// The oldest `n` held bios, out of the gate.
+    fn take_held(&self, n: usize) -> Vec<Bio> {
+        let mut st = self.st.lock();
+        let k = n.min(st.held.len());
+        st.held.drain(..k).collect()
     }
 
     /// Every bio seen, in arrival order.
