@@ -331,7 +331,7 @@ fn snapshot_writes_wait_for_their_commit_while_later_ones_go_on() {
 }
 
 #[test]
-fn a_flush_waits_for_held_origin_writes_and_reports_their_failure_once() {
+fn flushes_reads_and_suspends_wait_for_held_origin_writes_and_a_failure_is_reported_once() {
     let reg = reg();
     let (gate, _) = gated_origin_and_cow(&reg, 0);
     let (o, _go) = open(&reg, "o");
@@ -363,4 +363,22 @@ fn a_flush_waits_for_held_origin_writes_and_reports_their_failure_once() {
     assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
     gate.open();
     assert_eq!(rx.recv_timeout(LONG).unwrap(), vec![0xa2; 4096]);
+    // A suspend returns only once every held write is in the origin.
+    gate.close();
+    write(&*o, 16, &[0xa3; 4096]).unwrap();
+    assert!(gate.wait_held(1, LONG));
+    drop((o, _go));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let reg = Arc::new(reg);
+    let r2 = reg.clone();
+    std::thread::spawn(move || {
+        tx.send(r2.suspend(&sel("o"), false, false).is_ok())
+            .unwrap()
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a suspend returned while an acknowledged write was still held"
+    );
+    gate.open();
+    assert_eq!(rx.recv_timeout(LONG), Ok(true));
 }

@@ -19,7 +19,7 @@
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
-use udm_io::{Bio, IoError};
+use udm_io::{Bio, IoError, SECTOR_SIZE};
 
 /// Default cap on the bytes held per origin.
 const DEFAULT_CAP_MIB: u64 = 8;
@@ -86,11 +86,12 @@ impl Holds {
     }
 
     /// Hand `bio` back if nothing held overlaps `[start, end)`; otherwise keep it and run
-    /// `go(bio)` once the writes held now that overlap it are in the origin. A flush
-    /// passes the whole device.
-    pub(crate) fn gate<F>(&self, bio: Bio, start: u64, end: u64, go: F) -> Option<Bio>
+    /// `go()(bio)` once the writes held now that overlap it are in the origin (`go` is only
+    /// called then: nothing is made for a bio that passes). A flush passes the whole device.
+    pub(crate) fn gate<F, G>(&self, bio: Bio, start: u64, end: u64, go: G) -> Option<Bio>
     where
         F: FnOnce(Bio) + Send + 'static,
+        G: FnOnce() -> F,
     {
         if self.bytes.load(SeqCst) == 0 {
             return Some(bio);
@@ -105,14 +106,15 @@ impl Holds {
             end,
             before,
             bio,
-            go: Box::new(go),
+            go: Box::new(go()),
         });
         None
     }
 
-    /// Take `[sector, sector + len)` (`bytes` of data) into the held set if it fits under
+    /// Take the write of `[sector, sector + len)` into the held set if its data fits under
     /// the cap; the id to pass to [`Holds::done`].
-    pub(crate) fn try_hold(&self, sector: u64, len: u64, bytes: u64) -> Option<u64> {
+    pub(crate) fn try_hold(&self, sector: u64, len: u64) -> Option<u64> {
+        let bytes = len.saturating_mul(SECTOR_SIZE);
         if self.cap == 0 {
             return None;
         }
@@ -196,18 +198,18 @@ mod tests {
     fn overlapping_bios_wait_for_older_holds_only() {
         let h = Arc::new(Holds::new(1 << 20));
         let (tx, rx) = crossbeam_channel::unbounded();
-        let run = |b: Bio| b.complete(Ok(()));
+        let run = || |b: Bio| b.complete(Ok(()));
         let (quiet, _q) = crossbeam_channel::unbounded();
         // Nothing held: every bio passes.
         assert!(h.gate(bio(0, &quiet), 0, 8, run).is_some());
-        let a = h.try_hold(0, 8, 4096).unwrap();
-        let b = h.try_hold(16, 8, 4096).unwrap();
+        let a = h.try_hold(0, 8).unwrap();
+        let b = h.try_hold(16, 8).unwrap();
         // Beside the holds: passes; over the first: waits for it alone.
         assert!(h.gate(bio(8, &quiet), 8, 16, run).is_some());
         assert!(h.gate(bio(4, &tx), 4, 5, run).is_none());
         assert!(h.gate(bio(100, &tx), 0, u64::MAX, run).is_none());
         // A hold taken after a bio parked does not hold it back.
-        let c = h.try_hold(4, 1, 512).unwrap();
+        let c = h.try_hold(4, 1).unwrap();
         h.done(a, Ok(()));
         assert_eq!(rx.try_recv(), Ok(4));
         assert!(
@@ -224,12 +226,12 @@ mod tests {
     #[test]
     fn the_cap_bounds_what_is_held_and_errors_are_reported_once() {
         let h = Holds::new(8192);
-        assert!(Holds::new(0).try_hold(0, 8, 4096).is_none());
-        let a = h.try_hold(0, 8, 4096).unwrap();
-        let b = h.try_hold(8, 8, 4096).unwrap();
-        assert!(h.try_hold(16, 8, 4096).is_none(), "over the cap");
+        assert!(Holds::new(0).try_hold(0, 8).is_none());
+        let a = h.try_hold(0, 8).unwrap();
+        let b = h.try_hold(8, 8).unwrap();
+        assert!(h.try_hold(16, 8).is_none(), "over the cap");
         h.done(a, Err(IoError::Io));
-        assert!(h.try_hold(16, 8, 4096).is_some());
+        assert!(h.try_hold(16, 8).is_some());
         h.done(b, Err(IoError::NoSpace));
         assert_eq!(h.take_failed(), Some(IoError::Io));
         assert_eq!(h.take_failed(), None);

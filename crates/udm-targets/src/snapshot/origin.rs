@@ -82,10 +82,12 @@ impl OriginIo {
         } else {
             (bio.sector.0, bio.end().0)
         };
-        let me = self.clone();
-        let bio = self.holds.gate(bio, start, end, move |b| {
-            if let Some(b) = me.route(b) {
-                me.dev.dev.submit(b);
+        let bio = self.holds.gate(bio, start, end, || {
+            let me = self.clone();
+            move |b| {
+                if let Some(b) = me.route(b) {
+                    me.dev.dev.submit(b);
+                }
             }
         })?;
         self.route(bio)
@@ -120,11 +122,10 @@ impl OriginIo {
         {
             return (b, None);
         }
-        let len = b.buf().len();
-        let Some(id) = self.holds.try_hold(b.sector.0, b.len().0, len as u64) else {
+        let Some(id) = self.holds.try_hold(b.sector.0, b.len().0) else {
             return (b, None);
         };
-        let mut data = self.pool.get(len);
+        let mut data = self.pool.get(b.buf().len());
         data.as_mut_slice().copy_from_slice(b.buf().as_slice());
         let (h, pool) = (self.holds.clone(), self.pool.clone());
         let copy = Bio::write(
