@@ -132,7 +132,9 @@ fn write_bytes(f: Arc<OpenFile>, offset: u64, buf: IoBuf, fua: bool, done: Done)
                 drop(f);
             }),
         )
-        .with_flags(flags);
+        .with_flags(flags)
+        // The buffer is not needed back: a target may keep it.
+        .with_spare_buf();
         return dev.submit(bio);
     }
     let g: WriteGuard = f.rmw.write_arc();

@@ -69,6 +69,8 @@ pub struct Bio {
     done: Option<Completion>,
     /// Which of a target's `num_flush_bios` / `num_discard_bios` copies this is.
     target_bio_nr: u32,
+    /// The submitter does not need the buffer back as it was (`with_spare_buf`).
+    spare_buf: bool,
 }
 
 impl std::fmt::Debug for Bio {
@@ -91,6 +93,7 @@ impl Bio {
             buf,
             done: Some(done),
             target_bio_nr: 0,
+            spare_buf: false,
         }
     }
     /// Read `buf.len()` bytes (a whole number of sectors) at `sector` into `buf`.
@@ -121,6 +124,21 @@ impl Bio {
     pub fn with_flags(mut self, f: BioFlags) -> Bio {
         self.flags = self.flags.with(f);
         self
+    }
+
+    /// A write whose submitter does not need its data back: whoever completes it may hand
+    /// back another buffer of the same length, contents unspecified, and keep this one
+    /// (snapshot-origin holds a write's data that way instead of copying it). Remaps and
+    /// splits keep the promise; a bio a target makes itself does not have it unless the
+    /// target says so. Without it a write's buffer comes back as it went (the block copier
+    /// writes it to its next destination, multipath retries it on another path).
+    pub fn with_spare_buf(mut self) -> Bio {
+        self.spare_buf = true;
+        self
+    }
+    /// Whether the submitter spares the buffer (`with_spare_buf`).
+    pub fn spares_buf(&self) -> bool {
+        self.spare_buf
     }
 
     /// Which copy this is when the core fans a flush or discard out to a target that asked
@@ -228,6 +246,7 @@ impl Bio {
                 buf: piece,
                 done: Some(Box::new(move |res, buf| j.child_done(i, res, buf))),
                 target_bio_nr: self.target_bio_nr,
+                spare_buf: self.spare_buf,
             });
             sector += l;
         }
@@ -282,6 +301,7 @@ impl Bio {
                         j.child_done(usize::MAX - i, res, IoBuf::empty())
                     })),
                     target_bio_nr: i as u32,
+                    spare_buf: false,
                 }
             })
             .collect();
@@ -388,6 +408,31 @@ mod tests {
         assert!(buf[512..3072].iter().all(|&b| b == 0xee));
         assert_eq!(&buf[3072..], &data[3072..]);
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn split_pieces_spare_their_buffers_as_the_parent_and_a_spare_piece_rejoins() {
+        let (done, rx) = catcher();
+        let bio = Bio::write(Sectors(0), IoBuf::from_slice(&[7; 2048]), done);
+        assert!(!bio.spares_buf());
+        assert!(bio.split(&[Sectors(1), Sectors(3)]).iter().all(|p| !p.spares_buf()));
+        let (done, rx1) = catcher();
+        let bio = Bio::write(Sectors(0), IoBuf::zeroed(1024), done).with_spare_buf();
+        assert!(bio.fan_out(2).iter().all(|c| !c.spares_buf()));
+        drop(rx1);
+        let (done2, rx2) = catcher();
+        let bio = Bio::write(Sectors(0), IoBuf::from_slice(&[7; 2048]), done2).with_spare_buf();
+        let mut parts = bio.split(&[Sectors(1), Sectors(3)]);
+        assert!(parts.iter().all(|p| p.spares_buf()));
+        // A piece handed back in another buffer still rejoins at its place.
+        parts[1].set_buf(IoBuf::from_slice(&[9; 1536]));
+        for p in parts {
+            p.complete(Ok(()));
+        }
+        let (r, buf) = rx2.try_recv().unwrap();
+        assert!(r.is_ok() && buf.len() == 2048);
+        assert!(buf[..512].iter().all(|&b| b == 7) && buf[512..].iter().all(|&b| b == 9));
+        drop(rx);
     }
 
     #[test]

@@ -606,8 +606,11 @@ impl Conn {
         } else {
             BioFlags::NONE
         };
+        // The buffer only goes back to the pool: a target may keep it.
         self.submit_costed(req, req.len, |d| {
-            Bio::write(sector, buf, d).with_flags(flags)
+            Bio::write(sector, buf, d)
+                .with_flags(flags)
+                .with_spare_buf()
         });
     }
 

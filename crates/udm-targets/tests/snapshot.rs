@@ -592,3 +592,42 @@ fn held_origin_writes_read_back_and_are_in_the_origin_after_a_flush_or_suspend()
     reg.remove(&sel("orig"), false).unwrap();
     reg.remove(&sel("s"), false).unwrap();
 }
+
+#[test]
+fn a_held_write_hands_its_buffer_back_as_it_went_unless_the_submitter_spares_it() {
+    // The block copier writes a buffer that comes back to its next destination: a held
+    // origin write copies its data. An NBD or FUSE write spares its buffer: the held write
+    // keeps it and hands back another, and the data still lands.
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, op, _) = origin_and_snapshot(dir.path(), 8, 8192);
+    let before = std::fs::read(&op).unwrap();
+    let (d, g) = open(&reg, "orig");
+    let submit = |sector: u64, data: &[u8], spare: bool| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let buf = udm_io::IoBuf::from_slice(data);
+        let ptr = buf.as_ptr() as usize;
+        let bio = udm_io::Bio::write(
+            Sectors(sector),
+            buf,
+            Box::new(move |r, b| tx.send((r, b)).unwrap()),
+        );
+        d.submit(if spare { bio.with_spare_buf() } else { bio });
+        let (r, b) = rx.recv().unwrap();
+        r.unwrap();
+        (b, ptr)
+    };
+    let (kept, spared) = (vec![0x5a; 65536], vec![0xa5; 65536]);
+    let (b, ptr) = submit(0, &kept, false);
+    assert!(b.as_slice() == &kept[..] && b.as_ptr() as usize == ptr);
+    let (b, ptr) = submit(256, &spared, true);
+    assert_eq!(b.len(), spared.len());
+    assert_ne!(b.as_ptr() as usize, ptr, "a spared buffer is kept, not copied");
+    assert!(read(&*d, 0, 65536).unwrap() == kept);
+    assert!(read(&*d, 256, 65536).unwrap() == spared);
+    sync::flush(&*d).unwrap();
+    let file = std::fs::read(&op).unwrap();
+    assert!(file[..65536] == kept[..] && file[256 * 512..][..65536] == spared[..]);
+    let (s, gs) = open(&reg, "s");
+    assert!(read(&*s, 0, (SECTORS * 512) as usize).unwrap() == before);
+    drop((d, g, s, gs));
+}

@@ -112,10 +112,10 @@ impl OriginIo {
         None
     }
 
-    /// Plain write `b` as a held copy to send in its place, with `b` to acknowledge once its
-    /// chunks are copied; or `b` alone if it may not be held (FUA, PREFLUSH, no data, over
+    /// Plain write `b` as a held copy to send in its place (its own buffer when its submitter
+    /// spares it, `Bio::with_spare_buf`), with `b` to acknowledge once its chunks are copied; or `b` alone if it may not be held (FUA, PREFLUSH, no data, over
     /// the cap), acknowledged when it is in the origin.
-    fn hold(&self, b: Bio) -> Queued {
+    fn hold(&self, mut b: Bio) -> Queued {
         if b.op != Op::Write
             || b.flags.contains(BioFlags::FUA)
             || b.flags.contains(BioFlags::PREFLUSH)
@@ -126,7 +126,12 @@ impl OriginIo {
             return (b, None);
         };
         let mut data = self.pool.get(b.buf().len());
-        data.as_mut_slice().copy_from_slice(b.buf().as_slice());
+        if b.spares_buf() {
+            // Keep the submitter's buffer, hand back a spare: no copy.
+            data = std::mem::replace(b.buf_mut(), data);
+        } else {
+            data.as_mut_slice().copy_from_slice(b.buf().as_slice());
+        }
         let (h, pool) = (self.holds.clone(), self.pool.clone());
         let copy = Bio::write(
             b.sector,
