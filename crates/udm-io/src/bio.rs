@@ -415,7 +415,10 @@ mod tests {
         let (done, rx) = catcher();
         let bio = Bio::write(Sectors(0), IoBuf::from_slice(&[7; 2048]), done);
         assert!(!bio.spares_buf());
-        assert!(bio.split(&[Sectors(1), Sectors(3)]).iter().all(|p| !p.spares_buf()));
+        assert!(bio
+            .split(&[Sectors(1), Sectors(3)])
+            .iter()
+            .all(|p| !p.spares_buf()));
         let (done, rx1) = catcher();
         let bio = Bio::write(Sectors(0), IoBuf::zeroed(1024), done).with_spare_buf();
         assert!(bio.fan_out(2).iter().all(|c| !c.spares_buf()));

@@ -621,7 +621,11 @@ fn a_held_write_hands_its_buffer_back_as_it_went_unless_the_submitter_spares_it(
     assert!(b.as_slice() == &kept[..] && b.as_ptr() as usize == ptr);
     let (b, ptr) = submit(256, &spared, true);
     assert_eq!(b.len(), spared.len());
-    assert_ne!(b.as_ptr() as usize, ptr, "a spared buffer is kept, not copied");
+    assert_ne!(
+        b.as_ptr() as usize,
+        ptr,
+        "a spared buffer is kept, not copied"
+    );
     assert!(read(&*d, 0, 65536).unwrap() == kept);
     assert!(read(&*d, 256, 65536).unwrap() == spared);
     sync::flush(&*d).unwrap();

@@ -382,3 +382,41 @@ fn flushes_reads_and_suspends_wait_for_held_origin_writes_and_a_failure_is_repor
     gate.open();
     assert_eq!(rx.recv_timeout(LONG), Ok(true));
 }
+
+#[test]
+fn an_origin_write_is_acknowledged_before_its_copy_lands_and_exceptions_keep_their_order() {
+    // The origin's worker only allocates the COW chunk; the snapshot's writer copies. With
+    // the copy held at the gate: the plain origin write is acknowledged, the snapshot still
+    // reads the old data (from the origin, untouched), and a snapshot write to another chunk
+    // waits for the copy, so the table keeps allocation order.
+    let reg = reg();
+    let (gate, mem) = gated_origin_and_cow(&reg, 0);
+    let (o, _go) = open(&reg, "o");
+    let (s, _gs) = open(&reg, "s");
+    let cow_data =
+        |r: &Record| r.op == Op::Write && r.sector.0 >= SECTORS + 16 && !is_area_write(r);
+    gate.hold_only(cow_data);
+    gate.close();
+    write(&*o, 0, &[0xa1; 4096]).unwrap();
+    assert!(gate.wait_held(1, LONG), "the copy never reached the COW");
+    assert_eq!(read(&*s, 0, 4096).unwrap(), vec![0x5a; 4096]);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    s.submit(Bio::write(
+        Sectors(16),
+        IoBuf::from_slice(&[0x5b; 4096]),
+        Box::new(move |r, _| tx.send(r).unwrap()),
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(gate.held(), 1, "a snapshot write overtook a queued copy");
+    assert!(rx.try_recv().is_err());
+    gate.open();
+    assert_eq!(rx.recv_timeout(LONG).unwrap(), Ok(()));
+    sync::flush(&*o).unwrap();
+    assert_eq!(read(&*o, 0, 4096).unwrap(), vec![0xa1; 4096]);
+    assert_eq!(read(&*s, 0, 4096).unwrap(), vec![0x5a; 4096]);
+    assert_eq!(read(&*s, 16, 4096).unwrap(), vec![0x5b; 4096]);
+    // Area 0 (COW chunk 1): origin chunk 0 → COW chunk 2 first, then 2 → 3.
+    let area = sync::read_at(&*mem, Sectors(SECTORS + 8), 4096).unwrap();
+    let entry = |i| udm_targets::snapshot::cow::area_entry(area.as_slice(), i);
+    assert_eq!((entry(0), entry(1), entry(2)), ((0, 2), (2, 3), (0, 0)));
+}

@@ -1,12 +1,15 @@
-//! Copying chunks in batches (the kernel's pending exceptions and merge batches): runs of
-//! chunks that are consecutive on both sides go to the block copier as one job each, all
-//! jobs of a batch in flight together; the exceptions they make are then added in chunk
-//! order; the origin writes wait for their group commit (`commit`), not the worker.
+//! Copying chunks in batches (the kernel's pending exceptions and merge batches). An origin
+//! batch allocates its COW chunks at once and marks them copying; each snapshot's writer
+//! then copies what the batches queued since it last looked, runs of chunks consecutive on
+//! both sides in one piece (`O_DIRECT` from a reused buffer when both sides are files, else
+//! `copy_file_range` or the block copier), and adds the exceptions in allocation order; the
+//! origin writes wait for their group commit (`commit`), not the worker.
 
 use super::commit::{after_commits, copy_begins, copy_ends};
 use super::snap::{OriginHub, SnapInner, SnapShared};
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashSet;
-use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use udm_core::{Copier, Loc};
 use udm_io::{copy_in_kernel, BlockDevice, IoError, Sectors};
@@ -84,98 +87,197 @@ pub(crate) fn copy_runs_to(
     r
 }
 
-/// Copy the chunks of `ranges` (origin sectors) this snapshot lacks into its COW and add
-/// them to its table; the generation a commit must reach before the origin writes go (these
-/// exceptions, or chunks an earlier batch copied that are not on disk yet), if one must.
-fn copy_out_one(s: &SnapShared, g: &mut SnapInner, ranges: &[(u64, u64)]) -> Option<u64> {
-    let must_wait =
-        |g: &SnapInner| (g.valid && !g.store.is_durable(g.store.gen())).then(|| g.store.gen());
+/// The commit an origin batch's writes wait for in one snapshot: its generation, if the
+/// exceptions up to now are not all on disk.
+fn must_wait(g: &SnapInner) -> Option<u64> {
+    (g.valid && !g.store.is_durable(g.store.gen())).then(|| g.store.gen())
+}
+
+/// Under the snapshot's lock, in arrival order: allocate COW chunks for the chunks of
+/// `ranges` (origin sectors) this snapshot lacks and mark them copying. Returns those
+/// `(origin chunk, COW chunk)` pairs, and whether the batch must go through the writer:
+/// it has chunks to copy, or it touches chunks an earlier batch is copying (whose commit
+/// its origin writes wait for too).
+fn prepare_one(
+    s: &SnapShared,
+    g: &mut MutexGuard<'_, SnapInner>,
+    ranges: &[(u64, u64)],
+) -> (Vec<(u64, u64)>, bool) {
     if !g.valid {
-        return None;
+        return (Vec::new(), false);
     }
     let cs = g.store.chunk;
     let slen = s.len.load(SeqCst);
     let mut seen = HashSet::new();
     let mut todo = Vec::new();
+    let mut behind = false;
     'ranges: for &(sector, len) in ranges.iter().filter(|r| r.1 > 0) {
         for c in sector / cs..=sector.saturating_add(len - 1) / cs {
             if c.saturating_mul(cs) >= slen {
                 break;
             }
-            if g.store.lookup(c).is_some() || !seen.insert(c) {
+            if !seen.insert(c) || g.store.lookup(c).is_some() {
+                continue;
+            }
+            if g.copying.contains(&c) {
+                behind = true;
                 continue;
             }
             match g.store.prepare() {
-                Ok(n) => todo.push((c, n)),
+                Ok(n) => {
+                    g.copying.insert(c);
+                    todo.push((c, n));
+                }
                 Err(_) => {
+                    // The exceptions made before the COW filled are in the table (and
+                    // committed) before it is dropped, as in the kernel; this batch's go.
+                    for (c, _) in todo.drain(..) {
+                        g.copying.remove(&c);
+                    }
+                    s.wait_all_copied(g);
                     s.invalidate(g, &IoError::NoSpace);
                     break 'ranges;
                 }
             }
         }
     }
-    if !g.valid || todo.is_empty() {
-        return must_wait(g);
+    let queue = behind || !todo.is_empty();
+    (todo, queue)
+}
+
+/// An origin batch's chunks for one snapshot's writer, and the batch to report to.
+pub(crate) type CopyJob = (Vec<(u64, u64)>, Arc<Join>);
+
+/// On the snapshot's writer, the jobs queued since it last looked, in order: copy their
+/// chunks (origin → COW, `O_DIRECT` where both are plain files, else as `copy_runs_to`; the
+/// runs of consecutive batches join), then add their exceptions, or invalidate the snapshot
+/// if a copy failed; then each batch learns the commit its writes wait for.
+pub(crate) fn finish_copies(s: &Arc<SnapShared>, jobs: Vec<CopyJob>) {
+    // A commit due now waits for these copies, so their exceptions join it.
+    copy_begins(s);
+    let cs = s.st.lock().store.chunk;
+    let todo: Vec<(u64, u64)> = jobs.iter().flat_map(|j| j.0.iter().copied()).collect();
+    let ok = todo.is_empty() || copy_chunks(s, cs, &todo);
+    let w = {
+        let mut g = s.st.lock();
+        for (c, _) in &todo {
+            g.copying.remove(c);
+        }
+        if g.valid {
+            if ok {
+                for (c, n) in todo {
+                    g.store.add(c, n);
+                }
+            } else {
+                s.invalidate(&mut g, &IoError::Io);
+            }
+        }
+        s.copied.notify_all();
+        must_wait(&g)
+    };
+    for (_, join) in jobs {
+        join.arrive(w.map(|gen| (s.clone(), gen)));
     }
+    copy_ends(s);
+}
+
+/// Longest piece one direct copy takes (its buffer's size).
+const DIRECT_MAX_SECTORS: u64 = 8 << 11;
+
+/// Copy the `(origin chunk, COW chunk)` pairs of `todo`, in runs.
+fn copy_chunks(s: &SnapShared, cs: u64, todo: &[(u64, u64)]) -> bool {
     let osize = s.origin.size().0;
-    if copy_runs_to(&s.copier, &s.origin, &s.cow, &runs(&todo), cs, osize).is_err() {
-        s.invalidate(g, &IoError::Io);
-        return None;
+    let mut rest = Vec::new();
+    let mut direct = s.direct.lock();
+    let piece = (DIRECT_MAX_SECTORS / cs).max(1);
+    for (o0, n0, k0) in runs(todo) {
+        for i in (0..k0).step_by(piece as usize) {
+            let (o, n, k) = (o0 + i, n0 + i, piece.min(k0 - i));
+            let (Some(from), Some(to)) = (o.checked_mul(cs), n.checked_mul(cs)) else {
+                rest.push((o, n, k));
+                continue;
+            };
+            let count = k.saturating_mul(cs).min(osize.saturating_sub(from));
+            if count == 0
+                || !direct.copy(
+                    &*s.origin,
+                    Sectors(from),
+                    &*s.cow,
+                    Sectors(to),
+                    Sectors(count),
+                )
+            {
+                rest.push((o, n, k));
+            }
+        }
     }
-    for (c, n) in todo {
-        g.store.add(c, n);
-    }
-    must_wait(g)
+    rest.is_empty() || copy_runs_to(&s.copier, &s.origin, &s.cow, &rest, cs, osize).is_ok()
 }
 
 /// The kernel's `__origin_write`: before the origin ranges `(sector, len)` change, copy every
-/// chunk they touch into each active snapshot that has not copied it (except `skip`). Returns
-/// the commits the origin writes must wait for: each snapshot with the generation its
-/// exceptions reach (none if every copy is durable already). Snapshots are served side by
-/// side, each under its own lock while it copies (a chunk enters the table only once copied,
-/// so nothing reads its new data as the snapshot's).
-pub(crate) fn copy_out_pending(
-    hub: &OriginHub,
-    ranges: &[(u64, u64)],
-    skip: Option<&SnapShared>,
-) -> Vec<(Arc<SnapShared>, u64)> {
-    let snaps: Vec<_> = hub
-        .snapshots()
-        .into_iter()
-        .filter(|s| s.takes_copies() && !skip.is_some_and(|k| std::ptr::eq(k, &**s)))
-        .collect();
-    let one = |s: &Arc<SnapShared>| {
-        copy_begins(s);
-        let w = copy_out_one(s, &mut s.st.lock(), ranges);
-        copy_ends(s);
-        w
-    };
-    let waits: Vec<Option<u64>> = match snaps.as_slice() {
-        [] => Vec::new(),
-        [s] => vec![one(s)],
-        many => std::thread::scope(|sc| {
-            let hs: Vec<_> = many[1..].iter().map(|s| sc.spawn(|| one(s))).collect();
-            let mut w = vec![one(&many[0])];
-            w.extend(hs.into_iter().map(|h| h.join().expect("copy-out thread")));
-            w
-        }),
-    };
-    snaps
-        .into_iter()
-        .zip(waits)
-        .filter_map(|(s, w)| w.map(|gen| (s, gen)))
-        .collect()
-}
-
-/// [`copy_out_pending`], then `then` (the origin writes) once those commits are durable (a
-/// group commit shared with other batches; the caller's thread does not wait for it).
+/// chunk they touch into each active snapshot that has not copied it (except `skip`), then
+/// run `then` (the origin writes) once the commits covering those copies are durable (a
+/// group commit shared with other batches). The COW chunks are allocated before this
+/// returns, in arrival order (so later snapshot writes get theirs after them, as in the
+/// kernel); the copies run on each snapshot's writer meanwhile, batch after batch, and
+/// enter the table when done. The caller's thread waits for neither.
 pub(crate) fn copy_out_then(
     hub: &OriginHub,
     ranges: &[(u64, u64)],
     skip: Option<&SnapShared>,
     then: Box<dyn FnOnce() + Send>,
 ) {
-    after_commits(copy_out_pending(hub, ranges, skip), then);
+    let snaps: Vec<_> = hub
+        .snapshots()
+        .into_iter()
+        .filter(|s| s.takes_copies() && !skip.is_some_and(|k| std::ptr::eq(k, &**s)))
+        .collect();
+    let join = Arc::new(Join {
+        left: AtomicUsize::new(snaps.len()),
+        waits: Mutex::new(Vec::new()),
+        then: Mutex::new(Some(then)),
+    });
+    if snaps.is_empty() {
+        return join.done();
+    }
+    for s in snaps {
+        let mut g = s.st.lock();
+        let (todo, queue) = prepare_one(&s, &mut g, ranges);
+        if !queue {
+            let w = must_wait(&g);
+            drop(g);
+            join.arrive(w.map(|gen| (s, gen)));
+            continue;
+        }
+        drop(g);
+        let me = s.clone();
+        s.copies.push(&s.writer, (todo, join.clone()), move |jobs| {
+            finish_copies(&me, jobs)
+        });
+    }
+}
+
+/// An origin batch's snapshots reporting the commits its writes wait for.
+pub(crate) struct Join {
+    left: AtomicUsize,
+    waits: Mutex<Vec<(Arc<SnapShared>, u64)>>,
+    then: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Join {
+    fn arrive(&self, wait: Option<(Arc<SnapShared>, u64)>) {
+        if let Some(w) = wait {
+            self.waits.lock().push(w);
+        }
+        if self.left.fetch_sub(1, SeqCst) == 1 {
+            self.done();
+        }
+    }
+    fn done(&self) {
+        if let Some(then) = self.then.lock().take() {
+            after_commits(std::mem::take(&mut *self.waits.lock()), then);
+        }
+    }
 }
 
 /// [`copy_out_then`], waiting for the commits.

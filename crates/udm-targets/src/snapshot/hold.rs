@@ -14,7 +14,8 @@
 //! suspending or removing the origin waits for all. As with any volatile write cache, a
 //! daemon killed before the next flush loses writes it acknowledged since the last one,
 //! never a snapshot's data. `UDM_SNAPSHOT_HOLD_MIB` caps the bytes held per origin (default
-//! 8); 0 acknowledges origin writes only once they are in the origin.
+//! 32: enough to ride out a commit slowed by the disk's other work); 0 acknowledges origin
+//! writes only once they are in the origin.
 
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -22,7 +23,7 @@ use std::time::Duration;
 use udm_io::{Bio, IoError, SECTOR_SIZE};
 
 /// Default cap on the bytes held per origin.
-const DEFAULT_CAP_MIB: u64 = 8;
+const DEFAULT_CAP_MIB: u64 = 32;
 
 /// How long a suspend or removal waits for held writes before it gives up (they are then
 /// written when their commit ends, after the call returned).

@@ -115,6 +115,8 @@ const MERGE_BATCH_SECTORS: u64 = 16 << 11;
 fn merge_loop(sh: &SnapShared, hub: &OriginHub, stop: &AtomicBool) {
     while !stop.load(SeqCst) {
         let mut g = sh.st.lock();
+        // Copies queued by the origin before the merge took over join the table first.
+        sh.wait_all_copied(&mut g);
         if !g.valid || g.merge_failed {
             return;
         }
@@ -173,10 +175,11 @@ fn merge_io(sh: &SnapShared, hub: &OriginHub, mut bio: Bio) {
             sh.cow.submit(bio)
         };
     }
-    let g = sh.st.lock();
+    let mut g = sh.st.lock();
     let cs = g.store.chunk;
     let c = bio.sector.0 / cs;
     let off = bio.sector.0 % cs;
+    sh.wait_copied(&mut g, c);
     let res = match g.store.lookup(c) {
         Some(n) if bio.op == Op::Discard => {
             sync::discard(&*sh.cow, Sectors(at(n, cs, off)), bio.len())

@@ -1,14 +1,13 @@
 //! `snapshot-origin <origin>`: the origin as its snapshots' users see it. Reads and flushes
-//! pass straight through; a write first copies every chunk it touches into each snapshot
-//! that has not copied it yet (on the origin's worker, in arrival order), then goes to the
-//! origin once those copies are committed (a group commit: the worker goes on copying for
-//! later writes meanwhile, and those wait for a commit covering every copy before them, so
-//! no write overtakes the copy of its chunk). A plain write is acknowledged once its chunks
-//! are copied, a copy of its data held until that commit (`hold`): what overlaps it, and
-//! every flush, waits for it.
+//! pass straight through; a write first has every chunk it touches copied into each
+//! snapshot that has not copied it yet (COW chunks allocated on the origin's worker, in
+//! arrival order; the copies made by each snapshot's writer, `copyout`), then goes to the
+//! origin once those copies are committed (a group commit: later writes wait for a commit
+//! covering every copy before them, so no write overtakes the copy of its chunk). A plain
+//! write is acknowledged once its chunks' COW chunks are allocated, its data held until that
+//! commit (`hold`): what overlaps it, and every flush, waits for it.
 
-use super::commit::after_commits;
-use super::copyout::copy_out_pending;
+use super::copyout::copy_out_then;
 use super::hold::{cap_from_env, Holds};
 use super::snap::{Batch, OriginHub};
 use super::OriginParams;
@@ -144,15 +143,16 @@ impl OriginIo {
         (copy, Some(b))
     }
 
-    /// Copy out what the queued writes overwrite, acknowledge the held ones, and send them
-    /// all to the origin once those copies are committed.
+    /// Have what the queued writes overwrite copied out, acknowledge the held ones, and send
+    /// them all to the origin once those copies are committed.
     fn write_batch(&self, items: Vec<Queued>) {
         let ranges: Vec<_> = items.iter().map(|(b, _)| (b.sector.0, b.len().0)).collect();
-        let pending = copy_out_pending(&self.hub, &ranges, None);
         let (bios, acks): (Vec<Bio>, Vec<Option<Bio>>) = items.into_iter().unzip();
         let dev = self.dev.dev.clone();
-        after_commits(
-            pending,
+        copy_out_then(
+            &self.hub,
+            &ranges,
+            None,
             Box::new(move || {
                 for b in bios {
                     dev.submit(b);
@@ -166,7 +166,7 @@ impl OriginIo {
 }
 
 /// A write queued for its copy-out: the bio to send to the origin and, when that is a held
-/// copy, the client's bio to acknowledge once the copies are made.
+/// copy, the client's bio to acknowledge once the copies are queued.
 type Queued = (Bio, Option<Bio>);
 
 impl Target for Origin {

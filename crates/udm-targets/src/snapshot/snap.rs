@@ -3,21 +3,25 @@
 //! the origin (`SnapShared`) lives here too; the origin write's copy-out is in `copyout`.
 //!
 //! Locking: each snapshot's state sits behind one mutex held across its I/O, on worker
-//! threads only. A snapshot reading an uncopied chunk from the origin holds it, and the
-//! origin's copy-out takes it before copying a chunk, so an origin write never overtakes the
-//! copy of its chunk nor a snapshot read of the old data.
+//! threads only. A chunk an origin batch is copying stays out of the table until copied (a
+//! snapshot read takes its old data from the origin, whose write waits for the commit after
+//! the copy); a snapshot write waits for those copies, so exceptions enter the table in the
+//! order their chunks were allocated.
 
 use super::commit::{after_commit, GroupCommit};
+use super::copyout::CopyJob;
 use super::cow::{Store, StoreError, StoreKind};
 use super::SnapshotParams;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 use udm_core::{
     Copier, DevHandle, EventTrigger, Loc, MapResult, Publication, StatusFlags, StatusType, Target,
     TargetCtx, TargetError, TargetType, Worker,
 };
-use udm_io::{sync, Bio, BlockDevice, DevId, IoError, Op, Sectors};
+use udm_io::{sync, Bio, BlockDevice, DevId, DirectCopy, IoError, Op, Sectors};
 
 /// The meeting point of an origin and its snapshots, published under the origin's id.
 #[derive(Default)]
@@ -56,11 +60,19 @@ impl OriginHub {
     }
 }
 
+/// How long a status waits for queued copies.
+const STATUS_WAIT: Duration = Duration::from_secs(2);
+
 pub(crate) struct SnapInner {
     pub store: Store,
     pub valid: bool,
     pub overflow: bool,
     pub merge_failed: bool,
+    /// Origin chunks an origin batch allocated COW chunks for, their copies queued on the
+    /// snapshot's writer (`copyout`): not in the table until copied, so reads still take
+    /// their old data from the origin (whose writes wait for the commit after the copy);
+    /// nothing else may allocate them meanwhile.
+    pub copying: HashSet<u64>,
 }
 
 /// One snapshot's state, shared by its table line(s), the origin and a merge.
@@ -81,9 +93,31 @@ pub(crate) struct SnapShared {
     pub committer: GroupCommit,
     /// The store's durable generation (see `Store::durable_handle`).
     pub durable: Arc<AtomicU64>,
+    /// Copies the chunks of origin batches into the COW and adds their exceptions, batch
+    /// after batch (`copyout`).
+    pub writer: Worker,
+    /// The origin batches' copies queued for the writer.
+    pub copies: Arc<Batch<CopyJob>>,
+    /// The writer's buffer and direct descriptors.
+    pub direct: Mutex<DirectCopy>,
+    /// Told when queued copies leave `SnapInner::copying`.
+    pub copied: Condvar,
 }
 
 impl SnapShared {
+    /// Wait (the lock released meanwhile) until origin chunk `c` is not queued for copying.
+    pub(crate) fn wait_copied(&self, g: &mut MutexGuard<'_, SnapInner>, c: u64) {
+        while g.copying.contains(&c) {
+            self.copied.wait(g);
+        }
+    }
+    /// Wait until no copy is queued.
+    pub(crate) fn wait_all_copied(&self, g: &mut MutexGuard<'_, SnapInner>) {
+        while !g.copying.is_empty() {
+            self.copied.wait(g);
+        }
+    }
+
     pub(crate) fn takes_copies(&self) -> bool {
         self.active.load(SeqCst) && !self.merging.load(SeqCst)
     }
@@ -134,7 +168,12 @@ impl SnapShared {
     }
 
     pub(crate) fn status(&self) -> String {
-        let g = self.st.lock();
+        let mut g = self.st.lock();
+        // Acknowledged origin writes whose copies are still queued count as in the kernel,
+        // where they were acknowledged only once their exceptions were in the table (a
+        // copy stuck on a suspended device does not hold the status up for long).
+        let until = Instant::now() + STATUS_WAIT;
+        while !g.copying.is_empty() && !self.copied.wait_until(&mut g, until).timed_out() {}
         if !g.valid {
             "Invalid".into()
         } else if g.merge_failed {
@@ -246,6 +285,7 @@ pub(crate) fn open_shared(
             valid: opened.valid,
             overflow: false,
             merge_failed: false,
+            copying: HashSet::new(),
         }),
         active: AtomicBool::new(false),
         merging: AtomicBool::new(false),
@@ -255,6 +295,10 @@ pub(crate) fn open_shared(
         events: Mutex::new(ctx.event_trigger()),
         committer: GroupCommit::new(),
         durable,
+        writer: Worker::new("snapshot-copy"),
+        copies: Arc::default(),
+        direct: Mutex::new(DirectCopy::new()),
+        copied: Condvar::new(),
     });
     Ok((shared, cow))
 }
@@ -330,15 +374,21 @@ pub(crate) fn rw_sync(dev: &dyn BlockDevice, bio: &mut Bio, sector: u64) -> Resu
 /// the bio, its result, and whether that result waits for the batch's commit.
 fn snap_one(
     sh: &SnapShared,
-    g: &mut SnapInner,
+    g: &mut MutexGuard<'_, SnapInner>,
     mut bio: Bio,
     p: &SnapshotParams,
 ) -> Option<(Bio, Result<(), IoError>, bool)> {
+    let cs = g.store.chunk;
+    let c = bio.sector.0 / cs;
+    if bio.op.is_write() {
+        // Exceptions enter the table in the order their chunks were allocated (the COW's
+        // layout is the kernel's): the origin batches' queued copies go first. (A read of a
+        // chunk being copied takes the old data from the origin, as in the kernel.)
+        sh.wait_all_copied(g);
+    }
     if !g.valid {
         return Some((bio, Err(IoError::Io), false));
     }
-    let cs = g.store.chunk;
-    let c = bio.sector.0 / cs;
     let off = bio.sector.0 % cs;
     let whole = off == 0 && bio.len().0 == cs;
     let res = if bio.op == Op::Discard {
