@@ -3,7 +3,6 @@
 
 pub mod bio;
 pub mod buf;
-pub mod dcopy;
 pub mod device;
 pub mod error;
 pub mod fcopy;
@@ -18,7 +17,6 @@ mod writeq;
 
 pub use bio::{Bio, BioFlags, Completion, Op};
 pub use buf::{BufPool, IoBuf};
-pub use dcopy::DirectCopy;
 pub use device::{
     blocking_submit_allowed, lcm_not_zero, min_not_zero, with_blocking_submit, BlockDevice, DevId,
     Extent, FileReader, FileWriter, Limits, MappedReader,

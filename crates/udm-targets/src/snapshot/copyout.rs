@@ -1,8 +1,8 @@
 //! Copying chunks in batches (the kernel's pending exceptions and merge batches). An origin
 //! batch allocates its COW chunks at once and marks them copying; each snapshot's writer
 //! then copies what the batches queued since it last looked, runs of chunks consecutive on
-//! both sides in one piece (`O_DIRECT` from a reused buffer when both sides are files, else
-//! `copy_file_range` or the block copier), and adds the exceptions in allocation order; the
+//! both sides in one piece (`copy_file_range` when both sides are files, else the block
+//! copier, all runs in flight together), and adds the exceptions in allocation order; the
 //! origin writes wait for their group commit (`commit`), not the worker.
 
 use super::commit::{after_commits, copy_begins, copy_ends};
@@ -149,15 +149,17 @@ fn prepare_one(
 pub(crate) type CopyJob = (Vec<(u64, u64)>, Arc<Join>);
 
 /// On the snapshot's writer, the jobs queued since it last looked, in order: copy their
-/// chunks (origin → COW, `O_DIRECT` where both are plain files, else as `copy_runs_to`; the
-/// runs of consecutive batches join), then add their exceptions, or invalidate the snapshot
-/// if a copy failed; then each batch learns the commit its writes wait for.
+/// chunks (origin → COW, `copy_runs_to`; the runs of consecutive batches join), then add
+/// their exceptions, or invalidate the snapshot if a copy failed; then each batch learns
+/// the commit its writes wait for.
 pub(crate) fn finish_copies(s: &Arc<SnapShared>, jobs: Vec<CopyJob>) {
     // A commit due now waits for these copies, so their exceptions join it.
     copy_begins(s);
     let cs = s.st.lock().store.chunk;
     let todo: Vec<(u64, u64)> = jobs.iter().flat_map(|j| j.0.iter().copied()).collect();
-    let ok = todo.is_empty() || copy_chunks(s, cs, &todo);
+    let osize = s.origin.size().0;
+    let ok = todo.is_empty()
+        || copy_runs_to(&s.copier, &s.origin, &s.cow, &runs(&todo), cs, osize).is_ok();
     let w = {
         let mut g = s.st.lock();
         for (c, _) in &todo {
@@ -179,39 +181,6 @@ pub(crate) fn finish_copies(s: &Arc<SnapShared>, jobs: Vec<CopyJob>) {
         join.arrive(w.map(|gen| (s.clone(), gen)));
     }
     copy_ends(s);
-}
-
-/// Longest piece one direct copy takes (its buffer's size).
-const DIRECT_MAX_SECTORS: u64 = 8 << 11;
-
-/// Copy the `(origin chunk, COW chunk)` pairs of `todo`, in runs.
-fn copy_chunks(s: &SnapShared, cs: u64, todo: &[(u64, u64)]) -> bool {
-    let osize = s.origin.size().0;
-    let mut rest = Vec::new();
-    let mut direct = s.direct.lock();
-    let piece = (DIRECT_MAX_SECTORS / cs).max(1);
-    for (o0, n0, k0) in runs(todo) {
-        for i in (0..k0).step_by(piece as usize) {
-            let (o, n, k) = (o0 + i, n0 + i, piece.min(k0 - i));
-            let (Some(from), Some(to)) = (o.checked_mul(cs), n.checked_mul(cs)) else {
-                rest.push((o, n, k));
-                continue;
-            };
-            let count = k.saturating_mul(cs).min(osize.saturating_sub(from));
-            if count == 0
-                || !direct.copy(
-                    &*s.origin,
-                    Sectors(from),
-                    &*s.cow,
-                    Sectors(to),
-                    Sectors(count),
-                )
-            {
-                rest.push((o, n, k));
-            }
-        }
-    }
-    rest.is_empty() || copy_runs_to(&s.copier, &s.origin, &s.cow, &rest, cs, osize).is_ok()
 }
 
 /// The kernel's `__origin_write`: before the origin ranges `(sector, len)` change, copy every

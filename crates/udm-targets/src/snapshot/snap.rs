@@ -21,7 +21,7 @@ use udm_core::{
     Copier, DevHandle, EventTrigger, Loc, MapResult, Publication, StatusFlags, StatusType, Target,
     TargetCtx, TargetError, TargetType, Worker,
 };
-use udm_io::{sync, Bio, BlockDevice, DevId, DirectCopy, IoError, Op, Sectors};
+use udm_io::{sync, Bio, BlockDevice, DevId, IoError, Op, Sectors};
 
 /// The meeting point of an origin and its snapshots, published under the origin's id.
 #[derive(Default)]
@@ -98,8 +98,6 @@ pub(crate) struct SnapShared {
     pub writer: Worker,
     /// The origin batches' copies queued for the writer.
     pub copies: Arc<Batch<CopyJob>>,
-    /// The writer's buffer and direct descriptors.
-    pub direct: Mutex<DirectCopy>,
     /// Told when queued copies leave `SnapInner::copying`.
     pub copied: Condvar,
 }
@@ -297,7 +295,6 @@ pub(crate) fn open_shared(
         durable,
         writer: Worker::new("snapshot-copy"),
         copies: Arc::default(),
-        direct: Mutex::new(DirectCopy::new()),
         copied: Condvar::new(),
     });
     Ok((shared, cow))
