@@ -418,3 +418,33 @@ fn an_origin_write_is_acknowledged_before_its_copy_lands_and_exceptions_keep_the
     let entry = |i| udm_targets::snapshot::cow::area_entry(area.as_slice(), i);
     assert_eq!((entry(0), entry(1), entry(2)), ((0, 2), (2, 3), (0, 0)));
 }
+
+#[test]
+fn removing_a_snapshot_waits_for_its_queued_copies_and_their_commit() {
+    // As the kernel's destructor waits for pending exceptions: the COW is complete (copy
+    // and exception on disk) once the removal returns.
+    let reg = reg();
+    let (gate, mem) = gated_origin_and_cow(&reg, 0);
+    gate.hold_only(|r: &Record| r.op == Op::Write && r.sector.0 >= SECTORS + 16);
+    gate.close();
+    {
+        let (o, _go) = open(&reg, "o");
+        write(&*o, 0, &[0xa1; 4096]).unwrap();
+    }
+    assert!(gate.wait_held(1, LONG), "the copy never reached the COW");
+    let remove = {
+        let reg = reg.clone();
+        std::thread::spawn(move || reg.remove(&sel("s"), false))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!remove.is_finished(), "removed with a copy in flight");
+    gate.open();
+    remove.join().unwrap().unwrap();
+    let area = sync::read_at(&*mem, Sectors(SECTORS + 8), 4096).unwrap();
+    assert_eq!(
+        udm_targets::snapshot::cow::area_entry(area.as_slice(), 0),
+        (0, 2)
+    );
+    let copy = sync::read_at(&*mem, Sectors(SECTORS + 16), 4096).unwrap();
+    assert!(copy.as_slice() == [0x5a; 4096]);
+}

@@ -62,6 +62,8 @@ impl OriginHub {
 
 /// How long a status waits for queued copies.
 const STATUS_WAIT: Duration = Duration::from_secs(2);
+/// How long removing a snapshot waits for its queued copies and their commit.
+const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 
 pub(crate) struct SnapInner {
     pub store: Store,
@@ -113,6 +115,32 @@ impl SnapShared {
     pub(crate) fn wait_all_copied(&self, g: &mut MutexGuard<'_, SnapInner>) {
         while !g.copying.is_empty() {
             self.copied.wait(g);
+        }
+    }
+
+    /// Let the copies queued so far land and be committed, as the kernel's snapshot
+    /// destructor waits for its pending exceptions; false if `limit` ran out first.
+    pub(crate) fn settle(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.writer.spawn(move || {
+            let _ = tx.send(());
+        });
+        if rx.recv_deadline(until).is_err() {
+            return false;
+        }
+        let gen = self.st.lock().store.gen();
+        loop {
+            {
+                let g = self.st.lock();
+                if !g.valid || g.store.is_durable(gen) {
+                    return true;
+                }
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -489,6 +517,17 @@ fn snap_batch(sh: &Arc<SnapShared>, bios: Vec<Bio>, p: &SnapshotParams) {
                 }
             }),
         );
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        if !self.shared.settle(SETTLE_LIMIT) {
+            tracing::warn!(
+                "snapshot: copies into the COW still in flight after {}s; removing anyway",
+                SETTLE_LIMIT.as_secs()
+            );
+        }
     }
 }
 
