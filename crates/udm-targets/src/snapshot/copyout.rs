@@ -210,15 +210,16 @@ pub(crate) fn copy_out_then(
         return join.done();
     }
     for s in snaps {
-        let mut g = s.st.lock();
-        let (todo, queue) = prepare_one(&s, &mut g, ranges);
-        if !queue {
-            let w = must_wait(&g);
-            drop(g);
+        let (todo, now) = {
+            let mut g = s.st.lock();
+            let (todo, queue) = prepare_one(&s, &mut g, ranges);
+            // Nothing to copy nor to wait behind: the commit to wait for is known now.
+            (todo, (!queue).then(|| must_wait(&g)))
+        };
+        if let Some(w) = now {
             join.arrive(w.map(|gen| (s, gen)));
             continue;
         }
-        drop(g);
         let me = s.clone();
         s.copies.push(&s.writer, (todo, join.clone()), move |jobs| {
             finish_copies(&me, jobs)

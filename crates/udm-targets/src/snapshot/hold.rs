@@ -1,11 +1,11 @@
 //! Origin writes acknowledged while their copies commit: a write-back stage in front of the
 //! origin, like a disk's volatile write cache. A plain origin write takes a place here (and
-//! a copy of its data) as it arrives; it is acknowledged once its chunks are copied into
-//! every snapshot (the exceptions in their tables, so statuses and allocation order are the
-//! kernel's), and its copy goes to the origin when those copies are committed, exactly when
-//! the strict path would have sent the write. So the client keeps its queue full while
-//! commits run, and no origin write reaches a chunk before the snapshot's copy of it is on
-//! disk.
+//! its data: its own buffer when the submitter spares it, else a copy) as it arrives; it is
+//! acknowledged once every snapshot has allocated the COW chunks for its chunks (in arrival
+//! order, so allocation order is the kernel's), and its data goes to the origin when the
+//! copies into those chunks are committed, exactly when the strict path would have sent the
+//! write. So the client keeps its queue full while copies and commits run, and no origin
+//! write reaches a chunk before the snapshot's copy of it is on disk.
 //!
 //! What sees a held write as done: a later read or write overlapping it waits until it is in
 //! the origin (so nothing reads old data after the acknowledgement, and no later write is

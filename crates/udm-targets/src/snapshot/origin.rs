@@ -101,7 +101,7 @@ impl OriginIo {
                 return None;
             }
         }
-        if !bio.op.is_write() || bio.op == Op::Flush || !self.hub.any_active() {
+        if !bio.op.is_write() || !self.hub.any_active() {
             return Some(bio);
         }
         let item = self.hold(bio);
@@ -111,9 +111,10 @@ impl OriginIo {
         None
     }
 
-    /// Plain write `b` as a held copy to send in its place (its own buffer when its submitter
-    /// spares it, `Bio::with_spare_buf`), with `b` to acknowledge once its chunks are copied; or `b` alone if it may not be held (FUA, PREFLUSH, no data, over
-    /// the cap), acknowledged when it is in the origin.
+    /// Plain write `b` as a held write to send in its place (with `b`'s own buffer when its
+    /// submitter spares it, `Bio::with_spare_buf`, else a copy), and `b` to acknowledge once
+    /// its COW chunks are allocated; or `b` alone if it may not be held (FUA, PREFLUSH, no
+    /// data, over the cap), acknowledged when it is in the origin.
     fn hold(&self, mut b: Bio) -> Queued {
         if b.op != Op::Write
             || b.flags.contains(BioFlags::FUA)
