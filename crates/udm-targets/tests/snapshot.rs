@@ -635,3 +635,54 @@ fn a_held_write_hands_its_buffer_back_as_it_went_unless_the_submitter_spares_it(
     assert!(read(&*s, 0, (SECTORS * 512) as usize).unwrap() == before);
     drop((d, g, s, gs));
 }
+
+/// Reads of neighbouring chunks that land next to each other in the COW (and in memory) are
+/// read in one piece; when a damaged COW points one of them past its end, only the reads of
+/// that chunk fail, even when a read of its neighbour was gathered with it.
+#[test]
+fn a_read_of_an_exception_past_the_cow_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = origin_image(dir.path());
+    // Four chunks of 8 sectors: header, one exception area, two data chunks. Chunk 0 is in
+    // the last data chunk (3), chunk 1 in chunk 4, one past the end.
+    let mut img = vec![0u8; 4 * 4096];
+    for (i, v) in [0x7041_6e53u32, 1, 1, 8].into_iter().enumerate() {
+        img[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    for (i, v) in [0u64, 3, 1, 4].into_iter().enumerate() {
+        img[4096 + i * 8..4096 + i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    img[3 * 4096..].fill(0xab);
+    let c = dir.path().join("cow.img");
+    std::fs::write(&c, &img).unwrap();
+    let reg = reg();
+    let (od, cd) = (o.display(), c.display());
+    create(&reg, "s", &format!("0 {SECTORS} snapshot {od} {cd} P 8")).unwrap();
+    let (s, _g) = open(&reg, "s");
+    // Both chunks in one read: it fails.
+    assert!(read(&*s, 0, 8192).is_err());
+    assert_eq!(
+        read(&*s, 16, 8192).unwrap(),
+        std::fs::read(&o).unwrap()[16 * 512..32 * 512]
+    );
+    // Two reads, one per chunk, into the two halves of one buffer, submitted together so
+    // that they often share a batch and are gathered into one run.
+    for _ in 0..200 {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut first = udm_io::IoBuf::zeroed(8192);
+        let second = first.split_off(4096);
+        for (i, (sector, buf)) in [(0, first), (8, second)].into_iter().enumerate() {
+            let tx = tx.clone();
+            let done = Box::new(move |r, b| drop(tx.send((i, r, b))));
+            s.submit(udm_io::Bio::read(Sectors(sector), buf, done));
+        }
+        let mut got: Vec<_> = rx.iter().take(2).collect();
+        got.sort_by_key(|g| g.0);
+        let (_, r0, b0) = &got[0];
+        assert!(
+            r0.is_ok() && b0.as_slice() == [0xab; 4096],
+            "chunk 0 failed with 1"
+        );
+        assert!(got[1].1.is_err(), "chunk 1 read past the COW");
+    }
+}

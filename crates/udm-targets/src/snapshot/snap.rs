@@ -21,7 +21,7 @@ use udm_core::{
     Copier, DevHandle, EventTrigger, Loc, MapResult, Publication, StatusFlags, StatusType, Target,
     TargetCtx, TargetError, TargetType, Worker,
 };
-use udm_io::{sync, Bio, BlockDevice, DevId, IoError, Op, Sectors};
+use udm_io::{sync, Bio, BlockDevice, DevId, IoBuf, IoError, Op, Sectors};
 
 /// The meeting point of an origin and its snapshots, published under the origin's id.
 #[derive(Default)]
@@ -385,9 +385,10 @@ pub(crate) fn at(n: u64, cs: u64, off: u64) -> u64 {
 pub(crate) fn rw_sync(dev: &dyn BlockDevice, bio: &mut Bio, sector: u64) -> Result<(), IoError> {
     match bio.op {
         Op::Read => {
-            let b = sync::read_at(dev, Sectors(sector), bio.buf().len())?;
-            bio.buf_mut().as_mut_slice().copy_from_slice(b.as_slice());
-            Ok(())
+            let buf = bio.take_buf();
+            let (r, buf) = sync::submit_wait(dev, |d| Bio::read(Sectors(sector), buf, d));
+            bio.set_buf(buf);
+            r
         }
         Op::Write => sync::write_at(dev, Sectors(sector), bio.buf().as_slice()),
         Op::WriteZeroes => sync::write_zeroes(dev, Sectors(sector), bio.len()),
@@ -471,6 +472,83 @@ fn snap_one(
     Some((bio, res, waits))
 }
 
+/// Consecutive reads of one batch that lie next to each other on the COW or on the origin,
+/// and whose buffers lie next to each other in memory (the engine splits a read at every
+/// chunk; a sequential reader's chunks mostly sit in order on one side): read with one I/O
+/// straight into those buffers, under the lock as each piece was.
+#[derive(Default)]
+struct ReadRun {
+    from_cow: bool,
+    start: u64,
+    sectors: u64,
+    /// The address just past the last buffer.
+    mem_end: usize,
+    bios: Vec<Bio>,
+}
+
+/// The most one [`ReadRun`] reads at once (1 MiB).
+const READ_RUN_MAX: u64 = 2048;
+
+impl ReadRun {
+    /// Add a read of `bio` at `(from_cow, sector)`, reading what is gathered first when it
+    /// does not continue it.
+    fn add(
+        &mut self,
+        sh: &SnapShared,
+        (from_cow, sector): (bool, u64),
+        bio: Bio,
+        out: &mut Vec<(Bio, Result<(), IoError>)>,
+    ) {
+        let len = bio.len().0;
+        let mem = bio.buf().as_slice().as_ptr() as usize;
+        let joins = !self.bios.is_empty()
+            && self.from_cow == from_cow
+            && self.start.checked_add(self.sectors) == Some(sector)
+            && self.sectors.saturating_add(len) <= READ_RUN_MAX
+            && self.mem_end == mem;
+        if !joins {
+            self.finish(sh, out);
+            (self.from_cow, self.start, self.sectors) = (from_cow, sector, 0);
+        }
+        self.sectors += len;
+        self.mem_end = mem.wrapping_add(bio.buf().len());
+        self.bios.push(bio);
+    }
+
+    /// Read what is gathered into the bios' own buffers (joined without a copy: they are
+    /// pieces of one split buffer) and complete into `out`. A failed run is read again piece
+    /// by piece, so only the pieces that fail alone fail (a damaged COW may point one chunk
+    /// past its device).
+    fn finish(&mut self, sh: &SnapShared, out: &mut Vec<(Bio, Result<(), IoError>)>) {
+        let dev = if self.from_cow { &*sh.cow } else { &*sh.origin };
+        if self.bios.len() > 1 {
+            let mut all = self.bios[0].take_buf();
+            for b in &mut self.bios[1..] {
+                all.unsplit(b.take_buf());
+            }
+            let (r, mut all) = sync::submit_wait(dev, |d| Bio::read(Sectors(self.start), all, d));
+            for b in self.bios.iter_mut().rev() {
+                let n = b.len().0 as usize * 512;
+                // (A bio lost on its way comes back empty, and failed: fresh buffers then.)
+                b.set_buf(match all.len().checked_sub(n) {
+                    Some(at) => all.split_off(at),
+                    None => IoBuf::zeroed(n),
+                });
+            }
+            if r.is_ok() {
+                out.extend(self.bios.drain(..).map(|b| (b, Ok(()))));
+                return;
+            }
+        }
+        let mut at = self.start;
+        for mut bio in self.bios.drain(..) {
+            let res = rw_sync(dev, &mut bio, at);
+            at = at.wrapping_add(bio.len().0);
+            out.push((bio, res));
+        }
+    }
+}
+
 /// A batch of snapshot bios: handled in order under the lock; reads and failures complete
 /// at once, the writes once a commit covers every exception the store held after them (a
 /// group commit shared with origin batches and later snapshot batches: the worker goes on
@@ -482,7 +560,19 @@ fn snap_batch(sh: &Arc<SnapShared>, bios: Vec<Bio>, p: &SnapshotParams) {
     let mut after = Vec::new();
     let gen = {
         let mut g = sh.st.lock();
+        let mut run = ReadRun::default();
         for bio in bios {
+            if bio.op == Op::Read && g.valid {
+                let cs = g.store.chunk;
+                let (c, off) = (bio.sector.0 / cs, bio.sector.0 % cs);
+                let place = match g.store.lookup(c) {
+                    Some(n) => (true, at(n, cs, off)),
+                    None => (false, bio.sector.0),
+                };
+                run.add(sh, place, bio, &mut now);
+                continue;
+            }
+            run.finish(sh, &mut now);
             if bio.op == Op::Flush {
                 flushes.push(bio);
             } else if let Some((bio, res, waits)) = snap_one(sh, &mut g, bio, p) {
@@ -493,6 +583,7 @@ fn snap_batch(sh: &Arc<SnapShared>, bios: Vec<Bio>, p: &SnapshotParams) {
                 }
             }
         }
+        run.finish(sh, &mut now);
         let gen = g.store.gen();
         if g.store.is_durable(gen) {
             now.extend(after.drain(..).map(|b| (b, Ok(()))));
