@@ -425,7 +425,9 @@ fn removing_a_snapshot_waits_for_its_queued_copies_and_their_commit() {
     // and exception on disk) once the removal returns.
     let reg = reg();
     let (gate, mem) = gated_origin_and_cow(&reg, 0);
-    gate.hold_only(|r: &Record| r.op == Op::Write && r.sector.0 >= SECTORS + 16);
+    gate.hold_only(|r: &Record| {
+        (r.op == Op::Write && r.sector.0 >= SECTORS + 16) || is_area_write(r)
+    });
     gate.close();
     {
         let (o, _go) = open(&reg, "o");
@@ -438,6 +440,13 @@ fn removing_a_snapshot_waits_for_its_queued_copies_and_their_commit() {
     };
     std::thread::sleep(Duration::from_millis(300));
     assert!(!remove.is_finished(), "removed with a copy in flight");
+    // The copy lands; its commit's area write is held.
+    run_to_area_write(&gate);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !remove.is_finished(),
+        "removed before its copies were committed"
+    );
     gate.open();
     remove.join().unwrap().unwrap();
     let area = sync::read_at(&*mem, Sectors(SECTORS + 8), 4096).unwrap();

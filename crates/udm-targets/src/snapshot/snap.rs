@@ -120,28 +120,32 @@ impl SnapShared {
 
     /// Let the copies queued so far land and be committed, as the kernel's snapshot
     /// destructor waits for its pending exceptions; false if `limit` ran out first.
-    pub(crate) fn settle(&self, limit: Duration) -> bool {
+    pub(crate) fn settle(self: &Arc<Self>, limit: Duration) -> bool {
         let until = Instant::now() + limit;
         let (tx, rx) = crossbeam_channel::bounded(1);
+        let queued = tx.clone();
         self.writer.spawn(move || {
-            let _ = tx.send(());
+            let _ = queued.send(());
         });
         if rx.recv_deadline(until).is_err() {
             return false;
         }
-        let gen = self.st.lock().store.gen();
-        loop {
-            {
-                let g = self.st.lock();
-                if !g.valid || g.store.is_durable(gen) {
-                    return true;
-                }
+        // Then the commit covering them (a snapshot invalidated meanwhile releases it too).
+        let gen = {
+            let g = self.st.lock();
+            if !g.valid || g.store.is_durable(g.store.gen()) {
+                return true;
             }
-            if Instant::now() >= until {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+            g.store.gen()
+        };
+        after_commit(
+            self,
+            gen,
+            Box::new(move || {
+                let _ = tx.send(());
+            }),
+        );
+        rx.recv_deadline(until).is_ok()
     }
 
     pub(crate) fn takes_copies(&self) -> bool {
@@ -396,8 +400,9 @@ pub(crate) fn rw_sync(dev: &dyn BlockDevice, bio: &mut Bio, sector: u64) -> Resu
     }
 }
 
-/// Handle one bio of a batch with the lock held. `None`: the bio went elsewhere. Otherwise
-/// the bio, its result, and whether that result waits for the batch's commit.
+/// Handle one bio of a batch with the lock held (reads only when the snapshot is invalid: a
+/// valid one reads in [`ReadRun`]s). `None`: the bio went elsewhere. Otherwise the bio, its
+/// result, and whether that result waits for the batch's commit.
 fn snap_one(
     sh: &SnapShared,
     g: &mut MutexGuard<'_, SnapInner>,
@@ -415,6 +420,7 @@ fn snap_one(
     if !g.valid {
         return Some((bio, Err(IoError::Io), false));
     }
+    debug_assert!(bio.op != Op::Read, "a valid snapshot reads in runs");
     let off = bio.sector.0 % cs;
     let whole = off == 0 && bio.len().0 == cs;
     let res = if bio.op == Op::Discard {
@@ -429,9 +435,6 @@ fn snap_one(
         }
     } else if let Some(n) = g.store.lookup(c) {
         rw_sync(&*sh.cow, &mut bio, at(n, cs, off))
-    } else if bio.op == Op::Read {
-        let s = bio.sector.0;
-        rw_sync(&*sh.origin, &mut bio, s)
     } else if g.overflow {
         Err(IoError::Io)
     } else {
